@@ -1,0 +1,1 @@
+"""Benchmarks: python -m benchmarks.<name> prints side-by-side ratio tables."""

@@ -1,0 +1,1 @@
+"""Data: image I/O, face alignment and detection, LMDB datasets, transforms."""

@@ -1,0 +1,97 @@
+"""Image reading and colour conversion shared by datasets, embedders and restorers.
+
+Colour order: arrays are BGR (as OpenCV reads them) unless a function says otherwise;
+gray images are 2-D (H, W) uint8.
+"""
+import os
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "read_image", "to_gray", "to_bgr"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image file that is missing, empty, truncated or not an image."""
+
+
+def _from_pil(data: bytes) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(data)) as im:
+        im.load()
+        return cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to uint8.
+
+    Args:
+        data: the encoded file (JPEG, PNG, PGM, BMP, WebP, GIF, TIFF ...).
+        color: ``"bgr"`` (H,W,3), ``"rgb"`` (H,W,3) or ``"gray"`` (H,W; ITU-R 601 luma).
+        source: a name for error messages.
+    Alpha is composited onto black; 16-bit images are scaled to 8 bits.
+    Raises:
+        ImageReadError: empty, truncated or undecodable data.
+    """
+    if color not in ("bgr", "rgb", "gray"):
+        raise ValueError(f"color must be 'bgr', 'rgb' or 'gray', got {color!r}")
+    if not data:
+        raise ImageReadError(f"{source}: empty file")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        try:  # GIF and a few others that this OpenCV build cannot decode
+            img = _from_pil(data)
+        except Exception as err:
+            raise ImageReadError(f"{source}: not a readable image ({type(err).__name__}: {err})") from err
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if color == "gray":
+        return to_gray(img)
+    bgr = to_bgr(img)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if color == "rgb" else bgr
+
+
+def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
+    """Read an image file as uint8 (see :func:`decode_image` for ``color``).
+
+    Raises:
+        ImageReadError: the file is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
+    return decode_image(data, color, str(path))
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """BGR (H,W,3) or gray (H,W) uint8 -> gray (H,W) with ITU-R 601 weights (0.299 R + 0.587 G + 0.114 B)."""
+    if img.ndim == 2:
+        return img
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    raise ValueError(f"expected a gray (H,W) or BGR (H,W,3) image, got shape {img.shape}")
+
+
+def to_bgr(img: np.ndarray) -> np.ndarray:
+    """Gray (H,W) or BGR (H,W,3) uint8 -> BGR (H,W,3)."""
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"expected a gray (H,W) or BGR (H,W,3) image, got shape {img.shape}")

@@ -1,0 +1,1 @@
+"""Training-loop pieces: distributed set-up, checkpoints, EMA, logging."""

@@ -1,0 +1,68 @@
+"""torch.distributed set-up for ``torchrun``; a plain single-process path otherwise.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them no process
+group is created and everything runs in this process. The backend is NCCL on CUDA
+and Gloo on the CPU.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: rank, world size, local rank and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: Optional[str] = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; otherwise ``torch.device(device)``."""
+    if device in (None, "auto"):
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; pass --device cpu")
+    return dev
+
+
+def init_distributed(device: Optional[str] = "auto") -> DistInfo:
+    """Join the process group when launched by ``torchrun``; return this process's :class:`DistInfo`."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo(device=resolve_device(device))
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        dev = torch.device(f"cuda:{local_rank}")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    log.info("process group: rank %d/%d (local %d) on %s", rank, world_size, local_rank, dev)
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one was created."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

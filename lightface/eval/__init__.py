@@ -1,0 +1,1 @@
+"""Evaluation: verification metrics, image quality, identity score, distribution divergences."""

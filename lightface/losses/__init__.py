@@ -1,0 +1,1 @@
+"""Losses: identity, adversarial objectives and GAN regularisers, wavelet, frontal, noisy-label."""

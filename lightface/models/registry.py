@@ -1,0 +1,44 @@
+"""Model registry: ``register_model`` decorates a builder, ``get_model`` builds by name."""
+from typing import Callable, Dict, List, Optional
+
+from torch import nn
+
+__all__ = ["register_model", "get_model", "list_models", "MODEL_BUILDERS"]
+
+MODEL_BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder(**kwargs) -> nn.Module`` under ``name`` (lower case, unique)."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in MODEL_BUILDERS:
+            raise ValueError(f"model name {name!r} is already registered")
+        MODEL_BUILDERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_models() -> List[str]:
+    """Names accepted by :func:`get_model`, sorted."""
+    return sorted(MODEL_BUILDERS)
+
+
+def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+    """Build model ``name``; load ``weights`` (a path to a checkpoint) when given.
+
+    ``num_classes`` is passed to builders that take it (classifier size; ``None``
+    means the builder's default, or the checkpoint's when ``weights`` is given).
+    """
+    key = name.lower()
+    if key not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = MODEL_BUILDERS[key](**kwargs)
+    if weights is not None:
+        from .checkpoint import load_weights
+
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,1 @@
+"""Command-line pipelines: python -m pipelines.<name> --help."""
