@@ -1,4 +1,8 @@
-"""Models: Light CNN recognisers and the face generators; ``get_model`` builds any by name."""
+"""Models: Light CNN recognisers and the face generators; ``get_model`` builds any by name.
+
+Each model module registers its builders on import; add one import line per module.
+"""
 from .registry import get_model, list_models, register_model
+from . import lightcnn  # noqa: F401  (registers lightcnn9, lightcnn29, lightcnn29v2)
 
 __all__ = ["get_model", "list_models", "register_model"]
