@@ -1,0 +1,213 @@
+"""Five-point similarity alignment of faces to the Light CNN and ArcFace crop templates.
+
+Landmarks are always 5 points ``(x, y)`` in pixel coordinates of the source image, in the
+order **left eye, right eye, nose tip, left mouth corner, right mouth corner, as seen in
+the image** (the viewer's left), which is the order InsightFace, YuNet and
+``../shared/data/lfw_identities/landmarks_5pt.txt`` use.
+
+Templates (``template=``):
+
+``"lightcnn"`` (base size 128)
+    The Light CNN test crop: eyes level, eye midpoint at (64, 40) and mouth midpoint at
+    (64, 88) in a 128x128 crop (48 px from eyes to mouth).
+``"lightcnn_train"`` (base size 144)
+    The Light CNN training crop: the same face on a 144x144 canvas (eye midpoint
+    (72, 48), mouth midpoint (72, 96)), so that a centred 128 crop of it is exactly the
+    ``"lightcnn"`` crop and random 128 crops jitter around it.
+``"arcface"`` (base size 112)
+    InsightFace's 112x112 ArcFace template (``insightface.utils.face_align.arcface_dst``);
+    for sizes that are multiples of 128 it follows InsightFace's convention (112 template
+    at ``size/128`` scale, shifted right by ``8*size/128``).
+
+How the 5 Light CNN reference points were chosen: the Light CNN papers fix only the eye
+midpoint and the mouth midpoint. The five points are the ArcFace template made exactly
+left/right symmetric (eyes on one row, mouth corners on one row, nose on the vertical
+mid-line, keeping ArcFace's half-widths and nose height) and then scaled and shifted
+(no rotation) so that its eye midpoint lands on (64, 40) and its mouth midpoint on
+(64, 88). A face whose proportions equal the template's is mapped exactly; others get the
+least-squares similarity fit (Umeyama, via scikit-image), whose midpoints stay within a
+pixel or two of the template on real faces (tested on LFW).
+
+For a ``size`` other than the base size, the template is scaled by ``size / base``.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import cv2
+import numpy as np
+from skimage.transform import SimilarityTransform
+
+__all__ = [
+    "TEMPLATES",
+    "template_base_size",
+    "template_points",
+    "estimate_transform",
+    "align_face",
+    "invert_affine",
+    "transform_points",
+]
+
+TEMPLATES = ("lightcnn", "lightcnn_train", "arcface")
+_BASE_SIZE = {"lightcnn": 128, "lightcnn_train": 144, "arcface": 112}
+
+
+def template_base_size(template: str) -> int:
+    """The crop side a template is defined at: 128 (lightcnn), 144 (lightcnn_train), 112 (arcface)."""
+    if template not in _BASE_SIZE:
+        raise ValueError(f"unknown alignment template {template!r}; choose one of {TEMPLATES}")
+    return _BASE_SIZE[template]
+
+
+def _arcface_dst() -> np.ndarray:
+    from insightface.utils.face_align import arcface_dst
+
+    return np.asarray(arcface_dst, dtype=np.float64)
+
+
+def _lightcnn_points() -> np.ndarray:
+    """The 128x128 Light CNN template derived from the symmetrised ArcFace template."""
+    a = _arcface_dst()
+    eye_half = (a[1, 0] - a[0, 0]) / 2.0
+    mouth_half = (a[4, 0] - a[3, 0]) / 2.0
+    eye_y = (a[0, 1] + a[1, 1]) / 2.0
+    mouth_y = (a[3, 1] + a[4, 1]) / 2.0
+    scale = (88.0 - 40.0) / (mouth_y - eye_y)
+    nose_y = 40.0 + scale * (a[2, 1] - eye_y)
+    return np.array(
+        [
+            [64.0 - scale * eye_half, 40.0],
+            [64.0 + scale * eye_half, 40.0],
+            [64.0, nose_y],
+            [64.0 - scale * mouth_half, 88.0],
+            [64.0 + scale * mouth_half, 88.0],
+        ]
+    )
+
+
+def template_points(template: str = "lightcnn", size: int | None = None) -> np.ndarray:
+    """Reference positions of the 5 landmarks in the output crop.
+
+    Args:
+        template: ``"lightcnn"``, ``"lightcnn_train"`` or ``"arcface"``.
+        size: crop side in pixels; ``None`` = the template's base size (128, 144, 112).
+    Returns:
+        float64 array (5, 2) of ``(x, y)`` in crop pixels, landmark order as in the module doc.
+    """
+    base = template_base_size(template)
+    if size is not None and (int(size) != size or size < 8):
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if template == "lightcnn":
+        pts = _lightcnn_points()
+    elif template == "lightcnn_train":
+        pts = _lightcnn_points() + 8.0
+    else:
+        pts = _arcface_dst()
+        if size is not None and size % 112 != 0 and size % 128 == 0:
+            ratio = size / 128.0
+            return pts * ratio + np.array([8.0 * ratio, 0.0])
+    size = base if size is None else int(size)
+    return pts * (size / base)
+
+
+def _check_landmarks(landmarks) -> np.ndarray:
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.size != 10:
+        raise ValueError(
+            f"landmarks must be 5 (x, y) points, shape (5, 2) or (10,), got shape {pts.shape}"
+        )
+    pts = pts.reshape(5, 2)
+    if not np.isfinite(pts).all():
+        raise ValueError(f"landmarks contain NaN or infinite values: {pts.tolist()}")
+    if np.ptp(pts, axis=0).max() < 1e-3:
+        raise ValueError(f"landmarks are degenerate (all 5 points coincide): {pts.tolist()}")
+    return pts
+
+
+def estimate_transform(landmarks, template: str = "lightcnn", size: int | None = None) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) from the
+    5 image landmarks to the template.
+
+    Args:
+        landmarks: (5, 2) or (10,) ``(x, y)`` image coordinates, order as in the module doc.
+        template, size: see :func:`template_points`.
+    Returns:
+        float64 (2, 3) matrix ``M`` with ``[x', y'] = M @ [x, y, 1]`` (image -> crop).
+    """
+    src = _check_landmarks(landmarks)
+    dst = template_points(template, size)
+    tform = SimilarityTransform.from_estimate(src, dst)
+    if not tform:
+        raise ValueError(f"could not fit a similarity transform to landmarks {src.tolist()}")
+    return np.asarray(tform.params[:2], dtype=np.float64)
+
+
+def align_face(
+    image: np.ndarray,
+    landmarks,
+    template: str = "lightcnn",
+    size: int | None = 128,
+    border_value: float = 0.0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Warp a face to a canonical crop with a 5-point similarity transform.
+
+    Args:
+        image: (H, W) gray or (H, W, C) image, any colour order (kept as is), uint8 or
+            float; the crop has the same dtype and channels.
+        landmarks: (5, 2) or (10,) ``(x, y)`` pixel coordinates in ``image``: left eye,
+            right eye, nose, left mouth corner, right mouth corner (as seen in the image).
+        template: ``"lightcnn"`` (eye midpoint (64,40), mouth midpoint (64,88) at 128),
+            ``"lightcnn_train"`` (144 canvas, (72,48)/(72,96)) or ``"arcface"`` (112).
+        size: crop side in pixels; the template is scaled with it. ``None`` = the template's
+            base size (128 / 144 / 112). The default 128 suits ``"lightcnn"``; pass
+            ``size=None`` (or 144 / 112) with the other templates.
+        border_value: fill for pixels outside the source image.
+    Returns:
+        ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
+        (use :func:`invert_affine` to paste back).
+
+    Example:
+        >>> crop, M = align_face(bgr, pts)                       # 128x128 Light CNN crop
+        >>> crop144, _ = align_face(bgr, pts, "lightcnn_train", size=None)
+    """
+    img = np.asarray(image)
+    if img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"image must be (H, W) or (H, W, C) with H, W > 0, got shape {img.shape}")
+    if img.ndim == 3 and not 1 <= img.shape[2] <= 4:
+        raise ValueError(f"image must have 1-4 channels in the last axis, got shape {img.shape}")
+    if size is None:
+        size = template_base_size(template)
+    M = estimate_transform(landmarks, template, size)
+    squeeze = img.ndim == 3 and img.shape[2] == 1
+    src = img[:, :, 0] if squeeze else img
+    if src.dtype == np.float64 or src.dtype == np.float32 or src.dtype == np.uint8:
+        work = src
+    else:
+        work = src.astype(np.float32)
+    crop = cv2.warpAffine(
+        work, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(border_value,) * 4,
+    )
+    crop = crop.astype(img.dtype, copy=False)
+    if squeeze:
+        crop = crop[:, :, None]
+    return crop, M
+
+
+def invert_affine(M: np.ndarray) -> np.ndarray:
+    """Inverse of a (2, 3) affine matrix (crop -> image for an align matrix), float64 (2, 3)."""
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != (2, 3):
+        raise ValueError(f"expected a (2, 3) affine matrix, got shape {M.shape}")
+    if abs(np.linalg.det(M[:, :2])) < 1e-12:
+        raise ValueError("affine matrix is singular and cannot be inverted")
+    return cv2.invertAffineTransform(M).astype(np.float64)
+
+
+def transform_points(points, M: np.ndarray) -> np.ndarray:
+    """Apply a (2, 3) affine matrix to points (..., 2); returns float64 of the same shape."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape[-1] != 2:
+        raise ValueError(f"points must have shape (..., 2), got {pts.shape}")
+    M = np.asarray(M, dtype=np.float64)
+    return pts @ M[:, :2].T + M[:, 2]

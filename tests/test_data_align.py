@@ -1,0 +1,124 @@
+"""Five-point alignment: templates, matrices, and real LFW faces with their landmarks."""
+import numpy as np
+import pytest
+
+from lightface.data.align import (
+    align_face,
+    estimate_transform,
+    invert_affine,
+    template_base_size,
+    template_points,
+    transform_points,
+)
+from lightface.data.io import read_image
+
+
+def _midpoints(pts):
+    return (pts[0] + pts[1]) / 2, (pts[3] + pts[4]) / 2
+
+
+@pytest.mark.parametrize(
+    "template,size,eye,mouth",
+    [("lightcnn", 128, (64, 40), (64, 88)), ("lightcnn_train", 144, (72, 48), (72, 96)),
+     ("lightcnn", 256, (128, 80), (128, 176))],
+)
+def test_lightcnn_template_midpoints(template, size, eye, mouth):
+    pts = template_points(template, size)
+    em, mm = _midpoints(pts)
+    np.testing.assert_allclose(em, eye, atol=1e-9)
+    np.testing.assert_allclose(mm, mouth, atol=1e-9)
+    assert pts[0, 1] == pts[1, 1] and pts[3, 1] == pts[4, 1]  # eyes and mouth level
+    assert pts[0, 0] < pts[2, 0] < pts[1, 0]  # viewer's left eye first, nose between
+
+
+def test_train_template_center_crop_is_test_template():
+    np.testing.assert_allclose(template_points("lightcnn_train") - 8, template_points("lightcnn"))
+
+
+def test_arcface_template_is_insightface():
+    from insightface.utils.face_align import arcface_dst, estimate_norm
+
+    np.testing.assert_allclose(template_points("arcface"), arcface_dst, atol=1e-6)
+    pts = np.asarray(arcface_dst, np.float64) * 1.7 + [30.0, 12.0]
+    pts[2] += [1.5, -2.0]  # not an exact similarity: compare the least-squares fits
+    for size in (112, 128, 224):
+        np.testing.assert_allclose(estimate_transform(pts, "arcface", size),
+                                   estimate_norm(pts.astype(np.float32), size), atol=1e-3)
+    assert template_base_size("arcface") == 112
+
+
+def test_exact_similarity_is_recovered_and_inverted():
+    dst = template_points("lightcnn")
+    angle, scale, t = 0.3, 1.9, np.array([40.0, 25.0])
+    R = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = dst @ R.T + t  # template -> image
+    M = estimate_transform(src, "lightcnn")
+    np.testing.assert_allclose(transform_points(src, M), dst, atol=1e-6)
+    np.testing.assert_allclose(transform_points(dst, invert_affine(M)), src, atol=1e-6)
+
+
+def test_align_keeps_dtype_and_channels():
+    rng = np.random.default_rng(0)
+    pts = template_points("lightcnn", 128) * 2 + 10
+    for img in (rng.integers(0, 255, (300, 280, 3), dtype=np.uint8),
+                rng.integers(0, 255, (300, 280), dtype=np.uint8),
+                rng.random((300, 280, 1)).astype(np.float32)):
+        crop, M = align_face(img, pts)
+        assert crop.dtype == img.dtype and crop.shape == (128, 128) + img.shape[2:]
+        assert M.shape == (2, 3) and M.dtype == np.float64
+    crop, _ = align_face(img, pts, "lightcnn_train", size=None)
+    assert crop.shape == (144, 144, 1)
+    crop, _ = align_face(img, pts.reshape(-1), "arcface", size=None)
+    assert crop.shape == (112, 112, 1)
+
+
+def test_align_pixels_match_warp():
+    """A gray ramp warped by a pure scale keeps its values where the template says."""
+    img = np.tile(np.arange(256, dtype=np.float32), (256, 1))
+    pts = template_points("lightcnn") * 2.0  # image = crop scaled by 2
+    crop, M = align_face(img, pts, "lightcnn")
+    np.testing.assert_allclose(M, [[0.5, 0, 0], [0, 0.5, 0]], atol=1e-9)
+    np.testing.assert_allclose(crop[10, :100], 2.0 * np.arange(100), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "landmarks,msg",
+    [(np.zeros((4, 2)), "5 \\(x, y\\) points"), (np.full((5, 2), np.nan), "NaN"),
+     (np.ones((5, 2)), "degenerate")],
+)
+def test_bad_landmarks(landmarks, msg):
+    with pytest.raises(ValueError, match=msg):
+        align_face(np.zeros((64, 64), np.uint8), landmarks)
+
+
+def test_bad_image_and_template():
+    pts = template_points("lightcnn")
+    with pytest.raises(ValueError, match="image must be"):
+        align_face(np.zeros((4, 64, 64, 3), np.uint8), pts)
+    with pytest.raises(ValueError, match="unknown alignment template"):
+        align_face(np.zeros((64, 64), np.uint8), pts, template="dlib")
+    with pytest.raises(ValueError, match="singular"):
+        invert_affine(np.zeros((2, 3)))
+
+
+def test_lfw_landmarks_land_on_template(shared_data):
+    root = shared_data / "lfw_identities"
+    errs, level = [], []
+    lines = (root / "landmarks_5pt.txt").read_text().splitlines()
+    for line in lines:
+        name, *vals = line.split()
+        pts = np.asarray(vals, np.float64).reshape(5, 2)
+        img = read_image(root / "images" / name)
+        crop, M = align_face(img, pts)
+        assert crop.shape == (128, 128, 3)
+        w = transform_points(pts, M)
+        em, mm = _midpoints(w)
+        errs.append(np.r_[np.abs(em - (64, 40)), np.abs(mm - (64, 88))])
+        level.append(abs(w[1, 1] - w[0, 1]))
+    errs = np.array(errs)
+    assert len(errs) == 180
+    # least-squares over 5 points: near-frontal faces land within a pixel or two
+    assert (errs.mean(0) < 2.0).all(), errs.mean(0)
+    assert np.median(errs, 0).max() < 1.5
+    assert (errs.max(1) < 3.0).mean() > 0.7  # the rest are turned or tilted faces (max ~7 px)
+    assert np.median(level) < 2.0
