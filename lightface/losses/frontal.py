@@ -1,0 +1,169 @@
+"""TP-GAN synthesis loss (Huang et al., ICCV 2017, eq. 7).
+
+``L_syn = L_pixel + l1 * L_sym + l2 * L_adv + l3 * L_ip + l4 * L_tv (+ l_ce * L_ce)``
+
+with the paper's weights ``l1 = 0.3, l2 = 1e-3, l3 = 3e-3, l4 = 1e-4`` as defaults.
+Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
+
+* ``l_g_pix`` — multi-scale L1: for each generator output ``img128``, ``img64`` and
+  ``img32`` the mean absolute error against the ground-truth frontal resized to that
+  scale (area interpolation), i.e. divided by ``N*C*H*W`` of that scale; the scales are
+  averaged.
+* ``l_g_patch`` — the same mean L1 for each of the four local-pathway patch images
+  against the ground-truth patch cut at the same template box, averaged over patches;
+  added to ``L_pixel`` with weight ``lambda_patch`` (default 1).
+* ``l_g_sym`` — :func:`lightface.ops.symmetry_loss` (the fused op) with
+  ``reduction="mean"``, i.e. the sum of ``|I(x, y) - I(W-1-x, y)|`` over the left half
+  divided by ``N*C*H*floor(W/2)``; averaged over the three scales.
+* ``l_g_adv`` — the generator side of the GAN objective
+  (:class:`lightface.engine.gan.GANObjective`, whatever ``--adversarial`` chose, with
+  its feature-matching / pull-away additions) on ``img128``; its own terms are logged
+  too. For the non-saturating loss this is the mean over the patch-logit map.
+* ``l_g_ip`` — identity preserving: L1 between frozen Light CNN features of the
+  synthesised and ground-truth frontal, mean absolute difference of the last pooling
+  layer (flattened) plus mean absolute difference of the 256-d ``fc`` feature
+  (:meth:`lightface.losses.identity.IdentityLoss.features`).
+* ``l_g_tv`` — :func:`lightface.ops.total_variation` (fused op) of ``img128`` with
+  ``reduction="mean"``: the anisotropic L1 sum divided by ``N*C*H*W``.
+* ``l_g_ce`` — optional cross-entropy of the generator's identity logits (on the
+  encoder feature) against the identity labels.
+"""
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import ops
+
+__all__ = ["FrontalLoss", "SCALES"]
+
+#: generator output keys and their side length.
+SCALES: Tuple[Tuple[str, int], ...] = (("img128", 128), ("img64", 64), ("img32", 32))
+
+
+def _resize_like(target: Tensor, size: int) -> Tensor:
+    if target.shape[-1] == size and target.shape[-2] == size:
+        return target
+    return F.interpolate(target, size=(size, size), mode="area")
+
+
+class FrontalLoss(nn.Module):
+    """The TP-GAN generator loss with named terms.
+
+    Args:
+        identity: a frozen identity network exposing ``features(x) -> {"pool", "fc"}``
+            (:class:`lightface.losses.identity.IdentityLoss`), or ``None`` to skip ``L_ip``.
+        objective: a GAN objective with ``generator_loss(D, real, fake) -> (loss, terms)``
+            (:class:`lightface.engine.gan.GANObjective`), or ``None`` to skip ``L_adv``.
+        lambda_sym, lambda_adv, lambda_ip, lambda_tv: the paper's l1..l4.
+        lambda_patch: weight of the local-patch L1 inside ``L_pixel``.
+        lambda_ce: weight of the identity cross-entropy on the encoder feature (0 = off).
+
+    ``forward(out, target, discriminator=None, labels=None, patch_boxes=None)`` takes the
+    generator's output dict (see :class:`lightface.models.tpgan.TPGANGenerator`), the
+    ground-truth frontal (N, C, 128, 128) in [0, 1], the discriminator (needed when
+    ``objective`` is set), identity labels (N,) int64 (needed when ``lambda_ce > 0``) and
+    the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``). Returns
+    ``(loss, terms)``: a scalar tensor and ``{name: float}`` of the unweighted terms plus
+    ``l_g_total``.
+    """
+
+    def __init__(
+        self,
+        identity: Optional[nn.Module] = None,
+        objective=None,
+        lambda_sym: float = 0.3,
+        lambda_adv: float = 1e-3,
+        lambda_ip: float = 3e-3,
+        lambda_tv: float = 1e-4,
+        lambda_patch: float = 1.0,
+        lambda_ce: float = 0.0,
+    ):
+        super().__init__()
+        for name, value in dict(
+            lambda_sym=lambda_sym, lambda_adv=lambda_adv, lambda_ip=lambda_ip, lambda_tv=lambda_tv,
+            lambda_patch=lambda_patch, lambda_ce=lambda_ce,
+        ).items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.identity = identity
+        self.objective = objective
+        self.lambda_sym, self.lambda_adv, self.lambda_ip, self.lambda_tv = lambda_sym, lambda_adv, lambda_ip, lambda_tv
+        self.lambda_patch, self.lambda_ce = lambda_patch, lambda_ce
+
+    # Each term is its own method so benchmarks can time them separately.
+    def pixel(self, out: Mapping[str, Tensor], target: Tensor) -> Tensor:
+        """Multi-scale mean L1 (averaged over 128/64/32)."""
+        return sum(F.l1_loss(out[k], _resize_like(target, s)) for k, s in SCALES) / len(SCALES)
+
+    def patch(self, patches: Mapping[str, Tensor], target: Tensor, boxes: Mapping[str, Tuple[int, int, int, int]]) -> Tensor:
+        """Mean L1 of each local patch image against the target cut at its box, averaged over patches."""
+        losses = []
+        for name, p in patches.items():
+            y0, x0, h, w = boxes[name]
+            losses.append(F.l1_loss(p, target[:, :, y0 : y0 + h, x0 : x0 + w]))
+        return sum(losses) / len(losses)
+
+    def symmetry(self, out: Mapping[str, Tensor]) -> Tensor:
+        """Fused symmetry loss (mean reduction) averaged over the three scales."""
+        return sum(ops.symmetry_loss(out[k], "mean") for k, _ in SCALES) / len(SCALES)
+
+    def total_variation(self, img: Tensor) -> Tensor:
+        """Fused anisotropic TV, mean reduction."""
+        return ops.total_variation(img, "mean")
+
+    def identity_preserving(self, fake: Tensor, real: Tensor) -> Tensor:
+        """L1 between frozen Light CNN ``pool`` and ``fc`` features of fake and real."""
+        with torch.no_grad():
+            fr = self.identity.features(real)
+        ff = self.identity.features(fake)
+        return F.l1_loss(ff["pool"], fr["pool"]) + F.l1_loss(ff["fc"], fr["fc"])
+
+    def forward(
+        self,
+        out: Mapping,
+        target: Tensor,
+        discriminator: Optional[nn.Module] = None,
+        labels: Optional[Tensor] = None,
+        patch_boxes: Optional[Mapping[str, Tuple[int, int, int, int]]] = None,
+    ) -> Tuple[Tensor, Dict[str, float]]:
+        fake = out["img128"]
+        if target.shape != fake.shape:
+            raise ValueError(f"target must match the synthesised image {tuple(fake.shape)}, got {tuple(target.shape)}")
+        terms: Dict[str, float] = {}
+        l_pix = self.pixel(out, target)
+        terms["l_g_pix"] = l_pix.item()
+        loss = l_pix
+        if self.lambda_patch > 0 and out.get("patches") and patch_boxes is not None:
+            l_patch = self.patch(out["patches"], target, patch_boxes)
+            terms["l_g_patch"] = l_patch.item()
+            loss = loss + self.lambda_patch * l_patch
+        if self.lambda_sym > 0:
+            l_sym = self.symmetry(out)
+            terms["l_g_sym"] = l_sym.item()
+            loss = loss + self.lambda_sym * l_sym
+        if self.lambda_adv > 0 and self.objective is not None:
+            if discriminator is None:
+                raise ValueError("FrontalLoss: a discriminator is needed for the adversarial term (or set lambda_adv=0)")
+            l_adv, adv_terms = self.objective.generator_loss(discriminator, target, fake)
+            for k, v in adv_terms.items():
+                terms[k if k.startswith("l_") else f"l_g_{k}"] = float(v)
+            terms["l_g_adv"] = l_adv.item()
+            loss = loss + self.lambda_adv * l_adv
+        if self.lambda_ip > 0 and self.identity is not None:
+            l_ip = self.identity_preserving(fake, target)
+            terms["l_g_ip"] = l_ip.item()
+            loss = loss + self.lambda_ip * l_ip
+        if self.lambda_tv > 0:
+            l_tv = self.total_variation(fake)
+            terms["l_g_tv"] = l_tv.item()
+            loss = loss + self.lambda_tv * l_tv
+        if self.lambda_ce > 0:
+            if "logits" not in out or labels is None:
+                raise ValueError("lambda_ce > 0 needs a generator built with num_classes > 0 and identity labels")
+            l_ce = F.cross_entropy(out["logits"], labels)
+            terms["l_g_ce"] = l_ce.item()
+            loss = loss + self.lambda_ce * l_ce
+        terms["l_g_total"] = loss.item()
+        return loss, terms
