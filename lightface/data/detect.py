@@ -1,0 +1,243 @@
+"""Face detection with 5 landmarks: InsightFace (SCRFD / RetinaFace ONNX, model packs) or OpenCV YuNet.
+
+Every backend returns the same :class:`DetectedFace` records, largest face first, with
+landmarks in the project order (left eye, right eye, nose tip, left mouth corner, right
+mouth corner, as seen in the image), ready for :func:`lightface.data.align.align_face`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+__all__ = ["DetectedFace", "FaceDetector", "DetectorError"]
+
+logger = logging.getLogger(__name__)
+
+
+class DetectorError(RuntimeError):
+    """A detector that cannot be found, downloaded or loaded."""
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One detected face.
+
+    Attributes:
+        box: float32 (4,) ``x1, y1, x2, y2`` in image pixels.
+        score: detection confidence in [0, 1].
+        landmarks: float32 (5, 2) ``(x, y)``: left eye, right eye, nose, left mouth corner,
+            right mouth corner (as seen in the image).
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def area(self) -> float:
+        """Box area in square pixels."""
+        return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
+
+
+def _providers_for(device: str, providers: Optional[Sequence[str]]) -> List[str]:
+    if providers is not None:
+        return list(providers)
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise DetectorError(
+            f"device='cuda' but onnxruntime offers only {available}; install onnxruntime-gpu "
+            "or pass device='cpu'"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise TypeError(f"detector input must be a uint8 image (BGR or gray), got dtype {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return np.ascontiguousarray(img)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise ValueError(f"detector input must be (H, W) gray or (H, W, 3) BGR, got shape {img.shape}")
+
+
+def _is_yunet(path: Path) -> bool:
+    return "yunet" in path.name.lower()
+
+
+class FaceDetector:
+    """Detect faces and their 5 landmarks.
+
+    Args:
+        model: one of
+            - an InsightFace model pack name (``"buffalo_l"``, ``"buffalo_s"``, ...): loaded
+              through ``insightface.app.FaceAnalysis`` from ``root`` (downloaded there on a
+              connected machine);
+            - a model pack folder (holding a detection ``.onnx``);
+            - a path to an InsightFace detector ``.onnx`` (SCRFD, RetinaFace), e.g.
+              ``det_500m.onnx``;
+            - a path to an OpenCV YuNet ``.onnx`` (recognised by ``yunet`` in the file
+              name) or ``"yunet:<path>"`` for any file name.
+        det_size: the image is resized (keeping its aspect ratio, padded) to fit
+            ``det_size x det_size`` for detection; coordinates are returned in the
+            original image.
+        threshold: minimum detection score in [0, 1].
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (ONNX Runtime providers for InsightFace
+            models; YuNet runs on OpenCV's CPU backend).
+        providers: explicit ONNX Runtime providers (overrides ``device``).
+        root: InsightFace model root for pack names.
+
+    Example:
+        >>> det = FaceDetector("../shared/models/det_500m.onnx")
+        >>> faces = det.detect(cv2.imread("group.jpg"))      # largest first
+        >>> crop, M = align_face(img, faces[0].landmarks)
+    """
+
+    def __init__(
+        self,
+        model: Union[str, os.PathLike] = "buffalo_l",
+        det_size: int = 640,
+        threshold: float = 0.5,
+        device: str = "auto",
+        providers: Optional[Sequence[str]] = None,
+        root: Union[str, os.PathLike] = "~/.insightface",
+    ):
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if int(det_size) < 32:
+            raise ValueError(f"det_size must be >= 32, got {det_size}")
+        self.det_size = int(det_size)
+        self.threshold = float(threshold)
+        self.model = str(model)
+        spec = str(model)
+        self._yunet = None
+        self._insight = None
+        if spec.startswith("yunet:"):
+            self._load_yunet(Path(spec[len("yunet:"):]).expanduser())
+        else:
+            path = Path(spec).expanduser()
+            if path.suffix.lower() == ".onnx" or path.is_file():
+                if not path.is_file():
+                    raise DetectorError(f"detector file not found: {path}")
+                if _is_yunet(path):
+                    self._load_yunet(path)
+                else:
+                    self._load_insightface_onnx(path, _providers_for(device, providers))
+            else:
+                self._load_pack(spec, root, _providers_for(device, providers))
+        self.backend = "yunet" if self._yunet is not None else "insightface"
+        logger.info("face detector %s (%s), det_size=%d, threshold=%.2f", spec, self.backend,
+                    self.det_size, self.threshold)
+
+    # -- loading ---------------------------------------------------------------------
+    def _load_yunet(self, path: Path) -> None:
+        if not path.is_file():
+            raise DetectorError(f"YuNet model file not found: {path}")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise DetectorError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN; install opencv-python>=4.8")
+        try:
+            self._yunet = cv2.FaceDetectorYN.create(str(path), "", (self.det_size, self.det_size),
+                                                    self.threshold, 0.3, 5000)
+        except cv2.error as err:
+            raise DetectorError(f"{path}: OpenCV cannot load it as a YuNet detector ({err})") from err
+
+    def _prepare_insight(self, det, providers: List[str]) -> None:
+        ctx_id = 0 if providers and providers[0] == "CUDAExecutionProvider" else -1
+        det.prepare(ctx_id, input_size=(self.det_size, self.det_size), det_thresh=self.threshold)
+        self._insight = det
+
+    def _load_insightface_onnx(self, path: Path, providers: List[str]) -> None:
+        from insightface.model_zoo import get_model
+
+        try:
+            det = get_model(str(path), providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise DetectorError(f"{path}: cannot load as an InsightFace model ({type(err).__name__}: {err})") from err
+        if det is None or getattr(det, "taskname", None) != "detection":
+            raise DetectorError(
+                f"{path}: not an InsightFace face detector (found task "
+                f"{getattr(det, 'taskname', None)!r}); pass a detection model such as det_500m.onnx / "
+                "det_10g.onnx, or a YuNet file as 'yunet:<path>'"
+            )
+        self._prepare_insight(det, providers)
+
+    def _load_pack(self, name: str, root, providers: List[str]) -> None:
+        from insightface.app import FaceAnalysis
+
+        try:
+            app = FaceAnalysis(name=name, root=str(root), allowed_modules=["detection"], providers=providers)
+        except Exception as err:
+            raise DetectorError(
+                f"could not load the InsightFace model pack {name!r} from {Path(root).expanduser()} "
+                f"({type(err).__name__}: {err}). Without network access a pack cannot be downloaded: "
+                "pass a path to a detector ONNX file instead (e.g. det_500m.onnx or "
+                "face_detection_yunet_2023mar.onnx), or a folder holding the pack."
+            ) from err
+        self._prepare_insight(app.det_model, providers)
+
+    # -- detection -------------------------------------------------------------------
+    def detect(self, image: np.ndarray, max_faces: int = 0) -> List[DetectedFace]:
+        """Detect faces in one image.
+
+        Args:
+            image: uint8 BGR (H, W, 3) as OpenCV reads it, BGRA (H, W, 4), or gray (H, W).
+            max_faces: keep at most this many (the largest); 0 keeps all.
+        Returns:
+            list of :class:`DetectedFace`, sorted by box area, largest first (empty when
+            no face scores above ``threshold``).
+        """
+        bgr = _as_bgr(image)
+        if bgr.shape[0] < 2 or bgr.shape[1] < 2:
+            raise ValueError(f"image too small for detection: shape {bgr.shape}")
+        if self._yunet is not None:
+            boxes, scores, kps = self._detect_yunet(bgr)
+        else:
+            det, kpss = self._insight.detect(bgr, max_num=0)
+            if kpss is None and len(det):
+                raise DetectorError(f"{self.model}: this detector gives no landmarks; use a 5-point model")
+            boxes, scores = det[:, :4], det[:, 4]
+            kps = kpss if kpss is not None else np.zeros((0, 5, 2), np.float32)
+        faces = [
+            DetectedFace(np.asarray(b, np.float32), float(s), np.asarray(k, np.float32).reshape(5, 2))
+            for b, s, k in zip(boxes, scores, kps)
+            if s >= self.threshold
+        ]
+        faces.sort(key=lambda f: -f.area)
+        return faces[:max_faces] if max_faces > 0 else faces
+
+    def _detect_yunet(self, bgr: np.ndarray):
+        h, w = bgr.shape[:2]
+        scale = self.det_size / max(h, w)
+        nh, nw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+        resized = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        self._yunet.setInputSize((nw, nh))
+        _, out = self._yunet.detect(resized)
+        if out is None or len(out) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        out = np.asarray(out, np.float32) / np.float32(scale)
+        boxes = np.stack([out[:, 0], out[:, 1], out[:, 0] + out[:, 2], out[:, 1] + out[:, 3]], 1)
+        kps = out[:, 4:14].reshape(-1, 5, 2)
+        scores = out[:, 14] * np.float32(scale)  # the score column is not a coordinate
+        return boxes, scores, kps
+
+    def __repr__(self) -> str:
+        return f"FaceDetector({self.model!r}, backend={self.backend}, det_size={self.det_size}, threshold={self.threshold})"

@@ -1,0 +1,115 @@
+"""Face detection with 5 landmarks on real photos (InsightFace SCRFD ONNX and OpenCV YuNet)."""
+import numpy as np
+import pytest
+
+from lightface.data.align import align_face, transform_points
+from lightface.data.detect import DetectedFace, DetectorError, FaceDetector
+from lightface.data.io import read_image, to_gray
+
+# ../shared/models/README.md: det_500m finds these counts on the 9 whole photos
+WHOLE = ["codeformer_whole_imgs/00.jpg", "codeformer_whole_imgs/01.jpg", "codeformer_whole_imgs/02.png",
+         "codeformer_whole_imgs/03.jpg", "codeformer_whole_imgs/04.jpg", "codeformer_whole_imgs/05.jpg",
+         "codeformer_whole_imgs/06.png", "gfpgan_whole_imgs/10045.png", "gfpgan_whole_imgs/Blake_Lively.jpg"]
+SCRFD_COUNTS = [4, 4, 4, 1, 1, 1, 2, 3, 2]
+
+
+@pytest.fixture(scope="module")
+def scrfd(shared_models):
+    return FaceDetector(shared_models / "det_500m.onnx", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def yunet(shared_models):
+    return FaceDetector(shared_models / "face_detection_yunet_2023mar.onnx", device="cpu")
+
+
+def _check_faces(faces, shape):
+    areas = [f.area for f in faces]
+    assert areas == sorted(areas, reverse=True)
+    for f in faces:
+        assert isinstance(f, DetectedFace)
+        assert f.box.shape == (4,) and f.landmarks.shape == (5, 2) and f.landmarks.dtype == np.float32
+        assert 0.0 <= f.score <= 1.0
+        x1, y1, x2, y2 = f.box
+        assert x2 > x1 and y2 > y1
+        lm = f.landmarks
+        # every landmark inside the (slightly grown) box, viewer's left eye first, mouth below eyes
+        pad = 0.15 * (x2 - x1)
+        assert (lm[:, 0] > x1 - pad).all() and (lm[:, 0] < x2 + pad).all()
+        assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]
+        assert lm[3:, 1].mean() > lm[:2, 1].mean()
+
+
+def test_scrfd_counts_on_whole_photos(scrfd, shared_data):
+    counts = []
+    for rel in WHOLE:
+        img = read_image(shared_data / "real_lq_faces" / rel)
+        faces = scrfd.detect(img)
+        _check_faces(faces, img.shape)
+        counts.append(len(faces))
+    assert counts == SCRFD_COUNTS
+
+
+def test_yunet_agrees_with_scrfd(yunet, scrfd, shared_data):
+    for rel, n in zip(WHOLE, SCRFD_COUNTS):
+        img = read_image(shared_data / "real_lq_faces" / rel)
+        faces = yunet.detect(img)
+        _check_faces(faces, img.shape)
+        assert n <= len(faces) <= n + 1, rel
+        ref = scrfd.detect(img)[0]
+        iod = np.linalg.norm(ref.landmarks[1] - ref.landmarks[0])
+        assert np.abs(faces[0].landmarks - ref.landmarks).max() < 0.35 * iod, rel
+
+
+def test_gray_input_max_faces_and_yunet_prefix(shared_models, shared_data, scrfd):
+    img = read_image(shared_data / "real_lq_faces" / WHOLE[0])
+    gray = scrfd.detect(to_gray(img))
+    assert len(gray) == 4
+    assert len(scrfd.detect(img, max_faces=2)) == 2
+    det = FaceDetector(f"yunet:{shared_models / 'face_detection_yunet_2023mar.onnx'}", threshold=0.9)
+    assert det.backend == "yunet" and all(f.score >= 0.9 for f in det.detect(img))
+
+
+def test_detect_then_align_matches_lfw_landmarks(scrfd, shared_data):
+    root = shared_data / "lfw_identities"
+    diffs = []
+    for line in (root / "landmarks_5pt.txt").read_text().splitlines()[:20]:
+        name, *vals = line.split()
+        ref = np.asarray(vals, np.float64).reshape(5, 2)
+        img = read_image(root / "images" / name)
+        faces = scrfd.detect(img)
+        assert faces, name
+        crop, M = align_face(img, faces[0].landmarks)
+        w = transform_points(ref, M)
+        diffs.append(np.abs((w[0] + w[1]) / 2 - (64, 40)).max())
+    assert np.median(diffs) < 3.0
+
+
+def test_model_folder_pack(tmp_path, shared_models, shared_data):
+    (tmp_path / "det_500m.onnx").symlink_to(shared_models / "det_500m.onnx")
+    det = FaceDetector(tmp_path, device="cpu")
+    img = read_image(shared_data / "real_lq_faces" / WHOLE[3])
+    assert len(det.detect(img)) == 1
+
+
+def test_errors(tmp_path, scrfd):
+    with pytest.raises(DetectorError, match="not found"):
+        FaceDetector(tmp_path / "missing.onnx")
+    with pytest.raises(TypeError, match="uint8"):
+        scrfd.detect(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        scrfd.detect(np.zeros((2, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="threshold"):
+        FaceDetector(tmp_path / "x.onnx", threshold=2)
+    assert scrfd.detect(np.full((200, 200, 3), 127, np.uint8)) == []
+
+
+@pytest.mark.slow
+def test_pack_name_offline_error(tmp_path):
+    """A pack name that cannot be downloaded here says to pass an ONNX path."""
+    try:
+        det = FaceDetector("buffalo_sc", root=tmp_path, device="cpu")
+    except DetectorError as err:
+        assert "ONNX" in str(err)
+    else:  # a connected machine downloads the pack
+        assert det.backend == "insightface"
