@@ -1,0 +1,382 @@
+"""One GAN objective for every lightface trainer: adversarial loss + regularisers, chosen by flags.
+
+Trainers (super-resolution, frontalization) do::
+
+    parser = argparse.ArgumentParser(); add_gan_arguments(parser)
+    args = parser.parse_args()                       # or parse_with_config(parser)
+    objective = GANObjective.from_args(args)         # or GANObjective.from_config(yaml_dict)
+    if objective.uses_autoencoder_discriminator:     # --began-gamma
+        D = AutoencoderDiscriminator(channels, size, **objective.discriminator_kwargs)
+    else:
+        D = MyDiscriminator(..., **objective.discriminator_kwargs)
+    # discriminator step
+    d_loss, d_terms = objective.discriminator_loss(D, real, fake)   # fake is detached inside
+    d_opt.zero_grad(); d_loss.backward(); d_opt.step(); objective.after_discriminator_step(D)
+    # generator step (D's parameters are frozen inside the call)
+    g_loss, g_terms = objective.generator_loss(D, real, fake)
+    if objective.cycle_weight:
+        c_loss, c_terms = objective.cycle_loss(x, x_rec, y, y_rec); g_loss = g_loss + c_loss
+    logger.log(step, **d_terms, **g_terms, ...)
+    checkpoint["gan_objective"] = objective.state_dict()  # BEGAN k_t for resume
+
+Discriminator contract: ``D(x)`` returns logits (N, ...); ``D(x, return_features=True)``
+returns ``(logits, features)`` with ``features`` a list of activations whose last entry
+is the penultimate representation (N, F) (used by feature matching and the pull-away
+term; requested only when ``needs_features``). Constructors accept
+``minibatch_discrimination=False, minibatch_std=False``. BEGAN (``--began-gamma G``)
+replaces the adversarial objective: D is an auto-encoder
+(:class:`lightface.models.autoencoder_discriminator.AutoencoderDiscriminator`) whose
+forward returns the reconstruction, and the losses use ``L(v) = |v - D(v)|_1``.
+
+``--cycle W`` is applied by the trainer through :meth:`GANObjective.cycle_loss`
+(``W * cycle_consistency_loss``); what the cycle is depends on the trainer:
+
+* super-resolution: one direction, the SR output downscaled back (the degradation's
+  downscaling) must reproduce the LR input: ``cycle_loss(lr, downscale(G(lr)))``;
+* frontalization: unpaired profile/frontal sets with a frontalizer G and a
+  profiler F: ``cycle_loss(profile, F(G(profile)), frontal, G(F(frontal)))``.
+
+Logged term names: ``d_adv`` (adversarial D loss), ``d_real`` / ``d_fake`` (mean D
+output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein``
+(critic estimate of W1, wgan-*), ``d_began_real`` / ``d_began_fake`` (L(x), L(G(z))),
+``k_t``, ``M_global``; ``g_adv``, ``g_feature_matching``, ``g_pull_away``; ``g_cycle``.
+"""
+import argparse
+import contextlib
+import logging
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..losses.adversarial import clip_weights, get_adversarial_loss, gradient_penalty
+from ..losses.gan_regularizers import (
+    BEGANController,
+    autoencoder_loss,
+    cycle_consistency_loss,
+    feature_matching_loss,
+    pull_away_term,
+)
+
+__all__ = ["ADVERSARIAL_CHOICES", "GAN_DEFAULTS", "add_gan_arguments", "GANObjective", "frozen"]
+
+log = logging.getLogger(__name__)
+
+ADVERSARIAL_CHOICES = ("nsgan", "minimax", "wgan-gp", "wgan-clip", "hinge", "lsgan")
+
+#: flag dest -> default; the same keys are accepted in YAML configs (``from_config``).
+GAN_DEFAULTS: Dict[str, Any] = {
+    "adversarial": "nsgan",
+    "feature_matching": 0.0,
+    "minibatch_discrimination": False,
+    "minibatch_std": False,
+    "pull_away": 0.0,
+    "began_gamma": None,
+    "began_lambda_k": 1e-3,
+    "cycle": 0.0,
+    "gp_weight": 10.0,
+    "clip_value": 0.01,
+    "label_smoothing": 0.0,
+}
+
+
+def add_gan_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the GAN objective flags (an argument group "GAN objective") to ``parser``; returns the group.
+
+    Flag dests are the keys of :data:`GAN_DEFAULTS` (so a YAML config uses the same names).
+    """
+    d = GAN_DEFAULTS
+    g = parser.add_argument_group("GAN objective", "adversarial loss and GAN regularisers (lightface.engine.gan)")
+    g.add_argument("--adversarial", default=d["adversarial"], choices=ADVERSARIAL_CHOICES,
+                   help="adversarial objective: nsgan (non-saturating cross-entropy), minimax (original), "
+                        "wgan-gp (Wasserstein + gradient penalty), wgan-clip (Wasserstein + weight clipping), "
+                        "hinge, lsgan (least squares); ignored with --began-gamma (default: %(default)s)")
+    g.add_argument("--feature-matching", type=float, default=d["feature_matching"], metavar="W",
+                   help="weight of feature matching ||E f(x) - E f(G(z))||^2 on D's penultimate features; "
+                        "0 disables (default: %(default)s)")
+    g.add_argument("--minibatch-discrimination", action="store_true",
+                   help="add a minibatch-discrimination layer (Salimans et al. 2016) to the discriminator "
+                        "(default: off)")
+    g.add_argument("--minibatch-std", action="store_true",
+                   help="add a minibatch standard-deviation layer (ProGAN) to the discriminator (default: off)")
+    g.add_argument("--pull-away", type=float, default=d["pull_away"], metavar="W",
+                   help="weight of the pull-away term (EBGAN) on D's penultimate features of G(z); "
+                        "0 disables (default: %(default)s)")
+    g.add_argument("--began-gamma", type=float, default=d["began_gamma"], metavar="G",
+                   help="use BEGAN with diversity ratio gamma in (0, 1] (auto-encoder discriminator, k_t "
+                        "equilibrium control; replaces --adversarial); unset disables (default: %(default)s)")
+    g.add_argument("--began-lambda-k", type=float, default=d["began_lambda_k"], metavar="L",
+                   help="BEGAN k_t learning rate lambda_k (default: %(default)s)")
+    g.add_argument("--cycle", type=float, default=d["cycle"], metavar="W",
+                   help="weight of the cycle-consistency L1 loss (SR: downscaled output vs LR input; "
+                        "frontalization: unpaired profile/frontal cycle); 0 disables (default: %(default)s)")
+    g.add_argument("--gp-weight", type=float, default=d["gp_weight"], metavar="W",
+                   help="gradient-penalty weight lambda for --adversarial wgan-gp (default: %(default)s)")
+    g.add_argument("--clip-value", type=float, default=d["clip_value"], metavar="C",
+                   help="weight-clipping bound c for --adversarial wgan-clip (default: %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], metavar="S",
+                   help="one-sided label smoothing for nsgan/minimax: real target 1-S (default: %(default)s)")
+    return g
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``module``'s parameters do not require grad (gradients still flow to its inputs).
+
+    The previous ``requires_grad`` flags are restored on exit.
+    """
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield module
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def _call_with_features(D: nn.Module, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+    try:
+        out = D(x, return_features=True)
+    except TypeError as err:
+        raise TypeError(
+            f"{type(D).__name__} does not accept return_features=True ({err}); --feature-matching and --pull-away "
+            "need a discriminator returning (logits, features) (see lightface.engine.gan)"
+        ) from err
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], (list, tuple)) and out[1]):
+        raise TypeError(
+            f"{type(D).__name__}(x, return_features=True) must return (logits, [features...]) with at least one "
+            f"feature tensor, got {type(out).__name__}"
+        )
+    return out[0], list(out[1])
+
+
+def _check_batch(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise TypeError(f"{name} must be a floating-point tensor (N, ...), got {getattr(x, 'shape', type(x))}")
+
+
+class GANObjective:
+    """Adversarial objective plus regularisers, configured by :func:`add_gan_arguments` flags.
+
+    Args (same names as the flag dests / YAML keys; see :data:`GAN_DEFAULTS`):
+        adversarial: one of ``nsgan``, ``minimax``, ``wgan-gp``, ``wgan-clip``, ``hinge``, ``lsgan``.
+        feature_matching: weight of :func:`feature_matching_loss` on the last feature of D (0: off).
+        minibatch_discrimination, minibatch_std: passed to the discriminator constructor
+            through :attr:`discriminator_kwargs`; the objective itself does not change.
+        pull_away: weight of :func:`pull_away_term` on D's last feature of G(z) (0: off).
+        began_gamma: BEGAN diversity ratio; None disables BEGAN.
+        began_lambda_k: BEGAN k_t gain.
+        cycle: weight applied by :meth:`cycle_loss` (0: the trainer skips the cycle).
+        gp_weight: gradient-penalty weight (wgan-gp).
+        clip_value: weight-clipping bound (wgan-clip).
+        label_smoothing: one-sided label smoothing (nsgan / minimax).
+    """
+
+    def __init__(
+        self,
+        adversarial: str = "nsgan",
+        feature_matching: float = 0.0,
+        minibatch_discrimination: bool = False,
+        minibatch_std: bool = False,
+        pull_away: float = 0.0,
+        began_gamma: Optional[float] = None,
+        began_lambda_k: float = 1e-3,
+        cycle: float = 0.0,
+        gp_weight: float = 10.0,
+        clip_value: float = 0.01,
+        label_smoothing: float = 0.0,
+    ):
+        adversarial = str(adversarial).lower()
+        if adversarial not in ADVERSARIAL_CHOICES:
+            raise ValueError(f"--adversarial {adversarial!r} is not one of {', '.join(ADVERSARIAL_CHOICES)}")
+        for name, value in (("feature_matching", feature_matching), ("pull_away", pull_away), ("cycle", cycle),
+                            ("gp_weight", gp_weight)):
+            if value is None or float(value) < 0:
+                raise ValueError(f"GAN option {name} must be a weight >= 0, got {value}")
+        self.adversarial = adversarial
+        self.feature_matching = float(feature_matching)
+        self.minibatch_discrimination = bool(minibatch_discrimination)
+        self.minibatch_std = bool(minibatch_std)
+        self.pull_away = float(pull_away)
+        self.cycle = float(cycle)
+        self.gp_weight = float(gp_weight)
+        self.clip_value = float(clip_value)
+        self.label_smoothing = float(label_smoothing)
+        self.began: Optional[BEGANController] = None
+        if began_gamma is not None:
+            self.began = BEGANController(gamma=began_gamma, lambda_k=began_lambda_k)
+            if adversarial != GAN_DEFAULTS["adversarial"] or label_smoothing:
+                log.warning("--began-gamma replaces the adversarial objective; --adversarial %s and "
+                            "--label-smoothing are ignored", adversarial)
+            self.loss = None
+        else:
+            if adversarial == "wgan-clip" and self.clip_value <= 0:
+                raise ValueError(f"--clip-value must be > 0 for wgan-clip, got {clip_value}")
+            self.loss = get_adversarial_loss(adversarial, label_smoothing=self.label_smoothing)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "GANObjective":
+        """Build from a namespace parsed with :func:`add_gan_arguments` (missing dests take defaults)."""
+        return cls(**{k: getattr(args, k, v) for k, v in GAN_DEFAULTS.items()})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "GANObjective":
+        """Build from a YAML-style mapping with the flag dests as keys (``feature_matching`` or ``feature-matching``).
+
+        Other keys (the trainer's own options) are ignored; an optional nested ``gan:``
+        mapping is read too. Missing keys take :data:`GAN_DEFAULTS`.
+        """
+        if not isinstance(config, Mapping):
+            raise TypeError(f"GANObjective.from_config expects a mapping, got {type(config).__name__}")
+        flat = {str(k).replace("-", "_"): v for k, v in config.items()}
+        if isinstance(flat.get("gan"), Mapping):
+            flat.update({str(k).replace("-", "_"): v for k, v in flat["gan"].items()})
+        return cls(**{k: flat.get(k, v) for k, v in GAN_DEFAULTS.items()})
+
+    def to_config(self) -> Dict[str, Any]:
+        """The options as a plain dict (GAN_DEFAULTS keys), e.g. to store in a checkpoint or YAML."""
+        return {
+            "adversarial": self.adversarial, "feature_matching": self.feature_matching,
+            "minibatch_discrimination": self.minibatch_discrimination, "minibatch_std": self.minibatch_std,
+            "pull_away": self.pull_away, "began_gamma": self.began.gamma if self.began else None,
+            "began_lambda_k": self.began.lambda_k if self.began else GAN_DEFAULTS["began_lambda_k"],
+            "cycle": self.cycle, "gp_weight": self.gp_weight, "clip_value": self.clip_value,
+            "label_smoothing": self.label_smoothing,
+        }
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def needs_features(self) -> bool:
+        """True when the generator loss calls ``D(x, return_features=True)`` (feature matching / pull-away)."""
+        return self.feature_matching > 0 or self.pull_away > 0
+
+    @property
+    def uses_autoencoder_discriminator(self) -> bool:
+        """True with ``--began-gamma``: build an AutoencoderDiscriminator (D(x) returns a reconstruction)."""
+        return self.began is not None
+
+    @property
+    def cycle_weight(self) -> float:
+        """Weight of the cycle-consistency loss (0: trainers skip the cycle)."""
+        return self.cycle
+
+    @property
+    def discriminator_kwargs(self) -> Dict[str, bool]:
+        """``{"minibatch_discrimination": ..., "minibatch_std": ...}`` for the discriminator constructor."""
+        return {"minibatch_discrimination": self.minibatch_discrimination, "minibatch_std": self.minibatch_std}
+
+    # ----------------------------------------------------------------- losses
+    def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        """Discriminator loss to minimise and its named terms.
+
+        Args:
+            D: the discriminator (or BEGAN auto-encoder) in training mode.
+            real: (N, ...) real samples in the range the generator produces.
+            fake: (M, ...) generated samples; detached here (no gradient to G).
+
+        Returns:
+            ``(loss, terms)``: scalar tensor, dict of floats (see the module docstring).
+            Includes the gradient penalty (wgan-gp, needs M == N); updates BEGAN's k_t.
+        """
+        _check_batch("real", real)
+        _check_batch("fake", fake)
+        fake = fake.detach()
+        if self.began is not None:
+            loss_real = autoencoder_loss(real, D(real))
+            loss_fake = autoencoder_loss(fake, D(fake))
+            loss = self.began.discriminator_loss(loss_real, loss_fake)
+            lr, lf = loss_real.item(), loss_fake.item()
+            terms = {"d_began_real": lr, "d_began_fake": lf, "M_global": self.began.convergence(lr, lf)}
+            terms["k_t"] = self.began.update(lr, lf)
+            return loss, terms
+        real_logits, fake_logits = D(real), D(fake)
+        adv = self.loss.d_loss(real_logits, fake_logits)
+        terms = {"d_adv": adv.item(), "d_real": real_logits.detach().mean().item(),
+                 "d_fake": fake_logits.detach().mean().item()}
+        loss = adv
+        if self.adversarial.startswith("wgan"):
+            terms["d_wasserstein"] = terms["d_real"] - terms["d_fake"]
+        if self.adversarial == "wgan-gp" and self.gp_weight > 0:
+            gp, norms = gradient_penalty(D, real, fake, return_norm=True)
+            loss = loss + self.gp_weight * gp
+            terms["d_gp"] = gp.item()
+            terms["d_grad_norm"] = norms.mean().item()
+        return loss, terms
+
+    def after_discriminator_step(self, D: nn.Module) -> None:
+        """Call after ``d_optimizer.step()``: clips D's weights to ``[-clip_value, clip_value]`` for wgan-clip."""
+        if self.began is None and self.adversarial == "wgan-clip":
+            clip_weights(D, self.clip_value)
+
+    def generator_loss(
+        self, D: nn.Module, real: Optional[Tensor], fake: Tensor
+    ) -> Tuple[Tensor, Dict[str, float]]:
+        """Generator loss to minimise (adversarial + feature matching + pull-away) and its named terms.
+
+        D's parameters are frozen during the call (gradients reach ``fake`` only).
+
+        Args:
+            D: the discriminator.
+            real: (N, ...) real samples; needed only for feature matching (may be None otherwise).
+            fake: (M, ...) generated samples with their graph to G.
+
+        Returns:
+            ``(loss, terms)``: scalar tensor (unweighted adversarial term + weighted
+            regularisers; the trainer applies its own adversarial weight if any) and floats.
+        """
+        _check_batch("fake", fake)
+        if self.feature_matching > 0 and real is None:
+            raise ValueError("--feature-matching needs the real batch: pass real to generator_loss")
+        terms: Dict[str, float] = {}
+        with frozen(D):
+            if self.needs_features:
+                out, feats = _call_with_features(D, fake)
+            else:
+                out, feats = D(fake), None
+            if self.began is not None:
+                adv = autoencoder_loss(fake, out)
+            else:
+                adv = self.loss.g_loss(out)
+            loss = adv
+            terms["g_adv"] = adv.item()
+            if self.feature_matching > 0:
+                with torch.no_grad():
+                    _, real_feats = _call_with_features(D, real)
+                fm = feature_matching_loss(real_feats[-1], feats[-1])
+                loss = loss + self.feature_matching * fm
+                terms["g_feature_matching"] = fm.item()
+            if self.pull_away > 0:
+                pt = pull_away_term(feats[-1])
+                loss = loss + self.pull_away * pt
+                terms["g_pull_away"] = pt.item()
+        return loss, terms
+
+    def cycle_loss(
+        self, x: Tensor, x_rec: Tensor, y: Optional[Tensor] = None, y_rec: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Dict[str, float]]:
+        """``cycle_weight * cycle_consistency_loss(x, x_rec, y, y_rec)`` and ``{"g_cycle": unweighted value}``."""
+        c = cycle_consistency_loss(x, x_rec, y, y_rec)
+        return self.cycle * c, {"g_cycle": c.item()}
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> Dict[str, Any]:
+        """Resumable state (weights_only-safe): the options and, with BEGAN, k_t."""
+        state: Dict[str, Any] = {"config": self.to_config()}
+        if self.began is not None:
+            state["began"] = self.began.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore BEGAN's k_t from :meth:`state_dict` (the options stay as configured now)."""
+        if self.began is not None:
+            if "began" not in state:
+                raise KeyError("GAN objective state has no BEGAN k_t (was the run started without --began-gamma?)")
+            self.began.load_state_dict(state["began"])
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in self.to_config().items() if v != GAN_DEFAULTS[k] or k == "adversarial"]
+        return f"GANObjective({', '.join(parts)})"
+

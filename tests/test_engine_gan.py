@@ -1,0 +1,217 @@
+"""lightface.engine.gan: argparse wiring, config, per-objective losses, BEGAN state, clipping, freezing."""
+import argparse
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightface.engine.checkpoint import load_checkpoint, save_atomic
+from lightface.engine.gan import ADVERSARIAL_CHOICES, GAN_DEFAULTS, GANObjective, add_gan_arguments, frozen
+from lightface.losses.gan_regularizers import cycle_consistency_loss, feature_matching_loss, pull_away_term
+from lightface.models.autoencoder_discriminator import AutoencoderDiscriminator
+
+
+class TinyD(nn.Module):
+    """Discriminator following the contract: logits (N, 1); features [hidden (N, 8)]."""
+
+    def __init__(self, minibatch_discrimination=False, minibatch_std=False):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 8), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x, return_features=False):
+        h = self.body(x)
+        logits = self.head(h)
+        return (logits, [h]) if return_features else logits
+
+
+class NoFeaturesD(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(32, 1)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_gan_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_and_dests_match():
+    args = parse([])
+    assert {k: getattr(args, k) for k in GAN_DEFAULTS} == GAN_DEFAULTS
+    obj = GANObjective.from_args(args)
+    assert obj.adversarial == "nsgan" and not obj.needs_features and not obj.uses_autoencoder_discriminator
+    assert obj.cycle_weight == 0.0
+    assert obj.discriminator_kwargs == {"minibatch_discrimination": False, "minibatch_std": False}
+
+
+def test_flags_parse_into_objective():
+    args = parse(["--adversarial", "wgan-gp", "--feature-matching", "0.5", "--minibatch-discrimination",
+                  "--pull-away", "0.1", "--cycle", "10", "--gp-weight", "5"])
+    obj = GANObjective.from_args(args)
+    assert obj.adversarial == "wgan-gp" and obj.gp_weight == 5.0
+    assert obj.needs_features and obj.cycle_weight == 10.0
+    assert obj.discriminator_kwargs["minibatch_discrimination"] is True
+    obj = GANObjective.from_args(parse(["--began-gamma", "0.7", "--began-lambda-k", "0.01"]))
+    assert obj.uses_autoencoder_discriminator and obj.began.gamma == 0.7 and obj.began.lambda_k == 0.01
+
+
+def test_bad_flags_rejected():
+    with pytest.raises(SystemExit):
+        parse(["--adversarial", "bogus"])
+    with pytest.raises(ValueError, match="label smoothing"):
+        GANObjective(adversarial="hinge", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="weight >= 0"):
+        GANObjective(pull_away=-1)
+    with pytest.raises(ValueError, match="gamma"):
+        GANObjective(began_gamma=1.5)
+
+
+def test_help_documents_defaults():
+    parser = argparse.ArgumentParser()
+    add_gan_arguments(parser)
+    text = parser.format_help()
+    for flag in ("--adversarial", "--feature-matching", "--minibatch-discrimination", "--pull-away",
+                 "--began-gamma", "--cycle", "--gp-weight", "--clip-value", "--label-smoothing"):
+        assert flag in text
+    assert text.count("default") >= 11
+
+
+def test_from_config_accepts_yaml_keys_and_ignores_others():
+    obj = GANObjective.from_config({"adversarial": "hinge", "feature-matching": 2, "lr": 1e-4, "cycle": 3})
+    assert obj.adversarial == "hinge" and obj.feature_matching == 2.0 and obj.cycle_weight == 3.0
+    obj = GANObjective.from_config({"gan": {"adversarial": "lsgan", "pull_away": 0.2}})
+    assert obj.adversarial == "lsgan" and obj.pull_away == 0.2
+    again = GANObjective.from_config(obj.to_config())
+    assert again.to_config() == obj.to_config()
+    with pytest.raises(TypeError):
+        GANObjective.from_config(["adversarial"])
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL_CHOICES)
+def test_discriminator_loss_matches_objective(name):
+    torch.manual_seed(0)
+    D = TinyD()
+    real, fake = torch.randn(4, 2, 4, 4), torch.randn(4, 2, 4, 4)
+    obj = GANObjective(adversarial=name)
+    loss, terms = obj.discriminator_loss(D, real, fake)
+    rl, fl = D(real), D(fake)
+    expected = {
+        "nsgan": F.softplus(-rl).mean() + F.softplus(fl).mean(),
+        "minimax": F.softplus(-rl).mean() + F.softplus(fl).mean(),
+        "wgan-gp": fl.mean() - rl.mean(),
+        "wgan-clip": fl.mean() - rl.mean(),
+        "hinge": F.relu(1 - rl).mean() + F.relu(1 + fl).mean(),
+        "lsgan": 0.5 * (rl - 1).pow(2).mean() + 0.5 * fl.pow(2).mean(),
+    }[name]
+    assert terms["d_adv"] == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert terms["d_real"] == pytest.approx(rl.mean().item(), abs=1e-6)
+    if name == "wgan-gp":
+        assert "d_gp" in terms and loss.item() == pytest.approx(terms["d_adv"] + 10 * terms["d_gp"], rel=1e-5)
+    else:
+        assert loss.item() == pytest.approx(terms["d_adv"], rel=1e-6)
+    loss.backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL_CHOICES)
+def test_generator_loss_decreases_when_d_is_fooled(name):
+    """Shift D's output bias up (D calls the fakes 'more real'): every generator loss drops."""
+    D = TinyD()
+    fake = torch.randn(6, 2, 4, 4)
+    obj = GANObjective(adversarial=name)
+    before, _ = obj.generator_loss(D, None, fake)
+    with torch.no_grad():
+        D.head.bias += 0.5
+    after, _ = obj.generator_loss(D, None, fake)
+    assert after.item() < before.item()
+
+
+def test_generator_loss_terms_and_frozen_discriminator():
+    torch.manual_seed(1)
+    D = TinyD()
+    real = torch.randn(5, 2, 4, 4)
+    fake = torch.randn(5, 2, 4, 4, requires_grad=True)
+    obj = GANObjective(adversarial="nsgan", feature_matching=2.0, pull_away=0.5)
+    loss, terms = obj.generator_loss(D, real, fake)
+    fl, ff = D(fake, return_features=True)
+    _, rf = D(real, return_features=True)
+    assert terms["g_adv"] == pytest.approx(F.softplus(-fl).mean().item(), rel=1e-6)
+    assert terms["g_feature_matching"] == pytest.approx(feature_matching_loss(rf[-1], ff[-1]).item(), rel=1e-6)
+    assert terms["g_pull_away"] == pytest.approx(pull_away_term(ff[-1]).item(), rel=1e-6)
+    expected = terms["g_adv"] + 2.0 * terms["g_feature_matching"] + 0.5 * terms["g_pull_away"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in D.parameters())  # D frozen during the generator loss
+    assert all(p.requires_grad for p in D.parameters())  # and restored afterwards
+    with pytest.raises(ValueError, match="real batch"):
+        obj.generator_loss(D, None, fake)
+
+
+def test_features_required_error_is_clear():
+    obj = GANObjective(pull_away=1.0)
+    with pytest.raises(TypeError, match="return_features"):
+        obj.generator_loss(NoFeaturesD(), None, torch.randn(3, 2, 4, 4))
+
+
+def test_wgan_clip_clips_after_step():
+    D = TinyD()
+    with torch.no_grad():
+        for p in D.parameters():
+            p.mul_(100)
+    GANObjective(adversarial="wgan-clip", clip_value=0.05).after_discriminator_step(D)
+    assert max(p.abs().max().item() for p in D.parameters()) <= 0.05 + 1e-7
+    D2 = TinyD()
+    before = [p.clone() for p in D2.parameters()]
+    GANObjective(adversarial="hinge").after_discriminator_step(D2)
+    assert all(torch.equal(a, b) for a, b in zip(before, D2.parameters()))
+
+
+def test_began_objective_updates_k_and_resumes(tmp_path):
+    torch.manual_seed(0)
+    obj = GANObjective(began_gamma=0.5, began_lambda_k=0.1)
+    D = AutoencoderDiscriminator(channels=1, size=8, hidden=4, latent_dim=4)
+    real, fake = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8) * 4
+    loss, terms = obj.discriminator_loss(D, real, fake)
+    lr = (real - D(real)).abs().mean().item()
+    lf = (fake - D(fake)).abs().mean().item()
+    assert terms["d_began_real"] == pytest.approx(lr, rel=1e-6)
+    assert terms["d_began_fake"] == pytest.approx(lf, rel=1e-6)
+    assert loss.item() == pytest.approx(lr, rel=1e-6)  # k_0 = 0
+    assert terms["M_global"] == pytest.approx(lr + abs(0.5 * lr - lf), rel=1e-6)
+    assert terms["k_t"] == pytest.approx(min(max(0.1 * (0.5 * lr - lf), 0), 1))
+    obj.began.k = 0.25
+    path = save_atomic({"gan": obj.state_dict()}, tmp_path / "ckpt.pt")
+    resumed = GANObjective(began_gamma=0.5, began_lambda_k=0.1)
+    resumed.load_state_dict(load_checkpoint(path)["gan"])
+    assert resumed.began.k == 0.25
+    g_loss, g_terms = obj.generator_loss(D, real, fake)
+    assert g_terms["g_adv"] == pytest.approx(lf, rel=1e-5)
+    with pytest.raises(KeyError):
+        resumed.load_state_dict({"config": {}})
+
+
+def test_cycle_loss_weighted_and_logged():
+    obj = GANObjective(cycle=10.0)
+    x, xr = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5)
+    y, yr = torch.ones(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    loss, terms = obj.cycle_loss(x, xr, y, yr)
+    assert terms == {"g_cycle": pytest.approx(0.5)}
+    assert loss.item() == pytest.approx(5.0)
+    assert cycle_consistency_loss(x, xr).item() == pytest.approx(0.5)
+
+
+def test_frozen_restores_flags_on_error():
+    D = TinyD()
+    D.head.bias.requires_grad_(False)
+    with pytest.raises(RuntimeError):
+        with frozen(D):
+            assert not any(p.requires_grad for p in D.parameters())
+            raise RuntimeError("boom")
+    assert D.head.weight.requires_grad and not D.head.bias.requires_grad
