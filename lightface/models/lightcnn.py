@@ -89,17 +89,20 @@ class LightCNN(nn.Module):
 
     Attributes:
         num_classes: classifier size (0: no classifier, ``model.classifier is None``).
+        num_classes_unset: built with ``num_classes=None``: no classifier, but loading a
+            checkpoint that has one creates it with the checkpoint's size.
         arch: the registry name.
     """
 
     arch = ""
     classifier_bias = True
 
-    def __init__(self, num_classes: Optional[int] = 0, dropout: float = 0.5):
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.classifier: Optional[nn.Linear] = None
         self.num_classes = 0
+        self.num_classes_unset = num_classes is None
         if num_classes:
             self.reset_classifier(num_classes)
 
@@ -109,6 +112,7 @@ class LightCNN(nn.Module):
         if num_classes is None or int(num_classes) < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = int(num_classes)
+        self.num_classes_unset = False
         self.classifier = nn.Linear(FEATURE_DIM, self.num_classes, bias=self.classifier_bias) if num_classes else None
 
     def forward_pool(self, x: Tensor) -> Tensor:
@@ -176,7 +180,7 @@ class LightCNN9(LightCNN):
 
     arch = "lightcnn9"
 
-    def __init__(self, num_classes: Optional[int] = 0, dropout: float = 0.5):
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
         super().__init__(num_classes, dropout)
         # indices mirror the official nn.Sequential (pools at 1, 3, 5, 8)
         self.features = nn.Sequential(
@@ -231,7 +235,7 @@ class LightCNN29(_LightCNN29Base):
 
     arch = "lightcnn29"
 
-    def __init__(self, num_classes: Optional[int] = 0, dropout: float = 0.5):
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
         super().__init__(num_classes, dropout, _max_pool())
         self.fc = MFMLinear(8 * 8 * 128, FEATURE_DIM)
 
@@ -243,26 +247,26 @@ class LightCNN29v2(_LightCNN29Base):
     arch = "lightcnn29v2"
     classifier_bias = False
 
-    def __init__(self, num_classes: Optional[int] = 0, dropout: float = 0.5):
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
         super().__init__(num_classes, dropout, _MaxAvgPool())
         self.fc = nn.Linear(8 * 8 * 128, FEATURE_DIM)
 
 
 @register_model("lightcnn9")
-def lightcnn9(num_classes: Optional[int] = 0, dropout: float = 0.5) -> LightCNN9:
-    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes=0``: no classifier."""
+def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN9:
+    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
     return LightCNN9(num_classes, dropout)
 
 
 @register_model("lightcnn29")
-def lightcnn29(num_classes: Optional[int] = 0, dropout: float = 0.5) -> LightCNN29:
-    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes=0``: no classifier."""
+def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN29:
+    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
     return LightCNN29(num_classes, dropout)
 
 
 @register_model("lightcnn29v2")
-def lightcnn29v2(num_classes: Optional[int] = 0, dropout: float = 0.5) -> LightCNN29v2:
-    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes=0``: no classifier."""
+def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN29v2:
+    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
     return LightCNN29v2(num_classes, dropout)
 
 

@@ -1,0 +1,181 @@
+"""Light CNN models and checkpoint loading.
+
+There are no official Light CNN weights on this machine: "official" files here are random
+weights of the original architecture (benchmarks/_baseline_lightcnn.py, split+max MFM,
+original key names) saved in the released layout {"state_dict": {"module."+k: v}} with
+the released classifier sizes.
+"""
+import argparse
+
+import pytest
+import torch
+
+from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+from lightface.models import get_model, list_models
+from lightface.models.checkpoint import (
+    CheckpointMismatchError,
+    build_from_checkpoint,
+    load_weights,
+    read_model_checkpoint,
+    save_model_checkpoint,
+)
+from lightface.models.lightcnn import OFFICIAL_NUM_CLASSES, to_lightcnn_input
+
+ARCHS = ["lightcnn9", "lightcnn29", "lightcnn29v2"]
+COUNTS = {"lightcnn9": 5_480_864, "lightcnn29": 12_573_280, "lightcnn29v2": 10_475_872}
+
+
+def _nparams(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_backbone_parameter_counts(arch):
+    assert arch in list_models()
+    model = get_model(arch)
+    assert model.classifier is None
+    assert _nparams(model) == COUNTS[arch]
+    with_cls = get_model(arch, num_classes=10)
+    bias = 0 if arch == "lightcnn29v2" else 10
+    assert _nparams(with_cls) == COUNTS[arch] + 256 * 10 + bias
+
+
+@pytest.fixture(scope="module")
+def official_files(tmp_path_factory):
+    """Random original-architecture weights in the released file layout, one per arch."""
+    root = tmp_path_factory.mktemp("official")
+    files = {}
+    for i, arch in enumerate(ARCHS):
+        torch.manual_seed(100 + i)
+        base = build_baseline(arch, OFFICIAL_NUM_CLASSES[arch]).eval()
+        path = root / f"{arch}.pth.tar"
+        torch.save(official_checkpoint(base), path)
+        files[arch] = (path, base)
+    return files
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_official_checkpoint_same_features_as_original(official_files, arch):
+    path, base = official_files[arch]
+    model = get_model(arch, weights=str(path)).eval()
+    assert model.num_classes == OFFICIAL_NUM_CLASSES[arch]
+    x = torch.rand(3, 1, 128, 128)
+    with torch.no_grad():
+        ref_logits, ref_feat = base(x)
+        feat = model(x)
+        logits, feat2 = model(x, return_logits=True)
+    assert feat.shape == (3, 256) and feat.dtype == torch.float32
+    assert (feat - ref_feat).abs().max() < 1e-5
+    assert torch.equal(feat, feat2)
+    assert (logits - ref_logits).abs().max() < 1e-4
+    # the same file via build_from_checkpoint: architecture inferred from the keys
+    built = build_from_checkpoint(path)
+    assert built.arch == arch and not built.training
+    with torch.no_grad():
+        assert (built(x) - ref_feat).abs().max() < 1e-5
+
+
+def test_official_backbone_only_and_fine_tuning(official_files):
+    path, base = official_files["lightcnn9"]
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        ref = base(x)[1]
+    backbone = get_model("lightcnn9", weights=str(path), num_classes=0).eval()
+    assert backbone.classifier is None
+    with torch.no_grad():
+        assert (backbone(x) - ref).abs().max() < 1e-5
+    other = get_model("lightcnn9", num_classes=7)
+    with pytest.raises(CheckpointMismatchError, match="ignore_classifier=True"):
+        load_weights(other, str(path))
+    load_weights(other, str(path), ignore_classifier=True)
+    assert other.classifier.weight.shape == (7, 256)
+    with torch.no_grad():
+        assert (other.eval()(x) - ref).abs().max() < 1e-5
+    assert build_from_checkpoint(path, num_classes=5).classifier.weight.shape == (5, 256)
+
+
+def test_wrong_architecture_raises_naming_keys(official_files):
+    path, _ = official_files["lightcnn29"]
+    with pytest.raises(CheckpointMismatchError, match="lightcnn29"):
+        get_model("lightcnn9", weights=str(path))
+    # a bare state_dict of the wrong model: keys and shapes are listed, nothing is loaded
+    model = get_model("lightcnn29v2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = get_model("lightcnn29").state_dict()
+    state.pop("conv1.filter.bias")
+    state["fc.weight"] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_weights(model, state)
+    msg = str(err.value)
+    assert "conv1.filter.bias" in msg and "fc.filter.weight" in msg and "nothing was loaded" in msg
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    bad = get_model("lightcnn9").state_dict()
+    bad["features.0.filter.weight"] = torch.zeros(96, 1, 3, 3)
+    with pytest.raises(CheckpointMismatchError, match=r"expected \(96, 1, 5, 5\), found \(96, 1, 3, 3\)"):
+        load_weights(get_model("lightcnn9"), bad)
+
+
+def test_project_checkpoint_round_trip(tmp_path):
+    model = get_model("lightcnn29v2", num_classes=11)
+    ema = {k: v + 1 for k, v in model.state_dict().items()}
+    path = save_model_checkpoint(tmp_path / "m.pt", model, "lightcnn29v2", {"num_classes": 11}, ema_state_dict=ema, epoch=4)
+    info = read_model_checkpoint(path)
+    assert info.kind == "lightface" and info.extra["epoch"] == 4
+    built = build_from_checkpoint(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(built.state_dict()[k], v)
+    built_ema = build_from_checkpoint(path, ema=True)
+    assert torch.equal(built_ema.fc.weight, model.fc.weight + 1)
+    with pytest.raises(ValueError, match="ema_state_dict"):
+        load_weights(get_model("lightcnn9"), build_baseline("lightcnn9").state_dict(), ema=True)
+
+
+def test_unsafe_or_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(ValueError, match="weights_only"):
+        build_from_checkpoint(path)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="cannot tell which model"):
+        build_from_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        build_from_checkpoint(tmp_path / "missing.pt")
+
+
+def test_input_checks_and_logits_without_classifier():
+    model = get_model("lightcnn9").eval()
+    with pytest.raises(ValueError, match=r"\(N, 1, 128, 128\)"):
+        model(torch.rand(1, 3, 128, 128))
+    with pytest.raises(ValueError, match="128x128"):
+        model(torch.rand(1, 1, 112, 112))
+    with pytest.raises(TypeError, match="float"):
+        model(torch.zeros(1, 1, 128, 128, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="no classifier"):
+        model.forward_logits(torch.rand(1, 1, 128, 128))
+
+
+def test_feature_maps_and_training_mode_gradients():
+    model = get_model("lightcnn29v2", num_classes=4)
+    x = torch.rand(2, 1, 128, 128)
+    maps = model.eval().feature_maps(x)
+    assert maps["pool"].shape == (2, 8192) and maps["fc"].shape == (2, 256)
+    assert torch.allclose(maps["fc"], model(x))
+    model.train()
+    logits, feats = model.forward_logits(x)
+    assert logits.shape == (2, 4)
+    logits.sum().backward()
+    assert model.conv1.filter.weight.grad is not None
+
+
+def test_to_lightcnn_input():
+    rgb = torch.zeros(2, 3, 64, 80)
+    rgb[:, 0] = 1.0  # pure red
+    out = to_lightcnn_input(rgb)
+    assert out.shape == (2, 1, 128, 128)
+    assert torch.allclose(out, torch.full_like(out, 0.299), atol=1e-6)
+    gray = torch.rand(1, 1, 128, 128)
+    assert to_lightcnn_input(gray) is gray
+    with pytest.raises(ValueError, match="channels"):
+        to_lightcnn_input(torch.rand(1, 4, 8, 8))
+    with pytest.raises(TypeError):
+        to_lightcnn_input(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
