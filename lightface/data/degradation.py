@@ -1,0 +1,111 @@
+"""Synthetic low-resolution inputs for face super-resolution: (LR, HR) pairs made on the fly.
+
+A degradation is an albumentations pipeline applied to the HR face (uint8, (H, W, 3), any
+channel order, or (H, W) gray): optional Gaussian blur, a downscale by ``scale`` with a
+randomly chosen kernel (bicubic, bilinear or area), optional Gaussian noise and optional
+JPEG compression, so that a model trained on it also copes with real low-quality photos.
+:func:`downscale` is the deterministic downscale used for evaluation.
+"""
+import random
+from typing import Sequence, Tuple
+
+import albumentations as A
+import cv2
+import numpy as np
+from PIL import Image
+
+__all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation"]
+
+RESIZE_METHODS = ("bicubic", "bilinear", "area")
+_PIL = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def resize(img: np.ndarray, size: Tuple[int, int], method: str = "bicubic") -> np.ndarray:
+    """Resize a uint8 (H, W) or (H, W, C) image to ``size = (width, height)``.
+
+    ``"bicubic"`` / ``"bilinear"`` use Pillow's kernels, which widen with the reduction factor
+    (antialiased, like MATLAB's ``imresize``); ``"area"`` is OpenCV's ``INTER_AREA`` pixel
+    averaging. Channel order is preserved.
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
+    if img.dtype != np.uint8 or img.ndim not in (2, 3):
+        raise ValueError(f"expected a uint8 (H, W) or (H, W, C) image, got {img.dtype} {img.shape}")
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ValueError(f"target size must be positive, got {size}")
+    if method == "area":
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR)
+    if img.ndim == 3 and img.shape[2] not in (3, 4):
+        return np.stack([resize(img[:, :, i], size, method) for i in range(img.shape[2])], axis=2)
+    return np.asarray(Image.fromarray(img).resize((w, h), _PIL[method]))
+
+
+def downscale(img: np.ndarray, scale: int, method: str = "bicubic") -> np.ndarray:
+    """Shrink a uint8 image by the integer ``scale`` (H and W must be divisible by it)."""
+    h, w = img.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"image size {w}x{h} is not divisible by the scale {scale}; crop or resize it first")
+    return resize(img, (w // scale, h // scale), method)
+
+
+class RandomDownscale(A.ImageOnlyTransform):
+    """albumentations transform: shrink by ``scale`` with a kernel drawn uniformly from ``methods``."""
+
+    def __init__(self, scale: int, methods: Sequence[str] = RESIZE_METHODS, p: float = 1.0):
+        super().__init__(p=p)
+        bad = [m for m in methods if m not in RESIZE_METHODS]
+        if bad or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {RESIZE_METHODS}, got {methods}")
+        self.scale = int(scale)
+        self.methods = tuple(methods)
+
+    def get_params(self):
+        return {"method": random.choice(self.methods)}
+
+    def apply(self, img: np.ndarray, method: str = "bicubic", **params) -> np.ndarray:
+        return downscale(img, self.scale, method)
+
+    def get_transform_init_args_names(self):
+        return ("scale", "methods")
+
+
+class Degradation:
+    """Callable ``hr -> (lr, hr)`` building a training pair; both uint8, same channel order.
+
+    Args:
+        scale: downscale factor (the SR model's scale); HR H and W must be divisible by it.
+        methods: downscale kernels to draw from (see :func:`resize`).
+        blur_prob, blur_sigma: Gaussian blur before downscaling (sigma range in HR pixels).
+        noise_prob, noise_std: additive Gaussian noise after downscaling (std range as a
+            fraction of 255).
+        jpeg_prob, jpeg_quality: JPEG re-compression of the LR image (quality range).
+
+    ``Degradation(scale, blur_prob=0, noise_prob=0, jpeg_prob=0, methods=("bicubic",))``
+    is the clean bicubic degradation used for validation.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        methods: Sequence[str] = RESIZE_METHODS,
+        blur_prob: float = 0.3,
+        blur_sigma: Tuple[float, float] = (0.2, 1.5),
+        noise_prob: float = 0.3,
+        noise_std: Tuple[float, float] = (0.0, 0.03),
+        jpeg_prob: float = 0.3,
+        jpeg_quality: Tuple[int, int] = (50, 95),
+    ):
+        self.scale = scale
+        self.pipeline = A.Compose(
+            [
+                A.GaussianBlur(blur_limit=0, sigma_limit=blur_sigma, p=blur_prob),
+                RandomDownscale(scale, methods),
+                A.GaussNoise(std_range=noise_std, p=noise_prob),
+                A.ImageCompression(quality_range=jpeg_quality, p=jpeg_prob),
+            ]
+        )
+
+    def __call__(self, hr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """uint8 HR (H, W[, 3]) -> (LR (H/scale, W/scale[, 3]) uint8, HR unchanged)."""
+        return self.pipeline(image=hr)["image"], hr

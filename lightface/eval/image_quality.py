@@ -1,0 +1,92 @@
+"""Image quality metrics for super-resolution: PSNR and SSIM (scikit-image implementations).
+
+Accepted inputs (both arguments the same kind and shape):
+
+* numpy uint8 images, (H, W) gray or (H, W, 3) colour in any channel order (BGR as OpenCV
+  reads them is fine: both metrics treat channels alike), data range 255;
+* float tensors or arrays in [0, 1]: (H, W), (C, H, W) or a batch (N, C, H, W) (RGB by
+  project convention), data range 1. Values are clamped to [0, 1] first.
+
+Colour images are scored on all channels (SSIM averages the per-channel SSIM, Gaussian
+window, sigma 1.5, as in Wang et al. 2004). ``y_channel=True`` scores ITU-R 601 luma only,
+the usual face-SR protocol.
+"""
+from typing import List, Union
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+__all__ = ["psnr", "ssim", "to_hwc"]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def to_hwc(img: ArrayLike, channel_order: str = "rgb") -> np.ndarray:
+    """One image to an (H, W) or (H, W, C) float64 array in [0, 1] (uint8 is divided by 255).
+
+    Tensors/arrays with 3 dims and 1 or 3 leading channels are treated as (C, H, W);
+    ``channel_order`` says whether colour data is ``"rgb"`` or ``"bgr"`` (used for luma).
+    """
+    if isinstance(img, torch.Tensor):
+        img = img.detach().float().cpu().numpy()
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        out = img.astype(np.float64) / 255.0
+    else:
+        out = np.clip(img.astype(np.float64), 0.0, 1.0)
+        if out.ndim == 3 and out.shape[0] in (1, 3) and out.shape[2] not in (1, 3):
+            out = out.transpose(1, 2, 0)
+    if out.ndim == 3 and out.shape[2] == 1:
+        out = out[:, :, 0]
+    if out.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W), (H, W, C) or (C, H, W) image, got shape {img.shape}")
+    if channel_order == "bgr" and out.ndim == 3:
+        out = out[:, :, ::-1]
+    return out
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb if rgb.ndim == 2 else rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _pairs(pred: ArrayLike, target: ArrayLike, y_channel: bool, channel_order: str):
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    batched = pred.ndim == 4
+    preds = list(pred) if batched else [pred]
+    targets = list(target) if batched else [target]
+    for p, t in zip(preds, targets):
+        a, b = to_hwc(p, channel_order), to_hwc(t, channel_order)
+        if y_channel:
+            a, b = _luma(a), _luma(b)
+        yield a, b
+
+
+def _result(values: List[float], batched: bool):
+    return np.asarray(values) if batched else values[0]
+
+
+def psnr(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb"):
+    """Peak signal-to-noise ratio in dB (data range 1 after scaling to [0, 1]).
+
+    Returns a float, or an (N,) array for (N, C, H, W) batches. Identical images give ``inf``.
+    """
+    vals = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in _pairs(pred, target, y_channel, channel_order)]
+    return _result(vals, pred.ndim == 4)
+
+
+def ssim(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb"):
+    """Structural similarity in [-1, 1] (1 = identical); Gaussian window, sigma 1.5.
+
+    Returns a float, or an (N,) array for (N, C, H, W) batches. Images must be at least 7x7.
+    """
+    vals = []
+    for a, b in _pairs(pred, target, y_channel, channel_order):
+        vals.append(
+            structural_similarity(
+                b, a, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                channel_axis=2 if a.ndim == 3 else None,
+            )
+        )
+    return _result(vals, pred.ndim == 4)

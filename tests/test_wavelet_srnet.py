@@ -1,0 +1,149 @@
+"""Wavelet-SRNet generator, discriminators, wavelet losses, image quality, degradation."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightface.data.degradation import Degradation, downscale, resize
+from lightface.eval.image_quality import psnr, ssim
+from lightface.losses.wavelet import WaveletSRLoss, subband_weights, texture_loss, wavelet_prediction_loss
+from lightface.models import get_model
+from lightface.models.discriminators import ImageDiscriminator, WaveletDiscriminator
+from lightface.models.wavelet_srnet import WaveletSRNet
+from lightface.nn import WaveletPacket2d
+
+TINY = dict(channels=8, num_blocks=1, head_channels=8)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8, 16])
+def test_generator_shapes_and_pyramid(scale):
+    net = get_model("wavelet_srnet", scale=scale, output_size=64, **TINY)
+    lr = torch.rand(2, 3, 64 // scale, 64 // scale)
+    out = net.forward_all(lr)
+    assert out.sr.shape == (2, 3, 64, 64)
+    assert out.coeffs.shape == (2, 3 * 4 ** net.levels, 64 // scale, 64 // scale)
+    assert sorted(out.pyramid) == [2**k for k in range(net.levels + 1)]
+    for f, img in out.pyramid.items():
+        assert img.shape == (2, 3, lr.shape[2] * f, lr.shape[3] * f)
+    torch.testing.assert_close(net(lr), out.sr)
+
+
+def test_untrained_residual_model_is_bicubic_and_pyramid_is_area_downscale():
+    net = WaveletSRNet(scale=4, output_size=32, **TINY).eval()
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        out = net.forward_all(lr)
+    bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out.sr, bicubic, atol=1e-5, rtol=0)
+    # coarser outputs are the area-downscaled SR image
+    torch.testing.assert_close(out.pyramid[2], F.avg_pool2d(out.sr, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pyramid[1], F.avg_pool2d(out.sr, 4), atol=1e-5, rtol=0)
+
+
+def test_generator_learns_and_heads_group_subbands():
+    torch.manual_seed(0)
+    net = WaveletSRNet(scale=2, output_size=16, residual="none", head_groups=2, **TINY)
+    hr = torch.rand(4, 3, 16, 16)
+    lr = F.avg_pool2d(hr, 2)
+    loss_fn = WaveletSRLoss(1)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    losses = []
+    for _ in range(30):
+        out = net.forward_all(lr)
+        loss, terms = loss_fn(out.coeffs, out.sr, hr)
+        assert set(terms) == {"l_g_wavelet", "l_g_texture", "l_g_pix"}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_generator_bad_args():
+    with pytest.raises(ValueError, match="scale"):
+        WaveletSRNet(scale=3)
+    with pytest.raises(ValueError, match="head_groups"):
+        WaveletSRNet(scale=2, head_groups=3)
+    with pytest.raises(ValueError, match="divisible"):
+        WaveletSRNet(scale=8, output_size=100)
+    with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
+        WaveletSRNet(scale=2, **TINY)(torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("cls", [ImageDiscriminator, WaveletDiscriminator])
+@pytest.mark.parametrize("mbd,mbstd", [(False, False), (True, True)])
+def test_discriminator_contract(cls, mbd, mbstd):
+    d = cls(channels=8, num_blocks=2, minibatch_discrimination=mbd, minibatch_std=mbstd)
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    logits = d(x)
+    assert logits.shape == (4, 1)
+    logits2, feats = d(x, return_features=True)
+    torch.testing.assert_close(logits, logits2)
+    assert isinstance(feats, list) and feats[-1].dim() == 2 and feats[-1].shape[0] == 4
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_wavelet_discriminator_ignores_approximation_when_detail_only():
+    d = WaveletDiscriminator(channels=8, num_blocks=1, levels=1)
+    x = torch.rand(2, 3, 16, 16)
+    flat = torch.full_like(x, 0.3)  # only approximation energy
+    assert torch.allclose(d(flat), d(torch.full_like(x, 0.9)))
+
+
+def test_wavelet_losses_hand_values():
+    w = subband_weights(1)
+    torch.testing.assert_close(w, torch.tensor([0.01, 0.99, 0.99, 0.99]))
+    target = torch.zeros(1, 4, 2, 2)
+    pred = torch.zeros(1, 4, 2, 2)
+    pred[:, 0] = 1.0  # approximation error 1 everywhere
+    pred[:, 2] = 2.0  # one detail subband error 2 everywhere
+    torch.testing.assert_close(wavelet_prediction_loss(pred, target, w), torch.tensor(0.01 * 1 + 0.99 * 4))
+    # texture: SR detail energy below alpha * HR energy is penalised, above is free
+    hr = torch.zeros(1, 4, 2, 2)
+    hr[:, 1:] = 1.0
+    assert texture_loss(torch.zeros_like(hr), hr, 4).item() == pytest.approx(1.2)
+    assert texture_loss(2 * hr, hr, 4).item() == 0.0
+    assert texture_loss(hr, hr, 4, alpha=1.0).item() == 0.0
+
+
+def test_wavelet_sr_loss_zero_at_identity_and_weights():
+    hr = torch.rand(2, 3, 16, 16)
+    wpt = WaveletPacket2d(2)
+    loss, terms = WaveletSRLoss(2, texture_alpha=1.0)(wpt(hr), hr, hr)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    _, terms = WaveletSRLoss(2, texture_weight=0)(wpt(hr) + 0.1, hr + 0.1, hr)
+    assert set(terms) == {"l_g_wavelet", "l_g_pix"}
+    assert terms["l_g_pix"].item() == pytest.approx(0.1 * 0.01, rel=1e-4)
+
+
+def test_psnr_ssim_uint8_and_float():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-5, 6, a.shape), 0, 255).astype(np.uint8)
+    assert psnr(a, a) == np.inf and ssim(a, a) == pytest.approx(1.0)
+    p8, s8 = psnr(b, a), ssim(b, a)
+    mse = ((a.astype(float) - b) ** 2).mean()
+    assert p8 == pytest.approx(10 * np.log10(255**2 / mse))
+    # the same images as RGB float tensors (N, C, H, W) give the same numbers
+    ta = torch.from_numpy(a[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    tb = torch.from_numpy(b[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    assert psnr(tb, ta)[0] == pytest.approx(p8, rel=1e-5)
+    assert ssim(tb, ta)[0] == pytest.approx(s8, rel=1e-4)
+    assert psnr(b, a, y_channel=True, channel_order="bgr") != p8
+    with pytest.raises(ValueError, match="shape"):
+        psnr(a, a[:16])
+
+
+def test_degradation_pairs():
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    lr, hr2 = Degradation(4)(hr)
+    assert lr.shape == (16, 16, 3) and lr.dtype == np.uint8 and hr2 is hr
+    clean = Degradation(4, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
+    np.testing.assert_array_equal(clean(hr)[0], downscale(hr, 4, "bicubic"))
+    flat = np.full((32, 32), 77, np.uint8)
+    for m in ("bicubic", "bilinear", "area"):
+        assert (resize(flat, (8, 8), m) == 77).all()
+    with pytest.raises(ValueError, match="divisible"):
+        downscale(hr[:63], 4)
