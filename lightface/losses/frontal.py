@@ -16,9 +16,10 @@ Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
   ``reduction="mean"``, i.e. the sum of ``|I(x, y) - I(W-1-x, y)|`` over the left half
   divided by ``N*C*H*floor(W/2)``; averaged over the three scales.
 * ``l_g_adv`` — the generator side of the GAN objective
-  (:class:`lightface.engine.gan.GANObjective`, whatever ``--adversarial`` chose, with
-  its feature-matching / pull-away additions) on ``img128``; its own terms are logged
-  too. For the non-saturating loss this is the mean over the patch-logit map.
+  (:class:`lightface.engine.gan.GANObjective`, whatever ``--adversarial`` chose) on
+  ``img128``; the objective's feature-matching / pull-away additions (weighted by their
+  own flags) are included and logged as ``l_g_feature_matching`` / ``l_g_pull_away``.
+  For the non-saturating loss ``l_g_adv`` is the mean over the patch-logit map.
 * ``l_g_ip`` — identity preserving: L1 between frozen Light CNN features of the
   synthesised and ground-truth frontal, mean absolute difference of the last pooling
   layer (flattened) plus mean absolute difference of the 256-d ``fc`` feature
@@ -36,10 +37,15 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["FrontalLoss", "SCALES"]
+__all__ = ["FrontalLoss", "SCALES", "prefix_terms"]
 
 #: generator output keys and their side length.
 SCALES: Tuple[Tuple[str, int], ...] = (("img128", 128), ("img64", 64), ("img32", 32))
+
+
+def prefix_terms(terms: Mapping[str, float]) -> Dict[str, float]:
+    """GAN-toolkit term names (``g_adv``, ``g_feature_matching`` ...) -> ``l_g_adv`` ...; ``d_*`` -> ``l_d_*``."""
+    return {(k if k.startswith("l_") else f"l_{k}"): float(v) for k, v in terms.items()}
 
 
 def _resize_like(target: Tensor, size: int) -> Tensor:
@@ -147,9 +153,7 @@ class FrontalLoss(nn.Module):
             if discriminator is None:
                 raise ValueError("FrontalLoss: a discriminator is needed for the adversarial term (or set lambda_adv=0)")
             l_adv, adv_terms = self.objective.generator_loss(discriminator, target, fake)
-            for k, v in adv_terms.items():
-                terms[k if k.startswith("l_") else f"l_g_{k}"] = float(v)
-            terms["l_g_adv"] = l_adv.item()
+            terms.update(prefix_terms(adv_terms))
             loss = loss + self.lambda_adv * l_adv
         if self.lambda_ip > 0 and self.identity is not None:
             l_ip = self.identity_preserving(fake, target)

@@ -1,0 +1,202 @@
+"""Frontalization training pairs from a pose-tagged LMDB.
+
+The LMDB (built by ``python -m pipelines.build_lmdb`` with pose tags, e.g. from the CFP
+layout) holds, per sample, an image, an identity label, optionally 5 landmarks and an
+attribute dict with a pose tag. Pose tags are read with ``LMDBDataset.attributes(i)``
+(no image decode), so indexing a large set is cheap.
+
+:class:`PosePairDataset` yields, for every non-frontal sample, the sample as ``input``
+and a frontal photo of the same identity as ``target`` (``paired=True``), or a frontal
+photo of any identity drawn independently (``paired=False``, the unpaired mode used by
+the ``--cycle`` objective). Faces are aligned to the 128x128 ``lightcnn`` template when
+the record holds landmarks and is not already a 128x128 crop. With ``mirror="left"`` /
+``"right"`` every input whose nose points the other way (judged from its landmarks) is
+flipped horizontally, together with its target, so all inputs face one way.
+"""
+import logging
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .align import align_face
+
+__all__ = ["PosePairDataset", "is_frontal", "facing", "image_to_tensor", "split_identities"]
+
+log = logging.getLogger(__name__)
+
+FRONTAL_TAGS = ("frontal", "front", "f")
+
+
+def is_frontal(pose, frontal_max_yaw: float = 15.0) -> bool:
+    """Whether a pose tag means frontal: a string in ``("frontal", "front", "f")`` (any case)
+    or a yaw angle in degrees with ``|yaw| <= frontal_max_yaw``."""
+    if isinstance(pose, str):
+        return pose.strip().lower() in FRONTAL_TAGS
+    if isinstance(pose, (int, float, np.integer, np.floating)):
+        return abs(float(pose)) <= frontal_max_yaw
+    raise ValueError(f"unsupported pose tag {pose!r}: expected a string like 'frontal'/'profile' or a yaw angle")
+
+
+def facing(landmarks: np.ndarray) -> str:
+    """``"left"`` when the nose tip lies left of the eye midpoint in the image, else ``"right"``.
+
+    Args:
+        landmarks: (5, 2) float ``(x, y)``: left eye, right eye, nose, left/right mouth corner.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    return "left" if lm[2, 0] < (lm[0, 0] + lm[1, 0]) / 2.0 else "right"
+
+
+def image_to_tensor(image: np.ndarray, channels: int = 3) -> torch.Tensor:
+    """uint8 BGR (H, W, 3) or gray (H, W) -> float32 (channels, H, W) in [0, 1]; RGB when ``channels=3``.
+
+    Gray is computed with ITU-R 601 luma (``lightface.data.io.to_gray``).
+    """
+    from .io import to_bgr, to_gray
+
+    if channels == 1:
+        arr = to_gray(image)[None]
+    elif channels == 3:
+        arr = to_bgr(image)[:, :, ::-1].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+
+
+def split_identities(labels: Sequence[int], num_train: int, seed: int = 0) -> Tuple[List[int], List[int]]:
+    """Split the distinct identity labels into ``(train, held_out)`` lists, ``num_train`` in the first.
+
+    The split is a seeded permutation of the sorted labels, so it is reproducible.
+    """
+    ids = sorted({int(l) for l in labels})
+    if not 0 < num_train < len(ids):
+        raise ValueError(f"num_train must be in 1..{len(ids) - 1} for {len(ids)} identities, got {num_train}")
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    train = sorted(ids[i] for i in perm[:num_train])
+    held = sorted(ids[i] for i in perm[num_train:])
+    return train, held
+
+
+class PosePairDataset(Dataset):
+    """(non-frontal input, frontal target) pairs from a pose-tagged :class:`lightface.data.LMDBDataset`.
+
+    Args:
+        source: an LMDB path or an opened ``LMDBDataset``.
+        identities: restrict to these labels (e.g. the training half of :func:`split_identities`).
+        paired: ``True``: target = a frontal of the same identity; ``False``: a frontal of any
+            identity, drawn independently (unpaired mode).
+        mirror: ``None``, ``"left"`` or ``"right"``: flip inputs (and their targets) so every
+            input faces that way (needs landmarks).
+        channels: 3 (RGB) or 1 (gray) in the returned tensors.
+        pose_key: the attribute holding the pose tag.
+        frontal_max_yaw: for numeric pose tags, the largest |yaw| counted as frontal.
+        fixed_target: use the first frontal of the identity instead of a random one
+            (deterministic validation).
+        size: output side (128 for TP-GAN).
+
+    ``dataset[i]`` -> dict ``input`` (C, size, size) float32 [0, 1], ``target`` (same),
+    ``label`` int (the input's identity), ``target_label`` int, ``index`` int (LMDB index of
+    the input), ``flipped`` bool.
+    """
+
+    def __init__(
+        self,
+        source,
+        identities: Optional[Iterable[int]] = None,
+        paired: bool = True,
+        mirror: Optional[str] = None,
+        channels: int = 3,
+        pose_key: str = "pose",
+        frontal_max_yaw: float = 15.0,
+        fixed_target: bool = False,
+        size: int = 128,
+    ):
+        from . import LMDBDataset
+
+        if mirror not in (None, "left", "right"):
+            raise ValueError(f"mirror must be None, 'left' or 'right', got {mirror!r}")
+        self.data = LMDBDataset(source) if not isinstance(source, LMDBDataset) else source
+        self.paired, self.mirror, self.channels, self.size = paired, mirror, channels, size
+        self.fixed_target = fixed_target
+        keep = None if identities is None else {int(i) for i in identities}
+        labels = np.asarray(self.data.labels)
+        self.inputs: List[int] = []
+        self.frontals: Dict[int, List[int]] = {}
+        missing = 0
+        for i in range(len(self.data)):
+            label = int(labels[i])
+            if keep is not None and label not in keep:
+                continue
+            attrs = self.data.attributes(i) or {}
+            if pose_key not in attrs:
+                missing += 1
+                continue
+            if is_frontal(attrs[pose_key], frontal_max_yaw):
+                self.frontals.setdefault(label, []).append(i)
+            else:
+                self.inputs.append(i)
+        if missing:
+            log.warning("%d samples of %s have no %r attribute and were left out", missing, source, pose_key)
+        if paired:
+            dropped = [i for i in self.inputs if int(labels[i]) not in self.frontals]
+            if dropped:
+                log.warning("%d non-frontal samples have no frontal of their identity and were left out", len(dropped))
+                self.inputs = [i for i in self.inputs if int(labels[i]) in self.frontals]
+        self._all_frontals = [i for idx in self.frontals.values() for i in idx]
+        if not self.inputs or not self._all_frontals:
+            raise ValueError(
+                f"{source}: found {len(self.inputs)} non-frontal and {len(self._all_frontals)} frontal samples "
+                f"(pose attribute {pose_key!r}); frontalization needs both. Build the LMDB with pose tags."
+            )
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def identities(self) -> List[int]:
+        """Labels that have at least one frontal sample (the gallery identities)."""
+        return sorted(self.frontals)
+
+    def load(self, index: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """LMDB sample ``index`` aligned to ``size`` x ``size``: (uint8 image BGR/gray, landmarks in the crop or None)."""
+        sample = self.data[index]
+        image, lm = sample["image"], sample.get("landmarks")
+        if image.shape[0] == self.size and image.shape[1] == self.size:
+            return image, lm
+        if lm is None:
+            raise ValueError(
+                f"LMDB sample {index} is {image.shape[1]}x{image.shape[0]} without landmarks; "
+                f"store aligned {self.size}x{self.size} crops or 5-point landmarks"
+            )
+        crop, M = align_face(image, lm, template="lightcnn", size=self.size)
+        lm_crop = np.asarray(lm, np.float64) @ M[:, :2].T + M[:, 2]
+        return crop, lm_crop
+
+    def _target_index(self, label: int) -> int:
+        pool = self.frontals[label] if self.paired else self._all_frontals
+        if self.fixed_target:
+            return pool[0]
+        return pool[int(torch.randint(len(pool), ()).item())]
+
+    def __getitem__(self, i: int) -> Dict:
+        index = self.inputs[i]
+        label = int(self._labels[index])
+        image, lm = self.load(index)
+        tindex = self._target_index(label)
+        target, _ = self.load(tindex)
+        flip = self.mirror is not None and lm is not None and facing(lm) != self.mirror
+        x = image_to_tensor(image, self.channels)
+        y = image_to_tensor(target, self.channels)
+        if flip:
+            x = x.flip(-1)
+            y = y.flip(-1)
+        return {
+            "input": x,
+            "target": y,
+            "label": label,
+            "target_label": int(self._labels[tindex]),
+            "index": index,
+            "flipped": bool(flip),
+        }

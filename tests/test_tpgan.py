@@ -1,0 +1,169 @@
+"""TP-GAN generator / discriminator and the frontal synthesis loss (tiny widths, batch 2)."""
+import argparse
+
+import pytest
+import torch
+
+from lightface import ops
+from lightface.data.align import template_points
+from lightface.engine.gan import GANObjective, add_gan_arguments
+from lightface.losses.frontal import FrontalLoss, prefix_terms
+from lightface.models import get_model
+from lightface.models.checkpoint import build_from_checkpoint, save_model_checkpoint
+from lightface.models.tpgan import PATCH_SIZES, TPGANDiscriminator, TPGANGenerator, frontal_patch_centres, patch_boxes
+
+
+@pytest.fixture(scope="module")
+def gen():
+    torch.manual_seed(0)
+    return TPGANGenerator(width=8, noise_dim=8, feature_dim=16)
+
+
+def test_patch_centres_follow_alignment_template():
+    pts = template_points("lightcnn", 128)
+    c = frontal_patch_centres(128)
+    assert c["left_eye"] == pytest.approx(tuple(pts[0]))
+    assert c["right_eye"] == pytest.approx(tuple(pts[1]))
+    assert c["nose"] == pytest.approx(tuple(pts[2]))
+    assert c["mouth"] == pytest.approx(tuple((pts[3] + pts[4]) / 2))
+    boxes = patch_boxes(c)
+    for name, (y0, x0, h, w) in boxes.items():
+        assert (h, w) == PATCH_SIZES[name]
+        assert 0 <= y0 and y0 + h <= 128 and 0 <= x0 and x0 + w <= 128
+    # eyes mirror each other on the canvas
+    assert boxes["left_eye"][1] + 40 + boxes["right_eye"][1] == 128
+
+
+def test_generator_outputs(gen):
+    x = torch.rand(2, 3, 128, 128)
+    out = gen(x)
+    for key, s in (("img128", 128), ("img64", 64), ("img32", 32)):
+        assert out[key].shape == (2, 3, s, s)
+        assert out[key].min() >= 0 and out[key].max() <= 1
+    assert out["local"].shape == (2, 3, 128, 128)
+    assert {k: tuple(v.shape[2:]) for k, v in out["patches"].items()} == PATCH_SIZES
+    assert out["feature"].shape == (2, 16)
+    assert "logits" not in out
+
+
+def test_generator_noise_train_vs_eval(gen):
+    x = torch.rand(2, 3, 128, 128)
+    gen.train()
+    a, b = gen(x)["img128"], gen(x)["img128"]
+    assert not torch.allclose(a, b)  # fresh noise each call
+    gen.eval()
+    a, b = gen(x)["img128"], gen(x)["img128"]
+    assert torch.equal(a, b)
+    assert torch.equal(gen.frontalize(x), a)
+    gen.train()
+
+
+def test_generator_bad_input(gen):
+    with pytest.raises(ValueError, match="128"):
+        gen(torch.rand(2, 3, 112, 112))
+    with pytest.raises(ValueError, match=r"\(N, 3, 128, 128\)"):
+        gen(torch.rand(2, 1, 128, 128))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TPGANGenerator(width=12)
+
+
+def test_fuse_on_canvas_is_max_and_zero_outside(gen):
+    patches = {name: torch.full((1, 1, h, w), -float(i + 1)) for i, (name, (h, w)) in enumerate(PATCH_SIZES.items())}
+    canvas = gen.fuse_on_canvas(patches)
+    for i, (name, (y0, x0, h, w)) in enumerate(gen.boxes.items()):
+        region = canvas[0, 0, y0 : y0 + h, x0 : x0 + w]
+        assert region.max() <= -1  # negative values survive (no max with the zero background)
+    covered = torch.zeros(128, 128, dtype=torch.bool)
+    for y0, x0, h, w in gen.boxes.values():
+        covered[y0 : y0 + h, x0 : x0 + w] = True
+    assert torch.all(canvas[0, 0][~covered] == 0)
+    # nose and mouth boxes overlap: the overlap takes the larger value (nose -3 > mouth -4)
+    ny, nx, nh, nw = gen.boxes["nose"]
+    my, mx, mh, mw = gen.boxes["mouth"]
+    if ny + nh > my:
+        assert canvas[0, 0, my, nx + 1].item() == -3.0
+
+
+def test_classifier_and_registry():
+    g = get_model("tpgan", width=8, noise_dim=0, num_classes=5)
+    out = g(torch.rand(2, 3, 128, 128))
+    assert out["logits"].shape == (2, 5)
+    g1 = get_model("tpgan", in_channels=1, width=8)
+    assert g1(torch.rand(2, 1, 128, 128))["img128"].shape == (2, 1, 128, 128)
+
+
+def test_checkpoint_roundtrip(tmp_path, gen):
+    kwargs = dict(width=8, noise_dim=8, feature_dim=16)
+    path = save_model_checkpoint(tmp_path / "g.pth", gen, "tpgan", kwargs, ema_state_dict=gen.state_dict())
+    g2 = build_from_checkpoint(path, ema=True)
+    x = torch.rand(1, 3, 128, 128)
+    gen.eval()
+    assert torch.allclose(g2.frontalize(x), gen.frontalize(x))
+    gen.train()
+
+
+@pytest.mark.parametrize("mbd,mbstd", [(False, False), (True, True)])
+def test_discriminator_contract(mbd, mbstd):
+    d = TPGANDiscriminator(width=8, minibatch_discrimination=mbd, minibatch_std=mbstd)
+    x = torch.rand(2, 3, 128, 128)
+    logits = d(x)
+    assert logits.shape == (2, 1, 4, 4)
+    logits2, feats = d(x, return_features=True)
+    assert torch.allclose(logits, logits2)
+    assert feats[-1].shape == (2, 64)
+    assert get_model("tpgan_discriminator", width=8)(x).shape == (2, 1, 4, 4)
+
+
+def _objective(*flags):
+    p = argparse.ArgumentParser()
+    add_gan_arguments(p)
+    return GANObjective.from_args(p.parse_args(list(flags)))
+
+
+def test_frontal_loss_terms_and_weights(gen):
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128)
+    d = TPGANDiscriminator(width=8)
+    identity = get_model("lightcnn9", num_classes=0).eval()
+    from lightface.losses.identity import IdentityLoss
+
+    crit = FrontalLoss(IdentityLoss(identity), _objective("--adversarial", "hinge"))
+    out = gen(x)
+    loss, terms = crit(out, y, d, patch_boxes=gen.boxes)
+    assert set(terms) == {"l_g_pix", "l_g_patch", "l_g_sym", "l_g_adv", "l_g_ip", "l_g_tv", "l_g_total"}
+    expected = (terms["l_g_pix"] + terms["l_g_patch"] + 0.3 * terms["l_g_sym"] + 1e-3 * terms["l_g_adv"]
+                + 3e-3 * terms["l_g_ip"] + 1e-4 * terms["l_g_tv"])
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    sym = sum(ops.symmetry_loss(out[k]).item() for k in ("img128", "img64", "img32")) / 3
+    assert terms["l_g_sym"] == pytest.approx(sym, rel=1e-5)
+    assert terms["l_g_tv"] == pytest.approx(ops.total_variation(out["img128"]).item(), rel=1e-5)
+    loss.backward()
+    assert gen.out128.weight.grad is not None and gen.local["mouth"].to_img.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in d.parameters())  # D frozen during the generator loss
+    gen.zero_grad()
+
+
+def test_frontal_loss_pixel_zero_on_target():
+    y = torch.rand(2, 3, 128, 128)
+    out = {"img128": y, "img64": torch.nn.functional.interpolate(y, size=64, mode="area"),
+           "img32": torch.nn.functional.interpolate(y, size=32, mode="area")}
+    crit = FrontalLoss(lambda_sym=0, lambda_tv=0)
+    loss, terms = crit(out, y)
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+    assert set(terms) == {"l_g_pix", "l_g_total"}
+
+
+def test_frontal_loss_errors(gen):
+    out = gen(torch.rand(2, 3, 128, 128))
+    with pytest.raises(ValueError, match="target must match"):
+        FrontalLoss()(out, torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="discriminator"):
+        FrontalLoss(objective=_objective())(out, torch.rand(2, 3, 128, 128))
+    with pytest.raises(ValueError, match="num_classes"):
+        FrontalLoss(lambda_ce=1.0)(out, torch.rand(2, 3, 128, 128))
+    with pytest.raises(ValueError, match="lambda_sym"):
+        FrontalLoss(lambda_sym=-1)
+
+
+def test_prefix_terms():
+    assert prefix_terms({"g_adv": 1, "d_gp": 2.0, "l_g_x": 3}) == {"l_g_adv": 1.0, "l_d_gp": 2.0, "l_g_x": 3.0}
