@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation"]
+__all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
 
 RESIZE_METHODS = ("bicubic", "bilinear", "area")
 _PIL = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -109,3 +109,58 @@ class Degradation:
     def __call__(self, hr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """uint8 HR (H, W[, 3]) -> (LR (H/scale, W/scale[, 3]) uint8, HR unchanged)."""
         return self.pipeline(image=hr)["image"], hr
+
+
+def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size`` x ``size`` (bicubic); no-op when already that size."""
+    h, w = img.shape[:2]
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        img = img[top : top + s, left : left + s]
+    if img.shape[0] != size:
+        img = resize(img, (size, size), "bicubic")
+    return img
+
+
+class SRPairDataset:
+    """(LR, HR) training / validation pairs from a dataset of HR faces (torch ``Dataset`` protocol).
+
+    Args:
+        base: indexable HR source; ``base[i]`` is a uint8 BGR (H, W, 3) or gray (H, W)
+            image, or a dict with one under ``"image"`` (:class:`lightface.data.LMDBDataset` items).
+        hr_size: HR side in pixels; non-square images are centre-cropped, others resized (bicubic).
+        degradation: a :class:`Degradation` (its ``scale`` sets the LR size).
+        flip: random horizontal flips (training).
+
+    ``dataset[i]`` -> ``(lr, hr)`` float32 tensors, RGB, in [0, 1]: (3, hr_size/scale, hr_size/scale)
+    and (3, hr_size, hr_size). Gray sources are replicated to 3 channels.
+    """
+
+    def __init__(self, base, hr_size: int, degradation: "Degradation", flip: bool = False):
+        if hr_size % degradation.scale:
+            raise ValueError(f"hr_size {hr_size} is not divisible by the scale {degradation.scale}")
+        self.base = base
+        self.hr_size = hr_size
+        self.degradation = degradation
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def hr_image(self, index: int) -> np.ndarray:
+        """HR face ``index`` as uint8 RGB (hr_size, hr_size, 3)."""
+        item = self.base[index]
+        img = item["image"] if isinstance(item, dict) else item
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return _square_resize(img, self.hr_size)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        hr = self.hr_image(index)
+        if self.flip and random.random() < 0.5:
+            hr = np.ascontiguousarray(hr[:, ::-1])
+        lr, hr = self.degradation(hr)
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)  # noqa: E731
+        return to_t(lr), to_t(hr)

@@ -12,6 +12,7 @@ from typing import List, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..nn.gan_layers import MinibatchDiscrimination, MinibatchStdDev
 from ..nn.wavelet import WaveletPacket2d
 from .registry import register_model
 
@@ -48,16 +49,12 @@ class _ConvTrunk(nn.Module):
             c_in = c_out
         self.minibatch_std = None
         if minibatch_std:
-            from ..nn.gan_layers import MinibatchStdDev
-
             self.minibatch_std = MinibatchStdDev()
             c_in += 1
         self.last = nn.Sequential(nn.Conv2d(c_in, c_in, 3, padding=1), nn.LeakyReLU(0.2, inplace=True))
         self.num_features = c_in
         self.minibatch_discrimination = None
         if minibatch_discrimination:
-            from ..nn.gan_layers import MinibatchDiscrimination
-
             self.minibatch_discrimination = MinibatchDiscrimination(c_in)
             with torch.no_grad():
                 out_features = self.minibatch_discrimination(torch.zeros(2, c_in)).shape[1]

@@ -167,13 +167,19 @@ class WaveletSRNet(nn.Module):
 
     def forward_all(self, lr: Tensor) -> SROutput:
         """LR (N, C, h, w) in [0, 1] -> :class:`SROutput` (SR image, coefficients, all coarser outputs)."""
+        return self.forward(lr, return_all=True)
+
+    def forward(self, lr: Tensor, return_all: bool = False):
+        """LR (N, C, h, w) RGB in [0, 1] -> SR (N, C, h*scale, w*scale), not clamped.
+
+        ``return_all=True`` returns an :class:`SROutput` instead (use this form through DDP,
+        whose gradient hooks attach to ``forward``).
+        """
         coeffs = self.predict_coefficients(lr)
+        if not return_all:
+            return self.wavelet.inverse(coeffs)
         pyramid = {2**k: self.synthesize(coeffs, 2**k) for k in range(self.levels + 1)}
         return SROutput(pyramid[self.scale], coeffs, pyramid)
-
-    def forward(self, lr: Tensor) -> Tensor:
-        """LR (N, C, h, w) RGB in [0, 1] -> SR (N, C, h*scale, w*scale), not clamped."""
-        return self.wavelet.inverse(self.predict_coefficients(lr))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, input_size={self.input_size}, output_size={self.output_size}, residual={self.residual!r}"
