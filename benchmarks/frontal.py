@@ -1,0 +1,182 @@
+"""TP-GAN frontalization speed: generator throughput and a training step split by loss term.
+
+    python -m benchmarks.frontal                      # CPU defaults (a few minutes on 2 cores)
+    python -m benchmarks.frontal --device cuda --train-batch 16
+
+1. Generator images/s (eval, no grad, zero noise) at each ``--batch-sizes``.
+2. One real TP-GAN training step (generator forward, every L_syn term, generator
+   backward, discriminator step), timed phase by phase; each loss term is timed as its
+   forward + backward on the generator's outputs. The symmetry and total-variation
+   terms are timed twice, with the fused ``lightface.ops`` kernels and with their
+   composite pure-PyTorch formulations (``lightface.ops.reference``), and the whole step
+   is timed with both, so the table shows what the fused ops save inside a real step.
+Identity network: a randomly initialised Light CNN-9 (speed only).
+"""
+import argparse
+import contextlib
+import logging
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+from lightface import ops
+from lightface.engine.gan import GANObjective
+from lightface.losses.frontal import FrontalLoss
+from lightface.losses.identity import IdentityLoss
+from lightface.models import get_model
+from lightface.ops import reference
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("benchmarks.frontal", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--width", type=int, default=64, help="generator width for throughput (default: %(default)s)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16],
+                   help="batch sizes for generator images/s (default: %(default)s)")
+    p.add_argument("--train-width", type=int, default=32, help="generator width in the training step (default: %(default)s)")
+    p.add_argument("--train-batch", type=int, default=4, help="batch size of the training step (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=3, help="timed repetitions, after one warm-up (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    return p
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], object], iters: int, device: torch.device) -> float:
+    """Median seconds of ``fn`` over ``iters`` runs after one warm-up."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+@contextlib.contextmanager
+def _composite():
+    """Run the sym/TV terms with the composite pure-PyTorch formulation."""
+    if hasattr(ops, "use_reference"):
+        with ops.use_reference():
+            yield
+        return
+    saved = ops.symmetry_loss, ops.total_variation
+    ops.symmetry_loss, ops.total_variation = reference.symmetry_loss, reference.total_variation
+    try:
+        yield
+    finally:
+        ops.symmetry_loss, ops.total_variation = saved
+
+
+def generator_throughput(width: int, batch_sizes: List[int], iters: int, device: torch.device) -> Dict[int, float]:
+    g = get_model("tpgan", width=width).to(device).eval()
+    out = {}
+    for b in batch_sizes:
+        x = torch.rand(b, 3, 128, 128, device=device)
+        with torch.no_grad():
+            out[b] = b / _time(lambda: g.frontalize(x), iters, device)
+    return out
+
+
+def training_step(width: int, batch: int, iters: int, device: torch.device) -> Dict[str, Dict[str, float]]:
+    torch.manual_seed(0)
+    g = get_model("tpgan", width=width).to(device).train()
+    d = get_model("tpgan_discriminator", width=width).to(device).train()
+    identity = IdentityLoss(get_model("lightcnn9", num_classes=0)).to(device)
+    objective = GANObjective()
+    crit = FrontalLoss(identity, objective)
+    opt_g = torch.optim.Adam(g.parameters(), 1e-4)
+    opt_d = torch.optim.Adam(d.parameters(), 1e-4)
+    x = torch.rand(batch, 3, 128, 128, device=device)
+    y = torch.rand(batch, 3, 128, 128, device=device)
+
+    def leaf_outputs():
+        with torch.no_grad():
+            o = g(x)
+        leaf = {k: v.detach().requires_grad_(True) for k, v in o.items() if torch.is_tensor(v)}
+        leaf["patches"] = {k: v.detach().requires_grad_(True) for k, v in o["patches"].items()}
+        return leaf
+
+    o = leaf_outputs()
+
+    def term(fn):
+        def run():
+            loss = fn()
+            loss.backward()
+        return run
+
+    phases = {
+        "G forward": lambda: g(x),
+        "l_g_pix": term(lambda: crit.pixel(o, y)),
+        "l_g_patch": term(lambda: crit.patch(o["patches"], y, g.boxes)),
+        "l_g_adv": term(lambda: objective.generator_loss(d, y, o["img128"])[0]),
+        "l_g_ip": term(lambda: crit.identity_preserving(o["img128"], y)),
+        "l_g_sym": term(lambda: crit.symmetry(o)),
+        "l_g_tv": term(lambda: crit.total_variation(o["img128"])),
+    }
+
+    def g_backward():
+        loss, _ = crit(g(x), y, d, patch_boxes=g.boxes)
+        loss.backward()
+        g.zero_grad(set_to_none=True)
+
+    def d_step():
+        loss, _ = objective.discriminator_loss(d, y, o["img128"])
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+
+    def full_step():
+        out = g(x)
+        loss, _ = crit(out, y, d, patch_boxes=g.boxes)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        dl, _ = objective.discriminator_loss(d, y, out["img128"])
+        opt_d.zero_grad(set_to_none=True)
+        dl.backward()
+        opt_d.step()
+
+    fused = {name: _time(fn, iters, device) for name, fn in phases.items()}
+    fused["G forward + L_syn + backward"] = _time(g_backward, iters, device)
+    fused["D step"] = _time(d_step, iters, device)
+    fused["full step"] = _time(full_step, iters, device)
+    with _composite():
+        composite = {name: _time(phases[name], iters, device) for name in ("l_g_sym", "l_g_tv")}
+        composite["full step"] = _time(full_step, iters, device)
+    return {"fused": fused, "composite": composite}
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"compiled lightface ops: {ops.extension_available()}")
+    tput = generator_throughput(args.width, args.batch_sizes, args.iters, device)
+    print(f"\nTP-GAN generator (width {args.width}) inference, zero noise")
+    print(f"{'batch':>6} | {'images/s':>9} | {'ms/image':>9}")
+    for b, ips in tput.items():
+        print(f"{b:>6} | {ips:9.2f} | {1000 / ips:9.1f}")
+    step = training_step(args.train_width, args.train_batch, args.iters, device)
+    f, c = step["fused"], step["composite"]
+    print(f"\nTraining step (width {args.train_width}, batch {args.train_batch}); terms = forward + backward")
+    print(f"{'phase':<30} | {'fused ms':>9} | {'composite ms':>12} | {'composite/fused':>15}")
+    for name, sec in f.items():
+        if name in c:
+            print(f"{name:<30} | {sec * 1e3:9.2f} | {c[name] * 1e3:12.2f} | {c[name] / sec:15.2f}")
+        else:
+            print(f"{name:<30} | {sec * 1e3:9.2f} | {'':>12} | {'':>15}")
+    return {"throughput": tput, "step": step}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main(get_args_parser().parse_args())
