@@ -1,0 +1,214 @@
+"""Batch restoration of image files and folders, with GFPGAN/CodeFormer-style outputs.
+
+Generic over the restorer: :func:`restore_paths` takes a callable that turns one image into
+a :class:`RestoreResult` (the whole restored image and/or the per-face crops), so the same
+driver serves super-resolution and frontalization. For each input ``NAME.ext`` it writes
+(under ``outdir``):
+
+* ``cropped_faces/NAME_00.png``: the face crops given to the restorer;
+* ``restored_faces/NAME_00{suffix}.png``: the restored face crops;
+* ``cmp/NAME_00.png``: input crop (resized to the output) | restored crop, side by side;
+* ``restored_imgs/NAME{suffix}.{ext}``: the whole restored image (when the restorer gives one).
+
+Unreadable files, images that are too small or too large, and restorer errors are
+skipped and reported (``summary["skipped"]``); the run never stops halfway through a
+folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
+(resized to the output) when written as PNG.
+"""
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError
+
+__all__ = ["RestoreResult", "list_images", "load_image_with_alpha", "side_by_side", "restore_paths"]
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class RestoreResult:
+    """What a restorer returns for one image (all uint8 BGR).
+
+    image: the whole restored image (H', W', 3), or None (face-only restorers, aligned mode).
+    crops: the input face crops, one per face.
+    faces: the restored face crops, same order as ``crops``.
+    notes: messages for the report (e.g. "no face detected").
+    """
+
+    image: Optional[np.ndarray] = None
+    crops: List[np.ndarray] = field(default_factory=list)
+    faces: List[np.ndarray] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
+    """Image files from files and/or folders (folders: their image files, sorted, not recursive).
+
+    Raises:
+        FileNotFoundError: a path does not exist, or nothing with an image extension was found.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out: List[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    if not out:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
+    return out
+
+
+def load_image_with_alpha(path: PathLike):
+    """Read ``path`` -> ``(bgr uint8 (H, W, 3), alpha uint8 (H, W) or None, was_gray)``.
+
+    Gray images are expanded to 3 channels; 16-bit images are scaled to 8 bits; the alpha
+    channel of RGBA images is returned separately (the colour is not premultiplied).
+    Raises :class:`~lightface.data.io.ImageReadError` for unreadable files.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read ({err})") from err
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        from ..data.io import read_image  # PIL fallback (GIF ...) and a uniform error message
+
+        return read_image(path, "bgr"), None, False
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+    alpha, gray = None, False
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        gray = True
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        alpha = img[:, :, 3].copy()
+        img = np.ascontiguousarray(img[:, :, :3])
+    return img, alpha, gray
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left`` resized (nearest, so its pixels stay visible) to ``right``'s size, then ``[left | right]``."""
+    h, w = right.shape[:2]
+    if left.shape[:2] != (h, w):
+        left = cv2.resize(left, (w, h), interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([left, right], axis=1)
+
+
+def _write(path: Path, img: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix, img)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    buf.tofile(str(path))
+    return str(path)
+
+
+def restore_paths(
+    inputs: Union[PathLike, Sequence[PathLike]],
+    outdir: PathLike,
+    restore: Callable[[np.ndarray], RestoreResult],
+    suffix: Optional[str] = None,
+    ext: str = "auto",
+    min_size: int = 8,
+    max_pixels: int = 40_000_000,
+    save_crops: bool = True,
+    show_progress: bool = True,
+) -> Dict[str, List[Dict]]:
+    """Run ``restore`` on every image in ``inputs`` and write the outputs under ``outdir``.
+
+    Args:
+        inputs: files and/or folders (see :func:`list_images`).
+        outdir: output root (created).
+        restore: ``bgr uint8 (H, W, 3) -> RestoreResult``.
+        suffix: appended to restored file names (``NAME_00{suffix}.png``); None adds nothing.
+        ext: extension of ``restored_imgs`` files: ``"auto"`` (the input's; PNG for inputs with
+            alpha), ``"png"`` or ``"jpg"``.
+        min_size: inputs with a side shorter than this are skipped.
+        max_pixels: inputs with more pixels than this are skipped (memory safety; resize them first).
+        save_crops: also write ``cropped_faces/``.
+    Returns:
+        ``{"processed": [{"input", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``.
+    """
+    if ext not in ("auto", "png", "jpg"):
+        raise ValueError(f"ext must be 'auto', 'png' or 'jpg', got {ext!r}")
+    paths = list_images(inputs)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    sfx = f"_{suffix}" if suffix else ""
+    summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
+    for path in tqdm(paths, desc="restore", unit="img", disable=not show_progress):
+        try:
+            img, alpha, gray = load_image_with_alpha(path)
+        except ImageReadError as err:
+            summary["skipped"].append({"input": str(path), "reason": str(err)})
+            log.warning("skipped %s", err)
+            continue
+        h, w = img.shape[:2]
+        reason = None
+        if min(h, w) < min_size:
+            reason = f"image too small ({w}x{h} < {min_size} px)"
+        elif h * w > max_pixels:
+            reason = f"image too large ({w}x{h} > {max_pixels} pixels); downscale it first"
+        if reason is None:
+            try:
+                result = restore(img)
+            except (ValueError, RuntimeError) as err:  # a bad image must not stop the folder
+                reason = f"{type(err).__name__}: {err}"
+        if reason is not None:
+            summary["skipped"].append({"input": str(path), "reason": reason})
+            log.warning("skipped %s: %s", path, reason)
+            continue
+        notes = list(result.notes) + (["gray input restored as colour"] if gray else [])
+        outputs = []
+        for i, face in enumerate(result.faces):
+            stem = f"{path.stem}_{i:02d}"
+            outputs.append(_write(out / "restored_faces" / f"{stem}{sfx}.png", face))
+            if i < len(result.crops):
+                if save_crops:
+                    outputs.append(_write(out / "cropped_faces" / f"{stem}.png", result.crops[i]))
+                outputs.append(_write(out / "cmp" / f"{stem}{sfx}.png", side_by_side(result.crops[i], face)))
+        if result.image is not None:
+            whole = result.image
+            out_ext = path.suffix.lower().lstrip(".") if ext == "auto" else ext
+            if out_ext not in ("png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"):
+                out_ext = "png"
+            if alpha is not None:
+                if ext == "auto":
+                    out_ext = "png"
+                if out_ext == "png":
+                    a = cv2.resize(alpha, (whole.shape[1], whole.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    whole = np.dstack([whole, a])
+                else:
+                    notes.append("alpha channel dropped (JPEG output)")
+            outputs.append(_write(out / "restored_imgs" / f"{path.stem}{sfx}.{out_ext}", whole))
+        for note in notes:
+            log.info("%s: %s", path.name, note)
+        summary["processed"].append({"input": str(path), "faces": len(result.faces), "outputs": outputs, "notes": notes})
+    log.info("restored %d image(s), skipped %d", len(summary["processed"]), len(summary["skipped"]))
+    return summary
+
+
+def iter_batches(items: Sequence, batch_size: int) -> Iterable[Sequence]:
+    """Consecutive slices of ``items`` of at most ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for i in range(0, len(items), batch_size):
+        yield items[i : i + batch_size]

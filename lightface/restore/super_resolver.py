@@ -1,0 +1,156 @@
+"""``SuperResolver``: upscale aligned face crops or whole photos with a trained Wavelet-SRNet.
+
+Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) accepted),
+outputs are uint8 BGR; the network itself works on RGB float in [0, 1] (converted here).
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.align import align_face
+from ..engine.checkpoint import load_checkpoint
+from ..engine.distributed import resolve_device
+from ..models.checkpoint import build_from_checkpoint
+from ..models.wavelet_srnet import WaveletSRNet
+from .folder import iter_batches
+from .paste import paste_face, rescale_affine
+
+__all__ = ["SuperResolver", "RestoredFace"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RestoredFace:
+    """One face of a restored photo.
+
+    box: float32 (4,) x1, y1, x2, y2 in the input photo; landmarks: float32 (5, 2) in the
+    input photo; crop: uint8 BGR (s, s, 3) aligned input crop (s = model input size);
+    restored: uint8 BGR (S, S, 3) super-resolved crop (S = s * scale); M: float64 (2, 3)
+    photo -> crop matrix.
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    crop: np.ndarray
+    restored: np.ndarray
+    M: np.ndarray
+
+
+def _as_bgr(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {img.dtype}; convert with (x * 255).round().astype(np.uint8)")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
+
+
+class SuperResolver:
+    """Face super-resolution with a ``wavelet_srnet`` checkpoint.
+
+    Args:
+        weights: checkpoint path (``pipelines.train_super_resolution``'s ``model.pth`` or
+            ``checkpoints/latest.pth``), or a built :class:`WaveletSRNet`.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        detector: for whole photos: a :class:`lightface.data.detect.FaceDetector`, or a model
+            spec it accepts (ONNX path, model pack name); None: only aligned crops.
+        ema: use the EMA generator weights when the checkpoint has them (default).
+
+    Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``.
+
+    Example:
+        >>> sr = SuperResolver("runs/sr4/model.pth", detector="../shared/models/det_500m.onnx")
+        >>> face128 = sr.upscale_face(cv2.imread("face32.png"))
+        >>> photo4x, faces = sr.restore(cv2.imread("group.jpg"))
+    """
+
+    def __init__(self, weights, device: str = "auto", detector=None, ema: bool = True):
+        self.device = resolve_device(device)
+        if isinstance(weights, WaveletSRNet):
+            model = weights
+        else:
+            ckpt = load_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
+            if ckpt.get("arch") != "wavelet_srnet":
+                raise ValueError(f"{weights}: not a wavelet_srnet checkpoint (arch {ckpt.get('arch')!r}); "
+                                 "pass the model.pth written by pipelines.train_super_resolution")
+            use_ema = ema and ckpt.get("ema_state_dict") is not None
+            model = build_from_checkpoint(ckpt, ema=use_ema)
+            log.info("SuperResolver: %s (%s weights)", weights, "EMA" if use_ema else "raw")
+        self.model = model.to(self.device).eval()
+        self.scale = self.model.scale
+        self.input_size = self.model.input_size
+        self.output_size = self.model.output_size
+        if detector is not None and not hasattr(detector, "detect"):
+            from ..data.detect import FaceDetector
+
+            detector = FaceDetector(detector, device="cuda" if self.device.type == "cuda" else "cpu")
+        self.detector = detector
+
+    @torch.no_grad()
+    def upscale_tensor(self, lr: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device."""
+        return self.model(lr.to(self.device, torch.float32)).clamp_(0, 1).to(lr.device)
+
+    def upscale_faces(self, crops: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
+        """Aligned face crops (uint8 BGR or gray, any size) -> uint8 BGR (output_size, output_size, 3) each.
+
+        Crops that are not ``input_size`` square are resized to it first (area / bicubic).
+        """
+        out: List[np.ndarray] = []
+        for chunk in iter_batches(list(crops), batch_size):
+            batch = []
+            for c in chunk:
+                c = _as_bgr(c)
+                if c.shape[:2] != (self.input_size, self.input_size):
+                    interp = cv2.INTER_AREA if c.shape[0] > self.input_size else cv2.INTER_CUBIC
+                    c = cv2.resize(c, (self.input_size, self.input_size), interpolation=interp)
+                batch.append(c[:, :, ::-1])
+            x = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy()).float().div_(255.0)
+            y = self.upscale_tensor(x).mul_(255.0).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+            out.extend(np.ascontiguousarray(img[:, :, ::-1]) for img in y)
+        return out
+
+    def upscale_face(self, crop: np.ndarray) -> np.ndarray:
+        """One aligned face crop (uint8 BGR (h, w, 3) or gray) -> uint8 BGR (output_size, output_size, 3)."""
+        return self.upscale_faces([crop])[0]
+
+    def restore(
+        self, photo: np.ndarray, only_center_face: bool = False, batch_size: int = 16
+    ) -> Tuple[np.ndarray, List[RestoredFace]]:
+        """Whole photo -> (photo upscaled by ``scale`` with every face super-resolved, faces).
+
+        Faces are detected, aligned to the Light CNN template at ``input_size``,
+        super-resolved, warped back and blended with a feathered mask into the photo
+        upscaled by ``scale`` (bicubic). ``photo``: uint8 BGR (H, W, 3), BGRA or gray.
+        ``only_center_face``: keep only the face closest to the image centre.
+        A photo without faces comes back bicubic-upscaled with an empty face list.
+        """
+        if self.detector is None:
+            raise ValueError("SuperResolver.restore needs a face detector: SuperResolver(weights, detector=...) "
+                             "(e.g. '../shared/models/det_500m.onnx'), or use upscale_face for aligned crops")
+        bgr = _as_bgr(photo)
+        h, w = bgr.shape[:2]
+        detections = self.detector.detect(bgr)
+        if only_center_face and detections:
+            centre = np.array([w / 2.0, h / 2.0])
+            detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
+        aligned = [align_face(bgr, f.landmarks, "lightcnn", size=self.input_size) for f in detections]
+        restored = self.upscale_faces([c for c, _ in aligned], batch_size) if aligned else []
+        canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
+        faces = []
+        for det, (crop, M), face in zip(detections, aligned, restored):
+            canvas = paste_face(canvas, face, rescale_affine(M, self.scale, self.scale))
+            faces.append(RestoredFace(det.box, det.landmarks, crop, face, M))
+        return canvas, faces
