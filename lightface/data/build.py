@@ -1,0 +1,624 @@
+"""Build lightface LMDB datasets: read, check, align, convert, encode and write samples.
+
+:func:`build_lmdb` is the engine of ``python -m pipelines.build_lmdb``; :func:`write_lmdb`
+writes a dataset from in-memory samples (e.g. a relabelled copy of another dataset);
+:func:`verify_lmdb` decodes every record and checks it.
+
+Guarantees of a build:
+
+* it writes to ``<OUT>.partial`` and renames to ``OUT`` only when complete, so a
+  half-built dataset is never mistaken for a finished one;
+* samples are committed in batches together with the build progress, so after a crash
+  or ``kill -9``, ``resume=True`` continues from the last commit and produces the same
+  dataset, record for record, as an uninterrupted build (the source list, options and
+  shuffle order are fingerprinted and checked);
+* with ``workers > 0`` samples are processed in parallel processes but written in source
+  order (deterministic output);
+* bad input (missing, empty, truncated, non-image files, images where detection fails)
+  is skipped and listed with the reason in ``OUT/build_report.json``;
+* the LMDB map grows automatically when full.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from .align import TEMPLATES, align_face, template_base_size, template_points, transform_points
+from .io import ImageReadError, decode_image, to_gray
+from .lmdb_format import (
+    ENCODINGS,
+    LABEL_CHUNK_PREFIX,
+    LABELS_KEY,
+    META_KEY,
+    PROGRESS_KEY,
+    LMDBWriter,
+    decode_payload,
+    encode_image,
+    is_complete_dataset,
+    make_metadata,
+    open_readonly,
+    pack_record,
+    read_metadata,
+    sample_key,
+    unpack_record,
+)
+from .sources import SourceItem, SourcePlan, open_source
+
+__all__ = ["BuildOptions", "build_lmdb", "write_lmdb", "verify_lmdb", "process_item", "partial_path",
+           "REPORT_NAME", "check_complete"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "build_report.json"
+RESIZE_MODES = ("crop", "stretch", "none")
+
+
+def partial_path(out) -> Path:
+    """Where a build of ``out`` lives until it completes: ``<out>.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How each image is turned into a stored sample (see :func:`build_lmdb` for the meaning)."""
+
+    size: int = 144
+    color: str = "gray"
+    encoding: str = "png"
+    quality: int = 95
+    template: str = "lightcnn_train"
+    detect: Optional[str] = None
+    det_size: int = 640
+    det_threshold: float = 0.5
+    source_template: Optional[str] = None
+    resize: str = "crop"
+
+    def validate(self) -> None:
+        if int(self.size) < 8:
+            raise ValueError(f"size must be >= 8, got {self.size}")
+        if self.color not in ("gray", "rgb"):
+            raise ValueError(f"color must be 'gray' or 'rgb', got {self.color!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if not 1 <= int(self.quality) <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.source_template is not None and self.source_template not in TEMPLATES:
+            raise ValueError(f"source_template must be one of {TEMPLATES} or None, got {self.source_template!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# per-sample processing (runs in worker processes)
+# ---------------------------------------------------------------------------------------
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(options: BuildOptions, rec_path: Optional[str], device: str = "cpu") -> None:
+    _WORKER.clear()
+    _WORKER["options"] = options
+    _WORKER["rec_path"] = rec_path
+    _WORKER["device"] = device
+    cv2.setNumThreads(1)
+
+
+def _detector():
+    det = _WORKER.get("detector")
+    if det is None:
+        from .detect import FaceDetector
+
+        opts: BuildOptions = _WORKER["options"]
+        det = FaceDetector(opts.detect, det_size=opts.det_size, threshold=opts.det_threshold,
+                           device=_WORKER.get("device", "cpu"))
+        _WORKER["detector"] = det
+    return det
+
+
+def _read_bytes(item: SourceItem) -> bytes:
+    if item.ref.startswith("rec:"):
+        from .recordio import RecordIOReader, unpack_irecord
+
+        reader = _WORKER.get("rec")
+        if reader is None:
+            reader = _WORKER["rec"] = RecordIOReader(_WORKER["rec_path"])
+        _, data = unpack_irecord(reader.read_at(int(item.ref[4:])))
+        return data
+    return Path(item.ref).read_bytes()
+
+
+def check_complete(data: bytes, name: str) -> None:
+    """Reject JPEG / PNG files cut short (OpenCV decodes those with a warning and grey rows).
+
+    Raises:
+        ImageReadError: a JPEG without its end-of-image marker or a PNG without ``IEND``.
+    """
+    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-4096:]:
+        raise ImageReadError(f"{name}: truncated JPEG (no end-of-image marker)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise ImageReadError(f"{name}: truncated PNG (no IEND chunk)")
+
+
+def _resize(img: np.ndarray, size: int, mode: str) -> np.ndarray:
+    if mode == "none":
+        return img
+    h, w = img.shape[:2]
+    if mode == "crop":
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        img = img[y0:y0 + s, x0:x0 + s]
+    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
+    """Turn one source item into a stored sample.
+
+    Returns:
+        ``("ok", payload bytes, shape list, crop landmarks (5,2) float32 or None)`` or
+        ``("skip", reason)``.
+    """
+    try:
+        data = _read_bytes(item)
+    except OSError as err:
+        return ("skip", f"cannot read: {err.strerror or err}")
+    except ValueError as err:  # RecordIOError
+        return ("skip", str(err))
+    try:
+        check_complete(data, item.name)
+        img = decode_image(data, "bgr", item.name)
+    except ImageReadError as err:
+        return ("skip", str(err).replace(f"{item.name}: ", "", 1))
+    lm = None
+    if item.landmarks is not None:
+        lm = np.asarray(item.landmarks, np.float64).reshape(5, 2)
+    elif options.detect:
+        faces = _detector().detect(img, max_faces=1)
+        if not faces:
+            return ("skip", "no face detected")
+        lm = faces[0].landmarks.astype(np.float64)
+    elif options.source_template:
+        base = template_base_size(options.source_template)
+        h, w = img.shape[:2]
+        lm = template_points(options.source_template) * np.array([w / base, h / base])
+    crop_lm = None
+    if lm is not None:
+        try:
+            crop, M = align_face(img, lm, options.template, options.size)
+        except ValueError as err:
+            return ("skip", f"alignment failed: {err}")
+        crop_lm = transform_points(lm, M).astype(np.float32)
+    else:
+        crop = _resize(img, options.size, options.resize)
+    if options.color == "gray":
+        crop = to_gray(crop)
+    payload = encode_image(crop, options.encoding, options.quality)
+    return ("ok", payload, list(crop.shape), crop_lm)
+
+
+def _work(item: SourceItem) -> Tuple:
+    return process_item(item, _WORKER["options"])
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+class _DatasetWriter:
+    """Append-only sample writer on ``<out>.partial`` with resumable progress."""
+
+    def __init__(self, out: Path, overwrite: bool, resume: bool, fingerprint: str,
+                 map_size: int = 1 << 28):
+        self.out = Path(out)
+        self.partial = partial_path(out)
+        if is_complete_dataset(self.out) and not overwrite:
+            raise FileExistsError(f"{self.out} already holds a complete dataset; pass overwrite=True "
+                                  "(--overwrite) to replace it")
+        state = None
+        if self.partial.exists():
+            if resume:
+                self.writer = LMDBWriter(self.partial, map_size)
+                raw = self.writer.get(PROGRESS_KEY)
+                state = json.loads(raw) if raw else None
+                if state is not None and state.get("fingerprint") != fingerprint:
+                    self.writer.close()
+                    raise ValueError(
+                        f"{self.partial} was started from a different source list or different options; "
+                        "rerun with the original arguments, or pass overwrite=True (--overwrite) to start over")
+                if state is None:
+                    self.writer.close()
+            else:
+                logger.warning("removing an unfinished build at %s (pass --resume to continue it instead)",
+                               self.partial)
+            if state is None:
+                shutil.rmtree(self.partial)
+        elif resume:
+            logger.info("nothing to resume at %s: starting a new build", self.partial)
+        if state is None:
+            self.writer = LMDBWriter(self.partial, map_size)
+            state = {"fingerprint": fingerprint, "next": 0, "written": 0, "skipped": [],
+                     "shapes": [], "attributes": [], "landmarks": False}
+        self.state = state
+        self.resumed_from = state["next"]
+        self._items: List[Tuple[bytes, bytes]] = []
+        self._labels: List[int] = []
+
+    @property
+    def written(self) -> int:
+        return self.state["written"]
+
+    def add(self, payload: bytes, label: int, shape, landmarks=None, attributes=None) -> None:
+        st = self.state
+        self._items.append((sample_key(st["written"] + len(self._labels)),
+                            pack_record(payload, label, shape, landmarks, attributes)))
+        self._labels.append(int(label))
+        shape = list(shape)
+        if shape not in st["shapes"] and len(st["shapes"]) < 2:
+            st["shapes"].append(shape)
+        for k in attributes or {}:
+            if k not in st["attributes"]:
+                st["attributes"].append(k)
+        st["landmarks"] = st["landmarks"] or landmarks is not None
+
+    def skip(self, name: str, reason: str) -> None:
+        self.state["skipped"].append([name, reason])
+
+    def commit(self, next_task: int) -> None:
+        """Commit pending samples together with the progress (``next_task`` = first item not yet handled)."""
+        st = self.state
+        items = list(self._items)
+        if self._labels:
+            items.append((LABEL_CHUNK_PREFIX + sample_key(st["written"]),
+                          np.asarray(self._labels, "<i8").tobytes()))
+        new_state = dict(st, next=int(next_task), written=st["written"] + len(self._labels))
+        items.append((PROGRESS_KEY, json.dumps(new_state).encode()))
+        self.writer.put(items)
+        self.state = new_state
+        self._items, self._labels = [], []
+
+    def finish(self, classes: Sequence[str], color: str, encoding: str, quality: Optional[int],
+               alignment: Dict[str, Any], build: Dict[str, Any], report: Dict[str, Any]) -> Dict[str, Any]:
+        st = self.state
+        chunk_keys = self.writer.keys_with_prefix(LABEL_CHUNK_PREFIX)
+        labels = np.concatenate([np.frombuffer(self.writer.get(k), "<i8") for k in chunk_keys]) \
+            if chunk_keys else np.zeros(0, "<i8")
+        if len(labels) != st["written"]:
+            raise RuntimeError(f"{self.partial}: {len(labels)} labels for {st['written']} samples (corrupt build)")
+        shape = st["shapes"][0] if len(st["shapes"]) == 1 else None
+        meta = make_metadata(count=st["written"], classes=classes, shape=shape, color=color,
+                             encoding=encoding, quality=quality, has_landmarks=st["landmarks"],
+                             attribute_keys=st["attributes"], alignment=alignment, build=build)
+        self.writer.put([(META_KEY, json.dumps(meta).encode()), (LABELS_KEY, labels.tobytes())],
+                        delete=[PROGRESS_KEY, *chunk_keys])
+        self.writer.close()
+        (self.partial / REPORT_NAME).write_text(json.dumps(report, indent=2))
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(self.out.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.out, old)
+        os.replace(self.partial, self.out)
+        if old is not None:
+            shutil.rmtree(old)
+        return meta
+
+    def abandon(self, report: Dict[str, Any]) -> None:
+        """Nothing was written: drop the partial build, leave only the report in ``out``."""
+        self.writer.close()
+        shutil.rmtree(self.partial)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / REPORT_NAME).write_text(json.dumps(report, indent=2))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _fingerprint(plan_items: Sequence[SourceItem], options: Dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for it in plan_items:
+        h.update(json.dumps([it.ref, it.label, it.landmarks, it.attributes]).encode())
+    return h.hexdigest()
+
+
+def _version() -> str:
+    try:
+        import lightface
+
+        return lightface.__version__
+    except Exception:  # pragma: no cover - partially installed package
+        return "unknown"
+
+
+def build_lmdb(
+    src,
+    out,
+    *,
+    size: int = 144,
+    color: str = "gray",
+    encoding: str = "png",
+    quality: int = 95,
+    template: str = "lightcnn_train",
+    landmarks=None,
+    detect: Optional[str] = None,
+    det_size: int = 640,
+    det_threshold: float = 0.5,
+    source_template: Optional[str] = None,
+    resize: str = "crop",
+    list_root=None,
+    workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Build an LMDB dataset from a folder tree, a list file or an InsightFace RecordIO pair.
+
+    Args:
+        src: a folder with one sub-folder per identity (any depth; ``frontal``/``profile``
+            folders add a ``pose`` attribute), a ``path label`` list file, or a
+            ``train.rec``/``train.idx`` pair (folder, .rec or .idx).
+        out: output dataset directory.
+        size: crop side in pixels (144 = the Light CNN training crop).
+        color: ``"gray"`` (ITU-R 601 luma, stored (H,W)) or ``"rgb"`` (stored BGR (H,W,3)).
+        encoding, quality: ``"png"`` (lossless), ``"jpeg"`` (``quality`` 1-100) or ``"raw"``.
+        template: alignment template for images with landmarks (see
+            :mod:`lightface.data.align`), scaled to ``size``.
+        landmarks: a ``name x1 y1 ... x5 y5`` file; images are aligned with it (matched by
+            the end of their relative path). Images without an entry are skipped unless
+            ``detect`` is given.
+        detect: a detector (:class:`lightface.data.detect.FaceDetector` model) used for
+            images without landmarks; the largest face is aligned, images without a face
+            are skipped.
+        det_size, det_threshold: detector input size and score threshold.
+        source_template: the images are already aligned crops with this template (RecordIO
+            sources default to ``"arcface"``); they are re-aligned to ``template``.
+        resize: for images with no landmarks/detector/source template: ``"crop"`` (centre
+            square, resized to ``size``), ``"stretch"`` or ``"none"`` (keep the size).
+        list_root: root of relative paths in a list file (default: its folder).
+        workers: processes that decode/align/encode in parallel (0 = in this process);
+            output order does not depend on it.
+        shuffle, seed: store the samples in a random order fixed by ``seed``.
+        resume: continue an unfinished build of ``out`` (same arguments required).
+        overwrite: replace an existing complete dataset at ``out``.
+        batch_size: samples per LMDB commit.
+        device: detector device (``"cpu"``, ``"cuda"``, ``"auto"``).
+        progress: show a tqdm bar.
+    Returns:
+        summary dict: ``out``, ``written``, ``skipped``, ``ignored``, ``total``,
+        ``num_classes``, ``seconds``, ``images_per_second``, ``resumed_from``, ``report``,
+        ``ok`` (False when nothing was written).
+    Raises:
+        FileExistsError: ``out`` is a complete dataset and ``overwrite`` is False.
+        ValueError: bad options, or ``resume`` with different arguments.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    plan: SourcePlan = open_source(src, landmarks=landmarks, list_root=list_root)
+    if source_template is None and plan.source_template and not detect:
+        source_template = plan.source_template
+    opts = BuildOptions(size=int(size), color=color, encoding=encoding, quality=int(quality), template=template,
+                        detect=str(detect) if detect else None, det_size=int(det_size),
+                        det_threshold=float(det_threshold), source_template=source_template, resize=resize)
+    opts.validate()
+    items = list(plan.items)
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(len(items))
+        items = [items[i] for i in order]
+    if landmarks is not None and not detect:
+        missing = [it for it in items if it.landmarks is None]
+        if len(missing) == len(items) and items:
+            raise ValueError(f"no image under {src} matches a name in {landmarks}; names must match "
+                             "the end of the image paths (e.g. 'name/name_0001.jpg')")
+    fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
+    writer = _DatasetWriter(out, overwrite, resume, _fingerprint(items, fp_opts))
+    start = writer.resumed_from
+    if start:
+        logger.info("resuming %s at item %d of %d (%d samples already written)", writer.partial, start,
+                    len(items), writer.written)
+    todo = items[start:]
+    pool = None
+    try:
+        if workers > 0 and todo:
+            ctx = multiprocessing.get_context("spawn")
+            pool = ctx.Pool(int(workers), initializer=_init_worker, initargs=(opts, plan.rec_path, device))
+            results = pool.imap(_work, todo, chunksize=max(1, min(16, len(todo) // (4 * workers) or 1)))
+        else:
+            _init_worker(opts, plan.rec_path, device)
+            results = map(_work, todo)
+        bar = tqdm(total=len(items), initial=start, disable=not progress, unit="img", desc=f"build {out.name}")
+        for i, (item, res) in enumerate(zip(todo, results), start):
+            if res[0] == "ok":
+                _, payload, shape, crop_lm = res
+                attrs = dict(item.attributes)
+                attrs["source"] = item.name
+                writer.add(payload, item.label, shape, crop_lm, attrs)
+            else:
+                writer.skip(item.name, res[1])
+            bar.update(1)
+            if (i + 1 - start) % batch_size == 0:
+                writer.commit(i + 1)
+        writer.commit(len(items))
+        bar.close()
+    except BaseException:
+        writer.close()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    elapsed = time.perf_counter() - t0
+    st = writer.state
+    summary = {
+        "out": str(out),
+        "source": str(src),
+        "source_kind": plan.kind,
+        "total": len(items),
+        "written": st["written"],
+        "skipped": len(st["skipped"]),
+        "ignored": len(plan.ignored),
+        "num_classes": len(plan.classes),
+        "seconds": round(elapsed, 3),
+        "images_per_second": round((len(items) - start) / elapsed, 2) if elapsed > 0 else None,
+        "resumed_from": start,
+        "report": str(out / REPORT_NAME),
+        "ok": st["written"] > 0,
+    }
+    report = {
+        "summary": summary,
+        "skipped": [{"source": n, "reason": r} for n, r in st["skipped"]],
+        "ignored": [{"source": n, "reason": r} for n, r in plan.ignored],
+    }
+    alignment = {
+        "template": template if (st["landmarks"]) else None,
+        "size": int(size),
+        "method": "landmarks" if landmarks is not None else ("detect" if detect else
+                                                              ("source_template" if source_template else "none")),
+        "detector": str(detect) if detect else None,
+        "source_template": source_template,
+        "resize": None if st["landmarks"] else resize,
+    }
+    build = {"source": str(src), "source_kind": plan.kind, "options": fp_opts, "skipped": len(st["skipped"]),
+             "lightface_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if st["written"] == 0:
+        writer.abandon(report)
+        logger.error("nothing could be written from %s: %d items skipped (see %s)", src, len(st["skipped"]),
+                     summary["report"])
+        return summary
+    writer.finish(plan.classes, color, encoding, quality, alignment, build, report)
+    logger.info("wrote %d samples (%d classes) to %s; %d skipped, %d ignored (%s)", st["written"],
+                len(plan.classes), out, len(st["skipped"]), len(plan.ignored), summary["report"])
+    return summary
+
+
+def write_lmdb(
+    out,
+    samples: Iterable[Dict[str, Any]],
+    classes: Sequence[str],
+    *,
+    encoding: str = "png",
+    quality: int = 95,
+    overwrite: bool = False,
+    alignment: Optional[Dict[str, Any]] = None,
+    build_info: Optional[Dict[str, Any]] = None,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Write a dataset from in-memory samples (e.g. a relabelled copy of another dataset).
+
+    Args:
+        out: dataset directory (written to ``<out>.partial``, renamed when complete).
+        samples: iterable of dicts with ``label`` (int in ``[0, len(classes))``) and either
+            ``image`` (uint8 gray (H,W) or BGR (H,W,3)) or ``encoded`` (bytes already in
+            ``encoding``) plus ``shape``; optional ``landmarks`` (5,2) and ``attributes``
+            (str -> str). :meth:`LMDBDataset.record` returns dicts of this form, so
+            records can be copied without re-encoding.
+        classes: class names; ``len(classes)`` is the number of classes.
+        encoding, quality: payload encoding of the images (and of ``encoded`` inputs).
+        overwrite: replace an existing complete dataset.
+        alignment, build_info: stored in the metadata (``alignment``, ``build``).
+    Returns:
+        summary dict with ``out``, ``written``, ``seconds``.
+    """
+    t0 = time.perf_counter()
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    out = Path(out)
+    writer = _DatasetWriter(out, overwrite, False, "in-memory")
+    colors = set()
+    n_classes = len(classes)
+    try:
+        for i, s in enumerate(tqdm(samples, disable=not progress, unit="img", desc=f"write {out.name}")):
+            label = int(s["label"])
+            if not 0 <= label < n_classes:
+                raise ValueError(f"sample {i}: label {label} outside [0, {n_classes})")
+            if "encoded" in s:
+                payload, shape = bytes(s["encoded"]), list(s["shape"])
+            else:
+                img = np.asarray(s["image"])
+                payload, shape = encode_image(img, encoding, quality), list(img.shape)
+            colors.add("gray" if len(shape) == 2 else "rgb")
+            writer.add(payload, label, shape, s.get("landmarks"), s.get("attributes"))
+            if (i + 1) % batch_size == 0:
+                writer.commit(i + 1)
+        writer.commit(writer.written)
+    except BaseException:
+        writer.close()
+        raise
+    if len(colors) > 1:
+        writer.close()
+        raise ValueError("samples mix gray (H,W) and colour (H,W,3) images; convert them to one kind")
+    summary = {"out": str(out), "written": writer.written, "seconds": round(time.perf_counter() - t0, 3)}
+    if writer.written == 0:
+        writer.abandon({"summary": summary, "skipped": [], "ignored": []})
+        raise ValueError(f"write_lmdb({out}): no samples given")
+    build = {"source": "write_lmdb", **(build_info or {}), "lightface_version": _version(),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    writer.finish(classes, colors.pop(), encoding, quality, alignment or {"template": None}, build,
+                  {"summary": summary, "skipped": [], "ignored": []})
+    return summary
+
+
+def verify_lmdb(path, progress: bool = True) -> Dict[str, Any]:
+    """Decode every record of a dataset and check count, labels, shapes and landmarks.
+
+    Returns:
+        ``{"ok": bool, "count": int, "checked": int, "num_classes": int, "errors": [str, ...]}``
+        (at most 100 errors listed; ``error_count`` has the total).
+    Raises:
+        FileNotFoundError / LMDBFormatError: not a complete, supported dataset.
+    """
+    meta = read_metadata(path)
+    enc, shape = meta["image"]["encoding"], meta["image"]["shape"]
+    n, k = meta["count"], meta["num_classes"]
+    errors: List[str] = []
+    checked = 0
+    env = open_readonly(path)
+    with env.begin() as txn:
+        raw = txn.get(LABELS_KEY)
+        labels = np.frombuffer(raw, "<i8") if raw is not None else None
+        if labels is None or len(labels) != n:
+            errors.append(f"label array has {0 if labels is None else len(labels)} entries, metadata count is {n}")
+        stats = txn.stat()
+        if stats["entries"] != n + 2:
+            errors.append(f"{stats['entries']} keys, expected {n} samples + metadata + labels")
+        for i in tqdm(range(n), disable=not progress, unit="img", desc="verify"):
+            rec = txn.get(sample_key(i))
+            if rec is None:
+                errors.append(f"sample {i}: missing")
+                continue
+            try:
+                header, payload = unpack_record(rec)
+                img = decode_payload(payload, enc, header["shape"])
+            except Exception as err:
+                errors.append(f"sample {i}: {err}")
+                continue
+            checked += 1
+            lab = header.get("label")
+            if not isinstance(lab, int) or not 0 <= lab < k:
+                errors.append(f"sample {i}: label {lab!r} outside [0, {k})")
+            if labels is not None and i < len(labels) and labels[i] != lab:
+                errors.append(f"sample {i}: record label {lab} != label array {labels[i]}")
+            if list(img.shape) != header["shape"] or (shape is not None and list(img.shape) != shape):
+                errors.append(f"sample {i}: decoded shape {list(img.shape)}, expected {header['shape']}")
+            if meta.get("landmarks") and "landmarks" not in header:
+                errors.append(f"sample {i}: no landmarks although the metadata says so")
+    return {"ok": not errors, "count": n, "checked": checked, "num_classes": k,
+            "error_count": len(errors), "errors": errors[:100]}
+

@@ -1,0 +1,258 @@
+"""Where dataset images come from: folder trees, list files, InsightFace RecordIO, landmark files.
+
+Every source becomes a :class:`SourcePlan`: an ordered list of :class:`SourceItem` (what
+to read, its integer label, optional 5-point landmarks and string attributes) plus the
+class names. Nothing is decoded here; :mod:`lightface.data.build` does that.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .io import IMAGE_EXTENSIONS
+from .recordio import RecordIOReader, insightface_image_indices, unpack_irecord
+
+__all__ = [
+    "POSE_TAGS",
+    "SourceItem",
+    "SourcePlan",
+    "scan_folder",
+    "read_list_file",
+    "scan_recordio",
+    "read_landmarks_file",
+    "attach_landmarks",
+    "open_source",
+    "natural_key",
+]
+
+logger = logging.getLogger(__name__)
+
+#: folder names that carry a pose tag instead of an identity (CFP: ``<id>/frontal``, ``<id>/profile``)
+POSE_TAGS = ("frontal", "profile")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One sample to build.
+
+    Attributes:
+        ref: absolute file path, or ``"rec:<byte offset>"`` inside the plan's RecordIO file.
+        label: integer class index.
+        name: how the sample is named in reports and the ``source`` attribute (path relative
+            to the source root, or ``train.rec#<index>``).
+        landmarks: 10 floats ``x1 y1 ... x5 y5`` in source-image pixels, or None.
+        attributes: sorted ``(key, value)`` string pairs (e.g. ``("pose", "profile")``).
+    """
+
+    ref: str
+    label: int
+    name: str
+    landmarks: Optional[Tuple[float, ...]] = None
+    attributes: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass
+class SourcePlan:
+    """An ordered list of items, the class names, and files that were not considered images.
+
+    ``ignored`` holds ``(name, reason)`` for files left out before decoding (other file
+    types, images outside identity folders, list lines that cannot be parsed).
+    ``source_template`` names the alignment the images already have (``"arcface"`` for
+    InsightFace RecordIO), or None.
+    """
+
+    kind: str
+    root: Path
+    items: List[SourceItem]
+    classes: List[str]
+    ignored: List[Tuple[str, str]] = field(default_factory=list)
+    rec_path: Optional[str] = None
+    idx_path: Optional[str] = None
+    source_template: Optional[str] = None
+
+
+def natural_key(text: str):
+    """Sort key that orders ``s2`` before ``s10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
+    """One folder per identity, at any depth: the class of an image is the path of its
+    folder relative to ``root``; a folder named after a pose tag (``frontal``/``profile``)
+    adds ``pose=<tag>`` and the class is its parent folder. Hidden files are left out.
+
+    Returns:
+        plan with classes in natural sort order and items sorted by path.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"source folder not found: {root}")
+    found: List[Tuple[str, str, Path, Tuple[Tuple[str, str], ...]]] = []
+    ignored: List[Tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = Path(dirpath) / fname
+            rel = (rel_dir / fname).as_posix()
+            if not _is_image(path):
+                ignored.append((rel, f"not an image extension ({path.suffix or 'none'})"))
+                continue
+            parts = rel_dir.parts
+            attrs: Tuple[Tuple[str, str], ...] = ()
+            if parts and parts[-1].lower() in pose_tags:
+                attrs = (("pose", parts[-1].lower()),)
+                parts = parts[:-1]
+            if not parts:
+                ignored.append((rel, "image is not inside an identity folder"))
+                continue
+            found.append((Path(*parts).as_posix(), rel, path, attrs))
+    classes = sorted({c for c, *_ in found}, key=natural_key)
+    index = {c: i for i, c in enumerate(classes)}
+    items = [SourceItem(str(path.resolve()), index[c], rel, None, attrs)
+             for c, rel, path, attrs in sorted(found, key=lambda f: natural_key(f[1]))]
+    return SourcePlan("folder", root, items, classes, ignored)
+
+
+def read_list_file(list_path, root=None) -> SourcePlan:
+    """A Light CNN list file: one ``path label`` line per image (``#`` comments allowed;
+    the path may contain spaces, the label is the last column). Paths are relative to
+    ``root`` (default: the list file's folder). Integer labels are used as given (classes
+    ``"0" .. str(max)``); other labels are names mapped to indices in natural sort order.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise FileNotFoundError(f"list file not found: {list_path}")
+    root = Path(root) if root is not None else list_path.parent
+    rows: List[Tuple[str, str]] = []
+    ignored: List[Tuple[str, str]] = []
+    with open(list_path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            cols = line.rsplit(None, 1)
+            if len(cols) != 2:
+                ignored.append((f"{list_path.name}:{lineno}", f"expected 'path label', got {line!r}"))
+                continue
+            rows.append((cols[0], cols[1]))
+    if all(re.fullmatch(r"-?\d+", lab) for _, lab in rows):
+        labels = [int(lab) for _, lab in rows]
+        if labels and min(labels) < 0:
+            raise ValueError(f"{list_path}: negative label {min(labels)}; labels must be 0-based class indices")
+        classes = [str(i) for i in range(max(labels) + 1)] if labels else []
+    else:
+        classes = sorted({lab for _, lab in rows}, key=natural_key)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = [index[lab] for _, lab in rows]
+    items = []
+    for (rel, _), lab in zip(rows, labels):
+        path = Path(rel) if os.path.isabs(rel) else root / rel
+        items.append(SourceItem(str(path.resolve()), lab, Path(rel).as_posix()))
+    return SourcePlan("list", root, items, classes, ignored)
+
+
+def _find_rec_pair(path: Path) -> Tuple[Path, Path]:
+    if path.is_dir():
+        rec, idx = path / "train.rec", path / "train.idx"
+    elif path.suffix == ".idx":
+        rec, idx = path.with_suffix(".rec"), path
+    else:
+        rec, idx = path, path.with_suffix(".idx")
+    for p in (rec, idx):
+        if not p.is_file():
+            raise FileNotFoundError(f"RecordIO source needs both {rec.name} and {idx.name}; missing {p}")
+    return rec, idx
+
+
+def scan_recordio(path) -> SourcePlan:
+    """An InsightFace ``train.rec``/``train.idx`` pair (``path``: the folder, the .rec or
+    the .idx). Reads only the record headers (labels); images stay in the file. The images
+    are taken to be ArcFace-aligned 112x112 crops (``source_template="arcface"``)."""
+    rec, idx = _find_rec_pair(Path(path))
+    reader = RecordIOReader(rec, idx)
+    try:
+        items = []
+        for k in insightface_image_indices(reader):
+            offset = reader.offset(k)
+            header, _ = unpack_irecord(reader.read_header_at(offset))
+            label = int(round(header.class_label))
+            if label < 0:
+                raise ValueError(f"{rec}: record {k} has negative label {label}")
+            items.append(SourceItem(f"rec:{offset}", label, f"{rec.name}#{k}"))
+    finally:
+        reader.close()
+    n = max((it.label for it in items), default=-1) + 1
+    return SourcePlan("recordio", rec.parent, items, [str(i) for i in range(n)], [],
+                      str(rec.resolve()), str(idx.resolve()), "arcface")
+
+
+def read_landmarks_file(path) -> Dict[str, np.ndarray]:
+    """``name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` lines (whitespace or comma separated) ->
+    ``{name: float64 (5, 2)}``; order left eye, right eye, nose, left/right mouth corner."""
+    path = Path(path)
+    table: Dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            cols = line.replace(",", " ").split()
+            if len(cols) != 11:
+                raise ValueError(f"{path}:{lineno}: expected a name and 10 numbers, got {len(cols)} columns")
+            try:
+                table[cols[0].replace("\\", "/")] = np.asarray(cols[1:], np.float64).reshape(5, 2)
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: non-numeric landmark in {line!r}") from None
+    return table
+
+
+def attach_landmarks(plan: SourcePlan, table: Dict[str, np.ndarray]) -> Tuple[SourcePlan, int]:
+    """Give each item the landmarks whose name matches the end of its relative path
+    (``images/a/a_1.jpg`` matches ``a/a_1.jpg``). Returns ``(new plan, matched count)``."""
+    items = []
+    matched = 0
+    for it in plan.items:
+        parts = Path(it.name).parts
+        lm = None
+        for i in range(len(parts)):
+            lm = table.get("/".join(parts[i:]))
+            if lm is not None:
+                break
+        if lm is not None:
+            matched += 1
+            items.append(replace(it, landmarks=tuple(float(v) for v in lm.reshape(-1))))
+        else:
+            items.append(it)
+    return replace(plan, items=items), matched
+
+
+def open_source(src, landmarks=None, list_root=None) -> SourcePlan:
+    """Pick the source kind from ``src``: a folder holding ``train.rec``+``train.idx`` or a
+    ``.rec``/``.idx`` file -> RecordIO; another folder -> folder tree; another file -> list
+    file. ``landmarks`` (a landmarks file) is attached by relative path."""
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"source not found: {src}")
+    if (src.is_dir() and (src / "train.rec").is_file()) or src.suffix in (".rec", ".idx"):
+        plan = scan_recordio(src)
+    elif src.is_dir():
+        plan = scan_folder(src)
+    else:
+        plan = read_list_file(src, list_root)
+    if landmarks is not None:
+        plan, matched = attach_landmarks(plan, read_landmarks_file(landmarks))
+        logger.info("landmarks for %d of %d images from %s", matched, len(plan.items), landmarks)
+    return plan
