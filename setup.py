@@ -25,17 +25,22 @@ def sources(pattern):
 def extension():
     cpp_sources = sources("*.cpp") + sources(os.path.join("cpu", "*.cpp"))
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    # No -std flag: torch.utils.cpp_extension picks the C++ standard its headers need
+    # (C++20 since torch 2.13). py_limited_api=True makes it define Py_LIMITED_API.
     cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG"]
-    cxx += ["-std=c++17", "-fvisibility=hidden"] + openmp
+    cxx += ["-fvisibility=hidden", "-Wno-unknown-pragmas"] + openmp
     extra_compile_args = {"cxx": cxx}
-    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    define_macros = []
+    include_dirs = [os.path.join(ROOT, "csrc")]
     if WITH_CUDA:
-        nvcc = ["-O0", "-g", "-G"] if DEBUG else ["-O3", "-DNDEBUG", "--use_fast_math"]
-        extra_compile_args["nvcc"] = nvcc + ["-std=c++17"]
+        # No --use_fast_math: the kernels must keep IEEE NaN semantics (NaN propagation).
+        nvcc = ["-O0", "-g", "-G"] if DEBUG else ["-O3", "-DNDEBUG"]
+        extra_compile_args["nvcc"] = nvcc + ["-Xcompiler", "-fvisibility=hidden"]
         define_macros.append(("WITH_CUDA", None))
         return CUDAExtension(
             "lightface._C",
             cpp_sources + sources(os.path.join("cuda", "*.cu")),
+            include_dirs=include_dirs,
             extra_compile_args=extra_compile_args,
             extra_link_args=openmp,
             define_macros=define_macros,
@@ -44,6 +49,7 @@ def extension():
     return CppExtension(
         "lightface._C",
         cpp_sources,
+        include_dirs=include_dirs,
         extra_compile_args=extra_compile_args,
         extra_link_args=openmp,
         define_macros=define_macros,
@@ -63,5 +69,5 @@ print(
 setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

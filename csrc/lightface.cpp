@@ -1,15 +1,69 @@
-// Schemas of every lightface op. Kernels live in cpu/*.cpp and cuda/*.cu; autograd and
-// fake (meta) kernels are registered from Python (lightface/ops).
+// Schemas of every lightface op, in one TORCH_LIBRARY block. Kernels live in cpu/*.cpp
+// and cuda/*.cu (one file per op family and backend); autograd and fake (meta) kernels
+// are registered from Python (lightface/ops/_library.py).
+//
+// Public ops: mfm, mfm_3_2, symmetry_loss, total_variation.
+// Private ops (leading underscore): the forward variants that also return what the
+// backward needs (the MFM selection masks) and the backward ops themselves, so that
+// torch.compile / AOTAutograd see the backward as ops too.
 #include <Python.h>
 #include <torch/library.h>
 
-extern "C" {
+#include "common.h"
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
+
 // An importable (empty) Python module, so `import lightface._C` loads the op library.
-PyObject* PyInit__C(void) {
+// PyMODINIT_FUNC exports the symbol despite -fvisibility=hidden.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
+
+namespace lightface {
+namespace {
+
+// Number of distinct threads that at::parallel_for actually uses *inside this library*.
+// at::parallel_for is a header template: without -fopenmp at build time it silently runs
+// on one thread, whatever at::get_num_threads() says in Python.
+int64_t parallel_threads() {
+  constexpr int64_t kMaxThreads = 1024;
+  std::vector<std::atomic<int>> seen(kMaxThreads);
+  at::parallel_for(0, kMaxThreads * 64, 1, [&](int64_t, int64_t) {
+    const int t = at::get_thread_num();
+    if (t >= 0 && t < kMaxThreads) seen[t].store(1, std::memory_order_relaxed);
+  });
+  int64_t count = 0;
+  for (auto& s : seen) count += s.load();
+  return count;
 }
 
+}  // namespace
+}  // namespace lightface
+
 TORCH_LIBRARY(lightface, m) {
+  // MFM 2/1: max of the first and second halves along dim (ties and NaN: first half wins
+  // unless only the second half is NaN).
+  m.def("mfm(Tensor x, int dim=1) -> Tensor");
+  // -> (out, mask): mask is uint8 with out's shape, 1 where the second half was selected.
+  m.def("_mfm_forward(Tensor x, int dim) -> (Tensor, Tensor)");
+  m.def("_mfm_backward(Tensor grad, Tensor mask, int dim) -> Tensor");
+
+  // MFM 3/2: cat([max, median]) of the three thirds along dim.
+  m.def("mfm_3_2(Tensor x, int dim=1) -> Tensor");
+  // -> (out, mask): mask is uint8 with the shape of one third, holding
+  // max_index | (median_index << 2) (indices 0..2 of the thirds).
+  m.def("_mfm_3_2_forward(Tensor x, int dim) -> (Tensor, Tensor)");
+  m.def("_mfm_3_2_backward(Tensor grad, Tensor mask, int dim) -> Tensor");
+
+  m.def("symmetry_loss(Tensor img, str reduction=\"mean\") -> Tensor");
+  m.def("_symmetry_loss_backward(Tensor grad, Tensor img, str reduction) -> Tensor");
+
+  m.def("total_variation(Tensor img, str reduction=\"mean\") -> Tensor");
+  m.def("_total_variation_backward(Tensor grad, Tensor img, str reduction) -> Tensor");
+
+  // Diagnostics: threads used by at::parallel_for inside this library.
+  m.def("_parallel_threads() -> int", &lightface::parallel_threads);
 }

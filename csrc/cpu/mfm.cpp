@@ -1,0 +1,244 @@
+// CPU kernels of MFM 2/1 and MFM 3/2 (forward, forward with selection mask, backward).
+//
+// A contiguous input is viewed as (outer, parts, len) (see common.h): output element
+// (o, j) of MFM 2/1 compares x[o, 0, j] with x[o, 1, j]. The loops run over the flat
+// output index, split across threads by at::parallel_for; the inner loops are
+// branch-free so the compiler vectorises them (and target_clones adds AVX2/AVX-512
+// versions chosen at load time).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common.h"
+#include "cpu/simd.h"
+
+namespace lightface {
+namespace {
+
+constexpr int64_t kGrain = 16384;
+
+// `b` beats `a`: strictly larger, or NaN while `a` is not (NaN propagates; ties -> a).
+template <typename T>
+inline bool beats(T a, T b) {
+  return (b > a) | ((b != b) & (a == a));
+}
+
+// Calls fn(o, j, count) for consecutive runs of the flat range [begin, end) of an
+// (outer, len) index space, each run inside one row o.
+template <typename F>
+inline void for_each_run(int64_t begin, int64_t end, int64_t len, const F& fn) {
+  int64_t o = begin / len, j = begin % len;
+  for (int64_t i = begin; i < end;) {
+    const int64_t count = std::min(len - j, end - i);
+    fn(o, j, i, count);
+    i += count;
+    j = 0;
+    ++o;
+  }
+}
+
+// ---- MFM 2/1 ----------------------------------------------------------------------------
+
+template <typename scalar_t, bool kMask>
+LIGHTFACE_SIMD_CLONES void mfm2_run(const scalar_t* __restrict a, const scalar_t* __restrict b,
+                                    scalar_t* __restrict y, uint8_t* __restrict m, int64_t n) {
+  using op_t = at::opmath_type<scalar_t>;
+  for (int64_t k = 0; k < n; ++k) {
+    const scalar_t va = a[k], vb = b[k];
+    const bool second = beats(static_cast<op_t>(va), static_cast<op_t>(vb));
+    y[k] = second ? vb : va;
+    if constexpr (kMask) m[k] = static_cast<uint8_t>(second);
+  }
+}
+
+template <typename scalar_t>
+LIGHTFACE_SIMD_CLONES void mfm2_backward_run(const scalar_t* __restrict g, const uint8_t* __restrict m,
+                                             scalar_t* __restrict ga, scalar_t* __restrict gb, int64_t n) {
+  const scalar_t zero(0);
+  for (int64_t k = 0; k < n; ++k) {
+    const scalar_t v = g[k];
+    const bool second = m[k] != 0;
+    ga[k] = second ? zero : v;
+    gb[k] = second ? v : zero;
+  }
+}
+
+template <bool kMask>
+std::tuple<at::Tensor, at::Tensor> mfm2_impl(const at::Tensor& input, int64_t dim, const char* op) {
+  check_floating(input, op, "x");
+  const SplitGeometry g = split_geometry(input, dim, 2, op);
+  const at::Tensor x = input.contiguous();
+  const auto out_sizes = resized(x.sizes(), g.dim, x.size(g.dim) / 2);
+  at::Tensor out = at::empty(out_sizes, x.options());
+  at::Tensor mask = kMask ? at::empty(out_sizes, x.options().dtype(at::kByte)) : at::Tensor();
+  if (out.numel() == 0) return {out, mask};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_cpu", [&] {
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    scalar_t* py = out.mutable_data_ptr<scalar_t>();
+    uint8_t* pm = kMask ? mask.mutable_data_ptr<uint8_t>() : nullptr;
+    const int64_t len = g.len;
+    at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
+      for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
+        const scalar_t* a = px + o * 2 * len + j;
+        mfm2_run<scalar_t, kMask>(a, a + len, py + i, kMask ? pm + i : nullptr, count);
+      });
+    });
+  });
+  return {out, mask};
+}
+
+at::Tensor mfm_cpu(const at::Tensor& x, int64_t dim) { return std::get<0>(mfm2_impl<false>(x, dim, "mfm")); }
+
+std::tuple<at::Tensor, at::Tensor> mfm_forward_cpu(const at::Tensor& x, int64_t dim) {
+  return mfm2_impl<true>(x, dim, "mfm");
+}
+
+at::Tensor mfm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
+  const char* op = "mfm_backward";
+  check_floating(grad_in, op, "grad");
+  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask_in.scalar_type());
+  TORCH_CHECK_VALUE(grad_in.sizes() == mask_in.sizes(), op, ": grad ", grad_in.sizes(), " and mask ",
+                    mask_in.sizes(), " must have the same shape");
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor mask = mask_in.contiguous();
+  const SplitGeometry g = split_geometry(grad, dim, 1, op, "grad");
+  at::Tensor out = at::empty(resized(grad.sizes(), g.dim, grad.size(g.dim) * 2), grad.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_backward_cpu", [&] {
+    const scalar_t* pg = grad.const_data_ptr<scalar_t>();
+    const uint8_t* pm = mask.const_data_ptr<uint8_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t len = g.len;
+    at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
+      for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
+        scalar_t* ga = po + o * 2 * len + j;
+        mfm2_backward_run<scalar_t>(pg + i, pm + i, ga, ga + len, count);
+      });
+    });
+  });
+  return out;
+}
+
+// ---- MFM 3/2 ----------------------------------------------------------------------------
+// Ranking of the three thirds is a stable descending sort with NaN largest: the max is the
+// first of the largest values, the median the next one in that order.
+
+template <typename scalar_t, bool kMask>
+LIGHTFACE_SIMD_CLONES void mfm3_run(const scalar_t* __restrict a, const scalar_t* __restrict b,
+                                    const scalar_t* __restrict c, scalar_t* __restrict ymax,
+                                    scalar_t* __restrict ymed, uint8_t* __restrict m, int64_t n) {
+  using op_t = at::opmath_type<scalar_t>;
+  for (int64_t k = 0; k < n; ++k) {
+    const scalar_t v[3] = {a[k], b[k], c[k]};
+    const op_t f0 = static_cast<op_t>(v[0]), f1 = static_cast<op_t>(v[1]), f2 = static_cast<op_t>(v[2]);
+    // max index: first maximum.
+    const bool b01 = beats(f0, f1);                  // 1 ranks above 0
+    const int imax01 = b01 ? 1 : 0;
+    const op_t fmax01 = b01 ? f1 : f0;
+    const bool b2 = beats(fmax01, f2);               // 2 ranks above both
+    const int imax = b2 ? 2 : imax01;
+    // the two others in index order (lo < hi); the median is hi only if it beats lo.
+    const int lo = imax == 0 ? 1 : 0;
+    const int hi = imax == 2 ? 1 : 2;
+    const op_t flo = lo == 0 ? f0 : f1;
+    const op_t fhi = hi == 1 ? f1 : f2;
+    const int imed = beats(flo, fhi) ? hi : lo;
+    ymax[k] = v[imax];
+    ymed[k] = v[imed];
+    if constexpr (kMask) m[k] = static_cast<uint8_t>(imax | (imed << 2));
+  }
+}
+
+template <typename scalar_t>
+LIGHTFACE_SIMD_CLONES void mfm3_backward_run(const scalar_t* __restrict gmax, const scalar_t* __restrict gmed,
+                                             const uint8_t* __restrict m, scalar_t* __restrict g0,
+                                             scalar_t* __restrict g1, scalar_t* __restrict g2, int64_t n) {
+  const scalar_t zero(0);
+  for (int64_t k = 0; k < n; ++k) {
+    const int imax = m[k] & 3, imed = (m[k] >> 2) & 3;
+    const scalar_t vmax = gmax[k], vmed = gmed[k];
+    g0[k] = imax == 0 ? vmax : (imed == 0 ? vmed : zero);
+    g1[k] = imax == 1 ? vmax : (imed == 1 ? vmed : zero);
+    g2[k] = imax == 2 ? vmax : (imed == 2 ? vmed : zero);
+  }
+}
+
+template <bool kMask>
+std::tuple<at::Tensor, at::Tensor> mfm3_impl(const at::Tensor& input, int64_t dim, const char* op) {
+  check_floating(input, op, "x");
+  const SplitGeometry g = split_geometry(input, dim, 3, op);
+  const at::Tensor x = input.contiguous();
+  const int64_t third = x.size(g.dim) / 3;
+  at::Tensor out = at::empty(resized(x.sizes(), g.dim, 2 * third), x.options());
+  at::Tensor mask =
+      kMask ? at::empty(resized(x.sizes(), g.dim, third), x.options().dtype(at::kByte)) : at::Tensor();
+  if (out.numel() == 0) return {out, mask};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_3_2_cpu", [&] {
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    scalar_t* py = out.mutable_data_ptr<scalar_t>();
+    uint8_t* pm = kMask ? mask.mutable_data_ptr<uint8_t>() : nullptr;
+    const int64_t len = g.len;
+    at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
+      for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
+        const scalar_t* a = px + o * 3 * len + j;
+        scalar_t* y = py + o * 2 * len + j;
+        mfm3_run<scalar_t, kMask>(a, a + len, a + 2 * len, y, y + len, kMask ? pm + i : nullptr, count);
+      });
+    });
+  });
+  return {out, mask};
+}
+
+at::Tensor mfm_3_2_cpu(const at::Tensor& x, int64_t dim) {
+  return std::get<0>(mfm3_impl<false>(x, dim, "mfm_3_2"));
+}
+
+std::tuple<at::Tensor, at::Tensor> mfm_3_2_forward_cpu(const at::Tensor& x, int64_t dim) {
+  return mfm3_impl<true>(x, dim, "mfm_3_2");
+}
+
+at::Tensor mfm_3_2_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
+  const char* op = "mfm_3_2_backward";
+  check_floating(grad_in, op, "grad");
+  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask_in.scalar_type());
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor mask = mask_in.contiguous();
+  const SplitGeometry g = split_geometry(grad, dim, 2, op, "grad");
+  const int64_t third = grad.size(g.dim) / 2;
+  TORCH_CHECK_VALUE(mask.sizes() == at::IntArrayRef(resized(grad.sizes(), g.dim, third)), op, ": mask ",
+                    mask.sizes(), " does not match grad ", grad.sizes(), " (expected size ", third,
+                    " along dim ", g.dim, ")");
+  at::Tensor out = at::empty(resized(grad.sizes(), g.dim, 3 * third), grad.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_3_2_backward_cpu",
+                                  [&] {
+    const scalar_t* pg = grad.const_data_ptr<scalar_t>();
+    const uint8_t* pm = mask.const_data_ptr<uint8_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    const int64_t len = g.len;
+    at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
+      for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
+        const scalar_t* gy = pg + o * 2 * len + j;
+        scalar_t* gx = po + o * 3 * len + j;
+        mfm3_backward_run<scalar_t>(gy, gy + len, pm + i, gx, gx + len, gx + 2 * len, count);
+      });
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace lightface
+
+TORCH_LIBRARY_IMPL(lightface, CPU, m) {
+  m.impl("mfm", &lightface::mfm_cpu);
+  m.impl("_mfm_forward", &lightface::mfm_forward_cpu);
+  m.impl("_mfm_backward", &lightface::mfm_backward_cpu);
+  m.impl("mfm_3_2", &lightface::mfm_3_2_cpu);
+  m.impl("_mfm_3_2_forward", &lightface::mfm_3_2_forward_cpu);
+  m.impl("_mfm_3_2_backward", &lightface::mfm_3_2_backward_cpu);
+}

@@ -1,0 +1,151 @@
+// CPU kernels of the anisotropic L1 total variation and its backward.
+//
+// Per image T_n = sum |I[..,y,x+1] - I[..,y,x]| + sum |I[..,y+1,x] - I[..,y,x]|. Row (c, y)
+// contributes its horizontal differences and, when y < H-1, its vertical differences
+// with row (c, y+1). Rows are grouped into fixed blocks per image as in symmetry_loss.cpp
+// (deterministic block sums, float64 per row, at::vec lanes inside a row).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common.h"
+#include "cpu/simd.h"
+
+namespace lightface {
+namespace {
+
+constexpr int64_t kBlockElements = 16384;
+
+// Sum of the TV terms owned by rows [r0, r1) of one image (rows = C*H rows of width w).
+template <typename scalar_t>
+LIGHTFACE_SIMD_CLONES double tv_rows(const scalar_t* __restrict image, int64_t r0, int64_t r1, int64_t h,
+                                     int64_t w) {
+  using op_t = at::opmath_type<scalar_t>;
+  using Vec = OpVec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  double total = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const scalar_t* row = image + r * w;
+    Vec acc(0);
+    op_t tail = 0;
+    // horizontal: x in [0, w-1)
+    int64_t x = 0;
+    for (; x + V <= w - 1; x += V) acc += (load_op(row + x + 1) - load_op(row + x)).abs();
+    for (; x < w - 1; ++x) tail += std::abs(static_cast<op_t>(row[x + 1]) - static_cast<op_t>(row[x]));
+    // vertical with the next row of the same channel
+    if (r % h != h - 1) {
+      const scalar_t* next = row + w;
+      x = 0;
+      for (; x + V <= w; x += V) acc += (load_op(next + x) - load_op(row + x)).abs();
+      for (; x < w; ++x) tail += std::abs(static_cast<op_t>(next[x]) - static_cast<op_t>(row[x]));
+    }
+    total += static_cast<double>(sum_lanes(acc)) + static_cast<double>(tail);
+  }
+  return total;
+}
+
+// d T / d I at one pixel (scalar path for the row ends and tails).
+template <typename scalar_t>
+inline at::opmath_type<scalar_t> tv_grad_at(const scalar_t* row, const scalar_t* prev, const scalar_t* next,
+                                            int64_t x, int64_t w) {
+  using op_t = at::opmath_type<scalar_t>;
+  const op_t c = static_cast<op_t>(row[x]);
+  op_t s = 0;
+  if (x > 0) s += sign_of(c - static_cast<op_t>(row[x - 1]));
+  if (x < w - 1) s -= sign_of(static_cast<op_t>(row[x + 1]) - c);
+  if (prev) s += sign_of(c - static_cast<op_t>(prev[x]));
+  if (next) s -= sign_of(static_cast<op_t>(next[x]) - c);
+  return s;
+}
+
+template <typename scalar_t>
+LIGHTFACE_SIMD_CLONES void tv_backward_rows(const scalar_t* __restrict image, scalar_t* __restrict grad, int64_t r0,
+                                            int64_t r1, int64_t h, int64_t w, at::opmath_type<scalar_t> weight) {
+  using Vec = OpVec<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec vw(weight);
+  for (int64_t r = r0; r < r1; ++r) {
+    const scalar_t* row = image + r * w;
+    const scalar_t* prev = r % h != 0 ? row - w : nullptr;
+    const scalar_t* next = r % h != h - 1 ? row + w : nullptr;
+    scalar_t* g = grad + r * w;
+    g[0] = static_cast<scalar_t>(tv_grad_at(row, prev, next, 0, w) * weight);
+    int64_t x = 1;
+    for (; x + V <= w - 1; x += V) {
+      const Vec c = load_op(row + x);
+      Vec s = sign_vec(c - load_op(row + x - 1)) - sign_vec(load_op(row + x + 1) - c);
+      if (prev) s += sign_vec(c - load_op(prev + x));
+      if (next) s -= sign_vec(load_op(next + x) - c);
+      store_op(g + x, s * vw);
+    }
+    for (; x < w; ++x) g[x] = static_cast<scalar_t>(tv_grad_at(row, prev, next, x, w) * weight);
+  }
+}
+
+at::Tensor total_variation_cpu(const at::Tensor& input, c10::string_view reduction_name) {
+  const char* op = "total_variation";
+  check_image(input, op);
+  const Reduction reduction = parse_reduction(reduction_name, op);
+  const at::Tensor img = input.contiguous();
+  const RowBlocks g = row_blocks(img, kBlockElements);
+  at::Tensor partials = at::zeros({g.n, std::max<int64_t>(g.blocks, 1)}, img.options().dtype(at::kDouble));
+  if (g.n * g.blocks > 0 && g.w > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_total_variation_cpu",
+                                    [&] {
+      const scalar_t* p = img.const_data_ptr<scalar_t>();
+      double* out = partials.mutable_data_ptr<double>();
+      at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t n = t / g.blocks, b = t % g.blocks;
+          const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
+          out[t] = tv_rows<scalar_t>(p + n * g.rows * g.w, r0, r1, g.h, g.w);
+        }
+      });
+    });
+  }
+  return finalize_loss(partials, reduction, tv_denominator(img), img.scalar_type());
+}
+
+at::Tensor total_variation_backward_cpu(const at::Tensor& grad_in, const at::Tensor& input,
+                                        c10::string_view reduction_name) {
+  const char* op = "total_variation_backward";
+  check_image(input, op);
+  const Reduction reduction = parse_reduction(reduction_name, op);
+  check_loss_grad(grad_in, input, reduction, op);
+  const at::Tensor img = input.contiguous();
+  const at::Tensor grad = grad_in.reshape({-1}).to(at::kDouble).contiguous();
+  const double scale = loss_grad_scale(reduction, tv_denominator(img));
+  at::Tensor out = at::empty(img.sizes(), img.options());
+  if (out.numel() == 0) return out;
+  const RowBlocks g = row_blocks(img, kBlockElements);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(),
+                                  "lightface_total_variation_backward_cpu", [&] {
+    using op_t = at::opmath_type<scalar_t>;
+    const scalar_t* p = img.const_data_ptr<scalar_t>();
+    const double* pg = grad.const_data_ptr<double>();
+    const int64_t gstride = reduction == Reduction::None ? 1 : 0;
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / g.blocks, b = t % g.blocks;
+        const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
+        const int64_t offset = n * g.rows * g.w;
+        const auto weight = static_cast<op_t>(pg[n * gstride] * scale);
+        tv_backward_rows<scalar_t>(p + offset, po + offset, r0, r1, g.h, g.w, weight);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace lightface
+
+TORCH_LIBRARY_IMPL(lightface, CPU, m) {
+  m.impl("total_variation", &lightface::total_variation_cpu);
+  m.impl("_total_variation_backward", &lightface::total_variation_backward_cpu);
+}
