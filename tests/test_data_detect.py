@@ -113,3 +113,20 @@ def test_pack_name_offline_error(tmp_path):
         assert "ONNX" in str(err)
     else:  # a connected machine downloads the pack
         assert det.backend == "insightface"
+
+
+def test_face_filling_crops_found_with_pad_retry(scrfd, shared_models, shared_data):
+    """Aligned 512x512 crops: SCRFD misses most of them unpadded; the padded retry finds them."""
+    crops = sorted((shared_data / "real_lq_faces" / "gfpgan_cropped_faces").glob("*.png"))
+    assert crops
+    plain = FaceDetector(shared_models / "det_500m.onnx", device="cpu", pad_retry=0)
+    missed = 0
+    for path in crops:
+        img = read_image(path)
+        missed += not plain.detect(img)
+        faces = scrfd.detect(img)
+        assert len(faces) == 1, path.name
+        lm = faces[0].landmarks
+        assert (lm >= 0).all() and (lm < 512).all()
+        assert abs((lm[0, 0] + lm[1, 0]) / 2 - 256) < 60  # centred face in an aligned crop
+    assert missed >= 1

@@ -103,6 +103,9 @@ class FaceDetector:
             models; YuNet runs on OpenCV's CPU backend).
         providers: explicit ONNX Runtime providers (overrides ``device``).
         root: InsightFace model root for pack names.
+        pad_retry: when nothing is found, detect again on the image padded with black
+            borders of ``pad_retry * max(H, W)`` on every side (face-filling crops, e.g.
+            512x512 aligned faces, are often missed otherwise); 0 disables the retry.
 
     Example:
         >>> det = FaceDetector("../shared/models/det_500m.onnx")
@@ -118,6 +121,7 @@ class FaceDetector:
         device: str = "auto",
         providers: Optional[Sequence[str]] = None,
         root: Union[str, os.PathLike] = "~/.insightface",
+        pad_retry: float = 0.25,
     ):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -125,6 +129,9 @@ class FaceDetector:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if int(det_size) < 32:
             raise ValueError(f"det_size must be >= 32, got {det_size}")
+        if not 0.0 <= float(pad_retry) <= 2.0:
+            raise ValueError(f"pad_retry must be in [0, 2], got {pad_retry}")
+        self.pad_retry = float(pad_retry)
         self.det_size = int(det_size)
         self.threshold = float(threshold)
         self.model = str(model)
@@ -208,14 +215,13 @@ class FaceDetector:
         bgr = _as_bgr(image)
         if bgr.shape[0] < 2 or bgr.shape[1] < 2:
             raise ValueError(f"image too small for detection: shape {bgr.shape}")
-        if self._yunet is not None:
-            boxes, scores, kps = self._detect_yunet(bgr)
-        else:
-            det, kpss = self._insight.detect(bgr, max_num=0)
-            if kpss is None and len(det):
-                raise DetectorError(f"{self.model}: this detector gives no landmarks; use a 5-point model")
-            boxes, scores = det[:, :4], det[:, 4]
-            kps = kpss if kpss is not None else np.zeros((0, 5, 2), np.float32)
+        boxes, scores, kps = self._detect_raw(bgr)
+        if len(boxes) == 0 and self.pad_retry > 0:
+            pad = max(int(round(self.pad_retry * max(bgr.shape[:2]))), 1)
+            padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            boxes, scores, kps = self._detect_raw(padded)
+            boxes = boxes - np.float32(pad)
+            kps = kps - np.float32(pad)
         faces = [
             DetectedFace(np.asarray(b, np.float32), float(s), np.asarray(k, np.float32).reshape(5, 2))
             for b, s, k in zip(boxes, scores, kps)
@@ -223,6 +229,15 @@ class FaceDetector:
         ]
         faces.sort(key=lambda f: -f.area)
         return faces[:max_faces] if max_faces > 0 else faces
+
+    def _detect_raw(self, bgr: np.ndarray):
+        if self._yunet is not None:
+            return self._detect_yunet(bgr)
+        det, kpss = self._insight.detect(bgr, max_num=0)
+        if kpss is None and len(det):
+            raise DetectorError(f"{self.model}: this detector gives no landmarks; use a 5-point model")
+        kps = kpss if kpss is not None else np.zeros((0, 5, 2), np.float32)
+        return det[:, :4], det[:, 4], kps
 
     def _detect_yunet(self, bgr: np.ndarray):
         h, w = bgr.shape[:2]
