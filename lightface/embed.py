@@ -1,0 +1,449 @@
+"""Face embeddings with a Light CNN: :class:`FaceEmbedder` and :func:`similarity`.
+
+Colour and alignment contract
+-----------------------------
+* **numpy arrays** are uint8, **BGR** ``(H, W, 3)`` as OpenCV reads them, BGRA
+  ``(H, W, 4)`` (alpha dropped) or gray ``(H, W)`` / ``(H, W, 1)``. A 4-D uint8 array
+  ``(N, H, W, C)`` is a batch of such images (pass a list for a batch of gray images). Float arrays are refused (ambiguous range).
+* **PIL images** are converted from their own mode (RGB, L, RGBA, ...).
+* **paths** (str / ``os.PathLike``) are read with :func:`lightface.data.io.read_image`.
+* **tensors** are float ``(N, 1, 128, 128)`` (or ``(1, 128, 128)``) gray in [0, 1], already
+  aligned: exactly the network input. 3-channel tensors are refused (convert with
+  :func:`lightface.models.lightcnn.to_lightcnn_input`, which assumes RGB).
+* Colour is converted to gray with the ITU-R 601 weights (0.299 R + 0.587 G + 0.114 B),
+  the conversion the released Light CNN models were trained with.
+
+``aligned=True`` (default): images are Light CNN crops (5-point alignment to the
+``"lightcnn"`` template of :func:`lightface.data.align.align_face`: eye midpoint (64, 40),
+mouth midpoint (64, 88) in 128x128). Size policy: 128x128 is used as is; 144x144 (the
+``"lightcnn_train"`` crop) is centre-cropped to 128x128, which is exactly the test crop;
+any other size is resized to 128x128 (area / bilinear) and a warning is logged, because
+an unaligned or differently framed face gives poorer embeddings.
+
+``aligned=False``: every image goes through the face detector (largest face) and is
+aligned to the Light CNN template first; :meth:`FaceEmbedder.embed_faces` returns every
+face of one image.
+
+Verification threshold
+----------------------
+:data:`VERIFICATION_THRESHOLD` (cosine similarity, 0.35) is the default decision
+threshold of :meth:`FaceEmbedder.verify`. How it was chosen: no released Light CNN
+weights are available on this project's machines, so it could not be calibrated on
+them; it is a starting point only. A checkpoint that stores ``verification_threshold``
+(a float entry of a lightface checkpoint) overrides it, and
+``python -m pipelines.evaluate`` reports the accuracy-maximising threshold of your
+model on your pairs (``threshold`` in report.json); pass it as
+``FaceEmbedder(..., threshold=...)``. See docs/recognition.md.
+"""
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .data.io import ImageReadError, read_image, to_gray
+from .engine.distributed import resolve_device
+from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
+
+__all__ = [
+    "FaceEmbedder",
+    "EmbeddedFace",
+    "EmbedResult",
+    "NoFaceError",
+    "similarity",
+    "VERIFICATION_THRESHOLD",
+    "prepare_aligned",
+]
+
+logger = logging.getLogger(__name__)
+
+VERIFICATION_THRESHOLD = 0.35
+_TRAIN_CROP = 144
+ImageLike = Union[str, os.PathLike, np.ndarray, Tensor, Any]
+
+
+class NoFaceError(ValueError):
+    """The detector found no face in an image (``aligned=False``)."""
+
+
+@dataclass
+class EmbeddedFace:
+    """One face found by :meth:`FaceEmbedder.embed_faces`.
+
+    Attributes:
+        box: float32 (4,) ``x1, y1, x2, y2`` in image pixels.
+        score: detection confidence in [0, 1].
+        landmarks: float32 (5, 2): left eye, right eye, nose, left/right mouth corner (as seen).
+        embedding: float32 (256,), L2-normalised.
+        crop: the aligned gray 128x128 uint8 crop that was embedded.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray
+    crop: np.ndarray
+
+
+@dataclass
+class EmbedResult:
+    """Outcome of :meth:`FaceEmbedder.try_embed`: row ``i`` belongs to input ``i``.
+
+    Attributes:
+        embeddings: float32 (N, 256), L2-normalised; rows of failed inputs are NaN.
+        errors: ``{input index: message}`` for inputs that could not be embedded.
+    """
+
+    embeddings: np.ndarray
+    errors: Dict[int, str] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool (N,): True where the embedding is valid."""
+        ok = np.ones(len(self.embeddings), bool)
+        ok[list(self.errors)] = False
+        return ok
+
+
+def _describe(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    return f"input {index} ({type(item).__name__})"
+
+
+def _to_uint8_image(item: Any, index: int) -> np.ndarray:
+    """Any supported single image -> uint8 gray (H, W) or BGR (H, W, 3)."""
+    if isinstance(item, (str, os.PathLike)):
+        return read_image(item, color="bgr")
+    if isinstance(item, np.ndarray):
+        img = item
+    elif type(item).__module__.startswith("PIL."):
+        mode = item.mode
+        if mode in ("L", "1", "I;16", "I", "F"):
+            return np.asarray(item.convert("L"))
+        return cv2.cvtColor(np.asarray(item.convert("RGB")), cv2.COLOR_RGB2BGR)
+    else:
+        raise TypeError(f"{_describe(item, index)}: unsupported image type; pass a path, a uint8 BGR/gray numpy "
+                        "array, a PIL image or a float tensor (N, 1, 128, 128)")
+    if img.dtype != np.uint8:
+        raise TypeError(f"{_describe(item, index)}: numpy images must be uint8 (BGR or gray, 0..255), got dtype "
+                        f"{img.dtype}; use (img * 255).round().astype(np.uint8) for float images in [0, 1]")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)) or min(img.shape[:2]) < 1:
+        raise ValueError(f"{_describe(item, index)}: expected a gray (H, W) or BGR (H, W, 3) image, got shape {img.shape}")
+    return img
+
+
+def prepare_aligned(gray: np.ndarray, source: str = "image") -> np.ndarray:
+    """Apply the aligned-input size policy to a gray uint8 crop; returns (128, 128) uint8.
+
+    128x128: unchanged; 144x144 (training crop): centre 128x128; other sizes: resized
+    to 128x128 with a logged warning (area interpolation when shrinking, else bilinear).
+    """
+    h, w = gray.shape[:2]
+    if (h, w) == (INPUT_SIZE, INPUT_SIZE):
+        return gray
+    if (h, w) == (_TRAIN_CROP, _TRAIN_CROP):
+        o = (_TRAIN_CROP - INPUT_SIZE) // 2
+        return gray[o:o + INPUT_SIZE, o:o + INPUT_SIZE]
+    logger.warning("%s: aligned input is %dx%d, not a 128x128 (or 144x144) Light CNN crop; resizing to 128x128. "
+                   "Align faces with lightface.data.align.align_face or use aligned=False", source, w, h)
+    interp = cv2.INTER_AREA if min(h, w) > INPUT_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def similarity(a, b, pairwise: bool = False) -> Union[float, np.ndarray]:
+    """Cosine similarity of embeddings (normalised here, so raw features work too).
+
+    Args:
+        a, b: (D,) or (N, D) numpy arrays or tensors.
+        pairwise: False: row-wise (``a[i]`` vs ``b[i]``, broadcasting a single vector);
+            True: every row of ``a`` vs every row of ``b``.
+    Returns:
+        a float for two vectors; (N,) row-wise; (N, M) pairwise. Values in [-1, 1];
+        compare with :data:`VERIFICATION_THRESHOLD` (same person when >=).
+    """
+    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
+    b = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2) or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"similarity expects (D,) or (N, D) embeddings of the same D, got {a.shape} and {b.shape}")
+    a, b = _l2_normalise(a), _l2_normalise(b)
+    if pairwise:
+        return np.atleast_2d(a) @ np.atleast_2d(b).T
+    if a.ndim == 2 and b.ndim == 2 and len(a) != len(b):
+        raise ValueError(f"row-wise similarity needs the same number of rows, got {len(a)} and {len(b)}; "
+                         "use pairwise=True for all pairs")
+    out = (a * b).sum(-1)
+    return float(out) if out.ndim == 0 else out
+
+
+class FaceEmbedder:
+    """Light CNN face embeddings: images in, L2-normalised float32 (N, 256) out.
+
+    See the module docstring for the colour / alignment contract and size policy.
+
+    Args:
+        weights: a checkpoint path (this project's, or an official Light CNN release), or
+            an ``nn.Module`` mapping (N,1,128,128) gray [0,1] to (N,256).
+        arch: registry name to build (``"lightcnn9"``, ``"lightcnn29"``, ``"lightcnn29v2"``);
+            needed only for bare state_dicts; otherwise checked against the checkpoint.
+        device: ``"auto"`` (CUDA when available, logged), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        detector: for ``aligned=False``: a :class:`lightface.data.detect.FaceDetector`, an
+            InsightFace model pack name (``"buffalo_l"``), or a detector ``.onnx`` path
+            (InsightFace SCRFD/RetinaFace, or OpenCV YuNet). ``None``: ``"buffalo_l"``,
+            loaded on first use.
+        flip: flip fusion by default: embed the face and its mirror image, average the two
+            features, then normalise (can be overridden per call).
+        threshold: cosine decision threshold for :meth:`verify` (default: the checkpoint's
+            ``verification_threshold`` when stored, else :data:`VERIFICATION_THRESHOLD`).
+        channels_last: run the network in channels-last memory format.
+
+    Example:
+        >>> emb = FaceEmbedder("LightCNN_29Layers_V2_checkpoint.pth.tar")       # doctest: +SKIP
+        >>> e = emb.embed(["a.jpg", "b.jpg"], aligned=False)                   # doctest: +SKIP
+        >>> lightface.similarity(e[0], e[1]) >= emb.threshold                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        weights: Union[str, os.PathLike, nn.Module],
+        arch: Optional[str] = None,
+        device: str = "auto",
+        detector: Any = None,
+        flip: bool = False,
+        threshold: Optional[float] = None,
+        channels_last: bool = False,
+    ):
+        self.device = resolve_device(device)
+        logger.info("FaceEmbedder: running on %s", self.device)
+        self.model, stored_threshold = self._load(weights, arch)
+        self.model = self.model.to(self.device).eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._detector_spec = detector
+        self._detector = detector if hasattr(detector, "detect") else None
+        self.flip = bool(flip)
+        if threshold is None:
+            threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
+        self.threshold = float(threshold)
+
+    @staticmethod
+    def _load(weights, arch: Optional[str]):
+        """(model, the checkpoint's ``verification_threshold`` or None)."""
+        if isinstance(weights, nn.Module):
+            return weights, None
+        if not isinstance(weights, (str, os.PathLike)):
+            raise TypeError(f"weights must be a checkpoint path or an nn.Module, got {type(weights).__name__}")
+        from .models import get_model
+        from .models.checkpoint import build_from_checkpoint, load_weights, read_model_checkpoint
+
+        ckpt = read_model_checkpoint(weights)
+        stored = ckpt.extra.get("verification_threshold")
+        stored = float(stored) if isinstance(stored, (int, float)) else None
+        if arch is None:
+            return build_from_checkpoint(ckpt, num_classes=0), stored
+        if ckpt.arch and ckpt.arch != arch:
+            raise ValueError(f"{weights}: the checkpoint holds a {ckpt.arch!r} model but arch={arch!r} was given")
+        return load_weights(get_model(arch, num_classes=0), ckpt), stored
+
+    # -- detector ------------------------------------------------------------------------
+    @property
+    def detector(self):
+        """The face detector (created on first use from the ``detector`` argument)."""
+        if self._detector is None:
+            from .data.detect import FaceDetector
+
+            spec = "buffalo_l" if self._detector_spec is None else self._detector_spec
+            dev = "cpu" if self.device.type == "cpu" else "auto"
+            self._detector = FaceDetector(spec, device=dev)
+        return self._detector
+
+    def _detect_align(self, img: np.ndarray, source: str, all_faces: bool = False):
+        from .data.align import align_face
+
+        faces = self.detector.detect(img)
+        if not faces:
+            raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
+        out = []
+        for face in faces if all_faces else faces[:1]:
+            crop, _ = align_face(img, face.landmarks, template="lightcnn", size=INPUT_SIZE)
+            out.append((face, to_gray(crop)))
+        return out
+
+    # -- core ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_tensor(self, x: Tensor, flip: Optional[bool] = None) -> Tensor:
+        """Embed a float batch (N, 1, 128, 128) gray in [0, 1] (aligned); returns (N, 256) float32
+        L2-normalised, on the embedder's device."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
+            hint = (" (3 channels: convert RGB with lightface.models.lightcnn.to_lightcnn_input, "
+                    "or pass uint8 BGR numpy images)" if x.dim() == 4 and x.shape[1] == 3 else "")
+            raise ValueError(f"tensor input must be gray aligned crops (N, 1, 128, 128), got {tuple(x.shape)}{hint}")
+        if not x.is_floating_point():
+            raise TypeError(f"tensor input must be float in [0, 1], got {x.dtype}; divide uint8 by 255")
+        flip = self.flip if flip is None else flip
+        x = x.to(self.device, torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.model(x).float()
+        if flip:
+            feats = feats + self.model(x.flip(-1)).float()
+        return torch.nn.functional.normalize(feats, dim=1)
+
+    def _prepare(self, item: Any, index: int, aligned: bool) -> np.ndarray:
+        source = _describe(item, index)
+        img = _to_uint8_image(item, index)
+        if aligned:
+            return prepare_aligned(to_gray(img), source)
+        return self._detect_align(img, source)[0][1]
+
+    @staticmethod
+    def _as_items(images: Any) -> List[Any]:
+        if isinstance(images, (str, os.PathLike)) or type(images).__module__.startswith("PIL."):
+            return [images]
+        if isinstance(images, np.ndarray):
+            if images.ndim == 4:
+                return list(images)
+            return [images]
+        if isinstance(images, (list, tuple)):
+            return list(images)
+        raise TypeError(f"unsupported input {type(images).__name__}: pass a path, an image, a list of them, "
+                        "or a float tensor (N, 1, 128, 128)")
+
+    def _run(self, images: Any, aligned: bool, batch_size: int, flip: Optional[bool], strict: bool,
+             progress: bool) -> EmbedResult:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(images, Tensor):
+            if not aligned:
+                raise ValueError("tensor inputs must be aligned crops (N, 1, 128, 128); pass images as numpy/PIL/paths "
+                                 "with aligned=False to detect faces")
+            x = images.unsqueeze(0) if images.dim() == 3 else images
+            out = [self.embed_tensor(x[i:i + batch_size], flip).cpu() for i in range(0, len(x), batch_size)]
+            return EmbedResult(torch.cat(out).numpy() if out else np.zeros((0, FEATURE_DIM), np.float32))
+        items = self._as_items(images)
+        if not items:
+            raise ValueError("embed: got an empty list of images")
+        result = EmbedResult(np.full((len(items), FEATURE_DIM), np.nan, np.float32))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc="embedding", unit="img")
+        for start in range(0, len(items), batch_size):
+            crops, rows = [], []
+            for i in range(start, min(start + batch_size, len(items))):
+                try:
+                    crops.append(self._prepare(items[i], i, aligned))
+                    rows.append(i)
+                except (ImageReadError, NoFaceError, TypeError, ValueError, OSError) as err:
+                    if strict:
+                        raise
+                    result.errors[i] = str(err)
+                    logger.warning("skipping %s", err)
+            if crops:
+                batch = torch.from_numpy(np.stack(crops)).unsqueeze(1).float().div_(255.0)
+                result.embeddings[rows] = self.embed_tensor(batch, flip).cpu().numpy()
+            if bar is not None:
+                bar.update(min(batch_size, len(items) - start))
+        if bar is not None:
+            bar.close()
+        return result
+
+    def try_embed(
+        self, images: Any, aligned: bool = True, batch_size: int = 64, flip: Optional[bool] = None, progress: bool = False
+    ) -> EmbedResult:
+        """Embed many images without stopping at bad ones.
+
+        Args:
+            images: one image or a sequence (paths, numpy, PIL; see the module docstring),
+                or a float tensor (N, 1, 128, 128).
+            aligned: inputs are Light CNN crops (True) or need detection + alignment (False).
+            batch_size: images per forward pass (and per read/prepare chunk).
+            flip: flip fusion (default: the embedder's ``flip``).
+            progress: show a tqdm bar.
+        Returns:
+            :class:`EmbedResult`: (N, 256) float32 (NaN rows for failures) and
+            ``{index: message}`` for unreadable files, bad shapes/dtypes, or no face found.
+        """
+        return self._run(images, aligned, batch_size, flip, strict=False, progress=progress)
+
+    def embed(
+        self,
+        images: Any,
+        aligned: bool = True,
+        batch_size: int = 64,
+        flip: Optional[bool] = None,
+        on_error: str = "raise",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed one image or many; returns float32 (N, 256), L2-normalised, row i = input i.
+
+        Args:
+            images: see :meth:`try_embed` and the module docstring (colour contract).
+            aligned: True: Light CNN crops (size policy in the module docstring); False:
+                detect the largest face and align it.
+            batch_size: images per forward pass.
+            flip: flip fusion (default: the embedder's ``flip``).
+            on_error: ``"raise"``: the first bad input raises (``ImageReadError`` for
+                files, ``NoFaceError``, ``TypeError``/``ValueError`` for bad arrays) naming
+                it; ``"nan"``: its row is NaN and a warning is logged (use
+                :meth:`try_embed` to get the messages).
+            progress: show a tqdm bar.
+        """
+        if on_error not in ("raise", "nan"):
+            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
+        result = self._run(images, aligned, batch_size, flip, strict=on_error == "raise", progress=progress)
+        if result.errors:
+            logger.warning("embed: %d of %d inputs failed (NaN rows): %s", len(result.errors), len(result.embeddings),
+                           "; ".join(list(result.errors.values())[:3]))
+        return result.embeddings
+
+    def embed_faces(self, image: Any, flip: Optional[bool] = None) -> List[EmbeddedFace]:
+        """Detect every face in one image and embed each.
+
+        Args:
+            image: a path, uint8 BGR/gray numpy array, or PIL image (whole photo).
+        Returns:
+            list of :class:`EmbeddedFace` (box, score, landmarks, embedding, crop), largest
+            face first; empty when no face is found.
+        Raises:
+            ImageReadError / TypeError / ValueError for unreadable or malformed input.
+        """
+        img = _to_uint8_image(image, 0)
+        try:
+            found = self._detect_align(img, _describe(image, 0), all_faces=True)
+        except NoFaceError:
+            return []
+        crops = np.stack([c for _, c in found])
+        emb = self.embed_tensor(torch.from_numpy(crops).unsqueeze(1).float().div_(255.0), flip).cpu().numpy()
+        return [EmbeddedFace(f.box, f.score, f.landmarks, e, c) for (f, c), e in zip(found, emb)]
+
+    def verify(self, a: Any, b: Any, aligned: bool = True) -> bool:
+        """True when images ``a`` and ``b`` (one face each) show the same person:
+        cosine similarity >= ``self.threshold``."""
+        emb = self.embed([a, b], aligned=aligned)
+        return bool(similarity(emb[0], emb[1]) >= self.threshold)
+
+    def __repr__(self) -> str:
+        arch = getattr(self.model, "arch", type(self.model).__name__)
+        return f"FaceEmbedder(arch={arch!r}, device={str(self.device)!r}, flip={self.flip}, threshold={self.threshold})"

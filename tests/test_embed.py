@@ -1,0 +1,157 @@
+"""FaceEmbedder and similarity on real LFW faces.
+
+No official Light CNN weights exist on this machine: the embedder loads random weights of
+the original architecture saved in the official file layout (module. prefix, fc2).
+"""
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lightface
+from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+from lightface.data.align import align_face
+from lightface.data.io import ImageReadError, read_image
+from lightface.embed import FaceEmbedder, NoFaceError, similarity
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    torch.manual_seed(3)
+    return build_baseline("lightcnn9", num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, baseline):
+    path = tmp_path_factory.mktemp("w") / "LightCNN_9Layers_checkpoint.pth.tar"
+    torch.save(official_checkpoint(baseline), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedder(weights):
+    return FaceEmbedder(weights, device="cpu")
+
+
+def _landmarks(shared_data):
+    table = {}
+    for line in (shared_data / "lfw_identities" / "landmarks_5pt.txt").read_text().splitlines():
+        parts = line.split()
+        if parts:
+            table[parts[0]] = np.array(parts[1:], np.float32).reshape(5, 2)
+    return table
+
+
+@pytest.fixture(scope="module")
+def lfw(shared_data):
+    """Three real LFW photos (BGR) and their Light CNN crops from the given landmarks."""
+    marks = _landmarks(shared_data)
+    names = ["Gordon_Brown/Gordon_Brown_0001.jpg", "Gordon_Brown/Gordon_Brown_0002.jpg", "Tom_Ridge/Tom_Ridge_0001.jpg"]
+    photos = [read_image(shared_data / "lfw_identities" / "images" / n) for n in names]
+    crops = [align_face(p, marks[n], "lightcnn", 128)[0] for p, n in zip(photos, names)]
+    return photos, crops
+
+
+def test_all_input_kinds_give_the_same_embedding(embedder, lfw, tmp_path, baseline):
+    _, crops = lfw
+    bgr = crops[0]
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    path = tmp_path / "crop.png"
+    cv2.imwrite(str(path), bgr)
+    pil = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    tensor = torch.from_numpy(gray).float().div(255).view(1, 1, 128, 128)
+    outs = [embedder.embed(x) for x in (bgr, gray, gray[:, :, None], str(path), path, pil, tensor, [bgr])]
+    for out in outs:
+        assert out.shape == (1, 256) and out.dtype == np.float32
+        assert np.allclose(out, outs[0], atol=1e-5)
+    assert np.allclose(np.linalg.norm(outs[0], axis=1), 1.0, atol=1e-5)
+    # the same features as the original architecture (ITU-R 601 gray, /255)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(baseline(tensor)[1], dim=1).numpy()
+    assert np.abs(outs[0] - ref).max() < 1e-5
+
+
+def test_batching_and_sizes(embedder, lfw, caplog):
+    _, crops = lfw
+    many = crops * 3
+    one_by_one = embedder.embed(many, batch_size=1)
+    batched = embedder.embed(np.stack(many), batch_size=4)
+    assert batched.shape == (9, 256) and np.allclose(one_by_one, batched, atol=1e-5)
+    # 144 training crop -> centre 128 crop, silently
+    padded = cv2.copyMakeBorder(crops[0], 8, 8, 8, 8, cv2.BORDER_CONSTANT, value=0)
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        assert np.allclose(embedder.embed(padded), one_by_one[:1], atol=1e-5)
+    assert not caplog.records
+    # any other size: resized with a warning naming the size
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        out = embedder.embed(cv2.resize(crops[0], (256, 256)))
+    assert "256x256" in caplog.text and out.shape == (1, 256)
+
+
+def test_flip_fusion(weights, lfw, embedder):
+    _, crops = lfw
+    fused = FaceEmbedder(weights, device="cpu", flip=True).embed(crops[0])
+    gray = torch.from_numpy(cv2.cvtColor(crops[0], cv2.COLOR_BGR2GRAY)).float().div(255).view(1, 1, 128, 128)
+    with torch.no_grad():
+        f = embedder.model(gray) + embedder.model(gray.flip(-1))
+    assert np.allclose(fused, torch.nn.functional.normalize(f, dim=1).numpy(), atol=1e-5)
+    assert np.allclose(embedder.embed(crops[0], flip=True), fused, atol=1e-6)
+
+
+def test_bad_inputs_are_clear_and_batches_keep_going(embedder, lfw, tmp_path):
+    _, crops = lfw
+    with pytest.raises(ValueError, match="3 channels"):
+        embedder.embed(torch.rand(2, 3, 128, 128))
+    with pytest.raises(TypeError, match="uint8"):
+        embedder.embed(np.zeros((128, 128, 3), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        embedder.embed([])
+    with pytest.raises(ValueError, match="shape"):
+        embedder.embed(np.zeros((128, 128, 2), np.uint8))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        embedder.embed([crops[0], broken])
+    result = embedder.try_embed([crops[0], broken, tmp_path / "missing.png", crops[1]])
+    assert sorted(result.errors) == [1, 2] and "broken.jpg" in result.errors[1]
+    assert list(result.valid) == [True, False, False, True]
+    assert np.isnan(result.embeddings[1]).all() and np.isfinite(result.embeddings[[0, 3]]).all()
+    nan_rows = embedder.embed([crops[0], broken], on_error="nan")
+    assert np.isnan(nan_rows[1]).all() and np.allclose(nan_rows[0], result.embeddings[0])
+
+
+def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
+    photos, crops = lfw
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    faces = emb.embed_faces(photos[0])
+    assert faces and faces[0].embedding.shape == (256,) and faces[0].crop.shape == (128, 128)
+    # the detector's landmarks give nearly the crop that the reference landmarks give
+    ref = cv2.cvtColor(crops[0], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    assert np.abs(faces[0].crop.astype(np.float32) - ref).mean() < 20
+    detected = emb.embed(photos, aligned=False)
+    assert detected.shape == (3, 256) and np.allclose(detected[0], faces[0].embedding, atol=1e-5)
+    group = sorted((shared_data / "real_lq_faces" / "gfpgan_whole_imgs").iterdir())
+    counts = [len(emb.embed_faces(p)) for p in group]
+    assert max(counts) >= 2
+    blank = np.zeros((200, 200, 3), np.uint8)
+    assert emb.embed_faces(blank) == []
+    with pytest.raises(NoFaceError, match="no face"):
+        emb.embed(blank, aligned=False)
+    assert sorted(emb.try_embed([blank, photos[1]], aligned=False).errors) == [0]
+
+
+def test_similarity_and_lazy_exports(embedder, lfw):
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [-3.0, 0.0, 0.0]])
+    assert similarity(a, a) == pytest.approx(1.0)
+    assert np.allclose(similarity(a, b), [1, 0, -1])
+    assert similarity(b, b, pairwise=True).shape == (3, 3)
+    assert np.allclose(lightface.similarity(torch.tensor(b), torch.tensor(b)), 1.0)
+    with pytest.raises(ValueError, match="same number of rows"):
+        similarity(b, b[:2])
+    assert lightface.FaceEmbedder is FaceEmbedder
+    _, crops = lfw
+    assert embedder.verify(crops[0], crops[0])
