@@ -22,7 +22,15 @@ from torch.utils.data import Dataset
 
 from .align import align_face
 
-__all__ = ["PosePairDataset", "is_frontal", "facing", "image_to_tensor", "split_identities"]
+__all__ = [
+    "PosePairDataset",
+    "is_frontal",
+    "facing",
+    "image_to_tensor",
+    "split_identities",
+    "cfp_five_points",
+    "write_cfp_landmarks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,87 @@ def image_to_tensor(image: np.ndarray, channels: int = 3) -> torch.Tensor:
     else:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+
+
+# CFP's 30 hand-annotated fiducials (1-based, as in Fiducials/<id>/<pose>/NN.txt):
+# 1-9 jaw contour, 10-12 eyebrow, 13-18 eye contour (the visible / annotated eye),
+# 19-22 nose bridge from the brow down to the nose tip, 23-25 nose base (23 on the
+# midline, 24-25 towards the nostril), 26 mouth corner, 27-30 lip contour on the midline
+# (27 top of the upper lip). Frontal images are annotated on one half plus the midline.
+_CFP_EYE = slice(12, 18)
+_CFP_MIDLINE = [18, 19, 20, 21, 22, 26, 27, 28, 29]
+_CFP_NOSE_TIP, _CFP_MOUTH_CORNER, _CFP_LIP_TOP, _CFP_BRIDGE_TOP = 21, 25, 26, 18
+
+
+def _reflect(points: np.ndarray, line_pts: np.ndarray) -> np.ndarray:
+    """Reflect (K, 2) points across the line x = a*y + b fitted (least squares) to ``line_pts``."""
+    a, b = np.polyfit(line_pts[:, 1], line_pts[:, 0], 1)
+    # line direction (a, 1) normalised; reflect p about the point p0 = (b, 0) on the line
+    d = np.array([a, 1.0]) / np.hypot(a, 1.0)
+    p0 = np.array([b, 0.0])
+    v = points - p0
+    return p0 + 2.0 * (v @ d)[:, None] * d[None] - v
+
+
+def cfp_five_points(fiducials: np.ndarray, pose: str) -> np.ndarray:
+    """Map CFP's 30 fiducials to the 5 points (left eye, right eye, nose, left/right mouth corner).
+
+    * frontal: the annotated eye is the mean of points 13-18; the other eye and mouth
+      corner are the annotated eye and mouth corner (26) reflected across the facial
+      midline (a line x = a*y + b fitted to points 19-23 and 27-30); nose = the nose tip (22).
+    * profile (one eye visible): the conventions of 5-point detectors on profiles (both
+      eyes and both mouth corners on the visible side): eyes = the visible eye (mean of
+      13-18) and the top of the nose bridge (19); nose = the nose tip (22); mouth = the
+      visible corner (26) and the top of the upper lip (27).
+    Points are then ordered left/right by x, as seen in the image.
+
+    Args:
+        fiducials: (30, 2) float ``(x, y)`` in image pixels.
+        pose: ``"frontal"`` or ``"profile"``.
+    Returns:
+        float64 (5, 2).
+    """
+    f = np.asarray(fiducials, dtype=np.float64)
+    if f.shape != (30, 2):
+        raise ValueError(f"CFP fiducials must be (30, 2), got {f.shape}")
+    eye = f[_CFP_EYE].mean(0)
+    corner = f[_CFP_MOUTH_CORNER]
+    if pose == "frontal":
+        eye2, corner2 = _reflect(np.stack([eye, corner]), f[_CFP_MIDLINE])
+    elif pose == "profile":
+        eye2, corner2 = f[_CFP_BRIDGE_TOP], f[_CFP_LIP_TOP]
+    else:
+        raise ValueError(f"pose must be 'frontal' or 'profile', got {pose!r}")
+    eyes = sorted([eye, eye2], key=lambda p: p[0])
+    mouth = sorted([corner, corner2], key=lambda p: p[0])
+    return np.stack([eyes[0], eyes[1], f[_CFP_NOSE_TIP], mouth[0], mouth[1]])
+
+
+def write_cfp_landmarks(cfp_root, out_path) -> int:
+    """Write a 5-point landmarks file (``<id>/<pose>/NN.jpg x1 y1 ... x5 y5`` per line, the format
+    of ``python -m pipelines.build_lmdb --landmarks``) for a CFP tree (``Images/``, ``Fiducials/``).
+
+    Returns the number of images written; images without a fiducial file are left out (logged).
+    """
+    from pathlib import Path
+
+    root = Path(cfp_root)
+    images = sorted((root / "Images").glob("*/*/*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"no CFP images under {root / 'Images'} (expected Images/<id>/<pose>/NN.jpg)")
+    lines = []
+    for img in images:
+        rel = img.relative_to(root / "Images")
+        fid = root / "Fiducials" / rel.with_suffix(".txt")
+        if not fid.is_file():
+            log.warning("no fiducials for %s (%s missing)", rel, fid)
+            continue
+        pts = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
+        lines.append(rel.as_posix() + " " + " ".join(f"{v:.2f}" for v in pts.reshape(-1)))
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
 
 
 def split_identities(labels: Sequence[int], num_train: int, seed: int = 0) -> Tuple[List[int], List[int]]:
@@ -113,7 +202,7 @@ class PosePairDataset(Dataset):
         fixed_target: bool = False,
         size: int = 128,
     ):
-        from . import LMDBDataset
+        from .lmdb_dataset import LMDBDataset
 
         if mirror not in (None, "left", "right"):
             raise ValueError(f"mirror must be None, 'left' or 'right', got {mirror!r}")
