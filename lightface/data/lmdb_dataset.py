@@ -74,7 +74,7 @@ class LMDBDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
         index %= len(self)
-        if self._txn is None or self._pid != os.getpid():
+        if self._txn is None or self._pid != os.getpid() or not self._env_alive():
             # opened lazily in each process; a transaction inherited through fork is not reused
             self._txn = self._begin()
             self._pid = os.getpid()
@@ -82,6 +82,13 @@ class LMDBDataset(Dataset):
         if raw is None:
             raise LMDBFormatError(f"{self.path}: sample {index} is missing (run build_lmdb --verify)")
         return raw
+
+    def _env_alive(self) -> bool:
+        try:
+            self._txn.id()
+            return True
+        except Exception:  # the shared handle was released (release_readonly)
+            return False
 
     def _close(self) -> None:
         if self._txn is not None and self._pid == os.getpid():

@@ -50,6 +50,7 @@ __all__ = [
     "LMDBWriter",
     "read_metadata",
     "open_readonly",
+    "release_readonly",
     "is_complete_dataset",
 ]
 
@@ -305,9 +306,11 @@ def open_readonly(path):
     return env
 
 
-def _release(path) -> None:
-    path = Path(path).resolve()
-    for key in [k for k in _READ_ENVS if k[0] == str(path)]:
+def release_readonly(path=None) -> None:
+    """Close this process's shared read-only handle(s) of ``path`` (all when None), e.g.
+    before opening the same environment for writing. Datasets reopen on their next access."""
+    target = None if path is None else str(Path(path).resolve())
+    for key in [k for k in _READ_ENVS if target is None or k[0] == target]:
         _READ_ENVS.pop(key).close()
 
 
@@ -324,7 +327,7 @@ def read_metadata(path) -> Dict[str, Any]:
         raw = txn.get(META_KEY)
         unfinished = raw is None and txn.get(PROGRESS_KEY) is not None
     if raw is None:
-        _release(path)  # do not keep a build in progress open
+        release_readonly(path)  # do not keep a build in progress open
         if unfinished:
             raise LMDBFormatError(f"{path}: an unfinished build (no metadata yet); resume it with "
                                   "python -m pipelines.build_lmdb ... --resume")

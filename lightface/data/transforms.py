@@ -1,0 +1,102 @@
+"""Albumentations pipelines for Light CNN training and evaluation.
+
+Inputs are the uint8 images an :class:`~lightface.data.LMDBDataset` returns (gray (H,W) or
+BGR (H,W,3), normally 144x144 ``lightcnn_train`` crops); outputs are float32 tensors
+(C, size, size) in [0, 1] (C = 1 for gray; colour keeps the BGR channel order unless
+``rgb=True``). The centred 128 crop of a 144 ``lightcnn_train`` crop is exactly the
+128x128 ``lightcnn`` test crop, so train and eval see the same face geometry.
+
+Example:
+    >>> ds = LMDBDataset("casia.lmdb", transform=train_transform(blur=0.1, jpeg=0.1))
+    >>> ds[0]["image"].shape      # torch.Size([1, 128, 128]), float32 in [0, 1]
+"""
+from __future__ import annotations
+
+import os
+from typing import List
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+
+__all__ = ["train_transform", "eval_transform", "BGRToRGB"]
+
+
+class BGRToRGB(A.ImageOnlyTransform):
+    """Swap BGR (OpenCV order, as stored) to RGB; gray images pass through."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return img[..., ::-1].copy() if img.ndim == 3 and img.shape[2] == 3 else img
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+def _check_prob(name: str, p: float) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    return float(p)
+
+
+def _tail(to_tensor: bool, rgb: bool) -> List[A.BasicTransform]:
+    out: List[A.BasicTransform] = [BGRToRGB()] if rgb else []
+    if to_tensor:
+        out += [A.ToFloat(max_value=255.0), ToTensorV2()]
+    return out
+
+
+def train_transform(
+    size: int = 128,
+    flip: float = 0.5,
+    blur: float = 0.0,
+    noise: float = 0.0,
+    jpeg: float = 0.0,
+    downscale: float = 0.0,
+    rgb: bool = False,
+    to_tensor: bool = True,
+) -> A.Compose:
+    """Light CNN training augmentation: random ``size`` crop (from the 144 training crop),
+    horizontal flip, and optional degradations, each applied with the given probability.
+
+    Args:
+        size: output side (128 for Light CNN); smaller inputs are zero-padded first.
+        flip: probability of a horizontal flip.
+        blur: probability of a Gaussian blur (kernel 3-7, sigma 0.5-2).
+        noise: probability of Gaussian noise (std 2-8% of the range).
+        jpeg: probability of JPEG re-compression (quality 30-90).
+        downscale: probability of down- and up-scaling (factor 0.35-0.75).
+        rgb: convert BGR colour images to RGB.
+        to_tensor: end with a float32 (C, size, size) tensor in [0, 1]; otherwise uint8 numpy.
+    Returns:
+        an ``albumentations.Compose``; call as ``t(image=img)["image"]`` (LMDBDataset does).
+    """
+    steps: List[A.BasicTransform] = [
+        A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
+        A.RandomCrop(size, size),
+        A.HorizontalFlip(p=_check_prob("flip", flip)),
+    ]
+    if blur:
+        steps.append(A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.0), p=_check_prob("blur", blur)))
+    if downscale:
+        steps.append(A.Downscale(scale_range=(0.35, 0.75), p=_check_prob("downscale", downscale)))
+    if noise:
+        steps.append(A.GaussNoise(std_range=(0.02, 0.08), p=_check_prob("noise", noise)))
+    if jpeg:
+        steps.append(A.ImageCompression(quality_range=(30, 90), p=_check_prob("jpeg", jpeg)))
+    return A.Compose(steps + _tail(to_tensor, rgb))
+
+
+def eval_transform(size: int = 128, rgb: bool = False, to_tensor: bool = True) -> A.Compose:
+    """Evaluation: the centred ``size`` crop (the 128 ``lightcnn`` crop of a 144 training
+    crop), then a float32 (C, size, size) tensor in [0, 1] (see :func:`train_transform`)."""
+    steps: List[A.BasicTransform] = [
+        A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
+        A.CenterCrop(size, size),
+    ]
+    return A.Compose(steps + _tail(to_tensor, rgb))

@@ -1,0 +1,436 @@
+"""LMDB format, writer, builder (folders, list files, RecordIO, landmarks, detection, CFP poses)
+and the multi-worker reader, on real faces from ../shared/data."""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+import torch
+
+from lightface.data import LMDBDataset, build_lmdb, verify_lmdb, write_lmdb
+from lightface.data.align import template_points
+from lightface.data.build import REPORT_NAME, partial_path
+from lightface.data.lmdb_format import (
+    FORMAT_VERSION,
+    META_KEY,
+    PROGRESS_KEY,
+    LMDBFormatError,
+    pack_record,
+    read_metadata,
+    release_readonly,
+    sample_key,
+    unpack_record,
+)
+from lightface.data.recordio import (
+    RECORDIO_MAGIC,
+    IRHeader,
+    RecordIOReader,
+    RecordIOWriter,
+    pack_irecord,
+    unpack_irecord,
+)
+from lightface.data.transforms import eval_transform, train_transform
+from pipelines.build_lmdb import get_args_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*argv):
+    return main(get_args_parser().parse_args([str(a) for a in argv] + ["--no-progress"]))
+
+
+def link_tree(dst: Path, src: Path, ids, per_id=None, pattern="*"):
+    """A small identity tree of symlinks to real images (never copies shared data)."""
+    for i in ids:
+        (dst / i).mkdir(parents=True, exist_ok=True)
+        files = sorted((src / i).glob(pattern))[:per_id]
+        for f in files:
+            (dst / i / f.name).symlink_to(f)
+    return dst
+
+
+def read_all(path):
+    """Every key/value of an environment (for record-for-record comparisons)."""
+    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            return {bytes(k): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def strip_build_time(meta):
+    meta = json.loads(meta)
+    meta["build"].pop("created")
+    return meta
+
+
+@pytest.fixture(scope="module")
+def orl_small(shared_data, tmp_path_factory):
+    return link_tree(tmp_path_factory.mktemp("orl"), shared_data / "orl_faces", ["s1", "s2", "s10", "s3"], per_id=4)
+
+
+# ----------------------------------------------------------------------- format / writer
+def test_record_roundtrip():
+    rec = pack_record(b"\x89PNGdata", 7, [4, 5], np.arange(10).reshape(5, 2), {"pose": "profile"})
+    header, payload = unpack_record(rec)
+    assert payload == b"\x89PNGdata"
+    assert header == {"label": 7, "shape": [4, 5], "landmarks": np.arange(10.0).reshape(5, 2).tolist(),
+                      "attributes": {"pose": "profile"}}
+
+
+def test_write_lmdb_and_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (20, 24), dtype=np.uint8) for _ in range(7)]
+    lms = [rng.random((5, 2)).astype(np.float32) * 20 for _ in range(7)]
+    samples = [{"image": im, "label": i % 3, "landmarks": lm, "attributes": {"pose": "frontal" if i % 2 else "profile"}}
+               for i, (im, lm) in enumerate(zip(imgs, lms))]
+    out = tmp_path / "mem.lmdb"
+    summary = write_lmdb(out, samples, ["a", "b", "c"], batch_size=3)
+    assert summary["written"] == 7 and not partial_path(out).exists()
+    ds = LMDBDataset(out)
+    assert len(ds) == 7 and ds.classes == ["a", "b", "c"] and ds.num_classes == 3
+    np.testing.assert_array_equal(ds.labels, np.arange(7) % 3)
+    assert ds.labels.dtype == np.int64
+    for i in range(7):
+        s = ds[i]
+        np.testing.assert_array_equal(s["image"], imgs[i])  # png is lossless
+        np.testing.assert_allclose(s["landmarks"], lms[i])
+        assert s["label"] == i % 3 and s["attributes"] == {"pose": "frontal" if i % 2 else "profile"}
+    assert ds[-1]["label"] == 0
+    with pytest.raises(IndexError):
+        ds[7]
+    meta = ds.metadata
+    assert meta["version"] == FORMAT_VERSION and meta["image"]["shape"] == [20, 24] and meta["landmarks"]
+    # copy records without re-encoding, relabelled
+    copy = write_lmdb(tmp_path / "copy.lmdb", (dict(ds.record(i), label=0) for i in range(7)), ["all"])
+    assert copy["written"] == 7
+    ds2 = LMDBDataset(tmp_path / "copy.lmdb")
+    assert (ds2.labels == 0).all() and all((ds2[i]["image"] == imgs[i]).all() for i in range(7))
+    assert verify_lmdb(out, progress=False)["ok"]
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_lmdb(out, samples, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="label 5 outside"):
+        write_lmdb(tmp_path / "bad.lmdb", [{"image": imgs[0], "label": 5}], ["a"])
+
+
+def test_reader_refuses_unknown_version_and_unfinished(tmp_path):
+    out = tmp_path / "v.lmdb"
+    write_lmdb(out, [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["x"])
+    release_readonly(out)
+    env = lmdb.open(str(out), subdir=True)
+    with env.begin(write=True) as txn:
+        meta = json.loads(txn.get(META_KEY))
+        meta["version"] = FORMAT_VERSION + 1
+        txn.put(META_KEY, json.dumps(meta).encode())
+    env.close()
+    with pytest.raises(LMDBFormatError, match=f"version {FORMAT_VERSION + 1}.*upgrade lightface"):
+        LMDBDataset(out)
+    unfinished = tmp_path / "u.lmdb"
+    env = lmdb.open(str(unfinished), subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(PROGRESS_KEY, b"{}")
+    env.close()
+    with pytest.raises(LMDBFormatError, match="unfinished build.*--resume"):
+        LMDBDataset(unfinished)
+    with pytest.raises(FileNotFoundError, match="missing data.mdb"):
+        LMDBDataset(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------- building
+def test_build_orl_labels_without_decoding(orl_small, tmp_path, monkeypatch):
+    out = tmp_path / "orl.lmdb"
+    s = build_lmdb(orl_small, out, progress=False, batch_size=5)
+    assert s["written"] == 16 and s["skipped"] == 0 and s["num_classes"] == 4
+    ds = LMDBDataset(out)
+    assert ds.classes == ["s1", "s2", "s3", "s10"]  # natural order
+    np.testing.assert_array_equal(ds.labels, np.repeat(np.arange(4), 4))
+    meta = ds.metadata
+    assert meta["image"] == {"shape": [144, 144], "color": "gray", "channel_order": "gray", "encoding": "png",
+                             "quality": None}
+    assert meta["alignment"]["method"] == "none" and meta["landmarks"] is False
+    # labels, classes and attributes never decode an image
+    import lightface.data.lmdb_dataset as mod
+
+    monkeypatch.setattr(mod, "decode_payload", lambda *a, **k: pytest.fail("decoded an image"))
+    ds = LMDBDataset(out)
+    assert ds.attributes(5) == {"source": "s2/2.pgm"} and ds.labels.sum() == 4 * (0 + 1 + 2 + 3)
+
+
+def test_orl_images_match_source(orl_small, tmp_path):
+    out = tmp_path / "orl_none.lmdb"
+    build_lmdb(orl_small, out, resize="none", encoding="raw", progress=False)
+    ds = LMDBDataset(out)
+    assert ds.metadata["image"]["shape"] == [112, 92]
+    src = cv2.imread(str(orl_small / "s3" / "1.pgm"), cv2.IMREAD_GRAYSCALE)
+    i = [ds.attributes(k)["source"] for k in range(len(ds))].index("s3/1.pgm")
+    np.testing.assert_array_equal(ds[i]["image"], src)
+
+
+def test_bad_files_are_skipped_and_reported(shared_data, tmp_path):
+    src = link_tree(tmp_path / "src", shared_data / "lfw_identities" / "images", ["Ann_Veneman"], per_id=3)
+    bad = src / "Bad_Person"
+    bad.mkdir()
+    jpg = (shared_data / "lfw_identities" / "images" / "Ann_Veneman" / "Ann_Veneman_0004.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.png").write_text("this is not an image\n")
+    (bad / "notes.txt").write_text("ignored, not an image extension")
+    out = tmp_path / "out.lmdb"
+    assert run_cli(src, out, "--size", 64, "--batch-size", 2) == 0
+    report = json.loads((out / REPORT_NAME).read_text())
+    reasons = {Path(r["source"]).name: r["reason"] for r in report["skipped"]}
+    assert set(reasons) == {"truncated.jpg", "empty.jpg", "text.png"}
+    assert "truncated" in reasons["truncated.jpg"] and "empty" in reasons["empty.jpg"]
+    assert "not a readable image" in reasons["text.png"]
+    assert [r["source"] for r in report["ignored"]] == ["Bad_Person/notes.txt"]
+    assert report["summary"]["written"] == 3 and report["summary"]["skipped"] == 3
+    ds = LMDBDataset(out)
+    assert len(ds) == 3 and ds.classes == ["Ann_Veneman", "Bad_Person"]
+    # --strict turns skipped files into a failure; an existing dataset needs --overwrite
+    assert run_cli(src, out, "--size", 64) == 1
+    assert run_cli(src, out, "--size", 64, "--overwrite", "--strict") == 1
+    assert len(LMDBDataset(out)) == 3
+    # nothing writable -> exit 1, report still written
+    only_bad = tmp_path / "only_bad"
+    (only_bad / "x").mkdir(parents=True)
+    (only_bad / "x" / "empty.png").write_bytes(b"")
+    assert run_cli(only_bad, tmp_path / "none.lmdb") == 1
+    assert json.loads((tmp_path / "none.lmdb" / REPORT_NAME).read_text())["summary"]["written"] == 0
+
+
+def test_info_and_verify(orl_small, tmp_path, capsys):
+    out = tmp_path / "iv.lmdb"
+    build_lmdb(orl_small, out, size=32, encoding="jpeg", quality=80, progress=False)
+    capsys.readouterr()
+    assert run_cli("--info", out) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["count"] == 16 and meta["image"]["encoding"] == "jpeg" and meta["image"]["quality"] == 80
+    assert run_cli("--verify", out) == 0
+    assert json.loads(capsys.readouterr().out)["checked"] == 16
+    # corrupt one record's label -> verify fails
+    release_readonly(out)
+    env = lmdb.open(str(out), subdir=True)
+    with env.begin(write=True) as txn:
+        header, payload = unpack_record(txn.get(sample_key(3)))
+        txn.put(sample_key(3), pack_record(payload, 99, header["shape"], None, header.get("attributes")))
+    env.close()
+    assert run_cli("--verify", out) == 1
+    assert "label 99 outside" in capsys.readouterr().out
+    assert run_cli("--info", tmp_path / "missing") == 1
+
+
+def test_lfw_landmarks_alignment(shared_data, tmp_path):
+    root = shared_data / "lfw_identities"
+    src = link_tree(tmp_path / "lfw", root / "images", ["Ann_Veneman", "Gordon_Brown", "Hugo_Chavez"], per_id=4)
+    out = tmp_path / "lfw.lmdb"
+    s = build_lmdb(src, out, landmarks=root / "landmarks_5pt.txt", color="rgb", progress=False)
+    assert s["written"] == 12 and s["num_classes"] == 3
+    ds = LMDBDataset(out)
+    assert ds.metadata["landmarks"] and ds.metadata["alignment"]["template"] == "lightcnn_train"
+    lm = np.stack([ds[i]["landmarks"] for i in range(len(ds))])
+    assert ds[0]["image"].shape == (144, 144, 3)
+    eye, mouth = (lm[:, 0] + lm[:, 1]) / 2, (lm[:, 3] + lm[:, 4]) / 2
+    assert np.abs(eye - (72, 48)).mean() < 2 and np.abs(mouth - (72, 96)).mean() < 2.5
+    # the centred 128 crop of the stored 144 crop is the Light CNN test crop
+    x = eval_transform()(image=ds[0]["image"])["image"]
+    assert x.shape == (3, 128, 128) and x.dtype == torch.float32
+
+
+def test_cfp_pose_tags(shared_data, tmp_path):
+    src = link_tree(tmp_path / "cfp", shared_data / "cfp" / "Images", ["451", "452"])
+    for i in ("451", "452"):
+        for pose in ("frontal", "profile"):
+            (src / i / pose).unlink()
+            (src / i / pose).symlink_to(shared_data / "cfp" / "Images" / i / pose)
+    out = tmp_path / "cfp.lmdb"
+    s = build_lmdb(src, out, size=48, progress=False)
+    assert s["written"] == 28 and s["num_classes"] == 2
+    ds = LMDBDataset(out)
+    assert ds.classes == ["451", "452"] and ds.metadata["attributes"] == ["pose", "source"]
+    poses = [ds.attributes(i)["pose"] for i in range(len(ds))]
+    assert poses.count("frontal") == 20 and poses.count("profile") == 8
+    assert ds[27]["attributes"]["pose"] == "profile"
+
+
+def test_list_file_source(orl_small, tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"# Light CNN list\ns1/1.pgm 0\ns2/1.pgm 3\n{orl_small}/s3/2.pgm 1\nmissing/x.pgm 2\n")
+    out = tmp_path / "list.lmdb"
+    s = build_lmdb(lst, out, list_root=orl_small, size=32, progress=False)
+    assert s["written"] == 3 and s["skipped"] == 1 and s["num_classes"] == 4
+    ds = LMDBDataset(out)
+    np.testing.assert_array_equal(ds.labels, [0, 3, 1])
+    assert ds.classes == ["0", "1", "2", "3"]
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["skipped"][0]["source"] == "missing/x.pgm" and "cannot read" in report["skipped"][0]["reason"]
+
+
+def test_shuffle_is_seeded(orl_small, tmp_path):
+    a = build_lmdb(orl_small, tmp_path / "a", size=16, shuffle=True, seed=3, progress=False)
+    b = build_lmdb(orl_small, tmp_path / "b", size=16, shuffle=True, seed=3, progress=False)
+    c = build_lmdb(orl_small, tmp_path / "c", size=16, shuffle=True, seed=4, progress=False)
+    assert a["written"] == b["written"] == c["written"] == 16
+    la, lb, lc = (LMDBDataset(tmp_path / n).labels for n in "abc")
+    np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(la, lc) and not np.array_equal(la, np.sort(la))
+    np.testing.assert_array_equal(np.sort(la), np.repeat(np.arange(4), 4))
+
+
+def test_detect_source(shared_data, shared_models, tmp_path):
+    src = tmp_path / "det"
+    (src / "crops").mkdir(parents=True)
+    for f in sorted((shared_data / "real_lq_faces" / "gfpgan_cropped_faces").glob("*.png"))[:2]:
+        (src / "crops" / f.name).symlink_to(f)
+    cv2.imwrite(str(src / "crops" / "blank.png"), np.full((200, 200, 3), 128, np.uint8))
+    out = tmp_path / "det.lmdb"
+    s = build_lmdb(src, out, detect=str(shared_models / "det_500m.onnx"), size=128, template="lightcnn",
+                   progress=False)
+    assert s["written"] == 2 and s["skipped"] == 1
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["skipped"] == [{"source": "crops/blank.png", "reason": "no face detected"}]
+    ds = LMDBDataset(out)
+    lm = ds[0]["landmarks"]
+    assert np.abs((lm[0] + lm[1]) / 2 - (64, 40)).max() < 4
+    assert ds.metadata["alignment"]["method"] == "detect"
+
+
+# ----------------------------------------------------------------------- RecordIO
+def test_recordio_framing_matches_mxnet_layout(tmp_path):
+    """Hand-framed bytes (magic, lrec with cflag in the top 3 bits, 4-byte padding) read back."""
+    magic = struct.pack("<I", RECORDIO_MAGIC)
+    whole = pack_irecord(IRHeader(0, 3.0, 7, 0), b"abcde")
+    part1, part2 = b"12345678", b"xyz"  # payload part1 + MAGIC + part2, split at the magic word
+    raw = (magic + struct.pack("<I", len(whole)) + whole + b"\0" * (-len(whole) % 4)
+           + magic + struct.pack("<I", (1 << 29) | len(part1)) + part1
+           + magic + struct.pack("<I", (3 << 29) | len(part2)) + part2 + b"\0")
+    rec = tmp_path / "hand.rec"
+    rec.write_bytes(raw)
+    reader = RecordIOReader(rec)
+    got = list(reader.scan())
+    assert [o for o, _ in got] == [0, 8 + 24 + 8]
+    header, img = unpack_irecord(got[0][1])
+    assert header == IRHeader(0, 3.0, 7, 0) and img == b"abcde"
+    assert got[1][1] == part1 + magic + part2
+    # our writer produces exactly these bytes
+    with RecordIOWriter(tmp_path / "ours.rec") as w:
+        w.write(whole)
+        w.write(part1 + magic + part2)
+    assert (tmp_path / "ours.rec").read_bytes() == raw
+    vec = pack_irecord(IRHeader(2, np.array([5.0, 9.0], np.float32)), b"img")
+    h, body = unpack_irecord(vec)
+    assert h.flag == 2 and h.class_label == 5.0 and body == b"img"
+
+
+def test_recordio_source(shared_data, tmp_path):
+    """An InsightFace-style train.rec/.idx: header record 0, then JPEG records with labels."""
+    files = []
+    for lab, name in enumerate(["Ann_Veneman", "Gordon_Brown"]):
+        files += [(f, lab) for f in sorted((shared_data / "lfw_identities" / "images" / name).glob("*.jpg"))[:3]]
+    d = tmp_path / "ms1m"
+    d.mkdir()
+    with RecordIOWriter(d / "train.rec", d / "train.idx") as w:
+        w.write(pack_irecord(IRHeader(2, np.array([len(files) + 1, len(files) + 3], np.float32)), b""), idx=0)
+        for i, (f, lab) in enumerate(files, 1):
+            img = cv2.resize(cv2.imread(str(f)), (112, 112))
+            payload = cv2.imencode(".jpg", img)[1].tobytes()
+            w.write(pack_irecord(IRHeader(0, float(lab), i, 0), payload), idx=i)
+        w.write(pack_irecord(IRHeader(2, np.array([1, 4], np.float32)), b""), idx=len(files) + 1)  # identity record
+    out = tmp_path / "rec.lmdb"
+    s = build_lmdb(d / "train.rec", out, size=144, progress=False)
+    assert s["source_kind"] == "recordio" and s["written"] == 6 and s["num_classes"] == 2
+    ds = LMDBDataset(out)
+    np.testing.assert_array_equal(ds.labels, [0, 0, 0, 1, 1, 1])
+    assert ds.attributes(4)["source"] == "train.rec#5"
+    assert ds.metadata["alignment"]["source_template"] == "arcface"
+    lm = ds[0]["landmarks"]  # arcface template points re-aligned to the Light CNN training template
+    np.testing.assert_allclose((lm[0] + lm[1]) / 2, (72, 48), atol=1.5)
+    assert build_lmdb(d, tmp_path / "rec2.lmdb", size=32, progress=False)["written"] == 6
+
+
+# ----------------------------------------------------------------------- reader in workers
+@pytest.mark.parametrize("ctx", ["fork", "spawn"])
+def test_dataloader_workers(orl_small, tmp_path, ctx):
+    out = tmp_path / f"dl_{ctx}.lmdb"
+    build_lmdb(orl_small, out, progress=False)
+    ds = LMDBDataset(out, transform=train_transform(blur=0.5, noise=0.5, jpeg=0.5, downscale=0.5))
+    ds[0]  # the parent holds an open environment before the workers start
+    dl = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=True,
+                                     multiprocessing_context=ctx, persistent_workers=False)
+    labels = []
+    for batch in dl:
+        x = batch["image"]
+        assert x.shape[1:] == (1, 128, 128) and x.dtype == torch.float32
+        assert 0 <= x.min() and x.max() <= 1
+        labels.append(batch["label"])
+    assert sorted(torch.cat(labels).tolist()) == sorted(ds.labels.tolist())
+
+
+def test_transforms():
+    img = np.tile(np.arange(144, dtype=np.uint8), (144, 1))
+    x = eval_transform()(image=img)["image"]
+    assert x.shape == (1, 128, 128)
+    np.testing.assert_allclose(x[0, 0].numpy(), np.arange(8, 136) / 255.0, atol=1e-6)
+    flipped = train_transform(flip=1.0, to_tensor=False)(image=img)["image"]
+    assert flipped.shape == (128, 128) and (np.diff(flipped[0].astype(int)) == -1).all()
+    small = eval_transform()(image=np.full((100, 100), 255, np.uint8))["image"]
+    assert small.shape == (1, 128, 128) and small[0, 0, 0] == 0 and small[0, 64, 64] == 1
+    rgb = eval_transform(rgb=True)(image=np.dstack([np.zeros((144, 144), np.uint8)] * 2
+                                                   + [np.full((144, 144), 255, np.uint8)]))["image"]
+    assert rgb.shape == (3, 128, 128) and rgb[0].min() == 1 and rgb[2].max() == 0  # BGR red -> RGB channel 0
+    with pytest.raises(ValueError, match="probability"):
+        train_transform(blur=2)
+
+
+# ----------------------------------------------------------------------- kill and resume
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
+    root = shared_data / "lfw_identities"
+    out = tmp_path / "killed.lmdb"
+    args = [sys.executable, "-m", "pipelines.build_lmdb", root / "images", out, "--landmarks",
+            root / "landmarks_5pt.txt", "--batch-size", "8", "--shuffle", "--seed", "1", "--no-progress"]
+    args = [str(a) for a in args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = partial_path(out)
+    done = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (partial / "data.mdb").exists():
+            penv = lmdb.open(str(partial), readonly=True, lock=False, subdir=True)
+            with penv.begin() as txn:
+                raw = txn.get(PROGRESS_KEY)
+            penv.close()
+            done = json.loads(raw)["next"] if raw else 0
+            if done >= 24:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 24 <= done < 180 and partial.exists() and not out.exists()
+    with pytest.raises(LMDBFormatError, match="resume"):
+        read_metadata(partial)
+    assert run_cli(*args[3:5], "--landmarks", root / "landmarks_5pt.txt", "--batch-size", 8, "--shuffle",
+                   "--seed", 1, "--resume") == 0
+    assert json.loads((out / REPORT_NAME).read_text())["summary"]["resumed_from"] >= 24
+    ref = tmp_path / "ref.lmdb"
+    assert run_cli(root / "images", ref, "--landmarks", root / "landmarks_5pt.txt", "--batch-size", 64,
+                   "--shuffle", "--seed", 1, "--workers", 2) == 0
+    a, b = read_all(out), read_all(ref)
+    assert a.keys() == b.keys() and len(a) == 180 + 2
+    meta_a, meta_b = strip_build_time(a.pop(META_KEY)), strip_build_time(b.pop(META_KEY))
+    assert meta_a == meta_b
+    assert a == b  # every record and the label array, byte for byte
+    # resuming with different options is refused
+    out2 = tmp_path / "other.lmdb"
+    build_lmdb(root / "images", out2, landmarks=root / "landmarks_5pt.txt", progress=False)
+    assert run_cli(root / "images", out2, "--resume") == 1  # complete dataset, no --overwrite
