@@ -1,0 +1,95 @@
+"""Pair-list parsers and verification metrics."""
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lightface.eval.verification import (
+    best_threshold,
+    plot_roc,
+    read_cfp_pairs,
+    read_label_pairs,
+    read_lfw_pairs,
+    read_pairs,
+    verification_metrics,
+)
+
+
+def test_lfw_pairs_view2(tmp_path):
+    lines = ["2\t2"]
+    for f in range(2):
+        lines += [f"Ann_Veneman\t{1 + f}\t{3 + f}", "Tom_Ridge\t1\t2",
+                  f"Ann_Veneman\t{1 + f}\tTom_Ridge\t10", "Gray_Davis\t5\tJohn_Snow\t7"]
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    pairs = read_pairs(path)
+    assert len(pairs) == 8
+    assert pairs.a[0] == "Ann_Veneman/Ann_Veneman_0001.jpg" and pairs.b[0] == "Ann_Veneman/Ann_Veneman_0003.jpg"
+    assert pairs.b[2] == "Tom_Ridge/Tom_Ridge_0010.jpg"
+    assert list(pairs.labels) == [True, True, False, False] * 2
+    assert list(pairs.folds) == [0, 0, 0, 0, 1, 1, 1, 1]
+    path.write_text("3 2\n" + "\n".join(lines[1:]))
+    with pytest.raises(ValueError, match="header says"):
+        read_lfw_pairs(path)
+
+
+def test_label_pairs(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("# comment\n1 a/1.jpg a/2.jpg\nsame b/1.jpg b/2.jpg\n0 a/1.jpg b/1.jpg\n")
+    pairs = read_pairs(path)
+    assert list(pairs.labels) == [True, True, False] and pairs.folds is None
+    assert pairs.paths == ["a/1.jpg", "b/1.jpg", "a/2.jpg", "b/2.jpg"]
+    path.write_text("maybe a b\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:1"):
+        read_label_pairs(path)
+
+
+def test_cfp_protocol(tmp_path):
+    proto = tmp_path / "Protocol"
+    (proto / "Split" / "FP" / "01").mkdir(parents=True)
+    (proto / "Split" / "FP" / "02").mkdir(parents=True)
+    (proto / "Pair_list_F.txt").write_text("1 ../Data/Images/001/frontal/01.jpg\n2 ../Data/Images/002/frontal/01.jpg\n")
+    (proto / "Pair_list_P.txt").write_text("1 ../Data/Images/001/profile/01.jpg\n2 ../Data/Images/002/profile/01.jpg\n")
+    for s in ("01", "02"):
+        (proto / "Split" / "FP" / s / "same.txt").write_text("1,1\n2,2\n")
+        (proto / "Split" / "FP" / s / "diff.txt").write_text("1,2\n")
+    pairs = read_pairs(proto, fmt="cfp-fp")
+    assert len(pairs) == 6 and list(pairs.folds) == [0, 0, 0, 1, 1, 1]
+    assert pairs.a[0] == "Images/001/frontal/01.jpg" and pairs.b[2] == "Images/002/profile/01.jpg"
+    assert list(pairs.labels) == [True, True, False] * 2
+    with pytest.raises(FileNotFoundError, match="FF"):
+        read_cfp_pairs(proto, "FF")
+
+
+def test_metrics_on_separable_and_random_scores():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(600, bool), np.zeros(600, bool)]
+    perfect = np.where(labels, 0.8, 0.1) + rng.normal(0, 0.01, 1200)
+    m = verification_metrics(perfect, labels)
+    assert m["accuracy_mean"] == 1.0 and m["auc"] == 1.0 and m["eer"] == 0.0
+    assert m["tar_at_far"]["1e-01"] == 1.0 and m["tar_at_far"]["1e-02"] == 1.0
+    assert m["tar_at_far"]["1e-03"] is None  # 600 negatives < 1/1e-3
+    assert 0.1 < m["threshold"] <= 0.8 and m["n_folds"] == 10
+    noisy = np.where(labels, 0.6, 0.4) + rng.normal(0, 0.15, 1200)
+    m = verification_metrics(noisy, labels, folds=np.arange(1200) % 10)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, noisy))
+    # Gaussian classes 0.2 apart with sigma 0.15 -> accuracy about Phi(0.1/0.15) = 0.75
+    assert 0.70 < m["accuracy_mean"] < 0.80 and 0.20 < m["eer"] < 0.30 and m["accuracy_std"] > 0
+    assert 0.45 < m["threshold"] < 0.55
+
+
+def test_threshold_hand_computed():
+    scores = np.array([0.9, 0.8, 0.35, 0.3, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert best_threshold(scores, labels) == pytest.approx(0.325)
+    with pytest.raises(ValueError, match="NaN"):
+        verification_metrics([0.1, np.nan], [True, False])
+    with pytest.raises(ValueError, match="both"):
+        verification_metrics([0.1, 0.2], [True, True])
+
+
+def test_plot_roc(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    scores = labels * 0.3 + rng.random(200)
+    out = plot_roc(scores, labels, tmp_path / "roc.png", title="test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
