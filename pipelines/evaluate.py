@@ -1,0 +1,136 @@
+"""Face verification evaluation of a Light CNN on a pair list.
+
+    python -m pipelines.evaluate --weights LightCNN_29Layers_V2_checkpoint.pth.tar \\
+        --pairs lfw/pairs.txt --images lfw/images --landmarks lfw/landmarks_5pt.txt \\
+        --out report.json --plot roc.png
+
+Images are aligned with the given 5-point landmarks (``--landmarks``: ``relpath x1 y1 ... x5
+y5`` lines), or detected and aligned (``--detector``), or, with neither, are taken to be
+Light CNN crops already. Pair lists: LFW ``pairs.txt`` (View 2; its 10 folds are used),
+``label path_a path_b`` files, or a CFP ``Protocol`` folder (``--pairs-format cfp-ff|cfp-fp``).
+Images that fail (unreadable, no landmarks, no face) are reported and their pairs skipped.
+The report holds 10-fold accuracy (mean/std), TAR@FAR, ROC AUC, EER and ``threshold``,
+the accuracy-maximising cosine threshold (use it as ``FaceEmbedder(threshold=...)``).
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+logger = logging.getLogger("pipelines.evaluate")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Verification accuracy / ROC of a Light CNN on face pairs", add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint: a lightface checkpoint or an official Light CNN .pth.tar")
+    p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
+                   help="architecture (only needed for a bare state_dict)")
+    p.add_argument("--pairs", required=True, help="pair list: LFW pairs.txt, 'label path_a path_b' file, or CFP Protocol folder")
+    p.add_argument("--pairs-format", default="auto", choices=["auto", "lfw", "labels", "cfp-ff", "cfp-fp"],
+                   help="pair-list format (auto: folder = CFP FF, integer header = LFW, else labels)")
+    p.add_argument("--images", required=True, help="root folder the pair list's image paths are relative to")
+    p.add_argument("--ext", default=".jpg", help="image extension for LFW pair lists")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--landmarks", default=None, help="5-point landmarks file ('relpath x1 y1 ... x5 y5' per line)")
+    how.add_argument("--detector", default=None, help="detect and align faces: InsightFace pack name or detector .onnx")
+    p.add_argument("--out", default="report.json", help="JSON report path")
+    p.add_argument("--plot", default=None, help="ROC plot PNG path (none when omitted)")
+    p.add_argument("--folds", type=int, default=10, help="cross-validation folds when the pair list has none")
+    p.add_argument("--flip", action="store_true", help="flip fusion (average features of face and mirror)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    return p
+
+
+def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndarray], failed: Dict[str, str]):
+    from lightface.data.align import align_face
+    from lightface.data.io import read_image
+
+    crops, kept = [], []
+    for rel in paths:
+        key = rel.replace("\\", "/")
+        if key not in table:
+            failed[rel] = f"{rel}: no landmarks in the landmarks file"
+            continue
+        try:
+            crops.append(align_face(read_image(root / rel), table[key], template="lightcnn", size=128)[0])
+        except ValueError as err:  # ImageReadError, degenerate landmarks
+            failed[rel] = f"{rel}: {err}"
+            continue
+        kept.append(rel)
+    return crops, kept
+
+
+def main(args: argparse.Namespace) -> Dict[str, object]:
+    """Run the evaluation; writes ``args.out`` (and ``args.plot``) and returns the report dict."""
+    from tqdm.auto import tqdm
+
+    from lightface.data.sources import read_landmarks_file
+    from lightface.embed import FaceEmbedder, similarity
+    from lightface.eval.verification import plot_roc, read_pairs, verification_metrics
+
+    pairs = read_pairs(args.pairs, args.pairs_format, args.ext)
+    root = Path(args.images)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images folder not found: {root}")
+    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=args.detector, flip=args.flip)
+    table = read_landmarks_file(args.landmarks) if args.landmarks else None
+    paths = pairs.paths
+    index = {p: i for i, p in enumerate(paths)}
+    emb = np.full((len(paths), 256), np.nan, np.float32)
+    failed: Dict[str, str] = {}
+    with tqdm(total=len(paths), desc="embedding", unit="img") as bar:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = paths[start:start + args.batch_size]
+            if table is not None:
+                inputs, kept = _crops_from_landmarks(root, chunk, table, failed)
+                aligned = True
+            else:
+                inputs, kept = [root / p for p in chunk], chunk
+                aligned = args.detector is None
+            if inputs:
+                res = embedder.try_embed(inputs, aligned=aligned, batch_size=args.batch_size)
+                for i, rel in enumerate(kept):
+                    if i in res.errors:
+                        failed[rel] = res.errors[i]
+                    else:
+                        emb[index[rel]] = res.embeddings[i]
+            bar.update(len(chunk))
+    ia = np.array([index[p] for p in pairs.a])
+    ib = np.array([index[p] for p in pairs.b])
+    scores = similarity(emb[ia], emb[ib])
+    ok = np.isfinite(scores)
+    if failed:
+        logger.warning("%d images failed; %d of %d pairs skipped: %s", len(failed), int((~ok).sum()), len(pairs),
+                       "; ".join(list(failed.values())[:5]))
+    folds = pairs.folds[ok] if pairs.folds is not None else None
+    metrics = verification_metrics(scores[ok], pairs.labels[ok], folds=folds, n_folds=args.folds)
+    report = {
+        **metrics,
+        "weights": str(args.weights),
+        "arch": getattr(embedder.model, "arch", None),
+        "pairs": str(args.pairs),
+        "alignment": "landmarks" if table is not None else ("detector" if args.detector else "pre-aligned"),
+        "flip": bool(args.flip),
+        "n_images": len(paths),
+        "failed_images": failed,
+        "skipped_pairs": int((~ok).sum()),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot_roc(scores[ok], pairs.labels[ok], args.plot, title=f"{report['arch']} on {Path(args.pairs).name}", metrics=metrics)
+    tar = ", ".join(f"TAR@FAR={k}: {v:.4f}" for k, v in metrics["tar_at_far"].items() if v is not None)
+    logger.info("accuracy %.4f +- %.4f, AUC %.4f, EER %.4f, threshold %.4f%s -> %s", metrics["accuracy_mean"],
+                metrics["accuracy_std"], metrics["auc"], metrics["eer"], metrics["threshold"], f", {tar}" if tar else "", out)
+    return report
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(get_args_parser().parse_args())

@@ -1,0 +1,118 @@
+"""extract_embeddings and evaluate CLIs end to end on real LFW identities.
+
+Random Light CNN weights in the official file layout (no official weights on this machine):
+the metrics are meaningless as numbers but every stage runs on real faces.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+from lightface.embed import FaceEmbedder
+from pipelines import evaluate, extract_embeddings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("w") / "LightCNN_9Layers_checkpoint.pth.tar"
+    torch.save(official_checkpoint(build_baseline("lightcnn9", num_classes=10)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lfw(shared_data):
+    root = shared_data / "lfw_identities"
+    names = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
+    assert len(names) == 18
+    return root, names
+
+
+def _lfw_pairs_file(path, names):
+    """LFW View-2 layout, 2 folds x 18 matched + 18 mismatched pairs over all 18 identities."""
+    lines = ["2\t18"]
+    for fold in range(2):
+        lines += [f"{n}\t{1 + fold}\t{2 + fold}" for n in names]
+        lines += [f"{n}\t{1 + fold}\t{names[(k + 1 + fold) % 18]}\t3" for k, n in enumerate(names)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_evaluate_cli_with_landmarks_on_lfw(tmp_path, weights, lfw):
+    root, names = lfw
+    pairs = _lfw_pairs_file(tmp_path / "pairs.txt", names)
+    argv = ["--weights", str(weights), "--pairs", str(pairs), "--images", str(root / "images"),
+            "--landmarks", str(root / "landmarks_5pt.txt"), "--out", str(tmp_path / "r" / "report.json"),
+            "--plot", str(tmp_path / "roc.png"), "--device", "cpu"]
+    report = evaluate.main(evaluate.get_args_parser().parse_args(argv))
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert saved["n_pairs"] == 72 and saved["n_same"] == 36 and saved["n_folds"] == 2
+    assert saved["alignment"] == "landmarks" and saved["arch"] == "lightcnn9" and not saved["failed_images"]
+    assert 0.0 <= saved["accuracy_mean"] <= 1.0 and 0.0 <= saved["auc"] <= 1.0 and 0.0 <= saved["eer"] <= 1.0
+    assert saved["tar_at_far"]["1e-01"] is not None and saved["tar_at_far"]["1e-02"] is None
+    assert report["threshold"] == saved["threshold"]
+    assert (tmp_path / "roc.png").stat().st_size > 10_000
+
+
+def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_models):
+    root, names = lfw
+    images = tmp_path / "images"
+    for n in names[:4]:
+        (images / n).mkdir(parents=True)
+        for k in (1, 2):
+            src = root / "images" / n / f"{n}_{k:04d}.jpg"
+            (images / n / src.name).write_bytes(src.read_bytes())
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    lines = [f"1 {n}/{n}_0001.jpg {n}/{n}_0002.jpg" for n in names[:4]]
+    lines += [f"0 {names[k]}/{names[k]}_0001.jpg {names[k + 1]}/{names[k + 1]}_0002.jpg" for k in range(3)]
+    lines += [f"0 broken.jpg {names[0]}/{names[0]}_0001.jpg"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    argv = ["--weights", str(weights), "--pairs", str(tmp_path / "pairs.txt"), "--images", str(images),
+            "--detector", str(shared_models / "det_500m.onnx"), "--out", str(tmp_path / "report.json"),
+            "--folds", "3", "--device", "cpu"]
+    report = evaluate.main(evaluate.get_args_parser().parse_args(argv))
+    assert report["alignment"] == "detector" and report["n_pairs"] == 7 and report["skipped_pairs"] == 1
+    assert list(report["failed_images"]) == ["broken.jpg"]
+
+
+def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):
+    root, names = lfw
+    src = tmp_path / "in"
+    for n in names[:2]:
+        (src / n).mkdir(parents=True)
+        for k in (1, 2):
+            f = root / "images" / n / f"{n}_{k:04d}.jpg"
+            (src / n / f.name).write_bytes(f.read_bytes())
+    (src / names[0] / "empty.png").write_bytes(b"")
+    common = ["--weights", str(weights), "-i", str(src), "--detector", str(shared_models / "det_500m.onnx"),
+              "--device", "cpu", "--batch-size", "2"]
+    out = extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(common + ["-o", str(tmp_path / "e.npz")]))
+    assert out["count"] == 4 and list(out["failed"]) == [f"{names[0]}/empty.png"]
+    data = np.load(tmp_path / "e.npz")
+    assert data["embeddings"].shape == (4, 256) and data["embeddings"].dtype == np.float32
+    assert list(data["failed_paths"]) == [f"{names[0]}/empty.png"]
+    expected = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx")).embed(
+        [src / p for p in data["paths"]], aligned=False)
+    assert np.allclose(data["embeddings"], expected, atol=1e-5)
+    extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(
+        common + ["-o", str(tmp_path / "feats"), "--format", "feat"]))
+    feat = tmp_path / "feats" / data["paths"][0].replace(".jpg", ".feat")
+    assert feat.stat().st_size == 256 * 4
+    assert np.allclose(np.fromfile(feat, "<f4"), data["embeddings"][0], atol=1e-6)
+    assert "empty.png" in (tmp_path / "feats" / "failures.tsv").read_text()
+    # a list file of aligned crops (Light CNN list with labels) and --aligned
+    (tmp_path / "list.txt").write_text(f"{data['paths'][0]} 0\n{data['paths'][1]} 1\n")
+    res = extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(
+        ["--weights", str(weights), "-i", str(tmp_path / "list.txt"), "--root", str(src), "--aligned",
+         "-o", str(tmp_path / "l.npz"), "--device", "cpu"]))
+    assert res["count"] == 2
+
+
+def test_help_documents_defaults():
+    for mod in (evaluate, extract_embeddings):
+        text = mod.get_args_parser().format_help()
+        assert "default" in text and "--weights" in text
