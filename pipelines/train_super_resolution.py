@@ -14,7 +14,7 @@ from lightface.engine.config import parse_with_config, save_config
 from lightface.engine.gan import add_gan_arguments
 from lightface.engine.sr_trainer import SRTrainConfig, train_super_resolution
 
-D = SRTrainConfig("", "")  # defaults
+D = SRTrainConfig([], "")  # defaults
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "train_super_resolution", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     g = p.add_argument_group("data and run")
-    g.add_argument("--data", required=True, help="HR faces: a lightface LMDB (pipelines.build_lmdb, aligned) or an image folder")
+    g.add_argument("--data", required=True, nargs="+", help="HR faces: lightface LMDBs (pipelines.build_lmdb --color rgb, aligned) and/or image folders, concatenated")
     g.add_argument("--out", required=True, help="run folder: metrics.jsonl, samples/, checkpoints/, model.pth, config.yaml")
     g.add_argument("--val-data", default=D.val_data, help="held-out HR faces for validation; default: --val-count images held out of --data (default: %(default)s)")
     g.add_argument("--val-count", type=int, default=D.val_count, help="validation images (default: %(default)s)")
@@ -60,6 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=D.lr, help="generator Adam learning rate (default: %(default)s)")
     g.add_argument("--d-lr", type=float, default=D.d_lr, help="discriminator Adam learning rate (default: %(default)s)")
     g.add_argument("--steps", type=int, default=D.steps, help="total training steps (default: %(default)s)")
+    g.add_argument("--max-minutes", type=float, default=D.max_minutes, help="stop (validate, save) after this much wall-clock training time; unset: run all --steps (default: %(default)s)")
     g.add_argument("--ema-decay", type=float, default=D.ema_decay, help="EMA generator decay (default: %(default)s)")
     g.add_argument("--val-every", type=int, default=D.val_every, help="validate (PSNR/SSIM/identity cosine) and write a sample grid every N steps (default: %(default)s)")
     g.add_argument("--save-every", type=int, default=D.save_every, help="write checkpoints/latest.pth every N steps (default: %(default)s)")

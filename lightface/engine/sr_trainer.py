@@ -31,11 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
+from ..data import LMDBDataset
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
 from ..data.io import IMAGE_EXTENSIONS, read_image
+from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
+from ..losses.identity import IdentityLoss
 from ..losses.wavelet import WaveletSRLoss
 from ..models.checkpoint import save_model_checkpoint
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 class SRTrainConfig:
     """Options of :func:`train_super_resolution` (the pipeline's flags, same names; see ``--help``)."""
 
-    data: str
+    data: List[str]
     out: str
     scale: int = 8
     hr_size: int = 128
@@ -80,6 +83,7 @@ class SRTrainConfig:
     lr: float = 2e-4
     d_lr: float = 2e-4
     steps: int = 10000
+    max_minutes: Optional[float] = None
     ema_decay: float = 0.999
     val_every: int = 500
     val_count: int = 16
@@ -125,14 +129,22 @@ class _ImageFolder:
         return read_image(self.paths[i], "bgr")
 
 
-def open_hr_source(path: str):
-    """An indexable HR face source: a lightface LMDB (folder with ``data.mdb`` or the ``.mdb`` file) or an image folder."""
+def open_hr_source(paths):
+    """An indexable HR face source from one path or several (concatenated, in order).
+
+    Each path is a lightface LMDB (folder with ``data.mdb``) or a folder of images (recursive).
+    """
+    if isinstance(paths, (list, tuple)):
+        if not paths:
+            raise ValueError("--data: no HR source given")
+        if len(paths) > 1:
+            return ConcatDataset([open_hr_source(p) for p in paths])
+        paths = paths[0]
+    path = str(paths)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--data {path}: no such LMDB or image folder")
-    if (p / "data.mdb").is_file() or p.suffix == ".mdb" or p.suffix == ".lmdb":
-        from ..data import LMDBDataset
-
+    if (p / "data.mdb").is_file():
         return LMDBDataset(str(p))
     return _ImageFolder(p)
 
@@ -190,8 +202,6 @@ class _Validator:
             "val_ssim_bicubic": float(np.mean(ssim(bic.cpu(), hr.cpu()))),
         }
         if self.identity is not None:
-            from ..eval.identity import identity_cosine
-
             net = self.identity.network
             out["val_id_cos"] = float(identity_cosine(net, sr, hr).mean())
             out["val_id_cos_bicubic"] = float(identity_cosine(net, bic, hr).mean())
@@ -203,8 +213,6 @@ def _build_identity(cfg: SRTrainConfig, device: torch.device):
     if not cfg.identity_weights:
         log.info("no --identity-weights: training without the identity loss (l_g_id) and identity metrics")
         return None
-    from ..losses.identity import IdentityLoss
-
     return IdentityLoss(cfg.identity_weights).to(device)
 
 
@@ -339,7 +347,15 @@ def _train(cfg: SRTrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     step = start
     sums: Dict[str, float] = {}
     count = 0
+    t0 = time.monotonic()
     while step < cfg.steps:
+        if cfg.max_minutes is not None and time.monotonic() - t0 > 60.0 * cfg.max_minutes:
+            log.info("--max-minutes %.1f reached at step %d: stopping", cfg.max_minutes, step)
+            if validator is not None:
+                last_val = validator(ema.module, device)
+                logger.log(step, **last_val)
+                make_sample_grid(*validator.last, out / "samples" / f"step_{step:07d}.png")
+            break
         lr_img, hr = next(batches)
         lr_img, hr = lr_img.to(device, non_blocking=True), hr.to(device, non_blocking=True)
         G_train.train()

@@ -3,6 +3,7 @@
 Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) accepted),
 outputs are uint8 BGR; the network itself works on RGB float in [0, 1] (converted here).
 """
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 3:
         return img
     raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
+
+
+def detect_faces(detector, bgr: np.ndarray):
+    """``detector.detect(bgr)``; when nothing is found, retry once on the image padded by half
+    its size on every side (detectors with a fixed input size miss faces that fill the frame,
+    e.g. 1024 px CelebA-HQ portraits). Coordinates are in ``bgr``'s pixels, largest face first."""
+    faces = detector.detect(bgr)
+    if faces:
+        return faces
+    h, w = bgr.shape[:2]
+    pad = max(h, w) // 2
+    padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+    return [dataclasses.replace(f, box=f.box - np.float32(pad), landmarks=f.landmarks - np.float32(pad))
+            for f in detector.detect(padded)]
 
 
 class SuperResolver:
@@ -142,7 +157,7 @@ class SuperResolver:
                              "(e.g. '../shared/models/det_500m.onnx'), or use upscale_face for aligned crops")
         bgr = _as_bgr(photo)
         h, w = bgr.shape[:2]
-        detections = self.detector.detect(bgr)
+        detections = detect_faces(self.detector, bgr)
         if only_center_face and detections:
             centre = np.array([w / 2.0, h / 2.0])
             detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
@@ -208,7 +223,7 @@ def evaluate_super_resolution(
         if aligned:
             hr = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
         else:
-            faces = resolver.detector.detect(img)
+            faces = detect_faces(resolver.detector, img)
             if not faces:
                 skipped.append({"input": str(path), "reason": "no face detected"})
                 continue

@@ -1,0 +1,193 @@
+"""Super-resolution training loop, SuperResolver, paste-back, folder driver and pipelines."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lightface.data.align import align_face, template_points
+from lightface.models.checkpoint import save_model_checkpoint
+from lightface.models.wavelet_srnet import WaveletSRNet
+from lightface.restore.folder import RestoreResult, list_images, load_image_with_alpha, restore_paths
+from lightface.restore.paste import feather_mask, paste_face, rescale_affine
+from lightface.restore.super_resolver import SuperResolver
+
+TINY = dict(scale=4, output_size=32, channels=8, num_blocks=1, head_channels=8)
+
+
+def _faces(tmp_path, n=12, size=32):
+    """Smooth synthetic colour 'faces' written as PNG files (BGR)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        f = rng.uniform(1, 4, 3)
+        img = np.stack([np.sin(f[c] * (xx + yy * (c + 1)) * np.pi) * 0.4 + 0.5 for c in range(3)], -1)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), (img * 255).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    model = WaveletSRNet(**TINY)
+    return save_model_checkpoint(tmp_path / "sr.pth", model, "wavelet_srnet", TINY,
+                                 ema_state_dict=model.state_dict())
+
+
+def test_rescale_affine_maps_pixel_centres():
+    M = np.array([[0.5, 0.0, 3.0], [0.0, 0.5, -2.0]])
+    M2 = rescale_affine(M, src_scale=4, dst_scale=4)
+    # src pixel x maps to dst M x; after scaling both by 4 (pixel centres) the map stays consistent
+    x = np.array([10.0, 7.0])
+    y = M[:, :2] @ x + M[:, 2]
+    x4, y4 = 4 * (x + 0.5) - 0.5, 4 * (y + 0.5) - 0.5
+    np.testing.assert_allclose(M2[:, :2] @ x4 + M2[:, 2], y4)
+    np.testing.assert_allclose(rescale_affine(M), M)
+
+
+def test_paste_face_round_trip_and_feather():
+    rng = np.random.default_rng(1)
+    canvas = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    pts = template_points("lightcnn", 128) * 0.4 + 20
+    crop, M = align_face(canvas, pts, "lightcnn", size=32)
+    out = paste_face(canvas, crop, M)
+    assert out.shape == canvas.shape and out.dtype == np.uint8
+    # pasting the crop it came from changes little inside (resampling only) and nothing far away
+    assert np.abs(out[:5, :5].astype(int) - canvas[:5, :5]).max() == 0
+    white = paste_face(np.zeros((96, 96, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8), M)
+    centre = tuple(np.round(pts.mean(0)).astype(int))[::-1]
+    assert white[centre].min() > 240 and white[0, 0].max() == 0
+    m = feather_mask((64, 64))
+    assert m[32, 32] == pytest.approx(1.0, abs=1e-3) and m[0, 0] == 0 and 0 < m[32, 3] < 1
+
+
+def test_superresolver_untrained_equals_bicubic(tiny_weights):
+    sr = SuperResolver(tiny_weights, device="cpu")
+    assert (sr.scale, sr.input_size, sr.output_size) == (4, 8, 32)
+    x = torch.rand(2, 3, 8, 8)
+    bic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(sr.upscale_tensor(x), bic, atol=1e-5, rtol=0)
+    out = sr.upscale_face(np.zeros((16, 16), np.uint8))  # gray, wrong size: converted and resized
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    with pytest.raises(ValueError, match="detector"):
+        sr.restore(np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        sr.upscale_face(np.zeros((8, 8, 3), np.float32))
+
+
+def test_restore_paths_skips_bad_files_and_keeps_alpha(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((20, 20, 4), 200, np.uint8))  # BGRA
+    cv2.imwrite(str(src / "b.jpg"), np.full((20, 20), 90, np.uint8))  # gray
+    (src / "broken.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(src / "tiny.png"), np.zeros((3, 3, 3), np.uint8))
+    img, alpha, gray = load_image_with_alpha(src / "a.png")
+    assert img.shape == (20, 20, 3) and alpha.shape == (20, 20) and not gray
+
+    def restore(bgr):
+        big = cv2.resize(bgr, (40, 40))
+        return RestoreResult(image=big, crops=[bgr[:8, :8]], faces=[big[:16, :16]])
+
+    summary = restore_paths(src, tmp_path / "out", restore, suffix="sr", show_progress=False)
+    assert {p["input"].split("/")[-1] for p in summary["processed"]} == {"a.png", "b.jpg"}
+    assert {s["input"].split("/")[-1] for s in summary["skipped"]} == {"broken.jpg", "tiny.png"}
+    whole = cv2.imread(str(tmp_path / "out" / "restored_imgs" / "a_sr.png"), cv2.IMREAD_UNCHANGED)
+    assert whole.shape == (40, 40, 4)
+    assert (tmp_path / "out" / "restored_imgs" / "b_sr.jpg").is_file()
+    assert (tmp_path / "out" / "restored_faces" / "b_00_sr.png").is_file()
+    assert cv2.imread(str(tmp_path / "out" / "cmp" / "b_00_sr.png")).shape == (16, 32, 3)
+    with pytest.raises(FileNotFoundError):
+        list_images(tmp_path / "missing")
+
+
+def _train_args(tmp_path, data, out, **over):
+    from pipelines.train_super_resolution import get_args_parser
+
+    argv = ["--data", str(data), "--out", str(out), "--scale", "4", "--hr-size", "32", "--channels", "8",
+            "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4", "--batch-size", "4", "--steps", "4",
+            "--val-every", "2", "--save-every", "2", "--log-every", "1", "--workers", "0", "--val-count", "2",
+            "--discriminator", "wavelet", "--cycle", "0.5"]
+    for k, v in over.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    return get_args_parser().parse_args(argv)
+
+
+def test_train_resume_and_checkpoint_format(tmp_path):
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines.train_super_resolution import main
+
+    data = _faces(tmp_path)
+    out = tmp_path / "run"
+    res = main(_train_args(tmp_path, data, out))
+    assert res["steps"] == 4 and "val_psnr" in res and "val_psnr_bicubic" in res
+    ckpt = load_checkpoint(out / "model.pth")
+    assert ckpt["format"] == "lightface" and ckpt["arch"] == "wavelet_srnet"
+    assert ckpt["model_kwargs"]["scale"] == 4 and "ema_state_dict" in ckpt and ckpt["step"] == 4
+    records = read_metrics(out / "metrics.jsonl")
+    names = set().union(*records)
+    assert {"l_g_wavelet", "l_g_texture", "l_g_pix", "l_g_adv", "l_g_cycle", "l_d"} <= names
+    assert (out / "samples" / "step_0000004.png").is_file()
+    grid = cv2.imread(str(out / "samples" / "step_0000004.png"))
+    assert grid.shape == (2 * 32, 4 * 32, 3)
+    # resume continues from the saved step to the new end
+    res2 = main(_train_args(tmp_path, data, out, steps=6, resume="auto"))
+    assert res2["steps"] == 6
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    sr = SuperResolver(out / "model.pth", device="cpu")
+    assert sr.upscale_face(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)
+
+
+def test_train_with_identity_loss(tmp_path):
+    from lightface.models import get_model
+    from pipelines.train_super_resolution import main
+
+    data = _faces(tmp_path, n=6)
+    lcnn = tmp_path / "lightcnn.pth"
+    save_model_checkpoint(lcnn, get_model("lightcnn9", num_classes=0), "lightcnn9", {"num_classes": 0})
+    res = main(_train_args(tmp_path, data, tmp_path / "run", identity_weights=lcnn, steps=2, adv_weight=0,
+                           val_every=2))
+    assert "val_id_cos" in res and "val_id_cos_bicubic" in res
+    assert -1.0 <= res["val_id_cos"] <= 1.0
+
+
+def test_resume_with_other_model_flags_fails(tmp_path):
+    from pipelines.train_super_resolution import main
+
+    data = _faces(tmp_path, n=6)
+    main(_train_args(tmp_path, data, tmp_path / "run", steps=2))
+    with pytest.raises(ValueError, match="differs"):
+        main(_train_args(tmp_path, data, tmp_path / "run", steps=3, channels=16, resume="auto"))
+
+
+@pytest.mark.slow
+def test_super_resolve_real_photos_and_evaluate(tmp_path, shared_data, shared_models):
+    from pipelines.super_resolve import get_args_parser, main
+
+    data = _faces(tmp_path, n=8, size=64)
+    train_out = tmp_path / "run"
+    from pipelines.train_super_resolution import main as train_main
+
+    train_main(_train_args(tmp_path, data, train_out, hr_size=64, steps=2, adv_weight=0))
+    whole = sorted((shared_data / "real_lq_faces").glob("*whole_imgs"))[0]
+    photos = sorted(whole.iterdir())[:2]
+    (tmp_path / "bad.jpg").write_bytes(b"\x00\x01")
+    out = tmp_path / "res"
+    args = get_args_parser().parse_args(
+        ["-i", *map(str, photos), str(tmp_path / "bad.jpg"), "-o", str(out), "--weights", str(train_out / "model.pth"),
+         "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu",
+         "--evaluate", str(shared_data / "celeba_hq" / "male")])
+    report = main(args)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["processed"]) == 2 and summary["skipped"][0]["input"].endswith("bad.jpg")
+    assert all(p["faces"] >= 1 for p in summary["processed"])
+    img = cv2.imread(str(photos[0]))
+    restored = cv2.imread(str(out / "restored_imgs" / (photos[0].stem + photos[0].suffix)))
+    assert restored.shape[:2] == (img.shape[0] * 4, img.shape[1] * 4)
+    ev = report["evaluation"]
+    assert ev["count"] == 5 and {"psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic"} <= set(ev["mean"])
+    assert (out / "contact_sheet.png").is_file()
