@@ -1,0 +1,189 @@
+"""``Frontalizer``: frontal views of aligned face crops or of every face in a photo, with TP-GAN.
+
+Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) and BGRA
+accepted), outputs are uint8 BGR 128x128; the network works on RGB (or gray, for a
+1-channel model) float in [0, 1] (converted here). Inputs are aligned to the 128x128
+``lightcnn`` template (:func:`lightface.data.align.align_face`), the alignment the model
+was trained with.
+
+Pose direction: a model trained with ``--mirror left`` has only seen faces that look to
+the image's left. Faces whose landmarks say they look the other way are flipped before
+frontalization and the result flipped back (:func:`lightface.data.pose_pairs.facing`).
+Aligned crops carry no landmarks, so they are used as given unless ``facing`` is passed.
+"""
+import logging
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.align import align_face
+from ..data.pose_pairs import facing as face_direction
+from ..engine.checkpoint import load_checkpoint
+from ..engine.distributed import resolve_device
+from ..models.checkpoint import build_from_checkpoint
+from ..models.tpgan import TPGANGenerator
+from .folder import iter_batches
+from .paste import paste_face
+from .super_resolver import _as_bgr, detect_faces
+
+__all__ = ["Frontalizer", "FrontalizedFace"]
+
+log = logging.getLogger(__name__)
+
+SIZE = 128
+
+
+@dataclass
+class FrontalizedFace:
+    """One face of a photo.
+
+    box: float32 (4,) x1, y1, x2, y2 in the photo; landmarks: float32 (5, 2) in the photo;
+    crop: uint8 BGR (128, 128, 3) aligned input crop; frontal: uint8 BGR (128, 128, 3)
+    synthesised frontal view; M: float64 (2, 3) photo -> crop matrix; flipped: whether the
+    face was mirrored to match the model's training direction.
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    crop: np.ndarray
+    frontal: np.ndarray
+    M: np.ndarray
+    flipped: bool
+
+
+class Frontalizer:
+    """Face frontalization with a ``tpgan`` checkpoint.
+
+    Args:
+        weights: checkpoint path (``OUT/checkpoints/final.pth`` of
+            ``pipelines.train_frontalization``), a loaded checkpoint dict, or a built
+            :class:`~lightface.models.tpgan.TPGANGenerator`.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        detector: for whole photos: a :class:`lightface.data.detect.FaceDetector` or a model
+            spec it accepts (ONNX path such as ``../shared/models/det_500m.onnx``, model pack
+            name); None: aligned crops only.
+        ema: use the EMA generator weights when the checkpoint has them (default).
+        mirror: the direction the model was trained on (``"left"``, ``"right"`` or None);
+            default: read from the checkpoint's training config (None when absent).
+
+    Example:
+        >>> fr = Frontalizer("runs/tpgan/checkpoints/final.pth", detector="../shared/models/det_500m.onnx")
+        >>> frontal = fr.frontalize_face(cv2.imread("aligned_profile.png"))   # uint8 BGR 128x128
+        >>> faces = fr.frontalize(cv2.imread("photo.jpg"))                    # list of FrontalizedFace
+    """
+
+    def __init__(self, weights, device: str = "auto", detector=None, ema: bool = True, mirror: Optional[str] = "auto"):
+        self.device = resolve_device(device)
+        config = {}
+        if isinstance(weights, TPGANGenerator):
+            model = weights
+        else:
+            ckpt = load_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
+            if not isinstance(ckpt, dict) or ckpt.get("arch") != "tpgan":
+                arch = ckpt.get("arch") if isinstance(ckpt, dict) else type(ckpt).__name__
+                raise ValueError(f"{weights}: not a tpgan checkpoint (arch {arch!r}); pass "
+                                 "OUT/checkpoints/final.pth written by pipelines.train_frontalization")
+            use_ema = ema and ckpt.get("ema_state_dict") is not None
+            model = build_from_checkpoint(ckpt, ema=use_ema)
+            config = ckpt.get("config") or {}
+            log.info("Frontalizer: %s (%s weights)", weights if isinstance(weights, (str, os.PathLike)) else "checkpoint",
+                     "EMA" if use_ema else "raw")
+        self.model = model.to(self.device).eval()
+        self.channels = self.model.in_channels
+        if mirror == "auto":
+            mirror = config.get("mirror")
+            mirror = None if mirror in (None, "none") else mirror
+        if mirror not in (None, "left", "right"):
+            raise ValueError(f"mirror must be 'left', 'right' or None, got {mirror!r}")
+        self.mirror = mirror
+        if detector is not None and not hasattr(detector, "detect"):
+            from ..data.detect import FaceDetector
+
+            detector = FaceDetector(detector, device="cuda" if self.device.type == "cuda" else "cpu")
+        self.detector = detector
+
+    # -- tensors -----------------------------------------------------------------------
+    @torch.no_grad()
+    def frontalize_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 128, 128) float [0, 1] (RGB, or gray for a 1-channel model) -> same shape, zero noise, clamped."""
+        return self.model.frontalize(x.to(self.device, torch.float32)).clamp_(0, 1).to(x.device)
+
+    # -- numpy crops -------------------------------------------------------------------
+    def _to_tensor(self, crop: np.ndarray) -> np.ndarray:
+        c = _as_bgr(crop)
+        if c.shape[:2] != (SIZE, SIZE):
+            interp = cv2.INTER_AREA if c.shape[0] > SIZE else cv2.INTER_CUBIC
+            c = cv2.resize(c, (SIZE, SIZE), interpolation=interp)
+        if self.channels == 1:
+            return cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)[None]
+        return c[:, :, ::-1].transpose(2, 0, 1)
+
+    def frontalize_faces(
+        self, crops: Sequence[np.ndarray], facings: Optional[Sequence[Optional[str]]] = None, batch_size: int = 16
+    ) -> List[np.ndarray]:
+        """Aligned crops (uint8 BGR / gray / BGRA, resized to 128 when needed) -> uint8 BGR (128, 128, 3) frontal views.
+
+        ``facings``: per crop ``"left"`` / ``"right"`` (the way the face looks, e.g. from
+        :func:`lightface.data.pose_pairs.facing` on its landmarks) or None (unknown: used
+        as given). A crop facing away from the model's training direction is mirrored
+        before and after.
+        """
+        crops = list(crops)
+        facings = list(facings) if facings is not None else [None] * len(crops)
+        if len(facings) != len(crops):
+            raise ValueError(f"got {len(crops)} crops but {len(facings)} facings")
+        flips = [self.mirror is not None and f is not None and f != self.mirror for f in facings]
+        out: List[np.ndarray] = []
+        for idx in iter_batches(list(range(len(crops))), batch_size):
+            arrs = [self._to_tensor(crops[i]) for i in idx]
+            arrs = [a[:, :, ::-1] if flips[i] else a for a, i in zip(arrs, idx)]
+            x = torch.from_numpy(np.ascontiguousarray(np.stack(arrs))).float().div_(255.0)
+            y = self.frontalize_tensor(x).mul_(255.0).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for img, i in zip(y, idx):
+                img = img[:, ::-1] if flips[i] else img
+                img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR) if img.shape[2] == 1 else img[:, :, ::-1]
+                out.append(np.ascontiguousarray(img))
+        return out
+
+    def frontalize_face(self, crop: np.ndarray, facing: Optional[str] = None) -> np.ndarray:
+        """One aligned crop -> uint8 BGR (128, 128, 3) frontal view (see :meth:`frontalize_faces`)."""
+        return self.frontalize_faces([crop], [facing])[0]
+
+    # -- photos ------------------------------------------------------------------------
+    def frontalize(
+        self, photo: np.ndarray, only_center_face: bool = False, batch_size: int = 16
+    ) -> List[FrontalizedFace]:
+        """Whole photo (uint8 BGR (H, W, 3), BGRA or gray) -> one :class:`FrontalizedFace` per detected face.
+
+        Faces are detected (largest first), aligned to the 128x128 ``lightcnn`` template with
+        their 5 landmarks, mirrored to the model's direction when needed and frontalized.
+        ``only_center_face`` keeps the face closest to the image centre. No face -> [].
+        """
+        if self.detector is None:
+            raise ValueError("Frontalizer.frontalize needs a face detector: Frontalizer(weights, detector=...) "
+                             "(e.g. '../shared/models/det_500m.onnx'), or use frontalize_face for aligned crops")
+        bgr = _as_bgr(photo)
+        h, w = bgr.shape[:2]
+        detections = detect_faces(self.detector, bgr)
+        if only_center_face and detections:
+            centre = np.array([w / 2.0, h / 2.0])
+            detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
+        aligned = [align_face(bgr, f.landmarks, "lightcnn", size=SIZE) for f in detections]
+        facings = [face_direction(f.landmarks) for f in detections]
+        frontals = self.frontalize_faces([c for c, _ in aligned], facings, batch_size) if aligned else []
+        return [
+            FrontalizedFace(d.box, d.landmarks, crop, fr, M, self.mirror is not None and fc != self.mirror)
+            for d, (crop, M), fr, fc in zip(detections, aligned, frontals, facings)
+        ]
+
+    @staticmethod
+    def paste_back(photo: np.ndarray, faces: Sequence[FrontalizedFace]) -> np.ndarray:
+        """The photo with every frontal view warped back over its face (feathered blend), uint8 BGR."""
+        canvas = _as_bgr(photo)
+        for f in faces:
+            canvas = paste_face(canvas, f.frontal, f.M)
+        return canvas
