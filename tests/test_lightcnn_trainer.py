@@ -1,0 +1,219 @@
+"""Light CNN training: recipe pieces, a tiny real run on ORL faces, exact resume, NaN stop,
+fine-tuning, relabelling and (slow) a 2-process torchrun run on the CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightface.engine.checkpoint import load_checkpoint
+from lightface.engine.config import parse_with_config
+from lightface.engine.lightcnn_trainer import (
+    NonFiniteLossError,
+    TrainConfig,
+    TrainingError,
+    build_param_groups,
+    stratified_split,
+)
+from lightface.engine.logger import read_metrics
+from lightface.models import get_model
+
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py (pytest puts tests/ on sys.path)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 3 ORL identities x 3 images, 144x144 gray PNG: 9 samples -> 5 steps of 2 per epoch
+IDENTITIES, PER_ID, BATCH = 3, 3, 2
+
+
+def _build(shared_data, out, ids, per_id, first=1):
+    from lightface.data.build import build_lmdb
+
+    lst = out.with_suffix(".txt")
+    lines = [f"{shared_data / 'orl_faces' / f's{i}' / f'{j}.pgm'} {label}"
+             for label, i in enumerate(ids) for j in range(first, first + per_id)]
+    lst.write_text("\n".join(lines) + "\n")
+    build_lmdb(lst, out, size=144, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_lmdb(shared_data, tmp_path_factory):
+    return _build(shared_data, tmp_path_factory.mktemp("data") / "orl_tiny.lmdb", range(1, IDENTITIES + 1), PER_ID)
+
+
+def _args(data, out, *extra):
+    from pipelines.train_lightcnn import get_args_parser
+
+    argv = ["--data", str(data), "--out", str(out), "--batch-size", str(BATCH), "--workers", "0", "--epochs", "2",
+            "--log-every", "1", "--no-tensorboard", *map(str, extra)]
+    return parse_with_config(get_args_parser(), argv)
+
+
+def _train(data, out, *extra):
+    from pipelines.train_lightcnn import main
+
+    return main(_args(data, out, *extra))
+
+
+def _losses(run):
+    return [(r["step"], r["loss"]) for r in read_metrics(Path(run) / "metrics.jsonl") if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_lmdb, tmp_path_factory):
+    """One short real LightCNN-9 run (1 epoch, held-out validation) shared by several tests."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    summary = _train(tiny_lmdb, out, "--val-split", "0.34", "--lr", "0.001", "--epochs", "1")
+    return out, summary
+
+
+# ---------------------------------------------------------------------------------------
+def test_param_groups_follow_the_recipe():
+    model = get_model("lightcnn9", num_classes=10)
+    groups = {g["name"]: g for g in build_param_groups(model, lr=0.01, weight_decay=1e-4)}
+    assert groups["backbone_weight"]["lr"] == pytest.approx(0.01) and groups["backbone_weight"]["weight_decay"] == 1e-4
+    assert groups["backbone_bias"]["lr"] == pytest.approx(0.01) and groups["backbone_bias"]["weight_decay"] == 0.0
+    assert groups["classifier_weight"]["lr"] == pytest.approx(0.1) and groups["classifier_weight"]["weight_decay"] == 1e-4
+    assert groups["classifier_bias"]["lr"] == pytest.approx(0.2) and groups["classifier_bias"]["weight_decay"] == 0.0
+    assert groups["classifier_weight"]["params"] == [model.classifier.weight]
+    n = sum(len(g["params"]) for g in groups.values())
+    assert n == len(list(model.parameters()))
+    v2 = {g["name"] for g in build_param_groups(get_model("lightcnn29v2", num_classes=5), 0.01, 1e-4)}
+    assert "classifier_bias" not in v2  # 29v2's classifier has no bias
+
+
+def test_stratified_split():
+    labels = np.repeat(np.arange(5), [1, 2, 3, 10, 4])
+    train, val = stratified_split(labels, 0.3, seed=1)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    per_class_val = np.bincount(labels[val], minlength=5)
+    assert per_class_val.tolist() == [0, 1, 1, 3, 1]  # singletons stay in training, at least one held out
+    assert np.array_equal(stratified_split(labels, 0.3, seed=1)[1], val)
+    assert len(stratified_split(labels, 0.0)[1]) == 0
+
+
+def test_config_errors_name_the_flag(tmp_path):
+    with pytest.raises(TrainingError, match="--batch-size must be > 0"):
+        TrainConfig(data="x", out="y", batch_size=0).validate()
+    with pytest.raises(TrainingError, match="--classifier-only-epochs needs --finetune"):
+        TrainConfig(data="x", out="y", classifier_only_epochs=2).validate()
+    with pytest.raises(TrainingError, match="unknown training settings"):
+        TrainConfig.from_dict({"data": "x", "learning_rate": 1})
+    with pytest.raises(TrainingError, match="LMDB not found"):
+        _train(tmp_path / "missing.lmdb", tmp_path / "run")
+
+
+def test_tiny_run_outputs(tiny_run, tiny_lmdb):
+    out, summary = tiny_run
+    assert summary["stopped"] == "completed" and summary["step"] == 3  # 6 training samples / batch 2
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png"):
+        assert (out / name).is_file(), name
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["format"] == "lightface" and ckpt["arch"] == "lightcnn9"
+    assert ckpt["model_kwargs"]["num_classes"] == IDENTITIES and ckpt["epoch"] == 1 and ckpt["step"] == 3
+    for key in ("optimizer", "scheduler", "scaler", "config", "rng", "classes"):
+        assert key in ckpt, key
+    assert ckpt["config"]["batch_size"] == BATCH and ckpt["config"]["loss"] == "ce"
+    records = read_metrics(out / "metrics.jsonl")
+    assert {"loss", "lr", "epoch", "train_acc"} <= set(records[0])
+    assert any("val_acc" in r for r in records)
+    # loadable by get_model(weights=) and FaceEmbedder
+    model = get_model("lightcnn9", weights=str(out / "best.pt")).eval()
+    assert model.classifier.out_features == IDENTITIES
+    from lightface import FaceEmbedder
+
+    emb = FaceEmbedder(str(out / "last.pt"), device="cpu").embed(torch.rand(2, 1, 128, 128))
+    assert emb.shape == (2, 256) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_config_file_reproduces_the_run(tiny_run):
+    out, _ = tiny_run
+    from pipelines.train_lightcnn import get_args_parser
+
+    args = parse_with_config(get_args_parser(), ["--config", str(out / "config.yaml"), "--epochs", "5"])
+    assert args.val_split == 0.34 and args.lr == 0.001 and args.epochs == 5 and args.resume is None
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tiny_lmdb, tmp_path):
+    # 9 samples, batch 3: 3 steps per epoch; interrupted mid-epoch 2, resumed
+    opts = ("--arch", TINY, "--loss", "soft-bootstrap", "--lr-step", "1", "--batch-size", "3")
+    full = tmp_path / "full"
+    _train(tiny_lmdb, full, *opts)
+    part = tmp_path / "part"
+    first = _train(tiny_lmdb, part, *opts, "--max-steps", "4")
+    assert first["stopped"] == "max_steps=4" and load_checkpoint(part / "last.pt")["batch_in_epoch"] == 1
+    _train(tiny_lmdb, part, *opts, "--resume")
+    expected = _losses(full)
+    assert len(expected) == 6
+    assert _losses(part) == expected  # exact float equality, step by step
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lmdb, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        _train(tiny_lmdb, tmp_path / "nan", "--arch", TINY, "--lr", "1e12", "--momentum", "0", "--save-every", "1", "--epochs", "5")
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    bad_step = len(_losses(tmp_path / "nan")) + 1
+    assert ckpt["step"] == bad_step - 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_finetune_classifier_only_then_all(tiny_lmdb, shared_data, tmp_path):
+    src = tmp_path / "src"
+    _train(tiny_lmdb, src, "--arch", TINY, "--epochs", "1")
+    other = _build(shared_data, tmp_path / "other.lmdb", [11, 12], 2)  # 2 other identities
+    out = tmp_path / "ft"
+    _train(other, out, "--arch", TINY, "--finetune", src / "last.pt", "--classifier-only-epochs", "1", "--epochs", "1")
+    before, after = load_checkpoint(src / "last.pt")["state_dict"], load_checkpoint(out / "last.pt")["state_dict"]
+    assert after["classifier.weight"].shape == (2, 256)
+    backbone = [k for k in after if not k.startswith("classifier.")]
+    assert all(torch.equal(before[k], after[k]) for k in backbone)  # frozen during the classifier-only stage
+    _train(other, out, "--arch", TINY, "--finetune", src / "last.pt", "--classifier-only-epochs", "1", "--epochs", "2",
+           "--resume")
+    again = load_checkpoint(out / "last.pt")["state_dict"]
+    assert not all(torch.equal(before[k], again[k]) for k in backbone)  # then everything trains
+
+
+def test_relabel_end_to_end(tiny_run, tiny_lmdb, tmp_path):
+    from lightface.data import LMDBDataset
+    from pipelines.relabel import get_args_parser, main
+
+    src, _ = tiny_run
+    out = tmp_path / "relabelled.lmdb"
+    args = get_args_parser().parse_args(["--data", str(tiny_lmdb), "--weights", str(src / "last.pt"), "--out", str(out),
+                                         "--threshold", "0.3", "--device", "cpu"])
+    report = main(args)
+    counts = report["counts"]
+    assert sum(counts.values()) == IDENTITIES * PER_ID and report["written"] == counts["kept"] + counts["relabelled"]
+    new = LMDBDataset(out)
+    assert len(new) == report["written"] and new.classes == LMDBDataset(tiny_lmdb).classes
+    saved = json.loads((out / "relabel_report.json").read_text())
+    assert saved["counts"] == counts
+    rows = (out / "relabel_changes.csv").read_text().strip().splitlines()
+    assert len(rows) - 1 == counts["relabelled"] + counts["dropped"]
+    with pytest.raises(FileExistsError):
+        main(args)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tiny_lmdb, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+           str(ROOT / "tests" / "lightcnn_tiny.py"), "--arch", TINY, "--data", str(tiny_lmdb), "--out", str(out), "--batch-size", "4",
+           "--epochs", "1", "--workers", "0", "--log-every", "1", "--no-tensorboard", "--device", "cpu",
+           "--val-split", "0.34"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 2 and len(ckpt["rng"]) == 2  # 6 samples / global batch 4 (2 per rank); both RNGs saved
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]  # rank 0 only writes
+    assert any("val_acc" in r for r in records)
+    get_model(TINY, weights=str(out / "last.pt"))
