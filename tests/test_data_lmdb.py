@@ -94,7 +94,7 @@ def test_write_lmdb_and_reader(tmp_path):
     samples = [{"image": im, "label": i % 3, "landmarks": lm, "attributes": {"pose": "frontal" if i % 2 else "profile"}}
                for i, (im, lm) in enumerate(zip(imgs, lms))]
     out = tmp_path / "mem.lmdb"
-    summary = write_lmdb(out, samples, ["a", "b", "c"], batch_size=3)
+    summary = write_lmdb(out, samples, ["a", "b", "c"], encoding="png", batch_size=3)
     assert summary["written"] == 7 and not partial_path(out).exists()
     ds = LMDBDataset(out)
     assert len(ds) == 7 and ds.classes == ["a", "b", "c"] and ds.num_classes == 3
@@ -111,7 +111,10 @@ def test_write_lmdb_and_reader(tmp_path):
     meta = ds.metadata
     assert meta["version"] == FORMAT_VERSION and meta["image"]["shape"] == [20, 24] and meta["landmarks"]
     # copy records without re-encoding, relabelled
-    copy = write_lmdb(tmp_path / "copy.lmdb", (dict(ds.record(i), label=0) for i in range(7)), ["all"])
+    with pytest.raises(ValueError, match="encoded as png"):
+        write_lmdb(tmp_path / "raw_copy.lmdb", [ds.record(0)], ["a", "b", "c"], encoding="raw")
+    copy = write_lmdb(tmp_path / "copy.lmdb", (dict(ds.record(i), label=0) for i in range(7)), ["all"],
+                      encoding="png")
     assert copy["written"] == 7
     ds2 = LMDBDataset(tmp_path / "copy.lmdb")
     assert (ds2.labels == 0).all() and all((ds2[i]["image"] == imgs[i]).all() for i in range(7))
@@ -154,7 +157,7 @@ def test_build_orl_labels_without_decoding(orl_small, tmp_path, monkeypatch):
     assert ds.classes == ["s1", "s2", "s3", "s10"]  # natural order
     np.testing.assert_array_equal(ds.labels, np.repeat(np.arange(4), 4))
     meta = ds.metadata
-    assert meta["image"] == {"shape": [144, 144], "color": "gray", "channel_order": "gray", "encoding": "png",
+    assert meta["image"] == {"shape": [144, 144], "color": "gray", "channel_order": "gray", "encoding": "raw",
                              "quality": None}
     assert meta["alignment"]["method"] == "none" and meta["landmarks"] is False
     # labels, classes and attributes never decode an image
@@ -167,7 +170,7 @@ def test_build_orl_labels_without_decoding(orl_small, tmp_path, monkeypatch):
 
 def test_orl_images_match_source(orl_small, tmp_path):
     out = tmp_path / "orl_none.lmdb"
-    build_lmdb(orl_small, out, resize="none", encoding="raw", progress=False)
+    build_lmdb(orl_small, out, resize="none", encoding="png", progress=False)
     ds = LMDBDataset(out)
     assert ds.metadata["image"]["shape"] == [112, 92]
     src = cv2.imread(str(orl_small / "s3" / "1.pgm"), cv2.IMREAD_GRAYSCALE)

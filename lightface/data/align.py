@@ -15,7 +15,9 @@ Templates (``template=``):
     (72, 48), mouth midpoint (72, 96)), so that a centred 128 crop of it is exactly the
     ``"lightcnn"`` crop and random 128 crops jitter around it.
 ``"arcface"`` (base size 112)
-    InsightFace's 112x112 ArcFace template (``insightface.utils.face_align.arcface_dst``);
+    InsightFace's 112x112 ArcFace template (the published reference points, equal to
+    ``insightface.utils.face_align.arcface_dst``; kept here so that importing this module
+    does not import InsightFace and ONNX Runtime);
     for sizes that are multiples of 128 it follows InsightFace's convention (112 template
     at ``size/128`` scale, shifted right by ``8*size/128``).
 
@@ -36,7 +38,6 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-from skimage.transform import SimilarityTransform
 
 __all__ = [
     "TEMPLATES",
@@ -59,10 +60,12 @@ def template_base_size(template: str) -> int:
     return _BASE_SIZE[template]
 
 
-def _arcface_dst() -> np.ndarray:
-    from insightface.utils.face_align import arcface_dst
+# ArcFace 112x112 reference points (x, y): left eye, right eye, nose, left/right mouth corner
+_ARCFACE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
 
-    return np.asarray(arcface_dst, dtype=np.float64)
+
+def _arcface_dst() -> np.ndarray:
+    return np.array(_ARCFACE_112, dtype=np.float64)
 
 
 def _lightcnn_points() -> np.ndarray:
@@ -134,6 +137,8 @@ def estimate_transform(landmarks, template: str = "lightcnn", size: int | None =
     Returns:
         float64 (2, 3) matrix ``M`` with ``[x', y'] = M @ [x, y, 1]`` (image -> crop).
     """
+    from skimage.transform import SimilarityTransform  # imported on first use (scipy is slow to import)
+
     src = _check_landmarks(landmarks)
     dst = template_points(template, size)
     tform = SimilarityTransform.from_estimate(src, dst)

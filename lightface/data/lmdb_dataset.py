@@ -126,11 +126,11 @@ class LMDBDataset(Dataset):
         return dict(header.get("attributes", {}))
 
     def record(self, index: int) -> Dict[str, Any]:
-        """The stored sample without decoding: ``encoded`` bytes, ``shape``, ``label`` and
+        """The stored sample without decoding: ``encoded`` bytes, their ``encoding``, ``shape``, ``label`` and
         ``landmarks`` / ``attributes`` when present (the input form of ``write_lmdb``)."""
         raw = self._get(index)
         header, off = unpack_header(raw)
-        out = {"encoded": raw[off:], "shape": header["shape"], "label": header["label"]}
+        out = {"encoded": raw[off:], "encoding": self._encoding, "shape": header["shape"], "label": header["label"]}
         if "landmarks" in header:
             out["landmarks"] = np.asarray(header["landmarks"], np.float32)
         if "attributes" in header:
