@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from .io import to_bgr
+
 __all__ = ["DetectedFace", "FaceDetector", "DetectorError"]
 
 logger = logging.getLogger(__name__)
@@ -67,15 +69,15 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8:
         raise TypeError(f"detector input must be a uint8 image (BGR or gray), got dtype {img.dtype}")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return np.ascontiguousarray(img)
     if img.ndim == 3 and img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"detector input must be (H, W) gray or (H, W, 3) BGR, got shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    try:
+        return np.ascontiguousarray(to_bgr(img))
+    except ValueError:
+        raise ValueError(f"detector input must be (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, "
+                         f"got shape {img.shape}") from None
 
 
 def _is_yunet(path: Path) -> bool:

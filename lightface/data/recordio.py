@@ -91,6 +91,18 @@ def unpack_irecord(record: bytes) -> Tuple[IRHeader, bytes]:
     return IRHeader(flag, float(label), id1, id2), bytes(body)
 
 
+def _read_frame_header(fh, path, offset: int) -> Tuple[int, int]:
+    """Read the 8-byte frame header at the file position: ``(cflag, payload length)``."""
+    head = fh.read(8)
+    if len(head) < 8:
+        raise RecordIOError(f"{path}: truncated record header at byte {offset}")
+    magic, lrec = struct.unpack("<II", head)
+    if magic != RECORDIO_MAGIC:
+        raise RecordIOError(f"{path}: bad magic 0x{magic:08x} at byte {offset} "
+                            "(wrong offset in the .idx file, or not a RecordIO file)")
+    return lrec >> 29, lrec & _LEN_MASK
+
+
 class RecordIOReader:
     """Random access to records by byte offset (``read_at``) or by ``.idx`` index (``read_idx``).
 
@@ -141,14 +153,7 @@ class RecordIOReader:
         fh.seek(offset)
         parts: List[bytes] = []
         while True:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise RecordIOError(f"{self.rec_path}: truncated record header at byte {fh.tell() - len(head)}")
-            magic, lrec = struct.unpack("<II", head)
-            if magic != RECORDIO_MAGIC:
-                raise RecordIOError(f"{self.rec_path}: bad magic 0x{magic:08x} at byte {fh.tell() - 8} "
-                                    "(wrong offset in the .idx file, or not a RecordIO file)")
-            cflag, length = lrec >> 29, lrec & _LEN_MASK
+            cflag, length = _read_frame_header(fh, self.rec_path, fh.tell())
             data = fh.read(length)
             if len(data) < length:
                 raise RecordIOError(f"{self.rec_path}: record at byte {offset} is truncated")
@@ -179,14 +184,7 @@ class RecordIOReader:
         ends inside the header."""
         fh = self._file()
         fh.seek(offset)
-        head = fh.read(8)
-        if len(head) < 8:
-            raise RecordIOError(f"{self.rec_path}: truncated record header at byte {offset}")
-        magic, lrec = struct.unpack("<II", head)
-        if magic != RECORDIO_MAGIC:
-            raise RecordIOError(f"{self.rec_path}: bad magic 0x{magic:08x} at byte {offset} "
-                                "(wrong offset in the .idx file, or not a RecordIO file)")
-        length = lrec & _LEN_MASK
+        _, length = _read_frame_header(fh, self.rec_path, offset)
         data = fh.read(min(length, _IR.size))
         if len(data) == _IR.size:
             need = _IR.size + 4 * _U32.unpack_from(data, 0)[0]
