@@ -66,10 +66,12 @@ def test_align_keeps_dtype_and_channels():
         crop, M = align_face(img, pts)
         assert crop.dtype == img.dtype and crop.shape == (128, 128) + img.shape[2:]
         assert M.shape == (2, 3) and M.dtype == np.float64
-    crop, _ = align_face(img, pts, "lightcnn_train", size=None)
+    crop, _ = align_face(img, pts, "lightcnn_train")
     assert crop.shape == (144, 144, 1)
-    crop, _ = align_face(img, pts.reshape(-1), "arcface", size=None)
+    crop, _ = align_face(img, pts.reshape(-1), "arcface")
     assert crop.shape == (112, 112, 1)
+    crop, _ = align_face(img, pts, "lightcnn_train", size=72)
+    assert crop.shape == (72, 72, 1)
 
 
 def test_align_pixels_match_warp():

@@ -151,7 +151,7 @@ def align_face(
     image: np.ndarray,
     landmarks,
     template: str = "lightcnn",
-    size: int | None = 128,
+    size: int | None = None,
     border_value: float = 0.0,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Warp a face to a canonical crop with a 5-point similarity transform.
@@ -163,9 +163,9 @@ def align_face(
             right eye, nose, left mouth corner, right mouth corner (as seen in the image).
         template: ``"lightcnn"`` (eye midpoint (64,40), mouth midpoint (64,88) at 128),
             ``"lightcnn_train"`` (144 canvas, (72,48)/(72,96)) or ``"arcface"`` (112).
-        size: crop side in pixels; the template is scaled with it. ``None`` = the template's
-            base size (128 / 144 / 112). The default 128 suits ``"lightcnn"``; pass
-            ``size=None`` (or 144 / 112) with the other templates.
+        size: crop side in pixels; the template is scaled with it. ``None`` (default) = the
+            template's base size: 128 for ``"lightcnn"``, 144 for ``"lightcnn_train"``,
+            112 for ``"arcface"``.
         border_value: fill for pixels outside the source image.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
@@ -173,7 +173,7 @@ def align_face(
 
     Example:
         >>> crop, M = align_face(bgr, pts)                       # 128x128 Light CNN crop
-        >>> crop144, _ = align_face(bgr, pts, "lightcnn_train", size=None)
+        >>> crop144, _ = align_face(bgr, pts, "lightcnn_train")        # 144x144 training crop
     """
     img = np.asarray(image)
     if img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
