@@ -31,8 +31,12 @@ logger = logging.getLogger("pipelines.build_lmdb")
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.build_lmdb",
-        description=__doc__.split("\n\n")[0] + ". Sources: identity folder tree, 'path label' list "
-        "file, InsightFace train.rec/train.idx.",
+        description="Build a lightface LMDB face dataset from an identity folder tree, a 'path label' list "
+        "file or an InsightFace train.rec/train.idx pair (or inspect / verify one). Bad files are skipped "
+        "and listed in OUT/build_report.json.",
+        epilog="exit codes: 0 = written (or --info / --verify passed); 1 = nothing could be written, OUT "
+        "already holds a dataset (use --overwrite), --strict with skipped files, or --verify found errors; "
+        "2 = bad command line. Format: docs/lmdb_format.md",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("src", nargs="?", help="source: identity folder tree, list file, or train.rec/.idx (or their folder)")
@@ -63,9 +67,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")
     a.add_argument("--source-template", choices=TEMPLATES, default=None,
-                   help="the source images are already aligned crops with this template (RecordIO default: arcface)")
+                   help="the source images are already aligned crops with this template; they are re-aligned to "
+                        "--template (None = unaligned, except RecordIO sources: arcface)")
     s = p.add_argument_group("build")
-    s.add_argument("--root", default=None, help="root folder of relative paths in a list file (default: its folder)")
+    s.add_argument("--root", default=None, help="root folder of relative paths in a list file (None = the list file's folder)")
     s.add_argument("--workers", type=int, default=0, help="parallel decode/align/encode processes (0 = main process)")
     s.add_argument("--shuffle", action="store_true", help="store samples in a random order (fixed by --seed)")
     s.add_argument("--seed", type=int, default=0, help="shuffle seed")
