@@ -245,9 +245,11 @@ def test_info_and_verify(orl_small, tmp_path, capsys):
 def test_lfw_landmarks_alignment(shared_data, tmp_path):
     root = shared_data / "lfw_identities"
     src = link_tree(tmp_path / "lfw", root / "images", ["Ann_Veneman", "Gordon_Brown", "Hugo_Chavez"], per_id=4)
+    (src / "Hugo_Chavez" / "unlisted.jpg").symlink_to(root / "images" / "Hugo_Chavez" / "Hugo_Chavez_0009.jpg")
     out = tmp_path / "lfw.lmdb"
     s = build_lmdb(src, out, landmarks=root / "landmarks_5pt.txt", color="rgb", progress=False)
-    assert s["written"] == 12 and s["num_classes"] == 3
+    assert s["written"] == 12 and s["num_classes"] == 3 and s["skipped"] == 1
+    assert "no landmarks" in json.loads((out / REPORT_NAME).read_text())["skipped"][0]["reason"]
     ds = LMDBDataset(out)
     assert ds.metadata["landmarks"] and ds.metadata["alignment"]["template"] == "lightcnn_train"
     lm = np.stack([ds[i]["landmarks"] for i in range(len(ds))])

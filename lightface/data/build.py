@@ -86,6 +86,7 @@ class BuildOptions:
     det_threshold: float = 0.5
     source_template: Optional[str] = None
     resize: str = "crop"
+    require_landmarks: bool = False
 
     def validate(self) -> None:
         if int(self.size) < 8:
@@ -187,6 +188,8 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     lm = None
     if item.landmarks is not None:
         lm = np.asarray(item.landmarks, np.float64).reshape(5, 2)
+    elif options.require_landmarks and not options.detect:
+        return ("skip", "no landmarks for this image in the landmarks file")
     elif options.detect:
         faces = _detector().detect(img, max_faces=1)
         if not faces:
@@ -418,7 +421,8 @@ def build_lmdb(
         source_template = plan.source_template
     opts = BuildOptions(size=int(size), color=color, encoding=encoding, quality=int(quality), template=template,
                         detect=str(detect) if detect else None, det_size=int(det_size),
-                        det_threshold=float(det_threshold), source_template=source_template, resize=resize)
+                        det_threshold=float(det_threshold), source_template=source_template, resize=resize,
+                        require_landmarks=landmarks is not None)
     opts.validate()
     items = list(plan.items)
     if shuffle:
