@@ -446,3 +446,23 @@ def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
     out2 = tmp_path / "other.lmdb"
     build_lmdb(root / "images", out2, landmarks=root / "landmarks_5pt.txt", progress=False)
     assert run_cli(root / "images", out2, "--resume") == 1  # complete dataset, no --overwrite
+
+
+def test_check_complete_jpeg_and_png():
+    from lightface.data.build import check_complete
+    from lightface.data.io import ImageReadError
+
+    img = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    png = cv2.imencode(".png", img)[1].tobytes()
+    check_complete(jpg, "a.jpg")
+    check_complete(jpg + b"\0" * 5000 + b"trailing video", "motion.jpg")  # data after EOI is fine
+    check_complete(png, "a.png")
+    # an APP1 segment holding a thumbnail's end marker must not hide a truncated scan
+    app1 = b"\xff\xe1" + (2 + 6).to_bytes(2, "big") + b"\xff\xd8\xff\xd9\0\0"
+    with_thumb = jpg[:2] + app1 + jpg[2:]
+    check_complete(with_thumb, "thumb.jpg")
+    for bad, name in ((jpg[: len(jpg) // 2], "cut.jpg"), (with_thumb[:-40], "cut_thumb.jpg"),
+                      (png[:-6], "cut.png")):
+        with pytest.raises(ImageReadError, match="truncated"):
+            check_complete(bad, name)

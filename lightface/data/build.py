@@ -143,15 +143,42 @@ def _read_bytes(item: SourceItem) -> bytes:
     return Path(item.ref).read_bytes()
 
 
+def _jpeg_scan_start(data: bytes) -> int:
+    """Byte offset of the first start-of-scan marker, walking the marker segments (so an
+    EXIF thumbnail inside APP1 is skipped); -1 when the header is cut short or malformed."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return -1
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return -1
+
+
 def check_complete(data: bytes, name: str) -> None:
-    """Reject JPEG / PNG files cut short (OpenCV decodes those with a warning and grey rows).
+    """Reject JPEG / PNG files cut short (OpenCV decodes those with only a warning, filling
+    the missing rows with grey).
+
+    A JPEG is complete when an end-of-image marker follows its first scan (entropy-coded
+    data never contains ``FF D9``; trailing data such as motion-photo videos is allowed);
+    a PNG when it holds its ``IEND`` chunk.
 
     Raises:
-        ImageReadError: a JPEG without its end-of-image marker or a PNG without ``IEND``.
+        ImageReadError: a truncated JPEG or PNG.
     """
-    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-4096:]:
-        raise ImageReadError(f"{name}: truncated JPEG (no end-of-image marker)")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+    if data[:3] == b"\xff\xd8\xff":
+        sos = _jpeg_scan_start(data)
+        if sos < 0 or data.find(b"\xff\xd9", sos) < 0:
+            raise ImageReadError(f"{name}: truncated JPEG (no end-of-image marker after the image data)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND\xaeB`\x82") < 0:  # IEND + its fixed CRC
         raise ImageReadError(f"{name}: truncated PNG (no IEND chunk)")
 
 
