@@ -35,6 +35,7 @@ def test_train_template_center_crop_is_test_template():
     np.testing.assert_allclose(template_points("lightcnn_train") - 8, template_points("lightcnn"))
 
 
+@pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
 def test_arcface_template_is_insightface():
     from insightface.utils.face_align import arcface_dst, estimate_norm
 

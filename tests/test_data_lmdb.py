@@ -369,7 +369,7 @@ def test_recordio_source(shared_data, tmp_path):
 
 
 # ----------------------------------------------------------------------- reader in workers
-@pytest.mark.parametrize("ctx", ["fork", "spawn"])
+@pytest.mark.parametrize("ctx", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_dataloader_workers(orl_small, tmp_path, ctx):
     out = tmp_path / f"dl_{ctx}.lmdb"
     build_lmdb(orl_small, out, progress=False)
