@@ -19,8 +19,6 @@ GAN state, RNG state and step) go to ``out/checkpoints/latest.pth``; the final g
 ``out/model.pth``. Runs single-process on a CPU or under ``torchrun`` (DDP).
 """
 import logging
-import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path

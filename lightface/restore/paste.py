@@ -1,4 +1,6 @@
-"""Paste restored face crops back into a whole image (inverse affine warp + feathered mask).
+"""Cut faces out of photos and paste restored crops back (inverse affine warp + feathered mask).
+
+:func:`detect_and_align` finds the faces of a photo and aligns each to a template crop.
 
 A face is cut out of a photo with an affine matrix ``M`` (image -> crop, as returned by
 :func:`lightface.data.align.align_face`). After a restorer changes the crop's resolution
@@ -6,14 +8,66 @@ and/or the photo is upscaled, :func:`rescale_affine` gives the matrix between th
 pixel grids, and :func:`paste_face` warps the restored crop back with the inverse matrix
 and blends it in with a mask whose edges fade out (no visible seam).
 """
-from typing import Optional, Tuple
+import dataclasses
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..data.align import invert_affine
+from ..data.align import align_face, invert_affine
 
-__all__ = ["rescale_affine", "feather_mask", "paste_face"]
+__all__ = ["as_bgr", "detect_faces", "detect_and_align", "rescale_affine", "feather_mask", "paste_face"]
+
+
+def as_bgr(img: np.ndarray) -> np.ndarray:
+    """uint8 gray (H, W) / (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4) -> BGR (H, W, 3) (alpha dropped)."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {img.dtype}; convert with (x * 255).round().astype(np.uint8)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
+
+
+def detect_faces(detector, bgr: np.ndarray) -> list:
+    """``detector.detect(bgr)``; when nothing is found, retry once on the image padded by half
+    its size on every side (detectors with a fixed input size miss faces that fill the frame,
+    e.g. 1024 px CelebA-HQ portraits or 92x112 ORL faces). Returns
+    :class:`lightface.data.detect.DetectedFace` in ``bgr``'s pixels, largest first."""
+    faces = detector.detect(bgr)
+    if faces:
+        return faces
+    h, w = bgr.shape[:2]
+    pad = max(h, w) // 2
+    padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+    return [dataclasses.replace(f, box=f.box - np.float32(pad), landmarks=f.landmarks - np.float32(pad))
+            for f in detector.detect(padded)]
+
+
+def detect_and_align(
+    detector, bgr: np.ndarray, size: int, template: str = "lightcnn", only_center_face: bool = False
+) -> List[tuple]:
+    """Detect the faces of ``bgr`` (uint8 (H, W, 3)) and align each to ``template`` at ``size`` px.
+
+    Returns ``[(DetectedFace, crop (size, size, 3) uint8, M (2, 3) image -> crop), ...]``,
+    largest face first; ``only_center_face`` keeps only the face whose box centre is closest
+    to the image centre. No face -> ``[]``.
+    """
+    detections = detect_faces(detector, bgr)
+    if only_center_face and detections:
+        centre = np.array([bgr.shape[1] / 2.0, bgr.shape[0] / 2.0])
+        detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
+    out = []
+    for f in detections:
+        crop, M = align_face(bgr, f.landmarks, template, size=size)
+        out.append((f, crop, M))
+    return out
 
 
 def rescale_affine(M: np.ndarray, src_scale: float = 1.0, dst_scale: float = 1.0) -> np.ndarray:

@@ -3,7 +3,6 @@
 Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) accepted),
 outputs are uint8 BGR; the network itself works on RGB float in [0, 1] (converted here).
 """
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from ..engine.distributed import resolve_device
 from ..models.checkpoint import build_from_checkpoint
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import iter_batches
-from .paste import paste_face, rescale_affine
+from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
+from .paste import detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
 
 __all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
 
@@ -41,35 +41,6 @@ class RestoredFace:
     crop: np.ndarray
     restored: np.ndarray
     M: np.ndarray
-
-
-def _as_bgr(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {img.dtype}; convert with (x * 255).round().astype(np.uint8)")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return img
-    raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
-
-
-def detect_faces(detector, bgr: np.ndarray):
-    """``detector.detect(bgr)``; when nothing is found, retry once on the image padded by half
-    its size on every side (detectors with a fixed input size miss faces that fill the frame,
-    e.g. 1024 px CelebA-HQ portraits). Coordinates are in ``bgr``'s pixels, largest face first."""
-    faces = detector.detect(bgr)
-    if faces:
-        return faces
-    h, w = bgr.shape[:2]
-    pad = max(h, w) // 2
-    padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
-    return [dataclasses.replace(f, box=f.box - np.float32(pad), landmarks=f.landmarks - np.float32(pad))
-            for f in detector.detect(padded)]
 
 
 class SuperResolver:
@@ -157,15 +128,11 @@ class SuperResolver:
                              "(e.g. '../shared/models/det_500m.onnx'), or use upscale_face for aligned crops")
         bgr = _as_bgr(photo)
         h, w = bgr.shape[:2]
-        detections = detect_faces(self.detector, bgr)
-        if only_center_face and detections:
-            centre = np.array([w / 2.0, h / 2.0])
-            detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
-        aligned = [align_face(bgr, f.landmarks, "lightcnn", size=self.input_size) for f in detections]
-        restored = self.upscale_faces([c for c, _ in aligned], batch_size) if aligned else []
+        found = detect_and_align(self.detector, bgr, self.input_size, only_center_face=only_center_face)
+        restored = self.upscale_faces([crop for _, crop, _ in found], batch_size) if found else []
         canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
         faces = []
-        for det, (crop, M), face in zip(detections, aligned, restored):
+        for (det, crop, M), face in zip(found, restored):
             canvas = paste_face(canvas, face, rescale_affine(M, self.scale, self.scale))
             faces.append(RestoredFace(det.box, det.landmarks, crop, face, M))
         return canvas, faces

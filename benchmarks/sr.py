@@ -1,0 +1,116 @@
+"""Super-resolution speed: Wavelet-SRNet faces/s by scale and batch, and WaveletPacket2d vs PyWavelets.
+
+    python -m benchmarks.sr [--threads N] [--repeats R] [--quick]
+
+Tables (all on this machine's CPU unless --device cuda):
+1. faces/s at 4x (32 -> 128) and 8x (16 -> 128), batch 1 and 16, default model width;
+2. cost vs scale at a fixed 128 px output (2x, 4x, 8x, 16x): ms per face and GFLOP per face;
+3. Haar packet analysis + synthesis round trip, ours (strided conv / transposed conv)
+   vs PyWavelets ``WaveletPacket2D(..., "haar", mode="periodization")`` on the same
+   batch, with the max difference of the coefficients.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from lightface.models.wavelet_srnet import WaveletSRNet
+from lightface.nn.wavelet import WaveletPacket2d, subband_paths
+
+
+def _time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def _conv_gflops(model: WaveletSRNet, lr: torch.Tensor) -> float:
+    """Multiply-adds of the conv layers for one face, x2, in GFLOP."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        total += out.numel() * k * 2
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(lr[:1])
+    for h in hs:
+        h.remove()
+    return total / 1e9
+
+
+def bench_models(device, repeats, width):
+    print(f"\n## Wavelet-SRNet inference (channels={width['channels']}, blocks={width['num_blocks']}, device={device})")
+    print(f"{'scale':>5} {'in->out':>10} {'batch':>5} {'ms/batch':>10} {'faces/s':>9}")
+    for scale in (4, 8):
+        model = WaveletSRNet(scale=scale, output_size=128, **width).to(device).eval()
+        for batch in (1, 16):
+            x = torch.rand(batch, 3, 128 // scale, 128 // scale, device=device)
+            with torch.no_grad():
+                t = _time(lambda: model(x), repeats)
+            print(f"{scale:>5} {128 // scale:>4}->{128:<5} {batch:>5} {t * 1e3:>10.1f} {batch / t:>9.1f}")
+    print("\n## Cost vs scale at a 128 px output (batch 16)")
+    print(f"{'scale':>5} {'input':>6} {'subbands':>8} {'GFLOP/face':>11} {'ms/face':>8}")
+    for scale in (2, 4, 8, 16):
+        model = WaveletSRNet(scale=scale, output_size=128, **width).to(device).eval()
+        x = torch.rand(16, 3, 128 // scale, 128 // scale, device=device)
+        with torch.no_grad():
+            t = _time(lambda: model(x), repeats)
+        print(f"{scale:>5} {128 // scale:>6} {4 ** model.levels:>8} {_conv_gflops(model, x):>11.3f} {t / 16 * 1e3:>8.2f}")
+
+
+def bench_wavelet(repeats):
+    import pywt
+
+    print("\n## Haar packet round trip, batch (16, 3, 128, 128) float64: ours vs PyWavelets")
+    print(f"{'levels':>6} {'ours ms':>9} {'pywt ms':>9} {'speed-up':>9} {'max |diff|':>11} {'round-trip err':>15}")
+    x = np.random.default_rng(0).random((16, 3, 128, 128))
+    xt = torch.from_numpy(x)
+    for levels in (1, 2, 3, 4):
+        wpt = WaveletPacket2d(levels)
+        paths = subband_paths(levels)
+
+        def ours():
+            return wpt.inverse(wpt(xt))
+
+        def theirs():
+            wp = pywt.WaveletPacket2D(x, "haar", mode="periodization", maxlevel=levels)
+            nodes = {p: wp[p].data for p in paths}
+            rec = pywt.WaveletPacket2D(None, "haar", mode="periodization", maxlevel=levels)
+            for p, d in nodes.items():
+                rec[p] = d
+            return nodes, rec.reconstruct(update=False)
+
+        t_ours = _time(ours, repeats)
+        t_pywt = _time(theirs, repeats)
+        nodes, rec = theirs()
+        ref = np.stack([nodes[p] for p in paths], axis=2).reshape(16, -1, 128 >> levels, 128 >> levels)
+        diff = float(np.abs(wpt(xt).numpy() - ref).max())
+        err = float(np.abs(ours().numpy() - x).max())
+        print(f"{levels:>6} {t_ours * 1e3:>9.2f} {t_pywt * 1e3:>9.2f} {t_pywt / t_ours:>8.1f}x {diff:>11.1e} {err:>15.1e}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser("benchmarks.sr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--channels", type=int, default=64, help="model width (default: %(default)s)")
+    p.add_argument("--num-blocks", type=int, default=8, help="residual blocks (default: %(default)s)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    width = dict(channels=args.channels, num_blocks=args.num_blocks, head_channels=args.channels)
+    bench_models(torch.device(args.device), args.repeats, width)
+    bench_wavelet(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
