@@ -1,0 +1,215 @@
+"""Frontalization data, Frontalizer and the train/frontalize pipelines (tiny models)."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lightface.data import LMDBDataset, write_lmdb
+from lightface.data.align import template_points
+from lightface.data.pose_pairs import (
+    PosePairDataset,
+    cfp_five_points,
+    facing,
+    image_to_tensor,
+    is_frontal,
+    split_identities,
+    write_cfp_landmarks,
+)
+from lightface.models.tpgan import TPGANGenerator
+from lightface.restore.frontalizer import Frontalizer
+
+LEFT_PROFILE = np.array([[40, 40], [60, 40], [30, 64], [45, 88], [60, 88]], np.float32)  # nose left of the eyes
+
+
+@pytest.fixture(scope="module")
+def pose_lmdb(tmp_path_factory):
+    """3 identities x (2 frontal + 2 profile) 128x128 BGR crops; identity k's images have value 40k+..."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for label in range(3):
+        for pose, n in (("frontal", 2), ("profile", 2)):
+            for j in range(n):
+                img = np.full((128, 128, 3), 40 * label + 10 * j, np.uint8)
+                img[:, :8] = rng.integers(0, 255, (128, 8, 3), dtype=np.uint8)  # left-edge stripe
+                lm = template_points("lightcnn", 128).astype(np.float32)
+                if pose == "profile":
+                    lm = LEFT_PROFILE if j == 0 else LEFT_PROFILE * [-1, 1] + [128, 0]  # j=1 faces right
+                samples.append({"image": img, "label": label, "landmarks": lm, "attributes": {"pose": pose}})
+    out = tmp_path_factory.mktemp("pose") / "pose.lmdb"
+    write_lmdb(out, samples, ["a", "b", "c"])
+    return out
+
+
+def test_is_frontal_and_facing():
+    assert is_frontal("frontal") and is_frontal("Front") and not is_frontal("profile")
+    assert is_frontal(10.0) and not is_frontal(-40)
+    with pytest.raises(ValueError, match="pose tag"):
+        is_frontal(None)
+    assert facing(LEFT_PROFILE) == "left"
+    assert facing(LEFT_PROFILE * [-1, 1] + [128, 0]) == "right"
+
+
+def test_split_identities_reproducible():
+    labels = [0, 0, 1, 2, 3, 3, 4]
+    a = split_identities(labels, 3, seed=1)
+    assert a == split_identities(labels, 3, seed=1)
+    assert len(a[0]) == 3 and len(a[1]) == 2 and not set(a[0]) & set(a[1])
+    assert sorted(a[0] + a[1]) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="num_train"):
+        split_identities(labels, 5)
+
+
+def test_image_to_tensor_colour_order():
+    bgr = np.zeros((4, 4, 3), np.uint8)
+    bgr[..., 2] = 255  # red in BGR
+    t = image_to_tensor(bgr)
+    assert t.shape == (3, 4, 4) and t.dtype == torch.float32
+    assert t[0].min() == 1.0 and t[1:].max() == 0.0  # RGB: red first
+    g = image_to_tensor(bgr, channels=1)
+    assert g.shape == (1, 4, 4) and g[0, 0, 0].item() == pytest.approx(0.299, abs=2 / 255)
+
+
+def test_pose_pairs_paired(pose_lmdb):
+    ds = PosePairDataset(pose_lmdb, mirror=None)
+    assert len(ds) == 6 and ds.identities() == [0, 1, 2]
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["input"].shape == (3, 128, 128) and item["target"].shape == (3, 128, 128)
+        assert item["label"] == item["target_label"]
+        assert ds.data.attributes(item["index"])["pose"] == "profile"
+        assert not item["flipped"]
+
+
+def test_pose_pairs_mirror_and_identities(pose_lmdb):
+    ds = PosePairDataset(pose_lmdb, mirror="left", identities=[1, 2], fixed_target=True)
+    assert len(ds) == 4 and ds.identities() == [1, 2]
+    raw = LMDBDataset(pose_lmdb)
+    for i in range(len(ds)):
+        item = ds[i]
+        src = image_to_tensor(raw[item["index"]]["image"])
+        right_facing = facing(raw[item["index"]]["landmarks"]) == "right"
+        assert item["flipped"] == right_facing
+        assert torch.equal(item["input"], src.flip(-1) if right_facing else src)
+        # the target is the identity's first frontal, flipped with its input
+        tgt = image_to_tensor(raw[ds.frontals[item["label"]][0]]["image"])
+        assert torch.equal(item["target"], tgt.flip(-1) if right_facing else tgt)
+
+
+def test_pose_pairs_unpaired_and_errors(pose_lmdb, tmp_path):
+    torch.manual_seed(0)
+    ds = PosePairDataset(pose_lmdb, paired=False, identities=[0, 1, 2])
+    seen = {ds[0]["target_label"] for _ in range(30)}
+    assert len(seen) > 1  # targets drawn from every identity
+    with pytest.raises(ValueError, match="mirror"):
+        PosePairDataset(pose_lmdb, mirror="up")
+    with pytest.raises(ValueError, match="non-frontal"):
+        PosePairDataset(pose_lmdb, pose_key="yaw")
+    big = [{"image": np.zeros((200, 150, 3), np.uint8), "label": 0, "attributes": {"pose": p}}
+           for p in ("frontal", "profile")]
+    write_lmdb(tmp_path / "big.lmdb", big, ["a"])
+    with pytest.raises(ValueError, match="without landmarks"):
+        PosePairDataset(tmp_path / "big.lmdb")[0]
+
+
+def test_cfp_five_points(shared_data):
+    root = shared_data / "cfp"
+    fid = np.loadtxt(root / "Fiducials/451/frontal/01.txt", delimiter=",")
+    pts = cfp_five_points(fid, "frontal")
+    assert pts.shape == (5, 2)
+    assert pts[0, 0] < pts[1, 0] and pts[3, 0] < pts[4, 0]
+    mid = (pts[0, 0] + pts[1, 0]) / 2
+    assert abs(mid - fid[18:23, 0].mean()) < 3  # the eyes straddle the annotated midline
+    assert pts[0, 1] < pts[2, 1] < pts[3, 1]  # eyes above nose above mouth
+    prof = cfp_five_points(np.loadtxt(root / "Fiducials/451/profile/01.txt", delimiter=","), "profile")
+    assert prof[0, 1] < prof[2, 1] < prof[3, 1]
+    with pytest.raises(ValueError, match="pose"):
+        cfp_five_points(fid, "side")
+    with pytest.raises(ValueError, match=r"\(30, 2\)"):
+        cfp_five_points(fid[:5], "frontal")
+
+
+def _tiny_gen():
+    torch.manual_seed(0)
+    return TPGANGenerator(width=8, noise_dim=4, feature_dim=8)
+
+
+def test_frontalizer_aligned_and_mirroring():
+    fr = Frontalizer(_tiny_gen(), device="cpu", mirror="left")
+    crop = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    out = fr.frontalize_face(crop)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    # a right-facing crop is mirrored in and out
+    flipped = fr.frontalize_face(crop, facing="right")
+    assert np.array_equal(flipped, fr.frontalize_face(crop[:, ::-1].copy())[:, ::-1])
+    assert np.array_equal(fr.frontalize_face(crop, facing="left"), out)
+    # gray and other sizes are accepted
+    assert fr.frontalize_face(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)).shape == (128, 128, 3)
+    assert fr.frontalize_face(cv2.resize(crop, (64, 64))).shape == (128, 128, 3)
+    with pytest.raises(ValueError, match="detector"):
+        fr.frontalize(crop)
+
+
+def test_frontalizer_rejects_other_checkpoints(tmp_path):
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+
+    path = save_model_checkpoint(tmp_path / "l.pth", get_model("lightcnn9", num_classes=0), "lightcnn9", {"num_classes": 0})
+    with pytest.raises(ValueError, match="not a tpgan checkpoint"):
+        Frontalizer(path, device="cpu")
+
+
+@pytest.mark.slow
+def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path):
+    """CFP subset -> pose LMDB -> 2 steps -> resume to 3 -> frontalize real photos (and a bad file)."""
+    from lightface.data import build_lmdb
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+    from pipelines import frontalize, train_frontalization
+
+    cfp = shared_data / "cfp"
+    src = tmp_path / "cfp"
+    for ident in ("451", "452", "453"):
+        shutil.copytree(cfp / "Images" / ident, src / ident)
+    lm = tmp_path / "cfp_5pt.txt"
+    assert write_cfp_landmarks(cfp, lm) == 490
+    summary = build_lmdb(src, tmp_path / "pose.lmdb", size=128, color="rgb", template="lightcnn", landmarks=lm,
+                         progress=False)
+    assert summary["written"] == 42
+    ident = save_model_checkpoint(tmp_path / "id.pth", get_model("lightcnn9", num_classes=0), "lightcnn9",
+                                  {"num_classes": 0})
+    out = tmp_path / "run"
+    argv = ["--data", str(tmp_path / "pose.lmdb"), "--identity-weights", str(ident), "--out", str(out),
+            "--width", "8", "--d-width", "8", "--noise-dim", "4", "--batch-size", "2", "--workers", "0",
+            "--train-identities", "2", "--log-every", "1", "--val-every", "2", "--save-every", "1",
+            "--num-samples", "2"]
+    parser = train_frontalization.get_args_parser()
+    res = train_frontalization.main(parser.parse_args(argv + ["--steps", "2"]))
+    assert res["step"] == 2 and 0 <= res["val_rank1_frontal"] <= 1 and res["val_gallery"] == 1
+    assert (out / "samples" / "step_0000002.png").is_file()
+    res = train_frontalization.main(parser.parse_args(argv + ["--steps", "3", "--resume", "auto"]))
+    assert res["step"] == 3
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 3 and 1 in steps
+    # the resumed weights continue from the checkpoint: 3 steps total in the final file
+    from lightface.engine.checkpoint import load_checkpoint
+
+    final = load_checkpoint(out / "checkpoints" / "final.pth")
+    assert final["arch"] == "tpgan" and final["step"] == 3 and "ema_state_dict" in final
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(cfp / "Images/455/profile/01.jpg", inputs / "profile.jpg")
+    (inputs / "broken.jpg").write_bytes(b"not an image")
+    args = frontalize.get_args_parser().parse_args(
+        ["-i", str(inputs), "-o", str(tmp_path / "fr"), "--weights", str(out / "checkpoints" / "final.pth"),
+         "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu", "--paste"])
+    summary = frontalize.main(args)
+    assert [s["input"].endswith("broken.jpg") for s in summary["skipped"]] == [True]
+    assert summary["processed"][0]["faces"] >= 1
+    face = cv2.imread(str(tmp_path / "fr" / "restored_faces" / "profile_00.png"))
+    assert face.shape == (128, 128, 3)
+    assert cv2.imread(str(tmp_path / "fr" / "cmp" / "profile_00.png")).shape == (128, 256, 3)
+    assert (tmp_path / "fr" / "restored_imgs" / "profile.jpg").is_file()
