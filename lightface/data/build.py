@@ -461,7 +461,8 @@ def build_lmdb(
             raise ValueError(f"no image under {src} matches a name in {landmarks}; names must match "
                              "the end of the image paths (e.g. 'name/name_0001.jpg')")
     fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
-    writer = _DatasetWriter(out, overwrite, resume, _fingerprint(items, fp_opts))
+    fingerprint = _fingerprint(items, {**fp_opts, "recordio": plan.rec_path})
+    writer = _DatasetWriter(out, overwrite, resume, fingerprint)
     start = writer.resumed_from
     if start:
         logger.info("resuming %s at item %d of %d (%d samples already written)", writer.partial, start,
