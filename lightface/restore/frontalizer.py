@@ -20,15 +20,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.align import align_face
 from ..data.pose_pairs import facing as face_direction
 from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import resolve_device
 from ..models.checkpoint import build_from_checkpoint
 from ..models.tpgan import TPGANGenerator
 from .folder import iter_batches
-from .paste import paste_face
-from .super_resolver import _as_bgr, detect_faces
+from .paste import as_bgr, detect_and_align, paste_face
 
 __all__ = ["Frontalizer", "FrontalizedFace"]
 
@@ -114,7 +112,7 @@ class Frontalizer:
 
     # -- numpy crops -------------------------------------------------------------------
     def _to_tensor(self, crop: np.ndarray) -> np.ndarray:
-        c = _as_bgr(crop)
+        c = as_bgr(crop)
         if c.shape[:2] != (SIZE, SIZE):
             interp = cv2.INTER_AREA if c.shape[0] > SIZE else cv2.INTER_CUBIC
             c = cv2.resize(c, (SIZE, SIZE), interpolation=interp)
@@ -166,24 +164,18 @@ class Frontalizer:
         if self.detector is None:
             raise ValueError("Frontalizer.frontalize needs a face detector: Frontalizer(weights, detector=...) "
                              "(e.g. '../shared/models/det_500m.onnx'), or use frontalize_face for aligned crops")
-        bgr = _as_bgr(photo)
-        h, w = bgr.shape[:2]
-        detections = detect_faces(self.detector, bgr)
-        if only_center_face and detections:
-            centre = np.array([w / 2.0, h / 2.0])
-            detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
-        aligned = [align_face(bgr, f.landmarks, "lightcnn", size=SIZE) for f in detections]
-        facings = [face_direction(f.landmarks) for f in detections]
-        frontals = self.frontalize_faces([c for c, _ in aligned], facings, batch_size) if aligned else []
+        found = detect_and_align(self.detector, as_bgr(photo), SIZE, "lightcnn", only_center_face)
+        facings = [face_direction(f.landmarks) for f, _, _ in found]
+        frontals = self.frontalize_faces([c for _, c, _ in found], facings, batch_size) if found else []
         return [
             FrontalizedFace(d.box, d.landmarks, crop, fr, M, self.mirror is not None and fc != self.mirror)
-            for d, (crop, M), fr, fc in zip(detections, aligned, frontals, facings)
+            for (d, crop, M), fr, fc in zip(found, frontals, facings)
         ]
 
     @staticmethod
     def paste_back(photo: np.ndarray, faces: Sequence[FrontalizedFace]) -> np.ndarray:
         """The photo with every frontal view warped back over its face (feathered blend), uint8 BGR."""
-        canvas = _as_bgr(photo)
+        canvas = as_bgr(photo)
         for f in faces:
             canvas = paste_face(canvas, f.frontal, f.M)
         return canvas
