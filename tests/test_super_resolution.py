@@ -191,3 +191,25 @@ def test_super_resolve_real_photos_and_evaluate(tmp_path, shared_data, shared_mo
     ev = report["evaluation"]
     assert ev["count"] == 5 and {"psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic"} <= set(ev["mean"])
     assert (out / "contact_sheet.png").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = _faces(tmp_path, n=8)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           "-m", "pipelines.train_super_resolution", "--data", str(data), "--out", str(out), "--scale", "4",
+           "--hr-size", "32", "--channels", "8", "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4",
+           "--batch-size", "4", "--steps", "2", "--val-every", "2", "--workers", "0", "--val-count", "2",
+           "--discriminator", "wavelet", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from lightface.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "model.pth")["step"] == 2
