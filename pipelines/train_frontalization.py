@@ -54,6 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=20000, help="generator steps (default: %(default)s)")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes of training (final validation and checkpoint are still "
+                        "written); default: no limit (default: None)")
     g.add_argument("--batch-size", type=int, default=8, help="batch size per process (default: %(default)s)")
     g.add_argument("--lr", type=float, default=1e-4, help="generator Adam learning rate (default: %(default)s)")
     g.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: --lr)")

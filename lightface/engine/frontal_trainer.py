@@ -105,6 +105,14 @@ def _broadcast_params(module: nn.Module, info: DistInfo) -> None:
             torch_dist.broadcast(t.data, 0)
 
 
+def _past(deadline: float, info: DistInfo, device: torch.device) -> bool:
+    """Whether any process has passed ``deadline`` (all processes then stop at the same step)."""
+    flag = torch.tensor([1.0 if time.monotonic() > deadline else 0.0], device=device)
+    if info.distributed:
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def _infinite(loader: DataLoader, sampler: Optional[DistributedSampler], epoch: int) -> Iterator:
     while True:
         if sampler is not None:
@@ -317,8 +325,9 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
         net.train()
     stream = _infinite(loader, sampler, epoch)
     summary: Dict[str, Any] = {}
-    t_data = time.perf_counter()
-    while step < args.steps:
+    deadline = time.monotonic() + 60.0 * args.max_minutes if getattr(args, "max_minutes", None) else None
+    last_step = args.steps
+    while step < last_step:
         epoch, batch = next(stream)
         x = batch["input"].to(device, non_blocking=True)
         y = batch["target"].to(device, non_blocking=True)
@@ -378,12 +387,15 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
                 if k in nets:
                     objective.after_discriminator_step(nets[k])
             terms.update(prefix_terms(d_terms))
+        if deadline is not None and step < last_step and _past(deadline, info, device):
+            log.info("--max-minutes %s reached at step %d: finishing", args.max_minutes, step)
+            last_step = step
         if not all(math.isfinite(v) for v in terms.values()):
             raise FloatingPointError(f"non-finite loss at step {step}: {terms}; lower --lr or check the data")
-        if step % args.log_every == 0 or step == args.steps:
+        if step % args.log_every == 0 or step == last_step:
             logger.log(step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **terms)
         summary.update(terms)
-        if info.is_main and (step % args.val_every == 0 or step == args.steps):
+        if info.is_main and (step % args.val_every == 0 or step == last_step):
             with torch.no_grad():
                 fr = ema.module.frontalize(show_x)
             save_sample_grid(out / "samples" / f"step_{step:07d}.png", [show_x, fr, show_y])
@@ -391,7 +403,7 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
                 metrics = evaluate_frontalization(ema.module, identity, val_set, device, args.batch_size)
                 logger.log(step, **metrics)
                 summary.update(metrics)
-        if info.is_main and (step % args.save_every == 0 or step == args.steps):
+        if info.is_main and (step % args.save_every == 0 or step == last_step):
             checkpoint(ckpt_dir / "last.pth")
     if info.is_main:
         checkpoint(ckpt_dir / "final.pth")
