@@ -99,6 +99,15 @@ def _allreduce_grads(module: nn.Module, info: DistInfo) -> None:
         offset += n
 
 
+def _optimizer_step(opt: torch.optim.Optimizer, loss: Tensor, modules: Sequence[nn.Module], info: DistInfo) -> None:
+    """zero_grad, backward, average the gradients of ``modules`` over processes, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for module in modules:
+        _allreduce_grads(module, info)
+    opt.step()
+
+
 def _broadcast_params(module: nn.Module, info: DistInfo) -> None:
     if info.distributed:
         for t in list(module.parameters()) + list(module.buffers()):
@@ -363,12 +372,7 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
                 g_loss = g_loss + args.lambda_ip * ip
                 terms["l_g_ip"] = ip.item()
             terms["l_g_total"] = g_loss.item()
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        for k in ("G", "P"):
-            if k in nets:
-                _allreduce_grads(nets[k], info)
-        opt_g.step()
+        _optimizer_step(opt_g, g_loss, [nets[k] for k in ("G", "P") if k in nets], info)
         ema.update(G)
         # ---- discriminator step
         if step % args.d_every == 0 and args.lambda_adv > 0:
@@ -377,15 +381,10 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
                 d_loss_p, d_terms_p = objective.discriminator_loss(nets["D_p"], x, fake_p)
                 d_loss = d_loss + d_loss_p
                 terms["l_d_adv_profile"] = d_terms_p["d_adv"]
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            for k in ("D", "D_p"):
-                if k in nets:
-                    _allreduce_grads(nets[k], info)
-            opt_d.step()
-            for k in ("D", "D_p"):
-                if k in nets:
-                    objective.after_discriminator_step(nets[k])
+            discriminators = [nets[k] for k in ("D", "D_p") if k in nets]
+            _optimizer_step(opt_d, d_loss, discriminators, info)
+            for net in discriminators:
+                objective.after_discriminator_step(net)
             terms.update(prefix_terms(d_terms))
         if deadline is not None and step < last_step and _past(deadline, info, device):
             log.info("--max-minutes %s reached at step %d: finishing", args.max_minutes, step)
