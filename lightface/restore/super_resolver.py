@@ -138,10 +138,11 @@ class SuperResolver:
         return canvas, faces
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    """A copy of ``img`` (uint8 BGR) with a caption bar of ``text`` under it."""
-    bar = np.full((18, img.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+def _label(img: np.ndarray, *lines: str) -> np.ndarray:
+    """A copy of ``img`` (uint8 BGR) with a white caption bar holding ``lines`` under it."""
+    bar = np.full((4 + 13 * max(len(lines), 2), img.shape[1], 3), 255, np.uint8)
+    for i, text in enumerate(lines):
+        cv2.putText(bar, text, (3, 13 + 13 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([img, bar], axis=0)
 
 
@@ -220,13 +221,17 @@ def evaluate_super_resolution(
             rec["id_cos_bicubic"] = float(ids["bicubic"][i])
         records.append({k: (float(v) if not isinstance(v, str) else v) for k, v in rec.items()})
         if sheet_path is not None and len(rows) < max_sheet_rows:
-            idtxt = lambda key: f" id {rec[key]:.3f}" if key in rec else ""  # noqa: E731
+            def caption(kind):
+                key = "sr" if kind == "SR" else "bicubic"
+                ident = f" id {rec['id_cos_' + key]:.5f}" if f"id_cos_{key}" in rec else ""
+                return f"{kind} {rec['psnr_' + key]:.2f} dB", f"SSIM {rec['ssim_' + key]:.3f}{ident}"
+
             lr_up = cv2.resize(lr, (size, size), interpolation=cv2.INTER_NEAREST)
             rows.append(np.concatenate([
-                _label(lr_up, f"LR {lr.shape[1]}px"),
-                _label(bic, f"bic {rec['psnr_bicubic']:.2f}dB {rec['ssim_bicubic']:.3f}" + idtxt("id_cos_bicubic")),
-                _label(sr, f"SR {rec['psnr_sr']:.2f}dB {rec['ssim_sr']:.3f}" + idtxt("id_cos_sr")),
-                _label(hr, "HR"),
+                _label(lr_up, f"LR {lr.shape[1]} px (x{scale})"),
+                _label(bic, *caption("bicubic")),
+                _label(sr, *caption("SR")),
+                _label(hr, f"HR {size} px"),
             ], axis=1))
     keys = [k for k in records[0] if k != "input"]
     mean = {k: float(np.mean([r[k] for r in records])) for k in keys}
