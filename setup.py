@@ -27,10 +27,11 @@ def extension():
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     # No -std flag: torch.utils.cpp_extension picks the C++ standard its headers need
     # (C++20 since torch 2.13). py_limited_api=True makes it define Py_LIMITED_API.
-    cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG"]
+    # -g0 cancels the -g that Python's own CFLAGS add.
+    cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-DNDEBUG", "-g0"]
     cxx += ["-fvisibility=hidden", "-Wno-unknown-pragmas"] + openmp
     extra_compile_args = {"cxx": cxx}
-    define_macros = []
+    define_macros = [("LIGHTFACE_PYTHON_MODULE", None)]
     include_dirs = [os.path.join(ROOT, "csrc")]
     if WITH_CUDA:
         # No --use_fast_math: the kernels must keep IEEE NaN semantics (NaN propagation).

@@ -6,21 +6,27 @@
 // Private ops (leading underscore): the forward variants that also return what the
 // backward needs (the MFM selection masks) and the backward ops themselves, so that
 // torch.compile / AOTAutograd see the backward as ops too.
-#include <Python.h>
+#ifdef LIGHTFACE_PYTHON_MODULE
+#include <Python.h>  // first, as Python requires
+#endif
+
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <atomic>
+#include <vector>
 
 #include "common.h"
 
-#include <ATen/Parallel.h>
-
-#include <atomic>
-
-// An importable (empty) Python module, so `import lightface._C` loads the op library.
-// PyMODINIT_FUNC exports the symbol despite -fvisibility=hidden.
+#ifdef LIGHTFACE_PYTHON_MODULE
+// setup.py's build: an importable (empty) Python module, so `import lightface._C` loads
+// the op library. PyMODINIT_FUNC exports the symbol despite -fvisibility=hidden. The
+// CMake build is a plain shared library for torch.ops.load_library (no Python needed).
 extern "C" PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
+#endif
 
 namespace lightface {
 namespace {

@@ -15,17 +15,12 @@
 
 #include "common.h"
 #include "cpu/simd.h"
+#include "select.h"
 
 namespace lightface {
 namespace {
 
 constexpr int64_t kGrain = 16384;
-
-// `b` beats `a`: strictly larger, or NaN while `a` is not (NaN propagates; ties -> a).
-template <typename T>
-inline bool beats(T a, T b) {
-  return (b > a) | ((b != b) & (a == a));
-}
 
 // Calls fn(o, j, count) for consecutive runs of the flat range [begin, end) of an
 // (outer, len) index space, each run inside one row o.
@@ -124,8 +119,6 @@ at::Tensor mfm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in
 }
 
 // ---- MFM 3/2 ----------------------------------------------------------------------------
-// Ranking of the three thirds is a stable descending sort with NaN largest: the max is the
-// first of the largest values, the median the next one in that order.
 
 template <typename scalar_t, bool kMask>
 LIGHTFACE_SIMD_CLONES void mfm3_run(const scalar_t* __restrict a, const scalar_t* __restrict b,
@@ -134,22 +127,11 @@ LIGHTFACE_SIMD_CLONES void mfm3_run(const scalar_t* __restrict a, const scalar_t
   using op_t = at::opmath_type<scalar_t>;
   for (int64_t k = 0; k < n; ++k) {
     const scalar_t v[3] = {a[k], b[k], c[k]};
-    const op_t f0 = static_cast<op_t>(v[0]), f1 = static_cast<op_t>(v[1]), f2 = static_cast<op_t>(v[2]);
-    // max index: first maximum.
-    const bool b01 = beats(f0, f1);                  // 1 ranks above 0
-    const int imax01 = b01 ? 1 : 0;
-    const op_t fmax01 = b01 ? f1 : f0;
-    const bool b2 = beats(fmax01, f2);               // 2 ranks above both
-    const int imax = b2 ? 2 : imax01;
-    // the two others in index order (lo < hi); the median is hi only if it beats lo.
-    const int lo = imax == 0 ? 1 : 0;
-    const int hi = imax == 2 ? 1 : 2;
-    const op_t flo = lo == 0 ? f0 : f1;
-    const op_t fhi = hi == 1 ? f1 : f2;
-    const int imed = beats(flo, fhi) ? hi : lo;
+    int imax, imed;
+    rank3(static_cast<op_t>(v[0]), static_cast<op_t>(v[1]), static_cast<op_t>(v[2]), imax, imed);
     ymax[k] = v[imax];
     ymed[k] = v[imed];
-    if constexpr (kMask) m[k] = static_cast<uint8_t>(imax | (imed << 2));
+    if constexpr (kMask) m[k] = pack_rank3(imax, imed);
   }
 }
 
@@ -159,7 +141,7 @@ LIGHTFACE_SIMD_CLONES void mfm3_backward_run(const scalar_t* __restrict gmax, co
                                              scalar_t* __restrict g1, scalar_t* __restrict g2, int64_t n) {
   const scalar_t zero(0);
   for (int64_t k = 0; k < n; ++k) {
-    const int imax = m[k] & 3, imed = (m[k] >> 2) & 3;
+    const int imax = mask_max(m[k]), imed = mask_median(m[k]);
     const scalar_t vmax = gmax[k], vmed = gmed[k];
     g0[k] = imax == 0 ? vmax : (imed == 0 ? vmed : zero);
     g1[k] = imax == 1 ? vmax : (imed == 1 ? vmed : zero);

@@ -16,15 +16,6 @@
 #define LIGHTFACE_SIMD_CLONES
 #endif
 
-namespace lightface {
-
-// sign(d) as torch defines it for real numbers: +1, -1, or 0 for 0 and NaN.
-template <typename T>
-inline T sign_of(T d) {
-  return static_cast<T>((d > T(0)) - (d < T(0)));
-}
-
-}  // namespace lightface
 
 #include <ATen/OpMathType.h>
 #include <ATen/cpu/vec/vec.h>
@@ -62,7 +53,7 @@ inline void store_op(scalar_t* p, const OpVec<scalar_t>& v) {
   }
 }
 
-// Lane-wise sign (+1, -1, 0 for 0 and NaN), like sign_of.
+// Lane-wise sign (+1, -1, 0 for 0 and NaN), like sign_of in select.h.
 template <typename V>
 inline V sign_vec(const V& d) {
   const V zero(0), one(1);

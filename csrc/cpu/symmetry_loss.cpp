@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "cpu/simd.h"
+#include "select.h"
 
 namespace lightface {
 namespace {

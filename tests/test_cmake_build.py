@@ -1,0 +1,101 @@
+"""The CMake build (CMakeLists.txt) produces a library torch.ops.load_library can load, whose
+ops agree with the setup.py build (lightface._C)."""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightface import ops
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed"),
+    pytest.mark.skipif(not ops.extension_available(), reason="lightface._C is not built (make build)"),
+]
+
+# Runs in a fresh interpreter: both builds register the same TORCH_LIBRARY, so the CMake
+# library must not share a process with lightface._C.
+CHILD = textwrap.dedent(
+    """
+    import sys, torch
+    torch.ops.load_library(sys.argv[1])
+    lf = torch.ops.lightface
+    inputs = torch.load(sys.argv[2])
+    x, img, grad = inputs["x"], inputs["img"], inputs["grad"]
+    out, mask = lf._mfm_forward(x, 1)
+    out3, mask3 = lf._mfm_3_2_forward(x[:, :6], 1)
+    results = {
+        "mfm": lf.mfm(x, 1), "mfm_mask": mask, "mfm_backward": lf._mfm_backward(out, mask, 1),
+        "mfm_3_2": lf.mfm_3_2(x[:, :6], 1), "mfm_3_2_mask": mask3,
+        "mfm_3_2_backward": lf._mfm_3_2_backward(out3, mask3, 1),
+        "threads": torch.tensor(lf._parallel_threads()),
+    }
+    for r in ("none", "sum", "mean"):
+        g = grad if r == "none" else grad[0]
+        results[f"sym_{r}"] = lf.symmetry_loss(img, r)
+        results[f"tv_{r}"] = lf.total_variation(img, r)
+        results[f"sym_backward_{r}"] = lf._symmetry_loss_backward(g, img, r)
+        results[f"tv_backward_{r}"] = lf._total_variation_backward(g, img, r)
+    torch.save(results, sys.argv[3])
+    """
+)
+
+
+def _expected(inputs):
+    lf = torch.ops.lightface
+    x, img, grad = inputs["x"], inputs["img"], inputs["grad"]
+    out, mask = lf._mfm_forward(x, 1)
+    out3, mask3 = lf._mfm_3_2_forward(x[:, :6], 1)
+    results = {
+        "mfm": lf.mfm(x, 1), "mfm_mask": mask, "mfm_backward": lf._mfm_backward(out, mask, 1),
+        "mfm_3_2": lf.mfm_3_2(x[:, :6], 1), "mfm_3_2_mask": mask3,
+        "mfm_3_2_backward": lf._mfm_3_2_backward(out3, mask3, 1),
+    }
+    for r in ("none", "sum", "mean"):
+        g = grad if r == "none" else grad[0]
+        results[f"sym_{r}"] = lf.symmetry_loss(img, r)
+        results[f"tv_{r}"] = lf.total_variation(img, r)
+        results[f"sym_backward_{r}"] = lf._symmetry_loss_backward(g, img, r)
+        results[f"tv_backward_{r}"] = lf._total_variation_backward(g, img, r)
+    return results
+
+
+def test_cmake_library_loads_and_agrees(tmp_path):
+    build = tmp_path / "build"
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    configure = [
+        "cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        # -O1 without the per-ISA clones keeps this build short; setup.py builds the real thing.
+        "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -DLIGHTFACE_NO_SIMD_CLONES", f"-DPython3_EXECUTABLE={sys.executable}",
+    ]
+    if shutil.which("ninja", path=env["PATH"]):
+        configure += ["-G", "Ninja"]
+    subprocess.run(configure, check=True, env=env, capture_output=True, text=True)
+    subprocess.run(["cmake", "--build", str(build), "--parallel", "2"], check=True, env=env,
+                   capture_output=True, text=True)
+    libraries = sorted(build.glob("liblightface_ops.*"))
+    assert libraries, f"no liblightface_ops in {build}: {sorted(p.name for p in build.iterdir())}"
+
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(3, 8, 5, 7), "img": torch.rand(2, 3, 9, 11), "grad": torch.randn(2)}
+    torch.save(inputs, tmp_path / "inputs.pt")
+    (tmp_path / "child.py").write_text(CHILD)
+    subprocess.run(
+        [sys.executable, str(tmp_path / "child.py"), str(libraries[0]), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt")],
+        check=True, env=env, capture_output=True, text=True,
+    )
+    got = torch.load(tmp_path / "out.pt")
+    assert got.pop("threads").item() >= 1
+    expected = _expected(inputs)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-6, msg=lambda m: f"{key}: {m}")

@@ -1,0 +1,415 @@
+"""Fused ops (lightface.ops) against the pure-PyTorch reference, on CPU and (marked) CUDA."""
+import pytest
+import torch
+from torch.library import opcheck
+
+from lightface import ops
+from lightface.ops import reference
+
+from conftest import DEVICES
+
+pytestmark = pytest.mark.skipif(not ops.extension_available(), reason="lightface._C is not built (make build)")
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+REDUCTIONS = ["none", "sum", "mean"]
+LOSSES = {"symmetry": (ops.symmetry_loss, reference.symmetry_loss), "tv": (ops.total_variation, reference.total_variation)}
+LOSS_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def _noncontiguous(t: torch.Tensor) -> torch.Tensor:
+    """Same values as ``t`` with a different (non-contiguous) memory layout."""
+    out = torch.empty(t.shape[::-1], dtype=t.dtype, device=t.device).permute(*reversed(range(t.dim())))
+    out.copy_(t)
+    assert not out.is_contiguous() or t.dim() < 2
+    return out
+
+
+def _inputs(shape, dtype, device, contiguous, uniform=False):
+    x = (torch.rand if uniform else torch.randn)(shape, dtype=torch.float64).to(dtype=dtype, device=device)
+    return x if contiguous else _noncontiguous(x)
+
+
+def _grad(fn, x, seed_grad=None):
+    x = x.detach().clone().requires_grad_(True)
+    y = fn(x)
+    g = torch.randn(y.shape, dtype=torch.float64).to(y) if seed_grad is None else seed_grad
+    y.backward(g)
+    return y.detach(), x.grad
+
+
+# ---- MFM --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("dim", [1, -1, 0])
+def test_mfm_matches_reference(device, dtype, contiguous, dim):
+    _check_mfm(_inputs((2, 6, 10, 12), dtype, device, contiguous), dim)
+
+
+def test_mfm_matches_reference_across_parallel_chunks():
+    # 84000 elements: several at::parallel_for chunks, with chunk borders inside rows.
+    for dim in (1, 3):
+        _check_mfm(torch.randn(4, 6, 70, 50), dim)
+
+
+def _check_mfm(x, dim):
+    dtype, device = x.dtype, x.device
+    g = torch.randn(reference.mfm(x, dim).shape, dtype=torch.float64).to(dtype=dtype, device=device)
+    y, gx = _grad(lambda t: ops.mfm(t, dim), x, g)
+    y_ref, gx_ref = _grad(lambda t: reference.mfm(t, dim), x, g)
+    assert y.dtype == dtype and y.is_contiguous()
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("dim", [1, -1])
+def test_mfm_3_2_matches_reference(device, dtype, contiguous, dim):
+    # Small integer values give many ties between the thirds.
+    x = torch.randint(-2, 3, (3, 9, 20, 12)).to(dtype=dtype, device=device)
+    x = x if contiguous else _noncontiguous(x)
+    g = torch.randn(reference.mfm_3_2(x, dim).shape, dtype=torch.float64).to(dtype=dtype, device=device)
+    y, gx = _grad(lambda t: ops.mfm_3_2(t, dim), x, g)
+    y_ref, gx_ref = _grad(lambda t: reference.mfm_3_2(t, dim), x, g)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=0)
+
+
+def test_reference_mfm_3_2_equals_stable_sort():
+    """The sort-free reference agrees with the definition: stable descending sort of the thirds."""
+    x = torch.randint(-1, 2, (5, 30, 7)).float()
+    x[0, :3] = float("nan")
+    x[1, 10:12] = float("nan")
+    ordered, _ = torch.sort(torch.stack(x.chunk(3, dim=1)), dim=0, descending=True, stable=True)
+    expected = torch.cat([ordered[0], ordered[1]], dim=1)
+    torch.testing.assert_close(reference.mfm_3_2(x), expected, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mfm_hand_computed_and_tie_rule(device):
+    x = torch.tensor([[1.0, 5.0, 2.0, 3.0, 5.0, 2.0]], device=device, requires_grad=True)  # halves [1,5,2] [3,5,2]
+    y = ops.mfm(x)
+    assert y.tolist() == [[3.0, 5.0, 2.0]]
+    y.backward(torch.tensor([[10.0, 20.0, 30.0]], device=device))
+    # 3 > 1: second half; ties (5 == 5, 2 == 2): the first half (the paper's eq. 2).
+    assert x.grad.tolist() == [[0.0, 20.0, 30.0, 10.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mfm_3_2_hand_computed_and_ties(device):
+    # thirds: [1, 4, 7], [9, 4, 7], [5, 4, 8]
+    x = torch.tensor([[1.0, 4.0, 7.0, 9.0, 4.0, 7.0, 5.0, 4.0, 8.0]], device=device, requires_grad=True)
+    y = ops.mfm_3_2(x)
+    assert y.tolist() == [[9.0, 4.0, 8.0, 5.0, 4.0, 7.0]]
+    y.backward(torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], device=device))
+    # column 1 all tied: max -> first third, median -> second; column 2: max third 3, median tie -> first.
+    assert x.grad.tolist() == [[0.0, 2.0, 6.0, 1.0, 5.0, 0.0, 4.0, 0.0, 3.0]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_mfm_nan_propagates(device, dtype):
+    nan = float("nan")
+    x = torch.tensor([[nan, 1.0, nan, 2.0, 3.0, nan, nan, 2.0]], dtype=dtype, device=device, requires_grad=True)
+    y = ops.mfm(x)  # pairs (nan, 3) (1, nan) (nan, nan) (2, 2)
+    assert torch.isnan(y[0, :3]).all() and y[0, 3].item() == 2.0
+    y.backward(torch.ones_like(y))
+    assert x.grad.tolist() == [[1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0]]
+    z = ops.mfm_3_2(torch.tensor([[1.0, nan, 3.0, 2.0, 5.0, nan]], dtype=dtype, device=device))  # max, median
+    assert torch.isnan(z[0]).tolist() == [False, True, False, True] and z[0, 0].item() == 5.0 and z[0, 2].item() == 3.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mfm_saves_one_byte_mask_per_output(device):
+    """Backward memory: the autograd graph keeps a uint8 mask of the output's shape, not the input."""
+    x = torch.randn(4, 32, 8, 8, device=device, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, t.numel()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = ops.mfm(x)
+        z = ops.mfm_3_2(torch.randn(4, 48, 8, 8, device=device, requires_grad=True))
+    assert saved == [(torch.uint8, y.numel()), (torch.uint8, z.numel() // 2)]
+
+
+# ---- losses -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_losses_match_reference(device, dtype, reduction, loss, contiguous):
+    # W = 37: odd width and vector tails.
+    _check_loss(loss, _inputs((2, 3, 10, 37), dtype, device, contiguous, uniform=True), reduction)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_losses_match_reference_across_row_blocks(loss):
+    # C*H = 600 rows of 37 pixels: several row blocks (and threads) per image.
+    for reduction in REDUCTIONS:
+        _check_loss(loss, torch.rand(3, 3, 200, 37), reduction)
+
+
+def _check_loss(loss, x, reduction):
+    fn, ref = LOSSES[loss]
+    dtype, device = x.dtype, x.device
+    seed = torch.randn(x.shape[0] if reduction == "none" else (), dtype=torch.float64).to(dtype=dtype, device=device)
+    y, gx = _grad(lambda t: fn(t, reduction), x, seed)
+    y_ref, gx_ref = _grad(lambda t: ref(t, reduction), x, seed)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    tol = LOSS_TOL[dtype]
+    torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
+    # d|d|/dd is a sign: the gradients agree exactly up to the final scaling's rounding.
+    torch.testing.assert_close(gx, gx_ref, rtol=tol, atol=tol * float(seed.abs().max()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_losses_hand_computed(device):
+    img = torch.tensor([[[[1.0, 2.0, 4.0], [0.0, 0.0, 3.0]]]], device=device)  # (1, 1, 2, 3)
+    # symmetry: |1-4| + |0-3| = 6 over N*C*H*floor(W/2) = 2 terms
+    assert ops.symmetry_loss(img, "sum").item() == 6.0
+    assert ops.symmetry_loss(img).item() == 3.0
+    # tv: horizontal 1+2 + 0+3, vertical 1+2+1 -> 10 over 6 pixels
+    assert ops.total_variation(img, "sum").item() == 10.0
+    assert ops.total_variation(img).item() == pytest.approx(10.0 / 6.0)
+    constant = torch.full((2, 3, 5, 6), 0.7, device=device)
+    assert ops.symmetry_loss(constant, "none").tolist() == [0.0, 0.0]
+    assert ops.total_variation(constant, "none").tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_losses_batched_equals_per_item(loss):
+    fn, _ = LOSSES[loss]
+    x = torch.rand(4, 3, 16, 15)
+    per_item = torch.stack([fn(x[i : i + 1], "none")[0] for i in range(4)])
+    torch.testing.assert_close(fn(x, "none"), per_item, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fn(x, "sum"), per_item.sum(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_losses_nan_propagates(device, loss):
+    fn, ref = LOSSES[loss]
+    x = torch.rand(2, 1, 4, 4, device=device)
+    x[1, 0, 1, 0] = float("nan")
+    y = fn(x, "none")
+    assert not torch.isnan(y[0]) and torch.isnan(y[1])
+    assert torch.isnan(fn(x)) and torch.isnan(fn(x, "sum"))
+    _, g = _grad(lambda t: fn(t, "sum"), x, torch.tensor(1.0, device=device))
+    _, g_ref = _grad(lambda t: ref(t, "sum"), x, torch.tensor(1.0, device=device))
+    torch.testing.assert_close(g, g_ref, equal_nan=True)  # sign(NaN) = 0, as in torch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_inputs(device):
+    assert ops.mfm(torch.empty(0, 4, 3, device=device)).shape == (0, 2, 3)
+    assert ops.mfm_3_2(torch.empty(2, 0, 3, device=device)).shape == (2, 0, 3)
+    x = torch.empty(0, 6, 5, device=device, requires_grad=True)
+    ops.mfm(x).sum().backward()
+    assert x.grad.shape == x.shape
+    for fn, ref in LOSSES.values():
+        for shape in [(0, 3, 4, 4), (2, 0, 4, 4), (2, 3, 0, 4)]:
+            img = torch.empty(shape, device=device)
+            assert fn(img, "none").shape == (shape[0],)
+            assert fn(img, "sum").item() == 0.0
+            assert torch.isnan(fn(img, "mean")) and torch.isnan(ref(img, "mean"))  # 0 / 0, like torch.mean
+    # One column: no symmetric pair, so the mean over zero terms is NaN and the gradient 0.
+    one_col = torch.rand(2, 3, 4, 1, device=device, requires_grad=True)
+    assert ops.symmetry_loss(one_col, "sum").item() == 0.0
+    assert torch.isnan(ops.symmetry_loss(one_col))
+    ops.symmetry_loss(one_col, "sum").backward()
+    assert one_col.grad.abs().sum().item() == 0.0
+
+
+def test_losses_deterministic_across_thread_counts():
+    x = torch.rand(3, 3, 300, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [ops.symmetry_loss(x, "none"), ops.total_variation(x, "none")]
+        torch.set_num_threads(max(threads, 2))
+        many = [ops.symmetry_loss(x, "none"), ops.total_variation(x, "none")]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)
+
+
+def test_parallel_for_uses_threads():
+    """-fopenmp reached the extension: at::parallel_for inside it runs on several threads."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.ops.lightface._parallel_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---- autograd, opcheck, compile ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_float64(device):
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(2, 6, 2, 4, **kw)
+    assert torch.autograd.gradcheck(lambda t: ops.mfm(t, 1), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.mfm(t, -1), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.mfm_3_2(t, 1), (x,))
+    # the public ops called directly (they save the input and recompute the mask)
+    assert torch.autograd.gradcheck(lambda t: torch.ops.lightface.mfm(t, 1), (x,))
+    assert torch.autograd.gradcheck(lambda t: torch.ops.lightface.mfm_3_2(t, 1), (x,))
+    img = torch.randn(2, 2, 4, 5, **kw)
+    for fn, _ in LOSSES.values():
+        for reduction in REDUCTIONS:
+            assert torch.autograd.gradcheck(lambda t: fn(t, reduction), (img,), fast_mode=True)
+
+
+def _opcheck_samples(device):
+    def t(*shape, grad=True):
+        return torch.randn(shape, device=device, requires_grad=grad)
+
+    lf = torch.ops.lightface
+    return [
+        (lf.mfm, (t(2, 4, 3, 3),), {}),
+        (lf.mfm, (t(3, 8), -1), {}),
+        (lf._mfm_forward, (t(2, 6, 5), 1), {}),
+        (lf._mfm_backward, (t(2, 3, 5, grad=False), torch.randint(0, 2, (2, 3, 5), dtype=torch.uint8), 1), {}),
+        (lf.mfm_3_2, (t(2, 6, 3),), {}),
+        (lf._mfm_3_2_forward, (t(6, 4), 0), {}),
+        (lf.symmetry_loss, (t(2, 3, 4, 5),), {}),
+        (lf.symmetry_loss, (t(2, 3, 4, 6), "none"), {}),
+        (lf.total_variation, (t(2, 3, 4, 5), "sum"), {}),
+        (lf._total_variation_backward, (t(2, grad=False), t(2, 1, 3, 3, grad=False), "none"), {}),
+        (lf._symmetry_loss_backward, (t(grad=False), t(2, 1, 3, 3, grad=False), "mean"), {}),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for op, args, kwargs in _opcheck_samples(device):
+        opcheck(op, args, kwargs)
+
+
+def test_compile_fullgraph_matches_eager():
+    def loss(x, img):
+        return ops.mfm(x).square().sum() + ops.mfm_3_2(x[:, :6]).sum() + 3 * ops.symmetry_loss(img) + ops.total_variation(img, "sum")
+
+    x = torch.randn(2, 6, 5, 4, requires_grad=True)
+    img = torch.rand(2, 3, 8, 9, requires_grad=True)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    y_c = compiled(x, img)
+    gx_c, gi_c = torch.autograd.grad(y_c, (x, img))
+    y_e = loss(x, img)
+    gx_e, gi_e = torch.autograd.grad(y_e, (x, img))
+    torch.testing.assert_close(y_c, y_e)
+    torch.testing.assert_close(gx_c, gx_e)
+    torch.testing.assert_close(gi_c, gi_e)
+
+
+@pytest.mark.slow
+def test_compile_inductor_fullgraph_matches_eager():
+    def fn(x, img):
+        return ops.mfm(x).sum() + ops.symmetry_loss(img) + ops.total_variation(img)
+
+    x, img = torch.randn(2, 4, 3, 3), torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(torch.compile(fn, fullgraph=True)(x, img), fn(x, img))
+
+
+def test_use_reference_traces_to_plain_aten_ops():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def fn(x, img):
+        return ops.mfm(x).sum() + ops.mfm_3_2(x[:, :3]).sum() + ops.symmetry_loss(img) + ops.total_variation(img)
+
+    x, img = torch.randn(2, 4, 3), torch.rand(1, 2, 4, 4)
+
+    def targets(gm):
+        return {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+
+    assert any("lightface" in t for t in targets(make_fx(fn)(x, img)))
+    with ops.use_reference():
+        with ops.use_reference():  # nests
+            pass
+        traced = make_fx(fn)(x, img)
+        torch.testing.assert_close(fn(x, img), traced(x, img))
+    assert not any("lightface" in t for t in targets(traced))
+    assert ops._reference_depth == 0
+
+
+# ---- bad inputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: ops.mfm([1.0, 2.0]), TypeError, ["x", "list"]),
+        (lambda: ops.mfm(torch.ones(2, 4, dtype=torch.int64)), TypeError, ["x", "int64"]),
+        (lambda: ops.mfm(torch.ones(2, 3, 4)), ValueError, ["x.shape[1]", "even", "(2, 3, 4)"]),
+        (lambda: ops.mfm(torch.ones(2, 4), dim=2), IndexError, ["dim=2", "(2, 4)"]),
+        (lambda: ops.mfm(torch.ones(2, 4), dim=1.0), TypeError, ["dim"]),
+        (lambda: ops.mfm(torch.tensor(1.0)), ValueError, ["0-d"]),
+        (lambda: ops.mfm_3_2(torch.ones(2, 4, 4)), ValueError, ["x.shape[1]", "divisible by 3", "(2, 4, 4)"]),
+        (lambda: ops.symmetry_loss(torch.ones(3, 4, 4)), ValueError, ["img", "4-D", "(3, 4, 4)"]),
+        (lambda: ops.total_variation(torch.ones(1, 1, 3, 4, 4)), ValueError, ["img", "4-D", "(1, 1, 3, 4, 4)"]),
+        (lambda: ops.symmetry_loss(torch.ones(1, 1, 4, 4), "avg"), ValueError, ["reduction", "'avg'"]),
+        (lambda: ops.total_variation(torch.ones(1, 1, 4, 4, dtype=torch.uint8)), TypeError, ["img", "uint8"]),
+        (lambda: ops.total_variation(None), TypeError, ["img", "NoneType"]),
+        (lambda: ops.SymmetryLoss("mse"), ValueError, ["reduction"]),
+    ],
+)
+def test_bad_inputs(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_inputs_to_raw_ops_raise_python_errors():
+    lf = torch.ops.lightface
+    with pytest.raises(ValueError, match=r"divisible by 2.*\[2, 3\]"):
+        lf.mfm(torch.ones(2, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        lf.mfm(torch.ones(2, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="4-D"):
+        lf.symmetry_loss(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="unknown reduction 'max'"):
+        lf.total_variation(torch.ones(1, 1, 2, 2), "max")
+
+
+# ---- modules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_loss_modules_equal_functions(reduction):
+    img = torch.rand(2, 3, 6, 7)
+    torch.testing.assert_close(ops.SymmetryLoss(reduction)(img), ops.symmetry_loss(img, reduction), rtol=0, atol=0)
+    torch.testing.assert_close(ops.TotalVariation(reduction)(img), ops.total_variation(img, reduction), rtol=0, atol=0)
+    assert repr(ops.SymmetryLoss(reduction)) == f"SymmetryLoss(reduction='{reduction}')"
+
+
+# ---- CUDA vs CPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_cpu(dtype):
+    x = torch.randn(3, 12, 17, 16, dtype=torch.float64).to(dtype)
+    img = torch.rand(3, 3, 65, 33, dtype=torch.float64).to(dtype)
+    for fn in (ops.mfm, ops.mfm_3_2):
+        y_cpu, g_cpu = _grad(fn, x, torch.ones(fn(x).shape, dtype=dtype))
+        y_cuda, g_cuda = _grad(fn, x.cuda(), torch.ones(fn(x).shape, dtype=dtype, device="cuda"))
+        torch.testing.assert_close(y_cuda.cpu(), y_cpu, rtol=0, atol=0)
+        torch.testing.assert_close(g_cuda.cpu(), g_cpu, rtol=0, atol=0)
+    for fn, _ in LOSSES.values():
+        for reduction in REDUCTIONS:
+            tol = LOSS_TOL[dtype]
+            torch.testing.assert_close(fn(img.cuda(), reduction).cpu(), fn(img, reduction), rtol=tol, atol=tol)
