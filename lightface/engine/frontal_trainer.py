@@ -326,7 +326,7 @@ def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
 
     # fixed validation/sample batch
     n_show = min(args.num_samples, len(val_set))
-    show = [val_set[i] for i in range(n_show)]
+    show = [val_set[int(i)] for i in np.linspace(0, len(val_set) - 1, n_show).round()]  # spread over identities
     show_x = torch.stack([s["input"] for s in show]).to(device)
     show_y = torch.stack([s["target"] for s in show]).to(device)
 
