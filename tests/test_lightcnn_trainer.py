@@ -65,10 +65,14 @@ def _losses(run):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_lmdb, tmp_path_factory):
+def tiny_run(tiny_lmdb, shared_data, tmp_path_factory):
     """One short real LightCNN-9 run (1 epoch, held-out validation) shared by several tests."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    summary = _train(tiny_lmdb, out, "--val-split", "0.34", "--lr", "0.001", "--epochs", "1")
+    pairs = out.parent / "pairs.txt"  # held-out ORL images: 2 same + 2 different pairs per fold's worth
+    pairs.write_text("1 s1/7.pgm s1/8.pgm\n1 s2/7.pgm s2/8.pgm\n1 s3/7.pgm s3/9.pgm\n"
+                     "0 s1/7.pgm s2/8.pgm\n0 s2/7.pgm s3/8.pgm\n0 s3/7.pgm s1/9.pgm\n")
+    summary = _train(tiny_lmdb, out, "--val-split", "0.34", "--lr", "0.001", "--epochs", "1", "--val-pairs", pairs,
+                     "--val-pairs-root", shared_data / "orl_faces")
     return out, summary
 
 
@@ -121,7 +125,9 @@ def test_tiny_run_outputs(tiny_run, tiny_lmdb):
     assert ckpt["config"]["batch_size"] == BATCH and ckpt["config"]["loss"] == "ce"
     records = read_metrics(out / "metrics.jsonl")
     assert {"loss", "lr", "epoch", "train_acc"} <= set(records[0])
-    assert any("val_acc" in r for r in records)
+    val = [r for r in records if "val_acc" in r][-1]
+    assert 0 <= val["val_acc"] <= 1 and 0 <= val["val_verification_acc"] <= 1 and "val_auc" in val
+    assert summary["best_metric_name"] == "val_verification_acc" and summary["best_metric"] == val["val_verification_acc"]
     # loadable by get_model(weights=) and FaceEmbedder
     model = get_model("lightcnn9", weights=str(out / "best.pt")).eval()
     assert model.classifier.out_features == IDENTITIES

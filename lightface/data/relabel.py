@@ -22,7 +22,8 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-__all__ = ["KEEP", "RELABEL", "DROP", "RelabelDecisions", "relabel_decisions", "relabel_lmdb"]
+__all__ = ["KEEP", "RELABEL", "DROP", "RelabelDecisions", "relabel_decisions", "relabel_lmdb", "flip_labels",
+           "copy_with_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,6 @@ def relabel_lmdb(
     from ..engine.lightcnn_trainer import SampleTransformDataset, lightcnn_transforms, predict
     from ..models.checkpoint import build_from_checkpoint
     from . import LMDBDataset
-    from .build import write_lmdb
 
     data, weights, out = Path(data), Path(weights), Path(out)
     dataset = LMDBDataset(data)
@@ -146,19 +146,10 @@ def relabel_lmdb(
     if len(keep_rows) == 0:
         raise ValueError(f"relabel {data}: every sample would be dropped (threshold {threshold}); nothing to write")
 
-    def samples():  # stored records copied as they are (no re-encoding), with the new label
-        for row in keep_rows:
-            record = dataset.record(int(indices[row]))
-            record["label"] = int(decisions.new_label[row])
-            yield record
-
-    image_meta = dataset.metadata["image"]
-    write_summary = write_lmdb(
-        out, samples(), classes, encoding=image_meta["encoding"], quality=image_meta.get("quality") or 95,
-        overwrite=overwrite, alignment=dataset.metadata.get("alignment"),
+    write_summary = copy_with_labels(
+        dataset, out, indices[keep_rows], decisions.new_label[keep_rows], overwrite=overwrite, progress=progress,
         build_info={"relabelled_from": str(data), "relabel_weights": str(weights), "relabel_threshold": threshold,
                     "relabel_counts": counts},
-        progress=progress,
     )
     changed = np.flatnonzero(decisions.action != KEEP)
     with open(out / "relabel_changes.csv", "w", newline="", encoding="utf-8") as f:
@@ -184,3 +175,60 @@ def relabel_lmdb(
     }
     (out / "relabel_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return report
+
+
+def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int = 0):
+    """Simulate label noise: give ``round(fraction * N)`` random samples a random *other* class.
+
+    Args:
+        labels: (N,) integer labels in [0, num_classes).
+        fraction: share of samples to corrupt, in [0, 1].
+        num_classes: number of classes (>= 2).
+        seed: NumPy seed; the same seed flips the same samples to the same classes.
+    Returns:
+        ``(noisy_labels (N,) int64, flipped (N,) bool)``.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if num_classes < 2:
+        raise ValueError(f"label flipping needs >= 2 classes, got {num_classes}")
+    rng = np.random.default_rng(seed)
+    n_flip = int(round(fraction * len(labels)))
+    chosen = rng.choice(len(labels), size=n_flip, replace=False)
+    noisy = labels.copy()
+    # a uniformly random class among the num_classes - 1 others
+    offset = rng.integers(1, num_classes, size=n_flip)
+    noisy[chosen] = (labels[chosen] + offset) % num_classes
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[chosen] = True
+    return noisy, flipped
+
+
+def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = False, progress: bool = False,
+                     build_info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write the samples ``indices`` of an :class:`~lightface.data.LMDBDataset` to a new LMDB
+    ``out`` with new ``labels`` (same classes, stored images copied without re-encoding).
+
+    Returns:
+        the summary of :func:`lightface.data.build.write_lmdb`.
+    """
+    from .build import write_lmdb
+
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if indices.shape != labels.shape:
+        raise ValueError(f"indices and labels must have the same length, got {indices.shape} and {labels.shape}")
+    if len(indices) == 0:
+        raise ValueError(f"no samples to write to {out}")
+
+    def samples():
+        for index, label in zip(indices, labels):
+            record = dataset.record(int(index))
+            record["label"] = int(label)
+            yield record
+
+    image = dataset.metadata["image"]
+    return write_lmdb(out, samples(), dataset.classes, encoding=image["encoding"], quality=image.get("quality") or 95,
+                      overwrite=overwrite, alignment=dataset.metadata.get("alignment"), build_info=build_info,
+                      progress=progress)
