@@ -195,8 +195,9 @@ class FaceEmbedder:
     See the module docstring for the colour / alignment contract and size policy.
 
     Args:
-        weights: a checkpoint path (this project's, or an official Light CNN release), or
-            an ``nn.Module`` mapping (N,1,128,128) gray [0,1] to (N,256).
+        weights: a checkpoint path (this project's, or an official Light CNN release), an
+            exported ``.onnx`` file (ONNX Runtime backend), or an ``nn.Module`` mapping
+            (N,1,128,128) gray [0,1] to (N,256).
         arch: registry name to build (``"lightcnn9"``, ``"lightcnn29"``, ``"lightcnn29v2"``);
             needed only for bare state_dicts; otherwise checked against the checkpoint.
         device: ``"auto"`` (CUDA when available, logged), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
@@ -209,6 +210,14 @@ class FaceEmbedder:
         threshold: cosine decision threshold for :meth:`verify` (default: the checkpoint's
             ``verification_threshold`` when stored, else :data:`VERIFICATION_THRESHOLD`).
         channels_last: run the network in channels-last memory format.
+        compile: run the network through ``torch.compile`` (inductor): the first batch of
+            each new size compiles (slow, once), later batches run faster; same features
+            within float rounding.
+
+    Backends: a ``.onnx`` ``weights`` file (from :func:`lightface.export.export_onnx`) runs
+    with ONNX Runtime (CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is
+    installed); anything else runs in PyTorch (eager, or ``compile=True``). ``backend``
+    says which. The fastest CPU path measured is in docs/benchmarks.md.
 
     Example:
         >>> emb = FaceEmbedder("LightCNN_29Layers_V2_checkpoint.pth.tar")       # doctest: +SKIP
@@ -225,16 +234,29 @@ class FaceEmbedder:
         flip: bool = False,
         threshold: Optional[float] = None,
         channels_last: bool = False,
+        compile: bool = False,
     ):
         self.device = resolve_device(device)
-        logger.info("FaceEmbedder: running on %s", self.device)
-        self.model, stored_threshold = self._load(weights, arch)
-        self.model = self.model.to(self.device).eval()
         self.channels_last = bool(channels_last)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self._onnx = None
+        stored_threshold = None
+        if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
+            from .export import OnnxRecognizer
+
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda" else ["CPUExecutionProvider"]
+            self._onnx = OnnxRecognizer(weights, providers=providers)
+            self.model = None
+            self.backend = "onnxruntime"
+        else:
+            self.model, stored_threshold = self._load(weights, arch)
+            self.model = self.model.to(self.device).eval()
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            self.backend = "torch.compile" if compile else "torch"
+        self._net = torch.compile(self.model) if compile and self.model is not None else self.model
+        logger.info("FaceEmbedder: running on %s (%s)", self.device, self.backend)
         self._detector_spec = detector
         self._detector = detector if hasattr(detector, "detect") else None
         self.flip = bool(flip)
@@ -304,10 +326,15 @@ class FaceEmbedder:
         x = x.to(self.device, torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.model(x).float()
+        feats = self._forward(x)
         if flip:
-            feats = feats + self.model(x.flip(-1)).float()
+            feats = feats + self._forward(x.flip(-1))
         return torch.nn.functional.normalize(feats, dim=1)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self._onnx is not None:
+            return torch.from_numpy(self._onnx(x.cpu().numpy())).to(self.device)
+        return self._net(x).float()
 
     def _prepare(self, item: Any, index: int, aligned: bool) -> np.ndarray:
         source = _describe(item, index)
@@ -446,4 +473,5 @@ class FaceEmbedder:
 
     def __repr__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)
-        return f"FaceEmbedder(arch={arch!r}, device={str(self.device)!r}, flip={self.flip}, threshold={self.threshold})"
+        return (f"FaceEmbedder(arch={arch!r}, backend={self.backend!r}, device={str(self.device)!r}, flip={self.flip}, "
+                f"threshold={self.threshold})")

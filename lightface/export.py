@@ -1,0 +1,148 @@
+"""Export Light CNN recognisers to ONNX and TorchScript, and run the ONNX file.
+
+The fused MFM op is exported through its pure-PyTorch reference formulation
+(:func:`lightface.ops.use_reference`: chunk + elementwise max), so the files contain only
+standard operators and run without lightface (ONNX Runtime, TensorRT, C++ libtorch).
+
+Both exports take ``input`` float32 (N, 1, 128, 128) gray in [0, 1] (N dynamic) and give
+``features`` float32 (N, 256), not normalised (the model's output; L2-normalise for
+cosine scores, as :class:`lightface.FaceEmbedder` does).
+
+Example:
+    >>> from lightface.export import export_onnx, OnnxRecognizer
+    >>> export_onnx("LightCNN_29Layers_V2_checkpoint.pth.tar", "lightcnn29v2.onnx")   # doctest: +SKIP
+    >>> feats = OnnxRecognizer("lightcnn29v2.onnx")(batch_numpy)                         # doctest: +SKIP
+"""
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import ops
+from .models.lightcnn import INPUT_SIZE
+
+__all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME"]
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "features"
+ModelLike = Union[nn.Module, str, os.PathLike]
+
+
+class _FeaturesOnly(nn.Module):
+    """Wraps a recogniser so the exported graph has exactly one input and one output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def _prepare(model: ModelLike) -> nn.Module:
+    if isinstance(model, (str, os.PathLike)):
+        from .models.checkpoint import build_from_checkpoint
+
+        model = build_from_checkpoint(model, num_classes=0)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module or a checkpoint path, got {type(model).__name__}")
+    model = getattr(model, "_orig_mod", model)
+    return _FeaturesOnly(model).cpu().eval()
+
+
+def export_onnx(
+    model: ModelLike, path: Union[str, os.PathLike], opset: int = 18, example_batch: int = 2, check: bool = True,
+    dynamo: bool = True,
+) -> Path:
+    """Export to a single ONNX file with a dynamic batch dimension.
+
+    Args:
+        model: a Light CNN module or a checkpoint path (project or official release).
+        path: the ``.onnx`` file to write (folders are created); weights are stored inside.
+        opset: ONNX opset version.
+        example_batch: batch size of the tracing example (any N works at run time).
+        check: run ``onnx.checker`` on the result.
+        dynamo: use the ``torch.export``-based exporter (default); False uses the legacy
+            TorchScript-based one.
+    Returns:
+        the path. Graph: ``input`` (N, 1, 128, 128) float32 -> ``features`` (N, 256) float32.
+    """
+    import onnx
+
+    net = _prepare(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
+    names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # static channel checks inside the ops
+        if dynamo:
+            torch.onnx.export(net, (example,), str(path), dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                              dynamo=True, external_data=False, verbose=False, **names)
+        else:
+            torch.onnx.export(net, (example,), str(path), dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              dynamo=False, **names)
+    if check:
+        onnx.checker.check_model(onnx.load(str(path)))
+    logger.info("exported ONNX (opset %d, dynamic batch) to %s", opset, path)
+    return path
+
+
+def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_batch: int = 2) -> Path:
+    """Export a traced TorchScript module (``torch.jit.load(path)(x)`` -> (N, 256) features).
+
+    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch.
+    """
+    net = _prepare(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
+    with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net, example, check_trace=False)
+    traced.save(str(path))
+    logger.info("exported TorchScript to %s", path)
+    return path
+
+
+class OnnxRecognizer:
+    """Run an exported recogniser with ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file from :func:`export_onnx`.
+        providers: ONNX Runtime providers (default: CUDA when available, else CPU).
+        threads: intra-op threads (0: ONNX Runtime's default).
+    Call with float32 (N, 1, 128, 128) gray in [0, 1] (numpy or tensor); returns float32
+    numpy (N, 256) features (not normalised).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, threads: int = 0):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: Union[np.ndarray, Tensor]) -> np.ndarray:
+        if isinstance(x, Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (1, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"expected gray crops (N, 1, 128, 128), got shape {x.shape}")
+        return self.session.run(None, {self.input_name: x})[0]

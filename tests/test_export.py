@@ -1,0 +1,66 @@
+"""ONNX / TorchScript export of Light CNNs (random weights in the official layout: no
+official weights on this machine) and the ONNX Runtime embedder backend."""
+import numpy as np
+import pytest
+import torch
+
+from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+from lightface.embed import FaceEmbedder
+from lightface.export import OnnxRecognizer, export_onnx, export_torchscript
+from lightface.models import get_model
+
+
+def _official_file(tmp_path, arch, seed=7):
+    torch.manual_seed(seed)
+    base = build_baseline(arch, num_classes=10).eval()
+    path = tmp_path / f"{arch}.pth.tar"
+    torch.save(official_checkpoint(base), path)
+    return path, base
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{arch: (official-layout checkpoint, baseline model, exported .onnx)}, built lazily."""
+    root = tmp_path_factory.mktemp("export")
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            path, base = _official_file(root, arch)
+            cache[arch] = (path, base, export_onnx(str(path), root / "m" / f"{arch}.onnx"))
+        return cache[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ["lightcnn9", pytest.param("lightcnn29v2", marks=pytest.mark.slow)])
+def test_onnx_runtime_matches_pytorch_with_dynamic_batch(exported, arch):
+    path, base, onnx_path = exported(arch)
+    assert not onnx_path.with_name(onnx_path.name + ".data").exists()  # one self-contained file
+    run = OnnxRecognizer(onnx_path, providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # exported with batch 2: the batch axis is dynamic
+        x = torch.rand(n, 1, 128, 128)
+        with torch.no_grad():
+            ref = base(x)[1].numpy()
+        out = run(x)
+        assert out.shape == (n, 256) and out.dtype == np.float32
+        assert np.abs(out - ref).max() < 1e-4
+    with pytest.raises(ValueError, match=r"\(N, 1, 128, 128\)"):
+        run(np.zeros((1, 3, 128, 128), np.float32))
+
+
+def test_torchscript_matches_pytorch(tmp_path):
+    model = get_model("lightcnn9").eval()
+    ts = torch.jit.load(str(export_torchscript(model, tmp_path / "m.pt")))
+    x = torch.rand(3, 1, 128, 128)
+    with torch.no_grad():
+        assert (ts(x) - model(x)).abs().max() < 1e-5
+
+
+def test_embedder_onnx_backend_equals_torch(exported):
+    path, _, onnx_path = exported("lightcnn9")
+    crops = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(3)]
+    fast = FaceEmbedder(onnx_path, device="cpu")
+    assert fast.backend == "onnxruntime"
+    ref = FaceEmbedder(path, device="cpu").embed(crops, flip=True)
+    assert np.abs(fast.embed(crops, flip=True) - ref).max() < 1e-5
