@@ -210,9 +210,10 @@ class FaceEmbedder:
         threshold: cosine decision threshold for :meth:`verify` (default: the checkpoint's
             ``verification_threshold`` when stored, else :data:`VERIFICATION_THRESHOLD`).
         channels_last: run the network in channels-last memory format.
-        compile: run the network through ``torch.compile`` (inductor): the first batch of
-            each new size compiles (slow, once), later batches run faster; same features
-            within float rounding.
+        compile: run the network through ``torch.compile`` (inductor, with weight freezing:
+            the weights are treated as constants, so do not modify ``model`` afterwards);
+            the first batch of each new size compiles (slow, once), later batches run
+            faster; same features within float rounding.
 
     Backends: a ``.onnx`` ``weights`` file (from :func:`lightface.export.export_onnx`) runs
     with ONNX Runtime (CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is
@@ -255,7 +256,10 @@ class FaceEmbedder:
             for p in self.model.parameters():
                 p.requires_grad_(False)
             self.backend = "torch.compile" if compile else "torch"
-        self._net = torch.compile(self.model) if compile and self.model is not None else self.model
+        self._net = self.model
+        if compile and self.model is not None:
+            # inference only: freezing lets inductor constant-fold and pre-pack the conv weights
+            self._net = torch.compile(self.model, options={"freezing": True})
         logger.info("FaceEmbedder: running on %s (%s)", self.device, self.backend)
         self._detector_spec = detector
         self._detector = detector if hasattr(detector, "detect") else None

@@ -20,15 +20,15 @@ from typing import Dict, List
 
 import numpy as np
 
+from pipelines.extract_embeddings import add_embedder_arguments
+
 logger = logging.getLogger("pipelines.evaluate")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Verification accuracy / ROC of a Light CNN on face pairs", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--weights", required=True, help="checkpoint: a lightface checkpoint or an official Light CNN .pth.tar")
-    p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
-                   help="architecture (only needed for a bare state_dict)")
+    add_embedder_arguments(p)
     p.add_argument("--pairs", required=True, help="pair list: LFW pairs.txt, 'label path_a path_b' file, or CFP Protocol folder")
     p.add_argument("--pairs-format", default="auto", choices=["auto", "lfw", "labels", "cfp-ff", "cfp-fp"],
                    help="pair-list format (auto: folder = CFP FF, integer header = LFW, else labels)")
@@ -40,9 +40,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.json", help="JSON report path")
     p.add_argument("--plot", default=None, help="ROC plot PNG path (none when omitted)")
     p.add_argument("--folds", type=int, default=10, help="cross-validation folds when the pair list has none")
-    p.add_argument("--flip", action="store_true", help="flip fusion (average features of face and mirror)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     return p
 
 

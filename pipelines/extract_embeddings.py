@@ -25,16 +25,26 @@ from lightface.data.io import IMAGE_EXTENSIONS
 logger = logging.getLogger("pipelines.extract_embeddings")
 
 
+def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --batch-size, --device."""
+    p.add_argument("--weights", required=True,
+                   help="a lightface checkpoint, an official Light CNN .pth.tar, or an exported .onnx (ONNX Runtime)")
+    p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
+                   help="architecture (only needed for a bare state_dict)")
+    p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    return p
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Extract L2-normalised 256-d Light CNN embeddings", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--weights", required=True, help="checkpoint: a lightface checkpoint or an official Light CNN .pth.tar")
-    p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
-                   help="architecture (only needed for a bare state_dict)")
+    add_embedder_arguments(p)
     p.add_argument("-i", "--input", required=True,
                    help="a folder (searched recursively for images) or a list file (one image path per line; "
                         "a trailing label column, as in Light CNN lists, is ignored)")
-    p.add_argument("--root", default=None, help="folder the list file's paths are relative to (default: the list's folder)")
+    p.add_argument("--root", default=None, help="folder the list file's paths are relative to (None: the list file's folder)")
     p.add_argument("-o", "--output", required=True, help="output .npz file (--format npz) or folder (--format feat)")
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
     p.add_argument("--aligned", action="store_true",
@@ -42,9 +52,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "the largest face in each image")
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, or a YuNet .onnx")
-    p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     return p
 
 

@@ -32,6 +32,16 @@ def lfw(shared_data):
     return root, names
 
 
+def _copy_identities(root, names, dst, numbers=(1, 2)):
+    """Copy ``name_000k.jpg`` of the given LFW identities into ``dst/<name>/``."""
+    for n in names:
+        (dst / n).mkdir(parents=True)
+        for k in numbers:
+            src = root / "images" / n / f"{n}_{k:04d}.jpg"
+            (dst / n / src.name).write_bytes(src.read_bytes())
+    return dst
+
+
 def _lfw_pairs_file(path, names):
     """LFW View-2 layout, 2 folds x 18 matched + 18 mismatched pairs over all 18 identities."""
     lines = ["2\t18"]
@@ -60,12 +70,7 @@ def test_evaluate_cli_with_landmarks_on_lfw(tmp_path, weights, lfw):
 
 def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_models):
     root, names = lfw
-    images = tmp_path / "images"
-    for n in names[:4]:
-        (images / n).mkdir(parents=True)
-        for k in (1, 2):
-            src = root / "images" / n / f"{n}_{k:04d}.jpg"
-            (images / n / src.name).write_bytes(src.read_bytes())
+    images = _copy_identities(root, names[:4], tmp_path / "images")
     (images / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     lines = [f"1 {n}/{n}_0001.jpg {n}/{n}_0002.jpg" for n in names[:4]]
     lines += [f"0 {names[k]}/{names[k]}_0001.jpg {names[k + 1]}/{names[k + 1]}_0002.jpg" for k in range(3)]
@@ -81,12 +86,7 @@ def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_mod
 
 def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):
     root, names = lfw
-    src = tmp_path / "in"
-    for n in names[:2]:
-        (src / n).mkdir(parents=True)
-        for k in (1, 2):
-            f = root / "images" / n / f"{n}_{k:04d}.jpg"
-            (src / n / f.name).write_bytes(f.read_bytes())
+    src = _copy_identities(root, names[:2], tmp_path / "in")
     (src / names[0] / "empty.png").write_bytes(b"")
     common = ["--weights", str(weights), "-i", str(src), "--detector", str(shared_models / "det_500m.onnx"),
               "--device", "cpu", "--batch-size", "2"]
