@@ -93,3 +93,8 @@ def test_autoencoder_discriminator_in_registry():
 
     D = get_model("autoencoder_discriminator", channels=1, size=8, hidden=2, latent_dim=2)
     assert isinstance(D, AutoencoderDiscriminator)
+
+
+def test_minibatch_std_gradcheck_float64():
+    x = torch.randn(4, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(MinibatchStdDev(group_size=2), (x,))

@@ -324,8 +324,9 @@ class GANObjective:
             fake: (M, ...) generated samples with their graph to G.
 
         Returns:
-            ``(loss, terms)``: scalar tensor (unweighted adversarial term + weighted
-            regularisers; the trainer applies its own adversarial weight if any) and floats.
+            ``(loss, terms)``: scalar tensor ``adversarial + feature_matching * FM +
+            pull_away * PT`` (regulariser weights are relative to the adversarial term; a
+            trainer's own adversarial weight scales the whole sum) and floats.
         """
         _check_batch("fake", fake)
         if self.feature_matching > 0 and real is None:
