@@ -7,7 +7,8 @@ Tables (all on this machine's CPU unless --device cuda):
 2. cost vs scale at a fixed 128 px output (2x, 4x, 8x, 16x): ms per face and GFLOP per face;
 3. Haar packet analysis + synthesis round trip, ours (strided conv / transposed conv)
    vs PyWavelets ``WaveletPacket2D(..., "haar", mode="periodization")`` on the same
-   batch, with the max difference of the coefficients.
+   batch (float32 and float64), with the max difference of the coefficients and the
+   round-trip error.
 """
 import argparse
 import time
@@ -65,12 +66,12 @@ def bench_models(device, repeats, width):
         print(f"{scale:>5} {128 // scale:>6} {4 ** model.levels:>8} {_conv_gflops(model, x):>11.3f} {t / 16 * 1e3:>8.2f}")
 
 
-def bench_wavelet(repeats):
+def bench_wavelet(repeats, dtype):
     import pywt
 
-    print("\n## Haar packet round trip, batch (16, 3, 128, 128) float64: ours vs PyWavelets")
+    print(f"\n## Haar packet round trip, batch (16, 3, 128, 128) {dtype}: ours vs PyWavelets")
     print(f"{'levels':>6} {'ours ms':>9} {'pywt ms':>9} {'speed-up':>9} {'max |diff|':>11} {'round-trip err':>15}")
-    x = np.random.default_rng(0).random((16, 3, 128, 128))
+    x = np.random.default_rng(0).random((16, 3, 128, 128)).astype(dtype)
     xt = torch.from_numpy(x)
     for levels in (1, 2, 3, 4):
         wpt = WaveletPacket2d(levels)
@@ -93,7 +94,7 @@ def bench_wavelet(repeats):
         ref = np.stack([nodes[p] for p in paths], axis=2).reshape(16, -1, 128 >> levels, 128 >> levels)
         diff = float(np.abs(wpt(xt).numpy() - ref).max())
         err = float(np.abs(ours().numpy() - x).max())
-        print(f"{levels:>6} {t_ours * 1e3:>9.2f} {t_pywt * 1e3:>9.2f} {t_pywt / t_ours:>8.1f}x {diff:>11.1e} {err:>15.1e}")
+        print(f"{levels:>6} {t_ours * 1e3:>9.2f} {t_pywt * 1e3:>9.2f} {t_pywt / t_ours:>8.2f}x {diff:>11.1e} {err:>15.1e}")
 
 
 def main(argv=None):
@@ -109,7 +110,8 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     width = dict(channels=args.channels, num_blocks=args.num_blocks, head_channels=args.channels)
     bench_models(torch.device(args.device), args.repeats, width)
-    bench_wavelet(args.repeats)
+    for dtype in ("float32", "float64"):
+        bench_wavelet(args.repeats, dtype)
 
 
 if __name__ == "__main__":

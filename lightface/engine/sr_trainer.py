@@ -349,7 +349,7 @@ def _train(cfg: SRTrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     while step < cfg.steps:
         if cfg.max_minutes is not None and time.monotonic() - t0 > 60.0 * cfg.max_minutes:
             log.info("--max-minutes %.1f reached at step %d: stopping", cfg.max_minutes, step)
-            if validator is not None:
+            if validator is not None and step % cfg.val_every:  # not validated at this step yet
                 last_val = validator(ema.module, device)
                 logger.log(step, **last_val)
                 make_sample_grid(*validator.last, out / "samples" / f"step_{step:07d}.png")
