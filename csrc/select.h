@@ -14,18 +14,24 @@ C10_HOST_DEVICE inline bool beats(T a, T b) {
   return (b > a) | ((b != b) & (a == a));
 }
 
-// Indices (0..2) of the maximum and the median of (f0, f1, f2) under that ranking.
+// Indices (0..2) of the maximum and the median of (f0, f1, f2) under that ranking
+// (branch-free selects, so CPU loops vectorise).
 template <typename T>
 C10_HOST_DEVICE inline void rank3(T f0, T f1, T f2, int& imax, int& imed) {
   const bool one_over_zero = beats(f0, f1);
   const T max01 = one_over_zero ? f1 : f0;
-  imax = beats(max01, f2) ? 2 : (one_over_zero ? 1 : 0);
-  // The two others in index order (lo < hi); the median is hi only if it ranks above lo.
-  const int lo = imax == 0 ? 1 : 0;
-  const int hi = imax == 2 ? 1 : 2;
-  const T flo = lo == 0 ? f0 : f1;
-  const T fhi = hi == 1 ? f1 : f2;
-  imed = beats(flo, fhi) ? hi : lo;
+  const bool two_is_max = beats(max01, f2);
+  imax = two_is_max ? 2 : (one_over_zero ? 1 : 0);
+  // The median is the higher-ranked of the two others (the earlier one on ties).
+  const int med_if_one_max = beats(f0, f2) ? 2 : 0;
+  const int med_if_zero_max = beats(f1, f2) ? 2 : 1;
+  imed = two_is_max ? (one_over_zero ? 1 : 0) : (one_over_zero ? med_if_one_max : med_if_zero_max);
+}
+
+// v[i] for i in 0..2 as selects (no indexed load).
+template <typename T>
+C10_HOST_DEVICE inline T pick3(int i, T v0, T v1, T v2) {
+  return i == 2 ? v2 : (i == 1 ? v1 : v0);
 }
 
 // 1-byte mask of MFM 3/2: both indices.

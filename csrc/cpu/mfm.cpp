@@ -126,11 +126,11 @@ LIGHTFACE_SIMD_CLONES void mfm3_run(const scalar_t* __restrict a, const scalar_t
                                     scalar_t* __restrict ymed, uint8_t* __restrict m, int64_t n) {
   using op_t = at::opmath_type<scalar_t>;
   for (int64_t k = 0; k < n; ++k) {
-    const scalar_t v[3] = {a[k], b[k], c[k]};
+    const scalar_t v0 = a[k], v1 = b[k], v2 = c[k];
     int imax, imed;
-    rank3(static_cast<op_t>(v[0]), static_cast<op_t>(v[1]), static_cast<op_t>(v[2]), imax, imed);
-    ymax[k] = v[imax];
-    ymed[k] = v[imed];
+    rank3(static_cast<op_t>(v0), static_cast<op_t>(v1), static_cast<op_t>(v2), imax, imed);
+    ymax[k] = pick3(imax, v0, v1, v2);
+    ymed[k] = pick3(imed, v0, v1, v2);
     if constexpr (kMask) m[k] = pack_rank3(imax, imed);
   }
 }

@@ -25,24 +25,22 @@ constexpr int64_t kBlockElements = 16384;
 template <typename scalar_t>
 LIGHTFACE_SIMD_CLONES double symmetry_rows(const scalar_t* __restrict img, int64_t rows, int64_t w) {
   using op_t = at::opmath_type<scalar_t>;
-  using Vec = OpVec<scalar_t>;
-  constexpr int64_t V = Vec::size();
   const int64_t half = w / 2;
   double total = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* row = img + r * w;
-    Vec acc(0);
+    const scalar_t* mirror = row + w - 1;  // mirror[-x] = row[w-1-x]
+    op_t acc[kLanes] = {};
     int64_t x = 0;
-    for (; x + V <= half; x += V) {
-      const Vec left = load_op(row + x);
-      const Vec right = at::vec::flip(load_op(row + w - x - V));
-      acc += (left - right).abs();
+    for (; x + kLanes <= half; x += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        acc[l] += abs_of(static_cast<op_t>(row[x + l]) - static_cast<op_t>(mirror[-(x + l)]));
+      }
     }
-    op_t tail = 0;
-    for (; x < half; ++x) {
-      tail += std::abs(static_cast<op_t>(row[x]) - static_cast<op_t>(row[w - 1 - x]));
-    }
-    total += static_cast<double>(sum_lanes(acc)) + static_cast<double>(tail);
+    for (; x < half; ++x) acc[0] += abs_of(static_cast<op_t>(row[x]) - static_cast<op_t>(mirror[-x]));
+    double row_sum = 0;
+    for (int l = 0; l < kLanes; ++l) row_sum += acc[l];
+    total += row_sum;
   }
   return total;
 }
@@ -52,25 +50,16 @@ template <typename scalar_t>
 LIGHTFACE_SIMD_CLONES void symmetry_backward_rows(const scalar_t* __restrict img, scalar_t* __restrict grad,
                                                   int64_t rows, int64_t w, at::opmath_type<scalar_t> weight) {
   using op_t = at::opmath_type<scalar_t>;
-  using Vec = OpVec<scalar_t>;
-  constexpr int64_t V = Vec::size();
   const int64_t half = w / 2;
-  const Vec vw(weight);
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* row = img + r * w;
+    const scalar_t* mirror = row + w - 1;
     scalar_t* g = grad + r * w;
-    int64_t x = 0;
-    for (; x + V <= half; x += V) {
-      const Vec left = load_op(row + x);
-      const Vec right = at::vec::flip(load_op(row + w - x - V));
-      const Vec s = sign_vec(left - right) * vw;
-      store_op(g + x, s);
-      store_op(g + w - x - V, at::vec::flip(Vec(0) - s));
-    }
-    for (; x < half; ++x) {
-      const op_t s = sign_of(static_cast<op_t>(row[x]) - static_cast<op_t>(row[w - 1 - x])) * weight;
+    scalar_t* g_mirror = g + w - 1;
+    for (int64_t x = 0; x < half; ++x) {
+      const op_t s = sign_of(static_cast<op_t>(row[x]) - static_cast<op_t>(mirror[-x])) * weight;
       g[x] = static_cast<scalar_t>(s);
-      g[w - 1 - x] = static_cast<scalar_t>(-s);
+      g_mirror[-x] = static_cast<scalar_t>(-s);
     }
     if (w % 2) g[half] = scalar_t(0);
   }

@@ -21,69 +21,67 @@ namespace {
 
 constexpr int64_t kBlockElements = 16384;
 
-// Sum of the TV terms owned by rows [r0, r1) of one image (rows = C*H rows of width w).
+// Sum of the TV terms owned by rows [r0, r1) of one image (rows = C*H rows of width w):
+// each row's horizontal differences and, unless it is the last row of its channel, its
+// vertical differences with the next row.
 template <typename scalar_t>
 LIGHTFACE_SIMD_CLONES double tv_rows(const scalar_t* __restrict image, int64_t r0, int64_t r1, int64_t h,
                                      int64_t w) {
   using op_t = at::opmath_type<scalar_t>;
-  using Vec = OpVec<scalar_t>;
-  constexpr int64_t V = Vec::size();
   double total = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const scalar_t* row = image + r * w;
-    Vec acc(0);
-    op_t tail = 0;
-    // horizontal: x in [0, w-1)
+    // The last row of a channel has no vertical term: compare it with itself (adds 0).
+    const scalar_t* next = r % h != h - 1 ? row + w : row;
+    op_t acc[kLanes] = {};
     int64_t x = 0;
-    for (; x + V <= w - 1; x += V) acc += (load_op(row + x + 1) - load_op(row + x)).abs();
-    for (; x < w - 1; ++x) tail += std::abs(static_cast<op_t>(row[x + 1]) - static_cast<op_t>(row[x]));
-    // vertical with the next row of the same channel
-    if (r % h != h - 1) {
-      const scalar_t* next = row + w;
-      x = 0;
-      for (; x + V <= w; x += V) acc += (load_op(next + x) - load_op(row + x)).abs();
-      for (; x < w; ++x) tail += std::abs(static_cast<op_t>(next[x]) - static_cast<op_t>(row[x]));
+    for (; x + kLanes <= w - 1; x += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const op_t c = static_cast<op_t>(row[x + l]);
+        acc[l] += abs_of(static_cast<op_t>(row[x + l + 1]) - c) + abs_of(static_cast<op_t>(next[x + l]) - c);
+      }
     }
-    total += static_cast<double>(sum_lanes(acc)) + static_cast<double>(tail);
+    for (; x < w; ++x) {
+      const op_t c = static_cast<op_t>(row[x]);
+      const op_t right = x < w - 1 ? static_cast<op_t>(row[x + 1]) : c;
+      acc[0] += abs_of(right - c) + abs_of(static_cast<op_t>(next[x]) - c);
+    }
+    double row_sum = 0;
+    for (int l = 0; l < kLanes; ++l) row_sum += acc[l];
+    total += row_sum;
   }
   return total;
 }
 
-// d T / d I at one pixel (scalar path for the row ends and tails).
+// d T / d I at pixel x of a row: sign terms of its left, right, upper and lower
+// neighbours. A missing neighbour (image border) is the pixel itself, so its term is 0.
 template <typename scalar_t>
 inline at::opmath_type<scalar_t> tv_grad_at(const scalar_t* row, const scalar_t* prev, const scalar_t* next,
-                                            int64_t x, int64_t w) {
+                                            int64_t x, int64_t left, int64_t right) {
   using op_t = at::opmath_type<scalar_t>;
   const op_t c = static_cast<op_t>(row[x]);
-  op_t s = 0;
-  if (x > 0) s += sign_of(c - static_cast<op_t>(row[x - 1]));
-  if (x < w - 1) s -= sign_of(static_cast<op_t>(row[x + 1]) - c);
-  if (prev) s += sign_of(c - static_cast<op_t>(prev[x]));
-  if (next) s -= sign_of(static_cast<op_t>(next[x]) - c);
-  return s;
+  return sign_of(c - static_cast<op_t>(row[left])) - sign_of(static_cast<op_t>(row[right]) - c) +
+         sign_of(c - static_cast<op_t>(prev[x])) - sign_of(static_cast<op_t>(next[x]) - c);
 }
 
 template <typename scalar_t>
 LIGHTFACE_SIMD_CLONES void tv_backward_rows(const scalar_t* __restrict image, scalar_t* __restrict grad, int64_t r0,
                                             int64_t r1, int64_t h, int64_t w, at::opmath_type<scalar_t> weight) {
-  using Vec = OpVec<scalar_t>;
-  constexpr int64_t V = Vec::size();
-  const Vec vw(weight);
+  using op_t = at::opmath_type<scalar_t>;
   for (int64_t r = r0; r < r1; ++r) {
-    const scalar_t* row = image + r * w;
-    const scalar_t* prev = r % h != 0 ? row - w : nullptr;
-    const scalar_t* next = r % h != h - 1 ? row + w : nullptr;
-    scalar_t* g = grad + r * w;
-    g[0] = static_cast<scalar_t>(tv_grad_at(row, prev, next, 0, w) * weight);
-    int64_t x = 1;
-    for (; x + V <= w - 1; x += V) {
-      const Vec c = load_op(row + x);
-      Vec s = sign_vec(c - load_op(row + x - 1)) - sign_vec(load_op(row + x + 1) - c);
-      if (prev) s += sign_vec(c - load_op(prev + x));
-      if (next) s -= sign_vec(load_op(next + x) - c);
-      store_op(g + x, s * vw);
+    const scalar_t* __restrict row = image + r * w;
+    const scalar_t* __restrict prev = r % h != 0 ? row - w : row;
+    const scalar_t* __restrict next = r % h != h - 1 ? row + w : row;
+    scalar_t* __restrict g = grad + r * w;
+    g[0] = static_cast<scalar_t>(tv_grad_at(row, prev, next, 0, 0, w > 1 ? 1 : 0) * weight);
+    // Interior: written out (no helper call) so the loop vectorises inside the ISA clones.
+    for (int64_t x = 1; x < w - 1; ++x) {
+      const op_t c = static_cast<op_t>(row[x]);
+      const op_t s = sign_of(c - static_cast<op_t>(row[x - 1])) - sign_of(static_cast<op_t>(row[x + 1]) - c) +
+                     sign_of(c - static_cast<op_t>(prev[x])) - sign_of(static_cast<op_t>(next[x]) - c);
+      g[x] = static_cast<scalar_t>(s * weight);
     }
-    for (; x < w; ++x) g[x] = static_cast<scalar_t>(tv_grad_at(row, prev, next, x, w) * weight);
+    if (w > 1) g[w - 1] = static_cast<scalar_t>(tv_grad_at(row, prev, next, w - 1, w - 2, w - 1) * weight);
   }
 }
 

@@ -88,11 +88,10 @@ __global__ void mfm3_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict
     Pack<uint8_t, V> m;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const scalar_t v[3] = {a.v[k], b.v[k], c.v[k]};
       int imax, imed;
-      rank3(static_cast<op_t>(v[0]), static_cast<op_t>(v[1]), static_cast<op_t>(v[2]), imax, imed);
-      ymax.v[k] = v[imax];
-      ymed.v[k] = v[imed];
+      rank3(static_cast<op_t>(a.v[k]), static_cast<op_t>(b.v[k]), static_cast<op_t>(c.v[k]), imax, imed);
+      ymax.v[k] = pick3(imax, a.v[k], b.v[k], c.v[k]);
+      ymed.v[k] = pick3(imed, a.v[k], b.v[k], c.v[k]);
       m.v[k] = pack_rank3(imax, imed);
     }
     store(y + o * 2 * len + j, ymax);
