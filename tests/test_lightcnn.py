@@ -59,20 +59,17 @@ def test_official_checkpoint_same_features_as_original(official_files, arch):
     path, base = official_files[arch]
     model = get_model(arch, weights=str(path)).eval()
     assert model.num_classes == OFFICIAL_NUM_CLASSES[arch]
-    x = torch.rand(3, 1, 128, 128)
+    x = torch.rand(2, 1, 128, 128)
     with torch.no_grad():
         ref_logits, ref_feat = base(x)
-        feat = model(x)
-        logits, feat2 = model(x, return_logits=True)
-    assert feat.shape == (3, 256) and feat.dtype == torch.float32
+        logits, feat = model(x, return_logits=True)
+    assert feat.shape == (2, 256) and feat.dtype == torch.float32
     assert (feat - ref_feat).abs().max() < 1e-5
-    assert torch.equal(feat, feat2)
     assert (logits - ref_logits).abs().max() < 1e-4
     # the same file via build_from_checkpoint: architecture inferred from the keys
     built = build_from_checkpoint(path)
     assert built.arch == arch and not built.training
-    with torch.no_grad():
-        assert (built(x) - ref_feat).abs().max() < 1e-5
+    assert all(torch.equal(v, built.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_official_backbone_only_and_fine_tuning(official_files):
@@ -116,16 +113,16 @@ def test_wrong_architecture_raises_naming_keys(official_files):
 
 
 def test_project_checkpoint_round_trip(tmp_path):
-    model = get_model("lightcnn29v2", num_classes=11)
+    model = get_model("lightcnn9", num_classes=11)
     ema = {k: v + 1 for k, v in model.state_dict().items()}
-    path = save_model_checkpoint(tmp_path / "m.pt", model, "lightcnn29v2", {"num_classes": 11}, ema_state_dict=ema, epoch=4)
+    path = save_model_checkpoint(tmp_path / "m.pt", model, "lightcnn9", {"num_classes": 11}, ema_state_dict=ema, epoch=4)
     info = read_model_checkpoint(path)
     assert info.kind == "lightface" and info.extra["epoch"] == 4
     built = build_from_checkpoint(path)
     for k, v in model.state_dict().items():
         assert torch.equal(built.state_dict()[k], v)
     built_ema = build_from_checkpoint(path, ema=True)
-    assert torch.equal(built_ema.fc.weight, model.fc.weight + 1)
+    assert torch.equal(built_ema.fc1.filter.weight, model.fc1.filter.weight + 1)
     with pytest.raises(ValueError, match="ema_state_dict"):
         load_weights(get_model("lightcnn9"), build_baseline("lightcnn9").state_dict(), ema=True)
 
@@ -155,7 +152,7 @@ def test_input_checks_and_logits_without_classifier():
 
 
 def test_feature_maps_and_training_mode_gradients():
-    model = get_model("lightcnn29v2", num_classes=4)
+    model = get_model("lightcnn9", num_classes=4)
     x = torch.rand(2, 1, 128, 128)
     maps = model.eval().feature_maps(x)
     assert maps["pool"].shape == (2, 8192) and maps["fc"].shape == (2, 256)
@@ -164,7 +161,7 @@ def test_feature_maps_and_training_mode_gradients():
     logits, feats = model.forward_logits(x)
     assert logits.shape == (2, 4)
     logits.sum().backward()
-    assert model.conv1.filter.weight.grad is not None
+    assert model.features[0].filter.weight.grad is not None
 
 
 def test_to_lightcnn_input():
