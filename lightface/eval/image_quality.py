@@ -72,7 +72,8 @@ def psnr(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_or
 
     Returns a float, or an (N,) array for (N, C, H, W) batches. Identical images give ``inf``.
     """
-    vals = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in _pairs(pred, target, y_channel, channel_order)]
+    with np.errstate(divide="ignore"):  # identical images: inf, as documented
+        vals = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in _pairs(pred, target, y_channel, channel_order)]
     return _result(vals, pred.ndim == 4)
 
 
