@@ -89,6 +89,8 @@ def test_official_backbone_only_and_fine_tuning(official_files):
     with torch.no_grad():
         assert (other.eval()(x) - ref).abs().max() < 1e-5
     assert build_from_checkpoint(path, num_classes=5).classifier.weight.shape == (5, 256)
+    with pytest.raises(CheckpointMismatchError, match="has no classifier"):
+        load_weights(get_model("lightcnn9", num_classes=3), backbone.state_dict())
 
 
 def test_wrong_architecture_raises_naming_keys(official_files):

@@ -273,6 +273,9 @@ def load_weights(
             lines.append(f"  found but unexpected ({len(unexpected)}): {_fmt_keys(unexpected, state)}")
         for k in wrong[:8]:
             lines.append(f"  shape of {k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}")
+        if missing and all(k.startswith(_CLASSIFIER) for k in missing) and not (unexpected or wrong):
+            lines.append("  the checkpoint has no classifier: pass ignore_classifier=True to keep the model's "
+                         "(fine-tuning), or build the model with num_classes=None")
         raise CheckpointMismatchError("\n".join(lines))
     target.load_state_dict(state, strict=not ignore_classifier)
     return model
