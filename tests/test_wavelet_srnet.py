@@ -147,3 +147,19 @@ def test_degradation_pairs():
         assert (resize(flat, (8, 8), m) == 77).all()
     with pytest.raises(ValueError, match="divisible"):
         downscale(hr[:63], 4)
+
+
+def test_sr_pair_dataset_sources():
+    from lightface.data.degradation import SRPairDataset
+
+    bgr = np.zeros((40, 50, 3), np.uint8)
+    bgr[:, :, 0] = 255  # pure blue in BGR
+    gray = np.full((36, 36), 128, np.uint8)
+    ds = SRPairDataset([{"image": bgr, "label": 0}, gray], 32, Degradation(4, blur_prob=0, noise_prob=0, jpeg_prob=0))
+    lr, hr = ds[0]
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32) and hr.dtype == torch.float32
+    assert hr[2].min() > 0.99 and hr[0].max() < 0.01  # RGB order: blue is channel 2
+    lr, hr = ds[1]
+    torch.testing.assert_close(hr[0], hr[1]) and torch.testing.assert_close(hr[1], hr[2])
+    with pytest.raises(ValueError, match="divisible"):
+        SRPairDataset([gray], 30, Degradation(4))

@@ -12,6 +12,7 @@ from typing import Sequence, Tuple
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
@@ -156,11 +157,13 @@ class SRPairDataset:
         return _square_resize(img, self.hr_size)
 
     def __getitem__(self, index: int):
-        import torch
-
         hr = self.hr_image(index)
         if self.flip and random.random() < 0.5:
             hr = np.ascontiguousarray(hr[:, ::-1])
         lr, hr = self.degradation(hr)
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)  # noqa: E731
-        return to_t(lr), to_t(hr)
+        return _to_tensor(lr), _to_tensor(hr)
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
