@@ -160,6 +160,7 @@ def test_sr_pair_dataset_sources():
     assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32) and hr.dtype == torch.float32
     assert hr[2].min() > 0.99 and hr[0].max() < 0.01  # RGB order: blue is channel 2
     lr, hr = ds[1]
-    torch.testing.assert_close(hr[0], hr[1]) and torch.testing.assert_close(hr[1], hr[2])
+    torch.testing.assert_close(hr[0], hr[1])
+    torch.testing.assert_close(hr[1], hr[2])
     with pytest.raises(ValueError, match="divisible"):
         SRPairDataset([gray], 30, Degradation(4))
