@@ -31,7 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones (default: EMA)")
-    p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (folders and/or files): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
+    p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
     p.add_argument("--identity-weights", default=None, help="Light CNN checkpoint for the identity cosine in --evaluate; unset: not reported (default: %(default)s)")
     return p
 
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         report["summary"] = summary
     if args.evaluate:
-        result = evaluate_super_resolution(resolver, list_images(args.evaluate), aligned=args.aligned,
+        result = evaluate_super_resolution(resolver, list_images(args.evaluate, recursive=True), aligned=args.aligned,
                                            identity_weights=args.identity_weights,
                                            sheet_path=out / "contact_sheet.png")
         (out / "evaluation.json").write_text(json.dumps(result, indent=2))

@@ -49,8 +49,8 @@ class RestoreResult:
     notes: List[str] = field(default_factory=list)
 
 
-def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
-    """Image files from files and/or folders (folders: their image files, sorted, not recursive).
+def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
+    """Image files from files and/or folders (folders: their image files, sorted; sub-folders too with ``recursive``).
 
     Raises:
         FileNotFoundError: a path does not exist, or nothing with an image extension was found.
@@ -61,7 +61,8 @@ def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+            found = p.rglob("*") if recursive else p.iterdir()
+            out.extend(sorted(q for q in found if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
         elif p.is_file():
             out.append(p)
         else:
