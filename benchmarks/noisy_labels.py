@@ -23,7 +23,10 @@ of LightCNN-9's multiply-adds, same 128x128 gray input and 256-d MFM features), 
 standardises its input ((x - 0.5) * 4) and is trained with ``--init kaiming``: with
 PyTorch's default initialisation and [0, 1] inputs, training from scratch on 200 images
 stayed at log(40) for 20 epochs.
-Results: a JSON file and a Markdown table under ``--work``.
+Results: ``results_<datasets>_<noise>.json`` and ``.md`` under ``--work``. Data sets and
+trained runs found in ``--work`` are reused, so several invocations (e.g. one per noise
+level, in parallel, after one that builds the data) followed by one with every setting
+assemble the full table without training twice.
 """
 import argparse
 import json
@@ -47,7 +50,7 @@ METHODS = ("ce", "soft-bootstrap", "hard-bootstrap", "relabel")
 
 
 class LightCNNSmall(LightCNN):
-    """LightCNN-9 layout at reduced cost: stride-2 ``conv1`` and half widths; (N,1,128,128) -> (N,256)."""
+    """LightCNN-9 layout at reduced cost: stride-4 ``conv1`` and half widths; (N,1,128,128) -> (N,256)."""
 
     arch = "lightcnn_small"
 
@@ -55,12 +58,12 @@ class LightCNNSmall(LightCNN):
         super().__init__(num_classes, dropout)
         pool = lambda: nn.MaxPool2d(2, 2, ceil_mode=True)  # noqa: E731
         self.features = nn.Sequential(
-            MFMConv2d(1, 24, 5, 2, 2), pool(),
+            MFMConv2d(1, 24, 5, 4, 2), pool(),
             MFMGroup(24, 48), pool(),
             MFMGroup(48, 96), pool(),
             MFMGroup(96, 64), MFMGroup(64, 64), pool(),
         )
-        self.fc1 = MFMLinear(4 * 4 * 64, FEATURE_DIM)
+        self.fc1 = MFMLinear(2 * 2 * 64, FEATURE_DIM)
 
     @property
     def embedding(self) -> nn.Module:
@@ -180,7 +183,7 @@ def run(args) -> Dict:
                 if not (out / "last.pt").is_file():
                     argv = ["--data", str(train_data), "--out", str(out), "--arch", args.arch, "--loss", loss,
                             "--epochs", str(args.epochs), "--lr-step", str(args.lr_step), "--batch-size", str(args.batch_size),
-                            "--lr", str(args.lr), "--init", "kaiming", "--workers", "0", "--seed", str(args.seed), "--log-every", "50",
+                            "--lr", str(args.lr), "--clip-grad", str(args.clip_grad), "--init", "kaiming", "--workers", "0", "--seed", str(args.seed), "--log-every", "50",
                             "--no-tensorboard"]
                     train_main(train_parser().parse_args(argv))
                 gal, _ = embed(out / "last.pt", split["train"])  # gallery with the true identities
@@ -210,9 +213,9 @@ def run(args) -> Dict:
             res["runs"][f"{noise:.2f}"] = row
         res["seconds"] = time.perf_counter() - t0
         results["datasets"][name] = res
-        (work / "results.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
-    (work / "results.md").write_text(table)
+    tag = "_".join(args.datasets) + "_" + "_".join(f"{int(round(n * 100))}" for n in args.noise)
+    (work / f"results_{tag}.json").write_text(json.dumps(results, indent=2))
+    (work / f"results_{tag}.md").write_text(markdown(results))
     return results
 
 
@@ -259,7 +262,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="lightcnn_small", help="model (lightcnn_small is registered by this script)")
     p.add_argument("--epochs", type=int, default=25, help="training epochs per run")
     p.add_argument("--lr-step", type=int, default=20, help="lr x0.457305 every N epochs")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate")
+    p.add_argument("--lr", type=float, default=0.005, help="base learning rate")
+    p.add_argument("--clip-grad", type=float, default=5.0, help="gradient-norm clipping")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--threshold", type=float, default=0.7, help="relabel threshold")
     p.add_argument("--seed", type=int, default=0, help="seed of noise, initialisation and sample order")

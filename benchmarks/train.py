@@ -10,7 +10,9 @@ an SGD (momentum, weight decay) update, on random gray (N,1,128,128) inputs. Com
 * ``lightface``: ``get_model("lightcnn9")`` (fused MFM kernels of ``lightface.ops``:
   one pass, a 1-byte mask saved for backward) stepped with the trainer's parameter
   groups (``build_param_groups``) exactly as ``pipelines.train_lightcnn`` does;
-* ``lightface+channels_last``: the same in the channels_last memory format.
+* ``lightface+channels_last``: the same in the channels_last memory format;
+* ``lightface+channels_last+bf16``: plus ``--amp bf16`` autocast (lower precision: not a
+  like-for-like comparison, shown for the option's effect).
 
 Each configuration runs in its own subprocess (so peak RSS is its own); configurations
 alternate for ``--rounds`` rounds and the best round counts (the machine may be shared).
@@ -30,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-CONFIGS = ("baseline", "lightface", "lightface+channels_last")
+CONFIGS = ("baseline", "lightface", "lightface+channels_last", "lightface+channels_last+bf16")
 
 
 def _rss_mib() -> float:
@@ -50,10 +52,16 @@ def _build(config: str, num_classes: int):
     from lightface.models import get_model
 
     model = get_model("lightcnn9", num_classes=num_classes)
-    channels_last = config.endswith("channels_last")
+    channels_last = "channels_last" in config
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(build_param_groups(model, 0.01, 1e-4), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    if config.endswith("bf16"):
+        def forward(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x, return_logits=True)[0].float()
+
+        return model, forward, opt, channels_last
     return model, (lambda x: model(x, return_logits=True)[0]), opt, channels_last
 
 

@@ -17,6 +17,7 @@ from lightface.engine.lightcnn_trainer import (
     TrainConfig,
     TrainingError,
     build_param_groups,
+    init_weights,
     stratified_split,
 )
 from lightface.engine.logger import read_metrics
@@ -89,6 +90,20 @@ def test_param_groups_follow_the_recipe():
     assert n == len(list(model.parameters()))
     v2 = {g["name"] for g in build_param_groups(get_model("lightcnn29v2", num_classes=5), 0.01, 1e-4)}
     assert "classifier_bias" not in v2  # 29v2's classifier has no bias
+
+
+def test_init_weights():
+    torch.manual_seed(0)
+    model = get_model("lightcnn9", num_classes=10)
+    classifier = model.classifier.weight.detach().clone()
+    assert init_weights(model, "default") is model and torch.equal(model.classifier.weight, classifier)
+    init_weights(model, "kaiming")
+    w = model.features[2].conv.filter.weight  # 3x3 conv, fan_in 48 * 9
+    assert abs(w.std().item() * (48 * 9) ** 0.5 - 1.0) < 0.05
+    assert float(model.fc1.filter.bias.abs().sum()) == 0.0
+    assert torch.equal(model.classifier.weight, classifier)  # the classifier keeps its default init
+    with pytest.raises(ValueError, match="unknown init"):
+        init_weights(model, "orthogonal")
 
 
 def test_stratified_split():
