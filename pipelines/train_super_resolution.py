@@ -46,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-weight", type=float, default=D.image_weight, help="full-image MSE weight (default: %(default)s)")
     g.add_argument("--identity-weights", default=D.identity_weights, help="Light CNN checkpoint for the identity loss and identity metrics; unset: no identity loss (default: %(default)s)")
     g.add_argument("--identity-weight", type=float, default=D.identity_weight, help="identity loss weight (default: %(default)s)")
-    g.add_argument("--adv-weight", type=float, default=D.adv_weight, help="adversarial loss weight; 0 disables the discriminator (default: %(default)s)")
+    g.add_argument("--adv-weight", type=float, default=D.adv_weight, help="weight of the GAN generator objective (adversarial term plus its --feature-matching / --pull-away terms); 0 disables the discriminator (default: %(default)s)")
     g.add_argument("--adv-start", type=int, default=D.adv_start, help="first step with the adversarial loss (default: %(default)s)")
     g.add_argument("--discriminator", default=D.discriminator, choices=("image", "wavelet"), help="critic on images or on wavelet detail coefficients (WaveletGAN) (default: %(default)s)")
     g.add_argument("--d-channels", type=int, default=D.d_channels, help="discriminator base width (default: %(default)s)")
