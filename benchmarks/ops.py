@@ -1,23 +1,28 @@
 """Fused ops vs their composite PyTorch formulations: time, saved memory, bandwidth.
 
-    python -m benchmarks.ops [--device cpu|cuda] [--threads N] [--repeats R] [--quick]
+    python -m benchmarks.ops [--device cpu|cuda] [--threads N] [--repeats R] [--timer wall|cpu] [--quick]
 
 For each op and shape (Light CNN activations for MFM, GAN image batches for the losses)
 the table gives, on the same inputs in the same run:
 
 * ``fwd`` / ``fwd+bwd``: best-of-R milliseconds of the fused op (``lightface.ops``) and of
   the composite (MFM: ``torch.split`` + ``torch.max`` as the original Light CNN code;
-  symmetry: ``abs(x - x.flip(-1))`` on the left half, mean; TV: summed absolute
+  MFM 3/2: the ``torch.where`` formulation of ``lightface.ops.reference``; symmetry: ``abs(x - x.flip(-1))`` on the left half, mean; TV: summed absolute
   differences, mean), and their ratio (composite / fused, > 1 means fused is faster);
 * ``saved``: bytes the autograd graph keeps alive for backward per input element
   (whole storages of the saved tensors, counted once; the losses' fused backward keeps
   the input image itself, which the caller holds anyway);
 * ``GB/s``: minimal bytes moved / time of the fused forward and backward kernels
   (forward: read the input, write the output (+ the MFM mask); backward: read what it
-  needs, write the input gradient) beside ``x.clone()`` on the same tensor (read + write).
+  needs, write the input gradient) beside ``x.clone()`` on the same tensor (read + write)
+  and beside ``dst.copy_(x)`` into a preallocated tensor (the same copy without the
+  allocation: glibc serves blocks over 32 MB with fresh mmap pages, so ``clone()`` of a
+  large tensor also pays a page fault per 4 KiB).
 
 "Best of R" (the minimum) is used because the machine is shared: it is the least
-disturbed run. Threads: the count torch uses and the count the extension's
+disturbed run. ``--timer cpu`` measures process CPU time instead of wall time (use it
+with ``--threads 1`` on an oversubscribed machine, where wall time includes waiting for
+a core). Threads: the count torch uses and the count the extension's
 ``at::parallel_for`` actually reaches are printed.
 """
 import argparse
@@ -28,6 +33,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from lightface import ops
+from lightface.ops import reference
 
 MFM_SHAPES = [(16, 96, 96, 96), (32, 384, 32, 32), (256, 512)]
 IMAGE_SHAPES = [(32, 3, 128, 128), (32, 3, 256, 256)]
@@ -44,13 +50,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement, best kept (default: 7)")
     parser.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"],
                         help="tensor dtype (default: float32)")
+    parser.add_argument("--timer", default="wall", choices=["wall", "cpu"],
+                        help="wall-clock time, or process CPU time (CPU only; default: wall)")
     parser.add_argument("--quick", action="store_true", help="smaller shapes, for a smoke run (default: off)")
     return parser
 
 
 class _Clock:
-    def __init__(self, device: torch.device, repeats: int):
+    def __init__(self, device: torch.device, repeats: int, timer: str = "wall"):
         self.device, self.repeats = device, repeats
+        self.now = time.process_time if timer == "cpu" else time.perf_counter
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -61,10 +70,10 @@ class _Clock:
         self._sync()
         best = float("inf")
         for _ in range(self.repeats):
-            t0 = time.perf_counter()
+            t0 = self.now()
             fn()
             self._sync()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, self.now() - t0)
         return best * 1e3
 
 
@@ -124,6 +133,13 @@ def _cases(quick: bool) -> List[Case]:
             # read C grads + C mask bytes, write 2C grads
             lambda x: x.numel() * esize(x) * 3 // 2 + x.numel() // 2,
         ))
+    shape = QUICK_MFM_SHAPES[0] if quick else MFM_SHAPES[0]
+    cases.append(Case(
+        "mfm_3_2", shape, ops.mfm_3_2, reference.mfm_3_2,
+        # read 3C, write 2C values + C mask bytes / read 2C grads + C mask bytes, write 3C grads
+        lambda x: x.numel() * esize(x) * 5 // 3 + x.numel() // 3,
+        lambda x: x.numel() * esize(x) * 5 // 3 + x.numel() // 3,
+    ))
     for shape in QUICK_IMAGE_SHAPES if quick else IMAGE_SHAPES:
         cases.append(Case("symmetry_loss", shape, ops.symmetry_loss, composite_symmetry,
                           lambda x: x.numel() * esize(x), lambda x: 2 * x.numel() * esize(x)))
@@ -147,15 +163,19 @@ def _measure(case: Case, device: torch.device, dtype: torch.dtype, clock: _Clock
         fused_fwd = clock.best_ms(lambda: case.fused(x))
         comp_fwd = clock.best_ms(lambda: case.composite(x))
         clone = clock.best_ms(lambda: x.clone())
+        dst = torch.empty_like(x)
+        copy = clock.best_ms(lambda: dst.copy_(x))
     fused_fb = clock.best_ms(fwd_bwd(case.fused))
     comp_fb = clock.best_ms(fwd_bwd(case.composite))
 
     # The kernels alone, for bandwidth: training forward (with mask for MFM) and backward.
     lf = torch.ops.lightface
-    if case.name == "mfm":
-        _, mask = lf._mfm_forward(x, 1)
-        kernel_fwd = clock.best_ms(lambda: lf._mfm_forward(x, 1))
-        kernel_bwd = clock.best_ms(lambda: lf._mfm_backward(grad_out, mask, 1))
+    if case.name in ("mfm", "mfm_3_2"):
+        forward = lf._mfm_forward if case.name == "mfm" else lf._mfm_3_2_forward
+        backward = lf._mfm_backward if case.name == "mfm" else lf._mfm_3_2_backward
+        _, mask = forward(x, 1)
+        kernel_fwd = clock.best_ms(lambda: forward(x, 1))
+        kernel_bwd = clock.best_ms(lambda: backward(grad_out, mask, 1))
     else:
         forward = lf.symmetry_loss if case.name == "symmetry_loss" else lf.total_variation
         backward = lf._symmetry_loss_backward if case.name == "symmetry_loss" else lf._total_variation_backward
@@ -170,13 +190,15 @@ def _measure(case: Case, device: torch.device, dtype: torch.dtype, clock: _Clock
         "saved_comp": _saved_bytes(case.composite, x) / x.numel(),
         "bw_fwd": gbs(case.fwd_bytes(x), kernel_fwd), "bw_bwd": gbs(case.bwd_bytes(x), kernel_bwd),
         "bw_clone": gbs(2 * x.numel() * x.element_size(), clone),
+        "bw_copy": gbs(2 * x.numel() * x.element_size(), copy),
     }
 
 
 def _table(rows: List[Dict[str, object]]) -> str:
     header = ("| op | shape | fwd ms fused / composite | fwd ratio | fwd+bwd ms fused / composite | fwd+bwd ratio "
-              "| saved B/elem fused / composite | fwd GB/s | bwd GB/s | clone GB/s | fwd % of clone |")
-    lines = [header, "|" + "---|" * 2 + "---:|" * 9]
+              "| saved B/elem fused / composite | fwd GB/s | bwd GB/s | clone GB/s | copy_ GB/s "
+              "| fwd % of clone / copy_ |")
+    lines = [header, "|" + "---|" * 2 + "---:|" * 10]
     for r in rows:
         m = r["m"]
         lines.append(
@@ -184,7 +206,8 @@ def _table(rows: List[Dict[str, object]]) -> str:
             f"| {m['fused_fwd']:.2f} / {m['comp_fwd']:.2f} | **{m['comp_fwd'] / m['fused_fwd']:.1f}x** "
             f"| {m['fused_fb']:.2f} / {m['comp_fb']:.2f} | **{m['comp_fb'] / m['fused_fb']:.1f}x** "
             f"| {m['saved_fused']:.2f} / {m['saved_comp']:.2f} "
-            f"| {m['bw_fwd']:.1f} | {m['bw_bwd']:.1f} | {m['bw_clone']:.1f} | {100 * m['bw_fwd'] / m['bw_clone']:.0f}% |"
+            f"| {m['bw_fwd']:.1f} | {m['bw_bwd']:.1f} | {m['bw_clone']:.1f} | {m['bw_copy']:.1f} "
+            f"| {100 * m['bw_fwd'] / m['bw_clone']:.0f}% / {100 * m['bw_fwd'] / m['bw_copy']:.0f}% |"
         )
     return "\n".join(lines)
 
@@ -194,17 +217,19 @@ def main(args: argparse.Namespace) -> List[Dict[str, object]]:
         raise RuntimeError("benchmarks.ops needs the compiled library lightface._C: run `make build` first")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if args.timer == "cpu" and device.type != "cpu":
+        raise ValueError("--timer cpu measures CPU time; use --timer wall with --device cuda")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    clock = _Clock(device, args.repeats)
+    clock = _Clock(device, args.repeats, args.timer)
     rows = []
     for case in _cases(args.quick):
         rows.append({"op": case.name, "shape": case.shape, "m": _measure(case, device, dtype, clock)})
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {where}; dtype {args.dtype}; torch {torch.__version__}; threads: torch "
           f"{torch.get_num_threads()}, inside lightface._C {torch.ops.lightface._parallel_threads()}; "
-          f"best of {args.repeats}")
+          f"best of {args.repeats} ({args.timer} time)")
     print(_table(rows))
     return rows
 

@@ -1,8 +1,9 @@
 // Portable vectorisation for the CPU kernels.
 //
 // The inner loops are plain branch-free loops that GCC/Clang vectorise at -O3: the MFM
-// selections element by element, the loss reductions into kLanes independent partial
-// sums (one per column residue, so no floating-point reassociation is needed). We do not
+// selections element by element, the loss reductions of one image row with
+// `#pragma omp simd reduction` (the extension is built with OpenMP; the lane order is
+// fixed, so sums do not depend on the thread count). We do not
 // use at::vec::Vectorized here: an extension is compiled without ATen's CPU_CAPABILITY
 // flags, so it gets the generic Vectorized whose comparisons and bitwise ops go through
 // per-lane memset/memcpy; measured on this project's kernels it was 10-100x slower than
@@ -22,9 +23,6 @@
 #endif
 
 namespace lightface {
-
-// Independent partial sums per row in the loss reductions.
-constexpr int kLanes = 16;
 
 template <typename T>
 inline T abs_of(T v) {

@@ -30,17 +30,12 @@ LIGHTFACE_SIMD_CLONES double symmetry_rows(const scalar_t* __restrict img, int64
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* row = img + r * w;
     const scalar_t* mirror = row + w - 1;  // mirror[-x] = row[w-1-x]
-    op_t acc[kLanes] = {};
-    int64_t x = 0;
-    for (; x + kLanes <= half; x += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        acc[l] += abs_of(static_cast<op_t>(row[x + l]) - static_cast<op_t>(mirror[-(x + l)]));
-      }
+    op_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t x = 0; x < half; ++x) {
+      acc += abs_of(static_cast<op_t>(row[x]) - static_cast<op_t>(mirror[-x]));
     }
-    for (; x < half; ++x) acc[0] += abs_of(static_cast<op_t>(row[x]) - static_cast<op_t>(mirror[-x]));
-    double row_sum = 0;
-    for (int l = 0; l < kLanes; ++l) row_sum += acc[l];
-    total += row_sum;
+    total += acc;
   }
   return total;
 }

@@ -31,24 +31,20 @@ LIGHTFACE_SIMD_CLONES double tv_rows(const scalar_t* __restrict image, int64_t r
   double total = 0;
   for (int64_t r = r0; r < r1; ++r) {
     const scalar_t* row = image + r * w;
-    // The last row of a channel has no vertical term: compare it with itself (adds 0).
-    const scalar_t* next = r % h != h - 1 ? row + w : row;
-    op_t acc[kLanes] = {};
-    int64_t x = 0;
-    for (; x + kLanes <= w - 1; x += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const op_t c = static_cast<op_t>(row[x + l]);
-        acc[l] += abs_of(static_cast<op_t>(row[x + l + 1]) - c) + abs_of(static_cast<op_t>(next[x + l]) - c);
+    op_t acc = 0;
+    if (r % h != h - 1) {  // horizontal + vertical terms
+      const scalar_t* next = row + w;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t x = 0; x < w - 1; ++x) {
+        const op_t c = static_cast<op_t>(row[x]);
+        acc += abs_of(static_cast<op_t>(row[x + 1]) - c) + abs_of(static_cast<op_t>(next[x]) - c);
       }
+      if (w > 0) acc += abs_of(static_cast<op_t>(next[w - 1]) - static_cast<op_t>(row[w - 1]));
+    } else {  // the last row of a channel: horizontal terms only
+#pragma omp simd reduction(+ : acc)
+      for (int64_t x = 0; x < w - 1; ++x) acc += abs_of(static_cast<op_t>(row[x + 1]) - static_cast<op_t>(row[x]));
     }
-    for (; x < w; ++x) {
-      const op_t c = static_cast<op_t>(row[x]);
-      const op_t right = x < w - 1 ? static_cast<op_t>(row[x + 1]) : c;
-      acc[0] += abs_of(right - c) + abs_of(static_cast<op_t>(next[x]) - c);
-    }
-    double row_sum = 0;
-    for (int l = 0; l < kLanes; ++l) row_sum += acc[l];
-    total += row_sum;
+    total += acc;
   }
   return total;
 }
