@@ -206,6 +206,9 @@ class GANObjective:
         self.label_smoothing = float(label_smoothing)
         self.began: Optional[BEGANController] = None
         if began_gamma is not None:
+            if not 0.0 < float(began_gamma) <= 1.0:
+                raise ValueError(f"--began-gamma must be in (0, 1], got {began_gamma}; omit it (null in YAML) "
+                                 "to train without BEGAN")
             self.began = BEGANController(gamma=began_gamma, lambda_k=began_lambda_k)
             if adversarial != GAN_DEFAULTS["adversarial"] or label_smoothing:
                 log.warning("--began-gamma replaces the adversarial objective; --adversarial %s and "
