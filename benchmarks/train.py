@@ -127,12 +127,12 @@ def main(args: argparse.Namespace) -> dict:
     base = best.get("baseline")
     print(f"LightCNN-9 training step, batch {args.batch_size}, {args.num_classes} classes, {args.threads} threads, "
           f"best of {args.rounds} rounds x median of {args.steps} steps")
-    print(f"{'config':<26}{'images/s':>10}{'speed-up':>10}{'saved MiB':>11}{'ratio':>7}{'peak RSS MiB':>14}{'ratio':>7}")
+    print(f"{'config':<30}{'images/s':>10}{'speed-up':>10}{'saved MiB':>11}{'ratio':>7}{'peak RSS MiB':>14}{'ratio':>7}")
     for config, r in best.items():
         sp = r["images_per_s"] / base["images_per_s"] if base else float("nan")
         mr = r["saved_mib"] / base["saved_mib"] if base else float("nan")
         rr = r["peak_rss_growth_mib"] / base["peak_rss_growth_mib"] if base and base["peak_rss_growth_mib"] else float("nan")
-        print(f"{config:<26}{r['images_per_s']:>10.1f}{sp:>9.2f}x{r['saved_mib']:>11.1f}{mr:>7.2f}"
+        print(f"{config:<30}{r['images_per_s']:>10.1f}{sp:>9.2f}x{r['saved_mib']:>11.1f}{mr:>7.2f}"
               f"{r['peak_rss_growth_mib']:>14.1f}{rr:>7.2f}")
     return best
 

@@ -31,8 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    p.add_argument("--resize", type=int, default=None, help="evaluation resize (default: the checkpoint's training --resize, else 144)")
-    p.add_argument("--crop", type=int, default=None, help="evaluation centre crop (default: the checkpoint's training --crop, else 128)")
+    p.add_argument("--resize", type=int, default=None, help="evaluation resize; None: the checkpoint's training --resize, else 144")
+    p.add_argument("--crop", type=int, default=None, help="evaluation centre crop; None: the checkpoint's training --crop, else 128")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out dataset")
     return p
 

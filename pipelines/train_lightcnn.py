@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "(N(0, 1/fan_in), zero biases; trains much sooner on small data sets)")
     g.add_argument("--resize", type=int, default=D.resize, help="images are resized to RESIZE x RESIZE first (no-op for 144 crops)")
     g.add_argument("--crop", type=int, default=D.crop, help="random crop (training) / centre crop (validation) size; the model input")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="disable the random horizontal flip (default: flip)")
+    g.add_argument("--no-flip", dest="flip", action="store_false", help="turn off the random horizontal flip (the default shown is that of flip: on)")
     g.add_argument("--workers", type=int, default=D.workers, help="DataLoader worker processes per training process")
 
     g = p.add_argument_group("optimisation")
@@ -57,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=list(LOSSES), default=D.loss,
                    help="classification loss: cross-entropy, or Reed et al.'s soft / hard bootstrapping for noisy labels")
     g.add_argument("--beta", type=float, default=D.beta,
-                   help="bootstrapping beta (default None: 0.95 for soft-bootstrap, 0.8 for hard-bootstrap)")
+                   help="bootstrapping beta; None: 0.95 for soft-bootstrap, 0.8 for hard-bootstrap")
     g.add_argument("--clip-grad", type=float, default=D.clip_grad, help="clip the gradient norm to this value (0: off)")
     g.add_argument("--amp", choices=list(AMP_DTYPES), default=D.amp,
                    help="mixed precision: bf16 (GPU or CPU) or fp16 (GPU, with loss scaling)")
@@ -71,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="verification pair list (LFW pairs.txt, 'label path_a path_b' lines, or a CFP protocol folder) "
                    "of aligned crops; reports 10-fold accuracy, AUC and TAR@FAR")
     g.add_argument("--val-pairs-root", default=D.val_pairs_root,
-                   help="folder the --val-pairs image paths are relative to (default: the list's folder)")
+                   help="folder the --val-pairs image paths are relative to; None: the list's folder")
     g.add_argument("--val-every", type=int, default=D.val_every, help="validate every N epochs (and after the last)")
 
     g = p.add_argument_group("fine-tuning")
@@ -92,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=D.device, help="auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, cuda:1")
     g.add_argument("--deterministic", action="store_true", help="deterministic cuDNN / torch algorithms (slower)")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                   help="do not write TensorBoard events (default: written when tensorboard is installed)")
+                   help="do not write TensorBoard events (the default shown is that of writing them, when tensorboard is installed)")
     g.add_argument("--no-plots", dest="plots", action="store_false", help="do not write OUT/curves.png at the end")
     return p
 

@@ -100,7 +100,7 @@ def test_init_weights():
     init_weights(model, "kaiming")
     w = model.features[2].conv.filter.weight  # 3x3 conv, fan_in 48 * 9
     assert abs(w.std().item() * (48 * 9) ** 0.5 - 1.0) < 0.05
-    assert float(model.fc1.filter.bias.abs().sum()) == 0.0
+    assert float(model.fc1.filter.bias.detach().abs().sum()) == 0.0
     assert torch.equal(model.classifier.weight, classifier)  # the classifier keeps its default init
     with pytest.raises(ValueError, match="unknown init"):
         init_weights(model, "orthogonal")

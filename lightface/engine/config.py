@@ -36,12 +36,14 @@ class ConfigError(ValueError):
 def add_config_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--config PATH`` to ``parser`` unless it already has a ``config`` dest. Returns ``parser``."""
     if not any(action.dest == "config" for action in parser._actions):
+        shows_defaults = isinstance(parser.formatter_class, type) and issubclass(
+            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
         parser.add_argument(
             "--config",
             default=None,
             metavar="YAML",
             help="YAML file of flag values (keys = flag names with underscores, e.g. lr_step: 10); "
-            "flags given on the command line override it (default: None)",
+            "flags given on the command line override it" + ("" if shows_defaults else " (default: None)"),
         )
     return parser
 
