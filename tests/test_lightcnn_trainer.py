@@ -176,6 +176,13 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_lmdb, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_workers_do_not_change_the_losses(tiny_lmdb, tmp_path):
+    opts = ("--arch", TINY, "--batch-size", "3", "--no-plots")
+    _train(tiny_lmdb, tmp_path / "w0", *opts, "--workers", "0")
+    _train(tiny_lmdb, tmp_path / "w2", *opts, "--workers", "2")  # per-sample seeded augmentation in worker processes
+    assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lmdb, tmp_path):
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         _train(tiny_lmdb, tmp_path / "nan", "--arch", TINY, "--lr", "1e12", "--momentum", "0", "--save-every", "1", "--epochs", "5")
