@@ -66,7 +66,8 @@ class _Clock:
             torch.cuda.synchronize(self.device)
 
     def best_ms(self, fn: Callable[[], object]) -> float:
-        fn()  # warm-up (allocator, first-call dispatch)
+        for _ in range(3):  # warm-up: allocator (malloc's mmap threshold adapts), first-call dispatch
+            fn()
         self._sync()
         best = float("inf")
         for _ in range(self.repeats):

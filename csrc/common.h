@@ -63,6 +63,17 @@ inline std::vector<int64_t> resized(at::IntArrayRef sizes, int64_t dim, int64_t 
   return out;
 }
 
+// Arguments of the MFM backward ops: grad (floating) and the uint8 selection mask, on the
+// same device; for MFM 2/1 of the same shape (MFM 3/2 checks its shapes itself).
+inline void check_mfm_backward(const at::Tensor& grad, const at::Tensor& mask, const char* op, bool same_shape) {
+  check_floating(grad, op, "grad");
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == mask.device(), op, ": grad is on ", grad.device(), " but mask is on ",
+                    mask.device());
+  TORCH_CHECK_VALUE(!same_shape || grad.sizes() == mask.sizes(), op, ": grad ", grad.sizes(), " and mask ",
+                    mask.sizes(), " must have the same shape");
+}
+
 inline void check_image(const at::Tensor& img, const char* op) {
   TORCH_CHECK_VALUE(img.dim() == 4, op, ": img must be a 4-D tensor (N, C, H, W), got shape ", img.sizes());
   check_floating(img, op, "img");
@@ -84,12 +95,6 @@ inline RowBlocks row_blocks(const at::Tensor& img, int64_t target_elements) {
   g.blocks = (g.rows + g.rows_per_block - 1) / g.rows_per_block;
   return g;
 }
-
-// Number of terms a "mean" divides by.
-inline int64_t symmetry_denominator(const at::Tensor& img) {
-  return img.size(0) * img.size(1) * img.size(2) * (img.size(3) / 2);
-}
-inline int64_t tv_denominator(const at::Tensor& img) { return img.numel(); }
 
 // Result of a loss from its per-(image, block) partial sums `partials` (N, blocks), any
 // floating dtype: "none" -> (N,), "sum" -> (), "mean" -> sum / denominator (NaN when the

@@ -94,10 +94,7 @@ std::tuple<at::Tensor, at::Tensor> mfm_forward_cpu(const at::Tensor& x, int64_t 
 
 at::Tensor mfm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
   const char* op = "mfm_backward";
-  check_floating(grad_in, op, "grad");
-  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask_in.scalar_type());
-  TORCH_CHECK_VALUE(grad_in.sizes() == mask_in.sizes(), op, ": grad ", grad_in.sizes(), " and mask ",
-                    mask_in.sizes(), " must have the same shape");
+  check_mfm_backward(grad_in, mask_in, op, /*same_shape=*/true);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor mask = mask_in.contiguous();
   const SplitGeometry g = split_geometry(grad, dim, 1, op, "grad");
@@ -185,8 +182,7 @@ std::tuple<at::Tensor, at::Tensor> mfm_3_2_forward_cpu(const at::Tensor& x, int6
 
 at::Tensor mfm_3_2_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
   const char* op = "mfm_3_2_backward";
-  check_floating(grad_in, op, "grad");
-  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask_in.scalar_type());
+  check_mfm_backward(grad_in, mask_in, op, /*same_shape=*/false);
   const at::Tensor grad = grad_in.contiguous();
   const at::Tensor mask = mask_in.contiguous();
   const SplitGeometry g = split_geometry(grad, dim, 2, op, "grad");

@@ -1,9 +1,8 @@
 // CPU kernels of the left-right symmetry loss and its backward.
 //
-// Per image S_n = sum_{c,y} sum_{x < W/2} |I[c,y,x] - I[c,y,W-1-x]|. The C*H rows of each
-// image are grouped into fixed blocks (common.h: row_blocks); each block's sum is
-// accumulated in at::vec lanes of the accumulation type, per row in float64, and the
-// blocks are added in a fixed order, so the result does not depend on the thread count.
+// Per image S_n = sum_{c,y} sum_{x < W/2} |I[c,y,x] - I[c,y,W-1-x]|: a row's terms are
+// summed in the accumulation type (omp simd lanes), rows in float64; blocks of rows are
+// driven by cpu/loss.h.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -13,13 +12,12 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "cpu/loss.h"
 #include "cpu/simd.h"
 #include "select.h"
 
 namespace lightface {
 namespace {
-
-constexpr int64_t kBlockElements = 16384;
 
 // Sum over `rows` rows of width w of sum_{x < w/2} |r[x] - r[w-1-x]|.
 template <typename scalar_t>
@@ -60,59 +58,27 @@ LIGHTFACE_SIMD_CLONES void symmetry_backward_rows(const scalar_t* __restrict img
   }
 }
 
-at::Tensor symmetry_loss_cpu(const at::Tensor& input, c10::string_view reduction_name) {
-  const char* op = "symmetry_loss";
-  check_image(input, op);
-  const Reduction reduction = parse_reduction(reduction_name, op);
-  const at::Tensor img = input.contiguous();
-  const RowBlocks g = row_blocks(img, kBlockElements);
-  at::Tensor partials = at::zeros({g.n, std::max<int64_t>(g.blocks, 1)}, img.options().dtype(at::kDouble));
-  if (g.n * g.blocks > 0 && g.w >= 2) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_symmetry_loss_cpu", [&] {
-      const scalar_t* p = img.const_data_ptr<scalar_t>();
-      double* out = partials.mutable_data_ptr<double>();
-      at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t n = t / g.blocks, b = t % g.blocks;
-          const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
-          out[t] = symmetry_rows<scalar_t>(p + (n * g.rows + r0) * g.w, r1 - r0, g.w);
-        }
-      });
-    });
+struct SymmetryTerm {
+  static int64_t columns(int64_t w) { return w / 2; }
+
+  template <typename scalar_t>
+  static double rows(const scalar_t* image, int64_t r0, int64_t r1, const RowBlocks& g) {
+    return symmetry_rows<scalar_t>(image + r0 * g.w, r1 - r0, g.w);
   }
-  return finalize_loss(partials, reduction, symmetry_denominator(img), img.scalar_type());
+
+  template <typename scalar_t>
+  static void backward_rows(const scalar_t* image, scalar_t* grad, int64_t r0, int64_t r1, const RowBlocks& g,
+                            at::opmath_type<scalar_t> weight) {
+    symmetry_backward_rows<scalar_t>(image + r0 * g.w, grad + r0 * g.w, r1 - r0, g.w, weight);
+  }
+};
+
+at::Tensor symmetry_loss_cpu(const at::Tensor& img, c10::string_view reduction) {
+  return cpu::loss_forward<SymmetryTerm>(img, reduction, "symmetry_loss");
 }
 
-at::Tensor symmetry_loss_backward_cpu(const at::Tensor& grad_in, const at::Tensor& input,
-                                      c10::string_view reduction_name) {
-  const char* op = "symmetry_loss_backward";
-  check_image(input, op);
-  const Reduction reduction = parse_reduction(reduction_name, op);
-  check_loss_grad(grad_in, input, reduction, op);
-  const at::Tensor img = input.contiguous();
-  const at::Tensor grad = grad_in.reshape({-1}).to(at::kDouble).contiguous();
-  const double scale = loss_grad_scale(reduction, symmetry_denominator(img));
-  at::Tensor out = at::empty(img.sizes(), img.options());
-  if (out.numel() == 0) return out;
-  const RowBlocks g = row_blocks(img, kBlockElements);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_symmetry_loss_backward_cpu",
-                                  [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    const scalar_t* p = img.const_data_ptr<scalar_t>();
-    const double* pg = grad.const_data_ptr<double>();
-    const int64_t gstride = reduction == Reduction::None ? 1 : 0;
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / g.blocks, b = t % g.blocks;
-        const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
-        const int64_t offset = (n * g.rows + r0) * g.w;
-        const auto weight = static_cast<op_t>(pg[n * gstride] * scale);
-        symmetry_backward_rows<scalar_t>(p + offset, po + offset, r1 - r0, g.w, weight);
-      }
-    });
-  });
-  return out;
+at::Tensor symmetry_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& img, c10::string_view reduction) {
+  return cpu::loss_backward<SymmetryTerm>(grad, img, reduction, "symmetry_loss_backward");
 }
 
 }  // namespace

@@ -2,8 +2,7 @@
 //
 // Per image T_n = sum |I[..,y,x+1] - I[..,y,x]| + sum |I[..,y+1,x] - I[..,y,x]|. Row (c, y)
 // contributes its horizontal differences and, when y < H-1, its vertical differences
-// with row (c, y+1). Rows are grouped into fixed blocks per image as in symmetry_loss.cpp
-// (deterministic block sums, float64 per row, at::vec lanes inside a row).
+// with row (c, y+1). Blocks of rows are driven by cpu/loss.h (deterministic block sums).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -13,13 +12,12 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "cpu/loss.h"
 #include "cpu/simd.h"
 #include "select.h"
 
 namespace lightface {
 namespace {
-
-constexpr int64_t kBlockElements = 16384;
 
 // Sum of the TV terms owned by rows [r0, r1) of one image (rows = C*H rows of width w):
 // each row's horizontal differences and, unless it is the last row of its channel, its
@@ -81,60 +79,27 @@ LIGHTFACE_SIMD_CLONES void tv_backward_rows(const scalar_t* __restrict image, sc
   }
 }
 
-at::Tensor total_variation_cpu(const at::Tensor& input, c10::string_view reduction_name) {
-  const char* op = "total_variation";
-  check_image(input, op);
-  const Reduction reduction = parse_reduction(reduction_name, op);
-  const at::Tensor img = input.contiguous();
-  const RowBlocks g = row_blocks(img, kBlockElements);
-  at::Tensor partials = at::zeros({g.n, std::max<int64_t>(g.blocks, 1)}, img.options().dtype(at::kDouble));
-  if (g.n * g.blocks > 0 && g.w > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_total_variation_cpu",
-                                    [&] {
-      const scalar_t* p = img.const_data_ptr<scalar_t>();
-      double* out = partials.mutable_data_ptr<double>();
-      at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t n = t / g.blocks, b = t % g.blocks;
-          const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
-          out[t] = tv_rows<scalar_t>(p + n * g.rows * g.w, r0, r1, g.h, g.w);
-        }
-      });
-    });
+struct TVTerm {
+  static int64_t columns(int64_t w) { return w; }
+
+  template <typename scalar_t>
+  static double rows(const scalar_t* image, int64_t r0, int64_t r1, const RowBlocks& g) {
+    return tv_rows<scalar_t>(image, r0, r1, g.h, g.w);
   }
-  return finalize_loss(partials, reduction, tv_denominator(img), img.scalar_type());
+
+  template <typename scalar_t>
+  static void backward_rows(const scalar_t* image, scalar_t* grad, int64_t r0, int64_t r1, const RowBlocks& g,
+                            at::opmath_type<scalar_t> weight) {
+    tv_backward_rows<scalar_t>(image, grad, r0, r1, g.h, g.w, weight);
+  }
+};
+
+at::Tensor total_variation_cpu(const at::Tensor& img, c10::string_view reduction) {
+  return cpu::loss_forward<TVTerm>(img, reduction, "total_variation");
 }
 
-at::Tensor total_variation_backward_cpu(const at::Tensor& grad_in, const at::Tensor& input,
-                                        c10::string_view reduction_name) {
-  const char* op = "total_variation_backward";
-  check_image(input, op);
-  const Reduction reduction = parse_reduction(reduction_name, op);
-  check_loss_grad(grad_in, input, reduction, op);
-  const at::Tensor img = input.contiguous();
-  const at::Tensor grad = grad_in.reshape({-1}).to(at::kDouble).contiguous();
-  const double scale = loss_grad_scale(reduction, tv_denominator(img));
-  at::Tensor out = at::empty(img.sizes(), img.options());
-  if (out.numel() == 0) return out;
-  const RowBlocks g = row_blocks(img, kBlockElements);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(),
-                                  "lightface_total_variation_backward_cpu", [&] {
-    using op_t = at::opmath_type<scalar_t>;
-    const scalar_t* p = img.const_data_ptr<scalar_t>();
-    const double* pg = grad.const_data_ptr<double>();
-    const int64_t gstride = reduction == Reduction::None ? 1 : 0;
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / g.blocks, b = t % g.blocks;
-        const int64_t r0 = b * g.rows_per_block, r1 = std::min(g.rows, r0 + g.rows_per_block);
-        const int64_t offset = n * g.rows * g.w;
-        const auto weight = static_cast<op_t>(pg[n * gstride] * scale);
-        tv_backward_rows<scalar_t>(p + offset, po + offset, r0, r1, g.h, g.w, weight);
-      }
-    });
-  });
-  return out;
+at::Tensor total_variation_backward_cpu(const at::Tensor& grad, const at::Tensor& img, c10::string_view reduction) {
+  return cpu::loss_backward<TVTerm>(grad, img, reduction, "total_variation_backward");
 }
 
 }  // namespace

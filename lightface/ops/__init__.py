@@ -288,33 +288,31 @@ def total_variation(img: Tensor, reduction: str = "mean") -> Tensor:
 # ---- modules ------------------------------------------------------------------------------
 
 
-class SymmetryLoss(nn.Module):
+class _ImageLoss(nn.Module):
+    _fn = None  # set by subclasses: the functional form
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"{type(self).__name__}: reduction must be one of 'none', 'sum', 'mean', got {reduction!r}"
+            )
+        self.reduction = reduction
+
+    def forward(self, img: Tensor) -> Tensor:
+        return type(self)._fn(img, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class SymmetryLoss(_ImageLoss):
     """Module form of :func:`symmetry_loss`: ``forward(img (N,C,H,W)) -> (N,) or scalar``."""
 
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"SymmetryLoss: reduction must be one of 'none', 'sum', 'mean', got {reduction!r}")
-        self.reduction = reduction
-
-    def forward(self, img: Tensor) -> Tensor:
-        return symmetry_loss(img, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+    _fn = staticmethod(symmetry_loss)
 
 
-class TotalVariation(nn.Module):
+class TotalVariation(_ImageLoss):
     """Module form of :func:`total_variation`: ``forward(img (N,C,H,W)) -> (N,) or scalar``."""
 
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"TotalVariation: reduction must be one of 'none', 'sum', 'mean', got {reduction!r}")
-        self.reduction = reduction
-
-    def forward(self, img: Tensor) -> Tensor:
-        return total_variation(img, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+    _fn = staticmethod(total_variation)
