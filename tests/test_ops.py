@@ -413,3 +413,20 @@ def test_cuda_matches_cpu(dtype):
         for reduction in REDUCTIONS:
             tol = LOSS_TOL[dtype]
             torch.testing.assert_close(fn(img.cuda(), reduction).cpu(), fn(img, reduction), rtol=tol, atol=tol)
+
+
+@pytest.mark.slow
+def test_use_reference_exports_to_onnx():
+    """Inside use_reference() a model with MFM layers exports to ONNX and runs in onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from lightface import nn as lnn
+
+    model = torch.nn.Sequential(lnn.MFMConv2d(1, 4, 3, 1, 1), lnn.MFMConv2d3_2(4, 4, 3, 1, 1)).eval()
+    x = torch.rand(2, 1, 12, 12)
+    with ops.use_reference():
+        program = torch.onnx.export(model, (x,), dynamo=True)
+    session = ort.InferenceSession(program.model_proto.SerializeToString())
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-5, atol=1e-5)
