@@ -28,6 +28,8 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from lightface import ops
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Light CNN embedding throughput", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -36,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per path (best counts)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads for PyTorch and ONNX Runtime")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (compiles for minutes on a small CPU)")
+    p.add_argument("--compile-batch-sizes", nargs="+", type=int, default=None,
+                   help="batch sizes timed with --compile (default: all of --batch-sizes)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
@@ -46,7 +50,8 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, compile_: bool, workdir: Path) -> List[Dict]:
+def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, compile_sizes: List[int],
+               workdir: Path) -> List[Dict]:
     from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
     from lightface.embed import FaceEmbedder
     from lightface.export import OnnxRecognizer, export_onnx
@@ -57,7 +62,7 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
     torch.save(official_checkpoint(base), ckpt)
     onnx_path = export_onnx(str(ckpt), workdir / f"{arch}.onnx")
     embedders = {"lightface": FaceEmbedder(ckpt, device="cpu")}
-    if compile_:
+    if compile_sizes:
         embedders["lightface+compile"] = FaceEmbedder(ckpt, device="cpu", compile=True)
     embedders["lightface+onnxruntime"] = FaceEmbedder(onnx_path, device="cpu")
     raw = {"lightface": embedders["lightface"].model, "lightface+onnxruntime": OnnxRecognizer(onnx_path, threads=threads)}
@@ -69,7 +74,8 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
     for n in batch_sizes:
         x = torch.rand(n, 1, 128, 128, generator=torch.Generator().manual_seed(n))
         paths: Dict[str, Callable] = {"baseline": baseline_embed}
-        paths.update({name: emb.embed_tensor for name, emb in embedders.items()})
+        paths.update({name: emb.embed_tensor for name, emb in embedders.items()
+                      if name != "lightface+compile" or n in compile_sizes})
         with torch.inference_mode():
             ref = base(x)[1].numpy()
             diffs = {"baseline": 0.0}
@@ -79,7 +85,7 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
                 out = model(x)
                 out = out.numpy() if isinstance(out, torch.Tensor) else out
                 diffs[name] = float(np.abs(out - ref).max())
-            if "lightface+compile" in paths:
+            if "lightface+compile" in paths:  # raw features of the compiled module
                 comp = embedders["lightface+compile"]._net(x).numpy()
                 diffs["lightface+compile"] = float(np.abs(comp - ref).max())
             best = {name: float("inf") for name in paths}
@@ -89,6 +95,7 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
         for name in paths:
             rows.append({"arch": arch, "batch": n, "path": name, "emb_per_s": n / best[name],
                          "ratio": best["baseline"] / best[name], "max_abs_diff": diffs[name]})
+            print(format_table(rows[-1:]).splitlines()[-1], flush=True)  # progress on long runs
     return rows
 
 
@@ -102,12 +109,13 @@ def format_table(rows: List[Dict]) -> str:
 
 def main(args: argparse.Namespace) -> List[Dict]:
     torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.rounds} interleaved rounds, "
+          f"compiled MFM kernels: {ops.extension_available()}", flush=True)
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
-            rows += bench_arch(arch, args.batch_sizes, args.rounds, args.threads, args.compile, Path(tmp))
-    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.rounds} interleaved rounds, "
-          f"compiled MFM kernels: {__import__('lightface.ops', fromlist=['x']).extension_available()}")
+            compile_sizes = (args.compile_batch_sizes or args.batch_sizes) if args.compile else []
+            rows += bench_arch(arch, args.batch_sizes, args.rounds, args.threads, compile_sizes, Path(tmp))
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
