@@ -630,8 +630,6 @@ class _Run:
         lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_mult", 1.0)
         metrics = {"epoch": epoch, "loss": window["loss"] / window["n"], "train_acc": window["correct"] / max(window["seen"], 1),
                    "lr": lr}
-        if self.cfg.loss != "ce":
-            metrics[f"l_{self.cfg.loss.replace('-', '_')}"] = metrics["loss"]
         self.logger.log(self.step, **metrics)
         window.update(loss=0.0, correct=0.0, seen=0.0, n=0)
 
