@@ -235,7 +235,9 @@ def step_recognition(demo: Demo) -> None:
     run = demo.out / "lightcnn"
     argv = ["--data", demo.results["dataset"]["lmdb"], "--arch", "lightcnn9", "--out", str(run),
             "--batch-size", "32", "--workers", "0", "--seed", str(demo.seed), "--device", demo.device,
-            "--log-every", "5", "--no-tensorboard", "--val-split", "0"]
+            "--log-every", "5", "--no-tensorboard", "--val-split", "0",
+            # small data from scratch: kaiming init, lr 0.005 and clipping (docs/noisy_labels.md)
+            "--init", "kaiming", "--lr", "0.005", "--clip-grad", "5"]
     argv += ["--epochs", "2", "--max-steps", "6"] if demo.quick else ["--epochs", "40", "--lr-step", "15"]
     summary = run_cli("train_lightcnn", argv)
     weights = run / "last.pt"
