@@ -63,15 +63,47 @@ inline std::vector<int64_t> resized(at::IntArrayRef sizes, int64_t dim, int64_t 
   return out;
 }
 
-// Arguments of the MFM backward ops: grad (floating) and the uint8 selection mask, on the
-// same device; for MFM 2/1 of the same shape (MFM 3/2 checks its shapes itself).
-inline void check_mfm_backward(const at::Tensor& grad, const at::Tensor& mask, const char* op, bool same_shape) {
-  check_floating(grad, op, "grad");
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == mask.device(), op, ": grad is on ", grad.device(), " but mask is on ",
-                    mask.device());
-  TORCH_CHECK_VALUE(!same_shape || grad.sizes() == mask.sizes(), op, ": grad ", grad.sizes(), " and mask ",
-                    mask.sizes(), " must have the same shape");
+// Operands of an MFM forward (parts = 2 for MFM 2/1, 3 for MFM 3/2): contiguous x viewed
+// as (outer, parts, len), the output with (parts - 1) pieces along dim, and (when asked)
+// the uint8 selection mask with one piece along dim.
+struct MfmForward {
+  at::Tensor x, out, mask;
+  SplitGeometry g;
+};
+
+inline MfmForward mfm_forward_operands(const at::Tensor& input, int64_t dim, int64_t parts, bool with_mask,
+                                       const char* op) {
+  check_floating(input, op, "x");
+  const SplitGeometry g = split_geometry(input, dim, parts, op);
+  at::Tensor x = input.contiguous();
+  const int64_t piece = x.size(g.dim) / parts;
+  at::Tensor out = at::empty(resized(x.sizes(), g.dim, (parts - 1) * piece), x.options());
+  at::Tensor mask =
+      with_mask ? at::empty(resized(x.sizes(), g.dim, piece), x.options().dtype(at::kByte)) : at::Tensor();
+  return {x, out, mask, g};
+}
+
+// Operands of an MFM backward: contiguous grad ((parts - 1) pieces along dim, viewed as
+// (outer, parts - 1, len)) and mask (one piece), and the input gradient (parts pieces).
+struct MfmBackward {
+  at::Tensor grad, mask, out;
+  SplitGeometry g;
+};
+
+inline MfmBackward mfm_backward_operands(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim,
+                                         int64_t parts, const char* op) {
+  check_floating(grad_in, op, "grad");
+  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kByte, op, ": mask must be uint8, got ", mask_in.scalar_type());
+  TORCH_CHECK_VALUE(grad_in.device() == mask_in.device(), op, ": grad is on ", grad_in.device(),
+                    " but mask is on ", mask_in.device());
+  const SplitGeometry g = split_geometry(grad_in, dim, parts - 1, op, "grad");
+  const int64_t piece = grad_in.size(g.dim) / (parts - 1);
+  TORCH_CHECK_VALUE(mask_in.sizes() == at::IntArrayRef(resized(grad_in.sizes(), g.dim, piece)), op, ": mask ",
+                    mask_in.sizes(), " does not match grad ", grad_in.sizes(), " (expected size ", piece,
+                    " along dim ", g.dim, ")");
+  at::Tensor grad = grad_in.contiguous();
+  at::Tensor out = at::empty(resized(grad.sizes(), g.dim, parts * piece), grad.options());
+  return {grad, mask_in.contiguous(), out, g};
 }
 
 inline void check_image(const at::Tensor& img, const char* op) {

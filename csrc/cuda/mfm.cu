@@ -133,13 +133,10 @@ void launch_packed(int width, int64_t elements, const Launch& launch) {
 
 template <bool kMask>
 std::tuple<at::Tensor, at::Tensor> mfm2_impl(const at::Tensor& input, int64_t dim) {
-  check_floating(input, "mfm", "x");
-  const SplitGeometry g = split_geometry(input, dim, 2, "mfm");
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const auto out_sizes = resized(x.sizes(), g.dim, x.size(g.dim) / 2);
-  at::Tensor out = at::empty(out_sizes, x.options());
-  at::Tensor mask = kMask ? at::empty(out_sizes, x.options().dtype(at::kByte)) : at::Tensor();
+  const MfmForward operands = mfm_forward_operands(input, dim, 2, kMask, "mfm");
+  const at::Tensor &x = operands.x, &out = operands.out, &mask = operands.mask;
+  const SplitGeometry g = operands.g;
   if (out.numel() == 0) return {out, mask};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_cuda", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
@@ -161,13 +158,10 @@ std::tuple<at::Tensor, at::Tensor> mfm_forward_cuda(const at::Tensor& x, int64_t
 }
 
 at::Tensor mfm_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
-  const char* op = "mfm_backward";
-  check_mfm_backward(grad_in, mask_in, op, /*same_shape=*/true);
   const c10::cuda::CUDAGuard guard(grad_in.device());
-  const at::Tensor grad = grad_in.contiguous();
-  const at::Tensor mask = mask_in.contiguous();
-  const SplitGeometry g = split_geometry(grad, dim, 1, op, "grad");
-  at::Tensor out = at::empty(resized(grad.sizes(), g.dim, grad.size(g.dim) * 2), grad.options());
+  const MfmBackward operands = mfm_backward_operands(grad_in, mask_in, dim, 2, "mfm_backward");
+  const at::Tensor &grad = operands.grad, &mask = operands.mask, &out = operands.out;
+  const SplitGeometry g = operands.g;
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_backward_cuda", [&] {
     const scalar_t* pg = grad.const_data_ptr<scalar_t>();
@@ -184,14 +178,10 @@ at::Tensor mfm_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_i
 
 template <bool kMask>
 std::tuple<at::Tensor, at::Tensor> mfm3_impl(const at::Tensor& input, int64_t dim) {
-  check_floating(input, "mfm_3_2", "x");
-  const SplitGeometry g = split_geometry(input, dim, 3, "mfm_3_2");
   const c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous();
-  const int64_t third = x.size(g.dim) / 3;
-  at::Tensor out = at::empty(resized(x.sizes(), g.dim, 2 * third), x.options());
-  at::Tensor mask =
-      kMask ? at::empty(resized(x.sizes(), g.dim, third), x.options().dtype(at::kByte)) : at::Tensor();
+  const MfmForward operands = mfm_forward_operands(input, dim, 3, kMask, "mfm_3_2");
+  const at::Tensor &x = operands.x, &out = operands.out, &mask = operands.mask;
+  const SplitGeometry g = operands.g;
   if (out.numel() == 0) return {out, mask};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_3_2_cuda", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
@@ -213,17 +203,10 @@ std::tuple<at::Tensor, at::Tensor> mfm_3_2_forward_cuda(const at::Tensor& x, int
 }
 
 at::Tensor mfm_3_2_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
-  const char* op = "mfm_3_2_backward";
-  check_mfm_backward(grad_in, mask_in, op, /*same_shape=*/false);
   const c10::cuda::CUDAGuard guard(grad_in.device());
-  const at::Tensor grad = grad_in.contiguous();
-  const at::Tensor mask = mask_in.contiguous();
-  const SplitGeometry g = split_geometry(grad, dim, 2, op, "grad");
-  const int64_t third = grad.size(g.dim) / 2;
-  TORCH_CHECK_VALUE(mask.sizes() == at::IntArrayRef(resized(grad.sizes(), g.dim, third)), op, ": mask ",
-                    mask.sizes(), " does not match grad ", grad.sizes(), " (expected size ", third,
-                    " along dim ", g.dim, ")");
-  at::Tensor out = at::empty(resized(grad.sizes(), g.dim, 3 * third), grad.options());
+  const MfmBackward operands = mfm_backward_operands(grad_in, mask_in, dim, 3, "mfm_3_2_backward");
+  const at::Tensor &grad = operands.grad, &mask = operands.mask, &out = operands.out;
+  const SplitGeometry g = operands.g;
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_3_2_backward_cuda",
                                   [&] {
