@@ -318,7 +318,7 @@ def plot_roc(scores, labels, out_png: PathLike, title: str = "ROC", metrics: Opt
     fig = Figure(figsize=(5.5, 4.5), dpi=120)
     ax = fig.add_subplot()
     ax.plot(np.maximum(fpr, floor / 2), tpr, lw=2,
-            label=f"AUC {metrics['auc']:.4f}, acc {100 * metrics['accuracy_mean']:.2f}% ± {100 * metrics['accuracy_std']:.2f}")
+            label=f"AUC {metrics['auc']:.4f}, acc {100 * metrics['accuracy_mean']:.2f}% ± {100 * metrics['accuracy_std']:.2f}%")
     eer = metrics["eer"]
     ax.plot([max(eer, floor / 2)], [1 - eer], "o", color="C3", label=f"EER {100 * eer:.2f}%")
     for far, tar in metrics["tar_at_far"].items():
