@@ -233,7 +233,7 @@ def test_relabel_end_to_end(tiny_run, tiny_lmdb, tmp_path):
 def test_torchrun_two_cpu_processes(tiny_lmdb, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "lightcnn_tiny.py"), "--arch", TINY, "--data", str(tiny_lmdb), "--out", str(out), "--batch-size", "4",
            "--epochs", "1", "--workers", "0", "--log-every", "1", "--no-tensorboard", "--device", "cpu",
            "--val-split", "0.34"]
