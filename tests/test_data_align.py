@@ -20,7 +20,7 @@ def _midpoints(pts):
 @pytest.mark.parametrize(
     "template,size,eye,mouth",
     [("lightcnn", 128, (64, 40), (64, 88)), ("lightcnn_train", 144, (72, 48), (72, 96)),
-     ("lightcnn", 256, (128, 80), (128, 176))],
+     ("lightcnn", 256, (128, 80), (128, 176)), ("lightcnn", 144, (72, 48), (72, 96))],
 )
 def test_lightcnn_template_midpoints(template, size, eye, mouth):
     pts = template_points(template, size)

@@ -93,7 +93,10 @@ def template_points(template: str = "lightcnn", size: int | None = None) -> np.n
 
     Args:
         template: ``"lightcnn"``, ``"lightcnn_train"`` or ``"arcface"``.
-        size: crop side in pixels; ``None`` = the template's base size (128, 144, 112).
+        size: crop side in pixels; ``None`` = the template's base size (128, 144, 112). For
+            ``"lightcnn"``, a multiple of 144 (not of 128) gives the training crop of DESIGN.md:
+            the 128 geometry padded by 8 pixels, eye midpoint (72, 48) and mouth midpoint
+            (72, 96) at 144; other sizes scale the 128 template.
     Returns:
         float64 array (5, 2) of ``(x, y)`` in crop pixels, landmark order as in the module doc.
     """
@@ -102,6 +105,9 @@ def template_points(template: str = "lightcnn", size: int | None = None) -> np.n
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
     if template == "lightcnn":
         pts = _lightcnn_points()
+        if size is not None and size % 144 == 0 and size % 128 != 0:
+            # DESIGN: size=144 is the training crop, the 128 geometry padded by 8 (eyes (72,48), mouth (72,96))
+            return (pts + 8.0) * (size / 144.0)
     elif template == "lightcnn_train":
         pts = _lightcnn_points() + 8.0
     else:
@@ -163,9 +169,10 @@ def align_face(
             right eye, nose, left mouth corner, right mouth corner (as seen in the image).
         template: ``"lightcnn"`` (eye midpoint (64,40), mouth midpoint (64,88) at 128),
             ``"lightcnn_train"`` (144 canvas, (72,48)/(72,96)) or ``"arcface"`` (112).
-        size: crop side in pixels; the template is scaled with it. ``None`` (default) = the
-            template's base size: 128 for ``"lightcnn"``, 144 for ``"lightcnn_train"``,
-            112 for ``"arcface"``.
+        size: crop side in pixels; the template is scaled with it (see
+            :func:`template_points`: ``"lightcnn"`` at 144 is the padded training crop).
+            ``None`` (default) = the template's base size: 128 for ``"lightcnn"``, 144 for
+            ``"lightcnn_train"``, 112 for ``"arcface"``.
         border_value: fill for pixels outside the source image.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
