@@ -41,7 +41,7 @@ demo: $(VENV)/.built
 	$(PY) -m pipelines.demo $(DEMO_ARGS)
 
 bench: $(VENV)/.built
-	@for b in $$(ls benchmarks/*.py | grep -v __init__ | sed 's|benchmarks/||; s|\.py$$||'); do \
+	@for b in $$(ls benchmarks/*.py | grep -v '/_' | sed 's|benchmarks/||; s|\.py$$||'); do \
 		echo "== python -m benchmarks.$$b"; $(PY) -m benchmarks.$$b || exit 1; done
 
 # Compile-only check of the CUDA sources with the CUDA build of torch (no GPU needed).
