@@ -49,6 +49,7 @@ LIGHTFACE_SIMD_CLONES void symmetry_backward_rows(const scalar_t* __restrict img
     const scalar_t* mirror = row + w - 1;
     scalar_t* g = grad + r * w;
     scalar_t* g_mirror = g + w - 1;
+#pragma omp simd
     for (int64_t x = 0; x < half; ++x) {
       const op_t s = sign_of(static_cast<op_t>(row[x]) - static_cast<op_t>(mirror[-x])) * weight;
       g[x] = static_cast<scalar_t>(s);
