@@ -22,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from lightface.data.align import TEMPLATES
-from lightface.data.build import build_lmdb, verify_lmdb
+from lightface.data.build import DatasetLockedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 
 logger = logging.getLogger("pipelines.build_lmdb")
@@ -110,8 +110,11 @@ def main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
             progress=not args.no_progress,
         )
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as err:
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, DatasetLockedError) as err:
         logger.error("%s", err)
+        return 1
+    except OSError as err:  # a full disk, permissions: one line, not a traceback
+        logger.error("cannot write %s: %s", args.out, err)
         return 1
     print(json.dumps(summary, indent=2))
     if not summary["ok"]:

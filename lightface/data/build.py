@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .align import TEMPLATES, align_face, template_base_size, template_points, transform_points
-from .io import ImageReadError, decode_image, to_gray
+from .io import ImageReadError, decode_image, read_file_bytes, to_gray
 from .lmdb_format import (
     ENCODINGS,
     LABEL_CHUNK_PREFIX,
@@ -58,7 +58,7 @@ from .lmdb_format import (
 from .sources import SourceItem, SourcePlan, open_source
 
 __all__ = ["BuildOptions", "build_lmdb", "write_lmdb", "verify_lmdb", "process_item", "partial_path",
-           "REPORT_NAME", "check_complete"]
+           "lock_path", "DatasetLockedError", "REPORT_NAME", "check_complete"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,68 @@ def partial_path(out) -> Path:
     """Where a build of ``out`` lives until it completes: ``<out>.partial``."""
     out = Path(out)
     return out.with_name(out.name + ".partial")
+
+
+def lock_path(out) -> Path:
+    """The lock file held while ``out`` is being written: ``<out>.lock`` (removed when the build ends)."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+class DatasetLockedError(RuntimeError):
+    """Another process is building (or replacing) the same output dataset."""
+
+
+class _OutputLock:
+    """An exclusive ``fcntl.flock`` on ``<out>.lock``, taken without waiting.
+
+    The lock is held by an open file, so the kernel releases it when the process dies
+    (``kill -9`` included); the file holds the owner's pid for the error message. On
+    release the file is unlinked while still locked, and a taker checks that the path it
+    locked is still the file on disk, so removing it never lets two owners in.
+    """
+
+    def __init__(self, out: Path):
+        self.path = lock_path(out)
+        self.fd: Optional[int] = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    owner = os.read(fd, 64).decode(errors="replace").strip()
+                finally:
+                    os.close(fd)
+                who = f"process {owner}" if owner else "another process"
+                raise DatasetLockedError(
+                    f"{out} is being written by {who} (lock {self.path}); wait for that build to finish, or "
+                    "write to another output") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous owner removed this file between our open and flock: retry
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:  # pragma: no cover
+            pass
+        os.close(self.fd)  # closing the last descriptor releases the flock
+        self.fd = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +202,7 @@ def _read_bytes(item: SourceItem) -> bytes:
             reader = _WORKER["rec"] = RecordIOReader(_WORKER["rec_path"])
         _, data = unpack_irecord(reader.read_at(int(item.ref[4:])))
         return data
-    return Path(item.ref).read_bytes()
+    return read_file_bytes(item.ref)  # regular files only: a FIFO named *.jpg must not block the build
 
 
 def _jpeg_scan_start(data: bytes) -> int:
@@ -218,7 +280,11 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     elif options.require_landmarks and not options.detect:
         return ("skip", "no landmarks for this image in the landmarks file")
     elif options.detect:
-        faces = _detector().detect(img, max_faces=1)
+        detector = _detector()  # a detector that cannot be loaded stops the build (not a per-file problem)
+        try:
+            faces = detector.detect(img, max_faces=1)
+        except (ValueError, TypeError, cv2.error) as err:  # e.g. a 1x1 image: skip it, never stop the build
+            return ("skip", f"detection failed on a {img.shape[1]}x{img.shape[0]} image: {err}")
         if not faces:
             return ("skip", "no face detected")
         lm = faces[0].landmarks.astype(np.float64)
@@ -242,7 +308,10 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
 
 
 def _work(item: SourceItem) -> Tuple:
-    return process_item(item, _WORKER["options"])
+    try:
+        return process_item(item, _WORKER["options"])
+    except Exception as err:  # name the file: a bare traceback from a worker process does not
+        raise RuntimeError(f"{item.name}: {type(err).__name__}: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,6 +324,15 @@ class _DatasetWriter:
                  map_size: int = 1 << 28):
         self.out = Path(out)
         self.partial = partial_path(out)
+        self.writer = None
+        self.lock = _OutputLock(self.out)  # before touching out or out.partial: a second run must not delete ours
+        try:
+            self._open(overwrite, resume, fingerprint, map_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, overwrite: bool, resume: bool, fingerprint: str, map_size: int) -> None:
         if is_complete_dataset(self.out) and not overwrite:
             raise FileExistsError(f"{self.out} already holds a complete dataset; pass overwrite=True "
                                   "(--overwrite) to replace it")
@@ -265,12 +343,12 @@ class _DatasetWriter:
                 raw = self.writer.get(PROGRESS_KEY)
                 state = json.loads(raw) if raw else None
                 if state is not None and state.get("fingerprint") != fingerprint:
-                    self.writer.close()
                     raise ValueError(
                         f"{self.partial} was started from a different source list or different options; "
                         "rerun with the original arguments, or pass overwrite=True (--overwrite) to start over")
                 if state is None:
                     self.writer.close()
+                    self.writer = None
             else:
                 logger.warning("removing an unfinished build at %s (pass --resume to continue it instead)",
                                self.partial)
@@ -322,6 +400,13 @@ class _DatasetWriter:
 
     def finish(self, classes: Sequence[str], color: str, encoding: str, quality: Optional[int],
                alignment: Dict[str, Any], build: Dict[str, Any], report: Dict[str, Any]) -> Dict[str, Any]:
+        """Write the metadata, then rename ``<out>.partial`` to ``out`` (replacing an old dataset)."""
+        try:
+            return self._finish(classes, color, encoding, quality, alignment, build, report)
+        finally:
+            self.close()
+
+    def _finish(self, classes, color, encoding, quality, alignment, build, report) -> Dict[str, Any]:
         st = self.state
         chunk_keys = self.writer.keys_with_prefix(LABEL_CHUNK_PREFIX)
         labels = np.concatenate([np.frombuffer(self.writer.get(k), "<i8") for k in chunk_keys]) \
@@ -349,13 +434,24 @@ class _DatasetWriter:
 
     def abandon(self, report: Dict[str, Any]) -> None:
         """Nothing was written: drop the partial build, leave only the report in ``out``."""
+        try:
+            self._abandon(report)
+        finally:
+            self.close()
+
+    def _abandon(self, report: Dict[str, Any]) -> None:
         self.writer.close()
         shutil.rmtree(self.partial)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / REPORT_NAME).write_text(json.dumps(report, indent=2))
 
     def close(self) -> None:
-        self.writer.close()
+        """Close the environment and release the output lock (the partial build stays for ``resume``)."""
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.lock.release()
 
 
 def _fingerprint(plan_items: Sequence[SourceItem], options: Dict[str, Any]) -> str:

@@ -3,20 +3,62 @@
 Colour order: arrays are BGR (as OpenCV reads them) unless a function says otherwise;
 gray images are 2-D (H, W) uint8.
 """
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "read_image", "to_gray", "to_bgr"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_image",
+           "read_image", "to_gray", "to_bgr"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ImageReadError(ValueError):
     """An image file that is missing, empty, truncated or not an image."""
+
+
+class NotARegularFileError(OSError):
+    """A path that is not a regular file (a FIFO, socket, device or directory): never read,
+    because reading a FIFO or a device can block forever or never end."""
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def read_file_bytes(path: Union[str, os.PathLike]) -> bytes:
+    """The bytes of a regular file; FIFOs, sockets, devices and directories are refused.
+
+    The file is opened non-blocking and checked with ``fstat`` before any read, so a FIFO
+    named ``*.jpg`` (whose ``open`` would wait for a writer forever) or ``/dev/zero``
+    (which never ends) cannot hang the caller.
+
+    Raises:
+        NotARegularFileError: ``path`` is not a regular file (an ``OSError``).
+        OSError: the file cannot be opened or read (missing, permissions, symlink loop ...).
+    """
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFileError(errno.EINVAL, f"{_file_kind(mode)}, not a regular file", os.fspath(path))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _from_pil(data: bytes) -> np.ndarray:
@@ -68,12 +110,15 @@ def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np
 def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
     """Read an image file as uint8 (see :func:`decode_image` for ``color``).
 
+    Only regular files are read (see :func:`read_file_bytes`).
+
     Raises:
-        ImageReadError: the file is missing, empty, truncated or not an image.
+        ImageReadError: the file is missing, empty, truncated, not an image, or not a
+            regular file (FIFO, device ...).
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_file_bytes(path)
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
     return decode_image(data, color, str(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -91,6 +92,12 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
     folder relative to ``root``; a folder named after a pose tag (``frontal``/``profile``)
     adds ``pose=<tag>`` and the class is its parent folder. Hidden files are left out.
 
+    Symlinked folders are followed, each real folder once: a folder already scanned
+    (a symlink loop such as ``a/b -> ..``, or a second link to the same folder) is left
+    out and listed in ``ignored``. Only regular files are taken (``os.stat`` follows
+    symlinks): FIFOs, sockets, devices, broken or self-referencing symlinks are listed in
+    ``ignored`` with the reason, never opened.
+
     Returns:
         plan with classes in natural sort order and items sorted by path.
     """
@@ -99,9 +106,35 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
         raise NotADirectoryError(f"source folder not found: {root}")
     found: List[Tuple[str, str, Path, Tuple[Tuple[str, str], ...]]] = []
     ignored: List[Tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    root_st = root.stat()
+    visited: Dict[Tuple[int, int], str] = {(root_st.st_dev, root_st.st_ino): "."}
+
+    def problem(rel: str, reason: str) -> None:
+        logger.warning("%s: %s", rel, reason)
+        ignored.append((rel, reason))
+
+    def on_error(err: OSError) -> None:
+        rel = os.path.relpath(err.filename, root) if err.filename else "?"
+        problem(Path(rel).as_posix(), f"cannot list folder: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
         rel_dir = Path(dirpath).relative_to(root)
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            rel = (rel_dir / d).as_posix()
+            try:
+                st = os.stat(os.path.join(dirpath, d))
+            except OSError as err:
+                problem(rel, f"cannot open folder: {err.strerror or err}")
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in visited:
+                problem(rel, f"folder already scanned as {visited[key]!r} (symlink loop or second link to it); "
+                             "not followed")
+                continue
+            visited[key] = rel
+            keep.append(d)
+        dirnames[:] = keep
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -109,6 +142,14 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
             rel = (rel_dir / fname).as_posix()
             if not _is_image(path):
                 ignored.append((rel, f"not an image extension ({path.suffix or 'none'})"))
+                continue
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as err:  # broken symlink, symlink loop, permissions
+                problem(rel, f"cannot read: {err.strerror or err}")
+                continue
+            if not stat.S_ISREG(mode):
+                problem(rel, "not a regular file (FIFO, socket or device); not read")
                 continue
             parts = rel_dir.parts
             attrs: Tuple[Tuple[str, str], ...] = ()
@@ -121,7 +162,7 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
             found.append((Path(*parts).as_posix(), rel, path, attrs))
     classes = sorted({c for c, *_ in found}, key=natural_key)
     index = {c: i for i, c in enumerate(classes)}
-    items = [SourceItem(str(path.resolve()), index[c], rel, None, attrs)
+    items = [SourceItem(os.path.realpath(path), index[c], rel, None, attrs)
              for c, rel, path, attrs in sorted(found, key=lambda f: natural_key(f[1]))]
     return SourcePlan("folder", root, items, classes, ignored)
 
@@ -160,7 +201,8 @@ def read_list_file(list_path, root=None) -> SourcePlan:
     items = []
     for (rel, _), lab in zip(rows, labels):
         path = Path(rel) if os.path.isabs(rel) else root / rel
-        items.append(SourceItem(str(path.resolve()), lab, Path(rel).as_posix()))
+        # realpath, not Path.resolve: a self-referencing symlink must become a skipped item, not a RuntimeError
+        items.append(SourceItem(os.path.realpath(path), lab, Path(rel).as_posix()))
     return SourcePlan("list", root, items, classes, ignored)
 
 

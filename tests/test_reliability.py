@@ -1,0 +1,174 @@
+"""Regression tests for the reliability defects of issue 14 part 5 (a hostile probe of every
+CLI and API): hangs on FIFOs and symlink loops, concurrent builds, bad files that stopped a
+whole run, output collisions, bad checkpoints, tracebacks instead of messages, batch sizes,
+stray temporary files, full disks.
+
+Anything that could hang runs in a subprocess with a timeout, so a regression fails
+instead of blocking the suite.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lightface.data.build import DatasetLockedError, _OutputLock, build_lmdb, lock_path, partial_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def _run(*argv, timeout=TIMEOUT):
+    """``python -m ...`` in the repository root; a hang fails the test instead of blocking it."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT))
+    try:
+        return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{' '.join(argv[:3])} hung for {timeout} s (regression): {err}")
+
+
+def _images(folder: Path, n: int = 2, size: int = 40, seed: int = 0, ext: str = ".png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}{ext}"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+# -- 5.1 hangs: symlink loops, FIFOs ------------------------------------------------------
+def test_build_lmdb_symlink_loops_and_fifo_finish(tmp_path):
+    src = tmp_path / "src"
+    _images(src / "a")
+    _images(src / "b", seed=1)
+    os.symlink("..", src / "a" / "up")            # loop 1: a/up -> src
+    os.symlink("../b", src / "b" / "again")       # loop 2: b/again -> b
+    os.symlink("../a", src / "b" / "to_a")        # a second link to a scanned folder
+    os.symlink("self.jpg", src / "a" / "self.jpg")  # self-referencing symlink (5.7)
+    os.mkfifo(src / "b" / "pipe.jpg")             # opening it for reading would block forever
+    out = tmp_path / "out"
+    r = _run("-m", "pipelines.build_lmdb", str(src), str(out), "--size", "32", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["written"] == 4 and summary["num_classes"] == 2, summary
+    report = json.loads((out / "build_report.json").read_text())
+    reasons = {e["source"]: e["reason"] for e in report["ignored"]}
+    assert "already scanned" in reasons["a/up"] and "already scanned" in reasons["b/again"]
+    assert "already scanned" in reasons["b/to_a"]
+    assert "regular file" in reasons["b/pipe.jpg"]
+    assert "symbolic links" in reasons["a/self.jpg"]
+
+
+def test_build_lmdb_list_file_with_fifo_and_self_symlink(tmp_path):
+    _images(tmp_path / "img")
+    os.mkfifo(tmp_path / "img" / "pipe.png")
+    os.symlink("loop.png", tmp_path / "img" / "loop.png")
+    lst = tmp_path / "list.txt"
+    lst.write_text("img/0.png 0\nimg/pipe.png 0\nimg/loop.png 1\nimg/1.png 1\n")
+    r = _run("-m", "pipelines.build_lmdb", str(lst), str(tmp_path / "out"), "--size", "32", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    reasons = {e["source"]: e["reason"] for e in report["skipped"]}
+    assert reasons.keys() == {"img/pipe.png", "img/loop.png"}
+    assert "FIFO" in reasons["img/pipe.png"] and "symbolic links" in reasons["img/loop.png"]
+
+
+@pytest.fixture(scope="module")
+def lightcnn9_weights(tmp_path_factory):
+    """A randomly initialised lightcnn9 project checkpoint (no classifier)."""
+    import torch
+
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "lightcnn9.pt"
+    save_model_checkpoint(path, get_model("lightcnn9", num_classes=0), "lightcnn9", {"num_classes": 0})
+    return path
+
+
+def test_fifo_does_not_block_extract_embeddings_or_embed(tmp_path, lightcnn9_weights):
+    folder = tmp_path / "faces"
+    _images(folder, n=1, size=128)
+    os.mkfifo(folder / "pipe.jpg")
+    out = tmp_path / "emb.npz"
+    r = _run("-m", "pipelines.extract_embeddings", "--weights", str(lightcnn9_weights), "-i", str(folder),
+             "--aligned", "--device", "cpu", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = np.load(out)
+    assert list(data["paths"]) == ["0.png"] and list(data["failed_paths"]) == ["pipe.jpg"]
+    assert "FIFO" in str(data["failed_errors"][0])
+    code = ("import sys; from lightface.embed import FaceEmbedder; from lightface.data.io import ImageReadError\n"
+            f"e = FaceEmbedder({str(lightcnn9_weights)!r}, device='cpu')\n"
+            f"try:\n    e.embed([{str(folder / 'pipe.jpg')!r}])\nexcept ImageReadError as err:\n"
+            "    print('refused:', err); sys.exit(0)\nsys.exit(3)\n")
+    r = _run("-c", code)
+    assert r.returncode == 0 and "FIFO" in r.stdout, r.stdout + r.stderr
+
+
+def test_read_image_refuses_devices():
+    from lightface.data.io import ImageReadError, read_image
+
+    with pytest.raises(ImageReadError, match="device"):
+        read_image("/dev/zero")  # never-ending: must not be read
+
+
+# -- 5.2 concurrent builds ----------------------------------------------------------------
+def test_second_build_on_the_same_output_is_refused(tmp_path):
+    _images(tmp_path / "src" / "a")
+    out = tmp_path / "out"
+    # the "first run": a build in progress that holds the lock (another process)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from lightface.data.build import _OutputLock; "
+         f"lock = _OutputLock(Path({str(out)!r})); print('locked', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        partial_path(out).mkdir()
+        (partial_path(out) / "first-run-data").write_text("x")
+        with pytest.raises(DatasetLockedError, match=f"process {holder.pid}"):
+            build_lmdb(tmp_path / "src", out, size=32, progress=False)
+        assert (partial_path(out) / "first-run-data").exists(), "the second run deleted the first run's build"
+        r = _run("-m", "pipelines.build_lmdb", str(tmp_path / "src"), str(out), "--size", "32", "--no-progress")
+        assert r.returncode == 1 and "being written by" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died (as after kill -9): the lock is free again, and released after the build
+    summary = build_lmdb(tmp_path / "src", out, size=32, progress=False, overwrite=True)
+    assert summary["written"] == 2 and not lock_path(out).exists()
+
+
+def test_output_lock_is_exclusive_and_reusable(tmp_path):
+    lock = _OutputLock(tmp_path / "ds")
+    with pytest.raises(DatasetLockedError):
+        _OutputLock(tmp_path / "ds")
+    lock.release()
+    _OutputLock(tmp_path / "ds").release()
+    assert not lock_path(tmp_path / "ds").exists()
+
+
+# -- 5.7 fatal bad files with --detect -----------------------------------------------------
+def test_detect_build_skips_tiny_images_and_self_symlinks(tmp_path, shared_data, shared_models):
+    src = tmp_path / "src" / "person"
+    src.mkdir(parents=True)
+    face = shared_data / "lfw_identities" / "images" / "Gordon_Brown" / "Gordon_Brown_0001.jpg"
+    (src / "face.jpg").write_bytes(face.read_bytes())
+    cv2.imwrite(str(src / "tiny.png"), np.full((1, 1, 3), 128, np.uint8))
+    os.symlink("self.jpg", src / "self.jpg")
+    lst = tmp_path / "list.txt"
+    lst.write_text("src/person/face.jpg 0\nsrc/person/tiny.png 0\nsrc/person/self.jpg 0\n")
+    for source in (tmp_path / "src", lst):
+        out = tmp_path / f"out_{source.name}"
+        r = _run("-m", "pipelines.build_lmdb", str(source), str(out), "--size", "64", "--no-progress",
+                 "--detect", str(shared_models / "det_500m.onnx"), "--det-size", "320")
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        report = json.loads((out / "build_report.json").read_text())
+        assert report["summary"]["written"] == 1
+        problems = {e["source"]: e["reason"] for e in report["skipped"] + report["ignored"]}
+        assert "too small" in problems[next(k for k in problems if k.endswith("tiny.png"))]
+        assert "symbolic links" in problems[next(k for k in problems if k.endswith("self.jpg"))]
