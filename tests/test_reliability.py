@@ -172,3 +172,63 @@ def test_detect_build_skips_tiny_images_and_self_symlinks(tmp_path, shared_data,
         problems = {e["source"]: e["reason"] for e in report["skipped"] + report["ignored"]}
         assert "too small" in problems[next(k for k in problems if k.endswith("tiny.png"))]
         assert "symbolic links" in problems[next(k for k in problems if k.endswith("self.jpg"))]
+
+
+# -- 5.6 output collisions ------------------------------------------------------------------
+def _restore_tree(tmp_path):
+    """a/x.jpg, b/x.jpg, a/face.jpg, a/face.png, a/face_jpg.bmp: distinct images, colliding stems."""
+    imgs = {}
+    for k, rel in enumerate(["a/x.jpg", "b/x.jpg", "a/face.jpg", "a/face.png", "a/face_jpg.bmp"]):
+        path = tmp_path / "in" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = np.full((24, 24, 3), 20 + 40 * k, np.uint8)
+        cv2.imwrite(str(path), img)
+        imgs[rel] = int(cv2.imread(str(path))[12, 12, 0])
+    return imgs
+
+
+def test_output_names_are_unique_and_deterministic(tmp_path):
+    from lightface.restore.folder import output_names
+
+    _restore_tree(tmp_path)
+    a, b = tmp_path / "in" / "a", tmp_path / "in" / "b"
+    names = {p.relative_to(tmp_path / "in").as_posix(): n for p, n in output_names([a, b])}
+    assert names == {"a/x.jpg": "a/x", "b/x.jpg": "b/x", "a/face.jpg": "a/face_jpg", "a/face.png": "a/face_png",
+                     "a/face_jpg.bmp": "a/face_jpg_2"}
+    assert output_names([a, b]) == output_names([a, b])
+    # one folder: names relative to it (the usual case keeps plain stems)
+    assert dict((p.name, n) for p, n in output_names(a))["x.jpg"] == "x"
+    # files from two folders, and the same file given twice
+    two = output_names([a / "x.jpg", b / "x.jpg", a / "x.jpg"])
+    assert [n for _, n in two] == ["a/x", "b/x"]
+
+
+@pytest.mark.parametrize("pipeline", ["super_resolve", "frontalize"])
+def test_restore_pipelines_do_not_overwrite_outputs(tmp_path, pipeline):
+    """The CLI path: every input gets its own restored file, holding its own pixels."""
+    imgs = _restore_tree(tmp_path)
+    if pipeline == "super_resolve":
+        from lightface.models.checkpoint import save_model_checkpoint
+        from lightface.models.wavelet_srnet import WaveletSRNet
+
+        tiny = dict(scale=2, output_size=16, channels=8, num_blocks=1, head_channels=8)
+        weights = save_model_checkpoint(tmp_path / "sr.pth", WaveletSRNet(**tiny), "wavelet_srnet", tiny)
+    else:
+        from lightface.models import get_model
+        from lightface.models.checkpoint import save_model_checkpoint
+
+        kwargs = dict(width=8, noise_dim=4, feature_dim=8)
+        weights = save_model_checkpoint(tmp_path / "fr.pth", get_model("tpgan", **kwargs), "tpgan", kwargs)
+    out = tmp_path / "out"
+    r = _run("-m", f"pipelines.{pipeline}", "-i", str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b"),
+             "-o", str(out), "--weights", str(weights), "--aligned", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    summary = summary.get("summary", summary)
+    assert len(summary["processed"]) == 5 and not summary["skipped"]
+    written = [o for p in summary["processed"] for o in p["outputs"] if "/cropped_faces/" in o]
+    assert len(set(written)) == 5
+    for p in summary["processed"]:  # each crop holds its own input's (uniform) pixels
+        rel = Path(p["input"]).relative_to(tmp_path / "in").as_posix()
+        crop = next(o for o in p["outputs"] if "/cropped_faces/" in o)
+        assert abs(int(cv2.imread(crop)[5, 5, 0]) - imgs[rel]) <= 2, (rel, crop)

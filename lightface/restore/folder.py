@@ -2,8 +2,11 @@
 
 Generic over the restorer: :func:`restore_paths` takes a callable that turns one image into
 a :class:`RestoreResult` (the whole restored image and/or the per-face crops), so the same
-driver serves super-resolution and frontalization. For each input ``NAME.ext`` it writes
-(under ``outdir``):
+driver serves super-resolution and frontalization. Each input gets an output ``NAME`` (see
+:func:`output_names`: its path without extension, relative to the folder given, or to the
+common folder of several inputs, so ``a/x.jpg`` and ``b/x.jpg`` become ``a/x`` and ``b/x``;
+``face.jpg`` and ``face.png`` in one folder become ``face_jpg`` and ``face_png``), and it
+writes (under ``outdir``):
 
 * ``cropped_faces/NAME_00.png``: the face crops given to the restorer;
 * ``restored_faces/NAME_00{suffix}.png``: the restored face crops;
@@ -19,15 +22,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_file_bytes
 
-__all__ = ["RestoreResult", "list_images", "load_image_with_alpha", "side_by_side", "restore_paths"]
+__all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -49,27 +52,72 @@ class RestoreResult:
     notes: List[str] = field(default_factory=list)
 
 
-def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
-    """Image files from files and/or folders (folders: their image files, sorted; sub-folders too with ``recursive``).
-
-    Raises:
-        FileNotFoundError: a path does not exist, or nothing with an image extension was found.
-    """
+def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool):
+    """``[(path, the folder it was found in or None for a file given directly)]``, sorted per input, no duplicates."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    out: List[Path] = []
+    out, seen = [], set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = p.rglob("*") if recursive else p.iterdir()
-            out.extend(sorted(q for q in found if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+            pairs = [(q, p) for q in sorted(found) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS]
         elif p.is_file():
-            out.append(p)
+            pairs = [(p, None)]
         else:
             raise FileNotFoundError(f"input not found: {p}")
+        for q, base in pairs:
+            key = os.path.abspath(q)
+            if key not in seen:  # the same file given twice (a file inside a folder also given) is restored once
+                seen.add(key)
+                out.append((q, base))
     if not out:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
     return out
+
+
+def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
+    """Image files from files and/or folders (folders: their image files, sorted; sub-folders too with ``recursive``).
+
+    Only regular files are listed (``Path.is_file``): FIFOs and devices are left out.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or nothing with an image extension was found.
+    """
+    return [p for p, _ in _collect(inputs, recursive)]
+
+
+def output_names(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Tuple[Path, str]]:
+    """The images of ``inputs`` (as :func:`list_images`) with a unique output name each.
+
+    A name is the image's path without extension, ``/``-separated, relative to the folder
+    given when ``inputs`` is one folder, else to the common folder of all inputs (a file
+    given directly counts as its own folder): ``-i a b`` names ``a/x.jpg`` and ``b/x.jpg``
+    ``a/x`` and ``b/x``. Images whose names would still be equal (``face.jpg`` and
+    ``face.png``) get their extension appended (``face_jpg``, ``face_png``); any clash
+    left after that gets ``_2``, ``_3``... in input order. The same inputs always give the
+    same names.
+
+    Returns:
+        ``[(path, name)]`` in input order.
+    """
+    pairs = _collect(inputs, recursive)
+    roots = sorted({os.path.abspath(base if base is not None else p.parent) for p, base in pairs})
+    common = roots[0] if len(roots) == 1 else os.path.commonpath(roots)
+    stems = [Path(os.path.relpath(os.path.abspath(p), common)).with_suffix("").as_posix() for p, _ in pairs]
+    counts: Dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    names = [f"{stem}_{p.suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem
+             for (p, _), stem in zip(pairs, stems)]
+    used, unique = set(), []
+    for name in names:
+        candidate, k = name, 2
+        while candidate in used:
+            candidate, k = f"{name}_{k}", k + 1
+        used.add(candidate)
+        unique.append(candidate)
+    return [(p, name) for (p, _), name in zip(pairs, unique)]
 
 
 def load_image_with_alpha(path: PathLike):
@@ -81,9 +129,9 @@ def load_image_with_alpha(path: PathLike):
     """
     path = Path(path)
     try:
-        data = np.fromfile(str(path), np.uint8)
+        data = np.frombuffer(read_file_bytes(path), np.uint8)  # regular files only: a FIFO must not block
     except OSError as err:
-        raise ImageReadError(f"{path}: cannot read ({err})") from err
+        raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         from ..data.io import read_image  # PIL fallback (GIF ...) and a uniform error message
@@ -146,16 +194,17 @@ def restore_paths(
         max_pixels: inputs with more pixels than this are skipped (memory safety; resize them first).
         save_crops: also write ``cropped_faces/``.
     Returns:
-        ``{"processed": [{"input", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``.
+        ``{"processed": [{"input", "name", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``
+        (``name``: the input's output name, see :func:`output_names`).
     """
     if ext not in ("auto", "png", "jpg"):
         raise ValueError(f"ext must be 'auto', 'png' or 'jpg', got {ext!r}")
-    paths = list_images(inputs)
+    named = output_names(inputs)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
-    for path in tqdm(paths, desc="restore", unit="img", disable=not show_progress):
+    for path, name in tqdm(named, desc="restore", unit="img", disable=not show_progress):
         try:
             img, alpha, gray = load_image_with_alpha(path)
         except ImageReadError as err:
@@ -180,7 +229,7 @@ def restore_paths(
         notes = list(result.notes) + (["gray input restored as colour"] if gray else [])
         outputs = []
         for i, face in enumerate(result.faces):
-            stem = f"{path.stem}_{i:02d}"
+            stem = f"{name}_{i:02d}"
             outputs.append(_write(out / "restored_faces" / f"{stem}{sfx}.png", face))
             if i < len(result.crops):
                 if save_crops:
@@ -199,10 +248,10 @@ def restore_paths(
                     whole = np.dstack([whole, a])
                 else:
                     notes.append("alpha channel dropped (JPEG output)")
-            outputs.append(_write(out / "restored_imgs" / f"{path.stem}{sfx}.{out_ext}", whole))
+            outputs.append(_write(out / "restored_imgs" / f"{name}{sfx}.{out_ext}", whole))
         for note in notes:
             log.info("%s: %s", path.name, note)
-        summary["processed"].append({"input": str(path), "faces": len(result.faces), "outputs": outputs, "notes": notes})
+        summary["processed"].append({"input": str(path), "name": name, "faces": len(result.faces), "outputs": outputs, "notes": notes})
     log.info("restored %d image(s), skipped %d", len(summary["processed"]), len(summary["skipped"]))
     return summary
 
