@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lightface.engine.config import parse_with_config, save_config
-from lightface.engine.lightcnn_trainer import AMP_DTYPES, INITS, TrainConfig, TrainingError, train
+from lightface.engine.lightcnn_trainer import AMP_DTYPES, AUGMENTS, INITS, TrainConfig, TrainingError, train
 from lightface.losses.noisy_label import LOSSES
 
 log = logging.getLogger("pipelines.train_lightcnn")
@@ -31,7 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data and model")
-    g.add_argument("--data", required=True, help="training LMDB (uint8 gray or BGR crops, usually 144x144 Light CNN training crops)")
+    g.add_argument("--data", required=True, nargs="+",
+                   help="training LMDB(s) (uint8 gray or BGR crops, usually 144x144 Light CNN training crops); several "
+                   "LMDBs (one per source) are trained on as one, each keeping its own classes")
     g.add_argument("--out", required=True, help="run folder: config.yaml, last.pt, best.pt, metrics.jsonl, curves.png")
     g.add_argument("--arch", default=D.arch, help="model registry name: lightcnn9, lightcnn29, lightcnn29v2")
     g.add_argument("--dropout", type=float, default=D.dropout, help="dropout before the classifier")
@@ -41,6 +43,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize", type=int, default=D.resize, help="images are resized to RESIZE x RESIZE first (no-op for 144 crops)")
     g.add_argument("--crop", type=int, default=D.crop, help="random crop (training) / centre crop (validation) size; the model input")
     g.add_argument("--no-flip", dest="flip", action="store_false", help="turn off the random horizontal flip (the default shown is that of flip: on)")
+    g.add_argument("--augment", choices=AUGMENTS, default=D.augment,
+                   help="basic: the original random crop + flip; strong: + geometry, colour, side lighting, blur, JPEG, "
+                   "occlusion (small data sets)")
     g.add_argument("--workers", type=int, default=D.workers, help="DataLoader worker processes per training process")
 
     g = p.add_argument_group("optimisation")
@@ -63,6 +68,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="mixed precision: bf16 (GPU or CPU) or fp16 (GPU, with loss scaling)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and inputs")
 
+    g.add_argument("--distill", default=D.distill, metavar="EMB",
+                   help="distil a teacher's embeddings: a teacher name (dlib: DATA/teacher_dlib.npy beside each LMDB, from "
+                   "python -m pipelines.teacher_embeddings) or, with one LMDB, an (N, D) .npy file; a linear head "
+                   "projects the 256-d features to the teacher's space (cosine loss)")
+    g.add_argument("--distill-weight", type=float, default=D.distill_weight, metavar="W",
+                   help="weight of the distillation loss beside the classification loss")
+
     g = p.add_argument_group("validation")
     g.add_argument("--val-data", default=D.val_data, help="validation LMDB with the same classes as --data")
     g.add_argument("--val-split", type=float, default=D.val_split,
@@ -84,6 +96,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run control")
     g.add_argument("--seed", type=int, default=D.seed, help="seed of initialisation, sample order and augmentation")
     g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many optimiser steps in total (0: no limit)")
+    g.add_argument("--max-minutes", type=float, default=D.max_minutes,
+                   help="stop after this many minutes of training (all ranks at the same step), saving last.pt; "
+                   "continue with --resume (0: no limit)")
     g.add_argument("--resume", nargs="?", const="auto", default=D.resume,
                    help="continue an interrupted run: from OUT/last.pt (bare --resume) or the given checkpoint")
     g.add_argument("--save-every", type=int, default=D.save_every,
@@ -99,11 +114,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run training from parsed arguments; returns the summary of :func:`lightface.engine.lightcnn_trainer.train`."""
-    cfg = TrainConfig.from_dict(vars(args))
+    values = vars(args)
+    if isinstance(values.get("data"), list) and len(values["data"]) == 1:
+        values = {**values, "data": values["data"][0]}
+    cfg = TrainConfig.from_dict(values)
     cfg.validate()
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 writes the run folder
         # saved without --resume so that `--config OUT/config.yaml` repeats the run from scratch
-        save_config({**vars(args), "resume": None}, Path(cfg.out) / "config.yaml")
+        save_config({**values, "resume": None}, Path(cfg.out) / "config.yaml")
     summary = train(cfg)
     log.info("finished: %s", summary)
     return summary

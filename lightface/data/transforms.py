@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-__all__ = ["train_transform", "eval_transform", "BGRToRGB"]
+__all__ = ["train_transform", "strong_train_transform", "eval_transform", "BGRToRGB", "BGRToGray"]
 
 
 class BGRToRGB(A.ImageOnlyTransform):
@@ -33,6 +33,19 @@ class BGRToRGB(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, **params) -> np.ndarray:
         return img[..., ::-1].copy() if img.ndim == 3 and img.shape[2] == 3 else img
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+class BGRToGray(A.ImageOnlyTransform):
+    """BGR colour (H,W,3) to gray (H,W) with ITU-R 601 luma (OpenCV's BGR2GRAY); gray passes through."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 and img.shape[2] == 3 else img
 
     def get_transform_init_args_names(self):
         return ()
@@ -90,6 +103,44 @@ def train_transform(
     if jpeg:
         steps.append(A.ImageCompression(quality_range=(30, 90), p=_check_prob("jpeg", jpeg)))
     return A.Compose(steps + _tail(to_tensor, rgb))
+
+
+def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True, to_tensor: bool = True) -> A.Compose:
+    """The augmentation small, noisy face sets need (used by ``train_lightcnn --augment strong``).
+
+    On a 144 ``lightcnn_train`` crop (uint8 BGR or gray): a small random similarity
+    (scale 0.9-1.1, shift 4%, rotation 10 degrees), a random ``size`` crop, flip; colour
+    and lighting (brightness/contrast, gamma or CLAHE; hue/saturation; directional side
+    lighting or a cast shadow); blur, down-scaling, noise or JPEG; and an occluding rectangle. Colour
+    changes act before the final BGR -> gray conversion (``gray=True``), so they reach the
+    Light CNN as the luma changes a real camera produces.
+
+    Returns:
+        an ``albumentations.Compose`` giving a float32 (1, size, size) tensor in [0, 1]
+        (``gray=True``) or (3, size, size) BGR.
+    """
+    steps: List[A.BasicTransform] = [
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.04, 0.04), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101,
+                 p=0.7),
+        A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
+        A.RandomCrop(size, size),
+        A.HorizontalFlip(p=_check_prob("flip", flip)),
+        A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3),
+                 A.RandomGamma(gamma_limit=(60, 160)), A.CLAHE(clip_limit=3.0)], p=0.6),
+        A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=30, val_shift_limit=0, p=0.3),
+        A.OneOf([A.Illumination(mode="linear", intensity_range=(0.1, 0.2), effect_type="both"),
+                 A.RandomShadow(shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 1), shadow_dimension=4,
+                                shadow_intensity_range=(0.3, 0.7))], p=0.3),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.0)), A.MotionBlur(blur_limit=(3, 7)),
+                 A.Downscale(scale_range=(0.3, 0.7))], p=0.3),
+        A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
+        A.ImageCompression(quality_range=(30, 95), p=0.3),
+        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
+                        fill="random_uniform", p=0.3),
+    ]
+    if gray:
+        steps.append(BGRToGray())
+    return A.Compose(steps + _tail(to_tensor, False))
 
 
 def eval_transform(size: int = 128, rgb: bool = False, to_tensor: bool = True) -> A.Compose:

@@ -29,7 +29,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 INITS = ("default", "kaiming")
+AUGMENTS = ("basic", "strong")
 
 
 class TrainingError(RuntimeError):
@@ -80,7 +81,7 @@ class TrainConfig:
     held out from ``data``; ``val_pairs`` adds face verification (see :func:`train`).
     """
 
-    data: str = ""
+    data: Union[str, List[str]] = ""
     out: str = ""
     arch: str = "lightcnn9"
     dropout: float = 0.5
@@ -103,7 +104,11 @@ class TrainConfig:
     resize: int = 144
     crop: int = 128
     flip: bool = True
+    augment: str = "basic"
     workers: int = 4
+    # knowledge distillation (lightface.distill)
+    distill: Optional[str] = None
+    distill_weight: float = 1.0
     # validation
     val_data: Optional[str] = None
     val_split: float = 0.0
@@ -116,6 +121,7 @@ class TrainConfig:
     # run control
     seed: int = 0
     max_steps: int = 0
+    max_minutes: float = 0.0
     resume: Optional[str] = None
     save_every: int = 0
     log_every: int = 20
@@ -146,13 +152,15 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "save_every", "log_every", "workers",
-                     "classifier_only_epochs"):
+                     "classifier_only_epochs", "max_minutes", "distill_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.crop > self.resize:
             problems.append(f"--crop {self.crop} is larger than --resize {self.resize}")
         if not 0.0 <= self.val_split < 1.0:
             problems.append(f"--val-split must be in [0, 1), got {self.val_split}")
+        if self.augment not in AUGMENTS:
+            problems.append(f"--augment must be one of {AUGMENTS}, got {self.augment!r}")
         if self.init not in INITS:
             problems.append(f"--init must be one of {INITS}, got {self.init!r}")
         if self.amp not in AMP_DTYPES:
@@ -259,24 +267,38 @@ class _ResumableSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
-def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True):
+def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, augment: str = "basic"):
     """``(train, eval)`` albumentations pipelines: resize to ``resize`` (a no-op for stored
-    crops of that size), then C's :mod:`lightface.data.transforms` (random / centre ``crop``,
-    horizontal flip in training) -> float32 (1, crop, crop) tensors in [0, 1]."""
+    crops of that size), then :mod:`lightface.data.transforms`: ``augment="basic"`` is the
+    original recipe (random ``crop``, horizontal flip), ``"strong"`` adds geometry, colour,
+    lighting, blur, JPEG and occlusion (:func:`~lightface.data.transforms.strong_train_transform`);
+    evaluation takes the centre crop. BGR colour samples become gray (ITU-R 601 luma).
+    Outputs are float32 (1, crop, crop) tensors in [0, 1]."""
     import albumentations as A
     import cv2
 
     from ..data import transforms as T
 
-    def pipeline(tail):
-        return A.Compose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), tail])
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
 
-    return (pipeline(T.train_transform(size=crop, flip=0.5 if flip else 0.0)),
-            pipeline(T.eval_transform(size=crop)))
+    def pipeline(*tail):
+        return A.Compose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
+
+    flip_p = 0.5 if flip else 0.0
+    if augment == "strong":
+        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p))
+    else:
+        train = pipeline(T.BGRToGray(), T.train_transform(size=crop, flip=flip_p))
+    return train, pipeline(T.BGRToGray(), T.eval_transform(size=crop))
 
 
 def _transforms(cfg: TrainConfig):
-    return lightcnn_transforms(cfg.crop, cfg.resize, cfg.flip)
+    return lightcnn_transforms(cfg.crop, cfg.resize, cfg.flip, cfg.augment)
+
+
+def _data_paths(data: Union[str, Sequence[str]]) -> List[str]:
+    return [data] if isinstance(data, (str, os.PathLike)) else [str(d) for d in data]
 
 
 def _open_lmdb(path: str, what: str):
@@ -285,6 +307,49 @@ def _open_lmdb(path: str, what: str):
     if not Path(path).exists():
         raise TrainingError(f"{what} LMDB not found: {path}; build one with python -m pipelines.build_lmdb")
     return LMDBDataset(path)
+
+
+def _open_training_data(data: Union[str, Sequence[str]]):
+    """One LMDB, or several stacked as a :class:`~lightface.data.multi_source.MultiSourceDataset`."""
+    from ..data.multi_source import MultiSourceDataset
+
+    paths = _data_paths(data)
+    sets = [_open_lmdb(p, "training") for p in paths]
+    return sets[0] if len(sets) == 1 else MultiSourceDataset(sets)
+
+
+def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tensor:
+    """The teacher embeddings of every training sample (N, D) float32, in dataset order.
+
+    ``distill`` is a teacher name (``dlib``: ``<lmdb>/teacher_dlib.npy`` beside each LMDB,
+    written by ``python -m pipelines.teacher_embeddings``) or, with one LMDB, a ``.npy`` path.
+    """
+    from ..distill.teacher import load_teacher_embeddings
+
+    paths = _data_paths(data)
+    try:
+        if distill.endswith(".npy"):
+            if len(paths) != 1:
+                raise TrainingError("--distill FILE.npy works with one --data LMDB; with several, give the teacher "
+                                    "name (e.g. --distill dlib) so each LMDB's own embeddings are used")
+            arrays = [np.load(distill, mmap_mode="r")]
+        else:
+            arrays = [load_teacher_embeddings(p, distill) for p in paths]
+    except (FileNotFoundError, ValueError) as err:
+        raise TrainingError(f"--distill {distill}: {err}") from err
+    return torch.from_numpy(np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays]))
+
+
+class _Student(nn.Module):
+    """The Light CNN and its distillation head as one module (so DDP sees both)."""
+
+    def __init__(self, net: nn.Module, head: Optional[nn.Module]):
+        super().__init__()
+        self.net, self.head = net, head
+
+    def forward(self, x: Tensor):
+        logits, features = self.net(x, return_logits=True)
+        return logits, (self.head(features) if self.head is not None else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,11 +411,6 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> nn.Module:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _forward_logits(model: nn.Module, x: Tensor) -> Tensor:
-    out = model(x, return_logits=True)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @torch.no_grad()
@@ -428,7 +488,7 @@ class _Run:
         else:
             torch.backends.cudnn.benchmark = True
 
-        self.train_base = _open_lmdb(cfg.data, "training")
+        self.train_base = _open_training_data(cfg.data)
         labels = np.asarray(self.train_base.labels, dtype=np.int64)
         if len(labels) == 0:
             raise TrainingError(f"training LMDB {cfg.data} holds no samples")
@@ -476,16 +536,31 @@ class _Run:
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizer = torch.optim.SGD(
-            build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.classifier_bias_lr_mult,
-                               cfg.bias_decay),
-            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        )
+        self.distill_targets: Optional[Tensor] = None
+        self.distill_head: Optional[nn.Module] = None
+        groups = build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.classifier_bias_lr_mult,
+                                    cfg.bias_decay)
+        if cfg.distill:
+            from ..distill import DistillHead
+
+            self.distill_targets = _load_distill_targets(cfg.data, cfg.distill)
+            if len(self.distill_targets) != len(self.train_base):
+                raise TrainingError(f"--distill {cfg.distill}: {len(self.distill_targets)} teacher embeddings for "
+                                    f"{len(self.train_base)} training samples")
+            found = int(torch.isfinite(self.distill_targets).all(1).sum())
+            self.distill_head = DistillHead(model.classifier.in_features, self.distill_targets.shape[1]).to(self.device)
+            groups.append({"params": list(self.distill_head.parameters()), "name": "distill_head", "lr_mult": 1.0,
+                           "lr": cfg.lr, "weight_decay": cfg.weight_decay})
+            log.info("distilling %s teacher embeddings (%d-d, %d of %d samples) with weight %g", cfg.distill,
+                     self.distill_targets.shape[1], found, len(self.distill_targets), cfg.distill_weight)
+        self.student = _Student(model, self.distill_head)
+        self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.criterion = build_classification_loss(cfg.loss, cfg.beta)
         self.ddp_stage: Optional[bool] = None
-        self.ddp_model: nn.Module = model
+        self.ddp_model: nn.Module = self.student
+        self.deadline = time.monotonic() + cfg.max_minutes * 60.0 if cfg.max_minutes else None
 
         if cfg.resume:
             self._load_resume()
@@ -515,6 +590,11 @@ class _Run:
                 log.warning("--resume: %s differs from the interrupted run (%r there, %r now); the run will not "
                             "reproduce the uninterrupted one", key, saved_cfg[key], getattr(cfg, key))
         self.model.load_state_dict(ckpt["state_dict"])
+        if self.distill_head is not None:
+            if "distill_head" not in ckpt:
+                raise TrainingError(f"--resume {path}: the run was started without --distill; start a new run "
+                                    "with --finetune to add distillation")
+            self.distill_head.load_state_dict(ckpt["distill_head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
@@ -543,7 +623,7 @@ class _Run:
             log.info("epoch %d: training all layers", epoch)
         if self.info.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
         self.ddp_stage = classifier_only
 
     def _loader(self, epoch: int) -> DataLoader:
@@ -560,7 +640,7 @@ class _Run:
         cfg = self.cfg
         summary: Dict[str, Any] = {"stopped": "completed"}
         autocast = _autocast(self.device, cfg.amp)
-        window = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "n": 0}
+        window = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "n": 0, "distill": 0.0}
         start_time = time.perf_counter()
         start_step = self.step
         while self.epoch < cfg.epochs:
@@ -569,18 +649,27 @@ class _Run:
                 break
             self._prepare_stage(epoch)
             self.ddp_model.train()
-            for images, labels, _ in self._loader(epoch):
+            for images, labels, index in self._loader(epoch):
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with autocast:
-                    logits = _forward_logits(self.ddp_model, images)
+                    logits, projected = self.ddp_model(images)
                 loss = self.criterion(logits.float(), labels)
+                distill = torch.zeros((), device=self.device)
+                if projected is not None:
+                    from ..distill import distill_loss
+
+                    target = self.distill_targets[index].to(self.device)  # index: the sample's place in --data
+                    distill = distill_loss(projected, target)
+                    loss = loss + cfg.distill_weight * distill
                 stats = torch.stack([loss.detach().float(), (logits.detach().argmax(1) == labels).sum().float(),
-                                     torch.tensor(float(labels.numel()), device=self.device)])
+                                     torch.tensor(float(labels.numel()), device=self.device), distill.detach().float()])
+                stats = torch.cat([stats, torch.tensor([float(self._past_deadline())], device=self.device)])
                 if self.info.distributed:
                     stats[0] /= self.info.world_size
+                    stats[3] /= self.info.world_size
                     dist.all_reduce(stats)
                 loss_value = float(stats[0])
                 if not math.isfinite(loss_value):
@@ -602,11 +691,15 @@ class _Run:
                 window["correct"] += float(stats[1])
                 window["seen"] += float(stats[2])
                 window["n"] += 1
+                window["distill"] += float(stats[3])
                 if self.step % cfg.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch:
                     self._log_window(epoch, window)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.batch_in_epoch < self.steps_per_epoch:
                     self._save("last.pt")
                 if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
+                if float(stats[4]) > 0:  # any rank past --max-minutes: all stop after the same step
+                    summary["stopped"] = f"max_minutes={cfg.max_minutes:g}"
                     break
             if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
                 self.scheduler.step()
@@ -615,6 +708,8 @@ class _Run:
                     if (epoch + 1) % cfg.val_every == 0 or self.epoch == cfg.epochs:
                         self._validate_and_save_best()
             self._save("last.pt")
+            if summary["stopped"] != "completed":
+                break
         if cfg.max_steps and self.step >= cfg.max_steps and self.epoch < cfg.epochs:
             summary["stopped"] = f"max_steps={cfg.max_steps}"
         elapsed = time.perf_counter() - start_time
@@ -624,14 +719,19 @@ class _Run:
                        images_per_s=(self.step - start_step) * cfg.batch_size / elapsed if elapsed > 0 else None)
         return summary
 
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def _log_window(self, epoch: int, window: Dict[str, float]) -> None:
         if window["n"] == 0:
             return
         lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_mult", 1.0)
         metrics = {"epoch": epoch, "loss": window["loss"] / window["n"], "train_acc": window["correct"] / max(window["seen"], 1),
                    "lr": lr}
+        if self.distill_head is not None:
+            metrics["distill_loss"] = window["distill"] / window["n"]
         self.logger.log(self.step, **metrics)
-        window.update(loss=0.0, correct=0.0, seen=0.0, n=0)
+        window.update(loss=0.0, correct=0.0, seen=0.0, n=0, distill=0.0)
 
     # -- validation --------------------------------------------------------------------
     def _validate_and_save_best(self) -> None:
@@ -682,6 +782,7 @@ class _Run:
                 best_metric=self.best, best_metric_name=self.best_name,
                 config=config_to_dict(dataclasses.asdict(self.cfg)),
                 rng=states,
+                **({"distill_head": self.distill_head.state_dict()} if self.distill_head is not None else {}),
             )
             self._saved_step = self.step
         if self.info.distributed:

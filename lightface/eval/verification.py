@@ -83,19 +83,29 @@ def _lines(path: PathLike) -> List[str]:
     return out
 
 
+def _is_lfw_pair_line(line: str) -> bool:
+    """``name i j`` or ``name1 i name2 j`` (a pairs.txt body line)."""
+    parts = line.split()
+    return (len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() and not parts[0].isdigit()) or (
+        len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit() and not parts[0].isdigit())
+
+
 def _lfw_path(name: str, number: str, ext: str) -> str:
     return f"{name}/{name}_{int(number):04d}{ext}"
 
 
 def read_lfw_pairs(path: PathLike, ext: str = ".jpg") -> PairList:
-    """Read an LFW ``pairs.txt`` (View 2, header ``folds n``) or ``pairsDevTrain/Test.txt`` (header ``n``)."""
+    """Read an LFW ``pairs.txt`` (View 2, header ``folds n``), ``pairsDevTrain/Test.txt`` (header
+    ``n``), or the body of one of them without a header (one fold, e.g. a single View-2 fold)."""
     lines = _lines(path)
     header = lines[0].split()
-    if not 1 <= len(header) <= 2 or not all(h.isdigit() for h in header):
+    if _is_lfw_pair_line(lines[0]):
+        header, lines = [], [""] + lines
+    elif not 1 <= len(header) <= 2 or not all(h.isdigit() for h in header):
         raise ValueError(f"{path}: expected an LFW header line 'folds pairs_per_class' (e.g. '10 300'), got {lines[0]!r}")
-    n_folds, per_class = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
     body = lines[1:]
-    if len(body) != 2 * n_folds * per_class:
+    n_folds, per_class = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]) if header else len(body) // 2)
+    if header and len(body) != 2 * n_folds * per_class:
         raise ValueError(f"{path}: header says {n_folds} x 2 x {per_class} = {2 * n_folds * per_class} pairs, "
                          f"found {len(body)} lines")
     a, b, labels = [], [], []
@@ -200,7 +210,8 @@ def read_pairs(path: PathLike, fmt: str = "auto", ext: str = ".jpg") -> PairList
             fmt = "cfp-ff"
         else:
             first = _lines(path)[0].split()
-            fmt = "lfw" if 1 <= len(first) <= 2 and all(x.isdigit() for x in first) else "labels"
+            lfw_header = 1 <= len(first) <= 2 and all(x.isdigit() for x in first)
+            fmt = "lfw" if lfw_header or _is_lfw_pair_line(_lines(path)[0]) else "labels"
     if fmt == "lfw":
         return read_lfw_pairs(path, ext)
     if fmt == "labels":

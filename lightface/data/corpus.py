@@ -1,0 +1,145 @@
+"""The multi-source face corpus in ``../shared/data`` as Light CNN training LMDBs.
+
+Three sources whose identity labels overlap and disagree (the Light CNN paper's noisy
+setting in small): LFW (``lfw_train/``, names), CFP (``cfp_train/``, numeric ids with a
+``names.txt``) and CelebA (``celeba_ids/``, numeric ids only). :func:`corpus_sources`
+turns each into a ``path label`` list file plus a 5-point landmarks file, leaving out the
+people reserved for validation:
+
+* LFW View-2 fold 2 (``pairs_dev.txt``'s people; no other fold holds them), and the CFP
+  ids whose ``names.txt`` name is a fold-2 person, so ``pairs_dev.txt`` stays unseen;
+* ``cfp/`` (ids 451-485) is never read here: it is the held-out frontal-profile set.
+
+CelebA gives numbers only, so a fold-2 person may still hide in ``celeba_ids/``; the
+teacher-based duplicate merge of ``pipelines.relabel`` finds such cases. Class names are
+prefixed with their source (``lfw/Tony_Blair``, ``cfp/031``, ``celeba/7399``).
+
+:func:`build_corpus` then builds one LMDB per source with
+:func:`lightface.data.build.build_lmdb` (144x144 ``lightcnn_train`` crops; colour by
+default, so a colour teacher can read the same samples; the trainer converts to gray).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set
+
+from .pose_pairs import write_cfp_landmarks
+
+__all__ = ["CorpusSource", "SOURCES", "heldout_people", "corpus_sources", "build_corpus"]
+
+log = logging.getLogger(__name__)
+
+#: the sources, in build order
+SOURCES = ("lfw", "cfp", "celeba")
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One source ready for ``build_lmdb``: its list file, landmarks file and image root."""
+
+    name: str
+    list_file: Path
+    landmarks: Path
+    root: Path
+    images: int
+    people: int
+
+
+def _read_table(path: Path) -> List[List[str]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            rows.append(line.rstrip("\n").split("\t"))
+    return rows
+
+
+def heldout_people(data_root) -> Set[str]:
+    """LFW names (``Tony_Blair``) of View-2 fold 2, the people of ``lfw_train/pairs_dev.txt``."""
+    path = Path(data_root) / "lfw_train" / "people_folds.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected the LFW fold table of ../shared/data/lfw_train")
+    return {row[0] for row in _read_table(path) if len(row) >= 4 and row[3].strip() == "2"}
+
+
+def _write(path: Path, lines: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def corpus_sources(data_root, out_dir, sources: Sequence[str] = SOURCES) -> Dict[str, CorpusSource]:
+    """Write ``<out_dir>/<source>.txt`` (``relative/path.jpg source/identity``) and
+    ``<out_dir>/<source>_5pt.txt`` landmark files for the chosen sources.
+
+    Args:
+        data_root: the shared data folder (holding ``lfw_train/``, ``cfp_train/``, ``celeba_ids/``).
+        out_dir: where the list and landmark files go.
+        sources: any of :data:`SOURCES`.
+    Returns:
+        ``{source: CorpusSource}``.
+    Raises:
+        FileNotFoundError: a source folder is missing; ValueError: an unknown source.
+    """
+    root, out = Path(data_root), Path(out_dir)
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown corpus sources {sorted(unknown)}; choose from {SOURCES}")
+    held = heldout_people(root)
+    made: Dict[str, CorpusSource] = {}
+    for name in sources:
+        if name == "lfw":
+            base = root / "lfw_train"
+            landmarks = base / "landmarks_5pt.txt"
+            rows = [r[0] for r in _read_table(landmarks)]
+            lines = [f"{rel} lfw/{rel.split('/')[0]}" for rel in rows if rel.split("/")[0] not in held]
+            img_root = base / "images"
+        elif name == "cfp":
+            base = root / "cfp_train"
+            names = {r[0]: r[1].replace(" ", "_") for r in _read_table(base / "names.txt") if len(r) >= 2}
+            landmarks = out / "cfp_5pt.txt"
+            write_cfp_landmarks(base, landmarks)
+            rows = [line.split()[0] for line in landmarks.read_text(encoding="utf-8").splitlines() if line.strip()]
+            dropped = sorted({r.split("/")[0] for r in rows if names.get(r.split("/")[0]) in held})
+            if dropped:
+                log.info("cfp: leaving out ids %s (LFW fold-2 people, kept unseen for pairs_dev.txt)", dropped)
+            lines = [f"{rel} cfp/{rel.split('/')[0]}" for rel in rows if rel.split("/")[0] not in dropped]
+            img_root = base / "Images"
+        else:
+            base = root / "celeba_ids"
+            landmarks = base / "landmarks_5pt.txt"
+            rows = [r[0] for r in _read_table(landmarks)]
+            lines = [f"{rel} celeba/{rel.split('/')[0]}" for rel in rows]
+            img_root = base / "images"
+        if not img_root.is_dir():
+            raise FileNotFoundError(f"{img_root} not found: the {name} source of ../shared/data is missing")
+        list_file = out / f"{name}.txt"
+        _write(list_file, lines)
+        people = len({line.rsplit(None, 1)[1] for line in lines})
+        made[name] = CorpusSource(name, list_file, landmarks, img_root, len(lines), people)
+        log.info("%s: %d images of %d people -> %s", name, len(lines), people, list_file)
+    return made
+
+
+def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: str = "rgb", encoding: str = "jpeg",
+                 quality: int = 95, workers: int = 0, resume: bool = False, progress: bool = True,
+                 size: int = 144) -> Dict[str, Dict]:
+    """Build ``<out_dir>/<source>.lmdb`` for each source (see the module docstring).
+
+    Returns ``{source: build_lmdb summary}``. An already complete LMDB is kept as it is.
+    """
+    from .build import build_lmdb
+    from .lmdb_format import is_complete_dataset
+
+    out = Path(out_dir)
+    summaries: Dict[str, Dict] = {}
+    for name, src in corpus_sources(data_root, out / "lists", sources).items():
+        target = out / f"{name}.lmdb"
+        if is_complete_dataset(target):
+            log.info("%s: %s is complete, kept", name, target)
+            summaries[name] = {"ok": True, "kept": str(target)}
+            continue
+        summaries[name] = build_lmdb(src.list_file, target, size=size, color=color, encoding=encoding, quality=quality,
+                                     template="lightcnn_train", landmarks=src.landmarks, list_root=src.root,
+                                     workers=workers, resume=resume or target.exists(), progress=progress)
+    return summaries

