@@ -25,13 +25,32 @@ def list_models() -> List[str]:
     return sorted(MODEL_BUILDERS)
 
 
-def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[int] = None, **kwargs) -> nn.Module:
-    """Build model ``name``; load ``weights`` (a path to a checkpoint) when given.
+def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[int] = None, pretrained: bool = False,
+              **kwargs) -> nn.Module:
+    """Build model ``name``; load ``weights`` (a checkpoint path) or the shipped weights.
 
-    ``num_classes`` is passed to builders that take it (classifier size; ``None``
-    means the builder's default, or the checkpoint's when ``weights`` is given).
+    Args:
+        name: a registered architecture (:func:`list_models`).
+        weights: a project checkpoint, an official Light CNN release or a state_dict file.
+        num_classes: passed to builders that take it (classifier size; ``None`` means the
+            builder's default, or the checkpoint's when ``weights`` is given).
+        pretrained: load the weights that ship with lightface for this architecture
+            (:func:`lightface.models.list_pretrained`), sha256-checked; ``name`` may also be
+            a shipped entry's name or a default alias (``recognition``, ``sr4``, ...).
+
+    Raises:
+        ValueError: unknown name, or both ``weights`` and ``pretrained`` given;
+        lightface.models.pretrained.PretrainedError: nothing ships for ``name``.
     """
     key = name.lower()
+    if pretrained:
+        if weights is not None:
+            raise ValueError("give either weights= or pretrained=True, not both")
+        from .pretrained import get_pretrained
+
+        entry = get_pretrained(key)
+        kwargs = {**entry.model_kwargs, **kwargs}
+        key, weights = entry.arch, str(entry.path())
     if key not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if num_classes is not None:

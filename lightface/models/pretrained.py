@@ -1,0 +1,180 @@
+"""Trained weights that ship inside the package, as named, hash-checked objects.
+
+Each released set of weights is a :class:`PretrainedWeights` entry of the manifest
+``lightface/weights/manifest.json``: the file (in ``lightface/weights/``, its name
+carrying the first 8 hex digits of its sha256), the full sha256 checked on every load,
+the architecture and its builder kwargs, the preprocessing the model expects, the
+training data and recipe, and measured results on named protocols. ``DEFAULT`` aliases
+(``recognition``, ``sr4``, ``sr8``, ``frontalization``) point at the entry the
+user-facing classes load when no weights are given, and can move to better weights
+without breaking callers. ``docs/model_zoo.md`` is generated from the same manifest
+(``python -m pipelines.release_model --card``), so the card cannot drift from the code.
+
+Example::
+
+    from lightface.models import get_model, list_pretrained
+    list_pretrained()                                  # [{"name": ..., "arch": ..., "sha256": ...}, ...]
+    model = get_model("lightcnn9", pretrained=True)    # the default recogniser, sha256 checked
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+__all__ = [
+    "PretrainedWeights",
+    "PretrainedError",
+    "WEIGHTS_DIR",
+    "MANIFEST",
+    "list_pretrained",
+    "get_pretrained",
+    "default_weights",
+    "sha256_of",
+]
+
+#: where shipped weight files and their manifest live
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+class PretrainedError(ValueError):
+    """A shipped model that cannot be used: unknown name, missing file, hash mismatch, wrong task."""
+
+
+def sha256_of(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """One shipped set of weights (an entry of ``lightface/weights/manifest.json``).
+
+    Attributes:
+        name: unique name, e.g. ``"lightcnn9_lf3src"``.
+        arch: the :func:`lightface.models.get_model` name it builds.
+        task: ``"recognition"``, ``"super_resolution"`` or ``"frontalization"``.
+        file: file name inside :data:`WEIGHTS_DIR`.
+        sha256: the file's full hex sha256 (checked by :meth:`path`).
+        model_kwargs: builder kwargs (e.g. ``{"num_classes": 0}`` or ``{"scale": 4}``).
+        preprocessing: what the model expects (size, colour, range, alignment template).
+        meta: parameter count, training data and terms, recipe and command, metrics on
+            named protocols, ``threshold`` (recognition: cosine threshold calibrated on
+            the development pairs), notes.
+    """
+
+    name: str
+    arch: str
+    task: str
+    file: str
+    sha256: str
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    preprocessing: Dict[str, Any] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> Optional[float]:
+        """Recognition models: the cosine-similarity threshold of the model card (same person above)."""
+        value = self.meta.get("threshold")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def path(self, verify: bool = True) -> Path:
+        """The weight file, after checking that it exists and (``verify``) matches its sha256.
+
+        Raises:
+            PretrainedError: the file is missing or its hash differs (a damaged install).
+        """
+        path = WEIGHTS_DIR / self.file
+        if not path.is_file():
+            raise PretrainedError(f"shipped weights {self.name!r}: {path} is missing; reinstall lightface "
+                                  "(pip install --force-reinstall lightface) or pass weights= explicitly")
+        if verify:
+            digest = sha256_of(path)
+            if digest != self.sha256:
+                raise PretrainedError(f"shipped weights {self.name!r}: {path} has sha256 {digest}, expected "
+                                      f"{self.sha256}; the file is damaged: reinstall lightface")
+        return path
+
+    def transforms(self) -> Dict[str, Any]:
+        """The preprocessing the model expects (a dict: size, colour order, value range, alignment)."""
+        return dict(self.preprocessing)
+
+    def summary(self) -> Dict[str, Any]:
+        """One row of :func:`list_pretrained`: name, arch, task, size, sha256, data and results."""
+        path = WEIGHTS_DIR / self.file
+        return {
+            "name": self.name, "arch": self.arch, "task": self.task, "file": self.file,
+            "size_mb": round(path.stat().st_size / 2**20, 2) if path.is_file() else None,
+            "sha256": self.sha256, "params": self.meta.get("params"), "data": self.meta.get("data"),
+            "metrics": self.meta.get("metrics", {}), "threshold": self.threshold,
+            "default_for": [alias for alias, name in _aliases().items() if name == self.name],
+        }
+
+
+def _read_manifest() -> Dict[str, Any]:
+    if not MANIFEST.is_file():
+        return {"weights": [], "defaults": {}}
+    try:
+        data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PretrainedError(f"{MANIFEST} is not valid JSON ({err}); reinstall lightface") from err
+    data.setdefault("weights", [])
+    data.setdefault("defaults", {})
+    return data
+
+
+def _entries() -> Dict[str, PretrainedWeights]:
+    return {w["name"]: PretrainedWeights(**w) for w in _read_manifest()["weights"]}
+
+
+def _aliases() -> Dict[str, str]:
+    return dict(_read_manifest()["defaults"])
+
+
+def list_pretrained(task: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Every shipped model (optionally of one ``task``) as summary dicts (see :meth:`PretrainedWeights.summary`)."""
+    return [w.summary() for w in _entries().values() if task is None or w.task == task]
+
+
+def get_pretrained(name: str) -> PretrainedWeights:
+    """A shipped entry by its name, by a default alias (``recognition``, ``sr4``, ``sr8``,
+    ``frontalization``) or by architecture (its default entry, e.g. ``lightcnn9``).
+
+    Raises:
+        PretrainedError: nothing ships under that name, with what does.
+    """
+    entries, aliases = _entries(), _aliases()
+    if name in entries:
+        return entries[name]
+    if name in aliases and aliases[name] in entries:
+        return entries[aliases[name]]
+    by_arch = [w for w in entries.values() if w.arch == name]
+    if by_arch:
+        defaults = set(aliases.values())
+        return next((w for w in by_arch if w.name in defaults), by_arch[0])
+    available = sorted(entries) + sorted(aliases)
+    raise PretrainedError(f"no shipped weights named {name!r}; available: {', '.join(available) or 'none'}")
+
+
+def default_weights(alias: str) -> PretrainedWeights:
+    """The entry a user-facing class loads with no weights: ``recognition``, ``sr4``, ``sr8``, ``frontalization``."""
+    aliases = _aliases()
+    if alias not in aliases:
+        raise PretrainedError(f"no default shipped model for {alias!r} in this install (defaults: "
+                              f"{', '.join(sorted(aliases)) or 'none'}); pass weights= explicitly")
+    return get_pretrained(aliases[alias])
+
+
+def manifest_entry_for_path(path: os.PathLike) -> Optional[PretrainedWeights]:
+    """The shipped entry whose file is ``path`` (or None)."""
+    path = Path(path).resolve()
+    for w in _entries().values():
+        if (WEIGHTS_DIR / w.file).resolve() == path:
+            return w
+    return None

@@ -1,0 +1,147 @@
+"""Turn a training checkpoint into shipped weights, and the manifest into the model card.
+
+:func:`release_weights` writes a backbone-only, float16 project checkpoint into
+``lightface/weights/`` (the name carries the first 8 hex digits of its sha256, like
+torchvision's files), records it in ``manifest.json`` with its meta and, optionally,
+makes it the default for an alias. :func:`render_model_card` renders
+``docs/model_zoo.md`` from the manifest. ``python -m pipelines.release_model`` is the CLI.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from .checkpoint import read_model_checkpoint, save_model_checkpoint
+from .pretrained import MANIFEST, WEIGHTS_DIR, PretrainedWeights, _read_manifest, sha256_of
+
+__all__ = ["release_weights", "render_model_card", "MAX_SHIPPED_MB"]
+
+#: the size limit of one shipped file
+MAX_SHIPPED_MB = 25.0
+
+TASKS = ("recognition", "super_resolution", "frontalization")
+
+
+def _write_manifest(data: Dict[str, Any]) -> None:
+    tmp = MANIFEST.with_name(MANIFEST.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, MANIFEST)
+
+
+def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, Any]] = None,
+                    preprocessing: Optional[Dict[str, Any]] = None, default_for: Sequence[str] = (),
+                    ema: bool = False) -> PretrainedWeights:
+    """Ship ``checkpoint`` as ``name``: float16, backbone only, sha256 in the file name and the manifest.
+
+    Args:
+        checkpoint: a project checkpoint (``train_*`` output) or an official Light CNN file.
+        name: the entry's name (a new release under an existing name replaces it and its file).
+        task: one of ``recognition``, ``super_resolution``, ``frontalization``.
+        meta: data, recipe, command, metrics, threshold, ... (JSON-safe).
+        preprocessing: what the model expects (size, colour, range, template).
+        default_for: aliases to point at this entry (``recognition``, ``sr4``, ``sr8``, ``frontalization``).
+        ema: ship the EMA weights of the checkpoint instead of the raw ones.
+    Returns:
+        the new :class:`PretrainedWeights`.
+    Raises:
+        ValueError: unknown task, no EMA weights, non-finite weights or a file over :data:`MAX_SHIPPED_MB`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    ckpt = read_model_checkpoint(checkpoint)
+    if ckpt.arch is None:
+        raise ValueError(f"{checkpoint}: cannot tell the architecture of this checkpoint")
+    state = ckpt.ema_state_dict if ema else ckpt.state_dict
+    if state is None:
+        raise ValueError(f"{checkpoint}: holds no EMA weights; release without --ema")
+    kwargs = dict(ckpt.model_kwargs)
+    if task == "recognition":  # backbone only: the classifier is specific to the training classes
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        kwargs["num_classes"] = 0
+    half = {}
+    for k, v in state.items():
+        if not torch.isfinite(v.float()).all():
+            raise ValueError(f"{checkpoint}: weight {k} holds NaN/inf; refusing to ship it")
+        half[k] = v.half() if v.is_floating_point() else v
+    from .registry import get_model
+
+    model = get_model(ckpt.arch, **kwargs)
+    model.load_state_dict(half)  # all or nothing: the shipped state rebuilds the architecture exactly
+    params = sum(p.numel() for p in model.parameters())
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = WEIGHTS_DIR / f".{name}.pt.tmp"
+    save_model_checkpoint(tmp, model.half(), ckpt.arch, kwargs, pretrained_name=name,
+                          verification_threshold=(meta or {}).get("threshold"))
+    size_mb = tmp.stat().st_size / 2**20
+    if size_mb > MAX_SHIPPED_MB:
+        tmp.unlink()
+        raise ValueError(f"{name}: {size_mb:.1f} MB is over the {MAX_SHIPPED_MB:g} MB limit of a shipped model")
+    digest = sha256_of(tmp)
+    final = WEIGHTS_DIR / f"{name}-{digest[:8]}.pt"
+    os.replace(tmp, final)
+    entry = PretrainedWeights(name=name, arch=ckpt.arch, task=task, file=final.name, sha256=digest,
+                              model_kwargs=kwargs, preprocessing=dict(preprocessing or {}),
+                              meta={"params": params, **(meta or {})})
+    data = _read_manifest()
+    old = [w for w in data["weights"] if w["name"] == name]
+    data["weights"] = [w for w in data["weights"] if w["name"] != name] + [entry.__dict__]
+    for alias in default_for:
+        data["defaults"][alias] = name
+    _write_manifest(data)
+    for w in old:
+        if w["file"] != final.name and (WEIGHTS_DIR / w["file"]).is_file():
+            (WEIGHTS_DIR / w["file"]).unlink()
+    return entry
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_model_card(intro: str = "") -> str:
+    """``docs/model_zoo.md`` from the manifest: a summary table, then one section per shipped model."""
+    data = _read_manifest()
+    lines = ["# Model zoo", "",
+             "Generated by `python -m pipelines.release_model --card` from `lightface/weights/manifest.json`; "
+             "do not edit by hand (edit the release meta instead).", ""]
+    if intro:
+        lines += [intro.strip(), ""]
+    lines += ["| name | arch | task | default for | size (MB) | params | sha256 |", "|---|---|---|---|---|---|---|"]
+    entries = [PretrainedWeights(**w) for w in data["weights"]]
+    for w in entries:
+        s = w.summary()
+        lines.append(f"| `{w.name}` | {w.arch} | {w.task} | {', '.join(s['default_for']) or '-'} | {s['size_mb']} | "
+                     f"{s['params']:,} | `{w.sha256[:16]}...` |")
+    for w in entries:
+        m = w.meta
+        lines += ["", f"## `{w.name}`", ""]
+        if m.get("summary"):
+            lines += [m["summary"], ""]
+        lines += [f"- architecture: `{w.arch}` {json.dumps(w.model_kwargs)}; file `lightface/weights/{w.file}`",
+                  f"- input: {json.dumps(w.preprocessing)}"]
+        if w.threshold is not None:
+            lines.append(f"- verification threshold (cosine): {w.threshold:.4f}")
+        for key in ("data", "terms", "recipe"):
+            if m.get(key):
+                lines.append(f"- {key}: {m[key]}")
+        if m.get("commands"):
+            lines += ["", "Commands:", "", "```bash", *m["commands"], "```"]
+        if m.get("metrics"):
+            lines += ["", "| protocol | metric | value |", "|---|---|---|"]
+            for protocol, values in m["metrics"].items():
+                for metric, value in values.items():
+                    lines.append(f"| {protocol} | {metric} | {_fmt(value)} |")
+        if m.get("reference"):
+            lines += ["", "For comparison (published or measured elsewhere, not this model):", "",
+                      "| model | protocol | value |", "|---|---|---|"]
+            for row in m["reference"]:
+                lines.append(f"| {row['model']} | {row['protocol']} | {row['value']} |")
+        if m.get("curves"):
+            lines += ["", f"![training curves]({m['curves']})"]
+        if m.get("notes"):
+            lines += ["", *[f"- {n}" for n in m["notes"]]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Ship a trained checkpoint inside the package, and regenerate the model card.
+
+    python -m pipelines.release_model --checkpoint runs/x/best.pt --name lightcnn9_lf3src --task recognition \\
+        --meta release/lightcnn9.json --default recognition
+    python -m pipelines.release_model --card            # docs/model_zoo.md from lightface/weights/manifest.json
+
+The release is float16, backbone only (recognition), at most 25 MB, its sha256 in the
+file name and the manifest; every load checks it. --meta is a JSON file with the model
+card's facts (data, terms, recipe, commands, metrics, threshold, notes, reference).
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from lightface.models.release import render_model_card, release_weights
+
+log = logging.getLogger("pipelines.release_model")
+
+CARD = Path(__file__).resolve().parent.parent / "docs" / "model_zoo.md"
+INTRO = (Path(__file__).resolve().parent.parent / "docs" / "model_zoo_intro.md")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.release_model", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="training checkpoint to ship")
+    p.add_argument("--name", default=None, help="name of the shipped entry (replaces an entry of that name)")
+    p.add_argument("--task", choices=("recognition", "super_resolution", "frontalization"), default=None,
+                   help="what the model does")
+    p.add_argument("--meta", default=None, help="JSON file of model-card facts (data, recipe, commands, metrics, ...)")
+    p.add_argument("--default", nargs="*", default=[], help="aliases to point at it: recognition, sr4, sr8, frontalization")
+    p.add_argument("--ema", action="store_true", help="ship the checkpoint's EMA weights")
+    p.add_argument("--card", action="store_true", help="(re)write docs/model_zoo.md from the manifest")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        if not args.name or not args.task:
+            log.error("--checkpoint needs --name and --task")
+            return 2
+        try:
+            meta = json.loads(Path(args.meta).read_text(encoding="utf-8")) if args.meta else {}
+            pre = meta.pop("preprocessing", None)
+            entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
+        except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+            log.error("%s", err)
+            return 1
+        print(json.dumps(entry.summary(), indent=2))
+    if args.card or args.checkpoint:
+        intro = INTRO.read_text(encoding="utf-8") if INTRO.is_file() else ""
+        CARD.write_text(render_model_card(intro), encoding="utf-8")
+        log.info("wrote %s", CARD)
+    if not args.card and not args.checkpoint:
+        log.error("nothing to do: give --checkpoint ... or --card")
+        return 2
+    return 0
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return main(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
