@@ -83,28 +83,36 @@ def _state_path(lmdb_path, teacher: str) -> Path:
     return Path(lmdb_path) / f"teacher_{teacher}.json"
 
 
-def load_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> np.ndarray:
-    """The finished (N, D) float32 teacher embeddings of an LMDB (NaN rows: teacher failed).
+def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: bool = False) -> np.ndarray:
+    """The (N, D) float32 teacher embeddings of an LMDB (NaN rows: teacher failed or not run yet).
 
+    Args:
+        allow_partial: accept a computation still in progress (its missing rows are NaN and
+            the distillation loss skips them; a resumed training run picks up the new rows).
     Raises:
         FileNotFoundError / ValueError with the command that (re)computes them.
     """
     path = embeddings_path(lmdb_path, teacher)
     state = _state_path(lmdb_path, teacher)
     hint = f"compute them with: python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
-    if not path.is_file() or not state.is_file():
+    if not path.is_file():
         raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); {hint}")
-    info = json.loads(state.read_text(encoding="utf-8"))
-    if info.get("done") != info.get("count"):
-        raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done')} of {info.get('count')}); "
-                         f"resume with the same command: {hint}")
-    emb = np.load(path, mmap_mode="r")
+    info = json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {}
+    if info.get("done") is None or info.get("done") != info.get("count"):
+        if not allow_partial:
+            raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done', '?')} of "
+                             f"{info.get('count', '?')} done); resume with the same command: {hint}")
+    emb = np.asarray(np.load(path, mmap_mode="r"), dtype=np.float32)
     from ..data import LMDBDataset
 
     n = len(LMDBDataset(lmdb_path))
     if emb.shape[0] != n:
         raise ValueError(f"teacher embeddings {path} have {emb.shape[0]} rows but {lmdb_path} holds {n} samples; {hint}")
-    return np.asarray(emb, dtype=np.float32)
+    missing = int((~np.isfinite(emb).all(1)).sum())
+    if missing:
+        log.warning("%s: %d of %d samples have no %s teacher embedding (failed or not computed yet)", path, missing, n,
+                    teacher)
+    return emb
 
 
 def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 256, shard: int = 0, shards: int = 1,

@@ -323,6 +323,8 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
 
     ``distill`` is a teacher name (``dlib``: ``<lmdb>/teacher_dlib.npy`` beside each LMDB,
     written by ``python -m pipelines.teacher_embeddings``) or, with one LMDB, a ``.npy`` path.
+    Rows without an embedding (NaN: the teacher failed, or its computation is still running)
+    are left out of the distillation loss; each ``--resume`` reloads the files.
     """
     from ..distill.teacher import load_teacher_embeddings
 
@@ -334,7 +336,7 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
                                     "name (e.g. --distill dlib) so each LMDB's own embeddings are used")
             arrays = [np.load(distill, mmap_mode="r")]
         else:
-            arrays = [load_teacher_embeddings(p, distill) for p in paths]
+            arrays = [load_teacher_embeddings(p, distill, allow_partial=True) for p in paths]
     except (FileNotFoundError, ValueError) as err:
         raise TrainingError(f"--distill {distill}: {err}") from err
     return torch.from_numpy(np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays]))
