@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-__all__ = ["train_transform", "strong_train_transform", "eval_transform", "BGRToRGB", "BGRToGray"]
+__all__ = ["train_transform", "strong_train_transform", "eval_transform", "BGRToRGB", "BGRToGray", "GrayToBGR"]
 
 
 class BGRToRGB(A.ImageOnlyTransform):
@@ -46,6 +46,19 @@ class BGRToGray(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, **params) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 and img.shape[2] == 3 else img
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+class GrayToBGR(A.ImageOnlyTransform):
+    """Gray (H,W) to 3-channel (H,W,3) so colour augmentations apply; colour passes through."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 or img.shape[-1] == 1 else img
 
     def get_transform_init_args_names(self):
         return ()
@@ -120,6 +133,7 @@ def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True
         (``gray=True``) or (3, size, size) BGR.
     """
     steps: List[A.BasicTransform] = [
+        GrayToBGR(),
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.04, 0.04), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101,
                  p=0.7),
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),

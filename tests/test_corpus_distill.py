@@ -1,0 +1,173 @@
+"""The multi-source corpus, several LMDBs in one run, strong augmentation, the time limit,
+and embedding distillation from a teacher (dlib's, when the optional extra is installed)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightface.data import LMDBDataset
+from lightface.data.multi_source import MultiSourceDataset
+from lightface.distill import distill_loss
+from lightface.engine.checkpoint import load_checkpoint
+from lightface.engine.logger import read_metrics
+
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py
+
+
+def _orl_lmdb(shared_data, out: Path, ids, per_id=2, color="gray"):
+    from lightface.data.build import build_lmdb
+
+    lst = out.with_suffix(".txt")
+    lst.write_text("\n".join(f"{shared_data / 'orl_faces' / f's{i}' / f'{j}.pgm'} s{i}"
+                             for i in ids for j in range(1, per_id + 1)) + "\n")
+    build_lmdb(lst, out, size=144, color=color, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_sources(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    return _orl_lmdb(shared_data, root / "a.lmdb", [1, 2]), _orl_lmdb(shared_data, root / "b.lmdb", [3, 4, 5], color="rgb")
+
+
+# -- corpus -----------------------------------------------------------------------------
+def test_corpus_lists_hold_out_lfw_fold2_and_its_cfp_namesakes(shared_data, tmp_path):
+    from lightface.data.corpus import corpus_sources, heldout_people
+
+    held = heldout_people(shared_data)
+    assert "Tony_Blair" in held and len(held) > 300
+    made = corpus_sources(shared_data, tmp_path, ["lfw", "cfp"])
+    lfw = made["lfw"].list_file.read_text().splitlines()
+    assert lfw and all(line.rsplit(None, 1)[1].startswith("lfw/") for line in lfw)
+    assert not {line.split("/")[0] for line in lfw} & held
+    names = dict(line.split("\t")[:2] for line in (shared_data / "cfp_train" / "names.txt").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    cfp_ids = {line.rsplit(None, 1)[1].split("/")[1] for line in made["cfp"].list_file.read_text().splitlines()}
+    assert cfp_ids and not {names[i].replace(" ", "_") for i in cfp_ids} & held
+    assert "031" not in cfp_ids  # Andre Agassi: an LFW fold-2 person
+    assert made["cfp"].landmarks.is_file() and made["cfp"].images == len(made["cfp"].list_file.read_text().splitlines())
+
+
+def test_corpus_rejects_an_unknown_source(shared_data, tmp_path):
+    from lightface.data.corpus import corpus_sources
+
+    with pytest.raises(ValueError, match="unknown corpus sources"):
+        corpus_sources(shared_data, tmp_path, ["imdb"])
+
+
+# -- several sources as one ---------------------------------------------------------------
+def test_multi_source_offsets_labels_and_keeps_the_source(two_sources):
+    a, b = (LMDBDataset(p) for p in two_sources)
+    both = MultiSourceDataset([a, b])
+    assert len(both) == len(a) + len(b) == 10
+    assert both.classes == ["s1", "s2", "s3", "s4", "s5"]  # unique names kept as they are
+    assert both.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    item = both[len(a)]
+    assert item["label"] == 2 and item["source"] == "b" and both.source_of(0) == "a"
+    assert item["image"].shape == (144, 144, 3) and both[0]["image"].shape == (144, 144)
+    clash = MultiSourceDataset([a, a], names=["x", "y"])
+    assert clash.classes == ["x:s1", "x:s2", "y:s1", "y:s2"]
+    with pytest.raises(IndexError):
+        both[10]
+
+
+def test_strong_augmentation_gives_gray_tensors_and_is_seeded(two_sources):
+    from lightface.engine.lightcnn_trainer import lightcnn_transforms
+
+    image = LMDBDataset(two_sources[1])[0]["image"]  # BGR
+    train, evaluate = lightcnn_transforms(augment="strong")
+    outs = []
+    for _ in range(2):
+        train.set_random_seed(7)
+        outs.append(train(image=image)["image"])
+    assert outs[0].shape == (1, 128, 128) and outs[0].dtype == torch.float32
+    assert 0.0 <= float(outs[0].min()) and float(outs[0].max()) <= 1.0
+    assert torch.equal(outs[0], outs[1])
+    assert evaluate(image=image)["image"].shape == (1, 128, 128)
+    with pytest.raises(ValueError, match="augment"):
+        lightcnn_transforms(augment="heavy")
+
+
+# -- distillation -------------------------------------------------------------------------
+def test_distill_loss_ignores_rows_without_a_teacher():
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    t = torch.tensor([[2.0, 0.0], [0.0, -3.0], [float("nan"), 0.0]])
+    assert float(distill_loss(s, t)) == pytest.approx((0.0 + 2.0) / 2)
+    assert float(distill_loss(s, torch.full_like(t, float("nan")))) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        distill_loss(s, t[:, :1])
+
+
+def _train(data, out, *extra):
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    argv = ["--data", *map(str, data), "--out", str(out), "--arch", TINY, "--batch-size", "2", "--workers", "0",
+            "--epochs", "2", "--log-every", "1", "--no-tensorboard", "--no-plots", *map(str, extra)]
+    return main(get_args_parser().parse_args(argv))
+
+
+def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_path):
+    from lightface.distill.teacher import embeddings_path
+
+    rng = np.random.default_rng(0)
+    for p in two_sources:  # teacher files laid out as pipelines.teacher_embeddings writes them
+        n = len(LMDBDataset(p))
+        emb = rng.standard_normal((n, 16)).astype(np.float32)
+        emb[0] = np.nan  # one sample the teacher could not read
+        np.save(embeddings_path(p), emb)
+        embeddings_path(p).with_suffix(".json").write_text(json.dumps({"teacher": "dlib", "count": n, "done": n}))
+    out = tmp_path / "run"
+    summary = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
+                     "--max-steps", "3")
+    assert summary["step"] == 3
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "distill_loss" in r]
+    assert records and all(0.0 <= r["distill_loss"] <= 2.0 for r in records)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["distill_head"]["proj.weight"].shape == (16, 256)
+    assert len(ckpt["classes"]) == 5
+    resumed = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
+                     "--max-steps", "4", "--resume")
+    assert resumed["step"] == 4
+
+
+def test_max_minutes_stops_after_a_step_and_saves(two_sources, tmp_path):
+    out = tmp_path / "run"
+    summary = _train(two_sources, out, "--max-minutes", "0.0001")
+    assert summary["stopped"].startswith("max_minutes") and summary["step"] == 1
+    assert load_checkpoint(out / "last.pt")["step"] == 1
+
+
+def test_distill_without_teacher_files_says_how_to_make_them(two_sources, tmp_path):
+    from lightface.engine.lightcnn_trainer import TrainingError
+
+    data = tmp_path / "c.lmdb"
+    import shutil
+
+    shutil.copytree(two_sources[0], data, ignore=shutil.ignore_patterns("teacher_*"))
+    with pytest.raises(TrainingError, match="pipelines.teacher_embeddings"):
+        _train([data], tmp_path / "run", "--distill", "dlib", "--max-steps", "1")
+
+
+def test_dlib_teacher_separates_people(shared_data):
+    pytest.importorskip("dlib")
+    from lightface.data.align import align_face
+    from lightface.distill.teacher import DlibTeacher
+    import cv2
+
+    teacher = DlibTeacher()
+    table = {}
+    for line in (shared_data / "lfw_identities" / "landmarks_5pt.txt").read_text().splitlines():
+        parts = line.split()
+        table[parts[0]] = np.asarray(parts[1:], np.float64).reshape(5, 2)
+    names = sorted({k.split("/")[0] for k in table})[:2]
+
+    def emb(name, i):
+        key = f"{name}/{name}_{i:04d}.jpg"
+        img = cv2.imread(str(shared_data / "lfw_identities" / "images" / key))
+        return teacher.embed(align_face(img, table[key], template="lightcnn_train", size=144)[0])
+
+    same = np.linalg.norm(emb(names[0], 1) - emb(names[0], 2))
+    different = np.linalg.norm(emb(names[0], 1) - emb(names[1], 1))
+    assert same < 0.6 < different  # dlib's own same-person distance threshold
