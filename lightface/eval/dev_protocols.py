@@ -1,0 +1,134 @@
+"""Development protocols on ``../shared/data`` people kept out of training (the model card's numbers).
+
+* ``lfw_dev``: LFW View-2 fold 2 (``lfw_train/pairs_dev.txt``, 300 same + 300 different
+  pairs; fold-2 people are in no other fold and are left out of the training corpus),
+  10-fold accuracy, AUC, TAR@FAR and the cosine threshold of best accuracy.
+* ``cfp_fp``: the 35 held-out CFP people of ``cfp/`` (ids 451-485, never read by the
+  training corpus): every frontal-profile pair of the same person against as many random
+  different-person pairs, and rank-1 identification of each profile photo against the
+  gallery of all frontal photos (the frontalization use case); also frontal-frontal.
+
+Faces are aligned from the given landmarks (LFW) or fiducials (CFP) to 144x144
+``lightcnn_train`` crops (uint8 BGR); a Light CNN reads their centre 128 crop, which is
+exactly the 128 ``lightcnn`` test crop. :func:`run_dev_protocols` scores any
+``embed(crops) -> (N, D)`` function, so the student and a teacher are measured the same way.
+"""
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..data.align import align_face
+from ..data.pose_pairs import cfp_five_points
+from .verification import read_pairs, verification_metrics
+
+__all__ = ["lfw_dev_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("lfw_dev", "cfp_fp")
+EmbedFn = Callable[[List[np.ndarray]], np.ndarray]
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return img
+
+
+def lfw_dev_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``."""
+    root = Path(data_root) / "lfw_train"
+    table = {}
+    for line in (root / "landmarks_5pt.txt").read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 11:
+            table[parts[0]] = np.asarray(parts[1:], np.float64).reshape(5, 2)
+    pairs = read_pairs(root / "pairs_dev.txt")
+    paths = pairs.paths
+    index = {p: i for i, p in enumerate(paths)}
+    crops = [align_face(_read(root / "images" / p), table[p], template="lightcnn_train", size=144)[0] for p in paths]
+    idx = np.asarray([[index[a], index[b]] for a, b in zip(pairs.a, pairs.b)])
+    return crops, idx, np.asarray(pairs.labels, bool)
+
+
+def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, identity (N,) int, is_profile (N,) bool)`` of every photo in ``cfp/``."""
+    root = Path(data_root) / "cfp"
+    crops, ids, profile = [], [], []
+    for img in sorted((root / "Images").glob("*/*/*.jpg")):
+        rel = img.relative_to(root / "Images")
+        fid = root / "Fiducials" / rel.with_suffix(".txt")
+        pts = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
+        crops.append(align_face(_read(img), pts, template="lightcnn_train", size=144)[0])
+        ids.append(int(rel.parts[0]))
+        profile.append(rel.parts[1] == "profile")
+    return crops, np.asarray(ids), np.asarray(profile)
+
+
+def rank1(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
+    """Fraction of probes whose most similar gallery embedding (cosine) has their identity."""
+    scores = _unit(probe) @ _unit(gallery).T
+    return float((gallery_ids[scores.argmax(1)] == probe_ids).mean())
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _verification(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray) -> Dict[str, float]:
+    e = _unit(emb)
+    scores = (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
+    m = verification_metrics(scores, same)
+    out = {"accuracy": float(m["accuracy_mean"]), "auc": float(m["auc"]), "eer": float(m["eer"]),
+           "threshold": float(m["threshold"])}
+    for far, tar in m["tar_at_far"].items():
+        if tar is not None:
+            out[f"tar@far={far}"] = float(tar)
+    return out
+
+
+def _cfp_pairs(ids: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int = 0):
+    """All same-person (first, second) pairs and as many random different-person ones."""
+    rng = np.random.default_rng(seed)
+    a_idx, b_idx = np.flatnonzero(first), np.flatnonzero(second)
+    same = [(i, j) for i in a_idx for j in b_idx if ids[i] == ids[j] and i != j]
+    diff = set()
+    while len(diff) < len(same):
+        i, j = int(rng.choice(a_idx)), int(rng.choice(b_idx))
+        if ids[i] != ids[j]:
+            diff.add((i, j))
+    pairs = np.asarray(same + sorted(diff))
+    return pairs, np.r_[np.ones(len(same), bool), np.zeros(len(diff), bool)]
+
+
+def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROTOCOLS) -> Dict[str, Dict[str, float]]:
+    """Score ``embed`` (list of 144x144 uint8 BGR ``lightcnn_train`` crops -> (N, D) embeddings).
+
+    Returns:
+        ``{"lfw_dev": {accuracy, auc, threshold, tar@far=...}, "cfp_fp": {fp_accuracy, fp_auc,
+        ff_accuracy, rank1_profile_to_frontal, ...}}`` for the chosen protocols.
+    """
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {PROTOCOLS}")
+    results: Dict[str, Dict[str, float]] = {}
+    if "lfw_dev" in protocols:
+        crops, pairs, same = lfw_dev_faces(data_root)
+        results["lfw_dev"] = {**_verification(embed(crops), pairs, same), "pairs": int(len(pairs))}
+    if "cfp_fp" in protocols:
+        crops, ids, profile = cfp_heldout_faces(data_root)
+        emb = embed(crops)
+        fp_pairs, fp_same = _cfp_pairs(ids, ~profile, profile)
+        ff_pairs, ff_same = _cfp_pairs(ids, ~profile, ~profile)
+        fp, ff = _verification(emb, fp_pairs, fp_same), _verification(emb, ff_pairs, ff_same)
+        results["cfp_fp"] = {
+            "fp_accuracy": fp["accuracy"], "fp_auc": fp["auc"], "ff_accuracy": ff["accuracy"], "ff_auc": ff["auc"],
+            "rank1_profile_to_frontal": rank1(emb[profile], ids[profile], emb[~profile], ids[~profile]),
+            "people": int(len(set(ids.tolist()))), "profiles": int(profile.sum()), "frontals": int((~profile).sum()),
+        }
+    return results

@@ -1,0 +1,69 @@
+"""Score a recogniser (or the distillation teacher) on the development protocols of the model card.
+
+    python -m pipelines.evaluate_dev [--weights CKPT] [--data ../shared/data] [--out dev.json]
+    python -m pipelines.evaluate_dev --teacher dlib          # the teacher, same protocols
+
+Protocols (lightface.eval.dev_protocols): LFW View-2 fold 2 pairs (people left out of the
+training corpus) and the 35 held-out CFP people (frontal-profile verification and rank-1
+of profiles against the frontal gallery). Without --weights the shipped default runs.
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from lightface.eval.dev_protocols import PROTOCOLS, run_dev_protocols
+
+log = logging.getLogger("pipelines.evaluate_dev")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_dev", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", default=None, help="Light CNN checkpoint (default: the shipped recogniser)")
+    p.add_argument("--teacher", default=None, choices=("dlib",), help="score the distillation teacher instead")
+    p.add_argument("--data", default="../shared/data", help="the shared data folder")
+    p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="protocols to run")
+    p.add_argument("--flip", action="store_true", help="flip fusion (average the features of the face and its mirror)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    return p
+
+
+def _embedder(args):
+    if args.teacher:
+        from lightface.distill.teacher import TEACHERS
+
+        teacher = TEACHERS[args.teacher]()
+        return lambda crops: np.stack([teacher.embed(c) for c in crops])
+    from lightface import FaceEmbedder
+
+    embedder = FaceEmbedder(args.weights) if args.weights else FaceEmbedder()
+    # the centre 128 crop of a 144 lightcnn_train crop is the 128 lightcnn test crop
+    return lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True, flip=args.flip)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        results = run_dev_protocols(_embedder(args), args.data, args.protocols)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        log.error("%s", err)
+        return 1
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return main(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
