@@ -3,6 +3,14 @@
 Every backend returns the same :class:`DetectedFace` records, largest face first, with
 landmarks in the project order (left eye, right eye, nose tip, left mouth corner, right
 mouth corner, as seen in the image), ready for :func:`lightface.data.align.align_face`.
+
+Offline fallback: a small YuNet detector (OpenCV Zoo ``face_detection_yunet_2023mar``,
+MIT licence, 232 KB) ships inside the package (``lightface/weights/``, sha256-checked,
+the ``"detection"`` entry of :func:`lightface.models.list_pretrained`). When an InsightFace
+model pack given by name (the default ``"buffalo_l"``) cannot be loaded, typically because
+it cannot be downloaded on an offline machine, :class:`FaceDetector` logs a warning saying
+why and runs the shipped YuNet instead, so whole photos still work. ``"yunet"`` selects it
+directly; ``fallback=False`` raises instead.
 """
 from __future__ import annotations
 
@@ -17,13 +25,31 @@ import numpy as np
 
 from .io import to_bgr
 
-__all__ = ["DetectedFace", "FaceDetector", "DetectorError"]
+__all__ = ["DetectedFace", "FaceDetector", "DetectorError", "shipped_detector_path", "SHIPPED_DETECTOR"]
 
 logger = logging.getLogger(__name__)
 
 
+#: the name that selects the YuNet detector shipped inside lightface
+SHIPPED_DETECTOR = "yunet"
+
+
 class DetectorError(RuntimeError):
     """A detector that cannot be found, downloaded or loaded."""
+
+
+def shipped_detector_path() -> Path:
+    """The YuNet ONNX file that ships inside lightface (the manifest's ``"detection"`` default).
+
+    Raises:
+        DetectorError: the file is missing or its sha256 differs (a damaged install).
+    """
+    from ..models.pretrained import PretrainedError, default_weights
+
+    try:
+        return default_weights("detection").path()
+    except PretrainedError as err:
+        raise DetectorError(f"the face detector shipped with lightface is unusable: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,17 @@ def _is_yunet(path: Path) -> bool:
     return "yunet" in path.name.lower()
 
 
+def _is_pack_name(spec: str) -> bool:
+    """A bare InsightFace pack name ("buffalo_l"), not a path to a file or folder."""
+    return "/" not in spec and "\\" not in spec and not Path(spec).expanduser().exists()
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.__cause__ or err
+    text = " ".join(str(cause).split())
+    return f"{type(cause).__name__}: {text[:200]}" + ("..." if len(text) > 200 else "")
+
+
 class FaceDetector:
     """Detect faces and their 5 landmarks.
 
@@ -96,7 +133,8 @@ class FaceDetector:
             - a path to an InsightFace detector ``.onnx`` (SCRFD, RetinaFace), e.g.
               ``det_500m.onnx``;
             - a path to an OpenCV YuNet ``.onnx`` (recognised by ``yunet`` in the file
-              name) or ``"yunet:<path>"`` for any file name.
+              name) or ``"yunet:<path>"`` for any file name;
+            - ``"yunet"``: the YuNet detector shipped inside lightface (offline, sha256-checked).
         det_size: the image is resized (keeping its aspect ratio, padded) to fit
             ``det_size x det_size`` for detection; coordinates are returned in the
             original image.
@@ -108,6 +146,15 @@ class FaceDetector:
         pad_retry: when nothing is found, detect again on the image padded with black
             borders of ``pad_retry * max(H, W)`` on every side (face-filling crops, e.g.
             512x512 aligned faces, are often missed otherwise); 0 disables the retry.
+        fallback: when ``model`` is an InsightFace pack name that cannot be loaded (not
+            installed, no network to download it, a broken pack), log a warning and run the
+            shipped YuNet instead (``False``: raise :class:`DetectorError`). Explicit file or
+            folder paths never fall back.
+
+    Attributes:
+        backend: ``"insightface"`` or ``"yunet"`` (the detector that actually runs).
+        model: what runs: the pack name or file given, or ``"yunet"`` (shipped).
+        fallback_reason: why the requested pack was replaced by the shipped YuNet, else None.
 
     Example:
         >>> det = FaceDetector("../shared/models/det_500m.onnx")
@@ -124,6 +171,7 @@ class FaceDetector:
         providers: Optional[Sequence[str]] = None,
         root: Union[str, os.PathLike] = "~/.insightface",
         pad_retry: float = 0.25,
+        fallback: bool = True,
     ):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -137,10 +185,13 @@ class FaceDetector:
         self.det_size = int(det_size)
         self.threshold = float(threshold)
         self.model = str(model)
+        self.fallback_reason: Optional[str] = None
         spec = str(model)
         self._yunet = None
         self._insight = None
-        if spec.startswith("yunet:"):
+        if spec.lower() == SHIPPED_DETECTOR:
+            self._load_yunet(shipped_detector_path())
+        elif spec.startswith("yunet:"):
             self._load_yunet(Path(spec[len("yunet:"):]).expanduser())
         else:
             path = Path(spec).expanduser()
@@ -151,13 +202,29 @@ class FaceDetector:
                     self._load_yunet(path)
                 else:
                     self._load_insightface_onnx(path, _providers_for(device, providers))
+            elif fallback and _is_pack_name(spec):
+                chosen = _providers_for(device, providers)
+                try:
+                    self._load_pack(spec, root, chosen)
+                except (DetectorError, ImportError) as err:
+                    self._fall_back(spec, err)
             else:
                 self._load_pack(spec, root, _providers_for(device, providers))
         self.backend = "yunet" if self._yunet is not None else "insightface"
-        logger.info("face detector %s (%s), det_size=%d, threshold=%.2f", spec, self.backend,
+        logger.info("face detector %s (%s), det_size=%d, threshold=%.2f", self.model, self.backend,
                     self.det_size, self.threshold)
 
     # -- loading ---------------------------------------------------------------------
+    def _fall_back(self, pack: str, err: BaseException) -> None:
+        """Run the shipped YuNet instead of the pack that could not be loaded (logged as a warning)."""
+        path = shipped_detector_path()
+        self._load_yunet(path)
+        self.model = SHIPPED_DETECTOR
+        self.fallback_reason = f"the InsightFace model pack {pack!r} could not be loaded ({_reason(err)})"
+        logger.warning("face detector: %s; running the YuNet detector shipped with lightface instead (%s, OpenCV "
+                       "FaceDetectorYN, offline). For the best alignment pass detector= an InsightFace pack folder or "
+                       "a detector .onnx such as det_500m.onnx", self.fallback_reason, path.name)
+
     def _load_yunet(self, path: Path) -> None:
         if not path.is_file():
             raise DetectorError(f"YuNet model file not found: {path}")
@@ -190,7 +257,13 @@ class FaceDetector:
         self._prepare_insight(det, providers)
 
     def _load_pack(self, name: str, root, providers: List[str]) -> None:
-        from insightface.app import FaceAnalysis
+        # insightface imports albumentations, whose update check blocks for minutes on an offline machine
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+        try:
+            from insightface.app import FaceAnalysis
+        except ImportError as err:
+            raise DetectorError(f"cannot load the InsightFace model pack {name!r}: insightface is not installed "
+                                f"({err}); pip install insightface, or pass a YuNet .onnx / 'yunet'") from err
 
         try:
             app = FaceAnalysis(name=name, root=str(root), allowed_modules=["detection"], providers=providers)
@@ -257,4 +330,6 @@ class FaceDetector:
         return boxes, scores, kps
 
     def __repr__(self) -> str:
-        return f"FaceDetector({self.model!r}, backend={self.backend}, det_size={self.det_size}, threshold={self.threshold})"
+        fb = ", fallback=True" if self.fallback_reason else ""
+        return (f"FaceDetector({self.model!r}, backend={self.backend}, det_size={self.det_size}, "
+                f"threshold={self.threshold}{fb})")

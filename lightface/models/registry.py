@@ -46,9 +46,13 @@ def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[in
     if pretrained:
         if weights is not None:
             raise ValueError("give either weights= or pretrained=True, not both")
-        from .pretrained import get_pretrained
+        from .pretrained import PretrainedError, get_pretrained
 
         entry = get_pretrained(key)
+        if entry.arch not in MODEL_BUILDERS:
+            hint = " (use lightface.data.detect.FaceDetector('yunet'))" if entry.task == "detection" else ""
+            raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.task} model ({entry.arch}), not a "
+                                  f"get_model architecture{hint}")
         kwargs = {**entry.model_kwargs, **kwargs}
         key, weights = entry.arch, str(entry.path())
     if key not in MODEL_BUILDERS:

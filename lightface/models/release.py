@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from .checkpoint import read_model_checkpoint, save_model_checkpoint
-from .pretrained import MANIFEST, WEIGHTS_DIR, PretrainedWeights, _read_manifest, sha256_of
+from . import pretrained as _pt
+from .pretrained import PretrainedWeights, _read_manifest, sha256_of
 
 __all__ = ["release_weights", "render_model_card", "MAX_SHIPPED_MB"]
 
@@ -25,9 +26,10 @@ TASKS = ("recognition", "super_resolution", "frontalization")
 
 
 def _write_manifest(data: Dict[str, Any]) -> None:
-    tmp = MANIFEST.with_name(MANIFEST.name + ".tmp")
+    manifest = _pt.MANIFEST  # looked up at call time: tests point it at a temporary folder
+    tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, MANIFEST)
+    os.replace(tmp, manifest)
 
 
 def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, Any]] = None,
@@ -70,8 +72,9 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     model = get_model(ckpt.arch, **kwargs)
     model.load_state_dict(half)  # all or nothing: the shipped state rebuilds the architecture exactly
     params = sum(p.numel() for p in model.parameters())
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = WEIGHTS_DIR / f".{name}.pt.tmp"
+    weights_dir = _pt.WEIGHTS_DIR
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights_dir / f".{name}.pt.tmp"
     save_model_checkpoint(tmp, model.half(), ckpt.arch, kwargs, pretrained_name=name,
                           verification_threshold=(meta or {}).get("threshold"))
     size_mb = tmp.stat().st_size / 2**20
@@ -79,7 +82,7 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
         tmp.unlink()
         raise ValueError(f"{name}: {size_mb:.1f} MB is over the {MAX_SHIPPED_MB:g} MB limit of a shipped model")
     digest = sha256_of(tmp)
-    final = WEIGHTS_DIR / f"{name}-{digest[:8]}.pt"
+    final = weights_dir / f"{name}-{digest[:8]}.pt"
     os.replace(tmp, final)
     entry = PretrainedWeights(name=name, arch=ckpt.arch, task=task, file=final.name, sha256=digest,
                               model_kwargs=kwargs, preprocessing=dict(preprocessing or {}),
@@ -91,8 +94,8 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
         data["defaults"][alias] = name
     _write_manifest(data)
     for w in old:
-        if w["file"] != final.name and (WEIGHTS_DIR / w["file"]).is_file():
-            (WEIGHTS_DIR / w["file"]).unlink()
+        if w["file"] != final.name and (weights_dir / w["file"]).is_file():
+            (weights_dir / w["file"]).unlink()
     return entry
 
 
@@ -114,8 +117,9 @@ def render_model_card(intro: str = "") -> str:
     entries = [PretrainedWeights(**w) for w in data["weights"]]
     for w in entries:
         s = w.summary()
+        params = f"{s['params']:,}" if isinstance(s["params"], int) else "-"
         lines.append(f"| `{w.name}` | {w.arch} | {w.task} | {', '.join(s['default_for']) or '-'} | {s['size_mb']} | "
-                     f"{s['params']:,} | `{w.sha256[:16]}...` |")
+                     f"{params} | `{w.sha256[:16]}...` |")
     for w in entries:
         m = w.meta
         lines += ["", f"## `{w.name}`", ""]
