@@ -277,12 +277,13 @@ class FaceEmbedder:
             raise TypeError(f"weights must be a checkpoint path or an nn.Module, got {type(weights).__name__}")
         from .models import get_model
         from .models.checkpoint import build_from_checkpoint, load_weights, read_model_checkpoint
+        from .models.lightcnn import LightCNN
 
         ckpt = read_model_checkpoint(weights)
         stored = ckpt.extra.get("verification_threshold")
         stored = float(stored) if isinstance(stored, (int, float)) else None
-        if arch is None:
-            return build_from_checkpoint(ckpt, num_classes=0), stored
+        if arch is None:  # a TP-GAN or super-resolution checkpoint is refused here, naming its arch
+            return build_from_checkpoint(ckpt, num_classes=0, expect=LightCNN), stored
         if ckpt.arch and ckpt.arch != arch:
             raise ValueError(f"{weights}: the checkpoint holds a {ckpt.arch!r} model but arch={arch!r} was given")
         return load_weights(get_model(arch, num_classes=0), ckpt), stored

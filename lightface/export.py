@@ -49,8 +49,9 @@ class _FeaturesOnly(nn.Module):
 def _prepare(model: ModelLike) -> nn.Module:
     if isinstance(model, (str, os.PathLike)):
         from .models.checkpoint import build_from_checkpoint
+        from .models.lightcnn import LightCNN
 
-        model = build_from_checkpoint(model, num_classes=0)
+        model = build_from_checkpoint(model, num_classes=0, expect=LightCNN)
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module or a checkpoint path, got {type(model).__name__}")
     model = getattr(model, "_orig_mod", model)

@@ -232,3 +232,179 @@ def test_restore_pipelines_do_not_overwrite_outputs(tmp_path, pipeline):
         rel = Path(p["input"]).relative_to(tmp_path / "in").as_posix()
         crop = next(o for o in p["outputs"] if "/cropped_faces/" in o)
         assert abs(int(cv2.imread(crop)[5, 5, 0]) - imgs[rel]) <= 2, (rel, crop)
+
+
+# -- 5.8 bad checkpoints ---------------------------------------------------------------------
+def _bad_files(tmp_path):
+    import argparse
+
+    import torch
+
+    files = {"empty": tmp_path / "empty.pt", "text": tmp_path / "text.pt", "truncated": tmp_path / "trunc.pt",
+             "unsafe": tmp_path / "unsafe.pt"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("hello world\n")
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    # an arbitrary object: weights_only loading must refuse it (and never advise weights_only=False)
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, files["unsafe"])
+    return files
+
+
+def test_bad_checkpoint_files_give_clear_errors_and_no_unsafe_advice(tmp_path):
+    from lightface.engine.checkpoint import CheckpointLoadError, load_checkpoint
+
+    files = _bad_files(tmp_path)
+    expected = {"empty": "empty (0 bytes)", "text": "not a readable PyTorch checkpoint",
+                "truncated": "central directory", "unsafe": "Unsupported global"}
+    for kind, path in files.items():
+        with pytest.raises(CheckpointLoadError) as info:
+            load_checkpoint(path)
+        msg = str(info.value)
+        assert str(path) in msg and expected[kind] in msg, msg
+        assert "weights_only=False" not in msg and "will likely succeed" not in msg and "safe_globals" not in msg
+        assert "\x1b[" not in msg  # no terminal escapes from torch's message
+    with pytest.raises(CheckpointLoadError, match="not a regular file"):
+        load_checkpoint(tmp_path)
+
+
+def _checkpoints(tmp_path):
+    import torch
+
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+    from lightface.models.wavelet_srnet import WaveletSRNet
+
+    torch.manual_seed(0)
+    sr_kw = dict(scale=2, output_size=16, channels=8, num_blocks=1, head_channels=8)
+    tp_kw = dict(width=8, noise_dim=4, feature_dim=8)
+    sr = WaveletSRNet(**sr_kw)
+    out = {
+        "sr": save_model_checkpoint(tmp_path / "sr.pth", sr, "wavelet_srnet", sr_kw),
+        "tpgan": save_model_checkpoint(tmp_path / "tp.pth", get_model("tpgan", **tp_kw), "tpgan", tp_kw),
+        "lightcnn": save_model_checkpoint(tmp_path / "l9.pth", get_model("lightcnn9", num_classes=0), "lightcnn9",
+                                          {"num_classes": 0}),
+    }
+    with torch.no_grad():
+        next(sr.parameters()).view(-1)[0] = float("nan")
+    out["sr_nan"] = save_model_checkpoint(tmp_path / "sr_nan.pth", sr, "wavelet_srnet", sr_kw)
+    sr_inf = WaveletSRNet(**sr_kw)
+    out["sr_inf_ema"] = save_model_checkpoint(
+        tmp_path / "sr_inf_ema.pth", sr_inf, "wavelet_srnet", sr_kw,
+        ema_state_dict={k: v.clone().fill_(float("inf")) if v.is_floating_point() else v
+                        for k, v in sr_inf.state_dict().items()})
+    return out
+
+
+def test_wrong_architecture_checkpoints_are_refused_by_name(tmp_path):
+    from lightface.embed import FaceEmbedder
+    from lightface.losses.identity import load_identity_network
+    from lightface.models.checkpoint import WrongArchitectureError
+    from lightface.restore.frontalizer import Frontalizer
+    from lightface.restore.super_resolver import SuperResolver
+
+    ck = _checkpoints(tmp_path)
+    for kind in ("tpgan", "sr"):  # was: a TP-GAN accepted as a face embedder; an SR model a raw TypeError
+        with pytest.raises(WrongArchitectureError, match=r"holds a '(tpgan|wavelet_srnet)' model .*LightCNN"):
+            FaceEmbedder(ck[kind], device="cpu")
+        with pytest.raises(WrongArchitectureError, match="LightCNN"):
+            load_identity_network(ck[kind])
+    with pytest.raises(WrongArchitectureError, match="not a wavelet_srnet checkpoint .*'tpgan'"):
+        SuperResolver(ck["tpgan"], device="cpu")
+    with pytest.raises(WrongArchitectureError, match="not a tpgan checkpoint .*'lightcnn9'"):
+        Frontalizer(ck["lightcnn"], device="cpu")
+    # a file holding a bare tensor (not a dict): a message, not an AttributeError
+    import torch
+
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    for cls in (SuperResolver, Frontalizer):
+        with pytest.raises(ValueError, match="expected a checkpoint dict"):
+            cls(tmp_path / "tensor.pt", device="cpu")
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    import torch
+
+    from lightface.models import get_model
+    from lightface.models.checkpoint import NonFiniteWeightsError, build_from_checkpoint, load_weights
+    from lightface.restore.super_resolver import SuperResolver
+
+    ck = _checkpoints(tmp_path)
+    with pytest.raises(NonFiniteWeightsError, match="NaN or infinite"):
+        SuperResolver(ck["sr_nan"], device="cpu")
+    SuperResolver(ck["sr_inf_ema"], device="cpu", ema=False)  # the raw weights are fine
+    with pytest.raises(NonFiniteWeightsError, match="EMA weight"):
+        SuperResolver(ck["sr_inf_ema"], device="cpu")
+    model = get_model("wavelet_srnet", scale=2, output_size=16, channels=8, num_blocks=1, head_channels=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteWeightsError):
+        load_weights(model, ck["sr_nan"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "a refused load changed the model"
+    with pytest.raises(NonFiniteWeightsError):
+        build_from_checkpoint(ck["sr_nan"])
+
+
+# -- 5.11 stray temporary files after a killed save; full disk --------------------------------
+def test_killed_checkpoint_saves_do_not_accumulate_temporary_files(tmp_path):
+    target = tmp_path / "last.pt"
+    # a kill at the worst moment (after the data, before the rename), three times (one torch import, three forks)
+    code = ("import os, signal, torch; from lightface.engine import checkpoint as c\n"
+            "c.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "for _ in range(3):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            f"        c.save_atomic({{'w': torch.zeros(100000)}}, {str(target)!r}); os._exit(0)\n"
+            "    print(os.waitpid(pid, 0)[1] & 0x7f)\n")
+    r = _run("-c", code)
+    assert r.stdout.split() == ["9", "9", "9"], r.stdout + r.stderr  # each save was SIGKILLed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.tmp"]  # one reused file, not three
+    (tmp_path / ".last.pt.k3j4h5g6.tmp").write_bytes(b"x" * 100)  # left by an older lightface
+    import torch
+
+    from lightface.engine.checkpoint import load_checkpoint, save_atomic
+
+    save_atomic({"w": torch.ones(3)}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.equal(load_checkpoint(target)["w"], torch.ones(3))
+
+
+def test_save_atomic_leaves_a_concurrent_save_alone(tmp_path):
+    import fcntl
+
+    import torch
+
+    from lightface.engine.checkpoint import load_checkpoint, save_atomic
+
+    busy = tmp_path / ".ck.pt.tmp"
+    fd = os.open(busy, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process is saving ck.pt right now
+    try:
+        save_atomic({"w": torch.ones(2)}, tmp_path / "ck.pt")
+        assert busy.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".ck.pt.tmp", "ck.pt"]
+        assert torch.equal(load_checkpoint(tmp_path / "ck.pt")["w"], torch.ones(2))
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_is_said_plainly(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from lightface.engine import checkpoint as ck
+
+    target = ck.save_atomic({"w": torch.zeros(4)}, tmp_path / "last.pt")
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", full)
+    with pytest.raises(OSError, match=r"no space left on device while saving checkpoint .*last\.pt.*needs about "
+                                      r"3\.8 MB.*free") as info:
+        ck.save_atomic({"w": torch.zeros(1000000)}, target)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert torch.equal(ck.load_checkpoint(target)["w"], torch.zeros(4))  # the previous checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -129,7 +129,9 @@ def relabel_lmdb(
     if ckpt_classes is not None and [str(c) for c in ckpt_classes] != classes:
         raise ValueError(f"{weights} was trained on other classes than {data}; relabel needs the model of this data set")
     dev = resolve_device(device)
-    model = build_from_checkpoint(raw, map_location=dev)
+    from ..models.lightcnn import LightCNN
+
+    model = build_from_checkpoint(raw, map_location=dev, expect=LightCNN)
     num_classes = getattr(model, "num_classes", 0)
     if num_classes != len(classes):
         raise ValueError(f"{weights}: classifier has {num_classes} outputs but {data} has {len(classes)} classes")

@@ -47,8 +47,9 @@ def load_identity_network(network: NetworkLike, default_arch: str = "lightcnn29v
         network = get_model(default_arch, num_classes=0)
     elif isinstance(network, (str, os.PathLike)):
         from ..models.checkpoint import build_from_checkpoint
+        from ..models.lightcnn import LightCNN
 
-        network = build_from_checkpoint(network, num_classes=0)
+        network = build_from_checkpoint(network, num_classes=0, expect=LightCNN)  # a recogniser, not a GAN
     elif not isinstance(network, nn.Module):
         raise TypeError(f"identity network must be an nn.Module, a checkpoint path or None, got {type(network).__name__}")
     for p in network.parameters():

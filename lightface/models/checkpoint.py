@@ -16,22 +16,29 @@ Every file is read with ``torch.load(weights_only=True)`` (via
 :func:`lightface.engine.checkpoint.load_checkpoint`): a checkpoint never runs code.
 Loading is all-or-nothing: a key or shape mismatch raises :class:`CheckpointMismatchError`
 naming the expected and found keys/shapes. The only deliberate exceptions are the
-classifier rules documented in :func:`load_weights`.
+classifier rules documented in :func:`load_weights`. A checkpoint of another kind of
+model (a TP-GAN generator given as a face recogniser) raises
+:class:`WrongArchitectureError` naming both; weights holding NaN or infinity (a diverged
+run) raise :class:`NonFiniteWeightsError` instead of giving black images.
 """
 import logging
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..engine.checkpoint import load_checkpoint, save_atomic
-from .registry import get_model
+from .registry import MODEL_BUILDERS, get_model
 
 __all__ = [
     "CheckpointMismatchError",
+    "WrongArchitectureError",
+    "NonFiniteWeightsError",
+    "check_finite",
     "ModelCheckpoint",
     "read_model_checkpoint",
     "save_model_checkpoint",
@@ -50,6 +57,60 @@ _CLASSIFIER = "classifier."
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's keys or shapes do not match the model (nothing was loaded)."""
+
+
+class WrongArchitectureError(CheckpointMismatchError):
+    """The checkpoint holds another kind of model than the one asked for (nothing was built)."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """The checkpoint's weights hold NaN or infinite values (nothing was loaded)."""
+
+
+ExpectedType = Union[Type[nn.Module], Tuple[Type[nn.Module], ...]]
+
+
+def _arch_class(arch: Optional[str]) -> Optional[type]:
+    """The class a registered builder returns (the builder itself, or its return annotation), else None."""
+    builder = MODEL_BUILDERS.get(str(arch).lower()) if arch else None
+    if builder is None:
+        return None
+    if isinstance(builder, type):
+        return builder
+    try:
+        hint = typing.get_type_hints(builder).get("return")
+    except Exception:  # unresolvable annotations: decided after building
+        return None
+    return hint if isinstance(hint, type) else None
+
+
+def _expected_names(expect: ExpectedType) -> str:
+    classes = expect if isinstance(expect, tuple) else (expect,)
+    archs = sorted(a for a in MODEL_BUILDERS if (c := _arch_class(a)) is not None and issubclass(c, classes)
+                   and not a.startswith("test_"))
+    kinds = " or ".join(c.__name__ for c in classes)
+    return f"a {kinds} model" + (f" (arch {', '.join(archs)})" if archs else "")
+
+
+def _describe_arch(arch: Optional[str]) -> str:
+    cls = _arch_class(arch)
+    return f"a {arch!r} model" + (f" ({cls.__name__})" if cls is not None else "")
+
+
+def check_finite(state: Mapping[str, Any], source: str = "<state>", what: str = "weights") -> None:
+    """Raise :class:`NonFiniteWeightsError` when a floating tensor of ``state`` holds NaN or +-inf.
+
+    A run that diverged saves such weights; loaded silently they turn every output into
+    NaN (black images, NaN embeddings).
+    """
+    bad = [k for k, v in state.items()
+           if isinstance(v, Tensor) and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" ... (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise NonFiniteWeightsError(
+            f"{source}: {len(bad)} of {len(state)} {what} tensors hold NaN or infinite values ({shown}); the "
+            "training run that saved it diverged. Nothing was loaded: use an earlier checkpoint (or the EMA "
+            "weights, ema=True), or retrain with a lower learning rate")
 
 
 @dataclass
@@ -243,6 +304,7 @@ def load_weights(
     Raises:
         CheckpointMismatchError: missing / unexpected keys or shape mismatches (message lists
             the expected and found keys and shapes); the model is left unchanged.
+        NonFiniteWeightsError: a weight holds NaN or infinity; the model is left unchanged.
     """
     ckpt = read_model_checkpoint(path_or_state, map_location)
     target = _unwrap(model)
@@ -277,6 +339,7 @@ def load_weights(
             lines.append("  the checkpoint has no classifier: pass ignore_classifier=True to keep the model's "
                          "(fine-tuning), or build the model with num_classes=None")
         raise CheckpointMismatchError("\n".join(lines))
+    check_finite(state, ckpt.source, "EMA weight" if ema else "weight")
     target.load_state_dict(state, strict=not ignore_classifier)
     return model
 
@@ -287,6 +350,7 @@ def build_from_checkpoint(
     ema: bool = False,
     num_classes: Optional[int] = None,
     map_location: Union[str, torch.device] = "cpu",
+    expect: Optional[ExpectedType] = None,
 ) -> nn.Module:
     """Build the model a checkpoint describes and load it; returned in eval mode on ``map_location``.
 
@@ -295,8 +359,17 @@ def build_from_checkpoint(
 
     Args:
         ema: load the EMA weights (project checkpoints that saved them).
-        num_classes: Light CNN only: override the classifier size (0 drops it, any other
-            differing size keeps a fresh classifier and loads the backbone).
+        num_classes: models with a classifier (Light CNN): override its size (0 drops it,
+            any other differing size keeps a fresh classifier and loads the backbone);
+            ignored for models without one.
+        expect: the model class(es) the caller needs (e.g. ``LightCNN`` for a face
+            recogniser); a checkpoint of another kind raises before anything is built.
+    Raises:
+        WrongArchitectureError: the checkpoint holds another kind of model than ``expect``,
+            or its ``model_kwargs`` do not fit its architecture's builder.
+        NonFiniteWeightsError: the weights hold NaN or infinity.
+        CheckpointLoadError / FileNotFoundError: the file cannot be read (see
+            :func:`lightface.engine.checkpoint.load_checkpoint`).
     """
     ckpt = read_model_checkpoint(path_or_state, map_location)
     if ckpt.arch is None:
@@ -304,12 +377,47 @@ def build_from_checkpoint(
             f"{ckpt.source}: cannot tell which model these weights belong to (not a lightface checkpoint and not "
             "a Light CNN state_dict); build the model with get_model(name) and call load_weights(model, path)"
         )
+    if ckpt.arch.lower() not in MODEL_BUILDERS:
+        raise WrongArchitectureError(
+            f"{ckpt.source}: the checkpoint's arch {ckpt.arch!r} is not a registered model "
+            f"(known: {', '.join(sorted(MODEL_BUILDERS))})")
+    if expect is not None:
+        cls = _arch_class(ckpt.arch)
+        if cls is not None and not issubclass(cls, expect):
+            raise WrongArchitectureError(
+                f"{ckpt.source} holds {_describe_arch(ckpt.arch)}, not {_expected_names(expect)} as needed here")
     kwargs = dict(ckpt.model_kwargs)
     ignore = False
-    if num_classes is not None:
+    if num_classes is not None and ("num_classes" in kwargs or _accepts(ckpt.arch, "num_classes")):
         ignore = num_classes != 0 and kwargs.get("num_classes") not in (None, num_classes)
         kwargs["num_classes"] = num_classes
-    model = get_model(ckpt.arch, **kwargs)
+    try:
+        model = get_model(ckpt.arch, **kwargs)
+    except TypeError as err:
+        raise WrongArchitectureError(
+            f"{ckpt.source}: its model_kwargs {kwargs} do not fit {_describe_arch(ckpt.arch)} ({err}); "
+            "the checkpoint was written for another architecture or another lightface version") from err
+    if expect is not None and not isinstance(model, expect):
+        raise WrongArchitectureError(
+            f"{ckpt.source} holds {_describe_arch(ckpt.arch)} ({type(model).__name__}), not "
+            f"{_expected_names(expect)} as needed here")
     load_weights(model, ckpt, ema=ema, ignore_classifier=ignore)
     return model.to(map_location).eval()
 
+
+def _accepts(arch: str, name: str) -> bool:
+    """Whether the builder of ``arch`` (or the class it returns) takes keyword ``name``."""
+    import inspect
+
+    for fn in (MODEL_BUILDERS.get(arch.lower()), _arch_class(arch)):
+        if fn is None:
+            continue
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        if name in params:
+            return True
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return False
+    return False

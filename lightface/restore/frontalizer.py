@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from ..data.pose_pairs import facing as face_direction
-from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import resolve_device
-from ..models.checkpoint import build_from_checkpoint
+from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.tpgan import TPGANGenerator
 from .folder import iter_batches
 from .paste import as_bgr, detect_and_align, paste_face
@@ -80,14 +79,14 @@ class Frontalizer:
         if isinstance(weights, TPGANGenerator):
             model = weights
         else:
-            ckpt = load_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
-            if not isinstance(ckpt, dict) or ckpt.get("arch") != "tpgan":
-                arch = ckpt.get("arch") if isinstance(ckpt, dict) else type(ckpt).__name__
-                raise ValueError(f"{weights}: not a tpgan checkpoint (arch {arch!r}); pass "
-                                 "OUT/checkpoints/final.pth written by pipelines.train_frontalization")
-            use_ema = ema and ckpt.get("ema_state_dict") is not None
-            model = build_from_checkpoint(ckpt, ema=use_ema)
-            config = ckpt.get("config") or {}
+            ckpt = read_model_checkpoint(weights)
+            if ckpt.arch != "tpgan":
+                raise WrongArchitectureError(
+                    f"{ckpt.source}: not a tpgan checkpoint (it holds arch {ckpt.arch!r}); pass "
+                    "OUT/checkpoints/final.pth written by pipelines.train_frontalization")
+            use_ema = ema and ckpt.ema_state_dict is not None
+            model = build_from_checkpoint(ckpt, ema=use_ema, expect=TPGANGenerator)  # NaN weights are refused
+            config = ckpt.extra.get("config") or {}
             log.info("Frontalizer: %s (%s weights)", weights if isinstance(weights, (str, os.PathLike)) else "checkpoint",
                      "EMA" if use_ema else "raw")
         self.model = model.to(self.device).eval()

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from ..data.align import align_face
-from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import resolve_device
-from ..models.checkpoint import build_from_checkpoint
+from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import iter_batches
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
@@ -67,12 +66,13 @@ class SuperResolver:
         if isinstance(weights, WaveletSRNet):
             model = weights
         else:
-            ckpt = load_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
-            if ckpt.get("arch") != "wavelet_srnet":
-                raise ValueError(f"{weights}: not a wavelet_srnet checkpoint (arch {ckpt.get('arch')!r}); "
-                                 "pass the model.pth written by pipelines.train_super_resolution")
-            use_ema = ema and ckpt.get("ema_state_dict") is not None
-            model = build_from_checkpoint(ckpt, ema=use_ema)
+            ckpt = read_model_checkpoint(weights)
+            if ckpt.arch != "wavelet_srnet":
+                raise WrongArchitectureError(
+                    f"{ckpt.source}: not a wavelet_srnet checkpoint (it holds arch {ckpt.arch!r}); pass the model.pth "
+                    "written by pipelines.train_super_resolution")
+            use_ema = ema and ckpt.ema_state_dict is not None
+            model = build_from_checkpoint(ckpt, ema=use_ema, expect=WaveletSRNet)  # NaN weights are refused
             log.info("SuperResolver: %s (%s weights)", weights, "EMA" if use_ema else "raw")
         self.model = model.to(self.device).eval()
         self.scale = self.model.scale
