@@ -24,6 +24,7 @@ from typing import List, Optional
 from lightface.data.align import TEMPLATES
 from lightface.data.build import DatasetLockedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
+from pipelines._argtypes import non_negative_int, positive_int
 
 logger = logging.getLogger("pipelines.build_lmdb")
 
@@ -63,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--detect", metavar="MODEL", default=None,
                    help="detect the largest face with this detector (InsightFace pack name, detector .onnx, "
                         "YuNet .onnx or yunet:PATH) for images without landmarks; images without a face are skipped")
-    a.add_argument("--det-size", type=int, default=640, help="detector input size")
+    a.add_argument("--det-size", type=positive_int, default=640, help="detector input size")
     a.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")
     a.add_argument("--source-template", choices=TEMPLATES, default=None,
@@ -71,10 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "--template (None = unaligned, except RecordIO sources: arcface)")
     s = p.add_argument_group("build")
     s.add_argument("--root", default=None, help="root folder of relative paths in a list file (None = the list file's folder)")
-    s.add_argument("--workers", type=int, default=0, help="parallel decode/align/encode processes (0 = main process)")
+    s.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes (0 = main process)")
     s.add_argument("--shuffle", action="store_true", help="store samples in a random order (fixed by --seed)")
     s.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    s.add_argument("--batch-size", type=int, default=256, help="samples per LMDB commit")
+    s.add_argument("--batch-size", type=positive_int, default=256, help="samples per LMDB commit")
     s.add_argument("--resume", action="store_true", help="continue an interrupted build of OUT (same arguments)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset at OUT")
     s.add_argument("--strict", action="store_true", help="exit with code 1 when any file was skipped")

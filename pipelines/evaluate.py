@@ -20,6 +20,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from pipelines._argtypes import positive_int
 from pipelines.extract_embeddings import add_embedder_arguments
 
 logger = logging.getLogger("pipelines.evaluate")
@@ -39,7 +40,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     how.add_argument("--detector", default=None, help="detect and align faces: InsightFace pack name or detector .onnx")
     p.add_argument("--out", default="report.json", help="JSON report path")
     p.add_argument("--plot", default=None, help="ROC plot PNG path (none when omitted)")
-    p.add_argument("--folds", type=int, default=10, help="cross-validation folds when the pair list has none")
+    p.add_argument("--folds", type=positive_int, default=10, help="cross-validation folds when the pair list has none")
     return p
 
 
@@ -70,6 +71,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     from lightface.embed import FaceEmbedder, similarity
     from lightface.eval.verification import plot_roc, read_pairs, verification_metrics
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     pairs = read_pairs(args.pairs, args.pairs_format, args.ext)
     root = Path(args.images)
     if not root.is_dir():

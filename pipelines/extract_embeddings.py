@@ -22,6 +22,7 @@ import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
 
+from pipelines._argtypes import positive_int
 logger = logging.getLogger("pipelines.extract_embeddings")
 
 
@@ -32,7 +33,7 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
     p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     return p
 

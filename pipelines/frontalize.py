@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from lightface.restore.folder import RestoreResult, restore_paths
+from pipelines._argtypes import positive_int
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--paste", action="store_true",
                    help="also write restored_imgs/: the photo with frontal views pasted back (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to output file names (default: none)")
-    p.add_argument("--batch-size", type=int, default=16, help="faces per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of EMA (default: EMA)")
     return p

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from lightface.engine.config import parse_with_config
+from pipelines._argtypes import non_negative_int, positive_int
 
 log = logging.getLogger("pipelines.relabel")
 
@@ -28,8 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="Light CNN checkpoint with a classifier over the classes of --data")
     p.add_argument("--out", required=True, help="the relabelled LMDB to write (with relabel_report.json, relabel_changes.csv)")
     p.add_argument("--threshold", type=float, default=0.7, help="probability needed to switch a disagreeing label")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--resize", type=int, default=None, help="evaluation resize; None: the checkpoint's training --resize, else 144")
     p.add_argument("--crop", type=int, default=None, help="evaluation centre crop; None: the checkpoint's training --crop, else 128")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lightface.restore.folder import RestoreResult, list_images, restore_paths
 from lightface.restore.super_resolver import SuperResolver, evaluate_super_resolution
+from pipelines._argtypes import positive_int
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-center-face", action="store_true", help="restore only the face closest to the image centre (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to restored file names (default: none)")
     p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg"), help="restored_imgs extension; auto = the input's (PNG for RGBA) (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="faces per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones (default: EMA)")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")

@@ -408,3 +408,54 @@ def test_full_disk_is_said_plainly(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(ck.load_checkpoint(target)["w"], torch.zeros(4))  # the previous checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+# -- 5.10 batch sizes --------------------------------------------------------------------------
+_REQUIRED = {
+    "build_lmdb": ["src", "out"],
+    "evaluate": ["--weights", "w", "--pairs", "p", "--images", "i"],
+    "extract_embeddings": ["--weights", "w", "-i", "x", "-o", "y"],
+    "super_resolve": ["-o", "y", "--weights", "w", "-i", "x"],
+    "frontalize": ["-o", "y", "--weights", "w", "-i", "x"],
+    "relabel": ["--data", "d", "--weights", "w", "--out", "o"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(_REQUIRED))
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_cli_batch_size_must_be_positive(name, value, capsys):
+    import importlib
+
+    parser = importlib.import_module(f"pipelines.{name}").get_args_parser()
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(_REQUIRED[name] + ["--batch-size", value])
+    assert info.value.code == 2
+    assert "--batch-size: must be a positive integer" in capsys.readouterr().err
+    assert parser.parse_args(_REQUIRED[name] + ["--batch-size", "3"]).batch_size == 3
+
+
+def test_library_batch_sizes_are_checked(tmp_path):
+    from lightface.data.build import write_lmdb
+    from lightface.restore.frontalizer import Frontalizer
+    from lightface.restore.super_resolver import SuperResolver
+
+    _images(tmp_path / "src" / "a")
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="--batch-size"):  # was: ZeroDivisionError
+            build_lmdb(tmp_path / "src", tmp_path / "out", size=32, batch_size=bad, progress=False)
+        with pytest.raises(ValueError, match="--batch-size"):
+            write_lmdb(tmp_path / "w", [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["a"], batch_size=bad)
+    with pytest.raises(ValueError, match="--workers"):
+        build_lmdb(tmp_path / "src", tmp_path / "out", size=32, workers=-1, progress=False)
+    assert not (tmp_path / "out").exists() and not partial_path(tmp_path / "out").exists()
+
+    from lightface.models import get_model
+    from lightface.models.wavelet_srnet import WaveletSRNet
+
+    sr = SuperResolver(WaveletSRNet(scale=2, output_size=16, channels=8, num_blocks=1, head_channels=8), device="cpu")
+    fr = Frontalizer(get_model("tpgan", width=8, noise_dim=4, feature_dim=8), device="cpu")
+    face = np.zeros((16, 16, 3), np.uint8)
+    for call in (lambda: sr.upscale_faces([face], batch_size=0), lambda: sr.restore(face, batch_size=0),
+                 lambda: fr.frontalize_faces([face], batch_size=0), lambda: fr.frontalize(face, batch_size=-2)):
+        with pytest.raises(ValueError, match="--batch-size"):
+            call()

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import numbers
 import os
 import shutil
 import sys
@@ -454,6 +455,14 @@ class _DatasetWriter:
             self.lock.release()
 
 
+def _check_counts(batch_size: int, workers: int = 0) -> None:
+    """``batch_size >= 1`` and ``workers >= 0`` (named with their flags: a 0 batch divided by zero before)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}")
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        raise ValueError(f"workers (--workers) must be an integer >= 0, got {workers!r}")
+
+
 def _fingerprint(plan_items: Sequence[SourceItem], options: Dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for it in plan_items:
@@ -539,6 +548,7 @@ def build_lmdb(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    _check_counts(batch_size=batch_size, workers=workers)
     plan: SourcePlan = open_source(src, landmarks=landmarks, list_root=list_root)
     if source_template is None and plan.source_template and not detect:
         source_template = plan.source_template
@@ -670,6 +680,7 @@ def write_lmdb(
         summary dict with ``out``, ``written``, ``seconds``.
     """
     t0 = time.perf_counter()
+    _check_counts(batch_size=batch_size)
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     out = Path(out)

@@ -19,6 +19,7 @@ folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
 (resized to the output) when written as PNG.
 """
 import logging
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,9 +257,15 @@ def restore_paths(
     return summary
 
 
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` when it is an integer >= 1, else ``ValueError`` naming ``--batch-size``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
 def iter_batches(items: Sequence, batch_size: int) -> Iterable[Sequence]:
-    """Consecutive slices of ``items`` of at most ``batch_size``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    """Consecutive slices of ``items`` of at most ``batch_size`` (checked eagerly by the callers)."""
+    check_batch_size(batch_size)
     for i in range(0, len(items), batch_size):
         yield items[i : i + batch_size]

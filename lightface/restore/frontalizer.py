@@ -24,7 +24,7 @@ from ..data.pose_pairs import facing as face_direction
 from ..engine.distributed import resolve_device
 from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.tpgan import TPGANGenerator
-from .folder import iter_batches
+from .folder import check_batch_size, iter_batches
 from .paste import as_bgr, detect_and_align, paste_face
 
 __all__ = ["Frontalizer", "FrontalizedFace"]
@@ -129,6 +129,7 @@ class Frontalizer:
         as given). A crop facing away from the model's training direction is mirrored
         before and after.
         """
+        check_batch_size(batch_size)
         crops = list(crops)
         facings = list(facings) if facings is not None else [None] * len(crops)
         if len(facings) != len(crops):
@@ -160,6 +161,7 @@ class Frontalizer:
         their 5 landmarks, mirrored to the model's direction when needed and frontalized.
         ``only_center_face`` keeps the face closest to the image centre. No face -> [].
         """
+        check_batch_size(batch_size)
         if self.detector is None:
             raise ValueError("Frontalizer.frontalize needs a face detector: Frontalizer(weights, detector=...) "
                              "(e.g. '../shared/models/det_500m.onnx'), or use frontalize_face for aligned crops")

@@ -16,7 +16,7 @@ from ..data.align import align_face
 from ..engine.distributed import resolve_device
 from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.wavelet_srnet import WaveletSRNet
-from .folder import iter_batches
+from .folder import check_batch_size, iter_batches
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
 from .paste import detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
 
@@ -94,6 +94,7 @@ class SuperResolver:
 
         Crops that are not ``input_size`` square are resized to it first (area / bicubic).
         """
+        check_batch_size(batch_size)
         out: List[np.ndarray] = []
         for chunk in iter_batches(list(crops), batch_size):
             batch = []
@@ -123,6 +124,7 @@ class SuperResolver:
         ``only_center_face``: keep only the face closest to the image centre.
         A photo without faces comes back bicubic-upscaled with an empty face list.
         """
+        check_batch_size(batch_size)
         if self.detector is None:
             raise ValueError("SuperResolver.restore needs a face detector: SuperResolver(weights, detector=...) "
                              "(e.g. '../shared/models/det_500m.onnx'), or use upscale_face for aligned crops")
