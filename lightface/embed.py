@@ -22,18 +22,37 @@ an unaligned or differently framed face gives poorer embeddings.
 
 ``aligned=False``: every image goes through the face detector (largest face) and is
 aligned to the Light CNN template first; :meth:`FaceEmbedder.embed_faces` returns every
-face of one image.
+face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
+cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
+runs instead and a warning says so (see :mod:`lightface.data.detect`).
+
+Weights
+-------
+``FaceEmbedder()`` with no ``weights`` loads the recogniser that ships inside lightface
+(:func:`lightface.models.default_weights` ``("recognition")``, sha256-checked; see
+``docs/model_zoo.md``) and logs its name and sha256 prefix. An explicit ``weights`` (a
+checkpoint path, an official Light CNN release, an ``.onnx`` file, an ``nn.Module``, or
+the name of a shipped entry) always wins. :attr:`FaceEmbedder.weights_info` names the
+weights that made the embeddings (name, sha256, arch), for records such as a gallery.
 
 Verification threshold
 ----------------------
-:data:`VERIFICATION_THRESHOLD` (cosine similarity, 0.35) is the default decision
-threshold of :meth:`FaceEmbedder.verify`. How it was chosen: no released Light CNN
-weights are available on this project's machines, so it could not be calibrated on
-them; it is a starting point only. A checkpoint that stores ``verification_threshold``
-(a float entry of a lightface checkpoint) overrides it, and
-``python -m pipelines.evaluate`` reports the accuracy-maximising threshold of your
-model on your pairs (``threshold`` in report.json); pass it as
-``FaceEmbedder(..., threshold=...)``. See docs/recognition.md.
+The shipped recogniser's threshold comes from its model card (``threshold`` of its
+manifest entry: the cosine threshold calibrated on its development pairs). For other
+weights, a checkpoint that stores ``verification_threshold`` (a float entry of a
+lightface checkpoint) gives it; otherwise :data:`VERIFICATION_THRESHOLD` (cosine 0.35),
+a starting point only, not calibrated on any released model.
+``python -m pipelines.evaluate`` reports the accuracy-maximising threshold of your model
+on your pairs (``threshold`` in report.json); pass it as ``FaceEmbedder(..., threshold=...)``.
+See docs/recognition.md.
+
+Speed
+-----
+The network runs on chunks of at most :data:`FORWARD_CHUNK` faces whatever
+``batch_size`` is (``batch_size`` only sets how many images are read and prepared at a
+time): on a CPU a large batch is memory-bound (the first layer's output is ~6 MB per
+face), so moderate chunks are faster per face. Chosen by measurement, with the
+precision, in docs/benchmarks.md (Embedding).
 """
 import logging
 import os
@@ -48,6 +67,7 @@ from torch import Tensor, nn
 from .data.io import ImageReadError, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
+from .models.pretrained import PretrainedError, PretrainedWeights
 
 __all__ = [
     "FaceEmbedder",
@@ -56,18 +76,58 @@ __all__ = [
     "NoFaceError",
     "similarity",
     "VERIFICATION_THRESHOLD",
+    "FORWARD_CHUNK",
+    "WeightsInfo",
     "prepare_aligned",
 ]
 
 logger = logging.getLogger(__name__)
 
 VERIFICATION_THRESHOLD = 0.35
+#: faces per forward pass (measured fastest on CPU, docs/benchmarks.md); FaceEmbedder(chunk_size=...) overrides
+FORWARD_CHUNK = 16
 _TRAIN_CROP = 144
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor, Any]
 
 
 class NoFaceError(ValueError):
     """The detector found no face in an image (``aligned=False``)."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Which weights an embedder runs (:attr:`FaceEmbedder.weights_info`).
+
+    Attributes:
+        name: the shipped entry's name (e.g. ``"lightcnn9_lf3src"``); for other weights the
+            file name, or the module's class name.
+        sha256: hex sha256 of the weights file; for an ``nn.Module``, of its state
+            (every key, dtype, shape and value, in key order).
+        arch: the registry architecture (``"lightcnn9"``, ...), or None when unknown (ONNX).
+        source: ``"shipped"``, ``"file"``, ``"onnx"`` or ``"module"``.
+        path: the weights file, or None for a module.
+    """
+
+    name: str
+    sha256: str
+    arch: Optional[str]
+    source: str
+    path: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        """A JSON-safe dict of the fields."""
+        return {"name": self.name, "sha256": self.sha256, "arch": self.arch, "source": self.source, "path": self.path}
+
+
+def _state_sha256(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 @dataclass
@@ -195,25 +255,43 @@ class FaceEmbedder:
     See the module docstring for the colour / alignment contract and size policy.
 
     Args:
-        weights: a checkpoint path (this project's, or an official Light CNN release), an
-            exported ``.onnx`` file (ONNX Runtime backend), or an ``nn.Module`` mapping
-            (N,1,128,128) gray [0,1] to (N,256).
+        weights: ``None`` (default): the recogniser shipped inside lightface
+            (``lightface.models.default_weights("recognition")``, sha256-checked; its name
+            and sha256 prefix are logged); raises :class:`lightface.models.PretrainedError`
+            when this install ships none. Otherwise, and always winning over the default: a
+            checkpoint path (this project's, or an official Light CNN release), an exported
+            ``.onnx`` file (ONNX Runtime backend), an ``nn.Module`` mapping (N,1,128,128)
+            gray [0,1] to (N,256), or the name of a shipped entry
+            (:func:`lightface.models.list_pretrained`).
         arch: registry name to build (``"lightcnn9"``, ``"lightcnn29"``, ``"lightcnn29v2"``);
             needed only for bare state_dicts; otherwise checked against the checkpoint.
+            With ``weights=None`` it picks the shipped recogniser of that architecture.
         device: ``"auto"`` (CUDA when available, logged), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         detector: for ``aligned=False``: a :class:`lightface.data.detect.FaceDetector`, an
-            InsightFace model pack name (``"buffalo_l"``), or a detector ``.onnx`` path
-            (InsightFace SCRFD/RetinaFace, or OpenCV YuNet). ``None``: ``"buffalo_l"``,
-            loaded on first use.
+            InsightFace model pack name (``"buffalo_l"``), a detector ``.onnx`` path
+            (InsightFace SCRFD/RetinaFace, or OpenCV YuNet), or ``"yunet"`` (the detector
+            shipped inside lightface). ``None``: ``"buffalo_l"``, loaded on first use, and
+            the shipped YuNet when that pack cannot be loaded (offline; a warning says so).
         flip: flip fusion by default: embed the face and its mirror image, average the two
             features, then normalise (can be overridden per call).
-        threshold: cosine decision threshold for :meth:`verify` (default: the checkpoint's
-            ``verification_threshold`` when stored, else :data:`VERIFICATION_THRESHOLD`).
+        threshold: cosine decision threshold for :meth:`verify` (default: the shipped
+            model's calibrated threshold, else the checkpoint's ``verification_threshold``
+            when stored, else :data:`VERIFICATION_THRESHOLD`).
         channels_last: run the network in channels-last memory format.
         compile: run the network through ``torch.compile`` (inductor, with weight freezing:
             the weights are treated as constants, so do not modify ``model`` afterwards);
             the first batch of each new size compiles (slow, once), later batches run
             faster; same features within float rounding.
+        chunk_size: faces per forward pass (default :data:`FORWARD_CHUNK`, the fastest
+            measured on CPU); independent of ``embed(batch_size=...)``; 0 runs each batch whole.
+        precision: ``"float32"`` (default) or ``"bfloat16"`` (autocast; PyTorch backend). On
+            CPUs without native bf16 (AVX2, AVX-512 without AVX512_BF16/AMX) bfloat16 is many
+            times slower, and its embeddings differ from float32 by more than rounding; see
+            docs/benchmarks.md before choosing it.
+
+    Attributes:
+        weights_info: :class:`WeightsInfo` (name, sha256, arch) of the weights in use.
+        threshold: the cosine decision threshold of :meth:`verify`.
 
     Backends: a ``.onnx`` ``weights`` file (from :func:`lightface.export.export_onnx`) runs
     with ONNX Runtime (CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is
@@ -221,14 +299,15 @@ class FaceEmbedder:
     says which. The fastest CPU path measured is in docs/benchmarks.md.
 
     Example:
-        >>> emb = FaceEmbedder("LightCNN_29Layers_V2_checkpoint.pth.tar")       # doctest: +SKIP
-        >>> e = emb.embed(["a.jpg", "b.jpg"], aligned=False)                   # doctest: +SKIP
-        >>> lightface.similarity(e[0], e[1]) >= emb.threshold                   # doctest: +SKIP
+        >>> emb = FaceEmbedder()                                   # the shipped recogniser  # doctest: +SKIP
+        >>> e = emb.embed(["a.jpg", "b.jpg"], aligned=False)       # whole photos            # doctest: +SKIP
+        >>> lightface.similarity(e[0], e[1]) >= emb.threshold       # same person?            # doctest: +SKIP
+        >>> FaceEmbedder("LightCNN_29Layers_V2_checkpoint.pth.tar")  # explicit weights win    # doctest: +SKIP
     """
 
     def __init__(
         self,
-        weights: Union[str, os.PathLike, nn.Module],
+        weights: Union[str, os.PathLike, nn.Module, None] = None,
         arch: Optional[str] = None,
         device: str = "auto",
         detector: Any = None,
@@ -236,20 +315,38 @@ class FaceEmbedder:
         threshold: Optional[float] = None,
         channels_last: bool = False,
         compile: bool = False,
+        chunk_size: Optional[int] = None,
+        precision: str = "float32",
     ):
         self.device = resolve_device(device)
         self.channels_last = bool(channels_last)
+        chunk_size = FORWARD_CHUNK if chunk_size is None else int(chunk_size)
+        if chunk_size < 0:
+            raise ValueError(f"chunk_size must be >= 0 (0: whole batches), got {chunk_size}")
+        self.chunk_size = chunk_size
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        self.precision = precision
         self._onnx = None
         stored_threshold = None
+        self.pretrained: Optional[PretrainedWeights] = self._shipped_entry(weights, arch)
+        self._weights_src = weights
+        self._weights_info: Optional[WeightsInfo] = None
+        if self.pretrained is not None:
+            weights = self._load_shipped(self.pretrained)
+            stored_threshold = self.pretrained.threshold
         if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
             from .export import OnnxRecognizer
 
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda" else ["CPUExecutionProvider"]
+            if precision != "float32":
+                raise ValueError(f"precision={precision!r} needs the PyTorch backend; an .onnx model runs in float32")
             self._onnx = OnnxRecognizer(weights, providers=providers)
             self.model = None
             self.backend = "onnxruntime"
         else:
-            self.model, stored_threshold = self._load(weights, arch)
+            self.model, from_ckpt = self._load(weights, arch)
+            stored_threshold = from_ckpt if stored_threshold is None else stored_threshold
             self.model = self.model.to(self.device).eval()
             if self.channels_last:
                 self.model = self.model.to(memory_format=torch.channels_last)
@@ -267,6 +364,72 @@ class FaceEmbedder:
         if threshold is None:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
+
+    @staticmethod
+    def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:
+        """The shipped recognition entry to load: the default (``weights=None``), or the
+        entry a string names when it is not an existing file; None for explicit weights."""
+        from .models.pretrained import default_weights, get_pretrained
+
+        if weights is None:
+            try:
+                entry = default_weights("recognition") if arch is None else get_pretrained(arch)
+            except PretrainedError:
+                from .models.pretrained import MANIFEST, list_pretrained
+
+                what = "face recogniser" if arch is None else f"{arch!r} face recogniser"
+                shipped = [w["name"] for w in list_pretrained("recognition")]
+                raise PretrainedError(
+                    f"FaceEmbedder(): no {what} ships with this lightface install ({MANIFEST} lists "
+                    f"{', '.join(shipped) or 'none'}). Pass weights=: a lightface checkpoint (train one with python -m "
+                    "pipelines.train_lightcnn), an official Light CNN release (LightCNN_29Layers_V2_checkpoint.pth.tar), "
+                    "an exported .onnx, or an nn.Module") from None
+        elif isinstance(weights, str) and not os.path.exists(weights) and not weights.lower().endswith(".onnx"):
+            try:
+                entry = get_pretrained(weights)
+            except PretrainedError:
+                return None  # not a shipped name: the path is reported missing as usual
+        else:
+            return None
+        if entry.task != "recognition":
+            raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.task} model, not a face "
+                                  "recogniser; see lightface.models.list_pretrained('recognition')")
+        if arch is not None and entry.arch != arch:
+            raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.arch!r} model but arch={arch!r} was given")
+        return entry
+
+    @staticmethod
+    def _load_shipped(entry: PretrainedWeights) -> nn.Module:
+        """Build the shipped recogniser (sha256-checked file, float16 weights loaded as float32)."""
+        from .models import get_model
+
+        kwargs = {**entry.model_kwargs, "num_classes": 0}
+        model = get_model(entry.arch, weights=str(entry.path()), **kwargs)  # entry.path() checks the sha256
+        logger.info("FaceEmbedder: shipped weights %s (%s, sha256 %s...)", entry.name, entry.arch, entry.sha256[:12])
+        return model.float()
+
+    @property
+    def weights_info(self) -> WeightsInfo:
+        """:class:`WeightsInfo` of the weights in use: name, sha256 and arch (files are hashed on first access)."""
+        if self._weights_info is None:
+            from .models.pretrained import manifest_entry_for_path, sha256_of
+
+            src, arch = self._weights_src, getattr(self.model, "arch", None)
+            if self.pretrained is not None:
+                e = self.pretrained
+                info = WeightsInfo(e.name, e.sha256, e.arch, "shipped", str(e.path(verify=False)))
+            elif isinstance(src, nn.Module):
+                info = WeightsInfo(type(src).__name__, _state_sha256(self.model), arch, "module")
+            else:
+                path = os.path.abspath(os.fspath(src))
+                entry = manifest_entry_for_path(path)
+                if entry is not None:  # a shipped file given by its path
+                    info = WeightsInfo(entry.name, sha256_of(path), entry.arch, "shipped", path)
+                else:
+                    info = WeightsInfo(os.path.basename(path), sha256_of(path), arch,
+                                       "onnx" if self._onnx is not None else "file", path)
+            self._weights_info = info
+        return self._weights_info
 
     @staticmethod
     def _load(weights, arch: Optional[str]):
@@ -316,7 +479,7 @@ class FaceEmbedder:
     @torch.inference_mode()
     def embed_tensor(self, x: Tensor, flip: Optional[bool] = None) -> Tensor:
         """Embed a float batch (N, 1, 128, 128) gray in [0, 1] (aligned); returns (N, 256) float32
-        L2-normalised, on the embedder's device."""
+        L2-normalised, on the embedder's device. The network runs on chunks of ``chunk_size``."""
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 3:
@@ -337,8 +500,17 @@ class FaceEmbedder:
         return torch.nn.functional.normalize(feats, dim=1)
 
     def _forward(self, x: Tensor) -> Tensor:
+        step = self.chunk_size or len(x)
+        if len(x) > step:  # bounded chunks: large CPU batches are memory-bound (docs/benchmarks.md)
+            return torch.cat([self._forward_once(x[i:i + step]) for i in range(0, len(x), step)])
+        return self._forward_once(x)
+
+    def _forward_once(self, x: Tensor) -> Tensor:
         if self._onnx is not None:
             return torch.from_numpy(self._onnx(x.cpu().numpy())).to(self.device)
+        if self.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self._net(x).float()
         return self._net(x).float()
 
     def _prepare(self, item: Any, index: int, aligned: bool) -> np.ndarray:
@@ -410,7 +582,8 @@ class FaceEmbedder:
             images: one image or a sequence (paths, numpy, PIL; see the module docstring),
                 or a float tensor (N, 1, 128, 128).
             aligned: inputs are Light CNN crops (True) or need detection + alignment (False).
-            batch_size: images per forward pass (and per read/prepare chunk).
+            batch_size: images read and prepared at a time (the network itself runs chunks
+                of the embedder's ``chunk_size``, the fastest measured).
             flip: flip fusion (default: the embedder's ``flip``).
             progress: show a tqdm bar.
         Returns:
@@ -434,7 +607,8 @@ class FaceEmbedder:
             images: see :meth:`try_embed` and the module docstring (colour contract).
             aligned: True: Light CNN crops (size policy in the module docstring); False:
                 detect the largest face and align it.
-            batch_size: images per forward pass.
+            batch_size: images read and prepared at a time (the network runs chunks of
+                the embedder's ``chunk_size``).
             flip: flip fusion (default: the embedder's ``flip``).
             on_error: ``"raise"``: the first bad input raises (``ImageReadError`` for
                 files, ``NoFaceError``, ``TypeError``/``ValueError`` for bad arrays) naming
@@ -478,5 +652,6 @@ class FaceEmbedder:
 
     def __repr__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)
-        return (f"FaceEmbedder(arch={arch!r}, backend={self.backend!r}, device={str(self.device)!r}, flip={self.flip}, "
-                f"threshold={self.threshold})")
+        shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
+        return (f"FaceEmbedder({shipped}arch={arch!r}, backend={self.backend!r}, device={str(self.device)!r}, "
+                f"flip={self.flip}, threshold={self.threshold})")

@@ -1,5 +1,6 @@
 """Face verification evaluation of a Light CNN on a pair list.
 
+    python -m pipelines.evaluate --pairs lfw/pairs.txt --images lfw/images --landmarks lfw/landmarks_5pt.txt
     python -m pipelines.evaluate --weights LightCNN_29Layers_V2_checkpoint.pth.tar \\
         --pairs lfw/pairs.txt --images lfw/images --landmarks lfw/landmarks_5pt.txt \\
         --out report.json --plot roc.png
@@ -9,6 +10,8 @@ y5`` lines), or detected and aligned (``--detector``), or, with neither, are tak
 Light CNN crops already. Pair lists: LFW ``pairs.txt`` (View 2; its 10 folds are used),
 ``label path_a path_b`` files, or a CFP ``Protocol`` folder (``--pairs-format cfp-ff|cfp-fp``).
 Images that fail (unreadable, no landmarks, no face) are reported and their pairs skipped.
+Without ``--weights`` the recogniser shipped with lightface is evaluated (the report names
+it: ``weights``, ``weights_sha256``, and its model-card ``shipped_threshold``).
 The report holds 10-fold accuracy (mean/std), TAR@FAR, ROC AUC, EER and ``threshold``,
 the accuracy-maximising cosine threshold (use it as ``FaceEmbedder(threshold=...)``).
 """
@@ -111,7 +114,9 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     metrics = verification_metrics(scores[ok], pairs.labels[ok], folds=folds, n_folds=args.folds)
     report = {
         **metrics,
-        "weights": str(args.weights),
+        "weights": str(args.weights) if args.weights is not None else embedder.weights_info.name,
+        "weights_sha256": embedder.weights_info.sha256,
+        "shipped_threshold": embedder.pretrained.threshold if embedder.pretrained is not None else None,
         "arch": getattr(embedder.model, "arch", None),
         "pairs": str(args.pairs),
         "alignment": "landmarks" if table is not None else ("detector" if args.detector else "pre-aligned"),

@@ -1,13 +1,15 @@
 """Extract Light CNN embeddings for a folder tree or an image list.
 
+    python -m pipelines.extract_embeddings -i photos/ -o embeddings.npz     # the shipped recogniser
     python -m pipelines.extract_embeddings --weights LightCNN_29Layers_V2_checkpoint.pth.tar \\
         -i photos/ -o embeddings.npz
     python -m pipelines.extract_embeddings --weights W -i list.txt --root crops/ --aligned \\
         -o feats/ --format feat
 
 Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, ``paths``
-(N,) relative paths, and ``failed_paths`` / ``failed_errors`` for images that could not
-be embedded. ``feat``: one raw little-endian float32 file of 256 values per image, at
+(N,) relative paths, ``failed_paths`` / ``failed_errors`` for images that could not
+be embedded, and ``weights_name`` / ``weights_sha256`` / ``weights_arch`` naming the
+model that made them. ``feat``: one raw little-endian float32 file of 256 values per image, at
 ``OUT/<relative path without extension>.feat`` (the layout of the original Light CNN
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged),
 plus ``OUT/failures.tsv`` when some images failed. Bad files are skipped and reported.
@@ -21,15 +23,16 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
-
 from pipelines._argtypes import positive_int
+
 logger = logging.getLogger("pipelines.extract_embeddings")
 
 
 def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --batch-size, --device."""
-    p.add_argument("--weights", required=True,
-                   help="a lightface checkpoint, an official Light CNN .pth.tar, or an exported .onnx (ONNX Runtime)")
+    p.add_argument("--weights", default=None,
+                   help="a lightface checkpoint, an official Light CNN .pth.tar, an exported .onnx (ONNX Runtime) or a "
+                        "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
     p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
@@ -52,7 +55,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="inputs are Light CNN crops (128x128, or 144x144 centre-cropped); default: detect and align "
                         "the largest face in each image")
     p.add_argument("--detector", default="buffalo_l",
-                   help="face detector when not --aligned: InsightFace pack name, detector .onnx, or a YuNet .onnx")
+                   help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
+                        "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
     return p
 
 
@@ -96,6 +100,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     base, rels = collect_inputs(args.input, args.root)
     embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
                             detector=None if args.aligned else args.detector, flip=args.flip)
+    info = embedder.weights_info
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
     with tqdm(total=len(rels), desc="extracting", unit="img") as bar:
@@ -110,7 +115,9 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if args.format == "npz":
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, embeddings=emb[ok], paths=np.array([rels[i] for i in ok]),
-                 failed_paths=np.array(list(failed), dtype=str), failed_errors=np.array(list(failed.values()), dtype=str))
+                 failed_paths=np.array(list(failed), dtype=str), failed_errors=np.array(list(failed.values()), dtype=str),
+                 weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),
+                 weights_arch=np.array(info.arch or ""))
     else:
         for i in ok:
             dst = (out / rels[i]).with_suffix(".feat")
@@ -119,10 +126,11 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         if failed:
             out.mkdir(parents=True, exist_ok=True)
             (out / "failures.tsv").write_text("".join(f"{p}\t{m}\n" for p, m in failed.items()))
-    logger.info("embedded %d of %d images -> %s", len(ok), len(rels), out)
+    logger.info("embedded %d of %d images with %s (sha256 %s...) -> %s", len(ok), len(rels), info.name,
+                info.sha256[:12], out)
     if failed:
         logger.warning("%d images failed (skipped): %s", len(failed), "; ".join(list(failed.values())[:5]))
-    return {"count": len(ok), "failed": failed, "output": str(out)}
+    return {"count": len(ok), "failed": failed, "output": str(out), "weights": info.as_dict()}
 
 
 if __name__ == "__main__":

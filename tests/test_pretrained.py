@@ -1,0 +1,325 @@
+"""Shipped weights: the registry, FaceEmbedder's default recogniser, the shipped YuNet fallback.
+
+Registry and default-recogniser tests release a tiny Light CNN with the real release code
+(:func:`lightface.models.release.release_weights`) into a temporary manifest, so they run
+whether or not the trained model ships yet. The last test scores the real shipped
+recogniser on LFW photos and skips until it is released.
+"""
+import json
+import logging
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py (registers the tiny Light CNN)
+from lightface.embed import FaceEmbedder, WeightsInfo, similarity
+from lightface.models import PretrainedError, default_weights, get_model, get_pretrained, list_pretrained
+from lightface.models import pretrained as pt
+from lightface.models.checkpoint import CheckpointMismatchError, save_model_checkpoint
+from lightface.models.release import MAX_SHIPPED_MB, release_weights, render_model_card
+
+THRESHOLD = 0.42
+REAL_MANIFEST = pt.MANIFEST
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """A temporary install with no recogniser: WEIGHTS_DIR / MANIFEST point into tmp_path,
+    which holds (a link to) the shipped YuNet detector and its manifest entry."""
+    d = tmp_path / "weights"
+    d.mkdir()
+    real = json.loads(REAL_MANIFEST.read_text())
+    detectors = [w for w in real["weights"] if w["task"] == "detection"]
+    for w in detectors:
+        (d / w["file"]).symlink_to(REAL_MANIFEST.parent / w["file"])
+    manifest = {"weights": detectors, "defaults": {k: v for k, v in real["defaults"].items() if k == "detection"}}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(pt, "WEIGHTS_DIR", d)
+    monkeypatch.setattr(pt, "MANIFEST", d / "manifest.json")
+    return d
+
+
+def _checkpoint(path, seed=0, num_classes=5, arch=TINY):
+    torch.manual_seed(seed)
+    model = get_model(arch, num_classes=num_classes).eval()
+    save_model_checkpoint(path, model, arch, {"num_classes": num_classes}, epoch=2)
+    return model
+
+
+@pytest.fixture
+def shipped(weights_dir, tmp_path):
+    """A tiny recogniser released as the default 'recognition' model; returns (entry, trained model)."""
+    model = _checkpoint(tmp_path / "train.pt", seed=1)
+    meta = {"threshold": THRESHOLD, "data": "noise", "metrics": {"dev": {"accuracy": 0.5}}}
+    entry = release_weights(tmp_path / "train.pt", "tiny_default", "recognition", meta=meta,
+                            preprocessing={"size": 128, "colour": "gray"}, default_for=["recognition"])
+    return entry, model
+
+
+def _faces(n=6, seed=0):
+    return torch.rand(n, 1, 128, 128, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference(model, x):
+    """Features of ``model`` with its weights rounded to float16 (what ships), L2-normalised."""
+    ref = get_model(TINY, num_classes=0).eval()
+    state = {k: v.half().float() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    ref.load_state_dict(state)
+    with torch.no_grad():
+        return torch.nn.functional.normalize(ref(x), dim=1).numpy()
+
+
+# -- the real install ----------------------------------------------------------------------
+def test_every_shipped_file_matches_its_sha256():
+    entries = list_pretrained()
+    assert any(e["task"] == "detection" for e in entries), "the YuNet detector must ship"
+    for row in entries:
+        entry = get_pretrained(row["name"])
+        path = entry.path()  # raises on a missing file or a sha256 mismatch
+        assert pt.sha256_of(path) == entry.sha256
+        assert entry.sha256[:8] in entry.file, "the file name carries its sha256 prefix"
+        assert path.stat().st_size <= MAX_SHIPPED_MB * 2**20
+    assert "yunet_2023mar" in render_model_card()
+
+
+def test_shipped_yunet_entry_has_its_licence():
+    entry = default_weights("detection")
+    assert entry.arch == "yunet" and entry.task == "detection"
+    assert "MIT" in entry.meta["terms"]
+    licence = pt.WEIGHTS_DIR / "LICENSE-yunet.txt"
+    assert licence.is_file() and "Shiqi Yu" in licence.read_text()
+    with pytest.raises(PretrainedError, match="FaceDetector"):
+        get_model("detection", pretrained=True)
+
+
+# -- the registry --------------------------------------------------------------------------
+def test_list_pretrained_fields(shipped):
+    entry, _ = shipped
+    rows = list_pretrained("recognition")
+    assert [r["name"] for r in rows] == ["tiny_default"]
+    assert {r["task"] for r in list_pretrained()} == {"recognition", "detection"}
+    row = rows[0]
+    for key in ("name", "arch", "task", "file", "size_mb", "sha256", "params", "data", "metrics", "threshold", "default_for"):
+        assert key in row
+    assert row["arch"] == TINY and row["task"] == "recognition" and row["default_for"] == ["recognition"]
+    assert row["sha256"] == entry.sha256 == pt.sha256_of(pt.WEIGHTS_DIR / entry.file)
+    assert row["threshold"] == THRESHOLD and row["metrics"] == {"dev": {"accuracy": 0.5}}
+    assert row["params"] == sum(p.numel() for p in get_model(TINY, num_classes=0).parameters())
+    assert 0 < row["size_mb"] < MAX_SHIPPED_MB
+    assert list_pretrained("super_resolution") == []
+    manifest = json.loads(pt.MANIFEST.read_text())
+    assert manifest["defaults"] == {"detection": "yunet_2023mar", "recognition": "tiny_default"}
+
+
+def test_get_model_pretrained_loads_the_shipped_backbone(shipped):
+    entry, model = shipped
+    x = _faces()
+    for name in (TINY, "tiny_default", "recognition"):
+        net = get_model(name, pretrained=True).eval()
+        assert net.classifier is None  # backbone only
+        with torch.no_grad():
+            got = torch.nn.functional.normalize(net(x), dim=1).numpy()
+        np.testing.assert_allclose(got, _reference(model, x), atol=1e-5)
+    with pytest.raises(ValueError, match="either weights= or pretrained=True"):
+        get_model(TINY, weights="x.pt", pretrained=True)
+
+
+def test_wrong_sha256_raises(shipped):
+    entry, _ = shipped
+    path = pt.WEIGHTS_DIR / entry.file
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # one damaged byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(PretrainedError, match="sha256"):
+        get_model(TINY, pretrained=True)
+    with pytest.raises(PretrainedError, match="sha256"):
+        FaceEmbedder(device="cpu")
+    path.unlink()
+    with pytest.raises(PretrainedError, match="missing"):
+        get_model(TINY, pretrained=True)
+
+
+def test_weights_that_do_not_match_the_architecture(shipped, weights_dir):
+    entry, _ = shipped
+    # nothing ships for that architecture: named, with what does ship
+    with pytest.raises(PretrainedError, match=r"lightcnn29.*tiny_default"):
+        get_model("lightcnn29", pretrained=True)
+    with pytest.raises(PretrainedError, match="'lightcnn29' face recogniser"):
+        FaceEmbedder(arch="lightcnn29", device="cpu")
+    # a manifest entry whose file holds another architecture: a clear message, not a shape error
+    data = json.loads(pt.MANIFEST.read_text())
+    next(w for w in data["weights"] if w["name"] == "tiny_default")["arch"] = "lightcnn9"
+    pt.MANIFEST.write_text(json.dumps(data))
+    with pytest.raises(CheckpointMismatchError, match=r"'test_tiny_lightcnn' model, the target a 'lightcnn9'"):
+        get_model("lightcnn9", pretrained=True)
+    with pytest.raises(CheckpointMismatchError, match="lightcnn9"):
+        FaceEmbedder(device="cpu")
+
+
+# -- FaceEmbedder's default ----------------------------------------------------------------
+def test_face_embedder_default_is_the_shipped_recogniser(shipped, caplog):
+    entry, model = shipped
+    with caplog.at_level(logging.INFO, logger="lightface.embed"):
+        emb = FaceEmbedder(device="cpu")
+    assert f"tiny_default ({TINY}, sha256 {entry.sha256[:12]}" in caplog.text
+    assert emb.threshold == pytest.approx(THRESHOLD)
+    assert emb.pretrained == entry
+    info = emb.weights_info
+    assert isinstance(info, WeightsInfo)
+    assert (info.name, info.sha256, info.arch, info.source) == ("tiny_default", entry.sha256, TINY, "shipped")
+    assert info.as_dict()["sha256"] == entry.sha256
+    x = _faces()
+    np.testing.assert_allclose(emb.embed(x), _reference(model, x), atol=1e-5)
+    assert "tiny_default" in repr(emb)
+    # by name, and by architecture
+    assert FaceEmbedder("tiny_default", device="cpu").weights_info.sha256 == entry.sha256
+    assert FaceEmbedder(arch=TINY, device="cpu").pretrained == entry
+    assert FaceEmbedder(device="cpu", threshold=0.9).threshold == 0.9
+
+
+def test_face_embedder_without_a_shipped_recogniser_says_pass_weights(weights_dir):
+    with pytest.raises(PretrainedError, match=r"no face recogniser ships.*Pass weights="):
+        FaceEmbedder(device="cpu")
+
+
+def test_explicit_weights_win(shipped, tmp_path):
+    entry, shipped_model = shipped
+    other = _checkpoint(tmp_path / "other.pt", seed=7)
+    emb = FaceEmbedder(tmp_path / "other.pt", device="cpu")
+    assert emb.pretrained is None
+    x = _faces()
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(other.eval()(x), dim=1).numpy()
+    got = emb.embed(x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, _reference(shipped_model, x), atol=1e-3)
+    assert emb.threshold != THRESHOLD  # not the shipped model's threshold
+    info = emb.weights_info
+    assert (info.name, info.source, info.arch) == ("other.pt", "file", TINY)
+    assert info.sha256 == pt.sha256_of(tmp_path / "other.pt")
+    # the shipped file given by its path is recognised as the shipped entry
+    assert FaceEmbedder(pt.WEIGHTS_DIR / entry.file, device="cpu").weights_info.name == "tiny_default"
+    # a module: its state is hashed, stable, and changes with the weights
+    net = get_model(TINY, num_classes=0).eval()
+    a = FaceEmbedder(net, device="cpu").weights_info
+    assert a.source == "module" and a.sha256 == FaceEmbedder(net, device="cpu").weights_info.sha256
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    assert FaceEmbedder(net, device="cpu").weights_info.sha256 != a.sha256
+
+
+def test_forward_chunks_give_the_same_embeddings(shipped):
+    x = _faces(10)
+    whole = FaceEmbedder(device="cpu", chunk_size=0).embed(x, batch_size=10)
+    for chunk in (1, 3, 16):
+        emb = FaceEmbedder(device="cpu", chunk_size=chunk)
+        np.testing.assert_allclose(emb.embed(x, batch_size=10), whole, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        FaceEmbedder(device="cpu", chunk_size=-1)
+    with pytest.raises(ValueError, match="precision"):
+        FaceEmbedder(device="cpu", precision="float16")
+
+
+def test_pipelines_run_without_weights(shipped, tmp_path, shared_data):
+    from pipelines import evaluate, extract_embeddings
+
+    entry, _ = shipped
+    root = shared_data / "lfw_identities"
+    people = sorted(p.name for p in (root / "images").iterdir())[:2]
+    rels = [f"{p}/{p}_000{i}.jpg" for p in people for i in (1, 2)]
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(rels) + "\n")
+    args = extract_embeddings.get_args_parser().parse_args(  # whole LFW photos, the shipped YuNet
+        ["-i", str(lst), "--root", str(root / "images"), "-o", str(tmp_path / "e.npz"), "--device", "cpu",
+         "--detector", "yunet"])
+    assert args.weights is None
+    summary = extract_embeddings.main(args)
+    assert summary["count"] == 4 and summary["weights"]["name"] == "tiny_default"
+    saved = np.load(tmp_path / "e.npz")
+    assert str(saved["weights_sha256"]) == entry.sha256 and saved["embeddings"].shape == (4, 256)
+
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"1 {rels[0]} {rels[1]}\n1 {rels[2]} {rels[3]}\n0 {rels[0]} {rels[2]}\n0 {rels[1]} {rels[3]}\n")
+    args = evaluate.get_args_parser().parse_args(
+        ["--pairs", str(pairs), "--images", str(root / "images"), "--landmarks", str(root / "landmarks_5pt.txt"),
+         "--out", str(tmp_path / "r.json"), "--folds", "2", "--device", "cpu"])
+    report = evaluate.main(args)
+    assert report["weights"] == "tiny_default" and report["weights_sha256"] == entry.sha256
+    assert report["shipped_threshold"] == pytest.approx(THRESHOLD)
+
+
+# -- the offline detector ------------------------------------------------------------------
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and an empty InsightFace model root: the default pack cannot be loaded."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # ~/.insightface holds no cached pack
+
+
+def test_detector_falls_back_to_the_shipped_yunet(offline, tmp_path, caplog):
+    from lightface.data.detect import DetectorError, FaceDetector
+
+    with caplog.at_level(logging.WARNING, logger="lightface.data.detect"):
+        det = FaceDetector("buffalo_l", device="cpu", root=tmp_path / "models")
+    assert det.backend == "yunet" and det.model == "yunet"
+    assert "buffalo_l" in det.fallback_reason
+    assert "YuNet" in caplog.text and "buffalo_l" in caplog.text
+    assert FaceDetector("yunet").backend == "yunet"
+    with pytest.raises(DetectorError, match="buffalo_l"):
+        FaceDetector("buffalo_l", device="cpu", root=tmp_path / "models", fallback=False)
+    with pytest.raises(DetectorError, match="not found"):  # an explicit file never falls back
+        FaceDetector(tmp_path / "missing.onnx")
+
+
+def test_whole_photos_embed_offline_with_the_shipped_yunet(offline, shared_data, caplog):
+    photos = [shared_data / "lfw_identities" / "images" / "Ann_Veneman" / "Ann_Veneman_0001.jpg"]
+    whole = sorted((shared_data / "real_lq_faces").glob("*_whole_imgs/*.jpg"))[:1]
+    net = get_model(TINY, num_classes=0).eval()
+    emb = FaceEmbedder(net, device="cpu")  # no detector argument
+    with caplog.at_level(logging.INFO):
+        out = emb.embed(photos + whole, aligned=False)
+    assert out.shape == (len(photos + whole), 256) and np.isfinite(out).all()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert emb.detector.backend == "yunet"
+    assert "YuNet" in caplog.text
+
+
+# -- the real shipped recogniser (skips until it is released) ------------------------------
+def _lfw_crops(shared_data, keys):
+    from lightface.data.align import align_face
+    from lightface.data.io import read_image
+    from lightface.data.sources import read_landmarks_file
+
+    root = shared_data / "lfw_identities"
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    return [align_face(read_image(root / "images" / k), table[k], template="lightcnn", size=128)[0] for k in keys]
+
+
+def test_shipped_recogniser_separates_people(shared_data):
+    try:
+        entry = default_weights("recognition")
+    except PretrainedError:
+        pytest.skip("no 'recognition' model in lightface/weights/manifest.json yet: this test runs once the trained "
+                    "Light CNN is released (python -m pipelines.release_model ... --default recognition)")
+    assert entry.threshold is not None, "the shipped recogniser's manifest entry must hold its threshold"
+    emb = FaceEmbedder(device="cpu")
+    assert emb.threshold == pytest.approx(entry.threshold)
+    people = sorted(p.name for p in (shared_data / "lfw_identities" / "images").iterdir())
+    keys = [f"{p}/{p}_000{i}.jpg" for p in people for i in (1, 2)]
+    e = emb.embed(_lfw_crops(shared_data, keys))
+    first, second = e[0::2], e[1::2]
+    genuine = similarity(first, second)                       # two photos of the same person
+    impostor = similarity(first, np.roll(second, 1, axis=0))  # two different people
+    t = emb.threshold
+    # one shared person above the threshold, two different people below it ...
+    assert np.median(genuine) > t > np.median(impostor), (genuine, impostor, t)
+    # ... and that holds for most of the 18 people, not by luck for one pair
+    assert (genuine > t).mean() >= 0.8 and (impostor < t).mean() >= 0.8, (genuine, impostor, t)
