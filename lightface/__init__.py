@@ -13,6 +13,7 @@ _LAZY = {
     "SuperResolver": "lightface.restore.super_resolver",
     "Frontalizer": "lightface.restore.frontalizer",
     "get_model": "lightface.models",
+    "FaceGallery": "lightface.gallery",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,156 @@
+"""Approximate search with FAISS (optional: ``pip install 'lightface[search]'``, i.e. faiss-cpu).
+
+The index is chosen from the gallery size and described by a FAISS factory string
+stored in the gallery with its parameters, so it can be rebuilt and compared:
+
+* fewer than :data:`HNSW_MAX_ROWS` faces: ``"HNSW32"`` (graph search: the fastest
+  queries, a build cost that grows with the size), ``efConstruction`` 80,
+  ``efSearch`` 128;
+* larger galleries: ``"IVF{nlist},SQfp16"`` (inverted lists over k-means cells, vectors
+  kept as float16 like the gallery itself), ``nlist`` the power of two nearest
+  ``2 * sqrt(N)``, ``nprobe`` ``nlist / 32`` (at least 16) cells visited per query.
+
+Vectors are L2-normalised and the metric is the inner product, so scores are cosine
+similarities, as in the exact search (``IndexFlatIP`` is the reference the recall is
+measured against, see ``python -m benchmarks.search``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["available", "require", "choose_index", "build_index", "save_index", "load_index", "search_index",
+           "HNSW_MAX_ROWS"]
+
+logger = logging.getLogger(__name__)
+
+HNSW_MAX_ROWS = 300_000
+_ADD_ROWS = 1 << 16
+_TRAIN_POINTS_PER_CELL = 40
+
+
+def available() -> bool:
+    """True when ``faiss`` can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require():
+    """Import and return ``faiss``, or raise an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError("FAISS is not installed: pip install 'lightface[search]' (the faiss-cpu package); "
+                          "exact search works without it") from err
+    return faiss
+
+
+def choose_index(n: int) -> Tuple[str, Dict[str, int]]:
+    """``(factory string, parameters)`` for a gallery of ``n`` faces (see the module docstring)."""
+    if n < HNSW_MAX_ROWS:
+        return "HNSW32", {"efConstruction": 80, "efSearch": 128}
+    nlist = 2 ** int(round(math.log2(2.0 * math.sqrt(n))))
+    nlist = int(min(max(nlist, 256), 1 << 16))
+    return f"IVF{nlist},SQfp16", {"nprobe": max(16, nlist // 32)}
+
+
+def _set_params(faiss, index, params: Dict[str, Any], k: int = 1) -> None:
+    if "efSearch" in params or "efConstruction" in params:
+        hnsw = faiss.downcast_index(index).hnsw
+        if "efConstruction" in params:
+            hnsw.efConstruction = int(params["efConstruction"])
+        if "efSearch" in params:
+            hnsw.efSearch = max(int(params["efSearch"]), int(k))
+    if "nprobe" in params:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(int(params["nprobe"]), ivf.nlist)
+
+
+def build_index(embeddings: np.ndarray, factory: str, params: Dict[str, Any], seed: int = 0, progress: bool = False):
+    """Build a FAISS inner-product index over every row of ``embeddings``.
+
+    Args:
+        embeddings: float16 or float32 (N, D), rows L2-normalised (a memory map is read in blocks).
+        factory: a FAISS factory string (``"HNSW32"``, ``"IVF4096,SQfp16"``, ``"Flat"``, ...).
+        params: ``efConstruction`` / ``efSearch`` (HNSW), ``nprobe`` (IVF).
+        seed: training-sample seed (IVF).
+        progress: show a tqdm bar while adding.
+    Returns:
+        the trained, filled index (row i of ``embeddings`` is id i).
+    """
+    faiss = require()
+    n, dim = embeddings.shape
+    index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    _set_params(faiss, index, {k: v for k, v in params.items() if k == "efConstruction"})
+    if not index.is_trained:
+        ivf = faiss.extract_index_ivf(index)
+        want = min(n, _TRAIN_POINTS_PER_CELL * ivf.nlist) if ivf is not None else min(n, 100_000)
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=want, replace=False))
+        sample = np.asarray(embeddings[rows], dtype=np.float32)
+        if ivf is not None:
+            ivf.cp.seed = seed
+            ivf.cp.max_points_per_centroid = _TRAIN_POINTS_PER_CELL
+        logger.info("training %s on %d vectors", factory, len(sample))
+        index.train(sample)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"indexing ({factory})", unit="face")
+    for start in range(0, n, _ADD_ROWS):
+        block = np.asarray(embeddings[start:start + _ADD_ROWS], dtype=np.float32)
+        index.add(block)
+        if bar is not None:
+            bar.update(len(block))
+    if bar is not None:
+        bar.close()
+    return index
+
+
+def add_rows(index, embeddings: np.ndarray) -> None:
+    """Append rows to an existing index (ids continue from ``index.ntotal``)."""
+    for start in range(0, len(embeddings), _ADD_ROWS):
+        index.add(np.asarray(embeddings[start:start + _ADD_ROWS], dtype=np.float32))
+
+
+def save_index(index, path: Path) -> None:
+    """Write ``index`` to ``path`` durably (temporary file, fsync, rename)."""
+    faiss = require()
+    tmp = Path(str(path) + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_index(path: Path):
+    """Read an index written by :func:`save_index`."""
+    faiss = require()
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        from .storage import CorruptGalleryError
+
+        raise CorruptGalleryError(f"{path}: cannot read the FAISS index ({str(err).splitlines()[0]}); rebuild it with "
+                                  "FaceGallery.build_index() or drop it with FaceGallery.drop_index()") from err
+
+
+def search_index(index, queries: np.ndarray, k: int, params: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, rows)``: float32 (Q, k) inner products and int64 (Q, k) ids (-1: fewer than k found)."""
+    faiss = require()
+    _set_params(faiss, index, {k2: v for k2, v in (params or {}).items() if k2 != "efConstruction"}, k)
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), int(k))
+    return scores.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
+
+
+def params_to_text(params: Dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)

@@ -1,0 +1,741 @@
+"""FaceGallery: a persistent, searchable gallery of enrolled faces.
+
+    >>> import lightface
+    >>> emb = lightface.FaceEmbedder("model.pth", detector="det_500m.onnx")          # doctest: +SKIP
+    >>> gallery = lightface.FaceGallery("people.gallery", emb)                     # doctest: +SKIP
+    >>> report = gallery.enroll("photos/")       # photos/<person>/*.jpg          # doctest: +SKIP
+    >>> gallery.identify(emb.embed(["who.jpg"], aligned=False)).identities       # doctest: +SKIP
+    ['alice']
+
+Storage (see :mod:`lightface.gallery.storage`): float16 embeddings in a memory-mapped
+file, records in SQLite, every write committed atomically. Search is exact by default
+(:mod:`lightface.gallery.exact`); :meth:`FaceGallery.build_index` adds a FAISS index for
+large galleries (:mod:`lightface.gallery.faiss_backend`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import faiss_backend
+from .exact import exact_search
+from .photos import collect_photos
+from .results import Duplicate, EnrollReport, FaceSearch, Identification, Match, SearchResult
+from .storage import (INDEX_KEYS, CorruptGalleryError, FaceRecord, GalleryError, GalleryModelError, GalleryStore,
+                      ModelInfo)
+
+__all__ = ["FaceGallery", "model_info", "UNKNOWN", "DUPLICATE_THRESHOLD"]
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+DUPLICATE_THRESHOLD = 0.98
+
+
+# -- model identity ------------------------------------------------------------------------
+def _hash_module(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_info(embedder: Any) -> ModelInfo:
+    """The :class:`ModelInfo` (name, sha256) that identifies an embedder's weights.
+
+    ``name`` is the model's ``arch`` (``"lightcnn29v2"``, ...) or its class name. ``sha256``
+    hashes the weights themselves (every state-dict tensor: name, dtype, shape, bytes),
+    so the same weights give the same digest however they were loaded (a project
+    checkpoint, an official release, the shipped pretrained file). An ONNX Runtime
+    embedder is identified by the sha256 of its ``.onnx`` file instead (so an ONNX export
+    and its PyTorch source count as different models).
+
+    Args:
+        embedder: a :class:`lightface.FaceEmbedder`, an ``nn.Module``, a
+            :class:`ModelInfo` (returned as is), or any object with a ``model_info``
+            attribute holding one.
+    """
+    if isinstance(embedder, ModelInfo):
+        return embedder
+    custom = getattr(embedder, "model_info", None)
+    if isinstance(custom, ModelInfo):
+        return custom
+    model = embedder if isinstance(embedder, torch.nn.Module) else getattr(embedder, "model", None)
+    if isinstance(model, torch.nn.Module):
+        inner = getattr(model, "_orig_mod", model)
+        name = getattr(inner, "arch", "") or type(inner).__name__
+        return ModelInfo(str(name), _hash_module(inner))
+    onnx = getattr(embedder, "_onnx", None)
+    path = getattr(getattr(onnx, "session", None), "_model_path", None)
+    if path and os.path.isfile(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return ModelInfo(f"onnx:{Path(path).name}", h.hexdigest())
+    raise TypeError(f"cannot tell which model {type(embedder).__name__} runs: pass a FaceEmbedder, an nn.Module or a "
+                    "lightface.gallery.ModelInfo(name, sha256)")
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _as_matrix(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{what} must be a float array or tensor (N, D), got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be (N, D) or (D,), got shape {arr.shape}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all(1))
+        raise ValueError(f"{what}: rows {bad[:5].tolist()} hold NaN/inf (failed embeddings?); drop them first")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if len(arr) and norms.min() < 1e-12:
+        raise ValueError(f"{what}: row {int(np.argmin(norms))} is all zeros")
+    return arr / np.maximum(norms, 1e-12)
+
+
+def _meta_records(meta: Any, n: int) -> List[Dict[str, Any]]:
+    if meta is None:
+        return [{} for _ in range(n)]
+    if isinstance(meta, Mapping):
+        cols = {k: list(v) if not isinstance(v, (str, bytes)) else [v] * n for k, v in meta.items()}
+        for k, v in cols.items():
+            if len(v) != n:
+                raise ValueError(f"meta[{k!r}] has {len(v)} values for {n} embeddings")
+        return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    records = list(meta)
+    if len(records) != n:
+        raise ValueError(f"meta has {len(records)} records for {n} embeddings")
+    for r in records:
+        if not isinstance(r, Mapping):
+            raise TypeError(f"meta records must be dicts, got {type(r).__name__}")
+    return [dict(r) for r in records]
+
+
+def _file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _merge_topk(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple[np.ndarray, np.ndarray]:
+    scores = np.concatenate([p[0] for p in parts], 1)
+    rows = np.concatenate([p[1] for p in parts], 1)
+    scores = np.where(rows < 0, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+class FaceGallery:
+    """A persistent gallery of enrolled faces in a directory, searchable by embedding.
+
+    Args:
+        path: the gallery directory (created, with its parents, when missing and
+            ``create=True``).
+        embedder: the :class:`lightface.FaceEmbedder` the gallery's faces come from (or
+            will). When the gallery already records a model, a different one (other
+            architecture or other weights, see :func:`model_info`) is refused with
+            :class:`GalleryModelError`. Used by :meth:`enroll`, :meth:`search_faces` and
+            for :meth:`identify`'s default threshold (``embedder.threshold``).
+        create: create an empty gallery when ``path`` holds none (else raise
+            :class:`GalleryError`).
+
+    Raises:
+        GalleryError: no gallery at ``path`` and ``create=False``.
+        CorruptGalleryError: the files are damaged (not a gallery database, embedding file
+            missing or truncated).
+        GalleryModelError: ``embedder`` is not the model the gallery was built with.
+
+    Opening is cheap (a SQLite read and a memory map; nothing is loaded), so a 1M-face
+    gallery opens in milliseconds. Writes (:meth:`add`, :meth:`enroll`, :meth:`remove`,
+    :meth:`rename`, :meth:`build_index`) are atomic: a process killed at any point leaves
+    the gallery at its last committed state. One process writes at a time (a file lock
+    serialises writers); readers can search while another process enrols.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], embedder: Any = None, *, create: bool = True):
+        self._store = GalleryStore(path, create=create)
+        self.path = self._store.root
+        self.embedder = None
+        self._model: Optional[ModelInfo] = None
+        self._index = None
+        self._index_file: Optional[str] = None
+        if embedder is not None:
+            self._model = self._check_model(embedder)
+            self.embedder = embedder
+
+    # -- properties ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        self._store.refresh()
+        return self._store.count
+
+    def __repr__(self) -> str:
+        return (f"FaceGallery({str(self.path)!r}, faces={self._store.count}, dim={self._store.dim}, "
+                f"model={self.model}, index={self._store.meta.get('index_factory')})")
+
+    def __enter__(self) -> "FaceGallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the database connection and the memory map."""
+        self._index = None
+        self._store.close()
+
+    @property
+    def dim(self) -> int:
+        """Embedding size (0 until the first face is added)."""
+        return self._store.dim
+
+    @property
+    def model(self) -> Optional[ModelInfo]:
+        """The model the gallery's embeddings come from (None when never recorded)."""
+        return self._store.model()
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """float16 (N, D) memory map of the committed, L2-normalised embeddings (row order)."""
+        self._store.refresh()
+        return self._store.embeddings
+
+    @property
+    def threshold(self) -> Optional[float]:
+        """The identification threshold :meth:`identify` uses by default: the attached
+        embedder's ``threshold``, else the one stored in the gallery, else None."""
+        t = getattr(self.embedder, "threshold", None) if self.embedder is not None else None
+        if t is not None:
+            return float(t)
+        stored = self._store.meta.get("threshold")
+        return None if stored is None else float(stored)
+
+    def set_threshold(self, threshold: Optional[float]) -> None:
+        """Store the default identification threshold in the gallery (None removes it)."""
+        with self._store.transaction() as conn:
+            self._store.set_meta(conn, {"threshold": None if threshold is None else float(threshold)})
+
+    def identities(self) -> List[str]:
+        """Sorted names of the enrolled people."""
+        return self._store.identity_names()
+
+    def counts(self) -> Dict[str, int]:
+        """``{identity: number of faces}``."""
+        return self._store.identity_counts()
+
+    def faces(self, identity: Optional[str] = None) -> List[FaceRecord]:
+        """The face records (all, or one identity's), in embedding-row order."""
+        if identity is None:
+            return self._store.faces()
+        return self._store.faces("i.name=?", (identity,))
+
+    @property
+    def index_info(self) -> Optional[Dict[str, Any]]:
+        """The FAISS index description (``factory``, ``params``, ``rows`` covered, ``file``), or None."""
+        import json
+
+        meta = self._store.meta
+        if "index_file" not in meta:
+            return None
+        return {"factory": meta["index_factory"], "params": json.loads(meta["index_params"]),
+                "rows": int(meta["index_rows"]), "file": meta["index_file"]}
+
+    # -- model checks --------------------------------------------------------------------------
+    def _check_model(self, embedder: Any) -> ModelInfo:
+        info = model_info(embedder)
+        recorded = self._store.model()
+        if recorded is not None and recorded != info:
+            raise GalleryModelError(
+                f"{self.path}: this gallery was built with {recorded}, but the embedder runs {info}; embeddings of "
+                "different models are not comparable. Open it with the model it was built with, or enrol into a "
+                "new gallery folder")
+        if recorded is None and self._store.count:
+            logger.warning("%s: the gallery records no model (faces were added without one); cannot check that %s "
+                           "matches them", self.path, info)
+        return info
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(self, embeddings: Any, identities: Union[str, Sequence[str]], meta: Any = None, *,
+            model: Any = None) -> np.ndarray:
+        """Add faces atomically (all or none).
+
+        Args:
+            embeddings: float (N, D) or (D,) numpy array or tensor; normalised to unit
+                length here and stored as float16.
+            identities: one name for all, or N names (non-empty; ``"unknown"`` is reserved).
+            meta: per-face metadata: None, N dicts, or a dict of N-long columns, with any of
+                ``path``, ``file_sha256``, ``box`` (4,), ``landmarks`` (5, 2), ``det_score``,
+                ``duplicate_of``.
+            model: the model the embeddings come from (an embedder, an nn.Module or a
+                :class:`ModelInfo`); default: the gallery's embedder. Refused when it differs
+                from the gallery's model.
+        Returns:
+            int64 (N,) face ids of the new faces.
+        """
+        emb = _as_matrix(embeddings, "embeddings")
+        n = len(emb)
+        names = [identities] * n if isinstance(identities, str) else [str(s) for s in identities]
+        if len(names) != n:
+            raise ValueError(f"{len(names)} identities for {n} embeddings")
+        for s in set(names):
+            if not s.strip():
+                raise ValueError("identity names must be non-empty")
+            if s == UNKNOWN:
+                raise ValueError(f"{UNKNOWN!r} is reserved for faces identify() does not recognise; choose another name")
+        if self._store.dim and emb.shape[1] != self._store.dim:
+            raise ValueError(f"{self.path}: the gallery holds {self._store.dim}-d embeddings, got {emb.shape[1]}-d")
+        info = self._model if model is None else self._check_model(model)
+        records = _meta_records(meta, n)
+        return self._store.append(emb.astype(np.float16), names, records, model=info)
+
+    def remove(self, identity: str) -> int:
+        """Remove every face of ``identity``; returns how many were removed.
+
+        Rewrites the embedding file without them (atomically) and drops the FAISS index
+        (rebuild it with :meth:`build_index`). Raises KeyError for an unknown identity.
+        """
+        removed = self._store.remove_faces("identity_id IN (SELECT id FROM identities WHERE name=?)", (identity,))
+        if removed == 0:
+            raise KeyError(f"{self.path}: no identity {identity!r} in the gallery")
+        self._index = None
+        logger.info("%s: removed %d faces of %r", self.path, removed, identity)
+        return removed
+
+    def remove_faces(self, face_ids: Sequence[int]) -> int:
+        """Remove single faces by face id; returns how many were removed (unknown ids are ignored)."""
+        ids = sorted({int(i) for i in face_ids})
+        if not ids:
+            return 0
+        removed = self._store.remove_faces(f"id IN ({','.join('?' * len(ids))})", ids)
+        self._index = None
+        return removed
+
+    def rename(self, old: str, new: str, merge: bool = False) -> int:
+        """Rename identity ``old`` to ``new``; returns its number of faces.
+
+        Raises KeyError when ``old`` is not enrolled, ValueError when ``new`` exists
+        (unless ``merge=True``, which moves the faces into it) or is ``"unknown"``.
+        """
+        if not str(new).strip() or new == UNKNOWN:
+            raise ValueError(f"cannot rename to {new!r}")
+        return self._store.rename_identity(old, new, merge)
+
+    # -- enrolment -----------------------------------------------------------------------------
+    def _detect(self, embedder: Any, img: np.ndarray, source: str, report: EnrollReport):
+        from ..data.align import align_face
+        from ..data.io import to_gray
+        from ..embed import NoFaceError
+
+        faces = embedder.detector.detect(img)
+        if not faces:
+            raise NoFaceError(f"{source}: no face detected")
+        if len(faces) > 1:
+            report.multi_face[source] = len(faces)
+        face = faces[0]  # the largest
+        crop, _ = align_face(img, face.landmarks, template="lightcnn", size=128)
+        return to_gray(crop), {"box": face.box, "landmarks": face.landmarks, "det_score": face.score}
+
+    def enroll(self, paths_or_folders: Any, embedder: Any = None, *, aligned: bool = False, batch_size: int = 32,
+               duplicate_threshold: Optional[float] = DUPLICATE_THRESHOLD, progress: bool = False) -> EnrollReport:
+        """Enrol photos: detect the face, align, embed, add. Resumable and crash-safe.
+
+        Args:
+            paths_or_folders: a folder of people (one sub-folder per person, named after
+                them), one person's folder, image files, a list of these, or
+                ``{identity: paths}`` (see :func:`lightface.gallery.photos.collect_photos`).
+            embedder: a :class:`lightface.FaceEmbedder` (default: the gallery's). Its model is
+                recorded in the gallery on the first enrolment and checked afterwards.
+            aligned: the photos are already Light CNN crops (no detection; see
+                ``FaceEmbedder``'s size policy).
+            batch_size: faces per forward pass and per commit: a killed run loses at most
+                one batch, and running again resumes after the last commit.
+            duplicate_threshold: cosine at or above which a new face is flagged as a
+                near-duplicate of an enrolled one (None: no check). Byte-identical files are
+                always detected (sha256) and not added twice.
+            progress: show a tqdm bar.
+        Returns:
+            an :class:`EnrollReport`. Bad photos (unreadable, no face) are skipped and
+            listed in ``report.failed``; they never stop the run.
+        """
+        from ..data.io import ImageReadError, decode_image, to_gray
+        from ..embed import NoFaceError, prepare_aligned
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        embedder = embedder if embedder is not None else self.embedder
+        if embedder is None:
+            raise ValueError("enroll needs an embedder: FaceGallery(path, embedder) or enroll(..., embedder=...)")
+        info = self._check_model(embedder)
+        t0 = time.perf_counter()
+        items = collect_photos(paths_or_folders)
+        report = EnrollReport(photos=len(items))
+        threshold = getattr(embedder, "threshold", None)
+        if threshold is not None and "threshold" not in self._store.meta:
+            self.set_threshold(float(threshold))
+        seen: Dict[str, Tuple[str, str]] = {}
+        pending: List[Tuple[str, str, np.ndarray, Dict[str, Any]]] = []
+        identities = set()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc="enrolling", unit="photo")
+        try:
+            for identity, photo in items:
+                if bar is not None:
+                    bar.update(1)
+                source = os.path.abspath(photo)
+                try:
+                    data = Path(photo).read_bytes()
+                except OSError as err:
+                    report.failed[source] = f"{source}: cannot read ({err.strerror or err})"
+                    continue
+                sha = _file_sha256(data)
+                prev = self._store.find_sha(sha)
+                if prev is None and sha in seen:
+                    prev = (None, *seen[sha])
+                if prev is not None:
+                    if prev[2] == source and prev[1] == identity:
+                        report.skipped += 1
+                    else:
+                        report.duplicates.append(Duplicate(source, identity, "file", prev[0], prev[1], prev[2]))
+                        logger.warning("%s: same file as %s (%s); not added again", source, prev[2], prev[1])
+                    continue
+                try:
+                    img = decode_image(data, "bgr", source)
+                    if aligned:
+                        gray, rec = prepare_aligned(to_gray(img), source), {}
+                    else:
+                        gray, rec = self._detect(embedder, img, source, report)
+                except (ImageReadError, NoFaceError, ValueError, TypeError) as err:
+                    report.failed[source] = str(err)
+                    logger.warning("skipping %s", err)
+                    continue
+                seen[sha] = (identity, source)
+                rec.update(path=source, file_sha256=sha)
+                pending.append((identity, source, gray, rec))
+                if len(pending) >= batch_size:
+                    self._enroll_batch(pending, embedder, info, report, duplicate_threshold, identities)
+                    pending = []
+            if pending:
+                self._enroll_batch(pending, embedder, info, report, duplicate_threshold, identities)
+        finally:
+            if bar is not None:
+                bar.close()
+        report.identities = sorted(identities)
+        report.seconds = time.perf_counter() - t0
+        logger.info("%s: %s", self.path, report.summary())
+        return report
+
+    def _enroll_batch(self, pending, embedder, info: ModelInfo, report: EnrollReport,
+                      duplicate_threshold: Optional[float], identities: set) -> None:
+        crops = np.stack([p[2] for p in pending])
+        x = torch.from_numpy(crops).unsqueeze(1).float().div_(255.0)
+        emb = embedder.embed_tensor(x).float().cpu().numpy()
+        records = [p[3] for p in pending]
+        if duplicate_threshold is not None:
+            thr = float(duplicate_threshold)
+            if len(self._store.embeddings):
+                res = self.search(emb, k=1, backend="exact")
+                for j in np.flatnonzero(res.scores[:, 0] >= thr):
+                    m = res[int(j)][0]
+                    records[j]["duplicate_of"] = m.face_id
+                    report.duplicates.append(Duplicate(pending[j][1], pending[j][0], "embedding", m.face_id, m.identity,
+                                                       m.path, m.score))
+            sims = emb @ emb.T
+            for j in range(1, len(pending)):
+                i = int(np.argmax(sims[j, :j]))
+                if sims[j, i] >= thr and "duplicate_of" not in records[j]:
+                    records[j]["duplicate_of"] = ("batch", i)
+                    report.duplicates.append(Duplicate(pending[j][1], pending[j][0], "embedding", None, pending[i][0],
+                                                       pending[i][1], float(sims[j, i])))
+        ids = self.add(emb, [p[0] for p in pending], records, model=info)
+        for d in report.duplicates:  # fill in face ids of in-batch near-duplicates
+            if d.of_face_id is None and d.kind == "embedding":
+                k = next((i for i, p in enumerate(pending) if p[1] == d.of_path), None)
+                if k is not None:
+                    d.of_face_id = int(ids[k])
+        report.added += len(pending)
+        identities.update(p[0] for p in pending)
+
+    # -- search --------------------------------------------------------------------------------
+    def _load_index(self):
+        name = self._store.meta.get("index_file")
+        if name is None:
+            return None
+        if self._index is None or self._index_file != name:
+            path = self.path / name
+            if not path.is_file():
+                raise CorruptGalleryError(f"{path}: the FAISS index named by the gallery is missing; rebuild it with "
+                                          "build_index() or drop it with drop_index()")
+            self._index = faiss_backend.load_index(path)
+            self._index_file = name
+        return self._index
+
+    def _search_rows(self, q: np.ndarray, k: int, backend: str, params: Optional[Dict[str, Any]]):
+        store = self._store
+        n = store.count
+        if backend not in ("auto", "exact", "faiss"):
+            raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
+        has_index = "index_file" in store.meta
+        if backend == "faiss" and not has_index:
+            raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index()")
+        use_faiss = has_index and (backend == "faiss" or (backend == "auto" and faiss_backend.available()))
+        if has_index and backend == "auto" and not use_faiss:
+            logger.warning("%s: the gallery has a FAISS index but faiss is not installed; searching exactly "
+                           "(pip install 'lightface[search]')", self.path)
+        if not use_faiss:
+            return exact_search(store.embeddings, q, k)
+        import json
+
+        index = self._load_index()
+        covered = min(int(store.meta["index_rows"]), n)
+        p = dict(json.loads(store.meta["index_params"]))
+        p.update(params or {})
+        parts = [faiss_backend.search_index(index, q, min(k, covered), p)] if covered else []
+        if covered < n:  # rows added after the index was built: searched exactly
+            parts.append(exact_search(store.embeddings[covered:], q, k, row_offset=covered))
+        return _merge_topk(parts, min(k, n))
+
+    def search(self, queries: Any, k: int = 5, *, backend: str = "auto",
+               params: Optional[Dict[str, Any]] = None) -> SearchResult:
+        """The k most similar gallery faces of each query.
+
+        Args:
+            queries: float (Q, D) or (D,) embeddings (numpy or tensor; normalised here).
+            k: matches per query (fewer when the gallery holds fewer faces).
+            backend: ``"auto"`` (the FAISS index when the gallery has one and faiss is
+                installed, else exact), ``"exact"`` or ``"faiss"``.
+            params: FAISS search parameters overriding the stored ones (``nprobe``,
+                ``efSearch``).
+        Returns:
+            :class:`SearchResult` (scores are cosine similarities in [-1, 1]).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self._store.refresh()
+        q = _as_matrix(queries, "queries")
+        if self._store.dim and q.shape[1] != self._store.dim:
+            raise ValueError(f"queries are {q.shape[1]}-d but the gallery holds {self._store.dim}-d embeddings")
+        if self._store.count == 0:
+            empty = np.zeros((len(q), 0))
+            return SearchResult(empty.astype(np.float32), empty.astype(np.int64), empty.astype(object),
+                                empty.astype(object))
+        scores, rows = self._search_rows(q, int(k), backend, params)
+        table = self._store.lookup_rows(rows.reshape(-1))
+        shape = rows.shape
+        face_ids = np.full(shape, -1, np.int64)
+        names = np.empty(shape, object)
+        paths = np.empty(shape, object)
+        for (i, j), r in np.ndenumerate(rows):
+            if r >= 0:
+                face_ids[i, j], names[i, j], paths[i, j] = table[int(r)]
+        # float16 storage: a unit vector's stored norm is 1 +- 1e-3, so clip to the cosine range
+        return SearchResult(np.clip(scores, -1.0, 1.0).astype(np.float32), face_ids, names, paths)
+
+    def _resolve_threshold(self, threshold: Optional[float]) -> float:
+        if threshold is not None:
+            return float(threshold)
+        t = self.threshold
+        if t is None:
+            raise ValueError(f"{self.path}: identify needs a threshold: pass threshold=<cosine>, or open the gallery "
+                             "with an embedder that has one (embedder.threshold, from its model card)")
+        return t
+
+    def identify(self, queries: Any, threshold: Optional[float] = None, *, backend: str = "auto",
+                 params: Optional[Dict[str, Any]] = None) -> Identification:
+        """Open-set identification: the nearest enrolled person, or ``"unknown"``.
+
+        Args:
+            queries: float (Q, D) or (D,) embeddings.
+            threshold: cosine similarity below which the answer is :data:`UNKNOWN`.
+                Default: the embedder's calibrated ``threshold`` (its model card), else
+                the one stored in the gallery; ValueError when there is none.
+            backend, params: as in :meth:`search`.
+        """
+        thr = self._resolve_threshold(threshold)
+        res = self.search(queries, k=1, backend=backend, params=params)
+        nq = len(res)
+        if res.scores.shape[1] == 0:
+            return Identification([UNKNOWN] * nq, np.full(nq, -np.inf, np.float32), [None] * nq, [None] * nq,
+                                  np.full(nq, -1, np.int64), thr)
+        scores = res.scores[:, 0]
+        nearest = [str(s) for s in res.identities[:, 0]]
+        names = [s if sc >= thr else UNKNOWN for s, sc in zip(nearest, scores)]
+        return Identification(names, scores, nearest, list(res.paths[:, 0]), res.face_ids[:, 0].copy(), thr)
+
+    def search_faces(self, image: Any, k: int = 5, embedder: Any = None, threshold: Optional[float] = None,
+                     **kwargs) -> List[FaceSearch]:
+        """Detect every face of one photo (a group photo works) and search each.
+
+        Args:
+            image: a path, uint8 BGR/gray numpy array or PIL image (a whole photo).
+            k: matches per face.
+            embedder: default: the gallery's (its model is checked against the gallery's).
+            threshold: for the open-set ``identity`` of each face (default as in
+                :meth:`identify`; when there is none, ``identity`` is None).
+            **kwargs: ``backend`` / ``params`` for :meth:`search`.
+        Returns:
+            one :class:`FaceSearch` per face, largest first (empty when no face is found).
+        """
+        embedder = embedder if embedder is not None else self.embedder
+        if embedder is None:
+            raise ValueError("search_faces needs an embedder: FaceGallery(path, embedder) or embedder=...")
+        if embedder is not self.embedder:
+            self._check_model(embedder)
+        faces = embedder.embed_faces(image)
+        if not faces:
+            return []
+        res = self.search(np.stack([f.embedding for f in faces]), k=k, **kwargs)
+        if threshold is not None:
+            thr: Optional[float] = float(threshold)
+        elif getattr(embedder, "threshold", None) is not None:
+            thr = float(embedder.threshold)
+        else:
+            thr = self.threshold
+        out = []
+        for i, f in enumerate(faces):
+            matches = res[i]
+            identity = None
+            if thr is not None:
+                identity = matches[0].identity if matches and matches[0].score >= thr else UNKNOWN
+            out.append(FaceSearch(f.box, f.score, f.landmarks, f.crop, f.embedding, matches, identity))
+        return out
+
+    # -- FAISS index ---------------------------------------------------------------------------
+    def build_index(self, kind: str = "auto", params: Optional[Dict[str, Any]] = None, progress: bool = False,
+                    seed: int = 0) -> Dict[str, Any]:
+        """Build (or rebuild) the FAISS index over every face and store it in the gallery.
+
+        Args:
+            kind: ``"auto"`` (HNSW below ``faiss_backend.HNSW_MAX_ROWS`` faces, IVF above),
+                ``"hnsw"``, ``"ivf"``, or any FAISS factory string (``"HNSW32"``,
+                ``"IVF4096,Flat"``, ...).
+            params: overrides of the build/search parameters (``efConstruction``,
+                ``efSearch``, ``nprobe``); stored with the index.
+            progress: show a tqdm bar while adding vectors.
+            seed: IVF training-sample seed.
+        Returns:
+            :attr:`index_info`. Faces added later are searched exactly until
+            :meth:`update_index` (or a rebuild) covers them.
+        """
+        faiss_backend.require()
+        store = self._store
+        with store.write_lock():
+            n = store.count
+            if n == 0:
+                raise GalleryError(f"{self.path}: the gallery is empty; nothing to index")
+            auto_factory, auto_params = faiss_backend.choose_index(n)
+            if kind == "auto":
+                factory, p = auto_factory, auto_params
+            elif kind == "hnsw":
+                factory, p = faiss_backend.choose_index(0)
+            elif kind == "ivf":
+                factory, p = faiss_backend.choose_index(max(n, faiss_backend.HNSW_MAX_ROWS))
+            else:
+                factory, p = kind, {}
+            p = {**p, **(params or {})}
+            t0 = time.perf_counter()
+            index = faiss_backend.build_index(store.embeddings, factory, p, seed=seed, progress=progress)
+            self._commit_index(index, factory, p, n)
+        logger.info("%s: built %s over %d faces in %.1f s", self.path, factory, n, time.perf_counter() - t0)
+        return self.index_info
+
+    def _commit_index(self, index, factory: str, params: Dict[str, Any], rows: int) -> None:
+        store = self._store
+        old = store.meta.get("index_file")
+        name = f"index-{time.time_ns()}.faiss"
+        faiss_backend.save_index(index, self.path / name)
+        from .storage import _fsync_dir
+
+        _fsync_dir(self.path)
+        with store.transaction() as conn:
+            store.set_meta(conn, {"index_file": name, "index_factory": factory,
+                                  "index_params": faiss_backend.params_to_text(params), "index_rows": rows})
+        if old and old != name:
+            try:
+                os.unlink(self.path / old)
+            except OSError:
+                pass
+        self._index, self._index_file = index, name
+
+    def update_index(self, progress: bool = False) -> Dict[str, Any]:
+        """Add the faces enrolled since the index was built to it (no retraining)."""
+        import json
+
+        store = self._store
+        with store.write_lock():
+            if "index_file" not in store.meta:
+                raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index()")
+            covered = int(store.meta["index_rows"])
+            if covered < store.count:
+                index = self._load_index()
+                faiss_backend.add_rows(index, store.embeddings[covered:])
+                self._commit_index(index, store.meta["index_factory"], json.loads(store.meta["index_params"]),
+                                   store.count)
+        return self.index_info
+
+    def drop_index(self) -> None:
+        """Remove the FAISS index (search becomes exact)."""
+        store = self._store
+        with store.write_lock():
+            old = store.meta.get("index_file")
+            with store.transaction() as conn:
+                store.set_meta(conn, {k: None for k in INDEX_KEYS})
+            if old:
+                try:
+                    os.unlink(self.path / old)
+                except OSError:
+                    pass
+        self._index = None
+
+    # -- integrity -----------------------------------------------------------------------------
+    def verify(self) -> Dict[str, Any]:
+        """Check the whole gallery; returns a summary, raises :class:`CorruptGalleryError` listing
+        every problem found (SQLite integrity, row numbering, non-finite or non-unit vectors,
+        index bookkeeping)."""
+        import sqlite3
+
+        store = self._store
+        store.refresh()
+        problems = []
+        try:
+            check = store.conn.execute("PRAGMA integrity_check").fetchall()
+            if check != [("ok",)]:
+                problems.append(f"SQLite integrity_check: {check[:3]}")
+            rows = np.array([r[0] for r in store.conn.execute("SELECT row FROM faces ORDER BY row")], np.int64)
+        except sqlite3.DatabaseError as err:
+            raise CorruptGalleryError(f"{store.db_path}: {err}") from err
+        if len(rows) != store.count or (len(rows) and not np.array_equal(rows, np.arange(store.count))):
+            problems.append(f"{len(rows)} face records for {store.count} embedding rows (rows must be 0..count-1)")
+        emb = store.embeddings
+        bad_rows = []
+        for s in range(0, len(emb), 1 << 16):
+            block = np.asarray(emb[s:s + (1 << 16)], np.float32)
+            norms = np.linalg.norm(block, axis=1)
+            bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-2))
+            bad_rows += (bad + s).tolist()
+        if bad_rows:
+            problems.append(f"{len(bad_rows)} embeddings are not finite unit vectors (rows {bad_rows[:5]})")
+        info = self.index_info
+        if info is not None:
+            if info["rows"] > store.count:
+                problems.append(f"the FAISS index covers {info['rows']} rows but the gallery has {store.count}")
+            if not (self.path / info["file"]).is_file():
+                problems.append(f"the FAISS index file {info['file']} is missing")
+        if problems:
+            raise CorruptGalleryError(f"{self.path}: " + "; ".join(problems))
+        return {"faces": store.count, "identities": len(store.identity_names()), "dim": store.dim,
+                "model": str(self.model) if self.model else None, "index": info}
