@@ -61,6 +61,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="alignment template (scaled to --size) for images with landmarks")
     a.add_argument("--landmarks", metavar="FILE", default=None,
                    help="5-point landmarks file: 'name x1 y1 ... x5 y5' per line, names matching the end of image paths")
+    a.add_argument("--fiducials", metavar="DIR", default=None,
+                   help="CFP Fiducials folder (<id>/<frontal|profile>/NN.txt, 30 points each) for a CFP Images "
+                        "source: each image is aligned with the 5 points derived for its pose (from its "
+                        "frontal/profile folder, stored as the pose attribute); images without one are skipped")
     a.add_argument("--detect", metavar="MODEL", default=None,
                    help="detect the largest face with this detector (InsightFace pack name, detector .onnx, "
                         "YuNet .onnx or yunet:PATH) for images without landmarks; images without a face are skipped")
@@ -105,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = build_lmdb(
             args.src, args.out, size=args.size, color=args.color, encoding=args.encoding, quality=args.quality,
-            template=args.template, landmarks=args.landmarks, detect=args.detect, det_size=args.det_size,
+            template=args.template, landmarks=args.landmarks, fiducials=args.fiducials, detect=args.detect, det_size=args.det_size,
             det_threshold=args.det_threshold, source_template=args.source_template, resize=args.resize,
             list_root=args.root, workers=args.workers, shuffle=args.shuffle, seed=args.seed, resume=args.resume,
             overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,

@@ -350,7 +350,7 @@ def test_killed_checkpoint_saves_do_not_accumulate_temporary_files(tmp_path):
     target = tmp_path / "last.pt"
     # a kill at the worst moment (after the data, before the rename), three times (one torch import, three forks)
     code = ("import os, signal, torch; from lightface.engine import checkpoint as c\n"
-            "c.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
             "for _ in range(3):\n"
             "    pid = os.fork()\n"
             "    if pid == 0:\n"
@@ -400,7 +400,7 @@ def test_full_disk_is_said_plainly(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)
     with pytest.raises(OSError, match=r"no space left on device while saving checkpoint .*last\.pt.*needs about "
                                       r"3\.8 MB.*free") as info:
         ck.save_atomic({"w": torch.zeros(1000000)}, target)
@@ -459,3 +459,94 @@ def test_library_batch_sizes_are_checked(tmp_path):
                  lambda: fr.frontalize_faces([face], batch_size=0), lambda: fr.frontalize(face, batch_size=-2)):
         with pytest.raises(ValueError, match="--batch-size"):
             call()
+
+
+def test_lmdb_full_disk_is_said_plainly(tmp_path, monkeypatch):
+    import errno
+
+    import lmdb
+
+    from lightface.data import lmdb_format
+
+    _images(tmp_path / "src" / "a", n=3)
+
+    def full(self, items, delete):
+        raise lmdb.DiskError("mdb_txn_commit: No space left on device")
+
+    monkeypatch.setattr(lmdb_format.LMDBWriter, "_commit", full)
+    with pytest.raises(OSError, match=r"no space left on device while writing the LMDB at .*out\.partial.*MB free") as e:
+        build_lmdb(tmp_path / "src", tmp_path / "out", size=32, progress=False)
+    assert e.value.errno == errno.ENOSPC
+    assert not lock_path(tmp_path / "out").exists()  # the lock is released on the way out
+    from pipelines import build_lmdb as cli
+
+    assert cli.cli([str(tmp_path / "src"), str(tmp_path / "out"), "--size", "32", "--no-progress"]) == 1
+
+
+# -- 5.11 smaller defects ----------------------------------------------------------------------
+def test_resume_of_a_complete_build_has_nothing_to_do(tmp_path, capsys):
+    from pipelines import build_lmdb as cli
+
+    _images(tmp_path / "src" / "a")
+    argv = [str(tmp_path / "src"), str(tmp_path / "out"), "--size", "32", "--no-progress"]
+    assert cli.cli(argv) == 0
+    capsys.readouterr()
+    assert cli.cli(argv + ["--resume"]) == 0  # was: "already holds a complete dataset" and exit 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["nothing_to_do"] and summary["written"] == 2
+    # other arguments than the finished build: still refused, it is not the build being resumed
+    assert cli.cli(argv[:-3] + ["--size", "40", "--no-progress", "--resume"]) == 1
+
+
+def test_build_never_replaces_a_folder_that_is_not_a_dataset(tmp_path):
+    _images(tmp_path / "src" / "a")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    for out in (tmp_path / "run", tmp_path / "src"):  # a run folder; the source folder itself
+        with pytest.raises(FileExistsError, match="not a lightface dataset"):
+            build_lmdb(tmp_path / "src", out, size=32, progress=False, overwrite=True)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "keep me" and (tmp_path / "src" / "a" / "0.png").exists()
+
+
+def test_relabel_refuses_out_equal_to_data(tmp_path):
+    from lightface.data.build import write_lmdb
+    from lightface.data.relabel import relabel_lmdb
+
+    data = tmp_path / "data"
+    write_lmdb(data, [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["a"])
+    os.symlink(data, tmp_path / "alias")
+    for out in (data, tmp_path / "alias", tmp_path / "x" / ".." / "data", tmp_path):
+        with pytest.raises(ValueError, match="--out .* --data"):
+            relabel_lmdb(data, tmp_path / "missing.pt", out, overwrite=True, progress=False)
+    assert (data / "data.mdb").exists()
+
+
+def test_build_lmdb_cfp_fiducials_option(tmp_path, shared_data):
+    """--fiducials gives the same dataset as the old python -c write_cfp_landmarks + --landmarks recipe."""
+    import shutil
+
+    from lightface.data import LMDBDataset
+    from lightface.data.pose_pairs import write_cfp_landmarks
+    from pipelines import build_lmdb as cli
+
+    cfp = tmp_path / "cfp"
+    for part in ("Images", "Fiducials"):
+        for ident in ("451", "452"):
+            shutil.copytree(shared_data / "cfp" / part / ident, cfp / part / ident)
+    os.remove(cfp / "Fiducials" / "452" / "profile" / "04.txt")  # an image without fiducials is skipped
+    common = ["--size", "64", "--template", "lightcnn", "--no-progress"]
+    assert cli.cli([str(cfp / "Images"), str(tmp_path / "fid"), "--fiducials", str(cfp / "Fiducials")] + common) == 0
+    write_cfp_landmarks(cfp, tmp_path / "5pt.txt")
+    assert cli.cli([str(cfp / "Images"), str(tmp_path / "lm"), "--landmarks", str(tmp_path / "5pt.txt")] + common) == 0
+    a, b = LMDBDataset(tmp_path / "fid"), LMDBDataset(tmp_path / "lm")
+    assert len(a) == len(b) == 27 and a.classes == ["451", "452"]
+    assert sorted({a.attributes(i)["pose"] for i in range(len(a))}) == ["frontal", "profile"]
+    for i in range(len(a)):
+        ra, rb = a.record(i), b.record(i)
+        assert ra["label"] == rb["label"] and ra["attributes"] == rb["attributes"]
+        np.testing.assert_allclose(ra["landmarks"], rb["landmarks"], atol=0.02)  # the file rounds to 0.01 px
+        pa, pb = (np.frombuffer(r["encoded"], np.uint8).astype(int) for r in (ra, rb))
+        assert np.abs(pa - pb).mean() < 0.5  # the same crops, up to that rounding
+    report = json.loads((tmp_path / "fid" / "build_report.json").read_text())
+    assert [s["source"] for s in report["skipped"]] == ["452/profile/04.jpg"]
+    assert cli.cli([str(cfp / "Images"), str(tmp_path / "x"), "--fiducials", str(cfp / "Images")] + common) == 1

@@ -279,7 +279,7 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     if item.landmarks is not None:
         lm = np.asarray(item.landmarks, np.float64).reshape(5, 2)
     elif options.require_landmarks and not options.detect:
-        return ("skip", "no landmarks for this image in the landmarks file")
+        return ("skip", "no landmarks for this image (not in the landmarks file / no CFP fiducial file)")
     elif options.detect:
         detector = _detector()  # a detector that cannot be loaded stops the build (not a per-file problem)
         try:
@@ -334,9 +334,18 @@ class _DatasetWriter:
             raise
 
     def _open(self, overwrite: bool, resume: bool, fingerprint: str, map_size: int) -> None:
-        if is_complete_dataset(self.out) and not overwrite:
-            raise FileExistsError(f"{self.out} already holds a complete dataset; pass overwrite=True "
-                                  "(--overwrite) to replace it")
+        if is_complete_dataset(self.out):
+            if not overwrite:
+                raise FileExistsError(f"{self.out} already holds a complete dataset; pass overwrite=True "
+                                      "(--overwrite) to replace it")
+        elif self.out.is_dir() or self.out.exists():
+            # finishing replaces OUT: never a folder of other files (the source folder, a run folder ...)
+            entries = sorted(os.listdir(self.out)) if self.out.is_dir() else [self.out.name]
+            foreign = [e for e in entries if e != REPORT_NAME]
+            if not self.out.is_dir() or foreign:
+                raise FileExistsError(
+                    f"{self.out} exists and is not a lightface dataset ({', '.join(foreign[:3])}"
+                    f"{' ...' if len(foreign) > 3 else ''}); it is never replaced: choose another output path")
         state = None
         if self.partial.exists():
             if resume:
@@ -455,6 +464,26 @@ class _DatasetWriter:
             self.lock.release()
 
 
+def _already_complete(out: Path, src, plan: SourcePlan, items: Sequence[SourceItem], fp_opts: Dict[str, Any],
+                      t0: float) -> Optional[Dict[str, Any]]:
+    """``resume`` of a build that already finished with these arguments: nothing to do (the
+    summary of the finished dataset), or None when ``out`` was built from something else."""
+    meta = read_metadata(out)
+    build = meta.get("build") or {}
+    stored = str(build.get("source"))
+    same_source = stored == str(src) or os.path.realpath(stored) == os.path.realpath(src)
+    if not same_source or build.get("options") != fp_opts:
+        return None  # another dataset: _DatasetWriter refuses to replace it without overwrite
+    logger.info("%s is already complete (%d samples, %d classes): nothing to resume", out, meta["count"],
+                meta["num_classes"])
+    return {
+        "out": str(out), "source": str(src), "source_kind": plan.kind, "total": len(items), "written": meta["count"],
+        "skipped": int(build.get("skipped", 0)), "ignored": len(plan.ignored), "num_classes": meta["num_classes"],
+        "seconds": round(time.perf_counter() - t0, 3), "images_per_second": None, "resumed_from": len(items),
+        "report": str(out / REPORT_NAME), "ok": True, "nothing_to_do": True,
+    }
+
+
 def _check_counts(batch_size: int, workers: int = 0) -> None:
     """``batch_size >= 1`` and ``workers >= 0`` (named with their flags: a 0 batch divided by zero before)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -489,6 +518,7 @@ def build_lmdb(
     quality: int = 95,
     template: str = "lightcnn_train",
     landmarks=None,
+    fiducials=None,
     detect: Optional[str] = None,
     det_size: int = 640,
     det_threshold: float = 0.5,
@@ -521,6 +551,11 @@ def build_lmdb(
         landmarks: a ``name x1 y1 ... x5 y5`` file; images are aligned with it (matched by
             the end of their relative path). Images without an entry are skipped unless
             ``detect`` is given.
+        fiducials: a CFP ``Fiducials`` folder (``<id>/<pose>/NN.txt``, 30 points per image)
+            matching a CFP ``Images`` tree given as ``src``: each image is aligned with the 5
+            points :func:`lightface.data.pose_pairs.cfp_five_points` derives for its pose
+            (its ``frontal``/``profile`` folder, also stored as the ``pose`` attribute).
+            Images without a fiducial file are skipped unless ``detect`` is given.
         detect: a detector (:class:`lightface.data.detect.FaceDetector` model) used for
             images without landmarks; the largest face is aligned, images without a face
             are skipped.
@@ -533,7 +568,9 @@ def build_lmdb(
         workers: processes that decode/align/encode in parallel (0 = in this process);
             output order does not depend on it.
         shuffle, seed: store the samples in a random order fixed by ``seed``.
-        resume: continue an unfinished build of ``out`` (same arguments required).
+        resume: continue an unfinished build of ``out`` (same arguments required); when
+            ``out`` is already complete with these arguments there is nothing to do: its
+            summary is returned (``nothing_to_do: True``).
         overwrite: replace an existing complete dataset at ``out``.
         batch_size: samples per LMDB commit.
         device: detector device (``"cpu"``, ``"cuda"``, ``"auto"``).
@@ -549,13 +586,13 @@ def build_lmdb(
     t0 = time.perf_counter()
     out = Path(out)
     _check_counts(batch_size=batch_size, workers=workers)
-    plan: SourcePlan = open_source(src, landmarks=landmarks, list_root=list_root)
+    plan: SourcePlan = open_source(src, landmarks=landmarks, list_root=list_root, fiducials=fiducials)
     if source_template is None and plan.source_template and not detect:
         source_template = plan.source_template
     opts = BuildOptions(size=int(size), color=color, encoding=encoding, quality=int(quality), template=template,
                         detect=str(detect) if detect else None, det_size=int(det_size),
                         det_threshold=float(det_threshold), source_template=source_template, resize=resize,
-                        require_landmarks=landmarks is not None)
+                        require_landmarks=landmarks is not None or fiducials is not None)
     opts.validate()
     items = list(plan.items)
     if shuffle:
@@ -566,8 +603,15 @@ def build_lmdb(
         if len(missing) == len(items) and items:
             raise ValueError(f"no image under {src} matches a name in {landmarks}; names must match "
                              "the end of the image paths (e.g. 'name/name_0001.jpg')")
+    if fiducials is not None and not detect and items and all(it.landmarks is None for it in items):
+        raise ValueError(f"no image under {src} has a fiducial file in {fiducials}: give CFP's Images folder as the "
+                         "source and its Fiducials folder (<id>/<frontal|profile>/NN.txt) as --fiducials")
     fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
     fingerprint = _fingerprint(items, {**fp_opts, "recordio": plan.rec_path})
+    if resume and not overwrite and not partial_path(out).exists() and is_complete_dataset(out):
+        done = _already_complete(out, src, plan, items, fp_opts, t0)
+        if done is not None:
+            return done
     writer = _DatasetWriter(out, overwrite, resume, fingerprint)
     start = writer.resumed_from
     if start:
@@ -631,8 +675,8 @@ def build_lmdb(
     alignment = {
         "template": template if (st["landmarks"]) else None,
         "size": int(size),
-        "method": "landmarks" if landmarks is not None else ("detect" if detect else
-                                                              ("source_template" if source_template else "none")),
+        "method": ("landmarks" if landmarks is not None else "cfp_fiducials" if fiducials is not None else
+                   "detect" if detect else "source_template" if source_template else "none"),
         "detector": str(detect) if detect else None,
         "source_template": source_template,
         "resize": None if st["landmarks"] else resize,

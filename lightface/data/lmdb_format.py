@@ -22,8 +22,10 @@ the PNG / JPEG file, or the raw uint8 pixels (C order, BGR for colour) for ``raw
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -234,20 +236,43 @@ class LMDBWriter:
             return out
 
     def put(self, items: Iterable[Tuple[bytes, bytes]], delete: Iterable[bytes] = ()) -> None:
-        """Write ``items`` (and delete ``delete`` keys) in one transaction; grows the map as needed."""
+        """Write ``items`` (and delete ``delete`` keys) in one transaction; grows the map as needed.
+
+        Raises:
+            OSError: ``errno.ENOSPC`` when the disk is full, saying so with the path, the
+                size of the commit and the free space; earlier commits are kept.
+        """
         items = list(items)
         delete = list(delete)
         while True:
             try:
-                with self.env.begin(write=True) as txn:
-                    for key in delete:
-                        txn.delete(key)
-                    for key, value in items:
-                        txn.put(key, value)
+                self._commit(items, delete)
                 return
             except self._lmdb.MapFullError:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
+            except self._lmdb.DiskError as err:  # LMDB's name for ENOSPC
+                raise self._no_space(sum(len(k) + len(v) for k, v in items)) from err
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise self._no_space(sum(len(k) + len(v) for k, v in items)) from err
+
+    def _commit(self, items: List[Tuple[bytes, bytes]], delete: List[bytes]) -> None:
+        with self.env.begin(write=True) as txn:
+            for key in delete:
+                txn.delete(key)
+            for key, value in items:
+                txn.put(key, value)
+
+    def _no_space(self, nbytes: int) -> OSError:
+        try:
+            free = f"{shutil.disk_usage(self.path).free / 2**20:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return OSError(errno.ENOSPC, f"no space left on device while writing the LMDB at {self.path}: a commit of "
+                       f"{nbytes / 2**20:.1f} MB did not fit ({free}); free some space (the samples committed "
+                       "before are kept: build_lmdb --resume continues a build)", str(self.path))
 
     def sync(self) -> None:
         self.env.sync(True)

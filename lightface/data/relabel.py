@@ -121,6 +121,7 @@ def relabel_lmdb(
     from . import LMDBDataset
 
     data, weights, out = Path(data), Path(weights), Path(out)
+    check_distinct_output(data, out)
     dataset = LMDBDataset(data)
     classes = [str(c) for c in dataset.classes]
     raw = load_checkpoint(weights)
@@ -177,6 +178,19 @@ def relabel_lmdb(
     }
     (out / "relabel_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return report
+
+
+def check_distinct_output(data: PathLike, out: PathLike) -> None:
+    """Refuse an output that is the input dataset or holds it (``--out`` equal to ``--data``, also
+    through another spelling or a symlink): writing it would replace the data being read.
+
+    Raises:
+        ValueError: naming both paths.
+    """
+    d, o = os.path.realpath(data), os.path.realpath(out)
+    if d == o or d.startswith(o.rstrip(os.sep) + os.sep):
+        raise ValueError(f"--out {out} {'is' if d == o else 'contains'} --data {data}: relabelling writes a new "
+                         "dataset and would replace the one it reads; choose another --out")
 
 
 def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int = 0):

@@ -28,6 +28,7 @@ __all__ = [
     "scan_recordio",
     "read_landmarks_file",
     "attach_landmarks",
+    "attach_cfp_fiducials",
     "open_source",
     "natural_key",
 ]
@@ -281,10 +282,49 @@ def attach_landmarks(plan: SourcePlan, table: Dict[str, np.ndarray]) -> Tuple[So
     return replace(plan, items=items), matched
 
 
-def open_source(src, landmarks=None, list_root=None) -> SourcePlan:
+def attach_cfp_fiducials(plan: SourcePlan, fiducials) -> Tuple[SourcePlan, int]:
+    """Give each item the 5 points computed from its CFP fiducial file.
+
+    CFP lays its data out as ``Images/<id>/<pose>/NN.jpg`` and ``Fiducials/<id>/<pose>/NN.txt``
+    (30 ``x,y`` lines); ``fiducials`` is the ``Fiducials`` folder and the items are matched
+    by relative path (``451/frontal/01.jpg`` -> ``451/frontal/01.txt``). The pose comes from
+    the folder layout (the item's ``pose`` attribute, i.e. its ``frontal``/``profile``
+    folder) and decides the mapping (:func:`lightface.data.pose_pairs.cfp_five_points`).
+    Items without a fiducial file or pose keep no landmarks; unreadable files are logged.
+
+    Returns:
+        ``(new plan, matched count)``.
+    """
+    from .pose_pairs import cfp_five_points
+
+    root = Path(fiducials)
+    if not root.is_dir():
+        raise NotADirectoryError(f"fiducials folder not found: {root} (CFP's Fiducials/<id>/<pose>/NN.txt)")
+    items, matched = [], 0
+    for it in plan.items:
+        pose = dict(it.attributes).get("pose")
+        fid = (root / it.name).with_suffix(".txt")
+        lm = None
+        if pose in ("frontal", "profile") and fid.is_file():
+            try:
+                pts = np.loadtxt(fid, delimiter=",", ndmin=2)
+                lm = cfp_five_points(pts, pose)
+            except ValueError as err:
+                logger.warning("%s: unusable CFP fiducials (%s); the image is aligned only if detection is on",
+                               fid, err)
+        if lm is not None:
+            matched += 1
+            items.append(replace(it, landmarks=tuple(float(v) for v in lm.reshape(-1))))
+        else:
+            items.append(it)
+    return replace(plan, items=items), matched
+
+
+def open_source(src, landmarks=None, list_root=None, fiducials=None) -> SourcePlan:
     """Pick the source kind from ``src``: a folder holding ``train.rec``+``train.idx`` or a
     ``.rec``/``.idx`` file -> RecordIO; another folder -> folder tree; another file -> list
-    file. ``landmarks`` (a landmarks file) is attached by relative path."""
+    file. ``landmarks`` (a landmarks file) or ``fiducials`` (a CFP ``Fiducials`` folder, see
+    :func:`attach_cfp_fiducials`) is attached by relative path."""
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"source not found: {src}")
@@ -294,7 +334,12 @@ def open_source(src, landmarks=None, list_root=None) -> SourcePlan:
         plan = scan_folder(src)
     else:
         plan = read_list_file(src, list_root)
+    if landmarks is not None and fiducials is not None:
+        raise ValueError("give either a landmarks file or a CFP fiducials folder, not both")
     if landmarks is not None:
         plan, matched = attach_landmarks(plan, read_landmarks_file(landmarks))
         logger.info("landmarks for %d of %d images from %s", matched, len(plan.items), landmarks)
+    if fiducials is not None:
+        plan, matched = attach_cfp_fiducials(plan, fiducials)
+        logger.info("CFP fiducials -> 5 landmarks for %d of %d images from %s", matched, len(plan.items), fiducials)
     return plan
