@@ -1,5 +1,6 @@
-"""Frontalize faces in image files or folders with a trained TP-GAN (tpgan) checkpoint.
+"""Frontalize faces in image files or folders with a TP-GAN (tpgan) model (the shipped one by default).
 
+    python -m pipelines.frontalize -i photos/ -o results/                      # the shipped frontalizer
     python -m pipelines.frontalize -i photos/ -o results/ --weights runs/tpgan/checkpoints/final.pth \\
         --detector ../shared/models/det_500m.onnx
     python -m pipelines.frontalize -i crops/ -o results/ --weights runs/tpgan/checkpoints/final.pth --aligned
@@ -12,10 +13,9 @@ never fatal.
 """
 import argparse
 import json
-import logging
 from pathlib import Path
 
-from lightface.restore.folder import RestoreResult, restore_paths
+from lightface.restore.folder import RestoreResult, nothing_restored, restore_paths
 from pipelines._argtypes import positive_int
 
 
@@ -23,8 +23,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("frontalize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", nargs="+", required=True, help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--weights", required=True,
-                   help="tpgan checkpoint (OUT/checkpoints/final.pth from train_frontalization)")
+    p.add_argument("--weights", default=None,
+                   help="tpgan checkpoint (the final checkpoint of train_frontalization) or a shipped entry's name; "
+                        "default: the frontalizer that ships with lightface (default: %(default)s)")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are face crops aligned to the 128x128 lightcnn template (resized when another "
                         "size): no detection (default: off)")
@@ -48,8 +49,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     from lightface.restore.frontalizer import Frontalizer
 
-    fr = Frontalizer(args.weights, device=args.device, detector=None if args.aligned else args.detector,
-                     ema=not args.no_ema)
+    from lightface.models.pretrained import PretrainedError
+
+    try:
+        fr = Frontalizer(args.weights, device=args.device, detector=None if args.aligned else args.detector,
+                         ema=not args.no_ema)
+    except PretrainedError as err:  # nothing ships, or a damaged install: say what to pass
+        raise SystemExit(f"frontalize: {err}") from None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -68,9 +74,14 @@ def main(args: argparse.Namespace) -> dict:
 
     summary = restore_paths(args.input, out, restore, suffix=args.suffix)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not summary["processed"]:
+        raise RuntimeError(nothing_restored(summary, out))
     return summary
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())
+    import sys
+
+    from pipelines._cli import run_cli
+
+    sys.exit(run_cli(main, get_args_parser))

@@ -1,5 +1,6 @@
-"""Super-resolve face crops or whole photos with a trained wavelet_srnet model; optionally score it.
+"""Super-resolve face crops or whole photos with a wavelet_srnet model (the shipped one by default); optionally score it.
 
+    python -m pipelines.super_resolve -i photos/ -o results/ [--scale 8]       # the shipped 4x (8x) model
     python -m pipelines.super_resolve -i photos/ -o results/ --weights runs/sr4/model.pth --detector ../shared/models/det_500m.onnx
     python -m pipelines.super_resolve -i crops/ -o results/ --weights runs/sr4/model.pth --aligned
     python -m pipelines.super_resolve -o eval/ --weights runs/sr4/model.pth --evaluate ../shared/data/celeba_hq \\
@@ -11,10 +12,9 @@ and OUT/contact_sheet.png.
 """
 import argparse
 import json
-import logging
 from pathlib import Path
 
-from lightface.restore.folder import RestoreResult, list_images, restore_paths
+from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths
 from lightface.restore.super_resolver import SuperResolver, evaluate_super_resolution
 from pipelines._argtypes import positive_int
 
@@ -23,7 +23,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("super_resolve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", nargs="+", default=None, help="image files and/or folders to restore (default: none; needed unless --evaluate)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--weights", required=True, help="wavelet_srnet checkpoint (model.pth from train_super_resolution)")
+    p.add_argument("--weights", default=None, help="wavelet_srnet checkpoint (the model file of train_super_resolution) "
+                   "or a shipped entry's name; default: the model that ships for --scale (default: %(default)s)")
+    p.add_argument("--scale", type=int, choices=(4, 8), default=None, help="upscaling factor: picks the shipped model "
+                   "when --weights is unset (default 4); with --weights, checked against the model (default: %(default)s)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no detection (default: off)")
     p.add_argument("--detector", default="buffalo_l", help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack name (default: %(default)s)")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face closest to the image centre (default: off)")
@@ -41,8 +44,13 @@ def main(args: argparse.Namespace) -> dict:
     if not args.input and not args.evaluate:
         raise SystemExit("super_resolve: give inputs with -i/--input, or --evaluate HR_DIR")
     need_detector = not args.aligned
-    resolver = SuperResolver(args.weights, device=args.device, detector=args.detector if need_detector else None,
-                             ema=not args.no_ema)
+    from lightface.models.pretrained import PretrainedError
+
+    try:
+        resolver = SuperResolver(args.weights, device=args.device, detector=args.detector if need_detector else None,
+                                 ema=not args.no_ema, scale=getattr(args, "scale", None))
+    except PretrainedError as err:  # nothing ships for this scale, or a damaged install: say what to pass
+        raise SystemExit(f"super_resolve: {err}") from None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -59,6 +67,8 @@ def main(args: argparse.Namespace) -> dict:
         summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         report["summary"] = summary
+        if not summary["processed"]:
+            raise RuntimeError(nothing_restored(summary, out))
     if args.evaluate:
         result = evaluate_super_resolution(resolver, list_images(args.evaluate, recursive=True), aligned=args.aligned,
                                            identity_weights=args.identity_weights,
@@ -69,5 +79,8 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())
+    import sys
+
+    from pipelines._cli import run_cli
+
+    sys.exit(run_cli(main, get_args_parser))

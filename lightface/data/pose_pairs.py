@@ -12,6 +12,16 @@ the ``--cycle`` objective). Faces are aligned to the 128x128 ``lightcnn`` templa
 the record holds landmarks and is not already a 128x128 crop. With ``mirror="left"`` /
 ``"right"`` every input whose nose points the other way (judged from its landmarks) is
 flipped horizontally, together with its target, so all inputs face one way.
+
+**Self pairs** (``self_pairs > 0``): extra samples whose input *and* target are the same
+frontal photo. On data such as CFP, where a profile's "target" is a different photo of
+the person (other day, light, background, expression), the per-pixel loss cannot
+reward anything the generator sees in its input: its minimiser for a generator that
+does not yet recognise the person is one constant image, the per-pixel median frontal
+(docs/frontalization.md measures it). A frontal that must come back as itself is an
+exact, input-specific pixel target, so a constant output is costly and the skip and
+local pathways learn to carry the input's appearance (the frontal-to-frontal
+reconstruction of FNM, Qian et al., CVPR 2019).
 """
 import logging
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -184,10 +194,15 @@ class PosePairDataset(Dataset):
         fixed_target: use the first frontal of the identity instead of a random one
             (deterministic validation).
         size: output side (128 for TP-GAN).
+        self_pairs: add ``round(self_pairs * number of non-frontal inputs)`` self pairs
+            (input = target = one frontal photo), after the non-frontal inputs; the frontals
+            are spread evenly over all frontals of the chosen identities (deterministic).
+            0 (default) = none; e.g. 0.5 = one self pair per two profiles.
 
     ``dataset[i]`` -> dict ``input`` (C, size, size) float32 [0, 1], ``target`` (same),
     ``label`` int (the input's identity), ``target_label`` int, ``index`` int (LMDB index of
-    the input), ``flipped`` bool.
+    the input), ``flipped`` bool, ``self_pair`` bool. Indices ``0 .. len(inputs) - 1`` are the
+    non-frontal inputs, the rest the self pairs.
     """
 
     def __init__(
@@ -201,11 +216,14 @@ class PosePairDataset(Dataset):
         frontal_max_yaw: float = 15.0,
         fixed_target: bool = False,
         size: int = 128,
+        self_pairs: float = 0.0,
     ):
         from .lmdb_dataset import LMDBDataset
 
         if mirror not in (None, "left", "right"):
             raise ValueError(f"mirror must be None, 'left' or 'right', got {mirror!r}")
+        if not self_pairs >= 0:
+            raise ValueError(f"self_pairs must be >= 0 (self pairs per non-frontal input), got {self_pairs}")
         self.data = LMDBDataset(source) if not isinstance(source, LMDBDataset) else source
         self.paired, self.mirror, self.channels, self.size = paired, mirror, channels, size
         self.fixed_target = fixed_target
@@ -240,9 +258,12 @@ class PosePairDataset(Dataset):
                 f"(pose attribute {pose_key!r}); frontalization needs both. Build the LMDB with pose tags."
             )
         self._labels = labels
+        n_self = int(round(float(self_pairs) * len(self.inputs)))
+        picks = np.linspace(0, len(self._all_frontals) - 1, n_self).round().astype(int) if n_self else []
+        self.self_inputs: List[int] = [self._all_frontals[k] for k in picks]
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.inputs) + len(self.self_inputs)
 
     def identities(self) -> List[int]:
         """Labels that have at least one frontal sample (the gallery identities)."""
@@ -270,11 +291,15 @@ class PosePairDataset(Dataset):
         return pool[int(torch.randint(len(pool), ()).item())]
 
     def __getitem__(self, i: int) -> Dict:
-        index = self.inputs[i]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} pairs")
+        i = i % len(self)
+        own = i >= len(self.inputs)
+        index = self.self_inputs[i - len(self.inputs)] if own else self.inputs[i]
         label = int(self._labels[index])
         image, lm = self.load(index)
-        tindex = self._target_index(label)
-        target, _ = self.load(tindex)
+        tindex = index if own else self._target_index(label)
+        target = image if own else self.load(tindex)[0]
         flip = self.mirror is not None and lm is not None and facing(lm) != self.mirror
         x = image_to_tensor(image, self.channels)
         y = image_to_tensor(target, self.channels)
@@ -288,4 +313,5 @@ class PosePairDataset(Dataset):
             "target_label": int(self._labels[tindex]),
             "index": index,
             "flipped": bool(flip),
+            "self_pair": own,
         }

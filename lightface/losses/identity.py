@@ -17,12 +17,60 @@ from torch import Tensor, nn
 
 from ..models.lightcnn import to_lightcnn_input
 
-__all__ = ["IdentityLoss", "load_identity_network", "identity_features", "DISTANCES"]
+__all__ = ["IdentityLoss", "load_identity_network", "identity_features", "resolve_identity_weights", "DISTANCES",
+           "NO_IDENTITY"]
 
 logger = logging.getLogger(__name__)
 
 DISTANCES = ("l1", "l2", "cosine")
 NetworkLike = Union[nn.Module, str, os.PathLike, None]
+
+
+#: values of ``--identity-weights`` that switch the identity network off explicitly
+NO_IDENTITY = ("none", "off")
+
+
+def resolve_identity_weights(weights: Optional[Union[str, os.PathLike]], purpose: str = "the identity loss") -> Optional[str]:
+    """The identity network a generator trainer uses (``--identity-weights``), as a checkpoint path or None (off).
+
+    * a path (or a shipped entry's name, e.g. ``"recognition"``): that network;
+    * ``"none"`` / ``"off"``: no identity network (the identity loss and metrics are off);
+    * None (flag unset): the recogniser that ships with lightface,
+      :func:`lightface.models.default_weights` ``("recognition")`` (its sha256 is checked
+      here); when none ships, a warning says so and None is returned (off).
+
+    Args:
+        weights: the flag's value.
+        purpose: what it is for, in the warning (``"the identity loss"``).
+    Returns:
+        a checkpoint path, or None.
+    Raises:
+        lightface.models.PretrainedError: a shipped file is damaged (sha256 mismatch).
+    """
+    from ..models.pretrained import PretrainedError, default_weights, get_pretrained
+
+    if weights is not None:
+        text = os.fspath(weights)
+        if text.strip().lower() in NO_IDENTITY:
+            logger.info("identity network switched off (--identity-weights %s): %s is off", text, purpose)
+            return None
+        if not os.path.exists(text):
+            try:
+                entry = get_pretrained(text)
+            except PretrainedError:
+                return text  # not a shipped name: the loader reports the missing file
+            return str(entry.path())
+        return text
+    try:
+        entry = default_weights("recognition")
+    except PretrainedError:
+        logger.warning("no --identity-weights and no shipped recogniser ('recognition' in lightface/weights/"
+                       "manifest.json): %s is off; pass --identity-weights LIGHTCNN_CHECKPOINT", purpose)
+        return None
+    path = str(entry.path())  # sha256-checked: a damaged install fails here, not silently
+    logger.info("identity network: the shipped recogniser %s (%s, sha256 %s...)", entry.name, entry.arch,
+                entry.sha256[:12])
+    return path
 
 
 def load_identity_network(network: NetworkLike, default_arch: str = "lightcnn29v2") -> nn.Module:

@@ -31,6 +31,7 @@ __all__ = [
     "list_pretrained",
     "get_pretrained",
     "default_weights",
+    "require_default",
     "sha256_of",
 ]
 
@@ -169,6 +170,29 @@ def default_weights(alias: str) -> PretrainedWeights:
         raise PretrainedError(f"no default shipped model for {alias!r} in this install (defaults: "
                               f"{', '.join(sorted(aliases)) or 'none'}); pass weights= explicitly")
     return get_pretrained(aliases[alias])
+
+
+def require_default(alias: str, task: str, what: str, hint: str) -> PretrainedWeights:
+    """The shipped default for ``alias`` (sha256 not checked yet: :meth:`PretrainedWeights.path` does),
+    or a :class:`PretrainedError` that says nothing ships and what to pass instead.
+
+    Args:
+        alias: ``sr4``, ``sr8``, ``frontalization``, ``recognition``.
+        task: the task the entry must have (a wrong manifest is refused, not loaded).
+        what: the caller and the model it wanted, for the message (``"SuperResolver(scale=8)"``).
+        hint: what to pass instead (``"weights= a model.pth from python -m pipelines.train_super_resolution"``).
+    """
+    try:
+        entry = default_weights(alias)
+    except PretrainedError:
+        shipped = [w["name"] for w in list_pretrained(task)]
+        raise PretrainedError(
+            f"{what}: no default {alias!r} model ships with this lightface install ({MANIFEST.name} lists "
+            f"{', '.join(shipped) or 'no ' + task + ' model'}); pass {hint}") from None
+    if entry.task != task:
+        raise PretrainedError(f"{what}: the shipped default {alias!r} is {entry.name!r}, a {entry.task} model, "
+                              f"not {task}; reinstall lightface or pass {hint}")
+    return entry
 
 
 def manifest_entry_for_path(path: os.PathLike) -> Optional[PretrainedWeights]:

@@ -56,8 +56,11 @@ class Frontalizer:
     """Face frontalization with a ``tpgan`` checkpoint.
 
     Args:
-        weights: checkpoint path (``OUT/checkpoints/final.pth`` of
-            ``pipelines.train_frontalization``), a loaded checkpoint dict, or a built
+        weights: None (default): the frontalizer that ships with lightface
+            (:func:`lightface.models.default_weights` ``("frontalization")``, sha256-checked;
+            a :class:`lightface.models.PretrainedError` says so when none ships). Else a
+            checkpoint path (the final checkpoint of ``pipelines.train_frontalization``), the
+            name of a shipped entry, a loaded checkpoint dict, or a built
             :class:`~lightface.models.tpgan.TPGANGenerator`.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         detector: for whole photos: a :class:`lightface.data.detect.FaceDetector` or a model
@@ -65,17 +68,28 @@ class Frontalizer:
             name); None: aligned crops only.
         ema: use the EMA generator weights when the checkpoint has them (default).
         mirror: the direction the model was trained on (``"left"``, ``"right"`` or None);
-            default: read from the checkpoint's training config (None when absent).
+            default: read from the checkpoint's training config, or from the shipped entry's
+            ``preprocessing["mirror"]`` (None when absent).
 
     Example:
-        >>> fr = Frontalizer("runs/tpgan/checkpoints/final.pth", detector="../shared/models/det_500m.onnx")
+        >>> fr = Frontalizer(detector="../shared/models/det_500m.onnx")           # the shipped model
+        >>> fr = Frontalizer("runs/tpgan/checkpoints/final.pth")                  # your own
         >>> frontal = fr.frontalize_face(cv2.imread("aligned_profile.png"))   # uint8 BGR 128x128
         >>> faces = fr.frontalize(cv2.imread("photo.jpg"))                    # list of FrontalizedFace
     """
 
-    def __init__(self, weights, device: str = "auto", detector=None, ema: bool = True, mirror: Optional[str] = "auto"):
+    def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
+                 mirror: Optional[str] = "auto"):
+        from .super_resolver import shipped_entry
+
         self.device = resolve_device(device)
         config = {}
+        self.pretrained = shipped_entry(weights, "frontalization", "frontalization", "Frontalizer()",
+                                        "weights= the final checkpoint of python -m pipelines.train_frontalization "
+                                        "(CLI: --weights)")
+        if self.pretrained is not None:
+            weights = str(self.pretrained.path())  # sha256-checked
+            config = dict(self.pretrained.preprocessing)
         if isinstance(weights, TPGANGenerator):
             model = weights
         else:
@@ -86,10 +100,14 @@ class Frontalizer:
                     "OUT/checkpoints/final.pth written by pipelines.train_frontalization")
             use_ema = ema and ckpt.ema_state_dict is not None
             model = build_from_checkpoint(ckpt, ema=use_ema, expect=TPGANGenerator)  # NaN weights are refused
-            config = ckpt.extra.get("config") or {}
-            log.info("Frontalizer: %s (%s weights)", weights if isinstance(weights, (str, os.PathLike)) else "checkpoint",
-                     "EMA" if use_ema else "raw")
-        self.model = model.to(self.device).eval()
+            config = config or ckpt.extra.get("config") or {}
+            if self.pretrained is not None:
+                log.info("Frontalizer: shipped weights %s (sha256 %s...)", self.pretrained.name,
+                         self.pretrained.sha256[:12])
+            else:
+                log.info("Frontalizer: %s (%s weights)",
+                         weights if isinstance(weights, (str, os.PathLike)) else "checkpoint", "EMA" if use_ema else "raw")
+        self.model = model.float().to(self.device).eval()
         self.channels = self.model.in_channels
         if mirror == "auto":
             mirror = config.get("mirror")

@@ -20,9 +20,32 @@ from .folder import check_batch_size, iter_batches
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
 from .paste import detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
 
-__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
+__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution", "shipped_entry"]
 
 log = logging.getLogger(__name__)
+
+
+def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
+    """The shipped :class:`~lightface.models.PretrainedWeights` a restorer loads, or None for explicit weights.
+
+    ``weights=None``: the default for ``alias`` (a :class:`~lightface.models.PretrainedError`
+    naming ``what`` and ``hint`` when none ships); a string that is no existing file but the
+    name of a shipped entry: that entry (its task must be ``task``); anything else: None.
+    """
+    from ..models.pretrained import PretrainedError, get_pretrained, require_default
+
+    if weights is None:
+        return require_default(alias, task, what, hint)
+    if isinstance(weights, str) and not os.path.exists(weights):
+        try:
+            entry = get_pretrained(weights)
+        except PretrainedError:
+            return None  # not a shipped name: the missing file is reported by the loader
+        if entry.task != task:
+            raise PretrainedError(f"{what}: shipped weights {entry.name!r} are a {entry.task} model, not {task}; "
+                                  f"see lightface.models.list_pretrained({task!r})")
+        return entry
+    return None
 
 
 @dataclass
@@ -46,23 +69,38 @@ class SuperResolver:
     """Face super-resolution with a ``wavelet_srnet`` checkpoint.
 
     Args:
-        weights: checkpoint path (``pipelines.train_super_resolution``'s ``model.pth`` or
-            ``checkpoints/latest.pth``), or a built :class:`WaveletSRNet`.
+        weights: None (default): the super-resolver that ships with lightface for ``scale``
+            (:func:`lightface.models.default_weights` ``("sr4")`` / ``("sr8")``, sha256-checked);
+            a :class:`lightface.models.PretrainedError` says so when none ships for that scale.
+            Else a checkpoint path (``pipelines.train_super_resolution``'s model file or a
+            training checkpoint), the name of a shipped entry
+            (:func:`lightface.models.list_pretrained`), or a built :class:`WaveletSRNet`.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         detector: for whole photos: a :class:`lightface.data.detect.FaceDetector`, or a model
             spec it accepts (ONNX path, model pack name); None: only aligned crops.
         ema: use the EMA generator weights when the checkpoint has them (default).
+        scale: 4 or 8 (any factor a model is trained for): which shipped model ``weights=None``
+            loads (default 4); with explicit weights, checked against the model's factor.
 
-    Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``.
+    Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
+    ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
 
     Example:
-        >>> sr = SuperResolver("runs/sr4/model.pth", detector="../shared/models/det_500m.onnx")
+        >>> sr = SuperResolver(scale=8, detector="../shared/models/det_500m.onnx")   # the shipped 8x model
+        >>> sr = SuperResolver("runs/sr4/model.pth")                                 # your own
         >>> face128 = sr.upscale_face(cv2.imread("face32.png"))
         >>> photo4x, faces = sr.restore(cv2.imread("group.jpg"))
     """
 
-    def __init__(self, weights, device: str = "auto", detector=None, ema: bool = True):
+    def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
+                 scale: Optional[int] = None):
         self.device = resolve_device(device)
+        self.pretrained = shipped_entry(weights, "super_resolution", f"sr{scale or 4}",
+                                        f"SuperResolver(scale={scale or 4})",
+                                        "weights= a model file written by python -m pipelines.train_super_resolution "
+                                        f"--scale {scale or 4} (CLI: --weights)")
+        if self.pretrained is not None:
+            weights = str(self.pretrained.path())  # sha256-checked
         if isinstance(weights, WaveletSRNet):
             model = weights
         else:
@@ -73,8 +111,15 @@ class SuperResolver:
                     "written by pipelines.train_super_resolution")
             use_ema = ema and ckpt.ema_state_dict is not None
             model = build_from_checkpoint(ckpt, ema=use_ema, expect=WaveletSRNet)  # NaN weights are refused
-            log.info("SuperResolver: %s (%s weights)", weights, "EMA" if use_ema else "raw")
-        self.model = model.to(self.device).eval()
+            if self.pretrained is not None:
+                log.info("SuperResolver: shipped weights %s (%dx, sha256 %s...)", self.pretrained.name,
+                         model.scale, self.pretrained.sha256[:12])
+            else:
+                log.info("SuperResolver: %s (%s weights)", weights, "EMA" if use_ema else "raw")
+        if scale is not None and model.scale != scale:
+            raise ValueError(f"SuperResolver(scale={scale}): the weights are a {model.scale}x model; pass weights "
+                             f"trained with --scale {scale}, or leave weights unset for the shipped {scale}x model")
+        self.model = model.float().to(self.device).eval()
         self.scale = self.model.scale
         self.input_size = self.model.input_size
         self.output_size = self.model.output_size

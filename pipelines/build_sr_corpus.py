@@ -1,0 +1,70 @@
+"""Build the colour HR face corpus for super-resolution (CFP frontals + CelebA crops) as LMDBs.
+
+    python -m pipelines.build_sr_corpus --data ../shared/data --out ~/lightface_sr [--workers 2]
+
+Writes OUT/lists/ (what was taken: <source>.txt and <source>_5pt.txt, val.txt), one LMDB
+per training source (OUT/cfp.lmdb: frontal photos of cfp/ and cfp_train/, their 30 CFP
+fiducials mapped to 5 points; OUT/celeba.lmdb: celeba_ids/ crops) and OUT/val.lmdb (the
+held-out identities of both). Every face is a 128x128 RGB crop aligned to the Light CNN
+template, PNG-encoded; faces the alignment would enlarge more than --max-upscale are left
+out (blurry ground truth). celeba_hq/ is never read: it is for validation only. Re-running
+keeps finished LMDBs and resumes unfinished ones. Then:
+
+    python -m pipelines.train_super_resolution --data OUT/cfp.lmdb OUT/celeba.lmdb --val-data OUT/val.lmdb ...
+"""
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from lightface.data.sr_corpus import SR_SOURCES, build_sr_corpus
+from pipelines._argtypes import non_negative_int
+
+log = logging.getLogger("pipelines.build_sr_corpus")
+
+
+def _upscale(text: str) -> Optional[float]:
+    if text.lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 or 'none', got {text!r}")
+    return value
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.build_sr_corpus", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="../shared/data", help="the shared data folder (cfp/, cfp_train/, celeba_ids/)")
+    p.add_argument("--out", required=True, help="output folder for the list files and the LMDBs")
+    p.add_argument("--sources", nargs="+", choices=SR_SOURCES, default=list(SR_SOURCES), help="training sources")
+    p.add_argument("--val-ids", type=non_negative_int, default=10,
+                   help="identities per source held out in OUT/val.lmdb (CFP: the last ids of cfp/; CelebA: seeded)")
+    p.add_argument("--max-upscale", type=_upscale, default=1.25,
+                   help="leave out faces the alignment enlarges more than this ('none' keeps all)")
+    p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="png", help="stored image encoding")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids,
+                                    max_upscale=args.max_upscale, encoding=args.encoding, workers=args.workers,
+                                    progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    print(json.dumps(summaries, indent=2, default=str))
+    return 0 if all(s.get("ok") for s in summaries.values()) else 1
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return main(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

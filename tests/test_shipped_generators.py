@@ -1,0 +1,209 @@
+"""Shipped generators: SuperResolver(scale=4|8) / Frontalizer() defaults, the CLIs without
+--weights, clear errors when nothing ships, and the trainers' default identity network.
+
+Each test releases tiny generators with the real release code
+(:func:`lightface.models.release.release_weights`) into a temporary manifest
+(``WEIGHTS_DIR`` / ``MANIFEST`` monkeypatched), so the tests do not depend on what ships.
+The last test scores the real shipped 4x model on real faces and skips when either is absent.
+"""
+import argparse
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lightcnn_tiny import ARCH as TINY_LIGHTCNN  # tests/lightcnn_tiny.py (registers a tiny Light CNN)
+from lightface.losses.identity import IdentityLoss, resolve_identity_weights
+from lightface.models import PretrainedError, get_model
+from lightface.models import pretrained as pt
+from lightface.models.checkpoint import save_model_checkpoint
+from lightface.models.release import release_weights
+from lightface.models.tpgan import frontal_patch_centres
+from lightface.models.wavelet_srnet import WaveletSRNet
+from lightface.restore.frontalizer import Frontalizer
+from lightface.restore.super_resolver import SuperResolver
+
+SR_KW = dict(output_size=128, channels=8, num_blocks=1, head_channels=8)
+TP_KW = dict(in_channels=3, width=8, feature_dim=16, noise_dim=4,
+             patch_centres={k: [float(v[0]), float(v[1])] for k, v in frontal_patch_centres(128).items()})
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """A temporary install holding no generator and no recogniser."""
+    d = tmp_path / "weights"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"weights": [], "defaults": {}}))
+    monkeypatch.setattr(pt, "WEIGHTS_DIR", d)
+    monkeypatch.setattr(pt, "MANIFEST", d / "manifest.json")
+    return d
+
+
+def _sr_checkpoint(path, scale, seed):
+    torch.manual_seed(seed)
+    model = WaveletSRNet(scale=scale, **SR_KW)
+    for head in model.heads:  # not the bicubic-equivalent initialisation: outputs must differ per model
+        torch.nn.init.normal_(head[-1].weight, std=0.01)
+    kwargs = dict(scale=scale, **SR_KW)
+    save_model_checkpoint(path, model, "wavelet_srnet", kwargs, ema_state_dict=model.state_dict(), step=3)
+    return model
+
+
+@pytest.fixture
+def shipped_sr(weights_dir, tmp_path):
+    """Tiny 4x and 8x models released as the sr4 / sr8 defaults; returns {scale: (entry, model, checkpoint)}."""
+    out = {}
+    for scale, seed in ((4, 1), (8, 2)):
+        ckpt = tmp_path / f"sr{scale}.pth"
+        model = _sr_checkpoint(ckpt, scale, seed)
+        entry = release_weights(ckpt, f"tiny_sr{scale}", "super_resolution", meta={"data": "noise"},
+                                preprocessing={"input": f"{128 // scale} px RGB"}, default_for=[f"sr{scale}"])
+        out[scale] = (entry, model, ckpt)
+    return out
+
+
+def _lr_batch(scale, n=2):
+    return torch.rand(n, 3, 128 // scale, 128 // scale, generator=torch.Generator().manual_seed(0))
+
+
+def test_superresolver_loads_the_shipped_default_per_scale(shipped_sr):
+    for scale in (4, 8):
+        entry, model, _ = shipped_sr[scale]
+        sr = SuperResolver(scale=scale, device="cpu")
+        assert sr.pretrained is not None and sr.pretrained.name == entry.name
+        assert sr.scale == scale and sr.input_size == 128 // scale and sr.output_size == 128
+        assert next(sr.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
+        lr = _lr_batch(scale)
+        expected = model.half().float().eval()(lr).clamp(0, 1)  # the released weights are float16
+        torch.testing.assert_close(sr.upscale_tensor(lr), expected, atol=1e-5, rtol=0)
+    assert SuperResolver(device="cpu").pretrained.name == "tiny_sr4"  # no scale: 4x
+    assert SuperResolver("tiny_sr8", device="cpu").scale == 8  # a shipped entry by name
+
+
+def test_superresolver_explicit_weights_win_and_scale_is_checked(shipped_sr):
+    _, model, ckpt = shipped_sr[4]
+    sr = SuperResolver(str(ckpt), device="cpu", scale=4)
+    assert sr.pretrained is None
+    lr = _lr_batch(4)
+    torch.testing.assert_close(sr.upscale_tensor(lr), model.eval()(lr).clamp(0, 1))  # full precision: the file's
+    with pytest.raises(ValueError, match=r"scale=8.*4x model"):
+        SuperResolver(str(ckpt), device="cpu", scale=8)
+
+
+def test_nothing_ships_gives_a_clear_error(weights_dir, tmp_path):
+    with pytest.raises(PretrainedError) as err:
+        SuperResolver(scale=8, device="cpu")
+    msg = str(err.value)
+    assert "SuperResolver(scale=8)" in msg and "'sr8'" in msg and "weights=" in msg and "train_super_resolution" in msg
+    with pytest.raises(PretrainedError, match=r"Frontalizer\(\).*'frontalization'.*weights=.*train_frontalization"):
+        Frontalizer(device="cpu")
+    # an alias pointing at a model of another task is refused, not loaded
+    ckpt = tmp_path / "sr4.pth"
+    _sr_checkpoint(ckpt, 4, 0)
+    release_weights(ckpt, "sr_as_frontalizer", "super_resolution", default_for=["frontalization"])
+    with pytest.raises(PretrainedError, match="super_resolution model, not frontalization"):
+        Frontalizer(device="cpu")
+
+
+def test_frontalizer_loads_the_shipped_default(weights_dir, tmp_path):
+    torch.manual_seed(3)
+    model = get_model("tpgan", **TP_KW).eval()
+    ckpt = tmp_path / "tpgan.pth"
+    save_model_checkpoint(ckpt, model, "tpgan", TP_KW, ema_state_dict=model.state_dict(), step=5,
+                          config={"mirror": "right"})
+    release_weights(ckpt, "tiny_tpgan", "frontalization", preprocessing={"size": 128, "mirror": "left"},
+                    default_for=["frontalization"], ema=True)
+    fr = Frontalizer(device="cpu")
+    assert fr.pretrained.name == "tiny_tpgan" and fr.mirror == "left"  # the entry's direction
+    x = torch.rand(2, 3, 128, 128)
+    torch.testing.assert_close(fr.frontalize_tensor(x), model.half().float().eval().frontalize(x).clamp(0, 1),
+                               atol=1e-5, rtol=0)
+    explicit = Frontalizer(str(ckpt), device="cpu")
+    assert explicit.pretrained is None and explicit.mirror == "right"  # the checkpoint's own training config
+
+
+def _crops(folder, n, size):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"face{i}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return folder
+
+
+def test_clis_run_without_weights(shipped_sr, tmp_path):
+    from pipelines import super_resolve
+
+    crops = _crops(tmp_path / "lr16", 2, 16)
+    args = super_resolve.get_args_parser().parse_args(["-i", str(crops), "-o", str(tmp_path / "out8"), "--scale", "8",
+                                                       "--aligned", "--device", "cpu"])
+    assert args.weights is None
+    report = super_resolve.main(args)
+    assert len(report["summary"]["processed"]) == 2 and not report["summary"]["skipped"]
+    outs = sorted((tmp_path / "out8" / "restored_faces").glob("*.png"))
+    assert len(outs) == 2 and cv2.imread(str(outs[0])).shape == (128, 128, 3)
+    # the explicit form keeps working
+    _, _, ckpt4 = shipped_sr[4]
+    args = super_resolve.get_args_parser().parse_args(["-i", str(_crops(tmp_path / "lr32", 1, 32)), "-o",
+                                                       str(tmp_path / "out4"), "--weights", str(ckpt4), "--aligned",
+                                                       "--device", "cpu"])
+    super_resolve.main(args)
+    assert cv2.imread(str(next((tmp_path / "out4" / "restored_faces").glob("*.png")))).shape == (128, 128, 3)
+
+
+def test_clis_say_what_to_pass_when_nothing_ships(weights_dir, tmp_path):
+    from pipelines import frontalize, super_resolve
+
+    crops = _crops(tmp_path / "crops", 1, 32)
+    args = super_resolve.get_args_parser().parse_args(["-i", str(crops), "-o", str(tmp_path / "o"), "--aligned",
+                                                       "--scale", "8", "--device", "cpu"])
+    with pytest.raises(SystemExit, match=r"super_resolve: .*'sr8'.*--weights"):
+        super_resolve.main(args)
+    args = frontalize.get_args_parser().parse_args(["-i", str(crops), "-o", str(tmp_path / "f"), "--aligned",
+                                                    "--device", "cpu"])
+    with pytest.raises(SystemExit, match=r"frontalize: .*'frontalization'.*--weights"):
+        frontalize.main(args)
+
+
+def test_identity_network_defaults_to_the_shipped_recogniser(weights_dir, tmp_path, caplog):
+    torch.manual_seed(0)
+    net = get_model(TINY_LIGHTCNN, num_classes=4)
+    save_model_checkpoint(tmp_path / "lcnn.pt", net, TINY_LIGHTCNN, {"num_classes": 4}, epoch=1)
+    with caplog.at_level(logging.WARNING, logger="lightface.losses.identity"):
+        assert resolve_identity_weights(None) is None  # nothing ships: off, with a warning saying so
+    assert "no shipped recogniser" in caplog.text and "--identity-weights" in caplog.text
+    entry = release_weights(tmp_path / "lcnn.pt", "tiny_recognition", "recognition", default_for=["recognition"])
+    path = resolve_identity_weights(None)
+    assert path == str(pt.WEIGHTS_DIR / entry.file)
+    loss = IdentityLoss(path)  # the fp16 release loads as a working float32 judge
+    x = torch.rand(2, 3, 128, 128)
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert resolve_identity_weights("tiny_recognition") == path  # by name
+    assert resolve_identity_weights("none") is None and resolve_identity_weights("OFF") is None
+    assert resolve_identity_weights(str(tmp_path / "lcnn.pt")) == str(tmp_path / "lcnn.pt")  # explicit wins
+    (pt.WEIGHTS_DIR / entry.file).write_bytes(b"damaged")
+    with pytest.raises(PretrainedError, match="sha256"):
+        resolve_identity_weights(None)
+
+
+def test_real_shipped_sr4_beats_bicubic_on_real_faces(shared_data):
+    """The shipped 4x model (if released) on aligned CFP frontal faces: better PSNR than bicubic."""
+    try:
+        sr = SuperResolver(scale=4, device="cpu")
+    except PretrainedError:
+        pytest.skip("no 4x super-resolution model ships in this install")
+    from lightface.data.align import align_face
+    from lightface.data.degradation import downscale, resize
+    from lightface.data.pose_pairs import cfp_five_points
+    from lightface.eval.image_quality import psnr
+
+    gains = []
+    for ident in ("476", "480", "485"):
+        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "01.jpg"))
+        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "01.txt", delimiter=",")
+        hr, _ = align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)
+        lr = downscale(hr, 4, "bicubic")
+        gains.append(psnr(sr.upscale_face(lr), hr) - psnr(resize(lr, (128, 128), "bicubic"), hr))
+    assert np.mean(gains) > 0.3, gains
