@@ -30,7 +30,8 @@ logger = logging.getLogger("pipelines.evaluate")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Verification accuracy / ROC of a Light CNN on face pairs", add_help=add_help,
+    p = argparse.ArgumentParser(prog="python -m pipelines.evaluate", add_help=add_help,
+                                description="Verification accuracy / ROC of a Light CNN on face pairs",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_embedder_arguments(p)
     p.add_argument("--pairs", required=True, help="pair list: LFW pairs.txt, 'label path_a path_b' file, or CFP Protocol folder")
@@ -110,6 +111,9 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if failed:
         logger.warning("%d images failed; %d of %d pairs skipped: %s", len(failed), int((~ok).sum()), len(pairs),
                        "; ".join(list(failed.values())[:5]))
+    if not ok.any():
+        raise RuntimeError(f"no pair could be scored: {len(failed)} of {len(paths)} images failed"
+                           + (": " + "; ".join(list(failed.values())[:3]) if failed else ""))
     folds = pairs.folds[ok] if pairs.folds is not None else None
     metrics = verification_metrics(scores[ok], pairs.labels[ok], folds=folds, n_folds=args.folds)
     report = {
@@ -137,5 +141,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())
+    import sys
+
+    from pipelines._cli import run_cli
+
+    sys.exit(run_cli(main, get_args_parser))

@@ -42,7 +42,8 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Extract L2-normalised 256-d Light CNN embeddings", add_help=add_help,
+    p = argparse.ArgumentParser(prog="python -m pipelines.extract_embeddings", add_help=add_help,
+                                description="Extract L2-normalised 256-d Light CNN embeddings",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_embedder_arguments(p)
     p.add_argument("-i", "--input", required=True,
@@ -130,9 +131,15 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                 info.sha256[:12], out)
     if failed:
         logger.warning("%d images failed (skipped): %s", len(failed), "; ".join(list(failed.values())[:5]))
+    if not ok:
+        raise RuntimeError(f"none of the {len(rels)} images could be embedded (listed in {out}): "
+                           + "; ".join(list(failed.values())[:3]))
     return {"count": len(ok), "failed": failed, "output": str(out), "weights": info.as_dict()}
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(get_args_parser().parse_args())
+    import sys
+
+    from pipelines._cli import run_cli
+
+    sys.exit(run_cli(main, get_args_parser))

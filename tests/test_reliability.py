@@ -550,3 +550,54 @@ def test_build_lmdb_cfp_fiducials_option(tmp_path, shared_data):
     report = json.loads((tmp_path / "fid" / "build_report.json").read_text())
     assert [s["source"] for s in report["skipped"]] == ["452/profile/04.jpg"]
     assert cli.cli([str(cfp / "Images"), str(tmp_path / "x"), "--fiducials", str(cfp / "Images")] + common) == 1
+
+
+# -- 5.9 one-line messages, non-zero exit when nothing was produced -----------------------------
+@pytest.mark.parametrize("name,argv,message", [
+    ("extract_embeddings", ["-i", "{tmp}/missing", "-o", "{tmp}/e.npz", "--weights", "{tmp}/w.pt"], "not found"),
+    ("evaluate", ["--weights", "{tmp}/w.pt", "--pairs", "{tmp}/pairs.txt", "--images", "{tmp}"], "pairs.txt"),
+    ("super_resolve", ["-i", "{tmp}", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
+    ("frontalize", ["-i", "{tmp}", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
+])
+def test_cli_errors_are_one_line(tmp_path, name, argv, message):
+    r = _run("-m", f"pipelines.{name}", *[a.format(tmp=tmp_path) for a in argv], "--device", "cpu")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and f"{name}: error:" in r.stderr and message in r.stderr, r.stderr
+
+
+def test_cli_yaml_typo_is_one_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("batch_sise: 8\n")
+    r = _run("-m", "pipelines.extract_embeddings", "--config", str(tmp_path / "c.yaml"), "-i", str(tmp_path),
+             "-o", str(tmp_path / "e.npz"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "batch_sise" in r.stderr and "batch_size" in r.stderr, r.stderr  # the typo and the closest flag
+
+
+def test_nothing_produced_is_an_error(tmp_path, lightcnn9_weights, capsys):
+    from pipelines import evaluate, extract_embeddings, frontalize, super_resolve
+    from pipelines._cli import run_cli
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for n in ("a", "b"):
+        (bad / f"{n}.jpg").write_bytes(b"not an image")
+    # extract_embeddings: 0 of 2 embedded (was: exit 0)
+    argv = ["--weights", str(lightcnn9_weights), "-i", str(bad), "--aligned", "--device", "cpu",
+            "-o", str(tmp_path / "e.npz")]
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser, argv) == 1
+    assert "none of the 2 images could be embedded" in capsys.readouterr().err
+    assert list(np.load(tmp_path / "e.npz")["failed_paths"]) == ["a.jpg", "b.jpg"]  # the failures are still listed
+    # evaluate: every image of every pair failed
+    (tmp_path / "pairs.txt").write_text("1 a.jpg b.jpg\n0 a.jpg b.jpg\n")
+    argv = ["--weights", str(lightcnn9_weights), "--pairs", str(tmp_path / "pairs.txt"), "--images", str(bad),
+            "--device", "cpu", "--out", str(tmp_path / "r.json")]
+    assert run_cli(evaluate.main, evaluate.get_args_parser, argv) == 1
+    assert "no pair could be scored: 2 of 2 images failed" in capsys.readouterr().err
+    # super_resolve / frontalize: every input skipped (was: exit 0)
+    ck = _checkpoints(tmp_path)
+    for mod, weights in ((super_resolve, ck["sr"]), (frontalize, ck["tpgan"])):
+        argv = ["-i", str(bad), "-o", str(tmp_path / mod.__name__), "--weights", str(weights), "--aligned",
+                "--device", "cpu"]
+        assert run_cli(mod.main, mod.get_args_parser, argv) == 1
+        err = capsys.readouterr().err
+        assert "nothing was restored: all 2 input(s) were skipped" in err and "a.jpg" in err, err

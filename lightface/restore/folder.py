@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_file_bytes
 
-__all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths"]
+__all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
+           "nothing_restored", "check_batch_size"]
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -255,6 +256,14 @@ def restore_paths(
         summary["processed"].append({"input": str(path), "name": name, "faces": len(result.faces), "outputs": outputs, "notes": notes})
     log.info("restored %d image(s), skipped %d", len(summary["processed"]), len(summary["skipped"]))
     return summary
+
+
+def nothing_restored(summary: Dict[str, List[Dict]], outdir: PathLike) -> str:
+    """The message for a :func:`restore_paths` run in which every input was skipped."""
+    n = len(summary["skipped"])
+    reasons = "; ".join(f"{Path(s['input']).name}: {s['reason']}" for s in summary["skipped"][:3])
+    return (f"nothing was restored: all {n} input(s) were skipped (reasons in {Path(outdir) / 'summary.json'})"
+            + (f": {reasons}" if reasons else ""))
 
 
 def check_batch_size(batch_size: int) -> int:
