@@ -41,48 +41,39 @@ DUPLICATE_THRESHOLD = 0.98
 
 # -- model identity ------------------------------------------------------------------------
 def _hash_module(model: torch.nn.Module) -> str:
+    """sha256 of a module's state (every key, dtype, shape and value, in key order): the same
+    digest ``FaceEmbedder(module).weights_info`` gives."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
 def model_info(embedder: Any) -> ModelInfo:
-    """The :class:`ModelInfo` (name, sha256) that identifies an embedder's weights.
+    """The :class:`ModelInfo` (name, sha256, arch) that identifies an embedder's weights.
 
-    ``name`` is the model's ``arch`` (``"lightcnn29v2"``, ...) or its class name. ``sha256``
-    hashes the weights themselves (every state-dict tensor: name, dtype, shape, bytes),
-    so the same weights give the same digest however they were loaded (a project
-    checkpoint, an official release, the shipped pretrained file). An ONNX Runtime
-    embedder is identified by the sha256 of its ``.onnx`` file instead (so an ONNX export
-    and its PyTorch source count as different models).
+    A :class:`lightface.FaceEmbedder` says it itself (``weights_info``: the shipped
+    model's name and sha256, or the weights file's name and sha256, or the state hash of
+    an ``nn.Module``); a bare ``nn.Module`` is hashed the same way (every state tensor:
+    key, dtype, shape, bytes). Galleries compare the sha256 only, so a renamed copy of
+    the same file is the same model.
 
     Args:
         embedder: a :class:`lightface.FaceEmbedder`, an ``nn.Module``, a
-            :class:`ModelInfo` (returned as is), or any object with a ``model_info``
-            attribute holding one.
+            :class:`ModelInfo` (returned as is), or any object with a ``weights_info``
+            attribute holding ``name``, ``sha256`` (and optionally ``arch``).
     """
     if isinstance(embedder, ModelInfo):
         return embedder
-    custom = getattr(embedder, "model_info", None)
-    if isinstance(custom, ModelInfo):
-        return custom
+    info = getattr(embedder, "weights_info", None)
+    if info is not None and getattr(info, "sha256", None):
+        return ModelInfo(str(info.name), str(info.sha256), getattr(info, "arch", None))
     model = embedder if isinstance(embedder, torch.nn.Module) else getattr(embedder, "model", None)
     if isinstance(model, torch.nn.Module):
         inner = getattr(model, "_orig_mod", model)
-        name = getattr(inner, "arch", "") or type(inner).__name__
-        return ModelInfo(str(name), _hash_module(inner))
-    onnx = getattr(embedder, "_onnx", None)
-    path = getattr(getattr(onnx, "session", None), "_model_path", None)
-    if path and os.path.isfile(path):
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return ModelInfo(f"onnx:{Path(path).name}", h.hexdigest())
+        return ModelInfo(type(inner).__name__, _hash_module(inner), getattr(inner, "arch", None) or None)
     raise TypeError(f"cannot tell which model {type(embedder).__name__} runs: pass a FaceEmbedder, an nn.Module or a "
                     "lightface.gallery.ModelInfo(name, sha256)")
 
@@ -241,6 +232,13 @@ class FaceGallery:
             return self._store.faces()
         return self._store.faces("i.name=?", (identity,))
 
+    def face(self, face_id: int) -> FaceRecord:
+        """The record of one face (KeyError when there is no such face)."""
+        found = self._store.faces("f.id=?", (int(face_id),))
+        if not found:
+            raise KeyError(f"{self.path}: no face with id {face_id}")
+        return found[0]
+
     @property
     def index_info(self) -> Optional[Dict[str, Any]]:
         """The FAISS index description (``factory``, ``params``, ``rows`` covered, ``file``), or None."""
@@ -256,7 +254,7 @@ class FaceGallery:
     def _check_model(self, embedder: Any) -> ModelInfo:
         info = model_info(embedder)
         recorded = self._store.model()
-        if recorded is not None and recorded != info:
+        if recorded is not None and not recorded.same_as(info):
             raise GalleryModelError(
                 f"{self.path}: this gallery was built with {recorded}, but the embedder runs {info}; embeddings of "
                 "different models are not comparable. Open it with the model it was built with, or enrol into a "

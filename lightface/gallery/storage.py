@@ -69,7 +69,7 @@ _COPY_ROWS = 1 << 16
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, UNIQUE (name, sha256));
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, arch TEXT);
 CREATE TABLE IF NOT EXISTS identities (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY,
@@ -110,16 +110,25 @@ class ModelInfo:
     """The embedding model a gallery's vectors come from.
 
     Attributes:
-        name: architecture / model name (e.g. ``"lightcnn29v2"``).
+        name: the weights' name (a shipped model's name, the weights file name, or a
+            module's class name).
         sha256: hex digest identifying the weights (see
-            :func:`lightface.gallery.gallery.model_info`).
+            :func:`lightface.gallery.model_info`); two models are the same when their
+            sha256 are equal, whatever their names.
+        arch: the architecture (``"lightcnn29v2"``, ...), or None when unknown.
     """
 
     name: str
     sha256: str
+    arch: Optional[str] = None
+
+    def same_as(self, other: "ModelInfo") -> bool:
+        """True when both describe the same weights (equal sha256)."""
+        return self.sha256 == other.sha256
 
     def __str__(self) -> str:
-        return f"{self.name} (weights sha256 {self.sha256[:12]})"
+        arch = f", {self.arch}" if self.arch and self.arch != self.name else ""
+        return f"{self.name}{arch} (weights sha256 {self.sha256[:12]}...)"
 
 
 @dataclass
@@ -394,15 +403,15 @@ class GalleryStore:
         mid = self.meta.get("model_id")
         if mid is None:
             return None
-        row = self.conn.execute("SELECT name, sha256 FROM models WHERE id=?", (int(mid),)).fetchone()
+        row = self.conn.execute("SELECT name, sha256, arch FROM models WHERE id=?", (int(mid),)).fetchone()
         if row is None:
             raise CorruptGalleryError(f"{self.db_path}: the gallery's model record {mid} is missing")
         return ModelInfo(*row)
 
     def model_id(self, conn: sqlite3.Connection, model: ModelInfo) -> int:
-        conn.execute("INSERT OR IGNORE INTO models (name, sha256) VALUES (?, ?)", (model.name, model.sha256))
-        return int(conn.execute("SELECT id FROM models WHERE name=? AND sha256=?",
-                                (model.name, model.sha256)).fetchone()[0])
+        conn.execute("INSERT OR IGNORE INTO models (name, sha256, arch) VALUES (?, ?, ?)",
+                     (model.name, model.sha256, model.arch))
+        return int(conn.execute("SELECT id FROM models WHERE sha256=?", (model.sha256,)).fetchone()[0])
 
     def identity_names(self) -> List[str]:
         return [r[0] for r in self.conn.execute(
@@ -555,13 +564,13 @@ class GalleryStore:
 
     def faces(self, where: str = "1", params: Sequence[Any] = ()) -> List[FaceRecord]:
         q = ("SELECT f.id, f.row, i.name, f.path, f.file_sha256, f.box, f.landmarks, f.det_score, m.name, m.sha256, "
-             "f.duplicate_of, f.added FROM faces f JOIN identities i ON i.id=f.identity_id "
+             "m.arch, f.duplicate_of, f.added FROM faces f JOIN identities i ON i.id=f.identity_id "
              f"LEFT JOIN models m ON m.id=f.model_id WHERE {where} ORDER BY f.row")
         out = []
         for r in self.conn.execute(q, params):
             out.append(FaceRecord(r[0], r[1], r[2], r[3], r[4], _from_json_array(r[5], (4,)),
-                                  _from_json_array(r[6], (5, 2)), r[7], ModelInfo(r[8], r[9]) if r[8] else None,
-                                  r[10], r[11]))
+                                  _from_json_array(r[6], (5, 2)), r[7], ModelInfo(r[8], r[9], r[10]) if r[8] else None,
+                                  r[11], r[12]))
         return out
 
     def find_sha(self, sha: str) -> Optional[Tuple[int, str, Optional[str]]]:

@@ -1,0 +1,111 @@
+"""Enrol photos into a face gallery: a folder per person is the identity.
+
+    python -m pipelines.enroll people.gallery photos/                   # photos/<person>/*.jpg
+    python -m pipelines.enroll people.gallery photos/ --detector det_500m.onnx --index auto
+    python -m pipelines.enroll people.gallery crops/ --aligned --weights runs/lcnn/best.pt
+
+Resumable: running the same command again skips the photos already enrolled (same file at
+the same path) and continues; a run killed at any point leaves the gallery at its last
+committed batch. Unreadable photos and photos with no face are skipped and listed;
+duplicate photos are flagged (byte-identical files are not added twice). The gallery
+records the model: enrolling with other weights into it is refused. Prints a summary
+(``--json`` also writes the full report); exit status 1 on errors (and with ``--strict``
+when any photo failed).
+"""
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict
+
+from pipelines._cli import run_cli
+from pipelines.extract_embeddings import add_embedder_arguments
+
+logger = logging.getLogger("pipelines.enroll")
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [-1, 1], got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a cosine similarity in [-1, 1], got {value}")
+    return value
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("pipelines.enroll", description="Enrol photos (a folder per person) into a face gallery",
+                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("gallery", help="gallery folder (created when missing)")
+    p.add_argument("photos", nargs="+",
+                   help="a folder of people (one sub-folder per person, named after them), one person's folder, or "
+                        "image files (identity: their folder's name)")
+    add_embedder_arguments(p)
+    p.set_defaults(batch_size=32)
+    p.add_argument("--detector", default="buffalo_l",
+                   help="face detector unless --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
+                        "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
+    p.add_argument("--aligned", action="store_true",
+                   help="the photos are Light CNN crops (128x128, or 144x144 centre-cropped): no detection")
+    p.add_argument("--duplicate-threshold", type=_unit_float, default=0.98,
+                   help="cosine at or above which a face is flagged as a near-duplicate of an enrolled one")
+    p.add_argument("--no-duplicate-check", action="store_true",
+                   help="skip the near-duplicate embedding check (byte-identical files are still caught)")
+    p.add_argument("--index", default="none",
+                   help="after enrolling, build a FAISS index: none, auto (HNSW or IVF by size), hnsw, ivf, or a FAISS "
+                        "factory string; an existing index is always extended with the new faces")
+    p.add_argument("--json", default=None, help="also write the full report (failures, duplicates) to this JSON file")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any photo failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    """Enrol; returns the report as a dict (also printed as a summary)."""
+    from lightface.embed import FaceEmbedder
+    from lightface.gallery import FaceGallery
+
+    for p in args.photos:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
+                            detector=None if args.aligned else args.detector, flip=args.flip)
+    gallery = FaceGallery(args.gallery, embedder)
+    report = gallery.enroll(args.photos, aligned=args.aligned, batch_size=args.batch_size,
+                            duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,
+                            progress=not args.no_progress)
+    index = None
+    if gallery.index_info is not None:
+        index = gallery.update_index()
+    elif args.index != "none":
+        index = gallery.build_index(args.index, progress=not args.no_progress)
+    out = asdict(report)
+    out.update(gallery=str(gallery.path), faces=len(gallery), people=len(gallery.identities()),
+               model=str(gallery.model), index=index)
+    print(f"{gallery.path}: {report.summary()}")
+    print(f"gallery now holds {out['faces']} faces of {out['people']} people; model {out['model']}"
+          + (f"; FAISS {index['factory']} over {index['rows']} faces" if index else ""))
+    for path, reason in list(report.failed.items())[:20]:
+        print(f"  failed: {reason}")
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more failures (see --json)")
+    for d in report.duplicates[:20]:
+        what = "same file as" if d.kind == "file" else f"near-duplicate (cosine {d.score:.3f}) of"
+        conflict = "  <- different identity" if d.conflict else ""
+        print(f"  duplicate: {d.path} ({d.identity}) {what} {d.of_path} ({d.of_identity}){conflict}")
+    if len(report.duplicates) > 20:
+        print(f"  ... and {len(report.duplicates) - 20} more duplicates (see --json)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    if args.strict and report.failed:
+        raise RuntimeError(f"--strict: {len(report.failed)} of {report.photos} photos failed")
+    gallery.close()
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser))

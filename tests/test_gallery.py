@@ -1,0 +1,519 @@
+"""FaceGallery: storage, search, identification, enrolment, crash safety, FAISS, CLIs.
+
+Fast and deterministic: synthetic clustered embeddings, synthetic 128x128 "face" crops
+embedded by a tiny random Light CNN (tests/lightcnn_tiny.py), and a few real LFW photos
+(skipped when ../shared is absent).
+"""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import lightface
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py (registers the tiny Light CNN)
+from lightcnn_tiny import TinyLightCNN
+from lightface.embed import FaceEmbedder
+from lightface.gallery import (UNKNOWN, CorruptGalleryError, FaceGallery, GalleryError, GalleryModelError, ModelInfo,
+                               collect_photos, model_info)
+from lightface.gallery import exact as exact_mod
+from lightface.gallery import faiss_backend
+from lightface.gallery.exact import exact_search
+from lightface.models.checkpoint import save_model_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_faiss = pytest.mark.skipif(not faiss_backend.available(), reason="faiss-cpu not installed (lightface[search])")
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+def clustered(n_people, per_person, dim=256, spread=0.5, seed=0):
+    """Unit vectors around random identity centres: (embeddings, identities, centres)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_people, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = np.repeat(centres, per_person, 0) + spread * rng.standard_normal((n_people * per_person, dim)).astype(np.float32) / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    names = [f"person{p:03d}" for p in range(n_people) for _ in range(per_person)]
+    return x, names, centres
+
+
+def _tiny_checkpoint(path, seed, threshold=0.95):
+    torch.manual_seed(seed)
+    return save_model_checkpoint(path, TinyLightCNN(num_classes=0), TINY, verification_threshold=threshold)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return _tiny_checkpoint(tmp_path_factory.mktemp("w") / "tiny.pt", seed=0)
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory):
+    return _tiny_checkpoint(tmp_path_factory.mktemp("w2") / "tiny_other.pt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def embedder(weights):
+    return FaceEmbedder(weights, device="cpu")
+
+
+def _write_people(root, people=4, photos=3, seed=0):
+    """``root/<person>/<k>.png``: 128x128 gray crops, one smooth random pattern per person plus noise."""
+    rng = np.random.default_rng(seed)
+    for p in range(people):
+        base = cv2.resize(rng.uniform(0, 255, (8, 8)).astype(np.float32), (128, 128), interpolation=cv2.INTER_CUBIC)
+        (root / f"p{p}").mkdir(parents=True, exist_ok=True)
+        for k in range(photos):
+            img = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / f"p{p}" / f"{k}.png"), img)
+    return root
+
+
+@pytest.fixture
+def people(tmp_path):
+    return _write_people(tmp_path / "photos")
+
+
+# -- exact search ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("nq", [1, 2, 7])
+def test_exact_search_matches_numpy(monkeypatch, nq):
+    monkeypatch.setattr(exact_mod, "_GEMV_BLOCK", 64)  # several blocks, both kernels
+    monkeypatch.setattr(exact_mod, "_GEMM_BLOCK", 48)
+    x, _, _ = clustered(30, 10, spread=1.0)
+    g16 = x.astype(np.float16)
+    q, _, _ = clustered(nq, 1, seed=5)
+    q[0] = g16[17].astype(np.float32) / np.linalg.norm(g16[17].astype(np.float32))
+    scores, rows = exact_search(g16, q, k=6)
+    ref = q @ g16.astype(np.float32).T
+    order = np.argsort(-ref, axis=1)[:, :6]
+    assert scores.shape == (nq, 6) and rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, order)
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), atol=1e-5)
+    assert rows[0, 0] == 17
+    s_all, r_all = exact_search(g16, q, k=1000)  # k larger than the gallery
+    assert s_all.shape == (nq, 300) and sorted(r_all[0]) == list(range(300))
+    s0, r0 = exact_search(g16[:0], q, k=3)
+    assert s0.shape == (nq, 0)
+
+
+# -- add / search / identify -------------------------------------------------------------------------
+def test_add_search_identify_round_trip(tmp_path):
+    x, names, centres = clustered(20, 5)
+    g = FaceGallery(tmp_path / "g")
+    meta = [{"path": f"/photos/{n}/{i}.jpg", "box": [1, 2, 30, 40], "landmarks": np.arange(10).reshape(5, 2),
+             "det_score": 0.9} for i, n in enumerate(names)]
+    ids = g.add(torch.from_numpy(x), names, meta)
+    assert len(g) == 100 and ids.tolist() == list(range(100)) and g.dim == 256
+    assert g.identities() == sorted(set(names)) and g.counts()["person007"] == 5
+    res = g.search(x[[3, 50]], k=5)
+    assert res.scores.shape == (2, 5) and np.all(np.diff(res.scores, axis=1) <= 0)
+    assert res.face_ids[0, 0] == 3 and res.face_ids[1, 0] == 50
+    assert res.scores[0, 0] == pytest.approx(1.0, abs=2e-3)
+    assert list(res.identities[0]) == ["person000"] * 5  # the whole cluster first
+    assert res[1][0].path == "/photos/person010/50.jpg" and res[1][0].identity == "person010"
+    assert res.to_records()[0] == {"query": 0, "rank": 1, "identity": "person000", "score": res.scores[0, 0],
+                                   "path": "/photos/person000/3.jpg", "face_id": 3}
+    rec = g.face(3)
+    np.testing.assert_allclose(rec.box, [1, 2, 30, 40])
+    assert rec.landmarks.shape == (5, 2) and rec.det_score == pytest.approx(0.9)
+    # open set: queries near enrolled centres are known, fresh identities are unknown
+    fresh, _, _ = clustered(5, 1, seed=99)
+    queries = np.vstack([centres[:5], fresh])
+    ans = g.identify(queries, threshold=0.5)
+    assert ans.identities == [f"person{p:03d}" for p in range(5)] + [UNKNOWN] * 5
+    assert ans.known.tolist() == [True] * 5 + [False] * 5 and ans.nearest[5] is not None
+    assert g.search(x[0], k=500).scores.shape == (1, 100)  # k clipped to the gallery size
+    with pytest.raises(ValueError, match="identify needs a threshold"):
+        g.identify(queries)
+    g.set_threshold(0.5)
+    assert g.identify(queries).identities == ans.identities
+
+
+def test_add_validates_inputs(tmp_path):
+    g = FaceGallery(tmp_path / "g")
+    x, names, _ = clustered(2, 2)
+    with pytest.raises(ValueError, match="NaN"):
+        g.add(np.full((1, 256), np.nan), "a")
+    with pytest.raises(ValueError, match="2 identities for 4"):
+        g.add(x, ["a", "b"])
+    with pytest.raises(ValueError, match="reserved"):
+        g.add(x[:1], UNKNOWN)
+    with pytest.raises(ValueError, match="meta has 1 records"):
+        g.add(x, names, [{}])
+    g.add(x, names)
+    with pytest.raises(ValueError, match="256-d"):
+        g.add(np.ones((1, 128)), "a")
+    with pytest.raises(ValueError, match="256-d"):
+        g.search(np.ones((1, 128)))
+    assert FaceGallery(tmp_path / "empty").search(x, k=3).scores.shape == (4, 0)
+    assert FaceGallery(tmp_path / "empty").identify(x[:2], threshold=0.5).identities == [UNKNOWN, UNKNOWN]
+
+
+def test_persistence_across_reopen(tmp_path):
+    x, names, _ = clustered(10, 4)
+    with FaceGallery(tmp_path / "g") as g:
+        g.add(x[:20], names[:20], {"path": [f"f{i}.jpg" for i in range(20)]})
+        g.add(x[20:], names[20:], {"path": [f"f{i}.jpg" for i in range(20, 40)]})
+        before = g.search(x[::7], k=4)
+    g2 = FaceGallery(tmp_path / "g", create=False)
+    after = g2.search(x[::7], k=4)
+    assert len(g2) == 40 and g2.identities() == sorted(set(names))
+    np.testing.assert_array_equal(before.face_ids, after.face_ids)
+    np.testing.assert_allclose(before.scores, after.scores)
+    assert after.paths[1, 0] == "f7.jpg"
+    assert isinstance(g2.embeddings, np.ndarray) and g2.embeddings.dtype == np.float16
+    assert g2.verify()["faces"] == 40
+    # a second handle sees commits made through the first one
+    g2.add(x[:1], "late")
+    assert len(FaceGallery(tmp_path / "g")) == 41 and "late" in g2.identities()
+
+
+def test_remove_and_rename(tmp_path):
+    x, names, _ = clustered(6, 3)
+    g = FaceGallery(tmp_path / "g")
+    g.add(x, names, {"path": [f"{i}.jpg" for i in range(18)]})
+    emb_before = np.array(g.embeddings)
+    assert g.remove("person002") == 3
+    assert len(g) == 15 and "person002" not in g.identities()
+    res = g.search(x[6:9], k=15)
+    assert "person002" not in set(res.identities.ravel())
+    # face ids are stable; rows compacted; the surviving embeddings are untouched
+    assert sorted(r.face_id for r in g.faces()) == [i for i in range(18) if i not in (6, 7, 8)]
+    rec = g.face(12)
+    np.testing.assert_array_equal(g.embeddings[rec.row], emb_before[12])
+    assert g.search(x[12], k=1).face_ids[0, 0] == 12
+    with pytest.raises(KeyError):
+        g.remove("nobody")
+    assert g.rename("person000", "alice") == 3
+    assert "alice" in g.identities() and g.search(x[0], k=1).identities[0, 0] == "alice"
+    with pytest.raises(ValueError, match="already exists"):
+        g.rename("person001", "alice")
+    assert g.rename("person001", "alice", merge=True) == 3
+    assert g.counts()["alice"] == 6
+    with pytest.raises(KeyError):
+        g.rename("nobody", "x")
+    with pytest.raises(ValueError):
+        g.rename("alice", UNKNOWN)
+    assert g.remove_faces([12, 13, 999]) == 2
+    g2 = FaceGallery(tmp_path / "g")
+    assert len(g2) == 13 and g2.verify()["identities"] == 4
+    assert sorted(p.name for p in (tmp_path / "g").glob("embeddings-*")) == [g2._store.meta["embeddings_file"]]
+
+
+# -- enrolment -----------------------------------------------------------------------------------------
+def test_collect_photos(tmp_path, people):
+    pairs = collect_photos(people)
+    assert [(i, p.name) for i, p in pairs[:4]] == [("p0", "0.png"), ("p0", "1.png"), ("p0", "2.png"), ("p1", "0.png")]
+    assert {i for i, _ in collect_photos(people / "p2")} == {"p2"}
+    assert collect_photos([people / "p1" / "0.png"]) == [("p1", people / "p1" / "0.png")]
+    assert {i for i, _ in collect_photos({"bob": [people / "p3"]})} == {"bob"}
+    with pytest.raises(FileNotFoundError):
+        collect_photos(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        collect_photos(tmp_path / "empty")
+
+
+def test_enroll_resumable_with_bad_and_duplicate_photos(tmp_path, people, embedder):
+    (people / "p1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    shutil.copy(people / "p0" / "0.png", people / "p3" / "copy_of_p0.png")  # same file under another person
+    g = FaceGallery(tmp_path / "g", embedder)
+    report = g.enroll(people, aligned=True, batch_size=4, duplicate_threshold=None)
+    assert report.photos == 14 and report.added == 12 and report.skipped == 0
+    assert list(report.failed) == [str(people / "p1" / "broken.jpg")]
+    assert len(report.duplicates) == 1
+    dup = report.duplicates[0]
+    assert dup.kind == "file" and dup.conflict and dup.of_identity == "p0" and dup.identity == "p3"
+    assert report.identities == ["p0", "p1", "p2", "p3"] and "12 faces added" in report.summary()
+    assert g.model == model_info(embedder) and g.threshold == pytest.approx(0.95)
+    rec = g.faces("p2")[0]
+    assert rec.path == str(people / "p2" / "0.png") and rec.file_sha256 and rec.box is None
+    # running again resumes: nothing new
+    again = g.enroll(people, aligned=True, batch_size=4, duplicate_threshold=None)
+    assert again.added == 0 and again.skipped == 12 and len(again.failed) == 1 and len(g) == 12
+    # a new photo is the only one added
+    cv2.imwrite(str(people / "p4.png"), np.full((128, 128), 100, np.uint8))
+    (people / "p4").mkdir()
+    shutil.move(str(people / "p4.png"), str(people / "p4" / "0.png"))
+    third = g.enroll(people, aligned=True, duplicate_threshold=None)
+    assert third.added == 1 and third.skipped == 12 and len(g) == 13
+    # identification with the model card threshold of the embedder (0.95 in its checkpoint)
+    probe = embedder.embed([cv2.imread(str(people / "p2" / "1.png"), cv2.IMREAD_GRAYSCALE)])
+    assert g.identify(probe).identities == ["p2"]
+
+
+def test_enroll_flags_near_duplicates(tmp_path, embedder):
+    photos = _write_people(tmp_path / "photos", people=3, photos=1)
+    img = cv2.imread(str(photos / "p1" / "0.png"), cv2.IMREAD_GRAYSCALE)
+    img[0, 0] ^= 1  # one pixel: another file, the same face
+    cv2.imwrite(str(photos / "p1" / "1.png"), img)
+    cv2.imwrite(str(photos / "p2" / "p1_again.png"), img[:, ::-1][:, ::-1])
+    g = FaceGallery(tmp_path / "g", embedder)
+    report = g.enroll(photos, aligned=True, duplicate_threshold=0.995)
+    assert report.added == 4  # the near-duplicate is added (flagged); the byte-identical file is not
+    kinds = {(d.path.split(os.sep)[-2], d.kind, d.conflict) for d in report.duplicates}
+    assert kinds == {("p1", "embedding", False), ("p2", "file", True)}
+    flagged = [r for r in g.faces() if r.duplicate_of is not None]
+    assert flagged and all(g.face(r.duplicate_of).identity == "p1" for r in flagged)
+
+
+_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import lightcnn_tiny  # registers the tiny arch
+    from lightface.embed import FaceEmbedder
+    from lightface.gallery import FaceGallery, storage
+    mode, kill_at = sys.argv[1], int(sys.argv[2])
+    calls = [0]
+    def die_at_nth(original):
+        def wrapped(*a, **k):
+            calls[0] += 1
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*a, **k)
+        return wrapped
+    if mode == "before_commit":   # rows written and fsynced, SQLite rows inserted, COMMIT not reached
+        storage.GalleryStore.set_meta = die_at_nth(storage.GalleryStore.set_meta)
+    else:                         # while writing the embedding rows
+        storage.os.fsync = die_at_nth(storage.os.fsync)
+    g = FaceGallery({gallery!r}, FaceEmbedder({weights!r}, device="cpu"))
+    g.enroll({photos!r}, aligned=True, batch_size=2, duplicate_threshold=None)
+    print("finished")
+""")
+
+
+# set_meta runs once for the stored threshold, then once per batch: the 4th call is batch 3's commit;
+# os.fsync runs once per batch: the 3rd call is batch 3's embedding rows
+@pytest.mark.slow  # a child process (imports torch: ~10 s on a busy 2-core machine)
+@pytest.mark.parametrize("mode,kill_at", [("before_commit", 4), ("during_write", 3)])
+def test_enrolment_survives_sigkill_and_resumes(tmp_path, people, weights, embedder, mode, kill_at):
+    gallery = tmp_path / "g"
+    FaceGallery(gallery)  # created before the child runs, so its own creation fsyncs are not counted
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(tests=str(ROOT / "tests"), gallery=str(gallery), weights=str(weights),
+                                    photos=str(people)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run([sys.executable, str(script), mode, str(kill_at)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    g = FaceGallery(gallery, embedder)
+    committed = len(g)
+    assert committed == 4  # two batches of two made it; the third was in flight
+    assert g.verify()["faces"] == 4
+    report = g.enroll(people, aligned=True, batch_size=2, duplicate_threshold=None)
+    assert report.skipped == 4 and report.added == 8 and len(g) == 12
+    g.verify()
+    assert sorted(g.counts().values()) == [3, 3, 3, 3]
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_leaves_a_consistent_gallery(tmp_path):
+    gallery = tmp_path / "g"
+    FaceGallery(gallery)
+    script = tmp_path / "adder.py"
+    script.write_text(textwrap.dedent(f"""
+        import numpy as np
+        from lightface.gallery import FaceGallery
+        g = FaceGallery({str(gallery)!r})
+        rng = np.random.default_rng(0)
+        while True:
+            g.add(rng.standard_normal((50, 64)).astype(np.float32), [f"p{{i}}" for i in range(50)])
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if len(FaceGallery(gallery)) >= 200:
+                    break
+            except GalleryError:
+                pass
+        time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    g = FaceGallery(gallery)
+    assert len(g) >= 200 and len(g) % 50 == 0
+    assert g.verify()["faces"] == len(g)
+    g.add(np.ones((1, 64)), "after")  # writable again; an uncommitted tail is overwritten
+    assert g.verify()["faces"] % 50 == 1
+
+
+# -- corruption and model checks ------------------------------------------------------------------
+def test_corrupt_gallery_gives_clear_errors(tmp_path):
+    x, names, _ = clustered(3, 3)
+    for case in ("db_garbage", "not_a_gallery", "emb_truncated", "emb_missing", "nan_rows"):
+        root = tmp_path / case
+        FaceGallery(root).add(x, names)
+        if case == "db_garbage":
+            for extra in root.glob("gallery.db-*"):
+                extra.unlink()
+            (root / "gallery.db").write_bytes(b"this is not sqlite" * 100)
+        elif case == "not_a_gallery":
+            (root / "gallery.db").unlink()
+            for extra in root.glob("gallery.db-*"):
+                extra.unlink()
+            sqlite3.connect(str(root / "gallery.db")).execute("CREATE TABLE other (x)").connection.commit()
+        elif case == "emb_truncated":
+            f = next(root.glob("embeddings-*.f16"))
+            f.write_bytes(f.read_bytes()[:1000])
+        elif case == "emb_missing":
+            next(root.glob("embeddings-*.f16")).unlink()
+        else:
+            f = next(root.glob("embeddings-*.f16"))
+            arr = np.fromfile(f, np.float16)
+            arr[256:512] = np.nan
+            arr.tofile(f)
+        if case == "nan_rows":
+            with pytest.raises(CorruptGalleryError, match="not finite unit vectors"):
+                FaceGallery(root).verify()
+            continue
+        with pytest.raises(CorruptGalleryError) as err:
+            FaceGallery(root).search(x, k=1)
+        assert str(root) in str(err.value)
+    with pytest.raises(GalleryError, match="no face gallery here"):
+        FaceGallery(tmp_path / "nothing", create=False)
+
+
+def test_other_model_gallery_refused(tmp_path, people, weights, other_weights, embedder):
+    g = FaceGallery(tmp_path / "g", embedder)
+    g.enroll(people, aligned=True, duplicate_threshold=None)
+    other = FaceEmbedder(other_weights, device="cpu")
+    with pytest.raises(GalleryModelError, match="built with tiny.pt"):
+        FaceGallery(tmp_path / "g", other)
+    with pytest.raises(GalleryModelError):
+        g.enroll(people, other, aligned=True)
+    with pytest.raises(GalleryModelError):
+        g.add(np.ones((1, 256)), "x", model=other)
+    copy = tmp_path / "renamed_copy.pt"  # the same weights under another name: the same model
+    shutil.copy(weights, copy)
+    assert len(FaceGallery(tmp_path / "g", FaceEmbedder(copy, device="cpu"))) == 12
+    assert model_info(ModelInfo("m", "abc")).sha256 == "abc"
+    assert model_info(TinyLightCNN(num_classes=0)).arch == TINY
+
+
+# -- FAISS ---------------------------------------------------------------------------------------------
+@needs_faiss
+@pytest.mark.parametrize("kind", ["hnsw", "IVF8,Flat"])
+def test_exact_and_faiss_agree(tmp_path, kind):
+    x, names, centres = clustered(100, 10, seed=3)
+    g = FaceGallery(tmp_path / "g")
+    g.add(x, names)
+    queries, _, _ = clustered(100, 1, seed=3)  # the same centres
+    params = {"nprobe": 8} if kind.startswith("IVF") else {}
+    info = g.build_index(kind, params)
+    assert info["rows"] == 1000 and info["factory"] in ("HNSW32", "IVF8,Flat")
+    exact = g.search(queries, k=5, backend="exact")
+    approx = g.search(queries, k=5, backend="faiss")
+    np.testing.assert_array_equal(approx.face_ids[:, 0], exact.face_ids[:, 0])
+    np.testing.assert_allclose(approx.scores, exact.scores, atol=2e-3)
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx.face_ids, exact.face_ids)])
+    assert overlap >= 0.98
+    assert g.identify(queries, threshold=0.5).identities == g.identify(queries, 0.5, backend="exact").identities
+    # the index persists with its factory string and parameters
+    g2 = FaceGallery(tmp_path / "g")
+    assert g2.index_info["factory"] == info["factory"] and g2.index_info["params"] == info["params"]
+    np.testing.assert_array_equal(g2.search(queries, k=5).face_ids, approx.face_ids)
+    # faces added later are searched exactly until the index is updated
+    new = np.roll(centres[0], 1)[None]
+    g2.add(new, "newcomer")
+    assert g2.search(new, k=1).identities[0, 0] == "newcomer"
+    assert g2.update_index()["rows"] == 1001
+    assert g2.search(new, k=1, backend="faiss").identities[0, 0] == "newcomer"
+    g2.remove("newcomer")  # removal drops the (now stale) index
+    assert g2.index_info is None and len(list((tmp_path / "g").glob("index-*"))) == 0
+
+
+def test_choose_index_by_size():
+    assert faiss_backend.choose_index(10_000)[0] == "HNSW32"
+    factory, params = faiss_backend.choose_index(1_000_000)
+    assert factory == "IVF2048,SQfp16" and params["nprobe"] == 64
+
+
+def test_faiss_backend_requested_without_index(tmp_path):
+    g = FaceGallery(tmp_path / "g")
+    g.add(np.ones((2, 8)), ["a", "b"])
+    with pytest.raises(GalleryError, match="no FAISS index"):
+        g.search(np.ones(8), backend="faiss")
+
+
+# -- CLIs ----------------------------------------------------------------------------------------------
+def test_cli_enroll_and_search(tmp_path, people, weights, capsys):
+    from pipelines import enroll, search
+
+    (people / "p1" / "broken.png").write_bytes(b"nope")
+    argv = [str(tmp_path / "g"), str(people), "--weights", str(weights), "--aligned", "--device", "cpu",
+            "--no-duplicate-check", "--no-progress", "--json", str(tmp_path / "enroll.json")]
+    out = enroll.main(enroll.get_args_parser().parse_args(argv))
+    assert out["added"] == 12 and out["faces"] == 12 and len(out["failed"]) == 1
+    printed = capsys.readouterr().out
+    assert "12 faces added for 4 identities" in printed and "failed:" in printed
+    assert json.loads((tmp_path / "enroll.json").read_text())["people"] == 4
+    again = enroll.main(enroll.get_args_parser().parse_args(argv))
+    assert again["added"] == 0 and again["skipped"] == 12
+    with pytest.raises(RuntimeError, match="--strict"):
+        enroll.main(enroll.get_args_parser().parse_args(argv + ["--strict"]))
+    queries = [str(people / "p3" / "1.png"), str(people / "p0" / "2.png")]
+    sheet = tmp_path / "sheet.jpg"
+    argv = [str(tmp_path / "g"), *queries, "--weights", str(weights), "--aligned", "--device", "cpu", "--top", "3",
+            "--sheet", str(sheet), "--json", str(tmp_path / "search.json")]
+    result = search.main(search.get_args_parser().parse_args(argv))
+    assert [f["identity"] for f in result["faces"]] == ["p3", "p0"]
+    assert [f["matches"][0]["identity"] for f in result["faces"]] == ["p3", "p0"]
+    table = capsys.readouterr().out
+    assert "-> p3" in table and "contact sheet" in table
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] > 2 * 128 and img.shape[1] > 4 * 128
+    # failures: a missing query is reported, others still answered, exit status 1
+    argv_bad = [str(tmp_path / "g"), str(tmp_path / "missing.jpg"), queries[0], "--weights", str(weights), "--aligned",
+                "--device", "cpu", "--sheet", ""]
+    with pytest.raises(RuntimeError, match="1 of 2 query photos"):
+        search.main(search.get_args_parser().parse_args(argv_bad))
+    from pipelines._cli import run_cli
+
+    assert run_cli(search.main, search.get_args_parser, argv_bad) == 1
+    assert run_cli(search.main, search.get_args_parser, [str(tmp_path / "nothing"), queries[0]]) == 1
+    assert "no face gallery here" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_models, weights):
+    """Whole photos through the detector: every face of a group photo is searched."""
+    from pipelines import enroll, search
+
+    src = shared_data / "lfw_identities" / "images"
+    names = sorted(p.name for p in src.iterdir())[:3]
+    photos = tmp_path / "photos"
+    for n in names:
+        (photos / n).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(src / n / f"{n}_{k:04d}.jpg", photos / n)
+    det = str(shared_models / "det_500m.onnx")
+    out = enroll.main(enroll.get_args_parser().parse_args(
+        [str(tmp_path / "g"), str(photos), "--weights", str(weights), "--detector", det, "--device", "cpu",
+         "--no-progress"]))
+    assert out["added"] == 6 and not out["failed"]
+    rec = FaceGallery(tmp_path / "g").faces()[0]
+    assert rec.box is not None and rec.landmarks.shape == (5, 2) and rec.det_score > 0.5
+    # a "group photo": three enrolled faces side by side
+    tiles = [cv2.imread(str(photos / n / f"{n}_0001.jpg")) for n in names]
+    group = tmp_path / "group.jpg"
+    cv2.imwrite(str(group), np.hstack(tiles))
+    result = search.main(search.get_args_parser().parse_args(
+        [str(tmp_path / "g"), str(group), "--weights", str(weights), "--detector", det, "--device", "cpu",
+         "--sheet", str(tmp_path / "sheet.jpg"), "--threshold", "0.999"]))
+    assert len(result["faces"]) == 3
+    found = {f["matches"][0]["identity"] for f in result["faces"]}
+    assert found == set(names)  # the same photos were enrolled: each face finds its own person
