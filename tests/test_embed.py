@@ -18,6 +18,22 @@ from lightface.data.io import ImageReadError, read_image
 from lightface.embed import FaceEmbedder, NoFaceError, similarity
 
 
+def assert_same_embedding(a, b, atol=1e-5):
+    """``a`` and ``b`` are the same unit embedding up to float32 rounding.
+
+    Float32 kernels (GEMM blocking per batch size, AVX2 vs AVX-512, thread count) change
+    the result in the last bits: ~1e-7 relative per layer, observed <= 1e-7 absolute on
+    these 256-d unit vectors. ``atol`` leaves two orders of magnitude for other CPUs,
+    while a real defect (another face, a NaN, a row mixed with its neighbour) moves
+    entries by 1e-3 or more.
+    """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert cosine > 1 - 1e-6, f"cosine {cosine:.9f}"
+    assert np.abs(a - b).max() < atol, f"max |a-b| = {np.abs(a - b).max():.3g}"
+
+
 @pytest.fixture(scope="module")
 def baseline():
     torch.manual_seed(3)
@@ -98,7 +114,7 @@ def test_flip_fusion(weights, lfw, embedder):
     with torch.no_grad():
         f = embedder.model(gray) + embedder.model(gray.flip(-1))
     assert np.allclose(fused, torch.nn.functional.normalize(f, dim=1).numpy(), atol=1e-5)
-    assert np.allclose(embedder.embed(crops[0], flip=True), fused, atol=1e-6)
+    assert np.allclose(embedder.embed(crops[0], flip=True), fused, atol=1e-5)
 
 
 def test_bad_inputs_are_clear_and_batches_keep_going(embedder, lfw, tmp_path):
@@ -120,7 +136,14 @@ def test_bad_inputs_are_clear_and_batches_keep_going(embedder, lfw, tmp_path):
     assert list(result.valid) == [True, False, False, True]
     assert np.isnan(result.embeddings[1]).all() and np.isfinite(result.embeddings[[0, 3]]).all()
     nan_rows = embedder.embed([crops[0], broken], on_error="nan")
-    assert np.isnan(nan_rows[1]).all() and np.allclose(nan_rows[0], result.embeddings[0])
+    assert np.isnan(nan_rows[1]).all()
+    # The same face in batches of another composition (2 vs 4 rows) goes through GEMMs
+    # blocked differently for each batch size, so it differs by float32 rounding (~1e-7
+    # relative, more on a CPU with other SIMD kernels): compare as unit vectors with a
+    # float32 tolerance. A bad row leaking into a good one (NaN, a shared statistic, a
+    # shifted row) moves the embedding by far more than 1e-5.
+    assert_same_embedding(nan_rows[0], result.embeddings[0])
+    assert_same_embedding(nan_rows[0], embedder.embed(crops[0])[0])
 
 
 def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
