@@ -383,24 +383,31 @@ def step_super_resolution(demo: Demo) -> None:
              f"from step 2 as identity loss; `python -m pipelines.super_resolve --evaluate` on {what}:", "",
              "| | PSNR (dB) | SSIM | identity cosine |", "|---|---|---|---|",
              row("bicubic", mean, "bicubic"), row("SR, trained in this demo", mean, "sr")]
-    shipped = ROOT / "assets" / "sr4_wavelet_srnet.pth"
+    from lightface.models.pretrained import PretrainedError, default_weights
+
+    try:
+        shipped = default_weights("sr4")  # the 4x model that ships with lightface (docs/model_zoo.md)
+    except PretrainedError:
+        shipped = None
     sr_weights = run / "model.pth"
-    if shipped.is_file() and not demo.quick:  # the 4x model trained for 20 CPU minutes (docs/super_resolution.md)
+    if shipped is not None and not demo.quick:
         argv[argv.index("-o") + 1] = str(work / "evaluation_shipped")
-        argv[argv.index("--weights") + 1] = str(shipped)
+        i = argv.index("--weights")
+        argv[i:i + 2] = ["--scale", "4"]  # no --weights: the shipped default for the scale
         shipped_mean = run_cli("super_resolve", argv)["evaluation"]["mean"]
-        lines.append(row("SR, shipped `assets/sr4_wavelet_srnet.pth`", shipped_mean, "sr"))
+        lines.append(row(f"SR, shipped `{shipped.name}` (`SuperResolver(scale=4)`)", shipped_mean, "sr"))
         images.append(work / "evaluation_shipped" / "contact_sheet.png")
-        demo.results["super_resolution_shipped"] = shipped_mean
-        sr_weights = shipped
+        demo.results["super_resolution_shipped"] = {"name": shipped.name, **shipped_mean}
+        sr_weights = None
     lines += ["", "Contact sheet rows: LR | bicubic | SR | HR (first: the demo's model"
               + (", second: the shipped model)." if len(images) > 1 else ").")]
     whole = demo.data("real_lq_faces")
     if whole is not None and demo.detector and not demo.quick:
         photo = sorted(whole.glob("*whole_imgs/*.jpg"))[:1]
         if photo:
-            run_cli("super_resolve", ["-i", str(photo[0]), "-o", str(work / "whole_photo"), "--weights",
-                                      str(sr_weights), "--detector", demo.detector, "--device", demo.device])
+            weights = ["--weights", str(sr_weights)] if sr_weights is not None else ["--scale", "4"]
+            run_cli("super_resolve", ["-i", str(photo[0]), "-o", str(work / "whole_photo"), *weights,
+                                      "--detector", demo.detector, "--device", demo.device])
             cmp = sorted((work / "whole_photo" / "cmp").glob("*.png"))[:2]
             images += cmp
             lines.append(f"Whole photo `{photo[0].name}`: faces detected, aligned, super-resolved and pasted back "
