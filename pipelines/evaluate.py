@@ -14,6 +14,8 @@ Without ``--weights`` the recogniser shipped with lightface is evaluated (the re
 it: ``weights``, ``weights_sha256``, and its model-card ``shipped_threshold``).
 The report holds 10-fold accuracy (mean/std), TAR@FAR, ROC AUC, EER and ``threshold``,
 the accuracy-maximising cosine threshold (use it as ``FaceEmbedder(threshold=...)``).
+Exit status 1 with a one-line message when no pair could be scored or an input is
+unusable; 2 for a bad command line.
 """
 import argparse
 import json

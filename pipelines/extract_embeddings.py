@@ -13,6 +13,8 @@ model that made them. ``feat``: one raw little-endian float32 file of 256 values
 ``OUT/<relative path without extension>.feat`` (the layout of the original Light CNN
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged),
 plus ``OUT/failures.tsv`` when some images failed. Bad files are skipped and reported.
+Exit status 1 with a one-line message when no image could be embedded or the input,
+weights or config are unusable; 2 for a bad command line.
 """
 import argparse
 import logging

@@ -9,7 +9,9 @@ Outputs: OUT/cropped_faces (aligned 128x128 input crops), OUT/restored_faces (fr
 views), OUT/cmp (input crop | frontal view, side by side), OUT/restored_imgs (with
 --paste: the photo with the frontal views pasted back), OUT/summary.json (processed and
 skipped files with the reason). Unreadable files and photos without a face are reported,
-never fatal.
+never fatal; outputs are named after the inputs' paths relative to the folder given
+(face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1 with
+a one-line message when every input was skipped or an input is unusable.
 """
 import argparse
 import json

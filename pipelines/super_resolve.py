@@ -8,7 +8,9 @@
 
 Outputs (GFPGAN/CodeFormer layout): OUT/cropped_faces, OUT/restored_faces, OUT/cmp,
 OUT/restored_imgs (whole photos), OUT/summary.json; with --evaluate: OUT/evaluation.json
-and OUT/contact_sheet.png.
+and OUT/contact_sheet.png. Outputs are named after the inputs' paths relative to the folder
+given (face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1
+with a one-line message when every input was skipped or an input is unusable.
 """
 import argparse
 import json
