@@ -113,14 +113,11 @@ def run_cli(module: str, argv: List[str]):
     """Run ``python -m pipelines.<module> argv`` in this process (its ``main`` through its parser)."""
     import importlib
 
+    from pipelines._cli import parse_with_config
+
     mod = importlib.import_module(f"pipelines.{module}")
-    parser = mod.get_args_parser()
     log.info("$ python -m pipelines.%s %s", module, " ".join(argv))
-    if hasattr(mod, "parse_with_config"):
-        args = mod.parse_with_config(parser, argv)
-    else:
-        args = parser.parse_args(argv)
-    return mod.main(args)
+    return mod.main(parse_with_config(mod.get_args_parser(), argv))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,14 +230,14 @@ def step_dataset(demo: Demo) -> None:
 def step_recognition(demo: Demo) -> None:
     """2. Train a Light CNN briefly, then evaluate verification on held-out pairs."""
     run = demo.out / "lightcnn"
-    argv = ["--data", demo.results["dataset"]["lmdb"], "--arch", "lightcnn9", "--out", str(run),
+    argv = ["--data", demo.results["dataset"]["lmdb"], "--arch", "lightcnn9", "--out", str(run), "--overwrite",
             "--batch-size", "32", "--workers", "0", "--seed", str(demo.seed), "--device", demo.device,
             "--log-every", "5", "--no-tensorboard", "--val-split", "0",
             # small data from scratch: kaiming init, lr 0.005 and clipping (docs/noisy_labels.md)
             "--init", "kaiming", "--lr", "0.005", "--clip-grad", "5"]
     argv += ["--epochs", "2", "--max-steps", "6"] if demo.quick else ["--epochs", "30", "--lr-step", "12"]
     summary = run_cli("train_lightcnn", argv)
-    weights = run / "last.pt"
+    weights = run / "model.pt"
     demo.weights = weights
     # verification pairs over the held-out images: every same-identity pair, every different-identity pair
     held = demo.held
@@ -344,7 +341,7 @@ def step_super_resolution(demo: Demo) -> None:
     run_cli("build_lmdb", [str(demo.out / "data" / "hr_list.txt"), str(hr_lmdb), "--root", str(demo.root),
                            "--size", "128", "--template", "lightcnn", "--color", "rgb", "--overwrite", *demo.align_args])
     run = work / "train"
-    argv = ["--data", str(hr_lmdb), "--out", str(run), "--scale", "4", "--identity-weights", str(demo.weights),
+    argv = ["--data", str(hr_lmdb), "--out", str(run), "--overwrite", "--scale", "4", "--identity-weights", str(demo.weights),
             "--workers", "0", "--device", demo.device, "--seed", str(demo.seed), "--val-count", "4"]
     argv += (["--channels", "16", "--num-blocks", "2", "--head-channels", "16", "--batch-size", "4", "--steps", "6",
               "--val-every", "6", "--log-every", "3"] if demo.quick else
@@ -370,7 +367,7 @@ def step_super_resolution(demo: Demo) -> None:
         for i in range(min(len(ds), 6)):  # aligned 128 crops (training images when nothing else is held out)
             cv2.imwrite(str(hr_dir / f"{i:02d}.png"), ds[i]["image"])
         aligned_flag, what = ["--aligned"], "aligned crops"
-    argv = ["-o", str(evaluation), "--weights", str(run / "model.pth"), "--evaluate", str(hr_dir),
+    argv = ["-o", str(evaluation), "--weights", str(run / "model.pt"), "--evaluate", str(hr_dir),
             "--identity-weights", str(demo.weights), "--device", demo.device, *aligned_flag]
     report = run_cli("super_resolve", argv)
     mean = report["evaluation"]["mean"]
@@ -389,7 +386,7 @@ def step_super_resolution(demo: Demo) -> None:
         shipped = default_weights("sr4")  # the 4x model that ships with lightface (docs/model_zoo.md)
     except PretrainedError:
         shipped = None
-    sr_weights = run / "model.pth"
+    sr_weights = run / "model.pt"
     if shipped is not None and not demo.quick:
         argv[argv.index("-o") + 1] = str(work / "evaluation_shipped")
         i = argv.index("--weights")
@@ -443,7 +440,7 @@ def step_frontalization(demo: Demo) -> None:
                            "--color", "rgb", "--landmarks", str(marks), "--overwrite"])
     run = work / "train"
     held_ids = 3 if demo.quick else 10
-    argv = ["--data", str(pose_lmdb), "--out", str(run), "--identity-weights", str(demo.weights),
+    argv = ["--data", str(pose_lmdb), "--out", str(run), "--overwrite", "--identity-weights", str(demo.weights),
             "--train-identities", str(n_ids - held_ids), "--workers", "0", "--device", demo.device,
             "--seed", str(demo.seed)]
     argv += (["--width", "8", "--d-width", "8", "--feature-dim", "32", "--noise-dim", "8", "--steps", "4",
@@ -464,7 +461,7 @@ def step_frontalization(demo: Demo) -> None:
             cv2.imwrite(str(crops / f"{ds.classes[int(ds.labels[i])].replace('/', '_')}_{i:04d}.png"), ds[i]["image"])
             n += 1
     result = work / "frontalized"
-    run_cli("frontalize", ["-i", str(crops), "-o", str(result), "--weights", str(run / "checkpoints" / "final.pth"),
+    run_cli("frontalize", ["-i", str(crops), "-o", str(result), "--weights", str(run / "model.pt"),
                            "--aligned", "--device", demo.device])
     cmp = sorted((result / "cmp").glob("*.png"))
     sheet = work / "contact_sheet.png"

@@ -13,8 +13,8 @@ import json
 import logging
 import sys
 
-from lightface.engine.config import parse_with_config
 from pipelines._argtypes import non_negative_int, positive_int
+from pipelines._cli import parse_with_config
 
 log = logging.getLogger("pipelines.relabel")
 

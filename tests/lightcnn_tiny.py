@@ -36,7 +36,7 @@ if ARCH not in MODEL_BUILDERS:
 if __name__ == "__main__":
     import logging
 
-    from lightface.engine.config import parse_with_config
+    from pipelines._cli import parse_with_config
     from pipelines.train_lightcnn import get_args_parser, main
 
     logging.basicConfig(level=logging.INFO)

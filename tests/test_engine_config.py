@@ -1,10 +1,11 @@
-"""lightface.engine.config: YAML configs under argparse flags."""
+"""lightface.engine.config (config dataclasses, YAML) and pipelines._cli (flags generated from them, --config)."""
 import argparse
 
 import pytest
 import yaml
 
-from lightface.engine.config import ConfigError, config_to_dict, load_config, parse_with_config, save_config
+from lightface.engine.config import ConfigError, config_to_dict, load_config, save_config
+from pipelines._cli import parse_with_config
 
 
 def _parser():

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightface.engine.checkpoint import load_checkpoint, save_atomic
-from lightface.engine.gan import ADVERSARIAL_CHOICES, GAN_DEFAULTS, GANObjective, add_gan_arguments, frozen
+from lightface.engine.gan import ADVERSARIAL_CHOICES, GAN_DEFAULTS, GANObjective, frozen
+from pipelines._cli import add_gan_arguments
 from lightface.losses.gan_regularizers import cycle_consistency_loss, feature_matching_loss, pull_away_term
 from lightface.models.autoencoder_discriminator import AutoencoderDiscriminator
 

@@ -161,6 +161,55 @@ def test_frontalizer_rejects_other_checkpoints(tmp_path):
         Frontalizer(path, device="cpu")
 
 
+def _tiny_train_argv(data, out, *extra):
+    return ["--data", str(data), "--out", str(out), "--width", "8", "--d-width", "8", "--noise-dim", "4",
+            "--feature-dim", "8", "--batch-size", "2", "--workers", "0", "--log-every", "1", "--val-every", "2",
+            "--num-samples", "2", "--device", "cpu", *map(str, extra)]
+
+
+def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines import train_frontalization
+
+    parser, out = train_frontalization.get_args_parser(), tmp_path / "run"
+    res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "2")))
+    assert res["step"] == 2 and res["stopped"] == "completed" and (out / "samples" / "step_0000002.png").is_file()
+    res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "3", "--resume")))
+    assert res["step"] == 3
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r] == [1, 2, 3]
+    last = load_checkpoint(out / "last.pt")
+    assert last["task"] == "frontalization" and set(last["networks"]) == {"D"} and "gan_state" in last
+    fr = Frontalizer(out / "model.pt", device="cpu")
+    assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
+
+
+@pytest.mark.slow
+def test_train_cycle_under_torchrun(pose_lmdb, tmp_path):
+    """Unpaired (--cycle) TP-GAN on 2 CPU processes: four DDP-wrapped networks, parameters unused by some
+    losses (find_unused_parameters), global batch split over the ranks, every rank's RNG state saved."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lightface.engine.checkpoint import load_checkpoint
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pipelines.train_frontalization", *_tiny_train_argv(pose_lmdb, out, "--steps", "2", "--cycle", "1",
+                                                                     "--batch-size", "4")]
+    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = load_checkpoint(out / "last.pt")
+    assert last["step"] == 2 and len(last["rng"]) == 2 and set(last["networks"]) == {"D", "P", "D_p"}
+    odd = subprocess.run(cmd[:-2] + ["--batch-size", "3", "--overwrite"], cwd=root, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=1200)
+    assert odd.returncode != 0 and "must be divisible by the 2 processes" in odd.stderr
+
+
 @pytest.mark.slow
 def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path):
     """CFP subset -> pose LMDB -> 2 steps -> resume to 3 -> frontalize real photos (and a bad file)."""
@@ -196,7 +245,7 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
     # the resumed weights continue from the checkpoint: 3 steps total in the final file
     from lightface.engine.checkpoint import load_checkpoint
 
-    final = load_checkpoint(out / "checkpoints" / "final.pth")
+    final = load_checkpoint(out / "model.pt")
     assert final["arch"] == "tpgan" and final["step"] == 3 and "ema_state_dict" in final
 
     inputs = tmp_path / "in"
@@ -204,7 +253,7 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
     shutil.copy(cfp / "Images/455/profile/01.jpg", inputs / "profile.jpg")
     (inputs / "broken.jpg").write_bytes(b"not an image")
     args = frontalize.get_args_parser().parse_args(
-        ["-i", str(inputs), "-o", str(tmp_path / "fr"), "--weights", str(out / "checkpoints" / "final.pth"),
+        ["-i", str(inputs), "-o", str(tmp_path / "fr"), "--weights", str(out / "model.pt"),
          "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu", "--paste"])
     summary = frontalize.main(args)
     assert [s["input"].endswith("broken.jpg") for s in summary["skipped"]] == [True]

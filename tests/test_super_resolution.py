@@ -103,28 +103,33 @@ def test_restore_paths_skips_bad_files_and_keeps_alpha(tmp_path):
         list_images(tmp_path / "missing")
 
 
-def _train_args(tmp_path, data, out, **over):
-    from pipelines.train_super_resolution import get_args_parser
-
+def _train_argv(data, out, **over):
     argv = ["--data", str(data), "--out", str(out), "--scale", "4", "--hr-size", "32", "--channels", "8",
             "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4", "--batch-size", "4", "--steps", "4",
             "--val-every", "2", "--save-every", "2", "--log-every", "1", "--workers", "0", "--val-count", "2",
             "--discriminator", "wavelet", "--cycle", "0.5"]
     for k, v in over.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    return get_args_parser().parse_args(argv)
+    return argv
+
+
+def _train_args(tmp_path, data, out, **over):
+    from pipelines.train_super_resolution import get_args_parser
+
+    return get_args_parser().parse_args(_train_argv(data, out, **over))
 
 
 def test_train_resume_and_checkpoint_format(tmp_path):
     from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.engine import TrainingError
     from lightface.engine.logger import read_metrics
     from pipelines.train_super_resolution import main
 
     data = _faces(tmp_path)
     out = tmp_path / "run"
     res = main(_train_args(tmp_path, data, out))
-    assert res["steps"] == 4 and "val_psnr" in res and "val_psnr_bicubic" in res
-    ckpt = load_checkpoint(out / "model.pth")
+    assert res["step"] == 4 and res["stopped"] == "completed" and "val_psnr" in res and "val_psnr_bicubic" in res
+    ckpt = load_checkpoint(out / "model.pt")
     assert ckpt["format"] == "lightface" and ckpt["arch"] == "wavelet_srnet"
     assert ckpt["model_kwargs"]["scale"] == 4 and "ema_state_dict" in ckpt and ckpt["step"] == 4
     records = read_metrics(out / "metrics.jsonl")
@@ -135,14 +140,33 @@ def test_train_resume_and_checkpoint_format(tmp_path):
     assert grid.shape == (2 * 32, 4 * 32, 3)
     # resume continues from the saved step to the new end
     res2 = main(_train_args(tmp_path, data, out, steps=6, resume="auto"))
-    assert res2["steps"] == 6
+    assert res2["step"] == 6
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r]
     assert steps == [1, 2, 3, 4, 5, 6]
-    sr = SuperResolver(out / "model.pth", device="cpu")
+    sr = SuperResolver(out / "model.pt", device="cpu")
     assert sr.upscale_face(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)
     # resuming with different model flags is refused before any training
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(TrainingError, match="differs"):
         main(_train_args(tmp_path, data, out, steps=8, channels=16, resume="auto"))
+
+
+def test_train_diverging_stops_with_the_last_good_checkpoint(tmp_path, capsys):
+    """Issue 14, 5.3: --lr 1e6 must not exit 0 after overwriting the checkpoints with NaN weights."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines._cli import run_cli
+    from pipelines.train_super_resolution import get_args_parser, main
+
+    out = tmp_path / "run"
+    argv = _train_argv(_faces(tmp_path), out, lr=1e6, steps=6, save_every=1)
+    assert run_cli(main, get_args_parser, argv) == 1
+    err = capsys.readouterr().err
+    assert "last good checkpoint" in err and "Traceback" not in err
+    ckpt = load_checkpoint(out / "last.pt")
+    for state in (ckpt["state_dict"], ckpt["ema_state_dict"]):
+        assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (out / "model.pt").exists()
+    assert ckpt["step"] == [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r][-1]
 
 
 def test_super_resolve_aligned_and_evaluate_aligned(tmp_path, tiny_weights):
@@ -189,7 +213,7 @@ def test_super_resolve_real_photos_and_evaluate(tmp_path, shared_data, shared_mo
     (tmp_path / "bad.jpg").write_bytes(b"\x00\x01")
     out = tmp_path / "res"
     args = get_args_parser().parse_args(
-        ["-i", *map(str, photos), str(tmp_path / "bad.jpg"), "-o", str(out), "--weights", str(train_out / "model.pth"),
+        ["-i", *map(str, photos), str(tmp_path / "bad.jpg"), "-o", str(out), "--weights", str(train_out / "model.pt"),
          "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu",
          "--evaluate", str(shared_data / "celeba_hq" / "male")])
     report = main(args)
@@ -206,21 +230,16 @@ def test_super_resolve_real_photos_and_evaluate(tmp_path, shared_data, shared_mo
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from torchrun_helper import run_torchrun
 
     data = _faces(tmp_path, n=8)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           "-m", "pipelines.train_super_resolution", "--data", str(data), "--out", str(out), "--scale", "4",
-           "--hr-size", "32", "--channels", "8", "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4",
-           "--batch-size", "4", "--steps", "2", "--val-every", "2", "--workers", "0", "--val-count", "2",
-           "--discriminator", "wavelet", "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # --standalone (free port, own run id), clean environment, worker logs on failure:
+    # see torchrun_helper for why a fixed --master_port and the inherited env are not used.
+    run_torchrun(["-m", "pipelines.train_super_resolution", "--data", data, "--out", out, "--scale", "4",
+                  "--hr-size", "32", "--channels", "8", "--num-blocks", "1", "--head-channels", "8",
+                  "--d-channels", "4", "--batch-size", "4", "--steps", "2", "--val-every", "2", "--workers", "0",
+                  "--val-count", "2", "--discriminator", "wavelet", "--device", "cpu"], tmp_path)
     from lightface.engine.checkpoint import load_checkpoint
 
-    assert load_checkpoint(out / "model.pth")["step"] == 2
+    assert load_checkpoint(out / "model.pt")["step"] == 2

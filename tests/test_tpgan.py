@@ -6,7 +6,8 @@ import torch
 
 from lightface import ops
 from lightface.data.align import template_points
-from lightface.engine.gan import GANObjective, add_gan_arguments
+from lightface.engine.gan import GANObjective
+from pipelines._cli import add_gan_arguments
 from lightface.losses.frontal import FrontalLoss, prefix_terms
 from lightface.models import get_model
 from lightface.models.checkpoint import build_from_checkpoint, save_model_checkpoint

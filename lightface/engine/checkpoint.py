@@ -1,196 +1,22 @@
-"""Checkpoint files: atomic writes and code-free loads.
-
-Every file is written to a temporary name in the destination folder, flushed to
-disk, then renamed over the destination, so a crash never leaves a half-written
-checkpoint under the real name. Every load uses ``torch.load(weights_only=True)``:
-a checkpoint never executes code.
+"""Training-state helpers: every random number generator's state, saved and restored.
 
 :func:`capture_rng_state` / :func:`restore_rng_state` save and restore every random
 number generator a training run draws from (torch CPU and CUDA, NumPy's global
 generator, Python's ``random``) as tensors and plain numbers, so a resumed run
 continues with exactly the random draws of the uninterrupted one.
+
+Checkpoint file I/O (:func:`save_atomic`, :func:`load_checkpoint`) lives in the bottom
+layer, :mod:`lightface.utils.checkpoint_io`, and is re-exported here.
 """
-import errno
-import glob
-import os
-import pickle
 import random
-import re
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict
 
 import numpy as np
 import torch
 
+from ..utils.checkpoint_io import CheckpointLoadError, load_checkpoint, save_atomic
+
 __all__ = ["save_atomic", "load_checkpoint", "CheckpointLoadError", "capture_rng_state", "restore_rng_state"]
-
-PathLike = Union[str, os.PathLike]
-
-
-class CheckpointLoadError(ValueError):
-    """A checkpoint file that cannot be read safely: empty, truncated, not a PyTorch file, or
-    holding objects other than tensors and plain containers."""
-
-
-def _tensor_bytes(obj: Any) -> int:
-    """Bytes of tensor data in ``obj`` (nested dicts / lists / tuples), an estimate of the file size."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
-def _is_no_space(err: BaseException) -> bool:
-    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(err)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
-def _lock_tmp(path: Path) -> Tuple[int, str]:
-    """An open, ``flock``-ed temporary file beside ``path``: ``.NAME.tmp``, reused after a
-    kill, so interrupted saves never pile up; a unique name only while another process is
-    saving the same path (its temporary file is locked)."""
-    import fcntl
-
-    name = str(path.parent / f".{path.name}.tmp")
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd, name
-    except OSError:
-        os.close(fd)
-    while True:  # a concurrent save of the same path holds .NAME.tmp
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(name)):
-                return fd, name
-        except FileNotFoundError:  # removed as stale between mkstemp and flock: take another
-            pass
-        os.close(fd)
-
-
-def _remove_stale_tmps(path: Path, keep: str) -> None:
-    """Remove temporary files of earlier saves of ``path`` that were killed mid-write
-    (``.NAME.tmp``, ``.NAME.XXXXXXXX.tmp``); a file locked by a save in progress is left alone."""
-    import fcntl
-
-    for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*tmp")):
-        if tmp == keep or not re.fullmatch(rf"\.{re.escape(path.name)}(\.[^/]*)?\.tmp", os.path.basename(tmp)):
-            continue
-        try:
-            fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(tmp)
-        except OSError:
-            pass  # locked: a save in progress
-        finally:
-            os.close(fd)
-
-
-def save_atomic(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file + fsync + rename). Returns the path.
-
-    The temporary file is ``.NAME.tmp`` beside ``path``, locked while written and reused
-    by the next save, so saves killed halfway never accumulate temporary files (stale ones
-    of older versions, ``.NAME.XXXXXXXX.tmp``, are removed by the next save).
-
-    Raises:
-        OSError: ``errno.ENOSPC`` with the path, the bytes needed and the bytes free when
-            the disk is full (the previous checkpoint at ``path`` is left intact).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = _lock_tmp(path)
-    except ImportError:  # pragma: no cover - not POSIX
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.ftruncate(fd, 0)
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # still locked: a concurrent cleanup cannot remove it first
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if _is_no_space(err):
-            try:
-                free = f", {_mb(shutil.disk_usage(path.parent).free)} free"
-            except OSError:
-                free = ""
-            raise OSError(errno.ENOSPC, f"no space left on device while saving checkpoint {path}: it needs about "
-                          f"{_mb(_tensor_bytes(obj))}{free}; free some space (the previous {path.name}, if any, "
-                          "is intact)", str(path)) from err
-        raise
-    finally:
-        os.close(fd)
-    try:
-        _remove_stale_tmps(path, tmp)
-    except ImportError:  # pragma: no cover - not POSIX
-        pass
-    return path
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-#: sentences of torch's messages that must never reach a user: they advise unsafe loading
-_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|allowlist|file an issue|Check the documentation|"
-                            r"arbitrary code|trusted source|two options", re.IGNORECASE)
-
-
-def _torch_reason(err: BaseException) -> str:
-    """Torch's reason for a failed load, without its advice to load unsafely."""
-    text = _ANSI.sub("", str(err)).strip()
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
-    kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
-    reason = " ".join(kept)
-    if len(reason) > 300:
-        reason = reason[:297] + "..."
-    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
-
-
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointLoadError: (a ``ValueError``) not a regular file, an empty or truncated
-            file, not a PyTorch checkpoint, or objects other than tensors and plain
-            containers; the message says which, with torch's own reason.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise CheckpointLoadError(f"checkpoint {path} is not a regular file")
-    if path.stat().st_size == 0:
-        raise CheckpointLoadError(f"checkpoint {path} is empty (0 bytes): its save was interrupted or the disk "
-                                  "was full; use another checkpoint")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError / KeyError ...
-        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
-            what = ("it holds objects other than tensors and plain containers, and lightface loads checkpoints "
-                    "with weights_only=True (never code); re-save it with tensors only, e.g. "
-                    "torch.save(model.state_dict(), path)")
-        else:
-            what = "it is not a readable PyTorch checkpoint (truncated, corrupt or another kind of file)"
-        raise CheckpointLoadError(f"cannot load checkpoint {path}: {what} ({_torch_reason(err)})") from err
 
 
 def capture_rng_state() -> Dict[str, Any]:

@@ -1,51 +1,264 @@
-"""Experiment configs: argparse flags that may also come from a YAML file.
+"""Experiment configs: one dataclass per trainer is the single source of every setting.
 
-One config per experiment: every flag of a pipeline can be written in a YAML file
-whose keys are the flags' argparse ``dest`` names (``lr_step: 10`` for ``--lr-step``;
-the dashed spelling ``lr-step`` is accepted too). Explicit command-line flags override
-the file, the file overrides the parser's defaults, and the resolved configuration is
-saved next to the run's outputs with :func:`save_config` so the run can be repeated
-with ``--config run_dir/config.yaml``.
+Each field of a trainer's config dataclass is declared once, with :func:`option`: its
+type (the annotation), default and help text (field metadata). The command-line flags
+(``pipelines/_cli.py`` generates them from the fields: ``--lr-step`` for ``lr_step``),
+the YAML keys of ``--config run.yaml`` (the field names, ``lr_step: 10``; the dashed
+spelling is accepted too) and the ``config`` stored in checkpoints all come from it.
+A field whose type is itself a config dataclass (the GAN objective of the GAN trainers)
+is flattened: its fields are flags and YAML keys of their own.
 
-Example::
+This module holds the parts that need no command line (the library never parses argv)::
 
-    parser = get_args_parser()              # a plain argparse.ArgumentParser
-    args = parse_with_config(parser)        # adds --config, reads YAML, applies flags
-    save_config(args, Path(args.out) / "config.yaml")
+    cfg = config_from_dict(TrainConfig, {"data": "casia.lmdb", "out": "runs/x", "lr_step": 10})
+    save_config(cfg, Path(cfg.out) / "config.yaml")   # flat YAML, reloadable with --config
+    values = load_config("runs/x/config.yaml")        # {} for an empty file
 """
-import argparse
+import dataclasses
 import difflib
 import os
+import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "add_config_argument", "load_config", "parse_with_config", "save_config", "config_to_dict"]
+__all__ = ["ConfigError", "option", "Option", "iter_options", "config_from_dict", "config_to_dict", "load_config",
+           "save_config", "flag_name"]
 
 PathLike = Union[str, os.PathLike]
+C = TypeVar("C")
 
-#: dests that never come from / go to a config file
-_RESERVED = {"config", "help"}
+#: keys that never come from / go to a config file
+RESERVED = frozenset({"config", "help"})
 
 
 class ConfigError(ValueError):
-    """A YAML config file that cannot be used (unreadable, not a mapping, unknown keys, bad values)."""
+    """A configuration that cannot be used (unreadable YAML, not a mapping, unknown keys, bad values)."""
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--config PATH`` to ``parser`` unless it already has a ``config`` dest. Returns ``parser``."""
-    if not any(action.dest == "config" for action in parser._actions):
-        shows_defaults = isinstance(parser.formatter_class, type) and issubclass(
-            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
-        parser.add_argument(
-            "--config",
-            default=None,
-            metavar="YAML",
-            help="YAML file of flag values (keys = flag names with underscores, e.g. lr_step: 10); "
-            "flags given on the command line override it" + ("" if shows_defaults else " (default: None)"),
-        )
-    return parser
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
+           choices: Optional[Sequence[Any]] = None, metavar: Optional[str] = None, nargs: Optional[str] = None,
+           const: Any = None, required: bool = False, group: Optional[str] = None, flag: Optional[str] = None,
+           default_text: Optional[str] = None) -> Any:
+    """A config dataclass field with what its command-line flag needs.
+
+    Args:
+        default / default_factory: as for :func:`dataclasses.field`.
+        help: the flag's help text (the default is appended by the flag generator).
+        choices: allowed values (checked for flags, YAML and :func:`config_from_dict`).
+        metavar, nargs, const: as for argparse (``nargs="?"`` with ``const`` makes the
+            value optional: bare ``--resume`` means ``const``).
+        required: the flag (or YAML key) must be given.
+        group: the ``--help`` section.
+        flag: the flag spelling when not ``--`` + the dashed name (booleans that default
+            to True get ``--no-NAME`` automatically).
+        default_text: how ``--help`` shows the default (e.g. ``"--lr"`` for a field
+            whose None means "same as --lr").
+    """
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "metavar": metavar,
+            "nargs": nargs, "const": const, "required": required, "group": group, "flag": flag,
+            "default_text": default_text}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"lightface": meta})
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One flag / YAML key of a config: ``path`` is the field path (nested configs: two names)."""
+
+    name: str
+    path: Tuple[str, ...]
+    type: Any  # the element type: bool, int, float, str
+    many: bool  # a list of values
+    optional: bool  # None allowed
+    default: Any
+    meta: Mapping[str, Any]
+
+    @property
+    def help(self) -> str:
+        return self.meta.get("help") or ""
+
+
+def flag_name(name: str) -> str:
+    """``lr_step`` -> ``--lr-step``."""
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_type(tp: Any) -> Tuple[Any, bool, bool]:
+    """(element type, many, optional) of an annotation such as ``Optional[List[str]]``."""
+    optional = many = False
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        lists = [a for a in args if typing.get_origin(a) in (list, List, tuple, Sequence)]
+        if lists:  # Union[str, List[str]]: several values, one accepted as well
+            tp, many = lists[0], True
+        else:
+            tp = args[0]
+        origin = typing.get_origin(tp)
+    if origin in (list, List, tuple, Sequence) or tp in (list, tuple):
+        many = True
+        tp = (typing.get_args(tp) or (str,))[0]
+    return tp, many, optional
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def iter_options(cls: type, _prefix: Tuple[str, ...] = ()) -> Iterator[Option]:
+    """Every flag-level option of a config dataclass, nested configs flattened, in declaration order
+    (the class's own fields first, then those it inherits, so a shared base comes last in ``--help``)."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    own = set(cls.__dict__.get("__annotations__", {}))
+    for f in sorted(fields, key=lambda f: f.name not in own):  # stable: own fields first
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_options(tp, _prefix + (f.name,))
+            continue
+        meta = f.metadata.get("lightface")
+        if meta is None:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with lightface.engine.config.option()")
+        elem, many, optional = _unwrap_type(tp)
+        yield Option(f.name, _prefix + (f.name,), elem, many, optional, _default(f), meta)
+
+
+def _coerce(opt: Option, value: Any, source: str) -> Any:
+    """Check (and convert numbers between int and float for) one value of ``opt``."""
+    if value is None:
+        if opt.optional or opt.default is None:
+            return None
+        raise ConfigError(f"{source}: {opt.name} cannot be null (default: {opt.default!r})")
+    if opt.many:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        return [_coerce_one(opt, v, source) for v in items]
+    if isinstance(value, (list, tuple)):
+        raise ConfigError(f"{source}: {opt.name} takes one value, found a list {list(value)!r}")
+    return _coerce_one(opt, value, source)
+
+
+def _coerce_one(opt: Option, value: Any, source: str) -> Any:
+    tp = opt.type
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {opt.name} is an on/off setting; write true or false, found {value!r}")
+    elif tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    value = tp(value)
+                except ValueError:
+                    raise ConfigError(f"{source}: {opt.name}: invalid value {value!r} (expects a number)") from None
+            else:
+                raise ConfigError(f"{source}: {opt.name} expects a number, found {value!r}")
+        if tp is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{source}: {opt.name} expects a whole number, found {value!r}")
+            value = int(value)
+        value = tp(value)
+    elif tp is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {opt.name} expects text, found {value!r}")
+        value = str(value)
+    choices = opt.meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{source}: {opt.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def unknown_key_error(unknown: Sequence[str], valid: Sequence[str], source: str) -> ConfigError:
+    """The error for unknown keys, with the closest valid name for each."""
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key).replace("-", "_"), list(valid), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"{source}: unknown setting(s) {', '.join(hints)}; valid names: {', '.join(sorted(valid))}")
+
+
+def config_from_dict(cls: Type[C], values: Mapping[str, Any], source: str = "settings") -> C:
+    """Build the config dataclass ``cls`` from flat ``{name: value}`` (nested configs' names too).
+
+    Keys may use dashes (``lr-step``); ``config`` (the YAML path of the CLI) is ignored;
+    missing keys keep their defaults. Values are checked against the field types and
+    choices.
+
+    Raises:
+        ConfigError: unknown keys (naming the closest valid ones) or a bad value.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of setting names to values, found {type(values).__name__}")
+    opts = {o.name: o for o in iter_options(cls)}
+    flat: Dict[str, Any] = {}
+    unknown = []
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in RESERVED:
+            continue
+        if name not in opts:
+            unknown.append(str(key))
+            continue
+        flat[name] = _coerce(opts[name], value, source)
+    if unknown:
+        raise unknown_key_error(unknown, list(opts), source)
+    return _build(cls, flat)
+
+
+def _build(cls: type, flat: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], flat)
+        elif f.name in flat:
+            kwargs[f.name] = flat[f.name]
+    return cls(**kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """A YAML/JSON- and ``weights_only``-safe version of ``value`` (paths -> str, tuples -> lists)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """A config dataclass (nested configs flattened) or a mapping / namespace as flat plain values.
+
+    ``config`` and ``help`` are left out. The result reloads with :func:`config_from_dict`
+    and ``--config``, and is safe to store in a ``weights_only=True`` checkpoint.
+    """
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        items: Dict[str, Any] = {}
+        for o in iter_options(type(cfg)):
+            value = cfg
+            for part in o.path:
+                value = getattr(value, part)
+            items[o.name] = value
+    elif isinstance(cfg, Mapping):
+        items = dict(cfg)
+    elif hasattr(cfg, "__dict__"):  # an argparse.Namespace (duck-typed: the library does not import argparse)
+        items = dict(vars(cfg))
+    else:
+        raise TypeError(f"config_to_dict expects a config dataclass, a mapping or a namespace, got {type(cfg).__name__}")
+    return {str(k): _plain(v) for k, v in items.items() if k not in RESERVED}
 
 
 def load_config(path: PathLike) -> Dict[str, Any]:
@@ -61,7 +274,10 @@ def load_config(path: PathLike) -> Dict[str, Any]:
         with open(path, "r", encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -69,132 +285,12 @@ def load_config(path: PathLike) -> Dict[str, Any]:
     return data
 
 
-def _actions_by_dest(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in _RESERVED and a.dest is not argparse.SUPPRESS}
-
-
-def _check_value(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
-    """Validate (and for strings, type-convert) one YAML value the way argparse treats a flag."""
-    if value is None:
-        return None
-    many = action.nargs in ("*", "+", argparse.REMAINDER) or (isinstance(action.nargs, int) and action.nargs > 0)
-    if action.nargs == 0 and isinstance(action.const, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{source}: key {key!r} is an on/off flag; write true or false, found {value!r}")
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if isinstance(value, (list, tuple)) and not many:
-        raise ConfigError(f"{source}: key {key!r} takes one value, found a list {value!r}")
-    converted = []
-    for item in items:
-        if isinstance(item, str) and callable(action.type):
-            try:
-                item = action.type(item)
-            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
-                raise ConfigError(f"{source}: key {key!r}: invalid value {item!r} ({err})") from err
-        elif callable(action.type) and action.type in (int, float) and not isinstance(item, (int, float)):
-            raise ConfigError(f"{source}: key {key!r} expects a number, found {item!r}")
-        if action.choices is not None and item not in action.choices:
-            choices = ", ".join(map(str, action.choices))
-            raise ConfigError(f"{source}: key {key!r}: {item!r} is not one of {choices}")
-        converted.append(item)
-    if many:
-        return converted
-    return converted[0]
-
-
-def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse ``argv`` (default ``sys.argv[1:]``) with ``--config run.yaml`` support.
-
-    Precedence: explicit flags > YAML values > parser defaults. YAML keys are argparse
-    ``dest`` names (dashes are accepted and mapped to underscores); a flag marked
-    ``required=True`` may be given by the YAML file instead. ``--config`` is added to
-    ``parser`` if it lacks one.
-
-    Args:
-        parser: the pipeline's parser (it is not modified apart from gaining ``--config``).
-        argv: the argument list; ``None`` means ``sys.argv[1:]``.
-
-    Returns:
-        The resolved ``argparse.Namespace`` (``args.config`` holds the YAML path or None).
-
-    Raises:
-        ConfigError: unreadable YAML, unknown keys (with the closest flag names), or a
-            value that fails the flag's type / choices.
-    """
-    add_config_argument(parser)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config is None:
-        return parser.parse_args(argv)
-
-    source = Path(known.config)
-    raw = load_config(source)
-    actions = _actions_by_dest(parser)
-    values: Dict[str, Any] = {}
-    unknown: List[str] = []
-    for key, value in raw.items():
-        dest = str(key).replace("-", "_")
-        if dest in _RESERVED:
-            raise ConfigError(f"{source}: key {key!r} cannot be set from a config file")
-        if dest not in actions:
-            unknown.append(str(key))
-            continue
-        values[dest] = _check_value(actions[dest], str(key), value, source)
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key.replace("-", "_"), list(actions), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(
-            f"{source}: unknown config key(s) {', '.join(hints)}; valid keys are the flag names "
-            f"with underscores: {', '.join(sorted(actions))}"
-        )
-
-    # YAML values become the defaults; explicit flags still override them.
-    saved_defaults = {dest: actions[dest].default for dest in values}
-    saved_required = {dest: actions[dest].required for dest in values}
-    try:
-        for dest, value in values.items():
-            actions[dest].default = value
-            actions[dest].required = False
-        return parser.parse_args(argv)
-    finally:
-        for dest, value in saved_defaults.items():
-            actions[dest].default = value
-            actions[dest].required = saved_required[dest]
-
-
-def _plain(value: Any) -> Any:
-    """A YAML-safe version of ``value`` (paths -> str, tuples -> lists, others -> str)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def config_to_dict(args: Union[argparse.Namespace, Dict[str, Any]]) -> Dict[str, Any]:
-    """``vars(args)`` as plain YAML/JSON-safe values, without ``config`` (what :func:`save_config` writes).
-
-    The result is also safe to store in a ``weights_only=True`` checkpoint.
-    """
-    items = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    return {k: _plain(v) for k, v in items.items() if k not in _RESERVED}
-
-
-def save_config(args: Union[argparse.Namespace, Dict[str, Any]], path: PathLike) -> Path:
-    """Write the resolved configuration as YAML to ``path`` (folders created); returns the path.
-
-    The file reloads with ``--config path`` as long as ``args`` holds only the parser's
-    dests (attributes added to ``args`` after parsing would be unknown keys there).
-    """
+def save_config(cfg: Any, path: PathLike) -> Path:
+    """Write a configuration (see :func:`config_to_dict`) as YAML to ``path`` (folders created,
+    atomically); returns the path. The file reloads with ``--config path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(args), sort_keys=False, default_flow_style=False)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -1,9 +1,9 @@
-"""TP-GAN frontalization training: the loop behind ``python -m pipelines.train_frontalization``.
+"""TP-GAN frontalization training (``python -m pipelines.train_frontalization``), a task of the one engine.
 
 One step (paired mode, the paper's setting):
 
 1. generator step: ``out = G(profile)``; ``L_syn`` (:class:`lightface.losses.frontal.FrontalLoss`)
-   against the frontal target with D frozen; Adam step; EMA update;
+   against the frontal target with D frozen; Adam step (the engine then updates the EMA);
 2. discriminator step every ``d_every`` generator steps: the GAN objective
    (:class:`lightface.engine.gan.GANObjective`, ``--adversarial`` etc.) on the target
    (real) and the detached ``img128`` (fake).
@@ -15,120 +15,132 @@ second discriminator ``D_p`` (on profiles) are trained CycleGAN-style:
 + l1 * sym(G(x)) + l4 * tv(G(x)) + l3 * ip(G(x), x)``, i.e. the identity-preserving
 term compares the frontalised face with its own input (the only same-identity image).
 
-Distributed (``torchrun``): every process draws its own shard (``DistributedSampler``);
-gradients of every network are averaged with ``all_reduce`` after each backward (the
-explicit form of DDP, which also works with the several discriminator forwards of a
-gradient penalty); rank 0 logs, validates and writes checkpoints.
+The :class:`~lightface.engine.engine.Engine` wraps every network (G, D, and P, D_p) in
+``DistributedDataParallel`` under ``torchrun`` (``find_unused_parameters``: not every
+TP-GAN output feeds every loss), keeps the EMA generator, and writes the run folder:
+``last.pt`` / ``best.pt`` (arch ``tpgan``, ``model_kwargs``, ``state_dict``,
+``ema_state_dict``, the other networks, optimisers, GAN state, every rank's RNG state),
+``model.pt`` (the final generator, loadable by :class:`~lightface.restore.frontalizer.Frontalizer`),
+``samples/step_XXXXXXX.png`` (input | synthesised | target).
 
 Validation (rank 0, EMA generator): for the held-out identities, Light CNN ``fc``
 embeddings of each raw profile and of its frontalised version are compared with each
 identity's frontal gallery image (the first frontal of the identity): mean cosine to the
-own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``) and rank-1 identification
-over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
+own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``, which ``best.pt`` tracks)
+and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
 """
-import argparse
 import logging
-import math
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import Dataset
 
-from ..data.pose_pairs import PosePairDataset, image_to_tensor, split_identities
+from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.pose_pairs import PosePairDataset, split_identities
 from ..losses.frontal import FrontalLoss, prefix_terms
 from ..models import get_model
-from ..models.checkpoint import load_weights, save_model_checkpoint
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from .config import config_to_dict, save_config
-from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .ema import ModelEMA
-from .gan import GANObjective
-from .logger import MetricLogger
+from .config import option
+from .engine import Engine, RunConfig, Task, TrainingError
+from .gan import GANConfig, GANObjective
 
-__all__ = ["train_frontalization", "evaluate_frontalization", "save_sample_grid", "generator_kwargs"]
+__all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
+           "save_sample_grid", "generator_kwargs"]
 
 log = logging.getLogger(__name__)
 
 ARCH = "tpgan"
+_DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pixel + l1 L_sym + l2 L_adv + l3 L_ip + "
+                                    "l4 L_tv)", "optimisation", "logging")
 
 
-def generator_kwargs(args: argparse.Namespace, num_classes: int = 0) -> Dict[str, Any]:
-    """Builder kwargs of the TP-GAN generator from the training flags (plain types, checkpoint-safe)."""
+@dataclass
+class FrontalTrainConfig(RunConfig):
+    """Every setting of :func:`train_frontalization` (the pipeline's flags and YAML keys, same names)."""
+
+    data: str = option("", required=True, group=_DATA,
+                       help="pose-tagged LMDB (python -m pipelines.build_lmdb with pose tags)")
+    identity_weights: Optional[str] = option(
+        None, group=_DATA,
+        help="frozen Light CNN checkpoint for the identity-preserving loss and validation (project or official "
+             "format); without it both are off")
+    train_identities: Optional[int] = option(None, group=_DATA,
+                                             help="train on this many identities (seeded split) and validate on the "
+                                                  "rest; default: train and validate on all")
+    split_seed: int = option(0, group=_DATA, help="seed of the identity split")
+    pose_key: str = option("pose", group=_DATA, help="LMDB attribute holding the pose tag")
+    mirror: str = option("left", choices=("left", "right", "none"), group=_DATA,
+                         help="flip inputs (and their targets) so all inputs face this way; 'none' keeps them")
+    channels: int = option(3, choices=(1, 3), group=_DATA, help="3 = RGB, 1 = gray")
+    workers: int = option(2, group=_DATA, help="DataLoader workers per process")
+    width: int = option(64, group=_MODEL, help="generator base width, multiple of 8 (paper: 64)")
+    local_width: Optional[int] = option(None, default_text="width/2", group=_MODEL,
+                                        help="width of each local pathway")
+    feature_dim: int = option(256, group=_MODEL, help="identity feature size")
+    noise_dim: int = option(100, group=_MODEL, help="noise size, 0 disables")
+    d_width: int = option(64, group=_MODEL, help="discriminator base width")
+    lambda_sym: float = option(0.3, group=_LOSS, help="l1, symmetry")
+    lambda_adv: float = option(1e-3, group=_LOSS, help="l2, adversarial")
+    lambda_ip: float = option(3e-3, group=_LOSS, help="l3, identity preserving")
+    lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
+    lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
+    lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
+    steps: int = option(20000, group=_OPT, help="generator steps")
+    batch_size: int = option(8, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
+    lr: float = option(1e-4, group=_OPT, help="generator Adam learning rate")
+    lr_d: Optional[float] = option(None, default_text="--lr", group=_OPT, help="discriminator learning rate")
+    beta1: float = option(0.5, group=_OPT, help="Adam beta1")
+    d_every: int = option(1, group=_OPT, help="update the discriminator every N generator steps")
+    ema_decay: float = option(0.999, group=_OPT, help="EMA decay of the generator")
+    log_every: int = option(50, group=_LOG, help="log line every N steps")
+    val_every: int = option(1000, group=_LOG, help="validation + PNG sample grid every N steps")
+    save_every: int = option(1000, group=_LOG, help="write last.pt every N steps (and at the end)")
+    num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
+    gan: GANConfig = field(default_factory=GANConfig)
+
+    def problems(self) -> List[str]:
+        problems = []
+        if not self.data:
+            problems.append("--data (pose-tagged LMDB) is required")
+        for name in ("steps", "d_every", "num_samples", "width", "feature_dim", "d_width"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not self.lr > 0 or (self.lr_d is not None and not self.lr_d > 0):
+            problems.append(f"--lr and --lr-d must be > 0, got {self.lr} and {self.lr_d}")
+        if self.width % 8:
+            problems.append(f"--width must be a multiple of 8, got {self.width}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.train_identities is not None and self.train_identities <= 0:
+            problems.append(f"--train-identities must be > 0, got {self.train_identities}")
+        return problems
+
+
+def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
+    """Builder kwargs of the TP-GAN generator from the training settings (plain types, checkpoint-safe)."""
     from ..models.tpgan import frontal_patch_centres
 
     centres = frontal_patch_centres(128)
     return {
-        "in_channels": args.channels,
-        "width": args.width,
-        "local_width": args.local_width,
-        "feature_dim": args.feature_dim,
-        "noise_dim": args.noise_dim,
+        "in_channels": cfg.channels,
+        "width": cfg.width,
+        "local_width": cfg.local_width,
+        "feature_dim": cfg.feature_dim,
+        "noise_dim": cfg.noise_dim,
         "num_classes": num_classes,
         "patch_centres": {k: [float(v[0]), float(v[1])] for k, v in centres.items()},
     }
 
 
-def _build_discriminator(args, objective: GANObjective) -> tuple:
+def _discriminator(cfg: FrontalTrainConfig, objective: GANObjective) -> Tuple[str, Dict[str, Any]]:
     if objective.uses_autoencoder_discriminator:
-        kwargs = {"channels": args.channels, "size": 128, "hidden": args.d_width, **objective.discriminator_kwargs}
+        kwargs = {"channels": cfg.channels, "size": 128, "hidden": cfg.d_width, **objective.discriminator_kwargs}
         return "autoencoder_discriminator", kwargs
-    kwargs = {"in_channels": args.channels, "width": args.d_width, **objective.discriminator_kwargs}
-    return "tpgan_discriminator", kwargs
-
-
-def _allreduce_grads(module: nn.Module, info: DistInfo) -> None:
-    """Average gradients over processes (no-op single-process)."""
-    if not info.distributed:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch_dist.all_reduce(flat)
-    flat /= info.world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
-
-
-def _optimizer_step(opt: torch.optim.Optimizer, loss: Tensor, modules: Sequence[nn.Module], info: DistInfo) -> None:
-    """zero_grad, backward, average the gradients of ``modules`` over processes, step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    for module in modules:
-        _allreduce_grads(module, info)
-    opt.step()
-
-
-def _broadcast_params(module: nn.Module, info: DistInfo) -> None:
-    if info.distributed:
-        for t in list(module.parameters()) + list(module.buffers()):
-            torch_dist.broadcast(t.data, 0)
-
-
-def _past(deadline: float, info: DistInfo, device: torch.device) -> bool:
-    """Whether any process has passed ``deadline`` (all processes then stop at the same step)."""
-    flag = torch.tensor([1.0 if time.monotonic() > deadline else 0.0], device=device)
-    if info.distributed:
-        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _infinite(loader: DataLoader, sampler: Optional[DistributedSampler], epoch: int) -> Iterator:
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
+    return "tpgan_discriminator", {"in_channels": cfg.channels, "width": cfg.d_width, **objective.discriminator_kwargs}
 
 
 @torch.no_grad()
@@ -141,17 +153,11 @@ def save_sample_grid(path, rows: Sequence[Tensor]) -> Path:
     """
     import cv2
 
-    cols = [r.detach().float().clamp(0, 1).cpu() for r in rows]
-    n = cols[0].shape[0]
-    tiles = []
-    for i in range(n):
-        tiles.append(torch.cat([c[i] for c in cols], dim=2))  # C, H, W*k
-    grid = torch.cat(tiles, dim=1)  # C, H*n, W*k
-    img = (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    img = img[:, :, ::-1] if img.shape[2] == 3 else img[:, :, 0]
+    cols = [r.detach().float().cpu() for r in rows]
+    grid = torch.cat([torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])], dim=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
+    if not cv2.imwrite(str(path), tensor_to_image(grid)):
         raise OSError(f"cannot write {path}")
     return path
 
@@ -202,211 +208,170 @@ def evaluate_frontalization(
     return out
 
 
-def _make_identity(path: Optional[str], device: torch.device):
-    if not path:
-        return None
-    from ..losses.identity import IdentityLoss
+class FrontalizationTask(Task):
+    """TP-GAN training for the :class:`~lightface.engine.engine.Engine` (networks ``G``, ``D``; ``P``, ``D_p`` with --cycle)."""
 
-    return IdentityLoss(path).to(device).eval()
+    name = "frontalization"
+    val_unit = "step"
+    drop_last = True
+    divergence_hint = "--lr-d or --lambda-adv"
 
+    def check(self) -> List[str]:
+        return self.cfg.problems()
 
-def train_frontalization(args: argparse.Namespace) -> Dict[str, Any]:
-    """Train TP-GAN as configured by the ``train_frontalization`` flags; returns a summary dict.
+    def build(self, engine: Engine) -> Dataset:
+        from ..data import LMDBDataset
 
-    Writes into ``args.out``: ``config.yaml``, ``metrics.jsonl`` (+ TensorBoard),
-    ``samples/step_XXXXXXX.png`` (input | synthesised | target), ``checkpoints/last.pth``
-    (project format: arch ``tpgan``, ``model_kwargs``, ``state_dict``, ``ema_state_dict``,
-    plus discriminator(s), optimisers, step, RNG and GAN-objective state for ``--resume``)
-    and ``checkpoints/final.pth``.
-    """
-    info = init_distributed(args.device)
-    try:
-        return _train(args, info)
-    finally:
-        cleanup_distributed()
+        cfg, device = self.cfg, engine.device
+        self.device = device
+        try:
+            self.objective = GANObjective.from_config(cfg.gan)
+            if not Path(cfg.data).exists():
+                raise FileNotFoundError(f"--data {cfg.data}: no such LMDB; build one with python -m pipelines.build_lmdb")
+            source = LMDBDataset(cfg.data)
+            train_ids: Optional[List[int]] = None
+            held_ids: Optional[List[int]] = None
+            if cfg.train_identities:
+                train_ids, held_ids = split_identities(source.labels, cfg.train_identities, cfg.split_seed)
+            mirror = None if cfg.mirror in (None, "none") else cfg.mirror
+            self.cycle = self.objective.cycle_weight > 0
+            train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
+                                        channels=cfg.channels, pose_key=cfg.pose_key)
+            self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
+                                           mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
+                                           fixed_target=True)
+        except (FileNotFoundError, ValueError) as err:
+            raise TrainingError(str(err)) from err
+        self.label_map = {l: k for k, l in enumerate(sorted(train_set.frontals))}
 
+        self.num_classes = num_classes = len(self.label_map) if cfg.lambda_ce > 0 else 0
+        g_kwargs = generator_kwargs(cfg, num_classes)
+        d_arch, d_kwargs = _discriminator(cfg, self.objective)
+        self.G = get_model(ARCH, **g_kwargs)
+        self.D = get_model(d_arch, **d_kwargs)
+        # find_unused: not every TP-GAN output (and classifier) feeds every loss
+        self.views = {"G": engine.add_network("G", self.G, arch=ARCH, kwargs=g_kwargs, primary=True,
+                                              ema_decay=cfg.ema_decay, find_unused=True),
+                      "D": engine.add_network("D", self.D, arch=d_arch, kwargs=d_kwargs, find_unused=True)}
+        nets = {"G": self.G, "D": self.D}
+        if self.cycle:
+            p_kwargs = dict(g_kwargs, num_classes=0)
+            nets["P"], nets["D_p"] = get_model(ARCH, **p_kwargs), get_model(d_arch, **d_kwargs)
+            self.views["P"] = engine.add_network("P", nets["P"], arch=ARCH, kwargs=p_kwargs, find_unused=True)
+            self.views["D_p"] = engine.add_network("D_p", nets["D_p"], arch=d_arch, kwargs=d_kwargs, find_unused=True)
+        self.nets = nets
+        g_params = [p for k in ("G", "P") if k in nets for p in nets[k].parameters()]
+        d_params = [p for k in ("D", "D_p") if k in nets for p in nets[k].parameters()]
+        d_lr = cfg.lr_d or cfg.lr
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.opt_d = torch.optim.Adam(d_params, lr=d_lr, betas=(cfg.beta1, 0.999))
+        engine.add_optimizer("G", self.opt_g, cfg.lr)
+        engine.add_optimizer("D", self.opt_d, d_lr)
 
-def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
-    device = info.device
-    out = Path(args.out)
-    torch.manual_seed(args.seed + info.rank)
-    np.random.seed(args.seed + info.rank)
-    objective = GANObjective.from_args(args)
-    cycle = objective.cycle_weight > 0
+        self.identity = None
+        if cfg.identity_weights:
+            from ..losses.identity import IdentityLoss
 
-    # ---- data
-    from ..data import LMDBDataset
+            try:
+                self.identity = IdentityLoss(cfg.identity_weights).to(device).eval()
+            except (FileNotFoundError, ValueError) as err:
+                raise TrainingError(f"--identity-weights: {err}") from err
+        else:
+            log.warning("no --identity-weights: the identity-preserving term and identity validation are off")
+        self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
+        self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
+                                     lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
+                                     lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce)
+        self.boxes = self.G.boxes
+        # fixed validation / sample batch, spread over identities
+        n_show = min(cfg.num_samples, len(self.val_set))
+        show = [self.val_set[int(i)] for i in np.linspace(0, len(self.val_set) - 1, n_show).round()]
+        self.show_x = torch.stack([s["input"] for s in show]).to(device)
+        self.show_y = torch.stack([s["target"] for s in show]).to(device)
+        self.last_terms: Dict[str, float] = {}
+        return train_set
 
-    source = LMDBDataset(args.data)
-    train_ids: Optional[List[int]] = None
-    held_ids: Optional[List[int]] = None
-    if args.train_identities:
-        train_ids, held_ids = split_identities(source.labels, args.train_identities, args.split_seed)
-    mirror = None if args.mirror in (None, "none") else args.mirror
-    train_set = PosePairDataset(source, identities=train_ids, paired=not cycle, mirror=mirror,
-                                channels=args.channels, pose_key=args.pose_key)
-    val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True, mirror=mirror,
-                              channels=args.channels, pose_key=args.pose_key, fixed_target=True)
-    sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=args.seed) \
-        if info.distributed else None
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.workers, drop_last=len(train_set) >= args.batch_size * info.world_size,
-                        persistent_workers=args.workers > 0)
-    label_map = {l: k for k, l in enumerate(sorted(train_set.frontals))}
+    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
+        return self.cfg.steps, "completed"
 
-    # ---- models
-    num_classes = len(label_map) if args.lambda_ce > 0 else 0
-    g_kwargs = generator_kwargs(args, num_classes)
-    G = get_model(ARCH, **g_kwargs).to(device)
-    d_arch, d_kwargs = _build_discriminator(args, objective)
-    D = get_model(d_arch, **d_kwargs).to(device)
-    nets: Dict[str, nn.Module] = {"G": G, "D": D}
-    if cycle:
-        p_kwargs = dict(g_kwargs, num_classes=0)
-        nets["P"] = get_model(ARCH, **p_kwargs).to(device)
-        nets["D_p"] = get_model(d_arch, **d_kwargs).to(device)
-    for net in nets.values():
-        _broadcast_params(net, info)
-    g_params = [p for k in ("G", "P") if k in nets for p in nets[k].parameters()]
-    d_params = [p for k in ("D", "D_p") if k in nets for p in nets[k].parameters()]
-    opt_g = torch.optim.Adam(g_params, lr=args.lr, betas=(args.beta1, 0.999))
-    opt_d = torch.optim.Adam(d_params, lr=args.lr_d or args.lr, betas=(args.beta1, 0.999))
-    ema = ModelEMA(G, decay=args.ema_decay)
-
-    identity = _make_identity(args.identity_weights, device)
-    if identity is None:
-        log.warning("no --identity-weights: the identity-preserving term and identity validation are off")
-    criterion = FrontalLoss(identity, objective, lambda_sym=args.lambda_sym, lambda_adv=args.lambda_adv,
-                            lambda_ip=args.lambda_ip, lambda_tv=args.lambda_tv, lambda_patch=args.lambda_patch,
-                            lambda_ce=args.lambda_ce)
-    boxes = G.boxes
-
-    # ---- resume
-    step, epoch = 0, 0
-    ckpt_dir = out / "checkpoints"
-    resume = args.resume
-    if resume == "auto":
-        resume = str(ckpt_dir / "last.pth") if (ckpt_dir / "last.pth").is_file() else None
-    if resume:
-        ck = load_checkpoint(resume, map_location="cpu")
-        if ck.get("arch") != ARCH:
-            raise ValueError(f"--resume {resume}: not a tpgan training checkpoint (arch {ck.get('arch')!r})")
-        load_weights(G, ck)
-        ema.load_state_dict(ck["ema_state_dict"])
-        for key in nets:
-            if key != "G":
-                if key not in ck.get("networks", {}):
-                    raise ValueError(f"--resume {resume}: the checkpoint has no {key!r} network; "
-                                     "resume with the same --cycle / GAN flags the run started with")
-                nets[key].load_state_dict(ck["networks"][key])
-        opt_g.load_state_dict(ck["optimizer_g"])
-        opt_d.load_state_dict(ck["optimizer_d"])
-        objective.load_state_dict(ck.get("gan_objective", {}))
-        step, epoch = int(ck["step"]), int(ck["epoch"])
-        if "rng" in ck and info.world_size == 1:
-            restore_rng_state(ck["rng"])
-        log.info("resumed from %s at step %d", resume, step)
-
-    if info.is_main:
-        save_config(args, out / "config.yaml")
-    logger = MetricLogger(out, enabled=info.is_main, total_steps=args.steps,
-                          batch_size=args.batch_size * info.world_size, truncate_after=step if resume else None)
-
-    def checkpoint(path: Path) -> None:
-        save_model_checkpoint(
-            path, G, ARCH, g_kwargs,
-            ema_state_dict=ema.state_dict(),
-            networks={k: v.state_dict() for k, v in nets.items() if k != "G"},
-            network_archs={k: [d_arch if k.startswith("D") else ARCH, d_kwargs if k.startswith("D") else p_kwargs]
-                           for k in nets if k != "G"},
-            optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(),
-            gan_objective=objective.state_dict(), step=step, epoch=epoch, rng=capture_rng_state(),
-            config=config_to_dict(args),
-        )
-
-    # fixed validation/sample batch
-    n_show = min(args.num_samples, len(val_set))
-    show = [val_set[int(i)] for i in np.linspace(0, len(val_set) - 1, n_show).round()]  # spread over identities
-    show_x = torch.stack([s["input"] for s in show]).to(device)
-    show_y = torch.stack([s["target"] for s in show]).to(device)
-
-    for net in nets.values():
-        net.train()
-    stream = _infinite(loader, sampler, epoch)
-    summary: Dict[str, Any] = {}
-    deadline = time.monotonic() + 60.0 * args.max_minutes if getattr(args, "max_minutes", None) else None
-    last_step = args.steps
-    while step < last_step:
-        epoch, batch = next(stream)
-        x = batch["input"].to(device, non_blocking=True)
-        y = batch["target"].to(device, non_blocking=True)
-        step += 1
+    def train_step(self, batch) -> Dict[str, Any]:
+        cfg, objective, views = self.cfg, self.objective, self.views
+        x, y = batch["input"], batch["target"]
+        step = self.engine.step + 1  # this step's number
+        for view in views.values():
+            view.train()
         # ---- generator step (D frozen inside the objective)
-        if not cycle:
-            o = G(x)
+        if not self.cycle:
+            o = views["G"](x)
             labels = None
-            if num_classes:
-                labels = torch.tensor([label_map[int(l)] for l in batch["label"]], device=device)
-            g_loss, terms = criterion(o, y, D, labels=labels, patch_boxes=boxes)
+            if self.num_classes:
+                labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
+            g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes)
             fake = o["img128"]
         else:
-            P, D_p = nets["P"], nets["D_p"]
-            o = G(x)
+            o = views["G"](x)
             fake = o["img128"]
-            fake_p = P(y)["img128"]
-            rec_x = P(fake)["img128"]
-            rec_y = G(fake_p)["img128"]
-            terms = {}
-            adv_f, t1 = objective.generator_loss(D, y, fake)
-            adv_p, t2 = objective.generator_loss(D_p, x, fake_p)
+            fake_p = views["P"](y)["img128"]
+            rec_x = views["P"](fake)["img128"]
+            rec_y = views["G"](fake_p)["img128"]
+            adv_f, t1 = objective.generator_loss(self.D, y, fake)
+            adv_p, t2 = objective.generator_loss(self.nets["D_p"], x, fake_p)
             c_loss, t3 = objective.cycle_loss(x, rec_x, y, rec_y)
-            sym = criterion.symmetry(o)
-            tv = criterion.total_variation(fake)
-            g_loss = args.lambda_adv * (adv_f + adv_p) + c_loss + args.lambda_sym * sym + args.lambda_tv * tv
-            terms.update(prefix_terms(t1))
+            sym = self.criterion.symmetry(o)
+            tv = self.criterion.total_variation(fake)
+            g_loss = cfg.lambda_adv * (adv_f + adv_p) + c_loss + cfg.lambda_sym * sym + cfg.lambda_tv * tv
+            terms = dict(prefix_terms(t1))
             terms["l_g_adv_profile"] = t2["g_adv"]
             terms.update(prefix_terms(t3))
-            terms["l_g_sym"], terms["l_g_tv"] = sym.item(), tv.item()
-            if identity is not None and args.lambda_ip > 0:
-                ip = criterion.identity_preserving(fake, x)
-                g_loss = g_loss + args.lambda_ip * ip
-                terms["l_g_ip"] = ip.item()
-            terms["l_g_total"] = g_loss.item()
-        _optimizer_step(opt_g, g_loss, [nets[k] for k in ("G", "P") if k in nets], info)
-        ema.update(G)
+            terms["l_g_sym"], terms["l_g_tv"] = sym.detach(), tv.detach()
+            if self.identity is not None and cfg.lambda_ip > 0:
+                ip = self.criterion.identity_preserving(fake, x)
+                g_loss = g_loss + cfg.lambda_ip * ip
+                terms["l_g_ip"] = ip.detach()
+            terms["l_g_total"] = g_loss.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
         # ---- discriminator step
-        if step % args.d_every == 0 and args.lambda_adv > 0:
-            d_loss, d_terms = objective.discriminator_loss(D, y, fake)
-            if cycle:
-                d_loss_p, d_terms_p = objective.discriminator_loss(nets["D_p"], x, fake_p)
+        if step % cfg.d_every == 0 and cfg.lambda_adv > 0:
+            d_loss, d_terms = objective.discriminator_loss(views["D"], y, fake)
+            if self.cycle:
+                d_loss_p, d_terms_p = objective.discriminator_loss(views["D_p"], x, fake_p)
                 d_loss = d_loss + d_loss_p
                 terms["l_d_adv_profile"] = d_terms_p["d_adv"]
-            discriminators = [nets[k] for k in ("D", "D_p") if k in nets]
-            _optimizer_step(opt_d, d_loss, discriminators, info)
-            for net in discriminators:
-                objective.after_discriminator_step(net)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            for key in ("D", "D_p"):
+                if key in self.nets:
+                    objective.after_discriminator_step(self.nets[key])
             terms.update(prefix_terms(d_terms))
-        if deadline is not None and step < last_step and _past(deadline, info, device):
-            log.info("--max-minutes %s reached at step %d: finishing", args.max_minutes, step)
-            last_step = step
-        if not all(math.isfinite(v) for v in terms.values()):
-            raise FloatingPointError(f"non-finite loss at step {step}: {terms}; lower --lr or check the data")
-        if step % args.log_every == 0 or step == last_step:
-            logger.log(step, epoch=epoch, lr=opt_g.param_groups[0]["lr"], **terms)
-        summary.update(terms)
-        if info.is_main and (step % args.val_every == 0 or step == last_step):
-            with torch.no_grad():
-                fr = ema.module.frontalize(show_x)
-            save_sample_grid(out / "samples" / f"step_{step:07d}.png", [show_x, fr, show_y])
-            if identity is not None:
-                metrics = evaluate_frontalization(ema.module, identity, val_set, device, args.batch_size)
-                logger.log(step, **metrics)
-                summary.update(metrics)
-        if info.is_main and (step % args.save_every == 0 or step == last_step):
-            checkpoint(ckpt_dir / "last.pth")
-    if info.is_main:
-        checkpoint(ckpt_dir / "final.pth")
-        checkpoint(ckpt_dir / "last.pth")
-    logger.close()
-    summary.update(step=step, out=str(out))
-    return summary
+        return terms
+
+    def current_lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def can_validate(self) -> bool:
+        return True
+
+    def validate(self) -> Dict[str, float]:
+        engine = self.engine
+        ema_g = engine.ema("G").module
+        with torch.no_grad():
+            fr = ema_g.frontalize(self.show_x)
+        save_sample_grid(engine.out / "samples" / f"step_{engine.step:07d}.png", [self.show_x, fr, self.show_y])
+        if self.identity is None:
+            return {}
+        return evaluate_frontalization(ema_g, self.identity, self.val_set, self.device, engine.local_batch)
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"gan_state": self.objective.state_dict()}
+
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.objective.load_state_dict(ckpt.get("gan_state", {}))
+
+
+def train_frontalization(cfg: FrontalTrainConfig) -> Dict[str, Any]:
+    """Train TP-GAN as configured; returns the engine's summary (``step``, ``stopped``, ``model``
+    (``OUT/model.pt``), ``last``, ``best``, the last validation metrics ``val_*``)."""
+    return Engine(FrontalizationTask(cfg)).run()

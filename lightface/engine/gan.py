@@ -1,10 +1,10 @@
 """One GAN objective for every lightface trainer: adversarial loss + regularisers, chosen by flags.
 
-Trainers (super-resolution, frontalization) do::
+:class:`GANConfig` declares the options once (a nested part of the GAN trainers' config
+dataclasses; ``pipelines/_cli.py`` generates the flags ``--adversarial``,
+``--feature-matching``, ... from it, and YAML configs use the same names). Trainers do::
 
-    parser = argparse.ArgumentParser(); add_gan_arguments(parser)
-    args = parser.parse_args()                       # or parse_with_config(parser)
-    objective = GANObjective.from_args(args)         # or GANObjective.from_config(yaml_dict)
+    objective = GANObjective.from_config(cfg.gan)    # a GANConfig, or a YAML-style mapping
     if objective.uses_autoencoder_discriminator:     # --began-gamma
         D = AutoencoderDiscriminator(channels, size, **objective.discriminator_kwargs)
     else:
@@ -41,10 +41,10 @@ output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein`
 (critic estimate of W1, wgan-*), ``d_began_real`` / ``d_began_fake`` (L(x), L(G(z))),
 ``k_t``, ``M_global``; ``g_adv``, ``g_feature_matching``, ``g_pull_away``; ``g_cycle``.
 """
-import argparse
 import contextlib
+import dataclasses
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -57,66 +57,54 @@ from ..losses.gan_regularizers import (
     feature_matching_loss,
     pull_away_term,
 )
+from .config import option
 
-__all__ = ["ADVERSARIAL_CHOICES", "GAN_DEFAULTS", "add_gan_arguments", "GANObjective", "frozen"]
+__all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "frozen"]
 
 log = logging.getLogger(__name__)
 
 ADVERSARIAL_CHOICES = ("nsgan", "minimax", "wgan-gp", "wgan-clip", "hinge", "lsgan")
 
+_GAN = "GAN objective"
+
+
+@dataclasses.dataclass
+class GANConfig:
+    """The GAN objective's options (flag dests and YAML keys; see :class:`GANObjective`)."""
+
+    adversarial: str = option(
+        "nsgan", choices=ADVERSARIAL_CHOICES, group=_GAN,
+        help="adversarial objective: nsgan (non-saturating cross-entropy), minimax (original), wgan-gp (Wasserstein + "
+             "gradient penalty), wgan-clip (Wasserstein + weight clipping), hinge, lsgan (least squares); ignored "
+             "with --began-gamma")
+    feature_matching: float = option(0.0, metavar="W", group=_GAN,
+                                     help="weight of feature matching ||E f(x) - E f(G(z))||^2 on D's penultimate "
+                                          "features; 0 disables")
+    minibatch_discrimination: bool = option(False, group=_GAN,
+                                            help="add a minibatch-discrimination layer (Salimans et al. 2016) to the "
+                                                 "discriminator")
+    minibatch_std: bool = option(False, group=_GAN,
+                                 help="add a minibatch standard-deviation layer (ProGAN) to the discriminator")
+    pull_away: float = option(0.0, metavar="W", group=_GAN,
+                              help="weight of the pull-away term (EBGAN) on D's penultimate features of G(z); 0 disables")
+    began_gamma: Optional[float] = option(None, metavar="G", group=_GAN,
+                                          help="use BEGAN with diversity ratio gamma in (0, 1] (auto-encoder "
+                                               "discriminator, k_t equilibrium control; replaces --adversarial); "
+                                               "unset disables")
+    began_lambda_k: float = option(1e-3, metavar="L", group=_GAN, help="BEGAN k_t learning rate lambda_k")
+    cycle: float = option(0.0, metavar="W", group=_GAN,
+                          help="weight of the cycle-consistency L1 loss (SR: downscaled output vs LR input; "
+                               "frontalization: unpaired profile/frontal cycle); 0 disables")
+    gp_weight: float = option(10.0, metavar="W", group=_GAN,
+                              help="gradient-penalty weight lambda for --adversarial wgan-gp")
+    clip_value: float = option(0.01, metavar="C", group=_GAN,
+                               help="weight-clipping bound c for --adversarial wgan-clip")
+    label_smoothing: float = option(0.0, metavar="S", group=_GAN,
+                                    help="one-sided label smoothing for nsgan/minimax: real target 1-S")
+
+
 #: flag dest -> default; the same keys are accepted in YAML configs (``from_config``).
-GAN_DEFAULTS: Dict[str, Any] = {
-    "adversarial": "nsgan",
-    "feature_matching": 0.0,
-    "minibatch_discrimination": False,
-    "minibatch_std": False,
-    "pull_away": 0.0,
-    "began_gamma": None,
-    "began_lambda_k": 1e-3,
-    "cycle": 0.0,
-    "gp_weight": 10.0,
-    "clip_value": 0.01,
-    "label_smoothing": 0.0,
-}
-
-
-def add_gan_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the GAN objective flags (an argument group "GAN objective") to ``parser``; returns the group.
-
-    Flag dests are the keys of :data:`GAN_DEFAULTS` (so a YAML config uses the same names).
-    """
-    d = GAN_DEFAULTS
-    g = parser.add_argument_group("GAN objective", "adversarial loss and GAN regularisers (lightface.engine.gan)")
-    g.add_argument("--adversarial", default=d["adversarial"], choices=ADVERSARIAL_CHOICES,
-                   help="adversarial objective: nsgan (non-saturating cross-entropy), minimax (original), "
-                        "wgan-gp (Wasserstein + gradient penalty), wgan-clip (Wasserstein + weight clipping), "
-                        "hinge, lsgan (least squares); ignored with --began-gamma (default: %(default)s)")
-    g.add_argument("--feature-matching", type=float, default=d["feature_matching"], metavar="W",
-                   help="weight of feature matching ||E f(x) - E f(G(z))||^2 on D's penultimate features; "
-                        "0 disables (default: %(default)s)")
-    g.add_argument("--minibatch-discrimination", action="store_true",
-                   help="add a minibatch-discrimination layer (Salimans et al. 2016) to the discriminator "
-                        "(default: off)")
-    g.add_argument("--minibatch-std", action="store_true",
-                   help="add a minibatch standard-deviation layer (ProGAN) to the discriminator (default: off)")
-    g.add_argument("--pull-away", type=float, default=d["pull_away"], metavar="W",
-                   help="weight of the pull-away term (EBGAN) on D's penultimate features of G(z); "
-                        "0 disables (default: %(default)s)")
-    g.add_argument("--began-gamma", type=float, default=d["began_gamma"], metavar="G",
-                   help="use BEGAN with diversity ratio gamma in (0, 1] (auto-encoder discriminator, k_t "
-                        "equilibrium control; replaces --adversarial); unset disables (default: %(default)s)")
-    g.add_argument("--began-lambda-k", type=float, default=d["began_lambda_k"], metavar="L",
-                   help="BEGAN k_t learning rate lambda_k (default: %(default)s)")
-    g.add_argument("--cycle", type=float, default=d["cycle"], metavar="W",
-                   help="weight of the cycle-consistency L1 loss (SR: downscaled output vs LR input; "
-                        "frontalization: unpaired profile/frontal cycle); 0 disables (default: %(default)s)")
-    g.add_argument("--gp-weight", type=float, default=d["gp_weight"], metavar="W",
-                   help="gradient-penalty weight lambda for --adversarial wgan-gp (default: %(default)s)")
-    g.add_argument("--clip-value", type=float, default=d["clip_value"], metavar="C",
-                   help="weight-clipping bound c for --adversarial wgan-clip (default: %(default)s)")
-    g.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], metavar="S",
-                   help="one-sided label smoothing for nsgan/minimax: real target 1-S (default: %(default)s)")
-    return g
+GAN_DEFAULTS: Dict[str, Any] = dataclasses.asdict(GANConfig())
 
 
 @contextlib.contextmanager
@@ -158,7 +146,7 @@ def _check_batch(name: str, x: Tensor) -> None:
 
 
 class GANObjective:
-    """Adversarial objective plus regularisers, configured by :func:`add_gan_arguments` flags.
+    """Adversarial objective plus regularisers, configured by the :class:`GANConfig` options.
 
     Args (same names as the flag dests / YAML keys; see :data:`GAN_DEFAULTS`):
         adversarial: one of ``nsgan``, ``minimax``, ``wgan-gp``, ``wgan-clip``, ``hinge``, ``lsgan``.
@@ -221,17 +209,20 @@ class GANObjective:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "GANObjective":
-        """Build from a namespace parsed with :func:`add_gan_arguments` (missing dests take defaults)."""
+    def from_args(cls, args: Any) -> "GANObjective":
+        """Build from a parsed namespace holding the :class:`GANConfig` flag dests (missing ones take defaults)."""
         return cls(**{k: getattr(args, k, v) for k, v in GAN_DEFAULTS.items()})
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "GANObjective":
-        """Build from a YAML-style mapping with the flag dests as keys (``feature_matching`` or ``feature-matching``).
+    def from_config(cls, config: Union[GANConfig, Mapping[str, Any]]) -> "GANObjective":
+        """Build from a :class:`GANConfig`, or a YAML-style mapping with the flag dests as keys
+        (``feature_matching`` or ``feature-matching``).
 
         Other keys (the trainer's own options) are ignored; an optional nested ``gan:``
         mapping is read too. Missing keys take :data:`GAN_DEFAULTS`.
         """
+        if isinstance(config, GANConfig):
+            return cls(**dataclasses.asdict(config))
         if not isinstance(config, Mapping):
             raise TypeError(f"GANObjective.from_config expects a mapping, got {type(config).__name__}")
         flat = {str(k).replace("-", "_"): v for k, v in config.items()}

@@ -1,4 +1,4 @@
-"""Training loop of the wavelet super-resolution GAN (``python -m pipelines.train_super_resolution``).
+"""Wavelet super-resolution GAN training (``python -m pipelines.train_super_resolution``), a task of the one engine.
 
 One step follows BasicSR's GAN structure:
 
@@ -6,117 +6,141 @@ One step follows BasicSR's GAN structure:
    (:class:`lightface.losses.wavelet.WaveletSRLoss`), ``l_g_id`` (frozen Light CNN feature
    distance between SR and HR, :class:`lightface.losses.identity.IdentityLoss`), ``l_g_adv``
    (:class:`lightface.engine.gan.GANObjective`, plus its feature-matching / pull-away terms),
-   ``l_g_cycle`` (downscaled SR vs the LR input); then the EMA generator update;
+   ``l_g_cycle`` (downscaled SR vs the LR input);
 2. discriminator step on the real HR batch and the detached SR batch (``l_d`` and the
    objective's named terms), then the objective's post-step hook (weight clipping).
+
+The :class:`~lightface.engine.engine.Engine` keeps the EMA generator (updated after every
+step), runs DDP on G and D under ``torchrun``, and writes the run folder: ``last.pt`` /
+``best.pt`` (arch ``wavelet_srnet``, ``model_kwargs``, ``state_dict``, ``ema_state_dict``
+plus the discriminator, optimisers, GAN state and every rank's RNG state), ``model.pt``
+(the final generator, loadable by :class:`~lightface.restore.super_resolver.SuperResolver`),
+``metrics.jsonl``, ``samples/step_XXXXXXX.png``.
 
 Low-resolution inputs are made on the fly (:class:`lightface.data.degradation.Degradation`).
 Every ``val_every`` steps the EMA generator is scored on a held-out set (clean bicubic
 downscale): PSNR, SSIM and identity cosine for SR and bicubic, and a PNG grid
-LR | bicubic | SR | HR is written. Checkpoints (project format, arch ``wavelet_srnet``,
-``model_kwargs``, ``state_dict``, ``ema_state_dict`` plus the discriminator, optimisers,
-GAN state, RNG state and step) go to ``out/checkpoints/latest.pth``; the final generator to
-``out/model.pth``. Runs single-process on a CPU or under ``torchrun`` (DDP).
+LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 """
 import logging
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset, DataLoader, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..data import LMDBDataset
+from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
 from ..data.io import IMAGE_EXTENSIONS, read_image
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.identity import IdentityLoss
 from ..losses.wavelet import WaveletSRLoss
-from ..models.checkpoint import save_model_checkpoint
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .ema import ModelEMA
-from .gan import GANObjective
-from .logger import MetricLogger
+from .config import option
+from .engine import Engine, RunConfig, Task, TrainingError
+from .gan import GANConfig, GANObjective
 
-__all__ = ["SRTrainConfig", "open_hr_source", "train_super_resolution", "make_sample_grid"]
+__all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
 
 log = logging.getLogger(__name__)
 
+_DATA, _MODEL, _LOSS, _DEG, _OPT = ("data", "model (wavelet_srnet)", "losses", "degradation (LR made on the fly)",
+                                    "optimisation")
+
 
 @dataclass
-class SRTrainConfig:
-    """Options of :func:`train_super_resolution` (the pipeline's flags, same names; see ``--help``)."""
+class SRTrainConfig(RunConfig):
+    """Every setting of :func:`train_super_resolution` (the pipeline's flags and YAML keys, same names)."""
 
-    data: List[str]
-    out: str
-    scale: int = 8
-    hr_size: int = 128
-    identity_weights: Optional[str] = None
-    identity_weight: float = 0.1
-    channels: int = 64
-    num_blocks: int = 8
-    head_channels: int = 64
-    head_groups: int = 4
-    approx_weight: float = 0.01
-    detail_weight: float = 0.99
-    wavelet_weight: float = 1.0
-    texture_weight: float = 1.0
-    texture_alpha: float = 1.2
-    texture_eps: float = 0.0
-    image_weight: float = 0.1
-    adv_weight: float = 0.005
-    adv_start: int = 0
-    discriminator: str = "image"
-    d_channels: int = 32
-    batch_size: int = 16
-    lr: float = 2e-4
-    d_lr: float = 2e-4
-    steps: int = 10000
-    max_minutes: Optional[float] = None
-    ema_decay: float = 0.999
-    val_every: int = 500
-    val_count: int = 16
-    val_data: Optional[str] = None
-    save_every: int = 1000
-    log_every: int = 50
-    resume: Optional[str] = None
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    degradations: List[str] = field(default_factory=lambda: list(RESIZE_METHODS))
-    blur_prob: float = 0.3
-    noise_prob: float = 0.3
-    jpeg_prob: float = 0.3
-    gan: Dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_namespace(cls, args) -> "SRTrainConfig":
-        """Take the known fields from an argparse namespace; the GAN flags go to ``gan``."""
-        names = {f.name for f in fields(cls)} - {"gan"}
-        values = {k: v for k, v in vars(args).items() if k in names}
-        values["gan"] = GANObjective.from_args(args).to_config()
-        return cls(**values)
+    data: List[str] = option(default_factory=list, required=True, group=_DATA,
+                             help="HR faces: lightface LMDBs (pipelines.build_lmdb --color rgb, aligned) and/or image "
+                                  "folders, concatenated")
+    val_data: Optional[str] = option(None, group=_DATA,
+                                     help="held-out HR faces for validation; default: --val-count images held out of "
+                                          "--data")
+    val_count: int = option(16, group=_DATA, help="validation images")
+    hr_size: int = option(128, group=_DATA, help="HR face size in pixels (non-square sources are centre-cropped)")
+    workers: int = option(2, group=_DATA, help="DataLoader workers per process")
+    scale: int = option(8, choices=(2, 4, 8, 16), group=_MODEL, help="upscaling factor")
+    channels: int = option(64, group=_MODEL, help="embedding-network width")
+    num_blocks: int = option(8, group=_MODEL, help="residual blocks in the embedding network")
+    head_channels: int = option(64, group=_MODEL, help="hidden width of each wavelet head")
+    head_groups: int = option(4, group=_MODEL, help="wavelet-prediction heads (must divide 4**log2(scale))")
+    wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
+    approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
+    detail_weight: float = option(0.99, group=_LOSS, help="per-subband weight of each detail band")
+    texture_weight: float = option(1.0, group=_LOSS, help="texture loss weight")
+    texture_alpha: float = option(1.2, group=_LOSS,
+                                  help="texture loss alpha: SR detail energy must reach alpha x HR energy")
+    texture_eps: float = option(0.0, group=_LOSS, help="texture loss epsilon")
+    image_weight: float = option(0.1, group=_LOSS, help="full-image MSE weight")
+    identity_weights: Optional[str] = option(None, group=_LOSS,
+                                             help="Light CNN checkpoint for the identity loss and identity metrics; "
+                                                  "unset: no identity loss")
+    identity_weight: float = option(0.1, group=_LOSS, help="identity loss weight")
+    adv_weight: float = option(0.005, group=_LOSS,
+                               help="weight of the GAN generator objective (adversarial term plus its "
+                                    "--feature-matching / --pull-away terms); 0 disables the discriminator")
+    adv_start: int = option(0, group=_LOSS, help="first step with the adversarial loss")
+    discriminator: str = option("image", choices=("image", "wavelet"), group=_LOSS,
+                                help="critic on images or on wavelet detail coefficients (WaveletGAN)")
+    d_channels: int = option(32, group=_LOSS, help="discriminator base width")
+    degradations: List[str] = option(default_factory=lambda: list(RESIZE_METHODS), choices=RESIZE_METHODS,
+                                     group=_DEG, help="downscale kernels drawn at random")
+    blur_prob: float = option(0.3, group=_DEG, help="probability of a Gaussian blur before downscaling")
+    noise_prob: float = option(0.3, group=_DEG, help="probability of Gaussian noise on the LR image")
+    jpeg_prob: float = option(0.3, group=_DEG, help="probability of JPEG compression of the LR image")
+    batch_size: int = option(16, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
+    lr: float = option(2e-4, group=_OPT, help="generator Adam learning rate")
+    d_lr: float = option(2e-4, group=_OPT, help="discriminator Adam learning rate")
+    steps: int = option(10000, group=_OPT, help="total training steps")
+    ema_decay: float = option(0.999, group=_OPT, help="EMA generator decay")
+    val_every: int = option(500, group=_OPT,
+                            help="validate (PSNR/SSIM/identity cosine) and write a sample grid every N steps")
+    save_every: int = option(1000, group=_OPT, help="write last.pt every N steps (and at the end)")
+    log_every: int = option(50, group=_OPT, help="log averaged loss terms every N steps")
+    gan: GANConfig = field(default_factory=GANConfig)
 
     def model_kwargs(self) -> Dict[str, Any]:
         """The ``wavelet_srnet`` builder kwargs this configuration trains."""
         return dict(scale=self.scale, output_size=self.hr_size, channels=self.channels, num_blocks=self.num_blocks,
                     head_channels=self.head_channels, head_groups=self.head_groups)
 
+    def problems(self) -> List[str]:
+        problems = []
+        if not self.data:
+            problems.append("--data (HR faces) is required")
+        for name in ("steps", "val_count", "hr_size", "channels", "num_blocks", "head_channels", "head_groups",
+                     "d_channels"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        for name in ("lr", "d_lr"):
+            if not getattr(self, name) > 0:
+                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        for name in ("blur_prob", "noise_prob", "jpeg_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.hr_size > 0 and self.hr_size % self.scale:
+            problems.append(f"--hr-size {self.hr_size} is not divisible by --scale {self.scale}")
+        if self.gan.began_gamma is not None:
+            problems.append("--began-gamma is not supported by train_super_resolution; pick an --adversarial objective")
+        return problems
+
 
 class _ImageFolder:
     """HR faces from image files under a folder (recursive, sorted); items are uint8 BGR arrays."""
 
     def __init__(self, root: Path):
-        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not self.paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
 
@@ -132,6 +156,8 @@ def open_hr_source(paths):
 
     Each path is a lightface LMDB (folder with ``data.mdb``) or a folder of images (recursive).
     """
+    from ..data import LMDBDataset
+
     if isinstance(paths, (list, tuple)):
         if not paths:
             raise ValueError("--data: no HR source given")
@@ -147,33 +173,15 @@ def open_hr_source(paths):
     return _ImageFolder(p)
 
 
-def _loop(loader: DataLoader, sampler, epoch: int):
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-def _to_uint8_rgb(x: Tensor) -> np.ndarray:
-    """(3, H, W) float [0, 1] -> (H, W, 3) uint8 RGB."""
-    return (x.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-
-
 def make_sample_grid(lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor, path) -> Path:
     """Write a PNG grid, one row per image: LR (nearest-upscaled) | bicubic | SR | HR. Inputs (N, 3, ., .) RGB [0, 1]."""
-    size = hr.shape[-1]
-    rows = []
-    for i in range(hr.shape[0]):
-        lr_up = F.interpolate(lr[i : i + 1], size=hr.shape[-2:], mode="nearest")[0]
-        cells = [_to_uint8_rgb(t) for t in (lr_up, bicubic[i], sr[i], hr[i])]
-        rows.append(np.concatenate(cells, axis=1))
-    grid = np.concatenate(rows, axis=0)
+    lr_up = F.interpolate(lr.float(), size=hr.shape[-2:], mode="nearest")
+    rows = torch.cat([lr_up, bicubic.float(), sr.float(), hr.float()], dim=3)  # N, 3, H, 4W
+    grid = tensor_to_image(torch.cat(list(rows), dim=1))  # BGR (N*H, 4W, 3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), grid):
         raise OSError(f"could not write {path}")
-    log.debug("sample grid %s (%d rows of %d px)", path, len(rows), size)
     return path
 
 
@@ -207,221 +215,142 @@ class _Validator:
         return out
 
 
-def _build_identity(cfg: SRTrainConfig, device: torch.device):
-    if not cfg.identity_weights:
-        log.info("no --identity-weights: training without the identity loss (l_g_id) and identity metrics")
-        return None
-    return IdentityLoss(cfg.identity_weights).to(device)
+class SuperResolutionTask(Task):
+    """The wavelet SR GAN for the :class:`~lightface.engine.engine.Engine` (networks ``G`` and ``D``)."""
 
+    name = "super_resolution"
+    val_unit = "step"
+    drop_last = True  # equal batches (the gradient penalty pairs real and fake samples)
+    best_metric = ("val_psnr", "max")
+    divergence_hint = "--d-lr or --adv-weight"
 
-def _build_discriminator(cfg: SRTrainConfig, gan: GANObjective) -> nn.Module:
-    kw = gan.discriminator_kwargs
-    if cfg.discriminator == "image":
-        return ImageDiscriminator(channels=cfg.d_channels, num_blocks=4, **kw)
-    if cfg.discriminator == "wavelet":
-        return WaveletDiscriminator(channels=cfg.d_channels, levels=2, **kw)
-    raise ValueError(f"--discriminator must be 'image' or 'wavelet', got {cfg.discriminator!r}")
+    def check(self) -> List[str]:
+        return self.cfg.problems()
 
+    def build(self, engine: Engine) -> Dataset:
+        cfg, device = self.cfg, engine.device
+        self.device = device
+        try:
+            self.gan = GANObjective.from_config(cfg.gan)
+            base = open_hr_source(cfg.data)
+            val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
+        except (FileNotFoundError, ValueError) as err:
+            raise TrainingError(str(err)) from err
+        train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
+                                noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
+        clean = Degradation(cfg.scale, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
+        if val_base is not None:
+            val_pairs = SRPairDataset(val_base, cfg.hr_size, clean)
+            train_base = base
+        else:
+            n_val = min(cfg.val_count, len(base) // 5)
+            # every k-th image is held out, so the validation faces span the source's identities
+            stride = max(1, len(base) // max(n_val, 1))
+            held = set(list(range(0, len(base), stride))[:n_val])
+            val_pairs = SRPairDataset(Subset(base, sorted(held)), cfg.hr_size, clean)
+            train_base = Subset(base, [i for i in range(len(base)) if i not in held])
+        if len(train_base) == 0:
+            raise TrainingError(f"--data {cfg.data}: no training images left")
+        train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True)
 
-def _resolve_resume(cfg: SRTrainConfig) -> Optional[Path]:
-    if not cfg.resume:
-        return None
-    if cfg.resume == "auto":
-        p = Path(cfg.out) / "checkpoints" / "latest.pth"
-        return p if p.is_file() else None
-    p = Path(cfg.resume)
-    if not p.is_file():
-        raise FileNotFoundError(f"--resume {cfg.resume}: no such checkpoint (pass 'auto' to resume from {cfg.out})")
-    return p
+        self.model_kwargs = cfg.model_kwargs()
+        self.G = WaveletSRNet(**self.model_kwargs)
+        kw = dict(channels=cfg.d_channels, **self.gan.discriminator_kwargs)
+        d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
+            ("wavelet_discriminator", dict(levels=2, **kw))
+        self.D = (ImageDiscriminator if cfg.discriminator == "image" else WaveletDiscriminator)(**d_kwargs)
+        # find_unused: the adversarial / cycle terms switch on and off with the flags and --adv-start
+        self.G_view = engine.add_network("G", self.G, arch="wavelet_srnet", kwargs=self.model_kwargs, primary=True,
+                                         ema_decay=cfg.ema_decay, find_unused=True)
+        self.D_view = engine.add_network("D", self.D, arch=d_arch, kwargs=d_kwargs, find_unused=True)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=(0.5, 0.99))
+        engine.add_optimizer("G", self.opt_g, cfg.lr)
+        engine.add_optimizer("D", self.opt_d, cfg.d_lr)
+        self.sr_loss = WaveletSRLoss(
+            self.G.levels, approx_weight=cfg.approx_weight, detail_weight=cfg.detail_weight,
+            texture_alpha=cfg.texture_alpha, texture_eps=cfg.texture_eps, wavelet_weight=cfg.wavelet_weight,
+            texture_weight=cfg.texture_weight, image_weight=cfg.image_weight,
+        ).to(device)
+        self.identity = None
+        if cfg.identity_weights:
+            try:
+                self.identity = IdentityLoss(cfg.identity_weights).to(device)
+            except (FileNotFoundError, ValueError) as err:
+                raise TrainingError(f"--identity-weights: {err}") from err
+        else:
+            log.info("no --identity-weights: training without the identity loss (l_g_id) and identity metrics")
+        self.validator = _Validator(val_pairs, cfg.val_count, self.identity) if engine.is_main else None
+        log.info("wavelet_srnet %s on %d faces (%d held out)", self.model_kwargs, len(train_set), len(val_pairs))
+        self.epoch_size = len(train_set)
+        return train_set
 
+    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
+        return self.cfg.steps, "completed"
 
-def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:
-    """Train a :class:`~lightface.models.wavelet_srnet.WaveletSRNet` as configured; returns a summary dict.
-
-    The summary holds ``steps``, ``checkpoint`` (the final ``model.pth``) and the last
-    validation metrics. Set-up errors (missing data, bad options) raise before training.
-    """
-    dist_info = init_distributed(cfg.device)
-    try:
-        return _train(cfg, dist_info)
-    finally:
-        cleanup_distributed()
-
-
-def _train(cfg: SRTrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
-    device = dist_info.device
-    torch.manual_seed(cfg.seed + dist_info.rank)
-    np.random.seed(cfg.seed + dist_info.rank)
-    out = Path(cfg.out)
-    gan = GANObjective.from_config(cfg.gan)
-    if gan.uses_autoencoder_discriminator:
-        raise ValueError("--began-gamma is not supported by train_super_resolution; pick an --adversarial objective")
-
-    base = open_hr_source(cfg.data)
-    train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
-                            noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
-    clean = Degradation(cfg.scale, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
-    if cfg.val_data:
-        val_pairs = SRPairDataset(open_hr_source(cfg.val_data), cfg.hr_size, clean)
-        train_base = base
-    else:
-        n_val = min(cfg.val_count, len(base) // 5)
-        # every k-th image is held out, so the validation faces span the source's identities
-        stride = max(1, len(base) // max(n_val, 1))
-        val_idx = list(range(0, len(base), stride))[:n_val]
-        held = set(val_idx)
-        val_pairs = SRPairDataset(Subset(base, val_idx), cfg.hr_size, clean)
-        train_base = Subset(base, [i for i in range(len(base)) if i not in held])
-    if len(train_base) == 0:
-        raise ValueError(f"--data {cfg.data}: no training images left")
-    train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True)
-
-    sampler = None
-    if dist_info.distributed:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(train_set, seed=cfg.seed, drop_last=True)
-    per_rank = max(1, cfg.batch_size // dist_info.world_size)
-    loader = DataLoader(
-        train_set, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) >= per_rank,
-        num_workers=cfg.workers, persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
-        worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(cfg.seed + dist_info.rank),
-    )
-
-    model_kwargs = cfg.model_kwargs()
-    G = WaveletSRNet(**model_kwargs).to(device)
-    D = _build_discriminator(cfg, gan).to(device)
-    ema = ModelEMA(G, cfg.ema_decay)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=(0.5, 0.99))
-    sr_loss = WaveletSRLoss(
-        G.levels, approx_weight=cfg.approx_weight, detail_weight=cfg.detail_weight, texture_alpha=cfg.texture_alpha,
-        texture_eps=cfg.texture_eps, wavelet_weight=cfg.wavelet_weight, texture_weight=cfg.texture_weight,
-        image_weight=cfg.image_weight,
-    ).to(device)
-    identity = _build_identity(cfg, device)
-
-    start = 0
-    resume = _resolve_resume(cfg)
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location="cpu")
-        if ckpt.get("arch") != "wavelet_srnet" or ckpt.get("model_kwargs") != model_kwargs:
-            raise ValueError(
-                f"--resume {resume}: checkpoint model {ckpt.get('arch')} {ckpt.get('model_kwargs')} differs from this "
-                f"run's {model_kwargs}; use the same --scale/--hr-size/--channels/... flags"
-            )
-        G.load_state_dict(ckpt["state_dict"])
-        ema.load_state_dict(ckpt["ema_state_dict"])
-        D.load_state_dict(ckpt["discriminator"])
-        opt_g.load_state_dict(ckpt["optimizer_g"])
-        opt_d.load_state_dict(ckpt["optimizer_d"])
-        gan.load_state_dict(ckpt.get("gan_state", {}))
-        restore_rng_state(ckpt["rng"])
-        start = int(ckpt["step"])
-        log.info("resumed from %s at step %d", resume, start)
-
-    G_train, D_train = G, D
-    if dist_info.distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        G_train = nn.parallel.DistributedDataParallel(G, device_ids=ids)
-        D_train = nn.parallel.DistributedDataParallel(D, device_ids=ids)
-
-    validator = _Validator(val_pairs, cfg.val_count, identity) if dist_info.is_main else None
-    logger = MetricLogger(out, enabled=dist_info.is_main, total_steps=cfg.steps, batch_size=cfg.batch_size,
-                          truncate_after=start if resume is not None else None)
-    if dist_info.is_main:
-        log.info("training wavelet_srnet %s on %d faces (%d held out) for steps %d..%d on %s (world %d)",
-                 model_kwargs, len(train_set), len(val_pairs), start, cfg.steps, device, dist_info.world_size)
-
-    def save(step: int, path: Path) -> Path:
-        return save_model_checkpoint(
-            path, G, "wavelet_srnet", model_kwargs, ema_state_dict=ema.state_dict(), step=step,
-            discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(),
-            gan_state=gan.state_dict(), rng=capture_rng_state(), config=_plain_config(cfg),
-        )
-
-    last_val: Dict[str, float] = {}
-    batches = _loop(loader, sampler, start // max(1, len(loader)))
-    step = start
-    sums: Dict[str, float] = {}
-    count = 0
-    t0 = time.monotonic()
-    while step < cfg.steps:
-        if cfg.max_minutes is not None and time.monotonic() - t0 > 60.0 * cfg.max_minutes:
-            log.info("--max-minutes %.1f reached at step %d: stopping", cfg.max_minutes, step)
-            if validator is not None and step % cfg.val_every:  # not validated at this step yet
-                last_val = validator(ema.module, device)
-                logger.log(step, **last_val)
-                make_sample_grid(*validator.last, out / "samples" / f"step_{step:07d}.png")
-            break
-        lr_img, hr = next(batches)
-        lr_img, hr = lr_img.to(device, non_blocking=True), hr.to(device, non_blocking=True)
-        G_train.train()
-        D_train.train()
+    def train_step(self, batch) -> Dict[str, Any]:
+        cfg, gan = self.cfg, self.gan
+        lr_img, hr = batch
+        self.G_view.train()
+        self.D_view.train()
         # --- generator step (D frozen inside GANObjective.generator_loss)
-        outputs = G_train(lr_img, return_all=True)
-        loss_g, terms = sr_loss(outputs.coeffs, outputs.sr, hr)
+        outputs = self.G_view(lr_img, return_all=True)
+        loss_g, terms = self.sr_loss(outputs.coeffs, outputs.sr, hr)
         terms = dict(terms)
-        if identity is not None and cfg.identity_weight > 0:
-            terms["l_g_id"] = cfg.identity_weight * identity(outputs.sr.clamp(0, 1), hr)
+        if self.identity is not None and cfg.identity_weight > 0:
+            terms["l_g_id"] = cfg.identity_weight * self.identity(outputs.sr.clamp(0, 1), hr)
             loss_g = loss_g + terms["l_g_id"]
-        use_adv = cfg.adv_weight > 0 and step >= cfg.adv_start
+        use_adv = cfg.adv_weight > 0 and self.engine.step >= cfg.adv_start
         if use_adv:
             # the plain D: its parameters are frozen in this step, so DDP must not expect their gradients
-            adv, adv_terms = gan.generator_loss(D, hr, outputs.sr)
+            adv, adv_terms = gan.generator_loss(self.D, hr, outputs.sr)
             terms["l_g_adv"] = cfg.adv_weight * adv
             loss_g = loss_g + terms["l_g_adv"]
-            for k, v in adv_terms.items():
-                if k != "g_adv":
-                    terms[k] = v
+            terms.update({k: v for k, v in adv_terms.items() if k != "g_adv"})
         if gan.cycle_weight > 0:
             down = F.interpolate(outputs.sr, size=lr_img.shape[-2:], mode="bicubic", align_corners=False, antialias=True)
-            cyc, _ = gan.cycle_loss(lr_img, down)
-            terms["l_g_cycle"] = cyc
-            loss_g = loss_g + cyc
-        opt_g.zero_grad(set_to_none=True)
+            terms["l_g_cycle"], _ = gan.cycle_loss(lr_img, down)
+            loss_g = loss_g + terms["l_g_cycle"]
+        self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        opt_g.step()
-        ema.update(G)
+        self.opt_g.step()
         terms["l_g_total"] = loss_g
         # --- discriminator step on real and detached fake
         if use_adv:
-            loss_d, d_terms = gan.discriminator_loss(D_train, hr, outputs.sr.detach())
-            opt_d.zero_grad(set_to_none=True)
+            loss_d, d_terms = gan.discriminator_loss(self.D_view, hr, outputs.sr.detach())
+            self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            opt_d.step()
-            gan.after_discriminator_step(D)
+            self.opt_d.step()
+            gan.after_discriminator_step(self.D)
             terms["l_d"] = loss_d
             terms.update(d_terms)
-        step += 1
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, Tensor) else v)
-        count += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            logger.log(step, lr=opt_g.param_groups[0]["lr"], epoch=round(step * cfg.batch_size / len(train_set), 3),
-                       **{k: v / count for k, v in sums.items()})
-            sums, count = {}, 0
-        if validator is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            last_val = validator(ema.module, device)
-            logger.log(step, **last_val)
-            make_sample_grid(*validator.last, out / "samples" / f"step_{step:07d}.png")
-        if dist_info.is_main and (step % cfg.save_every == 0 or step == cfg.steps):
-            save(step, out / "checkpoints" / "latest.pth")
-    final = None
-    if dist_info.is_main:
-        final = save(step, out / "model.pth")
-        log.info("saved %s (EMA weights in ema_state_dict)", final)
-    logger.close()
-    return {"steps": step, "checkpoint": str(final) if final else None, **last_val}
+        return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
+
+    def current_lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def can_validate(self) -> bool:
+        return True
+
+    def validate(self) -> Dict[str, float]:
+        engine = self.engine
+        metrics = self.validator(engine.ema("G").module, self.device)
+        make_sample_grid(*self.validator.last, engine.out / "samples" / f"step_{engine.step:07d}.png")
+        return metrics
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"gan_state": self.gan.state_dict()}
+
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.gan.load_state_dict(ckpt.get("gan_state", {}))
 
 
-def _seed_worker(worker_id: int) -> None:
-    import random
+def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:
+    """Train a :class:`~lightface.models.wavelet_srnet.WaveletSRNet` as configured; returns the engine's summary.
 
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def _plain_config(cfg: SRTrainConfig) -> Dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    The summary holds ``step``, ``stopped``, ``model`` (``OUT/model.pt``), ``last``,
+    ``best`` and the last validation metrics (``val_psnr``, ...). Set-up errors (missing
+    data, bad options, a run folder that needs ``--resume`` / ``--overwrite``) raise
+    :class:`~lightface.engine.engine.TrainingError` before training.
+    """
+    return Engine(SuperResolutionTask(cfg)).run()

@@ -13,7 +13,7 @@ Official Light CNN releases (``LightCNN_9Layers_checkpoint.pth.tar``,
 stripped and ``fc2.*`` becomes ``classifier.*``. A bare ``state_dict`` is accepted too.
 
 Every file is read with ``torch.load(weights_only=True)`` (via
-:func:`lightface.engine.checkpoint.load_checkpoint`): a checkpoint never runs code.
+:func:`lightface.utils.checkpoint_io.load_checkpoint`): a checkpoint never runs code.
 Loading is all-or-nothing: a key or shape mismatch raises :class:`CheckpointMismatchError`
 naming the expected and found keys/shapes. The only deliberate exceptions are the
 classifier rules documented in :func:`load_weights`. A checkpoint of another kind of
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
 import torch
 from torch import Tensor, nn
 
-from ..engine.checkpoint import load_checkpoint, save_atomic
+from ..utils.checkpoint_io import load_checkpoint, save_atomic
 from .registry import MODEL_BUILDERS, get_model
 
 __all__ = [
@@ -369,7 +369,7 @@ def build_from_checkpoint(
             or its ``model_kwargs`` do not fit its architecture's builder.
         NonFiniteWeightsError: the weights hold NaN or infinity.
         CheckpointLoadError / FileNotFoundError: the file cannot be read (see
-            :func:`lightface.engine.checkpoint.load_checkpoint`).
+            :func:`lightface.utils.checkpoint_io.load_checkpoint`).
     """
     ckpt = read_model_checkpoint(path_or_state, map_location)
     if ckpt.arch is None:

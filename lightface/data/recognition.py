@@ -1,0 +1,149 @@
+"""Recognition training data: Light CNN transforms, per-sample seeded datasets, class-stratified splits.
+
+Used by the Light CNN trainer, relabelling and the noisy-label benchmark::
+
+    train_tf, eval_tf = lightcnn_transforms(crop=128, resize=144, augment="basic")
+    train_idx, val_idx = stratified_split(lmdb.labels, 0.1, seed=0)
+    train_set = SampleTransformDataset(lmdb, train_tf, train_idx, seed=0)   # (image, label, index) items
+"""
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .convert import image_to_tensor
+
+__all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
+           "open_training_lmdbs"]
+
+AUGMENTS = ("basic", "strong")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Hold out ``fraction`` of every class (rounded, at least 1 when the class has >= 2 samples).
+
+    Args:
+        labels: (N,) integer labels.
+        fraction: in [0, 1).
+        seed: the shuffle within each class.
+    Returns:
+        ``(train_indices, val_indices)``, both sorted int64 arrays.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_val = 0 if fraction <= 0 or len(idx) < 2 else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+
+
+def _as_tensor(image) -> Tensor:
+    """(C, H, W) float32 in [0, 1] from a transform output: a tensor (used as is) or a uint8 / float array."""
+    if isinstance(image, Tensor):
+        out = image if image.dim() == 3 else image.unsqueeze(0)
+        return out.float()
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        return image_to_tensor(arr)
+    out = torch.from_numpy(np.ascontiguousarray(arr if arr.ndim == 3 else arr[..., None])).permute(2, 0, 1)
+    return out.float()
+
+
+class SampleTransformDataset(Dataset):
+    """Samples of a base dataset through a transform, each sample's randomness seeded.
+
+    Args:
+        base: a dataset whose items are dicts with ``image`` (uint8 HxW gray or HxWx3 BGR)
+            and ``label`` (int), e.g. :class:`lightface.data.LMDBDataset`.
+        transform: ``transform(image=uint8 array) -> {"image": tensor (1,H,W) float [0,1]}``
+            (an albumentations ``Compose``; its ``set_random_seed`` is used when present).
+        indices: the subset of ``base`` to expose (default: all).
+        seed: base seed of the per-sample augmentation seeds.
+        labels: labels to use instead of the base dataset's (same order as ``indices``).
+
+    ``item = (image (1,H,W) float32, label int64, index in base)``. Call :meth:`set_epoch`
+    so augmentations differ between epochs but not between runs (or DataLoader workers).
+    """
+
+    def __init__(self, base, transform: Callable, indices: Optional[Sequence[int]] = None, seed: int = 0,
+                 labels: Optional[Sequence[int]] = None):
+        self.base = base
+        self.transform = transform
+        self.indices = np.arange(len(base), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = int(self.indices[i])
+        sample = self.base[index]
+        if hasattr(self.transform, "set_random_seed"):
+            seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+            self.transform.set_random_seed(int(seed))
+        image = _as_tensor(self.transform(image=sample["image"])["image"])
+        label = int(sample["label"]) if self.labels is None else int(self.labels[i])
+        return image, label, index
+
+
+def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, augment: str = "basic"):
+    """``(train, eval)`` albumentations pipelines: resize to ``resize`` (a no-op for stored
+    crops of that size), then :mod:`lightface.data.transforms`: ``augment="basic"`` is the
+    original recipe (random ``crop``, horizontal flip), ``"strong"`` adds geometry, colour,
+    lighting, blur, JPEG and occlusion (:func:`~lightface.data.transforms.strong_train_transform`);
+    evaluation takes the centre crop. BGR colour samples become gray (ITU-R 601 luma).
+    Outputs are float32 (1, crop, crop) tensors in [0, 1]."""
+    import albumentations as A
+    import cv2
+
+    from . import transforms as T
+
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+
+    def pipeline(*tail):
+        return A.Compose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
+
+    flip_p = 0.5 if flip else 0.0
+    if augment == "strong":
+        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p))
+    else:
+        train = pipeline(T.BGRToGray(), T.train_transform(size=crop, flip=flip_p))
+    return train, pipeline(T.BGRToGray(), T.eval_transform(size=crop))
+
+
+def data_paths(data: Union[str, os.PathLike, Sequence[str]]) -> List[str]:
+    """One path or several as a list of strings."""
+    return [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(d) for d in data]
+
+
+def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training"):
+    """One LMDB, or several stacked as a :class:`~lightface.data.multi_source.MultiSourceDataset`.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (the message says how to build one).
+    """
+    from .lmdb_dataset import LMDBDataset
+    from .multi_source import MultiSourceDataset
+
+    sets = []
+    for path in data_paths(data):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{what} LMDB not found: {path}; build one with python -m pipelines.build_lmdb")
+        sets.append(LMDBDataset(path))
+    if not sets:
+        raise FileNotFoundError(f"no {what} LMDB given")
+    return sets[0] if len(sets) == 1 else MultiSourceDataset(sets)

@@ -1,0 +1,781 @@
+"""One training engine for every lightface trainer (BasicSR's single loop + model classes).
+
+A trainer is a :class:`Task`: it builds its networks, optimisers and training data,
+runs one step (``train_step(batch) -> named loss terms``) and validates. The
+:class:`Engine` owns everything else, the same way for the Light CNN recogniser and the
+two GANs:
+
+* **distributed set-up and teardown**: ``torchrun`` -> one process per device, a
+  ``DistributedDataParallel`` wrapper on each trained network (NCCL on GPUs, Gloo on the
+  CPU); without ``torchrun`` a single process with no process group;
+* **batches**: ``--batch-size`` is the global batch, divided over the processes (not
+  divisible: an error); a ``DistributedSampler`` per epoch that can start mid-epoch, so
+  ``--resume`` continues with exactly the batches the interrupted run would have seen;
+* **seeding**: the same seed on every rank while the task builds (same initial weights),
+  then a per-rank seed; every rank's RNG state is saved and restored by *that* rank;
+* **checkpoints**, one layout (see :data:`RUN_FILES`): ``OUT/last.pt`` (every
+  ``--save-every`` steps, at epoch ends for epoch-based tasks, and at the end),
+  ``OUT/best.pt`` (best validation score), ``OUT/model.pt`` (the final weights, no
+  training state), ``OUT/config.yaml``, ``OUT/metrics.jsonl``;
+* **resume**: ``--resume`` continues ``OUT/last.pt`` (or a given checkpoint); a changed
+  ``--lr`` takes effect and is logged; a run folder that already holds a run is never
+  overwritten without ``--resume`` or ``--overwrite``;
+* a **deadline** (``--max-minutes``) checked on every rank and agreed with one
+  ``all_reduce`` per step, so all ranks stop after the same step;
+* **logging**: loss terms averaged over ranks and over the ``--log-every`` window;
+* a **NaN guard**: a non-finite loss term or weight stops the run with
+  :class:`NonFiniteLossError`; checkpoints are never written with non-finite weights, so
+  ``last.pt`` is the last good state (lower ``--lr`` and ``--resume``);
+* **EMA** copies of the networks a task asks for, updated after every step and saved
+  beside the raw weights (``ema_state_dict``).
+
+Example (what ``train(cfg)`` of each trainer does)::
+
+    summary = Engine(LightCNNTask(cfg)).run()
+"""
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from .config import config_to_dict, option, save_config
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .ema import ModelEMA
+from .logger import MetricLogger, plot_metrics
+
+__all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "RUN_FILES"]
+
+log = logging.getLogger(__name__)
+
+#: what a run folder holds (``OUT/``), written by rank 0
+RUN_FILES = {
+    "config.yaml": "the resolved settings (reload with --config; written without --resume)",
+    "last.pt": "the full training state: weights (+ EMA), other networks, optimisers, schedulers, step, "
+               "every rank's RNG state, config; loadable for inference too",
+    "best.pt": "the same at the best validation score",
+    "model.pt": "the final weights (+ EMA) for inference, no training state",
+    "metrics.jsonl": "one JSON record per log / validation step (plus tensorboard/ and curves.png)",
+}
+#: files of run folders written by earlier lightface versions (never resumed, never overwritten silently)
+_OLD_RUN_FILES = ("checkpoints/latest.pth", "checkpoints/last.pth", "checkpoints/final.pth", "model.pth")
+_OWNED = ("last.pt", "best.pt", "model.pt", "metrics.jsonl", "curves.png", "tensorboard", "samples")
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or continue (bad data, bad options, unusable checkpoint)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """A loss term or weight became NaN or infinite; the last good checkpoint was kept."""
+
+
+class RunFolderError(TrainingError):
+    """``--out`` already holds a run and neither ``--resume`` nor ``--overwrite`` was given."""
+
+
+_RUN = "run control"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings every trainer shares (its config dataclass derives from this one).
+
+    A trainer's config also defines ``batch_size`` (global), ``workers``, ``log_every``,
+    ``save_every`` and ``val_every`` with its own defaults.
+    """
+
+    out: str = option("", required=True, group=_RUN,
+                      help="run folder: config.yaml, last.pt, best.pt, model.pt, metrics.jsonl (docs/training.md)")
+    resume: Optional[str] = option(None, nargs="?", const="auto", metavar="CKPT", group=_RUN,
+                                   help="continue a run: bare --resume continues OUT/last.pt (a new run starts when "
+                                        "there is none yet), or give a checkpoint; a changed --lr takes effect")
+    overwrite: bool = option(False, group=_RUN,
+                             help="start over in an --out folder that already holds a run (its checkpoints and "
+                                  "metrics are replaced); without it such a folder needs --resume")
+    seed: int = option(0, group=_RUN, help="seed of initialisation, sample order and augmentation")
+    device: str = option("auto", group=_RUN,
+                         help="auto (cuda:LOCAL_RANK when available, else cpu), cpu, cuda, cuda:1")
+    max_minutes: Optional[float] = option(0.0, group=_RUN,
+                                          help="stop after this many minutes of training: every process stops after "
+                                               "the same step, validates and saves; continue with --resume (0: no limit)")
+    tensorboard: bool = option(True, group=_RUN,
+                               help="write TensorBoard events to OUT/tensorboard (when tensorboard is installed)")
+    plots: bool = option(True, group=_RUN, help="write OUT/curves.png at the end")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy's global generator and Python's ``random``."""
+    import random
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_run_config(cfg: Any) -> List[str]:
+    """Problems with the settings the engine uses (batch size, intervals, deadline), naming the flags."""
+    problems = []
+    if not getattr(cfg, "out", ""):
+        problems.append("--out (run folder) is required")
+    for name in ("batch_size", "log_every", "val_every"):
+        value = getattr(cfg, name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            problems.append(f"{_flag(name)} must be > 0 (a whole number), got {value!r}")
+    for name in ("save_every", "workers"):
+        value = getattr(cfg, name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append(f"{_flag(name)} must be >= 0 (a whole number), got {value!r}")
+    minutes = getattr(cfg, "max_minutes", None)
+    if minutes is not None and not (isinstance(minutes, (int, float)) and minutes >= 0 and math.isfinite(minutes)):
+        problems.append(f"--max-minutes must be >= 0 (0: no limit), got {minutes!r}")
+    if getattr(cfg, "resume", None) and getattr(cfg, "overwrite", False):
+        problems.append("give --resume (continue the run) or --overwrite (start over), not both")
+    return problems
+
+
+class Task:
+    """A trainer as the :class:`Engine` runs it (BasicSR's model class).
+
+    Subclasses set the class attributes and implement :meth:`build`, :meth:`plan` and
+    :meth:`train_step`; the rest is optional.
+
+    Attributes:
+        name: written into checkpoints (``task``); ``--resume`` only accepts its own.
+        val_unit: ``"epoch"`` or ``"step"``: what ``cfg.val_every`` counts.
+        save_at_epoch_end: also write ``last.pt`` after every epoch.
+        drop_last: drop the last incomplete batch of an epoch (when the epoch has a full one).
+        best_metric: ``(validation metric, "max" | "min")`` that ``best.pt`` tracks, or None.
+        divergence_hint: what the NaN-guard message advises besides a lower ``--lr``.
+    """
+
+    name = "task"
+    val_unit = "step"
+    save_at_epoch_end = False
+    drop_last = False
+    best_metric: Optional[Tuple[str, str]] = None
+    divergence_hint = ""
+    #: settings whose change on --resume means the run will not repeat the uninterrupted one
+    reproducibility_keys: Tuple[str, ...] = ("batch_size", "seed", "data")
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.engine: Optional["Engine"] = None
+
+    # -- required --------------------------------------------------------------------
+    def check(self) -> List[str]:
+        """Problems with the task's own settings (each naming its flag); [] when usable."""
+        return []
+
+    def build(self, engine: "Engine") -> Dataset:
+        """Build data, networks (``engine.add_network``) and optimisers (``engine.add_optimizer``);
+        return the training dataset. Runs with the same seed on every rank."""
+        raise NotImplementedError
+
+    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
+        """``(steps to run in total, stop reason when that is short of the full schedule or "completed")``."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any) -> Mapping[str, Union[Tensor, float]]:
+        """One optimisation step on ``batch`` (already on the device); returns named loss terms
+        (the same names on every rank at a given step)."""
+        raise NotImplementedError
+
+    # -- optional --------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before the first step of every epoch (also a resumed, partly done one)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after the last step of ``epoch`` (e.g. a learning-rate schedule step)."""
+
+    def can_validate(self) -> bool:
+        return False
+
+    def validate(self) -> Dict[str, float]:
+        """Validation metrics (runs on rank 0 only; other ranks wait)."""
+        return {}
+
+    def current_lr(self) -> Optional[float]:
+        """The base learning rate now, for the log."""
+        return None
+
+    def extra_state(self) -> Dict[str, Any]:
+        """More top-level checkpoint entries (weights_only-safe), restored by :meth:`load_extra_state`."""
+        return {}
+
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved."""
+
+    def summary(self) -> Dict[str, Any]:
+        """More entries of the summary :meth:`Engine.run` returns."""
+        return {}
+
+
+@dataclasses.dataclass
+class _Net:
+    module: nn.Module
+    arch: Optional[str]
+    kwargs: Dict[str, Any]
+    primary: bool
+    find_unused: bool
+    extra: Dict[str, Any]
+    ema: Optional[ModelEMA]
+    view: nn.Module
+
+
+class _ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` that can start an epoch after its first ``start`` samples."""
+
+    start = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: NumPy and ``random`` seeded from the worker's torch seed (itself from the loader's generator)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class Engine:
+    """Runs a :class:`Task` (see the module docstring for what the engine owns).
+
+    Attributes available to the task during :meth:`Task.build` and after:
+        cfg, dist (:class:`~lightface.engine.distributed.DistInfo`), device, out (Path),
+        local_batch (the per-process batch), resuming (bool), step, epoch.
+    """
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.cfg = task.cfg
+        self.out = Path(self.cfg.out)
+        self.dist = DistInfo()
+        self.device = self.dist.device
+        self.local_batch = 0
+        self.step = 0  # optimiser steps done
+        self.epoch = 0  # next epoch to run
+        self.batch_in_epoch = 0  # batches of `epoch` already done
+        self.best: Optional[float] = None
+        self.best_name = ""
+        self.resuming = False
+        self.resume_path: Optional[Path] = None
+        self._nets: Dict[str, _Net] = {}
+        self._opts: Dict[str, Tuple[torch.optim.Optimizer, float, Any]] = {}
+        self._saved_step: Optional[int] = None
+        self._logger: Optional[MetricLogger] = None
+        self._resume_rng: Optional[Dict[str, Any]] = None
+        self._resume_ckpt: Optional[Dict[str, Any]] = None
+
+    # ---------------------------------------------------------------- task API
+    def add_network(self, name: str, module: nn.Module, *, arch: Optional[str] = None,
+                    kwargs: Optional[Mapping[str, Any]] = None, primary: bool = False, ema_decay: float = 0.0,
+                    find_unused: bool = False, extra: Optional[Mapping[str, Any]] = None) -> nn.Module:
+        """Register a trained network; returns the module to call in training steps.
+
+        Under ``torchrun`` that is a ``DistributedDataParallel`` wrapper (gradients averaged
+        over processes; ``find_unused=True`` when some parameters may get no gradient in a
+        step), else ``module`` itself. The ``primary`` network is what the checkpoints
+        expose for inference (``arch``, ``model_kwargs``, ``state_dict``, plus ``extra``
+        entries such as ``classes``); others are saved under ``networks``. ``ema_decay > 0``
+        keeps an EMA copy (:meth:`ema`), updated after every step.
+        """
+        if name in self._nets:
+            raise ValueError(f"network {name!r} registered twice")
+        if primary and any(n.primary for n in self._nets.values()):
+            raise ValueError("only one primary network")
+        module = module.to(self.device)
+        ema = ModelEMA(module, ema_decay) if ema_decay > 0 else None
+        net = _Net(module, arch, dict(kwargs or {}), primary, find_unused, dict(extra or {}), ema, module)
+        self._nets[name] = net
+        self.rewrap(name)
+        return net.view
+
+    def rewrap(self, name: str) -> nn.Module:
+        """(Re)build the DDP wrapper of network ``name`` (after changing which parameters train)."""
+        net = self._nets[name]
+        net.view = net.module
+        if self.dist.distributed and any(p.requires_grad for p in net.module.parameters()):
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net.view = nn.parallel.DistributedDataParallel(net.module, device_ids=ids,
+                                                           find_unused_parameters=net.find_unused)
+        return net.view
+
+    def train_view(self, name: str) -> nn.Module:
+        """The module to call in training steps (DDP-wrapped under torchrun)."""
+        return self._nets[name].view
+
+    def network(self, name: str) -> nn.Module:
+        """The plain network ``name``."""
+        return self._nets[name].module
+
+    def ema(self, name: str) -> ModelEMA:
+        """The EMA copy of network ``name`` (registered with ``ema_decay > 0``)."""
+        ema = self._nets[name].ema
+        if ema is None:
+            raise KeyError(f"network {name!r} has no EMA (register it with ema_decay > 0)")
+        return ema
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer, lr: float, scheduler: Any = None) -> None:
+        """Register an optimiser (and its lr scheduler, stepped by the task); ``lr`` is the base
+        learning rate the config set, so that a changed ``--lr`` applies on resume."""
+        self._opts[name] = (optimizer, float(lr), scheduler)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, **metrics: Any) -> None:
+        """Record extra metrics at the current step (rank 0 writes)."""
+        if self._logger is not None:
+            self._logger.log(self.step, **metrics)
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> Dict[str, Any]:
+        """Set up (distributed, data, networks, resume), train, and return a summary:
+
+        ``{"stopped", "step", "epoch", "best_metric", "best_metric_name", "last", "best",
+        "model", "out", "seconds", "images_per_s", **last validation metrics, **task summary}``.
+
+        Raises:
+            TrainingError: bad settings or data, an unusable checkpoint, a run folder that
+                needs ``--resume`` / ``--overwrite``; :class:`NonFiniteLossError` when the
+                run diverged.
+        """
+        problems = check_run_config(self.cfg) + list(self.task.check())
+        if problems:
+            raise TrainingError("invalid training settings: " + "; ".join(problems))
+        self.dist = init_distributed(self.cfg.device)
+        self.device = self.dist.device
+        try:
+            return self._run()
+        finally:
+            if self._logger is not None:
+                self._logger.close()
+            self._plot()
+            cleanup_distributed()
+
+    def _run(self) -> Dict[str, Any]:
+        cfg, task = self.cfg, self.task
+        if cfg.batch_size % self.dist.world_size:
+            raise TrainingError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                                f"{self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
+        self.local_batch = cfg.batch_size // self.dist.world_size
+        self._prepare_run_folder()
+        task.engine = self
+        seed_everything(cfg.seed)  # the same on every rank: the same initial weights
+        train_set = task.build(self)
+        if not self._nets:
+            raise TrainingError(f"{type(task).__name__}.build registered no network")
+        self._train_set = train_set
+        self.sampler = _ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                         shuffle=True, seed=cfg.seed, drop_last=False)
+        per_rank = len(self.sampler)
+        if per_rank == 0:
+            raise TrainingError("the training set is empty")
+        self.drop_last = task.drop_last and per_rank >= self.local_batch
+        self.steps_per_epoch = per_rank // self.local_batch if self.drop_last else math.ceil(per_rank / self.local_batch)
+        self.planned, short = task.plan(self.steps_per_epoch)
+        if self._resume_ckpt is not None:
+            self._load_resume(self._resume_ckpt)
+            self._resume_ckpt = None
+        seed_everything(cfg.seed + 7919 * self.dist.rank + 1)  # per rank (dropout, noise), repeatable per run
+        if self._resume_rng:
+            restore_rng_state(self._resume_rng)
+        if self.is_main:
+            # without --resume / --overwrite, so that `--config OUT/config.yaml` repeats the run elsewhere
+            save_config({**config_to_dict(cfg), "resume": None, "overwrite": False}, self.out / "config.yaml")
+        self._logger = MetricLogger(self.out, enabled=self.is_main, total_steps=self.planned,
+                                    batch_size=cfg.batch_size, tensorboard=cfg.tensorboard,
+                                    truncate_after=self.step if self.resuming else None)
+        log.info("%s: %d training samples, %d steps/epoch, steps %d..%d, world size %d, device %s",
+                 task.name, len(train_set), self.steps_per_epoch, self.step, self.planned, self.dist.world_size,
+                 self.device)
+        return self._loop(short)
+
+    # ---------------------------------------------------------------- run folder
+    def _prepare_run_folder(self) -> None:
+        """Refuse to overwrite a run without --resume / --overwrite; resolve --resume; clear on --overwrite."""
+        cfg, out = self.cfg, self.out
+        present = [name for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl") if (out / name).exists()]
+        old = [name for name in _OLD_RUN_FILES if (out / name).exists()]
+        if cfg.resume:
+            path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+            if path.is_file():
+                self.resume_path = path
+                try:
+                    self._resume_ckpt = load_checkpoint(path, map_location="cpu")
+                except (FileNotFoundError, ValueError) as err:
+                    raise TrainingError(f"--resume: {err}") from err
+                self.resuming = True
+            elif cfg.resume != "auto":
+                raise TrainingError(f"--resume {cfg.resume}: no such checkpoint (bare --resume continues "
+                                    f"{out / 'last.pt'})")
+            elif old:
+                raise RunFolderError(f"{out} holds a run of an earlier lightface version ({', '.join(old)}) that "
+                                     "cannot be resumed; its weights still load for inference and --finetune. "
+                                     "Use another --out, or --overwrite to start over there")
+            else:
+                log.info("--resume: %s has no last.pt yet; starting a new run", out)
+        elif present or old:
+            if not cfg.overwrite:
+                raise RunFolderError(
+                    f"{out} already holds a run ({', '.join(present + old)}); pass --resume to continue it, "
+                    "--overwrite to start over (its checkpoints and metrics are replaced), or another --out")
+        if self.dist.distributed:
+            dist.barrier()  # every rank has looked at the folder before rank 0 changes it
+        if cfg.overwrite and not cfg.resume and self.is_main:
+            for name in _OWNED:
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+            if present:
+                log.info("--overwrite: removed the earlier run's %s from %s", ", ".join(present), out)
+        if self.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        if self.dist.distributed:
+            dist.barrier()
+
+    # ---------------------------------------------------------------- loop
+    def _loader(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        self.sampler.start = self.batch_in_epoch * self.local_batch if epoch == self.epoch else 0
+        if hasattr(self._train_set, "set_epoch"):
+            self._train_set.set_epoch(epoch)
+        # worker seeds come from this generator (never from the global RNG, which resume restores)
+        g = torch.Generator().manual_seed((self.cfg.seed * 100003 + epoch) * 1009 + self.dist.rank)
+        return DataLoader(self._train_set, batch_size=self.local_batch, sampler=self.sampler,
+                          num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda", generator=g,
+                          drop_last=self.drop_last, worker_init_fn=_seed_worker, persistent_workers=False)
+
+    def _loop(self, short_reason: str) -> Dict[str, Any]:
+        cfg, task = self.cfg, self.task
+        deadline = time.monotonic() + 60.0 * cfg.max_minutes if cfg.max_minutes else None
+        window: Dict[str, List[float]] = {}
+        self._validated_step = self._logged_step = None
+        last_val: Dict[str, float] = {}
+        stopped: Optional[str] = None
+        start_step, start_time = self.step, time.perf_counter()
+        step_epoch = self.epoch
+        while stopped is None and self.step < self.planned:
+            epoch = step_epoch = self.epoch
+            task.on_epoch_start(epoch)
+            for batch in self._loader(epoch):
+                terms = task.train_step(_to_device(batch, self.device))
+                for net in self._nets.values():
+                    if net.ema is not None:
+                        net.ema.update(net.module)
+                self.step += 1
+                self.batch_in_epoch += 1
+                values, past_deadline = self._sync(terms, deadline)
+                for name, value in values.items():
+                    window.setdefault(name, []).append(value)
+                epoch_done = self.batch_in_epoch >= self.steps_per_epoch
+                if self.step % cfg.log_every == 0 or epoch_done or self.step >= self.planned:
+                    self._log_window(window, epoch)
+                if not epoch_done:
+                    if task.val_unit == "step" and self.step % cfg.val_every == 0:
+                        last_val = self._validate(epoch) or last_val
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        self._save("last.pt")
+                if self.step >= self.planned:
+                    break
+                if past_deadline:
+                    stopped = f"max_minutes={cfg.max_minutes:g}"
+                    log.info("--max-minutes %g reached at step %d: stopping (all processes)", cfg.max_minutes,
+                             self.step)
+                    break
+            if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
+                task.on_epoch_end(epoch)
+                if (self.epoch if task.val_unit == "epoch" else self.step) % cfg.val_every == 0:
+                    last_val = self._validate(epoch) or last_val
+                if task.save_at_epoch_end or (cfg.save_every and self.step % cfg.save_every == 0):
+                    self._save("last.pt")
+        stopped = stopped or short_reason  # the loop ends at the planned step unless the deadline stopped it
+        if window:
+            self._log_window(window, step_epoch)
+        if self._validated_step != self.step:
+            last_val = self._validate(step_epoch) or last_val
+        if self._saved_step != self.step:
+            self._save("last.pt")
+        model_path = self._save_final()
+        elapsed = time.perf_counter() - start_time
+        summary = {"stopped": stopped, "step": self.step, "epoch": self.epoch, "best_metric": self.best,
+                   "best_metric_name": self.best_name, "last": str(self.out / "last.pt"),
+                   "best": str(self.out / "best.pt") if self.best is not None else None,
+                   "model": str(model_path), "out": str(self.out), "seconds": elapsed,
+                   "images_per_s": (self.step - start_step) * cfg.batch_size / elapsed if elapsed > 0 else None}
+        summary.update(last_val)
+        summary.update(task.summary())
+        log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
+        return summary
+
+    def _sync(self, terms: Mapping[str, Union[Tensor, float]], deadline: Optional[float]) -> Tuple[Dict[str, float], bool]:
+        """Average the step's terms over ranks and agree on the deadline and on finiteness (one all_reduce)."""
+        names = sorted(terms)
+        vals = [torch.as_tensor(terms[n]).detach().to(self.device, torch.float32).reshape(()) for n in names]
+        past = 1.0 if deadline is not None and time.monotonic() >= deadline else 0.0
+        bad_weights = 0.0 if self._weights_finite() else 1.0
+        stats = torch.stack(vals + [torch.tensor(past, device=self.device), torch.tensor(bad_weights, device=self.device)])
+        if self.dist.distributed:
+            dist.all_reduce(stats)
+            stats[: len(names)] /= self.dist.world_size
+        out = stats.double().cpu().tolist()
+        values = dict(zip(names, out[: len(names)]))
+        bad = [n for n, v in values.items() if not math.isfinite(v)]
+        if bad or out[-1] > 0:
+            self._diverged(bad, values, weights=out[-1] > 0)
+        return values, out[-2] > 0
+
+    def _weights_finite(self) -> bool:
+        """Whether every trained weight is finite (max |w| via one norm over all tensors)."""
+        params = [p.detach() for net in self._nets.values() for p in net.module.parameters() if p.requires_grad]
+        if not params:
+            return True
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(params, norm_type=math.inf)))
+
+    def _diverged(self, bad: Sequence[str], values: Mapping[str, float], weights: bool) -> None:
+        what = (f"the loss term(s) {', '.join(f'{n}={values[n]}' for n in bad)}" if bad else "")
+        if weights:
+            what = (what + " and " if what else "") + "the weights"
+        last = self.out / "last.pt"
+        kept = (f"The last good checkpoint ({last}, step {self._saved_step}) was kept"
+                if self._saved_step is not None else
+                (f"The last good checkpoint ({last}, from before this run) was kept" if last.is_file() else
+                 "No checkpoint had been written yet"))
+        hint = f", {self.task.divergence_hint}" if self.task.divergence_hint else ""
+        raise NonFiniteLossError(
+            f"{what} became NaN or infinite at step {self.step} (epoch {self.epoch}); stopping. {kept}. Lower --lr"
+            f"{hint}, then --resume (a changed --lr takes effect) or restart")
+
+    def _log_window(self, window: Dict[str, List[float]], epoch: int) -> None:
+        if not window or self._logged_step == self.step:
+            return
+        metrics: Dict[str, Any] = {"epoch": epoch}
+        metrics.update({name: sum(v) / len(v) for name, v in window.items()})
+        lr = self.task.current_lr()
+        if lr is not None:
+            metrics["lr"] = lr
+        if self._logger is not None:
+            self._logger.log(self.step, **metrics)
+        window.clear()
+        self._logged_step = self.step
+
+    def _validate(self, epoch: int) -> Dict[str, float]:
+        """Rank 0 validates; every rank learns the score ``best.pt`` tracks and saves it together."""
+        self._validated_step = self.step
+        if not self.task.can_validate():
+            return {}
+        metrics: Dict[str, float] = {}
+        if self.is_main:
+            metrics = self.task.validate()
+            if metrics and self._logger is not None:
+                self._logger.log(self.step, epoch=epoch, **metrics)
+        if self.task.best_metric is None:
+            return metrics
+        name, mode = self.task.best_metric
+        score = torch.tensor([float(metrics.get(name, float("nan")))], dtype=torch.float64, device=self.device)
+        if self.dist.distributed:
+            dist.broadcast(score, 0)
+        value = float(score.cpu())
+        better = self.best is None or (value > self.best if mode == "max" else value < self.best)
+        if math.isfinite(value) and better:
+            self.best, self.best_name = value, name
+            self._save("best.pt")
+            log.info("new best %s %.4f at step %d (saved best.pt)", name, value, self.step)
+        return metrics
+
+    # ---------------------------------------------------------------- checkpoints
+    def _primary(self) -> Tuple[str, _Net]:
+        for name, net in self._nets.items():
+            if net.primary:
+                return name, net
+        name = next(iter(self._nets))
+        return name, self._nets[name]
+
+    def _check_finite_before_save(self) -> None:
+        bad = torch.tensor([0.0 if self._weights_finite() else 1.0], device=self.device)
+        if self.dist.distributed:
+            dist.all_reduce(bad)
+        if float(bad) > 0:
+            self._diverged([], {}, weights=True)
+
+    def _save(self, filename: str) -> None:
+        """Write ``OUT/filename`` on rank 0 (every rank's RNG state included); all ranks wait for it.
+        Never with non-finite weights (the NaN guard stops the run instead)."""
+        self._check_finite_before_save()
+        rng = capture_rng_state()
+        if self.dist.distributed:
+            states: List[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        if self.is_main:
+            from ..models.checkpoint import save_model_checkpoint
+
+            pname, primary = self._primary()
+            extra: Dict[str, Any] = dict(primary.extra)
+            if primary.ema is not None:
+                extra["ema_state_dict"] = primary.ema.state_dict()
+            others = {n: net for n, net in self._nets.items() if n != pname}
+            task_state = self.task.extra_state()
+            clash = set(task_state) & {"networks", "optimizers", "schedulers", "rng", "config", "step", "task"}
+            if clash:
+                raise ValueError(f"{type(self.task).__name__}.extra_state uses reserved keys {sorted(clash)}")
+            save_model_checkpoint(
+                self.out / filename, primary.module, primary.arch, primary.kwargs, **extra,
+                task=self.task.name, primary=pname,
+                networks={n: _cpu_state(net.module) for n, net in others.items()},
+                network_archs={n: [net.arch, net.kwargs] for n, net in others.items() if net.arch},
+                ema_networks={n: net.ema.state_dict() for n, net in others.items() if net.ema is not None},
+                optimizers={n: o.state_dict() for n, (o, _, _) in self._opts.items()},
+                schedulers={n: s.state_dict() for n, (_, _, s) in self._opts.items() if s is not None},
+                base_lr={n: lr for n, (_, lr, _) in self._opts.items()},
+                step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+                best_metric=self.best, best_metric_name=self.best_name,
+                config=config_to_dict(self.cfg), rng=states, world_size=self.dist.world_size,
+                **task_state,
+            )
+        if filename == "last.pt":
+            self._saved_step = self.step
+        if self.dist.distributed:
+            dist.barrier()
+
+    def _save_final(self) -> Path:
+        """``OUT/model.pt``: the primary network's final weights (+ EMA) and its inference entries."""
+        path = self.out / "model.pt"
+        if self.is_main:
+            from ..models.checkpoint import save_model_checkpoint
+
+            _, primary = self._primary()
+            extra: Dict[str, Any] = dict(primary.extra)
+            if primary.ema is not None:
+                extra["ema_state_dict"] = primary.ema.state_dict()
+            save_model_checkpoint(path, primary.module, primary.arch, primary.kwargs, **extra, task=self.task.name,
+                                  step=self.step, epoch=self.epoch, config=config_to_dict(self.cfg))
+        if self.dist.distributed:
+            dist.barrier()
+        return path
+
+    def _load_resume(self, ckpt: Any) -> None:
+        path, task = self.resume_path, self.task
+        if not isinstance(ckpt, dict) or ckpt.get("task") != task.name or "optimizers" not in ckpt:
+            found = ckpt.get("task") if isinstance(ckpt, dict) else None
+            why = (f"it was written by the {found} trainer" if found else
+                   "it holds no training state of this lightface version (released weights, or a run folder of an "
+                   "earlier version: load those for inference or with --finetune)")
+            raise TrainingError(f"--resume {path}: not a {task.name} training checkpoint; {why}")
+        pname, primary = self._primary()
+        if ckpt.get("arch") != primary.arch or dict(ckpt.get("model_kwargs") or {}) != primary.kwargs:
+            raise TrainingError(
+                f"--resume {path}: the checkpoint's model {ckpt.get('arch')} {ckpt.get('model_kwargs')} differs from "
+                f"this run's {primary.arch} {primary.kwargs}; resume with the model flags the run started with")
+        saved_nets = dict(ckpt.get("networks") or {})
+        expected = set(self._nets) - {pname}
+        if set(saved_nets) != expected:
+            raise TrainingError(
+                f"--resume {path}: the run trained the networks {sorted(saved_nets) or 'none'} besides {pname!r}, this "
+                f"one trains {sorted(expected) or 'none'}; resume with the flags the run started with")
+        try:
+            for name, net in self._nets.items():
+                net.module.load_state_dict(ckpt["state_dict"] if name == pname else saved_nets[name])
+                if net.ema is not None:
+                    ema_state = ckpt.get("ema_state_dict") if name == pname else (ckpt.get("ema_networks") or {}).get(name)
+                    net.ema.load_state_dict(ema_state if ema_state is not None else net.module.state_dict())
+            for name, (opt, _, sched) in self._opts.items():
+                opt.load_state_dict(ckpt["optimizers"][name])
+                if sched is not None:
+                    sched.load_state_dict(ckpt["schedulers"][name])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise TrainingError(f"--resume {path}: its state does not fit this run ({err}); resume with the flags "
+                                "the run started with") from err
+        task.load_extra_state(ckpt)
+        self._apply_changed_lr(ckpt.get("base_lr") or {})
+        self._report_changed_settings(ckpt.get("config") or {})
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
+        if self.batch_in_epoch >= self.steps_per_epoch:  # the epoch length changed (other data / batch size)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.best, self.best_name = ckpt.get("best_metric"), ckpt.get("best_metric_name", "")
+        self._saved_step = self.step
+        states = ckpt.get("rng") or []
+        if len(states) == self.dist.world_size:
+            self._resume_rng = states[self.dist.rank]  # each rank continues its own random draws
+        else:
+            log.warning("--resume: the checkpoint holds the RNG states of %d processes, this run has %d; random "
+                        "draws will differ from the uninterrupted run", len(states), self.dist.world_size)
+        log.info("resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.step)
+
+    def _apply_changed_lr(self, saved: Mapping[str, float]) -> None:
+        """A base learning rate that differs from the checkpoint's takes effect (schedule position kept)."""
+        for name, (opt, lr, sched) in self._opts.items():
+            old = saved.get(name)
+            if old is None or float(old) == lr:
+                continue
+            factor = lr / float(old) if old else None
+            for group in opt.param_groups:
+                if factor is not None:
+                    group["lr"] *= factor
+                    if "initial_lr" in group:
+                        group["initial_lr"] *= factor
+                else:
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
+                    group["initial_lr"] = group["lr"]
+            if sched is not None and hasattr(sched, "base_lrs"):
+                sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
+                if hasattr(sched, "_last_lr"):
+                    sched._last_lr = [g["lr"] for g in opt.param_groups]
+            log.warning("--resume: the %s learning rate changed from %g to %g; applied (now %g, the schedule keeps "
+                        "its position)", name, float(old), lr, opt.param_groups[0]["lr"])
+
+    def _report_changed_settings(self, saved: Mapping[str, Any]) -> None:
+        now = config_to_dict(self.cfg)
+        changed = sorted(k for k in now if k in saved and saved[k] != now[k] and k not in ("resume", "overwrite"))
+        for key in changed:
+            level = logging.WARNING if key in self.task.reproducibility_keys else logging.INFO
+            log.log(level, "--resume: %s is %r now, %r in the interrupted run%s", key, now[key], saved[key],
+                    "; the run will not reproduce the uninterrupted one" if level == logging.WARNING else "")
+
+    def _plot(self) -> None:
+        if self.is_main and getattr(self.cfg, "plots", False) and (self.out / "metrics.jsonl").is_file():
+            try:
+                plot_metrics(self.out / "metrics.jsonl", self.out / "curves.png")
+            except ValueError as err:  # nothing logged yet
+                log.warning("no curves plotted: %s", err)
+
+
+def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}

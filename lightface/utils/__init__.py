@@ -1,0 +1,8 @@
+"""The bottom layer: helpers every other lightface package may use; it imports no other lightface package.
+
+* :mod:`.checkpoint_io`: atomic checkpoint writes and ``weights_only`` loads.
+
+Layer order (``tests/test_layering.py`` enforces it; nothing imports upward):
+``utils, ops < nn < models < losses, eval, data, distill < engine < apps, restore, gallery,
+embed, export`` (and ``pipelines`` on top).
+"""

@@ -1,0 +1,228 @@
+"""Command-line plumbing shared by the pipelines: flags generated from config dataclasses,
+``--config YAML`` files, and one-line error messages.
+
+The library never parses argv: a trainer's config dataclass
+(:mod:`lightface.engine.config`) declares every setting once, and :func:`add_options`
+turns its fields into argparse flags here::
+
+    parser = argparse.ArgumentParser(...)
+    add_options(parser, TrainConfig)                  # --lr, --lr-step, --no-flip, ...
+    args = parse_with_config(parser, argv)            # + --config run.yaml
+    cfg = options_from_args(TrainConfig, args)        # the dataclass again
+
+``python -m pipelines.NAME`` entry points end with ``sys.exit(run_cli(main, get_args_parser))``,
+which prints ``NAME: error: <what went wrong>`` instead of a traceback for the errors a
+user can fix (bad flags or YAML, missing files, unusable checkpoints, a refused run
+folder) and returns the exit status.
+"""
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
+
+from lightface.engine.config import RESERVED, ConfigError, Option, config_from_dict, flag_name, iter_options, load_config
+from lightface.engine.config import unknown_key_error
+
+__all__ = ["add_options", "options_from_args", "add_gan_arguments", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS"]
+
+log = logging.getLogger("pipelines")
+C = TypeVar("C")
+
+#: exceptions :func:`run_cli` reports as one line (everything else keeps its traceback)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+               RuntimeError, OSError)
+
+
+# ---------------------------------------------------------------------------------------
+# flags from dataclass fields
+# ---------------------------------------------------------------------------------------
+def _shown_default(opt: Option) -> str:
+    text = opt.meta.get("default_text")
+    if text is not None:
+        return text
+    if opt.type is bool and not opt.many:
+        return "on" if opt.default else "off"
+    if isinstance(opt.default, (list, tuple)):
+        return " ".join(map(str, opt.default)) or "none"
+    return str(opt.default)
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentParser:
+    """Add one flag per field of the config dataclass ``cls`` (nested configs flattened).
+
+    ``--name-with-dashes`` for ``name_with_dashes`` (the dest is the field name, so YAML
+    keys are the field names); booleans are switches (``--x`` for a False default,
+    ``--no-x`` for a True one); lists take several values; the field's help text gets its
+    default appended; ``group`` metadata makes ``--help`` sections. Returns ``parser``.
+    """
+    groups: Dict[str, Any] = {}
+    for opt in iter_options(cls):
+        meta = opt.meta
+        group = meta.get("group")
+        target = parser if not group else groups.setdefault(group, parser.add_argument_group(group))
+        help_text = f"{opt.help} (default: {_shown_default(opt)})".replace("%", "%%")
+        kwargs: Dict[str, Any] = {"dest": opt.name, "help": help_text, "default": opt.default}
+        if opt.type is bool and not opt.many:
+            flag = meta.get("flag") or ("--no-" + opt.name.replace("_", "-") if opt.default else flag_name(opt.name))
+            kwargs["action"] = "store_false" if opt.default else "store_true"
+        else:
+            flag = meta.get("flag") or flag_name(opt.name)
+            kwargs["type"] = opt.type
+            for key in ("choices", "metavar", "const"):
+                if meta.get(key) is not None:
+                    kwargs[key] = list(meta[key]) if key == "choices" else meta[key]
+            nargs = meta.get("nargs") or ("+" if opt.many else None)
+            if nargs:
+                kwargs["nargs"] = nargs
+            if meta.get("required"):
+                kwargs["required"] = True
+        target.add_argument(flag, **kwargs)
+    return parser
+
+
+def add_gan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The GAN objective flags (:class:`lightface.engine.gan.GANConfig`: ``--adversarial``, ``--cycle`` ...)."""
+    from lightface.engine.gan import GANConfig
+
+    return add_options(parser, GANConfig)
+
+
+def options_from_args(cls: Type[C], args: Any) -> C:
+    """The config dataclass ``cls`` from a namespace parsed with :func:`add_options` flags."""
+    values = {o.name: getattr(args, o.name) for o in iter_options(cls) if hasattr(args, o.name)}
+    return config_from_dict(cls, values, source="command line")
+
+
+# ---------------------------------------------------------------------------------------
+# --config YAML
+# ---------------------------------------------------------------------------------------
+def add_config_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--config PATH`` to ``parser`` unless it already has a ``config`` dest. Returns ``parser``."""
+    if not any(action.dest == "config" for action in parser._actions):
+        shows_defaults = isinstance(parser.formatter_class, type) and issubclass(
+            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+        parser.add_argument(
+            "--config",
+            default=None,
+            metavar="YAML",
+            help="YAML file of flag values (keys = flag names with underscores, e.g. lr_step: 10); "
+            "flags given on the command line override it" + ("" if shows_defaults else " (default: None)"),
+        )
+    return parser
+
+
+def _actions_by_dest(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in RESERVED and a.dest is not argparse.SUPPRESS}
+
+
+def _check_value(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
+    """Validate (and for strings, type-convert) one YAML value the way argparse treats a flag."""
+    if value is None:
+        return None
+    many = action.nargs in ("*", "+", argparse.REMAINDER) or (isinstance(action.nargs, int) and action.nargs > 0)
+    if action.nargs == 0 and isinstance(action.const, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{source}: key {key!r} is an on/off flag; write true or false, found {value!r}")
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and not many:
+        raise ConfigError(f"{source}: key {key!r} takes one value, found a list {value!r}")
+    converted = []
+    for item in items:
+        if isinstance(item, str) and callable(action.type):
+            try:
+                item = action.type(item)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                raise ConfigError(f"{source}: key {key!r}: invalid value {item!r} ({err})") from err
+        elif callable(action.type) and action.type in (int, float) and not isinstance(item, (int, float)):
+            raise ConfigError(f"{source}: key {key!r} expects a number, found {item!r}")
+        if action.choices is not None and item not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise ConfigError(f"{source}: key {key!r}: {item!r} is not one of {choices}")
+        converted.append(item)
+    if many:
+        return converted
+    return converted[0]
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) with ``--config run.yaml`` support.
+
+    Precedence: explicit flags > YAML values > parser defaults. YAML keys are argparse
+    ``dest`` names (dashes are accepted and mapped to underscores); a flag marked
+    ``required=True`` may be given by the YAML file instead. ``--config`` is added to
+    ``parser`` if it lacks one.
+
+    Returns:
+        The resolved ``argparse.Namespace`` (``args.config`` holds the YAML path or None).
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys (with the closest flag names), or a
+            value that fails the flag's type / choices.
+    """
+    add_config_argument(parser)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is None:
+        return parser.parse_args(argv)
+
+    source = Path(known.config)
+    raw = load_config(source)
+    actions = _actions_by_dest(parser)
+    values: Dict[str, Any] = {}
+    unknown: List[str] = []
+    for key, value in raw.items():
+        dest = str(key).replace("-", "_")
+        if dest in RESERVED:
+            raise ConfigError(f"{source}: key {key!r} cannot be set from a config file")
+        if dest not in actions:
+            unknown.append(str(key))
+            continue
+        values[dest] = _check_value(actions[dest], str(key), value, source)
+    if unknown:
+        err = unknown_key_error(unknown, list(actions), str(source))
+        raise ConfigError(str(err).replace("unknown setting(s)", "unknown config key(s)", 1)
+                          .replace("valid names:", "valid keys are the flag names with underscores:", 1))
+
+    # YAML values become the defaults; explicit flags still override them.
+    saved_defaults = {dest: actions[dest].default for dest in values}
+    saved_required = {dest: actions[dest].required for dest in values}
+    try:
+        for dest, value in values.items():
+            actions[dest].default = value
+            actions[dest].required = False
+        return parser.parse_args(argv)
+    finally:
+        for dest, value in saved_defaults.items():
+            actions[dest].default = value
+            actions[dest].required = saved_required[dest]
+
+
+# ---------------------------------------------------------------------------------------
+# entry points
+# ---------------------------------------------------------------------------------------
+def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable[[], argparse.ArgumentParser],
+            argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` (with ``--config``), run ``main(args)``; returns the exit status.
+
+    The errors a user can fix (:data:`USER_ERRORS`: bad flags or YAML, missing files,
+    unusable checkpoints, a run folder that needs ``--resume`` / ``--overwrite``, a
+    diverged run) are printed as ``PROG: error: message`` on stderr with status 1 (2 for
+    config errors, like argparse's own); the traceback goes to the debug log
+    (``LIGHTFACE_DEBUG=1`` shows it).
+    """
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("LIGHTFACE_DEBUG") else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = get_args_parser()
+    try:
+        main(parse_with_config(parser, argv))
+    except ConfigError as err:
+        log.debug("traceback", exc_info=True)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as err:
+        log.debug("traceback", exc_info=True)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

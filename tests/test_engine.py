@@ -1,0 +1,261 @@
+"""The one training engine (lightface.engine.engine) on a toy task: run folder, resume, NaN guard,
+deadline, EMA, batch sizes; flags generated from config dataclasses; one-line CLI errors."""
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from lightface.engine.checkpoint import load_checkpoint
+from lightface.engine.config import ConfigError, config_from_dict, config_to_dict, option, save_config
+from lightface.engine.engine import Engine, NonFiniteLossError, RunConfig, RunFolderError, Task, TrainingError
+from lightface.engine.gan import GAN_DEFAULTS, GANConfig
+from lightface.engine.logger import read_metrics
+from pipelines._cli import add_options, options_from_args, parse_with_config, run_cli
+
+
+@dataclass
+class ToyConfig(RunConfig):
+    steps: int = option(6, help="steps")
+    batch_size: int = option(4, help="global batch")
+    lr: float = option(0.05, help="learning rate")
+    workers: int = option(0, help="workers")
+    log_every: int = option(1, help="log every N steps")
+    save_every: int = option(0, help="save every N steps")
+    val_every: int = option(2, help="validate every N steps")
+    ema_decay: float = option(0.0, help="EMA decay (0: off)")
+    noise: float = option(0.1, help="random term of the loss (draws from the global RNG)")
+    poison_step: int = option(0, help="this step's loss and update are NaN (a diverging run)")
+    tensorboard: bool = option(False, help="tensorboard")
+    plots: bool = option(False, help="plots")
+
+
+class ToyTask(Task):
+    """Linear regression on 12 fixed samples; the loss draws from the global RNG (like dropout)."""
+
+    name = "toy"
+    best_metric = ("val_loss", "min")
+
+    def build(self, engine):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(12, 3, generator=g)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1
+        self.net = nn.Linear(3, 1)
+        self.view = engine.add_network("net", self.net, arch="toy_linear", kwargs={"features": 3}, primary=True,
+                                       ema_decay=self.cfg.ema_decay)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=self.cfg.lr)
+        engine.add_optimizer("net", self.opt, self.cfg.lr)
+        self.val = (x, y)
+        return TensorDataset(x, y)
+
+    def plan(self, steps_per_epoch):
+        return self.cfg.steps, "completed"
+
+    def train_step(self, batch):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.view(x), y) + self.cfg.noise * torch.rand(()).item()
+        if self.engine.step + 1 == self.cfg.poison_step:
+            loss = loss * float("nan")
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def current_lr(self):
+        return self.opt.param_groups[0]["lr"]
+
+    def can_validate(self):
+        return True
+
+    def validate(self):
+        with torch.no_grad():
+            return {"val_loss": float(nn.functional.mse_loss(self.net(self.val[0]), self.val[1]))}
+
+
+def _run(out, **kw):
+    return Engine(ToyTask(ToyConfig(out=str(out), **kw))).run()
+
+
+def _losses(out):
+    return [(r["step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+
+
+def test_run_folder_layout_and_summary(tmp_path):
+    out = tmp_path / "run"
+    summary = _run(out, ema_decay=0.5)
+    assert summary["stopped"] == "completed" and summary["step"] == 6 and summary["epoch"] == 2  # 12 samples / 4
+    for name in ("config.yaml", "last.pt", "best.pt", "model.pt", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    last = load_checkpoint(out / "last.pt")
+    assert last["format"] == "lightface" and last["arch"] == "toy_linear" and last["task"] == "toy"
+    assert last["step"] == 6 and len(last["rng"]) == 1 and "ema_state_dict" in last
+    assert set(last["optimizers"]) == {"net"} and last["base_lr"] == {"net": 0.05}
+    final = load_checkpoint(out / "model.pt")
+    assert "optimizers" not in final and "ema_state_dict" in final and final["step"] == 6
+    assert summary["best_metric_name"] == "val_loss" and load_checkpoint(out / "best.pt")["best_metric"] == summary["best_metric"]
+    assert [s for s, _ in _losses(out)] == [1, 2, 3, 4, 5, 6]
+    assert "resume" in (out / "config.yaml").read_text()
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
+    """Issue 14, 5.4: never overwrite checkpoints or truncate metrics.jsonl by forgetting --resume."""
+    out = tmp_path / "run"
+    _run(out, steps=4)
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
+        _run(out, steps=4)
+    assert (out / "metrics.jsonl").read_text() == before and load_checkpoint(out / "last.pt")["step"] == 4
+    summary = _run(out, steps=2, overwrite=True)  # start over: fresh metrics and checkpoints
+    assert summary["step"] == 2 and [s for s, _ in _losses(out)] == [1, 2]
+    assert _run(out, steps=5, resume="auto")["step"] == 5
+    with pytest.raises(TrainingError, match="not both"):
+        _run(out, steps=6, resume="auto", overwrite=True)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    _run(tmp_path / "full", steps=6)
+    part = tmp_path / "part"
+    _run(part, steps=4)  # stops after the first batch of epoch 1
+    assert load_checkpoint(part / "last.pt")["batch_in_epoch"] == 1 and load_checkpoint(part / "last.pt")["epoch"] == 1
+    _run(part, steps=6, resume="auto")
+    assert _losses(part) == _losses(tmp_path / "full")  # exact: data order and every RNG draw restored
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(part / "last.pt")
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        _run(tmp_path / "other", resume=str(tmp_path / "missing.pt"))
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint_and_a_new_lr_applies(tmp_path, caplog):
+    """Issue 14, 5.3 / 5.5: a diverged run stops, the kept checkpoint is finite, --resume with a lower lr works."""
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        _run(out, steps=20, lr=0.5, save_every=1, ema_decay=0.5, poison_step=5)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == len(_losses(out)) == 4  # the last step logged is the last good one
+    for state in (ckpt["state_dict"], ckpt["ema_state_dict"]):
+        assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (out / "model.pt").exists()
+    with caplog.at_level(logging.WARNING, logger="lightface.engine.engine"):
+        summary = _run(out, steps=8, lr=1e-3, resume="auto")
+    assert summary["stopped"] == "completed" and summary["step"] == 8
+    assert "learning rate changed from 0.5 to 0.001" in caplog.text
+    resumed = load_checkpoint(out / "last.pt")
+    assert resumed["base_lr"] == {"net": 1e-3} and resumed["optimizers"]["net"]["param_groups"][0]["lr"] == 1e-3
+    assert [r["lr"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r][-1] == 1e-3
+
+
+def test_deadline_stops_saves_and_writes_the_final_weights(tmp_path):
+    summary = _run(tmp_path / "run", steps=1000, max_minutes=1e-9)
+    assert summary["stopped"].startswith("max_minutes") and summary["step"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1 and (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("value", [0, -4])
+def test_batch_size_must_be_positive(tmp_path, value):
+    with pytest.raises(TrainingError, match="--batch-size must be > 0"):
+        _run(tmp_path / "run", batch_size=value)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# flags and configs
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Inner:
+    depth: int = option(2, help="depth", group="inner")
+
+
+@dataclass
+class _Cfg:
+    name: str = option("x", help="a name", group="main")
+    ratio: float = option(0.5, help="a ratio of 50%", group="main")
+    files: list = option(default_factory=list, help="files")
+    flip: bool = option(True, help="flip")
+    fast: bool = option(False, help="fast")
+    mode: str = option("a", choices=("a", "b"), help="mode")
+    limit: Optional[int] = option(None, help="limit", default_text="unlimited")
+    resume: Optional[str] = option(None, nargs="?", const="auto", help="resume")
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_flags_are_generated_from_the_dataclass():
+    parser = add_options(argparse.ArgumentParser(), _Cfg)
+    text = parser.format_help()
+    for flag in ("--name", "--ratio", "--files", "--no-flip", "--fast", "--mode", "--limit", "--resume", "--depth"):
+        assert flag in text
+    assert "(default: 0.5)" in text and "(default: unlimited)" in text and "(default: on)" in text
+    assert "50%" in text
+    args = parser.parse_args(["--no-flip", "--fast", "--files", "a", "b", "--depth", "5", "--resume"])
+    cfg = options_from_args(_Cfg, args)
+    assert cfg.flip is False and cfg.fast is True and cfg.files == ["a", "b"] and cfg.inner.depth == 5
+    assert cfg.resume == "auto" and cfg.limit is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])
+    flat = config_to_dict(cfg)
+    assert flat["depth"] == 5 and "inner" not in flat
+    assert config_from_dict(_Cfg, flat) == cfg
+    with pytest.raises(ConfigError, match="did you mean 'ratio'"):
+        config_from_dict(_Cfg, {"ration": 1.0})
+    with pytest.raises(ConfigError, match="not one of"):
+        config_from_dict(_Cfg, {"mode": "z"})
+
+
+def test_trainer_flags_and_yaml_keys_are_the_dataclass_fields(tmp_path):
+    from lightface.engine.frontal_trainer import FrontalTrainConfig
+    from lightface.engine.lightcnn_trainer import TrainConfig
+    from lightface.engine.sr_trainer import SRTrainConfig
+    from pipelines import train_frontalization, train_lightcnn, train_super_resolution
+
+    for module, cls in ((train_lightcnn, TrainConfig), (train_super_resolution, SRTrainConfig),
+                        (train_frontalization, FrontalTrainConfig)):
+        dests = {a.dest for a in module.get_args_parser()._actions} - {"help"}
+        assert dests == set(config_to_dict(cls())), module.__name__
+        for flag in ("--out", "--resume", "--overwrite", "--max-minutes", "--batch-size", "--seed", "--device"):
+            assert flag in module.get_args_parser().format_help()
+    sr_dests = {a.dest for a in train_super_resolution.get_args_parser()._actions}
+    assert set(GAN_DEFAULTS) <= sr_dests and GAN_DEFAULTS == config_to_dict(GANConfig())
+    # a saved config reloads with --config under the same key names
+    cfg = SRTrainConfig(data=["a", "b"], out="o", lr=1e-3, gan=GANConfig(adversarial="hinge"))
+    path = save_config(cfg, tmp_path / "config.yaml")
+    args = parse_with_config(train_super_resolution.get_args_parser(), ["--config", str(path)])
+    assert options_from_args(SRTrainConfig, args) == cfg
+
+
+def test_lightface_never_imports_argparse():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "lightface"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "argparse" for n in names):
+                offenders.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("pipeline", ["train_super_resolution", "train_frontalization", "train_lightcnn"])
+def test_trainer_cli_errors_are_one_line(tmp_path, capsys, pipeline):
+    """Issue 14, 5.9 / 5.10: a YAML typo, a bad batch size and a missing data set give one line, no traceback."""
+    import importlib
+
+    module = importlib.import_module(f"pipelines.{pipeline}")
+    typo = tmp_path / "run.yaml"
+    typo.write_text(json.dumps({"data": "x", "out": str(tmp_path / "o"), "batch_sise": 4}))
+    assert run_cli(module.main, module.get_args_parser, ["--config", str(typo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'batch_size'" in err and "Traceback" not in err
+    rc = run_cli(module.main, module.get_args_parser,
+                 ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--batch-size", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "--batch-size must be > 0" in err
+    rc = run_cli(module.main, module.get_args_parser, ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "missing" in err and "Traceback" not in err
