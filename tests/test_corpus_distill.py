@@ -125,7 +125,7 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     records = [r for r in read_metrics(out / "metrics.jsonl") if "distill_loss" in r]
     assert records and all(0.0 <= r["distill_loss"] <= 2.0 for r in records)
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["distill_head"]["proj.weight"].shape == (16, 256)
+    assert ckpt["networks"]["distill_head"]["proj.weight"].shape == (16, 256)
     assert len(ckpt["classes"]) == 5
     resumed = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
                      "--max-steps", "4", "--resume")
