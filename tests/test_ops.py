@@ -1,4 +1,6 @@
 """Fused ops (lightface.ops) against the pure-PyTorch reference, on CPU and (marked) CUDA."""
+import warnings
+
 import pytest
 import torch
 from torch.library import opcheck
@@ -273,6 +275,190 @@ def test_gradcheck_float64(device):
             assert torch.autograd.gradcheck(lambda t: fn(t, reduction), (img,), fast_mode=True)
 
 
+# ---- double backward (gradient penalties through the ops) ------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradgradcheck_float64(device):
+    """Second derivatives: exact for the grad_output path, 0 (a.e.) for the input path."""
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(2, 6, 2, 4, **kw)  # continuous values: no ties within the finite-difference step
+    lf = torch.ops.lightface
+    for fn in (
+        lambda t: ops.mfm(t, 1),
+        lambda t: ops.mfm(t, -1),
+        lambda t: ops.mfm_3_2(t, 1),
+        lambda t: lf.mfm(t, 1),  # the public ops called directly (save x, recompute the mask)
+        lambda t: lf.mfm_3_2(t, 1),
+    ):
+        assert torch.autograd.gradgradcheck(fn, (x,))
+    img = torch.randn(2, 2, 4, 5, **kw)
+    for fn, _ in LOSSES.values():
+        for reduction in REDUCTIONS:
+            assert torch.autograd.gradgradcheck(lambda t: fn(t, reduction), (img,))
+
+
+def _second_order(fn, x, v, w):
+    """grad_x(<fn(x), w>) with create_graph, then the gradients of <that, v> w.r.t. x and w."""
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(fn(x), x, w, create_graph=True)
+    gx2, gw = torch.autograd.grad(gx, (x, w), v, allow_unused=True)
+    return gx.detach(), torch.zeros_like(x) if gx2 is None else gx2, gw
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_matches_reference(device):
+    kw = dict(dtype=torch.float64, device=device)
+    x = torch.randn(3, 12, 5, 4, **kw)
+    cases = [
+        (lambda t: ops.mfm(t, 1), lambda t: reference.mfm(t, 1), x),
+        (lambda t: ops.mfm(t, 2), lambda t: reference.mfm(t, 2), x[:, :, :4]),
+        (lambda t: ops.mfm_3_2(t, 1), lambda t: reference.mfm_3_2(t, 1), x),
+        (lambda t: torch.ops.lightface.mfm(t, 1), lambda t: reference.mfm(t, 1), x),
+        (lambda t: torch.ops.lightface.mfm_3_2(t, 1), lambda t: reference.mfm_3_2(t, 1), x),
+    ]
+    img = torch.rand(3, 2, 6, 7, **kw)
+    for fn, ref in LOSSES.values():
+        for reduction in REDUCTIONS:
+            cases.append((lambda t, fn=fn, r=reduction: fn(t, r), lambda t, ref=ref, r=reduction: ref(t, r), img))
+    for fn, ref, inp in cases:
+        w = torch.randn(ref(inp).shape, **kw)
+        v = torch.randn(inp.shape, **kw)
+        with warnings.catch_warnings():
+            # the silent-drop case: torch's fallback only warns for an op without autograd
+            warnings.filterwarnings("error", message=".*autograd kernel was not registered.*")
+            got = _second_order(fn, inp, v, w)
+        expected = _second_order(ref, inp, v, w)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_penalty_through_mfm_critic_matches_reference(device):
+    """R1 / WGAN-GP style: the penalty's gradient w.r.t. the critic's weights keeps every term."""
+    torch.manual_seed(0)
+    from lightface import nn as lnn
+
+    critic = torch.nn.Sequential(
+        lnn.MFMConv2d(3, 4, 3, 1, 1), lnn.MFMConv2d3_2(4, 4, 3, 2, 1), torch.nn.Flatten(), lnn.MFMLinear(64, 1)
+    ).to(device=device, dtype=torch.float64)
+    img = torch.rand(2, 3, 8, 8, dtype=torch.float64, device=device)
+
+    def penalty_grads():
+        critic.zero_grad()
+        x = img.clone().requires_grad_(True)
+        score = critic(x).sum() + ops.total_variation(x) + ops.symmetry_loss(x, "sum")
+        (g,) = torch.autograd.grad(score, x, create_graph=True)
+        g.square().sum().backward()
+        # piecewise linear: the biases do not move the gradient w.r.t. the input (no or zero grad)
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in critic.parameters()]
+
+    fused = penalty_grads()
+    with ops.use_reference():
+        expected = penalty_grads()
+    weights = [e for e, p in zip(expected, critic.parameters()) if p.dim() > 1]
+    assert len(weights) == 3 and all(e.abs().sum() > 0 for e in weights)  # second-order terms reach every weight
+    for a, b in zip(fused, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_loss_gradient_penalty_reaches_the_weights():
+    """A penalty on a loss gradient: d/ds |s * dT/dimg|^2 = 2 s |dT/dimg|^2 (through the backward op)."""
+    img = torch.rand(2, 3, 5, 6, dtype=torch.float64)
+    for fn, ref in LOSSES.values():
+        grads = []
+        for f in (fn, ref):
+            s = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+            x = img.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad((s * f(x, "none")).sum(), x, create_graph=True)
+            (gs,) = torch.autograd.grad(g.square().sum(), s)
+            grads.append(gs)
+        assert grads[1].abs().min() > 0
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+
+
+# ---- fake kernels validate like the real ones -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda lf, t: lf.mfm(t(2, 3, 4)), ValueError, r"mfm: x.size\(1\) must be divisible by 2"),
+        (lambda lf, t: lf._mfm_forward(t(2, 5), -1), ValueError, "divisible by 2"),
+        (lambda lf, t: lf.mfm(t(2, 4), 2), IndexError, "out of range"),
+        (lambda lf, t: lf.mfm(t()), ValueError, "at least one dimension"),
+        (lambda lf, t: lf.mfm(t(2, 4, dtype=torch.int32)), TypeError, "floating-point"),
+        (lambda lf, t: lf.mfm_3_2(t(2, 4, 3)), ValueError, "divisible by 3"),
+        (lambda lf, t: lf._mfm_3_2_forward(t(2, 8), 1), ValueError, "divisible by 3"),
+        (lambda lf, t: lf._mfm_backward(t(2, 3), t(2, 3), 1), TypeError, "mask must be uint8"),
+        (lambda lf, t: lf._mfm_backward(t(2, 3), t(2, 2, dtype=torch.uint8), 1), ValueError, "does not match"),
+        (lambda lf, t: lf._mfm_3_2_backward(t(2, 3), t(2, 1, dtype=torch.uint8), 1), ValueError, "divisible by 2"),
+        (lambda lf, t: lf.symmetry_loss(t(3, 4, 4)), ValueError, "4-D"),
+        (lambda lf, t: lf.total_variation(t(1, 1, 2, 4, 4)), ValueError, "4-D"),
+        (lambda lf, t: lf.total_variation(t(1, 1, 4, 4), "max"), ValueError, "unknown reduction 'max'"),
+        (lambda lf, t: lf.symmetry_loss(t(1, 1, 4, 4, dtype=torch.int64)), TypeError, "floating-point"),
+        (lambda lf, t: lf._symmetry_loss_backward(t(3), t(2, 1, 4, 4), "none"), ValueError, r"shape \(N,\)"),
+        (lambda lf, t: lf._total_variation_backward(t(2), t(2, 1, 4, 4), "mean"), ValueError, "one element"),
+        (lambda lf, t: lf._total_variation_backward(t(), t(2, 1, 4, 4), "avg"), ValueError, "unknown reduction"),
+    ],
+)
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_fake_kernels_check_like_the_real_ones(call, error, match, device):
+    """The same error type and message from the C++ kernel (cpu) and the fake kernel (meta)."""
+
+    def t(*shape, dtype=torch.float32):
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    with pytest.raises(error, match=match):
+        call(torch.ops.lightface, t)
+
+
+def test_fake_tracing_rejects_what_the_kernels_reject():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    lf = torch.ops.lightface
+    for mode in ("fake", "symbolic"):
+        with pytest.raises(ValueError, match="divisible by 2"):
+            make_fx(lambda x: lf.mfm(x), tracing_mode=mode)(torch.randn(2, 3))
+        with pytest.raises(ValueError, match="divisible by 3"):
+            make_fx(lambda x: lf.mfm_3_2(x, -1), tracing_mode=mode)(torch.randn(2, 4))
+        with pytest.raises(ValueError, match="4-D"):
+            make_fx(lambda x: lf.total_variation(x), tracing_mode=mode)(torch.randn(2, 4, 4))
+        # valid inputs still trace, with the right output shapes
+        gm = make_fx(lambda x: lf.mfm_3_2(x), tracing_mode=mode)(torch.randn(2, 6, 3))
+        assert gm(torch.randn(2, 6, 3)).shape == (2, 4, 3)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph_rejects_odd_channels(dynamic):
+    """torch.compile(fullgraph=True) on an odd channel count raises instead of rounding C/2 down."""
+    lf = torch.ops.lightface
+    raw = torch.compile(lambda x: lf.mfm(x).sum(), fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    wrapped = torch.compile(lambda x: ops.mfm(x).sum(), fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    third = torch.compile(lambda x: lf.mfm_3_2(x).sum(), fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    even = torch.randn(2, 4, 3)
+    torch.testing.assert_close(raw(even), ops.mfm(even).sum())
+    torch.testing.assert_close(third(even.repeat(1, 3, 1)), ops.mfm_3_2(even.repeat(1, 3, 1)).sum())
+    with pytest.raises((ValueError, RuntimeError), match="divisible by 2"):
+        raw(torch.randn(2, 5, 3))
+    with pytest.raises((ValueError, RuntimeError), match="even"):
+        wrapped(torch.randn(2, 5, 3))
+    with pytest.raises((ValueError, RuntimeError), match="divisible by 3"):
+        third(torch.randn(2, 7, 3))
+
+
+def test_kernel_devices_from_public_api():
+    """KERNEL_DEVICES comes from torch.library (no private dispatcher query)."""
+    from lightface.ops import _library
+
+    assert {"cpu", "meta"} <= _library.KERNEL_DEVICES
+    assert _library._has_kernel("lightface::mfm", "CPU")
+    assert ("cuda" in _library.KERNEL_DEVICES) == _library._has_kernel("lightface::mfm", "CUDA")
+    source = open(_library.__file__).read()
+    assert "torch._C." not in source and "_C._dispatch" not in source
+
+
 def _opcheck_samples(device):
     def t(*shape, grad=True):
         return torch.randn(shape, device=device, requires_grad=grad)
@@ -282,7 +468,10 @@ def _opcheck_samples(device):
         (lf.mfm, (t(2, 4, 3, 3),), {}),
         (lf.mfm, (t(3, 8), -1), {}),
         (lf._mfm_forward, (t(2, 6, 5), 1), {}),
-        (lf._mfm_backward, (t(2, 3, 5, grad=False), torch.randint(0, 2, (2, 3, 5), dtype=torch.uint8), 1), {}),
+        (lf._mfm_backward, (t(2, 3, 5, grad=False), torch.randint(0, 2, (2, 3, 5), dtype=torch.uint8, device=device), 1), {}),
+        # backward ops with a grad that requires grad: their own autograd (double backward)
+        (lf._mfm_backward, (t(2, 3, 5), torch.randint(0, 2, (2, 3, 5), dtype=torch.uint8, device=device), 1), {}),
+        (lf._mfm_3_2_backward, (t(4, 2), torch.tensor([[1 | 2 << 2], [0 | 1 << 2], [2 | 0 << 2], [0 | 2 << 2]], dtype=torch.uint8, device=device), 1), {}),
         (lf.mfm_3_2, (t(2, 6, 3),), {}),
         (lf._mfm_3_2_forward, (t(6, 4), 0), {}),
         (lf.symmetry_loss, (t(2, 3, 4, 5),), {}),
@@ -290,6 +479,8 @@ def _opcheck_samples(device):
         (lf.total_variation, (t(2, 3, 4, 5), "sum"), {}),
         (lf._total_variation_backward, (t(2, grad=False), t(2, 1, 3, 3, grad=False), "none"), {}),
         (lf._symmetry_loss_backward, (t(grad=False), t(2, 1, 3, 3, grad=False), "mean"), {}),
+        (lf._symmetry_loss_backward, (t(2), t(2, 1, 3, 4), "none"), {}),
+        (lf._total_variation_backward, (t(), t(2, 2, 3, 3), "mean"), {}),
     ]
 
 

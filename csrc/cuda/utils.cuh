@@ -107,7 +107,8 @@ at::Tensor loss_forward_cuda(const at::Tensor& input, std::string_view reduction
   const RowBlocks g = row_blocks(img, 8192);
   const auto acc_dtype = img.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor partials = at::zeros({g.n, std::max<int64_t>(g.blocks, 1)}, img.options().dtype(acc_dtype));
-  // "mean" divides by the number of terms: N * C * H * columns(W).
+  // "mean" divides by N * C * H * columns(W): floor(W/2) pairs per row for the symmetry loss,
+  // W pixels per row for total variation (the pixel count, not the number of differences).
   const int64_t denominator = g.n * g.rows * Term::columns(g.w);
   if (g.n * g.blocks > 0 && Term::columns(g.w) > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_loss_cuda", [&] {

@@ -261,7 +261,9 @@ def total_variation(img: Tensor, reduction: str = "mean") -> Tensor:
     Args:
         img: (N, C, H, W) float16/bfloat16/float32/float64 images, any strides.
         reduction: ``"none"`` -> (N,) per-image ``T_n``; ``"sum"`` -> scalar ``sum_n T_n``;
-            ``"mean"`` (default) -> scalar ``sum_n T_n / (N*C*H*W)`` (NaN for an empty batch).
+            ``"mean"`` (default) -> scalar ``sum_n T_n / (N*C*H*W)``: divided by the number of
+            pixels, not by the number of differences ``N*C*(H*(W-1) + (H-1)*W)`` (NaN for an
+            empty batch).
 
     Returns:
         Tensor of ``img``'s dtype: (N,) or a 0-d scalar.

@@ -10,9 +10,11 @@ model traces and exports, e.g. to ONNX). Semantics (``../shared/DESIGN.md``):
   stable descending sort with NaN largest; gradient to the selected inputs.
 * ``symmetry_loss``: per image ``S_n = sum_{c,y} sum_{x<floor(W/2)} |I[c,y,x] - I[c,y,W-1-x]|``.
 * ``total_variation``: per image the anisotropic L1 of horizontal and vertical differences.
-* reductions: ``"none"`` -> (N,), ``"sum"`` -> sum over images, ``"mean"`` -> sum divided by
-  the number of terms (``N*C*H*floor(W/2)`` / ``N*C*H*W``); NaN when there are no terms,
-  like ``torch.mean`` of an empty tensor.
+* reductions: ``"none"`` -> (N,), ``"sum"`` -> sum over images, ``"mean"`` -> that sum
+  divided by ``N*C*H*floor(W/2)`` for the symmetry loss (its number of compared pairs)
+  and by ``N*C*H*W`` for total variation: the number of pixels, as DESIGN.md fixes, not
+  the ``N*C*(H*(W-1) + (H-1)*W)`` differences actually summed. NaN when that divisor is
+  0, like ``torch.mean`` of an empty tensor.
 
 The losses accumulate in float32 (float64 for float64 input) and return the input dtype,
 so float16/bfloat16 sums neither overflow nor lose the small terms. The gradient of
@@ -67,7 +69,10 @@ def _reduce(per_image: Tensor, reduction: str, denominator: int, dtype: torch.dt
 
 
 def symmetry_loss(img: Tensor, reduction: str = "mean") -> Tensor:
-    """Left-right symmetry L1 of ``img`` (N,C,H,W); ``"none"`` gives (N,), else a scalar."""
+    """Left-right symmetry L1 of ``img`` (N,C,H,W); ``"none"`` gives (N,), else a scalar.
+
+    ``"mean"`` divides the sum by ``N*C*H*floor(W/2)``, the number of compared pairs.
+    """
     n, c, h, w = img.shape
     half = w // 2
     x = img.to(_accumulation_dtype(img.dtype))
@@ -78,7 +83,11 @@ def symmetry_loss(img: Tensor, reduction: str = "mean") -> Tensor:
 
 
 def total_variation(img: Tensor, reduction: str = "mean") -> Tensor:
-    """Anisotropic L1 total variation of ``img`` (N,C,H,W); ``"none"`` gives (N,), else a scalar."""
+    """Anisotropic L1 total variation of ``img`` (N,C,H,W); ``"none"`` gives (N,), else a scalar.
+
+    ``"mean"`` divides the sum by ``N*C*H*W``, the number of pixels (not the number of
+    differences, ``N*C*(H*(W-1) + (H-1)*W)``), as DESIGN.md specifies.
+    """
     n, c, h, w = img.shape
     x = img.to(_accumulation_dtype(img.dtype))
     dx = (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3))
