@@ -76,6 +76,11 @@ class FrontalTrainConfig(RunConfig):
     mirror: str = option("left", choices=("left", "right", "none"), group=_DATA,
                          help="flip inputs (and their targets) so all inputs face this way; 'none' keeps them")
     channels: int = option(3, choices=(1, 3), group=_DATA, help="3 = RGB, 1 = gray")
+    self_pairs: float = option(0.5, group=_DATA,
+                               help="frontal self pairs per profile input (input = target = the same frontal photo; "
+                                    "PosePairDataset(self_pairs=)): an input-specific pixel target that keeps the "
+                                    "generator from collapsing to one mean face when a profile's target is another "
+                                    "photo, as in CFP (docs/frontalization.md); 0 disables; ignored with --cycle")
     workers: int = option(2, group=_DATA, help="DataLoader workers per process")
     width: int = option(64, group=_MODEL, help="generator base width, multiple of 8 (paper: 64)")
     local_width: Optional[int] = option(None, default_text="width/2", group=_MODEL,
@@ -115,6 +120,8 @@ class FrontalTrainConfig(RunConfig):
             problems.append(f"--width must be a multiple of 8, got {self.width}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not self.self_pairs >= 0:
+            problems.append(f"--self-pairs must be >= 0, got {self.self_pairs}")
         if self.train_identities is not None and self.train_identities <= 0:
             problems.append(f"--train-identities must be > 0, got {self.train_identities}")
         return problems
@@ -236,7 +243,8 @@ class FrontalizationTask(Task):
             mirror = None if cfg.mirror in (None, "none") else cfg.mirror
             self.cycle = self.objective.cycle_weight > 0
             train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
-                                        channels=cfg.channels, pose_key=cfg.pose_key)
+                                        channels=cfg.channels, pose_key=cfg.pose_key,
+                                        self_pairs=0.0 if self.cycle else cfg.self_pairs)
             self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
                                            mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
                                            fixed_target=True)

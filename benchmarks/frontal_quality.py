@@ -1,0 +1,115 @@
+"""Frontalization quality: held-out rank-1 of raw vs frontalized profile probes against a frontal gallery.
+
+    python -m benchmarks.frontal_quality                                  # the shipped frontalizer
+    python -m benchmarks.frontal_quality --weights runs/tpgan/model.pt \\
+        --identity-weights ours=recognition independent=runs/other_lightcnn/model.pt
+
+Data: ``../shared/data/cfp`` (ids 451-485: never read by the recognition corpus or
+``pipelines.build_sr_corpus``; train the frontalizer on ``cfp_train``), aligned to the
+128 ``lightcnn`` template with its CFP fiducials and cached as a pose LMDB in ``OUT``, or
+``--data`` (a pose-tagged LMDB of people the models never saw).
+
+For every identity network (``--identity-weights NAME=CKPT``, a Light CNN checkpoint or a
+shipped entry's name; default: the shipped recogniser) it runs
+:func:`lightface.engine.frontal_trainer.evaluate_frontalization`: each profile (mirrored to
+the frontalizer's training direction) is recognised raw and frontalized against a gallery
+holding the first frontal photo of every identity: rank-1 (the fraction whose most
+similar gallery face is their own) and the mean cosine to their own gallery face. The
+table shows the change and issue 13's bar (the first network, ours: rank-1 up by >= 0.05;
+every other, independent, network: down by no more than 0.05). Writes
+``OUT/frontal_quality.json`` and ``OUT/contact_sheet.png`` (rows: probes; columns: profile
+input | frontalized | gallery frontal).
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+log = logging.getLogger("benchmarks.frontal_quality")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+#: issue 13's bar: our recogniser's rank-1 gain, and the largest drop allowed for an independent one
+BAR_GAIN, BAR_DROP = 0.05, 0.05
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser("benchmarks.frontal_quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None, help="tpgan checkpoint or shipped name; default: the shipped frontalizer")
+    p.add_argument("--data", default=None, help="pose-tagged LMDB of held-out people; default: ../shared/data/cfp, "
+                   "built into OUT")
+    p.add_argument("--cfp", default=str(SHARED / "data" / "cfp"), help="CFP tree used without --data")
+    p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=CKPT",
+                   help="recognisers (first: ours, others: independent); default: the shipped recogniser")
+    p.add_argument("--mirror", choices=("left", "right", "none"), default=None,
+                   help="direction probes are mirrored to; default: the frontalizer's training direction")
+    p.add_argument("--out", default=str(ROOT / "runs" / "frontal_quality"), help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from benchmarks.frontal_collapse import build_pose_lmdb
+    from benchmarks.sr_quality import _identity_networks
+    from lightface.data import LMDBDataset
+    from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
+    from lightface.engine.frontal_trainer import evaluate_frontalization, save_sample_grid
+    from lightface.losses.identity import IdentityLoss
+    from lightface.models.pretrained import PretrainedError
+    from lightface.restore.frontalizer import Frontalizer
+
+    try:
+        fr = Frontalizer(args.weights, device=args.device)
+    except PretrainedError as err:
+        print(f"benchmarks.frontal_quality: skipped: {err}")
+        return 0
+    nets = _identity_networks(args.identity_weights)
+    if not nets:
+        print("benchmarks.frontal_quality: skipped: no identity network (pass --identity-weights NAME=CKPT)")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.data:
+        lmdb = Path(args.data)
+    else:
+        cfp = Path(args.cfp)
+        if not (cfp / "Images").is_dir():
+            print(f"benchmarks.frontal_quality: skipped, no CFP data at {cfp} (pass --data or --cfp)")
+            return 0
+        lmdb = build_pose_lmdb(cfp, len([d for d in (cfp / "Images").iterdir() if d.is_dir()]), out)
+    mirror = args.mirror or fr.mirror or "left"
+    mirror = None if mirror == "none" else mirror
+    dataset = PosePairDataset(LMDBDataset(str(lmdb)), mirror=mirror, fixed_target=True, channels=fr.channels)
+    device = torch.device(args.device)
+    name = fr.pretrained.name if fr.pretrained is not None else str(args.weights)
+    report = {"frontalizer": name, "data": str(lmdb), "mirror": mirror, "probes": len(dataset),
+              "gallery": len(dataset.identities()), "identity_networks": nets, "results": {}}
+    print(f"\n{name} on {lmdb} ({len(dataset)} profile probes, gallery of {len(dataset.identities())} frontals, "
+          f"mirror {mirror})")
+    print(f"{'recogniser':14} {'rank-1 raw':>10} {'rank-1 front':>12} {'change':>7} {'cos raw':>8} {'cos front':>9}  bar")
+    for k, (net_name, path) in enumerate(nets.items()):
+        metrics = evaluate_frontalization(fr.model, IdentityLoss(path).to(device), dataset, device)
+        change = metrics["val_rank1_frontal"] - metrics["val_rank1_raw"]
+        bar = (f"{'meets' if change >= BAR_GAIN else 'misses'} +{BAR_GAIN} (ours)" if k == 0 else
+               f"{'meets' if change >= -BAR_DROP else 'misses'} drop <= {BAR_DROP} (independent)")
+        report["results"][net_name] = {**metrics, "rank1_change": change, "bar": bar}
+        print(f"{net_name:14} {metrics['val_rank1_raw']:10.4f} {metrics['val_rank1_frontal']:12.4f} {change:+7.4f} "
+              f"{metrics['val_cos_raw']:8.4f} {metrics['val_cos_frontal']:9.4f}  {bar}")
+    show = torch.linspace(0, len(dataset) - 1, min(10, len(dataset))).round().long().tolist()
+    items = [dataset[i] for i in show]
+    x = torch.stack([it["input"] for it in items])
+    gallery = torch.stack([image_to_tensor(dataset.load(dataset.frontals[it["label"]][0])[0], fr.channels)
+                           for it in items])
+    gallery = torch.stack([g.flip(-1) if it["flipped"] else g for g, it in zip(gallery, items)])
+    save_sample_grid(out / "contact_sheet.png", [x, fr.frontalize_tensor(x), gallery])
+    (out / "frontal_quality.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'frontal_quality.json'} and {out / 'contact_sheet.png'} (profile | frontalized | gallery)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
