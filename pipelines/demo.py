@@ -324,6 +324,59 @@ def step_embeddings(demo: Demo) -> None:
         f"(chance {chance:.3f}). Rows: probe, then its three closest gallery faces with cosine similarity."], [nn_png])
 
 
+def step_shipped_recognition(demo: Demo) -> None:
+    """4. The shipped recogniser (FaceEmbedder() with no weights) on held-out people."""
+    from lightface import FaceEmbedder, similarity
+    from lightface.eval.dev_protocols import run_dev_protocols
+    from lightface.models import PretrainedError, default_weights
+
+    try:
+        entry = default_weights("recognition")
+    except PretrainedError as err:
+        demo.add("4. The shipped recogniser", [f"No recogniser ships with this install: {err}"])
+        return
+    embedder = FaceEmbedder(device=demo.device, detector=demo.detector)
+    lines = [f"`FaceEmbedder()` loaded the shipped `{entry.name}` ({entry.arch}, sha256 `{entry.sha256[:12]}...`, "
+             f"threshold {embedder.threshold:.3f}); see docs/model_zoo.md for how it was trained."]
+    images: List[Path] = []
+    if demo.shared_data is not None and (demo.shared_data / "lfw_train").is_dir():
+        protocols = ["lfw_dev"] if demo.quick else ["lfw_dev", "cfp_fp"]
+        r = run_dev_protocols(lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True),
+                              demo.shared_data, protocols)
+        demo.results["shipped_recognition"] = {"model": entry.name, **r}
+        lines += ["", "| protocol (people never seen in training) | result |", "|---|---|",
+                  f"| LFW fold-2 pairs, 10-fold accuracy | {r['lfw_dev']['accuracy']:.4f} |",
+                  f"| LFW fold-2 pairs, AUC | {r['lfw_dev']['auc']:.4f} |"]
+        if "cfp_fp" in r:
+            lines += [f"| CFP held-out frontal-profile accuracy | {r['cfp_fp']['fp_accuracy']:.4f} |",
+                      f"| CFP held-out rank-1, profile -> frontal gallery | {r['cfp_fp']['rank1_profile_to_frontal']:.4f} |"]
+        cfp = demo.shared_data / "cfp" / "Images"
+        people = sorted(p for p in cfp.iterdir() if p.is_dir())[: 8 if demo.quick else 35]
+        if people and demo.detector is not None:
+            # whole photos: detected, aligned and embedded; gallery = one frontal photo per person
+            gallery = [sorted((p / "frontal").glob("*.jpg"))[0] for p in people]
+            probes = [f for p in people for f in sorted((p / "frontal").glob("*.jpg"))[1:3]]
+            g = embedder.embed([str(f) for f in gallery], aligned=False)
+            q = embedder.embed([str(f) for f in probes], aligned=False)
+            sims = similarity(q, g, pairwise=True)
+            top = np.argsort(-sims, axis=1)
+            truth = np.repeat(np.arange(len(people)), 2)
+            rank1 = float((top[:, 0] == truth).mean())
+            lines.append(f"| whole CFP photos ({Path(str(demo.detector)).name} detector), rank-1 of {len(probes)} "
+                         f"probes against {len(gallery)} people | {rank1:.4f} |")
+            rows = []
+            for r_i in range(min(6, len(probes))):
+                tiles = [_tile(cv2.imread(str(probes[r_i])), "probe")]
+                for k in top[r_i, :3]:
+                    tiles.append(_tile(cv2.imread(str(gallery[k])), f"{sims[r_i, k]:.2f} {'OK' if k == truth[r_i] else 'x'}"))
+                rows.append(np.concatenate(tiles, axis=1))
+            sheet = demo.out / "shipped_search.png"
+            cv2.imwrite(str(sheet), np.concatenate(rows, axis=0))
+            images.append(sheet)
+            demo.results.setdefault("shipped_recognition", {})["whole_photo_rank1"] = rank1
+    demo.add("4. The shipped recogniser", lines, images)
+
+
 def _tile(img: np.ndarray, text: str, size: int = 112) -> np.ndarray:
     from lightface.data.io import to_bgr
 
@@ -333,7 +386,7 @@ def _tile(img: np.ndarray, text: str, size: int = 112) -> np.ndarray:
 
 
 def step_super_resolution(demo: Demo) -> None:
-    """4. Train the 4x wavelet SR GAN (Light CNN identity loss) and evaluate on held-out faces."""
+    """5. Train the 4x wavelet SR GAN (Light CNN identity loss) and evaluate on held-out faces."""
     work = demo.out / "super_resolution"
     hr_lmdb = demo.out / "data" / "hr_faces.lmdb"
     train_items = demo.train if demo.quick else demo.train + demo.held[: len(demo.held) // 2]
@@ -410,15 +463,15 @@ def step_super_resolution(demo: Demo) -> None:
             lines.append(f"Whole photo `{photo[0].name}`: faces detected, aligned, super-resolved and pasted back "
                          f"(`{demo.rel(work / 'whole_photo')}`); below, input crop | restored crop.")
     demo.results["super_resolution"] = {"evaluated_on": what, **mean}
-    demo.add("4. Face super-resolution (4x)", lines, images)
+    demo.add("5. Face super-resolution (4x)", lines, images)
 
 
 def step_frontalization(demo: Demo) -> None:
-    """5. Train TP-GAN briefly on CFP and frontalize held-out profile faces."""
+    """6. Train TP-GAN briefly on CFP and frontalize held-out profile faces."""
     cfp = demo.data("cfp")
     if cfp is None:
         demo.results["frontalization"] = {"skipped": "no CFP-style frontal/profile data"}
-        demo.add("5. Frontalization", ["Skipped: frontalization needs frontal/profile photos of the same people "
+        demo.add("6. Frontalization", ["Skipped: frontalization needs frontal/profile photos of the same people "
                                        "(e.g. ../shared/data/cfp, layout <id>/frontal/*.jpg, <id>/profile/*.jpg)."])
         return
     from lightface.data.pose_pairs import write_cfp_landmarks
@@ -477,11 +530,11 @@ def step_frontalization(demo: Demo) -> None:
                   "profile vs frontalised):", "", "| validation | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items()] + [""]
     lines.append("A few CPU minutes are far from the paper's Multi-PIE training: expect blurry, average-looking faces.")
-    demo.add("5. Frontalization (TP-GAN)", lines, [sheet])
+    demo.add("6. Frontalization (TP-GAN)", lines, [sheet])
 
 
-STEPS: List[Callable[[Demo], None]] = [step_dataset, step_recognition, step_embeddings, step_super_resolution,
-                                       step_frontalization]
+STEPS: List[Callable[[Demo], None]] = [step_dataset, step_recognition, step_embeddings, step_shipped_recognition,
+                                       step_super_resolution, step_frontalization]
 
 
 def write_report(demo: Demo, timings: Dict[str, float], failures: Dict[str, str]) -> Path:

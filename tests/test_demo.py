@@ -34,6 +34,11 @@ def test_demo_quick_on_shared_data(tmp_path, shared_data):
     results = _check_report(_run(tmp_path, SHARED))
     assert "LFW" in results["dataset"]["source"]
     assert results["frontalization"]["frontalized"] > 0
+    from lightface.models import list_pretrained
+
+    if list_pretrained("recognition"):  # the shipped recogniser, scored on held-out LFW people
+        assert 0.5 <= results["shipped_recognition"]["lfw_dev"]["accuracy"] <= 1.0
+        assert 0.0 <= results["shipped_recognition"]["whole_photo_rank1"] <= 1.0
 
 
 @pytest.mark.slow
