@@ -438,8 +438,9 @@ def test_exact_and_faiss_agree(tmp_path, kind):
 
 def test_choose_index_by_size():
     assert faiss_backend.choose_index(10_000)[0] == "HNSW32"
-    factory, params = faiss_backend.choose_index(1_000_000)
-    assert factory == "IVF2048,SQfp16" and params["nprobe"] == 64
+    assert faiss_backend.choose_index(1_000_000)[0] == "HNSW32"
+    factory, params = faiss_backend.choose_index(4_000_000)
+    assert factory == "IVF8192,SQfp16" and params["nprobe"] == 512
 
 
 def test_faiss_backend_requested_without_index(tmp_path):

@@ -618,7 +618,7 @@ class FaceGallery:
         """Build (or rebuild) the FAISS index over every face and store it in the gallery.
 
         Args:
-            kind: ``"auto"`` (HNSW below ``faiss_backend.HNSW_MAX_ROWS`` faces, IVF above),
+            kind: ``"auto"`` (HNSW up to ``faiss_backend.HNSW_MAX_ROWS`` faces, IVF above),
                 ``"hnsw"``, ``"ivf"``, or any FAISS factory string (``"HNSW32"``,
                 ``"IVF4096,Flat"``, ...).
             params: overrides of the build/search parameters (``efConstruction``,
@@ -635,13 +635,8 @@ class FaceGallery:
             n = store.count
             if n == 0:
                 raise GalleryError(f"{self.path}: the gallery is empty; nothing to index")
-            auto_factory, auto_params = faiss_backend.choose_index(n)
-            if kind == "auto":
-                factory, p = auto_factory, auto_params
-            elif kind == "hnsw":
-                factory, p = faiss_backend.choose_index(0)
-            elif kind == "ivf":
-                factory, p = faiss_backend.choose_index(max(n, faiss_backend.HNSW_MAX_ROWS))
+            if kind in ("auto", "hnsw", "ivf"):
+                factory, p = faiss_backend.choose_index(n, kind)
             else:
                 factory, p = kind, {}
             p = {**p, **(params or {})}
