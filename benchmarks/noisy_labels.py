@@ -131,7 +131,8 @@ def noisy_copy(clean: Path, fraction: float, seed: int, out: Path) -> Dict[str, 
 def embed(weights: Path, lmdb: Path) -> (np.ndarray, np.ndarray):
     """L2-normalised features (N,256) of an LMDB's images (centre 128 crop) and their labels."""
     from lightface.data import LMDBDataset
-    from lightface.engine.lightcnn_trainer import SampleTransformDataset, lightcnn_transforms, predict
+    from lightface.data.recognition import SampleTransformDataset, lightcnn_transforms
+    from lightface.eval.predict import predict
     from lightface.models.checkpoint import build_from_checkpoint
 
     model = build_from_checkpoint(str(weights)) if isinstance(weights, (str, Path)) else weights.eval()
@@ -180,8 +181,8 @@ def run(args) -> Dict:
             row = {"noise": stats}
 
             def train(loss: str, train_data: Path, out: Path) -> float:
-                if not (out / "last.pt").is_file():
-                    argv = ["--data", str(train_data), "--out", str(out), "--arch", args.arch, "--loss", loss,
+                if not (out / "last.pt").is_file():  # an interrupted run starts over
+                    argv = ["--data", str(train_data), "--out", str(out), "--overwrite", "--arch", args.arch, "--loss", loss,
                             "--epochs", str(args.epochs), "--lr-step", str(args.lr_step), "--batch-size", str(args.batch_size),
                             "--lr", str(args.lr), "--clip-grad", str(args.clip_grad), "--init", "kaiming", "--workers", "0", "--seed", str(args.seed), "--log-every", "50",
                             "--no-tensorboard"]

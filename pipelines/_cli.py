@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
 from lightface.engine.config import RESERVED, ConfigError, Option, config_from_dict, flag_name, iter_options, load_config
 from lightface.engine.config import unknown_key_error
 
-__all__ = ["add_options", "options_from_args", "add_gan_arguments", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS"]
+__all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS"]
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
@@ -87,6 +87,12 @@ def add_gan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     from lightface.engine.gan import GANConfig
 
     return add_options(parser, GANConfig)
+
+
+def trainer_parser(prog: str, description: str, cls: type) -> argparse.ArgumentParser:
+    """A trainer's parser: ``description`` (the pipeline's docstring) as written, one flag per field of ``cls``."""
+    parser = argparse.ArgumentParser(prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_options(parser, cls)
 
 
 def options_from_args(cls: Type[C], args: Any) -> C:

@@ -1,9 +1,9 @@
 """Frontalize faces in image files or folders with a TP-GAN (tpgan) model (the shipped one by default).
 
     python -m pipelines.frontalize -i photos/ -o results/                      # the shipped frontalizer
-    python -m pipelines.frontalize -i photos/ -o results/ --weights runs/tpgan/checkpoints/final.pth \\
+    python -m pipelines.frontalize -i photos/ -o results/ --weights runs/tpgan/model.pt \\
         --detector ../shared/models/det_500m.onnx
-    python -m pipelines.frontalize -i crops/ -o results/ --weights runs/tpgan/checkpoints/final.pth --aligned
+    python -m pipelines.frontalize -i crops/ -o results/ --weights runs/tpgan/model.pt --aligned
 
 Outputs: OUT/cropped_faces (aligned 128x128 input crops), OUT/restored_faces (frontal
 views), OUT/cmp (input crop | frontal view, side by side), OUT/restored_imgs (with

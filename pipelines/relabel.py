@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Relabel per the parsed arguments; returns the report dict."""
-    from lightface.data.relabel import relabel_lmdb
+    from lightface.apps.relabel import relabel_lmdb
 
     report = relabel_lmdb(args.data, args.weights, args.out, threshold=args.threshold, batch_size=args.batch_size,
                           workers=args.workers, device=args.device, resize=args.resize, crop=args.crop,

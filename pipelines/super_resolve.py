@@ -1,9 +1,9 @@
 """Super-resolve face crops or whole photos with a wavelet_srnet model (the shipped one by default); optionally score it.
 
     python -m pipelines.super_resolve -i photos/ -o results/ [--scale 8]       # the shipped 4x (8x) model
-    python -m pipelines.super_resolve -i photos/ -o results/ --weights runs/sr4/model.pth --detector ../shared/models/det_500m.onnx
-    python -m pipelines.super_resolve -i crops/ -o results/ --weights runs/sr4/model.pth --aligned
-    python -m pipelines.super_resolve -o eval/ --weights runs/sr4/model.pth --evaluate ../shared/data/celeba_hq \\
+    python -m pipelines.super_resolve -i photos/ -o results/ --weights runs/sr4/model.pt --detector ../shared/models/det_500m.onnx
+    python -m pipelines.super_resolve -i crops/ -o results/ --weights runs/sr4/model.pt --aligned
+    python -m pipelines.super_resolve -o eval/ --weights runs/sr4/model.pt --evaluate ../shared/data/celeba_hq \\
         --identity-weights lightcnn.pth --detector ../shared/models/det_500m.onnx
 
 Outputs (GFPGAN/CodeFormer layout): OUT/cropped_faces, OUT/restored_faces, OUT/cmp,

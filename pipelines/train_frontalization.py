@@ -12,14 +12,11 @@ import argparse
 import sys
 
 from lightface.engine.frontal_trainer import FrontalTrainConfig, train_frontalization
-from pipelines._cli import add_options, options_from_args, run_cli
+from pipelines._cli import options_from_args, run_cli, trainer_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        "train_frontalization", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    return add_options(p, FrontalTrainConfig)
+    return trainer_parser("python -m pipelines.train_frontalization", __doc__, FrontalTrainConfig)
 
 
 def main(args: argparse.Namespace) -> dict:

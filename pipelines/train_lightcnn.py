@@ -14,18 +14,13 @@ import logging
 import sys
 
 from lightface.engine.lightcnn_trainer import TrainConfig, train
-from pipelines._cli import add_options, options_from_args, run_cli
+from pipelines._cli import options_from_args, run_cli, trainer_parser
 
 log = logging.getLogger("pipelines.train_lightcnn")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.train_lightcnn",
-        description="Train a Light CNN face recogniser on an LMDB (python -m pipelines.build_lmdb). "
-        "Defaults follow the original recipe. Multi-GPU / multi-node: launch with torchrun.",
-    )
-    return add_options(p, TrainConfig)
+    return trainer_parser("python -m pipelines.train_lightcnn", __doc__, TrainConfig)
 
 
 def main(args: argparse.Namespace) -> dict:

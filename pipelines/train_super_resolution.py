@@ -13,14 +13,11 @@ import argparse
 import sys
 
 from lightface.engine.sr_trainer import SRTrainConfig, train_super_resolution
-from pipelines._cli import add_options, options_from_args, run_cli
+from pipelines._cli import options_from_args, run_cli, trainer_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        "train_super_resolution", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    return add_options(p, SRTrainConfig)
+    return trainer_parser("python -m pipelines.train_super_resolution", __doc__, SRTrainConfig)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -514,7 +514,7 @@ def test_build_never_replaces_a_folder_that_is_not_a_dataset(tmp_path):
 
 def test_relabel_refuses_out_equal_to_data(tmp_path):
     from lightface.data.build import write_lmdb
-    from lightface.data.relabel import relabel_lmdb
+    from lightface.apps.relabel import relabel_lmdb
 
     data = tmp_path / "data"
     write_lmdb(data, [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["a"])

@@ -12,8 +12,9 @@ from typing import Sequence, Tuple
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 from PIL import Image
+
+from .convert import image_to_tensor
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
 
@@ -161,9 +162,4 @@ class SRPairDataset:
         if self.flip and random.random() < 0.5:
             hr = np.ascontiguousarray(hr[:, ::-1])
         lr, hr = self.degradation(hr)
-        return _to_tensor(lr), _to_tensor(hr)
-
-
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+        return image_to_tensor(lr, color="rgb"), image_to_tensor(hr, color="rgb")

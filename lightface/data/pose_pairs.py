@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .align import align_face
+from .convert import image_to_tensor  # noqa: F401  (re-exported: uint8 BGR / gray -> float RGB / gray)
 
 __all__ = [
     "PosePairDataset",
@@ -65,22 +66,6 @@ def facing(landmarks: np.ndarray) -> str:
     """
     lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     return "left" if lm[2, 0] < (lm[0, 0] + lm[1, 0]) / 2.0 else "right"
-
-
-def image_to_tensor(image: np.ndarray, channels: int = 3) -> torch.Tensor:
-    """uint8 BGR (H, W, 3) or gray (H, W) -> float32 (channels, H, W) in [0, 1]; RGB when ``channels=3``.
-
-    Gray is computed with ITU-R 601 luma (``lightface.data.io.to_gray``).
-    """
-    from .io import to_bgr, to_gray
-
-    if channels == 1:
-        arr = to_gray(image)[None]
-    elif channels == 3:
-        arr = to_bgr(image)[:, :, ::-1].transpose(2, 0, 1)
-    else:
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
 
 
 # CFP's 30 hand-annotated fiducials (1-based, as in Fiducials/<id>/<pose>/NN.txt):

@@ -16,6 +16,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .convert import image_to_tensor
+from .lmdb_dataset import LMDBDataset
+from .multi_source import MultiSourceDataset
 
 __all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
            "open_training_lmdbs"]
@@ -136,9 +138,6 @@ def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training")
     Raises:
         FileNotFoundError: a path that does not exist (the message says how to build one).
     """
-    from .lmdb_dataset import LMDBDataset
-    from .multi_source import MultiSourceDataset
-
     sets = []
     for path in data_paths(data):
         if not Path(path).exists():

@@ -39,7 +39,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..models.checkpoint import save_model_checkpoint
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .config import config_to_dict, option, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
@@ -177,8 +178,10 @@ class Task:
 
     # -- required --------------------------------------------------------------------
     def check(self) -> List[str]:
-        """Problems with the task's own settings (each naming its flag); [] when usable."""
-        return []
+        """Problems with the settings (each naming its flag); [] when usable. Default: the
+        config's ``problems()`` when it has one."""
+        problems = getattr(self.cfg, "problems", None)
+        return list(problems()) if callable(problems) else []
 
     def build(self, engine: "Engine") -> Dataset:
         """Build data, networks (``engine.add_network``) and optimisers (``engine.add_optimizer``);
@@ -372,7 +375,8 @@ class Engine:
                 needs ``--resume`` / ``--overwrite``; :class:`NonFiniteLossError` when the
                 run diverged.
         """
-        problems = check_run_config(self.cfg) + list(self.task.check())
+        problems = check_run_config(self.cfg)
+        problems += [p for p in self.task.check() if p not in problems]
         if problems:
             raise TrainingError("invalid training settings: " + "; ".join(problems))
         self.dist = init_distributed(self.cfg.device)
@@ -644,8 +648,6 @@ class Engine:
         else:
             states = [rng]
         if self.is_main:
-            from ..models.checkpoint import save_model_checkpoint
-
             pname, primary = self._primary()
             extra: Dict[str, Any] = dict(primary.extra)
             if primary.ema is not None:
@@ -678,8 +680,6 @@ class Engine:
         """``OUT/model.pt``: the primary network's final weights (+ EMA) and its inference entries."""
         path = self.out / "model.pt"
         if self.is_main:
-            from ..models.checkpoint import save_model_checkpoint
-
             _, primary = self._primary()
             extra: Dict[str, Any] = dict(primary.extra)
             if primary.ema is not None:
@@ -712,9 +712,10 @@ class Engine:
         try:
             for name, net in self._nets.items():
                 net.module.load_state_dict(ckpt["state_dict"] if name == pname else saved_nets[name])
-                if net.ema is not None:
+                if net.ema is not None:  # its update count is the step (EMA warm-up resumes exactly)
                     ema_state = ckpt.get("ema_state_dict") if name == pname else (ckpt.get("ema_networks") or {}).get(name)
-                    net.ema.load_state_dict(ema_state if ema_state is not None else net.module.state_dict())
+                    net.ema.load_state_dict(ema_state if ema_state is not None else net.module.state_dict(),
+                                            updates=int(ckpt["step"]))
             for name, (opt, _, sched) in self._opts.items():
                 opt.load_state_dict(ckpt["optimizers"][name])
                 if sched is not None:

@@ -32,7 +32,7 @@ and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_fron
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,12 +41,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.lmdb_dataset import LMDBDataset
 from ..data.pose_pairs import PosePairDataset, split_identities
 from ..losses.frontal import FrontalLoss, prefix_terms
 from ..models import get_model
+from ..models.tpgan import frontal_patch_centres
 from .config import option
-from .engine import Engine, RunConfig, Task, TrainingError
-from .gan import GANConfig, GANObjective
+from .engine import Engine, RunConfig, TrainingError
+from .gan import GANConfig, GANObjective, GANTask, identity_judge
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "save_sample_grid", "generator_kwargs"]
@@ -65,9 +67,10 @@ class FrontalTrainConfig(RunConfig):
     data: str = option("", required=True, group=_DATA,
                        help="pose-tagged LMDB (python -m pipelines.build_lmdb with pose tags)")
     identity_weights: Optional[str] = option(
-        None, group=_DATA,
-        help="frozen Light CNN checkpoint for the identity-preserving loss and validation (project or official "
-             "format); without it both are off")
+        None, group=_DATA, default_text="the shipped recogniser",
+        help="frozen Light CNN checkpoint (project or official format, or a shipped entry name) for the "
+             "identity-preserving loss and validation; unset: the recogniser that ships with lightface, when one "
+             "does; 'none': both off")
     train_identities: Optional[int] = option(None, group=_DATA,
                                              help="train on this many identities (seeded split) and validate on the "
                                                   "rest; default: train and validate on all")
@@ -129,8 +132,6 @@ class FrontalTrainConfig(RunConfig):
 
 def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
     """Builder kwargs of the TP-GAN generator from the training settings (plain types, checkpoint-safe)."""
-    from ..models.tpgan import frontal_patch_centres
-
     centres = frontal_patch_centres(128)
     return {
         "in_channels": cfg.channels,
@@ -215,20 +216,13 @@ def evaluate_frontalization(
     return out
 
 
-class FrontalizationTask(Task):
+class FrontalizationTask(GANTask):
     """TP-GAN training for the :class:`~lightface.engine.engine.Engine` (networks ``G``, ``D``; ``P``, ``D_p`` with --cycle)."""
 
     name = "frontalization"
-    val_unit = "step"
-    drop_last = True
     divergence_hint = "--lr-d or --lambda-adv"
 
-    def check(self) -> List[str]:
-        return self.cfg.problems()
-
     def build(self, engine: Engine) -> Dataset:
-        from ..data import LMDBDataset
-
         cfg, device = self.cfg, engine.device
         self.device = device
         try:
@@ -276,16 +270,8 @@ class FrontalizationTask(Task):
         engine.add_optimizer("G", self.opt_g, cfg.lr)
         engine.add_optimizer("D", self.opt_d, d_lr)
 
-        self.identity = None
-        if cfg.identity_weights:
-            from ..losses.identity import IdentityLoss
-
-            try:
-                self.identity = IdentityLoss(cfg.identity_weights).to(device).eval()
-            except (FileNotFoundError, ValueError) as err:
-                raise TrainingError(f"--identity-weights: {err}") from err
-        else:
-            log.warning("no --identity-weights: the identity-preserving term and identity validation are off")
+        self.identity = identity_judge(cfg.identity_weights, "the identity-preserving term and identity validation",
+                                       device)
         self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
@@ -298,9 +284,6 @@ class FrontalizationTask(Task):
         self.show_y = torch.stack([s["target"] for s in show]).to(device)
         self.last_terms: Dict[str, float] = {}
         return train_set
-
-    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
-        return self.cfg.steps, "completed"
 
     def train_step(self, batch) -> Dict[str, Any]:
         cfg, objective, views = self.cfg, self.objective, self.views
@@ -356,12 +339,6 @@ class FrontalizationTask(Task):
             terms.update(prefix_terms(d_terms))
         return terms
 
-    def current_lr(self) -> float:
-        return self.opt_g.param_groups[0]["lr"]
-
-    def can_validate(self) -> bool:
-        return True
-
     def validate(self) -> Dict[str, float]:
         engine = self.engine
         ema_g = engine.ema("G").module
@@ -371,12 +348,6 @@ class FrontalizationTask(Task):
         if self.identity is None:
             return {}
         return evaluate_frontalization(ema_g, self.identity, self.val_set, self.device, engine.local_batch)
-
-    def extra_state(self) -> Dict[str, Any]:
-        return {"gan_state": self.objective.state_dict()}
-
-    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
-        self.objective.load_state_dict(ckpt.get("gan_state", {}))
 
 
 def train_frontalization(cfg: FrontalTrainConfig) -> Dict[str, Any]:

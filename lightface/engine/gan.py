@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses.adversarial import clip_weights, get_adversarial_loss, gradient_penalty
+from ..losses.identity import IdentityLoss, resolve_identity_weights
 from ..losses.gan_regularizers import (
     BEGANController,
     autoencoder_loss,
@@ -58,8 +59,9 @@ from ..losses.gan_regularizers import (
     pull_away_term,
 )
 from .config import option
+from .engine import Task
 
-__all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "frozen"]
+__all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANTask", "frozen", "identity_judge"]
 
 log = logging.getLogger(__name__)
 
@@ -375,3 +377,44 @@ class GANObjective:
         parts = [f"{k}={v!r}" for k, v in self.to_config().items() if v != GAN_DEFAULTS[k] or k == "adversarial"]
         return f"GANObjective({', '.join(parts)})"
 
+
+class GANTask(Task):
+    """What the GAN trainers share (:class:`~lightface.engine.engine.Task` for a generator ``G`` and
+    critics): step-based (``cfg.steps``, validation every ``cfg.val_every`` steps), equal batches
+    (the gradient penalty pairs real and fake samples), ``self.objective`` (a :class:`GANObjective`)
+    saved as ``gan_state``, ``self.opt_g``'s learning rate in the log."""
+
+    val_unit = "step"
+    drop_last = True
+    objective: GANObjective
+    opt_g: torch.optim.Optimizer
+
+    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
+        return self.cfg.steps, "completed"
+
+    def current_lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    def can_validate(self) -> bool:
+        return True
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"gan_state": self.objective.state_dict()}
+
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.objective.load_state_dict(ckpt.get("gan_state", {}))
+
+
+def identity_judge(weights: Optional[str], purpose: str, device: torch.device) -> Optional[IdentityLoss]:
+    """The frozen identity judge of a GAN trainer's ``--identity-weights``
+    (:func:`~lightface.losses.identity.resolve_identity_weights`: unset = the shipped recogniser
+    when one ships, ``none`` = off) on ``device``, or None.
+
+    Raises:
+        ValueError: the checkpoint cannot be read or is not a recogniser (naming the flag).
+    """
+    try:
+        path = resolve_identity_weights(weights, purpose)
+        return IdentityLoss(path).to(device).eval() if path is not None else None
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"--identity-weights {weights}: {err}") from err

@@ -41,8 +41,12 @@ from ..data.recognition import (
     open_training_lmdbs,
     stratified_split,
 )
+from ..distill import DistillHead, distill_loss
+from ..distill.teacher import load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.noisy_label import LOSSES, build_classification_loss
+from ..models import get_model
+from ..models.checkpoint import load_weights
 from .config import ConfigError, config_from_dict, option
 from .engine import Engine, NonFiniteLossError, RunConfig, Task, TrainingError, check_run_config
 
@@ -259,8 +263,6 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
     are left out of the distillation loss; each ``--resume`` reloads the files. The targets
     are centred (the mean over the training set is subtracted).
     """
-    from ..distill.teacher import load_teacher_embeddings
-
     paths = data_paths(data)
     try:
         if distill.endswith(".npy"):
@@ -344,9 +346,6 @@ class LightCNNTask(Task):
         super().__init__(cfg)
         self.stage: Optional[bool] = None  # classifier-only stage active?
 
-    def check(self) -> List[str]:
-        return [p for p in self.cfg.problems() if p not in check_run_config(self.cfg)]
-
     # -- set-up ------------------------------------------------------------------------
     def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, engine.device
@@ -386,16 +385,12 @@ class LightCNNTask(Task):
         self.pairs = _load_pairs(cfg.val_pairs, cfg.val_pairs_root, cfg.crop, eval_tf) if cfg.val_pairs else None
         self.best_metric = ("val_verification_acc" if self.pairs is not None else "val_acc", "max")
 
-        from ..models import get_model
-
         model_kwargs = {"num_classes": len(self.classes), "dropout": cfg.dropout}
         model = get_model(cfg.arch, **model_kwargs)
         if getattr(model, "classifier", None) is None:
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
         if not engine.resuming:
             if cfg.finetune:
-                from ..models.checkpoint import load_weights
-
                 load_weights(model, cfg.finetune, ignore_classifier=True)
                 log.info("fine-tuning: backbone from %s, new %d-class classifier", cfg.finetune, len(self.classes))
             else:
@@ -410,8 +405,6 @@ class LightCNNTask(Task):
         self.head: Optional[nn.Module] = None
         self.distill_targets: Optional[Tensor] = None
         if cfg.distill:
-            from ..distill import DistillHead
-
             self.distill_targets = _load_distill_targets(cfg.data, cfg.distill)
             if len(self.distill_targets) != len(self.train_base):
                 raise TrainingError(f"--distill {cfg.distill}: {len(self.distill_targets)} teacher embeddings for "
@@ -475,8 +468,6 @@ class LightCNNTask(Task):
         loss = self.criterion(logits.float(), labels)
         terms: Dict[str, Tensor] = {}
         if projected is not None:
-            from ..distill import distill_loss
-
             target = self.distill_targets[index.cpu()].to(self.device)  # index: the sample's place in --data
             distill = distill_loss(projected, target)
             loss = loss + cfg.distill_weight * distill

@@ -25,27 +25,27 @@ LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
 from ..data.io import IMAGE_EXTENSIONS, read_image
+from ..data.lmdb_dataset import LMDBDataset
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
-from ..losses.identity import IdentityLoss
 from ..losses.wavelet import WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
-from .engine import Engine, RunConfig, Task, TrainingError
-from .gan import GANConfig, GANObjective
+from .engine import Engine, RunConfig, TrainingError
+from .gan import GANConfig, GANObjective, GANTask, identity_judge
 
 __all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
 
@@ -81,9 +81,10 @@ class SRTrainConfig(RunConfig):
                                   help="texture loss alpha: SR detail energy must reach alpha x HR energy")
     texture_eps: float = option(0.0, group=_LOSS, help="texture loss epsilon")
     image_weight: float = option(0.1, group=_LOSS, help="full-image MSE weight")
-    identity_weights: Optional[str] = option(None, group=_LOSS,
-                                             help="Light CNN checkpoint for the identity loss and identity metrics; "
-                                                  "unset: no identity loss")
+    identity_weights: Optional[str] = option(None, group=_LOSS, default_text="the shipped recogniser",
+                                             help="Light CNN checkpoint (or shipped entry name) for the identity loss "
+                                                  "and identity metrics; unset: the recogniser that ships with "
+                                                  "lightface, when one does; 'none': no identity loss")
     identity_weight: float = option(0.1, group=_LOSS, help="identity loss weight")
     adv_weight: float = option(0.005, group=_LOSS,
                                help="weight of the GAN generator objective (adversarial term plus its "
@@ -156,8 +157,6 @@ def open_hr_source(paths):
 
     Each path is a lightface LMDB (folder with ``data.mdb``) or a folder of images (recursive).
     """
-    from ..data import LMDBDataset
-
     if isinstance(paths, (list, tuple)):
         if not paths:
             raise ValueError("--data: no HR source given")
@@ -215,23 +214,18 @@ class _Validator:
         return out
 
 
-class SuperResolutionTask(Task):
+class SuperResolutionTask(GANTask):
     """The wavelet SR GAN for the :class:`~lightface.engine.engine.Engine` (networks ``G`` and ``D``)."""
 
     name = "super_resolution"
-    val_unit = "step"
-    drop_last = True  # equal batches (the gradient penalty pairs real and fake samples)
     best_metric = ("val_psnr", "max")
     divergence_hint = "--d-lr or --adv-weight"
-
-    def check(self) -> List[str]:
-        return self.cfg.problems()
 
     def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, engine.device
         self.device = device
         try:
-            self.gan = GANObjective.from_config(cfg.gan)
+            self.objective = GANObjective.from_config(cfg.gan)
             base = open_hr_source(cfg.data)
             val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
         except (FileNotFoundError, ValueError) as err:
@@ -255,7 +249,7 @@ class SuperResolutionTask(Task):
 
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)
-        kw = dict(channels=cfg.d_channels, **self.gan.discriminator_kwargs)
+        kw = dict(channels=cfg.d_channels, **self.objective.discriminator_kwargs)
         d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
             ("wavelet_discriminator", dict(levels=2, **kw))
         self.D = (ImageDiscriminator if cfg.discriminator == "image" else WaveletDiscriminator)(**d_kwargs)
@@ -272,24 +266,14 @@ class SuperResolutionTask(Task):
             texture_alpha=cfg.texture_alpha, texture_eps=cfg.texture_eps, wavelet_weight=cfg.wavelet_weight,
             texture_weight=cfg.texture_weight, image_weight=cfg.image_weight,
         ).to(device)
-        self.identity = None
-        if cfg.identity_weights:
-            try:
-                self.identity = IdentityLoss(cfg.identity_weights).to(device)
-            except (FileNotFoundError, ValueError) as err:
-                raise TrainingError(f"--identity-weights: {err}") from err
-        else:
-            log.info("no --identity-weights: training without the identity loss (l_g_id) and identity metrics")
+        self.identity = identity_judge(cfg.identity_weights, "the identity loss (l_g_id) and identity metrics", device)
         self.validator = _Validator(val_pairs, cfg.val_count, self.identity) if engine.is_main else None
         log.info("wavelet_srnet %s on %d faces (%d held out)", self.model_kwargs, len(train_set), len(val_pairs))
         self.epoch_size = len(train_set)
         return train_set
 
-    def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
-        return self.cfg.steps, "completed"
-
     def train_step(self, batch) -> Dict[str, Any]:
-        cfg, gan = self.cfg, self.gan
+        cfg, gan = self.cfg, self.objective
         lr_img, hr = batch
         self.G_view.train()
         self.D_view.train()
@@ -326,23 +310,11 @@ class SuperResolutionTask(Task):
             terms.update(d_terms)
         return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
 
-    def current_lr(self) -> float:
-        return self.opt_g.param_groups[0]["lr"]
-
-    def can_validate(self) -> bool:
-        return True
-
     def validate(self) -> Dict[str, float]:
         engine = self.engine
         metrics = self.validator(engine.ema("G").module, self.device)
         make_sample_grid(*self.validator.last, engine.out / "samples" / f"step_{engine.step:07d}.png")
         return metrics
-
-    def extra_state(self) -> Dict[str, Any]:
-        return {"gan_state": self.gan.state_dict()}
-
-    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
-        self.gan.load_state_dict(ckpt.get("gan_state", {}))
 
 
 def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses.identity import NetworkLike, identity_features, load_identity_network
+from ..models.identity import NetworkLike, identity_features, load_identity_network
 
 __all__ = ["identity_cosine"]
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import MFMLinear
+from ..utils.templates import template_points
 from .registry import register_model
 
 __all__ = [
@@ -53,11 +54,10 @@ PATCH_SIZES: Dict[str, Tuple[int, int]] = {
 def frontal_patch_centres(size: int = 128, template: str = "lightcnn") -> Dict[str, Tuple[float, float]]:
     """Patch centres ``(x, y)`` in pixels on the frontal ``size`` x ``size`` canvas.
 
-    Taken from the 5-point alignment template of :mod:`lightface.data.align`: the two
-    eyes, the nose tip and the midpoint of the mouth corners.
+    Taken from the 5-point alignment template of :mod:`lightface.data.align`
+    (:func:`lightface.utils.templates.template_points`): the two eyes, the nose tip and the
+    midpoint of the mouth corners.
     """
-    from ..data.align import template_points
-
     pts = template_points(template, size)  # (5, 2) float: l-eye, r-eye, nose, l-mouth, r-mouth
     pts = [(float(x), float(y)) for x, y in pts]
     mouth = ((pts[3][0] + pts[4][0]) / 2.0, (pts[3][1] + pts[4][1]) / 2.0)

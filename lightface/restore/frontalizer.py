@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.pose_pairs import facing as face_direction
 from ..engine.distributed import resolve_device
 from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
@@ -73,7 +74,7 @@ class Frontalizer:
 
     Example:
         >>> fr = Frontalizer(detector="../shared/models/det_500m.onnx")           # the shipped model
-        >>> fr = Frontalizer("runs/tpgan/checkpoints/final.pth")                  # your own
+        >>> fr = Frontalizer("runs/tpgan/model.pt")                  # your own
         >>> frontal = fr.frontalize_face(cv2.imread("aligned_profile.png"))   # uint8 BGR 128x128
         >>> faces = fr.frontalize(cv2.imread("photo.jpg"))                    # list of FrontalizedFace
     """
@@ -97,7 +98,7 @@ class Frontalizer:
             if ckpt.arch != "tpgan":
                 raise WrongArchitectureError(
                     f"{ckpt.source}: not a tpgan checkpoint (it holds arch {ckpt.arch!r}); pass "
-                    "OUT/checkpoints/final.pth written by pipelines.train_frontalization")
+                    "OUT/model.pt (or OUT/last.pt) written by pipelines.train_frontalization")
             use_ema = ema and ckpt.ema_state_dict is not None
             model = build_from_checkpoint(ckpt, ema=use_ema, expect=TPGANGenerator)  # NaN weights are refused
             config = config or ckpt.extra.get("config") or {}
@@ -128,14 +129,14 @@ class Frontalizer:
         return self.model.frontalize(x.to(self.device, torch.float32)).clamp_(0, 1).to(x.device)
 
     # -- numpy crops -------------------------------------------------------------------
-    def _to_tensor(self, crop: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _resized(crop: np.ndarray) -> np.ndarray:
+        """uint8 BGR (SIZE, SIZE, 3) from a BGR / gray / BGRA crop of any size."""
         c = as_bgr(crop)
         if c.shape[:2] != (SIZE, SIZE):
             interp = cv2.INTER_AREA if c.shape[0] > SIZE else cv2.INTER_CUBIC
             c = cv2.resize(c, (SIZE, SIZE), interpolation=interp)
-        if self.channels == 1:
-            return cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)[None]
-        return c[:, :, ::-1].transpose(2, 0, 1)
+        return c
 
     def frontalize_faces(
         self, crops: Sequence[np.ndarray], facings: Optional[Sequence[Optional[str]]] = None, batch_size: int = 16
@@ -155,14 +156,13 @@ class Frontalizer:
         flips = [self.mirror is not None and f is not None and f != self.mirror for f in facings]
         out: List[np.ndarray] = []
         for idx in iter_batches(list(range(len(crops))), batch_size):
-            arrs = [self._to_tensor(crops[i]) for i in idx]
-            arrs = [a[:, :, ::-1] if flips[i] else a for a, i in zip(arrs, idx)]
-            x = torch.from_numpy(np.ascontiguousarray(np.stack(arrs))).float().div_(255.0)
-            y = self.frontalize_tensor(x).mul_(255.0).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+            imgs = [self._resized(crops[i]) for i in idx]
+            imgs = [img[:, ::-1] if flips[i] else img for img, i in zip(imgs, idx)]
+            x = image_to_tensor(imgs, channels=self.channels)  # RGB (or gray) float in [0, 1]
+            y = tensor_to_image(self.frontalize_tensor(x))  # uint8 BGR (N, H, W, 3) or gray (N, H, W)
             for img, i in zip(y, idx):
                 img = img[:, ::-1] if flips[i] else img
-                img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR) if img.shape[2] == 1 else img[:, :, ::-1]
-                out.append(np.ascontiguousarray(img))
+                out.append(np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img))
         return out
 
     def frontalize_face(self, crop: np.ndarray, facing: Optional[str] = None) -> np.ndarray:

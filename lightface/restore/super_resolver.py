@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..data.align import align_face
+from ..data.convert import image_to_tensor, tensor_to_image
 from ..engine.distributed import resolve_device
 from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.wavelet_srnet import WaveletSRNet
@@ -87,7 +88,7 @@ class SuperResolver:
 
     Example:
         >>> sr = SuperResolver(scale=8, detector="../shared/models/det_500m.onnx")   # the shipped 8x model
-        >>> sr = SuperResolver("runs/sr4/model.pth")                                 # your own
+        >>> sr = SuperResolver("runs/sr4/model.pt")                                 # your own
         >>> face128 = sr.upscale_face(cv2.imread("face32.png"))
         >>> photo4x, faces = sr.restore(cv2.imread("group.jpg"))
     """
@@ -107,7 +108,7 @@ class SuperResolver:
             ckpt = read_model_checkpoint(weights)
             if ckpt.arch != "wavelet_srnet":
                 raise WrongArchitectureError(
-                    f"{ckpt.source}: not a wavelet_srnet checkpoint (it holds arch {ckpt.arch!r}); pass the model.pth "
+                    f"{ckpt.source}: not a wavelet_srnet checkpoint (it holds arch {ckpt.arch!r}); pass the OUT/model.pt "
                     "written by pipelines.train_super_resolution")
             use_ema = ema and ckpt.ema_state_dict is not None
             model = build_from_checkpoint(ckpt, ema=use_ema, expect=WaveletSRNet)  # NaN weights are refused
@@ -148,10 +149,9 @@ class SuperResolver:
                 if c.shape[:2] != (self.input_size, self.input_size):
                     interp = cv2.INTER_AREA if c.shape[0] > self.input_size else cv2.INTER_CUBIC
                     c = cv2.resize(c, (self.input_size, self.input_size), interpolation=interp)
-                batch.append(c[:, :, ::-1])
-            x = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy()).float().div_(255.0)
-            y = self.upscale_tensor(x).mul_(255.0).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
-            out.extend(np.ascontiguousarray(img[:, :, ::-1]) for img in y)
+                batch.append(c)
+            y = tensor_to_image(self.upscale_tensor(image_to_tensor(batch)))  # BGR uint8 -> RGB float -> BGR uint8
+            out.extend(np.ascontiguousarray(img) for img in y)
         return out
 
     def upscale_face(self, crop: np.ndarray) -> np.ndarray:
@@ -250,16 +250,13 @@ def evaluate_super_resolution(
     srs = resolver.upscale_faces(lrs)
     bics = [resize(lr, (size, size), "bicubic") for lr in lrs]
 
-    def rgb_tensor(imgs):
-        return torch.from_numpy(np.stack(imgs)[..., ::-1].transpose(0, 3, 1, 2).copy()).float().div_(255.0)
-
     ids = {}
     if net is not None:
         from ..eval.identity import identity_cosine
 
-        hr_t = rgb_tensor([h for _, h in hrs])
-        ids["sr"] = identity_cosine(net, rgb_tensor(srs), hr_t).cpu().numpy()
-        ids["bicubic"] = identity_cosine(net, rgb_tensor(bics), hr_t).cpu().numpy()
+        hr_t = image_to_tensor([h for _, h in hrs])  # BGR uint8 -> RGB float
+        ids["sr"] = identity_cosine(net, image_to_tensor(srs), hr_t).cpu().numpy()
+        ids["bicubic"] = identity_cosine(net, image_to_tensor(bics), hr_t).cpu().numpy()
     for i, ((name, hr), lr, sr, bic) in enumerate(zip(hrs, lrs, srs, bics)):
         rec = {"input": name, "psnr_sr": psnr(sr, hr), "psnr_bicubic": psnr(bic, hr),
                "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr)}

@@ -1,6 +1,8 @@
 """The bottom layer: helpers every other lightface package may use; it imports no other lightface package.
 
-* :mod:`.checkpoint_io`: atomic checkpoint writes and ``weights_only`` loads.
+* :mod:`.checkpoint_io`: atomic checkpoint writes and ``weights_only`` loads;
+* :mod:`.templates`: the 5-point face alignment templates (pure NumPy), shared by
+  :mod:`lightface.data.align` and the TP-GAN patch layout in :mod:`lightface.models.tpgan`.
 
 Layer order (``tests/test_layering.py`` enforces it; nothing imports upward):
 ``utils, ops < nn < models < losses, eval, data, distill < engine < apps, restore, gallery,
