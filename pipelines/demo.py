@@ -520,6 +520,20 @@ def step_frontalization(demo: Demo) -> None:
     sheet = work / "contact_sheet.png"
     if cmp:
         cv2.imwrite(str(sheet), np.concatenate([cv2.imread(str(c)) for c in cmp], axis=0))
+    images = [sheet]
+    from lightface.models.pretrained import PretrainedError, default_weights
+
+    try:
+        shipped = default_weights("frontalization")  # the frontalizer that ships with lightface, if one does
+    except PretrainedError:
+        shipped = None
+    if shipped is not None and not demo.quick:
+        run_cli("frontalize", ["-i", str(crops), "-o", str(work / "frontalized_shipped"), "--aligned",
+                               "--device", demo.device])  # no --weights: Frontalizer()'s default
+        shipped_cmp = sorted((work / "frontalized_shipped" / "cmp").glob("*.png"))
+        if shipped_cmp:
+            images.append(work / "contact_sheet_shipped.png")
+            cv2.imwrite(str(images[-1]), np.concatenate([cv2.imread(str(c)) for c in shipped_cmp], axis=0))
     val = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float)) and k.startswith("val_")}
     demo.results["frontalization"] = {"identities": n_ids, "held_out": held_ids, "frontalized": len(cmp), **val}
     lines = [f"`python -m pipelines.train_frontalization` trained a small TP-GAN on {n_ids - held_ids} CFP identities "
@@ -530,7 +544,10 @@ def step_frontalization(demo: Demo) -> None:
                   "profile vs frontalised):", "", "| validation | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in val.items()] + [""]
     lines.append("A few CPU minutes are far from the paper's Multi-PIE training: expect blurry, average-looking faces.")
-    demo.add("6. Frontalization (TP-GAN)", lines, [sheet])
+    if len(images) > 1:
+        lines.append(f"Second sheet: the same profiles frontalized by the shipped model `{shipped.name}` "
+                     "(`python -m pipelines.frontalize` without `--weights`).")
+    demo.add("6. Frontalization (TP-GAN)", lines, images)
 
 
 STEPS: List[Callable[[Demo], None]] = [step_dataset, step_recognition, step_embeddings, step_shipped_recognition,
