@@ -505,6 +505,8 @@ class FaceGallery:
         parts = [faiss_backend.search_index(index, q, min(k, covered), p)] if covered else []
         if covered < n:  # rows added after the index was built: searched exactly
             parts.append(exact_search(store.embeddings[covered:], q, k, row_offset=covered))
+        if len(parts) == 1 and (parts[0][1] >= 0).all():
+            return parts[0]
         return _merge_topk(parts, min(k, n))
 
     def search(self, queries: Any, k: int = 5, *, backend: str = "auto",
