@@ -6,7 +6,6 @@ Each test releases tiny generators with the real release code
 (``WEIGHTS_DIR`` / ``MANIFEST`` monkeypatched), so the tests do not depend on what ships.
 The last test scores the real shipped 4x model on real faces and skips when either is absent.
 """
-import argparse
 import json
 import logging
 

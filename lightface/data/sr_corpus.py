@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .corpus import _read_table, _write
+from .corpus import _write
 from .pose_pairs import write_cfp_landmarks
 
 __all__ = ["SR_SOURCES", "SRCorpusSource", "sr_corpus_sources", "build_sr_corpus", "alignment_scale"]
