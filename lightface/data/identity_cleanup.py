@@ -13,13 +13,13 @@ module finds both:
 
 :func:`plan_cleanup` combines them into new labels (merged classes share one label;
 outliers get ``-1``) plus a report of what was merged and dropped. Writing the cleaned
-LMDB is :func:`lightface.data.build.write_lmdb`'s job (``pipelines.relabel --merge``).
+LMDB is :func:`lightface.data.build.write_lmdb`'s job (``pipelines.relabel --embeddings``).
 """
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["class_centroids", "find_duplicate_classes", "find_outliers", "plan_cleanup"]
+__all__ = ["class_centroids", "find_duplicate_classes", "find_outliers", "outlier_scores", "plan_cleanup"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -48,9 +48,11 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
 
     Two classes are linked when each is the other's most similar class (of the other's
     source, when sources are given) and their centroid cosine is >= ``merge_threshold``;
-    linked classes are grouped transitively. Mutual best matches keep one person from
-    chaining into others, and a source's own labels are trusted to be distinct people
-    (classes of the same source are never linked when ``class_sources`` is given).
+    linked classes are grouped transitively, strongest links first. Mutual best matches keep
+    one person from chaining into others, and a source's own labels are trusted to be
+    distinct people: when ``class_sources`` is given, classes of the same source are never
+    linked, and a link that would bring two of them into one group (through a third
+    source) is refused.
 
     Args:
         centroids: (K, D) unit class centroids.
@@ -74,7 +76,7 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
         pick = cols[np.argmax(sims[:, cols], axis=1)]
         for i in range(k):
             best[(i, int(s))] = int(pick[i])
-    parent = list(range(k))
+    links = []
     for i in range(k):
         if not valid[i]:
             continue
@@ -82,24 +84,29 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
             if class_sources is not None and s == src[i]:
                 continue
             j = best.get((i, int(s)))
-            if j is None or not valid[j] or sims[i, j] < merge_threshold or best.get((j, int(src[i]))) != i:
+            if j is None or j <= i or not valid[j] or sims[i, j] < merge_threshold or best.get((j, int(src[i]))) != i:
                 continue
-            a, b = _find(parent, i), _find(parent, j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            links.append((float(sims[i, j]), i, j))
+    # strongest links first; a link that would put two classes of one source in one group is
+    # refused (a source's own labels are distinct people), so no chain joins them either
+    parent = list(range(k))
+    group_sources = {i: {int(src[i])} for i in range(k)}
+    for _, i, j in sorted(links, key=lambda t: -t[0]):
+        a, b = _find(parent, i), _find(parent, j)
+        if a == b or (class_sources is not None and group_sources[a] & group_sources[b]):
+            continue
+        root, child = min(a, b), max(a, b)
+        parent[child] = root
+        group_sources[root] |= group_sources.pop(child)
     groups: Dict[int, List[int]] = {}
     for i in range(k):
         groups.setdefault(_find(parent, i), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
 
 
-def find_outliers(embeddings: np.ndarray, labels: np.ndarray, outlier_threshold: float, min_class_size: int = 3) -> np.ndarray:
-    """Bool (N,) mask of samples far from the rest of their class.
-
-    A sample's score is the cosine between its unit embedding and the mean of the other
-    samples of its class; classes with fewer than ``min_class_size`` samples keep all
-    (too few to say who is the odd one out).
-    """
+def outlier_scores(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) cosine between each sample's unit embedding and the mean of the *other* samples of
+    its class (NaN for a sample alone in its class)."""
     e = _unit(embeddings)
     labels = np.asarray(labels)
     k = int(labels.max()) + 1 if len(labels) else 0
@@ -108,7 +115,22 @@ def find_outliers(embeddings: np.ndarray, labels: np.ndarray, outlier_threshold:
     counts = np.bincount(labels, minlength=k)
     others = sums[labels] - e
     score = (e * _unit(others)).sum(1)
-    return (counts[labels] >= min_class_size) & (score < outlier_threshold)
+    return np.where(counts[labels] > 1, score, np.nan)
+
+
+def find_outliers(embeddings: np.ndarray, labels: np.ndarray, outlier_threshold: float, min_class_size: int = 3) -> np.ndarray:
+    """Bool (N,) mask of samples far from the rest of their class.
+
+    A sample's score (:func:`outlier_scores`) is the cosine between its unit embedding and
+    the mean of the other samples of its class; classes with fewer than ``min_class_size``
+    samples keep all (too few to say who is the odd one out).
+    """
+    labels = np.asarray(labels)
+    score = outlier_scores(embeddings, labels)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    counts = np.bincount(labels, minlength=k)
+    with np.errstate(invalid="ignore"):
+        return (counts[labels] >= min_class_size) & (score < outlier_threshold)
 
 
 def plan_cleanup(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str], merge_threshold: float = 0.8,
@@ -149,12 +171,18 @@ def plan_cleanup(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[s
     merged_labels = np.asarray([new_index[int(target[c])] for c in labels], np.int64)
     outliers = np.zeros(len(labels), bool)
     outliers[known] = find_outliers(emb[known], merged_labels[known], outlier_threshold, min_class_size)
+    scores = np.full(len(labels), np.nan)
+    scores[known] = outlier_scores(emb[known], merged_labels[known])
+    # the weakest link of each group: its lowest pairwise centroid cosine
+    group_cosine = [float(min(centroids[a] @ centroids[b] for i, a in enumerate(g) for b in g[i + 1:])) for g in groups]
     out_labels = np.where(outliers, -1, merged_labels)
     return {
         "labels": out_labels,
         "classes": new_classes,
         "merged": [[str(classes[c]) for c in g] for g in groups],
+        "merged_cosine": group_cosine,
         "dropped": np.flatnonzero(outliers).tolist(),
+        "scores": scores,
         "stats": {"samples": int(len(labels)), "classes_before": int(k), "classes_after": int(len(new_classes)),
                   "merge_groups": len(groups), "dropped": int(outliers.sum()), "without_embedding": int((~known).sum()),
                   "merge_threshold": float(merge_threshold), "outlier_threshold": float(outlier_threshold)},

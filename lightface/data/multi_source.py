@@ -60,6 +60,21 @@ class MultiSourceDataset(Dataset):
         """The name of the source holding sample ``index``."""
         return self.names[self._locate(index)[0]]
 
+    def locate(self, index: int):
+        """``(source position, index inside that source)`` of sample ``index``."""
+        return self._locate(int(index))
+
+    def class_sources(self) -> List[str]:
+        """The source name of every class (in :attr:`classes` order)."""
+        return [name for name, d in zip(self.names, self.datasets) for _ in d.classes]
+
+    def record(self, index: int) -> Dict[str, Any]:
+        """The stored sample without decoding (the source's ``record``), ``label`` shifted to the global class."""
+        k, local = self._locate(int(index))
+        rec = dict(self.datasets[k].record(local))
+        rec["label"] = int(rec["label"]) + int(self.class_offsets[k])
+        return rec
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
         k, local = self._locate(int(index))
         item = dict(self.datasets[k][local])

@@ -15,7 +15,7 @@ same classifier size and label meaning.
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -122,10 +122,15 @@ def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int
 
 
 def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = False, progress: bool = False,
-                     build_info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write the samples ``indices`` of an :class:`~lightface.data.LMDBDataset` to a new LMDB
-    ``out`` with new ``labels`` (same classes, stored images copied without re-encoding).
+                     build_info: Optional[Dict[str, Any]] = None, classes: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Write the samples ``indices`` of an :class:`~lightface.data.LMDBDataset` (or of a
+    :class:`~lightface.data.multi_source.MultiSourceDataset` of them) to a new LMDB ``out``
+    with new ``labels``; stored images are copied without re-encoding (sources stored in
+    another encoding than the first source's are decoded and re-encoded).
 
+    Args:
+        classes: the class names of ``out`` (default: the dataset's; pass the merged list
+            when classes were merged).
     Returns:
         the summary of :func:`lightface.data.build.write_lmdb`.
     """
@@ -137,14 +142,21 @@ def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = 
         raise ValueError(f"indices and labels must have the same length, got {indices.shape} and {labels.shape}")
     if len(indices) == 0:
         raise ValueError(f"no samples to write to {out}")
+    sources = list(getattr(dataset, "datasets", [dataset]))
+    image = sources[0].metadata["image"]
+    alignment = sources[0].metadata.get("alignment")
+    if any(d.metadata.get("alignment") != alignment for d in sources[1:]):
+        log.warning("the sources of %s were aligned differently; %s keeps the first source's alignment record", out, out)
 
     def samples():
         for index, label in zip(indices, labels):
             record = dataset.record(int(index))
+            if record.get("encoding", image["encoding"]) != image["encoding"]:
+                record = {k: v for k, v in record.items() if k not in ("encoded", "encoding", "shape")}
+                record["image"] = dataset[int(index)]["image"]
             record["label"] = int(label)
             yield record
 
-    image = dataset.metadata["image"]
-    return write_lmdb(out, samples(), dataset.classes, encoding=image["encoding"], quality=image.get("quality") or 95,
-                      overwrite=overwrite, alignment=dataset.metadata.get("alignment"), build_info=build_info,
-                      progress=progress)
+    return write_lmdb(out, samples(), dataset.classes if classes is None else list(classes),
+                      encoding=image["encoding"], quality=image.get("quality") or 95, overwrite=overwrite,
+                      alignment=alignment, build_info=build_info, progress=progress)
