@@ -462,8 +462,10 @@ def test_cli_enroll_and_search(tmp_path, people, weights, capsys):
     printed = capsys.readouterr().out
     assert "12 faces added for 4 identities" in printed and "failed:" in printed
     assert json.loads((tmp_path / "enroll.json").read_text())["people"] == 4
-    again = enroll.main(enroll.get_args_parser().parse_args(argv))
+    index = ["--index", "hnsw"] if faiss_backend.available() else []
+    again = enroll.main(enroll.get_args_parser().parse_args(argv + index))
     assert again["added"] == 0 and again["skipped"] == 12
+    assert (again["index"] or {}).get("factory") == ("HNSW32" if index else None)
     with pytest.raises(RuntimeError, match="--strict"):
         enroll.main(enroll.get_args_parser().parse_args(argv + ["--strict"]))
     queries = [str(people / "p3" / "1.png"), str(people / "p0" / "2.png")]

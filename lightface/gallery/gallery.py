@@ -446,7 +446,7 @@ class FaceGallery:
         if duplicate_threshold is not None:
             thr = float(duplicate_threshold)
             if len(self._store.embeddings):
-                res = self.search(emb, k=1, backend="exact")
+                res = self.search(emb, k=1)
                 for j in np.flatnonzero(res.scores[:, 0] >= thr):
                     m = res[int(j)][0]
                     records[j]["duplicate_of"] = m.face_id
