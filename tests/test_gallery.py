@@ -227,10 +227,14 @@ def test_collect_photos(tmp_path, people):
 def test_enroll_resumable_with_bad_and_duplicate_photos(tmp_path, people, embedder):
     (people / "p1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     shutil.copy(people / "p0" / "0.png", people / "p3" / "copy_of_p0.png")  # same file under another person
+    (people / UNKNOWN).mkdir()
+    cv2.imwrite(str(people / UNKNOWN / "x.png"), np.full((128, 128), 50, np.uint8))  # a reserved name
     g = FaceGallery(tmp_path / "g", embedder)
     report = g.enroll(people, aligned=True, batch_size=4, duplicate_threshold=None)
-    assert report.photos == 14 and report.added == 12 and report.skipped == 0
-    assert list(report.failed) == [str(people / "p1" / "broken.jpg")]
+    assert report.photos == 15 and report.added == 12 and report.skipped == 0
+    assert sorted(report.failed) == [str(people / "p1" / "broken.jpg"), str(people / UNKNOWN / "x.png")]
+    assert "reserved" in report.failed[str(people / UNKNOWN / "x.png")]
+    shutil.rmtree(people / UNKNOWN)
     assert len(report.duplicates) == 1
     dup = report.duplicates[0]
     assert dup.kind == "file" and dup.conflict and dup.of_identity == "p0" and dup.identity == "p3"

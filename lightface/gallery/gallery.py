@@ -395,6 +395,10 @@ class FaceGallery:
                 if bar is not None:
                     bar.update(1)
                 source = os.path.abspath(photo)
+                if identity == UNKNOWN or not identity.strip():
+                    report.failed[source] = (f"{source}: the identity name {identity!r} is reserved for faces "
+                                             "identify() does not recognise; rename the folder")
+                    continue
                 try:
                     data = Path(photo).read_bytes()
                 except OSError as err:
