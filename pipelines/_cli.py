@@ -42,6 +42,8 @@ def _shown_default(opt: Option) -> str:
     text = opt.meta.get("default_text")
     if text is not None:
         return text
+    if opt.meta.get("required"):
+        return "required"
     if opt.type is bool and not opt.many:
         return "on" if opt.default else "off"
     if isinstance(opt.default, (list, tuple)):

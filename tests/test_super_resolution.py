@@ -221,7 +221,8 @@ def test_super_resolve_real_photos_and_evaluate(tmp_path, shared_data, shared_mo
     assert len(summary["processed"]) == 2 and summary["skipped"][0]["input"].endswith("bad.jpg")
     assert all(p["faces"] >= 1 for p in summary["processed"])
     img = cv2.imread(str(photos[0]))
-    restored = cv2.imread(str(out / "restored_imgs" / (photos[0].stem + photos[0].suffix)))
+    # outputs keep the inputs' paths relative to their common folder (issue 14, 5.6)
+    restored = cv2.imread(str(next((out / "restored_imgs").rglob(photos[0].name))))
     assert restored.shape[:2] == (img.shape[0] * 4, img.shape[1] * 4)
     ev = report["evaluation"]
     assert ev["count"] == 5 and {"psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic"} <= set(ev["mean"])

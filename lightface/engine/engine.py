@@ -174,7 +174,8 @@ class Task:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
-        self.engine: Optional["Engine"] = None
+        self.engine: Optional["Engine"] = None  # both set by the engine before build()
+        self.device = torch.device("cpu")
 
     # -- required --------------------------------------------------------------------
     def check(self) -> List[str]:
@@ -185,7 +186,9 @@ class Task:
 
     def build(self, engine: "Engine") -> Dataset:
         """Build data, networks (``engine.add_network``) and optimisers (``engine.add_optimizer``);
-        return the training dataset. Runs with the same seed on every rank."""
+        return the training dataset. Runs with the same seed on every rank, after ``self.engine``
+        and ``self.device`` are set; a ``FileNotFoundError`` / ``ValueError`` becomes a
+        :class:`TrainingError`."""
         raise NotImplementedError
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
@@ -396,9 +399,12 @@ class Engine:
                                 f"{self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
         self.local_batch = cfg.batch_size // self.dist.world_size
         self._prepare_run_folder()
-        task.engine = self
+        task.engine, task.device = self, self.device
         seed_everything(cfg.seed)  # the same on every rank: the same initial weights
-        train_set = task.build(self)
+        try:
+            train_set = task.build(self)
+        except (FileNotFoundError, ValueError) as err:  # missing data, unusable checkpoints, bad values
+            raise TrainingError(str(err)) from err
         if not self._nets:
             raise TrainingError(f"{type(task).__name__}.build registered no network")
         self._train_set = train_set

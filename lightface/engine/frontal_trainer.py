@@ -30,7 +30,7 @@ own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``, which ``best.pt``
 and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
 """
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -47,8 +47,8 @@ from ..losses.frontal import FrontalLoss, prefix_terms
 from ..models import get_model
 from ..models.tpgan import frontal_patch_centres
 from .config import option
-from .engine import Engine, RunConfig, TrainingError
-from .gan import GANConfig, GANObjective, GANTask, identity_judge
+from .engine import Engine
+from .gan import GANObjective, GANRunConfig, GANTask, identity_judge
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "save_sample_grid", "generator_kwargs"]
@@ -61,16 +61,11 @@ _DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pi
 
 
 @dataclass
-class FrontalTrainConfig(RunConfig):
+class FrontalTrainConfig(GANRunConfig):
     """Every setting of :func:`train_frontalization` (the pipeline's flags and YAML keys, same names)."""
 
     data: str = option("", required=True, group=_DATA,
                        help="pose-tagged LMDB (python -m pipelines.build_lmdb with pose tags)")
-    identity_weights: Optional[str] = option(
-        None, group=_DATA, default_text="the shipped recogniser",
-        help="frozen Light CNN checkpoint (project or official format, or a shipped entry name) for the "
-             "identity-preserving loss and validation; unset: the recogniser that ships with lightface, when one "
-             "does; 'none': both off")
     train_identities: Optional[int] = option(None, group=_DATA,
                                              help="train on this many identities (seeded split) and validate on the "
                                                   "rest; default: train and validate on all")
@@ -84,7 +79,6 @@ class FrontalTrainConfig(RunConfig):
                                     "PosePairDataset(self_pairs=)): an input-specific pixel target that keeps the "
                                     "generator from collapsing to one mean face when a profile's target is another "
                                     "photo, as in CFP (docs/frontalization.md); 0 disables; ignored with --cycle")
-    workers: int = option(2, group=_DATA, help="DataLoader workers per process")
     width: int = option(64, group=_MODEL, help="generator base width, multiple of 8 (paper: 64)")
     local_width: Optional[int] = option(None, default_text="width/2", group=_MODEL,
                                         help="width of each local pathway")
@@ -103,15 +97,11 @@ class FrontalTrainConfig(RunConfig):
     lr_d: Optional[float] = option(None, default_text="--lr", group=_OPT, help="discriminator learning rate")
     beta1: float = option(0.5, group=_OPT, help="Adam beta1")
     d_every: int = option(1, group=_OPT, help="update the discriminator every N generator steps")
-    ema_decay: float = option(0.999, group=_OPT, help="EMA decay of the generator")
-    log_every: int = option(50, group=_LOG, help="log line every N steps")
     val_every: int = option(1000, group=_LOG, help="validation + PNG sample grid every N steps")
-    save_every: int = option(1000, group=_LOG, help="write last.pt every N steps (and at the end)")
     num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
-    gan: GANConfig = field(default_factory=GANConfig)
 
     def problems(self) -> List[str]:
-        problems = []
+        problems = super().problems()
         if not self.data:
             problems.append("--data (pose-tagged LMDB) is required")
         for name in ("steps", "d_every", "num_samples", "width", "feature_dim", "d_width"):
@@ -121,8 +111,6 @@ class FrontalTrainConfig(RunConfig):
             problems.append(f"--lr and --lr-d must be > 0, got {self.lr} and {self.lr_d}")
         if self.width % 8:
             problems.append(f"--width must be a multiple of 8, got {self.width}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not self.self_pairs >= 0:
             problems.append(f"--self-pairs must be >= 0, got {self.self_pairs}")
         if self.train_identities is not None and self.train_identities <= 0:
@@ -222,28 +210,23 @@ class FrontalizationTask(GANTask):
     name = "frontalization"
     divergence_hint = "--lr-d or --lambda-adv"
 
-    def build(self, engine: Engine) -> Dataset:
-        cfg, device = self.cfg, engine.device
-        self.device = device
-        try:
-            self.objective = GANObjective.from_config(cfg.gan)
-            if not Path(cfg.data).exists():
-                raise FileNotFoundError(f"--data {cfg.data}: no such LMDB; build one with python -m pipelines.build_lmdb")
-            source = LMDBDataset(cfg.data)
-            train_ids: Optional[List[int]] = None
-            held_ids: Optional[List[int]] = None
-            if cfg.train_identities:
-                train_ids, held_ids = split_identities(source.labels, cfg.train_identities, cfg.split_seed)
-            mirror = None if cfg.mirror in (None, "none") else cfg.mirror
-            self.cycle = self.objective.cycle_weight > 0
-            train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
-                                        channels=cfg.channels, pose_key=cfg.pose_key,
-                                        self_pairs=0.0 if self.cycle else cfg.self_pairs)
-            self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
-                                           mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
-                                           fixed_target=True)
-        except (FileNotFoundError, ValueError) as err:
-            raise TrainingError(str(err)) from err
+    def build_gan(self, engine: Engine) -> Dataset:
+        cfg, device = self.cfg, self.device
+        if not Path(cfg.data).exists():
+            raise FileNotFoundError(f"--data {cfg.data}: no such LMDB; build one with python -m pipelines.build_lmdb")
+        source = LMDBDataset(cfg.data)
+        train_ids: Optional[List[int]] = None
+        held_ids: Optional[List[int]] = None
+        if cfg.train_identities:
+            train_ids, held_ids = split_identities(source.labels, cfg.train_identities, cfg.split_seed)
+        mirror = None if cfg.mirror in (None, "none") else cfg.mirror
+        self.cycle = self.objective.cycle_weight > 0
+        train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
+                                    channels=cfg.channels, pose_key=cfg.pose_key,
+                                    self_pairs=0.0 if self.cycle else cfg.self_pairs)
+        self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
+                                       mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
+                                       fixed_target=True)
         self.label_map = {l: k for k, l in enumerate(sorted(train_set.frontals))}
 
         self.num_classes = num_classes = len(self.label_map) if cfg.lambda_ce > 0 else 0

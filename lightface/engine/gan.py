@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..losses.adversarial import clip_weights, get_adversarial_loss, gradient_penalty
 from ..losses.identity import IdentityLoss, resolve_identity_weights
@@ -59,15 +60,16 @@ from ..losses.gan_regularizers import (
     pull_away_term,
 )
 from .config import option
-from .engine import Task
+from .engine import Engine, RunConfig, Task
 
-__all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANTask", "frozen", "identity_judge"]
+__all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
+           "identity_judge"]
 
 log = logging.getLogger(__name__)
 
 ADVERSARIAL_CHOICES = ("nsgan", "minimax", "wgan-gp", "wgan-clip", "hinge", "lsgan")
 
-_GAN = "GAN objective"
+_GAN, _RUN = "GAN objective", "run control"
 
 
 @dataclasses.dataclass
@@ -378,6 +380,31 @@ class GANObjective:
         return f"GANObjective({', '.join(parts)})"
 
 
+@dataclasses.dataclass
+class GANRunConfig(RunConfig):
+    """Settings both GAN trainers share; their config dataclasses derive from this one (and add
+    ``data``, ``steps``, ``batch_size``, ``lr``, ``val_every`` ...)."""
+
+    identity_weights: Optional[str] = option(
+        None, group="identity network", default_text="the shipped recogniser",
+        help="frozen Light CNN checkpoint (project or official format, or a shipped entry's name), the identity "
+             "judge of the identity loss and metrics; unset: the recogniser that ships with lightface, when one does; "
+             "'none': off")
+    ema_decay: float = option(0.999, group="optimisation",
+                              help="decay of the generator's EMA (validated, saved as ema_state_dict, used at inference)")
+    workers: int = option(2, group=_RUN, help="DataLoader workers per process")
+    log_every: int = option(50, group=_RUN, help="log the loss terms, averaged over the steps and processes, every N steps")
+    save_every: int = option(1000, group=_RUN, help="write last.pt every N steps (and at the end)")
+    gan: GANConfig = dataclasses.field(default_factory=GANConfig)
+
+    def problems(self) -> List[str]:
+        """Problems with the shared settings, each naming its flag."""
+        problems = []
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        return problems
+
+
 class GANTask(Task):
     """What the GAN trainers share (:class:`~lightface.engine.engine.Task` for a generator ``G`` and
     critics): step-based (``cfg.steps``, validation every ``cfg.val_every`` steps), equal batches
@@ -388,6 +415,14 @@ class GANTask(Task):
     drop_last = True
     objective: GANObjective
     opt_g: torch.optim.Optimizer
+
+    def build(self, engine: "Engine") -> Dataset:
+        self.objective = GANObjective.from_config(self.cfg.gan)
+        return self.build_gan(engine)
+
+    def build_gan(self, engine: "Engine") -> Dataset:
+        """:meth:`Task.build` with ``self.objective`` ready."""
+        raise NotImplementedError
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
         return self.cfg.steps, "completed"

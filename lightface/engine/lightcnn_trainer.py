@@ -348,8 +348,7 @@ class LightCNNTask(Task):
 
     # -- set-up ------------------------------------------------------------------------
     def build(self, engine: Engine) -> Dataset:
-        cfg, device = self.cfg, engine.device
-        self.device = device
+        cfg, device = self.cfg, self.device
         if cfg.amp == "fp16" and device.type != "cuda":
             raise TrainingError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU or --amp none")
         if cfg.deterministic:

@@ -23,7 +23,7 @@ downscale): PSNR, SSIM and identity cosine for SR and bicubic, and a PNG grid
 LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 """
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -44,8 +44,8 @@ from ..losses.wavelet import WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
-from .engine import Engine, RunConfig, TrainingError
-from .gan import GANConfig, GANObjective, GANTask, identity_judge
+from .engine import Engine, TrainingError
+from .gan import GANRunConfig, GANTask, identity_judge
 
 __all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
 
@@ -56,7 +56,7 @@ _DATA, _MODEL, _LOSS, _DEG, _OPT = ("data", "model (wavelet_srnet)", "losses", "
 
 
 @dataclass
-class SRTrainConfig(RunConfig):
+class SRTrainConfig(GANRunConfig):
     """Every setting of :func:`train_super_resolution` (the pipeline's flags and YAML keys, same names)."""
 
     data: List[str] = option(default_factory=list, required=True, group=_DATA,
@@ -67,7 +67,6 @@ class SRTrainConfig(RunConfig):
                                           "--data")
     val_count: int = option(16, group=_DATA, help="validation images")
     hr_size: int = option(128, group=_DATA, help="HR face size in pixels (non-square sources are centre-cropped)")
-    workers: int = option(2, group=_DATA, help="DataLoader workers per process")
     scale: int = option(8, choices=(2, 4, 8, 16), group=_MODEL, help="upscaling factor")
     channels: int = option(64, group=_MODEL, help="embedding-network width")
     num_blocks: int = option(8, group=_MODEL, help="residual blocks in the embedding network")
@@ -81,10 +80,6 @@ class SRTrainConfig(RunConfig):
                                   help="texture loss alpha: SR detail energy must reach alpha x HR energy")
     texture_eps: float = option(0.0, group=_LOSS, help="texture loss epsilon")
     image_weight: float = option(0.1, group=_LOSS, help="full-image MSE weight")
-    identity_weights: Optional[str] = option(None, group=_LOSS, default_text="the shipped recogniser",
-                                             help="Light CNN checkpoint (or shipped entry name) for the identity loss "
-                                                  "and identity metrics; unset: the recogniser that ships with "
-                                                  "lightface, when one does; 'none': no identity loss")
     identity_weight: float = option(0.1, group=_LOSS, help="identity loss weight")
     adv_weight: float = option(0.005, group=_LOSS,
                                help="weight of the GAN generator objective (adversarial term plus its "
@@ -102,12 +97,8 @@ class SRTrainConfig(RunConfig):
     lr: float = option(2e-4, group=_OPT, help="generator Adam learning rate")
     d_lr: float = option(2e-4, group=_OPT, help="discriminator Adam learning rate")
     steps: int = option(10000, group=_OPT, help="total training steps")
-    ema_decay: float = option(0.999, group=_OPT, help="EMA generator decay")
     val_every: int = option(500, group=_OPT,
                             help="validate (PSNR/SSIM/identity cosine) and write a sample grid every N steps")
-    save_every: int = option(1000, group=_OPT, help="write last.pt every N steps (and at the end)")
-    log_every: int = option(50, group=_OPT, help="log averaged loss terms every N steps")
-    gan: GANConfig = field(default_factory=GANConfig)
 
     def model_kwargs(self) -> Dict[str, Any]:
         """The ``wavelet_srnet`` builder kwargs this configuration trains."""
@@ -115,7 +106,7 @@ class SRTrainConfig(RunConfig):
                     head_channels=self.head_channels, head_groups=self.head_groups)
 
     def problems(self) -> List[str]:
-        problems = []
+        problems = super().problems()
         if not self.data:
             problems.append("--data (HR faces) is required")
         for name in ("steps", "val_count", "hr_size", "channels", "num_blocks", "head_channels", "head_groups",
@@ -128,8 +119,6 @@ class SRTrainConfig(RunConfig):
         for name in ("blur_prob", "noise_prob", "jpeg_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.hr_size > 0 and self.hr_size % self.scale:
             problems.append(f"--hr-size {self.hr_size} is not divisible by --scale {self.scale}")
         if self.gan.began_gamma is not None:
@@ -221,15 +210,10 @@ class SuperResolutionTask(GANTask):
     best_metric = ("val_psnr", "max")
     divergence_hint = "--d-lr or --adv-weight"
 
-    def build(self, engine: Engine) -> Dataset:
-        cfg, device = self.cfg, engine.device
-        self.device = device
-        try:
-            self.objective = GANObjective.from_config(cfg.gan)
-            base = open_hr_source(cfg.data)
-            val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
-        except (FileNotFoundError, ValueError) as err:
-            raise TrainingError(str(err)) from err
+    def build_gan(self, engine: Engine) -> Dataset:
+        cfg, device = self.cfg, self.device
+        base = open_hr_source(cfg.data)
+        val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
         train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
                                 noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
         clean = Degradation(cfg.scale, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
