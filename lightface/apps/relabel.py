@@ -193,7 +193,10 @@ def relabel_lmdb(
 
     keep_rows = np.flatnonzero(final_label >= 0)
     if len(keep_rows) == 0:
-        raise ValueError(f"relabel {data_repr}: every sample would be dropped (threshold {threshold}); nothing to write")
+        why = f"prediction threshold {threshold}" if decisions is not None else "no prediction step"
+        if plan is not None and drop:
+            why += f", outlier threshold {outlier_threshold}"
+        raise ValueError(f"relabel {data_repr}: every sample would be dropped ({why}); nothing to write")
     build_info = {"relabelled_from": data_repr, "relabel_weights": None if weights is None else str(weights),
                   "relabel_threshold": threshold if decisions is not None else None, "relabel_counts": counts}
     if plan is not None:

