@@ -10,13 +10,10 @@ builds. Then: python -m pipelines.train_lightcnn --data OUT/lfw.lmdb OUT/cfp.lmd
 """
 import argparse
 import json
-import logging
 import sys
-from typing import List, Optional
 
 from lightface.data.corpus import SOURCES, build_corpus
-
-log = logging.getLogger("pipelines.build_corpus")
+from pipelines._cli import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,21 +30,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        summaries = build_corpus(args.data, args.out, args.sources, color=args.color, encoding=args.encoding,
-                                 quality=args.quality, workers=args.workers, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 1
+def main(args: argparse.Namespace) -> dict:
+    """Build the corpus; returns ``{source: build summary}`` (a failed build raises)."""
+    summaries = build_corpus(args.data, args.out, args.sources, color=args.color, encoding=args.encoding,
+                             quality=args.quality, workers=args.workers, progress=not args.no_progress)
     print(json.dumps(summaries, indent=2, default=str))
-    return 0 if all(s.get("ok") for s in summaries.values()) else 1
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return main(get_args_parser().parse_args(argv))
+    failed = [name for name, s in summaries.items() if not s.get("ok")]
+    if failed:
+        raise RuntimeError(f"building {', '.join(failed)} failed; see the build reports in {args.out}")
+    return summaries
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main, get_args_parser))

@@ -9,16 +9,13 @@ of profiles against the frontal gallery). Without --weights the shipped default 
 """
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
 from lightface.eval.dev_protocols import PROTOCOLS, run_dev_protocols
-
-log = logging.getLogger("pipelines.evaluate_dev")
+from pipelines._cli import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,7 +34,10 @@ def _embedder(args):
     if args.teacher:
         from lightface.distill.teacher import TEACHERS
 
-        teacher = TEACHERS[args.teacher]()
+        try:
+            teacher = TEACHERS[args.teacher]()
+        except ImportError as err:
+            raise RuntimeError(str(err)) from err
         return lambda crops: np.stack([teacher.embed(c) for c in crops])
     from lightface import FaceEmbedder
 
@@ -46,24 +46,16 @@ def _embedder(args):
     return lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True, flip=args.flip)
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        results = run_dev_protocols(_embedder(args), args.data, args.protocols)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        log.error("%s", err)
-        return 1
+def main(args: argparse.Namespace) -> dict:
+    """Run the protocols; returns their results (also printed as JSON, and written to --out)."""
+    results = run_dev_protocols(_embedder(args), args.data, args.protocols)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return main(get_args_parser().parse_args(argv))
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main, get_args_parser))

@@ -13,9 +13,9 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 from lightface.models.release import render_model_card, release_weights
+from pipelines._cli import run_cli
 
 log = logging.getLogger("pipelines.release_model")
 
@@ -37,33 +37,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> None:
+    """Release --checkpoint (when given) and rewrite the model card."""
+    if not args.card and not args.checkpoint:
+        raise ValueError("nothing to do: give --checkpoint CKPT --name NAME --task TASK, or --card")
     if args.checkpoint:
         if not args.name or not args.task:
-            log.error("--checkpoint needs --name and --task")
-            return 2
-        try:
-            meta = json.loads(Path(args.meta).read_text(encoding="utf-8")) if args.meta else {}
-            pre = meta.pop("preprocessing", None)
-            entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
-        except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
-            log.error("%s", err)
-            return 1
+            raise ValueError("--checkpoint needs --name and --task")
+        meta = json.loads(Path(args.meta).read_text(encoding="utf-8")) if args.meta else {}
+        pre = meta.pop("preprocessing", None)
+        entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
         print(json.dumps(entry.summary(), indent=2))
     if args.card or args.checkpoint:
         intro = INTRO.read_text(encoding="utf-8") if INTRO.is_file() else ""
         CARD.write_text(render_model_card(intro), encoding="utf-8")
         log.info("wrote %s", CARD)
-    if not args.card and not args.checkpoint:
-        log.error("nothing to do: give --checkpoint ... or --card")
-        return 2
-    return 0
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return main(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main, get_args_parser))

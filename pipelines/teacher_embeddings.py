@@ -9,13 +9,10 @@ face_recognition_models). Then train with train_lightcnn --distill <teacher>.
 """
 import argparse
 import json
-import logging
 import sys
-from typing import List, Optional
 
 from lightface.distill.teacher import TEACHERS, teacher_embeddings_for_lmdb
-
-log = logging.getLogger("pipelines.teacher_embeddings")
+from pipelines._cli import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,26 +27,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> dict:
+    """Compute the embeddings of every --data LMDB; returns ``{path: {count, done, failed}}``."""
     if args.chunk <= 0 or args.shards <= 0:
-        log.error("--chunk and --shards must be positive")
-        return 2
+        raise ValueError(f"--chunk and --shards must be positive, got {args.chunk} and {args.shards}")
     results = {}
     for path in args.data:
         try:
             results[path] = teacher_embeddings_for_lmdb(path, args.teacher, args.chunk, args.shard, args.shards,
                                                         progress=not args.no_progress)
-        except (ImportError, FileNotFoundError, ValueError) as err:
-            log.error("%s: %s", path, err)
-            return 1
+        except ImportError as err:
+            raise RuntimeError(str(err)) from err
     print(json.dumps(results, indent=2))
-    return 0
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return main(get_args_parser().parse_args(argv))
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main, get_args_parser))
