@@ -89,6 +89,7 @@ def people(tmp_path):
 def test_exact_search_matches_numpy(monkeypatch, nq):
     monkeypatch.setattr(exact_mod, "_GEMV_BLOCK", 64)  # several blocks, both kernels
     monkeypatch.setattr(exact_mod, "_GEMM_BLOCK", 48)
+    monkeypatch.setattr(exact_mod, "GEMV_MIN_ROWS", 100)
     x, _, _ = clustered(30, 10, spread=1.0)
     g16 = x.astype(np.float16)
     q, _, _ = clustered(nq, 1, seed=5)

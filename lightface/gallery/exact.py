@@ -2,16 +2,18 @@
 on disk can be searched with bounded memory.
 
 The gallery is read block by block straight from its memory map; nothing is loaded in
-full. Two kernels, picked by the number of queries:
+full. Two kernels:
 
-* one or two queries (``Q <= GEMV_MAX_QUERIES``): the scan is memory-bound, so the
-  float16 rows are used as they are: ``torch.mv`` on float16 runs PyTorch's reduced-precision
-  GEMV fast path (float16 loads, float32 accumulation), reading half the bytes of a
-  float32 scan. Its scores are rounded to float16 on output, so the best
-  ``k + RERANK_MARGIN`` candidates are re-scored in float32 before the final top-k.
-* more queries: each block is converted to float32 in a reused buffer and multiplied
-  with one SGEMM (the conversion is paid once per block for all queries, where the
-  float16 GEMV would re-read the block once per query).
+* one or two queries (``Q <= GEMV_MAX_QUERIES``) over more than ``GEMV_MIN_ROWS`` rows:
+  the scan is memory-bound, so the float16 rows are used as they are: ``torch.mv`` on
+  float16 runs PyTorch's reduced-precision GEMV fast path (float16 loads, float32
+  accumulation), reading half the bytes of a float32 scan. Its scores are rounded to
+  float16 on output, so the best ``k + RERANK_MARGIN`` candidates are re-scored in
+  float32 before the final top-k.
+* otherwise (more queries, or a gallery small enough to stay in cache): each block is
+  converted to float32 in a reused buffer and multiplied with one SGEMM (the conversion
+  is paid once per block for all queries, where the float16 GEMV would re-read the
+  block once per query).
 
 Both give the same scores: float32 dot products of the float32 queries with the stored
 float16 rows (converted exactly), top-k merged across blocks.
@@ -32,6 +34,7 @@ import torch
 __all__ = ["exact_search", "GEMV_MAX_QUERIES", "RERANK_MARGIN", "SINGLE_THREAD_MACS"]
 
 GEMV_MAX_QUERIES = 2
+GEMV_MIN_ROWS = 1 << 16
 RERANK_MARGIN = 16
 SINGLE_THREAD_MACS = 1 << 24
 # Rows per block. Large blocks keep the number of parallel regions (thread wake-ups) low,
@@ -100,7 +103,7 @@ def exact_search(embeddings: np.ndarray, queries, k: int, row_offset: int = 0) -
 
 
 def _search(embeddings: np.ndarray, q: torch.Tensor, kk: int, nq: int, n: int, row_offset: int):
-    use_gemv = nq <= GEMV_MAX_QUERIES
+    use_gemv = nq <= GEMV_MAX_QUERIES and n > GEMV_MIN_ROWS
     keep = min(kk + RERANK_MARGIN, n) if use_gemv else kk
     block_rows = min(_GEMV_BLOCK if use_gemv else _GEMM_BLOCK, n)
     cand_s, cand_i = [], []
