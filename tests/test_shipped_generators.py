@@ -170,7 +170,7 @@ def test_identity_network_defaults_to_the_shipped_recogniser(weights_dir, tmp_pa
     torch.manual_seed(0)
     net = get_model(TINY_LIGHTCNN, num_classes=4)
     save_model_checkpoint(tmp_path / "lcnn.pt", net, TINY_LIGHTCNN, {"num_classes": 4}, epoch=1)
-    with caplog.at_level(logging.WARNING, logger="lightface.losses.identity"):
+    with caplog.at_level(logging.WARNING, logger="lightface.models.identity"):
         assert resolve_identity_weights(None) is None  # nothing ships: off, with a warning saying so
     assert "no shipped recogniser" in caplog.text and "--identity-weights" in caplog.text
     entry = release_weights(tmp_path / "lcnn.pt", "tiny_recognition", "recognition", default_for=["recognition"])
