@@ -12,8 +12,9 @@ backbone of ``--weights``) are saved in the official file layout and loaded by e
 * ``baseline``: the original architecture in eager PyTorch, features L2-normalised;
 * ``lightface whole``: ``FaceEmbedder(ckpt, chunk_size=0).embed_tensor``: eager float32,
   the whole batch in one forward pass (fused MFM op);
-* ``lightface default``: ``FaceEmbedder(ckpt)``: what users get (forward passes of
-  :data:`lightface.embed.FORWARD_CHUNK` faces, float32);
+* ``lightface default``: ``FaceEmbedder(ckpt)``: what users get (float32, forward passes
+  of :data:`lightface.embed.FORWARD_CHUNK` faces, or ``FORWARD_CHUNK_SINGLE_THREAD`` with
+  ``--threads 1``);
 * ``lightface chunk=K`` (``--chunk-sizes``): ``FaceEmbedder(ckpt, chunk_size=K)``;
 * ``+channels_last`` (``--channels-last``), ``+bf16`` (``--bf16``: bfloat16 autocast, only
   at ``--bf16-batch-sizes``: on CPUs without native bf16 it is very slow),
@@ -26,7 +27,9 @@ to fill N), or uniform noise when absent. Each round runs every path once (inter
 so machine load hits all paths alike) and the best round counts. ``max |d|`` is the
 largest absolute difference of the raw 256-d features from the baseline's; ``min cos``
 the smallest cosine similarity of a path's embeddings to ``lightface whole`` (float32
-eager); the ratio is embeddings/s over the baseline's.
+eager); the ratio is embeddings/s over the baseline's. ``--timer cpu --threads 1``
+measures the CPU time of one thread instead of elapsed time: on a machine shared with
+other jobs it is far steadier (it does not count time spent waiting for a core).
 """
 import argparse
 import json
@@ -65,14 +68,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder with images/ and landmarks_5pt.txt (LFW layout) for real aligned inputs; noise if absent")
     p.add_argument("--weights", default=None,
                    help="a Light CNN checkpoint (project or official) whose backbone every path loads; default random")
+    p.add_argument("--timer", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time; cpu: CPU time of this process (all its threads), far less sensitive "
+                        "to other jobs on a shared machine; use it with --threads 1")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
 
+_CLOCK = time.perf_counter
+
+
 def _time(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = _CLOCK()
     fn()
-    return time.perf_counter() - start
+    return _CLOCK() - start
 
 
 def load_faces(folder: Optional[str], limit: int = 256) -> Optional[torch.Tensor]:
@@ -114,8 +123,10 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
                workdir: Path, chunk_sizes: List[int] = (), channels_last: bool = False, bf16_sizes: List[int] = (),
                onnx: bool = True, faces: Optional[torch.Tensor] = None, weights: Optional[str] = None) -> List[Dict]:
     from benchmarks._baseline_lightcnn import official_checkpoint
-    from lightface.embed import FORWARD_CHUNK, FaceEmbedder
+    from lightface.embed import FORWARD_CHUNK, FORWARD_CHUNK_SINGLE_THREAD, FaceEmbedder
     from lightface.export import OnnxRecognizer, export_onnx
+
+    default_chunk = FORWARD_CHUNK_SINGLE_THREAD if torch.get_num_threads() == 1 else FORWARD_CHUNK
 
     base = _baseline_model(arch, weights)
     ckpt = workdir / f"{arch}.pth.tar"
@@ -124,7 +135,7 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
     embedders: Dict[str, tuple] = {"lightface whole": (FaceEmbedder(ckpt, device="cpu", chunk_size=0), None),
                                    "lightface default": (FaceEmbedder(ckpt, device="cpu"), None)}
     for k in chunk_sizes:
-        if k != FORWARD_CHUNK:
+        if k != default_chunk:
             embedders[f"lightface chunk={k}"] = (FaceEmbedder(ckpt, device="cpu", chunk_size=k), None)
     if channels_last:
         embedders["lightface+channels_last"] = (FaceEmbedder(ckpt, device="cpu", channels_last=True), None)
@@ -137,6 +148,7 @@ def bench_arch(arch: str, batch_sizes: List[int], rounds: int, threads: int, com
         onnx_path = export_onnx(str(ckpt), workdir / f"{arch}.onnx")
         embedders["lightface+onnxruntime"] = (FaceEmbedder(onnx_path, device="cpu"), None)
         raw["lightface+onnxruntime"] = OnnxRecognizer(onnx_path, threads=threads)
+        embedders["lightface+onnxruntime"][0]._onnx = raw["lightface+onnxruntime"]  # same --threads as PyTorch
 
     def baseline_embed(x):
         return torch.nn.functional.normalize(base(x)[1], dim=1)
@@ -190,13 +202,15 @@ def format_table(rows: List[Dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> List[Dict]:
+    global _CLOCK
+    _CLOCK = time.process_time if args.timer == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    from lightface.embed import FORWARD_CHUNK
+    from lightface.embed import FORWARD_CHUNK, FORWARD_CHUNK_SINGLE_THREAD
 
     faces = load_faces(args.faces)
-    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.rounds} interleaved rounds, "
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.timer} time, best of {args.rounds} interleaved rounds, "
           f"compiled MFM kernels: {ops.extension_available()}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"default chunk {FORWARD_CHUNK}, inputs: {'%d real LFW crops' % len(faces) if faces is not None else 'noise'}, "
+          f"default chunk {FORWARD_CHUNK_SINGLE_THREAD if args.threads == 1 else FORWARD_CHUNK}, inputs: {'%d real LFW crops' % len(faces) if faces is not None else 'noise'}, "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,11 +48,13 @@ See docs/recognition.md.
 
 Speed
 -----
-The network runs on chunks of at most :data:`FORWARD_CHUNK` faces whatever
-``batch_size`` is (``batch_size`` only sets how many images are read and prepared at a
-time): on a CPU a large batch is memory-bound (the first layer's output is ~6 MB per
-face), so moderate chunks are faster per face. Chosen by measurement, with the
-precision, in docs/benchmarks.md (Embedding).
+On a CPU the network runs on chunks of at most :data:`FORWARD_CHUNK` faces
+(:data:`FORWARD_CHUNK_SINGLE_THREAD` when PyTorch uses one thread) whatever ``batch_size``
+is (``batch_size`` only sets how many images are read and prepared at a time): a large
+batch is memory-bound (the first layer's output is ~6 MB per face), so smaller chunks
+cost less CPU time per face, while with several threads very small chunks lose to
+thread synchronisation. On CUDA whole batches run. Float32 throughout. Chosen by
+measurement (chunk size and precision) in docs/benchmarks.md (Embedding).
 """
 import logging
 import os
@@ -77,6 +79,7 @@ __all__ = [
     "similarity",
     "VERIFICATION_THRESHOLD",
     "FORWARD_CHUNK",
+    "FORWARD_CHUNK_SINGLE_THREAD",
     "WeightsInfo",
     "prepare_aligned",
 ]
@@ -84,8 +87,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 VERIFICATION_THRESHOLD = 0.35
-#: faces per forward pass (measured fastest on CPU, docs/benchmarks.md); FaceEmbedder(chunk_size=...) overrides
+#: CPU faces per forward pass with several intra-op threads (chosen by measurement, docs/benchmarks.md, Embedding);
+#: FaceEmbedder(chunk_size=...) overrides
 FORWARD_CHUNK = 16
+#: CPU faces per forward pass when PyTorch runs one intra-op thread (torch.get_num_threads() == 1)
+FORWARD_CHUNK_SINGLE_THREAD = 2
 _TRAIN_CROP = 144
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor, Any]
 
@@ -282,12 +288,14 @@ class FaceEmbedder:
             the weights are treated as constants, so do not modify ``model`` afterwards);
             the first batch of each new size compiles (slow, once), later batches run
             faster; same features within float rounding.
-        chunk_size: faces per forward pass (default :data:`FORWARD_CHUNK`, the fastest
-            measured on CPU); independent of ``embed(batch_size=...)``; 0 runs each batch whole.
-        precision: ``"float32"`` (default) or ``"bfloat16"`` (autocast; PyTorch backend). On
-            CPUs without native bf16 (AVX2, AVX-512 without AVX512_BF16/AMX) bfloat16 is many
-            times slower, and its embeddings differ from float32 by more than rounding; see
-            docs/benchmarks.md before choosing it.
+        chunk_size: faces per forward pass, independent of ``embed(batch_size=...)``.
+            ``None`` (default): on CPU :data:`FORWARD_CHUNK`, or
+            :data:`FORWARD_CHUNK_SINGLE_THREAD` when ``torch.get_num_threads() == 1`` (both
+            measured, docs/benchmarks.md); on CUDA whole batches. 0 runs each batch whole.
+        precision: ``"float32"`` (default) or ``"bfloat16"`` (autocast; PyTorch backend:
+            embeddings within cosine 0.99999 of float32 on real faces). On CPUs without
+            native bf16 (AVX2; AVX-512 without AVX512_BF16/AMX) bfloat16 is about 20 times
+            slower (measured, docs/benchmarks.md); use it only on hardware with native bf16.
 
     Attributes:
         weights_info: :class:`WeightsInfo` (name, sha256, arch) of the weights in use.
@@ -320,10 +328,9 @@ class FaceEmbedder:
     ):
         self.device = resolve_device(device)
         self.channels_last = bool(channels_last)
-        chunk_size = FORWARD_CHUNK if chunk_size is None else int(chunk_size)
-        if chunk_size < 0:
+        if chunk_size is not None and int(chunk_size) < 0:
             raise ValueError(f"chunk_size must be >= 0 (0: whole batches), got {chunk_size}")
-        self.chunk_size = chunk_size
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.precision = precision
@@ -499,8 +506,16 @@ class FaceEmbedder:
             feats = feats + self._forward(x.flip(-1))
         return torch.nn.functional.normalize(feats, dim=1)
 
+    def _chunk(self) -> int:
+        """Faces per forward pass now (0: whole batch); see ``chunk_size``."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if self.device.type != "cpu":
+            return 0
+        return FORWARD_CHUNK_SINGLE_THREAD if torch.get_num_threads() == 1 else FORWARD_CHUNK
+
     def _forward(self, x: Tensor) -> Tensor:
-        step = self.chunk_size or len(x)
+        step = self._chunk() or len(x)
         if len(x) > step:  # bounded chunks: large CPU batches are memory-bound (docs/benchmarks.md)
             return torch.cat([self._forward_once(x[i:i + step]) for i in range(0, len(x), step)])
         return self._forward_once(x)

@@ -211,12 +211,35 @@ def test_explicit_weights_win(shipped, tmp_path):
     assert FaceEmbedder(net, device="cpu").weights_info.sha256 != a.sha256
 
 
-def test_forward_chunks_give_the_same_embeddings(shipped):
+def test_forward_chunks_give_the_same_embeddings(shipped, monkeypatch):
+    from lightface.embed import FORWARD_CHUNK, FORWARD_CHUNK_SINGLE_THREAD
+
     x = _faces(10)
     whole = FaceEmbedder(device="cpu", chunk_size=0).embed(x, batch_size=10)
-    for chunk in (1, 3, 16):
+    for chunk in (None, 1, 3, 16):
         emb = FaceEmbedder(device="cpu", chunk_size=chunk)
         np.testing.assert_allclose(emb.embed(x, batch_size=10), whole, atol=1e-6)
+
+    class Recorder(torch.nn.Module):  # records the batch of every forward pass
+        def __init__(self):
+            super().__init__()
+            self.net, self.sizes = get_model(TINY, num_classes=0).eval(), []
+
+        def forward(self, t):
+            self.sizes.append(len(t))
+            return self.net(t)
+
+    rec = Recorder()
+    emb = FaceEmbedder(rec, device="cpu")
+    emb.embed(_faces(FORWARD_CHUNK + 3), batch_size=64)
+    assert rec.sizes == [FORWARD_CHUNK, 3]  # the default chunk, independent of batch_size
+    rec.sizes.clear()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    emb.embed(_faces(5), batch_size=64)
+    assert rec.sizes == [FORWARD_CHUNK_SINGLE_THREAD] * (5 // FORWARD_CHUNK_SINGLE_THREAD) + [5 % FORWARD_CHUNK_SINGLE_THREAD]
+    rec.sizes.clear()
+    FaceEmbedder(rec, device="cpu", chunk_size=0).embed(_faces(5), batch_size=64)
+    assert rec.sizes == [5]
     with pytest.raises(ValueError, match="chunk_size"):
         FaceEmbedder(device="cpu", chunk_size=-1)
     with pytest.raises(ValueError, match="precision"):
@@ -289,6 +312,22 @@ def test_whole_photos_embed_offline_with_the_shipped_yunet(offline, shared_data,
     assert out.shape == (len(photos + whole), 256) and np.isfinite(out).all()
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert emb.detector.backend == "yunet"
+    assert "YuNet" in caplog.text
+
+
+def test_default_embedder_on_whole_photos_offline(offline, shared_data, caplog):
+    """The issue's 'done' line: FaceEmbedder().embed(paths, aligned=False) on a fresh offline install."""
+    try:
+        entry = default_weights("recognition")
+    except PretrainedError:
+        pytest.skip("no 'recognition' model in lightface/weights/manifest.json yet")
+    photos = [shared_data / "lfw_identities" / "images" / "Ann_Veneman" / f"Ann_Veneman_000{i}.jpg" for i in (1, 2)]
+    with caplog.at_level(logging.INFO):
+        emb = FaceEmbedder(device="cpu")
+        out = emb.embed(photos, aligned=False)
+    assert out.shape == (2, 256) and np.isfinite(out).all()
+    assert emb.weights_info.name == entry.name and emb.weights_info.sha256 == entry.sha256
+    assert f"{entry.name} ({entry.arch}, sha256 {entry.sha256[:12]}" in caplog.text
     assert "YuNet" in caplog.text
 
 
