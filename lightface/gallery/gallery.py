@@ -27,7 +27,7 @@ import torch
 from . import faiss_backend
 from .exact import exact_search
 from .photos import collect_photos
-from .results import Duplicate, EnrollReport, FaceSearch, Identification, Match, SearchResult
+from .results import Duplicate, EnrollReport, FaceSearch, Identification, SearchResult
 from .storage import (INDEX_KEYS, CorruptGalleryError, FaceRecord, GalleryError, GalleryModelError, GalleryStore,
                       ModelInfo)
 
