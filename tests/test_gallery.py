@@ -101,6 +101,9 @@ def test_exact_search_matches_numpy(monkeypatch, nq):
     np.testing.assert_array_equal(rows, order)
     np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), atol=1e-5)
     assert rows[0, 0] == 17
+    s32, r32 = exact_search(g16.astype(np.float32), q, k=6)  # a float32 copy (small galleries) gives the same
+    np.testing.assert_array_equal(r32, rows)
+    np.testing.assert_allclose(s32, scores, atol=1e-5)
     s_all, r_all = exact_search(g16, q, k=1000)  # k larger than the gallery
     assert s_all.shape == (nq, 300) and sorted(r_all[0]) == list(range(300))
     s0, r0 = exact_search(g16[:0], q, k=3)

@@ -18,6 +18,9 @@ full. Two kernels:
 Both give the same scores: float32 dot products of the float32 queries with the stored
 float16 rows (converted exactly), top-k merged across blocks.
 
+Galleries small enough to keep a float32 copy (:class:`lightface.gallery.FaceGallery`
+caches one up to ``FP32_CACHE_BYTES``) are searched on it directly: no conversion.
+
 Small scans (fewer than :data:`SINGLE_THREAD_MACS` multiply-adds: e.g. one query over a
 gallery of under 64k faces) run on one thread: waking PyTorch's thread pool costs more
 than the scan, and on a busy machine (threads waiting for a core) 5-10x more. The
@@ -80,7 +83,8 @@ def exact_search(embeddings: np.ndarray, queries, k: int, row_offset: int = 0) -
     """Top-k cosine search over every row of ``embeddings``.
 
     Args:
-        embeddings: float16 (N, D) array or memory map, rows L2-normalised.
+        embeddings: float16 (N, D) array or memory map, rows L2-normalised (float32 is
+            accepted too and searched without conversion).
         queries: float32 (Q, D) numpy array or tensor, rows L2-normalised.
         k: neighbours per query (clipped to N).
         row_offset: added to the returned row numbers (search of a slice of a gallery).
@@ -103,14 +107,15 @@ def exact_search(embeddings: np.ndarray, queries, k: int, row_offset: int = 0) -
 
 
 def _search(embeddings: np.ndarray, q: torch.Tensor, kk: int, nq: int, n: int, row_offset: int):
-    use_gemv = nq <= GEMV_MAX_QUERIES and n > GEMV_MIN_ROWS
+    is32 = embeddings.dtype == np.float32
+    use_gemv = nq <= GEMV_MAX_QUERIES and n > GEMV_MIN_ROWS and not is32
     keep = min(kk + RERANK_MARGIN, n) if use_gemv else kk
     block_rows = min(_GEMV_BLOCK if use_gemv else _GEMM_BLOCK, n)
     cand_s, cand_i = [], []
     if use_gemv:
         q16 = q.half()
         out16 = torch.empty((nq, block_rows), dtype=torch.float16)
-    else:
+    elif not is32:
         buf = torch.empty((block_rows, q.shape[1]), dtype=torch.float32)
     for start in range(0, n, block_rows):
         block = _as_tensor(embeddings[start:start + block_rows])
@@ -119,6 +124,8 @@ def _search(embeddings: np.ndarray, q: torch.Tensor, kk: int, nq: int, n: int, r
             for j in range(nq):
                 torch.mv(block, q16[j], out=out16[j, :c])
             scores = out16[:, :c].float()
+        elif is32:  # float32 rows (a cached copy): no conversion
+            scores = torch.mm(q, block.T)
         else:
             b32 = buf[:c]
             b32.copy_(block)

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 DUPLICATE_THRESHOLD = 0.98
+#: galleries whose float32 copy fits in this many bytes (64 MiB: 65k faces of 256-d) are
+#: searched on a float32 copy kept in RAM after the first search (converting float16
+#: costs more than the scan at that size); larger ones are only memory-mapped
+FP32_CACHE_BYTES = 64 << 20
 
 
 # -- model identity ------------------------------------------------------------------------
@@ -163,6 +167,8 @@ class FaceGallery:
         self._model: Optional[ModelInfo] = None
         self._index = None
         self._index_file: Optional[str] = None
+        self._f32: Optional[np.ndarray] = None
+        self._f32_key: Tuple[Any, ...] = ()
         if embedder is not None:
             self._model = self._check_model(embedder)
             self.embedder = embedder
@@ -185,6 +191,7 @@ class FaceGallery:
     def close(self) -> None:
         """Release the database connection and the memory map."""
         self._index = None
+        self._f32 = None
         self._store.close()
 
     @property
@@ -486,6 +493,18 @@ class FaceGallery:
             self._index_file = name
         return self._index
 
+    def _exact_rows(self) -> np.ndarray:
+        """The embeddings for the exact search: a float32 copy for small galleries, else the float16 map."""
+        store = self._store
+        emb = store.embeddings
+        if emb.shape[0] * emb.shape[1] * 4 > FP32_CACHE_BYTES:
+            self._f32 = None
+            return emb
+        key = (store.emb_path, store.count)
+        if self._f32 is None or self._f32_key != key:
+            self._f32, self._f32_key = np.asarray(emb, dtype=np.float32), key
+        return self._f32
+
     def _search_rows(self, q: np.ndarray, k: int, backend: str, params: Optional[Dict[str, Any]]):
         store = self._store
         n = store.count
@@ -499,7 +518,7 @@ class FaceGallery:
             logger.warning("%s: the gallery has a FAISS index but faiss is not installed; searching exactly "
                            "(pip install 'lightface[search]')", self.path)
         if not use_faiss:
-            return exact_search(store.embeddings, q, k)
+            return exact_search(self._exact_rows(), q, k)
         import json
 
         index = self._load_index()
