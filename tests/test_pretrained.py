@@ -231,6 +231,8 @@ def test_forward_chunks_give_the_same_embeddings(shipped, monkeypatch):
 
     rec = Recorder()
     emb = FaceEmbedder(rec, device="cpu")
+    # the chunk depends on the thread count, which earlier tests or the machine may have set to 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     emb.embed(_faces(FORWARD_CHUNK + 3), batch_size=64)
     assert rec.sizes == [FORWARD_CHUNK, 3]  # the default chunk, independent of batch_size
     rec.sizes.clear()
