@@ -13,7 +13,8 @@ full. Two kernels:
 * otherwise (more queries, or a gallery small enough to stay in cache): each block is
   converted to float32 in a reused buffer and multiplied with one SGEMM (the conversion
   is paid once per block for all queries, where the float16 GEMV would re-read the
-  block once per query).
+  block once per query). The SGEMM is numpy's (OpenBLAS), measured 1.5-3x faster than
+  ``torch.mm`` (MKL) on this project's AMD CPUs; top-k is ``torch.topk``.
 
 Both give the same scores: float32 dot products of the float32 queries with the stored
 float16 rows (converted exactly), top-k merged across blocks.
@@ -112,24 +113,30 @@ def _search(embeddings: np.ndarray, q: torch.Tensor, kk: int, nq: int, n: int, r
     keep = min(kk + RERANK_MARGIN, n) if use_gemv else kk
     block_rows = min(_GEMV_BLOCK if use_gemv else _GEMM_BLOCK, n)
     cand_s, cand_i = [], []
+    qn = q.numpy()
     if use_gemv:
         q16 = q.half()
         out16 = torch.empty((nq, block_rows), dtype=torch.float16)
     elif not is32:
         buf = torch.empty((block_rows, q.shape[1]), dtype=torch.float32)
     for start in range(0, n, block_rows):
-        block = _as_tensor(embeddings[start:start + block_rows])
-        c = block.shape[0]
         if use_gemv:
+            block = _as_tensor(embeddings[start:start + block_rows])
+            c = block.shape[0]
             for j in range(nq):
                 torch.mv(block, q16[j], out=out16[j, :c])
             scores = out16[:, :c].float()
-        elif is32:  # float32 rows (a cached copy): no conversion
-            scores = torch.mm(q, block.T)
         else:
-            b32 = buf[:c]
-            b32.copy_(block)
-            scores = torch.mm(q, b32.T)
+            if is32:  # float32 rows (a cached copy): no conversion
+                b32 = np.asarray(embeddings[start:start + block_rows])
+            else:
+                block = _as_tensor(embeddings[start:start + block_rows])
+                b32 = buf[:block.shape[0]]
+                b32.copy_(block)  # float16 -> float32 into a reused buffer: fast, no page faults
+                b32 = b32.numpy()
+            c = b32.shape[0]
+            # numpy's matmul (OpenBLAS): 1.5-3x faster than torch.mm's MKL on AMD CPUs for these shapes
+            scores = torch.from_numpy(qn @ b32.T)
         s, i = scores.topk(min(keep, c), dim=1)
         cand_s.append(s)
         cand_i.append(i + start)
