@@ -14,7 +14,8 @@ size, same queries:
 * ``search (ours)``: :meth:`FaceGallery.search` with ``backend="exact"``: chunked scan of
   the float16 memory map (no copy in RAM), top-k merged across chunks, identities and
   photo paths read from SQLite for the k results; ``exact kernel``: the scan alone
-  (:func:`lightface.gallery.exact.exact_search`: rows and scores, like the numpy baseline);
+  (:func:`lightface.gallery.exact.exact_search` on what ``search`` scans: the float16 map,
+  or the float32 copy of galleries under 64 MiB; rows and scores, like the numpy baseline);
 * ``numpy f32``: the gallery as a float32 matrix already in RAM, ``q @ G.T`` then
   ``argpartition`` top-k (the usual brute force; twice our memory);
 * ``deepface-style``: what ``deepface.find`` does per query: a Python loop over every stored
@@ -280,7 +281,7 @@ def bench_size(n: int, args, workdir: Path) -> Dict:
     _, np_rows = numpy_search(g32, queries, k)
     out["top1_equal_numpy"] = float(np.mean(ours_b.face_ids[:, 0] == np_rows[:, 0]))
     dq = min(len(singles), 3)
-    emb = gallery.embeddings
+    emb = gallery._exact_rows()  # what search() scans: the float16 map (a float32 copy below 64 MiB)
     paths: Dict[str, Dict[str, Callable]] = {
         "single": {
             "exact (ours)": lambda: [gallery.search(q, k=k, backend="exact") for q in singles],
