@@ -106,6 +106,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="LFW View-2 folds of the lfw_train people used by --evidence (fold 2: held out of the shipped "
                         "model's training; 'all' for every person)")
     p.add_argument("--real-only", action="store_true", help="skip the synthetic galleries and the enrolment timing")
+    p.add_argument("--reference-embeddings", default=None,
+                   help="with --evidence: also run the protocol on precomputed embeddings of an LMDB's samples "
+                        "(e.g. LMDB/teacher_dlib.npy from pipelines.teacher_embeddings), as a strong-model reference")
     p.add_argument("--workdir", default=None, help="where galleries are written (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
@@ -538,13 +541,47 @@ def evidence_cfp(args, workdir: Path, embedder, label: str) -> Dict:
     return out
 
 
+def evidence_precomputed(args, workdir: Path) -> Dict:
+    """The same protocol on precomputed embeddings of an LMDB's samples (``--reference-embeddings``, e.g. the dlib
+    teacher's ``teacher_dlib.npy`` beside the LMDB, from ``python -m pipelines.teacher_embeddings``): what the gallery
+    delivers with a strong recogniser. Identities are the LMDB's labels; no model threshold (reported at FAR 1%)."""
+    from lightface.data import LMDBDataset
+
+    path = Path(args.reference_embeddings)
+    emb = np.load(path).astype(np.float32)
+    labels = LMDBDataset(path.parent).labels
+    ok = np.isfinite(emb).all(1)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    names = [f"class{int(c)}" for c in labels]
+    count: Dict[str, int] = {}
+    for i in np.flatnonzero(ok):
+        count[names[i]] = count.get(names[i], 0) + 1
+    enrol, genuine, impostors, seen = [], [], [], set()
+    for i in np.flatnonzero(ok):
+        n = names[i]
+        if count[n] < 2 or _never_enrolled(n):
+            impostors.append(int(i))
+        elif n not in seen:
+            enrol.append(int(i))
+            seen.add(n)
+        else:
+            genuine.append(int(i))
+    label = f"{path.name} ({path.parent.name}, {emb.shape[1]}-d)"
+    out = identification(f"{path.parent.stem} ({path.stem})", emb, names, enrol, {"other photos": genuine}, impostors,
+                         float("nan"), workdir, label)
+    out.update(faces=int(ok.sum()))
+    return out
+
+
 def format_evidence(rows: List[Dict]) -> str:
     lines = ["| protocol | enrolled people | probe set | probes | rank-1 | rank-5 | DIR @ model thr | FAR @ model thr "
              "(never-enrolled faces) | DIR @ FAR 1% |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for e in rows:
         for set_name, m in e["sets"].items():
+            at_model = "-" if np.isnan(e["threshold"]) else f"{m['dir']:.3f}"
+            far = "-" if np.isnan(e["threshold"]) else f"{e['far']:.3f}"
             lines.append(f"| {e['protocol']} | {e['enrolled_people']} | {set_name} | {m['probes']} | {m['rank1']:.3f} | "
-                         f"{m['rank5']:.3f} | {m['dir']:.3f} | {e['far']:.3f} ({e['never_enrolled_faces']} of "
+                         f"{m['rank5']:.3f} | {at_model} | {far} ({e['never_enrolled_faces']} of "
                          f"{e['never_enrolled_people']} people) | {m['dir_far_1pct']:.3f} (thr {e['threshold_far_1pct']:.3f}) |")
     return "\n".join(lines)
 
@@ -586,6 +623,8 @@ def main(args: argparse.Namespace) -> Dict:
                 results["evidence"] = [evidence_lfw(args, workdir, embedder, label)]
                 if (Path(args.real) / "cfp" / "Images").is_dir():
                     results["evidence"].append(evidence_cfp(args, workdir, embedder, label))
+        if args.evidence and args.reference_embeddings:
+            results["evidence"] = (results["evidence"] or []) + [evidence_precomputed(args, workdir)]
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -603,8 +642,7 @@ def main(args: argparse.Namespace) -> Dict:
         print(f"| {r['photos']} | {r['embed_only_photos_per_s']:.1f} | {r['enroll_photos_per_s']:.1f} | {r['enrolled']} | "
               f"{r['failed']} | {r['duplicates']} | {r['exact_single_qps']:,.0f} | {r['disk_bytes_per_face']:,.0f} |")
     if results["evidence"]:
-        e = results["evidence"][0]
-        print(f"\nIdentification, model {e['model']}, threshold {e['threshold']:.3f}:")
+        print("\nIdentification (models: " + "; ".join(sorted({e["model"] for e in results["evidence"]})) + "):")
         print(format_evidence(results["evidence"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
