@@ -2,15 +2,16 @@
 
     python -m benchmarks.frontal_quality                                  # the shipped frontalizer
     python -m benchmarks.frontal_quality --weights runs/tpgan/model.pt \\
-        --identity-weights ours=recognition independent=runs/other_lightcnn/model.pt
+        --identity-weights ours=recognition independent=dlib
 
 Data: ``../shared/data/cfp`` (ids 451-485: never read by the recognition corpus or
 ``pipelines.build_sr_corpus``; train the frontalizer on ``cfp_train``), aligned to the
 128 ``lightcnn`` template with its CFP fiducials and cached as a pose LMDB in ``OUT``, or
 ``--data`` (a pose-tagged LMDB of people the models never saw).
 
-For every identity network (``--identity-weights NAME=CKPT``, a Light CNN checkpoint or a
-shipped entry's name; default: the shipped recogniser) it runs
+For every identity network (``--identity-weights NAME=SPEC``, a Light CNN checkpoint or a
+shipped entry's name, or ``dlib``: dlib's ResNet recogniser, which this project never
+trained, on the 128 ``lightcnn`` crops; default: the shipped recogniser) it runs
 :func:`lightface.engine.frontal_trainer.evaluate_frontalization`: each profile (mirrored to
 the frontalizer's training direction) is recognised raw and frontalized against a gallery
 holding the first frontal photo of every identity: rank-1 (the fraction whose most
@@ -44,8 +45,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default=None, help="pose-tagged LMDB of held-out people; default: ../shared/data/cfp, "
                    "built into OUT")
     p.add_argument("--cfp", default=str(SHARED / "data" / "cfp"), help="CFP tree used without --data")
-    p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=CKPT",
-                   help="recognisers (first: ours, others: independent); default: the shipped recogniser")
+    p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=SPEC",
+                   help="recognisers (first: ours, others: independent): Light CNN checkpoints or shipped names, "
+                        "or 'dlib' (pip install 'lightface[teacher]'); default: the shipped recogniser")
     p.add_argument("--mirror", choices=("left", "right", "none"), default=None,
                    help="direction probes are mirrored to; default: the frontalizer's training direction")
     p.add_argument("--out", default=str(ROOT / "runs" / "frontal_quality"), help="(default: %(default)s)")
@@ -58,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lightface.data import LMDBDataset
     from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
     from lightface.engine.frontal_trainer import evaluate_frontalization, save_sample_grid
-    from lightface.losses.identity import IdentityLoss
+    from lightface.eval.identity import load_identity_judge
     from lightface.models.pretrained import PretrainedError
     from lightface.restore.frontalizer import Frontalizer
 
@@ -92,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"mirror {mirror})")
     print(f"{'recogniser':14} {'rank-1 raw':>10} {'rank-1 front':>12} {'change':>7} {'cos raw':>8} {'cos front':>9}  bar")
     for k, (net_name, path) in enumerate(nets.items()):
-        metrics = evaluate_frontalization(fr.model, IdentityLoss(path).to(device), dataset, device)
+        judge = load_identity_judge(path, template="lightcnn", device=device)  # the dataset's 128 crops
+        metrics = evaluate_frontalization(fr.model, judge, dataset, device)
         change = metrics["val_rank1_frontal"] - metrics["val_rank1_raw"]
         bar = (f"{'meets' if change >= BAR_GAIN else 'misses'} +{BAR_GAIN} (ours)" if k == 0 else
                f"{'meets' if change >= -BAR_DROP else 'misses'} drop <= {BAR_DROP} (independent)")

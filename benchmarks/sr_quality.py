@@ -1,7 +1,8 @@
 """Super-resolution quality: a super-resolver against bicubic on faces it never saw.
 
     python -m benchmarks.sr_quality                                   # the shipped 4x model
-    python -m benchmarks.sr_quality --scale 8 --identity-weights ours=recognition indep=runs/other/model.pt
+    python -m benchmarks.sr_quality --scale 4 --identity-weights ours=recognition independent=dlib
+    python -m benchmarks.sr_quality --scale 8 --identity-weights ours=recognition other=runs/other/model.pt
     python -m benchmarks.sr_quality --weights runs/sr4/model.pt --heldout ~/lightface_sr/val.lmdb
 
 Sets (each skipped when absent):
@@ -16,8 +17,11 @@ and by bicubic and compared with the HR face
 (:func:`lightface.restore.super_resolver.evaluate_super_resolution`: PSNR and SSIM on RGB
 from :mod:`lightface.eval.image_quality`, identity cosine from
 :func:`lightface.eval.identity.identity_cosine`) with every identity network given
-(``--identity-weights NAME=CHECKPOINT``, a shipped entry's name or a path; default: the
-shipped recogniser, when one ships). Prints one table row per set and model, the gain
+(``--identity-weights NAME=SPEC``: a Light CNN as a shipped entry's name or a checkpoint
+path, or ``dlib``, dlib's ResNet recogniser, independent of this project's training (needs
+``pip install 'lightface[teacher]'``; the cosine of its 128-d descriptors, though dlib
+itself decides by Euclidean distance < 0.6); default: the shipped recogniser, when one
+ships). Prints one table row per set and model, the gain
 over bicubic and issue 13's bar (4x: >= +2.0 dB and >= +0.12 identity cosine; 8x: >= +1.5
 dB and >= +0.10); writes ``OUT/sr_quality.json``, ``OUT/<set>/contact_sheet.png`` (rows:
 LR | bicubic | ours | HR) and, with a detector, ``OUT/whole_photo.png`` (a real photo's faces region,
@@ -42,7 +46,9 @@ BAR = {4: (2.0, 0.12), 8: (1.5, 0.10)}
 
 
 def _identity_networks(specs: Optional[List[str]]) -> Dict[str, str]:
+    """``--identity-weights NAME=SPEC ...`` -> {name: checkpoint path or "dlib"} (no spec: the shipped recogniser)."""
     from lightface.losses.identity import resolve_identity_weights
+    from lightface.models.dlib_recognizer import DLIB, is_dlib_spec
 
     if not specs:
         path = resolve_identity_weights(None, "the identity cosine")
@@ -50,7 +56,7 @@ def _identity_networks(specs: Optional[List[str]]) -> Dict[str, str]:
     nets = {}
     for i, spec in enumerate(specs):
         name, _, path = spec.rpartition("=")
-        resolved = resolve_identity_weights(path, "the identity cosine")
+        resolved = DLIB if is_dlib_spec(path) else resolve_identity_weights(path, "the identity cosine")
         if resolved:
             nets[name or f"id{i}"] = resolved
     return nets
@@ -109,8 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--weights", default=None, help="super-resolver checkpoint or shipped name; default: the shipped "
                    "model for --scale")
     p.add_argument("--scale", type=int, choices=(4, 8), default=None, help="which shipped model (default 4)")
-    p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=CKPT",
-                   help="identity networks for the identity cosine (Light CNN checkpoints or shipped names); "
+    p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=SPEC",
+                   help="identity networks for the identity cosine: Light CNN checkpoints or shipped names, or "
+                        "'dlib' (dlib's ResNet recogniser, independent; pip install 'lightface[teacher]'); "
                         "default: the shipped recogniser")
     p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"), help="HR photos (detected + aligned)")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "

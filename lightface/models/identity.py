@@ -15,6 +15,7 @@ from typing import Dict, Optional, Union
 from torch import Tensor, nn
 
 from .checkpoint import build_from_checkpoint
+from .dlib_recognizer import is_dlib_spec
 from .lightcnn import LightCNN, to_lightcnn_input
 from .pretrained import PretrainedError, default_weights, get_pretrained
 from .registry import get_model
@@ -89,6 +90,10 @@ def load_identity_network(network: NetworkLike, default_arch: str = "lightcnn29v
         logger.warning("identity network: no weights given, using a randomly initialised %s "
                        "(meaningless except for smoke tests); pass a Light CNN checkpoint", default_arch)
         network = get_model(default_arch, num_classes=0)
+    elif is_dlib_spec(network):
+        raise ValueError(f"{network!r} (dlib's recogniser) only judges identity (lightface.eval.identity."
+                         "identity_cosine, benchmarks' --identity-weights NAME=dlib); it has no gradients and no "
+                         "feature maps for an identity loss: give a Light CNN checkpoint or a shipped name")
     elif isinstance(network, (str, os.PathLike)):
         network = build_from_checkpoint(network, num_classes=0, expect=LightCNN)  # a recogniser, not a GAN
     elif not isinstance(network, nn.Module):

@@ -25,6 +25,9 @@ __all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution", "shippe
 
 log = logging.getLogger(__name__)
 
+#: the alignment template of the faces evaluate_super_resolution scores (the SR corpus's and upscale_faces' crops)
+_TEMPLATE = "lightcnn"
+
 
 def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
     """The shipped :class:`~lightface.models.PretrainedWeights` a restorer loads, or None for explicit weights.
@@ -209,7 +212,9 @@ def evaluate_super_resolution(
     upscaled by the model and by bicubic (Pillow) and compared with the HR face. PSNR / SSIM:
     all three colour channels, data range 255 (:mod:`lightface.eval.image_quality`).
     Identity cosine: :func:`lightface.eval.identity.identity_cosine` with ``identity_weights``
-    (a Light CNN checkpoint or module; None skips it).
+    (a Light CNN checkpoint or module, ``"dlib"`` for dlib's independent recogniser; None
+    skips it). The faces are judged as ``lightcnn``-template crops (the super-resolver's
+    template), so with ``aligned=True`` the HR crops must be aligned with it.
 
     Returns ``{"scale", "images": [per-image dict], "mean": {...}, "skipped": [...]}``; writes a
     contact sheet PNG (rows LR | bicubic | SR | HR with their scores) to ``sheet_path`` if given.
@@ -224,9 +229,9 @@ def evaluate_super_resolution(
                          "or pass aligned=True (--aligned) for face crops")
     net = None
     if identity_weights is not None:
-        from ..losses.identity import load_identity_network
+        from ..eval.identity import load_identity_judge
 
-        net = load_identity_network(identity_weights).to(resolver.device)
+        net = load_identity_judge(identity_weights, template=_TEMPLATE, device=resolver.device)
     records, skipped, rows = [], [], []
     hrs, lrs = [], []
     for path in hr_paths:
@@ -242,7 +247,7 @@ def evaluate_super_resolution(
             if not faces:
                 skipped.append({"input": str(path), "reason": "no face detected"})
                 continue
-            hr, _ = align_face(img, faces[0].landmarks, "lightcnn", size=size)
+            hr, _ = align_face(img, faces[0].landmarks, _TEMPLATE, size=size)
         hrs.append((str(path), hr))
         lrs.append(downscale(hr, scale, "bicubic"))
     if not hrs:
@@ -255,8 +260,8 @@ def evaluate_super_resolution(
         from ..eval.identity import identity_cosine
 
         hr_t = image_to_tensor([h for _, h in hrs])  # BGR uint8 -> RGB float
-        ids["sr"] = identity_cosine(net, image_to_tensor(srs), hr_t).cpu().numpy()
-        ids["bicubic"] = identity_cosine(net, image_to_tensor(bics), hr_t).cpu().numpy()
+        ids["sr"] = identity_cosine(net, image_to_tensor(srs), hr_t, template=_TEMPLATE).cpu().numpy()
+        ids["bicubic"] = identity_cosine(net, image_to_tensor(bics), hr_t, template=_TEMPLATE).cpu().numpy()
     for i, ((name, hr), lr, sr, bic) in enumerate(zip(hrs, lrs, srs, bics)):
         rec = {"input": name, "psnr_sr": psnr(sr, hr), "psnr_bicubic": psnr(bic, hr),
                "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr)}
