@@ -182,6 +182,27 @@ def test_persistence_across_reopen(tmp_path):
     assert len(FaceGallery(tmp_path / "g")) == 41 and "late" in g2.identities()
 
 
+def test_open_handles_see_each_others_changes(tmp_path, monkeypatch):
+    """A search answers from cached state (the row table) only while nothing was committed."""
+    x, names, _ = clustered(5, 3)
+    reader, writer = FaceGallery(tmp_path / "g"), FaceGallery(tmp_path / "g")
+    writer.add(x, names, {"path": [f"{i}.jpg" for i in range(15)]})
+    first = reader.search(x[0], k=1)
+    assert first.identities[0, 0] == "person000" and first.paths[0, 0] == "0.jpg"
+    writer.rename("person000", "alice")
+    assert reader.search(x[0], k=1).identities[0, 0] == "alice"
+    writer.remove("person001")
+    res = reader.search(x[3:6], k=13)
+    assert len(reader) == 12 and "person001" not in set(res.identities.ravel())
+    # galleries above the row-table size read the same records from the database per search
+    import lightface.gallery.storage as storage
+
+    monkeypatch.setattr(storage, "ROW_TABLE_MAX", 0)
+    big = reader.search(x[3:6], k=13)
+    for field in ("face_ids", "identities", "paths"):
+        np.testing.assert_array_equal(getattr(big, field), getattr(res, field))
+
+
 def test_remove_and_rename(tmp_path):
     x, names, _ = clustered(6, 3)
     g = FaceGallery(tmp_path / "g")

@@ -557,16 +557,26 @@ class FaceGallery:
             return SearchResult(empty.astype(np.float32), empty.astype(np.int64), empty.astype(object),
                                 empty.astype(object))
         scores, rows = self._search_rows(q, int(k), backend, params)
-        table = self._store.lookup_rows(rows.reshape(-1))
-        shape = rows.shape
+        face_ids, names, paths = self._row_records(rows)
+        # float16 storage: a unit vector's stored norm is 1 +- 1e-3, so clip to the cosine range
+        return SearchResult(np.clip(scores, -1.0, 1.0).astype(np.float32), face_ids, names, paths)
+
+    def _row_records(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face ids (-1), identities and paths (None) of result rows (-1 = no match)."""
+        shape, found = rows.shape, rows >= 0
         face_ids = np.full(shape, -1, np.int64)
         names = np.empty(shape, object)
         paths = np.empty(shape, object)
+        table = self._store.row_table()
+        if table is not None:
+            r = rows[found]
+            face_ids[found], names[found], paths[found] = table.face_ids[r], table.names[r], table.paths[r]
+            return face_ids, names, paths
+        records = self._store.lookup_rows(rows[found])
         for (i, j), r in np.ndenumerate(rows):
             if r >= 0:
-                face_ids[i, j], names[i, j], paths[i, j] = table[int(r)]
-        # float16 storage: a unit vector's stored norm is 1 +- 1e-3, so clip to the cosine range
-        return SearchResult(np.clip(scores, -1.0, 1.0).astype(np.float32), face_ids, names, paths)
+                face_ids[i, j], names[i, j], paths[i, j] = records[int(r)]
+        return face_ids, names, paths
 
     def _resolve_threshold(self, threshold: Optional[float]) -> float:
         if threshold is not None:

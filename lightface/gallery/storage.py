@@ -187,6 +187,20 @@ def _from_json_array(text: Optional[str], shape: Tuple[int, ...]) -> Optional[np
     return np.asarray(json.loads(text), np.float32).reshape(shape)
 
 
+#: galleries up to this many faces keep their row -> (face id, identity, path) table in
+#: memory (about 200 B per face), so a search costs no database query
+ROW_TABLE_MAX = 200_000
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """Per embedding row: ``face_ids`` int64 (N,), ``names`` and ``paths`` object (N,)."""
+
+    face_ids: np.ndarray
+    names: np.ndarray
+    paths: np.ndarray
+
+
 class GalleryStore:
     """Low-level storage of one gallery directory (see the module docstring).
 
@@ -214,6 +228,8 @@ class GalleryStore:
         self._lock_depth = 0
         self._mm: Optional[np.ndarray] = None
         self._mm_key: Tuple[Any, ...] = ()
+        self._seen: Optional[Tuple[int, int]] = None  # database state of the last refresh (see refresh)
+        self._rows: Optional[RowTable] = None
         self.conn = self._connect()
         self.meta: Dict[str, str] = {}
         self._init_or_check()
@@ -283,8 +299,22 @@ class GalleryStore:
                 raise CorruptGalleryError(f"{self.db_path}: gallery metadata lacks {key!r}")
         return meta
 
+    def _db_state(self) -> Tuple[int, int]:
+        """``(PRAGMA data_version, total_changes)``: the first changes when another connection
+        commits, the second when this one writes, so an equal pair means nothing changed."""
+        try:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise CorruptGalleryError(f"{self.db_path}: cannot read the gallery database ({err})") from err
+        return int(version), self.conn.total_changes
+
     def refresh(self) -> None:
-        """Re-read the committed state (another process may have written since)."""
+        """Re-read the committed state if anything (this or another process) committed since
+        the last call; a no-op costing one pragma otherwise, so searches can call it each time."""
+        state = self._db_state()
+        if state == self._seen:
+            return
+        self._seen, self._rows = None, None
         self.meta = self._read_meta()
         self.count = int(self.meta["count"])
         self.dim = int(self.meta["dim"])
@@ -297,6 +327,7 @@ class GalleryStore:
         if size < need:
             raise CorruptGalleryError(f"{self.emb_path}: {size} bytes, but the gallery commits {self.count} rows of "
                                       f"{self.dim} float16 ({need} bytes); the file was truncated or replaced")
+        self._seen = state
 
     # -- embeddings -----------------------------------------------------------------------
     @property
@@ -385,6 +416,7 @@ class GalleryStore:
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
+                self._seen = None  # a rollback leaves total_changes counting the undone writes
                 raise
             finally:
                 self.refresh()
@@ -546,6 +578,25 @@ class GalleryStore:
             return int(n)
 
     # -- reading ----------------------------------------------------------------------------
+    def row_table(self) -> Optional["RowTable"]:
+        """Face id, identity and path of every committed row as arrays, for galleries of at most
+        :data:`ROW_TABLE_MAX` faces (None above: use :meth:`lookup_rows`); read once per change."""
+        if self.count > ROW_TABLE_MAX:
+            return None
+        if self._rows is None or len(self._rows.face_ids) != self.count:
+            face_ids = np.full(self.count, -1, np.int64)
+            names = np.empty(self.count, object)
+            paths = np.empty(self.count, object)
+            q = "SELECT f.row, f.id, i.name, f.path FROM faces f JOIN identities i ON i.id=f.identity_id WHERE f.row < ?"
+            for row, fid, name, path in self.conn.execute(q, (self.count,)):
+                face_ids[row], names[row], paths[row] = fid, name, path
+            missing = np.flatnonzero(face_ids < 0)
+            if len(missing):
+                raise CorruptGalleryError(f"{self.db_path}: embedding rows {missing[:5].tolist()} have no face record; "
+                                          "the gallery is inconsistent (run FaceGallery.verify())")
+            self._rows = RowTable(face_ids, names, paths)
+        return self._rows
+
     def lookup_rows(self, rows: Iterable[int]) -> Dict[int, Tuple[int, str, Optional[str]]]:
         """``{row: (face_id, identity, path)}`` for the given embedding rows."""
         wanted = sorted({int(r) for r in rows if r >= 0})
