@@ -14,7 +14,7 @@ Aligned crops carry no landmarks, so they are used as given unless ``facing`` is
 import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -23,9 +23,9 @@ import torch
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.pose_pairs import facing as face_direction
 from ..engine.distributed import resolve_device
-from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.tpgan import TPGANGenerator
 from .folder import check_batch_size, iter_batches
+from .loading import load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr, detect_and_align, paste_face
 
 __all__ = ["Frontalizer", "FrontalizedFace"]
@@ -81,8 +81,6 @@ class Frontalizer:
 
     def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
                  mirror: Optional[str] = "auto"):
-        from .super_resolver import shipped_entry
-
         self.device = resolve_device(device)
         config = {}
         self.pretrained = shipped_entry(weights, "frontalization", "frontalization", "Frontalizer()",
@@ -91,16 +89,9 @@ class Frontalizer:
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
             config = dict(self.pretrained.preprocessing)
-        if isinstance(weights, TPGANGenerator):
-            model = weights
-        else:
-            ckpt = read_model_checkpoint(weights)
-            if ckpt.arch != "tpgan":
-                raise WrongArchitectureError(
-                    f"{ckpt.source}: not a tpgan checkpoint (it holds arch {ckpt.arch!r}); pass "
-                    "OUT/model.pt (or OUT/last.pt) written by pipelines.train_frontalization")
-            use_ema = ema and ckpt.ema_state_dict is not None
-            model = build_from_checkpoint(ckpt, ema=use_ema, expect=TPGANGenerator)  # NaN weights are refused
+        model, ckpt, use_ema = load_generator(weights, "tpgan", TPGANGenerator, ema,
+                                              "OUT/model.pt (or OUT/last.pt) written by pipelines.train_frontalization")
+        if ckpt is not None:
             config = config or ckpt.extra.get("config") or {}
             if self.pretrained is not None:
                 log.info("Frontalizer: shipped weights %s (sha256 %s...)", self.pretrained.name,
@@ -116,11 +107,7 @@ class Frontalizer:
         if mirror not in (None, "left", "right"):
             raise ValueError(f"mirror must be 'left', 'right' or None, got {mirror!r}")
         self.mirror = mirror
-        if detector is not None and not hasattr(detector, "detect"):
-            from ..data.detect import FaceDetector
-
-            detector = FaceDetector(detector, device="cuda" if self.device.type == "cuda" else "cpu")
-        self.detector = detector
+        self.detector = resolve_detector(detector, self.device)
 
     # -- tensors -----------------------------------------------------------------------
     @torch.no_grad()

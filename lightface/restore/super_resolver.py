@@ -15,41 +15,18 @@ import torch
 from ..data.align import align_face
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..engine.distributed import resolve_device
-from ..models.checkpoint import WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
+from .loading import load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
 from .paste import detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
 
-__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution", "shipped_entry"]
+__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
 
 log = logging.getLogger(__name__)
 
 #: the alignment template of the faces evaluate_super_resolution scores (the SR corpus's and upscale_faces' crops)
 _TEMPLATE = "lightcnn"
-
-
-def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
-    """The shipped :class:`~lightface.models.PretrainedWeights` a restorer loads, or None for explicit weights.
-
-    ``weights=None``: the default for ``alias`` (a :class:`~lightface.models.PretrainedError`
-    naming ``what`` and ``hint`` when none ships); a string that is no existing file but the
-    name of a shipped entry: that entry (its task must be ``task``); anything else: None.
-    """
-    from ..models.pretrained import PretrainedError, get_pretrained, require_default
-
-    if weights is None:
-        return require_default(alias, task, what, hint)
-    if isinstance(weights, str) and not os.path.exists(weights):
-        try:
-            entry = get_pretrained(weights)
-        except PretrainedError:
-            return None  # not a shipped name: the missing file is reported by the loader
-        if entry.task != task:
-            raise PretrainedError(f"{what}: shipped weights {entry.name!r} are a {entry.task} model, not {task}; "
-                                  f"see lightface.models.list_pretrained({task!r})")
-        return entry
-    return None
 
 
 @dataclass
@@ -105,16 +82,9 @@ class SuperResolver:
                                         f"--scale {scale or 4} (CLI: --weights)")
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
-        if isinstance(weights, WaveletSRNet):
-            model = weights
-        else:
-            ckpt = read_model_checkpoint(weights)
-            if ckpt.arch != "wavelet_srnet":
-                raise WrongArchitectureError(
-                    f"{ckpt.source}: not a wavelet_srnet checkpoint (it holds arch {ckpt.arch!r}); pass the OUT/model.pt "
-                    "written by pipelines.train_super_resolution")
-            use_ema = ema and ckpt.ema_state_dict is not None
-            model = build_from_checkpoint(ckpt, ema=use_ema, expect=WaveletSRNet)  # NaN weights are refused
+        model, ckpt, use_ema = load_generator(weights, "wavelet_srnet", WaveletSRNet, ema,
+                                              "the OUT/model.pt written by pipelines.train_super_resolution")
+        if ckpt is not None:
             if self.pretrained is not None:
                 log.info("SuperResolver: shipped weights %s (%dx, sha256 %s...)", self.pretrained.name,
                          model.scale, self.pretrained.sha256[:12])
@@ -127,11 +97,7 @@ class SuperResolver:
         self.scale = self.model.scale
         self.input_size = self.model.input_size
         self.output_size = self.model.output_size
-        if detector is not None and not hasattr(detector, "detect"):
-            from ..data.detect import FaceDetector
-
-            detector = FaceDetector(detector, device="cuda" if self.device.type == "cuda" else "cpu")
-        self.detector = detector
+        self.detector = resolve_detector(detector, self.device)
 
     @torch.no_grad()
     def upscale_tensor(self, lr: torch.Tensor) -> torch.Tensor:
