@@ -2,6 +2,7 @@
 
     python -m pipelines.evaluate_dev [--weights CKPT] [--data ../shared/data] [--out dev.json]
     python -m pipelines.evaluate_dev --teacher dlib          # the teacher, same protocols
+    python -m pipelines.evaluate_dev --export-lfw-dev DEV    # DEV/pairs.txt for train_lightcnn --val-pairs
 
 Protocols (lightface.eval.dev_protocols): LFW View-2 fold 2 pairs (people left out of the
 training corpus) and the 35 held-out CFP people (frontal-profile verification and rank-1
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightface.eval.dev_protocols import PROTOCOLS, run_dev_protocols
+from lightface.eval.dev_protocols import PROTOCOLS, export_lfw_dev, run_dev_protocols
 from pipelines._cli import run_cli
 
 
@@ -27,6 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="protocols to run")
     p.add_argument("--flip", action="store_true", help="flip fusion (average the features of the face and its mirror)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--export-lfw-dev", metavar="DIR", default=None,
+                   help="only write the LFW fold-2 pair crops and DIR/pairs.txt (for train_lightcnn --val-pairs) and exit")
     return p
 
 
@@ -48,6 +51,10 @@ def _embedder(args):
 
 def main(args: argparse.Namespace) -> dict:
     """Run the protocols; returns their results (also printed as JSON, and written to --out)."""
+    if args.export_lfw_dev:
+        path = export_lfw_dev(args.data, args.export_lfw_dev)
+        print(f"wrote {path} (validate with: python -m pipelines.train_lightcnn ... --val-pairs {path})")
+        return {"pairs": str(path)}
     results = run_dev_protocols(_embedder(args), args.data, args.protocols)
     text = json.dumps(results, indent=2)
     print(text)

@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lightface.eval.dev_protocols import cfp_heldout_faces, lfw_dev_faces, rank1, run_dev_protocols
+from lightface.eval.dev_protocols import cfp_heldout_faces, export_lfw_dev, lfw_dev_faces, rank1, run_dev_protocols
+from lightface.eval.verification import read_pairs
 
 
 def _pixels(crops):
@@ -18,6 +19,18 @@ def test_lfw_dev_is_fold_2_aligned(shared_data):
     assert len(pairs) == 600 and same.sum() == 300
     assert all(c.shape == (144, 144, 3) and c.dtype == np.uint8 for c in crops)
     assert pairs.max() < len(crops)
+
+
+def test_exported_lfw_dev_is_what_train_lightcnn_validates_on(shared_data, tmp_path):
+    """``evaluate_dev --export-lfw-dev DIR``: the same crops and pairs, as a --val-pairs list."""
+    crops, pairs, same = lfw_dev_faces(shared_data)
+    listed = read_pairs(export_lfw_dev(shared_data, tmp_path / "dev"))
+    assert len(listed.labels) == 600 and list(map(bool, listed.labels)) == same.tolist()
+    for k in (0, 299, 300, 599):  # first and last same-person / different-person pairs
+        a = cv2.imread(str(tmp_path / "dev" / listed.a[k]))
+        b = cv2.imread(str(tmp_path / "dev" / listed.b[k]))
+        np.testing.assert_array_equal(a, crops[pairs[k, 0]])
+        np.testing.assert_array_equal(b, crops[pairs[k, 1]])
 
 
 @pytest.mark.slow

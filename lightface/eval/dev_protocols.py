@@ -24,7 +24,7 @@ from ..data.align import align_face
 from ..data.pose_pairs import cfp_five_points
 from .verification import read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,22 @@ def lfw_dev_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
     crops = [align_face(_read(root / "images" / p), table[p], template="lightcnn_train", size=144)[0] for p in paths]
     idx = np.asarray([[index[a], index[b]] for a, b in zip(pairs.a, pairs.b)])
     return crops, idx, np.asarray(pairs.labels, bool)
+
+
+def export_lfw_dev(data_root, out_dir) -> Path:
+    """Write the ``pairs_dev.txt`` crops as ``out_dir/NNNN.png`` (144x144 BGR ``lightcnn_train``
+    crops) and ``out_dir/pairs.txt`` (``same a.png b.png`` lines), the form
+    ``python -m pipelines.train_lightcnn --val-pairs out_dir/pairs.txt`` validates on.
+    Returns the pair list's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    crops, pairs, same = lfw_dev_faces(data_root)
+    for i, crop in enumerate(crops):
+        if not cv2.imwrite(str(out / f"{i:04d}.png"), crop):
+            raise OSError(f"cannot write {out / f'{i:04d}.png'}")
+    path = out / "pairs.txt"
+    path.write_text("".join(f"{int(s)} {a:04d}.png {b:04d}.png\n" for (a, b), s in zip(pairs, same)), encoding="utf-8")
+    return path
 
 
 def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
