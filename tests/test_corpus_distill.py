@@ -1,6 +1,7 @@
 """The multi-source corpus, several LMDBs in one run, strong augmentation, the time limit,
 and embedding distillation from a teacher (dlib's, when the optional extra is installed)."""
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,25 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     assert resumed["step"] == 4
 
 
-def test_max_minutes_stops_after_a_step_and_saves(two_sources, tmp_path):
+class _JumpingClock:
+    """The ``time`` module, except that ``monotonic()`` moves 1 s per reading: every training
+    step ends past a sub-second deadline however fast the machine is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_max_minutes_stops_after_a_step_and_saves(two_sources, tmp_path, monkeypatch):
+    import lightface.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "time", _JumpingClock())
     out = tmp_path / "run"
     summary = _train(two_sources, out, "--max-minutes", "0.0001")
     assert summary["stopped"].startswith("max_minutes") and summary["step"] == 1
