@@ -583,17 +583,14 @@ class GalleryStore:
         :data:`ROW_TABLE_MAX` faces (None above: use :meth:`lookup_rows`); read once per change."""
         if self.count > ROW_TABLE_MAX:
             return None
-        if self._rows is None or len(self._rows.face_ids) != self.count:
+        if self._rows is None:  # refresh() drops it whenever anything was committed
             face_ids = np.full(self.count, -1, np.int64)
             names = np.empty(self.count, object)
             paths = np.empty(self.count, object)
             q = "SELECT f.row, f.id, i.name, f.path FROM faces f JOIN identities i ON i.id=f.identity_id WHERE f.row < ?"
             for row, fid, name, path in self.conn.execute(q, (self.count,)):
                 face_ids[row], names[row], paths[row] = fid, name, path
-            missing = np.flatnonzero(face_ids < 0)
-            if len(missing):
-                raise CorruptGalleryError(f"{self.db_path}: embedding rows {missing[:5].tolist()} have no face record; "
-                                          "the gallery is inconsistent (run FaceGallery.verify())")
+            self._check_records(np.flatnonzero(face_ids < 0).tolist())
             self._rows = RowTable(face_ids, names, paths)
         return self._rows
 
@@ -607,11 +604,14 @@ class GalleryStore:
                  f"WHERE f.row IN ({','.join('?' * len(part))})")
             for row, fid, name, path in self.conn.execute(q, part):
                 out[row] = (fid, name, path)
-        missing = [r for r in wanted if r not in out]
+        self._check_records([r for r in wanted if r not in out])
+        return out
+
+    def _check_records(self, missing: List[int]) -> None:
+        """Raise CorruptGalleryError when embedding rows (``missing``) have no face record."""
         if missing:
             raise CorruptGalleryError(f"{self.db_path}: embedding rows {missing[:5]} have no face record; the gallery "
                                       "is inconsistent (run FaceGallery.verify())")
-        return out
 
     def faces(self, where: str = "1", params: Sequence[Any] = ()) -> List[FaceRecord]:
         q = ("SELECT f.id, f.row, i.name, f.path, f.file_sha256, f.box, f.landmarks, f.det_score, m.name, m.sha256, "
