@@ -91,6 +91,12 @@ def test_teacher_merges_the_duplicate_and_drops_the_mislabelled_photo(sources, t
     assert dropped[0]["source"] == "a" and dropped[0]["source_index"] == "16" and dropped[0]["class"] == "a/s1"
     assert float(dropped[0]["score"]) < 0.3
     assert not (out / "relabel_changes.csv").exists()  # no prediction step
+    # the teacher embeddings of the kept samples come along, so the cleaned corpus trains with --distill dlib
+    from lightface.distill.teacher import load_teacher_embeddings
+
+    assert report["teachers_carried"] == ["dlib"]
+    emb = np.load(FIXTURE)
+    np.testing.assert_array_equal(load_teacher_embeddings(out), np.delete(emb, 16, axis=0))
 
 
 def test_no_merge_no_drop_and_thresholds(sources, tmp_path):

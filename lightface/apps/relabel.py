@@ -30,7 +30,7 @@ import torch
 from ..data.identity_cleanup import plan_cleanup
 from ..data.recognition import SampleTransformDataset, data_paths, lightcnn_transforms, open_training_lmdbs
 from ..data.relabel import ACTION_NAMES, DROP, KEEP, RELABEL, check_distinct_output, copy_with_labels, relabel_decisions
-from ..distill.teacher import TEACHERS, load_teacher_embeddings
+from ..distill.teacher import TEACHERS, has_teacher_embeddings, load_teacher_embeddings, save_teacher_embeddings
 from ..engine.distributed import resolve_device
 from ..eval.predict import predict
 from ..models.checkpoint import build_from_checkpoint
@@ -52,6 +52,25 @@ def _layout(dataset, paths: List[str]):
         return src, local, list(dataset.names), dataset.class_sources()
     name = Path(paths[0]).stem
     return np.zeros(len(dataset), np.int64), np.arange(len(dataset), dtype=np.int64), [name], [name] * len(dataset.classes)
+
+
+def _carry_teacher_embeddings(paths: Sequence[PathLike], out: Path, keep_rows: np.ndarray, written: int) -> List[str]:
+    """Copy the rows ``keep_rows`` of every teacher's embeddings that all sources have into ``out``,
+    so ``train_lightcnn --data OUT --distill dlib`` trains on the cleaned corpus without
+    recomputing the teacher. Returns the teachers carried over."""
+    carried = []
+    for teacher in sorted(TEACHERS):
+        if not all(has_teacher_embeddings(p, teacher) for p in paths):
+            continue
+        if written != len(keep_rows):
+            log.warning("%s: %d of %d samples were written, so the %s teacher embeddings are not carried over; "
+                        "compute them with python -m pipelines.teacher_embeddings --data %s", out, written,
+                        len(keep_rows), teacher, out)
+            continue
+        emb = np.concatenate([load_teacher_embeddings(p, teacher) for p in paths])
+        save_teacher_embeddings(out, emb[keep_rows], teacher)
+        carried.append(teacher)
+    return carried
 
 
 def load_embeddings(paths: Sequence[PathLike], embeddings: str, count: int) -> np.ndarray:
@@ -208,6 +227,7 @@ def relabel_lmdb(
                                      progress=progress, build_info=build_info, classes=out_classes)
 
     report: Dict[str, Any] = {
+        "teachers_carried": _carry_teacher_embeddings(paths, out, keep_rows, int(write_summary.get("written", -1))),
         "data": data_repr,
         "sources": source_names,
         "weights": None if weights is None else str(weights),

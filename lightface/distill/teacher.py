@@ -22,7 +22,8 @@ import numpy as np
 
 from ..models.dlib_recognizer import DlibRecognizer
 
-__all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "load_teacher_embeddings", "teacher_embeddings_for_lmdb"]
+__all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "has_teacher_embeddings", "load_teacher_embeddings",
+           "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,34 @@ def embeddings_path(lmdb_path, teacher: str = "dlib") -> Path:
 
 def _state_path(lmdb_path, teacher: str) -> Path:
     return Path(lmdb_path) / f"teacher_{teacher}.json"
+
+
+def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
+    """True when ``lmdb_path`` holds a finished ``teacher_<teacher>.npy`` (every row computed)."""
+    state = _state_path(lmdb_path, teacher)
+    if not (embeddings_path(lmdb_path, teacher).is_file() and state.is_file()):
+        return False
+    info = json.loads(state.read_text(encoding="utf-8"))
+    return info.get("done") is not None and info.get("done") == info.get("count")
+
+
+def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -> Path:
+    """Store finished teacher embeddings ``emb`` (float32 (N, D), row i = sample i of
+    ``lmdb_path``, NaN where the teacher failed) beside the LMDB, atomically, in the layout
+    :func:`load_teacher_embeddings` reads. Used when a derived LMDB (e.g. ``pipelines.relabel``'s
+    output) keeps samples whose embeddings are already known."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    if emb.ndim != 2:
+        raise ValueError(f"teacher embeddings must be (N, D), got shape {emb.shape}")
+    path, state = embeddings_path(lmdb_path, teacher), _state_path(lmdb_path, teacher)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, emb)
+    os.replace(tmp, path)
+    tmp = state.with_name(state.name + ".tmp")
+    tmp.write_text(json.dumps({"teacher": teacher, "count": len(emb), "done": len(emb), "dim": emb.shape[1]}),
+                   encoding="utf-8")
+    os.replace(tmp, state)
+    return path
 
 
 def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: bool = False) -> np.ndarray:
