@@ -300,6 +300,10 @@ class FaceEmbedder:
     Attributes:
         weights_info: :class:`WeightsInfo` (name, sha256, arch) of the weights in use.
         threshold: the cosine decision threshold of :meth:`verify`.
+        identification_threshold: the shipped model card's open-set identification
+            threshold (the best of many gallery matches must reach it, so it is higher than
+            ``threshold``), or None (explicit weights); :class:`lightface.FaceGallery`'s
+            ``identify`` uses it by default.
 
     Backends: a ``.onnx`` ``weights`` file (from :func:`lightface.export.export_onnx`) runs
     with ONNX Runtime (CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is
@@ -371,6 +375,8 @@ class FaceEmbedder:
         if threshold is None:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
+        self.identification_threshold = (self.pretrained.identification_threshold
+                                         if self.pretrained is not None else None)
 
     @staticmethod
     def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:

@@ -549,3 +549,16 @@ def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_mode
     assert len(result["faces"]) == 3
     found = {f["matches"][0]["identity"] for f in result["faces"]}
     assert found == set(names)  # the same photos were enrolled: each face finds its own person
+
+
+def test_identify_defaults_to_the_identification_threshold():
+    """An embedder whose model card has an open-set identification threshold (higher than its
+    one-pair verification threshold) gives that one to identify(); otherwise the verification one."""
+    from types import SimpleNamespace
+
+    from lightface.gallery.gallery import embedder_identification_threshold
+
+    assert embedder_identification_threshold(SimpleNamespace(threshold=0.4, identification_threshold=0.8)) == 0.8
+    assert embedder_identification_threshold(SimpleNamespace(threshold=0.4, identification_threshold=None)) == 0.4
+    assert embedder_identification_threshold(SimpleNamespace()) is None
+    assert embedder_identification_threshold(None) is None

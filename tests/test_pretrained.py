@@ -353,6 +353,9 @@ def test_shipped_recogniser_separates_people(shared_data):
     assert entry.threshold is not None, "the shipped recogniser's manifest entry must hold its threshold"
     emb = FaceEmbedder(device="cpu")
     assert emb.threshold == pytest.approx(entry.threshold)
+    if entry.identification_threshold is not None:  # open set: the best of many matches needs a higher bar
+        assert emb.identification_threshold == pytest.approx(entry.identification_threshold)
+        assert emb.identification_threshold > emb.threshold
     people = sorted(p.name for p in (shared_data / "lfw_identities" / "images").iterdir())
     keys = [f"{p}/{p}_000{i}.jpg" for p in people for i in (1, 2)]
     e = emb.embed(_lfw_crops(shared_data, keys))

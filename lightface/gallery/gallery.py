@@ -31,7 +31,7 @@ from .results import Duplicate, EnrollReport, FaceSearch, Identification, Search
 from .storage import (INDEX_KEYS, CorruptGalleryError, FaceRecord, GalleryError, GalleryModelError, GalleryStore,
                       ModelInfo)
 
-__all__ = ["FaceGallery", "model_info", "UNKNOWN", "DUPLICATE_THRESHOLD"]
+__all__ = ["FaceGallery", "model_info", "embedder_identification_threshold", "UNKNOWN", "DUPLICATE_THRESHOLD"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,19 @@ def model_info(embedder: Any) -> ModelInfo:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def embedder_identification_threshold(embedder: Any) -> Optional[float]:
+    """The cosine an embedder's best gallery match must reach to name a person: its model
+    card's ``identification_threshold`` (calibrated at a false-accept rate, over a whole
+    gallery), else its verification ``threshold`` (one pair), else None."""
+    if embedder is None:
+        return None
+    for name in ("identification_threshold", "threshold"):
+        t = getattr(embedder, name, None)
+        if t is not None:
+            return float(t)
+    return None
+
+
 def _as_matrix(x: Any, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -143,7 +156,8 @@ class FaceGallery:
             will). When the gallery already records a model, a different one (other
             architecture or other weights, see :func:`model_info`) is refused with
             :class:`GalleryModelError`. Used by :meth:`enroll`, :meth:`search_faces` and
-            for :meth:`identify`'s default threshold (``embedder.threshold``).
+            for :meth:`identify`'s default threshold (``embedder.identification_threshold``,
+            else ``embedder.threshold``).
         create: create an empty gallery when ``path`` holds none (else raise
             :class:`GalleryError`).
 
@@ -213,8 +227,9 @@ class FaceGallery:
     @property
     def threshold(self) -> Optional[float]:
         """The identification threshold :meth:`identify` uses by default: the attached
-        embedder's ``threshold``, else the one stored in the gallery, else None."""
-        t = getattr(self.embedder, "threshold", None) if self.embedder is not None else None
+        embedder's (:func:`embedder_identification_threshold`), else the one stored in the
+        gallery, else None."""
+        t = embedder_identification_threshold(self.embedder)
         if t is not None:
             return float(t)
         stored = self._store.meta.get("threshold")
@@ -386,7 +401,7 @@ class FaceGallery:
         t0 = time.perf_counter()
         items = collect_photos(paths_or_folders)
         report = EnrollReport(photos=len(items))
-        threshold = getattr(embedder, "threshold", None)
+        threshold = embedder_identification_threshold(embedder)
         if threshold is not None and "threshold" not in self._store.meta:
             self.set_threshold(float(threshold))
         seen: Dict[str, Tuple[str, str]] = {}
@@ -594,8 +609,9 @@ class FaceGallery:
         Args:
             queries: float (Q, D) or (D,) embeddings.
             threshold: cosine similarity below which the answer is :data:`UNKNOWN`.
-                Default: the embedder's calibrated ``threshold`` (its model card), else
-                the one stored in the gallery; ValueError when there is none.
+                Default: the embedder's calibrated identification threshold (its model
+                card's ``identification_threshold``, else its verification ``threshold``),
+                else the one stored in the gallery; ValueError when there is none.
             backend, params: as in :meth:`search`.
         """
         thr = self._resolve_threshold(threshold)

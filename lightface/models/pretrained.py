@@ -85,6 +85,14 @@ class PretrainedWeights:
         value = self.meta.get("threshold")
         return float(value) if isinstance(value, (int, float)) else None
 
+    @property
+    def identification_threshold(self) -> Optional[float]:
+        """Recognition models: the open-set identification threshold of the model card (the
+        best gallery match must reach it), calibrated at a stated false-accept rate; None when
+        the card has none."""
+        value = self.meta.get("identification_threshold")
+        return float(value) if isinstance(value, (int, float)) else None
+
     def path(self, verify: bool = True) -> Path:
         """The weight file, after checking that it exists and (``verify``) matches its sha256.
 

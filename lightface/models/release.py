@@ -129,6 +129,9 @@ def render_model_card(intro: str = "") -> str:
                   f"- input: {json.dumps(w.preprocessing)}"]
         if w.threshold is not None:
             lines.append(f"- verification threshold (cosine): {w.threshold:.4f}")
+        if w.identification_threshold is not None:
+            lines.append(f"- open-set identification threshold (cosine, FaceGallery.identify's default): "
+                         f"{w.identification_threshold:.4f}")
         for key in ("data", "terms", "recipe"):
             if m.get(key):
                 lines.append(f"- {key}: {m[key]}")
