@@ -206,3 +206,46 @@ def test_real_shipped_sr4_beats_bicubic_on_real_faces(shared_data):
         lr = downscale(hr, 4, "bicubic")
         gains.append(psnr(sr.upscale_face(lr), hr) - psnr(resize(lr, (128, 128), "bicubic"), hr))
     assert np.mean(gains) > 0.3, gains
+
+
+def test_real_shipped_frontalizer_on_real_profiles(shared_data):
+    """The shipped frontalizer (if released) on held-out CFP profiles (cfp/ people are in no training set):
+    a frontal face comes out, one per person (not a constant image), symmetric like a frontal view, and closer
+    to the person's own frontal photo than to the other people's by our recogniser."""
+    try:
+        fr = Frontalizer(device="cpu")
+    except PretrainedError:
+        pytest.skip("no frontalizer ships in this install")
+    from lightface import FaceEmbedder
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import cfp_five_points, facing
+
+    cfp = shared_data / "cfp"
+    people = sorted(p.name for p in (cfp / "Images").iterdir())[:6]
+
+    def crop(ident, pose, n):
+        img = cv2.imread(str(cfp / "Images" / ident / pose / f"{n:02d}.jpg"))
+        points = cfp_five_points(np.loadtxt(cfp / "Fiducials" / ident / pose / f"{n:02d}.txt", delimiter=","), pose)
+        return align_face(img, points, "lightcnn", size=128)[0], points
+
+    profiles = [crop(ident, "profile", 1) for ident in people]
+    outs = fr.frontalize_faces([c for c, _ in profiles], [facing(p) for _, p in profiles])
+    assert all(o.shape == (128, 128, 3) and o.dtype == np.uint8 for o in outs)
+    stack = np.stack(outs).astype(np.float32) / 255
+    assert stack.std(axis=(1, 2, 3)).min() > 0.08  # a face, not a flat square
+    assert stack.std(axis=0).mean() > 0.05  # each input gives its own output
+    # a frontal view is nearly mirror-symmetric: the left half matches the mirrored right half
+    # much better than the profile input did
+    asym = lambda im: float(np.abs(im[:, :64].astype(np.float32) - im[:, ::-1][:, :64]).mean())
+    assert np.mean([asym(o) for o in outs]) < 0.7 * np.mean([asym(c) for c, _ in profiles])
+    again = fr.frontalize_faces([profiles[0][0]], [facing(profiles[0][1])])[0]  # deterministic (batch rounding aside)
+    assert np.abs(again.astype(int) - outs[0].astype(int)).max() <= 2
+    # identity kept: each output is nearer its own person's frontal than the mean other person's
+    emb = FaceEmbedder(device="cpu")
+    frontal = emb.embed([crop(ident, "frontal", 1)[0] for ident in people], aligned=True)
+    cos = emb.embed(outs, aligned=True) @ frontal.T
+    kept = np.mean(np.diag(cos) > (cos.sum(1) - np.diag(cos)) / (len(people) - 1))
+    if kept < 0.8 and str(fr.pretrained.meta.get("status", "")).startswith("release candidate"):
+        pytest.xfail(f"{fr.pretrained.name} is a release candidate (docs/model_zoo.md): {kept:.2f} of the frontalized "
+                     "faces are nearer their own person's frontal than the others', not 0.8")
+    assert kept >= 0.8, cos

@@ -96,6 +96,10 @@ class Frontalizer:
             if self.pretrained is not None:
                 log.info("Frontalizer: shipped weights %s (sha256 %s...)", self.pretrained.name,
                          self.pretrained.sha256[:12])
+                status = str(self.pretrained.meta.get("status", ""))
+                if status.startswith("release candidate"):
+                    log.warning("Frontalizer: the shipped %s is a %s; its held-out scores are in docs/model_zoo.md",
+                                self.pretrained.name, status)
             else:
                 log.info("Frontalizer: %s (%s weights)",
                          weights if isinstance(weights, (str, os.PathLike)) else "checkpoint", "EMA" if use_ema else "raw")
