@@ -54,13 +54,27 @@ def _state_path(lmdb_path, teacher: str) -> Path:
     return Path(lmdb_path) / f"teacher_{teacher}.json"
 
 
+def _read_state(lmdb_path, teacher: str) -> Dict[str, int]:
+    """The progress record ``teacher_<teacher>.json`` ({} when absent)."""
+    state = _state_path(lmdb_path, teacher)
+    return json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {}
+
+
+def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int) -> None:
+    """Write the progress record atomically (temporary file, then rename)."""
+    state = _state_path(lmdb_path, teacher)
+    tmp = state.with_name(state.name + ".tmp")
+    tmp.write_text(json.dumps({"teacher": teacher, "count": count, "done": done, "dim": dim}), encoding="utf-8")
+    os.replace(tmp, state)
+
+
+def _is_complete(info: Dict[str, int]) -> bool:
+    return info.get("done") is not None and info.get("done") == info.get("count")
+
+
 def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
     """True when ``lmdb_path`` holds a finished ``teacher_<teacher>.npy`` (every row computed)."""
-    state = _state_path(lmdb_path, teacher)
-    if not (embeddings_path(lmdb_path, teacher).is_file() and state.is_file()):
-        return False
-    info = json.loads(state.read_text(encoding="utf-8"))
-    return info.get("done") is not None and info.get("done") == info.get("count")
+    return embeddings_path(lmdb_path, teacher).is_file() and _is_complete(_read_state(lmdb_path, teacher))
 
 
 def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -> Path:
@@ -71,14 +85,11 @@ def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     if emb.ndim != 2:
         raise ValueError(f"teacher embeddings must be (N, D), got shape {emb.shape}")
-    path, state = embeddings_path(lmdb_path, teacher), _state_path(lmdb_path, teacher)
+    path = embeddings_path(lmdb_path, teacher)
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, emb)
     os.replace(tmp, path)
-    tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps({"teacher": teacher, "count": len(emb), "done": len(emb), "dim": emb.shape[1]}),
-                   encoding="utf-8")
-    os.replace(tmp, state)
+    _write_state(lmdb_path, teacher, len(emb), len(emb), emb.shape[1])
     return path
 
 
@@ -92,12 +103,11 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
         FileNotFoundError / ValueError with the command that (re)computes them.
     """
     path = embeddings_path(lmdb_path, teacher)
-    state = _state_path(lmdb_path, teacher)
     hint = f"compute them with: python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
     if not path.is_file():
         raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); {hint}")
-    info = json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {}
-    if info.get("done") is None or info.get("done") != info.get("count"):
+    info = _read_state(lmdb_path, teacher)
+    if not _is_complete(info):
         if not allow_partial:
             raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done', '?')} of "
                              f"{info.get('count', '?')} done); resume with the same command: {hint}")
@@ -137,7 +147,7 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
         raise ValueError(f"shard must be in [0, shards), got shard={shard}, shards={shards}")
     data = LMDBDataset(lmdb_path)
     n = len(data)
-    path, state_path = embeddings_path(lmdb_path, teacher), _state_path(lmdb_path, teacher)
+    path = embeddings_path(lmdb_path, teacher)
     model = TEACHERS[teacher]()
     chunks_total = (n + chunk - 1) // chunk
     if not path.is_file():
@@ -164,8 +174,5 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
         (done_dir / str(c)).touch()
     done_chunks = sum(1 for c in range(chunks_total) if (done_dir / str(c)).exists())
     done = min(n, done_chunks * chunk) if done_chunks < chunks_total else n
-    info = {"teacher": teacher, "count": n, "done": done, "dim": model.dim}
-    tmp = state_path.with_name(state_path.name + ".tmp")
-    tmp.write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, state_path)
+    _write_state(lmdb_path, teacher, n, done, model.dim)
     return {"count": n, "done": done, "failed": failed}
