@@ -109,16 +109,21 @@ def _train(data, out, *extra):
     return main(get_args_parser().parse_args(argv))
 
 
-def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_path):
+def _write_teacher_files(sources) -> None:
+    """16-d random teacher embeddings beside each LMDB, laid out as pipelines.teacher_embeddings writes them."""
     from lightface.distill.teacher import embeddings_path
 
     rng = np.random.default_rng(0)
-    for p in two_sources:  # teacher files laid out as pipelines.teacher_embeddings writes them
+    for p in sources:
         n = len(LMDBDataset(p))
         emb = rng.standard_normal((n, 16)).astype(np.float32)
         emb[0] = np.nan  # one sample the teacher could not read
         np.save(embeddings_path(p), emb)
         embeddings_path(p).with_suffix(".json").write_text(json.dumps({"teacher": "dlib", "count": n, "done": n}))
+
+
+def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_path):
+    _write_teacher_files(two_sources)
     out = tmp_path / "run"
     summary = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
                      "--max-steps", "3")
@@ -131,6 +136,20 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     resumed = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
                      "--max-steps", "4", "--resume")
     assert resumed["step"] == 4
+
+
+def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sources, tmp_path):
+    """A warm restart (--finetune from a run on the same data) starts from the run's classifier and
+    distillation head, not new random ones: with --lr 0 nothing moves from the source's values."""
+    _write_teacher_files(two_sources)
+    src = tmp_path / "src"
+    _train(two_sources, src, "--distill", "dlib", "--max-steps", "2")
+    out = tmp_path / "restart"
+    _train(two_sources, out, "--distill", "dlib", "--max-steps", "1", "--lr", "0", "--finetune", src / "last.pt")
+    before, after = load_checkpoint(src / "last.pt"), load_checkpoint(out / "last.pt")
+    assert torch.equal(before["state_dict"]["classifier.weight"], after["state_dict"]["classifier.weight"])
+    head_before, head_after = before["networks"]["distill_head"], after["networks"]["distill_head"]
+    assert all(torch.equal(head_before[k], head_after[k]) for k in head_before)
 
 
 class _JumpingClock:

@@ -46,7 +46,7 @@ from ..distill.teacher import load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.noisy_label import LOSSES, build_classification_loss
 from ..models import get_model
-from ..models.checkpoint import load_weights
+from ..models.checkpoint import load_weights, read_model_checkpoint
 from .config import ConfigError, config_from_dict, option
 from .engine import Engine, NonFiniteLossError, RunConfig, Task, TrainingError, check_run_config
 
@@ -145,7 +145,8 @@ class TrainConfig(RunConfig):
     finetune: Optional[str] = option(
         None, group=_FT,
         help="initialise the backbone from an official Light CNN release or a lightface checkpoint; a new classifier "
-             "is sized from --data")
+             "is sized from --data, unless the checkpoint was trained on the same classes: then its classifier (and "
+             "distillation head) are kept, a warm restart with a new schedule")
     classifier_only_epochs: int = option(0, group=_FT,
                                          help="with --finetune: train only the classifier for this many epochs, then "
                                               "everything")
@@ -252,6 +253,12 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> nn.Module:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
+
+
+def _fits(module: nn.Module, state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` has exactly ``module``'s parameter names and shapes."""
+    own = module.state_dict()
+    return set(own) == set(state) and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own)
 
 
 def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tensor:
@@ -388,12 +395,15 @@ class LightCNNTask(Task):
         model = get_model(cfg.arch, **model_kwargs)
         if getattr(model, "classifier", None) is None:
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
-        if not engine.resuming:
-            if cfg.finetune:
-                load_weights(model, cfg.finetune, ignore_classifier=True)
-                log.info("fine-tuning: backbone from %s, new %d-class classifier", cfg.finetune, len(self.classes))
-            else:
-                init_weights(model, cfg.init)
+        start = read_model_checkpoint(cfg.finetune) if cfg.finetune and not engine.resuming else None
+        same_classes = start is not None and [str(c) for c in start.extra.get("classes") or []] == self.classes
+        if start is not None:
+            load_weights(model, start, ignore_classifier=not same_classes)
+            log.info("fine-tuning: backbone from %s, %s", cfg.finetune,
+                     f"its classifier kept (same {len(self.classes)} classes as --data)" if same_classes else
+                     f"new {len(self.classes)}-class classifier")
+        elif not engine.resuming:
+            init_weights(model, cfg.init)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
@@ -410,6 +420,10 @@ class LightCNNTask(Task):
                                     f"{len(self.train_base)} training samples")
             found = int(torch.isfinite(self.distill_targets).all(1).sum())
             self.head = DistillHead(model.classifier.in_features, self.distill_targets.shape[1])
+            saved_head = (start.extra.get("networks") or {}).get("distill_head") if start is not None else None
+            if saved_head is not None and same_classes and _fits(self.head, saved_head):
+                self.head.load_state_dict(saved_head)
+                log.info("fine-tuning: distillation head kept from %s", cfg.finetune)
             self.head_view = engine.add_network("distill_head", self.head)
             groups.append({"params": list(self.head.parameters()), "name": "distill_head", "lr_mult": 1.0,
                            "lr": cfg.lr, "weight_decay": cfg.weight_decay})
