@@ -150,6 +150,25 @@ def test_train_resume_and_checkpoint_format(tmp_path):
         main(_train_args(tmp_path, data, out, steps=8, channels=16, resume="auto"))
 
 
+def test_finetune_starts_from_a_trained_generator(tmp_path):
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.engine import TrainingError
+    from pipelines.train_super_resolution import main
+
+    data = _faces(tmp_path)
+    src = tmp_path / "src"
+    main(_train_args(tmp_path, data, src, steps=2))
+    out = tmp_path / "ft"
+    main(_train_args(tmp_path, data, out, steps=1, lr=1e-12, finetune=src / "model.pt"))
+    start, tuned = load_checkpoint(src / "model.pt")["ema_state_dict"], load_checkpoint(out / "last.pt")["state_dict"]
+    assert all(torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6) for k in start)  # started from its EMA
+    # the shipped 4x model by name: its flags are named when ours differ
+    with pytest.raises(TrainingError, match="--channels 48"):
+        main(_train_args(tmp_path, data, tmp_path / "ship", steps=1, hr_size=128, finetune="wavelet_srnet_x4_c48"))
+    with pytest.raises(TrainingError, match="no such file, nor a shipped model"):
+        main(_train_args(tmp_path, data, tmp_path / "none", steps=1, finetune=tmp_path / "missing.pt"))
+
+
 def test_train_diverging_stops_with_the_last_good_checkpoint(tmp_path, capsys):
     """Issue 14, 5.3: --lr 1e6 must not exit 0 after overwriting the checkpoints with NaN weights."""
     from lightface.engine.checkpoint import load_checkpoint

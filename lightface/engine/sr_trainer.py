@@ -41,6 +41,7 @@ from ..data.lmdb_dataset import LMDBDataset
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.wavelet import WaveletSRLoss
+from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
@@ -72,6 +73,11 @@ class SRTrainConfig(GANRunConfig):
     num_blocks: int = option(8, group=_MODEL, help="residual blocks in the embedding network")
     head_channels: int = option(64, group=_MODEL, help="hidden width of each wavelet head")
     head_groups: int = option(4, group=_MODEL, help="wavelet-prediction heads (must divide 4**log2(scale))")
+    finetune: Optional[str] = option(
+        None, group=_MODEL,
+        help="start the generator from a trained model: a shipped name (lightface.models.list_pretrained("
+             "'super_resolution')) or an OUT/model.pt / last.pt of this pipeline (its EMA weights when saved); the "
+             "model flags must match it; the discriminator and optimisers start new")
     wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
     approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
     detail_weight: float = option(0.99, group=_LOSS, help="per-subband weight of each detail band")
@@ -203,6 +209,32 @@ class _Validator:
         return out
 
 
+def _load_generator_start(G: WaveletSRNet, spec: str, model_kwargs: Dict[str, Any]) -> None:
+    """Load ``--finetune`` (a file, or the name of a shipped SR model) into ``G`` in place.
+
+    Raises:
+        TrainingError: no such file or shipped model, another architecture, or other model flags.
+    """
+    from ..models.pretrained import PretrainedError, get_pretrained
+
+    path = spec
+    if not Path(spec).is_file():
+        try:
+            path = str(get_pretrained(spec).path())  # sha256-checked
+        except PretrainedError as err:
+            raise TrainingError(f"--finetune {spec}: no such file, nor a shipped model ({err})") from err
+    ckpt = read_model_checkpoint(path)
+    if ckpt.arch != "wavelet_srnet":
+        raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a wavelet_srnet super-resolver")
+    differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items() if ckpt.model_kwargs.get(k) != v}
+    if differ:
+        flag = {"output_size": "hr_size"}
+        flags = ", ".join(f"--{flag.get(k, k).replace('_', '-')} {saved} (not {ours})" for k, (ours, saved) in differ.items())
+        raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
+    load_weights(G, ckpt, ema=ckpt.ema_state_dict is not None)
+    log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
+
+
 class SuperResolutionTask(GANTask):
     """The wavelet SR GAN for the :class:`~lightface.engine.engine.Engine` (networks ``G`` and ``D``)."""
 
@@ -233,6 +265,8 @@ class SuperResolutionTask(GANTask):
 
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)
+        if cfg.finetune and not engine.resuming:
+            _load_generator_start(self.G, cfg.finetune, self.model_kwargs)
         kw = dict(channels=cfg.d_channels, **self.objective.discriminator_kwargs)
         d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
             ("wavelet_discriminator", dict(levels=2, **kw))
