@@ -6,7 +6,8 @@
 
 Protocols (lightface.eval.dev_protocols): LFW View-2 fold 2 pairs (people left out of the
 training corpus) and the 35 held-out CFP people (frontal-profile verification and rank-1
-of profiles against the frontal gallery). Without --weights the shipped default runs.
+of profiles against the frontal gallery), and rank-1 identification of LFW fold-2 people
+under hard side lighting and occlusion (lfw_hard). Without --weights the shipped default runs.
 """
 import argparse
 import json

@@ -3,7 +3,15 @@ import cv2
 import numpy as np
 import pytest
 
-from lightface.eval.dev_protocols import cfp_heldout_faces, export_lfw_dev, lfw_dev_faces, rank1, run_dev_protocols
+from lightface.eval.dev_protocols import (
+    cfp_heldout_faces,
+    export_lfw_dev,
+    lfw_dev_faces,
+    lfw_hard_faces,
+    rank1,
+    run_dev_protocols,
+)
+from lightface.eval.hard_conditions import HARD_CONDITIONS, occlusion, side_light
 from lightface.eval.verification import read_pairs
 
 
@@ -43,6 +51,44 @@ def test_protocols_score_a_weak_embedding_in_range(shared_data):
         assert 0.0 <= value <= 1.0
     # thumbnails know nothing about identity across pose: near chance on profiles
     assert r["cfp_fp"]["rank1_profile_to_frontal"] < 0.3
+    hard = r["lfw_hard"]
+    assert hard["gallery"] == 419 and hard["probes"] == 309
+    assert all(0.0 <= hard[f"rank1_{name}"] <= 1.0 for name in HARD_CONDITIONS)
+
+
+def test_side_light_darkens_one_half_and_is_seeded():
+    face = np.full((144, 144, 3), 128, np.uint8)
+    for seed in range(6):
+        lit = side_light(face, np.random.default_rng(seed))
+        assert lit.shape == face.shape and lit.dtype == np.uint8 and (face == 128).all()  # the input is kept
+        left, right = lit[:, :50].mean(), lit[:, 94:].mean()
+        assert min(left, right) < 0.3 * max(left, right)  # a hard terminator, not a gentle gradient
+        np.testing.assert_array_equal(lit, side_light(face, np.random.default_rng(seed)))
+
+
+def test_occlusion_covers_part_of_the_face_in_three_ways():
+    face = np.full((144, 144, 3), 128, np.uint8)
+    covered = []
+    for seed in range(30):
+        out = occlusion(face, np.random.default_rng(seed))
+        changed = (out != face).any(2)
+        covered.append(round(float(changed.mean()), 2))
+        assert 0.1 < changed.mean() < 0.6 and (face == 128).all()
+    assert len(set(covered)) >= 3  # sunglasses, mask and hand cover different areas
+
+
+def test_lfw_hard_is_fold_2_with_the_same_probes_under_each_condition(shared_data):
+    gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(shared_data)
+    assert len(gallery) == len(set(gallery_ids.tolist())) == 419
+    assert set(by_condition) == set(HARD_CONDITIONS) and len(probe_ids) == 309
+    assert set(probe_ids.tolist()) <= set(gallery_ids.tolist()) and len(set(probe_ids.tolist())) == 157
+    clean, lit = by_condition["clean"], by_condition["side_light"]
+    assert all(len(crops) == 309 for crops in by_condition.values())
+    assert all(c.shape == (144, 144, 3) and c.dtype == np.uint8 for c in clean + lit)
+    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(clean, lit)]) > 20
+    # the dev pairs' photos of a fold-2 person are the ones aligned here
+    dev_crops, _, _ = lfw_dev_faces(shared_data)
+    assert any(np.array_equal(gallery[0], c) for c in dev_crops)
 
 
 def test_rank1_counts_the_nearest_gallery_identity():

@@ -8,6 +8,12 @@
   different-person pairs, and rank-1 identification of each profile photo against the
   gallery of all frontal photos (the frontalization use case); also frontal-frontal.
 
+* ``lfw_hard``: open-gallery identification of LFW fold-2 people under hard capture
+  conditions: the gallery holds the first photo of each of the fold's 419 people, the
+  probes are up to 3 other photos of each person who has more (157 people), each scored
+  clean, under hard side lighting and under occlusion (sunglasses, mask, a hand;
+  :mod:`lightface.eval.hard_conditions`, seeded), as rank-1.
+
 Faces are aligned from the given landmarks (LFW) or fiducials (CFP) to 144x144
 ``lightcnn_train`` crops (uint8 BGR); a Light CNN reads their centre 128 crop, which is
 exactly the 128 ``lightcnn`` test crop. :func:`run_dev_protocols` scores any
@@ -22,13 +28,14 @@ import numpy as np
 
 from ..data.align import align_face
 from ..data.pose_pairs import cfp_five_points
+from .hard_conditions import HARD_CONDITIONS
 from .verification import read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "export_lfw_dev", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("lfw_dev", "cfp_fp")
+PROTOCOLS = ("lfw_dev", "cfp_fp", "lfw_hard")
 EmbedFn = Callable[[List[np.ndarray]], np.ndarray]
 
 
@@ -39,14 +46,19 @@ def _read(path: Path) -> np.ndarray:
     return img
 
 
-def lfw_dev_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
-    """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``."""
-    root = Path(data_root) / "lfw_train"
+def _lfw_landmarks(root: Path) -> Dict[str, np.ndarray]:
     table = {}
     for line in (root / "landmarks_5pt.txt").read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) == 11:
             table[parts[0]] = np.asarray(parts[1:], np.float64).reshape(5, 2)
+    return table
+
+
+def lfw_dev_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``."""
+    root = Path(data_root) / "lfw_train"
+    table = _lfw_landmarks(root)
     pairs = read_pairs(root / "pairs_dev.txt")
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}
@@ -69,6 +81,33 @@ def export_lfw_dev(data_root, out_dir) -> Path:
     path = out / "pairs.txt"
     path.write_text("".join(f"{int(s)} {a:04d}.png {b:04d}.png\n" for (a, b), s in zip(pairs, same)), encoding="utf-8")
     return path
+
+
+def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0):
+    """The ``lfw_hard`` protocol's faces (144x144 uint8 BGR ``lightcnn_train`` crops).
+
+    Returns:
+        ``(gallery crops, gallery ids (G,), {condition: probe crops}, probe ids (P,))``: one
+        gallery photo per fold-2 person; the same probe photos under every condition of
+        :data:`~lightface.eval.hard_conditions.HARD_CONDITIONS`.
+    """
+    root = Path(data_root) / "lfw_train"
+    table = _lfw_landmarks(root)
+    people = [line.split("\t")[0] for line in (root / "people_folds.txt").read_text(encoding="utf-8").splitlines()
+              if line and not line.startswith("#") and line.split("\t")[3].strip() == "2"]
+    gallery, gallery_ids, probes, probe_ids = [], [], [], []
+    for pid, name in enumerate(people):
+        photos = sorted(p for p in table if p.split("/")[0] == name)
+        crops = [align_face(_read(root / "images" / p), table[p], template="lightcnn_train", size=144)[0]
+                 for p in photos[:1 + probes_per_person]]
+        gallery.append(crops[0])
+        gallery_ids.append(pid)
+        probes += crops[1:]
+        probe_ids += [pid] * (len(crops) - 1)
+    by_condition = {}
+    for c, (name, condition) in enumerate(HARD_CONDITIONS.items()):
+        by_condition[name] = [condition(crop, np.random.default_rng([seed, c, i])) for i, crop in enumerate(probes)]
+    return gallery, np.asarray(gallery_ids), by_condition, np.asarray(probe_ids)
 
 
 def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
@@ -127,7 +166,8 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
 
     Returns:
         ``{"lfw_dev": {accuracy, auc, threshold, tar@far=...}, "cfp_fp": {fp_accuracy, fp_auc,
-        ff_accuracy, rank1_profile_to_frontal, ...}}`` for the chosen protocols.
+        ff_accuracy, rank1_profile_to_frontal, ...}, "lfw_hard": {rank1_clean, rank1_side_light,
+        rank1_occlusion, gallery, probes}}`` for the chosen protocols.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
@@ -147,4 +187,10 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
             "rank1_profile_to_frontal": rank1(emb[profile], ids[profile], emb[~profile], ids[~profile]),
             "people": int(len(set(ids.tolist()))), "profiles": int(profile.sum()), "frontals": int((~profile).sum()),
         }
+    if "lfw_hard" in protocols:
+        gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root)
+        g = embed(gallery)
+        results["lfw_hard"] = {f"rank1_{name}": rank1(embed(crops), probe_ids, g, gallery_ids)
+                               for name, crops in by_condition.items()}
+        results["lfw_hard"].update(gallery=int(len(gallery)), probes=int(len(probe_ids)))
     return results
