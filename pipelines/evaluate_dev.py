@@ -27,6 +27,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, choices=("dlib",), help="score the distillation teacher instead")
     p.add_argument("--data", default="../shared/data", help="the shared data folder")
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="protocols to run")
+    p.add_argument("--detector", default=None,
+                   help="align the LFW photos from this face detector's landmarks (a detector .onnx such as "
+                        "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
+                        "photos, instead of the given landmarks")
     p.add_argument("--flip", action="store_true", help="flip fusion (average the features of the face and its mirror)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--export-lfw-dev", metavar="DIR", default=None,
@@ -56,7 +60,12 @@ def main(args: argparse.Namespace) -> dict:
         path = export_lfw_dev(args.data, args.export_lfw_dev)
         print(f"wrote {path} (validate with: python -m pipelines.train_lightcnn ... --val-pairs {path})")
         return {"pairs": str(path)}
-    results = run_dev_protocols(_embedder(args), args.data, args.protocols)
+    detector = None
+    if args.detector:
+        from lightface.data.detect import FaceDetector
+
+        detector = FaceDetector(args.detector, device="cpu")
+    results = run_dev_protocols(_embedder(args), args.data, args.protocols, detector=detector)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

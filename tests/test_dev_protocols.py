@@ -100,3 +100,15 @@ def test_rank1_counts_the_nearest_gallery_identity():
 def test_unknown_protocol_is_refused(shared_data):
     with pytest.raises(ValueError, match="unknown protocols"):
         run_dev_protocols(_pixels, shared_data, ["megaface"])
+
+
+def test_lfw_dev_aligned_by_a_detector_matches_the_given_landmarks_closely(shared_data, shared_models):
+    """--detector det_500m.onnx: the whole-photo alignment; same pairs, crops within a few pixels."""
+    from lightface.data.detect import FaceDetector
+
+    given, pairs, same = lfw_dev_faces(shared_data)
+    detected, pairs2, same2 = lfw_dev_faces(shared_data, FaceDetector(shared_models / "det_500m.onnx", device="cpu"))
+    np.testing.assert_array_equal(pairs, pairs2)
+    np.testing.assert_array_equal(same, same2)
+    diff = [np.abs(a.astype(int) - b).mean() for a, b in zip(given, detected)]
+    assert 0 < np.median(diff) < 25  # detected landmarks differ from the given ones by about a pixel

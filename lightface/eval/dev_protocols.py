@@ -55,14 +55,46 @@ def _lfw_landmarks(root: Path) -> Dict[str, np.ndarray]:
     return table
 
 
-def lfw_dev_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
-    """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``."""
+class _LfwAligner:
+    """144x144 ``lightcnn_train`` crops of ``lfw_train/images`` photos, aligned from the given
+    landmarks, or from the largest face a ``detector`` finds (the given landmarks when it
+    finds none; ``undetected`` counts those)."""
+
+    def __init__(self, root: Path, detector=None):
+        self.root, self.detector = root, detector
+        self.table = _lfw_landmarks(root)
+        self.undetected = 0
+
+    def __call__(self, rel: str) -> np.ndarray:
+        img = _read(self.root / "images" / rel)
+        points = self.table[rel]
+        if self.detector is not None:
+            faces = self.detector.detect(img)
+            if faces:
+                points = max(faces, key=lambda f: f.area).landmarks
+            else:
+                self.undetected += 1
+        return align_face(img, points, template="lightcnn_train", size=144)[0]
+
+    def report(self, protocol: str, total: int) -> None:
+        """Log the photos the detector found no face in."""
+        if self.undetected:
+            log.warning("%s: the detector found no face in %d of %d photos; aligned those from the given landmarks",
+                        protocol, self.undetected, total)
+
+
+def lfw_dev_faces(data_root, detector=None) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``.
+
+    ``detector``: align from its landmarks (a :class:`~lightface.data.detect.FaceDetector`)
+    instead of the given ones, as a whole-photo pipeline does."""
     root = Path(data_root) / "lfw_train"
-    table = _lfw_landmarks(root)
+    align = _LfwAligner(root, detector)
     pairs = read_pairs(root / "pairs_dev.txt")
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}
-    crops = [align_face(_read(root / "images" / p), table[p], template="lightcnn_train", size=144)[0] for p in paths]
+    crops = [align(p) for p in paths]
+    align.report("lfw_dev", len(paths))
     idx = np.asarray([[index[a], index[b]] for a, b in zip(pairs.a, pairs.b)])
     return crops, idx, np.asarray(pairs.labels, bool)
 
@@ -83,8 +115,9 @@ def export_lfw_dev(data_root, out_dir) -> Path:
     return path
 
 
-def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0):
-    """The ``lfw_hard`` protocol's faces (144x144 uint8 BGR ``lightcnn_train`` crops).
+def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detector=None):
+    """The ``lfw_hard`` protocol's faces (144x144 uint8 BGR ``lightcnn_train`` crops; aligned
+    from ``detector``'s landmarks when given, see :func:`lfw_dev_faces`).
 
     Returns:
         ``(gallery crops, gallery ids (G,), {condition: probe crops}, probe ids (P,))``: one
@@ -92,18 +125,18 @@ def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0):
         :data:`~lightface.eval.hard_conditions.HARD_CONDITIONS`.
     """
     root = Path(data_root) / "lfw_train"
-    table = _lfw_landmarks(root)
+    align = _LfwAligner(root, detector)
     people = [line.split("\t")[0] for line in (root / "people_folds.txt").read_text(encoding="utf-8").splitlines()
               if line and not line.startswith("#") and line.split("\t")[3].strip() == "2"]
     gallery, gallery_ids, probes, probe_ids = [], [], [], []
     for pid, name in enumerate(people):
-        photos = sorted(p for p in table if p.split("/")[0] == name)
-        crops = [align_face(_read(root / "images" / p), table[p], template="lightcnn_train", size=144)[0]
-                 for p in photos[:1 + probes_per_person]]
+        photos = sorted(p for p in align.table if p.split("/")[0] == name)
+        crops = [align(p) for p in photos[:1 + probes_per_person]]
         gallery.append(crops[0])
         gallery_ids.append(pid)
         probes += crops[1:]
         probe_ids += [pid] * (len(crops) - 1)
+    align.report("lfw_hard", len(gallery) + len(probes))
     by_condition = {}
     for c, (name, condition) in enumerate(HARD_CONDITIONS.items()):
         by_condition[name] = [condition(crop, np.random.default_rng([seed, c, i])) for i, crop in enumerate(probes)]
@@ -161,8 +194,13 @@ def _cfp_pairs(ids: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int
     return pairs, np.r_[np.ones(len(same), bool), np.zeros(len(diff), bool)]
 
 
-def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROTOCOLS) -> Dict[str, Dict[str, float]]:
+def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROTOCOLS,
+                      detector=None) -> Dict[str, Dict[str, float]]:
     """Score ``embed`` (list of 144x144 uint8 BGR ``lightcnn_train`` crops -> (N, D) embeddings).
+
+    ``detector`` (a :class:`~lightface.data.detect.FaceDetector`): the LFW protocols align
+    from its landmarks instead of the given ones (CFP keeps its fiducials: detectors miss
+    near-90-degree profiles).
 
     Returns:
         ``{"lfw_dev": {accuracy, auc, threshold, tar@far=...}, "cfp_fp": {fp_accuracy, fp_auc,
@@ -174,7 +212,7 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
         raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {PROTOCOLS}")
     results: Dict[str, Dict[str, float]] = {}
     if "lfw_dev" in protocols:
-        crops, pairs, same = lfw_dev_faces(data_root)
+        crops, pairs, same = lfw_dev_faces(data_root, detector)
         results["lfw_dev"] = {**_verification(embed(crops), pairs, same), "pairs": int(len(pairs))}
     if "cfp_fp" in protocols:
         crops, ids, profile = cfp_heldout_faces(data_root)
@@ -188,7 +226,7 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
             "people": int(len(set(ids.tolist()))), "profiles": int(profile.sum()), "frontals": int((~profile).sum()),
         }
     if "lfw_hard" in protocols:
-        gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root)
+        gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root, detector=detector)
         g = embed(gallery)
         results["lfw_hard"] = {f"rank1_{name}": rank1(embed(crops), probe_ids, g, gallery_ids)
                                for name, crops in by_condition.items()}
