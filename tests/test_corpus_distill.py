@@ -138,14 +138,17 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     assert resumed["step"] == 4
 
 
-def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sources, tmp_path):
+def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sources, tmp_path, caplog):
     """A warm restart (--finetune from a run on the same data) starts from the run's classifier and
-    distillation head, not new random ones: with --lr 0 nothing moves from the source's values."""
+    distillation head, not new random ones: with --lr 0 nothing moves from the source's values.
+    The same --seed as the source run is warned about (its augmented views would repeat)."""
     _write_teacher_files(two_sources)
     src = tmp_path / "src"
     _train(two_sources, src, "--distill", "dlib", "--max-steps", "2")
     out = tmp_path / "restart"
-    _train(two_sources, out, "--distill", "dlib", "--max-steps", "1", "--lr", "0", "--finetune", src / "last.pt")
+    with caplog.at_level("WARNING"):
+        _train(two_sources, out, "--distill", "dlib", "--max-steps", "1", "--lr", "0", "--finetune", src / "last.pt")
+    assert "pass another --seed" in caplog.text
     before, after = load_checkpoint(src / "last.pt"), load_checkpoint(out / "last.pt")
     assert torch.equal(before["state_dict"]["classifier.weight"], after["state_dict"]["classifier.weight"])
     head_before, head_after = before["networks"]["distill_head"], after["networks"]["distill_head"]

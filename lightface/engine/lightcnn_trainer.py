@@ -146,7 +146,7 @@ class TrainConfig(RunConfig):
         None, group=_FT,
         help="initialise the backbone from an official Light CNN release or a lightface checkpoint; a new classifier "
              "is sized from --data, unless the checkpoint was trained on the same classes: then its classifier (and "
-             "distillation head) are kept, a warm restart with a new schedule")
+             "distillation head) are kept, a warm restart with a new schedule (give it another --seed)")
     classifier_only_epochs: int = option(0, group=_FT,
                                          help="with --finetune: train only the classifier for this many epochs, then "
                                               "everything")
@@ -402,6 +402,10 @@ class LightCNNTask(Task):
             log.info("fine-tuning: backbone from %s, %s", cfg.finetune,
                      f"its classifier kept (same {len(self.classes)} classes as --data)" if same_classes else
                      f"new {len(self.classes)}-class classifier")
+            if same_classes and (start.extra.get("config") or {}).get("seed") == cfg.seed:
+                log.warning("fine-tuning on the classes %s was trained on with the same --seed %d: each epoch replays "
+                            "the augmented views of the same epoch of that run; pass another --seed", cfg.finetune,
+                            cfg.seed)
         elif not engine.resuming:
             init_weights(model, cfg.init)
         if cfg.channels_last:
