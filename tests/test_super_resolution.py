@@ -162,9 +162,9 @@ def test_finetune_starts_from_a_trained_generator(tmp_path):
     main(_train_args(tmp_path, data, out, steps=1, lr=1e-12, finetune=src / "model.pt"))
     start, tuned = load_checkpoint(src / "model.pt")["ema_state_dict"], load_checkpoint(out / "last.pt")["state_dict"]
     assert all(torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6) for k in start)  # started from its EMA
-    # the shipped 4x model by name: its flags are named when ours differ
+    # the shipped 4x model by its alias: its flags are named when ours differ
     with pytest.raises(TrainingError, match="--channels 48"):
-        main(_train_args(tmp_path, data, tmp_path / "ship", steps=1, hr_size=128, finetune="wavelet_srnet_x4_c48"))
+        main(_train_args(tmp_path, data, tmp_path / "ship", steps=1, hr_size=128, finetune="sr4"))
     with pytest.raises(TrainingError, match="no such file, nor a shipped model"):
         main(_train_args(tmp_path, data, tmp_path / "none", steps=1, finetune=tmp_path / "missing.pt"))
 

@@ -75,8 +75,8 @@ class SRTrainConfig(GANRunConfig):
     head_groups: int = option(4, group=_MODEL, help="wavelet-prediction heads (must divide 4**log2(scale))")
     finetune: Optional[str] = option(
         None, group=_MODEL,
-        help="start the generator from a trained model: a shipped name (lightface.models.list_pretrained("
-             "'super_resolution')) or an OUT/model.pt / last.pt of this pipeline (its EMA weights when saved); the "
+        help="start the generator from a trained model: a shipped name or alias (sr4, sr8; "
+             "lightface.models.list_pretrained('super_resolution')) or an OUT/model.pt / last.pt of this pipeline (its EMA weights when saved); the "
              "model flags must match it; the discriminator and optimisers start new")
     wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
     approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
