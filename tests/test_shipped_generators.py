@@ -249,3 +249,33 @@ def test_real_shipped_frontalizer_on_real_profiles(shared_data):
         pytest.xfail(f"{fr.pretrained.name} is a release candidate (docs/model_zoo.md): {kept:.2f} of the frontalized "
                      "faces are nearer their own person's frontal than the others', not 0.8")
     assert kept >= 0.8, cos
+
+
+def test_sr_robustness_benchmark_degrades_every_model_alike(shared_data):
+    """benchmarks.sr_robustness: the same LR faces for every model (seeded), clean LR = the
+    bicubic downscale, and the shipped 4x models measured side by side on real CFP faces."""
+    pytest.importorskip("benchmarks.sr_robustness")
+    from benchmarks.sr_robustness import CONDITIONS, degraded_pairs, run
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import cfp_five_points
+
+    faces = []
+    for ident in ("476", "480", "485"):
+        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "02.jpg"))
+        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "02.txt", delimiter=",")
+        faces.append(align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)[0])
+    for condition in CONDITIONS:
+        a, _ = degraded_pairs(faces, 4, condition)
+        b, _ = degraded_pairs(faces, 4, condition)
+        assert a.shape == (3, 3, 32, 32) and torch.equal(a, b)
+    heavy, _ = degraded_pairs(faces, 4, "heavy")
+    clean, hr = degraded_pairs(faces, 4, "clean")
+    assert not torch.equal(clean, heavy) and hr.shape == (3, 3, 128, 128)
+    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["name"].startswith("wavelet_srnet_x4")]
+    if not shipped:
+        pytest.skip("no 4x super-resolution model ships in this install")
+    table = run(shipped, faces)
+    assert set(table) == set(CONDITIONS)
+    for row in table.values():
+        assert set(row) == {"bicubic", *shipped}
+    assert all(table["clean"][w] > table["clean"]["bicubic"] for w in shipped)
