@@ -23,12 +23,10 @@ import logging
 import random
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-
-log = logging.getLogger("benchmarks.sr_robustness")
 
 #: condition -> Degradation keyword arguments (the scale is added)
 CONDITIONS: Dict[str, dict] = {
@@ -38,9 +36,9 @@ CONDITIONS: Dict[str, dict] = {
 }
 
 
-def degraded_pairs(faces: List[np.ndarray], scale: int, condition: str, seed: int = 0):
+def degraded_pairs(faces: Sequence, scale: int, condition: str, seed: int = 0):
     """``(LR (N,3,h,w), HR (N,3,128,128))`` float RGB tensors in [0, 1] of ``faces`` (uint8 BGR
-    128 crops) under ``condition``, reproducibly for a seed."""
+    128 crops, or the LMDB items holding them) under ``condition``, reproducibly for a seed."""
     from lightface.data.degradation import Degradation, SRPairDataset
 
     random.seed(seed)
@@ -52,7 +50,7 @@ def degraded_pairs(faces: List[np.ndarray], scale: int, condition: str, seed: in
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def run(weights: List[str], faces: List[np.ndarray], batch: int = 20) -> Dict[str, Dict[str, float]]:
+def run(weights: List[str], faces: Sequence, batch: int = 20) -> Dict[str, Dict[str, float]]:
     """``{condition: {"bicubic": psnr, model: psnr, ...}}`` for the given super-resolvers."""
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
@@ -62,13 +60,13 @@ def run(weights: List[str], faces: List[np.ndarray], batch: int = 20) -> Dict[st
     if len(scales) != 1:
         raise ValueError(f"--weights mixes scales {sorted(scales)}; compare models of one factor")
     scale = scales.pop()
+    bicubic = next(iter(models.values())).model.bicubic
     out: Dict[str, Dict[str, float]] = {}
     for condition in CONDITIONS:
         lr, hr = degraded_pairs(faces, scale, condition)
         row: Dict[str, float] = {}
         with torch.no_grad():
-            any_model = next(iter(models.values())).model
-            row["bicubic"] = float(np.mean(psnr(any_model.bicubic(lr).clamp(0, 1), hr)))
+            row["bicubic"] = float(np.mean(psnr(bicubic(lr).clamp(0, 1), hr)))
             for name, sr in models.items():
                 pred = torch.cat([sr.model(lr[i : i + batch]) for i in range(0, len(lr), batch)]).clamp(0, 1)
                 row[name] = float(np.mean(psnr(pred, hr)))
@@ -76,19 +74,14 @@ def run(weights: List[str], faces: List[np.ndarray], batch: int = 20) -> Dict[st
     return out
 
 
-def _faces(source: str, limit: int) -> List[np.ndarray]:
-    from lightface.data.io import read_image
-    from lightface.data.lmdb_dataset import LMDBDataset
+def _faces(source: str, limit: int):
+    """The first ``limit`` HR faces of a lightface LMDB or an image folder."""
+    from torch.utils.data import Subset
 
-    path = Path(source)
-    if (path / "data.mdb").is_file():
-        ds = LMDBDataset(path)
-        items = [ds[i] for i in range(min(limit, len(ds)))]
-        return [item["image"] if isinstance(item, dict) else item for item in items]
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[:limit]
-    if not files:
-        raise FileNotFoundError(f"--heldout {source}: neither a lightface LMDB nor a folder of face crops")
-    return [read_image(p) for p in files]
+    from lightface.engine.sr_trainer import open_hr_source
+
+    base = open_hr_source(source)
+    return Subset(base, range(min(limit, len(base))))
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -76,8 +76,8 @@ class SRTrainConfig(GANRunConfig):
     finetune: Optional[str] = option(
         None, group=_MODEL,
         help="start the generator from a trained model: a shipped name or alias (sr4, sr8; "
-             "lightface.models.list_pretrained('super_resolution')) or an OUT/model.pt / last.pt of this pipeline (its EMA weights when saved); the "
-             "model flags must match it; the discriminator and optimisers start new")
+             "lightface.models.list_pretrained('super_resolution')) or an OUT/model.pt / last.pt of this pipeline "
+             "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
     wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
     approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
     detail_weight: float = option(0.99, group=_LOSS, help="per-subband weight of each detail band")
@@ -229,7 +229,8 @@ def _load_generator_start(G: WaveletSRNet, spec: str, model_kwargs: Dict[str, An
     differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items() if ckpt.model_kwargs.get(k) != v}
     if differ:
         flag = {"output_size": "hr_size"}
-        flags = ", ".join(f"--{flag.get(k, k).replace('_', '-')} {saved} (not {ours})" for k, (ours, saved) in differ.items())
+        flags = ", ".join(f"--{flag.get(k, k).replace('_', '-')} {saved} (not {ours})"
+                          for k, (ours, saved) in differ.items())
         raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
     load_weights(G, ckpt, ema=ckpt.ema_state_dict is not None)
     log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
