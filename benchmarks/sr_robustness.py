@@ -1,6 +1,7 @@
 """Super-resolution under degraded inputs: several super-resolvers side by side, by LR degradation.
 
     python -m benchmarks.sr_robustness --heldout ~/lightface_sr/val.lmdb                  # every shipped 4x model
+    python -m benchmarks.sr_robustness --heldout ~/lightface_sr/val.lmdb --scale 8        # every shipped 8x model
     python -m benchmarks.sr_robustness --heldout ~/lightface_sr/val.lmdb --weights sr4 runs/sr4/model.pt
 
 The HR faces (aligned 128 crops of people held out of the SR corpus: ``val.lmdb`` of
@@ -89,7 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--heldout", required=True, help="aligned 128 HR face crops: a lightface LMDB (val.lmdb) or a folder")
     p.add_argument("--weights", nargs="+", default=None,
-                   help="super-resolvers (shipped names / aliases or model files); default: every shipped 4x model")
+                   help="super-resolvers (shipped names / aliases or model files); default: every shipped model "
+                        "of --scale")
+    p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="factor of the default shipped models")
     p.add_argument("--max-faces", type=int, default=100, help="faces read from --heldout")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     return p
@@ -99,7 +102,10 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     from lightface.models import list_pretrained
 
     weights = args.weights or [w["name"] for w in list_pretrained("super_resolution")
-                               if w["name"].startswith("wavelet_srnet_x4")]
+                               if w["name"].startswith(f"wavelet_srnet_x{args.scale}")]
+    if not weights:
+        raise SystemExit(f"benchmarks.sr_robustness: no {args.scale}x super-resolution model ships in this install; "
+                         "pass --weights")
     table = run(weights, _faces(args.heldout, args.max_faces))
     width = max(len(w) for w in weights)
     print(f"{'condition':9s} {'bicubic':>8s}  " + "  ".join(f"{w:>{width}s}" for w in weights))

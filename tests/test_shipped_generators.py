@@ -187,12 +187,13 @@ def test_identity_network_defaults_to_the_shipped_recogniser(weights_dir, tmp_pa
         resolve_identity_weights(None)
 
 
-def test_real_shipped_sr4_beats_bicubic_on_real_faces(shared_data):
-    """The shipped 4x model (if released) on aligned CFP frontal faces: better PSNR than bicubic."""
+@pytest.mark.parametrize("scale", [4, 8])
+def test_real_shipped_sr_beats_bicubic_on_real_faces(shared_data, scale):
+    """The shipped 4x / 8x default (if released) on aligned CFP frontal faces: better PSNR than bicubic."""
     try:
-        sr = SuperResolver(scale=4, device="cpu")
+        sr = SuperResolver(scale=scale, device="cpu")
     except PretrainedError:
-        pytest.skip("no 4x super-resolution model ships in this install")
+        pytest.skip(f"no {scale}x super-resolution model ships in this install")
     from lightface.data.align import align_face
     from lightface.data.degradation import downscale, resize
     from lightface.data.pose_pairs import cfp_five_points
@@ -203,7 +204,7 @@ def test_real_shipped_sr4_beats_bicubic_on_real_faces(shared_data):
         img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "01.jpg"))
         fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "01.txt", delimiter=",")
         hr, _ = align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)
-        lr = downscale(hr, 4, "bicubic")
+        lr = downscale(hr, scale, "bicubic")
         gains.append(psnr(sr.upscale_face(lr), hr) - psnr(resize(lr, (128, 128), "bicubic"), hr))
     assert np.mean(gains) > 0.3, gains
 
@@ -279,3 +280,25 @@ def test_sr_robustness_benchmark_degrades_every_model_alike(shared_data):
     for row in table.values():
         assert set(row) == {"bicubic", *shipped}
     assert all(table["clean"][w] > table["clean"]["bicubic"] for w in shipped)
+
+
+def test_sr_robustness_cli_runs_every_shipped_model_of_a_scale(shared_data, tmp_path, capsys):
+    """python -m benchmarks.sr_robustness --scale 8 on a folder of aligned crops: one column per shipped 8x model."""
+    pytest.importorskip("benchmarks.sr_robustness")
+    from benchmarks.sr_robustness import get_args_parser, main
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import cfp_five_points
+
+    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["name"].startswith("wavelet_srnet_x8")]
+    if not shipped:
+        pytest.skip("no 8x super-resolution model ships in this install")
+    for ident in ("476", "480"):
+        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "03.jpg"))
+        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "03.txt", delimiter=",")
+        cv2.imwrite(str(tmp_path / f"{ident}.png"), align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)[0])
+    out = tmp_path / "robust.json"
+    table = main(get_args_parser().parse_args(["--heldout", str(tmp_path), "--scale", "8", "--out", str(out)]))
+    assert json.loads(out.read_text())["weights"] == shipped
+    assert all(set(row) == {"bicubic", *shipped} for row in table.values())
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in shipped)
