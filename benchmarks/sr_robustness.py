@@ -75,6 +75,14 @@ def run(weights: List[str], faces: Sequence, batch: int = 20) -> Dict[str, Dict[
     return out
 
 
+def shipped_super_resolvers(scale: int) -> List[str]:
+    """Names of every shipped super-resolver of ``scale`` (``wavelet_srnet_x{scale}*``)."""
+    from lightface.models import list_pretrained
+
+    prefix = f"wavelet_srnet_x{scale}"
+    return [w["name"] for w in list_pretrained("super_resolution") if w["name"].startswith(prefix)]
+
+
 def _faces(source: str, limit: int):
     """The first ``limit`` HR faces of a lightface LMDB or an image folder."""
     from torch.utils.data import Subset
@@ -99,10 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
-    from lightface.models import list_pretrained
-
-    weights = args.weights or [w["name"] for w in list_pretrained("super_resolution")
-                               if w["name"].startswith(f"wavelet_srnet_x{args.scale}")]
+    weights = args.weights or shipped_super_resolvers(args.scale)
     if not weights:
         raise SystemExit(f"benchmarks.sr_robustness: no {args.scale}x super-resolution model ships in this install; "
                          "pass --weights")

@@ -41,6 +41,20 @@ def weights_dir(tmp_path, monkeypatch):
     return d
 
 
+def _cfp_frontal_crops(shared_data, idents, photo):
+    """128 ``lightcnn`` crops (uint8 BGR) of frontal photo ``photo`` ("01") of CFP ids ``idents``, aligned by the
+    CFP fiducials."""
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import cfp_five_points
+
+    crops = []
+    for ident in idents:
+        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / f"{photo}.jpg"))
+        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / f"{photo}.txt", delimiter=",")
+        crops.append(align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)[0])
+    return crops
+
+
 def _sr_checkpoint(path, scale, seed):
     torch.manual_seed(seed)
     model = WaveletSRNet(scale=scale, **SR_KW)
@@ -194,16 +208,11 @@ def test_real_shipped_sr_beats_bicubic_on_real_faces(shared_data, scale):
         sr = SuperResolver(scale=scale, device="cpu")
     except PretrainedError:
         pytest.skip(f"no {scale}x super-resolution model ships in this install")
-    from lightface.data.align import align_face
     from lightface.data.degradation import downscale, resize
-    from lightface.data.pose_pairs import cfp_five_points
     from lightface.eval.image_quality import psnr
 
     gains = []
-    for ident in ("476", "480", "485"):
-        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "01.jpg"))
-        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "01.txt", delimiter=",")
-        hr, _ = align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)
+    for hr in _cfp_frontal_crops(shared_data, ("476", "480", "485"), "01"):
         lr = downscale(hr, scale, "bicubic")
         gains.append(psnr(sr.upscale_face(lr), hr) - psnr(resize(lr, (128, 128), "bicubic"), hr))
     assert np.mean(gains) > 0.3, gains
@@ -257,14 +266,8 @@ def test_sr_robustness_benchmark_degrades_every_model_alike(shared_data):
     bicubic downscale, and the shipped 4x models measured side by side on real CFP faces."""
     pytest.importorskip("benchmarks.sr_robustness")
     from benchmarks.sr_robustness import CONDITIONS, degraded_pairs, run
-    from lightface.data.align import align_face
-    from lightface.data.pose_pairs import cfp_five_points
 
-    faces = []
-    for ident in ("476", "480", "485"):
-        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "02.jpg"))
-        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "02.txt", delimiter=",")
-        faces.append(align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)[0])
+    faces = _cfp_frontal_crops(shared_data, ("476", "480", "485"), "02")
     for condition in CONDITIONS:
         a, _ = degraded_pairs(faces, 4, condition)
         b, _ = degraded_pairs(faces, 4, condition)
@@ -286,16 +289,12 @@ def test_sr_robustness_cli_runs_every_shipped_model_of_a_scale(shared_data, tmp_
     """python -m benchmarks.sr_robustness --scale 8 on a folder of aligned crops: one column per shipped 8x model."""
     pytest.importorskip("benchmarks.sr_robustness")
     from benchmarks.sr_robustness import get_args_parser, main
-    from lightface.data.align import align_face
-    from lightface.data.pose_pairs import cfp_five_points
 
     shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["name"].startswith("wavelet_srnet_x8")]
     if not shipped:
         pytest.skip("no 8x super-resolution model ships in this install")
-    for ident in ("476", "480"):
-        img = cv2.imread(str(shared_data / "cfp" / "Images" / ident / "frontal" / "03.jpg"))
-        fid = np.loadtxt(shared_data / "cfp" / "Fiducials" / ident / "frontal" / "03.txt", delimiter=",")
-        cv2.imwrite(str(tmp_path / f"{ident}.png"), align_face(img, cfp_five_points(fid, "frontal"), "lightcnn", size=128)[0])
+    for ident, crop in zip(("476", "480"), _cfp_frontal_crops(shared_data, ("476", "480"), "03")):
+        cv2.imwrite(str(tmp_path / f"{ident}.png"), crop)
     out = tmp_path / "robust.json"
     table = main(get_args_parser().parse_args(["--heldout", str(tmp_path), "--scale", "8", "--out", str(out)]))
     assert json.loads(out.read_text())["weights"] == shipped
