@@ -155,6 +155,23 @@ def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sour
     assert all(torch.equal(head_before[k], head_after[k]) for k in head_before)
 
 
+def test_classifier_only_stage_trains_the_distillation_head_with_the_classifier(two_sources, tmp_path):
+    """--classifier-only-epochs freezes the backbone but trains both heads on its features, so a
+    new distillation projection is no longer random when the backbone unfreezes."""
+    _write_teacher_files(two_sources)
+    src = tmp_path / "src"
+    _train(two_sources, src, "--distill", "dlib", "--max-steps", "2")
+    out = tmp_path / "heads"
+    _train(two_sources, out, "--distill", "dlib", "--max-steps", "2", "--seed", "1", "--finetune", src / "last.pt",
+           "--classifier-only-epochs", "1", "--epochs", "2")
+    before, after = load_checkpoint(src / "last.pt"), load_checkpoint(out / "last.pt")
+    backbone = [k for k in before["state_dict"] if not k.startswith("classifier.")]
+    assert backbone and all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in backbone)
+    assert not torch.equal(before["state_dict"]["classifier.weight"], after["state_dict"]["classifier.weight"])
+    head_before, head_after = before["networks"]["distill_head"], after["networks"]["distill_head"]
+    assert not all(torch.equal(head_before[k], head_after[k]) for k in head_before)
+
+
 class _JumpingClock:
     """The ``time`` module, except that ``monotonic()`` moves 1 s per reading: every training
     step ends past a sub-second deadline however fast the machine is."""

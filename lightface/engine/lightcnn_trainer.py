@@ -450,14 +450,19 @@ class LightCNNTask(Task):
 
     # -- stages ------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
-        """Freeze the backbone (and distillation head) during the classifier-only fine-tuning epochs."""
+        """Freeze the backbone during the classifier-only fine-tuning epochs.
+
+        The heads on top of the 256-d features (the classifier and, with ``--distill``, the
+        distillation projection) keep training: on a new backbone they start random, and a
+        random projection would otherwise pull the backbone with the full distillation
+        weight the moment it unfreezes."""
         classifier_only = epoch < self.cfg.classifier_only_epochs
         if self.stage == classifier_only:
             return
-        cls_ids = {id(p) for p in self.model.classifier.parameters()}
-        for net in (self.model, self.head):
-            for p in (net.parameters() if net is not None else ()):
-                p.requires_grad_(not classifier_only or id(p) in cls_ids)
+        head_ids = {id(p) for p in self.model.classifier.parameters()}
+        head_ids |= {id(p) for p in (self.head.parameters() if self.head is not None else ())}
+        for p in self.model.parameters():
+            p.requires_grad_(not classifier_only or id(p) in head_ids)
         if classifier_only:
             log.info("epoch %d: classifier-only stage (backbone frozen) until epoch %d", epoch,
                      self.cfg.classifier_only_epochs)
