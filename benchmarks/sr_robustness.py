@@ -76,11 +76,10 @@ def run(weights: List[str], faces: Sequence, batch: int = 20) -> Dict[str, Dict[
 
 
 def shipped_super_resolvers(scale: int) -> List[str]:
-    """Names of every shipped super-resolver of ``scale`` (``wavelet_srnet_x{scale}*``)."""
+    """Names of every shipped super-resolver of ``scale`` (their builder kwargs' ``scale``)."""
     from lightface.models import list_pretrained
 
-    prefix = f"wavelet_srnet_x{scale}"
-    return [w["name"] for w in list_pretrained("super_resolution") if w["name"].startswith(prefix)]
+    return [w["name"] for w in list_pretrained("super_resolution") if w["model_kwargs"].get("scale") == scale]
 
 
 def _faces(source: str, limit: int):

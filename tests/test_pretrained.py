@@ -102,8 +102,10 @@ def test_list_pretrained_fields(shipped):
     assert [r["name"] for r in rows] == ["tiny_default"]
     assert {r["task"] for r in list_pretrained()} == {"recognition", "detection"}
     row = rows[0]
-    for key in ("name", "arch", "task", "file", "size_mb", "sha256", "params", "data", "metrics", "threshold", "default_for"):
+    for key in ("name", "arch", "model_kwargs", "task", "file", "size_mb", "sha256", "params", "data", "metrics",
+                "threshold", "default_for"):
         assert key in row
+    assert row["model_kwargs"] == entry.model_kwargs and row["model_kwargs"].get("num_classes") == 0
     assert row["arch"] == TINY and row["task"] == "recognition" and row["default_for"] == ["recognition"]
     assert row["sha256"] == entry.sha256 == pt.sha256_of(pt.WEIGHTS_DIR / entry.file)
     assert row["threshold"] == THRESHOLD and row["metrics"] == {"dev": {"accuracy": 0.5}}

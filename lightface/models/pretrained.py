@@ -115,10 +115,12 @@ class PretrainedWeights:
         return dict(self.preprocessing)
 
     def summary(self) -> Dict[str, Any]:
-        """One row of :func:`list_pretrained`: name, arch, task, size, sha256, data and results."""
+        """One row of :func:`list_pretrained`: name, arch and its builder kwargs (a super-resolver's
+        ``scale``), task, size, sha256, data and results."""
         path = WEIGHTS_DIR / self.file
         return {
-            "name": self.name, "arch": self.arch, "task": self.task, "file": self.file,
+            "name": self.name, "arch": self.arch, "model_kwargs": dict(self.model_kwargs), "task": self.task,
+            "file": self.file,
             "size_mb": round(path.stat().st_size / 2**20, 2) if path.is_file() else None,
             "sha256": self.sha256, "params": self.meta.get("params"), "data": self.meta.get("data"),
             "metrics": self.meta.get("metrics", {}), "threshold": self.threshold,
