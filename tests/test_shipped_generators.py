@@ -275,7 +275,7 @@ def test_sr_robustness_benchmark_degrades_every_model_alike(shared_data):
     heavy, _ = degraded_pairs(faces, 4, "heavy")
     clean, hr = degraded_pairs(faces, 4, "clean")
     assert not torch.equal(clean, heavy) and hr.shape == (3, 3, 128, 128)
-    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["name"].startswith("wavelet_srnet_x4")]
+    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["model_kwargs"]["scale"] == 4]
     if not shipped:
         pytest.skip("no 4x super-resolution model ships in this install")
     table = run(shipped, faces)
