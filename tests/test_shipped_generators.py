@@ -290,7 +290,7 @@ def test_sr_robustness_cli_runs_every_shipped_model_of_a_scale(shared_data, tmp_
     pytest.importorskip("benchmarks.sr_robustness")
     from benchmarks.sr_robustness import get_args_parser, main
 
-    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["name"].startswith("wavelet_srnet_x8")]
+    shipped = [w["name"] for w in pt.list_pretrained("super_resolution") if w["model_kwargs"]["scale"] == 8]
     if not shipped:
         pytest.skip("no 8x super-resolution model ships in this install")
     for ident, crop in zip(("476", "480"), _cfp_frontal_crops(shared_data, ("476", "480"), "03")):

@@ -459,10 +459,9 @@ class LightCNNTask(Task):
         classifier_only = epoch < self.cfg.classifier_only_epochs
         if self.stage == classifier_only:
             return
-        head_ids = {id(p) for p in self.model.classifier.parameters()}
-        head_ids |= {id(p) for p in (self.head.parameters() if self.head is not None else ())}
-        for p in self.model.parameters():
-            p.requires_grad_(not classifier_only or id(p) in head_ids)
+        cls_ids = {id(p) for p in self.model.classifier.parameters()}
+        for p in self.model.parameters():  # the distillation head is a network of its own: never frozen
+            p.requires_grad_(not classifier_only or id(p) in cls_ids)
         if classifier_only:
             log.info("epoch %d: classifier-only stage (backbone frozen) until epoch %d", epoch,
                      self.cfg.classifier_only_epochs)
@@ -470,8 +469,6 @@ class LightCNNTask(Task):
             log.info("epoch %d: training all layers", epoch)
         if self.stage is not None or classifier_only:  # DDP must know which parameters train
             self.model_view = self.engine.rewrap("model")
-            if self.head is not None:
-                self.head_view = self.engine.rewrap("distill_head")
         self.stage = classifier_only
 
     def on_epoch_end(self, epoch: int) -> None:
