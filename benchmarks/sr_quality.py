@@ -15,7 +15,8 @@ Sets (each skipped when absent):
 Each HR face is downscaled by the factor (antialiased bicubic), then upscaled by the model
 and by bicubic and compared with the HR face
 (:func:`lightface.restore.super_resolver.evaluate_super_resolution`: PSNR and SSIM on RGB
-from :mod:`lightface.eval.image_quality`, identity cosine from
+from :mod:`lightface.eval.image_quality`, spurious dark spots per face (hallucinated texture,
+``spurious_spots``), identity cosine from
 :func:`lightface.eval.identity.identity_cosine`) with every identity network given
 (``--identity-weights NAME=SPEC``: a Light CNN as a shipped entry's name or a checkpoint
 path, or ``dlib``, dlib's ResNet recogniser, independent of this project's training (needs
@@ -164,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             m = r["mean"]
             result.setdefault("count", r["count"])
             result.setdefault("skipped", len(r["skipped"]))
-            for key in ("psnr_bicubic", "psnr_sr", "ssim_bicubic", "ssim_sr"):
+            for key in ("psnr_bicubic", "psnr_sr", "ssim_bicubic", "ssim_sr", "spots_bicubic", "spots_sr"):
                 result.setdefault(key, m[key])
             if net_name is not None:
                 result[f"id_cos_bicubic[{net_name}]"] = m["id_cos_bicubic"]
@@ -175,11 +176,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{model_name}: {resolver.scale}x ({resolver.input_size} -> {resolver.output_size}); "
           f"identity networks: {', '.join(f'{k}={v}' for k, v in nets.items()) or 'none'}")
     print(f"{'set':10} {'n':>4} {'PSNR bic':>9} {'PSNR ours':>9} {'gain':>6} {'SSIM bic':>8} {'SSIM ours':>9}"
+          f" {'spots bic':>9} {'spots ours':>10}"
           + "".join(f" {'id bic':>7} {'id ours':>7} {'gain':>6}" for _ in nets))
     for name, r in report["sets"].items():
         gain = r["psnr_sr"] - r["psnr_bicubic"]
         line = (f"{name:10} {r['count']:4d} {r['psnr_bicubic']:9.2f} {r['psnr_sr']:9.2f} {gain:+6.2f} "
-                f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f}")
+                f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f} {r['spots_bicubic']:9.1f} {r['spots_sr']:10.1f}")
         verdict = []
         for net_name in nets:
             b, s = r[f"id_cos_bicubic[{net_name}]"], r[f"id_cos_sr[{net_name}]"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lightface.data.degradation import Degradation, downscale, resize
-from lightface.eval.image_quality import psnr, ssim
+from lightface.eval.image_quality import psnr, spurious_spots, ssim
 from lightface.losses.wavelet import WaveletSRLoss, subband_weights, texture_loss, wavelet_prediction_loss
 from lightface.models import get_model
 from lightface.models.discriminators import ImageDiscriminator, WaveletDiscriminator
@@ -134,6 +134,28 @@ def test_psnr_ssim_uint8_and_float():
     with pytest.raises(ValueError, match="shape"):
         psnr(a, a[:16])
 
+
+
+def test_spurious_spots_count_dark_dots_the_target_lacks(shared_data):
+    import cv2
+
+    photo = sorted((shared_data / "celeba_hq").rglob("*.jpg"))[0]
+    face = cv2.resize(cv2.imread(str(photo)), (128, 128), interpolation=cv2.INTER_AREA)
+    assert spurious_spots(face, face) == 0
+    # a 4 x 4 grid of small dark dots on the cheeks and forehead: most are counted
+    dotted = face.copy()
+    for y in range(20, 100, 20):
+        for x in range(30, 110, 20):
+            cv2.circle(dotted, (x, y), 1, tuple(int(v) - 40 for v in dotted[y, x]), -1)
+    n_dotted = spurious_spots(dotted, face)
+    assert 8 <= n_dotted <= 16
+    # a blurred copy has lost detail but gained few dark spots (minima that moved)
+    assert spurious_spots(cv2.GaussianBlur(face, (0, 0), 1.5), face) <= n_dotted - 5
+    # RGB float batches give per-image counts; the dots the target has are not spurious
+    t = torch.from_numpy(np.stack([face, dotted])[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+    counts = spurious_spots(t, t[[0, 0]])
+    assert counts.shape == (2,) and counts[0] == 0 and counts[1] == n_dotted
+    assert spurious_spots(dotted, dotted) == 0
 
 def test_degradation_pairs():
     rng = np.random.default_rng(0)

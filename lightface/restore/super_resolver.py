@@ -176,7 +176,8 @@ def evaluate_super_resolution(
     largest detected face aligned to the Light CNN template at ``output_size``), downscaled by
     ``scale`` (antialiased bicubic, :func:`lightface.data.degradation.downscale`), then
     upscaled by the model and by bicubic (Pillow) and compared with the HR face. PSNR / SSIM:
-    all three colour channels, data range 255 (:mod:`lightface.eval.image_quality`).
+    all three colour channels, data range 255; spots: dark spots the HR face lacks
+    (hallucinated texture, :func:`lightface.eval.image_quality.spurious_spots`).
     Identity cosine: :func:`lightface.eval.identity.identity_cosine` with ``identity_weights``
     (a Light CNN checkpoint or module, ``"dlib"`` for dlib's independent recogniser; None
     skips it). The faces are judged as ``lightcnn``-template crops (the super-resolver's
@@ -187,7 +188,7 @@ def evaluate_super_resolution(
     """
     from ..data.degradation import downscale, resize
     from ..data.io import ImageReadError, read_image
-    from ..eval.image_quality import psnr, ssim
+    from ..eval.image_quality import psnr, spurious_spots, ssim
 
     size, scale = resolver.output_size, resolver.scale
     if not aligned and resolver.detector is None:
@@ -230,7 +231,9 @@ def evaluate_super_resolution(
         ids["bicubic"] = identity_cosine(net, image_to_tensor(bics), hr_t, template=_TEMPLATE).cpu().numpy()
     for i, ((name, hr), lr, sr, bic) in enumerate(zip(hrs, lrs, srs, bics)):
         rec = {"input": name, "psnr_sr": psnr(sr, hr), "psnr_bicubic": psnr(bic, hr),
-               "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr)}
+               "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr),
+               "spots_sr": spurious_spots(sr, hr, channel_order="bgr"),
+               "spots_bicubic": spurious_spots(bic, hr, channel_order="bgr")}
         if ids:
             rec["id_cos_sr"] = float(ids["sr"][i])
             rec["id_cos_bicubic"] = float(ids["bicubic"][i])
