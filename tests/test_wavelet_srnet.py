@@ -135,7 +135,6 @@ def test_psnr_ssim_uint8_and_float():
         psnr(a, a[:16])
 
 
-
 def test_spurious_spots_count_dark_dots_the_target_lacks(shared_data):
     import cv2
 
@@ -156,6 +155,7 @@ def test_spurious_spots_count_dark_dots_the_target_lacks(shared_data):
     counts = spurious_spots(t, t[[0, 0]])
     assert counts.shape == (2,) and counts[0] == 0 and counts[1] == n_dotted
     assert spurious_spots(dotted, dotted) == 0
+
 
 def test_degradation_pairs():
     rng = np.random.default_rng(0)
