@@ -8,7 +8,7 @@
 Sets (each skipped when absent):
 
 * ``celeba_hq``: the 10 CelebA-HQ photos of ``../shared/data/celeba_hq`` (never in the SR
-  corpus): the largest face detected, aligned to the Light CNN template at 128;
+  corpus): the main face detected, aligned to the Light CNN template at 128;
 * ``heldout``: aligned 128 crops of identities held out of the SR corpus
   (``OUT_OF_build_sr_corpus/val.lmdb``, or a folder of aligned crops), at most ``--max-heldout``.
 

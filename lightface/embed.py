@@ -20,7 +20,8 @@ mouth midpoint (64, 88) in 128x128). Size policy: 128x128 is used as is; 144x144
 any other size is resized to 128x128 (area / bilinear) and a warning is logged, because
 an unaligned or differently framed face gives poorer embeddings.
 
-``aligned=False``: every image goes through the face detector (largest face) and is
+``aligned=False``: every image goes through the face detector (its main face: the largest,
+penalised by its distance from the image centre, :func:`lightface.data.detect.main_face`) and is
 aligned to the Light CNN template first; :meth:`FaceEmbedder.embed_faces` returns every
 face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
@@ -479,11 +480,13 @@ class FaceEmbedder:
     def _detect_align(self, img: np.ndarray, source: str, all_faces: bool = False):
         from .data.align import align_face
 
+        from .data.detect import main_face
+
         faces = self.detector.detect(img)
         if not faces:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
         out = []
-        for face in faces if all_faces else faces[:1]:
+        for face in faces if all_faces else [main_face(faces, img.shape)]:
             crop, _ = align_face(img, face.landmarks, template="lightcnn", size=INPUT_SIZE)
             out.append((face, to_gray(crop)))
         return out
@@ -627,7 +630,8 @@ class FaceEmbedder:
         Args:
             images: see :meth:`try_embed` and the module docstring (colour contract).
             aligned: True: Light CNN crops (size policy in the module docstring); False:
-                detect the largest face and align it.
+                detect the main face (the largest, penalised by its distance from the
+                image centre) and align it.
             batch_size: images read and prepared at a time (the network runs chunks of
                 the embedder's ``chunk_size``).
             flip: flip fusion (default: the embedder's ``flip``).

@@ -66,8 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "source: each image is aligned with the 5 points derived for its pose (from its "
                         "frontal/profile folder, stored as the pose attribute); images without one are skipped")
     a.add_argument("--detect", metavar="MODEL", default=None,
-                   help="detect the largest face with this detector (InsightFace pack name, detector .onnx, "
-                        "YuNet .onnx or yunet:PATH) for images without landmarks; images without a face are skipped")
+                   help="detect the main face (the largest, penalised by its distance from the image centre) "
+                        "with this detector (InsightFace pack name, detector .onnx, YuNet .onnx or yunet:PATH) "
+                        "for images without landmarks; images without a face are skipped")
     a.add_argument("--det-size", type=positive_int, default=640, help="detector input size")
     a.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")

@@ -56,7 +56,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are Light CNN crops (128x128, or 144x144 centre-cropped); default: detect and align "
-                        "the largest face in each image")
+                        "the main face in each image (the largest, penalised by its distance from the centre)")
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
                         "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")

@@ -38,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack "
                         "name (default: %(default)s)")
     p.add_argument("--only-center-face", action="store_true",
-                   help="frontalize only the face closest to the image centre (default: off)")
+                   help="frontalize only the main face: the largest, penalised by its distance from the "
+                        "image centre (default: off)")
     p.add_argument("--paste", action="store_true",
                    help="also write restored_imgs/: the photo with frontal views pasted back (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to output file names (default: none)")

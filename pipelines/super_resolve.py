@@ -31,7 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "when --weights is unset (default 4); with --weights, checked against the model (default: %(default)s)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no detection (default: off)")
     p.add_argument("--detector", default="buffalo_l", help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack name (default: %(default)s)")
-    p.add_argument("--only-center-face", action="store_true", help="restore only the face closest to the image centre (default: off)")
+    p.add_argument("--only-center-face", action="store_true", help="restore only the main face: the largest, penalised by its distance from the image centre (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to restored file names (default: none)")
     p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg"), help="restored_imgs extension; auto = the input's (PNG for RGBA) (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")

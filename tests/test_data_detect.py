@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lightface.data.align import align_face, transform_points
-from lightface.data.detect import DetectedFace, DetectorError, FaceDetector
+from lightface.data.detect import DetectedFace, DetectorError, FaceDetector, main_face
 from lightface.data.io import read_image, to_gray
 
 # ../shared/models/README.md: det_500m finds these counts on the 9 whole photos
@@ -83,6 +83,37 @@ def test_detect_then_align_matches_lfw_landmarks(scrfd, shared_data):
         w = transform_points(ref, M)
         diffs.append(np.abs((w[0] + w[1]) / 2 - (64, 40)).max())
     assert np.median(diffs) < 3.0
+
+
+def _given_landmarks(root, rel):
+    for line in (root / "landmarks_5pt.txt").read_text().splitlines():
+        name, *vals = line.split()
+        if name == rel:
+            return np.asarray(vals, np.float32).reshape(5, 2)
+    raise KeyError(rel)
+
+
+@pytest.mark.parametrize("rel", ["Charles_Schumer/Charles_Schumer_0002.jpg", "Rosalyn_Carter/Rosalyn_Carter_0001.jpg"])
+def test_main_face_is_the_centred_subject_not_a_bigger_bystander(scrfd, shared_data, rel):
+    # LFW fold-2 photos (pairs_dev.txt) where det_500m's largest face is someone else's:
+    # the main face must be the one the given landmarks mark
+    root = shared_data / "lfw_train"
+    img = read_image(root / "images" / rel)
+    subject = _given_landmarks(root, rel).mean(0)
+    faces = scrfd.detect(img)
+    assert len(faces) >= 2
+    assert np.linalg.norm(faces[0].landmarks.mean(0) - subject) > 20  # the largest is the bystander
+    assert np.linalg.norm(main_face(faces, img.shape).landmarks.mean(0) - subject) < 10
+
+
+def test_main_face_rule():
+    def face(x1, y1, x2, y2):
+        return DetectedFace(np.array([x1, y1, x2, y2], np.float32), 0.9, np.zeros((5, 2), np.float32))
+
+    centred, border = face(80, 80, 120, 120), face(0, 0, 50, 50)  # areas 1,600 < 2,500
+    assert main_face([border, centred], (200, 200, 3)) is centred
+    assert main_face([border, centred], (50, 50)) is border  # near the centre of a small image, it wins
+    assert main_face([], (200, 200)) is None
 
 
 def test_model_folder_pack(tmp_path, shared_models, shared_data):

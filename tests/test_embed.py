@@ -166,6 +166,19 @@ def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
     assert sorted(emb.try_embed([blank, photos[1]], aligned=False).errors) == [0]
 
 
+def test_whole_photo_embeds_the_subject_not_a_bigger_bystander(weights, shared_models, shared_data):
+    # LFW fold 2: det_500m finds a bystander's face bigger than Charles Schumer's in this photo
+    root, rel = shared_data / "lfw_train", "Charles_Schumer/Charles_Schumer_0002.jpg"
+    given = next(line.split()[1:] for line in (root / "landmarks_5pt.txt").read_text().splitlines()
+                 if line.split()[0] == rel)
+    marked = np.asarray(given, np.float32).reshape(5, 2).mean(0)  # where the subject is
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    faces = emb.embed_faces(root / "images" / rel)  # largest first
+    subject = min(faces, key=lambda f: np.linalg.norm(f.landmarks.mean(0) - marked))
+    assert len(faces) >= 2 and subject is not faces[0]
+    assert_same_embedding(emb.embed(root / "images" / rel, aligned=False)[0], subject.embedding)
+
+
 def test_similarity_and_lazy_exports(embedder, lfw):
     a = np.array([1.0, 0.0, 0.0])
     b = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [-3.0, 0.0, 0.0]])

@@ -38,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .align import TEMPLATES, align_face, template_base_size, template_points, transform_points
+from .detect import main_face
 from .io import ImageReadError, decode_image, read_file_bytes, to_gray
 from .lmdb_format import (
     ENCODINGS,
@@ -283,12 +284,12 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     elif options.detect:
         detector = _detector()  # a detector that cannot be loaded stops the build (not a per-file problem)
         try:
-            faces = detector.detect(img, max_faces=1)
+            face = main_face(detector.detect(img), img.shape)
         except (ValueError, TypeError, cv2.error) as err:  # e.g. a 1x1 image: skip it, never stop the build
             return ("skip", f"detection failed on a {img.shape[1]}x{img.shape[0]} image: {err}")
-        if not faces:
+        if face is None:
             return ("skip", "no face detected")
-        lm = faces[0].landmarks.astype(np.float64)
+        lm = face.landmarks.astype(np.float64)
     elif options.source_template:
         base = template_base_size(options.source_template)
         h, w = img.shape[:2]
@@ -557,8 +558,8 @@ def build_lmdb(
             (its ``frontal``/``profile`` folder, also stored as the ``pose`` attribute).
             Images without a fiducial file are skipped unless ``detect`` is given.
         detect: a detector (:class:`lightface.data.detect.FaceDetector` model) used for
-            images without landmarks; the largest face is aligned, images without a face
-            are skipped.
+            images without landmarks; the main face (the largest, penalised by its distance
+            from the image centre) is aligned, images without a face are skipped.
         det_size, det_threshold: detector input size and score threshold.
         source_template: the images are already aligned crops with this template (RecordIO
             sources default to ``"arcface"``); they are re-aligned to ``template``.

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..data.align import align_face
+from ..data.detect import main_face
 from ..data.pose_pairs import cfp_five_points
 from .hard_conditions import HARD_CONDITIONS
 from .verification import read_pairs, verification_metrics
@@ -57,8 +58,8 @@ def _lfw_landmarks(root: Path) -> Dict[str, np.ndarray]:
 
 class _LfwAligner:
     """144x144 ``lightcnn_train`` crops of ``lfw_train/images`` photos, aligned from the given
-    landmarks, or from the largest face a ``detector`` finds (the given landmarks when it
-    finds none; ``undetected`` counts those)."""
+    landmarks, or from the main face a ``detector`` finds (:func:`lightface.data.detect.main_face`;
+    the given landmarks when it finds none; ``undetected`` counts those)."""
 
     def __init__(self, root: Path, detector=None):
         self.root, self.detector = root, detector
@@ -71,7 +72,7 @@ class _LfwAligner:
         if self.detector is not None:
             faces = self.detector.detect(img)
             if faces:
-                points = max(faces, key=lambda f: f.area).landmarks
+                points = main_face(faces, img.shape).landmarks
             else:
                 self.undetected += 1
         return align_face(img, points, template="lightcnn_train", size=144)[0]

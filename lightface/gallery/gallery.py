@@ -355,6 +355,7 @@ class FaceGallery:
     # -- enrolment -----------------------------------------------------------------------------
     def _detect(self, embedder: Any, img: np.ndarray, source: str, report: EnrollReport):
         from ..data.align import align_face
+        from ..data.detect import main_face
         from ..data.io import to_gray
         from ..embed import NoFaceError
 
@@ -363,7 +364,7 @@ class FaceGallery:
             raise NoFaceError(f"{source}: no face detected")
         if len(faces) > 1:
             report.multi_face[source] = len(faces)
-        face = faces[0]  # the largest
+        face = main_face(faces, img.shape)
         crop, _ = align_face(img, face.landmarks, template="lightcnn", size=128)
         return to_gray(crop), {"box": face.box, "landmarks": face.landmarks, "det_score": face.score}
 

@@ -110,7 +110,8 @@ class EnrollReport:
         skipped: photos already in the gallery (same file at the same path; resumed runs).
         failed: ``{path: reason}`` for unreadable photos and photos with no face.
         duplicates: photos flagged as duplicates (see :class:`Duplicate`).
-        multi_face: ``{path: faces found}`` where a photo held several faces (the largest was enrolled).
+        multi_face: ``{path: faces found}`` where a photo held several faces (the main one was
+            enrolled: the largest, penalised by its distance from the image centre).
         identities: identities that received faces in this run.
         seconds: wall time.
     """
@@ -133,7 +134,7 @@ class EnrollReport:
         return (f"{self.photos} photos: {self.added} faces added for {len(self.identities)} identities, "
                 f"{self.skipped} already enrolled, {len(self.failed)} failed, {file_dups} duplicate files skipped, "
                 f"{emb_dups} near-duplicates flagged ({conflicts} under another identity), "
-                f"{len(self.multi_face)} photos with several faces (largest enrolled); {self.seconds:.1f} s "
+                f"{len(self.multi_face)} photos with several faces (main face enrolled); {self.seconds:.1f} s "
                 f"({rate:.1f} faces/s)")
 
 

@@ -168,7 +168,8 @@ class Frontalizer:
 
         Faces are detected (largest first), aligned to the 128x128 ``lightcnn`` template with
         their 5 landmarks, mirrored to the model's direction when needed and frontalized.
-        ``only_center_face`` keeps the face closest to the image centre. No face -> [].
+        ``only_center_face`` keeps the photo's main face (the largest, penalised by its
+        distance from the image centre: :func:`lightface.data.detect.main_face`). No face -> [].
         """
         check_batch_size(batch_size)
         if self.detector is None:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..data.align import align_face, invert_affine
+from ..data.detect import main_face
 
 __all__ = ["as_bgr", "detect_faces", "detect_and_align", "rescale_affine", "feather_mask", "paste_face"]
 
@@ -56,13 +57,13 @@ def detect_and_align(
     """Detect the faces of ``bgr`` (uint8 (H, W, 3)) and align each to ``template`` at ``size`` px.
 
     Returns ``[(DetectedFace, crop (size, size, 3) uint8, M (2, 3) image -> crop), ...]``,
-    largest face first; ``only_center_face`` keeps only the face whose box centre is closest
-    to the image centre. No face -> ``[]``.
+    largest face first; ``only_center_face`` keeps only the photo's main face (the largest,
+    penalised by its distance from the image centre: :func:`lightface.data.detect.main_face`).
+    No face -> ``[]``.
     """
     detections = detect_faces(detector, bgr)
     if only_center_face and detections:
-        centre = np.array([bgr.shape[1] / 2.0, bgr.shape[0] / 2.0])
-        detections = [min(detections, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))]
+        detections = [main_face(detections, bgr.shape)]
     out = []
     for f in detections:
         crop, M = align_face(bgr, f.landmarks, template, size=size)

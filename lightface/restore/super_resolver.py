@@ -14,6 +14,7 @@ import torch
 
 from ..data.align import align_face
 from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.detect import main_face
 from ..engine.distributed import resolve_device
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
@@ -135,7 +136,8 @@ class SuperResolver:
         Faces are detected, aligned to the Light CNN template at ``input_size``,
         super-resolved, warped back and blended with a feathered mask into the photo
         upscaled by ``scale`` (bicubic). ``photo``: uint8 BGR (H, W, 3), BGRA or gray.
-        ``only_center_face``: keep only the face closest to the image centre.
+        ``only_center_face``: keep only the photo's main face (the largest, penalised by its distance
+        from the image centre: :func:`lightface.data.detect.main_face`).
         A photo without faces comes back bicubic-upscaled with an empty face list.
         """
         check_batch_size(batch_size)
@@ -173,7 +175,8 @@ def evaluate_super_resolution(
     """Score super-resolution against ground truth: PSNR, SSIM and identity cosine, SR vs bicubic.
 
     Each HR image is turned into an ``output_size`` face (``aligned=True``: resized; else the
-    largest detected face aligned to the Light CNN template at ``output_size``), downscaled by
+    main detected face, :func:`lightface.data.detect.main_face`, aligned to the Light CNN
+    template at ``output_size``), downscaled by
     ``scale`` (antialiased bicubic, :func:`lightface.data.degradation.downscale`), then
     upscaled by the model and by bicubic (Pillow) and compared with the HR face. PSNR / SSIM:
     all three colour channels, data range 255; spots: dark spots the HR face lacks
@@ -214,7 +217,7 @@ def evaluate_super_resolution(
             if not faces:
                 skipped.append({"input": str(path), "reason": "no face detected"})
                 continue
-            hr, _ = align_face(img, faces[0].landmarks, _TEMPLATE, size=size)
+            hr, _ = align_face(img, main_face(faces, img.shape).landmarks, _TEMPLATE, size=size)
         hrs.append((str(path), hr))
         lrs.append(downscale(hr, scale, "bicubic"))
     if not hrs:
