@@ -479,7 +479,6 @@ class FaceEmbedder:
 
     def _detect_align(self, img: np.ndarray, source: str, all_faces: bool = False):
         from .data.align import align_face
-
         from .data.detect import main_face
 
         faces = self.detector.detect(img)

@@ -5,6 +5,7 @@ import pytest
 from lightface.data.align import align_face, transform_points
 from lightface.data.detect import DetectedFace, DetectorError, FaceDetector, main_face
 from lightface.data.io import read_image, to_gray
+from lightface.data.sources import read_landmarks_file
 
 # ../shared/models/README.md: det_500m finds these counts on the 9 whole photos
 WHOLE = ["codeformer_whole_imgs/00.jpg", "codeformer_whole_imgs/01.jpg", "codeformer_whole_imgs/02.png",
@@ -85,21 +86,13 @@ def test_detect_then_align_matches_lfw_landmarks(scrfd, shared_data):
     assert np.median(diffs) < 3.0
 
 
-def _given_landmarks(root, rel):
-    for line in (root / "landmarks_5pt.txt").read_text().splitlines():
-        name, *vals = line.split()
-        if name == rel:
-            return np.asarray(vals, np.float32).reshape(5, 2)
-    raise KeyError(rel)
-
-
 @pytest.mark.parametrize("rel", ["Charles_Schumer/Charles_Schumer_0002.jpg", "Rosalyn_Carter/Rosalyn_Carter_0001.jpg"])
 def test_main_face_is_the_centred_subject_not_a_bigger_bystander(scrfd, shared_data, rel):
     # LFW fold-2 photos (pairs_dev.txt) where det_500m's largest face is someone else's:
     # the main face must be the one the given landmarks mark
     root = shared_data / "lfw_train"
     img = read_image(root / "images" / rel)
-    subject = _given_landmarks(root, rel).mean(0)
+    subject = read_landmarks_file(root / "landmarks_5pt.txt")[rel].mean(0)
     faces = scrfd.detect(img)
     assert len(faces) >= 2
     assert np.linalg.norm(faces[0].landmarks.mean(0) - subject) > 20  # the largest is the bystander

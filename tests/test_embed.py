@@ -15,6 +15,7 @@ import lightface
 from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
 from lightface.data.align import align_face
 from lightface.data.io import ImageReadError, read_image
+from lightface.data.sources import read_landmarks_file
 from lightface.embed import FaceEmbedder, NoFaceError, similarity
 
 
@@ -169,9 +170,7 @@ def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
 def test_whole_photo_embeds_the_subject_not_a_bigger_bystander(weights, shared_models, shared_data):
     # LFW fold 2: det_500m finds a bystander's face bigger than Charles Schumer's in this photo
     root, rel = shared_data / "lfw_train", "Charles_Schumer/Charles_Schumer_0002.jpg"
-    given = next(line.split()[1:] for line in (root / "landmarks_5pt.txt").read_text().splitlines()
-                 if line.split()[0] == rel)
-    marked = np.asarray(given, np.float32).reshape(5, 2).mean(0)  # where the subject is
+    marked = read_landmarks_file(root / "landmarks_5pt.txt")[rel].mean(0)  # where the subject is
     emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
     faces = emb.embed_faces(root / "images" / rel)  # largest first
     subject = min(faces, key=lambda f: np.linalg.norm(f.landmarks.mean(0) - marked))

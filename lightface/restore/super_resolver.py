@@ -176,11 +176,11 @@ def evaluate_super_resolution(
 
     Each HR image is turned into an ``output_size`` face (``aligned=True``: resized; else the
     main detected face, :func:`lightface.data.detect.main_face`, aligned to the Light CNN
-    template at ``output_size``), downscaled by
-    ``scale`` (antialiased bicubic, :func:`lightface.data.degradation.downscale`), then
-    upscaled by the model and by bicubic (Pillow) and compared with the HR face. PSNR / SSIM:
-    all three colour channels, data range 255; spots: dark spots the HR face lacks
-    (hallucinated texture, :func:`lightface.eval.image_quality.spurious_spots`).
+    template at ``output_size``), downscaled by ``scale`` (antialiased bicubic,
+    :func:`lightface.data.degradation.downscale`), then upscaled by the model and by bicubic
+    (Pillow) and compared with the HR face. PSNR / SSIM: all three colour channels, data
+    range 255; spots: dark spots the HR face lacks (hallucinated texture,
+    :func:`lightface.eval.image_quality.spurious_spots`).
     Identity cosine: :func:`lightface.eval.identity.identity_cosine` with ``identity_weights``
     (a Light CNN checkpoint or module, ``"dlib"`` for dlib's independent recogniser; None
     skips it). The faces are judged as ``lightcnn``-template crops (the super-resolver's
