@@ -16,7 +16,8 @@ Each HR face is downscaled by the factor (antialiased bicubic), then upscaled by
 and by bicubic and compared with the HR face
 (:func:`lightface.restore.super_resolver.evaluate_super_resolution`: PSNR and SSIM on RGB
 from :mod:`lightface.eval.image_quality`, spurious dark spots per face (hallucinated texture,
-``spurious_spots``), identity cosine from
+``spurious_spots``), perceptual blur of bicubic, ours and the HR face (``blur``: 0 sharp, 1
+blurred; PSNR favours soft outputs, this shows how much detail came back), identity cosine from
 :func:`lightface.eval.identity.identity_cosine`) with every identity network given
 (``--identity-weights NAME=SPEC``: a Light CNN as a shipped entry's name or a checkpoint
 path, or ``dlib``, dlib's ResNet recogniser, independent of this project's training (needs
@@ -165,7 +166,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             m = r["mean"]
             result.setdefault("count", r["count"])
             result.setdefault("skipped", len(r["skipped"]))
-            for key in ("psnr_bicubic", "psnr_sr", "ssim_bicubic", "ssim_sr", "spots_bicubic", "spots_sr"):
+            for key in ("psnr_bicubic", "psnr_sr", "ssim_bicubic", "ssim_sr", "spots_bicubic", "spots_sr",
+                        "blur_bicubic", "blur_sr", "blur_hr"):
                 result.setdefault(key, m[key])
             if net_name is not None:
                 result[f"id_cos_bicubic[{net_name}]"] = m["id_cos_bicubic"]
@@ -176,12 +178,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{model_name}: {resolver.scale}x ({resolver.input_size} -> {resolver.output_size}); "
           f"identity networks: {', '.join(f'{k}={v}' for k, v in nets.items()) or 'none'}")
     print(f"{'set':10} {'n':>4} {'PSNR bic':>9} {'PSNR ours':>9} {'gain':>6} {'SSIM bic':>8} {'SSIM ours':>9}"
-          f" {'spots bic':>9} {'spots ours':>10}"
+          f" {'spots bic':>9} {'spots ours':>10} {'blur bic':>8} {'blur ours':>9} {'blur HR':>7}"
           + "".join(f" {'id bic':>7} {'id ours':>7} {'gain':>6}" for _ in nets))
     for name, r in report["sets"].items():
         gain = r["psnr_sr"] - r["psnr_bicubic"]
         line = (f"{name:10} {r['count']:4d} {r['psnr_bicubic']:9.2f} {r['psnr_sr']:9.2f} {gain:+6.2f} "
-                f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f} {r['spots_bicubic']:9.1f} {r['spots_sr']:10.1f}")
+                f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f} {r['spots_bicubic']:9.1f} {r['spots_sr']:10.1f} "
+                f"{r['blur_bicubic']:8.3f} {r['blur_sr']:9.3f} {r['blur_hr']:7.3f}")
         verdict = []
         for net_name in nets:
             b, s = r[f"id_cos_bicubic[{net_name}]"], r[f"id_cos_sr[{net_name}]"]

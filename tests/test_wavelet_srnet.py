@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lightface.data.degradation import Degradation, downscale, resize
-from lightface.eval.image_quality import psnr, spurious_spots, ssim
+from lightface.eval.image_quality import blur, psnr, spurious_spots, ssim
 from lightface.losses.wavelet import WaveletSRLoss, subband_weights, texture_loss, wavelet_prediction_loss
 from lightface.models import get_model
 from lightface.models.discriminators import ImageDiscriminator, WaveletDiscriminator
@@ -156,6 +156,25 @@ def test_spurious_spots_count_dark_dots_the_target_lacks(shared_data):
     assert counts.shape == (2,) and counts[0] == 0 and counts[1] == n_dotted
     assert spurious_spots(dotted, dotted) == 0
 
+
+
+def test_blur_ranks_a_face_sharper_than_its_bicubic_upscales(shared_data):
+    import cv2
+
+    photo = sorted((shared_data / "celeba_hq").rglob("*.jpg"))[0]
+    face = cv2.resize(cv2.imread(str(photo)), (128, 128), interpolation=cv2.INTER_AREA)
+    up4, up8 = (cv2.resize(cv2.resize(face, (s, s), interpolation=cv2.INTER_AREA), (128, 128),
+                           interpolation=cv2.INTER_CUBIC) for s in (32, 16))
+    b_hr, b4, b8 = blur(face, "bgr"), blur(up4, "bgr"), blur(up8, "bgr")
+    assert 0.0 <= b_hr < b4 - 0.05 and b4 < b8 - 0.05 and b8 <= 1.0
+    # no reference, luma only: the channel order does not change a gray image's score,
+    # and an RGB float batch gives per-image scores equal to the uint8 ones
+    gray = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    assert blur(gray) == pytest.approx(blur(np.stack([gray] * 3, -1), "bgr"), abs=0.01)
+    t = torch.from_numpy(np.stack([face, up8])[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+    scores = blur(t)
+    assert scores.shape == (2,)
+    assert scores == pytest.approx([b_hr, b8], abs=1e-6)
 
 def test_degradation_pairs():
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ import numpy as np
 from ..data.align import align_face
 from ..data.detect import main_face
 from ..data.pose_pairs import cfp_five_points
+from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS
 from .verification import read_pairs, verification_metrics
 
@@ -47,15 +48,6 @@ def _read(path: Path) -> np.ndarray:
     return img
 
 
-def _lfw_landmarks(root: Path) -> Dict[str, np.ndarray]:
-    table = {}
-    for line in (root / "landmarks_5pt.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) == 11:
-            table[parts[0]] = np.asarray(parts[1:], np.float64).reshape(5, 2)
-    return table
-
-
 class _LfwAligner:
     """144x144 ``lightcnn_train`` crops of ``lfw_train/images`` photos, aligned from the given
     landmarks, or from the main face a ``detector`` finds (:func:`lightface.data.detect.main_face`;
@@ -63,7 +55,7 @@ class _LfwAligner:
 
     def __init__(self, root: Path, detector=None):
         self.root, self.detector = root, detector
-        self.table = _lfw_landmarks(root)
+        self.table = read_landmarks_file(root / "landmarks_5pt.txt")
         self.undetected = 0
 
     def __call__(self, rel: str) -> np.ndarray:

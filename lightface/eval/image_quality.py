@@ -1,5 +1,6 @@
 """Image quality metrics for super-resolution: PSNR and SSIM (scikit-image implementations),
-and a count of spurious dark spots (the dotted texture a generator can hallucinate on skin).
+a count of spurious dark spots (the dotted texture a generator can hallucinate on skin) and
+a perceptual blur score (scikit-image's no-reference blur effect: how soft an image looks).
 
 Accepted inputs (both arguments the same kind and shape):
 
@@ -10,16 +11,17 @@ Accepted inputs (both arguments the same kind and shape):
 
 Colour images are scored on all channels (SSIM averages the per-channel SSIM, Gaussian
 window, sigma 1.5, as in Wang et al. 2004). ``y_channel=True`` scores ITU-R 601 luma only,
-the usual face-SR protocol.
+the usual face-SR protocol. ``blur`` always scores luma.
 """
 from typing import List, Union
 
 import cv2
 import numpy as np
 import torch
+from skimage.measure import blur_effect
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["psnr", "ssim", "spurious_spots", "to_hwc"]
+__all__ = ["blur", "psnr", "ssim", "spurious_spots", "to_hwc"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -117,3 +119,20 @@ def spurious_spots(pred: ArrayLike, target: ArrayLike, threshold: float = 3.0, c
         near_target = cv2.dilate(_dark_spots(b, threshold).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         vals.append(float(np.count_nonzero(_dark_spots(a, threshold) & ~near_target)))
     return _result(vals, pred.ndim == 4)
+
+
+def blur(img: ArrayLike, channel_order: str = "rgb"):
+    """Perceptual blur of ``img`` in [0, 1]: 0 = sharp, 1 = maximally blurred (no reference needed).
+
+    The blur effect of Crete et al. (SPIE 2007, ``skimage.measure.blur_effect``, re-blurring
+    filter 11 px, the larger of the horizontal and vertical scores) on ITU-R 601 luma: it
+    measures how much of the image's neighbouring-pixel variation a further blur removes, which
+    tracks perceived sharpness. PSNR rewards a soft average, so this is the number that shows
+    whether a super-resolver restored detail or only smoothed: compare it with the HR face's
+    (the same face photographed sharp). Bicubic upsampling by 4x or 8x scores far above its HR
+    face. Accepts the inputs of :func:`psnr` (one image or an (N, C, H, W) batch); returns a
+    float or an (N,) array.
+    """
+    imgs = list(img) if img.ndim == 4 else [img]
+    vals = [float(blur_effect(_luma(to_hwc(one, channel_order)), h_size=11)) for one in imgs]
+    return _result(vals, img.ndim == 4)

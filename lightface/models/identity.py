@@ -51,7 +51,7 @@ def resolve_identity_weights(weights: Optional[Union[str, os.PathLike]], purpose
     if weights is not None:
         text = os.fspath(weights)
         if text.strip().lower() in NO_IDENTITY:
-            logger.info("identity network switched off (--identity-weights %s): %s is off", text, purpose)
+            logger.info("identity network switched off (--identity-weights %s); not computed: %s", text, purpose)
             return None
         if not os.path.exists(text):
             try:

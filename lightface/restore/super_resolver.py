@@ -180,7 +180,8 @@ def evaluate_super_resolution(
     :func:`lightface.data.degradation.downscale`), then upscaled by the model and by bicubic
     (Pillow) and compared with the HR face. PSNR / SSIM: all three colour channels, data
     range 255; spots: dark spots the HR face lacks (hallucinated texture,
-    :func:`lightface.eval.image_quality.spurious_spots`).
+    :func:`lightface.eval.image_quality.spurious_spots`); blur: perceptual blur of SR, bicubic
+    and the HR face itself (0 sharp, 1 blurred, :func:`lightface.eval.image_quality.blur`).
     Identity cosine: :func:`lightface.eval.identity.identity_cosine` with ``identity_weights``
     (a Light CNN checkpoint or module, ``"dlib"`` for dlib's independent recogniser; None
     skips it). The faces are judged as ``lightcnn``-template crops (the super-resolver's
@@ -191,7 +192,7 @@ def evaluate_super_resolution(
     """
     from ..data.degradation import downscale, resize
     from ..data.io import ImageReadError, read_image
-    from ..eval.image_quality import psnr, spurious_spots, ssim
+    from ..eval.image_quality import blur, psnr, spurious_spots, ssim
 
     size, scale = resolver.output_size, resolver.scale
     if not aligned and resolver.detector is None:
@@ -236,7 +237,8 @@ def evaluate_super_resolution(
         rec = {"input": name, "psnr_sr": psnr(sr, hr), "psnr_bicubic": psnr(bic, hr),
                "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr),
                "spots_sr": spurious_spots(sr, hr, channel_order="bgr"),
-               "spots_bicubic": spurious_spots(bic, hr, channel_order="bgr")}
+               "spots_bicubic": spurious_spots(bic, hr, channel_order="bgr"),
+               "blur_sr": blur(sr, "bgr"), "blur_bicubic": blur(bic, "bgr"), "blur_hr": blur(hr, "bgr")}
         if ids:
             rec["id_cos_sr"] = float(ids["sr"][i])
             rec["id_cos_bicubic"] = float(ids["bicubic"][i])
