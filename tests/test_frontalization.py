@@ -184,6 +184,26 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
 
 
+def test_finetune_starts_from_a_trained_generator(pose_lmdb, tmp_path):
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.engine import TrainingError
+    from pipelines import train_frontalization
+
+    parser, src, out = train_frontalization.get_args_parser(), tmp_path / "src", tmp_path / "ft"
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "2")))
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "1", "--lr", "1e-12",
+                                                                 "--finetune", src / "model.pt")))
+    start, tuned = load_checkpoint(src / "model.pt")["ema_state_dict"], load_checkpoint(out / "last.pt")["state_dict"]
+    assert all(torch.allclose(start[k].float(), tuned[k].float(), atol=1e-6) for k in start)  # started from its EMA
+    # other model flags are named, as is a missing file
+    with pytest.raises(TrainingError, match="--width 8 \\(not 16\\)"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "w", "--steps", "1",
+                                                                     "--width", "16", "--finetune", src / "model.pt")))
+    with pytest.raises(TrainingError, match="no such file, nor a shipped model"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "m", "--steps", "1",
+                                                                     "--finetune", tmp_path / "missing.pt")))
+
+
 @pytest.mark.slow
 def test_train_cycle_under_torchrun(pose_lmdb, tmp_path):
     """Unpaired (--cycle) TP-GAN on 2 CPU processes: four DDP-wrapped networks, parameters unused by some

@@ -8,7 +8,7 @@ from lightface import ops
 from lightface.data.align import template_points
 from lightface.engine.gan import GANObjective
 from pipelines._cli import add_gan_arguments
-from lightface.losses.frontal import FrontalLoss, prefix_terms
+from lightface.losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_terms
 from lightface.models import get_model
 from lightface.models.checkpoint import build_from_checkpoint, save_model_checkpoint
 from lightface.models.tpgan import PATCH_SIZES, TPGANDiscriminator, TPGANGenerator, frontal_patch_centres, patch_boxes
@@ -152,6 +152,32 @@ def test_frontal_loss_pixel_zero_on_target():
     loss, terms = crit(out, y)
     assert loss.item() == pytest.approx(0.0, abs=1e-7)
     assert set(terms) == {"l_g_pix", "l_g_total"}
+
+
+def test_frontal_loss_identity_reference_and_distance():
+    """ip_reference picks what L_ip compares with: zero against the image itself, the mean of both for 'both'."""
+    from lightface.losses.identity import IdentityLoss
+
+    torch.manual_seed(2)
+    identity = IdentityLoss(get_model("lightcnn9", num_classes=0).eval())
+    fake, target = torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128)
+    out = {"img128": fake, "img64": torch.nn.functional.interpolate(fake, size=64, mode="area"),
+           "img32": torch.nn.functional.interpolate(fake, size=32, mode="area")}
+    for distance in IP_DISTANCES:
+        ip = {}
+        for reference in IP_REFERENCES:
+            crit = FrontalLoss(identity, lambda_sym=0, lambda_tv=0, lambda_ip=1.0, ip_distance=distance,
+                               ip_reference=reference)
+            ip[reference] = crit(out, target, source=fake)[1]["l_g_ip"]
+        assert ip["input"] == pytest.approx(0.0, abs=1e-5)  # the fake against itself
+        assert ip["target"] > 1e-4
+        assert ip["both"] == pytest.approx(ip["target"] / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="source="):
+        FrontalLoss(identity, ip_reference="input")(out, target)
+    with pytest.raises(ValueError, match="ip_distance"):
+        FrontalLoss(ip_distance="l3")
+    with pytest.raises(ValueError, match="ip_reference"):
+        FrontalLoss(ip_reference="gallery")
 
 
 def test_frontal_loss_errors(gen):

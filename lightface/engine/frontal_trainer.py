@@ -44,13 +44,13 @@ from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.pose_pairs import PosePairDataset, split_identities
 from ..eval.identity import identity_embeddings
-from ..losses.frontal import FrontalLoss, prefix_terms
+from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_terms
 from ..models import get_model
 from ..models.dlib_recognizer import DlibRecognizer
 from ..models.tpgan import frontal_patch_centres
 from .config import option
 from .engine import Engine
-from .gan import GANObjective, GANRunConfig, GANTask, identity_judge
+from .gan import GANObjective, GANRunConfig, GANTask, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "save_sample_grid", "generator_kwargs"]
@@ -87,9 +87,20 @@ class FrontalTrainConfig(GANRunConfig):
     feature_dim: int = option(256, group=_MODEL, help="identity feature size")
     noise_dim: int = option(100, group=_MODEL, help="noise size, 0 disables")
     d_width: int = option(64, group=_MODEL, help="discriminator base width")
+    finetune: Optional[str] = option(
+        None, group=_MODEL,
+        help="start the generator from a trained model: a shipped name or alias (frontalization; "
+             "lightface.models.list_pretrained('frontalization')) or an OUT/model.pt / last.pt of this pipeline "
+             "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
     lambda_sym: float = option(0.3, group=_LOSS, help="l1, symmetry")
     lambda_adv: float = option(1e-3, group=_LOSS, help="l2, adversarial")
     lambda_ip: float = option(3e-3, group=_LOSS, help="l3, identity preserving")
+    ip_distance: str = option("l1", choices=IP_DISTANCES, group=_LOSS,
+                              help="feature distance of the identity term: l1 (the paper) or cosine")
+    ip_reference: str = option("target", choices=IP_REFERENCES, group=_LOSS,
+                               help="what the identity term compares the frontalised face with: the target frontal "
+                                    "(the paper), the input itself, or both (mean); paired mode only (--cycle always "
+                                    "uses the input)")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
     lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
     lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
@@ -236,6 +247,8 @@ class FrontalizationTask(GANTask):
         g_kwargs = generator_kwargs(cfg, num_classes)
         d_arch, d_kwargs = _discriminator(cfg, self.objective)
         self.G = get_model(ARCH, **g_kwargs)
+        if cfg.finetune and not engine.resuming:
+            load_generator_start(self.G, cfg.finetune, ARCH, g_kwargs, {"in_channels": "channels"})
         self.D = get_model(d_arch, **d_kwargs)
         # find_unused: not every TP-GAN output (and classifier) feeds every loss
         self.views = {"G": engine.add_network("G", self.G, arch=ARCH, kwargs=g_kwargs, primary=True,
@@ -261,7 +274,8 @@ class FrontalizationTask(GANTask):
         self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
-                                     lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce)
+                                     lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
+                                     ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference)
         self.boxes = self.G.boxes
         # fixed validation / sample batch, spread over identities
         n_show = min(cfg.num_samples, len(self.val_set))
@@ -283,7 +297,7 @@ class FrontalizationTask(GANTask):
             labels = None
             if self.num_classes:
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
-            g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes)
+            g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x)
             fake = o["img128"]
         else:
             o = views["G"](x)

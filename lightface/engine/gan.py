@@ -44,6 +44,7 @@ output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein`
 import contextlib
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -60,10 +61,10 @@ from ..losses.gan_regularizers import (
     pull_away_term,
 )
 from .config import option
-from .engine import Engine, RunConfig, Task
+from .engine import Engine, RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
-           "identity_judge"]
+           "identity_judge", "load_generator_start"]
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +439,43 @@ class GANTask(Task):
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         self.objective.load_state_dict(ckpt.get("gan_state", {}))
+
+
+def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mapping[str, Any],
+                         flag_names: Optional[Mapping[str, str]] = None) -> None:
+    """Load a trainer's ``--finetune`` (a file, or the name of a shipped model) into the generator ``G`` in place.
+
+    Args:
+        G: the new generator, built from ``model_kwargs``.
+        spec: a checkpoint path (``OUT/model.pt`` / ``last.pt``: its EMA weights when saved) or a
+            shipped model's name or alias (sha256-checked).
+        arch: the registry architecture the checkpoint must hold.
+        model_kwargs: the builder kwargs of ``G``; the checkpoint's must be equal.
+        flag_names: builder kwarg -> trainer flag where the names differ (for the error message).
+
+    Raises:
+        TrainingError: no such file or shipped model, another architecture, or other model flags.
+    """
+    from ..models.checkpoint import load_weights, read_model_checkpoint
+    from ..models.pretrained import PretrainedError, get_pretrained
+
+    path = spec
+    if not Path(spec).is_file():
+        try:
+            path = str(get_pretrained(spec).path())
+        except PretrainedError as err:
+            raise TrainingError(f"--finetune {spec}: no such file, nor a shipped model ({err})") from err
+    ckpt = read_model_checkpoint(path)
+    if ckpt.arch != arch:
+        raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a {arch} generator")
+    differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items() if ckpt.model_kwargs.get(k) != v}
+    if differ:
+        names = flag_names or {}
+        flags = ", ".join(f"--{names.get(k, k).replace('_', '-')} {saved} (not {ours})"
+                          for k, (ours, saved) in differ.items())
+        raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
+    load_weights(G, ckpt, ema=ckpt.ema_state_dict is not None)
+    log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
 
 
 def identity_judge(weights: Optional[str], purpose: str, device: torch.device) -> Optional[IdentityLoss]:

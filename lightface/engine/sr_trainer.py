@@ -41,12 +41,11 @@ from ..data.lmdb_dataset import LMDBDataset
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.wavelet import WaveletSRLoss
-from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
 from .engine import Engine, TrainingError
-from .gan import GANRunConfig, GANTask, identity_judge
+from .gan import GANRunConfig, GANTask, identity_judge, load_generator_start
 
 __all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
 
@@ -209,33 +208,6 @@ class _Validator:
         return out
 
 
-def _load_generator_start(G: WaveletSRNet, spec: str, model_kwargs: Dict[str, Any]) -> None:
-    """Load ``--finetune`` (a file, or the name of a shipped SR model) into ``G`` in place.
-
-    Raises:
-        TrainingError: no such file or shipped model, another architecture, or other model flags.
-    """
-    from ..models.pretrained import PretrainedError, get_pretrained
-
-    path = spec
-    if not Path(spec).is_file():
-        try:
-            path = str(get_pretrained(spec).path())  # sha256-checked
-        except PretrainedError as err:
-            raise TrainingError(f"--finetune {spec}: no such file, nor a shipped model ({err})") from err
-    ckpt = read_model_checkpoint(path)
-    if ckpt.arch != "wavelet_srnet":
-        raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a wavelet_srnet super-resolver")
-    differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items() if ckpt.model_kwargs.get(k) != v}
-    if differ:
-        flag = {"output_size": "hr_size"}
-        flags = ", ".join(f"--{flag.get(k, k).replace('_', '-')} {saved} (not {ours})"
-                          for k, (ours, saved) in differ.items())
-        raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
-    load_weights(G, ckpt, ema=ckpt.ema_state_dict is not None)
-    log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
-
-
 class SuperResolutionTask(GANTask):
     """The wavelet SR GAN for the :class:`~lightface.engine.engine.Engine` (networks ``G`` and ``D``)."""
 
@@ -267,7 +239,7 @@ class SuperResolutionTask(GANTask):
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)
         if cfg.finetune and not engine.resuming:
-            _load_generator_start(self.G, cfg.finetune, self.model_kwargs)
+            load_generator_start(self.G, cfg.finetune, "wavelet_srnet", self.model_kwargs, {"output_size": "hr_size"})
         kw = dict(channels=cfg.d_channels, **self.objective.discriminator_kwargs)
         d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
             ("wavelet_discriminator", dict(levels=2, **kw))

@@ -20,10 +20,13 @@ Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
   ``img128``; the objective's feature-matching / pull-away additions (weighted by their
   own flags) are included and logged as ``l_g_feature_matching`` / ``l_g_pull_away``.
   For the non-saturating loss ``l_g_adv`` is the mean over the patch-logit map.
-* ``l_g_ip`` — identity preserving: L1 between frozen Light CNN features of the
-  synthesised and ground-truth frontal, mean absolute difference of the last pooling
-  layer (flattened) plus mean absolute difference of the 256-d ``fc`` feature
-  (:meth:`lightface.losses.identity.IdentityLoss.features`).
+* ``l_g_ip`` — identity preserving: distance between frozen Light CNN features of the
+  synthesised face and a reference, summed over the last pooling layer (flattened) and
+  the 256-d ``fc`` feature (:meth:`lightface.losses.identity.IdentityLoss.features`).
+  ``ip_distance="l1"`` (the paper): mean absolute difference; ``"cosine"``: mean of
+  ``1 - cosine``. ``ip_reference="target"`` (the paper): the ground-truth frontal;
+  ``"input"``: the generator's own input (the only photo of the same sitting when the
+  target is another photo, as in CFP); ``"both"``: the mean of the two.
 * ``l_g_tv`` — :func:`lightface.ops.total_variation` (fused op) of ``img128`` with
   ``reduction="mean"``: the anisotropic L1 sum divided by ``N*C*H*W``.
 * ``l_g_ce`` — optional cross-entropy of the generator's identity logits (on the
@@ -37,10 +40,13 @@ from torch import Tensor, nn
 
 from .. import ops
 
-__all__ = ["FrontalLoss", "SCALES", "prefix_terms"]
+__all__ = ["FrontalLoss", "SCALES", "IP_DISTANCES", "IP_REFERENCES", "prefix_terms"]
 
 #: generator output keys and their side length.
 SCALES: Tuple[Tuple[str, int], ...] = (("img128", 128), ("img64", 64), ("img32", 32))
+#: feature distances and references of the identity-preserving term.
+IP_DISTANCES: Tuple[str, ...] = ("l1", "cosine")
+IP_REFERENCES: Tuple[str, ...] = ("target", "input", "both")
 
 
 def prefix_terms(terms: Mapping[str, float]) -> Dict[str, float]:
@@ -65,12 +71,16 @@ class FrontalLoss(nn.Module):
         lambda_sym, lambda_adv, lambda_ip, lambda_tv: the paper's l1..l4.
         lambda_patch: weight of the local-patch L1 inside ``L_pixel``.
         lambda_ce: weight of the identity cross-entropy on the encoder feature (0 = off).
+        ip_distance: ``"l1"`` or ``"cosine"``, the feature distance of ``L_ip``.
+        ip_reference: ``"target"``, ``"input"`` or ``"both"``, what ``L_ip`` compares the
+            synthesised face with.
 
-    ``forward(out, target, discriminator=None, labels=None, patch_boxes=None)`` takes the
+    ``forward(out, target, discriminator=None, labels=None, patch_boxes=None, source=None)`` takes the
     generator's output dict (see :class:`lightface.models.tpgan.TPGANGenerator`), the
     ground-truth frontal (N, C, 128, 128) in [0, 1], the discriminator (needed when
     ``objective`` is set), identity labels (N,) int64 (needed when ``lambda_ce > 0``) and
-    the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``). Returns
+    the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``) and the
+    generator's input (N, C, 128, 128) (needed when ``ip_reference`` is not ``"target"``). Returns
     ``(loss, terms)``: a scalar tensor and ``{name: float}`` of the unweighted terms plus
     ``l_g_total``.
     """
@@ -85,8 +95,15 @@ class FrontalLoss(nn.Module):
         lambda_tv: float = 1e-4,
         lambda_patch: float = 1.0,
         lambda_ce: float = 0.0,
+        ip_distance: str = "l1",
+        ip_reference: str = "target",
     ):
         super().__init__()
+        if ip_distance not in IP_DISTANCES:
+            raise ValueError(f"ip_distance must be one of {IP_DISTANCES}, got {ip_distance!r}")
+        if ip_reference not in IP_REFERENCES:
+            raise ValueError(f"ip_reference must be one of {IP_REFERENCES}, got {ip_reference!r}")
+        self.ip_distance, self.ip_reference = ip_distance, ip_reference
         for name, value in dict(
             lambda_sym=lambda_sym, lambda_adv=lambda_adv, lambda_ip=lambda_ip, lambda_tv=lambda_tv,
             lambda_patch=lambda_patch, lambda_ce=lambda_ce,
@@ -120,11 +137,20 @@ class FrontalLoss(nn.Module):
         return ops.total_variation(img, "mean")
 
     def identity_preserving(self, fake: Tensor, real: Tensor) -> Tensor:
-        """L1 between frozen Light CNN ``pool`` and ``fc`` features of fake and real."""
+        """``ip_distance`` between frozen Light CNN ``pool`` and ``fc`` features of fake and real, summed."""
         with torch.no_grad():
             fr = self.identity.features(real)
         ff = self.identity.features(fake)
+        if self.ip_distance == "cosine":
+            return sum((1.0 - F.cosine_similarity(ff[k], fr[k], dim=1)).mean() for k in ("pool", "fc"))
         return F.l1_loss(ff["pool"], fr["pool"]) + F.l1_loss(ff["fc"], fr["fc"])
+
+    def _ip_references(self, target: Tensor, source: Optional[Tensor]) -> Tuple[Tensor, ...]:
+        if self.ip_reference == "target":
+            return (target,)
+        if source is None:
+            raise ValueError(f"ip_reference={self.ip_reference!r} needs the generator's input: pass source=")
+        return (source,) if self.ip_reference == "input" else (target, source)
 
     def forward(
         self,
@@ -133,6 +159,7 @@ class FrontalLoss(nn.Module):
         discriminator: Optional[nn.Module] = None,
         labels: Optional[Tensor] = None,
         patch_boxes: Optional[Mapping[str, Tuple[int, int, int, int]]] = None,
+        source: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Dict[str, float]]:
         fake = out["img128"]
         if target.shape != fake.shape:
@@ -156,7 +183,8 @@ class FrontalLoss(nn.Module):
             terms.update(prefix_terms(adv_terms))
             loss = loss + self.lambda_adv * l_adv
         if self.lambda_ip > 0 and self.identity is not None:
-            l_ip = self.identity_preserving(fake, target)
+            refs = self._ip_references(target, source)
+            l_ip = sum(self.identity_preserving(fake, r) for r in refs) / len(refs)
             terms["l_g_ip"] = l_ip.item()
             loss = loss + self.lambda_ip * l_ip
         if self.lambda_tv > 0:
