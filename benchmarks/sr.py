@@ -5,7 +5,9 @@
 Tables (all on this machine's CPU unless --device cuda):
 1. faces/s at 4x (32 -> 128) and 8x (16 -> 128), batch 1 and 16, default model width;
 2. cost vs scale at a fixed 128 px output (2x, 4x, 8x, 16x): ms per face and GFLOP per face;
-3. Haar packet analysis + synthesis round trip, ours (strided conv / transposed conv)
+3. the shipped super-resolvers through ``SuperResolver.upscale_tensor``, batch 16: one
+   pass vs the default flip ensemble (face + mirror image), faces/s and their ratio;
+4. Haar packet analysis + synthesis round trip, ours (strided conv / transposed conv)
    vs PyWavelets ``WaveletPacket2D(..., "haar", mode="periodization")`` on the same
    batch (float32 and float64), with the max difference of the coefficients and the
    round-trip error.
@@ -66,6 +68,24 @@ def bench_models(device, repeats, width):
         print(f"{scale:>5} {128 // scale:>6} {4 ** model.levels:>8} {_conv_gflops(model, x):>11.3f} {t / 16 * 1e3:>8.2f}")
 
 
+def bench_flip_ensemble(device, repeats):
+    from lightface.models.pretrained import PretrainedError
+    from lightface.restore.super_resolver import SuperResolver
+
+    print("\n## Shipped super-resolvers, batch 16: one pass vs flip ensemble (SuperResolver's default)")
+    print(f"{'scale':>5} {'model':>32} {'one pass f/s':>13} {'ensemble f/s':>13} {'ensemble / one':>15}")
+    for scale in (4, 8):
+        try:
+            sr = SuperResolver(scale=scale, device=str(device))
+        except PretrainedError as err:
+            print(f"{scale:>5} skipped: {err}")
+            continue
+        x = torch.rand(16, 3, sr.input_size, sr.input_size, device=device)
+        one = _time(lambda: sr.upscale_tensor(x, flip_ensemble=False), repeats)
+        both = _time(lambda: sr.upscale_tensor(x, flip_ensemble=True), repeats)
+        print(f"{scale:>5} {sr.pretrained.name:>32} {16 / one:>13.1f} {16 / both:>13.1f} {one / both:>14.2f}x")
+
+
 def bench_wavelet(repeats, dtype):
     import pywt
 
@@ -110,6 +130,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     width = dict(channels=args.channels, num_blocks=args.num_blocks, head_channels=args.channels)
     bench_models(torch.device(args.device), args.repeats, width)
+    bench_flip_ensemble(torch.device(args.device), args.repeats)
     for dtype in ("float32", "float64"):
         bench_wavelet(args.repeats, dtype)
 

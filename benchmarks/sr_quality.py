@@ -131,6 +131,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "../shared/data/real_lq_faces/*whole_imgs)")
     p.add_argument("--out", default=str(ROOT / "runs" / "sr_quality"), help="output folder (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--no-flip-ensemble", action="store_true", help="score one forward pass per face instead of "
+                   "SuperResolver's default flip ensemble")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -140,7 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     detector = args.detector if args.detector and Path(args.detector).exists() else None
     try:
-        resolver = SuperResolver(args.weights, device=args.device, detector=detector, scale=args.scale)
+        resolver = SuperResolver(args.weights, device=args.device, detector=detector, scale=args.scale,
+                                 flip_ensemble=not args.no_flip_ensemble)
     except PretrainedError as err:
         print(f"benchmarks.sr_quality: skipped: {err}")
         return 0
@@ -157,7 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("benchmarks.sr_quality: skipped, no HR faces (celeba_hq with a detector, or --heldout)")
         return 0
 
-    report = {"model": model_name, "scale": resolver.scale, "identity_networks": nets, "sets": {}}
+    report = {"model": model_name, "scale": resolver.scale, "flip_ensemble": resolver.flip_ensemble,
+              "identity_networks": nets, "sets": {}}
     for name, (paths, aligned) in sets.items():
         result = {}
         for k, (net_name, net) in enumerate(list(nets.items()) or [(None, None)]):

@@ -51,12 +51,14 @@ def degraded_pairs(faces: Sequence, scale: int, condition: str, seed: int = 0):
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def run(weights: List[str], faces: Sequence, batch: int = 20) -> Dict[str, Dict[str, float]]:
-    """``{condition: {"bicubic": psnr, model: psnr, ...}}`` for the given super-resolvers."""
+def run(weights: List[str], faces: Sequence, batch: int = 20,
+        flip_ensemble: bool = True) -> Dict[str, Dict[str, float]]:
+    """``{condition: {"bicubic": psnr, model: psnr, ...}}`` for the given super-resolvers
+    (:meth:`SuperResolver.upscale_tensor`, with or without its flip ensemble)."""
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
 
-    models = {w: SuperResolver(w, device="cpu") for w in weights}
+    models = {w: SuperResolver(w, device="cpu", flip_ensemble=flip_ensemble) for w in weights}
     scales = {m.scale for m in models.values()}
     if len(scales) != 1:
         raise ValueError(f"--weights mixes scales {sorted(scales)}; compare models of one factor")
@@ -69,7 +71,7 @@ def run(weights: List[str], faces: Sequence, batch: int = 20) -> Dict[str, Dict[
         with torch.no_grad():
             row["bicubic"] = float(np.mean(psnr(bicubic(lr).clamp(0, 1), hr)))
             for name, sr in models.items():
-                pred = torch.cat([sr.model(lr[i : i + batch]) for i in range(0, len(lr), batch)]).clamp(0, 1)
+                pred = torch.cat([sr.upscale_tensor(lr[i : i + batch]) for i in range(0, len(lr), batch)])
                 row[name] = float(np.mean(psnr(pred, hr)))
         out[condition] = row
     return out
@@ -102,6 +104,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="factor of the default shipped models")
     p.add_argument("--max-faces", type=int, default=100, help="faces read from --heldout")
     p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.add_argument("--no-flip-ensemble", action="store_true", help="one forward pass per face instead of "
+                   "SuperResolver's default flip ensemble")
     return p
 
 
@@ -110,7 +114,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     if not weights:
         raise SystemExit(f"benchmarks.sr_robustness: no {args.scale}x super-resolution model ships in this install; "
                          "pass --weights")
-    table = run(weights, _faces(args.heldout, args.max_faces))
+    table = run(weights, _faces(args.heldout, args.max_faces), flip_ensemble=not args.no_flip_ensemble)
     width = max(len(w) for w in weights)
     print(f"{'condition':9s} {'bicubic':>8s}  " + "  ".join(f"{w:>{width}s}" for w in weights))
     for condition, row in table.items():
@@ -118,7 +122,8 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
         print(f"{condition:9s} {row['bicubic']:8.2f}  {cells}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"weights": weights, "psnr": table}, indent=2) + "\n", encoding="utf-8")
+        record = {"weights": weights, "flip_ensemble": not args.no_flip_ensemble, "psnr": table}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return table
 
 

@@ -37,6 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones (default: EMA)")
+    p.add_argument("--no-flip-ensemble", action="store_true", help="one forward pass per face instead of averaging it "
+                   "with its mirror image's (half the compute, 0.07-0.11 dB PSNR less on the shipped models; default: flip ensemble)")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
     p.add_argument("--identity-weights", default=None, help="Light CNN checkpoint for the identity cosine in --evaluate; unset: not reported (default: %(default)s)")
     return p
@@ -50,7 +52,8 @@ def main(args: argparse.Namespace) -> dict:
 
     try:
         resolver = SuperResolver(args.weights, device=args.device, detector=args.detector if need_detector else None,
-                                 ema=not args.no_ema, scale=getattr(args, "scale", None))
+                                 ema=not args.no_ema, scale=getattr(args, "scale", None),
+                                 flip_ensemble=not getattr(args, "no_flip_ensemble", False))
     except PretrainedError as err:  # nothing ships for this scale, or a damaged install: say what to pass
         raise SystemExit(f"super_resolve: {err}") from None
     out = Path(args.output)

@@ -90,15 +90,19 @@ def test_superresolver_loads_the_shipped_default_per_scale(shipped_sr):
         assert sr.scale == scale and sr.input_size == 128 // scale and sr.output_size == 128
         assert next(sr.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
         lr = _lr_batch(scale)
-        expected = model.half().float().eval()(lr).clamp(0, 1)  # the released weights are float16
-        torch.testing.assert_close(sr.upscale_tensor(lr), expected, atol=1e-5, rtol=0)
+        net = model.half().float().eval()  # the released weights are float16
+        with torch.no_grad():
+            one, mirrored = net(lr), net(lr.flip(-1)).flip(-1)
+        assert sr.flip_ensemble  # default: the face and its mirror image, averaged
+        torch.testing.assert_close(sr.upscale_tensor(lr), ((one + mirrored) / 2).clamp(0, 1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(sr.upscale_tensor(lr, flip_ensemble=False), one.clamp(0, 1), atol=1e-5, rtol=0)
     assert SuperResolver(device="cpu").pretrained.name == "tiny_sr4"  # no scale: 4x
     assert SuperResolver("tiny_sr8", device="cpu").scale == 8  # a shipped entry by name
 
 
 def test_superresolver_explicit_weights_win_and_scale_is_checked(shipped_sr):
     _, model, ckpt = shipped_sr[4]
-    sr = SuperResolver(str(ckpt), device="cpu", scale=4)
+    sr = SuperResolver(str(ckpt), device="cpu", scale=4, flip_ensemble=False)
     assert sr.pretrained is None
     lr = _lr_batch(4)
     torch.testing.assert_close(sr.upscale_tensor(lr), model.eval()(lr).clamp(0, 1))  # full precision: the file's

@@ -77,6 +77,42 @@ def test_superresolver_untrained_equals_bicubic(tiny_weights):
         sr.upscale_face(np.zeros((8, 8, 3), np.float32))
 
 
+def _perturbed_tiny_model():
+    """A tiny WaveletSRNet whose output is not bicubic (hence not mirror-symmetric)."""
+    torch.manual_seed(0)
+    net = WaveletSRNet(**TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return net
+
+
+def test_flip_ensemble_mirrors_with_the_input_and_can_be_switched_off(tmp_path):
+    """The default flip ensemble: a mirrored face gives the mirrored result; --no-flip-ensemble: one pass."""
+    from pipelines.super_resolve import get_args_parser, main
+
+    net = _perturbed_tiny_model()
+    x = torch.rand(2, 3, 8, 8)
+    one_pass = SuperResolver(net, device="cpu", flip_ensemble=False)
+    with torch.no_grad():
+        torch.testing.assert_close(one_pass.upscale_tensor(x), net(x).clamp(0, 1))
+    assert (one_pass.upscale_tensor(x.flip(-1)) - one_pass.upscale_tensor(x).flip(-1)).abs().max() > 1e-3
+    ensemble = SuperResolver(net, device="cpu")
+    assert ensemble.flip_ensemble
+    torch.testing.assert_close(ensemble.upscale_tensor(x.flip(-1)), ensemble.upscale_tensor(x).flip(-1),
+                               atol=1e-6, rtol=0)
+
+    weights = save_model_checkpoint(tmp_path / "sr.pth", net, "wavelet_srnet", TINY)
+    crops = _faces(tmp_path, n=1, size=8)
+    crop = cv2.imread(str(crops / "00.png"))
+    for flag, resolver in (([], ensemble), (["--no-flip-ensemble"], one_pass)):
+        out = tmp_path / f"out{len(flag)}"
+        main(get_args_parser().parse_args(["-i", str(crops), "-o", str(out), "--weights", str(weights), "--aligned",
+                                           "--device", "cpu", *flag]))
+        written = cv2.imread(str(out / "restored_faces" / "00_00.png"))
+        assert np.abs(written.astype(int) - resolver.upscale_face(crop)).max() <= 1
+
+
 def test_restore_paths_skips_bad_files_and_keeps_alpha(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -63,9 +63,14 @@ class SuperResolver:
         ema: use the EMA generator weights when the checkpoint has them (default).
         scale: 4 or 8 (any factor a model is trained for): which shipped model ``weights=None``
             loads (default 4); with explicit weights, checked against the model's factor.
+        flip_ensemble: super-resolve each face and its mirror image and average the two
+            outputs (the mirrored one flipped back), the self-ensemble of SR benchmarks
+            restricted to the flip that keeps an aligned face aligned. Default on: on the
+            shipped models it adds 0.07-0.11 dB PSNR and removes 9-17% of the invented dark
+            spots (``docs/super_resolution.md``) for twice the compute; False: one pass.
 
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
-    ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
+    ``flip_ensemble``, ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
 
     Example:
         >>> sr = SuperResolver(scale=8, detector="../shared/models/det_500m.onnx")   # the shipped 8x model
@@ -75,7 +80,7 @@ class SuperResolver:
     """
 
     def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
-                 scale: Optional[int] = None):
+                 scale: Optional[int] = None, flip_ensemble: bool = True):
         self.device = resolve_device(device)
         self.pretrained = shipped_entry(weights, "super_resolution", f"sr{scale or 4}",
                                         f"SuperResolver(scale={scale or 4})",
@@ -98,12 +103,21 @@ class SuperResolver:
         self.scale = self.model.scale
         self.input_size = self.model.input_size
         self.output_size = self.model.output_size
+        self.flip_ensemble = bool(flip_ensemble)
         self.detector = resolve_detector(detector, self.device)
 
     @torch.no_grad()
-    def upscale_tensor(self, lr: torch.Tensor) -> torch.Tensor:
-        """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device."""
-        return self.model(lr.to(self.device, torch.float32)).clamp_(0, 1).to(lr.device)
+    def upscale_tensor(self, lr: torch.Tensor, flip_ensemble: Optional[bool] = None) -> torch.Tensor:
+        """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device.
+
+        ``flip_ensemble``: average with the flipped-back output of the mirrored input (default:
+        the resolver's ``flip_ensemble``).
+        """
+        x = lr.to(self.device, torch.float32)
+        sr = self.model(x)
+        if self.flip_ensemble if flip_ensemble is None else flip_ensemble:
+            sr = sr.add_(self.model(x.flip(-1)).flip(-1)).mul_(0.5)
+        return sr.clamp_(0, 1).to(lr.device)
 
     def upscale_faces(self, crops: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
         """Aligned face crops (uint8 BGR or gray, any size) -> uint8 BGR (output_size, output_size, 3) each.
