@@ -9,6 +9,9 @@ Sets (each skipped when absent):
 
 * ``celeba_hq``: the 10 CelebA-HQ photos of ``../shared/data/celeba_hq`` (never in the SR
   corpus): the main face detected, aligned to the Light CNN template at 128;
+* ``celeba_hq_ffhq``: the same photos resized whole to 128, i.e. in their own FFHQ-style
+  framing (a smaller, lower face than the template's: how faces framed by another tool look);
+  PSNR, SSIM, spots and blur only (the identity networks expect template-aligned faces);
 * ``heldout``: aligned 128 crops of identities held out of the SR corpus
   (``OUT_OF_build_sr_corpus/val.lmdb``, or a folder of aligned crops), at most ``--max-heldout``.
 
@@ -121,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="identity networks for the identity cosine: Light CNN checkpoints or shipped names, or "
                         "'dlib' (dlib's ResNet recogniser, independent; pip install 'lightface[teacher]'); "
                         "default: the shipped recogniser")
-    p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"), help="HR photos (detected + aligned)")
+    p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"), help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "
                    "pipelines.build_sr_corpus or a folder")
     p.add_argument("--max-heldout", type=int, default=100, help="held-out faces scored (default: %(default)s)")
@@ -152,19 +155,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sets = {}
-    if Path(args.celeba_hq).is_dir() and detector:
-        sets["celeba_hq"] = (list_images([args.celeba_hq], recursive=True), False)
+    if Path(args.celeba_hq).is_dir():
+        if detector:
+            sets["celeba_hq"] = (list_images([args.celeba_hq], recursive=True), False, True)
+        sets["celeba_hq_ffhq"] = (list_images([args.celeba_hq], recursive=True), True, False)
     if args.heldout and Path(args.heldout).exists():
-        sets["heldout"] = (heldout_faces(Path(args.heldout), out / "heldout_hr", args.max_heldout), True)
+        sets["heldout"] = (heldout_faces(Path(args.heldout), out / "heldout_hr", args.max_heldout), True, True)
     if not sets:
         print("benchmarks.sr_quality: skipped, no HR faces (celeba_hq with a detector, or --heldout)")
         return 0
 
     report = {"model": model_name, "scale": resolver.scale, "flip_ensemble": resolver.flip_ensemble,
               "identity_networks": nets, "sets": {}}
-    for name, (paths, aligned) in sets.items():
+    for name, (paths, aligned, judged) in sets.items():  # judged: template-aligned, so identity is measured
         result = {}
-        for k, (net_name, net) in enumerate(list(nets.items()) or [(None, None)]):
+        for k, (net_name, net) in enumerate((list(nets.items()) if judged else []) or [(None, None)]):
             r = evaluate_super_resolution(resolver, paths, aligned=aligned, identity_weights=net,
                                           sheet_path=out / name / "contact_sheet.png" if k == 0 else None)
             m = r["mean"]
@@ -181,16 +186,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = BAR.get(resolver.scale)
     print(f"\n{model_name}: {resolver.scale}x ({resolver.input_size} -> {resolver.output_size}); "
           f"identity networks: {', '.join(f'{k}={v}' for k, v in nets.items()) or 'none'}")
-    print(f"{'set':10} {'n':>4} {'PSNR bic':>9} {'PSNR ours':>9} {'gain':>6} {'SSIM bic':>8} {'SSIM ours':>9}"
+    print(f"{'set':14} {'n':>4} {'PSNR bic':>9} {'PSNR ours':>9} {'gain':>6} {'SSIM bic':>8} {'SSIM ours':>9}"
           f" {'spots bic':>9} {'spots ours':>10} {'blur bic':>8} {'blur ours':>9} {'blur HR':>7}"
           + "".join(f" {'id bic':>7} {'id ours':>7} {'gain':>6}" for _ in nets))
     for name, r in report["sets"].items():
         gain = r["psnr_sr"] - r["psnr_bicubic"]
-        line = (f"{name:10} {r['count']:4d} {r['psnr_bicubic']:9.2f} {r['psnr_sr']:9.2f} {gain:+6.2f} "
+        line = (f"{name:14} {r['count']:4d} {r['psnr_bicubic']:9.2f} {r['psnr_sr']:9.2f} {gain:+6.2f} "
                 f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f} {r['spots_bicubic']:9.1f} {r['spots_sr']:10.1f} "
                 f"{r['blur_bicubic']:8.3f} {r['blur_sr']:9.3f} {r['blur_hr']:7.3f}")
         verdict = []
         for net_name in nets:
+            if f"id_cos_sr[{net_name}]" not in r:
+                line += f" {'-':>7} {'-':>7} {'-':>6}"
+                continue
             b, s = r[f"id_cos_bicubic[{net_name}]"], r[f"id_cos_sr[{net_name}]"]
             line += f" {b:7.4f} {s:7.4f} {s - b:+6.3f}"
             if bar:

@@ -6,7 +6,7 @@ Writes OUT/lists/ (what was taken: <source>.txt and <source>_5pt.txt, val.txt), 
 per training source (OUT/cfp.lmdb: frontal photos of cfp/ and cfp_train/, their 30 CFP
 fiducials mapped to 5 points; OUT/celeba.lmdb: celeba_ids/ crops) and OUT/val.lmdb (the
 held-out identities of both). Every face is a 128x128 RGB crop aligned to the Light CNN
-template, PNG-encoded; faces the alignment would enlarge more than --max-upscale are left
+template (--template ffhq: the wider FFHQ / CelebA-HQ framing), PNG-encoded; faces the alignment would enlarge more than --max-upscale are left
 out (blurry ground truth). celeba_hq/ is never read: it is for validation only. Re-running
 keeps finished LMDBs and resumes unfinished ones. Then:
 
@@ -44,6 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upscale", type=_upscale, default=1.25,
                    help="leave out faces the alignment enlarges more than this ('none' keeps all)")
     p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="png", help="stored image encoding")
+    p.add_argument("--template", choices=("lightcnn", "ffhq", "arcface"), default="lightcnn",
+                   help="crop framing: the Light CNN template the models are used on, or another (ffhq: the wider "
+                        "FFHQ / CelebA-HQ framing) for a corpus that teaches other framings too")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -53,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids,
                                     max_upscale=args.max_upscale, encoding=args.encoding, workers=args.workers,
+                                    template=args.template,
                                     progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:
         log.error("%s", err)

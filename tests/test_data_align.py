@@ -35,6 +35,28 @@ def test_train_template_center_crop_is_test_template():
     np.testing.assert_allclose(template_points("lightcnn_train") - 8, template_points("lightcnn"))
 
 
+def test_ffhq_template_is_the_celeba_hq_framing(shared_data, shared_models):
+    """"ffhq": the FFHQ / CelebA-HQ crop of the Light CNN face (0.74x as large, eyes lower);
+    the main faces of the real CelebA-HQ photos, detected and scaled to 128, sit on it."""
+    from lightface.data.detect import FaceDetector, main_face
+
+    pts = template_points("ffhq")
+    em, mm = _midpoints(pts)
+    np.testing.assert_allclose(em, (64, 60.444), atol=1e-3)
+    np.testing.assert_allclose(mm, (64, 96), atol=1e-9)
+    np.testing.assert_allclose(template_points("ffhq", 1024), pts * 8)
+    lc = template_points("lightcnn")
+    assert (mm - em)[1] / (_midpoints(lc)[1] - _midpoints(lc)[0])[1] == pytest.approx(0.741, abs=1e-3)
+    detector = FaceDetector(str(shared_models / "det_500m.onnx"))
+    photos = sorted((shared_data / "celeba_hq").rglob("*.jpg"))
+    assert len(photos) >= 5
+    for path in photos:
+        img = read_image(path, "bgr")
+        marks = np.asarray(main_face(detector.detect(img), img.shape).landmarks).reshape(5, 2) * 128 / img.shape[0]
+        em_i, mm_i = _midpoints(marks)
+        assert np.abs(em_i - em).max() < 3 and np.abs(mm_i - mm).max() < 5, path.name
+
+
 @pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
 def test_arcface_template_is_insightface():
     from insightface.utils.face_align import arcface_dst, estimate_norm

@@ -84,6 +84,14 @@ def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
     # a second run keeps the finished LMDBs
     assert cli(["--data", str(root), "--out", str(out), "--val-ids", "1", "--max-upscale", "1.5", "--no-progress"]) == 0
     assert all(s.get("kept") for s in json.loads(capsys.readouterr().out).values())
+    # --template ffhq: the same photos in the wider FFHQ / CelebA-HQ framing (smaller faces, so fewer left out)
+    wide = tmp_path / "sr_ffhq"
+    assert cli(["--data", str(root), "--out", str(wide), "--val-ids", "1", "--max-upscale", "1.5", "--template", "ffhq",
+                "--no-progress"]) == 0
+    wide_summary = json.loads(capsys.readouterr().out)
+    assert wide_summary["celeba"]["kept_faces"] >= summary["celeba"]["kept_faces"]
+    sample = LMDBDataset(str(wide / "cfp.lmdb"))[0]
+    np.testing.assert_allclose(np.asarray(sample["landmarks"]).reshape(5, 2), template_points("ffhq", 128), atol=8.0)
 
 
 def _faces(folder, n=6, size=128):

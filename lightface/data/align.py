@@ -20,6 +20,13 @@ Templates (``template=``):
     does not import InsightFace and ONNX Runtime);
     for sizes that are multiples of 128 it follows InsightFace's convention (112 template
     at ``size/128`` scale, shifted right by ``8*size/128``).
+``"ffhq"`` (base size 128)
+    The FFHQ / CelebA-HQ framing of the same face: the square of side
+    ``2 * max(2 * eye distance, 1.8 * eye-to-mouth)`` centred 0.1 of the eye-to-mouth vector
+    below the eye midpoint (the alignment of Karras et al.), applied to the Light CNN face:
+    eye midpoint (64, 60.4), mouth midpoint (64, 96), the face 0.74x as large as in
+    ``"lightcnn"``. For SR corpora that teach a model the wider framing too
+    (``pipelines.build_sr_corpus --template ffhq``).
 
 How the 5 Light CNN reference points were chosen: the Light CNN papers fix only the eye
 midpoint and the mouth midpoint. The five points are the ArcFace template made exactly
@@ -101,11 +108,12 @@ def align_face(
         landmarks: (5, 2) or (10,) ``(x, y)`` pixel coordinates in ``image``: left eye,
             right eye, nose, left mouth corner, right mouth corner (as seen in the image).
         template: ``"lightcnn"`` (eye midpoint (64,40), mouth midpoint (64,88) at 128),
-            ``"lightcnn_train"`` (144 canvas, (72,48)/(72,96)) or ``"arcface"`` (112).
+            ``"lightcnn_train"`` (144 canvas, (72,48)/(72,96)), ``"arcface"`` (112) or
+            ``"ffhq"`` (the FFHQ / CelebA-HQ framing, (64,60.4)/(64,96) at 128).
         size: crop side in pixels; the template is scaled with it (see
             :func:`template_points`: ``"lightcnn"`` at 144 is the padded training crop).
             ``None`` (default) = the template's base size: 128 for ``"lightcnn"``, 144 for
-            ``"lightcnn_train"``, 112 for ``"arcface"``.
+            ``"lightcnn_train"``, 112 for ``"arcface"``, 128 for ``"ffhq"``.
         border_value: fill for pixels outside the source image.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix

@@ -77,7 +77,8 @@ def _landmark_rows(path: Path) -> Dict[str, np.ndarray]:
 
 
 def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val_ids: int = 10,
-                      max_upscale: Optional[float] = 1.25, seed: int = 0) -> Dict[str, SRCorpusSource]:
+                      max_upscale: Optional[float] = 1.25, seed: int = 0, template: str = "lightcnn",
+                      size: int = 128) -> Dict[str, SRCorpusSource]:
     """Write ``<out_dir>/<source>.txt`` and ``<source>_5pt.txt`` for the chosen training sources,
     and ``val.txt`` / ``val_5pt.txt`` (held-out identities of both sources, paths relative to ``data_root``).
 
@@ -89,6 +90,7 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
             CelebA: a seeded choice); 0 = no validation list.
         max_upscale: leave out faces the alignment would enlarge more than this; None keeps all.
         seed: seed of the CelebA validation choice.
+        template, size: the crop the faces will be aligned to (for ``max_upscale``).
     Returns:
         ``{source: SRCorpusSource}``, plus ``"val"`` when ``val_ids > 0``.
     Raises:
@@ -129,7 +131,7 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
                 held = {ids[i] for i in pick}
         lines, marks_out, too_small, n_val = [], [], 0, 0
         for rel, label, lm in rows:
-            if max_upscale is not None and alignment_scale(lm) > max_upscale:
+            if max_upscale is not None and alignment_scale(lm, size, template) > max_upscale:
                 too_small += 1
                 continue
             line = f"{rel} {label}"
@@ -159,8 +161,12 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
 
 def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val_ids: int = 10,
                     max_upscale: Optional[float] = 1.25, encoding: str = "png", quality: int = 95, workers: int = 0,
-                    progress: bool = True, size: int = 128) -> Dict[str, Dict]:
+                    progress: bool = True, size: int = 128, template: str = "lightcnn") -> Dict[str, Dict]:
     """Build ``<out_dir>/<source>.lmdb`` per training source and ``<out_dir>/val.lmdb`` (see the module docstring).
+
+    ``template``: the crop framing (:mod:`lightface.data.align`): ``"lightcnn"`` (default, what
+    the models are used on) or e.g. ``"ffhq"`` (the wider FFHQ / CelebA-HQ framing, the same
+    people and photos) for a corpus that teaches a model other framings too.
 
     Returns ``{name: build_lmdb summary}`` with ``kept_faces`` / ``too_small`` counts added.
     An already complete LMDB is kept as it is; an interrupted one is resumed.
@@ -170,7 +176,8 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
 
     out = Path(out_dir)
     summaries: Dict[str, Dict] = {}
-    for name, src in sr_corpus_sources(data_root, out / "lists", sources, val_ids, max_upscale).items():
+    for name, src in sr_corpus_sources(data_root, out / "lists", sources, val_ids, max_upscale,
+                                       template=template, size=size).items():
         target = out / f"{name}.lmdb"
         if src.images == 0:
             log.warning("%s: no faces left to build (see %s)", name, src.list_file)
@@ -181,7 +188,7 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
             summaries[name] = {"ok": True, "kept": str(target)}
         else:
             summaries[name] = build_lmdb(src.list_file, target, size=size, color="rgb", encoding=encoding,
-                                         quality=quality, template="lightcnn", landmarks=src.landmarks,
+                                         quality=quality, template=template, landmarks=src.landmarks,
                                          list_root=src.root, workers=workers, resume=target.exists(),
                                          progress=progress)
         summaries[name].update(kept_faces=src.images, people=src.people, too_small=src.too_small)

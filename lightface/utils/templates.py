@@ -10,12 +10,12 @@ import numpy as np
 
 __all__ = ["TEMPLATES", "template_base_size", "template_points"]
 
-TEMPLATES = ("lightcnn", "lightcnn_train", "arcface")
-_BASE_SIZE = {"lightcnn": 128, "lightcnn_train": 144, "arcface": 112}
+TEMPLATES = ("lightcnn", "lightcnn_train", "arcface", "ffhq")
+_BASE_SIZE = {"lightcnn": 128, "lightcnn_train": 144, "arcface": 112, "ffhq": 128}
 
 
 def template_base_size(template: str) -> int:
-    """The crop side a template is defined at: 128 (lightcnn), 144 (lightcnn_train), 112 (arcface)."""
+    """The crop side a template is defined at: 128 (lightcnn), 144 (lightcnn_train), 112 (arcface), 128 (ffhq)."""
     if template not in _BASE_SIZE:
         raise ValueError(f"unknown alignment template {template!r}; choose one of {TEMPLATES}")
     return _BASE_SIZE[template]
@@ -49,12 +49,29 @@ def _lightcnn_points() -> np.ndarray:
     )
 
 
+def _ffhq_points() -> np.ndarray:
+    """The Light CNN face framed the FFHQ / CelebA-HQ way, at 128x128.
+
+    That alignment (Karras et al.) crops a square of side ``2 * max(2 * eye distance,
+    1.8 * eye-to-mouth distance)`` centred ``0.1`` of the eye-to-mouth vector below the eye
+    midpoint. On the symmetric Light CNN face (eye distance 41.6 px, eye-to-mouth 48 px)
+    the side is 172.8 px, so the face is 0.74x as large as in ``"lightcnn"``: eye midpoint
+    (64, 60.4), mouth midpoint (64, 96.0).
+    """
+    pts = _lightcnn_points()
+    eye_mid, mouth_mid = pts[:2].mean(0), pts[3:].mean(0)
+    eye_to_mouth = float(np.hypot(*(mouth_mid - eye_mid)))
+    side = 2.0 * max(2.0 * float(pts[1, 0] - pts[0, 0]), 1.8 * eye_to_mouth)
+    centre = eye_mid + 0.1 * (mouth_mid - eye_mid)
+    return (pts - centre) * (128.0 / side) + 64.0
+
+
 def template_points(template: str = "lightcnn", size: int | None = None) -> np.ndarray:
     """Reference positions of the 5 landmarks in the output crop.
 
     Args:
-        template: ``"lightcnn"``, ``"lightcnn_train"`` or ``"arcface"``.
-        size: crop side in pixels; ``None`` = the template's base size (128, 144, 112). For
+        template: ``"lightcnn"``, ``"lightcnn_train"``, ``"arcface"`` or ``"ffhq"``.
+        size: crop side in pixels; ``None`` = the template's base size (128, 144, 112, 128). For
             ``"lightcnn"``, a multiple of 144 (not of 128) gives the training crop of DESIGN.md:
             the 128 geometry padded by 8 pixels, eye midpoint (72, 48) and mouth midpoint
             (72, 96) at 144; other sizes scale the 128 template.
@@ -71,6 +88,8 @@ def template_points(template: str = "lightcnn", size: int | None = None) -> np.n
             return (pts + 8.0) * (size / 144.0)
     elif template == "lightcnn_train":
         pts = _lightcnn_points() + 8.0
+    elif template == "ffhq":
+        pts = _ffhq_points()
     else:
         pts = _arcface_dst()
         if size is not None and size % 112 != 0 and size % 128 == 0:
