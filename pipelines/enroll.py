@@ -72,7 +72,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         if not Path(p).exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
     embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
-                            detector=None if args.aligned else args.detector, flip=args.flip)
+                            detector=None if args.aligned else args.detector, flip=args.flip,
+                            aligned_template=args.aligned_template)
     gallery = FaceGallery(args.gallery, embedder)
     report = gallery.enroll(args.photos, aligned=args.aligned, batch_size=args.batch_size,
                             duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,

@@ -83,7 +83,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     root = Path(args.images)
     if not root.is_dir():
         raise FileNotFoundError(f"--images folder not found: {root}")
-    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=args.detector, flip=args.flip)
+    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=args.detector, flip=args.flip,
+                            aligned_template=args.aligned_template)
     table = read_landmarks_file(args.landmarks) if args.landmarks else None
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}

@@ -31,13 +31,17 @@ logger = logging.getLogger("pipelines.extract_embeddings")
 
 
 def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --batch-size, --device."""
+    """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --aligned-template,
+    --batch-size, --device."""
     p.add_argument("--weights", default=None,
                    help="a lightface checkpoint, an official Light CNN .pth.tar, an exported .onnx (ONNX Runtime) or a "
                         "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
     p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
+    p.add_argument("--aligned-template", default="auto", choices=["auto", "lightcnn", "arcface", "ffhq"],
+                   help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
+                        "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     return p
@@ -55,7 +59,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .npz file (--format npz) or folder (--format feat)")
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
     p.add_argument("--aligned", action="store_true",
-                   help="inputs are Light CNN crops (128x128, or 144x144 centre-cropped); default: detect and align "
+                   help="inputs are aligned crops (Light CNN 128x128 or 144x144; others per --aligned-template); default: detect and align "
                         "the main face in each image (the largest, penalised by its distance from the centre)")
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
@@ -102,7 +106,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     base, rels = collect_inputs(args.input, args.root)
     embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
-                            detector=None if args.aligned else args.detector, flip=args.flip)
+                            detector=None if args.aligned else args.detector, flip=args.flip,
+                            aligned_template=args.aligned_template)
     info = embedder.weights_info
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}

@@ -64,7 +64,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         if len(probe) == 0:
             raise ValueError(f"{args.gallery}: the gallery is empty; enrol photos with python -m pipelines.enroll")
     embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
-                            detector=None if args.aligned else args.detector, flip=args.flip)
+                            detector=None if args.aligned else args.detector, flip=args.flip,
+                            aligned_template=args.aligned_template)
     gallery = FaceGallery(args.gallery, embedder, create=False)  # refuses another model
     threshold = args.threshold if args.threshold is not None else gallery.threshold
     faces: List[Dict[str, Any]] = []

@@ -190,3 +190,34 @@ def test_similarity_and_lazy_exports(embedder, lfw):
     assert lightface.FaceEmbedder is FaceEmbedder
     _, crops = lfw
     assert embedder.verify(crops[0], crops[0])
+
+
+def test_crops_of_other_templates_are_realigned(shared_data, lfw, caplog):
+    """aligned=True crops framed by InsightFace (ArcFace 112x112: taken as such by default) or by the
+    ffhq template (aligned_template="ffhq") embed like the Light CNN crops of the same photos,
+    with the shipped recogniser; resizing the ArcFace crop instead (aligned_template="lightcnn",
+    the old behaviour) gives a different face to the network."""
+    from lightface.models import PretrainedError
+
+    try:
+        embedder = FaceEmbedder(device="cpu")
+    except PretrainedError:
+        pytest.skip("no recogniser ships in this install")
+    photos, crops = lfw
+    marks = _landmarks(shared_data)
+    names = ["Gordon_Brown/Gordon_Brown_0001.jpg", "Gordon_Brown/Gordon_Brown_0002.jpg", "Tom_Ridge/Tom_Ridge_0001.jpg"]
+    ref = embedder.embed(crops)
+    arcface = [align_face(p, marks[n], "arcface", 112)[0] for p, n in zip(photos, names)]
+    with caplog.at_level(logging.INFO, logger="lightface.embed"):
+        auto = embedder.embed(arcface)
+    assert "ArcFace" in caplog.text
+    resized = FaceEmbedder(device="cpu", aligned_template="lightcnn").embed(arcface)
+    assert ((auto * ref).sum(1) > 0.8).all(), (auto * ref).sum(1)  # measured 0.85-0.95
+    assert ((resized * ref).sum(1) < 0.7).all(), (resized * ref).sum(1)  # measured 0.47-0.60
+    ffhq = [align_face(p, marks[n], "ffhq", 256)[0] for p, n in zip(photos, names)]
+    realigned = FaceEmbedder(device="cpu", aligned_template="ffhq").embed(ffhq)
+    assert ((realigned * ref).sum(1) > 0.99).all()
+    with pytest.raises(ValueError, match="aligned_template"):
+        FaceEmbedder(device="cpu", aligned_template="insightface")
+    with pytest.raises(ValueError, match="square"):
+        FaceEmbedder(device="cpu", aligned_template="arcface").embed(np.zeros((112, 96, 3), np.uint8))

@@ -441,7 +441,8 @@ class FaceGallery:
                 try:
                     img = decode_image(data, "bgr", source)
                     if aligned:
-                        gray, rec = prepare_aligned(to_gray(img), source), {}
+                        gray, rec = prepare_aligned(to_gray(img), source,
+                                                    getattr(embedder, "aligned_template", "auto")), {}
                     else:
                         gray, rec = self._detect(embedder, img, source, report)
                 except (ImageReadError, NoFaceError, ValueError, TypeError) as err:
