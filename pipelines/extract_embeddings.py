@@ -59,7 +59,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .npz file (--format npz) or folder (--format feat)")
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
     p.add_argument("--aligned", action="store_true",
-                   help="inputs are aligned crops (Light CNN 128x128 or 144x144; others per --aligned-template); default: detect and align "
+                   help="inputs are aligned crops (Light CNN 128x128 or 144x144; others per --aligned-template); "
+                        "default: detect and align "
                         "the main face in each image (the largest, penalised by its distance from the centre)")
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
