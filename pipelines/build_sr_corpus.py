@@ -6,9 +6,10 @@ Writes OUT/lists/ (what was taken: <source>.txt and <source>_5pt.txt, val.txt), 
 per training source (OUT/cfp.lmdb: frontal photos of cfp/ and cfp_train/, their 30 CFP
 fiducials mapped to 5 points; OUT/celeba.lmdb: celeba_ids/ crops) and OUT/val.lmdb (the
 held-out identities of both). Every face is a 128x128 RGB crop aligned to the Light CNN
-template (--template ffhq: the wider FFHQ / CelebA-HQ framing), PNG-encoded; faces the alignment would enlarge more than --max-upscale are left
-out (blurry ground truth). celeba_hq/ is never read: it is for validation only. Re-running
-keeps finished LMDBs and resumes unfinished ones. Then:
+template (--template ffhq: the wider FFHQ / CelebA-HQ framing), PNG-encoded; faces the
+alignment would enlarge more than --max-upscale are left out (blurry ground truth).
+celeba_hq/ is never read: it is for validation only. Re-running keeps finished LMDBs and
+resumes unfinished ones. Then:
 
     python -m pipelines.train_super_resolution --data OUT/cfp.lmdb OUT/celeba.lmdb --val-data OUT/val.lmdb ...
 """

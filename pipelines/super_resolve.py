@@ -38,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones (default: EMA)")
     p.add_argument("--no-flip-ensemble", action="store_true", help="one forward pass per face instead of averaging it "
-                   "with its mirror image's (half the compute, 0.07-0.11 dB PSNR less on the shipped models; default: flip ensemble)")
+                   "with its mirror image's (half the compute; 0.02-0.11 dB PSNR less on the shipped models; default: flip ensemble)")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
     p.add_argument("--identity-weights", default=None, help="Light CNN checkpoint for the identity cosine in --evaluate; unset: not reported (default: %(default)s)")
     return p

@@ -66,7 +66,7 @@ class SuperResolver:
         flip_ensemble: super-resolve each face and its mirror image and average the two
             outputs (the mirrored one flipped back), the self-ensemble of SR benchmarks
             restricted to the flip that keeps an aligned face aligned. Default on: on the
-            shipped models it adds 0.07-0.11 dB PSNR and removes 9-17% of the invented dark
+            shipped models it adds 0.02-0.11 dB PSNR and removes 9-17% of the invented dark
             spots (``docs/super_resolution.md``) for twice the compute; False: one pass.
 
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
