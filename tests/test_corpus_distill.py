@@ -10,7 +10,8 @@ import torch
 
 from lightface.data import LMDBDataset
 from lightface.data.multi_source import MultiSourceDataset
-from lightface.distill import distill_loss
+from lightface.distill import distill_loss, relation_loss
+from lightface.engine.engine import TrainingError
 from lightface.engine.checkpoint import load_checkpoint
 from lightface.engine.logger import read_metrics
 
@@ -101,6 +102,17 @@ def test_distill_loss_ignores_rows_without_a_teacher():
         distill_loss(s, t[:, :1])
 
 
+def test_relation_loss_compares_pairwise_cosines_across_dimensions():
+    s = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # student cosines: 0, 0.707, 0.707
+    t = torch.tensor([[1.0, 0.0], [0.0, 5.0], [3.0, 3.0]])  # teacher (another width): the same cosines
+    assert float(relation_loss(s, t)) == pytest.approx(0.0, abs=1e-6)
+    t_far = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [float("nan"), 0.0]])  # one pair left, cosine -1 against 0
+    assert float(relation_loss(s, t_far)) == pytest.approx(1.0)
+    assert float(relation_loss(s, torch.full_like(t, float("nan")))) == 0.0
+    with pytest.raises(ValueError, match="rows"):
+        relation_loss(s, t[:2])
+
+
 def _train(data, out, *extra):
     from pipelines.train_lightcnn import get_args_parser, main
 
@@ -136,6 +148,16 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     resumed = _train(two_sources, out, "--distill", "dlib", "--distill-weight", "2", "--augment", "strong",
                      "--max-steps", "4", "--resume")
     assert resumed["step"] == 4
+
+
+def test_relation_term_trains_on_the_features_and_needs_a_teacher(two_sources, tmp_path):
+    _write_teacher_files(two_sources)
+    out = tmp_path / "run"
+    _train(two_sources, out, "--distill", "dlib", "--distill-relation", "3", "--max-steps", "2")
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "relation_loss" in r]
+    assert records and all(0.0 <= r["relation_loss"] <= 4.0 for r in records)
+    with pytest.raises(TrainingError, match="--distill-relation needs --distill"):
+        _train(two_sources, tmp_path / "bad", "--distill-relation", "3", "--max-steps", "1")
 
 
 def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sources, tmp_path, caplog):

@@ -41,7 +41,7 @@ from ..data.recognition import (
     open_training_lmdbs,
     stratified_split,
 )
-from ..distill import DistillHead, distill_loss
+from ..distill import DistillHead, distill_loss, relation_loss
 from ..distill.teacher import load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.noisy_label import LOSSES, build_classification_loss
@@ -129,6 +129,10 @@ class TrainConfig(RunConfig):
              "the 256-d features to the teacher's space (cosine loss)")
     distill_weight: float = option(1.0, metavar="W", group=_OPT,
                                    help="weight of the distillation loss beside the classification loss")
+    distill_relation: float = option(0.0, metavar="W", group=_OPT,
+                                     help="with --distill: weight of a similarity-preserving term on the 256-d "
+                                          "features themselves (squared difference of the batch's pairwise cosines "
+                                          "from the teacher's; 0: off)")
     # validation
     val_data: Optional[str] = option(None, group=_VAL, help="validation LMDB with the same classes as --data")
     val_split: float = option(0.0, group=_VAL,
@@ -174,7 +178,7 @@ class TrainConfig(RunConfig):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "classifier_only_epochs",
-                     "distill_weight"):
+                     "distill_weight", "distill_relation"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.crop > self.resize:
@@ -188,6 +192,8 @@ class TrainConfig(RunConfig):
             problems.append("give either --val-data or --val-split, not both")
         if self.classifier_only_epochs and not self.finetune:
             problems.append("--classifier-only-epochs needs --finetune CHECKPOINT")
+        if self.distill_relation and not self.distill:
+            problems.append("--distill-relation needs --distill EMB (the teacher embeddings it compares against)")
         return problems
 
     def validate(self) -> None:
@@ -491,6 +497,10 @@ class LightCNNTask(Task):
             distill = distill_loss(projected, target)
             loss = loss + cfg.distill_weight * distill
             terms["distill_loss"] = distill.detach()
+            if cfg.distill_relation > 0:
+                relation = relation_loss(features, target)
+                loss = loss + cfg.distill_relation * relation
+                terms["relation_loss"] = relation.detach()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.clip_grad > 0:
