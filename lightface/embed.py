@@ -76,6 +76,7 @@ from .data.io import ImageReadError, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
+from .utils.templates import ALIGNED_TEMPLATES
 
 __all__ = [
     "FaceEmbedder",
@@ -214,8 +215,6 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
     return img
 
 
-#: the framings ``aligned=True`` crops may come in (``FaceEmbedder(aligned_template=...)``)
-ALIGNED_TEMPLATES = ("auto", "lightcnn", "arcface", "ffhq")
 _ARCFACE_SIZE = 112
 _logged_arcface = False
 

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
+from lightface.utils.templates import ALIGNED_TEMPLATES
 from pipelines._argtypes import positive_int
 
 logger = logging.getLogger("pipelines.extract_embeddings")
@@ -39,7 +40,7 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
     p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
-    p.add_argument("--aligned-template", default="auto", choices=["auto", "lightcnn", "arcface", "ffhq"],
+    p.add_argument("--aligned-template", default="auto", choices=ALIGNED_TEMPLATES,
                    help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
                         "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TEMPLATES", "template_base_size", "template_points"]
+__all__ = ["TEMPLATES", "ALIGNED_TEMPLATES", "template_base_size", "template_points"]
 
 TEMPLATES = ("lightcnn", "lightcnn_train", "arcface", "ffhq")
+#: the framings already-aligned crops may come in (``FaceEmbedder(aligned_template=...)``, ``--aligned-template``)
+ALIGNED_TEMPLATES = ("auto", "lightcnn", "arcface", "ffhq")
 _BASE_SIZE = {"lightcnn": 128, "lightcnn_train": 144, "arcface": 112, "ffhq": 128}
 
 
