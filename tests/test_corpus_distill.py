@@ -209,6 +209,34 @@ class _JumpingClock:
         return getattr(time, name)
 
 
+def _shard_writes_its_row(path, row, barrier):
+    from lightface.distill.teacher import _create_nan_rows
+
+    barrier.wait()  # every shard starts on a missing file at once
+    _create_nan_rows(path, (4, 3))
+    arr = np.load(path, mmap_mode="r+")
+    arr[row] = row
+    arr.flush()
+
+
+def test_teacher_shards_starting_together_share_one_embedding_file(tmp_path):
+    # pipelines.teacher_embeddings --shard S --shards N runs N processes on one .npy: none may
+    # replace (losing rows) or truncate (SIGBUS) the file another already writes to
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    path = tmp_path / "teacher_dlib.npy"
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_shard_writes_its_row, args=(path, r, barrier)) for r in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+    assert np.array_equal(np.load(path), np.repeat(np.arange(4, dtype=np.float32)[:, None], 3, 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher_dlib.npy"]  # no temporary file left
+
+
 def test_max_minutes_stops_after_a_step_and_saves(two_sources, tmp_path, monkeypatch):
     import lightface.engine.engine as engine_module
 

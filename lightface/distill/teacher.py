@@ -124,6 +124,29 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
     return emb
 
 
+def _create_nan_rows(path: Path, shape) -> None:
+    """Create ``path`` as a float32 ``.npy`` of NaN rows unless it exists.
+
+    Safe when several shards start at once: each fills its own temporary file and publishes
+    it with a hard link, which fails instead of replacing a file another shard already
+    maps and writes to (a replaced file would lose its rows, a truncated one crashes the
+    mapping process with SIGBUS).
+    """
+    if path.is_file():
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(shape))
+    arr[:] = np.nan
+    arr.flush()
+    del arr
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another shard published it first: use theirs
+    finally:
+        tmp.unlink()
+
+
 def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 256, shard: int = 0, shards: int = 1,
                                 progress: bool = True) -> Dict[str, int]:
     """Compute (or finish) the teacher embeddings of every sample of an LMDB.
@@ -150,13 +173,7 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     path = embeddings_path(lmdb_path, teacher)
     model = TEACHERS[teacher]()
     chunks_total = (n + chunk - 1) // chunk
-    if not path.is_file():
-        tmp = path.with_name(path.name + ".tmp")
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, model.dim))
-        arr[:] = np.nan
-        arr.flush()
-        del arr
-        os.replace(tmp, path)
+    _create_nan_rows(path, (n, model.dim))
     arr = np.load(path, mmap_mode="r+")
     done_dir = path.with_name(path.stem + ".chunks")
     done_dir.mkdir(exist_ok=True)
