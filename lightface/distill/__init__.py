@@ -7,5 +7,5 @@ Nothing here is needed at inference: the shipped models are plain Light CNNs.
 from .loss import DistillHead, distill_loss, relation_loss
 from .teacher import TEACHERS, DlibTeacher, embeddings_path, load_teacher_embeddings, teacher_embeddings_for_lmdb
 
-__all__ = ["DistillHead", "distill_loss", "relation_loss", "TEACHERS", "DlibTeacher", "embeddings_path", "load_teacher_embeddings",
-           "teacher_embeddings_for_lmdb"]
+__all__ = ["DistillHead", "distill_loss", "relation_loss", "TEACHERS", "DlibTeacher", "embeddings_path",
+           "load_teacher_embeddings", "teacher_embeddings_for_lmdb"]

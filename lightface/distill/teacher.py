@@ -61,9 +61,10 @@ def _read_state(lmdb_path, teacher: str) -> Dict[str, int]:
 
 
 def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int) -> None:
-    """Write the progress record atomically (temporary file, then rename)."""
+    """Write the progress record atomically (this process's temporary file, then rename: shards
+    finishing together must not rename each other's file)."""
     state = _state_path(lmdb_path, teacher)
-    tmp = state.with_name(state.name + ".tmp")
+    tmp = state.with_name(f"{state.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"teacher": teacher, "count": count, "done": done, "dim": dim}), encoding="utf-8")
     os.replace(tmp, state)
 
