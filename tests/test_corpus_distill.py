@@ -237,6 +237,26 @@ def test_teacher_shards_starting_together_share_one_embedding_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher_dlib.npy"]  # no temporary file left
 
 
+def test_a_shard_recording_late_cannot_undo_a_finished_computation(tmp_path):
+    # shard 0 counts the chunk markers while shard 1 still computes chunk 1, and writes its
+    # "incomplete" record after shard 1 wrote "complete": the markers decide
+    from lightface.distill.teacher import _chunks_dir, _write_state, embeddings_path, has_teacher_embeddings
+
+    lmdb = tmp_path / "x.lmdb"
+    lmdb.mkdir()
+    np.save(embeddings_path(lmdb), np.zeros((5, 3), np.float32))
+    chunks = _chunks_dir(lmdb, "dlib", 2)  # 5 rows in chunks of 2: chunks 0, 1, 2
+    chunks.mkdir()
+    for c in (0, 2):
+        (chunks / str(c)).touch()
+    _write_state(lmdb, "dlib", count=5, done=4, dim=3, chunk=2)
+    assert not has_teacher_embeddings(lmdb)  # chunk 1 is really missing
+    (chunks / "1").touch()  # shard 1 finishes; shard 0's stale record stays
+    assert has_teacher_embeddings(lmdb)
+    _write_state(lmdb, "dlib", count=5, done=4, dim=3, chunk=3)  # markers of another chunk size do not count
+    assert not has_teacher_embeddings(lmdb)
+
+
 def test_max_minutes_stops_after_a_step_and_saves(two_sources, tmp_path, monkeypatch):
     import lightface.engine.engine as engine_module
 

@@ -60,22 +60,49 @@ def _read_state(lmdb_path, teacher: str) -> Dict[str, int]:
     return json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {}
 
 
-def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int) -> None:
+def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int, chunk: Optional[int] = None) -> None:
     """Write the progress record atomically (this process's temporary file, then rename: shards
-    finishing together must not rename each other's file)."""
+    finishing together must not rename each other's file). ``chunk``: the rows per chunk
+    marker of a sharded computation (see :func:`_is_complete`)."""
     state = _state_path(lmdb_path, teacher)
     tmp = state.with_name(f"{state.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"teacher": teacher, "count": count, "done": done, "dim": dim}), encoding="utf-8")
+    record = {"teacher": teacher, "count": count, "done": done, "dim": dim}
+    if chunk is not None:
+        record["chunk"] = chunk
+    tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, state)
 
 
-def _is_complete(info: Dict[str, int]) -> bool:
-    return info.get("done") is not None and info.get("done") == info.get("count")
+def _chunks_dir(lmdb_path, teacher: str, chunk: int) -> Path:
+    """``teacher_<teacher>.chunks<chunk>/``: one empty marker file per finished chunk of
+    ``chunk`` rows, named by its index, written after its rows are flushed. The chunk size is
+    in the name, so a run resumed with another ``chunk`` starts over instead of misreading
+    the markers."""
+    path = embeddings_path(lmdb_path, teacher)
+    return path.with_name(f"{path.stem}.chunks{chunk}")
+
+
+def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
+    """Every row computed: the record says so, or every chunk's marker is on disk.
+
+    The markers decide when the record lags behind them: shards write the record as they
+    finish, and one that counted the markers before the last chunk of another shard landed
+    can write its "incomplete" record after that shard's "complete" one. Markers are only
+    ever added, so they cannot go stale.
+    """
+    count, done, chunk = info.get("count"), info.get("done"), info.get("chunk")
+    if done is not None and done == count:
+        return True
+    if not (isinstance(count, int) and isinstance(chunk, int) and chunk > 0):
+        return False
+    chunks = _chunks_dir(lmdb_path, teacher, chunk)
+    return all((chunks / str(c)).exists() for c in range((count + chunk - 1) // chunk))
 
 
 def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
     """True when ``lmdb_path`` holds a finished ``teacher_<teacher>.npy`` (every row computed)."""
-    return embeddings_path(lmdb_path, teacher).is_file() and _is_complete(_read_state(lmdb_path, teacher))
+    return (embeddings_path(lmdb_path, teacher).is_file()
+            and _is_complete(lmdb_path, teacher, _read_state(lmdb_path, teacher)))
 
 
 def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -> Path:
@@ -108,7 +135,7 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
     if not path.is_file():
         raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); {hint}")
     info = _read_state(lmdb_path, teacher)
-    if not _is_complete(info):
+    if not _is_complete(lmdb_path, teacher, info):
         if not allow_partial:
             raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done', '?')} of "
                              f"{info.get('count', '?')} done); resume with the same command: {hint}")
@@ -155,8 +182,9 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     Rows are written to a memory-mapped ``.npy`` and flushed every ``chunk`` samples with
     the count of finished rows, so a killed run resumes at its last flush. ``shard`` /
     ``shards`` split the work over processes (each handles the chunks ``c`` with
-    ``c % shards == shard``; run the same command with every shard, then once more with
-    ``shards=1`` to check completeness).
+    ``c % shards == shard``; run the same command, ``chunk`` included, with every shard).
+    The embeddings count as finished once every chunk is marked done, whichever shard
+    finished last.
 
     Returns:
         ``{"count", "done", "failed"}``.
@@ -176,7 +204,7 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     chunks_total = (n + chunk - 1) // chunk
     _create_nan_rows(path, (n, model.dim))
     arr = np.load(path, mmap_mode="r+")
-    done_dir = path.with_name(path.stem + ".chunks")
+    done_dir = _chunks_dir(lmdb_path, teacher, chunk)
     done_dir.mkdir(exist_ok=True)
     failed = 0
     todo = [c for c in range(chunks_total) if c % shards == shard and not (done_dir / str(c)).exists()]
@@ -192,5 +220,5 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
         (done_dir / str(c)).touch()
     done_chunks = sum(1 for c in range(chunks_total) if (done_dir / str(c)).exists())
     done = min(n, done_chunks * chunk) if done_chunks < chunks_total else n
-    _write_state(lmdb_path, teacher, n, done, model.dim)
+    _write_state(lmdb_path, teacher, n, done, model.dim, chunk)
     return {"count": n, "done": done, "failed": failed}
