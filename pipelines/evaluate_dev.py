@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightface.eval.dev_protocols import PROTOCOLS, export_lfw_dev, run_dev_protocols
+from lightface.eval.dev_protocols import PROTOCOLS, crop_embedder, export_lfw_dev, run_dev_protocols
 from pipelines._cli import run_cli
 
 
@@ -49,9 +49,7 @@ def _embedder(args):
         return lambda crops: np.stack([teacher.embed(c) for c in crops])
     from lightface import FaceEmbedder
 
-    embedder = FaceEmbedder(args.weights) if args.weights else FaceEmbedder()
-    # the centre 128 crop of a 144 lightcnn_train crop is the 128 lightcnn test crop
-    return lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True, flip=args.flip)
+    return crop_embedder(FaceEmbedder(args.weights) if args.weights else FaceEmbedder(), flip=args.flip)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -16,12 +16,14 @@
 
 Faces are aligned from the given landmarks (LFW) or fiducials (CFP) to 144x144
 ``lightcnn_train`` crops (uint8 BGR); a Light CNN reads their centre 128 crop, which is
-exactly the 128 ``lightcnn`` test crop. :func:`run_dev_protocols` scores any
-``embed(crops) -> (N, D)`` function, so the student and a teacher are measured the same way.
+exactly the 128 ``lightcnn`` test crop (:func:`crop_embedder` turns a
+:class:`~lightface.FaceEmbedder` into such a function). :func:`run_dev_protocols` scores any
+``embed(crops) -> (N, D)`` function, so the student and a teacher are measured the same way;
+:func:`lightface.eval.paired.compare_recognisers` compares two of them probe by probe.
 """
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,12 +35,30 @@ from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS
 from .verification import read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1", "PROTOCOLS"]
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1",
+           "rank1_hits", "crop_embedder", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("lfw_dev", "cfp_fp", "lfw_hard")
 EmbedFn = Callable[[List[np.ndarray]], np.ndarray]
+
+
+def _data_dir(data_root, name: str) -> Path:
+    """``data_root/name``, or a FileNotFoundError naming the path and what to pass."""
+    root = Path(data_root) / name
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found: the data folder must be the shared data folder holding {name}/ "
+                                f"(../shared/data; --data on the command line)")
+    return root
+
+
+def crop_embedder(embedder, flip: Optional[bool] = None) -> EmbedFn:
+    """The protocols' ``embed`` function for a :class:`~lightface.FaceEmbedder` (or anything with
+    its ``embed(images, aligned=True, flip=...)``): list of N 144x144 uint8 BGR ``lightcnn_train``
+    crops -> (N, D) embeddings of their centre 128 crops, which are exactly the 128 ``lightcnn``
+    test crops the embedder expects. ``flip``: flip fusion (None: the embedder's default)."""
+    return lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True, flip=flip)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -81,7 +101,7 @@ def lfw_dev_faces(data_root, detector=None) -> Tuple[List[np.ndarray], np.ndarra
 
     ``detector``: align from its landmarks (a :class:`~lightface.data.detect.FaceDetector`)
     instead of the given ones, as a whole-photo pipeline does."""
-    root = Path(data_root) / "lfw_train"
+    root = _data_dir(data_root, "lfw_train")
     align = _LfwAligner(root, detector)
     pairs = read_pairs(root / "pairs_dev.txt")
     paths = pairs.paths
@@ -117,7 +137,7 @@ def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detecto
         gallery photo per fold-2 person; the same probe photos under every condition of
         :data:`~lightface.eval.hard_conditions.HARD_CONDITIONS`.
     """
-    root = Path(data_root) / "lfw_train"
+    root = _data_dir(data_root, "lfw_train")
     align = _LfwAligner(root, detector)
     people = [line.split("\t")[0] for line in (root / "people_folds.txt").read_text(encoding="utf-8").splitlines()
               if line and not line.startswith("#") and line.split("\t")[3].strip() == "2"]
@@ -138,7 +158,7 @@ def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detecto
 
 def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
     """``(crops, identity (N,) int, is_profile (N,) bool)`` of every photo in ``cfp/``."""
-    root = Path(data_root) / "cfp"
+    root = _data_dir(data_root, "cfp")
     crops, ids, profile = [], [], []
     for img in sorted((root / "Images").glob("*/*/*.jpg")):
         rel = img.relative_to(root / "Images")
@@ -150,10 +170,18 @@ def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarr
     return crops, np.asarray(ids), np.asarray(profile)
 
 
-def rank1(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
-    """Fraction of probes whose most similar gallery embedding (cosine) has their identity."""
+def rank1_hits(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
+    """(P,) bool: whether each probe's most similar gallery embedding (cosine) has its identity.
+
+    ``probe`` (P, D) and ``gallery`` (G, D) embeddings (any scale: they are L2-normalised here),
+    ``probe_ids`` (P,) and ``gallery_ids`` (G,) identity labels."""
     scores = _unit(probe) @ _unit(gallery).T
-    return float((gallery_ids[scores.argmax(1)] == probe_ids).mean())
+    return np.asarray(gallery_ids)[scores.argmax(1)] == np.asarray(probe_ids)
+
+
+def rank1(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
+    """Fraction of probes whose most similar gallery embedding (cosine) has their identity (:func:`rank1_hits`)."""
+    return float(rank1_hits(probe, probe_ids, gallery, gallery_ids).mean())
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -161,10 +189,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _verification(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray) -> Dict[str, float]:
+def _pair_scores(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """(P,) cosine similarities of the (P, 2) index ``pairs`` into the (N, D) embeddings ``emb``."""
     e = _unit(emb)
-    scores = (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
-    m = verification_metrics(scores, same)
+    return (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(1)
+
+
+def _verification(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray) -> Dict[str, float]:
+    m = verification_metrics(_pair_scores(emb, pairs), same)
     out = {"accuracy": float(m["accuracy_mean"]), "auc": float(m["auc"]), "eer": float(m["eer"]),
            "threshold": float(m["threshold"])}
     for far, tar in m["tar_at_far"].items():

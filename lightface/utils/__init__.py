@@ -1,6 +1,7 @@
 """The bottom layer: helpers every other lightface package may use; it imports no other lightface package.
 
 * :mod:`.checkpoint_io`: atomic checkpoint writes and ``weights_only`` loads;
+* :mod:`.atomic_write`: atomic text-file writes (JSON reports);
 * :mod:`.templates`: the 5-point face alignment templates (pure NumPy), shared by
   :mod:`lightface.data.align` and the TP-GAN patch layout in :mod:`lightface.models.tpgan`.
 
