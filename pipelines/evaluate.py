@@ -25,6 +25,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
 from pipelines.extract_embeddings import add_embedder_arguments
 
@@ -132,9 +133,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         "failed_images": failed,
         "skipped_pairs": int((~ok).sum()),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_text_atomic(args.out, json.dumps(report, indent=2))
     if args.plot:
         plot_roc(scores[ok], pairs.labels[ok], args.plot, title=f"{report['arch']} on {Path(args.pairs).name}", metrics=metrics)
     tar = ", ".join(f"TAR@FAR={k}: {v:.4f}" for k, v in metrics["tar_at_far"].items() if v is not None)

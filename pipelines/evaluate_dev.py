@@ -12,11 +12,11 @@ under hard side lighting and occlusion (lfw_hard). Without --weights the shipped
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from lightface.eval.dev_protocols import PROTOCOLS, crop_embedder, export_lfw_dev, run_dev_protocols
+from lightface.utils.atomic_write import write_text_atomic
 from pipelines._cli import run_cli
 
 
@@ -67,8 +67,7 @@ def main(args: argparse.Namespace) -> dict:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     return results
 
 

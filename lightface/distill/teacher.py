@@ -20,6 +20,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from ..utils.atomic_write import write_text_atomic
+
 from ..models.dlib_recognizer import DlibRecognizer
 
 __all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "has_teacher_embeddings", "load_teacher_embeddings",
@@ -61,16 +63,13 @@ def _read_state(lmdb_path, teacher: str) -> Dict[str, int]:
 
 
 def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int, chunk: Optional[int] = None) -> None:
-    """Write the progress record atomically (this process's temporary file, then rename: shards
-    finishing together must not rename each other's file). ``chunk``: the rows per chunk
-    marker of a sharded computation (see :func:`_is_complete`)."""
-    state = _state_path(lmdb_path, teacher)
-    tmp = state.with_name(f"{state.name}.{os.getpid()}.tmp")
+    """Write the progress record atomically (each process through its own temporary file: shards
+    finishing together must not rename each other's). ``chunk``: the rows per chunk marker of
+    a sharded computation (see :func:`_is_complete`)."""
     record = {"teacher": teacher, "count": count, "done": done, "dim": dim}
     if chunk is not None:
         record["chunk"] = chunk
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, state)
+    write_text_atomic(_state_path(lmdb_path, teacher), json.dumps(record))
 
 
 def _chunks_dir(lmdb_path, teacher: str, chunk: int) -> Path:

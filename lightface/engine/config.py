@@ -23,6 +23,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from ..utils.atomic_write import write_text_atomic
+
 __all__ = ["ConfigError", "option", "Option", "iter_options", "config_from_dict", "config_to_dict", "load_config",
            "save_config", "flag_name"]
 
@@ -288,10 +290,4 @@ def load_config(path: PathLike) -> Dict[str, Any]:
 def save_config(cfg: Any, path: PathLike) -> Path:
     """Write a configuration (see :func:`config_to_dict`) as YAML to ``path`` (folders created,
     atomically); returns the path. The file reloads with ``--config path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False))

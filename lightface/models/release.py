@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from ..utils.atomic_write import write_text_atomic
 from .checkpoint import read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
 from .pretrained import PretrainedWeights, _read_manifest, sha256_of
@@ -26,10 +27,8 @@ TASKS = ("recognition", "super_resolution", "frontalization")
 
 
 def _write_manifest(data: Dict[str, Any]) -> None:
-    manifest = _pt.MANIFEST  # looked up at call time: tests point it at a temporary folder
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    # _pt.MANIFEST is looked up at call time: tests point it at a temporary folder
+    write_text_atomic(_pt.MANIFEST, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, Any]] = None,
