@@ -299,3 +299,18 @@ def test_dlib_teacher_separates_people(shared_data):
     same = np.linalg.norm(emb(names[0], 1) - emb(names[0], 2))
     different = np.linalg.norm(emb(names[0], 1) - emb(names[1], 1))
     assert same < 0.6 < different  # dlib's own same-person distance threshold
+
+
+def test_dlib_teacher_embeddings_in_two_shards_finish_and_load(shared_data, tmp_path):
+    pytest.importorskip("dlib")
+    from lightface.distill.teacher import has_teacher_embeddings, load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])  # 6 faces: chunks of 2 -> 0, 1, 2
+    first = teacher_embeddings_for_lmdb(data, chunk=2, shard=1, shards=2, progress=False)
+    assert first["done"] == 2 and not has_teacher_embeddings(data)  # shard 0's chunks are still missing
+    second = teacher_embeddings_for_lmdb(data, chunk=2, shard=0, shards=2, progress=False)
+    assert second["done"] == 6 and has_teacher_embeddings(data)
+    emb = load_teacher_embeddings(data)
+    assert emb.shape == (6, 128) and np.isfinite(emb).all()
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith("teacher_")) == [
+        "teacher_dlib.chunks2", "teacher_dlib.json", "teacher_dlib.npy"]  # no temporary file left

@@ -20,9 +20,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..utils.atomic_write import write_text_atomic
-
 from ..models.dlib_recognizer import DlibRecognizer
+from ..utils.atomic_write import write_text_atomic
 
 __all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "has_teacher_embeddings", "load_teacher_embeddings",
            "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
@@ -81,6 +80,16 @@ def _chunks_dir(lmdb_path, teacher: str, chunk: int) -> Path:
     return path.with_name(f"{path.stem}.chunks{chunk}")
 
 
+def _chunk_count(count: int, chunk: int) -> int:
+    """How many chunks of ``chunk`` rows ``count`` rows make (the last may be short)."""
+    return (count + chunk - 1) // chunk
+
+
+def _chunks_done(done_dir: Path, count: int, chunk: int) -> int:
+    """How many of the chunks of ``count`` rows have their marker in ``done_dir``."""
+    return sum(1 for c in range(_chunk_count(count, chunk)) if (done_dir / str(c)).exists())
+
+
 def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
     """Every row computed: the record says so, or every chunk's marker is on disk.
 
@@ -94,8 +103,7 @@ def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
         return True
     if not (isinstance(count, int) and isinstance(chunk, int) and chunk > 0):
         return False
-    chunks = _chunks_dir(lmdb_path, teacher, chunk)
-    return all((chunks / str(c)).exists() for c in range((count + chunk - 1) // chunk))
+    return _chunks_done(_chunks_dir(lmdb_path, teacher, chunk), count, chunk) == _chunk_count(count, chunk)
 
 
 def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
@@ -200,7 +208,7 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     n = len(data)
     path = embeddings_path(lmdb_path, teacher)
     model = TEACHERS[teacher]()
-    chunks_total = (n + chunk - 1) // chunk
+    chunks_total = _chunk_count(n, chunk)
     _create_nan_rows(path, (n, model.dim))
     arr = np.load(path, mmap_mode="r+")
     done_dir = _chunks_dir(lmdb_path, teacher, chunk)
@@ -217,7 +225,7 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
                 log.warning("teacher failed on sample %d of %s: %s", i, lmdb_path, err)
         arr.flush()
         (done_dir / str(c)).touch()
-    done_chunks = sum(1 for c in range(chunks_total) if (done_dir / str(c)).exists())
+    done_chunks = _chunks_done(done_dir, n, chunk)
     done = min(n, done_chunks * chunk) if done_chunks < chunks_total else n
     _write_state(lmdb_path, teacher, n, done, model.dim, chunk)
     return {"count": n, "done": done, "failed": failed}
