@@ -3,6 +3,7 @@
     python -m pipelines.evaluate_dev [--weights CKPT] [--data ../shared/data] [--out dev.json]
     python -m pipelines.evaluate_dev --teacher dlib          # the teacher, same protocols
     python -m pipelines.evaluate_dev --export-lfw-dev DEV    # DEV/pairs.txt for train_lightcnn --val-pairs
+    python -m pipelines.evaluate_dev --calibrate-threshold --detector det_500m.onnx   # the model card's threshold
 
 Protocols (lightface.eval.dev_protocols): LFW View-2 fold 2 pairs (people left out of the
 training corpus) and the 35 held-out CFP people (frontal-profile verification and rank-1
@@ -15,7 +16,7 @@ import sys
 
 import numpy as np
 
-from lightface.eval.dev_protocols import PROTOCOLS, crop_embedder, export_lfw_dev, run_dev_protocols
+from lightface.eval.dev_protocols import PROTOCOLS, calibrate_threshold, crop_embedder, export_lfw_dev, run_dev_protocols
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._cli import run_cli
 
@@ -32,6 +33,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
     p.add_argument("--flip", action="store_true", help="flip fusion (average the features of the face and its mirror)")
+    p.add_argument("--calibrate-threshold", action="store_true",
+                   help="instead of the protocols: the verification threshold for aligned crops and whole photos alike "
+                        "(LFW fold-2 pairs aligned from the given landmarks and from --detector's, pooled), with its "
+                        "cross-validated accuracy on each path; the model card's 'threshold'")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--export-lfw-dev", metavar="DIR", default=None,
                    help="only write the LFW fold-2 pair crops and DIR/pairs.txt (for train_lightcnn --val-pairs) and exit")
@@ -58,12 +63,18 @@ def main(args: argparse.Namespace) -> dict:
         path = export_lfw_dev(args.data, args.export_lfw_dev)
         print(f"wrote {path} (validate with: python -m pipelines.train_lightcnn ... --val-pairs {path})")
         return {"pairs": str(path)}
+    if args.calibrate_threshold and not args.detector:
+        raise ValueError("--calibrate-threshold needs --detector (e.g. ../shared/models/det_500m.onnx): it fits the "
+                         "threshold to faces aligned from the given landmarks and from a detector's")
     detector = None
     if args.detector:
         from lightface.data.detect import FaceDetector
 
         detector = FaceDetector(args.detector, device="cpu")
-    results = run_dev_protocols(_embedder(args), args.data, args.protocols, detector=detector)
+    if args.calibrate_threshold:
+        results = {"threshold_calibration": calibrate_threshold(_embedder(args), args.data, detector)}
+    else:
+        results = run_dev_protocols(_embedder(args), args.data, args.protocols, detector=detector)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

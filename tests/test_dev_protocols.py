@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from lightface.eval.dev_protocols import (
+    _pair_scores,
+    calibrate_threshold,
     cfp_heldout_faces,
+    crop_embedder,
     export_lfw_dev,
     lfw_dev_faces,
     lfw_hard_faces,
@@ -112,3 +115,26 @@ def test_lfw_dev_aligned_by_a_detector_matches_the_given_landmarks_closely(share
     np.testing.assert_array_equal(same, same2)
     diff = [np.abs(a.astype(int) - b).mean() for a, b in zip(given, detected)]
     assert 0 < np.median(diff) < 25  # detected landmarks differ from the given ones by about a pixel
+
+
+@pytest.mark.slow
+def test_shipped_threshold_is_calibrated_for_aligned_crops_and_whole_photos(shared_data, shared_models):
+    """``evaluate_dev --calibrate-threshold --detector det_500m.onnx``: one threshold that serves
+    both ways a face reaches the network, and it is the one the shipped model card holds."""
+    from lightface import FaceEmbedder
+    from lightface.data.detect import FaceDetector
+
+    emb = FaceEmbedder(device="cpu")
+    embed = crop_embedder(emb)
+    r = calibrate_threshold(embed, shared_data, FaceDetector(shared_models / "det_500m.onnx", device="cpu"))
+    assert r["pairs"] == 600
+    # the accuracies are of that threshold, and it sits between the two paths' own thresholds
+    given, pairs, same = lfw_dev_faces(shared_data)
+    s_given = _pair_scores(embed(given), pairs)
+    assert r["accuracy_given"] == pytest.approx(((s_given >= r["threshold"]) == same).mean())
+    assert min(r["threshold_given"], r["threshold_detected"]) - 1e-9 <= r["threshold"] <= \
+        max(r["threshold_given"], r["threshold_detected"]) + 1e-9
+    # a recogniser, on pairs the threshold was not fitted to, on both paths
+    assert r["cv_accuracy_given"] > 0.85 and r["cv_accuracy_detected"] > 0.85
+    # the model card's threshold is this calibration's (detector runtimes differ in the last digits)
+    assert emb.threshold == pytest.approx(r["threshold"], abs=0.01)

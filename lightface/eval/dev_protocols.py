@@ -14,6 +14,10 @@
   clean, under hard side lighting and under occlusion (sunglasses, mask, a hand;
   :mod:`lightface.eval.hard_conditions`, seeded), as rank-1.
 
+:func:`calibrate_threshold` picks one verification threshold for both ways a face reaches
+the network (aligned from given landmarks, or detected on the whole photo): the two paths
+put same-person cosines at different heights, so a threshold fitted to one costs the other.
+
 Faces are aligned from the given landmarks (LFW) or fiducials (CFP) to 144x144
 ``lightcnn_train`` crops (uint8 BGR); a Light CNN reads their centre 128 crop, which is
 exactly the 128 ``lightcnn`` test crop (:func:`crop_embedder` turns a
@@ -33,10 +37,10 @@ from ..data.detect import main_face
 from ..data.pose_pairs import cfp_five_points
 from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS
-from .verification import read_pairs, verification_metrics
+from .verification import best_threshold, read_pairs, verification_metrics
 
 __all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1",
-           "rank1_hits", "crop_embedder", "PROTOCOLS"]
+           "rank1_hits", "crop_embedder", "calibrate_threshold", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,45 @@ def _verification(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray) -> Dict[
     for far, tar in m["tar_at_far"].items():
         if tar is not None:
             out[f"tar@far={far}"] = float(tar)
+    return out
+
+
+def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, seed: int = 0) -> Dict[str, float]:
+    """One cosine threshold for aligned crops and whole photos alike.
+
+    Scores the LFW fold-2 pairs (``pairs_dev.txt``) twice, aligned from the given landmarks
+    and from ``detector``'s (a :class:`~lightface.data.detect.FaceDetector`, the path of
+    ``FaceEmbedder(aligned=False)``), and returns the accuracy-maximising threshold of the
+    pooled scores. ``cv_accuracy_*`` say what it is worth on pairs it was not fitted to:
+    stratified ``n_folds``-fold cross-validation over the pairs, each fold's threshold
+    fitted on the other folds of both paths and applied to the held-out pairs of each path
+    (a pair and its detected twin are always in the same fold).
+
+    Returns:
+        ``{threshold, accuracy_given, accuracy_detected, cv_accuracy_given,
+        cv_accuracy_detected, threshold_given, threshold_detected, pairs}`` (the last two:
+        each path's own accuracy-maximising threshold, for comparison).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = {}
+    for path, det in (("given", None), ("detected", detector)):
+        crops, pairs, same = lfw_dev_faces(data_root, det)
+        scores[path] = _pair_scores(embed(crops), pairs)
+    pooled = np.concatenate([scores["given"], scores["detected"]])
+    pooled_same = np.concatenate([same, same])
+    threshold = best_threshold(pooled, pooled_same)
+    held_out_right = {path: np.zeros(len(same), bool) for path in scores}
+    for train, test in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(same, same):
+        t = best_threshold(np.concatenate([scores["given"][train], scores["detected"][train]]),
+                           np.concatenate([same[train], same[train]]))
+        for path, s in scores.items():
+            held_out_right[path][test] = (s[test] >= t) == same[test]
+    out = {"threshold": float(threshold), "pairs": int(len(same))}
+    for path, s in scores.items():
+        out[f"accuracy_{path}"] = float(((s >= threshold) == same).mean())
+        out[f"cv_accuracy_{path}"] = float(held_out_right[path].mean())
+        out[f"threshold_{path}"] = float(best_threshold(s, same))
     return out
 
 
