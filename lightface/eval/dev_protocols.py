@@ -73,12 +73,13 @@ def _read(path: Path) -> np.ndarray:
 
 
 class _LfwAligner:
-    """144x144 ``lightcnn_train`` crops of ``lfw_train/images`` photos, aligned from the given
-    landmarks, or from the main face a ``detector`` finds (:func:`lightface.data.detect.main_face`;
-    the given landmarks when it finds none; ``undetected`` counts those)."""
+    """Crops of ``lfw_train/images`` photos (144x144 ``lightcnn_train`` unless another
+    ``template`` / ``size``), aligned from the given landmarks, or from the main face a
+    ``detector`` finds (:func:`lightface.data.detect.main_face`; the given landmarks when it
+    finds none; ``undetected`` counts those)."""
 
-    def __init__(self, root: Path, detector=None):
-        self.root, self.detector = root, detector
+    def __init__(self, root: Path, detector=None, template: str = "lightcnn_train", size: int = 144):
+        self.root, self.detector, self.template, self.size = root, detector, template, size
         self.table = read_landmarks_file(root / "landmarks_5pt.txt")
         self.undetected = 0
 
@@ -91,7 +92,7 @@ class _LfwAligner:
                 points = main_face(faces, img.shape).landmarks
             else:
                 self.undetected += 1
-        return align_face(img, points, template="lightcnn_train", size=144)[0]
+        return align_face(img, points, template=self.template, size=self.size)[0]
 
     def report(self, protocol: str, total: int) -> None:
         """Log the photos the detector found no face in."""
@@ -100,13 +101,16 @@ class _LfwAligner:
                         protocol, self.undetected, total)
 
 
-def lfw_dev_faces(data_root, detector=None) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+def lfw_dev_faces(data_root, detector=None, template: str = "lightcnn_train",
+                  size: int = 144) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
     """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``.
 
     ``detector``: align from its landmarks (a :class:`~lightface.data.detect.FaceDetector`)
-    instead of the given ones, as a whole-photo pipeline does."""
+    instead of the given ones, as a whole-photo pipeline does. ``template`` / ``size``: the
+    crops' framing (:func:`lightface.data.align.align_face`; default the 144x144 training crop,
+    whose centre 128 is the Light CNN test crop)."""
     root = _data_dir(data_root, "lfw_train")
-    align = _LfwAligner(root, detector)
+    align = _LfwAligner(root, detector, template, size)
     pairs = read_pairs(root / "pairs_dev.txt")
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}

@@ -1,0 +1,77 @@
+"""Crops framed by other tools: the recogniser on ArcFace and FFHQ crops, resized vs re-aligned.
+
+    python -m benchmarks.framing                        # the shipped recogniser
+    python -m benchmarks.framing --weights runs/lightcnn9/last.pt --out framing.json
+
+The LFW fold-2 pairs (``../shared/data/lfw_train/pairs_dev.txt``, people the shipped
+recogniser never saw) are aligned from their given landmarks three ways: to the Light CNN
+template (128, what the network expects), to InsightFace's ArcFace template (112) and to
+the FFHQ / CelebA-HQ framing (128). Each foreign crop is embedded twice by
+:class:`lightface.FaceEmbedder`: resized to 128 as if it were a Light CNN crop
+(``aligned_template="lightcnn"``) and warped from its template to the Light CNN one
+(``aligned_template="arcface"`` / ``"ffhq"``). Prints 10-fold accuracy and AUC per row
+(:func:`lightface.eval.verification.verification_metrics`); docs/recognition.md quotes them.
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from lightface.utils.atomic_write import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+#: (crop framing, its size, how FaceEmbedder is told to read it, row label)
+ROWS = (("lightcnn", 128, "lightcnn", "Light CNN crop (direct)"),
+        ("arcface", 112, "lightcnn", "ArcFace 112, resized"),
+        ("arcface", 112, "arcface", "ArcFace 112, re-aligned"),
+        ("ffhq", 128, "lightcnn", "FFHQ 128, resized"),
+        ("ffhq", 128, "ffhq", "FFHQ 128, re-aligned"))
+
+
+def run(data_root, weights: Optional[str] = None, device: str = "cpu") -> List[Dict[str, object]]:
+    """One dict per row of :data:`ROWS`: ``framing``, ``aligned_template``, ``label``,
+    ``accuracy`` (10-fold), ``auc``."""
+    from lightface import FaceEmbedder
+    from lightface.eval.dev_protocols import _pair_scores, lfw_dev_faces
+    from lightface.eval.verification import verification_metrics
+
+    rows, faces = [], {}
+    for framing, size, read_as, label in ROWS:
+        if framing not in faces:
+            faces[framing] = lfw_dev_faces(data_root, template=framing, size=size)
+        crops, pairs, same = faces[framing]
+        embedder = FaceEmbedder(weights, aligned_template=read_as, device=device)
+        m = verification_metrics(_pair_scores(np.asarray(embedder.embed(crops, aligned=True)), pairs), same)
+        rows.append({"framing": framing, "aligned_template": read_as, "label": label,
+                     "accuracy": float(m["accuracy_mean"]), "auc": float(m["auc"])})
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser("benchmarks.framing", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None, help="Light CNN checkpoint or shipped name; default: the shipped one")
+    p.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not (Path(args.data) / "lfw_train").is_dir():
+        print(f"benchmarks.framing: skipped: {Path(args.data) / 'lfw_train'} is absent")
+        return 0
+    rows = run(args.data, args.weights, args.device)
+    print(f"LFW fold 2 (pairs_dev.txt, 600 pairs), given landmarks; weights: {args.weights or 'shipped'}")
+    print("| crop | accuracy (10-fold) | AUC |\n|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['label']} | {r['accuracy']:.3f} | {r['auc']:.3f} |")
+    if args.out:
+        write_text_atomic(args.out, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
