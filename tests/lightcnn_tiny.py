@@ -17,8 +17,8 @@ class TinyLightCNN(LightCNN):
 
     arch = ARCH
 
-    def __init__(self, num_classes=0, dropout=0.5):
-        super().__init__(num_classes, dropout)
+    def __init__(self, num_classes=0, dropout=0.5, cosine_classifier=False):
+        super().__init__(num_classes, dropout, cosine_classifier)
         self.features = nn.Sequential(MFMConv2d(1, 8, 5, 4, 2), nn.MaxPool2d(2, 2), MFMConv2d(8, 8, 3, 2, 1))
         self.fc1 = MFMLinear(8 * 8 * 8, 256)
 

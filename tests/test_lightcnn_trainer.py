@@ -205,6 +205,40 @@ def test_finetune_classifier_only_then_all(tiny_lmdb, shared_data, tmp_path):
     assert not all(torch.equal(before[k], again[k]) for k in backbone)  # then everything trains
 
 
+def test_margin_loss_trains_a_cosine_classifier_and_finetunes_from_softmax(tiny_lmdb, tmp_path):
+    """--loss cosface: the model gets a CosineClassifier (kept in the checkpoint's model_kwargs, so
+    --resume and FaceEmbedder rebuild it); --finetune from a softmax run keeps the backbone and
+    starts a new cosine classifier, since a linear one cannot be reused."""
+    from lightface import FaceEmbedder
+    from lightface.models.lightcnn import CosineClassifier
+
+    src = tmp_path / "src"
+    _train(tiny_lmdb, src, "--arch", TINY, "--epochs", "1")
+    out = tmp_path / "cos"
+    summary = _train(tiny_lmdb, out, "--arch", TINY, "--finetune", src / "last.pt", "--loss", "cosface",
+                     "--margin", "0.2", "--scale", "16", "--dropout", "0", "--epochs", "1")
+    assert summary["stopped"] == "completed"
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["model_kwargs"]["cosine_classifier"] is True
+    assert set(k for k in ckpt["state_dict"] if k.startswith("classifier.")) == {"classifier.weight"}
+    losses = [loss for _, loss in _losses(out)]
+    assert all(np.isfinite(losses)) and losses[0] > 0
+    before = load_checkpoint(src / "last.pt")["state_dict"]
+    assert not torch.equal(before["classifier.weight"], ckpt["state_dict"]["classifier.weight"])
+    model = get_model(TINY, **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    assert isinstance(model.classifier, CosineClassifier)
+    logits, _ = model.eval()(torch.rand(2, 1, 128, 128), return_logits=True)
+    assert logits.abs().max() <= 1 + 1e-5  # cosines
+    emb = FaceEmbedder(out / "model.pt", device="cpu").embed_tensor(torch.rand(2, 1, 128, 128))
+    assert emb.shape == (2, 256)
+    _train(tiny_lmdb, out, "--arch", TINY, "--finetune", src / "last.pt", "--loss", "cosface", "--margin", "0.2",
+           "--scale", "16", "--dropout", "0", "--epochs", "2", "--resume")  # the cosine classifier resumes
+    assert load_checkpoint(out / "last.pt")["step"] > ckpt["step"]
+    with pytest.raises(TrainingError, match="--margin is for --loss cosface or arcface"):
+        TrainConfig(data="x", out="y", margin=0.3).validate()
+
+
 def test_relabel_end_to_end(tiny_run, tiny_lmdb, tmp_path):
     from lightface.data import LMDBDataset
     from pipelines.relabel import get_args_parser, main

@@ -44,6 +44,7 @@ from ..data.recognition import (
 from ..distill import DistillHead, distill_loss, relation_loss
 from ..distill.teacher import load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
+from ..losses.margin import MARGIN_LOSSES
 from ..losses.noisy_label import LOSSES, build_classification_loss
 from ..models import get_model
 from ..models.checkpoint import load_weights, read_model_checkpoint
@@ -113,10 +114,15 @@ class TrainConfig(RunConfig):
     classifier_bias_lr_mult: float = option(20.0, group=_OPT, help="classifier bias lr = base lr x this")
     bias_decay: bool = option(False, group=_OPT, help="apply weight decay to biases too")
     loss: str = option("ce", choices=tuple(LOSSES), group=_OPT,
-                       help="classification loss: cross-entropy, or Reed et al.'s soft / hard bootstrapping for noisy "
-                            "labels")
+                       help="classification loss: cross-entropy, Reed et al.'s soft / hard bootstrapping for noisy "
+                            "labels, or a margin loss on a cosine classifier (cosface: CosFace / AM-Softmax, arcface: "
+                            "ArcFace)")
     beta: Optional[float] = option(None, group=_OPT,
                                    help="bootstrapping beta; None: 0.95 for soft-bootstrap, 0.8 for hard-bootstrap")
+    margin: Optional[float] = option(None, group=_OPT,
+                                     help="margin of --loss cosface (cosine, default 0.35) or arcface (radians, "
+                                          "default 0.5)")
+    scale: float = option(30.0, group=_OPT, help="logit scale s of the margin losses")
     clip_grad: float = option(0.0, group=_OPT, help="clip the gradient norm to this value (0: off)")
     amp: str = option("none", choices=tuple(AMP_DTYPES), group=_OPT,
                       help="mixed precision: bf16 (GPU or CPU) or fp16 (GPU, with loss scaling)")
@@ -178,7 +184,9 @@ class TrainConfig(RunConfig):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "classifier_only_epochs",
-                     "distill_weight", "distill_relation"):
+                     "distill_weight", "distill_relation", "margin"):
+            if getattr(self, name) is None:
+                continue
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.crop > self.resize:
@@ -192,6 +200,10 @@ class TrainConfig(RunConfig):
             problems.append("give either --val-data or --val-split, not both")
         if self.classifier_only_epochs and not self.finetune:
             problems.append("--classifier-only-epochs needs --finetune CHECKPOINT")
+        if self.scale <= 0:
+            problems.append(f"--scale must be > 0, got {self.scale}")
+        if self.margin is not None and self.loss not in MARGIN_LOSSES:
+            problems.append(f"--margin is for --loss {' or '.join(MARGIN_LOSSES)}, not {self.loss!r}")
         if self.distill_relation and not self.distill:
             problems.append("--distill-relation needs --distill EMB (the teacher embeddings it compares against)")
         return problems
@@ -397,17 +409,22 @@ class LightCNNTask(Task):
         self.pairs = _load_pairs(cfg.val_pairs, cfg.val_pairs_root, cfg.crop, eval_tf) if cfg.val_pairs else None
         self.best_metric = ("val_verification_acc" if self.pairs is not None else "val_acc", "max")
 
+        cosine = cfg.loss in MARGIN_LOSSES
         model_kwargs = {"num_classes": len(self.classes), "dropout": cfg.dropout}
+        if cosine:  # the margin losses read the cosines of a CosineClassifier
+            model_kwargs["cosine_classifier"] = True
         model = get_model(cfg.arch, **model_kwargs)
         if getattr(model, "classifier", None) is None:
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
         start = read_model_checkpoint(cfg.finetune) if cfg.finetune and not engine.resuming else None
         same_classes = start is not None and [str(c) for c in start.extra.get("classes") or []] == self.classes
+        # a classifier is only kept when it is of the same kind (linear for ce / bootstrapping, cosine for margins)
+        keep_classifier = same_classes and bool(start.model_kwargs.get("cosine_classifier")) == cosine
         if start is not None:
-            load_weights(model, start, ignore_classifier=not same_classes)
+            load_weights(model, start, ignore_classifier=not keep_classifier)
             log.info("fine-tuning: backbone from %s, %s", cfg.finetune,
-                     f"its classifier kept (same {len(self.classes)} classes as --data)" if same_classes else
-                     f"new {len(self.classes)}-class classifier")
+                     f"its classifier kept (same {len(self.classes)} classes as --data)" if keep_classifier else
+                     f"new {len(self.classes)}-class {'cosine ' if cosine else ''}classifier")
             if same_classes and (start.extra.get("config") or {}).get("seed") == cfg.seed:
                 log.warning("fine-tuning on the classes %s was trained on with the same --seed %d: each epoch replays "
                             "the augmented views of the same epoch of that run; pass another --seed", cfg.finetune,
@@ -443,7 +460,7 @@ class LightCNNTask(Task):
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         engine.add_optimizer("model", self.optimizer, cfg.lr, self.scheduler)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.criterion = build_classification_loss(cfg.loss, cfg.beta)
+        self.criterion = build_classification_loss(cfg.loss, cfg.beta, cfg.margin, cfg.scale)
         log.info("training %s on %s: %d samples, %d classes, %d val samples", cfg.arch, cfg.data, len(train_set),
                  len(self.classes), len(self.val_set) if self.val_set else 0)
         return train_set

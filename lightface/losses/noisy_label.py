@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .margin import MARGIN_LOSSES
+
 __all__ = [
     "soft_bootstrap_loss",
     "hard_bootstrap_loss",
@@ -136,16 +138,22 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
     "ce": nn.CrossEntropyLoss,
     "soft-bootstrap": SoftBootstrappingLoss,
     "hard-bootstrap": HardBootstrappingLoss,
+    **MARGIN_LOSSES,
 }
 
 
-def build_classification_loss(name: str, beta: float = None) -> nn.Module:
-    """The loss module for ``--loss`` ``name`` (``ce`` | ``soft-bootstrap`` | ``hard-bootstrap``).
+def build_classification_loss(name: str, beta: float = None, margin: float = None, scale: float = 30.0) -> nn.Module:
+    """The loss module for ``--loss`` ``name`` (``ce`` | ``soft-bootstrap`` | ``hard-bootstrap``
+    | ``cosface`` | ``arcface``).
 
     ``beta=None`` keeps the paper's value (0.95 soft, 0.8 hard); it is ignored for ``ce``.
+    ``margin`` (None: the loss's default, CosFace 0.35, ArcFace 0.5) and ``scale`` are the
+    margin losses' (:mod:`lightface.losses.margin`; they take a cosine classifier's output).
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     if name == "ce":
         return nn.CrossEntropyLoss()
+    if name in MARGIN_LOSSES:
+        return MARGIN_LOSSES[name](margin=margin, scale=scale)
     return LOSSES[name]() if beta is None else LOSSES[name](beta=beta)

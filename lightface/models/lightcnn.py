@@ -8,6 +8,9 @@ model also owns ``model.classifier`` (256 -> num_classes); get logits with
 ``model(x, return_logits=True)`` or ``model.forward_logits(x)``, both returning
 ``(logits, features)``. During training, dropout (p=0.5) sits between the features and
 the classifier, as in the original code; the returned features never pass through it.
+``cosine_classifier=True`` makes the classifier a :class:`CosineClassifier` (the cosines
+between the features and bias-free class weights, both L2-normalised), which the margin
+losses of :mod:`lightface.losses.margin` (CosFace, ArcFace) train.
 
 Module names mirror the official release so its checkpoints load key for key (after
 stripping ``module.``; the official ``fc2`` is our ``classifier``, see
@@ -28,6 +31,7 @@ __all__ = [
     "LightCNN9",
     "LightCNN29",
     "LightCNN29v2",
+    "CosineClassifier",
     "MFMGroup",
     "MFMResBlock",
     "INPUT_SIZE",
@@ -80,6 +84,24 @@ def _max_pool() -> nn.Module:
     return nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
 
 
+class CosineClassifier(nn.Module):
+    """Bias-free classifier on the unit sphere: ``(N, in_features) -> (N, out_features)``
+    cosines in [-1, 1] between the L2-normalised input and the L2-normalised rows of
+    ``weight`` (out_features, in_features). The margin losses add their margin and scale."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 class LightCNN(nn.Module):
     """Common interface of the Light CNN variants.
 
@@ -91,16 +113,18 @@ class LightCNN(nn.Module):
         num_classes: classifier size (0: no classifier, ``model.classifier is None``).
         num_classes_unset: built with ``num_classes=None``: no classifier, but loading a
             checkpoint that has one creates it with the checkpoint's size.
+        cosine_classifier: the classifier is a :class:`CosineClassifier` (margin losses).
         arch: the registry name.
     """
 
     arch = ""
     classifier_bias = True
 
-    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.classifier: Optional[nn.Linear] = None
+        self.cosine_classifier = bool(cosine_classifier)
+        self.classifier: Optional[nn.Module] = None
         self.num_classes = 0
         self.num_classes_unset = num_classes is None
         if num_classes:
@@ -108,12 +132,18 @@ class LightCNN(nn.Module):
 
     # -- pieces ---------------------------------------------------------------------------
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a freshly initialised ``Linear(256, num_classes)`` (0 removes it)."""
+        """Replace the classifier by a freshly initialised ``Linear(256, num_classes)`` (a
+        :class:`CosineClassifier` with ``cosine_classifier``; 0 removes it)."""
         if num_classes is None or int(num_classes) < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = int(num_classes)
         self.num_classes_unset = False
-        self.classifier = nn.Linear(FEATURE_DIM, self.num_classes, bias=self.classifier_bias) if num_classes else None
+        if not num_classes:
+            self.classifier = None
+        elif self.cosine_classifier:
+            self.classifier = CosineClassifier(FEATURE_DIM, self.num_classes)
+        else:
+            self.classifier = nn.Linear(FEATURE_DIM, self.num_classes, bias=self.classifier_bias)
 
     def forward_pool(self, x: Tensor) -> Tensor:
         """Convolutional trunk: (N, 1, 128, 128) -> last pooling output (N, 128, 8, 8)."""
@@ -180,8 +210,8 @@ class LightCNN9(LightCNN):
 
     arch = "lightcnn9"
 
-    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
-        super().__init__(num_classes, dropout)
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False):
+        super().__init__(num_classes, dropout, cosine_classifier)
         # indices mirror the official nn.Sequential (pools at 1, 3, 5, 8)
         self.features = nn.Sequential(
             MFMConv2d(1, 48, 5, 1, 2),
@@ -209,8 +239,8 @@ class _LightCNN29Base(LightCNN):
 
     layers: Sequence[int] = (1, 2, 3, 4)
 
-    def __init__(self, num_classes: Optional[int], dropout: float, pool: nn.Module):
-        super().__init__(num_classes, dropout)
+    def __init__(self, num_classes: Optional[int], dropout: float, pool: nn.Module, cosine_classifier: bool = False):
+        super().__init__(num_classes, dropout, cosine_classifier)
         widths = [(48, 96), (96, 192), (192, 128), (128, 128)]
         self.conv1 = MFMConv2d(1, 48, 5, 1, 2)
         for i, ((cin, cout), n) in enumerate(zip(widths, self.layers), start=1):
@@ -235,8 +265,8 @@ class LightCNN29(_LightCNN29Base):
 
     arch = "lightcnn29"
 
-    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
-        super().__init__(num_classes, dropout, _max_pool())
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False):
+        super().__init__(num_classes, dropout, _max_pool(), cosine_classifier)
         self.fc = MFMLinear(8 * 8 * 128, FEATURE_DIM)
 
 
@@ -247,27 +277,27 @@ class LightCNN29v2(_LightCNN29Base):
     arch = "lightcnn29v2"
     classifier_bias = False
 
-    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5):
-        super().__init__(num_classes, dropout, _MaxAvgPool())
+    def __init__(self, num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False):
+        super().__init__(num_classes, dropout, _MaxAvgPool(), cosine_classifier)
         self.fc = nn.Linear(8 * 8 * 128, FEATURE_DIM)
 
 
 @register_model("lightcnn9")
-def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN9:
-    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
-    return LightCNN9(num_classes, dropout)
+def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN9:
+    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+    return LightCNN9(num_classes, dropout, cosine_classifier)
 
 
 @register_model("lightcnn29")
-def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN29:
-    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
-    return LightCNN29(num_classes, dropout)
+def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN29:
+    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+    return LightCNN29(num_classes, dropout, cosine_classifier)
 
 
 @register_model("lightcnn29v2")
-def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5) -> LightCNN29v2:
-    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier."""
-    return LightCNN29v2(num_classes, dropout)
+def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN29v2:
+    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+    return LightCNN29v2(num_classes, dropout, cosine_classifier)
 
 
 # ITU-R 601 luma weights, RGB order
