@@ -15,7 +15,7 @@ each identity's features cluster more tightly than softmax cross-entropy needs, 
 what open-set identification against a large gallery rewards.
 """
 import math
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ class MarginSoftmaxLoss(nn.Module):
 
     default_margin = 0.0
 
-    def __init__(self, margin: float = None, scale: float = 30.0):
+    def __init__(self, margin: Optional[float] = None, scale: float = 30.0):
         super().__init__()
         self.margin = float(self.default_margin if margin is None else margin)
         self.scale = float(scale)

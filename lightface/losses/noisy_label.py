@@ -13,7 +13,7 @@ convex mix of the label and the model's own belief:
 
 ``beta = 1`` gives plain cross-entropy in both cases.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,8 @@ LOSSES: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_classification_loss(name: str, beta: float = None, margin: float = None, scale: float = 30.0) -> nn.Module:
+def build_classification_loss(name: str, beta: Optional[float] = None, margin: Optional[float] = None,
+                              scale: float = 30.0) -> nn.Module:
     """The loss module for ``--loss`` ``name`` (``ce`` | ``soft-bootstrap`` | ``hard-bootstrap``
     | ``cosface`` | ``arcface``).
 
