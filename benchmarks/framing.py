@@ -10,7 +10,7 @@ the FFHQ / CelebA-HQ framing (128). Each foreign crop is embedded twice by
 :class:`lightface.FaceEmbedder`: resized to 128 as if it were a Light CNN crop
 (``aligned_template="lightcnn"``) and warped from its template to the Light CNN one
 (``aligned_template="arcface"`` / ``"ffhq"``). Prints 10-fold accuracy and AUC per row
-(:func:`lightface.eval.verification.verification_metrics`); docs/recognition.md quotes them.
+(as the ``lfw_dev`` protocol of :mod:`lightface.eval.dev_protocols`); docs/recognition.md quotes them.
 """
 import argparse
 import json
@@ -36,18 +36,18 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu") -> List[D
     """One dict per row of :data:`ROWS`: ``framing``, ``aligned_template``, ``label``,
     ``accuracy`` (10-fold), ``auc``."""
     from lightface import FaceEmbedder
-    from lightface.eval.dev_protocols import _pair_scores, lfw_dev_faces
-    from lightface.eval.verification import verification_metrics
+    from lightface.eval.dev_protocols import _verification, lfw_dev_faces
 
-    rows, faces = [], {}
+    rows, faces, embedders = [], {}, {}
     for framing, size, read_as, label in ROWS:
         if framing not in faces:
             faces[framing] = lfw_dev_faces(data_root, template=framing, size=size)
+        if read_as not in embedders:
+            embedders[read_as] = FaceEmbedder(weights, aligned_template=read_as, device=device)
         crops, pairs, same = faces[framing]
-        embedder = FaceEmbedder(weights, aligned_template=read_as, device=device)
-        m = verification_metrics(_pair_scores(np.asarray(embedder.embed(crops, aligned=True)), pairs), same)
+        m = _verification(np.asarray(embedders[read_as].embed(crops, aligned=True)), pairs, same)
         rows.append({"framing": framing, "aligned_template": read_as, "label": label,
-                     "accuracy": float(m["accuracy_mean"]), "auc": float(m["auc"])})
+                     "accuracy": m["accuracy"], "auc": m["auc"]})
     return rows
 
 

@@ -16,7 +16,8 @@ import sys
 
 import numpy as np
 
-from lightface.eval.dev_protocols import PROTOCOLS, calibrate_threshold, crop_embedder, export_lfw_dev, run_dev_protocols
+from lightface.eval.dev_protocols import (PROTOCOLS, calibrate_threshold, crop_embedder, export_lfw_dev,
+                                          run_dev_protocols)
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._cli import run_cli
 

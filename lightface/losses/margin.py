@@ -40,7 +40,8 @@ class MarginSoftmaxLoss(nn.Module):
         self.margin = float(self.default_margin if margin is None else margin)
         self.scale = float(scale)
         if self.margin < 0 or self.scale <= 0:
-            raise ValueError(f"{type(self).__name__}: margin must be >= 0 and scale > 0, got {self.margin}, {self.scale}")
+            raise ValueError(f"{type(self).__name__}: margin must be >= 0 and scale > 0, "
+                             f"got {self.margin}, {self.scale}")
 
     def target_logit(self, cos: Tensor) -> Tensor:
         """The target class's cosine after the margin (same shape as ``cos``)."""

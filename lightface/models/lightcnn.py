@@ -283,20 +283,26 @@ class LightCNN29v2(_LightCNN29Base):
 
 
 @register_model("lightcnn9")
-def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN9:
-    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5,
+              cosine_classifier: bool = False) -> LightCNN9:
+    """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no
+    classifier; ``cosine_classifier``: a :class:`CosineClassifier` (margin losses)."""
     return LightCNN9(num_classes, dropout, cosine_classifier)
 
 
 @register_model("lightcnn29")
-def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN29:
-    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5,
+               cosine_classifier: bool = False) -> LightCNN29:
+    """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no
+    classifier; ``cosine_classifier``: a :class:`CosineClassifier` (margin losses)."""
     return LightCNN29(num_classes, dropout, cosine_classifier)
 
 
 @register_model("lightcnn29v2")
-def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5, cosine_classifier: bool = False) -> LightCNN29v2:
-    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no classifier; ``cosine_classifier``: a CosineClassifier."""
+def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5,
+                 cosine_classifier: bool = False) -> LightCNN29v2:
+    """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no
+    classifier; ``cosine_classifier``: a :class:`CosineClassifier` (margin losses)."""
     return LightCNN29v2(num_classes, dropout, cosine_classifier)
 
 
