@@ -76,6 +76,7 @@ from .data.io import ImageReadError, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
+from .utils.state_hash import state_sha256
 from .utils.templates import ALIGNED_TEMPLATES
 
 __all__ = [
@@ -131,17 +132,6 @@ class WeightsInfo:
     def as_dict(self) -> Dict[str, Any]:
         """A JSON-safe dict of the fields."""
         return {"name": self.name, "sha256": self.sha256, "arch": self.arch, "source": self.source, "path": self.path}
-
-
-def _state_sha256(model: nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass
@@ -473,7 +463,7 @@ class FaceEmbedder:
                 e = self.pretrained
                 info = WeightsInfo(e.name, e.sha256, e.arch, "shipped", str(e.path(verify=False)))
             elif isinstance(src, nn.Module):
-                info = WeightsInfo(type(src).__name__, _state_sha256(self.model), arch, "module")
+                info = WeightsInfo(type(src).__name__, state_sha256(self.model), arch, "module")
             else:
                 path = os.path.abspath(os.fspath(src))
                 entry = manifest_entry_for_path(path)

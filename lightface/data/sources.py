@@ -262,6 +262,13 @@ def read_landmarks_file(path) -> Dict[str, np.ndarray]:
     return table
 
 
+def _with_landmarks(item: SourceItem, landmarks: Optional[np.ndarray]) -> SourceItem:
+    """``item`` with its 5 points set from ``landmarks`` (any shape holding 10 values); as is for None."""
+    if landmarks is None:
+        return item
+    return replace(item, landmarks=tuple(float(v) for v in landmarks.reshape(-1)))
+
+
 def attach_landmarks(plan: SourcePlan, table: Dict[str, np.ndarray]) -> Tuple[SourcePlan, int]:
     """Give each item the landmarks whose name matches the end of its relative path
     (``images/a/a_1.jpg`` matches ``a/a_1.jpg``). Returns ``(new plan, matched count)``."""
@@ -274,11 +281,8 @@ def attach_landmarks(plan: SourcePlan, table: Dict[str, np.ndarray]) -> Tuple[So
             lm = table.get("/".join(parts[i:]))
             if lm is not None:
                 break
-        if lm is not None:
-            matched += 1
-            items.append(replace(it, landmarks=tuple(float(v) for v in lm.reshape(-1))))
-        else:
-            items.append(it)
+        matched += int(lm is not None)
+        items.append(_with_landmarks(it, lm))
     return replace(plan, items=items), matched
 
 
@@ -312,11 +316,8 @@ def attach_cfp_fiducials(plan: SourcePlan, fiducials) -> Tuple[SourcePlan, int]:
             except ValueError as err:
                 logger.warning("%s: unusable CFP fiducials (%s); the image is aligned only if detection is on",
                                fid, err)
-        if lm is not None:
-            matched += 1
-            items.append(replace(it, landmarks=tuple(float(v) for v in lm.reshape(-1))))
-        else:
-            items.append(it)
+        matched += int(lm is not None)
+        items.append(_with_landmarks(it, lm))
     return replace(plan, items=items), matched
 
 

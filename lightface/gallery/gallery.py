@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..utils.state_hash import state_sha256
 from . import faiss_backend
 from .exact import exact_search
 from .photos import collect_photos
@@ -44,17 +45,6 @@ FP32_CACHE_BYTES = 64 << 20
 
 
 # -- model identity ------------------------------------------------------------------------
-def _hash_module(model: torch.nn.Module) -> str:
-    """sha256 of a module's state (every key, dtype, shape and value, in key order): the same
-    digest ``FaceEmbedder(module).weights_info`` gives."""
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def model_info(embedder: Any) -> ModelInfo:
     """The :class:`ModelInfo` (name, sha256, arch) that identifies an embedder's weights.
 
@@ -77,7 +67,7 @@ def model_info(embedder: Any) -> ModelInfo:
     model = embedder if isinstance(embedder, torch.nn.Module) else getattr(embedder, "model", None)
     if isinstance(model, torch.nn.Module):
         inner = getattr(model, "_orig_mod", model)
-        return ModelInfo(type(inner).__name__, _hash_module(inner), getattr(inner, "arch", None) or None)
+        return ModelInfo(type(inner).__name__, state_sha256(inner), getattr(inner, "arch", None) or None)
     raise TypeError(f"cannot tell which model {type(embedder).__name__} runs: pass a FaceEmbedder, an nn.Module or a "
                     "lightface.gallery.ModelInfo(name, sha256)")
 
