@@ -173,6 +173,23 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_lmdb, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_identity_grouped_batches_resume_exactly(tiny_lmdb, tmp_path):
+    # --samples-per-identity 3 with batch 3 and 3 photos per person: every batch is one person;
+    # the grouped order is used, saved in the config and replayed exactly on --resume
+    opts = ("--arch", TINY, "--lr-step", "1", "--batch-size", "3", "--samples-per-identity", "3", "--no-plots")
+    full = tmp_path / "full"
+    _train(tiny_lmdb, full, *opts)
+    assert load_checkpoint(full / "last.pt")["config"]["samples_per_identity"] == 3
+    _train(tiny_lmdb, tmp_path / "plain", *opts[:-3], "--no-plots")
+    assert _losses(tmp_path / "plain") != _losses(full)  # the grouped order is in use
+    part = tmp_path / "part"
+    _train(tiny_lmdb, part, *opts, "--max-steps", "4")
+    _train(tiny_lmdb, part, *opts, "--resume")
+    assert _losses(part) == _losses(full)
+    with pytest.raises(TrainingError, match="--samples-per-identity must be 0"):
+        TrainConfig(data="x", out="y", samples_per_identity=1).validate()
+
+
 def test_workers_do_not_change_the_losses(tiny_lmdb, tmp_path):
     opts = ("--arch", TINY, "--batch-size", "3", "--no-plots")
     _train(tiny_lmdb, tmp_path / "w0", *opts, "--workers", "0")

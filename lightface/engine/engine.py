@@ -9,8 +9,9 @@ two GANs:
   ``DistributedDataParallel`` wrapper on each trained network (NCCL on GPUs, Gloo on the
   CPU); without ``torchrun`` a single process with no process group;
 * **batches**: ``--batch-size`` is the global batch, divided over the processes (not
-  divisible: an error); a ``DistributedSampler`` per epoch that can start mid-epoch, so
-  ``--resume`` continues with exactly the batches the interrupted run would have seen;
+  divisible: an error); a per-rank epoch order (:mod:`.samplers`: a seeded shuffle, or runs
+  of one identity when the task asks for them) that can start mid-epoch, so ``--resume``
+  continues with exactly the batches the interrupted run would have seen;
 * **seeding**: the same seed on every rank while the task builds (same initial weights),
   then a per-rank seed; every rank's RNG state is saved and restored by *that* rank;
 * **checkpoints**, one layout (see :data:`RUN_FILES`): ``OUT/last.pt`` (every
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..models.checkpoint import save_model_checkpoint
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
@@ -53,6 +54,7 @@ from .config import config_to_dict, option, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
+from .samplers import IdentityGroupSampler, ResumableSampler
 
 __all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "RUN_FILES"]
 
@@ -207,6 +209,12 @@ class Task:
     def on_epoch_end(self, epoch: int) -> None:
         """Called after the last step of ``epoch`` (e.g. a learning-rate schedule step)."""
 
+    def sample_groups(self) -> Optional[Tuple[Sequence[int], int]]:
+        """``(identity label of every training sample, K)`` to order epochs in runs of K samples
+        of one identity (:class:`~lightface.engine.samplers.IdentityGroupSampler`); None
+        (default): a plain shuffle. Called once, after :meth:`build`."""
+        return None
+
     def can_validate(self) -> bool:
         return False
 
@@ -240,19 +248,6 @@ class _Net:
     extra: Dict[str, Any]
     ema: Optional[ModelEMA]
     view: nn.Module
-
-
-class _ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` that can start an epoch after its first ``start`` samples."""
-
-    start = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.start
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -408,8 +403,14 @@ class Engine:
         if not self._nets:
             raise TrainingError(f"{type(task).__name__}.build registered no network")
         self._train_set = train_set
-        self.sampler = _ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                         shuffle=True, seed=cfg.seed, drop_last=False)
+        grouping = task.sample_groups()
+        if grouping is None:
+            self.sampler = ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                            shuffle=True, seed=cfg.seed, drop_last=False)
+        else:
+            groups, group_size = grouping
+            self.sampler = IdentityGroupSampler(train_set, groups, group_size, num_replicas=self.dist.world_size,
+                                                rank=self.dist.rank, seed=cfg.seed)
         per_rank = len(self.sampler)
         if per_rank == 0:
             raise TrainingError("the training set is empty")

@@ -18,7 +18,8 @@ The engine owns the run folder (``last.pt``, ``best.pt``, ``model.pt``, ``config
 ``get_model(arch, weights=...)`` / ``FaceEmbedder``; with ``--distill`` the projection
 head is saved as ``networks["distill_head"]``.
 
-Determinism: the sample order of an epoch comes from ``DistributedSampler(seed, epoch)``
+Determinism: the sample order of an epoch comes from ``(seed, epoch)`` (a shuffle, or with
+``--samples-per-identity K`` runs of K photos of one person: :mod:`lightface.engine.samplers`)
 and every sample's augmentation is seeded from ``(seed, epoch, index)``, so the data a
 step sees does not depend on ``--workers`` or on where a run was interrupted; with the
 saved RNG states, ``--resume`` reproduces the uninterrupted run's losses.
@@ -139,6 +140,10 @@ class TrainConfig(RunConfig):
                                      help="with --distill: weight of a similarity-preserving term on the 256-d "
                                           "features themselves (squared difference of the batch's pairwise cosines "
                                           "from the teacher's; 0: off)")
+    samples_per_identity: int = option(
+        0, metavar="K", group=_OPT,
+        help="order each epoch in runs of up to K photos of one person, so a batch holds batch-size/K people with "
+             "several photos each and --distill-relation sees same-person pairs (0: plain shuffle; K >= 2)")
     # validation
     val_data: Optional[str] = option(None, group=_VAL, help="validation LMDB with the same classes as --data")
     val_split: float = option(0.0, group=_VAL,
@@ -204,6 +209,11 @@ class TrainConfig(RunConfig):
             problems.append(f"--scale must be > 0, got {self.scale}")
         if self.margin is not None and self.loss not in MARGIN_LOSSES:
             problems.append(f"--margin is for --loss {' or '.join(MARGIN_LOSSES)}, not {self.loss!r}")
+        if self.samples_per_identity == 1 or self.samples_per_identity < 0:
+            problems.append(f"--samples-per-identity must be 0 (off) or >= 2, got {self.samples_per_identity}")
+        elif self.samples_per_identity > self.batch_size:
+            problems.append(f"--samples-per-identity {self.samples_per_identity} is larger than --batch-size "
+                            f"{self.batch_size}")
         if self.distill_relation and not self.distill:
             problems.append("--distill-relation needs --distill EMB (the teacher embeddings it compares against)")
         return problems
@@ -366,6 +376,7 @@ class LightCNNTask(Task):
     val_unit = "epoch"
     save_at_epoch_end = True
     divergence_hint = "set --clip-grad, or use --amp bf16/none"
+    reproducibility_keys = Task.reproducibility_keys + ("samples_per_identity",)
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
@@ -395,6 +406,7 @@ class LightCNNTask(Task):
         train_tf, eval_tf = lightcnn_transforms(cfg.crop, cfg.resize, cfg.flip, cfg.augment)
         train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.seed)
         train_set = SampleTransformDataset(self.train_base, train_tf, train_idx, seed=cfg.seed)
+        self.train_labels = labels[train_idx]
         self.val_set = None
         if cfg.val_split > 0:
             self.val_set = SampleTransformDataset(self.train_base, eval_tf, val_idx, seed=cfg.seed)
@@ -464,6 +476,11 @@ class LightCNNTask(Task):
         log.info("training %s on %s: %d samples, %d classes, %d val samples", cfg.arch, cfg.data, len(train_set),
                  len(self.classes), len(self.val_set) if self.val_set else 0)
         return train_set
+
+    def sample_groups(self) -> Optional[Tuple[np.ndarray, int]]:
+        """With ``--samples-per-identity K``: the training samples' labels and K."""
+        k = self.cfg.samples_per_identity
+        return (self.train_labels, k) if k else None
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
         total = self.cfg.epochs * steps_per_epoch
