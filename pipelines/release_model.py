@@ -2,11 +2,14 @@
 
     python -m pipelines.release_model --checkpoint runs/x/best.pt --name lightcnn9_lf3src --task recognition \\
         --meta release/lightcnn9.json --default recognition
+    python -m pipelines.release_model --name lightcnn9_lf3src --meta release/lightcnn9_lf3src.json   # new card facts
     python -m pipelines.release_model --card            # docs/model_zoo.md from lightface/weights/manifest.json
 
 The release is float16, backbone only (recognition), at most 25 MB, its sha256 in the
 file name and the manifest; every load checks it. --meta is a JSON file with the model
-card's facts (data, terms, recipe, commands, metrics, threshold, notes, reference).
+card's facts (data, terms, recipe, commands, metrics, threshold, notes, reference); it lives
+in release/<name>.json, the one place card facts are edited: --name NAME --meta FILE without
+--checkpoint copies it into the manifest of the shipped entry (the weights stay as they are).
 """
 import argparse
 import json
@@ -14,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lightface.models.release import render_model_card, release_weights
+from lightface.models.release import render_model_card, release_weights, update_card_facts
 from pipelines._cli import run_cli
 
 log = logging.getLogger("pipelines.release_model")
@@ -30,7 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="name of the shipped entry (replaces an entry of that name)")
     p.add_argument("--task", choices=("recognition", "super_resolution", "frontalization"), default=None,
                    help="what the model does")
-    p.add_argument("--meta", default=None, help="JSON file of model-card facts (data, recipe, commands, metrics, ...)")
+    p.add_argument("--meta", default=None, help="JSON file of model-card facts (data, recipe, commands, metrics, ...); "
+                   "without --checkpoint: new facts for the shipped entry --name")
     p.add_argument("--default", nargs="*", default=[], help="aliases to point at it: recognition, sr4, sr8, frontalization")
     p.add_argument("--ema", action="store_true", help="ship the checkpoint's EMA weights")
     p.add_argument("--card", action="store_true", help="(re)write docs/model_zoo.md from the manifest")
@@ -39,16 +43,24 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     """Release --checkpoint (when given) and rewrite the model card."""
-    if not args.card and not args.checkpoint:
-        raise ValueError("nothing to do: give --checkpoint CKPT --name NAME --task TASK, or --card")
+    if not args.card and not args.checkpoint and not args.meta:
+        raise ValueError("nothing to do: give --checkpoint CKPT --name NAME --task TASK, --name NAME --meta FILE, "
+                         "or --card")
+    meta = json.loads(Path(args.meta).read_text(encoding="utf-8")) if args.meta else {}
+    pre = meta.pop("preprocessing", None)
     if args.checkpoint:
         if not args.name or not args.task:
             raise ValueError("--checkpoint needs --name and --task")
-        meta = json.loads(Path(args.meta).read_text(encoding="utf-8")) if args.meta else {}
-        pre = meta.pop("preprocessing", None)
         entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
         print(json.dumps(entry.summary(), indent=2))
-    if args.card or args.checkpoint:
+    elif args.meta:
+        if not args.name:
+            raise ValueError(f"--meta {args.meta} without --checkpoint updates a shipped entry's card: give --name")
+        if args.default or args.task or args.ema:
+            raise ValueError("--default, --task and --ema belong to a release: give --checkpoint too")
+        update_card_facts(args.name, meta, pre)
+        log.info("updated the card facts of %s from %s", args.name, args.meta)
+    if args.card or args.checkpoint or args.meta:
         intro = INTRO.read_text(encoding="utf-8") if INTRO.is_file() else ""
         CARD.write_text(render_model_card(intro), encoding="utf-8")
         log.info("wrote %s", CARD)

@@ -18,10 +18,12 @@ from lightface.embed import FaceEmbedder, WeightsInfo, similarity
 from lightface.models import PretrainedError, default_weights, get_model, get_pretrained, list_pretrained
 from lightface.models import pretrained as pt
 from lightface.models.checkpoint import CheckpointMismatchError, save_model_checkpoint
-from lightface.models.release import MAX_SHIPPED_MB, release_weights, render_model_card
+from lightface.models.release import MAX_SHIPPED_MB, release_weights, render_model_card, update_card_facts
+from pipelines import release_model
 
 THRESHOLD = 0.42
 REAL_MANIFEST = pt.MANIFEST
+RELEASE_META = REAL_MANIFEST.parents[2] / "release"  # release/<name>.json: where card facts are edited
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -93,6 +95,56 @@ def test_shipped_yunet_entry_has_its_licence():
     assert licence.is_file() and "Shiqi Yu" in licence.read_text()
     with pytest.raises(PretrainedError, match="FaceDetector"):
         get_model("detection", pretrained=True)
+
+
+def test_release_meta_files_agree_with_the_manifest():
+    """Every shipped trained model's card facts live in release/<name>.json, and the manifest
+    (what list_pretrained and the model card show) holds exactly those facts."""
+    for w in json.loads(REAL_MANIFEST.read_text())["weights"]:
+        if w["task"] == "detection":  # third-party file, not released from a checkpoint
+            continue
+        path = RELEASE_META / f"{w['name']}.json"
+        assert path.is_file(), f"{w['name']} ships without its release meta {path}"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        pre = meta.pop("preprocessing", None)
+        shipped = {k: v for k, v in w["meta"].items() if k != "params"}
+        assert shipped == meta, (f"{w['name']}: manifest and {path.name} differ in "
+                                 f"{sorted(k for k in set(shipped) | set(meta) if shipped.get(k) != meta.get(k))}")
+        assert pre is None or pre == w["preprocessing"]
+
+
+# -- releasing -----------------------------------------------------------------------------
+def test_card_facts_update_keeps_the_weights_and_the_order(shipped, weights_dir, tmp_path):
+    entry, _ = shipped
+    release_weights(tmp_path / "train.pt", "tiny_second", "recognition", meta={"threshold": THRESHOLD})
+    update_card_facts("tiny_default", {"threshold": THRESHOLD, "summary": "re-scored", "metrics": {"dev": {"accuracy": 0.6}}})
+    release_weights(tmp_path / "train.pt", "tiny_second", "recognition", meta={"threshold": THRESHOLD})  # re-release
+    data = json.loads((weights_dir / "manifest.json").read_text())
+    assert [w["name"] for w in data["weights"]][-2:] == ["tiny_default", "tiny_second"], "entries keep their place"
+    new = get_pretrained("tiny_default")
+    assert (new.file, new.sha256, new.preprocessing) == (entry.file, entry.sha256, entry.preprocessing)
+    assert new.meta == {"params": entry.meta["params"], "threshold": THRESHOLD, "summary": "re-scored",
+                        "metrics": {"dev": {"accuracy": 0.6}}}, "the facts are replaced, not merged"
+    assert new.path().is_file()  # still sha256-checked and loadable
+    with pytest.raises(ValueError, match="stored inside"):
+        update_card_facts("tiny_default", {"threshold": 0.9})
+    with pytest.raises(KeyError, match="release it"):
+        update_card_facts("no_such_model", {})
+
+
+def test_release_model_cli_updates_a_card(shipped, tmp_path, monkeypatch):
+    monkeypatch.setattr(release_model, "CARD", tmp_path / "model_zoo.md")
+    meta = tmp_path / "tiny_default.json"
+    meta.write_text(json.dumps({"threshold": THRESHOLD, "summary": "measured again on new faces",
+                                "preprocessing": {"size": 128, "colour": "gray", "note": "new"}}))
+    parse = release_model.get_args_parser().parse_args
+    release_model.main(parse(["--name", "tiny_default", "--meta", str(meta)]))
+    card = (tmp_path / "model_zoo.md").read_text()
+    assert "measured again on new faces" in card and '"note": "new"' in card
+    with pytest.raises(ValueError, match="give --name"):
+        release_model.main(parse(["--meta", str(meta)]))
+    with pytest.raises(ValueError, match="give --checkpoint"):
+        release_model.main(parse(["--name", "tiny_default", "--meta", str(meta), "--default", "recognition"]))
 
 
 # -- the registry --------------------------------------------------------------------------

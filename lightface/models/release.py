@@ -18,7 +18,7 @@ from .checkpoint import read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
 from .pretrained import PretrainedWeights, _read_manifest, sha256_of
 
-__all__ = ["release_weights", "render_model_card", "MAX_SHIPPED_MB"]
+__all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB"]
 
 #: the size limit of one shipped file
 MAX_SHIPPED_MB = 25.0
@@ -88,13 +88,58 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
                               meta={"params": params, **(meta or {})})
     data = _read_manifest()
     old = [w for w in data["weights"] if w["name"] == name]
-    data["weights"] = [w for w in data["weights"] if w["name"] != name] + [entry.__dict__]
+    _put_entry(data, entry.__dict__)
     for alias in default_for:
         data["defaults"][alias] = name
     _write_manifest(data)
     for w in old:
         if w["file"] != final.name and (weights_dir / w["file"]).is_file():
             (weights_dir / w["file"]).unlink()
+    return entry
+
+
+def _put_entry(data: Dict[str, Any], entry: Dict[str, Any]) -> None:
+    """Replace the manifest entry of ``entry["name"]`` where it stands (the card keeps its order), else append."""
+    names = [w["name"] for w in data["weights"]]
+    if entry["name"] in names:
+        data["weights"][names.index(entry["name"])] = entry
+    else:
+        data["weights"].append(entry)
+
+
+def update_card_facts(name: str, meta: Dict[str, Any], preprocessing: Optional[Dict[str, Any]] = None) -> PretrainedWeights:
+    """Replace the model-card facts of the shipped entry ``name`` without re-releasing its weights.
+
+    The release meta (``release/<name>.json``) is where card facts are edited; this copies
+    them into ``manifest.json`` so the two never drift apart. The weights file, its sha256,
+    its measured parameter count and the verification threshold stored inside the file stay
+    as released: a changed ``threshold`` needs a new release.
+
+    Args:
+        name: a shipped entry's name.
+        meta: the new facts (summary, data, terms, recipe, commands, metrics, notes, ...).
+        preprocessing: the new input description; None keeps the entry's.
+    Returns:
+        the updated :class:`PretrainedWeights`.
+    Raises:
+        KeyError: no entry of that name.
+        ValueError: the meta changes the threshold stored in the weights file.
+    """
+    data = _read_manifest()
+    found = [w for w in data["weights"] if w["name"] == name]
+    if not found:
+        raise KeyError(f"no shipped model named {name!r} in {_pt.MANIFEST}; known: "
+                       f"{[w['name'] for w in data['weights']]} (release it with --checkpoint first)")
+    old = PretrainedWeights(**found[0])
+    if meta.get("threshold") != old.meta.get("threshold"):
+        raise ValueError(f"{name}: the meta changes the verification threshold ({old.meta.get('threshold')} -> "
+                         f"{meta.get('threshold')}), which is stored inside {old.file}; release the checkpoint again "
+                         "(--checkpoint) to change it")
+    measured = {"params": old.meta["params"]} if "params" in old.meta else {}
+    entry = PretrainedWeights(**{**old.__dict__, "meta": {**measured, **meta},
+                                 "preprocessing": dict(old.preprocessing if preprocessing is None else preprocessing)})
+    _put_entry(data, entry.__dict__)
+    _write_manifest(data)
     return entry
 
 
