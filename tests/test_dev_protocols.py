@@ -69,14 +69,15 @@ def test_side_light_darkens_one_half_and_is_seeded():
         np.testing.assert_array_equal(lit, side_light(face, np.random.default_rng(seed)))
 
 
-def test_occlusion_covers_part_of_the_face_in_three_ways():
-    face = np.full((144, 144, 3), 128, np.uint8)
+@pytest.mark.parametrize("size", [144, 150, 97])
+def test_occlusion_covers_part_of_the_face_in_three_ways(size):
+    face = np.full((size, size, 3), 128, np.uint8)  # the conditions scale with the image (144: the crop)
     covered = []
     for seed in range(30):
         out = occlusion(face, np.random.default_rng(seed))
         changed = (out != face).any(2)
         covered.append(round(float(changed.mean()), 2))
-        assert 0.1 < changed.mean() < 0.6 and (face == 128).all()
+        assert out.shape == face.shape and 0.1 < changed.mean() < 0.6 and (face == 128).all()
     assert len(set(covered)) >= 3  # sunglasses, mask and hand cover different areas
 
 

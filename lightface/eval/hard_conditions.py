@@ -51,10 +51,11 @@ def occlusion(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out[y0:y1, int(24 * s):int(120 * s)] = rng.integers(5, 40)
     elif kind == 1:  # a surgical mask: light, nearly flat, from below the nose to the chin
         y0 = int((_EYE_Y + 0.55 * (_MOUTH_Y - _EYE_Y)) * s)
+        x0, x1 = int(20 * s), int(124 * s)
         colour = rng.integers(170, 250, 3)
-        block = np.broadcast_to(colour, (h - y0, int(104 * s), 3)).astype(np.float32)
+        block = np.broadcast_to(colour, (h - y0, x1 - x0, 3)).astype(np.float32)
         block = block * (0.9 + 0.1 * rng.random((h - y0, 1, 1)))  # a few folds
-        out[y0:, int(20 * s):int(124 * s)] = np.clip(block, 0, 255).astype(np.uint8)
+        out[y0:, x0:x1] = np.clip(block, 0, 255).astype(np.uint8)
     else:  # a hand or an object over one side of the face
         cover = int(w * rng.uniform(0.35, 0.5))
         colour = rng.integers(20, 200, 3)
