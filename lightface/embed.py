@@ -86,6 +86,7 @@ __all__ = [
     "NoFaceError",
     "similarity",
     "VERIFICATION_THRESHOLD",
+    "RESCUE_THRESHOLD",
     "FORWARD_CHUNK",
     "FORWARD_CHUNK_SINGLE_THREAD",
     "WeightsInfo",
@@ -96,6 +97,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 VERIFICATION_THRESHOLD = 0.35
+#: FaceEmbedder's default ``rescue_threshold``: the detector score a photo's best face needs
+#: when none reaches the detector's own threshold (aligned=False)
+RESCUE_THRESHOLD = 0.25
 #: CPU faces per forward pass with several intra-op threads (chosen by measurement, docs/benchmarks.md, Embedding);
 #: FaceEmbedder(chunk_size=...) overrides
 FORWARD_CHUNK = 16
@@ -324,6 +328,15 @@ class FaceEmbedder:
         aligned_template: how ``aligned=True`` crops are framed (:func:`prepare_aligned`):
             ``"auto"`` (default: Light CNN crops, and 112x112 taken for InsightFace's ArcFace
             crop), ``"lightcnn"``, ``"arcface"`` or ``"ffhq"`` (re-aligned from that template).
+        rescue_threshold: ``aligned=False`` on a photo where the detector finds no face at its
+            own threshold: use the best candidate scoring at least this (a warning names the
+            photo and the score) instead of failing with :class:`NoFaceError`. Occluded faces
+            (sunglasses, masks, a hand) are where this matters: on LFW photos with such
+            occlusions det_500m scores 3% of the faces 0.25-0.5, under its 0.5, and all of them
+            at this floor, nearly all with their landmarks within a few pixels
+            (docs/recognition.md). None: no rescue. Applies to
+            :class:`~lightface.data.detect.FaceDetector` detectors (at least its
+            :data:`~lightface.data.detect.MIN_THRESHOLD`).
 
     Attributes:
         weights_info: :class:`WeightsInfo` (name, sha256, arch) of the weights in use.
@@ -358,8 +371,14 @@ class FaceEmbedder:
         chunk_size: Optional[int] = None,
         precision: str = "float32",
         aligned_template: str = "auto",
+        rescue_threshold: Optional[float] = RESCUE_THRESHOLD,
     ):
         _check_aligned_template(aligned_template)
+        from .data.detect import MIN_THRESHOLD
+
+        if rescue_threshold is not None and not MIN_THRESHOLD <= float(rescue_threshold) <= 1.0:
+            raise ValueError(f"rescue_threshold must be None or in [{MIN_THRESHOLD}, 1], got {rescue_threshold}")
+        self.rescue_threshold = None if rescue_threshold is None else float(rescue_threshold)
         self.aligned_template = aligned_template
         self.device = resolve_device(device)
         self.channels_last = bool(channels_last)
@@ -507,10 +526,28 @@ class FaceEmbedder:
             self._detector = FaceDetector(spec, device=dev)
         return self._detector
 
+    def _rescue(self, img: np.ndarray, source: str) -> list:
+        """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none)."""
+        from .data.detect import FaceDetector
+
+        if (self.rescue_threshold is None or not isinstance(self.detector, FaceDetector)
+                or self.rescue_threshold >= self.detector.threshold):
+            return []
+        found = self.detector.detect(img, threshold=self.rescue_threshold)
+        if not found:
+            return []
+        best = max(found, key=lambda f: f.score)
+        logger.warning("%s: no face scored %.2f (the detector's threshold); using its best candidate, score %.2f "
+                       "(FaceEmbedder(rescue_threshold=%.2f); None turns this off)", source,
+                       self.detector.threshold, best.score, self.rescue_threshold)
+        return [best]
+
     def _detect_align(self, img: np.ndarray, source: str, all_faces: bool = False):
         from .data.detect import main_face
 
         faces = self.detector.detect(img)
+        if not faces and not all_faces:  # embed_faces reports a photo without faces as such
+            faces = self._rescue(img, source)
         if not faces:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
         out = []

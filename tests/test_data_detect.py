@@ -154,3 +154,34 @@ def test_face_filling_crops_found_with_pad_retry(scrfd, shared_models, shared_da
         assert (lm >= 0).all() and (lm < 512).all()
         assert abs((lm[0, 0] + lm[1, 0]) / 2 - 256) < 60  # centred face in an aligned crop
     assert missed >= 1
+
+
+OCCLUDED = "Alastair_Campbell/Alastair_Campbell_0002.jpg"  # lfw_train; occlusion seed 1 covers the mouth
+
+
+def occluded_lfw_photo(shared_data):
+    """(clean photo, the same photo with a hard_conditions occlusion that det_500m scores under 0.5)."""
+    from lightface.eval.hard_conditions import occlusion
+
+    img = read_image(shared_data / "lfw_train" / "images" / OCCLUDED)
+    return img, occlusion(img, np.random.default_rng(1))
+
+
+def test_a_lower_threshold_per_call_finds_an_occluded_face(scrfd, shared_data):
+    """detect(threshold=) below the detector's own: the occluded face comes back with nearly
+    its clean landmarks, and what the default threshold finds is unchanged by the lower floor."""
+    from lightface.data.detect import MIN_THRESHOLD
+
+    clean, occluded = occluded_lfw_photo(shared_data)
+    assert scrfd.detect(occluded) == []
+    low = scrfd.detect(occluded, threshold=0.25)
+    best = max(low, key=lambda f: f.score)
+    assert 0.25 <= best.score < scrfd.threshold
+    ref = scrfd.detect(clean)[0]
+    assert np.abs(best.landmarks - ref.landmarks).max() < 6  # px, in a 150 px photo
+    for name in WHOLE[:3]:  # photos with faces: the same faces at the default threshold
+        img = read_image(shared_data / "real_lq_faces" / name)
+        assert [f.score for f in scrfd.detect(img)] == [f.score for f in scrfd.detect(img, threshold=0.5)]
+        assert all(f.score >= 0.5 for f in scrfd.detect(img))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        scrfd.detect(clean, threshold=MIN_THRESHOLD / 2)

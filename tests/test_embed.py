@@ -240,3 +240,24 @@ def test_framing_benchmark_re_alignment_recovers_verification_accuracy(shared_da
         # measured +0.05 / +0.16 (rc12; rc10 +0.09 / +0.15): a stronger recogniser loses less to resizing
         assert realigned > resized + 0.03, (framing, realigned, resized)
         assert realigned > direct - 0.03, (framing, realigned, direct)  # measured -0.018 / +0.003 (rc12)
+
+
+def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, shared_models, shared_data, caplog):
+    """aligned=False: a face the detector scores under its threshold (a mask over the mouth) is
+    embedded from the best low-score candidate, with a warning; rescue_threshold=None fails as before."""
+    from test_data_detect import occluded_lfw_photo
+
+    clean, occluded = occluded_lfw_photo(shared_data)
+    det = str(shared_models / "det_500m.onnx")
+    emb = FaceEmbedder(weights, device="cpu", detector=det)
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        rescued = emb.embed(occluded, aligned=False)[0]
+    assert "best candidate" in caplog.text
+    assert emb.embed_faces(occluded) == []  # all faces of a photo: only those above the threshold
+    # the rescued crop is aligned like the clean face (the occlusion aside): the same person to the network
+    assert similarity(rescued, emb.embed(clean, aligned=False)[0]) > 0.5
+    strict = FaceEmbedder(weights, device="cpu", detector=det, rescue_threshold=None)
+    with pytest.raises(NoFaceError, match="no face"):
+        strict.embed(occluded, aligned=False)
+    with pytest.raises(ValueError, match="rescue_threshold"):
+        FaceEmbedder(weights, device="cpu", rescue_threshold=0.05)

@@ -27,13 +27,18 @@ import numpy as np
 
 from .io import to_bgr
 
-__all__ = ["DetectedFace", "FaceDetector", "DetectorError", "main_face", "shipped_detector_path", "SHIPPED_DETECTOR"]
+__all__ = ["DetectedFace", "FaceDetector", "DetectorError", "main_face", "shipped_detector_path", "SHIPPED_DETECTOR",
+           "MIN_THRESHOLD"]
 
 logger = logging.getLogger(__name__)
 
 
 #: the name that selects the YuNet detector shipped inside lightface
 SHIPPED_DETECTOR = "yunet"
+#: the lowest score ``FaceDetector.detect(threshold=...)`` can ask for: the detectors keep
+#: candidates down to it (the result at a higher threshold is unchanged by that: NMS keeps
+#: the highest-scoring box of each overlap)
+MIN_THRESHOLD = 0.2
 
 
 class DetectorError(RuntimeError):
@@ -164,7 +169,8 @@ class FaceDetector:
         det_size: the image is resized (keeping its aspect ratio, padded) to fit
             ``det_size x det_size`` for detection; coordinates are returned in the
             original image.
-        threshold: minimum detection score in [0, 1].
+        threshold: minimum detection score in [0, 1]; :meth:`detect` may ask for a lower one
+            per call, down to :data:`MIN_THRESHOLD`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (ONNX Runtime providers for InsightFace
             models; YuNet runs on OpenCV's CPU backend).
         providers: explicit ONNX Runtime providers (overrides ``device``).
@@ -210,6 +216,7 @@ class FaceDetector:
         self.pad_retry = float(pad_retry)
         self.det_size = int(det_size)
         self.threshold = float(threshold)
+        self._floor = min(self.threshold, MIN_THRESHOLD)  # the score the detectors keep candidates down to
         self.model = str(model)
         self.fallback_reason: Optional[str] = None
         spec = str(model)
@@ -258,13 +265,13 @@ class FaceDetector:
             raise DetectorError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN; install opencv-python>=4.8")
         try:
             self._yunet = cv2.FaceDetectorYN.create(str(path), "", (self.det_size, self.det_size),
-                                                    self.threshold, 0.3, 5000)
+                                                    self._floor, 0.3, 5000)
         except cv2.error as err:
             raise DetectorError(f"{path}: OpenCV cannot load it as a YuNet detector ({err})") from err
 
     def _prepare_insight(self, det, providers: List[str]) -> None:
         ctx_id = 0 if providers and providers[0] == "CUDAExecutionProvider" else -1
-        det.prepare(ctx_id, input_size=(self.det_size, self.det_size), det_thresh=self.threshold)
+        det.prepare(ctx_id, input_size=(self.det_size, self.det_size), det_thresh=self._floor)
         self._insight = det
 
     def _load_insightface_onnx(self, path: Path, providers: List[str]) -> None:
@@ -303,21 +310,26 @@ class FaceDetector:
         self._prepare_insight(app.det_model, providers)
 
     # -- detection -------------------------------------------------------------------
-    def detect(self, image: np.ndarray, max_faces: int = 0) -> List[DetectedFace]:
+    def detect(self, image: np.ndarray, max_faces: int = 0, threshold: Optional[float] = None) -> List[DetectedFace]:
         """Detect faces in one image.
 
         Args:
             image: uint8 BGR (H, W, 3) as OpenCV reads it, BGRA (H, W, 4), or gray (H, W).
             max_faces: keep at most this many (the largest); 0 keeps all.
+            threshold: minimum score for this call (default: the detector's ``threshold``);
+                at least ``min(threshold, MIN_THRESHOLD)`` of the constructor.
         Returns:
             list of :class:`DetectedFace`, sorted by box area, largest first (empty when
-            no face scores above ``threshold``).
+            no face scores above the threshold).
         """
+        thr = self.threshold if threshold is None else float(threshold)
+        if not self._floor <= thr <= 1.0:
+            raise ValueError(f"threshold must be in [{self._floor:g}, 1] for this detector, got {threshold}")
         bgr = _as_bgr(image)
         if bgr.shape[0] < 2 or bgr.shape[1] < 2:
             raise ValueError(f"image too small for detection: shape {bgr.shape}")
         boxes, scores, kps = self._detect_raw(bgr)
-        if len(boxes) == 0 and self.pad_retry > 0:
+        if not (scores >= thr).any() and self.pad_retry > 0:
             pad = max(int(round(self.pad_retry * max(bgr.shape[:2]))), 1)
             padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             boxes, scores, kps = self._detect_raw(padded)
@@ -326,7 +338,7 @@ class FaceDetector:
         faces = [
             DetectedFace(np.asarray(b, np.float32), float(s), np.asarray(k, np.float32).reshape(5, 2))
             for b, s, k in zip(boxes, scores, kps)
-            if s >= self.threshold
+            if s >= thr
         ]
         faces.sort(key=lambda f: -f.area)
         return faces[:max_faces] if max_faces > 0 else faces
