@@ -10,13 +10,18 @@ The HR faces (aligned 128 crops of people held out of the SR corpus: ``val.lmdb`
 same LR faces:
 
 * ``clean``: antialiased bicubic downscale only (what ``benchmarks.sr_quality`` measures);
-* ``mixed``: the training mix of ``train_super_resolution``'s defaults (a random bicubic,
-  bilinear or area kernel; blur, noise and JPEG each with probability 0.3);
-* ``heavy``: blur, then downscale, noise and JPEG, all on every face.
+* ``mixed``: a random antialiased bicubic, bilinear or area kernel; blur, noise and JPEG
+  each with probability 0.3 (the training mix of ``train_super_resolution``'s defaults until
+  session 21, which added the aliased kernels);
+* ``heavy``: blur, then downscale, noise and JPEG, all on every face (the ``mixed`` kernels);
+* ``area``, ``bicubic_aliased``, ``bilinear_aliased``: a clean downscale with OpenCV's
+  ``INTER_AREA``, ``INTER_CUBIC`` or ``INTER_LINEAR`` (the last two without antialiasing: the
+  LR faces ``cv2.resize`` and ``torch.nn.functional.interpolate`` make by default).
 
 Prints PSNR (RGB, :func:`lightface.eval.image_quality.psnr`) of bicubic and of each model,
 and each model's gain over bicubic; writes ``--out`` as JSON when given. A model trained for
-clean inputs gains more on ``clean`` and less on ``heavy``: this is that trade-off, measured.
+clean inputs gains more on ``clean`` and less on ``heavy``: this is that trade-off, measured;
+one trained on antialiased kernels only falls below bicubic on the aliased ones.
 """
 import argparse
 import json
@@ -30,10 +35,13 @@ import numpy as np
 import torch
 
 #: condition -> Degradation keyword arguments (the scale is added)
+_MIX = ("bicubic", "bilinear", "area")
 CONDITIONS: Dict[str, dict] = {
     "clean": dict(methods=("bicubic",), blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0),
-    "mixed": dict(blur_prob=0.3, noise_prob=0.3, jpeg_prob=0.3),
-    "heavy": dict(blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0),
+    "mixed": dict(methods=_MIX, blur_prob=0.3, noise_prob=0.3, jpeg_prob=0.3),
+    "heavy": dict(methods=_MIX, blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0),
+    **{kernel: dict(methods=(kernel,), blur_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+       for kernel in ("area", "bicubic_aliased", "bilinear_aliased")},
 }
 
 

@@ -184,10 +184,26 @@ def test_degradation_pairs():
     clean = Degradation(4, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
     np.testing.assert_array_equal(clean(hr)[0], downscale(hr, 4, "bicubic"))
     flat = np.full((32, 32), 77, np.uint8)
-    for m in ("bicubic", "bilinear", "area"):
+    for m in ("bicubic", "bilinear", "area", "bicubic_aliased", "bilinear_aliased"):
         assert (resize(flat, (8, 8), m) == 77).all()
     with pytest.raises(ValueError, match="divisible"):
         downscale(hr[:63], 4)
+
+
+def test_aliased_downscales_are_those_of_opencv_and_keep_the_noise():
+    """LR faces made by cv2.resize / torch interpolate (no antialiasing) are in the training mix."""
+    import cv2
+
+    noise = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(downscale(noise, 4, "bicubic_aliased"),
+                                  cv2.resize(noise, (32, 32), interpolation=cv2.INTER_CUBIC))
+    np.testing.assert_array_equal(downscale(noise, 8, "bilinear_aliased"),
+                                  cv2.resize(noise, (16, 16), interpolation=cv2.INTER_LINEAR))
+    t = torch.from_numpy(noise).permute(2, 0, 1)[None].float()
+    by_torch = F.interpolate(t, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 255).round()
+    assert np.abs(by_torch[0].permute(1, 2, 0).numpy() - downscale(noise, 4, "bicubic_aliased")).max() <= 1
+    # antialiased kernels average the pixel noise away; the aliased ones sample it
+    assert downscale(noise, 8, "bicubic").std() < 0.5 * downscale(noise, 8, "bicubic_aliased").std()
 
 
 def test_sr_pair_dataset_sources():

@@ -2,7 +2,8 @@
 
 A degradation is an albumentations pipeline applied to the HR face (uint8, (H, W, 3), any
 channel order, or (H, W) gray): optional Gaussian blur, a downscale by ``scale`` with a
-randomly chosen kernel (bicubic, bilinear or area), optional Gaussian noise and optional
+randomly chosen kernel (antialiased bicubic or bilinear, area, or the aliased bicubic and
+bilinear of ``cv2.resize`` and ``torch.nn.functional.interpolate``), optional Gaussian noise and optional
 JPEG compression, so that a model trained on it also copes with real low-quality photos.
 :func:`downscale` is the deterministic downscale used for evaluation.
 """
@@ -18,8 +19,9 @@ from .convert import image_to_tensor
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
 
-RESIZE_METHODS = ("bicubic", "bilinear", "area")
+RESIZE_METHODS = ("bicubic", "bilinear", "area", "bicubic_aliased", "bilinear_aliased")
 _PIL = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_CV2 = {"area": cv2.INTER_AREA, "bicubic_aliased": cv2.INTER_CUBIC, "bilinear_aliased": cv2.INTER_LINEAR}
 
 
 def resize(img: np.ndarray, size: Tuple[int, int], method: str = "bicubic") -> np.ndarray:
@@ -27,7 +29,10 @@ def resize(img: np.ndarray, size: Tuple[int, int], method: str = "bicubic") -> n
 
     ``"bicubic"`` / ``"bilinear"`` use Pillow's kernels, which widen with the reduction factor
     (antialiased, like MATLAB's ``imresize``); ``"area"`` is OpenCV's ``INTER_AREA`` pixel
-    averaging. Channel order is preserved.
+    averaging; ``"bicubic_aliased"`` / ``"bilinear_aliased"`` are OpenCV's ``INTER_CUBIC`` /
+    ``INTER_LINEAR``, whose kernels keep their width when shrinking (no antialiasing: what
+    ``cv2.resize`` and ``torch.nn.functional.interpolate`` do by default, so many LR faces in
+    the wild are made this way). Enlarging with ``"area"`` is bilinear. Channel order is preserved.
     """
     if method not in RESIZE_METHODS:
         raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
@@ -36,8 +41,9 @@ def resize(img: np.ndarray, size: Tuple[int, int], method: str = "bicubic") -> n
     w, h = int(size[0]), int(size[1])
     if w < 1 or h < 1:
         raise ValueError(f"target size must be positive, got {size}")
-    if method == "area":
-        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR)
+    if method in _CV2:
+        flag = cv2.INTER_LINEAR if method == "area" and w >= img.shape[1] else _CV2[method]
+        return cv2.resize(img, (w, h), interpolation=flag)
     if img.ndim == 3 and img.shape[2] not in (3, 4):
         return np.stack([resize(img[:, :, i], size, method) for i in range(img.shape[2])], axis=2)
     return np.asarray(Image.fromarray(img).resize((w, h), _PIL[method]))
