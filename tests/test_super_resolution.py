@@ -10,7 +10,7 @@ from lightface.data.align import align_face, template_points
 from lightface.models.checkpoint import save_model_checkpoint
 from lightface.models.wavelet_srnet import WaveletSRNet
 from lightface.restore.folder import RestoreResult, list_images, load_image_with_alpha, restore_paths
-from lightface.restore.paste import feather_mask, paste_face, rescale_affine
+from lightface.restore.paste import antialiased_align, feather_mask, paste_face, rescale_affine
 from lightface.restore.super_resolver import SuperResolver
 
 TINY = dict(scale=4, output_size=32, channels=8, num_blocks=1, head_channels=8)
@@ -45,6 +45,30 @@ def test_rescale_affine_maps_pixel_centres():
     x4, y4 = 4 * (x + 0.5) - 0.5, 4 * (y + 0.5) - 0.5
     np.testing.assert_allclose(M2[:, :2] @ x4 + M2[:, 2], y4)
     np.testing.assert_allclose(rescale_affine(M), M)
+
+
+def test_antialiased_align_blurs_only_what_the_crop_shrinks(shared_data, shared_models):
+    """A 16 px crop of a 1024 px CelebA-HQ face: the photo blurred to the crop's resolution before
+    the warp (the face's region only, the same crop as blurring it all), the same transform as
+    align_face; a crop that does not shrink the face is align_face's own."""
+    from lightface.data.detect import FaceDetector
+    from lightface.restore.paste import AA_SIGMA
+
+    photo = cv2.imread(str(sorted((shared_data / "celeba_hq" / "female").glob("*.jpg"))[0]))
+    det = FaceDetector(shared_models / "det_500m.onnx", device="cpu")
+    lm = det.detect(photo)[0].landmarks
+    plain, M = align_face(photo, lm, "lightcnn", size=16)
+    crop, M_aa = antialiased_align(photo, lm, "lightcnn", size=16)
+    np.testing.assert_array_equal(M, M_aa)
+    scale = np.sqrt(abs(np.linalg.det(M[:, :2])))
+    whole, _ = align_face(cv2.GaussianBlur(photo, (0, 0), AA_SIGMA * np.sqrt(1 / scale**2 - 1)), lm, "lightcnn", size=16)
+    assert np.abs(crop.astype(int) - whole.astype(int)).max() <= 1
+    laplacian = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    assert laplacian(crop) < 0.7 * laplacian(plain)  # the aliasing of the point-sampled warp is gone
+    small = cv2.resize(photo, (200, 200), interpolation=cv2.INTER_AREA)  # the face smaller than a 256 crop
+    lm_small = (lm + 0.5) * (200 / photo.shape[1]) - 0.5
+    np.testing.assert_array_equal(antialiased_align(small, lm_small, "lightcnn", size=256)[0],
+                                  align_face(small, lm_small, "lightcnn", size=256)[0])
 
 
 def test_paste_face_round_trip_and_feather():

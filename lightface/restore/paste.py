@@ -17,7 +17,8 @@ import numpy as np
 from ..data.align import align_face, invert_affine
 from ..data.detect import main_face
 
-__all__ = ["as_bgr", "detect_faces", "detect_and_align", "rescale_affine", "feather_mask", "paste_face"]
+__all__ = ["as_bgr", "detect_faces", "detect_and_align", "antialiased_align", "rescale_affine", "feather_mask",
+           "paste_face"]
 
 
 def as_bgr(img: np.ndarray) -> np.ndarray:
@@ -52,23 +53,60 @@ def detect_faces(detector, bgr: np.ndarray) -> list:
 
 
 def detect_and_align(
-    detector, bgr: np.ndarray, size: int, template: str = "lightcnn", only_center_face: bool = False
+    detector, bgr: np.ndarray, size: int, template: str = "lightcnn", only_center_face: bool = False,
+    antialias: bool = False,
 ) -> List[tuple]:
     """Detect the faces of ``bgr`` (uint8 (H, W, 3)) and align each to ``template`` at ``size`` px.
 
     Returns ``[(DetectedFace, crop (size, size, 3) uint8, M (2, 3) image -> crop), ...]``,
     largest face first; ``only_center_face`` keeps only the photo's main face (the largest,
     penalised by its distance from the image centre: :func:`lightface.data.detect.main_face`).
-    No face -> ``[]``.
+    ``antialias``: a face larger in the photo than in the crop is blurred to the crop's
+    resolution before the warp, so the crop is an antialiased downscale, not the point samples
+    of the bilinear warp (:func:`antialiased_align`). No face -> ``[]``.
     """
     detections = detect_faces(detector, bgr)
     if only_center_face and detections:
         detections = [main_face(detections, bgr.shape)]
-    out = []
-    for f in detections:
-        crop, M = align_face(bgr, f.landmarks, template, size=size)
-        out.append((f, crop, M))
-    return out
+    align = antialiased_align if antialias else align_face
+    return [(f, *align(bgr, f.landmarks, template, size=size)) for f in detections]
+
+
+#: Gaussian pre-blur of :func:`antialiased_align`, in source pixels: ``sigma = AA_SIGMA * sqrt(1/scale**2 - 1)``
+#: for a crop ``1/scale`` times smaller than the face (0.35 and 0.5 measured; docs/super_resolution.md)
+AA_SIGMA = 0.35
+
+
+def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):
+    """:func:`lightface.data.align.align_face` for crops smaller than the face: ``(crop, M image -> crop)``.
+
+    The bilinear warp samples the photo at the crop's pixel centres only, so shrinking a face
+    by more than about 1.5x aliases its fine detail (LR faces the super-resolvers are not
+    trained on: docs/super_resolution.md, "Aliased LR faces"). Here the face's region of the
+    photo is first blurred with a Gaussian matched to the shrink factor (:data:`AA_SIGMA`),
+    then warped as by ``align_face``. Faces not shrunk are aligned exactly as by
+    ``align_face``; ``M`` maps the original photo either way.
+    """
+    crop, M = align_face(img, landmarks, template, size=size)
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    if scale >= 1.0:
+        return crop, M
+    sigma = AA_SIGMA * np.sqrt(1.0 / scale**2 - 1.0)
+    h, w = img.shape[:2]
+    side = crop.shape[0]
+    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64) - 0.5
+    src = corners @ invert_affine(M)[:, :2].T + invert_affine(M)[:, 2]
+    pad = int(np.ceil(4 * sigma)) + 2
+    x0, y0 = (np.floor(src.min(0)).astype(int) - pad).clip(0, [w, h])
+    x1, y1 = (np.ceil(src.max(0)).astype(int) + pad + 1).clip(0, [w, h])
+    if x1 <= x0 or y1 <= y0:  # the crop lies outside the photo: nothing to blur
+        return crop, M
+    roi = cv2.GaussianBlur(np.ascontiguousarray(img[y0:y1, x0:x1]), (0, 0), sigma)
+    M_roi = M.copy()
+    M_roi[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # roi pixel (u, v) is photo pixel (u + x0, v + y0)
+    out = cv2.warpAffine(roi, M_roi, (crop.shape[1], crop.shape[0]), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    return out.reshape(crop.shape).astype(crop.dtype, copy=False), M
 
 
 def rescale_affine(M: np.ndarray, src_scale: float = 1.0, dst_scale: float = 1.0) -> np.ndarray:
