@@ -1,0 +1,117 @@
+"""Whole-photo super-resolution by face size: the LR crop of a face larger than the model's input.
+
+    python -m benchmarks.sr_face_size                                  # shipped 4x and 8x, faces 1-3x the crop
+    python -m benchmarks.sr_face_size --scale 8 --sizes 1 2 4 --weights runs/sr8/model.pt
+
+``SuperResolver.restore`` aligns each detected face to the model's input crop (16 or 32 px).
+When the face in the photo is larger than that, a plain bilinear warp
+(:func:`lightface.data.align.align_face`) point-samples it and the crop is aliased;
+:func:`lightface.restore.paste.antialiased_align` (what ``restore`` uses) blurs the face's
+region to the crop's resolution first. For each HR photo (the 10 CelebA-HQ photos by
+default) and each ``--sizes`` factor ``g``: the photo is shrunk whole (antialiased bicubic)
+so that its main face is ``g`` times the input crop, the face is aligned at the input size
+from the HR detection's landmarks (scaled) both ways, super-resolved, upscaled by bicubic
+too, and compared (PSNR, RGB) with the HR photo's face on the output grid (the crop's
+transform with its destination scaled by the factor; the HR photo blurred to that grid).
+Prints PSNR SR / bicubic per size and crop; ``--out`` writes JSON.
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CROPS = ("bilinear warp", "antialiased")
+
+
+def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, size: int) -> np.ndarray:
+    """The HR photo's face on the SR output's pixel grid: ``M_input`` (photo -> input crop) with its
+    destination scaled by ``scale`` (pixel centres), the photo blurred to that grid first."""
+    from lightface.restore.paste import AA_SIGMA, rescale_affine
+
+    M = rescale_affine(M_input, dst_scale=scale)
+    s = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    if s < 1.0:
+        photo = cv2.GaussianBlur(photo, (0, 0), AA_SIGMA * np.sqrt(1.0 / s**2 - 1.0))
+    return cv2.warpAffine(photo, M, (size, size), flags=cv2.INTER_LINEAR)
+
+
+def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float], detector) -> Dict[str, Dict[str, List[float]]]:
+    """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (their main face)."""
+    from lightface.data.align import align_face
+    from lightface.data.detect import main_face
+    from lightface.eval.image_quality import psnr
+    from lightface.restore import SuperResolver
+    from lightface.restore.paste import antialiased_align
+
+    sr = SuperResolver(weights, scale=scale, device="cpu")
+    aligners = dict(zip(CROPS, (align_face, antialiased_align)))
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for g in sizes:
+        scores = {name: [] for name in CROPS}
+        for path in photos:
+            hr = cv2.imread(str(path))
+            faces = detector.detect(hr) if hr is not None else []
+            if not faces:
+                logging.warning("%s: unreadable or no face; skipped", path)
+                continue
+            lm = main_face(faces, hr.shape).landmarks
+            _, M = align_face(hr, lm, "lightcnn", size=sr.input_size)
+            k = float(np.sqrt(abs(np.linalg.det(M[:, :2])))) * g  # photo scale: the face g times the crop
+            h, w = hr.shape[:2]
+            lr = np.asarray(Image.fromarray(hr).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BICUBIC))
+            lm_lr = (lm + 0.5) * (lr.shape[1] / w) - 0.5
+            ref = hr_face_on_output_grid(hr, M, scale, sr.output_size)
+            for name, align in aligners.items():
+                crop, _ = align(lr, lm_lr, "lightcnn", size=sr.input_size)
+                bicubic = cv2.resize(crop, (sr.output_size,) * 2, interpolation=cv2.INTER_CUBIC)
+                scores[name].append((psnr(sr.upscale_face(crop), ref), psnr(bicubic, ref)))
+        out[f"{g:g}"] = {name: [float(np.mean([v[0] for v in s])), float(np.mean([v[1] for v in s]))]
+                         for name, s in scores.items() if s}
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sr_face_size", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--photos", default=str(SHARED / "data" / "celeba_hq"), help="folder of HR photos (searched recursively)")
+    p.add_argument("--scale", type=int, nargs="+", default=[4, 8], choices=(4, 8), help="factors to measure")
+    p.add_argument("--weights", default=None, help="super-resolver (default: the shipped model of each --scale)")
+    p.add_argument("--sizes", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
+                   help="face size in the LR photo, in input crops")
+    p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"), help="face detector (FaceDetector spec)")
+    p.add_argument("--max-photos", type=int, default=10)
+    p.add_argument("--out", default=None, help="write the table as JSON here")
+    return p
+
+
+def main(args: argparse.Namespace) -> Dict[str, dict]:
+    from lightface.data.detect import FaceDetector
+
+    photos = sorted(p for p in Path(args.photos).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        raise SystemExit(f"benchmarks.sr_face_size: no photos under {args.photos}")
+    photos = photos[: args.max_photos]
+    detector = FaceDetector(args.detector, device="cpu")
+    table = {f"x{s}": run(args.weights, s, photos, args.sizes, detector) for s in args.scale}
+    print(f"{'scale':5s} {'face':>5s}  " + "  ".join(f"{c + ' SR / bicubic':>28s}" for c in CROPS))
+    for s, rows in table.items():
+        for g, row in rows.items():
+            print(f"{s:5s} {g + 'x':>5s}  " + "  ".join(f"{row[c][0]:>19.2f} / {row[c][1]:6.2f}" for c in CROPS))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"photos": len(photos), "psnr": table}, indent=2) + "\n", encoding="utf-8")
+    return table
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main(get_args_parser().parse_args())
+    sys.exit(0)
