@@ -61,9 +61,10 @@ def detect_and_align(
     Returns ``[(DetectedFace, crop (size, size, 3) uint8, M (2, 3) image -> crop), ...]``,
     largest face first; ``only_center_face`` keeps only the photo's main face (the largest,
     penalised by its distance from the image centre: :func:`lightface.data.detect.main_face`).
-    ``antialias``: a face larger in the photo than in the crop is blurred to the crop's
-    resolution before the warp, so the crop is an antialiased downscale, not the point samples
-    of the bilinear warp (:func:`antialiased_align`). No face -> ``[]``.
+    ``antialias``: align as a super-resolver needs (:func:`antialiased_align`): a face larger
+    in the photo than in the crop is blurred to the crop's resolution before a bicubic warp,
+    so the crop is an antialiased downscale, not the point samples of the bilinear warp.
+    No face -> ``[]``.
     """
     detections = detect_faces(detector, bgr)
     if only_center_face and detections:
@@ -78,34 +79,35 @@ AA_SIGMA = 0.35
 
 
 def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):
-    """:func:`lightface.data.align.align_face` for crops smaller than the face: ``(crop, M image -> crop)``.
+    """The face crop a super-resolver reads: ``(crop, M image -> crop)``, ``M`` as :func:`lightface.data.align.align_face`'s.
 
-    The bilinear warp samples the photo at the crop's pixel centres only, so shrinking a face
-    by more than about 1.5x aliases its fine detail (LR faces the super-resolvers are not
-    trained on: docs/super_resolution.md, "Aliased LR faces"). Here the face's region of the
-    photo is first blurred with a Gaussian matched to the shrink factor (:data:`AA_SIGMA`),
-    then warped as by ``align_face``. Faces not shrunk are aligned exactly as by
-    ``align_face``; ``M`` maps the original photo either way.
+    ``align_face`` warps bilinearly, which samples the photo at the crop's pixel centres only:
+    a face larger than the crop comes out aliased (the LR faces the super-resolvers are not
+    trained on: docs/super_resolution.md, "Aliased LR faces"), and any face a little blurred
+    by the interpolation. Here the face's region of the photo is first blurred with a Gaussian
+    matched to the shrink factor (:data:`AA_SIGMA`; none when the face is not shrunk), then
+    warped with bicubic interpolation. Measured with ``python -m benchmarks.sr_face_size``.
     """
     crop, M = align_face(img, landmarks, template, size=size)
+    out_size = (crop.shape[1], crop.shape[0])
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
-    if scale >= 1.0:
-        return crop, M
-    sigma = AA_SIGMA * np.sqrt(1.0 / scale**2 - 1.0)
-    h, w = img.shape[:2]
-    side = crop.shape[0]
-    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64) - 0.5
-    src = corners @ invert_affine(M)[:, :2].T + invert_affine(M)[:, 2]
-    pad = int(np.ceil(4 * sigma)) + 2
-    x0, y0 = (np.floor(src.min(0)).astype(int) - pad).clip(0, [w, h])
-    x1, y1 = (np.ceil(src.max(0)).astype(int) + pad + 1).clip(0, [w, h])
-    if x1 <= x0 or y1 <= y0:  # the crop lies outside the photo: nothing to blur
-        return crop, M
-    roi = cv2.GaussianBlur(np.ascontiguousarray(img[y0:y1, x0:x1]), (0, 0), sigma)
-    M_roi = M.copy()
-    M_roi[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # roi pixel (u, v) is photo pixel (u + x0, v + y0)
-    out = cv2.warpAffine(roi, M_roi, (crop.shape[1], crop.shape[0]), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    src, M_src = img, M
+    if scale < 1.0:
+        sigma = AA_SIGMA * np.sqrt(1.0 / scale**2 - 1.0)
+        h, w = img.shape[:2]
+        inv = invert_affine(M)
+        corners = np.array([[0, 0], [out_size[0], 0], [0, out_size[1]], [out_size[0], out_size[1]]], np.float64) - 0.5
+        region = corners @ inv[:, :2].T + inv[:, 2]
+        pad = int(np.ceil(4 * sigma)) + 2
+        x0, y0 = (np.floor(region.min(0)).astype(int) - pad).clip(0, [w, h])
+        x1, y1 = (np.ceil(region.max(0)).astype(int) + pad + 1).clip(0, [w, h])
+        if x1 <= x0 or y1 <= y0:  # the crop lies outside the photo
+            return crop, M
+        src = cv2.GaussianBlur(np.ascontiguousarray(img[y0:y1, x0:x1]), (0, 0), sigma)
+        M_src = M.copy()
+        M_src[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # region pixel (u, v) is photo pixel (u + x0, v + y0)
+    out = cv2.warpAffine(src, M_src, out_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=(0, 0, 0, 0))
     return out.reshape(crop.shape).astype(crop.dtype, copy=False), M
 
 
