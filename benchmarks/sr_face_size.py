@@ -34,18 +34,19 @@ CROPS = ("bilinear warp", "antialiased")
 def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, size: int) -> np.ndarray:
     """The HR photo's face on the SR output's pixel grid: ``M_input`` (photo -> input crop) with its
     destination scaled by ``scale`` (pixel centres), the photo blurred to that grid first."""
-    from lightface.restore.paste import AA_SIGMA, rescale_affine
+    from lightface.data.align import affine_scale
+    from lightface.restore.paste import antialias_sigma, rescale_affine
 
     M = rescale_affine(M_input, dst_scale=scale)
-    s = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
-    if s < 1.0:
-        photo = cv2.GaussianBlur(photo, (0, 0), AA_SIGMA * np.sqrt(1.0 / s**2 - 1.0))
+    sigma = antialias_sigma(affine_scale(M))
+    if sigma > 0:
+        photo = cv2.GaussianBlur(photo, (0, 0), sigma)
     return cv2.warpAffine(photo, M, (size, size), flags=cv2.INTER_LINEAR)
 
 
 def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float], detector) -> Dict[str, Dict[str, List[float]]]:
     """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (their main face)."""
-    from lightface.data.align import align_face
+    from lightface.data.align import affine_scale, align_face, estimate_transform
     from lightface.data.detect import main_face
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
@@ -63,8 +64,8 @@ def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float]
                 logging.warning("%s: unreadable or no face; skipped", path)
                 continue
             lm = main_face(faces, hr.shape).landmarks
-            _, M = align_face(hr, lm, "lightcnn", size=sr.input_size)
-            k = float(np.sqrt(abs(np.linalg.det(M[:, :2])))) * g  # photo scale: the face g times the crop
+            M = estimate_transform(lm, "lightcnn", sr.input_size)
+            k = affine_scale(M) * g  # photo scale: the face g times the crop
             h, w = hr.shape[:2]
             lr = np.asarray(Image.fromarray(hr).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BICUBIC))
             lm_lr = (lm + 0.5) * (lr.shape[1] / w) - 0.5

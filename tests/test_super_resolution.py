@@ -52,7 +52,7 @@ def test_antialiased_align_blurs_only_what_the_crop_shrinks(shared_data, shared_
     a bicubic warp (the face's region only, the same crop as blurring it all), the same transform
     as align_face; a crop that does not shrink the face is not blurred."""
     from lightface.data.detect import FaceDetector
-    from lightface.restore.paste import AA_SIGMA
+    from lightface.restore.paste import antialias_sigma
 
     photo = cv2.imread(str(sorted((shared_data / "celeba_hq" / "female").glob("*.jpg"))[0]))
     det = FaceDetector(shared_models / "det_500m.onnx", device="cpu")
@@ -61,7 +61,8 @@ def test_antialiased_align_blurs_only_what_the_crop_shrinks(shared_data, shared_
     crop, M_aa = antialiased_align(photo, lm, "lightcnn", size=16)
     np.testing.assert_array_equal(M, M_aa)
     scale = np.sqrt(abs(np.linalg.det(M[:, :2])))
-    blurred = cv2.GaussianBlur(photo, (0, 0), AA_SIGMA * np.sqrt(1 / scale**2 - 1))
+    assert scale < 0.1 and antialias_sigma(scale) > 3  # a 1024 px photo's face into 16 px
+    blurred = cv2.GaussianBlur(photo, (0, 0), antialias_sigma(scale))
     whole = cv2.warpAffine(blurred, M, (16, 16), flags=cv2.INTER_CUBIC)
     assert np.abs(crop.astype(int) - whole.astype(int)).max() <= 1
     laplacian = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()

@@ -56,6 +56,7 @@ __all__ = [
     "align_face",
     "invert_affine",
     "transform_points",
+    "affine_scale",
 ]
 
 
@@ -145,6 +146,12 @@ def align_face(
     if squeeze:
         crop = crop[:, :, None]
     return crop, M
+
+
+def affine_scale(M: np.ndarray) -> float:
+    """The scale of a (2, 3) similarity ``M`` (e.g. :func:`estimate_transform`'s): the square root
+    of its linear part's absolute determinant; > 1: the crop enlarges the face, < 1: it shrinks it."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(M, np.float64)[:, :2]))))
 
 
 def invert_affine(M: np.ndarray) -> np.ndarray:

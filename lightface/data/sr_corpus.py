@@ -64,10 +64,9 @@ class SRCorpusSource:
 def alignment_scale(landmarks: np.ndarray, size: int = 128, template: str = "lightcnn") -> float:
     """How much :func:`~lightface.data.align.align_face` enlarges a face with these 5 points
     (the similarity transform's scale; > 1 means the crop is upsampled)."""
-    from .align import estimate_transform
+    from .align import affine_scale, estimate_transform
 
-    M = estimate_transform(np.asarray(landmarks, np.float64).reshape(5, 2), template, size)
-    return float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    return affine_scale(estimate_transform(np.asarray(landmarks, np.float64).reshape(5, 2), template, size))
 
 
 def _landmark_rows(path: Path) -> Dict[str, np.ndarray]:
