@@ -13,6 +13,7 @@ import json
 import sys
 
 from lightface.data.corpus import SOURCES, build_corpus
+from lightface.data.lmdb_format import ENCODINGS
 from pipelines._cli import run_cli
 
 
@@ -23,8 +24,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for the list files and the per-source LMDBs")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="sources to build")
     p.add_argument("--color", choices=("gray", "rgb"), default="rgb", help="stored colour (the trainer converts to gray)")
-    p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="jpeg", help="stored image encoding")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--encoding", choices=ENCODINGS, default="jpeg", help="stored image encoding")
+    p.add_argument("--quality", type=int, default=95, help="JPEG / WebP quality (1-100)")
     p.add_argument("--workers", type=int, default=0, help="parallel decode/align/encode processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

@@ -52,8 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="store gray (ITU-R 601 luma) or colour (BGR order) images")
     g.add_argument("--encoding", choices=ENCODINGS, default="raw",
                    help="image encoding inside the LMDB: raw pixels (fastest to read, no decoding), "
-                        "png (lossless, ~1.7x smaller for gray faces, slower to decode) or jpeg (lossy, smallest)")
-    g.add_argument("--quality", type=int, default=95, help="JPEG quality (1-100) for --encoding jpeg")
+                        "png (lossless, ~1.7x smaller for gray faces, slower to decode), jpeg or webp (lossy; webp smallest)")
+    g.add_argument("--quality", type=int, default=95, help="JPEG / WebP quality (1-100) for --encoding jpeg / webp")
     g.add_argument("--resize", choices=("crop", "stretch", "none"), default="crop",
                    help="images without alignment: centre square crop + resize, stretch, or keep their size")
     a = p.add_argument_group("alignment")

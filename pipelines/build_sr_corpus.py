@@ -19,6 +19,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.sr_corpus import SR_SOURCES, build_sr_corpus
 from pipelines._argtypes import non_negative_int
 
@@ -44,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="identities per source held out in OUT/val.lmdb (CFP: the last ids of cfp/; CelebA: seeded)")
     p.add_argument("--max-upscale", type=_upscale, default=1.25,
                    help="leave out faces the alignment enlarges more than this ('none' keeps all)")
-    p.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="png", help="stored image encoding")
+    p.add_argument("--encoding", choices=ENCODINGS, default="png", help="stored image encoding")
     p.add_argument("--template", choices=("lightcnn", "ffhq", "arcface"), default="lightcnn",
                    help="crop framing: the Light CNN template the models are used on, or another (ffhq: the wider "
                         "FFHQ / CelebA-HQ framing) for a corpus that teaches other framings too")

@@ -221,6 +221,21 @@ def test_bad_files_are_skipped_and_reported(shared_data, tmp_path):
     assert json.loads((tmp_path / "none.lmdb" / REPORT_NAME).read_text())["summary"]["written"] == 0
 
 
+def test_webp_encoding_is_smaller_than_jpeg_at_its_quality_and_decodes(orl_small, tmp_path):
+    sizes = {}
+    for enc in ("jpeg", "webp"):
+        out = tmp_path / f"{enc}.lmdb"
+        build_lmdb(orl_small, out, size=144, encoding=enc, quality=70, progress=False)
+        ds = LMDBDataset(out)
+        assert ds.metadata["image"]["encoding"] == enc and ds.metadata["image"]["quality"] == 70
+        sizes[enc] = sum(len(ds.record(i)["encoded"]) for i in range(len(ds)))
+        assert all(ds[i]["image"].shape == (144, 144) for i in range(len(ds)))
+    build_lmdb(orl_small, tmp_path / "raw.lmdb", size=144, progress=False)
+    raw, webp = LMDBDataset(tmp_path / "raw.lmdb"), LMDBDataset(tmp_path / "webp.lmdb")
+    assert np.mean([np.abs(raw[i]["image"].astype(int) - webp[i]["image"]).mean() for i in range(len(raw))]) < 4
+    assert sizes["webp"] < sizes["jpeg"]
+
+
 def test_info_and_verify(orl_small, tmp_path, capsys):
     out = tmp_path / "iv.lmdb"
     build_lmdb(orl_small, out, size=32, encoding="jpeg", quality=80, progress=False)

@@ -546,7 +546,8 @@ def build_lmdb(
         color: ``"gray"`` (ITU-R 601 luma, stored (H,W)) or ``"rgb"`` (stored BGR (H,W,3)).
         encoding, quality: ``"raw"`` (uncompressed pixels: no decoding when reading, the
             fastest for training; gray faces compress only ~1.7x with PNG), ``"png"``
-            (lossless, smaller, slower to decode) or ``"jpeg"`` (``quality`` 1-100, smallest, lossy).
+            (lossless, smaller, slower to decode), ``"jpeg"`` or ``"webp"`` (lossy, ``quality``
+            1-100; WebP the smallest).
         template: alignment template for images with landmarks (see
             :mod:`lightface.data.align`), scaled to ``size``.
         landmarks: a ``name x1 y1 ... x5 y5`` file; images are aligned with it (matched by

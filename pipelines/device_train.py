@@ -1,0 +1,223 @@
+"""Train a Light CNN on a lent GPU from a device bundle in one call: unpack, probe, train, export.
+
+    # there, in the repository's copy (docs/training.md, "Training on a lent GPU"):
+    python3 -m pipelines.device_train --bundle .device/lightcnn --out $OUT --minutes 7
+    # here, from the files it sent back:
+    python -m pipelines.device_train --collect FILES_AT --checkpoint runs/gpu29/backbone.pt
+
+A lent machine lives for minutes, so the run is sized by measurement, not by a guess:
+
+1. the wheels in the bundle are installed when ``lmdb`` or ``albumentations`` is missing;
+2. each source's RecordIO is rebuilt as a raw 144x144 gray LMDB (``build_lmdb``) and its
+   teacher embeddings are stored beside it;
+3. a probe of ``--probe-steps`` steps measures the training throughput;
+4. the run gets the epochs that fit the minutes left (the learning rate falls by
+   ``--lr-gamma`` at 40% and 80% of them, so the schedule ends inside the lease), with
+   ``--max-minutes`` as the backstop;
+5. the final backbone goes to ``--out`` as float16 parts under the 16 MiB a returned file may
+   hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
+   ``config.yaml`` and ``curves.png``.
+
+``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
+``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on
+a CPU (``--device cpu``; the tests do, with a few steps).
+"""
+import argparse
+import glob
+import importlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from pipelines._cli import run_cli
+
+#: the most bytes of one returned file (the device returns files of at most 16 MiB)
+PART_BYTES = 15 << 20
+#: files copied from the run folder to --out beside the parts
+RUN_FILES = ("metrics.jsonl", "config.yaml", "curves.png")
+
+
+def ensure_packages(bundle: Path, site: Path) -> List[str]:
+    """Install the bundle's wheels into ``site`` (and put it on the path) when ``lmdb`` or
+    ``albumentations`` cannot be imported; returns the wheels installed ([] when none were needed)."""
+    try:
+        import albumentations  # noqa: F401
+        import lmdb  # noqa: F401
+        return []
+    except ImportError:
+        pass
+    wheels = sorted(glob.glob(str(bundle / "wheels" / "*.whl")))
+    if not wheels:
+        raise RuntimeError(f"lmdb / albumentations are missing and {bundle / 'wheels'} holds no wheels; rebuild the "
+                           "bundle without --no-wheels")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--target", str(site), *wheels], check=True)
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return [Path(w).name for w in wheels]
+
+
+def unpack(bundle: Path, manifest: Dict[str, Any], work: Path, workers: int) -> List[str]:
+    """Raw 144 gray LMDBs from the bundle's RecordIO files, teacher embeddings beside them."""
+    import numpy as np
+
+    from lightface.data import build_lmdb
+    from lightface.distill.teacher import has_teacher_embeddings, save_teacher_embeddings
+
+    paths = []
+    for src in manifest["sources"]:
+        out = work / f"{src['name']}.lmdb"
+        build_lmdb(bundle / src["rec"], out, size=144, color="gray", encoding="raw", template="lightcnn_train",
+                   source_template="lightcnn_train", workers=workers, resume=True, progress=False)
+        teacher = manifest.get("teacher")
+        if teacher and not has_teacher_embeddings(out, teacher):
+            save_teacher_embeddings(out, np.load(bundle / src["teacher"]).astype(np.float32), teacher)
+        paths.append(str(out))
+    return paths
+
+
+def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]:
+    """The TrainConfig fields shared by the probe and the run."""
+    return dict(data=data, arch=args.arch, init="kaiming", augment="strong", batch_size=args.batch_size, lr=args.lr,
+                lr_gamma=args.lr_gamma, clip_grad=5.0, amp=args.amp, device=args.device, workers=args.workers,
+                distill=teacher, distill_weight=10.0 if teacher else 1.0,
+                distill_relation=args.distill_relation if teacher else 0.0,
+                samples_per_identity=args.samples_per_identity, seed=args.seed, log_every=10, save_every=10 ** 9,
+                tensorboard=False)
+
+
+def steady_rate(metrics: Path) -> float:
+    """Images per second of the last logged window of a run (after its start-up)."""
+    rates = [r["images_per_s"] for r in map(json.loads, metrics.read_text().splitlines())
+             if r.get("images_per_s")]
+    if not rates:
+        raise RuntimeError(f"{metrics} logged no throughput; raise --probe-steps")
+    return float(rates[-1])
+
+
+def export_parts(model_path: Path, out: Path) -> List[str]:
+    """The backbone of ``model_path`` (classifier dropped) as float16 parts of at most :data:`PART_BYTES`."""
+    import torch
+
+    from lightface.models.checkpoint import read_model_checkpoint
+    from lightface.utils.checkpoint_io import save_atomic
+
+    ckpt = read_model_checkpoint(model_path)
+    state = ckpt.ema_state_dict or ckpt.state_dict
+    parts: List[Dict[str, Any]] = [{}]
+    size = 0
+    for key, t in state.items():
+        if key.startswith("classifier."):
+            continue
+        t = t.to(torch.float16) if t.is_floating_point() else t
+        nbytes = t.numel() * t.element_size()
+        if parts[-1] and size + nbytes > PART_BYTES:
+            parts.append({})
+            size = 0
+        parts[-1][key] = t
+        size += nbytes
+    names = []
+    for k, part in enumerate(parts):
+        names.append(f"backbone.part{k}.pt")
+        save_atomic(part, out / names[-1])
+    return names
+
+
+def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
+    """Steps 1-5 of the module docstring; returns (and writes to ``--out``) the summary."""
+    t0 = time.monotonic()
+    bundle, out, work = Path(args.bundle), Path(args.out), Path(args.work)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    installed = ensure_packages(bundle, work / "site")
+    from lightface.engine.lightcnn_trainer import TrainConfig, train
+
+    data = unpack(bundle, manifest, work, args.workers)
+    teacher = manifest.get("teacher")
+    samples = sum(s["count"] for s in manifest["sources"])
+    probe_cfg = {**recipe(args, data, teacher), "log_every": max(1, args.probe_steps // 4)}
+    probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=1,
+                              max_steps=args.probe_steps, plots=False))
+    rate = steady_rate(work / "probe" / "metrics.jsonl")
+    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+    epochs = max(1, int(rate * left * 0.92 / samples))
+    run_dir = work / "run"
+    summary = train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
+                                lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60))
+    parts = export_parts(Path(summary["model"]), out)
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy(run_dir / name, out / name)
+    result = {"arch": args.arch, "parts": parts, "samples": samples, "probe_images_per_s": rate,
+              "probe_seconds": probe["seconds"], "epochs": epochs, "wheels_installed": installed,
+              "seconds": round(time.monotonic() - t0, 1), "device": args.device,
+              "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def collect(args: argparse.Namespace) -> Dict[str, Any]:
+    """Join the returned parts of ``--collect`` into the project checkpoint ``--checkpoint``."""
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+    from lightface.utils.checkpoint_io import load_checkpoint
+
+    src = Path(args.collect)
+    info = json.loads((src / "summary.json").read_text())
+    state: Dict[str, Any] = {}
+    for name in info["parts"]:
+        state.update(load_checkpoint(src / name))
+    model = get_model(info["arch"], num_classes=0)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    path = save_model_checkpoint(args.checkpoint, model, info["arch"], {"num_classes": 0}, device_run=info)
+    return {"checkpoint": str(path), "arch": info["arch"], "epochs": info["epochs"]}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.device_train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bundle", default=".device/lightcnn", help="the bundle of pipelines.device_bundle")
+    p.add_argument("--out", default=None, help="where the results go (the device's $OUT)")
+    p.add_argument("--work", default="/tmp/lightface_device", help="scratch folder for LMDBs, wheels and runs")
+    p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
+    p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
+    p.add_argument("--probe-steps", type=int, default=40,
+                   help="steps of the throughput probe (its last quarter is timed, after the start-up)")
+    p.add_argument("--arch", default="lightcnn29v2", help="lightcnn9, lightcnn29, lightcnn29v2")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.01, help="SGD base learning rate")
+    p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
+    p.add_argument("--distill-relation", type=float, default=30.0, help="similarity-preserving distillation weight")
+    p.add_argument("--samples-per-identity", type=int, default=4, help="photos of one person in a row (0: shuffle)")
+    p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"), help="mixed precision")
+    p.add_argument("--device", default="cuda", help="cuda (a lent GPU) or cpu (a smoke test)")
+    p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
+                   help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--collect", default=None, metavar="DIR", help="join the parts found in DIR instead of training")
+    p.add_argument("--checkpoint", default=None, help="with --collect: the checkpoint to write")
+    return p
+
+
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.collect:
+        if not args.checkpoint:
+            raise ValueError("--collect needs --checkpoint PATH (the joined checkpoint to write)")
+        result = collect(args)
+    else:
+        if not args.out:
+            raise ValueError("--out is required (on the device: --out $OUT)")
+        result = train_on_device(args)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser))

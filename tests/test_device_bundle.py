@@ -1,0 +1,114 @@
+"""Training on a lent GPU: the bundle that travels (RecordIO, teacher embeddings) and the one-call run.
+
+The sources are real ORL photos in two LMDBs (as tests/test_relabel_merge.py builds them) with
+dlib's embeddings of those very crops (``tests/data/orl_two_sources_dlib.npy``). The device
+run is the real pipeline on the CPU with the tiny test network.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightface.data import LMDBDataset
+
+from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py
+from test_relabel_merge import A_ROWS, B_ROWS, FIXTURE, _lmdb, _with_teacher
+
+
+@pytest.fixture(scope="module")
+def sources(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("device")
+    a, b = _lmdb(shared_data, root / "a.lmdb", A_ROWS), _lmdb(shared_data, root / "b.lmdb", B_ROWS)
+    emb = np.load(FIXTURE)
+    _with_teacher(a, emb[: len(A_ROWS)])
+    _with_teacher(b, emb[len(A_ROWS):])
+    return a, b, emb
+
+
+def _cli(module, *argv):
+    from pipelines._cli import parse_with_config
+
+    mod = __import__(f"pipelines.{module}", fromlist=["main"])
+    return mod.main(parse_with_config(mod.get_args_parser(), [str(x) for x in argv]))
+
+
+def test_recordio_export_round_trips_through_build_lmdb(sources, tmp_path):
+    from lightface.data.build import build_lmdb
+    from lightface.data.recordio import RecordIOReader, insightface_image_indices
+    from lightface.data.to_recordio import lmdb_to_recordio
+
+    a = sources[0]
+    info = lmdb_to_recordio(a, tmp_path / "a.rec", color="gray", encoding="webp", quality=60, size=128)
+    assert info["count"] == len(A_ROWS) and info["num_classes"] == 4
+    # InsightFace's layout: header record 0, images 1..N
+    assert list(insightface_image_indices(RecordIOReader(tmp_path / "a.rec", tmp_path / "a.idx"))) == \
+        list(range(1, len(A_ROWS) + 1))
+    build_lmdb(tmp_path / "a.rec", tmp_path / "back.lmdb", size=144, color="gray", encoding="raw",
+               source_template="lightcnn_train", progress=False)
+    src, back = LMDBDataset(a), LMDBDataset(tmp_path / "back.lmdb")
+    assert len(back) == len(src)
+    for i in range(len(src)):
+        x, y = src[i], back[i]
+        assert y["label"] == x["label"]  # same order, same labels: per-sample embeddings stay valid
+        assert y["image"].shape == (144, 144)
+        assert np.abs(y["image"].astype(int) - x["image"].astype(int)).mean() < 6  # WebP 60 at 128 px, resized back
+
+
+def test_recordio_export_refuses_what_it_cannot_write(sources, tmp_path):
+    from lightface.data.to_recordio import lmdb_to_recordio
+
+    with pytest.raises(ValueError, match="encoded images"):
+        lmdb_to_recordio(sources[0], tmp_path / "x.rec", encoding="raw")
+    with pytest.raises(ValueError, match="cannot be exported as colour"):
+        lmdb_to_recordio(sources[0], tmp_path / "x.rec", color="rgb")  # ORL LMDBs are gray
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_backbone_parts_fit_a_returned_file_and_join_back(tmp_path):
+    from lightface.models import get_model
+    from lightface.models.checkpoint import read_model_checkpoint, save_model_checkpoint
+    from pipelines.device_train import PART_BYTES, export_parts
+
+    model = get_model("lightcnn29v2", num_classes=7)
+    save_model_checkpoint(tmp_path / "model.pt", model, "lightcnn29v2", {"num_classes": 7})
+    out = tmp_path / "out"
+    out.mkdir()
+    parts = export_parts(tmp_path / "model.pt", out)
+    assert len(parts) == 2  # 10.5 M float16 parameters: 21 MB, over one 16 MiB returned file
+    assert all((out / p).stat().st_size <= PART_BYTES + (64 << 10) for p in parts)
+    (out / "summary.json").write_text(json.dumps({"arch": "lightcnn29v2", "parts": parts, "epochs": 0, "run": {}}))
+    joined = _cli("device_train", "--collect", out, "--checkpoint", tmp_path / "joined.pt")
+    state = read_model_checkpoint(joined["checkpoint"]).state_dict
+    ref = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    assert set(state) == set(ref)
+    for k, v in ref.items():
+        torch.testing.assert_close(state[k], v.half().float())
+
+
+@pytest.mark.slow
+def test_bundle_carries_the_teacher_and_the_device_run_trains_in_its_minutes(sources, tmp_path):
+    from lightface.distill.teacher import load_teacher_embeddings
+    from lightface.models.checkpoint import read_model_checkpoint
+
+    a, b, emb = sources
+    bundle = tmp_path / "bundle"
+    manifest = _cli("device_bundle", "--data", a, b, "--out", bundle, "--no-wheels", "--no-progress")
+    assert [s["name"] for s in manifest["sources"]] == ["a", "b"] and manifest["teacher"] == "dlib"
+    assert json.loads((bundle / "bundle.json").read_text()) == manifest
+    assert np.load(bundle / manifest["sources"][0]["teacher"]).dtype == np.float16
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = _cli("device_train", "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu", "--arch", TINY,
+                  "--batch-size", 8, "--probe-steps", 8, "--workers", 0, "--amp", "none", "--minutes", 1.2,
+                  "--reserve-seconds", 5)
+    # the unpacked sources hold the teacher rows of the same samples (float16 on the way)
+    np.testing.assert_allclose(load_teacher_embeddings(work / "a.lmdb"), emb[: len(A_ROWS)], atol=1e-3)
+    np.testing.assert_allclose(load_teacher_embeddings(work / "b.lmdb"), emb[len(A_ROWS):], atol=1e-3)
+    assert result["probe_images_per_s"] > 0 and result["epochs"] >= 1
+    assert result["run"]["stopped"] == "completed" and result["run"]["step"] > 0
+    assert {"summary.json", "metrics.jsonl", "config.yaml", *result["parts"]} <= {p.name for p in out.iterdir()}
+    joined = _cli("device_train", "--collect", out, "--checkpoint", tmp_path / "joined.pt")
+    ckpt = read_model_checkpoint(joined["checkpoint"])
+    assert ckpt.arch == TINY and ckpt.extra["device_run"]["epochs"] == result["epochs"]
