@@ -103,6 +103,28 @@ def test_init_weights():
         init_weights(model, "orthogonal")
 
 
+@pytest.mark.parametrize("arch", ["lightcnn29", "lightcnn29v2"])
+def test_kaiming_init_starts_residual_blocks_as_identity(arch, shared_data):
+    """Without normalisation layers, unit-gain residual branches blew LightCNN-29v2's logits up
+    to a standard deviation of ~1,100 at init; zeroed last convs keep them near LightCNN-9's."""
+    import cv2
+
+    from lightface.models.lightcnn import MFMResBlock
+
+    torch.manual_seed(0)
+    model = init_weights(get_model(arch, num_classes=500), "kaiming").eval()
+    faces = sorted((shared_data / "orl_faces").glob("s*/1.pgm"))[:16]
+    x = torch.stack([torch.from_numpy(cv2.resize(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), (128, 128)))
+                     for f in faces]).unsqueeze(1).float().div(255)
+    with torch.no_grad():
+        logits, _ = model(x, return_logits=True)
+    assert torch.isfinite(logits).all() and logits.std() < 20
+    assert torch.nn.functional.cross_entropy(logits, torch.zeros(len(x), dtype=torch.long)) < 3 * np.log(500)
+    blocks = [m for m in model.modules() if isinstance(m, MFMResBlock)]
+    assert len(blocks) == 10 and all(torch.count_nonzero(b.conv2.filter.weight) == 0 for b in blocks)
+    assert all(torch.count_nonzero(b.conv1.filter.weight) > 0 for b in blocks)  # only the last conv starts at zero
+
+
 def test_stratified_split():
     labels = np.repeat(np.arange(5), [1, 2, 3, 10, 4])
     train, val = stratified_split(labels, 0.3, seed=1)
