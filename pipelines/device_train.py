@@ -90,7 +90,7 @@ def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]
                 distill=teacher, distill_weight=10.0 if teacher else 1.0,
                 distill_relation=args.distill_relation if teacher else 0.0,
                 samples_per_identity=args.samples_per_identity, seed=args.seed, log_every=10, save_every=10 ** 9,
-                tensorboard=False)
+                tensorboard=False, finetune=args.finetune, classifier_only_epochs=1 if args.finetune else 0)
 
 
 def steady_rate(metrics: Path) -> float:
@@ -142,7 +142,8 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
     samples = sum(s["count"] for s in manifest["sources"])
-    probe_cfg = {**recipe(args, data, teacher), "log_every": max(1, args.probe_steps // 4)}
+    # the probe times whole steps (a classifier-only first epoch would time a frozen backbone)
+    probe_cfg = {**recipe(args, data, teacher), "log_every": max(1, args.probe_steps // 4), "classifier_only_epochs": 0}
     probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=1,
                               max_steps=args.probe_steps, plots=False))
     rate = steady_rate(work / "probe" / "metrics.jsonl")
@@ -191,6 +192,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-steps", type=int, default=40,
                    help="steps of the throughput probe (its last quarter is timed, after the start-up)")
     p.add_argument("--arch", default="lightcnn29v2", help="lightcnn9, lightcnn29, lightcnn29v2")
+    p.add_argument("--finetune", default=None, metavar="CKPT",
+                   help="start from this checkpoint of --arch (e.g. the shipped lightface/weights/lightcnn9_3src_rc12-"
+                        "*.pt with --arch lightcnn9) with new heads, one classifier-only epoch first; default: from "
+                        "scratch (kaiming)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.01, help="SGD base learning rate")
     p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
