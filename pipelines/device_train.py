@@ -16,7 +16,9 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    ``--max-minutes`` as the backstop;
 5. the final backbone goes to ``--out`` as float16 parts under the 16 MiB a returned file may
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
-   ``config.yaml`` and ``curves.png``.
+   ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
+   the backbone of its last checkpoint (``--save-every``) with the error in ``summary.json``,
+   and the command fails.
 
 ``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
 ``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on
@@ -89,7 +91,7 @@ def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]
                 lr_gamma=args.lr_gamma, clip_grad=5.0, amp=args.amp, device=args.device, workers=args.workers,
                 distill=teacher, distill_weight=10.0 if teacher else 1.0,
                 distill_relation=args.distill_relation if teacher else 0.0,
-                samples_per_identity=args.samples_per_identity, seed=args.seed, log_every=10, save_every=10 ** 9,
+                samples_per_identity=args.samples_per_identity, seed=args.seed, log_every=10, save_every=args.save_every,
                 tensorboard=False, finetune=args.finetune, classifier_only_epochs=1 if args.finetune else 0)
 
 
@@ -150,17 +152,28 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
     epochs = max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
-    summary = train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
-                                lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60))
-    parts = export_parts(Path(summary["model"]), out)
+    error = None
+    try:
+        summary = train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
+                                    lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60))
+        model_path = Path(summary["model"])
+    except Exception as err:  # a lease is not repeatable: return the last good checkpoint and say what broke
+        error, summary, model_path = f"{type(err).__name__}: {err}", {}, run_dir / "last.pt"
+        if not model_path.is_file():
+            raise
+    parts = export_parts(model_path, out)
     for name in RUN_FILES:
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, out / name)
     result = {"arch": args.arch, "parts": parts, "samples": samples, "probe_images_per_s": rate,
               "probe_seconds": probe["seconds"], "epochs": epochs, "wheels_installed": installed,
-              "seconds": round(time.monotonic() - t0, 1), "device": args.device,
+              "seconds": round(time.monotonic() - t0, 1), "device": args.device, "error": error,
+              "exported": model_path.name,
               "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if error:
+        raise RuntimeError(f"the run stopped early ({error}); {out} holds the backbone of its last checkpoint "
+                           f"({model_path}) and summary.json")
     return result
 
 
@@ -205,6 +218,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", help="cuda (a lent GPU) or cpu (a smoke test)")
     p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                    help="data-loading processes")
+    p.add_argument("--save-every", type=int, default=500,
+                   help="steps between checkpoints (a run that breaks returns its last one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--collect", default=None, metavar="DIR", help="join the parts found in DIR instead of training")
     p.add_argument("--checkpoint", default=None, help="with --collect: the checkpoint to write")
