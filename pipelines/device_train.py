@@ -18,7 +18,8 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
    ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
    the backbone of its last checkpoint (``--save-every``) with the error in ``summary.json``,
-   and the command fails.
+   and the command fails. A SIGTERM (a time limit) stops training after its current step
+   and the backbone of that step is exported (``run.stopped`` in ``summary.json``).
 
 ``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
 ``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on

@@ -1,8 +1,10 @@
 """The one training engine (lightface.engine.engine) on a toy task: run folder, resume, NaN guard,
-deadline, EMA, batch sizes; flags generated from config dataclasses; one-line CLI errors."""
+deadline, stop signals, EMA, batch sizes; flags generated from config dataclasses; one-line CLI errors."""
 import argparse
 import json
 import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -31,6 +33,8 @@ class ToyConfig(RunConfig):
     ema_decay: float = option(0.0, help="EMA decay (0: off)")
     noise: float = option(0.1, help="random term of the loss (draws from the global RNG)")
     poison_step: int = option(0, help="this step's loss and update are NaN (a diverging run)")
+    signal_step: int = option(0, help="during this step the process sends itself `signals` (a real kill)")
+    signals: str = option("SIGTERM", help="comma-separated signal names sent at signal_step")
     tensorboard: bool = option(False, help="tensorboard")
     plots: bool = option(False, help="plots")
 
@@ -61,6 +65,9 @@ class ToyTask(Task):
         loss = nn.functional.mse_loss(self.view(x), y) + self.cfg.noise * torch.rand(()).item()
         if self.engine.step + 1 == self.cfg.poison_step:
             loss = loss * float("nan")
+        if self.engine.step + 1 == self.cfg.signal_step:
+            for name in self.cfg.signals.split(","):
+                os.kill(os.getpid(), signal.Signals[name])
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
@@ -153,6 +160,27 @@ def test_deadline_stops_saves_and_writes_the_final_weights(tmp_path):
     summary = _run(tmp_path / "run", steps=1000, max_minutes=1e-9)
     assert summary["stopped"].startswith("max_minutes") and summary["step"] == 1
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1 and (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_finishes_the_step_saves_and_resume_loses_nothing(tmp_path, name):
+    """Preemption (SIGTERM) or Ctrl-C (SIGINT) mid-run: the step completes, last.pt and model.pt hold it,
+    the previous handlers come back, and --resume continues exactly as if nothing had happened."""
+    _run(tmp_path / "full", steps=8)
+    part = tmp_path / "part"
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    summary = _run(part, steps=8, signal_step=3, signals=name)
+    assert summary["stopped"] == f"signal {name}" and summary["step"] == 3
+    assert load_checkpoint(part / "last.pt")["step"] == 3 and load_checkpoint(part / "model.pt")["step"] == 3
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert _run(part, steps=8, resume="auto")["stopped"] == "completed"
+    assert _losses(part) == _losses(tmp_path / "full")
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "run", steps=8, signal_step=3, signals="SIGINT,SIGINT")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("value", [0, -4])

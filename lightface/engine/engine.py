@@ -22,7 +22,9 @@ two GANs:
   ``--lr`` takes effect and is logged; a run folder that already holds a run is never
   overwritten without ``--resume`` or ``--overwrite``;
 * a **deadline** (``--max-minutes``) checked on every rank and agreed with one
-  ``all_reduce`` per step, so all ranks stop after the same step;
+  ``all_reduce`` per step, so all ranks stop after the same step; a SIGINT (Ctrl-C) or
+  SIGTERM (preemption, ``timeout``) stops the run the same way (:mod:`.stop_signals`): the
+  step finishes, ``last.pt`` and ``model.pt`` are saved, and ``--resume`` loses nothing;
 * **logging**: loss terms averaged over ranks and over the ``--log-every`` window;
 * a **NaN guard**: a non-finite loss term or weight stops the run with
   :class:`NonFiniteLossError`; checkpoints are never written with non-finite weights, so
@@ -55,6 +57,7 @@ from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
+from .stop_signals import StopSignals, ignore_in_worker
 
 __all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "RUN_FILES"]
 
@@ -251,9 +254,11 @@ class _Net:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """DataLoader workers: NumPy and ``random`` seeded from the worker's torch seed (itself from the loader's generator)."""
+    """DataLoader workers: NumPy and ``random`` seeded from the worker's torch seed (itself from the loader's
+    generator); the stop signals are left to the main process."""
     import random
 
+    ignore_in_worker()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -297,6 +302,7 @@ class Engine:
         self._logger: Optional[MetricLogger] = None
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._resume_ckpt: Optional[Dict[str, Any]] = None
+        self._stop = StopSignals()
 
     # ---------------------------------------------------------------- task API
     def add_network(self, name: str, module: nn.Module, *, arch: Optional[str] = None,
@@ -432,7 +438,8 @@ class Engine:
         log.info("%s: %d training samples, %d steps/epoch, steps %d..%d, world size %d, device %s",
                  task.name, len(train_set), self.steps_per_epoch, self.step, self.planned, self.dist.world_size,
                  self.device)
-        return self._loop(short)
+        with self._stop:
+            return self._loop(short)
 
     # ---------------------------------------------------------------- run folder
     def _prepare_run_folder(self) -> None:
@@ -510,7 +517,7 @@ class Engine:
                         net.ema.update(net.module)
                 self.step += 1
                 self.batch_in_epoch += 1
-                values, past_deadline = self._sync(terms, deadline)
+                values, stop_now = self._sync(terms, deadline)
                 for name, value in values.items():
                     window.setdefault(name, []).append(value)
                 epoch_done = self.batch_in_epoch >= self.steps_per_epoch
@@ -523,10 +530,9 @@ class Engine:
                         self._save("last.pt")
                 if self.step >= self.planned:
                     break
-                if past_deadline:
-                    stopped = f"max_minutes={cfg.max_minutes:g}"
-                    log.info("--max-minutes %g reached at step %d: stopping (all processes)", cfg.max_minutes,
-                             self.step)
+                if stop_now:
+                    stopped = self._stop_reason(deadline)
+                    log.info("%s at step %d: stopping (all processes)", stopped, self.step)
                     break
             if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
@@ -538,7 +544,7 @@ class Engine:
         stopped = stopped or short_reason  # the loop ends at the planned step unless the deadline stopped it
         if window:
             self._log_window(window, step_epoch)
-        if self._validated_step != self.step:
+        if self._validated_step != self.step and not self._stop.received:  # a signal asks for a prompt exit
             last_val = self._validate(step_epoch) or last_val
         if self._saved_step != self.step:
             self._save("last.pt")
@@ -552,13 +558,25 @@ class Engine:
         summary.update(last_val)
         summary.update(task.summary())
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
+        if self._stop.received:
+            log.warning("%s: stopped by %s; continue with the same command and --resume", task.name,
+                        self._stop.received)
         return summary
 
+    def _stop_reason(self, deadline: Optional[float]) -> str:
+        """Why the ranks agreed to stop early: this process's signal, the deadline, or another rank's signal."""
+        if self._stop.received:
+            return f"signal {self._stop.received}"
+        if deadline is not None and time.monotonic() >= deadline:
+            return f"max_minutes={self.cfg.max_minutes:g}"
+        return "another process was signalled"
+
     def _sync(self, terms: Mapping[str, Union[Tensor, float]], deadline: Optional[float]) -> Tuple[Dict[str, float], bool]:
-        """Average the step's terms over ranks and agree on the deadline and on finiteness (one all_reduce)."""
+        """Average the step's terms over ranks and agree on stopping (the deadline or a stop signal) and on
+        finiteness (one all_reduce)."""
         names = sorted(terms)
         vals = [torch.as_tensor(terms[n]).detach().to(self.device, torch.float32).reshape(()) for n in names]
-        past = 1.0 if deadline is not None and time.monotonic() >= deadline else 0.0
+        past = 1.0 if self._stop.received or (deadline is not None and time.monotonic() >= deadline) else 0.0
         bad_weights = 0.0 if self._weights_finite() else 1.0
         stats = torch.stack(vals + [torch.tensor(past, device=self.device), torch.tensor(bad_weights, device=self.device)])
         if self.dist.distributed:
