@@ -195,6 +195,18 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_lmdb, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_a_changed_schedule_takes_effect_on_resume(tiny_lmdb, tmp_path):
+    # 5 steps per epoch; halved every epoch until step 7, then --lr-step 2: the lr is the new schedule's
+    # at the position reached (epoch 1: no drop yet, epoch 2: one drop), not the old one continued
+    opts = ("--arch", TINY, "--lr", "0.01", "--lr-gamma", "0.5", "--epochs", "3", "--no-plots")
+    out = tmp_path / "run"
+    _train(tiny_lmdb, out, *opts, "--lr-step", "1", "--max-steps", "7")
+    _train(tiny_lmdb, out, *opts, "--lr-step", "2", "--resume")
+    lrs = {r["step"]: r["lr"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert [lrs[s] for s in (5, 6, 7, 8, 10, 11, 15)] == pytest.approx([0.01, 0.005, 0.005, 0.01, 0.01, 0.005, 0.005])
+    assert load_checkpoint(out / "last.pt")["schedulers"]["model"]["step_size"] == 2
+
+
 def test_identity_grouped_batches_resume_exactly(tiny_lmdb, tmp_path):
     # --samples-per-identity 3 with batch 3 and 3 photos per person: every batch is one person;
     # the grouped order is used, saved in the config and replayed exactly on --resume

@@ -19,7 +19,7 @@ two GANs:
   ``OUT/best.pt`` (best validation score), ``OUT/model.pt`` (the final weights, no
   training state), ``OUT/config.yaml``, ``OUT/metrics.jsonl``;
 * **resume**: ``--resume`` continues ``OUT/last.pt`` (or a given checkpoint); a changed
-  ``--lr`` takes effect and is logged; a run folder that already holds a run is never
+  ``--lr`` or schedule (``--lr-step``, ``--lr-gamma``) takes effect and is logged; a run folder that already holds a run is never
   overwritten without ``--resume`` or ``--overwrite``;
 * a **deadline** (``--max-minutes``) checked on every rank and agreed with one
   ``all_reduce`` per step, so all ranks stop after the same step; a SIGINT (Ctrl-C) or
@@ -251,6 +251,11 @@ class _Net:
     extra: Dict[str, Any]
     ema: Optional[ModelEMA]
     view: nn.Module
+
+
+#: a scheduler's state that is its position in the run; the rest of its state is its settings
+_SCHEDULE_POSITION = frozenset({"last_epoch", "_step_count", "_last_lr", "base_lrs", "_get_lr_called_within_step",
+                                "_is_initial"})
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -744,7 +749,9 @@ class Engine:
             for name, (opt, _, sched) in self._opts.items():
                 opt.load_state_dict(ckpt["optimizers"][name])
                 if sched is not None:
+                    settings = sched.state_dict()
                     sched.load_state_dict(ckpt["schedulers"][name])
+                    self._apply_changed_schedule(name, opt, sched, settings)
         except (KeyError, RuntimeError, ValueError) as err:
             raise TrainingError(f"--resume {path}: its state does not fit this run ({err}); resume with the flags "
                                 "the run started with") from err
@@ -764,6 +771,23 @@ class Engine:
             log.warning("--resume: the checkpoint holds the RNG states of %d processes, this run has %d; random "
                         "draws will differ from the uninterrupted run", len(states), self.dist.world_size)
         log.info("resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.step)
+
+    def _apply_changed_schedule(self, name: str, opt: torch.optim.Optimizer, sched: Any,
+                                settings: Mapping[str, Any]) -> None:
+        """Schedule settings that differ from the checkpoint's (``--lr-step``, ``--lr-gamma``) take effect:
+        the position in the run is kept and the learning rate becomes the new schedule's at that position."""
+        saved = sched.state_dict()
+        changed = {k: v for k, v in settings.items() if k not in _SCHEDULE_POSITION and saved.get(k) != v}
+        if not changed:
+            return
+        sched.load_state_dict({**saved, **changed})
+        if hasattr(sched, "_get_closed_form_lr"):  # StepLR and the other closed-form schedules
+            for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
+                group["lr"] = lr
+            sched._last_lr = [g["lr"] for g in opt.param_groups]
+        log.warning("--resume: the %s schedule changed (%s); applied from epoch %d (lr now %g)", name,
+                    ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(changed.items())),
+                    sched.last_epoch, opt.param_groups[0]["lr"])
 
     def _apply_changed_lr(self, saved: Mapping[str, float]) -> None:
         """A base learning rate that differs from the checkpoint's takes effect (schedule position kept)."""
