@@ -167,6 +167,23 @@ def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
     assert sorted(emb.try_embed([blank, photos[1]], aligned=False).errors) == [0]
 
 
+def test_a_photo_stored_sideways_with_its_exif_orientation_embeds_as_upright(weights, lfw, shared_models, tmp_path):
+    """A phone photo: the pixels lie on their side and EXIF says "turn 90 degrees clockwise"."""
+    from PIL import Image
+
+    photos, _ = lfw
+    upright, sideways = tmp_path / "upright.png", tmp_path / "sideways.png"
+    cv2.imwrite(str(upright), photos[0])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = cv2.rotate(photos[0], cv2.ROTATE_90_COUNTERCLOCKWISE)
+    Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).save(sideways, exif=exif.tobytes())
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    assert_same_embedding(emb.embed(sideways, aligned=False)[0], emb.embed(upright, aligned=False)[0])
+    # the landmarks and boxes refer to the photo as the user sees it
+    np.testing.assert_allclose(emb.embed_faces(sideways)[0].landmarks, emb.embed_faces(upright)[0].landmarks, atol=1e-3)
+
+
 def test_whole_photo_embeds_the_subject_not_a_bigger_bystander(weights, shared_models, shared_data):
     # LFW fold 2: det_500m finds a bystander's face bigger than Charles Schumer's in this photo
     root, rel = shared_data / "lfw_train", "Charles_Schumer/Charles_Schumer_0002.jpg"

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_image",
-           "read_image", "to_gray", "to_bgr"]
+           "read_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
 
@@ -71,14 +71,60 @@ def _from_pil(data: bytes) -> np.ndarray:
         return cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
 
 
+#: bytes near the start of a file that announce EXIF data (JPEG APP1, PNG eXIf, WebP EXIF) or a TIFF header
+_EXIF_MARKS = (b"Exif", b"eXIf", b"EXIF")
+_TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8; 1 = stored upright) of encoded image bytes; 1 when there is none."""
+    head = bytes(data[:65536])
+    if not (head[:4] in _TIFF_HEADERS or any(mark in head for mark in _EXIF_MARKS)):
+        return 1
+    from io import BytesIO
+
+    from PIL import Image
+
+    try:
+        with Image.open(BytesIO(bytes(data))) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # unreadable metadata: the pixels as stored
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn pixels stored with EXIF ``orientation`` upright, as a photo viewer (and ``cv2.imread``) shows them.
+
+    ``img`` is (H, W) or (H, W, C); orientations 5-8 swap H and W.
+    """
+    if orientation == 2:
+        return cv2.flip(img, 1)
+    if orientation == 3:
+        return cv2.rotate(img, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(img, 0)
+    if orientation == 5:  # transpose: mirror across the main diagonal
+        return np.ascontiguousarray(img.swapaxes(0, 1))
+    if orientation == 6:
+        return cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:  # transverse: mirror across the anti-diagonal
+        return np.ascontiguousarray(img.swapaxes(0, 1)[::-1, ::-1])
+    if orientation == 8:
+        return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return img
+
+
 def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to uint8.
+    """Decode encoded image bytes to uint8, upright.
 
     Args:
         data: the encoded file (JPEG, PNG, PGM, BMP, WebP, GIF, TIFF ...).
         color: ``"bgr"`` (H,W,3), ``"rgb"`` (H,W,3) or ``"gray"`` (H,W; ITU-R 601 luma).
         source: a name for error messages.
-    Alpha is composited onto black; 16-bit images are scaled to 8 bits.
+    An EXIF orientation (a phone photo stored sideways) is applied, as photo viewers and
+    ``cv2.imread`` do, so detectors see the face upright and landmarks refer to the upright
+    image. Alpha is composited onto black; 16-bit images are scaled to 8 bits.
     Raises:
         ImageReadError: empty, truncated or undecodable data.
     """
@@ -101,6 +147,7 @@ def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np
         img = (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
+    img = apply_orientation(img, exif_orientation(data))
     if color == "gray":
         return to_gray(img)
     bgr = to_bgr(img)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError, read_file_bytes
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, apply_orientation, exif_orientation, read_file_bytes
 
 __all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
            "nothing_restored", "check_batch_size"]
@@ -123,10 +123,12 @@ def output_names(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = 
 
 
 def load_image_with_alpha(path: PathLike):
-    """Read ``path`` -> ``(bgr uint8 (H, W, 3), alpha uint8 (H, W) or None, was_gray)``.
+    """Read ``path`` -> ``(bgr uint8 (H, W, 3), alpha uint8 (H, W) or None, was_gray)``, upright.
 
-    Gray images are expanded to 3 channels; 16-bit images are scaled to 8 bits; the alpha
-    channel of RGBA images is returned separately (the colour is not premultiplied).
+    An EXIF orientation is applied (the written result carries no EXIF, so it must be
+    upright itself); gray images are expanded to 3 channels; 16-bit images are scaled to
+    8 bits; the alpha channel of RGBA images is returned separately (the colour is not
+    premultiplied).
     Raises :class:`~lightface.data.io.ImageReadError` for unreadable files.
     """
     path = Path(path)
@@ -146,6 +148,7 @@ def load_image_with_alpha(path: PathLike):
     alpha, gray = None, False
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
+    img = apply_orientation(img, exif_orientation(data))
     if img.ndim == 2:
         gray = True
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
