@@ -110,36 +110,19 @@ def test_bundle_carries_the_teacher_and_the_device_run_trains_in_its_minutes(sou
 def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources, tmp_path):
     """The call's time limit as a SIGTERM to the process group: training stops after its step and the
     backbone of that step comes back in parts (a lease cannot be repeated)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from lightface.engine.logger import read_metrics
+    from stop_signal_helper import sigterm_after
 
-    root = Path(__file__).resolve().parents[1]
     a, b = sources
     bundle, out, work = tmp_path / "bundle", tmp_path / "out", tmp_path / "work"
     _cli("device_bundle", "--data", a, b, "--out", bundle, "--no-wheels", "--no-progress")
     entry = ("import sys; sys.path.insert(0, 'tests'); import lightcnn_tiny; from pipelines._cli import run_cli; "
              "from pipelines.device_train import main, get_args_parser; sys.exit(run_cli(main, get_args_parser))")
-    cmd = [sys.executable, "-c", entry, "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu",
-           "--arch", TINY, "--batch-size", 8, "--probe-steps", 8, "--workers", 1, "--amp", "none", "--minutes", 30]
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
     metrics = work / "run" / "metrics.jsonl"
-    try:
-        deadline = time.monotonic() + 180
-        while sum("loss" in r for r in (read_metrics(metrics) if metrics.is_file() else [])) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGTERM)
-        log, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, log
+    rc, log = sigterm_after(["-c", entry, "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu",
+                             "--arch", TINY, "--batch-size", 8, "--probe-steps", 8, "--workers", 1, "--amp", "none",
+                             "--minutes", 30], metrics, 2)
+    assert rc == 0, log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["stopped"] == "signal SIGTERM" and summary["error"] is None
     assert summary["run"]["step"] == [r["step"] for r in read_metrics(metrics) if "loss" in r][-1]

@@ -234,29 +234,13 @@ def test_workers_do_not_change_the_losses(tiny_lmdb, tmp_path):
 def test_sigterm_to_the_process_group_saves_and_the_run_resumes(tiny_lmdb, tmp_path):
     """What a scheduler's preemption or `timeout` does: SIGTERM to the trainer and its DataLoader workers.
     The workers must not die under the main process: it finishes the step, saves, and exits 0."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from stop_signal_helper import sigterm_after
 
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "tests" / "lightcnn_tiny.py"), "--arch", TINY, "--data", str(tiny_lmdb),
-           "--out", str(out), "--batch-size", str(BATCH), "--workers", "2", "--epochs", "10000", "--log-every", "1",
-           "--no-tensorboard", "--no-plots", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(_losses(out) if (out / "metrics.jsonl").is_file() else []) < 3:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGTERM)
-        log, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, log
+    rc, log = sigterm_after([ROOT / "tests" / "lightcnn_tiny.py", "--arch", TINY, "--data", tiny_lmdb, "--out", out,
+                             "--batch-size", BATCH, "--workers", 2, "--epochs", 10000, "--log-every", 1,
+                             "--no-tensorboard", "--no-plots", "--device", "cpu"], out / "metrics.jsonl", 3)
+    assert rc == 0, log
     assert "stopped (signal SIGTERM)" in log and "--resume" in log and "exited unexpectedly" not in log, log
     step = load_checkpoint(out / "last.pt")["step"]
     assert step == _losses(out)[-1][0] >= 3 and load_checkpoint(out / "model.pt")["step"] == step
