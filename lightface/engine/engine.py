@@ -19,8 +19,8 @@ two GANs:
   ``OUT/best.pt`` (best validation score), ``OUT/model.pt`` (the final weights, no
   training state), ``OUT/config.yaml``, ``OUT/metrics.jsonl``;
 * **resume**: ``--resume`` continues ``OUT/last.pt`` (or a given checkpoint); a changed
-  ``--lr`` or schedule (``--lr-step``, ``--lr-gamma``) takes effect and is logged; a run folder that already holds a run is never
-  overwritten without ``--resume`` or ``--overwrite``;
+  ``--lr`` or schedule (``--lr-step``, ``--lr-gamma``) takes effect and is logged; a run
+  folder that already holds a run is never overwritten without ``--resume`` or ``--overwrite``;
 * a **deadline** (``--max-minutes``) checked on every rank and agreed with one
   ``all_reduce`` per step, so all ranks stop after the same step; a SIGINT (Ctrl-C) or
   SIGTERM (preemption, ``timeout``) stops the run the same way (:mod:`.stop_signals`): the
@@ -546,7 +546,7 @@ class Engine:
                     last_val = self._validate(epoch) or last_val
                 if task.save_at_epoch_end or (cfg.save_every and self.step % cfg.save_every == 0):
                     self._save("last.pt")
-        stopped = stopped or short_reason  # the loop ends at the planned step unless the deadline stopped it
+        stopped = stopped or short_reason  # the loop ends at the planned step unless a deadline or signal stopped it
         if window:
             self._log_window(window, step_epoch)
         if self._validated_step != self.step and not self._stop.received:  # a signal asks for a prompt exit
@@ -581,9 +581,9 @@ class Engine:
         finiteness (one all_reduce)."""
         names = sorted(terms)
         vals = [torch.as_tensor(terms[n]).detach().to(self.device, torch.float32).reshape(()) for n in names]
-        past = 1.0 if self._stop.received or (deadline is not None and time.monotonic() >= deadline) else 0.0
+        stop = 1.0 if self._stop.received or (deadline is not None and time.monotonic() >= deadline) else 0.0
         bad_weights = 0.0 if self._weights_finite() else 1.0
-        stats = torch.stack(vals + [torch.tensor(past, device=self.device), torch.tensor(bad_weights, device=self.device)])
+        stats = torch.stack(vals + [torch.tensor(stop, device=self.device), torch.tensor(bad_weights, device=self.device)])
         if self.dist.distributed:
             dist.all_reduce(stats)
             stats[: len(names)] /= self.dist.world_size
