@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
 
 from lightface.engine.config import RESERVED, ConfigError, Option, config_from_dict, flag_name, iter_options, load_config
 from lightface.engine.config import unknown_key_error
+from lightface.engine.stop_signals import TrainingInterrupted
 
 __all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS"]
 
@@ -218,7 +219,8 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
     unusable checkpoints, a run folder that needs ``--resume`` / ``--overwrite``, a
     diverged run) are printed as ``PROG: error: message`` on stderr with status 1 (2 for
     config errors, like argparse's own); the traceback goes to the debug log
-    (``LIGHTFACE_DEBUG=1`` shows it).
+    (``LIGHTFACE_DEBUG=1`` shows it). A training run stopped by SIGINT / SIGTERM after
+    saving says so in one line and returns 128 + the signal number.
     """
     logging.basicConfig(level=logging.DEBUG if os.environ.get("LIGHTFACE_DEBUG") else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -233,4 +235,7 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
         log.debug("traceback", exc_info=True)
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:  # saved; the status of a process the signal killed
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return err.exit_status
     return 0

@@ -18,8 +18,9 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
    ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
    the backbone of its last checkpoint (``--save-every``) with the error in ``summary.json``,
-   and the command fails. A SIGTERM (a time limit) stops training after its current step
-   and the backbone of that step is exported (``run.stopped`` in ``summary.json``).
+   and the command fails. A SIGTERM (a time limit) stops training after its current step;
+   the backbone of that step is exported (``run.stopped`` in ``summary.json``) and the
+   command exits with status 143.
 
 ``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
 ``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on
@@ -141,6 +142,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     installed = ensure_packages(bundle, work / "site")
     from lightface.engine.lightcnn_trainer import TrainConfig, train
+    from lightface.engine.stop_signals import TrainingInterrupted
 
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
@@ -153,11 +155,13 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
     epochs = max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
-    error = None
+    error, interrupted = None, None
     try:
         summary = train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
                                     lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60))
         model_path = Path(summary["model"])
+    except TrainingInterrupted as stop:  # the time limit's SIGTERM: the step reached was saved, send it back
+        interrupted, summary, model_path = stop, stop.summary, Path(stop.summary["model"])
     except Exception as err:  # a lease is not repeatable: return the last good checkpoint and say what broke
         error, summary, model_path = f"{type(err).__name__}: {err}", {}, run_dir / "last.pt"
         if not model_path.is_file():
@@ -172,6 +176,8 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
               "exported": model_path.name,
               "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if interrupted is not None:
+        raise interrupted
     if error:
         raise RuntimeError(f"the run stopped early ({error}); {out} holds the backbone of its last checkpoint "
                            f"({model_path}) and summary.json")

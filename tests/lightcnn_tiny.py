@@ -34,10 +34,9 @@ if ARCH not in MODEL_BUILDERS:
     register_model(ARCH)(TinyLightCNN)
 
 if __name__ == "__main__":
-    import logging
+    import sys
 
-    from pipelines._cli import parse_with_config
+    from pipelines._cli import run_cli
     from pipelines.train_lightcnn import get_args_parser, main
 
-    logging.basicConfig(level=logging.INFO)
-    main(parse_with_config(get_args_parser()))
+    sys.exit(run_cli(main, get_args_parser))

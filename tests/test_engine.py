@@ -15,7 +15,8 @@ from torch.utils.data import TensorDataset
 
 from lightface.engine.checkpoint import load_checkpoint
 from lightface.engine.config import ConfigError, config_from_dict, config_to_dict, option, save_config
-from lightface.engine.engine import Engine, NonFiniteLossError, RunConfig, RunFolderError, Task, TrainingError
+from lightface.engine.engine import (Engine, NonFiniteLossError, RunConfig, RunFolderError, Task, TrainingError,
+                                    TrainingInterrupted)
 from lightface.engine.gan import GAN_DEFAULTS, GANConfig
 from lightface.engine.logger import read_metrics
 from pipelines._cli import add_options, options_from_args, parse_with_config, run_cli
@@ -165,12 +166,16 @@ def test_deadline_stops_saves_and_writes_the_final_weights(tmp_path):
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_stop_signal_finishes_the_step_saves_and_resume_loses_nothing(tmp_path, name):
     """Preemption (SIGTERM) or Ctrl-C (SIGINT) mid-run: the step completes, last.pt and model.pt hold it,
-    the previous handlers come back, and --resume continues exactly as if nothing had happened."""
+    TrainingInterrupted tells the caller, the previous handlers come back, and --resume continues exactly
+    as if nothing had happened."""
     _run(tmp_path / "full", steps=8)
     part = tmp_path / "part"
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    summary = _run(part, steps=8, signal_step=3, signals=name)
+    with pytest.raises(TrainingInterrupted, match=f"stopped by {name} at step 3.*--resume") as stop:
+        _run(part, steps=8, signal_step=3, signals=name)  # raised after saving: callers stop too
+    summary = stop.value.summary
     assert summary["stopped"] == f"signal {name}" and summary["step"] == 3
+    assert stop.value.exit_status == 128 + int(getattr(signal, name))
     assert load_checkpoint(part / "last.pt")["step"] == 3 and load_checkpoint(part / "model.pt")["step"] == 3
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert _run(part, steps=8, resume="auto")["stopped"] == "completed"

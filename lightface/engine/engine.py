@@ -24,7 +24,8 @@ two GANs:
 * a **deadline** (``--max-minutes``) checked on every rank and agreed with one
   ``all_reduce`` per step, so all ranks stop after the same step; a SIGINT (Ctrl-C) or
   SIGTERM (preemption, ``timeout``) stops the run the same way (:mod:`.stop_signals`): the
-  step finishes, ``last.pt`` and ``model.pt`` are saved, and ``--resume`` loses nothing;
+  step finishes, ``last.pt`` and ``model.pt`` are saved, then :class:`TrainingInterrupted`
+  is raised, and ``--resume`` loses nothing;
 * **logging**: loss terms averaged over ranks and over the ``--log-every`` window;
 * a **NaN guard**: a non-finite loss term or weight stops the run with
   :class:`NonFiniteLossError`; checkpoints are never written with non-finite weights, so
@@ -57,9 +58,9 @@ from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
-from .stop_signals import StopSignals, ignore_in_worker
+from .stop_signals import StopSignals, TrainingInterrupted, ignore_in_worker
 
-__all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "RUN_FILES"]
+__all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +445,10 @@ class Engine:
                  task.name, len(train_set), self.steps_per_epoch, self.step, self.planned, self.dist.world_size,
                  self.device)
         with self._stop:
-            return self._loop(short)
+            summary = self._loop(short)
+        if self._stop.received:
+            raise TrainingInterrupted(self._stop.received, summary)
+        return summary
 
     # ---------------------------------------------------------------- run folder
     def _prepare_run_folder(self) -> None:
@@ -563,9 +567,6 @@ class Engine:
         summary.update(last_val)
         summary.update(task.summary())
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
-        if self._stop.received:
-            log.warning("%s: stopped by %s; continue with the same command and --resume", task.name,
-                        self._stop.received)
         return summary
 
     def _stop_reason(self, deadline: Optional[float]) -> str:

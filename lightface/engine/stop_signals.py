@@ -1,8 +1,11 @@
 """Stop a training run cleanly on SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption, ``timeout``).
 
 The first signal only sets a flag: the engine finishes the step it is in, saves
-``last.pt`` and ``model.pt`` and returns its summary with ``stopped="signal SIGTERM"``, so
-``--resume`` loses nothing. The handlers are restored at that first signal, so a second
+``last.pt`` and ``model.pt``, and then raises :class:`TrainingInterrupted` (carrying the
+run's summary, ``stopped="signal SIGTERM"``), so ``--resume`` loses nothing and whatever
+called the trainer stops too (``make demo`` does not go on to its next stage). The
+command-line entry points exit with status 128 + the signal number (130, 143), as a
+process killed by it would. The handlers are restored at that first signal, so a second
 one acts as usual (Ctrl-C twice raises ``KeyboardInterrupt`` at once).
 
 DataLoader workers ignore both signals (:func:`ignore_in_worker`): a terminal's Ctrl-C and
@@ -22,10 +25,26 @@ import threading
 from types import FrameType
 from typing import Any, Dict, Optional
 
-__all__ = ["StopSignals", "ignore_in_worker", "STOP_SIGNALS"]
+__all__ = ["StopSignals", "TrainingInterrupted", "ignore_in_worker", "STOP_SIGNALS"]
 
 #: the signals that ask a run to stop after its current step
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(BaseException):
+    """A run stopped by a signal after saving (a BaseException, like ``KeyboardInterrupt``: callers stop too).
+
+    Attributes:
+        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+        summary: the engine's summary of the run up to its last step (``last``, ``model``, ``step``, ...).
+        exit_status: 128 + the signal number, the status of a process the signal killed.
+    """
+
+    def __init__(self, signal_name: str, summary: Dict[str, Any]):
+        self.signal_name, self.summary = signal_name, summary
+        self.exit_status = 128 + int(signal.Signals[signal_name])
+        super().__init__(f"stopped by {signal_name} at step {summary.get('step')}; {summary.get('last')} holds "
+                         "that step: continue with the same command and --resume")
 
 
 class StopSignals:
