@@ -634,7 +634,13 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = main(get_args_parser().parse_args())
+    from lightface.engine.stop_signals import TrainingInterrupted
+
+    try:
+        result = main(get_args_parser().parse_args())
+    except TrainingInterrupted as stop:  # Ctrl-C during a training stage: saved, and the demo ends there
+        print(f"demo: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_status)
     print(f"\nReport: {result['report']}\n        {result['html']}")
     if result["failures"]:
         print("Failed steps: " + ", ".join(f"{k} ({v})" for k, v in result["failures"].items()), file=sys.stderr)
