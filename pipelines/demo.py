@@ -639,7 +639,8 @@ if __name__ == "__main__":
     try:
         result = main(get_args_parser().parse_args())
     except TrainingInterrupted as stop:  # Ctrl-C during a training stage: saved, and the demo ends there
-        print(f"demo: {stop}", file=sys.stderr)
+        print(f"demo: stopped by {stop.signal_name} in a training stage (step {stop.summary.get('step')})",
+              file=sys.stderr)
         sys.exit(stop.exit_status)
     print(f"\nReport: {result['report']}\n        {result['html']}")
     if result["failures"]:
