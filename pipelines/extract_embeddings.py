@@ -9,14 +9,21 @@
 Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, ``paths``
 (N,) relative paths, ``failed_paths`` / ``failed_errors`` for images that could not
 be embedded, and ``weights_name`` / ``weights_sha256`` / ``weights_arch`` naming the
-model that made them. ``feat``: one raw little-endian float32 file of 256 values per image, at
+model that made them; written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
 ``OUT/<relative path without extension>.feat`` (the layout of the original Light CNN
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged),
 plus ``OUT/failures.tsv`` when some images failed. Bad files are skipped and reported.
+
+Long runs keep their progress (every ``--save-every`` images) in ``OUTPUT.partial.npz`` (npz)
+or ``OUT/.partial.npz`` (feat): the same command after a crash, a kill or Ctrl-C continues
+where that file ends, and the file is removed when the output is complete. A progress file
+of another extraction (other inputs, weights or flags) is refused, never mixed in.
 Exit status 1 with a one-line message when no image could be embedded or the input,
 weights or config are unusable; 2 for a bad command line.
 """
 import argparse
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
+from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.templates import ALIGNED_TEMPLATES
 from pipelines._argtypes import positive_int
 
@@ -63,6 +71,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="inputs are aligned crops (Light CNN 128x128 or 144x144; others per --aligned-template); "
                         "default: detect and align "
                         "the main face in each image (the largest, penalised by its distance from the centre)")
+    p.add_argument("--save-every", type=positive_int, default=2000,
+                   help="images between saves of the progress file (a rerun continues from the last one)")
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
                         "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
@@ -98,6 +108,39 @@ def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[
     return base, rels
 
 
+def _output_path(args: argparse.Namespace) -> Path:
+    out = Path(args.output)
+    return out if args.format == "feat" or out.suffix == ".npz" else out.with_name(out.name + ".npz")
+
+
+def _fingerprint(args: argparse.Namespace, rels: List[str], weights_sha256: str) -> str:
+    """What makes two extractions the same one: inputs (in order), weights and the flags that change the numbers."""
+    spec = {"inputs": rels, "weights": weights_sha256, "aligned": args.aligned, "flip": args.flip,
+            "template": args.aligned_template, "detector": None if args.aligned else str(args.detector)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _load_progress(path: Path, fingerprint: str, emb: np.ndarray, failed: Dict[str, str]) -> int:
+    """Fill ``emb`` and ``failed`` from the progress file at ``path``; returns the images already done."""
+    if not path.is_file():
+        return 0
+    with np.load(path, allow_pickle=False) as saved:  # plain arrays: loading runs no code
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(f"{path} holds the progress of another extraction (other inputs, weights or flags); "
+                             "delete it to start this one over, or rerun the command that made it")
+        done = int(saved["done"])
+        emb[:done] = saved["embeddings"]
+        failed.update(zip(saved["failed_paths"].tolist(), saved["failed_errors"].tolist()))
+    logger.info("resuming from %s: %d of %d images already done", path, done, len(emb))
+    return done
+
+
+def _save_progress(path: Path, fingerprint: str, emb: np.ndarray, done: int, failed: Dict[str, str]) -> None:
+    with atomic_file(path) as f:
+        np.savez(f, fingerprint=np.array(fingerprint), done=np.array(done), embeddings=emb[:done],
+                 failed_paths=np.array(list(failed), dtype=str), failed_errors=np.array(list(failed.values()), dtype=str))
+
+
 def main(args: argparse.Namespace) -> Dict[str, object]:
     """Run the extraction; returns a summary ``{"count", "failed": {path: message}, "output"}``."""
     from tqdm.auto import tqdm
@@ -111,31 +154,39 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                             detector=None if args.aligned else args.detector, flip=args.flip,
                             aligned_template=args.aligned_template)
     info = embedder.weights_info
+    out = _output_path(args)
+    progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
+    fingerprint = _fingerprint(args, rels, info.sha256)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
-    with tqdm(total=len(rels), desc="extracting", unit="img") as bar:
-        for start in range(0, len(rels), args.batch_size):
+    done = _load_progress(progress, fingerprint, emb, failed)
+    saved = done
+    with tqdm(total=len(rels), initial=done, desc="extracting", unit="img") as bar:
+        for start in range(done, len(rels), args.batch_size):
             chunk = rels[start:start + args.batch_size]
             res = embedder.try_embed([base / r for r in chunk], aligned=args.aligned, batch_size=args.batch_size)
             emb[start:start + len(chunk)] = res.embeddings
             failed.update({chunk[i]: msg for i, msg in res.errors.items()})
             bar.update(len(chunk))
+            done = start + len(chunk)
+            if done - saved >= args.save_every and done < len(rels):
+                _save_progress(progress, fingerprint, emb, done, failed)
+                saved = done
     ok = [i for i, r in enumerate(rels) if r not in failed]
-    out = Path(args.output)
     if args.format == "npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, embeddings=emb[ok], paths=np.array([rels[i] for i in ok]),
-                 failed_paths=np.array(list(failed), dtype=str), failed_errors=np.array(list(failed.values()), dtype=str),
-                 weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),
-                 weights_arch=np.array(info.arch or ""))
+        with atomic_file(out) as f:
+            np.savez(f, embeddings=emb[ok], paths=np.array([rels[i] for i in ok]),
+                     failed_paths=np.array(list(failed), dtype=str),
+                     failed_errors=np.array(list(failed.values()), dtype=str),
+                     weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),
+                     weights_arch=np.array(info.arch or ""))
     else:
         for i in ok:
-            dst = (out / rels[i]).with_suffix(".feat")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            emb[i].astype("<f4").tofile(dst)
+            with atomic_file((out / rels[i]).with_suffix(".feat")) as f:
+                f.write(emb[i].astype("<f4").tobytes())
         if failed:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "failures.tsv").write_text("".join(f"{p}\t{m}\n" for p, m in failed.items()))
+            write_text_atomic(out / "failures.tsv", "".join(f"{p}\t{m}\n" for p, m in failed.items()))
+    progress.unlink(missing_ok=True)
     logger.info("embedded %d of %d images with %s (sha256 %s...) -> %s", len(ok), len(rels), info.name,
                 info.sha256[:12], out)
     if failed:

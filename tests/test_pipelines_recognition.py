@@ -4,6 +4,7 @@ Random Light CNN weights in the official file layout (no official weights on thi
 the metrics are meaningless as numbers but every stage runs on real faces.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lightface.embed import FaceEmbedder
 from pipelines import evaluate, extract_embeddings
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,47 @@ def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):
         ["--weights", str(weights), "-i", str(tmp_path / "list.txt"), "--root", str(src), "--aligned",
          "-o", str(tmp_path / "l.npz"), "--device", "cpu"]))
     assert res["count"] == 2
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from pipelines import extract_embeddings as ee
+original = ee._save_progress
+def save_then_die(*a, **k):
+    original(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)  # a crash right after the first progress save
+ee._save_progress = save_then_die
+ee.main(ee.get_args_parser().parse_args(sys.argv[1:]))
+"""
+
+
+def test_extract_embeddings_killed_midway_continues_and_refuses_other_progress(tmp_path, weights, lfw, shared_models,
+                                                                              caplog):
+    import os
+    import subprocess
+    import sys
+
+    root, names = lfw
+    src = _copy_identities(root, names[:3], tmp_path / "in")  # 6 photos
+    argv = ["--weights", str(weights), "-i", str(src), "--detector", str(shared_models / "det_500m.onnx"),
+            "--device", "cpu", "--batch-size", "2", "--save-every", "2"]
+    full = extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv + ["-o", str(tmp_path / "full.npz")]))
+    out = tmp_path / "e.npz"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_CHILD, *argv, "-o", str(out)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not out.exists() and (tmp_path / "e.partial.npz").is_file()  # no half-written output, the progress kept
+    with caplog.at_level("INFO", logger="pipelines.extract_embeddings"):
+        again = extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv + ["-o", str(out)]))
+    assert "2 of 6 images already done" in caplog.text and again["count"] == full["count"] == 6
+    a, b = np.load(out), np.load(tmp_path / "full.npz")
+    assert list(a["paths"]) == list(b["paths"]) and np.allclose(a["embeddings"], b["embeddings"], atol=1e-6)
+    assert not (tmp_path / "e.partial.npz").exists()
+    # a progress file of another extraction (here: without flip fusion) is refused, not mixed in
+    subprocess.run([sys.executable, "-c", _KILLED_CHILD, *argv, "-o", str(out)], env=env, timeout=300)
+    with pytest.raises(ValueError, match="progress of another extraction"):
+        extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv + ["--flip", "-o", str(out)]))
 
 
 def test_help_documents_defaults():
