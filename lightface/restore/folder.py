@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, apply_orientation, exif_orientation, read_file_bytes
+from ..utils.atomic_write import atomic_file
 
 __all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
            "nothing_restored", "check_batch_size"]
@@ -167,11 +168,12 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def _write(path: Path, img: np.ndarray) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Encode ``img`` by ``path``'s extension and write it atomically (a killed run leaves no truncated image)."""
     ok, buf = cv2.imencode(path.suffix, img)
     if not ok:
         raise OSError(f"could not encode {path}")
-    buf.tofile(str(path))
+    with atomic_file(path) as f:
+        f.write(buf.tobytes())
     return str(path)
 
 
