@@ -11,13 +11,16 @@ views), OUT/cmp (input crop | frontal view, side by side), OUT/restored_imgs (wi
 skipped files with the reason). Unreadable files and photos without a face are reported,
 never fatal; outputs are named after the inputs' paths relative to the folder given
 (face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1 with
-a one-line message when every input was skipped or an input is unusable.
+a one-line message when every input was skipped or an input is unusable. An interrupted run
+(crash, kill, Ctrl-C) continues where it stopped when the same command runs again
+(OUT/.progress.jsonl journals the inputs done).
 """
 import argparse
 import json
 from pathlib import Path
 
-from lightface.restore.folder import RestoreResult, nothing_restored, restore_paths
+from lightface.restore.folder import RestoreResult, nothing_restored, restore_paths, settings_key
+from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
 
 
@@ -75,8 +78,9 @@ def main(args: argparse.Namespace) -> dict:
             return RestoreResult(image=image, crops=[f.crop for f in faces], faces=[f.frontal for f in faces],
                                  notes=notes)
 
-    summary = restore_paths(args.input, out, restore, suffix=args.suffix)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = restore_paths(args.input, out, restore, suffix=args.suffix,
+                            run_key=settings_key(args, getattr(fr.pretrained, "sha256", None)))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if not summary["processed"]:
         raise RuntimeError(nothing_restored(summary, out))
     return summary

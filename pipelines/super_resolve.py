@@ -11,13 +11,16 @@ OUT/restored_imgs (whole photos), OUT/summary.json; with --evaluate: OUT/evaluat
 and OUT/contact_sheet.png. Outputs are named after the inputs' paths relative to the folder
 given (face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1
 with a one-line message when every input was skipped or an input is unusable.
+An interrupted run (crash, kill, Ctrl-C) continues where it stopped when the same command runs
+again (OUT/.progress.jsonl journals the inputs done).
 """
 import argparse
 import json
 from pathlib import Path
 
-from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths
+from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
 from lightface.restore.super_resolver import SuperResolver, evaluate_super_resolution
+from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
 
 
@@ -69,8 +72,9 @@ def main(args: argparse.Namespace) -> dict:
                 notes = [] if faces else ["no face detected: whole image upscaled with bicubic only"]
                 return RestoreResult(image=image, crops=[f.crop for f in faces], faces=[f.restored for f in faces],
                                      notes=notes)
-        summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext,
+                                run_key=settings_key(args, getattr(resolver.pretrained, "sha256", None)))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         report["summary"] = summary
         if not summary["processed"]:
             raise RuntimeError(nothing_restored(summary, out))

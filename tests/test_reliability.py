@@ -238,6 +238,55 @@ def test_restore_pipelines_do_not_overwrite_outputs(tmp_path, pipeline):
         assert abs(int(cv2.imread(crop)[5, 5, 0]) - imgs[rel]) <= 2, (rel, crop)
 
 
+_KILL_AFTER_TWO_INPUTS = """
+import os, signal, sys
+from lightface.restore import folder
+original = folder._Journal.append
+calls = [0]
+def append_then_die(self, kind, entry):
+    original(self, kind, entry)
+    calls[0] += 1
+    if calls[0] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # a crash after two inputs were finished
+folder._Journal.append = append_then_die
+from pipelines._cli import run_cli
+from pipelines.super_resolve import get_args_parser, main
+sys.exit(run_cli(main, get_args_parser, sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # four child processes (each imports torch)
+def test_a_killed_super_resolve_run_continues_where_it_stopped(tmp_path):
+    from lightface.models.checkpoint import save_model_checkpoint
+    from lightface.models.wavelet_srnet import WaveletSRNet
+
+    _restore_tree(tmp_path)
+    tiny = dict(scale=2, output_size=16, channels=8, num_blocks=1, head_channels=8)
+    weights = save_model_checkpoint(tmp_path / "sr.pth", WaveletSRNet(**tiny), "wavelet_srnet", tiny)
+    out = tmp_path / "out"
+    argv = ["-i", str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b"), "-o", str(out), "--weights", str(weights),
+            "--aligned", "--device", "cpu"]
+    killed = _run("-c", _KILL_AFTER_TWO_INPUTS, *argv)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+
+    def faces():
+        return sorted((out / "restored_faces").rglob("*.png"))
+
+    assert len(faces()) == 2 and not (out / "summary.json").exists()
+    first = {p: p.stat().st_mtime_ns for p in faces()}
+    again = _run("-m", "pipelines.super_resolve", *argv)
+    assert again.returncode == 0, again.stderr
+    assert "continuing an interrupted run: 2 of 5 inputs were done" in again.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["processed"]) == 5 and len({p["input"] for p in summary["processed"]}) == 5
+    assert len(faces()) == 5 and not (out / ".progress.jsonl").exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # not redone
+    # other settings: the journal of the interrupted run is not used
+    killed = _run("-c", _KILL_AFTER_TWO_INPUTS, *argv)
+    other = _run("-m", "pipelines.super_resolve", *argv, "--suffix", "sr")
+    assert other.returncode == 0 and "other settings" in other.stderr and "continuing" not in other.stderr
+
+
 # -- 5.8 bad checkpoints ---------------------------------------------------------------------
 def _bad_files(tmp_path):
     import argparse

@@ -17,13 +17,19 @@ Unreadable files, images that are too small or too large, and restorer errors ar
 skipped and reported (``summary["skipped"]``); the run never stops halfway through a
 folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
 (resized to the output) when written as PNG.
+
+With a ``run_key`` (the pipelines pass their settings), a run journals each finished input
+in ``OUTDIR/.progress.jsonl``: the same command after a crash, a kill or Ctrl-C skips the
+inputs already done and returns the whole summary; the journal is removed when the run
+ends. A journal written with other settings is ignored (that run starts over).
 """
+import json
 import logging
 import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -177,6 +183,53 @@ def _write(path: Path, img: np.ndarray) -> str:
     return str(path)
 
 
+def settings_key(args: Any, weights_sha256: Optional[str] = None) -> str:
+    """A restore run's ``run_key``: every command-line setting except where it runs and writes, plus the
+    weights' sha256 (the shipped default can change between versions)."""
+    skip = {"output", "device", "batch_size"}
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
+    return json.dumps({"settings": settings, "weights_sha256": weights_sha256}, sort_keys=True)
+
+
+class _Journal:
+    """``OUTDIR/.progress.jsonl``: a header line ``{"key": run_key}``, then one line per finished input
+    (``{"kind": "processed" | "skipped", "entry": {...}}``), appended and synced to disk one by one."""
+
+    def __init__(self, outdir: Path, key: str):
+        self.path, self.key = outdir / ".progress.jsonl", key
+
+    def load(self) -> List[Tuple[str, Dict]]:
+        """The entries of an earlier run with the same key ([] when there is none or it had other settings)."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            if json.loads(lines[0]).get("key") != self.key:
+                log.warning("%s was written with other settings: this run starts over", self.path)
+                return []
+        except (IndexError, ValueError):
+            return []
+        entries = []
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except ValueError:  # the line being written when the run was killed
+                break
+            entries.append((record["kind"], record["entry"]))
+        return entries
+
+    def start(self, entries: List[Tuple[str, Dict]]) -> None:
+        with atomic_file(self.path, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"key": self.key}) + "\n")
+            f.writelines(json.dumps({"kind": k, "entry": e}) + "\n" for k, e in entries)
+
+    def append(self, kind: str, entry: Dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"kind": kind, "entry": entry}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def restore_paths(
     inputs: Union[PathLike, Sequence[PathLike]],
     outdir: PathLike,
@@ -187,6 +240,7 @@ def restore_paths(
     max_pixels: int = 40_000_000,
     save_crops: bool = True,
     show_progress: bool = True,
+    run_key: Optional[str] = None,
 ) -> Dict[str, List[Dict]]:
     """Run ``restore`` on every image in ``inputs`` and write the outputs under ``outdir``.
 
@@ -200,6 +254,8 @@ def restore_paths(
         min_size: inputs with a side shorter than this are skipped.
         max_pixels: inputs with more pixels than this are skipped (memory safety; resize them first).
         save_crops: also write ``cropped_faces/``.
+        run_key: the run's settings as a string: journal the progress and continue an interrupted
+            run with the same key (see the module doc); None: no journal.
     Returns:
         ``{"processed": [{"input", "name", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``
         (``name``: the input's output name, see :func:`output_names`).
@@ -211,11 +267,31 @@ def restore_paths(
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
+    journal = _Journal(out, run_key) if run_key is not None else None
+    done = set()
+    if journal is not None:
+        wanted = {str(p) for p, _ in named}
+        earlier = [(k, e) for k, e in journal.load() if e["input"] in wanted]
+        for kind, entry in earlier:
+            summary[kind].append(entry)
+            done.add(entry["input"])
+        if done:
+            log.info("continuing an interrupted run: %d of %d inputs were done (%s)", len(done), len(named),
+                     journal.path)
+        journal.start(earlier)
+
+    def finish(kind: str, entry: Dict) -> None:
+        summary[kind].append(entry)
+        if journal is not None:
+            journal.append(kind, entry)
+
     for path, name in tqdm(named, desc="restore", unit="img", disable=not show_progress):
+        if str(path) in done:
+            continue
         try:
             img, alpha, gray = load_image_with_alpha(path)
         except ImageReadError as err:
-            summary["skipped"].append({"input": str(path), "reason": str(err)})
+            finish("skipped", {"input": str(path), "reason": str(err)})
             log.warning("skipped %s", err)
             continue
         h, w = img.shape[:2]
@@ -230,7 +306,7 @@ def restore_paths(
             except (ValueError, RuntimeError) as err:  # a bad image must not stop the folder
                 reason = f"{type(err).__name__}: {err}"
         if reason is not None:
-            summary["skipped"].append({"input": str(path), "reason": reason})
+            finish("skipped", {"input": str(path), "reason": reason})
             log.warning("skipped %s: %s", path, reason)
             continue
         notes = list(result.notes) + (["gray input restored as colour"] if gray else [])
@@ -258,7 +334,10 @@ def restore_paths(
             outputs.append(_write(out / "restored_imgs" / f"{name}{sfx}.{out_ext}", whole))
         for note in notes:
             log.info("%s: %s", path.name, note)
-        summary["processed"].append({"input": str(path), "name": name, "faces": len(result.faces), "outputs": outputs, "notes": notes})
+        finish("processed", {"input": str(path), "name": name, "faces": len(result.faces), "outputs": outputs,
+                             "notes": notes})
+    if journal is not None:
+        journal.path.unlink(missing_ok=True)
     log.info("restored %d image(s), skipped %d", len(summary["processed"]), len(summary["skipped"]))
     return summary
 
