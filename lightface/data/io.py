@@ -12,8 +12,8 @@ from typing import Union
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_image",
-           "read_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_unchanged",
+           "decode_image", "read_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
 
@@ -115,8 +115,34 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
+def decode_unchanged(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to uint8 with their channels as stored, upright.
+
+    Returns (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA. An EXIF orientation (a phone photo
+    stored sideways) is applied, as photo viewers and ``cv2.imread`` do; 16-bit images are
+    scaled to 8 bits; formats this OpenCV build cannot decode (GIF ...) go through PIL (BGR).
+    Raises:
+        ImageReadError: empty, truncated or undecodable data, or an unsupported pixel type.
+    """
+    if not len(data):
+        raise ImageReadError(f"{source}: empty file")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        try:  # GIF and a few others that this OpenCV build cannot decode
+            img = _from_pil(bytes(data))
+        except Exception as err:
+            raise ImageReadError(f"{source}: not a readable image ({type(err).__name__}: {err})") from err
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return apply_orientation(img, exif_orientation(data))
+
+
 def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to uint8, upright.
+    """Decode encoded image bytes to uint8, upright (see :func:`decode_unchanged`).
 
     Args:
         data: the encoded file (JPEG, PNG, PGM, BMP, WebP, GIF, TIFF ...).
@@ -130,24 +156,10 @@ def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np
     """
     if color not in ("bgr", "rgb", "gray"):
         raise ValueError(f"color must be 'bgr', 'rgb' or 'gray', got {color!r}")
-    if not data:
-        raise ImageReadError(f"{source}: empty file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        try:  # GIF and a few others that this OpenCV build cannot decode
-            img = _from_pil(data)
-        except Exception as err:
-            raise ImageReadError(f"{source}: not a readable image ({type(err).__name__}: {err})") from err
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
+    img = decode_unchanged(data, source)
     if img.ndim == 3 and img.shape[2] == 4:
         alpha = img[:, :, 3:4].astype(np.float32) / 255.0
         img = (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    img = apply_orientation(img, exif_orientation(data))
     if color == "gray":
         return to_gray(img)
     bgr = to_bgr(img)

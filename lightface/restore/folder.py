@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError, apply_orientation, exif_orientation, read_file_bytes
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, decode_unchanged, read_file_bytes
 from ..utils.atomic_write import atomic_file
 
 __all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
@@ -140,22 +140,11 @@ def load_image_with_alpha(path: PathLike):
     """
     path = Path(path)
     try:
-        data = np.frombuffer(read_file_bytes(path), np.uint8)  # regular files only: a FIFO must not block
+        data = read_file_bytes(path)  # regular files only: a FIFO must not block
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        from ..data.io import read_image  # PIL fallback (GIF ...) and a uniform error message
-
-        return read_image(path, "bgr"), None, False
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+    img = decode_unchanged(data, str(path))
     alpha, gray = None, False
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    img = apply_orientation(img, exif_orientation(data))
     if img.ndim == 2:
         gray = True
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
