@@ -10,7 +10,10 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
 1. the wheels in the bundle are installed when ``lmdb`` or ``albumentations`` is missing;
 2. each source's RecordIO is rebuilt as a raw 144x144 gray LMDB (``build_lmdb``) and its
    teacher embeddings are stored beside it;
-3. a probe of ``--probe-steps`` steps measures the training throughput;
+3. a probe measures the training throughput over one whole epoch, its boundary included (the
+   DataLoader's workers restart and ``last.pt`` is written at every epoch end: on a fast GPU
+   with a small corpus that is a sizeable share of an epoch), after ``--probe-steps`` steps
+   of start-up;
 4. the run gets the epochs that fit the minutes left (the learning rate falls by
    ``--lr-gamma`` at 40% and 80% of them, so the schedule ends inside the lease), with
    ``--max-minutes`` as the backstop;
@@ -97,13 +100,21 @@ def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]
                 tensorboard=False, finetune=args.finetune, classifier_only_epochs=1 if args.finetune else 0)
 
 
-def steady_rate(metrics: Path) -> float:
-    """Images per second of the last logged window of a run (after its start-up)."""
-    rates = [r["images_per_s"] for r in map(json.loads, metrics.read_text().splitlines())
-             if r.get("images_per_s")]
-    if not rates:
-        raise RuntimeError(f"{metrics} logged no throughput; raise --probe-steps")
-    return float(rates[-1])
+def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
+    """Images per second of a probe logged at every step, timed over one whole epoch from step
+    ``skip`` (after the start-up) to step ``skip`` + the epoch's length, the epoch's end included."""
+    times: Dict[int, float] = {}
+    per_epoch = 0
+    for record in map(json.loads, metrics.read_text().splitlines()):
+        if "time" in record and "step" in record:
+            times.setdefault(int(record["step"]), float(record["time"]))
+            if record.get("epoch") == 0:
+                per_epoch = max(per_epoch, int(record["step"]))
+    start, end = skip, skip + per_epoch
+    if not per_epoch or start not in times or end not in times or times[end] <= times[start]:
+        raise RuntimeError(f"{metrics} does not time a whole epoch after step {skip} (epoch length {per_epoch}, "
+                           f"steps logged {min(times, default=None)}..{max(times, default=None)})")
+    return per_epoch * batch_size / (times[end] - times[start])
 
 
 def export_parts(model_path: Path, out: Path) -> List[str]:
@@ -147,11 +158,12 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
     samples = sum(s["count"] for s in manifest["sources"])
-    # the probe times whole steps (a classifier-only first epoch would time a frozen backbone)
-    probe_cfg = {**recipe(args, data, teacher), "log_every": max(1, args.probe_steps // 4), "classifier_only_epochs": 0}
-    probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=1,
-                              max_steps=args.probe_steps, plots=False))
-    rate = steady_rate(work / "probe" / "metrics.jsonl")
+    # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each one,
+    # through one epoch after its start-up (an epoch is at most ceil(samples / batch) steps, and at least one)
+    probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
+    probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=args.probe_steps + 2,
+                              max_steps=args.probe_steps + math.ceil(samples / args.batch_size), plots=False))
+    rate = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps)
     left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
     epochs = max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
@@ -209,8 +221,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="/tmp/lightface_device", help="scratch folder for LMDBs, wheels and runs")
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
     p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
-    p.add_argument("--probe-steps", type=int, default=40,
-                   help="steps of the throughput probe (its last quarter is timed, after the start-up)")
+    p.add_argument("--probe-steps", type=int, default=20,
+                   help="start-up steps of the throughput probe before the epoch it times")
     p.add_argument("--arch", default="lightcnn29v2", help="lightcnn9, lightcnn29, lightcnn29v2")
     p.add_argument("--finetune", default=None, metavar="CKPT",
                    help="start from this checkpoint of --arch (e.g. the shipped lightface/weights/lightcnn9_3src_rc12-"

@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -261,10 +262,14 @@ _SCHEDULE_POSITION = frozenset({"last_epoch", "_step_count", "_last_lr", "base_l
 
 def _seed_worker(worker_id: int) -> None:
     """DataLoader workers: NumPy and ``random`` seeded from the worker's torch seed (itself from the loader's
-    generator); the stop signals are left to the main process."""
+    generator); the stop signals are left to the main process; OpenCV runs single-threaded (many workers
+    each starting a thread per core would oversubscribe the processor)."""
     import random
 
     ignore_in_worker()
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
