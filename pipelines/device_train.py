@@ -10,13 +10,14 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
 1. the wheels in the bundle are installed when ``lmdb`` or ``albumentations`` is missing;
 2. each source's RecordIO is rebuilt as a raw 144x144 gray LMDB (``build_lmdb``) and its
    teacher embeddings are stored beside it;
-3. a probe measures the training throughput over one whole epoch, its boundary included (the
+3. a probe measures the training throughput over one whole epoch, its end included (the
    DataLoader's workers restart and ``last.pt`` is written at every epoch end: on a fast GPU
-   with a small corpus that is a sizeable share of an epoch), after ``--probe-steps`` steps
-   of start-up;
+   with a small corpus that is a sizeable share of an epoch); it times the second epoch,
+   ``--probe-steps`` steps into it, since the first one's end also tunes cuDNN for the short
+   last batch (on the H200 that made a probe of the first epoch read half the real rate);
 4. the run gets the epochs that fit the minutes left (the learning rate falls by
-   ``--lr-gamma`` at 40% and 80% of them, so the schedule ends inside the lease), with
-   ``--max-minutes`` as the backstop;
+   ``--lr-gamma`` at 40% and 80% of them, so the schedule ends inside the lease), or
+   ``--epochs`` (no probe), with the minutes left as the ``--max-minutes`` backstop;
 5. the final backbone goes to ``--out`` as float16 parts under the 16 MiB a returned file may
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
    ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
@@ -102,7 +103,7 @@ def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]
 
 def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
     """Images per second of a probe logged at every step, timed over one whole epoch from step
-    ``skip`` (after the start-up) to step ``skip`` + the epoch's length, the epoch's end included."""
+    ``skip`` into the second epoch to the same step of the third, the second epoch's end included."""
     times: Dict[int, float] = {}
     per_epoch = 0
     for record in map(json.loads, metrics.read_text().splitlines()):
@@ -110,9 +111,9 @@ def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
             times.setdefault(int(record["step"]), float(record["time"]))
             if record.get("epoch") == 0:
                 per_epoch = max(per_epoch, int(record["step"]))
-    start, end = skip, skip + per_epoch
+    start, end = per_epoch + skip, 2 * per_epoch + skip
     if not per_epoch or start not in times or end not in times or times[end] <= times[start]:
-        raise RuntimeError(f"{metrics} does not time a whole epoch after step {skip} (epoch length {per_epoch}, "
+        raise RuntimeError(f"{metrics} does not time a whole epoch from step {start} (epoch length {per_epoch}, "
                            f"steps logged {min(times, default=None)}..{max(times, default=None)})")
     return per_epoch * batch_size / (times[end] - times[start])
 
@@ -158,14 +159,20 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
     samples = sum(s["count"] for s in manifest["sources"])
-    # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each one,
-    # through one epoch after its start-up (an epoch is at most ceil(samples / batch) steps, and at least one)
-    probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
-    probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=args.probe_steps + 2,
-                              max_steps=args.probe_steps + math.ceil(samples / args.batch_size), plots=False))
-    rate = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps)
-    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
-    epochs = max(1, int(rate * left * 0.92 / samples))
+    rate, probe_seconds = None, 0.0
+    if args.epochs:
+        epochs = args.epochs
+        left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+    else:
+        # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each
+        # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one)
+        probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
+        probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=args.probe_steps + 3,
+                                  max_steps=args.probe_steps + 2 * math.ceil(samples / args.batch_size), plots=False))
+        rate, probe_seconds = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps), \
+            probe["seconds"]
+        left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+        epochs = max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
     error, interrupted = None, None
     try:
@@ -183,7 +190,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, out / name)
     result = {"arch": args.arch, "parts": parts, "samples": samples, "probe_images_per_s": rate,
-              "probe_seconds": probe["seconds"], "epochs": epochs, "wheels_installed": installed,
+              "probe_seconds": probe_seconds, "epochs": epochs, "wheels_installed": installed,
               "seconds": round(time.monotonic() - t0, 1), "device": args.device, "error": error,
               "exported": model_path.name,
               "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
@@ -221,13 +228,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="/tmp/lightface_device", help="scratch folder for LMDBs, wheels and runs")
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
     p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
-    p.add_argument("--probe-steps", type=int, default=20,
-                   help="start-up steps of the throughput probe before the epoch it times")
+    p.add_argument("--probe-steps", type=int, default=10,
+                   help="the throughput probe times one epoch from this step of its second epoch")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train this many epochs instead of those the probe fits into --minutes (no probe)")
     p.add_argument("--arch", default="lightcnn29v2", help="lightcnn9, lightcnn29, lightcnn29v2")
     p.add_argument("--finetune", default=None, metavar="CKPT",
-                   help="start from this checkpoint of --arch (e.g. the shipped lightface/weights/lightcnn9_3src_rc12-"
-                        "*.pt with --arch lightcnn9) with new heads, one classifier-only epoch first; default: from "
-                        "scratch (kaiming)")
+                   help="start from this checkpoint of --arch (e.g. the shipped lightface/weights/lightcnn29v2_3src_rc13-"
+                        "*.pt) with new heads, one classifier-only epoch first; default: from scratch (kaiming)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.01, help="SGD base learning rate")
     p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")

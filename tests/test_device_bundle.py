@@ -108,8 +108,8 @@ def test_bundle_carries_the_teacher_and_the_device_run_trains_in_its_minutes(sou
 
 
 def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources, tmp_path):
-    """The call's time limit as a SIGTERM to the process group: training stops after its step and the
-    backbone of that step comes back in parts (a lease cannot be repeated)."""
+    """A SIGTERM to the process group (a scheduler's time limit): training stops after its step and the
+    backbone of that step comes back in parts. ``--epochs`` trains without the probe."""
     from lightface.engine.logger import read_metrics
     from stop_signal_helper import sigterm_after
 
@@ -120,11 +120,12 @@ def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources
              "from pipelines.device_train import main, get_args_parser; sys.exit(run_cli(main, get_args_parser))")
     metrics = work / "run" / "metrics.jsonl"
     rc, log = sigterm_after(["-c", entry, "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu",
-                             "--arch", TINY, "--batch-size", 8, "--probe-steps", 8, "--workers", 1, "--amp", "none",
+                             "--arch", TINY, "--batch-size", 8, "--epochs", 500, "--workers", 1, "--amp", "none",
                              "--minutes", 30], metrics, 2)
     assert rc == 143, log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["stopped"] == "signal SIGTERM" and summary["error"] is None
+    assert summary["epochs"] == 500 and summary["probe_images_per_s"] is None
     assert summary["run"]["step"] == [r["step"] for r in read_metrics(metrics) if "loss" in r][-1]
     joined = _cli("device_train", "--collect", out, "--checkpoint", tmp_path / "joined.pt")
     assert joined["arch"] == TINY

@@ -14,7 +14,7 @@ Example::
 
     from lightface.models import get_model, list_pretrained
     list_pretrained()                                  # [{"name": ..., "arch": ..., "sha256": ...}, ...]
-    model = get_model("lightcnn9", pretrained=True)    # the default recogniser, sha256 checked
+    model = get_model("lightcnn29v2", pretrained=True) # the default recogniser, sha256 checked
 """
 import hashlib
 import json
