@@ -254,9 +254,9 @@ def test_framing_benchmark_re_alignment_recovers_verification_accuracy(shared_da
     direct = rows[("lightcnn", "lightcnn")]["accuracy"]
     for framing in ("arcface", "ffhq"):
         realigned, resized = rows[(framing, framing)]["accuracy"], rows[(framing, "lightcnn")]["accuracy"]
-        # measured +0.05 / +0.16 (rc12; rc10 +0.09 / +0.15): a stronger recogniser loses less to resizing
+        # measured +0.06 / +0.14 (rc13; rc12 +0.05 / +0.16, rc10 +0.09 / +0.15)
         assert realigned > resized + 0.03, (framing, realigned, resized)
-        assert realigned > direct - 0.03, (framing, realigned, direct)  # measured -0.018 / +0.003 (rc12)
+        assert realigned > direct - 0.03, (framing, realigned, direct)  # measured -0.006 / 0.000 (rc13)
 
 
 def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, shared_models, shared_data, caplog):
