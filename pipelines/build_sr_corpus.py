@@ -15,15 +15,13 @@ resumes unfinished ones. Then:
 """
 import argparse
 import json
-import logging
 import sys
-from typing import List, Optional
+from typing import Any, Dict, Optional
 
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.sr_corpus import SR_SOURCES, build_sr_corpus
 from pipelines._argtypes import non_negative_int
-
-log = logging.getLogger("pipelines.build_sr_corpus")
+from pipelines._cli import run_cli
 
 
 def _upscale(text: str) -> Optional[float]:
@@ -54,23 +52,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids,
-                                    max_upscale=args.max_upscale, encoding=args.encoding, workers=args.workers,
-                                    template=args.template,
-                                    progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as err:
-        log.error("%s", err)
-        return 1
+def main(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """Build the corpus per the parsed arguments; prints and returns the per-source summaries.
+
+    Raises:
+        RuntimeError: a source left no face to build, or its LMDB did not complete.
+    """
+    summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids, max_upscale=args.max_upscale,
+                                encoding=args.encoding, workers=args.workers, template=args.template,
+                                progress=not args.no_progress)
     print(json.dumps(summaries, indent=2, default=str))
-    return 0 if all(s.get("ok") for s in summaries.values()) else 1
-
-
-def cli(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return main(get_args_parser().parse_args(argv))
+    failed = [name for name, summary in summaries.items() if not summary.get("ok")]
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)}: not built (see the summary above and the log); the same command "
+                           f"keeps the finished LMDBs and resumes the others")
+    return summaries
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main, get_args_parser))

@@ -271,6 +271,7 @@ def step_embeddings(demo: Demo) -> None:
     from lightface import FaceEmbedder, similarity
     from lightface.data.align import align_face
     from lightface.data.io import read_image
+    from lightface.utils.atomic_write import atomic_file
 
     held = demo.held
     root = demo.root
@@ -314,7 +315,8 @@ def step_embeddings(demo: Demo) -> None:
     nn_png = demo.out / "embeddings_nn.png"
     if rows:
         cv2.imwrite(str(nn_png), np.concatenate(rows, axis=0))
-    np.savez(demo.out / "embeddings.npz", embeddings=emb, labels=labels, paths=np.array([p for p, _ in held]))
+    with atomic_file(demo.out / "embeddings.npz") as f:
+        np.savez(f, embeddings=emb, labels=labels, paths=np.array([p for p, _ in held]))
     demo.results["embeddings"] = {"count": int(len(emb)), "dim": int(emb.shape[1]), "per_second": rate,
                                   "rank1": rank1, "chance": chance, "gallery": len(gallery_idx), "probes": len(probe_idx)}
     demo.add("3. Embeddings and nearest-neighbour search", [
@@ -567,23 +569,25 @@ STEPS: List[Callable[[Demo], None]] = [step_dataset, step_recognition, step_embe
 
 
 def write_report(demo: Demo, timings: Dict[str, float], failures: Dict[str, str]) -> Path:
-    """Write OUT/report.md, OUT/report.html and OUT/results.json; returns the markdown path."""
+    """Write OUT/report.md, OUT/report.html and OUT/results.json (each atomically); returns the markdown path."""
+    from lightface.utils.atomic_write import write_text_atomic
+
     head = [f"# lightface demo{' (quick)' if demo.quick else ''}", "",
             f"Finished {time.strftime('%Y-%m-%d %H:%M:%S')} on {demo.device}; total {sum(timings.values()):.0f} s.", "",
             "| step | seconds | status |", "|---|---|---|"]
     head += [f"| {name} | {sec:.1f} | {'FAILED: ' + failures[name] if name in failures else 'ok'} |"
              for name, sec in timings.items()]
     md = "\n\n".join(["\n".join(head)] + demo.sections) + "\n"
-    (demo.out / "report.md").write_text(md)
+    write_text_atomic(demo.out / "report.md", md)
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px}"
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s:.1f}</td><td>{html.escape(failures.get(n, 'ok'))}</td></tr>"
                    for n, s in timings.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lightface demo</title><style>{style}</style></head>"
             f"<body><h1>lightface demo</h1><table><tr><th>step</th><th>seconds</th><th>status</th></tr>{rows}</table>"
             + "".join(demo.html_sections) + "</body></html>")
-    (demo.out / "report.html").write_text(page)
-    (demo.out / "results.json").write_text(json.dumps({"timings": timings, "failures": failures, **demo.results},
-                                                      indent=2, default=str))
+    write_text_atomic(demo.out / "report.html", page)
+    write_text_atomic(demo.out / "results.json", json.dumps({"timings": timings, "failures": failures, **demo.results},
+                                                            indent=2, default=str))
     return demo.out / "report.md"
 
 

@@ -25,7 +25,7 @@ import logging
 import sys
 
 from pipelines._argtypes import non_negative_int, positive_int
-from pipelines._cli import parse_with_config
+from pipelines._cli import run_cli
 
 log = logging.getLogger("pipelines.relabel")
 
@@ -81,9 +81,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        main(parse_with_config(get_args_parser()))
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        log.error("%s", err)
-        sys.exit(1)
+    sys.exit(run_cli(main, get_args_parser))

@@ -64,9 +64,15 @@ def test_sr_corpus_lists(mini_shared, tmp_path):
 
 
 def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
-    from pipelines.build_sr_corpus import cli
+    from pipelines._cli import run_cli
+    from pipelines.build_sr_corpus import get_args_parser, main
+
+    def cli(argv):
+        return run_cli(main, get_args_parser, argv)
 
     root, _, _ = mini_shared
+    assert cli(["--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert "CFP source" in capsys.readouterr().err
     out = tmp_path / "sr"
     assert cli(["--data", str(root), "--out", str(out), "--val-ids", "1", "--max-upscale", "1.5", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)

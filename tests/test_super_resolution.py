@@ -165,6 +165,33 @@ def test_restore_paths_skips_bad_files_and_keeps_alpha(tmp_path):
         list_images(tmp_path / "missing")
 
 
+def test_an_interrupted_journalled_run_redoes_only_inputs_that_changed(tmp_path):
+    """``run_key``: a run stopped after two inputs continues with the rest; an input replaced since it was
+    journalled is restored again, an unchanged one is not."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate("abcd"):
+        cv2.imwrite(str(src / f"{name}.png"), np.full((20, 20, 3), 40 * i, np.uint8))
+    seen = []
+
+    def restore(bgr, stop_after=None):
+        seen.append(int(bgr[0, 0, 0]))
+        if stop_after is not None and len(seen) > stop_after:
+            raise KeyboardInterrupt  # Ctrl-C while the third input is restored
+        return RestoreResult(image=cv2.resize(bgr, (40, 40)))
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        restore_paths(src, out, lambda bgr: restore(bgr, stop_after=2), show_progress=False, run_key="k")
+    assert seen == [0, 40, 80] and (out / ".progress.jsonl").is_file()
+    cv2.imwrite(str(src / "b.png"), np.full((20, 20, 3), 250, np.uint8))  # replaced after it was restored
+    seen.clear()
+    summary = restore_paths(src, out, restore, show_progress=False, run_key="k")
+    assert sorted(seen) == [80, 120, 250]  # b again (new content), c and d; a is not redone
+    assert len(summary["processed"]) == 4 and not (out / ".progress.jsonl").exists()
+    assert int(cv2.imread(str(out / "restored_imgs" / "b.png"))[0, 0, 0]) == 250
+
+
 def _train_argv(data, out, **over):
     argv = ["--data", str(data), "--out", str(out), "--scale", "4", "--hr-size", "32", "--channels", "8",
             "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4", "--batch-size", "4", "--steps", "4",

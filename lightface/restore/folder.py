@@ -21,7 +21,8 @@ folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
 With a ``run_key`` (the pipelines pass their settings), a run journals each finished input
 in ``OUTDIR/.progress.jsonl``: the same command after a crash, a kill or Ctrl-C skips the
 inputs already done and returns the whole summary; the journal is removed when the run
-ends. A journal written with other settings is ignored (that run starts over).
+ends. A journal written with other settings is ignored (that run starts over), and an input
+whose file changed since it was journalled (size or modification time) is restored again.
 """
 import json
 import logging
@@ -180,15 +181,26 @@ def settings_key(args: Any, weights_sha256: Optional[str] = None) -> str:
     return json.dumps({"settings": settings, "weights_sha256": weights_sha256}, sort_keys=True)
 
 
+def _stamp(path: PathLike) -> Optional[List[int]]:
+    """An input file's ``[size, mtime_ns]`` (None when it cannot be read): the journal's test of "unchanged"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 class _Journal:
     """``OUTDIR/.progress.jsonl``: a header line ``{"key": run_key}``, then one line per finished input
-    (``{"kind": "processed" | "skipped", "entry": {...}}``), appended and synced to disk one by one."""
+    (``{"kind": "processed" | "skipped", "entry": {...}, "stamp": [size, mtime_ns]}``), appended and synced
+    to disk one by one. ``stamps`` holds this run's inputs' stamps (:func:`_stamp`)."""
 
-    def __init__(self, outdir: Path, key: str):
-        self.path, self.key = outdir / ".progress.jsonl", key
+    def __init__(self, outdir: Path, key: str, stamps: Dict[str, Optional[List[int]]]):
+        self.path, self.key, self.stamps = outdir / ".progress.jsonl", key, stamps
 
     def load(self) -> List[Tuple[str, Dict]]:
-        """The entries of an earlier run with the same key ([] when there is none or it had other settings)."""
+        """The entries of an earlier run with the same key whose inputs are among this run's and unchanged
+        ([] when there is none or it had other settings)."""
         if not self.path.is_file():
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -198,25 +210,36 @@ class _Journal:
                 return []
         except (IndexError, ValueError):
             return []
-        entries = []
+        entries, changed = [], 0
         for line in lines[1:]:
             try:
                 record = json.loads(line)
             except ValueError:  # the line being written when the run was killed
                 break
+            path = record["entry"]["input"]
+            if path not in self.stamps:
+                continue
+            if self.stamps[path] is None or record.get("stamp") != self.stamps[path]:
+                changed += 1
+                continue
             entries.append((record["kind"], record["entry"]))
+        if changed:
+            log.info("%d input(s) changed since the interrupted run: restoring them again", changed)
         return entries
 
     def start(self, entries: List[Tuple[str, Dict]]) -> None:
         with atomic_file(self.path, "w", encoding="utf-8") as f:
             f.write(json.dumps({"key": self.key}) + "\n")
-            f.writelines(json.dumps({"kind": k, "entry": e}) + "\n" for k, e in entries)
+            f.writelines(self._line(k, e) for k, e in entries)
 
     def append(self, kind: str, entry: Dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"kind": kind, "entry": entry}) + "\n")
+            f.write(self._line(kind, entry))
             f.flush()
             os.fsync(f.fileno())
+
+    def _line(self, kind: str, entry: Dict) -> str:
+        return json.dumps({"kind": kind, "entry": entry, "stamp": self.stamps.get(entry["input"])}) + "\n"
 
 
 def restore_paths(
@@ -256,11 +279,10 @@ def restore_paths(
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
-    journal = _Journal(out, run_key) if run_key is not None else None
+    journal = _Journal(out, run_key, {str(p): _stamp(p) for p, _ in named}) if run_key is not None else None
     done = set()
     if journal is not None:
-        wanted = {str(p) for p, _ in named}
-        earlier = [(k, e) for k, e in journal.load() if e["input"] in wanted]
+        earlier = journal.load()
         for kind, entry in earlier:
             summary[kind].append(entry)
             done.add(entry["input"])
