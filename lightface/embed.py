@@ -308,7 +308,10 @@ class FaceEmbedder:
             shipped inside lightface). ``None``: ``"buffalo_l"``, loaded on first use, and
             the shipped YuNet when that pack cannot be loaded (offline; a warning says so).
         flip: flip fusion by default: embed the face and its mirror image, average the two
-            features, then normalise (can be overridden per call).
+            features, then normalise (twice the compute; can be overridden per call).
+            ``None``: the shipped model card's setting (``flip_fusion``: on for the shipped
+            LightCNN-29v2, whose thresholds are fitted to it; ``flip=False`` takes the card's
+            thresholds fitted without it), off for other weights.
         threshold: cosine decision threshold for :meth:`verify` (default: the shipped
             model's calibrated threshold, else the checkpoint's ``verification_threshold``
             when stored, else :data:`VERIFICATION_THRESHOLD`).
@@ -364,7 +367,7 @@ class FaceEmbedder:
         arch: Optional[str] = None,
         device: str = "auto",
         detector: Any = None,
-        flip: bool = False,
+        flip: Optional[bool] = None,
         threshold: Optional[float] = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -389,13 +392,15 @@ class FaceEmbedder:
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
         self.precision = precision
         self._onnx = None
-        stored_threshold = None
+        stored_threshold = identification_threshold = None
         self.pretrained: Optional[PretrainedWeights] = self._shipped_entry(weights, arch)
         self._weights_src = weights
         self._weights_info: Optional[WeightsInfo] = None
+        card_flip = self.pretrained is not None and self.pretrained.flip_fusion
+        self.flip = card_flip if flip is None else bool(flip)
         if self.pretrained is not None:
             weights = self._load_shipped(self.pretrained)
-            stored_threshold = self.pretrained.threshold
+            stored_threshold, identification_threshold = self.pretrained.thresholds(self.flip)
         if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
             from .export import OnnxRecognizer
 
@@ -421,12 +426,10 @@ class FaceEmbedder:
         logger.info("FaceEmbedder: running on %s (%s)", self.device, self.backend)
         self._detector_spec = detector
         self._detector = detector if hasattr(detector, "detect") else None
-        self.flip = bool(flip)
         if threshold is None:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
-        self.identification_threshold = (self.pretrained.identification_threshold
-                                         if self.pretrained is not None else None)
+        self.identification_threshold = identification_threshold
 
     @staticmethod
     def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:

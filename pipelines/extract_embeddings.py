@@ -47,7 +47,9 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                         "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
-    p.add_argument("--flip", action="store_true", help="flip fusion: average the features of the face and its mirror")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip fusion: average the features of the face and its mirror (twice the compute); default: the "
+                        "weights' model card (the shipped recogniser: on), off for other weights")
     p.add_argument("--aligned-template", default="auto", choices=ALIGNED_TEMPLATES,
                    help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
                         "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")
@@ -113,9 +115,10 @@ def _output_path(args: argparse.Namespace) -> Path:
     return out if args.format == "feat" or out.suffix == ".npz" else out.with_name(out.name + ".npz")
 
 
-def _fingerprint(args: argparse.Namespace, rels: List[str], weights_sha256: str) -> str:
-    """What makes two extractions the same one: inputs (in order), weights and the flags that change the numbers."""
-    spec = {"inputs": rels, "weights": weights_sha256, "aligned": args.aligned, "flip": args.flip,
+def _fingerprint(args: argparse.Namespace, rels: List[str], weights_sha256: str, flip: bool) -> str:
+    """What makes two extractions the same one: inputs (in order), weights and the settings that change the numbers
+    (``flip``: the embedder's, after the card's default)."""
+    spec = {"inputs": rels, "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
             "template": args.aligned_template, "detector": None if args.aligned else str(args.detector)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
@@ -156,7 +159,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     info = embedder.weights_info
     out = _output_path(args)
     progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
-    fingerprint = _fingerprint(args, rels, info.sha256)
+    fingerprint = _fingerprint(args, rels, info.sha256, embedder.flip)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
     done = _load_progress(progress, fingerprint, emb, failed)

@@ -229,8 +229,9 @@ def test_crops_of_other_templates_are_realigned(shared_data, lfw, caplog):
         auto = embedder.embed(arcface)
     assert "ArcFace" in caplog.text
     resized = FaceEmbedder(device="cpu", aligned_template="lightcnn").embed(arcface)
-    assert ((auto * ref).sum(1) > 0.8).all(), (auto * ref).sum(1)  # measured 0.85-0.95
-    assert ((resized * ref).sum(1) < 0.7).all(), (resized * ref).sum(1)  # measured 0.47-0.60
+    # measured, rc13 with its flip fusion: re-aligned 0.95-0.96, resized 0.63-0.74 (rc12: 0.85-0.95 and 0.47-0.60)
+    assert ((auto * ref).sum(1) > 0.8).all(), (auto * ref).sum(1)
+    assert ((auto * ref).sum(1) > (resized * ref).sum(1) + 0.1).all(), ((auto * ref).sum(1), (resized * ref).sum(1))
     ffhq = [align_face(p, marks[n], "ffhq", 256)[0] for p, n in zip(photos, names)]
     realigned = FaceEmbedder(device="cpu", aligned_template="ffhq").embed(ffhq)
     assert ((realigned * ref).sum(1) > 0.99).all()

@@ -132,6 +132,20 @@ def test_card_facts_update_keeps_the_weights_and_the_order(shipped, weights_dir,
         update_card_facts("no_such_model", {})
 
 
+def test_a_card_that_flips_makes_flip_fusion_the_default_with_its_own_thresholds(shipped, tmp_path):
+    """``flip_fusion`` on a card: FaceEmbedder() flips and takes the card's thresholds; flip=False takes the
+    thresholds the card fitted without it; other weights never flip unless asked."""
+    update_card_facts("tiny_default", {"threshold": THRESHOLD, "identification_threshold": 0.8, "flip_fusion": True,
+                                       "without_flip": {"threshold": 0.4, "identification_threshold": 0.7}})
+    default, plain = FaceEmbedder(device="cpu"), FaceEmbedder(device="cpu", flip=False)
+    assert default.flip and (default.threshold, default.identification_threshold) == (pytest.approx(THRESHOLD), 0.8)
+    assert not plain.flip and (plain.threshold, plain.identification_threshold) == (0.4, 0.7)
+    x = _faces(3)
+    assert torch.allclose(default.embed_tensor(x), plain.embed_tensor(x, flip=True), atol=1e-6)
+    assert not torch.allclose(default.embed_tensor(x), plain.embed_tensor(x), atol=1e-3)
+    assert not FaceEmbedder(str(tmp_path / "train.pt"), device="cpu").flip
+
+
 def test_release_model_cli_updates_a_card(shipped, tmp_path, monkeypatch):
     monkeypatch.setattr(release_model, "CARD", tmp_path / "model_zoo.md")
     meta = tmp_path / "tiny_default.json"

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = [
     "PretrainedWeights",
@@ -92,6 +92,22 @@ class PretrainedWeights:
         the card has none."""
         value = self.meta.get("identification_threshold")
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def flip_fusion(self) -> bool:
+        """Recognition models: whether the card embeds with flip fusion (the face and its mirror image
+        averaged): :class:`lightface.FaceEmbedder`'s default for these weights, and what its thresholds
+        were fitted to."""
+        return bool(self.meta.get("flip_fusion", False))
+
+    def thresholds(self, flip: bool) -> Tuple[Optional[float], Optional[float]]:
+        """Recognition models: the card's ``(verification, identification)`` thresholds for embeddings made
+        with flip fusion on or off: its own ones, or those of its ``without_flip`` entry when the card
+        flips and ``flip`` is False (None where the card has none)."""
+        other = self.meta.get("without_flip") if self.flip_fusion and not flip else None
+        source = other if isinstance(other, dict) else self.meta
+        return tuple(float(v) if isinstance(v, (int, float)) else None  # type: ignore[return-value]
+                     for v in (source.get("threshold"), source.get("identification_threshold")))
 
     def path(self, verify: bool = True) -> Path:
         """The weight file, after checking that it exists and (``verify``) matches its sha256.
