@@ -32,9 +32,10 @@ ROWS = (("lightcnn", 128, "lightcnn", "Light CNN crop (direct)"),
         ("ffhq", 128, "ffhq", "FFHQ 128, re-aligned"))
 
 
-def run(data_root, weights: Optional[str] = None, device: str = "cpu") -> List[Dict[str, object]]:
+def run(data_root, weights: Optional[str] = None, device: str = "cpu",
+        flip: Optional[bool] = None) -> List[Dict[str, object]]:
     """One dict per row of :data:`ROWS`: ``framing``, ``aligned_template``, ``label``,
-    ``accuracy`` (10-fold), ``auc``."""
+    ``accuracy`` (10-fold), ``auc``. ``flip``: flip fusion (None: the weights' model card)."""
     from lightface import FaceEmbedder
     from lightface.eval.dev_protocols import _verification, lfw_dev_faces
 
@@ -43,7 +44,7 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu") -> List[D
         if framing not in faces:
             faces[framing] = lfw_dev_faces(data_root, template=framing, size=size)
         if read_as not in embedders:
-            embedders[read_as] = FaceEmbedder(weights, aligned_template=read_as, device=device)
+            embedders[read_as] = FaceEmbedder(weights, aligned_template=read_as, device=device, flip=flip)
         crops, pairs, same = faces[framing]
         m = _verification(np.asarray(embedders[read_as].embed(crops, aligned=True)), pairs, same)
         rows.append({"framing": framing, "aligned_template": read_as, "label": label,
@@ -58,12 +59,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip fusion (default: the weights' model card: on for the shipped recogniser)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not (Path(args.data) / "lfw_train").is_dir():
         print(f"benchmarks.framing: skipped: {Path(args.data) / 'lfw_train'} is absent")
         return 0
-    rows = run(args.data, args.weights, args.device)
+    rows = run(args.data, args.weights, args.device, args.flip)
     print(f"LFW fold 2 (pairs_dev.txt, 600 pairs), given landmarks; weights: {args.weights or 'shipped'}")
     print("| crop | accuracy (10-fold) | AUC |\n|---|---:|---:|")
     for r in rows:

@@ -249,7 +249,7 @@ def test_framing_benchmark_re_alignment_recovers_verification_accuracy(shared_da
     from lightface.models import PretrainedError
 
     try:
-        rows = {(r["framing"], r["aligned_template"]): r for r in run(shared_data)}
+        rows = {(r["framing"], r["aligned_template"]): r for r in run(shared_data, flip=False)}  # half the compute
     except PretrainedError:
         pytest.skip("no recogniser ships in this install")
     direct = rows[("lightcnn", "lightcnn")]["accuracy"]
