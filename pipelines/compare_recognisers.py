@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from lightface.eval.dev_protocols import crop_embedder
 from lightface.eval.paired import compare_recognisers, format_comparison
@@ -35,25 +36,28 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomically)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip fusion for both recognisers; default: each one's model card (the shipped recogniser: "
+                        "on), off for other weights")
     return p
 
 
-def _recogniser(spec: str, which: str):
-    """A FaceEmbedder for a command-line recogniser: a checkpoint path or 'shipped'."""
+def _recogniser(spec: str, which: str, flip: Optional[bool] = None):
+    """A FaceEmbedder for a command-line recogniser: a checkpoint path or 'shipped' (``flip``: see ``--flip``)."""
     from lightface import FaceEmbedder
 
     if spec == SHIPPED:
-        return FaceEmbedder()
+        return FaceEmbedder(flip=flip)
     if not Path(spec).is_file():
         raise FileNotFoundError(f"recogniser {which}: checkpoint {spec} not found; pass a Light CNN checkpoint "
                                 f"(e.g. RUN/last.pt) or '{SHIPPED}' for the shipped default recogniser")
-    return FaceEmbedder(spec)
+    return FaceEmbedder(spec, flip=flip)
 
 
 def main(args: argparse.Namespace) -> dict:
     """Compare A and B; prints the table, writes --out; returns ``{"a", "b", "detector", "data", "results"}``."""
-    embed_a = crop_embedder(_recogniser(args.a, "A"))
-    embed_b = crop_embedder(_recogniser(args.b, "B"))
+    embed_a = crop_embedder(_recogniser(args.a, "A", args.flip))
+    embed_b = crop_embedder(_recogniser(args.b, "B", args.flip))
     detector = None
     if args.detector:
         from lightface.data.detect import FaceDetector

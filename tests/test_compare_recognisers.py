@@ -181,7 +181,8 @@ def test_cli_help_documents_every_flag():
 
 @pytest.mark.slow
 def test_the_shipped_model_against_itself_has_no_discordant_items(shared_data, capsys):
-    report = cli.main(cli.get_args_parser().parse_args(["shipped", "shipped", "--data", str(shared_data)]))
+    report = cli.main(cli.get_args_parser().parse_args(["shipped", "shipped", "--data", str(shared_data),
+                                                        "--no-flip"]))  # half the compute of the card's flip fusion
     for row in report["results"].values():
         assert row["b_only"] == row["a_only"] == 0 and row["p_value"] == 1.0
         assert row["accuracy_a"] == row["accuracy_b"]
