@@ -21,6 +21,7 @@ from lightface.eval.dev_protocols import crop_embedder
 from lightface.eval.paired import compare_recognisers, format_comparison
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._cli import run_cli
+from pipelines.extract_embeddings import add_flip_argument
 
 SHIPPED = "shipped"
 
@@ -36,9 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomically)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip fusion for both recognisers; default: each one's model card (the shipped recogniser: "
-                        "on), off for other weights")
+    add_flip_argument(p, " for both recognisers")
     return p
 
 

@@ -160,19 +160,16 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     teacher = manifest.get("teacher")
     samples = sum(s["count"] for s in manifest["sources"])
     rate, probe_seconds = None, 0.0
-    if args.epochs:
-        epochs = args.epochs
-        left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
-    else:
+    if not args.epochs:
         # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each
         # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one)
         probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
         probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=args.probe_steps + 3,
                                   max_steps=args.probe_steps + 2 * math.ceil(samples / args.batch_size), plots=False))
-        rate, probe_seconds = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps), \
-            probe["seconds"]
-        left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
-        epochs = max(1, int(rate * left * 0.92 / samples))
+        rate = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps)
+        probe_seconds = probe["seconds"]
+    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+    epochs = args.epochs or max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
     error, interrupted = None, None
     try:

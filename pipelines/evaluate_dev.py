@@ -20,6 +20,7 @@ from lightface.eval.dev_protocols import (PROTOCOLS, calibrate_threshold, crop_e
                                           run_dev_protocols)
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._cli import run_cli
+from pipelines.extract_embeddings import add_flip_argument
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,9 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="align the LFW photos from this face detector's landmarks (a detector .onnx such as "
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip fusion (average the features of the face and its mirror); default: the weights' model "
-                        "card (the shipped recogniser: on), off for other weights")
+    add_flip_argument(p)
     p.add_argument("--calibrate-threshold", action="store_true",
                    help="instead of the protocols: the verification threshold for aligned crops and whole photos alike "
                         "(LFW fold-2 pairs aligned from the given landmarks and from --detector's, pooled), with its "

@@ -39,6 +39,15 @@ from pipelines._argtypes import positive_int
 logger = logging.getLogger("pipelines.extract_embeddings")
 
 
+def add_flip_argument(p: argparse.ArgumentParser, whose: str = "") -> argparse.ArgumentParser:
+    """``--flip`` / ``--no-flip`` (default None: FaceEmbedder follows the weights' model card); ``whose`` names
+    what it applies to in the help."""
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"flip fusion{whose}: average the features of the face and its mirror (twice the compute); "
+                        "default: the weights' model card (the shipped recogniser: on), off for other weights")
+    return p
+
+
 def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --aligned-template,
     --batch-size, --device."""
@@ -47,9 +56,7 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                         "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip fusion: average the features of the face and its mirror (twice the compute); default: the "
-                        "weights' model card (the shipped recogniser: on), off for other weights")
+    add_flip_argument(p)
     p.add_argument("--aligned-template", default="auto", choices=ALIGNED_TEMPLATES,
                    help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
                         "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")

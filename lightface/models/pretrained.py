@@ -53,6 +53,11 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
+def _number(value: Any) -> Optional[float]:
+    """A model card's number as a float (None when the card has none)."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 @dataclass(frozen=True)
 class PretrainedWeights:
     """One shipped set of weights (an entry of ``lightface/weights/manifest.json``).
@@ -82,16 +87,14 @@ class PretrainedWeights:
     @property
     def threshold(self) -> Optional[float]:
         """Recognition models: the cosine-similarity threshold of the model card (same person above)."""
-        value = self.meta.get("threshold")
-        return float(value) if isinstance(value, (int, float)) else None
+        return _number(self.meta.get("threshold"))
 
     @property
     def identification_threshold(self) -> Optional[float]:
         """Recognition models: the open-set identification threshold of the model card (the
         best gallery match must reach it), calibrated at a stated false-accept rate; None when
         the card has none."""
-        value = self.meta.get("identification_threshold")
-        return float(value) if isinstance(value, (int, float)) else None
+        return _number(self.meta.get("identification_threshold"))
 
     @property
     def flip_fusion(self) -> bool:
@@ -106,8 +109,7 @@ class PretrainedWeights:
         flips and ``flip`` is False (None where the card has none)."""
         other = self.meta.get("without_flip") if self.flip_fusion and not flip else None
         source = other if isinstance(other, dict) else self.meta
-        return tuple(float(v) if isinstance(v, (int, float)) else None  # type: ignore[return-value]
-                     for v in (source.get("threshold"), source.get("identification_threshold")))
+        return _number(source.get("threshold")), _number(source.get("identification_threshold"))
 
     def path(self, verify: bool = True) -> Path:
         """The weight file, after checking that it exists and (``verify``) matches its sha256.
