@@ -188,6 +188,36 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class _WorkerPid(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_workers_started_inside_starting_workers_survive_a_sigterm():
+    """PyTorch's own worker handler makes a worker die of a SIGTERM from anyone but its parent (here: a
+    `timeout` or scheduler signalling the process group while a worker starts, before any worker_init_fn
+    could ignore it). Started inside starting_workers, the workers hold the signal and the loader finishes."""
+    from lightface.engine.stop_signals import starting_workers
+
+    loader = torch.utils.data.DataLoader(_WorkerPid(), batch_size=1, num_workers=2)
+    with starting_workers():
+        batches = iter(loader)
+    pids = {int(next(batches)), int(next(batches))}
+    assert os.getpid() not in pids and len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert len(list(batches)) == 6  # no "DataLoader worker exited unexpectedly"
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):  # the failure it prevents
+        batches = iter(loader)
+        for pid in {int(next(batches)), int(next(batches))}:
+            os.kill(pid, signal.SIGTERM)
+        list(batches)
+
+
 @pytest.mark.parametrize("value", [0, -4])
 def test_batch_size_must_be_positive(tmp_path, value):
     with pytest.raises(TrainingError, match="--batch-size must be > 0"):

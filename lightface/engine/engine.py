@@ -59,7 +59,7 @@ from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
-from .stop_signals import StopSignals, TrainingInterrupted, ignore_in_worker
+from .stop_signals import StopSignals, TrainingInterrupted, ignore_in_worker, starting_workers
 
 __all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
 
@@ -524,7 +524,9 @@ class Engine:
         while stopped is None and self.step < self.planned:
             epoch = step_epoch = self.epoch
             task.on_epoch_start(epoch)
-            for batch in self._loader(epoch):
+            with starting_workers():
+                batches = iter(self._loader(epoch))
+            for batch in batches:
                 terms = task.train_step(_to_device(batch, self.device))
                 for net in self._nets.values():
                     if net.ema is not None:

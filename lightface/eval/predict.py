@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..engine.stop_signals import starting_workers
+
 __all__ = ["AMP_DTYPES", "autocast", "predict"]
 
 #: ``--amp`` values: none (float32), bf16 (GPU or CPU), fp16 (GPU, with loss scaling when training)
@@ -43,13 +45,15 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, workers: 
     # an explicit generator keeps the global RNG untouched (resumed runs replay the same draws)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
+    with starting_workers():  # a stop signal to the process group (a trainer's relabelling) spares the workers
+        batches = iter(loader)
     if progress:
         from tqdm import tqdm
 
-        loader = tqdm(loader, desc="predict", unit="batch")
+        batches = tqdm(batches, total=len(loader), desc="predict", unit="batch")
     device = torch.device(device)
     probs, labels, indices, feats = [], [], [], []
-    for images, target, index in loader:
+    for images, target, index in batches:
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
