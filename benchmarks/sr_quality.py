@@ -42,6 +42,8 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
+from lightface.data.io import write_image
+
 log = logging.getLogger("benchmarks.sr_quality")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +84,7 @@ def heldout_faces(source: Path, out: Path, limit: int) -> List[Path]:
     for i in dict.fromkeys(int(k) for k in picks):
         path = out / f"{i:05d}.png"
         if not path.is_file():
-            cv2.imwrite(str(path), ds[i]["image"])
+            write_image(path, ds[i]["image"])
         paths.append(path)
     return paths
 
@@ -110,7 +112,7 @@ def whole_photo(resolver, photo: Path, out: Path) -> Optional[Path]:
     if side.shape[1] > 2400:
         f = 2400 / side.shape[1]
         side = cv2.resize(side, (2400, int(side.shape[0] * f)), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(out), side)
+    write_image(out, side)
     return out
 
 

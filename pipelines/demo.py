@@ -38,6 +38,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lightface.data.io import write_image
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("lightface.demo")
 
@@ -156,7 +158,7 @@ def _bundled_identities(folder: Path, n_people: int, views: int, seed: int) -> P
             img = np.clip(img.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
             if rng.random() < 0.5:
                 img = cv2.GaussianBlur(img, (3, 3), 0)
-            cv2.imwrite(str(person / f"{v:02d}.png"), img)
+            write_image(person / f"{v:02d}.png", img)
     return folder
 
 
@@ -217,7 +219,7 @@ def step_dataset(demo: Demo) -> None:
     n, classes = len(ds), len(ds.classes)
     sheet = work / "train_samples.png"
     tiles = [ds[i]["image"] for i in range(0, n, max(1, n // 16))][:16]
-    cv2.imwrite(str(sheet), np.concatenate([cv2.resize(t, (96, 96)) for t in tiles], axis=1))
+    write_image(sheet, np.concatenate([cv2.resize(t, (96, 96)) for t in tiles], axis=1))
     demo.results["dataset"] = {"source": source, "root": str(root), "lmdb": str(lmdb_path), "samples": n,
                                "classes": classes, "held_out": len(held), "build_exit_code": summary}
     demo.root, demo.train, demo.held, demo.align_args = root, train, held, align_args
@@ -314,7 +316,7 @@ def step_embeddings(demo: Demo) -> None:
         rows.append(np.concatenate(tiles, axis=1))
     nn_png = demo.out / "embeddings_nn.png"
     if rows:
-        cv2.imwrite(str(nn_png), np.concatenate(rows, axis=0))
+        write_image(nn_png, np.concatenate(rows, axis=0))
     with atomic_file(demo.out / "embeddings.npz") as f:
         np.savez(f, embeddings=emb, labels=labels, paths=np.array([p for p, _ in held]))
     demo.results["embeddings"] = {"count": int(len(emb)), "dim": int(emb.shape[1]), "per_second": rate,
@@ -373,7 +375,7 @@ def step_shipped_recognition(demo: Demo) -> None:
                     tiles.append(_tile(cv2.imread(str(gallery[k])), f"{sims[r_i, k]:.2f} {'OK' if k == truth[r_i] else 'x'}"))
                 rows.append(np.concatenate(tiles, axis=1))
             sheet = demo.out / "shipped_search.png"
-            cv2.imwrite(str(sheet), np.concatenate(rows, axis=0))
+            write_image(sheet, np.concatenate(rows, axis=0))
             images.append(sheet)
             demo.results.setdefault("shipped_recognition", {})["whole_photo_rank1"] = rank1
     demo.add("4. The shipped recogniser", lines, images)
@@ -420,7 +422,7 @@ def step_super_resolution(demo: Demo) -> None:
 
         ds = LMDBDataset(hr_lmdb)
         for i in range(min(len(ds), 6)):  # aligned 128 crops (training images when nothing else is held out)
-            cv2.imwrite(str(hr_dir / f"{i:02d}.png"), ds[i]["image"])
+            write_image(hr_dir / f"{i:02d}.png", ds[i]["image"])
         aligned_flag, what = ["--aligned"], "aligned crops"
     argv = ["-o", str(evaluation), "--weights", str(run / "model.pt"), "--evaluate", str(hr_dir),
             "--identity-weights", str(demo.weights), "--device", demo.device, *aligned_flag]
@@ -525,7 +527,7 @@ def step_frontalization(demo: Demo) -> None:
     n = 0
     for i in range(len(ds)):
         if int(ds.labels[i]) in held_labels and ds.attributes(i).get("pose") == "profile" and n < (3 if demo.quick else 8):
-            cv2.imwrite(str(crops / f"{ds.classes[int(ds.labels[i])].replace('/', '_')}_{i:04d}.png"), ds[i]["image"])
+            write_image(crops / f"{ds.classes[int(ds.labels[i])].replace('/', '_')}_{i:04d}.png", ds[i]["image"])
             n += 1
     result = work / "frontalized"
     run_cli("frontalize", ["-i", str(crops), "-o", str(result), "--weights", str(run / "model.pt"),
@@ -533,7 +535,7 @@ def step_frontalization(demo: Demo) -> None:
     cmp = sorted((result / "cmp").glob("*.png"))
     sheet = work / "contact_sheet.png"
     if cmp:
-        cv2.imwrite(str(sheet), np.concatenate([cv2.imread(str(c)) for c in cmp], axis=0))
+        write_image(sheet, np.concatenate([cv2.imread(str(c)) for c in cmp], axis=0))
     images = [sheet]
     from lightface.models.pretrained import PretrainedError, default_weights
 
@@ -547,7 +549,7 @@ def step_frontalization(demo: Demo) -> None:
         shipped_cmp = sorted((work / "frontalized_shipped" / "cmp").glob("*.png"))
         if shipped_cmp:
             images.append(work / "contact_sheet_shipped.png")
-            cv2.imwrite(str(images[-1]), np.concatenate([cv2.imread(str(c)) for c in shipped_cmp], axis=0))
+            write_image(images[-1], np.concatenate([cv2.imread(str(c)) for c in shipped_cmp], axis=0))
     val = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float)) and k.startswith("val_")}
     demo.results["frontalization"] = {"identities": n_ids, "held_out": held_ids, "frontalized": len(cmp), **val}
     lines = [f"`python -m pipelines.train_frontalization` trained a small TP-GAN on {n_ids - held_ids} CFP identities "

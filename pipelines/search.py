@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     """Search; returns ``{"faces": [...], "failed": {query: reason}}`` (also printed as a table)."""
     import numpy as np
 
-    from lightface.data.io import ImageReadError, read_image
+    from lightface.data.io import ImageReadError, read_image, write_image
     from lightface.embed import FaceEmbedder, NoFaceError
     from lightface.gallery import FaceGallery
     from lightface.gallery.sheet import contact_sheet, face_tile
@@ -125,12 +125,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
                         img = None
                 tiles.append((face_tile(img, None if rec is None else rec.box), m))
             match_tiles.append((qtile, caption, tiles))
-        import cv2
-
         sheet = contact_sheet(match_tiles, args.top, threshold)
-        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(args.sheet), sheet):
-            raise OSError(f"cannot write the contact sheet {args.sheet} (unknown image extension?)")
+        write_image(args.sheet, sheet)
         print(f"contact sheet: {args.sheet}")
     result = {"faces": faces, "failed": failed, "threshold": threshold, "gallery": str(gallery.path)}
     if args.json:

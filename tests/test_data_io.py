@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lightface.data.io import exif_orientation, read_image
+from lightface.data.io import exif_orientation, read_image, write_image
 from lightface.restore.folder import load_image_with_alpha
 
 PHOTO = "lfw_identities/images/Gordon_Brown/Gordon_Brown_0001.jpg"
@@ -60,3 +60,12 @@ def test_images_without_exif_are_read_as_stored(photo, tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "plain.png"), photo)
     cv2.imwrite(str(tmp_path / "plain.jpg"), photo)
     assert exif_orientation((tmp_path / "plain.jpg").read_bytes()) == 1
+
+
+def test_write_image_round_trips_and_leaves_nothing_half_written(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = write_image(tmp_path / "new" / "face.png", img)  # missing folders are created
+    assert np.array_equal(read_image(out), img)
+    with pytest.raises(OSError, match="unknown image extension '.xyz'"):
+        write_image(tmp_path / "new" / "face.xyz", img)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["face.png"]  # no temporary file left

@@ -12,8 +12,10 @@ from typing import Union
 import cv2
 import numpy as np
 
+from ..utils.atomic_write import atomic_file
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_unchanged",
-           "decode_image", "read_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
+           "decode_image", "read_image", "write_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
 
@@ -181,6 +183,26 @@ def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
     return decode_image(data, color, str(path))
+
+
+def write_image(path: Union[str, os.PathLike], img: np.ndarray) -> Path:
+    """Write a BGR (H,W,3), BGRA (H,W,4) or gray (H,W) uint8 image, encoded by ``path``'s extension, atomically: a reader
+    (or a run killed mid-write) never sees a truncated file; missing parent folders are created.
+    Returns the path.
+
+    Raises:
+        OSError: OpenCV cannot encode that extension or the file cannot be written.
+    """
+    path = Path(path)
+    try:
+        ok, buf = cv2.imencode(path.suffix, img)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OSError(f"could not encode {path} (unknown image extension {path.suffix!r}?)")
+    with atomic_file(path) as f:
+        f.write(buf.tobytes())
+    return path
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.io import write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.pose_pairs import PosePairDataset, split_identities
 from ..eval.identity import identity_embeddings
@@ -160,15 +161,9 @@ def save_sample_grid(path, rows: Sequence[Tensor]) -> Path:
         path: output ``.png``.
         rows: tensors (N, C, H, W) float in [0, 1], RGB (C=3) or gray (C=1), same shape.
     """
-    import cv2
-
     cols = [r.detach().float().cpu() for r in rows]
     grid = torch.cat([torch.cat([c[i] for c in cols], dim=2) for i in range(cols[0].shape[0])], dim=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), tensor_to_image(grid)):
-        raise OSError(f"cannot write {path}")
-    return path
+    return write_image(path, tensor_to_image(grid))
 
 
 @torch.no_grad()

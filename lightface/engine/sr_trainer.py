@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
-from ..data.io import IMAGE_EXTENSIONS, read_image
+from ..data.io import IMAGE_EXTENSIONS, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
@@ -171,11 +170,7 @@ def make_sample_grid(lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor, path) 
     lr_up = F.interpolate(lr.float(), size=hr.shape[-2:], mode="nearest")
     rows = torch.cat([lr_up, bicubic.float(), sr.float(), hr.float()], dim=3)  # N, 3, H, 4W
     grid = tensor_to_image(torch.cat(list(rows), dim=1))  # BGR (N*H, 4W, 3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), grid):
-        raise OSError(f"could not write {path}")
-    return path
+    return write_image(path, grid)
 
 
 class _Validator:

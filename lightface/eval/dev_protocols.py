@@ -34,6 +34,7 @@ import numpy as np
 
 from ..data.align import align_face
 from ..data.detect import main_face
+from ..data.io import write_image
 from ..data.pose_pairs import cfp_five_points
 from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS
@@ -129,8 +130,7 @@ def export_lfw_dev(data_root, out_dir) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     crops, pairs, same = lfw_dev_faces(data_root)
     for i, crop in enumerate(crops):
-        if not cv2.imwrite(str(out / f"{i:04d}.png"), crop):
-            raise OSError(f"cannot write {out / f'{i:04d}.png'}")
+        write_image(out / f"{i:04d}.png", crop)
     path = out / "pairs.txt"
     path.write_text("".join(f"{int(s)} {a:04d}.png {b:04d}.png\n" for (a, b), s in zip(pairs, same)), encoding="utf-8")
     return path

@@ -8,7 +8,6 @@ makes it the default for an alias. :func:`render_model_card` renders
 """
 import json
 import os
-from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch

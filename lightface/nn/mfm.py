@@ -4,7 +4,6 @@
 official Light CNN code uses, so released checkpoints load key for key); it produces
 2*out (or 3*out/2 ... see the 3/2 variants) channels which MFM reduces to ``out``.
 """
-import torch
 from torch import Tensor, nn
 
 from .. import ops

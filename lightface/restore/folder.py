@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError, decode_unchanged, read_file_bytes
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, decode_unchanged, read_file_bytes, write_image
 from ..utils.atomic_write import atomic_file
 
 __all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
@@ -161,16 +161,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     if left.shape[:2] != (h, w):
         left = cv2.resize(left, (w, h), interpolation=cv2.INTER_NEAREST)
     return np.concatenate([left, right], axis=1)
-
-
-def _write(path: Path, img: np.ndarray) -> str:
-    """Encode ``img`` by ``path``'s extension and write it atomically (a killed run leaves no truncated image)."""
-    ok, buf = cv2.imencode(path.suffix, img)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    with atomic_file(path) as f:
-        f.write(buf.tobytes())
-    return str(path)
 
 
 def settings_key(args: Any, weights_sha256: Optional[str] = None) -> str:
@@ -324,11 +314,11 @@ def restore_paths(
         outputs = []
         for i, face in enumerate(result.faces):
             stem = f"{name}_{i:02d}"
-            outputs.append(_write(out / "restored_faces" / f"{stem}{sfx}.png", face))
+            outputs.append(str(write_image(out / "restored_faces" / f"{stem}{sfx}.png", face)))
             if i < len(result.crops):
                 if save_crops:
-                    outputs.append(_write(out / "cropped_faces" / f"{stem}.png", result.crops[i]))
-                outputs.append(_write(out / "cmp" / f"{stem}{sfx}.png", side_by_side(result.crops[i], face)))
+                    outputs.append(str(write_image(out / "cropped_faces" / f"{stem}.png", result.crops[i])))
+                outputs.append(str(write_image(out / "cmp" / f"{stem}{sfx}.png", side_by_side(result.crops[i], face))))
         if result.image is not None:
             whole = result.image
             out_ext = path.suffix.lower().lstrip(".") if ext == "auto" else ext
@@ -342,7 +332,7 @@ def restore_paths(
                     whole = np.dstack([whole, a])
                 else:
                     notes.append("alpha channel dropped (JPEG output)")
-            outputs.append(_write(out / "restored_imgs" / f"{name}{sfx}.{out_ext}", whole))
+            outputs.append(str(write_image(out / "restored_imgs" / f"{name}{sfx}.{out_ext}", whole)))
         for note in notes:
             log.info("%s: %s", path.name, note)
         finish("processed", {"input": str(path), "name": name, "faces": len(result.faces), "outputs": outputs,

@@ -15,6 +15,7 @@ import torch
 from ..data.align import align_face
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.detect import main_face
+from ..data.io import write_image
 from ..engine.distributed import resolve_device
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
@@ -277,9 +278,7 @@ def evaluate_super_resolution(
               "skipped": skipped}
     if sheet_path is not None and rows:
         sheet = np.concatenate(rows, axis=0)
-        os.makedirs(os.path.dirname(os.path.abspath(sheet_path)), exist_ok=True)
-        if not cv2.imwrite(str(sheet_path), sheet):
-            raise OSError(f"could not write {sheet_path}")
+        write_image(sheet_path, sheet)
         result["contact_sheet"] = str(sheet_path)
     log.info("evaluated %d image(s): PSNR SR %.2f / bicubic %.2f dB, SSIM SR %.4f / bicubic %.4f%s", len(records),
              mean["psnr_sr"], mean["psnr_bicubic"], mean["ssim_sr"], mean["ssim_bicubic"],
