@@ -201,7 +201,7 @@ def test_workers_started_inside_starting_workers_survive_a_sigterm():
     """PyTorch's own worker handler makes a worker die of a SIGTERM from anyone but its parent (here: a
     `timeout` or scheduler signalling the process group while a worker starts, before any worker_init_fn
     could ignore it). Started inside starting_workers, the workers hold the signal and the loader finishes."""
-    from lightface.engine.stop_signals import starting_workers
+    from lightface.utils.worker_signals import starting_workers
 
     loader = torch.utils.data.DataLoader(_WorkerPid(), batch_size=1, num_workers=2)
     with starting_workers():
@@ -211,7 +211,8 @@ def test_workers_started_inside_starting_workers_survive_a_sigterm():
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     assert len(list(batches)) == 6  # no "DataLoader worker exited unexpectedly"
-    with pytest.raises(RuntimeError, match="exited unexpectedly"):  # the failure it prevents
+    # the failure it prevents: "worker exited unexpectedly", or the dead worker's half-sent batch
+    with pytest.raises((RuntimeError, EOFError, ConnectionError)):
         batches = iter(loader)
         for pid in {int(next(batches)), int(next(batches))}:
             os.kill(pid, signal.SIGTERM)

@@ -8,14 +8,10 @@ command-line entry points exit with status 128 + the signal number (130, 143), a
 process killed by it would. The handlers are restored at that first signal, so a second
 one acts as usual (Ctrl-C twice raises ``KeyboardInterrupt`` at once).
 
-DataLoader workers never act on either signal: a terminal's Ctrl-C and ``timeout``'s
-SIGTERM reach the whole process group, and a worker killed by them would make the main
-process fail with "DataLoader worker exited unexpectedly" before it could save. Workers
-are started inside :func:`starting_workers`, so they are born with both signals blocked
-(a signal that reaches the group while a worker starts waits instead of killing it; PyTorch's
-own worker SIGTERM handler would), and :func:`ignore_in_worker` (a ``worker_init_fn``)
-then ignores them. The main process shuts its workers down when it stops, and each worker
-exits by itself when the main process dies.
+DataLoader workers never act on either signal (:mod:`lightface.utils.worker_signals`): they
+are started inside ``starting_workers()``, so they are born with both signals blocked, and
+``ignore_in_worker()`` (from their ``worker_init_fn``) then ignores them. The main process
+shuts its workers down when it stops, and each worker exits by itself when it dies.
 
     with StopSignals() as stop:
         with starting_workers():
@@ -27,14 +23,12 @@ exits by itself when the main process dies.
 """
 import signal
 import threading
-from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
+
+from ..utils.worker_signals import STOP_SIGNALS, ignore_in_worker, starting_workers
 
 __all__ = ["StopSignals", "TrainingInterrupted", "ignore_in_worker", "starting_workers", "STOP_SIGNALS"]
-
-#: the signals that ask a run to stop after its current step
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(BaseException):
@@ -81,27 +75,3 @@ class StopSignals:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
-
-
-@contextmanager
-def starting_workers() -> Iterator[None]:
-    """Block the stop signals in the calling thread while it starts DataLoader workers (``iter(loader)``).
-
-    Workers inherit the blocked signals, so a SIGINT/SIGTERM sent to the process group while they
-    start cannot kill them; this process receives a signal that came meanwhile when the block ends.
-    A no-op where threads cannot block signals (Windows)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def ignore_in_worker() -> None:
-    """Make a DataLoader worker ignore the stop signals (its main process decides when it ends); a
-    signal that reached it while it started inside :func:`starting_workers` is discarded."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..engine.stop_signals import starting_workers
+from ..utils.worker_signals import starting_workers
 
 __all__ = ["AMP_DTYPES", "autocast", "predict"]
 
