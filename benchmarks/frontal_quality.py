@@ -15,8 +15,10 @@ trained, on the 128 ``lightcnn`` crops; default: the shipped recogniser) it runs
 :func:`lightface.engine.frontal_trainer.evaluate_frontalization`: each profile (mirrored to
 the frontalizer's training direction) is recognised raw and frontalized against a gallery
 holding the first frontal photo of every identity: rank-1 (the fraction whose most
-similar gallery face is their own) and the mean cosine to their own gallery face. The
-table shows the change and issue 13's bar (the first network, ours: rank-1 up by >= 0.05;
+similar gallery face is their own) and the mean cosine to their own gallery face; and,
+once, the mean left-right asymmetry of the raw probes, the frontalized faces and the gallery
+frontals (a frontalizer that passes profiles through keeps the raw asymmetry, and its
+rank-1 is then the raw one, mirrored). The table shows the change and issue 13's bar (the first network, ours: rank-1 up by >= 0.05;
 every other, independent, network: down by no more than 0.05). Writes
 ``OUT/frontal_quality.json`` and ``OUT/contact_sheet.png`` (rows: probes; columns: profile
 input | frontalized | gallery frontal).
@@ -102,6 +104,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["results"][net_name] = {**metrics, "rank1_change": change, "bar": bar}
         print(f"{net_name:14} {metrics['val_rank1_raw']:10.4f} {metrics['val_rank1_frontal']:12.4f} {change:+7.4f} "
               f"{metrics['val_cos_raw']:8.4f} {metrics['val_cos_frontal']:9.4f}  {bar}")
+    report["asymmetry"] = {k: metrics[f"val_asym_{k}"] for k in ("raw", "frontal", "gallery")}
+    print("left-right asymmetry (mean |face - mirror| in [0, 1]): raw profiles {raw:.4f}, frontalized {frontal:.4f}, "
+          "gallery frontals {gallery:.4f}".format(**report["asymmetry"]))
     show = torch.linspace(0, len(dataset) - 1, min(10, len(dataset))).round().long().tolist()
     items = [dataset[i] for i in show]
     x = torch.stack([it["input"] for it in items])

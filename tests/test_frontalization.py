@@ -72,6 +72,31 @@ def test_image_to_tensor_colour_order():
     assert g.shape == (1, 4, 4) and g[0, 0, 0].item() == pytest.approx(0.299, abs=2 / 255)
 
 
+class _Stand(torch.nn.Module):
+    """A stand-in generator: passes profiles through, or averages them with their mirror image."""
+
+    def __init__(self, mirror_average: bool):
+        super().__init__()
+        self.mirror_average = mirror_average
+
+    def frontalize(self, x):
+        return (x + x.flip(-1)) / 2 if self.mirror_average else x
+
+
+def test_evaluation_measures_asymmetry_and_exposes_a_pass_through(pose_lmdb):
+    from lightface.engine.frontal_trainer import evaluate_frontalization
+    from lightface.models import get_model
+
+    ds = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True)
+    judge = get_model("lightcnn9", num_classes=0).eval()
+    passed = evaluate_frontalization(_Stand(False), judge, ds, torch.device("cpu"))
+    assert passed["val_asym_frontal"] == pytest.approx(passed["val_asym_raw"])  # nothing was frontalized
+    assert passed["val_rank1_frontal"] == passed["val_rank1_raw"]
+    assert passed["val_asym_raw"] > 0.02 and passed["val_asym_gallery"] > 0.02  # the random left-edge stripe
+    symmetric = evaluate_frontalization(_Stand(True), judge, ds, torch.device("cpu"))
+    assert symmetric["val_asym_frontal"] == pytest.approx(0, abs=1e-6)
+
+
 def test_pose_pairs_paired(pose_lmdb):
     ds = PosePairDataset(pose_lmdb, mirror=None)
     assert len(ds) == 6 and ds.identities() == [0, 1, 2]

@@ -49,6 +49,7 @@ from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_te
 from ..models import get_model
 from ..models.dlib_recognizer import DlibRecognizer
 from ..models.tpgan import frontal_patch_centres
+from ..ops import symmetry_loss
 from .config import option
 from .engine import Engine
 from .gan import GANObjective, GANRunConfig, GANTask, identity_judge, load_generator_start
@@ -185,7 +186,11 @@ def evaluate_frontalization(
     Returns:
         ``val_cos_raw``, ``val_cos_frontal`` (mean cosine of each probe to its own identity's
         gallery image), ``val_rank1_raw``, ``val_rank1_frontal`` (fraction of probes whose most
-        similar gallery image is their identity), ``val_probes``, ``val_gallery``.
+        similar gallery image is their identity), ``val_asym_raw``, ``val_asym_frontal``,
+        ``val_asym_gallery`` (mean left-right asymmetry, :func:`lightface.ops.symmetry_loss`
+        on the template-aligned faces: a frontal face scores near the gallery's, a profile
+        higher; a generator that passes its input through keeps the raw score while its
+        rank-1 stays the raw one), ``val_probes``, ``val_gallery``.
     """
     was_training = generator.training
     generator.eval()
@@ -197,14 +202,21 @@ def evaluate_frontalization(
                        for s in range(0, len(ids), batch_size)])
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
+    asym = {"raw": [], "frontal": [], "gallery": [symmetry_loss(gallery.float(), "none")]}
     for s in range(0, len(dataset), batch_size):
         items = [dataset[j] for j in range(s, min(s + batch_size, len(dataset)))]
         x = torch.stack([it["input"] for it in items]).to(device)
+        y = generator.frontalize(x)
         raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
-        front_e.append(F.normalize(identity_embeddings(identity, generator.frontalize(x)), dim=1))
+        front_e.append(F.normalize(identity_embeddings(identity, y), dim=1))
+        asym["raw"].append(symmetry_loss(x.float(), "none"))
+        asym["frontal"].append(symmetry_loss(y.float(), "none"))
         labels += [id_pos[it["label"]] for it in items]
     labels_t = torch.tensor(labels, device=device)
     out = {"val_probes": float(len(labels)), "val_gallery": float(len(ids))}
+    half_pixels = gallery[0].numel() // 2  # symmetry_loss "none" sums over the compared pixel pairs
+    for name, values in asym.items():
+        out[f"val_asym_{name}"] = torch.cat(values).mean().item() / half_pixels
     for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
         sim = emb @ g_emb.T
         out[f"val_cos_{name}"] = sim.gather(1, labels_t[:, None]).mean().item()
