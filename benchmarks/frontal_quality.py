@@ -18,8 +18,9 @@ holding the first frontal photo of every identity: rank-1 (the fraction whose mo
 similar gallery face is their own) and the mean cosine to their own gallery face; and,
 once, the mean left-right asymmetry of the raw probes, the frontalized faces and the gallery
 frontals (a frontalizer that passes profiles through keeps the raw asymmetry, and its
-rank-1 is then the raw one, mirrored). The table shows the change and issue 13's bar (the first network, ours: rank-1 up by >= 0.05;
-every other, independent, network: down by no more than 0.05). Writes
+rank-1 is then the raw one, mirrored). The table shows the change and issue 13's bar (the
+first network, ours: rank-1 up by >= 0.05; every other, independent, network: down by no
+more than 0.05). Writes
 ``OUT/frontal_quality.json`` and ``OUT/contact_sheet.png`` (rows: probes; columns: profile
 input | frontalized | gallery frontal).
 """

@@ -186,9 +186,9 @@ def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
 
 
 def write_image(path: Union[str, os.PathLike], img: np.ndarray) -> Path:
-    """Write a BGR (H,W,3), BGRA (H,W,4) or gray (H,W) uint8 image, encoded by ``path``'s extension, atomically: a reader
-    (or a run killed mid-write) never sees a truncated file; missing parent folders are created.
-    Returns the path.
+    """Write a BGR (H,W,3), BGRA (H,W,4) or gray (H,W) uint8 image, encoded by ``path``'s extension,
+    atomically: a reader (or a run killed mid-write) never sees a truncated file; missing parent
+    folders are created. Returns the path.
 
     Raises:
         OSError: OpenCV cannot encode that extension or the file cannot be written.
