@@ -9,7 +9,8 @@ import torch
 
 from lightface.data import LMDBDataset
 from lightface.data.align import template_points
-from lightface.data.sr_corpus import alignment_scale, build_sr_corpus, sr_corpus_sources
+from lightface.data.sr_corpus import alignment_scale, sr_corpus_sources
+from synthetic_faces import write_smooth_faces  # tests/synthetic_faces.py (pytest puts tests/ on sys.path)
 
 
 def test_alignment_scale():
@@ -100,17 +101,6 @@ def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
     np.testing.assert_allclose(np.asarray(sample["landmarks"]).reshape(5, 2), template_points("ffhq", 128), atol=8.0)
 
 
-def _faces(folder, n=6, size=128):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(n):
-        f = rng.uniform(1, 4, 3)
-        img = np.stack([np.sin(f[c] * (xx + yy * (c + 1)) * np.pi) * 0.4 + 0.5 for c in range(3)], -1)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), (img * 255).astype(np.uint8))
-    return folder
-
-
 def test_scale8_forward_and_train_step():
     from lightface.losses.wavelet import WaveletSRLoss
     from lightface.models.discriminators import WaveletDiscriminator
@@ -141,7 +131,7 @@ def test_train_super_resolution_cli_scale8(tmp_path):
     from pipelines._cli import run_cli
     from pipelines.train_super_resolution import get_args_parser, main
 
-    data = _faces(tmp_path / "hr")
+    data = write_smooth_faces(tmp_path / "hr", n=6, size=128)
     out = tmp_path / "run"
     argv = ["--data", str(data), "--out", str(out), "--scale", "8", "--hr-size", "128", "--channels", "8",
             "--num-blocks", "1", "--head-channels", "8", "--d-channels", "4", "--batch-size", "2", "--steps", "2",

@@ -12,21 +12,14 @@ from lightface.models.wavelet_srnet import WaveletSRNet
 from lightface.restore.folder import RestoreResult, list_images, load_image_with_alpha, restore_paths
 from lightface.restore.paste import antialiased_align, feather_mask, paste_face, rescale_affine
 from lightface.restore.super_resolver import SuperResolver
+from synthetic_faces import write_smooth_faces  # tests/synthetic_faces.py (pytest puts tests/ on sys.path)
 
 TINY = dict(scale=4, output_size=32, channels=8, num_blocks=1, head_channels=8)
 
 
 def _faces(tmp_path, n=12, size=32):
-    """Smooth synthetic colour 'faces' written as PNG files (BGR)."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(n):
-        f = rng.uniform(1, 4, 3)
-        img = np.stack([np.sin(f[c] * (xx + yy * (c + 1)) * np.pi) * 0.4 + 0.5 for c in range(3)], -1)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), (img * 255).astype(np.uint8))
-    return folder
+    """Smooth synthetic colour 'faces' written as PNG files (BGR) in tmp_path/hr."""
+    return write_smooth_faces(tmp_path / "hr", n, size)
 
 
 @pytest.fixture
