@@ -52,7 +52,7 @@ from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
 from .config import option
 from .engine import Engine
-from .gan import GANObjective, GANRunConfig, GANTask, identity_judge, load_generator_start
+from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "save_sample_grid", "generator_kwargs"]
@@ -89,11 +89,7 @@ class FrontalTrainConfig(GANRunConfig):
     feature_dim: int = option(256, group=_MODEL, help="identity feature size")
     noise_dim: int = option(100, group=_MODEL, help="noise size, 0 disables")
     d_width: int = option(64, group=_MODEL, help="discriminator base width")
-    finetune: Optional[str] = option(
-        None, group=_MODEL,
-        help="start the generator from a trained model: a shipped name or alias (frontalization; "
-             "lightface.models.list_pretrained('frontalization')) or an OUT/model.pt / last.pt of this pipeline "
-             "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
+    finetune: Optional[str] = finetune_option("frontalization", "frontalization", _MODEL)
     lambda_sym: float = option(0.3, group=_LOSS, help="l1, symmetry")
     lambda_adv: float = option(1e-3, group=_LOSS, help="l2, adversarial")
     lambda_ip: float = option(3e-3, group=_LOSS, help="l3, identity preserving")

@@ -64,7 +64,7 @@ from .config import option
 from .engine import Engine, RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
-           "identity_judge", "load_generator_start"]
+           "finetune_option", "identity_judge", "load_generator_start"]
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +439,21 @@ class GANTask(Task):
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         self.objective.load_state_dict(ckpt.get("gan_state", {}))
+
+
+def finetune_option(task: str, aliases: str, group: str) -> Any:
+    """The ``finetune`` field of a GAN trainer's config (``--finetune``, read by :func:`load_generator_start`).
+
+    Args:
+        task: the shipped models' task (``"super_resolution"``), for ``list_pretrained``.
+        aliases: the shipped aliases to name in the help (``"sr4, sr8"``).
+        group: the ``--help`` group of the flag.
+    """
+    return option(
+        None, group=group,
+        help=f"start the generator from a trained model: a shipped name or alias ({aliases}; "
+             f"lightface.models.list_pretrained('{task}')) or an OUT/model.pt / last.pt of this pipeline "
+             "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
 
 
 def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mapping[str, Any],

@@ -44,7 +44,7 @@ from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
 from .engine import Engine, TrainingError
-from .gan import GANRunConfig, GANTask, identity_judge, load_generator_start
+from .gan import GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
 
@@ -71,11 +71,7 @@ class SRTrainConfig(GANRunConfig):
     num_blocks: int = option(8, group=_MODEL, help="residual blocks in the embedding network")
     head_channels: int = option(64, group=_MODEL, help="hidden width of each wavelet head")
     head_groups: int = option(4, group=_MODEL, help="wavelet-prediction heads (must divide 4**log2(scale))")
-    finetune: Optional[str] = option(
-        None, group=_MODEL,
-        help="start the generator from a trained model: a shipped name or alias (sr4, sr8; "
-             "lightface.models.list_pretrained('super_resolution')) or an OUT/model.pt / last.pt of this pipeline "
-             "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
+    finetune: Optional[str] = finetune_option("super_resolution", "sr4, sr8", _MODEL)
     wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
     approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
     detail_weight: float = option(0.99, group=_LOSS, help="per-subband weight of each detail band")
