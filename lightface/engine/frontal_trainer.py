@@ -164,6 +164,13 @@ def save_sample_grid(path, rows: Sequence[Tensor]) -> Path:
 
 
 @torch.no_grad()
+def _asymmetry(faces: Tensor) -> Tensor:
+    """Per-face mean left-right difference ``|face - mirror|`` of (N, C, H, W) faces -> (N,) (the fused
+    :func:`lightface.ops.symmetry_loss` per face, divided by the number of pixel pairs it compares)."""
+    _, c, h, w = faces.shape
+    return symmetry_loss(faces.float(), "none") / (c * h * (w // 2))
+
+
 def evaluate_frontalization(
     generator: nn.Module,
     identity: Union[nn.Module, DlibRecognizer],
@@ -198,21 +205,20 @@ def evaluate_frontalization(
                        for s in range(0, len(ids), batch_size)])
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
-    asym = {"raw": [], "frontal": [], "gallery": [symmetry_loss(gallery.float(), "none")]}
+    asym = {"raw": [], "frontal": [], "gallery": [_asymmetry(gallery)]}
     for s in range(0, len(dataset), batch_size):
         items = [dataset[j] for j in range(s, min(s + batch_size, len(dataset)))]
         x = torch.stack([it["input"] for it in items]).to(device)
         y = generator.frontalize(x)
         raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
         front_e.append(F.normalize(identity_embeddings(identity, y), dim=1))
-        asym["raw"].append(symmetry_loss(x.float(), "none"))
-        asym["frontal"].append(symmetry_loss(y.float(), "none"))
+        asym["raw"].append(_asymmetry(x))
+        asym["frontal"].append(_asymmetry(y))
         labels += [id_pos[it["label"]] for it in items]
     labels_t = torch.tensor(labels, device=device)
     out = {"val_probes": float(len(labels)), "val_gallery": float(len(ids))}
-    half_pixels = gallery[0].numel() // 2  # symmetry_loss "none" sums over the compared pixel pairs
     for name, values in asym.items():
-        out[f"val_asym_{name}"] = torch.cat(values).mean().item() / half_pixels
+        out[f"val_asym_{name}"] = torch.cat(values).mean().item()
     for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
         sim = emb @ g_emb.T
         out[f"val_cos_{name}"] = sim.gather(1, labels_t[:, None]).mean().item()
