@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
+from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -59,8 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip fusion (default: the weights' model card: on for the shipped recogniser)")
+    add_flip_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not (Path(args.data) / "lfw_train").is_dir():

@@ -155,6 +155,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     installed = ensure_packages(bundle, work / "site")
     from lightface.engine.lightcnn_trainer import TrainConfig, train
     from lightface.engine.stop_signals import TrainingInterrupted
+    from lightface.utils.atomic_write import write_text_atomic
 
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
@@ -191,7 +192,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
               "seconds": round(time.monotonic() - t0, 1), "device": args.device, "error": error,
               "exported": model_path.name,
               "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
-    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     if interrupted is not None:
         raise interrupted
     if error:
