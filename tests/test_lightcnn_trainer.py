@@ -1,6 +1,9 @@
 """Light CNN training: recipe pieces, a tiny real run on ORL faces, exact resume, NaN stop,
 fine-tuning, relabelling and (slow) a 2-process torchrun run on the CPU."""
 import json
+import re
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +345,29 @@ def test_torchrun_two_cpu_processes(tiny_lmdb, tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [1, 2]  # rank 0 only writes
     assert any("val_acc" in r for r in records)
     get_model(TINY, weights=str(out / "last.pt"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_after_one_step_and_the_run_resumes(tiny_lmdb, tmp_path):
+    """A scheduler's SIGTERM to the launcher: torchrun forwards it to both ranks, they agree on the
+    step to stop after, save it (both RNG states) and exit; the same command with --resume goes on."""
+    from stop_signal_helper import logged_steps
+    from torchrun_helper import finish, run_torchrun, start_torchrun
+
+    out = tmp_path / "ddp"
+    cmd = [ROOT / "tests" / "lightcnn_tiny.py", "--arch", TINY, "--data", tiny_lmdb, "--out", out, "--batch-size", "4",
+           "--epochs", "10000", "--workers", "0", "--log-every", "1", "--no-tensorboard", "--no-plots", "--device", "cpu"]
+    proc = start_torchrun(cmd, tmp_path)
+    deadline = time.monotonic() + 300
+    while logged_steps(out / "metrics.jsonl") < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, _, logs = finish(proc, tmp_path, timeout=180, ok_codes=range(-64, 256))  # its own status: the logs tell
+    stops = re.findall(r"stopped by SIGTERM at step (\d+)", logs)
+    assert len(stops) >= 1 and len(set(stops)) == 1, logs  # rank 0 says so; every rank stopped at that step
+    step = int(stops[0])
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == step == _losses(out)[-1][0] >= 3 and len(ckpt["rng"]) == 2, logs
+    (tmp_path / "resumed").mkdir()
+    run_torchrun(cmd + ["--resume", "--max-steps", step + 2], tmp_path / "resumed")
+    assert [s for s, _ in _losses(out)] == list(range(1, step + 3))

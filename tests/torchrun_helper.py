@@ -48,14 +48,14 @@ def torchrun_env(tmp_path: Path) -> dict:
     return env
 
 
-def _worker_logs(log_dir: Path, lines: int = 60) -> str:
+def _worker_logs(folder: Path, lines: int = 60) -> str:
     parts = []
-    for path in sorted(log_dir.rglob("*.log")):
+    for path in sorted(folder.rglob("*.log")):
         text = path.read_text(errors="replace").splitlines()
         if text:
-            parts.append(f"--- {path.relative_to(log_dir)} (last {min(lines, len(text))} lines)\n"
+            parts.append(f"--- {path.relative_to(folder)} (last {min(lines, len(text))} lines)\n"
                          + "\n".join(text[-lines:]))
-    return "\n".join(parts) or f"(no worker logs under {log_dir})"
+    return "\n".join(parts) or f"(no worker logs under {folder})"
 
 
 def _children(pid: int) -> List[int]:
@@ -81,24 +81,42 @@ def _stop(proc: subprocess.Popen):
     return proc.communicate()
 
 
-def run_torchrun(args: Sequence[str], tmp_path: Path, nproc: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` from the repo root.
-
-    Returns the completed process; raises ``AssertionError`` with every worker's log when
-    it fails or does not finish within ``timeout`` seconds (then the agent and its workers
-    are all killed).
-    """
-    log_dir = tmp_path / "torchrun_logs"
+def start_torchrun(args: Sequence[str], tmp_path: Path, nproc: int = 2) -> subprocess.Popen:
+    """Start ``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` from the repo root,
+    its workers logging to ``tmp_path/torchrun_logs``; returns the launcher's process."""
     cmd: List[str] = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                      "--log-dir", str(log_dir), "--redirects", "3", *map(str, args)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=torchrun_env(tmp_path), stdout=subprocess.PIPE,
+                      "--log-dir", str(log_dir(tmp_path)), "--redirects", "3", *map(str, args)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=torchrun_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def log_dir(tmp_path: Path) -> Path:
+    """Where :func:`start_torchrun` keeps the workers' logs."""
+    return tmp_path / "torchrun_logs"
+
+
+def finish(proc: subprocess.Popen, tmp_path: Path, timeout: float = 900, ok_codes: Sequence[int] = (0,)):
+    """Wait for a :func:`start_torchrun` launcher; returns ``(stdout, stderr, worker logs)``. Raises
+    ``AssertionError`` with every worker's log when it exits with a status outside ``ok_codes`` or
+    does not finish within ``timeout`` seconds (then the agent and its workers are all killed)."""
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-        failure = f"torchrun exited with {proc.returncode}" if proc.returncode else None
+        failure = f"torchrun exited with {proc.returncode}" if proc.returncode not in ok_codes else None
     except subprocess.TimeoutExpired:
         stdout, stderr = _stop(proc)
         failure = f"torchrun did not finish within {timeout:.0f} s (stopped)"
+    logs = _worker_logs(log_dir(tmp_path))
     if failure:
-        raise AssertionError(f"{failure}\n{_worker_logs(log_dir)}\n--- torchrun stderr (end)\n{stderr[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        raise AssertionError(f"{failure}\n{logs}\n--- torchrun stderr (end)\n{stderr[-3000:]}")
+    return stdout, stderr, logs
+
+
+def run_torchrun(args: Sequence[str], tmp_path: Path, nproc: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` from the repo root, to the end.
+
+    Returns the completed process; raises ``AssertionError`` with every worker's log when it
+    fails or does not finish within ``timeout`` seconds (see :func:`finish`).
+    """
+    proc = start_torchrun(args, tmp_path, nproc)
+    stdout, stderr, _ = finish(proc, tmp_path, timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
