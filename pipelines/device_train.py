@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from pipelines._cli import run_cli
 
@@ -51,25 +51,26 @@ PART_BYTES = 15 << 20
 RUN_FILES = ("metrics.jsonl", "config.yaml", "curves.png")
 
 
-def ensure_packages(bundle: Path, site: Path) -> List[str]:
-    """Install the bundle's wheels into ``site`` (and put it on the path) when ``lmdb`` or
-    ``albumentations`` cannot be imported; returns the wheels installed ([] when none were needed)."""
+def ensure_packages(wheels: Path, site: Path) -> List[str]:
+    """Install the wheels in the folder ``wheels`` (a bundle's ``wheels/``) into ``site`` (and put it on
+    the path) when ``lmdb`` or ``albumentations`` cannot be imported; returns the wheels installed ([]
+    when none were needed)."""
     try:
         import albumentations  # noqa: F401
         import lmdb  # noqa: F401
         return []
     except ImportError:
         pass
-    wheels = sorted(glob.glob(str(bundle / "wheels" / "*.whl")))
-    if not wheels:
-        raise RuntimeError(f"lmdb / albumentations are missing and {bundle / 'wheels'} holds no wheels; rebuild the "
-                           "bundle without --no-wheels")
+    found = sorted(glob.glob(str(wheels / "*.whl")))
+    if not found:
+        raise RuntimeError(f"lmdb / albumentations are missing and {wheels} holds no wheels; rebuild the device "
+                           "bundle (python -m pipelines.device_bundle) without --no-wheels")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--target", str(site), *wheels], check=True)
+                    "--target", str(site), *found], check=True)
     sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     importlib.invalidate_caches()
-    return [Path(w).name for w in wheels]
+    return [Path(w).name for w in found]
 
 
 def unpack(bundle: Path, manifest: Dict[str, Any], work: Path, workers: int) -> List[str]:
@@ -118,8 +119,9 @@ def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
     return per_epoch * batch_size / (times[end] - times[start])
 
 
-def export_parts(model_path: Path, out: Path) -> List[str]:
-    """The backbone of ``model_path`` (classifier dropped) as float16 parts of at most :data:`PART_BYTES`."""
+def export_parts(model_path: Path, out: Path, name: str = "backbone", drop: Tuple[str, ...] = ("classifier.",)) -> List[str]:
+    """The network of ``model_path`` (its EMA weights when it has them; keys starting with ``drop``
+    left out) as float16 parts ``out/NAME.partK.pt`` of at most :data:`PART_BYTES` each; returns their names."""
     import torch
 
     from lightface.models.checkpoint import read_model_checkpoint
@@ -130,7 +132,7 @@ def export_parts(model_path: Path, out: Path) -> List[str]:
     parts: List[Dict[str, Any]] = [{}]
     size = 0
     for key, t in state.items():
-        if key.startswith("classifier."):
+        if key.startswith(drop):
             continue
         t = t.to(torch.float16) if t.is_floating_point() else t
         nbytes = t.numel() * t.element_size()
@@ -141,9 +143,19 @@ def export_parts(model_path: Path, out: Path) -> List[str]:
         size += nbytes
     names = []
     for k, part in enumerate(parts):
-        names.append(f"backbone.part{k}.pt")
+        names.append(f"{name}.part{k}.pt")
         save_atomic(part, out / names[-1])
     return names
+
+
+def join_parts(folder: Path, names: List[str]) -> Dict[str, Any]:
+    """The state dict of the parts ``names`` in ``folder`` (from :func:`export_parts`), in float32."""
+    from lightface.utils.checkpoint_io import load_checkpoint
+
+    state: Dict[str, Any] = {}
+    for name in names:
+        state.update(load_checkpoint(folder / name))
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
@@ -152,10 +164,8 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     bundle, out, work = Path(args.bundle), Path(args.out), Path(args.work)
     manifest = json.loads((bundle / "bundle.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    installed = ensure_packages(bundle, work / "site")
+    installed = ensure_packages(bundle / "wheels", work / "site")
     from lightface.engine.lightcnn_trainer import TrainConfig, train
-    from lightface.engine.stop_signals import TrainingInterrupted
-    from lightface.utils.atomic_write import write_text_atomic
 
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
@@ -172,10 +182,30 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
     epochs = args.epochs or max(1, int(rate * left * 0.92 / samples))
     run_dir = work / "run"
+    result = {"arch": args.arch, "samples": samples, "probe_images_per_s": rate, "probe_seconds": probe_seconds,
+              "epochs": epochs, "wheels_installed": installed, "device": args.device}
+    return train_and_return(
+        lambda: train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
+                                  lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60)),
+        run_dir, out, result, t0, "backbone")
+
+
+def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Path, result: Dict[str, Any],
+                     t0: float, name: str, drop: Tuple[str, ...] = ("classifier.",),
+                     last_of: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Run ``train()`` (a trainer writing to ``run_dir``) and send its network back through ``out``: float16
+    parts ``NAME.partK.pt`` (:func:`export_parts`), the run's files, the last file matching each glob of
+    ``last_of`` (``samples/*.png`` is sent as ``samples_NAME.png``) and ``summary.json`` (``result`` plus the
+    parts, the trained network's architecture and constructor arguments, the seconds since ``t0``, the error
+    and the run's summary). A SIGTERM's ``TrainingInterrupted``
+    exports the step it saved and is raised again; any other error exports ``run_dir/last.pt`` and raises
+    ``RuntimeError`` (or re-raises when there is no checkpoint to return). Returns the summary."""
+    from lightface.engine.stop_signals import TrainingInterrupted
+    from lightface.utils.atomic_write import write_text_atomic
+
     error, interrupted = None, None
     try:
-        summary = train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
-                                    lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60))
+        summary = train()
         model_path = Path(summary["model"])
     except TrainingInterrupted as stop:  # the time limit's SIGTERM: the step reached was saved, send it back
         interrupted, summary, model_path = stop, stop.summary, Path(stop.summary["model"])
@@ -183,20 +213,24 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
         error, summary, model_path = f"{type(err).__name__}: {err}", {}, run_dir / "last.pt"
         if not model_path.is_file():
             raise
-    parts = export_parts(model_path, out)
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy(run_dir / name, out / name)
-    result = {"arch": args.arch, "parts": parts, "samples": samples, "probe_images_per_s": rate,
-              "probe_seconds": probe_seconds, "epochs": epochs, "wheels_installed": installed,
-              "seconds": round(time.monotonic() - t0, 1), "device": args.device, "error": error,
-              "exported": model_path.name,
-              "run": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
+    from lightface.models.checkpoint import read_model_checkpoint
+
+    trained = read_model_checkpoint(model_path)
+    result = {**result, "parts": export_parts(model_path, out, name, drop),
+              "network": {"arch": trained.arch, "model_kwargs": trained.model_kwargs, "dropped": list(drop)}}
+    for file in RUN_FILES:
+        if (run_dir / file).is_file():
+            shutil.copy(run_dir / file, out / file)
+    for pattern in last_of:
+        for last in sorted(run_dir.glob(pattern))[-1:]:
+            shutil.copy(last, out / "_".join(last.relative_to(run_dir).parts))
+    result.update(seconds=round(time.monotonic() - t0, 1), error=error, exported=model_path.name,
+                  run={k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))})
     write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     if interrupted is not None:
         raise interrupted
     if error:
-        raise RuntimeError(f"the run stopped early ({error}); {out} holds the backbone of its last checkpoint "
+        raise RuntimeError(f"the run stopped early ({error}); {out} holds the {name} of its last checkpoint "
                            f"({model_path}) and summary.json")
     return result
 
@@ -205,27 +239,49 @@ def collect(args: argparse.Namespace) -> Dict[str, Any]:
     """Join the returned parts of ``--collect`` into the project checkpoint ``--checkpoint``."""
     from lightface.models import get_model
     from lightface.models.checkpoint import save_model_checkpoint
-    from lightface.utils.checkpoint_io import load_checkpoint
 
     src = Path(args.collect)
     info = json.loads((src / "summary.json").read_text())
-    state: Dict[str, Any] = {}
-    for name in info["parts"]:
-        state.update(load_checkpoint(src / name))
     model = get_model(info["arch"], num_classes=0)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict(join_parts(src, info["parts"]))
     path = save_model_checkpoint(args.checkpoint, model, info["arch"], {"num_classes": 0}, device_run=info)
     return {"checkpoint": str(path), "arch": info["arch"], "epochs": info["epochs"]}
+
+
+def add_call_arguments(p: argparse.ArgumentParser, work: str) -> argparse.ArgumentParser:
+    """The flags every one-call device pipeline has: --out, --work (``work`` says what goes there),
+    --minutes, --reserve-seconds, --device, --collect, --checkpoint."""
+    p.add_argument("--out", default=None, help="where the results go (the device's $OUT)")
+    p.add_argument("--work", default="/tmp/lightface_device", help=f"scratch folder for {work}")
+    p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
+    p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
+    p.add_argument("--device", default="cuda", help="cuda (a lent GPU) or cpu (a smoke test)")
+    p.add_argument("--collect", default=None, metavar="DIR", help="join the parts found in DIR instead of training")
+    p.add_argument("--checkpoint", default=None, help="with --collect: the checkpoint to write")
+    return p
+
+
+def run_or_collect(args: argparse.Namespace, train_on_device: Callable[[argparse.Namespace], Dict[str, Any]],
+                   collect: Callable[[argparse.Namespace], Dict[str, Any]]) -> Dict[str, Any]:
+    """``--collect DIR --checkpoint PATH`` joins returned parts (here); otherwise trains (there, ``--out`` needed).
+    Prints and returns the result."""
+    if args.collect:
+        if not args.checkpoint:
+            raise ValueError("--collect needs --checkpoint PATH (the joined checkpoint to write)")
+        result = collect(args)
+    else:
+        if not args.out:
+            raise ValueError("--out is required (on the device: --out $OUT)")
+        result = train_on_device(args)
+    print(json.dumps(result, indent=2))
+    return result
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.device_train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_call_arguments(p, "LMDBs, wheels and runs")
     p.add_argument("--bundle", default=".device/lightcnn", help="the bundle of pipelines.device_bundle")
-    p.add_argument("--out", default=None, help="where the results go (the device's $OUT)")
-    p.add_argument("--work", default="/tmp/lightface_device", help="scratch folder for LMDBs, wheels and runs")
-    p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
-    p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
     p.add_argument("--probe-steps", type=int, default=10,
                    help="the throughput probe times one epoch from this step of its second epoch")
     p.add_argument("--epochs", type=int, default=None,
@@ -240,28 +296,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-relation", type=float, default=30.0, help="similarity-preserving distillation weight")
     p.add_argument("--samples-per-identity", type=int, default=4, help="photos of one person in a row (0: shuffle)")
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"), help="mixed precision")
-    p.add_argument("--device", default="cuda", help="cuda (a lent GPU) or cpu (a smoke test)")
     p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                    help="data-loading processes")
     p.add_argument("--save-every", type=int, default=500,
                    help="steps between checkpoints (a run that breaks returns its last one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--collect", default=None, metavar="DIR", help="join the parts found in DIR instead of training")
-    p.add_argument("--checkpoint", default=None, help="with --collect: the checkpoint to write")
     return p
 
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
-    if args.collect:
-        if not args.checkpoint:
-            raise ValueError("--collect needs --checkpoint PATH (the joined checkpoint to write)")
-        result = collect(args)
-    else:
-        if not args.out:
-            raise ValueError("--out is required (on the device: --out $OUT)")
-        result = train_on_device(args)
-    print(json.dumps(result, indent=2))
-    return result
+    return run_or_collect(args, train_on_device, collect)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,35 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
 
 
+def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb, tmp_path):
+    """pipelines.device_frontalization as on a lent GPU (here on the CPU): training happens in --work,
+    --out gets float16 generator parts under a returned file's 16 MiB, the run's files and last sample
+    grid; --collect joins the parts into a checkpoint Frontalizer loads."""
+    from lightface.models.checkpoint import read_model_checkpoint
+    from pipelines import device_frontalization as dev
+    from pipelines._cli import parse_with_config
+    from pipelines.device_train import PART_BYTES
+
+    out, work = tmp_path / "OUT", tmp_path / "work"
+    result = dev.main(parse_with_config(dev.get_args_parser(), [
+        "--out", str(out), "--work", str(work), "--device", "cpu", "--minutes", "5", "--",
+        *_tiny_train_argv(pose_lmdb, tmp_path / "overridden", "--steps", "2")]))
+    assert result["error"] is None and result["run"]["step"] == 2 and not (tmp_path / "overridden").exists()
+    names = {p.name for p in out.iterdir()}
+    assert set(result["parts"]) | {"summary.json", "metrics.jsonl", "config.yaml", "samples_step_0000002.png"} <= names
+    assert all((out / p).stat().st_size <= PART_BYTES + (64 << 10) for p in result["parts"])
+    joined = dev.main(parse_with_config(dev.get_args_parser(), ["--collect", str(out), "--checkpoint",
+                                                                  str(tmp_path / "joined.pt")]))
+    trained = read_model_checkpoint(work / "run" / "model.pt")
+    state = read_model_checkpoint(joined["checkpoint"]).state_dict
+    ref = trained.ema_state_dict or trained.state_dict
+    assert set(state) == set(ref)
+    for k, v in ref.items():
+        torch.testing.assert_close(state[k], v.half().float())
+    face = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    assert Frontalizer(joined["checkpoint"], device="cpu").frontalize_face(face).shape == (128, 128, 3)
+
+
 def test_finetune_starts_from_a_trained_generator(pose_lmdb, tmp_path):
     from lightface.engine.checkpoint import load_checkpoint
     from lightface.engine.engine import TrainingError
