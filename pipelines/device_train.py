@@ -119,15 +119,16 @@ def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
     return per_epoch * batch_size / (times[end] - times[start])
 
 
-def export_parts(model_path: Path, out: Path, name: str = "backbone", drop: Tuple[str, ...] = ("classifier.",)) -> List[str]:
-    """The network of ``model_path`` (its EMA weights when it has them; keys starting with ``drop``
-    left out) as float16 parts ``out/NAME.partK.pt`` of at most :data:`PART_BYTES` each; returns their names."""
+def export_parts(model: Any, out: Path, name: str = "backbone", drop: Tuple[str, ...] = ("classifier.",)) -> List[str]:
+    """The network of ``model`` (a checkpoint path, or a ``ModelCheckpoint`` already read; its EMA weights
+    when it has them; keys starting with ``drop`` left out) as float16 parts ``out/NAME.partK.pt`` of at
+    most :data:`PART_BYTES` each; returns their names."""
     import torch
 
     from lightface.models.checkpoint import read_model_checkpoint
     from lightface.utils.checkpoint_io import save_atomic
 
-    ckpt = read_model_checkpoint(model_path)
+    ckpt = read_model_checkpoint(model)
     state = ckpt.ema_state_dict or ckpt.state_dict
     parts: List[Dict[str, Any]] = [{}]
     size = 0
@@ -197,9 +198,9 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
     parts ``NAME.partK.pt`` (:func:`export_parts`), the run's files, the last file matching each glob of
     ``last_of`` (``samples/*.png`` is sent as ``samples_NAME.png``) and ``summary.json`` (``result`` plus the
     parts, the trained network's architecture and constructor arguments, the seconds since ``t0``, the error
-    and the run's summary). A SIGTERM's ``TrainingInterrupted``
-    exports the step it saved and is raised again; any other error exports ``run_dir/last.pt`` and raises
-    ``RuntimeError`` (or re-raises when there is no checkpoint to return). Returns the summary."""
+    and the run's summary). A SIGTERM's ``TrainingInterrupted`` exports the step it saved and is raised
+    again; any other error exports ``run_dir/last.pt`` and raises ``RuntimeError`` (or re-raises when there
+    is no checkpoint to return). The checkpoint is read once. Returns the summary."""
     from lightface.engine.stop_signals import TrainingInterrupted
     from lightface.utils.atomic_write import write_text_atomic
 
@@ -216,7 +217,7 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
     from lightface.models.checkpoint import read_model_checkpoint
 
     trained = read_model_checkpoint(model_path)
-    result = {**result, "parts": export_parts(model_path, out, name, drop),
+    result = {**result, "parts": export_parts(trained, out, name, drop),
               "network": {"arch": trained.arch, "model_kwargs": trained.model_kwargs, "dropped": list(drop)}}
     for file in RUN_FILES:
         if (run_dir / file).is_file():
