@@ -154,6 +154,28 @@ def test_frontal_loss_pixel_zero_on_target():
     assert set(terms) == {"l_g_pix", "l_g_total"}
 
 
+def test_frontal_loss_pixel_weight_scales_each_sample(gen):
+    """pixel_weight (the trainer's --profile-pixel) scales each sample's pixel and patch L1: weight 0 drops a
+    sample's pixel target (FNM's profiles), all ones is the plain loss, and the gradient follows the weights."""
+    torch.manual_seed(3)
+    x, y = torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128)
+    out = gen(x)
+    crit = FrontalLoss(lambda_sym=0, lambda_tv=0)
+    plain = crit(out, y, patch_boxes=gen.boxes)[1]
+    ones = crit(out, y, patch_boxes=gen.boxes, pixel_weight=torch.ones(2))[1]
+    assert ones["l_g_pix"] == pytest.approx(plain["l_g_pix"], rel=1e-6)
+    assert ones["l_g_patch"] == pytest.approx(plain["l_g_patch"], rel=1e-6)
+    # sample 0 alone, at weight 1 (half the batch mean), equals the one-sample loss divided by 2
+    only0 = crit(out, y, patch_boxes=gen.boxes, pixel_weight=torch.tensor([1.0, 0.0]))[1]
+    single = crit({k: v[:1] for k, v in out.items() if k in ("img128", "img64", "img32")}, y[:1])[1]
+    assert only0["l_g_pix"] == pytest.approx(single["l_g_pix"] / 2, rel=1e-5)
+    loss, _ = crit(out, y, patch_boxes=gen.boxes, pixel_weight=torch.tensor([0.0, 1.0]))
+    grad = torch.autograd.grad(loss, out["img128"])[0]
+    assert grad[0].abs().sum() == 0 and grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="one weight per sample"):
+        crit(out, y, pixel_weight=torch.ones(3))
+
+
 def test_frontal_loss_identity_reference_and_distance():
     """ip_reference picks what L_ip compares with: zero against the image itself, the mean of both for 'both'."""
     from lightface.losses.identity import IdentityLoss

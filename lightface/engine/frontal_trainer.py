@@ -101,6 +101,11 @@ class FrontalTrainConfig(GANRunConfig):
                                     "uses the input)")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
     lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
+    profile_pixel: float = option(1.0, group=_LOSS,
+                                  help="weight of L_pixel and the patch L1 on profile pairs, whose target is another "
+                                       "photo of the person (self pairs keep 1); 0 is FNM's recipe (Qian et al. 2019): "
+                                       "no pixel target for profiles, the identity, adversarial and symmetry terms "
+                                       "frontalize them; ignored with --cycle")
     lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
     steps: int = option(20000, group=_OPT, help="generator steps")
     batch_size: int = option(8, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
@@ -122,6 +127,8 @@ class FrontalTrainConfig(GANRunConfig):
             problems.append(f"--lr and --lr-d must be > 0, got {self.lr} and {self.lr_d}")
         if self.width % 8:
             problems.append(f"--width must be a multiple of 8, got {self.width}")
+        if not self.profile_pixel >= 0:
+            problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
         if not self.self_pairs >= 0:
             problems.append(f"--self-pairs must be >= 0, got {self.self_pairs}")
         if self.train_identities is not None and self.train_identities <= 0:
@@ -306,7 +313,12 @@ class FrontalizationTask(GANTask):
             labels = None
             if self.num_classes:
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
-            g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x)
+            pixel_weight = None
+            if cfg.profile_pixel != 1.0:
+                own = torch.as_tensor(batch["self_pair"], device=x.device)
+                pixel_weight = torch.where(own, 1.0, cfg.profile_pixel).to(x.dtype)
+            g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x,
+                                           pixel_weight=pixel_weight)
             fake = o["img128"]
         else:
             o = views["G"](x)

@@ -8,7 +8,9 @@ Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
 * ``l_g_pix`` — multi-scale L1: for each generator output ``img128``, ``img64`` and
   ``img32`` the mean absolute error against the ground-truth frontal resized to that
   scale (area interpolation), i.e. divided by ``N*C*H*W`` of that scale; the scales are
-  averaged.
+  averaged. With ``pixel_weight`` (N,) each sample's mean error is scaled by its weight
+  before the batch mean (FNM, Qian et al. CVPR 2019, keeps a pixel target only for frontal
+  self pairs: weight 0 on profiles whose target is another photo).
 * ``l_g_patch`` — the same mean L1 for each of the four local-pathway patch images
   against the ground-truth patch cut at the same template box, averaged over patches;
   added to ``L_pixel`` with weight ``lambda_patch`` (default 1).
@@ -54,6 +56,14 @@ def prefix_terms(terms: Mapping[str, float]) -> Dict[str, float]:
     return {(k if k.startswith("l_") else f"l_{k}"): float(v) for k, v in terms.items()}
 
 
+def _weighted_l1(x: Tensor, y: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """Mean absolute error of (N, ...) tensors; with ``weight`` (N,) each sample's mean error is scaled by its weight
+    before the batch mean (all ones = plain ``F.l1_loss``)."""
+    if weight is None:
+        return F.l1_loss(x, y)
+    return (weight.to(x.dtype) * (x - y).abs().flatten(1).mean(1)).mean()
+
+
 def _resize_like(target: Tensor, size: int) -> Tensor:
     if target.shape[-1] == size and target.shape[-2] == size:
         return target
@@ -80,7 +90,9 @@ class FrontalLoss(nn.Module):
     ground-truth frontal (N, C, 128, 128) in [0, 1], the discriminator (needed when
     ``objective`` is set), identity labels (N,) int64 (needed when ``lambda_ce > 0``) and
     the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``) and the
-    generator's input (N, C, 128, 128) (needed when ``ip_reference`` is not ``"target"``). Returns
+    generator's input (N, C, 128, 128) (needed when ``ip_reference`` is not ``"target"``) and
+    ``pixel_weight`` (N,), a per-sample weight of ``l_g_pix`` and ``l_g_patch`` (e.g. 1 for
+    frontal self pairs, less for profiles whose target is another photo; ``None`` = all 1). Returns
     ``(loss, terms)``: a scalar tensor and ``{name: float}`` of the unweighted terms plus
     ``l_g_total``.
     """
@@ -116,16 +128,18 @@ class FrontalLoss(nn.Module):
         self.lambda_patch, self.lambda_ce = lambda_patch, lambda_ce
 
     # Each term is its own method so benchmarks can time them separately.
-    def pixel(self, out: Mapping[str, Tensor], target: Tensor) -> Tensor:
-        """Multi-scale mean L1 (averaged over 128/64/32)."""
-        return sum(F.l1_loss(out[k], _resize_like(target, s)) for k, s in SCALES) / len(SCALES)
+    def pixel(self, out: Mapping[str, Tensor], target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        """Multi-scale mean L1 (averaged over 128/64/32); ``weight`` (N,) scales each sample's share."""
+        return sum(_weighted_l1(out[k], _resize_like(target, s), weight) for k, s in SCALES) / len(SCALES)
 
-    def patch(self, patches: Mapping[str, Tensor], target: Tensor, boxes: Mapping[str, Tuple[int, int, int, int]]) -> Tensor:
-        """Mean L1 of each local patch image against the target cut at its box, averaged over patches."""
+    def patch(self, patches: Mapping[str, Tensor], target: Tensor, boxes: Mapping[str, Tuple[int, int, int, int]],
+              weight: Optional[Tensor] = None) -> Tensor:
+        """Mean L1 of each local patch image against the target cut at its box, averaged over patches;
+        ``weight`` (N,) scales each sample's share."""
         losses = []
         for name, p in patches.items():
             y0, x0, h, w = boxes[name]
-            losses.append(F.l1_loss(p, target[:, :, y0 : y0 + h, x0 : x0 + w]))
+            losses.append(_weighted_l1(p, target[:, :, y0 : y0 + h, x0 : x0 + w], weight))
         return sum(losses) / len(losses)
 
     def symmetry(self, out: Mapping[str, Tensor]) -> Tensor:
@@ -160,16 +174,20 @@ class FrontalLoss(nn.Module):
         labels: Optional[Tensor] = None,
         patch_boxes: Optional[Mapping[str, Tuple[int, int, int, int]]] = None,
         source: Optional[Tensor] = None,
+        pixel_weight: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Dict[str, float]]:
         fake = out["img128"]
         if target.shape != fake.shape:
             raise ValueError(f"target must match the synthesised image {tuple(fake.shape)}, got {tuple(target.shape)}")
+        if pixel_weight is not None and tuple(pixel_weight.shape) != (fake.shape[0],):
+            raise ValueError(f"pixel_weight must have shape ({fake.shape[0]},), one weight per sample, "
+                             f"got {tuple(pixel_weight.shape)}")
         terms: Dict[str, float] = {}
-        l_pix = self.pixel(out, target)
+        l_pix = self.pixel(out, target, pixel_weight)
         terms["l_g_pix"] = l_pix.item()
         loss = l_pix
         if self.lambda_patch > 0 and out.get("patches") and patch_boxes is not None:
-            l_patch = self.patch(out["patches"], target, patch_boxes)
+            l_patch = self.patch(out["patches"], target, patch_boxes, pixel_weight)
             terms["l_g_patch"] = l_patch.item()
             loss = loss + self.lambda_patch * l_patch
         if self.lambda_sym > 0:
