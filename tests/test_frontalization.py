@@ -17,6 +17,7 @@ from lightface.data.pose_pairs import (
     is_frontal,
     split_identities,
     write_cfp_landmarks,
+    yaw_offset,
 )
 from lightface.models.tpgan import TPGANGenerator
 from lightface.restore.frontalizer import Frontalizer
@@ -50,6 +51,35 @@ def test_is_frontal_and_facing():
         is_frontal(None)
     assert facing(LEFT_PROFILE) == "left"
     assert facing(LEFT_PROFILE * [-1, 1] + [128, 0]) == "right"
+
+
+def test_yaw_offset_of_template_and_profile_points():
+    frontal = template_points("lightcnn", 128)
+    assert yaw_offset(frontal) == pytest.approx(0.0, abs=1e-9)
+    assert yaw_offset(LEFT_PROFILE) == pytest.approx((30 - 51.25) / 48)  # nose 21.25 px left, eye-mouth 48 px
+    assert yaw_offset(LEFT_PROFILE * [-1, 1] + [128, 0]) == pytest.approx(-yaw_offset(LEFT_PROFILE))
+
+
+def test_yaw_offset_tells_real_profiles_from_frontals(shared_data, shared_models):
+    """What benchmarks.frontal_quality's pose check relies on: det_500m's landmarks on aligned CFP crops put
+    every frontal under FRONTAL_OFFSET and every profile over it."""
+    from benchmarks.frontal_quality import FRONTAL_OFFSET, yaw_report
+    from lightface.data.align import align_face
+    from lightface.data.detect import FaceDetector
+
+    root = shared_data / "cfp"
+    faces = {}
+    for pose in ("frontal", "profile"):
+        crops = []
+        for person in ("451", "460", "470"):
+            for k in ("01", "02"):
+                img = cv2.imread(str(root / "Images" / person / pose / f"{k}.jpg"))
+                fid = np.loadtxt(root / "Fiducials" / person / pose / f"{k}.txt", delimiter=",")
+                crops.append(image_to_tensor(align_face(img, cfp_five_points(fid, pose), template="lightcnn",
+                                                        size=128)[0]))
+        faces[pose] = yaw_report(torch.stack(crops), FaceDetector(shared_models / "det_500m.onnx", det_size=256))
+    assert faces["frontal"]["frontal_share"] == 1.0 and faces["frontal"]["mean_abs_offset"] < FRONTAL_OFFSET / 2
+    assert faces["profile"]["frontal_share"] == 0.0 and faces["profile"]["mean_abs_offset"] > 2 * FRONTAL_OFFSET
 
 
 def test_split_identities_reproducible():
