@@ -230,15 +230,25 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     parser, out = train_frontalization.get_args_parser(), tmp_path / "run"
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "2")))
     assert res["step"] == 2 and res["stopped"] == "completed" and (out / "samples" / "step_0000002.png").is_file()
-    # resumed with FNM's recipe: no pixel target for the profiles (the batch's self_pair flags pick the weights)
+    # resumed with FNM's recipe (no pixel target for the profiles: the batch's self_pair flags pick the weights)
+    # and a discriminator shown the real profiles as fakes
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "3", "--resume",
-                                                                       "--profile-pixel", "0")))
+                                                                       "--profile-pixel", "0", "--profiles-as-fake")))
     assert res["step"] == 3
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r] == [1, 2, 3]
     last = load_checkpoint(out / "last.pt")
     assert last["task"] == "frontalization" and set(last["networks"]) == {"D"} and "gan_state" in last
     fr = Frontalizer(out / "model.pt", device="cpu")
     assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
+
+
+def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmdb, tmp_path):
+    from lightface.engine.engine import TrainingError
+    from pipelines import train_frontalization
+
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "1", "--profiles-as-fake", "--adversarial", "wgan-gp")
+    with pytest.raises(TrainingError, match="--profiles-as-fake"):
+        train_frontalization.main(train_frontalization.get_args_parser().parse_args(argv))
 
 
 def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb, tmp_path):

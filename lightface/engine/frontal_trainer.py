@@ -106,6 +106,11 @@ class FrontalTrainConfig(GANRunConfig):
                                        "photo of the person (self pairs keep 1); 0 is FNM's recipe (Qian et al. 2019): "
                                        "no pixel target for profiles, the identity, adversarial and symmetry terms "
                                        "frontalize them; ignored with --cycle")
+    profiles_as_fake: bool = option(False, group=_LOSS,
+                                    help="show the discriminator the real profile inputs as fakes beside the "
+                                         "synthesised faces, so it learns the frontal pose from real photos and a "
+                                         "generator that passes a profile through loses L_adv; paired mode, not with "
+                                         "wgan-gp or BEGAN")
     lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
     steps: int = option(20000, group=_OPT, help="generator steps")
     batch_size: int = option(8, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
@@ -127,6 +132,9 @@ class FrontalTrainConfig(GANRunConfig):
             problems.append(f"--lr and --lr-d must be > 0, got {self.lr} and {self.lr_d}")
         if self.width % 8:
             problems.append(f"--width must be a multiple of 8, got {self.width}")
+        if self.profiles_as_fake and (self.gan.adversarial == "wgan-gp" or self.gan.began_gamma is not None):
+            problems.append("--profiles-as-fake needs a discriminator loss that takes more fakes than reals "
+                            f"(not --adversarial {self.gan.adversarial} or --began-gamma)")
         if not self.profile_pixel >= 0:
             problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
         if not self.self_pairs >= 0:
@@ -313,10 +321,8 @@ class FrontalizationTask(GANTask):
             labels = None
             if self.num_classes:
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
-            pixel_weight = None
-            if cfg.profile_pixel != 1.0:
-                own = torch.as_tensor(batch["self_pair"], device=x.device)
-                pixel_weight = torch.where(own, 1.0, cfg.profile_pixel).to(x.dtype)
+            own = torch.as_tensor(batch["self_pair"], device=x.device)
+            pixel_weight = torch.where(own, 1.0, cfg.profile_pixel).to(x.dtype) if cfg.profile_pixel != 1.0 else None
             g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x,
                                            pixel_weight=pixel_weight)
             fake = o["img128"]
@@ -346,7 +352,10 @@ class FrontalizationTask(GANTask):
         self.opt_g.step()
         # ---- discriminator step
         if step % cfg.d_every == 0 and cfg.lambda_adv > 0:
-            d_loss, d_terms = objective.discriminator_loss(views["D"], y, fake)
+            d_fake = fake
+            if cfg.profiles_as_fake and not self.cycle:
+                d_fake = torch.cat([fake.detach(), x[~own]])  # real profiles are not what G should produce
+            d_loss, d_terms = objective.discriminator_loss(views["D"], y, d_fake)
             if self.cycle:
                 d_loss_p, d_terms_p = objective.discriminator_loss(views["D_p"], x, fake_p)
                 d_loss = d_loss + d_loss_p
