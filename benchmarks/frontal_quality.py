@@ -23,8 +23,8 @@ fills the black alignment corners and ghosts the mirrored input over a passed-th
 scores like a real frontal), so a detector (``--detector``, default ``det_500m.onnx`` from
 ``../shared/models``) also finds the 5 landmarks of every raw, frontalized and gallery face
 (on the crop padded by 64 px) and the report gives the mean |nose offset from the midline|
-(:func:`lightface.data.pose_pairs.yaw_offset`; about 0.04 on CFP frontals, 0.36 on CFP
-profiles) and the share of faces below :data:`FRONTAL_OFFSET`. The table shows the change and issue 13's bar (the
+(:func:`lightface.eval.frontal_pose.pose_report`; about 0.04 on CFP frontals, 0.36 on CFP
+profiles) and the share of faces that read as frontal. The table shows the change and issue 13's bar (the
 first network, ours: rank-1 up by >= 0.05; every other, independent, network: down by no
 more than 0.05). Writes
 ``OUT/frontal_quality.json`` and ``OUT/contact_sheet.png`` (rows: probes; columns: profile
@@ -35,7 +35,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
@@ -45,37 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 #: issue 13's bar: our recogniser's rank-1 gain, and the largest drop allowed for an independent one
 BAR_GAIN, BAR_DROP = 0.05, 0.05
-#: |yaw_offset| below this reads as frontal (CFP via det_500m: 95% of frontals under 0.09, 95% of profiles over 0.30)
-FRONTAL_OFFSET = 0.15
-
-
-def yaw_report(faces: torch.Tensor, detector) -> Dict[str, float]:
-    """Detect the 5 landmarks of aligned faces and summarise how frontal they look.
-
-    Args:
-        faces: (N, C, 128, 128) float [0, 1], RGB or gray.
-        detector: a :class:`lightface.data.detect.FaceDetector`.
-    Returns:
-        ``detected`` (share of faces found), ``mean_abs_offset`` (mean |yaw_offset| of those found)
-        and ``frontal_share`` (share of all faces found with |yaw_offset| < FRONTAL_OFFSET).
-    """
-    import cv2
-    import numpy as np
-
-    from lightface.data.convert import tensor_to_image
-    from lightface.data.detect import main_face
-    from lightface.data.pose_pairs import yaw_offset
-
-    offsets = []
-    for face in faces:
-        img = cv2.copyMakeBorder(tensor_to_image(face), 64, 64, 64, 64, cv2.BORDER_CONSTANT)
-        found = main_face(detector.detect(img), img.shape)
-        if found is not None:
-            offsets.append(abs(yaw_offset(found.landmarks)))
-    offsets = np.asarray(offsets)
-    return {"detected": len(offsets) / max(len(faces), 1),
-            "mean_abs_offset": float(offsets.mean()) if len(offsets) else float("nan"),
-            "frontal_share": float((offsets < FRONTAL_OFFSET).sum() / max(len(faces), 1))}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -100,6 +69,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.frontal_collapse import build_pose_lmdb
     from benchmarks.sr_quality import _identity_networks
     from lightface.data import LMDBDataset
+    from lightface.data.detect import FaceDetector
+    from lightface.eval.frontal_pose import FRONTAL_OFFSET
     from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
     from lightface.engine.frontal_trainer import evaluate_frontalization, save_sample_grid
     from lightface.eval.identity import load_identity_judge
@@ -135,29 +106,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{name} on {lmdb} ({len(dataset)} profile probes, gallery of {len(dataset.identities())} frontals, "
           f"mirror {mirror})")
     print(f"{'recogniser':14} {'rank-1 raw':>10} {'rank-1 front':>12} {'change':>7} {'cos raw':>8} {'cos front':>9}  bar")
+    detector = None
+    if args.detector != "none" and Path(args.detector).is_file():
+        detector = FaceDetector(args.detector, det_size=256, device="cpu")
     for k, (net_name, path) in enumerate(nets.items()):
         judge = load_identity_judge(path, template="lightcnn", device=device)  # the dataset's 128 crops
-        metrics = evaluate_frontalization(fr.model, judge, dataset, device)
+        metrics = evaluate_frontalization(fr.model, judge, dataset, device, detector=detector if k == 0 else None)
+        if k == 0:
+            first = metrics
         change = metrics["val_rank1_frontal"] - metrics["val_rank1_raw"]
         bar = (f"{'meets' if change >= BAR_GAIN else 'misses'} +{BAR_GAIN} (ours)" if k == 0 else
                f"{'meets' if change >= -BAR_DROP else 'misses'} drop <= {BAR_DROP} (independent)")
         report["results"][net_name] = {**metrics, "rank1_change": change, "bar": bar}
         print(f"{net_name:14} {metrics['val_rank1_raw']:10.4f} {metrics['val_rank1_frontal']:12.4f} {change:+7.4f} "
               f"{metrics['val_cos_raw']:8.4f} {metrics['val_cos_frontal']:9.4f}  {bar}")
-    report["asymmetry"] = {k: metrics[f"val_asym_{k}"] for k in ("raw", "frontal", "gallery")}
+    report["asymmetry"] = {k: first[f"val_asym_{k}"] for k in ("raw", "frontal", "gallery")}
     print("left-right asymmetry (mean |face - mirror| in [0, 1]): raw profiles {raw:.4f}, frontalized {frontal:.4f}, "
           "gallery frontals {gallery:.4f}".format(**report["asymmetry"]))
-    if args.detector != "none" and Path(args.detector).is_file():
-        from lightface.data.detect import FaceDetector
-
-        report["yaw"] = _yaw_of_every_face(fr, dataset, FaceDetector(args.detector, det_size=256, device=args.device))
-        print(f"nose offset from the midline (|yaw_offset|, {Path(args.detector).name}; under {FRONTAL_OFFSET} reads "
-              "as frontal):")
-        for key, r in report["yaw"].items():
-            print(f"  {key:12} mean {r['mean_abs_offset']:.3f}, frontal {r['frontal_share']:.3f}, "
-                  f"detected {r['detected']:.3f}")
+    if detector is not None:
+        report["pose"] = {k: {"mean_abs_offset": first[f"val_yaw_{k}"], "frontal_share": first[f"val_frontal_share_{k}"]}
+                          for k in ("raw", "frontal", "gallery")}
+        print(f"pose check ({Path(args.detector).name}: mean |nose offset from the midline| in eye-to-mouth distances, "
+              f"share of faces that read as frontal, under {FRONTAL_OFFSET}):")
+        for key, r in report["pose"].items():
+            print(f"  {key:8} {r['mean_abs_offset']:.3f}  frontal {r['frontal_share']:.3f}")
     else:
-        print(f"frontal-pose check skipped (--detector {args.detector}: not a file)")
+        print(f"pose check skipped (--detector {args.detector}: not a file)")
     show = torch.linspace(0, len(dataset) - 1, min(10, len(dataset))).round().long().tolist()
     items = [dataset[i] for i in show]
     x = torch.stack([it["input"] for it in items])
@@ -168,18 +142,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "frontal_quality.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'frontal_quality.json'} and {out / 'contact_sheet.png'} (profile | frontalized | gallery)")
     return 0
-
-
-def _yaw_of_every_face(fr, dataset, detector) -> Dict[str, Dict[str, float]]:
-    """:func:`yaw_report` of the raw probes, their frontalized versions and the gallery frontals."""
-    from lightface.data.pose_pairs import image_to_tensor
-
-    probes = torch.stack([dataset[i]["input"] for i in range(len(dataset))])
-    frontal = torch.cat([fr.frontalize_tensor(probes[s : s + 16]) for s in range(0, len(probes), 16)])
-    gallery = torch.stack([image_to_tensor(dataset.load(dataset.frontals[i][0])[0], fr.channels)
-                           for i in dataset.identities()])
-    return {"raw": yaw_report(probes, detector), "frontalized": yaw_report(frontal, detector),
-            "gallery": yaw_report(gallery, detector)}
 
 
 if __name__ == "__main__":

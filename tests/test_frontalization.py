@@ -60,26 +60,38 @@ def test_yaw_offset_of_template_and_profile_points():
     assert yaw_offset(LEFT_PROFILE * [-1, 1] + [128, 0]) == pytest.approx(-yaw_offset(LEFT_PROFILE))
 
 
-def test_yaw_offset_tells_real_profiles_from_frontals(shared_data, shared_models):
-    """What benchmarks.frontal_quality's pose check relies on: det_500m's landmarks on aligned CFP crops put
-    every frontal under FRONTAL_OFFSET and every profile over it."""
-    from benchmarks.frontal_quality import FRONTAL_OFFSET, yaw_report
+def test_pose_check_tells_real_profiles_from_frontals_and_catches_a_pass_through(shared_data, shared_models, tmp_path):
+    """det_500m's landmarks on aligned CFP crops put every frontal under FRONTAL_OFFSET and every profile over
+    it; the validation's pose check then shows a generator that passes profiles through for what it is."""
     from lightface.data.align import align_face
     from lightface.data.detect import FaceDetector
+    from lightface.engine.frontal_trainer import evaluate_frontalization
+    from lightface.eval.frontal_pose import FRONTAL_OFFSET, pose_report
+    from lightface.models import get_model
 
-    root = shared_data / "cfp"
-    faces = {}
+    root, samples, faces = shared_data / "cfp", [], {}
     for pose in ("frontal", "profile"):
-        crops = []
-        for person in ("451", "460", "470"):
+        for label, person in enumerate(("451", "460", "470")):
             for k in ("01", "02"):
                 img = cv2.imread(str(root / "Images" / person / pose / f"{k}.jpg"))
                 fid = np.loadtxt(root / "Fiducials" / person / pose / f"{k}.txt", delimiter=",")
-                crops.append(image_to_tensor(align_face(img, cfp_five_points(fid, pose), template="lightcnn",
-                                                        size=128)[0]))
-        faces[pose] = yaw_report(torch.stack(crops), FaceDetector(shared_models / "det_500m.onnx", det_size=256))
+                lm = cfp_five_points(fid, pose)
+                crop, M = align_face(img, lm, template="lightcnn", size=128)
+                samples.append({"image": crop, "label": label, "landmarks": (lm @ M[:, :2].T + M[:, 2]).astype(np.float32),
+                                "attributes": {"pose": pose}})
+    detector = FaceDetector(shared_models / "det_500m.onnx", det_size=256)
+    for pose in ("frontal", "profile"):
+        faces[pose] = pose_report(torch.stack([image_to_tensor(r["image"]) for r in samples
+                                               if r["attributes"]["pose"] == pose]), detector)
     assert faces["frontal"]["frontal_share"] == 1.0 and faces["frontal"]["mean_abs_offset"] < FRONTAL_OFFSET / 2
     assert faces["profile"]["frontal_share"] == 0.0 and faces["profile"]["mean_abs_offset"] > 2 * FRONTAL_OFFSET
+    write_lmdb(tmp_path / "cfp.lmdb", samples, ["451", "460", "470"])
+    ds = PosePairDataset(tmp_path / "cfp.lmdb", mirror="left", fixed_target=True)
+    judge = get_model("lightcnn9", num_classes=0).eval()
+    passed = evaluate_frontalization(_Stand(False), judge, ds, torch.device("cpu"), detector=detector)
+    assert passed["val_frontal_share_frontal"] == passed["val_frontal_share_raw"] == 0.0
+    assert passed["val_yaw_frontal"] == pytest.approx(passed["val_yaw_raw"]) and passed["val_yaw_raw"] > 0.3
+    assert passed["val_frontal_share_gallery"] == 1.0
 
 
 def test_split_identities_reproducible():
@@ -351,8 +363,12 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
             "--train-identities", "2", "--log-every", "1", "--val-every", "2", "--save-every", "1",
             "--num-samples", "2"]
     parser = train_frontalization.get_args_parser()
-    res = train_frontalization.main(parser.parse_args(argv + ["--steps", "2"]))
+    res = train_frontalization.main(parser.parse_args(argv + ["--steps", "2", "--pose-detector",
+                                                               str(shared_models / "det_500m.onnx")]))
     assert res["step"] == 2 and 0 <= res["val_rank1_frontal"] <= 1 and res["val_gallery"] == 1
+    # the pose check: the held-out person's profiles read as profiles, the gallery frontal as frontal
+    assert res["val_frontal_share_raw"] == 0.0 and res["val_frontal_share_gallery"] == 1.0
+    assert 0 <= res["val_frontal_share_frontal"] <= 1
     assert (out / "samples" / "step_0000002.png").is_file()
     res = train_frontalization.main(parser.parse_args(argv + ["--steps", "3", "--resume", "auto"]))
     assert res["step"] == 3
