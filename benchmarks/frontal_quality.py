@@ -69,10 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.frontal_collapse import build_pose_lmdb
     from benchmarks.sr_quality import _identity_networks
     from lightface.data import LMDBDataset
-    from lightface.data.detect import FaceDetector
-    from lightface.eval.frontal_pose import FRONTAL_OFFSET
     from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
     from lightface.engine.frontal_trainer import evaluate_frontalization, save_sample_grid
+    from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector
     from lightface.eval.identity import load_identity_judge
     from lightface.models.pretrained import PretrainedError
     from lightface.restore.frontalizer import Frontalizer
@@ -108,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{'recogniser':14} {'rank-1 raw':>10} {'rank-1 front':>12} {'change':>7} {'cos raw':>8} {'cos front':>9}  bar")
     detector = None
     if args.detector != "none" and Path(args.detector).is_file():
-        detector = FaceDetector(args.detector, det_size=256, device="cpu")
+        detector = load_pose_detector(args.detector)
     for k, (net_name, path) in enumerate(nets.items()):
         judge = load_identity_judge(path, template="lightcnn", device=device)  # the dataset's 128 crops
         metrics = evaluate_frontalization(fr.model, judge, dataset, device, detector=detector if k == 0 else None)

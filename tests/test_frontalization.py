@@ -64,9 +64,8 @@ def test_pose_check_tells_real_profiles_from_frontals_and_catches_a_pass_through
     """det_500m's landmarks on aligned CFP crops put every frontal under FRONTAL_OFFSET and every profile over
     it; the validation's pose check then shows a generator that passes profiles through for what it is."""
     from lightface.data.align import align_face
-    from lightface.data.detect import FaceDetector
     from lightface.engine.frontal_trainer import evaluate_frontalization
-    from lightface.eval.frontal_pose import FRONTAL_OFFSET, pose_report
+    from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector, pose_report
     from lightface.models import get_model
 
     root, samples, faces = shared_data / "cfp", [], {}
@@ -79,7 +78,7 @@ def test_pose_check_tells_real_profiles_from_frontals_and_catches_a_pass_through
                 crop, M = align_face(img, lm, template="lightcnn", size=128)
                 samples.append({"image": crop, "label": label, "landmarks": (lm @ M[:, :2].T + M[:, 2]).astype(np.float32),
                                 "attributes": {"pose": pose}})
-    detector = FaceDetector(shared_models / "det_500m.onnx", det_size=256)
+    detector = load_pose_detector(shared_models / "det_500m.onnx")
     for pose in ("frontal", "profile"):
         faces[pose] = pose_report(torch.stack([image_to_tensor(r["image"]) for r in samples
                                                if r["attributes"]["pose"] == pose]), detector)

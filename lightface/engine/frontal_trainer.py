@@ -43,9 +43,9 @@ from torch.utils.data import Dataset
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.io import write_image
 from ..data.lmdb_dataset import LMDBDataset
-from ..data.pose_pairs import PosePairDataset, split_identities
 from ..data.detect import FaceDetector
-from ..eval.frontal_pose import pose_report
+from ..data.pose_pairs import PosePairDataset, split_identities
+from ..eval.frontal_pose import load_pose_detector, pose_report
 from ..eval.identity import identity_embeddings
 from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_terms
 from ..models import get_model
@@ -233,7 +233,10 @@ def evaluate_frontalization(
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
     asym = {"raw": [], "frontal": [], "gallery": [_asymmetry(gallery)]}
-    faces: Dict[str, List[Tensor]] = {"raw": [], "frontal": [], "gallery": [gallery]}
+    # the pose check's faces, kept on the CPU where the detector runs
+    kept: Optional[Dict[str, List[Tensor]]] = None
+    if detector is not None:
+        kept = {"raw": [], "frontal": [], "gallery": [gallery.cpu()]}
     for s in range(0, len(dataset), batch_size):
         items = [dataset[j] for j in range(s, min(s + batch_size, len(dataset)))]
         x = torch.stack([it["input"] for it in items]).to(device)
@@ -242,17 +245,17 @@ def evaluate_frontalization(
         front_e.append(F.normalize(identity_embeddings(identity, y), dim=1))
         asym["raw"].append(_asymmetry(x))
         asym["frontal"].append(_asymmetry(y))
-        if detector is not None:
-            faces["raw"].append(x.cpu())
-            faces["frontal"].append(y.cpu())
+        if kept is not None:
+            kept["raw"].append(x.cpu())
+            kept["frontal"].append(y.cpu())
         labels += [id_pos[it["label"]] for it in items]
     labels_t = torch.tensor(labels, device=device)
     out = {"val_probes": float(len(labels)), "val_gallery": float(len(ids))}
     for name, values in asym.items():
         out[f"val_asym_{name}"] = torch.cat(values).mean().item()
-        if detector is not None:
-            pose = pose_report(torch.cat([f.cpu() for f in faces[name]]), detector)
-            out[f"val_yaw_{name}"], out[f"val_frontal_share_{name}"] = pose["mean_abs_offset"], pose["frontal_share"]
+    for name, parts in (kept or {}).items():
+        pose = pose_report(torch.cat(parts), detector)
+        out[f"val_yaw_{name}"], out[f"val_frontal_share_{name}"] = pose["mean_abs_offset"], pose["frontal_share"]
     for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
         sim = emb @ g_emb.T
         out[f"val_cos_{name}"] = sim.gather(1, labels_t[:, None]).mean().item()
@@ -320,8 +323,7 @@ class FrontalizationTask(GANTask):
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
                                      ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference)
         self.boxes = self.G.boxes
-        self.pose_detector = FaceDetector(cfg.pose_detector, det_size=256, device="cpu") if cfg.pose_detector \
-            else None
+        self.pose_detector = load_pose_detector(cfg.pose_detector) if cfg.pose_detector else None
         # fixed validation / sample batch, spread over identities
         n_show = min(cfg.num_samples, len(self.val_set))
         show = [self.val_set[int(i)] for i in np.linspace(0, len(self.val_set) - 1, n_show).round()]

@@ -7,7 +7,8 @@ mirror image ghosted over it scores like a real frontal). The detector's landmar
 nose of a profile lies far from the midline of the eyes and mouth corners
 (:func:`lightface.data.pose_pairs.yaw_offset`).
 """
-from typing import Dict
+import os
+from typing import Dict, Union
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from ..data.convert import tensor_to_image
 from ..data.detect import FaceDetector, main_face
 from ..data.pose_pairs import yaw_offset
 
-__all__ = ["FRONTAL_OFFSET", "PAD", "pose_report"]
+__all__ = ["FRONTAL_OFFSET", "PAD", "load_pose_detector", "pose_report"]
 
 #: |yaw_offset| below this reads as frontal (CFP via det_500m: 95% of frontals under 0.09, 95% of profiles over 0.30).
 FRONTAL_OFFSET = 0.15
@@ -25,13 +26,18 @@ FRONTAL_OFFSET = 0.15
 PAD = 64
 
 
+def load_pose_detector(path: Union[str, os.PathLike]) -> FaceDetector:
+    """The detector of the pose check: ``path`` (e.g. ``det_500m.onnx``) on the CPU, sized for 128 px crops
+    padded by :data:`PAD` (256 x 256)."""
+    return FaceDetector(path, det_size=256, device="cpu")
+
+
 def pose_report(faces: Tensor, detector: FaceDetector) -> Dict[str, float]:
     """Detect the 5 landmarks of aligned faces and summarise how frontal they look.
 
     Args:
         faces: (N, C, H, W) float [0, 1], RGB or gray (e.g. the 128 ``lightcnn`` crops).
-        detector: a :class:`~lightface.data.detect.FaceDetector` (``det_500m.onnx`` with
-            ``det_size=256`` for 128 px crops).
+        detector: a :class:`~lightface.data.detect.FaceDetector`, e.g. :func:`load_pose_detector`.
     Returns:
         ``detected`` (share of faces found), ``mean_abs_offset`` (mean |yaw_offset| of the faces
         found; NaN when none) and ``frontal_share`` (share of all faces found with |yaw_offset| <
