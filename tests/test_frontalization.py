@@ -311,6 +311,37 @@ def test_finetune_starts_from_a_trained_generator(pose_lmdb, tmp_path):
                                                                      "--finetune", tmp_path / "missing.pt")))
 
 
+def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_recogniser(pose_lmdb, tmp_path):
+    """--identity-condition: the generator starts exactly where the unconditioned one ended, the saved model
+    records the judge's checkpoint, and Frontalizer loads that recogniser for the condition by itself."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.engine import TrainingError
+    from lightface.models import get_model
+    from lightface.models.checkpoint import save_model_checkpoint
+    from pipelines import train_frontalization
+
+    judge = save_model_checkpoint(tmp_path / "judge.pth", get_model("lightcnn9", num_classes=0), "lightcnn9",
+                                  {"num_classes": 0})
+    parser, src, out = train_frontalization.get_args_parser(), tmp_path / "src", tmp_path / "cond"
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "2")))
+    argv = _tiny_train_argv(pose_lmdb, out, "--steps", "1", "--identity-weights", judge, "--identity-condition",
+                            "--finetune", src / "model.pt")
+    train_frontalization.main(parser.parse_args([*argv, "--lr", "1e-12"]))
+    face = torch.from_numpy(np.random.default_rng(0).random((1, 3, 128, 128), np.float32))
+    plain, cond = Frontalizer(src / "model.pt", device="cpu"), Frontalizer(out / "model.pt", device="cpu")
+    assert cond.model.condition_network == str(judge.resolve())
+    assert load_checkpoint(out / "model.pt")["model_kwargs"]["condition_network"] == str(judge.resolve())
+    torch.testing.assert_close(cond.model.frontalize(face), plain.model.frontalize(face), atol=1e-4, rtol=0)
+    # an unconditioned generator cannot start from a conditioned one; the flag needs a recogniser
+    with pytest.raises(TrainingError, match="--identity-condition"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "back", "--steps", "1",
+                                                                     "--finetune", out / "model.pt")))
+    with pytest.raises(TrainingError, match="--identity-condition needs a recogniser"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "off", "--steps", "1",
+                                                                     "--identity-condition", "--identity-weights",
+                                                                     "none")))
+
+
 @pytest.mark.slow
 def test_train_cycle_under_torchrun(pose_lmdb, tmp_path):
     """Unpaired (--cycle) TP-GAN on 2 CPU processes: four DDP-wrapped networks, parameters unused by some

@@ -216,3 +216,35 @@ def test_frontal_loss_errors(gen):
 
 def test_prefix_terms():
     assert prefix_terms({"g_adv": 1, "d_gp": 2.0, "l_g_x": 3}) == {"l_g_adv": 1.0, "l_d_gp": 2.0, "l_g_x": 3.0}
+
+
+def test_conditioned_generator_starts_from_an_unconditioned_one():
+    """--identity-condition fine-tunes from an unconditioned generator: with the new decoder inputs at zero
+    weight it is exactly the saved model, whatever the condition; the recogniser stays out of its weights."""
+    import copy
+
+    torch.manual_seed(0)
+    kwargs = dict(width=8, noise_dim=4, feature_dim=8)
+    plain = TPGANGenerator(**kwargs).eval()
+    cond = TPGANGenerator(**kwargs, condition_network="some_recogniser").eval()
+    judge = get_model("lightcnn9", num_classes=0).eval()
+    cond.set_condition_network(judge)
+    assert set(cond.state_dict()) == set(plain.state_dict())  # the judge is not part of the generator
+    cond.load_state_dict(cond.adapt_finetune_state(plain.state_dict(), {}))
+    x = torch.rand(2, 3, 128, 128)
+    c = cond.condition(x)
+    assert c.shape == (2, 256) and torch.allclose(c.norm(dim=1), torch.ones(2))
+    # equal up to float summation order (the decoder seed's matmul is wider)
+    torch.testing.assert_close(cond.frontalize(x), plain.frontalize(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(cond(x, condition=torch.randn(2, 256))["img128"], cond(x)["img128"], atol=1e-6, rtol=0)
+    # once trained, the condition changes the output; the EMA copy shares the judge
+    with torch.no_grad():
+        cond.fc_dec.weight.normal_()
+    assert (cond(x)["img128"] - cond(x, condition=-c)["img128"]).abs().max() > 1e-5  # 100x the float noise above
+    assert copy.deepcopy(cond)._condition.network is judge
+    with pytest.raises(ValueError, match=r"condition must be \(2, 256\)"):
+        cond(x, condition=torch.zeros(2, 128))
+    with pytest.raises(ValueError, match="--identity-condition"):
+        plain.adapt_finetune_state(cond.state_dict(), {"condition_network": "some_recogniser"})
+    with pytest.raises(ValueError, match="without condition_network"):
+        plain.set_condition_network(judge)

@@ -50,6 +50,8 @@ from ..eval.identity import identity_embeddings
 from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_terms
 from ..models import get_model
 from ..models.dlib_recognizer import DlibRecognizer
+from ..models.identity import NO_IDENTITY
+from ..models.pretrained import PretrainedError, default_weights, get_pretrained
 from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
 from .config import option
@@ -113,6 +115,11 @@ class FrontalTrainConfig(GANRunConfig):
                                          "synthesised faces, so it learns the frontal pose from real photos and a "
                                          "generator that passes a profile through loses L_adv; paired mode, not with "
                                          "wgan-gp or BEGAN")
+    identity_condition: bool = option(False, group=_MODEL,
+                                      help="condition the generator on the identity judge's (--identity-weights) "
+                                           "feature of its input, joined with the encoder feature and the noise: the "
+                                           "saved model names the judge and loads it at inference; --finetune may "
+                                           "start from an unconditioned model (the new inputs start at zero weight)")
     lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
     steps: int = option(20000, group=_OPT, help="generator steps")
     batch_size: int = option(8, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
@@ -141,6 +148,9 @@ class FrontalTrainConfig(GANRunConfig):
         if self.profiles_as_fake and (self.gan.adversarial == "wgan-gp" or self.gan.began_gamma is not None):
             problems.append("--profiles-as-fake needs a discriminator loss that takes more fakes than reals "
                             f"(not --adversarial {self.gan.adversarial} or --began-gamma)")
+        if self.identity_condition and self.identity_weights is not None \
+                and self.identity_weights.strip().lower() in NO_IDENTITY:
+            problems.append(f"--identity-condition needs a recogniser, not --identity-weights {self.identity_weights}")
         if not self.profile_pixel >= 0:
             problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
         if not self.self_pairs >= 0:
@@ -150,9 +160,34 @@ class FrontalTrainConfig(GANRunConfig):
         return problems
 
 
+def condition_network_name(identity_weights: Optional[str]) -> str:
+    """What a conditioned generator records as its ``condition_network``: the shipped model's own name
+    for ``--identity-weights`` unset (the shipped recogniser) or a shipped name / alias, so that the saved
+    model keeps its recogniser when another one ships; otherwise the checkpoint's absolute path.
+
+    Raises:
+        ValueError: the flag switches the identity network off, or nothing ships for the unset flag.
+    """
+    if identity_weights is None:
+        try:
+            return default_weights("recognition").name
+        except PretrainedError as err:
+            raise ValueError(f"--identity-condition needs a recogniser: none ships ({err}); "
+                             "pass --identity-weights LIGHTCNN_CHECKPOINT") from err
+    if identity_weights.strip().lower() in NO_IDENTITY:
+        raise ValueError(f"--identity-condition needs a recogniser, not --identity-weights {identity_weights}")
+    if Path(identity_weights).exists():
+        return str(Path(identity_weights).resolve())
+    try:
+        return get_pretrained(identity_weights).name
+    except PretrainedError as err:
+        raise ValueError(f"--identity-weights {identity_weights}: no such file, nor a shipped model ({err})") from err
+
+
 def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
     """Builder kwargs of the TP-GAN generator from the training settings (plain types, checkpoint-safe)."""
     centres = frontal_patch_centres(128)
+    condition = {"condition_network": condition_network_name(cfg.identity_weights)} if cfg.identity_condition else {}
     return {
         "in_channels": cfg.channels,
         "width": cfg.width,
@@ -161,6 +196,7 @@ def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
         "noise_dim": cfg.noise_dim,
         "num_classes": num_classes,
         "patch_centres": {k: [float(v[0]), float(v[1])] for k, v in centres.items()},
+        **condition,
     }
 
 
@@ -322,6 +358,8 @@ class FrontalizationTask(GANTask):
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
                                      ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference)
+        if cfg.identity_condition:  # the judge, loaded once, is G's condition (its EMA copy shares the holder)
+            self.G.set_condition_network(self.identity.network)
         self.boxes = self.G.boxes
         self.pose_detector = load_pose_detector(cfg.pose_detector) if cfg.pose_detector else None
         # fixed validation / sample batch, spread over identities

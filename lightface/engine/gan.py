@@ -465,7 +465,9 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
         spec: a checkpoint path (``OUT/model.pt`` / ``last.pt``: its EMA weights when saved) or a
             shipped model's name or alias (sha256-checked).
         arch: the registry architecture the checkpoint must hold.
-        model_kwargs: the builder kwargs of ``G``; the checkpoint's must be equal.
+        model_kwargs: the builder kwargs of ``G``; the checkpoint's must be equal, except
+            ``condition_network`` when ``G`` has ``adapt_finetune_state(state, saved_kwargs)``
+            (a TP-GAN generator conditioned on a recogniser may start from an unconditioned one).
         flag_names: builder kwarg -> trainer flag where the names differ (for the error message).
 
     Raises:
@@ -483,13 +485,21 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
     ckpt = read_model_checkpoint(path)
     if ckpt.arch != arch:
         raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a {arch} generator")
-    differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items() if ckpt.model_kwargs.get(k) != v}
+    adapt = getattr(G, "adapt_finetune_state", None)
+    differ = {k: (v, ckpt.model_kwargs.get(k)) for k, v in model_kwargs.items()
+              if ckpt.model_kwargs.get(k) != v and not (adapt is not None and k == "condition_network")}
     if differ:
         names = flag_names or {}
         flags = ", ".join(f"--{names.get(k, k).replace('_', '-')} {saved} (not {ours})"
                           for k, (ours, saved) in differ.items())
         raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
-    load_weights(G, ckpt, ema=ckpt.ema_state_dict is not None)
+    state = ckpt.ema_state_dict if ckpt.ema_state_dict is not None else ckpt.state_dict
+    if adapt is not None:
+        try:
+            state = adapt(state, ckpt.model_kwargs)
+        except ValueError as err:
+            raise TrainingError(f"--finetune {spec}: {err}") from err
+    load_weights(G, state)
     log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
 
 

@@ -6,7 +6,11 @@ The generator has two pathways:
   horizontal mirror (``2*C`` input channels). The encoder ends in a compact identity
   feature (an MFM fully-connected layer, as in the paper's maxout ``fc``), which is
   joined with Gaussian noise and decoded, with skip connections, into frontal images
-  at 32, 64 and 128 pixels;
+  at 32, 64 and 128 pixels. With ``condition_network`` the decoder also receives the
+  L2-normalised 256-d feature of a frozen recogniser (a Light CNN) for the input: the
+  identity a pretrained face expert reads in the profile, which a small encoder trained on a
+  few hundred people cannot learn (FNM, Qian et al. CVPR 2019, builds its encoder from such
+  a network);
 * four **local** pathways (left eye 40x40, right eye 40x40, nose 32x40, mouth 32x48,
   height x width) on patches centred on the landmarks of the frontal template. Their
   feature maps and patch images are placed on a 128x128 canvas at the same template
@@ -33,6 +37,7 @@ from ..utils.templates import template_points
 from .registry import register_model
 
 __all__ = [
+    "CONDITION_DIM",
     "PATCH_SIZES",
     "TPGANGenerator",
     "TPGANDiscriminator",
@@ -49,6 +54,21 @@ PATCH_SIZES: Dict[str, Tuple[int, int]] = {
     "nose": (32, 40),
     "mouth": (32, 48),
 }
+
+
+#: size of the recogniser feature a conditioned generator receives (a Light CNN ``fc``).
+CONDITION_DIM = 256
+
+
+class _FrozenNetwork:
+    """Holds the condition network outside the generator's modules: not in its state dict, not
+    copied by ``copy.deepcopy`` (the EMA copy shares it), moved to the input's device on use."""
+
+    def __init__(self, network: Optional[nn.Module] = None):
+        self.network = network
+
+    def __deepcopy__(self, memo) -> "_FrozenNetwork":
+        return self
 
 
 def frontal_patch_centres(size: int = 128, template: str = "lightcnn") -> Dict[str, Tuple[float, float]]:
@@ -155,8 +175,15 @@ class TPGANGenerator(nn.Module):
         patch_centres: ``{"left_eye": (x, y), "right_eye": ..., "nose": ..., "mouth": ...}``
             on the frontal canvas; default: :func:`frontal_patch_centres` of the
             ``lightcnn`` alignment template.
+        condition_network: a recogniser, as a shipped model's name (e.g.
+            ``"lightcnn29v2_3src_rc13"``) or a Light CNN checkpoint path, whose L2-normalised
+            (N, 256) feature of the input is joined with the encoder feature and the noise.
+            It is loaded (sha256-checked) on first use, frozen, and kept out of the state dict;
+            :meth:`set_condition_network` shares an already loaded one. None: unconditioned.
 
-    ``forward(x, noise=None)`` takes (N, C, 128, 128) float in [0, 1] and returns a dict:
+    ``forward(x, noise=None, condition=None)`` takes (N, C, 128, 128) float in [0, 1] (and,
+    for a conditioned generator, optionally the (N, 256) condition; computed from ``x`` when
+    None) and returns a dict:
     ``"img128"``, ``"img64"``, ``"img32"`` (N, C, s, s) in [0, 1]; ``"local"`` the fused local
     patch images on the canvas (N, C, 128, 128); ``"patches"`` dict name -> (N, C, h, w) local
     patch images; ``"feature"`` (N, feature_dim); ``"logits"`` (N, num_classes) when a
@@ -174,6 +201,7 @@ class TPGANGenerator(nn.Module):
         num_classes: int = 0,
         size: int = 128,
         patch_centres: Optional[Mapping[str, Sequence[float]]] = None,
+        condition_network: Optional[str] = None,
     ):
         super().__init__()
         if size != 128:
@@ -183,6 +211,9 @@ class TPGANGenerator(nn.Module):
         C, w = in_channels, width
         lw = local_width or max(w // 2, 4)
         self.in_channels, self.size, self.noise_dim, self.feature_dim = C, size, noise_dim, feature_dim
+        self.condition_network = None if condition_network is None else str(condition_network)
+        self.condition_dim = CONDITION_DIM if self.condition_network is not None else 0
+        self._condition = _FrozenNetwork()
         centres = dict(patch_centres) if patch_centres is not None else frontal_patch_centres(size)
         self.patch_centres = {k: (float(v[0]), float(v[1])) for k, v in centres.items()}
         self.boxes = patch_boxes(self.patch_centres, size)
@@ -198,7 +229,7 @@ class TPGANGenerator(nn.Module):
 
         # Decoder seed from [feature, noise] and its direct upsamplings to 32/64/128.
         c8 = w
-        self.fc_dec = nn.Linear(feature_dim + noise_dim, c8 * 8 * 8)
+        self.fc_dec = nn.Linear(feature_dim + self.condition_dim + noise_dim, c8 * 8 * 8)
         c32, c64, c128 = max(w // 2, 4), max(w // 4, 4), max(w // 8, 4)
         self.seed32 = _up(c8, c32, 4)
         self.seed64 = _up(c32, c64)
@@ -247,8 +278,54 @@ class TPGANGenerator(nn.Module):
                 f"got {tuple(x.shape)}; align with lightface.data.align.align_face(..., size={self.size})"
             )
 
+    # -- identity condition ------------------------------------------------------------
+    def set_condition_network(self, network: nn.Module) -> None:
+        """Use an already loaded, frozen recogniser (the one ``condition_network`` names) for the condition."""
+        if self.condition_network is None:
+            raise ValueError("this TP-GAN generator was built without condition_network; it takes no condition")
+        self._condition.network = network
+
+    @torch.no_grad()
+    def condition(self, x: Tensor) -> Tensor:
+        """The recogniser's L2-normalised feature of ``x`` (N, C, 128, 128) in [0, 1]: (N, 256) on x's device."""
+        from .identity import identity_features, load_identity_network, resolve_identity_weights
+
+        if self.condition_network is None:
+            raise ValueError("this TP-GAN generator was built without condition_network; it takes no condition")
+        net = self._condition.network
+        if net is None:
+            net = load_identity_network(resolve_identity_weights(self.condition_network, "the generator's condition"))
+            self._condition.network = net
+        if next(net.parameters()).device != x.device:
+            net.to(x.device)
+        fc = identity_features(net, x.float())["fc"]
+        if fc.shape[1] != self.condition_dim:
+            raise ValueError(f"condition network {self.condition_network} gives {fc.shape[1]}-d features, "
+                             f"the generator takes {self.condition_dim}")
+        return F.normalize(fc, dim=1).to(x.dtype)
+
+    def adapt_finetune_state(self, state: Mapping[str, Tensor], saved_kwargs: Mapping) -> Dict[str, Tensor]:
+        """A saved generator's weights for this one: an unconditioned generator's decoder seed gets zero
+        weights for the new condition inputs, so fine-tuning starts from exactly the saved model.
+
+        Raises:
+            ValueError: the saved generator is conditioned and this one is not.
+        """
+        saved = saved_kwargs.get("condition_network")
+        if saved is not None and self.condition_network is None:
+            raise ValueError(f"the saved generator is conditioned on {saved}; build this one with "
+                             "condition_network (train_frontalization --identity-condition)")
+        state = dict(state)
+        if saved is None and self.condition_network is not None:
+            w = state["fc_dec.weight"]
+            zeros = w.new_zeros(w.shape[0], self.condition_dim)
+            state["fc_dec.weight"] = torch.cat([w[:, : self.feature_dim], zeros, w[:, self.feature_dim :]], 1)
+        return state
+
     # -- forward -----------------------------------------------------------------------
-    def forward(self, x: Tensor, noise: Optional[Tensor] = None) -> Dict[str, Union[Tensor, Dict[str, Tensor]]]:
+    def forward(
+        self, x: Tensor, noise: Optional[Tensor] = None, condition: Optional[Tensor] = None
+    ) -> Dict[str, Union[Tensor, Dict[str, Tensor]]]:
         self._check(x)
         n = x.shape[0]
         xin = x * 2.0 - 1.0
@@ -259,12 +336,18 @@ class TPGANGenerator(nn.Module):
         e3 = self.conv3(e2)
         e4 = self.conv4(e3)
         feature = self.fc(e4.flatten(1))
+        parts = [feature]
+        if self.condition_dim:
+            if condition is None:
+                condition = self.condition(x)
+            if tuple(condition.shape) != (n, self.condition_dim):
+                raise ValueError(f"condition must be ({n}, {self.condition_dim}), got {tuple(condition.shape)}")
+            parts.append(condition)
         if self.noise_dim > 0:
             if noise is None:
                 noise = (torch.randn if self.training else torch.zeros)(n, self.noise_dim, device=x.device, dtype=x.dtype)
-            z = torch.cat([feature, noise], 1)
-        else:
-            z = feature
+            parts.append(noise)
+        z = torch.cat(parts, 1)
         s8 = F.leaky_relu(self.fc_dec(z), 0.2).view(n, -1, 8, 8)
         s32 = self.seed32(s8)
         s64 = self.seed64(s32)
