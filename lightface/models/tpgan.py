@@ -7,10 +7,10 @@ The generator has two pathways:
   feature (an MFM fully-connected layer, as in the paper's maxout ``fc``), which is
   joined with Gaussian noise and decoded, with skip connections, into frontal images
   at 32, 64 and 128 pixels. With ``condition_network`` the decoder also receives the
-  L2-normalised 256-d feature of a frozen recogniser (a Light CNN) for the input: the
-  identity a pretrained face expert reads in the profile, which a small encoder trained on a
-  few hundred people cannot learn (FNM, Qian et al. CVPR 2019, builds its encoder from such
-  a network);
+  256-d feature (L2-normalised, unit RMS entries) of a frozen recogniser (a Light CNN)
+  for the input: the identity a pretrained face expert reads in the profile, which a
+  small encoder trained on a few hundred people cannot learn (FNM, Qian et al. CVPR 2019,
+  builds its encoder from such a network);
 * four **local** pathways (left eye 40x40, right eye 40x40, nose 32x40, mouth 32x48,
   height x width) on patches centred on the landmarks of the frontal template. Their
   feature maps and patch images are placed on a 128x128 canvas at the same template
@@ -176,8 +176,9 @@ class TPGANGenerator(nn.Module):
             on the frontal canvas; default: :func:`frontal_patch_centres` of the
             ``lightcnn`` alignment template.
         condition_network: a recogniser, as a shipped model's name (e.g.
-            ``"lightcnn29v2_3src_rc13"``) or a Light CNN checkpoint path, whose L2-normalised
-            (N, 256) feature of the input is joined with the encoder feature and the noise.
+            ``"lightcnn29v2_3src_rc13"``) or a Light CNN checkpoint path, whose (N, 256) feature
+            of the input (L2-normalised, times 16: unit RMS entries) is joined with the encoder
+            feature and the noise.
             It is loaded (sha256-checked) on first use, frozen, and kept out of the state dict;
             :meth:`set_condition_network` shares an already loaded one. None: unconditioned.
 
@@ -287,7 +288,8 @@ class TPGANGenerator(nn.Module):
 
     @torch.no_grad()
     def condition(self, x: Tensor) -> Tensor:
-        """The recogniser's L2-normalised feature of ``x`` (N, C, 128, 128) in [0, 1]: (N, 256) on x's device."""
+        """The recogniser's feature of ``x`` (N, C, 128, 128) in [0, 1], L2-normalised and scaled to unit RMS
+        entries (norm 16, the scale of the encoder feature it joins): (N, 256) on x's device."""
         from .identity import identity_features, load_identity_network, resolve_identity_weights
 
         if self.condition_network is None:
@@ -302,7 +304,7 @@ class TPGANGenerator(nn.Module):
         if fc.shape[1] != self.condition_dim:
             raise ValueError(f"condition network {self.condition_network} gives {fc.shape[1]}-d features, "
                              f"the generator takes {self.condition_dim}")
-        return F.normalize(fc, dim=1).to(x.dtype)
+        return (F.normalize(fc, dim=1) * self.condition_dim ** 0.5).to(x.dtype)
 
     def adapt_finetune_state(self, state: Mapping[str, Tensor], saved_kwargs: Mapping) -> Dict[str, Tensor]:
         """A saved generator's weights for this one: an unconditioned generator's decoder seed gets zero
