@@ -8,7 +8,8 @@ The generator has two pathways:
   joined with Gaussian noise and decoded, with skip connections, into frontal images
   at 32, 64 and 128 pixels. With ``condition_network`` the decoder also receives the
   256-d feature (L2-normalised, unit RMS entries) of a frozen recogniser (a Light CNN)
-  for the input: the identity a pretrained face expert reads in the profile, which a
+  for the input, joined with the feature and as a FiLM scale and shift of the decoder
+  stages at 8-64 px: the identity a pretrained face expert reads in the profile, which a
   small encoder trained on a few hundred people cannot learn (FNM, Qian et al. CVPR 2019,
   builds its encoder from such a network);
 * four **local** pathways (left eye 40x40, right eye 40x40, nose 32x40, mouth 32x48,
@@ -251,6 +252,15 @@ class TPGANGenerator(nn.Module):
 
         self.local = nn.ModuleDict({name: LocalPathway(C, lw) for name in PATCH_SIZES})
 
+        # Identity condition: FiLM scale and shift of the decoder stages 8-64 (zero-initialised: no effect at start)
+        self.film = None
+        if self.condition_dim:
+            stages = {"d8": 8 * w, "d16": 4 * w, "d32": 2 * w, "d64": w}
+            self.film = nn.ModuleDict({k: nn.Linear(self.condition_dim, 2 * c) for k, c in stages.items()})
+            for lin in self.film.values():
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
     # -- helpers -----------------------------------------------------------------------
     def crop_patches(self, x: Tensor) -> Dict[str, Tensor]:
         """The four landmark patches of ``x`` (N, C, 128, 128): name -> (N, C, h, w)."""
@@ -278,6 +288,13 @@ class TPGANGenerator(nn.Module):
                 f"TP-GAN input must be (N, {self.in_channels}, {self.size}, {self.size}) aligned faces in [0, 1], "
                 f"got {tuple(x.shape)}; align with lightface.data.align.align_face(..., size={self.size})"
             )
+
+    def _modulate(self, stage: str, h: Tensor, condition: Optional[Tensor]) -> Tensor:
+        """FiLM of decoder features (N, K, H, W) by the condition: ``h * (1 + scale) + shift``."""
+        if self.film is None:
+            return h
+        scale, shift = self.film[stage](condition)[:, :, None, None].chunk(2, 1)
+        return h * (1 + scale) + shift
 
     # -- identity condition ------------------------------------------------------------
     def set_condition_network(self, network: nn.Module) -> None:
@@ -307,8 +324,9 @@ class TPGANGenerator(nn.Module):
         return (F.normalize(fc, dim=1) * self.condition_dim ** 0.5).to(x.dtype)
 
     def adapt_finetune_state(self, state: Mapping[str, Tensor], saved_kwargs: Mapping) -> Dict[str, Tensor]:
-        """A saved generator's weights for this one: an unconditioned generator's decoder seed gets zero
-        weights for the new condition inputs, so fine-tuning starts from exactly the saved model.
+        """A saved generator's weights for this one: from an unconditioned generator, the decoder seed gets
+        zero weights for the new condition inputs and the FiLM layers their zero initialisation, so
+        fine-tuning starts from exactly the saved model.
 
         Raises:
             ValueError: the saved generator is conditioned and this one is not.
@@ -322,6 +340,7 @@ class TPGANGenerator(nn.Module):
             w = state["fc_dec.weight"]
             zeros = w.new_zeros(w.shape[0], self.condition_dim)
             state["fc_dec.weight"] = torch.cat([w[:, : self.feature_dim], zeros, w[:, self.feature_dim :]], 1)
+            state.update({k: torch.zeros_like(v) for k, v in self.state_dict().items() if k.startswith("film.")})
         return state
 
     # -- forward -----------------------------------------------------------------------
@@ -362,12 +381,13 @@ class TPGANGenerator(nn.Module):
         local_feat_canvas = self.fuse_on_canvas(local_feat)
         local_img_canvas = self.fuse_on_canvas(local_img)
 
-        d8 = self.dec8(torch.cat([s8, e4], 1))
-        d16 = self.dec16(torch.cat([self.up16(d8), e3], 1))
-        d32 = self.dec32(torch.cat([self.up32(d16), e2, s32, F.avg_pool2d(x2, 4)], 1))
+        d8 = self._modulate("d8", self.dec8(torch.cat([s8, e4], 1)), condition)
+        d16 = self._modulate("d16", self.dec16(torch.cat([self.up16(d8), e3], 1)), condition)
+        d32 = self._modulate("d32", self.dec32(torch.cat([self.up32(d16), e2, s32, F.avg_pool2d(x2, 4)], 1)), condition)
         img32 = _squash(self.out32(d32))
         up_img32 = F.interpolate(img32 * 2 - 1, scale_factor=2, mode="bilinear", align_corners=False)
-        d64 = self.dec64(torch.cat([self.up64(d32), e1, s64, F.avg_pool2d(x2, 2), up_img32], 1))
+        d64 = self._modulate("d64", self.dec64(torch.cat([self.up64(d32), e1, s64, F.avg_pool2d(x2, 2), up_img32], 1)),
+                             condition)
         img64 = _squash(self.out64(d64))
         up_img64 = F.interpolate(img64 * 2 - 1, scale_factor=2, mode="bilinear", align_corners=False)
         d128 = self.dec128(
