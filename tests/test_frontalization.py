@@ -241,10 +241,11 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     parser, out = train_frontalization.get_args_parser(), tmp_path / "run"
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "2")))
     assert res["step"] == 2 and res["stopped"] == "completed" and (out / "samples" / "step_0000002.png").is_file()
-    # resumed with FNM's recipe (no pixel target for the profiles: the batch's self_pair flags pick the weights)
-    # and a discriminator shown the real profiles as fakes
+    # resumed with FNM's recipe (no pixel target for the profiles: the batch's self_pair flags pick the weights),
+    # a discriminator shown the real profiles as fakes and a jittered identity term
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "3", "--resume",
-                                                                       "--profile-pixel", "0", "--profiles-as-fake")))
+                                                                       "--profile-pixel", "0", "--profiles-as-fake",
+                                                                       "--ip-jitter", "0.05")))
     assert res["step"] == 3
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r] == [1, 2, 3]
     last = load_checkpoint(out / "last.pt")

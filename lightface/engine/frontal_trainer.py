@@ -103,6 +103,10 @@ class FrontalTrainConfig(GANRunConfig):
                                help="what the identity term compares the frontalised face with: the target frontal "
                                     "(the paper), the input itself, or both (mean); paired mode only (--cycle always "
                                     "uses the input)")
+    ip_jitter: float = option(0.0, group=_LOSS,
+                              help="shift (up to this fraction of the size) and scale (1 +- it) each synthesised "
+                                   "face at random before the identity judge sees it, so that identity written as "
+                                   "pixel-exact patterns only the judge reads no longer pays; 0 disables")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
     lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
     profile_pixel: float = option(1.0, group=_LOSS,
@@ -357,7 +361,8 @@ class FrontalizationTask(GANTask):
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
-                                     ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference)
+                                     ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference,
+                                     ip_jitter=cfg.ip_jitter)
         if cfg.identity_condition:  # the judge, loaded once, is G's condition (its EMA copy shares the holder)
             self.G.set_condition_network(self.identity.network)
         self.boxes = self.G.boxes
