@@ -222,6 +222,21 @@ def test_frontal_loss_identity_jitter():
         FrontalLoss(identity, ip_jitter=0.6)
 
 
+def test_frontal_loss_extra_judges_average():
+    """extra_identity: L_ip is the mean of every judge's own distance; extra judges need the main one."""
+    from lightface.losses.identity import IdentityLoss
+
+    torch.manual_seed(4)
+    a = IdentityLoss(get_model("lightcnn9", num_classes=0).eval())
+    b = IdentityLoss(get_model("lightcnn29v2", num_classes=0).eval())
+    fake, real = torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128)
+    single = [FrontalLoss(j, ip_distance="cosine").identity_preserving(fake, real).item() for j in (a, b)]
+    both = FrontalLoss(a, ip_distance="cosine", extra_identity=[b]).identity_preserving(fake, real).item()
+    assert both == pytest.approx(sum(single) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="main identity judge"):
+        FrontalLoss(None, extra_identity=[b])
+
+
 def test_frontal_loss_errors(gen):
     out = gen(torch.rand(2, 3, 128, 128))
     with pytest.raises(ValueError, match="target must match"):

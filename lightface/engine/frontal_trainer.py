@@ -107,6 +107,10 @@ class FrontalTrainConfig(GANRunConfig):
                               help="shift (up to this fraction of the size) and scale (1 +- it) each synthesised "
                                    "face at random before the identity judge sees it, so that identity written as "
                                    "pixel-exact patterns only the judge reads no longer pays; 0 disables")
+    ip_extra_judges: Optional[List[str]] = option(
+        None, group=_LOSS, help="more frozen recognisers (Light CNN checkpoints or shipped names) for the identity "
+                                "term, which becomes the mean over all judges: identity several recognisers read, not "
+                                "patterns of one; validation and --identity-condition keep --identity-weights")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
     lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
     profile_pixel: float = option(1.0, group=_LOSS,
@@ -155,6 +159,11 @@ class FrontalTrainConfig(GANRunConfig):
         if self.identity_condition and self.identity_weights is not None \
                 and self.identity_weights.strip().lower() in NO_IDENTITY:
             problems.append(f"--identity-condition needs a recogniser, not --identity-weights {self.identity_weights}")
+        if self.ip_extra_judges and (any(j.strip().lower() in NO_IDENTITY for j in self.ip_extra_judges) or (
+                self.identity_weights is not None and self.identity_weights.strip().lower() in NO_IDENTITY)):
+            problems.append("--ip-extra-judges names recognisers added to the identity judge; neither can be "
+                            f"'none' (--identity-weights {self.identity_weights}, --ip-extra-judges "
+                            f"{' '.join(self.ip_extra_judges)})")
         if not self.profile_pixel >= 0:
             problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
         if not self.self_pairs >= 0:
@@ -358,11 +367,13 @@ class FrontalizationTask(GANTask):
         self.identity = identity_judge(cfg.identity_weights, "the identity-preserving term and identity validation",
                                        device)
         self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
+        extra = [identity_judge(spec, "the identity-preserving term (--ip-extra-judges)", device)
+                 for spec in cfg.ip_extra_judges or ()]
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
                                      ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference,
-                                     ip_jitter=cfg.ip_jitter)
+                                     ip_jitter=cfg.ip_jitter, extra_identity=extra)
         if cfg.identity_condition:  # the judge, loaded once, is G's condition (its EMA copy shares the holder)
             self.G.set_condition_network(self.identity.network)
         self.boxes = self.G.boxes

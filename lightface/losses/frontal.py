@@ -39,7 +39,7 @@ Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
 * ``l_g_ce`` — optional cross-entropy of the generator's identity logits (on the
   encoder feature) against the identity labels.
 """
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,9 @@ class FrontalLoss(nn.Module):
             synthesised face with.
         ip_jitter: random shift / scale of the synthesised face before the judge sees it, as a
             fraction of its size (``[0, 0.5)``; 0: none).
+        extra_identity: more frozen judges (:class:`lightface.losses.identity.IdentityLoss`);
+            ``L_ip`` is then the mean of every judge's distance, so that what the synthesised
+            face must carry is identity several recognisers read, not one network's patterns.
 
     ``forward(out, target, discriminator=None, labels=None, patch_boxes=None, source=None)`` takes the
     generator's output dict (see :class:`lightface.models.tpgan.TPGANGenerator`), the
@@ -129,6 +132,7 @@ class FrontalLoss(nn.Module):
         ip_distance: str = "l1",
         ip_reference: str = "target",
         ip_jitter: float = 0.0,
+        extra_identity: Sequence[nn.Module] = (),
     ):
         super().__init__()
         if not 0 <= ip_jitter < 0.5:
@@ -146,6 +150,9 @@ class FrontalLoss(nn.Module):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.identity = identity
+        self.extra_identity = nn.ModuleList(extra_identity)
+        if len(self.extra_identity) and identity is None:
+            raise ValueError("extra_identity judges need the main identity judge")
         self.objective = objective
         self.lambda_sym, self.lambda_adv, self.lambda_ip, self.lambda_tv = lambda_sym, lambda_adv, lambda_ip, lambda_tv
         self.lambda_patch, self.lambda_ce = lambda_patch, lambda_ce
@@ -174,10 +181,16 @@ class FrontalLoss(nn.Module):
         return ops.total_variation(img, "mean")
 
     def identity_preserving(self, fake: Tensor, real: Tensor) -> Tensor:
-        """``ip_distance`` between frozen Light CNN ``pool`` and ``fc`` features of fake and real, summed."""
+        """``ip_distance`` between frozen Light CNN ``pool`` and ``fc`` features of fake and real, summed;
+        with ``extra_identity`` judges, the mean of every judge's distance."""
+        seen = _jitter(fake, self.ip_jitter) if self.ip_jitter > 0 else fake
+        judges = [self.identity, *self.extra_identity]
+        return sum(self._judge_distance(judge, seen, real) for judge in judges) / len(judges)
+
+    def _judge_distance(self, judge: nn.Module, fake: Tensor, real: Tensor) -> Tensor:
         with torch.no_grad():
-            fr = self.identity.features(real)
-        ff = self.identity.features(_jitter(fake, self.ip_jitter) if self.ip_jitter > 0 else fake)
+            fr = judge.features(real)
+        ff = judge.features(fake)
         if self.ip_distance == "cosine":
             return sum((1.0 - F.cosine_similarity(ff[k], fr[k], dim=1)).mean() for k in ("pool", "fc"))
         return F.l1_loss(ff["pool"], fr["pool"]) + F.l1_loss(ff["fc"], fr["fc"])
