@@ -87,6 +87,13 @@ def test_every_shipped_file_matches_its_sha256():
     assert "yunet_2023mar" in render_model_card()
 
 
+def test_every_recogniser_a_shipped_generator_is_conditioned_on_ships():
+    names = {row["name"] for row in list_pretrained()}
+    for row in list_pretrained():
+        condition = get_pretrained(row["name"]).model_kwargs.get("condition_network")
+        assert condition is None or condition in names, f"{row['name']} needs {condition}, which does not ship"
+
+
 def test_shipped_yunet_entry_has_its_licence():
     entry = default_weights("detection")
     assert entry.arch == "yunet" and entry.task == "detection"

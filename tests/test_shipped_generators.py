@@ -142,6 +142,31 @@ def test_frontalizer_loads_the_shipped_default(weights_dir, tmp_path):
     assert explicit.pretrained is None and explicit.mirror == "right"  # the checkpoint's own training config
 
 
+def test_a_conditioned_frontalizer_ships_with_the_recogniser_it_names(weights_dir, tmp_path):
+    """A generator conditioned on a recogniser (--identity-condition) ships only when that recogniser ships;
+    Frontalizer() then loads both from the install and gives the trained model's output."""
+    torch.manual_seed(4)
+    rec = get_model(TINY_LIGHTCNN, num_classes=0).eval()
+    save_model_checkpoint(tmp_path / "rec.pth", rec, TINY_LIGHTCNN, {"num_classes": 0})
+    kwargs = dict(TP_KW, condition_network="tiny_recogniser")
+    model = get_model("tpgan", **kwargs).eval()
+    with torch.no_grad():
+        model.film.d16.weight.normal_(0, 0.1)  # trained: the condition changes the output
+    ckpt = save_model_checkpoint(tmp_path / "tpgan.pth", model, "tpgan", kwargs, ema_state_dict=model.state_dict())
+    with pytest.raises(ValueError, match="conditioned on tiny_recogniser, which does not ship"):
+        release_weights(ckpt, "tiny_tpgan", "frontalization", default_for=["frontalization"], ema=True)
+    release_weights(tmp_path / "rec.pth", "tiny_recogniser", "recognition")
+    release_weights(ckpt, "tiny_tpgan", "frontalization", preprocessing={"mirror": "left"},
+                    default_for=["frontalization"], ema=True)
+    fr = Frontalizer(device="cpu")
+    shipped_rec = get_model(TINY_LIGHTCNN, num_classes=0)
+    shipped_rec.load_state_dict({k: v.half().float() for k, v in rec.state_dict().items()})
+    model = model.half().float().eval()
+    model.set_condition_network(shipped_rec.eval())
+    x = torch.rand(2, 3, 128, 128)
+    torch.testing.assert_close(fr.frontalize_tensor(x), model.frontalize(x).clamp(0, 1), atol=1e-4, rtol=0)
+
+
 def _crops(folder, n, size):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ import torch
 from ..utils.atomic_write import write_text_atomic
 from .checkpoint import read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
-from .pretrained import PretrainedWeights, _read_manifest, sha256_of
+from .pretrained import PretrainedError, PretrainedWeights, _read_manifest, sha256_of
 
 __all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB"]
 
@@ -46,7 +46,8 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     Returns:
         the new :class:`PretrainedWeights`.
     Raises:
-        ValueError: unknown task, no EMA weights, non-finite weights or a file over :data:`MAX_SHIPPED_MB`.
+        ValueError: unknown task, no EMA weights, non-finite weights, a file over :data:`MAX_SHIPPED_MB`, or a
+            generator conditioned on a recogniser that does not ship.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -57,6 +58,14 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     if state is None:
         raise ValueError(f"{checkpoint}: holds no EMA weights; release without --ema")
     kwargs = dict(ckpt.model_kwargs)
+    condition = kwargs.get("condition_network")
+    if condition is not None:  # a conditioned generator loads this recogniser at inference: it must ship too
+        try:
+            _pt.get_pretrained(condition)
+        except PretrainedError as err:
+            raise ValueError(f"{checkpoint}: the generator is conditioned on {condition}, which does not ship "
+                             f"({err}); train it with a shipped recogniser (--identity-weights unset or a shipped "
+                             "name) so that the released model works on a fresh install") from err
     if task == "recognition":  # backbone only: the classifier is specific to the training classes
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         kwargs["num_classes"] = 0
