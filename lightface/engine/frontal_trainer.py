@@ -125,7 +125,8 @@ class FrontalTrainConfig(GANRunConfig):
                                          "wgan-gp or BEGAN")
     identity_condition: bool = option(False, group=_MODEL,
                                       help="condition the generator on the identity judge's (--identity-weights) "
-                                           "feature of its input, joined with the encoder feature and the noise: the "
+                                           "feature of its input, joined with the encoder feature and as a FiLM scale "
+                                           "and shift of the decoder: the "
                                            "saved model names the judge and loads it at inference; --finetune may "
                                            "start from an unconditioned model (the new inputs start at zero weight)")
     lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
@@ -156,11 +157,10 @@ class FrontalTrainConfig(GANRunConfig):
         if self.profiles_as_fake and (self.gan.adversarial == "wgan-gp" or self.gan.began_gamma is not None):
             problems.append("--profiles-as-fake needs a discriminator loss that takes more fakes than reals "
                             f"(not --adversarial {self.gan.adversarial} or --began-gamma)")
-        if self.identity_condition and self.identity_weights is not None \
-                and self.identity_weights.strip().lower() in NO_IDENTITY:
+        judge_off = self.identity_weights is not None and self.identity_weights.strip().lower() in NO_IDENTITY
+        if self.identity_condition and judge_off:
             problems.append(f"--identity-condition needs a recogniser, not --identity-weights {self.identity_weights}")
-        if self.ip_extra_judges and (any(j.strip().lower() in NO_IDENTITY for j in self.ip_extra_judges) or (
-                self.identity_weights is not None and self.identity_weights.strip().lower() in NO_IDENTITY)):
+        if self.ip_extra_judges and (judge_off or any(j.strip().lower() in NO_IDENTITY for j in self.ip_extra_judges)):
             problems.append("--ip-extra-judges names recognisers added to the identity judge; neither can be "
                             f"'none' (--identity-weights {self.identity_weights}, --ip-extra-judges "
                             f"{' '.join(self.ip_extra_judges)})")

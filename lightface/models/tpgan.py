@@ -179,7 +179,7 @@ class TPGANGenerator(nn.Module):
         condition_network: a recogniser, as a shipped model's name (e.g.
             ``"lightcnn29v2_3src_rc13"``) or a Light CNN checkpoint path, whose (N, 256) feature
             of the input (L2-normalised, times 16: unit RMS entries) is joined with the encoder
-            feature and the noise.
+            feature and the noise and scales and shifts the decoder stages at 8-64 px (FiLM).
             It is loaded (sha256-checked) on first use, frozen, and kept out of the state dict;
             :meth:`set_condition_network` shares an already loaded one. None: unconditioned.
 
@@ -297,10 +297,13 @@ class TPGANGenerator(nn.Module):
         return h * (1 + scale) + shift
 
     # -- identity condition ------------------------------------------------------------
-    def set_condition_network(self, network: nn.Module) -> None:
-        """Use an already loaded, frozen recogniser (the one ``condition_network`` names) for the condition."""
+    def _require_condition(self) -> None:
         if self.condition_network is None:
             raise ValueError("this TP-GAN generator was built without condition_network; it takes no condition")
+
+    def set_condition_network(self, network: nn.Module) -> None:
+        """Use an already loaded, frozen recogniser (the one ``condition_network`` names) for the condition."""
+        self._require_condition()
         self._condition.network = network
 
     @torch.no_grad()
@@ -309,8 +312,7 @@ class TPGANGenerator(nn.Module):
         entries (norm 16, the scale of the encoder feature it joins): (N, 256) on x's device."""
         from .identity import identity_features, load_identity_network, resolve_identity_weights
 
-        if self.condition_network is None:
-            raise ValueError("this TP-GAN generator was built without condition_network; it takes no condition")
+        self._require_condition()
         net = self._condition.network
         if net is None:
             net = load_identity_network(resolve_identity_weights(self.condition_network, "the generator's condition"))
