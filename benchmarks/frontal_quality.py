@@ -26,7 +26,10 @@ scores like a real frontal), so a detector (``--detector``, default ``det_500m.o
 (:func:`lightface.eval.frontal_pose.pose_report`; about 0.04 on CFP frontals, 0.36 on CFP
 profiles) and the share of faces that read as frontal. The table shows the change and issue 13's bar (the
 first network, ours: rank-1 up by >= 0.05; every other, independent, network: down by no
-more than 0.05). Writes
+more than 0.05). With ``--frontal-inputs K`` (default 4) it also frontalizes up to K other
+frontal photos of every person and reports their rank-1 raw vs frontalized
+(:func:`lightface.engine.frontal_trainer.evaluate_frontal_inputs`): users frontalize
+folders of mixed poses, and a frontalizer should leave a frontal face's identity as it is. Writes
 ``OUT/frontal_quality.json`` and ``OUT/contact_sheet.png`` (rows: probes; columns: profile
 input | frontalized | gallery frontal).
 """
@@ -61,6 +64,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="direction probes are mirrored to; default: the frontalizer's training direction")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"),
                    help="5-point detector for the frontal-pose check ('none' skips it; default: %(default)s)")
+    p.add_argument("--frontal-inputs", type=int, default=4, metavar="K",
+                   help="also frontalize K already frontal photos per person (photos 2..K+1; the gallery holds the "
+                        "first) and report their rank-1 raw vs frontalized: what the frontalizer does to faces that "
+                        "need nothing (0 skips; default: %(default)s)")
     p.add_argument("--out", default=str(ROOT / "runs" / "frontal_quality"), help="(default: %(default)s)")
     p.add_argument("--device", default="cpu", help="(default: %(default)s)")
     args = p.parse_args(argv)
@@ -70,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.sr_quality import _identity_networks
     from lightface.data import LMDBDataset
     from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
-    from lightface.engine.frontal_trainer import evaluate_frontalization, save_sample_grid
+    from lightface.engine.frontal_trainer import evaluate_frontal_inputs, evaluate_frontalization, save_sample_grid
     from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector
     from lightface.eval.identity import load_identity_judge
     from lightface.models.pretrained import PretrainedError
@@ -117,8 +124,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         bar = (f"{'meets' if change >= BAR_GAIN else 'misses'} +{BAR_GAIN} (ours)" if k == 0 else
                f"{'meets' if change >= -BAR_DROP else 'misses'} drop <= {BAR_DROP} (independent)")
         report["results"][net_name] = {**metrics, "rank1_change": change, "bar": bar}
+        if args.frontal_inputs > 0:
+            report["results"][net_name]["frontal_inputs"] = evaluate_frontal_inputs(
+                fr.model, judge, dataset, device, per_identity=args.frontal_inputs)
         print(f"{net_name:14} {metrics['val_rank1_raw']:10.4f} {metrics['val_rank1_frontal']:12.4f} {change:+7.4f} "
               f"{metrics['val_cos_raw']:8.4f} {metrics['val_cos_frontal']:9.4f}  {bar}")
+    if args.frontal_inputs > 0:
+        print(f"\nfrontal inputs (already frontal photos, up to {args.frontal_inputs} per person, same gallery): "
+              "a frontalizer should keep them")
+        print(f"{'recogniser':14} {'probes':>6} {'rank-1 raw':>10} {'rank-1 front':>12} {'change':>7}")
+        for net_name in nets:
+            kept = report["results"][net_name]["frontal_inputs"]
+            if kept["probes"]:
+                print(f"{net_name:14} {int(kept['probes']):6d} {kept['rank1_raw']:10.4f} {kept['rank1_frontal']:12.4f} "
+                      f"{kept['rank1_frontal'] - kept['rank1_raw']:+7.4f}")
+            else:
+                print(f"{net_name:14} no identity has a second frontal photo")
     report["asymmetry"] = {k: first[f"val_asym_{k}"] for k in ("raw", "frontal", "gallery")}
     print("left-right asymmetry (mean |face - mirror| in [0, 1]): raw profiles {raw:.4f}, frontalized {frontal:.4f}, "
           "gallery frontals {gallery:.4f}".format(**report["asymmetry"]))

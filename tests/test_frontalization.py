@@ -138,6 +138,31 @@ def test_evaluation_measures_asymmetry_and_exposes_a_pass_through(pose_lmdb):
     assert symmetric["val_asym_frontal"] == pytest.approx(0, abs=1e-6)
 
 
+class _Gray(torch.nn.Module):
+    """A stand-in generator that draws the same flat gray face for every input."""
+
+    def frontalize(self, x):
+        return torch.full_like(x, 0.5)
+
+
+def test_frontal_inputs_check_keeps_a_pass_through_and_exposes_a_constant_face(pose_lmdb):
+    """The probes are each person's second frontal, against the first: passed through they score the raw
+    rank-1 exactly; one face drawn for everybody can be right for one person at most."""
+    from lightface.engine.frontal_trainer import evaluate_frontal_inputs
+    from lightface.models import get_model
+
+    ds = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True)
+    judge = get_model("lightcnn9", num_classes=0).eval()
+    passed = evaluate_frontal_inputs(_Stand(False), judge, ds, torch.device("cpu"))
+    assert passed["probes"] == 3  # 3 people x their one non-gallery frontal
+    assert passed["rank1_frontal"] == passed["rank1_raw"]
+    assert passed["cos_frontal"] == pytest.approx(passed["cos_raw"])
+    gray = evaluate_frontal_inputs(_Gray(), judge, ds, torch.device("cpu"))
+    assert gray["rank1_frontal"] == pytest.approx(1 / 3)  # every probe goes to the same gallery face
+    assert gray["rank1_raw"] == passed["rank1_raw"]
+    assert evaluate_frontal_inputs(_Gray(), judge, ds, torch.device("cpu"), per_identity=0) == {"probes": 0.0}
+
+
 def test_pose_pairs_paired(pose_lmdb):
     ds = PosePairDataset(pose_lmdb, mirror=None)
     assert len(ds) == 6 and ds.identities() == [0, 1, 2]

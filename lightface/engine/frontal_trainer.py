@@ -59,6 +59,7 @@ from .engine import Engine
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
+           "evaluate_frontal_inputs",
            "save_sample_grid", "generator_kwargs"]
 
 log = logging.getLogger(__name__)
@@ -274,11 +275,7 @@ def evaluate_frontalization(
     was_training = generator.training
     generator.eval()
     ids = dataset.identities()
-    gallery = torch.stack(
-        [image_to_tensor(dataset.load(dataset.frontals[i][0])[0], dataset.channels) for i in ids]
-    ).to(device)
-    g_emb = torch.cat([F.normalize(identity_embeddings(identity, gallery[s : s + batch_size]), dim=1)
-                       for s in range(0, len(ids), batch_size)])
+    gallery, g_emb = _gallery(identity, dataset, device, batch_size)
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
     asym = {"raw": [], "frontal": [], "gallery": [_asymmetry(gallery)]}
@@ -306,11 +303,68 @@ def evaluate_frontalization(
         pose = pose_report(torch.cat(parts), detector)
         out[f"val_yaw_{name}"], out[f"val_frontal_share_{name}"] = pose["mean_abs_offset"], pose["frontal_share"]
     for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
-        sim = emb @ g_emb.T
-        out[f"val_cos_{name}"] = sim.gather(1, labels_t[:, None]).mean().item()
-        out[f"val_rank1_{name}"] = (sim.argmax(1) == labels_t).float().mean().item()
+        out[f"val_cos_{name}"], out[f"val_rank1_{name}"] = _cos_rank1(emb, g_emb, labels_t)
     generator.train(was_training)
     return out
+
+
+@torch.no_grad()
+def evaluate_frontal_inputs(
+    generator: nn.Module,
+    identity: Union[nn.Module, DlibRecognizer],
+    dataset: PosePairDataset,
+    device: torch.device,
+    per_identity: int = 4,
+    batch_size: int = 16,
+) -> Dict[str, float]:
+    """Does the frontalizer keep the identity of faces that are already frontal (users frontalize mixed poses)?
+
+    The probes are frontal photos 2 .. ``per_identity + 1`` of each identity of ``dataset``
+    (used as stored, not mirrored), recognised raw and frontalized against the gallery of
+    :func:`evaluate_frontalization` (each identity's first frontal). A generator that passes
+    frontal faces through scores the raw rank-1.
+
+    Returns: ``rank1_raw``, ``rank1_frontal``, ``cos_raw``, ``cos_frontal`` (mean cosine to the
+    probe's own gallery face) and ``probes``; ``probes`` is 0 (and the rest absent) when no
+    identity has a second frontal.
+    """
+    ids = dataset.identities()
+    picks = [(k, j) for k, i in enumerate(ids) for j in dataset.frontals[i][1 : per_identity + 1]]
+    if not picks:
+        return {"probes": 0.0}
+    was_training = generator.training
+    generator.eval()
+    _, g_emb = _gallery(identity, dataset, device, batch_size)
+    raw_e, front_e = [], []
+    for s in range(0, len(picks), batch_size):
+        x = torch.stack([image_to_tensor(dataset.load(j)[0], dataset.channels)
+                         for _, j in picks[s : s + batch_size]]).to(device)
+        raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
+        front_e.append(F.normalize(identity_embeddings(identity, generator.frontalize(x)), dim=1))
+    generator.train(was_training)
+    labels = torch.tensor([k for k, _ in picks], device=device)
+    out = {"probes": float(len(picks))}
+    for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
+        out[f"cos_{name}"], out[f"rank1_{name}"] = _cos_rank1(emb, g_emb, labels)
+    return out
+
+
+def _gallery(identity: Union[nn.Module, DlibRecognizer], dataset: PosePairDataset, device: torch.device,
+             batch_size: int) -> Tuple[Tensor, Tensor]:
+    """The first frontal of every identity of ``dataset`` (K, C, 128, 128) on ``device`` and its L2-normalised
+    identity embeddings (K, D)."""
+    gallery = torch.stack([image_to_tensor(dataset.load(dataset.frontals[i][0])[0], dataset.channels)
+                           for i in dataset.identities()]).to(device)
+    emb = torch.cat([F.normalize(identity_embeddings(identity, gallery[s : s + batch_size]), dim=1)
+                     for s in range(0, len(gallery), batch_size)])
+    return gallery, emb
+
+
+def _cos_rank1(emb: Tensor, g_emb: Tensor, labels: Tensor) -> Tuple[float, float]:
+    """Mean cosine of L2-normalised probe embeddings (N, D) to their own gallery row of ``g_emb`` (K, D), and the
+    share whose most similar gallery row is their own (rank-1); ``labels`` (N,) are gallery rows."""
+    sim = emb @ g_emb.T
+    return sim.gather(1, labels[:, None]).mean().item(), (sim.argmax(1) == labels).float().mean().item()
 
 
 class FrontalizationTask(GANTask):
