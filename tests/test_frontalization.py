@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightface.data import LMDBDataset, write_lmdb
 from lightface.data.align import template_points
@@ -161,6 +162,23 @@ def test_frontal_inputs_check_keeps_a_pass_through_and_exposes_a_constant_face(p
     assert gray["rank1_frontal"] == pytest.approx(1 / 3)  # every probe goes to the same gallery face
     assert gray["rank1_raw"] == passed["rank1_raw"]
     assert evaluate_frontal_inputs(_Gray(), judge, ds, torch.device("cpu"), per_identity=0) == {"probes": 0.0}
+
+
+def test_identity_bank_is_each_persons_mean_frontal_feature(pose_lmdb):
+    """identity_bank row k: the normalised mean judge feature of identity k's frontals and their mirror images."""
+    from lightface.engine.frontal_trainer import identity_bank
+    from lightface.losses.identity import IdentityLoss
+    from lightface.models import get_model
+
+    ds = PosePairDataset(pose_lmdb, mirror="left")
+    judge = IdentityLoss(get_model("lightcnn9", num_classes=0).eval())
+    bank = identity_bank(judge, ds, [2, 0], torch.device("cpu"), per_identity=1)
+    assert bank.shape == (2, 256)
+    for row, label in enumerate((2, 0)):
+        x = image_to_tensor(ds.load(ds.frontals[label][0])[0])[None]
+        with torch.no_grad():
+            feats = [F.normalize(judge.features(v)["fc"], dim=1) for v in (x, x.flip(-1))]
+        torch.testing.assert_close(bank[row], F.normalize(feats[0] + feats[1], dim=1)[0], atol=1e-5, rtol=0)
 
 
 def test_pose_pairs_paired(pose_lmdb):
@@ -351,13 +369,15 @@ def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_
     parser, src, out = train_frontalization.get_args_parser(), tmp_path / "src", tmp_path / "cond"
     train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "2")))
     argv = _tiny_train_argv(pose_lmdb, out, "--steps", "1", "--identity-weights", judge, "--identity-condition",
-                            "--finetune", src / "model.pt", "--ip-extra-judges", judge)
+                            "--finetune", src / "model.pt", "--ip-extra-judges", judge, "--lambda-ip-rank", "1")
     train_frontalization.main(parser.parse_args([*argv, "--lr", "1e-12"]))
     face = torch.from_numpy(np.random.default_rng(0).random((1, 3, 128, 128), np.float32))
     plain, cond = Frontalizer(src / "model.pt", device="cpu"), Frontalizer(out / "model.pt", device="cpu")
     assert cond.model.condition_network == str(judge.resolve())
     assert load_checkpoint(out / "model.pt")["model_kwargs"]["condition_network"] == str(judge.resolve())
     torch.testing.assert_close(cond.model.frontalize(face), plain.model.frontalize(face), atol=1e-4, rtol=0)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("l_g_ip_rank" in r for r in logged)  # the ranking term over the identity banks of both judges
     # an unconditioned generator cannot start from a conditioned one; the flag needs a recogniser
     with pytest.raises(TrainingError, match="--identity-condition"):
         train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "back", "--steps", "1",
@@ -365,6 +385,10 @@ def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_
     with pytest.raises(TrainingError, match="--identity-condition needs a recogniser"):
         train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "off", "--steps", "1",
                                                                      "--identity-condition", "--identity-weights",
+                                                                     "none")))
+    with pytest.raises(TrainingError, match="--lambda-ip-rank needs the identity judge"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "rank", "--steps", "1",
+                                                                     "--lambda-ip-rank", "1", "--identity-weights",
                                                                      "none")))
 
 

@@ -3,6 +3,7 @@ import argparse
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightface import ops
 from lightface.data.align import template_points
@@ -235,6 +236,35 @@ def test_frontal_loss_extra_judges_average():
     assert both == pytest.approx(sum(single) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="main identity judge"):
         FrontalLoss(None, extra_identity=[b])
+
+
+def test_frontal_loss_identity_ranking():
+    """lambda_ip_rank: cross-entropy of the judge's cosines to the identity banks; a face is ranked by its
+    own row (low loss) against another's (high), gradients reach it, and banks and labels are required."""
+    from lightface.losses.identity import IdentityLoss
+
+    torch.manual_seed(5)
+    judge = IdentityLoss(get_model("lightcnn9", num_classes=0).eval())
+    faces = torch.rand(3, 3, 128, 128)
+    with torch.no_grad():
+        bank = F.normalize(judge.features(faces)["fc"], dim=1)
+    crit = FrontalLoss(judge, lambda_ip=0.0, lambda_ip_rank=1.0, identity_banks=[bank], ip_temperature=0.1)
+    fake = faces.clone().requires_grad_(True)
+    own = crit.identity_terms(fake, (faces,), torch.tensor([0, 1, 2]))[1]
+    expected = F.cross_entropy(bank @ bank.T / 0.1, torch.tensor([0, 1, 2]))
+    assert own.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert crit.identity_terms(faces, (faces,), torch.tensor([1, 2, 0]))[1].item() > own.item()
+    own.backward()
+    assert fake.grad.abs().sum() > 0
+    out = {"img128": faces, "img64": F.avg_pool2d(faces, 2), "img32": F.avg_pool2d(faces, 4)}
+    _, terms = crit(out, faces, labels=torch.tensor([0, 1, 2]))
+    assert terms["l_g_ip_rank"] == pytest.approx(expected.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="needs labels"):
+        crit(out, faces)
+    with pytest.raises(ValueError, match="one \\(K, 256\\) bank per judge \\(2\\)"):
+        FrontalLoss(judge, extra_identity=[judge], lambda_ip_rank=1.0, identity_banks=[bank])
+    with pytest.raises(ValueError, match="needs an identity judge"):
+        FrontalLoss(None, lambda_ip_rank=1.0)
 
 
 def test_frontal_loss_errors(gen):

@@ -59,7 +59,7 @@ from .engine import Engine
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
-           "evaluate_frontal_inputs",
+           "evaluate_frontal_inputs", "identity_bank",
            "save_sample_grid", "generator_kwargs"]
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,12 @@ class FrontalTrainConfig(GANRunConfig):
         None, group=_LOSS, help="more frozen recognisers (Light CNN checkpoints or shipped names) for the identity "
                                 "term, which becomes the mean over all judges: identity several recognisers read, not "
                                 "patterns of one; validation and --identity-condition keep --identity-weights")
+    lambda_ip_rank: float = option(0.0, group=_LOSS,
+                                   help="identity ranking: cross-entropy, over every training identity, of the "
+                                        "judges' cosines between the synthesised face and each identity's mean "
+                                        "frontal feature (/ --ip-temperature): rewards being nearer one's own "
+                                        "identity than everybody else's, what rank-1 measures; 0 disables")
+    ip_temperature: float = option(0.1, group=_LOSS, help="softmax temperature of --lambda-ip-rank")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
     lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
     profile_pixel: float = option(1.0, group=_LOSS,
@@ -165,6 +171,12 @@ class FrontalTrainConfig(GANRunConfig):
             problems.append("--ip-extra-judges names recognisers added to the identity judge; neither can be "
                             f"'none' (--identity-weights {self.identity_weights}, --ip-extra-judges "
                             f"{' '.join(self.ip_extra_judges)})")
+        if self.lambda_ip_rank < 0 or not self.ip_temperature > 0:
+            problems.append(f"--lambda-ip-rank must be >= 0 and --ip-temperature > 0, got {self.lambda_ip_rank} "
+                            f"and {self.ip_temperature}")
+        if self.lambda_ip_rank > 0 and (judge_off or self.gan.cycle > 0):
+            problems.append("--lambda-ip-rank needs the identity judge (not --identity-weights none) and paired "
+                            "training (not --cycle)")
         if not self.profile_pixel >= 0:
             problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
         if not self.self_pairs >= 0:
@@ -349,6 +361,24 @@ def evaluate_frontal_inputs(
     return out
 
 
+@torch.no_grad()
+def identity_bank(judge: nn.Module, dataset: PosePairDataset, labels: Sequence[int], device: torch.device,
+                  per_identity: int = 4, batch_size: int = 32) -> Tensor:
+    """Row k: the L2-normalised mean ``fc`` feature (``judge.features``) of up to ``per_identity`` frontal
+    photos of identity ``labels[k]`` of ``dataset`` and of their mirror images -> (K, 256) float32 on ``device``
+    (the identity banks of :class:`lightface.losses.frontal.FrontalLoss`'s ranking term)."""
+    picks = [(k, j) for k, label in enumerate(labels) for j in dataset.frontals[label][:per_identity]]
+    feats = []
+    for s in range(0, len(picks), batch_size):
+        x = torch.stack([image_to_tensor(dataset.load(j)[0], dataset.channels)
+                         for _, j in picks[s : s + batch_size]]).to(device)
+        feats.append(F.normalize(judge.features(x)["fc"].float(), dim=1)
+                     + F.normalize(judge.features(x.flip(-1))["fc"].float(), dim=1))
+    rows = torch.tensor([k for k, _ in picks], device=device)
+    bank = torch.zeros(len(labels), feats[0].shape[1], device=device).index_add_(0, rows, torch.cat(feats))
+    return F.normalize(bank, dim=1)
+
+
 def _gallery(identity: Union[nn.Module, DlibRecognizer], dataset: PosePairDataset, device: torch.device,
              batch_size: int) -> Tuple[Tensor, Tensor]:
     """The first frontal of every identity of ``dataset`` (K, C, 128, 128) on ``device`` and its L2-normalised
@@ -423,11 +453,17 @@ class FrontalizationTask(GANTask):
         self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
         extra = [identity_judge(spec, "the identity-preserving term (--ip-extra-judges)", device)
                  for spec in cfg.ip_extra_judges or ()]
+        banks = None
+        if cfg.lambda_ip_rank > 0:
+            banks = [identity_bank(judge, train_set, list(self.label_map), device) for judge in [self.identity, *extra]]
+            log.info("identity ranking: banks of %d training identities x %d judges", len(self.label_map), len(banks))
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
                                      ip_distance=cfg.ip_distance, ip_reference=cfg.ip_reference,
-                                     ip_jitter=cfg.ip_jitter, extra_identity=extra)
+                                     ip_jitter=cfg.ip_jitter, extra_identity=extra,
+                                     lambda_ip_rank=cfg.lambda_ip_rank, identity_banks=banks,
+                                     ip_temperature=cfg.ip_temperature)
         if cfg.identity_condition:  # the judge, loaded once, is G's condition (its EMA copy shares the holder)
             self.G.set_condition_network(self.identity.network)
         self.boxes = self.G.boxes
@@ -450,7 +486,7 @@ class FrontalizationTask(GANTask):
         if not self.cycle:
             o = views["G"](x)
             labels = None
-            if self.num_classes:
+            if self.num_classes or cfg.lambda_ip_rank > 0:  # classifier outputs and identity-bank rows
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
             own = torch.as_tensor(batch["self_pair"], device=x.device)
             pixel_weight = torch.where(own, 1.0, cfg.profile_pixel).to(x.dtype) if cfg.profile_pixel != 1.0 else None

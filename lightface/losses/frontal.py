@@ -34,6 +34,14 @@ Every image is float in [0, 1], (N, C, H, W); the normalisation of each term:
   transformations, as in Athalye et al. 2018): identity written as pixel-exact
   high-frequency patterns the judge alone reads no longer pays, identity in the face's
   shapes still does.
+* ``l_g_ip_rank`` — identity ranking (with ``lambda_ip_rank`` > 0 and identity banks): the
+  cross-entropy, over every training identity, of the judge's cosine similarities between the
+  synthesised face's (jittered) ``fc`` feature and each identity's mean frontal feature, divided
+  by ``ip_temperature``; the mean over the judges. ``L_ip`` pulls a face towards its own
+  reference, and a face that is merely generic can score high there: cosine to its own gallery
+  photo rises while rank-1 falls. This term rewards what rank-1 measures, being nearer to one's
+  own identity than to everybody else's (the recognisers' own softmax training signal, on the
+  frozen judges' features).
 * ``l_g_tv`` — :func:`lightface.ops.total_variation` (fused op) of ``img128`` with
   ``reduction="mean"``: the anisotropic L1 sum divided by ``N*C*H*W``.
 * ``l_g_ce`` — optional cross-entropy of the generator's identity logits (on the
@@ -106,11 +114,18 @@ class FrontalLoss(nn.Module):
         extra_identity: more frozen judges (:class:`lightface.losses.identity.IdentityLoss`);
             ``L_ip`` is then the mean of every judge's distance, so that what the synthesised
             face must carry is identity several recognisers read, not one network's patterns.
+        lambda_ip_rank: weight of the identity ranking term ``l_g_ip_rank`` (0 = off).
+        identity_banks: for the ranking term, one (K, 256) tensor per judge (``identity`` first,
+            then ``extra_identity``): row k the L2-normalised mean ``fc`` feature of training
+            identity k's frontal photos
+            (:func:`lightface.engine.frontal_trainer.identity_bank`); ``labels`` are then rows.
+        ip_temperature: the ranking term's softmax temperature on cosine similarities.
 
     ``forward(out, target, discriminator=None, labels=None, patch_boxes=None, source=None)`` takes the
     generator's output dict (see :class:`lightface.models.tpgan.TPGANGenerator`), the
     ground-truth frontal (N, C, 128, 128) in [0, 1], the discriminator (needed when
-    ``objective`` is set), identity labels (N,) int64 (needed when ``lambda_ce > 0``) and
+    ``objective`` is set), identity labels (N,) int64 (needed when ``lambda_ce > 0`` or
+    ``lambda_ip_rank > 0``: classifier outputs and bank rows) and
     the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``) and the
     generator's input (N, C, 128, 128) (needed when ``ip_reference`` is not ``"target"``) and
     ``pixel_weight`` (N,), a per-sample weight of ``l_g_pix`` and ``l_g_patch`` (e.g. 1 for
@@ -133,6 +148,9 @@ class FrontalLoss(nn.Module):
         ip_reference: str = "target",
         ip_jitter: float = 0.0,
         extra_identity: Sequence[nn.Module] = (),
+        lambda_ip_rank: float = 0.0,
+        identity_banks: Optional[Sequence[Tensor]] = None,
+        ip_temperature: float = 0.1,
     ):
         super().__init__()
         if not 0 <= ip_jitter < 0.5:
@@ -145,7 +163,7 @@ class FrontalLoss(nn.Module):
         self.ip_distance, self.ip_reference = ip_distance, ip_reference
         for name, value in dict(
             lambda_sym=lambda_sym, lambda_adv=lambda_adv, lambda_ip=lambda_ip, lambda_tv=lambda_tv,
-            lambda_patch=lambda_patch, lambda_ce=lambda_ce,
+            lambda_patch=lambda_patch, lambda_ce=lambda_ce, lambda_ip_rank=lambda_ip_rank,
         ).items():
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -153,6 +171,17 @@ class FrontalLoss(nn.Module):
         self.extra_identity = nn.ModuleList(extra_identity)
         if len(self.extra_identity) and identity is None:
             raise ValueError("extra_identity judges need the main identity judge")
+        judges = 0 if identity is None else 1 + len(self.extra_identity)
+        if lambda_ip_rank > 0:
+            if not judges:
+                raise ValueError("lambda_ip_rank > 0 needs an identity judge")
+            if identity_banks is None or len(identity_banks) != judges:
+                raise ValueError(f"lambda_ip_rank > 0 needs identity_banks, one (K, 256) bank per judge ({judges}), "
+                                 f"got {0 if identity_banks is None else len(identity_banks)}")
+            if not ip_temperature > 0:
+                raise ValueError(f"ip_temperature must be > 0, got {ip_temperature}")
+        self.lambda_ip_rank, self.ip_temperature = lambda_ip_rank, ip_temperature
+        self.identity_banks = [b.detach() for b in identity_banks] if lambda_ip_rank > 0 else []
         self.objective = objective
         self.lambda_sym, self.lambda_adv, self.lambda_ip, self.lambda_tv = lambda_sym, lambda_adv, lambda_ip, lambda_tv
         self.lambda_patch, self.lambda_ce = lambda_patch, lambda_ce
@@ -183,14 +212,30 @@ class FrontalLoss(nn.Module):
     def identity_preserving(self, fake: Tensor, real: Tensor) -> Tensor:
         """``ip_distance`` between frozen Light CNN ``pool`` and ``fc`` features of fake and real, summed;
         with ``extra_identity`` judges, the mean of every judge's distance."""
+        return self.identity_terms(fake, (real,))[0]
+
+    def identity_terms(self, fake: Tensor, refs: Sequence[Tensor],
+                       labels: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """``(L_ip, l_g_ip_rank)`` from one judge pass over the (jittered) synthesised face: ``L_ip`` the
+        distance to each reference (N, C, H, W) averaged over references and judges; the ranking term
+        (None unless ``labels`` (N,) bank rows are given and ``lambda_ip_rank > 0``) averaged over judges."""
         seen = _jitter(fake, self.ip_jitter) if self.ip_jitter > 0 else fake
         judges = [self.identity, *self.extra_identity]
-        return sum(self._judge_distance(judge, seen, real) for judge in judges) / len(judges)
+        rank = labels is not None and self.lambda_ip_rank > 0
+        ip, ranking = fake.new_zeros(()), fake.new_zeros(())
+        for j, judge in enumerate(judges):
+            ff = judge.features(seen)
+            for real in refs:
+                with torch.no_grad():
+                    fr = judge.features(real)
+                ip = ip + self._feature_distance(ff, fr) / len(refs)
+            if rank:
+                bank = self.identity_banks[j].to(ff["fc"])
+                logits = F.normalize(ff["fc"], dim=1) @ bank.T / self.ip_temperature
+                ranking = ranking + F.cross_entropy(logits, labels)
+        return ip / len(judges), (ranking / len(judges) if rank else None)
 
-    def _judge_distance(self, judge: nn.Module, fake: Tensor, real: Tensor) -> Tensor:
-        with torch.no_grad():
-            fr = judge.features(real)
-        ff = judge.features(fake)
+    def _feature_distance(self, ff: Mapping[str, Tensor], fr: Mapping[str, Tensor]) -> Tensor:
         if self.ip_distance == "cosine":
             return sum((1.0 - F.cosine_similarity(ff[k], fr[k], dim=1)).mean() for k in ("pool", "fc"))
         return F.l1_loss(ff["pool"], fr["pool"]) + F.l1_loss(ff["fc"], fr["fc"])
@@ -236,11 +281,15 @@ class FrontalLoss(nn.Module):
             l_adv, adv_terms = self.objective.generator_loss(discriminator, target, fake)
             terms.update(prefix_terms(adv_terms))
             loss = loss + self.lambda_adv * l_adv
-        if self.lambda_ip > 0 and self.identity is not None:
-            refs = self._ip_references(target, source)
-            l_ip = sum(self.identity_preserving(fake, r) for r in refs) / len(refs)
+        if (self.lambda_ip > 0 or self.lambda_ip_rank > 0) and self.identity is not None:
+            if self.lambda_ip_rank > 0 and labels is None:
+                raise ValueError("lambda_ip_rank > 0 needs labels: each sample's row of the identity banks")
+            l_ip, l_rank = self.identity_terms(fake, self._ip_references(target, source), labels)
             terms["l_g_ip"] = l_ip.item()
             loss = loss + self.lambda_ip * l_ip
+            if l_rank is not None:
+                terms["l_g_ip_rank"] = l_rank.item()
+                loss = loss + self.lambda_ip_rank * l_rank
         if self.lambda_tv > 0:
             l_tv = self.total_variation(fake)
             terms["l_g_tv"] = l_tv.item()
