@@ -419,8 +419,9 @@ def test_train_cycle_under_torchrun(pose_lmdb, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path):
-    """CFP subset -> pose LMDB -> 2 steps -> resume to 3 -> frontalize real photos (and a bad file)."""
+def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path, caplog):
+    """CFP subset -> pose LMDB -> 2 steps (with the pose check and its pass-through warning) -> resume to 3 ->
+    frontalize real photos (and a bad file)."""
     from lightface.data import build_lmdb
     from lightface.models import get_model
     from lightface.models.checkpoint import save_model_checkpoint
@@ -449,6 +450,9 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
     # the pose check: the held-out person's profiles read as profiles, the gallery frontal as frontal
     assert res["val_frontal_share_raw"] == 0.0 and res["val_frontal_share_gallery"] == 1.0
     assert 0 <= res["val_frontal_share_frontal"] <= 1
+    # outputs that do not read as frontal are named for what they are
+    warned = any("passing profiles through" in r.getMessage() for r in caplog.records)
+    assert warned == (res["val_frontal_share_frontal"] < 0.5)
     assert (out / "samples" / "step_0000002.png").is_file()
     res = train_frontalization.main(parser.parse_args(argv + ["--steps", "3", "--resume", "auto"]))
     assert res["step"] == 3

@@ -64,6 +64,9 @@ __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "
 
 log = logging.getLogger(__name__)
 
+#: below this share of validation outputs that read as frontal, the trainer warns of a pass-through
+PASS_THROUGH_SHARE = 0.5
+
 ARCH = "tpgan"
 _DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pixel + l1 L_sym + l2 L_adv + l3 L_ip + "
                                     "l4 L_tv)", "optimisation", "logging")
@@ -545,8 +548,15 @@ class FrontalizationTask(GANTask):
         save_sample_grid(engine.out / "samples" / f"step_{engine.step:07d}.png", [self.show_x, fr, self.show_y])
         if self.identity is None:
             return {}
-        return evaluate_frontalization(ema_g, self.identity.network, self.val_set, self.device, engine.local_batch,
-                                       self.pose_detector)
+        metrics = evaluate_frontalization(ema_g, self.identity.network, self.val_set, self.device, engine.local_batch,
+                                          self.pose_detector)
+        share = metrics.get("val_frontal_share_frontal")
+        if share is not None and share < PASS_THROUGH_SHARE:
+            log.warning("step %d: only %.0f%% of the validation outputs read as frontal (raw profiles %.0f%%): the "
+                        "generator is passing profiles through, whatever its identity scores say; an identity term "
+                        "against the input (--ip-reference %s) rewards that (docs/frontalization.md, session 29)",
+                        engine.step, 100 * share, 100 * metrics["val_frontal_share_raw"], self.cfg.ip_reference)
+        return metrics
 
 
 def train_frontalization(cfg: FrontalTrainConfig) -> Dict[str, Any]:
