@@ -64,7 +64,7 @@ __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "
 
 log = logging.getLogger(__name__)
 
-#: below this share of validation outputs that read as frontal, the trainer warns of a pass-through
+#: below this share of validation outputs that read as frontal, the trainer warns that it is not frontalizing
 PASS_THROUGH_SHARE = 0.5
 
 ARCH = "tpgan"
@@ -552,10 +552,11 @@ class FrontalizationTask(GANTask):
                                           self.pose_detector)
         share = metrics.get("val_frontal_share_frontal")
         if share is not None and share < PASS_THROUGH_SHARE:
+            hint = (f"; an identity term against the input (--ip-reference {self.cfg.ip_reference}) rewards passing "
+                    "profiles through (docs/frontalization.md, session 29)" if self.cfg.ip_reference != "target" else "")
             log.warning("step %d: only %.0f%% of the validation outputs read as frontal (raw profiles %.0f%%): the "
-                        "generator is passing profiles through, whatever its identity scores say; an identity term "
-                        "against the input (--ip-reference %s) rewards that (docs/frontalization.md, session 29)",
-                        engine.step, 100 * share, 100 * metrics["val_frontal_share_raw"], self.cfg.ip_reference)
+                        "generator is not frontalizing (it passes profiles through or draws no face), whatever its "
+                        "identity scores say%s", engine.step, 100 * share, 100 * metrics["val_frontal_share_raw"], hint)
         return metrics
 
 
