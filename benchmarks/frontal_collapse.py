@@ -69,13 +69,13 @@ def build_pose_lmdb(cfp_root: Path, ids: int, out: Path) -> Path:
 
 def _held_out(source, held_ids):
     """Held-out profiles, their target frontals, and one other frontal per identity (to reconstruct)."""
-    from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
+    from lightface.data.pose_pairs import PosePairDataset
 
     val = PosePairDataset(source, identities=held_ids, mirror="left", fixed_target=True)
     items = [val[i] for i in range(len(val))]
     x = torch.stack([it["input"] for it in items])
     y = torch.stack([it["target"] for it in items])
-    frontals = torch.stack([image_to_tensor(val.load(val.frontals[l][-1])[0]) for l in val.identities()])
+    frontals = val.faces(val.frontals[l][-1] for l in val.identities())
     return x, y, frontals
 
 

@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.frontal_collapse import build_pose_lmdb
     from benchmarks.sr_quality import _identity_networks
     from lightface.data import LMDBDataset
-    from lightface.data.pose_pairs import PosePairDataset, image_to_tensor
+    from lightface.data.pose_pairs import PosePairDataset
     from lightface.engine.frontal_trainer import evaluate_frontal_inputs, evaluate_frontalization, save_sample_grid
     from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector
     from lightface.eval.identity import load_identity_judge
@@ -155,8 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     show = torch.linspace(0, len(dataset) - 1, min(10, len(dataset))).round().long().tolist()
     items = [dataset[i] for i in show]
     x = torch.stack([it["input"] for it in items])
-    gallery = torch.stack([image_to_tensor(dataset.load(dataset.frontals[it["label"]][0])[0], fr.channels)
-                           for it in items])
+    gallery = dataset.faces(dataset.frontals[it["label"]][0] for it in items)
     gallery = torch.stack([g.flip(-1) if it["flipped"] else g for g, it in zip(gallery, items)])
     save_sample_grid(out / "contact_sheet.png", [x, fr.frontalize_tensor(x), gallery])
     (out / "frontal_quality.json").write_text(json.dumps(report, indent=2))

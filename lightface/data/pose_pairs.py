@@ -289,6 +289,11 @@ class PosePairDataset(Dataset):
         lm_crop = np.asarray(lm, np.float64) @ M[:, :2].T + M[:, 2]
         return crop, lm_crop
 
+    def faces(self, indices: Iterable[int]) -> torch.Tensor:
+        """LMDB samples ``indices`` aligned as :meth:`load` gives them (not mirrored): (N, C, size, size)
+        float32 in [0, 1], RGB or gray as ``channels``."""
+        return torch.stack([image_to_tensor(self.load(i)[0], self.channels) for i in indices])
+
     def _target_index(self, label: int) -> int:
         pool = self.frontals[label] if self.paired else self._all_frontals
         if self.fixed_target:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.convert import tensor_to_image
 from ..data.io import write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.detect import FaceDetector
@@ -352,8 +352,7 @@ def evaluate_frontal_inputs(
     _, g_emb = _gallery(identity, dataset, device, batch_size)
     raw_e, front_e = [], []
     for s in range(0, len(picks), batch_size):
-        x = torch.stack([image_to_tensor(dataset.load(j)[0], dataset.channels)
-                         for _, j in picks[s : s + batch_size]]).to(device)
+        x = dataset.faces(j for _, j in picks[s : s + batch_size]).to(device)
         raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
         front_e.append(F.normalize(identity_embeddings(identity, generator.frontalize(x)), dim=1))
     generator.train(was_training)
@@ -373,8 +372,7 @@ def identity_bank(judge: nn.Module, dataset: PosePairDataset, labels: Sequence[i
     picks = [(k, j) for k, label in enumerate(labels) for j in dataset.frontals[label][:per_identity]]
     feats = []
     for s in range(0, len(picks), batch_size):
-        x = torch.stack([image_to_tensor(dataset.load(j)[0], dataset.channels)
-                         for _, j in picks[s : s + batch_size]]).to(device)
+        x = dataset.faces(j for _, j in picks[s : s + batch_size]).to(device)
         feats.append(F.normalize(judge.features(x)["fc"].float(), dim=1)
                      + F.normalize(judge.features(x.flip(-1))["fc"].float(), dim=1))
     rows = torch.tensor([k for k, _ in picks], device=device)
@@ -386,8 +384,7 @@ def _gallery(identity: Union[nn.Module, DlibRecognizer], dataset: PosePairDatase
              batch_size: int) -> Tuple[Tensor, Tensor]:
     """The first frontal of every identity of ``dataset`` (K, C, 128, 128) on ``device`` and its L2-normalised
     identity embeddings (K, D)."""
-    gallery = torch.stack([image_to_tensor(dataset.load(dataset.frontals[i][0])[0], dataset.channels)
-                           for i in dataset.identities()]).to(device)
+    gallery = dataset.faces(dataset.frontals[i][0] for i in dataset.identities()).to(device)
     emb = torch.cat([F.normalize(identity_embeddings(identity, gallery[s : s + batch_size]), dim=1)
                      for s in range(0, len(gallery), batch_size)])
     return gallery, emb
