@@ -1,5 +1,6 @@
 """Frontalization data, Frontalizer and the train/frontalize pipelines (tiny models)."""
 import json
+import logging
 import shutil
 
 import cv2
@@ -179,6 +180,37 @@ def test_identity_bank_is_each_persons_mean_frontal_feature(pose_lmdb):
         with torch.no_grad():
             feats = [F.normalize(judge.features(v)["fc"], dim=1) for v in (x, x.flip(-1))]
         torch.testing.assert_close(bank[row], F.normalize(feats[0] + feats[1], dim=1)[0], atol=1e-5, rtol=0)
+
+
+def test_identity_banks_are_cached_per_judges_and_data(pose_lmdb, tmp_path, caplog):
+    """The banks are written beside the run and read back on a restart; other judges, or a damaged file, recompute
+    them (and nothing in the cache is executed: it is loaded with weights_only)."""
+    from lightface.engine.frontal_trainer import identity_bank, identity_banks
+    from lightface.losses.identity import IdentityLoss
+    from lightface.models import get_model
+
+    ds = PosePairDataset(pose_lmdb, mirror="left")
+    torch.manual_seed(0)
+    judges = [IdentityLoss(get_model("lightcnn9", num_classes=0).eval()) for _ in range(2)]
+    cache = tmp_path / "identity_banks.pt"
+    first = identity_banks(judges, ds, [2, 0, 1], torch.device("cpu"), cache=cache)
+    assert cache.exists() and len(first) == 2
+    torch.testing.assert_close(first[1], identity_bank(judges[1], ds, [2, 0, 1], torch.device("cpu")))
+    with caplog.at_level(logging.INFO, logger="lightface.engine.frontal_trainer"):
+        again = identity_banks(judges, ds, [2, 0, 1], torch.device("cpu"), cache=cache)
+    assert "read from" in caplog.text
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lightface.engine.frontal_trainer"):
+        swapped = identity_banks(judges[::-1], ds, [2, 0, 1], torch.device("cpu"), cache=cache)
+    assert "other judges or data" in caplog.text
+    torch.testing.assert_close(swapped[0], first[1], atol=0, rtol=0)
+    cache.write_bytes(b"not a torch file")
+    with caplog.at_level(logging.WARNING, logger="lightface.engine.frontal_trainer"):
+        repaired = identity_banks(judges, ds, [2, 0, 1], torch.device("cpu"), cache=cache)
+    assert "unreadable" in caplog.text
+    torch.testing.assert_close(repaired[0], first[0], atol=0, rtol=0)
 
 
 def test_pose_pairs_paired(pose_lmdb):
@@ -378,6 +410,7 @@ def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_
     torch.testing.assert_close(cond.model.frontalize(face), plain.model.frontalize(face), atol=1e-4, rtol=0)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("l_g_ip_rank" in r for r in logged)  # the ranking term over the identity banks of both judges
+    assert (out / "identity_banks.pt").exists()  # kept for --resume
     # an unconditioned generator cannot start from a conditioned one; the flag needs a recogniser
     with pytest.raises(TrainingError, match="--identity-condition"):
         train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "back", "--steps", "1",

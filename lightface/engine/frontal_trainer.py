@@ -29,6 +29,8 @@ identity's frontal gallery image (the first frontal of the identity): mean cosin
 own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``, which ``best.pt`` tracks)
 and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
 """
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +56,23 @@ from ..models.identity import NO_IDENTITY
 from ..models.pretrained import PretrainedError, default_weights, get_pretrained
 from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
+from ..utils.checkpoint_io import save_atomic
+from ..utils.state_hash import state_sha256
 from .config import option
 from .engine import Engine
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
-           "evaluate_frontal_inputs", "identity_bank",
+           "evaluate_frontal_inputs", "identity_bank", "identity_banks",
            "save_sample_grid", "generator_kwargs"]
 
 log = logging.getLogger(__name__)
 
 #: below this share of validation outputs that read as frontal, the trainer warns that it is not frontalizing
 PASS_THROUGH_SHARE = 0.5
+
+#: frontal photos per identity (and their mirror images) averaged into a row of the ranking term's identity banks
+BANK_PHOTOS = 4
 
 ARCH = "tpgan"
 _DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pixel + l1 L_sym + l2 L_adv + l3 L_ip + "
@@ -365,7 +372,7 @@ def evaluate_frontal_inputs(
 
 @torch.no_grad()
 def identity_bank(judge: nn.Module, dataset: PosePairDataset, labels: Sequence[int], device: torch.device,
-                  per_identity: int = 4, batch_size: int = 32) -> Tensor:
+                  per_identity: int = BANK_PHOTOS, batch_size: int = 32) -> Tensor:
     """Row k: the L2-normalised mean ``fc`` feature (``judge.features``) of up to ``per_identity`` frontal
     photos of identity ``labels[k]`` of ``dataset`` and of their mirror images -> (K, 256) float32 on ``device``
     (the identity banks of :class:`lightface.losses.frontal.FrontalLoss`'s ranking term)."""
@@ -378,6 +385,34 @@ def identity_bank(judge: nn.Module, dataset: PosePairDataset, labels: Sequence[i
     rows = torch.tensor([k for k, _ in picks], device=device)
     bank = torch.zeros(len(labels), feats[0].shape[1], device=device).index_add_(0, rows, torch.cat(feats))
     return F.normalize(bank, dim=1)
+
+
+def identity_banks(judges: Sequence[nn.Module], dataset: PosePairDataset, labels: Sequence[int],
+                   device: torch.device, cache: Optional[Path] = None, write: bool = True) -> List[Tensor]:
+    """:func:`identity_bank` of each judge, read from ``cache`` (a ``torch.save`` file of tensors and strings, loaded
+    with ``weights_only=True``) when it was written for the same judges (their state sha256), LMDB, identities and
+    frontal photos, else computed and, when ``write``, saved there atomically: a resumed or restarted run does not
+    re-embed the training identities (about 12 minutes for 411 people x 2 judges on one CPU thread)."""
+    key = hashlib.sha256(json.dumps({
+        "judges": [state_sha256(j) for j in judges], "data": str(Path(dataset.data.path).resolve()),
+        "samples": len(dataset.data), "channels": dataset.channels, "frontals": [dataset.frontals[label][:BANK_PHOTOS] for label in labels],
+    }).encode()).hexdigest()
+    if cache is not None and cache.exists():
+        try:
+            saved = torch.load(cache, map_location=device, weights_only=True)
+        except Exception as err:  # a damaged cache costs a recomputation, nothing else
+            log.warning("identity banks: %s is unreadable (%s); recomputing them", cache, err)
+        else:
+            if saved.get("key") == key:
+                log.info("identity ranking: banks of %d identities read from %s", len(labels), cache)
+                return list(saved["banks"])
+            log.info("identity ranking: %s was written for other judges or data; recomputing", cache)
+    log.info("identity ranking: embedding up to %d frontals (and mirror images) of each of %d training "
+             "identities with %d judge(s)", BANK_PHOTOS, len(labels), len(judges))
+    banks = [identity_bank(judge, dataset, labels, device) for judge in judges]
+    if cache is not None and write:
+        save_atomic({"key": key, "banks": [b.cpu() for b in banks]}, cache)
+    return banks
 
 
 def _gallery(identity: Union[nn.Module, DlibRecognizer], dataset: PosePairDataset, device: torch.device,
@@ -454,10 +489,9 @@ class FrontalizationTask(GANTask):
         extra = [identity_judge(spec, "the identity-preserving term (--ip-extra-judges)", device)
                  for spec in cfg.ip_extra_judges or ()]
         banks = None
-        if cfg.lambda_ip_rank > 0:  # once per start: about 12 minutes for 411 people x 2 judges on one CPU thread
-            log.info("identity ranking: embedding up to 4 frontals (and mirror images) of each of %d training "
-                     "identities with %d judge(s)", len(self.label_map), 1 + len(extra))
-            banks = [identity_bank(judge, train_set, list(self.label_map), device) for judge in [self.identity, *extra]]
+        if cfg.lambda_ip_rank > 0:  # computed once per run folder, then read back on resume
+            banks = identity_banks([self.identity, *extra], train_set, list(self.label_map), device,
+                                   cache=engine.out / "identity_banks.pt", write=engine.is_main)
         self.criterion = FrontalLoss(self.identity, self.objective, lambda_sym=cfg.lambda_sym,
                                      lambda_adv=cfg.lambda_adv, lambda_ip=cfg.lambda_ip, lambda_tv=cfg.lambda_tv,
                                      lambda_patch=cfg.lambda_patch, lambda_ce=cfg.lambda_ce,
