@@ -224,6 +224,28 @@ def test_pose_pairs_paired(pose_lmdb):
         assert not item["flipped"]
 
 
+def test_pose_pairs_input_transform_changes_inputs_only(pose_lmdb):
+    """--augment camera: every input is a changed copy of the stored photo (same shape, same facing side); targets,
+    a self pair's included, stay exactly as stored."""
+    from lightface.data.transforms import frontal_input_transform
+
+    plain = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True, self_pairs=1.0)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    aug = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True, self_pairs=1.0,
+                          input_transform=frontal_input_transform())
+    changed = 0
+    for i in range(len(plain)):
+        a, b = plain[i], aug[i]
+        assert b["input"].shape == a["input"].shape and b["input"].dtype == torch.float32
+        assert b["flipped"] == a["flipped"] and b["self_pair"] == a["self_pair"]
+        torch.testing.assert_close(b["target"], a["target"], atol=0, rtol=0)
+        changed += not torch.equal(a["input"], b["input"])
+    assert changed >= len(plain) // 2  # the camera steps fire with p 0.3-0.6 each
+    gray = frontal_input_transform()(image=np.full((128, 128), 100, np.uint8))["image"]
+    assert gray.shape == (128, 128, 3) and gray.dtype == np.uint8
+
+
 def test_pose_pairs_mirror_and_identities(pose_lmdb):
     ds = PosePairDataset(pose_lmdb, mirror="left", identities=[1, 2], fixed_target=True)
     assert len(ds) == 4 and ds.identities() == [1, 2]
@@ -317,10 +339,10 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "2")))
     assert res["step"] == 2 and res["stopped"] == "completed" and (out / "samples" / "step_0000002.png").is_file()
     # resumed with FNM's recipe (no pixel target for the profiles: the batch's self_pair flags pick the weights),
-    # a discriminator shown the real profiles as fakes and a jittered identity term
+    # a discriminator shown the real profiles as fakes, a jittered identity term and augmented inputs
     res = train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "3", "--resume",
                                                                        "--profile-pixel", "0", "--profiles-as-fake",
-                                                                       "--ip-jitter", "0.05")))
+                                                                       "--ip-jitter", "0.05", "--augment", "camera")))
     assert res["step"] == 3
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r] == [1, 2, 3]
     last = load_checkpoint(out / "last.pt")

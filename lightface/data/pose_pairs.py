@@ -24,7 +24,7 @@ local pathways learn to carry the input's appearance (the frontal-to-frontal
 reconstruction of FNM, Qian et al., CVPR 2019).
 """
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -203,6 +203,9 @@ class PosePairDataset(Dataset):
             (input = target = one frontal photo), after the non-frontal inputs; the frontals
             are spread evenly over all frontals of the chosen identities (deterministic).
             0 (default) = none; e.g. 0.5 = one self pair per two profiles.
+        input_transform: applied to each input image (uint8 BGR or gray, (S, S[, 3])) before it
+            becomes a tensor, e.g. :func:`lightface.data.transforms.frontal_input_transform`;
+            targets (a self pair's too) stay as stored. ``None``: inputs as stored.
 
     ``dataset[i]`` -> dict ``input`` (C, size, size) float32 [0, 1], ``target`` (same),
     ``label`` int (the input's identity), ``target_label`` int, ``index`` int (LMDB index of
@@ -222,6 +225,7 @@ class PosePairDataset(Dataset):
         fixed_target: bool = False,
         size: int = 128,
         self_pairs: float = 0.0,
+        input_transform: Optional[Callable[..., Dict[str, np.ndarray]]] = None,
     ):
         from .lmdb_dataset import LMDBDataset
 
@@ -231,7 +235,7 @@ class PosePairDataset(Dataset):
             raise ValueError(f"self_pairs must be >= 0 (self pairs per non-frontal input), got {self_pairs}")
         self.data = LMDBDataset(source) if not isinstance(source, LMDBDataset) else source
         self.paired, self.mirror, self.channels, self.size = paired, mirror, channels, size
-        self.fixed_target = fixed_target
+        self.fixed_target, self.input_transform = fixed_target, input_transform
         keep = None if identities is None else {int(i) for i in identities}
         labels = np.asarray(self.data.labels)
         self.inputs: List[int] = []
@@ -311,7 +315,8 @@ class PosePairDataset(Dataset):
         tindex = index if own else self._target_index(label)
         target = image if own else self.load(tindex)[0]
         flip = self.mirror is not None and lm is not None and facing(lm) != self.mirror
-        x = image_to_tensor(image, self.channels)
+        x = image_to_tensor(self.input_transform(image=image)["image"] if self.input_transform else image,
+                            self.channels)
         y = image_to_tensor(target, self.channels)
         if flip:
             x = x.flip(-1)

@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-__all__ = ["train_transform", "strong_train_transform", "eval_transform", "BGRToRGB", "BGRToGray", "GrayToBGR"]
+__all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB", "BGRToGray", "GrayToBGR"]
 
 
 class BGRToRGB(A.ImageOnlyTransform):
@@ -118,6 +118,42 @@ def train_transform(
     return A.Compose(steps + _tail(to_tensor, rgb))
 
 
+def _camera_steps() -> List[A.BasicTransform]:
+    """What another camera, light or file makes of the same face: colour and lighting
+    (brightness/contrast, gamma or CLAHE; hue/saturation; directional side lighting or a cast
+    shadow), then blur, down-scaling, noise or JPEG. Uint8 BGR (H, W, 3) in and out."""
+    return [
+        A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3),
+                 A.RandomGamma(gamma_limit=(60, 160)), A.CLAHE(clip_limit=3.0)], p=0.6),
+        A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=30, val_shift_limit=0, p=0.3),
+        A.OneOf([A.Illumination(mode="linear", intensity_range=(0.1, 0.2), effect_type="both"),
+                 A.RandomShadow(shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 1), shadow_dimension=4,
+                                shadow_intensity_range=(0.3, 0.7))], p=0.3),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.0)), A.MotionBlur(blur_limit=(3, 7)),
+                 A.Downscale(scale_range=(0.3, 0.7))], p=0.3),
+        A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
+        A.ImageCompression(quality_range=(30, 95), p=0.3),
+    ]
+
+
+def frontal_input_transform() -> A.Compose:
+    """Augmentation of a frontalizer's input face (``train_frontalization --augment``): the
+    camera, lighting and file changes of :func:`strong_train_transform` and a small alignment
+    error (scale 0.95-1.05, shift 2%, rotation 5 degrees), with no flip (the input's facing
+    side is fixed by ``--mirror``), crop or occlusion.
+
+    Returns:
+        an ``albumentations.Compose`` from uint8 BGR (or gray) (S, S[, 3]) to uint8 BGR (S, S, 3);
+        call as ``t(image=img)["image"]``.
+    """
+    return A.Compose([
+        GrayToBGR(),
+        A.Affine(scale=(0.95, 1.05), translate_percent=(-0.02, 0.02), rotate=(-5, 5),
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+        *_camera_steps(),
+    ])
+
+
 def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True, to_tensor: bool = True) -> A.Compose:
     """The augmentation small, noisy face sets need (used by ``train_lightcnn --augment strong``).
 
@@ -139,16 +175,7 @@ def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
         A.RandomCrop(size, size),
         A.HorizontalFlip(p=_check_prob("flip", flip)),
-        A.OneOf([A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3),
-                 A.RandomGamma(gamma_limit=(60, 160)), A.CLAHE(clip_limit=3.0)], p=0.6),
-        A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=30, val_shift_limit=0, p=0.3),
-        A.OneOf([A.Illumination(mode="linear", intensity_range=(0.1, 0.2), effect_type="both"),
-                 A.RandomShadow(shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 1), shadow_dimension=4,
-                                shadow_intensity_range=(0.3, 0.7))], p=0.3),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.0)), A.MotionBlur(blur_limit=(3, 7)),
-                 A.Downscale(scale_range=(0.3, 0.7))], p=0.3),
-        A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
-        A.ImageCompression(quality_range=(30, 95), p=0.3),
+        *_camera_steps(),
         A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
                         fill="random_uniform", p=0.3),
     ]

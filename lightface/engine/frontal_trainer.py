@@ -47,6 +47,7 @@ from ..data.io import write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.detect import FaceDetector
 from ..data.pose_pairs import PosePairDataset, split_identities
+from ..data.transforms import frontal_input_transform
 from ..eval.frontal_pose import load_pose_detector, pose_report
 from ..eval.identity import identity_embeddings
 from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_terms
@@ -98,6 +99,12 @@ class FrontalTrainConfig(GANRunConfig):
                                     "PosePairDataset(self_pairs=)): an input-specific pixel target that keeps the "
                                     "generator from collapsing to one mean face when a profile's target is another "
                                     "photo, as in CFP (docs/frontalization.md); 0 disables; ignored with --cycle")
+    augment: str = option("none", choices=("none", "camera"), group=_DATA,
+                          help="'camera': each training input gets other lighting, colour, blur, noise, JPEG and a "
+                               "small alignment error (lightface.data.transforms.frontal_input_transform) while its "
+                               "target stays as stored, so that the generator learns faces, not the 2,000-odd "
+                               "training photos (on CFP it otherwise overfits: training people's profiles gain, "
+                               "new people's lose)")
     width: int = option(64, group=_MODEL, help="generator base width, multiple of 8 (paper: 64)")
     local_width: Optional[int] = option(None, default_text="width/2", group=_MODEL,
                                         help="width of each local pathway")
@@ -451,7 +458,8 @@ class FrontalizationTask(GANTask):
         self.cycle = self.objective.cycle_weight > 0
         train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
                                     channels=cfg.channels, pose_key=cfg.pose_key,
-                                    self_pairs=0.0 if self.cycle else cfg.self_pairs)
+                                    self_pairs=0.0 if self.cycle else cfg.self_pairs,
+                                    input_transform=frontal_input_transform() if cfg.augment == "camera" else None)
         self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
                                        mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
                                        fixed_target=True)
