@@ -502,6 +502,9 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
     res = train_frontalization.main(parser.parse_args(argv + ["--steps", "2", "--pose-detector",
                                                                str(shared_models / "det_500m.onnx")]))
     assert res["step"] == 2 and 0 <= res["val_rank1_frontal"] <= 1 and res["val_gallery"] == 1
+    # the same rank-1 on as many training people (here the first of two): their gap is overfitting
+    assert res["fit_rank1_raw"] == 1.0 and 0 <= res["fit_rank1_frontal"] <= 1  # one gallery face: always right
+    assert -1 <= res["fit_cos_frontal"] <= 1
     # the pose check: the held-out person's profiles read as profiles, the gallery frontal as frontal
     assert res["val_frontal_share_raw"] == 0.0 and res["val_frontal_share_gallery"] == 1.0
     assert 0 <= res["val_frontal_share_frontal"] <= 1

@@ -160,7 +160,10 @@ class FrontalTrainConfig(GANRunConfig):
     lr_d: Optional[float] = option(None, default_text="--lr", group=_OPT, help="discriminator learning rate")
     beta1: float = option(0.5, group=_OPT, help="Adam beta1")
     d_every: int = option(1, group=_OPT, help="update the discriminator every N generator steps")
-    val_every: int = option(1000, group=_LOG, help="validation + PNG sample grid every N steps")
+    val_every: int = option(1000, group=_LOG,
+                            help="validation + PNG sample grid every N steps: the held-out people's val_* and, with "
+                                 "--train-identities, as many training people's fit_rank1_* / fit_cos_* (the gap "
+                                 "between fit_rank1_frontal and val_rank1_frontal is overfitting)")
     num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
     pose_detector: Optional[str] = option(None, group=_LOG,
                                           help="5-point face detector (e.g. det_500m.onnx) for the validation's pose "
@@ -464,6 +467,14 @@ class FrontalizationTask(GANTask):
                                        mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
                                        fixed_target=True)
         self.label_map = {l: k for k, l in enumerate(sorted(train_set.frontals))}
+        # as many training people as validation people, spread over the training set: the generalisation gap
+        self.fit_set = None
+        if held_ids:
+            train_people = sorted(train_set.frontals)
+            picks = np.linspace(0, len(train_people) - 1, min(len(held_ids), len(train_people))).round().astype(int)
+            self.fit_set = PosePairDataset(source, identities=[train_people[k] for k in picks], paired=True,
+                                           mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
+                                           fixed_target=True)
 
         self.num_classes = num_classes = len(self.label_map) if cfg.lambda_ce > 0 else 0
         g_kwargs = generator_kwargs(cfg, num_classes)
@@ -589,6 +600,9 @@ class FrontalizationTask(GANTask):
             return {}
         metrics = evaluate_frontalization(ema_g, self.identity.network, self.val_set, self.device, engine.local_batch,
                                           self.pose_detector)
+        if self.fit_set is not None:
+            fit = evaluate_frontalization(ema_g, self.identity.network, self.fit_set, self.device, engine.local_batch)
+            metrics.update({f"fit_{k}": fit[f"val_{k}"] for k in ("rank1_raw", "rank1_frontal", "cos_raw", "cos_frontal")})
         share = metrics.get("val_frontal_share_frontal")
         if share is not None and share < PASS_THROUGH_SHARE:
             hint = (f"; an identity term against the input (--ip-reference {self.cfg.ip_reference}) rewards passing "
