@@ -206,6 +206,9 @@ def test_identity_banks_are_cached_per_judges_and_data(pose_lmdb, tmp_path, capl
         swapped = identity_banks(judges[::-1], ds, [2, 0, 1], torch.device("cpu"), cache=cache)
     assert "other judges or data" in caplog.text
     torch.testing.assert_close(swapped[0], first[1], atol=0, rtol=0)
+    torch.save([first[0]], cache)  # a torch file, but not a bank cache
+    torch.testing.assert_close(identity_banks(judges, ds, [2, 0, 1], torch.device("cpu"), cache=cache)[0], first[0],
+                               atol=0, rtol=0)
     cache.write_bytes(b"not a torch file")
     with caplog.at_level(logging.WARNING, logger="lightface.engine.frontal_trainer"):
         repaired = identity_banks(judges, ds, [2, 0, 1], torch.device("cpu"), cache=cache)

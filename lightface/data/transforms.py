@@ -22,7 +22,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-__all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB", "BGRToGray", "GrayToBGR"]
+__all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB",
+           "BGRToGray", "GrayToBGR"]
 
 
 class BGRToRGB(A.ImageOnlyTransform):

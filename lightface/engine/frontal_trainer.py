@@ -405,7 +405,8 @@ def identity_banks(judges: Sequence[nn.Module], dataset: PosePairDataset, labels
     re-embed the training identities (about 12 minutes for 411 people x 2 judges on one CPU thread)."""
     key = hashlib.sha256(json.dumps({
         "judges": [state_sha256(j) for j in judges], "data": str(Path(dataset.data.path).resolve()),
-        "samples": len(dataset.data), "channels": dataset.channels, "frontals": [dataset.frontals[label][:BANK_PHOTOS] for label in labels],
+        "samples": len(dataset.data), "channels": dataset.channels,
+        "frontals": [dataset.frontals[label][:BANK_PHOTOS] for label in labels],
     }).encode()).hexdigest()
     if cache is not None and cache.exists():
         try:
@@ -413,7 +414,7 @@ def identity_banks(judges: Sequence[nn.Module], dataset: PosePairDataset, labels
         except Exception as err:  # a damaged cache costs a recomputation, nothing else
             log.warning("identity banks: %s is unreadable (%s); recomputing them", cache, err)
         else:
-            if saved.get("key") == key:
+            if isinstance(saved, dict) and saved.get("key") == key:
                 log.info("identity ranking: banks of %d identities read from %s", len(labels), cache)
                 return list(saved["banks"])
             log.info("identity ranking: %s was written for other judges or data; recomputing", cache)
@@ -602,7 +603,8 @@ class FrontalizationTask(GANTask):
                                           self.pose_detector)
         if self.fit_set is not None:
             fit = evaluate_frontalization(ema_g, self.identity.network, self.fit_set, self.device, engine.local_batch)
-            metrics.update({f"fit_{k}": fit[f"val_{k}"] for k in ("rank1_raw", "rank1_frontal", "cos_raw", "cos_frontal")})
+            metrics.update({f"fit_{k}": fit[f"val_{k}"]
+                            for k in ("rank1_raw", "rank1_frontal", "cos_raw", "cos_frontal")})
         share = metrics.get("val_frontal_share_frontal")
         if share is not None and share < PASS_THROUGH_SHARE:
             hint = (f"; an identity term against the input (--ip-reference {self.cfg.ip_reference}) rewards passing "
