@@ -233,8 +233,6 @@ def test_pose_pairs_input_transform_changes_inputs_only(pose_lmdb):
     from lightface.data.transforms import frontal_input_transform
 
     plain = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True, self_pairs=1.0)
-    torch.manual_seed(0)
-    np.random.seed(0)
     aug = PosePairDataset(pose_lmdb, mirror="left", fixed_target=True, self_pairs=1.0,
                           input_transform=frontal_input_transform())
     changed = 0
@@ -244,7 +242,9 @@ def test_pose_pairs_input_transform_changes_inputs_only(pose_lmdb):
         assert b["flipped"] == a["flipped"] and b["self_pair"] == a["self_pair"]
         torch.testing.assert_close(b["target"], a["target"], atol=0, rtol=0)
         changed += not torch.equal(a["input"], b["input"])
-    assert changed >= len(plain) // 2  # the camera steps fire with p 0.3-0.6 each
+    # albumentations draws from its own generator (global seeds do not reach it): an input stays unchanged only when
+    # all seven steps skip (p about 0.04), so half of the 12 unchanged is out of reach
+    assert changed >= len(plain) // 2
     gray = frontal_input_transform()(image=np.full((128, 128), 100, np.uint8))["image"]
     assert gray.shape == (128, 128, 3) and gray.dtype == np.uint8
 

@@ -468,14 +468,6 @@ class FrontalizationTask(GANTask):
                                        mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
                                        fixed_target=True)
         self.label_map = {l: k for k, l in enumerate(sorted(train_set.frontals))}
-        # as many training people as validation people, spread over the training set: the generalisation gap
-        self.fit_set = None
-        if held_ids:
-            train_people = sorted(train_set.frontals)
-            picks = np.linspace(0, len(train_people) - 1, min(len(held_ids), len(train_people))).round().astype(int)
-            self.fit_set = PosePairDataset(source, identities=[train_people[k] for k in picks], paired=True,
-                                           mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
-                                           fixed_target=True)
 
         self.num_classes = num_classes = len(self.label_map) if cfg.lambda_ce > 0 else 0
         g_kwargs = generator_kwargs(cfg, num_classes)
@@ -506,6 +498,14 @@ class FrontalizationTask(GANTask):
         self.identity = identity_judge(cfg.identity_weights, "the identity-preserving term and identity validation",
                                        device)
         self.best_metric = ("val_cos_frontal", "max") if self.identity is not None else None
+        # as many training people as validation people, spread over the training set: the generalisation gap
+        self.fit_set = None
+        if held_ids and self.identity is not None:
+            train_people = sorted(train_set.frontals)
+            picks = np.linspace(0, len(train_people) - 1, min(len(held_ids), len(train_people))).round().astype(int)
+            self.fit_set = PosePairDataset(source, identities=[train_people[k] for k in picks], paired=True,
+                                           mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
+                                           fixed_target=True)
         extra = [identity_judge(spec, "the identity-preserving term (--ip-extra-judges)", device)
                  for spec in cfg.ip_extra_judges or ()]
         banks = None
