@@ -122,11 +122,12 @@ def corpus_sources(data_root, out_dir, sources: Sequence[str] = SOURCES) -> Dict
 
 
 def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: str = "rgb", encoding: str = "jpeg",
-                 quality: int = 95, workers: int = 0, resume: bool = False, progress: bool = True,
+                 quality: int = 95, workers: int = 0, progress: bool = True,
                  size: int = 144) -> Dict[str, Dict]:
     """Build ``<out_dir>/<source>.lmdb`` for each source (see the module docstring).
 
-    Returns ``{source: build_lmdb summary}``. An already complete LMDB is kept as it is.
+    Returns ``{source: build_lmdb summary}``. An already complete LMDB is kept as it is; an interrupted one
+    (``<source>.lmdb.partial``) is resumed.
     """
     from .build import build_lmdb
     from .lmdb_format import is_complete_dataset
@@ -141,5 +142,5 @@ def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: st
             continue
         summaries[name] = build_lmdb(src.list_file, target, size=size, color=color, encoding=encoding, quality=quality,
                                      template="lightcnn_train", landmarks=src.landmarks, list_root=src.root,
-                                     workers=workers, resume=resume or target.exists(), progress=progress)
+                                     workers=workers, resume=True, progress=progress)
     return summaries

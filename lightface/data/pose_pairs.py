@@ -41,6 +41,7 @@ __all__ = [
     "image_to_tensor",
     "split_identities",
     "cfp_five_points",
+    "cfp_landmarks",
     "write_cfp_landmarks",
 ]
 
@@ -142,6 +143,27 @@ def cfp_five_points(fiducials: np.ndarray, pose: str) -> np.ndarray:
     return np.stack([eyes[0], eyes[1], f[_CFP_NOSE_TIP], mouth[0], mouth[1]])
 
 
+def cfp_landmarks(cfp_root) -> Dict[str, np.ndarray]:
+    """The 5 points (:func:`cfp_five_points`) of every image of a CFP tree (``Images/``, ``Fiducials/``)
+    -> ``{"<id>/<pose>/NN.jpg": float64 (5, 2)}`` in sorted order; images without a fiducial file
+    are left out (logged)."""
+    from pathlib import Path
+
+    root = Path(cfp_root)
+    images = sorted((root / "Images").glob("*/*/*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"no CFP images under {root / 'Images'} (expected Images/<id>/<pose>/NN.jpg)")
+    table = {}
+    for img in images:
+        rel = img.relative_to(root / "Images")
+        fid = root / "Fiducials" / rel.with_suffix(".txt")
+        if not fid.is_file():
+            log.warning("no fiducials for %s (%s missing)", rel, fid)
+            continue
+        table[rel.as_posix()] = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
+    return table
+
+
 def write_cfp_landmarks(cfp_root, out_path) -> int:
     """Write a 5-point landmarks file (``<id>/<pose>/NN.jpg x1 y1 ... x5 y5`` per line, the format
     of ``python -m pipelines.build_lmdb --landmarks``) for a CFP tree (``Images/``, ``Fiducials/``).
@@ -150,19 +172,7 @@ def write_cfp_landmarks(cfp_root, out_path) -> int:
     """
     from pathlib import Path
 
-    root = Path(cfp_root)
-    images = sorted((root / "Images").glob("*/*/*.jpg"))
-    if not images:
-        raise FileNotFoundError(f"no CFP images under {root / 'Images'} (expected Images/<id>/<pose>/NN.jpg)")
-    lines = []
-    for img in images:
-        rel = img.relative_to(root / "Images")
-        fid = root / "Fiducials" / rel.with_suffix(".txt")
-        if not fid.is_file():
-            log.warning("no fiducials for %s (%s missing)", rel, fid)
-            continue
-        pts = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
-        lines.append(rel.as_posix() + " " + " ".join(f"{v:.2f}" for v in pts.reshape(-1)))
+    lines = [rel + " " + " ".join(f"{v:.2f}" for v in pts.reshape(-1)) for rel, pts in cfp_landmarks(cfp_root).items()]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
