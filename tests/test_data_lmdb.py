@@ -417,6 +417,52 @@ def test_transforms():
         train_transform(blur=2)
 
 
+class _OneImage(torch.utils.data.Dataset):
+    """The same image eight times through a pipeline: what differs is the augmentation alone."""
+
+    def __init__(self, transform):
+        self.transform = transform
+        self.image = (np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8)
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.transform(image=self.image)["image"]).float().sum()
+
+
+def test_seeded_pipeline_steps_draw_independently():
+    """albumentations 2 seeds each step of a seeded Compose alike, so its steps fire together (two flips of p 0.5:
+    both or neither); ReseedingCompose, the class of every lightface pipeline, shares one stream between them."""
+    import albumentations as A
+    from collections import Counter
+
+    from lightface.data.transforms import ReseedingCompose
+
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    pipe = ReseedingCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=3)
+    outs = [pipe(image=img)["image"] for _ in range(200)]
+    seen = Counter((bool(o[0, 0] in (3, 15)), bool(o[0, 0] in (12, 15))) for o in outs)  # (h flip, v flip)
+    assert len(seen) == 4 and min(seen.values()) > 25
+    pipe.set_random_seed(5)
+    first = [pipe(image=img)["image"].tobytes() for _ in range(6)]
+    pipe.set_random_seed(5)
+    assert [pipe(image=img)["image"].tobytes() for _ in range(6)] == first
+
+
+def test_augmentations_differ_between_dataloader_workers_and_repeat_with_the_seed():
+    from lightface.data.transforms import frontal_input_transform
+
+    def run(workers):
+        gen = torch.Generator().manual_seed(5)
+        return [float(x) for x in torch.utils.data.DataLoader(_OneImage(frontal_input_transform()), batch_size=1,
+                                                              num_workers=workers, generator=gen)]
+
+    two = run(2)
+    assert len(set(two)) >= 7  # not the same draws in each worker (before: 4 values, in equal pairs)
+    assert run(2) == two
+
+
 # ----------------------------------------------------------------------- kill and resume
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):

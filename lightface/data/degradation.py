@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .convert import image_to_tensor
+from .transforms import ReseedingCompose
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
 
@@ -69,7 +70,7 @@ class RandomDownscale(A.ImageOnlyTransform):
         self.methods = tuple(methods)
 
     def get_params(self):
-        return {"method": random.choice(self.methods)}
+        return {"method": self.py_random.choice(self.methods)}
 
     def apply(self, img: np.ndarray, method: str = "bicubic", **params) -> np.ndarray:
         return downscale(img, self.scale, method)
@@ -105,7 +106,7 @@ class Degradation:
         jpeg_quality: Tuple[int, int] = (50, 95),
     ):
         self.scale = scale
-        self.pipeline = A.Compose(
+        self.pipeline = ReseedingCompose(
             [
                 A.GaussianBlur(blur_limit=0, sigma_limit=blur_sigma, p=blur_prob),
                 RandomDownscale(scale, methods),

@@ -117,7 +117,7 @@ def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, a
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
 
     def pipeline(*tail):
-        return A.Compose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
+        return T.ReseedingCompose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
 
     flip_p = 0.5 if flip else 0.0
     if augment == "strong":
