@@ -446,3 +446,16 @@ def test_shipped_recogniser_separates_people(shared_data):
         pytest.xfail(f"{entry.name} is a release candidate (docs/model_zoo.md): {(genuine > t).mean():.2f} of genuine "
                      f"and {(impostor < t).mean():.2f} of impostor pairs on the right side of its threshold, not 0.8")
     assert most, (genuine, impostor, t)
+
+
+def test_finetune_spec_is_a_file_or_a_shipped_name(tmp_path):
+    """What train_lightcnn / train_super_resolution / train_frontalization --finetune start from."""
+    from lightface.models.pretrained import file_or_shipped, get_pretrained
+
+    own = tmp_path / "model.pt"
+    own.write_bytes(b"x")
+    assert file_or_shipped(str(own)) == str(own)
+    shipped = str(get_pretrained("recognition").path())
+    assert file_or_shipped("recognition") == shipped == file_or_shipped(get_pretrained("recognition").name)
+    with pytest.raises(PretrainedError, match="--finetune runs/nowhere.pt: no such file, nor a shipped model"):
+        file_or_shipped("runs/nowhere.pt")

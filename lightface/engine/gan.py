@@ -474,14 +474,12 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
         TrainingError: no such file or shipped model, another architecture, or other model flags.
     """
     from ..models.checkpoint import load_weights, read_model_checkpoint
-    from ..models.pretrained import PretrainedError, get_pretrained
+    from ..models.pretrained import PretrainedError, file_or_shipped
 
-    path = spec
-    if not Path(spec).is_file():
-        try:
-            path = str(get_pretrained(spec).path())
-        except PretrainedError as err:
-            raise TrainingError(f"--finetune {spec}: no such file, nor a shipped model ({err})") from err
+    try:
+        path = file_or_shipped(spec)
+    except PretrainedError as err:
+        raise TrainingError(str(err)) from err
     ckpt = read_model_checkpoint(path)
     if ckpt.arch != arch:
         raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a {arch} generator")

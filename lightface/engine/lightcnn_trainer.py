@@ -50,6 +50,7 @@ from ..losses.noisy_label import LOSSES, build_classification_loss
 from ..models import get_model
 from ..models.lightcnn import MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
+from ..models.pretrained import file_or_shipped
 from .config import ConfigError, config_from_dict, option
 from .engine import Engine, NonFiniteLossError, RunConfig, Task, TrainingError, check_run_config
 
@@ -160,7 +161,8 @@ class TrainConfig(RunConfig):
     # fine-tuning
     finetune: Optional[str] = option(
         None, group=_FT,
-        help="initialise the backbone from an official Light CNN release or a lightface checkpoint; a new classifier "
+        help="initialise the backbone from an official Light CNN release, a lightface checkpoint or a shipped model's "
+             "name (lightcnn29v2_3src_rc13, recognition; lightface.models.list_pretrained()); a new classifier "
              "is sized from --data, unless the checkpoint was trained on the same classes: then its classifier (and "
              "distillation head) are kept, a warm restart with a new schedule (give it another --seed)")
     classifier_only_epochs: int = option(0, group=_FT,
@@ -437,7 +439,8 @@ class LightCNNTask(Task):
         model = get_model(cfg.arch, **model_kwargs)
         if getattr(model, "classifier", None) is None:
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
-        start = read_model_checkpoint(cfg.finetune) if cfg.finetune and not engine.resuming else None
+        finetune = cfg.finetune and not engine.resuming
+        start = read_model_checkpoint(file_or_shipped(cfg.finetune)) if finetune else None
         same_classes = start is not None and [str(c) for c in start.extra.get("classes") or []] == self.classes
         # a classifier is only kept when it is of the same kind (linear for ce / bootstrapping, cosine for margins)
         keep_classifier = same_classes and bool(start.model_kwargs.get("cosine_classifier")) == cosine

@@ -30,6 +30,7 @@ __all__ = [
     "MANIFEST",
     "list_pretrained",
     "get_pretrained",
+    "file_or_shipped",
     "default_weights",
     "require_default",
     "sha256_of",
@@ -189,6 +190,21 @@ def get_pretrained(name: str) -> PretrainedWeights:
         return next((w for w in by_arch if w.name in defaults), by_arch[0])
     available = sorted(entries) + sorted(aliases)
     raise PretrainedError(f"no shipped weights named {name!r}; available: {', '.join(available) or 'none'}")
+
+
+def file_or_shipped(spec: str, flag: str = "--finetune") -> str:
+    """``spec`` itself when it is a file, else the path of the shipped entry it names (:func:`get_pretrained`:
+    name, alias or architecture; sha256-checked): what a trainer's ``--finetune`` starts from.
+
+    Raises:
+        PretrainedError: neither a file nor a shipped name (the message lists what ships).
+    """
+    if Path(spec).is_file():
+        return str(spec)
+    try:
+        return str(get_pretrained(spec).path())
+    except PretrainedError as err:
+        raise PretrainedError(f"{flag} {spec}: no such file, nor a shipped model ({err})") from err
 
 
 def default_weights(alias: str) -> PretrainedWeights:
