@@ -51,6 +51,10 @@ class ReseedingCompose(A.Compose):
     def set_random_seed(self, seed) -> None:
         self.seed = seed
         self.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+    def set_random_state(self, random_generator, py_random) -> None:
+        # also reached from an enclosing pipeline's seed: a nested pipeline then keeps the stream it was given
+        super().set_random_state(random_generator, py_random)
         self._seeded_in = os.getpid()
 
     def __call__(self, *args, **kwargs):
