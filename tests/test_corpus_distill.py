@@ -52,6 +52,45 @@ def test_corpus_lists_hold_out_lfw_fold2_and_its_cfp_namesakes(shared_data, tmp_
     assert made["cfp"].landmarks.is_file() and made["cfp"].images == len(made["cfp"].list_file.read_text().splitlines())
 
 
+@pytest.mark.slow
+def test_an_interrupted_corpus_build_resumes(shared_data, tmp_path):
+    """pipelines.build_corpus killed in the middle of a source: the re-run continues its partial build (it used to
+    delete it and start over)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import lmdb
+
+    from lightface.data.build import partial_path
+    from lightface.data.corpus import build_corpus
+    from lightface.data.lmdb_format import PROGRESS_KEY
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "corpus"
+    args = [sys.executable, "-m", "pipelines.build_corpus", "--data", str(shared_data), "--out", str(out),
+            "--sources", "cfp", "--no-progress"]
+    proc = subprocess.Popen(args, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial, done, deadline = partial_path(out / "cfp.lmdb"), 0, time.time() + 300
+    while time.time() < deadline and proc.poll() is None and done < 512:
+        if (partial / "data.mdb").exists():
+            env = lmdb.open(str(partial), readonly=True, lock=False, subdir=True)
+            with env.begin() as txn:
+                raw = txn.get(PROGRESS_KEY)
+            env.close()
+            done = json.loads(raw)["next"] if raw else 0
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert done >= 512 and partial.exists()
+    summary = build_corpus(shared_data, out, ["cfp"], progress=False)["cfp"]
+    assert summary["ok"] and summary["resumed_from"] >= 512
+    assert summary["written"] == LMDBDataset(out / "cfp.lmdb").metadata["count"]
+
+
 def test_corpus_rejects_an_unknown_source(shared_data, tmp_path):
     from lightface.data.corpus import corpus_sources
 
