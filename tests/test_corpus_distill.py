@@ -56,35 +56,16 @@ def test_corpus_lists_hold_out_lfw_fold2_and_its_cfp_namesakes(shared_data, tmp_
 def test_an_interrupted_corpus_build_resumes(shared_data, tmp_path):
     """pipelines.build_corpus killed in the middle of a source: the re-run continues its partial build (it used to
     delete it and start over)."""
-    import os
-    import signal
-    import subprocess
     import sys
 
-    import lmdb
-
+    from kill_build_helper import kill_build_after  # tests/kill_build_helper.py
     from lightface.data.build import partial_path
     from lightface.data.corpus import build_corpus
-    from lightface.data.lmdb_format import PROGRESS_KEY
 
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "corpus"
-    args = [sys.executable, "-m", "pipelines.build_corpus", "--data", str(shared_data), "--out", str(out),
-            "--sources", "cfp", "--no-progress"]
-    proc = subprocess.Popen(args, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial, done, deadline = partial_path(out / "cfp.lmdb"), 0, time.time() + 300
-    while time.time() < deadline and proc.poll() is None and done < 512:
-        if (partial / "data.mdb").exists():
-            env = lmdb.open(str(partial), readonly=True, lock=False, subdir=True)
-            with env.begin() as txn:
-                raw = txn.get(PROGRESS_KEY)
-            env.close()
-            done = json.loads(raw)["next"] if raw else 0
-        time.sleep(0.05)
-    assert proc.poll() is None, "the build finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    partial = partial_path(out / "cfp.lmdb")
+    done = kill_build_after([sys.executable, "-m", "pipelines.build_corpus", "--data", shared_data, "--out", out,
+                             "--sources", "cfp", "--no-progress"], partial, 512)
     assert done >= 512 and partial.exists()
     summary = build_corpus(shared_data, out, ["cfp"], progress=False)["cfp"]
     assert summary["ok"] and summary["resumed_from"] >= 512

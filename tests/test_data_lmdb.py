@@ -1,12 +1,8 @@
 """LMDB format, writer, builder (folders, list files, RecordIO, landmarks, detection, CFP poses)
 and the multi-worker reader, on real faces from ../shared/data."""
 import json
-import os
-import signal
 import struct
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -15,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from kill_build_helper import kill_build_after  # tests/kill_build_helper.py
 from lightface.data import LMDBDataset, build_lmdb, verify_lmdb, write_lmdb
 from lightface.data.align import template_points
 from lightface.data.build import REPORT_NAME, partial_path
@@ -471,24 +468,8 @@ def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
     args = [sys.executable, "-m", "pipelines.build_lmdb", root / "images", out, "--landmarks",
             root / "landmarks_5pt.txt", "--batch-size", "8", "--shuffle", "--seed", "1", "--no-progress"]
     args = [str(a) for a in args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = partial_path(out)
-    done = 0
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (partial / "data.mdb").exists():
-            penv = lmdb.open(str(partial), readonly=True, lock=False, subdir=True)
-            with penv.begin() as txn:
-                raw = txn.get(PROGRESS_KEY)
-            penv.close()
-            done = json.loads(raw)["next"] if raw else 0
-            if done >= 24:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the build finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    done = kill_build_after(args, partial, 24, timeout=120)
     assert 24 <= done < 180 and partial.exists() and not out.exists()
     with pytest.raises(LMDBFormatError, match="resume"):
         read_metadata(partial)
