@@ -14,8 +14,8 @@ import json
 import sys
 
 from lightface.data.lmdb_format import ENCODINGS
-from lightface.embed import FaceEmbedder
 from lightface.data.pose_corpus import POSE_SOURCES, build_pose_corpus
+from lightface.embed import FaceEmbedder
 from pipelines._cli import run_cli
 
 

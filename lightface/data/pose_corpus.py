@@ -32,14 +32,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
 from .align import align_face
-from .corpus import heldout_people
+from .corpus import _read_table, heldout_people
+from ..utils.atomic_write import write_text_atomic
 from .io import read_image
 from .pose_pairs import cfp_landmarks, yaw_offset
+from .sources import read_landmarks_file
 
 __all__ = ["POSE_SOURCES", "BANK_PHOTOS", "PosePerson", "pose_candidates", "heldout_cfp_people", "drop_lookalikes",
            "write_pose_tree", "build_pose_corpus"]
@@ -66,21 +68,15 @@ def _table(path: Path) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected the 5-point landmarks of "
                                 f"../shared/data/{path.parent.name}")
-    table = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        cols = line.split()
-        if len(cols) == 11 and not line.startswith("#"):
-            table[cols[0]] = np.asarray(cols[1:], np.float64).reshape(5, 2)
-    return table
+    return read_landmarks_file(path)
 
 
-def _cfp_names(root: Path) -> Dict[str, str]:
+def _cfp_names(root: Path) -> Set[str]:
+    """Every CFP person's name (``cfp/`` and ``cfp_train/``), lower case with underscores like LFW's folders."""
     path = root / "cfp_train" / "names.txt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the CFP id -> name table of ../shared/data/cfp_train")
-    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
-    return {r[0].strip(): r[1].strip().replace(" ", "_").lower() for r in rows if len(r) >= 2}
+    return {r[1].strip().replace(" ", "_").lower() for r in _read_table(path) if len(r) >= 2}
 
 
 def _cfp_people(base: Path, prefix: str) -> List[PosePerson]:
@@ -115,7 +111,7 @@ def pose_candidates(data_root, sources: Sequence[str] = POSE_SOURCES, frontal_ma
     if not 0 < frontal_max < turned_min:
         raise ValueError(f"need 0 < frontal_max < turned_min, got {frontal_max} and {turned_min}")
     people: List[PosePerson] = []
-    cfp_names = set(_cfp_names(root).values()) if "lfw" in sources else set()
+    cfp_names = _cfp_names(root) if "lfw" in sources else set()
     held = heldout_people(root) if "lfw" in sources else set()
     for src in POSE_SOURCES:
         if src not in sources:
@@ -247,9 +243,7 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
         else:
             people, dropped = drop_lookalikes(people, heldout_cfp_people(data_root), embedder, heldout_cosine,
                                               train_cosine)
-            tmp = report.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": key, "dropped": dropped}, indent=1), encoding="utf-8")
-            os.replace(tmp, report)
+            write_text_atomic(report, json.dumps({"key": key, "dropped": dropped}, indent=1))
     target = out / f"pose{size}"
     tree = out / "tree"
     photos = write_pose_tree(people, tree)
@@ -269,7 +263,7 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
                              template="lightcnn", landmarks=tree / "pose_5pt.txt", workers=workers,
                              resume=not overwrite, overwrite=overwrite, progress=progress)
         if summary.get("ok"):
-            record.write_text(json.dumps({"key": corpus_key, **options}), encoding="utf-8")
+            write_text_atomic(record, json.dumps({"key": corpus_key, **options}))
     summary.update(people=len(people), photos=photos, dropped=len(dropped),
                    lookalikes_report=str(report) if report.is_file() else None)
     return summary
