@@ -1,14 +1,23 @@
 """Train the TP-GAN frontalizer on a lent GPU in one call and send the generator back.
 
+    # here: the pose LMDB as one archive, checked against what a call carries
+    python -m pipelines.device_frontalization --pack POSE_LMDB --archive .device/pose.tgz
     # there, in the repository's copy (docs/frontalization.md, "On a lent GPU"); the flags
-    # after -- are those of python -m pipelines.train_frontalization:
-    python3 -m pipelines.device_frontalization --out $OUT --minutes 8 -- \\
-        --data .device/cfp_train128_webp --width 24 --d-width 32 --batch-size 64 ...
+    # after -- are those of python -m pipelines.train_frontalization (--data is the archive's LMDB):
+    python3 -m pipelines.device_frontalization --data-archive .device/pose.tgz --out $OUT --minutes 8 -- \\
+        --width 24 --d-width 32 --batch-size 64 ...
     # here, from the files it sent back:
     python -m pipelines.device_frontalization --collect FILES_AT --checkpoint runs/tpgan_gpu/model.pt
 
-A call returns at most 8 files of 16 MiB each, and only what is in ``$OUT`` when it ends, so:
+A call carries at most 64 MiB (the repository's tracked files included). An LMDB keeps at
+least one 4 KiB page per face, so ``--pack`` sends it as a gzipped tar, which drops that
+padding (the 10,463 faces of ``pipelines.build_pose_corpus`` at WebP quality 75: 37 MiB as
+an LMDB, 28 MiB packed); it prints what the call would carry and fails when that is over
+the limit. A call returns at most 8 files of 16 MiB each, and only what is in ``$OUT`` when
+it ends, so:
 
+0. ``--data-archive`` is unpacked into ``--work`` (once: a later call on the same machine
+   reuses it) and its LMDB becomes the trainer's ``--data``;
 1. the wheels of a device bundle (``--wheels``, default ``.device/lightcnn/wheels``) are
    installed when ``lmdb`` or ``albumentations`` is missing;
 2. ``train_frontalization`` runs in ``--work`` (its training checkpoints hold G, D and their
@@ -27,13 +36,95 @@ A call returns at most 8 files of 16 MiB each, and only what is in ``$OUT`` when
 """
 import argparse
 import json
+import os
+import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from pipelines._cli import run_cli
+from pipelines.device_bundle import TRAVEL_LIMIT, download_wheels, tracked_bytes
 from pipelines.device_train import add_call_arguments, ensure_packages, join_parts, run_or_collect, train_and_return
+
+#: the name of the marker an unpacked archive's folder gets once its LMDB is complete
+UNPACKED = ".unpacked"
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def pack(args: argparse.Namespace) -> Dict[str, Any]:
+    """``--pack LMDB --archive PATH``: the LMDB folder as a gzipped tar (written atomically), the device's
+    wheels in ``--wheels`` when it holds none (unless ``--no-wheels``), and what a device call would carry:
+    the archive, the repository's tracked files and the wheels.
+
+    Raises:
+        FileNotFoundError: ``--pack`` is not an LMDB folder.
+        RuntimeError: the call would carry more than the device takes (the archive is kept).
+    """
+    lmdb_dir, archive = Path(args.pack), Path(args.archive)
+    if not (lmdb_dir / "data.mdb").is_file():
+        raise FileNotFoundError(f"--pack {lmdb_dir}: not an LMDB folder (no data.mdb); build one with "
+                                "python -m pipelines.build_pose_corpus")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(lmdb_dir, arcname=lmdb_dir.name)
+    os.replace(partial, archive)
+    wheels = Path(args.wheels)
+    if not args.no_wheels and not any(wheels.glob("*.whl")):
+        download_wheels(wheels)
+    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": _folder_bytes(Path(args.wheels))}
+    result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(_folder_bytes(lmdb_dir) / 2**20, 2),
+              **{f"{k}_mib": round(v / 2**20, 2) for k, v in sizes.items()},
+              "carry_mib": round(sum(sizes.values()) / 2**20, 2), "travel_limit_mib": TRAVEL_LIMIT >> 20}
+    if sum(sizes.values()) > TRAVEL_LIMIT:
+        raise RuntimeError(
+            f"the archive ({sizes['archive'] / 2**20:.1f} MiB), the wheels ({sizes['wheels'] / 2**20:.1f} MiB) and "
+            f"the repository's tracked files ({sizes['repo_tracked'] / 2**20:.1f} MiB) exceed the "
+            f"{TRAVEL_LIMIT >> 20} MiB a device call carries: rebuild the LMDB at a lower WebP quality "
+            "(build_pose_corpus --quality), or move the shipped weights the run does not need (the super-resolvers; "
+            "the frontalizer unless --finetune names it) out of lightface/weights for the call "
+            "(docs/frontalization.md, 'On a lent GPU')")
+    return result
+
+
+def unpack_archive(archive: Path, work: Path) -> Path:
+    """The LMDB folder of ``archive`` (from :func:`pack`), unpacked into ``work/data`` unless an earlier call
+    finished unpacking the same archive (name and size) there; returns its path.
+
+    Raises:
+        FileNotFoundError: no such archive.
+        ValueError: the archive holds no single LMDB folder.
+    """
+    if not archive.is_file():
+        raise FileNotFoundError(f"--data-archive {archive}: no such file (carry it; make it with --pack)")
+    dest, stamp = work / "data", {"archive": archive.name, "bytes": archive.stat().st_size}
+    marker = dest / UNPACKED
+    done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+    if {k: done.get(k) for k in stamp} != stamp:
+        shutil.rmtree(dest, ignore_errors=True)
+        with tarfile.open(archive, "r:gz") as tar:
+            tops = {Path(name).parts[0] for name in tar.getnames() if name not in ("", ".")}
+            if len(tops) != 1 or f"{next(iter(tops))}/data.mdb" not in tar.getnames():
+                raise ValueError(f"--data-archive {archive}: holds {sorted(tops)}, not one LMDB folder; make it with "
+                                 "python -m pipelines.device_frontalization --pack LMDB --archive PATH")
+            tar.extractall(dest, filter="data")
+        done = {**stamp, "lmdb": next(iter(tops))}
+        marker.write_text(json.dumps(done) + "\n", encoding="utf-8")
+    return dest / done["lmdb"]
+
+
+def _with_data(trainer_args: List[str], archive: Any, work: Path) -> List[str]:
+    """The trainer's flags, with ``--data`` the unpacked archive's LMDB when ``--data-archive`` is given."""
+    if archive is None:
+        return trainer_args
+    if any(a == "--data" or a.startswith("--data=") for a in trainer_args):
+        raise ValueError("give the data once: --data-archive (this command's) or --data (the trainer's), not both")
+    return [*trainer_args, "--data", str(unpack_archive(Path(archive), work))]
 
 
 def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
@@ -48,7 +139,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
 
     run_dir = work / "run"
     left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
-    trainer_args = [a for a in args.trainer_args if a != "--"]
+    trainer_args = _with_data([a for a in args.trainer_args if a != "--"], args.data_archive, work)
     argv = [*trainer_args, "--out", str(run_dir), "--overwrite", "--device", args.device,
             "--max-minutes", f"{max(left, 30) / 60:.4f}"]
     cfg = options_from_args(FrontalTrainConfig, parse_with_config(trainer_parser(), argv))
@@ -77,6 +168,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_call_arguments(p, "wheels and the run")
     p.add_argument("--wheels", default=".device/lightcnn/wheels",
                    help="wheels to install when lmdb / albumentations are missing (pipelines.device_bundle's)")
+    p.add_argument("--data-archive", default=None, metavar="TGZ",
+                   help="a pose LMDB packed by --pack: unpacked into --work and passed to the trainer as --data")
+    p.add_argument("--pack", default=None, metavar="LMDB",
+                   help="here, before the call: pack this pose LMDB into --archive and print what the call carries")
+    p.add_argument("--archive", default=".device/pose.tgz", help="with --pack: the archive to write")
+    p.add_argument("--no-wheels", action="store_true",
+                   help="with --pack: do not download the device's wheels into an empty --wheels")
     p.add_argument("trainer_args", nargs=argparse.REMAINDER,
                    help="after --: the flags of python -m pipelines.train_frontalization (--data, the recipe); "
                         "--out, --device and --max-minutes are set from this command's")
@@ -84,6 +182,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.pack:
+        result = pack(args)
+        print(json.dumps(result, indent=2))
+        return result
     return run_or_collect(args, train_on_device, collect)
 
 

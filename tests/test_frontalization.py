@@ -2,6 +2,7 @@
 import json
 import logging
 import shutil
+import tarfile
 
 import cv2
 import numpy as np
@@ -364,19 +365,43 @@ def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmd
 
 
 def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb, tmp_path):
-    """pipelines.device_frontalization as on a lent GPU (here on the CPU): training happens in --work,
-    --out gets float16 generator parts under a returned file's 16 MiB, the run's files and last sample
-    grid; --collect joins the parts into a checkpoint Frontalizer loads."""
+    """pipelines.device_frontalization as on a lent GPU (here on the CPU): --pack sends the pose LMDB as one
+    archive and says what the call carries; there, the archive is unpacked in --work and is the trainer's
+    --data, training happens in --work, --out gets float16 generator parts under a returned file's 16 MiB,
+    the run's files and last sample grid; --collect joins the parts into a checkpoint Frontalizer loads."""
     from lightface.models.checkpoint import read_model_checkpoint
     from pipelines import device_frontalization as dev
     from pipelines._cli import parse_with_config
+    from pipelines.device_bundle import tracked_bytes
     from pipelines.device_train import PART_BYTES
 
-    out, work = tmp_path / "OUT", tmp_path / "work"
+    archive, out, work = tmp_path / "call" / "pose.tgz", tmp_path / "OUT", tmp_path / "work"
+    packed = dev.main(parse_with_config(dev.get_args_parser(), [
+        "--pack", str(pose_lmdb), "--archive", str(archive), "--wheels", str(tmp_path / "no_wheels"), "--no-wheels"]))
+    assert archive.is_file() and packed["lmdb"] == pose_lmdb.name and packed["wheels_mib"] == 0
+    assert packed["carry_mib"] == round((archive.stat().st_size + tracked_bytes()) / 2**20, 2)
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "overridden", "--steps", "2")
+    argv = argv[2:]  # the archive brings the data
     result = dev.main(parse_with_config(dev.get_args_parser(), [
-        "--out", str(out), "--work", str(work), "--device", "cpu", "--minutes", "5", "--",
-        *_tiny_train_argv(pose_lmdb, tmp_path / "overridden", "--steps", "2")]))
+        "--data-archive", str(archive), "--out", str(out), "--work", str(work), "--device", "cpu", "--minutes", "5",
+        "--", *argv]))
     assert result["error"] is None and result["run"]["step"] == 2 and not (tmp_path / "overridden").exists()
+    config = (out / "config.yaml").read_text()
+    assert f"data: {work / 'data' / pose_lmdb.name}" in config
+    # a later call on the same machine reuses the unpacked LMDB
+    (work / "data" / pose_lmdb.name / "kept").write_text("x")
+    assert dev.unpack_archive(archive, work) == work / "data" / pose_lmdb.name
+    assert (work / "data" / pose_lmdb.name / "kept").is_file()
+    # the data comes once; an archive that holds no LMDB is refused
+    with pytest.raises(ValueError, match="not both"):
+        dev.main(parse_with_config(dev.get_args_parser(), [
+            "--data-archive", str(archive), "--out", str(out), "--work", str(work), "--device", "cpu", "--",
+            "--data", str(pose_lmdb), *argv]))
+    bad = tmp_path / "bad.tgz"
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(out / "config.yaml", arcname="config.yaml")
+    with pytest.raises(ValueError, match="not one LMDB folder"):
+        dev.unpack_archive(bad, tmp_path / "work_bad")
     names = {p.name for p in out.iterdir()}
     assert set(result["parts"]) | {"summary.json", "metrics.jsonl", "config.yaml", "samples_step_0000002.png"} <= names
     assert all((out / p).stat().st_size <= PART_BYTES + (64 << 10) for p in result["parts"])
