@@ -364,6 +364,25 @@ def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmd
         train_frontalization.main(train_frontalization.get_args_parser().parse_args(argv))
 
 
+def test_profile_pixel_steps_keep_the_pixel_target_of_profiles_first(pose_lmdb, tmp_path, caplog):
+    """--profile-pixel-steps N: profile pairs keep their pixel target for N steps, then --profile-pixel applies."""
+    from lightface.engine.engine import TrainingError
+    from lightface.engine.frontal_trainer import FrontalTrainConfig
+    from pipelines import train_frontalization
+
+    cfg = FrontalTrainConfig(data=str(pose_lmdb), profile_pixel=0.0, profile_pixel_steps=2)
+    assert [cfg.profile_pixel_at(step) for step in (1, 2, 3, 10)] == [1.0, 1.0, 0.0, 0.0]
+    assert FrontalTrainConfig(data=str(pose_lmdb), profile_pixel=0.3).profile_pixel_at(1) == 0.3
+    parser = train_frontalization.get_args_parser()
+    with caplog.at_level(logging.INFO, logger="lightface.engine.frontal_trainer"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(
+            pose_lmdb, tmp_path / "run", "--steps", "3", "--profile-pixel", "0", "--profile-pixel-steps", "2")))
+    assert "step 3: profile pairs now weigh 0 in the pixel terms" in caplog.text
+    with pytest.raises(TrainingError, match="--profile-pixel-steps must be >= 0"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(
+            pose_lmdb, tmp_path / "bad", "--steps", "1", "--profile-pixel-steps", "-1")))
+
+
 def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb, tmp_path):
     """pipelines.device_frontalization as on a lent GPU (here on the CPU): --pack sends the pose LMDB as one
     archive and says what the call carries; there, the archive is unpacked in --work and is the trainer's

@@ -142,6 +142,11 @@ class FrontalTrainConfig(GANRunConfig):
                                        "photo of the person (self pairs keep 1); 0 is FNM's recipe (Qian et al. 2019): "
                                        "no pixel target for profiles, the identity, adversarial and symmetry terms "
                                        "frontalize them; ignored with --cycle")
+    profile_pixel_steps: int = option(0, group=_LOSS,
+                                      help="profile pairs keep their pixel target (weight 1) for the first N generator "
+                                           "steps, then --profile-pixel applies: one run first learns to draw a "
+                                           "frontal face, then follows FNM's recipe (from scratch, --profile-pixel 0 "
+                                           "alone learns to pass profiles through: docs/frontalization.md, session 32)")
     profiles_as_fake: bool = option(False, group=_LOSS,
                                     help="show the discriminator the real profile inputs as fakes beside the "
                                          "synthesised faces, so it learns the frontal pose from real photos and a "
@@ -199,11 +204,18 @@ class FrontalTrainConfig(GANRunConfig):
                             "training (not --cycle)")
         if not self.profile_pixel >= 0:
             problems.append(f"--profile-pixel must be >= 0, got {self.profile_pixel}")
+        if self.profile_pixel_steps < 0:
+            problems.append(f"--profile-pixel-steps must be >= 0, got {self.profile_pixel_steps}")
         if not self.self_pairs >= 0:
             problems.append(f"--self-pairs must be >= 0, got {self.self_pairs}")
         if self.train_identities is not None and self.train_identities <= 0:
             problems.append(f"--train-identities must be > 0, got {self.train_identities}")
         return problems
+
+    def profile_pixel_at(self, step: int) -> float:
+        """The pixel weight of profile pairs at generator step ``step`` (1-based): 1 for the first
+        ``profile_pixel_steps`` steps, ``profile_pixel`` after them."""
+        return 1.0 if step <= self.profile_pixel_steps else self.profile_pixel
 
 
 def condition_network_name(identity_weights: Optional[str]) -> str:
@@ -544,7 +556,11 @@ class FrontalizationTask(GANTask):
             if self.num_classes or cfg.lambda_ip_rank > 0:  # classifier outputs and identity-bank rows
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
             own = torch.as_tensor(batch["self_pair"], device=x.device)
-            pixel_weight = torch.where(own, 1.0, cfg.profile_pixel).to(x.dtype) if cfg.profile_pixel != 1.0 else None
+            profile_pixel = cfg.profile_pixel_at(step)
+            if step == cfg.profile_pixel_steps + 1 and profile_pixel != 1.0:
+                log.info("step %d: profile pairs now weigh %g in the pixel terms (--profile-pixel after "
+                         "--profile-pixel-steps %d)", step, profile_pixel, cfg.profile_pixel_steps)
+            pixel_weight = torch.where(own, 1.0, profile_pixel).to(x.dtype) if profile_pixel != 1.0 else None
             g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x,
                                            pixel_weight=pixel_weight)
             fake = o["img128"]
