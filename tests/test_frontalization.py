@@ -65,7 +65,7 @@ def test_yaw_offset_of_template_and_profile_points():
 
 def test_pose_check_tells_real_profiles_from_frontals_and_catches_a_pass_through(shared_data, shared_models, tmp_path):
     """det_500m's landmarks on aligned CFP crops put every frontal under FRONTAL_OFFSET and every profile over
-    it; the validation's pose check then shows a generator that passes profiles through for what it is."""
+    it (the shipped YuNet's nearly every frontal); the validation's pose check then shows a generator that passes profiles through for what it is."""
     from lightface.data.align import align_face
     from lightface.engine.frontal_trainer import evaluate_frontalization
     from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector, pose_report
@@ -81,12 +81,17 @@ def test_pose_check_tells_real_profiles_from_frontals_and_catches_a_pass_through
                 crop, M = align_face(img, lm, template="lightcnn", size=128)
                 samples.append({"image": crop, "label": label, "landmarks": (lm @ M[:, :2].T + M[:, 2]).astype(np.float32),
                                 "attributes": {"pose": pose}})
-    detector = load_pose_detector(shared_models / "det_500m.onnx")
-    for pose in ("frontal", "profile"):
-        faces[pose] = pose_report(torch.stack([image_to_tensor(r["image"]) for r in samples
-                                               if r["attributes"]["pose"] == pose]), detector)
-    assert faces["frontal"]["frontal_share"] == 1.0 and faces["frontal"]["mean_abs_offset"] < FRONTAL_OFFSET / 2
-    assert faces["profile"]["frontal_share"] == 0.0 and faces["profile"]["mean_abs_offset"] > 2 * FRONTAL_OFFSET
+    # det_500m; and the shipped YuNet (it travels to a lent GPU, ../shared does not): 5 of these 6 frontals
+    # (34 of 35 held-out CFP gallery photos), no profile
+    for spec, frontal_share, profile_offset in (("yunet", 5 / 6, 1.5 * FRONTAL_OFFSET),
+                                                (shared_models / "det_500m.onnx", 1.0, 2 * FRONTAL_OFFSET)):
+        detector = load_pose_detector(spec)
+        for pose in ("frontal", "profile"):
+            faces[pose] = pose_report(torch.stack([image_to_tensor(r["image"]) for r in samples
+                                                   if r["attributes"]["pose"] == pose]), detector)
+        assert faces["frontal"]["frontal_share"] >= frontal_share - 1e-9
+        assert faces["frontal"]["mean_abs_offset"] < FRONTAL_OFFSET / 2
+        assert faces["profile"]["frontal_share"] == 0.0 and faces["profile"]["mean_abs_offset"] > profile_offset
     write_lmdb(tmp_path / "cfp.lmdb", samples, ["451", "460", "470"])
     ds = PosePairDataset(tmp_path / "cfp.lmdb", mirror="left", fixed_target=True)
     judge = get_model("lightcnn9", num_classes=0).eval()

@@ -144,9 +144,9 @@ class FrontalTrainConfig(GANRunConfig):
                                        "frontalize them; ignored with --cycle")
     profile_pixel_steps: int = option(0, group=_LOSS,
                                       help="profile pairs keep their pixel target (weight 1) for the first N generator "
-                                           "steps, then --profile-pixel applies: one run first learns to draw a "
-                                           "frontal face, then follows FNM's recipe (from scratch, --profile-pixel 0 "
-                                           "alone learns to pass profiles through: docs/frontalization.md, session 32)")
+                                           "steps, then --profile-pixel applies: the shipped frontalizers' two stages "
+                                           "(pixel-trained rc1, then FNM's recipe) in one run, as a time-limited GPU "
+                                           "call needs")
     profiles_as_fake: bool = option(False, group=_LOSS,
                                     help="show the discriminator the real profile inputs as fakes beside the "
                                          "synthesised faces, so it learns the frontal pose from real photos and a "
@@ -171,7 +171,8 @@ class FrontalTrainConfig(GANRunConfig):
                                  "between fit_rank1_frontal and val_rank1_frontal is overfitting)")
     num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
     pose_detector: Optional[str] = option(None, group=_LOG,
-                                          help="5-point face detector (e.g. det_500m.onnx) for the validation's pose "
+                                          help="5-point face detector (e.g. det_500m.onnx; 'yunet': the one shipped "
+                                               "inside lightface) for the validation's pose "
                                                "check, val_yaw_* and val_frontal_share_* (does the output look "
                                                "frontal?); unset: skipped")
 
