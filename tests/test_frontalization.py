@@ -3,6 +3,7 @@ import json
 import logging
 import shutil
 import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -386,6 +387,22 @@ def test_profile_pixel_steps_keep_the_pixel_target_of_profiles_first(pose_lmdb, 
     with pytest.raises(TrainingError, match="--profile-pixel-steps must be >= 0"):
         train_frontalization.main(parser.parse_args(_tiny_train_argv(
             pose_lmdb, tmp_path / "bad", "--steps", "1", "--profile-pixel-steps", "-1")))
+
+
+def test_workers_start_with_the_shipped_pose_detector_loaded(pose_lmdb, tmp_path):
+    """DataLoader workers forked after the YuNet pose check is loaded start and run OpenCV single-threaded
+    (a worker that set OpenCV's thread count itself waited forever under OMP_NUM_THREADS=1)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "2", "--pose-detector", "yunet")
+    argv[argv.index("--workers") + 1] = "1"
+    done = subprocess.run([sys.executable, "-m", "pipelines.train_frontalization", *argv], env=env, timeout=180,
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "model.pt").is_file()
 
 
 def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb, tmp_path):

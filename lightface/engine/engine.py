@@ -260,16 +260,22 @@ _SCHEDULE_POSITION = frozenset({"last_epoch", "_step_count", "_last_lr", "base_l
                                 "_is_initial"})
 
 
+def _single_threaded_opencv() -> None:
+    """OpenCV single-threaded in this process and the DataLoader workers it forks next (many workers each
+    starting a thread per core would oversubscribe the processor). Set before the fork, never in a worker:
+    OpenCV's thread pool is not fork-safe, and ``cv2.setNumThreads`` in a forked worker can wait forever
+    (seen with the YuNet pose check loaded and ``OMP_NUM_THREADS=1``)."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+
+
 def _seed_worker(worker_id: int) -> None:
     """DataLoader workers: NumPy and ``random`` seeded from the worker's torch seed (itself from the loader's
-    generator); the stop signals are left to the main process; OpenCV runs single-threaded (many workers
-    each starting a thread per core would oversubscribe the processor)."""
+    generator); the stop signals are left to the main process."""
     import random
 
     ignore_in_worker()
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -508,6 +514,8 @@ class Engine:
             self._train_set.set_epoch(epoch)
         # worker seeds come from this generator (never from the global RNG, which resume restores)
         g = torch.Generator().manual_seed((self.cfg.seed * 100003 + epoch) * 1009 + self.dist.rank)
+        if self.cfg.workers > 0:
+            _single_threaded_opencv()
         return DataLoader(self._train_set, batch_size=self.local_batch, sampler=self.sampler,
                           num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda", generator=g,
                           drop_last=self.drop_last, worker_init_fn=_seed_worker, persistent_workers=False)
