@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..utils.opencv_threads import single_threaded_opencv
 from .align import TEMPLATES, align_face, template_base_size, template_points, transform_points
 from .detect import main_face
 from .io import ImageReadError, decode_image, read_file_bytes, to_gray
@@ -180,7 +181,7 @@ def _init_worker(options: BuildOptions, rec_path: Optional[str], device: str = "
     _WORKER["options"] = options
     _WORKER["rec_path"] = rec_path
     _WORKER["device"] = device
-    cv2.setNumThreads(1)
+    single_threaded_opencv()  # a no-op in a forked worker: the parent set it before the fork
 
 
 def _detector():
@@ -626,6 +627,7 @@ def build_lmdb(
             # fork starts workers in milliseconds (spawn re-imports the caller's main module);
             # the parent holds no detector session or open read transaction that they could inherit
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            single_threaded_opencv()
             pool = ctx.Pool(int(workers), initializer=_init_worker, initargs=(opts, plan.rec_path, device))
             results = pool.imap(_work, todo, chunksize=max(1, min(16, len(todo) // (4 * workers) or 1)))
         else:

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..models.checkpoint import save_model_checkpoint
+from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .config import config_to_dict, option, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
@@ -258,16 +259,6 @@ class _Net:
 #: a scheduler's state that is its position in the run; the rest of its state is its settings
 _SCHEDULE_POSITION = frozenset({"last_epoch", "_step_count", "_last_lr", "base_lrs", "_get_lr_called_within_step",
                                 "_is_initial"})
-
-
-def _single_threaded_opencv() -> None:
-    """OpenCV single-threaded in this process and the DataLoader workers it forks next (many workers each
-    starting a thread per core would oversubscribe the processor). Set before the fork, never in a worker:
-    OpenCV's thread pool is not fork-safe, and ``cv2.setNumThreads`` in a forked worker can wait forever
-    (seen with the YuNet pose check loaded and ``OMP_NUM_THREADS=1``)."""
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None and cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -515,7 +506,7 @@ class Engine:
         # worker seeds come from this generator (never from the global RNG, which resume restores)
         g = torch.Generator().manual_seed((self.cfg.seed * 100003 + epoch) * 1009 + self.dist.rank)
         if self.cfg.workers > 0:
-            _single_threaded_opencv()
+            single_threaded_opencv()  # before the fork: see lightface.utils.opencv_threads
         return DataLoader(self._train_set, batch_size=self.local_batch, sampler=self.sampler,
                           num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda", generator=g,
                           drop_last=self.drop_last, worker_init_fn=_seed_worker, persistent_workers=False)
