@@ -77,7 +77,7 @@ def pack(args: argparse.Namespace) -> Dict[str, Any]:
     wheels = Path(args.wheels)
     if not args.no_wheels and not any(wheels.glob("*.whl")):
         download_wheels(wheels)
-    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": _folder_bytes(Path(args.wheels))}
+    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": _folder_bytes(wheels)}
     result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(_folder_bytes(lmdb_dir) / 2**20, 2),
               **{f"{k}_mib": round(v / 2**20, 2) for k, v in sizes.items()},
               "carry_mib": round(sum(sizes.values()) / 2**20, 2), "travel_limit_mib": TRAVEL_LIMIT >> 20}
