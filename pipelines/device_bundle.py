@@ -42,6 +42,11 @@ def tracked_bytes(repo: Path = ROOT) -> int:
     return sum((repo / n).stat().st_size for n in names.decode().split("\0") if n and (repo / n).is_file())
 
 
+def folder_bytes(path: Path) -> int:
+    """Size of the files under the folder ``path`` (0 when there is no such folder)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 def download_wheels(out: Path) -> List[str]:
     """``pip download`` the :data:`DEVICE_WHEELS` at this environment's versions for the device."""
     pins = [f"{name}=={metadata.version(name)}" for name in DEVICE_WHEELS]
@@ -93,7 +98,7 @@ def main(args: argparse.Namespace) -> Dict:
     manifest = {"sources": sources, "teacher": teacher, "image": {"size": args.size, "color": "gray",
                 "encoding": "webp", "quality": args.quality}, "wheels": wheels, "python": DEVICE_PYTHON}
     (out / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    bundle = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    bundle = folder_bytes(out)
     repo = tracked_bytes()
     print(json.dumps({"bundle": str(out), "bundle_mib": round(bundle / 2**20, 2), "repo_tracked_mib":
                       round(repo / 2**20, 2), "travel_limit_mib": TRAVEL_LIMIT >> 20, "sources": sources}, indent=2))

@@ -45,15 +45,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from pipelines._cli import run_cli
-from pipelines.device_bundle import TRAVEL_LIMIT, download_wheels, tracked_bytes
+from pipelines.device_bundle import TRAVEL_LIMIT, download_wheels, folder_bytes, tracked_bytes
 from pipelines.device_train import add_call_arguments, ensure_packages, join_parts, run_or_collect, train_and_return
 
 #: the name of the marker an unpacked archive's folder gets once its LMDB is complete
 UNPACKED = ".unpacked"
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
 def pack(args: argparse.Namespace) -> Dict[str, Any]:
@@ -77,8 +73,8 @@ def pack(args: argparse.Namespace) -> Dict[str, Any]:
     wheels = Path(args.wheels)
     if not args.no_wheels and not any(wheels.glob("*.whl")):
         download_wheels(wheels)
-    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": _folder_bytes(wheels)}
-    result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(_folder_bytes(lmdb_dir) / 2**20, 2),
+    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": folder_bytes(wheels)}
+    result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(folder_bytes(lmdb_dir) / 2**20, 2),
               **{f"{k}_mib": round(v / 2**20, 2) for k, v in sizes.items()},
               "carry_mib": round(sum(sizes.values()) / 2**20, 2), "travel_limit_mib": TRAVEL_LIMIT >> 20}
     if sum(sizes.values()) > TRAVEL_LIMIT:

@@ -36,9 +36,9 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
+from ..utils.atomic_write import write_text_atomic
 from .align import align_face
 from .corpus import _read_table, heldout_people
-from ..utils.atomic_write import write_text_atomic
 from .io import read_image
 from .pose_pairs import cfp_landmarks, yaw_offset
 from .sources import read_landmarks_file

@@ -41,7 +41,6 @@ import dataclasses
 import logging
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union

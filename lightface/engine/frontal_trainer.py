@@ -558,7 +558,7 @@ class FrontalizationTask(GANTask):
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
             own = torch.as_tensor(batch["self_pair"], device=x.device)
             profile_pixel = cfg.profile_pixel_at(step)
-            if step == cfg.profile_pixel_steps + 1 and profile_pixel != 1.0:
+            if cfg.profile_pixel_steps and step == cfg.profile_pixel_steps + 1 and profile_pixel != 1.0:
                 log.info("step %d: profile pairs now weigh %g in the pixel terms (--profile-pixel after "
                          "--profile-pixel-steps %d)", step, profile_pixel, cfg.profile_pixel_steps)
             pixel_weight = torch.where(own, 1.0, profile_pixel).to(x.dtype) if profile_pixel != 1.0 else None
