@@ -414,6 +414,60 @@ def test_transforms():
         train_transform(blur=2)
 
 
+def test_side_light_darkens_one_side_of_the_face_and_keeps_the_other():
+    """SideLight (--augment hard): one half of a flat face falls to a fraction of its brightness, the other stays
+    lit; both sides occur, gray and colour images keep their shape, and a seed repeats the light."""
+    from lightface.data.transforms import ReseedingCompose, SideLight
+
+    flat = np.full((128, 128, 3), 160, np.uint8)
+    ratios = []
+    for seed in range(24):
+        out = ReseedingCompose([SideLight()], seed=seed)(image=flat)["image"]
+        assert out.shape == flat.shape and out.dtype == np.uint8
+        cheeks = out[40:90].astype(float)  # rows through the eyes and nose
+        left, right = cheeks[:, 20:50].mean(), cheeks[:, 78:108].mean()
+        dark, lit = min(left, right), max(left, right)
+        assert dark < 0.6 * lit and lit > 0.6 * 160, (seed, left, right)
+        ratios.append(left < right)
+    assert 4 < sum(ratios) < 20  # light from both sides
+    gray = ReseedingCompose([SideLight()], seed=1)(image=flat[..., 0])["image"]
+    assert gray.shape == (128, 128)
+    again = ReseedingCompose([SideLight()], seed=1)(image=flat[..., 0])["image"]
+    np.testing.assert_array_equal(gray, again)
+
+
+def test_hard_augmentation_lights_or_covers_each_face_it_picks():
+    """strong_train_transform(hard=1.0) (HARD_SHARE of the faces under --augment hard): every face meets a
+    hard side light or a large flat occluder after the strong pipeline, and hard=0 leaves the strong pipeline."""
+    import albumentations as A
+
+    from lightface.data.recognition import HARD_SHARE, lightcnn_transforms
+    from lightface.data.transforms import ReseedingCompose, _hard_capture_steps, strong_train_transform
+
+    assert 0 < HARD_SHARE < 1
+    flat = np.full((128, 128, 3), 150, np.uint8)
+    kinds = set()
+    for seed in range(30):
+        out = ReseedingCompose(_hard_capture_steps(128, 1.0), seed=seed)(image=flat)["image"]
+        changed = (out != flat).any(axis=2)
+        assert changed.mean() > 0.15, seed
+        rows, cols = changed.all(axis=1).sum(), changed.all(axis=0).sum()
+        kinds.add("band" if rows >= 0.18 * 128 and cols < 128 else "column" if cols >= 0.35 * 128 and rows < 128
+                  else "light")
+    assert kinds == {"band", "column", "light"}
+
+    def names(pipe):
+        return {type(t).__name__ for t in pipe.transforms} | {type(t).__name__ for t in pipe.transforms
+                                                            if isinstance(t, A.OneOf) for t in t.transforms}
+
+    assert "SideLight" not in names(strong_train_transform()) and "SideLight" in names(strong_train_transform(hard=0.4))
+    train, _ = lightcnn_transforms(augment="hard")
+    out = train(image=np.full((144, 144, 3), 150, np.uint8))["image"]
+    assert out.shape == (1, 128, 128) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="probability"):
+        strong_train_transform(hard=1.5)
+
+
 class _OneImage(torch.utils.data.Dataset):
     """The same image eight times through a pipeline: what differs is the augmentation alone."""
 

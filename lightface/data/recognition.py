@@ -22,7 +22,9 @@ from .multi_source import MultiSourceDataset
 __all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
            "open_training_lmdbs"]
 
-AUGMENTS = ("basic", "strong")
+AUGMENTS = ("basic", "strong", "hard")
+#: the share of faces ``augment="hard"`` puts under a hard side light or a large occluder
+HARD_SHARE = 0.4
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -105,8 +107,10 @@ def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, a
     """``(train, eval)`` albumentations pipelines: resize to ``resize`` (a no-op for stored
     crops of that size), then :mod:`lightface.data.transforms`: ``augment="basic"`` is the
     original recipe (random ``crop``, horizontal flip), ``"strong"`` adds geometry, colour,
-    lighting, blur, JPEG and occlusion (:func:`~lightface.data.transforms.strong_train_transform`);
-    evaluation takes the centre crop. BGR colour samples become gray (ITU-R 601 luma).
+    lighting, blur, JPEG and occlusion (:func:`~lightface.data.transforms.strong_train_transform`),
+    ``"hard"`` is ``"strong"`` with :data:`HARD_SHARE` of the faces also under a hard side light
+    or a large occluder (sunglasses, scarf or hand sized); evaluation takes the centre crop.
+    BGR colour samples become gray (ITU-R 601 luma).
     Outputs are float32 (1, crop, crop) tensors in [0, 1]."""
     import albumentations as A
     import cv2
@@ -120,8 +124,9 @@ def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, a
         return T.ReseedingCompose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
 
     flip_p = 0.5 if flip else 0.0
-    if augment == "strong":
-        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p))
+    if augment in ("strong", "hard"):
+        hard = HARD_SHARE if augment == "hard" else 0.0
+        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p, hard=hard))
     else:
         train = pipeline(T.BGRToGray(), T.train_transform(size=crop, flip=flip_p))
     return train, pipeline(T.BGRToGray(), T.eval_transform(size=crop))

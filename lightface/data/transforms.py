@@ -25,7 +25,7 @@ import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 __all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB",
-           "BGRToGray", "GrayToBGR", "ReseedingCompose"]
+           "BGRToGray", "GrayToBGR", "SideLight", "ReseedingCompose"]
 
 
 class ReseedingCompose(A.Compose):
@@ -97,6 +97,49 @@ class GrayToBGR(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, **params) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 or img.shape[-1] == 1 else img
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+class SideLight(A.ImageOnlyTransform):
+    """A hard light from one side, shaded on a face-sized ellipsoid (Lambertian, no cast shadows).
+
+    The face is an ellipsoid centred at (W/2, 0.45 H) with semi-axes of about 0.45 W and 0.6 H;
+    its normals outside the ellipse are those of its rim. The light comes from an azimuth of
+    40-90 degrees to the left or right of the camera axis and an elevation of -20 to 30
+    degrees; a pixel's gain is ``ambient + (lit - ambient) * max(0, n . l) / e`` (at most ``lit``)
+    with ambient 0.05-0.3 (the shadowed side), lit 1.0-1.3 and ``e`` the 90th percentile of
+    ``max(0, n . l)`` on the face (the camera's exposure for the lit side), so the terminator
+    falls where the surface turns away from the light. Uint8 gray (H, W) or colour (H, W, C)
+    in and out.
+    """
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def get_params(self):
+        r = self.py_random
+        return {"azimuth": np.radians(r.uniform(40, 90)) * r.choice((-1, 1)),
+                "elevation": np.radians(r.uniform(-20, 30)), "ambient": r.uniform(0.05, 0.3),
+                "lit": r.uniform(1.0, 1.3), "size": r.uniform(0.9, 1.1)}
+
+    def apply(self, img: np.ndarray, azimuth: float = 0.0, elevation: float = 0.0, ambient: float = 0.2,
+              lit: float = 1.0, size: float = 1.0, **params) -> np.ndarray:
+        h, w = img.shape[:2]
+        u = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2) / (0.45 * w * size))[None, :]
+        v = ((np.arange(h, dtype=np.float32) + 0.5 - 0.45 * h) / (0.6 * h * size))[:, None]
+        r = np.sqrt(u * u + v * v)
+        scale = np.where(r > 0.999, 0.999 / np.maximum(r, 1e-6), 1.0)  # the rim's normal outside the ellipse
+        nx, ny = u * scale, v * scale
+        nz = np.sqrt(np.clip(1.0 - nx * nx - ny * ny, 0.0, 1.0))
+        light = (np.sin(azimuth) * np.cos(elevation), -np.sin(elevation), np.cos(azimuth) * np.cos(elevation))
+        shade = np.clip(nx * light[0] + ny * light[1] + nz * light[2], 0.0, 1.0)
+        exposure = max(float(np.quantile(shade[r < 1.0], 0.9)), 0.05)  # the camera exposes for the lit side
+        shade = np.clip(shade / exposure, 0.0, 1.0)
+        gain = ambient + (lit - ambient) * shade
+        out = img.astype(np.float32) * (gain[..., None] if img.ndim == 3 else gain)
+        return np.clip(out, 0, 255).astype(np.uint8)
 
     def get_transform_init_args_names(self):
         return ()
@@ -192,13 +235,29 @@ def frontal_input_transform() -> A.Compose:
     ])
 
 
-def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True, to_tensor: bool = True) -> A.Compose:
+def _hard_capture_steps(size: int, p: float) -> List[A.BasicTransform]:
+    """Hard capture conditions, one of them with probability ``p``: a hard side light
+    (:class:`SideLight`) or a large occluder of one random flat colour (a band across the
+    whole face, as sunglasses, a scarf or a mask make, or a column over 35-50% of its width,
+    as a hand does). On a uint8 BGR (size, size, 3) crop."""
+    # (1, 1): a plain 1 means "0 or 1" masks to XYMasking
+    band = A.XYMasking(num_masks_y=(1, 1), mask_y_length=(int(0.18 * size), int(0.35 * size)), fill="random_uniform",
+                       p=1.0)
+    column = A.XYMasking(num_masks_x=(1, 1), mask_x_length=(int(0.35 * size), int(0.5 * size)), fill="random_uniform",
+                         p=1.0)
+    return [A.OneOf([SideLight(), A.OneOf([band, column], p=1.0)], p=_check_prob("hard", p))]
+
+
+def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True, to_tensor: bool = True,
+                           hard: float = 0.0) -> A.Compose:
     """The augmentation small, noisy face sets need (used by ``train_lightcnn --augment strong``).
 
     On a 144 ``lightcnn_train`` crop (uint8 BGR or gray): a small random similarity
     (scale 0.9-1.1, shift 4%, rotation 10 degrees), a random ``size`` crop, flip; colour
     and lighting (brightness/contrast, gamma or CLAHE; hue/saturation; directional side
-    lighting or a cast shadow); blur, down-scaling, noise or JPEG; and an occluding rectangle. Colour
+    lighting or a cast shadow); blur, down-scaling, noise or JPEG; and an occluding rectangle. With
+    ``hard`` > 0, that share of the faces also meets a hard side light or a large occluder
+    (``train_lightcnn --augment hard``; see :func:`_hard_capture_steps`). Colour
     changes act before the final BGR -> gray conversion (``gray=True``), so they reach the
     Light CNN as the luma changes a real camera produces.
 
@@ -217,6 +276,8 @@ def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True
         A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.15, 0.35), hole_width_range=(0.15, 0.35),
                         fill="random_uniform", p=0.3),
     ]
+    if hard:
+        steps += _hard_capture_steps(size, hard)
     if gray:
         steps.append(BGRToGray())
     return ReseedingCompose(steps + _tail(to_tensor, False))
