@@ -94,7 +94,7 @@ def unpack(bundle: Path, manifest: Dict[str, Any], work: Path, workers: int) -> 
 
 def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]:
     """The TrainConfig fields shared by the probe and the run."""
-    return dict(data=data, arch=args.arch, init="kaiming", augment="strong", batch_size=args.batch_size, lr=args.lr,
+    return dict(data=data, arch=args.arch, init="kaiming", augment=args.augment, batch_size=args.batch_size, lr=args.lr,
                 lr_gamma=args.lr_gamma, clip_grad=5.0, amp=args.amp, device=args.device, workers=args.workers,
                 distill=teacher, distill_weight=10.0 if teacher else 1.0,
                 distill_relation=args.distill_relation if teacher else 0.0,
@@ -296,6 +296,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
     p.add_argument("--distill-relation", type=float, default=30.0, help="similarity-preserving distillation weight")
     p.add_argument("--samples-per-identity", type=int, default=4, help="photos of one person in a row (0: shuffle)")
+    p.add_argument("--augment", default="strong",
+                   help="train_lightcnn's --augment: basic, strong or hard (strong, and 40%% of the faces also under a "
+                        "hard side light or a large occluder); the trainer checks the name")
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"), help="mixed precision")
     p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                    help="data-loading processes")
