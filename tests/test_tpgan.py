@@ -312,5 +312,10 @@ def test_conditioned_generator_starts_from_an_unconditioned_one():
         cond(x, condition=torch.zeros(2, 128))
     with pytest.raises(ValueError, match="--identity-condition"):
         plain.adapt_finetune_state(cond.state_dict(), {"condition_network": "some_recogniser"})
+    # a generator conditioned on one recogniser does not silently start reading another one's features
+    assert set(cond.adapt_finetune_state(cond.state_dict(), {"condition_network": "some_recogniser"})) \
+        == set(cond.state_dict())
+    with pytest.raises(ValueError, match="pass --identity-weights other_recogniser"):
+        cond.adapt_finetune_state(cond.state_dict(), {"condition_network": "other_recogniser"})
     with pytest.raises(ValueError, match="without condition_network"):
         plain.set_condition_network(judge)

@@ -331,12 +331,16 @@ class TPGANGenerator(nn.Module):
         fine-tuning starts from exactly the saved model.
 
         Raises:
-            ValueError: the saved generator is conditioned and this one is not.
+            ValueError: the saved generator is conditioned and this one is not, or on another network
+                (e.g. the shipped tpgan_w16_cfp_rc4 reads lightcnn29v2_3src_rc13, no longer the default).
         """
         saved = saved_kwargs.get("condition_network")
         if saved is not None and self.condition_network is None:
             raise ValueError(f"the saved generator is conditioned on {saved}; build this one with "
                              "condition_network (train_frontalization --identity-condition)")
+        if saved is not None and saved != self.condition_network:  # its FiLM layers read that network's features
+            raise ValueError(f"the saved generator is conditioned on {saved}, not {self.condition_network}; "
+                             f"pass --identity-weights {saved} to keep its condition")
         state = dict(state)
         if saved is None and self.condition_network is not None:
             w = state["fc_dec.weight"]
