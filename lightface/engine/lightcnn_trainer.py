@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from ..data.recognition import (
     AUGMENTS,
+    HARD_SHARE,
     SampleTransformDataset,
     data_paths,
     lightcnn_transforms,
@@ -103,8 +104,9 @@ class TrainConfig(RunConfig):
     flip: bool = option(True, group=_DATA, help="random horizontal flip (--no-flip turns it off)")
     augment: str = option("basic", choices=AUGMENTS, group=_DATA,
                           help="basic: the original random crop + flip; strong: + geometry, colour, side lighting, "
-                               "blur, JPEG, occlusion (small data sets); hard: strong, and 40% of the faces "
-                               "also under a hard side light or a large occluder (sunglasses, scarf or hand sized)")
+                               f"blur, JPEG, occlusion (small data sets); hard: strong, and {HARD_SHARE:.0%} of the "
+                               "faces also under a hard side light or a large occluder (sunglasses, scarf or hand "
+                               "sized)")
     workers: int = option(4, group=_DATA, help="DataLoader worker processes per training process")
     # optimisation (original recipe)
     epochs: int = option(80, group=_OPT, help="number of epochs")
