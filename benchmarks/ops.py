@@ -28,7 +28,7 @@ a core). Threads: the count torch uses and the count the extension's
 import argparse
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import torch
 

@@ -297,8 +297,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-relation", type=float, default=30.0, help="similarity-preserving distillation weight")
     p.add_argument("--samples-per-identity", type=int, default=4, help="photos of one person in a row (0: shuffle)")
     p.add_argument("--augment", default="strong",
-                   help="train_lightcnn's --augment: basic, strong or hard (strong, and 40%% of the faces also under a "
-                        "hard side light or a large occluder); the trainer checks the name")
+                   help="train_lightcnn's --augment: basic, strong, hard (strong, and 40%% of the faces also under a "
+                        "hard side light or a large occluder) or hard_face (hard, and 30%% of the faces also wear "
+                        "glasses or a face mask or are covered by a hand); the trainer checks the name")
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"), help="mixed precision")
     p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                    help="data-loading processes")

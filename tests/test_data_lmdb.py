@@ -13,7 +13,6 @@ import torch
 
 from kill_build_helper import kill_build_after  # tests/kill_build_helper.py
 from lightface.data import LMDBDataset, build_lmdb, verify_lmdb, write_lmdb
-from lightface.data.align import template_points
 from lightface.data.build import REPORT_NAME, partial_path
 from lightface.data.lmdb_format import (
     FORMAT_VERSION,
@@ -466,6 +465,57 @@ def test_hard_augmentation_lights_or_covers_each_face_it_picks():
     assert out.shape == (1, 128, 128) and out.dtype == torch.float32
     with pytest.raises(ValueError, match="probability"):
         strong_train_transform(hard=1.5)
+
+
+def test_face_occluders_sit_where_glasses_masks_and_hands_do():
+    """FaceOccluder (--augment hard_face) on a 144 lightcnn_train crop (eyes at y=48, x=51 and 93; mouth at
+    (72, 96)): glasses cover both eyes and not the mouth, a mask covers mouth and chin and not the eyes, a hand
+    one side and not the other; all three occur, gray stays gray, and a seed repeats the drawing."""
+    from lightface.data.transforms import FaceOccluder, ReseedingCompose
+
+    flat = np.full((144, 144, 3), 150, np.uint8)
+    occluder = FaceOccluder()
+
+    def covered(out, x, y):  # the pixel differs from the face underneath
+        return bool((out[y, x] != flat[y, x]).any())
+
+    for seed in range(12):
+        glasses = occluder.apply(flat, kind="glasses", seed=seed)
+        assert covered(glasses, 51, 48) and covered(glasses, 93, 48) and not covered(glasses, 72, 96), seed
+        mask = occluder.apply(flat, kind="mask", seed=seed)
+        assert covered(mask, 72, 96) and covered(mask, 72, 125) and not covered(mask, 51, 48), seed
+        hand = occluder.apply(flat, kind="hand", seed=seed)
+        left, right = covered(hand, 20, 72), covered(hand, 124, 72)
+        assert left != right and covered(hand, 72 - 40 if left else 72 + 40, 72), seed
+    kinds = set()
+    for seed in range(30):
+        out = ReseedingCompose([FaceOccluder()], seed=seed)(image=flat)["image"]
+        kinds.add("glasses" if covered(out, 51, 48) and not covered(out, 72, 96) else
+                  "mask" if covered(out, 72, 96) and not covered(out, 51, 48) else "hand")
+    assert kinds == {"glasses", "mask", "hand"}
+    gray = ReseedingCompose([FaceOccluder()], seed=3)(image=flat[..., 0])["image"]
+    assert gray.shape == (144, 144) and gray.dtype == np.uint8 and (gray != 150).any()
+    np.testing.assert_array_equal(gray, ReseedingCompose([FaceOccluder()], seed=3)(image=flat[..., 0])["image"])
+
+
+def test_hard_face_augmentation_draws_occluders_before_the_geometry():
+    """--augment hard_face is hard plus FaceOccluder on WORN_SHARE of the faces, before the affine step (so the
+    occluder moves with the face); strong and hard keep their pipelines (and random streams) unchanged."""
+    from lightface.data.recognition import WORN_SHARE, lightcnn_transforms
+    from lightface.data.transforms import strong_train_transform
+
+    def names(pipe):
+        return [type(t).__name__ for t in pipe.transforms]
+
+    assert 0 < WORN_SHARE < 1
+    assert "FaceOccluder" not in names(strong_train_transform(hard=0.4))
+    steps = names(strong_train_transform(hard=0.4, worn=0.3))
+    assert steps.index("FaceOccluder") < steps.index("Affine")
+    train, _ = lightcnn_transforms(augment="hard_face")
+    out = train(image=np.full((144, 144, 3), 150, np.uint8))["image"]
+    assert out.shape == (1, 128, 128) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="probability"):
+        strong_train_transform(worn=-0.1)
 
 
 class _OneImage(torch.utils.data.Dataset):

@@ -5,7 +5,6 @@ dlib's embeddings of those very crops (``tests/data/orl_two_sources_dlib.npy``).
 run is the real pipeline on the CPU with the tiny test network.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,9 +121,9 @@ def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources
     metrics = work / "run" / "metrics.jsonl"
     rc, log = sigterm_after(["-c", entry, "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu",
                              "--arch", TINY, "--batch-size", 8, "--epochs", 500, "--workers", 1, "--amp", "none",
-                             "--augment", "hard", "--minutes", 30], metrics, 2)
+                             "--augment", "hard_face", "--minutes", 30], metrics, 2)
     assert rc == 143, log
-    assert "augment: hard" in (out / "config.yaml").read_text()
+    assert "augment: hard_face" in (out / "config.yaml").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["stopped"] == "signal SIGTERM" and summary["error"] is None
     assert summary["epochs"] == 500 and summary["probe_images_per_s"] is None

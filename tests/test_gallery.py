@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 
-import lightface
 from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py (registers the tiny Light CNN)
 from lightcnn_tiny import TinyLightCNN
 from lightface.embed import FaceEmbedder

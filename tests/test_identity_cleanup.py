@@ -1,6 +1,5 @@
 """Merging duplicate identities across sources and dropping outliers with embeddings."""
 import numpy as np
-import pytest
 
 from lightface.data.identity_cleanup import find_duplicate_classes, find_outliers, plan_cleanup
 

@@ -22,9 +22,11 @@ from .multi_source import MultiSourceDataset
 __all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
            "open_training_lmdbs"]
 
-AUGMENTS = ("basic", "strong", "hard")
+AUGMENTS = ("basic", "strong", "hard", "hard_face")
 #: the share of faces ``augment="hard"`` puts under a hard side light or a large occluder
 HARD_SHARE = 0.4
+#: the share of faces ``augment="hard_face"`` also gives glasses, a face mask or a hand
+WORN_SHARE = 0.3
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -109,7 +111,10 @@ def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, a
     original recipe (random ``crop``, horizontal flip), ``"strong"`` adds geometry, colour,
     lighting, blur, JPEG and occlusion (:func:`~lightface.data.transforms.strong_train_transform`),
     ``"hard"`` is ``"strong"`` with :data:`HARD_SHARE` of the faces also under a hard side light
-    or a large occluder (sunglasses, scarf or hand sized); evaluation takes the centre crop.
+    or a large occluder (sunglasses, scarf or hand sized), ``"hard_face"`` is ``"hard"`` with
+    :data:`WORN_SHARE` of the faces also wearing glasses or a face mask or covered by a hand,
+    drawn where they sit on the face (:class:`~lightface.data.transforms.FaceOccluder`);
+    evaluation takes the centre crop.
     BGR colour samples become gray (ITU-R 601 luma).
     Outputs are float32 (1, crop, crop) tensors in [0, 1]."""
     import albumentations as A
@@ -124,9 +129,10 @@ def lightcnn_transforms(crop: int = 128, resize: int = 144, flip: bool = True, a
         return T.ReseedingCompose([A.Resize(resize, resize, interpolation=cv2.INTER_AREA), *tail])
 
     flip_p = 0.5 if flip else 0.0
-    if augment in ("strong", "hard"):
-        hard = HARD_SHARE if augment == "hard" else 0.0
-        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p, hard=hard))
+    if augment != "basic":
+        hard = HARD_SHARE if augment in ("hard", "hard_face") else 0.0
+        worn = WORN_SHARE if augment == "hard_face" else 0.0
+        train = pipeline(T.strong_train_transform(size=crop, flip=flip_p, hard=hard, worn=worn))
     else:
         train = pipeline(T.BGRToGray(), T.train_transform(size=crop, flip=flip_p))
     return train, pipeline(T.BGRToGray(), T.eval_transform(size=crop))

@@ -25,7 +25,7 @@ import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 __all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB",
-           "BGRToGray", "GrayToBGR", "SideLight", "ReseedingCompose"]
+           "BGRToGray", "GrayToBGR", "SideLight", "FaceOccluder", "ReseedingCompose"]
 
 
 class ReseedingCompose(A.Compose):
@@ -145,6 +145,135 @@ class SideLight(A.ImageOnlyTransform):
         return ()
 
 
+class FaceOccluder(A.ImageOnlyTransform):
+    """Something worn or held over a face, drawn where it sits on a ``lightcnn_train`` crop.
+
+    The crop (any size; the layout scales with its width) has the eye midpoint at
+    (0.5 W, 0.33 H), eyes about 0.29 W apart and the mouth midpoint at (0.5 W, 0.67 H).
+    One of, each with a placement jitter of a few pixels and its own size:
+
+    * glasses: two elliptical lenses over the eyes with a bridge and temples; dark
+      (sunglasses, opacity 0.75-1) or a clear tint over a dark frame;
+    * a face mask: a light, dark or coloured cloth from the nose bridge over the chin, with
+      a curved upper edge and soft folds;
+    * a hand: a skin-coloured (or any coloured) ellipse from the left or right edge over
+      30-55% of the width, tilted up to 25 degrees, shaded towards its rim.
+
+    Apply it before geometric augmentation so that the occluder moves with the face and then
+    meets the same camera (blur, noise, JPEG) as the face. Uint8 gray (H, W) or colour
+    (H, W, C) in and out.
+    """
+
+    KINDS = ("glasses", "mask", "hand")
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def get_params(self):
+        r = self.py_random
+        return {"kind": r.choice(self.KINDS), "seed": r.randrange(2 ** 31)}
+
+    def apply(self, img: np.ndarray, kind: str = "glasses", seed: int = 0, **params) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        s = img.shape[1] / 144.0
+        paint = np.zeros(img.shape[:2], np.float32)  # coverage in [0, 1]
+        colour = np.zeros(img.shape[:2] + (3,), np.float32)
+        dx, dy = rng.uniform(-4, 4, 2) * s
+        if kind == "glasses":
+            _draw_glasses(paint, colour, rng, s, 72 * s + dx, 48 * s + dy)
+        elif kind == "mask":
+            _draw_mask(paint, colour, rng, s, 72 * s + dx, 48 * s + dy)
+        else:
+            _draw_hand(paint, colour, rng, s, 48 * s + dy)
+        base = img.astype(np.float32)
+        if img.ndim == 2:
+            colour, paint_c = colour.mean(2), paint
+        else:
+            colour, paint_c = colour[..., :img.shape[2]], paint[..., None]
+        return np.clip(base * (1 - paint_c) + colour * paint_c, 0, 255).astype(np.uint8)
+
+    def get_transform_init_args_names(self):
+        return ()
+
+
+def _fill(paint: np.ndarray, colour: np.ndarray, shape: np.ndarray, bgr, opacity: float) -> None:
+    """Paint the anti-aliased ``shape`` mask (H, W) float in [0, 1] with ``bgr`` ((3,) or a
+    per-pixel (H, W, 3) colour) at ``opacity``."""
+    a = shape * opacity
+    colour[:] = colour * (1 - a[..., None]) + np.asarray(bgr, np.float32) * a[..., None]
+    paint[:] = paint + a * (1 - paint)
+
+
+def _ellipse(shape_hw, centre, axes, angle: float = 0.0, thickness: int = -1) -> np.ndarray:
+    """An anti-aliased filled (or outlined) ellipse as an (H, W) float mask in [0, 1]."""
+    m = np.zeros(shape_hw, np.uint8)
+    shift = 4  # sub-pixel precision
+    c = tuple(int(round(v * 16)) for v in centre)
+    ax = tuple(max(1, int(round(v * 16))) for v in axes)
+    cv2.ellipse(m, c, ax, angle, 0, 360, 255, thickness, cv2.LINE_AA, shift)
+    return m.astype(np.float32) / 255.0
+
+
+def _draw_glasses(paint, colour, rng, s, cx, cy) -> None:
+    hw = paint.shape
+    half = rng.uniform(19, 23) * s  # half the distance between the lens centres
+    axes = (rng.uniform(14, 20) * s, rng.uniform(10, 16) * s)
+    tilt = rng.uniform(-5, 5)
+    frame = rng.uniform(0, 60, 3)
+    sun = rng.random() < 0.7
+    lens_colour = rng.uniform(0, 50, 3) if sun else rng.uniform(120, 230, 3)
+    lens_opacity = rng.uniform(0.75, 1.0) if sun else rng.uniform(0.15, 0.35)
+    thick = max(1, int(round(rng.uniform(1.5, 4) * s)))
+    for side in (-1, 1):
+        centre = (cx + side * half, cy + rng.uniform(-1, 1) * s)
+        _fill(paint, colour, _ellipse(hw, centre, axes, tilt), lens_colour, lens_opacity)
+        _fill(paint, colour, _ellipse(hw, centre, axes, tilt, thick), frame, 1.0)
+        temple = np.zeros(hw, np.uint8)
+        x0 = int(centre[0] + side * axes[0])
+        cv2.line(temple, (x0, int(centre[1] - axes[1] * 0.3)), (x0 + side * int(30 * s), int(centre[1])), 255, thick,
+                 cv2.LINE_AA)
+        _fill(paint, colour, temple.astype(np.float32) / 255.0, frame, 1.0)
+    bridge = np.zeros(hw, np.uint8)
+    cv2.line(bridge, (int(cx - half + axes[0]), int(cy)), (int(cx + half - axes[0]), int(cy)), 255, thick, cv2.LINE_AA)
+    _fill(paint, colour, bridge.astype(np.float32) / 255.0, frame, 1.0)
+
+
+def _draw_mask(paint, colour, rng, s, cx, cy) -> None:
+    h, w = paint.shape
+    top = cy + rng.uniform(12, 24) * s  # the nose bridge; the mouth is at cy + 48 s
+    half = rng.uniform(44, 54) * s
+    sag = rng.uniform(6, 14) * s  # the upper edge drops towards the cheeks
+    pts = np.array([(cx - half, top + sag), (cx - half * 0.5, top + sag * 0.2), (cx, top),
+                    (cx + half * 0.5, top + sag * 0.2), (cx + half, top + sag), (cx + half * 0.85, top + 62 * s),
+                    (cx, top + 80 * s), (cx - half * 0.85, top + 62 * s)])
+    m = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(m, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    cloth = rng.choice(3)
+    bgr = (rng.uniform(190, 250, 3) if cloth == 0 else rng.uniform(10, 70, 3) if cloth == 1
+           else rng.uniform(40, 230, 3))
+    folds = 1.0 + rng.uniform(0.03, 0.1) * np.sin(np.arange(h, dtype=np.float32) / (rng.uniform(3, 7) * s)
+                                                  + rng.uniform(0, 6.3))
+    _fill(paint, colour, m.astype(np.float32) / 255.0, bgr[None, None, :] * folds[:, None, None], 1.0)
+
+
+def _draw_hand(paint, colour, rng, s, cy) -> None:
+    h, w = paint.shape
+    cover = rng.uniform(0.3, 0.55) * w
+    rx = rng.uniform(0.28, 0.4) * w
+    side = rng.choice((-1, 1))
+    centre_x = cover - rx if side < 0 else w - cover + rx
+    centre = (centre_x, cy + rng.uniform(10, 40) * s)
+    axes = (rx, rng.uniform(0.45, 0.65) * h)
+    shape = _ellipse(paint.shape, centre, axes, rng.uniform(-25, 25))
+    skin = rng.random() < 0.7
+    red = rng.uniform(90, 240)
+    bgr = (red * np.array([rng.uniform(0.5, 0.7), rng.uniform(0.68, 0.82), 1.0]) if skin else rng.uniform(20, 230, 3))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rim = np.sqrt(((xx - centre[0]) / axes[0]) ** 2 + ((yy - centre[1]) / axes[1]) ** 2)
+    shade = np.clip(1.1 - 0.45 * rim ** 2, 0.5, 1.1)
+    _fill(paint, colour, shape, bgr[None, None, :] * shade[..., None], 1.0)
+
+
 def _check_prob(name: str, p: float) -> float:
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
@@ -249,7 +378,7 @@ def _hard_capture_steps(size: int, p: float) -> List[A.BasicTransform]:
 
 
 def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True, to_tensor: bool = True,
-                           hard: float = 0.0) -> A.Compose:
+                           hard: float = 0.0, worn: float = 0.0) -> A.Compose:
     """The augmentation small, noisy face sets need (used by ``train_lightcnn --augment strong``).
 
     On a 144 ``lightcnn_train`` crop (uint8 BGR or gray): a small random similarity
@@ -257,7 +386,10 @@ def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True
     and lighting (brightness/contrast, gamma or CLAHE; hue/saturation; directional side
     lighting or a cast shadow); blur, down-scaling, noise or JPEG; and an occluding rectangle. With
     ``hard`` > 0, that share of the faces also meets a hard side light or a large occluder
-    (``train_lightcnn --augment hard``; see :func:`_hard_capture_steps`). Colour
+    (``train_lightcnn --augment hard``; see :func:`_hard_capture_steps`). With ``worn`` > 0,
+    that share of the faces first get glasses, a face mask or a hand (:class:`FaceOccluder`,
+    placed on the ``lightcnn_train`` layout, before the geometry and the camera;
+    ``--augment hard_face``). Colour
     changes act before the final BGR -> gray conversion (``gray=True``), so they reach the
     Light CNN as the luma changes a real camera produces.
 
@@ -265,8 +397,10 @@ def strong_train_transform(size: int = 128, flip: float = 0.5, gray: bool = True
         an ``albumentations.Compose`` giving a float32 (1, size, size) tensor in [0, 1]
         (``gray=True``) or (3, size, size) BGR.
     """
+    worn_steps = [FaceOccluder(p=_check_prob("worn", worn))] if worn else []  # none: the stream stays as before
     steps: List[A.BasicTransform] = [
         GrayToBGR(),
+        *worn_steps,
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.04, 0.04), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101,
                  p=0.7),
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),

@@ -44,7 +44,6 @@ output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein`
 import contextlib
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from ..data.recognition import (
     AUGMENTS,
     HARD_SHARE,
+    WORN_SHARE,
     SampleTransformDataset,
     data_paths,
     lightcnn_transforms,
@@ -106,7 +107,8 @@ class TrainConfig(RunConfig):
                           help="basic: the original random crop + flip; strong: + geometry, colour, side lighting, "
                                f"blur, JPEG, occlusion (small data sets); hard: strong, and {HARD_SHARE:.0%} of the "
                                "faces also under a hard side light or a large occluder (sunglasses, scarf or hand "
-                               "sized)")
+                               f"sized); hard_face: hard, and {WORN_SHARE:.0%} of the faces also wear glasses or a "
+                               "face mask or are half covered by a hand, drawn where they sit on the face")
     workers: int = option(4, group=_DATA, help="DataLoader worker processes per training process")
     # optimisation (original recipe)
     epochs: int = option(80, group=_OPT, help="number of epochs")
