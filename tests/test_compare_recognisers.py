@@ -15,7 +15,8 @@ from lightface.models.checkpoint import save_model_checkpoint
 from pipelines import compare_recognisers as cli
 from pipelines._cli import run_cli
 
-ROWS = ["lfw_hard/clean", "lfw_hard/side_light", "lfw_hard/occlusion", "lfw_hard/all", "lfw_dev/pairs"]
+ROWS = ["lfw_hard/clean", "lfw_hard/side_light", "lfw_hard/occlusion", "lfw_hard/occlusion_sunglasses",
+        "lfw_hard/occlusion_mask", "lfw_hard/occlusion_hand", "lfw_hard/all", "lfw_dev/pairs"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,8 +113,11 @@ def test_compare_recognisers_counts_are_consistent(shared_data):
     for row in r.values():
         assert row["accuracy_b"] - row["accuracy_a"] == pytest.approx((row["b_only"] - row["a_only"]) / row["n"])
         assert row["p_value"] == mcnemar_exact(row["b_only"], row["a_only"])
+    occluders = [r[f"lfw_hard/occlusion_{k}"] for k in ("sunglasses", "mask", "hand")]
+    assert all(o["n"] > 50 for o in occluders) and sum(o["n"] for o in occluders) == 309
     for key in ("b_only", "a_only"):
         assert r["lfw_hard/all"][key] == sum(c[key] for c in conditions)
+        assert r["lfw_hard/occlusion"][key] == sum(o[key] for o in occluders)
     assert r["lfw_hard/all"]["b_only"] + r["lfw_hard/all"]["a_only"] > 0  # different embeddings disagree somewhere
 
 

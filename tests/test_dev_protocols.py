@@ -11,10 +11,11 @@ from lightface.eval.dev_protocols import (
     export_lfw_dev,
     lfw_dev_faces,
     lfw_hard_faces,
+    lfw_hard_occluders,
     rank1,
     run_dev_protocols,
 )
-from lightface.eval.hard_conditions import HARD_CONDITIONS, occlusion, side_light
+from lightface.eval.hard_conditions import HARD_CONDITIONS, OCCLUDERS, occlusion, side_light
 from lightface.eval.verification import read_pairs
 
 
@@ -57,6 +58,9 @@ def test_protocols_score_a_weak_embedding_in_range(shared_data):
     hard = r["lfw_hard"]
     assert hard["gallery"] == 419 and hard["probes"] == 309
     assert all(0.0 <= hard[f"rank1_{name}"] <= 1.0 for name in HARD_CONDITIONS)
+    kinds = lfw_hard_occluders(309)  # the occlusion row is the probe-weighted mean of its occluders' rows
+    assert hard["rank1_occlusion"] == pytest.approx(sum((kinds == k).mean() * hard[f"rank1_occlusion_{k}"]
+                                                        for k in OCCLUDERS))
 
 
 def test_side_light_darkens_one_half_and_is_seeded():
@@ -93,6 +97,25 @@ def test_lfw_hard_is_fold_2_with_the_same_probes_under_each_condition(shared_dat
     # the dev pairs' photos of a fold-2 person are the ones aligned here
     dev_crops, _, _ = lfw_dev_faces(shared_data)
     assert any(np.array_equal(gallery[0], c) for c in dev_crops)
+
+
+def test_lfw_hard_occluders_name_the_occluder_each_probe_carries(shared_data):
+    """lfw_hard_occluders: sunglasses change only the eye rows, a mask only the rows below the nose, a hand
+    a block from one edge; all three are used about equally."""
+    _, _, by_condition, probe_ids = lfw_hard_faces(shared_data)
+    kinds = lfw_hard_occluders(len(probe_ids))
+    assert kinds.shape == (309,) and set(kinds.tolist()) == set(OCCLUDERS)
+    assert min((kinds == k).sum() for k in OCCLUDERS) > 309 / 5
+    for clean, occluded, kind in zip(by_condition["clean"], by_condition["occlusion"], kinds):
+        changed = (clean != occluded).any(axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        if kind == "sunglasses":
+            assert rows.min() >= 30 and rows.max() < 64
+        elif kind == "mask":
+            assert rows.min() >= 70 and rows.max() == 143
+        else:
+            assert cols.min() == 0 or cols.max() == 143
+            assert cols.max() - cols.min() < 0.55 * 144
 
 
 def test_rank1_counts_the_nearest_gallery_identity():

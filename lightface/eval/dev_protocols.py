@@ -12,7 +12,7 @@
   conditions: the gallery holds the first photo of each of the fold's 419 people, the
   probes are up to 3 other photos of each person who has more (157 people), each scored
   clean, under hard side lighting and under occlusion (sunglasses, mask, a hand;
-  :mod:`lightface.eval.hard_conditions`, seeded), as rank-1.
+  :mod:`lightface.eval.hard_conditions`, seeded), as rank-1; occlusion also by occluder.
 
 :func:`calibrate_threshold` picks one verification threshold for both ways a face reaches
 the network (aligned from given landmarks, or detected on the whole photo): the two paths
@@ -37,10 +37,10 @@ from ..data.detect import main_face
 from ..data.io import write_image
 from ..data.pose_pairs import cfp_five_points
 from ..data.sources import read_landmarks_file
-from .hard_conditions import HARD_CONDITIONS
+from .hard_conditions import HARD_CONDITIONS, OCCLUDERS, occluder_kind
 from .verification import best_threshold, read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "cfp_heldout_faces", "run_dev_protocols", "rank1",
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "cfp_heldout_faces", "run_dev_protocols", "rank1",
            "rank1_hits", "crop_embedder", "calibrate_threshold", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,21 @@ def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detecto
         probes += crops[1:]
         probe_ids += [pid] * (len(crops) - 1)
     align.report("lfw_hard", len(gallery) + len(probes))
-    by_condition = {}
-    for c, (name, condition) in enumerate(HARD_CONDITIONS.items()):
-        by_condition[name] = [condition(crop, np.random.default_rng([seed, c, i])) for i, crop in enumerate(probes)]
+    by_condition = {name: [condition(crop, _probe_rng(seed, name, i)) for i, crop in enumerate(probes)]
+                    for name, condition in HARD_CONDITIONS.items()}
     return gallery, np.asarray(gallery_ids), by_condition, np.asarray(probe_ids)
+
+
+def _probe_rng(seed: int, condition: str, probe: int) -> np.random.Generator:
+    """The generator that draws ``condition`` onto lfw_hard's probe number ``probe``."""
+    return np.random.default_rng([seed, list(HARD_CONDITIONS).index(condition), probe])
+
+
+def lfw_hard_occluders(num_probes: int, seed: int = 0) -> np.ndarray:
+    """(P,) str: which occluder (:data:`~lightface.eval.hard_conditions.OCCLUDERS`) each of the
+    first ``num_probes`` ``lfw_hard`` probes carries under ``occlusion`` (the same seeds as
+    :func:`lfw_hard_faces`)."""
+    return np.array([occluder_kind(_probe_rng(seed, "occlusion", i)) for i in range(num_probes)])
 
 
 def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
@@ -277,7 +288,8 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
     Returns:
         ``{"lfw_dev": {accuracy, auc, threshold, tar@far=...}, "cfp_fp": {fp_accuracy, fp_auc,
         ff_accuracy, rank1_profile_to_frontal, ...}, "lfw_hard": {rank1_clean, rank1_side_light,
-        rank1_occlusion, gallery, probes}}`` for the chosen protocols.
+        rank1_occlusion, rank1_occlusion_sunglasses / _mask / _hand, gallery, probes}}`` for
+        the chosen protocols.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
@@ -300,7 +312,10 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
     if "lfw_hard" in protocols:
         gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root, detector=detector)
         g = embed(gallery)
-        results["lfw_hard"] = {f"rank1_{name}": rank1(embed(crops), probe_ids, g, gallery_ids)
-                               for name, crops in by_condition.items()}
+        hits = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
+        results["lfw_hard"] = {f"rank1_{name}": float(h.mean()) for name, h in hits.items()}
+        kinds = lfw_hard_occluders(len(probe_ids))
+        results["lfw_hard"].update({f"rank1_occlusion_{kind}": float(hits["occlusion"][kinds == kind].mean())
+                                    for kind in OCCLUDERS})
         results["lfw_hard"].update(gallery=int(len(gallery)), probes=int(len(probe_ids)))
     return results

@@ -19,7 +19,10 @@ from typing import Callable, Dict
 
 import numpy as np
 
-__all__ = ["HARD_CONDITIONS", "side_light", "occlusion"]
+__all__ = ["HARD_CONDITIONS", "OCCLUDERS", "side_light", "occlusion", "occluder_kind"]
+
+#: the occluders :func:`occlusion` draws from, in its order
+OCCLUDERS = ("sunglasses", "mask", "hand")
 
 _EYE_Y, _MOUTH_Y, _CX = 48, 96, 72
 
@@ -40,23 +43,29 @@ def side_light(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def occluder_kind(rng: np.random.Generator) -> str:
+    """The occluder (one of :data:`OCCLUDERS`) that :func:`occlusion` draws first from ``rng``
+    (a generator seeded as the one given to :func:`occlusion` tells which one it drew)."""
+    return OCCLUDERS[int(rng.integers(len(OCCLUDERS)))]
+
+
 def occlusion(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sunglasses, a mask or a hand over one side (see the module docstring); (144, 144, 3) uint8 BGR."""
     out = crop.copy()
     h, w = crop.shape[:2]
     s = w / 144
-    kind = rng.integers(3)
-    if kind == 0:  # sunglasses: a dark band over both eyes
+    kind = occluder_kind(rng)
+    if kind == "sunglasses":  # a dark band over both eyes
         y0, y1 = int((_EYE_Y - 11) * s), int((_EYE_Y + 12) * s)
         out[y0:y1, int(24 * s):int(120 * s)] = rng.integers(5, 40)
-    elif kind == 1:  # a surgical mask: light, nearly flat, from below the nose to the chin
+    elif kind == "mask":  # a surgical mask: light, nearly flat, from below the nose to the chin
         y0 = int((_EYE_Y + 0.55 * (_MOUTH_Y - _EYE_Y)) * s)
         x0, x1 = int(20 * s), int(124 * s)
         colour = rng.integers(170, 250, 3)
         block = np.broadcast_to(colour, (h - y0, x1 - x0, 3)).astype(np.float32)
         block = block * (0.9 + 0.1 * rng.random((h - y0, 1, 1)))  # a few folds
         out[y0:, x0:x1] = np.clip(block, 0, 255).astype(np.uint8)
-    else:  # a hand or an object over one side of the face
+    else:  # "hand": a hand or an object over one side of the face
         cover = int(w * rng.uniform(0.35, 0.5))
         colour = rng.integers(20, 200, 3)
         cols = slice(0, cover) if rng.random() < 0.5 else slice(w - cover, w)

@@ -22,7 +22,8 @@ from typing import Dict
 
 import numpy as np
 
-from .dev_protocols import EmbedFn, _pair_scores, lfw_dev_faces, lfw_hard_faces, rank1_hits
+from .dev_protocols import EmbedFn, _pair_scores, lfw_dev_faces, lfw_hard_faces, lfw_hard_occluders, rank1_hits
+from .hard_conditions import OCCLUDERS
 from .verification import best_threshold
 
 __all__ = ["mcnemar_exact", "paired_counts", "pair_hits", "compare_recognisers", "format_comparison"]
@@ -121,7 +122,8 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
         ``{row: paired_counts(...)}`` (:func:`paired_counts`: ``n``, ``accuracy_a``,
         ``accuracy_b``, ``b_only``, ``a_only``, ``p_value``) for the rows
         ``lfw_hard/<condition>`` (rank-1 of the probes under each of ``clean``,
-        ``side_light``, ``occlusion``), ``lfw_hard/all`` (all probe-conditions pooled) and
+        ``side_light``, ``occlusion``), ``lfw_hard/occlusion_<occluder>`` (the occluded probes by
+        occluder: sunglasses, mask, hand), ``lfw_hard/all`` (all probe-conditions pooled) and
         ``lfw_dev/pairs`` (the 600 LFW fold-2 pairs, each model at its own accuracy-maximising
         threshold on them, :func:`pair_hits`; this row adds ``threshold_a``, ``threshold_b``).
     """
@@ -133,6 +135,10 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
         g = embed(gallery)
         hits[key] = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
     results = {f"lfw_hard/{name}": paired_counts(hits["a"][name], hits["b"][name]) for name in by_condition}
+    kinds = lfw_hard_occluders(len(probe_ids))
+    results.update({f"lfw_hard/occlusion_{kind}": paired_counts(hits["a"]["occlusion"][kinds == kind],
+                                                                hits["b"]["occlusion"][kinds == kind])
+                    for kind in OCCLUDERS})
     results["lfw_hard/all"] = paired_counts(np.concatenate(list(hits["a"].values())),
                                             np.concatenate(list(hits["b"].values())))
 
@@ -153,11 +159,11 @@ def format_comparison(results: Dict[str, Dict[str, float]]) -> str:
     """A readable table of :func:`compare_recognisers` results: one line per row with its
     label, the item count, accuracy A, accuracy B, the items right only with B, right only
     with A, and the exact McNemar p-value (then a note on the pair row's thresholds)."""
-    head = f"{'':<22}{'n':>6}{'acc A':>9}{'acc B':>9}{'B only':>8}{'A only':>8}{'p':>10}"
+    head = f"{'':<30}{'n':>6}{'acc A':>9}{'acc B':>9}{'B only':>8}{'A only':>8}{'p':>10}"
     lines = [head, "-" * len(head)]
     for row, r in results.items():
         label = row.replace("/", " ") + (" *" if "threshold_a" in r else "")
-        lines.append(f"{label:<22}{r['n']:>6}{r['accuracy_a']:>9.4f}{r['accuracy_b']:>9.4f}{r['b_only']:>8}"
+        lines.append(f"{label:<30}{r['n']:>6}{r['accuracy_a']:>9.4f}{r['accuracy_b']:>9.4f}{r['b_only']:>8}"
                      f"{r['a_only']:>8}{_p_text(r['p_value']):>10}")
     lines.append("B only / A only: items right only with B / only with A; p: exact two-sided McNemar test")
     for row, r in results.items():
