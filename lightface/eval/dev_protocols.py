@@ -40,8 +40,8 @@ from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS, OCCLUDERS, occluder_kind
 from .verification import best_threshold, read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "cfp_heldout_faces", "run_dev_protocols", "rank1",
-           "rank1_hits", "crop_embedder", "calibrate_threshold", "PROTOCOLS"]
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "cfp_heldout_faces",
+           "run_dev_protocols", "rank1", "rank1_hits", "crop_embedder", "calibrate_threshold", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
