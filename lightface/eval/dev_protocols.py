@@ -40,8 +40,9 @@ from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS, OCCLUDERS, occluder_kind
 from .verification import best_threshold, read_pairs, verification_metrics
 
-__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "cfp_heldout_faces",
-           "run_dev_protocols", "rank1", "rank1_hits", "crop_embedder", "calibrate_threshold", "PROTOCOLS"]
+__all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "by_occluder",
+           "cfp_heldout_faces", "run_dev_protocols", "rank1", "rank1_hits", "crop_embedder", "calibrate_threshold",
+           "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,13 @@ def lfw_hard_occluders(num_probes: int, seed: int = 0) -> np.ndarray:
     first ``num_probes`` ``lfw_hard`` probes carries under ``occlusion`` (the same seeds as
     :func:`lfw_hard_faces`)."""
     return np.array([occluder_kind(_probe_rng(seed, "occlusion", i)) for i in range(num_probes)])
+
+
+def by_occluder(occlusion_hits: np.ndarray) -> Dict[str, np.ndarray]:
+    """``{occluder: hits}``: the (P,) per-probe results of the ``occlusion`` condition split by
+    which occluder each probe carries (:func:`lfw_hard_occluders`), in :data:`OCCLUDERS` order."""
+    kinds = lfw_hard_occluders(len(occlusion_hits))
+    return {kind: occlusion_hits[kinds == kind] for kind in OCCLUDERS}
 
 
 def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
@@ -314,8 +322,7 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
         g = embed(gallery)
         hits = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
         results["lfw_hard"] = {f"rank1_{name}": float(h.mean()) for name, h in hits.items()}
-        kinds = lfw_hard_occluders(len(probe_ids))
-        results["lfw_hard"].update({f"rank1_occlusion_{kind}": float(hits["occlusion"][kinds == kind].mean())
-                                    for kind in OCCLUDERS})
+        results["lfw_hard"].update({f"rank1_occlusion_{kind}": float(h.mean())
+                                    for kind, h in by_occluder(hits["occlusion"]).items()})
         results["lfw_hard"].update(gallery=int(len(gallery)), probes=int(len(probe_ids)))
     return results

@@ -22,8 +22,7 @@ from typing import Dict
 
 import numpy as np
 
-from .dev_protocols import EmbedFn, _pair_scores, lfw_dev_faces, lfw_hard_faces, lfw_hard_occluders, rank1_hits
-from .hard_conditions import OCCLUDERS
+from .dev_protocols import EmbedFn, _pair_scores, by_occluder, lfw_dev_faces, lfw_hard_faces, rank1_hits
 from .verification import best_threshold
 
 __all__ = ["mcnemar_exact", "paired_counts", "pair_hits", "compare_recognisers", "format_comparison"]
@@ -135,10 +134,8 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
         g = embed(gallery)
         hits[key] = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
     results = {f"lfw_hard/{name}": paired_counts(hits["a"][name], hits["b"][name]) for name in by_condition}
-    kinds = lfw_hard_occluders(len(probe_ids))
-    results.update({f"lfw_hard/occlusion_{kind}": paired_counts(hits["a"]["occlusion"][kinds == kind],
-                                                                hits["b"]["occlusion"][kinds == kind])
-                    for kind in OCCLUDERS})
+    split_a, split_b = by_occluder(hits["a"]["occlusion"]), by_occluder(hits["b"]["occlusion"])
+    results.update({f"lfw_hard/occlusion_{kind}": paired_counts(split_a[kind], split_b[kind]) for kind in split_a})
     results["lfw_hard/all"] = paired_counts(np.concatenate(list(hits["a"].values())),
                                             np.concatenate(list(hits["b"].values())))
 
