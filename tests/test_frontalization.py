@@ -492,7 +492,8 @@ def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_
     parser, src, out = train_frontalization.get_args_parser(), tmp_path / "src", tmp_path / "cond"
     train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "2")))
     argv = _tiny_train_argv(pose_lmdb, out, "--steps", "1", "--identity-weights", judge, "--identity-condition",
-                            "--finetune", src / "model.pt", "--ip-extra-judges", judge, "--lambda-ip-rank", "1")
+                            "--finetune", src / "model.pt", "--ip-extra-judges", judge, "--lambda-ip-rank", "1",
+                            "--ip-reference", "both")  # the condition's judge pass also serves L_ip's input term
     train_frontalization.main(parser.parse_args([*argv, "--lr", "1e-12"]))
     face = torch.from_numpy(np.random.default_rng(0).random((1, 3, 128, 128), np.float32))
     plain, cond = Frontalizer(src / "model.pt", device="cpu"), Frontalizer(out / "model.pt", device="cpu")

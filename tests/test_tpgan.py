@@ -195,6 +195,22 @@ def test_frontal_loss_identity_reference_and_distance():
         assert ip["input"] == pytest.approx(0.0, abs=1e-5)  # the fake against itself
         assert ip["target"] > 1e-4
         assert ip["both"] == pytest.approx((ip["target"] + ip["input"]) / 2, rel=1e-4)  # input: ~1e-8, not 0
+    # the judge's features of the input, when the caller has them (a generator conditioned on this judge), are
+    # read instead of a second pass over the input: same loss, one judge pass fewer
+    passes, features = [], identity.features
+    identity.features = lambda images: passes.append(images) or features(images)  # counts the judge's passes
+    for reference in ("input", "both"):
+        crit = FrontalLoss(identity, lambda_sym=0, lambda_tv=0, lambda_ip=1.0, ip_distance="cosine",
+                           ip_reference=reference)
+        source = torch.rand(2, 3, 128, 128)
+        passes.clear()
+        fresh = crit(out, target, source=source)[1]["l_g_ip"]
+        computed = len(passes)
+        with torch.no_grad():
+            known = identity.features(source)
+        passes.clear()
+        assert crit(out, target, source=source, source_features=known)[1]["l_g_ip"] == pytest.approx(fresh, rel=1e-5)
+        assert len(passes) == computed - 1
     with pytest.raises(ValueError, match="source="):
         FrontalLoss(identity, ip_reference="input")(out, target)
     with pytest.raises(ValueError, match="ip_distance"):
@@ -300,6 +316,10 @@ def test_conditioned_generator_starts_from_an_unconditioned_one():
     x = torch.rand(2, 3, 128, 128)
     c = cond.condition(x)
     assert c.shape == (2, 256) and torch.allclose(c.norm(dim=1), torch.full((2,), 16.0))  # unit RMS entries
+    from lightface.models.identity import identity_features  # a trainer that has the judge's features already
+    torch.testing.assert_close(cond.condition_from_fc(identity_features(judge, x)["fc"]), c)
+    with pytest.raises(ValueError, match=r"gives \(128,\) features"):
+        cond.condition_from_fc(torch.zeros(2, 128))
     # equal up to float summation order (the decoder seed's matmul is wider)
     torch.testing.assert_close(cond.frontalize(x), plain.frontalize(x), atol=1e-6, rtol=0)
     torch.testing.assert_close(cond(x, condition=torch.randn(2, 256))["img128"], cond(x)["img128"], atol=1e-6, rtol=0)

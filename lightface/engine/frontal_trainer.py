@@ -552,7 +552,12 @@ class FrontalizationTask(GANTask):
             view.train()
         # ---- generator step (D frozen inside the objective)
         if not self.cycle:
-            o = views["G"](x)
+            condition = source_features = None
+            if cfg.identity_condition and cfg.ip_reference != "target":  # one judge pass serves both
+                with torch.no_grad():
+                    source_features = self.identity.features(x)
+                condition = self.G.condition_from_fc(source_features["fc"]).to(x.dtype)
+            o = views["G"](x, condition=condition)
             labels = None
             if self.num_classes or cfg.lambda_ip_rank > 0:  # classifier outputs and identity-bank rows
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
@@ -563,7 +568,7 @@ class FrontalizationTask(GANTask):
                          "--profile-pixel-steps %d)", step, profile_pixel, cfg.profile_pixel_steps)
             pixel_weight = torch.where(own, 1.0, profile_pixel).to(x.dtype) if profile_pixel != 1.0 else None
             g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x,
-                                           pixel_weight=pixel_weight)
+                                           pixel_weight=pixel_weight, source_features=source_features)
             fake = o["img128"]
         else:
             o = views["G"](x)

@@ -129,7 +129,9 @@ class FrontalLoss(nn.Module):
     the patch boxes ``{name: (y0, x0, h, w)}`` (needed for ``l_g_patch``) and the
     generator's input (N, C, 128, 128) (needed when ``ip_reference`` is not ``"target"``) and
     ``pixel_weight`` (N,), a per-sample weight of ``l_g_pix`` and ``l_g_patch`` (e.g. 1 for
-    frontal self pairs, less for profiles whose target is another photo; ``None`` = all 1). Returns
+    frontal self pairs, less for profiles whose target is another photo; ``None`` = all 1) and
+    ``source_features``, the main judge's ``{"pool", "fc"}`` features of ``source`` when the caller
+    computed them already (a generator conditioned on that judge), read instead of a second pass. Returns
     ``(loss, terms)``: a scalar tensor and ``{name: float}`` of the unweighted terms plus
     ``l_g_total``.
     """
@@ -214,20 +216,25 @@ class FrontalLoss(nn.Module):
         with ``extra_identity`` judges, the mean of every judge's distance."""
         return self.identity_terms(fake, (real,))[0]
 
-    def identity_terms(self, fake: Tensor, refs: Sequence[Tensor],
-                       labels: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def identity_terms(self, fake: Tensor, refs: Sequence[Tensor], labels: Optional[Tensor] = None,
+                       known: Optional[Sequence[Optional[Mapping[str, Tensor]]]] = None,
+                       ) -> Tuple[Tensor, Optional[Tensor]]:
         """``(L_ip, l_g_ip_rank)`` from one judge pass over the (jittered) synthesised face: ``L_ip`` the
         distance to each reference (N, C, H, W) averaged over references and judges; the ranking term
-        (None unless ``labels`` (N,) bank rows are given and ``lambda_ip_rank > 0``) averaged over judges."""
+        (None unless ``labels`` (N,) bank rows are given and ``lambda_ip_rank > 0``) averaged over judges.
+        ``known``: per reference, the first judge's features of it where the caller has them already
+        (None elsewhere), so that the judge does not read that reference again."""
         seen = _jitter(fake, self.ip_jitter) if self.ip_jitter > 0 else fake
         judges = [self.identity, *self.extra_identity]
         rank = labels is not None and self.lambda_ip_rank > 0
         ip, ranking = fake.new_zeros(()), fake.new_zeros(())
         for j, judge in enumerate(judges):
             ff = judge.features(seen)
-            for real in refs:
-                with torch.no_grad():
-                    fr = judge.features(real)
+            for r, real in enumerate(refs):
+                fr = known[r] if j == 0 and known else None
+                if fr is None:
+                    with torch.no_grad():
+                        fr = judge.features(real)
                 ip = ip + self._feature_distance(ff, fr) / len(refs)
             if rank:
                 bank = self.identity_banks[j].to(ff["fc"])
@@ -256,6 +263,7 @@ class FrontalLoss(nn.Module):
         patch_boxes: Optional[Mapping[str, Tuple[int, int, int, int]]] = None,
         source: Optional[Tensor] = None,
         pixel_weight: Optional[Tensor] = None,
+        source_features: Optional[Mapping[str, Tensor]] = None,
     ) -> Tuple[Tensor, Dict[str, float]]:
         fake = out["img128"]
         if target.shape != fake.shape:
@@ -284,7 +292,9 @@ class FrontalLoss(nn.Module):
         if (self.lambda_ip > 0 or self.lambda_ip_rank > 0) and self.identity is not None:
             if self.lambda_ip_rank > 0 and labels is None:
                 raise ValueError("lambda_ip_rank > 0 needs labels: each sample's row of the identity banks")
-            l_ip, l_rank = self.identity_terms(fake, self._ip_references(target, source), labels)
+            refs = self._ip_references(target, source)
+            known = [source_features if ref is source else None for ref in refs] if source_features else None
+            l_ip, l_rank = self.identity_terms(fake, refs, labels, known)
             terms["l_g_ip"] = l_ip.item()
             loss = loss + self.lambda_ip * l_ip
             if l_rank is not None:

@@ -319,11 +319,16 @@ class TPGANGenerator(nn.Module):
             self._condition.network = net
         if next(net.parameters()).device != x.device:
             net.to(x.device)
-        fc = identity_features(net, x.float())["fc"]
-        if fc.shape[1] != self.condition_dim:
-            raise ValueError(f"condition network {self.condition_network} gives {fc.shape[1]}-d features, "
-                             f"the generator takes {self.condition_dim}")
-        return (F.normalize(fc, dim=1) * self.condition_dim ** 0.5).to(x.dtype)
+        return self.condition_from_fc(identity_features(net, x.float())["fc"]).to(x.dtype)
+
+    def condition_from_fc(self, fc: Tensor) -> Tensor:
+        """The condition from the condition network's ``fc`` feature (N, 256) of the input, when the caller
+        has it already (a trainer whose identity judge is this network): what :meth:`condition` returns."""
+        self._require_condition()
+        if fc.dim() != 2 or fc.shape[1] != self.condition_dim:
+            raise ValueError(f"condition network {self.condition_network} gives {tuple(fc.shape[1:])} features, "
+                             f"the generator takes ({self.condition_dim},)")
+        return F.normalize(fc.detach(), dim=1) * self.condition_dim ** 0.5
 
     def adapt_finetune_state(self, state: Mapping[str, Tensor], saved_kwargs: Mapping) -> Dict[str, Tensor]:
         """A saved generator's weights for this one: from an unconditioned generator, the decoder seed gets
