@@ -544,6 +544,15 @@ class FrontalizationTask(GANTask):
         self.last_terms: Dict[str, float] = {}
         return train_set
 
+    def _generate(self, x: Tensor) -> Tuple[Dict[str, Any], Optional[Dict[str, Tensor]]]:
+        """``(G's output for x, the identity judge's features of x)``; the features only when G is conditioned
+        on the judge (else None): one judge pass gives both the condition and the identity term's input side."""
+        if not self.cfg.identity_condition:
+            return self.views["G"](x), None
+        with torch.no_grad():
+            features = self.identity.features(x)
+        return self.views["G"](x, condition=self.G.condition_from_fc(features["fc"]).to(x.dtype)), features
+
     def train_step(self, batch) -> Dict[str, Any]:
         cfg, objective, views = self.cfg, self.objective, self.views
         x, y = batch["input"], batch["target"]
@@ -551,13 +560,9 @@ class FrontalizationTask(GANTask):
         for view in views.values():
             view.train()
         # ---- generator step (D frozen inside the objective)
+        o, source_features = self._generate(x)
+        fake = o["img128"]
         if not self.cycle:
-            condition = source_features = None
-            if cfg.identity_condition and cfg.ip_reference != "target":  # one judge pass serves both
-                with torch.no_grad():
-                    source_features = self.identity.features(x)
-                condition = self.G.condition_from_fc(source_features["fc"]).to(x.dtype)
-            o = views["G"](x, condition=condition)
             labels = None
             if self.num_classes or cfg.lambda_ip_rank > 0:  # classifier outputs and identity-bank rows
                 labels = torch.tensor([self.label_map[int(l)] for l in batch["label"]], device=self.device)
@@ -569,10 +574,7 @@ class FrontalizationTask(GANTask):
             pixel_weight = torch.where(own, 1.0, profile_pixel).to(x.dtype) if profile_pixel != 1.0 else None
             g_loss, terms = self.criterion(o, y, self.D, labels=labels, patch_boxes=self.boxes, source=x,
                                            pixel_weight=pixel_weight, source_features=source_features)
-            fake = o["img128"]
         else:
-            o = views["G"](x)
-            fake = o["img128"]
             fake_p = views["P"](y)["img128"]
             rec_x = views["P"](fake)["img128"]
             rec_y = views["G"](fake_p)["img128"]
@@ -587,7 +589,7 @@ class FrontalizationTask(GANTask):
             terms.update(prefix_terms(t3))
             terms["l_g_sym"], terms["l_g_tv"] = sym.detach(), tv.detach()
             if self.identity is not None and cfg.lambda_ip > 0:
-                ip = self.criterion.identity_preserving(fake, x)
+                ip = self.criterion.identity_preserving(fake, x, source_features)
                 g_loss = g_loss + cfg.lambda_ip * ip
                 terms["l_g_ip"] = ip.detach()
             terms["l_g_total"] = g_loss.detach()

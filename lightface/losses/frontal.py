@@ -211,10 +211,12 @@ class FrontalLoss(nn.Module):
         """Fused anisotropic TV, mean reduction."""
         return ops.total_variation(img, "mean")
 
-    def identity_preserving(self, fake: Tensor, real: Tensor) -> Tensor:
+    def identity_preserving(self, fake: Tensor, real: Tensor,
+                            real_features: Optional[Mapping[str, Tensor]] = None) -> Tensor:
         """``ip_distance`` between frozen Light CNN ``pool`` and ``fc`` features of fake and real, summed;
-        with ``extra_identity`` judges, the mean of every judge's distance."""
-        return self.identity_terms(fake, (real,))[0]
+        with ``extra_identity`` judges, the mean of every judge's distance. ``real_features``: the main
+        judge's features of ``real`` when the caller has them already."""
+        return self.identity_terms(fake, (real,), known=(real_features,))[0]
 
     def identity_terms(self, fake: Tensor, refs: Sequence[Tensor], labels: Optional[Tensor] = None,
                        known: Optional[Sequence[Optional[Mapping[str, Tensor]]]] = None,
