@@ -527,26 +527,19 @@ def test_identity_condition_fine_tunes_an_unconditioned_generator_and_names_its_
 def test_train_cycle_under_torchrun(pose_lmdb, tmp_path):
     """Unpaired (--cycle) TP-GAN on 2 CPU processes: four DDP-wrapped networks, parameters unused by some
     losses (find_unused_parameters), global batch split over the ranks, every rank's RNG state saved."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from torchrun_helper import finish, run_torchrun, start_torchrun
 
     from lightface.engine.checkpoint import load_checkpoint
 
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pipelines.train_frontalization", *_tiny_train_argv(pose_lmdb, out, "--steps", "2", "--cycle", "1",
-                                                                     "--batch-size", "4")]
-    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["-m", "pipelines.train_frontalization", *_tiny_train_argv(pose_lmdb, out, "--steps", "2", "--cycle", "1",
+                                                                        "--batch-size", "4")]
+    run_torchrun(args, tmp_path / "even", timeout=1200)
     last = load_checkpoint(out / "last.pt")
     assert last["step"] == 2 and len(last["rng"]) == 2 and set(last["networks"]) == {"D", "P", "D_p"}
-    odd = subprocess.run(cmd[:-2] + ["--batch-size", "3", "--overwrite"], cwd=root, capture_output=True, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=1200)
-    assert odd.returncode != 0 and "must be divisible by the 2 processes" in odd.stderr
+    odd = start_torchrun(args[:-2] + ["--batch-size", "3", "--overwrite"], tmp_path / "odd")
+    _, _, logs = finish(odd, tmp_path / "odd", timeout=600, ok_codes=range(1, 256))
+    assert "must be divisible by the 2 processes" in logs, logs
 
 
 @pytest.mark.slow

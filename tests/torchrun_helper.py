@@ -40,7 +40,7 @@ def torchrun_env(tmp_path: Path) -> dict:
     if paths:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
     tmp = tmp_path / "tmp"
-    tmp.mkdir(exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     env.update(
         OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), TMPDIR=str(tmp),
         PYTHONFAULTHANDLER="1", TORCH_SHOW_CPP_STACKTRACES="1", NO_ALBUMENTATIONS_UPDATE="1",
