@@ -63,9 +63,9 @@ def test_cmake_library_loads_and_agrees(tmp_path):
     ]
     if shutil.which("ninja", path=env["PATH"]):
         configure += ["-G", "Ninja"]
-    subprocess.run(configure, check=True, env=env, capture_output=True, text=True)
+    subprocess.run(configure, check=True, env=env, capture_output=True, text=True, timeout=600)
     subprocess.run(["cmake", "--build", str(build), "--parallel", "2"], check=True, env=env,
-                   capture_output=True, text=True)
+                   capture_output=True, text=True, timeout=1200)
     libraries = sorted(build.glob("liblightface_ops.*"))
     assert libraries, f"no liblightface_ops in {build}: {sorted(p.name for p in build.iterdir())}"
 
@@ -79,7 +79,7 @@ def test_cmake_library_loads_and_agrees(tmp_path):
         subprocess.run(
             [sys.executable, str(tmp_path / "child.py"), library, str(tmp_path / "inputs.pt"),
              str(tmp_path / f"{name}.pt")],
-            check=True, env=env, capture_output=True, text=True, cwd=str(tmp_path),
+            check=True, env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=600,
         )
         results[name] = torch.load(tmp_path / f"{name}.pt")
     got, expected = results["cmake"], results["setup.py"]

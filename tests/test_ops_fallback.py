@@ -45,7 +45,7 @@ def test_fallback_warns_once_and_matches_kernels(tmp_path):
     (tmp_path / "child.py").write_text(CHILD)
     env = dict(os.environ, LIGHTFACE_DISABLE_EXTENSION="1", PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "inputs.pt"),
-                    str(tmp_path / "out.pt")], check=True, env=env, cwd=str(tmp_path))
+                    str(tmp_path / "out.pt")], check=True, env=env, cwd=str(tmp_path), timeout=600)
     got = torch.load(tmp_path / "out.pt")
 
     messages = got.pop("warnings")
