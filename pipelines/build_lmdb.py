@@ -22,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from lightface.data.align import TEMPLATES
-from lightface.data.build import DatasetLockedError, build_lmdb, verify_lmdb
+from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 from pipelines._argtypes import non_negative_int, positive_int
 
@@ -116,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
             progress=not args.no_progress,
         )
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, DatasetLockedError) as err:
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, DatasetLockedError,
+            WorkerDiedError) as err:
         logger.error("%s", err)
         return 1
     except OSError as err:  # a full disk, permissions: one line, not a traceback

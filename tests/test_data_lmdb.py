@@ -594,6 +594,39 @@ def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
     assert run_cli(root / "images", out2, "--resume") == 1  # complete dataset, no --overwrite
 
 
+@pytest.mark.slow
+def test_a_dead_worker_stops_the_build_with_an_error_and_resume_completes_it(shared_data, tmp_path, monkeypatch):
+    """A --workers process killed mid-build (the system's out-of-memory killer, a native crash) stops the
+    build with one error naming --resume, instead of waiting for ever on the dead worker's task (what a
+    multiprocessing.Pool does); the resumed build equals an uninterrupted one record for record."""
+    import os
+
+    from lightface.data import build as build_module
+    from lightface.data.build import WorkerDiedError
+
+    root = shared_data / "lfw_identities"
+    opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False)
+    victim = sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*.jpg"))[130]
+    process_item = build_module.process_item
+
+    def dies_on_the_victim(item, options):  # runs in the forked workers
+        if item.name == victim:
+            os._exit(137)
+        return process_item(item, options)
+
+    monkeypatch.setattr(build_module, "process_item", dies_on_the_victim)
+    out = tmp_path / "built.lmdb"
+    with pytest.raises(WorkerDiedError, match="--resume"):
+        build_lmdb(root / "images", out, workers=2, **opts)
+    assert partial_path(out).exists() and not out.exists()
+    monkeypatch.undo()
+    assert build_lmdb(root / "images", out, workers=2, resume=True, **opts)["written"] == 180
+    build_lmdb(root / "images", tmp_path / "ref.lmdb", **opts)
+    a, b = read_all(out), read_all(tmp_path / "ref.lmdb")
+    assert strip_build_time(a.pop(META_KEY)) == strip_build_time(b.pop(META_KEY))
+    assert a == b
+
+
 def test_check_complete_jpeg_and_png():
     from lightface.data.build import check_complete
     from lightface.data.io import ImageReadError

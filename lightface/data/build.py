@@ -13,7 +13,9 @@ Guarantees of a build:
   dataset, record for record, as an uninterrupted build (the source list, options and
   shuffle order are fingerprinted and checked);
 * with ``workers > 0`` samples are processed in parallel processes but written in source
-  order (deterministic output);
+  order (deterministic output); a worker that dies (the system's out-of-memory killer, a
+  crash in native code) stops the build with :class:`WorkerDiedError`, never a hang, and
+  ``resume=True`` continues it;
 * bad input (missing, empty, truncated, non-image files, images where detection fails)
   is skipped and listed with the reason in ``OUT/build_report.json``;
 * the LMDB map grows automatically when full.
@@ -25,13 +27,16 @@ import json
 import logging
 import multiprocessing
 import numbers
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import os
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -61,7 +66,7 @@ from .lmdb_format import (
 from .sources import SourceItem, SourcePlan, open_source
 
 __all__ = ["BuildOptions", "build_lmdb", "write_lmdb", "verify_lmdb", "process_item", "partial_path",
-           "lock_path", "DatasetLockedError", "REPORT_NAME", "check_complete"]
+           "lock_path", "DatasetLockedError", "WorkerDiedError", "REPORT_NAME", "check_complete"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,11 @@ def lock_path(out) -> Path:
 
 class DatasetLockedError(RuntimeError):
     """Another process is building (or replacing) the same output dataset."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A ``workers > 0`` process died mid-build (killed by the system, e.g. out of memory, or a
+    crash in native code); the committed part of the build is kept for ``resume=True``."""
 
 
 class _OutputLock:
@@ -315,6 +325,24 @@ def _work(item: SourceItem) -> Tuple:
         return process_item(item, _WORKER["options"])
     except Exception as err:  # name the file: a bare traceback from a worker process does not
         raise RuntimeError(f"{item.name}: {type(err).__name__}: {err}") from err
+
+
+def _work_chunk(items: Sequence[SourceItem]) -> List[Tuple]:
+    return [_work(item) for item in items]
+
+
+def _in_order(pool: ProcessPoolExecutor, items: Sequence[SourceItem], chunksize: int, window: int) -> Iterator[Tuple]:
+    """``_work(item)`` for each item, in order, computed by ``pool`` in chunks with at most
+    ``window`` chunks submitted ahead (memory stays bounded on millions of items). Unlike
+    ``multiprocessing.Pool``, which replaces a dead worker and waits for ever on its lost
+    task, the pool raises ``BrokenProcessPool`` when a worker dies."""
+    pending: deque = deque()
+    for begin in range(0, len(items), chunksize):
+        pending.append(pool.submit(_work_chunk, items[begin:begin + chunksize]))
+        if len(pending) >= window:
+            yield from pending.popleft().result()
+    while pending:
+        yield from pending.popleft().result()
 
 
 # ---------------------------------------------------------------------------------------
@@ -628,8 +656,10 @@ def build_lmdb(
             # the parent holds no detector session or open read transaction that they could inherit
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             single_threaded_opencv()
-            pool = ctx.Pool(int(workers), initializer=_init_worker, initargs=(opts, plan.rec_path, device))
-            results = pool.imap(_work, todo, chunksize=max(1, min(16, len(todo) // (4 * workers) or 1)))
+            pool = ProcessPoolExecutor(int(workers), mp_context=ctx, initializer=_init_worker,
+                                       initargs=(opts, plan.rec_path, device))
+            results = _in_order(pool, todo, chunksize=max(1, min(16, len(todo) // (4 * workers) or 1)),
+                                window=4 * int(workers))
         else:
             _init_worker(opts, plan.rec_path, device)
             results = map(_work, todo)
@@ -647,13 +677,19 @@ def build_lmdb(
                 writer.commit(i + 1)
         writer.commit(len(items))
         bar.close()
+    except BrokenProcessPool as err:
+        writer.close()
+        raise WorkerDiedError(
+            f"building {out}: a --workers process died (killed by the system, e.g. out of memory; a crash in native "
+            f"code; or an error in its set-up, printed above); the samples committed so far are kept in "
+            f"{writer.partial}: run the same command with --resume to continue (fewer --workers need less "
+            f"memory)") from err
     except BaseException:
         writer.close()
         raise
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
     st = writer.state
     summary = {
