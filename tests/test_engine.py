@@ -200,10 +200,11 @@ def _blocked_stop_signals(pid):
     """The stop signals process ``pid`` holds blocked, read from its /proc status mask."""
     from lightface.utils.worker_signals import STOP_SIGNALS
 
-    for line in open(f"/proc/{pid}/status", encoding="ascii"):
-        if line.startswith("SigBlk:"):
-            mask = int(line.split()[1], 16)
-            return {sig for sig in STOP_SIGNALS if mask >> (int(sig) - 1) & 1}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return {sig for sig in STOP_SIGNALS if mask >> (int(sig) - 1) & 1}
     raise AssertionError(f"no SigBlk line for process {pid}")
 
 

@@ -14,8 +14,8 @@ Guarantees of a build:
   shuffle order are fingerprinted and checked);
 * with ``workers > 0`` samples are processed in parallel processes but written in source
   order (deterministic output); a worker that dies (the system's out-of-memory killer, a
-  crash in native code) stops the build with :class:`WorkerDiedError`, never a hang, and
-  ``resume=True`` continues it;
+  crash in native code, an error in its set-up) stops the build with
+  :class:`WorkerDiedError`, never a hang, and ``resume=True`` continues it;
 * bad input (missing, empty, truncated, non-image files, images where detection fails)
   is skipped and listed with the reason in ``OUT/build_report.json``;
 * the LMDB map grows automatically when full.
@@ -27,13 +27,13 @@ import json
 import logging
 import multiprocessing
 import numbers
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 import os
 import shutil
 import sys
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -91,8 +91,8 @@ class DatasetLockedError(RuntimeError):
 
 
 class WorkerDiedError(RuntimeError):
-    """A ``workers > 0`` process died mid-build (killed by the system, e.g. out of memory, or a
-    crash in native code); the committed part of the build is kept for ``resume=True``."""
+    """A ``workers > 0`` process died mid-build (killed by the system, e.g. out of memory; a crash
+    in native code; an error in its set-up); the committed part is kept for ``resume=True``."""
 
 
 class _OutputLock:
