@@ -132,6 +132,29 @@ def test_writer_grows_the_map(tmp_path):
     w.close()
 
 
+def test_handles_of_deleted_or_rebuilt_datasets_are_closed_by_the_next_open(tmp_path):
+    # a process-wide read handle outliving its dataset's files: py-lmdb refuses a new environment
+    # whose files reuse the inode of a still-open one's lock file (seen when pytest deleted a tmp folder)
+    import shutil
+
+    from lightface.data.lmdb_format import open_readonly
+
+    sample = [{"image": np.zeros((8, 8), np.uint8), "label": 0}]
+    gone, rebuilt, other = tmp_path / "gone.lmdb", tmp_path / "rebuilt.lmdb", tmp_path / "other.lmdb"
+    for path in (gone, rebuilt):
+        write_lmdb(path, sample, ["x"])
+    old_gone, old_rebuilt = open_readonly(gone), open_readonly(rebuilt)
+    shutil.rmtree(gone)
+    shutil.rmtree(rebuilt)
+    write_lmdb(rebuilt, sample * 2, ["x"])
+    write_lmdb(other, sample, ["x"])
+    assert open_readonly(other).stat()["entries"] > 0
+    for old in (old_gone, old_rebuilt):
+        with pytest.raises(lmdb.Error):
+            old.begin()
+    assert len(LMDBDataset(rebuilt)) == 2  # the new files, through a new handle
+
+
 def test_reader_refuses_unknown_version_and_unfinished(tmp_path):
     out = tmp_path / "v.lmdb"
     write_lmdb(out, [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["x"])

@@ -305,6 +305,9 @@ def open_readonly(path):
     LMDB allows one handle per environment and process, so all readers in a process share
     it. In a forked child the handles inherited from the parent are closed and reopened
     (never used across ``fork``). Raises FileNotFoundError when ``path/data.mdb`` is missing.
+
+    Opening a new handle first closes the handles of datasets deleted or replaced since they
+    were opened (see :func:`_close_stale`).
     """
     import lmdb
 
@@ -329,10 +332,26 @@ def open_readonly(path):
     key = (str(path), st.st_dev, st.st_ino)
     env = _READ_ENVS.get(key)
     if env is None:
+        _close_stale()
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
                         subdir=True, max_readers=1024)
         _READ_ENVS[key] = env
     return env
+
+
+def _close_stale() -> None:
+    """Close the shared handles whose ``data.mdb`` is gone or is another file now (the dataset
+    was deleted or rebuilt): nothing can read them through their path any more, and py-lmdb
+    (>= 3) refuses to open an environment whose data or lock file has the ``(st_dev, st_ino)``
+    of one still open, which a deleted dataset's unheld lock file can pass on to a new one."""
+    for key in list(_READ_ENVS):
+        try:
+            st = (Path(key[0]) / "data.mdb").stat()
+            stale = (st.st_dev, st.st_ino) != key[1:]
+        except OSError:
+            stale = True
+        if stale:
+            _READ_ENVS.pop(key).close()
 
 
 def release_readonly(path=None) -> None:
