@@ -224,6 +224,7 @@ def test_bad_files_are_skipped_and_reported(shared_data, tmp_path):
     assert set(reasons) == {"truncated.jpg", "empty.jpg", "text.png"}
     assert "truncated" in reasons["truncated.jpg"] and "empty" in reasons["empty.jpg"]
     assert "not a readable image" in reasons["text.png"]
+    assert "b'this is '" in reasons["text.png"] and "BytesIO" not in reasons["text.png"]  # its first bytes, not PIL's buffer
     assert [r["source"] for r in report["ignored"]] == ["Bad_Person/notes.txt"]
     assert report["summary"]["written"] == 3 and report["summary"]["skipped"] == 3
     ds = LMDBDataset(out)

@@ -73,6 +73,16 @@ def _from_pil(data: bytes) -> np.ndarray:
         return cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
 
 
+def _unreadable_reason(data: bytes, err: Exception) -> str:
+    """Why neither OpenCV nor PIL decoded ``data``, for an error message a user can act on."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):  # PIL's own text names an anonymous in-memory buffer
+        return (f"no image format known to OpenCV or PIL; its {len(data)} bytes begin {bytes(data[:8])!r}: "
+                "a file of another kind, or one damaged in transfer")
+    return f"{type(err).__name__}: {err}"
+
+
 #: bytes near the start of a file that announce EXIF data (JPEG APP1, PNG eXIf, WebP EXIF) or a TIFF header
 _EXIF_MARKS = (b"Exif", b"eXIf", b"EXIF")
 _TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
@@ -133,7 +143,7 @@ def decode_unchanged(data: bytes, source: str = "<bytes>") -> np.ndarray:
         try:  # GIF and a few others that this OpenCV build cannot decode
             img = _from_pil(bytes(data))
         except Exception as err:
-            raise ImageReadError(f"{source}: not a readable image ({type(err).__name__}: {err})") from err
+            raise ImageReadError(f"{source}: not a readable image ({_unreadable_reason(data, err)})") from err
     if img.dtype == np.uint16:
         img = (img / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
