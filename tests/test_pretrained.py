@@ -104,6 +104,15 @@ def test_shipped_yunet_entry_has_its_licence():
         get_model("detection", pretrained=True)
 
 
+def test_an_architecture_without_shipped_weights_names_what_ships_and_how_to_load_its_own():
+    """get_model("lightcnn9", pretrained=True): lightface builds LightCNN-9 but ships no weights for it;
+    the error names the shipped architectures and the weights= form an official checkpoint loads with."""
+    with pytest.raises(PretrainedError, match=r"architecture 'lightcnn9'.*lightcnn29v2.*weights=PATH"):
+        get_model("lightcnn9", pretrained=True)
+    with pytest.raises(PretrainedError, match="no shipped weights named 'no_such_model'"):
+        get_model("no_such_model", pretrained=True)
+
+
 def test_release_meta_files_agree_with_the_manifest():
     """Every shipped trained model's card facts live in release/<name>.json, and the manifest
     (what list_pretrained and the model card show) holds exactly those facts."""

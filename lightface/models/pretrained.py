@@ -189,6 +189,14 @@ def get_pretrained(name: str) -> PretrainedWeights:
         defaults = set(aliases.values())
         return next((w for w in by_arch if w.name in defaults), by_arch[0])
     available = sorted(entries) + sorted(aliases)
+    from .registry import MODEL_BUILDERS
+
+    if name in MODEL_BUILDERS:  # an architecture lightface builds but ships no weights for
+        shipped = sorted({w.arch for w in entries.values() if w.arch in MODEL_BUILDERS})
+        raise PretrainedError(
+            f"no weights ship for the architecture {name!r} (shipped architectures: {', '.join(shipped) or 'none'}; "
+            f"names: {', '.join(available)}); load a checkpoint of your own or an official one with "
+            f"get_model({name!r}, weights=PATH) or FaceEmbedder(weights=PATH, arch={name!r})")
     raise PretrainedError(f"no shipped weights named {name!r}; available: {', '.join(available) or 'none'}")
 
 
