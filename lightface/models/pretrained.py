@@ -174,10 +174,11 @@ def list_pretrained(task: Optional[str] = None) -> List[Dict[str, Any]]:
 
 def get_pretrained(name: str) -> PretrainedWeights:
     """A shipped entry by its name, by a default alias (``recognition``, ``sr4``, ``sr8``,
-    ``frontalization``) or by architecture (its default entry, e.g. ``lightcnn9``).
+    ``frontalization``) or by architecture (its default entry, e.g. ``lightcnn29v2``).
 
     Raises:
-        PretrainedError: nothing ships under that name, with what does.
+        PretrainedError: nothing ships under that name, with what does (for an architecture
+            lightface builds but ships no weights for, such as ``lightcnn9``: how to load its own).
     """
     entries, aliases = _entries(), _aliases()
     if name in entries:
