@@ -34,7 +34,7 @@ class ToyConfig(RunConfig):
     ema_decay: float = option(0.0, help="EMA decay (0: off)")
     noise: float = option(0.1, help="random term of the loss (draws from the global RNG)")
     poison_step: int = option(0, help="this step's loss and update are NaN (a diverging run)")
-    signal_step: int = option(0, help="during this step the process sends itself `signals` (a real kill)")
+    signal_step: int = option(0, help="during this step the process raises `signals` in itself (real signals)")
     signals: str = option("SIGTERM", help="comma-separated signal names sent at signal_step")
     tensorboard: bool = option(False, help="tensorboard")
     plots: bool = option(False, help="plots")
@@ -68,7 +68,9 @@ class ToyTask(Task):
             loss = loss * float("nan")
         if self.engine.step + 1 == self.cfg.signal_step:
             for name in self.cfg.signals.split(","):
-                os.kill(os.getpid(), signal.Signals[name])
+                # raise_signal handles each signal before it returns; two os.kill calls to the whole
+                # process can reach other threads and merge into one pending signal
+                signal.raise_signal(signal.Signals[name])
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
