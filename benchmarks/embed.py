@@ -67,7 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", default=str(DEFAULT_FACES),
                    help="folder with images/ and landmarks_5pt.txt (LFW layout) for real aligned inputs; noise if absent")
     p.add_argument("--weights", default=None,
-                   help="a Light CNN checkpoint (project or official) whose backbone every path loads; default random")
+                   help="a Light CNN checkpoint (project or official) or a shipped model's name (e.g. "
+                        "lightcnn29v2_3src_rc15) whose backbone every path loads; default random")
     p.add_argument("--timer", default="wall", choices=["wall", "cpu"],
                    help="wall: elapsed time; cpu: CPU time of this process (all its threads), far less sensitive "
                         "to other jobs on a shared machine; use it with --threads 1")
@@ -108,8 +109,9 @@ def _baseline_model(arch: str, weights: Optional[str]):
     base = build_baseline(arch, num_classes=10).eval()
     if weights:
         from lightface.models.checkpoint import read_model_checkpoint
+        from lightface.models.pretrained import file_or_shipped
 
-        ckpt = read_model_checkpoint(weights)
+        ckpt = read_model_checkpoint(file_or_shipped(weights, "--weights"))
         if ckpt.arch != arch:
             raise ValueError(f"--weights {weights} holds a {ckpt.arch!r} model, not {arch!r}; pass --archs {ckpt.arch}")
         state = {k: v.float() for k, v in ckpt.state_dict.items() if not k.startswith("classifier.")}
