@@ -76,6 +76,7 @@ from .data.io import ImageReadError, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
+from .utils.precision import PRECISIONS, native_bf16
 from .utils.state_hash import state_sha256
 from .utils.templates import ALIGNED_TEMPLATES
 
@@ -325,9 +326,10 @@ class FaceEmbedder:
             :data:`FORWARD_CHUNK_SINGLE_THREAD` when ``torch.get_num_threads() == 1`` (both
             measured, docs/benchmarks.md); on CUDA whole batches. 0 runs each batch whole.
         precision: ``"float32"`` (default) or ``"bfloat16"`` (autocast; PyTorch backend:
-            embeddings within cosine 0.99999 of float32 on real faces). On CPUs without
+            the shipped recogniser's embeddings within cosine 0.99985 of float32 on real faces,
+            1.8x faster at batch 64 on a CPU with AVX512_BF16 and AMX). On CPUs without
             native bf16 (AVX2; AVX-512 without AVX512_BF16/AMX) bfloat16 is about 20 times
-            slower (measured, docs/benchmarks.md); use it only on hardware with native bf16.
+            slower (measured, docs/benchmarks.md), and a warning says so.
         aligned_template: how ``aligned=True`` crops are framed (:func:`prepare_aligned`):
             ``"auto"`` (default: Light CNN crops, and 112x112 taken for InsightFace's ArcFace
             crop), ``"lightcnn"``, ``"arcface"`` or ``"ffhq"`` (re-aligned from that template).
@@ -388,8 +390,8 @@ class FaceEmbedder:
         if chunk_size is not None and int(chunk_size) < 0:
             raise ValueError(f"chunk_size must be >= 0 (0: whole batches), got {chunk_size}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self._onnx = None
         stored_threshold = identification_threshold = None
@@ -423,7 +425,11 @@ class FaceEmbedder:
         if compile and self.model is not None:
             # inference only: freezing lets inductor constant-fold and pre-pack the conv weights
             self._net = torch.compile(self.model, options={"freezing": True})
-        logger.info("FaceEmbedder: running on %s (%s)", self.device, self.backend)
+        logger.info("FaceEmbedder: running on %s (%s, %s)", self.device, self.backend, precision)
+        if precision == "bfloat16" and not native_bf16(self.device):
+            logger.warning("FaceEmbedder: precision='bfloat16' on %s without native bf16 (no AVX512_BF16 or AMX): "
+                           "about 20 times slower than float32 here (docs/benchmarks.md); use precision='float32'",
+                           self.device)
         self._detector_spec = detector
         self._detector = detector if hasattr(detector, "detect") else None
         if threshold is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from pipelines._cli import run_cli
-from pipelines.extract_embeddings import add_embedder_arguments
+from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.enroll")
 
@@ -65,15 +65,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     """Enrol; returns the report as a dict (also printed as a summary)."""
-    from lightface.embed import FaceEmbedder
     from lightface.gallery import FaceGallery
 
     for p in args.photos:
         if not Path(p).exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
-    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
-                            detector=None if args.aligned else args.detector, flip=args.flip,
-                            aligned_template=args.aligned_template)
+    embedder = embedder_from_args(args, None if args.aligned else args.detector)
     gallery = FaceGallery(args.gallery, embedder)
     report = gallery.enroll(args.photos, aligned=args.aligned, batch_size=args.batch_size,
                             duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,

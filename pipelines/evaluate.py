@@ -27,7 +27,7 @@ import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
-from pipelines.extract_embeddings import add_embedder_arguments
+from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.evaluate")
 
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     from tqdm.auto import tqdm
 
     from lightface.data.sources import read_landmarks_file
-    from lightface.embed import FaceEmbedder, similarity
+    from lightface.embed import similarity
     from lightface.eval.verification import plot_roc, read_pairs, verification_metrics
 
     if args.batch_size < 1:
@@ -84,8 +84,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     root = Path(args.images)
     if not root.is_dir():
         raise FileNotFoundError(f"--images folder not found: {root}")
-    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=args.detector, flip=args.flip,
-                            aligned_template=args.aligned_template)
+    embedder = embedder_from_args(args, args.detector)
     table = read_landmarks_file(args.landmarks) if args.landmarks else None
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}

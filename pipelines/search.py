@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 
 from pipelines._argtypes import positive_int
 from pipelines._cli import run_cli
-from pipelines.extract_embeddings import add_embedder_arguments
+from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.search")
 
@@ -56,16 +56,14 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     import numpy as np
 
     from lightface.data.io import ImageReadError, read_image, write_image
-    from lightface.embed import FaceEmbedder, NoFaceError
+    from lightface.embed import NoFaceError
     from lightface.gallery import FaceGallery
     from lightface.gallery.sheet import contact_sheet, face_tile
 
     with FaceGallery(args.gallery, create=False) as probe:  # fail fast, before loading any model
         if len(probe) == 0:
             raise ValueError(f"{args.gallery}: the gallery is empty; enrol photos with python -m pipelines.enroll")
-    embedder = FaceEmbedder(args.weights, arch=args.arch, device=args.device,
-                            detector=None if args.aligned else args.detector, flip=args.flip,
-                            aligned_template=args.aligned_template)
+    embedder = embedder_from_args(args, None if args.aligned else args.detector)
     gallery = FaceGallery(args.gallery, embedder, create=False)  # refuses another model
     threshold = args.threshold if args.threshold is not None else gallery.threshold
     faces: List[Dict[str, Any]] = []

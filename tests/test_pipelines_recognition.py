@@ -155,7 +155,43 @@ def test_extract_embeddings_killed_midway_continues_and_refuses_other_progress(t
         extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv + ["--flip", "-o", str(out)]))
 
 
+def test_extract_embeddings_in_bfloat16_matches_float32_and_is_another_extraction(tmp_path, lfw, shared_models):
+    """``--precision bfloat16`` (the shipped recogniser): the same faces within cosine 0.999 of float32, and a progress
+    file of one precision is not continued by the other."""
+    root, names = lfw
+    src = _copy_identities(root, names[:2], tmp_path / "in")
+    argv = ["-i", str(src), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu"]
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.npz"
+        extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(
+            argv + ["--precision", precision, "-o", str(out)]))
+        runs[precision] = np.load(out)
+    assert list(runs["float32"]["paths"]) == list(runs["bfloat16"]["paths"]) and len(runs["float32"]["paths"]) == 4
+    cosines = (runs["float32"]["embeddings"] * runs["bfloat16"]["embeddings"]).sum(1)
+    assert cosines.min() > 0.999
+    fingerprints = {precision: extract_embeddings._fingerprint(
+        extract_embeddings.get_args_parser().parse_args(argv + ["--precision", precision, "-o", "x.npz"]),
+        ["a.jpg"], "sha", True) for precision in ("float32", "bfloat16")}
+    assert fingerprints["float32"] != fingerprints["bfloat16"]
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_warns_that_it_is_slow(monkeypatch, caplog):
+    """The warning turns on the CPU's bf16 support, which is read from torch (set here both ways)."""
+    for native in (False, True):
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, name, lambda native=native: native)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lightface.embed"):
+            FaceEmbedder(device="cpu", precision="bfloat16")
+        assert ("20 times slower" in caplog.text) is not native
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FaceEmbedder(device="cpu", precision="float16")
+
+
 def test_help_documents_defaults():
-    for mod in (evaluate, extract_embeddings):
+    from pipelines import enroll, search
+
+    for mod in (evaluate, extract_embeddings, enroll, search):
         text = mod.get_args_parser().format_help()
-        assert "default" in text and "--weights" in text
+        assert "default" in text and "--weights" in text and "--precision {float32,bfloat16}" in text
