@@ -92,11 +92,18 @@ def unpack(bundle: Path, manifest: Dict[str, Any], work: Path, workers: int) -> 
     return paths
 
 
+def default_dropout(loss: str) -> float:
+    """Dropout before the classifier: 0.5 for cross-entropy (the paper's), none before the cosine classifier of
+    a margin loss, whose scored direction dropout would change (docs/training.md)."""
+    return 0.5 if loss == "ce" else 0.0
+
+
 def recipe(args: argparse.Namespace, data: List[str], teacher) -> Dict[str, Any]:
     """The TrainConfig fields shared by the probe and the run."""
     return dict(data=data, arch=args.arch, init="kaiming", augment=args.augment, batch_size=args.batch_size, lr=args.lr,
                 lr_gamma=args.lr_gamma, clip_grad=5.0, amp=args.amp, device=args.device, workers=args.workers,
-                distill=teacher, distill_weight=10.0 if teacher else 1.0,
+                loss=args.loss, margin=args.margin, dropout=default_dropout(args.loss) if args.dropout is None
+                else args.dropout, distill=teacher, distill_weight=10.0 if teacher else 1.0,
                 distill_relation=args.distill_relation if teacher else 0.0,
                 samples_per_identity=args.samples_per_identity, seed=args.seed, log_every=10, save_every=args.save_every,
                 tensorboard=False, finetune=args.finetune, classifier_only_epochs=1 if args.finetune else 0)
@@ -294,6 +301,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.01, help="SGD base learning rate")
     p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
+    p.add_argument("--loss", default="ce", choices=("ce", "cosface", "arcface"),
+                   help="classification loss: cross-entropy, or a margin loss (CosFace / ArcFace) on a cosine "
+                        "classifier, which pays most when the backbone learns under it from the start "
+                        "(docs/training.md)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="margin of --loss cosface (cosine) / arcface (radians); default: the trainer's (0.35 / 0.5)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout before the classifier; default: 0.5 with --loss ce, 0 with a margin loss")
     p.add_argument("--distill-relation", type=float, default=30.0, help="similarity-preserving distillation weight")
     p.add_argument("--samples-per-identity", type=int, default=4, help="photos of one person in a row (0: shuffle)")
     p.add_argument("--augment", default="strong",

@@ -108,8 +108,8 @@ def test_bundle_carries_the_teacher_and_the_device_run_trains_in_its_minutes(sou
 
 def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources, tmp_path):
     """A SIGTERM to the process group (a scheduler's time limit): training stops after its step and the
-    backbone of that step comes back in parts. ``--epochs`` trains without the probe; ``--augment`` reaches the
-    trainer."""
+    backbone of that step comes back in parts. ``--epochs`` trains without the probe; ``--augment`` and ``--loss``
+    (a margin loss: its cosine classifier without dropout) reach the trainer."""
     from lightface.engine.logger import read_metrics
     from stop_signal_helper import sigterm_after
 
@@ -121,9 +121,10 @@ def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources
     metrics = work / "run" / "metrics.jsonl"
     rc, log = sigterm_after(["-c", entry, "--bundle", bundle, "--out", out, "--work", work, "--device", "cpu",
                              "--arch", TINY, "--batch-size", 8, "--epochs", 500, "--workers", 1, "--amp", "none",
-                             "--augment", "hard_face", "--minutes", 30], metrics, 2)
+                             "--augment", "hard_face", "--loss", "cosface", "--minutes", 30], metrics, 2)
     assert rc == 143, log
-    assert "augment: hard_face" in (out / "config.yaml").read_text()
+    config = (out / "config.yaml").read_text()
+    assert "augment: hard_face" in config and "loss: cosface" in config and "dropout: 0.0" in config
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["stopped"] == "signal SIGTERM" and summary["error"] is None
     assert summary["epochs"] == 500 and summary["probe_images_per_s"] is None
