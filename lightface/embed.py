@@ -427,9 +427,9 @@ class FaceEmbedder:
             self._net = torch.compile(self.model, options={"freezing": True})
         logger.info("FaceEmbedder: running on %s (%s, %s)", self.device, self.backend, precision)
         if precision == "bfloat16" and not native_bf16(self.device):
-            logger.warning("FaceEmbedder: precision='bfloat16' on %s without native bf16 (no AVX512_BF16 or AMX): "
-                           "about 20 times slower than float32 here (docs/benchmarks.md); use precision='float32'",
-                           self.device)
+            logger.warning("FaceEmbedder: precision='bfloat16' on %s, which has no native bf16 (a CPU needs "
+                           "AVX512_BF16 or AMX): about 20 times slower than float32 there (docs/benchmarks.md); use "
+                           "precision='float32'", self.device)
         self._detector_spec = detector
         self._detector = detector if hasattr(detector, "detect") else None
         if threshold is None:

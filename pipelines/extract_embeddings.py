@@ -140,7 +140,8 @@ def _fingerprint(args: argparse.Namespace, rels: List[str], weights_sha256: str,
     """What makes two extractions the same one: inputs (in order), weights and the settings that change the numbers
     (``flip``: the embedder's, after the card's default)."""
     spec = {"inputs": rels, "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
-            "precision": args.precision, "template": args.aligned_template, "detector": None if args.aligned else str(args.detector)}
+            "precision": args.precision, "template": args.aligned_template,
+            "detector": None if args.aligned else str(args.detector)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
