@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lightface.restore.folder import RestoreResult, nothing_restored, restore_paths, settings_key
+from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
 
@@ -53,9 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    from lightface.models.pretrained import PretrainedError
     from lightface.restore.frontalizer import Frontalizer
 
-    from lightface.models.pretrained import PretrainedError
+    list_images(args.input)  # a wrong path fails before any model or detector loads
 
     try:
         fr = Frontalizer(args.weights, device=args.device, detector=None if args.aligned else args.detector,

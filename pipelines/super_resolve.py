@@ -51,6 +51,9 @@ def main(args: argparse.Namespace) -> dict:
     if not args.input and not args.evaluate:
         raise SystemExit("super_resolve: give inputs with -i/--input, or --evaluate HR_DIR")
     need_detector = not args.aligned
+    for paths, recursive in ((args.input, False), (args.evaluate, True)):
+        if paths:
+            list_images(paths, recursive=recursive)  # a wrong path fails before any model or detector loads
     from lightface.models.pretrained import PretrainedError
 
     try:

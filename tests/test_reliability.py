@@ -609,13 +609,20 @@ def test_build_lmdb_cfp_fiducials_option(tmp_path, shared_data):
 @pytest.mark.parametrize("name,argv,message", [
     ("extract_embeddings", ["-i", "{tmp}/missing", "-o", "{tmp}/e.npz", "--weights", "{tmp}/w.pt"], "not found"),
     ("evaluate", ["--weights", "{tmp}/w.pt", "--pairs", "{tmp}/pairs.txt", "--images", "{tmp}"], "pairs.txt"),
-    ("super_resolve", ["-i", "{tmp}", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
-    ("frontalize", ["-i", "{tmp}", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
+    ("super_resolve", ["-i", "{tmp}/in", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
+    ("frontalize", ["-i", "{tmp}/in", "-o", "{tmp}/o", "--weights", "{tmp}/w.pt", "--aligned"], "w.pt"),
+    # a wrong input path is reported before the shipped model and a detector load (or a detector pack downloads)
+    ("super_resolve", ["-i", "{tmp}/in", "{tmp}/missing.jpg", "-o", "{tmp}/o"], "input not found"),
+    ("super_resolve", ["-i", "{tmp}/in", "-o", "{tmp}/o", "--evaluate", "{tmp}/hr"], "input not found"),
+    ("frontalize", ["-i", "{tmp}/missing.jpg", "-o", "{tmp}/o"], "input not found"),
 ])
 def test_cli_errors_are_one_line(tmp_path, name, argv, message):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "face.png"), np.full((32, 32, 3), 128, np.uint8))
     r = _run("-m", f"pipelines.{name}", *[a.format(tmp=tmp_path) for a in argv], "--device", "cpu")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and f"{name}: error:" in r.stderr and message in r.stderr, r.stderr
+    assert "face detector" not in r.stderr and "shipped weights" not in r.stderr, r.stderr
 
 
 def test_cli_yaml_typo_is_one_line(tmp_path):
