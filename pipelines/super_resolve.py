@@ -51,9 +51,10 @@ def main(args: argparse.Namespace) -> dict:
     if not args.input and not args.evaluate:
         raise SystemExit("super_resolve: give inputs with -i/--input, or --evaluate HR_DIR")
     need_detector = not args.aligned
-    for paths, recursive in ((args.input, False), (args.evaluate, True)):
-        if paths:
-            list_images(paths, recursive=recursive)  # a wrong path fails before any model or detector loads
+    # a wrong path fails before any model or detector loads
+    if args.input:
+        list_images(args.input)
+    hr_images = list_images(args.evaluate, recursive=True) if args.evaluate else []
     from lightface.models.pretrained import PretrainedError
 
     try:
@@ -82,7 +83,7 @@ def main(args: argparse.Namespace) -> dict:
         if not summary["processed"]:
             raise RuntimeError(nothing_restored(summary, out))
     if args.evaluate:
-        result = evaluate_super_resolution(resolver, list_images(args.evaluate, recursive=True), aligned=args.aligned,
+        result = evaluate_super_resolution(resolver, hr_images, aligned=args.aligned,
                                            identity_weights=args.identity_weights,
                                            sheet_path=out / "contact_sheet.png")
         (out / "evaluation.json").write_text(json.dumps(result, indent=2))
