@@ -29,7 +29,9 @@ penalised by its distance from the image centre, :func:`lightface.data.detect.ma
 aligned to the Light CNN template first; :meth:`FaceEmbedder.embed_faces` returns every
 face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
-runs instead and a warning says so (see :mod:`lightface.data.detect`).
+runs instead and a warning says so (see :mod:`lightface.data.detect`). A main face so small
+that the 128x128 crop enlarges it more than :data:`SMALL_FACE_ENLARGEMENT` times (eyes closer
+than about 10 px) is still embedded, with a warning: accuracy falls with face size.
 
 Weights
 -------
@@ -71,7 +73,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.align import align_face, template_points
+from .data.align import affine_scale, align_face, template_points
 from .data.io import ImageReadError, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
@@ -90,6 +92,7 @@ __all__ = [
     "RESCUE_THRESHOLD",
     "FORWARD_CHUNK",
     "FORWARD_CHUNK_SINGLE_THREAD",
+    "SMALL_FACE_ENLARGEMENT",
     "WeightsInfo",
     "prepare_aligned",
     "ALIGNED_TEMPLATES",
@@ -106,6 +109,10 @@ RESCUE_THRESHOLD = 0.25
 FORWARD_CHUNK = 16
 #: CPU faces per forward pass when PyTorch runs one intra-op thread (torch.get_num_threads() == 1)
 FORWARD_CHUNK_SINGLE_THREAD = 2
+#: aligned=False warns when the Light CNN crop enlarges a photo's main face more than this (its eyes
+#: closer than about 10 px): on LFW fold-2 pairs the shipped recogniser scores 0.952 at the usual 1.7x,
+#: 0.947 at 3.5x, 0.907 at 5.2x and 0.848 at 6.9x (python -m benchmarks.small_faces; docs/recognition.md)
+SMALL_FACE_ENLARGEMENT = 4.0
 _TRAIN_CROP = 144
 ImageLike = Union[str, os.PathLike, np.ndarray, Tensor, Any]
 
@@ -561,7 +568,13 @@ class FaceEmbedder:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
         out = []
         for face in faces if all_faces else [main_face(faces, img.shape)]:
-            crop, _ = align_face(img, face.landmarks, template="lightcnn", size=INPUT_SIZE)
+            crop, M = align_face(img, face.landmarks, template="lightcnn", size=INPUT_SIZE)
+            enlargement = affine_scale(M)
+            if not all_faces and enlargement > SMALL_FACE_ENLARGEMENT:
+                eyes = float(np.linalg.norm(np.subtract(face.landmarks[0], face.landmarks[1])))
+                logger.warning("%s: small face (eyes %.0f px apart; the %d-px crop enlarges it %.1fx): accuracy falls "
+                               "beyond %gx (docs/recognition.md, 'Small faces')", source, eyes, INPUT_SIZE,
+                               enlargement, SMALL_FACE_ENLARGEMENT)
             out.append((face, to_gray(crop)))
         return out
 

@@ -3,6 +3,7 @@
 No official Light CNN weights exist on this machine: the embedder loads random weights of
 the original architecture saved in the official file layout (module. prefix, fc2).
 """
+import json
 import logging
 
 import cv2
@@ -260,6 +261,26 @@ def test_framing_benchmark_re_alignment_recovers_verification_accuracy(shared_da
         assert realigned > direct - 0.03, (framing, realigned, direct)  # measured -0.006 / 0.000 (rc13)
 
 
+@pytest.mark.slow
+def test_small_faces_benchmark_measures_the_enlargement_the_warning_reads(shared_data, tmp_path, capsys):
+    """``python -m benchmarks.small_faces`` on 20 of the LFW fold-2 pairs: ordinary 150 px photos stay
+    under SMALL_FACE_ENLARGEMENT (no warning), the same photos shrunk 4x are past it, and the table
+    and JSON rows say so."""
+    from benchmarks.small_faces import main
+    from lightface.embed import SMALL_FACE_ENLARGEMENT
+    from lightface.models import PretrainedError
+
+    out = tmp_path / "rows.json"
+    try:
+        assert main(["--limit", "20", "--factors", "1", "4", "--no-flip", "--out", str(out)]) == 0
+    except PretrainedError:
+        pytest.skip("no recogniser ships in this install")
+    full, small = json.loads(out.read_text())
+    assert full["enlargement"][2] < SMALL_FACE_ENLARGEMENT < small["enlargement"][1], (full, small)  # p90 / p10
+    assert full["undetected"] == small["undetected"] == 0
+    assert "| 4 (37.5) |" in capsys.readouterr().out
+
+
 def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, shared_models, shared_data, caplog):
     """aligned=False: a face the detector scores under its threshold (a mask over the mouth) is
     embedded from the best low-score candidate, with a warning; rescue_threshold=None fails as before."""
@@ -279,3 +300,24 @@ def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, share
         strict.embed(occluded, aligned=False)
     with pytest.raises(ValueError, match="rescue_threshold"):
         FaceEmbedder(weights, device="cpu", rescue_threshold=0.05)
+
+
+def test_a_small_face_is_embedded_with_a_warning(weights, shared_models, shared_data, caplog):
+    """aligned=False: a photo whose face the crop must enlarge more than SMALL_FACE_ENLARGEMENT
+    times (an LFW photo shrunk 4x: eyes about 6 px apart) still gives its embedding, with a warning
+    that names the photo and the enlargement; the photo at its own size gives none."""
+    from lightface.embed import SMALL_FACE_ENLARGEMENT
+
+    photo = read_image(shared_data / "lfw_identities" / "images" / "Gordon_Brown" / "Gordon_Brown_0001.jpg")
+    small = cv2.resize(photo, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        full = emb.embed(photo, aligned=False)[0]
+    assert "small face" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        shrunk = emb.embed(small, aligned=False)[0]
+    warning = next(r.getMessage() for r in caplog.records if "small face" in r.getMessage())
+    enlargement = float(warning.split("enlarges it ")[1].split("x")[0])
+    assert SMALL_FACE_ENLARGEMENT < enlargement < 12, warning  # about 4 x the full photo's 1.7
+    assert warning.startswith("input 0 (ndarray): small face"), warning
+    assert np.isfinite(shrunk).all() and similarity(full, shrunk) > 0.3

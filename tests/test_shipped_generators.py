@@ -88,6 +88,8 @@ def test_superresolver_loads_the_shipped_default_per_scale(shipped_sr):
         sr = SuperResolver(scale=scale, device="cpu")
         assert sr.pretrained is not None and sr.pretrained.name == entry.name
         assert sr.scale == scale and sr.input_size == 128 // scale and sr.output_size == 128
+        assert repr(sr) == (f"SuperResolver(weights={entry.name!r}, scale={scale}, input_size={128 // scale}, "
+                            "output_size=128, device='cpu', flip_ensemble=True, detector=None)")
         assert next(sr.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
         lr = _lr_batch(scale)
         net = model.half().float().eval()  # the released weights are float16
@@ -135,6 +137,7 @@ def test_frontalizer_loads_the_shipped_default(weights_dir, tmp_path):
                     default_for=["frontalization"], ema=True)
     fr = Frontalizer(device="cpu")
     assert fr.pretrained.name == "tiny_tpgan" and fr.mirror == "left"  # the entry's direction
+    assert repr(fr) == "Frontalizer(weights='tiny_tpgan', channels=3, device='cpu', mirror='left', detector=None)"
     x = torch.rand(2, 3, 128, 128)
     torch.testing.assert_close(fr.frontalize_tensor(x), model.half().float().eval().frontalize(x).clamp(0, 1),
                                atol=1e-5, rtol=0)

@@ -113,6 +113,11 @@ class Frontalizer:
         self.mirror = mirror
         self.detector = resolve_detector(detector, self.device)
 
+    def __repr__(self) -> str:
+        shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
+        return (f"Frontalizer({shipped}channels={self.channels}, device={str(self.device)!r}, mirror={self.mirror!r}, "
+                f"detector={self.detector!r})")
+
     # -- tensors -----------------------------------------------------------------------
     @torch.no_grad()
     def frontalize_tensor(self, x: torch.Tensor) -> torch.Tensor:

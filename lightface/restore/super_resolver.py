@@ -107,6 +107,12 @@ class SuperResolver:
         self.flip_ensemble = bool(flip_ensemble)
         self.detector = resolve_detector(detector, self.device)
 
+    def __repr__(self) -> str:
+        shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
+        return (f"SuperResolver({shipped}scale={self.scale}, input_size={self.input_size}, "
+                f"output_size={self.output_size}, device={str(self.device)!r}, flip_ensemble={self.flip_ensemble}, "
+                f"detector={self.detector!r})")
+
     @torch.no_grad()
     def upscale_tensor(self, lr: torch.Tensor, flip_ensemble: Optional[bool] = None) -> torch.Tensor:
         """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device.
