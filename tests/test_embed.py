@@ -277,7 +277,6 @@ def test_small_faces_benchmark_measures_the_enlargement_the_warning_reads(shared
         pytest.skip("no recogniser ships in this install")
     full, small = json.loads(out.read_text())
     assert full["enlargement"][2] < SMALL_FACE_ENLARGEMENT < small["enlargement"][1], (full, small)  # p90 / p10
-    assert full["undetected"] == small["undetected"] == 0
     assert "| 4 (37.5) |" in capsys.readouterr().out
 
 
