@@ -34,8 +34,8 @@ CROPS = ("bilinear warp", "antialiased")
 def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, size: int) -> np.ndarray:
     """The HR photo's face on the SR output's pixel grid: ``M_input`` (photo -> input crop) with its
     destination scaled by ``scale`` (pixel centres), the photo blurred to that grid first."""
-    from lightface.data.align import affine_scale
-    from lightface.restore.paste import antialias_sigma, rescale_affine
+    from lightface.data.align import affine_scale, antialias_sigma
+    from lightface.restore.paste import rescale_affine
 
     M = rescale_affine(M_input, dst_scale=scale)
     sigma = antialias_sigma(affine_scale(M))

@@ -106,6 +106,39 @@ def test_align_pixels_match_warp():
     np.testing.assert_allclose(crop[10, :100], 2.0 * np.arange(100), atol=1e-3)
 
 
+def test_antialias_averages_what_the_crop_shrinks_and_leaves_enlarged_faces_alone():
+    """A face 4x larger than the crop: the plain warp samples 1-px stripes at the crop's pixel
+    centres (all white: aliasing), antialias=True gives their average; where the crop enlarges
+    the face, antialias changes nothing. M maps the original image either way."""
+    stripes = np.zeros((700, 700), np.uint8)
+    stripes[:, ::2] = 255
+    pts = template_points("lightcnn") * 4 + [100, 50]
+    plain, M = align_face(stripes, pts)
+    smooth, M_aa = align_face(stripes, pts, antialias=True)
+    np.testing.assert_array_equal(M, M_aa)
+    assert plain[20:100, 20:100].min() == 255
+    assert abs(float(smooth[20:100, 20:100].mean()) - 127.5) < 3 and smooth[20:100, 20:100].std() < 3
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (300, 280, 3), dtype=np.uint8)
+    small = template_points("lightcnn") * 0.8 + 20
+    np.testing.assert_array_equal(align_face(img, small)[0], align_face(img, small, antialias=True)[0])
+
+
+def test_interpolation_choices():
+    """bicubic / lanczos warp the same points (same M), differ from bilinear in the pixels;
+    an unknown name is refused, naming the choices."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (200, 200), dtype=np.uint8)
+    pts = template_points("lightcnn") * 0.7 + 30  # enlarged 1.4x
+    bilinear, M = align_face(img, pts)
+    for name in ("bicubic", "lanczos"):
+        crop, M_i = align_face(img, pts, interpolation=name)
+        np.testing.assert_array_equal(M, M_i)
+        assert crop.shape == bilinear.shape and np.abs(crop.astype(int) - bilinear).mean() > 1
+    with pytest.raises(ValueError, match="interpolation must be one of.*bicubic"):
+        align_face(img, pts, interpolation="cubic")
+
+
 @pytest.mark.parametrize(
     "landmarks,msg",
     [(np.zeros((4, 2)), "5 \\(x, y\\) points"), (np.full((5, 2), np.nan), "NaN"),

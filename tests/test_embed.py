@@ -14,7 +14,8 @@ from PIL import Image
 
 import lightface
 from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
-from lightface.data.align import align_face
+from lightface.data.align import affine_scale, align_face
+from lightface.data.detect import FaceDetector
 from lightface.data.io import ImageReadError, read_image
 from lightface.data.sources import read_landmarks_file
 from lightface.embed import FaceEmbedder, NoFaceError, similarity
@@ -299,6 +300,27 @@ def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, share
         strict.embed(occluded, aligned=False)
     with pytest.raises(ValueError, match="rescue_threshold"):
         FaceEmbedder(weights, device="cpu", rescue_threshold=0.05)
+
+
+def test_a_large_face_embeds_as_it_does_from_a_smaller_photo(shared_models, shared_data):
+    """aligned=False, the shipped recogniser: a 1024 px CelebA-HQ photo (its face shrunk about 4x
+    into the crop) and the same photo shrunk 4x give nearly the same embedding with the default
+    antialias=True; the bilinear warp alone (antialias=False) aliases the large face and drifts
+    further. The crop is FaceEmbedder.align's, which gallery enrolment shares."""
+    photos = [read_image(p) for p in sorted((shared_data / "celeba_hq").rglob("*.jpg"))]
+    smaller = [cv2.resize(p, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA) for p in photos]
+    detector = FaceDetector(str(shared_models / "det_500m.onnx"), device="cpu")
+    agreement = {}
+    for antialias in (True, False):
+        emb = FaceEmbedder(device="cpu", detector=detector, antialias=antialias)
+        e = emb.embed(photos + smaller, aligned=False)
+        agreement[antialias] = (e[:len(photos)] * e[len(photos):]).sum(1)
+    assert (agreement[True] > agreement[False]).sum() >= 8, agreement  # measured: all 10
+    assert agreement[True].min() > 0.99, agreement  # measured 0.995 (antialias=False: 0.987)
+    face = detector.detect(photos[0])[0]
+    crop, M = FaceEmbedder(device="cpu", detector=detector).align(photos[0], face.landmarks)
+    assert crop.shape == (128, 128, 3) and affine_scale(M) < 0.3
+    np.testing.assert_array_equal(crop, align_face(photos[0], face.landmarks, antialias=True)[0])
 
 
 def test_a_small_face_is_embedded_with_a_warning(weights, shared_models, shared_data, caplog):

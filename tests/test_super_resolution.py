@@ -45,7 +45,7 @@ def test_antialiased_align_blurs_only_what_the_crop_shrinks(shared_data, shared_
     a bicubic warp (the face's region only, the same crop as blurring it all), the same transform
     as align_face; a crop that does not shrink the face is not blurred."""
     from lightface.data.detect import FaceDetector
-    from lightface.restore.paste import antialias_sigma
+    from lightface.data.align import antialias_sigma
 
     photo = cv2.imread(str(sorted((shared_data / "celeba_hq" / "female").glob("*.jpg"))[0]))
     det = FaceDetector(shared_models / "det_500m.onnx", device="cpu")

@@ -57,6 +57,9 @@ __all__ = [
     "invert_affine",
     "transform_points",
     "affine_scale",
+    "INTERPOLATIONS",
+    "AA_SIGMA",
+    "antialias_sigma",
 ]
 
 
@@ -94,12 +97,18 @@ def estimate_transform(landmarks, template: str = "lightcnn", size: int | None =
     return np.asarray(tform.params[:2], dtype=np.float64)
 
 
+#: :func:`align_face`'s ``interpolation`` choices: the OpenCV flag of each warp kernel
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+
+
 def align_face(
     image: np.ndarray,
     landmarks,
     template: str = "lightcnn",
     size: int | None = None,
     border_value: float = 0.0,
+    interpolation: str = "bilinear",
+    antialias: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Warp a face to a canonical crop with a 5-point similarity transform.
 
@@ -116,9 +125,17 @@ def align_face(
             ``None`` (default) = the template's base size: 128 for ``"lightcnn"``, 144 for
             ``"lightcnn_train"``, 112 for ``"arcface"``, 128 for ``"ffhq"``.
         border_value: fill for pixels outside the source image.
+        interpolation: the warp's kernel, a key of :data:`INTERPOLATIONS`: ``"bilinear"``
+            (default; how the training corpora were built), ``"bicubic"`` or ``"lanczos"``
+            (sharper where the crop enlarges the face).
+        antialias: where the crop shrinks the face (:func:`affine_scale` of ``M`` below 1: a
+            face larger than the crop), first blur the region the crop covers to the crop's
+            resolution (Gaussian, :func:`antialias_sigma` of the shrink), then warp; without
+            it the warp samples the large face only at the crop's pixel centres and its fine
+            detail aliases. No effect where the crop enlarges the face.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
-        (use :func:`invert_affine` to paste back).
+        (use :func:`invert_affine` to paste back); ``M`` maps the original image either way.
 
     Example:
         >>> crop, M = align_face(bgr, pts)                       # 128x128 Light CNN crop
@@ -129,6 +146,8 @@ def align_face(
         raise ValueError(f"image must be (H, W) or (H, W, C) with H, W > 0, got shape {img.shape}")
     if img.ndim == 3 and not 1 <= img.shape[2] <= 4:
         raise ValueError(f"image must have 1-4 channels in the last axis, got shape {img.shape}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
     if size is None:
         size = template_base_size(template)
     M = estimate_transform(landmarks, template, size)
@@ -138,14 +157,46 @@ def align_face(
         work = src
     else:
         work = src.astype(np.float32)
+    warp = M
+    sigma = antialias_sigma(affine_scale(M)) if antialias else 0.0
+    if sigma > 0:
+        work, warp = _blur_region(work, M, size, sigma)
     crop = cv2.warpAffine(
-        work, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        work, warp, (size, size), flags=INTERPOLATIONS[interpolation], borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border_value,) * 4,
     )
     crop = crop.astype(img.dtype, copy=False)
     if squeeze:
         crop = crop[:, :, None]
     return crop, M
+
+
+#: Gaussian pre-blur of :func:`align_face` ``antialias=True`` (:func:`antialias_sigma`); 0.35 and 0.5
+#: measured for the super-resolvers' LR crops, docs/super_resolution.md
+AA_SIGMA = 0.35
+
+
+def antialias_sigma(scale: float) -> float:
+    """Gaussian blur (in source pixels) that takes an image to the resolution of a crop ``scale``
+    times its size: ``AA_SIGMA * sqrt(1/scale**2 - 1)`` when ``scale < 1``, else 0 (no shrink)."""
+    return AA_SIGMA * float(np.sqrt(1.0 / scale**2 - 1.0)) if scale < 1.0 else 0.0
+
+
+def _blur_region(img: np.ndarray, M: np.ndarray, size: int, sigma: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The region of ``img`` that the (size, size) crop of ``M`` covers, with a margin for the
+    kernel, Gaussian-blurred by ``sigma``, and the (2, 3) matrix mapping it to the crop."""
+    h, w = img.shape[:2]
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) - 0.5
+    region = transform_points(corners, invert_affine(M))
+    pad = int(np.ceil(4 * sigma)) + 2
+    x0, y0 = (np.floor(region.min(0)).astype(int) - pad).clip(0, [w, h])
+    x1, y1 = (np.ceil(region.max(0)).astype(int) + pad + 1).clip(0, [w, h])
+    if x1 <= x0 or y1 <= y0:  # the crop lies outside the image: all border either way
+        return img, M
+    blurred = cv2.GaussianBlur(np.ascontiguousarray(img[y0:y1, x0:x1]), (0, 0), sigma)
+    M_region = M.copy()
+    M_region[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # region pixel (u, v) is image pixel (u + x0, v + y0)
+    return blurred, M_region
 
 
 def affine_scale(M: np.ndarray) -> float:

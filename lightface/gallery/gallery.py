@@ -344,7 +344,6 @@ class FaceGallery:
 
     # -- enrolment -----------------------------------------------------------------------------
     def _detect(self, embedder: Any, img: np.ndarray, source: str, report: EnrollReport):
-        from ..data.align import align_face
         from ..data.detect import main_face
         from ..data.io import to_gray
         from ..embed import NoFaceError
@@ -355,7 +354,7 @@ class FaceGallery:
         if len(faces) > 1:
             report.multi_face[source] = len(faces)
         face = main_face(faces, img.shape)
-        crop, _ = align_face(img, face.landmarks, template="lightcnn", size=128)
+        crop, _ = embedder.align(img, face.landmarks)
         return to_gray(crop), {"box": face.box, "landmarks": face.landmarks, "det_score": face.score}
 
     def enroll(self, paths_or_folders: Any, embedder: Any = None, *, aligned: bool = False, batch_size: int = 32,

@@ -14,10 +14,10 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..data.align import affine_scale, align_face, estimate_transform, invert_affine, template_base_size
+from ..data.align import align_face, invert_affine
 from ..data.detect import main_face
 
-__all__ = ["as_bgr", "detect_faces", "detect_and_align", "antialiased_align", "antialias_sigma", "rescale_affine",
+__all__ = ["as_bgr", "detect_faces", "detect_and_align", "antialiased_align", "rescale_affine",
            "feather_mask", "paste_face"]
 
 
@@ -73,48 +73,19 @@ def detect_and_align(
     return [(f, *align(bgr, f.landmarks, template, size=size)) for f in detections]
 
 
-#: Gaussian pre-blur of :func:`antialiased_align` (:func:`antialias_sigma`); 0.35 and 0.5 measured,
-#: docs/super_resolution.md
-AA_SIGMA = 0.35
-
-
-def antialias_sigma(scale: float) -> float:
-    """Gaussian blur (in source pixels) that takes an image to the resolution of a crop ``scale``
-    times its size: ``AA_SIGMA * sqrt(1/scale**2 - 1)`` when ``scale < 1``, else 0 (no shrink)."""
-    return AA_SIGMA * float(np.sqrt(1.0 / scale**2 - 1.0)) if scale < 1.0 else 0.0
-
-
 def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):
-    """The face crop a super-resolver reads: ``(crop, M image -> crop)``, ``M`` as :func:`lightface.data.align.align_face`'s.
+    """The face crop a super-resolver reads: ``(crop, M image -> crop)``, as :func:`lightface.data.align.align_face`
+    with ``interpolation="bicubic", antialias=True``.
 
-    ``align_face`` warps bilinearly, which samples the photo at the crop's pixel centres only:
+    ``align_face``'s default bilinear warp samples the photo at the crop's pixel centres only:
     a face larger than the crop comes out aliased (the LR faces the super-resolvers are not
     trained on: docs/super_resolution.md, "Aliased LR faces"), and any face a little blurred
     by the interpolation. Here the face's region of the photo is first blurred with
-    :func:`antialias_sigma` of the shrink factor (none when the face is not shrunk), then
-    warped with bicubic interpolation. ``img``: uint8 or float (H, W[, C]). Measured with
-    ``python -m benchmarks.sr_face_size``.
+    :func:`~lightface.data.align.antialias_sigma` of the shrink factor (none when the face is
+    not shrunk), then warped with bicubic interpolation. ``img``: uint8 or float (H, W[, C]).
+    Measured with ``python -m benchmarks.sr_face_size``.
     """
-    img = np.asarray(img)
-    size = template_base_size(template) if size is None else int(size)
-    M = estimate_transform(landmarks, template, size)
-    sigma = antialias_sigma(affine_scale(M))
-    src, M_src = img, M
-    if sigma > 0:  # blur only the face's region of the photo, with a margin for the kernel
-        h, w = img.shape[:2]
-        inv = invert_affine(M)
-        corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) - 0.5
-        region = corners @ inv[:, :2].T + inv[:, 2]
-        pad = int(np.ceil(4 * sigma)) + 2
-        x0, y0 = (np.floor(region.min(0)).astype(int) - pad).clip(0, [w, h])
-        x1, y1 = (np.ceil(region.max(0)).astype(int) + pad + 1).clip(0, [w, h])
-        if x1 > x0 and y1 > y0:  # else the crop lies outside the photo: all border either way
-            src = cv2.GaussianBlur(np.ascontiguousarray(img[y0:y1, x0:x1]), (0, 0), sigma)
-            M_src = M.copy()
-            M_src[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # region pixel (u, v) is photo pixel (u + x0, v + y0)
-    out = cv2.warpAffine(src, M_src, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(0, 0, 0, 0))
-    return out.reshape((size, size) + img.shape[2:]), M
+    return align_face(img, landmarks, template, size, interpolation="bicubic", antialias=True)
 
 
 def rescale_affine(M: np.ndarray, src_scale: float = 1.0, dst_scale: float = 1.0) -> np.ndarray:
