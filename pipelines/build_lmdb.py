@@ -69,6 +69,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="detect the main face (the largest, penalised by its distance from the image centre) "
                         "with this detector (InsightFace pack name, detector .onnx, YuNet .onnx or yunet:PATH) "
                         "for images without landmarks; images without a face are skipped")
+    a.add_argument("--antialias", action="store_true",
+                   help="blur faces larger than the crop to its resolution before the warp instead of point-sampling "
+                        "them (off: the plain bilinear warp, how the shipped models' corpora were built)")
     a.add_argument("--det-size", type=positive_int, default=640, help="detector input size")
     a.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")
@@ -112,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
             args.src, args.out, size=args.size, color=args.color, encoding=args.encoding, quality=args.quality,
             template=args.template, landmarks=args.landmarks, fiducials=args.fiducials, detect=args.detect, det_size=args.det_size,
             det_threshold=args.det_threshold, source_template=args.source_template, resize=args.resize,
-            list_root=args.root, workers=args.workers, shuffle=args.shuffle, seed=args.seed, resume=args.resume,
+            antialias=args.antialias, list_root=args.root, workers=args.workers, shuffle=args.shuffle, seed=args.seed, resume=args.resume,
             overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
             progress=not args.no_progress,
         )

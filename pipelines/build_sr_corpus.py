@@ -47,6 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=("lightcnn", "ffhq", "arcface"), default="lightcnn",
                    help="crop framing: the Light CNN template the models are used on, or another (ffhq: the wider "
                         "FFHQ / CelebA-HQ framing) for a corpus that teaches other framings too")
+    p.add_argument("--antialias", action="store_true",
+                   help="blur faces larger than the crop to its resolution before the warp instead of point-sampling "
+                        "them (most CFP frontal faces are shrunk; off: how the shipped models' corpora were built)")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -60,7 +63,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """
     summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids, max_upscale=args.max_upscale,
                                 encoding=args.encoding, workers=args.workers, template=args.template,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, antialias=args.antialias)
     print(json.dumps(summaries, indent=2, default=str))
     failed = [name for name, summary in summaries.items() if not summary.get("ok")]
     if failed:

@@ -162,6 +162,7 @@ class BuildOptions:
     source_template: Optional[str] = None
     resize: str = "crop"
     require_landmarks: bool = False
+    antialias: bool = False
 
     def validate(self) -> None:
         if int(self.size) < 8:
@@ -308,7 +309,7 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     crop_lm = None
     if lm is not None:
         try:
-            crop, M = align_face(img, lm, options.template, options.size)
+            crop, M = align_face(img, lm, options.template, options.size, antialias=options.antialias)
         except ValueError as err:
             return ("skip", f"alignment failed: {err}")
         crop_lm = transform_points(lm, M).astype(np.float32)
@@ -554,6 +555,7 @@ def build_lmdb(
     det_threshold: float = 0.5,
     source_template: Optional[str] = None,
     resize: str = "crop",
+    antialias: bool = False,
     list_root=None,
     workers: int = 0,
     shuffle: bool = False,
@@ -595,6 +597,10 @@ def build_lmdb(
             sources default to ``"arcface"``); they are re-aligned to ``template``.
         resize: for images with no landmarks/detector/source template: ``"crop"`` (centre
             square, resized to ``size``), ``"stretch"`` or ``"none"`` (keep the size).
+        antialias: aligned faces larger than the crop are blurred to its resolution before
+            the warp (:func:`lightface.data.align.align_face` ``antialias=True``) instead of
+            point-sampled by the bilinear warp (aliased). Off by default: the shipped models'
+            corpora were built without it.
         list_root: root of relative paths in a list file (default: its folder).
         workers: processes that decode/align/encode in parallel (0 = in this process);
             output order does not depend on it.
@@ -623,7 +629,7 @@ def build_lmdb(
     opts = BuildOptions(size=int(size), color=color, encoding=encoding, quality=int(quality), template=template,
                         detect=str(detect) if detect else None, det_size=int(det_size),
                         det_threshold=float(det_threshold), source_template=source_template, resize=resize,
-                        require_landmarks=landmarks is not None or fiducials is not None)
+                        require_landmarks=landmarks is not None or fiducials is not None, antialias=bool(antialias))
     opts.validate()
     items = list(plan.items)
     if shuffle:
@@ -638,6 +644,8 @@ def build_lmdb(
         raise ValueError(f"no image under {src} has a fiducial file in {fiducials}: give CFP's Images folder as the "
                          "source and its Fiducials folder (<id>/<frontal|profile>/NN.txt) as --fiducials")
     fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
+    if not opts.antialias:  # the option's default leaves the record as it was before the option existed,
+        del fp_opts["antialias"]  # so datasets built then still resume and count as complete
     fingerprint = _fingerprint(items, {**fp_opts, "recordio": plan.rec_path})
     if resume and not overwrite and not partial_path(out).exists() and is_complete_dataset(out):
         done = _already_complete(out, src, plan, items, fp_opts, t0)

@@ -196,9 +196,12 @@ def evaluate_super_resolution(
 ) -> dict:
     """Score super-resolution against ground truth: PSNR, SSIM and identity cosine, SR vs bicubic.
 
-    Each HR image is turned into an ``output_size`` face (``aligned=True``: resized; else the
-    main detected face, :func:`lightface.data.detect.main_face`, aligned to the Light CNN
-    template at ``output_size``), downscaled by ``scale`` (antialiased bicubic,
+    Each HR image is turned into an ``output_size`` face (``aligned=True``: resized, area
+    interpolation when shrinking; else the main detected face,
+    :func:`lightface.data.detect.main_face`, aligned to the Light CNN template at
+    ``output_size``, antialiased where the crop shrinks the face, so a high-resolution photo
+    gives a faithful HR face rather than the aliased point samples of a plain warp:
+    :func:`lightface.data.align.align_face` ``antialias=True``), downscaled by ``scale`` (antialiased bicubic,
     :func:`lightface.data.degradation.downscale`), then upscaled by the model and by bicubic
     (Pillow) and compared with the HR face. PSNR / SSIM: all three colour channels, data
     range 255; spots: dark spots the HR face lacks (hallucinated texture,
@@ -240,7 +243,7 @@ def evaluate_super_resolution(
             if not faces:
                 skipped.append({"input": str(path), "reason": "no face detected"})
                 continue
-            hr, _ = align_face(img, main_face(faces, img.shape).landmarks, _TEMPLATE, size=size)
+            hr, _ = align_face(img, main_face(faces, img.shape).landmarks, _TEMPLATE, size=size, antialias=True)
         hrs.append((str(path), hr))
         lrs.append(downscale(hr, scale, "bicubic"))
     if not hrs:
