@@ -270,6 +270,30 @@ def test_real_shipped_sr_restores_faces_framed_by_other_tools(shared_data, scale
     assert np.mean(gains) >= bar, gains  # measured: 4x +2.64, 8x +2.23 (docs/super_resolution.md)
 
 
+def test_whole_photo_restorers_cut_large_faces_antialiased(shared_data, shared_models):
+    """A 1024 px CelebA-HQ photo (its face shrunk about 4x into the crop): the frontalizer reads the
+    antialiased bilinear crop (align_face antialias=True), the super-resolver the antialiased bicubic
+    one (antialiased_align), not the point samples of the plain warp."""
+    from lightface.data.align import affine_scale, align_face
+    from lightface.data.detect import FaceDetector, main_face
+    from lightface.data.io import read_image
+    from lightface.restore.paste import antialiased_align
+
+    photo = read_image(sorted((shared_data / "celeba_hq").rglob("*.jpg"))[0])
+    detector = FaceDetector(str(shared_models / "det_500m.onnx"), device="cpu")
+    marks = main_face(detector.detect(photo), photo.shape).landmarks
+    try:
+        fr, sr = Frontalizer(device="cpu", detector=detector), SuperResolver(device="cpu", detector=detector)
+    except PretrainedError:
+        pytest.skip("no frontalizer or super-resolver ships in this install")
+    face = fr.frontalize(photo, only_center_face=True)[0]
+    assert affine_scale(face.M) < 0.3
+    np.testing.assert_array_equal(face.crop, align_face(photo, marks, antialias=True)[0])
+    assert not np.array_equal(face.crop, align_face(photo, marks)[0])
+    _, restored = sr.restore(photo, only_center_face=True)
+    np.testing.assert_array_equal(restored[0].crop, antialiased_align(photo, marks, "lightcnn", size=sr.input_size)[0])
+
+
 def test_real_shipped_frontalizer_on_real_profiles(shared_data):
     """The shipped frontalizer (if released) on held-out CFP profiles (cfp/ people are in no training set):
     a frontal face comes out, one per person (not a constant image), symmetric like a frontal view, and closer

@@ -172,7 +172,9 @@ class Frontalizer:
         """Whole photo (uint8 BGR (H, W, 3), BGRA or gray) -> one :class:`FrontalizedFace` per detected face.
 
         Faces are detected (largest first), aligned to the 128x128 ``lightcnn`` template with
-        their 5 landmarks, mirrored to the model's direction when needed and frontalized.
+        their 5 landmarks (antialiased where the crop shrinks the face, so the frontal view does
+        not depend on the photo's resolution: docs/frontalization.md), mirrored to the model's
+        direction when needed and frontalized.
         ``only_center_face`` keeps the photo's main face (the largest, penalised by its
         distance from the image centre: :func:`lightface.data.detect.main_face`). No face -> [].
         """
@@ -180,7 +182,7 @@ class Frontalizer:
         if self.detector is None:
             raise ValueError("Frontalizer.frontalize needs a face detector: Frontalizer(weights, detector=...) "
                              "(e.g. '../shared/models/det_500m.onnx'), or use frontalize_face for aligned crops")
-        found = detect_and_align(self.detector, as_bgr(photo), SIZE, "lightcnn", only_center_face)
+        found = detect_and_align(self.detector, as_bgr(photo), SIZE, "lightcnn", only_center_face, antialias=True)
         facings = [face_direction(f.landmarks) for f, _, _ in found]
         frontals = self.frontalize_faces([c for _, c, _ in found], facings, batch_size) if found else []
         return [

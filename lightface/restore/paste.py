@@ -54,23 +54,24 @@ def detect_faces(detector, bgr: np.ndarray) -> list:
 
 def detect_and_align(
     detector, bgr: np.ndarray, size: int, template: str = "lightcnn", only_center_face: bool = False,
-    antialias: bool = False,
+    antialias: bool = False, interpolation: str = "bilinear",
 ) -> List[tuple]:
     """Detect the faces of ``bgr`` (uint8 (H, W, 3)) and align each to ``template`` at ``size`` px.
 
     Returns ``[(DetectedFace, crop (size, size, 3) uint8, M (2, 3) image -> crop), ...]``,
     largest face first; ``only_center_face`` keeps only the photo's main face (the largest,
     penalised by its distance from the image centre: :func:`lightface.data.detect.main_face`).
-    ``antialias``: align as a super-resolver needs (:func:`antialiased_align`): a face larger
-    in the photo than in the crop is blurred to the crop's resolution before a bicubic warp,
-    so the crop is an antialiased downscale, not the point samples of the bilinear warp.
+    ``antialias`` / ``interpolation``: as :func:`lightface.data.align.align_face`'s (a face larger
+    in the photo than in the crop is blurred to the crop's resolution before the warp, so the
+    crop is an antialiased downscale, not the point samples of the plain warp; a super-resolver
+    reads :func:`antialiased_align`'s crops: ``antialias=True, interpolation="bicubic"``).
     No face -> ``[]``.
     """
     detections = detect_faces(detector, bgr)
     if only_center_face and detections:
         detections = [main_face(detections, bgr.shape)]
-    align = antialiased_align if antialias else align_face
-    return [(f, *align(bgr, f.landmarks, template, size=size)) for f in detections]
+    return [(f, *align_face(bgr, f.landmarks, template, size=size, interpolation=interpolation, antialias=antialias))
+            for f in detections]
 
 
 def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):

@@ -168,7 +168,7 @@ class SuperResolver:
         bgr = _as_bgr(photo)
         h, w = bgr.shape[:2]
         found = detect_and_align(self.detector, bgr, self.input_size, only_center_face=only_center_face,
-                                 antialias=True)
+                                 antialias=True, interpolation="bicubic")
         restored = self.upscale_faces([crop for _, crop, _ in found], batch_size) if found else []
         canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
         faces = []
