@@ -65,7 +65,7 @@ def run(data_root, factors: Sequence[float] = FACTORS, weights: Optional[str] = 
                  for p in photos]
         # the main face and its gray crop as embed(photo, aligned=False) finds and aligns them (rescue included),
         # one detection per photo
-        found = [emb._detect_align(img, f"{p} shrunk {f:g}x")[0] for img, p in zip(small, paths)]
+        found = [emb._main_face_crop(img, f"{p} shrunk {f:g}x")[:2] for img, p in zip(small, paths)]
         marks = [face.landmarks for face, _ in found]
         scales = np.asarray([affine_scale(estimate_transform(m, "lightcnn", 128)) for m in marks])
         direct = _verification(np.asarray(emb.embed([crop for _, crop in found], aligned=True)), idx, same)

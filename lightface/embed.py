@@ -574,25 +574,24 @@ class FaceEmbedder:
         with this embedder's ``antialias``)."""
         return align_face(img, landmarks, template="lightcnn", size=INPUT_SIZE, antialias=self.antialias)
 
-    def _detect_align(self, img: np.ndarray, source: str, all_faces: bool = False):
+    def _main_face_crop(self, img: np.ndarray, source: str) -> Tuple[Any, np.ndarray, int]:
+        """The photo's main face as ``aligned=False`` embeds it: ``(DetectedFace, gray (128, 128)
+        uint8 crop, faces detected)``; rescued when none reaches the detector's threshold, a
+        warning when it is small; :class:`NoFaceError` when there is none."""
         from .data.detect import main_face
 
-        faces = self.detector.detect(img)
-        if not faces and not all_faces:  # embed_faces reports a photo without faces as such
-            faces = self._rescue(img, source)
+        faces = self.detector.detect(img) or self._rescue(img, source)
         if not faces:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
-        out = []
-        for face in faces if all_faces else [main_face(faces, img.shape)]:
-            crop, M = self.align(img, face.landmarks)
-            enlargement = affine_scale(M)
-            if not all_faces and enlargement > SMALL_FACE_ENLARGEMENT:
-                eyes = float(np.linalg.norm(np.subtract(face.landmarks[0], face.landmarks[1])))
-                logger.warning("%s: small face (eyes %.0f px apart; the %d-px crop enlarges it %.1fx): accuracy falls "
-                               "beyond %gx (docs/recognition.md, 'Small faces')", source, eyes, INPUT_SIZE,
-                               enlargement, SMALL_FACE_ENLARGEMENT)
-            out.append((face, to_gray(crop)))
-        return out
+        face = main_face(faces, img.shape)
+        crop, M = self.align(img, face.landmarks)
+        enlargement = affine_scale(M)
+        if enlargement > SMALL_FACE_ENLARGEMENT:
+            eyes = float(np.linalg.norm(np.subtract(face.landmarks[0], face.landmarks[1])))
+            logger.warning("%s: small face (eyes %.0f px apart; the %d-px crop enlarges it %.1fx): accuracy falls "
+                           "beyond %gx (docs/recognition.md, 'Small faces')", source, eyes, INPUT_SIZE,
+                           enlargement, SMALL_FACE_ENLARGEMENT)
+        return face, to_gray(crop), len(faces)
 
     # -- core ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -645,7 +644,7 @@ class FaceEmbedder:
         img = _to_uint8_image(item, index)
         if aligned:
             return prepare_aligned(to_gray(img), source, self.aligned_template)
-        return self._detect_align(img, source)[0][1]
+        return self._main_face_crop(img, source)[1]
 
     @staticmethod
     def _as_items(images: Any) -> List[Any]:
@@ -764,9 +763,8 @@ class FaceEmbedder:
             ImageReadError / TypeError / ValueError for unreadable or malformed input.
         """
         img = _to_uint8_image(image, 0)
-        try:
-            found = self._detect_align(img, _describe(image, 0), all_faces=True)
-        except NoFaceError:
+        found = [(f, to_gray(self.align(img, f.landmarks)[0])) for f in self.detector.detect(img)]
+        if not found:
             return []
         crops = np.stack([c for _, c in found])
         emb = self.embed_tensor(torch.from_numpy(crops).unsqueeze(1).float().div_(255.0), flip).cpu().numpy()

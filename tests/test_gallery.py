@@ -520,6 +520,26 @@ def test_cli_enroll_and_search(tmp_path, people, weights, capsys):
 
 
 @pytest.mark.slow
+def test_enroll_takes_an_occluded_face_as_the_embedder_does(tmp_path, shared_data, shared_models, weights):
+    """A photo whose masked face the detector scores under its threshold is enrolled through the
+    embedder's rescue (as embed(aligned=False) takes it), with its detection recorded; with
+    rescue_threshold=None it is reported failed, and nothing stops the run."""
+    from test_data_detect import occluded_lfw_photo
+
+    _, occluded = occluded_lfw_photo(shared_data)
+    (tmp_path / "photos" / "masked").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "photos" / "masked" / "1.png"), occluded)
+    det = str(shared_models / "det_500m.onnx")
+    report = FaceGallery(tmp_path / "g").enroll(tmp_path / "photos", FaceEmbedder(weights, device="cpu", detector=det),
+                                                duplicate_threshold=None)
+    assert report.added == 1 and not report.failed
+    rec = FaceGallery(tmp_path / "g").faces()[0]
+    assert rec.identity == "masked" and 0.25 <= rec.det_score < 0.5
+    strict = FaceEmbedder(weights, device="cpu", detector=det, rescue_threshold=None)
+    report = FaceGallery(tmp_path / "g2").enroll(tmp_path / "photos", strict, duplicate_threshold=None)
+    assert report.added == 0 and "no face" in next(iter(report.failed.values()))
+
+
 def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_models, weights):
     """Whole photos through the detector: every face of a group photo is searched."""
     from pipelines import enroll, search

@@ -344,22 +344,20 @@ class FaceGallery:
 
     # -- enrolment -----------------------------------------------------------------------------
     def _detect(self, embedder: Any, img: np.ndarray, source: str, report: EnrollReport):
-        from ..data.detect import main_face
-        from ..data.io import to_gray
-        from ..embed import NoFaceError
-
-        faces = embedder.detector.detect(img)
-        if not faces:
-            raise NoFaceError(f"{source}: no face detected")
-        if len(faces) > 1:
-            report.multi_face[source] = len(faces)
-        face = main_face(faces, img.shape)
-        crop, _ = embedder.align(img, face.landmarks)
-        return to_gray(crop), {"box": face.box, "landmarks": face.landmarks, "det_score": face.score}
+        """The photo's main face as ``embedder`` embeds whole photos (its rescue, its crop):
+        ``(gray crop, record)``; a photo with several faces is noted in ``report``."""
+        face, crop, found = embedder._main_face_crop(img, source)
+        if found > 1:
+            report.multi_face[source] = found
+        return crop, {"box": face.box, "landmarks": face.landmarks, "det_score": face.score}
 
     def enroll(self, paths_or_folders: Any, embedder: Any = None, *, aligned: bool = False, batch_size: int = 32,
                duplicate_threshold: Optional[float] = DUPLICATE_THRESHOLD, progress: bool = False) -> EnrollReport:
         """Enrol photos: detect the face, align, embed, add. Resumable and crash-safe.
+
+        Each photo's main face is taken as ``embedder.embed(photo, aligned=False)`` takes it:
+        the same crop, and the embedder's ``rescue_threshold`` for occluded faces the detector
+        scores under its own threshold.
 
         Args:
             paths_or_folders: a folder of people (one sub-folder per person, named after
