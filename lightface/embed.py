@@ -353,7 +353,7 @@ class FaceEmbedder:
             more than about 36 px apart: any face of a phone photo) is blurred to the crop's
             resolution before the warp (:func:`lightface.data.align.align_face`), so its
             embedding does not depend on the photo's resolution: the same faces embedded from
-            the photo and from the photo shrunk 4x agree to a mean cosine of 0.993 with it and
+            the photo and from the photo shrunk 4x agree to a mean cosine of 0.992 with it and
             0.986 without (docs/recognition.md, "Large faces"). Faces the crop enlarges (most
             web photos, LFW) are aligned identically either way.
 
