@@ -34,14 +34,10 @@ CROPS = ("bilinear warp", "antialiased")
 def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, size: int) -> np.ndarray:
     """The HR photo's face on the SR output's pixel grid: ``M_input`` (photo -> input crop) with its
     destination scaled by ``scale`` (pixel centres), the photo blurred to that grid first."""
-    from lightface.data.align import affine_scale, antialias_sigma
+    from lightface.data.align import warp_crop
     from lightface.restore.paste import rescale_affine
 
-    M = rescale_affine(M_input, dst_scale=scale)
-    sigma = antialias_sigma(affine_scale(M))
-    if sigma > 0:
-        photo = cv2.GaussianBlur(photo, (0, 0), sigma)
-    return cv2.warpAffine(photo, M, (size, size), flags=cv2.INTER_LINEAR)
+    return warp_crop(photo, rescale_affine(M_input, dst_scale=scale), size, antialias=True)
 
 
 def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float], detector) -> Dict[str, Dict[str, List[float]]]:

@@ -4,8 +4,8 @@
 
 Writes OUT/lists/<source>.txt and <source>_5pt.txt (what was taken, with LFW fold 2 and
 its CFP namesakes left out for validation) and OUT/<source>.lmdb, one LMDB per source
-(144x144 colour lightcnn_train crops, JPEG q95). Re-running resumes or keeps finished
-builds. Then: python -m pipelines.train_lightcnn --data OUT/lfw.lmdb OUT/cfp.lmdb OUT/celeba.lmdb ...
+(144x144 colour lightcnn_train crops, JPEG q95). Re-running resumes unfinished builds and
+keeps finished ones; a finished LMDB built with other options is refused unless --overwrite. Then: python -m pipelines.train_lightcnn --data OUT/lfw.lmdb OUT/cfp.lmdb OUT/celeba.lmdb ...
 (see docs/model_zoo.md).
 """
 import argparse
@@ -26,7 +26,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("gray", "rgb"), default="rgb", help="stored colour (the trainer converts to gray)")
     p.add_argument("--encoding", choices=ENCODINGS, default="jpeg", help="stored image encoding")
     p.add_argument("--quality", type=int, default=95, help="JPEG / WebP quality (1-100)")
+    p.add_argument("--antialias", action="store_true",
+                   help="blur faces larger than the crop (most CFP photos) to its resolution before the warp, as "
+                        "FaceEmbedder cuts faces from photos, instead of point-sampling them (off: how the shipped "
+                        "recognisers' corpora were built)")
     p.add_argument("--workers", type=int, default=0, help="parallel decode/align/encode processes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild LMDBs that are complete but were built with other options or lists (else refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -34,7 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Build the corpus; returns ``{source: build summary}`` (a failed build raises)."""
     summaries = build_corpus(args.data, args.out, args.sources, color=args.color, encoding=args.encoding,
-                             quality=args.quality, workers=args.workers, progress=not args.no_progress)
+                             quality=args.quality, workers=args.workers, progress=not args.no_progress,
+                             antialias=args.antialias, overwrite=args.overwrite)
     print(json.dumps(summaries, indent=2, default=str))
     failed = [name for name, s in summaries.items() if not s.get("ok")]
     if failed:

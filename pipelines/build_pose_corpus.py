@@ -43,9 +43,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("gray", "rgb"), default="rgb", help="stored colour")
     p.add_argument("--encoding", choices=ENCODINGS, default="webp", help="stored image encoding")
     p.add_argument("--quality", type=int, default=90, help="JPEG / WebP quality (1-100)")
+    p.add_argument("--antialias", action="store_true",
+                   help="blur faces larger than the crop to its resolution before the warp, as Frontalizer cuts "
+                        "faces from photos, instead of point-sampling them (off: how the shipped frontalizer's "
+                        "corpus was built)")
     p.add_argument("--workers", type=int, default=0, help="parallel decode/align/encode processes")
-    p.add_argument("--overwrite", action="store_true", help="replace a complete pose LMDB built from other people "
-                                                           "or options")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete pose LMDB built from other people, "
+                                                           "photos or options (else refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -57,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
                                 turned_min=args.turned_min, embedder=embedder, heldout_cosine=args.heldout_cosine,
                                 train_cosine=args.train_cosine, size=args.size, color=args.color,
                                 encoding=args.encoding, quality=args.quality, workers=args.workers,
-                                overwrite=args.overwrite, progress=not args.no_progress)
+                                overwrite=args.overwrite, progress=not args.no_progress, antialias=args.antialias)
     print(json.dumps(summary, indent=2, default=str))
     if not summary.get("ok"):
         raise RuntimeError(f"building the pose corpus failed; see {summary.get('report')}")

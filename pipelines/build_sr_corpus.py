@@ -9,7 +9,8 @@ held-out identities of both). Every face is a 128x128 RGB crop aligned to the Li
 template (--template ffhq: the wider FFHQ / CelebA-HQ framing), PNG-encoded; faces the
 alignment would enlarge more than --max-upscale are left out (blurry ground truth).
 celeba_hq/ is never read: it is for validation only. Re-running keeps finished LMDBs and
-resumes unfinished ones. Then:
+resumes unfinished ones; a finished LMDB built with other options (or lists) is refused
+unless --overwrite. Then:
 
     python -m pipelines.train_super_resolution --data OUT/cfp.lmdb OUT/celeba.lmdb --val-data OUT/val.lmdb ...
 """
@@ -51,6 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="blur faces larger than the crop to its resolution before the warp instead of point-sampling "
                         "them (most CFP frontal faces are shrunk; off: how the shipped models' corpora were built)")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild LMDBs that are complete but were built with other options or lists (else refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -63,7 +66,8 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """
     summaries = build_sr_corpus(args.data, args.out, args.sources, val_ids=args.val_ids, max_upscale=args.max_upscale,
                                 encoding=args.encoding, workers=args.workers, template=args.template,
-                                progress=not args.no_progress, antialias=args.antialias)
+                                progress=not args.no_progress, antialias=args.antialias,
+                                overwrite=args.overwrite)
     print(json.dumps(summaries, indent=2, default=str))
     failed = [name for name, summary in summaries.items() if not summary.get("ok")]
     if failed:

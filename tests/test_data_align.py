@@ -1,4 +1,5 @@
 """Five-point alignment: templates, matrices, and real LFW faces with their landmarks."""
+import cv2
 import numpy as np
 import pytest
 
@@ -137,6 +138,24 @@ def test_interpolation_choices():
         assert crop.shape == bilinear.shape and np.abs(crop.astype(int) - bilinear).mean() > 1
     with pytest.raises(ValueError, match="interpolation must be one of.*bicubic"):
         align_face(img, pts, interpolation="cubic")
+
+
+def test_warp_crop_is_align_faces_warp_for_any_matrix():
+    """warp_crop with align_face's own matrix gives its crop (plain and antialiased); a matrix of
+    one's own, the same destination at twice the scale, gives the crop at twice the size."""
+    from lightface.data.align import warp_crop
+    from lightface.restore.paste import rescale_affine
+
+    rng = np.random.default_rng(2)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), (0, 0), 1.0)
+    pts = template_points("lightcnn") * 1.8 + 20  # a face larger than the crop: antialias acts
+    for antialias in (False, True):
+        crop, M = align_face(img, pts, antialias=antialias)
+        np.testing.assert_array_equal(warp_crop(img, M, 128, antialias=antialias), crop)
+    big = warp_crop(img, rescale_affine(M, dst_scale=2), 256, antialias=True)
+    assert big.shape == (256, 256, 3)
+    half = cv2.resize(big, (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(half.astype(int) - crop).mean() < 6
 
 
 @pytest.mark.parametrize(

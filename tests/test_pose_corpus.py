@@ -107,7 +107,7 @@ def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb
     assert len(pairs.identities()) == 5 and pairs[0]["input"].shape == (3, 128, 128)
 
     again = main(get_args_parser().parse_args(argv))  # the look-alike check and the LMDB are kept
-    assert again["kept"] == str(out / "pose128") and again["dropped"] == 1
+    assert again["nothing_to_do"] and again["out"] == str(out / "pose128") and again["dropped"] == 1
     with pytest.raises(FileExistsError, match="--overwrite"):
         main(get_args_parser().parse_args([*argv, "--no-lookalikes"]))
     rebuilt = main(get_args_parser().parse_args([*argv, "--no-lookalikes", "--overwrite"]))

@@ -88,9 +88,18 @@ def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
     assert sample["image"].std() > 10
     np.testing.assert_allclose(np.asarray(sample["landmarks"]).reshape(5, 2), template_points("lightcnn", 128),
                                atol=8.0)
-    # a second run keeps the finished LMDBs
-    assert cli(["--data", str(root), "--out", str(out), "--val-ids", "1", "--max-upscale", "1.5", "--no-progress"]) == 0
-    assert all(s.get("kept") for s in json.loads(capsys.readouterr().out).values())
+    # a second run keeps the finished LMDBs; other options, or lists that changed, are refused, and --overwrite
+    # rebuilds (the antialiased corpus was silently kept as the plain one before)
+    argv = ["--data", str(root), "--out", str(out), "--val-ids", "1", "--max-upscale", "1.5", "--no-progress"]
+    assert cli(argv) == 0
+    assert all(s.get("nothing_to_do") for s in json.loads(capsys.readouterr().out).values())
+    for other in (["--antialias"], ["--max-upscale", "1.25"]):
+        assert cli(argv + other) == 1
+        assert "built from other images, labels, landmarks or options" in capsys.readouterr().err
+    assert cli(argv + ["--antialias", "--overwrite"]) == 0
+    rebuilt = json.loads(capsys.readouterr().out)
+    assert all(s["written"] == s["kept_faces"] and not s.get("nothing_to_do") for s in rebuilt.values())
+    assert LMDBDataset(str(out / "cfp.lmdb")).metadata["build"]["options"]["antialias"] is True
     # --template ffhq: the same photos in the wider FFHQ / CelebA-HQ framing (smaller faces, so fewer left out)
     wide = tmp_path / "sr_ffhq"
     assert cli(["--data", str(root), "--out", str(wide), "--val-ids", "1", "--max-upscale", "1.5", "--template", "ffhq",

@@ -54,6 +54,7 @@ __all__ = [
     "template_points",
     "estimate_transform",
     "align_face",
+    "warp_crop",
     "invert_affine",
     "transform_points",
     "affine_scale",
@@ -141,6 +142,21 @@ def align_face(
         >>> crop, M = align_face(bgr, pts)                       # 128x128 Light CNN crop
         >>> crop144, _ = align_face(bgr, pts, "lightcnn_train")        # 144x144 training crop
     """
+    if size is None:
+        size = template_base_size(template)
+    M = estimate_transform(landmarks, template, size)
+    return warp_crop(image, M, size, border_value, interpolation, antialias), M
+
+
+def warp_crop(image: np.ndarray, M: np.ndarray, size: int, border_value: float = 0.0,
+              interpolation: str = "bilinear", antialias: bool = False) -> np.ndarray:
+    """The (size, size) crop of ``image`` under the (2, 3) image->crop matrix ``M``: the warp of
+    :func:`align_face` for a matrix of your own (e.g. :func:`estimate_transform`'s with its
+    destination rescaled), with the same ``border_value``, ``interpolation`` and ``antialias``.
+
+    Returns:
+        (size, size[, C]) crop with ``image``'s dtype and channels.
+    """
     img = np.asarray(image)
     if img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"image must be (H, W) or (H, W, C) with H, W > 0, got shape {img.shape}")
@@ -148,19 +164,16 @@ def align_face(
         raise ValueError(f"image must have 1-4 channels in the last axis, got shape {img.shape}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
-    if size is None:
-        size = template_base_size(template)
-    M = estimate_transform(landmarks, template, size)
     squeeze = img.ndim == 3 and img.shape[2] == 1
     src = img[:, :, 0] if squeeze else img
     if src.dtype == np.float64 or src.dtype == np.float32 or src.dtype == np.uint8:
         work = src
     else:
         work = src.astype(np.float32)
-    warp = M
-    sigma = antialias_sigma(affine_scale(M)) if antialias else 0.0
+    warp = np.asarray(M, np.float64)
+    sigma = antialias_sigma(affine_scale(warp)) if antialias else 0.0
     if sigma > 0:
-        work, warp = _blur_region(work, M, size, sigma)
+        work, warp = _blur_region(work, warp, size, sigma)
     crop = cv2.warpAffine(
         work, warp, (size, size), flags=INTERPOLATIONS[interpolation], borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border_value,) * 4,
@@ -168,7 +181,7 @@ def align_face(
     crop = crop.astype(img.dtype, copy=False)
     if squeeze:
         crop = crop[:, :, None]
-    return crop, M
+    return crop
 
 
 #: Gaussian pre-blur of :func:`align_face` ``antialias=True`` (:func:`antialias_sigma`); 0.35 and 0.5

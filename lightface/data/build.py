@@ -496,15 +496,28 @@ class _DatasetWriter:
 
 
 def _already_complete(out: Path, src, plan: SourcePlan, items: Sequence[SourceItem], fp_opts: Dict[str, Any],
-                      t0: float) -> Optional[Dict[str, Any]]:
+                      fingerprint: str, t0: float) -> Dict[str, Any]:
     """``resume`` of a build that already finished with these arguments: nothing to do (the
-    summary of the finished dataset), or None when ``out`` was built from something else."""
+    summary of the finished dataset).
+
+    The same arguments: the same items (paths, labels, landmarks: a list file of the same name
+    with other lines is another build) and options, by the fingerprint stored with the dataset;
+    a dataset built before the fingerprint was stored compares its source path and options.
+
+    Raises:
+        FileExistsError: ``out`` was built from something else (it is not the build being resumed).
+    """
     meta = read_metadata(out)
     build = meta.get("build") or {}
-    stored = str(build.get("source"))
-    same_source = stored == str(src) or os.path.realpath(stored) == os.path.realpath(src)
-    if not same_source or build.get("options") != fp_opts:
-        return None  # another dataset: _DatasetWriter refuses to replace it without overwrite
+    if "fingerprint" in build:
+        same = build["fingerprint"] == fingerprint
+    else:
+        stored = str(build.get("source"))
+        same = (stored == str(src) or os.path.realpath(stored) == os.path.realpath(src)) and \
+            build.get("options") == fp_opts
+    if not same:
+        raise FileExistsError(f"{out} is a complete dataset built from other images, labels, landmarks or options "
+                              "than these; pass overwrite=True (--overwrite) to rebuild it, or choose another output")
     logger.info("%s is already complete (%d samples, %d classes): nothing to resume", out, meta["count"],
                 meta["num_classes"])
     return {
@@ -606,8 +619,9 @@ def build_lmdb(
             output order does not depend on it.
         shuffle, seed: store the samples in a random order fixed by ``seed``.
         resume: continue an unfinished build of ``out`` (same arguments required); when
-            ``out`` is already complete with these arguments there is nothing to do: its
-            summary is returned (``nothing_to_do: True``).
+            ``out`` is already complete with these arguments (the same items and options, by
+            the fingerprint stored in its metadata) there is nothing to do: its summary is
+            returned (``nothing_to_do: True``).
         overwrite: replace an existing complete dataset at ``out``.
         batch_size: samples per LMDB commit.
         device: detector device (``"cpu"``, ``"cuda"``, ``"auto"``).
@@ -617,7 +631,8 @@ def build_lmdb(
         ``num_classes``, ``seconds``, ``images_per_second``, ``resumed_from``, ``report``,
         ``ok`` (False when nothing was written).
     Raises:
-        FileExistsError: ``out`` is a complete dataset and ``overwrite`` is False.
+        FileExistsError: ``out`` is a complete dataset and ``overwrite`` is False (with
+            ``resume``: one built from other items or options).
         ValueError: bad options, or ``resume`` with different arguments.
     """
     t0 = time.perf_counter()
@@ -648,9 +663,7 @@ def build_lmdb(
         del fp_opts["antialias"]  # so datasets built then still resume and count as complete
     fingerprint = _fingerprint(items, {**fp_opts, "recordio": plan.rec_path})
     if resume and not overwrite and not partial_path(out).exists() and is_complete_dataset(out):
-        done = _already_complete(out, src, plan, items, fp_opts, t0)
-        if done is not None:
-            return done
+        return _already_complete(out, src, plan, items, fp_opts, fingerprint, t0)
     writer = _DatasetWriter(out, overwrite, resume, fingerprint)
     start = writer.resumed_from
     if start:
@@ -729,7 +742,8 @@ def build_lmdb(
         "source_template": source_template,
         "resize": None if st["landmarks"] else resize,
     }
-    build = {"source": str(src), "source_kind": plan.kind, "options": fp_opts, "skipped": len(st["skipped"]),
+    build = {"source": str(src), "source_kind": plan.kind, "options": fp_opts, "fingerprint": fingerprint,
+             "skipped": len(st["skipped"]),
              "lightface_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if st["written"] == 0:
         writer.abandon(report)

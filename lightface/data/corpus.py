@@ -122,25 +122,25 @@ def corpus_sources(data_root, out_dir, sources: Sequence[str] = SOURCES) -> Dict
 
 
 def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: str = "rgb", encoding: str = "jpeg",
-                 quality: int = 95, workers: int = 0, progress: bool = True,
-                 size: int = 144) -> Dict[str, Dict]:
+                 quality: int = 95, workers: int = 0, progress: bool = True, size: int = 144,
+                 antialias: bool = False, overwrite: bool = False) -> Dict[str, Dict]:
     """Build ``<out_dir>/<source>.lmdb`` for each source (see the module docstring).
 
-    Returns ``{source: build_lmdb summary}``. An already complete LMDB is kept as it is; an interrupted one
-    (``<source>.lmdb.partial``) is resumed.
+    ``antialias``: faces larger than the crop (most CFP photos) are blurred to its resolution
+    before the warp, as ``FaceEmbedder`` cuts them from photos, instead of point-sampled (off:
+    how the shipped recognisers' corpora were built; :func:`lightface.data.build.build_lmdb`).
+
+    Returns ``{source: build_lmdb summary}``. An LMDB already complete with these faces and options is kept
+    (``nothing_to_do``); an interrupted one (``<source>.lmdb.partial``) is resumed; one built otherwise (other
+    options, or lists that changed) raises FileExistsError unless ``overwrite`` rebuilds it.
     """
     from .build import build_lmdb
-    from .lmdb_format import is_complete_dataset
 
     out = Path(out_dir)
     summaries: Dict[str, Dict] = {}
     for name, src in corpus_sources(data_root, out / "lists", sources).items():
-        target = out / f"{name}.lmdb"
-        if is_complete_dataset(target):
-            log.info("%s: %s is complete, kept", name, target)
-            summaries[name] = {"ok": True, "kept": str(target)}
-            continue
-        summaries[name] = build_lmdb(src.list_file, target, size=size, color=color, encoding=encoding, quality=quality,
-                                     template="lightcnn_train", landmarks=src.landmarks, list_root=src.root,
-                                     workers=workers, resume=True, progress=progress)
+        summaries[name] = build_lmdb(src.list_file, out / f"{name}.lmdb", size=size, color=color, encoding=encoding,
+                                     quality=quality, template="lightcnn_train", landmarks=src.landmarks,
+                                     list_root=src.root, workers=workers, resume=not overwrite, overwrite=overwrite,
+                                     progress=progress, antialias=antialias)
     return summaries

@@ -211,17 +211,20 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
                       turned_min: float = 0.20, embedder=None, heldout_cosine: float = 0.6,
                       train_cosine: float = 0.8, size: int = 128, color: str = "rgb",
                       encoding: str = "webp", quality: int = 90, workers: int = 0,
-                      overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
+                      overwrite: bool = False, progress: bool = True, antialias: bool = False) -> Dict[str, Any]:
     """Build ``out_dir/pose<size>`` (see the module docstring); returns the ``build_lmdb`` summary plus
     ``people``, ``photos``, ``dropped`` and ``lookalikes_report``.
 
     The look-alike check (a few minutes on a CPU) is kept in ``out_dir/lookalikes.json`` with the options and
     recogniser it was made with, and re-used by a re-run with the same ones. An interrupted LMDB build resumes; a
-    complete one is kept when its people and options are the same, else ``overwrite`` must say to replace it.
+    complete one is kept when its photos, landmarks and options are the same (``nothing_to_do``), else
+    ``overwrite`` must say to replace it (FileExistsError).
     ``embedder``: the look-alike check's recogniser (a :class:`lightface.FaceEmbedder`; ``None``: no check).
+    ``antialias``: faces larger than the crop are blurred to its resolution before the warp, as
+    :meth:`lightface.Frontalizer.frontalize` cuts them from photos (off: how the shipped frontalizer's corpus
+    was built).
     """
     from .build import build_lmdb
-    from .lmdb_format import is_complete_dataset
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,26 +247,11 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
             people, dropped = drop_lookalikes(people, heldout_cfp_people(data_root), embedder, heldout_cosine,
                                               train_cosine)
             write_text_atomic(report, json.dumps({"key": key, "dropped": dropped}, indent=1))
-    target = out / f"pose{size}"
     tree = out / "tree"
     photos = write_pose_tree(people, tree)
-    options = {"size": size, "color": color, "encoding": encoding, "quality": quality}
-    corpus_key = hashlib.sha256(((tree / "pose_5pt.txt").read_text(encoding="utf-8")
-                                 + json.dumps(options, sort_keys=True)).encode()).hexdigest()
-    record = out / "pose_corpus.json"
-    built = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    if is_complete_dataset(target) and built.get("key") == corpus_key and not overwrite:
-        log.info("pose corpus: %s is complete with these people and options, kept", target)
-        summary: Dict[str, Any] = {"ok": True, "kept": str(target)}
-    else:
-        if is_complete_dataset(target) and not overwrite:
-            raise FileExistsError(f"{target} holds a pose corpus of other people or options; pass overwrite=True "
-                                  "(--overwrite) to rebuild it, or choose another output folder")
-        summary = build_lmdb(tree / "Images", target, size=size, color=color, encoding=encoding, quality=quality,
-                             template="lightcnn", landmarks=tree / "pose_5pt.txt", workers=workers,
-                             resume=not overwrite, overwrite=overwrite, progress=progress)
-        if summary.get("ok"):
-            write_text_atomic(record, json.dumps({"key": corpus_key, **options}))
+    summary = build_lmdb(tree / "Images", out / f"pose{size}", size=size, color=color, encoding=encoding,
+                         quality=quality, template="lightcnn", landmarks=tree / "pose_5pt.txt", workers=workers,
+                         resume=not overwrite, overwrite=overwrite, progress=progress, antialias=antialias)
     summary.update(people=len(people), photos=photos, dropped=len(dropped),
                    lookalikes_report=str(report) if report.is_file() else None)
     return summary

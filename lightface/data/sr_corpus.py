@@ -161,7 +161,7 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
 def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val_ids: int = 10,
                     max_upscale: Optional[float] = 1.25, encoding: str = "png", quality: int = 95, workers: int = 0,
                     progress: bool = True, size: int = 128, template: str = "lightcnn",
-                    antialias: bool = False) -> Dict[str, Dict]:
+                    antialias: bool = False, overwrite: bool = False) -> Dict[str, Dict]:
     """Build ``<out_dir>/<source>.lmdb`` per training source and ``<out_dir>/val.lmdb`` (see the module docstring).
 
     ``template``: the crop framing (:mod:`lightface.data.align`): ``"lightcnn"`` (default, what
@@ -172,10 +172,11 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
     off by default, as the shipped models' corpora were built.
 
     Returns ``{name: build_lmdb summary}`` with ``kept_faces`` / ``too_small`` counts added.
-    An already complete LMDB is kept as it is; an interrupted one is resumed.
+    An LMDB already complete with these faces and options is kept (``nothing_to_do``); an
+    interrupted one is resumed; one built otherwise (other options, or lists that changed with
+    ``val_ids`` / ``max_upscale``) raises FileExistsError unless ``overwrite`` rebuilds it.
     """
     from .build import build_lmdb
-    from .lmdb_format import is_complete_dataset
 
     out = Path(out_dir)
     summaries: Dict[str, Dict] = {}
@@ -186,13 +187,9 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
             log.warning("%s: no faces left to build (see %s)", name, src.list_file)
             summaries[name] = {"ok": False, "kept_faces": 0, "too_small": src.too_small}
             continue
-        if is_complete_dataset(target):
-            log.info("%s: %s is complete, kept", name, target)
-            summaries[name] = {"ok": True, "kept": str(target)}
-        else:
-            summaries[name] = build_lmdb(src.list_file, target, size=size, color="rgb", encoding=encoding,
-                                         quality=quality, template=template, landmarks=src.landmarks,
-                                         list_root=src.root, workers=workers, resume=target.exists(),
-                                         progress=progress, antialias=antialias)
+        summaries[name] = build_lmdb(src.list_file, target, size=size, color="rgb", encoding=encoding,
+                                     quality=quality, template=template, landmarks=src.landmarks,
+                                     list_root=src.root, workers=workers, resume=not overwrite, overwrite=overwrite,
+                                     progress=progress, antialias=antialias)
         summaries[name].update(kept_faces=src.images, people=src.people, too_small=src.too_small)
     return summaries
