@@ -23,3 +23,8 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lightface' has no attribute {name!r}")
+
+
+def __dir__():
+    """The lazy names too, so ``dir(lightface)`` and tab completion show ``FaceEmbedder`` and the rest."""
+    return sorted({*globals(), *_LAZY})

@@ -207,6 +207,7 @@ def test_similarity_and_lazy_exports(embedder, lfw):
     with pytest.raises(ValueError, match="same number of rows"):
         similarity(b, b[:2])
     assert lightface.FaceEmbedder is FaceEmbedder
+    assert set(lightface.__all__) <= set(dir(lightface))  # the lazy names show in dir() / tab completion
     _, crops = lfw
     assert embedder.verify(crops[0], crops[0])
 
