@@ -5,7 +5,8 @@
 Writes OUT/lists/<source>.txt and <source>_5pt.txt (what was taken, with LFW fold 2 and
 its CFP namesakes left out for validation) and OUT/<source>.lmdb, one LMDB per source
 (144x144 colour lightcnn_train crops, JPEG q95). Re-running resumes unfinished builds and
-keeps finished ones; a finished LMDB built with other options is refused unless --overwrite. Then: python -m pipelines.train_lightcnn --data OUT/lfw.lmdb OUT/cfp.lmdb OUT/celeba.lmdb ...
+keeps finished ones; a finished LMDB built with other options is refused unless --overwrite.
+Then: python -m pipelines.train_lightcnn --data OUT/lfw.lmdb OUT/cfp.lmdb OUT/celeba.lmdb ...
 (see docs/model_zoo.md).
 """
 import argparse

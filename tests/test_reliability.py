@@ -8,15 +8,18 @@ instead of blocking the suite.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import lmdb
 import numpy as np
 import pytest
 
 from lightface.data.build import DatasetLockedError, _OutputLock, build_lmdb, lock_path, partial_path
+from lightface.data.lmdb_format import META_KEY, release_readonly
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -537,7 +540,7 @@ def test_lmdb_full_disk_is_said_plainly(tmp_path, monkeypatch):
 
 
 # -- 5.11 smaller defects ----------------------------------------------------------------------
-def test_resume_of_a_complete_build_has_nothing_to_do(tmp_path, capsys):
+def test_resume_of_a_complete_build_has_nothing_to_do(tmp_path, capsys, caplog):
     from pipelines import build_lmdb as cli
 
     _images(tmp_path / "src" / "a")
@@ -549,6 +552,23 @@ def test_resume_of_a_complete_build_has_nothing_to_do(tmp_path, capsys):
     assert summary["nothing_to_do"] and summary["written"] == 2
     # other arguments than the finished build: still refused, it is not the build being resumed
     assert cli.cli(argv[:-3] + ["--size", "40", "--no-progress", "--resume"]) == 1
+    # other images under the same source path and options: refused (by the stored fingerprint; a dataset
+    # built before it was stored, by its item count)
+    _images(tmp_path / "src" / "b", n=1, seed=1)
+    capsys.readouterr()
+    assert cli.cli(argv + ["--resume"]) == 1
+    assert "built from other images" in caplog.text
+    release_readonly(tmp_path / "out")
+    env = lmdb.open(str(tmp_path / "out"), subdir=True)
+    with env.begin(write=True) as txn:
+        meta = json.loads(txn.get(META_KEY))
+        del meta["build"]["fingerprint"]
+        txn.put(META_KEY, json.dumps(meta).encode())
+    env.close()
+    assert cli.cli(argv + ["--resume"]) == 1
+    shutil.rmtree(tmp_path / "src" / "b")
+    capsys.readouterr()
+    assert cli.cli(argv + ["--resume"]) == 0 and json.loads(capsys.readouterr().out)["nothing_to_do"]
 
 
 def test_build_never_replaces_a_folder_that_is_not_a_dataset(tmp_path):

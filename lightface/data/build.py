@@ -502,7 +502,8 @@ def _already_complete(out: Path, src, plan: SourcePlan, items: Sequence[SourceIt
 
     The same arguments: the same items (paths, labels, landmarks: a list file of the same name
     with other lines is another build) and options, by the fingerprint stored with the dataset;
-    a dataset built before the fingerprint was stored compares its source path and options.
+    a dataset built before the fingerprint was stored compares its source path, options and
+    number of items (written + skipped).
 
     Raises:
         FileExistsError: ``out`` was built from something else (it is not the build being resumed).
@@ -514,7 +515,7 @@ def _already_complete(out: Path, src, plan: SourcePlan, items: Sequence[SourceIt
     else:
         stored = str(build.get("source"))
         same = (stored == str(src) or os.path.realpath(stored) == os.path.realpath(src)) and \
-            build.get("options") == fp_opts
+            build.get("options") == fp_opts and meta["count"] + int(build.get("skipped", 0)) == len(items)
     if not same:
         raise FileExistsError(f"{out} is a complete dataset built from other images, labels, landmarks or options "
                               "than these; pass overwrite=True (--overwrite) to rebuild it, or choose another output")
