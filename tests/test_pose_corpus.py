@@ -108,7 +108,11 @@ def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb
 
     again = main(get_args_parser().parse_args(argv))  # the look-alike check and the LMDB are kept
     assert again["nothing_to_do"] and again["out"] == str(out / "pose128") and again["dropped"] == 1
+    tree = sorted(str(f.relative_to(out)) for f in (out / "tree").rglob("*"))
     with pytest.raises(FileExistsError, match="--overwrite"):
         main(get_args_parser().parse_args([*argv, "--no-lookalikes"]))
+    # the refused run (6 people) leaves the tree of the kept LMDB (5 people) in place
+    assert sorted(str(f.relative_to(out)) for f in (out / "tree").rglob("*")) == tree
+    assert not (out / "tree.previous").exists()
     rebuilt = main(get_args_parser().parse_args([*argv, "--no-lookalikes", "--overwrite"]))
     assert rebuilt["written"] == rebuilt["photos"] and rebuilt["people"] == 6

@@ -93,9 +93,12 @@ def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
     argv = ["--data", str(root), "--out", str(out), "--val-ids", "1", "--max-upscale", "1.5", "--no-progress"]
     assert cli(argv) == 0
     assert all(s.get("nothing_to_do") for s in json.loads(capsys.readouterr().out).values())
+    lists = {f.name: f.read_bytes() for f in (out / "lists").glob("*.txt")}
     for other in (["--antialias"], ["--max-upscale", "1.25"]):
         assert cli(argv + other) == 1
         assert "built from other images, labels, landmarks or options" in capsys.readouterr().err
+        # the refused run's lists are taken back: the lists still describe the kept LMDBs
+        assert {f.name: f.read_bytes() for f in (out / "lists").glob("*.txt")} == lists
     assert cli(argv + ["--antialias", "--overwrite"]) == 0
     rebuilt = json.loads(capsys.readouterr().out)
     assert all(s["written"] == s["kept_faces"] and not s.get("nothing_to_do") for s in rebuilt.values())

@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Set
+from typing import Callable, Dict, List, Mapping, Sequence, Set, TypeVar
 
 from .pose_pairs import write_cfp_landmarks
 
-__all__ = ["CorpusSource", "SOURCES", "heldout_people", "corpus_sources", "build_corpus"]
+__all__ = ["CorpusSource", "SOURCES", "heldout_people", "corpus_sources", "build_corpus", "build_listed_sources"]
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
 
 #: the sources, in build order
 SOURCES = ("lfw", "cfp", "celeba")
@@ -121,6 +122,34 @@ def corpus_sources(data_root, out_dir, sources: Sequence[str] = SOURCES) -> Dict
     return made
 
 
+def build_listed_sources(lists: Path, write_lists: Callable[[], Mapping[str, S]],
+                         build: Callable[[str, S], Dict]) -> Dict[str, Dict]:
+    """Write a corpus's list files (``write_lists()``, into ``lists``) and build each source's LMDB in order
+    (``build(name, source)``); returns ``{name: build summary}``.
+
+    A build refused with FileExistsError (a complete LMDB made from other lists or options, which stays as it
+    is) first puts back the list files (``<name>.txt``, ``<name>_5pt.txt``) of that source and of the sources
+    not yet built as they were before this run, so ``lists`` keeps describing the LMDBs beside it.
+    """
+    before = {p.name: p.read_bytes() for p in lists.glob("*.txt")} if lists.is_dir() else {}
+    sources = write_lists()
+    names = list(sources)
+    summaries: Dict[str, Dict] = {}
+    for i, name in enumerate(names):
+        try:
+            summaries[name] = build(name, sources[name])
+        except FileExistsError:
+            for kept in names[i:]:
+                for file_name in (f"{kept}.txt", f"{kept}_5pt.txt"):
+                    if file_name in before:
+                        (lists / file_name).write_bytes(before[file_name])
+                    else:
+                        (lists / file_name).unlink(missing_ok=True)
+            log.info("list files of %s put back as they were: their LMDBs were kept", ", ".join(names[i:]))
+            raise
+    return summaries
+
+
 def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: str = "rgb", encoding: str = "jpeg",
                  quality: int = 95, workers: int = 0, progress: bool = True, size: int = 144,
                  antialias: bool = False, overwrite: bool = False) -> Dict[str, Dict]:
@@ -132,15 +161,17 @@ def build_corpus(data_root, out_dir, sources: Sequence[str] = SOURCES, color: st
 
     Returns ``{source: build_lmdb summary}``. An LMDB already complete with these faces and options is kept
     (``nothing_to_do``); an interrupted one (``<source>.lmdb.partial``) is resumed; one built otherwise (other
-    options, or lists that changed) raises FileExistsError unless ``overwrite`` rebuilds it.
+    options, or lists that changed) raises FileExistsError unless ``overwrite`` rebuilds it, and the list
+    files of it and of the sources after it are put back as they were (:func:`build_listed_sources`).
     """
     from .build import build_lmdb
 
     out = Path(out_dir)
-    summaries: Dict[str, Dict] = {}
-    for name, src in corpus_sources(data_root, out / "lists", sources).items():
-        summaries[name] = build_lmdb(src.list_file, out / f"{name}.lmdb", size=size, color=color, encoding=encoding,
-                                     quality=quality, template="lightcnn_train", landmarks=src.landmarks,
-                                     list_root=src.root, workers=workers, resume=not overwrite, overwrite=overwrite,
-                                     progress=progress, antialias=antialias)
-    return summaries
+
+    def build(name: str, src: CorpusSource) -> Dict:
+        return build_lmdb(src.list_file, out / f"{name}.lmdb", size=size, color=color, encoding=encoding,
+                          quality=quality, template="lightcnn_train", landmarks=src.landmarks, list_root=src.root,
+                          workers=workers, resume=not overwrite, overwrite=overwrite, progress=progress,
+                          antialias=antialias)
+
+    return build_listed_sources(out / "lists", lambda: corpus_sources(data_root, out / "lists", sources), build)

@@ -218,7 +218,7 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
     The look-alike check (a few minutes on a CPU) is kept in ``out_dir/lookalikes.json`` with the options and
     recogniser it was made with, and re-used by a re-run with the same ones. An interrupted LMDB build resumes; a
     complete one is kept when its photos, landmarks and options are the same (``nothing_to_do``), else
-    ``overwrite`` must say to replace it (FileExistsError).
+    ``overwrite`` must say to replace it (FileExistsError, with ``out_dir/tree`` put back as it was).
     ``embedder``: the look-alike check's recogniser (a :class:`lightface.FaceEmbedder`; ``None``: no check).
     ``antialias``: faces larger than the crop are blurred to its resolution before the warp, as
     :meth:`lightface.Frontalizer.frontalize` cuts them from photos (off: how the shipped frontalizer's corpus
@@ -247,11 +247,21 @@ def build_pose_corpus(data_root, out_dir, sources: Sequence[str] = POSE_SOURCES,
             people, dropped = drop_lookalikes(people, heldout_cfp_people(data_root), embedder, heldout_cosine,
                                               train_cosine)
             write_text_atomic(report, json.dumps({"key": key, "dropped": dropped}, indent=1))
-    tree = out / "tree"
+    tree, previous = out / "tree", out / "tree.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if tree.exists():
+        tree.rename(previous)
     photos = write_pose_tree(people, tree)
-    summary = build_lmdb(tree / "Images", out / f"pose{size}", size=size, color=color, encoding=encoding,
-                         quality=quality, template="lightcnn", landmarks=tree / "pose_5pt.txt", workers=workers,
-                         resume=not overwrite, overwrite=overwrite, progress=progress, antialias=antialias)
+    try:
+        summary = build_lmdb(tree / "Images", out / f"pose{size}", size=size, color=color, encoding=encoding,
+                             quality=quality, template="lightcnn", landmarks=tree / "pose_5pt.txt", workers=workers,
+                             resume=not overwrite, overwrite=overwrite, progress=progress, antialias=antialias)
+    except FileExistsError:  # the LMDB built from the previous tree is kept: so is that tree
+        if previous.exists():
+            shutil.rmtree(tree)
+            previous.rename(tree)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
     summary.update(people=len(people), photos=photos, dropped=len(dropped),
                    lookalikes_report=str(report) if report.is_file() else None)
     return summary

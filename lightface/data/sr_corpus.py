@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .corpus import _write
+from .corpus import _write, build_listed_sources
 from .pose_pairs import write_cfp_landmarks
 
 __all__ = ["SR_SOURCES", "SRCorpusSource", "sr_corpus_sources", "build_sr_corpus", "alignment_scale"]
@@ -174,22 +174,23 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
     Returns ``{name: build_lmdb summary}`` with ``kept_faces`` / ``too_small`` counts added.
     An LMDB already complete with these faces and options is kept (``nothing_to_do``); an
     interrupted one is resumed; one built otherwise (other options, or lists that changed with
-    ``val_ids`` / ``max_upscale``) raises FileExistsError unless ``overwrite`` rebuilds it.
+    ``val_ids`` / ``max_upscale``) raises FileExistsError unless ``overwrite`` rebuilds it, and the list
+    files are put back as they were (:func:`lightface.data.corpus.build_listed_sources`).
     """
     from .build import build_lmdb
 
     out = Path(out_dir)
-    summaries: Dict[str, Dict] = {}
-    for name, src in sr_corpus_sources(data_root, out / "lists", sources, val_ids, max_upscale,
-                                       template=template, size=size).items():
-        target = out / f"{name}.lmdb"
+
+    def build(name: str, src: SRCorpusSource) -> Dict:
         if src.images == 0:
             log.warning("%s: no faces left to build (see %s)", name, src.list_file)
-            summaries[name] = {"ok": False, "kept_faces": 0, "too_small": src.too_small}
-            continue
-        summaries[name] = build_lmdb(src.list_file, target, size=size, color="rgb", encoding=encoding,
-                                     quality=quality, template=template, landmarks=src.landmarks,
-                                     list_root=src.root, workers=workers, resume=not overwrite, overwrite=overwrite,
-                                     progress=progress, antialias=antialias)
-        summaries[name].update(kept_faces=src.images, people=src.people, too_small=src.too_small)
-    return summaries
+            return {"ok": False, "kept_faces": 0, "too_small": src.too_small}
+        summary = build_lmdb(src.list_file, out / f"{name}.lmdb", size=size, color="rgb", encoding=encoding,
+                             quality=quality, template=template, landmarks=src.landmarks, list_root=src.root,
+                             workers=workers, resume=not overwrite, overwrite=overwrite, progress=progress,
+                             antialias=antialias)
+        return {**summary, "kept_faces": src.images, "people": src.people, "too_small": src.too_small}
+
+    return build_listed_sources(out / "lists", lambda: sr_corpus_sources(data_root, out / "lists", sources, val_ids,
+                                                                        max_upscale, template=template, size=size),
+                                build)
