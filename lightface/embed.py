@@ -74,7 +74,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.align import affine_scale, align_face, template_points
-from .data.io import ImageReadError, read_image, to_gray
+from .data.io import ImageReadError, composite_on_black, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
@@ -90,6 +90,7 @@ __all__ = [
     "similarity",
     "VERIFICATION_THRESHOLD",
     "RESCUE_THRESHOLD",
+    "RESCUE_MIN_FACE",
     "FORWARD_CHUNK",
     "FORWARD_CHUNK_SINGLE_THREAD",
     "SMALL_FACE_ENLARGEMENT",
@@ -104,6 +105,9 @@ VERIFICATION_THRESHOLD = 0.35
 #: FaceEmbedder's default ``rescue_threshold``: the detector score a photo's best face needs
 #: when none reaches the detector's own threshold (aligned=False)
 RESCUE_THRESHOLD = 0.25
+#: the shorter box side (px) a rescued candidate needs: on random-noise images det_500m offers 2-4 px
+#: "faces" scoring 0.34-0.44; the smallest real faces it finds (LFW photos shrunk to 25 px) are about 10 px
+RESCUE_MIN_FACE = 8
 #: CPU faces per forward pass with several intra-op threads (chosen by measurement, docs/benchmarks.md, Embedding);
 #: FaceEmbedder(chunk_size=...) overrides
 FORWARD_CHUNK = 16
@@ -201,6 +205,8 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
         mode = item.mode
         if mode in ("L", "1", "I;16", "I", "F"):
             return np.asarray(item.convert("L"))
+        if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in item.info:
+            return cv2.cvtColor(composite_on_black(np.asarray(item.convert("RGBA"))), cv2.COLOR_RGB2BGR)
         return cv2.cvtColor(np.asarray(item.convert("RGB")), cv2.COLOR_RGB2BGR)
     else:
         raise TypeError(f"{_describe(item, index)}: unsupported image type; pass a path, a uint8 BGR/gray numpy "
@@ -211,7 +217,7 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        img = composite_on_black(img)  # BGRA, as a file with alpha is read
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)) or min(img.shape[:2]) < 1:
         raise ValueError(f"{_describe(item, index)}: expected a gray (H, W) or BGR (H, W, 3) image, got shape {img.shape}")
     return img
@@ -346,7 +352,8 @@ class FaceEmbedder:
             (sunglasses, masks, a hand) are where this matters: on LFW photos with such
             occlusions det_500m scores 3% of the faces 0.25-0.5, under its 0.5, and all of them
             at this floor, nearly all with their landmarks within a few pixels
-            (docs/recognition.md). None: no rescue. Applies to
+            (docs/recognition.md). Candidates smaller than :data:`RESCUE_MIN_FACE` (8 px) are
+            not rescued (random noise gives 2-4 px ones). None: no rescue. Applies to
             :class:`~lightface.data.detect.FaceDetector` detectors (at least its
             :data:`~lightface.data.detect.MIN_THRESHOLD`).
         antialias: ``aligned=False``: a face larger in the photo than in the 128-px crop (eyes
@@ -552,13 +559,15 @@ class FaceEmbedder:
         return self._detector
 
     def _rescue(self, img: np.ndarray, source: str) -> list:
-        """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none)."""
+        """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none);
+        candidates smaller than :data:`RESCUE_MIN_FACE` px are not faces but texture (noise, foliage)."""
         from .data.detect import FaceDetector
 
         if (self.rescue_threshold is None or not isinstance(self.detector, FaceDetector)
                 or self.rescue_threshold >= self.detector.threshold):
             return []
-        found = self.detector.detect(img, threshold=self.rescue_threshold)
+        found = [f for f in self.detector.detect(img, threshold=self.rescue_threshold)
+                 if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= RESCUE_MIN_FACE]
         if not found:
             return []
         best = max(found, key=lambda f: f.score)

@@ -1,5 +1,6 @@
 """Command-line plumbing shared by the pipelines: flags generated from config dataclasses,
-``--config YAML`` files, and one-line error messages.
+``--config YAML`` files, one-line error messages, and the ``--help`` formatter
+(:class:`DefaultsHelpFormatter`).
 
 The library never parses argv: a trainer's config dataclass
 (:mod:`lightface.engine.config`) declares every setting once, and :func:`add_options`
@@ -26,7 +27,8 @@ from lightface.engine.config import RESERVED, ConfigError, Option, config_from_d
 from lightface.engine.config import unknown_key_error
 from lightface.engine.stop_signals import TrainingInterrupted
 
-__all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS"]
+__all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS",
+           "DefaultsHelpFormatter"]
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
@@ -34,6 +36,17 @@ C = TypeVar("C")
 #: exceptions :func:`run_cli` reports as one line (everything else keeps its traceback)
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
                RuntimeError, OSError)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each value option's default appended, but not a switch's: the stored value of
+    ``--no-merge`` (``store_false``) shows as ``(default: True)``, which reads as "skipped by default",
+    and ``store_true`` flags would all say ``(default: False)``. The pipelines' ``formatter_class``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0:  # a switch: store_true / store_false / store_const, no value to show
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------------------------------

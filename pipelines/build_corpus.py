@@ -15,12 +15,12 @@ import sys
 
 from lightface.data.corpus import SOURCES, build_corpus
 from lightface.data.lmdb_format import ENCODINGS
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.build_corpus", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data", help="the shared data folder (lfw_train/, cfp_train/, celeba_ids/)")
     p.add_argument("--out", required=True, help="output folder for the list files and the per-source LMDBs")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="sources to build")

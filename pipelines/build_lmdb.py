@@ -25,6 +25,7 @@ from lightface.data.align import TEMPLATES
 from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 from pipelines._argtypes import non_negative_int, positive_int
+from pipelines._cli import DefaultsHelpFormatter
 
 logger = logging.getLogger("pipelines.build_lmdb")
 
@@ -38,7 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 = written (or --info / --verify passed); 1 = nothing could be written, OUT "
         "already holds a dataset (use --overwrite), --strict with skipped files, or --verify found errors; "
         "2 = bad command line. Format: docs/lmdb_format.md",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("src", nargs="?", help="source: identity folder tree, list file, or train.rec/.idx (or their folder)")
     p.add_argument("out", nargs="?", help="output dataset directory")

@@ -16,12 +16,12 @@ import sys
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.pose_corpus import POSE_SOURCES, build_pose_corpus
 from lightface.embed import FaceEmbedder
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.build_pose_corpus", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data", help="the shared data folder (cfp_train/, cfp/, lfw_train/, "
                                                             "celeba_ids/)")
     p.add_argument("--out", required=True, help="output folder (tree/, lookalikes.json, pose<size>/)")

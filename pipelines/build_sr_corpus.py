@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.sr_corpus import SR_SOURCES, build_sr_corpus
 from pipelines._argtypes import non_negative_int
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 
 def _upscale(text: str) -> Optional[float]:
@@ -36,7 +36,7 @@ def _upscale(text: str) -> Optional[float]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.build_sr_corpus", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data", help="the shared data folder (cfp/, cfp_train/, celeba_ids/)")
     p.add_argument("--out", required=True, help="output folder for the list files and the LMDBs")
     p.add_argument("--sources", nargs="+", choices=SR_SOURCES, default=list(SR_SOURCES), help="training sources")

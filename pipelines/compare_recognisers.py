@@ -20,7 +20,7 @@ from typing import Optional
 from lightface.eval.dev_protocols import crop_embedder
 from lightface.eval.paired import compare_recognisers, format_comparison
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_flip_argument
 
 SHIPPED = "shipped"
@@ -28,7 +28,7 @@ SHIPPED = "shipped"
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.compare_recognisers", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("a", metavar="A", help=f"recogniser A: a Light CNN checkpoint, or '{SHIPPED}' (the shipped default)")
     p.add_argument("b", metavar="B", help=f"recogniser B: a Light CNN checkpoint, or '{SHIPPED}' (the shipped default)")
     p.add_argument("--data", default="../shared/data", help="the shared data folder (holding lfw_train/)")

@@ -22,7 +22,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what one call to the device may carry: the repository's tracked files plus the bundle
@@ -60,7 +60,7 @@ def download_wheels(out: Path) -> List[str]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.device_bundle", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="training LMDBs (one per source) with teacher embeddings")
     p.add_argument("--out", required=True, help="bundle folder (inside the repository, ignored by git, named in carry)")
     p.add_argument("--teacher", default="dlib", help="teacher whose embeddings travel ('none': no distillation)")

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.device_bundle import TRAVEL_LIMIT, download_wheels, folder_bytes, tracked_bytes
 from pipelines.device_train import add_call_arguments, ensure_packages, join_parts, run_or_collect, train_and_return
 
@@ -160,7 +160,7 @@ def collect(args: argparse.Namespace) -> Dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.device_frontalization", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_call_arguments(p, "wheels and the run")
     p.add_argument("--wheels", default=".device/lightcnn/wheels",
                    help="wheels to install when lmdb / albumentations are missing (pipelines.device_bundle's)")

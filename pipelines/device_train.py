@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 #: the most bytes of one returned file (the device returns files of at most 16 MiB)
 PART_BYTES = 15 << 20
@@ -287,7 +287,7 @@ def run_or_collect(args: argparse.Namespace, train_on_device: Callable[[argparse
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.device_train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_call_arguments(p, "LMDBs, wheels and runs")
     p.add_argument("--bundle", default=".device/lightcnn", help="the bundle of pipelines.device_bundle")
     p.add_argument("--probe-steps", type=int, default=10,

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict
 
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.enroll")
@@ -38,7 +38,7 @@ def _unit_float(text: str) -> float:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("pipelines.enroll", description="Enrol photos (a folder per person) into a face gallery",
-                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                add_help=add_help, formatter_class=DefaultsHelpFormatter)
     p.add_argument("gallery", help="gallery folder (created when missing)")
     p.add_argument("photos", nargs="+",
                    help="a folder of people (one sub-folder per person, named after them), one person's folder, or "

@@ -27,6 +27,7 @@ import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import positive_int
+from pipelines._cli import DefaultsHelpFormatter
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.evaluate")
@@ -35,7 +36,7 @@ logger = logging.getLogger("pipelines.evaluate")
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.evaluate", add_help=add_help,
                                 description="Verification accuracy / ROC of a Light CNN on face pairs",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_embedder_arguments(p)
     p.add_argument("--pairs", required=True, help="pair list: LFW pairs.txt, 'label path_a path_b' file, or CFP Protocol folder")
     p.add_argument("--pairs-format", default="auto", choices=["auto", "lfw", "labels", "cfp-ff", "cfp-fp"],

@@ -19,13 +19,13 @@ import numpy as np
 from lightface.eval.dev_protocols import (PROTOCOLS, calibrate_threshold, crop_embedder, export_lfw_dev,
                                           run_dev_protocols)
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_flip_argument
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.evaluate_dev", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--weights", default=None, help="Light CNN checkpoint (default: the shipped recogniser)")
     p.add_argument("--teacher", default=None, choices=("dlib",), help="score the distillation teacher instead")
     p.add_argument("--data", default="../shared/data", help="the shared data folder")

@@ -1,4 +1,4 @@
-"""Extract Light CNN embeddings for a folder tree or an image list.
+"""Extract Light CNN embeddings for a folder tree, one image or an image list.
 
     python -m pipelines.extract_embeddings -i photos/ -o embeddings.npz     # the shipped recogniser
     python -m pipelines.extract_embeddings --weights LightCNN_29Layers_V2_checkpoint.pth.tar \\
@@ -7,11 +7,13 @@
         -o feats/ --format feat
 
 Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, ``paths``
-(N,) relative paths, ``failed_paths`` / ``failed_errors`` for images that could not
-be embedded, and ``weights_name`` / ``weights_sha256`` / ``weights_arch`` naming the
-model that made them; written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
+(N,) image paths (relative to the folder, or as written in the list file), ``failed_paths`` /
+``failed_errors`` for images that could not be embedded, and ``weights_name`` /
+``weights_sha256`` / ``weights_arch`` naming the model that made them; written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
 ``OUT/<relative path without extension>.feat`` (the layout of the original Light CNN
-extraction tool; our values are L2-normalised, which leaves cosine scores unchanged),
+extraction tool; our values are L2-normalised, which leaves cosine scores unchanged; paths
+outside the root, e.g. absolute ones in a list file, are taken relative to the images' common
+folder, and ``face.jpg`` + ``face.png`` become ``face_jpg.feat`` + ``face_png.feat``: see :func:`feat_names`),
 plus ``OUT/failures.tsv`` when some images failed. Bad files are skipped and reported.
 
 Long runs keep their progress (every ``--save-every`` images) in ``OUTPUT.partial.npz`` (npz)
@@ -32,10 +34,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
+from lightface.data.sources import read_list_lines
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
+from lightface.utils.output_names import unique_output_names
 from lightface.utils.precision import PRECISIONS
 from lightface.utils.templates import ALIGNED_TEMPLATES
 from pipelines._argtypes import positive_int
+from pipelines._cli import DefaultsHelpFormatter
 
 logger = logging.getLogger("pipelines.extract_embeddings")
 
@@ -82,11 +87,11 @@ def embedder_from_args(args: argparse.Namespace, detector: Optional[str] = None)
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.extract_embeddings", add_help=add_help,
                                 description="Extract L2-normalised 256-d Light CNN embeddings",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_embedder_arguments(p)
     p.add_argument("-i", "--input", required=True,
-                   help="a folder (searched recursively for images) or a list file (one image path per line; "
-                        "a trailing label column, as in Light CNN lists, is ignored)")
+                   help="a folder (searched recursively for images), one image, or a list file (one image path per "
+                        "line; a trailing label column, as in Light CNN lists, is ignored)")
     p.add_argument("--root", default=None, help="folder the list file's paths are relative to (None: the list file's folder)")
     p.add_argument("-o", "--output", required=True, help="output .npz file (--format npz) or folder (--format feat)")
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
@@ -103,7 +108,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[str]]:
-    """``(root folder, relative image paths)`` from a folder (recursive, sorted) or a list file."""
+    """``(root folder, relative image paths)`` from a folder (recursive, sorted), one image or a list file."""
     src = Path(source)
     if src.is_dir():
         rels = sorted(
@@ -116,10 +121,12 @@ def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
         return src, rels
     if not src.is_file():
-        raise FileNotFoundError(f"input not found: {src} (give a folder or a list file)")
+        raise FileNotFoundError(f"input not found: {src} (give a folder, an image or a list file)")
+    if src.suffix.lower() in IMAGE_EXTENSIONS:
+        return src.parent, [src.name]
     base = Path(root) if root else src.parent
     rels = []
-    for line in src.read_text().splitlines():
+    for line in read_list_lines(src, "a folder of images, one image, or a list file of image paths, one per line"):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -129,6 +136,17 @@ def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[
     if not rels:
         raise ValueError(f"{src}: the list file names no images")
     return base, rels
+
+
+def feat_names(base: Path, rels: List[str]) -> List[str]:
+    """The ``--format feat`` name of each image (written to ``OUT/<name>.feat``): its path without extension
+    relative to ``base`` when every image lies inside ``base``, else relative to the common folder of the images'
+    folders (absolute or ``..`` paths in a list file), so no output leaves ``OUT``; names that would clash get the
+    extension appended (``face.jpg`` and ``face.png``: ``face_jpg``, ``face_png``), as in :func:`unique_output_names`."""
+    top = os.path.abspath(base)
+    paths = [os.path.abspath(base / r) for r in rels]
+    inside = all(os.path.commonpath([top, p]) == top for p in paths)
+    return unique_output_names(paths, [top] * len(paths) if inside else [os.path.dirname(p) for p in paths])
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -202,8 +220,9 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                      weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),
                      weights_arch=np.array(info.arch or ""))
     else:
+        names = feat_names(base, rels)
         for i in ok:
-            with atomic_file((out / rels[i]).with_suffix(".feat")) as f:
+            with atomic_file(out / f"{names[i]}.feat") as f:
                 f.write(emb[i].astype("<f4").tobytes())
         if failed:
             write_text_atomic(out / "failures.tsv", "".join(f"{p}\t{m}\n" for p, m in failed.items()))

@@ -25,7 +25,7 @@ import logging
 import sys
 
 from pipelines._argtypes import non_negative_int, positive_int
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 log = logging.getLogger("pipelines.relabel")
 
@@ -34,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.relabel",
         description="Relabel a noisy LMDB with a trained Light CNN (keep / relabel / drop).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--data", required=True, nargs="+",
                    help="the noisy LMDB(s) the model was trained on (several: one per source, in training order)")

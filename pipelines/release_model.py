@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from lightface.models.release import render_model_card, release_weights, update_card_facts
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 log = logging.getLogger("pipelines.release_model")
 
@@ -28,7 +28,7 @@ INTRO = (Path(__file__).resolve().parent.parent / "docs" / "model_zoo_intro.md")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.release_model", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="training checkpoint to ship")
     p.add_argument("--name", default=None, help="name of the shipped entry (replaces an entry of that name)")
     p.add_argument("--task", choices=("recognition", "super_resolution", "frontalization"), default=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from pipelines._argtypes import positive_int
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.search")
@@ -27,7 +27,7 @@ logger = logging.getLogger("pipelines.search")
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("pipelines.search", description="Search a face gallery with photos (every face in each)",
-                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                add_help=add_help, formatter_class=DefaultsHelpFormatter)
     p.add_argument("gallery", help="gallery folder (made by python -m pipelines.enroll)")
     p.add_argument("queries", nargs="+", help="query photos (every face is searched) or, with --aligned, face crops")
     p.add_argument("--top", type=positive_int, default=5, help="matches per face")

@@ -12,12 +12,12 @@ import json
 import sys
 
 from lightface.distill.teacher import TEACHERS, teacher_embeddings_for_lmdb
-from pipelines._cli import run_cli
+from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.teacher_embeddings", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="LMDB(s) of aligned lightcnn_train crops")
     p.add_argument("--teacher", choices=sorted(TEACHERS), default="dlib", help="teacher network")
     p.add_argument("--chunk", type=int, default=256, help="samples between flushes (the resume granularity)")

@@ -343,6 +343,14 @@ def test_list_file_source(orl_small, tmp_path):
     assert report["skipped"][0]["source"] == "missing/x.pgm" and "cannot read" in report["skipped"][0]["reason"]
 
 
+def test_image_given_as_list_file_says_what_to_give(orl_small, tmp_path):
+    image = orl_small / "s1" / "1.pgm"
+    with pytest.raises(ValueError, match=r"1\.pgm is an image file, not a text list file; give a list file of 'path "
+                                         r"label' lines, a folder of identity folders"):
+        build_lmdb(image, tmp_path / "out.lmdb", size=32, progress=False)
+    assert not (tmp_path / "out.lmdb").exists()
+
+
 def test_shuffle_is_seeded(orl_small, tmp_path):
     a = build_lmdb(orl_small, tmp_path / "a", size=16, shuffle=True, seed=3, progress=False)
     b = build_lmdb(orl_small, tmp_path / "b", size=16, shuffle=True, seed=3, progress=False)

@@ -91,6 +91,15 @@ def test_all_input_kinds_give_the_same_embedding(embedder, lfw, tmp_path, baseli
     with torch.no_grad():
         ref = torch.nn.functional.normalize(baseline(tensor)[1], dim=1).numpy()
     assert np.abs(outs[0] - ref).max() < 1e-5
+    # transparency: a half-transparent PNG embeds alike from its path, as a BGRA array and as a PIL RGBA
+    # image (the colour composited onto black; the array and PIL forms used to drop the alpha instead)
+    bgra = np.dstack([bgr, np.tile(np.linspace(40, 255, 128).astype(np.uint8), (128, 1))])
+    cv2.imwrite(str(tmp_path / "alpha.png"), bgra)
+    pil_rgba = Image.fromarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA))
+    alpha_outs = [embedder.embed(x) for x in (tmp_path / "alpha.png", bgra, pil_rgba)]
+    for out in alpha_outs[1:]:
+        np.testing.assert_allclose(out, alpha_outs[0], atol=1e-5)
+    assert similarity(alpha_outs[0][0], outs[0][0]) < 0.999  # the alpha was applied, not dropped
 
 
 def test_batching_and_sizes(embedder, lfw, caplog):
@@ -301,6 +310,11 @@ def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, share
         strict.embed(occluded, aligned=False)
     with pytest.raises(ValueError, match="rescue_threshold"):
         FaceEmbedder(weights, device="cpu", rescue_threshold=0.05)
+    # random noise: det_500m offers a 2-4 px candidate at 0.34-0.44; it is not a face and is not rescued
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    assert any(f.score >= 0.25 for f in FaceDetector(det, device="cpu").detect(noise, threshold=0.25))
+    with pytest.raises(NoFaceError, match="no face"):
+        emb.embed(noise, aligned=False)
 
 
 def test_a_large_face_embeds_as_it_does_from_a_smaller_photo(shared_models, shared_data):

@@ -6,6 +6,7 @@ the metrics are meaningless as numbers but every stage runs on real faces.
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -112,6 +113,36 @@ def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):
         ["--weights", str(weights), "-i", str(tmp_path / "list.txt"), "--root", str(src), "--aligned",
          "-o", str(tmp_path / "l.npz"), "--device", "cpu"]))
     assert res["count"] == 2
+
+
+def test_extract_embeddings_feat_names_stay_in_out_and_are_unique(tmp_path, weights, lfw):
+    root, names = lfw
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "face.jpg").write_bytes((root / "images" / names[0] / f"{names[0]}_0001.jpg").read_bytes())
+    cv2.imwrite(str(images / "face.png"), cv2.imread(str(root / "images" / names[1] / f"{names[1]}_0001.jpg")))
+    (tmp_path / "lists").mkdir()
+    listed = tmp_path / "lists" / "abs.txt"  # absolute paths outside the list file's folder
+    listed.write_text(f"{images / 'face.jpg'}\n{images / 'face.png'}\n")
+
+    def run(*argv):
+        return extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(
+            ["--weights", str(weights), "--aligned", "--device", "cpu", *argv]))
+
+    run("-i", str(listed), "-o", str(tmp_path / "e.npz"))
+    run("-i", str(listed), "-o", str(tmp_path / "feats"), "--format", "feat")
+    assert sorted(p.name for p in images.iterdir()) == ["face.jpg", "face.png"]  # nothing written next to the inputs
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["face_jpg.feat", "face_png.feat"]
+    data = np.load(tmp_path / "e.npz")
+    for i, name in enumerate(["face_jpg", "face_png"]):
+        assert np.allclose(np.fromfile(tmp_path / "feats" / f"{name}.feat", "<f4"), data["embeddings"][i], atol=1e-6)
+    one = run("-i", str(images / "face.jpg"), "-o", str(tmp_path / "one.npz"))  # one image as the input
+    assert one["count"] == 1 and list(np.load(tmp_path / "one.npz")["paths"]) == ["face.jpg"]
+    assert np.allclose(np.load(tmp_path / "one.npz")["embeddings"][0], data["embeddings"][0], atol=1e-6)
+    (tmp_path / "list.bin").write_bytes(b"\xff\xd8\xff\xe0 not a list")
+    with pytest.raises(ValueError, match=r"list\.bin is a binary file \(not UTF-8 text\), not a text list file; "
+                                         r"give a folder of images, one image, or a list file"):
+        run("-i", str(tmp_path / "list.bin"), "-o", str(tmp_path / "x.npz"))
 
 
 _KILLED_CHILD = """

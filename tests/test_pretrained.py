@@ -5,6 +5,7 @@ Registry and default-recogniser tests release a tiny Light CNN with the real rel
 whether or not the trained model ships yet. The last test scores the real shipped
 recogniser on LFW photos and skips until it is released.
 """
+import inspect
 import json
 import logging
 import socket
@@ -111,6 +112,38 @@ def test_an_architecture_without_shipped_weights_names_what_ships_and_how_to_loa
         get_model("lightcnn9", pretrained=True)
     with pytest.raises(PretrainedError, match="no shipped weights named 'no_such_model'"):
         get_model("no_such_model", pretrained=True)
+
+
+def test_every_default_is_what_its_architecture_name_loads():
+    """get_pretrained(ARCH) is the architecture's default, also where one arch ships a default per
+    scale (wavelet_srnet: sr4 and sr8), so get_model(ARCH, pretrained=True) never loads a stray entry."""
+    for row in list_pretrained():
+        entry = get_pretrained(row["name"])
+        for alias in row["default_for"]:
+            assert get_pretrained(entry.arch, scale=entry.model_kwargs.get("scale")) == entry, alias
+
+
+def test_pretrained_wavelet_srnet_is_the_default_of_its_scale():
+    """get_model("wavelet_srnet", pretrained=True) loads what SuperResolver() loads, a model of
+    WaveletSRNet's own default scale (4x); scale=8 the 8x default; a scale nothing ships for, or a
+    named 8x entry asked for scale=4, is refused with what ships instead of a shape mismatch."""
+    from lightface import SuperResolver
+    from lightface.models.wavelet_srnet import WaveletSRNet
+
+    for kwargs, alias in (({}, "sr4"), ({"scale": 4}, "sr4"), ({"scale": 8}, "sr8")):
+        entry = default_weights(alias)
+        model = get_model("wavelet_srnet", pretrained=True, **kwargs)
+        assert model.scale == entry.model_kwargs["scale"], kwargs
+        shipped = get_model(entry.name, pretrained=True).state_dict()
+        assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items()), kwargs
+    assert SuperResolver(device="cpu").pretrained == get_pretrained("wavelet_srnet") == default_weights("sr4")
+    default_scale = inspect.signature(WaveletSRNet).parameters["scale"].default
+    assert pt.DEFAULT_SR_SCALE == default_scale == 4
+    with pytest.raises(PretrainedError, match=r"scale=2 \(shipped scales: 4, 8\)"):
+        get_model("wavelet_srnet", pretrained=True, scale=2)
+    sr8 = default_weights("sr8").name
+    with pytest.raises(PretrainedError, match=rf"'{sr8}' are a 8x model, not scale=4"):
+        get_model(sr8, pretrained=True, scale=4)
 
 
 def test_release_meta_files_agree_with_the_manifest():

@@ -182,3 +182,15 @@ def test_dlib_teacher_reproduces_the_fixture(sources, tmp_path):
     teacher_embeddings_for_lmdb(a, progress=False)
     fresh = load_teacher_embeddings(a)
     assert np.allclose(fresh, np.load(FIXTURE)[: len(A_ROWS)], atol=1e-4)
+
+
+def test_help_shows_the_defaults_of_values_but_not_of_switches():
+    """``--no-merge`` is a store_false switch: ``(default: True)`` after it read as "skipped by default";
+    value options keep their default (every pipeline's DefaultsHelpFormatter)."""
+    from pipelines.relabel import get_args_parser
+
+    text = " ".join(get_args_parser().format_help().split())
+    assert "(default: True)" not in text and "(default: False)" not in text
+    assert "--no-merge do not merge classes --no-drop do not drop outliers" in text
+    assert "--no-relabel skip the prediction step (use --weights only for --embeddings model) --overwrite" in text
+    assert "switch a disagreeing label (default: 0.7)" in text and "(default: 128)" in text

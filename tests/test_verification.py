@@ -32,6 +32,22 @@ def test_lfw_pairs_view2(tmp_path):
         read_lfw_pairs(path)
 
 
+def test_lfw_pairs_with_one_fold_are_split_into_n_folds(tmp_path):
+    lines = ["1\t4"] + [f"Ann_Veneman\t1\t{k}" for k in range(2, 6)] + [f"Ann_Veneman\t1\tTom_Ridge\t{k}" for k in range(1, 5)]
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    pairs = read_pairs(path)
+    assert len(pairs) == 8 and pairs.folds is None  # like the same body without a header
+    scores = np.where(pairs.labels, 0.8, 0.2)
+    metrics = verification_metrics(scores, pairs.labels, folds=pairs.folds, n_folds=4)
+    assert metrics["n_folds"] == 4 and metrics["accuracy_mean"] == 1.0
+    # an image given as the pair list: said plainly, not a UnicodeDecodeError
+    image = tmp_path / "face.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    with pytest.raises(ValueError, match="face.jpg is an image file, not a text list file; give a text pair list"):
+        read_pairs(image)
+
+
 def test_label_pairs(tmp_path):
     path = tmp_path / "pairs.txt"
     path.write_text("# comment\n1 a/1.jpg a/2.jpg\nsame b/1.jpg b/2.jpg\n0 a/1.jpg b/1.jpg\n")

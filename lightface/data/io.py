@@ -15,6 +15,7 @@ import numpy as np
 from ..utils.atomic_write import atomic_file
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_unchanged",
+           "composite_on_black",
            "decode_image", "read_image", "write_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
@@ -153,6 +154,16 @@ def decode_unchanged(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return apply_orientation(img, exif_orientation(data))
 
 
+def composite_on_black(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 4) with alpha last (BGRA or RGBA) -> (H, W, 3), the colour composited onto black (scaled
+    by alpha), in the same channel order; any other image is returned as it is. Files, numpy arrays and PIL
+    images with transparency all become this before a face is detected or embedded."""
+    if img.ndim != 3 or img.shape[2] != 4:
+        return img
+    alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+    return (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
+
+
 def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to uint8, upright (see :func:`decode_unchanged`).
 
@@ -168,10 +179,7 @@ def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np
     """
     if color not in ("bgr", "rgb", "gray"):
         raise ValueError(f"color must be 'bgr', 'rgb' or 'gray', got {color!r}")
-    img = decode_unchanged(data, source)
-    if img.ndim == 3 and img.shape[2] == 4:
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        img = (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
+    img = composite_on_black(decode_unchanged(data, source))
     if color == "gray":
         return to_gray(img)
     bgr = to_bgr(img)

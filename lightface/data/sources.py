@@ -24,6 +24,7 @@ __all__ = [
     "SourceItem",
     "SourcePlan",
     "scan_folder",
+    "read_list_lines",
     "read_list_file",
     "scan_recordio",
     "read_landmarks_file",
@@ -168,6 +169,17 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
     return SourcePlan("folder", root, items, classes, ignored)
 
 
+def read_list_lines(list_path, instead: str) -> List[str]:
+    """The lines of the UTF-8 text list file ``list_path``. An image or other binary file given
+    where a list is expected raises ``ValueError`` naming it and saying what to give ``instead``."""
+    list_path = Path(list_path)
+    try:
+        return list_path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        kind = "an image file" if _is_image(list_path) else "a binary file (not UTF-8 text)"
+        raise ValueError(f"{list_path} is {kind}, not a text list file; give {instead}") from None
+
+
 def read_list_file(list_path, root=None) -> SourcePlan:
     """A Light CNN list file: one ``path label`` line per image (``#`` comments allowed;
     the path may contain spaces, the label is the last column). Paths are relative to
@@ -180,16 +192,16 @@ def read_list_file(list_path, root=None) -> SourcePlan:
     root = Path(root) if root is not None else list_path.parent
     rows: List[Tuple[str, str]] = []
     ignored: List[Tuple[str, str]] = []
-    with open(list_path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            cols = line.rsplit(None, 1)
-            if len(cols) != 2:
-                ignored.append((f"{list_path.name}:{lineno}", f"expected 'path label', got {line!r}"))
-                continue
-            rows.append((cols[0], cols[1]))
+    instead = "a list file of 'path label' lines, a folder of identity folders, or a train.rec/.idx"
+    for lineno, line in enumerate(read_list_lines(list_path, instead), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cols = line.rsplit(None, 1)
+        if len(cols) != 2:
+            ignored.append((f"{list_path.name}:{lineno}", f"expected 'path label', got {line!r}"))
+            continue
+        rows.append((cols[0], cols[1]))
     if all(re.fullmatch(r"-?\d+", lab) for _, lab in rows):
         labels = [int(lab) for _, lab in rows]
         if labels and min(labels) < 0:

@@ -29,6 +29,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedKFold
 
+from ..data.sources import read_list_lines
+
 __all__ = [
     "PairList",
     "read_lfw_pairs",
@@ -74,7 +76,8 @@ def _lines(path: PathLike) -> List[str]:
     if not path.is_file():
         raise FileNotFoundError(f"pair list not found: {path}")
     out = []
-    for raw in path.read_text().splitlines():
+    for raw in read_list_lines(path, "a text pair list (LFW pairs.txt, 'label path_a path_b' lines) or a CFP "
+                                     "protocol list"):
         line = raw.split("#", 1)[0].strip()
         if line:
             out.append(line)
@@ -96,7 +99,10 @@ def _lfw_path(name: str, number: str, ext: str) -> str:
 
 def read_lfw_pairs(path: PathLike, ext: str = ".jpg") -> PairList:
     """Read an LFW ``pairs.txt`` (View 2, header ``folds n``), ``pairsDevTrain/Test.txt`` (header
-    ``n``), or the body of one of them without a header (one fold, e.g. a single View-2 fold)."""
+    ``n``), or the body of one of them without a header (one fold, e.g. a single View-2 fold).
+
+    ``folds`` holds the protocol folds of a header with two or more; one fold (no header, ``n``
+    or ``1 n``) gives ``folds=None``: :func:`verification_metrics` then makes its own ``n_folds`` split."""
     lines = _lines(path)
     header = lines[0].split()
     if _is_lfw_pair_line(lines[0]):
@@ -121,7 +127,7 @@ def read_lfw_pairs(path: PathLike, ext: str = ".jpg") -> PairList:
             labels.append(False)
         else:
             raise ValueError(f"{path}:{k}: expected 'name i j' or 'name1 i name2 j', got {line!r}")
-    folds = np.arange(len(body)) // (2 * per_class) if len(header) == 2 else None
+    folds = np.arange(len(body)) // (2 * per_class) if len(header) == 2 and n_folds > 1 else None
     return PairList(a, b, np.array(labels, bool), folds)
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "MANIFEST",
     "list_pretrained",
     "get_pretrained",
+    "sr_alias",
+    "DEFAULT_SR_SCALE",
     "file_or_shipped",
     "default_weights",
     "require_default",
@@ -39,6 +41,8 @@ __all__ = [
 #: where shipped weight files and their manifest live
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
+#: the upscaling factor of the shipped super-resolver loaded when none is asked for (WaveletSRNet's own default)
+DEFAULT_SR_SCALE = 4
 
 
 class PretrainedError(ValueError):
@@ -172,23 +176,55 @@ def list_pretrained(task: Optional[str] = None) -> List[Dict[str, Any]]:
     return [w.summary() for w in _entries().values() if task is None or w.task == task]
 
 
-def get_pretrained(name: str) -> PretrainedWeights:
+def sr_alias(scale: Optional[int] = None) -> str:
+    """The default alias of the shipped ``scale``x super-resolver: ``"sr4"``, ``"sr8"``
+    (None: :data:`DEFAULT_SR_SCALE`)."""
+    return f"sr{scale or DEFAULT_SR_SCALE}"
+
+
+def _has_scale(entry: PretrainedWeights, scale: Optional[int]) -> bool:
+    """Whether ``entry`` upscales by ``scale`` (always for None, and for a model without a ``scale``)."""
+    return scale is None or entry.model_kwargs.get("scale", scale) == scale
+
+
+def _arch_default(arch: str, entries: List[PretrainedWeights], aliases: Dict[str, str],
+                  scale: Optional[int]) -> PretrainedWeights:
+    """The entry an architecture name means: among its ``entries`` that upscale by ``scale``, the
+    :func:`sr_alias` default, else another default, else the first."""
+    fits = [w for w in entries if _has_scale(w, scale)]
+    if not fits:
+        shipped = ", ".join(map(str, sorted({w.model_kwargs["scale"] for w in entries})))
+        raise PretrainedError(f"no {arch} weights ship for scale={scale} (shipped scales: {shipped}); train one with "
+                              f"python -m pipelines.train_super_resolution --scale {scale} and pass weights=PATH")
+    defaults = [w for w in fits if w.name in aliases.values()]
+    return next((w for w in defaults if w.name == aliases.get(sr_alias(scale))), (defaults or fits)[0])
+
+
+def get_pretrained(name: str, scale: Optional[int] = None) -> PretrainedWeights:
     """A shipped entry by its name, by a default alias (``recognition``, ``sr4``, ``sr8``,
     ``frontalization``) or by architecture (its default entry, e.g. ``lightcnn29v2``).
 
+    Args:
+        scale: the upscaling factor wanted of a super-resolver. With an architecture it picks that
+            factor's default (:func:`sr_alias`: ``get_pretrained("wavelet_srnet")`` is the 4x
+            default, ``scale=8`` the 8x one, as for :class:`lightface.SuperResolver`); with a name
+            or an alias it must be the entry's own. Ignored for models without a ``scale``.
+
     Raises:
-        PretrainedError: nothing ships under that name, with what does (for an architecture
-            lightface builds but ships no weights for, such as ``lightcnn9``: how to load its own).
+        PretrainedError: nothing ships under that name (or for that ``scale``), with what does (for an
+            architecture lightface builds but ships no weights for, such as ``lightcnn9``: how to load its own).
     """
     entries, aliases = _entries(), _aliases()
-    if name in entries:
-        return entries[name]
-    if name in aliases and aliases[name] in entries:
-        return entries[aliases[name]]
+    entry = entries.get(name) or entries.get(aliases.get(name, ""))
+    if entry is not None:
+        if not _has_scale(entry, scale):
+            raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.model_kwargs['scale']}x model, not "
+                                  f"scale={scale}; get_model({entry.arch!r}, pretrained=True, scale={scale}) loads "
+                                  f"the shipped {scale}x default")
+        return entry
     by_arch = [w for w in entries.values() if w.arch == name]
     if by_arch:
-        defaults = set(aliases.values())
-        return next((w for w in by_arch if w.name in defaults), by_arch[0])
+        return _arch_default(name, by_arch, aliases, scale)
     available = sorted(entries) + sorted(aliases)
     from .registry import MODEL_BUILDERS
 

@@ -36,7 +36,9 @@ def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[in
             builder's default, or the checkpoint's when ``weights`` is given).
         pretrained: load the weights that ship with lightface for this architecture
             (:func:`lightface.models.list_pretrained`), sha256-checked; ``name`` may also be
-            a shipped entry's name or a default alias (``recognition``, ``sr4``, ...).
+            a shipped entry's name or a default alias (``recognition``, ``sr4``, ...). A
+            super-resolver's ``scale`` kwarg picks the shipped default of that factor
+            (``get_model("wavelet_srnet", pretrained=True)``: 4x; ``scale=8``: 8x).
 
     Raises:
         ValueError: unknown name, or both ``weights`` and ``pretrained`` given;
@@ -48,7 +50,7 @@ def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[in
             raise ValueError("give either weights= or pretrained=True, not both")
         from .pretrained import PretrainedError, get_pretrained
 
-        entry = get_pretrained(key)
+        entry = get_pretrained(key, scale=kwargs.get("scale"))
         if entry.arch not in MODEL_BUILDERS:
             hint = " (use lightface.data.detect.FaceDetector('yunet'))" if entry.task == "detection" else ""
             raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.task} model ({entry.arch}), not a "

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, decode_unchanged, read_file_bytes, write_image
 from ..utils.atomic_write import atomic_file
+from ..utils.output_names import unique_output_names
 
 __all__ = ["RestoreResult", "list_images", "output_names", "load_image_with_alpha", "side_by_side", "restore_paths",
            "nothing_restored", "check_batch_size"]
@@ -112,22 +113,8 @@ def output_names(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = 
         ``[(path, name)]`` in input order.
     """
     pairs = _collect(inputs, recursive)
-    roots = sorted({os.path.abspath(base if base is not None else p.parent) for p, base in pairs})
-    common = roots[0] if len(roots) == 1 else os.path.commonpath(roots)
-    stems = [Path(os.path.relpath(os.path.abspath(p), common)).with_suffix("").as_posix() for p, _ in pairs]
-    counts: Dict[str, int] = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    names = [f"{stem}_{p.suffix.lstrip('.').lower()}" if counts[stem] > 1 else stem
-             for (p, _), stem in zip(pairs, stems)]
-    used, unique = set(), []
-    for name in names:
-        candidate, k = name, 2
-        while candidate in used:
-            candidate, k = f"{name}_{k}", k + 1
-        used.add(candidate)
-        unique.append(candidate)
-    return [(p, name) for (p, _), name in zip(pairs, unique)]
+    names = unique_output_names([p for p, _ in pairs], [base if base is not None else p.parent for p, base in pairs])
+    return [(p, name) for (p, _), name in zip(pairs, names)]
 
 
 def load_image_with_alpha(path: PathLike):
@@ -232,6 +219,21 @@ class _Journal:
         return json.dumps({"kind": kind, "entry": entry, "stamp": self.stamps.get(entry["input"])}) + "\n"
 
 
+#: the sub-folders of ``outdir`` that :func:`restore_paths` writes
+OUTPUT_FOLDERS = ("cropped_faces", "restored_faces", "cmp", "restored_imgs")
+
+
+def _refuse_inputs_among_outputs(paths: Sequence[Path], out: Path) -> None:
+    """ValueError when an input lies in one of ``out``'s output folders, where a restored file of the
+    same name would replace it (e.g. ``-i OUT/restored_imgs -o OUT``, a second pass over earlier results)."""
+    folders = [os.path.realpath(out / name) for name in OUTPUT_FOLDERS]
+    inside = [p for p in paths if any(os.path.realpath(p).startswith(f + os.sep) for f in folders)]
+    if inside:
+        raise ValueError(f"{len(inside)} input(s) lie in the output folders of {out} ({inside[0]} ...), whose "
+                         "restored files could replace them; choose an output folder (-o) that does not hold the "
+                         "inputs, e.g. a new one")
+
+
 def restore_paths(
     inputs: Union[PathLike, Sequence[PathLike]],
     outdir: PathLike,
@@ -261,11 +263,15 @@ def restore_paths(
     Returns:
         ``{"processed": [{"input", "name", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``
         (``name``: the input's output name, see :func:`output_names`).
+    Raises:
+        ValueError: an input lies in one of ``outdir``'s output folders (``restored_imgs/`` ...), where an output
+            could replace it; nothing is written.
     """
     if ext not in ("auto", "png", "jpg"):
         raise ValueError(f"ext must be 'auto', 'png' or 'jpg', got {ext!r}")
     named = output_names(inputs)
     out = Path(outdir)
+    _refuse_inputs_among_outputs([p for p, _ in named], out)
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
