@@ -14,6 +14,14 @@ from the HR detection's landmarks (scaled) both ways, super-resolved, upscaled b
 too, and compared (PSNR, RGB) with the HR photo's face on the output grid (the crop's
 transform with its destination scaled by the factor; the HR photo blurred to that grid).
 Prints PSNR SR / bicubic per size and crop; ``--out`` writes JSON.
+
+``--whole-photo`` measures what a user gets from ``SuperResolver.restore``: the shrunk photo
+restored whole (its main face), the face region of the output against the HR photo resized
+to the output, PSNR of the photo's bicubic upscale, of the face squeezed into the input crop,
+super-resolved and pasted (what ``restore`` did before session 43), and of ``restore`` itself
+(a face larger than the crop read at its own size, up to ``max_face_shrink``):
+
+    python -m benchmarks.sr_face_size --whole-photo --sizes 0.9 1.25 1.5 2 3 6 12
 """
 import argparse
 import json
@@ -42,7 +50,7 @@ def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, s
 
 def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float], detector) -> Dict[str, Dict[str, List[float]]]:
     """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (their main face)."""
-    from lightface.data.align import affine_scale, align_face, estimate_transform
+    from lightface.data.align import align_face, estimate_transform
     from lightface.data.detect import main_face
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
@@ -61,10 +69,7 @@ def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float]
                 continue
             lm = main_face(faces, hr.shape).landmarks
             M = estimate_transform(lm, "lightcnn", sr.input_size)
-            k = affine_scale(M) * g  # photo scale: the face g times the crop
-            h, w = hr.shape[:2]
-            lr = np.asarray(Image.fromarray(hr).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BICUBIC))
-            lm_lr = (lm + 0.5) * (lr.shape[1] / w) - 0.5
+            lr, lm_lr = _shrunk(hr, lm, sr.input_size, g)
             ref = hr_face_on_output_grid(hr, M, scale, sr.output_size)
             for name, align in aligners.items():
                 crop, _ = align(lr, lm_lr, "lightcnn", size=sr.input_size)
@@ -72,6 +77,59 @@ def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float]
                 scores[name].append((psnr(sr.upscale_face(crop), ref), psnr(bicubic, ref)))
         out[f"{g:g}"] = {name: [float(np.mean([v[0] for v in s])), float(np.mean([v[1] for v in s]))]
                          for name, s in scores.items() if s}
+    return out
+
+
+def _shrunk(hr: np.ndarray, landmarks: np.ndarray, input_size: int, g: float):
+    """``(LR photo, its landmarks)``: ``hr`` shrunk whole (antialiased bicubic) so that the face of
+    ``landmarks`` is ``g`` times the ``input_size`` lightcnn crop."""
+    from lightface.data.align import affine_scale, estimate_transform
+
+    k = affine_scale(estimate_transform(landmarks, "lightcnn", input_size)) * g
+    h, w = hr.shape[:2]
+    lr = np.asarray(Image.fromarray(hr).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BICUBIC))
+    return lr, (landmarks + 0.5) * (lr.shape[1] / w) - 0.5
+
+
+WHOLE = ("bicubic photo", "squeezed crop", "restore")
+
+
+def run_whole_photo(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float],
+                    detector) -> Dict[str, Dict[str, float]]:
+    """``{str(size): {"shrink": mean, kind: mean PSNR of the face region}}`` (kinds: :data:`WHOLE`) over
+    ``photos`` shrunk so that their main face is ``size`` times the input crop, restored whole."""
+    from lightface.data.align import invert_affine
+    from lightface.data.detect import main_face
+    from lightface.restore import SuperResolver
+    from lightface.restore.paste import antialiased_align, paste_face, rescale_affine
+
+    sr = SuperResolver(weights, scale=scale, device="cpu", detector=detector)
+    out: Dict[str, Dict[str, float]] = {}
+    for g in sizes:
+        rows = []
+        for path in photos:
+            hr = cv2.imread(str(path))
+            faces = detector.detect(hr) if hr is not None else []
+            if not faces:
+                logging.warning("%s: unreadable or no face; skipped", path)
+                continue
+            lr, _ = _shrunk(hr, main_face(faces, hr.shape).landmarks, sr.input_size, g)
+            restored, found = sr.restore(lr, only_center_face=True)
+            if not found:
+                logging.warning("%s at %gx the crop: no face detected; skipped", path, g)
+                continue
+            face = found[0]
+            bicubic = cv2.resize(lr, restored.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+            crop, M = antialiased_align(lr, face.landmarks, "lightcnn", size=sr.input_size)
+            squeezed = paste_face(bicubic, sr.upscale_face(crop), rescale_affine(M, scale, scale))
+            region = cv2.warpAffine(np.ones((sr.output_size,) * 2, np.float32),
+                                    invert_affine(rescale_affine(M, scale, scale)), restored.shape[1::-1]) > 0.99
+            ref = cv2.resize(hr, restored.shape[1::-1], interpolation=cv2.INTER_AREA)[region].astype(np.float64)
+            rows.append([face.shrink] + [10 * np.log10(255.0 ** 2 / np.mean((img[region] - ref) ** 2))
+                                         for img in (bicubic, squeezed, restored)])
+        if rows:
+            mean = np.mean(rows, axis=0)
+            out[f"{g:g}"] = {"shrink": float(mean[0]), **{k: float(v) for k, v in zip(WHOLE, mean[1:])}}
     return out
 
 
@@ -85,6 +143,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="face size in the LR photo, in input crops")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"), help="face detector (FaceDetector spec)")
     p.add_argument("--max-photos", type=int, default=10)
+    p.add_argument("--whole-photo", action="store_true",
+                   help="restore the shrunk photos whole (SuperResolver.restore) and score the pasted face region")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     return p
 
@@ -97,15 +157,26 @@ def main(args: argparse.Namespace) -> Dict[str, dict]:
         raise SystemExit(f"benchmarks.sr_face_size: no photos under {args.photos}")
     photos = photos[: args.max_photos]
     detector = FaceDetector(args.detector, device="cpu")
-    table = {f"x{s}": run(args.weights, s, photos, args.sizes, detector) for s in args.scale}
-    print(f"{'scale':5s} {'face':>5s}  " + "  ".join(f"{c + ' SR / bicubic':>28s}" for c in CROPS))
-    for s, rows in table.items():
-        for g, row in rows.items():
-            print(f"{s:5s} {g + 'x':>5s}  " + "  ".join(f"{row[c][0]:>19.2f} / {row[c][1]:6.2f}" for c in CROPS))
+    if args.whole_photo:
+        table = {f"x{s}": run_whole_photo(args.weights, s, photos, args.sizes, detector) for s in args.scale}
+        print(f"{'scale':5s} {'face':>5s} {'shrink':>6s}  " + "  ".join(f"{k:>14s}" for k in WHOLE) + "  (PSNR, dB)")
+        for s, rows in table.items():
+            for g, row in rows.items():
+                print(f"{s:5s} {g + 'x':>5s} {row['shrink']:6.2f}  " + "  ".join(f"{row[k]:14.2f}" for k in WHOLE))
+    else:
+        table = {f"x{s}": run(args.weights, s, photos, args.sizes, detector) for s in args.scale}
+        _print_crops(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"photos": len(photos), "psnr": table}, indent=2) + "\n", encoding="utf-8")
     return table
+
+
+def _print_crops(table: Dict[str, Dict[str, Dict[str, List[float]]]]) -> None:
+    print(f"{'scale':5s} {'face':>5s}  " + "  ".join(f"{c + ' SR / bicubic':>28s}" for c in CROPS))
+    for s, rows in table.items():
+        for g, row in rows.items():
+            print(f"{s:5s} {g + 'x':>5s}  " + "  ".join(f"{row[c][0]:>19.2f} / {row[c][1]:6.2f}" for c in CROPS))
 
 
 if __name__ == "__main__":

@@ -2,27 +2,29 @@
 (``error: argument --batch-size: must be a positive integer, got 0``, exit status 2), before
 any model or dataset is opened."""
 import argparse
+import math
+from typing import Callable
 
-__all__ = ["positive_int", "non_negative_int"]
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (batch sizes, crop sizes, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+__all__ = ["positive_int", "non_negative_int", "positive_float"]
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (worker counts, where 0 means "in this process")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
+def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)``, refused with "must be WHAT" unless it converts and ``ok`` holds."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
+#: An integer >= 1 (batch sizes, crop sizes, counts).
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+#: An integer >= 0 (worker counts, where 0 means "in this process").
+non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+#: A number > 0, ``inf`` included (ratios and limits; ``inf``: no limit).
+positive_float = _number(float, "a positive number", lambda v: v > 0 and not math.isnan(v))

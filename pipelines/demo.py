@@ -437,13 +437,13 @@ def step_super_resolution(demo: Demo) -> None:
              f"from step 2 as identity loss; `python -m pipelines.super_resolve --evaluate` on {what}:", "",
              "| | PSNR (dB) | SSIM | identity cosine |", "|---|---|---|---|",
              row("bicubic", mean, "bicubic"), row("SR, trained in this demo", mean, "sr")]
-    from lightface.models.pretrained import PretrainedError, default_weights
+    from lightface.models.pretrained import PretrainedError, default_weights, sr_alias
 
     sr_weights = run / "model.pt"
     shipped_names = []
     for scale in (4, 8):  # the super-resolvers that ship with lightface (docs/model_zoo.md), without --weights
         try:
-            shipped = default_weights(f"sr{scale}")
+            shipped = default_weights(sr_alias(scale))
         except PretrainedError:
             continue
         if demo.quick:

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
-from lightface.restore.super_resolver import SuperResolver, evaluate_super_resolution
+from lightface.restore.super_resolver import MAX_FACE_SHRINK, SuperResolver, evaluate_super_resolution
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import positive_float, positive_int
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "when --weights is unset (default 4); with --weights, checked against the model (default: %(default)s)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no detection (default: off)")
     p.add_argument("--detector", default="buffalo_l", help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack name (default: %(default)s)")
+    p.add_argument("--max-face-shrink", type=positive_float, default=MAX_FACE_SHRINK, help="whole photos: a face "
+                   "larger than the model's input crop (32 px at 4x, 16 px at 8x) is restored at its own size, up to "
+                   "this many times the crop; a larger one keeps the bicubic upscale, which the shipped models no "
+                   "longer beat there; inf: every face (default: %(default)s)")
     p.add_argument("--only-center-face", action="store_true", help="restore only the main face: the largest, penalised by its distance from the image centre (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to restored file names (default: none)")
     p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg"), help="restored_imgs extension; auto = the input's (PNG for RGBA) (default: %(default)s)")
@@ -60,7 +64,8 @@ def main(args: argparse.Namespace) -> dict:
     try:
         resolver = SuperResolver(args.weights, device=args.device, detector=args.detector if need_detector else None,
                                  ema=not args.no_ema, scale=getattr(args, "scale", None),
-                                 flip_ensemble=not getattr(args, "no_flip_ensemble", False))
+                                 flip_ensemble=not getattr(args, "no_flip_ensemble", False),
+                                 max_face_shrink=getattr(args, "max_face_shrink", MAX_FACE_SHRINK))
     except PretrainedError as err:  # nothing ships for this scale, or a damaged install: say what to pass
         raise SystemExit(f"super_resolve: {err}") from None
     out = Path(args.output)
@@ -74,6 +79,9 @@ def main(args: argparse.Namespace) -> dict:
             def restore(img):
                 image, faces = resolver.restore(img, only_center_face=args.only_center_face, batch_size=args.batch_size)
                 notes = [] if faces else ["no face detected: whole image upscaled with bicubic only"]
+                notes += [f"face {i:02d} kept bicubic: the photo holds it {f.shrink:.1f}x larger than the model's "
+                          f"{resolver.input_size} px input crop (--max-face-shrink {resolver.max_face_shrink:g})"
+                          for i, f in enumerate(faces) if not f.super_resolved]
                 return RestoreResult(image=image, crops=[f.crop for f in faces], faces=[f.restored for f in faces],
                                      notes=notes)
         summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext,

@@ -82,6 +82,26 @@ def test_paste_face_round_trip_and_feather():
     assert m[32, 32] == pytest.approx(1.0, abs=1e-3) and m[0, 0] == 0 and 0 < m[32, 3] < 1
 
 
+def test_paste_face_blends_only_the_face_region_exactly_as_a_whole_canvas_warp():
+    """paste_face warps and blends the face's bounding box only (a face in a 4x-upscaled 12 MP photo
+    took three whole-canvas float32 arrays): the result is the whole-canvas blend, bit for bit,
+    for faces inside, across the edges of and outside the canvas."""
+    from lightface.data.align import invert_affine
+
+    rng = np.random.default_rng(3)
+    face = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for t in range(40):
+        canvas = rng.integers(0, 256, (int(rng.integers(40, 160)), int(rng.integers(40, 160)), 3), dtype=np.uint8)
+        s, a = rng.uniform(0.2, 3.0), rng.uniform(-1, 1)
+        M = np.array([[s * np.cos(a), -s * np.sin(a), rng.uniform(-120, 60)],
+                      [s * np.sin(a), s * np.cos(a), rng.uniform(-120, 60)]])
+        inv, (H, W) = invert_affine(M), canvas.shape[:2]
+        warped = cv2.warpAffine(face, inv, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(feather_mask((32, 32)), inv, (W, H), flags=cv2.INTER_LINEAR)[..., None]
+        whole = np.clip(alpha * warped + (1 - alpha) * canvas.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(paste_face(canvas, face, M), whole)
+
+
 def test_superresolver_untrained_equals_bicubic(tiny_weights):
     sr = SuperResolver(tiny_weights, device="cpu")
     assert (sr.scale, sr.input_size, sr.output_size) == (4, 8, 32)
@@ -156,6 +176,14 @@ def test_restore_paths_skips_bad_files_and_keeps_alpha(tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "cmp" / "b_00_sr.png")).shape == (16, 32, 3)
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "missing")
+    # a second pass over the results into the same folder would write restored_imgs/b.jpg over its input
+    again = tmp_path / "out" / "restored_imgs" / "b.jpg"
+    again.write_bytes((src / "b.jpg").read_bytes())
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="output folders of .* choose an output folder"):
+        restore_paths(tmp_path / "out" / "restored_imgs", tmp_path / "out", restore, show_progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before  # nothing written
+    assert restore_paths(again, tmp_path / "out2", restore, show_progress=False)["processed"]  # elsewhere: fine
 
 
 def test_an_interrupted_journalled_run_redoes_only_inputs_that_changed(tmp_path):
@@ -363,3 +391,19 @@ def test_sr_face_size_benchmark_shows_the_aliased_crop(shared_data, shared_model
     assert table["1"]["antialiased"][0] > table["1"]["bilinear warp"][0]  # the bicubic warp keeps more detail
     assert table["3"]["antialiased"][0] > table["3"]["bilinear warp"][0] + 1.0  # dB
     assert table["3"]["antialiased"][0] > table["3"]["antialiased"][1]  # and above bicubic
+
+
+def test_sr_face_size_whole_photo_restore_beats_the_squeezed_crop_and_bicubic(shared_data, shared_models):
+    """benchmarks.sr_face_size --whole-photo on two CelebA-HQ photos with the shipped 4x model: a face 3x the
+    input crop, squeezed into it, loses to the photo's bicubic upscale; restore() reads it at its own size and
+    beats both."""
+    from benchmarks.sr_face_size import get_args_parser, main
+    from lightface.models import pretrained as pt
+
+    if not any(w["model_kwargs"].get("scale") == 4 for w in pt.list_pretrained("super_resolution")):
+        pytest.skip("no 4x super-resolution model ships in this install")
+    row = main(get_args_parser().parse_args([
+        "--photos", str(shared_data / "celeba_hq"), "--scale", "4", "--sizes", "3", "--max-photos", "2",
+        "--detector", str(shared_models / "det_500m.onnx"), "--whole-photo"]))["x4"]["3"]
+    assert 2.5 < row["shrink"] < 3.5
+    assert row["squeezed crop"] < row["bicubic photo"] - 1.0 < row["restore"] - 1.0  # dB

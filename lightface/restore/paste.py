@@ -136,7 +136,9 @@ def paste_face(
             scale, face_scale)``).
         mask: optional float (h, w) blend weights in [0, 1]; default :func:`feather_mask`.
     Returns:
-        a new uint8 (H, W, 3) image; ``canvas`` is not modified.
+        a new uint8 (H, W, 3) image; ``canvas`` is not modified. Only the face's bounding box on the
+        canvas is warped and blended, so a face pasted into a large photo costs memory for its own
+        region, not for the whole canvas.
     """
     if canvas.dtype != np.uint8 or face.dtype != np.uint8 or canvas.ndim != 3 or face.ndim != 3:
         raise ValueError(f"paste_face expects uint8 (H, W, 3) images, got canvas {canvas.dtype} {canvas.shape}, "
@@ -148,7 +150,17 @@ def paste_face(
     if mask is None:
         mask = feather_mask((h, w))
     inv = invert_affine(M)
-    warped = cv2.warpAffine(face, inv, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask.astype(np.float32), inv, (W, H), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
-    out = alpha * warped.astype(np.float32) + (1.0 - alpha) * canvas.astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    corners = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [-0.5, h - 0.5], [w - 0.5, h - 0.5]]) @ inv[:, :2].T + inv[:, 2]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (W, H))
+    out = canvas.copy()
+    if x0 >= x1 or y0 >= y1:  # the face lies outside the canvas
+        return out
+    roi = inv.copy()
+    roi[:, 2] -= (x0, y0)  # canvas -> ROI pixels: shift the destination by the ROI's corner
+    size = (int(x1 - x0), int(y1 - y0))
+    warped = cv2.warpAffine(face, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask.astype(np.float32), roi, size, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(alpha * warped.astype(np.float32) + (1.0 - alpha) * region + 0.5, 0, 255).astype(np.uint8)
+    return out

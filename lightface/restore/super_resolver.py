@@ -4,24 +4,26 @@ Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) a
 outputs are uint8 BGR; the network itself works on RGB float in [0, 1] (converted here).
 """
 import logging
+import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 
-from ..data.align import align_face
+from ..data.align import affine_scale, align_face
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.detect import main_face
 from ..data.io import write_image
 from ..engine.distributed import resolve_device
+from ..models.pretrained import DEFAULT_SR_SCALE, sr_alias
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
 from .loading import load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
-from .paste import detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
+from .paste import antialiased_align, detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
 
 __all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
 
@@ -29,6 +31,14 @@ log = logging.getLogger(__name__)
 
 #: the alignment template of the faces evaluate_super_resolution scores (the SR corpus's and upscale_faces' crops)
 _TEMPLATE = "lightcnn"
+#: restore() reads a face larger in the photo than the model's input crop at its own resolution, and leaves it as
+#: the bicubic upscale when the photo holds it more than this many times larger (photo px per input-crop px): on
+#: CelebA-HQ photos the shipped 4x / 8x models gain +0.1 / +0.2 dB over the photo's bicubic upscale at 5.7x and
+#: lose 0.3 / 0.1 dB at 11.4x (python -m benchmarks.sr_face_size --whole-photo; docs/super_resolution.md)
+MAX_FACE_SHRINK = 8.0
+#: restore() refuses a photo whose upscaled output would have more pixels than this (16384 x 16384, 0.8 GB as
+#: uint8 BGR): a 4000 x 4000 photo at 4x just fits; downscale larger photos, or crop them to the faces, first
+MAX_OUTPUT_PIXELS = 16384 * 16384
 
 
 @dataclass
@@ -36,9 +46,14 @@ class RestoredFace:
     """One face of a restored photo.
 
     box: float32 (4,) x1, y1, x2, y2 in the input photo; landmarks: float32 (5, 2) in the
-    input photo; crop: uint8 BGR (s, s, 3) aligned input crop (s = model input size);
-    restored: uint8 BGR (S, S, 3) super-resolved crop (S = s * scale); M: float64 (2, 3)
-    photo -> crop matrix.
+    input photo; crop: uint8 BGR (s, s, 3) aligned crop the model read: s = the model's input
+    size, or for a face larger than that in the photo its own size there (``ceil(input_size *
+    shrink)``), so no detail is discarded; restored: uint8 BGR (S, S, 3) super-resolved crop
+    (S = s * scale), or, when ``super_resolved`` is False, the photo's own face at the model's
+    output size; M: float64 (2, 3) photo -> ``crop`` matrix; shrink: how many times larger the
+    photo holds the face than the model's input crop (photo px per input-crop px; <= 1: a small
+    face, enlarged); super_resolved: False when ``shrink`` exceeded ``max_face_shrink`` and the
+    bicubic upscale was kept (``crop`` and ``M`` then at the input size).
     """
 
     box: np.ndarray
@@ -46,6 +61,8 @@ class RestoredFace:
     crop: np.ndarray
     restored: np.ndarray
     M: np.ndarray
+    shrink: float = 1.0
+    super_resolved: bool = True
 
 
 class SuperResolver:
@@ -63,12 +80,18 @@ class SuperResolver:
             spec it accepts (ONNX path, model pack name); None: only aligned crops.
         ema: use the EMA generator weights when the checkpoint has them (default).
         scale: 4 or 8 (any factor a model is trained for): which shipped model ``weights=None``
-            loads (default 4); with explicit weights, checked against the model's factor.
+            loads (default 4: :data:`lightface.models.pretrained.DEFAULT_SR_SCALE`, as for
+            ``get_model("wavelet_srnet", pretrained=True)``); with explicit weights, checked against the model's factor.
         flip_ensemble: super-resolve each face and its mirror image and average the two
             outputs (the mirrored one flipped back), the self-ensemble of SR benchmarks
             restricted to the flip that keeps an aligned face aligned. Default on: on the
             shipped models it adds 0.02-0.11 dB PSNR and removes 9-17% of the invented dark
             spots (``docs/super_resolution.md``) for twice the compute; False: one pass.
+        max_face_shrink: :meth:`restore` reads a face larger in the photo than the model's input
+            crop at its own resolution (a 4x model then outputs it 4x larger than 128 px) up to
+            this many times the input crop (default :data:`MAX_FACE_SHRINK`, 8); a larger face
+            keeps the bicubic upscale, which the shipped models no longer beat there.
+            ``float("inf")``: restore every face.
 
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
     ``flip_ensemble``, ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
@@ -81,12 +104,15 @@ class SuperResolver:
     """
 
     def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
-                 scale: Optional[int] = None, flip_ensemble: bool = True):
+                 scale: Optional[int] = None, flip_ensemble: bool = True, max_face_shrink: float = MAX_FACE_SHRINK):
+        if not float(max_face_shrink) > 0:
+            raise ValueError(f"max_face_shrink (--max-face-shrink) must be > 0, got {max_face_shrink!r}")
+        self.max_face_shrink = float(max_face_shrink)
         self.device = resolve_device(device)
-        self.pretrained = shipped_entry(weights, "super_resolution", f"sr{scale or 4}",
-                                        f"SuperResolver(scale={scale or 4})",
+        wanted = scale or DEFAULT_SR_SCALE
+        self.pretrained = shipped_entry(weights, "super_resolution", sr_alias(wanted), f"SuperResolver(scale={wanted})",
                                         "weights= a model file written by python -m pipelines.train_super_resolution "
-                                        f"--scale {scale or 4} (CLI: --weights)")
+                                        f"--scale {wanted} (CLI: --weights)")
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
         model, ckpt, use_ema = load_generator(weights, "wavelet_srnet", WaveletSRNet, ema,
@@ -111,7 +137,7 @@ class SuperResolver:
         shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
         return (f"SuperResolver({shipped}scale={self.scale}, input_size={self.input_size}, "
                 f"output_size={self.output_size}, device={str(self.device)!r}, flip_ensemble={self.flip_ensemble}, "
-                f"detector={self.detector!r})")
+                f"max_face_shrink={self.max_face_shrink}, detector={self.detector!r})")
 
     @torch.no_grad()
     def upscale_tensor(self, lr: torch.Tensor, flip_ensemble: Optional[bool] = None) -> torch.Tensor:
@@ -131,17 +157,21 @@ class SuperResolver:
 
         Crops that are not ``input_size`` square are resized to it first (area / bicubic).
         """
+        batch = []
+        for c in crops:
+            c = _as_bgr(c)
+            if c.shape[:2] != (self.input_size, self.input_size):
+                interp = cv2.INTER_AREA if c.shape[0] > self.input_size else cv2.INTER_CUBIC
+                c = cv2.resize(c, (self.input_size, self.input_size), interpolation=interp)
+            batch.append(c)
+        return self._upscale_batches(batch, batch_size)
+
+    def _upscale_batches(self, crops: Sequence[np.ndarray], batch_size: int) -> List[np.ndarray]:
+        """uint8 BGR (s, s, 3) crops of one size -> uint8 BGR (s * scale, s * scale, 3), ``batch_size`` at a time."""
         check_batch_size(batch_size)
         out: List[np.ndarray] = []
         for chunk in iter_batches(list(crops), batch_size):
-            batch = []
-            for c in chunk:
-                c = _as_bgr(c)
-                if c.shape[:2] != (self.input_size, self.input_size):
-                    interp = cv2.INTER_AREA if c.shape[0] > self.input_size else cv2.INTER_CUBIC
-                    c = cv2.resize(c, (self.input_size, self.input_size), interpolation=interp)
-                batch.append(c)
-            y = tensor_to_image(self.upscale_tensor(image_to_tensor(batch)))  # BGR uint8 -> RGB float -> BGR uint8
+            y = tensor_to_image(self.upscale_tensor(image_to_tensor(list(chunk))))  # BGR uint8 -> RGB float -> BGR
             out.extend(np.ascontiguousarray(img) for img in y)
         return out
 
@@ -156,7 +186,11 @@ class SuperResolver:
 
         Faces are detected, aligned to the Light CNN template at ``input_size``,
         super-resolved, warped back and blended with a feathered mask into the photo
-        upscaled by ``scale`` (bicubic). ``photo``: uint8 BGR (H, W, 3), BGRA or gray.
+        upscaled by ``scale`` (bicubic). A face larger in the photo than that crop is aligned at
+        its own size instead (the model is fully convolutional): squeezed into the input crop, it
+        would lose to the bicubic upscale (-0.6 dB at 1.4x the crop, -2.4 dB at 2.1x on CelebA-HQ
+        photos). One more than ``max_face_shrink`` times the crop keeps the bicubic upscale
+        (``super_resolved`` False). ``photo``: uint8 BGR (H, W, 3), BGRA or gray.
         ``only_center_face``: keep only the photo's main face (the largest, penalised by its distance
         from the image centre: :func:`lightface.data.detect.main_face`).
         A photo without faces comes back bicubic-upscaled with an empty face list.
@@ -167,14 +201,31 @@ class SuperResolver:
                              "(e.g. '../shared/models/det_500m.onnx'), or use upscale_face for aligned crops")
         bgr = _as_bgr(photo)
         h, w = bgr.shape[:2]
+        if h * w * self.scale ** 2 > MAX_OUTPUT_PIXELS:
+            raise ValueError(f"a {w}x{h} photo upscaled {self.scale}x would be {w * self.scale}x{h * self.scale} "
+                             f"pixels, more than SuperResolver.restore makes ({MAX_OUTPUT_PIXELS / 1e6:.0f} MP); "
+                             "downscale the photo or crop it to its faces first")
         found = detect_and_align(self.detector, bgr, self.input_size, only_center_face=only_center_face,
                                  antialias=True, interpolation="bicubic")
-        restored = self.upscale_faces([crop for _, crop, _ in found], batch_size) if found else []
         canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
         faces = []
-        for (det, crop, M), face in zip(found, restored):
-            canvas = paste_face(canvas, face, rescale_affine(M, self.scale, self.scale))
-            faces.append(RestoredFace(det.box, det.landmarks, crop, face, M))
+        for det, crop, M in found:
+            shrink = 1.0 / affine_scale(M)
+            if shrink > self.max_face_shrink:
+                faces.append(RestoredFace(det.box, det.landmarks, crop, antialiased_align(
+                    bgr, det.landmarks, _TEMPLATE, size=self.output_size)[0], M, shrink, False))
+                continue
+            if shrink > 1:  # its own resolution: the crop enlarges it by less than a pixel, discards nothing
+                crop, M = antialiased_align(bgr, det.landmarks, _TEMPLATE, size=math.ceil(self.input_size * shrink))
+            faces.append(RestoredFace(det.box, det.landmarks, crop, None, M, shrink, True))
+        by_size: Dict[int, List[RestoredFace]] = {}
+        for face in faces:
+            if face.super_resolved:
+                by_size.setdefault(face.crop.shape[0], []).append(face)
+        for same in by_size.values():  # one batch per crop size
+            for face, up in zip(same, self._upscale_batches([f.crop for f in same], batch_size)):
+                face.restored = up
+                canvas = paste_face(canvas, up, rescale_affine(face.M, self.scale, self.scale))
         return canvas, faces
 
 
