@@ -74,7 +74,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.align import affine_scale, align_face, template_points
-from .data.io import ImageReadError, composite_on_black, read_image, to_gray
+from .data.io import ImageReadError, composite_on_black, is_pil_image, pil_to_array, read_image, to_gray
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
@@ -201,13 +201,8 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
         return read_image(item, color="bgr")
     if isinstance(item, np.ndarray):
         img = item
-    elif type(item).__module__.startswith("PIL."):
-        mode = item.mode
-        if mode in ("L", "1", "I;16", "I", "F"):
-            return np.asarray(item.convert("L"))
-        if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in item.info:
-            return cv2.cvtColor(composite_on_black(np.asarray(item.convert("RGBA"))), cv2.COLOR_RGB2BGR)
-        return cv2.cvtColor(np.asarray(item.convert("RGB")), cv2.COLOR_RGB2BGR)
+    elif is_pil_image(item):
+        return pil_to_array(item)
     else:
         raise TypeError(f"{_describe(item, index)}: unsupported image type; pass a path, a uint8 BGR/gray numpy "
                         "array, a PIL image or a float tensor (N, 1, 128, 128)")

@@ -14,11 +14,12 @@ turns its fields into argparse flags here::
 ``python -m pipelines.NAME`` entry points end with ``sys.exit(run_cli(main, get_args_parser))``,
 which prints ``NAME: error: <what went wrong>`` instead of a traceback for the errors a
 user can fix (bad flags or YAML, missing files, unusable checkpoints, a refused run
-folder) and returns the exit status.
+folder), a Ctrl-C as one line saying how to continue, and returns the exit status.
 """
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
@@ -28,7 +29,7 @@ from lightface.engine.config import unknown_key_error
 from lightface.engine.stop_signals import TrainingInterrupted
 
 __all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS",
-           "DefaultsHelpFormatter"]
+           "DefaultsHelpFormatter", "RERUN_HINT", "RESUME_FLAG_HINT", "interrupted"]
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
@@ -36,6 +37,13 @@ C = TypeVar("C")
 #: exceptions :func:`run_cli` reports as one line (everything else keeps its traceback)
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
                RuntimeError, OSError)
+
+#: what :func:`run_cli` says after a Ctrl-C in a pipeline with a ``--resume`` flag (the trainers)
+RESUME_FLAG_HINT = "run the same command with --resume to continue where it stopped"
+#: the ``interrupted_hint`` of a pipeline that journals its progress: the same command skips the work done
+RERUN_HINT = "run the same command again to continue where it stopped"
+#: the hint of every other pipeline: some resume (their --help says so), others start over
+_GENERIC_HINT = "run the same command again to finish (a pipeline whose --help says it resumes skips the work done)"
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -156,8 +164,8 @@ def _check_value(action: argparse.Action, key: str, value: Any, source: Path) ->
                 item = action.type(item)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
                 raise ConfigError(f"{source}: key {key!r}: invalid value {item!r} ({err})") from err
-        elif callable(action.type) and action.type in (int, float) and not isinstance(item, (int, float)):
-            raise ConfigError(f"{source}: key {key!r} expects a number, found {item!r}")
+        elif callable(action.type) and action.type in (int, float):
+            item = _yaml_number(action.type, key, item, source)
         if action.choices is not None and item not in action.choices:
             choices = ", ".join(map(str, action.choices))
             raise ConfigError(f"{source}: key {key!r}: {item!r} is not one of {choices}")
@@ -165,6 +173,15 @@ def _check_value(action: argparse.Action, key: str, value: Any, source: Path) ->
     if many:
         return converted
     return converted[0]
+
+
+def _yaml_number(tp: type, key: str, value: Any, source: Path) -> Any:
+    """A YAML value of an ``int`` / ``float`` flag as ``tp`` (``2.0`` for an int flag is 2); an error names ``source``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{source}: key {key!r} expects a number, found {value!r}")
+    if tp is int and not float(value).is_integer():
+        raise ConfigError(f"{source}: key {key!r} expects a whole number, found {value!r}")
+    return tp(value)
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -224,8 +241,15 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[s
 # ---------------------------------------------------------------------------------------
 # entry points
 # ---------------------------------------------------------------------------------------
+def _interrupted_hint(parser: argparse.ArgumentParser) -> str:
+    """How to continue after a Ctrl-C: with ``--resume`` where the pipeline has that flag."""
+    if any("--resume" in action.option_strings for action in parser._actions):
+        return RESUME_FLAG_HINT
+    return _GENERIC_HINT
+
+
 def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable[[], argparse.ArgumentParser],
-            argv: Optional[Sequence[str]] = None) -> int:
+            argv: Optional[Sequence[str]] = None, interrupted_hint: Optional[str] = None) -> int:
     """Parse ``argv`` (with ``--config``), run ``main(args)``; returns the exit status.
 
     The errors a user can fix (:data:`USER_ERRORS`: bad flags or YAML, missing files,
@@ -233,7 +257,11 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
     diverged run) are printed as ``PROG: error: message`` on stderr with status 1 (2 for
     config errors, like argparse's own); the traceback goes to the debug log
     (``LIGHTFACE_DEBUG=1`` shows it). A training run stopped by SIGINT / SIGTERM after
-    saving says so in one line and returns 128 + the signal number.
+    saving says so in one line and returns 128 + the signal number. Any other Ctrl-C
+    (``KeyboardInterrupt``) prints ``PROG: interrupted: HINT`` and returns 130, as a shell
+    does: ``interrupted_hint`` says how to continue (:data:`RERUN_HINT` for a pipeline that
+    resumes by itself); by default :data:`RESUME_FLAG_HINT` where the parser has ``--resume``,
+    else a hint true of every pipeline.
     """
     logging.basicConfig(level=logging.DEBUG if os.environ.get("LIGHTFACE_DEBUG") else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -251,4 +279,14 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
     except TrainingInterrupted as err:  # saved; the status of a process the signal killed
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return err.exit_status
+    except KeyboardInterrupt:  # Ctrl-C outside a trainer's own handling (or a second one)
+        return interrupted(parser.prog, interrupted_hint or _interrupted_hint(parser))
     return 0
+
+
+def interrupted(prog: str, hint: str) -> int:
+    """After a Ctrl-C (``KeyboardInterrupt``): ``PROG: interrupted: HINT`` on stderr, the traceback only in
+    the debug log; returns 130, the status a shell gives a process Ctrl-C stopped."""
+    log.debug("traceback", exc_info=True)
+    print(f"{prog}: interrupted: {hint}", file=sys.stderr)
+    return 128 + signal.SIGINT

@@ -15,7 +15,7 @@ import sys
 
 from lightface.data.corpus import SOURCES, build_corpus
 from lightface.data.lmdb_format import ENCODINGS
-from pipelines._cli import DefaultsHelpFormatter, run_cli
+from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -51,4 +51,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

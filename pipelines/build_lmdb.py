@@ -25,7 +25,7 @@ from lightface.data.align import TEMPLATES
 from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 from pipelines._argtypes import non_negative_int, positive_int
-from pipelines._cli import DefaultsHelpFormatter
+from pipelines._cli import RESUME_FLAG_HINT, DefaultsHelpFormatter, interrupted
 
 logger = logging.getLogger("pipelines.build_lmdb")
 
@@ -137,7 +137,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    return main(get_args_parser().parse_args(argv))
+    """The command line: ``main``'s exit status; 130 with a one-line hint after Ctrl-C (an unfinished build
+    continues with ``--resume``; without it the next run starts over)."""
+    try:
+        return main(get_args_parser().parse_args(argv))
+    except KeyboardInterrupt:
+        return interrupted("build_lmdb", RESUME_FLAG_HINT)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.pose_corpus import POSE_SOURCES, build_pose_corpus
 from lightface.embed import FaceEmbedder
-from pipelines._cli import DefaultsHelpFormatter, run_cli
+from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -69,4 +69,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.sr_corpus import SR_SOURCES, build_sr_corpus
 from pipelines._argtypes import non_negative_int
-from pipelines._cli import DefaultsHelpFormatter, run_cli
+from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
 
 def _upscale(text: str) -> Optional[float]:
@@ -77,4 +77,4 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

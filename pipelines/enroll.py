@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict
 
-from pipelines._cli import DefaultsHelpFormatter, run_cli
+from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.enroll")
@@ -106,4 +106,4 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

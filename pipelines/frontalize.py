@@ -90,6 +90,6 @@ def main(args: argparse.Namespace) -> dict:
 if __name__ == "__main__":
     import sys
 
-    from pipelines._cli import run_cli
+    from pipelines._cli import RERUN_HINT, run_cli
 
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

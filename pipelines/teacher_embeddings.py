@@ -12,7 +12,7 @@ import json
 import sys
 
 from lightface.distill.teacher import TEACHERS, teacher_embeddings_for_lmdb
-from pipelines._cli import DefaultsHelpFormatter, run_cli
+from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,4 +43,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, get_args_parser))
+    sys.exit(run_cli(main, get_args_parser, interrupted_hint=RERUN_HINT))

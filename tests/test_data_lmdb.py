@@ -351,6 +351,24 @@ def test_image_given_as_list_file_says_what_to_give(orl_small, tmp_path):
     assert not (tmp_path / "out.lmdb").exists()
 
 
+
+def test_lmdb_dataset_given_as_source_says_it_is_a_dataset(orl_small, tmp_path, caplog):
+    built = tmp_path / "built.lmdb"
+    build_lmdb(orl_small, built, size=32, progress=False)
+    assert run_cli(built, tmp_path / "again.lmdb") == 1
+    assert "built.lmdb is an LMDB dataset, not a source of images" in caplog.text
+    assert f"pipelines.build_lmdb --info {built}" in caplog.text
+    assert not (tmp_path / "again.lmdb").exists()
+
+
+def test_nothing_written_counts_the_ignored_files(tmp_path, caplog):
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "notes.txt").write_text("not an image")
+    assert run_cli(tmp_path / "src", tmp_path / "out.lmdb") == 1
+    assert "0 items skipped, 1 ignored (see" in caplog.text
+    report = json.loads((tmp_path / "out.lmdb" / REPORT_NAME).read_text())
+    assert report["ignored"] == [{"source": "a/notes.txt", "reason": "not an image extension (.txt)"}]
+
 def test_shuffle_is_seeded(orl_small, tmp_path):
     a = build_lmdb(orl_small, tmp_path / "a", size=16, shuffle=True, seed=3, progress=False)
     b = build_lmdb(orl_small, tmp_path / "b", size=16, shuffle=True, seed=3, progress=False)

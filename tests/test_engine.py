@@ -132,6 +132,28 @@ def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
         _run(out, steps=6, resume="auto", overwrite=True)
 
 
+def test_out_must_be_a_run_folder_and_a_finished_run_resumed_is_not_validated_again(tmp_path):
+    """--out naming a file, or an LMDB dataset (whose --overwrite rebuild would delete the run), is refused before
+    anything is written; --resume of a finished run adds no second validation record; --resume naming the run's
+    model.pt (weights only) says to use last.pt."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file"):
+        _run(tmp_path / "file")
+    dataset = tmp_path / "faces.lmdb"
+    dataset.mkdir()
+    (dataset / "data.mdb").write_bytes(b"")
+    with pytest.raises(RunFolderError, match="is an LMDB dataset"):
+        _run(dataset)
+    assert sorted(p.name for p in dataset.iterdir()) == ["data.mdb"]
+    out = tmp_path / "run"
+    _run(out, steps=4)
+    before = (out / "metrics.jsonl").read_text()
+    assert _run(out, steps=4, resume="auto")["step"] == 4
+    assert (out / "metrics.jsonl").read_text() == before
+    with pytest.raises(TrainingError, match="final weights only.*last.pt"):
+        _run(out, steps=6, resume=str(out / "model.pt"))
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     _run(tmp_path / "full", steps=6)
     part = tmp_path / "part"

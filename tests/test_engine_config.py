@@ -1,11 +1,19 @@
-"""lightface.engine.config (config dataclasses, YAML) and pipelines._cli (flags generated from them, --config)."""
+"""lightface.engine.config (config dataclasses, YAML) and pipelines._cli (flags generated from them, --config,
+Ctrl-C)."""
 import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from lightface.engine.config import ConfigError, config_to_dict, load_config, save_config
-from pipelines._cli import parse_with_config
+from pipelines._cli import RERUN_HINT, RESUME_FLAG_HINT, parse_with_config, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parser():
@@ -70,12 +78,68 @@ def test_unknown_key_is_a_clear_error(tmp_path):
         ({"data": "d", "lr": "fast"}, "invalid value"),
         ({"data": "d", "epochs": [1, 2]}, "takes one value"),
         ({"data": "d", "config": "other.yaml"}, "cannot be set"),
+        ({"data": "d", "epochs": 1.5}, "key 'epochs' expects a whole number, found 1.5"),
+        ({"data": "d", "lr": True}, "key 'lr' expects a number, found True"),
+        ({"data": "d", "milestones": [1, 2.5]}, "key 'milestones' expects a whole number, found 2.5"),
     ],
 )
 def test_bad_values(tmp_path, data, match):
     cfg = _write(tmp_path, data)
     with pytest.raises(ConfigError, match=match):
         parse_with_config(_parser(), ["--config", str(cfg)])
+
+
+def test_a_yaml_value_of_a_trainer_flag_is_reported_against_the_file(tmp_path, capsys):
+    """``epochs: 1.5`` in a --config file names that file (it said "command line"); 2.0 is 2; a bad flag names the flag."""
+    from pipelines import train_lightcnn
+
+    cfg = _write(tmp_path, {"data": "x", "out": str(tmp_path / "o"), "epochs": 1.5})
+    assert run_cli(train_lightcnn.main, train_lightcnn.get_args_parser, ["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"python -m pipelines.train_lightcnn: error: {cfg}: key 'epochs' expects a whole number, found 1.5"
+    cfg = _write(tmp_path, {"data": "x", "out": "o", "epochs": 2.0})
+    args = parse_with_config(train_lightcnn.get_args_parser(), ["--config", str(cfg)])
+    assert args.epochs == 2 and isinstance(args.epochs, int)
+    with pytest.raises(SystemExit):
+        parse_with_config(train_lightcnn.get_args_parser(), ["--data", "x", "--out", "o", "--epochs", "1.5"])
+    assert "argument --epochs: invalid int value: '1.5'" in capsys.readouterr().err
+
+
+_CTRL_C_CHILD = """
+import argparse, signal, sys, time
+from pipelines._cli import run_cli
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job starts ignoring SIGINT)
+def get_args_parser():
+    parser = argparse.ArgumentParser("pipe")
+    if "--resume" in sys.argv:
+        parser.add_argument("--resume", action="store_true")
+    return parser
+def main(args):
+    print("working", flush=True)
+    time.sleep(60)
+hint = {"interrupted_hint": sys.argv[1]} if sys.argv[1] else {}
+sys.exit(run_cli(main, get_args_parser, sys.argv[2:], **hint))
+"""
+
+
+@pytest.mark.parametrize("hint, argv, expected", [
+    ("", [], "run the same command again to finish (a pipeline whose --help says it resumes skips the work done)"),
+    ("", ["--resume"], RESUME_FLAG_HINT),
+    (RERUN_HINT, [], RERUN_HINT),
+])
+def test_ctrl_c_in_a_pipeline_says_how_to_continue_without_a_traceback(hint, argv, expected):
+    """A real SIGINT to a ``run_cli`` pipeline: one line on stderr saying how to continue, exit status 130."""
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTFACE_DEBUG"}  # it would log the traceback
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, hint, *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "working\n", proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, err.strip()) == (130, f"pipe: interrupted: {expected}")
 
 
 def test_bad_files(tmp_path):

@@ -291,6 +291,8 @@ def test_enroll_flags_near_duplicates(tmp_path, embedder):
     assert report.added == 4  # the near-duplicate is added (flagged); the byte-identical file is not
     kinds = {(d.path.split(os.sep)[-2], d.kind, d.conflict) for d in report.duplicates}
     assert kinds == {("p1", "embedding", False), ("p2", "file", True)}
+    # the summary counts the conflict with the kind it belongs to
+    assert "1 exact duplicate files skipped (1 under another identity), 1 near-duplicates flagged, " in report.summary()
     flagged = [r for r in g.faces() if r.duplicate_of is not None]
     assert flagged and all(g.face(r.duplicate_of).identity == "p1" for r in flagged)
 
@@ -414,6 +416,20 @@ def test_corrupt_gallery_gives_clear_errors(tmp_path):
     with pytest.raises(GalleryError, match="no face gallery here"):
         FaceGallery(tmp_path / "nothing", create=False)
 
+
+
+def test_a_gallery_is_created_only_in_a_missing_or_empty_folder(tmp_path):
+    other = tmp_path / "dataset.lmdb"
+    other.mkdir()
+    (other / "data.mdb").write_bytes(b"\0" * 64)
+    for create in (True, False):
+        with pytest.raises(CorruptGalleryError, match=r"dataset\.lmdb: not a face gallery \(no gallery\.db\) and "
+                                                      r"not empty \(holds data\.mdb\); give the folder of an existing"):
+            FaceGallery(other, create=create)
+    assert [p.name for p in other.iterdir()] == ["data.mdb"]  # nothing written into it
+    (tmp_path / "empty").mkdir()
+    FaceGallery(tmp_path / "empty").add(np.ones((1, 8)), "a")
+    assert len(FaceGallery(tmp_path / "empty", create=False)) == 1
 
 def test_other_model_gallery_refused(tmp_path, people, weights, other_weights, embedder):
     g = FaceGallery(tmp_path / "g", embedder)

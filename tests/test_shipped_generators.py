@@ -340,6 +340,29 @@ def test_real_shipped_sr_restores_each_face_of_a_photo_at_its_own_resolution(sha
         SuperResolver(device="cpu", max_face_shrink=0)
 
 
+def test_restorers_take_paths_and_pil_images_and_refuse_an_unknown_facing(shared_data, tmp_path):
+    """Frontalizer and SuperResolver read a PIL image (RGB) and a path as the BGR array they hold (a PIL image
+    was read as BGR, its red and blue swapped); a facing other than left / right / None is an error (any other
+    value was silently taken as 'right')."""
+    from PIL import Image
+
+    from lightface.data.io import read_image
+
+    path = sorted((shared_data / "cfp" / "Images").glob("*/profile/01.jpg"))[0]
+    bgr = read_image(path)
+    pil = Image.open(path)
+    try:
+        fr, sr = Frontalizer(device="cpu"), SuperResolver(device="cpu")
+    except PretrainedError:
+        pytest.skip("no frontalizer or super-resolver ships in this install")
+    for run in (fr.frontalize_face, sr.upscale_face):
+        want = run(bgr)
+        np.testing.assert_array_equal(run(pil), want)
+        np.testing.assert_array_equal(run(str(path)), want)
+    with pytest.raises(ValueError, match="facing must be 'left', 'right' or None"):
+        fr.frontalize_face(bgr, facing="Left")
+
+
 def test_real_shipped_frontalizer_on_real_profiles(shared_data):
     """The shipped frontalizer (if released) on held-out CFP profiles (cfp/ people are in no training set):
     a frontal face comes out, one per person (not a constant image), symmetric like a frontal view, and closer

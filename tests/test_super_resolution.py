@@ -407,3 +407,26 @@ def test_sr_face_size_whole_photo_restore_beats_the_squeezed_crop_and_bicubic(sh
         "--detector", str(shared_models / "det_500m.onnx"), "--whole-photo"]))["x4"]["3"]
     assert 2.5 < row["shrink"] < 3.5
     assert row["squeezed crop"] < row["bicubic photo"] - 1.0 < row["restore"] - 1.0  # dB
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sr_training_repeats_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path, workers):
+    """The degradations (blur, kernel, noise, JPEG) and flips are drawn per sample from (--seed, epoch, index):
+    two runs with the same flags log the same losses, and a run of 2 steps resumed to 4 logs, step by step,
+    what the uninterrupted run logged (before, the draws came from a per-process stream: fresh runs differed from
+    step 1 with --workers 0, and a resumed one from its first step with --workers 1)."""
+    from lightface.engine.logger import read_metrics
+    from pipelines.train_super_resolution import main
+
+    data = _faces(tmp_path)
+    flags = dict(workers=workers, blur_prob=1, noise_prob=1, jpeg_prob=1)
+
+    def losses(out):
+        return [(r["step"], r["l_g_pix"], r["l_d"]) for r in read_metrics(out / "metrics.jsonl") if "l_g_pix" in r]
+
+    main(_train_args(tmp_path, data, tmp_path / "a", **flags))
+    main(_train_args(tmp_path, data, tmp_path / "b", **flags))
+    assert len(losses(tmp_path / "a")) == 4 and losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert main(_train_args(tmp_path, data, tmp_path / "c", **{**flags, "steps": 2}))["step"] == 2
+    main(_train_args(tmp_path, data, tmp_path / "c", resume="auto", **flags))
+    assert losses(tmp_path / "c") == losses(tmp_path / "a")

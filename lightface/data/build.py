@@ -748,8 +748,8 @@ def build_lmdb(
              "lightface_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if st["written"] == 0:
         writer.abandon(report)
-        logger.error("nothing could be written from %s: %d items skipped (see %s)", src, len(st["skipped"]),
-                     summary["report"])
+        logger.error("nothing could be written from %s: %d items skipped, %d ignored (see %s for the reasons)",
+                     src, len(st["skipped"]), len(plan.ignored), summary["report"])
         return summary
     writer.finish(plan.classes, color, encoding, quality, alignment, build, report)
     logger.info("wrote %d samples (%d classes) to %s; %d skipped, %d ignored (%s)", st["written"],

@@ -8,7 +8,7 @@ JPEG compression, so that a model trained on it also copes with real low-quality
 :func:`downscale` is the deterministic downscale used for evaluation.
 """
 import random
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import albumentations as A
 import cv2
@@ -115,6 +115,10 @@ class Degradation:
             ]
         )
 
+    def set_random_seed(self, seed: int) -> None:
+        """Seed the next draws (the per-sample seeds of :class:`SRPairDataset`)."""
+        self.pipeline.set_random_seed(seed)
+
     def __call__(self, hr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """uint8 HR (H, W[, 3]) -> (LR (H/scale, W/scale[, 3]) uint8, HR unchanged)."""
         return self.pipeline(image=hr)["image"], hr
@@ -141,18 +145,29 @@ class SRPairDataset:
         hr_size: HR side in pixels; non-square images are centre-cropped, others resized (bicubic).
         degradation: a :class:`Degradation` (its ``scale`` sets the LR size).
         flip: random horizontal flips (training).
+        seed: base seed of per-sample random draws (flip and degradation): each sample's draws are
+            seeded from ``(seed, epoch, i)`` (:meth:`set_epoch`), so a training run repeats, and a
+            resumed run continues, exactly, with any number of DataLoader workers. None: the draws
+            follow the degradation's own stream and Python's ``random`` (seed those yourself).
 
     ``dataset[i]`` -> ``(lr, hr)`` float32 tensors, RGB, in [0, 1]: (3, hr_size/scale, hr_size/scale)
     and (3, hr_size, hr_size). Gray sources are replicated to 3 channels.
     """
 
-    def __init__(self, base, hr_size: int, degradation: "Degradation", flip: bool = False):
+    def __init__(self, base, hr_size: int, degradation: "Degradation", flip: bool = False,
+                 seed: Optional[int] = None):
         if hr_size % degradation.scale:
             raise ValueError(f"hr_size {hr_size} is not divisible by the scale {degradation.scale}")
         self.base = base
         self.hr_size = hr_size
         self.degradation = degradation
         self.flip = flip
+        self.seed = None if seed is None else int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other flips and degradations in each epoch (the engine calls this)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -166,7 +181,13 @@ class SRPairDataset:
 
     def __getitem__(self, index: int):
         hr = self.hr_image(index)
-        if self.flip and random.random() < 0.5:
+        if self.seed is None:
+            flip = self.flip and random.random() < 0.5
+        else:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+            flip = self.flip and np.random.default_rng(seed).random() < 0.5
+            self.degradation.set_random_seed(seed)
+        if flip:
             hr = np.ascontiguousarray(hr[:, ::-1])
         lr, hr = self.degradation(hr)
         return image_to_tensor(lr, color="rgb"), image_to_tensor(hr, color="rgb")

@@ -15,7 +15,7 @@ import numpy as np
 from ..utils.atomic_write import atomic_file
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_unchanged",
-           "composite_on_black",
+           "composite_on_black", "is_pil_image", "pil_to_array",
            "decode_image", "read_image", "write_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
@@ -162,6 +162,21 @@ def composite_on_black(img: np.ndarray) -> np.ndarray:
         return img
     alpha = img[:, :, 3:4].astype(np.float32) / 255.0
     return (img[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
+
+
+def is_pil_image(item) -> bool:
+    """Whether ``item`` is a PIL image (without importing PIL)."""
+    return type(item).__module__.startswith("PIL.")
+
+
+def pil_to_array(img) -> np.ndarray:
+    """A PIL image -> uint8 gray (H, W) for gray modes, else BGR (H, W, 3); transparency is
+    composited onto black (:func:`composite_on_black`), as when a file is read."""
+    if img.mode in ("L", "1", "I;16", "I", "F"):
+        return np.asarray(img.convert("L"))
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        return cv2.cvtColor(composite_on_black(np.asarray(img.convert("RGBA"))), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
 
 
 def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:

@@ -337,10 +337,21 @@ def open_source(src, landmarks=None, list_root=None, fiducials=None) -> SourcePl
     """Pick the source kind from ``src``: a folder holding ``train.rec``+``train.idx`` or a
     ``.rec``/``.idx`` file -> RecordIO; another folder -> folder tree; another file -> list
     file. ``landmarks`` (a landmarks file) or ``fiducials`` (a CFP ``Fiducials`` folder, see
-    :func:`attach_cfp_fiducials`) is attached by relative path."""
+    :func:`attach_cfp_fiducials`) is attached by relative path.
+
+    Raises:
+        ValueError: ``src`` is an LMDB dataset (a folder holding ``data.mdb``, or that file),
+            which holds built samples, not source images.
+    """
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"source not found: {src}")
+    if (src / "data.mdb").is_file() or src.name == "data.mdb":
+        dataset = src if src.is_dir() else src.parent
+        raise ValueError(f"{src} is an LMDB dataset, not a source of images: a dataset cannot be rebuilt from "
+                         f"a dataset. Inspect it with 'python -m pipelines.build_lmdb --info {dataset}' (or "
+                         "--verify); to build another, give the image folder, list file or train.rec it was "
+                         "built from (--info shows it as build.source)")
     if (src.is_dir() and (src / "train.rec").is_file()) or src.suffix in (".rec", ".idx"):
         plan = scan_recordio(src)
     elif src.is_dir():

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 #: what a run folder holds (``OUT/``), written by rank 0
 RUN_FILES = {
-    "config.yaml": "the resolved settings (reload with --config; written without --resume)",
+    "config.yaml": "the resolved settings (reload with --config; resume and overwrite are written unset)",
     "last.pt": "the full training state: weights (+ EMA), other networks, optimisers, schedulers, step, "
                "every rank's RNG state, config; loadable for inference too",
     "best.pt": "the same at the best validation score",
@@ -306,6 +306,7 @@ class Engine:
         self._nets: Dict[str, _Net] = {}
         self._opts: Dict[str, Tuple[torch.optim.Optimizer, float, Any]] = {}
         self._saved_step: Optional[int] = None
+        self._validated_step: Optional[int] = None
         self._logger: Optional[MetricLogger] = None
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._resume_ckpt: Optional[Dict[str, Any]] = None
@@ -455,6 +456,11 @@ class Engine:
     def _prepare_run_folder(self) -> None:
         """Refuse to overwrite a run without --resume / --overwrite; resolve --resume; clear on --overwrite."""
         cfg, out = self.cfg, self.out
+        if out.exists() and not out.is_dir():
+            raise RunFolderError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
+        if (out / "data.mdb").exists():
+            raise RunFolderError(f"--out {out} is an LMDB dataset, not a run folder; give another --out (rebuilding "
+                                 "the dataset with --overwrite would delete the run's files)")
         present = [name for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl") if (out / name).exists()]
         old = [name for name in _OLD_RUN_FILES if (out / name).exists()]
         if cfg.resume:
@@ -514,7 +520,7 @@ class Engine:
         cfg, task = self.cfg, self.task
         deadline = time.monotonic() + 60.0 * cfg.max_minutes if cfg.max_minutes else None
         window: Dict[str, List[float]] = {}
-        self._validated_step = self._logged_step = None
+        self._logged_step = None
         last_val: Dict[str, float] = {}
         stopped: Optional[str] = None
         start_step, start_time = self.step, time.perf_counter()
@@ -690,7 +696,8 @@ class Engine:
                 extra["ema_state_dict"] = primary.ema.state_dict()
             others = {n: net for n, net in self._nets.items() if n != pname}
             task_state = self.task.extra_state()
-            clash = set(task_state) & {"networks", "optimizers", "schedulers", "rng", "config", "step", "task"}
+            clash = set(task_state) & {"networks", "optimizers", "schedulers", "rng", "config", "step", "task",
+                                       "validated_step"}
             if clash:
                 raise ValueError(f"{type(self.task).__name__}.extra_state uses reserved keys {sorted(clash)}")
             save_model_checkpoint(
@@ -703,7 +710,7 @@ class Engine:
                 schedulers={n: s.state_dict() for n, (_, _, s) in self._opts.items() if s is not None},
                 base_lr={n: lr for n, (_, lr, _) in self._opts.items()},
                 step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                best_metric=self.best, best_metric_name=self.best_name,
+                best_metric=self.best, best_metric_name=self.best_name, validated_step=self._validated_step,
                 config=config_to_dict(self.cfg), rng=states, world_size=self.dist.world_size,
                 **task_state,
             )
@@ -730,9 +737,14 @@ class Engine:
         path, task = self.resume_path, self.task
         if not isinstance(ckpt, dict) or ckpt.get("task") != task.name or "optimizers" not in ckpt:
             found = ckpt.get("task") if isinstance(ckpt, dict) else None
-            why = (f"it was written by the {found} trainer" if found else
-                   "it holds no training state of this lightface version (released weights, or a run folder of an "
-                   "earlier version: load those for inference or with --finetune)")
+            if found == task.name:  # this trainer's model.pt: weights without the optimiser state
+                why = (f"it holds this trainer's final weights only, no optimiser state; resume from "
+                       f"{Path(path).parent / 'last.pt'}, or start a new run from it with --finetune")
+            elif found:
+                why = f"it was written by the {found} trainer"
+            else:
+                why = ("it holds no training state of this lightface version (released weights, or a run folder "
+                       "of an earlier version: load those for inference or with --finetune)")
             raise TrainingError(f"--resume {path}: not a {task.name} training checkpoint; {why}")
         pname, primary = self._primary()
         if ckpt.get("arch") != primary.arch or dict(ckpt.get("model_kwargs") or {}) != primary.kwargs:
@@ -770,6 +782,7 @@ class Engine:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.best, self.best_name = ckpt.get("best_metric"), ckpt.get("best_metric_name", "")
         self._saved_step = self.step
+        self._validated_step = ckpt.get("validated_step")  # a finished run resumed is not validated again
         states = ckpt.get("rng") or []
         if len(states) == self.dist.world_size:
             self._resume_rng = states[self.dist.rank]  # each rank continues its own random draws

@@ -225,7 +225,7 @@ class SuperResolutionTask(GANTask):
             train_base = Subset(base, [i for i in range(len(base)) if i not in held])
         if len(train_base) == 0:
             raise TrainingError(f"--data {cfg.data}: no training images left")
-        train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True)
+        train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True, seed=cfg.seed)
 
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)

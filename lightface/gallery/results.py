@@ -127,13 +127,15 @@ class EnrollReport:
 
     def summary(self) -> str:
         """A one-paragraph human summary."""
-        file_dups = sum(d.kind == "file" for d in self.duplicates)
-        emb_dups = len(self.duplicates) - file_dups
-        conflicts = sum(d.conflict for d in self.duplicates)
+        def dups(kind: str, what: str) -> str:  # "N <what>", and how many of them carry another identity
+            found = [d for d in self.duplicates if d.kind == kind]
+            other = sum(d.conflict for d in found)
+            return f"{len(found)} {what}" + (f" ({other} under another identity)" if other else "")
+
         rate = self.added / self.seconds if self.seconds > 0 else 0.0
         return (f"{self.photos} photos: {self.added} faces added for {len(self.identities)} identities, "
-                f"{self.skipped} already enrolled, {len(self.failed)} failed, {file_dups} duplicate files skipped, "
-                f"{emb_dups} near-duplicates flagged ({conflicts} under another identity), "
+                f"{self.skipped} already enrolled, {len(self.failed)} failed, "
+                f"{dups('file', 'exact duplicate files skipped')}, {dups('embedding', 'near-duplicates flagged')}, "
                 f"{len(self.multi_face)} photos with several faces (main face enrolled); {self.seconds:.1f} s "
                 f"({rate:.1f} faces/s)")
 

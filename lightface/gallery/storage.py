@@ -206,23 +206,31 @@ class GalleryStore:
 
     Args:
         root: the gallery directory.
-        create: create the directory and an empty gallery when there is none.
+        create: create an empty gallery when there is none; only in a missing or empty
+            directory (the directory is created).
 
     Raises:
         GalleryError: no gallery at ``root`` and ``create=False``.
-        CorruptGalleryError: ``gallery.db`` is not a lightface gallery database, or the
-            embedding file is missing or shorter than the committed rows.
+        CorruptGalleryError: ``root`` is a non-empty folder without ``gallery.db`` (not a
+            gallery), ``gallery.db`` is not a lightface gallery database, or the embedding
+            file is missing or shorter than the committed rows.
     """
 
     def __init__(self, root, create: bool = True):
         self.root = Path(root).expanduser()
         self.db_path = self.root / DB_NAME
         if not self.db_path.is_file():
+            if self.root.exists() and not self.root.is_dir():
+                raise GalleryError(f"{self.root}: exists and is not a directory")
+            held = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+            if held:
+                shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+                raise CorruptGalleryError(f"{self.root}: not a face gallery (no {DB_NAME}) and not empty (holds "
+                                          f"{shown}); give the folder of an existing gallery, or a new or empty "
+                                          "folder to create one")
             if not create:
                 raise GalleryError(f"{self.root}: no face gallery here (no {DB_NAME}); create one with "
                                    "FaceGallery(path) or python -m pipelines.enroll")
-            if self.root.exists() and not self.root.is_dir():
-                raise GalleryError(f"{self.root}: exists and is not a directory")
             self.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd: Optional[int] = None
         self._lock_depth = 0

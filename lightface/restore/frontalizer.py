@@ -1,7 +1,8 @@
 """``Frontalizer``: frontal views of aligned face crops or of every face in a photo, with TP-GAN.
 
 Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) and BGRA
-accepted), outputs are uint8 BGR 128x128; the network works on RGB (or gray, for a
+accepted; image paths and PIL images, RGB, are converted: :func:`lightface.restore.paste.as_bgr`),
+outputs are uint8 BGR 128x128; the network works on RGB (or gray, for a
 1-channel model) float in [0, 1] (converted here). Inputs are aligned to the 128x128
 ``lightcnn`` template (:func:`lightface.data.align.align_face`), the alignment the model
 was trained with.
@@ -149,6 +150,9 @@ class Frontalizer:
         facings = list(facings) if facings is not None else [None] * len(crops)
         if len(facings) != len(crops):
             raise ValueError(f"got {len(crops)} crops but {len(facings)} facings")
+        bad = [f for f in facings if f not in ("left", "right", None)]
+        if bad:
+            raise ValueError(f"facing must be 'left', 'right' or None (unknown), got {bad[0]!r}")
         flips = [self.mirror is not None and f is not None and f != self.mirror for f in facings]
         out: List[np.ndarray] = []
         for idx in iter_batches(list(range(len(crops))), batch_size):

@@ -9,6 +9,7 @@ pixel grids, and :func:`paste_face` warps the restored crop back with the invers
 and blends it in with a mask whose edges fade out (no visible seam).
 """
 import dataclasses
+import os
 from typing import List, Optional, Tuple
 
 import cv2
@@ -16,13 +17,21 @@ import numpy as np
 
 from ..data.align import align_face, invert_affine
 from ..data.detect import main_face
+from ..data.io import is_pil_image, pil_to_array, read_image
 
 __all__ = ["as_bgr", "detect_faces", "detect_and_align", "antialiased_align", "rescale_affine",
            "feather_mask", "paste_face"]
 
 
-def as_bgr(img: np.ndarray) -> np.ndarray:
-    """uint8 gray (H, W) / (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4) -> BGR (H, W, 3) (alpha dropped)."""
+def as_bgr(img) -> np.ndarray:
+    """uint8 gray (H, W) / (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4) -> BGR (H, W, 3) (alpha dropped).
+
+    Also takes an image file's path (read as :func:`lightface.data.io.read_image` reads it) and a
+    PIL image (RGB order, converted: :func:`lightface.data.io.pil_to_array`)."""
+    if isinstance(img, (str, os.PathLike)):
+        img = read_image(img, "bgr")
+    elif is_pil_image(img):
+        img = pil_to_array(img)
     img = np.asarray(img)
     if img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {img.dtype}; convert with (x * 255).round().astype(np.uint8)")

@@ -1,6 +1,7 @@
 """``SuperResolver``: upscale aligned face crops or whole photos with a trained Wavelet-SRNet.
 
-Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) accepted),
+Colour contract: numpy images are uint8 BGR (as OpenCV reads them; gray (H, W) accepted);
+image paths and PIL images (RGB, converted) are accepted too (:func:`lightface.restore.paste.as_bgr`);
 outputs are uint8 BGR; the network itself works on RGB float in [0, 1] (converted here).
 """
 import logging
