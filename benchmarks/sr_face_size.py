@@ -28,7 +28,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -48,10 +48,26 @@ def hr_face_on_output_grid(photo: np.ndarray, M_input: np.ndarray, scale: int, s
     return warp_crop(photo, rescale_affine(M_input, dst_scale=scale), size, antialias=True)
 
 
-def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float], detector) -> Dict[str, Dict[str, List[float]]]:
-    """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (their main face)."""
-    from lightface.data.align import align_face, estimate_transform
+def main_faces(photos: Sequence[Path], detector) -> List[Tuple[Path, np.ndarray, np.ndarray]]:
+    """``[(path, uint8 BGR photo, (5, 2) landmarks of its main face)]``; unreadable photos and photos
+    without a face are left out with a warning."""
     from lightface.data.detect import main_face
+
+    found = []
+    for path in photos:
+        hr = cv2.imread(str(path))
+        faces = detector.detect(hr) if hr is not None else []
+        if not faces:
+            logging.warning("%s: unreadable or no face; skipped", path)
+            continue
+        found.append((path, hr, main_face(faces, hr.shape).landmarks))
+    return found
+
+
+def run(weights: str, scale: int, photos: Sequence[Tuple[Path, np.ndarray, np.ndarray]],
+        sizes: Sequence[float]) -> Dict[str, Dict[str, List[float]]]:
+    """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (:func:`main_faces`)."""
+    from lightface.data.align import align_face, estimate_transform
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
     from lightface.restore.paste import antialiased_align
@@ -61,13 +77,7 @@ def run(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float]
     out: Dict[str, Dict[str, List[float]]] = {}
     for g in sizes:
         scores = {name: [] for name in CROPS}
-        for path in photos:
-            hr = cv2.imread(str(path))
-            faces = detector.detect(hr) if hr is not None else []
-            if not faces:
-                logging.warning("%s: unreadable or no face; skipped", path)
-                continue
-            lm = main_face(faces, hr.shape).landmarks
+        for _, hr, lm in photos:
             M = estimate_transform(lm, "lightcnn", sr.input_size)
             lr, lm_lr = _shrunk(hr, lm, sr.input_size, g)
             ref = hr_face_on_output_grid(hr, M, scale, sr.output_size)
@@ -94,12 +104,12 @@ def _shrunk(hr: np.ndarray, landmarks: np.ndarray, input_size: int, g: float):
 WHOLE = ("bicubic photo", "squeezed crop", "restore")
 
 
-def run_whole_photo(weights: str, scale: int, photos: Sequence[Path], sizes: Sequence[float],
-                    detector) -> Dict[str, Dict[str, float]]:
+def run_whole_photo(weights: str, scale: int, photos: Sequence[Tuple[Path, np.ndarray, np.ndarray]],
+                    sizes: Sequence[float], detector) -> Dict[str, Dict[str, float]]:
     """``{str(size): {"shrink": mean, kind: mean PSNR of the face region}}`` (kinds: :data:`WHOLE`) over
-    ``photos`` shrunk so that their main face is ``size`` times the input crop, restored whole."""
+    ``photos`` (:func:`main_faces`) shrunk so that their main face is ``size`` times the input crop, restored
+    whole (``detector`` finds the face again in the shrunk photo)."""
     from lightface.data.align import invert_affine
-    from lightface.data.detect import main_face
     from lightface.restore import SuperResolver
     from lightface.restore.paste import antialiased_align, paste_face, rescale_affine
 
@@ -107,13 +117,8 @@ def run_whole_photo(weights: str, scale: int, photos: Sequence[Path], sizes: Seq
     out: Dict[str, Dict[str, float]] = {}
     for g in sizes:
         rows = []
-        for path in photos:
-            hr = cv2.imread(str(path))
-            faces = detector.detect(hr) if hr is not None else []
-            if not faces:
-                logging.warning("%s: unreadable or no face; skipped", path)
-                continue
-            lr, _ = _shrunk(hr, main_face(faces, hr.shape).landmarks, sr.input_size, g)
+        for path, hr, lm in photos:
+            lr, _ = _shrunk(hr, lm, sr.input_size, g)
             restored, found = sr.restore(lr, only_center_face=True)
             if not found:
                 logging.warning("%s at %gx the crop: no face detected; skipped", path, g)
@@ -155,8 +160,8 @@ def main(args: argparse.Namespace) -> Dict[str, dict]:
     photos = sorted(p for p in Path(args.photos).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not photos:
         raise SystemExit(f"benchmarks.sr_face_size: no photos under {args.photos}")
-    photos = photos[: args.max_photos]
     detector = FaceDetector(args.detector, device="cpu")
+    photos = main_faces(photos[: args.max_photos], detector)
     if args.whole_photo:
         table = {f"x{s}": run_whole_photo(args.weights, s, photos, args.sizes, detector) for s in args.scale}
         print(f"{'scale':5s} {'face':>5s} {'shrink':>6s}  " + "  ".join(f"{k:>14s}" for k in WHOLE) + "  (PSNR, dB)")
@@ -164,7 +169,7 @@ def main(args: argparse.Namespace) -> Dict[str, dict]:
             for g, row in rows.items():
                 print(f"{s:5s} {g + 'x':>5s} {row['shrink']:6.2f}  " + "  ".join(f"{row[k]:14.2f}" for k in WHOLE))
     else:
-        table = {f"x{s}": run(args.weights, s, photos, args.sizes, detector) for s in args.scale}
+        table = {f"x{s}": run(args.weights, s, photos, args.sizes) for s in args.scale}
         _print_crops(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
