@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "is_lmdb_dir",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "ENCODINGS",
@@ -385,6 +386,11 @@ def read_metadata(path) -> Dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LMDBFormatError(f"{path}: corrupt metadata: {err}") from err
     return check_metadata(meta, str(path))
+
+
+def is_lmdb_dir(path) -> bool:
+    """True when ``path`` is an LMDB environment folder (it holds ``data.mdb``), finished or not."""
+    return (Path(path) / "data.mdb").is_file()
 
 
 def is_complete_dataset(path) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .io import IMAGE_EXTENSIONS
 from .recordio import RecordIOReader, insightface_image_indices, unpack_irecord
+from .lmdb_format import is_lmdb_dir
 
 __all__ = [
     "POSE_TAGS",
@@ -346,7 +347,7 @@ def open_source(src, landmarks=None, list_root=None, fiducials=None) -> SourcePl
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"source not found: {src}")
-    if (src / "data.mdb").is_file() or src.name == "data.mdb":
+    if is_lmdb_dir(src) or src.name == "data.mdb":
         dataset = src if src.is_dir() else src.parent
         raise ValueError(f"{src} is an LMDB dataset, not a source of images: a dataset cannot be rebuilt from "
                          f"a dataset. Inspect it with 'python -m pipelines.build_lmdb --info {dataset}' (or "

@@ -51,6 +51,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.lmdb_format import is_lmdb_dir
 from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
@@ -458,7 +459,7 @@ class Engine:
         cfg, out = self.cfg, self.out
         if out.exists() and not out.is_dir():
             raise RunFolderError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
-        if (out / "data.mdb").exists():
+        if is_lmdb_dir(out):
             raise RunFolderError(f"--out {out} is an LMDB dataset, not a run folder; give another --out (rebuilding "
                                  "the dataset with --overwrite would delete the run's files)")
         present = [name for name in ("last.pt", "best.pt", "model.pt", "metrics.jsonl") if (out / name).exists()]

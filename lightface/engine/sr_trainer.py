@@ -37,6 +37,7 @@ from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
+from ..data.lmdb_format import is_lmdb_dir
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.wavelet import WaveletSRLoss
@@ -156,7 +157,7 @@ def open_hr_source(paths):
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--data {path}: no such LMDB or image folder")
-    if (p / "data.mdb").is_file():
+    if is_lmdb_dir(p):
         return LMDBDataset(str(p))
     return _ImageFolder(p)
 
