@@ -41,6 +41,8 @@ from tqdm import tqdm
 from lightface.data.io import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the file that marks a folder as the demo's output, which a later demo may clear
+OUTPUT_MARKER = ".lightface_demo"
 log = logging.getLogger("lightface.demo")
 
 
@@ -62,7 +64,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a one-minute smoke run (few steps, small models)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--keep", action="store_true", help="keep an existing OUT folder's contents (default: start fresh)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep an existing OUT folder's contents (default: start fresh; only a folder an earlier demo "
+                        "wrote, or an empty one, is cleared)")
     return p
 
 
@@ -339,9 +343,11 @@ def step_shipped_recognition(demo: Demo) -> None:
     except PretrainedError as err:
         demo.add("4. The shipped recogniser", [f"No recogniser ships with this install: {err}"])
         return
-    embedder = FaceEmbedder(device=demo.device, detector=demo.detector)
+    # --quick: without the card's flip fusion, at half the compute (the card's threshold without it)
+    embedder = FaceEmbedder(device=demo.device, detector=demo.detector, flip=False if demo.quick else None)
     lines = [f"`FaceEmbedder()` loaded the shipped `{entry.name}` ({entry.arch}, sha256 `{entry.sha256[:12]}...`, "
-             f"threshold {embedder.threshold:.3f}); see docs/model_zoo.md for how it was trained."]
+             f"threshold {embedder.threshold:.3f}, flip fusion {'on' if embedder.flip else 'off'}); "
+             "see docs/model_zoo.md for how it was trained."]
     images: List[Path] = []
     if demo.shared_data is not None and (demo.shared_data / "lfw_train").is_dir():
         protocols = ["lfw_dev"] if demo.quick else ["lfw_dev", "cfp_fp"]
@@ -570,6 +576,17 @@ STEPS: List[Callable[[Demo], None]] = [step_dataset, step_recognition, step_embe
                                        step_super_resolution, step_frontalization]
 
 
+def step_status(demo: Demo, name: str, failures: Dict[str, str]) -> str:
+    """A step's status in the report: ``FAILED: error``, ``skipped: reason`` (the step recorded
+    ``{"skipped": reason}`` as its results) or ``ok``."""
+    if name in failures:
+        return f"FAILED: {failures[name]}"
+    result = demo.results.get(name)
+    if isinstance(result, dict) and "skipped" in result:
+        return f"skipped: {result['skipped']}"
+    return "ok"
+
+
 def write_report(demo: Demo, timings: Dict[str, float], failures: Dict[str, str]) -> Path:
     """Write OUT/report.md, OUT/report.html and OUT/results.json (each atomically); returns the markdown path."""
     from lightface.utils.atomic_write import write_text_atomic
@@ -577,12 +594,11 @@ def write_report(demo: Demo, timings: Dict[str, float], failures: Dict[str, str]
     head = [f"# lightface demo{' (quick)' if demo.quick else ''}", "",
             f"Finished {time.strftime('%Y-%m-%d %H:%M:%S')} on {demo.device}; total {sum(timings.values()):.0f} s.", "",
             "| step | seconds | status |", "|---|---|---|"]
-    head += [f"| {name} | {sec:.1f} | {'FAILED: ' + failures[name] if name in failures else 'ok'} |"
-             for name, sec in timings.items()]
+    head += [f"| {name} | {sec:.1f} | {step_status(demo, name, failures)} |" for name, sec in timings.items()]
     md = "\n\n".join(["\n".join(head)] + demo.sections) + "\n"
     write_text_atomic(demo.out / "report.md", md)
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px}"
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s:.1f}</td><td>{html.escape(failures.get(n, 'ok'))}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s:.1f}</td><td>{html.escape(step_status(demo, n, failures))}</td></tr>"
                    for n, s in timings.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lightface demo</title><style>{style}</style></head>"
             f"<body><h1>lightface demo</h1><table><tr><th>step</th><th>seconds</th><th>status</th></tr>{rows}</table>"
@@ -593,12 +609,40 @@ def write_report(demo: Demo, timings: Dict[str, float], failures: Dict[str, str]
     return demo.out / "report.md"
 
 
+class OutputFolderError(ValueError):
+    """``--out`` names a folder the demo must not clear, or a file."""
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether ``folder`` was written by a demo: it holds :data:`OUTPUT_MARKER`, or (demos before the
+    marker) the report.md and results.json every finished demo wrote."""
+    return (folder / OUTPUT_MARKER).is_file() or all((folder / n).is_file() for n in ("report.md", "results.json"))
+
+
+def prepare_output_folder(out: Path, keep: bool, data: Optional[str]) -> None:
+    """Create ``out`` (marked with :data:`OUTPUT_MARKER`), clearing it first unless ``keep``.
+
+    Only a folder an earlier demo wrote (:func:`is_demo_output`) or an empty one is cleared: any
+    other existing folder is refused with :class:`OutputFolderError`, and so is a ``--data``
+    folder inside ``out``, so that a mistyped ``--out`` never deletes a user's files."""
+    if data is not None and Path(data).resolve().is_relative_to(out.resolve()):
+        raise OutputFolderError(f"--data {data} is inside --out {out}, which the demo writes into: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"--out {out} is a file: give a folder")
+    if out.is_dir() and not keep and any(out.iterdir()):
+        if not is_demo_output(out):
+            raise OutputFolderError(f"--out {out} already holds files the demo did not write (no {OUTPUT_MARKER}); "
+                             "the demo clears its output folder before it runs: choose another --out, "
+                             "or pass --keep to write into it beside them")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARKER).touch()
+
+
 def run_demo(args: argparse.Namespace) -> Dict[str, object]:
     """Run every step; returns ``{"report": path, "results": ..., "failures": {step: message}}``."""
     out = Path(args.out)
-    if out.exists() and not args.keep:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out, args.keep, args.data)
     shared = Path(args.shared)
     shared_data = shared / "data" if (shared / "data").is_dir() else None
     detector = args.detector
@@ -648,6 +692,9 @@ if __name__ == "__main__":
         print(f"demo: stopped by {stop.signal_name} in a training stage (step {stop.summary.get('step')})",
               file=sys.stderr)
         sys.exit(stop.exit_status)
+    except OutputFolderError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        sys.exit(1)
     print(f"\nReport: {result['report']}\n        {result['html']}")
     if result["failures"]:
         print("Failed steps: " + ", ".join(f"{k} ({v})" for k, v in result["failures"].items()), file=sys.stderr)

@@ -3,6 +3,7 @@
     python -m pipelines.enroll people.gallery photos/                   # photos/<person>/*.jpg
     python -m pipelines.enroll people.gallery photos/ --detector det_500m.onnx --index auto
     python -m pipelines.enroll people.gallery crops/ --aligned --weights runs/lcnn/best.pt
+    python -m pipelines.enroll people.gallery new/*.jpg --identity "Ada Lovelace"   # one named person
 
 Resumable: running the same command again skips the photos already enrolled (same file at
 the same path) and continues; a run killed at any point leaves the gallery at its last
@@ -43,6 +44,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("photos", nargs="+",
                    help="a folder of people (one sub-folder per person, named after them), one person's folder, or "
                         "image files (identity: their folder's name)")
+    p.add_argument("--identity", default=None,
+                   help="enrol every photo given (files, and every image below the folders) as this one person, "
+                        "whatever their folders are called")
     add_embedder_arguments(p)
     p.set_defaults(batch_size=32)
     p.add_argument("--detector", default="buffalo_l",
@@ -72,7 +76,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             raise FileNotFoundError(f"{p}: no such file or folder")
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     gallery = FaceGallery(args.gallery, embedder)
-    report = gallery.enroll(args.photos, aligned=args.aligned, batch_size=args.batch_size,
+    photos = {args.identity: args.photos} if args.identity is not None else args.photos
+    report = gallery.enroll(photos, aligned=args.aligned, batch_size=args.batch_size,
                             duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,
                             progress=not args.no_progress)
     index = None
@@ -96,6 +101,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         print(f"  duplicate: {d.path} ({d.identity}) {what} {d.of_path} ({d.of_identity}){conflict}")
     if len(report.duplicates) > 20:
         print(f"  ... and {len(report.duplicates) - 20} more duplicates (see --json)")
+    for path, old_ids in list(report.changed.items())[:20]:
+        print(f"  changed: {path} differs from the file enrolled from it as face {', '.join(map(str, old_ids))}; "
+              "both kept (FaceGallery.remove_faces drops the old)")
+    if len(report.changed) > 20:
+        print(f"  ... and {len(report.changed) - 20} more changed photos (see --json)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))

@@ -5,6 +5,7 @@ embedded by a tiny random Light CNN (tests/lightcnn_tiny.py), and a few real LFW
 (skipped when ../shared is absent).
 """
 import json
+import logging
 import os
 import shutil
 import signal
@@ -248,6 +249,59 @@ def test_collect_photos(tmp_path, people):
         collect_photos(tmp_path / "empty")
 
 
+def test_a_stray_photo_beside_people_folders_is_refused_not_taken_as_one_person(tmp_path, people):
+    shutil.copy(people / "p0" / "0.png", people / "group.png")
+    with pytest.raises(ValueError, match=r"holds both images \(1, e.g. group.png\) and folders of images \(4"):
+        collect_photos(people)
+    # named explicitly, everything below is that one person's
+    assert {i for i, _ in collect_photos({"everyone": people})} == {"everyone"}
+    assert len(collect_photos({"everyone": people})) == 13
+
+
+def test_cli_enroll_identity_names_one_person(tmp_path, people, weights, capsys):
+    from pipelines.enroll import get_args_parser, main
+
+    main(get_args_parser().parse_args([str(tmp_path / "g"), str(people / "p0"), str(people / "p1" / "0.png"),
+                                       "--identity", "Ada Lovelace", "--aligned", "--weights", str(weights),
+                                       "--device", "cpu", "--no-progress"]))
+    g = FaceGallery(tmp_path / "g")
+    assert g.counts() == {"Ada Lovelace": 4}
+
+
+def test_a_replaced_photo_is_enrolled_again_and_reported(tmp_path, people, embedder, caplog):
+    g = FaceGallery(tmp_path / "g", embedder)
+    g.enroll(people, aligned=True, duplicate_threshold=None)
+    old_id = g.faces("p1")[0].face_id
+    shutil.copy(people / "p2" / "0.png", people / "p1" / "0.png")  # the file at p1/0.png replaced
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        report = g.enroll(people, aligned=True, duplicate_threshold=None)
+    path = str(people / "p1" / "0.png")
+    # (the new content is byte-identical to p2/0.png: a file duplicate, not added; make it unique)
+    assert report.added == 0 and report.changed == {}
+    cv2.imwrite(path, np.full((128, 128), 77, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        report = g.enroll(people, aligned=True, duplicate_threshold=None)
+    assert report.added == 1 and report.changed == {path: [old_id]}
+    assert "1 changed since enrolled" in report.summary() and "differs from the one enrolled" in caplog.text
+    assert sorted(f.face_id for f in g.faces("p1") if f.path == path)[0] == old_id  # the old face is kept
+    g.remove_faces(report.changed[path])
+    assert [f.path for f in g.faces("p1")].count(path) == 1
+
+
+def test_a_gallery_records_flip_fusion_and_warns_when_an_embedder_differs(tmp_path, people, weights, caplog):
+    flipped = FaceEmbedder(weights, device="cpu", flip=True)
+    g = FaceGallery(tmp_path / "g", flipped)
+    g.enroll(people / "p0", aligned=True, duplicate_threshold=None)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g", flipped)
+        assert "flip fusion" not in caplog.text
+        plain = FaceGallery(tmp_path / "g", FaceEmbedder(weights, device="cpu", flip=False))
+        assert "embedded with flip fusion on, this embedder has it off" in caplog.text
+        plain.enroll(people / "p1", aligned=True, duplicate_threshold=None)  # enrols, and the record stays
+    assert plain._store.meta["flip"] == "1"
+
+
 def test_enroll_resumable_with_bad_and_duplicate_photos(tmp_path, people, embedder):
     (people / "p1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     shutil.copy(people / "p0" / "0.png", people / "p3" / "copy_of_p0.png")  # same file under another person
@@ -428,6 +482,7 @@ def test_a_gallery_is_created_only_in_a_missing_or_empty_folder(tmp_path):
             FaceGallery(other, create=create)
     assert [p.name for p in other.iterdir()] == ["data.mdb"]  # nothing written into it
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"\0")  # hidden files do not make a folder non-empty
     FaceGallery(tmp_path / "empty").add(np.ones((1, 8)), "a")
     assert len(FaceGallery(tmp_path / "empty", create=False)) == 1
 

@@ -355,10 +355,15 @@ def test_restorers_take_paths_and_pil_images_and_refuse_an_unknown_facing(shared
         fr, sr = Frontalizer(device="cpu"), SuperResolver(device="cpu")
     except PretrainedError:
         pytest.skip("no frontalizer or super-resolver ships in this install")
+    alpha = np.full(bgr.shape[:2] + (1,), 255, np.uint8)
+    alpha[:, : bgr.shape[1] // 2] = 0  # the left half transparent: composited onto black, as a file is read
+    bgra = np.concatenate([bgr, alpha], axis=2)
+    cv2.imwrite(str(tmp_path / "half.png"), bgra)
     for run in (fr.frontalize_face, sr.upscale_face):
         want = run(bgr)
         np.testing.assert_array_equal(run(pil), want)
         np.testing.assert_array_equal(run(str(path)), want)
+        np.testing.assert_array_equal(run(bgra), run(str(tmp_path / "half.png")))
     with pytest.raises(ValueError, match="facing must be 'left', 'right' or None"):
         fr.frontalize_face(bgr, facing="Left")
 

@@ -136,6 +136,11 @@ def _merge_topk(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
+def _on_off(flag: Any) -> str:
+    """``"on"`` / ``"off"`` for a bool or a stored ``"0"`` / ``"1"``."""
+    return "on" if bool(int(flag)) else "off"
+
+
 class FaceGallery:
     """A persistent gallery of enrolled faces in a directory, searchable by embedding.
 
@@ -274,7 +279,19 @@ class FaceGallery:
         if recorded is None and self._store.count:
             logger.warning("%s: the gallery records no model (faces were added without one); cannot check that %s "
                            "matches them", self.path, info)
+        flip, recorded_flip = getattr(embedder, "flip", None), self._store.meta.get("flip")
+        if flip is not None and recorded_flip is not None and bool(int(recorded_flip)) != bool(flip):
+            logger.warning("%s: the gallery's faces were embedded with flip fusion %s, this embedder has it %s: the "
+                           "scores shift and the model card's thresholds differ between the two; use flip=%s",
+                           self.path, _on_off(recorded_flip), _on_off(flip), bool(int(recorded_flip)))
         return info
+
+    def _record_flip(self, embedder: Any) -> None:
+        """Record the embedder's flip fusion with the first faces enrolled (checked by :meth:`_check_model`)."""
+        flip = getattr(embedder, "flip", None)
+        if flip is not None and not self._store.count and "flip" not in self._store.meta:
+            with self._store.transaction() as conn:
+                self._store.set_meta(conn, {"flip": int(bool(flip))})
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, embeddings: Any, identities: Union[str, Sequence[str]], meta: Any = None, *,
@@ -386,6 +403,7 @@ class FaceGallery:
         if embedder is None:
             raise ValueError("enroll needs an embedder: FaceGallery(path, embedder) or enroll(..., embedder=...)")
         info = self._check_model(embedder)
+        self._record_flip(embedder)
         t0 = time.perf_counter()
         items = collect_photos(paths_or_folders)
         report = EnrollReport(photos=len(items))
@@ -474,6 +492,11 @@ class FaceGallery:
                     records[j]["duplicate_of"] = ("batch", i)
                     report.duplicates.append(Duplicate(pending[j][1], pending[j][0], "embedding", None, pending[i][0],
                                                        pending[i][1], float(sims[j, i])))
+        for path, old_ids in self._store.face_ids_by_path([p[1] for p in pending]).items():
+            report.changed[path] = old_ids
+            logger.warning("%s: the file differs from the one enrolled from this path as face %s; the new face is "
+                           "added beside it (remove_faces(%s) drops the old)", path,
+                           ", ".join(map(str, old_ids)), old_ids)
         ids = self.add(emb, [p[0] for p in pending], records, model=info)
         for d in report.duplicates:  # fill in face ids of in-batch near-duplicates
             if d.of_face_id is None and d.kind == "embedding":

@@ -113,6 +113,9 @@ class EnrollReport:
         multi_face: ``{path: faces found}`` where a photo held several faces (the main one was
             enrolled: the largest, penalised by its distance from the image centre).
         identities: identities that received faces in this run.
+        changed: ``{path: [old face ids]}`` for photos whose path was already enrolled from a
+            different file (edited or replaced since): the new face is added beside the old
+            ones, which :meth:`FaceGallery.remove_faces` drops when they are stale.
         seconds: wall time.
     """
 
@@ -123,6 +126,7 @@ class EnrollReport:
     duplicates: List[Duplicate] = field(default_factory=list)
     multi_face: Dict[str, int] = field(default_factory=dict)
     identities: List[str] = field(default_factory=list)
+    changed: Dict[str, List[int]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -136,7 +140,8 @@ class EnrollReport:
         return (f"{self.photos} photos: {self.added} faces added for {len(self.identities)} identities, "
                 f"{self.skipped} already enrolled, {len(self.failed)} failed, "
                 f"{dups('file', 'exact duplicate files skipped')}, {dups('embedding', 'near-duplicates flagged')}, "
-                f"{len(self.multi_face)} photos with several faces (main face enrolled); {self.seconds:.1f} s "
+                f"{len(self.multi_face)} photos with several faces (main face enrolled), "
+                f"{len(self.changed)} changed since enrolled (old faces kept); {self.seconds:.1f} s "
                 f"({rate:.1f} faces/s)")
 
 

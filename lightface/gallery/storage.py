@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS faces (
 CREATE INDEX IF NOT EXISTS faces_row ON faces (row);
 CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity_id);
 CREATE INDEX IF NOT EXISTS faces_sha ON faces (file_sha256);
+CREATE INDEX IF NOT EXISTS faces_path ON faces (path);
 """
 
 
@@ -207,7 +208,7 @@ class GalleryStore:
     Args:
         root: the gallery directory.
         create: create an empty gallery when there is none; only in a missing or empty
-            directory (the directory is created).
+            directory (the directory is created; hidden files such as ``.DS_Store`` do not count).
 
     Raises:
         GalleryError: no gallery at ``root`` and ``create=False``.
@@ -222,7 +223,7 @@ class GalleryStore:
         if not self.db_path.is_file():
             if self.root.exists() and not self.root.is_dir():
                 raise GalleryError(f"{self.root}: exists and is not a directory")
-            held = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+            held = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".")) if self.root.is_dir() else []
             if held:
                 shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
                 raise CorruptGalleryError(f"{self.root}: not a face gallery (no {DB_NAME}) and not empty (holds "
@@ -630,6 +631,18 @@ class GalleryStore:
             out.append(FaceRecord(r[0], r[1], r[2], r[3], r[4], _from_json_array(r[5], (4,)),
                                   _from_json_array(r[6], (5, 2)), r[7], ModelInfo(r[8], r[9], r[10]) if r[8] else None,
                                   r[11], r[12]))
+        return out
+
+    def face_ids_by_path(self, paths: Sequence[str]) -> Dict[str, List[int]]:
+        """``{path: [face ids enrolled from it]}`` for those of ``paths`` that are in the gallery
+        (galleries created before the ``faces_path`` index answer by a scan per call)."""
+        out: Dict[str, List[int]] = {}
+        paths = list(dict.fromkeys(paths))
+        for i in range(0, len(paths), 500):
+            chunk = paths[i:i + 500]
+            q = f"SELECT path, id FROM faces WHERE path IN ({','.join('?' * len(chunk))}) ORDER BY id"
+            for path, face_id in self.conn.execute(q, chunk):
+                out.setdefault(path, []).append(face_id)
         return out
 
     def find_sha(self, sha: str) -> Optional[Tuple[int, str, Optional[str]]]:

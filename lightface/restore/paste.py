@@ -17,14 +17,15 @@ import numpy as np
 
 from ..data.align import align_face, invert_affine
 from ..data.detect import main_face
-from ..data.io import is_pil_image, pil_to_array, read_image
+from ..data.io import composite_on_black, is_pil_image, pil_to_array, read_image
 
 __all__ = ["as_bgr", "detect_faces", "detect_and_align", "antialiased_align", "rescale_affine",
            "feather_mask", "paste_face"]
 
 
 def as_bgr(img) -> np.ndarray:
-    """uint8 gray (H, W) / (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4) -> BGR (H, W, 3) (alpha dropped).
+    """uint8 gray (H, W) / (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4) -> BGR (H, W, 3) (transparency
+    composited onto black, as when an image file is read: :func:`lightface.data.io.composite_on_black`).
 
     Also takes an image file's path (read as :func:`lightface.data.io.read_image` reads it) and a
     PIL image (RGB order, converted: :func:`lightface.data.io.pil_to_array`)."""
@@ -40,7 +41,7 @@ def as_bgr(img) -> np.ndarray:
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        return composite_on_black(img)
     if img.ndim == 3 and img.shape[2] == 3:
         return img
     raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
