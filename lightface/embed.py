@@ -457,9 +457,11 @@ class FaceEmbedder:
 
     @staticmethod
     def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:
-        """The shipped recognition entry to load: the default (``weights=None``), or the
-        entry a string names when it is not an existing file; None for explicit weights."""
-        from .models.pretrained import default_weights, get_pretrained
+        """The shipped recognition entry to load: the default (``weights=None``), the entry a
+        string names when it is not an existing file, or the entry whose shipped file a path
+        is (so that it gets the model card's flip fusion and thresholds, as its name does);
+        None for other explicit weights."""
+        from .models.pretrained import default_weights, get_pretrained, manifest_entry_for_path
 
         if weights is None:
             try:
@@ -479,6 +481,10 @@ class FaceEmbedder:
                 entry = get_pretrained(weights)
             except PretrainedError:
                 return None  # not a shipped name: the path is reported missing as usual
+        elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            entry = manifest_entry_for_path(weights)
+            if entry is None:
+                return None
         else:
             return None
         if entry.task != "recognition":

@@ -13,6 +13,7 @@ Example:
     >>> export_onnx("LightCNN_29Layers_V2_checkpoint.pth.tar", "lightcnn29v2.onnx")   # doctest: +SKIP
     >>> feats = OnnxRecognizer("lightcnn29v2.onnx")(batch_numpy)                         # doctest: +SKIP
 """
+import copy
 import logging
 import os
 import warnings
@@ -47,14 +48,17 @@ class _FeaturesOnly(nn.Module):
 
 
 def _prepare(model: ModelLike) -> nn.Module:
+    """The recogniser to export, on the CPU in eval mode: built from a checkpoint path, or a copy
+    of a caller's module (whose device and train/eval mode stay as they were)."""
     if isinstance(model, (str, os.PathLike)):
         from .models.checkpoint import build_from_checkpoint
         from .models.lightcnn import LightCNN
 
         model = build_from_checkpoint(model, num_classes=0, expect=LightCNN)
-    if not isinstance(model, nn.Module):
+    elif isinstance(model, nn.Module):
+        model = copy.deepcopy(getattr(model, "_orig_mod", model))
+    else:
         raise TypeError(f"expected an nn.Module or a checkpoint path, got {type(model).__name__}")
-    model = getattr(model, "_orig_mod", model)
     return _FeaturesOnly(model).cpu().eval()
 
 

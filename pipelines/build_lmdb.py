@@ -78,7 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")
     a.add_argument("--source-template", choices=TEMPLATES, default=None,
                    help="the source images are already aligned crops with this template; they are re-aligned to "
-                        "--template (None = unaligned, except RecordIO sources: arcface)")
+                        "--template (None = unaligned, except RecordIO sources: the template lightface's export "
+                        "recorded beside the .rec, else arcface)")
     s = p.add_argument_group("build")
     s.add_argument("--root", default=None, help="root folder of relative paths in a list file (None = the list file's folder)")
     s.add_argument("--workers", type=non_negative_int, default=0, help="parallel decode/align/encode processes (0 = main process)")

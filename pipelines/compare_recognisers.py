@@ -3,8 +3,9 @@
     python -m pipelines.compare_recognisers A B [--detector DET.onnx] [--data ../shared/data] [--out cmp.json]
     python -m pipelines.compare_recognisers shipped RUN/last.pt --detector det_500m.onnx --out cmp.json
 
-A and B are Light CNN checkpoints, or the word "shipped" for the shipped default recogniser
-(FaceEmbedder() without weights). Both embed the same development-protocol faces
+A and B are Light CNN checkpoints, shipped recognisers' names, or the word "shipped" for the
+shipped default recogniser (FaceEmbedder() without weights); each embeds with its model card's
+flip fusion unless --flip / --no-flip sets it for both. Both embed the same development-protocol faces
 (lightface.eval.dev_protocols): lfw_hard rank-1 identification of LFW fold-2 people per
 capture condition (clean, side_light, occlusion) and pooled, and the 600 lfw_dev pairs,
 where each model decides at its own accuracy-maximising threshold on the set. Each row
@@ -29,8 +30,8 @@ SHIPPED = "shipped"
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.compare_recognisers", description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsHelpFormatter)
-    p.add_argument("a", metavar="A", help=f"recogniser A: a Light CNN checkpoint, or '{SHIPPED}' (the shipped default)")
-    p.add_argument("b", metavar="B", help=f"recogniser B: a Light CNN checkpoint, or '{SHIPPED}' (the shipped default)")
+    p.add_argument("a", metavar="A", help=f"recogniser A: a Light CNN checkpoint, a shipped recogniser's name, or '{SHIPPED}' (the shipped default)")
+    p.add_argument("b", metavar="B", help=f"recogniser B: a Light CNN checkpoint, a shipped recogniser's name, or '{SHIPPED}' (the shipped default)")
     p.add_argument("--data", default="../shared/data", help="the shared data folder (holding lfw_train/)")
     p.add_argument("--detector", default=None,
                    help="align the LFW photos from this face detector's landmarks (a detector .onnx such as "
@@ -41,30 +42,51 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _recogniser(spec: str, which: str, flip: Optional[bool] = None):
-    """A FaceEmbedder for a command-line recogniser: a checkpoint path or 'shipped' (``flip``: see ``--flip``)."""
+def _check_spec(spec: str, which: str) -> None:
+    """Raise FileNotFoundError unless ``spec`` is 'shipped', a file or a shipped recogniser's name
+    (checked for both recognisers before either is loaded)."""
+    from lightface.models.pretrained import PretrainedError, get_pretrained, list_pretrained
+
+    if spec == SHIPPED or Path(spec).is_file():
+        return
+    try:
+        get_pretrained(spec)
+    except PretrainedError:
+        names = ", ".join(w["name"] for w in list_pretrained("recognition")) or "none"
+        raise FileNotFoundError(f"recogniser {which}: {spec} is neither a checkpoint file nor a shipped recogniser "
+                                f"({names}); pass a Light CNN checkpoint (e.g. RUN/last.pt), a shipped name, or "
+                                f"'{SHIPPED}' for the shipped default") from None
+
+
+def _recogniser(spec: str, flip: Optional[bool] = None):
+    """A FaceEmbedder for a command-line recogniser: a checkpoint path, a shipped recogniser's name, or
+    'shipped' (the default one); ``flip``: see ``--flip`` (None: each model card's setting)."""
     from lightface import FaceEmbedder
 
-    if spec == SHIPPED:
-        return FaceEmbedder(flip=flip)
-    if not Path(spec).is_file():
-        raise FileNotFoundError(f"recogniser {which}: checkpoint {spec} not found; pass a Light CNN checkpoint "
-                                f"(e.g. RUN/last.pt) or '{SHIPPED}' for the shipped default recogniser")
-    return FaceEmbedder(spec, flip=flip)
+    return FaceEmbedder(None if spec == SHIPPED else spec, flip=flip)
+
+
+def _describe(spec: str, embedder) -> str:
+    """``spec (weights name, flip fusion on|off)`` for the report header."""
+    return f"{spec} ({embedder.weights_info.name}, flip fusion {'on' if embedder.flip else 'off'})"
 
 
 def main(args: argparse.Namespace) -> dict:
     """Compare A and B; prints the table, writes --out; returns ``{"a", "b", "detector", "data", "results"}``."""
-    embed_a = crop_embedder(_recogniser(args.a, "A", args.flip))
-    embed_b = crop_embedder(_recogniser(args.b, "B", args.flip))
+    _check_spec(args.a, "A")
+    _check_spec(args.b, "B")
+    rec_a, rec_b = _recogniser(args.a, args.flip), _recogniser(args.b, args.flip)
+    embed_a, embed_b = crop_embedder(rec_a), crop_embedder(rec_b)
     detector = None
     if args.detector:
         from lightface.data.detect import FaceDetector
 
         detector = FaceDetector(args.detector, device="cpu")
     results = compare_recognisers(embed_a, embed_b, args.data, detector=detector)
-    report = {"a": args.a, "b": args.b, "detector": args.detector, "data": str(args.data), "results": results}
-    print(f"A: {args.a}\nB: {args.b}\nalignment: {args.detector or 'the given LFW landmarks'}\n")
+    report = {"a": args.a, "b": args.b, "flip_a": rec_a.flip, "flip_b": rec_b.flip, "detector": args.detector,
+              "data": str(args.data), "results": results}
+    print(f"A: {_describe(args.a, rec_a)}\nB: {_describe(args.b, rec_b)}\n"
+          f"alignment: {args.detector or 'the given LFW landmarks'}\n")
     print(format_comparison(results))
     if args.out:
         write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")

@@ -26,7 +26,7 @@ from typing import Dict, List
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import int_at_least
 from pipelines._cli import DefaultsHelpFormatter
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
@@ -48,7 +48,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     how.add_argument("--detector", default=None, help="detect and align faces: InsightFace pack name or detector .onnx")
     p.add_argument("--out", default="report.json", help="JSON report path")
     p.add_argument("--plot", default=None, help="ROC plot PNG path (none when omitted)")
-    p.add_argument("--folds", type=positive_int, default=10, help="cross-validation folds when the pair list has none")
+    p.add_argument("--folds", type=int_at_least(2), default=10,
+                   help="cross-validation folds when the pair list has none (each one's threshold is fitted on "
+                        "the others)")
     return p
 
 

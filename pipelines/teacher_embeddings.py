@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from lightface.data.lmdb_format import read_metadata
 from lightface.distill.teacher import TEACHERS, teacher_embeddings_for_lmdb
 from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
@@ -31,6 +32,8 @@ def main(args: argparse.Namespace) -> dict:
     """Compute the embeddings of every --data LMDB; returns ``{path: {count, done, failed}}``."""
     if args.chunk <= 0 or args.shards <= 0:
         raise ValueError(f"--chunk and --shards must be positive, got {args.chunk} and {args.shards}")
+    for path in args.data:  # every path before any work: a typo in the last must not wait for the others
+        read_metadata(path)  # raises naming the path when it holds no lightface LMDB
     results = {}
     for path in args.data:
         try:

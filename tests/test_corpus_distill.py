@@ -334,3 +334,69 @@ def test_dlib_teacher_embeddings_in_two_shards_finish_and_load(shared_data, tmp_
     assert emb.shape == (6, 128) and np.isfinite(emb).all()
     assert sorted(p.name for p in data.iterdir() if p.name.startswith("teacher_")) == [
         "teacher_dlib.chunks2", "teacher_dlib.json", "teacher_dlib.npy"]  # no temporary file left
+
+
+class _CountingTeacher:
+    """A stand-in for dlib (the bookkeeping does not need its network): a crop's mean as a
+    3-d embedding; raises KeyboardInterrupt (a kill) on call ``stop_at`` when set."""
+
+    dim = 3
+    stop_at = None
+    calls = 0
+
+    def embed(self, crop):
+        type(self).calls += 1
+        if type(self).calls == self.stop_at:
+            raise KeyboardInterrupt
+        return np.full(3, crop.mean(), np.float32)
+
+
+@pytest.fixture
+def counting_teacher(monkeypatch):
+    import lightface.distill.teacher as teacher_module
+
+    monkeypatch.setitem(teacher_module.TEACHERS, "dlib", _CountingTeacher)
+    monkeypatch.setattr(_CountingTeacher, "calls", 0)
+    monkeypatch.setattr(_CountingTeacher, "stop_at", None)  # restored after a test that sets it
+    return _CountingTeacher
+
+
+def test_a_shard_reports_the_rows_of_a_short_last_chunk_as_they_are(shared_data, tmp_path, counting_teacher):
+    # 6 faces in chunks of 4: shard 1 computes chunk 1, rows 4-5, and used to report 4 done
+    from lightface.distill.teacher import teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])
+    assert teacher_embeddings_for_lmdb(data, chunk=4, shard=1, shards=2, progress=False)["done"] == 2
+    assert json.loads((data / "teacher_dlib.json").read_text())["done"] == 2
+    assert teacher_embeddings_for_lmdb(data, chunk=4, shard=0, shards=2, progress=False)["done"] == 6
+
+
+@pytest.mark.parametrize("killed_at, done", [(2, 0), (6, 4)])
+def test_a_run_killed_before_its_record_says_what_is_done_and_how_to_resume(shared_data, tmp_path, counting_teacher,
+                                                                          killed_at, done):
+    # killed inside chunk 0 (nothing finished) or chunk 1 (chunk 0's 4 rows finished): no
+    # teacher_dlib.json yet; the error used to read "(? of ? done)" and run two hints together
+    from lightface.distill.teacher import load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])
+    counting_teacher.stop_at = killed_at
+    with pytest.raises(KeyboardInterrupt):
+        teacher_embeddings_for_lmdb(data, chunk=4, progress=False)
+    assert not (data / "teacher_dlib.json").exists()
+    with pytest.raises(ValueError) as err:
+        load_teacher_embeddings(data)
+    assert str(err.value).endswith(f"are incomplete ({done} of 6 done); resume with: python -m "
+                                   f"pipelines.teacher_embeddings --data {data} --teacher dlib --chunk 4 "
+                                   "(run every --shard again if it ran in --shards)")
+    assert str(err.value).count("python -m") == 1
+
+
+def test_teacher_embeddings_checks_every_data_path_before_computing(shared_data, tmp_path, counting_teacher):
+    from lightface.distill.teacher import embeddings_path
+    from pipelines.teacher_embeddings import get_args_parser, main
+
+    data = _orl_lmdb(shared_data, tmp_path / "a.lmdb", [1])
+    missing = tmp_path / "nonexist.lmdb"
+    with pytest.raises(FileNotFoundError, match=r"nonexist\.lmdb: no LMDB dataset here"):
+        main(get_args_parser().parse_args(["--data", str(data), str(missing), "--no-progress"]))
+    assert counting_teacher.calls == 0 and not embeddings_path(data).exists()  # a.lmdb was not computed first

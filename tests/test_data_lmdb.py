@@ -451,6 +451,46 @@ def test_recordio_source(shared_data, tmp_path):
     assert build_lmdb(d, tmp_path / "rec2.lmdb", size=32, progress=False)["written"] == 6
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+def test_exported_recordio_reads_back_with_the_plain_build_command(shared_data, tmp_path, aligned):
+    """lmdb_to_recordio records its crops' template beside the .rec, so ``build_lmdb X.rec OUT``
+    with no --source-template reads them back as they are (it used to re-align them as ArcFace
+    crops: 52/255 off per pixel); a lossless export comes back pixel for pixel."""
+    from lightface.data.recordio import sidecar_path
+    from lightface.data.to_recordio import lmdb_to_recordio
+
+    root = shared_data / "lfw_identities"
+    src = link_tree(tmp_path / "lfw", root / "images", ["Ann_Veneman", "Gordon_Brown"], per_id=2)
+    lmdb_path = tmp_path / "a.lmdb"
+    build_lmdb(src, lmdb_path, encoding="png", landmarks=root / "landmarks_5pt.txt" if aligned else None,
+               progress=False)
+    rec = Path(lmdb_to_recordio(lmdb_path, tmp_path / "x.rec", encoding="png")["rec"])
+    template = "lightcnn_train" if aligned else None
+    assert json.loads(sidecar_path(rec).read_text())["template"] == template
+    assert run_cli(rec, tmp_path / "back.lmdb") == 0
+    a, b = LMDBDataset(lmdb_path), LMDBDataset(tmp_path / "back.lmdb")
+    assert b.metadata["alignment"]["source_template"] == template and len(a) == len(b) == 4
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i]["image"], b[i]["image"])
+    sidecar_path(rec).unlink()  # a pair from elsewhere: ArcFace crops, as before
+    assert run_cli(rec, tmp_path / "arc.lmdb") == 0
+    assert LMDBDataset(tmp_path / "arc.lmdb").metadata["alignment"]["source_template"] == "arcface"
+
+
+def test_a_recordio_sidecar_naming_an_unknown_template_is_refused(tmp_path):
+    from lightface.data.sources import scan_recordio
+    from lightface.data.recordio import sidecar_path
+
+    with RecordIOWriter(tmp_path / "x.rec", tmp_path / "x.idx") as w:
+        w.write(pack_irecord(IRHeader(0, 0.0, 1, 0), b"img"), idx=1)
+    sidecar_path(tmp_path / "x.rec").write_text('{"template": "mtcnn"}')
+    with pytest.raises(ValueError, match=r"x\.lightface\.json: unknown template 'mtcnn'.*--source-template"):
+        scan_recordio(tmp_path / "x.rec")
+    sidecar_path(tmp_path / "x.rec").write_text("[1]")
+    with pytest.raises(ValueError, match="expected a JSON object, got list"):
+        scan_recordio(tmp_path / "x.rec")
+
+
 # ----------------------------------------------------------------------- reader in workers
 @pytest.mark.parametrize("ctx", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_dataloader_workers(orl_small, tmp_path, ctx):

@@ -57,6 +57,15 @@ def test_torchscript_matches_pytorch(tmp_path):
         assert (ts(x) - model(x)).abs().max() < 1e-5
 
 
+def test_exporting_a_model_in_training_leaves_it_as_it_was(tmp_path):
+    """Exporting mid-training (a checkpoint callback) must not switch the caller's model to eval mode."""
+    model = get_model("lightcnn9", num_classes=10).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_torchscript(model, tmp_path / "m.pt")
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_embedder_onnx_backend_equals_torch(exported):
     path, _, onnx_path = exported("lightcnn9")
     crops = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(3)]

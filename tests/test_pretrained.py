@@ -193,6 +193,11 @@ def test_a_card_that_flips_makes_flip_fusion_the_default_with_its_own_thresholds
     assert torch.allclose(default.embed_tensor(x), plain.embed_tensor(x, flip=True), atol=1e-6)
     assert not torch.allclose(default.embed_tensor(x), plain.embed_tensor(x), atol=1e-3)
     assert not FaceEmbedder(str(tmp_path / "train.pt"), device="cpu").flip
+    entry = shipped[0]
+    by_path = FaceEmbedder(pt.WEIGHTS_DIR / entry.file, device="cpu")  # the shipped file by its path: as by its name
+    assert by_path.pretrained.name == entry.name and by_path.flip
+    assert (by_path.threshold, by_path.identification_threshold) == (pytest.approx(THRESHOLD), 0.8)
+    assert torch.allclose(by_path.embed_tensor(x), default.embed_tensor(x), atol=1e-6)
 
 
 def test_release_model_cli_updates_a_card(shipped, tmp_path, monkeypatch):
@@ -229,6 +234,16 @@ def test_list_pretrained_fields(shipped):
     assert list_pretrained("super_resolution") == []
     manifest = json.loads(pt.MANIFEST.read_text())
     assert manifest["defaults"] == {"detection": "yunet_2023mar", "recognition": "tiny_default"}
+
+
+def test_list_pretrained_refuses_an_unknown_task():
+    """A misspelt task is an error naming the tasks (it used to list nothing, as for a task with no model)."""
+    with pytest.raises(PretrainedError, match=r"unknown task 'recogniton' \(tasks: detection, frontalization, "
+                                              r"recognition, super_resolution\)"):
+        list_pretrained("recogniton")
+    rows = list_pretrained()
+    assert {r["task"] for r in rows} <= set(pt.TASKS)  # every shipped model's task is one list_pretrained takes
+    assert [r["name"] for r in list_pretrained("detection")] == [r["name"] for r in rows if r["task"] == "detection"]
 
 
 def test_get_model_pretrained_loads_the_shipped_backbone(shipped):

@@ -163,6 +163,15 @@ def test_prediction_step_and_cleanup_compose(sources, tmp_path):
     r = _run("--data", a, b, "--weights", weights, "--no-relabel", "--embeddings", "model", "--out", tmp_path / "nr",
              "--device", "cpu")
     assert r["counts"] == {"kept": 29, "relabelled": 0, "dropped": 0} and r["threshold"] is None
+    # ... which needs no classifier: the same model's backbone alone (as shipped) cleans up alike
+    from lightface.models.checkpoint import build_from_checkpoint, save_model_checkpoint
+
+    backbone = build_from_checkpoint(weights)
+    backbone.reset_classifier(0)
+    save_model_checkpoint(tmp_path / "backbone.pt", backbone, TINY, {"num_classes": 0})
+    r2 = _run("--data", a, b, "--weights", tmp_path / "backbone.pt", "--no-relabel", "--embeddings", "model",
+              "--out", tmp_path / "nr2", "--device", "cpu")
+    assert r2["counts"] == r["counts"] and r2["totals"] == r["totals"]
     # a model of other classes is refused
     with pytest.raises(ValueError, match="other classes"):
         _run("--data", b, a, "--weights", weights, "--out", tmp_path / "w", "--device", "cpu")

@@ -103,6 +103,21 @@ def test_threshold_hand_computed():
         verification_metrics([0.1, 0.2], [True, True])
 
 
+def test_one_fold_is_refused_naming_the_fold_count(capsys):
+    # a single fold leaves no pairs to fit the threshold on: the cause is n_folds, not the pairs
+    # (pipelines.evaluate --folds 1 used to embed every image first, then blame the pairs)
+    from pipelines.evaluate import get_args_parser
+
+    labels = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    with pytest.raises(ValueError, match="n_folds must be at least 2 .*got n_folds=1"):
+        verification_metrics(np.where(labels, 0.8, 0.2), labels, n_folds=1)
+    required = ["--weights", "w", "--pairs", "p", "--images", "i"]
+    with pytest.raises(SystemExit) as info:
+        get_args_parser().parse_args(required + ["--folds", "1"])
+    assert info.value.code == 2 and "--folds: must be an integer >= 2, got 1" in capsys.readouterr().err
+    assert get_args_parser().parse_args(required + ["--folds", "2"]).folds == 2
+
+
 def test_plot_roc(tmp_path):
     rng = np.random.default_rng(1)
     labels = np.r_[np.ones(100, bool), np.zeros(100, bool)]

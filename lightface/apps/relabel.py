@@ -169,20 +169,21 @@ def relabel_lmdb(
         raw = load_checkpoint(weights)
         train_cfg = raw.get("config", {}) if isinstance(raw, dict) else {}
         ckpt_classes = raw.get("classes") if isinstance(raw, dict) else None
-        if ckpt_classes is not None and [str(c) for c in ckpt_classes] != classes:
+        if relabel and ckpt_classes is not None and [str(c) for c in ckpt_classes] != classes:
             raise ValueError(f"{weights} was trained on other classes than {data_repr}; relabel needs the model of this "
                              "data set (several LMDBs: the same ones in the same order as in training)")
         dev = resolve_device(device)
         model = build_from_checkpoint(raw, map_location=dev, expect=LightCNN)
         num_classes = getattr(model, "num_classes", 0)
-        if num_classes != len(classes):
+        if relabel and num_classes != len(classes):
             raise ValueError(f"{weights}: classifier has {num_classes} outputs but {data_repr} has {len(classes)} classes")
         resize = resize or int(train_cfg.get("resize", 144))
         crop = crop or int(train_cfg.get("crop", 128))
         eval_set = SampleTransformDataset(dataset, lightcnn_transforms(crop, resize)[1])
         want_features = embeddings == "model"
         with torch.inference_mode():
-            result = predict(model, eval_set, batch_size, workers, dev, features=want_features, progress=progress)
+            result = predict(model, eval_set, batch_size, workers, dev, features=want_features, progress=progress,
+                             classify=relabel)
         probs, pred_labels, indices = result[:3]
         if want_features:
             features = np.empty((n, result[3].shape[1]), np.float32)

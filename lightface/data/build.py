@@ -608,7 +608,8 @@ def build_lmdb(
             from the image centre) is aligned, images without a face are skipped.
         det_size, det_threshold: detector input size and score threshold.
         source_template: the images are already aligned crops with this template (RecordIO
-            sources default to ``"arcface"``); they are re-aligned to ``template``.
+            sources default to the template lightface's export recorded beside them, else
+            ``"arcface"``); they are re-aligned to ``template``.
         resize: for images with no landmarks/detector/source template: ``"crop"`` (centre
             square, resized to ``size``), ``"stretch"`` or ``"none"`` (keep the size).
         antialias: aligned faces larger than the crop are blurred to its resolution before

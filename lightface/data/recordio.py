@@ -16,14 +16,20 @@ The payload of an image record is an ``IRHeader`` (``<IfQQ``: ``flag`` uint32,
 when ``flag > 0`` (in which case the scalar ``label`` field is unused), then the encoded
 image. InsightFace's record 0 is a header record with ``flag > 0`` whose first label is
 the index one past the last image record (images are records ``1 .. label[0]-1``).
+
+A pair exported by lightface (:mod:`lightface.data.to_recordio`) has a third file,
+``X.lightface.json`` beside ``X.rec`` (:func:`sidecar_path`): ``{"template": ...}``, the
+alignment template of its crops (``null``: not aligned), which ``build_lmdb`` takes as the
+source template (InsightFace's own pairs have none: their crops are ArcFace's).
 """
 from __future__ import annotations
 
+import json
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -37,6 +43,8 @@ __all__ = [
     "RecordIOWriter",
     "read_index",
     "insightface_image_indices",
+    "sidecar_path",
+    "read_sidecar",
 ]
 
 RECORDIO_MAGIC = 0xCED7230A
@@ -282,3 +290,29 @@ def insightface_image_indices(reader: RecordIOReader) -> Sequence[int]:
             present = set(keys)
             return [k for k in range(1, end) if k in present]
     return keys
+
+
+def sidecar_path(rec_path) -> Path:
+    """``X.lightface.json`` beside ``X.rec``: what lightface's export records about its crops."""
+    rec = Path(rec_path)
+    return rec.with_name(f"{rec.stem}.lightface.json")
+
+
+def read_sidecar(rec_path) -> Optional[Dict[str, Any]]:
+    """The sidecar of ``rec_path`` (:func:`sidecar_path`) as a dict; None when there is none
+    (a RecordIO pair that lightface did not export).
+
+    Raises:
+        RecordIOError: the sidecar is not a JSON object.
+    """
+    path = sidecar_path(rec_path)
+    if not path.is_file():
+        return None
+    fix = "export the pair again, or delete the file to read its crops as ArcFace's"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordIOError(f"{path}: not valid JSON ({err}); {fix}") from err
+    if not isinstance(info, dict):
+        raise RecordIOError(f"{path}: expected a JSON object, got {type(info).__name__}; {fix}")
+    return info

@@ -16,8 +16,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.templates import TEMPLATES
 from .io import IMAGE_EXTENSIONS
-from .recordio import RecordIOReader, insightface_image_indices, unpack_irecord
+from .recordio import RecordIOReader, insightface_image_indices, read_sidecar, sidecar_path, unpack_irecord
 from .lmdb_format import is_lmdb_dir
 
 __all__ = [
@@ -68,7 +69,7 @@ class SourcePlan:
     ``ignored`` holds ``(name, reason)`` for files left out before decoding (other file
     types, images outside identity folders, list lines that cannot be parsed).
     ``source_template`` names the alignment the images already have (``"arcface"`` for
-    InsightFace RecordIO), or None.
+    InsightFace RecordIO, the exported template for lightface's own), or None.
     """
 
     kind: str
@@ -233,10 +234,27 @@ def _find_rec_pair(path: Path) -> Tuple[Path, Path]:
     return rec, idx
 
 
+def _recordio_template(rec) -> Optional[str]:
+    """The alignment template of the crops in the RecordIO file ``rec``: the ``template`` its
+    lightface sidecar records (:func:`lightface.data.recordio.sidecar_path`; None: not aligned),
+    else ``"arcface"`` (InsightFace's 112x112 crops).
+
+    Raises:
+        ValueError: the sidecar names a template lightface does not know.
+    """
+    info = read_sidecar(rec)
+    template = "arcface" if info is None else info.get("template", "arcface")
+    if template is not None and template not in TEMPLATES:
+        raise ValueError(f"{sidecar_path(rec)}: unknown template {template!r} (known: {', '.join(TEMPLATES)}); "
+                         "export the pair again with this lightface, or pass --source-template")
+    return template
+
+
 def scan_recordio(path) -> SourcePlan:
     """An InsightFace ``train.rec``/``train.idx`` pair (``path``: the folder, the .rec or
     the .idx). Reads only the record headers (labels); images stay in the file. The images
-    are taken to be ArcFace-aligned 112x112 crops (``source_template="arcface"``)."""
+    are taken to be aligned with :func:`_recordio_template` (ArcFace's 112x112 crops unless
+    lightface exported the pair)."""
     rec, idx = _find_rec_pair(Path(path))
     reader = RecordIOReader(rec, idx)
     try:
@@ -252,7 +270,7 @@ def scan_recordio(path) -> SourcePlan:
         reader.close()
     n = max((it.label for it in items), default=-1) + 1
     return SourcePlan("recordio", rec.parent, items, [str(i) for i in range(n)], [],
-                      str(rec.resolve()), str(idx.resolve()), "arcface")
+                      str(rec.resolve()), str(idx.resolve()), _recordio_template(rec))
 
 
 def read_landmarks_file(path) -> Dict[str, np.ndarray]:

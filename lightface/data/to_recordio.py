@@ -6,15 +6,19 @@
 The layout is InsightFace's (:mod:`lightface.data.recordio`): record 0 is the header record
 (``flag`` 2, labels ``[N + 1, N + 1]``: images are records ``1 .. N``, no identity-range
 records follow), record ``i + 1`` is sample ``i`` of the LMDB (``IRHeader`` label = its
-class index, ``id`` = ``i``, then the encoded image). It is read back by
-``python -m pipelines.build_lmdb X.rec OUT`` (the sample order kept, so embeddings stored
-per sample, such as a teacher's, stay valid) and by InsightFace's own ``MXFaceDataset``
-(with ``encoding="jpeg"``, which MXNet's decoder reads everywhere).
+class index, ``id`` = ``i``, then the encoded image). Beside them ``X.lightface.json``
+(:func:`lightface.data.recordio.sidecar_path`) records the LMDB's alignment template, so
+``python -m pipelines.build_lmdb X.rec OUT`` reads the crops back as they are (at the same
+``--template`` and size: the same pixels for a lossless encoding) instead of taking them for
+ArcFace's; the sample order is kept, so embeddings stored per sample, such as a teacher's,
+stay valid. InsightFace's own ``MXFaceDataset`` reads the pair too (with ``encoding="jpeg"``,
+which MXNet's decoder reads everywhere).
 
 A RecordIO file costs 28 bytes or less per record beyond the image, where an LMDB's pages
 cost several hundred for images of 1-2 KB: the container for data that must travel
 (``pipelines.device_bundle``).
 """
+import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -22,9 +26,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.atomic_write import write_text_atomic
 from .lmdb_dataset import LMDBDataset
 from .lmdb_format import decode_payload, encode_image
-from .recordio import IRHeader, RecordIOWriter, pack_irecord
+from .recordio import IRHeader, RecordIOWriter, pack_irecord, sidecar_path
 
 __all__ = ["lmdb_to_recordio"]
 
@@ -40,8 +45,10 @@ def lmdb_to_recordio(src, rec_path, *, color: str = "gray", encoding: str = "jpe
         size: resize each whole image to ``size`` x ``size`` (area interpolation; the crop's
             framing is kept, so ``build_lmdb --size 144`` restores 144 crops' geometry).
     Returns:
-        ``{"rec", "idx", "count", "num_classes", "bytes"}``. Written to temporary names and
-        renamed when complete, so an interrupted export leaves no half file behind.
+        ``{"rec", "idx", "sidecar", "count", "num_classes", "bytes"}``. Written to temporary
+        names and renamed when complete, so an interrupted export leaves no half file behind;
+        the sidecar (``{"template": the LMDB's alignment template or null, "source": src}``)
+        comes last.
     """
     if color not in ("gray", "rgb"):
         raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
@@ -74,5 +81,8 @@ def lmdb_to_recordio(src, rec_path, *, color: str = "gray", encoding: str = "jpe
         raise
     tmp_rec.replace(rec)
     tmp_idx.replace(idx)
-    return {"rec": str(rec), "idx": str(idx), "count": n, "num_classes": data.num_classes,
+    sidecar = sidecar_path(rec)
+    write_text_atomic(sidecar, json.dumps({"template": data.metadata["alignment"].get("template"),
+                                           "source": str(src)}, indent=2) + "\n")
+    return {"rec": str(rec), "idx": str(idx), "sidecar": str(sidecar), "count": n, "num_classes": data.num_classes,
             "bytes": rec.stat().st_size + idx.stat().st_size}

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -85,9 +85,25 @@ def _chunk_count(count: int, chunk: int) -> int:
     return (count + chunk - 1) // chunk
 
 
-def _chunks_done(done_dir: Path, count: int, chunk: int) -> int:
-    """How many of the chunks of ``count`` rows have their marker in ``done_dir``."""
-    return sum(1 for c in range(_chunk_count(count, chunk)) if (done_dir / str(c)).exists())
+def _rows_done(done_dir: Path, count: int, chunk: int) -> int:
+    """How many of ``count`` rows lie in chunks of ``chunk`` rows whose marker is in ``done_dir``
+    (each chunk counted at its real size: the last may be short)."""
+    finished = [c for c in range(_chunk_count(count, chunk)) if (done_dir / str(c)).exists()]
+    return sum(min(chunk, count - c * chunk) for c in finished)
+
+
+def _marked_progress(lmdb_path, teacher: str, count: int) -> Tuple[int, Optional[int]]:
+    """``(rows done, chunk)`` of ``count`` rows by the chunk markers alone, for a run killed before
+    it wrote its progress record: the chunk size whose markers cover the most rows
+    (``(0, None)`` without a markers folder)."""
+    best: Tuple[int, Optional[int]] = (0, None)
+    for folder in Path(lmdb_path).glob(f"{embeddings_path(lmdb_path, teacher).stem}.chunks*"):
+        size = folder.name.rsplit(".chunks", 1)[1]
+        if folder.is_dir() and size.isdigit() and int(size) > 0:
+            rows = _rows_done(folder, count, int(size))
+            if best[1] is None or rows > best[0]:
+                best = (rows, int(size))
+    return best
 
 
 def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
@@ -103,7 +119,7 @@ def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
         return True
     if not (isinstance(count, int) and isinstance(chunk, int) and chunk > 0):
         return False
-    return _chunks_done(_chunks_dir(lmdb_path, teacher, chunk), count, chunk) == _chunk_count(count, chunk)
+    return _rows_done(_chunks_dir(lmdb_path, teacher, chunk), count, chunk) == count
 
 
 def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
@@ -128,6 +144,18 @@ def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -
     return path
 
 
+def _incomplete_message(lmdb_path, teacher: str, info: Dict[str, int], rows: int, command: str) -> str:
+    """What an unfinished computation of ``rows`` rows has done and the one command that resumes it:
+    the progress record's counts, or the chunk markers' when the run was killed before writing one."""
+    if "done" in info and "count" in info:
+        done, count, chunk = info["done"], info["count"], info.get("chunk")
+    else:
+        (done, chunk), count = _marked_progress(lmdb_path, teacher, rows), rows
+    resume = command if chunk is None else f"{command} --chunk {chunk}"
+    return (f"teacher embeddings {embeddings_path(lmdb_path, teacher)} are incomplete ({done} of {count} done); "
+            f"resume with: {resume} (run every --shard again if it ran in --shards)")
+
+
 def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: bool = False) -> np.ndarray:
     """The (N, D) float32 teacher embeddings of an LMDB (NaN rows: teacher failed or not run yet).
 
@@ -138,20 +166,20 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
         FileNotFoundError / ValueError with the command that (re)computes them.
     """
     path = embeddings_path(lmdb_path, teacher)
-    hint = f"compute them with: python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
+    command = f"python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
     if not path.is_file():
-        raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); {hint}")
-    info = _read_state(lmdb_path, teacher)
-    if not _is_complete(lmdb_path, teacher, info):
-        if not allow_partial:
-            raise ValueError(f"teacher embeddings {path} are incomplete ({info.get('done', '?')} of "
-                             f"{info.get('count', '?')} done); resume with the same command: {hint}")
+        raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); "
+                                f"compute them with: {command}")
     emb = np.asarray(np.load(path, mmap_mode="r"), dtype=np.float32)
+    info = _read_state(lmdb_path, teacher)
+    if not allow_partial and not _is_complete(lmdb_path, teacher, info):
+        raise ValueError(_incomplete_message(lmdb_path, teacher, info, len(emb), command))
     from ..data import LMDBDataset
 
     n = len(LMDBDataset(lmdb_path))
     if emb.shape[0] != n:
-        raise ValueError(f"teacher embeddings {path} have {emb.shape[0]} rows but {lmdb_path} holds {n} samples; {hint}")
+        raise ValueError(f"teacher embeddings {path} have {emb.shape[0]} rows but {lmdb_path} holds {n} samples; "
+                         f"compute them with: {command}")
     missing = int((~np.isfinite(emb).all(1)).sum())
     if missing:
         log.warning("%s: %d of %d samples have no %s teacher embedding (failed or not computed yet)", path, missing, n,
@@ -225,7 +253,6 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
                 log.warning("teacher failed on sample %d of %s: %s", i, lmdb_path, err)
         arr.flush()
         (done_dir / str(c)).touch()
-    done_chunks = _chunks_done(done_dir, n, chunk)
-    done = min(n, done_chunks * chunk) if done_chunks < chunks_total else n
+    done = _rows_done(done_dir, n, chunk)
     _write_state(lmdb_path, teacher, n, done, model.dim, chunk)
     return {"count": n, "done": done, "failed": failed}

@@ -27,7 +27,8 @@ def autocast(device: Union[str, torch.device], amp: str = "none"):
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, workers: int = 0, device="cpu",
-            amp: str = "none", channels_last: bool = False, features: bool = False, progress: bool = False):
+            amp: str = "none", channels_last: bool = False, features: bool = False, progress: bool = False,
+            classify: bool = True):
     """Run a classifier over a dataset of ``(image, label, index)`` items, in order.
 
     Args:
@@ -35,6 +36,8 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, workers: 
             (a :class:`~lightface.models.lightcnn.LightCNN` with a classifier); set to eval mode.
         dataset: items ``(image (C,H,W) float [0,1], label, index)``, e.g.
             :class:`lightface.data.recognition.SampleTransformDataset`.
+        classify: run the classifier (False: features only, for a model without one; ``probs``
+            is then None).
     Returns:
         ``(probs (N, K) float32 softmax, labels (N,) int64, indices (N,) int64)`` as numpy
         arrays, plus ``features (N, 256) float32`` (not normalised) when ``features=True``.
@@ -58,12 +61,15 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, workers: 
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits, f = model(images, return_logits=True)
-        probs.append(logits.float().softmax(1).cpu())
+            if classify:
+                logits, f = model(images, return_logits=True)
+                probs.append(logits.float().softmax(1).cpu())
+            else:
+                f = model(images)
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(target))
         indices.append(torch.as_tensor(index))
-    if not probs:
+    if not indices:
         raise ValueError("predict: the dataset is empty")
-    out = (torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(np.int64), torch.cat(indices).numpy().astype(np.int64))
+    out = (torch.cat(probs).numpy() if classify else None, torch.cat(labels).numpy().astype(np.int64), torch.cat(indices).numpy().astype(np.int64))
     return (*out, torch.cat(feats).numpy()) if features else out

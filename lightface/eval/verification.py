@@ -286,6 +286,9 @@ def verification_metrics(
     """
     scores, labels = _check(scores, labels)
     if folds is None:
+        if n_folds < 2:
+            raise ValueError(f"n_folds must be at least 2 for cross-validated accuracy (a threshold is fitted on "
+                             f"the other folds of each one), got n_folds={n_folds}")
         n_splits = min(n_folds, int(labels.sum()), int((~labels).sum()))
         if n_splits < 2:
             raise ValueError("need at least 2 same and 2 different pairs for cross-validated accuracy")

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 __all__ = [
     "PretrainedWeights",
     "PretrainedError",
+    "TASKS",
     "WEIGHTS_DIR",
     "MANIFEST",
     "list_pretrained",
@@ -43,6 +44,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 #: the upscaling factor of the shipped super-resolver loaded when none is asked for (WaveletSRNet's own default)
 DEFAULT_SR_SCALE = 4
+#: what a shipped model does (its manifest ``task``): the values :func:`list_pretrained` filters by
+TASKS = ("detection", "frontalization", "recognition", "super_resolution")
 
 
 class PretrainedError(ValueError):
@@ -70,7 +73,8 @@ class PretrainedWeights:
     Attributes:
         name: unique name, e.g. ``"lightcnn9_lf3src"``.
         arch: the :func:`lightface.models.get_model` name it builds.
-        task: ``"recognition"``, ``"super_resolution"`` or ``"frontalization"``.
+        task: one of :data:`TASKS` (``"recognition"``, ``"super_resolution"``, ``"frontalization"``,
+            ``"detection"``).
         file: file name inside :data:`WEIGHTS_DIR`.
         sha256: the file's full hex sha256 (checked by :meth:`path`).
         model_kwargs: builder kwargs (e.g. ``{"num_classes": 0}`` or ``{"scale": 4}``).
@@ -171,8 +175,20 @@ def _aliases() -> Dict[str, str]:
     return dict(_read_manifest()["defaults"])
 
 
+def _choices(names) -> str:
+    """``names`` sorted and comma-separated (``"none"`` when empty), for the messages that list what exists."""
+    return ", ".join(sorted(names)) or "none"
+
+
 def list_pretrained(task: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Every shipped model (optionally of one ``task``) as summary dicts (see :meth:`PretrainedWeights.summary`)."""
+    """Every shipped model (optionally of one ``task``) as summary dicts (see :meth:`PretrainedWeights.summary`).
+
+    Raises:
+        PretrainedError: ``task`` is not one of :data:`TASKS` (a typo would otherwise list nothing).
+    """
+    if task is not None and task not in TASKS:
+        raise PretrainedError(f"unknown task {task!r} (tasks: {_choices(TASKS)}); pass one of them, or none to list "
+                              "every shipped model")
     return [w.summary() for w in _entries().values() if task is None or w.task == task]
 
 
@@ -257,7 +273,7 @@ def default_weights(alias: str) -> PretrainedWeights:
     aliases = _aliases()
     if alias not in aliases:
         raise PretrainedError(f"no default shipped model for {alias!r} in this install (defaults: "
-                              f"{', '.join(sorted(aliases)) or 'none'}); pass weights= explicitly")
+                              f"{_choices(aliases)}); pass weights= explicitly")
     return get_pretrained(aliases[alias])
 
 
