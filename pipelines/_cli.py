@@ -73,20 +73,27 @@ def _shown_default(opt: Option) -> str:
     return str(opt.default)
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentParser:
+def add_options(parser: argparse.ArgumentParser, cls: type, hidden: Sequence[str] = ()) -> argparse.ArgumentParser:
     """Add one flag per field of the config dataclass ``cls`` (nested configs flattened).
 
     ``--name-with-dashes`` for ``name_with_dashes`` (the dest is the field name, so YAML
     keys are the field names); booleans are switches (``--x`` for a False default,
     ``--no-x`` for a True one); lists take several values; the field's help text gets its
-    default appended; ``group`` metadata makes ``--help`` sections. Returns ``parser``.
+    default appended; ``group`` metadata makes ``--help`` sections. The fields named in
+    ``hidden`` get flags that ``--help`` leaves out (settings a trainer does not offer but
+    keeps readable, so that its ``OUT/config.yaml``, which lists every field, reloads).
+    Returns ``parser``.
     """
+    unknown = set(hidden) - {opt.name for opt in iter_options(cls)}
+    if unknown:
+        raise ValueError(f"hidden options {sorted(unknown)} are not fields of {cls.__name__}")
     groups: Dict[str, Any] = {}
     for opt in iter_options(cls):
         meta = opt.meta
         group = meta.get("group")
         target = parser if not group else groups.setdefault(group, parser.add_argument_group(group))
-        help_text = f"{opt.help} (default: {_shown_default(opt)})".replace("%", "%%")
+        help_text = (argparse.SUPPRESS if opt.name in hidden else
+                     f"{opt.help} (default: {_shown_default(opt)})".replace("%", "%%"))
         kwargs: Dict[str, Any] = {"dest": opt.name, "help": help_text, "default": opt.default}
         if opt.type is bool and not opt.many:
             flag = meta.get("flag") or ("--no-" + opt.name.replace("_", "-") if opt.default else flag_name(opt.name))
@@ -113,10 +120,11 @@ def add_gan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return add_options(parser, GANConfig)
 
 
-def trainer_parser(prog: str, description: str, cls: type) -> argparse.ArgumentParser:
-    """A trainer's parser: ``description`` (the pipeline's docstring) as written, one flag per field of ``cls``."""
+def trainer_parser(prog: str, description: str, cls: type, hidden: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """A trainer's parser: ``description`` (the pipeline's docstring) as written, one flag per field of ``cls``
+    (those named in ``hidden`` left out of ``--help``: see :func:`add_options`)."""
     parser = argparse.ArgumentParser(prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_options(parser, cls)
+    return add_options(parser, cls, hidden)
 
 
 def options_from_args(cls: Type[C], args: Any) -> C:

@@ -15,9 +15,12 @@ import sys
 from lightface.engine.sr_trainer import SRTrainConfig, train_super_resolution
 from pipelines._cli import options_from_args, run_cli, trainer_parser
 
+#: GAN options this trainer does not support (BEGAN): not in --help; a value is refused, null is read back
+UNSUPPORTED = ("began_gamma", "began_lambda_k")
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    return trainer_parser("python -m pipelines.train_super_resolution", __doc__, SRTrainConfig)
+    return trainer_parser("python -m pipelines.train_super_resolution", __doc__, SRTrainConfig, hidden=UNSUPPORTED)
 
 
 def main(args: argparse.Namespace) -> dict:

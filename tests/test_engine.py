@@ -276,6 +276,26 @@ def test_workers_started_inside_starting_workers_survive_a_sigterm():
     assert len(list(batches)) == 6  # no "DataLoader worker exited unexpectedly"
 
 
+def test_under_torchrun_only_rank_0_writes_info_lines():
+    """Other ranks keep warnings and errors: they would repeat rank 0's progress, "saved best.pt", "finished"."""
+    from lightface.engine.distributed import PROJECT_LOGGERS, DistInfo, log_on_main_rank
+
+    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.INFO)  # as run_cli configures them
+        log_on_main_rank(DistInfo(rank=0, world_size=2))
+        assert [logger.level for logger in loggers] == [logging.INFO] * len(loggers)
+        log_on_main_rank(DistInfo(rank=1, world_size=2))
+        for name in ("lightface.engine.engine", "pipelines.train_lightcnn"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 @pytest.mark.parametrize("value", [0, -4])
 def test_batch_size_must_be_positive(tmp_path, value):
     with pytest.raises(TrainingError, match="--batch-size must be > 0"):
@@ -340,6 +360,10 @@ def test_trainer_flags_and_yaml_keys_are_the_dataclass_fields(tmp_path):
             assert flag in module.get_args_parser().format_help()
     sr_dests = {a.dest for a in train_super_resolution.get_args_parser()._actions}
     assert set(GAN_DEFAULTS) <= sr_dests and GAN_DEFAULTS == config_to_dict(GANConfig())
+    # BEGAN is frontalization's only: the SR trainer does not offer its flags (but reads them back as null)
+    assert "--began-gamma" not in train_super_resolution.get_args_parser().format_help()
+    assert "--began-lambda-k" not in train_super_resolution.get_args_parser().format_help()
+    assert "--began-gamma" in train_frontalization.get_args_parser().format_help()
     # a saved config reloads with --config under the same key names
     cfg = SRTrainConfig(data=["a", "b"], out="o", lr=1e-3, gan=GANConfig(adversarial="hinge"))
     path = save_config(cfg, tmp_path / "config.yaml")
@@ -376,7 +400,27 @@ def test_trainer_cli_errors_are_one_line(tmp_path, capsys, pipeline):
     rc = run_cli(module.main, module.get_args_parser,
                  ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--batch-size", "0"])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and len(err.splitlines()) == 1 and "--batch-size must be > 0" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "--batch-size must be > 0" in err  # a config error
     rc = run_cli(module.main, module.get_args_parser, ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and "missing" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("pipeline, flags, message", [
+    ("train_lightcnn", ["--samples-per-identity", "1"], "--samples-per-identity must be 0 (off) or >= 2"),
+    ("train_lightcnn", ["--loss", "soft-bootstrap", "--beta", "1.5"], "--beta (bootstrapping) must be in [0, 1]"),
+    ("train_super_resolution", ["--adversarial", "hinge", "--label-smoothing", "0.1"], "label smoothing (0.1)"),
+    ("train_super_resolution", ["--began-gamma", "0.5"], "--began-gamma is not supported by train_super_resolution"),
+    ("train_frontalization", ["--began-gamma", "2"], "--began-gamma must be in (0, 1]"),
+])
+def test_invalid_training_settings_exit_with_status_2(tmp_path, capsys, pipeline, flags, message):
+    """Settings that cannot work (the engine's, the trainer's, the GAN objective's) are config errors: status 2,
+    as docs/training.md says, before any data is read; the errors of a run keep status 1 (above)."""
+    import importlib
+
+    module = importlib.import_module(f"pipelines.{pipeline}")
+    argv = ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), *flags]
+    assert run_cli(module.main, module.get_args_parser, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "invalid training settings" in err
+    assert not (tmp_path / "o").exists()

@@ -361,6 +361,38 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
 
 
+def test_cycle_with_began_gives_the_profile_critic_its_own_k_t(pose_lmdb, tmp_path):
+    """--cycle with --began-gamma: D_p has its own GAN objective, so its BEGAN k_t is its own, logged as
+    l_k_t_profile beside D's l_k_t, saved in last.pt (gan_state_profile) and restored by --resume; a checkpoint
+    without it (both critics shared one k_t before) gives D_p D's k_t."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines import train_frontalization
+
+    parser, out = train_frontalization.get_args_parser(), tmp_path / "run"
+    argv = _tiny_train_argv(pose_lmdb, out, "--cycle", "1", "--began-gamma", "0.5", "--began-lambda-k", "0",
+                            "--identity-weights", "none", "--no-tensorboard", "--no-plots")  # lambda_k 0: k_t stays put
+
+    def resume(steps: int, k_t: float, k_t_profile: "float | None") -> dict:
+        last = load_checkpoint(out / "last.pt")
+        last["gan_state"]["began"]["k_t"] = k_t
+        if k_t_profile is None:
+            del last["gan_state_profile"]
+        else:
+            last["gan_state_profile"]["began"]["k_t"] = k_t_profile
+        torch.save(last, out / "last.pt")
+        train_frontalization.main(parser.parse_args([*argv, "--steps", str(steps), "--resume"]))
+        return [r for r in read_metrics(out / "metrics.jsonl") if "l_g_total" in r][-1]
+
+    train_frontalization.main(parser.parse_args([*argv, "--steps", "1"]))
+    assert load_checkpoint(out / "last.pt")["gan_state_profile"]["began"]["k_t"] == 0.0
+    logged = resume(2, 0.75, 0.25)
+    assert (logged["l_k_t"], logged["l_k_t_profile"]) == (0.75, 0.25)
+    assert {"l_d_began_real_profile", "l_M_global_profile", "l_g_adv_profile", "l_g_cycle"} <= set(logged)
+    logged = resume(3, 0.5, None)
+    assert (logged["l_k_t"], logged["l_k_t_profile"]) == (0.5, 0.5)
+
+
 def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmdb, tmp_path):
     from lightface.engine.engine import TrainingError
     from pipelines import train_frontalization

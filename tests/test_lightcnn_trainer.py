@@ -333,12 +333,16 @@ def test_relabel_end_to_end(tiny_run, tiny_lmdb, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tiny_lmdb, tmp_path):
-    from torchrun_helper import run_torchrun
+    """Two CPU ranks: both RNG states saved, rank 0 alone writes the metrics and the info lines (rank 1 does
+    not repeat "saved best.pt" or "finished", which it did not do)."""
+    from torchrun_helper import log_dir, run_torchrun
 
     out = tmp_path / "ddp"
     run_torchrun([ROOT / "tests" / "lightcnn_tiny.py", "--arch", TINY, "--data", tiny_lmdb, "--out", out,
                   "--batch-size", "4", "--epochs", "1", "--workers", "0", "--log-every", "1", "--no-tensorboard",
                   "--device", "cpu", "--val-split", "0.34"], tmp_path)
+    logs = "".join(path.read_text(errors="replace") for path in log_dir(tmp_path).rglob("*.log"))
+    assert logs.count("(saved best.pt)") == 1 and logs.count("finished: {") == 1, logs
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] == 2 and len(ckpt["rng"]) == 2  # 6 samples / global batch 4 (2 per rank); both RNGs saved
     records = read_metrics(out / "metrics.jsonl")

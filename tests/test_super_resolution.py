@@ -229,6 +229,22 @@ def _train_args(tmp_path, data, out, **over):
     return get_args_parser().parse_args(_train_argv(data, out, **over))
 
 
+def test_gan_terms_are_logged_unweighted_under_the_frontalization_trainers_names(tmp_path):
+    """The GAN objective's terms mean what they mean in train_frontalization (docs/gan_toolkit.md): l_g_cycle and
+    l_g_adv unweighted (the same at step 1 whatever --cycle and --adv-weight), l_d_* for the discriminator's."""
+    from lightface.engine.logger import read_metrics
+    from pipelines.train_super_resolution import main
+
+    data, first = _faces(tmp_path), {}
+    for weight in (0.5, 2.0):
+        out = tmp_path / str(weight)
+        main(_train_args(tmp_path, data, out, cycle=weight, adv_weight=weight / 100, steps=1, identity_weights="none"))
+        first[weight] = read_metrics(out / "metrics.jsonl")[0]
+    assert first[0.5]["l_g_cycle"] == first[2.0]["l_g_cycle"] and first[0.5]["l_g_adv"] == first[2.0]["l_g_adv"]
+    assert {"l_d", "l_d_adv", "l_d_real", "l_d_fake", "l_g_total"} <= set(first[2.0])
+    assert not {"d_adv", "d_real", "g_cycle"} & set(first[2.0])
+
+
 def test_train_resume_and_checkpoint_format(tmp_path):
     from lightface.engine.checkpoint import load_checkpoint
     from lightface.engine.engine import TrainingError

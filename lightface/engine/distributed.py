@@ -2,7 +2,8 @@
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them no process
 group is created and everything runs in this process. The backend is NCCL on CUDA
-and Gloo on the CPU.
+and Gloo on the CPU. Under ``torchrun`` only rank 0 writes the project's info lines
+(:func:`log_on_main_rank`); the other ranks write warnings and errors only.
 """
 import logging
 import os
@@ -12,9 +13,13 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
+           "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
+
+#: the loggers whose info lines only rank 0 writes under torchrun
+PROJECT_LOGGERS = ("lightface", "pipelines")
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,9 @@ def resolve_device(device: Optional[str] = "auto", local_rank: int = 0) -> torch
 
 
 def init_distributed(device: Optional[str] = "auto") -> DistInfo:
-    """Join the process group when launched by ``torchrun``; return this process's :class:`DistInfo`."""
+    """Join the process group when launched by ``torchrun``; return this process's :class:`DistInfo`.
+
+    From then on, ranks other than 0 write warnings and errors only (:func:`log_on_main_rank`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo(device=resolve_device(device))
@@ -59,7 +66,20 @@ def init_distributed(device: Optional[str] = "auto") -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     log.info("process group: rank %d/%d (local %d) on %s", rank, world_size, local_rank, dev)
-    return DistInfo(rank, world_size, local_rank, dev)
+    info = DistInfo(rank, world_size, local_rank, dev)
+    log_on_main_rank(info)
+    return info
+
+
+def log_on_main_rank(info: DistInfo) -> None:
+    """Leave the project's info lines (progress, "new best ... (saved best.pt)", "finished: ...") to rank 0:
+    on any other rank the :data:`PROJECT_LOGGERS` pass warnings and errors only, for the rest of the process
+    (every rank would otherwise repeat rank 0's lines, and claim to have saved what only rank 0 writes)."""
+    if info.is_main:
+        return
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
 
 
 def cleanup_distributed() -> None:

@@ -55,14 +55,15 @@ from ..data.lmdb_format import is_lmdb_dir
 from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from .config import config_to_dict, option, save_config
+from .config import ConfigError, config_to_dict, option, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
 from .stop_signals import StopSignals, TrainingInterrupted, ignore_in_worker, starting_workers
 
-__all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
+__all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "SettingsError",
+           "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ _OWNED = ("last.pt", "best.pt", "model.pt", "metrics.jsonl", "curves.png", "tens
 
 class TrainingError(RuntimeError):
     """A training run that cannot start or continue (bad data, bad options, unusable checkpoint)."""
+
+
+class SettingsError(TrainingError, ConfigError):
+    """Training settings that cannot work (each problem naming its flag), found before training starts.
+
+    A :class:`~lightface.engine.config.ConfigError` too, so that the pipelines exit with status 2 for it,
+    as for a bad flag or YAML file, and 1 for the errors of a run (:class:`NonFiniteLossError` ...)."""
 
 
 class NonFiniteLossError(TrainingError):
@@ -384,14 +392,14 @@ class Engine:
         "model", "out", "seconds", "images_per_s", **last validation metrics, **task summary}``.
 
         Raises:
-            TrainingError: bad settings or data, an unusable checkpoint, a run folder that
-                needs ``--resume`` / ``--overwrite``; :class:`NonFiniteLossError` when the
-                run diverged.
+            SettingsError: settings that cannot work (a :class:`TrainingError`).
+            TrainingError: bad data, an unusable checkpoint, a run folder that needs
+                ``--resume`` / ``--overwrite``; :class:`NonFiniteLossError` when the run diverged.
         """
         problems = check_run_config(self.cfg)
         problems += [p for p in self.task.check() if p not in problems]
         if problems:
-            raise TrainingError("invalid training settings: " + "; ".join(problems))
+            raise SettingsError("invalid training settings: " + "; ".join(problems))
         self.dist = init_distributed(self.cfg.device)
         self.device = self.dist.device
         try:
@@ -405,7 +413,7 @@ class Engine:
     def _run(self) -> Dict[str, Any]:
         cfg, task = self.cfg, self.task
         if cfg.batch_size % self.dist.world_size:
-            raise TrainingError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+            raise SettingsError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
                                 f"{self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
         self.local_batch = cfg.batch_size // self.dist.world_size
         self._prepare_run_folder()

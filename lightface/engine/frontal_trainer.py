@@ -10,7 +10,8 @@ One step (paired mode, the paper's setting):
 
 Unpaired mode (``--cycle W > 0``): profiles and frontals are drawn independently, so
 there is no pixel target. A second TP-GAN generator ``P`` (frontal -> profile) and a
-second discriminator ``D_p`` (on profiles) are trained CycleGAN-style:
+second discriminator ``D_p`` (on profiles, with its own :class:`~lightface.engine.gan.GANObjective`, so
+that BEGAN's ``k_t`` is per discriminator) are trained CycleGAN-style:
 ``L_G = l2 * (adv(D, G(x)) + adv(D_p, P(y))) + W * (|P(G(x)) - x|_1 + |G(P(y)) - y|_1)
 + l1 * sym(G(x)) + l4 * tv(G(x)) + l3 * ip(G(x), x)``, i.e. the identity-preserving
 term compares the frontalised face with its own input (the only same-identity image).
@@ -29,12 +30,13 @@ identity's frontal gallery image (the first frontal of the identity): mean cosin
 own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``, which ``best.pt`` tracks)
 and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
 """
+import copy
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -259,6 +261,12 @@ def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
     }
 
 
+def _profile_terms(terms: Mapping[str, float]) -> Dict[str, float]:
+    """The profile side's GAN objective terms (``P`` against ``D_p``) as logged: ``l_<term>_profile``
+    (``l_g_adv_profile``, ``l_d_adv_profile``, ``l_k_t_profile`` ...)."""
+    return {f"{name}_profile": value for name, value in prefix_terms(terms).items()}
+
+
 def _discriminator(cfg: FrontalTrainConfig, objective: GANObjective) -> Tuple[str, Dict[str, Any]]:
     if objective.uses_autoencoder_discriminator:
         kwargs = {"channels": cfg.channels, "size": 128, "hidden": cfg.d_width, **objective.discriminator_kwargs}
@@ -462,7 +470,7 @@ class FrontalizationTask(GANTask):
     name = "frontalization"
     divergence_hint = "--lr-d or --lambda-adv"
 
-    def build_gan(self, engine: Engine) -> Dataset:
+    def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, self.device
         if not Path(cfg.data).exists():
             raise FileNotFoundError(f"--data {cfg.data}: no such LMDB; build one with python -m pipelines.build_lmdb")
@@ -499,6 +507,7 @@ class FrontalizationTask(GANTask):
             nets["P"], nets["D_p"] = get_model(ARCH, **p_kwargs), get_model(d_arch, **d_kwargs)
             self.views["P"] = engine.add_network("P", nets["P"], arch=ARCH, kwargs=p_kwargs, find_unused=True)
             self.views["D_p"] = engine.add_network("D_p", nets["D_p"], arch=d_arch, kwargs=d_kwargs, find_unused=True)
+            self.objective_p = copy.deepcopy(self.objective)  # D_p's own: BEGAN's k_t belongs to one critic
         self.nets = nets
         g_params = [p for k in ("G", "P") if k in nets for p in nets[k].parameters()]
         d_params = [p for k in ("D", "D_p") if k in nets for p in nets[k].parameters()]
@@ -579,13 +588,12 @@ class FrontalizationTask(GANTask):
             rec_x = views["P"](fake)["img128"]
             rec_y = views["G"](fake_p)["img128"]
             adv_f, t1 = objective.generator_loss(self.D, y, fake)
-            adv_p, t2 = objective.generator_loss(self.nets["D_p"], x, fake_p)
+            adv_p, t2 = self.objective_p.generator_loss(self.nets["D_p"], x, fake_p)
             c_loss, t3 = objective.cycle_loss(x, rec_x, y, rec_y)
             sym = self.criterion.symmetry(o)
             tv = self.criterion.total_variation(fake)
             g_loss = cfg.lambda_adv * (adv_f + adv_p) + c_loss + cfg.lambda_sym * sym + cfg.lambda_tv * tv
-            terms = dict(prefix_terms(t1))
-            terms["l_g_adv_profile"] = t2["g_adv"]
+            terms = {**prefix_terms(t1), **_profile_terms(t2)}
             terms.update(prefix_terms(t3))
             terms["l_g_sym"], terms["l_g_tv"] = sym.detach(), tv.detach()
             if self.identity is not None and cfg.lambda_ip > 0:
@@ -603,17 +611,29 @@ class FrontalizationTask(GANTask):
                 d_fake = torch.cat([fake.detach(), x[~own]])  # real profiles are not what G should produce
             d_loss, d_terms = objective.discriminator_loss(views["D"], y, d_fake)
             if self.cycle:
-                d_loss_p, d_terms_p = objective.discriminator_loss(views["D_p"], x, fake_p)
+                d_loss_p, d_terms_p = self.objective_p.discriminator_loss(views["D_p"], x, fake_p)
                 d_loss = d_loss + d_loss_p
-                terms["l_d_adv_profile"] = d_terms_p["d_adv"]
+                terms.update(_profile_terms(d_terms_p))
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            for key in ("D", "D_p"):
-                if key in self.nets:
-                    objective.after_discriminator_step(self.nets[key])
+            objective.after_discriminator_step(self.D)
+            if self.cycle:
+                self.objective_p.after_discriminator_step(self.nets["D_p"])
             terms.update(prefix_terms(d_terms))
         return terms
+
+    def extra_state(self) -> Dict[str, Any]:
+        """The GAN state of D's objective, and with ``--cycle`` of D_p's (``gan_state_profile``: its BEGAN k_t)."""
+        state = super().extra_state()
+        if self.cycle:
+            state["gan_state_profile"] = self.objective_p.state_dict()
+        return state
+
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        super().load_extra_state(ckpt)
+        if self.cycle:  # a checkpoint from before D_p had its own objective: both critics shared D's k_t
+            self.objective_p.load_state_dict(ckpt.get("gan_state_profile", ckpt.get("gan_state", {})))
 
     def validate(self) -> Dict[str, float]:
         engine = self.engine

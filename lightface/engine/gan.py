@@ -36,10 +36,12 @@ forward returns the reconstruction, and the losses use ``L(v) = |v - D(v)|_1``.
 * frontalization: unpaired profile/frontal sets with a frontalizer G and a
   profiler F: ``cycle_loss(profile, F(G(profile)), frontal, G(F(frontal)))``.
 
-Logged term names: ``d_adv`` (adversarial D loss), ``d_real`` / ``d_fake`` (mean D
+Term names: ``d_adv`` (adversarial D loss), ``d_real`` / ``d_fake`` (mean D
 output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein``
 (critic estimate of W1, wgan-*), ``d_began_real`` / ``d_began_fake`` (L(x), L(G(z))),
-``k_t``, ``M_global``; ``g_adv``, ``g_feature_matching``, ``g_pull_away``; ``g_cycle``.
+``k_t``, ``M_global``; ``g_adv``, ``g_feature_matching``, ``g_pull_away``; ``g_cycle``
+(all unweighted). Both trainers log them with ``l_`` in front (``l_d_adv``, ``l_k_t``,
+``l_g_cycle`` ..., :func:`lightface.losses.frontal.prefix_terms`), unweighted.
 """
 import contextlib
 import dataclasses
@@ -48,7 +50,6 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from ..losses.adversarial import clip_weights, get_adversarial_loss, gradient_penalty
 from ..losses.identity import IdentityLoss, resolve_identity_weights
@@ -60,7 +61,7 @@ from ..losses.gan_regularizers import (
     pull_away_term,
 )
 from .config import option
-from .engine import Engine, RunConfig, Task, TrainingError
+from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
            "finetune_option", "identity_judge", "load_generator_start"]
@@ -80,7 +81,7 @@ class GANConfig:
         "nsgan", choices=ADVERSARIAL_CHOICES, group=_GAN,
         help="adversarial objective: nsgan (non-saturating cross-entropy), minimax (original), wgan-gp (Wasserstein + "
              "gradient penalty), wgan-clip (Wasserstein + weight clipping), hinge, lsgan (least squares); ignored "
-             "with --began-gamma")
+             "with BEGAN (frontalization only)")
     feature_matching: float = option(0.0, metavar="W", group=_GAN,
                                      help="weight of feature matching ||E f(x) - E f(G(z))||^2 on D's penultimate "
                                           "features; 0 disables")
@@ -93,8 +94,8 @@ class GANConfig:
                               help="weight of the pull-away term (EBGAN) on D's penultimate features of G(z); 0 disables")
     began_gamma: Optional[float] = option(None, metavar="G", group=_GAN,
                                           help="use BEGAN with diversity ratio gamma in (0, 1] (auto-encoder "
-                                               "discriminator, k_t equilibrium control; replaces --adversarial); "
-                                               "unset disables")
+                                               "discriminator, k_t equilibrium control; replaces --adversarial; "
+                                               "frontalization only); unset disables")
     began_lambda_k: float = option(1e-3, metavar="L", group=_GAN, help="BEGAN k_t learning rate lambda_k")
     cycle: float = option(0.0, metavar="W", group=_GAN,
                           help="weight of the cycle-consistency L1 loss (SR: downscaled output vs LR input; "
@@ -408,21 +409,23 @@ class GANRunConfig(RunConfig):
 class GANTask(Task):
     """What the GAN trainers share (:class:`~lightface.engine.engine.Task` for a generator ``G`` and
     critics): step-based (``cfg.steps``, validation every ``cfg.val_every`` steps), equal batches
-    (the gradient penalty pairs real and fake samples), ``self.objective`` (a :class:`GANObjective`)
-    saved as ``gan_state``, ``self.opt_g``'s learning rate in the log."""
+    (the gradient penalty pairs real and fake samples), ``self.objective`` (a :class:`GANObjective`,
+    built by :meth:`check`) saved as ``gan_state``, ``self.opt_g``'s learning rate in the log."""
 
     val_unit = "step"
     drop_last = True
     objective: GANObjective
     opt_g: torch.optim.Optimizer
 
-    def build(self, engine: "Engine") -> Dataset:
-        self.objective = GANObjective.from_config(self.cfg.gan)
-        return self.build_gan(engine)
-
-    def build_gan(self, engine: "Engine") -> Dataset:
-        """:meth:`Task.build` with ``self.objective`` ready."""
-        raise NotImplementedError
+    def check(self) -> List[str]:
+        """The settings' problems, those of the GAN objective included (``--label-smoothing`` with
+        ``--adversarial hinge`` ...): :attr:`objective` is built here, before training starts."""
+        problems = super().check()
+        try:
+            self.objective = GANObjective.from_config(self.cfg.gan)
+        except ValueError as err:
+            problems.append(str(err))
+        return problems
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
         return self.cfg.steps, "completed"

@@ -54,12 +54,13 @@ from ..models.lightcnn import MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
 from .config import ConfigError, config_from_dict, option
-from .engine import Engine, NonFiniteLossError, RunConfig, Task, TrainingError, check_run_config
+from .engine import Engine, NonFiniteLossError, RunConfig, SettingsError, Task, TrainingError, check_run_config
 
 __all__ = [
     "TrainConfig",
     "LightCNNTask",
     "TrainingError",
+    "SettingsError",
     "NonFiniteLossError",
     "train",
     "build_param_groups",
@@ -182,11 +183,11 @@ class TrainConfig(RunConfig):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict / ``vars(args)``; unknown keys or bad values raise ``TrainingError``."""
+        """Build from a dict / ``vars(args)``; unknown keys or bad values raise :class:`SettingsError`."""
         try:
             return config_from_dict(cls, values)
         except ConfigError as err:
-            raise TrainingError(f"unknown training settings or bad values: {err}") from err
+            raise SettingsError(f"unknown training settings or bad values: {err}") from err
 
     def problems(self) -> List[str]:
         """Settings that cannot work, each naming its flag."""
@@ -215,6 +216,8 @@ class TrainConfig(RunConfig):
             problems.append("--classifier-only-epochs needs --finetune CHECKPOINT")
         if self.scale <= 0:
             problems.append(f"--scale must be > 0, got {self.scale}")
+        if self.beta is not None and not 0.0 <= self.beta <= 1.0:
+            problems.append(f"--beta (bootstrapping) must be in [0, 1], got {self.beta}")
         if self.margin is not None and self.loss not in MARGIN_LOSSES:
             problems.append(f"--margin is for --loss {' or '.join(MARGIN_LOSSES)}, not {self.loss!r}")
         if self.samples_per_identity == 1 or self.samples_per_identity < 0:
@@ -227,10 +230,10 @@ class TrainConfig(RunConfig):
         return problems
 
     def validate(self) -> None:
-        """Raise :class:`TrainingError` naming the flag for settings that cannot work."""
+        """Raise :class:`SettingsError` naming the flag for settings that cannot work."""
         problems = self.problems()
         if problems:
-            raise TrainingError("invalid training settings: " + "; ".join(problems))
+            raise SettingsError("invalid training settings: " + "; ".join(problems))
 
 
 # ---------------------------------------------------------------------------------------

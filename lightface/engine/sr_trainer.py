@@ -4,11 +4,15 @@ One step follows BasicSR's GAN structure:
 
 1. generator step, discriminator frozen: ``l_g_wavelet``, ``l_g_texture``, ``l_g_pix``
    (:class:`lightface.losses.wavelet.WaveletSRLoss`), ``l_g_id`` (frozen Light CNN feature
-   distance between SR and HR, :class:`lightface.losses.identity.IdentityLoss`), ``l_g_adv``
-   (:class:`lightface.engine.gan.GANObjective`, plus its feature-matching / pull-away terms),
-   ``l_g_cycle`` (downscaled SR vs the LR input);
-2. discriminator step on the real HR batch and the detached SR batch (``l_d`` and the
-   objective's named terms), then the objective's post-step hook (weight clipping).
+   distance between SR and HR, :class:`lightface.losses.identity.IdentityLoss`), each logged
+   with its weight applied; then the :class:`lightface.engine.gan.GANObjective`'s terms,
+   logged unweighted under the frontalization trainer's names: ``l_g_adv`` (plus
+   ``l_g_feature_matching`` / ``l_g_pull_away``; the loss adds ``--adv-weight`` x their
+   weighted sum) and ``l_g_cycle`` (downscaled SR vs the LR input; the loss adds
+   ``--cycle`` x it); ``l_g_total``;
+2. discriminator step on the real HR batch and the detached SR batch (``l_d``, the loss it
+   minimises, and the objective's terms ``l_d_adv``, ``l_d_real``, ``l_d_fake`` ...), then the
+   objective's post-step hook (weight clipping).
 
 The :class:`~lightface.engine.engine.Engine` keeps the EMA generator (updated after every
 step), runs DDP on G and D under ``torchrun``, and writes the run folder: ``last.pt`` /
@@ -40,6 +44,7 @@ from ..data.lmdb_dataset import LMDBDataset
 from ..data.lmdb_format import is_lmdb_dir
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
+from ..losses.frontal import prefix_terms
 from ..losses.wavelet import WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
@@ -207,7 +212,7 @@ class SuperResolutionTask(GANTask):
     best_metric = ("val_psnr", "max")
     divergence_hint = "--d-lr or --adv-weight"
 
-    def build_gan(self, engine: Engine) -> Dataset:
+    def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, self.device
         base = open_hr_source(cfg.data)
         val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
@@ -268,16 +273,17 @@ class SuperResolutionTask(GANTask):
             terms["l_g_id"] = cfg.identity_weight * self.identity(outputs.sr.clamp(0, 1), hr)
             loss_g = loss_g + terms["l_g_id"]
         use_adv = cfg.adv_weight > 0 and self.engine.step >= cfg.adv_start
+        # the GAN objective's terms are logged as frontalization logs them: l_g_adv, l_g_cycle ..., unweighted
         if use_adv:
             # the plain D: its parameters are frozen in this step, so DDP must not expect their gradients
             adv, adv_terms = gan.generator_loss(self.D, hr, outputs.sr)
-            terms["l_g_adv"] = cfg.adv_weight * adv
-            loss_g = loss_g + terms["l_g_adv"]
-            terms.update({k: v for k, v in adv_terms.items() if k != "g_adv"})
+            loss_g = loss_g + cfg.adv_weight * adv
+            terms.update(prefix_terms(adv_terms))
         if gan.cycle_weight > 0:
             down = F.interpolate(outputs.sr, size=lr_img.shape[-2:], mode="bicubic", align_corners=False, antialias=True)
-            terms["l_g_cycle"], _ = gan.cycle_loss(lr_img, down)
-            loss_g = loss_g + terms["l_g_cycle"]
+            cycle, cycle_terms = gan.cycle_loss(lr_img, down)
+            loss_g = loss_g + cycle
+            terms.update(prefix_terms(cycle_terms))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -290,7 +296,7 @@ class SuperResolutionTask(GANTask):
             self.opt_d.step()
             gan.after_discriminator_step(self.D)
             terms["l_d"] = loss_d
-            terms.update(d_terms)
+            terms.update(prefix_terms(d_terms))
         return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
 
     def validate(self) -> Dict[str, float]:
