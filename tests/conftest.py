@@ -45,3 +45,19 @@ def shared_data() -> Path:
 def shared_models() -> Path:
     """``../shared/models`` (skips the test when absent)."""
     return _need(SHARED_MODELS)
+
+
+def lfw_fold2_sample(shared_data: Path, out: Path, people: int = 0, pair_step: int = 1) -> Path:
+    """A data folder ``out`` whose ``lfw_train/`` is LFW fold 2 cut down: its first ``people`` people
+    (0: all 419) and every ``pair_step``-th of the 600 ``pairs_dev.txt`` pairs, the real photos and
+    landmarks linked. The development protocols run on it at a fraction of their compute."""
+    src, lfw = shared_data / "lfw_train", out / "lfw_train"
+    lfw.mkdir(parents=True)
+    for name in ("images", "landmarks_5pt.txt"):
+        (lfw / name).symlink_to(src / name)
+    rows = (src / "people_folds.txt").read_text(encoding="utf-8").splitlines()
+    fold2 = [r for r in rows if r and not r.startswith("#") and r.split("\t")[3].strip() == "2"]
+    (lfw / "people_folds.txt").write_text("\n".join(fold2[: people or None]) + "\n", encoding="utf-8")
+    pairs = [r for r in (src / "pairs_dev.txt").read_text(encoding="utf-8").splitlines() if r and not r.startswith("#")]
+    (lfw / "pairs_dev.txt").write_text("\n".join(pairs[::pair_step]) + "\n", encoding="utf-8")
+    return out

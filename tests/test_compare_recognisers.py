@@ -15,6 +15,7 @@ from lightface.eval.paired import compare_recognisers, format_comparison, mcnema
 from lightface.models.checkpoint import save_model_checkpoint
 from pipelines import compare_recognisers as cli
 from pipelines._cli import run_cli
+from tests.conftest import lfw_fold2_sample
 
 ROWS = ["lfw_hard/clean", "lfw_hard/side_light", "lfw_hard/occlusion", "lfw_hard/occlusion_sunglasses",
         "lfw_hard/occlusion_mask", "lfw_hard/occlusion_hand", "lfw_hard/all", "lfw_dev/pairs"]
@@ -170,6 +171,12 @@ def test_cli_names_a_missing_checkpoint(tmp_path, capsys):
     assert "recogniser A" in err and str(tmp_path / "nope.pt") in err and "'shipped'" in err
 
 
+def test_cli_checks_both_recognisers_before_loading_either(tmp_path, capsys):
+    status = run_cli(cli.main, cli.get_args_parser, ["shipped", "no_such_model", "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 1 and "recogniser B" in err and "no_such_model" in err and "shipped name" in err
+
+
 def test_cli_names_a_missing_data_folder(tiny_checkpoints, tmp_path, capsys):
     a, b = map(str, tiny_checkpoints)
     status = run_cli(cli.main, cli.get_args_parser, [a, b, "--data", str(tmp_path / "no_data")])
@@ -186,25 +193,21 @@ def test_cli_help_documents_every_flag():
 
 @pytest.fixture
 def fold2_sample(shared_data, tmp_path) -> Path:
-    """A data folder with ``lfw_train/`` cut to a sixth of fold 2 (the first 70 of its 419 people, every sixth
-    of the 600 pairs), the real photos and landmarks linked: the protocols at a sixth of their compute."""
-    src, lfw = shared_data / "lfw_train", tmp_path / "data" / "lfw_train"
-    lfw.mkdir(parents=True)
-    for name in ("images", "landmarks_5pt.txt"):
-        (lfw / name).symlink_to(src / name)
-    rows = (src / "people_folds.txt").read_text(encoding="utf-8").splitlines()
-    fold2 = [r for r in rows if r and not r.startswith("#") and r.split("\t")[3].strip() == "2"]
-    (lfw / "people_folds.txt").write_text("\n".join(fold2[:70]) + "\n", encoding="utf-8")
-    pairs = [r for r in (src / "pairs_dev.txt").read_text(encoding="utf-8").splitlines() if r and not r.startswith("#")]
-    (lfw / "pairs_dev.txt").write_text("\n".join(pairs[::6]) + "\n", encoding="utf-8")
-    return lfw.parent
+    """LFW fold 2 cut to its first 70 of 419 people and every sixth of the 600 pairs: the protocols at a
+    sixth of their compute."""
+    return lfw_fold2_sample(shared_data, tmp_path / "data", people=70, pair_step=6)
 
 
 @pytest.mark.slow
 def test_the_shipped_model_against_itself_has_no_discordant_items(fold2_sample, capsys):
-    """Two shipped recognisers, each loaded on its own, agree on every item (a deterministic embedding)."""
-    report = cli.main(cli.get_args_parser().parse_args(["shipped", "shipped", "--data", str(fold2_sample),
+    """Two shipped recognisers, each loaded on its own (B by its name), agree on every item (a deterministic
+    embedding)."""
+    from lightface.models.pretrained import default_weights
+
+    name = default_weights("recognition").name
+    report = cli.main(cli.get_args_parser().parse_args(["shipped", name, "--data", str(fold2_sample),
                                                         "--no-flip"]))  # half the compute of the card's flip fusion
+    assert report["flip_a"] is report["flip_b"] is False
     assert report["results"]["lfw_dev/pairs"]["n"] == 100 and report["results"]["lfw_hard/clean"]["n"] > 40
     for row in report["results"].values():
         assert row["b_only"] == row["a_only"] == 0 and row["p_value"] == 1.0
