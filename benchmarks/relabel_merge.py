@@ -1,7 +1,7 @@
 """Multi-source merge with a teacher: how well does the embedding clean-up of ``pipelines.relabel``
 find the CFP people who are also in LFW?
 
-    python -m benchmarks.relabel_merge --corpus /root/lf_corpus \\
+    python -m benchmarks.relabel_merge --corpus CORPUS \\
         --names ../shared/data/cfp_train/names.txt --embeddings dlib \\
         --merge-thresholds 0.5 0.6 0.7 0.8 0.9 --outlier-thresholds 0.1 0.2 0.3 0.4
 
@@ -86,13 +86,19 @@ def main(argv=None):
     from lightface.data.recognition import open_training_lmdbs
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.relabel_merge", description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", default="/root/lf_corpus", help="folder with lfw.lmdb cfp.lmdb celeba.lmdb")
+    p.add_argument("--corpus", default=None,
+                   help="folder with lfw.lmdb cfp.lmdb celeba.lmdb (python -m pipelines.build_corpus --data "
+                        "../shared/data --out CORPUS); without it the benchmark is skipped")
     p.add_argument("--names", default="../shared/data/cfp_train/names.txt")
     p.add_argument("--embeddings", default="dlib", help="a teacher name or a .npy with one row per stacked sample")
     p.add_argument("--merge-thresholds", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--outlier-thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
+    if args.corpus is None:
+        print("benchmarks.relabel_merge: skipped: no --corpus (python -m pipelines.build_corpus --data ../shared/data "
+              "--out CORPUS builds one)")
+        return []
 
     paths = [str(Path(args.corpus) / f"{s}.lmdb") for s in SOURCES]
     ds = open_training_lmdbs(paths)

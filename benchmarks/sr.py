@@ -1,6 +1,6 @@
 """Super-resolution speed: Wavelet-SRNet faces/s by scale and batch, and WaveletPacket2d vs PyWavelets.
 
-    python -m benchmarks.sr [--threads N] [--repeats R] [--quick]
+    python -m benchmarks.sr [--threads N] [--repeats R]
 
 Tables (all on this machine's CPU unless --device cuda):
 1. faces/s at 4x (32 -> 128) and 8x (16 -> 128), batch 1 and 16, default model width;

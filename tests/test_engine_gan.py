@@ -236,3 +236,26 @@ def test_gan_mixture_benchmark_runs(tmp_path, capsys):
     assert (tmp_path / "mix.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "m.json").read_text())
     assert 0.0 <= saved["nsgan"][0]["js"] <= 1.0 and saved["target"][0]["modes"] == 8.0
+
+
+def test_gan_mixture_draws_no_figure_unless_asked(tmp_path, monkeypatch):
+    """Without --png (make bench runs it so, from the repository) nothing is written: the default once
+    overwrote docs/gan_mixture.png, and --quick wrote a file named '.png'."""
+    from benchmarks import gan_mixture
+
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--quick"]):
+        gan_mixture.main(gan_mixture.get_args_parser().parse_args(
+            ["--variants", "nsgan", "--steps", "2", "--seeds", "0", "--samples", "100", "--batch-size", "16"] + extra))
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_benchmarks_without_their_data_are_skipped_with_how_to_get_it(capsys):
+    """make bench runs every benchmark without arguments: those that need a corpus say so and succeed."""
+    from benchmarks import relabel_merge, sr_robustness
+
+    assert relabel_merge.main([]) == []
+    assert sr_robustness.main(sr_robustness.get_args_parser().parse_args([])) == {}
+    out = capsys.readouterr().out
+    assert "relabel_merge: skipped: no --corpus (python -m pipelines.build_corpus" in out
+    assert "sr_robustness: skipped: no --heldout faces" in out and "build_sr_corpus" in out
