@@ -17,6 +17,7 @@ again (OUT/.progress.jsonl journals the inputs done).
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
 from lightface.restore.super_resolver import MAX_FACE_SHRINK, SuperResolver, evaluate_super_resolution
@@ -47,8 +48,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip-ensemble", action="store_true", help="one forward pass per face instead of averaging it "
                    "with its mirror image's (half the compute; 0.02-0.11 dB PSNR less on the shipped models; default: flip ensemble)")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
-    p.add_argument("--identity-weights", default=None, help="Light CNN checkpoint for the identity cosine in --evaluate; unset: not reported (default: %(default)s)")
+    p.add_argument("--identity-weights", default=None,
+                   help="recogniser for the identity cosine in --evaluate: a Light CNN checkpoint, a shipped name "
+                        "(e.g. recognition) or dlib; unset: not reported (default: %(default)s)")
     return p
+
+
+def _identity_judge(spec: Optional[str]) -> Optional[str]:
+    """``--identity-weights`` as :func:`lightface.eval.identity.load_identity_judge` takes it: a shipped
+    name resolved to its (sha256-checked) file, as the trainers' flag is; None stays None (not reported)."""
+    from lightface.models.identity import resolve_identity_weights
+
+    return None if spec is None else resolve_identity_weights(spec, "the identity cosine of --evaluate")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -92,7 +103,7 @@ def main(args: argparse.Namespace) -> dict:
             raise RuntimeError(nothing_restored(summary, out))
     if args.evaluate:
         result = evaluate_super_resolution(resolver, hr_images, aligned=args.aligned,
-                                           identity_weights=args.identity_weights,
+                                           identity_weights=_identity_judge(args.identity_weights),
                                            sheet_path=out / "contact_sheet.png")
         (out / "evaluation.json").write_text(json.dumps(result, indent=2))
         report["evaluation"] = result

@@ -639,6 +639,12 @@ def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_mode
     assert len(result["faces"]) == 3
     found = {f["matches"][0]["identity"] for f in result["faces"]}
     assert found == set(names)  # the same photos were enrolled: each face finds its own person
+    # the Python API names faces as identify() does: at the card's identification threshold, not at the
+    # one-pair verification threshold (which, lower, accepted strangers)
+    emb = FaceEmbedder(weights, device="cpu", detector=det)
+    emb.threshold, emb.identification_threshold = 0.0, 1.01
+    faces = FaceGallery(tmp_path / "g", emb).search_faces(str(group))
+    assert len(faces) == 3 and {f.identity for f in faces} == {UNKNOWN}
 
 
 def test_identify_defaults_to_the_identification_threshold():

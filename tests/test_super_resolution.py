@@ -1,5 +1,6 @@
 """Super-resolution training loop, SuperResolver, paste-back, folder driver and pipelines."""
 import json
+import os
 
 import cv2
 import numpy as np
@@ -329,6 +330,20 @@ def test_super_resolve_aligned_and_evaluate_aligned(tmp_path, tiny_weights):
     assert ev["count"] == 3 and abs(ev["mean"]["psnr_sr"] - ev["mean"]["psnr_bicubic"]) < 3
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape[1] == 4 * 32 and sheet.shape[0] > 3 * 32
+
+
+def test_super_resolve_identity_weights_takes_a_shipped_name_as_the_trainers_do(tmp_path):
+    from lightface.models import PretrainedError, default_weights
+    from pipelines.super_resolve import _identity_judge
+
+    assert _identity_judge(None) is None  # unset: no identity cosine
+    (tmp_path / "w.pt").write_bytes(b"x")
+    assert _identity_judge(str(tmp_path / "w.pt")) == str(tmp_path / "w.pt")
+    try:
+        entry = default_weights("recognition")
+    except PretrainedError:
+        pytest.skip("no recogniser ships in this install")
+    assert os.path.samefile(_identity_judge(entry.name), entry.path())
 
 
 def test_train_with_identity_loss(tmp_path):

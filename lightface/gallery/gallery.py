@@ -662,8 +662,8 @@ class FaceGallery:
         res = self.search(np.stack([f.embedding for f in faces]), k=k, **kwargs)
         if threshold is not None:
             thr: Optional[float] = float(threshold)
-        elif getattr(embedder, "threshold", None) is not None:
-            thr = float(embedder.threshold)
+        elif embedder_identification_threshold(embedder) is not None:  # as identify(): the card's identification one
+            thr = embedder_identification_threshold(embedder)
         else:
             thr = self.threshold
         out = []
