@@ -376,7 +376,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-# set_meta runs once for the stored threshold, then once per batch: the 4th call is batch 3's commit;
+# set_meta runs once for the embedder's settings (threshold, flip fusion), then once per batch: the 4th call is batch 3's commit;
 # os.fsync runs once per batch: the 3rd call is batch 3's embedding rows
 @pytest.mark.slow  # a child process (imports torch: ~10 s on a busy 2-core machine)
 @pytest.mark.parametrize("mode,kill_at", [("before_commit", 4), ("during_write", 3)])

@@ -286,12 +286,19 @@ class FaceGallery:
                            self.path, _on_off(recorded_flip), _on_off(flip), bool(int(recorded_flip)))
         return info
 
-    def _record_flip(self, embedder: Any) -> None:
-        """Record the embedder's flip fusion with the first faces enrolled (checked by :meth:`_check_model`)."""
+    def _record_embedder_settings(self, embedder: Any) -> None:
+        """Store, in one transaction, the embedder's identification threshold (unless the gallery has
+        one) and, with the first faces enrolled, its flip fusion (checked by :meth:`_check_model`)."""
+        values: Dict[str, Any] = {}
+        threshold = embedder_identification_threshold(embedder)
+        if threshold is not None and "threshold" not in self._store.meta:
+            values["threshold"] = float(threshold)
         flip = getattr(embedder, "flip", None)
         if flip is not None and not self._store.count and "flip" not in self._store.meta:
+            values["flip"] = int(bool(flip))
+        if values:
             with self._store.transaction() as conn:
-                self._store.set_meta(conn, {"flip": int(bool(flip))})
+                self._store.set_meta(conn, values)
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, embeddings: Any, identities: Union[str, Sequence[str]], meta: Any = None, *,
@@ -403,13 +410,10 @@ class FaceGallery:
         if embedder is None:
             raise ValueError("enroll needs an embedder: FaceGallery(path, embedder) or enroll(..., embedder=...)")
         info = self._check_model(embedder)
-        self._record_flip(embedder)
+        self._record_embedder_settings(embedder)
         t0 = time.perf_counter()
         items = collect_photos(paths_or_folders)
         report = EnrollReport(photos=len(items))
-        threshold = embedder_identification_threshold(embedder)
-        if threshold is not None and "threshold" not in self._store.meta:
-            self.set_threshold(float(threshold))
         seen: Dict[str, Tuple[str, str]] = {}
         pending: List[Tuple[str, str, np.ndarray, Dict[str, Any]]] = []
         identities = set()
