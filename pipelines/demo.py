@@ -1,7 +1,7 @@
 """lightface end to end on real faces, offline, in a few minutes on a CPU.
 
     python -m pipelines.demo                 # ../shared/data when present, else bundled images
-    python -m pipelines.demo --quick         # one-minute smoke run
+    python -m pipelines.demo --quick         # smoke run: two to three minutes on a 2-core CPU
     python -m pipelines.demo --data DIR      # your own identity folder tree (DIR/<person>/*.jpg)
 
 Steps (each runs the real CLI of that pipeline, as a user would):
@@ -61,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder holding data/ and models/ (default: %(default)s)")
     p.add_argument("--detector", default=None,
                    help="5-point detector ONNX for whole photos (default: <shared>/models/det_500m.onnx if present)")
-    p.add_argument("--quick", action="store_true", help="a one-minute smoke run (few steps, small models)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of two to three minutes on a 2-core CPU (few steps, small models)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--keep", action="store_true",
