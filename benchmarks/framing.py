@@ -15,6 +15,8 @@ the FFHQ / CelebA-HQ framing (128). Each foreign crop is embedded twice by
 import argparse
 import json
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -41,6 +43,7 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu",
     from lightface.eval.dev_protocols import _verification, lfw_dev_faces
 
     rows, faces, embedders = [], {}, {}
+    t0 = time.perf_counter()
     for framing, size, read_as, label in ROWS:
         if framing not in faces:
             faces[framing] = lfw_dev_faces(data_root, template=framing, size=size)
@@ -50,6 +53,8 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu",
         m = _verification(np.asarray(embedders[read_as].embed(crops, aligned=True)), pairs, same)
         rows.append({"framing": framing, "aligned_template": read_as, "label": label,
                      "accuracy": m["accuracy"], "auc": m["auc"]})
+        print(f"benchmarks.framing: row {len(rows)}/{len(ROWS)} ({label}) done, {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)  # the five rows take minutes on a CPU
     return rows
 
 
