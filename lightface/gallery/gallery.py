@@ -664,11 +664,9 @@ class FaceGallery:
         if not faces:
             return []
         res = self.search(np.stack([f.embedding for f in faces]), k=k, **kwargs)
-        if threshold is not None:
-            thr: Optional[float] = float(threshold)
-        elif embedder_identification_threshold(embedder) is not None:  # as identify(): the card's identification one
-            thr = embedder_identification_threshold(embedder)
-        else:
+        # as identify(): the card's identification threshold, else the one stored in the gallery
+        thr = float(threshold) if threshold is not None else embedder_identification_threshold(embedder)
+        if thr is None:
             thr = self.threshold
         out = []
         for i, f in enumerate(faces):

@@ -22,7 +22,8 @@ __all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHI
 #: the size limit of one shipped file
 MAX_SHIPPED_MB = 25.0
 
-TASKS = ("recognition", "super_resolution", "frontalization")
+#: the tasks a checkpoint is released for: every shipped task but detection (detectors ship as ONNX files as they are)
+TASKS = tuple(t for t in _pt.TASKS if t != "detection")
 
 
 def _write_manifest(data: Dict[str, Any]) -> None:
