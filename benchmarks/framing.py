@@ -2,6 +2,7 @@
 
     python -m benchmarks.framing                        # the shipped recogniser
     python -m benchmarks.framing --weights runs/lightcnn9/last.pt --out framing.json
+    python -m benchmarks.framing --pairs 100             # a quick look: 50 same + 50 different pairs
 
 The LFW fold-2 pairs (``../shared/data/lfw_train/pairs_dev.txt``, people the shipped
 recogniser never saw) are aligned from their given landmarks three ways: to the Light CNN
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
+from pipelines._argtypes import device_name, int_at_least
 from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +38,10 @@ ROWS = (("lightcnn", 128, "lightcnn", "Light CNN crop (direct)"),
 
 
 def run(data_root, weights: Optional[str] = None, device: str = "cpu",
-        flip: Optional[bool] = None) -> List[Dict[str, object]]:
+        flip: Optional[bool] = None, n_pairs: Optional[int] = None) -> List[Dict[str, object]]:
     """One dict per row of :data:`ROWS`: ``framing``, ``aligned_template``, ``label``,
-    ``accuracy`` (10-fold), ``auc``. ``flip``: flip fusion (None: the weights' model card)."""
+    ``accuracy`` (10-fold), ``auc``. ``flip``: flip fusion (None: the weights' model card).
+    ``n_pairs``: score only that many of the 600 pairs, half same and half different."""
     from lightface import FaceEmbedder
     from lightface.eval.dev_protocols import _verification, lfw_dev_faces
 
@@ -46,7 +49,7 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu",
     t0 = time.perf_counter()
     for framing, size, read_as, label in ROWS:
         if framing not in faces:
-            faces[framing] = lfw_dev_faces(data_root, template=framing, size=size)
+            faces[framing] = lfw_dev_faces(data_root, template=framing, size=size, n_pairs=n_pairs)
         if read_as not in embedders:
             embedders[read_as] = FaceEmbedder(weights, aligned_template=read_as, device=device, flip=flip)
         crops, pairs, same = faces[framing]
@@ -64,15 +67,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--weights", default=None, help="Light CNN checkpoint or shipped name; default: the shipped one")
     p.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
-    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
+    p.add_argument("--pairs", type=int_at_least(20), default=None,
+                   help="score only this many pairs, half same and half different (default: all 600; "
+                        "100 takes about a sixth of the time)")
     add_flip_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not (Path(args.data) / "lfw_train").is_dir():
         print(f"benchmarks.framing: skipped: {Path(args.data) / 'lfw_train'} is absent")
         return 0
-    rows = run(args.data, args.weights, args.device, args.flip)
-    print(f"LFW fold 2 (pairs_dev.txt, 600 pairs), given landmarks; weights: {args.weights or 'shipped'}")
+    rows = run(args.data, args.weights, args.device, args.flip, args.pairs)
+    n = min(args.pairs or 600, 600)
+    print(f"LFW fold 2 (pairs_dev.txt, {n} pairs), given landmarks; weights: {args.weights or 'shipped'}")
     print("| crop | accuracy (10-fold) | AUC |\n|---|---:|---:|")
     for r in rows:
         print(f"| {r['label']} | {r['accuracy']:.3f} | {r['auc']:.3f} |")

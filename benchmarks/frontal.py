@@ -24,6 +24,7 @@ from lightface.engine.gan import GANObjective
 from lightface.losses.frontal import FrontalLoss
 from lightface.losses.identity import IdentityLoss
 from lightface.models import get_model
+from pipelines._argtypes import device_name
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=3,
                    help="least timed repetitions after one warm-up (cheap phases repeat up to 1 s); the fastest "
                         "is reported (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     return p
 

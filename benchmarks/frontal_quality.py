@@ -42,6 +42,8 @@ from typing import List, Optional
 
 import torch
 
+from pipelines._argtypes import device_name
+
 log = logging.getLogger("benchmarks.frontal_quality")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "first) and report their rank-1 raw vs frontalized: what the frontalizer does to faces that "
                         "need nothing (0 skips; default: %(default)s)")
     p.add_argument("--out", default=str(ROOT / "runs" / "frontal_quality"), help="(default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

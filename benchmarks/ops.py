@@ -34,6 +34,7 @@ import torch
 
 from lightface import ops
 from lightface.ops import reference
+from pipelines._argtypes import device_name
 
 MFM_SHAPES = [(16, 96, 96, 96), (32, 384, 32, 32), (256, 512)]
 IMAGE_SHAPES = [(32, 3, 128, 128), (32, 3, 256, 256)]
@@ -42,8 +43,8 @@ QUICK_IMAGE_SHAPES = [(32, 3, 128, 128)]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    parser = argparse.ArgumentParser("benchmarks.ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], type=device_name,
                         help="where to run (default: auto = cuda when available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads before timing (default: 0 = leave torch's default)")

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
+from pipelines._argtypes import device_name
 from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="N pairs spread over the list, same and different (default: all 600)")
     p.add_argument("--data", default=str(SHARED / "data"), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
-    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
     add_flip_argument(p)
     return p
 

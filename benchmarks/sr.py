@@ -20,6 +20,7 @@ import torch
 
 from lightface.models.wavelet_srnet import WaveletSRNet
 from lightface.nn.wavelet import WaveletPacket2d, subband_paths
+from pipelines._argtypes import device_name
 
 
 def _time(fn, repeats: int, warmup: int = 1) -> float:
@@ -121,7 +122,7 @@ def main(argv=None):
     p = argparse.ArgumentParser("benchmarks.sr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--channels", type=int, default=64, help="model width (default: %(default)s)")
     p.add_argument("--num-blocks", type=int, default=8, help="residual blocks (default: %(default)s)")
     args = p.parse_args(argv)

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from lightface.data.io import write_image
+from pipelines._argtypes import device_name
 
 log = logging.getLogger("benchmarks.sr_quality")
 
@@ -136,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--photo", default=None, help="a real photo to restore whole (default: the first of "
                    "../shared/data/real_lq_faces/*whole_imgs)")
     p.add_argument("--out", default=str(ROOT / "runs" / "sr_quality"), help="output folder (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
     p.add_argument("--no-flip-ensemble", action="store_true", help="score one forward pass per face instead of "
                    "SuperResolver's default flip ensemble")
     args = p.parse_args(argv)

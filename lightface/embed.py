@@ -79,6 +79,7 @@ from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
 from .utils.precision import PRECISIONS, native_bf16
+from .utils.repeated_warnings import repeated_warnings_summarised
 from .utils.state_hash import state_sha256
 from .utils.templates import ALIGNED_TEMPLATES
 
@@ -671,6 +672,11 @@ class FaceEmbedder:
 
     def _run(self, images: Any, aligned: bool, batch_size: int, flip: Optional[bool], strict: bool,
              progress: bool) -> EmbedResult:
+        with repeated_warnings_summarised(logger):  # per-input warnings: three of a kind, then a count
+            return self._embed_items(images, aligned, batch_size, flip, strict, progress)
+
+    def _embed_items(self, images: Any, aligned: bool, batch_size: int, flip: Optional[bool], strict: bool,
+                     progress: bool) -> EmbedResult:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(images, Tensor):

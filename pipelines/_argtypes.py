@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "int_at_least"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "int_at_least", "device_name"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -33,3 +33,17 @@ positive_float = _number(float, "a positive number", lambda v: v > 0 and not mat
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type for an integer >= ``low`` (``int_at_least(2)``: cross-validation folds)."""
     return _number(int, f"an integer >= {low}", lambda v: v >= low)
+
+
+def device_name(text: str) -> str:
+    """An argparse type for ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, refused on the
+    command line when it names no device of this machine (``cuda`` on a CPU build of torch)."""
+    from lightface.engine.distributed import resolve_device
+
+    try:
+        resolve_device(text)
+    except RuntimeError:  # torch.device's own message lists two dozen backends
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text

@@ -31,6 +31,12 @@ def test_lfw_dev_is_fold_2_aligned(shared_data):
     assert len(pairs) == 600 and same.sum() == 300
     assert all(c.shape == (144, 144, 3) and c.dtype == np.uint8 for c in crops)
     assert pairs.max() < len(crops)
+    few, few_pairs, few_same = lfw_dev_faces(shared_data, n_pairs=20)  # a quick look aligns only what it scores
+    assert len(few_pairs) == 20 and few_same.sum() == 10 and len(few) == len(np.unique(few_pairs)) < 40
+    firsts = [np.flatnonzero(same)[:10], np.flatnonzero(~same)[:10]]  # the first pairs of each kind, in order
+    for sub, full in zip((few_pairs[few_same], few_pairs[~few_same]), firsts):
+        for (a, b), (fa, fb) in zip(sub, pairs[full]):
+            assert np.array_equal(few[a], crops[fa]) and np.array_equal(few[b], crops[fb])
 
 
 def test_exported_lfw_dev_is_what_train_lightcnn_validates_on(shared_data, tmp_path):

@@ -119,6 +119,22 @@ def test_batching_and_sizes(embedder, lfw, caplog):
     assert "256x256" in caplog.text and out.shape == (1, 256)
 
 
+def test_a_warning_repeated_for_every_input_is_said_three_times_then_counted(embedder, lfw, caplog):
+    _, crops = lfw
+    big = [cv2.resize(c, (256, 256)) for c in crops * 3]  # 9 crops, each resized with a warning
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        out = embedder.embed(big)
+    messages = [r.getMessage() for r in caplog.records]
+    assert out.shape == (9, 256) and not np.isnan(out).any()
+    assert [m.split(":")[0] for m in messages[:3]] == ["input 0 (ndarray)", "input 1 (ndarray)", "input 2 (ndarray)"]
+    assert len(messages) == 4 and messages[3].startswith('6 more warnings like "input 0 (ndarray): aligned input is '
+                                                          '256x256') and "(9 in this call)" in messages[3], messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):  # the next call starts counting afresh
+        embedder.embed(big[:1])
+    assert len(caplog.records) == 1 and "256x256" in caplog.text
+
+
 def test_flip_fusion(weights, lfw, embedder):
     _, crops = lfw
     fused = FaceEmbedder(weights, device="cpu", flip=True).embed(crops[0])

@@ -490,6 +490,22 @@ def test_cli_batch_size_must_be_positive(name, value, capsys):
     assert parser.parse_args(_REQUIRED[name] + ["--batch-size", "3"]).batch_size == 3
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("name", ["framing", "frontal", "frontal_quality", "ops", "small_faces", "sr", "sr_quality"])
+def test_benchmarks_refuse_a_device_this_machine_lacks_on_the_command_line(name, capsys):
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    for device, says in (("cuda", "CUDA is not available; pass --device cpu"), ("gpu", "use auto, cpu, cuda or cuda:N")):
+        with pytest.raises(SystemExit) as info:  # before any model, data or timing
+            if hasattr(module, "get_args_parser"):
+                module.get_args_parser().parse_args(["--device", device])
+            else:
+                module.main(["--device", device])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "argument --device: " in err and says in err, err
+
+
 def test_library_batch_sizes_are_checked(tmp_path):
     from lightface.data.build import write_lmdb
     from lightface.restore.frontalizer import Frontalizer

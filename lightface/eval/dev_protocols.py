@@ -38,7 +38,7 @@ from ..data.io import write_image
 from ..data.pose_pairs import cfp_five_points
 from ..data.sources import read_landmarks_file
 from .hard_conditions import HARD_CONDITIONS, OCCLUDERS, occluder_kind
-from .verification import best_threshold, read_pairs, verification_metrics
+from .verification import PairList, best_threshold, read_pairs, verification_metrics
 
 __all__ = ["lfw_dev_faces", "export_lfw_dev", "lfw_hard_faces", "lfw_hard_occluders", "by_occluder",
            "cfp_heldout_faces", "run_dev_protocols", "rank1", "rank1_hits", "crop_embedder", "calibrate_threshold",
@@ -103,17 +103,22 @@ class _LfwAligner:
                         protocol, self.undetected, total)
 
 
-def lfw_dev_faces(data_root, detector=None, template: str = "lightcnn_train",
-                  size: int = 144) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+def lfw_dev_faces(data_root, detector=None, template: str = "lightcnn_train", size: int = 144,
+                  n_pairs: Optional[int] = None) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
     """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``.
 
     ``detector``: align from its landmarks (a :class:`~lightface.data.detect.FaceDetector`)
     instead of the given ones, as a whole-photo pipeline does. ``template`` / ``size``: the
     crops' framing (:func:`lightface.data.align.align_face`; default the 144x144 training crop,
-    whose centre 128 is the Light CNN test crop)."""
+    whose centre 128 is the Light CNN test crop). ``n_pairs``: only the first ``n_pairs // 2``
+    same and ``n_pairs // 2`` different pairs, in file order (a quick look; None: all 600)."""
     root = _data_dir(data_root, "lfw_train")
     align = _LfwAligner(root, detector, template, size)
     pairs = read_pairs(root / "pairs_dev.txt")
+    if n_pairs is not None and n_pairs < len(pairs):
+        keep = np.sort(np.concatenate([np.flatnonzero(pairs.labels)[:n_pairs // 2],
+                                       np.flatnonzero(~pairs.labels)[:n_pairs // 2]]))
+        pairs = PairList([pairs.a[i] for i in keep], [pairs.b[i] for i in keep], pairs.labels[keep])
     paths = pairs.paths
     index = {p: i for i, p in enumerate(paths)}
     crops = [align(p) for p in paths]
