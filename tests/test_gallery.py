@@ -611,8 +611,9 @@ def test_enroll_takes_an_occluded_face_as_the_embedder_does(tmp_path, shared_dat
     assert report.added == 0 and "no face" in next(iter(report.failed.values()))
 
 
-def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_models, weights):
-    """Whole photos through the detector: every face of a group photo is searched."""
+def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_models, weights, caplog):
+    """Whole photos through the detector: every face of a group photo is searched; the gallery
+    records the enrolment detector and warns when faces are searched with another one."""
     from pipelines import enroll, search
 
     src = shared_data / "lfw_identities" / "images"
@@ -643,8 +644,15 @@ def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_mode
     # one-pair verification threshold (which, lower, accepted strangers)
     emb = FaceEmbedder(weights, device="cpu", detector=det)
     emb.threshold, emb.identification_threshold = 0.0, 1.01
-    faces = FaceGallery(tmp_path / "g", emb).search_faces(str(group))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        faces = FaceGallery(tmp_path / "g", emb).search_faces(str(group))
     assert len(faces) == 3 and {f.identity for f in faces} == {UNKNOWN}
+    assert FaceGallery(tmp_path / "g").detector == "det_500m.onnx" and "detected and aligned by" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        yunet = FaceEmbedder(weights, device="cpu", detector="yunet")
+        assert len(FaceGallery(tmp_path / "g", yunet).search_faces(str(group))) == 3
+    assert "faces were detected and aligned by det_500m.onnx, this embedder's detector is yunet" in caplog.text
 
 
 def test_identify_defaults_to_the_identification_threshold():

@@ -136,6 +136,13 @@ def _merge_topk(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
+def _detector_name(embedder: Any) -> Optional[str]:
+    """The file or pack name of the detector ``embedder`` runs on whole photos (``"det_500m.onnx"``,
+    ``"yunet"`` for the shipped fallback, ``"buffalo_l"``), or None when it has none."""
+    model = getattr(getattr(embedder, "detector", None), "model", None)
+    return None if model is None else Path(str(model)).name
+
+
 def _on_off(flag: Any) -> str:
     """``"on"`` / ``"off"`` for a bool or a stored ``"0"`` / ``"1"``."""
     return "on" if bool(int(flag)) else "off"
@@ -230,6 +237,12 @@ class FaceGallery:
         stored = self._store.meta.get("threshold")
         return None if stored is None else float(stored)
 
+    @property
+    def detector(self) -> Optional[str]:
+        """The detector the gallery's whole-photo faces were enrolled with (``"det_500m.onnx"``,
+        ``"yunet"``, ...; recorded with the first faces), or None (aligned crops, older galleries)."""
+        return self._store.meta.get("detector")
+
     def set_threshold(self, threshold: Optional[float]) -> None:
         """Store the default identification threshold in the gallery (None removes it)."""
         with self._store.transaction() as conn:
@@ -286,16 +299,30 @@ class FaceGallery:
                            self.path, _on_off(recorded_flip), _on_off(flip), bool(int(recorded_flip)))
         return info
 
-    def _record_embedder_settings(self, embedder: Any) -> None:
+    def _check_detector(self, embedder: Any) -> None:
+        """Warn when whole photos are embedded with another detector than the gallery's faces were:
+        its landmarks place the crop differently, and the scores shift."""
+        name, recorded = _detector_name(embedder), self._store.meta.get("detector")
+        if name is not None and recorded is not None and name != recorded:
+            logger.warning("%s: the gallery's faces were detected and aligned by %s, this embedder's detector is %s: "
+                           "crops differ slightly and the scores shift; use FaceEmbedder(detector=...) with the "
+                           "gallery's detector", self.path, recorded, name)
+
+    def _record_embedder_settings(self, embedder: Any, aligned: bool) -> None:
         """Store, in one transaction, the embedder's identification threshold (unless the gallery has
-        one) and, with the first faces enrolled, its flip fusion (checked by :meth:`_check_model`)."""
+        one) and, with the first faces enrolled, its flip fusion (checked by :meth:`_check_model`) and,
+        for whole photos, its detector (checked by :meth:`_check_detector`)."""
         values: Dict[str, Any] = {}
         threshold = embedder_identification_threshold(embedder)
         if threshold is not None and "threshold" not in self._store.meta:
             values["threshold"] = float(threshold)
+        first = not self._store.count
         flip = getattr(embedder, "flip", None)
-        if flip is not None and not self._store.count and "flip" not in self._store.meta:
+        if flip is not None and first and "flip" not in self._store.meta:
             values["flip"] = int(bool(flip))
+        detector = None if aligned else _detector_name(embedder)
+        if detector is not None and first and "detector" not in self._store.meta:
+            values["detector"] = detector
         if values:
             with self._store.transaction() as conn:
                 self._store.set_meta(conn, values)
@@ -410,7 +437,9 @@ class FaceGallery:
         if embedder is None:
             raise ValueError("enroll needs an embedder: FaceGallery(path, embedder) or enroll(..., embedder=...)")
         info = self._check_model(embedder)
-        self._record_embedder_settings(embedder)
+        if not aligned:
+            self._check_detector(embedder)
+        self._record_embedder_settings(embedder, aligned)
         t0 = time.perf_counter()
         items = collect_photos(paths_or_folders)
         report = EnrollReport(photos=len(items))
@@ -660,6 +689,7 @@ class FaceGallery:
             raise ValueError("search_faces needs an embedder: FaceGallery(path, embedder) or embedder=...")
         if embedder is not self.embedder:
             self._check_model(embedder)
+        self._check_detector(embedder)
         faces = embedder.embed_faces(image)
         if not faces:
             return []

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.align import affine_scale, align_face
+from ..data.align import affine_scale, align_face, estimate_transform
 from ..data.convert import image_to_tensor, tensor_to_image
 from ..data.detect import main_face
 from ..data.io import write_image
@@ -24,7 +24,7 @@ from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
 from .loading import load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
-from .paste import antialiased_align, detect_and_align, detect_faces, paste_face, rescale_affine  # noqa: F401
+from .paste import antialiased_align, detect_faces, paste_face, rescale_affine
 
 __all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
 
@@ -206,19 +206,21 @@ class SuperResolver:
             raise ValueError(f"a {w}x{h} photo upscaled {self.scale}x would be {w * self.scale}x{h * self.scale} "
                              f"pixels, more than SuperResolver.restore makes ({MAX_OUTPUT_PIXELS / 1e6:.0f} MP); "
                              "downscale the photo or crop it to its faces first")
-        found = detect_and_align(self.detector, bgr, self.input_size, only_center_face=only_center_face,
-                                 antialias=True, interpolation="bicubic")
+        detections = detect_faces(self.detector, bgr)
+        if only_center_face and detections:
+            detections = [main_face(detections, bgr.shape)]
         canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
         faces = []
-        for det, crop, M in found:
-            shrink = 1.0 / affine_scale(M)
+        for det in detections:
+            shrink = 1.0 / affine_scale(estimate_transform(det.landmarks, _TEMPLATE, self.input_size))
+            own_size = 1 < shrink <= self.max_face_shrink  # the crop enlarges it by less than a pixel, discards nothing
+            crop, M = antialiased_align(bgr, det.landmarks, _TEMPLATE,
+                                        size=math.ceil(self.input_size * shrink) if own_size else self.input_size)
             if shrink > self.max_face_shrink:
                 faces.append(RestoredFace(det.box, det.landmarks, crop, antialiased_align(
                     bgr, det.landmarks, _TEMPLATE, size=self.output_size)[0], M, shrink, False))
-                continue
-            if shrink > 1:  # its own resolution: the crop enlarges it by less than a pixel, discards nothing
-                crop, M = antialiased_align(bgr, det.landmarks, _TEMPLATE, size=math.ceil(self.input_size * shrink))
-            faces.append(RestoredFace(det.box, det.landmarks, crop, None, M, shrink, True))
+            else:
+                faces.append(RestoredFace(det.box, det.landmarks, crop, None, M, shrink, True))
         by_size: Dict[int, List[RestoredFace]] = {}
         for face in faces:
             if face.super_resolved:
