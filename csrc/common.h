@@ -9,7 +9,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/core/WrapDimMinimal.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -46,7 +45,9 @@ struct SplitGeometry {
 inline SplitGeometry split_geometry(const at::Tensor& x, int64_t dim, int64_t parts, const char* op,
                                     const char* name = "x") {
   TORCH_CHECK_VALUE(x.dim() > 0, op, ": ", name, " must have at least one dimension, got a 0-d tensor");
-  const int64_t d = c10::maybe_wrap_dim(dim, x.dim());
+  TORCH_CHECK_INDEX(-x.dim() <= dim && dim < x.dim(), op, ": dim ", dim, " is out of range for ", name,
+                    " of shape ", x.sizes(), " (", x.dim(), "-D)");
+  const int64_t d = dim < 0 ? dim + x.dim() : dim;
   const int64_t size = x.size(d);
   TORCH_CHECK_VALUE(size % parts == 0, op, ": ", name, ".size(", d, ") must be divisible by ", parts,
                     ", got ", name, " of shape ", x.sizes());

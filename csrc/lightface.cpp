@@ -1,6 +1,6 @@
-// Schemas of every lightface op, in one TORCH_LIBRARY block. Kernels live in cpu/*.cpp
-// and cuda/*.cu (one file per op family and backend); autograd and fake (meta) kernels
-// are registered from Python (lightface/ops/_library.py).
+// Schemas of every lightface op, in one block. Kernels live in cpu/*.cpp and cuda/*.cu
+// (one file per op family and backend); autograd and fake (meta) kernels are registered
+// from Python (lightface/ops/_library.py).
 //
 // Public ops: mfm, mfm_3_2, symmetry_loss, total_variation.
 // Private ops (leading underscore): the forward variants that also return what the
@@ -11,6 +11,7 @@
 #endif
 
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <atomic>
@@ -49,7 +50,14 @@ int64_t parallel_threads() {
 }  // namespace
 }  // namespace lightface
 
-TORCH_LIBRARY(lightface, m) {
+// A fragment rather than TORCH_LIBRARY, so that a second copy of this library in one
+// process (lightface._C and the CMake build's liblightface_ops.so) does not abort it:
+// TORCH_LIBRARY allows one block per namespace and defining a schema twice throws, both
+// during dlopen, where an exception terminates the process. The second copy keeps the
+// first one's schemas and its TORCH_LIBRARY_IMPL kernels (the same code) replace the first
+// one's (torch warns once).
+TORCH_LIBRARY_FRAGMENT(lightface, m) {
+  if (c10::Dispatcher::singleton().findSchema({"lightface::mfm", ""}).has_value()) return;
   // MFM 2/1: max of the first and second halves along dim (ties and NaN: first half wins
   // unless only the second half is NaN).
   m.def("mfm(Tensor x, int dim=1) -> Tensor");

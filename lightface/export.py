@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from . import ops
 from .models.lightcnn import INPUT_SIZE
+from .utils.atomic_write import atomic_file, atomic_path
 
 __all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -70,7 +71,8 @@ def export_onnx(
 
     Args:
         model: a Light CNN module or a checkpoint path (project or official release).
-        path: the ``.onnx`` file to write (folders are created); weights are stored inside.
+        path: the ``.onnx`` file to write (folders are created); weights are stored inside. Written
+            atomically: a failed export or check leaves an earlier file at ``path`` as it was.
         opset: ONNX opset version.
         example_batch: batch size of the tracing example (any N works at run time).
         check: run ``onnx.checker`` on the result.
@@ -83,19 +85,18 @@ def export_onnx(
 
     net = _prepare(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
     names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
-    with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
+    with atomic_path(path) as tmp, ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # static channel checks inside the ops
         if dynamo:
-            torch.onnx.export(net, (example,), str(path), dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            torch.onnx.export(net, (example,), str(tmp), dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                               dynamo=True, external_data=False, verbose=False, **names)
         else:
-            torch.onnx.export(net, (example,), str(path), dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            torch.onnx.export(net, (example,), str(tmp), dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                               dynamo=False, **names)
-    if check:
-        onnx.checker.check_model(onnx.load(str(path)))
+        if check:
+            onnx.checker.check_model(onnx.load(str(tmp)))
     logger.info("exported ONNX (opset %d, dynamic batch) to %s", opset, path)
     return path
 
@@ -103,16 +104,17 @@ def export_onnx(
 def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_batch: int = 2) -> Path:
     """Export a traced TorchScript module (``torch.jit.load(path)(x)`` -> (N, 256) features).
 
-    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch.
+    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. Written
+    atomically (folders are created): a failed write leaves an earlier file at ``path`` as it was.
     """
     net = _prepare(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
     with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(net, example, check_trace=False)
-    traced.save(str(path))
+    with atomic_file(path) as f:  # written by Python: a failed write raises OSError (traced.save(name) aborts)
+        f.write(traced.save_to_buffer())
     logger.info("exported TorchScript to %s", path)
     return path
 
@@ -124,8 +126,9 @@ class OnnxRecognizer:
         path: the ``.onnx`` file from :func:`export_onnx`.
         providers: ONNX Runtime providers (default: CUDA when available, else CPU).
         threads: intra-op threads (0: ONNX Runtime's default).
-    Call with float32 (N, 1, 128, 128) gray in [0, 1] (numpy or tensor); returns float32
-    numpy (N, 256) features (not normalised).
+    Call with float (N, 1, 128, 128) gray in [0, 1] (numpy or tensor; run in float32); returns
+    float32 numpy (N, 256) features (not normalised). Integer input (uint8 0..255 crops) raises
+    ``TypeError``, as the PyTorch model does.
     """
 
     def __init__(self, path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, threads: int = 0):
@@ -146,7 +149,12 @@ class OnnxRecognizer:
 
     def __call__(self, x: Union[np.ndarray, Tensor]) -> np.ndarray:
         if isinstance(x, Tensor):
-            x = x.detach().cpu().numpy()
+            x = x.detach().cpu()
+            x = x.float().numpy() if x.is_floating_point() else x.numpy()  # numpy has no bfloat16
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"OnnxRecognizer input must be float in [0, 1], got dtype {x.dtype}; "
+                            "divide uint8 images by 255")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (1, INPUT_SIZE, INPUT_SIZE):
             raise ValueError(f"expected gray crops (N, 1, 128, 128), got shape {x.shape}")

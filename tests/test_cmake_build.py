@@ -1,5 +1,6 @@
 """The CMake build (CMakeLists.txt) produces a library torch.ops.load_library can load, whose
-ops agree with the setup.py build (lightface._C)."""
+ops agree with the setup.py build (lightface._C), and to which ``import lightface.ops`` adds
+autograd and fake kernels (checked fast with a copy of lightface._C loaded by path)."""
 import os
 import shutil
 import subprocess
@@ -14,15 +15,11 @@ from lightface import ops
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed"),
-    pytest.mark.skipif(not ops.extension_available(), reason="lightface._C is not built (make build)"),
-]
+pytestmark = pytest.mark.skipif(not ops.extension_available(), reason="lightface._C is not built (make build)")
 
-# Runs in a fresh interpreter, once per build: both builds register the same
-# TORCH_LIBRARY, so the CMake library must not share a process with lightface._C.
-# argv[1] is the CMake library, or "lightface._C" for the setup.py build.
+# Runs in a fresh interpreter, once per build (in one process the library loaded second
+# would replace the first one's kernels). argv[1] is the CMake library, or "lightface._C"
+# for the setup.py build; then `import lightface.ops` adds autograd (grad_x below).
 CHILD = textwrap.dedent(
     """
     import sys, torch
@@ -30,6 +27,8 @@ CHILD = textwrap.dedent(
         import lightface._C
     else:
         torch.ops.load_library(sys.argv[1])
+    from lightface import ops
+    assert ops.extension_available() and ("lightface._C" in sys.modules) == (sys.argv[1] == "lightface._C")
     lf = torch.ops.lightface
     inputs = torch.load(sys.argv[2])
     x, img, grad = inputs["x"], inputs["img"], inputs["grad"]
@@ -41,6 +40,9 @@ CHILD = textwrap.dedent(
         "mfm_3_2_backward": lf._mfm_3_2_backward(out3, mask3, 1),
         "threads": torch.tensor(lf._parallel_threads()),
     }
+    x.requires_grad_(True)
+    (lf.mfm(x, 1).square().sum() + lf.mfm_3_2(x[:, :6], 1).sum()).backward()
+    results["grad_x"] = x.grad
     for r in ("none", "sum", "mean"):
         g = grad if r == "none" else grad[0]
         results[f"sym_{r}"] = lf.symmetry_loss(img, r)
@@ -52,6 +54,8 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_cmake_library_loads_and_agrees(tmp_path):
     build = tmp_path / "build"
     env = dict(os.environ)
@@ -87,3 +91,46 @@ def test_cmake_library_loads_and_agrees(tmp_path):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-6, msg=lambda m: f"{key}: {m}")
+
+
+# A stand-in for build/cmake/liblightface_ops.so: a copy of lightface._C (the same op library)
+# loaded by path. argv[1]: which library the process loads first.
+LOAD_ORDER_CHILD = textwrap.dedent(
+    """
+    import sys, warnings, torch
+    standin = sys.argv[2]
+    if sys.argv[1] == "load_library":
+        torch.ops.load_library(standin)
+        from lightface import ops
+        # the loaded ops serve: lightface._C is not imported (a C++-only install need not have it)
+        assert "lightface._C" not in sys.modules, "lightface._C was imported too"
+    else:
+        from lightface import ops
+        torch.ops.load_library(standin)  # a second copy of the ops: must not abort the process
+    assert ops.extension_available()
+    x = torch.tensor([[1.0, 5.0, 3.0, 2.0]], requires_grad=True)
+    torch.ops.lightface.mfm(x, 1).sum().backward()  # autograd registered by lightface.ops
+    assert x.grad.tolist() == [[0.0, 1.0, 1.0, 0.0]], x.grad
+    assert torch.ops.lightface.mfm(torch.empty(2, 4, device="meta"), 1).shape == (2, 2)  # fake kernel
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the reference
+        assert ops.mfm(x).tolist() == [[3.0, 5.0]]
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("first", ["load_library", "lightface._C"])
+def test_library_loaded_by_path_gets_autograd_and_fake_kernels(tmp_path, first):
+    """docs/ops.md's CMake recipe: torch.ops.load_library(path), then import lightface.ops; and
+    a process that loads both copies of the ops (either order) runs instead of aborting."""
+    import lightface._C
+
+    standin = tmp_path / "liblightface_ops.so"
+    shutil.copyfile(lightface._C.__file__, standin)
+    (tmp_path / "child.py").write_text(LOAD_ORDER_CHILD)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("LIGHTFACE_DISABLE_EXTENSION", None)
+    done = subprocess.run([sys.executable, str(tmp_path / "child.py"), first, str(standin)], env=env,
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

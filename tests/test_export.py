@@ -1,5 +1,11 @@
 """ONNX / TorchScript export of Light CNNs (random weights in the official layout: no
 official weights on this machine) and the ONNX Runtime embedder backend."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -47,6 +53,63 @@ def test_onnx_runtime_matches_pytorch_with_dynamic_batch(exported, arch):
         assert np.abs(out - ref).max() < 1e-4
     with pytest.raises(ValueError, match=r"\(N, 1, 128, 128\)"):
         run(np.zeros((1, 3, 128, 128), np.float32))
+
+
+def test_onnx_recognizer_rejects_integer_crops_like_the_model(exported):
+    """uint8 0..255 crops used to give meaningless features without a word; any float dtype runs."""
+    _, _, onnx_path = exported("lightcnn9")
+    run = OnnxRecognizer(onnx_path, providers=["CPUExecutionProvider"])
+    crops = np.random.default_rng(0).integers(0, 256, (2, 1, 128, 128), dtype=np.uint8)
+    for bad in (crops, torch.from_numpy(crops), crops.astype(np.int64).tolist()):
+        with pytest.raises(TypeError, match=r"must be float in \[0, 1\], got dtype (uint8|int64); divide uint8 images by 255"):
+            run(bad)
+    x = torch.from_numpy(crops / 255.0)  # float64
+    for good in (x, x.numpy(), x.half(), x.to(torch.bfloat16)):
+        as_float32 = good.float().numpy() if isinstance(good, torch.Tensor) else good.astype(np.float32)
+        assert np.array_equal(run(good), run(as_float32))
+
+
+# Exports a tiny Light CNN over a good earlier export under a file-size limit (as a full disk).
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    sys.path.insert(0, sys.argv[3])
+    from lightcnn_tiny import TinyLightCNN
+    from lightface.export import export_onnx, export_torchscript
+
+    kind, path = sys.argv[1], sys.argv[2]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        if kind == "onnx":
+            export_onnx(TinyLightCNN(), path, dynamo=False)
+        else:
+            export_torchscript(TinyLightCNN(), path)
+    except OSError as err:
+        print("OSError", err.errno)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_failed_export_leaves_the_earlier_file(tmp_path, kind):
+    """A write that fails halfway (file too large / disk full) raises OSError and leaves the earlier
+    export as it was, with no temporary file (it used to truncate it; TorchScript aborted the process)."""
+    from lightcnn_tiny import TinyLightCNN
+
+    path = tmp_path / ("m.onnx" if kind == "onnx" else "m.pt")
+    if kind == "onnx":
+        export_onnx(TinyLightCNN(), path, dynamo=False)
+    else:
+        export_torchscript(TinyLightCNN(), path)
+    good = path.read_bytes()
+    assert len(good) > 20_000
+    (tmp_path / "child.py").write_text(FULL_DISK_CHILD)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, str(tmp_path / "child.py"), kind, str(path), str(Path(__file__).parent)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == ["OSError", "27"], (done.returncode, done.stderr[-2000:])
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", path.name]
 
 
 def test_torchscript_matches_pytorch(tmp_path):

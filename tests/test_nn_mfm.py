@@ -43,3 +43,17 @@ def test_mfm_linear_and_3_2_variants():
     torch.testing.assert_close(lin3(x), ops.mfm_3_2(lin3.filter(x)))
     with pytest.raises(ValueError, match="even"):
         lnn.MFMLinear3_2(10, 5)
+
+
+@pytest.mark.parametrize("three_halves", [False, True])
+def test_mfm_layers_take_what_their_inner_layer_takes(three_halves):
+    """Unbatched (in, H, W) images and (*, in) features: MFM reduces the channels / features, as for
+    a batch (MFM along dim 1 used to halve the height, or the sequence, without a word)."""
+    conv = (lnn.MFMConv2d3_2 if three_halves else lnn.MFMConv2d)(3, 4)
+    image = torch.randn(3, 8, 6)
+    torch.testing.assert_close(conv(image), conv(image[None])[0], rtol=0, atol=0)
+    assert conv(image).shape == (4, 8, 6)
+    lin = (lnn.MFMLinear3_2 if three_halves else lnn.MFMLinear)(10, 4)
+    tokens = torch.randn(2, 6, 10)
+    torch.testing.assert_close(lin(tokens), lin(tokens.reshape(12, 10)).reshape(2, 6, 4), rtol=0, atol=0)
+    torch.testing.assert_close(lin(tokens[0, 0]), lin(tokens[0, :1])[0], rtol=0, atol=0)

@@ -81,6 +81,30 @@ def test_mfm_3_2_matches_reference(device, dtype, contiguous, dim):
     torch.testing.assert_close(gx, gx_ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mfm_16_bit_kernels_select_like_the_reference_for_every_bit_pattern(dtype):
+    """float16 / bfloat16 compare integer keys made from the bits: the same selections (bit for bit,
+    masks and gradients included) as the reference's float comparisons, for all 65536 patterns
+    (NaNs of both signs, infinities, subnormals, -0 vs +0) against special and random values."""
+    bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), -float("inf"), float("nan"), 2.0**-20,
+                            -(2.0**-20), 6.0e4, -6.0e4], dtype=dtype)
+    special = torch.cat([special, -special[6:7]])  # a negative NaN
+    every = bits.view(dtype)
+    others = torch.cat([special.repeat_interleave(len(every) // len(special) + 1)[: len(every)],
+                        every[torch.randperm(len(every))]])
+    pairs = torch.stack([every.repeat(2), others]).reshape(2, 2, -1).transpose(0, 1)  # (2, 2, 65536)
+    out, mask = torch.ops.lightface._mfm_forward(pairs, 1)
+    assert torch.equal(out.view(torch.int16), reference.mfm(pairs, 1).view(torch.int16))
+    triples = torch.stack([every, others[: len(every)], others[len(every):]]).reshape(1, 3, -1)
+    for t in (triples, triples[:, [1, 0, 2]], triples[:, [2, 1, 0]]):
+        assert torch.equal(ops.mfm_3_2(t).view(torch.int16), reference.mfm_3_2(t).view(torch.int16))
+    g = torch.randn(out.shape).to(dtype)
+    _, gx = _grad(lambda t: ops.mfm(t), pairs, g)
+    _, gx_ref = _grad(lambda t: reference.mfm(t, 1), pairs, g)
+    assert torch.equal(gx.view(torch.int16), gx_ref.view(torch.int16))
+
+
 def test_reference_mfm_3_2_equals_stable_sort():
     """The sort-free reference agrees with the definition: stable descending sort of the thirds."""
     x = torch.randint(-1, 2, (5, 30, 7)).float()
@@ -363,6 +387,64 @@ def test_gradient_penalty_through_mfm_critic_matches_reference(device):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+# ---- forward-mode AD and torch.func transforms (run by the reference) --------------------------
+
+
+def _public_ops():
+    return {
+        "mfm": (lambda t: ops.mfm(t), lambda t: reference.mfm(t, 1)),
+        "mfm_3_2": (lambda t: ops.mfm_3_2(t[:, :6]), lambda t: reference.mfm_3_2(t[:, :6], 1)),
+        "symmetry": (lambda t: ops.symmetry_loss(t, "none"), lambda t: reference.symmetry_loss(t, "none")),
+        "tv": (lambda t: ops.total_variation(t), lambda t: reference.total_variation(t, "mean")),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_public_ops()))
+def test_forward_mode_ad_matches_reference(name):
+    """torch.func.jvp and torch.autograd.forward_ad get the reference's tangent (the compiled ops'
+    autograd is reverse-mode only: the tangent used to be dropped, a silent zero JVP)."""
+    import torch.autograd.forward_ad as fwAD
+
+    fn, ref = _public_ops()[name]
+    x, v = torch.randn(2, 8, 4, 5, dtype=torch.float64), torch.randn(2, 8, 4, 5, dtype=torch.float64)
+    out, tangent = torch.func.jvp(fn, (x,), (v,))
+    out_ref, tangent_ref = torch.func.jvp(ref, (x,), (v,))
+    assert tangent_ref.abs().sum() > 0
+    torch.testing.assert_close(out, out_ref)
+    torch.testing.assert_close(tangent, tangent_ref)
+    with fwAD.dual_level():
+        dual_tangent = fwAD.unpack_dual(fn(fwAD.make_dual(x, v))).tangent
+    assert dual_tangent is not None
+    torch.testing.assert_close(dual_tangent, tangent_ref)
+
+
+def test_func_transforms_match_reference():
+    """torch.func.grad / jacrev / vmap(grad) (per-sample gradients) work and agree with the reference
+    (the compiled ops' autograd is not functorch-aware: they used to raise an autograd.Function error)."""
+    from lightface.nn import MFMLinear
+
+    img = torch.rand(2, 3, 6, 7, dtype=torch.float64)
+    for name, (fn, ref) in _public_ops().items():
+        x = img if name in ("symmetry", "tv") else torch.randn(2, 8, 3, dtype=torch.float64)
+        torch.testing.assert_close(torch.func.grad(lambda t: fn(t).square().sum())(x),
+                                   torch.func.grad(lambda t: ref(t).square().sum())(x))
+        torch.testing.assert_close(torch.func.jacrev(fn)(x), torch.func.jacrev(ref)(x))
+
+    model = MFMLinear(10, 4).double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    xb = torch.randn(5, 10, dtype=torch.float64)
+
+    def loss(p, sample):
+        return torch.func.functional_call(model, p, (sample[None],)).square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, xb)
+    for i in range(len(xb)):
+        model.zero_grad()
+        model(xb[i:i + 1]).square().sum().backward()
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad)
+
+
 def test_loss_gradient_penalty_reaches_the_weights():
     """A penalty on a loss gradient: d/ds |s * dT/dimg|^2 = 2 s |dT/dimg|^2 (through the backward op)."""
     img = torch.rand(2, 3, 5, 6, dtype=torch.float64)
@@ -386,7 +468,10 @@ def test_loss_gradient_penalty_reaches_the_weights():
     [
         (lambda lf, t: lf.mfm(t(2, 3, 4)), ValueError, r"mfm: x.size\(1\) must be divisible by 2"),
         (lambda lf, t: lf._mfm_forward(t(2, 5), -1), ValueError, "divisible by 2"),
-        (lambda lf, t: lf.mfm(t(2, 4), 2), IndexError, "out of range"),
+        (lambda lf, t: lf.mfm(t(2, 4), 2), IndexError, r"^mfm: dim 2 is out of range for x of shape \[2, 4\] \(2-D\)$"),
+        (lambda lf, t: lf._mfm_3_2_forward(t(2, 3), -3), IndexError, r"^mfm_3_2: dim -3 is out of range for x of shape \[2, 3\]"),
+        (lambda lf, t: lf._mfm_backward(t(2, 3), t(2, 3, dtype=torch.uint8), 5), IndexError,
+         r"^mfm_backward: dim 5 is out of range for grad of shape \[2, 3\] \(2-D\)$"),
         (lambda lf, t: lf.mfm(t()), ValueError, "at least one dimension"),
         (lambda lf, t: lf.mfm(t(2, 4, dtype=torch.int32)), TypeError, "floating-point"),
         (lambda lf, t: lf.mfm_3_2(t(2, 4, 3)), ValueError, "divisible by 3"),

@@ -6,7 +6,6 @@
 // branch-free so the compiler vectorises them (and target_clones adds AVX2/AVX-512
 // versions chosen at load time).
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -36,26 +35,62 @@ inline void for_each_run(int64_t begin, int64_t end, int64_t len, const F& fn) {
   }
 }
 
+// How the loops see a dtype: `T` is what they load and store, `key(v)` what they compare
+// (select.h's `beats` ranks the keys as it ranks the values). float / double: the values.
+// float16 / bfloat16: the 16-bit patterns, and a 16-bit integer key with the values' order
+// (sign-magnitude to two's complement, so -0 == +0; every NaN the largest key), since the
+// scalar half -> float conversion and copies of the c10::Half / BFloat16 structs do not
+// vectorise (they made these kernels 10-20x slower than float32). The outputs are the
+// selected inputs' bits, as for the other dtypes.
+template <typename scalar_t>
+struct Rank {
+  using T = scalar_t;
+  static T key(T v) { return v; }
+};
+
+template <int kInfBits>  // the bit pattern of +infinity
+struct Rank16 {
+  using T = uint16_t;
+  static int16_t key(uint16_t bits) {
+    const int16_t magnitude = static_cast<int16_t>(bits & 0x7FFF);
+    const int16_t key = (bits & 0x8000) ? static_cast<int16_t>(-magnitude) : magnitude;
+    return magnitude > kInfBits ? static_cast<int16_t>(0x7FFF) : key;
+  }
+};
+template <>
+struct Rank<c10::Half> : Rank16<0x7C00> {};
+template <>
+struct Rank<c10::BFloat16> : Rank16<0x7F80> {};
+
+// `t`'s data as the loops see it.
+template <typename scalar_t>
+const typename Rank<scalar_t>::T* loop_data(const at::Tensor& t) {
+  return reinterpret_cast<const typename Rank<scalar_t>::T*>(t.const_data_ptr<scalar_t>());
+}
+template <typename scalar_t>
+typename Rank<scalar_t>::T* loop_data_mut(const at::Tensor& t) {
+  return reinterpret_cast<typename Rank<scalar_t>::T*>(t.mutable_data_ptr<scalar_t>());
+}
+
 // ---- MFM 2/1 ----------------------------------------------------------------------------
 
-template <typename scalar_t, bool kMask>
-LIGHTFACE_SIMD_CLONES void mfm2_run(const scalar_t* __restrict a, const scalar_t* __restrict b,
-                                    scalar_t* __restrict y, uint8_t* __restrict m, int64_t n) {
-  using op_t = at::opmath_type<scalar_t>;
+template <typename scalar_t, bool kMask, typename T = typename Rank<scalar_t>::T>
+LIGHTFACE_SIMD_CLONES void mfm2_run(const T* __restrict a, const T* __restrict b, T* __restrict y,
+                                    uint8_t* __restrict m, int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
-    const scalar_t va = a[k], vb = b[k];
-    const bool second = beats(static_cast<op_t>(va), static_cast<op_t>(vb));
+    const T va = a[k], vb = b[k];
+    const bool second = beats(Rank<scalar_t>::key(va), Rank<scalar_t>::key(vb));
     y[k] = second ? vb : va;
     if constexpr (kMask) m[k] = static_cast<uint8_t>(second);
   }
 }
 
-template <typename scalar_t>
-LIGHTFACE_SIMD_CLONES void mfm2_backward_run(const scalar_t* __restrict g, const uint8_t* __restrict m,
-                                             scalar_t* __restrict ga, scalar_t* __restrict gb, int64_t n) {
-  const scalar_t zero(0);
+template <typename T>
+LIGHTFACE_SIMD_CLONES void mfm2_backward_run(const T* __restrict g, const uint8_t* __restrict m,
+                                             T* __restrict ga, T* __restrict gb, int64_t n) {
+  const T zero(0);  // +0 (also as float16 / bfloat16 bits)
   for (int64_t k = 0; k < n; ++k) {
-    const scalar_t v = g[k];
+    const T v = g[k];
     const bool second = m[k] != 0;
     ga[k] = second ? zero : v;
     gb[k] = second ? v : zero;
@@ -69,13 +104,13 @@ std::tuple<at::Tensor, at::Tensor> mfm2_impl(const at::Tensor& input, int64_t di
   const SplitGeometry g = operands.g;
   if (out.numel() == 0) return {out, mask};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_cpu", [&] {
-    const scalar_t* px = x.const_data_ptr<scalar_t>();
-    scalar_t* py = out.mutable_data_ptr<scalar_t>();
+    const auto* px = loop_data<scalar_t>(x);
+    auto* py = loop_data_mut<scalar_t>(out);
     uint8_t* pm = kMask ? mask.mutable_data_ptr<uint8_t>() : nullptr;
     const int64_t len = g.len;
     at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
       for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
-        const scalar_t* a = px + o * 2 * len + j;
+        const auto* a = px + o * 2 * len + j;
         mfm2_run<scalar_t, kMask>(a, a + len, py + i, kMask ? pm + i : nullptr, count);
       });
     });
@@ -95,14 +130,14 @@ at::Tensor mfm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in
   const SplitGeometry g = operands.g;
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_backward_cpu", [&] {
-    const scalar_t* pg = grad.const_data_ptr<scalar_t>();
+    const auto* pg = loop_data<scalar_t>(grad);
     const uint8_t* pm = mask.const_data_ptr<uint8_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    auto* po = loop_data_mut<scalar_t>(out);
     const int64_t len = g.len;
     at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
       for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
-        scalar_t* ga = po + o * 2 * len + j;
-        mfm2_backward_run<scalar_t>(pg + i, pm + i, ga, ga + len, count);
+        auto* ga = po + o * 2 * len + j;
+        mfm2_backward_run(pg + i, pm + i, ga, ga + len, count);
       });
     });
   });
@@ -111,29 +146,28 @@ at::Tensor mfm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in
 
 // ---- MFM 3/2 ----------------------------------------------------------------------------
 
-template <typename scalar_t, bool kMask>
-LIGHTFACE_SIMD_CLONES void mfm3_run(const scalar_t* __restrict a, const scalar_t* __restrict b,
-                                    const scalar_t* __restrict c, scalar_t* __restrict ymax,
-                                    scalar_t* __restrict ymed, uint8_t* __restrict m, int64_t n) {
-  using op_t = at::opmath_type<scalar_t>;
+template <typename scalar_t, bool kMask, typename T = typename Rank<scalar_t>::T>
+LIGHTFACE_SIMD_CLONES void mfm3_run(const T* __restrict a, const T* __restrict b, const T* __restrict c,
+                                    T* __restrict ymax, T* __restrict ymed, uint8_t* __restrict m, int64_t n) {
+  using R = Rank<scalar_t>;
   for (int64_t k = 0; k < n; ++k) {
-    const scalar_t v0 = a[k], v1 = b[k], v2 = c[k];
+    const T v0 = a[k], v1 = b[k], v2 = c[k];
     int imax, imed;
-    rank3(static_cast<op_t>(v0), static_cast<op_t>(v1), static_cast<op_t>(v2), imax, imed);
+    rank3(R::key(v0), R::key(v1), R::key(v2), imax, imed);
     ymax[k] = pick3(imax, v0, v1, v2);
     ymed[k] = pick3(imed, v0, v1, v2);
     if constexpr (kMask) m[k] = pack_rank3(imax, imed);
   }
 }
 
-template <typename scalar_t>
-LIGHTFACE_SIMD_CLONES void mfm3_backward_run(const scalar_t* __restrict gmax, const scalar_t* __restrict gmed,
-                                             const uint8_t* __restrict m, scalar_t* __restrict g0,
-                                             scalar_t* __restrict g1, scalar_t* __restrict g2, int64_t n) {
-  const scalar_t zero(0);
+template <typename T>
+LIGHTFACE_SIMD_CLONES void mfm3_backward_run(const T* __restrict gmax, const T* __restrict gmed,
+                                             const uint8_t* __restrict m, T* __restrict g0, T* __restrict g1,
+                                             T* __restrict g2, int64_t n) {
+  const T zero(0);
   for (int64_t k = 0; k < n; ++k) {
     const int imax = mask_max(m[k]), imed = mask_median(m[k]);
-    const scalar_t vmax = gmax[k], vmed = gmed[k];
+    const T vmax = gmax[k], vmed = gmed[k];
     g0[k] = imax == 0 ? vmax : (imed == 0 ? vmed : zero);
     g1[k] = imax == 1 ? vmax : (imed == 1 ? vmed : zero);
     g2[k] = imax == 2 ? vmax : (imed == 2 ? vmed : zero);
@@ -147,14 +181,14 @@ std::tuple<at::Tensor, at::Tensor> mfm3_impl(const at::Tensor& input, int64_t di
   const SplitGeometry g = operands.g;
   if (out.numel() == 0) return {out, mask};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lightface_mfm_3_2_cpu", [&] {
-    const scalar_t* px = x.const_data_ptr<scalar_t>();
-    scalar_t* py = out.mutable_data_ptr<scalar_t>();
+    const auto* px = loop_data<scalar_t>(x);
+    auto* py = loop_data_mut<scalar_t>(out);
     uint8_t* pm = kMask ? mask.mutable_data_ptr<uint8_t>() : nullptr;
     const int64_t len = g.len;
     at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
       for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
-        const scalar_t* a = px + o * 3 * len + j;
-        scalar_t* y = py + o * 2 * len + j;
+        const auto* a = px + o * 3 * len + j;
+        auto* y = py + o * 2 * len + j;
         mfm3_run<scalar_t, kMask>(a, a + len, a + 2 * len, y, y + len, kMask ? pm + i : nullptr, count);
       });
     });
@@ -177,15 +211,15 @@ at::Tensor mfm_3_2_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mas
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "lightface_mfm_3_2_backward_cpu",
                                   [&] {
-    const scalar_t* pg = grad.const_data_ptr<scalar_t>();
+    const auto* pg = loop_data<scalar_t>(grad);
     const uint8_t* pm = mask.const_data_ptr<uint8_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+    auto* po = loop_data_mut<scalar_t>(out);
     const int64_t len = g.len;
     at::parallel_for(0, g.outer * len, kGrain, [&](int64_t begin, int64_t end) {
       for_each_run(begin, end, len, [&](int64_t o, int64_t j, int64_t i, int64_t count) {
-        const scalar_t* gy = pg + o * 2 * len + j;
-        scalar_t* gx = po + o * 3 * len + j;
-        mfm3_backward_run<scalar_t>(gy, gy + len, pm + i, gx, gx + len, gx + 2 * len, count);
+        const auto* gy = pg + o * 2 * len + j;
+        auto* gx = po + o * 3 * len + j;
+        mfm3_backward_run(gy, gy + len, pm + i, gx, gx + len, gx + 2 * len, count);
       });
     });
   });

@@ -7,7 +7,9 @@ inside :func:`use_reference`, the pure-PyTorch reference of :mod:`lightface.ops.
 
 All ops take float16, bfloat16, float32 or float64 tensors of any strides (non-contiguous
 inputs are made contiguous), work under autograd, ``torch.compile(fullgraph=True)`` and
-``torch.library.opcheck``, and return contiguous outputs of the input's dtype.
+``torch.library.opcheck``, and return contiguous outputs of the input's dtype. Forward-mode
+AD and ``torch.func`` transforms (``jvp``, ``grad``, ``vmap``, ...) run the reference, whose
+aten ops support them (the compiled ops' autograd is reverse-mode only).
 
 Example:
     >>> import torch
@@ -25,6 +27,7 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 from . import _library, reference
 
@@ -48,7 +51,8 @@ _warned = set()
 
 
 def extension_available() -> bool:
-    """True when the compiled library ``lightface._C`` is loaded (its ops are in ``torch.ops.lightface``)."""
+    """True when the compiled ops are loaded (in ``torch.ops.lightface``): from ``lightface._C``, or from
+    a library registered with ``torch.ops.load_library`` before this module was imported (the CMake build)."""
     return _library.HAS_OPS
 
 
@@ -82,9 +86,25 @@ def _warn_fallback(key: str, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
+def _under_transform(t: Tensor) -> bool:
+    """Whether ``t`` is seen by forward-mode AD or a ``torch.func`` transform.
+
+    The compiled ops' autograd is reverse-mode only and not functorch-aware: a forward-mode
+    tangent (``torch.autograd.forward_ad``) would be dropped and ``torch.func.grad`` / ``vmap`` /
+    ``jvp`` / ``jacrev`` refuse it, so such calls run the reference (plain aten ops, which
+    support both). ``torch.compile`` evaluates both checks while tracing (no graph break), but
+    does not see a ``torch.func`` transform it compiles itself (docs/ops.md).
+    """
+    # the condition under which torch.autograd.Function refuses to run without functorch support
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return forward_ad.unpack_dual(t).tangent is not None
+
+
 def _use_kernels(t: Tensor) -> bool:
-    """Whether the compiled kernels serve ``t``; warns once when falling back."""
-    if _reference_depth > 0:
+    """Whether the compiled kernels serve ``t``; warns once when falling back (not when a
+    transform, see :func:`_under_transform`, needs the reference)."""
+    if _reference_depth > 0 or _under_transform(t):
         return False
     if t.device.type in _library.KERNEL_DEVICES:
         return True

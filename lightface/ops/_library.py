@@ -1,8 +1,10 @@
 """Loading of the compiled op library ``lightface._C`` and its Python-side registrations.
 
-``import lightface._C`` loads the shared library whose ``TORCH_LIBRARY(lightface, ...)``
+``import lightface._C`` loads the shared library whose ``TORCH_LIBRARY_FRAGMENT(lightface, ...)``
 block defines the schemas and whose ``TORCH_LIBRARY_IMPL`` blocks add the CPU (and, when
-built with CUDA, CUDA) kernels. This module then registers, from Python:
+built with CUDA, CUDA) kernels; when the ops are already registered (the CMake build,
+loaded with ``torch.ops.load_library`` first) that library is used instead. This module
+then registers, from Python:
 
 * fake (meta) kernels (``torch.library.register_fake``) for ``torch.compile``/export. They
   check their arguments like the C++ kernels (``torch._check_value`` / ``_check_type`` /
@@ -35,8 +37,17 @@ __all__ = ["HAS_OPS", "LOAD_ERROR", "KERNEL_DEVICES", "DISABLE_ENV"]
 
 
 def _load() -> Tuple[bool, Optional[str]]:
+    """Load the op library unless it is disabled; ``(loaded, why not)``.
+
+    Ops already in ``torch.ops.lightface`` (the CMake build's library, loaded with
+    ``torch.ops.load_library`` before this import) are used as they are: ``lightface._C``
+    is then not imported, and may be missing.
+    """
     if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
         return False, f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+    if hasattr(torch.ops.lightface, "_mfm_forward"):
+        log.debug("lightface ops already registered (torch.ops.load_library); not importing lightface._C")
+        return True, None
     try:
         from lightface import _C  # noqa: F401  (loading registers torch.ops.lightface.*)
     except (ImportError, OSError) as exc:
@@ -75,7 +86,7 @@ def _kernel_devices() -> FrozenSet[str]:
 KERNEL_DEVICES = _kernel_devices()
 
 if HAS_OPS:
-    log.debug("lightface._C loaded; kernels for %s", sorted(KERNEL_DEVICES))
+    log.debug("lightface ops loaded; kernels for %s", sorted(KERNEL_DEVICES))
 else:
     log.debug("lightface._C not loaded: %s", LOAD_ERROR)
 
