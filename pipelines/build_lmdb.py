@@ -61,7 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--template", choices=TEMPLATES, default="lightcnn_train",
                    help="alignment template (scaled to --size) for images with landmarks")
     a.add_argument("--landmarks", metavar="FILE", default=None,
-                   help="5-point landmarks file: 'name x1 y1 ... x5 y5' per line, names matching the end of image paths")
+                   help="5-point landmarks file: 'name x1 y1 ... x5 y5' per line (the name is everything before the "
+                        "10 numbers, spaces included), names matching the end of image paths; a name matching several "
+                        "images, or points that put the crop outside the image, skip the image")
     a.add_argument("--fiducials", metavar="DIR", default=None,
                    help="CFP Fiducials folder (<id>/<frontal|profile>/NN.txt, 30 points each) for a CFP Images "
                         "source: each image is aligned with the 5 points derived for its pose (from its "

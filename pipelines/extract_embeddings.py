@@ -14,12 +14,15 @@ Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, `
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged; paths
 outside the root, e.g. absolute ones in a list file, are taken relative to the images' common
 folder, and ``face.jpg`` + ``face.png`` become ``face_jpg.feat`` + ``face_png.feat``: see :func:`feat_names`),
-plus ``OUT/failures.tsv`` when some images failed. Bad files are skipped and reported.
+plus ``OUT/failures.tsv`` listing the images of this run that failed (removed when none did).
+Bad files are skipped and reported. ``-o`` is checked before any work: a file given for
+``--format feat``, a folder or a path ending in ``/`` for ``npz``, is refused.
 
-Long runs keep their progress (every ``--save-every`` images) in ``OUTPUT.partial.npz`` (npz)
-or ``OUT/.partial.npz`` (feat): the same command after a crash, a kill or Ctrl-C continues
-where that file ends, and the file is removed when the output is complete. A progress file
-of another extraction (other inputs, weights or flags) is refused, never mixed in.
+Long runs keep their progress (every ``--save-every`` images, and on Ctrl-C) in
+``OUTPUT.partial.npz`` (npz) or ``OUT/.partial.npz`` (feat): the same command after a crash,
+a kill or Ctrl-C continues where that file ends, and the file is removed when the output is
+complete. A progress file of another extraction (other inputs: another folder, list file or
+``--root``, or image files changed since; other weights or flags) is refused, never mixed in.
 Exit status 1 with a one-line message when no image could be embedded or the input,
 weights or config are unusable; 2 for a bad command line.
 """
@@ -34,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS
-from lightface.data.sources import read_list_lines
+from lightface.data.sources import read_list_lines, walk_folders
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
 from lightface.utils.precision import PRECISIONS
@@ -90,8 +93,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 formatter_class=DefaultsHelpFormatter)
     add_embedder_arguments(p)
     p.add_argument("-i", "--input", required=True,
-                   help="a folder (searched recursively for images), one image, or a list file (one image path per "
-                        "line; a trailing label column, as in Light CNN lists, is ignored)")
+                   help="a folder (searched recursively for images, following symlinked folders; hidden folders are "
+                        "left out), one image, or a list file (one image path per line; a trailing label column, as "
+                        "in Light CNN lists, is ignored; lines starting with # are comments)")
     p.add_argument("--root", default=None, help="folder the list file's paths are relative to (None: the list file's folder)")
     p.add_argument("-o", "--output", required=True, help="output .npz file (--format npz) or folder (--format feat)")
     p.add_argument("--format", default="npz", choices=["npz", "feat"], help="output format")
@@ -108,12 +112,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[str]]:
-    """``(root folder, relative image paths)`` from a folder (recursive, sorted), one image or a list file."""
+    """``(root folder, relative image paths)`` from a folder (recursive as :func:`walk_folders` walks it:
+    symlinked folders followed, each real folder once; sorted), one image or a list file (``#`` lines are
+    comments; a ``#`` inside a path is part of it)."""
     src = Path(source)
     if src.is_dir():
         rels = sorted(
             Path(dirpath, f).relative_to(src).as_posix()
-            for dirpath, _, files in os.walk(src)
+            for dirpath, _, files in walk_folders(src)
             for f in files
             if f.lower().endswith(IMAGE_EXTENSIONS)
         )
@@ -127,8 +133,8 @@ def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[
     base = Path(root) if root else src.parent
     rels = []
     for line in read_list_lines(src, "a folder of images, one image, or a list file of image paths, one per line"):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
         cols = line.rsplit(None, 1)
         rel = cols[0] if len(cols) == 2 and cols[1].lstrip("-").isdigit() else line
@@ -150,14 +156,48 @@ def feat_names(base: Path, rels: List[str]) -> List[str]:
 
 
 def _output_path(args: argparse.Namespace) -> Path:
+    """The output of ``-o``, checked before any work: the ``--format feat`` folder (created), or the ``npz`` file
+    (``.npz`` added to a name without it; its folder created).
+
+    Raises:
+        NotADirectoryError: ``--format feat`` and ``-o`` is a file.
+        IsADirectoryError: ``--format npz`` and ``-o`` ends in ``/`` or the ``.npz`` path is a folder.
+    """
     out = Path(args.output)
-    return out if args.format == "feat" or out.suffix == ".npz" else out.with_name(out.name + ".npz")
+    if args.format == "feat":
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"-o {out} is a file; --format feat writes one .feat file per image into a "
+                                     "folder: give a folder (new or existing) for -o")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+    if args.output.endswith(("/", os.sep)) or out.is_dir():
+        raise IsADirectoryError(f"-o {args.output} names a folder; --format npz writes one file: give a file "
+                                "name such as embeddings.npz, or pass --format feat for one .feat file per image "
+                                "in a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
-def _fingerprint(args: argparse.Namespace, rels: List[str], weights_sha256: str, flip: bool) -> str:
-    """What makes two extractions the same one: inputs (in order), weights and the settings that change the numbers
-    (``flip``: the embedder's, after the card's default)."""
-    spec = {"inputs": rels, "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
+def _file_stamps(base: Path, rels: List[str]) -> List[Optional[Tuple[int, int]]]:
+    """``(size, mtime_ns)`` of each input image (None where it cannot be read): an edited file is another input."""
+    stamps: List[Optional[Tuple[int, int]]] = []
+    for rel in rels:
+        try:
+            st = os.stat(base / rel)
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_size, st.st_mtime_ns))
+    return stamps
+
+
+def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_sha256: str, flip: bool) -> str:
+    """What makes two extractions the same one: inputs (the resolved input, the folder the paths are relative to,
+    the paths in order and each file's size and modification time), weights and the settings that change the
+    numbers (``flip``: the embedder's, after the card's default)."""
+    spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
+            "files": _file_stamps(base, rels), "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
             "precision": args.precision, "template": args.aligned_template,
             "detector": None if args.aligned else str(args.detector)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
@@ -169,8 +209,9 @@ def _load_progress(path: Path, fingerprint: str, emb: np.ndarray, failed: Dict[s
         return 0
     with np.load(path, allow_pickle=False) as saved:  # plain arrays: loading runs no code
         if str(saved["fingerprint"]) != fingerprint:
-            raise ValueError(f"{path} holds the progress of another extraction (other inputs, weights or flags); "
-                             "delete it to start this one over, or rerun the command that made it")
+            raise ValueError(f"{path} holds the progress of another extraction (other inputs: another folder, list "
+                             "file or --root, or images changed since; other weights or flags); delete it to start "
+                             "this one over, or rerun the command that made it")
         done = int(saved["done"])
         emb[:done] = saved["embeddings"]
         failed.update(zip(saved["failed_paths"].tolist(), saved["failed_errors"].tolist()))
@@ -191,26 +232,32 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     base, rels = collect_inputs(args.input, args.root)
+    out = _output_path(args)
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     info = embedder.weights_info
-    out = _output_path(args)
     progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
-    fingerprint = _fingerprint(args, rels, info.sha256, embedder.flip)
+    fingerprint = _fingerprint(args, base, rels, info.sha256, embedder.flip)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
     done = _load_progress(progress, fingerprint, emb, failed)
     saved = done
     with tqdm(total=len(rels), initial=done, desc="extracting", unit="img") as bar:
-        for start in range(done, len(rels), args.batch_size):
-            chunk = rels[start:start + args.batch_size]
-            res = embedder.try_embed([base / r for r in chunk], aligned=args.aligned, batch_size=args.batch_size)
-            emb[start:start + len(chunk)] = res.embeddings
-            failed.update({chunk[i]: msg for i, msg in res.errors.items()})
-            bar.update(len(chunk))
-            done = start + len(chunk)
-            if done - saved >= args.save_every and done < len(rels):
+        try:
+            for start in range(done, len(rels), args.batch_size):
+                chunk = rels[start:start + args.batch_size]
+                res = embedder.try_embed([base / r for r in chunk], aligned=args.aligned, batch_size=args.batch_size)
+                emb[start:start + len(chunk)] = res.embeddings
+                failed.update({chunk[i]: msg for i, msg in res.errors.items()})
+                done = start + len(chunk)
+                bar.update(len(chunk))
+                if done - saved >= args.save_every and done < len(rels):
+                    _save_progress(progress, fingerprint, emb, done, failed)
+                    saved = done
+        except KeyboardInterrupt:  # Ctrl-C: keep what was embedded since the last save
+            if done > saved:
                 _save_progress(progress, fingerprint, emb, done, failed)
-                saved = done
+                logger.info("progress saved in %s: %d of %d images done", progress, done, len(rels))
+            raise
     ok = [i for i, r in enumerate(rels) if r not in failed]
     if args.format == "npz":
         with atomic_file(out) as f:
@@ -226,6 +273,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                 f.write(emb[i].astype("<f4").tobytes())
         if failed:
             write_text_atomic(out / "failures.tsv", "".join(f"{p}\t{m}\n" for p, m in failed.items()))
+        else:  # an earlier run's list would name images this run embedded
+            (out / "failures.tsv").unlink(missing_ok=True)
     progress.unlink(missing_ok=True)
     logger.info("embedded %d of %d images with %s (sha256 %s...) -> %s", len(ok), len(rels), info.name,
                 info.sha256[:12], out)

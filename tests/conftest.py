@@ -61,3 +61,24 @@ def lfw_fold2_sample(shared_data: Path, out: Path, people: int = 0, pair_step: i
     pairs = [r for r in (src / "pairs_dev.txt").read_text(encoding="utf-8").splitlines() if r and not r.startswith("#")]
     (lfw / "pairs_dev.txt").write_text("\n".join(pairs[::pair_step]) + "\n", encoding="utf-8")
     return out
+
+
+@pytest.fixture
+def cfp_with_a_bad_fiducial_file(shared_data, tmp_path):
+    """``(root, rel)``: a ../shared/data look-alike in ``tmp_path/data`` with CFP id 001 of ``cfp_train/`` and 451 of
+    ``cfp/`` (photos linked, fiducial files copied), ``cfp_train/names.txt`` and an LFW fold table, where the fiducial
+    file of the image ``cfp_train/Images/<rel>`` lost its last line (29 points instead of 30)."""
+    import shutil
+
+    root = tmp_path / "data"
+    for sub, ident in (("cfp_train", "001"), ("cfp", "451")):
+        (root / sub / "Images").mkdir(parents=True)
+        (root / sub / "Images" / ident).symlink_to(shared_data / sub / "Images" / ident)
+        shutil.copytree(shared_data / sub / "Fiducials" / ident, root / sub / "Fiducials" / ident)
+    shutil.copy(shared_data / "cfp_train" / "names.txt", root / "cfp_train" / "names.txt")
+    (root / "lfw_train").mkdir()
+    (root / "lfw_train" / "people_folds.txt").write_text("Nobody\t2\t2\t3\n")
+    rel = "001/frontal/02.jpg"
+    fid = root / "cfp_train" / "Fiducials" / rel.replace(".jpg", ".txt")
+    fid.write_text("\n".join(fid.read_text().splitlines()[:29]) + "\n")
+    return root, rel

@@ -52,6 +52,19 @@ def test_corpus_lists_hold_out_lfw_fold2_and_its_cfp_namesakes(shared_data, tmp_
     assert made["cfp"].landmarks.is_file() and made["cfp"].images == len(made["cfp"].list_file.read_text().splitlines())
 
 
+def test_corpus_lists_leave_out_an_image_whose_fiducial_file_is_malformed(cfp_with_a_bad_fiducial_file, tmp_path,
+                                                                         caplog):
+    """One CFP fiducial file with 29 points stopped the whole corpus with an error that did not name it."""
+    from lightface.data.corpus import corpus_sources
+
+    root, bad = cfp_with_a_bad_fiducial_file
+    with caplog.at_level("WARNING", logger="lightface.data.pose_pairs"):
+        made = corpus_sources(root, tmp_path / "lists", ["cfp"])
+    listed = [line.split()[0] for line in made["cfp"].list_file.read_text().splitlines()]
+    assert len(listed) == 13 and bad not in listed and "001/frontal/01.jpg" in listed
+    assert f"{bad.replace('.jpg', '.txt')}: CFP fiducials must be (30, 2), got (29, 2)" in caplog.text
+
+
 @pytest.mark.slow
 def test_an_interrupted_corpus_build_resumes(shared_data, tmp_path):
     """pipelines.build_corpus killed in the middle of a source: the re-run continues its partial build (it used to

@@ -1,6 +1,8 @@
 """LMDB format, writer, builder (folders, list files, RecordIO, landmarks, detection, CFP poses)
 and the multi-worker reader, on real faces from ../shared/data."""
 import json
+import re
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -296,6 +298,105 @@ def test_lfw_landmarks_alignment(shared_data, tmp_path):
     assert x.shape == (3, 128, 128) and x.dtype == torch.float32
 
 
+def _landmark_line(name: str, points, sep: str = "\t") -> str:
+    return sep.join([name] + [f"{v:.2f}" for v in np.asarray(points).reshape(-1)])
+
+
+def test_landmarks_outside_the_image_skip_the_sample_with_the_reason(shared_data, tmp_path):
+    """A landmarks file made for other images (here: points shifted 1000 px) stored all-black crops with exit 0;
+    those samples are now skipped and reported, and --strict fails."""
+    from lightface.data.sources import read_landmarks_file
+
+    root = shared_data / "lfw_identities"
+    src = link_tree(tmp_path / "lfw", root / "images", ["Ann_Veneman", "Gordon_Brown"], per_id=2)
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    lines = [_landmark_line(rel, pts + (1000 if rel.startswith("Gordon") else 0)) for rel, pts in table.items()]
+    (tmp_path / "5pt.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o.lmdb"
+    assert run_cli(src, out, "--landmarks", tmp_path / "5pt.txt", "--strict") == 1
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["summary"]["written"] == 2 and report["summary"]["skipped"] == 2
+    assert {r["source"] for r in report["skipped"]} == {"Gordon_Brown/Gordon_Brown_0001.jpg",
+                                                        "Gordon_Brown/Gordon_Brown_0002.jpg"}
+    assert all(re.match(r"landmarks outside the \d+x\d+ image: 100% of the crop would be border", r["reason"])
+               for r in report["skipped"])
+    ds = LMDBDataset(out)
+    assert all(ds[i]["image"].max() > 100 for i in range(len(ds)))  # real faces, not border
+
+
+def test_tightly_framed_real_photos_are_kept_although_much_of_the_crop_lies_outside(shared_data, tmp_path):
+    """The MAX_OUTSIDE bound keeps every real sample of the shared data: CFP profiles put the most of a crop outside
+    the photo (027/profile/01.jpg: 79% of an ffhq crop, the widest framing)."""
+    from lightface.data.align import crop_outside_fraction, estimate_transform
+    from lightface.data.build import MAX_OUTSIDE
+    from lightface.data.pose_pairs import read_cfp_fiducials
+
+    cfp = shared_data / "cfp_train"
+    img = cv2.imread(str(cfp / "Images/027/profile/01.jpg"))
+    pts = read_cfp_fiducials(cfp / "Fiducials/027/profile/01.txt", "profile")
+    outside = crop_outside_fraction(estimate_transform(pts, "ffhq", 128), img.shape, 128)
+    assert 0.7 < outside < MAX_OUTSIDE
+    s = build_lmdb(link_tree(tmp_path / "cfp", cfp / "Images", ["027"]), tmp_path / "o.lmdb", size=128,
+                   template="ffhq", fiducials=cfp / "Fiducials", progress=False)
+    assert s["written"] == 14 and s["skipped"] == 0
+
+
+def test_landmarks_names_may_hold_spaces_and_commas(shared_data, tmp_path):
+    """The name is everything before the last 10 numbers: such photos could not be aligned with a landmarks file."""
+    from lightface.data.align import align_face
+    from lightface.data.sources import read_landmarks_file
+
+    root = shared_data / "lfw_identities"
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    photos = {"John Smith/IMG 0001.jpg": "Ann_Veneman/Ann_Veneman_0001.jpg",
+              "Doe, Jane/a,b.jpg": "Gordon_Brown/Gordon_Brown_0001.jpg"}
+    for name, rel in photos.items():
+        (tmp_path / "src" / name).parent.mkdir(parents=True)
+        (tmp_path / "src" / name).symlink_to(root / "images" / rel)
+    marks = tmp_path / "5pt.txt"
+    marks.write_text(_landmark_line("John Smith/IMG 0001.jpg", table[photos["John Smith/IMG 0001.jpg"]]) + "\n"
+                     + _landmark_line("Doe, Jane/a,b.jpg", table[photos["Doe, Jane/a,b.jpg"]], ", ") + "\n")
+    assert run_cli(tmp_path / "src", tmp_path / "o.lmdb", "--landmarks", marks, "--color", "rgb", "--strict") == 0
+    ds = LMDBDataset(tmp_path / "o.lmdb")
+    for i in range(len(ds)):
+        rel = photos[ds.attributes(i)["source"]]
+        expected = align_face(cv2.imread(str(root / "images" / rel)), table[rel], "lightcnn_train", 144)[0]
+        np.testing.assert_array_equal(ds[i]["image"], expected)
+    marks.write_text("a.jpg 1 2 3 4 5 6 7 8 9 10 11\n")  # one number too many: said, not taken into the name
+    with pytest.raises(ValueError, match=r"5pt\.txt:1: expected an image name and 10 numbers"):
+        read_landmarks_file(marks)
+    marks.write_text("a.jpg 1 2 3 4 5 6 7 8 9 10\n# again\na.jpg 1 2 3 4 5 6 7 8 9 11\n")
+    with pytest.raises(ValueError, match=r"5pt\.txt:3: 'a.jpg' is listed again with other points \(first on line 1\)"):
+        read_landmarks_file(marks)
+
+
+def test_a_landmarks_name_matching_several_images_skips_them_as_ambiguous(shared_data, tmp_path):
+    """``1.jpg`` matched both a/1.jpg and b/1.jpg and aligned two people with one person's points."""
+    from lightface.data.sources import read_landmarks_file
+
+    root = shared_data / "lfw_identities"
+    src = tmp_path / "src"
+    for folder, rel in (("a", "Ann_Veneman/Ann_Veneman_0001.jpg"), ("b", "Gray_Davis/Gray_Davis_0001.jpg"),
+                        ("c", "Gordon_Brown/Gordon_Brown_0001.jpg")):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "1.jpg").symlink_to(root / "images" / rel)
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    (tmp_path / "5pt.txt").write_text(_landmark_line("1.jpg", table["Ann_Veneman/Ann_Veneman_0001.jpg"]) + "\n"
+                                      + _landmark_line("c/1.jpg", table["Gordon_Brown/Gordon_Brown_0001.jpg"]) + "\n")
+    s = build_lmdb(src, tmp_path / "o.lmdb", landmarks=tmp_path / "5pt.txt", progress=False)
+    assert s["written"] == 1 and s["skipped"] == 2
+    skipped = json.loads((tmp_path / "o.lmdb" / REPORT_NAME).read_text())["skipped"]
+    assert [r["source"] for r in skipped] == ["a/1.jpg", "b/1.jpg"]
+    assert all(r["reason"].startswith("ambiguous landmarks name '1.jpg': it matches 2 images (a/1.jpg, b/1.jpg)")
+               for r in skipped)
+    assert LMDBDataset(tmp_path / "o.lmdb").attributes(0)["source"] == "c/1.jpg"
+    shutil.rmtree(src / "c")  # every image ambiguous: reported so, not as "no image matches a name"
+    s = build_lmdb(src, tmp_path / "ab.lmdb", landmarks=tmp_path / "5pt.txt", progress=False)
+    assert not s["ok"] and s["skipped"] == 2
+    reasons = [r["reason"] for r in json.loads((tmp_path / "ab.lmdb" / REPORT_NAME).read_text())["skipped"]]
+    assert all(r.startswith("ambiguous landmarks name '1.jpg'") for r in reasons)
+
+
 def test_cfp_pose_tags(shared_data, tmp_path):
     src = link_tree(tmp_path / "cfp", shared_data / "cfp" / "Images", ["451", "452"])  # links frontal/, profile/
     out = tmp_path / "cfp.lmdb"
@@ -306,6 +407,23 @@ def test_cfp_pose_tags(shared_data, tmp_path):
     poses = [ds.attributes(i)["pose"] for i in range(len(ds))]
     assert poses.count("frontal") == 20 and poses.count("profile") == 8
     assert ds[27]["attributes"]["pose"] == "profile"
+
+
+def test_attributes_without_decoding_have_every_key_like_the_samples(shared_data, tmp_path):
+    """A plain identity beside a CFP-style one: ``ds.attributes(i)`` lacked ``pose`` (a KeyError) where ``ds[i]``
+    gives ``""``."""
+    src = tmp_path / "src"
+    for rel, photo in (("451/frontal/01.jpg", shared_data / "cfp/Images/451/frontal/01.jpg"),
+                       ("Ann_Veneman/Ann_Veneman_0001.jpg",
+                        shared_data / "lfw_identities/images/Ann_Veneman/Ann_Veneman_0001.jpg")):
+        (src / rel).parent.mkdir(parents=True)
+        (src / rel).symlink_to(photo)
+    build_lmdb(src, tmp_path / "o.lmdb", size=32, progress=False)
+    ds = LMDBDataset(tmp_path / "o.lmdb")
+    assert ds.classes == ["451", "Ann_Veneman"]
+    for i in range(len(ds)):
+        assert ds.attributes(i) == ds[i]["attributes"]
+    assert ds.attributes(1) == {"pose": "", "source": "Ann_Veneman/Ann_Veneman_0001.jpg"}
 
 
 def test_antialias_build_smooths_shrunk_faces_and_is_recorded(shared_data, tmp_path):
@@ -475,6 +593,28 @@ def test_exported_recordio_reads_back_with_the_plain_build_command(shared_data, 
     sidecar_path(rec).unlink()  # a pair from elsewhere: ArcFace crops, as before
     assert run_cli(rec, tmp_path / "arc.lmdb") == 0
     assert LMDBDataset(tmp_path / "arc.lmdb").metadata["alignment"]["source_template"] == "arcface"
+
+
+def test_exported_recordio_keeps_the_class_names_and_classes_without_samples(shared_data, tmp_path):
+    """The LMDB -> RecordIO -> LMDB trip kept pixels and labels but numbered the classes and dropped the last ones
+    left without samples, which changed num_classes (a classifier head's size)."""
+    from lightface.data.recordio import sidecar_path
+    from lightface.data.sources import scan_recordio
+    from lightface.data.to_recordio import lmdb_to_recordio
+
+    src = link_tree(tmp_path / "src", shared_data / "lfw_identities" / "images", ["Ann_Veneman", "Gray_Davis"],
+                    per_id=2)
+    (src / "Zoe_Bad").mkdir()
+    (src / "Zoe_Bad" / "broken.jpg").write_bytes(b"")  # the last class keeps no sample
+    build_lmdb(src, tmp_path / "a.lmdb", size=64, progress=False)
+    rec = Path(lmdb_to_recordio(tmp_path / "a.lmdb", tmp_path / "x.rec", encoding="png")["rec"])
+    assert run_cli(rec, tmp_path / "b.lmdb") == 0
+    a, b = LMDBDataset(tmp_path / "a.lmdb"), LMDBDataset(tmp_path / "b.lmdb")
+    assert b.classes == a.classes == ["Ann_Veneman", "Gray_Davis", "Zoe_Bad"] and b.num_classes == 3
+    np.testing.assert_array_equal(a.labels, b.labels)
+    sidecar_path(rec).write_text('{"template": "lightcnn_train", "classes": ["Ann_Veneman"]}')
+    with pytest.raises(ValueError, match=r"x\.lightface\.json: 'classes' must list a name for each of the 2 labels"):
+        scan_recordio(rec)
 
 
 def test_a_recordio_sidecar_naming_an_unknown_template_is_refused(tmp_path):

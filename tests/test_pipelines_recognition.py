@@ -186,6 +186,138 @@ def test_extract_embeddings_killed_midway_continues_and_refuses_other_progress(t
         extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv + ["--flip", "-o", str(out)]))
 
 
+def _aligned_crops(lfw, dst: Path, order=range(6)) -> Path:
+    """``dst/00.png ..``: Light CNN 128 crops of real LFW photos (aligned with their landmarks), the k-th file holding
+    photo ``order[k]`` of the first 3 people's first 2 photos."""
+    from lightface.data.align import align_face
+    from lightface.data.sources import read_landmarks_file
+
+    root, names = lfw
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    rels = [f"{n}/{n}_{k:04d}.jpg" for n in names[:3] for k in (1, 2)]
+    dst.mkdir(parents=True, exist_ok=True)
+    for k, i in enumerate(order):
+        crop = align_face(cv2.imread(str(root / "images" / rels[i])), table[rels[i]], "lightcnn", 128)[0]
+        cv2.imwrite(str(dst / f"{k:02d}.png"), crop)
+    return dst
+
+
+def _extract(*argv):
+    return extract_embeddings.main(extract_embeddings.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def _interrupted(monkeypatch, *argv, batches: int = 1) -> None:
+    """Run extract_embeddings stopped by Ctrl-C (a KeyboardInterrupt) after ``batches`` batches."""
+    original = FaceEmbedder.try_embed
+    calls = []
+
+    def try_embed(self, *a, **k):
+        calls.append(1)
+        if len(calls) > batches:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(FaceEmbedder, "try_embed", try_embed)
+        with pytest.raises(KeyboardInterrupt):
+            _extract(*argv)
+
+
+def test_extract_embeddings_ctrl_c_keeps_the_progress_and_the_rerun_continues(tmp_path, weights, lfw, monkeypatch,
+                                                                             caplog):
+    """Ctrl-C kept nothing since the last --save-every save (default 2000 images) though it says to rerun."""
+    src = _aligned_crops(lfw, tmp_path / "in")
+    argv = ["--weights", weights, "-i", src, "--aligned", "--device", "cpu", "--batch-size", "2"]
+    _extract(*argv, "-o", tmp_path / "full.npz")
+    _interrupted(monkeypatch, *argv, "-o", tmp_path / "e.npz", batches=2)
+    assert int(np.load(tmp_path / "e.partial.npz")["done"]) == 4 and not (tmp_path / "e.npz").exists()
+    with caplog.at_level("INFO", logger="pipelines.extract_embeddings"):
+        _extract(*argv, "-o", tmp_path / "e.npz")
+    assert "4 of 6 images already done" in caplog.text and not (tmp_path / "e.partial.npz").exists()
+    a, b = np.load(tmp_path / "e.npz"), np.load(tmp_path / "full.npz")
+    assert list(a["paths"]) == list(b["paths"]) and np.allclose(a["embeddings"], b["embeddings"], atol=1e-6)
+
+
+def test_extract_embeddings_refuses_the_progress_of_another_folder_root_or_edited_images(tmp_path, weights, lfw,
+                                                                                        monkeypatch):
+    """Folders with the same file names but other faces: setB's run took setA's saved rows as its own."""
+    set_a = _aligned_crops(lfw, tmp_path / "setA")
+    set_b = _aligned_crops(lfw, tmp_path / "setB", order=[3, 4, 5, 0, 1, 2])
+    argv = ["--weights", weights, "--aligned", "--device", "cpu", "--batch-size", "2"]
+    _interrupted(monkeypatch, *argv, "-i", set_a, "-o", tmp_path / "e.npz")
+    with pytest.raises(ValueError, match="progress of another extraction"):
+        _extract(*argv, "-i", set_b, "-o", tmp_path / "e.npz")
+    (set_a / "00.png").write_bytes((set_b / "00.png").read_bytes())  # an image edited since
+    with pytest.raises(ValueError, match="progress of another extraction"):
+        _extract(*argv, "-i", set_a, "-o", tmp_path / "e.npz")
+    (tmp_path / "list.txt").write_text("".join(f"{k:02d}.png {k}\n" for k in range(6)))
+    _interrupted(monkeypatch, *argv, "-i", tmp_path / "list.txt", "--root", set_a, "-o", tmp_path / "l.npz")
+    with pytest.raises(ValueError, match="progress of another extraction"):
+        _extract(*argv, "-i", tmp_path / "list.txt", "--root", set_b, "-o", tmp_path / "l.npz")
+
+
+def test_extract_embeddings_feat_rerun_without_failures_removes_the_old_failures_list(tmp_path, weights, lfw):
+    src = _aligned_crops(lfw, tmp_path / "crops")
+    (tmp_path / "in" / "p").mkdir(parents=True)
+    (tmp_path / "in" / "p" / "a.png").write_bytes((src / "00.png").read_bytes())
+    (tmp_path / "in" / "p" / "b.png").write_bytes(b"")
+    argv = ["--weights", weights, "-i", tmp_path / "in", "--aligned", "--device", "cpu", "-o", tmp_path / "feats",
+            "--format", "feat"]
+    _extract(*argv)
+    assert (tmp_path / "feats" / "failures.tsv").read_text().startswith("p/b.png\t")
+    (tmp_path / "in" / "p" / "b.png").write_bytes((src / "01.png").read_bytes())  # fixed, then run again
+    assert _extract(*argv)["count"] == 2
+    assert (tmp_path / "feats" / "p" / "b.feat").is_file() and not (tmp_path / "feats" / "failures.tsv").exists()
+
+
+def test_extract_embeddings_follows_symlinked_folders_once(tmp_path, weights, lfw, caplog):
+    """A symlinked identity folder was skipped without a word (build_lmdb follows them)."""
+    crops = _aligned_crops(lfw, tmp_path / "crops")
+    src = tmp_path / "in"
+    (src / "real").mkdir(parents=True)
+    (src / "real" / "00.png").write_bytes((crops / "00.png").read_bytes())
+    (src / "linked").symlink_to(crops)
+    (src / "linked_again").symlink_to(crops)  # a second link to the same folder
+    (src / "real" / "loop").symlink_to(src)  # a symlink loop
+    with caplog.at_level("WARNING"):
+        out = _extract("--weights", weights, "-i", src, "--aligned", "--device", "cpu", "-o", tmp_path / "e.npz")
+    paths = list(np.load(tmp_path / "e.npz")["paths"])
+    assert out["count"] == 7 and paths == [f"linked/{k:02d}.png" for k in range(6)] + ["real/00.png"]
+    assert "linked_again: folder already scanned as 'linked'" in caplog.text
+    assert "real/loop: folder already scanned as '.'" in caplog.text
+
+
+def test_extract_embeddings_list_keeps_a_hash_inside_a_path(tmp_path, weights, lfw):
+    """``p/take#1.png`` was cut to ``p/take`` (a comment) and reported missing; build_lmdb reads it."""
+    crops = _aligned_crops(lfw, tmp_path / "crops")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "take#1.png").write_bytes((crops / "00.png").read_bytes())
+    (tmp_path / "list.txt").write_text("# my takes\np/take#1.png 0\n")
+    out = _extract("--weights", weights, "-i", tmp_path / "list.txt", "--aligned", "--device", "cpu",
+                   "-o", tmp_path / "e.npz")
+    assert out["count"] == 1 and not out["failed"]
+    assert list(np.load(tmp_path / "e.npz")["paths"]) == ["p/take#1.png"]
+
+
+def test_extract_embeddings_checks_the_output_before_embedding(tmp_path, monkeypatch):
+    """``--format feat -o FILE`` embedded every image, then failed; ``-o feats/`` (npz) wrote feats.npz."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.png").write_bytes(b"not read")
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "dir.npz").mkdir()
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before -o was checked")
+
+    monkeypatch.setattr(extract_embeddings, "embedder_from_args", no_model)
+    with pytest.raises(NotADirectoryError, match=r"afile is a file; --format feat writes one \.feat file per image"):
+        _extract("-i", tmp_path / "in", "-o", tmp_path / "afile", "--format", "feat")
+    for out in (f"{tmp_path / 'feats'}/", tmp_path / "dir.npz"):
+        with pytest.raises(IsADirectoryError, match="names a folder; --format npz writes one file"):
+            _extract("-i", tmp_path / "in", "-o", out)
+    assert (tmp_path / "afile").read_text() == "keep me" and not (tmp_path / "feats").exists()
+
+
 def test_extract_embeddings_in_bfloat16_matches_float32_and_is_another_extraction(tmp_path, lfw, shared_models):
     """``--precision bfloat16`` (the shipped recogniser): the same faces within cosine 0.999 of float32, and a progress
     file of one precision is not continued by the other."""
@@ -203,7 +335,7 @@ def test_extract_embeddings_in_bfloat16_matches_float32_and_is_another_extractio
     assert cosines.min() > 0.999
     fingerprints = {precision: extract_embeddings._fingerprint(
         extract_embeddings.get_args_parser().parse_args(argv + ["--precision", precision, "-o", "x.npz"]),
-        ["a.jpg"], "sha", True) for precision in ("float32", "bfloat16")}
+        src, ["a.jpg"], "sha", True) for precision in ("float32", "bfloat16")}
     assert fingerprints["float32"] != fingerprints["bfloat16"]
 
 

@@ -86,6 +86,18 @@ def test_candidates_reject_bad_options(shared_data):
         pose_candidates(shared_data, ["lfw"], frontal_max=0.3, turned_min=0.2)
 
 
+def test_candidates_leave_out_a_cfp_photo_whose_fiducial_file_is_malformed(cfp_with_a_bad_fiducial_file, caplog):
+    """One CFP fiducial file with 29 points stopped the whole pose corpus with an error that did not name it."""
+    from lightface.data.pose_corpus import pose_candidates
+
+    root, bad = cfp_with_a_bad_fiducial_file
+    with caplog.at_level("WARNING", logger="lightface.data.pose_pairs"):
+        (person,) = pose_candidates(root, ["cfp"])
+    photos = [str(path.relative_to(root / "cfp_train" / "Images")) for path, _ in person.frontal + person.profile]
+    assert len(photos) == 13 and bad not in photos and "001/frontal/01.jpg" in photos
+    assert f"{bad.replace('.jpg', '.txt')}: CFP fiducials must be (30, 2), got (29, 2)" in caplog.text
+
+
 @pytest.mark.slow
 def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb(mini_data, tmp_path):
     from lightface.data import LMDBDataset

@@ -641,6 +641,38 @@ def test_build_lmdb_cfp_fiducials_option(tmp_path, shared_data):
     assert cli.cli([str(cfp / "Images"), str(tmp_path / "x"), "--fiducials", str(cfp / "Images")] + common) == 1
 
 
+def test_a_malformed_cfp_fiducial_file_skips_its_image_with_the_file_and_reason(cfp_with_a_bad_fiducial_file, tmp_path):
+    """The build went on but reported the image as having no fiducial file, the true reason only in a log line."""
+    root, bad = cfp_with_a_bad_fiducial_file
+    s = build_lmdb(root / "cfp_train" / "Images", tmp_path / "o.lmdb", size=32,
+                   fiducials=root / "cfp_train" / "Fiducials", progress=False)
+    assert s["written"] == 13 and s["skipped"] == 1
+    fid = root / "cfp_train" / "Fiducials" / bad.replace(".jpg", ".txt")
+    assert json.loads((tmp_path / "o.lmdb" / "build_report.json").read_text())["skipped"] == [
+        {"source": bad, "reason": f"unusable CFP fiducials ({fid}: CFP fiducials must be (30, 2), got (29, 2))"}]
+
+
+def test_a_failed_overwrite_leaves_the_complete_dataset_and_its_report_as_they_were(tmp_path, caplog):
+    """An --overwrite build that writes nothing kept the dataset but replaced its build_report.json with its own."""
+    from lightface.data.build import failed_report_path
+
+    _images(tmp_path / "src" / "a")
+    out = tmp_path / "out"
+    build_lmdb(tmp_path / "src", out, size=32, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "bad" / "a").mkdir(parents=True)
+    (tmp_path / "bad" / "a" / "x.jpg").write_bytes(b"")
+    with caplog.at_level("ERROR", logger="lightface.data.build"):
+        s = build_lmdb(tmp_path / "bad", out, size=32, overwrite=True, progress=False)
+    assert not s["ok"] and s["report"] == str(failed_report_path(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    failed = json.loads(failed_report_path(out).read_text())
+    assert failed["summary"]["written"] == 0 and failed["skipped"][0]["source"] == "a/x.jpg"
+    assert f"see {failed_report_path(out)} for the reasons); the complete dataset {out} is kept" in caplog.text
+    assert build_lmdb(tmp_path / "src", out, size=32, overwrite=True, progress=False)["ok"]
+    assert not failed_report_path(out).exists()  # it described no longer what is beside it
+
+
 # -- 5.9 one-line messages, non-zero exit when nothing was produced -----------------------------
 @pytest.mark.parametrize("name,argv,message", [
     ("extract_embeddings", ["-i", "{tmp}/missing", "-o", "{tmp}/e.npz", "--weights", "{tmp}/w.pt"], "not found"),

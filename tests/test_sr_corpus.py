@@ -64,6 +64,17 @@ def test_sr_corpus_lists(mini_shared, tmp_path):
         sr_corpus_sources(root, tmp_path, sources=("lfw",))
 
 
+def test_sr_corpus_leaves_out_an_image_whose_fiducial_file_is_malformed(cfp_with_a_bad_fiducial_file, tmp_path, caplog):
+    """One CFP fiducial file with 29 points stopped the whole SR corpus with an error that did not name it."""
+    root, bad = cfp_with_a_bad_fiducial_file
+    with caplog.at_level("WARNING", logger="lightface.data.pose_pairs"):
+        sr_corpus_sources(root, tmp_path / "lists", sources=["cfp"], val_ids=0, max_upscale=None)
+    listed = [line.split()[0] for line in (tmp_path / "lists" / "cfp.txt").read_text().splitlines()]
+    assert len(listed) == 19 and f"cfp_train/Images/{bad}" not in listed
+    assert "cfp_train/Images/001/frontal/01.jpg" in listed
+    assert f"{bad.replace('.jpg', '.txt')}: CFP fiducials must be (30, 2), got (29, 2)" in caplog.text
+
+
 def test_build_sr_corpus_pipeline(mini_shared, tmp_path, capsys):
     from pipelines._cli import run_cli
     from pipelines.build_sr_corpus import get_args_parser, main

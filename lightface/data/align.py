@@ -58,6 +58,7 @@ __all__ = [
     "invert_affine",
     "transform_points",
     "affine_scale",
+    "crop_outside_fraction",
     "INTERPOLATIONS",
     "AA_SIGMA",
     "antialias_sigma",
@@ -216,6 +217,17 @@ def affine_scale(M: np.ndarray) -> float:
     """The scale of a (2, 3) similarity ``M`` (e.g. :func:`estimate_transform`'s): the square root
     of its linear part's absolute determinant; > 1: the crop enlarges the face, < 1: it shrinks it."""
     return float(np.sqrt(abs(np.linalg.det(np.asarray(M, np.float64)[:, :2]))))
+
+
+def crop_outside_fraction(M: np.ndarray, image_shape, size: int) -> float:
+    """The fraction (0..1) of the (size, size) crop of the (2, 3) image->crop matrix ``M`` that lies
+    outside an image of ``image_shape`` ((H, W[, C])): the part :func:`warp_crop` fills with
+    ``border_value``. 0: the crop is all image; 1: none of it is (landmarks far outside the image)."""
+    h, w = image_shape[:2]
+    image = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+    crop = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [size - 0.5, size - 0.5], [-0.5, size - 0.5]], np.float32)
+    inside, _ = cv2.intersectConvexConvex(transform_points(image, M).astype(np.float32), crop)
+    return float(np.clip(1.0 - inside / size**2, 0.0, 1.0))
 
 
 def invert_affine(M: np.ndarray) -> np.ndarray:

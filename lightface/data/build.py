@@ -16,8 +16,10 @@ Guarantees of a build:
   order (deterministic output); a worker that dies (the system's out-of-memory killer, a
   crash in native code, an error in its set-up) stops the build with
   :class:`WorkerDiedError`, never a hang, and ``resume=True`` continues it;
-* bad input (missing, empty, truncated, non-image files, images where detection fails)
-  is skipped and listed with the reason in ``OUT/build_report.json``;
+* bad input (missing, empty, truncated, non-image files, images where detection fails,
+  landmarks that put the crop outside the image) is skipped and listed with the reason in
+  ``OUT/build_report.json`` (for a build that writes nothing over a complete dataset:
+  ``<OUT>.failed_report.json``, the dataset stays as it was);
 * the LMDB map grows automatically when full.
 """
 from __future__ import annotations
@@ -42,8 +44,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..utils.atomic_write import write_text_atomic
 from ..utils.opencv_threads import single_threaded_opencv
-from .align import TEMPLATES, align_face, template_base_size, template_points, transform_points
+from .align import TEMPLATES, align_face, crop_outside_fraction, template_base_size, template_points, transform_points
 from .detect import main_face
 from .io import ImageReadError, decode_image, read_file_bytes, to_gray
 from .lmdb_format import (
@@ -66,18 +69,37 @@ from .lmdb_format import (
 from .sources import SourceItem, SourcePlan, open_source
 
 __all__ = ["BuildOptions", "build_lmdb", "write_lmdb", "verify_lmdb", "process_item", "partial_path",
-           "lock_path", "DatasetLockedError", "WorkerDiedError", "REPORT_NAME", "check_complete"]
+           "lock_path", "failed_report_path", "DatasetLockedError", "WorkerDiedError", "REPORT_NAME",
+           "MAX_OUTSIDE", "check_complete"]
 
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "build_report.json"
 RESIZE_MODES = ("crop", "stretch", "none")
+#: the largest fraction of an aligned crop that may lie outside its image when the landmarks come from a
+#: landmarks file or CFP fiducials; above it the sample is skipped (landmarks made for other images, or
+#: for another resolution). Real tightly framed photos come close: CFP profiles reach 0.70 of a
+#: ``lightcnn_train`` crop and 0.79 of an ``ffhq`` one (LFW and CelebA stay below 0.25)
+MAX_OUTSIDE = 0.9
 
 
 def partial_path(out) -> Path:
     """Where a build of ``out`` lives until it completes: ``<out>.partial``."""
     out = Path(out)
     return out.with_name(out.name + ".partial")
+
+
+def failed_report_path(out) -> Path:
+    """Where a build that wrote nothing reports why when ``out`` holds a complete dataset, which it
+    leaves as it was: ``<out>.failed_report.json`` (removed when a later build of ``out`` completes)."""
+    out = Path(out)
+    return out.with_name(out.name + ".failed_report.json")
+
+
+def _abandoned_report_path(out: Path) -> Path:
+    """The report of a build of ``out`` that wrote nothing: :func:`failed_report_path` when ``out`` is a
+    complete dataset (whose files stay as they were), else ``out/build_report.json``."""
+    return failed_report_path(out) if is_complete_dataset(out) else out / REPORT_NAME
 
 
 def lock_path(out) -> Path:
@@ -292,7 +314,8 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     if item.landmarks is not None:
         lm = np.asarray(item.landmarks, np.float64).reshape(5, 2)
     elif options.require_landmarks and not options.detect:
-        return ("skip", "no landmarks for this image (not in the landmarks file / no CFP fiducial file)")
+        return ("skip", item.no_landmarks or "no landmarks for this image (not in the landmarks file / no CFP "
+                                             "fiducial file)")
     elif options.detect:
         detector = _detector()  # a detector that cannot be loaded stops the build (not a per-file problem)
         try:
@@ -312,6 +335,10 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
             crop, M = align_face(img, lm, options.template, options.size, antialias=options.antialias)
         except ValueError as err:
             return ("skip", f"alignment failed: {err}")
+        outside = crop_outside_fraction(M, img.shape, options.size) if item.landmarks is not None else 0.0
+        if outside > MAX_OUTSIDE:  # given landmarks only: a detected face, or a source template, is in the image
+            return ("skip", f"landmarks outside the {img.shape[1]}x{img.shape[0]} image: {outside:.0%} of the crop "
+                            "would be border (a landmarks file made for other images, or another resolution?)")
         crop_lm = transform_points(lm, M).astype(np.float32)
     else:
         crop = _resize(img, options.size, options.resize)
@@ -471,10 +498,12 @@ class _DatasetWriter:
         os.replace(self.partial, self.out)
         if old is not None:
             shutil.rmtree(old)
+        failed_report_path(self.out).unlink(missing_ok=True)  # an earlier failure no longer describes OUT
         return meta
 
     def abandon(self, report: Dict[str, Any]) -> None:
-        """Nothing was written: drop the partial build, leave only the report in ``out``."""
+        """Nothing was written: drop the partial build and write the report to :func:`_abandoned_report_path`
+        (``out`` holds only the report, or stays the complete dataset it was)."""
         try:
             self._abandon(report)
         finally:
@@ -483,8 +512,7 @@ class _DatasetWriter:
     def _abandon(self, report: Dict[str, Any]) -> None:
         self.writer.close()
         shutil.rmtree(self.partial)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / REPORT_NAME).write_text(json.dumps(report, indent=2))
+        write_text_atomic(_abandoned_report_path(self.out), json.dumps(report, indent=2))
 
     def close(self) -> None:
         """Close the environment and release the output lock (the partial build stays for ``resume``)."""
@@ -596,8 +624,10 @@ def build_lmdb(
         template: alignment template for images with landmarks (see
             :mod:`lightface.data.align`), scaled to ``size``.
         landmarks: a ``name x1 y1 ... x5 y5`` file; images are aligned with it (matched by
-            the end of their relative path). Images without an entry are skipped unless
-            ``detect`` is given.
+            the end of their relative path, :func:`lightface.data.sources.attach_landmarks`).
+            Images without an entry, or whose name is ambiguous, are skipped unless ``detect``
+            is given; images whose landmarks put more than :data:`MAX_OUTSIDE` of the crop
+            outside the image are skipped.
         fiducials: a CFP ``Fiducials`` folder (``<id>/<pose>/NN.txt``, 30 points per image)
             matching a CFP ``Images`` tree given as ``src``: each image is aligned with the 5
             points :func:`lightface.data.pose_pairs.cfp_five_points` derives for its pose
@@ -652,12 +682,12 @@ def build_lmdb(
     if shuffle:
         order = np.random.default_rng(seed).permutation(len(items))
         items = [items[i] for i in order]
-    if landmarks is not None and not detect:
-        missing = [it for it in items if it.landmarks is None]
-        if len(missing) == len(items) and items:
-            raise ValueError(f"no image under {src} matches a name in {landmarks}; names must match "
-                             "the end of the image paths (e.g. 'name/name_0001.jpg')")
-    if fiducials is not None and not detect and items and all(it.landmarks is None for it in items):
+    # no image has an entry (an image whose entry is ambiguous or malformed has one: it is skipped with the reason)
+    unmatched = bool(items) and all(it.landmarks is None and it.no_landmarks is None for it in items)
+    if landmarks is not None and not detect and unmatched:
+        raise ValueError(f"no image under {src} matches a name in {landmarks}; names must match "
+                         "the end of the image paths (e.g. 'name/name_0001.jpg')")
+    if fiducials is not None and not detect and unmatched:
         raise ValueError(f"no image under {src} has a fiducial file in {fiducials}: give CFP's Images folder as the "
                          "source and its Fiducials folder (<id>/<frontal|profile>/NN.txt) as --fiducials")
     fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
@@ -748,9 +778,12 @@ def build_lmdb(
              "skipped": len(st["skipped"]),
              "lightface_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if st["written"] == 0:
+        kept = is_complete_dataset(out)
+        summary["report"] = str(_abandoned_report_path(out))
         writer.abandon(report)
-        logger.error("nothing could be written from %s: %d items skipped, %d ignored (see %s for the reasons)",
-                     src, len(st["skipped"]), len(plan.ignored), summary["report"])
+        logger.error("nothing could be written from %s: %d items skipped, %d ignored (see %s for the reasons)%s",
+                     src, len(st["skipped"]), len(plan.ignored), summary["report"],
+                     f"; the complete dataset {out} is kept as it was" if kept else "")
         return summary
     writer.finish(plan.classes, color, encoding, quality, alignment, build, report)
     logger.info("wrote %d samples (%d classes) to %s; %d skipped, %d ignored (%s)", st["written"],

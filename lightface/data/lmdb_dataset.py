@@ -121,9 +121,14 @@ class LMDBDataset(Dataset):
         return len(self.classes)
 
     def attributes(self, index: int) -> Dict[str, str]:
-        """String attributes of a sample (``pose``, ``source`` ...), read without decoding the image."""
+        """String attributes of a sample (``pose``, ``source`` ...), read without decoding the image: every key
+        of the dataset's ``attributes`` metadata, ``""`` where the sample has none (as ``dataset[i]``)."""
         header, _ = unpack_header(self._get(index))
-        return dict(header.get("attributes", {}))
+        return self._all_attributes(header)
+
+    def _all_attributes(self, header: Dict[str, Any]) -> Dict[str, str]:
+        attrs = header.get("attributes", {})
+        return {k: attrs.get(k, "") for k in self.metadata.get("attributes") or ()}
 
     def record(self, index: int) -> Dict[str, Any]:
         """The stored sample without decoding: ``encoded`` bytes, their ``encoding``, ``shape``, ``label`` and
@@ -145,8 +150,7 @@ class LMDBDataset(Dataset):
         if self._has_landmarks:
             sample["landmarks"] = np.asarray(header.get("landmarks", np.full((5, 2), np.nan)), np.float32)
         if self._has_attributes:
-            attrs = header.get("attributes", {})
-            sample["attributes"] = {k: attrs.get(k, "") for k in self.metadata["attributes"]}
+            sample["attributes"] = self._all_attributes(header)
         if self.transform is not None:
             sample["image"] = self.transform(image=image)["image"] if self._alb else self.transform(image)
         return sample

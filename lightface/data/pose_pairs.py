@@ -41,6 +41,7 @@ __all__ = [
     "image_to_tensor",
     "split_identities",
     "cfp_five_points",
+    "read_cfp_fiducials",
     "cfp_landmarks",
     "write_cfp_landmarks",
 ]
@@ -143,10 +144,23 @@ def cfp_five_points(fiducials: np.ndarray, pose: str) -> np.ndarray:
     return np.stack([eyes[0], eyes[1], f[_CFP_NOSE_TIP], mouth[0], mouth[1]])
 
 
+def read_cfp_fiducials(path, pose: str) -> np.ndarray:
+    """The 5 points (:func:`cfp_five_points`) of the CFP fiducial file ``path`` (30 ``x,y`` lines) of a
+    ``pose`` (``"frontal"`` / ``"profile"``) image, float64 (5, 2).
+
+    Raises:
+        ValueError: the file cannot be read or is not 30 ``x,y`` lines; the message starts with its path.
+    """
+    try:
+        return cfp_five_points(np.loadtxt(path, delimiter=",", ndmin=2), pose)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def cfp_landmarks(cfp_root) -> Dict[str, np.ndarray]:
-    """The 5 points (:func:`cfp_five_points`) of every image of a CFP tree (``Images/``, ``Fiducials/``)
-    -> ``{"<id>/<pose>/NN.jpg": float64 (5, 2)}`` in sorted order; images without a fiducial file
-    are left out (logged)."""
+    """The 5 points (:func:`read_cfp_fiducials`) of every image of a CFP tree (``Images/``, ``Fiducials/``)
+    -> ``{"<id>/<pose>/NN.jpg": float64 (5, 2)}`` in sorted order; images without a fiducial file, or
+    with one that cannot be read or is malformed, are left out (logged with the file and the reason)."""
     from pathlib import Path
 
     root = Path(cfp_root)
@@ -160,7 +174,10 @@ def cfp_landmarks(cfp_root) -> Dict[str, np.ndarray]:
         if not fid.is_file():
             log.warning("no fiducials for %s (%s missing)", rel, fid)
             continue
-        table[rel.as_posix()] = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
+        try:
+            table[rel.as_posix()] = read_cfp_fiducials(fid, rel.parts[1])
+        except ValueError as err:
+            log.warning("unusable fiducials for %s, left out: %s", rel, err)
     return table
 
 
@@ -168,7 +185,7 @@ def write_cfp_landmarks(cfp_root, out_path) -> int:
     """Write a 5-point landmarks file (``<id>/<pose>/NN.jpg x1 y1 ... x5 y5`` per line, the format
     of ``python -m pipelines.build_lmdb --landmarks``) for a CFP tree (``Images/``, ``Fiducials/``).
 
-    Returns the number of images written; images without a fiducial file are left out (logged).
+    Returns the number of images written; images without a usable fiducial file are left out (logged).
     """
     from pathlib import Path
 

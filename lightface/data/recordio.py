@@ -18,9 +18,11 @@ image. InsightFace's record 0 is a header record with ``flag > 0`` whose first l
 the index one past the last image record (images are records ``1 .. label[0]-1``).
 
 A pair exported by lightface (:mod:`lightface.data.to_recordio`) has a third file,
-``X.lightface.json`` beside ``X.rec`` (:func:`sidecar_path`): ``{"template": ...}``, the
-alignment template of its crops (``null``: not aligned), which ``build_lmdb`` takes as the
-source template (InsightFace's own pairs have none: their crops are ArcFace's).
+``X.lightface.json`` beside ``X.rec`` (:func:`sidecar_path`): ``{"template": ..., "classes": [...]}``,
+the alignment template of its crops (``null``: not aligned), which ``build_lmdb`` takes as the
+source template (InsightFace's own pairs have none: their crops are ArcFace's), and the class
+names of the exported LMDB, which ``build_lmdb`` keeps (InsightFace's pairs, and pairs exported
+before the key existed: the label numbers).
 """
 from __future__ import annotations
 

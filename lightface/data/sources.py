@@ -10,9 +10,10 @@ import logging
 import os
 import re
 import stat
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,6 +27,7 @@ __all__ = [
     "SourceItem",
     "SourcePlan",
     "scan_folder",
+    "walk_folders",
     "read_list_lines",
     "read_list_file",
     "scan_recordio",
@@ -53,6 +55,9 @@ class SourceItem:
             to the source root, or ``train.rec#<index>``).
         landmarks: 10 floats ``x1 y1 ... x5 y5`` in source-image pixels, or None.
         attributes: sorted ``(key, value)`` string pairs (e.g. ``("pose", "profile")``).
+        no_landmarks: why an item that has an entry in the landmarks file or fiducials folder
+            got no landmarks (an unusable fiducial file, an ambiguous landmarks name): the
+            reason the build reports when it skips the item; None otherwise.
     """
 
     ref: str
@@ -60,6 +65,7 @@ class SourceItem:
     name: str
     landmarks: Optional[Tuple[float, ...]] = None
     attributes: Tuple[Tuple[str, str], ...] = ()
+    no_landmarks: Optional[str] = None
 
 
 @dataclass
@@ -91,31 +97,22 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
-    """One folder per identity, at any depth: the class of an image is the path of its
-    folder relative to ``root``; a folder named after a pose tag (``frontal``/``profile``)
-    adds ``pose=<tag>`` and the class is its parent folder. Hidden files are left out.
+def _log_problem(rel: str, reason: str) -> None:
+    logger.warning("%s: %s", rel, reason)
 
-    Symlinked folders are followed, each real folder once: a folder already scanned
-    (a symlink loop such as ``a/b -> ..``, or a second link to the same folder) is left
-    out and listed in ``ignored``. Only regular files are taken (``os.stat`` follows
-    symlinks): FIFOs, sockets, devices, broken or self-referencing symlinks are listed in
-    ``ignored`` with the reason, never opened.
 
-    Returns:
-        plan with classes in natural sort order and items sorted by path.
+def walk_folders(root, problem: Callable[[str, str], None] = _log_problem
+                 ) -> Iterator[Tuple[str, List[str], List[str]]]:
+    """``os.walk(root)``'s ``(dirpath, dirnames, filenames)``, top-down, following symlinked folders,
+    each real folder once: a folder already entered (a symlink loop such as ``a/b -> ..``, or a
+    second link to the same folder) is not entered again. That, and a folder that cannot be
+    opened or listed, is reported as ``problem(path relative to root, reason)`` (default: a
+    logged warning). Hidden folders (``.name``) are left out; sub-folders are entered in sorted
+    order.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"source folder not found: {root}")
-    found: List[Tuple[str, str, Path, Tuple[Tuple[str, str], ...]]] = []
-    ignored: List[Tuple[str, str]] = []
     root_st = root.stat()
     visited: Dict[Tuple[int, int], str] = {(root_st.st_dev, root_st.st_ino): "."}
-
-    def problem(rel: str, reason: str) -> None:
-        logger.warning("%s: %s", rel, reason)
-        ignored.append((rel, reason))
 
     def on_error(err: OSError) -> None:
         rel = os.path.relpath(err.filename, root) if err.filename else "?"
@@ -139,6 +136,35 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
             visited[key] = rel
             keep.append(d)
         dirnames[:] = keep
+        yield dirpath, dirnames, filenames
+
+
+def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
+    """One folder per identity, at any depth: the class of an image is the path of its
+    folder relative to ``root``; a folder named after a pose tag (``frontal``/``profile``)
+    adds ``pose=<tag>`` and the class is its parent folder. Hidden files are left out.
+
+    Symlinked folders are followed, each real folder once (:func:`walk_folders`): a folder
+    already scanned (a symlink loop such as ``a/b -> ..``, or a second link to the same
+    folder) is left out and listed in ``ignored``. Only regular files are taken (``os.stat`` follows
+    symlinks): FIFOs, sockets, devices, broken or self-referencing symlinks are listed in
+    ``ignored`` with the reason, never opened.
+
+    Returns:
+        plan with classes in natural sort order and items sorted by path.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"source folder not found: {root}")
+    found: List[Tuple[str, str, Path, Tuple[Tuple[str, str], ...]]] = []
+    ignored: List[Tuple[str, str]] = []
+
+    def problem(rel: str, reason: str) -> None:
+        _log_problem(rel, reason)
+        ignored.append((rel, reason))
+
+    for dirpath, _, filenames in walk_folders(root, problem):
+        rel_dir = Path(dirpath).relative_to(root)
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -234,15 +260,14 @@ def _find_rec_pair(path: Path) -> Tuple[Path, Path]:
     return rec, idx
 
 
-def _recordio_template(rec) -> Optional[str]:
+def _recordio_template(rec, info: Optional[dict]) -> Optional[str]:
     """The alignment template of the crops in the RecordIO file ``rec``: the ``template`` its
-    lightface sidecar records (:func:`lightface.data.recordio.sidecar_path`; None: not aligned),
-    else ``"arcface"`` (InsightFace's 112x112 crops).
+    lightface sidecar ``info`` records (:func:`lightface.data.recordio.read_sidecar`; None: not
+    aligned), else ``"arcface"`` (InsightFace's 112x112 crops).
 
     Raises:
         ValueError: the sidecar names a template lightface does not know.
     """
-    info = read_sidecar(rec)
     template = "arcface" if info is None else info.get("template", "arcface")
     if template is not None and template not in TEMPLATES:
         raise ValueError(f"{sidecar_path(rec)}: unknown template {template!r} (known: {', '.join(TEMPLATES)}); "
@@ -250,11 +275,30 @@ def _recordio_template(rec) -> Optional[str]:
     return template
 
 
+def _recordio_classes(rec, info: Optional[dict], labels: int) -> List[str]:
+    """The class names of the RecordIO file ``rec`` whose labels run below ``labels``: the ``classes``
+    its lightface sidecar ``info`` records (the exported LMDB's, classes without samples included),
+    else ``"0" .. str(labels - 1)``.
+
+    Raises:
+        ValueError: the sidecar's ``classes`` is not a list of names, or names fewer classes than the labels use.
+    """
+    classes = (info or {}).get("classes")
+    if classes is None:
+        return [str(i) for i in range(labels)]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) < labels:
+        raise ValueError(f"{sidecar_path(rec)}: 'classes' must list a name for each of the {labels} labels of "
+                         f"{rec.name}; export the pair again with this lightface, or delete the sidecar's "
+                         "'classes' to number the classes")
+    return classes
+
+
 def scan_recordio(path) -> SourcePlan:
     """An InsightFace ``train.rec``/``train.idx`` pair (``path``: the folder, the .rec or
     the .idx). Reads only the record headers (labels); images stay in the file. The images
     are taken to be aligned with :func:`_recordio_template` (ArcFace's 112x112 crops unless
-    lightface exported the pair)."""
+    lightface exported the pair); the class names are :func:`_recordio_classes` (those of the
+    LMDB lightface exported, else the label numbers)."""
     rec, idx = _find_rec_pair(Path(path))
     reader = RecordIOReader(rec, idx)
     try:
@@ -268,28 +312,58 @@ def scan_recordio(path) -> SourcePlan:
             items.append(SourceItem(f"rec:{offset}", label, f"{rec.name}#{k}"))
     finally:
         reader.close()
-    n = max((it.label for it in items), default=-1) + 1
-    return SourcePlan("recordio", rec.parent, items, [str(i) for i in range(n)], [],
-                      str(rec.resolve()), str(idx.resolve()), _recordio_template(rec))
+    info = read_sidecar(rec)
+    classes = _recordio_classes(rec, info, max((it.label for it in items), default=-1) + 1)
+    return SourcePlan("recordio", rec.parent, items, classes, [], str(rec.resolve()), str(idx.resolve()),
+                      _recordio_template(rec, info))
+
+
+#: a landmarks line: the name (anything, spaces and commas included), then 10 values separated by
+#: whitespace or commas
+_LANDMARKS_LINE = re.compile(r"(.+?)" + r"[\s,]+([^\s,]+)" * 10)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_landmarks_file(path) -> Dict[str, np.ndarray]:
     """``name x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` lines (whitespace or comma separated) ->
-    ``{name: float64 (5, 2)}``; order left eye, right eye, nose, left/right mouth corner."""
+    ``{name: float64 (5, 2)}``; order left eye, right eye, nose, left/right mouth corner.
+
+    The name is everything before the last 10 values, so it may hold spaces and commas
+    (``John Smith/IMG 0001.jpg``); ``#`` lines are comments.
+
+    Raises:
+        ValueError: ``file:line`` of a line that is not a name and 10 numbers, or of a name
+            listed again with other points.
+    """
     path = Path(path)
     table: Dict[str, np.ndarray] = {}
+    first_line: Dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            cols = line.replace(",", " ").split()
-            if len(cols) != 11:
-                raise ValueError(f"{path}:{lineno}: expected a name and 10 numbers, got {len(cols)} columns")
+            m = _LANDMARKS_LINE.fullmatch(line)
+            if m is None or _is_number(re.split(r"[\s,]+", m.group(1))[-1]):  # image names end in an extension
+                raise ValueError(f"{path}:{lineno}: expected an image name and 10 numbers (x1 y1 ... x5 y5), "
+                                 f"got {line!r}")
             try:
-                table[cols[0].replace("\\", "/")] = np.asarray(cols[1:], np.float64).reshape(5, 2)
+                points = np.asarray(m.groups()[1:], np.float64).reshape(5, 2)
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: non-numeric landmark in {line!r}") from None
+            name = m.group(1).replace("\\", "/")
+            if name in table and not np.array_equal(table[name], points, equal_nan=True):
+                raise ValueError(f"{path}:{lineno}: {name!r} is listed again with other points (first on line "
+                                 f"{first_line[name]}); keep one line per image")
+            table[name] = points
+            first_line.setdefault(name, lineno)
     return table
 
 
@@ -302,18 +376,32 @@ def _with_landmarks(item: SourceItem, landmarks: Optional[np.ndarray]) -> Source
 
 def attach_landmarks(plan: SourcePlan, table: Dict[str, np.ndarray]) -> Tuple[SourcePlan, int]:
     """Give each item the landmarks whose name matches the end of its relative path
-    (``images/a/a_1.jpg`` matches ``a/a_1.jpg``). Returns ``(new plan, matched count)``."""
-    items = []
-    matched = 0
+    (``images/a/a_1.jpg`` matches ``a/a_1.jpg``; the longest matching name wins).
+
+    A name that is the match of several images (``1.jpg`` for ``a/1.jpg`` and ``b/1.jpg``) is
+    ambiguous: those images get no landmarks, and the reason in ``no_landmarks`` (logged).
+
+    Returns:
+        ``(new plan, matched count)``.
+    """
+    keys: List[Optional[str]] = []
+    images_of: Dict[str, set] = defaultdict(set)
     for it in plan.items:
         parts = Path(it.name).parts
-        lm = None
-        for i in range(len(parts)):
-            lm = table.get("/".join(parts[i:]))
-            if lm is not None:
-                break
-        matched += int(lm is not None)
-        items.append(_with_landmarks(it, lm))
+        key = next((k for k in ("/".join(parts[i:]) for i in range(len(parts))) if k in table), None)
+        keys.append(key)
+        if key is not None:
+            images_of[key].add(it.name)
+    reasons = {}
+    for key, names in sorted(images_of.items()):
+        if len(names) > 1:
+            shown = ", ".join(sorted(names)[:3]) + (" ..." if len(names) > 3 else "")
+            reasons[key] = (f"ambiguous landmarks name {key!r}: it matches {len(names)} images ({shown}); write paths "
+                            "relative to the source folder in the landmarks file")
+            logger.warning("%s; those images get no landmarks", reasons[key])
+    items = [replace(it, no_landmarks=reasons[key]) if key in reasons
+             else _with_landmarks(it, None if key is None else table[key]) for it, key in zip(plan.items, keys)]
+    matched = sum(key is not None and key not in reasons for key in keys)
     return replace(plan, items=items), matched
 
 
@@ -324,13 +412,14 @@ def attach_cfp_fiducials(plan: SourcePlan, fiducials) -> Tuple[SourcePlan, int]:
     (30 ``x,y`` lines); ``fiducials`` is the ``Fiducials`` folder and the items are matched
     by relative path (``451/frontal/01.jpg`` -> ``451/frontal/01.txt``). The pose comes from
     the folder layout (the item's ``pose`` attribute, i.e. its ``frontal``/``profile``
-    folder) and decides the mapping (:func:`lightface.data.pose_pairs.cfp_five_points`).
-    Items without a fiducial file or pose keep no landmarks; unreadable files are logged.
+    folder) and decides the mapping (:func:`lightface.data.pose_pairs.read_cfp_fiducials`).
+    Items without a fiducial file or pose keep no landmarks; an unreadable or malformed file
+    is logged and its item gets the reason in ``no_landmarks``.
 
     Returns:
         ``(new plan, matched count)``.
     """
-    from .pose_pairs import cfp_five_points
+    from .pose_pairs import read_cfp_fiducials
 
     root = Path(fiducials)
     if not root.is_dir():
@@ -342,11 +431,11 @@ def attach_cfp_fiducials(plan: SourcePlan, fiducials) -> Tuple[SourcePlan, int]:
         lm = None
         if pose in ("frontal", "profile") and fid.is_file():
             try:
-                pts = np.loadtxt(fid, delimiter=",", ndmin=2)
-                lm = cfp_five_points(pts, pose)
+                lm = read_cfp_fiducials(fid, pose)
             except ValueError as err:
-                logger.warning("%s: unusable CFP fiducials (%s); the image is aligned only if detection is on",
-                               fid, err)
+                logger.warning("unusable CFP fiducials (%s); the image is aligned only if detection is on", err)
+                items.append(replace(it, no_landmarks=f"unusable CFP fiducials ({err})"))
+                continue
         matched += int(lm is not None)
         items.append(_with_landmarks(it, lm))
     return replace(plan, items=items), matched

@@ -7,10 +7,11 @@ The layout is InsightFace's (:mod:`lightface.data.recordio`): record 0 is the he
 (``flag`` 2, labels ``[N + 1, N + 1]``: images are records ``1 .. N``, no identity-range
 records follow), record ``i + 1`` is sample ``i`` of the LMDB (``IRHeader`` label = its
 class index, ``id`` = ``i``, then the encoded image). Beside them ``X.lightface.json``
-(:func:`lightface.data.recordio.sidecar_path`) records the LMDB's alignment template, so
-``python -m pipelines.build_lmdb X.rec OUT`` reads the crops back as they are (at the same
-``--template`` and size: the same pixels for a lossless encoding) instead of taking them for
-ArcFace's; the sample order is kept, so embeddings stored per sample, such as a teacher's,
+(:func:`lightface.data.recordio.sidecar_path`) records the LMDB's alignment template and class
+names, so ``python -m pipelines.build_lmdb X.rec OUT`` reads the crops back as they are (at the
+same ``--template`` and size: the same pixels for a lossless encoding) instead of taking them for
+ArcFace's, with the same classes (names, and classes left without samples: the same
+``num_classes``); the sample order is kept, so embeddings stored per sample, such as a teacher's,
 stay valid. InsightFace's own ``MXFaceDataset`` reads the pair too (with ``encoding="jpeg"``,
 which MXNet's decoder reads everywhere).
 
@@ -47,8 +48,8 @@ def lmdb_to_recordio(src, rec_path, *, color: str = "gray", encoding: str = "jpe
     Returns:
         ``{"rec", "idx", "sidecar", "count", "num_classes", "bytes"}``. Written to temporary
         names and renamed when complete, so an interrupted export leaves no half file behind;
-        the sidecar (``{"template": the LMDB's alignment template or null, "source": src}``)
-        comes last.
+        the sidecar (``{"template": the LMDB's alignment template or null, "classes": its class names,
+        "source": src}``) comes last.
     """
     if color not in ("gray", "rgb"):
         raise ValueError(f"color must be 'gray' or 'rgb', got {color!r}")
@@ -83,6 +84,6 @@ def lmdb_to_recordio(src, rec_path, *, color: str = "gray", encoding: str = "jpe
     tmp_idx.replace(idx)
     sidecar = sidecar_path(rec)
     write_text_atomic(sidecar, json.dumps({"template": data.metadata["alignment"].get("template"),
-                                           "source": str(src)}, indent=2) + "\n")
+                                           "classes": data.classes, "source": str(src)}, indent=2) + "\n")
     return {"rec": str(rec), "idx": str(idx), "sidecar": str(sidecar), "count": n, "num_classes": data.num_classes,
             "bytes": rec.stat().st_size + idx.stat().st_size}
