@@ -74,7 +74,7 @@ class LightCNNSmall(LightCNN):
 
 
 if "lightcnn_small" not in MODEL_BUILDERS:
-    register_model("lightcnn_small")(LightCNNSmall)
+    register_model("lightcnn_small", task="recognition")(LightCNNSmall)
 
 
 # ---------------------------------------------------------------------------------------

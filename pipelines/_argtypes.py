@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "int_at_least", "device_name"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "int_at_least", "device_name"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -28,6 +28,8 @@ positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
 #: A number > 0, ``inf`` included (ratios and limits; ``inf``: no limit).
 positive_float = _number(float, "a positive number", lambda v: v > 0 and not math.isnan(v))
+#: A number in (0, 1] (decay factors).
+fraction = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

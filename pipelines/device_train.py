@@ -15,6 +15,8 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    with a small corpus that is a sizeable share of an epoch); it times the second epoch,
    ``--probe-steps`` steps into it, since the first one's end also tunes cuDNN for the short
    last batch (on the H200 that made a probe of the first epoch read half the real rate);
+   the probe is itself bounded by the minutes: when they run out during it (or fewer than
+   :data:`MIN_RUN_SECONDS` are left after it) the probe's backbone is what comes back;
 4. the run gets the epochs that fit the minutes left (the learning rate falls by
    ``--lr-gamma`` at 40% and 80% of them, so the schedule ends inside the lease), or
    ``--epochs`` (no probe), with the minutes left as the ``--max-minutes`` backstop;
@@ -22,9 +24,9 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
    ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
    the backbone of its last checkpoint (``--save-every``) with the error in ``summary.json``,
-   and the command fails. A SIGTERM (a time limit) stops training after its current step;
-   the backbone of that step is exported (``run.stopped`` in ``summary.json``) and the
-   command exits with status 143.
+   and the command fails. A SIGTERM (a time limit) stops training (the probe's too) after its
+   current step; the backbone of that step is exported (``run.stopped`` in ``summary.json``)
+   and the command exits with status 143.
 
 ``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
 ``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on
@@ -43,12 +45,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
+from pipelines._argtypes import fraction, non_negative_int, positive_float, positive_int
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 #: the most bytes of one returned file (the device returns files of at most 16 MiB)
 PART_BYTES = 15 << 20
 #: files copied from the run folder to --out beside the parts
 RUN_FILES = ("metrics.jsonl", "config.yaml", "curves.png")
+#: the fewest seconds worth starting a training run for (building it alone takes seconds)
+MIN_RUN_SECONDS = 10.0
 
 
 def ensure_packages(wheels: Path, site: Path) -> List[str]:
@@ -170,6 +175,9 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     """Steps 1-5 of the module docstring; returns (and writes to ``--out``) the summary."""
     t0 = time.monotonic()
     bundle, out, work = Path(args.bundle), Path(args.out), Path(args.work)
+    if not (bundle / "bundle.json").is_file():
+        raise FileNotFoundError(f"--bundle {bundle}: no bundle.json there; build one with python -m "
+                                "pipelines.device_bundle and send it along (docs/training.md, 'Training on a lent GPU')")
     manifest = json.loads((bundle / "bundle.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     installed = ensure_packages(bundle / "wheels", work / "site")
@@ -178,24 +186,43 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
     samples = sum(s["count"] for s in manifest["sources"])
-    rate, probe_seconds = None, 0.0
+
+    def seconds_left() -> float:
+        return args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+
+    result = {"arch": args.arch, "samples": samples, "probe_images_per_s": None, "probe_seconds": 0.0,
+              "epochs": args.epochs, "wheels_installed": installed, "device": args.device}
     if not args.epochs:
         # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each
-        # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one)
+        # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one);
+        # it is a run of its own, bounded by the budget and returned like the run when the budget ends in it
+        probe_dir, budget = work / "probe", seconds_left()
+        if budget < MIN_RUN_SECONDS:
+            raise RuntimeError(f"unpacking the bundle left {budget:.0f} s of --minutes {args.minutes:g} (after "
+                               f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
         probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
-        probe = train(TrainConfig(**probe_cfg, out=str(work / "probe"), overwrite=True, epochs=args.probe_steps + 3,
-                                  max_steps=args.probe_steps + 2 * math.ceil(samples / args.batch_size), plots=False))
-        rate = epoch_rate(work / "probe" / "metrics.jsonl", args.batch_size, args.probe_steps)
-        probe_seconds = probe["seconds"]
-    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
-    epochs = args.epochs or max(1, int(rate * left * 0.92 / samples))
+        result = train_and_return(
+            lambda: train(TrainConfig(**probe_cfg, out=str(probe_dir), overwrite=True, epochs=args.probe_steps + 3,
+                                      max_steps=args.probe_steps + 2 * math.ceil(samples / args.batch_size),
+                                      max_minutes=budget / 60, plots=False)),
+            probe_dir, out, {**result, "stage": "probe"}, t0, "backbone")
+        result["probe_seconds"] = result["run"]["seconds"]
+        if str(result["run"]["stopped"]).startswith("max_minutes") or seconds_left() < MIN_RUN_SECONDS:
+            print(f"python -m pipelines.device_train: --minutes {args.minutes:g} ran out in the throughput probe; "
+                  f"{out} holds the probe's backbone (summary.json: stage probe); give more --minutes, or --epochs N to skip the probe",
+                  file=sys.stderr)
+            return result
+        result["probe_images_per_s"] = epoch_rate(probe_dir / "metrics.jsonl", args.batch_size, args.probe_steps)
+    left = seconds_left()
+    if left < MIN_RUN_SECONDS:
+        raise RuntimeError(f"unpacking the bundle left {left:.0f} s of --minutes {args.minutes:g} (after "
+                           f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
+    epochs = args.epochs or max(1, int(result["probe_images_per_s"] * left * 0.92 / samples))
     run_dir = work / "run"
-    result = {"arch": args.arch, "samples": samples, "probe_images_per_s": rate, "probe_seconds": probe_seconds,
-              "epochs": epochs, "wheels_installed": installed, "device": args.device}
     return train_and_return(
         lambda: train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
-                                  lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=max(left, 60) / 60)),
-        run_dir, out, result, t0, "backbone")
+                                  lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=left / 60)),
+        run_dir, out, {**result, "stage": "run", "epochs": epochs}, t0, "backbone")
 
 
 def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Path, result: Dict[str, Any],
@@ -236,7 +263,8 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
                   run={k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))})
     write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     if interrupted is not None:
-        raise interrupted
+        raise TrainingInterrupted(interrupted.signal_name, interrupted.summary,
+                                  f"{out} holds the {name} of that step and summary.json (nothing to resume)")
     if error:
         raise RuntimeError(f"the run stopped early ({error}); {out} holds the {name} of its last checkpoint "
                            f"({model_path}) and summary.json")
@@ -249,6 +277,9 @@ def collect(args: argparse.Namespace) -> Dict[str, Any]:
     from lightface.models.checkpoint import save_model_checkpoint
 
     src = Path(args.collect)
+    if not (src / "summary.json").is_file():
+        raise FileNotFoundError(f"--collect {src}: no summary.json there; pass the folder the device run's files "
+                                "came back to (the run tool's files_at)")
     info = json.loads((src / "summary.json").read_text())
     model = get_model(info["arch"], num_classes=0)
     model.load_state_dict(join_parts(src, info["parts"]))
@@ -261,7 +292,8 @@ def add_call_arguments(p: argparse.ArgumentParser, work: str) -> argparse.Argume
     --minutes, --reserve-seconds, --device, --collect, --checkpoint."""
     p.add_argument("--out", default=None, help="where the results go (the device's $OUT)")
     p.add_argument("--work", default="/tmp/lightface_device", help=f"scratch folder for {work}")
-    p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole command")
+    p.add_argument("--minutes", type=positive_float, default=7.0,
+                   help="wall-clock budget of the whole command, the throughput probe included")
     p.add_argument("--reserve-seconds", type=float, default=40.0, help="kept back for the export and the return")
     p.add_argument("--device", default="cuda", help="cuda (a lent GPU) or cpu (a smoke test)")
     p.add_argument("--collect", default=None, metavar="DIR", help="join the parts found in DIR instead of training")
@@ -290,17 +322,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=DefaultsHelpFormatter)
     add_call_arguments(p, "LMDBs, wheels and runs")
     p.add_argument("--bundle", default=".device/lightcnn", help="the bundle of pipelines.device_bundle")
-    p.add_argument("--probe-steps", type=int, default=10,
+    p.add_argument("--probe-steps", type=non_negative_int, default=10,
                    help="the throughput probe times one epoch from this step of its second epoch")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="train this many epochs instead of those the probe fits into --minutes (no probe)")
     p.add_argument("--arch", default="lightcnn29v2", help="lightcnn9, lightcnn29, lightcnn29v2")
     p.add_argument("--finetune", default=None, metavar="CKPT",
                    help="start from this checkpoint of --arch (e.g. the shipped lightface/weights/lightcnn29v2_3src_rc13-"
                         "*.pt) with new heads, one classifier-only epoch first; default: from scratch (kaiming)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="global batch size")
     p.add_argument("--lr", type=float, default=0.01, help="SGD base learning rate")
-    p.add_argument("--lr-gamma", type=float, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
+    p.add_argument("--lr-gamma", type=fraction, default=0.2, help="learning-rate factor at 40%% and 80%% of the epochs")
     p.add_argument("--loss", default="ce", choices=("ce", "cosface", "arcface"),
                    help="classification loss: cross-entropy, or a margin loss (CosFace / ArcFace) on a cosine "
                         "classifier, which pays most when the backbone learns under it from the start "
@@ -316,11 +348,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "hard side light or a large occluder) or hard_face (hard, and 30%% of the faces also wear "
                         "glasses or a face mask or are covered by a hand); the trainer checks the name")
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"), help="mixed precision")
-    p.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
+    p.add_argument("--workers", type=non_negative_int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                    help="data-loading processes")
-    p.add_argument("--save-every", type=int, default=500,
+    p.add_argument("--save-every", type=positive_int, default=500,
                    help="steps between checkpoints (a run that breaks returns its last one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights and the sample order")
     return p
 
 

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lightface.models.release import render_model_card, release_weights, update_card_facts
+from lightface.models.release import ALIAS_TASKS, render_model_card, release_weights, update_card_facts
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 log = logging.getLogger("pipelines.release_model")
@@ -35,7 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what the model does")
     p.add_argument("--meta", default=None, help="JSON file of model-card facts (data, recipe, commands, metrics, ...); "
                    "without --checkpoint: new facts for the shipped entry --name")
-    p.add_argument("--default", nargs="*", default=[], help="aliases to point at it: recognition, sr4, sr8, frontalization")
+    p.add_argument("--default", nargs="*", default=[], choices=tuple(ALIAS_TASKS),
+                   help="aliases to point at it, of the model's own task: recognition, sr4 or sr8 (by the model's "
+                   "scale), frontalization")
     p.add_argument("--ema", action="store_true", help="ship the checkpoint's EMA weights")
     p.add_argument("--card", action="store_true", help="(re)write docs/model_zoo.md from the manifest")
     return p

@@ -31,7 +31,7 @@ class TinyLightCNN(LightCNN):
 
 
 if ARCH not in MODEL_BUILDERS:
-    register_model(ARCH)(TinyLightCNN)
+    register_model(ARCH, task="recognition")(TinyLightCNN)
 
 if __name__ == "__main__":
     import sys

@@ -131,3 +131,75 @@ def test_a_device_run_stopped_by_sigterm_returns_the_backbone_it_reached(sources
     assert summary["run"]["step"] == [r["step"] for r in read_metrics(metrics) if "loss" in r][-1]
     joined = _cli("device_train", "--collect", out, "--checkpoint", tmp_path / "joined.pt")
     assert joined["arch"] == TINY
+
+
+def _device_entry():
+    """``python -c`` code running device_train's command line with the tiny test network registered."""
+    return ("import sys; sys.path.insert(0, 'tests'); import lightcnn_tiny; from pipelines._cli import run_cli; "
+            "from pipelines.device_train import main, get_args_parser; sys.exit(run_cli(main, get_args_parser))")
+
+
+def test_the_probe_keeps_to_the_minutes_and_its_backbone_comes_back(sources, tmp_path):
+    """--minutes bounds the whole command, the throughput probe included: a probe too long for the budget
+    stops at it, no run is forced after it, and the probe's backbone and summary come back."""
+    import time
+
+    a, b = sources
+    bundle, out = tmp_path / "bundle", tmp_path / "out"
+    _cli("device_bundle", "--data", a, b, "--out", bundle, "--no-wheels", "--no-progress")
+    t0 = time.monotonic()
+    result = _cli("device_train", "--bundle", bundle, "--out", out, "--work", tmp_path / "work", "--device", "cpu",
+                  "--arch", TINY, "--batch-size", 8, "--probe-steps", 100000, "--workers", 0, "--amp", "none",
+                  "--minutes", 0.25, "--reserve-seconds", 0)
+    assert time.monotonic() - t0 < 0.25 * 60 + 5
+    assert result["stage"] == "probe" and result["run"]["stopped"].startswith("max_minutes")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage"] == "probe" and summary["error"] is None and summary["run"]["step"] > 0
+    assert set(summary["parts"]) <= {p.name for p in out.iterdir()}
+    assert _cli("device_train", "--collect", out, "--checkpoint", tmp_path / "joined.pt")["arch"] == TINY
+
+
+def test_sigterm_in_the_probe_returns_its_backbone_and_advises_no_missing_flag(sources, tmp_path):
+    from stop_signal_helper import sigterm_after
+
+    a, b = sources
+    bundle, out, work = tmp_path / "bundle", tmp_path / "out", tmp_path / "work"
+    _cli("device_bundle", "--data", a, b, "--out", bundle, "--no-wheels", "--no-progress")
+    rc, log = sigterm_after(["-c", _device_entry(), "--bundle", bundle, "--out", out, "--work", work, "--device",
+                             "cpu", "--arch", TINY, "--batch-size", 8, "--probe-steps", 100000, "--workers", 1,
+                             "--amp", "none", "--minutes", 30], work / "probe" / "metrics.jsonl", 2)
+    assert rc == 143, log
+    assert f"{out} holds the backbone of that step and summary.json" in log and "--resume" not in log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage"] == "probe" and summary["run"]["stopped"] == "signal SIGTERM"
+    assert set(summary["parts"]) <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--epochs", "0"), "argument --epochs: must be a positive integer, got 0"),
+    (("--lr-gamma", "-1"), r"argument --lr-gamma: must be a number in \(0, 1\], got -1"),
+    (("--batch-size", "0"), "argument --batch-size: must be a positive integer"),
+    (("--minutes", "0"), "argument --minutes: must be a positive number"),
+])
+def test_bad_numbers_are_refused_on_the_command_line(tmp_path, capsys, flags, message):
+    import re
+
+    from pipelines import device_train
+    from pipelines._cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(device_train.main, device_train.get_args_parser, ["--out", str(tmp_path / "out"), *flags])
+    assert exit_.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_bundle_or_collect_folder_says_what_to_pass(tmp_path, capsys):
+    from pipelines import device_train
+    from pipelines._cli import run_cli
+
+    argv = ["--out", str(tmp_path / "out"), "--bundle", str(tmp_path / "none")]
+    assert run_cli(device_train.main, device_train.get_args_parser, argv) == 1
+    assert "no bundle.json there; build one with python -m pipelines.device_bundle" in capsys.readouterr().err
+    argv = ["--collect", str(tmp_path), "--checkpoint", str(tmp_path / "x.pt")]
+    assert run_cli(device_train.main, device_train.get_args_parser, argv) == 1
+    assert "--collect" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from lightface.engine.gan import ADVERSARIAL_CHOICES, GAN_DEFAULTS, GANObjective
 from pipelines._cli import add_gan_arguments
 from lightface.losses.gan_regularizers import cycle_consistency_loss, feature_matching_loss, pull_away_term
 from lightface.models.autoencoder_discriminator import AutoencoderDiscriminator
+from lightface.models.registry import get_model
 
 
 class TinyD(nn.Module):
@@ -159,6 +160,23 @@ def test_features_required_error_is_clear():
     obj = GANObjective(pull_away=1.0)
     with pytest.raises(TypeError, match="return_features"):
         obj.generator_loss(NoFeaturesD(), None, torch.randn(3, 2, 4, 4))
+
+
+@pytest.mark.parametrize("adversarial", ADVERSARIAL_CHOICES)
+@pytest.mark.parametrize("layer", ["minibatch_discrimination", "minibatch_std"])
+def test_every_objective_trains_with_every_batch_layer(adversarial, layer):
+    """One discriminator and one generator step of each objective with each anti-collapse layer (wgan-gp's
+    gradient penalty needs the layers to be twice differentiable)."""
+    torch.manual_seed(0)
+    D = get_model("image_discriminator", in_channels=2, channels=4, num_blocks=2, **{layer: True})
+    real, fake = torch.rand(4, 2, 8, 8), torch.rand(4, 2, 8, 8, requires_grad=True)
+    obj = GANObjective(adversarial=adversarial)
+    d_loss, _ = obj.discriminator_loss(D, real, fake.detach())
+    d_loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.parameters())
+    g_loss, _ = obj.generator_loss(D, real, fake)
+    g_loss.backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()
 
 
 def test_wgan_clip_clips_after_step():

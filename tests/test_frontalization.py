@@ -402,6 +402,23 @@ def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmd
         train_frontalization.main(train_frontalization.get_args_parser().parse_args(argv))
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--noise-dim", "-1"), "--noise-dim must be >= 0"),
+    (("--train-identities", "3"), "--train-identities 3: .* holds 3 people; use 1..2"),
+])
+def test_bad_sizes_exit_2_naming_the_flag(pose_lmdb, tmp_path, capsys, flags, message):
+    """A negative noise size (a shape error deep in the generator) and a training split that leaves nobody
+    for validation are configuration errors naming the flag, exit 2."""
+    import re
+
+    from pipelines import train_frontalization
+    from pipelines._cli import run_cli
+
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "1", *flags)
+    assert run_cli(train_frontalization.main, train_frontalization.get_args_parser, argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
 def test_profile_pixel_steps_keep_the_pixel_target_of_profiles_first(pose_lmdb, tmp_path, caplog):
     """--profile-pixel-steps N: profile pairs keep their pixel target for N steps, then --profile-pixel applies."""
     from lightface.engine.engine import TrainingError

@@ -40,6 +40,14 @@ def test_minibatch_discrimination_detects_collapse_and_matches_brute_force():
         layer(torch.randn(5, 7, dtype=torch.float64))
 
 
+def test_minibatch_discrimination_is_twice_differentiable():
+    """The WGAN-GP gradient penalty differentiates through the layer twice (torch.cdist cannot)."""
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(4, out_features=3, kernel_dims=2).double()
+    x = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(layer, (x,))
+
+
 def test_minibatch_std_hand_value():
     layer = MinibatchStdDev(group_size=2, eps=0.0)
     x = torch.tensor([[1.0, 3.0], [3.0, 3.0], [0.0, 0.0], [5.0, 1.0]])  # (N=4, F=2)

@@ -149,6 +149,46 @@ def test_config_errors_name_the_flag(tmp_path):
         _train(tmp_path / "missing.lmdb", tmp_path / "run")
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"arch": "wavelet_srnet"}, "--arch wavelet_srnet is not a recogniser .*; use .*lightcnn9"),
+    ({"arch": "image_discriminator"}, "--arch image_discriminator is not a recogniser"),
+    ({"dropout": 1.5}, r"--dropout must be in \[0, 1\], got 1.5"),
+    ({"lr_gamma": -1.0}, r"--lr-gamma \(step decay factor\) must be in \(0, 1\]"),
+    ({"lr_gamma": 0.0}, "--lr-gamma"),
+    ({"classifier_lr_mult": -5.0}, "--classifier-lr-mult must be >= 0"),
+    ({"classifier_bias_lr_mult": -1.0}, "--classifier-bias-lr-mult must be >= 0"),
+    ({"beta": 0.5}, "--beta is for --loss soft-bootstrap or hard-bootstrap, not 'ce'"),
+    ({"beta": 0.5, "loss": "cosface"}, "--beta is for --loss"),
+])
+def test_settings_that_cannot_work_are_refused_naming_the_flag(settings, message):
+    """A non-recogniser --arch, an out-of-range --dropout, a negative or zero lr factor (gradient ascent or a
+    frozen run) and a --beta the loss ignores are refused before training, as --margin with --loss ce is."""
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(data="x", out="y", **settings).validate()
+    TrainConfig(data="x", out="y", beta=0.5, loss="hard-bootstrap", lr_gamma=1.0, dropout=1.0).validate()
+
+
+def test_a_non_recogniser_arch_exits_2_in_one_line_before_the_run_folder(tiny_lmdb, tmp_path, capsys):
+    from pipelines._cli import run_cli
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    argv = ["--data", str(tiny_lmdb), "--out", str(tmp_path / "run"), "--arch", "wavelet_srnet"]
+    assert run_cli(main, get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert "--arch wavelet_srnet is not a recogniser" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_changed_validation_split_on_resume_is_a_warning(tiny_lmdb, tmp_path, caplog):
+    """--val-split decides which images are trained on: changing it on resume warns like --data does."""
+    out = tmp_path / "run"
+    _train(tiny_lmdb, out, "--arch", TINY, "--val-split", "0.34", "--max-steps", "1", "--no-plots")
+    with caplog.at_level("INFO"):
+        _train(tiny_lmdb, out, "--arch", TINY, "--val-split", "0", "--epochs", "1", "--no-plots", "--resume")
+    warned = [r for r in caplog.records if "val_split" in r.getMessage()]
+    assert warned and warned[0].levelname == "WARNING" and "will not reproduce" in warned[0].getMessage()
+
+
 def test_tiny_run_outputs(tiny_run, tiny_lmdb):
     out, summary = tiny_run
     assert summary["stopped"] == "completed" and summary["step"] == 3  # 6 training samples / batch 2

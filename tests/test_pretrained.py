@@ -21,6 +21,7 @@ from lightface.models import pretrained as pt
 from lightface.models.checkpoint import CheckpointMismatchError, save_model_checkpoint
 from lightface.models.release import MAX_SHIPPED_MB, release_weights, render_model_card, update_card_facts
 from pipelines import release_model
+from pipelines._cli import run_cli
 
 THRESHOLD = 0.42
 REAL_MANIFEST = pt.MANIFEST
@@ -179,6 +180,34 @@ def test_card_facts_update_keeps_the_weights_and_the_order(shipped, weights_dir,
         update_card_facts("tiny_default", {"threshold": 0.9})
     with pytest.raises(KeyError, match="release it"):
         update_card_facts("no_such_model", {})
+
+
+def test_release_refuses_names_tasks_and_aliases_that_would_break_the_install(weights_dir, tmp_path, monkeypatch):
+    """A release only writes inside lightface/weights/ and only sets the default alias of the model's own task
+    and scale: a 4x SR model never becomes sr8 or recognition; the CLI exits 2 before anything is written."""
+    _checkpoint(tmp_path / "rec.pt")
+    sr_kwargs = {"scale": 4, "output_size": 16, "channels": 4, "num_blocks": 1, "head_channels": 4}
+    save_model_checkpoint(tmp_path / "sr.pt", get_model("wavelet_srnet", **sr_kwargs), "wavelet_srnet", sr_kwargs)
+    manifest = (weights_dir / "manifest.json").read_text()
+    refused = [("rec.pt", "../../oops", "recognition", [], r"--name '\.\./\.\./oops'"),
+               ("rec.pt", "a b", "recognition", [], "letters, digits"),
+               ("sr.pt", "sr_as_rec", "recognition", [], "a wavelet_srnet checkpoint"),
+               ("rec.pt", "rec_as_sr", "super_resolution", [], "not a super_resolution model"),
+               ("sr.pt", "tiny_sr", "super_resolution", ["sr8"], "upscales 4x; its alias is sr4"),
+               ("sr.pt", "tiny_sr", "super_resolution", ["recognition"], "loads a recognition model"),
+               ("sr.pt", "tiny_sr", "super_resolution", ["nonsense"], "not a default alias")]
+    for ckpt, name, task, aliases, message in refused:
+        with pytest.raises(ValueError, match=message):
+            release_weights(tmp_path / ckpt, name, task, default_for=aliases)
+    assert (weights_dir / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in weights_dir.iterdir() if p.suffix == ".pt") == sorted(
+        w["file"] for w in json.loads(manifest)["weights"] if w["file"].endswith(".pt"))
+    assert not list(tmp_path.glob("oops*"))
+    monkeypatch.setattr(release_model, "CARD", tmp_path / "model_zoo.md")
+    argv = ["--checkpoint", str(tmp_path / "sr.pt"), "--name", "tiny_sr", "--task", "super_resolution", "--default"]
+    assert run_cli(release_model.main, release_model.get_args_parser, argv + ["sr8"]) == 2
+    assert run_cli(release_model.main, release_model.get_args_parser, argv + ["sr4"]) == 0
+    assert default_weights("sr4").name == "tiny_sr"
 
 
 def test_a_card_that_flips_makes_flip_fusion_the_default_with_its_own_thresholds(shipped, tmp_path):

@@ -51,3 +51,20 @@ def test_flip_labels():
     assert sorted(np.unique(big)) == [1, 2, 3] and f.all()
     with pytest.raises(ValueError):
         flip_labels(labels, 1.5, 4)
+
+
+def test_an_existing_out_is_refused_before_any_prediction(tmp_path, monkeypatch, capsys):
+    """--out holding a finished dataset is refused up front, not after predicting every sample."""
+    from lightface.apps import relabel as app
+    from lightface.data import write_lmdb
+    from pipelines import relabel
+    from pipelines._cli import run_cli
+
+    samples = [{"image": np.zeros((8, 8), np.uint8), "label": i % 2} for i in range(4)]
+    data, out = tmp_path / "data.lmdb", tmp_path / "out.lmdb"
+    write_lmdb(data, samples, ["a", "b"])
+    write_lmdb(out, samples, ["a", "b"])
+    monkeypatch.setattr(app, "predict", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    argv = ["--data", str(data), "--weights", str(tmp_path / "model.pt"), "--out", str(out), "--device", "cpu"]
+    assert run_cli(relabel.main, relabel.get_args_parser, argv) == 1
+    assert f"--out {out} already holds a complete dataset; pass --overwrite" in capsys.readouterr().err

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..data.identity_cleanup import plan_cleanup
+from ..data.lmdb_format import is_complete_dataset
 from ..data.recognition import SampleTransformDataset, data_paths, lightcnn_transforms, open_training_lmdbs
 from ..data.relabel import ACTION_NAMES, DROP, KEEP, RELABEL, check_distinct_output, copy_with_labels, relabel_decisions
 from ..distill.teacher import TEACHERS, has_teacher_embeddings, load_teacher_embeddings, save_teacher_embeddings
@@ -146,6 +147,9 @@ def relabel_lmdb(
     out = Path(out)
     for p in paths:
         check_distinct_output(p, out)
+    if is_complete_dataset(out) and not overwrite:  # before the prediction pass, not after it
+        raise FileExistsError(f"--out {out} already holds a complete dataset; pass --overwrite (overwrite=True) to "
+                              "replace it, or choose another --out")
     if weights is None and embeddings in (None, "model"):
         raise ValueError("relabel needs --weights (a model to predict with), or --embeddings with a teacher or a .npy file")
     if embeddings is None and (weights is None or not relabel):

@@ -421,6 +421,8 @@ class Engine:
         seed_everything(cfg.seed)  # the same on every rank: the same initial weights
         try:
             train_set = task.build(self)
+        except SettingsError:  # a flag that does not fit the data: a configuration error as it is (exit 2)
+            raise
         except (FileNotFoundError, ValueError) as err:  # missing data, unusable checkpoints, bad values
             raise TrainingError(str(err)) from err
         if not self._nets:

@@ -62,7 +62,7 @@ from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
 from .config import option
-from .engine import Engine
+from .engine import Engine, SettingsError
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
@@ -213,6 +213,8 @@ class FrontalTrainConfig(GANRunConfig):
             problems.append(f"--self-pairs must be >= 0, got {self.self_pairs}")
         if self.train_identities is not None and self.train_identities <= 0:
             problems.append(f"--train-identities must be > 0, got {self.train_identities}")
+        if self.noise_dim < 0:
+            problems.append(f"--noise-dim must be >= 0 (0 disables the noise), got {self.noise_dim}")
         return problems
 
     def profile_pixel_at(self, step: int) -> float:
@@ -478,6 +480,10 @@ class FrontalizationTask(GANTask):
         train_ids: Optional[List[int]] = None
         held_ids: Optional[List[int]] = None
         if cfg.train_identities:
+            people = len(set(source.labels))
+            if cfg.train_identities >= people:
+                raise SettingsError(f"--train-identities {cfg.train_identities}: {cfg.data} holds {people} people; "
+                                    f"use 1..{people - 1} so that at least one is held out for validation")
             train_ids, held_ids = split_identities(source.labels, cfg.train_identities, cfg.split_seed)
         mirror = None if cfg.mirror in (None, "none") else cfg.mirror
         self.cycle = self.objective.cycle_weight > 0

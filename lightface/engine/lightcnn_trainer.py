@@ -48,8 +48,9 @@ from ..distill import DistillHead, distill_loss, relation_loss
 from ..distill.teacher import load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.margin import MARGIN_LOSSES
-from ..losses.noisy_label import LOSSES, build_classification_loss
+from ..losses.noisy_label import BOOTSTRAP_LOSSES, LOSSES, build_classification_loss
 from ..models import get_model
+from ..models.registry import list_models
 from ..models.lightcnn import MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
@@ -194,11 +195,19 @@ class TrainConfig(RunConfig):
         problems = check_run_config(self)
         if not self.data:
             problems.append("--data (training LMDB) is required")
+        recognisers = list_models("recognition")
+        if self.arch.lower() not in recognisers:
+            problems.append(f"--arch {self.arch} is not a recogniser (a Light CNN with a classifier); use "
+                            f"{', '.join(recognisers)}")
+        if not 0.0 <= self.dropout <= 1.0:
+            problems.append(f"--dropout must be in [0, 1], got {self.dropout}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            problems.append(f"--lr-gamma (step decay factor) must be in (0, 1], got {self.lr_gamma}")
         for name in ("epochs", "lr_step", "crop", "resize"):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "classifier_only_epochs",
-                     "distill_weight", "distill_relation", "margin"):
+                     "distill_weight", "distill_relation", "margin", "classifier_lr_mult", "classifier_bias_lr_mult"):
             if getattr(self, name) is None:
                 continue
             if getattr(self, name) < 0:
@@ -218,6 +227,8 @@ class TrainConfig(RunConfig):
             problems.append(f"--scale must be > 0, got {self.scale}")
         if self.beta is not None and not 0.0 <= self.beta <= 1.0:
             problems.append(f"--beta (bootstrapping) must be in [0, 1], got {self.beta}")
+        if self.beta is not None and self.loss not in BOOTSTRAP_LOSSES:
+            problems.append(f"--beta is for --loss {' or '.join(BOOTSTRAP_LOSSES)}, not {self.loss!r}")
         if self.margin is not None and self.loss not in MARGIN_LOSSES:
             problems.append(f"--margin is for --loss {' or '.join(MARGIN_LOSSES)}, not {self.loss!r}")
         if self.samples_per_identity == 1 or self.samples_per_identity < 0:
@@ -395,7 +406,7 @@ class LightCNNTask(Task):
     val_unit = "epoch"
     save_at_epoch_end = True
     divergence_hint = "set --clip-grad, or use --amp bf16/none"
-    reproducibility_keys = Task.reproducibility_keys + ("samples_per_identity",)
+    reproducibility_keys = Task.reproducibility_keys + ("samples_per_identity", "val_split", "val_data")
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)

@@ -38,13 +38,16 @@ class TrainingInterrupted(BaseException):
         signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
         summary: the engine's summary of the run up to its last step (``last``, ``model``, ``step``, ...).
         exit_status: 128 + the signal number, the status of a process the signal killed.
+
+    ``advice`` (what the user does next) replaces the trainers' "continue with --resume" in the message,
+    for callers that return the run another way (``pipelines.device_train``).
     """
 
-    def __init__(self, signal_name: str, summary: Dict[str, Any]):
+    def __init__(self, signal_name: str, summary: Dict[str, Any], advice: Optional[str] = None):
         self.signal_name, self.summary = signal_name, summary
         self.exit_status = 128 + int(signal.Signals[signal_name])
-        super().__init__(f"stopped by {signal_name} at step {summary.get('step')}; {summary.get('last')} holds "
-                         "that step: continue with the same command and --resume")
+        advice = advice or f"{summary.get('last')} holds that step: continue with the same command and --resume"
+        super().__init__(f"stopped by {signal_name} at step {summary.get('step')}; {advice}")
 
 
 class StopSignals:

@@ -133,6 +133,9 @@ class HardBootstrappingLoss(nn.Module):
         return f"beta={self.beta}, reduction={self.reduction!r}"
 
 
+#: the ``--loss`` names that take a ``beta``
+BOOTSTRAP_LOSSES = ("soft-bootstrap", "hard-bootstrap")
+
 #: ``--loss`` names -> loss module classes
 LOSSES: Dict[str, Callable[..., nn.Module]] = {
     "ce": nn.CrossEntropyLoss,

@@ -100,7 +100,7 @@ class AutoencoderDiscriminator(nn.Module):
         return rec
 
 
-@register_model("autoencoder_discriminator")
+@register_model("autoencoder_discriminator", task="discriminator")
 def autoencoder_discriminator(**kwargs) -> AutoencoderDiscriminator:
     """Registry builder: ``get_model("autoencoder_discriminator", channels=3, size=64, ...)``."""
     return AutoencoderDiscriminator(**kwargs)

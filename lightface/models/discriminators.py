@@ -138,13 +138,13 @@ class WaveletDiscriminator(nn.Module):
         return self.trunk(coeffs, return_features)
 
 
-@register_model("image_discriminator")
+@register_model("image_discriminator", task="discriminator")
 def image_discriminator(**kwargs) -> ImageDiscriminator:
     """Registry builder for :class:`ImageDiscriminator`."""
     return ImageDiscriminator(**kwargs)
 
 
-@register_model("wavelet_discriminator")
+@register_model("wavelet_discriminator", task="discriminator")
 def wavelet_discriminator(**kwargs) -> WaveletDiscriminator:
     """Registry builder for :class:`WaveletDiscriminator`."""
     return WaveletDiscriminator(**kwargs)

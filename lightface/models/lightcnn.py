@@ -282,7 +282,7 @@ class LightCNN29v2(_LightCNN29Base):
         self.fc = nn.Linear(8 * 8 * 128, FEATURE_DIM)
 
 
-@register_model("lightcnn9")
+@register_model("lightcnn9", task="recognition")
 def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5,
               cosine_classifier: bool = False) -> LightCNN9:
     """LightCNN-9 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no
@@ -290,7 +290,7 @@ def lightcnn9(num_classes: Optional[int] = None, dropout: float = 0.5,
     return LightCNN9(num_classes, dropout, cosine_classifier)
 
 
-@register_model("lightcnn29")
+@register_model("lightcnn29", task="recognition")
 def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5,
                cosine_classifier: bool = False) -> LightCNN29:
     """LightCNN-29 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no
@@ -298,7 +298,7 @@ def lightcnn29(num_classes: Optional[int] = None, dropout: float = 0.5,
     return LightCNN29(num_classes, dropout, cosine_classifier)
 
 
-@register_model("lightcnn29v2")
+@register_model("lightcnn29v2", task="recognition")
 def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5,
                  cosine_classifier: bool = False) -> LightCNN29v2:
     """LightCNN-29v2 (features (N,256) from gray (N,1,128,128) in [0,1]); ``num_classes`` None/0: no

@@ -3,26 +3,31 @@ from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
-__all__ = ["register_model", "get_model", "list_models", "MODEL_BUILDERS"]
+__all__ = ["register_model", "get_model", "list_models", "MODEL_BUILDERS", "MODEL_TASKS"]
 
 MODEL_BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
+#: what each registered model does: ``recognition`` (a Light CNN: features and a classifier),
+#: ``super_resolution``, ``frontalization``, ``discriminator``; None where the builder did not say
+MODEL_TASKS: Dict[str, Optional[str]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``builder(**kwargs) -> nn.Module`` under ``name`` (lower case, unique)."""
+def register_model(name: str, task: Optional[str] = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder(**kwargs) -> nn.Module`` under ``name`` (lower case, unique), doing ``task``
+    (see :data:`MODEL_TASKS`: the trainers and the release tool take only models of their task)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in MODEL_BUILDERS:
             raise ValueError(f"model name {name!r} is already registered")
         MODEL_BUILDERS[name] = builder
+        MODEL_TASKS[name] = task
         return builder
 
     return wrap
 
 
-def list_models() -> List[str]:
-    """Names accepted by :func:`get_model`, sorted."""
-    return sorted(MODEL_BUILDERS)
+def list_models(task: Optional[str] = None) -> List[str]:
+    """Names accepted by :func:`get_model`, sorted; with ``task``, only the models registered for it."""
+    return sorted(n for n in MODEL_BUILDERS if task is None or MODEL_TASKS[n] == task)
 
 
 def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[int] = None, pretrained: bool = False,

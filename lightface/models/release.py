@@ -8,22 +8,31 @@ makes it the default for an alias. :func:`render_model_card` renders
 """
 import json
 import os
+import re
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from ..engine.config import ConfigError
 from ..utils.atomic_write import write_text_atomic
 from .checkpoint import read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
 from .pretrained import PretrainedError, PretrainedWeights, _read_manifest, sha256_of
 
-__all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB"]
+__all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB", "ALIAS_TASKS"]
 
 #: the size limit of one shipped file
 MAX_SHIPPED_MB = 25.0
 
 #: the tasks a checkpoint is released for: every shipped task but detection (detectors ship as ONNX files as they are)
 TASKS = tuple(t for t in _pt.TASKS if t != "detection")
+
+#: the default aliases a release may point at its entry, with the task of the model each one loads
+ALIAS_TASKS = {"recognition": "recognition", "sr4": "super_resolution", "sr8": "super_resolution",
+               "frontalization": "frontalization"}
+
+#: a shipped entry's name: it becomes a file name inside lightface/weights/ (no folders, no leading dot)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _write_manifest(data: Dict[str, Any]) -> None:
@@ -47,6 +56,8 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     Returns:
         the new :class:`PretrainedWeights`.
     Raises:
+        ConfigError: a name that is not a plain file name, a checkpoint whose architecture does another
+            task, or a ``default_for`` alias that is unknown or loads another task (or another SR scale).
         ValueError: unknown task, no EMA weights, non-finite weights, a file over :data:`MAX_SHIPPED_MB`, or a
             generator conditioned on a recogniser that does not ship.
     """
@@ -55,6 +66,7 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     ckpt = read_model_checkpoint(checkpoint)
     if ckpt.arch is None:
         raise ValueError(f"{checkpoint}: cannot tell the architecture of this checkpoint")
+    _check_release(checkpoint, name, task, ckpt.arch, ckpt.model_kwargs, default_for)
     state = ckpt.ema_state_dict if ema else ckpt.state_dict
     if state is None:
         raise ValueError(f"{checkpoint}: holds no EMA weights; release without --ema")
@@ -105,6 +117,29 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
         if w["file"] != final.name and (weights_dir / w["file"]).is_file():
             (weights_dir / w["file"]).unlink()
     return entry
+
+
+def _check_release(checkpoint, name: str, task: str, arch: str, kwargs: Dict[str, Any],
+                   default_for: Sequence[str]) -> None:
+    """Refuse (:class:`ConfigError`) a release that would ship outside ``lightface/weights/`` or break a
+    default: ``name`` must match :data:`NAME_PATTERN`, ``arch`` must be registered for ``task``, and every
+    alias of ``default_for`` must load this task (``sr4``/``sr8``: the model's own scale)."""
+    from .registry import MODEL_TASKS, list_models
+
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: a shipped name becomes a file name in lightface/weights/; use letters, "
+                          "digits, '_', '-' and '.' only (no '/', no leading '.')")
+    if MODEL_TASKS.get(arch) != task:
+        raise ConfigError(f"{checkpoint}: a {arch} checkpoint ({MODEL_TASKS.get(arch) or 'unknown'} task), not a "
+                          f"{task} model; --task {task} ships {', '.join(list_models(task))}")
+    for alias in default_for:
+        if alias not in ALIAS_TASKS:
+            raise ConfigError(f"--default {alias}: not a default alias; use one of {', '.join(ALIAS_TASKS)}")
+        if ALIAS_TASKS[alias] != task:
+            raise ConfigError(f"--default {alias}: that alias loads a {ALIAS_TASKS[alias]} model, not {task}")
+        if task == "super_resolution" and alias != _pt.sr_alias(kwargs.get("scale")):
+            raise ConfigError(f"--default {alias}: the model upscales {kwargs.get('scale', _pt.DEFAULT_SR_SCALE)}x; "
+                              f"its alias is {_pt.sr_alias(kwargs.get('scale'))}")
 
 
 def _put_entry(data: Dict[str, Any], entry: Dict[str, Any]) -> None:

@@ -482,13 +482,13 @@ class TPGANDiscriminator(nn.Module):
         return logits
 
 
-@register_model("tpgan")
+@register_model("tpgan", task="frontalization")
 def tpgan(**kwargs) -> TPGANGenerator:
     """TP-GAN generator; keyword arguments as :class:`TPGANGenerator`."""
     return TPGANGenerator(**kwargs)
 
 
-@register_model("tpgan_discriminator")
+@register_model("tpgan_discriminator", task="discriminator")
 def tpgan_discriminator(**kwargs) -> TPGANDiscriminator:
     """TP-GAN patch discriminator; keyword arguments as :class:`TPGANDiscriminator`."""
     return TPGANDiscriminator(**kwargs)

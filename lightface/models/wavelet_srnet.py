@@ -185,7 +185,7 @@ class WaveletSRNet(nn.Module):
         return f"scale={self.scale}, input_size={self.input_size}, output_size={self.output_size}, residual={self.residual!r}"
 
 
-@register_model("wavelet_srnet")
+@register_model("wavelet_srnet", task="super_resolution")
 def wavelet_srnet(**kwargs) -> WaveletSRNet:
     """Registry builder: ``get_model("wavelet_srnet", scale=4, output_size=128, ...)`` (see :class:`WaveletSRNet`)."""
     return WaveletSRNet(**kwargs)

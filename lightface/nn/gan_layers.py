@@ -52,9 +52,10 @@ class MinibatchDiscrimination(nn.Module):
                 "flatten the discriminator's penultimate activations first"
             )
         m = (x @ self.T.reshape(self.in_features, -1)).reshape(-1, self.out_features, self.kernel_dims)
-        m = m.transpose(0, 1)  # (B, N, C)
-        dist = torch.cdist(m, m, p=1)  # (B, N, N) L1 distances per kernel, no (N, N, B, C) intermediate
-        o = torch.exp(-dist).sum(dim=2).t() - 1.0  # (N, B); drop the j == i term, exp(0) = 1
+        # (N, N, B) L1 distances per kernel; plain broadcasting ops, not torch.cdist, which has no double
+        # backward (the WGAN-GP gradient penalty differentiates through this layer twice)
+        dist = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=3)
+        o = torch.exp(-dist).sum(dim=1) - 1.0  # (N, B); drop the j == i term, exp(0) = 1
         return torch.cat([x, o], dim=1)
 
     def extra_repr(self) -> str:
