@@ -17,7 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from lightface.models.release import ALIAS_TASKS, render_model_card, release_weights, update_card_facts
+from lightface.models.release import ALIAS_TASKS, ReleaseRefused, render_model_card, release_weights, update_card_facts
+from lightface.engine.config import ConfigError
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 log = logging.getLogger("pipelines.release_model")
@@ -53,7 +54,10 @@ def main(args: argparse.Namespace) -> None:
     if args.checkpoint:
         if not args.name or not args.task:
             raise ValueError("--checkpoint needs --name and --task")
-        entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
+        try:
+            entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
+        except ReleaseRefused as err:  # a bad command line, not a bad checkpoint: exit 2
+            raise ConfigError(str(err)) from None
         print(json.dumps(entry.summary(), indent=2))
     elif args.meta:
         if not args.name:

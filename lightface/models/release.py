@@ -13,13 +13,18 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from ..engine.config import ConfigError
 from ..utils.atomic_write import write_text_atomic
 from .checkpoint import read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
 from .pretrained import PretrainedError, PretrainedWeights, _read_manifest, sha256_of
 
-__all__ = ["release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB", "ALIAS_TASKS"]
+__all__ = ["ReleaseRefused", "release_weights", "update_card_facts", "render_model_card", "MAX_SHIPPED_MB", "ALIAS_TASKS"]
+
+
+class ReleaseRefused(ValueError):
+    """A release that would ship outside ``lightface/weights/`` or break a default alias; nothing was
+    written (``python -m pipelines.release_model`` exits 2 with the message)."""
+
 
 #: the size limit of one shipped file
 MAX_SHIPPED_MB = 25.0
@@ -56,7 +61,7 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     Returns:
         the new :class:`PretrainedWeights`.
     Raises:
-        ConfigError: a name that is not a plain file name, a checkpoint whose architecture does another
+        ReleaseRefused: a name that is not a plain file name, a checkpoint whose architecture does another
             task, or a ``default_for`` alias that is unknown or loads another task (or another SR scale).
         ValueError: unknown task, no EMA weights, non-finite weights, a file over :data:`MAX_SHIPPED_MB`, or a
             generator conditioned on a recogniser that does not ship.
@@ -121,24 +126,24 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
 
 def _check_release(checkpoint, name: str, task: str, arch: str, kwargs: Dict[str, Any],
                    default_for: Sequence[str]) -> None:
-    """Refuse (:class:`ConfigError`) a release that would ship outside ``lightface/weights/`` or break a
+    """Refuse (:class:`ReleaseRefused`) a release that would ship outside ``lightface/weights/`` or break a
     default: ``name`` must match :data:`NAME_PATTERN`, ``arch`` must be registered for ``task``, and every
     alias of ``default_for`` must load this task (``sr4``/``sr8``: the model's own scale)."""
     from .registry import MODEL_TASKS, list_models
 
     if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"--name {name!r}: a shipped name becomes a file name in lightface/weights/; use letters, "
+        raise ReleaseRefused(f"--name {name!r}: a shipped name becomes a file name in lightface/weights/; use letters, "
                           "digits, '_', '-' and '.' only (no '/', no leading '.')")
     if MODEL_TASKS.get(arch) != task:
-        raise ConfigError(f"{checkpoint}: a {arch} checkpoint ({MODEL_TASKS.get(arch) or 'unknown'} task), not a "
+        raise ReleaseRefused(f"{checkpoint}: a {arch} checkpoint ({MODEL_TASKS.get(arch) or 'unknown'} task), not a "
                           f"{task} model; --task {task} ships {', '.join(list_models(task))}")
     for alias in default_for:
         if alias not in ALIAS_TASKS:
-            raise ConfigError(f"--default {alias}: not a default alias; use one of {', '.join(ALIAS_TASKS)}")
+            raise ReleaseRefused(f"--default {alias}: not a default alias; use one of {', '.join(ALIAS_TASKS)}")
         if ALIAS_TASKS[alias] != task:
-            raise ConfigError(f"--default {alias}: that alias loads a {ALIAS_TASKS[alias]} model, not {task}")
+            raise ReleaseRefused(f"--default {alias}: that alias loads a {ALIAS_TASKS[alias]} model, not {task}")
         if task == "super_resolution" and alias != _pt.sr_alias(kwargs.get("scale")):
-            raise ConfigError(f"--default {alias}: the model upscales {kwargs.get('scale', _pt.DEFAULT_SR_SCALE)}x; "
+            raise ReleaseRefused(f"--default {alias}: the model upscales {kwargs.get('scale', _pt.DEFAULT_SR_SCALE)}x; "
                               f"its alias is {_pt.sr_alias(kwargs.get('scale'))}")
 
 
