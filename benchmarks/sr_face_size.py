@@ -156,8 +156,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Dict[str, dict]:
     from lightface.data.detect import FaceDetector
+    from lightface.data.io import has_image_extension
 
-    photos = sorted(p for p in Path(args.photos).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    photos = sorted(p for p in Path(args.photos).rglob("*") if has_image_extension(p))
     if not photos:
         raise SystemExit(f"benchmarks.sr_face_size: no photos under {args.photos}")
     detector = FaceDetector(args.detector, device="cpu")

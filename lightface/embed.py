@@ -5,11 +5,14 @@ Colour and alignment contract
 * **numpy arrays** are uint8, **BGR** ``(H, W, 3)`` as OpenCV reads them, BGRA
   ``(H, W, 4)`` (alpha dropped) or gray ``(H, W)`` / ``(H, W, 1)``. A 4-D uint8 array
   ``(N, H, W, C)`` is a batch of such images (pass a list for a batch of gray images). Float arrays are refused (ambiguous range).
-* **PIL images** are converted from their own mode (RGB, L, RGBA, ...).
+* **PIL images** are converted from their own mode (RGB, L, RGBA, 16-bit gray, ...) as their
+  file would be read (:func:`lightface.data.io.pil_to_array`: an EXIF orientation is applied);
+  32-bit ``"I"`` and float ``"F"`` images are refused (ambiguous range).
 * **paths** (str / ``os.PathLike``) are read with :func:`lightface.data.io.read_image`.
 * **tensors** are float ``(N, 1, 128, 128)`` (or ``(1, 128, 128)``) gray in [0, 1], already
-  aligned: exactly the network input. 3-channel tensors are refused (convert with
-  :func:`lightface.models.lightcnn.to_lightcnn_input`, which assumes RGB).
+  aligned: exactly the network input. Values outside [0, 1] (a 0..255 tensor) and 3-channel
+  tensors are refused (convert colour with :func:`lightface.models.lightcnn.to_lightcnn_input`,
+  which assumes RGB).
 * Colour is converted to gray with the ITU-R 601 weights (0.299 R + 0.587 G + 0.114 B),
   the conversion the released Light CNN models were trained with.
 
@@ -74,7 +77,9 @@ import torch
 from torch import Tensor, nn
 
 from .data.align import affine_scale, align_face, template_points
-from .data.io import ImageReadError, composite_on_black, is_pil_image, pil_to_array, read_image, to_gray
+from .data.convert import check_unit_tensor
+from .data.io import (ImageReadError, composite_on_black, is_pil_image, opencv_error_text, pil_to_array, read_image,
+                      to_gray)
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
 from .models.pretrained import PretrainedError, PretrainedWeights
@@ -560,6 +565,17 @@ class FaceEmbedder:
             self._detector = FaceDetector(spec, device=dev)
         return self._detector
 
+    def _detect(self, img: np.ndarray, source: str, threshold: Optional[float] = None) -> list:
+        """``self.detector.detect(img)`` (at ``threshold`` when given), its errors naming ``source``, which the
+        detector does not know: an image too small (ValueError) or one OpenCV fails on (``cv2.error``) becomes
+        ``ValueError("source: ...")``, that input's failure."""
+        try:
+            return self.detector.detect(img) if threshold is None else self.detector.detect(img, threshold=threshold)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from err
+        except cv2.error as err:
+            raise ValueError(f"{source}: {opencv_error_text(err)}") from err
+
     def _rescue(self, img: np.ndarray, source: str) -> list:
         """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none);
         candidates smaller than :data:`RESCUE_MIN_FACE` px are not faces but texture (noise, foliage)."""
@@ -568,7 +584,7 @@ class FaceEmbedder:
         if (self.rescue_threshold is None or not isinstance(self.detector, FaceDetector)
                 or self.rescue_threshold >= self.detector.threshold):
             return []
-        found = [f for f in self.detector.detect(img, threshold=self.rescue_threshold)
+        found = [f for f in self._detect(img, source, self.rescue_threshold)
                  if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= RESCUE_MIN_FACE]
         if not found:
             return []
@@ -591,7 +607,7 @@ class FaceEmbedder:
         warning when it is small; :class:`NoFaceError` when there is none."""
         from .data.detect import main_face
 
-        faces = self.detector.detect(img) or self._rescue(img, source)
+        faces = self._detect(img, source) or self._rescue(img, source)
         if not faces:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
         face = main_face(faces, img.shape)
@@ -617,8 +633,7 @@ class FaceEmbedder:
             hint = (" (3 channels: convert RGB with lightface.models.lightcnn.to_lightcnn_input, "
                     "or pass uint8 BGR numpy images)" if x.dim() == 4 and x.shape[1] == 3 else "")
             raise ValueError(f"tensor input must be gray aligned crops (N, 1, 128, 128), got {tuple(x.shape)}{hint}")
-        if not x.is_floating_point():
-            raise TypeError(f"tensor input must be float in [0, 1], got {x.dtype}; divide uint8 by 255")
+        check_unit_tensor(x, "tensor input")
         flip = self.flip if flip is None else flip
         x = x.to(self.device, torch.float32)
         if self.channels_last:
@@ -779,7 +794,7 @@ class FaceEmbedder:
             ImageReadError / TypeError / ValueError for unreadable or malformed input.
         """
         img = _to_uint8_image(image, 0)
-        found = [(f, to_gray(self.align(img, f.landmarks)[0])) for f in self.detector.detect(img)]
+        found = [(f, to_gray(self.align(img, f.landmarks)[0])) for f in self._detect(img, _describe(image, 0))]
         if not found:
             return []
         crops = np.stack([c for _, c in found])

@@ -1,11 +1,12 @@
 """argparse value types shared by the pipelines: bad numbers are refused on the command line
 (``error: argument --batch-size: must be a positive integer, got 0``, exit status 2), before
-any model or dataset is opened."""
+any model or dataset is opened; so are flags that cannot apply together (:func:`refuse_flags`)."""
 import argparse
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "int_at_least", "device_name"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "int_at_least", "device_name",
+           "image_file", "refuse_flags"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -49,3 +50,31 @@ def device_name(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def image_file(text: str) -> str:
+    """An argparse type for an image to write (a contact sheet): refused on the command line when it names a
+    folder or an extension OpenCV cannot encode, before the run's work; ``''`` (none) passes."""
+    from lightface.data.io import check_image_output
+
+    if text:
+        try:
+            check_image_output(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def refuse_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, dests: Sequence[str], why: str) -> None:
+    """Refuse the flags among ``dests`` that ``args`` sets (away from ``parser``'s default) when they cannot
+    apply, rather than ignore them without a word: a :class:`~lightface.engine.config.ConfigError`, which
+    ``run_cli`` prints as one line with exit status 2 (argparse's own for a bad command line).
+
+    ``why`` completes the message ``--paste --detector: WHY``: say why they cannot apply and what to drop.
+    """
+    from lightface.engine.config import ConfigError
+
+    options = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    given = [options[d] for d in dests if getattr(args, d) != parser.get_default(d)]
+    if given:
+        raise ConfigError(f"{' '.join(given)}: {why}")

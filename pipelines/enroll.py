@@ -70,6 +70,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     """Enrol; returns the report as a dict (also printed as a summary)."""
     from lightface.gallery import FaceGallery
+    from lightface.utils.atomic_write import write_text_atomic
 
     for p in args.photos:
         if not Path(p).exists():
@@ -107,8 +108,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     if len(report.changed) > 20:
         print(f"  ... and {len(report.changed) - 20} more changed photos (see --json)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+        write_text_atomic(args.json, json.dumps(out, indent=2, default=str))
     if args.strict and report.failed:
         raise RuntimeError(f"--strict: {len(report.failed)} of {report.photos} photos failed")
     gallery.close()

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from lightface.data.io import IMAGE_EXTENSIONS
+from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 from lightface.data.sources import read_list_lines, walk_folders
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
@@ -113,22 +113,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[str]]:
     """``(root folder, relative image paths)`` from a folder (recursive as :func:`walk_folders` walks it:
-    symlinked folders followed, each real folder once; sorted), one image or a list file (``#`` lines are
-    comments; a ``#`` inside a path is part of it)."""
+    symlinked folders followed, each real folder once; sorted; its other files are counted in the log), one
+    image or a list file (``#`` lines are comments; a ``#`` inside a path is part of it)."""
     src = Path(source)
     if src.is_dir():
-        rels = sorted(
-            Path(dirpath, f).relative_to(src).as_posix()
-            for dirpath, _, files in walk_folders(src)
-            for f in files
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = sorted(Path(dirpath, f).relative_to(src).as_posix()
+                       for dirpath, _, names in walk_folders(src) for f in names)
+        rels = [f for f in files if has_image_extension(f)]
+        log_left_out(logger, src, [f for f in files if not has_image_extension(f)])
         if not rels:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
         return src, rels
     if not src.is_file():
         raise FileNotFoundError(f"input not found: {src} (give a folder, an image or a list file)")
-    if src.suffix.lower() in IMAGE_EXTENSIONS:
+    if has_image_extension(src):
         return src.parent, [src.name]
     base = Path(root) if root else src.parent
     rels = []

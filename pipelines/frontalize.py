@@ -9,9 +9,12 @@ Outputs: OUT/cropped_faces (aligned 128x128 input crops), OUT/restored_faces (fr
 views), OUT/cmp (input crop | frontal view, side by side), OUT/restored_imgs (with
 --paste: the photo with the frontal views pasted back), OUT/summary.json (processed and
 skipped files with the reason). Unreadable files and photos without a face are reported,
-never fatal; outputs are named after the inputs' paths relative to the folder given
-(face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1 with
-a one-line message when every input was skipped or an input is unusable. An interrupted run
+never fatal. A folder is frontalized with its sub-folders (--no-recursive: its own images
+only); outputs are named after the inputs' paths relative to the folder given (sub/x.jpg ->
+restored_faces/sub/x_00.png; face.jpg + face.png -> face_jpg, face_png), so none overwrites
+another. Exit status 1 with a one-line message when every input was skipped or an input is
+unusable; 2 for flags that cannot apply together (--aligned with --paste, --only-center-face or
+--detector; --facing without --aligned). An interrupted run
 (crash, kill, Ctrl-C) continues where it stopped when the same command runs again
 (OUT/.progress.jsonl journals the inputs done).
 """
@@ -21,12 +24,15 @@ from pathlib import Path
 
 from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import positive_int, refuse_flags
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("frontalize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", nargs="+", required=True, help="image files and/or folders")
+    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
+                   help="frontalize the images in the folders' sub-folders too, keeping their relative paths in the "
+                        "output names (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--weights", default=None,
                    help="tpgan checkpoint (the final checkpoint of train_frontalization) or a shipped entry's name; "
@@ -52,11 +58,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that cannot apply (exit status 2 under run_cli): the whole-photo ones with --aligned,
+    --facing without it."""
+    parser = get_args_parser()
+    if args.aligned:
+        refuse_flags(args, parser, ("paste", "only_center_face", "detector"),
+                     "whole-photo settings, which --aligned crops (no photo to detect faces in or paste them into) "
+                     "cannot use; drop them, or drop --aligned")
+    else:
+        refuse_flags(args, parser, ("facing",), "says how --aligned crops look (a photo's faces are mirrored by "
+                                                "their landmarks); drop it, or add --aligned")
+
+
 def main(args: argparse.Namespace) -> dict:
     from lightface.models.pretrained import PretrainedError
     from lightface.restore.frontalizer import Frontalizer
 
-    list_images(args.input)  # a wrong path fails before any model or detector loads
+    check_flags(args)
+    list_images(args.input, recursive=args.recursive)  # a wrong path fails before any model or detector loads
 
     try:
         fr = Frontalizer(args.weights, device=args.device, detector=None if args.aligned else args.detector,
@@ -79,7 +99,7 @@ def main(args: argparse.Namespace) -> dict:
             return RestoreResult(image=image, crops=[f.crop for f in faces], faces=[f.frontal for f in faces],
                                  notes=notes)
 
-    summary = restore_paths(args.input, out, restore, suffix=args.suffix,
+    summary = restore_paths(args.input, out, restore, suffix=args.suffix, recursive=args.recursive,
                             run_key=settings_key(args, getattr(fr.pretrained, "sha256", None)))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if not summary["processed"]:

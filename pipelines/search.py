@@ -8,8 +8,10 @@ open-set answer per face (``unknown`` below the threshold: ``--threshold``, else
 model's calibrated threshold), and writes a contact sheet: one row per query face,
 ``query | top matches`` with identities and scores. The embedder must be the model the
 gallery was built with (default: the shipped recogniser; ``--weights`` otherwise).
-Exit status 1 when the gallery cannot be opened or any query photo could not be searched
-(unreadable, or no face found); the other queries are still answered.
+``--json`` (written atomically, before the sheet) keeps every match. A ``--sheet`` that is a
+folder or has an extension OpenCV cannot write is refused on the command line (exit status 2),
+before any model loads. Exit status 1 when the gallery cannot be opened or any query photo
+could not be searched (unreadable, or no face found); the other queries are still answered.
 """
 import argparse
 import json
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import image_file, positive_int
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
@@ -41,7 +43,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true", help="the queries are Light CNN crops (one face each, no detection)")
     p.add_argument("--backend", default="auto", choices=["auto", "exact", "faiss"],
                    help="auto: the gallery's FAISS index when it has one (and faiss is installed), else exact")
-    p.add_argument("--sheet", default="search_contact_sheet.jpg", help="contact sheet to write ('' for none)")
+    p.add_argument("--sheet", type=image_file, default="search_contact_sheet.jpg",
+                   help="contact sheet to write ('' for none); its extension names the format (.jpg, .png, .webp ...)")
     p.add_argument("--json", default=None, help="also write every match to this JSON file")
     return p
 
@@ -59,6 +62,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     from lightface.embed import NoFaceError
     from lightface.gallery import FaceGallery
     from lightface.gallery.sheet import contact_sheet, face_tile
+    from lightface.utils.atomic_write import write_text_atomic
 
     with FaceGallery(args.gallery, create=False) as probe:  # fail fast, before loading any model
         if len(probe) == 0:
@@ -109,6 +113,9 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             print(f"{'':<28} {f['face']:>4} -> {f['identity']} (best {best:.3f}, threshold {threshold:.3f})")
     print(f"{len(faces)} faces in {len(args.queries) - len(failed)} of {len(args.queries)} query photos; gallery "
           f"{gallery.path} ({len(gallery)} faces, {len(gallery.identities())} people)")
+    result = {"faces": faces, "failed": failed, "threshold": threshold, "gallery": str(gallery.path)}
+    if args.json:  # before the sheet: the matches are kept whatever happens to it
+        write_text_atomic(args.json, json.dumps(result, indent=2, default=lambda o: np.asarray(o).tolist()))
     if args.sheet and rows:
         match_tiles = []
         for qtile, caption, matches in rows:
@@ -126,10 +133,6 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         sheet = contact_sheet(match_tiles, args.top, threshold)
         write_image(args.sheet, sheet)
         print(f"contact sheet: {args.sheet}")
-    result = {"faces": faces, "failed": failed, "threshold": threshold, "gallery": str(gallery.path)}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=lambda o: np.asarray(o).tolist()))
     gallery.close()
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(args.queries)} query photos could not be searched: "

@@ -8,9 +8,11 @@
 
 Outputs (GFPGAN/CodeFormer layout): OUT/cropped_faces, OUT/restored_faces, OUT/cmp,
 OUT/restored_imgs (whole photos), OUT/summary.json; with --evaluate: OUT/evaluation.json
-and OUT/contact_sheet.png. Outputs are named after the inputs' paths relative to the folder
-given (face.jpg + face.png -> face_jpg, face_png), so none overwrites another. Exit status 1
-with a one-line message when every input was skipped or an input is unusable.
+and OUT/contact_sheet.png. A folder is restored with its sub-folders (--no-recursive: its own
+images only). Outputs are named after the inputs' paths relative to the folder given
+(sub/x.jpg -> restored_imgs/sub/x.jpg; face.jpg + face.png -> face_jpg, face_png), so none
+overwrites another. Exit status 1 with a one-line message when every input was skipped or an
+input is unusable; 2 for flags that cannot apply together (--aligned with a whole-photo flag).
 An interrupted run (crash, kill, Ctrl-C) continues where it stopped when the same command runs
 again (OUT/.progress.jsonl journals the inputs done).
 """
@@ -22,12 +24,15 @@ from typing import Optional
 from lightface.restore.folder import RestoreResult, list_images, nothing_restored, restore_paths, settings_key
 from lightface.restore.super_resolver import MAX_FACE_SHRINK, SuperResolver, evaluate_super_resolution
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import positive_float, positive_int
+from pipelines._argtypes import positive_float, positive_int, refuse_flags
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("super_resolve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", nargs="+", default=None, help="image files and/or folders to restore (default: none; needed unless --evaluate)")
+    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
+                   help="restore the images in the folders' sub-folders too, keeping their relative paths in the "
+                        "output names (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--weights", default=None, help="wavelet_srnet checkpoint (the model file of train_super_resolution) "
                    "or a shipped entry's name; default: the model that ships for --scale (default: %(default)s)")
@@ -62,13 +67,26 @@ def _identity_judge(spec: Optional[str]) -> Optional[str]:
     return None if spec is None else resolve_identity_weights(spec, "the identity cosine of --evaluate")
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that cannot apply (exit status 2 under run_cli): the whole-photo ones with --aligned,
+    --identity-weights without --evaluate."""
+    parser = get_args_parser()
+    if args.aligned:
+        refuse_flags(args, parser, ("only_center_face", "max_face_shrink", "detector", "ext"),
+                     "whole-photo settings, which --aligned crops (upscaled as they are, no detection) cannot use; "
+                     "drop them, or drop --aligned")
+    if not args.evaluate:
+        refuse_flags(args, parser, ("identity_weights",), "scores --evaluate; drop it, or add --evaluate HR_DIR")
+
+
 def main(args: argparse.Namespace) -> dict:
     if not args.input and not args.evaluate:
         raise SystemExit("super_resolve: give inputs with -i/--input, or --evaluate HR_DIR")
+    check_flags(args)
     need_detector = not args.aligned
     # a wrong path fails before any model or detector loads
     if args.input:
-        list_images(args.input)
+        list_images(args.input, recursive=args.recursive)
     hr_images = list_images(args.evaluate, recursive=True) if args.evaluate else []
     from lightface.models.pretrained import PretrainedError
 
@@ -95,7 +113,7 @@ def main(args: argparse.Namespace) -> dict:
                           for i, f in enumerate(faces) if not f.super_resolved]
                 return RestoreResult(image=image, crops=[f.crop for f in faces], faces=[f.restored for f in faces],
                                      notes=notes)
-        summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext,
+        summary = restore_paths(args.input, out, restore, suffix=args.suffix, ext=args.ext, recursive=args.recursive,
                                 run_key=settings_key(args, getattr(resolver.pretrained, "sha256", None)))
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         report["summary"] = summary
@@ -105,7 +123,7 @@ def main(args: argparse.Namespace) -> dict:
         result = evaluate_super_resolution(resolver, hr_images, aligned=args.aligned,
                                            identity_weights=_identity_judge(args.identity_weights),
                                            sheet_path=out / "contact_sheet.png")
-        (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+        write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2))
         report["evaluation"] = result
     return report
 

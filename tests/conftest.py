@@ -82,3 +82,26 @@ def cfp_with_a_bad_fiducial_file(shared_data, tmp_path):
     fid = root / "cfp_train" / "Fiducials" / rel.replace(".jpg", ".txt")
     fid.write_text("\n".join(fid.read_text().splitlines()[:29]) + "\n")
     return root, rel
+
+
+@pytest.fixture
+def disk_full_at_sync(monkeypatch):
+    """``disk_full_at_sync(name)``: from then on, syncing the file written as ``name`` fails as a full disk
+    does (``ENOSPC``, the moment an atomic write learns it: ``lightface.utils.atomic_write`` writes
+    ``.NAME.PID.tmp`` and syncs it before renaming it over ``name``); every other file syncs as usual.
+    A report written in place, without that temporary file, is not affected, so a test can tell them apart."""
+    import errno
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to name the file being synced")
+    real = os.fsync
+
+    def arm(name: str) -> None:
+        def fsync(fd):
+            if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{name}."):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    return arm

@@ -185,3 +185,18 @@ def test_a_lower_threshold_per_call_finds_an_occluded_face(scrfd, shared_data):
         assert all(f.score >= 0.5 for f in scrfd.detect(img))
     with pytest.raises(ValueError, match="threshold must be in"):
         scrfd.detect(clean, threshold=MIN_THRESHOLD / 2)
+
+
+def test_a_banner_too_elongated_for_the_detector_has_no_face_and_photos_still_do(scrfd, yunet, shared_data):
+    """An 8 x 6000 banner: SCRFD would resize it to 640 x 0 px (an OpenCV error that stopped every CLI);
+    it holds no face a detector could see, so both backends say so, and real photos are unaffected."""
+    photo = read_image(shared_data / "real_lq_faces" / WHOLE[3])
+    for banner in (np.full((8, 6000, 3), 200, np.uint8), np.full((6000, 8, 3), 200, np.uint8)):
+        assert scrfd.detect(banner) == [] and yunet.detect(banner) == []
+        assert scrfd.detect(banner, threshold=0.25) == []  # the embedder's rescue asks again, lower
+    assert len(scrfd.detect(photo)) == SCRFD_COUNTS[3]
+    strip = np.zeros((photo.shape[0], photo.shape[1] * 4, 3), np.uint8)  # 4:1 panorama, the face at one end
+    strip[:, :photo.shape[1]] = photo
+    assert len(scrfd.detect(strip)) == 1
+    with pytest.raises(ValueError, match=r"too small for detection \(1x1 px"):
+        scrfd.detect(np.zeros((1, 1, 3), np.uint8))

@@ -69,3 +69,36 @@ def test_write_image_round_trips_and_leaves_nothing_half_written(tmp_path):
     with pytest.raises(OSError, match="unknown image extension '.xyz'"):
         write_image(tmp_path / "new" / "face.xyz", img)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["face.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_pil_image_just_opened_is_turned_upright_as_its_file_is(photo, tmp_path, orientation):
+    """``Image.open(phone_photo)`` still carries the EXIF orientation: pil_to_array turns it as read_image does."""
+    from lightface.data.io import pil_to_array
+
+    path = tmp_path / f"o{orientation}.png"  # lossless: PIL and OpenCV decode the same pixels
+    _with_orientation(photo, path, orientation, "PNG")
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(pil_to_array(im), read_image(path))
+    # an image without the tag (made in memory, or already turned) is taken as it is
+    stored = Image.fromarray(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
+    np.testing.assert_array_equal(pil_to_array(stored), photo)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(pil_to_array(ImageOps.exif_transpose(im)), read_image(path))
+
+
+def test_16_bit_pil_images_are_scaled_as_their_file_and_ambiguous_modes_refused(photo, tmp_path):
+    """A 16-bit gray PIL image (Image.open of a 16-bit PNG) is the 8-bit image its file gives, not a white one."""
+    from lightface.data.io import pil_to_array
+    from lightface.restore.paste import as_bgr
+
+    gray16 = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257 + 100
+    path = tmp_path / "gray16.png"
+    cv2.imwrite(str(path), gray16)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I;16")
+        np.testing.assert_array_equal(pil_to_array(im), read_image(path, "gray"))
+        np.testing.assert_array_equal(as_bgr(im), read_image(path))  # what SuperResolver / Frontalizer read
+    for mode, values in (("I", gray16.astype(np.int32)), ("F", gray16.astype(np.float32) / 65535)):
+        with pytest.raises(TypeError, match=f"mode '{mode}'.*no fixed range.*8-bit"):
+            pil_to_array(Image.fromarray(values, mode))

@@ -373,3 +373,56 @@ def test_a_small_face_is_embedded_with_a_warning(weights, shared_models, shared_
     assert SMALL_FACE_ENLARGEMENT < enlargement < 12, warning  # about 4 x the full photo's 1.7
     assert warning.startswith("input 0 (ndarray): small face"), warning
     assert np.isfinite(shrunk).all() and similarity(full, shrunk) > 0.3
+
+
+def test_one_bad_photo_of_a_folder_is_its_own_failure_named_by_its_path(weights, lfw, shared_models, tmp_path,
+                                                                       monkeypatch):
+    """try_embed never stops at a bad image: an 8 x 6000 banner (SCRFD raised an OpenCV error), a 1 x 1 image
+    and an image OpenCV fails on are each that input's failure, with its path; embed raises naming it."""
+    photos, _ = lfw
+    good, banner, tiny = tmp_path / "good.jpg", tmp_path / "banner.png", tmp_path / "tiny.png"
+    cv2.imwrite(str(good), photos[0])
+    cv2.imwrite(str(banner), np.full((8, 6000, 3), 200, np.uint8))
+    cv2.imwrite(str(tiny), np.full((1, 1, 3), 128, np.uint8))
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    result = emb.try_embed([good, banner, tiny], aligned=False)
+    assert sorted(result.errors) == [1, 2] and np.isfinite(result.embeddings[0]).all()
+    assert result.errors[1].startswith(f"{banner}: no face detected")
+    assert result.errors[2] == f"{tiny}: image too small for detection (1x1 px; at least 2x2)"
+    with pytest.raises(ValueError, match=f"^{tiny}: image too small"):
+        emb.embed([good, tiny], aligned=False)
+
+    def opencv_fails(bgr):  # an OpenCV error on one image, as SCRFD's resize raised on the banner
+        return cv2.resize(bgr, (640, 0))
+
+    monkeypatch.setattr(emb.detector, "_detect_raw", opencv_fails)
+    result = emb.try_embed([good, photos[1]], aligned=False)
+    assert sorted(result.errors) == [0, 1]
+    assert result.errors[0].startswith(f"{good}: OpenCV resize(): ") and "input 1 (ndarray): OpenCV" in result.errors[1]
+
+
+def test_a_pil_image_of_a_phone_photo_embeds_as_its_file(weights, lfw, shared_models, tmp_path):
+    """Image.open of a photo stored sideways (EXIF orientation 6) gives the embedding and boxes of its path."""
+    photos, _ = lfw
+    sideways = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = cv2.rotate(photos[0], cv2.ROTATE_90_COUNTERCLOCKWISE)
+    Image.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).save(sideways, exif=exif.tobytes(), quality=95)
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    with Image.open(sideways) as im:
+        assert similarity(emb.embed(im, aligned=False)[0], emb.embed(sideways, aligned=False)[0]) > 0.99
+        np.testing.assert_allclose(emb.embed_faces(im)[0].box, emb.embed_faces(sideways)[0].box, atol=2)
+
+
+def test_tensors_outside_0_1_are_refused_not_embedded(embedder, lfw):
+    """A 0..255 float tensor (``/ 255`` forgotten) embedded silently, far from its face's embedding."""
+    _, crops = lfw
+    x = torch.from_numpy(cv2.cvtColor(crops[0], cv2.COLOR_BGR2GRAY)).float().view(1, 1, 128, 128)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got values from .* to 2\d\d: divide 0..255 images by 255"):
+        embedder.embed(x)
+    with pytest.raises(ValueError, match="divide"):
+        embedder.embed_tensor(x * 2 / 255 - 1)  # [-1, 1]
+    with pytest.raises(TypeError, match="float tensor.*uint8"):
+        embedder.embed_tensor(x.to(torch.uint8))
+    assert_same_embedding(embedder.embed(x / 255)[0], embedder.embed(crops[0])[0])

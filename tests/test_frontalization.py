@@ -654,3 +654,51 @@ def test_train_resume_frontalize_end_to_end(shared_data, shared_models, tmp_path
     assert face.shape == (128, 128, 3)
     assert cv2.imread(str(tmp_path / "fr" / "cmp" / "profile_00.png")).shape == (128, 256, 3)
     assert (tmp_path / "fr" / "restored_imgs" / "profile.jpg").is_file()
+
+
+def test_frontalize_tensor_refuses_what_is_not_a_float_image_in_0_1():
+    fr = Frontalizer(_tiny_gen(), device="cpu")
+    with pytest.raises(TypeError, match="frontalize_tensor input must be a float tensor.*uint8"):
+        fr.frontalize_tensor(torch.full((1, 3, 128, 128), 200, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"frontalize_tensor input must be in \[0, 1\].*divide 0..255 images by 255"):
+        fr.frontalize_tensor(torch.full((1, 3, 128, 128), 200.0))
+    assert fr.frontalize_tensor(torch.rand(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--aligned", "--paste", "--only-center-face", "--detector", "no_such_detector.onnx"],
+     "--paste --only-center-face --detector"),
+    (["--facing", "right"], "--facing"),
+])
+def test_frontalize_refuses_flags_that_cannot_apply_before_anything_loads(tmp_path, capsys, flags, named):
+    """--aligned --paste exited 0 with no restored_imgs/ and no word why; --facing without --aligned did nothing."""
+    from pipelines._cli import run_cli
+    from pipelines.frontalize import get_args_parser, main
+
+    cv2.imwrite(str(tmp_path / "crop.png"), np.zeros((128, 128, 3), np.uint8))
+    argv = ["-i", str(tmp_path / "crop.png"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "none.pt"),
+            "--device", "cpu", *flags]
+    assert run_cli(main, get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"frontalize: error: {named}: ") and "; drop " in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_frontalize_takes_a_folders_sub_folders_unless_told_not_to(tmp_path, caplog):
+    """frontalize -i DIR left out every image in DIR's sub-folders and said nothing about them."""
+    from lightface.models.checkpoint import save_model_checkpoint
+    from pipelines.frontalize import get_args_parser, main
+
+    kwargs = dict(width=8, noise_dim=4, feature_dim=8)
+    weights = save_model_checkpoint(tmp_path / "fr.pth", TPGANGenerator(**kwargs), "tpgan", kwargs)
+    for rel in ("in/top.png", "in/sub/a.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), np.full((128, 128, 3), 90, np.uint8))
+    common = ["-i", str(tmp_path / "in"), "--weights", str(weights), "--aligned", "--device", "cpu"]
+    summary = main(get_args_parser().parse_args([*common, "-o", str(tmp_path / "all")]))
+    assert sorted(p["name"] for p in summary["processed"]) == ["sub/a", "top"]
+    assert (tmp_path / "all" / "restored_faces" / "sub" / "a_00.png").is_file()
+    with caplog.at_level("WARNING", logger="lightface.restore.folder"):
+        summary = main(get_args_parser().parse_args([*common, "-o", str(tmp_path / "top"), "--no-recursive"]))
+    assert [p["name"] for p in summary["processed"]] == ["top"]
+    assert "left out 1 image(s) in sub-folders" in caplog.text

@@ -666,3 +666,80 @@ def test_identify_defaults_to_the_identification_threshold():
     assert embedder_identification_threshold(SimpleNamespace(threshold=0.4, identification_threshold=None)) == 0.4
     assert embedder_identification_threshold(SimpleNamespace()) is None
     assert embedder_identification_threshold(None) is None
+
+
+def test_enroll_reports_a_banner_and_a_tiny_image_and_goes_on(tmp_path, shared_data, shared_models, weights):
+    """An 8 x 6000 banner in a person's folder stopped pipelines.enroll with an OpenCV traceback naming no file;
+    now it fails alone, by its path, as a 1 x 1 image does, and the real photo beside them is enrolled."""
+    from pipelines import enroll
+
+    person = tmp_path / "photos" / "ada"
+    person.mkdir(parents=True)
+    shutil.copy(shared_data / "lfw_identities" / "images" / "Gordon_Brown" / "Gordon_Brown_0001.jpg", person)
+    cv2.imwrite(str(person / "banner.png"), np.full((8, 6000, 3), 200, np.uint8))
+    cv2.imwrite(str(person / "tiny.png"), np.full((1, 1, 3), 128, np.uint8))
+    out = enroll.main(enroll.get_args_parser().parse_args(
+        [str(tmp_path / "g"), str(person), "--weights", str(weights), "--device", "cpu", "--no-progress",
+         "--detector", str(shared_models / "det_500m.onnx")]))
+    assert out["added"] == 1
+    failed = out["failed"]
+    assert failed[str(person / "banner.png")].startswith(f"{person / 'banner.png'}: no face detected")
+    assert failed[str(person / "tiny.png")].startswith(f"{person / 'tiny.png'}: image too small for detection")
+
+
+def test_jpeg_aliases_are_enrolled_and_other_files_counted(tmp_path, people, caplog):
+    """.jfif / .jpe files (JPEGs as browsers save them) were left out of every folder walk without a word."""
+    for ext in (".jfif", ".jpe"):
+        shutil.copy(people / "p0" / "0.png", people / "p0" / f"web{ext}")  # content, not name, decides the decoder
+    (people / "p0" / "notes.txt").write_text("not a photo")
+    (people / "readme.md").write_text("not a person")
+    with caplog.at_level(logging.INFO, logger="lightface.gallery"):
+        pairs = collect_photos(people)
+    assert {p.name for i, p in pairs if i == "p0"} == {"0.png", "1.png", "2.png", "web.jfif", "web.jpe"}
+    assert "left out 2 file(s) whose extension is not an image's" in caplog.text
+
+
+def test_cli_search_refuses_a_sheet_it_cannot_write_before_any_model_loads(tmp_path, capsys):
+    """--sheet out.xyz (or a folder) failed only after every query was searched, and lost --json with it."""
+    from pipelines import search
+    from pipelines._cli import run_cli
+
+    (tmp_path / "adir").mkdir()
+    for sheet, says in ((tmp_path / "sheet.xyz", "'.xyz' is not an image format OpenCV writes"),
+                        (tmp_path / "adir", "is a folder; give an image file name")):
+        with pytest.raises(SystemExit) as stop:  # argparse: before the gallery or a model is opened
+            run_cli(search.main, search.get_args_parser, [str(tmp_path / "no_gallery"), "q.jpg", "--sheet", str(sheet)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --sheet" in err and says in err, err
+
+
+def test_cli_search_keeps_its_json_when_the_sheet_fails_and_writes_reports_atomically(tmp_path, people, weights,
+                                                                                       monkeypatch,
+                                                                                       disk_full_at_sync):
+    """--json was written after the sheet (a failing sheet lost every match) and, like enroll's, in place (a full
+    disk or a kill left a truncated report instead of the earlier one)."""
+    from pipelines import enroll, search
+
+    common = ["--weights", str(weights), "--aligned", "--device", "cpu"]
+    enroll_argv = [str(tmp_path / "g"), str(people), *common, "--no-progress", "--json", str(tmp_path / "e.json")]
+    enroll.main(enroll.get_args_parser().parse_args(enroll_argv))
+    search_argv = [str(tmp_path / "g"), str(people / "p3" / "1.png"), *common, "--top", "1",
+                   "--sheet", str(tmp_path / "sheet.png"), "--json", str(tmp_path / "hits.json")]
+
+    def full_disk(path, img):
+        raise OSError(f"could not write {path}")
+
+    monkeypatch.setattr("lightface.data.io.write_image", full_disk)
+    with pytest.raises(OSError, match="sheet.png"):
+        search.main(search.get_args_parser().parse_args(search_argv))
+    hits = json.loads((tmp_path / "hits.json").read_text())
+    assert hits["faces"][0]["matches"][0]["identity"] == "p3"
+    monkeypatch.undo()
+    before = {name: (tmp_path / name).read_text() for name in ("e.json", "hits.json")}
+    for name, module, argv in (("e.json", enroll, enroll_argv), ("hits.json", search, search_argv)):
+        disk_full_at_sync(name)
+        with pytest.raises(OSError, match="No space left"):
+            module.main(module.get_args_parser().parse_args(argv))
+        assert (tmp_path / name).read_text() == before[name]  # the earlier report, whole
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

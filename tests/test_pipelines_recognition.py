@@ -115,6 +115,22 @@ def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):
     assert res["count"] == 2
 
 
+def test_extract_embeddings_takes_jpeg_aliases_and_counts_the_files_it_leaves_out(tmp_path, weights, lfw, caplog):
+    """b.jfif and c.jpe (JPEGs as Windows and browsers save them) were left out of the walk without a word."""
+    root, names = lfw
+    photo = root / "images" / names[0] / f"{names[0]}_0001.jpg"
+    (tmp_path / "in").mkdir()
+    for name in ("a.jpg", "b.jfif", "c.jpe"):
+        (tmp_path / "in" / name).write_bytes(photo.read_bytes())
+    (tmp_path / "in" / "notes.txt").write_text("not a photo")
+    argv = ["--weights", str(weights), "-i", str(tmp_path / "in"), "--aligned", "-o", str(tmp_path / "e.npz"),
+            "--device", "cpu"]
+    with caplog.at_level("INFO", logger="pipelines.extract_embeddings"):
+        out = extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(argv))
+    assert out["count"] == 3 and list(np.load(tmp_path / "e.npz")["paths"]) == ["a.jpg", "b.jfif", "c.jpe"]
+    assert "left out 1 file(s) whose extension is not an image's" in caplog.text and "notes.txt" in caplog.text
+
+
 def test_extract_embeddings_feat_names_stay_in_out_and_are_unique(tmp_path, weights, lfw):
     root, names = lfw
     images = tmp_path / "in"

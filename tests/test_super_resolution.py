@@ -461,3 +461,123 @@ def test_sr_training_repeats_and_a_resumed_run_equals_the_uninterrupted_one(tmp_
     assert main(_train_args(tmp_path, data, tmp_path / "c", **{**flags, "steps": 2}))["step"] == 2
     main(_train_args(tmp_path, data, tmp_path / "c", resume="auto", **flags))
     assert losses(tmp_path / "c") == losses(tmp_path / "a")
+
+
+def test_upscale_tensor_refuses_what_is_not_a_float_image_in_0_1(tiny_weights):
+    """A uint8 or 0..255 tensor came back as an all-white image, without a word."""
+    sr = SuperResolver(tiny_weights, device="cpu")
+    with pytest.raises(TypeError, match="upscale_tensor input must be a float tensor.*uint8.*divide"):
+        sr.upscale_tensor(torch.full((1, 3, 8, 8), 200, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"upscale_tensor input must be in \[0, 1\].* to 200: divide 0..255"):
+        sr.upscale_tensor(torch.full((1, 3, 8, 8), 200.0))
+    assert sr.upscale_tensor(torch.full((1, 3, 8, 8), 200 / 255)).shape == (1, 3, 32, 32)
+
+
+def test_scale_given_as_text_is_the_number_and_other_values_are_refused_plainly(tiny_weights):
+    """SuperResolver(scale="4") (a YAML or environment value) said "scale=4: the weights are a 4x model"."""
+    assert SuperResolver(tiny_weights, device="cpu", scale="4").scale == 4
+    assert SuperResolver(tiny_weights, device="cpu", scale=4.0).scale == 4
+    for bad in ("4x", 4.5, True, 0):
+        with pytest.raises(ValueError, match=r"scale=.*must be a whole number such as 4 or 8"):
+            SuperResolver(tiny_weights, device="cpu", scale=bad)
+    with pytest.raises(ValueError, match=r"scale=8\): the weights are a 4x model"):
+        SuperResolver(tiny_weights, device="cpu", scale="8")
+
+
+def _tree(root):
+    """root/top.png, root/c.jfif (a JPEG as browsers save it), root/notes.txt, root/sub/a.png,
+    root/sub/deeper/b.png: distinct uniform images."""
+    for k, rel in enumerate(["top.png", "sub/a.png", "sub/deeper/b.png"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), np.full((20, 20, 3), 40 + 50 * k, np.uint8))
+    ok, buf = cv2.imencode(".jpg", np.full((20, 20, 3), 220, np.uint8))
+    (root / "c.jfif").write_bytes(buf.tobytes())
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def _upscale(bgr):
+    return RestoreResult(image=cv2.resize(bgr, (40, 40)), crops=[bgr], faces=[cv2.resize(bgr, (40, 40))])
+
+
+def test_restore_paths_walks_sub_folders_keeping_their_paths_and_says_what_it_leaves_out(tmp_path, caplog):
+    """super_resolve / frontalize -i DIR restored only DIR's own images, without a word about its sub-folders."""
+    src = _tree(tmp_path / "in")
+    with caplog.at_level("INFO", logger="lightface.restore.folder"):
+        summary = restore_paths(src, tmp_path / "out", _upscale, show_progress=False)
+    assert sorted(p["name"] for p in summary["processed"]) == ["c", "sub/a", "sub/deeper/b", "top"]
+    restored = tmp_path / "out" / "restored_imgs"
+    assert int(cv2.imread(str(restored / "sub" / "deeper" / "b.png"))[5, 5, 0]) == 140
+    assert (restored / "c.jpg").is_file()  # a .jfif JPEG is written as .jpg (OpenCV writes no .jfif)
+    assert "left out 1 file(s) whose extension is not an image's" in caplog.text and "notes.txt" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightface.restore.folder"):
+        flat = restore_paths(src, tmp_path / "flat", _upscale, show_progress=False, recursive=False)
+    assert sorted(p["name"] for p in flat["processed"]) == ["c", "top"]
+    assert "left out 2 image(s) in sub-folders" in caplog.text
+    nested_only = src / "sub" / "deeper"
+    (nested_only / "d").mkdir()
+    (nested_only / "b.png").rename(nested_only / "d" / "b.png")
+    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) lie in sub-folders, e.g. .*d/b.png"):
+        list_images(nested_only)
+
+
+def test_restore_paths_into_an_output_folder_inside_the_input_leaves_earlier_results_alone(tmp_path):
+    """-i photos -o photos/out, run again (or continued after a kill): the walk does not restore the results."""
+    src = _tree(tmp_path / "in")
+    first = restore_paths(src, src / "out", _upscale, show_progress=False, run_key="k")
+    again = restore_paths(src, src / "out", _upscale, show_progress=False, run_key="k")
+    assert len(first["processed"]) == len(again["processed"]) == 4
+    assert not (src / "out" / "restored_imgs" / "out").exists()
+
+
+def test_an_image_opencv_fails_on_is_skipped_and_the_folder_goes_on(tmp_path):
+    """An OpenCV error in the restorer (SCRFD's resize of a banner raised one) stopped the whole folder, and the
+    same command stopped again at the same file."""
+    src = _tree(tmp_path / "in")
+
+    def restore(bgr):
+        if int(bgr[5, 5, 0]) == 90:  # sub/a.png
+            cv2.resize(bgr, (640, 0))
+        return _upscale(bgr)
+
+    summary = restore_paths(src, tmp_path / "out", restore, show_progress=False, run_key="k")
+    assert len(summary["processed"]) == 3
+    (skipped,) = summary["skipped"]
+    assert skipped["input"].endswith("sub/a.png") and skipped["reason"].startswith("OpenCV resize(): ")
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--aligned", "--only-center-face"], "--only-center-face"),
+    (["--aligned", "--max-face-shrink", "4", "--detector", "det.onnx"], "--max-face-shrink --detector"),
+    (["--aligned", "--ext", "png"], "--ext"),
+    (["--identity-weights", "lightcnn.pth"], "--identity-weights"),
+])
+def test_super_resolve_refuses_flags_that_cannot_apply_before_anything_loads(tmp_path, capsys, flags, named):
+    """--aligned ignored --only-center-face, --max-face-shrink and --detector without a word."""
+    from pipelines._cli import run_cli
+    from pipelines.super_resolve import get_args_parser, main
+
+    argv = ["-i", str(_faces(tmp_path, n=1)), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "none.pt"),
+            "--device", "cpu", *flags]
+    assert run_cli(main, get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"super_resolve: error: {named}: ") and "; drop " in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_while_evaluation_json_is_written_keeps_the_earlier_report(tmp_path, tiny_weights,
+                                                                               disk_full_at_sync):
+    """evaluation.json was written in place: a full disk or a kill then left a truncated report."""
+    from pipelines.super_resolve import get_args_parser, main
+
+    out = tmp_path / "out"
+    argv = ["-o", str(out), "--weights", str(tiny_weights), "--aligned", "--device", "cpu",
+            "--evaluate", str(_faces(tmp_path, n=2))]
+    main(get_args_parser().parse_args(argv))
+    before = (out / "evaluation.json").read_text()
+    disk_full_at_sync("evaluation.json")
+    with pytest.raises(OSError, match="No space left"):
+        main(get_args_parser().parse_args(argv))
+    assert (out / "evaluation.json").read_text() == before and json.loads(before)["count"] == 2
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

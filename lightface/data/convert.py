@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_to_tensor", "tensor_to_image"]
+__all__ = ["image_to_tensor", "tensor_to_image", "check_unit_tensor"]
 
 ImageLike = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -118,3 +118,26 @@ def tensor_to_image(tensor: Tensor, color: str = "bgr") -> np.ndarray:
     elif color == "bgr":
         arr = arr[..., ::-1]
     return np.ascontiguousarray(arr)
+
+
+#: how far outside [0, 1] :func:`check_unit_tensor` lets values stray (float rounding)
+UNIT_TOLERANCE = 1e-3
+
+
+def check_unit_tensor(x: Tensor, what: str) -> None:
+    """Refuse a tensor that is not float in [0, 1], the range of every network input here: a 0..255 float
+    tensor (``/ 255`` forgotten) would otherwise run and give a wrong result without a word.
+
+    One min/max pass over ``x``; values within :data:`UNIT_TOLERANCE` of the range pass.
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor (uint8 ...).
+        ValueError: a value lies outside [0, 1]; ``what`` names the input in the message.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{what} must be a float tensor in [0, 1], got {getattr(x, 'dtype', type(x).__name__)}; "
+                        "divide uint8 images by 255")
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if lo < -UNIT_TOLERANCE or hi > 1 + UNIT_TOLERANCE:
+            raise ValueError(f"{what} must be in [0, 1], got values from {lo:.4g} to {hi:.4g}: divide 0..255 images "
+                             "by 255 (map [-1, 1] ones with (x + 1) / 2, clamp interpolated ones to [0, 1])")

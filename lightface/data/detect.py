@@ -320,14 +320,21 @@ class FaceDetector:
                 at least ``min(threshold, MIN_THRESHOLD)`` of the constructor.
         Returns:
             list of :class:`DetectedFace`, sorted by box area, largest first (empty when
-            no face scores above the threshold).
+            no face scores above the threshold). An image so elongated that fitting its long side
+            to ``det_size`` leaves its short side under 2 px (a 6000 x 8 banner) holds no face
+            the detector could see: ``[]`` without running it.
+        Raises:
+            ValueError: an image smaller than 2 x 2 px.
         """
         thr = self.threshold if threshold is None else float(threshold)
         if not self._floor <= thr <= 1.0:
             raise ValueError(f"threshold must be in [{self._floor:g}, 1] for this detector, got {threshold}")
         bgr = _as_bgr(image)
-        if bgr.shape[0] < 2 or bgr.shape[1] < 2:
-            raise ValueError(f"image too small for detection: shape {bgr.shape}")
+        h, w = bgr.shape[:2]
+        if h < 2 or w < 2:
+            raise ValueError(f"image too small for detection ({w}x{h} px; at least 2x2)")
+        if self.det_size * min(h, w) < 2 * max(h, w):  # InsightFace would resize it to 0 px high (an OpenCV error)
+            return []
         boxes, scores, kps = self._detect_raw(bgr)
         if not (scores >= thr).any() and self.pad_retry > 0:
             pad = max(int(round(self.pad_retry * max(bgr.shape[:2]))), 1)

@@ -4,21 +4,39 @@ Colour order: arrays are BGR (as OpenCV reads them) unless a function says other
 gray images are 2-D (H, W) uint8.
 """
 import errno
+import logging
 import os
 import stat
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import cv2
 import numpy as np
 
 from ..utils.atomic_write import atomic_file
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes", "decode_unchanged",
-           "composite_on_black", "is_pil_image", "pil_to_array",
-           "decode_image", "read_image", "write_image", "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
+__all__ = ["IMAGE_EXTENSIONS", "JPEG_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes",
+           "decode_unchanged", "composite_on_black", "is_pil_image", "pil_to_array", "has_image_extension",
+           "log_left_out", "decode_image", "read_image", "write_image", "check_image_output", "opencv_error_text",
+           "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
+#: the names of a JPEG file: ``.jfif``, ``.jpe`` and ``.jif`` are JPEGs as Windows and web browsers save them
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".jif")
+#: the file name extensions of images (lower case), the one list every folder walk of lightface filters on
+IMAGE_EXTENSIONS = JPEG_EXTENSIONS + (".png", ".bmp", ".pgm", ".ppm", ".pbm", ".gif", ".webp", ".tif", ".tiff")
+
+
+def has_image_extension(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path``'s name ends with one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def log_left_out(logger: logging.Logger, where: Union[str, os.PathLike], left_out: Sequence) -> None:
+    """Say in one log line how many files a walk of the folder(s) ``where`` left out for their extension, with an
+    example (nothing when ``left_out`` is empty), so that no photo is dropped silently."""
+    if left_out:
+        logger.info("%s: left out %d file(s) whose extension is not an image's (%s), e.g. %s", where, len(left_out),
+                    " ".join(IMAGE_EXTENSIONS), left_out[0])
 
 
 class ImageReadError(ValueError):
@@ -89,6 +107,15 @@ _EXIF_MARKS = (b"Exif", b"eXIf", b"EXIF")
 _TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
 
 
+def _pil_orientation(im) -> int:
+    """The EXIF orientation (1-8) a PIL image carries; 1 when it has none or it cannot be read."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # unreadable metadata: the pixels as stored
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8; 1 = stored upright) of encoded image bytes; 1 when there is none."""
     head = bytes(data[:65536])
@@ -100,10 +127,9 @@ def exif_orientation(data: bytes) -> int:
 
     try:
         with Image.open(BytesIO(bytes(data))) as im:
-            value = im.getexif().get(0x0112, 1)
-    except Exception:  # unreadable metadata: the pixels as stored
+            return _pil_orientation(im)
+    except Exception:  # not an image PIL reads: the pixels as stored
         return 1
-    return int(value) if value in range(1, 9) else 1
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -128,6 +154,11 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
+def _scale_16bit(img: np.ndarray) -> np.ndarray:
+    """16-bit pixels (0..65535) -> uint8 (0..255), rounded: how files and PIL images of 16 bits become 8."""
+    return (img / 257.0).round().astype(np.uint8)
+
+
 def decode_unchanged(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to uint8 with their channels as stored, upright.
 
@@ -146,7 +177,7 @@ def decode_unchanged(data: bytes, source: str = "<bytes>") -> np.ndarray:
         except Exception as err:
             raise ImageReadError(f"{source}: not a readable image ({_unreadable_reason(data, err)})") from err
     if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
+        img = _scale_16bit(img)
     elif img.dtype != np.uint8:
         raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -170,13 +201,30 @@ def is_pil_image(item) -> bool:
 
 
 def pil_to_array(img) -> np.ndarray:
-    """A PIL image -> uint8 gray (H, W) for gray modes, else BGR (H, W, 3); transparency is
-    composited onto black (:func:`composite_on_black`), as when a file is read."""
-    if img.mode in ("L", "1", "I;16", "I", "F"):
-        return np.asarray(img.convert("L"))
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        return cv2.cvtColor(composite_on_black(np.asarray(img.convert("RGBA"))), cv2.COLOR_RGB2BGR)
-    return cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
+    """A PIL image -> uint8 gray (H, W) for gray modes, else BGR (H, W, 3), as its file is read
+    (:func:`read_image`): upright (an EXIF orientation the image still carries, as one just opened
+    from a phone photo does, is applied), 16-bit gray scaled to 8 bits, transparency composited onto
+    black (:func:`composite_on_black`).
+
+    Raises:
+        TypeError: a 32-bit integer (mode ``"I"``) or float (``"F"``) image: its range is not known
+            (as float numpy images are refused); convert it to 8 bits first.
+    """
+    mode = img.mode
+    if mode == "F" or mode.startswith("I"):
+        arr = np.asarray(img)
+        if arr.dtype.kind != "u" or arr.dtype.itemsize != 2:
+            raise TypeError(f"a PIL image of mode {mode!r} ({arr.dtype} pixels) has no fixed range (as float numpy "
+                            "images have none); convert it to an 8-bit image (mode 'L' or 'RGB') with the scaling its "
+                            "values need")
+        arr = _scale_16bit(arr)
+    elif mode in ("L", "1"):
+        arr = np.asarray(img.convert("L"))
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        arr = cv2.cvtColor(composite_on_black(np.asarray(img.convert("RGBA"))), cv2.COLOR_RGB2BGR)
+    else:
+        arr = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
+    return apply_orientation(arr, _pil_orientation(img))
 
 
 def decode_image(data: bytes, color: str = "bgr", source: str = "<bytes>") -> np.ndarray:
@@ -216,6 +264,28 @@ def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
     return decode_image(data, color, str(path))
+
+
+def check_image_output(path: Union[str, os.PathLike]) -> Path:
+    """``path`` when :func:`write_image` can write an image there (its extension names a format
+    OpenCV encodes), so that a run can refuse a bad output name before its work, not after.
+
+    Raises:
+        ValueError: ``path`` is a folder, or its extension is not an image format OpenCV writes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give an image file name such as {path / 'sheet.jpg'}")
+    if not cv2.haveImageWriter(f"x{path.suffix}"):
+        raise ValueError(f"{path}: {path.suffix or 'no extension'!r} is not an image format OpenCV writes; "
+                         "use .jpg, .png or .webp")
+    return path
+
+
+def opencv_error_text(err: Exception) -> str:
+    """One line for a ``cv2.error``: the failed OpenCV function and condition, without the source-file prefix."""
+    func, cond = getattr(err, "func", ""), getattr(err, "err", "")
+    return f"OpenCV {func}(): {cond}" if func and cond else " ".join(str(err).split())
 
 
 def write_image(path: Union[str, os.PathLike], img: np.ndarray) -> Path:

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..utils.templates import TEMPLATES
-from .io import IMAGE_EXTENSIONS
+from .io import has_image_extension
 from .recordio import RecordIOReader, insightface_image_indices, read_sidecar, sidecar_path, unpack_irecord
 from .lmdb_format import is_lmdb_dir
 
@@ -91,10 +91,6 @@ class SourcePlan:
 def natural_key(text: str):
     """Sort key that orders ``s2`` before ``s10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _log_problem(rel: str, reason: str) -> None:
@@ -170,7 +166,7 @@ def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:
                 continue
             path = Path(dirpath) / fname
             rel = (rel_dir / fname).as_posix()
-            if not _is_image(path):
+            if not has_image_extension(path):
                 ignored.append((rel, f"not an image extension ({path.suffix or 'none'})"))
                 continue
             try:
@@ -204,7 +200,7 @@ def read_list_lines(list_path, instead: str) -> List[str]:
     try:
         return list_path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
-        kind = "an image file" if _is_image(list_path) else "a binary file (not UTF-8 text)"
+        kind = "an image file" if has_image_extension(list_path) else "a binary file (not UTF-8 text)"
         raise ValueError(f"{list_path} is {kind}, not a text list file; give {instead}") from None
 
 

@@ -1,31 +1,40 @@
 """Finding the photos to enrol: a folder per person is the identity."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Tuple, Union
 
-from ..data.io import IMAGE_EXTENSIONS
+from ..data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 
 __all__ = ["collect_photos"]
 
+logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
 def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+    return has_image_extension(name) and not name.startswith(".")
 
 
-def _images_under(folder: Path) -> List[Path]:
+def _images_under(folder: Path, left_out: Optional[List[Path]] = None) -> List[Path]:
+    """The images at or below ``folder`` (hidden files and folders skipped), sorted; the other files
+    are appended to ``left_out`` when given."""
     out = []
     for dirpath, dirnames, files in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath, f) for f in sorted(files) if _is_image(f)]
+        for f in sorted(f for f in files if not f.startswith(".")):
+            if _is_image(f):
+                out.append(Path(dirpath, f))
+            elif left_out is not None:
+                left_out.append(Path(dirpath, f))
     return out
 
 
-def _collect_one(item: PathLike, identity: Optional[str] = None) -> List[Tuple[str, Path]]:
-    """``(identity, path)`` pairs for one item; ``identity`` given: every image at or below it is that person's."""
+def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] = None) -> List[Tuple[str, Path]]:
+    """``(identity, path)`` pairs for one item; ``identity`` given: every image at or below it is that person's.
+    Files of its folders left out for their extension are appended to ``left_out``."""
     path = Path(item).expanduser()
     if path.is_file():
         if not _is_image(path.name):
@@ -34,7 +43,7 @@ def _collect_one(item: PathLike, identity: Optional[str] = None) -> List[Tuple[s
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if identity is not None:
-        return [(identity, p) for p in _images_under(path)]
+        return [(identity, p) for p in _images_under(path, left_out)]
     with os.scandir(path) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
@@ -46,10 +55,11 @@ def _collect_one(item: PathLike, identity: Optional[str] = None) -> List[Tuple[s
             "images into a person's folder, or, if it is all one person, name them explicitly "
             "(enroll --identity NAME, or {NAME: folder} in Python)")
     if loose:  # one person's folder
-        return [(path.name, p) for p in _images_under(path)]
+        return [(path.name, p) for p in _images_under(path, left_out)]
+    left_out += [Path(e.path) for e in entries if e.is_file() and not _is_image(e.name)]
     out: List[Tuple[str, Path]] = []
     for entry in people:  # a folder of people
-        out += [(entry.name, p) for p in _images_under(Path(entry.path))]
+        out += [(entry.name, p) for p in _images_under(Path(entry.path), left_out)]
     return out
 
 
@@ -67,20 +77,25 @@ def collect_photos(paths_or_folders: Union[PathLike, Iterable[PathLike], Mapping
               mapping);
             - an image file: its identity is the name of the folder holding it;
           or a mapping ``{identity: image | folder | list of them}`` naming the people explicitly.
+    Files whose extension is not an image's (:data:`~lightface.data.io.IMAGE_EXTENSIONS`) are left
+    out and counted in one log line; hidden files and folders are skipped.
+
     Raises:
         FileNotFoundError: a path that does not exist; ValueError: no images found, or a folder
         holding both images and folders of images (not a mapping's value).
     """
     pairs: List[Tuple[str, Path]] = []
+    left_out: List[Path] = []
     if isinstance(paths_or_folders, Mapping):
         for identity, value in paths_or_folders.items():
             values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
             for v in values:
-                pairs += _collect_one(v, str(identity))
+                pairs += _collect_one(v, left_out, str(identity))
     else:
         items = [paths_or_folders] if isinstance(paths_or_folders, (str, os.PathLike)) else list(paths_or_folders)
         for item in items:
-            pairs += _collect_one(item)
+            pairs += _collect_one(item, left_out)
+    log_left_out(logger, "the photos to enrol", left_out)
     if not pairs:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {paths_or_folders!r}")
     return pairs

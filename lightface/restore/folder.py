@@ -13,9 +13,14 @@ writes (under ``outdir``):
 * ``cmp/NAME_00.png``: input crop (resized to the output) | restored crop, side by side;
 * ``restored_imgs/NAME{suffix}.{ext}``: the whole restored image (when the restorer gives one).
 
-Unreadable files, images that are too small or too large, and restorer errors are
-skipped and reported (``summary["skipped"]``); the run never stops halfway through a
-folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
+:func:`restore_paths` walks a folder with its sub-folders (``recursive=False``: its own images
+only, and a warning counts the images below); a sub-folder's images keep their path in the
+names (``sub/x.jpg`` -> ``restored_imgs/sub/x.jpg``). Files whose extension is not an image's
+(:data:`lightface.data.io.IMAGE_EXTENSIONS`) are left out, counted in one log line.
+
+Unreadable files, images that are too small or too large, and restorer errors (an OpenCV
+error included) are skipped and reported (``summary["skipped"]``); the run never stops halfway
+through a folder. Gray inputs are restored as colour; RGBA inputs keep their alpha channel
 (resized to the output) when written as PNG.
 
 With a ``run_key`` (the pipelines pass their settings), a run journals each finished input
@@ -36,7 +41,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import IMAGE_EXTENSIONS, ImageReadError, decode_unchanged, read_file_bytes, write_image
+from ..data.io import (IMAGE_EXTENSIONS, JPEG_EXTENSIONS, ImageReadError, decode_unchanged, has_image_extension,
+                       log_left_out, opencv_error_text, read_file_bytes, write_image)
 from ..utils.atomic_write import atomic_file
 from ..utils.output_names import unique_output_names
 
@@ -63,16 +69,34 @@ class RestoreResult:
     notes: List[str] = field(default_factory=list)
 
 
-def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool):
-    """``[(path, the folder it was found in or None for a file given directly)]``, sorted per input, no duplicates."""
+@dataclass
+class _Found:
+    """What :func:`_collect` found: ``pairs`` ``[(image, the folder given that it was found in, or None for a
+    file given directly)]``; ``other_files``: files of the folders walked left out for their extension;
+    ``nested``: images in sub-folders that a walk without ``recursive`` left out."""
+
+    pairs: List[Tuple[Path, Optional[Path]]]
+    other_files: List[Path]
+    nested: List[Path]
+
+
+def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _Found:
+    """The images of files and/or folders, sorted per input, no duplicates (see :class:`_Found`)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    out, seen = [], set()
+    found, seen = _Found([], [], []), set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = p.rglob("*") if recursive else p.iterdir()
-            pairs = [(q, p) for q in sorted(found) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS]
+            pairs = []
+            for q in sorted(q for q in p.rglob("*") if q.is_file()):
+                walked = recursive or q.parent == p
+                if walked and has_image_extension(q.name):
+                    pairs.append((q, p))
+                elif walked:
+                    found.other_files.append(q)
+                elif has_image_extension(q.name):
+                    found.nested.append(q)
         elif p.is_file():
             pairs = [(p, None)]
         else:
@@ -81,10 +105,15 @@ def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool):
             key = os.path.abspath(q)
             if key not in seen:  # the same file given twice (a file inside a folder also given) is restored once
                 seen.add(key)
-                out.append((q, base))
-    if not out:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
-    return out
+                found.pairs.append((q, base))
+    if not found.pairs:
+        hints = "".join([f"; {len(found.nested)} image(s) lie in sub-folders, e.g. {found.nested[0]} (walk them: "
+                         "recursive=True, the CLIs' default)" if found.nested else "",
+                         f"; {len(found.other_files)} other file(s), e.g. {found.other_files[0]}"
+                         if found.other_files else ""])
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}"
+                                + hints)
+    return found
 
 
 def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
@@ -93,9 +122,16 @@ def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = F
     Only regular files are listed (``Path.is_file``): FIFOs and devices are left out.
 
     Raises:
-        FileNotFoundError: a path does not exist, or nothing with an image extension was found.
+        FileNotFoundError: a path does not exist, or nothing with an image extension was found (the message
+            counts the images in sub-folders a walk without ``recursive`` left out, and the other files).
     """
-    return [p for p, _ in _collect(inputs, recursive)]
+    return [p for p, _ in _collect(inputs, recursive).pairs]
+
+
+def _named(pairs: Sequence[Tuple[Path, Optional[Path]]]) -> List[Tuple[Path, str]]:
+    """``[(path, unique output name)]`` of :func:`_collect`'s pairs (see :func:`output_names`)."""
+    names = unique_output_names([p for p, _ in pairs], [base if base is not None else p.parent for p, base in pairs])
+    return [(p, name) for (p, _), name in zip(pairs, names)]
 
 
 def output_names(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Tuple[Path, str]]:
@@ -112,9 +148,7 @@ def output_names(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = 
     Returns:
         ``[(path, name)]`` in input order.
     """
-    pairs = _collect(inputs, recursive)
-    names = unique_output_names([p for p, _ in pairs], [base if base is not None else p.parent for p, base in pairs])
-    return [(p, name) for (p, _), name in zip(pairs, names)]
+    return _named(_collect(inputs, recursive).pairs)
 
 
 def load_image_with_alpha(path: PathLike):
@@ -223,15 +257,25 @@ class _Journal:
 OUTPUT_FOLDERS = ("cropped_faces", "restored_faces", "cmp", "restored_imgs")
 
 
-def _refuse_inputs_among_outputs(paths: Sequence[Path], out: Path) -> None:
-    """ValueError when an input lies in one of ``out``'s output folders, where a restored file of the
-    same name would replace it (e.g. ``-i OUT/restored_imgs -o OUT``, a second pass over earlier results)."""
-    folders = [os.path.realpath(out / name) for name in OUTPUT_FOLDERS]
-    inside = [p for p in paths if any(os.path.realpath(p).startswith(f + os.sep) for f in folders)]
-    if inside:
-        raise ValueError(f"{len(inside)} input(s) lie in the output folders of {out} ({inside[0]} ...), whose "
+def _outside_outputs(pairs: List[Tuple[Path, Optional[Path]]], out: Path) -> List[Tuple[Path, Optional[Path]]]:
+    """``pairs`` without the earlier results that a folder walk found in ``out``'s output folders (``-o`` inside
+    ``-i``: logged); ValueError when an input given directly, or a folder given, lies in them, where a restored
+    file of the same name would replace it (e.g. ``-i OUT/restored_imgs -o OUT``, a second pass over results)."""
+    folders = [os.path.realpath(out / name) + os.sep for name in OUTPUT_FOLDERS]
+
+    def among_outputs(path: Path) -> bool:
+        return any((os.path.realpath(path) + os.sep).startswith(f) for f in folders)
+
+    inside = [(p, base) for p, base in pairs if among_outputs(p)]
+    given = [p for p, base in inside if base is None or among_outputs(base)]
+    if given:
+        raise ValueError(f"{len(given)} input(s) lie in the output folders of {out} ({given[0]} ...), whose "
                          "restored files could replace them; choose an output folder (-o) that does not hold the "
                          "inputs, e.g. a new one")
+    if inside:
+        log.info("left out %d earlier result(s) in the output folders of %s, e.g. %s", len(inside), out, inside[0][0])
+    results = set(inside)
+    return [pair for pair in pairs if pair not in results]
 
 
 def restore_paths(
@@ -245,11 +289,13 @@ def restore_paths(
     save_crops: bool = True,
     show_progress: bool = True,
     run_key: Optional[str] = None,
+    recursive: bool = True,
 ) -> Dict[str, List[Dict]]:
     """Run ``restore`` on every image in ``inputs`` and write the outputs under ``outdir``.
 
     Args:
-        inputs: files and/or folders (see :func:`list_images`).
+        inputs: files and/or folders (see :func:`list_images`); a folder's files whose extension is not an
+            image's are left out and counted in the log.
         outdir: output root (created).
         restore: ``bgr uint8 (H, W, 3) -> RestoreResult``.
         suffix: appended to restored file names (``NAME_00{suffix}.png``); None adds nothing.
@@ -260,6 +306,9 @@ def restore_paths(
         save_crops: also write ``cropped_faces/``.
         run_key: the run's settings as a string: journal the progress and continue an interrupted
             run with the same key (see the module doc); None: no journal.
+        recursive: restore the images in the folders' sub-folders too (outputs keep their relative
+            paths: ``a/b/x.jpg`` -> ``restored_imgs/a/b/x.jpg``), except earlier results in ``outdir``'s
+            output folders; False: only the folders' own images (a warning counts those left out).
     Returns:
         ``{"processed": [{"input", "name", "faces", "outputs", "notes"}...], "skipped": [{"input", "reason"}...]}``
         (``name``: the input's output name, see :func:`output_names`).
@@ -269,9 +318,14 @@ def restore_paths(
     """
     if ext not in ("auto", "png", "jpg"):
         raise ValueError(f"ext must be 'auto', 'png' or 'jpg', got {ext!r}")
-    named = output_names(inputs)
+    found = _collect(inputs, recursive)
     out = Path(outdir)
-    _refuse_inputs_among_outputs([p for p, _ in named], out)
+    named = _named(_outside_outputs(found.pairs, out))
+    log_left_out(log, ", ".join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)),
+                 found.other_files)
+    if found.nested:
+        log.warning("left out %d image(s) in sub-folders, e.g. %s: recursive=False (the CLIs: --no-recursive)",
+                    len(found.nested), found.nested[0])
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
@@ -312,6 +366,8 @@ def restore_paths(
                 result = restore(img)
             except (ValueError, RuntimeError) as err:  # a bad image must not stop the folder
                 reason = f"{type(err).__name__}: {err}"
+            except cv2.error as err:  # nor an OpenCV function that fails on it
+                reason = opencv_error_text(err)
         if reason is not None:
             finish("skipped", {"input": str(path), "reason": reason})
             log.warning("skipped %s: %s", path, reason)
@@ -329,7 +385,7 @@ def restore_paths(
             whole = result.image
             out_ext = path.suffix.lower().lstrip(".") if ext == "auto" else ext
             if out_ext not in ("png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"):
-                out_ext = "png"
+                out_ext = "jpg" if f".{out_ext}" in JPEG_EXTENSIONS else "png"
             if alpha is not None:
                 if ext == "auto":
                     out_ext = "png"

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.convert import check_unit_tensor, image_to_tensor, tensor_to_image
 from ..data.pose_pairs import facing as face_direction
 from ..engine.distributed import resolve_device
 from ..models.tpgan import TPGANGenerator
@@ -122,7 +122,11 @@ class Frontalizer:
     # -- tensors -----------------------------------------------------------------------
     @torch.no_grad()
     def frontalize_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, 128, 128) float [0, 1] (RGB, or gray for a 1-channel model) -> same shape, zero noise, clamped."""
+        """(N, C, 128, 128) float [0, 1] (RGB, or gray for a 1-channel model) -> same shape, zero noise, clamped.
+
+        A tensor that is not float (TypeError) or holds values outside [0, 1] (ValueError: a 0..255
+        tensor) is refused."""
+        check_unit_tensor(x, "frontalize_tensor input")
         return self.model.frontalize(x.to(self.device, torch.float32)).clamp_(0, 1).to(x.device)
 
     # -- numpy crops -------------------------------------------------------------------

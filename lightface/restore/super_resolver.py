@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.align import affine_scale, align_face, estimate_transform
-from ..data.convert import image_to_tensor, tensor_to_image
+from ..data.convert import check_unit_tensor, image_to_tensor, tensor_to_image
 from ..data.detect import main_face
 from ..data.io import write_image
 from ..engine.distributed import resolve_device
@@ -40,6 +40,24 @@ MAX_FACE_SHRINK = 8.0
 #: restore() refuses a photo whose upscaled output would have more pixels than this (16384 x 16384, 0.8 GB as
 #: uint8 BGR): a 4000 x 4000 photo at 4x just fits; downscale larger photos, or crop them to the faces, first
 MAX_OUTPUT_PIXELS = 16384 * 16384
+
+
+def _whole_scale(scale) -> Optional[int]:
+    """``SuperResolver(scale=...)`` as an int: ``4``, ``"4"`` or ``4.0`` (a value read from a config
+    file or an environment variable) -> 4; None stays None.
+
+    Raises:
+        ValueError: not a whole number >= 1 (``"4x"``, ``4.5``, ``True``).
+    """
+    if scale is None:
+        return None
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(scale, bool) or not value.is_integer() or value < 1:
+        raise ValueError(f"SuperResolver(scale={scale!r}): the scale must be a whole number such as 4 or 8")
+    return int(value)
 
 
 @dataclass
@@ -83,6 +101,7 @@ class SuperResolver:
         scale: 4 or 8 (any factor a model is trained for): which shipped model ``weights=None``
             loads (default 4: :data:`lightface.models.pretrained.DEFAULT_SR_SCALE`, as for
             ``get_model("wavelet_srnet", pretrained=True)``); with explicit weights, checked against the model's factor.
+            A whole number given as text or float (``"4"``, ``4.0``, from a config file) is taken as that integer.
         flip_ensemble: super-resolve each face and its mirror image and average the two
             outputs (the mirrored one flipped back), the self-ensemble of SR benchmarks
             restricted to the flip that keeps an aligned face aligned. Default on: on the
@@ -110,6 +129,7 @@ class SuperResolver:
             raise ValueError(f"max_face_shrink (--max-face-shrink) must be > 0, got {max_face_shrink!r}")
         self.max_face_shrink = float(max_face_shrink)
         self.device = resolve_device(device)
+        scale = _whole_scale(scale)
         wanted = scale or DEFAULT_SR_SCALE
         self.pretrained = shipped_entry(weights, "super_resolution", sr_alias(wanted), f"SuperResolver(scale={wanted})",
                                         "weights= a model file written by python -m pipelines.train_super_resolution "
@@ -145,8 +165,10 @@ class SuperResolver:
         """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device.
 
         ``flip_ensemble``: average with the flipped-back output of the mirrored input (default:
-        the resolver's ``flip_ensemble``).
+        the resolver's ``flip_ensemble``). A tensor that is not float (TypeError) or holds values
+        outside [0, 1] (ValueError: a 0..255 tensor) is refused.
         """
+        check_unit_tensor(lr, "upscale_tensor input")
         x = lr.to(self.device, torch.float32)
         sr = self.model(x)
         if self.flip_ensemble if flip_ensemble is None else flip_ensemble:
