@@ -119,10 +119,14 @@ def test_nothing_ships_gives_a_clear_error(weights_dir, tmp_path):
     assert "SuperResolver(scale=8)" in msg and "'sr8'" in msg and "weights=" in msg and "train_super_resolution" in msg
     with pytest.raises(PretrainedError, match=r"Frontalizer\(\).*'frontalization'.*weights=.*train_frontalization"):
         Frontalizer(device="cpu")
-    # an alias pointing at a model of another task is refused, not loaded
+    # an alias pointing at a model of another task (a manifest edited by hand: release_weights refuses to
+    # write one) is refused, not loaded
     ckpt = tmp_path / "sr4.pth"
     _sr_checkpoint(ckpt, 4, 0)
-    release_weights(ckpt, "sr_as_frontalizer", "super_resolution", default_for=["frontalization"])
+    release_weights(ckpt, "sr_as_frontalizer", "super_resolution")
+    manifest = json.loads((weights_dir / "manifest.json").read_text())
+    manifest["defaults"]["frontalization"] = "sr_as_frontalizer"
+    (weights_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PretrainedError, match="super_resolution model, not frontalization"):
         Frontalizer(device="cpu")
 
