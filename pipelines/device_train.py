@@ -192,14 +192,16 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
 
     result = {"arch": args.arch, "samples": samples, "probe_images_per_s": None, "probe_seconds": 0.0,
               "epochs": args.epochs, "wheels_installed": installed, "device": args.device}
+    budget = seconds_left()
+    if budget < MIN_RUN_SECONDS:
+        raise RuntimeError(f"unpacking the bundle left {budget:.0f} s of --minutes {args.minutes:g} (after "
+                           f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
     if not args.epochs:
         # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each
         # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one);
         # it is a run of its own, bounded by the budget and returned like the run when the budget ends in it
-        probe_dir, budget = work / "probe", seconds_left()
-        if budget < MIN_RUN_SECONDS:
-            raise RuntimeError(f"unpacking the bundle left {budget:.0f} s of --minutes {args.minutes:g} (after "
-                               f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
+        # (or leaves less than MIN_RUN_SECONDS for one)
+        probe_dir = work / "probe"
         probe_cfg = {**recipe(args, data, teacher), "log_every": 1, "classifier_only_epochs": 0}
         result = train_and_return(
             lambda: train(TrainConfig(**probe_cfg, out=str(probe_dir), overwrite=True, epochs=args.probe_steps + 3,
@@ -214,9 +216,6 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
             return result
         result["probe_images_per_s"] = epoch_rate(probe_dir / "metrics.jsonl", args.batch_size, args.probe_steps)
     left = seconds_left()
-    if left < MIN_RUN_SECONDS:
-        raise RuntimeError(f"unpacking the bundle left {left:.0f} s of --minutes {args.minutes:g} (after "
-                           f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
     epochs = args.epochs or max(1, int(result["probe_images_per_s"] * left * 0.92 / samples))
     run_dir = work / "run"
     return train_and_return(

@@ -47,19 +47,21 @@ def as_bgr(img) -> np.ndarray:
     raise ValueError(f"expected a gray (H, W), BGR (H, W, 3) or BGRA (H, W, 4) image, got shape {img.shape}")
 
 
-def detect_faces(detector, bgr: np.ndarray) -> list:
+def detect_faces(detector, bgr: np.ndarray, only_center_face: bool = False) -> list:
     """``detector.detect(bgr)``; when nothing is found, retry once on the image padded by half
     its size on every side (detectors with a fixed input size miss faces that fill the frame,
     e.g. 1024 px CelebA-HQ portraits or 92x112 ORL faces). Returns
-    :class:`lightface.data.detect.DetectedFace` in ``bgr``'s pixels, largest first."""
+    :class:`lightface.data.detect.DetectedFace` in ``bgr``'s pixels, largest first;
+    ``only_center_face`` keeps only the photo's main face (the largest, penalised by its distance
+    from the image centre: :func:`lightface.data.detect.main_face`)."""
     faces = detector.detect(bgr)
-    if faces:
-        return faces
-    h, w = bgr.shape[:2]
-    pad = max(h, w) // 2
-    padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
-    return [dataclasses.replace(f, box=f.box - np.float32(pad), landmarks=f.landmarks - np.float32(pad))
-            for f in detector.detect(padded)]
+    if not faces:
+        h, w = bgr.shape[:2]
+        pad = max(h, w) // 2
+        padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+        faces = [dataclasses.replace(f, box=f.box - np.float32(pad), landmarks=f.landmarks - np.float32(pad))
+                 for f in detector.detect(padded)]
+    return [main_face(faces, bgr.shape)] if only_center_face and faces else faces
 
 
 def detect_and_align(
@@ -77,11 +79,8 @@ def detect_and_align(
     reads :func:`antialiased_align`'s crops: ``antialias=True, interpolation="bicubic"``).
     No face -> ``[]``.
     """
-    detections = detect_faces(detector, bgr)
-    if only_center_face and detections:
-        detections = [main_face(detections, bgr.shape)]
     return [(f, *align_face(bgr, f.landmarks, template, size=size, interpolation=interpolation, antialias=antialias))
-            for f in detections]
+            for f in detect_faces(detector, bgr, only_center_face)]
 
 
 def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):

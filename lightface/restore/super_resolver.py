@@ -16,7 +16,6 @@ import torch
 
 from ..data.align import affine_scale, align_face, estimate_transform
 from ..data.convert import check_unit_tensor, image_to_tensor, tensor_to_image
-from ..data.detect import main_face
 from ..data.io import write_image
 from ..engine.distributed import resolve_device
 from ..models.pretrained import DEFAULT_SR_SCALE, sr_alias
@@ -228,9 +227,7 @@ class SuperResolver:
             raise ValueError(f"a {w}x{h} photo upscaled {self.scale}x would be {w * self.scale}x{h * self.scale} "
                              f"pixels, more than SuperResolver.restore makes ({MAX_OUTPUT_PIXELS / 1e6:.0f} MP); "
                              "downscale the photo or crop it to its faces first")
-        detections = detect_faces(self.detector, bgr)
-        if only_center_face and detections:
-            detections = [main_face(detections, bgr.shape)]
+        detections = detect_faces(self.detector, bgr, only_center_face)
         canvas = cv2.resize(bgr, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
         faces = []
         for det in detections:
@@ -315,11 +312,11 @@ def evaluate_super_resolution(
         if aligned:
             hr = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
         else:
-            faces = detect_faces(resolver.detector, img)
+            faces = detect_faces(resolver.detector, img, only_center_face=True)
             if not faces:
                 skipped.append({"input": str(path), "reason": "no face detected"})
                 continue
-            hr, _ = align_face(img, main_face(faces, img.shape).landmarks, _TEMPLATE, size=size, antialias=True)
+            hr, _ = align_face(img, faces[0].landmarks, _TEMPLATE, size=size, antialias=True)
         hrs.append((str(path), hr))
         lrs.append(downscale(hr, scale, "bicubic"))
     if not hrs:
