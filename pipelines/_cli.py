@@ -17,10 +17,12 @@ user can fix (bad flags or YAML, missing files, unusable checkpoints, a refused 
 folder), a Ctrl-C as one line saying how to continue, and returns the exit status.
 """
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type, TypeVar
 
@@ -29,7 +31,8 @@ from lightface.engine.config import unknown_key_error
 from lightface.engine.stop_signals import TrainingInterrupted
 
 __all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS",
-           "DefaultsHelpFormatter", "RERUN_HINT", "RESUME_FLAG_HINT", "interrupted"]
+           "DefaultsHelpFormatter", "RERUN_HINT", "RESUME_FLAG_HINT", "interrupted", "Terminated",
+           "sigterm_as_interrupt"]
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
@@ -256,6 +259,35 @@ def _interrupted_hint(parser: argparse.ArgumentParser) -> str:
     return _GENERIC_HINT
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (a scheduler's time limit, ``kill``, ``timeout``) raised where Ctrl-C raises ``KeyboardInterrupt``,
+    so that what a pipeline does on Ctrl-C (save its progress, say how to continue) it does on SIGTERM too."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While active (main thread only), SIGTERM raises :class:`Terminated` in this process. A process forked
+    meanwhile (a worker pool) dies of it as it would have. A trainer's own handling (``StopSignals``: finish the
+    step, save, ``TrainingInterrupted``) takes precedence while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable[[], argparse.ArgumentParser],
             argv: Optional[Sequence[str]] = None, interrupted_hint: Optional[str] = None) -> int:
     """Parse ``argv`` (with ``--config``), run ``main(args)``; returns the exit status.
@@ -275,7 +307,8 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = get_args_parser()
     try:
-        main(parse_with_config(parser, argv))
+        with sigterm_as_interrupt():
+            main(parse_with_config(parser, argv))
     except ConfigError as err:
         log.debug("traceback", exc_info=True)
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
@@ -287,14 +320,18 @@ def run_cli(main: Callable[[argparse.Namespace], Any], get_args_parser: Callable
     except TrainingInterrupted as err:  # saved; the status of a process the signal killed
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return err.exit_status
-    except KeyboardInterrupt:  # Ctrl-C outside a trainer's own handling (or a second one)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a trainer's own handling (or a second one)
         return interrupted(parser.prog, interrupted_hint or _interrupted_hint(parser))
     return 0
 
 
 def interrupted(prog: str, hint: str) -> int:
-    """After a Ctrl-C (``KeyboardInterrupt``): ``PROG: interrupted: HINT`` on stderr, the traceback only in
-    the debug log; returns 130, the status a shell gives a process Ctrl-C stopped."""
+    """After a Ctrl-C (``KeyboardInterrupt``) or a SIGTERM (:class:`Terminated`): ``PROG: interrupted: HINT``
+    (``PROG: terminated (SIGTERM): HINT``) on stderr, the traceback only in the debug log; returns 130 (143), the
+    status a shell gives a process that signal stopped."""
     log.debug("traceback", exc_info=True)
+    if isinstance(sys.exc_info()[1], Terminated):
+        print(f"{prog}: terminated (SIGTERM): {hint}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(f"{prog}: interrupted: {hint}", file=sys.stderr)
     return 128 + signal.SIGINT

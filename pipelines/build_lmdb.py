@@ -25,7 +25,7 @@ from lightface.data.align import TEMPLATES
 from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 from pipelines._argtypes import non_negative_int, positive_int
-from pipelines._cli import RESUME_FLAG_HINT, DefaultsHelpFormatter, interrupted
+from pipelines._cli import RESUME_FLAG_HINT, DefaultsHelpFormatter, interrupted, sigterm_as_interrupt
 
 logger = logging.getLogger("pipelines.build_lmdb")
 
@@ -140,10 +140,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    """The command line: ``main``'s exit status; 130 with a one-line hint after Ctrl-C (an unfinished build
-    continues with ``--resume``; without it the next run starts over)."""
+    """The command line: ``main``'s exit status; 130 (143) with a one-line hint after Ctrl-C (SIGTERM): an
+    unfinished build continues with ``--resume``; without it the next run starts over."""
     try:
-        return main(get_args_parser().parse_args(argv))
+        with sigterm_as_interrupt():
+            return main(get_args_parser().parse_args(argv))
     except KeyboardInterrupt:
         return interrupted("build_lmdb", RESUME_FLAG_HINT)
 

@@ -18,7 +18,7 @@ plus ``OUT/failures.tsv`` listing the images of this run that failed (removed wh
 Bad files are skipped and reported. ``-o`` is checked before any work: a file given for
 ``--format feat``, a folder or a path ending in ``/`` for ``npz``, is refused.
 
-Long runs keep their progress (every ``--save-every`` images, and on Ctrl-C) in
+Long runs keep their progress (every ``--save-every`` images, and on Ctrl-C or SIGTERM) in
 ``OUTPUT.partial.npz`` (npz) or ``OUT/.partial.npz`` (feat): the same command after a crash,
 a kill or Ctrl-C continues where that file ends, and the file is removed when the output is
 complete. A progress file of another extraction (other inputs: another folder, list file or
@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
-from lightface.data.sources import read_list_lines, walk_folders
+from lightface.data.folders import image_files
+from lightface.data.sources import read_list_lines
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
 from lightface.utils.precision import PRECISIONS
@@ -112,15 +113,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def collect_inputs(source: str, root: Optional[str] = None) -> Tuple[Path, List[str]]:
-    """``(root folder, relative image paths)`` from a folder (recursive as :func:`walk_folders` walks it:
-    symlinked folders followed, each real folder once; sorted; its other files are counted in the log), one
+    """``(root folder, relative image paths)`` from a folder (recursive as :func:`image_files` walks it:
+    symlinked folders followed, each real folder once, hidden files left out; sorted; its other files are
+    counted in the log), one
     image or a list file (``#`` lines are comments; a ``#`` inside a path is part of it)."""
     src = Path(source)
     if src.is_dir():
-        files = sorted(Path(dirpath, f).relative_to(src).as_posix()
-                       for dirpath, _, names in walk_folders(src) for f in names)
-        rels = [f for f in files if has_image_extension(f)]
-        log_left_out(logger, src, [f for f in files if not has_image_extension(f)])
+        left_out: List[Path] = []
+        rels = sorted(p.relative_to(src).as_posix() for p in image_files(src, left_out))
+        log_left_out(logger, src, left_out)
         if not rels:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {src}")
         return src, rels
@@ -251,7 +252,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                 if done - saved >= args.save_every and done < len(rels):
                     _save_progress(progress, fingerprint, emb, done, failed)
                     saved = done
-        except KeyboardInterrupt:  # Ctrl-C: keep what was embedded since the last save
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (run_cli): keep what was embedded since the last save
             if done > saved:
                 _save_progress(progress, fingerprint, emb, done, failed)
                 logger.info("progress saved in %s: %d of %d images done", progress, done, len(rels))

@@ -254,6 +254,40 @@ def test_extract_embeddings_ctrl_c_keeps_the_progress_and_the_rerun_continues(tm
     assert list(a["paths"]) == list(b["paths"]) and np.allclose(a["embeddings"], b["embeddings"], atol=1e-6)
 
 
+_SIGTERM_CHILD = """
+import os, signal, sys
+from lightface.embed import FaceEmbedder
+from pipelines import extract_embeddings as ee
+from pipelines._cli import RERUN_HINT, run_cli
+original, calls = FaceEmbedder.try_embed, []
+def try_embed(self, *a, **k):
+    calls.append(1)
+    if len(calls) == 3:  # a scheduler's time limit after two batches
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, *a, **k)
+FaceEmbedder.try_embed = try_embed
+sys.exit(run_cli(ee.main, ee.get_args_parser, sys.argv[1:], interrupted_hint=RERUN_HINT))
+"""
+
+
+def test_extract_embeddings_sigterm_keeps_the_progress_as_ctrl_c_does(tmp_path, weights, lfw):
+    """A SIGTERM (a scheduler's time limit, `timeout`) killed extract_embeddings outright: everything embedded
+    since the last --save-every save (default 2000 images) was lost."""
+    import os
+    import subprocess
+    import sys
+
+    src = _aligned_crops(lfw, tmp_path / "in")
+    argv = ["--weights", str(weights), "-i", str(src), "--aligned", "--device", "cpu", "--batch-size", "2",
+            "-o", str(tmp_path / "e.npz")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    child = subprocess.run([sys.executable, "-c", _SIGTERM_CHILD, *argv], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 143, child.stderr[-2000:]
+    assert "terminated (SIGTERM): run the same command again" in child.stderr
+    assert int(np.load(tmp_path / "e.partial.npz")["done"]) == 4 and not (tmp_path / "e.npz").exists()
+
+
 def test_extract_embeddings_refuses_the_progress_of_another_folder_root_or_edited_images(tmp_path, weights, lfw,
                                                                                         monkeypatch):
     """Folders with the same file names but other faces: setB's run took setA's saved rows as its own."""

@@ -13,11 +13,12 @@ import stat
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..utils.templates import TEMPLATES
+from .folders import log_problem as _log_problem, walk_folders
 from .io import has_image_extension
 from .recordio import RecordIOReader, insightface_image_indices, read_sidecar, sidecar_path, unpack_irecord
 from .lmdb_format import is_lmdb_dir
@@ -27,7 +28,6 @@ __all__ = [
     "SourceItem",
     "SourcePlan",
     "scan_folder",
-    "walk_folders",
     "read_list_lines",
     "read_list_file",
     "scan_recordio",
@@ -91,48 +91,6 @@ class SourcePlan:
 def natural_key(text: str):
     """Sort key that orders ``s2`` before ``s10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def _log_problem(rel: str, reason: str) -> None:
-    logger.warning("%s: %s", rel, reason)
-
-
-def walk_folders(root, problem: Callable[[str, str], None] = _log_problem
-                 ) -> Iterator[Tuple[str, List[str], List[str]]]:
-    """``os.walk(root)``'s ``(dirpath, dirnames, filenames)``, top-down, following symlinked folders,
-    each real folder once: a folder already entered (a symlink loop such as ``a/b -> ..``, or a
-    second link to the same folder) is not entered again. That, and a folder that cannot be
-    opened or listed, is reported as ``problem(path relative to root, reason)`` (default: a
-    logged warning). Hidden folders (``.name``) are left out; sub-folders are entered in sorted
-    order.
-    """
-    root = Path(root)
-    root_st = root.stat()
-    visited: Dict[Tuple[int, int], str] = {(root_st.st_dev, root_st.st_ino): "."}
-
-    def on_error(err: OSError) -> None:
-        rel = os.path.relpath(err.filename, root) if err.filename else "?"
-        problem(Path(rel).as_posix(), f"cannot list folder: {err.strerror or err}")
-
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
-        rel_dir = Path(dirpath).relative_to(root)
-        keep = []
-        for d in sorted(d for d in dirnames if not d.startswith(".")):
-            rel = (rel_dir / d).as_posix()
-            try:
-                st = os.stat(os.path.join(dirpath, d))
-            except OSError as err:
-                problem(rel, f"cannot open folder: {err.strerror or err}")
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in visited:
-                problem(rel, f"folder already scanned as {visited[key]!r} (symlink loop or second link to it); "
-                             "not followed")
-                continue
-            visited[key] = rel
-            keep.append(d)
-        dirnames[:] = keep
-        yield dirpath, dirnames, filenames
 
 
 def scan_folder(root, pose_tags: Sequence[str] = POSE_TAGS) -> SourcePlan:

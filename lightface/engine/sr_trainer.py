@@ -39,6 +39,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
+from ..data.folders import image_files
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.lmdb_format import is_lmdb_dir
@@ -133,10 +134,11 @@ class SRTrainConfig(GANRunConfig):
 
 
 class _ImageFolder:
-    """HR faces from image files under a folder (recursive, sorted); items are uint8 BGR arrays."""
+    """HR faces from image files under a folder (:func:`~lightface.data.folders.image_files`: recursive, sorted);
+    items are uint8 BGR arrays."""
 
     def __init__(self, root: Path):
-        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        self.paths = image_files(root)
         if not self.paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
 

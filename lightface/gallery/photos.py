@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Tuple, Union
 
+from ..data.folders import image_files
 from ..data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 
 __all__ = ["collect_photos"]
@@ -16,20 +17,6 @@ PathLike = Union[str, os.PathLike]
 
 def _is_image(name: str) -> bool:
     return has_image_extension(name) and not name.startswith(".")
-
-
-def _images_under(folder: Path, left_out: Optional[List[Path]] = None) -> List[Path]:
-    """The images at or below ``folder`` (hidden files and folders skipped), sorted; the other files
-    are appended to ``left_out`` when given."""
-    out = []
-    for dirpath, dirnames, files in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(f for f in files if not f.startswith(".")):
-            if _is_image(f):
-                out.append(Path(dirpath, f))
-            elif left_out is not None:
-                left_out.append(Path(dirpath, f))
-    return out
 
 
 def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] = None) -> List[Tuple[str, Path]]:
@@ -43,11 +30,11 @@ def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] =
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if identity is not None:
-        return [(identity, p) for p in _images_under(path, left_out)]
+        return [(identity, p) for p in image_files(path, left_out)]
     with os.scandir(path) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
-    people = [e for e in entries if e.is_dir() and _images_under(Path(e.path))]
+    people = [e for e in entries if e.is_dir() and image_files(Path(e.path))]
     if loose and people:  # one stray photo would otherwise file every person below under the folder's name
         raise ValueError(
             f"{path} holds both images ({len(loose)}, e.g. {loose[0]}) and folders of images ({len(people)}, e.g. "
@@ -55,11 +42,11 @@ def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] =
             "images into a person's folder, or, if it is all one person, name them explicitly "
             "(enroll --identity NAME, or {NAME: folder} in Python)")
     if loose:  # one person's folder
-        return [(path.name, p) for p in _images_under(path, left_out)]
+        return [(path.name, p) for p in image_files(path, left_out)]
     left_out += [Path(e.path) for e in entries if e.is_file() and not _is_image(e.name)]
     out: List[Tuple[str, Path]] = []
     for entry in people:  # a folder of people
-        out += [(entry.name, p) for p in _images_under(Path(entry.path), left_out)]
+        out += [(entry.name, p) for p in image_files(Path(entry.path), left_out)]
     return out
 
 

@@ -41,8 +41,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import (IMAGE_EXTENSIONS, JPEG_EXTENSIONS, ImageReadError, decode_unchanged, has_image_extension,
-                       log_left_out, opencv_error_text, read_file_bytes, write_image)
+from ..data.folders import image_files
+from ..data.io import (IMAGE_EXTENSIONS, JPEG_EXTENSIONS, ImageReadError, decode_unchanged, log_left_out,
+                       opencv_error_text, read_file_bytes, write_image)
 from ..utils.atomic_write import atomic_file
 from ..utils.output_names import unique_output_names
 
@@ -88,15 +89,11 @@ def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _F
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            pairs = []
-            for q in sorted(q for q in p.rglob("*") if q.is_file()):
-                walked = recursive or q.parent == p
-                if walked and has_image_extension(q.name):
-                    pairs.append((q, p))
-                elif walked:
-                    found.other_files.append(q)
-                elif has_image_extension(q.name):
-                    found.nested.append(q)
+            others: List[Path] = []
+            images = image_files(p, others)
+            pairs = [(q, p) for q in images if recursive or q.parent == p]
+            found.other_files += [q for q in others if recursive or q.parent == p]
+            found.nested += [q for q in images if not (recursive or q.parent == p)]
         elif p.is_file():
             pairs = [(p, None)]
         else:
@@ -119,7 +116,9 @@ def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _F
 def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
     """Image files from files and/or folders (folders: their image files, sorted; sub-folders too with ``recursive``).
 
-    Only regular files are listed (``Path.is_file``): FIFOs and devices are left out.
+    Folders are walked by :func:`lightface.data.folders.image_files`, as every folder walk of lightface: symlinked
+    sub-folders followed (each real folder once), hidden files and folders left out, only files listed (FIFOs and
+    devices are not).
 
     Raises:
         FileNotFoundError: a path does not exist, or nothing with an image extension was found (the message
