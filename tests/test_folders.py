@@ -53,3 +53,23 @@ def test_a_walk_without_recursion_counts_what_it_left_in_sub_folders(tmp_path):
         assert "3 image(s) lie in sub-folders" in str(err)
     else:
         raise AssertionError("a folder with no image of its own was accepted without recursion")
+
+
+def test_a_fifo_named_like_an_image_is_reported_not_dropped_and_never_blocks(tmp_path):
+    """A FIFO named *.jpg: the walk lists it, and restoring the folder skips it with its reason, without a read that
+    would wait for a writer forever."""
+    import cv2
+    import numpy as np
+
+    from lightface.restore.folder import RestoreResult, restore_paths
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((20, 20, 3), 128, np.uint8))
+    os.mkfifo(src / "pipe.jpg")
+    assert image_files(src) == [src / "a.png", src / "pipe.jpg"]
+    summary = restore_paths(src, tmp_path / "out", lambda bgr: RestoreResult(image=bgr, crops=[bgr], faces=[bgr]),
+                            show_progress=False)
+    assert [item["input"] for item in summary["processed"]] == [str(src / "a.png")]
+    assert [item["input"] for item in summary["skipped"]] == [str(src / "pipe.jpg")]
+    assert "FIFO" in summary["skipped"][0]["reason"]

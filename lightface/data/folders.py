@@ -75,16 +75,16 @@ def image_files(folder: PathLike, left_out: Optional[List[Path]] = None,
     Sub-folders are walked as :func:`walk_folders` walks them: symlinked folders followed, each real folder
     once, hidden folders left out. Hidden files (``.name``, e.g. macOS ``._x.jpg`` resource forks) are left out
     silently; the other files whose extension is not an image's are appended to ``left_out`` (sorted) when
-    given, so that a caller can say what it skipped. Entries that are not files (FIFOs, sockets, devices,
-    broken symlinks) are neither.
+    given, so that a caller can say what it skipped. An entry with an image's name that is not a regular file
+    (a FIFO, a device, a broken symlink) is listed with the images, so that reading it reports it
+    (:class:`~lightface.data.io.NotARegularFileError`, never a read that blocks) instead of dropping it silently.
     """
     images: List[Path] = []
     others: List[Path] = []
     for dirpath, _, names in walk_folders(folder, problem):
         for name in names:
-            path = Path(dirpath, name)
-            if not name.startswith(".") and path.is_file():
-                (images if has_image_extension(name) else others).append(path)
+            if not name.startswith("."):
+                (images if has_image_extension(name) else others).append(Path(dirpath, name))
     if left_out is not None:
         left_out += sorted(others)
     return sorted(images)

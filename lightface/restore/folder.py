@@ -117,8 +117,8 @@ def list_images(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool = F
     """Image files from files and/or folders (folders: their image files, sorted; sub-folders too with ``recursive``).
 
     Folders are walked by :func:`lightface.data.folders.image_files`, as every folder walk of lightface: symlinked
-    sub-folders followed (each real folder once), hidden files and folders left out, only files listed (FIFOs and
-    devices are not).
+    sub-folders followed (each real folder once), hidden files and folders left out; a FIFO or device with an
+    image's name is listed, and reported as skipped when it is read.
 
     Raises:
         FileNotFoundError: a path does not exist, or nothing with an image extension was found (the message
