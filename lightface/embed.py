@@ -195,6 +195,10 @@ class EmbedResult:
         return ok
 
 
+def _card_number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _describe(item: Any, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return str(item)
@@ -209,6 +213,11 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
         img = item
     elif is_pil_image(item):
         return pil_to_array(item)
+    elif isinstance(item, Tensor):
+        raise TypeError(f"{_describe(item, index)}: a tensor of shape {tuple(item.shape)} where an image was "
+                        "expected; a tensor is taken only whole, as one float (N, 1, 128, 128) batch of aligned crops "
+                        "(embed(x)): stack the crops into one (torch.stack), or pass paths, uint8 BGR/gray numpy "
+                        "arrays or PIL images")
     else:
         raise TypeError(f"{_describe(item, index)}: unsupported image type; pass a path, a uint8 BGR/gray numpy "
                         "array, a PIL image or a float tensor (N, 1, 128, 128)")
@@ -222,6 +231,29 @@ def _to_uint8_image(item: Any, index: int) -> np.ndarray:
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)) or min(img.shape[:2]) < 1:
         raise ValueError(f"{_describe(item, index)}: expected a gray (H, W) or BGR (H, W, 3) image, got shape {img.shape}")
     return img
+
+
+def _crops_tensor(x: Any) -> Tensor:
+    """A tensor of gray aligned crops as (N, 1, 128, 128) (a single (1, 128, 128) crop gets N = 1).
+
+    Raises:
+        TypeError: not a tensor. ValueError: another shape (the shape given is in the message).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    given = tuple(x.shape)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
+        if x.dim() == 4 and x.shape[1] == 3:
+            hint = (" (3 channels: convert RGB with lightface.models.lightcnn.to_lightcnn_input, "
+                    "or pass uint8 BGR numpy images)")
+        elif given == (INPUT_SIZE, INPUT_SIZE):
+            hint = " (one crop: add its channel and batch axes, x[None, None])"
+        else:
+            hint = ""
+        raise ValueError(f"tensor input must be gray aligned crops (N, 1, 128, 128), got {given}{hint}")
+    return x
 
 
 _ARCFACE_SIZE = 112
@@ -319,14 +351,18 @@ class FaceEmbedder:
         device: ``"auto"`` (CUDA when available, logged), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         detector: for ``aligned=False``: a :class:`lightface.data.detect.FaceDetector`, an
             InsightFace model pack name (``"buffalo_l"``), a detector ``.onnx`` path
-            (InsightFace SCRFD/RetinaFace, or OpenCV YuNet), or ``"yunet"`` (the detector
-            shipped inside lightface). ``None``: ``"buffalo_l"``, loaded on first use, and
-            the shipped YuNet when that pack cannot be loaded (offline; a warning says so).
+            (InsightFace SCRFD/RetinaFace, or OpenCV YuNet), ``"yunet"`` (the detector
+            shipped inside lightface), or an object of your own whose ``detect(bgr)`` returns a
+            list of :class:`~lightface.data.detect.DetectedFace`. ``None``: ``"buffalo_l"``,
+            loaded on first use, and the shipped YuNet when that pack cannot be loaded
+            (offline; a warning says so). InsightFace's or OpenCV's own detector objects are
+            refused (TypeError): pass their ``.onnx`` file.
         flip: flip fusion by default: embed the face and its mirror image, average the two
             features, then normalise (twice the compute; can be overridden per call).
             ``None``: the shipped model card's setting (``flip_fusion``: on for the shipped
             LightCNN-29v2, whose thresholds are fitted to it; ``flip=False`` takes the card's
-            thresholds fitted without it), off for other weights.
+            thresholds fitted without it; an ``.onnx`` exported from a shipped recogniser carries
+            its card, :func:`lightface.export.export_onnx`), off for other weights.
         threshold: cosine decision threshold for :meth:`verify` (default: the shipped
             model's calibrated threshold, else the checkpoint's ``verification_threshold``
             when stored, else :data:`VERIFICATION_THRESHOLD`).
@@ -402,7 +438,7 @@ class FaceEmbedder:
         antialias: bool = True,
     ):
         _check_aligned_template(aligned_template)
-        from .data.detect import MIN_THRESHOLD
+        from .data.detect import MIN_THRESHOLD, check_detector_arg
 
         if rescue_threshold is not None and not MIN_THRESHOLD <= float(rescue_threshold) <= 1.0:
             raise ValueError(f"rescue_threshold must be None or in [{MIN_THRESHOLD}, 1], got {rescue_threshold}")
@@ -436,6 +472,15 @@ class FaceEmbedder:
             self._onnx = OnnxRecognizer(weights, providers=providers)
             self.model = None
             self.backend = "onnxruntime"
+            card = self._onnx.card
+            if "flip_fusion" in card:  # exported from a shipped recogniser: its card's flip fusion and thresholds
+                self.flip = bool(card["flip_fusion"]) if flip is None else bool(flip)
+                pair = (card.get("thresholds") or {}).get("flip" if self.flip else "no_flip") or [None, None]
+                stored_threshold, identification_threshold = (_card_number(v) for v in pair[:2])
+            elif flip is None or threshold is None:
+                logger.info("FaceEmbedder: %s carries no shipped model card (export_onnx of a module or checkpoint): "
+                            "flip=%s, threshold %s; export a shipped recogniser by its name to keep its card",
+                            weights, self.flip, VERIFICATION_THRESHOLD if threshold is None else threshold)
         else:
             self.model, from_ckpt = self._load(weights, arch)
             stored_threshold = from_ckpt if stored_threshold is None else stored_threshold
@@ -454,8 +499,9 @@ class FaceEmbedder:
             logger.warning("FaceEmbedder: precision='bfloat16' on %s, which has no native bf16 (a CPU needs "
                            "AVX512_BF16 or AMX): about 20 times slower than float32 there (docs/benchmarks.md); use "
                            "precision='float32'", self.device)
+        check_detector_arg(detector)
         self._detector_spec = detector
-        self._detector = detector if hasattr(detector, "detect") else None
+        self._detector = None if detector is None or isinstance(detector, (str, os.PathLike)) else detector
         if threshold is None:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
@@ -516,7 +562,8 @@ class FaceEmbedder:
         if self._weights_info is None:
             from .models.pretrained import manifest_entry_for_path, sha256_of
 
-            src, arch = self._weights_src, getattr(self.model, "arch", None)
+            src = self._weights_src
+            arch = self._onnx.card.get("arch") if self._onnx is not None else getattr(self.model, "arch", None)
             if self.pretrained is not None:
                 e = self.pretrained
                 info = WeightsInfo(e.name, e.sha256, e.arch, "shipped", str(e.path(verify=False)))
@@ -625,14 +672,7 @@ class FaceEmbedder:
     def embed_tensor(self, x: Tensor, flip: Optional[bool] = None) -> Tensor:
         """Embed a float batch (N, 1, 128, 128) gray in [0, 1] (aligned); returns (N, 256) float32
         L2-normalised, on the embedder's device. The network runs on chunks of ``chunk_size``."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
-            hint = (" (3 channels: convert RGB with lightface.models.lightcnn.to_lightcnn_input, "
-                    "or pass uint8 BGR numpy images)" if x.dim() == 4 and x.shape[1] == 3 else "")
-            raise ValueError(f"tensor input must be gray aligned crops (N, 1, 128, 128), got {tuple(x.shape)}{hint}")
+        x = _crops_tensor(x)
         check_unit_tensor(x, "tensor input")
         flip = self.flip if flip is None else flip
         x = x.to(self.device, torch.float32)
@@ -698,7 +738,7 @@ class FaceEmbedder:
             if not aligned:
                 raise ValueError("tensor inputs must be aligned crops (N, 1, 128, 128); pass images as numpy/PIL/paths "
                                  "with aligned=False to detect faces")
-            x = images.unsqueeze(0) if images.dim() == 3 else images
+            x = _crops_tensor(images)  # the shape as given, before the batches cut it
             out = [self.embed_tensor(x[i:i + batch_size], flip).cpu() for i in range(0, len(x), batch_size)]
             return EmbedResult(torch.cat(out).numpy() if out else np.zeros((0, FEATURE_DIM), np.float32))
         items = self._as_items(images)
@@ -808,7 +848,10 @@ class FaceEmbedder:
         return bool(similarity(emb[0], emb[1]) >= self.threshold)
 
     def __repr__(self) -> str:
-        arch = getattr(self.model, "arch", type(self.model).__name__)
+        if self._onnx is not None:
+            arch = self._onnx.card.get("arch")
+        else:
+            arch = getattr(self.model, "arch", type(self.model).__name__)
         shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
         return (f"FaceEmbedder({shipped}arch={arch!r}, backend={self.backend!r}, device={str(self.device)!r}, "
                 f"flip={self.flip}, threshold={self.threshold})")

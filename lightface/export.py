@@ -8,17 +8,24 @@ Both exports take ``input`` float32 (N, 1, 128, 128) gray in [0, 1] (N dynamic) 
 ``features`` float32 (N, 256), not normalised (the model's output; L2-normalise for
 cosine scores, as :class:`lightface.FaceEmbedder` does).
 
+An ONNX file carries the recogniser's card in its metadata (``metadata_props`` key
+:data:`CARD_KEY`, JSON): its ``arch``, and for a shipped recogniser (exported by its name or
+its file) the weights' name and sha256, whether the card embeds with flip fusion, and the
+verification / identification thresholds with flip fusion on and off. ``FaceEmbedder("x.onnx")``
+reads it back, so the exported model embeds and decides as the PyTorch one does.
+
 Example:
     >>> from lightface.export import export_onnx, OnnxRecognizer
     >>> export_onnx("LightCNN_29Layers_V2_checkpoint.pth.tar", "lightcnn29v2.onnx")   # doctest: +SKIP
     >>> feats = OnnxRecognizer("lightcnn29v2.onnx")(batch_numpy)                         # doctest: +SKIP
 """
 import copy
+import json
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,12 +35,14 @@ from . import ops
 from .models.lightcnn import INPUT_SIZE
 from .utils.atomic_write import atomic_file, atomic_path
 
-__all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME", "CARD_KEY"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "features"
+#: the ONNX ``metadata_props`` key holding the recogniser's card (JSON; see the module docstring)
+CARD_KEY = "lightface.card"
 ModelLike = Union[nn.Module, str, os.PathLike]
 
 
@@ -48,10 +57,37 @@ class _FeaturesOnly(nn.Module):
         return self.model(x)
 
 
-def _prepare(model: ModelLike) -> nn.Module:
-    """The recogniser to export, on the CPU in eval mode: built from a checkpoint path, or a copy
-    of a caller's module (whose device and train/eval mode stay as they were)."""
-    if isinstance(model, (str, os.PathLike)):
+def _shipped_recogniser(model: ModelLike):
+    """The shipped recognition entry ``model`` names (its name, or the path of its file), else None."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    from .models.pretrained import PretrainedError, get_pretrained, manifest_entry_for_path
+
+    if os.path.isfile(model):
+        entry = manifest_entry_for_path(model)
+    elif isinstance(model, str):
+        try:
+            entry = get_pretrained(model)
+        except PretrainedError:
+            return None  # not a shipped name: reported as a missing checkpoint
+    else:
+        return None
+    if entry is not None and entry.task != "recognition":
+        raise ValueError(f"shipped weights {entry.name!r} are a {entry.task} model, not a face recogniser; "
+                         "see lightface.models.list_pretrained('recognition')")
+    return entry
+
+
+def _prepare(model: ModelLike):
+    """``(module, card)``: the recogniser to export, on the CPU in eval mode (built from a shipped
+    name, a checkpoint path, or a copy of a caller's module, whose device and train/eval mode stay
+    as they were), and its card for the file's metadata (see the module docstring)."""
+    entry = _shipped_recogniser(model)
+    if entry is not None:
+        from .models import get_model
+
+        model = get_model(entry.name, pretrained=True, num_classes=0).float()  # sha256-checked; float16 stored
+    elif isinstance(model, (str, os.PathLike)):
         from .models.checkpoint import build_from_checkpoint
         from .models.lightcnn import LightCNN
 
@@ -59,8 +95,13 @@ def _prepare(model: ModelLike) -> nn.Module:
     elif isinstance(model, nn.Module):
         model = copy.deepcopy(getattr(model, "_orig_mod", model))
     else:
-        raise TypeError(f"expected an nn.Module or a checkpoint path, got {type(model).__name__}")
-    return _FeaturesOnly(model).cpu().eval()
+        raise TypeError(f"expected an nn.Module, a checkpoint path or a shipped recogniser's name, got "
+                        f"{type(model).__name__}")
+    card: Dict[str, Any] = {"arch": getattr(model, "arch", None)}
+    if entry is not None:
+        card.update(weights=entry.name, sha256=entry.sha256, flip_fusion=entry.flip_fusion,
+                    thresholds={"flip": list(entry.thresholds(True)), "no_flip": list(entry.thresholds(False))})
+    return _FeaturesOnly(model).cpu().eval(), card
 
 
 def export_onnx(
@@ -70,7 +111,10 @@ def export_onnx(
     """Export to a single ONNX file with a dynamic batch dimension.
 
     Args:
-        model: a Light CNN module or a checkpoint path (project or official release).
+        model: a Light CNN module, a checkpoint path (project or official release), or a shipped
+            recogniser (its name, e.g. ``"lightcnn29v2_3src_rc15"``, or its file): then the file
+            carries the model card's flip fusion and thresholds (:data:`CARD_KEY`), which
+            ``FaceEmbedder("x.onnx")`` uses; a module carries only its ``arch``.
         path: the ``.onnx`` file to write (folders are created); weights are stored inside. Written
             atomically: a failed export or check leaves an earlier file at ``path`` as it was.
         opset: ONNX opset version.
@@ -83,7 +127,7 @@ def export_onnx(
     """
     import onnx
 
-    net = _prepare(model)
+    net, card = _prepare(model)
     path = Path(path)
     example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
     names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
@@ -95,8 +139,14 @@ def export_onnx(
         else:
             torch.onnx.export(net, (example,), str(tmp), dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                               dynamo=False, **names)
+        proto = onnx.load(str(tmp))
+        kept = [p for p in proto.metadata_props if p.key != CARD_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+        proto.metadata_props.add(key=CARD_KEY, value=json.dumps(card))
+        onnx.save(proto, str(tmp))
         if check:
-            onnx.checker.check_model(onnx.load(str(tmp)))
+            onnx.checker.check_model(proto)
     logger.info("exported ONNX (opset %d, dynamic batch) to %s", opset, path)
     return path
 
@@ -107,7 +157,7 @@ def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_
     Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. Written
     atomically (folders are created): a failed write leaves an earlier file at ``path`` as it was.
     """
-    net = _prepare(model)
+    net, _ = _prepare(model)
     path = Path(path)
     example = torch.rand(example_batch, 1, INPUT_SIZE, INPUT_SIZE)
     with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
@@ -129,6 +179,10 @@ class OnnxRecognizer:
     Call with float (N, 1, 128, 128) gray in [0, 1] (numpy or tensor; run in float32); returns
     float32 numpy (N, 256) features (not normalised). Integer input (uint8 0..255 crops) raises
     ``TypeError``, as the PyTorch model does.
+
+    Attributes:
+        card: the card :func:`export_onnx` stored in the file (``arch``; for a shipped recogniser
+            ``weights``, ``sha256``, ``flip_fusion``, ``thresholds``), ``{}`` for a file without one.
     """
 
     def __init__(self, path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, threads: int = 0):
@@ -146,6 +200,15 @@ class OnnxRecognizer:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
         self.input_name = self.session.get_inputs()[0].name
+        stored = self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
+        try:
+            card = json.loads(stored) if stored else {}
+        except ValueError:
+            card = None
+        if not isinstance(card, dict):
+            logger.warning("%s: its %r metadata is not a JSON object; ignored", path, CARD_KEY)
+            card = {}
+        self.card: Dict[str, Any] = card
 
     def __call__(self, x: Union[np.ndarray, Tensor]) -> np.ndarray:
         if isinstance(x, Tensor):

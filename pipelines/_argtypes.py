@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable, Sequence
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "int_at_least", "device_name",
+__all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "unit_interval", "int_at_least", "device_name",
            "image_file", "refuse_flags"]
 
 
@@ -31,6 +31,8 @@ non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: v > 0 and not math.isnan(v))
 #: A number in (0, 1] (decay factors).
 fraction = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+#: A number in [0, 1] (score thresholds).
+unit_interval = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

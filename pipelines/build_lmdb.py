@@ -24,7 +24,8 @@ from typing import List, Optional
 from lightface.data.align import TEMPLATES
 from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
-from pipelines._argtypes import non_negative_int, positive_int
+from lightface.data.detect import DetectorError, check_detector_options
+from pipelines._argtypes import int_at_least, non_negative_int, positive_int, unit_interval
 from pipelines._cli import RESUME_FLAG_HINT, DefaultsHelpFormatter, interrupted, sigterm_as_interrupt
 
 logger = logging.getLogger("pipelines.build_lmdb")
@@ -75,8 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--antialias", action="store_true",
                    help="blur faces larger than the crop to its resolution before the warp instead of point-sampling "
                         "them (off: the plain bilinear warp, how the shipped models' corpora were built)")
-    a.add_argument("--det-size", type=positive_int, default=640, help="detector input size")
-    a.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
+    a.add_argument("--det-size", type=int_at_least(32), default=640,
+                   help="detector input size (at least 32; a multiple of 32 for InsightFace detectors, any for YuNet)")
+    a.add_argument("--det-threshold", type=unit_interval, default=0.5, help="detector score threshold, in [0, 1]")
     a.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="detector device")
     a.add_argument("--source-template", choices=TEMPLATES, default=None,
                    help="the source images are already aligned crops with this template; they are re-aligned to "
@@ -114,6 +116,13 @@ def main(args: argparse.Namespace) -> int:
     if not args.src or not args.out:
         logger.error("give SRC and OUT (or --info OUT / --verify OUT); see --help")
         return 2
+    if args.detect:  # before any work: a bad detector option is the command line's fault, not the first image's
+        try:
+            check_detector_options(args.detect, args.det_size, args.det_threshold)
+        except (ValueError, DetectorError) as err:
+            logger.error("--detect %s --det-size %d --det-threshold %g: %s", args.detect, args.det_size,
+                         args.det_threshold, err)
+            return 2
     try:
         summary = build_lmdb(
             args.src, args.out, size=args.size, color=args.color, encoding=args.encoding, quality=args.quality,

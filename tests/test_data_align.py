@@ -81,6 +81,31 @@ def test_exact_similarity_is_recovered_and_inverted():
     np.testing.assert_allclose(transform_points(dst, invert_affine(M)), src, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
+def test_fit_works_with_and_without_skimage_from_estimate(monkeypatch):
+    """pyproject allows scikit-image>=0.21, whose releases before 0.26 have no
+    ``SimilarityTransform.from_estimate``, only the in-place ``estimate`` (0.26 deprecates it):
+    the alignment fits on both and the matrices agree."""
+    from skimage.transform import SimilarityTransform
+
+    pts = template_points("arcface") * 1.7 + [30.0, 12.0]
+    pts[2] += [1.5, -2.0]  # not an exact similarity
+    new_api = estimate_transform(pts, "lightcnn")
+    with monkeypatch.context() as m:  # a scikit-image before 0.26: the classmethod does not exist there
+        for cls in SimilarityTransform.__mro__:
+            if "from_estimate" in vars(cls):
+                m.delattr(cls, "from_estimate")
+        assert not hasattr(SimilarityTransform, "from_estimate")
+        old_api = estimate_transform(pts, "lightcnn")
+        crop, _ = align_face(np.zeros((150, 150), np.uint8), pts)
+        assert crop.shape == (128, 128)
+        from lightface.data.align import _fit_similarity
+
+        assert _fit_similarity(np.zeros((5, 2)), template_points("lightcnn")) is None  # a failed fit
+    np.testing.assert_allclose(old_api, new_api, atol=1e-9)
+    assert _fit_similarity(np.zeros((5, 2)), template_points("lightcnn")) is None
+
+
 def test_align_keeps_dtype_and_channels():
     rng = np.random.default_rng(0)
     pts = template_points("lightcnn", 128) * 2 + 10

@@ -200,3 +200,66 @@ def test_a_banner_too_elongated_for_the_detector_has_no_face_and_photos_still_do
     assert len(scrfd.detect(strip)) == 1
     with pytest.raises(ValueError, match=r"too small for detection \(1x1 px"):
         scrfd.detect(np.zeros((1, 1, 3), np.uint8))
+
+
+def test_det_size_not_a_multiple_of_32_is_refused_for_insightface_and_taken_by_yunet(shared_models, shared_data):
+    """det_size=600 used to be accepted for SCRFD, then every detection failed with a NumPy broadcast
+    error (its anchor grid needs a multiple of the stride 32)."""
+    from lightface.data.detect import check_detector_options
+
+    scrfd_file = shared_models / "det_500m.onnx"
+    with pytest.raises(ValueError, match="multiple of 32.*got 600: use 576 or 608"):
+        FaceDetector(scrfd_file, det_size=600, device="cpu")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_detector_options(scrfd_file, det_size=600)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_detector_options("buffalo_l", det_size=600)  # a pack is an InsightFace detector: no model loaded
+    img = read_image(shared_data / "real_lq_faces" / WHOLE[3])
+    assert len(FaceDetector(scrfd_file, det_size=608, device="cpu").detect(img)) == 1
+    yunet_file = shared_models / "face_detection_yunet_2023mar.onnx"
+    check_detector_options(yunet_file, det_size=600)
+    assert FaceDetector(yunet_file, det_size=600, device="cpu").detect(img)  # YuNet takes any size
+    with pytest.raises(ValueError, match="threshold must be in"):
+        check_detector_options(yunet_file, threshold=1.5)
+
+
+def test_the_detector_kind_is_told_from_the_graph_not_the_file_name(tmp_path, shared_models, shared_data):
+    """A YuNet file named without "yunet" loaded as SCRFD, then every detection raised an uncaught
+    AttributeError; ``yunet:`` on an SCRFD file failed at the first detection with a raw cv2.error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    yunet_file, scrfd_file = shared_models / "face_detection_yunet_2023mar.onnx", shared_models / "det_500m.onnx"
+    (tmp_path / "face_det.onnx").symlink_to(yunet_file)
+    (tmp_path / "yunet_v2.onnx").symlink_to(scrfd_file)
+    img = read_image(shared_data / "real_lq_faces" / WHOLE[3])
+    renamed_yunet = FaceDetector(tmp_path / "face_det.onnx", device="cpu")
+    assert renamed_yunet.backend == "yunet" and len(renamed_yunet.detect(img)) == 1
+    scrfd_called_yunet = FaceDetector(tmp_path / "yunet_v2.onnx", device="cpu")
+    assert scrfd_called_yunet.backend == "insightface" and len(scrfd_called_yunet.detect(img)) == 1
+    with pytest.raises(DetectorError, match="InsightFace detector, not a YuNet one: pass the path without"):
+        FaceDetector(f"yunet:{scrfd_file}", device="cpu")
+    # an ONNX graph that is no face detector (one output, like a recogniser)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, 64, 64])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["features"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    with pytest.raises(DetectorError, match=r"other.onnx: not a face detector lightface can run: its graph has 1 "
+                                            r"outputs \(features\)"):
+        FaceDetector(tmp_path / "other.onnx", device="cpu")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    with pytest.raises(DetectorError, match="garbage.onnx: not an ONNX model"):
+        FaceDetector(tmp_path / "garbage.onnx", device="cpu")
+
+
+def test_a_pil_image_is_detected_as_its_file_not_with_its_channels_swapped(scrfd, shared_data):
+    """detect(Image.open(p)) used to run on RGB taken as BGR: other scores, landmarks up to 2 px off."""
+    from PIL import Image
+
+    path = shared_data / "real_lq_faces" / WHOLE[8]
+    ref = scrfd.detect(read_image(path))
+    for pil in (Image.open(path), Image.open(path).convert("RGBA")):
+        got = scrfd.detect(pil)
+        assert [f.score for f in got] == [f.score for f in ref]
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)

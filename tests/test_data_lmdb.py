@@ -897,3 +897,24 @@ def test_check_complete_jpeg_and_png():
                       (png[:-6], "cut.png")):
         with pytest.raises(ImageReadError, match="truncated"):
             check_complete(bad, name)
+
+
+def test_bad_detector_options_are_refused_before_any_work(shared_data, shared_models, tmp_path, capsys):
+    """--det-threshold 1.5 / --det-size 16 / 600 (SCRFD) used to fail on the first image (a traceback naming it,
+    exit 1, OUT.partial left behind) or skip every image; now: a usage error, exit 2, nothing written."""
+    src = link_tree(tmp_path / "src", shared_data / "lfw_identities" / "images", ["Gray_Davis"], per_id=2)
+    out = tmp_path / "o.lmdb"
+    det = shared_models / "det_500m.onnx"
+    for flags, msg in ((["--det-threshold", "1.5"], "--det-threshold: must be a number in [0, 1], got 1.5"),
+                       (["--det-size", "16"], "--det-size: must be an integer >= 32, got 16")):
+        with pytest.raises(SystemExit) as exc:
+            run_cli(src, out, "--detect", det, *flags)
+        assert exc.value.code == 2 and msg in capsys.readouterr().err
+    assert run_cli(src, out, "--detect", det, "--det-size", 600) == 2
+    assert run_cli(src, out, "--detect", tmp_path / "missing.onnx") == 2
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_lmdb(src, out, detect=str(det), det_size=600, progress=False)
+    assert not out.exists() and not partial_path(out).exists()
+    s = build_lmdb(src, out, detect=str(shared_models / "face_detection_yunet_2023mar.onnx"), det_size=600,
+                   progress=False)  # YuNet takes any size
+    assert s["written"] == 2

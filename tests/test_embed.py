@@ -426,3 +426,46 @@ def test_tensors_outside_0_1_are_refused_not_embedded(embedder, lfw):
     with pytest.raises(TypeError, match="float tensor.*uint8"):
         embedder.embed_tensor(x.to(torch.uint8))
     assert_same_embedding(embedder.embed(x / 255)[0], embedder.embed(crops[0])[0])
+
+
+def test_a_detector_argument_of_another_kind_is_refused_when_the_embedder_is_made(weights, shared_models, lfw):
+    """InsightFace's SCRFD object was accepted (it has ``detect``), then every photo failed with an uncaught
+    AttributeError; OpenCV's FaceDetectorYN failed on every photo; ``detector=5`` was taken as a pack name."""
+    from insightface.model_zoo import get_model
+
+    scrfd_file = shared_models / "det_500m.onnx"
+    scrfd = get_model(str(scrfd_file), providers=["CPUExecutionProvider"])
+    with pytest.raises(TypeError, match=f"object of insightface.*SCRFD, .*pass detector='{scrfd_file}' instead"):
+        FaceEmbedder(weights, device="cpu", detector=scrfd)
+    yn = cv2.FaceDetectorYN.create(str(shared_models / "face_detection_yunet_2023mar.onnx"), "", (320, 320))
+    with pytest.raises(TypeError, match="object of cv2.FaceDetectorYN, .*the detector's .onnx path"):
+        FaceEmbedder(weights, device="cpu", detector=yn)
+    with pytest.raises(TypeError, match="detector must be None, a FaceDetector.*got int 5"):
+        FaceEmbedder(weights, device="cpu", detector=5)
+    with pytest.raises(TypeError, match="detector must be"):
+        lightface.SuperResolver(device="cpu", detector=5)
+
+    class Mine:  # a detector of one's own: its detect() gives DetectedFace records
+        def __init__(self):
+            self.inner = FaceDetector(scrfd_file, device="cpu")
+
+        def detect(self, image):
+            return self.inner.detect(image)
+
+    photos, _ = lfw
+    ref = FaceEmbedder(weights, device="cpu", detector=scrfd_file).embed(photos[0], aligned=False)
+    assert_same_embedding(FaceEmbedder(weights, device="cpu", detector=Mine()).embed(photos[0], aligned=False), ref)
+
+
+def test_tensor_errors_show_the_shape_given_and_a_list_of_tensors_is_told_to_stack(embedder):
+    """A (128, 128) tensor was reported as (64, 128) (cut by batch_size first); a list of (1, 128, 128) tensors
+    was told to pass "a float tensor (N, 1, 128, 128)", which it did."""
+    with pytest.raises(ValueError, match=r"got \(128, 128\) \(one crop: add its channel and batch axes"):
+        embedder.embed(torch.rand(128, 128))
+    with pytest.raises(ValueError, match=r"got \(70, 3, 128, 128\) \(3 channels"):
+        embedder.embed(torch.rand(70, 3, 128, 128))
+    crops = [torch.rand(1, 128, 128), torch.rand(1, 128, 128)]
+    with pytest.raises(TypeError, match=r"input 0 \(Tensor\): a tensor of shape \(1, 128, 128\) where an image was "
+                                        r"expected.*torch.stack"):
+        embedder.embed(crops)
+    assert_same_embedding(embedder.embed(torch.stack(crops))[1], embedder.embed(crops[1])[0])

@@ -136,3 +136,38 @@ def test_embedder_onnx_backend_equals_torch(exported):
     assert fast.backend == "onnxruntime"
     ref = FaceEmbedder(path, device="cpu").embed(crops, flip=True)
     assert np.abs(fast.embed(crops, flip=True) - ref).max() < 1e-5
+
+
+def test_an_export_without_a_card_names_its_arch_and_says_flip_is_off(exported, caplog):
+    """The repr read ``arch='NoneType'``, and nothing said that the file carries no flip fusion / threshold."""
+    _, _, onnx_path = exported("lightcnn9")
+    assert OnnxRecognizer(onnx_path).card == {"arch": "lightcnn9"}
+    with caplog.at_level("INFO", logger="lightface.embed"):
+        emb = FaceEmbedder(onnx_path, device="cpu")
+    assert repr(emb).startswith("FaceEmbedder(arch='lightcnn9', backend='onnxruntime'")
+    assert emb.weights_info.arch == "lightcnn9"
+    assert "carries no shipped model card" in caplog.text and "flip=False" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_shipped_recogniser_exported_by_name_embeds_and_decides_as_in_pytorch(tmp_path):
+    """Its ONNX export ran without flip fusion at threshold 0.35 (the PyTorch embedder: flip fusion, the card's
+    0.3427): default embeddings of one photo agreed only to cosine 0.96."""
+    from lightface.export import CARD_KEY
+
+    ref = FaceEmbedder(device="cpu")
+    name = ref.pretrained.name
+    path = export_onnx(name, tmp_path / "shipped.onnx")
+    card = OnnxRecognizer(path).card
+    assert card["weights"] == name and card["sha256"] == ref.pretrained.sha256 and CARD_KEY == "lightface.card"
+    emb = FaceEmbedder(path, device="cpu")
+    assert (emb.flip, emb.threshold, emb.identification_threshold) == (ref.flip, ref.threshold,
+                                                                       ref.identification_threshold)
+    assert ref.flip and repr(emb).startswith(f"FaceEmbedder(arch='{ref.pretrained.arch}', backend='onnxruntime'")
+    crops = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(3)]
+    assert np.abs(emb.embed(crops) - ref.embed(crops)).max() < 1e-5
+    no_flip, ref_no_flip = FaceEmbedder(path, device="cpu", flip=False), FaceEmbedder(device="cpu", flip=False)
+    assert (no_flip.threshold, no_flip.identification_threshold) == (ref_no_flip.threshold,
+                                                                     ref_no_flip.identification_threshold)
+    # by the shipped file's path too
+    assert OnnxRecognizer(export_onnx(ref.pretrained.path(), tmp_path / "by_path.onnx")).card == card

@@ -34,8 +34,22 @@ left/right symmetric (eyes on one row, mouth corners on one row, nose on the ver
 mid-line, keeping ArcFace's half-widths and nose height) and then scaled and shifted
 (no rotation) so that its eye midpoint lands on (64, 40) and its mouth midpoint on
 (64, 88). A face whose proportions equal the template's is mapped exactly; others get the
-least-squares similarity fit (Umeyama, via scikit-image), whose midpoints stay within a
-pixel or two of the template on real faces (tested on LFW).
+least-squares similarity fit of all five points (Umeyama, via scikit-image, as InsightFace
+aligns), which puts their midpoints near the template's, not on them. Measured on 1,405 LFW
+faces with their given landmarks (every 5th line of ``lfw_identities`` and ``lfw_train``
+``landmarks_5pt.txt``), the distance in px from (64, 40) / (64, 88) in the 128 crop:
+
+=============  ===========  ===========  =============  =============
+               eye mid. x   eye mid. y   mouth mid. x   mouth mid. y
+=============  ===========  ===========  =============  =============
+median         0.7          1.0          0.8            1.6
+95th pct.      2.5          3.4          2.7            5.7
+max            4.7          8.1          6.7            10.6
+=============  ===========  ===========  =============  =============
+
+58% of the faces have one of the four more than 2 px off (41%: the mouth's y, which
+follows each face's own eye-to-mouth proportion). The line through the eyes tilts by
+1.2 degrees at the median, 4.2 at the 95th percentile and up to 27 on turned heads.
 
 For a ``size`` other than the base size, the template is scaled by ``size / base``.
 """
@@ -89,14 +103,26 @@ def estimate_transform(landmarks, template: str = "lightcnn", size: int | None =
     Returns:
         float64 (2, 3) matrix ``M`` with ``[x', y'] = M @ [x, y, 1]`` (image -> crop).
     """
-    from skimage.transform import SimilarityTransform  # imported on first use (scipy is slow to import)
-
     src = _check_landmarks(landmarks)
     dst = template_points(template, size)
-    tform = SimilarityTransform.from_estimate(src, dst)
-    if not tform:
+    params = _fit_similarity(src, dst)
+    if params is None:
         raise ValueError(f"could not fit a similarity transform to landmarks {src.tolist()}")
-    return np.asarray(tform.params[:2], dtype=np.float64)
+    return np.asarray(params[:2], dtype=np.float64)
+
+
+def _fit_similarity(src: np.ndarray, dst: np.ndarray):
+    """scikit-image's Umeyama similarity fit of (N, 2) ``src`` to ``dst``: its (3, 3) matrix, or None
+    when the fit fails. Every scikit-image that pyproject allows: ``SimilarityTransform.from_estimate``
+    (0.26 and later, where ``estimate`` is deprecated) or else the older in-place ``estimate``."""
+    from skimage.transform import SimilarityTransform  # imported on first use (scipy is slow to import)
+
+    from_estimate = getattr(SimilarityTransform, "from_estimate", None)
+    if from_estimate is not None:
+        tform = from_estimate(src, dst)
+        return tform.params if tform else None
+    tform = SimilarityTransform()
+    return tform.params if tform.estimate(src, dst) else None
 
 
 #: :func:`align_face`'s ``interpolation`` choices: the OpenCV flag of each warp kernel

@@ -201,6 +201,10 @@ class BuildOptions:
             raise ValueError(f"source_template must be one of {TEMPLATES} or None, got {self.source_template!r}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.detect:  # refused here, before any work, not by the first image that needs the detector
+            from .detect import check_detector_options
+
+            check_detector_options(self.detect, self.det_size, self.det_threshold)
 
 
 # ---------------------------------------------------------------------------------------
@@ -665,7 +669,10 @@ def build_lmdb(
     Raises:
         FileExistsError: ``out`` is a complete dataset and ``overwrite`` is False (with
             ``resume``: one built from other items or options).
-        ValueError: bad options, or ``resume`` with different arguments.
+        ValueError: bad options (``det_size`` / ``det_threshold`` out of range for the ``detect``
+            detector included), or ``resume`` with different arguments.
+        lightface.data.detect.DetectorError: ``detect`` names a detector file that is missing or
+            not a 5-point face detector (refused before any work).
     """
     t0 = time.perf_counter()
     out = Path(out)

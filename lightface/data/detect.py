@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from .io import to_bgr
+from .io import is_pil_image, pil_to_array, to_bgr
 
 __all__ = ["DetectedFace", "FaceDetector", "DetectorError", "main_face", "shipped_detector_path", "SHIPPED_DETECTOR",
-           "MIN_THRESHOLD"]
+           "MIN_THRESHOLD", "check_detector_options", "check_detector_arg"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,9 @@ def _providers_for(device: str, providers: Optional[Sequence[str]]) -> List[str]
     return ["CPUExecutionProvider"]
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
+def _as_bgr(image) -> np.ndarray:
+    if is_pil_image(image):  # RGB(A) in PIL's order: read as its file would be (BGR, EXIF orientation applied)
+        return np.ascontiguousarray(to_bgr(pil_to_array(image)))
     img = np.asarray(image)
     if img.dtype != np.uint8:
         raise TypeError(f"detector input must be a uint8 image (BGR or gray), got dtype {img.dtype}")
@@ -137,8 +140,97 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
                          f"got shape {img.shape}") from None
 
 
-def _is_yunet(path: Path) -> bool:
-    return "yunet" in path.name.lower()
+#: YuNet's outputs (OpenCV Zoo ``face_detection_yunet_2023mar``, what ``cv2.FaceDetectorYN`` runs) at stride 8
+_YUNET_OUTPUTS = {"cls_8", "obj_8", "bbox_8", "kps_8"}
+#: InsightFace SCRFD / RetinaFace output counts (3 or 5 strides x scores, boxes[, landmarks]) and whether
+#: they hold landmarks
+_INSIGHTFACE_OUTPUTS = {6: False, 9: True, 10: False, 15: True}
+#: the strides of InsightFace's detectors: their input side must be a multiple of the largest
+_INSIGHTFACE_STRIDE = 32
+
+
+def _onnx_detector_kind(path: Path) -> str:
+    """``"yunet"`` or ``"insightface"`` (SCRFD / RetinaFace with 5 landmarks), told from the ONNX graph's
+    outputs (the file name says nothing).
+
+    Raises:
+        DetectorError: not an ONNX file, or a graph that is neither (a recogniser, a detector without
+            landmarks).
+    """
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # onnx raises DecodeError and friends
+        raise DetectorError(f"{path}: not an ONNX model ({type(err).__name__}: {err})") from err
+    outputs = [o.name for o in graph.output]
+    if _YUNET_OUTPUTS <= set(outputs):
+        return "yunet"
+    if _INSIGHTFACE_OUTPUTS.get(len(outputs)):
+        return "insightface"
+    if len(outputs) in _INSIGHTFACE_OUTPUTS:
+        raise DetectorError(f"{path}: an InsightFace detector without landmarks ({len(outputs)} outputs); lightface "
+                            "aligns faces with 5 landmarks: use a 5-point model such as det_500m.onnx or det_10g.onnx")
+    shown = ", ".join(outputs[:6]) + (", ..." if len(outputs) > 6 else "")
+    raise DetectorError(
+        f"{path}: not a face detector lightface can run: its graph has {len(outputs)} outputs ({shown}); expected "
+        f"an InsightFace SCRFD / RetinaFace with landmarks (9 or 15 outputs, e.g. det_500m.onnx) or an OpenCV "
+        f"YuNet (outputs {', '.join(sorted(_YUNET_OUTPUTS))}, e.g. face_detection_yunet_2023mar.onnx)")
+
+
+def _check_det_size(det_size: int, backend: str, model: str) -> None:
+    """Refuse a ``det_size`` that ``backend`` cannot run: InsightFace's anchor grid needs a multiple of 32."""
+    if backend == "insightface" and det_size % _INSIGHTFACE_STRIDE:
+        low = max(det_size // _INSIGHTFACE_STRIDE * _INSIGHTFACE_STRIDE, _INSIGHTFACE_STRIDE)
+        raise ValueError(
+            f"det_size must be a multiple of {_INSIGHTFACE_STRIDE} for the InsightFace detector {model} (its "
+            f"strides are 8, 16 and 32), got {det_size}: use {low} or {low + _INSIGHTFACE_STRIDE} (YuNet takes any size)")
+
+
+def _check_scalars(det_size, threshold) -> None:
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if int(det_size) < 32:
+        raise ValueError(f"det_size must be >= 32, got {det_size}")
+
+
+def check_detector_options(model: Union[str, os.PathLike], det_size: int = 640, threshold: float = 0.5) -> None:
+    """Refuse, without loading any model, the options that ``FaceDetector(model, det_size=det_size,
+    threshold=threshold)`` would refuse: the threshold's and ``det_size``'s ranges, a ``det_size``
+    that is not a multiple of 32 for an InsightFace detector (a detector ``.onnx`` told from its graph,
+    or a model pack), a detector file that is missing or not a 5-point face detector.
+
+    For tools that check their options before their work starts (``build_lmdb``).
+
+    Raises:
+        ValueError: ``threshold`` outside [0, 1]; a ``det_size`` under 32, or not a multiple of 32 for
+            an InsightFace detector.
+        DetectorError: ``model`` names a detector file that is missing or not a detector.
+    """
+    _check_scalars(det_size, threshold)
+    spec = str(model)
+    if spec.lower() == SHIPPED_DETECTOR:
+        return
+    if spec.startswith("yunet:"):
+        _yunet_file(Path(spec[len("yunet:"):]).expanduser())
+        return
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".onnx" or path.is_file():
+        if not path.is_file():
+            raise DetectorError(f"detector file not found: {path}")
+        backend = _onnx_detector_kind(path)
+    else:
+        backend = "insightface"  # a model pack (by name or folder)
+    _check_det_size(int(det_size), backend, spec)
+
+
+def _yunet_file(path: Path) -> None:
+    """Refuse a ``yunet:<path>`` that is missing or holds another kind of detector."""
+    if not path.is_file():
+        raise DetectorError(f"YuNet model file not found: {path}")
+    if _onnx_detector_kind(path) != "yunet":
+        raise DetectorError(f"{path} is an InsightFace detector, not a YuNet one: pass the path without the "
+                            "'yunet:' prefix")
 
 
 def _is_pack_name(spec: str) -> bool:
@@ -152,6 +244,31 @@ def _reason(err: BaseException) -> str:
     return f"{type(cause).__name__}: {text[:200]}" + ("..." if len(text) > 200 else "")
 
 
+def check_detector_arg(detector: Any, name: str = "detector") -> None:
+    """Refuse a ``detector=`` argument (of :class:`lightface.FaceEmbedder`, the restorers) that is none of:
+    None, a model spec for :class:`FaceDetector` (str or ``os.PathLike``), a :class:`FaceDetector`, or an
+    object of your own whose ``detect(bgr)`` returns a list of :class:`DetectedFace`.
+
+    Raises:
+        TypeError: another type (a number, ...), or a detector object of InsightFace or OpenCV
+            (``insightface``'s ``SCRFD`` / ``FaceAnalysis``, ``cv2.FaceDetectorYN``), whose results are
+            arrays in another layout: the message says to pass the model's ``.onnx`` path instead.
+    """
+    if detector is None or isinstance(detector, (str, os.PathLike, FaceDetector)):
+        return
+    kind = type(detector)
+    if kind.__module__.split(".")[0] in ("insightface", "cv2"):
+        path = getattr(detector, "model_file", None) or getattr(getattr(detector, "det_model", None), "model_file", None)
+        use = f"{name}={str(path)!r}" if path else f"{name}= the detector's .onnx path"
+        raise TypeError(f"{name}: got an object of {kind.__module__}.{kind.__name__}, whose results are arrays that "
+                        f"lightface does not read; pass {use} instead (or FaceDetector(path, det_size=..., "
+                        "threshold=...) for other settings)")
+    if callable(getattr(detector, "detect", None)):
+        return
+    raise TypeError(f"{name} must be None, a FaceDetector, an InsightFace model pack name or a detector .onnx path "
+                    f"(str or Path), got {kind.__name__} {reprlib.repr(detector)}")
+
+
 class FaceDetector:
     """Detect faces and their 5 landmarks.
 
@@ -161,14 +278,16 @@ class FaceDetector:
               through ``insightface.app.FaceAnalysis`` from ``root`` (downloaded there on a
               connected machine);
             - a model pack folder (holding a detection ``.onnx``);
-            - a path to an InsightFace detector ``.onnx`` (SCRFD, RetinaFace), e.g.
-              ``det_500m.onnx``;
-            - a path to an OpenCV YuNet ``.onnx`` (recognised by ``yunet`` in the file
-              name) or ``"yunet:<path>"`` for any file name;
+            - a path to a detector ``.onnx``: an InsightFace SCRFD / RetinaFace with 5 landmarks
+              (e.g. ``det_500m.onnx``) or an OpenCV YuNet (``face_detection_yunet_2023mar.onnx``),
+              told apart by the graph's outputs whatever the file is called (``"yunet:<path>"``
+              also works, and is refused for a file that is not a YuNet); a file that is neither
+              is refused with :class:`DetectorError`;
             - ``"yunet"``: the YuNet detector shipped inside lightface (offline, sha256-checked).
         det_size: the image is resized (keeping its aspect ratio, padded) to fit
             ``det_size x det_size`` for detection; coordinates are returned in the
-            original image.
+            original image. At least 32, and a multiple of 32 for InsightFace detectors
+            (their strides are 8, 16 and 32; YuNet takes any size).
         threshold: minimum detection score in [0, 1]; :meth:`detect` may ask for a lower one
             per call, down to :data:`MIN_THRESHOLD`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (ONNX Runtime providers for InsightFace
@@ -207,10 +326,7 @@ class FaceDetector:
     ):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if int(det_size) < 32:
-            raise ValueError(f"det_size must be >= 32, got {det_size}")
+        _check_scalars(det_size, threshold)
         if not 0.0 <= float(pad_retry) <= 2.0:
             raise ValueError(f"pad_retry must be in [0, 2], got {pad_retry}")
         self.pad_retry = float(pad_retry)
@@ -225,13 +341,15 @@ class FaceDetector:
         if spec.lower() == SHIPPED_DETECTOR:
             self._load_yunet(shipped_detector_path())
         elif spec.startswith("yunet:"):
-            self._load_yunet(Path(spec[len("yunet:"):]).expanduser())
+            path = Path(spec[len("yunet:"):]).expanduser()
+            _yunet_file(path)
+            self._load_yunet(path)
         else:
             path = Path(spec).expanduser()
             if path.suffix.lower() == ".onnx" or path.is_file():
                 if not path.is_file():
                     raise DetectorError(f"detector file not found: {path}")
-                if _is_yunet(path):
+                if _onnx_detector_kind(path) == "yunet":
                     self._load_yunet(path)
                 else:
                     self._load_insightface_onnx(path, _providers_for(device, providers))
@@ -270,6 +388,7 @@ class FaceDetector:
             raise DetectorError(f"{path}: OpenCV cannot load it as a YuNet detector ({err})") from err
 
     def _prepare_insight(self, det, providers: List[str]) -> None:
+        _check_det_size(self.det_size, "insightface", self.model)
         ctx_id = 0 if providers and providers[0] == "CUDAExecutionProvider" else -1
         det.prepare(ctx_id, input_size=(self.det_size, self.det_size), det_thresh=self._floor)
         self._insight = det
@@ -285,7 +404,7 @@ class FaceDetector:
             raise DetectorError(
                 f"{path}: not an InsightFace face detector (found task "
                 f"{getattr(det, 'taskname', None)!r}); pass a detection model such as det_500m.onnx / "
-                "det_10g.onnx, or a YuNet file as 'yunet:<path>'"
+                "det_10g.onnx, or a YuNet .onnx"
             )
         self._prepare_insight(det, providers)
 
@@ -310,11 +429,12 @@ class FaceDetector:
         self._prepare_insight(app.det_model, providers)
 
     # -- detection -------------------------------------------------------------------
-    def detect(self, image: np.ndarray, max_faces: int = 0, threshold: Optional[float] = None) -> List[DetectedFace]:
+    def detect(self, image, max_faces: int = 0, threshold: Optional[float] = None) -> List[DetectedFace]:
         """Detect faces in one image.
 
         Args:
-            image: uint8 BGR (H, W, 3) as OpenCV reads it, BGRA (H, W, 4), or gray (H, W).
+            image: uint8 BGR (H, W, 3) as OpenCV reads it, BGRA (H, W, 4), gray (H, W), or a PIL
+                image (converted as its file would be read: RGB to BGR, EXIF orientation applied).
             max_faces: keep at most this many (the largest); 0 keeps all.
             threshold: minimum score for this call (default: the detector's ``threshold``);
                 at least ``min(threshold, MIN_THRESHOLD)`` of the constructor.

@@ -57,10 +57,13 @@ def load_generator(weights: Any, arch: str, expect: Type[nn.Module], ema: bool,
 
 
 def resolve_detector(detector: Any, device: torch.device):
-    """A :class:`~lightface.data.detect.FaceDetector` (or anything with ``detect``) as is; a
-    model spec (ONNX path, pack name) built on ``device``'s kind; None stays None."""
-    if detector is None or hasattr(detector, "detect"):
+    """A :class:`~lightface.data.detect.FaceDetector` (or a detector of your own with ``detect``) as is; a
+    model spec (ONNX path, pack name) built on ``device``'s kind; None stays None; anything else is refused
+    (:func:`~lightface.data.detect.check_detector_arg`: TypeError)."""
+    from ..data.detect import FaceDetector, check_detector_arg
+
+    check_detector_arg(detector)
+    if detector is None or not isinstance(detector, (str, os.PathLike)):
         return detector
-    from ..data.detect import FaceDetector
 
     return FaceDetector(detector, device="cuda" if device.type == "cuda" else "cpu")
