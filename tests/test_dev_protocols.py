@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lightface.eval.dev_protocols import (
+    _cfp_pairs,
     _pair_scores,
     calibrate_threshold,
     cfp_heldout_faces,
@@ -13,6 +14,7 @@ from lightface.eval.dev_protocols import (
     lfw_hard_faces,
     lfw_hard_occluders,
     rank1,
+    rank1_hits,
     run_dev_protocols,
 )
 from lightface.eval.hard_conditions import HARD_CONDITIONS, OCCLUDERS, occlusion, side_light
@@ -128,6 +130,52 @@ def test_rank1_counts_the_nearest_gallery_identity():
     gallery = np.array([[1.0, 0.0], [0.0, 1.0]])
     probes = np.array([[0.9, 0.1], [0.2, 0.8], [0.9, 0.2]])
     assert rank1(probes, np.array([0, 1, 1]), gallery, np.array([0, 1])) == pytest.approx(2 / 3)
+
+
+def test_rank1_refuses_failed_embeddings_and_empty_probes():
+    # a NaN probe used to count as a hit on gallery row 0, and a NaN gallery row captured
+    # every probe (argmax over NaN); FaceEmbedder.embed returns NaN rows for failed inputs
+    gallery, gallery_ids = np.eye(3, 4), np.array([7, 8, 9])
+    probes, probe_ids = np.array([[np.nan] * 4, [0, 1, 0, 0.0]]), np.array([7, 8])
+    with pytest.raises(ValueError, match=r"probe embeddings contain NaN/inf in rows \[0\]"):
+        rank1(probes, probe_ids, gallery, gallery_ids)
+    bad_gallery = gallery.copy()
+    bad_gallery[0] = np.nan
+    with pytest.raises(ValueError, match=r"gallery embeddings contain NaN/inf in rows \[0\]"):
+        rank1_hits(probes[1:], probe_ids[1:], bad_gallery, gallery_ids)
+    with pytest.raises(ValueError, match="probe: expected .* N >= 1"):
+        rank1(np.zeros((0, 4)), np.zeros(0), gallery, gallery_ids)
+    assert rank1_hits(probes[1:], probe_ids[1:], gallery, gallery_ids).tolist() == [True]
+
+
+def _assert_each_unordered_pair_once(pairs, same, ids):
+    for rows in (pairs[same], pairs[~same]):
+        assert (rows[:, 0] < rows[:, 1]).all() and len({tuple(p) for p in rows.tolist()}) == len(rows)
+    assert (ids[pairs[same, 0]] == ids[pairs[same, 1]]).all() and (ids[pairs[~same, 0]] != ids[pairs[~same, 1]]).all()
+    assert same.sum() == (~same).sum()
+
+
+def test_cfp_frontal_frontal_pairs_list_each_unordered_pair_once():
+    # (i, j) and (j, i) are the same comparison (cosine is symmetric): listed twice they were
+    # weighted double and their twins leaked across the cross-validation folds
+    ids = np.repeat([1, 2, 3], 4)
+    frontal = np.ones(12, bool)
+    pairs, same = _cfp_pairs(ids, frontal, frontal)
+    assert same.sum() == 3 * 6  # C(4, 2) per person
+    _assert_each_unordered_pair_once(pairs, same, ids)
+    profile = np.tile([False, False, True, True], 3)  # frontal-profile: ordered (frontal, profile)
+    pairs, same = _cfp_pairs(ids, ~profile, profile)
+    assert same.sum() == 3 * 2 * 2 and (~profile[pairs[:, 0]]).all() and profile[pairs[:, 1]].all()
+
+
+def test_cfp_heldout_frontal_frontal_pairs_are_1575(shared_data):
+    files = sorted((shared_data / "cfp" / "Images").glob("*/*/*.jpg"))
+    ids = np.array([int(f.parts[-3]) for f in files])
+    profile = np.array([f.parts[-2] == "profile" for f in files])
+    pairs, same = _cfp_pairs(ids, ~profile, ~profile)
+    assert same.sum() == 35 * 45  # 10 frontal photos each: C(10, 2) pairs
+    _assert_each_unordered_pair_once(pairs, same, ids)
+    assert _cfp_pairs(ids, ~profile, profile)[1].sum() == 35 * 10 * 4
 
 
 def test_unknown_protocol_is_refused(shared_data):

@@ -103,3 +103,22 @@ def test_histogram2d():
     assert p.sum() == pytest.approx(1.0) and p[1, 1] == pytest.approx(0.5)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         histogram2d(np.zeros((3, 3)))
+
+
+def test_near_identical_histograms_give_finite_non_negative_divergences():
+    # p vs p*(1 + 1e-15 noise): rounding made SciPy's JS distance sqrt a negative sum (NaN)
+    # and the KL sum slightly negative; both must be ~0, finite and >= 0 as documented
+    rng = np.random.default_rng(0)
+    p = rng.random(1000)
+    for _ in range(20):
+        q = p * (1 + 1e-15 * rng.standard_normal(1000))
+        js, kl = js_divergence(p, q), kl_divergence(p, q)
+        assert 0.0 <= js <= 1e-12 and 0.0 <= kl <= 1e-12
+    assert 0.0 <= js_divergence(p, p[::-1], base=math.e) <= math.log(2)
+
+
+def test_divergence_base_must_exceed_one():
+    with pytest.raises(ValueError, match="base must be > 1"):
+        js_divergence([1, 0], [0, 1], base=1)
+    with pytest.raises(ValueError, match="base must be > 1"):
+        kl_divergence([1, 1], [1, 3], base=0.5)

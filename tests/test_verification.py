@@ -124,3 +124,51 @@ def test_plot_roc(tmp_path):
     scores = labels * 0.3 + rng.random(200)
     out = plot_roc(scores, labels, tmp_path / "roc.png", title="test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def _far_frr_crossing(scores, labels):
+    """Brute force: FAR and FRR of ``score >= t`` at every distinct score t and at +inf; the EER
+    where the two curves cross (linear between neighbouring thresholds)."""
+    thr = np.r_[np.inf, np.unique(scores)[::-1]]
+    far = np.array([(scores[~labels] >= t).mean() for t in thr])
+    frr = np.array([(scores[labels] < t).mean() for t in thr])
+    d = frr - far
+    k = int(np.argmax(d <= 0))
+    return far[k - 1] + d[k - 1] / (d[k - 1] - d[k]) * (far[k] - far[k - 1]), thr[np.argmin(np.abs(d))]
+
+
+def test_eer_is_where_far_equals_frr_on_the_full_roc():
+    # 6 positives above all 10 negatives, 4 below: FAR = FRR = 0.4 at threshold 6. sklearn's
+    # thinned ROC drops the points of that horizontal run, which gave eer 0.2 at threshold 15
+    # (where FAR is 0 and FRR 0.4)
+    labels = np.r_[np.ones(10, bool), np.zeros(10, bool)]
+    scores = np.r_[20, 19, 18, 17, 16, 15, -4, -3, -2, -1.0, np.arange(10.0)]
+    m = verification_metrics(scores, labels)
+    assert m["eer"] == pytest.approx(0.4) and m["eer_threshold"] == 6.0
+    # LFW-sized Gaussian scores: the brute-force FAR/FRR crossing, draw after draw
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    for _ in range(10):
+        scores = np.round(np.where(labels, 0.5, 0.2) + rng.normal(0, 0.1, 600), 2)  # rounded: ties too
+        eer, thr = _far_frr_crossing(scores, labels)
+        m = verification_metrics(scores, labels)
+        assert m["eer"] == pytest.approx(eer, abs=1e-12) and m["eer_threshold"] == thr
+
+
+@pytest.mark.parametrize("same, diff", [(1, -1), (1, 0), (1.0, 0.0), (True, False)])
+def test_labels_may_be_bool_01_or_pm1(same, diff):
+    scores = np.r_[np.linspace(0.5, 1, 20), np.linspace(0, 0.6, 20)]
+    m = verification_metrics(scores, [same] * 20 + [diff] * 20)
+    assert m["n_same"] == 20 and m["n_diff"] == 20 and m["auc"] > 0.95
+
+
+@pytest.mark.parametrize("labels, match", [
+    ([1] * 20 + [0] * 10 + [-1] * 10, r"got values \[-1, 0, 1\]"),
+    ([2] * 20 + [0] * 20, r"got values \[0, 2\]"),
+    (["1"] * 20 + ["0"] * 20, "labels must be bool, 0/1 or -1/1 numbers"),
+])
+def test_other_labels_are_refused_naming_the_values(labels, match):
+    # '0' and -1 are truthy: a bool cast scored them as "same" (and then blamed the pairs)
+    scores = np.r_[np.linspace(0.5, 1, 20), np.linspace(0, 0.6, 20)]
+    with pytest.raises(ValueError, match=match):
+        verification_metrics(scores, labels)

@@ -202,13 +202,29 @@ def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarr
     return crops, np.asarray(ids), np.asarray(profile)
 
 
+def _finite_rows(emb: np.ndarray, ids, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``emb`` as (N, D) float64 and ``ids`` as (N,), or a ValueError naming the bad rows."""
+    emb, ids = np.asarray(emb, np.float64), np.asarray(ids)
+    if emb.ndim != 2 or len(emb) == 0 or ids.shape != (len(emb),):
+        raise ValueError(f"{name}: expected (N, D) embeddings with N >= 1 and (N,) ids, got {emb.shape} and {ids.shape}")
+    bad = np.flatnonzero(~np.isfinite(emb).all(1))
+    if bad.size:
+        raise ValueError(f"{name} embeddings contain NaN/inf in rows {bad[:10].tolist()} ({bad.size} of {len(emb)}; "
+                         f"failed embeddings?): drop those rows first")
+    return emb, ids
+
+
 def rank1_hits(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
     """(P,) bool: whether each probe's most similar gallery embedding (cosine) has its identity.
 
     ``probe`` (P, D) and ``gallery`` (G, D) embeddings (any scale: they are L2-normalised here),
-    ``probe_ids`` (P,) and ``gallery_ids`` (G,) identity labels."""
+    ``probe_ids`` (P,) and ``gallery_ids`` (G,) identity labels. Both sets must be non-empty
+    and finite: a NaN row (a failed :meth:`~lightface.FaceEmbedder.embed`) is refused, naming
+    the rows."""
+    probe, probe_ids = _finite_rows(probe, probe_ids, "probe")
+    gallery, gallery_ids = _finite_rows(gallery, gallery_ids, "gallery")
     scores = _unit(probe) @ _unit(gallery).T
-    return np.asarray(gallery_ids)[scores.argmax(1)] == np.asarray(probe_ids)
+    return gallery_ids[scores.argmax(1)] == probe_ids
 
 
 def rank1(probe: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray, gallery_ids: np.ndarray) -> float:
@@ -277,15 +293,21 @@ def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, 
 
 
 def _cfp_pairs(ids: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int = 0):
-    """All same-person (first, second) pairs and as many random different-person ones."""
+    """All same-person (first, second) pairs and as many random different-person ones.
+
+    When ``first`` and ``second`` select the same photos (frontal-frontal), each unordered
+    pair is listed once, as ``(i, j)`` with ``i < j``: cosine is symmetric, so ``(j, i)``
+    would be the same comparison again, weighted double and split across the
+    cross-validation folds (a fold's threshold would have seen its test pair's twin)."""
     rng = np.random.default_rng(seed)
     a_idx, b_idx = np.flatnonzero(first), np.flatnonzero(second)
-    same = [(i, j) for i in a_idx for j in b_idx if ids[i] == ids[j] and i != j]
+    symmetric = np.array_equal(a_idx, b_idx)
+    same = [(i, j) for i in a_idx for j in b_idx if ids[i] == ids[j] and (i < j if symmetric else i != j)]
     diff = set()
     while len(diff) < len(same):
         i, j = int(rng.choice(a_idx)), int(rng.choice(b_idx))
         if ids[i] != ids[j]:
-            diff.add((i, j))
+            diff.add((min(i, j), max(i, j)) if symmetric else (i, j))
     pairs = np.asarray(same + sorted(diff))
     return pairs, np.r_[np.ones(len(same), bool), np.zeros(len(diff), bool)]
 

@@ -3,13 +3,12 @@
 Used to score generators against a target distribution (e.g. ``benchmarks.gan_mixture``).
 Inputs are NumPy arrays or anything ``np.asarray`` accepts (CPU torch tensors included);
 all functions return Python floats. SciPy supplies the core formulas
-(``scipy.special.rel_entr``, ``scipy.spatial.distance.jensenshannon``,
-``scipy.stats.wasserstein_distance``).
+(``scipy.special.rel_entr``, ``scipy.stats.wasserstein_distance``).
 """
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy.spatial.distance import cdist, jensenshannon, pdist
+from scipy.spatial.distance import cdist, pdist
 from scipy.special import rel_entr
 from scipy.stats import wasserstein_distance
 
@@ -60,6 +59,12 @@ def _pair(p: ArrayLike, q: ArrayLike, smoothing: float) -> Tuple[np.ndarray, np.
     return (p_arr / p_arr.sum()).ravel(), (q_arr / q_arr.sum()).ravel()
 
 
+def _log_base(base: float) -> float:
+    if not base > 1:
+        raise ValueError(f"logarithm base must be > 1 (2: bits, math.e: nats), got {base!r}")
+    return float(np.log(base))
+
+
 def kl_divergence(p: ArrayLike, q: ArrayLike, smoothing: float = 0.0, base: Optional[float] = None) -> float:
     """Kullback-Leibler divergence ``KL(p || q) = sum_i p_i log(p_i / q_i)`` between histograms.
 
@@ -80,10 +85,8 @@ def kl_divergence(p: ArrayLike, q: ArrayLike, smoothing: float = 0.0, base: Opti
         0.2075
     """
     p_arr, q_arr = _pair(p, q, smoothing)
-    kl = float(np.sum(rel_entr(p_arr, q_arr)))
-    if base is not None:
-        kl /= np.log(base)
-    return kl
+    kl = max(float(np.sum(rel_entr(p_arr, q_arr))), 0.0)  # rounding can make a near-0 sum negative
+    return kl if base is None else kl / _log_base(base)
 
 
 def js_divergence(p: ArrayLike, q: ArrayLike, base: float = 2.0) -> float:
@@ -100,7 +103,11 @@ def js_divergence(p: ArrayLike, q: ArrayLike, base: float = 2.0) -> float:
         float in [0, log_base(2)].
     """
     p_arr, q_arr = _pair(p, q, 0.0)
-    return float(jensenshannon(p_arr, q_arr, base=base) ** 2)
+    m = (p_arr + q_arr) / 2.0
+    log_base = _log_base(base)
+    js = 0.5 * (np.sum(rel_entr(p_arr, m)) + np.sum(rel_entr(q_arr, m))) / log_base
+    # rounding can push a near-0 sum below 0 (SciPy's jensenshannon then takes sqrt of it: NaN)
+    return float(min(max(js, 0.0), np.log(2.0) / log_base))
 
 
 def wasserstein_1d(

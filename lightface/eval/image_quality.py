@@ -2,18 +2,32 @@
 a count of spurious dark spots (the dotted texture a generator can hallucinate on skin) and
 a perceptual blur score (scikit-image's no-reference blur effect: how soft an image looks).
 
-Accepted inputs (both arguments the same kind and shape):
+Accepted inputs (both arguments the same kind and shape), numpy arrays or torch tensors:
 
-* numpy uint8 images, (H, W) gray or (H, W, 3) colour in any channel order (BGR as OpenCV
-  reads them is fine: both metrics treat channels alike), data range 255;
-* float tensors or arrays in [0, 1]: (H, W), (C, H, W) or a batch (N, C, H, W) (RGB by
-  project convention), data range 1. Values are clamped to [0, 1] first.
+* uint8 images (data range 255) and uint16 images (data range 65535);
+* float images in [0, 1] (data range 1);
+* anything else with an explicit ``data_range`` (the value of white, e.g. ``255`` for float
+  images in 0..255): values are divided by it.
+
+Values outside ``[0, data_range]`` are refused with a ``ValueError`` (clamp a network's
+output first; only float rounding, 1e-4 of the range, is clipped). NaN pixels give a NaN
+score.
+
+Shapes: (H, W) gray, (H, W, C) or (C, H, W) with C = 1 or 3 (3 dims with 1 or 3 leading
+channels are read as (C, H, W)), or a batch (N, C, H, W) (or (N, H, W, C)) that gives an
+(N,) array. Colour is RGB unless ``channel_order="bgr"`` (OpenCV's order).
 
 Colour images are scored on all channels (SSIM averages the per-channel SSIM, Gaussian
-window, sigma 1.5, as in Wang et al. 2004). ``y_channel=True`` scores ITU-R 601 luma only,
-the usual face-SR protocol. ``blur`` always scores luma.
+window, sigma 1.5, as in Wang et al. 2004); channel order does not matter then.
+``y_channel=True`` scores the Y of ITU-R BT.601 YCbCr only, the usual face-SR protocol, as
+MATLAB's ``rgb2ycbcr`` and BasicSR's ``calculate_psnr`` / ``calculate_ssim`` with
+``test_y_channel=True`` compute it: studio swing ``Y = 16 + 65.481 R + 128.553 G + 24.966 B``
+(R, G, B in [0, 1], Y in 16..235, not rounded), data range 255; gray images are scored as
+they are. ``crop_border`` leaves that many pixels at each edge out (BasicSR's argument;
+SR papers crop ``scale`` pixels). ``blur`` and ``spurious_spots`` score full-range ITU-R 601
+luma (``0.299 R + 0.587 G + 0.114 B``).
 """
-from typing import List, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,45 +39,121 @@ __all__ = ["blur", "psnr", "ssim", "spurious_spots", "to_hwc"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
+# data range of the integer dtypes read without an explicit data_range
+_INT_RANGES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_ROUNDING = 1e-4  # float excess over [0, 1] (after scaling) clipped as rounding, not refused
+_SSIM_MIN_SIZE = 11  # the Gaussian window: sigma 1.5 truncated at 3.5 sigma -> 11 px
 
-def to_hwc(img: ArrayLike, channel_order: str = "rgb") -> np.ndarray:
-    """One image to an (H, W) or (H, W, C) float64 array in [0, 1] (uint8 is divided by 255).
 
-    Tensors/arrays with 3 dims and 1 or 3 leading channels are treated as (C, H, W);
-    ``channel_order`` says whether colour data is ``"rgb"`` or ``"bgr"`` (used for luma).
-    """
+def _channel_order(channel_order: str) -> str:
+    order = str(channel_order).lower()
+    if order not in ("rgb", "bgr"):
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    return order
+
+
+def _numpy(img: ArrayLike, name: str) -> np.ndarray:
     if isinstance(img, torch.Tensor):
-        img = img.detach().float().cpu().numpy()
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        out = img.astype(np.float64) / 255.0
-    else:
-        out = np.clip(img.astype(np.float64), 0.0, 1.0)
-        if out.ndim == 3 and out.shape[0] in (1, 3) and out.shape[2] not in (1, 3):
-            out = out.transpose(1, 2, 0)
+        img = img.detach().cpu()
+        if img.is_floating_point() and img.dtype != torch.float64:
+            img = img.float()  # float16 / bfloat16: no exact NumPy twin for bfloat16
+        try:
+            return img.numpy()
+        except TypeError as err:
+            raise ValueError(f"{name}: tensors of dtype {img.dtype} are not supported; pass uint8, uint16 or "
+                             f"float images") from err
+    return np.asarray(img)
+
+
+def _unit_range(img: np.ndarray, data_range: Optional[float], name: str) -> np.ndarray:
+    """``img`` as float64 in [0, 1]: divided by ``data_range`` (None: from its dtype)."""
+    if data_range is None:
+        if img.dtype in _INT_RANGES:
+            data_range = _INT_RANGES[img.dtype]
+        elif img.dtype.kind == "f":
+            data_range = 1.0
+        else:
+            raise ValueError(f"{name} has dtype {img.dtype}: pass uint8, uint16 or float images in [0, 1], "
+                             f"or give data_range (the value of white, e.g. 255)")
+    elif not (np.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be a positive number (the value of white), got {data_range!r}")
+    if img.dtype.kind not in "uif":
+        raise ValueError(f"{name} has dtype {img.dtype}: images must be integers or floats")
+    out = img.astype(np.float64) / float(data_range)
+    # NaN passes (a diverged network's output scores NaN, which training's NaN guard reads);
+    # anything else outside the range, inf included, is refused
+    if ((out < -_ROUNDING) | (out > 1 + _ROUNDING)).any():
+        lo, hi = np.nanmin(out) * data_range, np.nanmax(out) * data_range
+        raise ValueError(
+            f"{name} values span [{lo:g}, {hi:g}], outside [0, {data_range:g}] (dtype {img.dtype}): give "
+            f"data_range (e.g. data_range=255 for float images in 0..255), or clamp a network's output to "
+            f"[0, 1] first")
+    if ((out < 0) | (out > 1)).any():
+        out = np.clip(out, 0.0, 1.0)  # float rounding only
+    return out
+
+
+def _hwc(img: ArrayLike, channel_order: str, data_range: Optional[float], name: str) -> np.ndarray:
+    arr = _numpy(img, name)
+    out = _unit_range(arr, data_range, name)
+    if out.ndim == 3 and out.shape[0] in (1, 3) and out.shape[2] not in (1, 3):
+        out = out.transpose(1, 2, 0)
     if out.ndim == 3 and out.shape[2] == 1:
         out = out[:, :, 0]
     if out.ndim not in (2, 3):
-        raise ValueError(f"expected an (H, W), (H, W, C) or (C, H, W) image, got shape {img.shape}")
-    if channel_order == "bgr" and out.ndim == 3:
+        raise ValueError(f"{name}: expected an (H, W), (H, W, C) or (C, H, W) image, got shape {tuple(arr.shape)}")
+    if _channel_order(channel_order) == "bgr" and out.ndim == 3:
         out = out[:, :, ::-1]
     return out
 
 
+def to_hwc(img: ArrayLike, channel_order: str = "rgb", data_range: Optional[float] = None) -> np.ndarray:
+    """One image to an (H, W) or (H, W, C) float64 array in [0, 1], colour in RGB order.
+
+    ``img``: uint8 (divided by 255), uint16 (by 65535) or float in [0, 1], or any of them
+    divided by ``data_range`` when given; values outside the range raise a ``ValueError``.
+    Tensors/arrays with 3 dims and 1 or 3 leading channels are treated as (C, H, W);
+    ``channel_order`` (``"rgb"`` or ``"bgr"``) says what colour data holds.
+    """
+    return _hwc(img, channel_order, data_range, "image")
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
+    """Full-range ITU-R 601 luma (``blur``, ``spurious_spots``): (H, W) in [0, 1]; gray passes."""
     return rgb if rgb.ndim == 2 else rgb @ np.array([0.299, 0.587, 0.114])
 
 
-def _pairs(pred: ArrayLike, target: ArrayLike, y_channel: bool, channel_order: str):
+def _ycbcr_y(rgb: np.ndarray) -> np.ndarray:
+    """Studio-swing ITU-R BT.601 Y (MATLAB ``rgb2ycbcr``, BasicSR ``bgr2ycbcr(y_only=True)``) of
+    an (H, W, 3) RGB image in [0, 1], divided by 255: (H, W) in [16/255, 235/255]; gray passes."""
+    if rgb.ndim == 2:
+        return rgb
+    if rgb.shape[2] != 3:
+        raise ValueError(f"y_channel=True needs gray or 3-channel colour images, got {rgb.shape[2]} channels")
+    return (16.0 + rgb @ np.array([65.481, 128.553, 24.966])) / 255.0
+
+
+def _pairs(pred: ArrayLike, target: ArrayLike, channel_order: str, crop_border: int = 0,
+           data_range: Optional[float] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(pred, target) as (H, W[, C]) float64 RGB in [0, 1], image by image, borders cropped."""
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    if int(crop_border) != crop_border or crop_border < 0:
+        raise ValueError(f"crop_border must be an integer >= 0, got {crop_border!r}")
+    crop_border = int(crop_border)
     batched = pred.ndim == 4
     preds = list(pred) if batched else [pred]
     targets = list(target) if batched else [target]
-    for p, t in zip(preds, targets):
-        a, b = to_hwc(p, channel_order), to_hwc(t, channel_order)
-        if y_channel:
-            a, b = _luma(a), _luma(b)
+    for k, (p, t) in enumerate(zip(preds, targets)):
+        where = f"[{k}]" if batched else ""
+        a = _hwc(p, channel_order, data_range, "pred" + where)
+        b = _hwc(t, channel_order, data_range, "target" + where)
+        if crop_border:
+            h, w = a.shape[:2]
+            if 2 * crop_border >= min(h, w):
+                raise ValueError(f"crop_border={crop_border} leaves nothing of a {h}x{w} image")
+            a = a[crop_border:-crop_border, crop_border:-crop_border]
+            b = b[crop_border:-crop_border, crop_border:-crop_border]
         yield a, b
 
 
@@ -71,23 +161,46 @@ def _result(values: List[float], batched: bool):
     return np.asarray(values) if batched else values[0]
 
 
-def psnr(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb"):
-    """Peak signal-to-noise ratio in dB (data range 1 after scaling to [0, 1]).
+def psnr(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb",
+         crop_border: int = 0, data_range: Optional[float] = None):
+    """Peak signal-to-noise ratio in dB (see the module docstring for the accepted inputs).
 
-    Returns a float, or an (N,) array for (N, C, H, W) batches. Identical images give ``inf``.
+    Args:
+        pred, target: images of the same shape and kind: uint8, uint16 or float in [0, 1]
+            (or in [0, ``data_range``]); (H, W), (H, W, C), (C, H, W) or a batch (N, C, H, W).
+        y_channel: score the BT.601 studio-swing Y only (BasicSR / MATLAB, data range 255 on
+            its 16..235 values); False: all channels.
+        channel_order: ``"rgb"`` or ``"bgr"``; matters only for ``y_channel``.
+        crop_border: pixels left out at each edge (BasicSR's ``crop_border``).
+        data_range: the value of white; None: 255 for uint8, 65535 for uint16, 1 for float.
+    Returns:
+        a float, or an (N,) array for batches. Identical images give ``inf``.
     """
+    vals = []
     with np.errstate(divide="ignore"):  # identical images: inf, as documented
-        vals = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in _pairs(pred, target, y_channel, channel_order)]
+        for a, b in _pairs(pred, target, channel_order, crop_border, data_range):
+            if y_channel:
+                a, b = _ycbcr_y(a), _ycbcr_y(b)
+            vals.append(peak_signal_noise_ratio(b, a, data_range=1.0))
     return _result(vals, pred.ndim == 4)
 
 
-def ssim(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb"):
-    """Structural similarity in [-1, 1] (1 = identical); Gaussian window, sigma 1.5.
+def ssim(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_order: str = "rgb",
+         crop_border: int = 0, data_range: Optional[float] = None):
+    """Structural similarity in [-1, 1] (1 = identical); Gaussian window, sigma 1.5 (11 px),
+    SSIM averaged over the region the window fits in, as in BasicSR's ``calculate_ssim``.
 
-    Returns a float, or an (N,) array for (N, C, H, W) batches. Images must be at least 7x7.
+    Arguments as :func:`psnr`. Images must be at least 11x11 pixels after ``crop_border``
+    (the window's size). Returns a float, or an (N,) array for (N, C, H, W) batches.
     """
     vals = []
-    for a, b in _pairs(pred, target, y_channel, channel_order):
+    for a, b in _pairs(pred, target, channel_order, crop_border, data_range):
+        if min(a.shape[:2]) < _SSIM_MIN_SIZE:
+            raise ValueError(f"ssim needs images of at least {_SSIM_MIN_SIZE}x{_SSIM_MIN_SIZE} pixels (its Gaussian "
+                             f"window, sigma 1.5, is {_SSIM_MIN_SIZE} px wide), got {a.shape[0]}x{a.shape[1]}"
+                             + (f" after crop_border={crop_border}" if crop_border else ""))
+        if y_channel:
+            a, b = _ycbcr_y(a), _ycbcr_y(b)
         vals.append(
             structural_similarity(
                 b, a, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
@@ -115,7 +228,8 @@ def spurious_spots(pred: ArrayLike, target: ArrayLike, threshold: float = 3.0, c
     copy of the target 0. Returns a float, or an (N,) array for (N, C, H, W) batches.
     """
     vals = []
-    for a, b in _pairs(pred, target, True, channel_order):
+    for a, b in _pairs(pred, target, channel_order):
+        a, b = _luma(a), _luma(b)
         near_target = cv2.dilate(_dark_spots(b, threshold).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         vals.append(float(np.count_nonzero(_dark_spots(a, threshold) & ~near_target)))
     return _result(vals, pred.ndim == 4)

@@ -16,7 +16,8 @@ Pair-list formats
 
 Metrics (:func:`verification_metrics`, scikit-learn ROC and folds): 10-fold accuracy (the
 threshold maximising accuracy on 9 folds is applied to the 10th) mean/std, TAR at FAR
-1e-1/1e-2/1e-3 (reported only with at least ``1/FAR`` negative pairs), ROC AUC and EER.
+1e-1/1e-2/1e-3 (reported only with at least ``1/FAR`` negative pairs), ROC AUC and EER (where
+FAR = FRR on the full ROC). Labels are bool, 0/1 or -1/1 (1 = same identity).
 Scores are similarities: higher means more likely the same person.
 """
 import os
@@ -227,9 +228,24 @@ def read_pairs(path: PathLike, fmt: str = "auto", ext: str = ".jpg") -> PairList
     raise ValueError(f"unknown pair-list format {fmt!r}; use auto, lfw, labels, cfp-ff or cfp-fp")
 
 
+def _bool_labels(labels) -> np.ndarray:
+    """Pair labels as bool (N,): bool, 0/1 (1 = same) or -1/1 (1 = same, -1 = different)."""
+    arr = np.asarray(labels).ravel()
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind not in "iuf":
+        kind = "strings" if arr.dtype.kind in "US" else f"{arr.dtype} values"
+        raise ValueError(f"labels must be bool, 0/1 or -1/1 numbers (1 = same identity), got {kind} "
+                         f"{sorted(set(arr.tolist()), key=str)[:5]}; convert them first (read_pairs does for pair-list files)")
+    found = set(np.unique(arr).tolist())
+    if not (found <= {0, 1} or found <= {-1, 1}):
+        raise ValueError(f"labels must be bool, 0/1 or -1/1 (1 = same identity), got values {sorted(found)[:5]}")
+    return arr == 1
+
+
 def _check(scores, labels):
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).astype(bool).ravel()
+    labels = _bool_labels(labels)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in length")
     if not np.isfinite(scores).all():
@@ -263,16 +279,26 @@ def _tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
 
 
 def _eer(fpr: np.ndarray, tpr: np.ndarray, thr: np.ndarray):
-    fnr = 1 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return float((fpr[i] + fnr[i]) / 2), float(thr[i]) if np.isfinite(thr[i]) else float("inf")
+    """``(EER, threshold)`` of a full ROC (``roc_curve(..., drop_intermediate=False)``).
+
+    The EER is where FAR = FRR on the ROC drawn as straight lines between its points (the
+    ``brentq`` on ``interp1d(fpr, tpr)`` definition; a crossing may lie inside a horizontal or
+    vertical run of points, which a thinned ROC leaves out). The threshold is that of the ROC
+    point nearest the crossing (smallest ``|FAR - FRR|``): a real operating point.
+    """
+    d = (1 - tpr) - fpr  # FRR - FAR: 1 at the first point, -1 at the last, non-increasing
+    k = int(np.argmax(d <= 0))  # first point at or past the crossing; k >= 1 (the ROC starts at (0, 0))
+    eer = fpr[k - 1] + d[k - 1] / (d[k - 1] - d[k]) * (fpr[k] - fpr[k - 1])
+    i = int(np.argmin(np.abs(d)))
+    return float(eer), float(thr[i]) if np.isfinite(thr[i]) else float("inf")
 
 
 def verification_metrics(
     scores, labels, folds: Optional[Sequence[int]] = None, n_folds: int = 10,
     far_targets: Sequence[float] = FAR_TARGETS, seed: int = 0,
 ) -> Dict[str, object]:
-    """Verification metrics of similarity ``scores`` (N,) for pairs with bool ``labels`` (N,).
+    """Verification metrics of similarity ``scores`` (N,) for pairs with ``labels`` (N,): bool,
+    0/1 or -1/1, 1 (True) = same identity; any other values are refused.
 
     Args:
         folds: fold index per pair (protocol folds, e.g. LFW / CFP); None: stratified
@@ -281,8 +307,9 @@ def verification_metrics(
     Returns:
         a JSON-ready dict: ``accuracy_mean``, ``accuracy_std``, ``fold_accuracies``,
         ``fold_thresholds``, ``threshold`` (accuracy-maximising on all pairs), ``auc``,
-        ``eer``, ``eer_threshold``, ``tar_at_far`` ({"1e-01": TAR or None}), ``n_pairs``,
-        ``n_same``, ``n_diff``, ``n_folds``.
+        ``eer`` (where FAR = FRR on the full ROC, interpolated between its points),
+        ``eer_threshold`` (the threshold whose FAR and FRR are closest), ``tar_at_far``
+        ({"1e-01": TAR or None}), ``n_pairs``, ``n_same``, ``n_diff``, ``n_folds``.
     """
     scores, labels = _check(scores, labels)
     if folds is None:
@@ -306,7 +333,7 @@ def verification_metrics(
         t = best_threshold(scores[train], labels[train])
         thrs.append(t)
         accs.append(float(((scores[test] >= t) == labels[test]).mean()))
-    fpr, tpr, thr = roc_curve(labels, scores)
+    fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)  # thinning can drop the EER crossing
     n_neg = int((~labels).sum())
     tar = {f"{far:.0e}": (_tar_at_far(fpr, tpr, far) if n_neg * far >= 1 else None) for far in far_targets}
     eer, eer_thr = _eer(fpr, tpr, thr)
