@@ -82,7 +82,9 @@ def test_param_groups_follow_the_recipe():
     model = get_model("lightcnn9", num_classes=10)
     groups = {g["name"]: g for g in build_param_groups(model, lr=0.01, weight_decay=1e-4)}
     assert groups["backbone_weight"]["lr"] == pytest.approx(0.01) and groups["backbone_weight"]["weight_decay"] == 1e-4
-    assert groups["backbone_bias"]["lr"] == pytest.approx(0.01) and groups["backbone_bias"]["weight_decay"] == 0.0
+    # the authors' train.py: every bias but fc2's at 2 x lr, no decay
+    assert groups["backbone_bias"]["lr"] == pytest.approx(0.02) and groups["backbone_bias"]["weight_decay"] == 0.0
+    assert groups["backbone_bias"]["lr_mult"] == 2.0
     assert groups["classifier_weight"]["lr"] == pytest.approx(0.1) and groups["classifier_weight"]["weight_decay"] == 1e-4
     assert groups["classifier_bias"]["lr"] == pytest.approx(0.2) and groups["classifier_bias"]["weight_decay"] == 0.0
     assert groups["classifier_weight"]["params"] == [model.classifier.weight]
@@ -90,6 +92,8 @@ def test_param_groups_follow_the_recipe():
     assert n == len(list(model.parameters()))
     v2 = {g["name"] for g in build_param_groups(get_model("lightcnn29v2", num_classes=5), 0.01, 1e-4)}
     assert "classifier_bias" not in v2  # 29v2's classifier has no bias
+    bias = {g["name"]: g for g in build_param_groups(model, 0.01, 1e-4, bias_lr_mult=1.0)}["backbone_bias"]
+    assert bias["lr"] == pytest.approx(0.01) and bias["lr_mult"] == 1.0
 
 
 def test_init_weights():
@@ -236,6 +240,32 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_lmdb, tmp_path):
     assert _losses(part) == expected  # exact float equality, step by step
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_a_run_from_before_bias_lr_mult_resumes_with_the_multiplier_it_trained_with(tiny_lmdb, tmp_path):
+    """--bias-lr-mult (the authors' 2 x lr on the backbone biases) is 2 for new runs; a run saved before the flag
+    existed (its biases at 1 x lr, no bias_lr_mult in its settings) resumes exactly as it trained, its settings
+    say so, and asking for another multiplier on --resume is refused."""
+    opts = ("--arch", TINY, "--lr-step", "1", "--batch-size", "3", "--no-plots")
+    full = tmp_path / "full"
+    _train(tiny_lmdb, full, *opts, "--bias-lr-mult", "1")
+    old = tmp_path / "old"
+    _train(tiny_lmdb, old, *opts, "--bias-lr-mult", "1", "--max-steps", "4")
+    ckpt = load_checkpoint(old / "last.pt")  # as an earlier version saved it: no bias_lr_mult setting
+    del ckpt["config"]["bias_lr_mult"]
+    torch.save(ckpt, old / "last.pt")
+    _train(tiny_lmdb, old, *opts, "--resume")
+    assert _losses(old) == _losses(full)  # the biases kept 1 x lr, step by step
+    saved = load_checkpoint(old / "last.pt")
+    assert saved["config"]["bias_lr_mult"] == 1.0
+    assert {g["name"]: g["lr_mult"] for g in saved["optimizers"]["model"]["param_groups"]}["backbone_bias"] == 1.0
+    with pytest.raises(TrainingError, match="resume without --bias-lr-mult"):
+        _train(tiny_lmdb, old, *opts, "--epochs", "3", "--bias-lr-mult", "2", "--resume")
+    # a new run: the recipe's 2
+    _train(tiny_lmdb, tmp_path / "new", *opts, "--max-steps", "1")
+    fresh = load_checkpoint(tmp_path / "new" / "last.pt")
+    assert fresh["config"]["bias_lr_mult"] == 2.0
+    assert {g["name"]: g["lr_mult"] for g in fresh["optimizers"]["model"]["param_groups"]}["backbone_bias"] == 2.0
 
 
 def test_a_changed_schedule_takes_effect_on_resume(tiny_lmdb, tmp_path):

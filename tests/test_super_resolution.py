@@ -463,6 +463,47 @@ def test_sr_training_repeats_and_a_resumed_run_equals_the_uninterrupted_one(tmp_
     assert losses(tmp_path / "c") == losses(tmp_path / "a")
 
 
+def test_wavelet_normalization_is_the_papers_for_new_runs_and_kept_for_runs_saved_before_it(tmp_path):
+    """--wavelet-normalization: paper (the weights' meaning in Wavelet-SRNet) unless set; a run saved before the
+    setting existed (per-band, no key in its settings) keeps per-band on --resume (exactly as it trained) and on
+    --finetune of its model; a run's own setting carries over the same way."""
+    import yaml
+
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines.train_super_resolution import main
+
+    def setting(out):
+        return load_checkpoint(out / "last.pt")["config"]["wavelet_normalization"]
+
+    def losses(out):
+        return [(r["step"], r["l_g_wavelet"], r["l_g_total"]) for r in read_metrics(out / "metrics.jsonl")
+                if "l_g_wavelet" in r]
+
+    data = _faces(tmp_path)
+    flags = dict(identity_weights="none", blur_prob=1, noise_prob=1, jpeg_prob=1)
+    main(_train_args(tmp_path, data, tmp_path / "new", steps=1, **flags))
+    assert setting(tmp_path / "new") == "paper"
+    assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["wavelet_normalization"] == "paper"
+    main(_train_args(tmp_path, data, tmp_path / "full", wavelet_normalization="per-band", **flags))
+    old = tmp_path / "old"  # a run of an earlier version: per-band, and no such key in what it saved
+    main(_train_args(tmp_path, data, old, steps=2, wavelet_normalization="per-band", **flags))
+    for name in ("last.pt", "model.pt"):
+        ckpt = load_checkpoint(old / name)
+        del ckpt["config"]["wavelet_normalization"]
+        torch.save(ckpt, old / name)
+    main(_train_args(tmp_path, data, tmp_path / "ft_old", steps=1, finetune=old / "model.pt", **flags))
+    assert setting(tmp_path / "ft_old") == "per-band"
+    main(_train_args(tmp_path, data, tmp_path / "ft_new", steps=1, finetune=tmp_path / "new" / "model.pt", **flags))
+    assert setting(tmp_path / "ft_new") == "paper"
+    main(_train_args(tmp_path, data, old, resume="auto", **flags))
+    assert setting(old) == "per-band" and losses(old) == losses(tmp_path / "full")  # step by step
+    # a flag still wins over what a --finetune model trained with
+    main(_train_args(tmp_path, data, tmp_path / "ft_set", steps=1, finetune=old / "model.pt",
+                     wavelet_normalization="paper", **flags))
+    assert setting(tmp_path / "ft_set") == "paper"
+
+
 def test_upscale_tensor_refuses_what_is_not_a_float_image_in_0_1(tiny_weights):
     """A uint8 or 0..255 tensor came back as an all-white image, without a word."""
     sr = SuperResolver(tiny_weights, device="cpu")

@@ -98,13 +98,33 @@ def test_wavelet_losses_hand_values():
     pred = torch.zeros(1, 4, 2, 2)
     pred[:, 0] = 1.0  # approximation error 1 everywhere
     pred[:, 2] = 2.0  # one detail subband error 2 everywhere
-    torch.testing.assert_close(wavelet_prediction_loss(pred, target, w), torch.tensor(0.01 * 1 + 0.99 * 4))
+    # per-band: each subband's mean, summed; paper: one mean over the approximation, one over all detail coefficients
+    torch.testing.assert_close(wavelet_prediction_loss(pred, target, w, "per-band"), torch.tensor(0.01 * 1 + 0.99 * 4))
+    torch.testing.assert_close(wavelet_prediction_loss(pred, target, w), torch.tensor(0.01 * 1 + 0.99 * 4 / 3))
+    with pytest.raises(ValueError, match="paper, per-band"):
+        wavelet_prediction_loss(pred, target, w, "sum")
     # texture: SR detail energy below alpha * HR energy is penalised, above is free
     hr = torch.zeros(1, 4, 2, 2)
     hr[:, 1:] = 1.0
     assert texture_loss(torch.zeros_like(hr), hr, 4).item() == pytest.approx(1.2)
     assert texture_loss(2 * hr, hr, 4).item() == 0.0
     assert texture_loss(hr, hr, 4, alpha=1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("levels,per_band_ratio", [(2, 148.6), (3, 634.0)])
+def test_the_papers_weights_keep_the_papers_balance_at_every_scale(levels, per_band_ratio):
+    """Wavelet-SRNet (paper and official code: 0.99 detail, 0.01 approximation, 0.1 image, each a mean): with the
+    same error on every coefficient the wavelet term is 10x the image term at 4x and at 8x. The per-subband sum of
+    earlier runs (normalization="per-band", kept for them) grows with the 4**levels subbands."""
+    hr = torch.rand(2, 3, 8 * 2**levels, 8 * 2**levels, generator=torch.Generator().manual_seed(0))
+    sr = hr + 0.01 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(1))
+    wpt = WaveletPacket2d(levels)
+    _, terms = WaveletSRLoss(levels, texture_weight=0)(wpt(sr), sr, hr)
+    assert (terms["l_g_wavelet"] / terms["l_g_pix"]).item() == pytest.approx(10.0, rel=0.05)
+    _, terms = WaveletSRLoss(levels, texture_weight=0, normalization="per-band")(wpt(sr), sr, hr)
+    assert (terms["l_g_wavelet"] / terms["l_g_pix"]).item() == pytest.approx(per_band_ratio, rel=0.05)
+    with pytest.raises(ValueError, match="normalization"):
+        WaveletSRLoss(levels, normalization="mean")
 
 
 def test_wavelet_sr_loss_zero_at_identity_and_weights():
@@ -204,6 +224,51 @@ def test_aliased_downscales_are_those_of_opencv_and_keep_the_noise():
     assert np.abs(by_torch[0].permute(1, 2, 0).numpy() - downscale(noise, 4, "bicubic_aliased")).max() <= 1
     # antialiased kernels average the pixel noise away; the aliased ones sample it
     assert downscale(noise, 8, "bicubic").std() < 0.5 * downscale(noise, 8, "bicubic_aliased").std()
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_downscale_tensor_is_each_kernels_twin(scale):
+    """downscale_tensor (differentiable, on float tensors) repeats downscale's kernel for every method, to the
+    rounding of the uint8 result; a single torch kernel for all of them (the cycle loss before) does not."""
+    from lightface.data.degradation import RESIZE_METHODS, downscale_tensor
+
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    t = torch.from_numpy(noise).permute(2, 0, 1)[None].float()
+    for method in RESIZE_METHODS:
+        want = torch.from_numpy(downscale(noise, scale, method).copy()).permute(2, 0, 1)[None].float()
+        diff = (downscale_tensor(t, scale, method).clamp(0, 255) - want).abs()
+        assert diff.mean() < 0.35 and diff.max() <= 3, method
+        if method != "bicubic" and scale > 2:
+            assert (downscale_tensor(t, scale, "bicubic") - want).abs().mean() > 1, method
+    with pytest.raises(ValueError, match="divisible"):
+        downscale_tensor(t[..., :63], scale)
+    with pytest.raises(ValueError, match="resize method"):
+        downscale_tensor(t, scale, "lanczos")
+
+
+def test_the_cycle_of_a_perfect_sr_output_is_only_rounding_whatever_kernel_made_the_lr():
+    """train_super_resolution --cycle: the SR output is downscaled with the kernel its LR was made with
+    (SRPairDataset return_method=True), so the HR face itself reproduces every clean LR input; antialiased
+    bicubic when the kernel is unknown."""
+    from lightface.data.degradation import RESIZE_METHODS, SRPairDataset
+    from lightface.engine.sr_trainer import cycle_downscale
+    from lightface.losses.gan_regularizers import cycle_consistency_loss
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    faces = [np.stack([(127 + 120 * np.sin(xx / (3 + i) + yy / (5 + c))).astype(np.uint8) for c in range(3)], -1)
+             for i in range(10)]
+    ds = SRPairDataset(faces, 64, Degradation(4, blur_prob=0, noise_prob=0, jpeg_prob=0), seed=0, return_method=True)
+    items = [ds[i] for i in range(len(ds))]
+    lr, hr = torch.stack([a for a, _, _ in items]), torch.stack([b for _, b, _ in items])
+    methods = [m for _, _, m in items]
+    assert set(methods) <= set(RESIZE_METHODS) and len(set(methods)) >= 3
+    assert cycle_consistency_loss(lr, cycle_downscale(hr, 4, methods)) < 1.5 / 255
+    assert cycle_consistency_loss(lr, cycle_downscale(hr, 4)) > 2 / 255  # one kernel for all: not the LR's
+    hr.requires_grad_(True)
+    cycle_downscale(hr, 4, methods).sum().backward()
+    assert hr.grad is not None and hr.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="3 downscale methods for 10 images"):
+        cycle_downscale(hr, 4, methods[:3])
 
 
 def test_sr_pair_dataset_sources():

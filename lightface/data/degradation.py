@@ -5,7 +5,8 @@ channel order, or (H, W) gray): optional Gaussian blur, a downscale by ``scale``
 randomly chosen kernel (antialiased bicubic or bilinear, area, or the aliased bicubic and
 bilinear of ``cv2.resize`` and ``torch.nn.functional.interpolate``), optional Gaussian noise and optional
 JPEG compression, so that a model trained on it also copes with real low-quality photos.
-:func:`downscale` is the deterministic downscale used for evaluation.
+:func:`downscale` is the deterministic downscale used for evaluation; :func:`downscale_tensor`
+is each kernel's differentiable twin on float tensors (the SR trainer's ``--cycle``).
 """
 import random
 from typing import Optional, Sequence, Tuple
@@ -13,16 +14,22 @@ from typing import Optional, Sequence, Tuple
 import albumentations as A
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .convert import image_to_tensor
 from .transforms import ReseedingCompose
 
-__all__ = ["RESIZE_METHODS", "resize", "downscale", "RandomDownscale", "Degradation", "SRPairDataset"]
+__all__ = ["RESIZE_METHODS", "resize", "downscale", "downscale_tensor", "RandomDownscale", "Degradation",
+           "SRPairDataset"]
 
 RESIZE_METHODS = ("bicubic", "bilinear", "area", "bicubic_aliased", "bilinear_aliased")
 _PIL = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _CV2 = {"area": cv2.INTER_AREA, "bicubic_aliased": cv2.INTER_CUBIC, "bilinear_aliased": cv2.INTER_LINEAR}
+#: F.interpolate settings of each method's torch twin (:func:`downscale_tensor`)
+_TORCH = {"bicubic": ("bicubic", True), "bilinear": ("bilinear", True), "area": ("area", False),
+          "bicubic_aliased": ("bicubic", False), "bilinear_aliased": ("bilinear", False)}
 
 
 def resize(img: np.ndarray, size: Tuple[int, int], method: str = "bicubic") -> np.ndarray:
@@ -58,6 +65,31 @@ def downscale(img: np.ndarray, scale: int, method: str = "bicubic") -> np.ndarra
     return resize(img, (w // scale, h // scale), method)
 
 
+def downscale_tensor(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
+    """Shrink float images (N, C, H, W) by the integer ``scale`` with the kernel of :func:`downscale`'s ``method``
+    (differentiable; any channel order and value range).
+
+    ``torch.nn.functional.interpolate`` twins: Pillow's bicubic / bilinear are the antialiased
+    modes, OpenCV's ``INTER_AREA`` is ``"area"`` (the pixel average), ``INTER_CUBIC`` /
+    ``INTER_LINEAR`` the plain modes (both keep half-pixel centres and edge replication). On
+    uint8 images the two differ by a quarter of a grey level on average (the rounding of the
+    uint8 result; Pillow also rounds and clips between its two passes: up to 3 levels on pixel
+    noise).
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"expected float images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"image size {w}x{h} is not divisible by the scale {scale}; crop or resize it first")
+    mode, antialias = _TORCH[method]
+    size = (h // scale, w // scale)
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias)
+
+
 class RandomDownscale(A.ImageOnlyTransform):
     """albumentations transform: shrink by ``scale`` with a kernel drawn uniformly from ``methods``."""
 
@@ -91,7 +123,8 @@ class Degradation:
         jpeg_prob, jpeg_quality: JPEG re-compression of the LR image (quality range).
 
     ``Degradation(scale, blur_prob=0, noise_prob=0, jpeg_prob=0, methods=("bicubic",))``
-    is the clean bicubic degradation used for validation.
+    is the clean bicubic degradation used for validation. :meth:`degrade` also says which
+    downscale kernel it drew.
     """
 
     def __init__(
@@ -112,16 +145,24 @@ class Degradation:
                 RandomDownscale(scale, methods),
                 A.GaussNoise(std_range=noise_std, p=noise_prob),
                 A.ImageCompression(quality_range=jpeg_quality, p=jpeg_prob),
-            ]
+            ],
+            save_applied_params=True,  # the kernel each LR was made with (degrade)
         )
 
     def set_random_seed(self, seed: int) -> None:
         """Seed the next draws (the per-sample seeds of :class:`SRPairDataset`)."""
         self.pipeline.set_random_seed(seed)
 
+    def degrade(self, hr: np.ndarray) -> Tuple[np.ndarray, str]:
+        """uint8 HR (H, W[, 3]) -> (LR (H/scale, W/scale[, 3]) uint8, the downscale method drawn: one of
+        :data:`RESIZE_METHODS`)."""
+        out = self.pipeline(image=hr)
+        method = next(params["method"] for name, params in out["applied_transforms"] if name == "RandomDownscale")
+        return out["image"], method
+
     def __call__(self, hr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """uint8 HR (H, W[, 3]) -> (LR (H/scale, W/scale[, 3]) uint8, HR unchanged)."""
-        return self.pipeline(image=hr)["image"], hr
+        return self.degrade(hr)[0], hr
 
 
 def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -149,13 +190,15 @@ class SRPairDataset:
             seeded from ``(seed, epoch, i)`` (:meth:`set_epoch`), so a training run repeats, and a
             resumed run continues, exactly, with any number of DataLoader workers. None: the draws
             follow the degradation's own stream and Python's ``random`` (seed those yourself).
+        return_method: items are ``(lr, hr, method)``, ``method`` the downscale kernel the LR was
+            made with (one of :data:`RESIZE_METHODS`; :func:`downscale_tensor` repeats it).
 
     ``dataset[i]`` -> ``(lr, hr)`` float32 tensors, RGB, in [0, 1]: (3, hr_size/scale, hr_size/scale)
     and (3, hr_size, hr_size). Gray sources are replicated to 3 channels.
     """
 
     def __init__(self, base, hr_size: int, degradation: "Degradation", flip: bool = False,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, return_method: bool = False):
         if hr_size % degradation.scale:
             raise ValueError(f"hr_size {hr_size} is not divisible by the scale {degradation.scale}")
         self.base = base
@@ -163,6 +206,7 @@ class SRPairDataset:
         self.degradation = degradation
         self.flip = flip
         self.seed = None if seed is None else int(seed)
+        self.return_method = return_method
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -189,5 +233,6 @@ class SRPairDataset:
             self.degradation.set_random_seed(seed)
         if flip:
             hr = np.ascontiguousarray(hr[:, ::-1])
-        lr, hr = self.degradation(hr)
-        return image_to_tensor(lr, color="rgb"), image_to_tensor(hr, color="rgb")
+        lr, method = self.degradation.degrade(hr)
+        pair = image_to_tensor(lr, color="rgb"), image_to_tensor(hr, color="rgb")
+        return (*pair, method) if self.return_method else pair

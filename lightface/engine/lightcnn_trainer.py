@@ -3,8 +3,8 @@
 The recipe (Wu et al., Light CNN, TIFS 2018, and the authors' PyTorch release): SGD with
 momentum 0.9, lr 0.01, weight decay 1e-4, batch 128, 80 epochs, the learning rate
 multiplied by 0.457305 every 10 epochs, the classifier at 10x the base lr (its bias at
-20x), no weight decay on biases; gray 144x144 crops, randomly cropped to 128 and
-flipped. :class:`TrainConfig` holds every setting (``pipelines.train_lightcnn`` generates
+20x), the other biases at 2x, no weight decay on biases; gray 144x144 crops, randomly
+cropped to 128 and flipped. :class:`TrainConfig` holds every setting (``pipelines.train_lightcnn`` generates
 a flag / YAML key from each field) and :func:`train` runs it on
 :class:`~lightface.engine.engine.Engine`::
 
@@ -79,6 +79,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INITS = ("default", "kaiming")
+#: backbone bias lr multiplier of the recipe (the authors' train.py: ``2 * args.lr``, no weight decay)
+DEFAULT_BIAS_LR_MULT = 2.0
 _DATA, _OPT, _VAL, _FT, _RUN = "data and model", "optimisation", "validation", "fine-tuning", "run control"
 
 
@@ -122,6 +124,9 @@ class TrainConfig(RunConfig):
     lr_gamma: float = option(0.457305, group=_OPT, help="step decay factor of the learning rate")
     classifier_lr_mult: float = option(10.0, group=_OPT, help="classifier weight lr = base lr x this")
     classifier_bias_lr_mult: float = option(20.0, group=_OPT, help="classifier bias lr = base lr x this")
+    bias_lr_mult: Optional[float] = option(
+        None, group=_OPT, default_text="2; a resumed run keeps the multiplier it trained with",
+        help="backbone bias lr = base lr x this (the authors' train.py: 2; runs before this flag trained them at 1)")
     bias_decay: bool = option(False, group=_OPT, help="apply weight decay to biases too")
     loss: str = option("ce", choices=tuple(LOSSES), group=_OPT,
                        help="classification loss: cross-entropy, Reed et al.'s soft / hard bootstrapping for noisy "
@@ -207,7 +212,8 @@ class TrainConfig(RunConfig):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "classifier_only_epochs",
-                     "distill_weight", "distill_relation", "margin", "classifier_lr_mult", "classifier_bias_lr_mult"):
+                     "distill_weight", "distill_relation", "margin", "classifier_lr_mult", "classifier_bias_lr_mult",
+                     "bias_lr_mult"):
             if getattr(self, name) is None:
                 continue
             if getattr(self, name) < 0:
@@ -251,11 +257,12 @@ class TrainConfig(RunConfig):
 # model / optimiser
 # ---------------------------------------------------------------------------------------
 def build_param_groups(model: nn.Module, lr: float, weight_decay: float, classifier_lr_mult: float = 10.0,
-                       classifier_bias_lr_mult: float = 20.0, bias_decay: bool = False) -> List[Dict[str, Any]]:
-    """SGD parameter groups of the Light CNN recipe.
+                       classifier_bias_lr_mult: float = 20.0, bias_decay: bool = False,
+                       bias_lr_mult: float = DEFAULT_BIAS_LR_MULT) -> List[Dict[str, Any]]:
+    """SGD parameter groups of the Light CNN recipe (the authors' ``train.py``).
 
-    Groups (empty ones dropped): backbone weights (lr, weight_decay), backbone biases (lr,
-    no decay unless ``bias_decay``), classifier weight (``classifier_lr_mult`` x lr, decay),
+    Groups (empty ones dropped): backbone weights (lr, weight_decay), backbone biases
+    (``bias_lr_mult`` x lr, no decay unless ``bias_decay``), classifier weight (``classifier_lr_mult`` x lr, decay),
     classifier bias (``classifier_bias_lr_mult`` x lr, no decay unless ``bias_decay``).
     The classifier is ``model.classifier``; each group carries a ``"name"`` and its
     ``"lr_mult"`` (relative to the base lr).
@@ -271,7 +278,7 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float, classif
     bias_wd = weight_decay if bias_decay else 0.0
     spec = {
         "backbone_weight": (1.0, weight_decay),
-        "backbone_bias": (1.0, bias_wd),
+        "backbone_bias": (bias_lr_mult, bias_wd),
         "classifier_weight": (classifier_lr_mult, weight_decay),
         "classifier_bias": (classifier_bias_lr_mult, bias_wd),
     }
@@ -479,8 +486,12 @@ class LightCNNTask(Task):
         self.model = model
         self.model_view = engine.add_network("model", model, arch=cfg.arch, kwargs=model_kwargs, primary=True,
                                              extra={"classes": self.classes})
+        # unset: the recipe's 2 for a new run; a resumed run keeps the multiplier it trained with (load_extra_state)
+        self._bias_lr_mult_given = cfg.bias_lr_mult
+        if cfg.bias_lr_mult is None:
+            cfg.bias_lr_mult = DEFAULT_BIAS_LR_MULT
         groups = build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.classifier_bias_lr_mult,
-                                    cfg.bias_decay)
+                                    cfg.bias_decay, cfg.bias_lr_mult)
         self.head: Optional[nn.Module] = None
         self.distill_targets: Optional[Tensor] = None
         if cfg.distill:
@@ -606,6 +617,20 @@ class LightCNNTask(Task):
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        # the optimiser state just loaded carries the saved groups' lr and lr_mult (runs before --bias-lr-mult: 1)
+        saved = next((float(g.get("lr_mult", 1.0)) for g in self.optimizer.param_groups if g.get("name") == "backbone_bias"),
+                     None)
+        if saved is None:
+            return
+        given = self._bias_lr_mult_given
+        if given is not None and given != saved:
+            raise SettingsError(f"--bias-lr-mult {given:g}: the run being resumed ({self.engine.resume_path}) trains its "
+                                f"backbone biases at {saved:g} x the lr; resume without --bias-lr-mult (or with "
+                                f"{saved:g}), or start a new run with --overwrite")
+        if saved != self.cfg.bias_lr_mult:
+            log.info("--resume: the backbone biases keep the run's %g x lr (--bias-lr-mult; %g for new runs)", saved,
+                     DEFAULT_BIAS_LR_MULT)
+        self.cfg.bias_lr_mult = saved
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:

@@ -8,8 +8,8 @@ One step follows BasicSR's GAN structure:
    with its weight applied; then the :class:`lightface.engine.gan.GANObjective`'s terms,
    logged unweighted under the frontalization trainer's names: ``l_g_adv`` (plus
    ``l_g_feature_matching`` / ``l_g_pull_away``; the loss adds ``--adv-weight`` x their
-   weighted sum) and ``l_g_cycle`` (downscaled SR vs the LR input; the loss adds
-   ``--cycle`` x it); ``l_g_total``;
+   weighted sum) and ``l_g_cycle`` (the SR output downscaled with the kernel its LR was made
+   with vs the LR input; the loss adds ``--cycle`` x it); ``l_g_total``;
 2. discriminator step on the real HR batch and the detached SR batch (``l_d``, the loss it
    minimises, and the objective's terms ``l_d_adv``, ``l_d_real``, ``l_d_fake`` ...), then the
    objective's post-step hook (weight clipping).
@@ -29,7 +29,7 @@ LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..data.convert import tensor_to_image
-from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset
+from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset, downscale_tensor
 from ..data.folders import image_files
 from ..data.io import IMAGE_EXTENSIONS, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
@@ -46,19 +46,23 @@ from ..data.lmdb_format import is_lmdb_dir
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.frontal import prefix_terms
-from ..losses.wavelet import WaveletSRLoss
+from ..losses.wavelet import NORMALIZATIONS, WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import option
 from .engine import Engine, TrainingError
 from .gan import GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
-__all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid"]
+__all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid",
+           "cycle_downscale", "saved_wavelet_normalization", "LEGACY_WAVELET_NORMALIZATION"]
 
 log = logging.getLogger(__name__)
 
 _DATA, _MODEL, _LOSS, _DEG, _OPT = ("data", "model (wavelet_srnet)", "losses", "degradation (LR made on the fly)",
                                     "optimisation")
+
+#: ``--wavelet-normalization`` of the runs saved before the setting existed, and of the shipped SR models
+LEGACY_WAVELET_NORMALIZATION = "per-band"
 
 
 @dataclass
@@ -80,8 +84,16 @@ class SRTrainConfig(GANRunConfig):
     head_groups: int = option(4, group=_MODEL, help="wavelet-prediction heads (must divide 4**log2(scale))")
     finetune: Optional[str] = finetune_option("super_resolution", "sr4, sr8", _MODEL)
     wavelet_weight: float = option(1.0, group=_LOSS, help="wavelet prediction loss weight")
-    approx_weight: float = option(0.01, group=_LOSS, help="per-subband weight of the approximation band")
-    detail_weight: float = option(0.99, group=_LOSS, help="per-subband weight of each detail band")
+    approx_weight: float = option(0.01, group=_LOSS, help="wavelet loss weight of the approximation band")
+    detail_weight: float = option(0.99, group=_LOSS, help="wavelet loss weight of the detail bands")
+    wavelet_normalization: Optional[str] = option(
+        None, choices=NORMALIZATIONS, group=_LOSS,
+        default_text="paper; per-band for --resume and --finetune of a run saved without this setting and "
+                     "--finetune of a shipped model",
+        help="how the wavelet loss averages its subbands: paper (one mean over the approximation and one over the "
+             "detail coefficients: the weights mean what they mean in the paper, at every --scale) or per-band (one "
+             "mean per subband, summed: the term grows with the 4**levels subbands, so --image-weight and "
+             "--texture-weight count 15x (4x) / 63x (8x) less; the earlier behaviour)")
     texture_weight: float = option(1.0, group=_LOSS, help="texture loss weight")
     texture_alpha: float = option(1.2, group=_LOSS,
                                   help="texture loss alpha: SR detail energy must reach alpha x HR energy")
@@ -233,12 +245,20 @@ class SuperResolutionTask(GANTask):
             train_base = Subset(base, [i for i in range(len(base)) if i not in held])
         if len(train_base) == 0:
             raise TrainingError(f"--data {cfg.data}: no training images left")
-        train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True, seed=cfg.seed)
+        train_set = SRPairDataset(train_base, cfg.hr_size, train_deg, flip=True, seed=cfg.seed, return_method=True)
 
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)
+        # unset: paper for a new run; what the run trained with on --resume (load_extra_state) or --finetune
+        self._normalization_given = cfg.wavelet_normalization
         if cfg.finetune and not engine.resuming:
             load_generator_start(self.G, cfg.finetune, "wavelet_srnet", self.model_kwargs, {"output_size": "hr_size"})
+            if cfg.wavelet_normalization is None:
+                cfg.wavelet_normalization = saved_wavelet_normalization(_finetune_settings(cfg.finetune))
+                log.info("--wavelet-normalization %s: the --finetune model's (%s)", cfg.wavelet_normalization,
+                         cfg.finetune)
+        if cfg.wavelet_normalization is None:
+            cfg.wavelet_normalization = "paper"
         kw = dict(channels=cfg.d_channels, **self.objective.discriminator_kwargs)
         d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
             ("wavelet_discriminator", dict(levels=2, **kw))
@@ -255,6 +275,7 @@ class SuperResolutionTask(GANTask):
             self.G.levels, approx_weight=cfg.approx_weight, detail_weight=cfg.detail_weight,
             texture_alpha=cfg.texture_alpha, texture_eps=cfg.texture_eps, wavelet_weight=cfg.wavelet_weight,
             texture_weight=cfg.texture_weight, image_weight=cfg.image_weight,
+            normalization=cfg.wavelet_normalization,
         ).to(device)
         self.identity = identity_judge(cfg.identity_weights, "the identity loss (l_g_id) and identity metrics", device)
         self.validator = _Validator(val_pairs, cfg.val_count, self.identity) if engine.is_main else None
@@ -262,9 +283,18 @@ class SuperResolutionTask(GANTask):
         self.epoch_size = len(train_set)
         return train_set
 
+    def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
+        super().load_extra_state(ckpt)
+        saved = saved_wavelet_normalization(ckpt.get("config"))
+        if self._normalization_given is None:  # a resumed run keeps the loss it trained with
+            self.cfg.wavelet_normalization = self.sr_loss.normalization = saved
+        elif self._normalization_given != saved:
+            log.warning("--resume: --wavelet-normalization is %s now, %s in the interrupted run; the wavelet loss "
+                        "changes its balance from here on", self._normalization_given, saved)
+
     def train_step(self, batch) -> Dict[str, Any]:
         cfg, gan = self.cfg, self.objective
-        lr_img, hr = batch
+        lr_img, hr, methods = batch if len(batch) == 3 else (*batch, None)
         self.G_view.train()
         self.D_view.train()
         # --- generator step (D frozen inside GANObjective.generator_loss)
@@ -282,8 +312,7 @@ class SuperResolutionTask(GANTask):
             loss_g = loss_g + cfg.adv_weight * adv
             terms.update(prefix_terms(adv_terms))
         if gan.cycle_weight > 0:
-            down = F.interpolate(outputs.sr, size=lr_img.shape[-2:], mode="bicubic", align_corners=False, antialias=True)
-            cycle, cycle_terms = gan.cycle_loss(lr_img, down)
+            cycle, cycle_terms = gan.cycle_loss(lr_img, cycle_downscale(outputs.sr, cfg.scale, methods))
             loss_g = loss_g + cycle
             terms.update(prefix_terms(cycle_terms))
         self.opt_g.zero_grad(set_to_none=True)
@@ -306,6 +335,41 @@ class SuperResolutionTask(GANTask):
         metrics = self.validator(engine.ema("G").module, self.device)
         make_sample_grid(*self.validator.last, engine.out / "samples" / f"step_{engine.step:07d}.png")
         return metrics
+
+
+def cycle_downscale(sr: Tensor, scale: int, methods: Optional[Sequence[str]] = None) -> Tensor:
+    """The SR output brought back to the LR size for ``--cycle``: each image downscaled with the kernel its LR
+    was made with (``methods``, one name of :data:`~lightface.data.degradation.RESIZE_METHODS` per image, as
+    :class:`~lightface.data.degradation.SRPairDataset` ``return_method=True`` gives them), so a perfect SR output
+    reproduces a clean LR input; None (LR whose making is unknown): antialiased bicubic for all.
+
+    sr: (N, C, H, W) float; returns (N, C, H / scale, W / scale), differentiable.
+    """
+    if methods is None:
+        return downscale_tensor(sr, scale, "bicubic")
+    if len(methods) != len(sr):
+        raise ValueError(f"{len(methods)} downscale methods for {len(sr)} images")
+    out = sr.new_empty(*sr.shape[:2], sr.shape[2] // scale, sr.shape[3] // scale)
+    for method in sorted(set(methods)):
+        index = [i for i, m in enumerate(methods) if m == method]
+        out[index] = downscale_tensor(sr[index], scale, method)
+    return out
+
+
+def saved_wavelet_normalization(saved: Optional[Mapping[str, Any]]) -> str:
+    """The ``--wavelet-normalization`` a run trained with, from its saved settings (a checkpoint's ``config`` or
+    its ``config.yaml``; None for a checkpoint that holds none, as the shipped models): the saved value, or
+    :data:`LEGACY_WAVELET_NORMALIZATION` for settings saved before the option existed."""
+    return (saved or {}).get("wavelet_normalization") or LEGACY_WAVELET_NORMALIZATION
+
+
+def _finetune_settings(spec: str) -> Optional[Mapping[str, Any]]:
+    """The saved settings of a ``--finetune`` checkpoint (None for a shipped model or a file without them)."""
+    from ..models.pretrained import file_or_shipped
+    from ..utils.checkpoint_io import load_checkpoint
+
+    config = load_checkpoint(file_or_shipped(spec), map_location="cpu").get("config")
+    return config if isinstance(config, Mapping) else None
 
 
 def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:
