@@ -4,8 +4,11 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -20,6 +23,8 @@ from lightface.engine.engine import (Engine, NonFiniteLossError, RunConfig, RunF
 from lightface.engine.gan import GAN_DEFAULTS, GANConfig
 from lightface.engine.logger import read_metrics
 from pipelines._cli import add_options, options_from_args, parse_with_config, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -36,6 +41,10 @@ class ToyConfig(RunConfig):
     poison_step: int = option(0, help="this step's loss and update are NaN (a diverging run)")
     signal_step: int = option(0, help="during this step the process raises `signals` in itself (real signals)")
     signals: str = option("SIGTERM", help="comma-separated signal names sent at signal_step")
+    signal_rank: int = option(-1, help="only this rank raises the signals (-1: every rank)")
+    group_size: int = option(0, help="order epochs in runs of this many samples of one 'identity' (0: plain shuffle)")
+    rank0_start_delay: float = option(0.0, help="rank 0 sleeps this long at the end of build (after the DDP set-up), "
+                                                "so its deadline clock starts after the other ranks'")
     tensorboard: bool = option(False, help="tensorboard")
     plots: bool = option(False, help="plots")
 
@@ -60,17 +69,22 @@ class ToyTask(Task):
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.cfg.lr)
         engine.add_optimizer("net", self.opt, self.cfg.lr)
         self.val = (x, y)
+        if self.cfg.rank0_start_delay and engine.dist.rank == 0:
+            time.sleep(self.cfg.rank0_start_delay)
         return TensorDataset(x, y)
 
     def plan(self, steps_per_epoch):
         return self.cfg.steps, "completed"
+
+    def sample_groups(self):
+        return ([i // self.cfg.group_size for i in range(12)], self.cfg.group_size) if self.cfg.group_size else None
 
     def train_step(self, batch):
         x, y = batch
         loss = nn.functional.mse_loss(self.view(x), y) + self.cfg.noise * torch.rand(()).item()
         if self.engine.step + 1 == self.cfg.poison_step:
             loss = loss * float("nan")
-        if self.engine.step + 1 == self.cfg.signal_step:
+        if self.engine.step + 1 == self.cfg.signal_step and self.cfg.signal_rank in (-1, self.engine.dist.rank):
             for name in self.cfg.signals.split(","):
                 # raise_signal handles each signal before it returns; two os.kill calls to the whole
                 # process can reach other threads and merge into one pending signal
@@ -226,6 +240,54 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
         pytest.fail(f"no SIGINT stopped the run; {left}: {task.after_signals}")
     assert task.after_signals == [("SIGINT", signal.default_int_handler)]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _toy_torchrun(tmp_path, **settings):
+    """The toy task on 2 CPU processes (tests/engine_toy_run.py): {rank: its result line} and the worker logs."""
+    from torchrun_helper import finish, start_torchrun
+
+    cfg = {"out": str(tmp_path / "run"), **settings}  # another "out" resumes a run
+    proc = start_torchrun([ROOT / "tests" / "engine_toy_run.py", json.dumps(cfg)], tmp_path)
+    _, _, logs = finish(proc, tmp_path, timeout=150, ok_codes=range(0, 256))  # the ranks' statuses: their lines
+    results = {int(rank): json.loads(line) for rank, line in re.findall(r"TOY rank=(\d+) (\{.*\})", logs)}
+    assert sorted(results) == [0, 1], logs
+    return results, logs
+
+
+@pytest.mark.slow
+def test_a_stop_signal_that_reaches_one_rank_stops_every_rank_after_the_same_step_and_saves_it(tmp_path):
+    """A preemption notice forwarded to one node's ranks, or a `kill` of one worker: the ranks agree to stop
+    after the same step, skip the final validation together (a rank-local decision sent one rank into the
+    validation's broadcast and the other into the save's all_reduce: a hang), save that step and all exit 143."""
+    results, logs = _toy_torchrun(tmp_path, steps=1000, signal_step=3, signal_rank=1, val_every=2)
+    assert results[0] == results[1] == {"stopped": "signal SIGTERM", "step": 3, "exit": 143}, logs
+    out = tmp_path / "run"
+    assert load_checkpoint(out / "last.pt")["step"] == 3 == load_checkpoint(out / "model.pt")["step"]
+
+
+@pytest.mark.slow
+def test_the_deadline_under_torchrun_is_the_stop_reason_on_every_rank(tmp_path):
+    """Rank 0 starts its --max-minutes clock seconds after rank 1 (here: a slow start made explicit), so only rank
+    1's deadline has passed when they agree to stop: both report the deadline, not a signal nobody sent."""
+    results, logs = _toy_torchrun(tmp_path, steps=10**7, max_minutes=0.02, rank0_start_delay=3.0, val_every=10**7,
+                                  log_every=10**7)
+    assert results[0] == results[1] and results[0]["stopped"] == "max_minutes=0.02" and results[0]["exit"] == 0, logs
+
+
+@pytest.mark.slow
+def test_identity_grouped_epochs_resume_exactly_under_another_number_of_processes(tmp_path):
+    """Stopped mid-epoch in one process, resumed under torchrun with 2 (same global batch): every global batch
+    holds the samples it held in the uninterrupted run. With no random term the loss of a global batch is the
+    same on 1 or 2 processes (DDP averages the halves' gradients), so the logged losses show it step by step."""
+    opts = dict(steps=6, noise=0.0, group_size=2, val_every=100)
+    _run(tmp_path / "full", **opts)
+    part = tmp_path / "part"
+    _run(part, **dict(opts, steps=2))  # 2 of the epoch's 3 batches
+    results, logs = _toy_torchrun(tmp_path / "ddp", **dict(opts, out=str(part), resume="auto"))
+    assert results[0]["step"] == 6, logs
+    full, resumed = _losses(tmp_path / "full"), _losses(part)
+    assert [s for s, _ in resumed] == [s for s, _ in full] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in full], rel=1e-5, abs=1e-7)
 
 
 class _WorkerPid(torch.utils.data.Dataset):
@@ -412,6 +474,13 @@ def test_trainer_cli_errors_are_one_line(tmp_path, capsys, pipeline):
     ("train_super_resolution", ["--adversarial", "hinge", "--label-smoothing", "0.1"], "label smoothing (0.1)"),
     ("train_super_resolution", ["--began-gamma", "0.5"], "--began-gamma is not supported by train_super_resolution"),
     ("train_frontalization", ["--began-gamma", "2"], "--began-gamma must be in (0, 1]"),
+    # options of another objective would never act: refused as --label-smoothing with hinge is
+    ("train_super_resolution", ["--adversarial", "hinge", "--gp-weight", "5"],
+     "--gp-weight 5 only applies to --adversarial wgan-gp, not to hinge"),
+    ("train_frontalization", ["--adversarial", "wgan-gp", "--clip-value", "0.5"],
+     "--clip-value 0.5 only applies to --adversarial wgan-clip, not to wgan-gp"),
+    ("train_frontalization", ["--began-lambda-k", "0.5"], "--began-lambda-k 0.5 only applies with --began-gamma"),
+    ("train_frontalization", ["--cycle", "1", "--lambda-ce", "1"], "--lambda-ce 1 (identity cross-entropy"),
 ])
 def test_invalid_training_settings_exit_with_status_2(tmp_path, capsys, pipeline, flags, message):
     """Settings that cannot work (the engine's, the trainer's, the GAN objective's) are config errors: status 2,

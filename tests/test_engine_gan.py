@@ -216,6 +216,89 @@ def test_began_objective_updates_k_and_resumes(tmp_path):
         resumed.load_state_dict({"config": {}})
 
 
+def _began_batches():
+    """A real batch whose two halves differ (what two ranks see), fakes, and the BEGAN discriminator (seeded)."""
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.rand(4, 1, 8, 8, generator=g), torch.rand(4, 1, 8, 8, generator=g) * 0.2
+    real[2:] *= 3
+    torch.manual_seed(0)
+    return real, fake, AutoencoderDiscriminator(channels=1, size=8, hidden=4, latent_dim=4)
+
+
+def _began_k(real, fake, D, calls=3):
+    obj = GANObjective(began_gamma=1.0, began_lambda_k=0.05)
+    return [obj.discriminator_loss(D, real, fake)[1]["k_t"] for _ in range(calls)]
+
+
+def _began_k_on_rank(rank, store, out):
+    """One of 2 gloo processes: BEGAN's k_t after each discriminator_loss call on this rank's half batch."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        real, fake, D = _began_batches()
+        half = slice(2 * rank, 2 * rank + 2)
+        torch.save(_began_k(real[half], fake[half], D), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_began_k_t_is_the_global_batchs_and_the_same_on_every_rank(tmp_path):
+    """Under torchrun each rank sees half the batch; the discriminator is one DDP-averaged network, so its k_t
+    must be one value too: the update from the global batch's L(x), L(G(z)) (each rank's own drifted apart, the
+    log showed their mean and last.pt rank 0's, so a resumed run differed from the uninterrupted one)."""
+    import torch.multiprocessing as mp
+
+    real, fake, D = _began_batches()
+    whole = _began_k(real, fake, D)
+    halves = [_began_k(real[:2], fake[:2], D), _began_k(real[2:], fake[2:], D)]
+    assert halves[0] != pytest.approx(halves[1]) and all(0 < k < 1 for k in whole)  # the halves disagree
+    mp.spawn(_began_k_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0] == ranks[1] == pytest.approx(whole, rel=1e-5)
+
+
+def test_wgan_gp_with_a_batch_coupling_layer_warns(caplog):
+    """The gradient penalty differentiates the summed critic output over the whole interpolate batch: with a
+    layer that mixes the samples it is no longer the per-sample penalty of WGAN-GP (docs/gan_toolkit.md)."""
+    for flag in ("minibatch_discrimination", "minibatch_std"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lightface.engine.gan"):
+            GANObjective(adversarial="wgan-gp", **{flag: True})
+        assert "not the per-sample penalty" in caplog.text and f"--{flag.replace('_', '-')}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightface.engine.gan"):
+        GANObjective(adversarial="hinge", minibatch_discrimination=True, minibatch_std=True)
+        GANObjective(adversarial="wgan-gp")
+    assert not caplog.text
+
+
+@pytest.mark.parametrize("trainer, settings, off", [
+    ("sr", {"adv_weight": 0.0}, "--adv-weight 0"),
+    ("sr", {"adv_start": 10, "steps": 10}, "--adv-start 10 (--steps 10)"),
+    ("frontal", {"lambda_adv": 0.0}, "--lambda-adv 0"),
+])
+def test_gan_options_of_a_run_without_the_adversarial_term_are_named_in_a_warning(caplog, trainer, settings, off):
+    """The discriminator would be built with them, saved and resumed, but never trained nor used."""
+    from lightface.engine.frontal_trainer import FrontalizationTask, FrontalTrainConfig
+    from lightface.engine.gan import GANConfig
+    from lightface.engine.sr_trainer import SRTrainConfig, SuperResolutionTask
+
+    task_cls, cfg_cls, data = ((SuperResolutionTask, SRTrainConfig, ["x"]) if trainer == "sr" else
+                               (FrontalizationTask, FrontalTrainConfig, "x"))
+    gan = GANConfig(adversarial="wgan-gp", feature_matching=1.0, minibatch_discrimination=True, cycle=0.5)
+    with caplog.at_level("WARNING", logger="lightface.engine.gan"):
+        assert task_cls(cfg_cls(data=data, out="o", gan=gan, **settings)).check() == []
+    assert f"{off}: the adversarial term is off" in caplog.text
+    assert "--adversarial, --feature-matching, --minibatch-discrimination take no effect" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightface.engine.gan"):
+        task_cls(cfg_cls(data=data, out="o", **settings)).check()  # nothing given: nothing to say
+        task_cls(cfg_cls(data=data, out="o", gan=gan)).check()
+    assert "adversarial term is off" not in caplog.text
+
+
 def test_cycle_loss_weighted_and_logged():
     obj = GANObjective(cycle=10.0)
     x, xr = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5)

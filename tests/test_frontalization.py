@@ -361,6 +361,20 @@ def test_train_tiny_resume_and_load(pose_lmdb, tmp_path):
     assert fr.frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == (128, 128, 3)
 
 
+def test_ema_decay_0_validates_and_saves_the_raw_generator(pose_lmdb, tmp_path):
+    """--ema-decay 0 keeps no EMA: the samples and validation use the raw generator, model.pt holds it alone."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines import train_frontalization
+
+    out = tmp_path / "run"
+    res = train_frontalization.main(train_frontalization.get_args_parser().parse_args(
+        _tiny_train_argv(pose_lmdb, out, "--steps", "2", "--ema-decay", "0")))
+    assert res["step"] == 2 and "val_cos_frontal" in res and (out / "samples" / "step_0000002.png").is_file()
+    assert "ema_state_dict" not in load_checkpoint(out / "model.pt")
+    assert Frontalizer(out / "model.pt", device="cpu").frontalize_face(np.zeros((128, 128, 3), np.uint8)).shape == \
+        (128, 128, 3)
+
+
 def test_cycle_with_began_gives_the_profile_critic_its_own_k_t(pose_lmdb, tmp_path):
     """--cycle with --began-gamma: D_p has its own GAN objective, so its BEGAN k_t is its own, logged as
     l_k_t_profile beside D's l_k_t, saved in last.pt (gan_state_profile) and restored by --resume; a checkpoint

@@ -52,3 +52,33 @@ def test_bad_arguments_are_named():
         IdentityGroupSampler(DATA, LABELS, 1)
     with pytest.raises(ValueError, match="identity labels for"):
         IdentityGroupSampler(DATA, LABELS[:-1], 4)
+
+
+
+@pytest.mark.parametrize("before, after", [(1, 2), (2, 1), (2, 3), (4, 2)])
+def test_a_mid_epoch_resume_under_another_number_of_processes_sees_the_rest_of_the_epoch_once(before, after):
+    """The engine resumes each rank at ``batch_in_epoch x per-rank batch`` of its own share; with the same global
+    batch, the ranks of the resumed run then take exactly the samples the interrupted run had not seen (one
+    contiguous block per rank skipped some and repeated others): a global batch is the same stretch of the
+    epoch's order for any number of processes."""
+    k, batch, done = 3, 12, 5  # global batch 12; 5 global batches done before the interruption
+
+    def ranks(world):
+        return [IdentityGroupSampler(DATA, LABELS, k, num_replicas=world, rank=r, seed=6, batch_size=batch // world)
+                for r in range(world)]
+
+    order = _epoch(ranks(1)[0], 3)
+    for world in (2, 3, 4):
+        parts = [_epoch(s, 3) for s in ranks(world)]
+        per = batch // world
+        for b in range(len(DATA) // batch):
+            batch_b = sorted(i for p in parts for i in p[b * per:(b + 1) * per])
+            assert batch_b == sorted(order[b * batch:(b + 1) * batch])
+    seen = [i for s in ranks(before) for i in _epoch(s, 3)[:done * batch // before]]
+    rest = []
+    for sampler in ranks(after):
+        sampler.start = done * batch // after  # what the engine sets on --resume
+        rest += _epoch(sampler, 3)
+    assert sorted(seen) == sorted(order[:done * batch])
+    pad = len(rest) - (len(DATA) - done * batch)  # an equal share per rank, padded from the order's start
+    assert 0 <= pad < after and sorted(rest) == sorted(order[done * batch:] + order[:pad])

@@ -277,6 +277,21 @@ def test_train_resume_and_checkpoint_format(tmp_path):
         main(_train_args(tmp_path, data, out, steps=8, channels=16, resume="auto"))
 
 
+def test_ema_decay_0_validates_and_saves_the_raw_generator(tmp_path):
+    """--ema-decay 0 (accepted: [0, 1)) keeps no EMA: validation scores the raw generator and model.pt holds it
+    alone, loadable as usual (it crashed at the first validation, nothing saved)."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines.train_super_resolution import main
+
+    out = tmp_path / "run"
+    res = main(_train_args(tmp_path, _faces(tmp_path), out, steps=2, ema_decay=0, identity_weights="none"))
+    assert res["step"] == 2 and "val_psnr" in res and (out / "samples" / "step_0000002.png").is_file()
+    final = load_checkpoint(out / "model.pt")
+    assert "ema_state_dict" not in final and final["step"] == 2
+    sr = SuperResolver(out / "model.pt", device="cpu")
+    assert sr.upscale_face(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)
+
+
 def test_finetune_starts_from_a_trained_generator(tmp_path):
     from lightface.engine.checkpoint import load_checkpoint
     from lightface.engine.engine import TrainingError

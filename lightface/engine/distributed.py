@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
-           "PROJECT_LOGGERS"]
+           "mean_over_processes", "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,17 @@ def log_on_main_rank(info: DistInfo) -> None:
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+
+
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` (any shape, floating point) over the process group's ranks (a collective:
+    every rank calls it with the same shape); ``values`` itself (detached) without a process group."""
+    values = values.detach()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
 
 
 def cleanup_distributed() -> None:

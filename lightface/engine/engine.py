@@ -25,7 +25,8 @@ two GANs:
   ``all_reduce`` per step, so all ranks stop after the same step; a SIGINT (Ctrl-C) or
   SIGTERM (preemption, ``timeout``) stops the run the same way (:mod:`.stop_signals`): the
   step finishes, ``last.pt`` and ``model.pt`` are saved, then :class:`TrainingInterrupted`
-  is raised, and ``--resume`` loses nothing;
+  is raised (on every rank, also when the signal reached only some of them), and ``--resume``
+  loses nothing;
 * **logging**: loss terms averaged over ranks and over the ``--log-every`` window;
 * a **NaN guard**: a non-finite loss term or weight stops the run with
   :class:`NonFiniteLossError`; checkpoints are never written with non-finite weights, so
@@ -60,7 +61,7 @@ from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
-from .stop_signals import StopSignals, TrainingInterrupted, ignore_in_worker, starting_workers
+from .stop_signals import STOP_SIGNALS, StopSignals, TrainingInterrupted, ignore_in_worker, starting_workers
 
 __all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "SettingsError",
            "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
@@ -320,6 +321,8 @@ class Engine:
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._resume_ckpt: Optional[Dict[str, Any]] = None
         self._stop = StopSignals()
+        # the stop signal some rank had received at the last _sync (the same on every rank)
+        self._agreed_signal: Optional[str] = None
 
     # ---------------------------------------------------------------- task API
     def add_network(self, name: str, module: nn.Module, *, arch: Optional[str] = None,
@@ -369,6 +372,12 @@ class Engine:
         if ema is None:
             raise KeyError(f"network {name!r} has no EMA (register it with ema_decay > 0)")
         return ema
+
+    def eval_network(self, name: str) -> nn.Module:
+        """The network ``name`` as validation and ``model.pt`` see it: its EMA copy when it keeps one,
+        else the plain network (``ema_decay`` 0: the raw weights)."""
+        net = self._nets[name]
+        return net.ema.module if net.ema is not None else net.module
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer, lr: float, scheduler: Any = None) -> None:
         """Register an optimiser (and its lr scheduler, stepped by the task); ``lr`` is the base
@@ -435,7 +444,7 @@ class Engine:
         else:
             groups, group_size = grouping
             self.sampler = IdentityGroupSampler(train_set, groups, group_size, num_replicas=self.dist.world_size,
-                                                rank=self.dist.rank, seed=cfg.seed)
+                                                rank=self.dist.rank, seed=cfg.seed, batch_size=self.local_batch)
         per_rank = len(self.sampler)
         if per_rank == 0:
             raise TrainingError("the training set is empty")
@@ -459,8 +468,11 @@ class Engine:
                  self.device)
         with self._stop:
             summary = self._loop(short)
-        if self._stop.received:
-            raise TrainingInterrupted(self._stop.received, summary)
+        # every rank raises for a signal any rank received (the same exit status on all of them); a signal
+        # that came after the last step's agreement still stops this process's caller
+        signal_name = self._agreed_signal or self._stop.received
+        if signal_name:
+            raise TrainingInterrupted(signal_name, summary)
         return summary
 
     # ---------------------------------------------------------------- run folder
@@ -562,8 +574,9 @@ class Engine:
                 if self.step >= self.planned:
                     break
                 if stop_now:
-                    stopped = self._stop_reason(deadline)
-                    log.info("%s at step %d: stopping (all processes)", stopped, self.step)
+                    stopped = self._stop_reason()
+                    by = " (received by another process)" if self._agreed_signal and not self._stop.received else ""
+                    log.info("%s%s at step %d: stopping (all processes)", stopped, by, self.step)
                     break
             if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
@@ -575,7 +588,9 @@ class Engine:
         stopped = stopped or short_reason  # the loop ends at the planned step unless a deadline or signal stopped it
         if window:
             self._log_window(window, step_epoch)
-        if self._validated_step != self.step and not self._stop.received:  # a signal asks for a prompt exit
+        # a signal asks for a prompt exit; the agreed flag, the same on every rank (a rank-local one would
+        # send one rank into the validation's broadcast and another into the save's all_reduce: a hang)
+        if self._validated_step != self.step and not self._agreed_signal:
             last_val = self._validate(step_epoch) or last_val
         if self._saved_step != self.step:
             self._save("last.pt")
@@ -591,31 +606,34 @@ class Engine:
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
         return summary
 
-    def _stop_reason(self, deadline: Optional[float]) -> str:
-        """Why the ranks agreed to stop early: this process's signal, the deadline, or another rank's signal."""
-        if self._stop.received:
-            return f"signal {self._stop.received}"
-        if deadline is not None and time.monotonic() >= deadline:
-            return f"max_minutes={self.cfg.max_minutes:g}"
-        return "another process was signalled"
+    def _stop_reason(self) -> str:
+        """Why the ranks agreed to stop early (the same on every rank): a stop signal any of them received
+        (``signal SIGTERM``), else the deadline any of them reached (``max_minutes=M``)."""
+        if self._agreed_signal:
+            return f"signal {self._agreed_signal}"
+        return f"max_minutes={self.cfg.max_minutes:g}"
 
     def _sync(self, terms: Mapping[str, Union[Tensor, float]], deadline: Optional[float]) -> Tuple[Dict[str, float], bool]:
-        """Average the step's terms over ranks and agree on stopping (the deadline or a stop signal) and on
-        finiteness (one all_reduce)."""
+        """Average the step's terms over ranks and agree (one all_reduce) on finiteness and on stopping: which
+        stop signal some rank received (one count per signal, kept in ``_agreed_signal``, the same on every
+        rank), whether some rank reached the deadline."""
         names = sorted(terms)
         vals = [torch.as_tensor(terms[n]).detach().to(self.device, torch.float32).reshape(()) for n in names]
-        stop = 1.0 if self._stop.received or (deadline is not None and time.monotonic() >= deadline) else 0.0
-        bad_weights = 0.0 if self._weights_finite() else 1.0
-        stats = torch.stack(vals + [torch.tensor(stop, device=self.device), torch.tensor(bad_weights, device=self.device)])
+        flags = [1.0 if self._stop.received == sig.name else 0.0 for sig in STOP_SIGNALS]
+        flags.append(1.0 if deadline is not None and time.monotonic() >= deadline else 0.0)
+        flags.append(0.0 if self._weights_finite() else 1.0)
+        stats = torch.stack(vals + [torch.tensor(f, device=self.device) for f in flags])
         if self.dist.distributed:
             dist.all_reduce(stats)
             stats[: len(names)] /= self.dist.world_size
         out = stats.double().cpu().tolist()
         values = dict(zip(names, out[: len(names)]))
+        *signalled, deadline_passed, bad_weights = out[len(names):]
         bad = [n for n, v in values.items() if not math.isfinite(v)]
-        if bad or out[-1] > 0:
-            self._diverged(bad, values, weights=out[-1] > 0)
-        return values, out[-2] > 0
+        if bad or bad_weights > 0:
+            self._diverged(bad, values, weights=bad_weights > 0)
+        self._agreed_signal = next((sig.name for sig, n in zip(STOP_SIGNALS, signalled) if n > 0), None)
+        return values, bool(self._agreed_signal) or deadline_passed > 0
 
     def _weights_finite(self) -> bool:
         """Whether every trained weight is finite (max |w| via one norm over all tensors)."""

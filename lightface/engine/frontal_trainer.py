@@ -24,8 +24,8 @@ TP-GAN output feeds every loss), keeps the EMA generator, and writes the run fol
 ``model.pt`` (the final generator, loadable by :class:`~lightface.restore.frontalizer.Frontalizer`),
 ``samples/step_XXXXXXX.png`` (input | synthesised | target).
 
-Validation (rank 0, EMA generator): for the held-out identities, Light CNN ``fc``
-embeddings of each raw profile and of its frontalised version are compared with each
+Validation (rank 0, EMA generator; the raw one with ``--ema-decay 0``): for the held-out
+identities, Light CNN ``fc`` embeddings of each raw profile and of its frontalised version are compared with each
 identity's frontal gallery image (the first frontal of the identity): mean cosine to the
 own identity's gallery (``val_cos_raw`` / ``val_cos_frontal``, which ``best.pt`` tracks)
 and rank-1 identification over the gallery (``val_rank1_raw`` / ``val_rank1_frontal``).
@@ -160,7 +160,9 @@ class FrontalTrainConfig(GANRunConfig):
                                            "and shift of the decoder: the "
                                            "saved model names the judge and loads it at inference; --finetune may "
                                            "start from an unconditioned model (the new inputs start at zero weight)")
-    lambda_ce: float = option(0.0, group=_LOSS, help="identity cross-entropy on the encoder feature; 0 disables")
+    lambda_ce: float = option(0.0, group=_LOSS,
+                              help="identity cross-entropy on the encoder feature; 0 disables; paired training only "
+                                   "(not with --cycle)")
     steps: int = option(20000, group=_OPT, help="generator steps")
     batch_size: int = option(8, group=_OPT, help="images per step over all processes (divided over torchrun processes)")
     lr: float = option(1e-4, group=_OPT, help="generator Adam learning rate")
@@ -202,6 +204,9 @@ class FrontalTrainConfig(GANRunConfig):
         if self.lambda_ip_rank < 0 or not self.ip_temperature > 0:
             problems.append(f"--lambda-ip-rank must be >= 0 and --ip-temperature > 0, got {self.lambda_ip_rank} "
                             f"and {self.ip_temperature}")
+        if self.lambda_ce > 0 and self.gan.cycle > 0:
+            problems.append(f"--lambda-ce {self.lambda_ce:g} (identity cross-entropy on the paired targets' labels) "
+                            "needs paired training (not --cycle); leave it out")
         if self.lambda_ip_rank > 0 and (judge_off or self.gan.cycle > 0):
             problems.append("--lambda-ip-rank needs the identity judge (not --identity-weights none) and paired "
                             "training (not --cycle)")
@@ -568,6 +573,9 @@ class FrontalizationTask(GANTask):
             features = self.identity.features(x)
         return self.views["G"](x, condition=self.G.condition_from_fc(features["fc"]).to(x.dtype)), features
 
+    def adversarial_off(self) -> Optional[str]:
+        return "--lambda-adv 0" if self.cfg.lambda_adv == 0 else None
+
     def train_step(self, batch) -> Dict[str, Any]:
         cfg, objective, views = self.cfg, self.objective, self.views
         x, y = batch["input"], batch["target"]
@@ -643,7 +651,7 @@ class FrontalizationTask(GANTask):
 
     def validate(self) -> Dict[str, float]:
         engine = self.engine
-        ema_g = engine.ema("G").module
+        ema_g = engine.eval_network("G")
         with torch.no_grad():
             fr = ema_g.frontalize(self.show_x)
         save_sample_grid(engine.out / "samples" / f"step_{engine.step:07d}.png", [self.show_x, fr, self.show_y])

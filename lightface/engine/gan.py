@@ -61,10 +61,11 @@ from ..losses.gan_regularizers import (
     pull_away_term,
 )
 from .config import option
+from .distributed import mean_over_processes
 from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
-           "finetune_option", "identity_judge", "load_generator_start"]
+           "finetune_option", "identity_judge", "inapplicable_gan_options", "load_generator_start"]
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,23 @@ class GANObjective:
                 raise ValueError(f"--began-gamma must be in (0, 1], got {began_gamma}; omit it (null in YAML) "
                                  "to train without BEGAN")
             self.began = BEGANController(gamma=began_gamma, lambda_k=began_lambda_k)
-            if adversarial != GAN_DEFAULTS["adversarial"] or label_smoothing:
-                log.warning("--began-gamma replaces the adversarial objective; --adversarial %s and "
-                            "--label-smoothing are ignored", adversarial)
+            ignored = [f"--{k.replace('_', '-')} {v}" for k, v in (
+                ("adversarial", adversarial), ("label_smoothing", label_smoothing), ("gp_weight", gp_weight),
+                ("clip_value", clip_value)) if v != GAN_DEFAULTS[k]]
+            if ignored:
+                log.warning("--began-gamma replaces the adversarial objective; %s ignored", ", ".join(ignored))
             self.loss = None
         else:
             if adversarial == "wgan-clip" and self.clip_value <= 0:
                 raise ValueError(f"--clip-value must be > 0 for wgan-clip, got {clip_value}")
             self.loss = get_adversarial_loss(adversarial, label_smoothing=self.label_smoothing)
+            coupling = [f for f, on in (("--minibatch-discrimination", self.minibatch_discrimination),
+                                        ("--minibatch-std", self.minibatch_std)) if on]
+            if adversarial == "wgan-gp" and self.gp_weight > 0 and coupling:
+                log.warning("--adversarial wgan-gp with %s: that layer mixes the batch's samples, so the gradient "
+                            "penalty's norm at one sample includes the other samples' gradients and is not the "
+                            "per-sample penalty of Gulrajani et al.; drop the layer or pick another --adversarial "
+                            "(docs/gan_toolkit.md)", " and ".join(coupling))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -278,7 +288,9 @@ class GANObjective:
 
         Returns:
             ``(loss, terms)``: scalar tensor, dict of floats (see the module docstring).
-            Includes the gradient penalty (wgan-gp, needs M == N); updates BEGAN's k_t.
+            Includes the gradient penalty (wgan-gp, needs M == N); updates BEGAN's k_t (from ``L(x)``,
+            ``L(G(z))`` averaged over the torchrun processes, so every rank keeps the same k_t: call it on
+            every rank together).
         """
         _check_batch("real", real)
         _check_batch("fake", fake)
@@ -287,7 +299,8 @@ class GANObjective:
             loss_real = autoencoder_loss(real, D(real))
             loss_fake = autoencoder_loss(fake, D(fake))
             loss = self.began.discriminator_loss(loss_real, loss_fake)
-            lr, lf = loss_real.item(), loss_fake.item()
+            # under torchrun: the global batch's L(x), L(G(z)), so that every rank keeps the same k_t
+            lr, lf = mean_over_processes(torch.stack([loss_real.detach(), loss_fake.detach()])).tolist()
             terms = {"d_began_real": lr, "d_began_fake": lf, "M_global": self.began.convergence(lr, lf)}
             terms["k_t"] = self.began.update(lr, lf)
             return loss, terms
@@ -381,6 +394,24 @@ class GANObjective:
         return f"GANObjective({', '.join(parts)})"
 
 
+def inapplicable_gan_options(gan: GANConfig) -> List[str]:
+    """Problems: options of one objective set for a run with another (``--gp-weight`` without wgan-gp,
+    ``--clip-value`` without wgan-clip, ``--began-lambda-k`` without ``--began-gamma``), which would never act;
+    refused like ``--label-smoothing`` with hinge. With BEGAN, the first two are ignored with a warning (as
+    ``--adversarial`` is)."""
+    problems = []
+    began = gan.began_gamma is not None
+    for name, objective in (("gp_weight", "wgan-gp"), ("clip_value", "wgan-clip")):
+        value = getattr(gan, name)
+        if value != GAN_DEFAULTS[name] and not began and gan.adversarial != objective:
+            problems.append(f"--{name.replace('_', '-')} {value:g} only applies to --adversarial {objective}, "
+                            f"not to {gan.adversarial}; leave it out")
+    if gan.began_lambda_k != GAN_DEFAULTS["began_lambda_k"] and not began:
+        problems.append(f"--began-lambda-k {gan.began_lambda_k:g} only applies with --began-gamma (BEGAN); "
+                        "leave it out or set --began-gamma")
+    return problems
+
+
 @dataclasses.dataclass
 class GANRunConfig(RunConfig):
     """Settings both GAN trainers share; their config dataclasses derive from this one (and add
@@ -392,7 +423,8 @@ class GANRunConfig(RunConfig):
              "judge of the identity loss and metrics; unset: the recogniser that ships with lightface, when one does; "
              "'none': off")
     ema_decay: float = option(0.999, group="optimisation",
-                              help="decay of the generator's EMA (validated, saved as ema_state_dict, used at inference)")
+                              help="decay of the generator's EMA (validated, saved as ema_state_dict, used at "
+                                   "inference); 0: no EMA, the raw weights are validated and used")
     workers: int = option(2, group=_RUN, help="DataLoader workers per process")
     log_every: int = option(50, group=_RUN, help="log the loss terms, averaged over the steps and processes, every N steps")
     save_every: int = option(1000, group=_RUN, help="write last.pt every N steps (and at the end)")
@@ -419,13 +451,27 @@ class GANTask(Task):
 
     def check(self) -> List[str]:
         """The settings' problems, those of the GAN objective included (``--label-smoothing`` with
-        ``--adversarial hinge`` ...): :attr:`objective` is built here, before training starts."""
+        ``--adversarial hinge``, :func:`inapplicable_gan_options` ...): :attr:`objective` is built here,
+        before training starts. GAN options given for a run whose adversarial term is off throughout
+        (:meth:`adversarial_off`) get a warning: they take effect only if a resumed run turns it on."""
         problems = super().check()
         try:
             self.objective = GANObjective.from_config(self.cfg.gan)
         except ValueError as err:
             problems.append(str(err))
+        problems += inapplicable_gan_options(self.cfg.gan)
+        off = self.adversarial_off()
+        given = [f"--{k.replace('_', '-')}" for k, v in dataclasses.asdict(self.cfg.gan).items()
+                 if k != "cycle" and v != GAN_DEFAULTS[k]]
+        if off and given:
+            log.warning("%s: the adversarial term is off for the whole run, so %s take no effect (the discriminator "
+                        "is built and saved but never trained)", off, ", ".join(given))
         return problems
+
+    def adversarial_off(self) -> Optional[str]:
+        """The setting that keeps the adversarial term (and the discriminator's training) out of every step of
+        the run, e.g. ``"--adv-weight 0"``; None when it acts at some step."""
+        return None
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
         return self.cfg.steps, "completed"

@@ -292,6 +292,14 @@ class SuperResolutionTask(GANTask):
             log.warning("--resume: --wavelet-normalization is %s now, %s in the interrupted run; the wavelet loss "
                         "changes its balance from here on", self._normalization_given, saved)
 
+    def adversarial_off(self) -> Optional[str]:
+        cfg = self.cfg
+        if cfg.adv_weight == 0:
+            return "--adv-weight 0"
+        if cfg.adv_start >= cfg.steps:
+            return f"--adv-start {cfg.adv_start} (--steps {cfg.steps})"
+        return None
+
     def train_step(self, batch) -> Dict[str, Any]:
         cfg, gan = self.cfg, self.objective
         lr_img, hr, methods = batch if len(batch) == 3 else (*batch, None)
@@ -332,7 +340,7 @@ class SuperResolutionTask(GANTask):
 
     def validate(self) -> Dict[str, float]:
         engine = self.engine
-        metrics = self.validator(engine.ema("G").module, self.device)
+        metrics = self.validator(engine.eval_network("G"), self.device)
         make_sample_grid(*self.validator.last, engine.out / "samples" / f"step_{engine.step:07d}.png")
         return metrics
 

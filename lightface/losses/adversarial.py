@@ -235,8 +235,9 @@ def gradient_penalty(
     ``e ~ U[0, 1]`` drawn per sample. The critic value of one sample is the mean of its
     outputs (so a PatchGAN map is treated like the losses above treat it). The graph is
     kept (``create_graph=True``) so the penalty trains D. ``fake`` is detached.
-    Avoid batch normalisation in a critic trained with this penalty (it couples samples);
-    use layer/instance norm or none.
+    Avoid batch normalisation and minibatch layers (minibatch discrimination, minibatch std)
+    in a critic trained with this penalty: they couple the samples, so a sample's gradient
+    norm here would include the others' outputs; use layer/instance norm or none.
 
     Args:
         discriminator: callable (N, ...) -> (N, ...) logits; a DDP wrapper is unwrapped.
