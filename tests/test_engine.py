@@ -481,6 +481,7 @@ def test_trainer_cli_errors_are_one_line(tmp_path, capsys, pipeline):
      "--clip-value 0.5 only applies to --adversarial wgan-clip, not to wgan-gp"),
     ("train_frontalization", ["--began-lambda-k", "0.5"], "--began-lambda-k 0.5 only applies with --began-gamma"),
     ("train_frontalization", ["--cycle", "1", "--lambda-ce", "1"], "--lambda-ce 1 (identity cross-entropy"),
+    ("train_frontalization", ["--d-steps", "0"], "--d-steps must be >= 1, got 0"),
 ])
 def test_invalid_training_settings_exit_with_status_2(tmp_path, capsys, pipeline, flags, message):
     """Settings that cannot work (the engine's, the trainer's, the GAN objective's) are config errors: status 2,

@@ -246,6 +246,18 @@ def test_gan_terms_are_logged_unweighted_under_the_frontalization_trainers_names
     assert not {"d_adv", "d_real", "g_cycle"} & set(first[2.0])
 
 
+def test_d_steps_trains_the_critic_that_many_times_per_generator_step(tmp_path):
+    """WGAN's n_critic: --adversarial wgan-gp could train the critic only once per generator step."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines.train_super_resolution import main
+
+    main(_train_args(tmp_path, _faces(tmp_path), tmp_path / "out", adversarial="wgan-gp", adv_weight=0.01, d_steps=3,
+                     steps=1, identity_weights="none"))
+    optimizers = load_checkpoint(tmp_path / "out" / "last.pt")["optimizers"]
+    adam_steps = {name: {float(v["step"]) for v in opt["state"].values()} for name, opt in optimizers.items()}
+    assert adam_steps == {"G": {1.0}, "D": {3.0}}
+
+
 def test_train_resume_and_checkpoint_format(tmp_path):
     from lightface.engine.checkpoint import load_checkpoint
     from lightface.engine.engine import TrainingError

@@ -4,7 +4,7 @@ One step (paired mode, the paper's setting):
 
 1. generator step: ``out = G(profile)``; ``L_syn`` (:class:`lightface.losses.frontal.FrontalLoss`)
    against the frontal target with D frozen; Adam step (the engine then updates the EMA);
-2. discriminator step every ``d_every`` generator steps: the GAN objective
+2. discriminator step (``--d-steps`` of them) every ``d_every`` generator steps: the GAN objective
    (:class:`lightface.engine.gan.GANObjective`, ``--adversarial`` etc.) on the target
    (real) and the detached ``img128`` (fake).
 
@@ -623,18 +623,23 @@ class FrontalizationTask(GANTask):
             d_fake = fake
             if cfg.profiles_as_fake and not self.cycle:
                 d_fake = torch.cat([fake.detach(), x[~own]])  # real profiles are not what G should produce
-            d_loss, d_terms = objective.discriminator_loss(views["D"], y, d_fake)
-            if self.cycle:
-                d_loss_p, d_terms_p = self.objective_p.discriminator_loss(views["D_p"], x, fake_p)
-                d_loss = d_loss + d_loss_p
-                terms.update(_profile_terms(d_terms_p))
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
-            objective.after_discriminator_step(self.D)
-            if self.cycle:
-                self.objective_p.after_discriminator_step(self.nets["D_p"])
-            terms.update(prefix_terms(d_terms))
+
+            def update() -> Dict[str, Any]:
+                d_loss, d_terms = objective.discriminator_loss(views["D"], y, d_fake)
+                out = prefix_terms(d_terms)
+                if self.cycle:
+                    d_loss_p, d_terms_p = self.objective_p.discriminator_loss(views["D_p"], x, fake_p)
+                    d_loss = d_loss + d_loss_p
+                    out.update(_profile_terms(d_terms_p))
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+                objective.after_discriminator_step(self.D)
+                if self.cycle:
+                    self.objective_p.after_discriminator_step(self.nets["D_p"])
+                return out
+
+            terms.update(self.discriminator_steps(update))
         return terms
 
     def extra_state(self) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein`
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -425,6 +425,9 @@ class GANRunConfig(RunConfig):
     ema_decay: float = option(0.999, group="optimisation",
                               help="decay of the generator's EMA (validated, saved as ema_state_dict, used at "
                                    "inference); 0: no EMA, the raw weights are validated and used")
+    d_steps: int = option(1, group="optimisation",
+                          help="discriminator (critic) updates per generator step, each on the step's real batch and "
+                               "detached fakes: WGAN's n_critic (its papers use 5, each on a fresh batch)")
     workers: int = option(2, group=_RUN, help="DataLoader workers per process")
     log_every: int = option(50, group=_RUN, help="log the loss terms, averaged over the steps and processes, every N steps")
     save_every: int = option(1000, group=_RUN, help="write last.pt every N steps (and at the end)")
@@ -435,6 +438,8 @@ class GANRunConfig(RunConfig):
         problems = []
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.d_steps < 1:
+            problems.append(f"--d-steps must be >= 1, got {self.d_steps}")
         return problems
 
 
@@ -472,6 +477,13 @@ class GANTask(Task):
         """The setting that keeps the adversarial term (and the discriminator's training) out of every step of
         the run, e.g. ``"--adv-weight 0"``; None when it acts at some step."""
         return None
+
+    def discriminator_steps(self, update: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        """Run ``update`` (one discriminator step: loss, backward, optimiser step, the objective's post-step
+        hook; returns its terms) ``--d-steps`` times; returns the last one's terms (the ones logged)."""
+        for _ in range(self.cfg.d_steps):
+            terms = update()
+        return terms
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
         return self.cfg.steps, "completed"

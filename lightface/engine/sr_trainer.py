@@ -10,7 +10,7 @@ One step follows BasicSR's GAN structure:
    ``l_g_feature_matching`` / ``l_g_pull_away``; the loss adds ``--adv-weight`` x their
    weighted sum) and ``l_g_cycle`` (the SR output downscaled with the kernel its LR was made
    with vs the LR input; the loss adds ``--cycle`` x it); ``l_g_total``;
-2. discriminator step on the real HR batch and the detached SR batch (``l_d``, the loss it
+2. discriminator step (``--d-steps`` of them) on the real HR batch and the detached SR batch (``l_d``, the loss it
    minimises, and the objective's terms ``l_d_adv``, ``l_d_real``, ``l_d_fake`` ...), then the
    objective's post-step hook (weight clipping).
 
@@ -329,13 +329,17 @@ class SuperResolutionTask(GANTask):
         terms["l_g_total"] = loss_g
         # --- discriminator step on real and detached fake
         if use_adv:
-            loss_d, d_terms = gan.discriminator_loss(self.D_view, hr, outputs.sr.detach())
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-            gan.after_discriminator_step(self.D)
-            terms["l_d"] = loss_d
-            terms.update(prefix_terms(d_terms))
+            fake = outputs.sr.detach()
+
+            def update() -> Dict[str, Any]:
+                loss_d, d_terms = gan.discriminator_loss(self.D_view, hr, fake)
+                self.opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.opt_d.step()
+                gan.after_discriminator_step(self.D)
+                return {"l_d": loss_d, **prefix_terms(d_terms)}
+
+            terms.update(self.discriminator_steps(update))
         return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
 
     def validate(self) -> Dict[str, float]:
