@@ -21,7 +21,7 @@ import os
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -208,20 +208,30 @@ def check_detector_options(model: Union[str, os.PathLike], det_size: int = 640, 
         DetectorError: ``model`` names a detector file that is missing or not a detector.
     """
     _check_scalars(det_size, threshold)
-    spec = str(model)
+    kind, _ = _detector_spec(str(model))
+    _check_det_size(int(det_size), "insightface" if kind in ("insightface", "pack") else "yunet", str(model))
+
+
+def _detector_spec(spec: str) -> Tuple[str, Optional[Path]]:
+    """What a detector spec names, checked without loading it: ``("shipped", None)`` (``"yunet"``),
+    ``("yunet", file)`` (``"yunet:<path>"`` or a YuNet ``.onnx``), ``("insightface", file)`` (an
+    InsightFace detector ``.onnx``) or ``("pack", None)`` (a model pack name or folder).
+
+    Raises:
+        DetectorError: a detector file that is missing or not a 5-point face detector.
+    """
     if spec.lower() == SHIPPED_DETECTOR:
-        return
+        return "shipped", None
     if spec.startswith("yunet:"):
-        _yunet_file(Path(spec[len("yunet:"):]).expanduser())
-        return
+        path = Path(spec[len("yunet:"):]).expanduser()
+        _yunet_file(path)
+        return "yunet", path
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".onnx" or path.is_file():
         if not path.is_file():
             raise DetectorError(f"detector file not found: {path}")
-        backend = _onnx_detector_kind(path)
-    else:
-        backend = "insightface"  # a model pack (by name or folder)
-    _check_det_size(int(det_size), backend, spec)
+        return _onnx_detector_kind(path), path
+    return "pack", None
 
 
 def _yunet_file(path: Path) -> None:
@@ -338,29 +348,21 @@ class FaceDetector:
         spec = str(model)
         self._yunet = None
         self._insight = None
-        if spec.lower() == SHIPPED_DETECTOR:
+        kind, path = _detector_spec(spec)
+        if kind == "shipped":
             self._load_yunet(shipped_detector_path())
-        elif spec.startswith("yunet:"):
-            path = Path(spec[len("yunet:"):]).expanduser()
-            _yunet_file(path)
+        elif kind == "yunet":
             self._load_yunet(path)
+        elif kind == "insightface":
+            self._load_insightface_onnx(path, _providers_for(device, providers))
+        elif fallback and _is_pack_name(spec):
+            chosen = _providers_for(device, providers)
+            try:
+                self._load_pack(spec, root, chosen)
+            except (DetectorError, ImportError) as err:
+                self._fall_back(spec, err)
         else:
-            path = Path(spec).expanduser()
-            if path.suffix.lower() == ".onnx" or path.is_file():
-                if not path.is_file():
-                    raise DetectorError(f"detector file not found: {path}")
-                if _onnx_detector_kind(path) == "yunet":
-                    self._load_yunet(path)
-                else:
-                    self._load_insightface_onnx(path, _providers_for(device, providers))
-            elif fallback and _is_pack_name(spec):
-                chosen = _providers_for(device, providers)
-                try:
-                    self._load_pack(spec, root, chosen)
-                except (DetectorError, ImportError) as err:
-                    self._fall_back(spec, err)
-            else:
-                self._load_pack(spec, root, _providers_for(device, providers))
+            self._load_pack(spec, root, _providers_for(device, providers))
         self.backend = "yunet" if self._yunet is not None else "insightface"
         logger.info("face detector %s (%s), det_size=%d, threshold=%.2f", self.model, self.backend,
                     self.det_size, self.threshold)

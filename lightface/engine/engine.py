@@ -56,7 +56,7 @@ from ..data.lmdb_format import is_lmdb_dir
 from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from .config import ConfigError, config_to_dict, option, save_config
+from .config import ConfigError, config_to_dict, flag_name, option, save_config
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
@@ -140,10 +140,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def check_run_config(cfg: Any) -> List[str]:
     """Problems with the settings the engine uses (batch size, intervals, deadline), naming the flags."""
     problems = []
@@ -152,11 +148,11 @@ def check_run_config(cfg: Any) -> List[str]:
     for name in ("batch_size", "log_every", "val_every"):
         value = getattr(cfg, name, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            problems.append(f"{_flag(name)} must be > 0 (a whole number), got {value!r}")
+            problems.append(f"{flag_name(name)} must be > 0 (a whole number), got {value!r}")
     for name in ("save_every", "workers"):
         value = getattr(cfg, name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{_flag(name)} must be >= 0 (a whole number), got {value!r}")
+            problems.append(f"{flag_name(name)} must be >= 0 (a whole number), got {value!r}")
     minutes = getattr(cfg, "max_minutes", None)
     if minutes is not None and not (isinstance(minutes, (int, float)) and minutes >= 0 and math.isfinite(minutes)):
         problems.append(f"--max-minutes must be >= 0 (0: no limit), got {minutes!r}")

@@ -60,7 +60,7 @@ from ..losses.gan_regularizers import (
     feature_matching_loss,
     pull_away_term,
 )
-from .config import option
+from .config import flag_name, option
 from .distributed import mean_over_processes
 from .engine import RunConfig, Task, TrainingError
 
@@ -204,7 +204,7 @@ class GANObjective:
                 raise ValueError(f"--began-gamma must be in (0, 1], got {began_gamma}; omit it (null in YAML) "
                                  "to train without BEGAN")
             self.began = BEGANController(gamma=began_gamma, lambda_k=began_lambda_k)
-            ignored = [f"--{k.replace('_', '-')} {v}" for k, v in (
+            ignored = [f"{flag_name(k)} {v}" for k, v in (
                 ("adversarial", adversarial), ("label_smoothing", label_smoothing), ("gp_weight", gp_weight),
                 ("clip_value", clip_value)) if v != GAN_DEFAULTS[k]]
             if ignored:
@@ -404,7 +404,7 @@ def inapplicable_gan_options(gan: GANConfig) -> List[str]:
     for name, objective in (("gp_weight", "wgan-gp"), ("clip_value", "wgan-clip")):
         value = getattr(gan, name)
         if value != GAN_DEFAULTS[name] and not began and gan.adversarial != objective:
-            problems.append(f"--{name.replace('_', '-')} {value:g} only applies to --adversarial {objective}, "
+            problems.append(f"{flag_name(name)} {value:g} only applies to --adversarial {objective}, "
                             f"not to {gan.adversarial}; leave it out")
     if gan.began_lambda_k != GAN_DEFAULTS["began_lambda_k"] and not began:
         problems.append(f"--began-lambda-k {gan.began_lambda_k:g} only applies with --began-gamma (BEGAN); "
@@ -466,7 +466,7 @@ class GANTask(Task):
             problems.append(str(err))
         problems += inapplicable_gan_options(self.cfg.gan)
         off = self.adversarial_off()
-        given = [f"--{k.replace('_', '-')}" for k, v in dataclasses.asdict(self.cfg.gan).items()
+        given = [flag_name(k) for k, v in dataclasses.asdict(self.cfg.gan).items()
                  if k != "cycle" and v != GAN_DEFAULTS[k]]
         if off and given:
             log.warning("%s: the adversarial term is off for the whole run, so %s take no effect (the discriminator "
@@ -548,7 +548,7 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
               if ckpt.model_kwargs.get(k) != v and not (adapt is not None and k == "condition_network")}
     if differ:
         names = flag_names or {}
-        flags = ", ".join(f"--{names.get(k, k).replace('_', '-')} {saved} (not {ours})"
+        flags = ", ".join(f"{flag_name(names.get(k, k))} {saved} (not {ours})"
                           for k, (ours, saved) in differ.items())
         raise TrainingError(f"--finetune {spec}: the model was trained with {flags}; pass those flags")
     state = ckpt.ema_state_dict if ckpt.ema_state_dict is not None else ckpt.state_dict

@@ -134,8 +134,9 @@ def _ycbcr_y(rgb: np.ndarray) -> np.ndarray:
 
 
 def _pairs(pred: ArrayLike, target: ArrayLike, channel_order: str, crop_border: int = 0,
-           data_range: Optional[float] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """(pred, target) as (H, W[, C]) float64 RGB in [0, 1], image by image, borders cropped."""
+           data_range: Optional[float] = None, y_channel: bool = False) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(pred, target) as (H, W[, C]) float64 RGB in [0, 1] (``y_channel``: their studio-swing Y, (H, W)),
+    image by image, borders cropped."""
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     if int(crop_border) != crop_border or crop_border < 0:
@@ -154,7 +155,7 @@ def _pairs(pred: ArrayLike, target: ArrayLike, channel_order: str, crop_border: 
                 raise ValueError(f"crop_border={crop_border} leaves nothing of a {h}x{w} image")
             a = a[crop_border:-crop_border, crop_border:-crop_border]
             b = b[crop_border:-crop_border, crop_border:-crop_border]
-        yield a, b
+        yield (_ycbcr_y(a), _ycbcr_y(b)) if y_channel else (a, b)
 
 
 def _result(values: List[float], batched: bool):
@@ -178,9 +179,7 @@ def psnr(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_or
     """
     vals = []
     with np.errstate(divide="ignore"):  # identical images: inf, as documented
-        for a, b in _pairs(pred, target, channel_order, crop_border, data_range):
-            if y_channel:
-                a, b = _ycbcr_y(a), _ycbcr_y(b)
+        for a, b in _pairs(pred, target, channel_order, crop_border, data_range, y_channel):
             vals.append(peak_signal_noise_ratio(b, a, data_range=1.0))
     return _result(vals, pred.ndim == 4)
 
@@ -194,13 +193,11 @@ def ssim(pred: ArrayLike, target: ArrayLike, y_channel: bool = False, channel_or
     (the window's size). Returns a float, or an (N,) array for (N, C, H, W) batches.
     """
     vals = []
-    for a, b in _pairs(pred, target, channel_order, crop_border, data_range):
+    for a, b in _pairs(pred, target, channel_order, crop_border, data_range, y_channel):
         if min(a.shape[:2]) < _SSIM_MIN_SIZE:
             raise ValueError(f"ssim needs images of at least {_SSIM_MIN_SIZE}x{_SSIM_MIN_SIZE} pixels (its Gaussian "
                              f"window, sigma 1.5, is {_SSIM_MIN_SIZE} px wide), got {a.shape[0]}x{a.shape[1]}"
                              + (f" after crop_border={crop_border}" if crop_border else ""))
-        if y_channel:
-            a, b = _ycbcr_y(a), _ycbcr_y(b)
         vals.append(
             structural_similarity(
                 b, a, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,

@@ -34,19 +34,26 @@ def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] =
     with os.scandir(path) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
-    people = [e for e in entries if e.is_dir() and image_files(Path(e.path))]
+    people = {}  # sub-folder name -> (its images, its other files), each walked once
+    for e in entries:
+        if e.is_dir():
+            others: List[Path] = []
+            images = image_files(Path(e.path), others)
+            if images:
+                people[e.name] = images, others
     if loose and people:  # one stray photo would otherwise file every person below under the folder's name
         raise ValueError(
             f"{path} holds both images ({len(loose)}, e.g. {loose[0]}) and folders of images ({len(people)}, e.g. "
-            f"{people[0].name}/): it is neither a folder of people nor clearly one person's folder. Move the loose "
+            f"{next(iter(people))}/): it is neither a folder of people nor clearly one person's folder. Move the loose "
             "images into a person's folder, or, if it is all one person, name them explicitly "
             "(enroll --identity NAME, or {NAME: folder} in Python)")
     if loose:  # one person's folder
         return [(path.name, p) for p in image_files(path, left_out)]
     left_out += [Path(e.path) for e in entries if e.is_file() and not _is_image(e.name)]
     out: List[Tuple[str, Path]] = []
-    for entry in people:  # a folder of people
-        out += [(entry.name, p) for p in image_files(Path(entry.path), left_out)]
+    for name, (images, others) in people.items():  # a folder of people
+        out += [(name, p) for p in images]
+        left_out += others
     return out
 
 

@@ -67,6 +67,11 @@ def _per_subband(x: Tensor, num_subbands: int) -> Tensor:
     return x.reshape(n, cs // num_subbands, num_subbands, h * w)
 
 
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+
+
 def wavelet_prediction_loss(pred: Tensor, target: Tensor, weights: Tensor, normalization: str = "paper") -> Tensor:
     """Weighted coefficient MSE of the wavelet-packet prediction.
 
@@ -78,8 +83,7 @@ def wavelet_prediction_loss(pred: Tensor, target: Tensor, weights: Tensor, norma
     pred, target: (N, C * S, h, w) packet coefficients (S = len(weights) subbands per channel).
     Returns a scalar.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    _check_normalization(normalization)
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} coefficients differ in shape")
     err = _per_subband((pred - target).square(), len(weights)).mean(dim=(0, 1, 3)) * weights.to(pred)
@@ -122,8 +126,7 @@ class WaveletSRLoss(nn.Module):
         normalization: str = "paper",
     ):
         super().__init__()
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        _check_normalization(normalization)
         self.normalization = normalization
         self.wavelet = WaveletPacket2d(levels)
         self.register_buffer("weights", subband_weights(levels, approx_weight, detail_weight), persistent=False)
