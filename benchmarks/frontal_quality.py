@@ -12,9 +12,10 @@ Data: ``../shared/data/cfp`` (ids 451-485: never read by the recognition corpus 
 For every identity network (``--identity-weights NAME=SPEC``, a Light CNN checkpoint or a
 shipped entry's name, or ``dlib``: dlib's ResNet recogniser, which this project never
 trained, on the 128 ``lightcnn`` crops; default: the shipped recogniser) it runs
-:func:`lightface.engine.frontal_trainer.evaluate_frontalization`: each profile (mirrored to
-the frontalizer's training direction) is recognised raw and frontalized against a gallery
-holding the first frontal photo of every identity: rank-1 (the fraction whose most
+:func:`lightface.engine.frontal_trainer.evaluate_frontalization`: each profile is frontalized
+mirrored to the frontalizer's training direction and, like the frontal view, mirrored back
+(what :class:`lightface.Frontalizer` returns), then recognised raw and frontalized, in the photo's
+own direction, against a gallery holding the first frontal photo of every identity: rank-1 (the fraction whose most
 similar gallery face is their own) and the mean cosine to their own gallery face; and,
 once, the mean left-right asymmetry of the raw probes, the frontalized faces and the gallery
 frontals (a frontalizer that passes profiles through keeps the raw asymmetry, and its
@@ -79,11 +80,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from benchmarks.sr_quality import _identity_networks
     from lightface.data import LMDBDataset
     from lightface.data.pose_pairs import PosePairDataset
-    from lightface.engine.frontal_trainer import evaluate_frontal_inputs, evaluate_frontalization, save_sample_grid
+    from lightface.engine.frontal_trainer import (evaluate_frontal_inputs, evaluate_frontalization, pose_data_problems,
+                                                  save_sample_grid)
     from lightface.eval.frontal_pose import FRONTAL_OFFSET, load_pose_detector
     from lightface.eval.identity import load_identity_judge
     from lightface.models.pretrained import PretrainedError
     from lightface.restore.frontalizer import Frontalizer
+    from lightface.utils.atomic_write import write_text_atomic
 
     try:
         fr = Frontalizer(args.weights, device=args.device)
@@ -106,6 +109,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         lmdb = build_pose_lmdb(cfp, len([d for d in (cfp / "Images").iterdir() if d.is_dir()]), out)
     mirror = args.mirror or fr.mirror or "left"
     mirror = None if mirror == "none" else mirror
+    problems = pose_data_problems(LMDBDataset(str(lmdb)), mirror)
+    if problems:
+        print("benchmarks.frontal_quality: " + "; ".join(problems), file=sys.stderr)
+        return 2
     dataset = PosePairDataset(LMDBDataset(str(lmdb)), mirror=mirror, fixed_target=True, channels=fr.channels)
     device = torch.device(args.device)
     name = fr.pretrained.name if fr.pretrained is not None else str(args.weights)
@@ -157,10 +164,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     show = torch.linspace(0, len(dataset) - 1, min(10, len(dataset))).round().long().tolist()
     items = [dataset[i] for i in show]
     x = torch.stack([it["input"] for it in items])
+    flipped = torch.tensor([it["flipped"] for it in items])[:, None, None, None]
+    y = fr.frontalize_tensor(x)  # the probes in the photo's own direction, as scored and as Frontalizer returns them
+    x, y = torch.where(flipped, x.flip(-1), x), torch.where(flipped, y.flip(-1), y)
     gallery = dataset.faces(dataset.frontals[it["label"]][0] for it in items)
-    gallery = torch.stack([g.flip(-1) if it["flipped"] else g for g, it in zip(gallery, items)])
-    save_sample_grid(out / "contact_sheet.png", [x, fr.frontalize_tensor(x), gallery])
-    (out / "frontal_quality.json").write_text(json.dumps(report, indent=2))
+    save_sample_grid(out / "contact_sheet.png", [x, y, gallery])
+    write_text_atomic(out / "frontal_quality.json", json.dumps(report, indent=2))
     print(f"wrote {out / 'frontal_quality.json'} and {out / 'contact_sheet.png'} (profile | frontalized | gallery)")
     return 0
 

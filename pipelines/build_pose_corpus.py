@@ -11,12 +11,15 @@ Re-running reuses the look-alike check and resumes or keeps the build (lightface
 """
 import argparse
 import json
+import logging
 import sys
 
 from lightface.data.lmdb_format import ENCODINGS
 from lightface.data.pose_corpus import POSE_SOURCES, build_pose_corpus
 from lightface.embed import FaceEmbedder
 from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
+
+log = logging.getLogger("pipelines.build_pose_corpus")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,7 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--turned-min", type=float, default=0.20,
                    help="|yaw offset| above which an LFW / CelebA photo is a training input (photos in between "
                         "are left out)")
-    p.add_argument("--no-lookalikes", action="store_true", help="skip the recogniser's look-alike check")
+    p.add_argument("--no-lookalikes", action="store_true",
+                   help="skip the recogniser's look-alike check: LFW / CelebA people who are held-out cfp/ people may "
+                        "then enter the corpus (warned; the summary says lookalike_check: false)")
     p.add_argument("--heldout-cosine", type=float, default=0.6,
                    help="drop an LFW / CelebA person this close to a held-out cfp/ person")
     p.add_argument("--train-cosine", type=float, default=0.8,
@@ -57,11 +62,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Build the corpus; returns the build summary (a failed build raises)."""
     embedder = None if args.no_lookalikes else FaceEmbedder(weights=args.weights, device="cpu")
+    if args.no_lookalikes and any(s != "cfp" for s in args.sources):
+        log.warning("--no-lookalikes: the %s people are not checked against the held-out cfp/ people, so some of "
+                    "them may be in the corpus (CelebA and LFW hold the same celebrities): "
+                    "benchmarks.frontal_quality on cfp/ is then no longer held-out for a frontalizer trained on it",
+                    "/".join(s for s in args.sources if s != "cfp"))
     summary = build_pose_corpus(args.data, args.out, args.sources, frontal_max=args.frontal_max,
                                 turned_min=args.turned_min, embedder=embedder, heldout_cosine=args.heldout_cosine,
                                 train_cosine=args.train_cosine, size=args.size, color=args.color,
                                 encoding=args.encoding, quality=args.quality, workers=args.workers,
                                 overwrite=args.overwrite, progress=not args.no_progress, antialias=args.antialias)
+    summary["lookalike_check"] = embedder is not None
     print(json.dumps(summary, indent=2, default=str))
     if not summary.get("ok"):
         raise RuntimeError(f"building the pose corpus failed; see {summary.get('report')}")

@@ -6,7 +6,9 @@
     python -m pipelines.release_model --card            # docs/model_zoo.md from lightface/weights/manifest.json
 
 The release is float16, backbone only (recognition), at most 25 MB, its sha256 in the
-file name and the manifest; every load checks it. --meta is a JSON file with the model
+file name and the manifest; every load checks it. A frontalizer keeps the direction
+its training run mirrored faces to (the checkpoint's --mirror, as preprocessing "mirror";
+a --meta that says otherwise is refused). --meta is a JSON file with the model
 card's facts (data, terms, recipe, commands, metrics, threshold, notes, reference); it lives
 in release/<name>.json, the one place card facts are edited: --name NAME --meta FILE without
 --checkpoint copies it into the manifest of the shipped entry (the weights stay as they are).
@@ -44,6 +46,36 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def frontalizer_preprocessing(checkpoint, pre):
+    """``pre`` (the meta's ``preprocessing``, or None) with the ``mirror`` direction a frontalizer was trained in.
+
+    A model trained with ``--mirror left`` has only seen faces looking left, and
+    :class:`~lightface.restore.frontalizer.Frontalizer` mirrors the others only when the shipped entry's
+    preprocessing says so (the shipped file keeps no training config). The direction comes from the
+    checkpoint's training config (``config.yaml``'s ``mirror``, stored in the run's checkpoints); a meta that
+    gives another one, or neither giving one, is refused (:class:`~lightface.engine.config.ConfigError`).
+    """
+    from lightface.models.checkpoint import read_model_checkpoint
+
+    pre = dict(pre or {})
+    config = read_model_checkpoint(checkpoint).extra.get("config")
+    trained = config.get("mirror") if isinstance(config, dict) else None
+    trained = "none" if trained is None and isinstance(config, dict) and "mirror" in config else trained
+    given = pre.get("mirror")
+    given = "none" if given is None and "mirror" in pre else given
+    if trained is None and given is None:
+        raise ConfigError(f"--checkpoint {checkpoint} records no training config, so the direction its faces were "
+                          "mirrored to is unknown; add \"mirror\": \"left\", \"right\" or \"none\" (the run's "
+                          "--mirror) to the preprocessing of --meta")
+    if trained is not None and given is not None and given != trained:
+        raise ConfigError(f"--meta preprocessing says \"mirror\": {given!r}, but {checkpoint} was trained with "
+                          f"--mirror {trained}; a released frontalizer must mirror faces as in training: fix the meta")
+    if given is None:
+        log.info("preprocessing mirror: %s (the --mirror of the run that wrote %s)", trained, checkpoint)
+        pre["mirror"] = trained
+    return pre
+
+
 def main(args: argparse.Namespace) -> None:
     """Release --checkpoint (when given) and rewrite the model card."""
     if not args.card and not args.checkpoint and not args.meta:
@@ -54,6 +86,8 @@ def main(args: argparse.Namespace) -> None:
     if args.checkpoint:
         if not args.name or not args.task:
             raise ValueError("--checkpoint needs --name and --task")
+        if args.task == "frontalization":
+            pre = frontalizer_preprocessing(args.checkpoint, pre)
         try:
             entry = release_weights(args.checkpoint, args.name, args.task, meta, pre, args.default, args.ema)
         except ReleaseRefused as err:  # a bad command line, not a bad checkpoint: exit 2

@@ -716,3 +716,155 @@ def test_frontalize_takes_a_folders_sub_folders_unless_told_not_to(tmp_path, cap
         summary = main(get_args_parser().parse_args([*common, "-o", str(tmp_path / "top"), "--no-recursive"]))
     assert [p["name"] for p in summary["processed"]] == ["top"]
     assert "left out 1 image(s) in sub-folders" in caplog.text
+
+
+# ---- session 47: the data the trainer accepts, scores in the photo's direction, refusals, empty inputs ----------
+
+
+def _write_pose(path, alignment, landmarks=True):
+    """2 people x (1 frontal + 2 profiles, one looking each way) 128x128 crops, with the given recorded alignment."""
+    samples = []
+    for label in range(2):
+        for pose, lm in (("frontal", template_points("lightcnn", 128)), ("profile", LEFT_PROFILE),
+                         ("profile", LEFT_PROFILE * [-1, 1] + [128, 0])):
+            img = np.full((128, 128, 3), 60 + 80 * label, np.uint8)
+            samples.append({"image": img, "label": label, "attributes": {"pose": pose},
+                            **({"landmarks": np.asarray(lm, np.float32)} if landmarks else {})})
+    write_lmdb(path, samples, ["a", "b"], alignment=alignment)
+    return path
+
+
+@pytest.mark.parametrize("alignment, landmarks, flags, message", [
+    ({"template": "ffhq", "size": 128, "method": "cfp_fiducials"}, True, (), "aligned to the 'ffhq' template"),
+    ({"template": None, "size": 128, "method": "none", "resize": "crop"}, False, ("--mirror", "none"),
+     "not aligned \\(plainly resized\\)"),
+    ({"template": "lightcnn", "size": 128, "method": "detect"}, False, (), "--mirror left: .* holds no landmarks"),
+])
+def test_train_refuses_pose_data_the_patch_boxes_or_the_mirror_cannot_use(tmp_path, capsys, alignment, landmarks,
+                                                                           flags, message):
+    """TP-GAN's patch boxes sit on the lightcnn template, and --mirror needs landmarks: an LMDB built otherwise
+    (as build_lmdb records it) is refused, exit 2, with the build_lmdb command to rebuild it."""
+    import re
+
+    from pipelines import train_frontalization
+    from pipelines._cli import run_cli
+
+    data = _write_pose(tmp_path / "pose.lmdb", alignment, landmarks)
+    argv = _tiny_train_argv(data, tmp_path / "run", "--steps", "1", "--identity-weights", "none", *flags)
+    assert run_cli(train_frontalization.main, train_frontalization.get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "--template lightcnn" in err
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_pose_data_check_takes_lightcnn_crops_and_unrecorded_alignment(tmp_path):
+    from lightface.engine.frontal_trainer import pose_data_problems
+
+    aligned = _write_pose(tmp_path / "a.lmdb", {"template": "lightcnn", "size": 128, "method": "cfp_fiducials"})
+    assert pose_data_problems(LMDBDataset(aligned), "left") == []
+    unrecorded = _write_pose(tmp_path / "u.lmdb", None, landmarks=False)  # write_lmdb without alignment=
+    assert pose_data_problems(LMDBDataset(unrecorded), "none") == []
+    assert "holds no landmarks" in pose_data_problems(LMDBDataset(unrecorded), "left")[0]
+
+
+class _Judge(torch.nn.Module):
+    """A stand-in recogniser that reads which side of the face is brighter (not mirror-invariant)."""
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        left, right = x[..., :half].mean((1, 2, 3)), x[..., half:].mean((1, 2, 3))
+        return torch.stack([left, right, x.mean((1, 2, 3))], 1)
+
+
+def test_identity_scores_are_taken_in_the_photos_own_direction(tmp_path):
+    """The generator sees probes mirrored to its direction, but the recogniser must compare what Frontalizer
+    returns (mirrored back) with the unmirrored gallery: a pass-through scores exactly the unmirrored run."""
+    from lightface.engine.frontal_trainer import evaluate_frontalization
+
+    samples = []
+    rng = np.random.default_rng(1)
+    for label in range(3):
+        for pose, lm in (("frontal", template_points("lightcnn", 128)), ("profile", LEFT_PROFILE),
+                         ("profile", LEFT_PROFILE * [-1, 1] + [128, 0])):
+            img = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+            img[:, :64] //= 1 + 2 * label  # each person has their own brightness on the image's left
+            samples.append({"image": img, "label": label, "landmarks": np.asarray(lm, np.float32),
+                            "attributes": {"pose": pose}})
+    write_lmdb(tmp_path / "p.lmdb", samples, ["a", "b", "c"])
+    mirrored = PosePairDataset(tmp_path / "p.lmdb", mirror="left", fixed_target=True)
+    as_taken = PosePairDataset(tmp_path / "p.lmdb", mirror=None, fixed_target=True)
+    assert sum(mirrored[i]["flipped"] for i in range(len(mirrored))) == 3
+    judge, cpu = _Judge(), torch.device("cpu")
+    got, want = (evaluate_frontalization(_Stand(False), judge, ds, cpu) for ds in (mirrored, as_taken))
+    for key in ("val_cos_raw", "val_cos_frontal", "val_rank1_raw", "val_rank1_frontal"):
+        assert got[key] == pytest.approx(want[key]), key
+
+
+def test_pose_check_runs_without_an_identity_judge(pose_lmdb, tmp_path):
+    """--pose-detector with --identity-weights none: the pose check (and the asymmetry) is still logged."""
+    from lightface.engine.logger import read_metrics
+    from pipelines import train_frontalization
+
+    out = tmp_path / "run"
+    argv = _tiny_train_argv(pose_lmdb, out, "--steps", "2", "--identity-weights", "none", "--pose-detector", "yunet")
+    train_frontalization.main(train_frontalization.get_args_parser().parse_args(argv))
+    val = [r for r in read_metrics(out / "metrics.jsonl") if "val_frontal_share_frontal" in r]
+    assert val and {"val_yaw_raw", "val_asym_frontal"} <= set(val[-1]) and "val_rank1_raw" not in val[-1]
+
+
+@pytest.mark.parametrize("flags, named", [
+    (("--profiles-as-fake",), "--profiles-as-fake"),
+    (("--lambda-patch", "5"), "--lambda-patch 5"),
+    (("--profile-pixel-steps", "100"), "--profile-pixel-steps 100"),
+])
+def test_cycle_refuses_the_paired_only_options(pose_lmdb, tmp_path, capsys, flags, named):
+    from pipelines import train_frontalization
+    from pipelines._cli import run_cli
+
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "1", "--cycle", "1", *flags)
+    assert run_cli(train_frontalization.main, train_frontalization.get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "paired training only" in err
+
+
+def test_finetune_with_lambda_ce_gives_the_start_a_fresh_identity_classifier(pose_lmdb, tmp_path):
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines import train_frontalization
+
+    parser, src, out = train_frontalization.get_args_parser(), tmp_path / "src", tmp_path / "ce"
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "1",
+                                                                 "--identity-weights", "none")))
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, out, "--steps", "1", "--lr", "1e-12",
+                                                                 "--identity-weights", "none", "--lambda-ce", "1",
+                                                                 "--finetune", src / "model.pt")))
+    start, tuned = load_checkpoint(src / "model.pt")["ema_state_dict"], load_checkpoint(out / "last.pt")
+    assert tuned["model_kwargs"]["num_classes"] == 3 and "classifier.weight" in tuned["state_dict"]
+    assert all(torch.allclose(start[k].float(), tuned["state_dict"][k].float(), atol=1e-6) for k in start)
+    # and back: a start with a classifier fine-tunes without --lambda-ce (its classifier is left behind)
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "plain", "--steps", "1",
+                                                                 "--identity-weights", "none",
+                                                                 "--finetune", out / "model.pt")))
+    assert "classifier.weight" not in load_checkpoint(tmp_path / "plain" / "last.pt")["state_dict"]
+
+
+def test_frontalizer_empty_inputs():
+    fr = Frontalizer(_tiny_gen(), device="cpu", mirror="left")
+    assert fr.frontalize_tensor(torch.rand(0, 3, 128, 128)).shape == (0, 3, 128, 128)
+    with pytest.raises(ValueError, match="empty crop"):
+        fr.frontalize_face(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_cfp_landmarks_file_is_replaced_whole(shared_data, tmp_path):
+    """write_cfp_landmarks writes a new file and renames it over the old one (a killed run leaves the old file,
+    never a truncated one): a second name linked to the old file keeps the old content."""
+    import os
+
+    cfp = tmp_path / "cfp"
+    for part in ("Images", "Fiducials"):
+        (cfp / part).mkdir(parents=True)
+        (cfp / part / "451").symlink_to(shared_data / "cfp" / part / "451")
+    out = tmp_path / "5pt.txt"
+    out.write_text("old\n")
+    os.link(out, tmp_path / "old_link.txt")
+    assert write_cfp_landmarks(cfp, out) > 0
+    assert (tmp_path / "old_link.txt").read_text() == "old\n" and out.read_text().startswith("451/")

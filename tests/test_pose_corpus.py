@@ -1,6 +1,7 @@
 """The pose-tagged frontalization corpus: who is taken (validation people stay out), the look-alike check and the
 LMDB that train_frontalization reads, on the real shared data."""
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_candidates_leave_out_a_cfp_photo_whose_fiducial_file_is_malformed(cfp_w
 
 
 @pytest.mark.slow
-def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb(mini_data, tmp_path):
+def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb(mini_data, tmp_path, caplog):
     from lightface.data import LMDBDataset
     from lightface.data.pose_pairs import PosePairDataset
     from pipelines.build_pose_corpus import get_args_parser, main
@@ -107,7 +108,7 @@ def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb
     out = tmp_path / "pose"
     argv = ["--data", str(mini_data), "--out", str(out), "--no-progress"]
     summary = main(get_args_parser().parse_args(argv))
-    assert summary["ok"] and summary["people"] == 5 and summary["dropped"] == 1
+    assert summary["ok"] and summary["people"] == 5 and summary["dropped"] == 1 and summary["lookalike_check"]
     dropped = json.loads((out / "lookalikes.json").read_text())["dropped"]
     assert [(d["person"], d["nearest"]) for d in dropped] == [("celeba_9999", "lfw_Abdullah")]
     assert dropped[0]["cosine"] > 0.95
@@ -126,5 +127,9 @@ def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb
     # the refused run (6 people) leaves the tree of the kept LMDB (5 people) in place
     assert sorted(str(f.relative_to(out)) for f in (out / "tree").rglob("*")) == tree
     assert not (out / "tree.previous").exists()
-    rebuilt = main(get_args_parser().parse_args([*argv, "--no-lookalikes", "--overwrite"]))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipelines.build_pose_corpus"):
+        rebuilt = main(get_args_parser().parse_args([*argv, "--no-lookalikes", "--overwrite"]))
     assert rebuilt["written"] == rebuilt["photos"] and rebuilt["people"] == 6
+    # without the check, held-out cfp/ people may be in the corpus: said, and recorded in the summary
+    assert rebuilt["lookalike_check"] is False and "no longer held-out" in caplog.text

@@ -189,10 +189,12 @@ def write_cfp_landmarks(cfp_root, out_path) -> int:
     """
     from pathlib import Path
 
+    from ..utils.atomic_write import write_text_atomic
+
     lines = [rel + " " + " ".join(f"{v:.2f}" for v in pts.reshape(-1)) for rel, pts in cfp_landmarks(cfp_root).items()]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out, "\n".join(lines) + "\n")  # a killed run leaves no truncated file for build_lmdb
     return len(lines)
 
 

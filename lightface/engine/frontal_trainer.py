@@ -66,7 +66,7 @@ from .engine import Engine, SettingsError
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
-           "evaluate_frontal_inputs", "identity_bank", "identity_banks",
+           "evaluate_frontal_inputs", "pose_data_problems", "identity_bank", "identity_banks",
            "save_sample_grid", "generator_kwargs"]
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class FrontalTrainConfig(GANRunConfig):
                                         "identity than everybody else's, what rank-1 measures; 0 disables")
     ip_temperature: float = option(0.1, group=_LOSS, help="softmax temperature of --lambda-ip-rank")
     lambda_tv: float = option(1e-4, group=_LOSS, help="l4, total variation")
-    lambda_patch: float = option(1.0, group=_LOSS, help="weight of the local-patch L1 inside L_pixel")
+    lambda_patch: float = option(1.0, group=_LOSS,
+                                 help="weight of the local-patch L1 inside L_pixel (paired mode: refused with --cycle)")
     profile_pixel: float = option(1.0, group=_LOSS,
                                   help="weight of L_pixel and the patch L1 on profile pairs, whose target is another "
                                        "photo of the person (self pairs keep 1); 0 is FNM's recipe (Qian et al. 2019): "
@@ -148,12 +149,12 @@ class FrontalTrainConfig(GANRunConfig):
                                       help="profile pairs keep their pixel target (weight 1) for the first N generator "
                                            "steps, then --profile-pixel applies: the shipped frontalizers' two stages "
                                            "(pixel-trained rc1, then FNM's recipe) in one run, as a time-limited GPU "
-                                           "call needs")
+                                           "call needs; refused with --cycle")
     profiles_as_fake: bool = option(False, group=_LOSS,
                                     help="show the discriminator the real profile inputs as fakes beside the "
                                          "synthesised faces, so it learns the frontal pose from real photos and a "
-                                         "generator that passes a profile through loses L_adv; paired mode, not with "
-                                         "wgan-gp or BEGAN")
+                                         "generator that passes a profile through loses L_adv; paired mode (refused "
+                                         "with --cycle), not with wgan-gp or BEGAN")
     identity_condition: bool = option(False, group=_MODEL,
                                       help="condition the generator on the identity judge's (--identity-weights) "
                                            "feature of its input, joined with the encoder feature and as a FiLM scale "
@@ -207,6 +208,14 @@ class FrontalTrainConfig(GANRunConfig):
         if self.lambda_ce > 0 and self.gan.cycle > 0:
             problems.append(f"--lambda-ce {self.lambda_ce:g} (identity cross-entropy on the paired targets' labels) "
                             "needs paired training (not --cycle); leave it out")
+        if self.gan.cycle > 0:
+            paired_only = [flag for flag, on in (("--profiles-as-fake", self.profiles_as_fake),
+                                                 (f"--lambda-patch {self.lambda_patch:g}", self.lambda_patch != 1.0),
+                                                 (f"--profile-pixel-steps {self.profile_pixel_steps}",
+                                                  self.profile_pixel_steps != 0)) if on]
+            if paired_only:
+                problems.append(f"{', '.join(paired_only)}: paired training only (--cycle {self.gan.cycle:g} has no "
+                                "pixel target and shows D no profiles); leave it out")
         if self.lambda_ip_rank > 0 and (judge_off or self.gan.cycle > 0):
             problems.append("--lambda-ip-rank needs the identity judge (not --identity-weights none) and paired "
                             "training (not --cycle)")
@@ -268,6 +277,46 @@ def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:
     }
 
 
+#: how to rebuild a pose LMDB the way the trainer needs it (said by :func:`pose_data_problems`)
+REBUILD_HINT = ("rebuild it aligned to the 128x128 lightcnn template with its landmarks: "
+                "python -m pipelines.build_lmdb IMAGES OUT --size 128 --template lightcnn --color rgb "
+                "--fiducials CFP/Fiducials (or --landmarks FILE; docs/frontalization.md, step 1)")
+
+
+def pose_data_problems(data: LMDBDataset, mirror: Optional[str], size: int = 128) -> List[str]:
+    """What makes a pose LMDB unfit for TP-GAN, read from its recorded build (``metadata["alignment"]``,
+    ``metadata["landmarks"]``, ``metadata["image"]["shape"]``); [] when it fits.
+
+    TP-GAN's local patch boxes sit on the eyes, nose and mouth of the ``size`` x ``size`` ``lightcnn``
+    template, and :class:`~lightface.data.pose_pairs.PosePairDataset` takes a stored ``size`` x ``size``
+    image as such a crop. So: stored ``size`` crops must be aligned to that template (not another one, nor
+    plainly resized); images of another size need landmarks (the dataset aligns them); and ``mirror``
+    (``"left"`` / ``"right"``) needs landmarks to tell which way each face looks. An LMDB that records
+    no alignment (``write_lmdb`` without ``alignment=``) is taken as it is.
+    """
+    meta = data.metadata
+    where = f"--data {data.path}"
+    problems = []
+    shape = (meta.get("image") or {}).get("shape")
+    alignment = meta.get("alignment")
+    has_landmarks = bool(meta.get("landmarks"))
+    crops = shape is not None and tuple(shape[:2]) == (size, size)
+    template = alignment.get("template") if isinstance(alignment, dict) else None
+    unaligned = isinstance(alignment, dict) and template is None and alignment.get("method") == "none"
+    if crops and ((template is not None and template != "lightcnn") or unaligned):
+        how = f"aligned to the {template!r} template" if template is not None else "not aligned (plainly resized)"
+        problems.append(f"{where}: its {size}x{size} images are {how}, and TP-GAN's eye, nose and mouth boxes sit on "
+                        f"the {size}x{size} 'lightcnn' template; " + REBUILD_HINT)
+    elif not crops and not has_landmarks:
+        sizes = "of varying sizes" if shape is None else "x".join(map(str, shape[:2]))
+        problems.append(f"{where}: its images are {sizes} without landmarks, so they cannot be aligned to the "
+                        f"{size}x{size} 'lightcnn' template; " + REBUILD_HINT)
+    if mirror not in (None, "none") and not has_landmarks and not problems:
+        problems.append(f"--mirror {mirror}: {data.path} holds no landmarks, so which way each face looks is unknown "
+                        "and nothing would be mirrored; " + REBUILD_HINT + ", or pass --mirror none")
+    return problems
+
+
 def _profile_terms(terms: Mapping[str, float]) -> Dict[str, float]:
     """The profile side's GAN objective terms (``P`` against ``D_p``) as logged: ``l_<term>_profile``
     (``l_g_adv_profile``, ``l_d_adv_profile``, ``l_k_t_profile`` ...)."""
@@ -304,7 +353,7 @@ def _asymmetry(faces: Tensor) -> Tensor:
 
 def evaluate_frontalization(
     generator: nn.Module,
-    identity: Union[nn.Module, DlibRecognizer],
+    identity: Optional[Union[nn.Module, DlibRecognizer]],
     dataset: PosePairDataset,
     device: torch.device,
     batch_size: int = 16,
@@ -312,11 +361,18 @@ def evaluate_frontalization(
 ) -> Dict[str, float]:
     """Identity cosine and rank-1 of raw vs frontalised profiles against a frontal gallery.
 
+    The generator sees each probe as the dataset gives it (mirrored to its training direction when
+    ``dataset.mirror`` is set); every score is taken in the photo's own direction, as
+    :class:`~lightface.restore.frontalizer.Frontalizer` returns it: a mirrored probe and its output are
+    mirrored back before the recogniser, the pose check and the asymmetry see them, so that they face the
+    same way as the (never mirrored) gallery photo of their identity.
+
     Args:
         generator: a TP-GAN generator (eval mode is set here; zero noise).
         identity: the recogniser (:func:`lightface.eval.identity.load_identity_judge`: a
             Light CNN module, or a DlibRecognizer for the 128 ``lightcnn`` crops), fed (N, C,
-            128, 128) float [0, 1] gray or RGB faces.
+            128, 128) float [0, 1] gray or RGB faces; None: no identity scores (``val_cos_*``,
+            ``val_rank1_*``), only the asymmetry and the pose check.
         dataset: held-out pairs; the gallery is the first frontal of each of its identities.
         detector: a 5-point face detector for the pose check (``None``: skipped).
     Returns:
@@ -335,7 +391,10 @@ def evaluate_frontalization(
     was_training = generator.training
     generator.eval()
     ids = dataset.identities()
-    gallery, g_emb = _gallery(identity, dataset, device, batch_size)
+    if identity is not None:
+        gallery, g_emb = _gallery(identity, dataset, device, batch_size)
+    else:
+        gallery = dataset.faces(dataset.frontals[i][0] for i in ids).to(device)
     id_pos = {l: k for k, l in enumerate(ids)}
     raw_e, front_e, labels = [], [], []
     asym = {"raw": [], "frontal": [], "gallery": [_asymmetry(gallery)]}
@@ -347,8 +406,13 @@ def evaluate_frontalization(
         items = [dataset[j] for j in range(s, min(s + batch_size, len(dataset)))]
         x = torch.stack([it["input"] for it in items]).to(device)
         y = generator.frontalize(x)
-        raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
-        front_e.append(F.normalize(identity_embeddings(identity, y), dim=1))
+        # score in the photo's own direction, as Frontalizer returns it: a probe the dataset mirrored to the
+        # training direction, and its output, are mirrored back (the gallery is never mirrored)
+        flipped = torch.tensor([bool(it["flipped"]) for it in items], device=device)[:, None, None, None]
+        x, y = torch.where(flipped, x.flip(-1), x), torch.where(flipped, y.flip(-1), y)
+        if identity is not None:
+            raw_e.append(F.normalize(identity_embeddings(identity, x), dim=1))
+            front_e.append(F.normalize(identity_embeddings(identity, y), dim=1))
         asym["raw"].append(_asymmetry(x))
         asym["frontal"].append(_asymmetry(y))
         if kept is not None:
@@ -362,8 +426,9 @@ def evaluate_frontalization(
     for name, parts in (kept or {}).items():
         pose = pose_report(torch.cat(parts), detector)
         out[f"val_yaw_{name}"], out[f"val_frontal_share_{name}"] = pose["mean_abs_offset"], pose["frontal_share"]
-    for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
-        out[f"val_cos_{name}"], out[f"val_rank1_{name}"] = _cos_rank1(emb, g_emb, labels_t)
+    if identity is not None:
+        for name, emb in (("raw", torch.cat(raw_e)), ("frontal", torch.cat(front_e))):
+            out[f"val_cos_{name}"], out[f"val_rank1_{name}"] = _cos_rank1(emb, g_emb, labels_t)
     generator.train(was_training)
     return out
 
@@ -464,6 +529,29 @@ def _gallery(identity: Union[nn.Module, DlibRecognizer], dataset: PosePairDatase
     return gallery, emb
 
 
+def _load_start(G: nn.Module, spec: str, g_kwargs: Dict[str, Any]) -> None:
+    """``--finetune spec`` into ``G`` (:func:`~lightface.engine.gan.load_generator_start`). The identity
+    classifier of ``--lambda-ce`` (``num_classes``) belongs to the training classes of a run, so it is never
+    taken from the start: ``G`` keeps its fresh one (or has none) whatever the saved model had."""
+    from ..models.checkpoint import read_model_checkpoint
+    from ..models.pretrained import file_or_shipped
+
+    try:
+        saved = read_model_checkpoint(file_or_shipped(spec)).model_kwargs.get("num_classes", 0)
+    except (PretrainedError, OSError, ValueError):  # load_generator_start says what is wrong with the start
+        saved = g_kwargs["num_classes"]
+    if saved == g_kwargs["num_classes"]:
+        load_generator_start(G, spec, ARCH, g_kwargs, {"in_channels": "channels"})
+        return
+    start_kwargs = dict(g_kwargs, num_classes=saved)
+    start = get_model(ARCH, **start_kwargs)
+    load_generator_start(start, spec, ARCH, start_kwargs, {"in_channels": "channels"})
+    G.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("classifier.")},
+                      strict=False)  # the same architecture but for the classifier
+    log.info("fine-tuning: the identity classifier (%d classes) %s", g_kwargs["num_classes"],
+             "starts from scratch" if g_kwargs["num_classes"] else "of the start is dropped (no --lambda-ce)")
+
+
 def _cos_rank1(emb: Tensor, g_emb: Tensor, labels: Tensor) -> Tuple[float, float]:
     """Mean cosine of L2-normalised probe embeddings (N, D) to their own gallery row of ``g_emb`` (K, D), and the
     share whose most similar gallery row is their own (rank-1); ``labels`` (N,) are gallery rows."""
@@ -482,6 +570,9 @@ class FrontalizationTask(GANTask):
         if not Path(cfg.data).exists():
             raise FileNotFoundError(f"--data {cfg.data}: no such LMDB; build one with python -m pipelines.build_lmdb")
         source = LMDBDataset(cfg.data)
+        problems = pose_data_problems(source, cfg.mirror)
+        if problems:
+            raise SettingsError("; ".join(problems))
         train_ids: Optional[List[int]] = None
         held_ids: Optional[List[int]] = None
         if cfg.train_identities:
@@ -506,7 +597,7 @@ class FrontalizationTask(GANTask):
         d_arch, d_kwargs = _discriminator(cfg, self.objective)
         self.G = get_model(ARCH, **g_kwargs)
         if cfg.finetune and not engine.resuming:
-            load_generator_start(self.G, cfg.finetune, ARCH, g_kwargs, {"in_channels": "channels"})
+            _load_start(self.G, cfg.finetune, g_kwargs)
         self.D = get_model(d_arch, **d_kwargs)
         # find_unused: not every TP-GAN output (and classifier) feeds every loss
         self.views = {"G": engine.add_network("G", self.G, arch=ARCH, kwargs=g_kwargs, primary=True,
@@ -660,10 +751,11 @@ class FrontalizationTask(GANTask):
         with torch.no_grad():
             fr = ema_g.frontalize(self.show_x)
         save_sample_grid(engine.out / "samples" / f"step_{engine.step:07d}.png", [self.show_x, fr, self.show_y])
-        if self.identity is None:
+        if self.identity is None and self.pose_detector is None:
             return {}
-        metrics = evaluate_frontalization(ema_g, self.identity.network, self.val_set, self.device, engine.local_batch,
-                                          self.pose_detector)
+        # without a judge (--identity-weights none) the pose check and the asymmetry still run
+        metrics = evaluate_frontalization(ema_g, self.identity.network if self.identity is not None else None,
+                                          self.val_set, self.device, engine.local_batch, self.pose_detector)
         if self.fit_set is not None:
             fit = evaluate_frontalization(ema_g, self.identity.network, self.fit_set, self.device, engine.local_batch)
             metrics.update({f"fit_{k}": fit[f"val_{k}"]

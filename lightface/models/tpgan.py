@@ -419,7 +419,11 @@ class TPGANGenerator(nn.Module):
 
     @torch.no_grad()
     def frontalize(self, x: Tensor) -> Tensor:
-        """Inference helper: (N, C, 128, 128) in [0, 1] -> frontal (N, C, 128, 128) in [0, 1], zero noise."""
+        """Inference helper: (N, C, 128, 128) in [0, 1] -> frontal (N, C, 128, 128) in [0, 1], zero noise
+        (N = 0: an empty batch)."""
+        if x.shape[0] == 0:
+            self._check(x)
+            return x.new_zeros(x.shape)
         noise = torch.zeros(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype) if self.noise_dim else None
         return self(x, noise=noise)["img128"]
 

@@ -107,6 +107,10 @@ class Frontalizer:
         self.model = model.float().to(self.device).eval()
         self.channels = self.model.in_channels
         if mirror == "auto":
+            if self.pretrained is not None and "mirror" not in config:
+                log.warning("Frontalizer: the shipped %s records no training direction (preprocessing 'mirror'); "
+                            "faces are used as given, unmirrored: pass mirror='left' or 'right' if it was trained "
+                            "on one direction", self.pretrained.name)
             mirror = config.get("mirror")
             mirror = None if mirror in (None, "none") else mirror
         if mirror not in (None, "left", "right"):
@@ -132,7 +136,10 @@ class Frontalizer:
     # -- numpy crops -------------------------------------------------------------------
     @staticmethod
     def _resized(crop: np.ndarray) -> np.ndarray:
-        """uint8 BGR (SIZE, SIZE, 3) from a BGR / gray / BGRA crop of any size."""
+        """uint8 BGR (SIZE, SIZE, 3) from a BGR / gray / BGRA crop of any size (ValueError: an empty one)."""
+        if np.asarray(crop).size == 0:
+            raise ValueError(f"Frontalizer: got an empty crop (shape {np.asarray(crop).shape}); pass an aligned face "
+                             "image, e.g. a 128x128 crop")
         c = as_bgr(crop)
         if c.shape[:2] != (SIZE, SIZE):
             interp = cv2.INTER_AREA if c.shape[0] > SIZE else cv2.INTER_CUBIC
