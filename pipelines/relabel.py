@@ -24,10 +24,13 @@ import json
 import logging
 import sys
 
-from pipelines._argtypes import non_negative_int, positive_int
+from pipelines._argtypes import _number, fraction, non_negative_int, positive_int
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 log = logging.getLogger("pipelines.relabel")
+
+#: a cosine similarity, in [-1, 1]
+cosine = _number(float, "a cosine in [-1, 1]", lambda v: -1 <= v <= 1)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,7 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "optional with --embeddings dlib or a .npy (clean-up only)")
     p.add_argument("--out", required=True,
                    help="the LMDB to write (with relabel_report.json, relabel_changes.csv, cleanup_*.csv)")
-    p.add_argument("--threshold", type=float, default=0.7, help="probability needed to switch a disagreeing label")
+    p.add_argument("--threshold", type=fraction, default=0.7,
+                   help="probability in (0, 1] the --weights model's prediction needs to switch a disagreeing label")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
     p.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
@@ -55,9 +59,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--embeddings", default=None,
                    help="model (the model's 256-d features), dlib (DATA/teacher_dlib.npy beside each LMDB: the teacher "
                         "as oracle) or a .npy with one row per stacked sample; unset: no clean-up")
-    g.add_argument("--merge-threshold", type=float, default=0.8,
-                   help="centroid cosine at which mutual best matches of different sources are merged")
-    g.add_argument("--outlier-threshold", type=float, default=0.3,
+    g.add_argument("--merge-threshold", type=cosine, default=0.8,
+                   help="centroid cosine at which mutual best matches of different sources are merged (calibrated for "
+                        "dlib; the shipped recogniser's features (--embeddings model) need about 0.7: "
+                        "docs/noisy_labels.md)")
+    g.add_argument("--outlier-threshold", type=cosine, default=0.3,
                    help="samples whose cosine to the rest of their class is below this are dropped")
     g.add_argument("--min-class-size", type=positive_int, default=3,
                    help="classes smaller than this keep all their samples")
@@ -71,6 +77,9 @@ def main(args: argparse.Namespace) -> dict:
     """Relabel per the parsed arguments; returns the report dict."""
     from lightface.apps.relabel import relabel_lmdb
 
+    if args.weights is None and args.threshold != get_args_parser().get_default("threshold"):
+        log.warning("--threshold %s is not used: it applies to the prediction step, which needs --weights",
+                    args.threshold)
     report = relabel_lmdb(args.data, args.weights, args.out, threshold=args.threshold, batch_size=args.batch_size,
                           workers=args.workers, device=args.device, resize=args.resize, crop=args.crop,
                           overwrite=args.overwrite, embeddings=args.embeddings, relabel=args.relabel,

@@ -52,6 +52,32 @@ def test_corpus_lists_hold_out_lfw_fold2_and_its_cfp_namesakes(shared_data, tmp_
     assert made["cfp"].landmarks.is_file() and made["cfp"].images == len(made["cfp"].list_file.read_text().splitlines())
 
 
+def test_corpus_lists_hold_out_fold2_people_under_the_spellings_of_names_txt(shared_data, tmp_path, caplog):
+    """names.txt spells two fold-2 people otherwise (``Leonardo Dicaprio``, ``Diane Feinstein``): an exact match
+    kept their CFP photos in training, beside their pairs in pairs_dev.txt."""
+    from lightface.data.corpus import corpus_sources, heldout_people
+
+    held = heldout_people(shared_data)
+    assert {"Leonardo_DiCaprio", "Dianne_Feinstein"} <= held
+    with caplog.at_level("INFO", logger="lightface.data.corpus"):
+        made = corpus_sources(shared_data, tmp_path, ["cfp"])
+    cfp_ids = {line.rsplit(None, 1)[1].split("/")[1] for line in made["cfp"].list_file.read_text().splitlines()}
+    assert cfp_ids and not {"287", "131"} & cfp_ids  # Leonardo Dicaprio, Diane Feinstein
+    assert "131 'Diane Feinstein' ~ Dianne_Feinstein" in caplog.text  # a near match is logged
+
+
+def test_heldout_cfp_ids_match_names_without_case_accents_or_spaces_and_log_near_spellings(caplog):
+    from lightface.data.corpus import heldout_cfp_ids
+
+    held = {"Leonardo_DiCaprio", "Dianne_Feinstein", "Jose_Maria_Aznar", "Tony_Blair"}
+    names = {"1": "Leonardo Dicaprio", "2": "Diane Feinstein", "3": "José María Aznar", "4": "Tony Blair",
+             "5": "Tom Hanks", "6": "Tony Blare-Smithers"}
+    with caplog.at_level("INFO", logger="lightface.data.corpus"):
+        ids = heldout_cfp_ids(names, held)
+    assert ids == {"1": "Leonardo_DiCaprio", "2": "Dianne_Feinstein", "3": "Jose_Maria_Aznar", "4": "Tony_Blair"}
+    assert "2 'Diane Feinstein' ~ Dianne_Feinstein" in caplog.text and "Dicaprio" not in caplog.text
+
+
 def test_corpus_lists_leave_out_an_image_whose_fiducial_file_is_malformed(cfp_with_a_bad_fiducial_file, tmp_path,
                                                                          caplog):
     """One CFP fiducial file with 29 points stopped the whole corpus with an error that did not name it."""
@@ -347,6 +373,20 @@ def test_dlib_teacher_embeddings_in_two_shards_finish_and_load(shared_data, tmp_
     assert emb.shape == (6, 128) and np.isfinite(emb).all()
     assert sorted(p.name for p in data.iterdir() if p.name.startswith("teacher_")) == [
         "teacher_dlib.chunks2", "teacher_dlib.json", "teacher_dlib.npy"]  # no temporary file left
+
+
+def test_complete_teacher_embeddings_are_not_computed_again(shared_data, tmp_path):
+    """Embeddings carried over by pipelines.relabel (no chunk markers), or finished with another --chunk, were
+    recomputed row by row (minutes to hours of dlib on a corpus) and their file rewritten."""
+    from lightface.distill.teacher import load_teacher_embeddings, save_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])
+    rows = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
+    rows[2] = np.nan  # a face the teacher could not read
+    save_teacher_embeddings(data, rows)
+    for chunk in (256, 2):
+        assert teacher_embeddings_for_lmdb(data, chunk=chunk, progress=False) == {"count": 6, "done": 6, "failed": 1}
+    np.testing.assert_array_equal(load_teacher_embeddings(data), rows)
 
 
 class _CountingTeacher:

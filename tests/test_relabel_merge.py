@@ -203,3 +203,139 @@ def test_help_shows_the_defaults_of_values_but_not_of_switches():
     assert "--no-merge do not merge classes --no-drop do not drop outliers" in text
     assert "--no-relabel skip the prediction step (use --weights only for --embeddings model) --overwrite" in text
     assert "switch a disagreeing label (default: 0.7)" in text and "(default: 128)" in text
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(src, dst))
+
+
+def test_sources_in_folders_of_the_same_name_still_merge(sources, tmp_path):
+    """``x/a/train.lmdb x/b/train.lmdb``: both were the source "train", so every link was refused as
+    "same source" and nothing merged, silently."""
+    a, b = sources
+    ta, tb = _copy(a, tmp_path / "a" / "train.lmdb"), _copy(b, tmp_path / "b" / "train.lmdb")
+    report = _run("--data", ta, tb, "--embeddings", "dlib", "--out", tmp_path / "out")
+    assert report["cleanup"]["merged"] == [["a/s4", "b/x"]] and report["sources"] == ["a/train", "b/train"]
+    assert _csv(tmp_path / "out" / "cleanup_dropped.csv")[0]["source"] == "a/train"
+
+
+def test_one_lmdb_given_twice_is_refused(sources, tmp_path):
+    a, _ = sources
+    with pytest.raises(ValueError, match="given twice"):
+        _run("--data", a, Path(str(a) + "/"), "--embeddings", "dlib", "--out", tmp_path / "out")
+
+
+def test_the_next_round_on_the_merged_lmdb_still_merges_across_sources(sources, tmp_path, caplog):
+    """docs/noisy_labels.md: the next round relabels its own output, one LMDB. Its classes all had one
+    source, so no merge could ever happen there."""
+    a, b = sources
+    r1 = tmp_path / "r1"
+    _run("--data", a, b, "--embeddings", "dlib", "--merge-threshold", "0.99", "--no-drop", "--out", r1)
+    ds = LMDBDataset(r1)
+    assert ds.metadata["build"]["class_sources"] == ["a"] * 4 + ["b"] * 3
+    assert ds.record(0)["attributes"]["origin"] == "a" and ds.record(len(ds) - 1)["attributes"]["origin"] == "b"
+    r2 = _run("--data", r1, "--embeddings", "dlib", "--out", tmp_path / "r2")
+    assert r2["cleanup"]["merged"] == [["a/s4", "b/x"]] and r2["totals"]["dropped_outliers"] == 1
+    merged = LMDBDataset(tmp_path / "r2")
+    assert merged.metadata["build"]["class_sources"][3] == ["a", "b"]
+    assert merged.record(0)["attributes"]["origin"] == "a"  # the first round's origin is kept
+    # a plain single LMDB has nothing to merge with: said, not silent
+    with caplog.at_level("WARNING", logger="lightface.apps.relabel"):
+        _run("--data", a, "--embeddings", "dlib", "--out", tmp_path / "one")
+    assert "holds one source (a)" in caplog.text and "only drops outliers" in caplog.text
+
+
+def test_a_stale_teacher_file_does_not_stop_a_finished_relabel(sources, tmp_path, caplog):
+    """The carried teacher rows were loaded after OUT was published: a stale teacher_dlib.npy in one
+    source (not even used, --embeddings is a .npy) left OUT without its report and CSVs, and the rerun
+    was refused as "already complete"."""
+    a, b = sources
+    stale = _copy(b, tmp_path / "b.lmdb")
+    _with_teacher(stale, np.load(FIXTURE)[:5])  # 5 rows for 12 samples
+    out = tmp_path / "out.lmdb"
+    with caplog.at_level("WARNING", logger="lightface.apps.relabel"):
+        report = _run("--data", a, stale, "--embeddings", FIXTURE, "--out", out)
+    assert report["teachers_carried"] == [] and "teacher embeddings are not carried over" in caplog.text
+    saved = json.loads((out / "relabel_report.json").read_text())
+    assert saved["totals"] == report["totals"] and saved["lmdb"]["written"] == 28
+    assert (out / "cleanup_merged.csv").is_file() and (out / "cleanup_dropped.csv").is_file()
+    assert not Path(str(out) + ".partial").exists()
+
+
+def test_gray_and_colour_sources_are_relabelled_together(shared_data, sources, tmp_path):
+    """train_lightcnn takes a gray and a colour LMDB together; relabel copied the data, then failed on the
+    mix and left OUT.partial behind."""
+    a, _ = sources
+    b_rgb = tmp_path / "b_rgb.lmdb"
+    from lightface.data.build import build_lmdb
+
+    lst = tmp_path / "b.txt"
+    lst.write_text("\n".join(f"{shared_data / 'orl_faces' / f's{i}' / f'{j}.pgm'} {label}" for i, j, label in B_ROWS) + "\n")
+    build_lmdb(lst, b_rgb, size=144, color="rgb", progress=False)
+    out = tmp_path / "mix.lmdb"
+    report = _run("--data", a, b_rgb, "--embeddings", FIXTURE, "--out", out)
+    assert report["cleanup"]["merged"] == [["a/s4", "b/x"]]
+    ds = LMDBDataset(out)
+    assert ds.metadata["image"]["color"] == "gray" and len(ds) == 28
+    assert ds[len(ds) - 1]["image"].shape == (144, 144)
+    assert not Path(str(out) + ".partial").exists()
+
+
+def test_a_failed_write_leaves_no_partial_build(tmp_path):
+    from lightface.data.build import partial_path, write_lmdb
+
+    samples = [{"image": np.zeros((8, 8), np.uint8), "label": 0}, {"image": np.zeros((8, 8, 3), np.uint8), "label": 0}]
+    with pytest.raises(ValueError, match="sample 1 is colour"):
+        write_lmdb(tmp_path / "x.lmdb", samples, ["a"])
+    assert not partial_path(tmp_path / "x.lmdb").exists() and not (tmp_path / "x.lmdb").exists()
+
+
+@pytest.mark.parametrize("argv", [["--threshold", "1.5"], ["--merge-threshold", "5"], ["--outlier-threshold", "-3"]])
+def test_thresholds_out_of_range_are_refused_on_the_command_line(sources, tmp_path, argv, capsys):
+    from pipelines._cli import run_cli
+    from pipelines.relabel import get_args_parser, main
+
+    a, b = sources
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, get_args_parser, ["--data", str(a), str(b), "--embeddings", "dlib", "--out", str(tmp_path / "x"),
+                                        *argv])
+    assert stop.value.code == 2 and f"argument {argv[0]}: must be" in capsys.readouterr().err
+
+
+def test_a_bad_threshold_is_refused_before_the_model_is_loaded(sources, tmp_path):
+    from lightface.apps.relabel import relabel_lmdb
+
+    a, b = sources
+    with pytest.raises(ValueError, match=r"--threshold must be in \(0, 1\]"):
+        relabel_lmdb([a, b], tmp_path / "not_loaded_yet.pt", tmp_path / "x", threshold=1.5, progress=False)
+
+
+def test_embeddings_without_any_finite_row_are_refused(sources, tmp_path):
+    a, b = sources
+    np.save(tmp_path / "nan.npy", np.full((29, 8), np.nan, np.float32))
+    with pytest.raises(ValueError, match="no sample has a usable"):
+        _run("--data", a, b, "--embeddings", tmp_path / "nan.npy", "--out", tmp_path / "x")
+
+
+def test_weights_unused_by_a_teacher_cleanup_are_not_loaded(sources, tmp_path, caplog):
+    """--weights with --no-relabel and --embeddings dlib ran a whole forward pass for nothing, and the report
+    named the model as if it had been used."""
+    a, b = sources
+    with caplog.at_level("WARNING", logger="lightface.apps.relabel"):
+        r = _run("--data", a, b, "--weights", tmp_path / "never_read.pt", "--no-relabel", "--embeddings", "dlib",
+                 "--out", tmp_path / "x")
+    assert r["weights"] is None and r["cleanup"]["merged"] == [["a/s4", "b/x"]]
+    assert "is not used" in caplog.text
+
+
+def test_an_embedding_only_checkpoint_says_how_to_use_it(sources, tmp_path):
+    from lightcnn_tiny import TinyLightCNN
+    from lightface.models.checkpoint import save_model_checkpoint
+
+    a, b = sources
+    save_model_checkpoint(tmp_path / "backbone.pt", TinyLightCNN(num_classes=0), TINY, {"num_classes": 0})
+    with pytest.raises(ValueError, match="has no classifier .* --no-relabel --embeddings model"):
+        _run("--data", a, b, "--weights", tmp_path / "backbone.pt", "--out", tmp_path / "x", "--device", "cpu")

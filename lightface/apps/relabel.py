@@ -36,6 +36,7 @@ from ..engine.distributed import resolve_device
 from ..eval.predict import predict
 from ..models.checkpoint import build_from_checkpoint
 from ..models.lightcnn import LightCNN
+from ..utils.atomic_write import write_text_atomic
 from ..utils.checkpoint_io import load_checkpoint
 
 __all__ = ["relabel_lmdb", "load_embeddings"]
@@ -45,31 +46,50 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
+def _stored_class_sources(lmdb) -> Optional[List[Any]]:
+    """The per-class sources a relabel output records (``metadata["build"]["class_sources"]``), or None."""
+    stored = (lmdb.metadata.get("build") or {}).get("class_sources")
+    return stored if isinstance(stored, list) and len(stored) == len(lmdb.classes) else None
+
+
 def _layout(dataset, paths: List[str]):
-    """(sample source position (N,), index inside the source (N,), source names, class sources (K,))."""
+    """(sample source position (N,), index inside the source (N,), source names, class sources (K,)).
+
+    A class's source is its LMDB's source name, or, for an LMDB written by an earlier relabel round,
+    the sources recorded per class there (a list for a class merged across sources), so a later
+    round still merges across the original sources only."""
+    sets = list(getattr(dataset, "datasets", [dataset]))
+    names = list(dataset.names) if hasattr(dataset, "datasets") else [Path(paths[0]).stem]
+    class_sources: List[Any] = []
+    for name, d in zip(names, sets):
+        class_sources += _stored_class_sources(d) or [name] * len(d.classes)
     if hasattr(dataset, "datasets"):
         src = np.asarray(dataset.sources, np.int64)
         local = np.arange(len(dataset), dtype=np.int64) - np.asarray(dataset.sample_offsets, np.int64)[src]
-        return src, local, list(dataset.names), dataset.class_sources()
-    name = Path(paths[0]).stem
-    return np.zeros(len(dataset), np.int64), np.arange(len(dataset), dtype=np.int64), [name], [name] * len(dataset.classes)
+        return src, local, names, class_sources
+    return np.zeros(len(dataset), np.int64), np.arange(len(dataset), dtype=np.int64), names, class_sources
 
 
-def _carry_teacher_embeddings(paths: Sequence[PathLike], out: Path, keep_rows: np.ndarray, written: int) -> List[str]:
-    """Copy the rows ``keep_rows`` of every teacher's embeddings that all sources have into ``out``,
-    so ``train_lightcnn --data OUT --distill dlib`` trains on the cleaned corpus without
-    recomputing the teacher. Returns the teachers carried over."""
+def _source_set(entry) -> List[str]:
+    return [entry] if isinstance(entry, str) else sorted(str(e) for e in entry)
+
+
+def _carry_teacher_embeddings(paths: Sequence[PathLike], target: Path, keep_rows: np.ndarray) -> List[str]:
+    """Copy the rows ``keep_rows`` of every teacher's embeddings that all sources have into ``target``
+    (the new LMDB's folder), so ``train_lightcnn --data OUT --distill dlib`` trains on the cleaned
+    corpus without recomputing the teacher. Returns the teachers carried over; one whose files cannot
+    be read is left out with a warning (carrying them is an extra, the relabelled LMDB stands without)."""
     carried = []
     for teacher in sorted(TEACHERS):
         if not all(has_teacher_embeddings(p, teacher) for p in paths):
             continue
-        if written != len(keep_rows):
-            log.warning("%s: %d of %d samples were written, so the %s teacher embeddings are not carried over; "
-                        "compute them with python -m pipelines.teacher_embeddings --data %s", out, written,
-                        len(keep_rows), teacher, out)
+        try:
+            emb = np.concatenate([load_teacher_embeddings(p, teacher) for p in paths])
+            save_teacher_embeddings(target, emb[keep_rows], teacher)
+        except (ValueError, OSError) as e:
+            log.warning("the %s teacher embeddings are not carried over (%s); compute them for the new LMDB with "
+                        "python -m pipelines.teacher_embeddings --data OUT --teacher %s", teacher, e, teacher)
             continue
-        emb = np.concatenate([load_teacher_embeddings(p, teacher) for p in paths])
-        save_teacher_embeddings(out, emb[keep_rows], teacher)
         carried.append(teacher)
     return carried
 
@@ -156,19 +176,36 @@ def relabel_lmdb(
         raise ValueError("nothing to do: no prediction step (--weights, without --no-relabel) and no --embeddings clean-up")
     if embeddings is not None and not (merge or drop):
         raise ValueError("--embeddings with both --no-merge and --no-drop does nothing; drop one of them")
+    # settings are checked here, before hours of prediction
+    use_model = weights is not None and (relabel or embeddings == "model")
+    if use_model and relabel and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"--threshold must be in (0, 1] (a probability), got {threshold}")
+    if embeddings is not None:
+        if merge and not -1.0 <= merge_threshold <= 1.0:
+            raise ValueError(f"--merge-threshold must be a cosine in [-1, 1], got {merge_threshold}")
+        if drop and not -1.0 <= outlier_threshold <= 1.0:
+            raise ValueError(f"--outlier-threshold must be a cosine in [-1, 1], got {outlier_threshold}")
+    if weights is not None and not use_model:
+        log.warning("--weights %s is not used: --no-relabel and the clean-up takes its embeddings from %s, not the "
+                    "model (pass --embeddings model to use its features)", weights, embeddings)
+        weights = None
     dataset = open_training_lmdbs(paths, "input")
     classes = [str(c) for c in dataset.classes]
     labels = np.asarray(dataset.labels, np.int64)
     n = len(labels)
     sample_src, local_index, source_names, class_sources = _layout(dataset, paths)
     data_repr = paths[0] if len(paths) == 1 else paths
+    if embeddings is not None and merge and len({a for c in class_sources for a in _source_set(c)}) < 2:
+        log.warning("%s holds one source (%s) and no per-class sources of an earlier relabel round: merging joins "
+                    "classes of different sources only, so this run only drops outliers; give the sources as "
+                    "separate --data LMDBs to merge them", data_repr, source_names[0])
 
     # -- step 1: the model's predictions (and features)
     action = np.full(n, KEEP, np.int8)
     new_label = labels.copy()
     decisions = None
     features = None
-    if weights is not None:
+    if use_model:
         weights = Path(weights)
         raw = load_checkpoint(weights)
         train_cfg = raw.get("config", {}) if isinstance(raw, dict) else {}
@@ -179,6 +216,10 @@ def relabel_lmdb(
         dev = resolve_device(device)
         model = build_from_checkpoint(raw, map_location=dev, expect=LightCNN)
         num_classes = getattr(model, "num_classes", 0)
+        if relabel and not num_classes:
+            raise ValueError(f"{weights} has no classifier (an embedding model), so it cannot predict the classes of "
+                             f"{data_repr}; use it with --no-relabel --embeddings model, or relabel with a "
+                             "train_lightcnn checkpoint trained on these LMDBs")
         if relabel and num_classes != len(classes):
             raise ValueError(f"{weights}: classifier has {num_classes} outputs but {data_repr} has {len(classes)} classes")
         resize = resize or int(train_cfg.get("resize", 144))
@@ -206,6 +247,9 @@ def relabel_lmdb(
     alive = np.flatnonzero(action != DROP)
     if embeddings is not None:
         emb = features if embeddings == "model" else load_embeddings(paths, embeddings, n)
+        if not np.isfinite(emb[alive]).all(1).any():
+            raise ValueError(f"--embeddings {embeddings}: no sample has a usable (finite) embedding, so nothing can be "
+                             "merged or dropped; recompute them (a teacher: python -m pipelines.teacher_embeddings)")
         plan = plan_cleanup(emb[alive], new_label[alive], classes,
                             merge_threshold=merge_threshold if merge else np.inf,
                             outlier_threshold=outlier_threshold if drop else -np.inf,
@@ -221,83 +265,100 @@ def relabel_lmdb(
         if plan is not None and drop:
             why += f", outlier threshold {outlier_threshold}"
         raise ValueError(f"relabel {data_repr}: every sample would be dropped ({why}); nothing to write")
+    # the sources of every output class (a list: a class merged across sources), for the next round's merge
+    member_sources = {name: _source_set(cs) for name, cs in zip(classes, class_sources)}
+    groups = {"+".join(g): g for g in plan["merged"]} if plan is not None else {}
+    out_class_sources: List[Any] = []
+    for name in out_classes:
+        atoms = sorted({a for member in groups.get(name, [name]) for a in member_sources[member]})
+        out_class_sources.append(atoms[0] if len(atoms) == 1 else atoms)
     build_info = {"relabelled_from": data_repr, "relabel_weights": None if weights is None else str(weights),
-                  "relabel_threshold": threshold if decisions is not None else None, "relabel_counts": counts}
+                  "relabel_threshold": threshold if decisions is not None else None, "relabel_counts": counts,
+                  "sources": source_names, "class_sources": out_class_sources}
     if plan is not None:
         build_info["cleanup"] = {"embeddings": embeddings, **{k: v for k, v in plan["stats"].items()
                                                               if not k.endswith("threshold")},
                                  "merge_threshold": merge_threshold if merge else None,
                                  "outlier_threshold": outlier_threshold if drop else None}
-    write_summary = copy_with_labels(dataset, out, keep_rows, final_label[keep_rows], overwrite=overwrite,
-                                     progress=progress, build_info=build_info, classes=out_classes)
+    report: Dict[str, Any] = {}
 
-    report: Dict[str, Any] = {
-        "teachers_carried": _carry_teacher_embeddings(paths, out, keep_rows, int(write_summary.get("written", -1))),
-        "data": data_repr,
-        "sources": source_names,
-        "weights": None if weights is None else str(weights),
-        "out": str(out),
-        "threshold": threshold if decisions is not None else None,
-        "samples": int(n),
-        "counts": counts,
-        "written": int(len(keep_rows)),
-        "classes": len(classes),
-        "lmdb": write_summary,
-    }
-    if decisions is not None:
-        changed = np.flatnonzero(action != KEEP)
-        with open(out / "relabel_changes.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["index", "action", "old_label", "old_class", "new_label", "new_class", "predicted", "confidence",
-                        "source", "source_index"])
-            for row in changed:
-                a = int(action[row])
-                new = int(new_label[row])
-                w.writerow([int(row), ACTION_NAMES[a], int(labels[row]), classes[labels[row]],
-                            new if a == RELABEL else "", classes[new] if a == RELABEL else "",
-                            int(decisions.predicted[row]), f"{float(decisions.confidence[row]):.4f}",
-                            source_names[sample_src[row]], int(local_index[row])])
-        report["changes_csv"] = str(out / "relabel_changes.csv")
-    if plan is not None:
-        dropped = alive[np.asarray(plan["dropped"], np.int64)]
-        scores = np.full(n, np.nan)
-        scores[alive] = plan["scores"]
-        with open(out / "cleanup_merged.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["group", "new_class", "classes", "sources", "min_centroid_cosine"])
-            for g, (names, cos) in enumerate(zip(plan["merged"], plan["merged_cosine"])):
-                srcs = [class_sources[classes.index(c)] for c in names]
-                w.writerow([g, "+".join(names), " ".join(names), " ".join(srcs), f"{cos:.4f}"])
-        with open(out / "cleanup_dropped.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["source", "source_index", "index", "class", "score"])
-            for row in dropped:
-                w.writerow([source_names[sample_src[row]], int(local_index[row]), int(row), classes[new_label[row]],
-                            f"{float(scores[row]):.4f}"])
-        report["cleanup"] = {
-            "embeddings": str(embeddings),
-            "merge_threshold": merge_threshold if merge else None,
-            "outlier_threshold": outlier_threshold if drop else None,
-            "min_class_size": min_class_size,
-            "merge_groups": plan["stats"]["merge_groups"],
-            "merged_classes": int(sum(len(g) for g in plan["merged"])),
-            "dropped": plan["stats"]["dropped"],
-            "without_embedding": plan["stats"]["without_embedding"],
-            "classes_after": plan["stats"]["classes_after"],
-            "merged": plan["merged"],
-            "merged_csv": str(out / "cleanup_merged.csv"),
-            "dropped_csv": str(out / "cleanup_dropped.csv"),
+    def publish(target: Path) -> None:
+        """Write the report, the CSVs and the carried teacher rows into ``target`` (``OUT.partial``), so
+        that they appear together with the dataset when it is renamed to ``out``."""
+        report["teachers_carried"] = _carry_teacher_embeddings(paths, target, keep_rows)
+        report.update({
+            "data": data_repr,
+            "sources": source_names,
+            "weights": None if weights is None else str(weights),
+            "out": str(out),
+            "threshold": threshold if decisions is not None else None,
+            "samples": int(n),
+            "counts": counts,
+            "written": int(len(keep_rows)),
+            "classes": len(classes),
+            "lmdb": {"out": str(out), "written": int(len(keep_rows))},
+        })
+        if decisions is not None:
+            changed = np.flatnonzero(action != KEEP)
+            with open(target / "relabel_changes.csv", "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["index", "action", "old_label", "old_class", "new_label", "new_class", "predicted", "confidence",
+                            "source", "source_index"])
+                for row in changed:
+                    a = int(action[row])
+                    new = int(new_label[row])
+                    w.writerow([int(row), ACTION_NAMES[a], int(labels[row]), classes[labels[row]],
+                                new if a == RELABEL else "", classes[new] if a == RELABEL else "",
+                                int(decisions.predicted[row]), f"{float(decisions.confidence[row]):.4f}",
+                                source_names[sample_src[row]], int(local_index[row])])
+            report["changes_csv"] = str(out / "relabel_changes.csv")
+        if plan is not None:
+            dropped = alive[np.asarray(plan["dropped"], np.int64)]
+            scores = np.full(n, np.nan)
+            scores[alive] = plan["scores"]
+            with open(target / "cleanup_merged.csv", "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["group", "new_class", "classes", "sources", "min_centroid_cosine"])
+                for g, (names, cos) in enumerate(zip(plan["merged"], plan["merged_cosine"])):
+                    srcs = ["+".join(_source_set(class_sources[classes.index(c)])) for c in names]
+                    w.writerow([g, "+".join(names), " ".join(names), " ".join(srcs), f"{cos:.4f}"])
+            with open(target / "cleanup_dropped.csv", "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["source", "source_index", "index", "class", "score"])
+                for row in dropped:
+                    w.writerow([source_names[sample_src[row]], int(local_index[row]), int(row), classes[new_label[row]],
+                                f"{float(scores[row]):.4f}"])
+            report["cleanup"] = {
+                "embeddings": str(embeddings),
+                "merge_threshold": merge_threshold if merge else None,
+                "outlier_threshold": outlier_threshold if drop else None,
+                "min_class_size": min_class_size,
+                "merge_groups": plan["stats"]["merge_groups"],
+                "merged_classes": int(sum(len(g) for g in plan["merged"])),
+                "dropped": plan["stats"]["dropped"],
+                "without_embedding": plan["stats"]["without_embedding"],
+                "classes_after": plan["stats"]["classes_after"],
+                "merged": plan["merged"],
+                "merged_csv": str(out / "cleanup_merged.csv"),
+                "dropped_csv": str(out / "cleanup_dropped.csv"),
+            }
+        report["totals"] = {
+            "samples": int(n),
+            "written": int(len(keep_rows)),
+            "relabelled": counts["relabelled"],
+            "dropped": int(n - len(keep_rows)),
+            "dropped_by_prediction": counts["dropped"],
+            "dropped_outliers": 0 if plan is None else plan["stats"]["dropped"],
+            "merge_groups": 0 if plan is None else plan["stats"]["merge_groups"],
+            "classes_before": len(classes),
+            "classes_after": len(out_classes),
         }
-    report["totals"] = {
-        "samples": int(n),
-        "written": int(len(keep_rows)),
-        "relabelled": counts["relabelled"],
-        "dropped": int(n - len(keep_rows)),
-        "dropped_by_prediction": counts["dropped"],
-        "dropped_outliers": 0 if plan is None else plan["stats"]["dropped"],
-        "merge_groups": 0 if plan is None else plan["stats"]["merge_groups"],
-        "classes_before": len(classes),
-        "classes_after": len(out_classes),
-    }
-    (out / "relabel_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        write_text_atomic(target / "relabel_report.json", json.dumps(report, indent=2, default=str) + "\n")
+
+    write_summary = copy_with_labels(dataset, out, keep_rows, final_label[keep_rows], overwrite=overwrite,
+                                     progress=progress, build_info=build_info, classes=out_classes,
+                                     origins=source_names, before_publish=publish)
+    # the summary is known only now: rewrite the report in place (OUT is complete with or without it)
+    report["lmdb"] = write_summary
+    write_text_atomic(out / "relabel_report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report

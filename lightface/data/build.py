@@ -38,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -422,8 +422,8 @@ class _DatasetWriter:
                     self.writer.close()
                     self.writer = None
             else:
-                logger.warning("removing an unfinished build at %s (pass --resume to continue it instead)",
-                               self.partial)
+                logger.warning("removing an unfinished build at %s%s", self.partial,
+                               "" if fingerprint == "in-memory" else " (pass --resume to continue it instead)")
             if state is None:
                 shutil.rmtree(self.partial)
         elif resume:
@@ -471,14 +471,28 @@ class _DatasetWriter:
         self._items, self._labels = [], []
 
     def finish(self, classes: Sequence[str], color: str, encoding: str, quality: Optional[int],
-               alignment: Dict[str, Any], build: Dict[str, Any], report: Dict[str, Any]) -> Dict[str, Any]:
-        """Write the metadata, then rename ``<out>.partial`` to ``out`` (replacing an old dataset)."""
+               alignment: Dict[str, Any], build: Dict[str, Any], report: Dict[str, Any],
+               before_publish: Optional[Callable[[Path], None]] = None) -> Dict[str, Any]:
+        """Write the metadata, then rename ``<out>.partial`` to ``out`` (replacing an old dataset).
+
+        ``before_publish(partial)`` runs on the finished ``<out>.partial`` just before the rename,
+        to add files that must appear together with the dataset (a report, CSVs)."""
         try:
-            return self._finish(classes, color, encoding, quality, alignment, build, report)
+            return self._finish(classes, color, encoding, quality, alignment, build, report, before_publish)
         finally:
             self.close()
 
-    def _finish(self, classes, color, encoding, quality, alignment, build, report) -> Dict[str, Any]:
+    def discard(self) -> None:
+        """Drop the partial build (one that cannot be resumed) and release the output lock."""
+        try:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            shutil.rmtree(self.partial, ignore_errors=True)
+        finally:
+            self.lock.release()
+
+    def _finish(self, classes, color, encoding, quality, alignment, build, report, before_publish=None) -> Dict[str, Any]:
         st = self.state
         chunk_keys = self.writer.keys_with_prefix(LABEL_CHUNK_PREFIX)
         labels = np.concatenate([np.frombuffer(self.writer.get(k), "<i8") for k in chunk_keys]) \
@@ -493,6 +507,8 @@ class _DatasetWriter:
                         delete=[PROGRESS_KEY, *chunk_keys])
         self.writer.close()
         (self.partial / REPORT_NAME).write_text(json.dumps(report, indent=2))
+        if before_publish is not None:
+            before_publish(self.partial)
         old = None
         if self.out.exists():
             old = self.out.with_name(self.out.name + ".old")
@@ -810,6 +826,7 @@ def write_lmdb(
     build_info: Optional[Dict[str, Any]] = None,
     batch_size: int = 512,
     progress: bool = False,
+    before_publish: Optional[Callable[[Path], None]] = None,
 ) -> Dict[str, Any]:
     """Write a dataset from in-memory samples (e.g. a relabelled copy of another dataset).
 
@@ -824,8 +841,12 @@ def write_lmdb(
         encoding, quality: payload encoding of the images (and of ``encoded`` inputs).
         overwrite: replace an existing complete dataset.
         alignment, build_info: stored in the metadata (``alignment``, ``build``).
+        before_publish: called with ``<out>.partial`` once the dataset in it is complete, before
+            the rename to ``out``: files it writes there appear together with the dataset.
     Returns:
         summary dict with ``out``, ``written``, ``seconds``.
+
+    A failure (or an interrupt) removes ``<out>.partial``: an in-memory write cannot be resumed.
     """
     t0 = time.perf_counter()
     _check_counts(batch_size=batch_size)
@@ -849,24 +870,28 @@ def write_lmdb(
                 img = np.asarray(s["image"])
                 payload, shape = encode_image(img, encoding, quality), list(img.shape)
             colors.add("gray" if len(shape) == 2 else "rgb")
+            if len(colors) > 1:
+                raise ValueError(f"sample {i} is {'gray (H,W)' if len(shape) == 2 else 'colour (H,W,3)'} but the "
+                                 "samples before it are not; convert the images to one kind")
             writer.add(payload, label, shape, s.get("landmarks"), s.get("attributes"))
             if (i + 1) % batch_size == 0:
                 writer.commit(i + 1)
         writer.commit(writer.written)
     except BaseException:
-        writer.close()
+        writer.discard()
         raise
-    if len(colors) > 1:
-        writer.close()
-        raise ValueError("samples mix gray (H,W) and colour (H,W,3) images; convert them to one kind")
     summary = {"out": str(out), "written": writer.written, "seconds": round(time.perf_counter() - t0, 3)}
     if writer.written == 0:
         writer.abandon({"summary": summary, "skipped": [], "ignored": []})
         raise ValueError(f"write_lmdb({out}): no samples given")
     build = {"source": "write_lmdb", **(build_info or {}), "lightface_version": _version(),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    writer.finish(classes, colors.pop(), encoding, quality, alignment or {"template": None}, build,
-                  {"summary": summary, "skipped": [], "ignored": []})
+    try:
+        writer.finish(classes, colors.pop(), encoding, quality, alignment or {"template": None}, build,
+                      {"summary": summary, "skipped": [], "ignored": []}, before_publish=before_publish)
+    except BaseException:
+        writer.discard()
+        raise
     return summary
 
 

@@ -7,7 +7,12 @@ turns each into a ``path label`` list file plus a 5-point landmarks file, leavin
 people reserved for validation:
 
 * LFW View-2 fold 2 (``pairs_dev.txt``'s people; no other fold holds them), and the CFP
-  ids whose ``names.txt`` name is a fold-2 person, so ``pairs_dev.txt`` stays unseen;
+  ids whose ``names.txt`` name is a fold-2 person, so ``pairs_dev.txt`` stays unseen. Names are
+  compared without case, accents, spaces or punctuation (``Leonardo Dicaprio`` is
+  ``Leonardo_DiCaprio``), and a name within a close spelling of a fold-2 name (difflib ratio
+  >= :data:`NEAR_NAME_RATIO`: ``Diane Feinstein`` / ``Dianne_Feinstein``) is left out as well
+  and logged: ``names.txt`` misspells many names, and a few unrelated ids lost are cheaper than
+  a leak;
 * ``cfp/`` (ids 451-485) is never read here: it is the held-out frontal-profile set.
 
 CelebA gives numbers only, so a fold-2 person may still hide in ``celeba_ids/``; the
@@ -20,20 +25,26 @@ default, so a colour teacher can read the same samples; the trainer converts to 
 """
 from __future__ import annotations
 
+import difflib
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence, Set, TypeVar
 
 from .pose_pairs import write_cfp_landmarks
 
-__all__ = ["CorpusSource", "SOURCES", "heldout_people", "corpus_sources", "build_corpus", "build_listed_sources"]
+__all__ = ["CorpusSource", "SOURCES", "NEAR_NAME_RATIO", "heldout_people", "heldout_cfp_ids", "corpus_sources", "build_corpus", "build_listed_sources"]
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
 
 #: the sources, in build order
 SOURCES = ("lfw", "cfp", "celeba")
+#: a CFP name at least this close to a fold-2 name (difflib ratio of the two keys of
+#: :func:`_name_key`) is held out too; two letters off in ten (``Jevin Kostner`` / ``Kevin_Costner``)
+NEAR_NAME_RATIO = 0.8
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,44 @@ def heldout_people(data_root) -> Set[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: expected the LFW fold table of ../shared/data/lfw_train")
     return {row[0] for row in _read_table(path) if len(row) >= 4 and row[3].strip() == "2"}
+
+
+def _name_key(name: str) -> str:
+    """``Leonardo_DiCaprio`` and ``Leonardo Dicaprio`` -> ``leonardodicaprio``: lower case, accents,
+    spaces, underscores and punctuation removed."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return re.sub(r"[^a-z0-9]", "", "".join(c for c in decomposed if not unicodedata.combining(c)).lower())
+
+
+def heldout_cfp_ids(names: Mapping[str, str], held: Set[str], near: float = NEAR_NAME_RATIO) -> Dict[str, str]:
+    """The CFP ids to leave out because their name is a fold-2 person's.
+
+    Args:
+        names: ``{cfp id: name}`` from ``cfp_train/names.txt`` (``"131": "Diane Feinstein"``).
+        held: LFW names of fold 2 (:func:`heldout_people`).
+        near: the difflib ratio from which a different spelling counts as the same person.
+    Returns:
+        ``{cfp id: the fold-2 name it matched}``: the same name up to case, accents, spaces and
+        punctuation, or (logged, to be checked by eye) a close spelling.
+    """
+    keys = {_name_key(h): h for h in held}
+    out: Dict[str, str] = {}
+    near_misses = []
+    for cfp_id, name in sorted(names.items()):
+        key = _name_key(name)
+        if key in keys:
+            out[cfp_id] = keys[key]
+            continue
+        close = difflib.get_close_matches(key, list(keys), n=1, cutoff=near)
+        if close:
+            out[cfp_id] = keys[close[0]]
+            ratio = difflib.SequenceMatcher(None, key, close[0]).ratio()
+            near_misses.append(f"{cfp_id} {name!r} ~ {keys[close[0]]} ({ratio:.2f})")
+    if near_misses:
+        log.info("cfp: also leaving out %d ids whose names.txt name is a close spelling of a fold-2 person "
+                 "(difflib ratio >= %.2f; a few may be other people): %s", len(near_misses), near,
+                 "; ".join(near_misses))
+    return out
 
 
 def _write(path: Path, lines: Sequence[str]) -> None:
@@ -97,11 +146,12 @@ def corpus_sources(data_root, out_dir, sources: Sequence[str] = SOURCES) -> Dict
             img_root = base / "images"
         elif name == "cfp":
             base = root / "cfp_train"
-            names = {r[0]: r[1].replace(" ", "_") for r in _read_table(base / "names.txt") if len(r) >= 2}
+            names = {r[0]: r[1] for r in _read_table(base / "names.txt") if len(r) >= 2}
+            held_ids = heldout_cfp_ids(names, held)
             landmarks = out / "cfp_5pt.txt"
             write_cfp_landmarks(base, landmarks)
             rows = [line.split()[0] for line in landmarks.read_text(encoding="utf-8").splitlines() if line.strip()]
-            dropped = sorted({r.split("/")[0] for r in rows if names.get(r.split("/")[0]) in held})
+            dropped = sorted({r.split("/")[0] for r in rows if r.split("/")[0] in held_ids})
             if dropped:
                 log.info("cfp: leaving out ids %s (LFW fold-2 people, kept unseen for pairs_dev.txt)", dropped)
             lines = [f"{rel} cfp/{rel.split('/')[0]}" for rel in rows if rel.split("/")[0] not in dropped]

@@ -57,12 +57,24 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
     Args:
         centroids: (K, D) unit class centroids.
         merge_threshold: cosine at or above which two mutual best matches are linked.
-        class_sources: the source of each class, or None (one source: mutual nearest classes).
+        class_sources: the source of each class (a name, or a set of names for a class already
+            merged across sources: it counts as each of them), or None (one source: mutual
+            nearest classes).
         counts: samples per class; classes with none are never linked.
     """
     k = len(centroids)
     valid = np.ones(k, bool) if counts is None else np.asarray(counts) > 0
-    src = np.zeros(k, int) if class_sources is None else np.unique(np.asarray(class_sources), return_inverse=True)[1]
+    if class_sources is None:
+        members = [frozenset([0])] * k
+        src = np.zeros(k, int)
+    else:
+        if len(class_sources) != k:
+            raise ValueError(f"class_sources has {len(class_sources)} entries for {k} classes")
+        sets = [frozenset([c]) if isinstance(c, str) else frozenset(str(x) for x in c) for c in class_sources]
+        atoms = {a: i for i, a in enumerate(sorted(set().union(*sets)))}
+        members = [frozenset(atoms[a] for a in m) for m in sets]
+        src = np.unique(np.asarray(["\0".join(sorted(m)) for m in sets]), return_inverse=True)[1]
+    kind = {int(src[i]): members[i] for i in range(k)}  # source id -> its source names
     sims = centroids @ centroids.T
     sims[:, ~valid] = -np.inf
     np.fill_diagonal(sims, -np.inf)
@@ -81,7 +93,7 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
         if not valid[i]:
             continue
         for s in np.unique(src):
-            if class_sources is not None and s == src[i]:
+            if class_sources is not None and kind[int(s)] & members[i]:
                 continue
             j = best.get((i, int(s)))
             if j is None or j <= i or not valid[j] or sims[i, j] < merge_threshold or best.get((j, int(src[i]))) != i:
@@ -90,7 +102,7 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
     # strongest links first; a link that would put two classes of one source in one group is
     # refused (a source's own labels are distinct people), so no chain joins them either
     parent = list(range(k))
-    group_sources = {i: {int(src[i])} for i in range(k)}
+    group_sources = {i: set(members[i]) for i in range(k)}
     for _, i, j in sorted(links, key=lambda t: -t[0]):
         a, b = _find(parent, i), _find(parent, j)
         if a == b or (class_sources is not None and group_sources[a] & group_sources[b]):
@@ -142,7 +154,7 @@ def plan_cleanup(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[s
         embeddings: (N, D) one embedding per sample (any scale; NaN rows are kept unchanged).
         labels: (N,) int class index per sample; classes: the K class names.
         merge_threshold / outlier_threshold: cosine thresholds (see the module docstring).
-        class_sources: per class, its source (merge across sources only), or None.
+        class_sources: per class, its source or set of sources (merge across sources only), or None.
         center: subtract the mean embedding first (needed for embeddings compared by
             Euclidean distance, such as dlib's, whose cosines are all high otherwise).
     Returns:

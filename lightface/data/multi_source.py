@@ -15,13 +15,26 @@ from torch.utils.data import Dataset
 __all__ = ["MultiSourceDataset"]
 
 
+def _unique_names(paths: Sequence[Path]) -> List[str]:
+    """A distinct short name per path: the stem, else ``parent/stem``, else ``stem#position`` (1-based)."""
+    names = [p.stem for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    names = [f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.stem}#{k + 1}" for k, p in enumerate(paths)]
+
+
 class MultiSourceDataset(Dataset):
     """The concatenation of datasets with ``labels`` and ``classes`` (e.g. :class:`lightface.data.LMDBDataset`).
 
     Args:
         datasets: the sources, in order; sample ``i`` of the result is sample ``i - offset``
             of the source holding it.
-        names: a short name per source (default: each LMDB folder's stem).
+        names: a short name per source, all different (default: each LMDB folder's stem; stems
+            that repeat (``a/train.lmdb``, ``b/train.lmdb``) get their parent folder, ``a/train``,
+            and then their position, ``train#2``).
 
     Items are the source's item dicts (``image`` uint8 (H,W) gray or (H,W,3) BGR, ``label``)
     with ``label`` shifted to the global class index and ``source`` (the source name) added.
@@ -35,8 +48,10 @@ class MultiSourceDataset(Dataset):
             if len(names) != len(datasets):
                 raise ValueError(f"{len(names)} names for {len(datasets)} datasets")
             self.names = [str(n) for n in names]
+            if len(set(self.names)) != len(self.names):
+                raise ValueError(f"source names must differ, got {self.names}")
         else:
-            self.names = [Path(getattr(d, "path", f"source{k}")).stem for k, d in enumerate(datasets)]
+            self.names = _unique_names([Path(getattr(d, "path", f"source{k}")) for k, d in enumerate(datasets)])
         self.sample_offsets = np.cumsum([0] + [len(d) for d in datasets])
         self.class_offsets = np.cumsum([0] + [len(d.classes) for d in datasets])
         all_names = [str(c) for d in datasets for c in d.classes]

@@ -8,7 +8,7 @@ Used by the Light CNN trainer, relabelling and the noisy-label benchmark::
 """
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -148,11 +148,17 @@ def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training")
 
     Raises:
         FileNotFoundError: a path that does not exist (the message says how to build one).
+        ValueError: the same LMDB given twice (its samples would count twice, under two labels per person).
     """
     sets = []
+    seen: Dict[str, str] = {}
     for path in data_paths(data):
         if not Path(path).exists():
             raise FileNotFoundError(f"{what} LMDB not found: {path}; build one with python -m pipelines.build_lmdb")
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{what} LMDB {path} is given twice (also as {seen[real]}); give each source once")
+        seen[real] = str(path)
         sets.append(LMDBDataset(path))
     if not sets:
         raise FileNotFoundError(f"no {what} LMDB given")

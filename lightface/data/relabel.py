@@ -15,7 +15,8 @@ same classifier size and label meaning.
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -122,19 +123,27 @@ def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int
 
 
 def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = False, progress: bool = False,
-                     build_info: Optional[Dict[str, Any]] = None, classes: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                     build_info: Optional[Dict[str, Any]] = None, classes: Optional[Sequence[str]] = None,
+                     origins: Optional[Sequence[str]] = None,
+                     before_publish: Optional[Callable[[Path], None]] = None) -> Dict[str, Any]:
     """Write the samples ``indices`` of an :class:`~lightface.data.LMDBDataset` (or of a
     :class:`~lightface.data.multi_source.MultiSourceDataset` of them) to a new LMDB ``out``
-    with new ``labels``; stored images are copied without re-encoding (sources stored in
-    another encoding than the first source's are decoded and re-encoded).
+    with new ``labels``; stored images are copied without re-encoding. Sources stored in
+    another encoding, or in another colour (gray (H,W) vs BGR (H,W,3)), than the first
+    source are decoded and re-encoded in the first source's encoding and colour.
 
     Args:
         classes: the class names of ``out`` (default: the dataset's; pass the merged list
             when classes were merged).
+        origins: a source name per dataset source (``MultiSourceDataset.names``): stored as each
+            sample's ``origin`` attribute unless it already has one (from an earlier round).
+        before_publish: see :func:`lightface.data.build.write_lmdb` (files that must appear
+            together with ``out``).
     Returns:
         the summary of :func:`lightface.data.build.write_lmdb`.
     """
     from .build import write_lmdb
+    from .io import to_bgr, to_gray
 
     indices = np.asarray(indices, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -147,16 +156,29 @@ def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = 
     alignment = sources[0].metadata.get("alignment")
     if any(d.metadata.get("alignment") != alignment for d in sources[1:]):
         log.warning("the sources of %s were aligned differently; %s keeps the first source's alignment record", out, out)
+    color = image.get("color")
+    names = list(origins) if origins is not None else [str(getattr(d, "path", k)) for k, d in enumerate(sources)]
+    other = [names[k] for k, d in enumerate(sources) if d.metadata["image"].get("color") != color]
+    if other:
+        log.warning("%s: sources %s are not %s like the first source %s; their images are converted to %s",
+                    out, ", ".join(other), color, names[0], color)
+    convert = to_gray if color == "gray" else to_bgr
+    locate = getattr(dataset, "locate", lambda i: (0, int(i)))
 
     def samples():
         for index, label in zip(indices, labels):
             record = dataset.record(int(index))
-            if record.get("encoding", image["encoding"]) != image["encoding"]:
+            is_gray = len(record["shape"]) == 2
+            if record.get("encoding", image["encoding"]) != image["encoding"] or is_gray != (color == "gray"):
                 record = {k: v for k, v in record.items() if k not in ("encoded", "encoding", "shape")}
-                record["image"] = dataset[int(index)]["image"]
+                record["image"] = convert(dataset[int(index)]["image"])
+            if origins is not None:
+                attributes = dict(record.get("attributes") or {})
+                attributes.setdefault("origin", names[locate(int(index))[0]])
+                record["attributes"] = attributes
             record["label"] = int(label)
             yield record
 
     return write_lmdb(out, samples(), dataset.classes if classes is None else list(classes),
                       encoding=image["encoding"], quality=image.get("quality") or 95, overwrite=overwrite,
-                      alignment=alignment, build_info=build_info, progress=progress)
+                      alignment=alignment, build_info=build_info, progress=progress, before_publish=before_publish)

@@ -221,8 +221,11 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     The embeddings count as finished once every chunk is marked done, whichever shard
     finished last.
 
+    Embeddings already complete for this LMDB (every row of its sample count, whatever chunk
+    size computed them, or carried over by ``pipelines.relabel``) are left as they are.
+
     Returns:
-        ``{"count", "done", "failed"}``.
+        ``{"count", "done", "failed"}`` (``failed``: rows the teacher could not embed, NaN).
     """
     from tqdm import tqdm
 
@@ -235,6 +238,13 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     data = LMDBDataset(lmdb_path)
     n = len(data)
     path = embeddings_path(lmdb_path, teacher)
+    if has_teacher_embeddings(lmdb_path, teacher) and _read_state(lmdb_path, teacher).get("count") == n:
+        rows = np.load(path, mmap_mode="r")
+        if rows.shape[0] == n:  # finished for this very LMDB (also with another chunk size): nothing to do
+            failed = int(np.isnan(rows).all(1).sum())
+            log.info("%s: the %s teacher embeddings are already complete (%d rows); nothing to do", lmdb_path,
+                     teacher, n)
+            return {"count": n, "done": n, "failed": failed}
     model = TEACHERS[teacher]()
     chunks_total = _chunk_count(n, chunk)
     _create_nan_rows(path, (n, model.dim))
