@@ -3,10 +3,12 @@
 any model or dataset is opened; so are flags that cannot apply together (:func:`refuse_flags`)."""
 import argparse
 import math
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "unit_interval", "int_at_least", "device_name",
-           "image_file", "refuse_flags"]
+           "image_file", "output_file", "json_file", "plot_file", "refuse_flags"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -67,6 +69,40 @@ def image_file(text: str) -> str:
     return text
 
 
+def output_file(suffixes: Sequence[str] = (), what: str = "file") -> Callable[[str], str]:
+    """An argparse type for a file a run writes at its end (a JSON report, a plot), refused on the command
+    line, before the run's work: a folder, a path whose folder cannot be created (a file is in its way, or
+    the nearest existing folder is not writable), or, with ``suffixes`` (``(".png", ".pdf")``), another
+    extension. Nothing is created; ``''`` (none) passes."""
+    def parse(text: str) -> str:
+        if not text:
+            return text
+        path = Path(text)
+        if path.is_dir() or text.endswith(("/", os.sep)):
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a {what} name such as "
+                                             f"{path / ('report' + (suffixes[0] if suffixes else '.json'))}")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text}: {path.suffix or 'no extension'!r} is not a {what} format; "
+                                             f"use {', '.join(suffixes)}")
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, so the folder for it cannot be created")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{text}: the folder {parent} is not writable")
+        return text
+
+    return parse
+
+
+#: A JSON report to write (``--out``): see :func:`output_file`.
+json_file = output_file(what="report file")
+#: A plot to write (``--plot``): the extensions matplotlib saves (``.png``, ``.pdf``, ``.svg`` ...).
+plot_file = output_file((".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps"),
+                        what="plot")
+
+
 def refuse_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, dests: Sequence[str], why: str) -> None:
     """Refuse the flags among ``dests`` that ``args`` sets (away from ``parser``'s default) when they cannot
     apply, rather than ignore them without a word: a :class:`~lightface.engine.config.ConfigError`, which
@@ -76,7 +112,8 @@ def refuse_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, dest
     """
     from lightface.engine.config import ConfigError
 
-    options = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    options = {a.dest: "/".join(a.option_strings) if isinstance(a, argparse.BooleanOptionalAction)  # --flip/--no-flip
+               else a.option_strings[-1] for a in parser._actions if a.option_strings}
     given = [options[d] for d in dests if getattr(args, d) != parser.get_default(d)]
     if given:
         raise ConfigError(f"{' '.join(given)}: {why}")

@@ -36,6 +36,9 @@ __all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_par
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
+#: attribute :func:`add_options` sets on a flag whose field takes None (``Optional[...]``): YAML ``null`` allowed
+_NULLABLE = "lightface_nullable"
+_NOT_GIVEN = object()
 
 #: exceptions :func:`run_cli` reports as one line (everything else keeps its traceback)
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
@@ -112,7 +115,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, hidden: Sequence[str
                 kwargs["nargs"] = nargs
             if meta.get("required"):
                 kwargs["required"] = True
-        target.add_argument(flag, **kwargs)
+        action = target.add_argument(flag, **kwargs)
+        setattr(action, _NULLABLE, opt.optional)
     return parser
 
 
@@ -159,9 +163,15 @@ def _actions_by_dest(parser: argparse.ArgumentParser) -> Dict[str, argparse.Acti
 
 
 def _check_value(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
-    """Validate (and for strings, type-convert) one YAML value the way argparse treats a flag."""
+    """Validate (and type-convert) one YAML value the way argparse treats the same value given as a flag:
+    through the flag's type (``positive_int`` refuses ``0`` from a file as on the command line) and choices."""
     if value is None:
-        return None
+        if action.default is None or getattr(action, _NULLABLE, False):
+            return None
+        raise ConfigError(f"{source}: key {key!r} cannot be null (default: {action.default!r}); leave the key out "
+                          "for the default")
+    if action.nargs == "?" and action.const is not None and isinstance(value, bool):
+        return action.const if value else action.default  # `resume: true` is a bare --resume
     many = action.nargs in ("*", "+", argparse.REMAINDER) or (isinstance(action.nargs, int) and action.nargs > 0)
     if action.nargs == 0 and isinstance(action.const, bool) and not isinstance(value, bool):
         raise ConfigError(f"{source}: key {key!r} is an on/off flag; write true or false, found {value!r}")
@@ -170,13 +180,18 @@ def _check_value(action: argparse.Action, key: str, value: Any, source: Path) ->
         raise ConfigError(f"{source}: key {key!r} takes one value, found a list {value!r}")
     converted = []
     for item in items:
-        if isinstance(item, str) and callable(action.type):
+        if action.nargs != 0 and action.type in (None, str) and action.choices is None and isinstance(item, bool):
+            raise ConfigError(f"{source}: key {key!r} expects text, found {item!r}")
+        if callable(action.type) and action.type in (int, float) and not isinstance(item, str):
+            item = _yaml_number(action.type, key, item, source)
+        elif callable(action.type) and action.nargs != 0:
+            # a YAML number goes through the flag's own type as its text would (positive_int, unit_interval ...)
+            text = item if isinstance(item, str) else (
+                str(int(item)) if isinstance(item, float) and item.is_integer() else str(item))
             try:
-                item = action.type(item)
+                item = action.type(text)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
                 raise ConfigError(f"{source}: key {key!r}: invalid value {item!r} ({err})") from err
-        elif callable(action.type) and action.type in (int, float):
-            item = _yaml_number(action.type, key, item, source)
         if action.choices is not None and item not in action.choices:
             choices = ", ".join(map(str, action.choices))
             raise ConfigError(f"{source}: key {key!r}: {item!r} is not one of {choices}")
@@ -242,11 +257,71 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[s
         for dest, value in values.items():
             actions[dest].default = value
             actions[dest].required = False
-        return parser.parse_args(argv)
+        args = parser.parse_args(argv)
     finally:
         for dest, value in saved_defaults.items():
             actions[dest].default = value
             actions[dest].required = saved_required[dest]
+    given = _given_on_command_line(parser, argv)
+    _settle_exclusive_groups(parser, args, {d: v for d, v in values.items() if v != saved_defaults[d]}, given, source)
+    _check_resume_folder(args, values, given, source)
+    return args
+
+
+def _given_on_command_line(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> set:
+    """The dests of the optional flags ``argv`` gives (``argv`` already parsed without error by ``parser``)."""
+    actions = list(_actions_by_dest(parser).values())
+    saved = [(a, a.default, a.required) for a in actions]
+    groups = [(g, g.required) for g in parser._mutually_exclusive_groups]
+    try:
+        for a in actions:
+            a.required = False
+            if a.option_strings:
+                a.default = _NOT_GIVEN
+        for g, _ in groups:
+            g.required = False
+        seen, _ = parser.parse_known_args(argv)
+    finally:
+        for a, default, required in saved:
+            a.default, a.required = default, required
+        for g, required in groups:
+            g.required = required
+    return {a.dest for a in actions if a.option_strings and getattr(seen, a.dest, _NOT_GIVEN) is not _NOT_GIVEN}
+
+
+def _settle_exclusive_groups(parser: argparse.ArgumentParser, args: argparse.Namespace, from_file: Dict[str, Any],
+                             given: set, source: Path) -> None:
+    """Mutually exclusive flags (``evaluate --landmarks | --detector``) with a YAML file: a flag given on the
+    command line replaces the file's value of the others (they go back to their defaults); a file that sets
+    more than one of them is refused, as argparse refuses them together on the command line."""
+    for group in parser._mutually_exclusive_groups:
+        members = [a for a in group._group_actions if a.dest in from_file or a.dest in given]
+        if any(a.dest in given for a in members):
+            for a in members:
+                if a.dest not in given:
+                    default = a.default
+                    if isinstance(default, str) and callable(a.type):
+                        default = a.type(default)
+                    setattr(args, a.dest, default)
+                    log.info("%s given: the value of %r in %s is not used", " / ".join(
+                        b.option_strings[-1] for b in members if b.dest in given), a.dest, source)
+        elif len(members) > 1:
+            flags = " and ".join(a.option_strings[-1] for a in members)
+            raise ConfigError(f"{source}: keys {' and '.join(repr(a.dest) for a in members)} cannot be set together "
+                              f"({flags} exclude each other); keep one")
+
+
+def _check_resume_folder(args: argparse.Namespace, values: Dict[str, Any], given: set, source: Path) -> None:
+    """Refuse a bare ``--resume`` that would start a new run elsewhere: the file's folder holds a run's
+    ``last.pt`` (``--config OUT/config.yaml``), but its relative ``out`` names another folder from here (a
+    config.yaml of an earlier version, which stored paths as typed)."""
+    if getattr(args, "resume", None) != "auto" or "out" not in values or "out" in given or not args.out:
+        return
+    folder, out = source.parent, Path(args.out)
+    if (folder / "last.pt").is_file() and not (out / "last.pt").is_file() and out.resolve() != folder.resolve():
+        raise ConfigError(f"{source}: --resume: the run of this file is in {folder} (it holds last.pt), but its "
+                          f"'out: {args.out}' is {out.resolve()} from the current folder, which holds none; run the "
+                          f"command from the folder the run started in, or add --out {folder}")
 
 
 # ---------------------------------------------------------------------------------------

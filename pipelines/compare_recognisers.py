@@ -21,6 +21,7 @@ from typing import Optional
 from lightface.eval.dev_protocols import crop_embedder
 from lightface.eval.paired import compare_recognisers, format_comparison
 from lightface.utils.atomic_write import write_text_atomic
+from pipelines._argtypes import json_file
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_flip_argument
 
@@ -37,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="align the LFW photos from this face detector's landmarks (a detector .onnx such as "
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomically)")
+    p.add_argument("--out", type=json_file, default=None,
+                   help="also write the results as JSON here (atomically; checked before any model loads)")
     add_flip_argument(p, " for both recognisers")
     return p
 

@@ -26,7 +26,7 @@ from typing import Dict, List
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import int_at_least
+from pipelines._argtypes import int_at_least, json_file, plot_file
 from pipelines._cli import DefaultsHelpFormatter
 from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
 
@@ -46,8 +46,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--landmarks", default=None, help="5-point landmarks file ('relpath x1 y1 ... x5 y5' per line)")
     how.add_argument("--detector", default=None, help="detect and align faces: InsightFace pack name or detector .onnx")
-    p.add_argument("--out", default="report.json", help="JSON report path")
-    p.add_argument("--plot", default=None, help="ROC plot PNG path (none when omitted)")
+    p.add_argument("--out", type=json_file, default="report.json",
+                   help="JSON report path (checked before any image is embedded)")
+    p.add_argument("--plot", type=plot_file, default=None, help="ROC plot path: .png, .pdf, .svg ... (none when omitted)")
     p.add_argument("--folds", type=int_at_least(2), default=10,
                    help="cross-validation folds when the pair list has none (each one's threshold is fitted on "
                         "the others)")
@@ -131,6 +132,11 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         "arch": getattr(embedder.model, "arch", None),
         "pairs": str(args.pairs),
         "alignment": "landmarks" if table is not None else ("detector" if args.detector else "pre-aligned"),
+        # the detector asked for and the one that ran (a pack that cannot load falls back to YuNet): the
+        # threshold above holds for faces aligned this way
+        "detector": args.detector,
+        "detector_backend": getattr(embedder.detector, "backend", None) if args.detector else None,
+        "detector_fallback": getattr(embedder.detector, "fallback_reason", None) if args.detector else None,
         "flip": embedder.flip,
         "n_images": len(paths),
         "failed_images": failed,

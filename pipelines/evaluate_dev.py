@@ -19,6 +19,7 @@ import numpy as np
 from lightface.eval.dev_protocols import (PROTOCOLS, calibrate_threshold, crop_embedder, export_lfw_dev,
                                           run_dev_protocols)
 from lightface.utils.atomic_write import write_text_atomic
+from pipelines._argtypes import json_file, refuse_flags
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_flip_argument
 
@@ -39,13 +40,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="instead of the protocols: the verification threshold for aligned crops and whole photos alike "
                         "(LFW fold-2 pairs aligned from the given landmarks and from --detector's, pooled), with its "
                         "cross-validated accuracy on each path; the model card's 'threshold'")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", type=json_file, default=None,
+                   help="write the results as JSON here (checked before any model loads)")
     p.add_argument("--export-lfw-dev", metavar="DIR", default=None,
                    help="only write the LFW fold-2 pair crops and DIR/pairs.txt (for train_lightcnn --val-pairs) and exit")
     return p
 
 
 def _embedder(args):
+    """The protocols' embed function for ``args``, and what produced the numbers (for the report): ``weights``,
+    ``weights_sha256``, ``flip`` (or ``teacher``)."""
     if args.teacher:
         from lightface.distill.teacher import TEACHERS
 
@@ -53,14 +57,23 @@ def _embedder(args):
             teacher = TEACHERS[args.teacher]()
         except ImportError as err:
             raise RuntimeError(str(err)) from err
-        return lambda crops: np.stack([teacher.embed(c) for c in crops])
+        return (lambda crops: np.stack([teacher.embed(c) for c in crops])), {"teacher": args.teacher}
     from lightface import FaceEmbedder
 
-    return crop_embedder(FaceEmbedder(args.weights) if args.weights else FaceEmbedder(), flip=args.flip)
+    embedder = FaceEmbedder(args.weights) if args.weights else FaceEmbedder()
+    info = {"weights": str(args.weights) if args.weights else embedder.weights_info.name,
+            "weights_sha256": embedder.weights_info.sha256,
+            "flip": embedder.flip if args.flip is None else args.flip}
+    return crop_embedder(embedder, flip=args.flip), info
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Run the protocols; returns their results (also printed as JSON, and written to --out)."""
+    """Run the protocols; returns their results (also printed as JSON, and written to --out), with what produced
+    them: ``weights``, ``weights_sha256`` and ``flip`` (or ``teacher``), ``detector``, ``data``."""
+    if args.teacher:
+        refuse_flags(args, get_args_parser(), ("weights", "flip"),
+                     "set the recogniser, which --teacher replaces (the teacher embeds as it is); drop them, or drop "
+                     "--teacher")
     if args.export_lfw_dev:
         path = export_lfw_dev(args.data, args.export_lfw_dev)
         print(f"wrote {path} (validate with: python -m pipelines.train_lightcnn ... --val-pairs {path})")
@@ -73,10 +86,13 @@ def main(args: argparse.Namespace) -> dict:
         from lightface.data.detect import FaceDetector
 
         detector = FaceDetector(args.detector, device="cpu")
+    embed, info = _embedder(args)
     if args.calibrate_threshold:
-        results = {"threshold_calibration": calibrate_threshold(_embedder(args), args.data, detector)}
+        results = {"threshold_calibration": calibrate_threshold(embed, args.data, detector)}
     else:
-        results = run_dev_protocols(_embedder(args), args.data, args.protocols, detector=detector)
+        results = run_dev_protocols(embed, args.data, args.protocols, detector=detector)
+    results.update(info, detector=args.detector, detector_backend=detector.backend if detector else None,
+                   data=str(args.data))
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -222,3 +222,36 @@ def test_shipped_threshold_is_calibrated_for_aligned_crops_and_whole_photos(shar
     assert r["cv_accuracy_given"] > 0.85 and r["cv_accuracy_detected"] > 0.85
     # the model card's threshold is this calibration's (detector runtimes differ in the last digits)
     assert emb.threshold == pytest.approx(r["threshold"], abs=0.01)
+
+
+def test_evaluate_dev_teacher_refuses_recogniser_flags(tmp_path, capsys):
+    """``--teacher dlib --weights X --flip`` scored the teacher and dropped both flags without a word."""
+    from pipelines import evaluate_dev
+    from pipelines._cli import run_cli
+
+    argv = ["--teacher", "dlib", "--weights", str(tmp_path / "x.pt"), "--flip", "--data", str(tmp_path)]
+    assert run_cli(evaluate_dev.main, evaluate_dev.get_args_parser, argv) == 2
+    assert "error: --weights --flip/--no-flip: set the recogniser, which --teacher replaces" in capsys.readouterr().err
+
+
+def test_evaluate_dev_report_names_what_produced_it(shared_data, tmp_path):
+    """The JSON held the protocols' numbers only: not the weights, flip fusion, detector or data behind them."""
+    import json
+
+    import torch
+
+    from lightcnn_tiny import ARCH, TinyLightCNN
+    from lightface.models.checkpoint import save_model_checkpoint
+    from pipelines import evaluate_dev
+    from tests.conftest import lfw_fold2_sample
+
+    torch.manual_seed(0)
+    weights = save_model_checkpoint(tmp_path / "tiny.pt", TinyLightCNN(num_classes=0), ARCH)
+    data = lfw_fold2_sample(shared_data, tmp_path / "data", people=35, pair_step=12)
+    argv = ["--weights", str(weights), "--data", str(data), "--protocols", "lfw_dev", "--no-flip",
+            "--out", str(tmp_path / "dev.json")]
+    report = evaluate_dev.main(evaluate_dev.get_args_parser().parse_args(argv))
+    saved = json.loads((tmp_path / "dev.json").read_text())
+    assert saved == report and saved["lfw_dev"]["pairs"] == 50
+    assert saved["weights"] == str(weights) and len(saved["weights_sha256"]) == 64 and saved["flip"] is False
+    assert saved["detector"] is None and saved["data"] == str(data)

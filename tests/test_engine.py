@@ -13,6 +13,7 @@ from typing import Optional
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -129,6 +130,31 @@ def test_run_folder_layout_and_summary(tmp_path):
     assert summary["best_metric_name"] == "val_loss" and load_checkpoint(out / "best.pt")["best_metric"] == summary["best_metric"]
     assert [s for s, _ in _losses(out)] == [1, 2, 3, 4, 5, 6]
     assert "resume" in (out / "config.yaml").read_text()
+
+
+def _toy_parser():
+    return add_options(argparse.ArgumentParser(), ToyConfig)
+
+
+def test_the_saved_config_resumes_the_run_from_another_folder(tmp_path, monkeypatch):
+    """`--config OUT/config.yaml --resume` (docs/training.md) continues the run from any working folder: the saved
+    paths are absolute; it started a new run under the current folder when --out runs/x was stored as typed."""
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    Engine(ToyTask(options_from_args(ToyConfig, parse_with_config(_toy_parser(), ["--out", "runs/x", "--steps", "3"])))).run()
+    saved = tmp_path / "runs" / "x" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["out"] == str(tmp_path / "runs" / "x")
+    monkeypatch.chdir(tmp_path / "other")
+    args = parse_with_config(_toy_parser(), ["--config", "../runs/x/config.yaml", "--resume", "--steps", "6"])
+    summary = Engine(ToyTask(options_from_args(ToyConfig, args))).run()
+    assert summary["step"] == 6 and [s for s, _ in _losses(tmp_path / "runs" / "x")] == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "other" / "runs").exists()
+    # a config.yaml of an earlier version (out stored as typed) is refused rather than starting a new run here
+    saved.write_text(saved.read_text().replace(f"out: {tmp_path / 'runs' / 'x'}", "out: runs/x"))
+    with pytest.raises(ConfigError, match=r"--resume: the run of this file is in \.\./runs/x .*add --out \.\./runs/x"):
+        parse_with_config(_toy_parser(), ["--config", "../runs/x/config.yaml", "--resume"])
+    args = parse_with_config(_toy_parser(), ["--config", "../runs/x/config.yaml", "--resume", "--out", "../runs/x"])
+    assert args.out == "../runs/x" and args.resume == "auto"  # an explicit --out is taken as given
 
 
 def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
@@ -482,6 +508,12 @@ def test_trainer_cli_errors_are_one_line(tmp_path, capsys, pipeline):
     ("train_frontalization", ["--began-lambda-k", "0.5"], "--began-lambda-k 0.5 only applies with --began-gamma"),
     ("train_frontalization", ["--cycle", "1", "--lambda-ce", "1"], "--lambda-ce 1 (identity cross-entropy"),
     ("train_frontalization", ["--d-steps", "0"], "--d-steps must be >= 1, got 0"),
+    # non-finite values passed (nan < 0 is False) and the NaN guard stopped the run after its folder was written
+    ("train_lightcnn", ["--lr", "nan"], "--lr must be >= 0 and finite, got nan"),
+    ("train_lightcnn", ["--weight-decay", "inf"], "--weight-decay must be >= 0 and finite, got inf"),
+    ("train_lightcnn", ["--loss", "cosface", "--scale", "nan"], "--scale must be > 0 and finite, got nan"),
+    # every Light CNN takes 128x128: another crop failed at the first step, after the folder was written
+    ("train_lightcnn", ["--crop", "112"], "--crop must be 128, got 112: every --arch takes 128x128 crops"),
 ])
 def test_invalid_training_settings_exit_with_status_2(tmp_path, capsys, pipeline, flags, message):
     """Settings that cannot work (the engine's, the trainer's, the GAN objective's) are config errors: status 2,

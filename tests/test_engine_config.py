@@ -2,6 +2,7 @@
 Ctrl-C)."""
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,3 +167,61 @@ def test_save_config_round_trip(tmp_path):
     assert saved == {"data": "some/folder", "lr": 0.2, "epochs": 80, "loss": "ce", "amp": True, "milestones": [4, 5]}
     again = parse_with_config(_parser(), ["--config", str(out)])
     assert config_to_dict(again) == saved
+
+
+@pytest.mark.parametrize("module, data, message", [
+    ("search", {"gallery": "g", "queries": ["q.jpg"], "top": 0}, "key 'top': invalid value 0 (must be a positive integer, got 0)"),
+    ("extract_embeddings", {"save_every": -1}, "key 'save_every': invalid value -1 (must be a positive integer, got -1)"),
+    ("evaluate", {"pairs": "p.txt", "images": "i", "folds": 1}, "key 'folds': invalid value 1 (must be an integer >= 2"),
+    ("enroll", {"duplicate_threshold": 1.5}, "key 'duplicate_threshold': invalid value 1.5"),
+])
+def test_a_yaml_number_gets_the_check_of_its_flag(tmp_path, module, data, message):
+    """A value from --config gets the same check as the same value given as a flag (``--top 0`` is refused by
+    argparse; ``top: 0`` in a file reached the search and failed there, ``save_every: -1`` ran)."""
+    import importlib
+
+    parser = importlib.import_module(f"pipelines.{module}").get_args_parser()
+    cfg = _write(tmp_path, data)
+    with pytest.raises(ConfigError, match=re.escape(f"{cfg}: {message}")):
+        parse_with_config(parser, ["--config", str(cfg)])
+
+
+def test_yaml_numbers_of_checked_flags_still_load(tmp_path):
+    from pipelines import evaluate, search
+
+    cfg = _write(tmp_path, {"gallery": "g", "queries": ["q.jpg"], "top": 3.0, "threshold": 1})
+    args = parse_with_config(search.get_args_parser(), ["--config", str(cfg)])
+    assert args.top == 3 and isinstance(args.top, int) and args.threshold == 1.0
+    cfg = _write(tmp_path, {"pairs": "p.txt", "images": "i", "folds": 5})
+    assert parse_with_config(evaluate.get_args_parser(), ["--config", str(cfg)]).folds == 5
+
+
+def test_an_explicit_flag_replaces_the_files_value_of_an_exclusive_flag(tmp_path):
+    """evaluate --landmarks | --detector exclude each other: an explicit --detector replaces the file's landmarks
+    (the run used the landmarks and ignored the flag); a file giving both is refused, as argparse refuses both flags."""
+    from pipelines import evaluate
+
+    cfg = _write(tmp_path, {"pairs": "p.txt", "images": "i", "landmarks": "lm.txt"})
+    args = parse_with_config(evaluate.get_args_parser(), ["--config", str(cfg), "--detector", "det.onnx"])
+    assert (args.landmarks, args.detector) == (None, "det.onnx")
+    args = parse_with_config(evaluate.get_args_parser(), ["--config", str(cfg)])
+    assert (args.landmarks, args.detector) == ("lm.txt", None)
+    both = _write(tmp_path, {"pairs": "p.txt", "images": "i", "landmarks": "lm.txt", "detector": "det.onnx"}, "both.yaml")
+    with pytest.raises(ConfigError, match=re.escape(f"{both}: keys 'landmarks' and 'detector' cannot be set together")):
+        parse_with_config(evaluate.get_args_parser(), ["--config", str(both)])
+
+
+def test_yaml_null_and_resume_true_are_reported_against_the_file(tmp_path, capsys):
+    """``lr: null`` was blamed on "command line"; ``resume: true`` (a bare --resume in YAML) was refused."""
+    from pipelines import train_lightcnn
+
+    cfg = _write(tmp_path, {"data": "x", "out": str(tmp_path / "o"), "lr": None})
+    assert run_cli(train_lightcnn.main, train_lightcnn.get_args_parser, ["--config", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: {cfg}: key 'lr' cannot be null (default: 0.01); leave "
+                                                     "the key out for the default")
+    cfg = _write(tmp_path, {"data": "x", "out": "o", "resume": True, "margin": None})
+    args = parse_with_config(train_lightcnn.get_args_parser(), ["--config", str(cfg)])
+    assert args.resume == "auto" and args.margin is None  # an Optional setting takes null
+    cfg = _write(tmp_path, {"data": "x", "out": "o", "arch": True})
+    with pytest.raises(ConfigError, match=re.escape(f"{cfg}: key 'arch' expects text, found True")):
+        parse_with_config(train_lightcnn.get_args_parser(), ["--config", str(cfg)])

@@ -14,6 +14,7 @@ import torch
 from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
 from lightface.embed import FaceEmbedder
 from pipelines import evaluate, extract_embeddings
+from pipelines._cli import run_cli
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,31 @@ def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_mod
             "--folds", "3", "--device", "cpu"]
     report = evaluate.main(evaluate.get_args_parser().parse_args(argv))
     assert report["alignment"] == "detector" and report["n_pairs"] == 7 and report["skipped_pairs"] == 1
+    # the detector that aligned the faces (a pack that cannot load falls back to YuNet, said here)
+    assert report["detector"] == str(shared_models / "det_500m.onnx") and report["detector_backend"] == "insightface"
+    assert report["detector_fallback"] is None
     assert list(report["failed_images"]) == ["broken.jpg"]
+
+
+@pytest.mark.parametrize("module", ["evaluate", "evaluate_dev", "compare_recognisers"])
+def test_a_report_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, module):
+    """--out naming a folder (or under a file) failed with a raw OSError after every face was embedded (minutes)."""
+    import importlib
+
+    cli = importlib.import_module(f"pipelines.{module}")
+    given = {"evaluate": ["--pairs", str(tmp_path / "p.txt"), "--images", str(tmp_path)],
+             "evaluate_dev": ["--data", str(tmp_path / "no_data")], "compare_recognisers": ["shipped", "shipped"]}[module]
+    (tmp_path / "a_file").write_text("")
+    for out, message in ((tmp_path, f"argument --out: {tmp_path} is a folder; give a report file name"),
+                         (tmp_path / "a_file" / "r.json", f"{tmp_path / 'a_file'} is a file, so the folder for it")):
+        with pytest.raises(SystemExit) as exit_:  # argparse's exit, before main runs
+            run_cli(cli.main, cli.get_args_parser, [*given, "--out", str(out)])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    if module == "evaluate":
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(cli.main, cli.get_args_parser, [*given, "--plot", str(tmp_path / "roc.txt")])
+        assert exit_.value.code == 2
+        assert "argument --plot: " + str(tmp_path / "roc.txt") + ": '.txt' is not a plot format" in capsys.readouterr().err
 
 
 def test_extract_embeddings_npz_and_feat(tmp_path, weights, lfw, shared_models):

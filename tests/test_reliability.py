@@ -325,6 +325,27 @@ def test_bad_checkpoint_files_give_clear_errors_and_no_unsafe_advice(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_an_onnx_export_or_another_file_is_not_called_a_checkpoint_of_unsafe_objects(tmp_path):
+    """Torch's legacy unpickler fails on any non-zip file with "Weights only load failed", which was reported as a
+    checkpoint holding objects other than tensors, with advice to re-save it with torch.save."""
+    import warnings
+
+    import torch
+
+    from lightface.engine.checkpoint import CheckpointLoadError, load_checkpoint
+
+    (tmp_path / "garbage.pt").write_text("not a checkpoint at all\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Linear(2, 2), torch.zeros(1, 2), str(tmp_path / "model.onnx"), dynamo=False)
+    expected = {"garbage.pt": "it is not a readable PyTorch checkpoint (neither a torch.save zip nor a pickle",
+                "model.onnx": "it is an ONNX model, not a PyTorch checkpoint: an .onnx export serves inference only"}
+    for name, message in expected.items():
+        with pytest.raises(CheckpointLoadError) as info:
+            load_checkpoint(tmp_path / name)
+        assert message in str(info.value) and "objects other than tensors" not in str(info.value)
+
+
 def _checkpoints(tmp_path):
     import torch
 

@@ -42,7 +42,7 @@ class ConfigError(ValueError):
 def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
            choices: Optional[Sequence[Any]] = None, metavar: Optional[str] = None, nargs: Optional[str] = None,
            const: Any = None, required: bool = False, group: Optional[str] = None, flag: Optional[str] = None,
-           default_text: Optional[str] = None) -> Any:
+           default_text: Optional[str] = None, path: bool = False) -> Any:
     """A config dataclass field with what its command-line flag needs.
 
     Args:
@@ -57,10 +57,13 @@ def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: An
             to True get ``--no-NAME`` automatically).
         default_text: how ``--help`` shows the default (e.g. ``"--lr"`` for a field
             whose None means "same as --lr").
+        path: the value names a file or folder (or, where the help says so, a shipped name):
+            ``config_to_dict(cfg, absolute_paths=True)`` (a run's ``OUT/config.yaml``) stores a
+            relative one that exists as an absolute path, so the file reloads from any folder.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "metavar": metavar,
             "nargs": nargs, "const": const, "required": required, "group": group, "flag": flag,
-            "default_text": default_text}
+            "default_text": default_text, "path": path}
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"lightface": meta})
 
 
@@ -241,11 +244,25 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def config_to_dict(cfg: Any) -> Dict[str, Any]:
+def _absolute(value: Any) -> Any:
+    """``value`` (a path, or a list of them) with each relative path that exists made absolute; other
+    values (a shipped model's name, a file not there yet, None) as they are."""
+    if isinstance(value, (list, tuple)):
+        return [_absolute(v) for v in value]
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value) and not os.path.isabs(value) \
+            and os.path.exists(value):
+        return os.path.abspath(value)
+    return value
+
+
+def config_to_dict(cfg: Any, absolute_paths: bool = False) -> Dict[str, Any]:
     """A config dataclass (nested configs flattened) or a mapping / namespace as flat plain values.
 
     ``config`` and ``help`` are left out. The result reloads with :func:`config_from_dict`
-    and ``--config``, and is safe to store in a ``weights_only=True`` checkpoint.
+    and ``--config``, and is safe to store in a ``weights_only=True`` checkpoint. With
+    ``absolute_paths`` (a config dataclass only), the relative paths of the fields declared
+    ``option(path=True)`` that name an existing file or folder are written absolute (resolved
+    against the current folder), so that the result means the same from any other folder.
     """
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         items: Dict[str, Any] = {}
@@ -253,7 +270,7 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
             value = cfg
             for part in o.path:
                 value = getattr(value, part)
-            items[o.name] = value
+            items[o.name] = _absolute(value) if absolute_paths and o.meta.get("path") else value
     elif isinstance(cfg, Mapping):
         items = dict(cfg)
     elif hasattr(cfg, "__dict__"):  # an argparse.Namespace (duck-typed: the library does not import argparse)

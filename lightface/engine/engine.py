@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 
 #: what a run folder holds (``OUT/``), written by rank 0
 RUN_FILES = {
-    "config.yaml": "the resolved settings (reload with --config; resume and overwrite are written unset)",
+    "config.yaml": "the resolved settings, paths absolute (reload with --config from any folder; resume and overwrite "
+                   "are written unset)",
     "last.pt": "the full training state: weights (+ EMA), other networks, optimisers, schedulers, step, "
                "every rank's RNG state, config; loadable for inference too",
     "best.pt": "the same at the best validation score",
@@ -112,7 +113,7 @@ class RunConfig:
     ``save_every`` and ``val_every`` with its own defaults.
     """
 
-    out: str = option("", required=True, group=_RUN,
+    out: str = option("", required=True, group=_RUN, path=True,
                       help="run folder: config.yaml, last.pt, best.pt, model.pt, metrics.jsonl (docs/training.md)")
     resume: Optional[str] = option(None, nargs="?", const="auto", metavar="CKPT", group=_RUN,
                                    help="continue a run: bare --resume continues OUT/last.pt (a new run starts when "
@@ -454,8 +455,10 @@ class Engine:
         if self._resume_rng:
             restore_rng_state(self._resume_rng)
         if self.is_main:
-            # without --resume / --overwrite, so that `--config OUT/config.yaml` repeats the run elsewhere
-            save_config({**config_to_dict(cfg), "resume": None, "overwrite": False}, self.out / "config.yaml")
+            # without --resume / --overwrite, so that `--config OUT/config.yaml` repeats the run elsewhere; its
+            # paths absolute, so that it reloads (and --resume finds this folder) from any working folder
+            save_config({**config_to_dict(cfg, absolute_paths=True), "resume": None, "overwrite": False},
+                        self.out / "config.yaml")
         self._logger = MetricLogger(self.out, enabled=self.is_main, total_steps=self.planned,
                                     batch_size=cfg.batch_size, tensorboard=cfg.tensorboard,
                                     truncate_after=self.step if self.resuming else None)

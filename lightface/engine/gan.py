@@ -418,7 +418,7 @@ class GANRunConfig(RunConfig):
     ``data``, ``steps``, ``batch_size``, ``lr``, ``val_every`` ...)."""
 
     identity_weights: Optional[str] = option(
-        None, group="identity network", default_text="the shipped recogniser",
+        None, group="identity network", default_text="the shipped recogniser", path=True,
         help="frozen Light CNN checkpoint (project or official format, or a shipped entry's name), the identity "
              "judge of the identity loss and metrics; unset: the recogniser that ships with lightface, when one does; "
              "'none': off")
@@ -510,7 +510,7 @@ def finetune_option(task: str, aliases: str, group: str) -> Any:
         group: the ``--help`` group of the flag.
     """
     return option(
-        None, group=group,
+        None, group=group, path=True,
         help=f"start the generator from a trained model: a shipped name or alias ({aliases}; "
              f"lightface.models.list_pretrained('{task}')) or an OUT/model.pt / last.pt of this pipeline "
              "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")

@@ -25,6 +25,7 @@ step sees does not depend on ``--workers`` or on where a run was interrupted; wi
 saved RNG states, ``--resume`` reproduces the uninterrupted run's losses.
 """
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -51,7 +52,7 @@ from ..losses.margin import MARGIN_LOSSES
 from ..losses.noisy_label import BOOTSTRAP_LOSSES, LOSSES, build_classification_loss
 from ..models import get_model
 from ..models.registry import list_models
-from ..models.lightcnn import MFMResBlock
+from ..models.lightcnn import INPUT_SIZE, MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
 from .config import ConfigError, config_from_dict, option
@@ -96,7 +97,7 @@ class TrainConfig(RunConfig):
     """
 
     data: Union[str, List[str]] = option(
-        "", required=True, group=_DATA,
+        "", required=True, group=_DATA, path=True,
         help="training LMDB(s) (uint8 gray or BGR crops, usually 144x144 Light CNN training crops); several LMDBs "
              "(one per source) are trained on as one, each keeping its own classes")
     arch: str = option("lightcnn9", group=_DATA, help="model registry name: lightcnn9, lightcnn29, lightcnn29v2")
@@ -105,7 +106,9 @@ class TrainConfig(RunConfig):
                        help="weights when training from scratch: PyTorch's defaults (as the original code) or kaiming "
                             "(N(0, 1/fan_in), zero biases; trains much sooner on small data sets)")
     resize: int = option(144, group=_DATA, help="images are resized to RESIZE x RESIZE first (no-op for 144 crops)")
-    crop: int = option(128, group=_DATA, help="random crop (training) / centre crop (validation) size; the model input")
+    crop: int = option(128, group=_DATA,
+                       help="random crop (training) / centre crop (validation) size: the model input, 128 for every "
+                            "--arch")
     flip: bool = option(True, group=_DATA, help="random horizontal flip (--no-flip turns it off)")
     augment: str = option("basic", choices=AUGMENTS, group=_DATA,
                           help="basic: the original random crop + flip; strong: + geometry, colour, side lighting, "
@@ -144,7 +147,7 @@ class TrainConfig(RunConfig):
     channels_last: bool = option(False, group=_OPT, help="channels_last memory format for model and inputs")
     # knowledge distillation (lightface.distill)
     distill: Optional[str] = option(
-        None, metavar="EMB", group=_OPT,
+        None, metavar="EMB", group=_OPT, path=True,
         help="distil a teacher's embeddings: a teacher name (dlib: DATA/teacher_dlib.npy beside each LMDB, from "
              "python -m pipelines.teacher_embeddings) or, with one LMDB, an (N, D) .npy file; a linear head projects "
              "the 256-d features to the teacher's space (cosine loss)")
@@ -159,20 +162,20 @@ class TrainConfig(RunConfig):
         help="order each epoch in runs of up to K photos of one person, so a batch holds batch-size/K people with "
              "several photos each and --distill-relation sees same-person pairs (0: plain shuffle; K >= 2)")
     # validation
-    val_data: Optional[str] = option(None, group=_VAL, help="validation LMDB with the same classes as --data")
+    val_data: Optional[str] = option(None, group=_VAL, path=True, help="validation LMDB with the same classes as --data")
     val_split: float = option(0.0, group=_VAL,
                               help="hold out this fraction of every class of --data for validation (0: none)")
     val_pairs: Optional[str] = option(
-        None, group=_VAL,
+        None, group=_VAL, path=True,
         help="verification pair list (LFW pairs.txt, 'label path_a path_b' lines, or a CFP protocol folder) of aligned "
              "crops; reports 10-fold accuracy, AUC and TAR@FAR")
-    val_pairs_root: Optional[str] = option(None, group=_VAL,
+    val_pairs_root: Optional[str] = option(None, group=_VAL, path=True,
                                            help="folder the --val-pairs image paths are relative to; None: the "
                                                 "list's folder")
     val_every: int = option(1, group=_VAL, help="validate every N epochs (and at the end)")
     # fine-tuning
     finetune: Optional[str] = option(
-        None, group=_FT,
+        None, group=_FT, path=True,
         help="initialise the backbone from an official Light CNN release, a lightface checkpoint or a shipped model's "
              "name (lightcnn29v2_3src_rc13, recognition; lightface.models.list_pretrained()); a new classifier "
              "is sized from --data, unless the checkpoint was trained on the same classes: then its classifier (and "
@@ -216,10 +219,13 @@ class TrainConfig(RunConfig):
                      "bias_lr_mult"):
             if getattr(self, name) is None:
                 continue
-            if getattr(self, name) < 0:
-                problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:  # nan < 0 is False
+                problems.append(f"--{name.replace('_', '-')} must be >= 0 and finite, got {getattr(self, name)}")
         if self.crop > self.resize:
             problems.append(f"--crop {self.crop} is larger than --resize {self.resize}")
+        elif self.crop != INPUT_SIZE:
+            problems.append(f"--crop must be {INPUT_SIZE}, got {self.crop}: every --arch takes {INPUT_SIZE}x"
+                            f"{INPUT_SIZE} crops (--resize sets the size they are cut from)")
         if not 0.0 <= self.val_split < 1.0:
             problems.append(f"--val-split must be in [0, 1), got {self.val_split}")
         for name, allowed in (("augment", AUGMENTS), ("init", INITS), ("amp", tuple(AMP_DTYPES)), ("loss", tuple(LOSSES))):
@@ -229,8 +235,8 @@ class TrainConfig(RunConfig):
             problems.append("give either --val-data or --val-split, not both")
         if self.classifier_only_epochs and not self.finetune:
             problems.append("--classifier-only-epochs needs --finetune CHECKPOINT")
-        if self.scale <= 0:
-            problems.append(f"--scale must be > 0, got {self.scale}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            problems.append(f"--scale must be > 0 and finite, got {self.scale}")
         if self.beta is not None and not 0.0 <= self.beta <= 1.0:
             problems.append(f"--beta (bootstrapping) must be in [0, 1], got {self.beta}")
         if self.beta is not None and self.loss not in BOOTSTRAP_LOSSES:

@@ -69,10 +69,10 @@ LEGACY_WAVELET_NORMALIZATION = "per-band"
 class SRTrainConfig(GANRunConfig):
     """Every setting of :func:`train_super_resolution` (the pipeline's flags and YAML keys, same names)."""
 
-    data: List[str] = option(default_factory=list, required=True, group=_DATA,
+    data: List[str] = option(default_factory=list, required=True, group=_DATA, path=True,
                              help="HR faces: lightface LMDBs (pipelines.build_lmdb --color rgb, aligned) and/or image "
                                   "folders, concatenated")
-    val_data: Optional[str] = option(None, group=_DATA,
+    val_data: Optional[str] = option(None, group=_DATA, path=True,
                                      help="held-out HR faces for validation; default: --val-count images held out of "
                                           "--data")
     val_count: int = option(16, group=_DATA, help="validation images")

@@ -177,7 +177,18 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError / EOFError / KeyError ...
-        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+        # a file that is neither a zip (torch.save) nor a pickle (the legacy format, official .pth.tar) goes
+        # through torch's legacy unpickler too, which fails with the same "Weights only load failed"
+        with open(path, "rb") as f:
+            head = f.read(4)
+        checkpoint_like = head.startswith(b"PK") or head[:1] == b"\x80"  # zip / pickle protocol >= 2
+        if not checkpoint_like and path.suffix.lower() == ".onnx":
+            what = ("it is an ONNX model, not a PyTorch checkpoint: an .onnx export serves inference only "
+                    "(FaceEmbedder, --weights) and cannot be trained or fine-tuned; give the PyTorch checkpoint it "
+                    "was exported from")
+        elif not checkpoint_like:
+            what = "it is not a readable PyTorch checkpoint (neither a torch.save zip nor a pickle: another kind of file)"
+        elif isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             what = ("it holds objects other than tensors and plain containers, and lightface loads checkpoints "
                     "with weights_only=True (never code); re-save it with tensors only, e.g. "
                     "torch.save(model.state_dict(), path)")
