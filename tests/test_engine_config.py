@@ -225,3 +225,23 @@ def test_yaml_null_and_resume_true_are_reported_against_the_file(tmp_path, capsy
     cfg = _write(tmp_path, {"data": "x", "out": "o", "arch": True})
     with pytest.raises(ConfigError, match=re.escape(f"{cfg}: key 'arch' expects text, found True")):
         parse_with_config(train_lightcnn.get_args_parser(), ["--config", str(cfg)])
+
+
+def test_saved_configs_name_every_input_file_absolutely(tmp_path, monkeypatch):
+    """config.yaml of each trainer names its existing input files and folders absolutely, so that
+    ``--config OUT/config.yaml --resume`` from another folder finds them; names that are not paths
+    (shipped entries, 'yunet') stay as given."""
+    from lightface.engine.frontal_trainer import FrontalTrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pose.lmdb").mkdir()
+    (tmp_path / "judge.pt").write_bytes(b"weights")
+    (tmp_path / "det.onnx").write_bytes(b"onnx")
+    cfg = FrontalTrainConfig(data="pose.lmdb", out="runs/x", ip_extra_judges=["judge.pt", "recognition"],
+                             pose_detector="det.onnx")
+    saved = config_to_dict(cfg, absolute_paths=True)
+    assert saved["data"] == str(tmp_path / "pose.lmdb")
+    assert saved["ip_extra_judges"] == [str(tmp_path / "judge.pt"), "recognition"]
+    assert saved["pose_detector"] == str(tmp_path / "det.onnx")
+    cfg.pose_detector = "yunet"
+    assert config_to_dict(cfg, absolute_paths=True)["pose_detector"] == "yunet"

@@ -86,7 +86,7 @@ _DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pi
 class FrontalTrainConfig(GANRunConfig):
     """Every setting of :func:`train_frontalization` (the pipeline's flags and YAML keys, same names)."""
 
-    data: str = option("", required=True, group=_DATA,
+    data: str = option("", required=True, group=_DATA, path=True,
                        help="pose-tagged LMDB (python -m pipelines.build_lmdb with pose tags)")
     train_identities: Optional[int] = option(None, group=_DATA,
                                              help="train on this many identities (seeded split) and validate on the "
@@ -128,9 +128,10 @@ class FrontalTrainConfig(GANRunConfig):
                                    "face at random before the identity judge sees it, so that identity written as "
                                    "pixel-exact patterns only the judge reads no longer pays; 0 disables")
     ip_extra_judges: Optional[List[str]] = option(
-        None, group=_LOSS, help="more frozen recognisers (Light CNN checkpoints or shipped names) for the identity "
-                                "term, which becomes the mean over all judges: identity several recognisers read, not "
-                                "patterns of one; validation and --identity-condition keep --identity-weights")
+        None, group=_LOSS, path=True,
+        help="more frozen recognisers (Light CNN checkpoints or shipped names) for the identity term, which "
+             "becomes the mean over all judges: identity several recognisers read, not patterns of one; "
+             "validation and --identity-condition keep --identity-weights")
     lambda_ip_rank: float = option(0.0, group=_LOSS,
                                    help="identity ranking: cross-entropy, over every training identity, of the "
                                         "judges' cosines between the synthesised face and each identity's mean "
@@ -175,7 +176,7 @@ class FrontalTrainConfig(GANRunConfig):
                                  "--train-identities, as many training people's fit_rank1_* / fit_cos_* (the gap "
                                  "between fit_rank1_frontal and val_rank1_frontal is overfitting)")
     num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
-    pose_detector: Optional[str] = option(None, group=_LOG,
+    pose_detector: Optional[str] = option(None, group=_LOG, path=True,
                                           help="5-point face detector (e.g. det_500m.onnx; 'yunet': the one shipped "
                                                "inside lightface) for the validation's pose "
                                                "check, val_yaw_* and val_frontal_share_* (does the output look "
