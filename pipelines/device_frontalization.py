@@ -9,10 +9,10 @@
     # here, from the files it sent back:
     python -m pipelines.device_frontalization --collect FILES_AT --checkpoint runs/tpgan_gpu/model.pt
 
-A call carries at most 64 MiB (the repository's tracked files included). An LMDB keeps at
-least one 4 KiB page per face, so ``--pack`` sends it as a gzipped tar, which drops that
-padding (the 10,463 faces of ``pipelines.build_pose_corpus`` at WebP quality 75: 37 MiB as
-an LMDB, 28 MiB packed); it prints what the call would carry and fails when that is over
+A call carries at most 64 MiB (the repository's files included: tracked, and untracked ones
+git does not ignore). An LMDB keeps at least one 4 KiB page per face, so ``--pack`` sends it
+as a gzipped tar, which drops that padding (the 10,463 faces of ``pipelines.build_pose_corpus``
+at WebP quality 75: 37 MiB as an LMDB, 28 MiB packed); it prints what the call would carry and fails when that is over
 the limit. A call returns at most 8 files of 16 MiB each, and only what is in ``$OUT`` when
 it ends, so:
 
@@ -22,13 +22,17 @@ it ends, so:
    installed when ``lmdb`` or ``albumentations`` is missing;
 2. ``train_frontalization`` runs in ``--work`` (its training checkpoints hold G, D and their
    optimisers: far over a returned file), with ``--max-minutes`` set to the minutes left less
-   ``--reserve-seconds`` for the export;
+   ``--reserve-seconds`` for the export (a budget that leaves under 10 s trains nothing and
+   fails), once the generator's float16 parts are known to come back (at most 3 of 15 MiB
+   beside the run's 5 other files: ``--width`` 40 at most, with feature 256 and noise 100;
+   a wider one is refused before training);
 3. the generator (its EMA weights when the run keeps them) goes to ``--out`` as float16
    parts (``generator.partK.pt``) under 16 MiB, beside ``summary.json`` (architecture,
    constructor arguments, the run's summary), ``metrics.jsonl``, ``config.yaml``,
-   ``curves.png`` and the last sample grid. A run that breaks still returns the generator of
-   its last checkpoint with the error in ``summary.json`` and the command fails; a SIGTERM
-   returns the generator of the step reached and exits with status 143.
+   ``curves.png`` and the last sample grid (a tensor over 15 MiB is cut across parts). A run
+   that breaks still returns the generator of its last checkpoint with the error in
+   ``summary.json`` (only ``summary.json`` when there is none yet) and the command fails; a
+   SIGTERM returns the generator of the step reached and exits with status 143.
 
 ``--collect`` joins the parts into one checkpoint that ``Frontalizer(weights=...)``,
 ``pipelines.frontalize --weights``, ``benchmarks.frontal_quality --weights`` and
@@ -45,26 +49,32 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from pipelines._cli import DefaultsHelpFormatter, run_cli
-from pipelines.device_bundle import TRAVEL_LIMIT, download_wheels, folder_bytes, tracked_bytes
-from pipelines.device_train import add_call_arguments, ensure_packages, join_parts, run_or_collect, train_and_return
+from pipelines.device_bundle import TRAVEL_LIMIT, carried_bytes, download_wheels, folder_bytes, tracked_bytes
+from pipelines.device_train import (RUN_FILES, add_call_arguments, check_budget, check_returnable, ensure_packages,
+                                    join_parts, read_summary, run_or_collect, train_and_return, wheel_conflicts)
 
 #: the name of the marker an unpacked archive's folder gets once its LMDB is complete
 UNPACKED = ".unpacked"
+#: what a diverged run's error advises (in place of the trainer's --resume)
+ADVICE = ("Lower the trainer's --lr, --lr-d or --lambda-adv (after --), then call again: a lent machine keeps "
+          "nothing to resume from")
 
 
 def pack(args: argparse.Namespace) -> Dict[str, Any]:
     """``--pack LMDB --archive PATH``: the LMDB folder as a gzipped tar (written atomically), the device's
     wheels in ``--wheels`` when it holds none (unless ``--no-wheels``), and what a device call would carry:
-    the archive, the repository's tracked files and the wheels.
+    the repository's files (:func:`~pipelines.device_bundle.tracked_bytes`), the archive and the wheels.
 
     Raises:
         FileNotFoundError: ``--pack`` is not an LMDB folder.
-        RuntimeError: the call would carry more than the device takes (the archive is kept).
+        RuntimeError: not a git checkout, two versions of one package among the wheels, or the call would
+            carry more than the device takes (the archive is kept).
     """
     lmdb_dir, archive = Path(args.pack), Path(args.archive)
     if not (lmdb_dir / "data.mdb").is_file():
         raise FileNotFoundError(f"--pack {lmdb_dir}: not an LMDB folder (no data.mdb); build one with "
                                 "python -m pipelines.build_pose_corpus")
+    tracked_bytes()  # before the archive: outside a git checkout nothing can be sized
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".partial")
     with tarfile.open(partial, "w:gz") as tar:
@@ -73,18 +83,23 @@ def pack(args: argparse.Namespace) -> Dict[str, Any]:
     wheels = Path(args.wheels)
     if not args.no_wheels and not any(wheels.glob("*.whl")):
         download_wheels(wheels)
-    sizes = {"archive": archive.stat().st_size, "repo_tracked": tracked_bytes(), "wheels": folder_bytes(wheels)}
+    conflicts = wheel_conflicts(wheels.glob("*.whl"))
+    if conflicts:
+        listed = "; ".join(map(", ".join, conflicts.values()))
+        raise RuntimeError(f"--wheels {wheels} holds two versions of one package ({listed}), which stops the device's "
+                           "whole install: empty it and run --pack again (it downloads this environment's versions)")
+    sizes = {"archive": carried_bytes([archive]), "repo": tracked_bytes(), "wheels": carried_bytes([wheels])}
     result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(folder_bytes(lmdb_dir) / 2**20, 2),
               **{f"{k}_mib": round(v / 2**20, 2) for k, v in sizes.items()},
               "carry_mib": round(sum(sizes.values()) / 2**20, 2), "travel_limit_mib": TRAVEL_LIMIT >> 20}
     if sum(sizes.values()) > TRAVEL_LIMIT:
         raise RuntimeError(
             f"the archive ({sizes['archive'] / 2**20:.1f} MiB), the wheels ({sizes['wheels'] / 2**20:.1f} MiB) and "
-            f"the repository's tracked files ({sizes['repo_tracked'] / 2**20:.1f} MiB) exceed the "
-            f"{TRAVEL_LIMIT >> 20} MiB a device call carries: rebuild the LMDB at a lower WebP quality "
-            "(build_pose_corpus --quality), or move the shipped weights the run does not need (the super-resolvers; "
-            "the frontalizer unless --finetune names it) out of lightface/weights for the call "
-            "(docs/frontalization.md, 'On a lent GPU')")
+            f"the repository's files ({sizes['repo'] / 2**20:.1f} MiB: tracked, and untracked ones git does not "
+            f"ignore) exceed the {TRAVEL_LIMIT >> 20} MiB a device call carries: rebuild the LMDB at a lower WebP "
+            "quality (build_pose_corpus --quality), or move the shipped weights the run does not need (the "
+            "super-resolvers, rc13, and the frontalizer unless --finetune names it) out of lightface/weights for "
+            "the call (docs/frontalization.md, 'On a lent GPU')")
     return result
 
 
@@ -129,19 +144,28 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     installed = ensure_packages(Path(args.wheels), work / "site")
-    from lightface.engine.frontal_trainer import FrontalTrainConfig, train_frontalization
+    import torch
+
+    from lightface.data.lmdb_format import read_metadata
+    from lightface.engine.frontal_trainer import ARCH, FrontalTrainConfig, generator_kwargs, train_frontalization
+    from lightface.models import get_model
     from pipelines._cli import options_from_args, parse_with_config
     from pipelines.train_frontalization import get_args_parser as trainer_parser
 
     run_dir = work / "run"
-    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
     trainer_args = _with_data([a for a in args.trainer_args if a != "--"], args.data_archive, work)
+    left = check_budget(args, t0, "installing the wheels and unpacking the data")
     argv = [*trainer_args, "--out", str(run_dir), "--overwrite", "--device", args.device,
-            "--max-minutes", f"{max(left, 30) / 60:.4f}"]
+            "--max-minutes", f"{left / 60:.4f}"]
     cfg = options_from_args(FrontalTrainConfig, parse_with_config(trainer_parser(), argv))
+    # the classifier of --lambda-ce has a row per training person (at most --train-identities, or the data's people)
+    classes = (cfg.train_identities or read_metadata(cfg.data)["num_classes"]) if cfg.lambda_ce > 0 else 0
+    with torch.device("meta"):
+        check_returnable(get_model(ARCH, **generator_kwargs(cfg, classes)), 2 + len(RUN_FILES),
+                         "train a narrower generator (--width after --; docs/frontalization.md, 'On a lent GPU')")
     return train_and_return(lambda: train_frontalization(cfg), run_dir, out,
                             {"wheels_installed": installed, "device": args.device}, t0, "generator", drop=(),
-                            last_of=("samples/*.png",))
+                            last_of=("samples/*.png",), advice=ADVICE)
 
 
 def collect(args: argparse.Namespace) -> Dict[str, Any]:
@@ -150,7 +174,7 @@ def collect(args: argparse.Namespace) -> Dict[str, Any]:
     from lightface.models.checkpoint import save_model_checkpoint
 
     src = Path(args.collect)
-    info = json.loads((src / "summary.json").read_text())
+    info = read_summary(src)
     arch, kwargs = info["network"]["arch"], info["network"]["model_kwargs"]
     model = get_model(arch, **kwargs)
     model.load_state_dict(join_parts(src, info["parts"]))

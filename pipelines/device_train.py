@@ -7,9 +7,13 @@
 
 A lent machine lives for minutes, so the run is sized by measurement, not by a guess:
 
-1. the wheels in the bundle are installed when ``lmdb`` or ``albumentations`` is missing;
+0. the backbone's float16 parts must come back (:func:`check_returnable`: at most 8 files in
+   all, 16 MiB each); a network too large for that is refused before the data is unpacked;
+1. before that, the bundle's wheels (those ``bundle.json`` lists) are installed when ``lmdb``
+   or ``albumentations`` is missing (``pip install --upgrade --target WORK/site``);
 2. each source's RecordIO is rebuilt as a raw 144x144 gray LMDB (``build_lmdb``) and its
-   teacher embeddings are stored beside it;
+   teacher embeddings are stored beside it (a later call on the same machine keeps them when
+   they were built from the same files, ``WORK/NAME.source.json``, and rebuilds them otherwise);
 3. a probe measures the training throughput over one whole epoch, its end included (the
    DataLoader's workers restart and ``last.pt`` is written at every epoch end: on a fast GPU
    with a small corpus that is a sizeable share of an epoch); it times the second epoch,
@@ -24,75 +28,131 @@ A lent machine lives for minutes, so the run is sized by measurement, not by a g
    hold (``backbone.partK.pt``, plain tensors), beside ``summary.json``, ``metrics.jsonl``,
    ``config.yaml`` and ``curves.png``. A run that breaks (say, the NaN guard) still returns
    the backbone of its last checkpoint (``--save-every``) with the error in ``summary.json``,
-   and the command fails. A SIGTERM (a time limit) stops training (the probe's too) after its
-   current step; the backbone of that step is exported (``run.stopped`` in ``summary.json``)
-   and the command exits with status 143.
+   and the command fails; one that breaks before any checkpoint (or before training) still
+   writes ``summary.json`` with the error and no parts. A SIGTERM (a time limit) stops
+   training (the probe's too) after its current step; the backbone of that step is exported
+   (``run.stopped`` in ``summary.json``) and the command exits with status 143.
 
 ``--collect`` joins the parts into one project checkpoint (``get_model`` / ``FaceEmbedder`` /
 ``evaluate_dev --weights`` / ``release_model --checkpoint`` load it). The same command runs on
 a CPU (``--device cpu``; the tests do, with a few steps).
 """
 import argparse
-import glob
+import hashlib
 import importlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pipelines._argtypes import fraction, non_negative_int, positive_float, positive_int
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 
 #: the most bytes of one returned file (the device returns files of at most 16 MiB)
 PART_BYTES = 15 << 20
+#: what one call sends back: at most this many files from $OUT, of at most 64 MiB together
+RETURN_FILES = 8
+RETURN_BYTES = 64 << 20
+#: room kept, per returned file beside the parts, within RETURN_BYTES
+OTHER_FILE_BYTES = 1 << 20
 #: files copied from the run folder to --out beside the parts
 RUN_FILES = ("metrics.jsonl", "config.yaml", "curves.png")
 #: the fewest seconds worth starting a training run for (building it alone takes seconds)
 MIN_RUN_SECONDS = 10.0
+#: what a diverged run's error advises (in place of the trainer's --clip-grad and --resume)
+ADVICE = "Lower --lr or change --amp (bf16, none), then call again: a lent machine keeps nothing to resume from"
 
 
-def ensure_packages(wheels: Path, site: Path) -> List[str]:
-    """Install the wheels in the folder ``wheels`` (a bundle's ``wheels/``) into ``site`` (and put it on
-    the path) when ``lmdb`` or ``albumentations`` cannot be imported; returns the wheels installed ([]
-    when none were needed)."""
+def wheel_conflicts(names: Iterable[str]) -> Dict[str, List[str]]:
+    """The packages of which the wheel file names ``names`` hold more than one file: {package: [files]}
+    (two versions of one package stop pip's whole install)."""
+    files: Dict[str, List[str]] = {}
+    for name in names:
+        files.setdefault(re.sub(r"[-_.]+", "_", Path(name).name.split("-")[0]).lower(), []).append(Path(name).name)
+    return {package: sorted(found) for package, found in files.items() if len(found) > 1}
+
+
+def install_wheels(wheels: Sequence[Path], site: Path) -> List[str]:
+    """``pip install --upgrade --no-deps --target site`` the wheel files ``wheels`` (replacing the versions an
+    earlier call left in ``site``) and put ``site`` first on the path; returns their names.
+
+    Raises:
+        RuntimeError: two versions of one package among them, or pip failed (the end of its output is in
+            the message).
+    """
+    conflicts = wheel_conflicts(wheels)
+    if conflicts:
+        listed = "; ".join(map(", ".join, conflicts.values()))
+        raise RuntimeError(f"two versions of one package among the wheels ({listed}) stop pip's whole install; "
+                           "rebuild the bundle (python -m pipelines.device_bundle), which keeps one version of each")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                           "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"pip could not install {len(wheels)} wheels into {site} (exit status {done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-2000:]}")
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return [Path(w).name for w in wheels]
+
+
+def ensure_packages(wheels: Path, site: Path, names: Optional[Sequence[str]] = None) -> List[str]:
+    """Install the wheels ``names`` of the folder ``wheels`` (a bundle's ``wheels/``; default: every ``*.whl``
+    there) into ``site`` (:func:`install_wheels`) when ``lmdb`` or ``albumentations`` cannot be imported;
+    returns the wheels installed ([] when none were needed)."""
     try:
         import albumentations  # noqa: F401
         import lmdb  # noqa: F401
         return []
     except ImportError:
         pass
-    found = sorted(glob.glob(str(wheels / "*.whl")))
-    if not found:
-        raise RuntimeError(f"lmdb / albumentations are missing and {wheels} holds no wheels; rebuild the device "
-                           "bundle (python -m pipelines.device_bundle) without --no-wheels")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--target", str(site), *found], check=True)
-    sys.path.insert(0, str(site))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    importlib.invalidate_caches()
-    return [Path(w).name for w in found]
+    found = [wheels / n for n in names] if names else sorted(wheels.glob("*.whl"))
+    missing = [w.name for w in found if not w.is_file()]
+    if not found or missing:
+        raise RuntimeError(f"lmdb / albumentations are missing and {wheels} "
+                           f"{'lacks ' + ', '.join(missing) if missing else 'holds no wheels'}; rebuild the device "
+                           "bundle (python -m pipelines.device_bundle) without --no-wheels and carry it")
+    return install_wheels(found, site)
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of the file ``path`` (hex)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def unpack(bundle: Path, manifest: Dict[str, Any], work: Path, workers: int) -> List[str]:
-    """Raw 144 gray LMDBs from the bundle's RecordIO files, teacher embeddings beside them."""
+    """Raw 144 gray LMDBs ``work/NAME.lmdb`` from the bundle's RecordIO files, teacher embeddings beside them.
+    ``work/NAME.source.json`` records the digests of the files each was built from: one built from the same
+    files (an earlier call on the same machine) is kept, any other (a re-made bundle) is rebuilt."""
     import numpy as np
 
     from lightface.data import build_lmdb
     from lightface.distill.teacher import has_teacher_embeddings, save_teacher_embeddings
 
     paths = []
+    teacher = manifest.get("teacher")
     for src in manifest["sources"]:
-        out = work / f"{src['name']}.lmdb"
+        out, stamp_path = work / f"{src['name']}.lmdb", work / f"{src['name']}.source.json"
+        stamp = {"rec": _digest(bundle / src["rec"]), "teacher": _digest(bundle / src["teacher"]) if teacher else None}
+        same = stamp_path.is_file() and json.loads(stamp_path.read_text(encoding="utf-8")) == stamp
+        stamp_path.unlink(missing_ok=True)
         build_lmdb(bundle / src["rec"], out, size=144, color="gray", encoding="raw", template="lightcnn_train",
-                   source_template="lightcnn_train", workers=workers, resume=True, progress=False)
-        teacher = manifest.get("teacher")
-        if teacher and not has_teacher_embeddings(out, teacher):
+                   source_template="lightcnn_train", workers=workers, resume=same, overwrite=not same,
+                   progress=False)
+        if teacher and (not same or not has_teacher_embeddings(out, teacher)):
             save_teacher_embeddings(out, np.load(bundle / src["teacher"]).astype(np.float32), teacher)
+        stamp_path.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
         paths.append(str(out))
     return paths
 
@@ -131,44 +191,119 @@ def epoch_rate(metrics: Path, batch_size: int, skip: int) -> float:
     return per_epoch * batch_size / (times[end] - times[start])
 
 
-def export_parts(model: Any, out: Path, name: str = "backbone", drop: Tuple[str, ...] = ("classifier.",)) -> List[str]:
-    """The network of ``model`` (a checkpoint path, or a ``ModelCheckpoint`` already read; its EMA weights
-    when it has them; keys starting with ``drop`` left out) as float16 parts ``out/NAME.partK.pt`` of at
-    most :data:`PART_BYTES` each; returns their names."""
+def _nbytes(t: Any) -> int:
+    return t.numel() * t.element_size()
+
+
+def split_parts(state: Mapping[str, Any], drop: Tuple[str, ...] = (), limit: int = PART_BYTES) -> List[Dict[str, Any]]:
+    """The tensors of ``state`` (keys starting with ``drop`` left out), floating ones as float16, packed in order
+    into dicts of at most ``limit`` bytes. A tensor larger than a part is cut along its first dimension into
+    ``KEY#0``, ``KEY#1``, ... (consecutive rows, filling the room each part has left; :func:`join_parts` joins
+    them). Meta tensors give the sizes alone (:func:`check_returnable`).
+
+    Raises:
+        ValueError: one row of a tensor is larger than a part.
+    """
     import torch
 
-    from lightface.models.checkpoint import read_model_checkpoint
-    from lightface.utils.checkpoint_io import save_atomic
-
-    ckpt = read_model_checkpoint(model)
-    state = ckpt.ema_state_dict or ckpt.state_dict
     parts: List[Dict[str, Any]] = [{}]
     size = 0
     for key, t in state.items():
         if key.startswith(drop):
             continue
         t = t.to(torch.float16) if t.is_floating_point() else t
-        nbytes = t.numel() * t.element_size()
-        if parts[-1] and size + nbytes > PART_BYTES:
+        nbytes = _nbytes(t)
+        if size + nbytes > limit and (nbytes <= limit or not t.dim()):  # whole, in a part of its own
+            if nbytes > limit:
+                raise ValueError(f"{key}: {nbytes / 2**20:.1f} MiB in one value, over the {limit / 2**20:g} MiB "
+                                 "of a returned part")
             parts.append({})
             size = 0
-        parts[-1][key] = t
-        size += nbytes
+        if size + nbytes <= limit:
+            parts[-1][key] = t
+            size += nbytes
+            continue
+        row = nbytes // t.shape[0]
+        if row > limit:
+            raise ValueError(f"{key}: one row of its {tuple(t.shape)} holds {row / 2**20:.1f} MiB, over the "
+                             f"{limit / 2**20:g} MiB of a returned part")
+        start, k = 0, 0
+        while start < t.shape[0]:
+            take = min(t.shape[0] - start, (limit - size) // row)
+            if not take:
+                parts.append({})
+                size = 0
+                continue
+            parts[-1][f"{key}#{k}"] = t[start:start + take]
+            start, k, size = start + take, k + 1, size + take * row
+    return parts
+
+
+def check_returnable(network: Any, others: int, remedy: str, drop: Tuple[str, ...] = ()) -> List[int]:
+    """Refuse, before training, a network (an ``nn.Module``, on the meta device or not) whose float16 parts
+    (:func:`split_parts`), with ``others`` other returned files, would not come back from a call: more than
+    :data:`RETURN_FILES` files, or more than :data:`RETURN_BYTES` with :data:`OTHER_FILE_BYTES` kept per other
+    file. Returns the parts' sizes in bytes.
+
+    Raises:
+        ValueError: it would not come back (``remedy`` says what to change).
+    """
+    state = network.state_dict()
+    sizes = [sum(map(_nbytes, part.values())) for part in split_parts(state, drop)]
+    if len(sizes) + others > RETURN_FILES or sum(sizes) + others * OTHER_FILE_BYTES > RETURN_BYTES:
+        raise ValueError(
+            f"the trained network would not come back: its float16 weights ({sum(sizes) / 2**20:.1f} MiB) make "
+            f"{len(sizes)} parts of at most {PART_BYTES >> 20} MiB, and with the run's {others} other files that "
+            f"is over the {RETURN_FILES} files ({RETURN_BYTES >> 20} MiB together) a call sends back; {remedy}")
+    return sizes
+
+
+def export_parts(model: Any, out: Path, name: str = "backbone", drop: Tuple[str, ...] = ("classifier.",)) -> List[str]:
+    """The network of ``model`` (a checkpoint path, or a ``ModelCheckpoint`` already read; its EMA weights
+    when it has them; keys starting with ``drop`` left out) as float16 parts ``out/NAME.partK.pt`` of at
+    most :data:`PART_BYTES` each (:func:`split_parts`); returns their names."""
+    from lightface.models.checkpoint import read_model_checkpoint
+    from lightface.utils.checkpoint_io import save_atomic
+
+    ckpt = read_model_checkpoint(model)
     names = []
-    for k, part in enumerate(parts):
+    for k, part in enumerate(split_parts(ckpt.ema_state_dict or ckpt.state_dict, drop)):
         names.append(f"{name}.part{k}.pt")
-        save_atomic(part, out / names[-1])
+        save_atomic({key: t.clone() for key, t in part.items()}, out / names[-1])  # a slice saves its rows alone
     return names
 
 
 def join_parts(folder: Path, names: List[str]) -> Dict[str, Any]:
-    """The state dict of the parts ``names`` in ``folder`` (from :func:`export_parts`), in float32."""
+    """The state dict of the parts ``names`` in ``folder`` (from :func:`export_parts`, the rows ``KEY#K`` of a
+    tensor cut across parts joined), in float32."""
+    import torch
+
     from lightface.utils.checkpoint_io import load_checkpoint
 
     state: Dict[str, Any] = {}
+    rows: Dict[str, Dict[int, Any]] = {}
     for name in names:
-        state.update(load_checkpoint(folder / name))
+        for key, t in load_checkpoint(folder / name).items():
+            base, cut, k = key.rpartition("#")
+            if cut and k.isdigit():
+                rows.setdefault(base, {})[int(k)] = t
+            else:
+                state[key] = t
+    state.update({key: torch.cat([chunks[k] for k in sorted(chunks)]) for key, chunks in rows.items()})
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def check_budget(args: argparse.Namespace, t0: float, done: str) -> float:
+    """The seconds of ``--minutes`` left since ``t0`` (less ``--reserve-seconds``) once ``done`` is done.
+
+    Raises:
+        RuntimeError: fewer than :data:`MIN_RUN_SECONDS` are left: nothing would train.
+    """
+    left = args.minutes * 60 - (time.monotonic() - t0) - args.reserve_seconds
+    if left < MIN_RUN_SECONDS:
+        raise RuntimeError(f"{done} left {left:.0f} s of --minutes {args.minutes:g} (after --reserve-seconds "
+                           f"{args.reserve_seconds:g}): nothing trained; give more --minutes")
+    return left
 
 
 def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
@@ -180,8 +315,14 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
                                 "pipelines.device_bundle and send it along (docs/training.md, 'Training on a lent GPU')")
     manifest = json.loads((bundle / "bundle.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    installed = ensure_packages(bundle / "wheels", work / "site")
+    installed = ensure_packages(bundle / "wheels", work / "site", manifest.get("wheels"))
+    import torch
+
     from lightface.engine.lightcnn_trainer import TrainConfig, train
+    from lightface.models import get_model
+
+    with torch.device("meta"):
+        check_returnable(get_model(args.arch, num_classes=0), 1 + len(RUN_FILES), "train a smaller --arch")
 
     data = unpack(bundle, manifest, work, args.workers)
     teacher = manifest.get("teacher")
@@ -192,10 +333,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
 
     result = {"arch": args.arch, "samples": samples, "probe_images_per_s": None, "probe_seconds": 0.0,
               "epochs": args.epochs, "wheels_installed": installed, "device": args.device}
-    budget = seconds_left()
-    if budget < MIN_RUN_SECONDS:
-        raise RuntimeError(f"unpacking the bundle left {budget:.0f} s of --minutes {args.minutes:g} (after "
-                           f"--reserve-seconds {args.reserve_seconds:g}): nothing trained; give more --minutes")
+    budget = check_budget(args, t0, "unpacking the bundle")
     if not args.epochs:
         # the probe times whole steps (a classifier-only first epoch would time a frozen backbone), logging each
         # one, through the second epoch's end (an epoch is at most ceil(samples / batch) steps, and at least one);
@@ -207,7 +345,7 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
             lambda: train(TrainConfig(**probe_cfg, out=str(probe_dir), overwrite=True, epochs=args.probe_steps + 3,
                                       max_steps=args.probe_steps + 2 * math.ceil(samples / args.batch_size),
                                       max_minutes=budget / 60, plots=False)),
-            probe_dir, out, {**result, "stage": "probe"}, t0, "backbone")
+            probe_dir, out, {**result, "stage": "probe"}, t0, "backbone", advice=ADVICE)
         result["probe_seconds"] = result["run"]["seconds"]
         if str(result["run"]["stopped"]).startswith("max_minutes") or seconds_left() < MIN_RUN_SECONDS:
             print(f"python -m pipelines.device_train: --minutes {args.minutes:g} ran out in the throughput probe; "
@@ -221,21 +359,30 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
     return train_and_return(
         lambda: train(TrainConfig(**recipe(args, data, teacher), out=str(run_dir), overwrite=True, epochs=epochs,
                                   lr_step=max(1, math.ceil(0.4 * epochs)), max_minutes=left / 60)),
-        run_dir, out, {**result, "stage": "run", "epochs": epochs}, t0, "backbone")
+        run_dir, out, {**result, "stage": "run", "epochs": epochs}, t0, "backbone", advice=ADVICE)
+
+
+def write_summary(out: Path, result: Dict[str, Any]) -> None:
+    """``out/summary.json``: ``result`` as indented JSON, written atomically."""
+    from lightface.utils.atomic_write import write_text_atomic
+
+    write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
 
 
 def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Path, result: Dict[str, Any],
                      t0: float, name: str, drop: Tuple[str, ...] = ("classifier.",),
-                     last_of: Tuple[str, ...] = ()) -> Dict[str, Any]:
+                     last_of: Tuple[str, ...] = (), advice: str = ADVICE) -> Dict[str, Any]:
     """Run ``train()`` (a trainer writing to ``run_dir``) and send its network back through ``out``: float16
     parts ``NAME.partK.pt`` (:func:`export_parts`), the run's files, the last file matching each glob of
     ``last_of`` (``samples/*.png`` is sent as ``samples_NAME.png``) and ``summary.json`` (``result`` plus the
     parts, the trained network's architecture and constructor arguments, the seconds since ``t0``, the error
-    and the run's summary). A SIGTERM's ``TrainingInterrupted`` exports the step it saved and is raised
-    again; any other error exports ``run_dir/last.pt`` and raises ``RuntimeError`` (or re-raises when there
-    is no checkpoint to return). The checkpoint is read once. Returns the summary."""
+    and the run's summary, or the step of the checkpoint returned). A SIGTERM's ``TrainingInterrupted``
+    exports the step it saved and is raised again; any other error exports ``run_dir/last.pt`` and raises
+    ``RuntimeError``, or, with no checkpoint to return, writes ``summary.json`` with no parts and raises it
+    again. A diverged run's error gives ``advice`` (this command's flags) instead of the trainer's. The
+    checkpoint is read once. Returns the summary."""
+    from lightface.engine.engine import NonFiniteLossError
     from lightface.engine.stop_signals import TrainingInterrupted
-    from lightface.utils.atomic_write import write_text_atomic
 
     error, interrupted = None, None
     try:
@@ -244,12 +391,20 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
     except TrainingInterrupted as stop:  # the time limit's SIGTERM: the step reached was saved, send it back
         interrupted, summary, model_path = stop, stop.summary, Path(stop.summary["model"])
     except Exception as err:  # a lease is not repeatable: return the last good checkpoint and say what broke
-        error, summary, model_path = f"{type(err).__name__}: {err}", {}, run_dir / "last.pt"
+        diverged = isinstance(err, NonFiniteLossError) and err.diagnosis
+        error, summary, model_path = (f"{type(err).__name__}: {f'{err.diagnosis} {advice}' if diverged else err}",
+                                      {}, run_dir / "last.pt")
         if not model_path.is_file():
+            write_summary(out, {**result, "parts": [], "seconds": round(time.monotonic() - t0, 1), "error": error})
+            if diverged:
+                raise NonFiniteLossError(f"{err.diagnosis} {advice}; {out} holds summary.json (no {name})",
+                                         err.diagnosis) from None
             raise
     from lightface.models.checkpoint import read_model_checkpoint
 
     trained = read_model_checkpoint(model_path)
+    if not summary:  # the run broke: the step of the checkpoint returned
+        summary = {"step": trained.extra.get("step"), "epoch": trained.extra.get("epoch")}
     result = {**result, "parts": export_parts(trained, out, name, drop),
               "network": {"arch": trained.arch, "model_kwargs": trained.model_kwargs, "dropped": list(drop)}}
     for file in RUN_FILES:
@@ -260,7 +415,7 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
             shutil.copy(last, out / "_".join(last.relative_to(run_dir).parts))
     result.update(seconds=round(time.monotonic() - t0, 1), error=error, exported=model_path.name,
                   run={k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))})
-    write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
+    write_summary(out, result)
     if interrupted is not None:
         raise TrainingInterrupted(interrupted.signal_name, interrupted.summary,
                                   f"{out} holds the {name} of that step and summary.json (nothing to resume)")
@@ -270,16 +425,30 @@ def train_and_return(train: Callable[[], Dict[str, Any]], run_dir: Path, out: Pa
     return result
 
 
+def read_summary(src: Path) -> Dict[str, Any]:
+    """The ``summary.json`` of the returned files in ``src`` (``--collect``).
+
+    Raises:
+        FileNotFoundError: no summary.json there.
+        ValueError: the run returned no network (its error is in the message).
+    """
+    if not (src / "summary.json").is_file():
+        raise FileNotFoundError(f"--collect {src}: no summary.json there; pass the folder the device run's files "
+                                "came back to (the run tool's files_at)")
+    info = json.loads((src / "summary.json").read_text())
+    if not info.get("parts"):
+        raise ValueError(f"--collect {src}: the device run returned no network ({info.get('error')}); "
+                         "nothing to join")
+    return info
+
+
 def collect(args: argparse.Namespace) -> Dict[str, Any]:
     """Join the returned parts of ``--collect`` into the project checkpoint ``--checkpoint``."""
     from lightface.models import get_model
     from lightface.models.checkpoint import save_model_checkpoint
 
     src = Path(args.collect)
-    if not (src / "summary.json").is_file():
-        raise FileNotFoundError(f"--collect {src}: no summary.json there; pass the folder the device run's files "
-                                "came back to (the run tool's files_at)")
-    info = json.loads((src / "summary.json").read_text())
+    info = read_summary(src)
     model = get_model(info["arch"], num_classes=0)
     model.load_state_dict(join_parts(src, info["parts"]))
     path = save_model_checkpoint(args.checkpoint, model, info["arch"], {"num_classes": 0}, device_run=info)
@@ -302,7 +471,9 @@ def add_call_arguments(p: argparse.ArgumentParser, work: str) -> argparse.Argume
 
 def run_or_collect(args: argparse.Namespace, train_on_device: Callable[[argparse.Namespace], Dict[str, Any]],
                    collect: Callable[[argparse.Namespace], Dict[str, Any]]) -> Dict[str, Any]:
-    """``--collect DIR --checkpoint PATH`` joins returned parts (here); otherwise trains (there, ``--out`` needed).
+    """``--collect DIR --checkpoint PATH`` joins returned parts (here); otherwise trains (there, ``--out`` needed;
+    an error before ``train_on_device`` wrote ``summary.json`` writes one with the error and no parts, unless
+    ``--out`` holds one already: the device's ``$OUT`` starts empty, and an earlier run's here is kept).
     Prints and returns the result."""
     if args.collect:
         if not args.checkpoint:
@@ -311,7 +482,15 @@ def run_or_collect(args: argparse.Namespace, train_on_device: Callable[[argparse
     else:
         if not args.out:
             raise ValueError("--out is required (on the device: --out $OUT)")
-        result = train_on_device(args)
+        t0, summary = time.monotonic(), Path(args.out) / "summary.json"
+        try:
+            result = train_on_device(args)
+        except Exception as err:
+            if not summary.is_file():
+                summary.parent.mkdir(parents=True, exist_ok=True)
+                write_summary(summary.parent, {"parts": [], "device": args.device, "error": f"{type(err).__name__}: "
+                                               f"{err}", "seconds": round(time.monotonic() - t0, 1)})
+            raise
     print(json.dumps(result, indent=2))
     return result
 

@@ -95,7 +95,14 @@ class SettingsError(TrainingError, ConfigError):
 
 
 class NonFiniteLossError(TrainingError):
-    """A loss term or weight became NaN or infinite; the last good checkpoint was kept."""
+    """A loss term or weight became NaN or infinite; the last good checkpoint was kept.
+
+    ``diagnosis``: the message without its advice (what broke, at which step, which checkpoint was
+    kept), for a caller whose flags differ from the trainer's (``pipelines.device_train``)."""
+
+    def __init__(self, message: str, diagnosis: str = ""):
+        super().__init__(message)
+        self.diagnosis = diagnosis
 
 
 class RunFolderError(TrainingError):
@@ -651,9 +658,9 @@ class Engine:
                 (f"The last good checkpoint ({last}, from before this run) was kept" if last.is_file() else
                  "No checkpoint had been written yet"))
         hint = f", {self.task.divergence_hint}" if self.task.divergence_hint else ""
-        raise NonFiniteLossError(
-            f"{what} became NaN or infinite at step {self.step} (epoch {self.epoch}); stopping. {kept}. Lower --lr"
-            f"{hint}, then --resume (a changed --lr takes effect) or restart")
+        diagnosis = f"{what} became NaN or infinite at step {self.step} (epoch {self.epoch}); stopping. {kept}."
+        raise NonFiniteLossError(f"{diagnosis} Lower --lr{hint}, then --resume (a changed --lr takes effect) or "
+                                 "restart", diagnosis)
 
     def _log_window(self, window: Dict[str, List[float]], epoch: int) -> None:
         if not window or self._logged_step == self.step:
