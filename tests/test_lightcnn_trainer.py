@@ -321,6 +321,40 @@ def test_sigterm_to_the_process_group_saves_and_the_run_resumes(tiny_lmdb, tmp_p
     assert [s for s, _ in _losses(out)] == list(range(1, step + 3))
 
 
+KEEP_ERROR = """
+import sys
+sys.path.insert(0, {tests!r})
+import lightcnn_tiny  # registers the tiny network
+from pipelines._cli import parse_with_config
+from pipelines.train_lightcnn import get_args_parser, main
+from lightface.engine.engine import NonFiniteLossError
+try:
+    main(parse_with_config(get_args_parser(), {argv!r}))
+except NonFiniteLossError as err:
+    kept = err  # kept until exit: its traceback holds the training loop's frame
+print("caught", type(kept).__name__)
+"""
+
+
+def test_a_run_that_breaks_with_loader_workers_exits_even_if_the_error_is_kept(tiny_lmdb, tmp_path):
+    """A script that catches the trainer's error and keeps it (its traceback holds the epoch's batch
+    iterator) must still exit: the loader's workers, which ignore the stop signals, are shut down when
+    the loop ends, not left for the interpreter's exit to terminate (they would ignore that SIGTERM too,
+    and the exit would wait for them forever)."""
+    import subprocess
+    import sys
+
+    argv = ["--data", str(tiny_lmdb), "--out", str(tmp_path / "run"), "--arch", TINY, "--batch-size", str(BATCH),
+            "--workers", "1", "--epochs", "5", "--lr", "1e12", "--momentum", "0", "--no-tensorboard"]
+    script = KEEP_ERROR.format(tests=str(Path(__file__).parent), argv=argv)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit after the trainer's error (its loader worker was left running)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "caught NonFiniteLossError" in done.stdout
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lmdb, tmp_path):
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         _train(tiny_lmdb, tmp_path / "nan", "--arch", TINY, "--lr", "1e12", "--momentum", "0", "--save-every", "1", "--epochs", "5")

@@ -38,13 +38,14 @@ Example (what ``train(cfg)`` of each trainer does)::
 
     summary = Engine(LightCNNTask(cfg)).run()
 """
+import contextlib
 import dataclasses
 import logging
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -545,6 +546,21 @@ class Engine:
                           num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda", generator=g,
                           drop_last=self.drop_last, worker_init_fn=_seed_worker, persistent_workers=False)
 
+    @contextlib.contextmanager
+    def _epoch_batches(self, epoch: int) -> Iterator[Iterator[Any]]:
+        """The epoch's batch iterator; its DataLoader workers are shut down when the block ends, however it
+        ends. They ignore the stop signals (the main process decides when they end), so a worker left to the
+        interpreter's exit, as one is while a kept exception's traceback holds this iterator, would ignore
+        multiprocessing's SIGTERM there too and the exit would wait for it forever."""
+        with starting_workers():
+            batches = iter(self._loader(epoch))
+        try:
+            yield batches
+        finally:
+            shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process loaders only
+            if shutdown is not None:
+                shutdown()
+
     def _loop(self, short_reason: str) -> Dict[str, Any]:
         cfg, task = self.cfg, self.task
         deadline = time.monotonic() + 60.0 * cfg.max_minutes if cfg.max_minutes else None
@@ -557,33 +573,32 @@ class Engine:
         while stopped is None and self.step < self.planned:
             epoch = step_epoch = self.epoch
             task.on_epoch_start(epoch)
-            with starting_workers():
-                batches = iter(self._loader(epoch))
-            for batch in batches:
-                terms = task.train_step(_to_device(batch, self.device))
-                for net in self._nets.values():
-                    if net.ema is not None:
-                        net.ema.update(net.module)
-                self.step += 1
-                self.batch_in_epoch += 1
-                values, stop_now = self._sync(terms, deadline)
-                for name, value in values.items():
-                    window.setdefault(name, []).append(value)
-                epoch_done = self.batch_in_epoch >= self.steps_per_epoch
-                if self.step % cfg.log_every == 0 or epoch_done or self.step >= self.planned:
-                    self._log_window(window, epoch)
-                if not epoch_done:
-                    if task.val_unit == "step" and self.step % cfg.val_every == 0:
-                        last_val = self._validate(epoch) or last_val
-                    if cfg.save_every and self.step % cfg.save_every == 0:
-                        self._save("last.pt")
-                if self.step >= self.planned:
-                    break
-                if stop_now:
-                    stopped = self._stop_reason()
-                    by = " (received by another process)" if self._agreed_signal and not self._stop.received else ""
-                    log.info("%s%s at step %d: stopping (all processes)", stopped, by, self.step)
-                    break
+            with self._epoch_batches(epoch) as batches:
+                for batch in batches:
+                    terms = task.train_step(_to_device(batch, self.device))
+                    for net in self._nets.values():
+                        if net.ema is not None:
+                            net.ema.update(net.module)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    values, stop_now = self._sync(terms, deadline)
+                    for name, value in values.items():
+                        window.setdefault(name, []).append(value)
+                    epoch_done = self.batch_in_epoch >= self.steps_per_epoch
+                    if self.step % cfg.log_every == 0 or epoch_done or self.step >= self.planned:
+                        self._log_window(window, epoch)
+                    if not epoch_done:
+                        if task.val_unit == "step" and self.step % cfg.val_every == 0:
+                            last_val = self._validate(epoch) or last_val
+                        if cfg.save_every and self.step % cfg.save_every == 0:
+                            self._save("last.pt")
+                    if self.step >= self.planned:
+                        break
+                    if stop_now:
+                        stopped = self._stop_reason()
+                        by = " (received by another process)" if self._agreed_signal and not self._stop.received else ""
+                        log.info("%s%s at step %d: stopping (all processes)", stopped, by, self.step)
+                        break
             if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 task.on_epoch_end(epoch)
