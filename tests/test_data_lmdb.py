@@ -124,6 +124,33 @@ def test_write_lmdb_and_reader(tmp_path):
         write_lmdb(tmp_path / "bad.lmdb", [{"image": imgs[0], "label": 5}], ["a"])
 
 
+@pytest.mark.parametrize("encoding", ["png", "raw"])
+def test_a_damaged_record_names_the_dataset_the_sample_and_the_check(tmp_path, encoding):
+    """A truncated payload or header: the error says which dataset and sample, and to run build_lmdb --verify."""
+    rng = np.random.default_rng(0)
+    samples = [{"image": rng.integers(0, 256, (20, 24), dtype=np.uint8), "label": 0, "attributes": {"pose": "f"}}
+               for _ in range(6)]
+    out = tmp_path / "d.lmdb"
+    write_lmdb(out, samples, ["a"], encoding=encoding)
+    env = lmdb.open(str(out), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        raw = bytes(txn.get(sample_key(3)))
+        (n,) = struct.unpack_from("<I", raw, 0)
+        txn.put(sample_key(3), raw[: 4 + n + 5])  # truncated payload
+        txn.put(sample_key(5), bytes(txn.get(sample_key(5)))[:10])  # truncated header
+    env.close()
+    release_readonly(out)
+    ds = LMDBDataset(out)
+    assert ds[2]["image"].shape == (20, 24)
+    for index, read in ((3, lambda i: ds[i]), (5, lambda i: ds[i]), (5, ds.attributes), (5, ds.record),
+                        (-1, lambda i: ds[i])):
+        with pytest.raises(LMDBFormatError) as err:
+            read(index)
+        sample = index % len(ds)
+        assert str(out) in str(err.value) and f"sample {sample}:" in str(err.value)
+        assert "build_lmdb --verify" in str(err.value)
+
+
 def test_writer_grows_the_map(tmp_path):
     w = LMDBWriter(tmp_path / "grow", map_size=1 << 16)
     start = w.map_size
@@ -663,6 +690,22 @@ def test_transforms():
     assert rgb.shape == (3, 128, 128) and rgb[0].min() == 1 and rgb[2].max() == 0  # BGR red -> RGB channel 0
     with pytest.raises(ValueError, match="probability"):
         train_transform(blur=2)
+
+
+def test_landmarks_are_left_out_when_the_transform_moves_pixels(tmp_path):
+    """A crop / flip transform: the stored landmarks no longer describe the returned image, so the sample has none;
+    an image-only transform keeps them, and record() still gives the stored points."""
+    import albumentations as A
+
+    lm = np.array([[52, 48], [92, 48], [72, 70], [56, 92], [88, 92]], np.float32)
+    out = tmp_path / "lm.lmdb"
+    write_lmdb(out, [{"image": np.full((144, 144, 3), 90, np.uint8), "label": 0, "landmarks": lm}], ["a"])
+    for moving in (train_transform(flip=1.0, to_tensor=False), eval_transform(), lambda img: img[8:136, 8:136]):
+        sample = LMDBDataset(out, transform=moving)[0]
+        assert "landmarks" not in sample and sample["label"] == 0
+    kept = LMDBDataset(out, transform=A.Compose([A.GaussianBlur(p=1.0), A.ToFloat(max_value=255.0)]))[0]
+    np.testing.assert_array_equal(kept["landmarks"], lm)
+    np.testing.assert_array_equal(LMDBDataset(out, transform=eval_transform()).record(0)["landmarks"], lm)
 
 
 def test_side_light_darkens_one_side_of_the_face_and_keeps_the_other():

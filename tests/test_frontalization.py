@@ -256,6 +256,46 @@ def test_pose_pairs_input_transform_changes_inputs_only(pose_lmdb):
     assert gray.shape == (128, 128, 3) and gray.dtype == np.uint8
 
 
+def test_pose_pairs_seeded_per_sample_and_epoch(pose_lmdb):
+    """PosePairDataset(seed=): each pair's augmentation and random target come from (seed, epoch, index), so two
+    datasets (two runs) give the same items, also through DataLoader workers; another epoch draws others."""
+    from torch.utils.data import DataLoader
+
+    from lightface.data.transforms import frontal_input_transform
+
+    def make(seed=0):
+        return PosePairDataset(pose_lmdb, paired=False, self_pairs=0.5, seed=seed,
+                               input_transform=frontal_input_transform())
+
+    def items(ds, workers=0):
+        loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
+        return [(b["input"], b["target_label"]) for b in loader]
+
+    def same(a, b):
+        return all(torch.equal(x[0], y[0]) and x[1] == y[1] for x, y in zip(a, b))
+
+    first = items(make())
+    assert same(first, items(make())) and same(first, items(make(), workers=2))
+    other = make()
+    other.set_epoch(1)
+    assert not same(first, items(other))
+    assert not same(first, items(make(seed=1)))
+
+
+def test_train_with_augmented_inputs_repeats_under_the_same_seed(pose_lmdb, tmp_path):
+    """train_frontalization --augment camera --seed 0 twice: the same losses step by step."""
+    from lightface.engine.logger import read_metrics
+    from pipelines import train_frontalization
+
+    parser, losses = train_frontalization.get_args_parser(), []
+    for run in ("a", "b"):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(
+            pose_lmdb, tmp_path / run, "--steps", "2", "--seed", "0", "--augment", "camera", "--val-every", "100",
+            "--no-plots")))
+        losses.append([r["l_g_total"] for r in read_metrics(tmp_path / run / "metrics.jsonl") if "l_g_total" in r])
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
 def test_pose_pairs_mirror_and_identities(pose_lmdb):
     ds = PosePairDataset(pose_lmdb, mirror="left", identities=[1, 2], fixed_target=True)
     assert len(ds) == 4 and ds.identities() == [1, 2]

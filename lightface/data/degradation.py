@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .convert import image_to_tensor
-from .transforms import ReseedingCompose
+from .transforms import ReseedingCompose, _check_prob
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "downscale_tensor", "RandomDownscale", "Degradation",
            "SRPairDataset"]
@@ -90,6 +90,25 @@ def downscale_tensor(x: torch.Tensor, scale: int, method: str = "bicubic") -> to
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias)
 
 
+def _check_scale(scale) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1 (the LR side is the HR side / scale), got {scale!r}")
+    return int(scale)
+
+
+def _check_range(name: str, value, low: float, high: Optional[float], open_low: bool = False) -> Tuple[float, float]:
+    """``(a, b)`` with ``low <= a <= b <= high`` (``low < a`` when ``open_low``), else a ValueError naming ``name``."""
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (min, max) pair, got {value!r}") from None
+    bounds = f"{'(' if open_low else '['}{low}, {'inf)' if high is None else f'{high}]'}"
+    low_ok = a > low if open_low else a >= low
+    if not (low_ok and a <= b and (high is None or b <= high)):  # NaN fails too
+        raise ValueError(f"{name} must be a (min, max) pair with min <= max in {bounds}, got {value!r}")
+    return a, b
+
+
 class RandomDownscale(A.ImageOnlyTransform):
     """albumentations transform: shrink by ``scale`` with a kernel drawn uniformly from ``methods``."""
 
@@ -98,7 +117,7 @@ class RandomDownscale(A.ImageOnlyTransform):
         bad = [m for m in methods if m not in RESIZE_METHODS]
         if bad or not methods:
             raise ValueError(f"methods must be a non-empty subset of {RESIZE_METHODS}, got {methods}")
-        self.scale = int(scale)
+        self.scale = _check_scale(scale)
         self.methods = tuple(methods)
 
     def get_params(self):
@@ -138,13 +157,17 @@ class Degradation:
         jpeg_prob: float = 0.3,
         jpeg_quality: Tuple[int, int] = (50, 95),
     ):
-        self.scale = scale
+        self.scale = _check_scale(scale)
+        blur_sigma = _check_range("blur_sigma", blur_sigma, 0.0, None, open_low=True)
+        noise_std = _check_range("noise_std", noise_std, 0.0, 1.0)
+        jpeg_quality = _check_range("jpeg_quality", jpeg_quality, 1, 100)
         self.pipeline = ReseedingCompose(
             [
-                A.GaussianBlur(blur_limit=0, sigma_limit=blur_sigma, p=blur_prob),
-                RandomDownscale(scale, methods),
-                A.GaussNoise(std_range=noise_std, p=noise_prob),
-                A.ImageCompression(quality_range=jpeg_quality, p=jpeg_prob),
+                A.GaussianBlur(blur_limit=0, sigma_limit=blur_sigma, p=_check_prob("blur_prob", blur_prob)),
+                RandomDownscale(self.scale, methods),
+                A.GaussNoise(std_range=noise_std, p=_check_prob("noise_prob", noise_prob)),
+                A.ImageCompression(quality_range=(int(jpeg_quality[0]), int(jpeg_quality[1])),
+                                   p=_check_prob("jpeg_prob", jpeg_prob)),
             ],
             save_applied_params=True,  # the kernel each LR was made with (degrade)
         )

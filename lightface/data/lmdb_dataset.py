@@ -33,12 +33,17 @@ class LMDBDataset(Dataset):
         path: dataset directory.
         transform: optional callable applied to the decoded image (e.g. a pipeline from
             :mod:`lightface.data.transforms`); an albumentations ``Compose`` is called as
-            ``transform(image=img)["image"]``. Its output replaces ``sample["image"]``.
+            ``transform(image=img)["image"]``. Its output replaces ``sample["image"]``. A
+            transform that can move pixels (any albumentations step other than an image-only one
+            such as colour, blur, noise or ``ToTensorV2``: a crop, flip, affine, resize or pad; or
+            any other callable) leaves ``landmarks`` out of the sample, since the stored points
+            would not describe the returned image; :meth:`record` still gives them.
 
     ``dataset[i]`` returns a dict:
         ``image``: uint8 (H,W) gray or (H,W,3) BGR (or the transform's output);
         ``label``: int;
-        ``landmarks``: float32 (5,2) ``(x, y)`` in image pixels (only when the dataset has them);
+        ``landmarks``: float32 (5,2) ``(x, y)`` in image pixels (only when the dataset has them and
+        no transform that moves pixels is set);
         ``attributes``: dict str -> str (e.g. ``pose``, ``source``; only when present).
 
     Example:
@@ -51,6 +56,7 @@ class LMDBDataset(Dataset):
         self.metadata: Dict[str, Any] = read_metadata(self.path)
         self.transform = transform
         self._alb = _is_albumentations(transform)
+        self._keeps_geometry = transform is None or (self._alb and _image_only(transform))
         self.classes: List[str] = list(self.metadata["classes"])
         self._encoding = self.metadata["image"]["encoding"]
         self._txn = None
@@ -82,6 +88,20 @@ class LMDBDataset(Dataset):
         if raw is None:
             raise LMDBFormatError(f"{self.path}: sample {index} is missing (run build_lmdb --verify)")
         return raw
+
+    def _header(self, index: int):
+        """``(header, payload offset, record)`` of sample ``index``; a damaged record raises an
+        :class:`LMDBFormatError` naming the dataset, the sample and the check to run."""
+        raw = self._get(index)
+        try:
+            header, off = unpack_header(raw)
+        except LMDBFormatError as err:
+            raise self._damaged(index, err) from err
+        return header, off, raw
+
+    def _damaged(self, index: int, err: Exception) -> LMDBFormatError:
+        return LMDBFormatError(f"{self.path}: sample {index % len(self)}: {err}; the record is damaged: run "
+                               f"python -m pipelines.build_lmdb --verify {self.path} and rebuild the dataset")
 
     def _env_alive(self) -> bool:
         try:
@@ -123,8 +143,7 @@ class LMDBDataset(Dataset):
     def attributes(self, index: int) -> Dict[str, str]:
         """String attributes of a sample (``pose``, ``source`` ...), read without decoding the image: every key
         of the dataset's ``attributes`` metadata, ``""`` where the sample has none (as ``dataset[i]``)."""
-        header, _ = unpack_header(self._get(index))
-        return self._all_attributes(header)
+        return self._all_attributes(self._header(index)[0])
 
     def _all_attributes(self, header: Dict[str, Any]) -> Dict[str, str]:
         attrs = header.get("attributes", {})
@@ -133,8 +152,7 @@ class LMDBDataset(Dataset):
     def record(self, index: int) -> Dict[str, Any]:
         """The stored sample without decoding: ``encoded`` bytes, their ``encoding``, ``shape``, ``label`` and
         ``landmarks`` / ``attributes`` when present (the input form of ``write_lmdb``)."""
-        raw = self._get(index)
-        header, off = unpack_header(raw)
+        header, off, raw = self._header(index)
         out = {"encoded": raw[off:], "encoding": self._encoding, "shape": header["shape"], "label": header["label"]}
         if "landmarks" in header:
             out["landmarks"] = np.asarray(header["landmarks"], np.float32)
@@ -143,11 +161,13 @@ class LMDBDataset(Dataset):
         return out
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        raw = self._get(int(index))
-        header, off = unpack_header(raw)
-        image = decode_payload(memoryview(raw)[off:], self._encoding, header["shape"])
+        header, off, raw = self._header(int(index))
+        try:
+            image = decode_payload(memoryview(raw)[off:], self._encoding, header["shape"])
+        except LMDBFormatError as err:
+            raise self._damaged(int(index), err) from err
         sample: Dict[str, Any] = {"image": image, "label": int(header["label"])}
-        if self._has_landmarks:
+        if self._has_landmarks and self._keeps_geometry:
             sample["landmarks"] = np.asarray(header.get("landmarks", np.full((5, 2), np.nan)), np.float32)
         if self._has_attributes:
             sample["attributes"] = self._all_attributes(header)
@@ -173,3 +193,13 @@ def _is_albumentations(transform) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(transform, (A.BaseCompose, A.BasicTransform))
+
+
+def _image_only(transform) -> bool:
+    """Whether an albumentations transform leaves every pixel where it is (colour, blur, noise, conversions)."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    if isinstance(transform, A.BaseCompose):
+        return all(_image_only(t) for t in transform.transforms)
+    return isinstance(transform, (A.ImageOnlyTransform, ToTensorV2))

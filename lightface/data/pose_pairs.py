@@ -235,6 +235,11 @@ class PosePairDataset(Dataset):
         input_transform: applied to each input image (uint8 BGR or gray, (S, S[, 3])) before it
             becomes a tensor, e.g. :func:`lightface.data.transforms.frontal_input_transform`;
             targets (a self pair's too) stay as stored. ``None``: inputs as stored.
+        seed: base seed of each pair's random draws (the random target and, when the transform
+            has ``set_random_seed``, its augmentation): pair ``i`` draws from ``(seed, epoch, i)``
+            (:meth:`set_epoch`), so a training run repeats, and a resumed run continues, exactly
+            with any number of DataLoader workers. ``None``: targets follow torch's global
+            generator and the transform its own stream (seed those yourself).
 
     ``dataset[i]`` -> dict ``input`` (C, size, size) float32 [0, 1], ``target`` (same),
     ``label`` int (the input's identity), ``target_label`` int, ``index`` int (LMDB index of
@@ -255,6 +260,7 @@ class PosePairDataset(Dataset):
         size: int = 128,
         self_pairs: float = 0.0,
         input_transform: Optional[Callable[..., Dict[str, np.ndarray]]] = None,
+        seed: Optional[int] = None,
     ):
         from .lmdb_dataset import LMDBDataset
 
@@ -265,6 +271,8 @@ class PosePairDataset(Dataset):
         self.data = LMDBDataset(source) if not isinstance(source, LMDBDataset) else source
         self.paired, self.mirror, self.channels, self.size = paired, mirror, channels, size
         self.fixed_target, self.input_transform = fixed_target, input_transform
+        self.seed = None if seed is None else int(seed)
+        self.epoch = 0
         keep = None if identities is None else {int(i) for i in identities}
         labels = np.asarray(self.data.labels)
         self.inputs: List[int] = []
@@ -303,6 +311,10 @@ class PosePairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.inputs) + len(self.self_inputs)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other targets and augmentations in each epoch (the engine calls this)."""
+        self.epoch = int(epoch)
+
     def identities(self) -> List[int]:
         """Labels that have at least one frontal sample (the gallery identities)."""
         return sorted(self.frontals)
@@ -327,10 +339,12 @@ class PosePairDataset(Dataset):
         float32 in [0, 1], RGB or gray as ``channels``."""
         return torch.stack([image_to_tensor(self.load(i)[0], self.channels) for i in indices])
 
-    def _target_index(self, label: int) -> int:
+    def _target_index(self, label: int, rng: Optional[np.random.Generator] = None) -> int:
         pool = self.frontals[label] if self.paired else self._all_frontals
         if self.fixed_target:
             return pool[0]
+        if rng is not None:
+            return pool[int(rng.integers(len(pool)))]
         return pool[int(torch.randint(len(pool), ()).item())]
 
     def __getitem__(self, i: int) -> Dict:
@@ -341,7 +355,13 @@ class PosePairDataset(Dataset):
         index = self.self_inputs[i - len(self.inputs)] if own else self.inputs[i]
         label = int(self._labels[index])
         image, lm = self.load(index)
-        tindex = index if own else self._target_index(label)
+        rng = None
+        if self.seed is not None:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
+            rng = np.random.default_rng(seed)
+            if hasattr(self.input_transform, "set_random_seed"):
+                self.input_transform.set_random_seed(seed)
+        tindex = index if own else self._target_index(label, rng)
         target = image if own else self.load(tindex)[0]
         flip = self.mirror is not None and lm is not None and facing(lm) != self.mirror
         x = image_to_tensor(self.input_transform(image=image)["image"] if self.input_transform else image,

@@ -587,7 +587,8 @@ class FrontalizationTask(GANTask):
         train_set = PosePairDataset(source, identities=train_ids, paired=not self.cycle, mirror=mirror,
                                     channels=cfg.channels, pose_key=cfg.pose_key,
                                     self_pairs=0.0 if self.cycle else cfg.self_pairs,
-                                    input_transform=frontal_input_transform() if cfg.augment == "camera" else None)
+                                    input_transform=frontal_input_transform() if cfg.augment == "camera" else None,
+                                    seed=cfg.seed)
         self.val_set = PosePairDataset(source, identities=held_ids if held_ids else train_ids, paired=True,
                                        mirror=mirror, channels=cfg.channels, pose_key=cfg.pose_key,
                                        fixed_target=True)
