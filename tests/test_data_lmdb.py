@@ -961,3 +961,22 @@ def test_bad_detector_options_are_refused_before_any_work(shared_data, shared_mo
     s = build_lmdb(src, out, detect=str(shared_models / "face_detection_yunet_2023mar.onnx"), det_size=600,
                    progress=False)  # YuNet takes any size
     assert s["written"] == 2
+
+
+def test_images_with_an_alpha_channel_come_out_with_the_documented_channels():
+    """A BGRA face (a PNG with transparency, as OpenCV reads it unchanged) is composited onto black before the
+    augmentation, as an image file is when read: gray pipelines give 1 channel, colour ones 3 in the order
+    asked for (rgb=True: a blue pixel is blue), and the CLAHE of the frontalizer's inputs does not fail."""
+    from lightface.data.recognition import lightcnn_transforms
+    from lightface.data.transforms import frontal_input_transform
+
+    bgra = np.zeros((144, 144, 4), np.uint8)
+    bgra[..., 0] = 255  # pure blue
+    bgra[..., 3] = 255  # opaque
+    bgra[:, :72, 3] = 0  # left half transparent: black once composited
+    for pipeline in lightcnn_transforms(augment="basic") + lightcnn_transforms(augment="hard"):
+        assert pipeline(image=bgra)["image"].shape == (1, 128, 128)
+    rgb = eval_transform(rgb=True)(image=bgra)["image"]
+    assert rgb.shape == (3, 128, 128)
+    assert rgb[:, 64, 120].tolist() == [0.0, 0.0, 1.0] and rgb[:, 64, 2].tolist() == [0.0, 0.0, 0.0]
+    assert frontal_input_transform()(image=bgra[:128, :128])["image"].shape[-1] == 3

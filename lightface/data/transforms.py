@@ -24,6 +24,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from .io import composite_on_black  # noqa: E402
+
 __all__ = ["train_transform", "strong_train_transform", "frontal_input_transform", "eval_transform", "BGRToRGB",
            "BGRToGray", "GrayToBGR", "SideLight", "FaceOccluder", "ReseedingCompose"]
 
@@ -46,6 +48,10 @@ class ReseedingCompose(A.Compose):
 
     An explicit :meth:`set_random_seed` (e.g. the per-sample seeds of
     :class:`lightface.data.recognition.SampleTransformDataset`) wins in the process that calls it.
+
+    A uint8 image with an alpha channel (H, W, 4; BGRA as OpenCV reads it) is composited onto black
+    first (:func:`lightface.data.io.composite_on_black`, as every image file is when read), so the
+    steps, which expect gray or 3-channel images, give the documented channels.
     """
 
     def set_random_seed(self, seed) -> None:
@@ -60,6 +66,9 @@ class ReseedingCompose(A.Compose):
     def __call__(self, *args, **kwargs):
         if os.getpid() != self._seeded_in:
             self.set_random_seed(torch.initial_seed() % 2**32)
+        image = kwargs.get("image")
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+            kwargs["image"] = composite_on_black(image)
         return super().__call__(*args, **kwargs)
 
 
