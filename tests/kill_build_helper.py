@@ -9,7 +9,7 @@ from typing import Sequence
 
 import lmdb
 
-from lightface.data.lmdb_format import PROGRESS_KEY
+from lightface.data.lmdb_format import PROGRESS_KEY, release_readonly
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,9 @@ def kill_build_after(args: Sequence[str], partial: Path, samples: int, timeout: 
     proc = subprocess.Popen([str(a) for a in args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     done, deadline = 0, time.time() + timeout
+    # this process's shared read handles of earlier tests' datasets, deleted since, still claim their lock files'
+    # inodes in py-lmdb's "already open" guard; a new build's files may reuse one (seen in CI)
+    release_readonly()
     while time.time() < deadline and proc.poll() is None:
         if (partial / "data.mdb").exists():
             penv = lmdb.open(str(partial), readonly=True, lock=False, subdir=True)

@@ -161,6 +161,20 @@ def test_writer_grows_the_map(tmp_path):
     w.close()
 
 
+def test_a_new_writer_closes_the_read_handles_of_deleted_datasets_first(tmp_path):
+    # the writer's own lmdb.open meets py-lmdb's "already open" guard as a reader's does: a read handle of
+    # a deleted dataset still claims its lock file's inode, which the new environment's files may reuse
+    from lightface.data.lmdb_format import LMDBWriter, open_readonly
+
+    gone = tmp_path / "gone.lmdb"
+    write_lmdb(gone, [{"image": np.zeros((8, 8), np.uint8), "label": 0}], ["x"])
+    old = open_readonly(gone)
+    shutil.rmtree(gone)
+    LMDBWriter(tmp_path / "new.lmdb").close()
+    with pytest.raises(lmdb.Error):  # closed before the writer opened its environment
+        old.begin()
+
+
 def test_handles_of_deleted_or_rebuilt_datasets_are_closed_by_the_next_open(tmp_path):
     # a process-wide read handle outliving its dataset's files: py-lmdb refuses a new environment
     # whose files reuse the inode of a still-open one's lock file (seen when pytest deleted a tmp folder)

@@ -220,6 +220,7 @@ class LMDBWriter:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lmdb = lmdb
+        _close_stale()  # a deleted dataset's read handle could otherwise refuse this one (see _close_stale)
         self.env = lmdb.open(str(self.path), map_size=int(map_size), subdir=True, readahead=False,
                              meminit=False, max_dbs=0, lock=True)
         self.map_size = max(int(map_size), self.env.info()["map_size"])
