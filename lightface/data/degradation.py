@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .convert import image_to_tensor
+from ..utils.seeding import sample_seed
 from .transforms import ReseedingCompose, _check_prob
 
 __all__ = ["RESIZE_METHODS", "resize", "downscale", "downscale_tensor", "RandomDownscale", "Degradation",
@@ -251,7 +252,7 @@ class SRPairDataset:
         if self.seed is None:
             flip = self.flip and random.random() < 0.5
         else:
-            seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+            seed = sample_seed(self.seed, self.epoch, int(index))
             flip = self.flip and np.random.default_rng(seed).random() < 0.5
             self.degradation.set_random_seed(seed)
         if flip:

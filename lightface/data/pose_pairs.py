@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..utils.seeding import sample_seed
 from .align import align_face
 from .convert import image_to_tensor  # noqa: F401  (re-exported: uint8 BGR / gray -> float RGB / gray)
 
@@ -357,7 +358,7 @@ class PosePairDataset(Dataset):
         image, lm = self.load(index)
         rng = None
         if self.seed is not None:
-            seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
+            seed = sample_seed(self.seed, self.epoch, i)
             rng = np.random.default_rng(seed)
             if hasattr(self.input_transform, "set_random_seed"):
                 self.input_transform.set_random_seed(seed)

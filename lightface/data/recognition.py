@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..utils.seeding import sample_seed
 from .convert import image_to_tensor
 from .lmdb_dataset import LMDBDataset
 from .multi_source import MultiSourceDataset
@@ -98,8 +99,7 @@ class SampleTransformDataset(Dataset):
         index = int(self.indices[i])
         sample = self.base[index]
         if hasattr(self.transform, "set_random_seed"):
-            seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
-            self.transform.set_random_seed(int(seed))
+            self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
         image = _as_tensor(self.transform(image=sample["image"])["image"])
         label = int(sample["label"]) if self.labels is None else int(self.labels[i])
         return image, label, index
