@@ -61,7 +61,7 @@ from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
-from .config import option
+from .config import flag_name, option
 from .engine import Engine, SettingsError
 from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
@@ -188,7 +188,7 @@ class FrontalTrainConfig(GANRunConfig):
             problems.append("--data (pose-tagged LMDB) is required")
         for name in ("steps", "d_every", "num_samples", "width", "feature_dim", "d_width"):
             if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be > 0, got {getattr(self, name)}")
         if not self.lr > 0 or (self.lr_d is not None and not self.lr_d > 0):
             problems.append(f"--lr and --lr-d must be > 0, got {self.lr} and {self.lr_d}")
         if self.width % 8:

@@ -55,7 +55,7 @@ from ..models.registry import list_models
 from ..models.lightcnn import INPUT_SIZE, MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
-from .config import ConfigError, config_from_dict, option
+from .config import ConfigError, config_from_dict, flag_name, option
 from .engine import Engine, NonFiniteLossError, RunConfig, SettingsError, Task, TrainingError, check_run_config
 
 __all__ = [
@@ -213,14 +213,14 @@ class TrainConfig(RunConfig):
             problems.append(f"--lr-gamma (step decay factor) must be in (0, 1], got {self.lr_gamma}")
         for name in ("epochs", "lr_step", "crop", "resize"):
             if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "momentum", "clip_grad", "max_steps", "classifier_only_epochs",
                      "distill_weight", "distill_relation", "margin", "classifier_lr_mult", "classifier_bias_lr_mult",
                      "bias_lr_mult"):
             if getattr(self, name) is None:
                 continue
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:  # nan < 0 is False
-                problems.append(f"--{name.replace('_', '-')} must be >= 0 and finite, got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be >= 0 and finite, got {getattr(self, name)}")
         if self.crop > self.resize:
             problems.append(f"--crop {self.crop} is larger than --resize {self.resize}")
         elif self.crop != INPUT_SIZE:

@@ -49,7 +49,7 @@ from ..losses.frontal import prefix_terms
 from ..losses.wavelet import NORMALIZATIONS, WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
-from .config import option
+from .config import flag_name, option
 from .engine import Engine, TrainingError
 from .gan import GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
@@ -131,13 +131,13 @@ class SRTrainConfig(GANRunConfig):
         for name in ("steps", "val_count", "hr_size", "channels", "num_blocks", "head_channels", "head_groups",
                      "d_channels"):
             if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be > 0, got {getattr(self, name)}")
         for name in ("lr", "d_lr"):
             if not getattr(self, name) > 0:
-                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be > 0, got {getattr(self, name)}")
         for name in ("blur_prob", "noise_prob", "jpeg_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+                problems.append(f"{flag_name(name)} must be in [0, 1], got {getattr(self, name)}")
         if self.hr_size > 0 and self.hr_size % self.scale:
             problems.append(f"--hr-size {self.hr_size} is not divisible by --scale {self.scale}")
         if self.gan.began_gamma is not None:
