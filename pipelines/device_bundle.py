@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Set
 import numpy as np
 
 from pipelines._cli import DefaultsHelpFormatter, run_cli
-from pipelines.device_train import wheel_conflicts
+from pipelines.device_train import refuse_wheel_conflicts
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what one call to the device may carry: the repository's files that travel plus the carried paths
@@ -133,11 +133,8 @@ def main(args: argparse.Namespace) -> Dict:
         raise FileExistsError(f"--out {out} holds {', '.join(foreign[:3])} and is not a device bundle "
                               "(no bundle.json): name a new or empty folder (inside the repository, ignored by git)")
     wheels = sorted(p.name for p in (out / "wheels").glob("*.whl")) if args.no_wheels else None
-    conflicts = wheel_conflicts(wheels or ())
-    if conflicts:
-        listed = "; ".join(map(", ".join, conflicts.values()))
-        raise RuntimeError(f"{out / 'wheels'} holds two versions of one package ({listed}), which stops the device's "
-                           "whole install: run without --no-wheels (it replaces them) or keep one of each")
+    refuse_wheel_conflicts(wheels or (), str(out / "wheels"),
+                           "run without --no-wheels (it replaces them) or keep one of each")
     (out / "bundle.json").unlink(missing_ok=True)
     shutil.rmtree(corpus, ignore_errors=True)  # an earlier bundle's sources would travel and count
     sources = []

@@ -51,7 +51,8 @@ from typing import Any, Dict, List
 from pipelines._cli import DefaultsHelpFormatter, run_cli
 from pipelines.device_bundle import TRAVEL_LIMIT, carried_bytes, download_wheels, folder_bytes, tracked_bytes
 from pipelines.device_train import (RUN_FILES, add_call_arguments, check_budget, check_returnable, ensure_packages,
-                                    join_parts, read_summary, run_or_collect, train_and_return, wheel_conflicts)
+                                    join_parts, read_summary, refuse_wheel_conflicts, run_or_collect,
+                                    train_and_return)
 
 #: the name of the marker an unpacked archive's folder gets once its LMDB is complete
 UNPACKED = ".unpacked"
@@ -83,11 +84,8 @@ def pack(args: argparse.Namespace) -> Dict[str, Any]:
     wheels = Path(args.wheels)
     if not args.no_wheels and not any(wheels.glob("*.whl")):
         download_wheels(wheels)
-    conflicts = wheel_conflicts(wheels.glob("*.whl"))
-    if conflicts:
-        listed = "; ".join(map(", ".join, conflicts.values()))
-        raise RuntimeError(f"--wheels {wheels} holds two versions of one package ({listed}), which stops the device's "
-                           "whole install: empty it and run --pack again (it downloads this environment's versions)")
+    refuse_wheel_conflicts(wheels.glob("*.whl"), f"--wheels {wheels}",
+                           "empty it and run --pack again (it downloads this environment's versions)")
     sizes = {"archive": carried_bytes([archive]), "repo": tracked_bytes(), "wheels": carried_bytes([wheels])}
     result = {"archive": str(archive), "lmdb": lmdb_dir.name, "lmdb_mib": round(folder_bytes(lmdb_dir) / 2**20, 2),
               **{f"{k}_mib": round(v / 2**20, 2) for k, v in sizes.items()},

@@ -78,6 +78,16 @@ def wheel_conflicts(names: Iterable[str]) -> Dict[str, List[str]]:
     return {package: sorted(found) for package, found in files.items() if len(found) > 1}
 
 
+def refuse_wheel_conflicts(names: Iterable[str], where: str, remedy: str) -> None:
+    """Raise a RuntimeError when the wheel files ``names`` (of ``where``) hold two versions of one package
+    (:func:`wheel_conflicts`), which stops pip's whole install on the device; ``remedy`` says what to do."""
+    conflicts = wheel_conflicts(names)
+    if conflicts:
+        listed = "; ".join(map(", ".join, conflicts.values()))
+        raise RuntimeError(f"{where} holds two versions of one package ({listed}), which stops pip's whole "
+                           f"install on the device: {remedy}")
+
+
 def install_wheels(wheels: Sequence[Path], site: Path) -> List[str]:
     """``pip install --upgrade --no-deps --target site`` the wheel files ``wheels`` (replacing the versions an
     earlier call left in ``site``) and put ``site`` first on the path; returns their names.
@@ -86,10 +96,7 @@ def install_wheels(wheels: Sequence[Path], site: Path) -> List[str]:
         RuntimeError: two versions of one package among them, or pip failed (the end of its output is in
             the message).
     """
-    conflicts = wheel_conflicts(wheels)
-    if conflicts:
-        listed = "; ".join(map(", ".join, conflicts.values()))
-        raise RuntimeError(f"two versions of one package among the wheels ({listed}) stop pip's whole install; "
+    refuse_wheel_conflicts(wheels, "the set of wheels to install",
                            "rebuild the bundle (python -m pipelines.device_bundle), which keeps one version of each")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                            "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, wheels)],
