@@ -348,7 +348,7 @@ def test_a_run_that_breaks_with_loader_workers_exits_even_if_the_error_is_kept(t
             "--workers", "1", "--epochs", "5", "--lr", "1e12", "--momentum", "0", "--no-tensorboard"]
     script = KEEP_ERROR.format(tests=str(Path(__file__).parent), argv=argv)
     try:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         pytest.fail("the process did not exit after the trainer's error (its loader worker was left running)")
     assert done.returncode == 0, done.stderr[-2000:]
