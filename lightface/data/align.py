@@ -74,6 +74,7 @@ __all__ = [
     "affine_scale",
     "crop_outside_fraction",
     "INTERPOLATIONS",
+    "BORDER_MODES",
     "AA_SIGMA",
     "antialias_sigma",
 ]
@@ -127,6 +128,9 @@ def _fit_similarity(src: np.ndarray, dst: np.ndarray):
 
 #: :func:`align_face`'s ``interpolation`` choices: the OpenCV flag of each warp kernel
 INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+#: how :func:`warp_crop` fills the crop where it lies outside the image: ``"constant"`` (``border_value``),
+#: ``"reflect"`` (the image mirrored at its edge, the edge pixel not repeated) or ``"replicate"`` (the edge pixel)
+BORDER_MODES = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
 
 
 def align_face(
@@ -137,6 +141,7 @@ def align_face(
     border_value: float = 0.0,
     interpolation: str = "bilinear",
     antialias: bool = False,
+    border_mode: str = "constant",
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Warp a face to a canonical crop with a 5-point similarity transform.
 
@@ -152,7 +157,7 @@ def align_face(
             :func:`template_points`: ``"lightcnn"`` at 144 is the padded training crop).
             ``None`` (default) = the template's base size: 128 for ``"lightcnn"``, 144 for
             ``"lightcnn_train"``, 112 for ``"arcface"``, 128 for ``"ffhq"``.
-        border_value: fill for pixels outside the source image.
+        border_value: fill for pixels outside the source image (``border_mode="constant"``).
         interpolation: the warp's kernel, a key of :data:`INTERPOLATIONS`: ``"bilinear"``
             (default; how the training corpora were built), ``"bicubic"`` or ``"lanczos"``
             (sharper where the crop enlarges the face).
@@ -161,6 +166,10 @@ def align_face(
             resolution (Gaussian, :func:`antialias_sigma` of the shrink), then warp; without
             it the warp samples the large face only at the crop's pixel centres and its fine
             detail aliases. No effect where the crop enlarges the face.
+        border_mode: a key of :data:`BORDER_MODES`: ``"constant"`` (default: ``border_value``),
+            ``"reflect"`` (the image mirrored at its edge: a network reading the crop of a face cut
+            by the photo's edge sees no hard black edge, whose ringing it would paint along the
+            photo's edge) or ``"replicate"``.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
         (use :func:`invert_affine` to paste back); ``M`` maps the original image either way.
@@ -172,14 +181,14 @@ def align_face(
     if size is None:
         size = template_base_size(template)
     M = estimate_transform(landmarks, template, size)
-    return warp_crop(image, M, size, border_value, interpolation, antialias), M
+    return warp_crop(image, M, size, border_value, interpolation, antialias, border_mode), M
 
 
 def warp_crop(image: np.ndarray, M: np.ndarray, size: int, border_value: float = 0.0,
-              interpolation: str = "bilinear", antialias: bool = False) -> np.ndarray:
+              interpolation: str = "bilinear", antialias: bool = False, border_mode: str = "constant") -> np.ndarray:
     """The (size, size) crop of ``image`` under the (2, 3) image->crop matrix ``M``: the warp of
     :func:`align_face` for a matrix of your own (e.g. :func:`estimate_transform`'s with its
-    destination rescaled), with the same ``border_value``, ``interpolation`` and ``antialias``.
+    destination rescaled), with the same ``border_value``, ``interpolation``, ``antialias`` and ``border_mode``.
 
     Returns:
         (size, size[, C]) crop with ``image``'s dtype and channels.
@@ -191,6 +200,8 @@ def warp_crop(image: np.ndarray, M: np.ndarray, size: int, border_value: float =
         raise ValueError(f"image must have 1-4 channels in the last axis, got shape {img.shape}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
+    if border_mode not in BORDER_MODES:
+        raise ValueError(f"border_mode must be one of {sorted(BORDER_MODES)}, got {border_mode!r}")
     squeeze = img.ndim == 3 and img.shape[2] == 1
     src = img[:, :, 0] if squeeze else img
     if src.dtype == np.float64 or src.dtype == np.float32 or src.dtype == np.uint8:
@@ -202,7 +213,7 @@ def warp_crop(image: np.ndarray, M: np.ndarray, size: int, border_value: float =
     if sigma > 0:
         work, warp = _blur_region(work, warp, size, sigma)
     crop = cv2.warpAffine(
-        work, warp, (size, size), flags=INTERPOLATIONS[interpolation], borderMode=cv2.BORDER_CONSTANT,
+        work, warp, (size, size), flags=INTERPOLATIONS[interpolation], borderMode=BORDER_MODES[border_mode],
         borderValue=(border_value,) * 4,
     )
     crop = crop.astype(img.dtype, copy=False)

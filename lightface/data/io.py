@@ -18,7 +18,7 @@ from ..utils.atomic_write import atomic_file
 __all__ = ["IMAGE_EXTENSIONS", "JPEG_EXTENSIONS", "ImageReadError", "NotARegularFileError", "read_file_bytes",
            "decode_unchanged", "composite_on_black", "is_pil_image", "pil_to_array", "has_image_extension",
            "log_left_out", "decode_image", "read_image", "write_image", "check_image_output", "opencv_error_text",
-           "to_gray", "to_bgr", "exif_orientation", "apply_orientation"]
+           "to_gray", "to_bgr", "exif_orientation", "apply_orientation", "image_size"]
 
 #: the names of a JPEG file: ``.jfif``, ``.jpe`` and ``.jif`` are JPEGs as Windows and web browsers save them
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".jif")
@@ -264,6 +264,34 @@ def read_image(path: Union[str, os.PathLike], color: str = "bgr") -> np.ndarray:
     except OSError as err:
         raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
     return decode_image(data, color, str(path))
+
+
+def image_size(path: Union[str, os.PathLike]) -> tuple:
+    """``(width, height)`` of an image file as :func:`read_image` returns it (upright: an EXIF orientation of 5-8
+    swaps the two), from its header where PIL reads one (no pixels decoded), else by decoding it.
+
+    Only regular files are opened (a FIFO named ``*.jpg`` never blocks: :func:`read_file_bytes`).
+
+    Raises:
+        ImageReadError: the file is missing, not a regular file, or not an image.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read ({err.strerror or err})") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(f"{path}: cannot read ({_file_kind(st.st_mode)}, not a regular file)")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = _pil_orientation(im)
+    except Exception:  # a format only OpenCV reads, or no image at all: decode it (ImageReadError if unreadable)
+        h, w = read_image(path).shape[:2]
+        return w, h
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def check_image_output(path: Union[str, os.PathLike]) -> Path:

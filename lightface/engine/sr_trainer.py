@@ -29,7 +29,7 @@ LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from ..data.convert import tensor_to_image
 from ..data.degradation import RESIZE_METHODS, Degradation, SRPairDataset, downscale_tensor
 from ..data.folders import image_files
-from ..data.io import IMAGE_EXTENSIONS, read_image, write_image
+from ..data.io import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.lmdb_format import is_lmdb_dir
 from ..eval.identity import identity_cosine
@@ -76,7 +76,8 @@ class SRTrainConfig(GANRunConfig):
                                      help="held-out HR faces for validation; default: --val-count images held out of "
                                           "--data")
     val_count: int = option(16, group=_DATA, help="validation images")
-    hr_size: int = option(128, group=_DATA, help="HR face size in pixels (non-square sources are centre-cropped)")
+    hr_size: int = option(128, group=_DATA, help="HR face size in pixels (non-square sources are centre-cropped; images smaller "
+                                       "than this are left out and counted, never upsampled)")
     scale: int = option(8, choices=(2, 4, 8, 16), group=_MODEL, help="upscaling factor")
     channels: int = option(64, group=_MODEL, help="embedding-network width")
     num_blocks: int = option(8, group=_MODEL, help="residual blocks in the embedding network")
@@ -147,12 +148,48 @@ class SRTrainConfig(GANRunConfig):
 
 class _ImageFolder:
     """HR faces from image files under a folder (:func:`~lightface.data.folders.image_files`: recursive, sorted);
-    items are uint8 BGR arrays."""
+    items are uint8 BGR arrays.
 
-    def __init__(self, root: Path):
-        self.paths = image_files(root)
-        if not self.paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    ``min_size``: images whose shorter side is below it (an HR face made from them would be an upsampling, blurry
+    ground truth) and files that are not readable images (they would stop the training when drawn) are left out,
+    counted in one warning and listed in ``too_small`` / ``unreadable``; sizes are read from the files' headers.
+
+    Raises:
+        FileNotFoundError: no image files under ``root``; ValueError: none left (the message counts why).
+    """
+
+    def __init__(self, root: Path, min_size: Optional[int] = None, flag: str = "--data"):
+        paths = image_files(root)
+        if not paths:
+            raise FileNotFoundError(f"{flag} {root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under it")
+        self.too_small: List[Tuple[Path, Tuple[int, int]]] = []  # (path, (width, height))
+        self.unreadable: List[str] = []  # the read errors
+        if min_size is not None:
+            kept = []
+            for path in paths:
+                try:
+                    w, h = image_size(path)
+                except ImageReadError as err:
+                    self.unreadable.append(str(err))
+                    continue
+                if min(w, h) < min_size:
+                    self.too_small.append((path, (w, h)))
+                else:
+                    kept.append(path)
+            if self.too_small:
+                path, (w, h) = self.too_small[0]
+                log.warning("%s %s: left out %d of %d image(s) smaller than --hr-size %d (e.g. %s, %dx%d): they "
+                            "would be upsampled into blurry HR targets; use larger images or a smaller --hr-size",
+                            flag, root, len(self.too_small), len(paths), min_size, path, w, h)
+            if self.unreadable:
+                log.warning("%s %s: left out %d unreadable file(s), e.g. %s", flag, root, len(self.unreadable),
+                            self.unreadable[0])
+            if not kept:
+                raise ValueError(f"{flag} {root}: none of its {len(paths)} image file(s) can be an HR face of "
+                                 f"--hr-size {min_size}: {len(self.too_small)} smaller than {min_size} px, "
+                                 f"{len(self.unreadable)} unreadable; use larger images or a smaller --hr-size")
+            paths = kept
+        self.paths = paths
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -161,24 +198,57 @@ class _ImageFolder:
         return read_image(self.paths[i], "bgr")
 
 
-def open_hr_source(paths):
+def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data"):
+    """The samples of the LMDB at ``path`` whose shorter side is at least ``min_size`` (as ``--data`` reads them).
+
+    An LMDB of one image shape smaller than that is refused (ValueError); one of mixed shapes loses its small
+    samples (read from the records' headers, no image decoded), counted in a warning."""
+    ds = LMDBDataset(str(path))
+    shape = (ds.metadata.get("image") or {}).get("shape")
+    if shape is not None:
+        if min(shape[:2]) < min_size:
+            raise ValueError(f"{flag} {path}: its faces are {shape[1]}x{shape[0]}, smaller than --hr-size "
+                             f"{min_size}: every HR target would be an upsampling (blurry ground truth); rebuild it "
+                             f"with python -m pipelines.build_lmdb --size {min_size}, or pass --hr-size {min(shape[:2])}")
+        return ds
+    keep = []
+    for i in range(len(ds)):
+        header, _, _ = ds._header(i)
+        if min(header["shape"][:2]) >= min_size:
+            keep.append(i)
+    ds.close()
+    if len(keep) < len(ds):
+        if not keep:
+            raise ValueError(f"{flag} {path}: all its {len(ds)} faces are smaller than --hr-size {min_size}; rebuild "
+                             "it with larger faces or pass a smaller --hr-size")
+        log.warning("%s %s: left out %d of %d face(s) smaller than --hr-size %d: they would be upsampled into "
+                    "blurry HR targets", flag, path, len(ds) - len(keep), len(ds), min_size)
+        return Subset(ds, keep)
+    return ds
+
+
+def open_hr_source(paths, min_size: Optional[int] = None, flag: str = "--data"):
     """An indexable HR face source from one path or several (concatenated, in order).
 
     Each path is a lightface LMDB (folder with ``data.mdb``) or a folder of images (recursive).
+    ``min_size`` (the trainer passes ``--hr-size``): faces whose shorter side is smaller are never
+    upsampled into HR targets: an image folder's are left out and counted in a warning (with its
+    unreadable files); an LMDB whose faces all have one smaller shape is refused (ValueError).
+    None: every image, as it is. ``flag``: the option the paths came from, for the messages.
     """
     if isinstance(paths, (list, tuple)):
         if not paths:
-            raise ValueError("--data: no HR source given")
+            raise ValueError(f"{flag}: no HR source given")
         if len(paths) > 1:
-            return ConcatDataset([open_hr_source(p) for p in paths])
+            return ConcatDataset([open_hr_source(p, min_size, flag) for p in paths])
         paths = paths[0]
     path = str(paths)
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"--data {path}: no such LMDB or image folder")
+        raise FileNotFoundError(f"{flag} {path}: no such LMDB or image folder")
     if is_lmdb_dir(p):
-        return LMDBDataset(str(p))
-    return _ImageFolder(p)
+        return LMDBDataset(str(p)) if min_size is None else _large_enough_lmdb(p, min_size, flag)
+    return _ImageFolder(p, min_size, flag)
 
 
 def make_sample_grid(lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor, path) -> Path:
@@ -228,8 +298,8 @@ class SuperResolutionTask(GANTask):
 
     def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, self.device
-        base = open_hr_source(cfg.data)
-        val_base = open_hr_source(cfg.val_data) if cfg.val_data else None
+        base = open_hr_source(cfg.data, cfg.hr_size)
+        val_base = open_hr_source(cfg.val_data, cfg.hr_size, "--val-data") if cfg.val_data else None
         train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
                                 noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
         clean = Degradation(cfg.scale, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)

@@ -85,17 +85,19 @@ def detect_and_align(
 
 def antialiased_align(img: np.ndarray, landmarks, template: str = "lightcnn", size: Optional[int] = None):
     """The face crop a super-resolver reads: ``(crop, M image -> crop)``, as :func:`lightface.data.align.align_face`
-    with ``interpolation="bicubic", antialias=True``.
+    with ``interpolation="bicubic", antialias=True, border_mode="reflect"``.
 
     ``align_face``'s default bilinear warp samples the photo at the crop's pixel centres only:
     a face larger than the crop comes out aliased (the LR faces the super-resolvers are not
     trained on: docs/super_resolution.md, "Aliased LR faces"), and any face a little blurred
     by the interpolation. Here the face's region of the photo is first blurred with
     :func:`~lightface.data.align.antialias_sigma` of the shrink factor (none when the face is
-    not shrunk), then warped with bicubic interpolation. ``img``: uint8 or float (H, W[, C]).
-    Measured with ``python -m benchmarks.sr_face_size``.
+    not shrunk), then warped with bicubic interpolation. Where the crop reaches past the photo's edge (a face
+    the edge cuts), the photo is mirrored there, not filled with black: a network reading a black band paints its
+    ringing, a dark and a bright line, along the photo's edge, and that part of the face is pasted back.
+    ``img``: uint8 or float (H, W[, C]). Measured with ``python -m benchmarks.sr_face_size``.
     """
-    return align_face(img, landmarks, template, size, interpolation="bicubic", antialias=True)
+    return align_face(img, landmarks, template, size, interpolation="bicubic", antialias=True, border_mode="reflect")
 
 
 def rescale_affine(M: np.ndarray, src_scale: float = 1.0, dst_scale: float = 1.0) -> np.ndarray:
