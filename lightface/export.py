@@ -78,6 +78,19 @@ def _shipped_recogniser(model: ModelLike):
     return entry
 
 
+def _refuse_generator(model: nn.Module) -> None:
+    """TypeError for a face generator (TP-GAN, Wavelet-SRNet): the exports here are of recognisers,
+    (N, 1, 128, 128) gray -> (N, 256); a generator traced with that input failed with its own shape error,
+    which told the caller to align their faces."""
+    from .models.tpgan import TPGANGenerator
+    from .models.wavelet_srnet import WaveletSRNet
+
+    if isinstance(model, (TPGANGenerator, WaveletSRNet)):
+        raise TypeError(f"lightface.export exports face recognisers (Light CNN: input (N, 1, 128, 128) gray -> "
+                        f"features (N, 256)); {type(model).__name__} is a face generator, which has no ONNX / "
+                        "TorchScript export here: run it in PyTorch (lightface.Frontalizer, lightface.SuperResolver)")
+
+
 def _prepare(model: ModelLike):
     """``(module, card)``: the recogniser to export, on the CPU in eval mode (built from a shipped
     name, a checkpoint path, or a copy of a caller's module, whose device and train/eval mode stay
@@ -93,7 +106,9 @@ def _prepare(model: ModelLike):
 
         model = build_from_checkpoint(model, num_classes=0, expect=LightCNN)
     elif isinstance(model, nn.Module):
-        model = copy.deepcopy(getattr(model, "_orig_mod", model))
+        model = getattr(model, "_orig_mod", model)
+        _refuse_generator(model)
+        model = copy.deepcopy(model)
     else:
         raise TypeError(f"expected an nn.Module, a checkpoint path or a shipped recogniser's name, got "
                         f"{type(model).__name__}")

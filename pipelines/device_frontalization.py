@@ -34,7 +34,8 @@ it ends, so:
    ``summary.json`` (only ``summary.json`` when there is none yet) and the command fails; a
    SIGTERM returns the generator of the step reached and exits with status 143.
 
-``--collect`` joins the parts into one checkpoint that ``Frontalizer(weights=...)``,
+``--collect`` joins the parts into one checkpoint (the run's ``config.yaml`` kept as its training config:
+the ``--mirror`` direction) that ``Frontalizer(weights=...)``,
 ``pipelines.frontalize --weights``, ``benchmarks.frontal_quality --weights`` and
 ``release_model --checkpoint`` load. ``--device cpu`` runs the same steps (the tests do).
 """
@@ -167,7 +168,10 @@ def train_on_device(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def collect(args: argparse.Namespace) -> Dict[str, Any]:
-    """Join the returned parts of ``--collect`` into the generator checkpoint ``--checkpoint``."""
+    """Join the returned parts of ``--collect`` into the generator checkpoint ``--checkpoint``, with the run's
+    ``config.yaml`` as its training config (the direction it mirrored faces to, which ``Frontalizer`` and
+    ``release_model`` read)."""
+    from lightface.engine.config import load_config
     from lightface.models import get_model
     from lightface.models.checkpoint import save_model_checkpoint
 
@@ -176,7 +180,9 @@ def collect(args: argparse.Namespace) -> Dict[str, Any]:
     arch, kwargs = info["network"]["arch"], info["network"]["model_kwargs"]
     model = get_model(arch, **kwargs)
     model.load_state_dict(join_parts(src, info["parts"]))
-    path = save_model_checkpoint(args.checkpoint, model, arch, kwargs, device_run=info)
+    config = load_config(src / "config.yaml") if (src / "config.yaml").is_file() else None
+    extra = {"config": config} if config is not None else {}
+    path = save_model_checkpoint(args.checkpoint, model, arch, kwargs, device_run=info, **extra)
     return {"checkpoint": str(path), "arch": arch, "step": info["run"].get("step")}
 
 

@@ -120,6 +120,33 @@ def test_torchscript_matches_pytorch(tmp_path):
         assert (ts(x) - model(x)).abs().max() < 1e-5
 
 
+def test_a_torchscript_export_given_as_weights_says_how_to_run_it(tmp_path):
+    """FaceEmbedder(the .pt of export_torchscript) said the file was "truncated, corrupt or another kind of file":
+    it names TorchScript and torch.jit.load, whose module FaceEmbedder takes."""
+    from lightface.utils.checkpoint_io import CheckpointLoadError
+
+    model = get_model("lightcnn9").eval()
+    path = export_torchscript(model, tmp_path / "lightcnn9_ts.pt")
+    with pytest.raises(CheckpointLoadError, match=r"TorchScript module .*torch\.jit\.load\(path\)"):
+        FaceEmbedder(str(path), device="cpu")
+    crops = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(2)]
+    loaded = FaceEmbedder(torch.jit.load(str(path)), device="cpu")
+    assert np.abs(loaded.embed(crops) - FaceEmbedder(model, device="cpu").embed(crops)).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+@pytest.mark.parametrize("arch, kwargs", [("tpgan", {"width": 8, "feature_dim": 8, "noise_dim": 4}),
+                                          ("wavelet_srnet", {})])
+def test_exporting_a_generator_says_only_recognisers_export(tmp_path, kind, arch, kwargs):
+    """export_onnx(Frontalizer().model) failed inside the trace with the generator's own input check ("TP-GAN input
+    must be (N, 3, 128, 128) aligned faces ... align with align_face"), sending the caller to re-align faces."""
+    model = get_model(arch, **kwargs).eval()
+    export = export_onnx if kind == "onnx" else export_torchscript
+    with pytest.raises(TypeError, match=r"exports face recognisers .* is a face generator"):
+        export(model, tmp_path / "g.x")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_exporting_a_model_in_training_leaves_it_as_it_was(tmp_path):
     """Exporting mid-training (a checkpoint callback) must not switch the caller's model to eval mode."""
     model = get_model("lightcnn9", num_classes=10).train()

@@ -559,6 +559,11 @@ def test_device_run_returns_the_generator_in_parts_that_collect_joins(pose_lmdb,
         torch.testing.assert_close(state[k], v.half().float())
     face = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
     assert Frontalizer(joined["checkpoint"], device="cpu").frontalize_face(face).shape == (128, 128, 3)
+    # the joined checkpoint keeps the run's config: Frontalizer mirrors right-facing faces to the run's --mirror
+    # (it used to record none, so every face was used as given), and release_model reads it
+    kept = read_model_checkpoint(joined["checkpoint"]).extra["config"]
+    assert kept["mirror"] == trained.extra["config"]["mirror"] == "left" and kept["width"] == 8
+    assert Frontalizer(joined["checkpoint"], device="cpu").mirror == "left"
 
 
 def test_finetune_starts_from_a_trained_generator(pose_lmdb, tmp_path):

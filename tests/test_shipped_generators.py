@@ -8,6 +8,7 @@ The last test scores the real shipped 4x model on real faces and skips when eith
 """
 import json
 import logging
+import shutil
 
 import cv2
 import numpy as np
@@ -528,3 +529,39 @@ def test_release_refuses_a_meta_that_contradicts_or_cannot_tell_the_direction(in
     release_model.main(release_model.get_args_parser().parse_args(
         _release(bare, _meta(tmp_path / "r.json", {"mirror": "right"}))))
     assert Frontalizer("tiny_tpgan", device="cpu").mirror == "right"
+
+
+def test_the_shipped_frontalizer_given_by_its_file_or_a_copy_keeps_its_direction(install, tmp_path):
+    """A released file holds no training config (the manifest entry holds its ``mirror``): given by its path (or a
+    copy of it, e.g. ``--weights`` of a downloaded file), Frontalizer used every face unmirrored, so a right-facing
+    profile reached a model trained on left-facing ones as it was."""
+    entry = release_weights(_checkpoint(tmp_path / "bare.pt"), "tiny_tpgan", "frontalization",
+                            preprocessing={"mirror": "left"}, ema=True)
+    by_name = Frontalizer("tiny_tpgan", device="cpu")
+    by_path = Frontalizer(str(entry.path()), device="cpu")
+    assert by_path.pretrained.name == "tiny_tpgan" and by_path.mirror == "left"
+    copy = tmp_path / "copy.pt"
+    shutil.copy(entry.path(), copy)
+    assert Frontalizer(str(copy), device="cpu").mirror == "left"
+    crop = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(by_path.frontalize_face(crop, "right"), by_name.frontalize_face(crop, "right"))
+
+
+def test_real_shipped_frontalizer_by_its_path_mirrors_right_facing_profiles(shared_data):
+    """The shipped frontalizer given as ``--weights lightface/weights/<file>`` frontalizes a real right-facing CFP
+    profile as ``Frontalizer()`` does (it used to skip the mirroring: outputs differed by up to 254 grey levels)."""
+    try:
+        fr = Frontalizer(device="cpu")
+    except PretrainedError:
+        pytest.skip("no frontalizer ships in this install")
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import cfp_five_points, facing
+
+    img = cv2.imread(str(shared_data / "cfp" / "Images" / "451" / "profile" / "01.jpg"))
+    points = cfp_five_points(np.loadtxt(shared_data / "cfp" / "Fiducials" / "451" / "profile" / "01.txt",
+                                        delimiter=","), "profile")
+    crop = align_face(img, points, "lightcnn", size=128)[0]
+    assert facing(points) == "right" and fr.mirror == "left"
+    by_path = Frontalizer(str(fr.pretrained.path()), device="cpu")
+    assert by_path.mirror == fr.mirror
+    np.testing.assert_array_equal(by_path.frontalize_face(crop, "right"), fr.frontalize_face(crop, "right"))

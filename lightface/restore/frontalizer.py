@@ -36,6 +36,37 @@ log = logging.getLogger(__name__)
 SIZE = 128
 
 
+def _shipped_file_entry(weights):
+    """The shipped frontalization entry whose file ``weights`` is (a path), else None."""
+    from ..models.pretrained import manifest_entry_for_path
+
+    if not isinstance(weights, (str, os.PathLike)) or not os.path.isfile(weights):
+        return None
+    entry = manifest_entry_for_path(weights)
+    return entry if entry is not None and entry.task == "frontalization" else None
+
+
+def _released_preprocessing(ckpt) -> dict:
+    """The preprocessing (``mirror`` ...) of the shipped entry a released file records as its
+    ``pretrained_name`` (a copy of a shipped file holds no training config of its own), else {}."""
+    from ..models.pretrained import PretrainedError, get_pretrained
+
+    name = ckpt.extra.get("pretrained_name")
+    if not isinstance(name, str):
+        return {}
+    try:
+        entry = get_pretrained(name)
+    except PretrainedError:
+        log.warning("Frontalizer: %s was released as %r, which this install does not ship; its training direction "
+                    "is unknown, so faces are used as given: pass mirror='left' or 'right'", ckpt.source, name)
+        return {}
+    if entry.task != "frontalization" or entry.arch != ckpt.arch:
+        return {}
+    log.info("Frontalizer: %s is a copy of the shipped %s: its preprocessing (mirror=%r) applies", ckpt.source,
+             name, entry.preprocessing.get("mirror"))
+    return dict(entry.preprocessing)
+
+
 @dataclass
 class FrontalizedFace:
     """One face of a photo.
@@ -63,7 +94,9 @@ class Frontalizer:
             a :class:`lightface.models.PretrainedError` says so when none ships). Else a
             checkpoint path (the final checkpoint of ``pipelines.train_frontalization``), the
             name of a shipped entry, a loaded checkpoint dict, or a built
-            :class:`~lightface.models.tpgan.TPGANGenerator`.
+            :class:`~lightface.models.tpgan.TPGANGenerator`. A shipped file given by its path
+            is that shipped entry; a copy of one (it records its entry's name) takes that
+            entry's preprocessing (``mirror``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         detector: for whole photos: a :class:`lightface.data.detect.FaceDetector` or a model
             spec it accepts (ONNX path such as ``../shared/models/det_500m.onnx``, model pack
@@ -71,7 +104,8 @@ class Frontalizer:
         ema: use the EMA generator weights when the checkpoint has them (default).
         mirror: the direction the model was trained on (``"left"``, ``"right"`` or None);
             default: read from the checkpoint's training config, or from the shipped entry's
-            ``preprocessing["mirror"]`` (None when absent).
+            ``preprocessing["mirror"]`` (also for the shipped file given by its path or copied;
+            None when absent).
 
     Example:
         >>> fr = Frontalizer(detector="../shared/models/det_500m.onnx")           # the shipped model
@@ -87,13 +121,15 @@ class Frontalizer:
         self.pretrained = shipped_entry(weights, "frontalization", "frontalization", "Frontalizer()",
                                         "weights= the final checkpoint of python -m pipelines.train_frontalization "
                                         "(CLI: --weights)")
+        if self.pretrained is None:  # the shipped file given by its path is the shipped entry, as by its name
+            self.pretrained = _shipped_file_entry(weights)
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
             config = dict(self.pretrained.preprocessing)
         model, ckpt, use_ema = load_generator(weights, "tpgan", TPGANGenerator, ema,
                                               "OUT/model.pt (or OUT/last.pt) written by pipelines.train_frontalization")
         if ckpt is not None:
-            config = config or ckpt.extra.get("config") or {}
+            config = config or ckpt.extra.get("config") or _released_preprocessing(ckpt)
             if self.pretrained is not None:
                 log.info("Frontalizer: shipped weights %s (sha256 %s...)", self.pretrained.name,
                          self.pretrained.sha256[:12])
