@@ -74,6 +74,21 @@ def test_bad_flags_rejected():
         GANObjective(began_gamma=1.5)
 
 
+@pytest.mark.parametrize("settings, named", [
+    ({"pull_away": float("nan")}, "--pull-away"),
+    ({"feature_matching": float("inf")}, "--feature-matching"),
+    ({"adversarial": "wgan-gp", "gp_weight": -1.0}, "--gp-weight"),
+    ({"adversarial": "wgan-clip", "clip_value": float("nan")}, "--clip-value"),
+    ({"began_gamma": 0.5, "began_lambda_k": -1.0}, "--began-lambda-k"),
+    ({"label_smoothing": 1.5}, "--label-smoothing"),
+])
+def test_bad_values_are_refused_naming_their_flag(settings, named):
+    """A NaN weight or clipping bound passed the checks (NaN < 0 is false) and trained NaN weights, reported as a
+    divergence to cure with a lower --lr; the other messages named the Python field (gp_weight, lambda_k)."""
+    with pytest.raises(ValueError, match=f"^{named} must be"):
+        GANObjective(**settings)
+
+
 def test_help_documents_defaults():
     parser = argparse.ArgumentParser()
     add_gan_arguments(parser)
@@ -289,9 +304,9 @@ def test_gan_options_of_a_run_without_the_adversarial_term_are_named_in_a_warnin
                                (FrontalizationTask, FrontalTrainConfig, "x"))
     gan = GANConfig(adversarial="wgan-gp", feature_matching=1.0, minibatch_discrimination=True, cycle=0.5)
     with caplog.at_level("WARNING", logger="lightface.engine.gan"):
-        assert task_cls(cfg_cls(data=data, out="o", gan=gan, **settings)).check() == []
+        assert task_cls(cfg_cls(data=data, out="o", gan=gan, d_steps=5, **settings)).check() == []
     assert f"{off}: the adversarial term is off" in caplog.text
-    assert "--adversarial, --feature-matching, --minibatch-discrimination take no effect" in caplog.text
+    assert "--adversarial, --feature-matching, --minibatch-discrimination, --d-steps take no effect" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="lightface.engine.gan"):
         task_cls(cfg_cls(data=data, out="o", **settings)).check()  # nothing given: nothing to say

@@ -447,6 +447,37 @@ def test_cycle_with_began_gives_the_profile_critic_its_own_k_t(pose_lmdb, tmp_pa
     assert (logged["l_k_t"], logged["l_k_t_profile"]) == (0.5, 0.5)
 
 
+@pytest.mark.parametrize("extra", [(), ("--cycle", "1", "--d-every", "2")])
+def test_d_steps_gives_each_critic_step_a_fresh_batch(pose_lmdb, tmp_path, monkeypatch, extra):
+    """--d-steps 2: the second critic step sees the next batch's frontals and the updated generator's output for
+    its inputs (before: the same batch and fakes twice), also D_p with --cycle; a step that trains the critic
+    takes 2 batches (with --d-every 2, only every second step does)."""
+    from lightface.engine import gan
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines import train_frontalization
+
+    seen = []
+    loss = gan.GANObjective.discriminator_loss
+
+    def spy(self, D, real, fake):
+        seen.append((real.detach().clone(), fake.detach().clone()))
+        return loss(self, D, real, fake)
+
+    monkeypatch.setattr(gan.GANObjective, "discriminator_loss", spy)
+    out = tmp_path / "run"
+    steps = 2 if extra else 1
+    train_frontalization.main(train_frontalization.get_args_parser().parse_args(_tiny_train_argv(
+        pose_lmdb, out, "--steps", steps, "--d-steps", "2", "--identity-weights", "none", *extra)))
+    critics = 2 if extra else 1
+    assert len(seen) == 2 * critics
+    first, second = seen[:critics], seen[critics:]
+    for (_, fake_a), (_, fake_b) in zip(first, second):
+        assert not torch.equal(fake_a, fake_b)
+    last = load_checkpoint(out / "last.pt")
+    # --cycle: the 6 profiles make 3 batches, step 1 (no critic step) took one, step 2 two: the epoch is done
+    assert (last["epoch"], last["batch_in_epoch"]) == ((1, 0) if extra else (0, 2))
+
+
 def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmdb, tmp_path):
     from lightface.engine.engine import TrainingError
     from pipelines import train_frontalization
@@ -454,6 +485,19 @@ def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmd
     argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "1", "--profiles-as-fake", "--adversarial", "wgan-gp")
     with pytest.raises(TrainingError, match="--profiles-as-fake"):
         train_frontalization.main(train_frontalization.get_args_parser().parse_args(argv))
+
+
+def test_profiles_as_fake_with_minibatch_std_is_refused_before_training(pose_lmdb, tmp_path, capsys):
+    """The fakes plus the batch's real profiles are a batch of varying size (5 for 4 pairs with one profile):
+    the run stopped at its first step inside MinibatchStdDev, advising a --batch-size multiple of 4 that it had."""
+    from pipelines import train_frontalization
+    from pipelines._cli import run_cli
+
+    argv = _tiny_train_argv(pose_lmdb, tmp_path / "run", "--steps", "2", "--batch-size", "4", "--profiles-as-fake",
+                            "--minibatch-std", "--identity-weights", "none")
+    assert run_cli(train_frontalization.main, train_frontalization.get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert "--profiles-as-fake with --minibatch-std" in err and not (tmp_path / "run" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -870,6 +914,28 @@ def test_cycle_refuses_the_paired_only_options(pose_lmdb, tmp_path, capsys, flag
     assert run_cli(train_frontalization.main, train_frontalization.get_args_parser, argv) == 2
     err = capsys.readouterr().err
     assert named in err and "paired training only" in err
+
+
+@pytest.mark.parametrize("lambda_ce", ["0", "1"])
+def test_finetune_reads_the_start_checkpoint_once(pose_lmdb, tmp_path, monkeypatch, lambda_ce):
+    """--finetune read the start file twice (once for its classifier size, once for its weights), also
+    with --lambda-ce's fresh classifier."""
+    from pipelines import train_frontalization
+
+    parser, src = train_frontalization.get_args_parser(), tmp_path / "src"
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, src, "--steps", "1",
+                                                                 "--identity-weights", "none")))
+    reads, load = [], torch.load
+
+    def spy(f, *args, **kwargs):
+        reads.append(str(f))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    train_frontalization.main(parser.parse_args(_tiny_train_argv(pose_lmdb, tmp_path / "ft", "--steps", "1",
+                                                                 "--identity-weights", "none", "--lambda-ce",
+                                                                 lambda_ce, "--finetune", src / "model.pt")))
+    assert reads.count(str(src / "model.pt")) == 1
 
 
 def test_finetune_with_lambda_ce_gives_the_start_a_fresh_identity_classifier(pose_lmdb, tmp_path):

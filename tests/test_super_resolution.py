@@ -252,10 +252,47 @@ def test_d_steps_trains_the_critic_that_many_times_per_generator_step(tmp_path):
     from pipelines.train_super_resolution import main
 
     main(_train_args(tmp_path, _faces(tmp_path), tmp_path / "out", adversarial="wgan-gp", adv_weight=0.01, d_steps=3,
-                     steps=1, identity_weights="none"))
+                     steps=1, batch_size=2, identity_weights="none"))
     optimizers = load_checkpoint(tmp_path / "out" / "last.pt")["optimizers"]
     adam_steps = {name: {float(v["step"]) for v in opt["state"].values()} for name, opt in optimizers.items()}
     assert adam_steps == {"G": {1.0}, "D": {3.0}}
+
+
+def test_d_steps_gives_each_critic_step_a_fresh_batch_and_resumes_exactly(tmp_path, monkeypatch):
+    """--d-steps N as WGAN's n_critic: each critic step after the first sees the next batch's HR and the updated
+    generator's SR of its LR (the same batch and fakes N times before); a step takes N batches, an epoch ends
+    when the next step's do not fit, and a resumed run logs what the uninterrupted one logged."""
+    from lightface.engine import gan
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.engine.logger import read_metrics
+    from pipelines.train_super_resolution import main
+
+    data, seen = _faces(tmp_path), []
+    flags = dict(adversarial="wgan-gp", adv_weight=0.01, d_steps=2, batch_size=2, identity_weights="none")
+    loss = gan.GANObjective.discriminator_loss
+
+    def spy(self, D, real, fake):
+        seen.append((real.detach().clone(), fake.detach().clone()))
+        return loss(self, D, real, fake)
+
+    monkeypatch.setattr(gan.GANObjective, "discriminator_loss", spy)
+    main(_train_args(tmp_path, data, tmp_path / "one", **{**flags, "d_steps": 3, "steps": 1}))
+    assert len(seen) == 3
+    for (real_a, fake_a), (real_b, fake_b) in zip(seen, seen[1:]):
+        assert not torch.equal(real_a, real_b) and not torch.equal(fake_a, fake_b)
+    last = load_checkpoint(tmp_path / "one" / "last.pt")  # 10 training faces: 5 batches, no room for 3 more
+    assert (last["epoch"], last["batch_in_epoch"]) == (1, 0)
+
+    def losses(out):
+        return [(r["step"], r["epoch"], r["l_g_pix"], r["l_d"]) for r in read_metrics(out / "metrics.jsonl")
+                if "l_g_pix" in r]
+
+    # 10 training faces: 5 batches of 2, two steps of 2 batches per epoch
+    main(_train_args(tmp_path, data, tmp_path / "full", **flags))
+    assert [r[:2] for r in losses(tmp_path / "full")] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+    main(_train_args(tmp_path, data, tmp_path / "part", **{**flags, "steps": 3}))
+    main(_train_args(tmp_path, data, tmp_path / "part", resume="auto", **flags))
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
 
 
 def test_train_resume_and_checkpoint_format(tmp_path):
@@ -531,6 +568,53 @@ def test_wavelet_normalization_is_the_papers_for_new_runs_and_kept_for_runs_save
     main(_train_args(tmp_path, data, tmp_path / "ft_set", steps=1, finetune=old / "model.pt",
                      wavelet_normalization="paper", **flags))
     assert setting(tmp_path / "ft_set") == "paper"
+
+
+def test_finetune_reads_the_start_checkpoint_once(tmp_path, monkeypatch):
+    """--finetune read the start file twice: for the weights, then for the --wavelet-normalization it trained
+    with."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines.train_super_resolution import main
+
+    data, src = _faces(tmp_path), tmp_path / "src"
+    main(_train_args(tmp_path, data, src, steps=1, identity_weights="none", wavelet_normalization="per-band"))
+    reads, load = [], torch.load
+
+    def spy(f, *args, **kwargs):
+        reads.append(str(f))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    main(_train_args(tmp_path, data, tmp_path / "ft", steps=1, identity_weights="none", finetune=src / "model.pt"))
+    assert reads.count(str(src / "model.pt")) == 1
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["wavelet_normalization"] == "per-band"
+
+
+def test_resume_refuses_another_wavelet_normalization_than_the_run_trained_with(tmp_path, capsys):
+    """An explicit --wavelet-normalization that differs from the resumed run's was taken with a warning (the
+    loss changed its balance mid-run); it is refused (exit 2) as train_lightcnn refuses another --bias-lr-mult,
+    also for a run saved before the setting existed (per-band), and the run is left as it was."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines.train_super_resolution import get_args_parser, main
+    from pipelines._cli import run_cli
+
+    data, out = _faces(tmp_path), tmp_path / "run"
+    flags = dict(identity_weights="none", steps=1)
+    main(_train_args(tmp_path, data, out, wavelet_normalization="per-band", **flags))
+    argv = _train_argv(data, out, identity_weights="none", steps=2, wavelet_normalization="paper") + ["--resume"]
+    assert run_cli(main, get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert "--wavelet-normalization paper" in err and "trained with --wavelet-normalization per-band" in err
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 1
+    del ckpt["config"]["wavelet_normalization"]  # as a run of an earlier version saved it: per-band
+    torch.save(ckpt, out / "last.pt")
+    assert run_cli(main, get_args_parser, argv) == 2
+    assert "trained with --wavelet-normalization per-band" in capsys.readouterr().err
+    main(_train_args(tmp_path, data, out, identity_weights="none", steps=2, wavelet_normalization="per-band",
+                     resume="auto"))
+    assert load_checkpoint(out / "last.pt")["config"]["wavelet_normalization"] == "per-band"
 
 
 def test_upscale_tensor_refuses_what_is_not_a_float_image_in_0_1(tiny_weights):

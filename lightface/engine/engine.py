@@ -40,6 +40,7 @@ Example (what ``train(cfg)`` of each trainer does)::
 """
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import shutil
@@ -219,10 +220,19 @@ class Task:
 
     def train_step(self, batch: Any) -> Mapping[str, Union[Tensor, float]]:
         """One optimisation step on ``batch`` (already on the device); returns named loss terms
-        (the same names on every rank at a given step)."""
+        (the same names on every rank at a given step). A step that takes more than one batch
+        (:meth:`batches_per_step`) is called as ``train_step(batch, extra_batches=[...])``: the
+        step's further batches, the next ones of the epoch's order, each on the device."""
         raise NotImplementedError
 
     # -- optional --------------------------------------------------------------------
+    def batches_per_step(self, step: int) -> int:
+        """How many batches the step after ``step`` done steps takes (default 1), e.g. a GAN's critic
+        steps on fresh batches. It must depend only on ``step`` and the settings (the same on every rank
+        and on ``--resume``): epochs count batches, an epoch ends when the next step's batches do not fit
+        in it (the rest of its order is left out, as ``drop_last`` leaves out a short batch)."""
+        return 1
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called before the first step of every epoch (also a resumed, partly done one)."""
 
@@ -301,7 +311,8 @@ class Engine:
 
     Attributes available to the task during :meth:`Task.build` and after:
         cfg, dist (:class:`~lightface.engine.distributed.DistInfo`), device, out (Path),
-        local_batch (the per-process batch), resuming (bool), step, epoch.
+        local_batch (the per-process batch), resuming (bool), step, epoch, batch_in_epoch
+        (batches of ``epoch`` already used: steps, unless :meth:`Task.batches_per_step` takes more).
     """
 
     def __init__(self, task: Task):
@@ -313,7 +324,7 @@ class Engine:
         self.local_batch = 0
         self.step = 0  # optimiser steps done
         self.epoch = 0  # next epoch to run
-        self.batch_in_epoch = 0  # batches of `epoch` already done
+        self.batch_in_epoch = 0  # batches of `epoch` already used (one per step unless Task.batches_per_step)
         self.best: Optional[float] = None
         self.best_name = ""
         self.resuming = False
@@ -325,6 +336,7 @@ class Engine:
         self._logger: Optional[MetricLogger] = None
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._resume_ckpt: Optional[Dict[str, Any]] = None
+        self._given: Dict[str, Any] = {}  # settings filled in by setting_default: their value as given
         self._stop = StopSignals()
         # the stop signal some rank had received at the last _sync (the same on every rank)
         self._agreed_signal: Optional[str] = None
@@ -388,6 +400,38 @@ class Engine:
         """Register an optimiser (and its lr scheduler, stepped by the task); ``lr`` is the base
         learning rate the config set, so that a changed ``--lr`` applies on resume."""
         self._opts[name] = (optimizer, float(lr), scheduler)
+
+    def setting_default(self, name: str, default: Any) -> Any:
+        """Fill in ``cfg.<name>`` with ``default`` when unset (None), for a setting added after older runs
+        existed whose unset flag means: ``default`` for a new run (or a ``--finetune`` start's), what the run
+        trained with on ``--resume`` (:meth:`resumed_setting`, from the task's ``load_extra_state``). Call it
+        in :meth:`Task.build`; returns the value now set."""
+        self._given[name] = getattr(self.cfg, name)
+        if self._given[name] is None:
+            setattr(self.cfg, name, default)
+        return getattr(self.cfg, name)
+
+    def resumed_setting(self, ckpt: Mapping[str, Any], name: str, legacy: Any) -> Any:
+        """The value of a :meth:`setting_default` setting in the run ``ckpt`` resumes: its saved setting, or
+        ``legacy`` (what runs saved before the setting existed did) when its settings lack it; set in
+        ``cfg.<name>`` and returned, so that the resumed run trains as it started.
+
+        Raises:
+            SettingsError: the flag was given with another value (naming the flag, the run and both values).
+        """
+        saved = (ckpt.get("config") or {}).get(name)
+        saved = legacy if saved is None else saved
+        given, flag = self._given.get(name), flag_name(name)
+        text = (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+        if given is not None and given != saved:
+            raise SettingsError(f"{flag} {text(given)}: the run being resumed ({self.resume_path}) trained with "
+                                f"{flag} {text(saved)}; resume without {flag} (or with {text(saved)}), or start a new "
+                                "run with --overwrite or another --out")
+        if saved != getattr(self.cfg, name):
+            log.info("--resume: %s %s, as the run trained (new runs: %s)", flag, text(saved),
+                     text(getattr(self.cfg, name)))
+        setattr(self.cfg, name, saved)
+        return saved
 
     @property
     def is_main(self) -> bool:
@@ -454,6 +498,7 @@ class Engine:
         if per_rank == 0:
             raise TrainingError("the training set is empty")
         self.drop_last = task.drop_last and per_rank >= self.local_batch
+        # batches per epoch and process; the steps when every step takes one batch (Task.batches_per_step)
         self.steps_per_epoch = per_rank // self.local_batch if self.drop_last else math.ceil(per_rank / self.local_batch)
         self.planned, short = task.plan(self.steps_per_epoch)
         if self._resume_ckpt is not None:
@@ -470,7 +515,7 @@ class Engine:
         self._logger = MetricLogger(self.out, enabled=self.is_main, total_steps=self.planned,
                                     batch_size=cfg.batch_size, tensorboard=cfg.tensorboard,
                                     truncate_after=self.step if self.resuming else None)
-        log.info("%s: %d training samples, %d steps/epoch, steps %d..%d, world size %d, device %s",
+        log.info("%s: %d training samples, %d batches/epoch, steps %d..%d, world size %d, device %s",
                  task.name, len(train_set), self.steps_per_epoch, self.step, self.planned, self.dist.world_size,
                  self.device)
         with self._stop:
@@ -568,23 +613,31 @@ class Engine:
         self._logged_step = None
         last_val: Dict[str, float] = {}
         stopped: Optional[str] = None
-        start_step, start_time = self.step, time.perf_counter()
+        start_time, used_batches = time.perf_counter(), 0
         step_epoch = self.epoch
         while stopped is None and self.step < self.planned:
             epoch = step_epoch = self.epoch
             task.on_epoch_start(epoch)
             with self._epoch_batches(epoch) as batches:
-                for batch in batches:
-                    terms = task.train_step(_to_device(batch, self.device))
+                while not self._epoch_done():
+                    count = self._step_batches()
+                    group = [_to_device(b, self.device) for b in itertools.islice(batches, count)]
+                    if len(group) < count:  # the loader's epoch is shorter than counted (cannot happen)
+                        break
+                    if count == 1:
+                        terms = task.train_step(group[0])
+                    else:
+                        terms = task.train_step(group[0], extra_batches=group[1:])
                     for net in self._nets.values():
                         if net.ema is not None:
                             net.ema.update(net.module)
                     self.step += 1
-                    self.batch_in_epoch += 1
+                    self.batch_in_epoch += count
+                    used_batches += count
                     values, stop_now = self._sync(terms, deadline)
                     for name, value in values.items():
                         window.setdefault(name, []).append(value)
-                    epoch_done = self.batch_in_epoch >= self.steps_per_epoch
+                    epoch_done = self._epoch_done()
                     if self.step % cfg.log_every == 0 or epoch_done or self.step >= self.planned:
                         self._log_window(window, epoch)
                     if not epoch_done:
@@ -599,7 +652,7 @@ class Engine:
                         by = " (received by another process)" if self._agreed_signal and not self._stop.received else ""
                         log.info("%s%s at step %d: stopping (all processes)", stopped, by, self.step)
                         break
-            if self.batch_in_epoch >= self.steps_per_epoch:  # epoch complete
+            if self._epoch_done():  # epoch complete
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 task.on_epoch_end(epoch)
                 if (self.epoch if task.val_unit == "epoch" else self.step) % cfg.val_every == 0:
@@ -621,11 +674,28 @@ class Engine:
                    "best_metric_name": self.best_name, "last": str(self.out / "last.pt"),
                    "best": str(self.out / "best.pt") if self.best is not None else None,
                    "model": str(model_path), "out": str(self.out), "seconds": elapsed,
-                   "images_per_s": (self.step - start_step) * cfg.batch_size / elapsed if elapsed > 0 else None}
+                   "images_per_s": used_batches * cfg.batch_size / elapsed if elapsed > 0 else None}
         summary.update(last_val)
         summary.update(task.summary())
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
         return summary
+
+    def _step_batches(self) -> int:
+        """The batches the next step takes (:meth:`Task.batches_per_step`), checked against the epoch's."""
+        count = self.task.batches_per_step(self.step)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{type(self.task).__name__}.batches_per_step({self.step}) must be a whole number >= 1, "
+                             f"got {count!r}")
+        if count > self.steps_per_epoch:
+            raise TrainingError(
+                f"step {self.step + 1} takes {count} batches of {self.local_batch} samples per process (e.g. one per "
+                f"critic step of --d-steps), but an epoch of the {len(self._train_set)} training samples holds "
+                f"{self.steps_per_epoch}; lower --d-steps or --batch-size, or train on more data")
+        return count
+
+    def _epoch_done(self) -> bool:
+        """Whether the epoch's order has no room left for the next step's batches."""
+        return self.batch_in_epoch + self._step_batches() > self.steps_per_epoch
 
     def _stop_reason(self) -> str:
         """Why the ranks agreed to stop early (the same on every rank): a stop signal any of them received
@@ -828,7 +898,7 @@ class Engine:
         self._report_changed_settings(ckpt.get("config") or {})
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
-        if self.batch_in_epoch >= self.steps_per_epoch:  # the epoch length changed (other data / batch size)
+        if self._epoch_done():  # the epoch length changed (other data / batch size / --d-steps)
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.best, self.best_name = ckpt.get("best_metric"), ckpt.get("best_metric_name", "")
         self._saved_step = self.step

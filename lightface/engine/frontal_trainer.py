@@ -4,9 +4,10 @@ One step (paired mode, the paper's setting):
 
 1. generator step: ``out = G(profile)``; ``L_syn`` (:class:`lightface.losses.frontal.FrontalLoss`)
    against the frontal target with D frozen; Adam step (the engine then updates the EMA);
-2. discriminator step (``--d-steps`` of them) every ``d_every`` generator steps: the GAN objective
+2. discriminator step every ``d_every`` generator steps: the GAN objective
    (:class:`lightface.engine.gan.GANObjective`, ``--adversarial`` etc.) on the target
-   (real) and the detached ``img128`` (fake).
+   (real) and the detached ``img128`` (fake); with ``--d-steps N``, N - 1 more, each on the next
+   batch's targets and the updated generator's output for its inputs (such a step takes N batches).
 
 Unpaired mode (``--cycle W > 0``): profiles and frontals are drawn independently, so
 there is no pixel target. A second TP-GAN generator ``P`` (frontal -> profile) and a
@@ -63,7 +64,8 @@ from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
 from .config import flag_name, option
 from .engine import Engine, SettingsError
-from .gan import GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
+from .gan import (GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start,
+                  read_generator_start)
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "evaluate_frontal_inputs", "pose_data_problems", "identity_bank", "identity_banks",
@@ -155,7 +157,7 @@ class FrontalTrainConfig(GANRunConfig):
                                     help="show the discriminator the real profile inputs as fakes beside the "
                                          "synthesised faces, so it learns the frontal pose from real photos and a "
                                          "generator that passes a profile through loses L_adv; paired mode (refused "
-                                         "with --cycle), not with wgan-gp or BEGAN")
+                                         "with --cycle), not with wgan-gp, BEGAN or --minibatch-std")
     identity_condition: bool = option(False, group=_MODEL,
                                       help="condition the generator on the identity judge's (--identity-weights) "
                                            "feature of its input, joined with the encoder feature and as a FiLM scale "
@@ -196,6 +198,10 @@ class FrontalTrainConfig(GANRunConfig):
         if self.profiles_as_fake and (self.gan.adversarial == "wgan-gp" or self.gan.began_gamma is not None):
             problems.append("--profiles-as-fake needs a discriminator loss that takes more fakes than reals "
                             f"(not --adversarial {self.gan.adversarial} or --began-gamma)")
+        if self.profiles_as_fake and self.gan.minibatch_std:
+            problems.append("--profiles-as-fake with --minibatch-std: the discriminator's fakes (the synthesised "
+                            "faces plus each batch's real profiles) are a batch of varying size, which minibatch std's "
+                            "groups of 4 cannot split (the run stopped at the first such batch); drop one of them")
         judge_off = self.identity_weights is not None and self.identity_weights.strip().lower() in NO_IDENTITY
         if self.identity_condition and judge_off:
             problems.append(f"--identity-condition needs a recogniser, not --identity-weights {self.identity_weights}")
@@ -534,19 +540,14 @@ def _load_start(G: nn.Module, spec: str, g_kwargs: Dict[str, Any]) -> None:
     """``--finetune spec`` into ``G`` (:func:`~lightface.engine.gan.load_generator_start`). The identity
     classifier of ``--lambda-ce`` (``num_classes``) belongs to the training classes of a run, so it is never
     taken from the start: ``G`` keeps its fresh one (or has none) whatever the saved model had."""
-    from ..models.checkpoint import read_model_checkpoint
-    from ..models.pretrained import file_or_shipped
-
-    try:
-        saved = read_model_checkpoint(file_or_shipped(spec)).model_kwargs.get("num_classes", 0)
-    except (PretrainedError, OSError, ValueError):  # load_generator_start says what is wrong with the start
-        saved = g_kwargs["num_classes"]
+    ckpt = read_generator_start(spec)  # read once, for its classifier size and its weights
+    saved = ckpt.model_kwargs.get("num_classes", 0)
     if saved == g_kwargs["num_classes"]:
-        load_generator_start(G, spec, ARCH, g_kwargs, {"in_channels": "channels"})
+        load_generator_start(G, spec, ARCH, g_kwargs, {"in_channels": "channels"}, start=ckpt)
         return
     start_kwargs = dict(g_kwargs, num_classes=saved)
     start = get_model(ARCH, **start_kwargs)
-    load_generator_start(start, spec, ARCH, start_kwargs, {"in_channels": "channels"})
+    load_generator_start(start, spec, ARCH, start_kwargs, {"in_channels": "channels"}, start=ckpt)
     G.load_state_dict({k: v for k, v in start.state_dict().items() if not k.startswith("classifier.")},
                       strict=False)  # the same architecture but for the classifier
     log.info("fine-tuning: the identity classifier (%d classes) %s", g_kwargs["num_classes"],
@@ -669,7 +670,20 @@ class FrontalizationTask(GANTask):
     def adversarial_off(self) -> Optional[str]:
         return "--lambda-adv 0" if self.cfg.lambda_adv == 0 else None
 
-    def train_step(self, batch) -> Dict[str, Any]:
+    def trains_discriminator(self, step: int) -> bool:
+        return (step + 1) % self.cfg.d_every == 0 and self.cfg.lambda_adv > 0
+
+    def _critic_inputs(self, batch: Mapping[str, Any], fake: Tensor, fake_p: Optional[Tensor]
+                       ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """``(profiles, frontal targets, D's fakes, P's fakes)`` of one critic step on ``batch``; D's fakes are
+        ``fake`` and, with ``--profiles-as-fake``, the batch's real profile inputs."""
+        x, y = batch["input"], batch["target"]
+        if self.cfg.profiles_as_fake and not self.cycle:  # real profiles are not what G should produce
+            own = torch.as_tensor(batch["self_pair"], device=x.device)
+            fake = torch.cat([fake.detach(), x[~own]])
+        return x, y, fake, fake_p
+
+    def train_step(self, batch, extra_batches: Sequence[Any] = ()) -> Dict[str, Any]:
         cfg, objective, views = self.cfg, self.objective, self.views
         x, y = batch["input"], batch["target"]
         step = self.engine.step + 1  # this step's number
@@ -712,12 +726,16 @@ class FrontalizationTask(GANTask):
         g_loss.backward()
         self.opt_g.step()
         # ---- discriminator step
-        if step % cfg.d_every == 0 and cfg.lambda_adv > 0:
-            d_fake = fake
-            if cfg.profiles_as_fake and not self.cycle:
-                d_fake = torch.cat([fake.detach(), x[~own]])  # real profiles are not what G should produce
+        if self.trains_discriminator(self.engine.step):
+            def critic_batches():
+                yield self._critic_inputs(batch, fake, fake_p if self.cycle else None)
+                for extra in extra_batches:  # --d-steps: a fresh batch, the updated generators' outputs
+                    with torch.no_grad():
+                        extra_fake = self._generate(extra["input"])[0]["img128"]
+                        extra_fake_p = views["P"](extra["target"])["img128"] if self.cycle else None
+                    yield self._critic_inputs(extra, extra_fake, extra_fake_p)
 
-            def update() -> Dict[str, Any]:
+            def update(x: Tensor, y: Tensor, d_fake: Tensor, fake_p: Optional[Tensor]) -> Dict[str, Any]:
                 d_loss, d_terms = objective.discriminator_loss(views["D"], y, d_fake)
                 out = prefix_terms(d_terms)
                 if self.cycle:
@@ -732,7 +750,7 @@ class FrontalizationTask(GANTask):
                     self.objective_p.after_discriminator_step(self.nets["D_p"])
                 return out
 
-            terms.update(self.discriminator_steps(update))
+            terms.update(self.discriminator_steps(update, critic_batches()))
         return terms
 
     def extra_state(self) -> Dict[str, Any]:

@@ -46,7 +46,8 @@ output on real / fake), ``d_gp`` and ``d_grad_norm`` (WGAN-GP), ``d_wasserstein`
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+import math
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +66,8 @@ from .distributed import mean_over_processes
 from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
-           "finetune_option", "identity_judge", "inapplicable_gan_options", "load_generator_start"]
+           "finetune_option", "identity_judge", "inapplicable_gan_options", "load_generator_start",
+           "read_generator_start"]
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +188,11 @@ class GANObjective:
         if adversarial not in ADVERSARIAL_CHOICES:
             raise ValueError(f"--adversarial {adversarial!r} is not one of {', '.join(ADVERSARIAL_CHOICES)}")
         for name, value in (("feature_matching", feature_matching), ("pull_away", pull_away), ("cycle", cycle),
-                            ("gp_weight", gp_weight)):
-            if value is None or float(value) < 0:
-                raise ValueError(f"GAN option {name} must be a weight >= 0, got {value}")
+                            ("gp_weight", gp_weight), ("began_lambda_k", began_lambda_k)):
+            if value is None or not math.isfinite(float(value)) or float(value) < 0:  # NaN trained NaN weights
+                raise ValueError(f"{flag_name(name)} must be a finite weight >= 0, got {value}")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1) (the real target is 1 - S), got {label_smoothing}")
         self.adversarial = adversarial
         self.feature_matching = float(feature_matching)
         self.minibatch_discrimination = bool(minibatch_discrimination)
@@ -211,8 +215,8 @@ class GANObjective:
                 log.warning("--began-gamma replaces the adversarial objective; %s ignored", ", ".join(ignored))
             self.loss = None
         else:
-            if adversarial == "wgan-clip" and self.clip_value <= 0:
-                raise ValueError(f"--clip-value must be > 0 for wgan-clip, got {clip_value}")
+            if adversarial == "wgan-clip" and not 0 < self.clip_value < math.inf:
+                raise ValueError(f"--clip-value must be a finite bound > 0 for wgan-clip, got {clip_value}")
             self.loss = get_adversarial_loss(adversarial, label_smoothing=self.label_smoothing)
             coupling = [f for f, on in (("--minibatch-discrimination", self.minibatch_discrimination),
                                         ("--minibatch-std", self.minibatch_std)) if on]
@@ -426,8 +430,10 @@ class GANRunConfig(RunConfig):
                               help="decay of the generator's EMA (validated, saved as ema_state_dict, used at "
                                    "inference); 0: no EMA, the raw weights are validated and used")
     d_steps: int = option(1, group="optimisation",
-                          help="discriminator (critic) updates per generator step, each on the step's real batch and "
-                               "detached fakes: WGAN's n_critic (its papers use 5, each on a fresh batch)")
+                          help="discriminator (critic) updates per generator step: WGAN's n_critic (its papers use "
+                               "5); the first on the step's batch and its detached outputs, each further one on the "
+                               "next batch of the data and the generator's fresh output for it (a step that trains "
+                               "the critic takes N batches)")
     workers: int = option(2, group=_RUN, help="DataLoader workers per process")
     log_every: int = option(50, group=_RUN, help="log the loss terms, averaged over the steps and processes, every N steps")
     save_every: int = option(1000, group=_RUN, help="write last.pt every N steps (and at the end)")
@@ -467,7 +473,7 @@ class GANTask(Task):
         problems += inapplicable_gan_options(self.cfg.gan)
         off = self.adversarial_off()
         given = [flag_name(k) for k, v in dataclasses.asdict(self.cfg.gan).items()
-                 if k != "cycle" and v != GAN_DEFAULTS[k]]
+                 if k != "cycle" and v != GAN_DEFAULTS[k]] + (["--d-steps"] if self.cfg.d_steps != 1 else [])
         if off and given:
             log.warning("%s: the adversarial term is off for the whole run, so %s take no effect (the discriminator "
                         "is built and saved but never trained)", off, ", ".join(given))
@@ -478,11 +484,28 @@ class GANTask(Task):
         the run, e.g. ``"--adv-weight 0"``; None when it acts at some step."""
         return None
 
-    def discriminator_steps(self, update: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-        """Run ``update`` (one discriminator step: loss, backward, optimiser step, the objective's post-step
-        hook; returns its terms) ``--d-steps`` times; returns the last one's terms (the ones logged)."""
-        for _ in range(self.cfg.d_steps):
-            terms = update()
+    def trains_discriminator(self, step: int) -> bool:
+        """Whether the step after ``step`` done steps updates the discriminator (default: every step)."""
+        return True
+
+    def batches_per_step(self, step: int) -> int:
+        """``--d-steps`` batches for a step that updates the discriminator (:meth:`trains_discriminator`):
+        each critic step after the first has a fresh batch, as in WGAN's n_critic loop; else one."""
+        return self.cfg.d_steps if self.trains_discriminator(step) else 1
+
+    def discriminator_steps(self, update: Callable[..., Dict[str, Any]], batches: Iterable[Tuple[Any, ...]]
+                            ) -> Dict[str, Any]:
+        """Run ``update(*inputs)`` (one discriminator step: loss, backward, optimiser step, the objective's
+        post-step hook; returns its terms) for each ``inputs`` of ``batches``: the step's own real batch and
+        detached fakes first, then one per extra batch of the step (``--d-steps`` in all; pass a generator, so
+        that each fresh fake is made when its critic step comes); returns the last one's terms (the ones
+        logged)."""
+        count = 0
+        for inputs in batches:
+            terms = update(*inputs)
+            count += 1
+        if count != self.cfg.d_steps:
+            raise RuntimeError(f"{count} discriminator steps for --d-steps {self.cfg.d_steps}")
         return terms
 
     def plan(self, steps_per_epoch: int) -> Tuple[int, str]:
@@ -516,9 +539,29 @@ def finetune_option(task: str, aliases: str, group: str) -> Any:
              "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")
 
 
+def read_generator_start(spec: str) -> Any:
+    """A trainer's ``--finetune`` checkpoint (a file, or the name or alias of a shipped model, sha256-checked),
+    read once: a :class:`~lightface.models.checkpoint.ModelCheckpoint` (its saved settings, when it has them,
+    in ``extra["config"]``), for :func:`load_generator_start` ``start=``.
+
+    Raises:
+        TrainingError: no such file nor shipped model.
+        FileNotFoundError, ValueError: the file cannot be read as a checkpoint.
+    """
+    from ..models.checkpoint import read_model_checkpoint
+    from ..models.pretrained import PretrainedError, file_or_shipped
+
+    try:
+        path = file_or_shipped(spec)
+    except PretrainedError as err:
+        raise TrainingError(str(err)) from err
+    return read_model_checkpoint(path)
+
+
 def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mapping[str, Any],
-                         flag_names: Optional[Mapping[str, str]] = None) -> None:
-    """Load a trainer's ``--finetune`` (a file, or the name of a shipped model) into the generator ``G`` in place.
+                         flag_names: Optional[Mapping[str, str]] = None, start: Any = None) -> Any:
+    """Load a trainer's ``--finetune`` (a file, or the name of a shipped model) into the generator ``G`` in place;
+    returns the checkpoint it read (:func:`read_generator_start`), e.g. for the settings it was trained with.
 
     Args:
         G: the new generator, built from ``model_kwargs``.
@@ -529,18 +572,15 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
             ``condition_network`` when ``G`` has ``adapt_finetune_state(state, saved_kwargs)``
             (a TP-GAN generator conditioned on a recogniser may start from an unconditioned one).
         flag_names: builder kwarg -> trainer flag where the names differ (for the error message).
+        start: ``spec`` already read by :func:`read_generator_start` (so that the file is read once);
+            None: read here.
 
     Raises:
         TrainingError: no such file or shipped model, another architecture, or other model flags.
     """
-    from ..models.checkpoint import load_weights, read_model_checkpoint
-    from ..models.pretrained import PretrainedError, file_or_shipped
+    from ..models.checkpoint import load_weights
 
-    try:
-        path = file_or_shipped(spec)
-    except PretrainedError as err:
-        raise TrainingError(str(err)) from err
-    ckpt = read_model_checkpoint(path)
+    ckpt = start if start is not None else read_generator_start(spec)
     if ckpt.arch != arch:
         raise TrainingError(f"--finetune {spec}: holds a {ckpt.arch!r} model, not a {arch} generator")
     adapt = getattr(G, "adapt_finetune_state", None)
@@ -559,6 +599,7 @@ def load_generator_start(G: nn.Module, spec: str, arch: str, model_kwargs: Mappi
             raise TrainingError(f"--finetune {spec}: {err}") from err
     load_weights(G, state)
     log.info("fine-tuning: generator from %s (%s weights)", spec, "EMA" if ckpt.ema_state_dict is not None else "saved")
+    return ckpt
 
 
 def identity_judge(weights: Optional[str], purpose: str, device: torch.device) -> Optional[IdentityLoss]:

@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 INITS = ("default", "kaiming")
 #: backbone bias lr multiplier of the recipe (the authors' train.py: ``2 * args.lr``, no weight decay)
 DEFAULT_BIAS_LR_MULT = 2.0
+#: ``--bias-lr-mult`` of the runs saved before the setting existed
+LEGACY_BIAS_LR_MULT = 1.0
 _DATA, _OPT, _VAL, _FT, _RUN = "data and model", "optimisation", "validation", "fine-tuning", "run control"
 
 
@@ -493,9 +495,7 @@ class LightCNNTask(Task):
         self.model_view = engine.add_network("model", model, arch=cfg.arch, kwargs=model_kwargs, primary=True,
                                              extra={"classes": self.classes})
         # unset: the recipe's 2 for a new run; a resumed run keeps the multiplier it trained with (load_extra_state)
-        self._bias_lr_mult_given = cfg.bias_lr_mult
-        if cfg.bias_lr_mult is None:
-            cfg.bias_lr_mult = DEFAULT_BIAS_LR_MULT
+        engine.setting_default("bias_lr_mult", DEFAULT_BIAS_LR_MULT)
         groups = build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.classifier_bias_lr_mult,
                                     cfg.bias_decay, cfg.bias_lr_mult)
         self.head: Optional[nn.Module] = None
@@ -623,20 +623,8 @@ class LightCNNTask(Task):
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        # the optimiser state just loaded carries the saved groups' lr and lr_mult (runs before --bias-lr-mult: 1)
-        saved = next((float(g.get("lr_mult", 1.0)) for g in self.optimizer.param_groups if g.get("name") == "backbone_bias"),
-                     None)
-        if saved is None:
-            return
-        given = self._bias_lr_mult_given
-        if given is not None and given != saved:
-            raise SettingsError(f"--bias-lr-mult {given:g}: the run being resumed ({self.engine.resume_path}) trains its "
-                                f"backbone biases at {saved:g} x the lr; resume without --bias-lr-mult (or with "
-                                f"{saved:g}), or start a new run with --overwrite")
-        if saved != self.cfg.bias_lr_mult:
-            log.info("--resume: the backbone biases keep the run's %g x lr (--bias-lr-mult; %g for new runs)", saved,
-                     DEFAULT_BIAS_LR_MULT)
-        self.cfg.bias_lr_mult = saved
+        # the optimiser state just loaded carries the saved groups' lr and lr_mult; the setting follows it
+        self.engine.resumed_setting(ckpt, "bias_lr_mult", LEGACY_BIAS_LR_MULT)
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:

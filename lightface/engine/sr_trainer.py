@@ -10,9 +10,10 @@ One step follows BasicSR's GAN structure:
    ``l_g_feature_matching`` / ``l_g_pull_away``; the loss adds ``--adv-weight`` x their
    weighted sum) and ``l_g_cycle`` (the SR output downscaled with the kernel its LR was made
    with vs the LR input; the loss adds ``--cycle`` x it); ``l_g_total``;
-2. discriminator step (``--d-steps`` of them) on the real HR batch and the detached SR batch (``l_d``, the loss it
+2. discriminator step on the real HR batch and the detached SR batch (``l_d``, the loss it
    minimises, and the objective's terms ``l_d_adv``, ``l_d_real``, ``l_d_fake`` ...), then the
-   objective's post-step hook (weight clipping).
+   objective's post-step hook (weight clipping); with ``--d-steps N``, N - 1 more, each on the next
+   batch's HR and the updated generator's SR of its LR (such a step takes N batches).
 
 The :class:`~lightface.engine.engine.Engine` keeps the EMA generator (updated after every
 step), runs DDP on G and D under ``torchrun``, and writes the run folder: ``last.pt`` /
@@ -320,15 +321,15 @@ class SuperResolutionTask(GANTask):
         self.model_kwargs = cfg.model_kwargs()
         self.G = WaveletSRNet(**self.model_kwargs)
         # unset: paper for a new run; what the run trained with on --resume (load_extra_state) or --finetune
-        self._normalization_given = cfg.wavelet_normalization
+        normalization = "paper"
         if cfg.finetune and not engine.resuming:
-            load_generator_start(self.G, cfg.finetune, "wavelet_srnet", self.model_kwargs, {"output_size": "hr_size"})
-            if cfg.wavelet_normalization is None:
-                cfg.wavelet_normalization = saved_wavelet_normalization(_finetune_settings(cfg.finetune))
-                log.info("--wavelet-normalization %s: the --finetune model's (%s)", cfg.wavelet_normalization,
-                         cfg.finetune)
-        if cfg.wavelet_normalization is None:
-            cfg.wavelet_normalization = "paper"
+            start = load_generator_start(self.G, cfg.finetune, "wavelet_srnet", self.model_kwargs,
+                                         {"output_size": "hr_size"})
+            if cfg.wavelet_normalization is None:  # a shipped model or a file without its settings: None
+                settings = start.extra.get("config")
+                normalization = saved_wavelet_normalization(settings if isinstance(settings, Mapping) else None)
+                log.info("--wavelet-normalization %s: the --finetune model's (%s)", normalization, cfg.finetune)
+        engine.setting_default("wavelet_normalization", normalization)
         kw = dict(channels=cfg.d_channels, **self.objective.discriminator_kwargs)
         d_arch, d_kwargs = ("image_discriminator", dict(num_blocks=4, **kw)) if cfg.discriminator == "image" else \
             ("wavelet_discriminator", dict(levels=2, **kw))
@@ -355,12 +356,9 @@ class SuperResolutionTask(GANTask):
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         super().load_extra_state(ckpt)
-        saved = saved_wavelet_normalization(ckpt.get("config"))
-        if self._normalization_given is None:  # a resumed run keeps the loss it trained with
-            self.cfg.wavelet_normalization = self.sr_loss.normalization = saved
-        elif self._normalization_given != saved:
-            log.warning("--resume: --wavelet-normalization is %s now, %s in the interrupted run; the wavelet loss "
-                        "changes its balance from here on", self._normalization_given, saved)
+        # a resumed run keeps the loss it trained with
+        self.sr_loss.normalization = self.engine.resumed_setting(ckpt, "wavelet_normalization",
+                                                                 LEGACY_WAVELET_NORMALIZATION)
 
     def adversarial_off(self) -> Optional[str]:
         cfg = self.cfg
@@ -370,7 +368,10 @@ class SuperResolutionTask(GANTask):
             return f"--adv-start {cfg.adv_start} (--steps {cfg.steps})"
         return None
 
-    def train_step(self, batch) -> Dict[str, Any]:
+    def trains_discriminator(self, step: int) -> bool:
+        return self.cfg.adv_weight > 0 and step >= self.cfg.adv_start
+
+    def train_step(self, batch, extra_batches: Sequence[Any] = ()) -> Dict[str, Any]:
         cfg, gan = self.cfg, self.objective
         lr_img, hr, methods = batch if len(batch) == 3 else (*batch, None)
         self.G_view.train()
@@ -382,7 +383,7 @@ class SuperResolutionTask(GANTask):
         if self.identity is not None and cfg.identity_weight > 0:
             terms["l_g_id"] = cfg.identity_weight * self.identity(outputs.sr.clamp(0, 1), hr)
             loss_g = loss_g + terms["l_g_id"]
-        use_adv = cfg.adv_weight > 0 and self.engine.step >= cfg.adv_start
+        use_adv = self.trains_discriminator(self.engine.step)
         # the GAN objective's terms are logged as frontalization logs them: l_g_adv, l_g_cycle ..., unweighted
         if use_adv:
             # the plain D: its parameters are frozen in this step, so DDP must not expect their gradients
@@ -399,17 +400,22 @@ class SuperResolutionTask(GANTask):
         terms["l_g_total"] = loss_g
         # --- discriminator step on real and detached fake
         if use_adv:
-            fake = outputs.sr.detach()
+            def critic_batches():
+                yield hr, outputs.sr.detach()
+                for extra in extra_batches:  # --d-steps: fresh HR, and SR from the updated generator
+                    with torch.no_grad():
+                        fake = self.G(extra[0])
+                    yield extra[1], fake
 
-            def update() -> Dict[str, Any]:
-                loss_d, d_terms = gan.discriminator_loss(self.D_view, hr, fake)
+            def update(real: Tensor, fake: Tensor) -> Dict[str, Any]:
+                loss_d, d_terms = gan.discriminator_loss(self.D_view, real, fake)
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 self.opt_d.step()
                 gan.after_discriminator_step(self.D)
                 return {"l_d": loss_d, **prefix_terms(d_terms)}
 
-            terms.update(self.discriminator_steps(update))
+            terms.update(self.discriminator_steps(update, critic_batches()))
         return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
 
     def validate(self) -> Dict[str, float]:
@@ -443,15 +449,6 @@ def saved_wavelet_normalization(saved: Optional[Mapping[str, Any]]) -> str:
     its ``config.yaml``; None for a checkpoint that holds none, as the shipped models): the saved value, or
     :data:`LEGACY_WAVELET_NORMALIZATION` for settings saved before the option existed."""
     return (saved or {}).get("wavelet_normalization") or LEGACY_WAVELET_NORMALIZATION
-
-
-def _finetune_settings(spec: str) -> Optional[Mapping[str, Any]]:
-    """The saved settings of a ``--finetune`` checkpoint (None for a shipped model or a file without them)."""
-    from ..models.pretrained import file_or_shipped
-    from ..utils.checkpoint_io import load_checkpoint
-
-    config = load_checkpoint(file_or_shipped(spec), map_location="cpu").get("config")
-    return config if isinstance(config, Mapping) else None
 
 
 def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:
