@@ -34,7 +34,7 @@ import torch
 
 from lightface import ops
 from lightface.ops import reference
-from pipelines._argtypes import device_name
+from pipelines._argtypes import device_name, non_negative_int, positive_int
 
 MFM_SHAPES = [(16, 96, 96, 96), (32, 384, 32, 32), (256, 512)]
 IMAGE_SHAPES = [(32, 3, 128, 128), (32, 3, 256, 256)]
@@ -46,9 +46,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("benchmarks.ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], type=device_name,
                         help="where to run (default: auto = cuda when available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="torch.set_num_threads before timing (default: 0 = leave torch's default)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement, best kept (default: 7)")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed runs per measurement, best kept (default: 7)")
     parser.add_argument("--dtype", default="float32", choices=["float16", "bfloat16", "float32", "float64"],
                         help="tensor dtype (default: float32)")
     parser.add_argument("--timer", default="wall", choices=["wall", "cpu"],

@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "cpu/keys.h"
 #include "cpu/simd.h"
 #include "select.h"
 
@@ -33,43 +34,6 @@ inline void for_each_run(int64_t begin, int64_t end, int64_t len, const F& fn) {
     j = 0;
     ++o;
   }
-}
-
-// How the loops see a dtype: `T` is what they load and store, `key(v)` what they compare
-// (select.h's `beats` ranks the keys as it ranks the values). float / double: the values.
-// float16 / bfloat16: the 16-bit patterns, and a 16-bit integer key with the values' order
-// (sign-magnitude to two's complement, so -0 == +0; every NaN the largest key), since the
-// scalar half -> float conversion and copies of the c10::Half / BFloat16 structs do not
-// vectorise (they made these kernels 10-20x slower than float32). The outputs are the
-// selected inputs' bits, as for the other dtypes.
-template <typename scalar_t>
-struct Rank {
-  using T = scalar_t;
-  static T key(T v) { return v; }
-};
-
-template <int kInfBits>  // the bit pattern of +infinity
-struct Rank16 {
-  using T = uint16_t;
-  static int16_t key(uint16_t bits) {
-    const int16_t magnitude = static_cast<int16_t>(bits & 0x7FFF);
-    const int16_t key = (bits & 0x8000) ? static_cast<int16_t>(-magnitude) : magnitude;
-    return magnitude > kInfBits ? static_cast<int16_t>(0x7FFF) : key;
-  }
-};
-template <>
-struct Rank<c10::Half> : Rank16<0x7C00> {};
-template <>
-struct Rank<c10::BFloat16> : Rank16<0x7F80> {};
-
-// `t`'s data as the loops see it.
-template <typename scalar_t>
-const typename Rank<scalar_t>::T* loop_data(const at::Tensor& t) {
-  return reinterpret_cast<const typename Rank<scalar_t>::T*>(t.const_data_ptr<scalar_t>());
-}
-template <typename scalar_t>
-typename Rank<scalar_t>::T* loop_data_mut(const at::Tensor& t) {
-  return reinterpret_cast<typename Rank<scalar_t>::T*>(t.mutable_data_ptr<scalar_t>());
 }
 
 // ---- MFM 2/1 ----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ All ops take float16, bfloat16, float32 or float64 tensors of any strides (non-c
 inputs are made contiguous), work under autograd, ``torch.compile(fullgraph=True)`` and
 ``torch.library.opcheck``, and return contiguous outputs of the input's dtype. Forward-mode
 AD and ``torch.func`` transforms (``jvp``, ``grad``, ``vmap``, ...) run the reference, whose
-aten ops support them (the compiled ops' autograd is reverse-mode only).
+aten ops support them (the compiled ops' autograd is reverse-mode only); so do the raw
+``torch.ops.lightface.*`` public ops, which also have vmap batching rules.
 
 Example:
     >>> import torch
@@ -27,7 +28,6 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.autograd import forward_ad
 
 from . import _library, reference
 
@@ -86,25 +86,10 @@ def _warn_fallback(key: str, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def _under_transform(t: Tensor) -> bool:
-    """Whether ``t`` is seen by forward-mode AD or a ``torch.func`` transform.
-
-    The compiled ops' autograd is reverse-mode only and not functorch-aware: a forward-mode
-    tangent (``torch.autograd.forward_ad``) would be dropped and ``torch.func.grad`` / ``vmap`` /
-    ``jvp`` / ``jacrev`` refuse it, so such calls run the reference (plain aten ops, which
-    support both). ``torch.compile`` evaluates both checks while tracing (no graph break), but
-    does not see a ``torch.func`` transform it compiles itself (docs/ops.md).
-    """
-    # the condition under which torch.autograd.Function refuses to run without functorch support
-    if torch._C._are_functorch_transforms_active():
-        return True
-    return forward_ad.unpack_dual(t).tangent is not None
-
-
 def _use_kernels(t: Tensor) -> bool:
     """Whether the compiled kernels serve ``t``; warns once when falling back (not when a
-    transform, see :func:`_under_transform`, needs the reference)."""
-    if _reference_depth > 0 or _under_transform(t):
+    transform, see :func:`._library.under_transform`, needs the reference)."""
+    if _reference_depth > 0 or _library.under_transform(t):
         return False
     if t.device.type in _library.KERNEL_DEVICES:
         return True

@@ -18,6 +18,11 @@ then registers, from Python:
   backward op is linear in its incoming gradient, with a derivative of 0 (almost
   everywhere) with respect to the saved input: MFM's routes the gradient by a selection
   mask, the losses' multiply it by a pattern of signs.
+  The Autograd kernels of the public ops and of the backward ops run their aten
+  formulation under forward-mode AD and ``torch.func`` transforms (:func:`under_transform`),
+  which the generated reverse-mode ``autograd.Function`` does not support;
+* vmap batching rules (``torch.library.register_vmap``) for the public ops and the MFM
+  forward variants.
 
 Setting ``LIGHTFACE_DISABLE_EXTENSION=1`` hides the library (the ops then run the
 pure-PyTorch reference), which is how the fallback path is tested.
@@ -28,12 +33,15 @@ from typing import FrozenSet, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
+
+from . import reference
 
 log = logging.getLogger(__name__)
 
 DISABLE_ENV = "LIGHTFACE_DISABLE_EXTENSION"
 
-__all__ = ["HAS_OPS", "LOAD_ERROR", "KERNEL_DEVICES", "DISABLE_ENV"]
+__all__ = ["HAS_OPS", "LOAD_ERROR", "KERNEL_DEVICES", "DISABLE_ENV", "under_transform"]
 
 
 def _load() -> Tuple[bool, Optional[str]]:
@@ -89,6 +97,21 @@ if HAS_OPS:
     log.debug("lightface ops loaded; kernels for %s", sorted(KERNEL_DEVICES))
 else:
     log.debug("lightface._C not loaded: %s", LOAD_ERROR)
+
+
+def under_transform(*args) -> bool:
+    """Whether the tensors among ``args`` are seen by forward-mode AD or a ``torch.func`` transform.
+
+    The compiled ops' autograd is reverse-mode only and not functorch-aware: a forward-mode
+    tangent (``torch.autograd.forward_ad``, ``torch.func.jvp``) would be dropped, giving a
+    zero tangent, and ``torch.func.grad`` / ``jacrev`` / ``vmap`` refuse the generated
+    ``autograd.Function``; such calls run the reference (plain aten ops, which support both).
+    ``torch.compile`` evaluates both checks while tracing (no graph break).
+    """
+    # the condition under which torch.autograd.Function refuses to run without functorch support
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return any(isinstance(a, Tensor) and forward_ad.unpack_dual(a).tangent is not None for a in args)
 
 
 # ---- fake kernels -------------------------------------------------------------------------
@@ -168,10 +191,37 @@ def _check_loss_grad(grad, img, reduction: str, op: str) -> None:
     )
 
 
+def _check_split(x, dim: int, parts: int, op: str) -> int:
+    """The checks of an MFM forward kernel on ``x``; ``dim`` normalised."""
+    _check_floating(x, op, "x")
+    return _split_dim(x, dim, parts, op)
+
+
+def _check_mfm_backward(grad, mask, dim: int, parts: int, op: str) -> int:
+    """The checks of an MFM backward kernel; ``dim`` normalised."""
+    _check_floating(grad, op, "grad")
+    torch._check_type(mask.dtype == torch.uint8, lambda: f"{op}: mask must be uint8, got {mask.dtype}")
+    torch._check_value(
+        grad.device == mask.device, lambda: f"{op}: grad is on {grad.device} but mask is on {mask.device}"
+    )
+    d = _split_dim(grad, dim, parts - 1, op, "grad")
+    _check_mask_shape(grad, mask, d, grad.shape[d] // (parts - 1), op)
+    return d
+
+
+def _loss_backward_checks(op: str):
+    """The checks of a loss backward kernel, as a function of (grad, img, reduction)."""
+
+    def check(grad, img, reduction: str) -> None:
+        _check_image(img, reduction, op)
+        _check_loss_grad(grad, img, reduction, op)
+
+    return check
+
+
 def _register_fakes() -> None:
     def _mfm_out(x, dim, parts, op):
-        _check_floating(x, op, "x")
-        d = _split_dim(x, dim, parts, op)
+        d = _check_split(x, dim, parts, op)
         piece = x.shape[d] // parts
         return d, piece, x.new_empty(_resized(x.shape, d, (parts - 1) * piece))
 
@@ -194,14 +244,8 @@ def _register_fakes() -> None:
         return out, x.new_empty(_resized(x.shape, d, piece), dtype=torch.uint8)
 
     def _mfm_backward_out(grad, mask, dim, parts, op):
-        _check_floating(grad, op, "grad")
-        torch._check_type(mask.dtype == torch.uint8, lambda: f"{op}: mask must be uint8, got {mask.dtype}")
-        torch._check_value(
-            grad.device == mask.device, lambda: f"{op}: grad is on {grad.device} but mask is on {mask.device}"
-        )
-        d = _split_dim(grad, dim, parts - 1, op, "grad")
+        d = _check_mfm_backward(grad, mask, dim, parts, op)
         piece = grad.shape[d] // (parts - 1)
-        _check_mask_shape(grad, mask, d, piece, op)
         return grad.new_empty(_resized(grad.shape, d, parts * piece))
 
     @torch.library.register_fake("lightface::_mfm_backward")
@@ -220,9 +264,10 @@ def _register_fakes() -> None:
         return fake
 
     def _loss_backward_fake(op):
+        check = _loss_backward_checks(op)
+
         def fake(grad, img, reduction):
-            _check_image(img, reduction, op)
-            _check_loss_grad(grad, img, reduction, op)
+            check(grad, img, reduction)
             return img.new_empty(img.shape)
 
         return fake
@@ -269,6 +314,129 @@ def _loss_columns(op: str, width: int) -> int:
     return width // 2 if op == "symmetry_loss" else width
 
 
+# ---- the ops as plain aten ops, for forward-mode AD and torch.func ---------------------------
+# The public ops have lightface.ops.reference. The backward ops are written here: linear in
+# the incoming gradient (the tangent a forward-over-reverse product pushes through them),
+# constant in what routes it (the mask; the image's difference signs, taken without tangent).
+
+
+def _mfm_backward_reference(grad: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """``_mfm_backward`` in aten ops: the gradient to the half the mask selected, 0 to the other."""
+    zero = grad.new_zeros(())
+    second = mask.bool()
+    return torch.cat([torch.where(second, zero, grad), torch.where(second, grad, zero)], dim)
+
+
+def _mfm_3_2_backward_reference(grad: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """``_mfm_3_2_backward`` in aten ops: the max's and the median's gradients to their thirds."""
+    zero = grad.new_zeros(())
+    grad_max, grad_median = grad.chunk(2, dim)
+    imax, imedian = mask & 3, (mask >> 2) & 3
+    return torch.cat(
+        [torch.where(imax == i, grad_max, torch.where(imedian == i, grad_median, zero)) for i in range(3)], dim
+    )
+
+
+def _sign(d: Tensor) -> Tensor:
+    """sign(d) with 0 for NaN, as the kernels (select.h ``sign_of``)."""
+    return torch.sign(d).nan_to_num(0.0)
+
+
+def _loss_pattern(op: str, img: Tensor) -> Tensor:
+    """Per image the derivative of the unreduced loss with respect to ``img`` (a pattern of signs)."""
+    w = img.shape[-1]
+    if op == "symmetry_loss":
+        half = w // 2
+        s = _sign(img[..., :half] - img[..., w - half:].flip(-1))
+        middle = img.new_zeros((*img.shape[:-1], w - 2 * half))
+        return torch.cat([s, middle, -s.flip(-1)], -1)
+    pad = torch.nn.functional.pad
+    dx = _sign(img[..., :, 1:] - img[..., :, :-1])
+    dy = _sign(img[..., 1:, :] - img[..., :-1, :])
+    return pad(dx, (1, 0)) - pad(dx, (0, 1)) + pad(dy, (0, 0, 1, 0)) - pad(dy, (0, 0, 0, 1))
+
+
+def _loss_backward_reference(op: str):
+    def backward(grad: Tensor, img: Tensor, reduction: str) -> Tensor:
+        n, c, h, w = img.shape
+        pattern = _loss_pattern(op, forward_ad.unpack_dual(img).primal.detach())
+        scale = grad.reshape(-1)  # (N,) for "none", one element otherwise
+        if reduction == "mean":
+            denominator = n * c * h * _loss_columns(op, w)
+            # as the kernel: no term, no gradient (scale 0 instead of 1/0)
+            scale = scale / denominator if denominator > 0 else scale * 0
+        return (scale.reshape(-1, 1, 1, 1) * pattern).to(img.dtype)
+
+    return backward
+
+
+# Per op: (the checks of its kernel, its aten formulation).
+_REFERENCES = {
+    "mfm": (lambda x, dim: _check_split(x, dim, 2, "mfm"), reference.mfm),
+    "mfm_3_2": (lambda x, dim: _check_split(x, dim, 3, "mfm_3_2"), reference.mfm_3_2),
+    "symmetry_loss": (lambda img, reduction: _check_image(img, reduction, "symmetry_loss"), reference.symmetry_loss),
+    "total_variation": (
+        lambda img, reduction: _check_image(img, reduction, "total_variation"),
+        reference.total_variation,
+    ),
+    "_mfm_backward": (
+        lambda grad, mask, dim: _check_mfm_backward(grad, mask, dim, 2, "mfm_backward"),
+        _mfm_backward_reference,
+    ),
+    "_mfm_3_2_backward": (
+        lambda grad, mask, dim: _check_mfm_backward(grad, mask, dim, 3, "mfm_3_2_backward"),
+        _mfm_3_2_backward_reference,
+    ),
+    "_symmetry_loss_backward": (
+        _loss_backward_checks("symmetry_loss_backward"),
+        _loss_backward_reference("symmetry_loss"),
+    ),
+    "_total_variation_backward": (
+        _loss_backward_checks("total_variation_backward"),
+        _loss_backward_reference("total_variation"),
+    ),
+}
+
+# Library holding the Autograd kernels registered below (kept alive with this module).
+_AUTOGRAD_LIB = torch.library.Library("lightface", "FRAGMENT")
+
+
+def _register_autograd_with_reference(name: str, backward, setup_context) -> None:
+    """``torch.library.register_autograd`` for op ``name``, except that a call under forward-mode
+    AD or a ``torch.func`` transform (:func:`under_transform`) runs the op's aten formulation
+    (``_REFERENCES``), after the kernel's checks, instead of the reverse-mode-only generated
+    ``autograd.Function``.
+
+    So ``torch.ops.lightface.mfm`` & co. give the right tangent under ``torch.func.jvp`` /
+    ``forward_ad`` (instead of a silent zero) and work under ``torch.func.grad`` / ``jacrev``
+    / ``vmap`` (instead of torch's "autograd.Function ... setup_context" error), as the
+    ``lightface.ops`` functions do; and the backward ops take a tangent on their incoming
+    gradient (forward-over-reverse, e.g. ``gradgradcheck(check_fwd_over_rev=True)``).
+    """
+    # What torch.library.register_autograd registers (torch >= 2.4), wrapped; private helpers, so a torch
+    # without them keeps the plain reverse-mode registration (the lightface.ops functions still take the
+    # reference under transforms).
+    try:
+        from torch._library.autograd import Info, make_autograd_impl
+        from torch._library.utils import fill_defaults
+    except ImportError:
+        torch.library.register_autograd(f"lightface::{name}", backward, setup_context=setup_context)
+        return
+
+    op = getattr(torch.ops.lightface, name).default
+    generated = make_autograd_impl(op, Info(backward, setup_context))
+    check, reference_fn = _REFERENCES[name]
+
+    def autograd_kernel(keyset, *args, **kwargs):
+        if under_transform(*args):
+            args, kwargs = fill_defaults(op._schema, args, kwargs)  # the dispatcher drops default values
+            check(*args, **kwargs)
+            return reference_fn(*args, **kwargs)
+        return generated(keyset, *args, **kwargs)
+
+    _AUTOGRAD_LIB.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+
+
 def _register_autograd() -> None:
     ops = torch.ops.lightface
 
@@ -306,8 +474,8 @@ def _register_autograd() -> None:
         _, mask = ops._mfm_3_2_forward(x, ctx.dim)
         return ops._mfm_3_2_backward(grad, mask, ctx.dim), None
 
-    torch.library.register_autograd("lightface::mfm", _mfm_backward, setup_context=_setup_input)
-    torch.library.register_autograd("lightface::mfm_3_2", _mfm_3_2_backward, setup_context=_setup_input)
+    _register_autograd_with_reference("mfm", _mfm_backward, _setup_input)
+    _register_autograd_with_reference("mfm_3_2", _mfm_3_2_backward, _setup_input)
 
     # The MFM backward ops: grad_x = R(mask)^T grad, so d/dgrad is R(mask) (gather by the
     # mask) and the mask (uint8) gets none.
@@ -324,12 +492,8 @@ def _register_autograd() -> None:
         (mask,) = ctx.saved_tensors
         return _mfm_3_2_route(grad_grad_x, mask, ctx.dim), None, None
 
-    torch.library.register_autograd(
-        "lightface::_mfm_backward", _mfm_backward_backward, setup_context=_setup_masked_backward
-    )
-    torch.library.register_autograd(
-        "lightface::_mfm_3_2_backward", _mfm_3_2_backward_backward, setup_context=_setup_masked_backward
-    )
+    _register_autograd_with_reference("_mfm_backward", _mfm_backward_backward, _setup_masked_backward)
+    _register_autograd_with_reference("_mfm_3_2_backward", _mfm_3_2_backward_backward, _setup_masked_backward)
 
     def _setup_loss(ctx, inputs, output):
         img, reduction = inputs
@@ -344,8 +508,8 @@ def _register_autograd() -> None:
         (img,) = ctx.saved_tensors
         return ops._total_variation_backward(grad, img, ctx.reduction), None
 
-    torch.library.register_autograd("lightface::symmetry_loss", _symmetry_backward, setup_context=_setup_loss)
-    torch.library.register_autograd("lightface::total_variation", _tv_backward, setup_context=_setup_loss)
+    _register_autograd_with_reference("symmetry_loss", _symmetry_backward, _setup_loss)
+    _register_autograd_with_reference("total_variation", _tv_backward, _setup_loss)
 
     # The loss backward ops: grad_img = grad[n] * scale * P_n(img), with P_n the signs of
     # the image's differences (dS_n/dI, dT_n/dI) and scale 1/denominator for "mean". So
@@ -377,18 +541,81 @@ def _register_autograd() -> None:
 
         return backward
 
-    torch.library.register_autograd(
-        "lightface::_symmetry_loss_backward",
+    _register_autograd_with_reference(
+        "_symmetry_loss_backward",
         _loss_backward_backward("symmetry_loss", ops._symmetry_loss_backward),
-        setup_context=_setup_loss_backward,
+        _setup_loss_backward,
     )
-    torch.library.register_autograd(
-        "lightface::_total_variation_backward",
+    _register_autograd_with_reference(
+        "_total_variation_backward",
         _loss_backward_backward("total_variation", ops._total_variation_backward),
-        setup_context=_setup_loss_backward,
+        _setup_loss_backward,
     )
+
+
+# ---- vmap ---------------------------------------------------------------------------------
+# Batching rules: the vmapped dimension moves to the front and becomes part of the batch the
+# kernels already loop over (MFM: one more leading dimension; the losses: more images), so
+# torch.func.vmap runs one kernel call instead of torch's per-sample loop (which warns).
+
+
+def _logical(x: Tensor, bdim: int) -> Tensor:
+    """A meta tensor of the per-sample shape of ``x`` batched along ``bdim`` (for the checks)."""
+    shape = list(x.shape)
+    del shape[bdim]
+    return torch.empty(shape, dtype=x.dtype, device="meta")
+
+
+def _register_vmap() -> None:
+    ops = torch.ops.lightface
+
+    def split_rule(name: str, parts: int, public: str):
+        op = getattr(ops, name)
+
+        def rule(info, in_dims, x, dim=1):
+            bdim = in_dims[0]
+            if bdim is None:  # not batched (a tensor of the closure)
+                out = op(x, dim)
+                return out, (None, None) if isinstance(out, tuple) else None
+            d = _check_split(_logical(x, bdim), dim, parts, public)
+            out = op(x.movedim(bdim, 0), d + 1)
+            return out, (0, 0) if isinstance(out, tuple) else 0
+
+        torch.library.register_vmap(f"lightface::{name}", rule)
+
+    split_rule("mfm", 2, "mfm")
+    split_rule("_mfm_forward", 2, "mfm")
+    split_rule("mfm_3_2", 3, "mfm_3_2")
+    split_rule("_mfm_3_2_forward", 3, "mfm_3_2")
+
+    def loss_rule(name: str):
+        op = getattr(ops, name)
+
+        def rule(info, in_dims, img, reduction="mean"):
+            bdim = in_dims[0]
+            if bdim is None:
+                return op(img, reduction), None
+            _check_image(_logical(img, bdim), reduction, name)
+            img = img.movedim(bdim, 0)
+            b, n, c, h, w = img.shape
+            # per-image sums as the kernel accumulates them (float32, float64 for float64)
+            acc = torch.float64 if img.dtype == torch.float64 else torch.float32
+            per_image = op(img.reshape(b * n, c, h, w).to(acc), "none").reshape(b, n)
+            if reduction == "none":
+                return per_image.to(img.dtype), 0
+            total = per_image.to(torch.float64).sum(1)
+            if reduction == "mean":
+                total = total / (n * c * h * _loss_columns(name, w))  # 0/0 -> NaN, as the kernel
+            return total.to(img.dtype), 0
+
+        torch.library.register_vmap(f"lightface::{name}", rule)
+
+    loss_rule("symmetry_loss")
+    loss_rule("total_variation")
 
 
 if HAS_OPS:
     _register_fakes()
     _register_autograd()
+    if hasattr(torch.library, "register_vmap"):  # torch >= 2.5; else torch's per-sample vmap fallback runs
+        _register_vmap()
