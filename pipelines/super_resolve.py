@@ -38,12 +38,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "or a shipped entry's name; default: the model that ships for --scale (default: %(default)s)")
     p.add_argument("--scale", type=int, choices=(4, 8), default=None, help="upscaling factor: picks the shipped model "
                    "when --weights is unset (default 4); with --weights, checked against the model (default: %(default)s)")
-    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no detection (default: off)")
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no "
+                   "detection; each comes out --scale times its size (a crop smaller than the model's input crop is "
+                   "enlarged to it first; one larger than --max-face-shrink times it keeps its bicubic upscale, with "
+                   "a note) (default: off)")
     p.add_argument("--detector", default="buffalo_l", help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack name (default: %(default)s)")
-    p.add_argument("--max-face-shrink", type=positive_float, default=MAX_FACE_SHRINK, help="whole photos: a face "
-                   "larger than the model's input crop (32 px at 4x, 16 px at 8x) is restored at its own size, up to "
-                   "this many times the crop; a larger one keeps the bicubic upscale, which the shipped models no "
-                   "longer beat there; inf: every face (default: %(default)s)")
+    p.add_argument("--max-face-shrink", type=positive_float, default=MAX_FACE_SHRINK, help="a face (whole photos) or "
+                   "--aligned crop larger than the model's input crop (32 px at 4x, 16 px at 8x) is restored at its own "
+                   "size, up to this many times the crop; a larger one keeps the bicubic upscale, which the shipped "
+                   "models no longer beat there; inf: every face (default: %(default)s)")
     p.add_argument("--only-center-face", action="store_true", help="restore only the main face: the largest, penalised by its distance from the image centre (default: off)")
     p.add_argument("--suffix", default=None, help="suffix added to restored file names (default: none)")
     p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg"), help="restored_imgs extension; auto = the input's (PNG for RGBA) (default: %(default)s)")
@@ -72,7 +75,7 @@ def check_flags(args: argparse.Namespace) -> None:
     --identity-weights without --evaluate."""
     parser = get_args_parser()
     if args.aligned:
-        refuse_flags(args, parser, ("only_center_face", "max_face_shrink", "detector", "ext"),
+        refuse_flags(args, parser, ("only_center_face", "detector", "ext"),
                      "whole-photo settings, which --aligned crops (upscaled as they are, no detection) cannot use; "
                      "drop them, or drop --aligned")
     if not args.evaluate:
@@ -103,7 +106,11 @@ def main(args: argparse.Namespace) -> dict:
     if args.input:
         if args.aligned:
             def restore(img):
-                return RestoreResult(crops=[img], faces=[resolver.upscale_face(img)])
+                shrink = resolver.aligned_shrink(img)
+                notes = [] if shrink <= resolver.max_face_shrink else [
+                    f"not super-resolved, kept its bicubic upscale: the crop is {shrink:.1f}x the model's "
+                    f"{resolver.input_size} px input crop (--max-face-shrink {resolver.max_face_shrink:g})"]
+                return RestoreResult(crops=[img], faces=[resolver.upscale_face(img)], notes=notes)
         else:
             def restore(img):
                 image, faces = resolver.restore(img, only_center_face=args.only_center_face, batch_size=args.batch_size)

@@ -277,6 +277,43 @@ def test_real_shipped_sr_restores_faces_framed_by_other_tools(shared_data, scale
     assert np.mean(gains) >= bar, gains  # measured: 4x +2.64, 8x +2.23 (docs/super_resolution.md)
 
 
+def test_real_shipped_sr_reads_aligned_crops_larger_than_its_input_at_their_own_size(shared_data, tmp_path):
+    """super_resolve --aligned shrank every crop to the 4x model's 32 px input and wrote 128 px faces: a 64 px crop
+    lost half its resolution, a 512 px GFPGAN crop came back 4x smaller. Now a 64 px crop (CelebA-HQ photos resized
+    whole to 256, downscaled 4x) comes out 256 px and beats its bicubic upscale, and a 512 px real crop, more than
+    --max-face-shrink 8 times the input crop, comes back as its 2048 px bicubic upscale with a note."""
+    from lightface.data.degradation import downscale
+    from lightface.data.io import read_image
+    from lightface.eval.image_quality import psnr
+    from pipelines import super_resolve
+
+    try:
+        SuperResolver(scale=4, device="cpu")
+    except PretrainedError:
+        pytest.skip("no 4x super-resolution model ships in this install")
+    src = tmp_path / "crops"
+    src.mkdir()
+    hr = {}
+    for path in sorted((shared_data / "celeba_hq").rglob("*.jpg"))[:6]:
+        hr[path.stem] = cv2.resize(read_image(path, "bgr"), (256, 256), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(src / f"{path.stem}.png"), downscale(hr[path.stem], 4, "bicubic"))
+    gfpgan = shared_data / "real_lq_faces" / "gfpgan_cropped_faces" / "Adele_crop.png"
+    cv2.imwrite(str(src / "adele.png"), cv2.imread(str(gfpgan)))
+    out = tmp_path / "out"
+    summary = super_resolve.main(super_resolve.get_args_parser().parse_args(
+        ["-i", str(src), "-o", str(out), "--aligned", "--device", "cpu"]))["summary"]
+    gains = []
+    for name, face in hr.items():
+        restored = cv2.imread(str(out / "restored_faces" / f"{name}_00.png"))
+        assert restored.shape == (256, 256, 3), name
+        lr = cv2.imread(str(src / f"{name}.png"))
+        gains.append(psnr(restored, face) - psnr(cv2.resize(lr, (256, 256), interpolation=cv2.INTER_CUBIC), face))
+    assert np.mean(gains) > 1.0, gains
+    assert cv2.imread(str(out / "restored_faces" / "adele_00.png")).shape == (2048, 2048, 3)
+    (note,) = [e["notes"] for e in summary["processed"] if e["name"] == "adele"][0]
+    assert note.startswith("not super-resolved, kept its bicubic upscale: the crop is 16.0x the model's 32 px")
+
+
 def test_whole_photo_restorers_cut_large_faces_antialiased(shared_data, shared_models):
     """A 1024 px CelebA-HQ photo (its face shrunk about 4x into the crop): the frontalizer reads the
     antialiased bilinear crop (align_face antialias=True), the super-resolver the antialiased bicubic

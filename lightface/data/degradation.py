@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .convert import image_to_tensor
+from .io import ImageReadError
 from ..utils.seeding import sample_seed
 from .transforms import ReseedingCompose, _check_prob
 
@@ -218,7 +219,11 @@ class SRPairDataset:
             made with (one of :data:`RESIZE_METHODS`; :func:`downscale_tensor` repeats it).
 
     ``dataset[i]`` -> ``(lr, hr)`` float32 tensors, RGB, in [0, 1]: (3, hr_size/scale, hr_size/scale)
-    and (3, hr_size, hr_size). Gray sources are replicated to 3 channels.
+    and (3, hr_size, hr_size). Gray sources are replicated to 3 channels. A source item that raises
+    :class:`~lightface.data.io.ImageReadError` (an image folder's truncated file; the source reports it) is
+    replaced by the next readable one, ``base[i + 1]``, ``base[i + 2]`` ... (wrapping around): the same sample in
+    every DataLoader worker and after a resume, drawn with sample ``i``'s flip and degradation. Other errors (an
+    LMDB's damaged record) stop the run.
     """
 
     def __init__(self, base, hr_size: int, degradation: "Degradation", flip: bool = False,
@@ -241,8 +246,16 @@ class SRPairDataset:
         return len(self.base)
 
     def hr_image(self, index: int) -> np.ndarray:
-        """HR face ``index`` as uint8 RGB (hr_size, hr_size, 3)."""
-        item = self.base[index]
+        """HR face ``index`` as uint8 RGB (hr_size, hr_size, 3) (the next readable one where ``base[index]`` is not)."""
+        n = len(self.base)
+        for k in range(n):
+            try:
+                item = self.base[(index + k) % n]
+                break
+            except ImageReadError as err:
+                if k == n - 1:
+                    raise ImageReadError(f"{err}; no other HR image of its set ({n} image(s)) can be read in its "
+                                         "place") from err
         img = item["image"] if isinstance(item, dict) else item
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         return _square_resize(img, self.hr_size)

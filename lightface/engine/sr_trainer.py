@@ -28,6 +28,7 @@ downscale): PSNR, SSIM and identity cosine for SR and bicubic, and a PNG grid
 LR | bicubic | SR | HR is written; ``best.pt`` tracks ``val_psnr``.
 """
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -147,6 +148,11 @@ class SRTrainConfig(GANRunConfig):
         return problems
 
 
+#: an image folder of which more than this fraction of the image files cannot be read (found at start-up from the
+#: headers, or later when a file whose header is sound, a truncated JPEG, is drawn) is refused: it is damaged
+MAX_UNREADABLE_FRACTION = 0.5
+
+
 class _ImageFolder:
     """HR faces from image files under a folder (:func:`~lightface.data.folders.image_files`: recursive, sorted);
     items are uint8 BGR arrays.
@@ -155,8 +161,18 @@ class _ImageFolder:
     ground truth) and files that are not readable images (they would stop the training when drawn) are left out,
     counted in one warning and listed in ``too_small`` / ``unreadable``; sizes are read from the files' headers.
 
+    A file whose header reads but whose data does not (a truncated JPEG) is found only when drawn, no image being
+    decoded at start-up: ``self[i]`` then raises :class:`~lightface.data.io.ImageReadError` (which
+    :class:`~lightface.data.degradation.SRPairDataset` answers by drawing the next sample), after one warning
+    naming the file and counting those found so far; the file is not read again. What is found is shared by the
+    DataLoader workers (one flag per file in shared memory): :meth:`found_unreadable` lists it. More than
+    :data:`MAX_UNREADABLE_FRACTION` of the folder's image files unreadable is refused (ValueError): at start-up,
+    and as they are found by :meth:`check_found` (the trainer calls it every step, in the main process, so the
+    message is not a DataLoader worker's traceback): the folder is damaged.
+
     Raises:
-        FileNotFoundError: no image files under ``root``; ValueError: none left (the message counts why).
+        FileNotFoundError: no image files under ``root``; ValueError: none left (the message counts why), or
+        most files unreadable.
     """
 
     def __init__(self, root: Path, min_size: Optional[int] = None, flag: str = "--data"):
@@ -189,14 +205,56 @@ class _ImageFolder:
                 raise ValueError(f"{flag} {root}: none of its {len(paths)} image file(s) can be an HR face of "
                                  f"--hr-size {min_size}: {len(self.too_small)} smaller than {min_size} px, "
                                  f"{len(self.unreadable)} unreadable; use larger images or a smaller --hr-size")
-            paths = kept
-        self.paths = paths
+        self.root, self.flag, self.files = root, flag, len(paths)
+        self._check_unreadable(0, lambda: self.unreadable[0])
+        self.paths = kept if min_size is not None else paths
+        # 1 for each file found unreadable when drawn, in whichever process (DataLoader workers inherit it)
+        self._found = multiprocessing.RawArray("b", len(self.paths))
+
+    def found_unreadable(self) -> List[Path]:
+        """The files found unreadable when drawn (by this process or its DataLoader workers), in folder order."""
+        return [path for path, bad in zip(self.paths, self._found) if bad]
+
+    def check_found(self) -> None:
+        """Refuse (ValueError) the folder once more than :data:`MAX_UNREADABLE_FRACTION` of its files are unreadable,
+        counting those found when drawn."""
+        self._check_unreadable(bytes(self._found).count(1), lambda: self.found_unreadable()[0])  # a byte scan
+
+    def _check_unreadable(self, found: int, example) -> None:
+        """ValueError when the files left out at start-up and the ``found`` unreadable since are too many;
+        ``example()``: one of them, for the message."""
+        bad = len(self.unreadable) + found
+        if bad > MAX_UNREADABLE_FRACTION * self.files:
+            raise ValueError(f"{self.flag} {self.root}: {bad} of its {self.files} image file(s) are unreadable "
+                             f"(e.g. {example()}), more than {MAX_UNREADABLE_FRACTION:.0%}: the folder is damaged (an "
+                             "interrupted copy or download?); copy it again, or remove the broken files")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return read_image(self.paths[i], "bgr")
+        path = self.paths[i]
+        if self._found[i]:
+            raise ImageReadError(f"{path}: unreadable (found earlier in this run)")
+        try:
+            return read_image(path, "bgr")
+        except ImageReadError as err:
+            if not self._found[i]:  # another worker may have just reported it
+                self._found[i] = 1
+                log.warning("%s %s: %s; another image is drawn in its place (%d file(s) of %d found unreadable so "
+                            "far)", self.flag, self.root, err, bytes(self._found).count(1), self.files)
+            raise
+
+
+def _image_folders(source) -> List[_ImageFolder]:
+    """The :class:`_ImageFolder` s inside an HR source (:func:`open_hr_source`, maybe in a ``Subset``)."""
+    if isinstance(source, _ImageFolder):
+        return [source]
+    if isinstance(source, Subset):
+        return _image_folders(source.dataset)
+    if isinstance(source, ConcatDataset):
+        return [f for part in source.datasets for f in _image_folders(part)]
+    return []
 
 
 def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data"):
@@ -352,7 +410,17 @@ class SuperResolutionTask(GANTask):
         self.validator = _Validator(val_pairs, cfg.val_count, self.identity) if engine.is_main else None
         log.info("wavelet_srnet %s on %d faces (%d held out)", self.model_kwargs, len(train_set), len(val_pairs))
         self.epoch_size = len(train_set)
+        self._folders = _image_folders(base) + (_image_folders(val_base) if val_base is not None else [])
         return train_set
+
+    def summary(self) -> Dict[str, Any]:
+        """``unreadable_hr_files``: the image-folder files found unreadable when drawn (each replaced by the next
+        sample; this process and its DataLoader workers), named again in a warning."""
+        found = [str(path) for folder in self._folders for path in folder.found_unreadable()]
+        if found:
+            log.warning("%d HR file(s) could not be read when drawn and were replaced by other samples: %s; repair "
+                        "or remove them", len(found), ", ".join(found[:5]) + (" ..." if len(found) > 5 else ""))
+        return {"unreadable_hr_files": found}
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         super().load_extra_state(ckpt)
@@ -373,6 +441,8 @@ class SuperResolutionTask(GANTask):
 
     def train_step(self, batch, extra_batches: Sequence[Any] = ()) -> Dict[str, Any]:
         cfg, gan = self.cfg, self.objective
+        for folder in self._folders:  # a folder found mostly unreadable as its files are drawn is refused
+            folder.check_found()
         lr_img, hr, methods = batch if len(batch) == 3 else (*batch, None)
         self.G_view.train()
         self.D_view.train()

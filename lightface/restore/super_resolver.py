@@ -109,7 +109,8 @@ class SuperResolver:
         max_face_shrink: :meth:`restore` reads a face larger in the photo than the model's input
             crop at its own resolution (a 4x model then outputs it 4x larger than 128 px) up to
             this many times the input crop (default :data:`MAX_FACE_SHRINK`, 8); a larger face
-            keeps the bicubic upscale, which the shipped models no longer beat there.
+            keeps the bicubic upscale, which the shipped models no longer beat there. The same limit holds
+            for the aligned crops of :meth:`upscale_faces`, read at their own size.
             ``float("inf")``: restore every face.
 
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
@@ -174,19 +175,64 @@ class SuperResolver:
             sr = sr.add_(self.model(x.flip(-1)).flip(-1)).mul_(0.5)
         return sr.clamp_(0, 1).to(lr.device)
 
-    def upscale_faces(self, crops: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
-        """Aligned face crops (uint8 BGR or gray, any size) -> uint8 BGR (output_size, output_size, 3) each.
+    def aligned_shrink(self, crop) -> float:
+        """How many times the model's input crop :meth:`upscale_faces` reads the aligned crop ``crop`` (an array,
+        or its shape): its shorter side / ``input_size``, at least 1 (a smaller crop is enlarged to the input
+        crop). Above ``max_face_shrink`` the crop is not super-resolved (its bicubic upscale comes back), as
+        :meth:`restore` keeps such a face in a photo."""
+        shape = crop if isinstance(crop, tuple) else np.shape(crop)
+        return max(1.0, min(shape[:2]) / self.input_size)
 
-        Crops that are not ``input_size`` square are resized to it first (area / bicubic).
+    def upscale_faces(self, crops: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
+        """Aligned face crops (uint8 BGR or gray, any size) -> uint8 BGR crops ``scale`` times their size.
+
+        A crop whose shorter side is below ``input_size`` is first enlarged (bicubic) to make it ``input_size``,
+        so a square one comes out ``output_size``; a larger crop is read at its own size (the model is fully
+        convolutional: a 4x model turns a 64 px crop into 256 px, a 512 px one is never shrunk to 32 px and
+        its detail thrown away), as :meth:`restore` reads a large face. A crop more than ``max_face_shrink``
+        times the input crop (:meth:`aligned_shrink`: 256 px at 4x, 128 px at 8x with the default 8) comes
+        back as its bicubic upscale, counted in a warning: the shipped models no longer beat bicubic there (such
+        a crop holds no detail to super-resolve; ``max_face_shrink=float("inf")`` runs the model anyway).
+        A non-square crop keeps its aspect ratio. ``crops`` of one shape are run ``batch_size`` at a time.
+
+        Raises:
+            ValueError: a crop whose output would pass :data:`MAX_OUTPUT_PIXELS`.
         """
-        batch = []
+        check_batch_size(batch_size)
+        items = []
         for c in crops:
             c = _as_bgr(c)
-            if c.shape[:2] != (self.input_size, self.input_size):
-                interp = cv2.INTER_AREA if c.shape[0] > self.input_size else cv2.INTER_CUBIC
-                c = cv2.resize(c, (self.input_size, self.input_size), interpolation=interp)
-            batch.append(c)
-        return self._upscale_batches(batch, batch_size)
+            h, w = c.shape[:2]
+            if min(h, w) < self.input_size:  # enlarged so that its shorter side is the input crop's
+                f = self.input_size / min(h, w)
+                c = cv2.resize(c, (max(self.input_size, round(w * f)), max(self.input_size, round(h * f))),
+                               interpolation=cv2.INTER_CUBIC)
+                h, w = c.shape[:2]
+            if h * w * self.scale ** 2 > MAX_OUTPUT_PIXELS:
+                raise ValueError(f"a {w}x{h} face crop upscaled {self.scale}x would be {w * self.scale}x"
+                                 f"{h * self.scale} pixels, more than SuperResolver makes ({MAX_OUTPUT_PIXELS / 1e6:.0f}"
+                                 " MP); downscale the crop first")
+            items.append(c)
+        out: List[Optional[np.ndarray]] = [None] * len(items)
+        by_shape: Dict[Tuple[int, int], List[int]] = {}
+        kept = []
+        for i, c in enumerate(items):
+            if self.aligned_shrink(c) > self.max_face_shrink:
+                out[i] = cv2.resize(c, (c.shape[1] * self.scale, c.shape[0] * self.scale), interpolation=cv2.INTER_CUBIC)
+                kept.append(i)
+            else:
+                by_shape.setdefault(c.shape[:2], []).append(i)
+        for idx in by_shape.values():  # one batch per crop shape
+            for i, up in zip(idx, self._upscale_batches([items[i] for i in idx], batch_size)):
+                out[i] = up
+        if kept:
+            h, w = items[kept[0]].shape[:2]
+            log.warning("upscale_faces: %d of %d aligned crop(s) not super-resolved, returned as their bicubic "
+                        "upscale: larger than max_face_shrink %g times the model's %d px input crop (e.g. #%d, "
+                        "%dx%d), where the model no longer beats bicubic; downscale such crops, or pass "
+                        "max_face_shrink=inf (--max-face-shrink inf) to super-resolve them anyway", len(kept),
+                        len(items), self.max_face_shrink, self.input_size, kept[0], w, h)
+        return out
 
     def _upscale_batches(self, crops: Sequence[np.ndarray], batch_size: int) -> List[np.ndarray]:
         """uint8 BGR (s, s, 3) crops of one size -> uint8 BGR (s * scale, s * scale, 3), ``batch_size`` at a time."""
@@ -198,7 +244,8 @@ class SuperResolver:
         return out
 
     def upscale_face(self, crop: np.ndarray) -> np.ndarray:
-        """One aligned face crop (uint8 BGR (h, w, 3) or gray) -> uint8 BGR (output_size, output_size, 3)."""
+        """One aligned face crop (uint8 BGR (h, w, 3) or gray) -> uint8 BGR (h * scale, w * scale, 3), at least
+        (output_size, output_size, 3) for a square crop: :meth:`upscale_faces`."""
         return self.upscale_faces([crop])[0]
 
     def restore(
@@ -270,7 +317,8 @@ def evaluate_super_resolution(
     """Score super-resolution against ground truth: PSNR, SSIM and identity cosine, SR vs bicubic.
 
     Each HR image is turned into an ``output_size`` face (``aligned=True``: resized, area
-    interpolation when shrinking; else the main detected face,
+    interpolation; a crop whose shorter side is below ``output_size`` is skipped, listed in ``skipped``:
+    enlarged, it would be blurry ground truth, which flatters the scores; else the main detected face,
     :func:`lightface.data.detect.main_face`, aligned to the Light CNN template at
     ``output_size``, antialiased where the crop shrinks the face, so a high-resolution photo
     gives a faithful HR face rather than the aliased point samples of a plain warp:
@@ -310,7 +358,11 @@ def evaluate_super_resolution(
             skipped.append({"input": str(path), "reason": str(err)})
             continue
         if aligned:
-            hr = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
+            if min(img.shape[:2]) < size:
+                skipped.append({"input": str(path), "reason": f"HR crop {img.shape[1]}x{img.shape[0]} smaller than "
+                                f"the output size {size}: enlarged, it would be blurry ground truth"})
+                continue
+            hr = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
         else:
             faces = detect_faces(resolver.detector, img, only_center_face=True)
             if not faces:
@@ -321,6 +373,9 @@ def evaluate_super_resolution(
         lrs.append(downscale(hr, scale, "bicubic"))
     if not hrs:
         raise ValueError(f"no usable HR images among {len(hr_paths)} input(s): {skipped}")
+    if skipped:
+        log.warning("evaluation: skipped %d of %d HR image(s), e.g. %s: %s", len(skipped), len(hr_paths),
+                    skipped[0]["input"], skipped[0]["reason"])
     srs = resolver.upscale_faces(lrs)
     bics = [resize(lr, (size, size), "bicubic") for lr in lrs]
 
