@@ -34,7 +34,9 @@ face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; w
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
 runs instead and a warning says so (see :mod:`lightface.data.detect`). A main face so small
 that the 128x128 crop enlarges it more than :data:`SMALL_FACE_ENLARGEMENT` times (eyes closer
-than about 10 px) is still embedded, with a warning: accuracy falls with face size.
+than about 10 px) is still embedded, with a warning: accuracy falls with face size. So is a main
+face cut by the image border (landmarks on its border; the crop's missing part is black, as
+InsightFace fills it), with a warning: half a face embeds far from the whole one.
 
 Weights
 -------
@@ -76,7 +78,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.align import affine_scale, align_face, template_points
+from .data.align import affine_scale, align_face, crop_outside_fraction, landmarks_at_border, template_points
 from .data.convert import check_unit_tensor
 from .data.io import (ImageReadError, composite_on_black, is_pil_image, opencv_error_text, pil_to_array, read_image,
                       to_gray)
@@ -166,6 +168,9 @@ class EmbeddedFace:
         landmarks: float32 (5, 2): left eye, right eye, nose, left/right mouth corner (as seen).
         embedding: float32 (256,), L2-normalised.
         crop: the aligned gray 128x128 uint8 crop that was embedded.
+        landmarks_at_border: how many landmarks lie on the image border or beyond it
+            (:func:`lightface.data.align.landmarks_at_border`): above 0, a face cut by the
+            border, whose crop is partly black fill and whose embedding is less reliable.
     """
 
     box: np.ndarray
@@ -173,6 +178,7 @@ class EmbeddedFace:
     landmarks: np.ndarray
     embedding: np.ndarray
     crop: np.ndarray
+    landmarks_at_border: int = 0
 
 
 @dataclass
@@ -400,6 +406,12 @@ class FaceEmbedder:
             the photo and from the photo shrunk 4x agree to a mean cosine of 0.992 with it and
             0.986 without (docs/recognition.md, "Large faces"). Faces the crop enlarges (most
             web photos, LFW) are aligned identically either way.
+        detector_options: keywords of the :class:`~lightface.data.detect.FaceDetector` made from a
+            ``detector`` name or path (or the default): ``det_size`` (default 640; a photo is
+            shrunk to fit it, and a face narrower than about 15 px at that scale is missed: a
+            56-px face in a 4000-px group photo is found by det_500m at 1280, not at 640),
+            ``threshold`` (0.5), ``pad_retry``, ``fallback``, ``root``, ``providers``. Checked
+            when the embedder is made; the detector loads on first use.
 
     Attributes:
         weights_info: :class:`WeightsInfo` (name, sha256, arch) of the weights in use.
@@ -436,6 +448,7 @@ class FaceEmbedder:
         aligned_template: str = "auto",
         rescue_threshold: Optional[float] = RESCUE_THRESHOLD,
         antialias: bool = True,
+        detector_options: Optional[Dict[str, Any]] = None,
     ):
         _check_aligned_template(aligned_template)
         from .data.detect import MIN_THRESHOLD, check_detector_arg
@@ -500,12 +513,37 @@ class FaceEmbedder:
                            "AVX512_BF16 or AMX): about 20 times slower than float32 there (docs/benchmarks.md); use "
                            "precision='float32'", self.device)
         check_detector_arg(detector)
+        self._detector_options = self._check_detector_options(detector, detector_options)
         self._detector_spec = detector
         self._detector = None if detector is None or isinstance(detector, (str, os.PathLike)) else detector
         if threshold is None:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
         self.identification_threshold = identification_threshold
+
+    @staticmethod
+    def _check_detector_options(detector: Any, options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """``detector_options`` checked: a dict of :class:`~lightface.data.detect.FaceDetector` keywords, for a
+        detector given by name or path (or None) only; ``det_size`` and ``threshold`` are checked without
+        loading the detector (:func:`~lightface.data.detect.check_detector_options`)."""
+        if options is None:
+            return {}
+        if not isinstance(options, dict):
+            raise TypeError(f"detector_options must be a dict of FaceDetector keywords, got {type(options).__name__}")
+        if detector is not None and not isinstance(detector, (str, os.PathLike)):
+            raise ValueError("detector_options apply to a detector given by name or path (or None); this detector "
+                             f"is an object ({type(detector).__name__}): give it those settings where it is made")
+        import inspect
+
+        from .data.detect import FaceDetector, check_detector_options
+
+        known = set(inspect.signature(FaceDetector).parameters) - {"model"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"detector_options: unknown FaceDetector keyword(s) {unknown}; known: {sorted(known)}")
+        check_detector_options("buffalo_l" if detector is None else detector, options.get("det_size", 640),
+                               options.get("threshold", 0.5))
+        return dict(options)
 
     @staticmethod
     def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:
@@ -609,7 +647,7 @@ class FaceEmbedder:
 
             spec = "buffalo_l" if self._detector_spec is None else self._detector_spec
             dev = "cpu" if self.device.type == "cpu" else "auto"
-            self._detector = FaceDetector(spec, device=dev)
+            self._detector = FaceDetector(spec, **{"device": dev, **self._detector_options})
         return self._detector
 
     def _detect(self, img: np.ndarray, source: str, threshold: Optional[float] = None) -> list:
@@ -659,6 +697,12 @@ class FaceEmbedder:
             raise NoFaceError(f"{source}: no face detected (detector {self.detector!r})")
         face = main_face(faces, img.shape)
         crop, M = self.align(img, face.landmarks)
+        cut = landmarks_at_border(face.landmarks, img.shape)
+        if cut:
+            logger.warning("%s: face cut by the image border (%d of its 5 landmarks on the border of the %dx%d photo; "
+                           "%.0f%% of the crop is black fill): the embedding holds only part of the face and is less "
+                           "reliable (docs/recognition.md, 'Faces cut by the border')", source, cut, img.shape[1],
+                           img.shape[0], 100 * crop_outside_fraction(M, img.shape, INPUT_SIZE))
         enlargement = affine_scale(M)
         if enlargement > SMALL_FACE_ENLARGEMENT:
             eyes = float(np.linalg.norm(np.subtract(face.landmarks[0], face.landmarks[1])))
@@ -839,7 +883,8 @@ class FaceEmbedder:
             return []
         crops = np.stack([c for _, c in found])
         emb = self.embed_tensor(torch.from_numpy(crops).unsqueeze(1).float().div_(255.0), flip).cpu().numpy()
-        return [EmbeddedFace(f.box, f.score, f.landmarks, e, c) for (f, c), e in zip(found, emb)]
+        return [EmbeddedFace(f.box, f.score, f.landmarks, e, c, landmarks_at_border(f.landmarks, img.shape))
+                for (f, c), e in zip(found, emb)]
 
     def verify(self, a: Any, b: Any, aligned: bool = True) -> bool:
         """True when images ``a`` and ``b`` (one face each) show the same person:

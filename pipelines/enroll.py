@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
-from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
+from pipelines.extract_embeddings import add_detector_size_arguments, add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.enroll")
 
@@ -52,6 +52,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector unless --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
                         "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
+    add_detector_size_arguments(p)
     p.add_argument("--aligned", action="store_true",
                    help="the photos are Light CNN crops (128x128, or 144x144 centre-cropped): no detection")
     p.add_argument("--duplicate-threshold", type=_unit_float, default=0.98,

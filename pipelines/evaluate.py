@@ -28,7 +28,8 @@ import numpy as np
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import int_at_least, json_file, plot_file
 from pipelines._cli import DefaultsHelpFormatter
-from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
+from pipelines.extract_embeddings import (add_detector_size_arguments, add_embedder_arguments, detector_options,
+                                          embedder_from_args)
 
 logger = logging.getLogger("pipelines.evaluate")
 
@@ -45,7 +46,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--ext", default=".jpg", help="image extension for LFW pair lists")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--landmarks", default=None, help="5-point landmarks file ('relpath x1 y1 ... x5 y5' per line)")
-    how.add_argument("--detector", default=None, help="detect and align faces: InsightFace pack name or detector .onnx")
+    how.add_argument("--detector", default=None,
+                     help="detect and align faces: InsightFace pack name, detector .onnx, a YuNet .onnx, or 'yunet' "
+                          "(shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
+    add_detector_size_arguments(p)
     p.add_argument("--out", type=json_file, default="report.json",
                    help="JSON report path (checked before any image is embedded)")
     p.add_argument("--plot", type=plot_file, default=None, help="ROC plot path: .png, .pdf, .svg ... (none when omitted)")
@@ -137,6 +141,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         "detector": args.detector,
         "detector_backend": getattr(embedder.detector, "backend", None) if args.detector else None,
         "detector_fallback": getattr(embedder.detector, "fallback_reason", None) if args.detector else None,
+        "detector_options": detector_options(args) if args.detector else None,
         "flip": embedder.flip,
         "n_images": len(paths),
         "failed_images": failed,

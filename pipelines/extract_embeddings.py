@@ -14,7 +14,10 @@ Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, `
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged; paths
 outside the root, e.g. absolute ones in a list file, are taken relative to the images' common
 folder, and ``face.jpg`` + ``face.png`` become ``face_jpg.feat`` + ``face_png.feat``: see :func:`feat_names`),
-plus ``OUT/failures.tsv`` listing the images of this run that failed (removed when none did).
+plus ``OUT/failures.tsv`` listing the images of this run that failed (removed when none did; an earlier run's
+``.feat`` of an image that fails now is removed), and ``OUT/manifest.json`` naming the weights and the settings
+that made the folder's features: a folder made with other weights or settings (or holding ``.feat`` files and no
+manifest) is refused before any work, never mixed.
 Bad files are skipped and reported. ``-o`` is checked before any work: a file given for
 ``--format feat``, a folder or a path ending in ``/`` for ``npz``, is refused.
 
@@ -43,7 +46,7 @@ from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
 from lightface.utils.precision import PRECISIONS
 from lightface.utils.templates import ALIGNED_TEMPLATES
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import int_at_least, positive_int, unit_interval
 from pipelines._cli import DefaultsHelpFormatter
 
 logger = logging.getLogger("pipelines.extract_embeddings")
@@ -79,13 +82,34 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     return p
 
 
+def add_detector_size_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--det-size`` and ``--det-threshold`` of the recognition CLIs' ``--detector`` (as ``build_lmdb`` has them);
+    :func:`embedder_from_args` hands them to the detector."""
+    p.add_argument("--det-size", type=int_at_least(32), default=640,
+                   help="detector input size: each photo is shrunk to fit it, and a face narrower than about 15 px "
+                        "at that scale is missed (a 56-px face in a 4000-px photo is 9 px at 640); raise it (1280, "
+                        "1920) for small faces in large photos (slower). At least 32; a multiple of 32 for InsightFace "
+                        "detectors, any for YuNet")
+    p.add_argument("--det-threshold", type=unit_interval, default=0.5,
+                   help="detector score threshold in [0, 1] (a photo with no face above it still gets its best "
+                        "candidate from 0.25, with a warning)")
+    return p
+
+
+def detector_options(args: argparse.Namespace) -> Dict[str, object]:
+    """The ``FaceEmbedder(detector_options=...)`` of :func:`add_detector_size_arguments`' flags."""
+    return {"det_size": args.det_size, "threshold": args.det_threshold}
+
+
 def embedder_from_args(args: argparse.Namespace, detector: Optional[str] = None):
     """The :class:`~lightface.embed.FaceEmbedder` of :func:`add_embedder_arguments`' flags, with ``detector``
-    (None: aligned crops only)."""
+    (None: aligned crops only) and the ``--det-size`` / ``--det-threshold`` of
+    :func:`add_detector_size_arguments` when the parser has them."""
     from lightface.embed import FaceEmbedder
 
+    options = detector_options(args) if detector is not None and hasattr(args, "det_size") else None
     return FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=detector, flip=args.flip,
-                        aligned_template=args.aligned_template, precision=args.precision)
+                        aligned_template=args.aligned_template, precision=args.precision, detector_options=options)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -109,6 +133,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector when not --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
                         "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
+    add_detector_size_arguments(p)
     return p
 
 
@@ -198,7 +223,7 @@ def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_
     spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
             "files": _file_stamps(base, rels), "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
             "precision": args.precision, "template": args.aligned_template,
-            "detector": None if args.aligned else str(args.detector)}
+            "detector": None if args.aligned else [str(args.detector), detector_options(args)]}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -224,6 +249,57 @@ def _save_progress(path: Path, fingerprint: str, emb: np.ndarray, done: int, fai
                  failed_paths=np.array(list(failed), dtype=str), failed_errors=np.array(list(failed.values()), dtype=str))
 
 
+#: ``--format feat``: the file in ``OUT`` naming the model and settings that made its ``.feat`` files
+FEAT_MANIFEST = "manifest.json"
+
+
+def _feat_settings(args: argparse.Namespace, embedder) -> Dict[str, object]:
+    """What a ``.feat`` folder's features depend on besides their images: the weights and the settings that change
+    the numbers (the detector that runs, after a pack's fallback to YuNet, not the one asked for)."""
+    info = embedder.weights_info
+    detector = None
+    if not args.aligned:
+        det = embedder.detector  # loaded now (it would be at the first image): a fallback is known before any work
+        detector = {"model": getattr(det, "model", args.detector), "backend": getattr(det, "backend", None),
+                    **detector_options(args)}
+    return {"weights": {"name": info.name, "sha256": info.sha256, "arch": info.arch},
+            "settings": {"aligned": bool(args.aligned), "aligned_template": args.aligned_template,
+                         "flip": embedder.flip, "precision": args.precision, "detector": detector}}
+
+
+def _check_feat_folder(out: Path, made_by: Dict[str, object]) -> None:
+    """Refuse a ``--format feat`` folder whose ``.feat`` files another extraction made (other weights or settings, or
+    files with no :data:`FEAT_MANIFEST` to say): a rerun rewrites only the images it embeds, so the folder would hold
+    features of two models that cannot be told apart. Otherwise write the manifest, before any ``.feat`` file."""
+    manifest = out / FEAT_MANIFEST
+    fix = (f"give another -o, or delete {out} (its .feat files and {FEAT_MANIFEST}) to extract again with these "
+           "weights and settings")
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{manifest}: unreadable ({err}); {fix}") from None
+        old = {k: old.get(k) for k in made_by}
+        if old != made_by:
+            diff = "; ".join(f"{key} {old_v!r} there, {new_v!r} now"
+                             for part in made_by for key, old_v, new_v in _changes(part, old.get(part), made_by[part]))
+            raise ValueError(f"-o {out} holds .feat files of another extraction ({diff}): this one would rewrite "
+                             f"only the images it embeds, leaving features of two models mixed in one folder; {fix}")
+        return
+    if next(out.rglob("*.feat"), None) is not None:
+        raise ValueError(f"-o {out} holds .feat files but no {FEAT_MANIFEST} naming the weights and settings that made "
+                         f"them (another tool, or lightface before it wrote one): they could be mixed with features "
+                         f"of another model; {fix}")
+    write_text_atomic(manifest, json.dumps({"format": "lightface feat", "version": 1, **made_by}, indent=2) + "\n")
+
+
+def _changes(part: str, old: object, new: object) -> List[Tuple[str, object, object]]:
+    """``(key, old value, new value)`` for each entry of the dicts ``old`` / ``new`` that differs."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [(part, old, new)]
+    return [(f"{part}.{k}", old.get(k), new.get(k)) for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+
+
 def main(args: argparse.Namespace) -> Dict[str, object]:
     """Run the extraction; returns a summary ``{"count", "failed": {path: message}, "output"}``."""
     from tqdm.auto import tqdm
@@ -234,6 +310,8 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     out = _output_path(args)
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     info = embedder.weights_info
+    if args.format == "feat":
+        _check_feat_folder(out, _feat_settings(args, embedder))
     progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
     fingerprint = _fingerprint(args, base, rels, info.sha256, embedder.flip)
     emb = np.full((len(rels), 256), np.nan, np.float32)
@@ -270,6 +348,13 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         for i in ok:
             with atomic_file(out / f"{names[i]}.feat") as f:
                 f.write(emb[i].astype("<f4").tobytes())
+        stale = [out / f"{names[i]}.feat" for i, r in enumerate(rels) if r in failed]
+        stale = [p for p in stale if p.is_file()]
+        for p in stale:  # an earlier run's features of an image that fails now (edited, damaged) are not its features
+            p.unlink()
+        if stale:
+            logger.warning("removed %d .feat file(s) of earlier runs whose images failed now (listed in %s), e.g. %s",
+                           len(stale), out / "failures.tsv", stale[0])
         if failed:
             write_text_atomic(out / "failures.tsv", "".join(f"{p}\t{m}\n" for p, m in failed.items()))
         else:  # an earlier run's list would name images this run embedded

@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 
 from pipelines._argtypes import image_file, positive_int
 from pipelines._cli import DefaultsHelpFormatter, run_cli
-from pipelines.extract_embeddings import add_embedder_arguments, embedder_from_args
+from pipelines.extract_embeddings import add_detector_size_arguments, add_embedder_arguments, embedder_from_args
 
 logger = logging.getLogger("pipelines.search")
 
@@ -40,6 +40,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--detector", default="buffalo_l",
                    help="face detector unless --aligned: InsightFace pack name, detector .onnx, a YuNet .onnx, or "
                         "'yunet' (shipped); a pack that cannot be loaded (offline) falls back to the shipped YuNet")
+    add_detector_size_arguments(p)
     p.add_argument("--aligned", action="store_true", help="the queries are Light CNN crops (one face each, no detection)")
     p.add_argument("--backend", default="auto", choices=["auto", "exact", "faiss"],
                    help="auto: the gallery's FAISS index when it has one (and faiss is installed), else exact")

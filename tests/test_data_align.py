@@ -7,6 +7,7 @@ from lightface.data.align import (
     align_face,
     estimate_transform,
     invert_affine,
+    landmarks_at_border,
     template_base_size,
     template_points,
     transform_points,
@@ -201,6 +202,18 @@ def test_bad_image_and_template():
         align_face(np.zeros((64, 64), np.uint8), pts, template="dlib")
     with pytest.raises(ValueError, match="singular"):
         invert_affine(np.zeros((2, 3)))
+
+
+def test_landmarks_at_border_counts_the_points_on_or_beyond_the_image_edge():
+    """A face cut by the border: its detector puts the lost points on the edge (det_500m: x = -0.5 .. 1.5)."""
+    pts = np.array([[30, 40], [70, 40], [50, 60], [30, 80], [70, 80]], np.float32)
+    assert landmarks_at_border(pts, (100, 100, 3)) == 0
+    assert landmarks_at_border(pts - [40, 0], (100, 100)) == 2  # the left eye and mouth corner beyond x = 0
+    assert landmarks_at_border(pts - [28.6, 0], (100, 100)) == 2  # at x = 1.4: on the edge, as det_500m puts them
+    assert landmarks_at_border(pts - [28.4, 0], (100, 100)) == 0  # x = 1.6: inside the 2-px margin
+    assert landmarks_at_border(pts, (81, 100)) == 2  # the mouth corners on the last row
+    assert landmarks_at_border(pts, (100, 100), margin=0) == 0
+    assert landmarks_at_border(pts - [30.6, 0], (100, 100), margin=0) == 2
 
 
 def test_lfw_landmarks_land_on_template(shared_data):

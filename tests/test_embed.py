@@ -375,6 +375,58 @@ def test_a_small_face_is_embedded_with_a_warning(weights, shared_models, shared_
     assert np.isfinite(shrunk).all() and similarity(full, shrunk) > 0.3
 
 
+def test_a_face_cut_by_the_image_border_is_embedded_with_a_warning_and_flagged(weights, shared_models, shared_data,
+                                                                                caplog):
+    """A photo whose face the border cuts in half (an LFW photo without its left 45%: the detector puts the lost eye
+    and mouth corner on the image's edge) was embedded from a crop half black fill without a word, although its
+    embedding is far from the whole face's (mean cosine 0.84 on 18 LFW people with the shipped recogniser, 0.69 with
+    half the width gone). It is still embedded, as InsightFace does, with a warning naming the photo; embed_faces
+    says how many landmarks lie on the border; the whole photo gives no warning."""
+    photo = read_image(shared_data / "lfw_identities" / "images" / "Gordon_Brown" / "Gordon_Brown_0001.jpg")
+    cut = np.ascontiguousarray(photo[:, int(0.45 * photo.shape[1]):])
+    emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        emb.embed(photo, aligned=False)
+    assert "cut by the image border" not in caplog.text
+    assert emb.embed_faces(photo)[0].landmarks_at_border == 0
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        out = emb.embed(cut, aligned=False)
+    assert np.isfinite(out).all()
+    warning = next(r.getMessage() for r in caplog.records if "cut by the image border" in r.getMessage())
+    assert warning.startswith("input 0 (ndarray): face cut by the image border (") and "landmarks on the border of " \
+        f"the {cut.shape[1]}x{cut.shape[0]} photo" in warning, warning
+    face = emb.embed_faces(cut)[0]
+    assert face.landmarks_at_border >= 1 and (face.landmarks[:, 0] < 1.5).any()
+
+
+def _small_face_in_a_large_photo(shared_data):
+    """A 4000 x 3000 photo holding one LFW photo at 150 px: a face 56 px wide, 9 px once shrunk to 640."""
+    photo = read_image(shared_data / "lfw_identities" / "images" / "Gordon_Brown" / "Gordon_Brown_0001.jpg")
+    big = np.full((3000, 4000, 3), 90, np.uint8)
+    big[1000:1150, 2000:2150] = photo
+    return photo, big
+
+
+def test_detector_options_find_a_small_face_in_a_large_photo(weights, shared_models, shared_data):
+    """A face of 56 px in a 4000-px group photo was out of reach: the detector made from a name or path always ran
+    at det_size 640 (9 px there, missed), and FaceEmbedder had no way to say otherwise short of building the
+    FaceDetector itself (the CLIs none at all; build_lmdb had --det-size). detector_options reaches it."""
+    photo, big = _small_face_in_a_large_photo(shared_data)
+    det = str(shared_models / "det_500m.onnx")
+    with pytest.raises(NoFaceError):
+        FaceEmbedder(weights, device="cpu", detector=det).embed(big, aligned=False)
+    emb = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 1280, "threshold": 0.6})
+    assert (emb.detector.det_size, emb.detector.threshold) == (1280, 0.6)
+    found = emb.embed(big, aligned=False)[0]
+    assert similarity(found, emb.embed(photo, aligned=False)[0]) > 0.9
+    with pytest.raises(ValueError, match="det_size must be a multiple of 32"):  # refused when made, not at first use
+        FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 1000})
+    with pytest.raises(TypeError, match=r"unknown FaceDetector keyword\(s\) \['det_thresh'\]"):
+        FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_thresh": 0.3})
+    with pytest.raises(ValueError, match="detector_options apply to a detector given by name or path"):
+        FaceEmbedder(weights, device="cpu", detector=FaceDetector(det), detector_options={"det_size": 1280})
+
+
 def test_one_bad_photo_of_a_folder_is_its_own_failure_named_by_its_path(weights, lfw, shared_models, tmp_path,
                                                                        monkeypatch):
     """try_embed never stops at a bad image: an 8 x 6000 banner (SCRFD raised an OpenCV error), a 1 x 1 image

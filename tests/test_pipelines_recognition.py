@@ -173,7 +173,7 @@ def test_extract_embeddings_feat_names_stay_in_out_and_are_unique(tmp_path, weig
     run("-i", str(listed), "-o", str(tmp_path / "e.npz"))
     run("-i", str(listed), "-o", str(tmp_path / "feats"), "--format", "feat")
     assert sorted(p.name for p in images.iterdir()) == ["face.jpg", "face.png"]  # nothing written next to the inputs
-    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["face_jpg.feat", "face_png.feat"]
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["face_jpg.feat", "face_png.feat", "manifest.json"]
     data = np.load(tmp_path / "e.npz")
     for i, name in enumerate(["face_jpg", "face_png"]):
         assert np.allclose(np.fromfile(tmp_path / "feats" / f"{name}.feat", "<f4"), data["embeddings"][i], atol=1e-6)
@@ -343,6 +343,67 @@ def test_extract_embeddings_feat_rerun_without_failures_removes_the_old_failures
     (tmp_path / "in" / "p" / "b.png").write_bytes((src / "01.png").read_bytes())  # fixed, then run again
     assert _extract(*argv)["count"] == 2
     assert (tmp_path / "feats" / "p" / "b.feat").is_file() and not (tmp_path / "feats" / "failures.tsv").exists()
+
+
+def test_extract_embeddings_feat_folder_of_other_weights_or_flags_is_refused_not_mixed(tmp_path, weights, lfw):
+    """A rerun into a --format feat folder rewrote only the images it embedded: the .feat files of another model or
+    flip setting stayed beside the new ones, and nothing in the folder said which model made which."""
+    src = _aligned_crops(lfw, tmp_path / "crops", order=range(2))
+    argv = ["--weights", weights, "-i", src, "--aligned", "--device", "cpu", "-o", tmp_path / "feats",
+            "--format", "feat"]
+    _extract(*argv, "--no-flip")
+    manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
+    assert manifest["settings"]["flip"] is False and manifest["weights"]["name"] == weights.name
+    assert len(manifest["weights"]["sha256"]) == 64
+    before = {p.name: p.read_bytes() for p in (tmp_path / "feats").glob("*.feat")}
+    with pytest.raises(ValueError, match=r"holds .feat files of another extraction \(settings.flip False there, True"):
+        _extract(*argv, "--flip")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "feats").glob("*.feat")} == before  # refused before any work
+    assert _extract(*argv, "--no-flip")["count"] == 2  # the same extraction again is fine
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "x.feat").write_bytes(np.zeros(256, "<f4").tobytes())  # features of an unknown model
+    with pytest.raises(ValueError, match="holds .feat files but no manifest.json"):
+        _extract(*argv[:-4], "-o", tmp_path / "old", "--format", "feat")
+
+
+def test_extract_embeddings_feat_rerun_removes_the_features_of_an_image_that_fails_now(tmp_path, weights, lfw):
+    """An image embedded by a first run and unreadable in the second kept its first .feat file: listed as failed in
+    failures.tsv, yet a reader of the folder found features for it (of an image that is no longer there)."""
+    src = _aligned_crops(lfw, tmp_path / "crops", order=range(2))
+    argv = ["--weights", weights, "-i", src, "--aligned", "--device", "cpu", "-o", tmp_path / "feats",
+            "--format", "feat"]
+    _extract(*argv)
+    assert (tmp_path / "feats" / "01.feat").is_file()
+    (src / "01.png").write_bytes(b"\x89PNG damaged")
+    assert _extract(*argv)["count"] == 1
+    assert (tmp_path / "feats" / "failures.tsv").read_text().startswith("01.png\t")
+    assert not (tmp_path / "feats" / "01.feat").exists() and (tmp_path / "feats" / "00.feat").is_file()
+
+
+def test_recognition_clis_take_the_detector_size_and_threshold(tmp_path, weights, lfw, shared_models, caplog):
+    """extract_embeddings (and enroll, search, evaluate) ran their detector at a fixed det_size 640, at which a
+    56-px face in a 4000-px photo is 9 px: missed, or at best a rescued 0.27 candidate; --det-size / --det-threshold
+    (as build_lmdb has them) reach it."""
+    root, names = lfw
+    photo = cv2.imread(str(root / "images" / names[0] / f"{names[0]}_0001.jpg"))
+    big = np.full((3000, 4000, 3), 90, np.uint8)
+    big[1000:1150, 2000:2150] = photo
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "group.jpg"), big)
+    det = shared_models / "det_500m.onnx"
+    argv = ["--weights", weights, "-i", tmp_path / "in", "--detector", det, "--device", "cpu"]
+    with caplog.at_level("WARNING"):
+        assert _extract(*argv, "--det-size", "1280", "--det-threshold", "0.6", "-o", tmp_path / "b.npz")["count"] == 1
+    assert "no face scored" not in caplog.text  # found at the detector's own threshold, not rescued
+    expected = FaceEmbedder(weights, device="cpu", detector=str(det)).embed(photo, aligned=False)[0]
+    assert float(np.load(tmp_path / "b.npz")["embeddings"][0] @ expected) > 0.9
+    for cli in ("enroll", "search", "evaluate"):
+        import importlib
+
+        parser = importlib.import_module(f"pipelines.{cli}").get_args_parser()
+        given = {"enroll": ["g", "p"], "search": ["g", "q"], "evaluate": ["--pairs", "p", "--images", "i"]}[cli]
+        args = parser.parse_args([*given, "--det-size", "1280", "--det-threshold", "0.6"])
+        assert extract_embeddings.detector_options(args) == {"det_size": 1280, "threshold": 0.6}
 
 
 def test_extract_embeddings_follows_symlinked_folders_once(tmp_path, weights, lfw, caplog):
