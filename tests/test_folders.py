@@ -55,6 +55,25 @@ def test_a_walk_without_recursion_counts_what_it_left_in_sub_folders(tmp_path):
         raise AssertionError("a folder with no image of its own was accepted without recursion")
 
 
+def test_a_walk_without_recursion_lists_the_folder_once_and_never_enters_its_sub_folders(tmp_path, monkeypatch):
+    """recursive=False (the CLIs' --no-recursive) walked the whole tree below the folder only to count the images
+    it left out: minutes on a large tree the user asked not to walk. Now one listing; sub-folders are named, not
+    walked (except to explain an error: nothing found at the top)."""
+    import lightface.restore.folder as folder
+
+    root = _tree(tmp_path)
+    (root / "top.jpg").write_bytes(b"x")
+    (root / "notes.md").write_text("x")
+    walked = []
+    monkeypatch.setattr(folder, "image_files", lambda *a, **k: walked.append(a) or [])
+    assert list_images(root) == [root / "top.jpg"]
+    assert walked == []
+    found = folder._collect(root, recursive=False)
+    assert found.other_files == [root / "notes.md"]
+    assert [p.name for p in found.subfolders] == sorted(p.name for p in root.iterdir()
+                                                         if p.is_dir() and not p.name.startswith("."))
+
+
 def test_a_fifo_named_like_an_image_is_reported_not_dropped_and_never_blocks(tmp_path):
     """A FIFO named *.jpg: the walk lists it, and restoring the folder skips it with its reason, without a read that
     would wait for a writer forever."""

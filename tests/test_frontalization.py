@@ -804,7 +804,7 @@ def test_frontalize_takes_a_folders_sub_folders_unless_told_not_to(tmp_path, cap
     with caplog.at_level("WARNING", logger="lightface.restore.folder"):
         summary = main(get_args_parser().parse_args([*common, "-o", str(tmp_path / "top"), "--no-recursive"]))
     assert [p["name"] for p in summary["processed"]] == ["top"]
-    assert "left out 1 image(s) in sub-folders" in caplog.text
+    assert "left out 1 sub-folder(s), e.g. " in caplog.text and "sub" in caplog.text
 
 
 # ---- session 47: the data the trainer accepts, scores in the photo's direction, refusals, empty inputs ----------

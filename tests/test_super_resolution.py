@@ -731,7 +731,7 @@ def test_restore_paths_walks_sub_folders_keeping_their_paths_and_says_what_it_le
     with caplog.at_level("WARNING", logger="lightface.restore.folder"):
         flat = restore_paths(src, tmp_path / "flat", _upscale, show_progress=False, recursive=False)
     assert sorted(p["name"] for p in flat["processed"]) == ["c", "top"]
-    assert "left out 2 image(s) in sub-folders" in caplog.text
+    assert "left out 1 sub-folder(s), e.g. " in caplog.text and "unwalked" in caplog.text
     nested_only = src / "sub" / "deeper"
     (nested_only / "d").mkdir()
     (nested_only / "b.png").rename(nested_only / "d" / "b.png")

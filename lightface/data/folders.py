@@ -10,7 +10,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .io import has_image_extension
 
-__all__ = ["walk_folders", "image_files", "log_problem"]
+__all__ = ["walk_folders", "image_files", "folder_images", "log_problem"]
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -87,4 +87,40 @@ def image_files(folder: PathLike, left_out: Optional[List[Path]] = None,
                 (images if has_image_extension(name) else others).append(Path(dirpath, name))
     if left_out is not None:
         left_out += sorted(others)
+    return sorted(images)
+
+
+def folder_images(folder: PathLike, left_out: Optional[List[Path]] = None,
+                  subfolders: Optional[List[Path]] = None) -> List[Path]:
+    """The image files directly in ``folder``, sorted by path: :func:`image_files` without entering
+    sub-folders (a walk of a folder's own files costs one listing, however large the tree below it).
+
+    Files are classified as :func:`image_files` classifies them (hidden ones left out silently, the others
+    whose extension is not an image's appended to ``left_out``, sorted); the non-hidden sub-folders (symlinked
+    ones included) are appended to ``subfolders`` (sorted) when given, so that a caller can say what it did not
+    enter.
+
+    Raises:
+        OSError: ``folder`` cannot be listed.
+    """
+    images: List[Path] = []
+    others: List[Path] = []
+    dirs: List[Path] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows a symlink
+            except OSError:
+                is_dir = False
+            path = Path(folder, entry.name)
+            if is_dir:
+                dirs.append(path)
+            else:
+                (images if has_image_extension(entry.name) else others).append(path)
+    if left_out is not None:
+        left_out += sorted(others)
+    if subfolders is not None:
+        subfolders += sorted(dirs)
     return sorted(images)

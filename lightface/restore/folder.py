@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.folders import image_files
+from ..data.folders import folder_images, image_files
 from ..data.io import (IMAGE_EXTENSIONS, JPEG_EXTENSIONS, ImageReadError, decode_unchanged, log_left_out,
                        opencv_error_text, read_file_bytes, write_image)
 from ..utils.atomic_write import atomic_file
@@ -74,11 +74,11 @@ class RestoreResult:
 class _Found:
     """What :func:`_collect` found: ``pairs`` ``[(image, the folder given that it was found in, or None for a
     file given directly)]``; ``other_files``: files of the folders walked left out for their extension;
-    ``nested``: images in sub-folders that a walk without ``recursive`` left out."""
+    ``subfolders``: the sub-folders a walk without ``recursive`` did not enter (nor count the images of)."""
 
     pairs: List[Tuple[Path, Optional[Path]]]
     other_files: List[Path]
-    nested: List[Path]
+    subfolders: List[Path]
 
 
 def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _Found:
@@ -88,12 +88,10 @@ def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _F
     found, seen = _Found([], [], []), set()
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            others: List[Path] = []
-            images = image_files(p, others)
-            pairs = [(q, p) for q in images if recursive or q.parent == p]
-            found.other_files += [q for q in others if recursive or q.parent == p]
-            found.nested += [q for q in images if not (recursive or q.parent == p)]
+        if p.is_dir():  # without recursive, one listing of the folder: its sub-folders are not walked
+            images = (image_files(p, found.other_files) if recursive
+                      else folder_images(p, found.other_files, found.subfolders))
+            pairs = [(q, p) for q in images]
         elif p.is_file():
             pairs = [(p, None)]
         else:
@@ -103,9 +101,10 @@ def _collect(inputs: Union[PathLike, Sequence[PathLike]], recursive: bool) -> _F
             if key not in seen:  # the same file given twice (a file inside a folder also given) is restored once
                 seen.add(key)
                 found.pairs.append((q, base))
-    if not found.pairs:
-        hints = "".join([f"; {len(found.nested)} image(s) lie in sub-folders, e.g. {found.nested[0]} (walk them: "
-                         "recursive=True, the CLIs' default)" if found.nested else "",
+    if not found.pairs:  # an error: worth walking the sub-folders to say what they hold
+        nested = [q for d in found.subfolders for q in image_files(d)]
+        hints = "".join([f"; {len(nested)} image(s) lie in sub-folders, e.g. {nested[0]} (walk them: "
+                         "recursive=True, the CLIs' default)" if nested else "",
                          f"; {len(found.other_files)} other file(s), e.g. {found.other_files[0]}"
                          if found.other_files else ""])
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}"
@@ -322,9 +321,9 @@ def restore_paths(
     named = _named(_outside_outputs(found.pairs, out))
     log_left_out(log, ", ".join(map(str, [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)),
                  found.other_files)
-    if found.nested:
-        log.warning("left out %d image(s) in sub-folders, e.g. %s: recursive=False (the CLIs: --no-recursive)",
-                    len(found.nested), found.nested[0])
+    if found.subfolders:
+        log.warning("left out %d sub-folder(s), e.g. %s, unwalked: recursive=False (the CLIs: --no-recursive)",
+                    len(found.subfolders), found.subfolders[0])
     out.mkdir(parents=True, exist_ok=True)
     sfx = f"_{suffix}" if suffix else ""
     summary: Dict[str, List[Dict]] = {"processed": [], "skipped": []}
