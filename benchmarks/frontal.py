@@ -3,7 +3,11 @@
     python -m benchmarks.frontal                      # CPU defaults (a few minutes on 2 cores)
     python -m benchmarks.frontal --device cuda --train-batch 16
 
-1. Generator images/s (eval, no grad, zero noise) at each ``--batch-sizes``.
+1. Generator images/s (eval, no grad, zero noise) at each ``--batch-sizes``, side by side with
+   the reference: a plain-PyTorch TP-GAN generator written from the paper
+   (``benchmarks/_baseline_tpgan.py``: split + max maxout, patches fused on a canvas one by one)
+   running the SAME weights on the same inputs, the two timed in turn; the ratio is reference
+   time / our time (> 1: ours is faster), with the max |difference| of the frontal images.
 2. One real TP-GAN training step (generator forward, every L_syn term, generator
    backward, discriminator step), timed phase by phase; each loss term is timed as its
    forward + backward on the generator's outputs. The symmetry and total-variation
@@ -24,22 +28,35 @@ from lightface.engine.gan import GANObjective
 from lightface.losses.frontal import FrontalLoss
 from lightface.losses.identity import IdentityLoss
 from lightface.models import get_model
-from pipelines._argtypes import device_name
+from benchmarks._baseline_tpgan import build_baseline_tpgan
+from pipelines._argtypes import device_name, int_at_least
+
+
+def multiple_of_8(text: str) -> int:
+    """An argparse type for a TP-GAN width: a positive multiple of 8."""
+    value = int_at_least(8)(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"expected a positive multiple of 8 (the generator's width), got {value}")
+    return value
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("benchmarks.frontal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--width", type=int, default=64, help="generator width for throughput (default: %(default)s)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16],
+    p.add_argument("--width", type=multiple_of_8, default=64,
+                   help="generator width for throughput, a multiple of 8 (default: %(default)s)")
+    p.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 16],
                    help="batch sizes for generator images/s (default: %(default)s)")
-    p.add_argument("--train-width", type=int, default=32, help="generator width in the training step (default: %(default)s)")
-    p.add_argument("--train-batch", type=int, default=4, help="batch size of the training step (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=3,
+    p.add_argument("--train-width", type=multiple_of_8, default=32,
+                   help="generator width in the training step, a multiple of 8 (default: %(default)s)")
+    p.add_argument("--train-batch", type=int_at_least(1), default=4,
+                   help="batch size of the training step (default: %(default)s)")
+    p.add_argument("--no-train", action="store_true", help="time the generator inference only (table 1)")
+    p.add_argument("--iters", type=int_at_least(1), default=3,
                    help="least timed repetitions after one warm-up (cheap phases repeat up to 1 s); the fastest "
                         "is reported (default: %(default)s)")
     p.add_argument("--device", default="cpu", type=device_name, help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch.set_num_threads (default: torch's choice)")
     return p
 
 
@@ -63,13 +80,22 @@ def _time(fn: Callable[[], object], iters: int, device: torch.device, min_second
     return min(times)
 
 
-def generator_throughput(width: int, batch_sizes: List[int], iters: int, device: torch.device) -> Dict[int, float]:
+def generator_throughput(width: int, batch_sizes: List[int], iters: int, device: torch.device) -> Dict[int, dict]:
+    """``{batch: {"ours": images/s, "reference": images/s, "max_diff": float}}``: our generator's ``frontalize``
+    and the plain-PyTorch reference with the same (random) weights, timed in turn on the same inputs."""
+    torch.manual_seed(0)
     g = get_model("tpgan", width=width).to(device).eval()
+    ref = build_baseline_tpgan(g)
     out = {}
     for b in batch_sizes:
         x = torch.rand(b, 3, 128, 128, device=device)
         with torch.no_grad():
-            out[b] = b / _time(lambda: g.frontalize(x), iters, device)
+            diff = float((g.frontalize(x) - ref(x)).abs().max())
+            t_ours, t_ref = float("inf"), float("inf")
+            for _ in range(2):  # alternate, so a burst of load from other jobs hits both
+                t_ours = min(t_ours, _time(lambda: g.frontalize(x), iters, device))
+                t_ref = min(t_ref, _time(lambda: ref(x), iters, device))
+        out[b] = {"ours": b / t_ours, "reference": b / t_ref, "max_diff": diff}
     return out
 
 
@@ -143,16 +169,21 @@ def training_step(width: int, batch: int, iters: int, device: torch.device) -> D
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"compiled lightface ops: {ops.extension_available()}")
     tput = generator_throughput(args.width, args.batch_sizes, args.iters, device)
-    print(f"\nTP-GAN generator (width {args.width}) inference, zero noise")
-    print(f"{'batch':>6} | {'images/s':>9} | {'ms/image':>9}")
-    for b, ips in tput.items():
-        print(f"{b:>6} | {ips:9.2f} | {1000 / ips:9.1f}")
+    print(f"\nTP-GAN generator (width {args.width}) inference, zero noise: ours vs the plain-PyTorch reference "
+          "(benchmarks/_baseline_tpgan.py), same weights")
+    print(f"{'batch':>6} | {'ours images/s':>13} | {'ours ms/image':>13} | {'ref images/s':>12} | {'ref/ours':>8} | "
+          f"{'max |diff|':>10}")
+    for b, r in tput.items():
+        print(f"{b:>6} | {r['ours']:13.2f} | {1000 / r['ours']:13.1f} | {r['reference']:12.2f} | "
+              f"{r['ours'] / r['reference']:7.2f}x | {r['max_diff']:10.1e}")
+    if args.no_train:
+        return {"throughput": tput}
     step = training_step(args.train_width, args.train_batch, args.iters, device)
     f, c = step["fused"], step["composite"]
     print(f"\nTraining step (width {args.train_width}, batch {args.train_batch}); terms = forward + backward")

@@ -33,6 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from pipelines._argtypes import int_at_least
+
 CONFIGS = ("baseline", "lightface", "lightface+channels_last", "lightface+channels_last+bf16")
 
 
@@ -142,7 +144,10 @@ def main(args: argparse.Namespace) -> dict:
         for config in args.configs:
             cmd = [sys.executable, "-m", "benchmarks.train", "--child", config, "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--num-classes", str(args.num_classes), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:  # the child's own error, not just "returned non-zero exit status"
+                raise RuntimeError(f"benchmarks.train: the {config!r} run failed (exit status {out.returncode}):\n"
+                                   + out.stderr.strip()[-3000:])
             r = json.loads(out.stdout.strip().splitlines()[-1])
             if config not in best or r["images_per_s"] > best[config]["images_per_s"]:
                 best[config] = r
@@ -162,11 +167,12 @@ def main(args: argparse.Namespace) -> dict:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--batch-size", type=int, default=32, help="images per step")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per run (median reported)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts")
-    p.add_argument("--num-classes", type=int, default=10575, help="classifier size (CASIA-WebFace has 10,575)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="images per step")
+    p.add_argument("--steps", type=int_at_least(1), default=6, help="timed steps per run (median reported)")
+    p.add_argument("--rounds", type=int_at_least(1), default=3, help="alternating rounds; the best counts")
+    p.add_argument("--num-classes", type=int_at_least(1), default=10575,
+                   help="classifier size (CASIA-WebFace has 10,575)")
+    p.add_argument("--threads", type=int_at_least(1), default=2, help="torch CPU threads")
     p.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS), help="what to compare")
     p.add_argument("--child", choices=CONFIGS, default=None, help=argparse.SUPPRESS)
     return p

@@ -11,9 +11,10 @@ The orthonormal 2-D Haar filters are generated in code. One analysis level split
 which are exactly PyWavelets' ``WaveletPacket2D(x, "haar", mode="periodization")``
 nodes ``"a"``, ``"h"``, ``"v"``, ``"d"``. A packet transform of ``L`` levels splits every
 subband again, ``4**L`` subbands in all; all ``L`` levels are folded into a single
-convolution with ``2**L x 2**L`` kernels and stride ``2**L`` (analysis) and its transposed
-convolution (synthesis). The filters form an orthonormal basis, so synthesis is the exact
-inverse of analysis (up to float rounding).
+convolution with ``2**L x 2**L`` kernels and stride ``2**L`` (analysis); synthesis is its
+transposed convolution, computed for ``L >= 2`` as one matrix product of every pixel's
+``4**L`` coefficients with the filters, giving its ``2**L x 2**L`` output block. The filters
+form an orthonormal basis, so synthesis is the exact inverse of analysis (up to float rounding).
 """
 import itertools
 from typing import List
@@ -133,8 +134,17 @@ class WaveletPacket2d(nn.Module):
                 f"WaveletPacket2d({self.levels}).inverse expects (N, C*{self.num_subbands}, h, w), "
                 f"got shape {tuple(coeffs.shape)}"
             )
-        c = coeffs.shape[1] // self.num_subbands
-        return F.conv_transpose2d(coeffs, self._weight(coeffs, c), stride=self.factor, groups=c)
+        n, k, h, w = coeffs.shape
+        s, f = self.num_subbands, self.factor
+        c = k // s
+        if self.levels == 1:
+            return F.conv_transpose2d(coeffs, self._weight(coeffs, c), stride=f, groups=c)
+        # Each coefficient pixel owns one f x f output block: block = sum_k coeff_k * filter_k, one matmul
+        # over all pixels. Same result as the grouped transposed conv, which CPU backends run 10-20x slower
+        # for 2+ levels (benchmarks.sr, table 5).
+        basis = self.weight.to(dtype=coeffs.dtype, device=coeffs.device).reshape(s, f * f)
+        blocks = coeffs.reshape(n, c, s, h * w).transpose(2, 3) @ basis  # (N, C, h*w, f*f)
+        return blocks.reshape(n, c, h, w, f, f).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h * f, w * f)
 
     forward = analysis
     inverse = synthesis
