@@ -1,7 +1,8 @@
 # lightface: `make demo` and `make test` set everything up on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+# torch 2.13 needs Python 3.10+; 2.8.0 is the last torch release for Python 3.9
+TORCH_SPEC ?= $(shell $(PYTHON) -c 'import sys; print("torch==2.13.0" if sys.version_info >= (3, 10) else "torch==2.8.0")' 2>/dev/null || echo torch==2.13.0)
 CUDA_VENV ?= .venv-cuda
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda

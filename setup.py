@@ -9,6 +9,7 @@ import os
 import sys
 
 from setuptools import setup
+from torch.utils import cpp_extension
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 import torch
 
@@ -16,6 +17,23 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("DEBUG", "0") == "1"
 FORCE_CUDA = os.environ.get("FORCE_CUDA", "0") == "1"
 WITH_CUDA = (torch.version.cuda is not None and CUDA_HOME is not None) or FORCE_CUDA
+
+
+def limited_api_tag():
+    """The stable-ABI wheel tag (``cp39``, ``cp310``, ...) matching the ``Py_LIMITED_API`` that torch
+    compiles a ``py_limited_api`` extension with: its ``min_supported_cpython`` (0x03090000 in torch
+    2.8, the last release for Python 3.9; 0x030A0000 in 2.13). None where this torch has none (it then
+    defines no Py_LIMITED_API): the extension is built for the running Python only. A fixed tag is
+    wrong one way or the other: cp310 cannot be built or installed on Python 3.9 (setuptools refuses
+    the tag), cp39 would let Python 3.9 load a library compiled for the 3.10 API."""
+    hexversion = getattr(cpp_extension, "min_supported_cpython", None)
+    if hexversion is None:
+        return None
+    version = int(hexversion, 16)
+    return f"cp{version >> 24}{(version >> 16) & 0xFF}"
+
+
+LIMITED_API = limited_api_tag()
 
 
 def sources(pattern):
@@ -45,7 +63,7 @@ def extension():
             extra_compile_args=extra_compile_args,
             extra_link_args=openmp,
             define_macros=define_macros,
-            py_limited_api=True,
+            py_limited_api=LIMITED_API is not None,
         )
     return CppExtension(
         "lightface._C",
@@ -54,7 +72,7 @@ def extension():
         extra_compile_args=extra_compile_args,
         extra_link_args=openmp,
         define_macros=define_macros,
-        py_limited_api=True,
+        py_limited_api=LIMITED_API is not None,
     )
 
 
@@ -63,12 +81,12 @@ print(
     f"lightface build: torch {torch.__version__}, cuda={'yes' if WITH_CUDA else 'no'} "
     f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME}, FORCE_CUDA={int(FORCE_CUDA)}, "
     f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '')}), debug={int(DEBUG)}, "
-    f"sources={len(ext.sources)}",
+    f"sources={len(ext.sources)}, stable ABI={LIMITED_API or 'no'}",
     flush=True,
 )
 
 setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={"bdist_wheel": {"py_limited_api": LIMITED_API}} if LIMITED_API else {},
 )

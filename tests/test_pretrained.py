@@ -299,8 +299,13 @@ def test_wrong_sha256_raises(shipped):
     with pytest.raises(PretrainedError, match="sha256"):
         FaceEmbedder(device="cpu")
     path.unlink()
-    with pytest.raises(PretrainedError, match="missing"):
+    with pytest.raises(PretrainedError, match="missing") as missing:
         get_model(TINY, pretrained=True)
+    # the repair it names must not be `pip install --force-reinstall lightface`: on PyPI that name is an
+    # unrelated package (lightface 0.0.1), which would replace this install
+    assert "force-reinstall lightface)" not in str(missing.value)
+    for repair in ("--no-deps lightface-*.whl", "git checkout -- lightface/weights"):
+        assert repair in str(missing.value)
 
 
 def test_weights_that_do_not_match_the_architecture(shipped, weights_dir):

@@ -46,6 +46,11 @@ MANIFEST = WEIGHTS_DIR / "manifest.json"
 DEFAULT_SR_SCALE = 4
 #: what a shipped model does (its manifest ``task``): the values :func:`list_pretrained` filters by
 TASKS = ("detection", "frontalization", "recognition", "super_resolution")
+#: how to repair a damaged install. Never the bare ``pip install --force-reinstall lightface``: the
+#: ``lightface`` on PyPI is another project (0.0.1), which that command installs in place of this one.
+REINSTALL_HINT = ("reinstall lightface the way it was installed (a checkout: git checkout -- lightface/weights; "
+                  "a wheel: pip install --force-reinstall --no-deps lightface-*.whl; not pip install lightface, "
+                  "which gets an unrelated PyPI package of that name)")
 
 
 class PretrainedError(ValueError):
@@ -128,13 +133,13 @@ class PretrainedWeights:
         """
         path = WEIGHTS_DIR / self.file
         if not path.is_file():
-            raise PretrainedError(f"shipped weights {self.name!r}: {path} is missing; reinstall lightface "
-                                  "(pip install --force-reinstall lightface) or pass weights= explicitly")
+            raise PretrainedError(f"shipped weights {self.name!r}: {path} is missing; {REINSTALL_HINT}, "
+                                  "or pass weights= explicitly")
         if verify:
             digest = sha256_of(path)
             if digest != self.sha256:
                 raise PretrainedError(f"shipped weights {self.name!r}: {path} has sha256 {digest}, expected "
-                                      f"{self.sha256}; the file is damaged: reinstall lightface")
+                                      f"{self.sha256}; the file is damaged: {REINSTALL_HINT}")
         return path
 
     def transforms(self) -> Dict[str, Any]:
@@ -161,7 +166,7 @@ def _read_manifest() -> Dict[str, Any]:
     try:
         data = json.loads(MANIFEST.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise PretrainedError(f"{MANIFEST} is not valid JSON ({err}); reinstall lightface") from err
+        raise PretrainedError(f"{MANIFEST} is not valid JSON ({err}); {REINSTALL_HINT}") from err
     data.setdefault("weights", [])
     data.setdefault("defaults", {})
     return data
