@@ -84,7 +84,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             else:
                 hits = gallery.search_faces(image, k=args.top, threshold=threshold, backend=args.backend)
                 if not hits:
-                    raise NoFaceError(f"{query}: no face detected")
+                    det = embedder.detector
+                    raise NoFaceError(f"{query}: no face detected (detector {Path(str(det.model)).name}, det_size "
+                                      f"{det.det_size}, threshold {det.threshold:g}); a face that is small in a large "
+                                      f"photo is found with a larger --det-size (e.g. {2 * det.det_size}), a weak one "
+                                      "with a lower --det-threshold")
                 found = [(h.box, h.det_score, image, h.matches) for h in hits]
         except (ImageReadError, NoFaceError, ValueError) as err:
             failed[query] = str(err)

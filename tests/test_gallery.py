@@ -258,6 +258,32 @@ def test_a_stray_photo_beside_people_folders_is_refused_not_taken_as_one_person(
     assert len(collect_photos({"everyone": people})) == 13
 
 
+def test_one_persons_folder_is_walked_once(tmp_path, people, caplog, monkeypatch):
+    """A one-person folder with a sub-folder of non-images (raw files, a link back up) is walked once: its
+    sub-folders' problems are reported once, and their other files are counted as left out."""
+    import lightface.data.folders as folders
+
+    alice = people / "p0"
+    (alice / "raw").mkdir()
+    (alice / "raw" / "0.cr2").write_bytes(b"raw")
+    os.symlink("..", alice / "raw" / "up")
+    entered = []
+    walk = folders.walk_folders
+
+    def spy(root, *a, **k):
+        for step in walk(root, *a, **k):
+            entered.append(os.path.realpath(step[0]))
+            yield step
+
+    monkeypatch.setattr(folders, "walk_folders", spy)
+    with caplog.at_level(logging.INFO):
+        pairs = collect_photos(alice)
+    assert [(i, p.name) for i, p in pairs] == [("p0", "0.png"), ("p0", "1.png"), ("p0", "2.png")]
+    assert len(entered) == len(set(entered)), entered
+    assert sum("not followed" in r.getMessage() for r in caplog.records) == 1, caplog.text
+    assert "left out 1 file(s)" in caplog.text and "0.cr2" in caplog.text
+
+
 def test_cli_enroll_identity_names_one_person(tmp_path, people, weights, capsys):
     from pipelines.enroll import get_args_parser, main
 
@@ -349,6 +375,9 @@ def test_enroll_flags_near_duplicates(tmp_path, embedder):
     assert "1 exact duplicate files skipped (1 under another identity), 1 near-duplicates flagged, " in report.summary()
     flagged = [r for r in g.faces() if r.duplicate_of is not None]
     assert flagged and all(g.face(r.duplicate_of).identity == "p1" for r in flagged)
+    # each names the enrolled face it duplicates, also a file whose original was committed in the same batch
+    # (the face to remove when the two identities conflict)
+    assert all(d.of_face_id is not None and g.face(d.of_face_id).path == d.of_path for d in report.duplicates)
 
 
 _CHILD = textwrap.dedent("""
@@ -653,6 +682,55 @@ def test_cli_search_group_photo_on_real_faces(tmp_path, shared_data, shared_mode
         yunet = FaceEmbedder(weights, device="cpu", detector="yunet")
         assert len(FaceGallery(tmp_path / "g", yunet).search_faces(str(group))) == 3
     assert "faces were detected and aligned by det_500m.onnx, this embedder's detector is yunet" in caplog.text
+
+
+def test_gallery_records_and_checks_the_detector_options(tmp_path, shared_data, shared_models, weights, caplog):
+    """The detector's det_size / threshold decide which faces of a photo are found: the gallery records
+    them with the first faces (enroll --det-size / --det-threshold) and warns when photos are enrolled or
+    searched with other ones, as it does for another detector; the same options give no warning."""
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    photo = src / name / f"{name}_0001.jpg"
+    det = str(shared_models / "det_500m.onnx")
+    enrolled = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 320, "threshold": 0.6})
+    FaceGallery(tmp_path / "g", enrolled).enroll({name: [photo]})
+    assert FaceGallery(tmp_path / "g").detector_options == {"det_size": 320, "threshold": 0.6}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        same = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 320, "threshold": 0.6})
+        assert FaceGallery(tmp_path / "g", same).search_faces(str(photo))[0].matches[0].identity == name
+    assert "det_size" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        default = FaceEmbedder(weights, device="cpu", detector=det)  # det_size 640, threshold 0.5
+        assert FaceGallery(tmp_path / "g", default).search_faces(str(photo))
+    assert "detected with det_size 320, threshold 0.6, this embedder's detector runs with det_size 640, " \
+           "threshold 0.5" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g", default).enroll({name: [src / name / f"{name}_0002.jpg"]})
+    assert "--det-size 320 --det-threshold 0.6" in caplog.text
+
+
+def test_cli_search_says_how_to_find_a_face_small_in_a_large_photo(tmp_path, shared_data, shared_models, weights):
+    """A query photo where the detector finds no face at its det_size names the setting and the flag that finds
+    a small face (a 47-px face in a 4000x3000 photo is missed at 640 and found at 1280)."""
+    from pipelines import search
+
+    name = "Ann_Veneman"
+    photo = shared_data / "lfw_identities" / "images" / name / f"{name}_0001.jpg"
+    det = str(shared_models / "det_500m.onnx")
+    FaceGallery(tmp_path / "g", FaceEmbedder(weights, device="cpu", detector=det)).enroll({name: [photo]})
+    canvas = np.full((3000, 4000, 3), 120, np.uint8)
+    canvas[1500:1590, 2000:2090] = cv2.resize(cv2.imread(str(photo)), (90, 90), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "big.jpg"), canvas)
+    argv = [str(tmp_path / "g"), str(tmp_path / "big.jpg"), "--weights", str(weights), "--detector", det,
+            "--device", "cpu", "--sheet", ""]
+    with pytest.raises(RuntimeError, match=r"no face detected \(detector det_500m.onnx, det_size 640, threshold 0.5\); "
+                                           r"a face that is small in a large photo is found with a larger --det-size "
+                                           r"\(e.g. 1280\)"):
+        search.main(search.get_args_parser().parse_args(argv))
+    found = search.main(search.get_args_parser().parse_args(argv + ["--det-size", "1280"]))
+    assert len(found["faces"]) == 1 and found["faces"][0]["matches"][0]["identity"] == name
 
 
 def test_identify_defaults_to_the_identification_threshold():

@@ -15,6 +15,7 @@ large galleries (:mod:`lightface.gallery.faiss_backend`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -143,6 +144,22 @@ def _detector_name(embedder: Any) -> Optional[str]:
     return None if model is None else Path(str(model)).name
 
 
+def _detector_settings(embedder: Any) -> Optional[Dict[str, Any]]:
+    """``{"det_size": int, "threshold": float}`` of the detector ``embedder`` runs on whole photos (they decide
+    which faces are found: a small face missed at 640 is found at 1280), or None when it has none or its
+    detector does not say them."""
+    detector = getattr(embedder, "detector", None)
+    size, threshold = getattr(detector, "det_size", None), getattr(detector, "threshold", None)
+    if size is None or threshold is None:
+        return None
+    return {"det_size": int(size), "threshold": round(float(threshold), 4)}
+
+
+def _settings_text(settings: Mapping[str, Any]) -> str:
+    """``det_size 640, threshold 0.5`` for a :func:`_detector_settings` dict."""
+    return ", ".join(f"{k} {v:g}" for k, v in settings.items())
+
+
 def _on_off(flag: Any) -> str:
     """``"on"`` / ``"off"`` for a bool or a stored ``"0"`` / ``"1"``."""
     return "on" if bool(int(flag)) else "off"
@@ -243,6 +260,14 @@ class FaceGallery:
         ``"yunet"``, ...; recorded with the first faces), or None (aligned crops, older galleries)."""
         return self._store.meta.get("detector")
 
+    @property
+    def detector_options(self) -> Optional[Dict[str, Any]]:
+        """The detector's ``det_size`` and ``threshold`` the gallery's whole-photo faces were enrolled with
+        (``{"det_size": 640, "threshold": 0.5}``; recorded with the first faces), or None (aligned crops, older
+        galleries)."""
+        text = self._store.meta.get("detector_options")
+        return None if text is None else json.loads(text)
+
     def set_threshold(self, threshold: Optional[float]) -> None:
         """Store the default identification threshold in the gallery (None removes it)."""
         with self._store.transaction() as conn:
@@ -301,17 +326,29 @@ class FaceGallery:
 
     def _check_detector(self, embedder: Any) -> None:
         """Warn when whole photos are embedded with another detector than the gallery's faces were:
-        its landmarks place the crop differently, and the scores shift."""
+        its landmarks place the crop differently, and the scores shift; or with the same detector at
+        another ``det_size`` / ``threshold``: other faces are found (small ones, weak ones), so a person
+        enrolled from a face the other setting misses, or the reverse, is not matched."""
         name, recorded = _detector_name(embedder), self._store.meta.get("detector")
         if name is not None and recorded is not None and name != recorded:
             logger.warning("%s: the gallery's faces were detected and aligned by %s, this embedder's detector is %s: "
                            "crops differ slightly and the scores shift; use FaceEmbedder(detector=...) with the "
                            "gallery's detector", self.path, recorded, name)
+            return
+        settings, recorded_settings = _detector_settings(embedder) if name is not None else None, self.detector_options
+        if settings is not None and recorded_settings is not None and settings != recorded_settings:
+            logger.warning("%s: the gallery's faces were detected with %s, this embedder's detector runs with %s: "
+                           "other faces are found (small or weak ones), so some are found in one setting and "
+                           "missed in the other; use FaceEmbedder(detector_options=%s) (--det-size %s "
+                           "--det-threshold %s) to detect as the enrolment did", self.path,
+                           _settings_text(recorded_settings), _settings_text(settings), recorded_settings,
+                           recorded_settings.get("det_size"), recorded_settings.get("threshold"))
 
     def _record_embedder_settings(self, embedder: Any, aligned: bool) -> None:
         """Store, in one transaction, the embedder's identification threshold (unless the gallery has
         one) and, with the first faces enrolled, its flip fusion (checked by :meth:`_check_model`) and,
-        for whole photos, its detector (checked by :meth:`_check_detector`)."""
+        for whole photos, its detector and the detector's ``det_size`` / ``threshold`` (checked by
+        :meth:`_check_detector`)."""
         values: Dict[str, Any] = {}
         threshold = embedder_identification_threshold(embedder)
         if threshold is not None and "threshold" not in self._store.meta:
@@ -323,6 +360,9 @@ class FaceGallery:
         detector = None if aligned else _detector_name(embedder)
         if detector is not None and first and "detector" not in self._store.meta:
             values["detector"] = detector
+            settings = _detector_settings(embedder)
+            if settings is not None:
+                values["detector_options"] = json.dumps(settings, sort_keys=True)
         if values:
             with self._store.transaction() as conn:
                 self._store.set_meta(conn, values)
@@ -531,8 +571,8 @@ class FaceGallery:
                            "added beside it (remove_faces(%s) drops the old)", path,
                            ", ".join(map(str, old_ids)), old_ids)
         ids = self.add(emb, [p[0] for p in pending], records, model=info)
-        for d in report.duplicates:  # fill in face ids of in-batch near-duplicates
-            if d.of_face_id is None and d.kind == "embedding":
+        for d in report.duplicates:  # fill in face ids of in-batch originals (near-duplicates and same files)
+            if d.of_face_id is None:
                 k = next((i for i, p in enumerate(pending) if p[1] == d.of_path), None)
                 if k is not None:
                     d.of_face_id = int(ids[k])

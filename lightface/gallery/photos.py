@@ -34,26 +34,29 @@ def _collect_one(item: PathLike, left_out: List[Path], identity: Optional[str] =
     with os.scandir(path) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
-    people = {}  # sub-folder name -> (its images, its other files), each walked once
+    walked = {}  # sub-folder name -> (its images, its other files): each sub-folder is walked once, here
     for e in entries:
         if e.is_dir():
             others: List[Path] = []
-            images = image_files(Path(e.path), others)
-            if images:
-                people[e.name] = images, others
+            walked[e.name] = image_files(Path(e.path), others), others
+    people = {name: v for name, v in walked.items() if v[0]}
     if loose and people:  # one stray photo would otherwise file every person below under the folder's name
         raise ValueError(
             f"{path} holds both images ({len(loose)}, e.g. {loose[0]}) and folders of images ({len(people)}, e.g. "
             f"{next(iter(people))}/): it is neither a folder of people nor clearly one person's folder. Move the loose "
             "images into a person's folder, or, if it is all one person, name them explicitly "
             "(enroll --identity NAME, or {NAME: folder} in Python)")
-    if loose:  # one person's folder
-        return [(path.name, p) for p in image_files(path, left_out)]
-    left_out += [Path(e.path) for e in entries if e.is_file() and not _is_image(e.name)]
-    out: List[Tuple[str, Path]] = []
-    for name, (images, others) in people.items():  # a folder of people
-        out += [(name, p) for p in images]
+    # the folder's own files as image_files lists them (an image name that is not a regular file is kept, so
+    # that reading it says what it is)
+    own = [Path(e.path) for e in entries if not e.is_dir() and _is_image(e.name)]
+    left_out += [Path(e.path) for e in entries if not e.is_dir() and not _is_image(e.name)]
+    for _, others in walked.values():
         left_out += others
+    if loose:  # one person's folder (its sub-folders hold no images)
+        return [(path.name, p) for p in own]
+    out: List[Tuple[str, Path]] = []
+    for name, (images, _) in people.items():  # a folder of people
+        out += [(name, p) for p in images]
     return out
 
 

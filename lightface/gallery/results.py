@@ -111,7 +111,8 @@ class EnrollReport:
         failed: ``{path: reason}`` for unreadable photos and photos with no face.
         duplicates: photos flagged as duplicates (see :class:`Duplicate`).
         multi_face: ``{path: faces found}`` where a photo held several faces (the main one was
-            enrolled: the largest, penalised by its distance from the image centre).
+            enrolled: the largest, its area weighted by its detection score, penalised by its distance from the
+            image centre: :func:`lightface.data.detect.main_face`).
         identities: identities that received faces in this run.
         changed: ``{path: [old face ids]}`` for photos whose path was already enrolled from a
             different file (edited or replaced since): the new face is added beside the old
