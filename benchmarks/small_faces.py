@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import device_name
+from pipelines._argtypes import device_name, int_at_least, positive_float
 from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,13 +87,14 @@ def run(data_root, factors: Sequence[float] = FACTORS, weights: Optional[str] = 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("benchmarks.small_faces", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--factors", type=float, nargs="+", default=list(FACTORS),
+    p.add_argument("--factors", type=positive_float, nargs="+", default=list(FACTORS),
                    help="shrink factors (default: %(default)s)")
     p.add_argument("--weights", default=None, help="Light CNN checkpoint or shipped name; default: the shipped one")
     p.add_argument("--detector", default=None, help="face detector (default: ../shared/models/det_500m.onnx)")
     p.add_argument("--super-resolve", action="store_true", help="add the shipped 4x / 8x super-resolvers' rows")
-    p.add_argument("--limit", type=int, default=0,
-                   help="N pairs spread over the list, same and different (default: all 600)")
+    p.add_argument("--limit", type=int_at_least(20), default=None,
+                   help="N pairs spread over the list, same and different (at least 20: the accuracy is "
+                        "10-fold; default: all 600)")
     p.add_argument("--data", default=str(SHARED / "data"), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
@@ -107,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (Path(args.data) / "lfw_train").is_dir():
         print(f"benchmarks.small_faces: skipped: {Path(args.data) / 'lfw_train'} is absent")
         return 0
-    rows = run(args.data, args.factors, args.weights, args.detector, args.super_resolve, args.limit, args.device,
+    rows = run(args.data, args.factors, args.weights, args.detector, args.super_resolve, args.limit or 0, args.device,
                args.flip)
     print(f"LFW fold 2 (pairs_dev.txt), whole photos shrunk by f; weights: {args.weights or 'shipped'}")
     extra = [k for k in rows[0] if k.startswith(("sr", "bicubic"))]

@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pipelines._argtypes import positive_float, positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CROPS = ("bilinear warp", "antialiased")
@@ -142,12 +144,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sr_face_size", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--photos", default=str(SHARED / "data" / "celeba_hq"), help="folder of HR photos (searched recursively)")
-    p.add_argument("--scale", type=int, nargs="+", default=[4, 8], choices=(4, 8), help="factors to measure")
+    p.add_argument("--scale", type=int, nargs="+", default=None, choices=(4, 8),
+                   help="factors to measure (default: 4 and 8; with --weights, the weights' factor)")
     p.add_argument("--weights", default=None, help="super-resolver (default: the shipped model of each --scale)")
-    p.add_argument("--sizes", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
+    p.add_argument("--sizes", type=positive_float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
                    help="face size in the LR photo, in input crops")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"), help="face detector (FaceDetector spec)")
-    p.add_argument("--max-photos", type=int, default=10)
+    p.add_argument("--max-photos", type=positive_int, default=10, help="HR photos read from --photos")
     p.add_argument("--whole-photo", action="store_true",
                    help="restore the shrunk photos whole (SuperResolver.restore) and score the pasted face region")
     p.add_argument("--out", default=None, help="write the table as JSON here")
@@ -157,20 +160,28 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Dict[str, dict]:
     from lightface.data.detect import FaceDetector
     from lightface.data.io import has_image_extension
+    from lightface.restore import SuperResolver
 
+    scales = args.scale or [4, 8]
+    if args.weights:  # one model measures one factor: the one it was trained for
+        trained = SuperResolver(args.weights, device="cpu").scale
+        if args.scale and set(args.scale) != {trained}:
+            raise SystemExit(f"benchmarks.sr_face_size: --weights {args.weights} is a {trained}x model but --scale "
+                             f"asks for {' '.join(map(str, args.scale))}; pass --scale {trained} or leave --scale out")
+        scales = [trained]
     photos = sorted(p for p in Path(args.photos).rglob("*") if has_image_extension(p))
     if not photos:
         raise SystemExit(f"benchmarks.sr_face_size: no photos under {args.photos}")
     detector = FaceDetector(args.detector, device="cpu")
     photos = main_faces(photos[: args.max_photos], detector)
     if args.whole_photo:
-        table = {f"x{s}": run_whole_photo(args.weights, s, photos, args.sizes, detector) for s in args.scale}
+        table = {f"x{s}": run_whole_photo(args.weights, s, photos, args.sizes, detector) for s in scales}
         print(f"{'scale':5s} {'face':>5s} {'shrink':>6s}  " + "  ".join(f"{k:>14s}" for k in WHOLE) + "  (PSNR, dB)")
         for s, rows in table.items():
             for g, row in rows.items():
                 print(f"{s:5s} {g + 'x':>5s} {row['shrink']:6.2f}  " + "  ".join(f"{row[k]:14.2f}" for k in WHOLE))
     else:
-        table = {f"x{s}": run(args.weights, s, photos, args.sizes) for s in args.scale}
+        table = {f"x{s}": run(args.weights, s, photos, args.sizes) for s in scales}
         _print_crops(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

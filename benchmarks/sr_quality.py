@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from lightface.data.io import write_image
-from pipelines._argtypes import device_name
+from pipelines._argtypes import device_name, positive_int
 
 log = logging.getLogger("benchmarks.sr_quality")
 
@@ -131,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "
                    "pipelines.build_sr_corpus or a folder")
-    p.add_argument("--max-heldout", type=int, default=100, help="held-out faces scored (default: %(default)s)")
+    p.add_argument("--max-heldout", type=positive_int, default=100, help="held-out faces scored (default: %(default)s)")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"),
                    help="face detector for celeba_hq and the whole photo (default: %(default)s)")
     p.add_argument("--photo", default=None, help="a real photo to restore whole (default: the first of "

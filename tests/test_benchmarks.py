@@ -138,6 +138,25 @@ def test_frontal_benchmark_refuses_bad_values_on_the_command_line(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module, argv", [("sr_robustness", ["--max-faces", "0"]),
+                                          ("sr_quality", ["--max-heldout", "0"]),
+                                          ("small_faces", ["--factors", "0"]), ("small_faces", ["--limit", "-1"]),
+                                          ("small_faces", ["--limit", "3"])])
+def test_quality_benchmarks_refuse_bad_values_on_the_command_line(module, argv, capsys):
+    """Usage errors before any model or face is read: --max-faces 0 was a torch.stack RuntimeError after the
+    models were loaded, --factors 0 a ZeroDivisionError and --limit 3 a ValueError (too few pairs for the 10-fold
+    accuracy) after the detector and recogniser were."""
+    import importlib
+
+    mod = importlib.import_module(f"benchmarks.{module}")
+    with pytest.raises(SystemExit) as exc:
+        if hasattr(mod, "get_args_parser"):
+            mod.get_args_parser().parse_args(argv)
+        else:
+            mod.main(argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
 def test_sr_benchmark_timer_waits_for_cuda(monkeypatch):
     """CUDA kernels run asynchronously: a timer that does not synchronise measures the launches only."""
     from benchmarks import sr

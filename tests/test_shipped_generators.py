@@ -497,6 +497,25 @@ def test_sr_robustness_cli_runs_every_shipped_model_of_a_scale(shared_data, tmp_
     assert all(name in printed for name in shipped)
 
 
+def test_sr_robustness_bicubic_baseline_is_sr_quality_bicubic(shared_data, tmp_path):
+    """The clean row's bicubic PSNR is the one benchmarks.sr_quality reports on the same faces (Pillow's bicubic
+    on the uint8 LR face, :func:`evaluate_super_resolution`): it was torch's bicubic (a = -0.75), 0.2 dB above
+    it, so the two benchmarks gave one model on the same faces two gains over "bicubic"."""
+    from benchmarks.sr_robustness import run
+    from lightface.restore.super_resolver import evaluate_super_resolution
+
+    faces = _cfp_frontal_crops(shared_data, ("452", "476", "480", "485"), "02")
+    names = [w["name"] for w in pt.list_pretrained("super_resolution") if w["model_kwargs"]["scale"] == 4][:1]
+    if not names:
+        pytest.skip("no 4x super-resolution model ships in this install")
+    paths = []
+    for k, face in enumerate(faces):
+        paths.append(tmp_path / f"{k}.png")
+        cv2.imwrite(str(paths[-1]), face)
+    quality = evaluate_super_resolution(SuperResolver(names[0], device="cpu"), paths, aligned=True)["mean"]
+    assert run(names, faces)["clean"]["bicubic"] == pytest.approx(quality["psnr_bicubic"], abs=1e-4)
+
+
 def test_any_kernel_super_resolvers_beat_bicubic_on_aliased_lr_faces(shared_data):
     """LR faces made by cv2.resize (INTER_CUBIC: no antialiasing) from real CFP faces: the shipped
     ``*_anykernel`` models gain over bicubic there, where the sr4 / sr8 defaults, trained on

@@ -553,6 +553,33 @@ def test_sr_face_size_benchmark_shows_the_aliased_crop(shared_data, shared_model
     assert table["3"]["antialiased"][0] > table["3"]["antialiased"][1]  # and above bicubic
 
 
+@pytest.mark.parametrize("argv", [["--sizes", "0"], ["--sizes", "1", "-2"], ["--max-photos", "0"]])
+def test_sr_face_size_refuses_bad_values_on_the_command_line(argv, capsys):
+    """--sizes 0 / -2 printed rows of meaningless PSNR (a 1-pixel photo) and --max-photos 0 an empty table."""
+    from benchmarks.sr_face_size import get_args_parser
+
+    with pytest.raises(SystemExit) as exc:
+        get_args_parser().parse_args(argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_sr_face_size_measures_the_factor_of_the_given_weights(shared_data, shared_models):
+    """--weights of an 8x model without --scale measures it at 8x (it failed with a traceback: --scale defaulted
+    to 4 and 8); a --scale it was not trained for is refused with what to pass."""
+    from benchmarks.sr_face_size import get_args_parser, main
+    from lightface.models import pretrained as pt
+
+    names = [w["name"] for w in pt.list_pretrained("super_resolution") if w["model_kwargs"].get("scale") == 8]
+    if not names:
+        pytest.skip("no 8x super-resolution model ships in this install")
+    common = ["--photos", str(shared_data / "celeba_hq"), "--sizes", "1", "--max-photos", "1",
+              "--detector", str(shared_models / "det_500m.onnx"), "--weights", names[0]]
+    table = main(get_args_parser().parse_args(common))
+    assert list(table) == ["x8"] and table["x8"]["1"]["antialiased"][0] > 15
+    with pytest.raises(SystemExit, match="pass --scale 8"):
+        main(get_args_parser().parse_args(common + ["--scale", "4"]))
+
+
 def test_sr_face_size_whole_photo_restore_beats_the_squeezed_crop_and_bicubic(shared_data, shared_models):
     """benchmarks.sr_face_size --whole-photo on two CelebA-HQ photos with the shipped 4x model: a face 3x the
     input crop, squeezed into it, loses to the photo's bicubic upscale; restore() reads it at its own size and
