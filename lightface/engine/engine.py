@@ -66,7 +66,7 @@ from .samplers import IdentityGroupSampler, ResumableSampler
 from .stop_signals import STOP_SIGNALS, StopSignals, TrainingInterrupted, ignore_in_worker, starting_workers
 
 __all__ = ["Engine", "Task", "RunConfig", "seed_everything", "check_run_config", "TrainingError", "SettingsError",
-           "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES"]
+           "NonFiniteLossError", "RunFolderError", "TrainingInterrupted", "RUN_FILES", "saved_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +419,7 @@ class Engine:
         Raises:
             SettingsError: the flag was given with another value (naming the flag, the run and both values).
         """
-        saved = (ckpt.get("config") or {}).get(name)
-        saved = legacy if saved is None else saved
+        saved = saved_setting(ckpt.get("config"), name, legacy)
         given, flag = self._given.get(name), flag_name(name)
         text = (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
         if given is not None and given != saved:
@@ -964,6 +963,14 @@ class Engine:
                 plot_metrics(self.out / "metrics.jsonl", self.out / "curves.png")
             except ValueError as err:  # nothing logged yet
                 log.warning("no curves plotted: %s", err)
+
+
+def saved_setting(saved: Optional[Mapping[str, Any]], name: str, legacy: Any) -> Any:
+    """The value of setting ``name`` in a run's saved settings (a checkpoint's ``config`` or its ``config.yaml``;
+    None for a file that holds none, as the shipped models), or ``legacy`` (what runs saved before the setting
+    existed did) when they lack it: the rule of :meth:`Engine.resumed_setting`, for a ``--finetune`` start too."""
+    value = (saved or {}).get(name)
+    return legacy if value is None else value
 
 
 def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:

@@ -52,7 +52,7 @@ from ..losses.wavelet import NORMALIZATIONS, WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import flag_name, option
-from .engine import Engine, TrainingError
+from .engine import Engine, TrainingError, saved_setting
 from .gan import GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
 __all__ = ["SRTrainConfig", "SuperResolutionTask", "open_hr_source", "train_super_resolution", "make_sample_grid",
@@ -518,7 +518,7 @@ def saved_wavelet_normalization(saved: Optional[Mapping[str, Any]]) -> str:
     """The ``--wavelet-normalization`` a run trained with, from its saved settings (a checkpoint's ``config`` or
     its ``config.yaml``; None for a checkpoint that holds none, as the shipped models): the saved value, or
     :data:`LEGACY_WAVELET_NORMALIZATION` for settings saved before the option existed."""
-    return (saved or {}).get("wavelet_normalization") or LEGACY_WAVELET_NORMALIZATION
+    return saved_setting(saved, "wavelet_normalization", LEGACY_WAVELET_NORMALIZATION)
 
 
 def train_super_resolution(cfg: SRTrainConfig) -> Dict[str, Any]:
