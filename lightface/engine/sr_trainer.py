@@ -270,11 +270,7 @@ def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data"):
                              f"{min_size}: every HR target would be an upsampling (blurry ground truth); rebuild it "
                              f"with python -m pipelines.build_lmdb --size {min_size}, or pass --hr-size {min(shape[:2])}")
         return ds
-    keep = []
-    for i in range(len(ds)):
-        header, _, _ = ds._header(i)
-        if min(header["shape"][:2]) >= min_size:
-            keep.append(i)
+    keep = [i for i in range(len(ds)) if min(ds.record(i)["shape"][:2]) >= min_size]  # headers only, no decoding
     ds.close()
     if len(keep) < len(ds):
         if not keep:
