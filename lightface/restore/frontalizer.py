@@ -36,16 +36,6 @@ log = logging.getLogger(__name__)
 SIZE = 128
 
 
-def _shipped_file_entry(weights):
-    """The shipped frontalization entry whose file ``weights`` is (a path), else None."""
-    from ..models.pretrained import manifest_entry_for_path
-
-    if not isinstance(weights, (str, os.PathLike)) or not os.path.isfile(weights):
-        return None
-    entry = manifest_entry_for_path(weights)
-    return entry if entry is not None and entry.task == "frontalization" else None
-
-
 def _released_preprocessing(ckpt) -> dict:
     """The preprocessing (``mirror`` ...) of the shipped entry a released file records as its
     ``pretrained_name`` (a copy of a shipped file holds no training config of its own), else {}."""
@@ -121,8 +111,6 @@ class Frontalizer:
         self.pretrained = shipped_entry(weights, "frontalization", "frontalization", "Frontalizer()",
                                         "weights= the final checkpoint of python -m pipelines.train_frontalization "
                                         "(CLI: --weights)")
-        if self.pretrained is None:  # the shipped file given by its path is the shipped entry, as by its name
-            self.pretrained = _shipped_file_entry(weights)
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
             config = dict(self.pretrained.preprocessing)

@@ -16,12 +16,17 @@ def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
 
     ``weights=None``: the default for ``alias`` (a :class:`~lightface.models.PretrainedError`
     naming ``what`` and ``hint`` when none ships); a string that is no existing file but the
-    name of a shipped entry: that entry (its task must be ``task``); anything else: None.
+    name of a shipped entry: that entry (its task must be ``task``); the path of a shipped
+    ``task`` file: its entry, as by its name (its preprocessing, e.g. the frontalizer's
+    ``mirror``, lives in the entry, not in the file); anything else: None.
     """
-    from ..models.pretrained import PretrainedError, get_pretrained, require_default
+    from ..models.pretrained import PretrainedError, get_pretrained, manifest_entry_for_path, require_default
 
     if weights is None:
         return require_default(alias, task, what, hint)
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        entry = manifest_entry_for_path(weights)
+        return entry if entry is not None and entry.task == task else None
     if isinstance(weights, str) and not os.path.exists(weights):
         try:
             entry = get_pretrained(weights)
