@@ -71,7 +71,8 @@ measurement (chunk size and precision) in docs/benchmarks.md (Embedding).
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -96,6 +97,7 @@ __all__ = [
     "EmbedResult",
     "NoFaceError",
     "similarity",
+    "settings_changes",
     "VERIFICATION_THRESHOLD",
     "RESCUE_THRESHOLD",
     "RESCUE_MIN_FACE",
@@ -335,6 +337,32 @@ def similarity(a, b, pairwise: bool = False) -> Union[float, np.ndarray]:
                          "use pairwise=True for all pairs")
     out = (a * b).sum(-1)
     return float(out) if out.ndim == 0 else out
+
+
+def settings_changes(recorded: Optional[Mapping[str, Any]], current: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """``(key, recorded value, current value)`` for each setting of two :meth:`FaceEmbedder.settings` dicts that
+    differs; the detector's are ``"detector.det_size"`` and so on (``"detector"`` itself when one of them has none).
+
+    A key that one of the two lacks is not compared: a record written by an earlier lightface (a ``.feat``
+    manifest, a gallery) holds fewer settings, and those it holds still count. A detector ``model`` is compared
+    by file name (earlier manifests kept the path as given: ``models/det_500m.onnx`` and
+    ``/abs/models/det_500m.onnx`` are one detector).
+    """
+    if not isinstance(recorded, Mapping):
+        return []
+    changes = []
+    for key in sorted(set(recorded) & set(current)):
+        old, new = recorded[key], current[key]
+        if key == "detector" and isinstance(old, Mapping) and isinstance(new, Mapping):
+            for sub in sorted(set(old) & set(new)):
+                a, b = old[sub], new[sub]
+                if sub == "model" and a is not None and b is not None:
+                    a, b = Path(str(a)).name, Path(str(b)).name
+                if a != b:
+                    changes.append((f"detector.{sub}", a, b))
+        elif old != new:
+            changes.append((key, old, new))
+    return changes
 
 
 class FaceEmbedder:
@@ -661,13 +689,20 @@ class FaceEmbedder:
         except cv2.error as err:
             raise ValueError(f"{source}: {opencv_error_text(err)}") from err
 
-    def _rescue(self, img: np.ndarray, source: str) -> list:
-        """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none);
-        candidates smaller than :data:`RESCUE_MIN_FACE` px are not faces but texture (noise, foliage)."""
+    def _rescue_floor(self) -> Optional[float]:
+        """The score a photo's best candidate needs when no face reaches the detector's threshold: ``rescue_threshold``
+        where it applies (a :class:`~lightface.data.detect.FaceDetector` whose threshold is above it), else None."""
         from .data.detect import FaceDetector
 
         if (self.rescue_threshold is None or not isinstance(self.detector, FaceDetector)
                 or self.rescue_threshold >= self.detector.threshold):
+            return None
+        return self.rescue_threshold
+
+    def _rescue(self, img: np.ndarray, source: str) -> list:
+        """The best candidate at ``rescue_threshold`` when nothing reached the detector's threshold ([] if none);
+        candidates smaller than :data:`RESCUE_MIN_FACE` px are not faces but texture (noise, foliage)."""
+        if self._rescue_floor() is None:
             return []
         found = [f for f in self._detect(img, source, self.rescue_threshold)
                  if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= RESCUE_MIN_FACE]
@@ -678,6 +713,36 @@ class FaceEmbedder:
                        "(FaceEmbedder(rescue_threshold=%.2f); None turns this off)", source,
                        self.detector.threshold, best.score, self.rescue_threshold)
         return [best]
+
+    def settings(self, aligned: bool) -> Dict[str, Any]:
+        """What, besides the weights (:attr:`weights_info`) and the image, decides the embedding that
+        ``embed(image, aligned=aligned)`` gives: the one description of an embedder's settings that an
+        extraction records (``python -m pipelines.extract_embeddings``: the ``.feat`` folder's manifest, the npz,
+        the progress file a rerun continues) and a gallery records with its first faces
+        (:class:`lightface.FaceGallery`, which warns when photos are searched or enrolled with other ones);
+        :func:`settings_changes` compares two. JSON-safe.
+
+        Args:
+            aligned: the inputs are aligned crops (True) or whole photos through the detector (False; the
+                detector is loaded now, so after a pack's fallback it is the one that runs).
+        Returns:
+            ``{"aligned", "aligned_template", "flip", "precision", "detector"}``. ``detector`` is None for aligned
+            crops, else ``{"model"``: its file or pack name (``"det_500m.onnx"``, ``"yunet"``, ``"buffalo_l"``),
+            ``"backend"``, ``"det_size"``, ``"threshold"``, ``"rescue_threshold"`` (the score a photo's best
+            candidate needs when no face reaches ``threshold``; None: no rescue), ``"antialias"}``; what a
+            detector object of your own does not say is None.
+        """
+        detector = None
+        if not aligned:
+            det = self.detector
+            model = getattr(det, "model", None)
+            size, threshold = getattr(det, "det_size", None), getattr(det, "threshold", None)
+            detector = {"model": type(det).__name__ if model is None else Path(str(model)).name,
+                        "backend": getattr(det, "backend", None), "det_size": None if size is None else int(size),
+                        "threshold": None if threshold is None else float(threshold),
+                        "rescue_threshold": self._rescue_floor(), "antialias": self.antialias}
+        return {"aligned": bool(aligned), "aligned_template": self.aligned_template, "flip": bool(self.flip),
+                "precision": self.precision, "detector": detector}
 
     def align(self, img: np.ndarray, landmarks) -> Tuple[np.ndarray, np.ndarray]:
         """A photo's face as this embedder crops it for ``aligned=False``: ``(crop, M)``, the
@@ -866,11 +931,16 @@ class FaceEmbedder:
                            "; ".join(list(result.errors.values())[:3]))
         return result.embeddings
 
-    def embed_faces(self, image: Any, flip: Optional[bool] = None) -> List[EmbeddedFace]:
+    def embed_faces(self, image: Any, flip: Optional[bool] = None, rescue: bool = False) -> List[EmbeddedFace]:
         """Detect every face in one image and embed each.
 
         Args:
             image: a path, uint8 BGR/gray numpy array, or PIL image (whole photo).
+            flip: flip fusion (default: the embedder's ``flip``).
+            rescue: when no face reaches the detector's threshold, embed the photo's best candidate
+                scoring at least ``rescue_threshold`` (with a warning), as ``embed(aligned=False)`` and
+                :meth:`lightface.FaceGallery.enroll` take an occluded face; default False: the
+                detector's threshold only.
         Returns:
             list of :class:`EmbeddedFace` (box, score, landmarks, embedding, crop), largest
             face first; empty when no face is found.
@@ -878,7 +948,11 @@ class FaceEmbedder:
             ImageReadError / TypeError / ValueError for unreadable or malformed input.
         """
         img = _to_uint8_image(image, 0)
-        found = [(f, to_gray(self.align(img, f.landmarks)[0])) for f in self._detect(img, _describe(image, 0))]
+        source = _describe(image, 0)
+        faces = self._detect(img, source)
+        if not faces and rescue:
+            faces = self._rescue(img, source)
+        found = [(f, to_gray(self.align(img, f.landmarks)[0])) for f in faces]
         if not found:
             return []
         crops = np.stack([c for _, c in found])

@@ -9,7 +9,8 @@
 Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, ``paths``
 (N,) image paths (relative to the folder, or as written in the list file), ``failed_paths`` /
 ``failed_errors`` for images that could not be embedded, and ``weights_name`` /
-``weights_sha256`` / ``weights_arch`` naming the model that made them; written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
+``weights_sha256`` / ``weights_arch`` naming the model that made them and ``settings`` (JSON text: the embedder's
+settings, :meth:`lightface.embed.FaceEmbedder.settings`, as ``manifest.json`` holds them); written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
 ``OUT/<relative path without extension>.feat`` (the layout of the original Light CNN
 extraction tool; our values are L2-normalised, which leaves cosine scores unchanged; paths
 outside the root, e.g. absolute ones in a list file, are taken relative to the images' common
@@ -41,6 +42,7 @@ import numpy as np
 
 from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 from lightface.data.folders import image_files
+from lightface.embed import settings_changes
 from lightface.data.sources import read_list_lines
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
@@ -216,10 +218,18 @@ def _file_stamps(base: Path, rels: List[str]) -> List[Optional[Tuple[int, int]]]
     return stamps
 
 
-def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_sha256: str, flip: bool) -> str:
+def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], made_by: Dict[str, object]) -> str:
     """What makes two extractions the same one: inputs (the resolved input, the folder the paths are relative to,
-    the paths in order and each file's size and modification time), weights and the settings that change the
-    numbers (``flip``: the embedder's, after the card's default)."""
+    the paths in order and each file's size and modification time), and ``made_by`` (:func:`_made_by`: the
+    weights and the embedder's settings, :meth:`~lightface.embed.FaceEmbedder.settings`)."""
+    spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
+            "files": _file_stamps(base, rels), **made_by}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _legacy_fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_sha256: str, flip: bool) -> str:
+    """The fingerprint of a progress file written before :func:`_fingerprint` took the embedder's settings (the
+    detector as given on the command line), so that such a run still continues."""
     spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
             "files": _file_stamps(base, rels), "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
             "precision": args.precision, "template": args.aligned_template,
@@ -227,12 +237,13 @@ def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _load_progress(path: Path, fingerprint: str, emb: np.ndarray, failed: Dict[str, str]) -> int:
-    """Fill ``emb`` and ``failed`` from the progress file at ``path``; returns the images already done."""
+def _load_progress(path: Path, fingerprints: Tuple[str, ...], emb: np.ndarray, failed: Dict[str, str]) -> int:
+    """Fill ``emb`` and ``failed`` from the progress file at ``path`` when its fingerprint is one of
+    ``fingerprints``; returns the images already done."""
     if not path.is_file():
         return 0
     with np.load(path, allow_pickle=False) as saved:  # plain arrays: loading runs no code
-        if str(saved["fingerprint"]) != fingerprint:
+        if str(saved["fingerprint"]) not in fingerprints:
             raise ValueError(f"{path} holds the progress of another extraction (other inputs: another folder, list "
                              "file or --root, or images changed since; other weights or flags); delete it to start "
                              "this one over, or rerun the command that made it")
@@ -253,18 +264,13 @@ def _save_progress(path: Path, fingerprint: str, emb: np.ndarray, done: int, fai
 FEAT_MANIFEST = "manifest.json"
 
 
-def _feat_settings(args: argparse.Namespace, embedder) -> Dict[str, object]:
-    """What a ``.feat`` folder's features depend on besides their images: the weights and the settings that change
-    the numbers (the detector that runs, after a pack's fallback to YuNet, not the one asked for)."""
+def _made_by(args: argparse.Namespace, embedder) -> Dict[str, object]:
+    """What an extraction's features depend on besides their images: the weights and the embedder's settings
+    (:meth:`~lightface.embed.FaceEmbedder.settings`; for whole photos the detector that runs, after a pack's
+    fallback to YuNet, not the one asked for: it is loaded now, before any work)."""
     info = embedder.weights_info
-    detector = None
-    if not args.aligned:
-        det = embedder.detector  # loaded now (it would be at the first image): a fallback is known before any work
-        detector = {"model": getattr(det, "model", args.detector), "backend": getattr(det, "backend", None),
-                    **detector_options(args)}
     return {"weights": {"name": info.name, "sha256": info.sha256, "arch": info.arch},
-            "settings": {"aligned": bool(args.aligned), "aligned_template": args.aligned_template,
-                         "flip": embedder.flip, "precision": args.precision, "detector": detector}}
+            "settings": embedder.settings(args.aligned)}
 
 
 def _check_feat_folder(out: Path, made_by: Dict[str, object]) -> None:
@@ -279,14 +285,21 @@ def _check_feat_folder(out: Path, made_by: Dict[str, object]) -> None:
             old = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ValueError(f"{manifest}: unreadable ({err}); {fix}") from None
-        old = {k: old.get(k) for k in made_by}
-        if old != made_by:
-            diff = "; ".join(f"{key} {old_v!r} there, {new_v!r} now"
-                             for part in made_by for key, old_v, new_v in _changes(part, old.get(part), made_by[part]))
+        changes = _changes("weights", old.get("weights"), made_by["weights"])
+        if isinstance(old.get("settings"), dict):  # compared as settings_changes does: what both records hold
+            changes += [(f"settings.{key}", old_v, new_v)
+                        for key, old_v, new_v in settings_changes(old["settings"], made_by["settings"])]
+        else:
+            changes.append(("settings", old.get("settings"), made_by["settings"]))
+        if changes:
+            diff = "; ".join(f"{key} {old_v!r} there, {new_v!r} now" for key, old_v, new_v in changes)
             raise ValueError(f"-o {out} holds .feat files of another extraction ({diff}): this one would rewrite "
                              f"only the images it embeds, leaving features of two models mixed in one folder; {fix}")
-        return
-    if next(out.rglob("*.feat"), None) is not None:
+        if {k: old.get(k) for k in made_by} == made_by:
+            return
+        # a manifest of an earlier lightface (fewer settings, the detector's path as given): the same extraction,
+        # now described in full
+    elif next(out.rglob("*.feat"), None) is not None:
         raise ValueError(f"-o {out} holds .feat files but no {FEAT_MANIFEST} naming the weights and settings that made "
                          f"them (another tool, or lightface before it wrote one): they could be mixed with features "
                          f"of another model; {fix}")
@@ -310,13 +323,15 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     out = _output_path(args)
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     info = embedder.weights_info
+    made_by = _made_by(args, embedder)
     if args.format == "feat":
-        _check_feat_folder(out, _feat_settings(args, embedder))
+        _check_feat_folder(out, made_by)
     progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
-    fingerprint = _fingerprint(args, base, rels, info.sha256, embedder.flip)
+    fingerprint = _fingerprint(args, base, rels, made_by)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
-    done = _load_progress(progress, fingerprint, emb, failed)
+    done = _load_progress(progress, (fingerprint, _legacy_fingerprint(args, base, rels, info.sha256, embedder.flip)),
+                          emb, failed)
     saved = done
     with tqdm(total=len(rels), initial=done, desc="extracting", unit="img") as bar:
         try:
@@ -342,7 +357,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                      failed_paths=np.array(list(failed), dtype=str),
                      failed_errors=np.array(list(failed.values()), dtype=str),
                      weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),
-                     weights_arch=np.array(info.arch or ""))
+                     weights_arch=np.array(info.arch or ""), settings=np.array(json.dumps(made_by["settings"])))
     else:
         names = feat_names(base, rels)
         for i in ok:

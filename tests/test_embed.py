@@ -319,6 +319,9 @@ def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, share
         rescued = emb.embed(occluded, aligned=False)[0]
     assert "best candidate" in caplog.text
     assert emb.embed_faces(occluded) == []  # all faces of a photo: only those above the threshold
+    # ... unless asked to take the photo's best candidate as embed() does (a gallery search of a query photo)
+    (face,) = emb.embed_faces(occluded, rescue=True)
+    assert 0.25 <= face.score < 0.5 and float(face.embedding @ rescued) > 0.999
     # the rescued crop is aligned like the clean face (the occlusion aside): the same person to the network
     assert similarity(rescued, emb.embed(clean, aligned=False)[0]) > 0.5
     strict = FaceEmbedder(weights, device="cpu", detector=det, rescue_threshold=None)
@@ -331,6 +334,32 @@ def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, share
     assert any(f.score >= 0.25 for f in FaceDetector(det, device="cpu").detect(noise, threshold=0.25))
     with pytest.raises(NoFaceError, match="no face"):
         emb.embed(noise, aligned=False)
+
+
+def test_settings_describe_what_decides_the_embedding(weights, shared_models):
+    """One description of an embedder's settings (FaceEmbedder.settings), which extractions and galleries record:
+    the detector by the name of the one that runs, its options, the rescue floor that applies, the alignment."""
+    from lightface.embed import settings_changes
+
+    det = shared_models / "det_500m.onnx"
+    emb = FaceEmbedder(weights, device="cpu", detector=str(det), flip=True, detector_options={"det_size": 320})
+    assert emb.settings(True) == {"aligned": True, "aligned_template": "auto", "flip": True, "precision": "float32",
+                                  "detector": None}
+    whole = emb.settings(False)
+    assert whole["detector"] == {"model": "det_500m.onnx", "backend": "insightface", "det_size": 320, "threshold": 0.5,
+                                 "rescue_threshold": 0.25, "antialias": True}
+    assert json.loads(json.dumps(whole)) == whole  # JSON-safe: it is written to manifests and galleries
+    # a rescue floor at or above the detector's threshold never applies: no rescue
+    high = FaceEmbedder(weights, device="cpu", detector=str(det), detector_options={"threshold": 0.2})
+    assert high.settings(False)["detector"]["rescue_threshold"] is None
+    strict = FaceEmbedder(weights, device="cpu", detector=str(det), rescue_threshold=None, antialias=False)
+    assert settings_changes(whole, strict.settings(False)) == [
+        ("detector.antialias", True, False), ("detector.det_size", 320, 640), ("detector.rescue_threshold", 0.25, None),
+        ("flip", True, False)]
+    # a record of an earlier lightface: fewer keys (those it lacks are not compared), the detector's path as given
+    legacy = {"flip": True, "detector": {"model": "../shared/models/det_500m.onnx", "det_size": 320, "threshold": 0.5}}
+    assert settings_changes(legacy, whole) == []
+    assert settings_changes(legacy, strict.settings(False)) == [("detector.det_size", 320, 640), ("flip", True, False)]
 
 
 def test_a_large_face_embeds_as_it_does_from_a_smaller_photo(shared_models, shared_data):

@@ -711,6 +711,68 @@ def test_gallery_records_and_checks_the_detector_options(tmp_path, shared_data, 
     assert "--det-size 320 --det-threshold 0.6" in caplog.text
 
 
+def test_cli_search_finds_an_occluded_face_that_enroll_takes(tmp_path, shared_data, shared_models, weights, caplog):
+    """A masked face the detector scores under its threshold: enroll took it through the embedder's rescue, but
+    search (search_faces, python -m pipelines.search) kept the detector's threshold and answered "no face
+    detected" for the very photo enrolled. Both take it now, with the warning; rescue_threshold=None still fails."""
+    from pipelines import enroll, search
+    from test_data_detect import occluded_lfw_photo
+
+    _, occluded = occluded_lfw_photo(shared_data)
+    (tmp_path / "photos" / "masked").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "photos" / "masked" / "1.png"), occluded)
+    cv2.imwrite(str(tmp_path / "query.png"), occluded)
+    det = str(shared_models / "det_500m.onnx")
+    common = ["--weights", str(weights), "--detector", det, "--device", "cpu"]
+    assert enroll.main(enroll.get_args_parser().parse_args(
+        [str(tmp_path / "g"), str(tmp_path / "photos"), *common, "--no-progress"]))["added"] == 1
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        found = search.main(search.get_args_parser().parse_args(
+            [str(tmp_path / "g"), str(tmp_path / "query.png"), *common, "--sheet", ""]))
+    assert not found["failed"] and len(found["faces"]) == 1
+    assert found["faces"][0]["matches"][0]["identity"] == "masked" and 0.25 <= found["faces"][0]["det_score"] < 0.5
+    assert "using its best candidate" in caplog.text
+    strict = FaceEmbedder(weights, device="cpu", detector=det, rescue_threshold=None)
+    assert FaceGallery(tmp_path / "g", strict).search_faces(str(tmp_path / "query.png")) == []
+
+
+def test_gallery_records_the_embedders_settings_and_checks_the_rescue_threshold(tmp_path, shared_data, shared_models,
+                                                                              weights, caplog):
+    """The gallery records FaceEmbedder.settings (the description extract_embeddings writes too), rescue threshold
+    included: a gallery enrolled without rescue (rescue_threshold=None) and searched with it finds faces the
+    enrolment skipped, as another --det-threshold does, and now says so as it does for the threshold. A gallery
+    of an earlier lightface (flip, detector, detector_options only) still opens and is checked on what it holds."""
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    photo = src / name / f"{name}_0001.jpg"
+    det = str(shared_models / "det_500m.onnx")
+    strict = FaceEmbedder(weights, device="cpu", detector=det, rescue_threshold=None)
+    FaceGallery(tmp_path / "g", strict).enroll({name: [photo]})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert FaceGallery(tmp_path / "g", strict).search_faces(str(photo))
+        assert "detected with" not in caplog.text
+        default = FaceEmbedder(weights, device="cpu", detector=det)  # rescue_threshold 0.25
+        assert FaceGallery(tmp_path / "g", default).search_faces(str(photo))
+    assert "detected with rescue_threshold None, this embedder's detector runs with rescue_threshold 0.25" in caplog.text
+    assert "FaceEmbedder(rescue_threshold=None)" in caplog.text
+    g = FaceGallery(tmp_path / "g")
+    assert g.settings == strict.settings(False) and g.settings["detector"]["rescue_threshold"] is None
+    assert g.detector == "det_500m.onnx" and g.detector_options == {"det_size": 640, "threshold": 0.5}
+    # the same gallery as an earlier lightface wrote it: no "settings" record
+    with sqlite3.connect(tmp_path / "g" / "gallery.db") as conn:
+        conn.execute("DELETE FROM meta WHERE key='settings'")
+    legacy = FaceGallery(tmp_path / "g")
+    assert legacy.settings == {"flip": False, "detector": {"model": "det_500m.onnx", "det_size": 640, "threshold": 0.5}}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert FaceGallery(tmp_path / "g", default).search_faces(str(photo))  # rescue: not recorded, not compared
+        assert "detected with" not in caplog.text and "flip fusion" not in caplog.text
+        other = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 320})
+        assert FaceGallery(tmp_path / "g", other).search_faces(str(photo))
+    assert "detected with det_size 640, this embedder's detector runs with det_size 320" in caplog.text
+
+
 def test_cli_search_says_how_to_find_a_face_small_in_a_large_photo(tmp_path, shared_data, shared_models, weights):
     """A query photo where the detector finds no face at its det_size names the setting and the flag that finds
     a small face (a 47-px face in a 4000x3000 photo is missed at 640 and found at 1280)."""

@@ -366,6 +366,50 @@ def test_extract_embeddings_feat_folder_of_other_weights_or_flags_is_refused_not
         _extract(*argv[:-4], "-o", tmp_path / "old", "--format", "feat")
 
 
+def test_extract_embeddings_same_detector_by_another_path_is_the_same_extraction(tmp_path, weights, lfw,
+                                                                                 shared_models, monkeypatch):
+    """The extraction recorded the detector as its path was typed: a rerun (or the rerun of a killed run) naming
+    the same det_500m.onnx by another path was refused as "features of two models", though a gallery took them for
+    one detector. Both now record FaceEmbedder.settings (the detector by name, with det_size, threshold and rescue);
+    manifests and progress files of earlier versions still continue; another det_size is still refused."""
+    root, names = lfw
+    src = _copy_identities(root, names[:2], tmp_path / "in")  # 4 whole photos
+    monkeypatch.chdir(shared_models.parent)
+    relative, absolute = Path(shared_models.name) / "det_500m.onnx", (shared_models / "det_500m.onnx").resolve()
+    argv = ["--weights", weights, "-i", src, "--device", "cpu", "--batch-size", "2"]
+    feats = ["-o", tmp_path / "feats", "--format", "feat"]
+    _extract(*argv, *feats, "--detector", relative)
+    assert _extract(*argv, *feats, "--detector", absolute)["count"] == 4
+    manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
+    assert manifest["settings"]["detector"] == {"model": "det_500m.onnx", "backend": "insightface", "det_size": 640,
+                                                "threshold": 0.5, "rescue_threshold": 0.25, "antialias": True}
+    # a manifest written before (the detector's path as given, no rescue_threshold / antialias) still continues
+    manifest["settings"]["detector"] = {"model": str(relative), "backend": "insightface", "det_size": 640,
+                                        "threshold": 0.5}
+    (tmp_path / "feats" / "manifest.json").write_text(json.dumps(manifest))
+    assert _extract(*argv, *feats, "--detector", absolute)["count"] == 4
+    assert json.loads((tmp_path / "feats" / "manifest.json").read_text())["settings"]["detector"]["antialias"] is True
+    with pytest.raises(ValueError, match=r"another extraction \(settings.detector.det_size 640 there, 320 now\)"):
+        _extract(*argv, *feats, "--detector", absolute, "--det-size", "320")
+    # npz: a killed run continues under the other spelling; the npz names the settings as the manifest does
+    _interrupted(monkeypatch, *argv, "-o", tmp_path / "e.npz", "--detector", relative)
+    assert int(np.load(tmp_path / "e.partial.npz")["done"]) == 2
+    _extract(*argv, "-o", tmp_path / "e.npz", "--detector", absolute)
+    assert not (tmp_path / "e.partial.npz").exists()
+    saved = np.load(tmp_path / "e.npz")
+    current = json.loads((tmp_path / "feats" / "manifest.json").read_text())["settings"]
+    assert len(saved["paths"]) == 4 and json.loads(str(saved["settings"])) == current
+    # a progress file of an earlier version (its fingerprint over the flags as given) still continues
+    args = extract_embeddings.get_args_parser().parse_args([str(a) for a in (*argv, "-o", tmp_path / "l.npz",
+                                                                             "--detector", relative)])
+    base, rels = extract_embeddings.collect_inputs(str(src))
+    old = extract_embeddings._legacy_fingerprint(args, base, rels, manifest["weights"]["sha256"], False)
+    extract_embeddings._save_progress(tmp_path / "l.partial.npz", old, saved["embeddings"][:2], 2, {})
+    _extract(*argv, "-o", tmp_path / "l.npz", "--detector", relative)
+    assert not (tmp_path / "l.partial.npz").exists()
+    np.testing.assert_allclose(np.load(tmp_path / "l.npz")["embeddings"], saved["embeddings"], atol=1e-6)
+
+
 def test_extract_embeddings_feat_rerun_removes_the_features_of_an_image_that_fails_now(tmp_path, weights, lfw):
     """An image embedded by a first run and unreadable in the second kept its first .feat file: listed as failed in
     failures.tsv, yet a reader of the folder found features for it (of an image that is no longer there)."""
@@ -469,9 +513,12 @@ def test_extract_embeddings_in_bfloat16_matches_float32_and_is_another_extractio
     assert list(runs["float32"]["paths"]) == list(runs["bfloat16"]["paths"]) and len(runs["float32"]["paths"]) == 4
     cosines = (runs["float32"]["embeddings"] * runs["bfloat16"]["embeddings"]).sum(1)
     assert cosines.min() > 0.999
-    fingerprints = {precision: extract_embeddings._fingerprint(
-        extract_embeddings.get_args_parser().parse_args(argv + ["--precision", precision, "-o", "x.npz"]),
-        src, ["a.jpg"], "sha", True) for precision in ("float32", "bfloat16")}
+    fingerprints = {}
+    for precision in ("float32", "bfloat16"):
+        args = extract_embeddings.get_args_parser().parse_args(argv + ["--precision", precision, "-o", "x.npz"])
+        made_by = extract_embeddings._made_by(args, extract_embeddings.embedder_from_args(args, args.detector))
+        assert made_by["settings"]["precision"] == precision
+        fingerprints[precision] = extract_embeddings._fingerprint(args, src, ["a.jpg"], made_by)
     assert fingerprints["float32"] != fingerprints["bfloat16"]
 
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..embed import settings_changes
 from ..utils.state_hash import state_sha256
 from . import faiss_backend
 from .exact import exact_search
@@ -137,27 +138,31 @@ def _merge_topk(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
-def _detector_name(embedder: Any) -> Optional[str]:
-    """The file or pack name of the detector ``embedder`` runs on whole photos (``"det_500m.onnx"``,
-    ``"yunet"`` for the shipped fallback, ``"buffalo_l"``), or None when it has none."""
-    model = getattr(getattr(embedder, "detector", None), "model", None)
-    return None if model is None else Path(str(model)).name
+def _embedder_settings(embedder: Any, aligned: bool) -> Optional[Dict[str, Any]]:
+    """``embedder.settings(aligned)`` (:meth:`lightface.FaceEmbedder.settings`: flip fusion, and for whole photos
+    the detector and its options; ``aligned=False`` loads the detector), ``{"flip": ...}`` for an object that only
+    has a ``flip``, or None."""
+    settings = getattr(embedder, "settings", None)
+    if callable(settings):
+        return settings(aligned)
+    flip = getattr(embedder, "flip", None)
+    return None if flip is None else {"flip": bool(flip)}
 
 
-def _detector_settings(embedder: Any) -> Optional[Dict[str, Any]]:
-    """``{"det_size": int, "threshold": float}`` of the detector ``embedder`` runs on whole photos (they decide
-    which faces are found: a small face missed at 640 is found at 1280), or None when it has none or its
-    detector does not say them."""
-    detector = getattr(embedder, "detector", None)
-    size, threshold = getattr(detector, "det_size", None), getattr(detector, "threshold", None)
-    if size is None or threshold is None:
-        return None
-    return {"det_size": int(size), "threshold": round(float(threshold), 4)}
+#: the detector settings a search or a later enrolment is checked against (what finds and aligns the faces);
+#: precision (bfloat16 stays within cosine 0.9998 of float32) and aligned_template (how the given crops are framed,
+#: which may differ between enrolment and queries) are recorded but not compared
+_DETECTOR_CHECKED = ("detector.det_size", "detector.threshold", "detector.rescue_threshold", "detector.antialias")
+#: how to set each of them again: ``(FaceEmbedder keyword, command-line flag or None)``
+_DETECTOR_FIX = {"detector.det_size": ("detector_options", "--det-size"),
+                 "detector.threshold": ("detector_options", "--det-threshold"),
+                 "detector.rescue_threshold": ("rescue_threshold", None), "detector.antialias": ("antialias", None)}
 
 
-def _settings_text(settings: Mapping[str, Any]) -> str:
-    """``det_size 640, threshold 0.5`` for a :func:`_detector_settings` dict."""
-    return ", ".join(f"{k} {v:g}" for k, v in settings.items())
+def _settings_text(changes: Sequence[Tuple[str, Any, Any]], which: int) -> str:
+    """``det_size 640, threshold 0.5`` from the recorded (``which=1``) or current (``which=2``) values of
+    :func:`lightface.embed.settings_changes` entries."""
+    return ", ".join(f"{c[0].split('.', 1)[-1]} {c[which]}" for c in changes)
 
 
 def _on_off(flag: Any) -> str:
@@ -255,6 +260,23 @@ class FaceGallery:
         return None if stored is None else float(stored)
 
     @property
+    def settings(self) -> Optional[Dict[str, Any]]:
+        """The settings of the embedder the gallery's first faces were enrolled with
+        (:meth:`lightface.FaceEmbedder.settings`: ``flip``, ``aligned``, ``detector`` with its ``model``,
+        ``det_size``, ``threshold``, ``rescue_threshold`` ...), or None when none were recorded. A gallery
+        of an earlier lightface gives what it recorded (``flip``; ``detector`` with ``model``, ``det_size`` and
+        ``threshold``)."""
+        meta = self._store.meta
+        if "settings" in meta:
+            return json.loads(meta["settings"])
+        legacy: Dict[str, Any] = {}
+        if "flip" in meta:
+            legacy["flip"] = bool(int(meta["flip"]))
+        if "detector" in meta:
+            legacy["detector"] = {"model": meta["detector"], **(self.detector_options or {})}
+        return legacy or None
+
+    @property
     def detector(self) -> Optional[str]:
         """The detector the gallery's whole-photo faces were enrolled with (``"det_500m.onnx"``,
         ``"yunet"``, ...; recorded with the first faces), or None (aligned crops, older galleries)."""
@@ -317,11 +339,12 @@ class FaceGallery:
         if recorded is None and self._store.count:
             logger.warning("%s: the gallery records no model (faces were added without one); cannot check that %s "
                            "matches them", self.path, info)
-        flip, recorded_flip = getattr(embedder, "flip", None), self._store.meta.get("flip")
-        if flip is not None and recorded_flip is not None and bool(int(recorded_flip)) != bool(flip):
-            logger.warning("%s: the gallery's faces were embedded with flip fusion %s, this embedder has it %s: the "
-                           "scores shift and the model card's thresholds differ between the two; use flip=%s",
-                           self.path, _on_off(recorded_flip), _on_off(flip), bool(int(recorded_flip)))
+        settings = _embedder_settings(embedder, aligned=True)  # flip only: the detector is not loaded here
+        for key, recorded_flip, flip in settings_changes(self.settings, settings or {}):
+            if key == "flip":
+                logger.warning("%s: the gallery's faces were embedded with flip fusion %s, this embedder has it %s: "
+                               "the scores shift and the model card's thresholds differ between the two; use flip=%s",
+                               self.path, _on_off(recorded_flip), _on_off(flip), bool(recorded_flip))
         return info
 
     def _check_detector(self, embedder: Any) -> None:
@@ -329,40 +352,47 @@ class FaceGallery:
         its landmarks place the crop differently, and the scores shift; or with the same detector at
         another ``det_size`` / ``threshold``: other faces are found (small ones, weak ones), so a person
         enrolled from a face the other setting misses, or the reverse, is not matched."""
-        name, recorded = _detector_name(embedder), self._store.meta.get("detector")
-        if name is not None and recorded is not None and name != recorded:
+        changes = {c[0]: c for c in settings_changes(self.settings, _embedder_settings(embedder, aligned=False) or {})}
+        if "detector.model" in changes:
+            _, recorded, name = changes["detector.model"]
             logger.warning("%s: the gallery's faces were detected and aligned by %s, this embedder's detector is %s: "
                            "crops differ slightly and the scores shift; use FaceEmbedder(detector=...) with the "
                            "gallery's detector", self.path, recorded, name)
             return
-        settings, recorded_settings = _detector_settings(embedder) if name is not None else None, self.detector_options
-        if settings is not None and recorded_settings is not None and settings != recorded_settings:
+        changed = [changes[k] for k in _DETECTOR_CHECKED if k in changes]
+        if changed:
+            options = {k.split(".")[1]: changes[k][1] for k in _DETECTOR_CHECKED[:2] if k in changes}
+            fix = [f"FaceEmbedder(detector_options={options})"] if options else []
+            fix += [f"FaceEmbedder({_DETECTOR_FIX[c[0]][0]}={c[1]})" for c in changed
+                    if _DETECTOR_FIX[c[0]][0] != "detector_options"]
+            flags = " ".join(f"{_DETECTOR_FIX[c[0]][1]} {c[1]}" for c in changed if _DETECTOR_FIX[c[0]][1])
             logger.warning("%s: the gallery's faces were detected with %s, this embedder's detector runs with %s: "
                            "other faces are found (small or weak ones), so some are found in one setting and "
-                           "missed in the other; use FaceEmbedder(detector_options=%s) (--det-size %s "
-                           "--det-threshold %s) to detect as the enrolment did", self.path,
-                           _settings_text(recorded_settings), _settings_text(settings), recorded_settings,
-                           recorded_settings.get("det_size"), recorded_settings.get("threshold"))
+                           "missed in the other; use %s%s to detect as the enrolment did", self.path,
+                           _settings_text(changed, 1), _settings_text(changed, 2), " and ".join(fix),
+                           f" ({flags})" if flags else "")
 
     def _record_embedder_settings(self, embedder: Any, aligned: bool) -> None:
         """Store, in one transaction, the embedder's identification threshold (unless the gallery has
-        one) and, with the first faces enrolled, its flip fusion (checked by :meth:`_check_model`) and,
-        for whole photos, its detector and the detector's ``det_size`` / ``threshold`` (checked by
-        :meth:`_check_detector`)."""
+        one) and, with the first faces enrolled, its settings (:meth:`lightface.FaceEmbedder.settings`:
+        flip fusion, checked by :meth:`_check_model`; for whole photos the detector and its options,
+        checked by :meth:`_check_detector`), also under the keys earlier lightface versions read
+        (``flip``, ``detector``, ``detector_options``)."""
         values: Dict[str, Any] = {}
         threshold = embedder_identification_threshold(embedder)
         if threshold is not None and "threshold" not in self._store.meta:
             values["threshold"] = float(threshold)
-        first = not self._store.count
-        flip = getattr(embedder, "flip", None)
-        if flip is not None and first and "flip" not in self._store.meta:
-            values["flip"] = int(bool(flip))
-        detector = None if aligned else _detector_name(embedder)
-        if detector is not None and first and "detector" not in self._store.meta:
-            values["detector"] = detector
-            settings = _detector_settings(embedder)
-            if settings is not None:
-                values["detector_options"] = json.dumps(settings, sort_keys=True)
+        settings = _embedder_settings(embedder, aligned) if not self._store.count else None
+        if settings is not None and "settings" not in self._store.meta and "flip" not in self._store.meta:
+            values["settings"] = json.dumps(settings, sort_keys=True)
+            if settings.get("flip") is not None:
+                values["flip"] = int(bool(settings["flip"]))
+            detector = settings.get("detector")
+            if detector:
+                values["detector"] = detector["model"]
+                if detector.get("det_size") is not None and detector.get("threshold") is not None:
+                    values["detector_options"] = json.dumps(
+                        {"det_size": detector["det_size"], "threshold": round(detector["threshold"], 4)}, sort_keys=True)
         if values:
             with self._store.transaction() as conn:
                 self._store.set_meta(conn, values)
@@ -730,7 +760,7 @@ class FaceGallery:
         if embedder is not self.embedder:
             self._check_model(embedder)
         self._check_detector(embedder)
-        faces = embedder.embed_faces(image)
+        faces = embedder.embed_faces(image, rescue=True)  # an occluded face, as enroll() takes it
         if not faces:
             return []
         res = self.search(np.stack([f.embedding for f in faces]), k=k, **kwargs)
