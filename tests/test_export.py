@@ -1,5 +1,8 @@
 """ONNX / TorchScript export of Light CNNs (random weights in the official layout: no
-official weights on this machine) and the ONNX Runtime embedder backend."""
+official weights on this machine), of the face generators (super-resolver, frontalizer), and the
+ONNX Runtime embedder backend."""
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -134,17 +137,147 @@ def test_a_torchscript_export_given_as_weights_says_how_to_run_it(tmp_path):
     assert np.abs(loaded.embed(crops) - FaceEmbedder(model, device="cpu").embed(crops)).max() < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
-@pytest.mark.parametrize("arch, kwargs", [("tpgan", {"width": 8, "feature_dim": 8, "noise_dim": 4}),
-                                          ("wavelet_srnet", {})])
-def test_exporting_a_generator_says_only_recognisers_export(tmp_path, kind, arch, kwargs):
-    """export_onnx(Frontalizer().model) failed inside the trace with the generator's own input check ("TP-GAN input
-    must be (N, 3, 128, 128) aligned faces ... align with align_face"), sending the caller to re-align faces."""
-    model = get_model(arch, **kwargs).eval()
-    export = export_onnx if kind == "onnx" else export_torchscript
-    with pytest.raises(TypeError, match=r"exports face recognisers .* is a face generator"):
-        export(model, tmp_path / "g.x")
-    assert list(tmp_path.iterdir()) == []
+def _tiny_sr(seed=3):
+    """A small 4x WaveletSRNet whose heads are not zero (an untrained one is exactly bicubic)."""
+    torch.manual_seed(seed)
+    model = get_model("wavelet_srnet", channels=8, num_blocks=1, head_channels=8)
+    for head in model.heads:
+        torch.nn.init.normal_(head[-1].weight, std=0.02)
+    return model
+
+
+def _celeba_hq(shared_data, size, width=None):
+    """The first two female and two male CelebA-HQ faces, area-downscaled to ``width`` x ``size`` (width
+    defaults to size): (4, 3, size, width) RGB float in [0, 1]."""
+    import cv2
+
+    from lightface.data.convert import image_to_tensor
+
+    root = shared_data / "celeba_hq"
+    paths = sorted((root / "female").glob("*.jpg"))[:2] + sorted((root / "male").glob("*.jpg"))[:2]
+    return image_to_tensor([cv2.resize(cv2.imread(str(p)), (width or size, size), interpolation=cv2.INTER_AREA)
+                            for p in paths])
+
+
+def _aligned_lfw(shared_data, count):
+    """``count`` LFW faces aligned to the 128 px lightcnn template with their landmarks: (N, 3, 128, 128) RGB."""
+    import cv2
+
+    from lightface.data.align import align_face
+    from lightface.data.convert import image_to_tensor
+
+    root = shared_data / "lfw_identities"
+    crops = []
+    for line in (root / "landmarks_5pt.txt").read_text().splitlines()[:count]:
+        name, *values = line.split()
+        lm = np.array(values, np.float32).reshape(5, 2)
+        crops.append(align_face(cv2.imread(str(root / "images" / name)), lm, "lightcnn", size=128)[0])
+    return image_to_tensor(crops)
+
+
+@pytest.fixture(scope="module")
+def sr_export(tmp_path_factory):
+    """(tiny 4x super-resolver module, left in training mode, and its ONNX export)."""
+    model = _tiny_sr().train()
+    path = export_onnx(model, tmp_path_factory.mktemp("sr") / "sr.onnx")
+    return model, path
+
+
+def test_a_super_resolver_exports_to_onnx_and_matches_pytorch_on_real_faces(sr_export, shared_data):
+    """export_onnx(a WaveletSRNet / SuperResolver / shipped super-resolver) raised "exports face recognisers ... is a
+    face generator": the SR generator, deployed as ONNX by every GFPGAN / Real-ESRGAN user, had no export. The file
+    gives what SuperResolver.upscale_tensor gives (flip ensemble, clamped), at any batch and input size."""
+    import onnxruntime as ort
+
+    from lightface import SuperResolver
+    from lightface.export import CARD_KEY
+
+    model, path = sr_export
+    assert model.training and all(m.training for m in model.modules())  # the caller's module as it was
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["image"]
+    card = json.loads(session.get_modelmeta().custom_metadata_map[CARD_KEY])
+    assert card["arch"] == "wavelet_srnet" and card["task"] == "super_resolution" and card["flip_ensemble"] is True
+    assert (card["scale"], card["input_size"], card["output_size"]) == (4, 32, 128)
+    resolver = SuperResolver(copy.deepcopy(model), device="cpu")
+    faces = _celeba_hq(shared_data, 32)
+    wide = _celeba_hq(shared_data, 32, width=40)[:2]  # not the export's size: h and w are dynamic
+    for x in (faces[:1], faces[1:], wide):
+        out = session.run(None, {"input": x.numpy()})[0]
+        ref = resolver.upscale_tensor(x).numpy()
+        assert out.shape == (x.shape[0], 3, x.shape[2] * 4, x.shape[3] * 4) and out.dtype == np.float32
+        assert np.abs(out - ref).max() < 1e-5
+        assert np.abs(out - torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic").numpy()).max() > 1e-3
+
+
+def test_an_exported_generator_is_refused_as_a_recogniser(sr_export):
+    """FaceEmbedder("sr.onnx") would run a super-resolver as a recogniser; it says what the file is."""
+    _, path = sr_export
+    for load in (lambda: OnnxRecognizer(path), lambda: FaceEmbedder(path, device="cpu")):
+        with pytest.raises(ValueError, match=r"exported super_resolution model .* not a face recogniser"):
+            load()
+
+
+def test_generators_export_to_torchscript(tmp_path, shared_data):
+    """export_torchscript of a super-resolver and a frontalizer (used to raise TypeError): their traced files give
+    what SuperResolver / Frontalizer give on real faces, at other batch sizes and (SR) input sizes."""
+    from lightface import Frontalizer, SuperResolver
+
+    sr = _tiny_sr()
+    ts = torch.jit.load(str(export_torchscript(SuperResolver(sr, device="cpu", flip_ensemble=False),
+                                               tmp_path / "sr.pt")))
+    single = SuperResolver(sr, device="cpu", flip_ensemble=False)
+    for x in (_celeba_hq(shared_data, 32)[:3], _celeba_hq(shared_data, 24, width=36)[:1]):
+        with torch.no_grad():
+            assert (ts(x) - single.upscale_tensor(x)).abs().max() < 1e-5
+    torch.manual_seed(0)
+    gen = get_model("tpgan", width=8, feature_dim=8, noise_dim=4)
+    ts = torch.jit.load(str(export_torchscript(gen, tmp_path / "fr.pt")))
+    faces = _aligned_lfw(shared_data, 3)
+    with torch.no_grad():
+        assert (ts(faces) - Frontalizer(gen, device="cpu").frontalize_tensor(faces)).abs().max() < 1e-5
+
+
+def test_a_super_resolver_exports_with_the_legacy_onnx_exporter(tmp_path, shared_data):
+    """dynamo=False failed inside the Haar transform ("ONNX export of convolution for kernel of unknown shape": its
+    filter bank was repeated per input channel, a shape the TorchScript-based exporter could not resolve)."""
+    import onnxruntime as ort
+
+    from lightface import SuperResolver
+
+    sr = _tiny_sr()
+    session = ort.InferenceSession(str(export_onnx(sr, tmp_path / "sr.onnx", dynamo=False)),
+                                   providers=["CPUExecutionProvider"])
+    resolver = SuperResolver(sr, device="cpu")
+    for x in (_celeba_hq(shared_data, 32)[:3], _celeba_hq(shared_data, 24, width=36)[:1]):
+        assert np.abs(session.run(None, {"input": x.numpy()})[0] - resolver.upscale_tensor(x).numpy()).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_the_shipped_generators_exported_by_name_match_pytorch_on_real_faces(tmp_path, shared_data):
+    """The shipped 4x super-resolver and the shipped (recogniser-conditioned) frontalizer, exported by name, give
+    in ONNX Runtime what SuperResolver() / Frontalizer() give, at batch 1 and 3, and carry their cards."""
+    import onnxruntime as ort
+
+    from lightface import Frontalizer, SuperResolver
+    from lightface.export import CARD_KEY
+
+    def run(path, x):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        card = json.loads(session.get_modelmeta().custom_metadata_map[CARD_KEY])
+        return card, [session.run(None, {"input": x[:1].numpy()})[0], session.run(None, {"input": x[1:].numpy()})[0]]
+
+    resolver = SuperResolver(device="cpu")
+    lr = _celeba_hq(shared_data, 32)
+    card, outs = run(export_onnx(resolver.pretrained.name, tmp_path / "sr4.onnx"), lr)
+    assert (card["weights"], card["sha256"], card["scale"]) == (resolver.pretrained.name, resolver.pretrained.sha256, 4)
+    assert np.abs(np.concatenate(outs) - resolver.upscale_tensor(lr).numpy()).max() < 1e-5  # measured 3.6e-7
+
+    frontalizer = Frontalizer(device="cpu")
+    faces = _aligned_lfw(shared_data, 4)
+    card, outs = run(export_onnx(frontalizer.pretrained.name, tmp_path / "fr.onnx"), faces)
+    assert (card["weights"], card["mirror"]) == (frontalizer.pretrained.name, "left") and card["condition_network"]
+    assert np.abs(np.concatenate(outs) - frontalizer.frontalize_tensor(faces).numpy()).max() < 1e-5  # 8.3e-7
 
 
 def test_exporting_a_model_in_training_leaves_it_as_it_was(tmp_path):

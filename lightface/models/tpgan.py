@@ -306,17 +306,24 @@ class TPGANGenerator(nn.Module):
         self._require_condition()
         self._condition.network = network
 
+    def condition_recogniser(self) -> nn.Module:
+        """The frozen recogniser ``condition_network`` names (loaded, sha256-checked, on first use; kept out of
+        the generator's modules and state dict), whose feature :meth:`condition` computes."""
+        from .identity import load_identity_network, resolve_identity_weights
+
+        self._require_condition()
+        if self._condition.network is None:
+            self._condition.network = load_identity_network(
+                resolve_identity_weights(self.condition_network, "the generator's condition"))
+        return self._condition.network
+
     @torch.no_grad()
     def condition(self, x: Tensor) -> Tensor:
         """The recogniser's feature of ``x`` (N, C, 128, 128) in [0, 1], L2-normalised and scaled to unit RMS
         entries (norm 16, the scale of the encoder feature it joins): (N, 256) on x's device."""
-        from .identity import identity_features, load_identity_network, resolve_identity_weights
+        from .identity import identity_features
 
-        self._require_condition()
-        net = self._condition.network
-        if net is None:
-            net = load_identity_network(resolve_identity_weights(self.condition_network, "the generator's condition"))
-            self._condition.network = net
+        net = self.condition_recogniser()
         if next(net.parameters()).device != x.device:
             net.to(x.device)
         return self.condition_from_fc(identity_features(net, x.float())["fc"]).to(x.dtype)
@@ -418,14 +425,15 @@ class TPGANGenerator(nn.Module):
         return out
 
     @torch.no_grad()
-    def frontalize(self, x: Tensor) -> Tensor:
+    def frontalize(self, x: Tensor, condition: Optional[Tensor] = None) -> Tensor:
         """Inference helper: (N, C, 128, 128) in [0, 1] -> frontal (N, C, 128, 128) in [0, 1], zero noise
-        (N = 0: an empty batch)."""
+        (N = 0: an empty batch). ``condition``: as for ``forward`` (a conditioned generator computes it from
+        ``x`` when None)."""
         if x.shape[0] == 0:
             self._check(x)
             return x.new_zeros(x.shape)
         noise = torch.zeros(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype) if self.noise_dim else None
-        return self(x, noise=noise)["img128"]
+        return self(x, noise=noise, condition=condition)["img128"]
 
 
 class TPGANDiscriminator(nn.Module):

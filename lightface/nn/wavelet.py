@@ -109,8 +109,8 @@ class WaveletPacket2d(nn.Module):
         """Subbands per input channel, ``4**levels``."""
         return 4**self.levels
 
-    def _weight(self, x: Tensor, channels: int) -> Tensor:
-        return self.weight.to(dtype=x.dtype, device=x.device).repeat(channels, 1, 1, 1)
+    def _weight(self, x: Tensor) -> Tensor:
+        return self.weight.to(dtype=x.dtype, device=x.device)
 
     def analysis(self, x: Tensor) -> Tensor:
         """Image ``(N, C, H, W)`` -> coefficients ``(N, C * 4**levels, H / 2**levels, W / 2**levels)``."""
@@ -125,7 +125,11 @@ class WaveletPacket2d(nn.Module):
                 f"WaveletPacket2d({self.levels}) needs H and W divisible by {f}, got {h}x{w}; "
                 "crop or pad the image first"
             )
-        return F.conv2d(x, self._weight(x, c), stride=f, groups=c)
+        # every channel on its own (as a grouped conv), with the (4**L, 1, f, f) filters as they are: a filter
+        # bank repeated per channel has a shape that depends on the input, which the TorchScript-based ONNX
+        # exporter cannot turn into a convolution (lightface.export)
+        coeffs = F.conv2d(x.reshape(n * c, 1, h, w), self._weight(x), stride=f)
+        return coeffs.reshape(n, c * self.num_subbands, h // f, w // f)
 
     def synthesis(self, coeffs: Tensor) -> Tensor:
         """Coefficients ``(N, C * 4**levels, h, w)`` -> image ``(N, C, h * 2**levels, w * 2**levels)``."""
@@ -138,7 +142,8 @@ class WaveletPacket2d(nn.Module):
         s, f = self.num_subbands, self.factor
         c = k // s
         if self.levels == 1:
-            return F.conv_transpose2d(coeffs, self._weight(coeffs, c), stride=f, groups=c)
+            return F.conv_transpose2d(coeffs.reshape(n * c, s, h, w), self._weight(coeffs), stride=f).reshape(
+                n, c, h * f, w * f)
         # Each coefficient pixel owns one f x f output block: block = sum_k coeff_k * filter_k, one matmul
         # over all pixels. Same result as the grouped transposed conv, which CPU backends run 10-20x slower
         # for 2+ levels (benchmarks.sr, table 5).

@@ -97,6 +97,10 @@ class Frontalizer:
             ``preprocessing["mirror"]`` (also for the shipped file given by its path or copied;
             None when absent).
 
+    :func:`lightface.export.export_onnx` / ``export_torchscript`` (``export_onnx(fr, "frontal.onnx")``) write
+    :meth:`frontalize_tensor` (with a conditioned generator's recogniser) as one file; the mirroring by
+    ``mirror`` stays the caller's.
+
     Example:
         >>> fr = Frontalizer(detector="../shared/models/det_500m.onnx")           # the shipped model
         >>> fr = Frontalizer("runs/tpgan/model.pt")                  # your own

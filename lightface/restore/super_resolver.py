@@ -25,7 +25,7 @@ from .loading import load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
 from .paste import antialiased_align, detect_faces, paste_face, rescale_affine
 
-__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution"]
+__all__ = ["SuperResolver", "RestoredFace", "evaluate_super_resolution", "upscale"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,16 @@ def _whole_scale(scale) -> Optional[int]:
     if isinstance(scale, bool) or not value.is_integer() or value < 1:
         raise ValueError(f"SuperResolver(scale={scale!r}): the scale must be a whole number such as 4 or 8")
     return int(value)
+
+
+def upscale(model: WaveletSRNet, x: torch.Tensor, flip_ensemble: bool) -> torch.Tensor:
+    """What :meth:`SuperResolver.upscale_tensor` computes, and what :func:`lightface.export.export_onnx` writes
+    of a super-resolver: ``model`` on (N, 3, h, w) RGB float [0, 1] ``x`` -> (N, 3, h*scale, w*scale) RGB float,
+    clamped to [0, 1]; with ``flip_ensemble``, averaged with the flipped-back output of the mirrored input."""
+    sr = model(x)
+    if flip_ensemble:
+        sr = sr.add_(model(x.flip(-1)).flip(-1)).mul_(0.5)
+    return sr.clamp_(0, 1)
 
 
 @dataclass
@@ -116,6 +126,9 @@ class SuperResolver:
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
     ``flip_ensemble``, ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
 
+    :func:`lightface.export.export_onnx` / ``export_torchscript`` (``export_onnx(sr, "sr.onnx")``) write
+    :meth:`upscale_tensor` with this resolver's flip ensemble as one file, for ONNX Runtime / libtorch.
+
     Example:
         >>> sr = SuperResolver(scale=8, detector="../shared/models/det_500m.onnx")   # the shipped 8x model
         >>> sr = SuperResolver("runs/sr4/model.pt")                                 # your own
@@ -169,11 +182,8 @@ class SuperResolver:
         outside [0, 1] (ValueError: a 0..255 tensor) is refused.
         """
         check_unit_tensor(lr, "upscale_tensor input")
-        x = lr.to(self.device, torch.float32)
-        sr = self.model(x)
-        if self.flip_ensemble if flip_ensemble is None else flip_ensemble:
-            sr = sr.add_(self.model(x.flip(-1)).flip(-1)).mul_(0.5)
-        return sr.clamp_(0, 1).to(lr.device)
+        flip = self.flip_ensemble if flip_ensemble is None else flip_ensemble
+        return upscale(self.model, lr.to(self.device, torch.float32), flip).to(lr.device)
 
     def aligned_shrink(self, crop) -> float:
         """How many times the model's input crop :meth:`upscale_faces` reads the aligned crop ``crop`` (an array,
