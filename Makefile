@@ -21,7 +21,7 @@ $(PY):
 	$(PY) -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(PY) pyproject.toml setup.py
-	$(PY) -m pip install "$(TORCH_SPEC)" ninja pybind11 setuptools wheel
+	$(PY) -m pip install "$(TORCH_SPEC)" ninja pybind11 "setuptools>=77" wheel
 	$(PY) -m pip install --no-build-isolation -e ".[test]"
 	touch $@
 
@@ -51,7 +51,7 @@ check-cuda:
 		echo "check-cuda: no nvcc found (CUDA_HOME=$(CUDA_HOME)); skipping the CUDA compile check."; exit 0; fi; \
 	set -e; \
 	if [ ! -x $(CUDA_VENV)/bin/python ]; then $(PYTHON) -m venv $(CUDA_VENV); fi; \
-	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH_SPEC)" numpy ninja pybind11 setuptools wheel; \
+	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH_SPEC)" numpy ninja pybind11 "setuptools>=77" wheel; \
 	rm -rf build/cuda-check; \
 	CUDA_HOME=$(CUDA_HOME) PATH="$(CUDA_HOME)/bin:$$PATH" FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" MAX_JOBS=2 \
 		$(CUDA_VENV)/bin/python setup.py build_ext --build-temp build/cuda-check/tmp --build-lib build/cuda-check/lib; \

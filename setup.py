@@ -3,6 +3,10 @@
 CUDA is used when torch was built with CUDA and ``CUDA_HOME`` is found, or when
 ``FORCE_CUDA=1`` (compile-only builds on machines without a GPU). ``DEBUG=1`` gives
 an unoptimised build with debug symbols.
+
+The dependencies are computed here (pyproject's ``dynamic = ["dependencies"]``): a build
+requires the torch release it compiles ``lightface._C`` against, the sdist any torch it can be
+compiled against (see :func:`torch_requirement`).
 """
 import glob
 import os
@@ -34,6 +38,42 @@ def limited_api_tag():
 
 
 LIMITED_API = limited_api_tag()
+
+#: the torch releases lightface builds and runs with (the sdist's requirement)
+TORCH_RANGE = "torch>=2.4"
+DEPENDENCIES = [
+    "numpy>=1.23",
+    "insightface>=0.7.3",
+    "onnx>=1.15",
+    "onnxruntime>=1.16",
+    "albumentations>=1.4",
+    "lmdb>=1.4",
+    "scikit-image>=0.21",
+    "scikit-learn>=1.3",
+    "scipy>=1.10",
+    "tqdm>=4.60",
+    "pyyaml>=6.0",
+    "matplotlib>=3.7",
+    "pillow>=9.0",
+]
+
+
+def torch_requirement(argv=None):
+    """The torch requirement of what this run of setup.py makes.
+
+    ``lightface._C`` uses torch's full C++ API (ATen, c10, the dispatcher), whose ABI torch keeps
+    for no two releases, patch releases included; only extensions written against torch's stable
+    ABI (``torch/csrc/stable``) may run on another release. So every build that compiles the library
+    (a wheel, an editable or a plain install, and the metadata pip reads before building them:
+    ``dist_info``, ``egg_info``) requires exactly the torch release of the build environment, as
+    torchvision's wheels do (``torch==2.13.0``: any build of that release, CPU or CUDA, the local
+    ``+cpu`` label left out). The sdist, which compiles the library where it is installed, keeps
+    :data:`TORCH_RANGE`.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "sdist" in argv:
+        return TORCH_RANGE
+    return f"torch=={str(torch.__version__).split('+')[0]}"  # the public version: 2.13.0+cpu -> 2.13.0
 
 
 def sources(pattern):
@@ -81,11 +121,12 @@ print(
     f"lightface build: torch {torch.__version__}, cuda={'yes' if WITH_CUDA else 'no'} "
     f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME}, FORCE_CUDA={int(FORCE_CUDA)}, "
     f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '')}), debug={int(DEBUG)}, "
-    f"sources={len(ext.sources)}, stable ABI={LIMITED_API or 'no'}",
+    f"sources={len(ext.sources)}, stable ABI={LIMITED_API or 'no'}, requires {torch_requirement()}",
     flush=True,
 )
 
 setup(
+    install_requires=[torch_requirement(), *DEPENDENCIES],
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": LIMITED_API}} if LIMITED_API else {},

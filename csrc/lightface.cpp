@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <atomic>
 #include <vector>
@@ -28,6 +29,20 @@ extern "C" PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 #endif
+
+#define LIGHTFACE_STR_(x) #x
+#define LIGHTFACE_STR(x) LIGHTFACE_STR_(x)
+
+// The torch release whose headers this library is compiled against, as text in the file:
+// lightface/ops/_library.py reads it from the bytes before loading the library, since a library
+// built for another release (torch keeps no C++ ABI between releases outside its stable ABI)
+// fails to load or misbehaves once loaded. `used` keeps it through -O3 and the linker.
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((used))
+#endif
+extern "C" const char lightface_built_against_torch[] =
+    "lightface._C built against torch " LIGHTFACE_STR(TORCH_VERSION_MAJOR) "." LIGHTFACE_STR(
+        TORCH_VERSION_MINOR) "." LIGHTFACE_STR(TORCH_VERSION_PATCH);
 
 namespace lightface {
 namespace {

@@ -96,9 +96,8 @@ def _use_kernels(t: Tensor) -> bool:
     if not _library.HAS_OPS:
         _warn_fallback(
             "missing",
-            f"lightface.ops: the compiled op library is not available ({_library.LOAD_ERROR}); "
-            "using the pure-PyTorch reference implementation (same results, slower, more memory). "
-            "Build it with `make build` (python setup.py build_ext --inplace).",
+            "lightface.ops: the compiled op library is not available; using the pure-PyTorch reference "
+            f"implementation (same results, slower, more memory). Why: {_library.LOAD_ERROR}",
         )
     else:
         _warn_fallback(

@@ -27,8 +27,11 @@ then registers, from Python:
 Setting ``LIGHTFACE_DISABLE_EXTENSION=1`` hides the library (the ops then run the
 pure-PyTorch reference), which is how the fallback path is tested.
 """
+import importlib.util
 import logging
+import mmap
 import os
+import re
 from typing import FrozenSet, Optional, Tuple
 
 import torch
@@ -41,11 +44,56 @@ log = logging.getLogger(__name__)
 
 DISABLE_ENV = "LIGHTFACE_DISABLE_EXTENSION"
 
-__all__ = ["HAS_OPS", "LOAD_ERROR", "KERNEL_DEVICES", "DISABLE_ENV", "under_transform"]
+__all__ = ["HAS_OPS", "LOAD_ERROR", "KERNEL_DEVICES", "DISABLE_ENV", "REBUILD_HINT", "under_transform"]
+
+#: how to get an op library that matches the installed torch
+REBUILD_HINT = (
+    "rebuild it against the installed torch: in a checkout `make clean build` (or "
+    "`python setup.py build_ext --inplace --force`); for an installed wheel, install the lightface wheel "
+    "built for this torch, or build one here with `pip install --no-build-isolation --no-deps --force-reinstall "
+    "<lightface source folder or sdist>`"
+)
+
+# what csrc/lightface.cpp writes into the library: the torch release of the headers it was compiled with
+_BUILT_AGAINST = re.compile(rb"lightface\._C built against torch (\d+\.\d+\.\d+)\x00")
+
+
+def torch_release(version: str) -> str:
+    """``"2.13.0+cpu"`` / ``"2.14.0.dev20260101"`` -> ``"2.13.0"`` / ``"2.14.0"``: the release part of
+    a torch version, as the C++ headers (``TORCH_VERSION_MAJOR/MINOR/PATCH``) know it."""
+    match = re.match(r"\d+\.\d+\.\d+", str(version))
+    return match.group(0) if match else str(version)
+
+
+def built_against_torch(path) -> Optional[str]:
+    """The torch release (``"2.13.0"``) whose headers the op library at ``path`` was compiled with, read
+    from the file without loading it; None for a library built before lightface recorded it."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # CUDA builds are large
+        match = _BUILT_AGAINST.search(data)
+        return match.group(1).decode() if match else None
+
+
+def _version_mismatch(path) -> Optional[str]:
+    """Why the op library at ``path`` must not be loaded with the installed torch, or None.
+
+    A library compiled against another torch release either fails to load (a missing C++ symbol)
+    or, worse, loads and misreads torch's changed data structures: torch keeps its C++ ABI stable
+    only for extensions written against its stable ABI, which lightface._C is not.
+    """
+    try:
+        built = built_against_torch(path)
+    except (OSError, ValueError):  # unreadable or empty: importing it reports the problem
+        return None
+    installed = torch_release(torch.__version__)
+    if built is None or built == installed:
+        return None
+    return (f"{path} was compiled against torch {built} but torch {torch.__version__} is installed, so it is "
+            f"not loaded (an op library built for another torch release fails to load or computes wrong "
+            f"results); {REBUILD_HINT}; or install the torch it was built for (`pip install torch=={built}`)")
 
 
 def _load() -> Tuple[bool, Optional[str]]:
-    """Load the op library unless it is disabled; ``(loaded, why not)``.
+    """Load the op library unless it is disabled or built for another torch release; ``(loaded, why not)``.
 
     Ops already in ``torch.ops.lightface`` (the CMake build's library, loaded with
     ``torch.ops.load_library`` before this import) are used as they are: ``lightface._C``
@@ -56,12 +104,19 @@ def _load() -> Tuple[bool, Optional[str]]:
     if hasattr(torch.ops.lightface, "_mfm_forward"):
         log.debug("lightface ops already registered (torch.ops.load_library); not importing lightface._C")
         return True, None
+    spec = importlib.util.find_spec("lightface._C")
+    if spec is None or not spec.origin:
+        return False, "lightface._C is not built; build it with `make build` (python setup.py build_ext --inplace)"
+    mismatch = _version_mismatch(spec.origin)
+    if mismatch:
+        return False, mismatch
     try:
         from lightface import _C  # noqa: F401  (loading registers torch.ops.lightface.*)
     except (ImportError, OSError) as exc:
-        return False, f"import lightface._C failed: {exc}"
+        return False, (f"import lightface._C failed: {exc}. If torch was changed since lightface was built, "
+                       f"{REBUILD_HINT}")
     if not hasattr(torch.ops.lightface, "_mfm_forward"):
-        return False, "lightface._C is stale (ops missing); rebuild it"
+        return False, f"lightface._C is stale (ops missing); {REBUILD_HINT}"
     return True, None
 
 
