@@ -84,7 +84,7 @@ from .data.convert import check_unit_tensor
 from .data.io import (ImageReadError, composite_on_black, is_pil_image, opencv_error_text, pil_to_array, read_image,
                       to_gray)
 from .engine.distributed import resolve_device
-from .models.lightcnn import FEATURE_DIM, INPUT_SIZE
+from .models.lightcnn import FEATURE_DIM, INPUT_SIZE, check_features
 from .models.pretrained import PretrainedError, PretrainedWeights
 from .utils.precision import PRECISIONS, native_bf16
 from .utils.repeated_warnings import repeated_warnings_summarised
@@ -811,8 +811,8 @@ class FaceEmbedder:
             return torch.from_numpy(self._onnx(x.cpu().numpy())).to(self.device)
         if self.precision == "bfloat16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self._net(x).float()
-        return self._net(x).float()
+                return check_features(self._net(x), len(x), "FaceEmbedder").float()
+        return check_features(self._net(x), len(x), "FaceEmbedder").float()
 
     def _prepare(self, item: Any, index: int, aligned: bool) -> np.ndarray:
         source = _describe(item, index)

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .models.lightcnn import INPUT_SIZE
+from .models.lightcnn import INPUT_SIZE, LightCNN, check_features
 from .utils.atomic_write import atomic_file, atomic_path
 
 __all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME", "IMAGE_NAME",
@@ -182,13 +182,14 @@ def _generator_card(model: nn.Module, entry, **settings) -> Dict[str, Any]:
     return card
 
 
-def _prepare(model: ModelLike) -> Tuple[nn.Module, Dict[str, Any], Tuple[int, ...], str]:
+def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tuple[int, ...], str]:
     """``(module, card, example shape, output name)``: the graph to export, on the CPU in eval mode
     (built from a shipped name, a checkpoint path, a restorer, or a copy of a caller's module, whose
     device and train/eval mode stay as they were), its card for the file's metadata (see the module
-    docstring), the shape of one input (batch 1) and the name of the output."""
+    docstring), the shape of one input (batch 1) and the name of the output. A caller's recogniser module
+    must return the features alone (checked on a probe batch; ``who`` names the caller in the error): a
+    ``(logits, features)`` tuple was exported with its logits as ``features``."""
     from .models.checkpoint import ModelCheckpoint, build_from_checkpoint, read_model_checkpoint
-    from .models.lightcnn import LightCNN
     from .models.tpgan import TPGANGenerator
     from .models.wavelet_srnet import WaveletSRNet
     from .restore.frontalizer import Frontalizer
@@ -236,7 +237,11 @@ def _prepare(model: ModelLike) -> Tuple[nn.Module, Dict[str, Any], Tuple[int, ..
     if entry is not None:
         card.update(weights=entry.name, sha256=entry.sha256, flip_fusion=entry.flip_fusion,
                     thresholds={"flip": list(entry.thresholds(True)), "no_flip": list(entry.thresholds(False))})
-    return _FeaturesOnly(model).cpu().eval(), card, (1, 1, INPUT_SIZE, INPUT_SIZE), OUTPUT_NAME
+    net = _FeaturesOnly(model).cpu().eval()
+    if not isinstance(model, LightCNN):
+        with torch.no_grad():
+            check_features(net(torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE)), 2, who)
+    return net, card, (1, 1, INPUT_SIZE, INPUT_SIZE), OUTPUT_NAME
 
 
 def export_onnx(
@@ -272,7 +277,7 @@ def export_onnx(
     """
     import onnx
 
-    net, card, shape, output = _prepare(model)
+    net, card, shape, output = _prepare(model, "export_onnx")
     path = Path(path)
     example = torch.rand(example_batch, *shape[1:])
     spatial = output == IMAGE_NAME and card["task"] == "super_resolution"  # fully convolutional: any h, w
@@ -311,7 +316,7 @@ def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_
     Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. Written
     atomically (folders are created): a failed write leaves an earlier file at ``path`` as it was.
     """
-    net, _, shape, _ = _prepare(model)
+    net, _, shape, _ = _prepare(model, "export_torchscript")
     path = Path(path)
     example = torch.rand(example_batch, *shape[1:])
     with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():

@@ -74,6 +74,17 @@ def lfw(shared_data):
     return photos, crops
 
 
+def test_module_of_the_original_code_is_refused_with_a_way_out(baseline, tmp_path):
+    """The original code's networks return (logits, features); given as FaceEmbedder(module) they failed with
+    "'tuple' object has no attribute 'float'". The error says what came back and how to use those weights."""
+    x = torch.rand(2, 1, 128, 128)
+    with pytest.raises(TypeError, match=r"FaceEmbedder: the model returned a tuple \(\(2, 10\), \(2, 256\)\).*'w.pth'"):
+        FaceEmbedder(baseline, device="cpu").embed(x)
+    torch.save(baseline.state_dict(), tmp_path / "w.pth")  # the way out the message gives
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(baseline(x)[1], dim=1).numpy()
+    assert_same_embedding(FaceEmbedder(tmp_path / "w.pth", device="cpu").embed(x), ref)
+
 def test_all_input_kinds_give_the_same_embedding(embedder, lfw, tmp_path, baseline):
     _, crops = lfw
     bgr = crops[0]

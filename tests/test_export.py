@@ -280,6 +280,18 @@ def test_the_shipped_generators_exported_by_name_match_pytorch_on_real_faces(tmp
     assert np.abs(np.concatenate(outs) - frontalizer.frontalize_tensor(faces).numpy()).max() < 1e-5  # 8.3e-7
 
 
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_exporting_a_network_of_the_original_code_is_refused(tmp_path, kind):
+    """The original code's networks return (logits, features): exported as they were, the file's ``features``
+    output was the logits ((N, 10) here; (N, 79077) for a released classifier), silently."""
+    base = build_baseline("lightcnn9", num_classes=10).eval()
+    export = export_onnx if kind == "onnx" else export_torchscript
+    who = "export_onnx" if kind == "onnx" else "export_torchscript"
+    with pytest.raises(TypeError, match=rf"{who}: the model returned a tuple \(\(2, 10\), \(2, 256\)\).*'w.pth'"):
+        export(base, tmp_path / "m.x")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_exporting_a_model_in_training_leaves_it_as_it_was(tmp_path):
     """Exporting mid-training (a checkpoint callback) must not switch the caller's model to eval mode."""
     model = get_model("lightcnn9", num_classes=10).train()

@@ -62,6 +62,16 @@ def test_identity_loss_bad_arguments(net):
         IdentityLoss(net)(torch.rand(1, 2, 8, 8), torch.rand(1, 2, 8, 8))
 
 
+def test_identity_network_of_the_original_code_is_refused_clearly():
+    """A network of the original Light CNN code (returns (logits, features)) as the identity judge failed with
+    "'tuple' object has no attribute 'to'" from deep inside the loss."""
+    from benchmarks._baseline_lightcnn import build_baseline
+
+    loss = IdentityLoss(build_baseline("lightcnn9", num_classes=10), layers=("fc",))
+    with pytest.raises(TypeError, match=r"identity network: the model returned a tuple .*'w.pth'"):
+        loss(torch.rand(2, 3, 128, 128), torch.rand(2, 3, 128, 128))
+
+
 def test_identity_from_checkpoint_path_and_cosine(tmp_path, net):
     path = save_model_checkpoint(tmp_path / "n.pt", net, "lightcnn9", {})
     a = torch.rand(3, 3, 96, 96)

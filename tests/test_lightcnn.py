@@ -14,6 +14,7 @@ from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
 from lightface.models import get_model, list_models
 from lightface.models.checkpoint import (
     CheckpointMismatchError,
+    WrongArchitectureError,
     build_from_checkpoint,
     load_weights,
     read_model_checkpoint,
@@ -84,6 +85,10 @@ def test_official_backbone_only_and_fine_tuning(official_files):
     other = get_model("lightcnn9", num_classes=7)
     with pytest.raises(CheckpointMismatchError, match="ignore_classifier=True"):
         load_weights(other, str(path))
+    # get_model(weights=, num_classes=) raises the same error: its advice must be callable as written
+    # (it said "pass ignore_classifier=True", which get_model refuses with a TypeError)
+    with pytest.raises(CheckpointMismatchError, match=r"build_from_checkpoint\(path, num_classes=7\)"):
+        get_model("lightcnn9", weights=str(path), num_classes=7)
     load_weights(other, str(path), ignore_classifier=True)
     assert other.classifier.weight.shape == (7, 256)
     with torch.no_grad():
@@ -112,6 +117,35 @@ def test_wrong_architecture_raises_naming_keys(official_files):
     bad["features.0.filter.weight"] = torch.zeros(96, 1, 3, 3)
     with pytest.raises(CheckpointMismatchError, match=r"expected \(96, 1, 5, 5\), found \(96, 1, 3, 3\)"):
         load_weights(get_model("lightcnn9"), bad)
+
+
+def _v4_release_state():
+    """Random weights in the layout of the official LightCNN-V4 release (light_cnn_v4.py, 2022): RGB 3x3
+    ``conv1``, residual ``blockK`` stages (1, 2, 3, 4) with single MFM convs ``conv2`` .. ``conv5`` between them
+    (no ``groupK``), plain ``fc`` 8192 -> 256 and no classifier; saved from DataParallel like the others."""
+    def mfm(name, cin, cout, k):
+        return {f"{name}.filter.weight": torch.randn(2 * cout, cin, k, k) * 0.01, f"{name}.filter.bias": torch.zeros(2 * cout)}
+    state = mfm("conv1", 3, 48, 3)
+    for i, ((cin, cout), n) in enumerate(zip([(48, 96), (96, 192), (192, 128), (128, 128)], (1, 2, 3, 4)), start=1):
+        for j in range(n):
+            state.update(mfm(f"block{i}.{j}.conv1", cin, cin, 3), **mfm(f"block{i}.{j}.conv2", cin, cin, 3))
+        state.update(mfm(f"conv{i + 1}", cin, cout, 3))
+    state.update({"fc.weight": torch.randn(256, 8192) * 0.01, "fc.bias": torch.zeros(256)})
+    return {"epoch": 1, "state_dict": {"module." + k: v for k, v in state.items()}}
+
+
+def test_official_v4_release_is_named_not_taken_for_29v2(tmp_path):
+    """LightCNN-V4 shares 29v2's conv1 / blockK / fc names; it was taken for a 'lightcnn29v2' checkpoint, and
+    the error then said 'checkpoint arch lightcnn29v2' over a list of mismatched keys."""
+    path = tmp_path / "LightCNN-V4_checkpoint.pth.tar"
+    torch.save(_v4_release_state(), path)
+    assert read_model_checkpoint(path).arch is None
+    with pytest.raises(WrongArchitectureError, match="LightCNN-V4 release .*does not implement") as err:
+        build_from_checkpoint(path)
+    assert "lightcnn29v2" not in str(err.value)
+    with pytest.raises(CheckpointMismatchError, match="LightCNN-V4 release") as err:
+        get_model("lightcnn29v2", weights=str(path))
+    assert "checkpoint arch" not in str(err.value)
 
 
 def test_project_checkpoint_round_trip(tmp_path):

@@ -380,6 +380,17 @@ def test_finetune_classifier_only_then_all(tiny_lmdb, shared_data, tmp_path):
     assert not all(torch.equal(before[k], again[k]) for k in backbone)  # then everything trains
 
 
+def test_finetune_of_another_arch_names_the_arch_flag(tiny_lmdb, tmp_path):
+    """--finetune of a checkpoint of another architecture than --arch (an official 29v2 release with the default
+    --arch lightcnn9) is refused before training, naming the --arch to pass, not library calls."""
+    from lightface.models.checkpoint import save_model_checkpoint
+
+    src = save_model_checkpoint(tmp_path / "src.pt", get_model(TINY, num_classes=0), TINY, {"num_classes": 0})
+    with pytest.raises(TrainingError, match=f"holds a '{TINY}' model but --arch is 'lightcnn9'.*--arch {TINY}"):
+        _train(tiny_lmdb, tmp_path / "ft", "--finetune", src, "--epochs", "1")
+    assert not (tmp_path / "ft" / "last.pt").exists()
+
+
 def test_margin_loss_trains_a_cosine_classifier_and_finetunes_from_softmax(tiny_lmdb, tmp_path):
     """--loss cosface: the model gets a CosineClassifier (kept in the checkpoint's model_kwargs, so
     --resume and FaceEmbedder rebuild it); --finetune from a softmax run keeps the backbone and

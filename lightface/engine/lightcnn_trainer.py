@@ -475,6 +475,9 @@ class LightCNNTask(Task):
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
         finetune = cfg.finetune and not engine.resuming
         start = read_model_checkpoint(file_or_shipped(cfg.finetune)) if finetune else None
+        if start is not None and start.arch and start.arch != cfg.arch:
+            raise TrainingError(f"--finetune {cfg.finetune} holds a {start.arch!r} model but --arch is {cfg.arch!r} "
+                                f"(the default when not given): pass --arch {start.arch} to fine-tune it")
         same_classes = start is not None and [str(c) for c in start.extra.get("classes") or []] == self.classes
         # a classifier is only kept when it is of the same kind (linear for ce / bootstrapping, cosine for margins)
         keep_classifier = same_classes and bool(start.model_kwargs.get("cosine_classifier")) == cosine

@@ -45,6 +45,7 @@ __all__ = [
     "load_weights",
     "build_from_checkpoint",
     "infer_lightcnn_arch",
+    "unsupported_lightcnn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,14 +156,30 @@ def _normalise_keys(state: Mapping[str, Any]) -> Dict[str, Tensor]:
 
 
 def infer_lightcnn_arch(state: Mapping[str, Any]) -> Optional[str]:
-    """``"lightcnn9"`` / ``"lightcnn29"`` / ``"lightcnn29v2"`` from (normalised) Light CNN keys, else None."""
+    """``"lightcnn9"`` / ``"lightcnn29"`` / ``"lightcnn29v2"`` from (normalised) Light CNN keys, else None
+    (also for the official LightCNN-V4 release, which has none of these trunks: see :func:`unsupported_lightcnn`)."""
     if "features.0.filter.weight" in state and "fc1.filter.weight" in state:
         return "lightcnn9"
-    if "conv1.filter.weight" in state and "block1.0.conv1.filter.weight" in state:
+    if "conv1.filter.weight" in state and "block1.0.conv1.filter.weight" in state and "group1.conv.filter.weight" in state:
         if "fc.filter.weight" in state:
             return "lightcnn29"
         if "fc.weight" in state:
             return "lightcnn29v2"
+    return None
+
+
+def unsupported_lightcnn(state: Mapping[str, Any]) -> Optional[str]:
+    """What a (normalised) state_dict of a Light CNN release that lightface has no architecture for is, else None.
+
+    The official LightCNN-V4 release (``LightCNN-V4_checkpoint.pth.tar``, 2022) shares the
+    29-layer names ``conv1`` / ``blockK`` / ``fc`` but takes RGB input through a 3x3 ``conv1``
+    and has single MFM convs ``conv2`` .. ``conv5`` where LightCNN-29 has ``groupK``, and no
+    classifier: none of its weights fit LightCNN-29v2.
+    """
+    if "conv5.filter.weight" in state and "block1.0.conv1.filter.weight" in state and "group1.conv.filter.weight" not in state:
+        return ("an official LightCNN-V4 release (RGB input, conv2..conv5 where LightCNN-29 has groups, no "
+                "classifier), an architecture lightface does not implement: nothing was loaded; use the LightCNN-9 / "
+                "29 / 29v2 releases (e.g. LightCNN_29Layers_V2_checkpoint.pth.tar) or a lightface checkpoint")
     return None
 
 
@@ -274,7 +291,9 @@ def _handle_classifier(model: nn.Module, state: Dict[str, Tensor], ignore_classi
         raise CheckpointMismatchError(
             f"{source}: classifier size differs: checkpoint {tuple(ckpt_w.shape)}, model "
             f"{tuple(model.classifier.weight.shape)}; build the model with num_classes={ckpt_w.shape[0]} (or None), "
-            "or pass ignore_classifier=True to load only the backbone (fine-tuning)"
+            f"or load only the backbone (fine-tuning): load_weights(model, path, ignore_classifier=True) or "
+            f"build_from_checkpoint(path, num_classes={model.classifier.weight.shape[0]}) (get_model has no "
+            "ignore_classifier)"
         )
     return state
 
@@ -326,6 +345,9 @@ def load_weights(
     if missing or unexpected or wrong or arch_differs:
         lines = [f"{ckpt.source} does not match {type(target).__name__}"
                  + (f" (checkpoint arch {ckpt.arch!r})" if ckpt.arch else "") + "; nothing was loaded."]
+        unsupported = unsupported_lightcnn(state) if ckpt.arch is None else None
+        if unsupported is not None:
+            lines.append(f"  the checkpoint is {unsupported}")
         if arch_differs:
             lines.append(f"  the checkpoint is a {ckpt.arch!r} model, the target a {model_arch!r}: build it with "
                          f"get_model({ckpt.arch!r}) or build_from_checkpoint(path)")
@@ -373,6 +395,9 @@ def build_from_checkpoint(
     """
     ckpt = read_model_checkpoint(path_or_state, map_location)
     if ckpt.arch is None:
+        unsupported = unsupported_lightcnn(ckpt.state_dict)
+        if unsupported is not None:
+            raise WrongArchitectureError(f"{ckpt.source} holds {unsupported}")
         raise ValueError(
             f"{ckpt.source}: cannot tell which model these weights belong to (not a lightface checkpoint and not "
             "a Light CNN state_dict); build the model with get_model(name) and call load_weights(model, path)"

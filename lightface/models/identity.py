@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .checkpoint import build_from_checkpoint
 from .dlib_recognizer import is_dlib_spec
-from .lightcnn import LightCNN, to_lightcnn_input
+from .lightcnn import LightCNN, check_features, to_lightcnn_input
 from .pretrained import PretrainedError, default_weights, get_pretrained
 from .registry import get_model
 
@@ -114,4 +114,4 @@ def identity_features(network: nn.Module, images: Tensor) -> Dict[str, Tensor]:
     x = to_lightcnn_input(images.to(device))
     if hasattr(network, "feature_maps"):
         return network.feature_maps(x)
-    return {"fc": network(x)}
+    return {"fc": check_features(network(x), len(x), "identity network")}

@@ -17,7 +17,7 @@ stripping ``module.``; the official ``fc2`` is our ``classifier``, see
 :mod:`lightface.models.checkpoint`). Backbone parameter counts (without the classifier):
 LightCNN-9 5,480,864; LightCNN-29 12,573,280; LightCNN-29v2 10,475,872.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ __all__ = [
     "FEATURE_DIM",
     "OFFICIAL_NUM_CLASSES",
     "to_lightcnn_input",
+    "check_features",
 ]
 
 INPUT_SIZE = 128
@@ -338,3 +339,28 @@ def to_lightcnn_input(images: Tensor, size: int = INPUT_SIZE) -> Tensor:
         shrink = images.shape[-2] > size or images.shape[-1] > size
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
     return images
+
+
+def check_features(out: Any, n: int, who: str) -> Tensor:
+    """``out``, a recogniser module's output for ``n`` crops, checked to be features ``(n, D)``; returned as is.
+
+    Args:
+        out: what the module returned.
+        n: how many crops it was given.
+        who: the caller named in the error (``"FaceEmbedder"``, ``"export_onnx"``).
+    Raises:
+        TypeError: anything else, e.g. the ``(logits, features)`` tuple that the networks of
+            the original Light CNN code return (``FaceEmbedder`` failed on it with "'tuple'
+            object has no attribute 'float'"; the exports wrote its logits as the features).
+    """
+    if isinstance(out, Tensor) and out.dim() == 2 and len(out) == n:
+        return out
+    if isinstance(out, (tuple, list)):
+        shapes = ", ".join(str(tuple(o.shape)) if isinstance(o, Tensor) else type(o).__name__ for o in out)
+        got = f"a {type(out).__name__} ({shapes})"
+    else:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+    raise TypeError(f"{who}: the model returned {got} for {n} crops, not their features ({n}, D). A module given "
+                    "as a recogniser must return the features only; a network of the original Light CNN code returns "
+                    "(logits, features): give its weights instead (torch.save(model.state_dict(), 'w.pth'), then "
+                    "pass 'w.pth', whose architecture is found from the keys)")
