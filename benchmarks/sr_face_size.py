@@ -11,13 +11,16 @@ region to the crop's resolution first. For each HR photo (the 10 CelebA-HQ photo
 default) and each ``--sizes`` factor ``g``: the photo is shrunk whole (antialiased bicubic)
 so that its main face is ``g`` times the input crop, the face is aligned at the input size
 from the HR detection's landmarks (scaled) both ways, super-resolved, upscaled by bicubic
-too, and compared (PSNR, RGB) with the HR photo's face on the output grid (the crop's
-transform with its destination scaled by the factor; the HR photo blurred to that grid).
+too (Pillow's, the baseline of ``benchmarks.sr_quality`` and ``benchmarks.sr_robustness``:
+:func:`lightface.data.degradation.resize`), and compared (PSNR, RGB) with the HR photo's face
+on the output grid (the crop's transform with its destination scaled by the factor; the HR
+photo blurred to that grid).
 Prints PSNR SR / bicubic per size and crop; ``--out`` writes JSON.
 
 ``--whole-photo`` measures what a user gets from ``SuperResolver.restore``: the shrunk photo
 restored whole (its main face), the face region of the output against the HR photo resized
-to the output, PSNR of the photo's bicubic upscale, of the face squeezed into the input crop,
+to the output, PSNR of the photo's bicubic upscale (OpenCV's, as ``restore`` upscales the photo
+around its faces), of the face squeezed into the input crop,
 super-resolved and pasted (what ``restore`` did before session 43), and of ``restore`` itself
 (a face larger than the crop read at its own size, up to ``max_face_shrink``):
 
@@ -70,6 +73,7 @@ def run(weights: str, scale: int, photos: Sequence[Tuple[Path, np.ndarray, np.nd
         sizes: Sequence[float]) -> Dict[str, Dict[str, List[float]]]:
     """``{str(size): {crop: [mean PSNR SR, mean PSNR bicubic]}}`` over ``photos`` (:func:`main_faces`)."""
     from lightface.data.align import align_face, estimate_transform
+    from lightface.data.degradation import resize
     from lightface.eval.image_quality import psnr
     from lightface.restore import SuperResolver
     from lightface.restore.paste import antialiased_align
@@ -85,7 +89,7 @@ def run(weights: str, scale: int, photos: Sequence[Tuple[Path, np.ndarray, np.nd
             ref = hr_face_on_output_grid(hr, M, scale, sr.output_size)
             for name, align in aligners.items():
                 crop, _ = align(lr, lm_lr, "lightcnn", size=sr.input_size)
-                bicubic = cv2.resize(crop, (sr.output_size,) * 2, interpolation=cv2.INTER_CUBIC)
+                bicubic = resize(crop, (sr.output_size,) * 2, "bicubic")
                 scores[name].append((psnr(sr.upscale_face(crop), ref), psnr(bicubic, ref)))
         out[f"{g:g}"] = {name: [float(np.mean([v[0] for v in s])), float(np.mean([v[1] for v in s]))]
                          for name, s in scores.items() if s}
@@ -126,6 +130,8 @@ def run_whole_photo(weights: str, scale: int, photos: Sequence[Tuple[Path, np.nd
                 logging.warning("%s at %gx the crop: no face detected; skipped", path, g)
                 continue
             face = found[0]
+            # the photo upscaled as restore() upscales it (its canvas, and what it keeps for a face past
+            # max_face_shrink: OpenCV's bicubic), so that a face restore keeps bicubic scores as this column
             bicubic = cv2.resize(lr, restored.shape[1::-1], interpolation=cv2.INTER_CUBIC)
             crop, M = antialiased_align(lr, face.landmarks, "lightcnn", size=sr.input_size)
             squeezed = paste_face(bicubic, sr.upscale_face(crop), rescale_affine(M, scale, scale))

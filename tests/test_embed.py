@@ -318,6 +318,34 @@ def test_small_faces_benchmark_measures_the_enlargement_the_warning_reads(shared
     assert "| 4 (37.5) |" in capsys.readouterr().out
 
 
+def test_small_faces_bicubic_control_is_sr_quality_bicubic(shared_data):
+    """benchmarks.small_faces --super-resolve made its bicubic control with OpenCV's INTER_CUBIC, a sharper kernel
+    than the Pillow bicubic every SR benchmark and card calls bicubic (benchmarks.sr_quality / sr_robustness), so
+    its 'bicubic from 32 / 16' columns were another baseline than the cards' gains over bicubic. Real LFW faces
+    aligned at each shipped super-resolver's input size: the control is Pillow's bicubic at its output size."""
+    from benchmarks.small_faces import upscaled_crops
+    from lightface import SuperResolver
+    from lightface.data.degradation import resize
+    from lightface.models import pretrained as pt
+    from lightface.restore.paste import antialiased_align
+
+    marks = read_landmarks_file(shared_data / "lfw_identities" / "landmarks_5pt.txt")
+    rels = sorted(marks)[:3]
+    photos = [cv2.imread(str(shared_data / "lfw_identities" / "images" / r)) for r in rels]
+    scales = sorted({w["model_kwargs"]["scale"] for w in pt.list_pretrained("super_resolution")})
+    if not scales:
+        pytest.skip("no super-resolution model ships in this install")
+    for s in scales:
+        sr = SuperResolver(scale=s, device="cpu")
+        lows = [antialiased_align(p, marks[r], "lightcnn", size=sr.input_size)[0] for p, r in zip(photos, rels)]
+        up = upscaled_crops(sr, lows)
+        assert sorted(up) == [f"bicubic{s}", f"sr{s}"]
+        for low, bic, srf in zip(lows, up[f"bicubic{s}"], up[f"sr{s}"]):
+            assert bic.shape == srf.shape == (sr.output_size, sr.output_size, 3)
+            np.testing.assert_array_equal(bic, resize(low, (sr.output_size,) * 2, "bicubic"))
+            assert not np.array_equal(bic, cv2.resize(low, (sr.output_size,) * 2, interpolation=cv2.INTER_CUBIC))
+
+
 def test_an_occluded_face_under_the_detector_threshold_is_rescued(weights, shared_models, shared_data, caplog):
     """aligned=False: a face the detector scores under its threshold (a mask over the mouth) is
     embedded from the best low-score candidate, with a warning; rescue_threshold=None fails as before."""

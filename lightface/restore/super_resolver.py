@@ -316,6 +316,28 @@ def _label(img: np.ndarray, *lines: str) -> np.ndarray:
     return np.concatenate([img, bar], axis=0)
 
 
+def _aligned_hr_size(shape: Tuple[int, ...], size: int, scale: int) -> Tuple[int, int]:
+    """``(width, height)`` of an aligned HR crop of ``shape`` resized for :func:`evaluate_super_resolution`: its
+    shorter side ``size``, its aspect ratio kept, the longer side rounded to a multiple of ``scale`` (so that the
+    LR face is whole pixels)."""
+    h, w = shape[:2]
+    longer = max(size, scale * round(max(h, w) * size / min(h, w) / scale))
+    return (longer, size) if w > h else (size, longer)
+
+
+def _centre_square(img: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size`` x ``size`` square of a crop whose shorter side is ``size`` (the crop itself if square)."""
+    h, w = img.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return img[y:y + size, x:x + size]
+
+
+def _px(img: np.ndarray) -> str:
+    """``"128 px"`` for a square image, ``"160x128 px"`` (width x height) otherwise."""
+    h, w = img.shape[:2]
+    return f"{w} px" if w == h else f"{w}x{h} px"
+
+
 def evaluate_super_resolution(
     resolver: SuperResolver,
     hr_paths: Sequence[Union[str, os.PathLike]],
@@ -327,7 +349,9 @@ def evaluate_super_resolution(
     """Score super-resolution against ground truth: PSNR, SSIM and identity cosine, SR vs bicubic.
 
     Each HR image is turned into an ``output_size`` face (``aligned=True``: resized, area
-    interpolation; a crop whose shorter side is below ``output_size`` is skipped, listed in ``skipped``:
+    interpolation, its shorter side to ``output_size`` and its aspect ratio kept, as :meth:`SuperResolver.upscale_faces`
+    keeps it (the longer side rounded to a multiple of ``scale``); a crop whose shorter side is below
+    ``output_size`` is skipped, listed in ``skipped``:
     enlarged, it would be blurry ground truth, which flatters the scores; else the main detected face,
     :func:`lightface.data.detect.main_face`, aligned to the Light CNN template at
     ``output_size``, antialiased where the crop shrinks the face, so a high-resolution photo
@@ -341,7 +365,8 @@ def evaluate_super_resolution(
     Identity cosine: :func:`lightface.eval.identity.identity_cosine` with ``identity_weights``
     (a Light CNN checkpoint or module, ``"dlib"`` for dlib's independent recogniser; None
     skips it). The faces are judged as ``lightcnn``-template crops (the super-resolver's
-    template), so with ``aligned=True`` the HR crops must be aligned with it.
+    template), so with ``aligned=True`` the HR crops must be aligned with it; the judges read square
+    crops, so a non-square one is judged on its centred ``output_size`` square (HR, SR and bicubic alike).
 
     Returns ``{"scale", "images": [per-image dict], "mean": {...}, "skipped": [...]}``; writes a
     contact sheet PNG (rows LR | bicubic | SR | HR with their scores) to ``sheet_path`` if given.
@@ -372,7 +397,7 @@ def evaluate_super_resolution(
                 skipped.append({"input": str(path), "reason": f"HR crop {img.shape[1]}x{img.shape[0]} smaller than "
                                 f"the output size {size}: enlarged, it would be blurry ground truth"})
                 continue
-            hr = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            hr = cv2.resize(img, _aligned_hr_size(img.shape, size, scale), interpolation=cv2.INTER_AREA)
         else:
             faces = detect_faces(resolver.detector, img, only_center_face=True)
             if not faces:
@@ -387,15 +412,18 @@ def evaluate_super_resolution(
         log.warning("evaluation: skipped %d of %d HR image(s), e.g. %s: %s", len(skipped), len(hr_paths),
                     skipped[0]["input"], skipped[0]["reason"])
     srs = resolver.upscale_faces(lrs)
-    bics = [resize(lr, (size, size), "bicubic") for lr in lrs]
+    bics = [resize(lr, hr.shape[1::-1], "bicubic") for lr, (_, hr) in zip(lrs, hrs)]
 
     ids = {}
     if net is not None:
         from ..eval.identity import identity_cosine
 
-        hr_t = image_to_tensor([h for _, h in hrs])  # BGR uint8 -> RGB float
-        ids["sr"] = identity_cosine(net, image_to_tensor(srs), hr_t, template=_TEMPLATE).cpu().numpy()
-        ids["bicubic"] = identity_cosine(net, image_to_tensor(bics), hr_t, template=_TEMPLATE).cpu().numpy()
+        def judged(faces):  # BGR uint8 -> RGB float, each face's centred size x size square
+            return image_to_tensor([_centre_square(f, size) for f in faces])
+
+        hr_t = judged([h for _, h in hrs])
+        ids["sr"] = identity_cosine(net, judged(srs), hr_t, template=_TEMPLATE).cpu().numpy()
+        ids["bicubic"] = identity_cosine(net, judged(bics), hr_t, template=_TEMPLATE).cpu().numpy()
     for i, ((name, hr), lr, sr, bic) in enumerate(zip(hrs, lrs, srs, bics)):
         rec = {"input": name, "psnr_sr": psnr(sr, hr), "psnr_bicubic": psnr(bic, hr),
                "ssim_sr": ssim(sr, hr), "ssim_bicubic": ssim(bic, hr),
@@ -412,19 +440,21 @@ def evaluate_super_resolution(
                 ident = f" id {rec['id_cos_' + key]:.5f}" if f"id_cos_{key}" in rec else ""
                 return f"{kind} {rec['psnr_' + key]:.2f} dB", f"SSIM {rec['ssim_' + key]:.3f}{ident}"
 
-            lr_up = cv2.resize(lr, (size, size), interpolation=cv2.INTER_NEAREST)
+            lr_up = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_NEAREST)
             rows.append(np.concatenate([
-                _label(lr_up, f"LR {lr.shape[1]} px (x{scale})"),
+                _label(lr_up, f"LR {_px(lr)} (x{scale})"),
                 _label(bic, *caption("bicubic")),
                 _label(sr, *caption("SR")),
-                _label(hr, f"HR {size} px"),
+                _label(hr, f"HR {_px(hr)}"),
             ], axis=1))
     keys = [k for k in records[0] if k != "input"]
     mean = {k: float(np.mean([r[k] for r in records])) for k in keys}
     result = {"scale": scale, "output_size": size, "count": len(records), "mean": mean, "images": records,
               "skipped": skipped}
     if sheet_path is not None and rows:
-        sheet = np.concatenate(rows, axis=0)
+        width = max(r.shape[1] for r in rows)  # rows of non-square crops differ in width: padded white
+        sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+                                for r in rows], axis=0)
         write_image(sheet_path, sheet)
         result["contact_sheet"] = str(sheet_path)
     log.info("evaluated %d image(s): PSNR SR %.2f / bicubic %.2f dB, SSIM SR %.4f / bicubic %.4f%s", len(records),
