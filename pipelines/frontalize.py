@@ -14,7 +14,7 @@ only); outputs are named after the inputs' paths relative to the folder given (s
 restored_faces/sub/x_00.png; face.jpg + face.png -> face_jpg, face_png), so none overwrites
 another. Exit status 1 with a one-line message when every input was skipped or an input is
 unusable; 2 for flags that cannot apply together (--aligned with --paste, --only-center-face or
---detector; --facing without --aligned). An interrupted run
+--detector, unless --facing auto; --facing without --aligned). An interrupted run
 (crash, kill, Ctrl-C) continues where it stopped when the same command runs again
 (OUT/.progress.jsonl journals the inputs done).
 """
@@ -40,12 +40,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true",
                    help="inputs are face crops aligned to the 128x128 lightcnn template (resized when another "
                         "size): no detection (default: off)")
-    p.add_argument("--facing", choices=("left", "right"), default=None,
+    p.add_argument("--facing", choices=("left", "right", "auto"), default=None,
                    help="with --aligned: the way the faces look (so they can be mirrored to the model's "
-                        "training direction); default: used as given (default: None)")
+                        "training direction); auto: each crop's own, from the landmarks --detector finds on it "
+                        "(for crops that look both ways); default: used as given (default: None)")
     p.add_argument("--detector", default="buffalo_l",
-                   help="face detector for whole photos: ONNX path (SCRFD / YuNet) or InsightFace model pack "
-                        "name (default: %(default)s)")
+                   help="face detector for whole photos (and for --aligned --facing auto): ONNX path (SCRFD / "
+                        "YuNet) or InsightFace model pack name (default: %(default)s)")
     p.add_argument("--only-center-face", action="store_true",
                    help="frontalize only the main face: the largest, penalised by its distance from the "
                         "image centre (default: off)")
@@ -63,9 +64,9 @@ def check_flags(args: argparse.Namespace) -> None:
     --facing without it."""
     parser = get_args_parser()
     if args.aligned:
-        refuse_flags(args, parser, ("paste", "only_center_face", "detector"),
+        refuse_flags(args, parser, ("paste", "only_center_face") + (() if args.facing == "auto" else ("detector",)),
                      "whole-photo settings, which --aligned crops (no photo to detect faces in or paste them into) "
-                     "cannot use; drop them, or drop --aligned")
+                     "cannot use; drop them, or drop --aligned (--detector serves --aligned with --facing auto)")
     else:
         refuse_flags(args, parser, ("facing",), "says how --aligned crops look (a photo's faces are mirrored by "
                                                 "their landmarks); drop it, or add --aligned")
@@ -79,7 +80,8 @@ def main(args: argparse.Namespace) -> dict:
     list_images(args.input, recursive=args.recursive)  # a wrong path fails before any model or detector loads
 
     try:
-        fr = Frontalizer(args.weights, device=args.device, detector=None if args.aligned else args.detector,
+        fr = Frontalizer(args.weights, device=args.device,
+                         detector=None if args.aligned and args.facing != "auto" else args.detector,
                          ema=not args.no_ema)
     except PretrainedError as err:  # nothing ships, or a damaged install: say what to pass
         raise SystemExit(f"frontalize: {err}") from None
@@ -88,7 +90,14 @@ def main(args: argparse.Namespace) -> dict:
 
     if args.aligned:
         def restore(img):
-            return RestoreResult(crops=[img], faces=[fr.frontalize_face(img, args.facing)])
+            facing, notes = args.facing, []
+            if facing == "auto":
+                facing = fr.crop_facing(img)
+                if facing is None:
+                    notes.append("no face found on the crop to tell which way it looks: used as given")
+            if facing is not None and fr.mirror is not None and facing != fr.mirror:
+                notes.append(f"looks {facing}: mirrored to the model's direction")
+            return RestoreResult(crops=[img], faces=[fr.frontalize_face(img, facing)], notes=notes)
     else:
         def restore(img):
             faces = fr.frontalize(img, only_center_face=args.only_center_face, batch_size=args.batch_size)

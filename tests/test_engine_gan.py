@@ -274,6 +274,26 @@ def test_began_k_t_is_the_global_batchs_and_the_same_on_every_rank(tmp_path):
     assert ranks[0] == ranks[1] == pytest.approx(whole, rel=1e-5)
 
 
+def test_began_round_of_d_steps_updates_k_t_once_from_the_rounds_mean_losses():
+    """--d-steps N: BEGAN's k_t is updated once per generator step (Berthelot et al.: once per training step),
+    from the mean L(x), L(G(z)) of the step's N critic updates, each of which takes the round's starting k_t;
+    before, each critic update moved k_t, an N times larger gain lambda_k."""
+    real, fake, D = _began_batches()
+    obj = GANObjective(began_gamma=1.0, began_lambda_k=0.05)
+    obj.began.k = 0.5
+    with obj.discriminator_round(3):
+        calls = [obj.discriminator_loss(D, real[:2] * s, fake[:2]) for s in (1.0, 2.0, 3.0)]
+    losses = [t for _, t in calls]
+    assert [t["k_t"] for t in losses[:2]] == [0.5, 0.5]
+    lr = sum(t["d_began_real"] for t in losses) / 3
+    lf = sum(t["d_began_fake"] for t in losses) / 3
+    assert losses[2]["k_t"] == obj.began.k == pytest.approx(0.5 + 0.05 * (lr - lf), rel=1e-6)
+    assert calls[2][0].item() == pytest.approx(losses[2]["d_began_real"] - 0.5 * losses[2]["d_began_fake"], rel=1e-5)
+    single = GANObjective(began_gamma=1.0, began_lambda_k=0.05)  # a round of one is the plain call
+    with single.discriminator_round(1):
+        assert single.discriminator_loss(D, real, fake)[1]["k_t"] == _began_k(real, fake, D, calls=1)[0]
+
+
 def test_wgan_gp_with_a_batch_coupling_layer_warns(caplog):
     """The gradient penalty differentiates the summed critic output over the whole interpolate batch: with a
     layer that mixes the samples it is no longer the per-sample penalty of WGAN-GP (docs/gan_toolkit.md)."""

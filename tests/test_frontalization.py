@@ -478,6 +478,70 @@ def test_d_steps_gives_each_critic_step_a_fresh_batch(pose_lmdb, tmp_path, monke
     assert (last["epoch"], last["batch_in_epoch"]) == ((1, 0) if extra else (0, 2))
 
 
+@pytest.mark.parametrize("extra", [(), ("--cycle", "1")])
+def test_d_steps_with_began_updates_k_t_once_per_generator_step(pose_lmdb, tmp_path, monkeypatch, extra):
+    """--began-gamma with --d-steps 3: one k_t update per generator step (per critic with --cycle), from the mean
+    L(x), L(G(z)) of the step's 3 critic updates; it was updated after each, 3 times BEGAN's gain lambda_k."""
+    from lightface.engine.checkpoint import load_checkpoint
+    from lightface.losses import gan_regularizers
+    from pipelines import train_frontalization
+
+    updates = []
+    update = gan_regularizers.BEGANController.update
+
+    def spy(self, loss_real, loss_fake):
+        updates.append((float(loss_real), float(loss_fake)))
+        return update(self, loss_real, loss_fake)
+
+    monkeypatch.setattr(gan_regularizers.BEGANController, "update", spy)
+    out = tmp_path / "run"
+    train_frontalization.main(train_frontalization.get_args_parser().parse_args(_tiny_train_argv(
+        pose_lmdb, out, "--steps", "1", "--d-steps", "3", "--began-gamma", "1", "--began-lambda-k", "0.1",
+        "--identity-weights", "none", "--no-tensorboard", "--no-plots", *extra)))
+    critics = 2 if extra else 1
+    assert len(updates) == critics
+    k_t = load_checkpoint(out / "last.pt")["gan_state"]["began"]["k_t"]
+    assert k_t == pytest.approx(min(max(0.1 * (updates[0][0] - updates[0][1]), 0.0), 1.0))
+
+
+def test_a_d_steps_run_saved_before_fresh_critic_batches_resumes_at_its_data_position(pose_lmdb, tmp_path,
+                                                                                        monkeypatch):
+    """Before session 48 a --d-steps N step took one batch (its N critic updates reused it), so such a run's
+    last.pt counts one batch per step in batch_in_epoch; a step now takes N. Resumed, it continues at the next
+    batch the old run had not used (batch_in_epoch counts batches in both), not N times further on."""
+    from lightface.engine import gan
+    from lightface.engine.checkpoint import load_checkpoint
+    from pipelines import train_frontalization
+
+    reals = []
+    loss = gan.GANObjective.discriminator_loss
+
+    def spy(self, D, real, fake):
+        reals.append(real.detach().clone())
+        return loss(self, D, real, fake)
+
+    monkeypatch.setattr(gan.GANObjective, "discriminator_loss", spy)
+    parser = train_frontalization.get_args_parser()
+
+    def run(out, *extra):
+        train_frontalization.main(parser.parse_args(_tiny_train_argv(
+            pose_lmdb, out, "--identity-weights", "none", "--no-tensorboard", "--no-plots", *extra)))
+
+    run(tmp_path / "order", "--steps", "3")  # --d-steps 1: one batch per step, the epoch's order
+    order = list(reals)
+    assert not torch.equal(order[1], order[2])
+    reals.clear()
+    run(tmp_path / "run", "--steps", "1", "--d-steps", "2")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (last["step"], last["epoch"], last["batch_in_epoch"]) == (1, 0, 2)
+    last["batch_in_epoch"] = 1  # as saved by a version whose --d-steps step took one batch
+    torch.save(last, tmp_path / "run" / "last.pt")
+    reals.clear()
+    run(tmp_path / "run", "--steps", "2", "--d-steps", "2", "--resume")
+    assert len(reals) == 2 and torch.equal(reals[0], order[1]) and torch.equal(reals[1], order[2])
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+
+
 def test_profiles_as_fake_needs_a_loss_that_takes_more_fakes_than_reals(pose_lmdb, tmp_path):
     from lightface.engine.engine import TrainingError
     from pipelines import train_frontalization
@@ -785,6 +849,43 @@ def test_frontalize_refuses_flags_that_cannot_apply_before_anything_loads(tmp_pa
     err = capsys.readouterr().err
     assert err.startswith(f"frontalize: error: {named}: ") and "; drop " in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_frontalize_aligned_facing_auto_mirrors_each_crop_by_its_own_direction(shared_data, tmp_path):
+    """A folder of aligned CFP profile crops looking both ways took one --facing for all of them: half were fed
+    to the model the way it was never trained (shipped rc4, 20 CFP people: identity cosine with the person's
+    frontal 0.29 for the right-facing ones unmirrored, 0.42 mirrored). --facing auto reads each crop's direction
+    from the landmarks the detector finds on it (the shipped YuNet here), and mirrors those that need it."""
+    from lightface.data.align import align_face
+    from lightface.data.pose_pairs import read_cfp_fiducials
+    from pipelines._cli import run_cli
+    from pipelines.frontalize import get_args_parser, main
+
+    cfp, crops, truth = shared_data / "cfp", tmp_path / "crops", {}
+    crops.mkdir()
+    for pid in ("451", "452"):
+        for n in ("01", "02", "03", "04"):
+            landmarks = read_cfp_fiducials(cfp / "Fiducials" / pid / "profile" / f"{n}.txt", "profile")
+            crop, _ = align_face(cv2.imread(str(cfp / "Images" / pid / "profile" / f"{n}.jpg")), landmarks)
+            cv2.imwrite(str(crops / f"{pid}_{n}.png"), crop)
+            truth[f"{pid}_{n}"] = facing(landmarks)
+    assert set(truth.values()) == {"left", "right"}
+    common = ["-i", str(crops), "--aligned", "--device", "cpu"]
+    summary = main(get_args_parser().parse_args([*common, "-o", str(tmp_path / "auto"), "--facing", "auto",
+                                                 "--detector", "yunet"]))
+    fr = Frontalizer(device="cpu")
+    assert fr.mirror == "left"
+    notes = {p["name"]: p["notes"] for p in summary["processed"]}
+    assert notes == {name: ["looks right: mirrored to the model's direction"] if way == "right" else []
+                     for name, way in truth.items()}
+    for name, way in truth.items():  # each crop as it looks, told one by one
+        out = cv2.imread(str(tmp_path / "auto" / "restored_faces" / f"{name}_00.png"))
+        crop = cv2.imread(str(crops / f"{name}.png"))
+        np.testing.assert_array_equal(out, fr.frontalize_face(crop, way))
+    with pytest.raises(ValueError, match="needs a face detector"):  # the library says what to pass
+        fr.frontalize_face(crop, "auto")
+    argv = [*common, "-o", str(tmp_path / "x"), "--detector", "yunet"]  # --detector alone still cannot apply
+    assert run_cli(main, get_args_parser, argv) == 2
 
 
 def test_frontalize_takes_a_folders_sub_folders_unless_told_not_to(tmp_path, caplog):

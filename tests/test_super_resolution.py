@@ -569,6 +569,51 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert load_checkpoint(out / "model.pt")["step"] == 2
 
 
+@pytest.mark.slow
+def test_torchrun_reports_the_unreadable_hr_files_of_every_process_once(tmp_path, shared_data):
+    """Under torchrun each process draws its own share of an HR folder: the truncated JPEGs found when drawn were
+    counted per process, rank 0's summary named only its own (and every rank printed its own summary, with another
+    count), and one rank refused a damaged folder on its own count while the other died of a lost gloo connection.
+    Every process now knows them all: one report (rank 0's) of the whole run's, the same refusal on every rank; the
+    images left out at start-up, which every process finds, are counted once too (every rank printed the count)."""
+    import re
+
+    from torchrun_helper import finish, log_dir, start_torchrun
+
+    def folder(name, cut):
+        """10 real faces (CelebA-HQ, 64 px HR), those at the sorted positions ``cut`` cut short (their headers
+        read: found only when drawn; the first, the held-out face, stays whole)."""
+        data = tmp_path / name
+        data.mkdir()
+        for path in sorted((shared_data / "celeba_hq").rglob("*.jpg"))[:10]:
+            cv2.imwrite(str(data / f"{path.stem}.jpg"), cv2.resize(cv2.imread(str(path)), (64, 64),
+                                                                   interpolation=cv2.INTER_AREA))
+        for k, path in enumerate(sorted(data.glob("*.jpg"))):
+            if k in cut:
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return data
+
+    def train(data, steps, ok):
+        logs = log_dir(tmp_path / data.name)
+        finish(start_torchrun(["-m", "pipelines.train_super_resolution", *_train_argv(
+            data, tmp_path / f"run_{data.name}", steps=steps, val_every=steps, save_every=steps, val_count=1,
+            identity_weights="none", device="cpu"), "--no-tensorboard"], tmp_path / data.name), tmp_path / data.name,
+            ok_codes=(ok,))
+        return {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
+
+    data = folder("hr", (2, 4, 6, 8))
+    cv2.imwrite(str(data / "small.jpg"), np.full((16, 16, 3), 128, np.uint8))  # left out at start-up
+    logs = train(data, 2, 0)
+    found = {name for text in logs.values() for name in re.findall(r"hr/(\d+\.jpg): not a readable image", text)}
+    reports = {rank: re.findall(r"(\d+) HR file\(s\) could not be read when drawn", text) for rank, text in logs.items()}
+    assert len(found) >= 2 and reports == {0: [str(len(found))], 1: []}, (found, reports)
+    assert [logs[r].count("left out 1 of 11 image(s) smaller than --hr-size 32") for r in (0, 1)] == [1, 0]
+
+    logs = train(folder("damaged", (1, 2, 4, 5, 7, 8)), 8, 1)
+    refusals = [re.findall(r"error: --data .*: (\d+) of its 10 image file\(s\) are unreadable", logs[r]) for r in (0, 1)]
+    assert refusals[0] == refusals[1] and len(refusals[0]) == 1, refusals
+
+
 def test_sr_face_size_benchmark_shows_the_aliased_crop(shared_data, shared_models, tmp_path):
     """benchmarks.sr_face_size on two CelebA-HQ photos with the shipped 4x model: a face 3x the crop
     super-resolves far better from the antialiased crop than from the plain warp, and so does a face at 1x."""

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
-           "mean_over_processes", "PROJECT_LOGGERS"]
+           "mean_over_processes", "max_over_processes", "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,17 @@ def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
         values /= dist.get_world_size()
+    return values
+
+
+def max_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """The elementwise maximum of ``values`` (any shape and dtype, on this process's device) over the process
+    group's ranks (a collective: every rank calls it with the same shape), e.g. the union of per-rank flags;
+    ``values`` itself (detached) without a process group."""
+    values = values.detach()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return values
 
 

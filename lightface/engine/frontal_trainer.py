@@ -753,6 +753,10 @@ class FrontalizationTask(GANTask):
             terms.update(self.discriminator_steps(update, critic_batches()))
         return terms
 
+    def gan_objectives(self) -> List[GANObjective]:
+        """D's objective, and with ``--cycle`` D_p's."""
+        return [self.objective, self.objective_p] if self.cycle else [self.objective]
+
     def extra_state(self) -> Dict[str, Any]:
         """The GAN state of D's objective, and with ``--cycle`` of D_p's (``gan_state_profile``: its BEGAN k_t)."""
         state = super().extra_state()

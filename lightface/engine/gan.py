@@ -202,6 +202,8 @@ class GANObjective:
         self.gp_weight = float(gp_weight)
         self.clip_value = float(clip_value)
         self.label_smoothing = float(label_smoothing)
+        # inside discriminator_round: (the round's step count, the L(x), L(G(z)) of its calls so far)
+        self._round: Optional[Tuple[int, List[Tuple[float, float]]]] = None
         self.began: Optional[BEGANController] = None
         if began_gamma is not None:
             if not 0.0 < float(began_gamma) <= 1.0:
@@ -294,7 +296,8 @@ class GANObjective:
             ``(loss, terms)``: scalar tensor, dict of floats (see the module docstring).
             Includes the gradient penalty (wgan-gp, needs M == N); updates BEGAN's k_t (from ``L(x)``,
             ``L(G(z))`` averaged over the torchrun processes, so every rank keeps the same k_t: call it on
-            every rank together).
+            every rank together), after this call's loss took the k_t before it; within
+            :meth:`discriminator_round`, once per round instead.
         """
         _check_batch("real", real)
         _check_batch("fake", fake)
@@ -306,7 +309,7 @@ class GANObjective:
             # under torchrun: the global batch's L(x), L(G(z)), so that every rank keeps the same k_t
             lr, lf = mean_over_processes(torch.stack([loss_real.detach(), loss_fake.detach()])).tolist()
             terms = {"d_began_real": lr, "d_began_fake": lf, "M_global": self.began.convergence(lr, lf)}
-            terms["k_t"] = self.began.update(lr, lf)
+            terms["k_t"] = self._update_k(lr, lf)
             return loss, terms
         real_logits, fake_logits = D(real), D(fake)
         adv = self.loss.d_loss(real_logits, fake_logits)
@@ -321,6 +324,36 @@ class GANObjective:
             terms["d_gp"] = gp.item()
             terms["d_grad_norm"] = norms.mean().item()
         return loss, terms
+
+    @contextlib.contextmanager
+    def discriminator_round(self, steps: int) -> Iterator["GANObjective"]:
+        """Within the block: the ``steps`` discriminator updates of one generator step (``--d-steps``).
+
+        BEGAN's k_t is updated once for the round, by its last :meth:`discriminator_loss` call (whose
+        ``k_t`` term is the updated value), from the mean ``L(x)``, ``L(G(z))`` of the round's calls;
+        every update of the round takes the k_t the round started with. Berthelot et al. update k_t
+        once per training step: one update per critic step would multiply the gain lambda_k by the
+        step count. With ``steps=1`` this is the plain call. Other objectives: no effect.
+        """
+        if steps < 1:
+            raise ValueError(f"a discriminator round has at least one step, got {steps}")
+        self._round = (int(steps), [])
+        try:
+            yield self
+        finally:
+            self._round = None
+
+    def _update_k(self, loss_real: float, loss_fake: float) -> float:
+        """BEGAN's k_t after this call's L(x), L(G(z)) (see :meth:`discriminator_round`)."""
+        if self._round is None:
+            return self.began.update(loss_real, loss_fake)
+        steps, seen = self._round
+        seen.append((loss_real, loss_fake))
+        if len(seen) < steps:
+            return self.began.k
+        if len(seen) > steps:
+            raise RuntimeError(f"{len(seen)} discriminator_loss calls in a round of {steps} discriminator steps")
+        return self.began.update(*(sum(values) / steps for values in zip(*seen)))
 
     def after_discriminator_step(self, D: nn.Module) -> None:
         """Call after ``d_optimizer.step()``: clips D's weights to ``[-clip_value, clip_value]`` for wgan-clip."""
@@ -493,17 +526,25 @@ class GANTask(Task):
         each critic step after the first has a fresh batch, as in WGAN's n_critic loop; else one."""
         return self.cfg.d_steps if self.trains_discriminator(step) else 1
 
+    def gan_objectives(self) -> List[GANObjective]:
+        """The task's GAN objectives, one per discriminator (default: :attr:`objective`)."""
+        return [self.objective]
+
     def discriminator_steps(self, update: Callable[..., Dict[str, Any]], batches: Iterable[Tuple[Any, ...]]
                             ) -> Dict[str, Any]:
         """Run ``update(*inputs)`` (one discriminator step: loss, backward, optimiser step, the objective's
         post-step hook; returns its terms) for each ``inputs`` of ``batches``: the step's own real batch and
         detached fakes first, then one per extra batch of the step (``--d-steps`` in all; pass a generator, so
         that each fresh fake is made when its critic step comes); returns the last one's terms (the ones
-        logged)."""
+        logged). The steps are one :meth:`GANObjective.discriminator_round` of each of :meth:`gan_objectives`
+        (BEGAN's k_t: one update per generator step)."""
         count = 0
-        for inputs in batches:
-            terms = update(*inputs)
-            count += 1
+        with contextlib.ExitStack() as rounds:
+            for objective in self.gan_objectives():
+                rounds.enter_context(objective.discriminator_round(self.cfg.d_steps))
+            for inputs in batches:
+                terms = update(*inputs)
+                count += 1
         if count != self.cfg.d_steps:
             raise RuntimeError(f"{count} discriminator steps for --d-steps {self.cfg.d_steps}")
         return terms

@@ -52,6 +52,7 @@ from ..losses.wavelet import NORMALIZATIONS, WaveletSRLoss
 from ..models.discriminators import ImageDiscriminator, WaveletDiscriminator
 from ..models.wavelet_srnet import WaveletSRNet
 from .config import flag_name, option
+from .distributed import max_over_processes
 from .engine import Engine, TrainingError, saved_setting
 from .gan import GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start
 
@@ -168,14 +169,16 @@ class _ImageFolder:
     DataLoader workers (one flag per file in shared memory): :meth:`found_unreadable` lists it. More than
     :data:`MAX_UNREADABLE_FRACTION` of the folder's image files unreadable is refused (ValueError): at start-up,
     and as they are found by :meth:`check_found` (the trainer calls it every step, in the main process, so the
-    message is not a DataLoader worker's traceback): the folder is damaged.
+    message is not a DataLoader worker's traceback): the folder is damaged. Under ``torchrun`` each process draws
+    its own share of the data: :meth:`share_found` gives every process the files any of them found, so that the
+    refusal, :meth:`found_unreadable` and the run's report cover the whole run's data.
 
     Raises:
         FileNotFoundError: no image files under ``root``; ValueError: none left (the message counts why), or
         most files unreadable.
     """
 
-    def __init__(self, root: Path, min_size: Optional[int] = None, flag: str = "--data"):
+    def __init__(self, root: Path, min_size: Optional[int] = None, flag: str = "--data", warn: bool = True):
         paths = image_files(root)
         if not paths:
             raise FileNotFoundError(f"{flag} {root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under it")
@@ -193,12 +196,12 @@ class _ImageFolder:
                     self.too_small.append((path, (w, h)))
                 else:
                     kept.append(path)
-            if self.too_small:
+            if self.too_small and warn:
                 path, (w, h) = self.too_small[0]
                 log.warning("%s %s: left out %d of %d image(s) smaller than --hr-size %d (e.g. %s, %dx%d): they "
                             "would be upsampled into blurry HR targets; use larger images or a smaller --hr-size",
                             flag, root, len(self.too_small), len(paths), min_size, path, w, h)
-            if self.unreadable:
+            if self.unreadable and warn:
                 log.warning("%s %s: left out %d unreadable file(s), e.g. %s", flag, root, len(self.unreadable),
                             self.unreadable[0])
             if not kept:
@@ -214,6 +217,15 @@ class _ImageFolder:
     def found_unreadable(self) -> List[Path]:
         """The files found unreadable when drawn (by this process or its DataLoader workers), in folder order."""
         return [path for path, bad in zip(self.paths, self._found) if bad]
+
+    def share_found(self, device: torch.device) -> None:
+        """Under ``torchrun``: mark here (and in this process's DataLoader workers) the files that any process found
+        unreadable when drawn. A collective: every rank calls it for the same folders in the same order; without a
+        process group, nothing to do. ``device``: where this process's collectives run (NCCL: its GPU)."""
+        flags = torch.frombuffer(self._found, dtype=torch.int8)  # the shared flags themselves, no copy
+        union = max_over_processes(flags.to(device)).cpu()
+        if not torch.equal(union, flags):
+            flags.copy_(union)
 
     def check_found(self) -> None:
         """Refuse (ValueError) the folder once more than :data:`MAX_UNREADABLE_FRACTION` of its files are unreadable,
@@ -257,7 +269,7 @@ def _image_folders(source) -> List[_ImageFolder]:
     return []
 
 
-def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data"):
+def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data", warn: bool = True):
     """The samples of the LMDB at ``path`` whose shorter side is at least ``min_size`` (as ``--data`` reads them).
 
     An LMDB of one image shape smaller than that is refused (ValueError); one of mixed shapes loses its small
@@ -276,34 +288,37 @@ def _large_enough_lmdb(path: Path, min_size: int, flag: str = "--data"):
         if not keep:
             raise ValueError(f"{flag} {path}: all its {len(ds)} faces are smaller than --hr-size {min_size}; rebuild "
                              "it with larger faces or pass a smaller --hr-size")
-        log.warning("%s %s: left out %d of %d face(s) smaller than --hr-size %d: they would be upsampled into "
-                    "blurry HR targets", flag, path, len(ds) - len(keep), len(ds), min_size)
+        if warn:
+            log.warning("%s %s: left out %d of %d face(s) smaller than --hr-size %d: they would be upsampled into "
+                        "blurry HR targets", flag, path, len(ds) - len(keep), len(ds), min_size)
         return Subset(ds, keep)
     return ds
 
 
-def open_hr_source(paths, min_size: Optional[int] = None, flag: str = "--data"):
+def open_hr_source(paths, min_size: Optional[int] = None, flag: str = "--data", warn: bool = True):
     """An indexable HR face source from one path or several (concatenated, in order).
 
     Each path is a lightface LMDB (folder with ``data.mdb``) or a folder of images (recursive).
     ``min_size`` (the trainer passes ``--hr-size``): faces whose shorter side is smaller are never
     upsampled into HR targets: an image folder's are left out and counted in a warning (with its
     unreadable files); an LMDB whose faces all have one smaller shape is refused (ValueError).
-    None: every image, as it is. ``flag``: the option the paths came from, for the messages.
+    None: every image, as it is. ``flag``: the option the paths came from, for the messages. ``warn=False``:
+    no warnings (the counts stay in the folders' ``too_small`` / ``unreadable``), e.g. on the torchrun processes
+    other than rank 0, which find the same.
     """
     if isinstance(paths, (list, tuple)):
         if not paths:
             raise ValueError(f"{flag}: no HR source given")
         if len(paths) > 1:
-            return ConcatDataset([open_hr_source(p, min_size, flag) for p in paths])
+            return ConcatDataset([open_hr_source(p, min_size, flag, warn) for p in paths])
         paths = paths[0]
     path = str(paths)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{flag} {path}: no such LMDB or image folder")
     if is_lmdb_dir(p):
-        return LMDBDataset(str(p)) if min_size is None else _large_enough_lmdb(p, min_size, flag)
-    return _ImageFolder(p, min_size, flag)
+        return LMDBDataset(str(p)) if min_size is None else _large_enough_lmdb(p, min_size, flag, warn)
+    return _ImageFolder(p, min_size, flag, warn)
 
 
 def make_sample_grid(lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor, path) -> Path:
@@ -353,8 +368,9 @@ class SuperResolutionTask(GANTask):
 
     def build(self, engine: Engine) -> Dataset:
         cfg, device = self.cfg, self.device
-        base = open_hr_source(cfg.data, cfg.hr_size)
-        val_base = open_hr_source(cfg.val_data, cfg.hr_size, "--val-data") if cfg.val_data else None
+        # every process reads the whole sources: rank 0 tells what it left out, once
+        base = open_hr_source(cfg.data, cfg.hr_size, warn=engine.is_main)
+        val_base = open_hr_source(cfg.val_data, cfg.hr_size, "--val-data", engine.is_main) if cfg.val_data else None
         train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
                                 noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
         clean = Degradation(cfg.scale, methods=("bicubic",), blur_prob=0, noise_prob=0, jpeg_prob=0)
@@ -411,9 +427,11 @@ class SuperResolutionTask(GANTask):
 
     def summary(self) -> Dict[str, Any]:
         """``unreadable_hr_files``: the image-folder files found unreadable when drawn (each replaced by the next
-        sample; this process and its DataLoader workers), named again in a warning."""
+        sample; by any process of the run and its DataLoader workers), named again in a warning (once, by rank 0)."""
+        for folder in self._folders:  # each torchrun process found those of its own share of the data
+            folder.share_found(self.device)
         found = [str(path) for folder in self._folders for path in folder.found_unreadable()]
-        if found:
+        if found and self.engine.is_main:
             log.warning("%d HR file(s) could not be read when drawn and were replaced by other samples: %s; repair "
                         "or remove them", len(found), ", ".join(found[:5]) + (" ..." if len(found) > 5 else ""))
         return {"unreadable_hr_files": found}
@@ -437,7 +455,8 @@ class SuperResolutionTask(GANTask):
 
     def train_step(self, batch, extra_batches: Sequence[Any] = ()) -> Dict[str, Any]:
         cfg, gan = self.cfg, self.objective
-        for folder in self._folders:  # a folder found mostly unreadable as its files are drawn is refused
+        for folder in self._folders:  # a folder found mostly unreadable when drawn (by any process) is refused
+            folder.share_found(self.device)
             folder.check_found()
         lr_img, hr, methods = batch if len(batch) == 3 else (*batch, None)
         self.G_view.train()

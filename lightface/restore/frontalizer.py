@@ -10,7 +10,10 @@ was trained with.
 Pose direction: a model trained with ``--mirror left`` has only seen faces that look to
 the image's left. Faces whose landmarks say they look the other way are flipped before
 frontalization and the result flipped back (:func:`lightface.data.pose_pairs.facing`).
-Aligned crops carry no landmarks, so they are used as given unless ``facing`` is passed.
+Aligned crops carry no landmarks, so they are used as given unless ``facing`` is passed:
+``"left"`` / ``"right"``, or ``"auto"``, the way the landmarks that the Frontalizer's detector
+finds on the crop say it looks (:meth:`Frontalizer.crop_facing`), for a set of crops that look
+both ways.
 """
 import logging
 import os
@@ -24,6 +27,7 @@ import torch
 from ..data.convert import check_unit_tensor, image_to_tensor, tensor_to_image
 from ..data.pose_pairs import facing as face_direction
 from ..engine.distributed import resolve_device
+from ..eval.frontal_pose import crop_landmarks
 from ..models.tpgan import TPGANGenerator
 from .folder import check_batch_size, iter_batches
 from .loading import load_generator, resolve_detector, shipped_entry
@@ -174,13 +178,31 @@ class Frontalizer:
             c = cv2.resize(c, (SIZE, SIZE), interpolation=interp)
         return c
 
+    def crop_facing(self, crop: np.ndarray) -> Optional[str]:
+        """The way the face of an aligned crop looks, ``"left"`` or ``"right"``
+        (:func:`lightface.data.pose_pairs.facing`), from the 5 landmarks that the Frontalizer's detector
+        finds on it (:func:`lightface.eval.frontal_pose.crop_landmarks`); None when it finds no face.
+        With the shipped YuNet (``detector="yunet"``), 139 of the 140 aligned CFP profiles of people
+        451-485 read the way their hand-annotated fiducials look.
+
+        Raises:
+            ValueError: the Frontalizer has no detector (``Frontalizer(weights, detector=...)``).
+        """
+        if self.detector is None:
+            raise ValueError("Frontalizer: telling which way an aligned crop looks (facing='auto') needs a face "
+                             "detector: Frontalizer(weights, detector=...) (e.g. 'yunet', the one that ships, or "
+                             "'../shared/models/det_500m.onnx'), or pass facing='left' / 'right'")
+        landmarks = crop_landmarks(self._resized(crop), self.detector)
+        return None if landmarks is None else face_direction(landmarks)
+
     def frontalize_faces(
         self, crops: Sequence[np.ndarray], facings: Optional[Sequence[Optional[str]]] = None, batch_size: int = 16
     ) -> List[np.ndarray]:
         """Aligned crops (uint8 BGR / gray / BGRA, resized to 128 when needed) -> uint8 BGR (128, 128, 3) frontal views.
 
         ``facings``: per crop ``"left"`` / ``"right"`` (the way the face looks, e.g. from
-        :func:`lightface.data.pose_pairs.facing` on its landmarks) or None (unknown: used
+        :func:`lightface.data.pose_pairs.facing` on its landmarks), ``"auto"`` (read from the crop by
+        the detector: :meth:`crop_facing`; used as given when it finds no face) or None (unknown: used
         as given). A crop facing away from the model's training direction is mirrored
         before and after.
         """
@@ -189,9 +211,10 @@ class Frontalizer:
         facings = list(facings) if facings is not None else [None] * len(crops)
         if len(facings) != len(crops):
             raise ValueError(f"got {len(crops)} crops but {len(facings)} facings")
-        bad = [f for f in facings if f not in ("left", "right", None)]
+        bad = [f for f in facings if f not in ("left", "right", "auto", None)]
         if bad:
-            raise ValueError(f"facing must be 'left', 'right' or None (unknown), got {bad[0]!r}")
+            raise ValueError(f"facing must be 'left', 'right', 'auto' or None (unknown), got {bad[0]!r}")
+        facings = [self.crop_facing(c) if f == "auto" else f for c, f in zip(crops, facings)]
         flips = [self.mirror is not None and f is not None and f != self.mirror for f in facings]
         out: List[np.ndarray] = []
         for idx in iter_batches(list(range(len(crops))), batch_size):
