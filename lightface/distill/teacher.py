@@ -23,8 +23,8 @@ import numpy as np
 from ..models.dlib_recognizer import DlibRecognizer
 from ..utils.atomic_write import write_text_atomic
 
-__all__ = ["TEACHERS", "DlibTeacher", "embeddings_path", "has_teacher_embeddings", "load_teacher_embeddings",
-           "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
+__all__ = ["TEACHERS", "DlibTeacher", "check_can_store", "embeddings_path", "has_teacher_embeddings",
+           "load_teacher_embeddings", "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,34 @@ def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
             and _is_complete(lmdb_path, teacher, _read_state(lmdb_path, teacher)))
 
 
+def _complete_for(lmdb_path, teacher: str, count: int) -> bool:
+    """Every row of the ``count``-sample LMDB at ``lmdb_path`` is computed (whatever chunk size computed
+    them, or carried over by ``pipelines.relabel``): there is nothing left to compute."""
+    if not (has_teacher_embeddings(lmdb_path, teacher) and _read_state(lmdb_path, teacher).get("count") == count):
+        return False
+    return np.load(embeddings_path(lmdb_path, teacher), mmap_mode="r").shape[0] == count
+
+
+def check_can_store(lmdb_path, teacher: str = "dlib", count: Optional[int] = None) -> None:
+    """Refuse, before any work, to compute teacher embeddings that could not be stored: they are
+    written beside the LMDB, so its folder must be writable unless they are already complete.
+
+    Args:
+        count: the LMDB's sample count (default: read from its metadata).
+    Raises:
+        PermissionError: naming the folder and what to do.
+    """
+    from ..data.lmdb_format import read_metadata
+
+    if os.access(lmdb_path, os.W_OK | os.X_OK):
+        return
+    if _complete_for(lmdb_path, teacher, read_metadata(lmdb_path)["count"] if count is None else count):
+        return  # nothing to write: a read-only corpus with finished embeddings trains as it is
+    raise PermissionError(f"{lmdb_path} is not writable, and its {teacher} teacher embeddings are stored beside it "
+                          f"({embeddings_path(lmdb_path, teacher)}); copy the LMDB folder to a writable place and "
+                          "compute them there (the copy keeps them beside it for training)")
+
+
 def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -> Path:
     """Store finished teacher embeddings ``emb`` (float32 (N, D), row i = sample i of
     ``lmdb_path``, NaN where the teacher failed) beside the LMDB, atomically, in the layout
@@ -226,6 +254,9 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
 
     Returns:
         ``{"count", "done", "failed"}`` (``failed``: rows the teacher could not embed, NaN).
+    Raises:
+        PermissionError: the LMDB's folder is not writable and the embeddings are not complete
+            (:func:`check_can_store`), before the teacher loads.
     """
     from tqdm import tqdm
 
@@ -238,13 +269,12 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     data = LMDBDataset(lmdb_path)
     n = len(data)
     path = embeddings_path(lmdb_path, teacher)
-    if has_teacher_embeddings(lmdb_path, teacher) and _read_state(lmdb_path, teacher).get("count") == n:
-        rows = np.load(path, mmap_mode="r")
-        if rows.shape[0] == n:  # finished for this very LMDB (also with another chunk size): nothing to do
-            failed = int(np.isnan(rows).all(1).sum())
-            log.info("%s: the %s teacher embeddings are already complete (%d rows); nothing to do", lmdb_path,
-                     teacher, n)
-            return {"count": n, "done": n, "failed": failed}
+    if _complete_for(lmdb_path, teacher, n):  # finished for this very LMDB (also with another chunk size)
+        failed = int(np.isnan(np.load(path, mmap_mode="r")).all(1).sum())
+        log.info("%s: the %s teacher embeddings are already complete (%d rows); nothing to do", lmdb_path,
+                 teacher, n)
+        return {"count": n, "done": n, "failed": failed}
+    check_can_store(lmdb_path, teacher, n)
     model = TEACHERS[teacher]()
     chunks_total = _chunk_count(n, chunk)
     _create_nan_rows(path, (n, model.dim))

@@ -46,7 +46,7 @@ from ..data.recognition import (
     stratified_split,
 )
 from ..distill import DistillHead, distill_loss, relation_loss
-from ..distill.teacher import load_teacher_embeddings
+from ..distill.teacher import TEACHERS, load_teacher_embeddings
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.margin import MARGIN_LOSSES
 from ..losses.noisy_label import BOOTSTRAP_LOSSES, LOSSES, build_classification_loss
@@ -143,7 +143,9 @@ class TrainConfig(RunConfig):
                                      help="margin of --loss cosface (cosine, default 0.35) or arcface (radians, "
                                           "default 0.5)")
     scale: float = option(30.0, group=_OPT, help="logit scale s of the margin losses")
-    clip_grad: float = option(0.0, group=_OPT, help="clip the gradient norm to this value (0: off)")
+    clip_grad: float = option(0.0, group=_OPT,
+                              help="clip the gradient norm (of every trained parameter, the --distill head's "
+                                   "included) to this value (0: off)")
     amp: str = option("none", choices=tuple(AMP_DTYPES), group=_OPT,
                       help="mixed precision: bf16 (GPU or CPU) or fp16 (GPU, with loss scaling)")
     channels_last: bool = option(False, group=_OPT, help="channels_last memory format for model and inputs")
@@ -154,7 +156,8 @@ class TrainConfig(RunConfig):
              "python -m pipelines.teacher_embeddings) or, with one LMDB, an (N, D) .npy file; a linear head projects "
              "the 256-d features to the teacher's space (cosine loss)")
     distill_weight: float = option(1.0, metavar="W", group=_OPT,
-                                   help="weight of the distillation loss beside the classification loss")
+                                   help="with --distill: weight of the distillation loss beside the classification "
+                                        "loss")
     distill_relation: float = option(0.0, metavar="W", group=_OPT,
                                      help="with --distill: weight of a similarity-preserving term on the 256-d "
                                           "features themselves (squared difference of the batch's pairwise cosines "
@@ -250,8 +253,12 @@ class TrainConfig(RunConfig):
         elif self.samples_per_identity > self.batch_size:
             problems.append(f"--samples-per-identity {self.samples_per_identity} is larger than --batch-size "
                             f"{self.batch_size}")
-        if self.distill_relation and not self.distill:
-            problems.append("--distill-relation needs --distill EMB (the teacher embeddings it compares against)")
+        if self.distill and not self.distill.endswith(".npy") and self.distill not in TEACHERS:
+            problems.append(f"--distill must be a teacher name ({', '.join(sorted(TEACHERS))}) or a .npy file of "
+                            f"embeddings, got {self.distill!r}")
+        for name in ("distill_weight", "distill_relation"):  # without a teacher they would do nothing
+            if not self.distill and getattr(self, name) != getattr(type(self), name):
+                problems.append(f"{flag_name(name)} needs --distill EMB (the teacher embeddings it compares against)")
         return problems
 
     def validate(self) -> None:
@@ -340,7 +347,8 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
     ``distill`` is a teacher name (``dlib``: ``<lmdb>/teacher_dlib.npy`` beside each LMDB,
     written by ``python -m pipelines.teacher_embeddings``) or, with one LMDB, a ``.npy`` path.
     Rows without an embedding (NaN: the teacher failed, or its computation is still running)
-    are left out of the distillation loss; each ``--resume`` reloads the files. The targets
+    are left out of the distillation loss; each ``--resume`` reloads the files. With no row at
+    all the run is refused (both distillation terms would be 0 throughout). The targets
     are centred (the mean over the training set is subtracted).
     """
     paths = data_paths(data)
@@ -355,12 +363,26 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
     except (FileNotFoundError, ValueError) as err:
         raise TrainingError(f"--distill {distill}: {err}") from err
     targets = np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])
+    known = np.isfinite(targets).all(1)
+    if not known.any():
+        raise TrainingError(f"--distill {distill}: none of the {len(targets)} training samples has a teacher "
+                            f"embedding, so the distillation would do nothing; {_no_embedding_hint(paths, distill)}")
     # centred: embeddings compared by distance (dlib's) share one large direction that
     # would dominate a cosine loss and hide the identity differences
-    known = np.isfinite(targets).all(1)
-    if known.any():
-        targets = targets - targets[known].mean(0)
-    return torch.from_numpy(targets)
+    return torch.from_numpy(targets - targets[known].mean(0))
+
+
+def _no_embedding_hint(paths: Sequence[str], distill: str) -> str:
+    """Why ``--distill`` found no embedding at all, and what to do: an unfinished computation's
+    progress and the command that resumes it (the first such LMDB of ``paths``)."""
+    if distill.endswith(".npy"):
+        return f"{distill} holds only NaN rows"
+    for path in paths:
+        try:
+            load_teacher_embeddings(path, distill)
+        except ValueError as err:  # not finished: how far it got and how to resume it
+            return str(err)
+    return "every row of their embeddings is NaN: the teacher could read none of the samples"
 
 
 # ---------------------------------------------------------------------------------------
@@ -590,7 +612,8 @@ class LightCNNTask(Task):
         self.scaler.scale(loss).backward()
         if cfg.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            # one norm over everything the optimiser steps: the Light CNN and, with --distill, its head
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         terms["loss"] = loss.detach()
