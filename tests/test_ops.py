@@ -105,6 +105,29 @@ def test_mfm_16_bit_kernels_select_like_the_reference_for_every_bit_pattern(dtyp
     assert torch.equal(gx.view(torch.int16), gx_ref.view(torch.int16))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mfm_3_2_kernels_select_like_the_reference_on_special_values(dtype):
+    """The CPU MFM 3/2 kernels compare integer keys of the float32 / float64 bits (so the loops
+    vectorise): the same maxima, medians, masks and gradients (bit for bit) as the reference's float
+    comparisons on every ordered triple of special values (NaNs of both signs, infinities, -0 vs +0,
+    subnormals, ties) and on random triples, at lengths with vector tails."""
+    tiny = torch.finfo(dtype).tiny
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), -float("inf"), float("nan"), -float("nan"),
+                            tiny / 4, -tiny / 4, tiny, torch.finfo(dtype).max, -torch.finfo(dtype).max, 1.0],
+                           dtype=dtype)
+    k = len(special)
+    i, j, l = torch.meshgrid(torch.arange(k), torch.arange(k), torch.arange(k), indexing="ij")
+    triples = torch.stack([special[i.flatten()], special[j.flatten()], special[l.flatten()]])  # (3, k**3)
+    for n in (k**3, 1, 7, 33):
+        x = triples[:, :n].reshape(1, 3, n) if n == k**3 else torch.randn(2, 3, n, dtype=dtype)
+        g = torch.randn(x.shape[0], 2, n, dtype=dtype)
+        y, gx = _grad(lambda t: ops.mfm_3_2(t), x, g)
+        y_ref, gx_ref = _grad(lambda t: reference.mfm_3_2(t, 1), x, g)
+        int_type = torch.int32 if dtype == torch.float32 else torch.int64
+        assert torch.equal(y.view(int_type), y_ref.view(int_type))
+        assert torch.equal(gx.view(int_type), gx_ref.view(int_type))
+
+
 def test_reference_mfm_3_2_equals_stable_sort():
     """The sort-free reference agrees with the definition: stable descending sort of the thirds."""
     x = torch.randint(-1, 2, (5, 30, 7)).float()
@@ -218,6 +241,38 @@ def test_symmetry_backward_16_bit_kernel_for_every_bit_pattern(dtype):
             nan = expected.isnan()  # 0 * inf: any NaN (c10 and torch round NaN payloads differently)
             assert torch.equal(got.isnan(), nan)
             assert torch.equal(got.view(torch.int16)[~nan], expected.view(torch.int16)[~nan])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 2, 128, 256), (1, 3, 5, 37), (2, 1, 1, 9), (1, 2, 6, 1), (1, 1, 3, 2)])
+def test_total_variation_backward_16_bit_kernel_for_every_bit_pattern(dtype, shape):
+    """The float16 / bfloat16 TV backward signs integer keys of the bits: bit for bit (signed zeros
+    included) half((sign(c - left) - sign(right - c) + sign(c - up) - sign(down - c)) * weight)
+    (sign 0 for NaN, a missing neighbour at the border is the pixel itself), on every one of the
+    65536 patterns among special values, with negative, tiny and infinite weights, odd sizes."""
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), -float("inf"), float("nan"), 2.0**-20], dtype=dtype)
+    pool = torch.cat([every, special.repeat(len(every) // len(special))])
+    n = torch.Size(shape).numel()
+    img = pool[torch.randperm(len(pool))[:n]].reshape(shape) if n <= len(pool) else pool[torch.randint(len(pool), shape)]
+    if shape == (2, 2, 128, 256):  # holds all 65536 patterns (and as many specials)
+        img = pool[torch.randperm(len(pool))].reshape(shape)
+    c = img.float()
+    padded = torch.nn.functional.pad(c.flatten(0, 1)[:, None], (1, 1, 1, 1), mode="replicate")[:, 0].unflatten(0, shape[:2])
+
+    def sign(d):
+        return torch.sign(d).nan_to_num(0.0)
+
+    s = (sign(c - padded[..., 1:-1, :-2]) - sign(padded[..., 1:-1, 2:] - c)
+         + sign(c - padded[..., :-2, 1:-1]) - sign(padded[..., 2:, 1:-1] - c))
+    for reduction, value in (("none", -3.0), ("sum", 2.0**-10), ("mean", 1.0), ("sum", float("inf"))):
+        grad = torch.full((shape[0],) if reduction == "none" else (), value, dtype=dtype)
+        weight = (grad.double().reshape(-1, 1, 1, 1) / (n if reduction == "mean" else 1)).float()  # as the kernel
+        expected = (s * weight).to(dtype)
+        got = torch.ops.lightface._total_variation_backward(grad, img, reduction)
+        nan = expected.isnan()  # 0 * inf: any NaN (c10 and torch round NaN payloads differently)
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got.view(torch.int16)[~nan], expected.view(torch.int16)[~nan])
 
 
 @pytest.mark.parametrize("device", DEVICES)
