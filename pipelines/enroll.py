@@ -4,11 +4,14 @@
     python -m pipelines.enroll people.gallery photos/ --detector det_500m.onnx --index auto
     python -m pipelines.enroll people.gallery crops/ --aligned --weights runs/lcnn/best.pt
     python -m pipelines.enroll people.gallery new/*.jpg --identity "Ada Lovelace"   # one named person
+    python -m pipelines.enroll people.gallery embeddings.npz            # from python -m pipelines.extract_embeddings
 
 Resumable: running the same command again skips the photos already enrolled (same file at
 the same path) and continues; a run killed at any point leaves the gallery at its last
-committed batch. Unreadable photos and photos with no face are skipped and listed;
-duplicate photos are flagged (byte-identical files are not added twice). The gallery
+committed batch. An ``.npz`` of ``python -m pipelines.extract_embeddings`` is added with the model
+and the settings it records (``FaceGallery.add_npz``; people named by their folders, or ``--identity``;
+its faces already in the gallery are not added again). Unreadable photos and photos with no face are
+skipped and listed; duplicate photos are flagged (byte-identical files are not added twice). The gallery
 records the model: enrolling with other weights into it is refused. Prints a summary
 (``--json`` also writes the full report); exit status 1 on errors (and with ``--strict``
 when any photo failed).
@@ -42,8 +45,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 add_help=add_help, formatter_class=DefaultsHelpFormatter)
     p.add_argument("gallery", help="gallery folder (created when missing)")
     p.add_argument("photos", nargs="+",
-                   help="a folder of people (one sub-folder per person, named after them), one person's folder, or "
-                        "image files (identity: their folder's name)")
+                   help="a folder of people (one sub-folder per person, named after them), one person's folder, "
+                        "image files (identity: their folder's name), or .npz files of python -m "
+                        "pipelines.extract_embeddings (added with the model and settings they record)")
     p.add_argument("--identity", default=None,
                    help="enrol every photo given (files, and every image below the folders) as this one person, "
                         "whatever their folders are called")
@@ -71,6 +75,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     """Enrol; returns the report as a dict (also printed as a summary)."""
     from lightface.gallery import FaceGallery
+    from lightface.gallery.results import EnrollReport
     from lightface.utils.atomic_write import write_text_atomic
 
     for p in args.photos:
@@ -78,10 +83,15 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             raise FileNotFoundError(f"{p}: no such file or folder")
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     gallery = FaceGallery(args.gallery, embedder)
-    photos = {args.identity: args.photos} if args.identity is not None else args.photos
-    report = gallery.enroll(photos, aligned=args.aligned, batch_size=args.batch_size,
-                            duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,
-                            progress=not args.no_progress)
+    npzs = [p for p in args.photos if Path(p).suffix.lower() == ".npz" and Path(p).is_file()]
+    given = [p for p in args.photos if p not in npzs]
+    from_npz = sum(len(gallery.add_npz(f, args.identity)) for f in npzs)
+    report = EnrollReport()
+    if given:
+        photos = {args.identity: given} if args.identity is not None else given
+        report = gallery.enroll(photos, aligned=args.aligned, batch_size=args.batch_size,
+                                duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,
+                                progress=not args.no_progress)
     index = None
     if gallery.index_info is not None:
         index = gallery.update_index()
@@ -89,8 +99,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         index = gallery.build_index(args.index, progress=not args.no_progress)
     out = asdict(report)
     out.update(gallery=str(gallery.path), faces=len(gallery), people=len(gallery.identities()),
-               model=str(gallery.model), index=index)
-    print(f"{gallery.path}: {report.summary()}")
+               model=str(gallery.model), index=index, from_npz=from_npz)
+    if npzs:
+        print(f"{gallery.path}: {from_npz} faces added from {len(npzs)} npz file(s)")
+    if given:
+        print(f"{gallery.path}: {report.summary()}")
     print(f"gallery now holds {out['faces']} faces of {out['people']} people; model {out['model']}"
           + (f"; FAISS {index['factory']} over {index['rows']} faces" if index else ""))
     for path, reason in list(report.failed.items())[:20]:

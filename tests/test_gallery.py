@@ -328,6 +328,32 @@ def test_a_gallery_records_flip_fusion_and_warns_when_an_embedder_differs(tmp_pa
     assert plain._store.meta["flip"] == "1"
 
 
+def test_an_emptied_gallery_forgets_the_model_and_settings_of_the_faces_it_no_longer_holds(tmp_path, people, weights,
+                                                                                          other_weights, caplog):
+    """Removing every person left the removed faces' flip fusion, detector settings and model recorded: enrolling
+    anew with other settings warned against faces that were gone, the stale record stayed (later searches with
+    the new faces' own settings were told to switch back), and another model was refused by an empty gallery."""
+    flipped = FaceEmbedder(weights, device="cpu", flip=True)
+    g = FaceGallery(tmp_path / "g", flipped)
+    g.enroll(people, aligned=True, duplicate_threshold=None)
+    g.set_threshold(0.5)
+    for name in g.identities():
+        g.remove(name)
+    assert len(g) == 0 and g.model is None and g.settings is None
+    assert FaceGallery(tmp_path / "g").threshold == 0.5  # set_threshold's stays
+    plain = FaceEmbedder(weights, device="cpu", flip=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g", plain).enroll(people / "p1", aligned=True, duplicate_threshold=None)
+        assert FaceGallery(tmp_path / "g").settings["flip"] is False
+        FaceGallery(tmp_path / "g", plain)
+    assert "flip fusion" not in caplog.text
+    FaceGallery(tmp_path / "g").remove_faces([r.face_id for r in FaceGallery(tmp_path / "g").faces()])
+    other = FaceGallery(tmp_path / "g", FaceEmbedder(other_weights, device="cpu"))  # refused before
+    other.enroll(people / "p2", aligned=True, duplicate_threshold=None)
+    assert FaceGallery(tmp_path / "g").model.same_as(model_info(other.embedder)) and other.verify()["faces"] == 3
+
+
 def test_enroll_resumable_with_bad_and_duplicate_photos(tmp_path, people, embedder):
     (people / "p1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     shutil.copy(people / "p0" / "0.png", people / "p3" / "copy_of_p0.png")  # same file under another person
@@ -771,6 +797,111 @@ def test_gallery_records_the_embedders_settings_and_checks_the_rescue_threshold(
         other = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 320})
         assert FaceGallery(tmp_path / "g", other).search_faces(str(photo))
     assert "detected with det_size 640, this embedder's detector runs with det_size 320" in caplog.text
+
+
+def test_a_gallery_started_from_aligned_crops_records_the_detector_of_its_first_whole_photos(
+        tmp_path, shared_data, shared_models, weights, caplog):
+    """A gallery whose first faces were aligned crops recorded no detector, and whole photos enrolled later never
+    recorded theirs: photos searched with another det_size or detector were not checked. The detector of the first
+    whole-photo faces is recorded now (not replaced by later ones), and searches are checked against it."""
+    from lightface.data.align import align_face
+
+    root = shared_data / "lfw_identities"
+    landmarks = {ln.split()[0]: np.array(ln.split()[1:], float).reshape(5, 2)
+                 for ln in (root / "landmarks_5pt.txt").read_text().splitlines() if ln.strip()}
+    names = sorted(p.name for p in (root / "images").iterdir())[:2]
+    for n in names:
+        key = f"{n}/{n}_0001.jpg"
+        (tmp_path / "crops" / n).mkdir(parents=True)
+        crop, _ = align_face(cv2.imread(str(root / "images" / key)), landmarks[key], template="lightcnn", size=128)
+        cv2.imwrite(str(tmp_path / "crops" / n / "1.png"), crop)
+    det = str(shared_models / "det_500m.onnx")
+    small = FaceEmbedder(weights, device="cpu", detector=det, detector_options={"det_size": 320})
+    assert FaceGallery(tmp_path / "g", small).enroll(tmp_path / "crops", aligned=True).added == 2
+    assert FaceGallery(tmp_path / "g").detector is None
+    photos = {n: [root / "images" / n / f"{n}_0002.jpg"] for n in names}
+    assert FaceGallery(tmp_path / "g", small).enroll(photos).added == 2
+    g = FaceGallery(tmp_path / "g")
+    assert g.detector == "det_500m.onnx" and g.detector_options == {"det_size": 320, "threshold": 0.5}
+    assert g.settings["detector"] == small.settings(False)["detector"] and g.settings["flip"] == small.flip
+    default = FaceEmbedder(weights, device="cpu", detector=det)  # det_size 640
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g", default).enroll({names[0]: [root / "images" / names[0] / f"{names[0]}_0003.jpg"]})
+        assert "--det-size 320" in caplog.text
+        caplog.clear()
+        query = root / "images" / names[1] / f"{names[1]}_0004.jpg"
+        assert FaceGallery(tmp_path / "g", default).search_faces(str(query))
+    assert "detected with det_size 320, this embedder's detector runs with det_size 640" in caplog.text
+    assert FaceGallery(tmp_path / "g").detector_options["det_size"] == 320  # the first whole photos' setting stays
+
+
+def test_add_npz_brings_the_model_and_the_settings_of_an_extraction(tmp_path, shared_data, shared_models, weights,
+                                                                    other_weights, caplog):
+    """Embeddings of python -m pipelines.extract_embeddings added with add(..., model=embedder) recorded no settings
+    and were checked against none, though the npz records them: features extracted at --det-size 320 added to a
+    gallery searched at 640 gave no warning. add_npz (and add(settings=...)) records and checks them as enroll
+    does, takes the people from the folders and refuses an npz of another model."""
+    from pipelines import enroll, extract_embeddings
+
+    src = shared_data / "lfw_identities" / "images"
+    names = sorted(p.name for p in src.iterdir())[:2]
+    for n in names:
+        (tmp_path / "photos" / n).mkdir(parents=True)
+        shutil.copy(src / n / f"{n}_0001.jpg", tmp_path / "photos" / n)
+    det = str(shared_models / "det_500m.onnx")
+    npz = tmp_path / "e.npz"
+    extract_embeddings.main(extract_embeddings.get_args_parser().parse_args(
+        ["-i", str(tmp_path / "photos"), "-o", str(npz), "--weights", str(weights), "--detector", det,
+         "--det-size", "320", "--no-flip", "--device", "cpu"]))
+    default = FaceEmbedder(weights, device="cpu", detector=det, flip=False)  # det_size 640
+    g = FaceGallery(tmp_path / "g", default)
+    assert len(g.add_npz(npz)) == 2 and g.identities() == names
+    assert g.detector_options == {"det_size": 320, "threshold": 0.5} and g.settings["flip"] is False
+    assert {r.path for r in g.faces()} == {f"{n}/{n}_0001.jpg" for n in names}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert g.search_faces(str(src / names[0] / f"{names[0]}_0002.jpg"))[0].matches[0].identity == names[0]
+    assert "detected with det_size 320, this embedder's detector runs with det_size 640" in caplog.text
+    # a gallery enrolled at 640 with flip fusion on: the npz's features differ in both
+    FaceGallery(tmp_path / "g2", FaceEmbedder(weights, device="cpu", detector=det, flip=True)).enroll(
+        {names[0]: [src / names[0] / f"{names[0]}_0003.jpg"]})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g2").add_npz(npz)
+    assert "embedded with flip fusion on, these embeddings have it off" in caplog.text
+    assert "detected with det_size 640, these embeddings' detector runs with det_size 320" in caplog.text
+    # add(settings=...) with the npz's JSON text does the same as add_npz
+    z = np.load(npz)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        FaceGallery(tmp_path / "g2").add(z["embeddings"], "x", settings=str(z["settings"]))
+    assert "these embeddings' detector runs with det_size 320" in caplog.text
+    FaceGallery(tmp_path / "g3", FaceEmbedder(other_weights, device="cpu", detector=det)).enroll(
+        {names[0]: [src / names[0] / f"{names[0]}_0001.jpg"]})
+    with pytest.raises(GalleryModelError, match="this gallery was built with"):
+        FaceGallery(tmp_path / "g3").add_npz(npz)
+    with pytest.raises(ValueError, match="pass identities="):
+        FaceGallery(tmp_path / "g4").add_npz(_flat_npz(npz, tmp_path / "flat.npz"))
+    # python -m pipelines.enroll takes the npz too
+    out = enroll.main(enroll.get_args_parser().parse_args(
+        [str(tmp_path / "g5"), str(npz), "--weights", str(weights), "--detector", det, "--device", "cpu",
+         "--no-progress"]))
+    assert out["from_npz"] == 2 and out["faces"] == 2 and out["people"] == 2
+    again = enroll.main(enroll.get_args_parser().parse_args(  # a rerun adds nothing, as for photos
+        [str(tmp_path / "g5"), str(npz), "--weights", str(weights), "--detector", det, "--device", "cpu",
+         "--no-progress"]))
+    assert again["from_npz"] == 0 and again["faces"] == 2
+    assert FaceGallery(tmp_path / "g5").detector_options == {"det_size": 320, "threshold": 0.5}
+
+
+def _flat_npz(npz, out):
+    """``npz`` with its paths stripped of their folders."""
+    with np.load(npz) as z:
+        data = {k: z[k] for k in z.files}
+    data["paths"] = np.array([Path(str(p)).name for p in data["paths"]])
+    np.savez(out, **data)
+    return out
 
 
 def test_cli_search_says_how_to_find_a_face_small_in_a_large_photo(tmp_path, shared_data, shared_models, weights):

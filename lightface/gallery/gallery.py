@@ -261,11 +261,12 @@ class FaceGallery:
 
     @property
     def settings(self) -> Optional[Dict[str, Any]]:
-        """The settings of the embedder the gallery's first faces were enrolled with
+        """The settings of the embedder the gallery's first faces were enrolled (or added, :meth:`add_npz`) with
         (:meth:`lightface.FaceEmbedder.settings`: ``flip``, ``aligned``, ``detector`` with its ``model``,
-        ``det_size``, ``threshold``, ``rescue_threshold`` ...), or None when none were recorded. A gallery
-        of an earlier lightface gives what it recorded (``flip``; ``detector`` with ``model``, ``det_size`` and
-        ``threshold``)."""
+        ``det_size``, ``threshold``, ``rescue_threshold`` ...), or None when none were recorded. In a gallery
+        whose first faces were aligned crops, ``detector`` is that of its first whole-photo faces (None until
+        some arrive). A gallery of an earlier lightface gives what it recorded (``flip``; ``detector`` with
+        ``model``, ``det_size`` and ``threshold``)."""
         meta = self._store.meta
         if "settings" in meta:
             return json.loads(meta["settings"])
@@ -279,14 +280,15 @@ class FaceGallery:
     @property
     def detector(self) -> Optional[str]:
         """The detector the gallery's whole-photo faces were enrolled with (``"det_500m.onnx"``,
-        ``"yunet"``, ...; recorded with the first faces), or None (aligned crops, older galleries)."""
+        ``"yunet"``, ...; recorded with the first whole-photo faces), or None (aligned crops only, older
+        galleries)."""
         return self._store.meta.get("detector")
 
     @property
     def detector_options(self) -> Optional[Dict[str, Any]]:
         """The detector's ``det_size`` and ``threshold`` the gallery's whole-photo faces were enrolled with
-        (``{"det_size": 640, "threshold": 0.5}``; recorded with the first faces), or None (aligned crops, older
-        galleries)."""
+        (``{"det_size": 640, "threshold": 0.5}``; recorded with the first whole-photo faces), or None (aligned
+        crops only, older galleries)."""
         text = self._store.meta.get("detector_options")
         return None if text is None else json.loads(text)
 
@@ -339,25 +341,36 @@ class FaceGallery:
         if recorded is None and self._store.count:
             logger.warning("%s: the gallery records no model (faces were added without one); cannot check that %s "
                            "matches them", self.path, info)
-        settings = _embedder_settings(embedder, aligned=True)  # flip only: the detector is not loaded here
+        self._check_flip(_embedder_settings(embedder, aligned=True))  # flip only: the detector is not loaded here
+        return info
+
+    def _check_flip(self, settings: Optional[Mapping[str, Any]], who: str = "this embedder has it") -> None:
+        """Warn when ``settings`` (:meth:`lightface.FaceEmbedder.settings`) have another flip fusion than the
+        gallery's faces."""
         for key, recorded_flip, flip in settings_changes(self.settings, settings or {}):
             if key == "flip":
-                logger.warning("%s: the gallery's faces were embedded with flip fusion %s, this embedder has it %s: "
-                               "the scores shift and the model card's thresholds differ between the two; use flip=%s",
-                               self.path, _on_off(recorded_flip), _on_off(flip), bool(recorded_flip))
-        return info
+                logger.warning("%s: the gallery's faces were embedded with flip fusion %s, %s %s: the scores shift "
+                               "and the model card's thresholds differ between the two; use flip=%s (--%sflip)",
+                               self.path, _on_off(recorded_flip), who, _on_off(flip), bool(recorded_flip),
+                               "" if recorded_flip else "no-")
 
     def _check_detector(self, embedder: Any) -> None:
         """Warn when whole photos are embedded with another detector than the gallery's faces were:
         its landmarks place the crop differently, and the scores shift; or with the same detector at
         another ``det_size`` / ``threshold``: other faces are found (small ones, weak ones), so a person
         enrolled from a face the other setting misses, or the reverse, is not matched."""
-        changes = {c[0]: c for c in settings_changes(self.settings, _embedder_settings(embedder, aligned=False) or {})}
+        self._check_detector_settings(_embedder_settings(embedder, aligned=False))
+
+    def _check_detector_settings(self, settings: Optional[Mapping[str, Any]],
+                                 who: str = "this embedder's detector") -> None:
+        """:meth:`_check_detector` for the settings (:meth:`lightface.FaceEmbedder.settings` of whole photos)
+        that some faces were or will be embedded with; ``who`` names them in the warning."""
+        changes = {c[0]: c for c in settings_changes(self.settings, settings or {})}
         if "detector.model" in changes:
             _, recorded, name = changes["detector.model"]
-            logger.warning("%s: the gallery's faces were detected and aligned by %s, this embedder's detector is %s: "
-                           "crops differ slightly and the scores shift; use FaceEmbedder(detector=...) with the "
-                           "gallery's detector", self.path, recorded, name)
+            logger.warning("%s: the gallery's faces were detected and aligned by %s, %s is %s: crops differ "
+                           "slightly and the scores shift; use FaceEmbedder(detector=...) (--detector) with the "
+                           "gallery's detector", self.path, recorded, who, name)
             return
         changed = [changes[k] for k in _DETECTOR_CHECKED if k in changes]
         if changed:
@@ -366,40 +379,57 @@ class FaceGallery:
             fix += [f"FaceEmbedder({_DETECTOR_FIX[c[0]][0]}={c[1]})" for c in changed
                     if _DETECTOR_FIX[c[0]][0] != "detector_options"]
             flags = " ".join(f"{_DETECTOR_FIX[c[0]][1]} {c[1]}" for c in changed if _DETECTOR_FIX[c[0]][1])
-            logger.warning("%s: the gallery's faces were detected with %s, this embedder's detector runs with %s: "
+            logger.warning("%s: the gallery's faces were detected with %s, %s runs with %s: "
                            "other faces are found (small or weak ones), so some are found in one setting and "
                            "missed in the other; use %s%s to detect as the enrolment did", self.path,
-                           _settings_text(changed, 1), _settings_text(changed, 2), " and ".join(fix),
+                           _settings_text(changed, 1), who, _settings_text(changed, 2), " and ".join(fix),
                            f" ({flags})" if flags else "")
 
+    def _check_settings(self, settings: Optional[Mapping[str, Any]], who: str) -> None:
+        """Both checks (flip fusion; for whole photos the detector) of settings that faces arrive with."""
+        self._check_flip(settings, f"{who} have it")
+        if isinstance(settings, Mapping) and settings.get("detector"):
+            self._check_detector_settings(settings, f"{who}' detector")
+
     def _record_embedder_settings(self, embedder: Any, aligned: bool) -> None:
-        """Store, in one transaction, the embedder's identification threshold (unless the gallery has
-        one) and, with the first faces enrolled, its settings (:meth:`lightface.FaceEmbedder.settings`:
-        flip fusion, checked by :meth:`_check_model`; for whole photos the detector and its options,
-        checked by :meth:`_check_detector`), also under the keys earlier lightface versions read
-        (``flip``, ``detector``, ``detector_options``)."""
+        """:meth:`_record_settings` of the embedder (its settings for ``aligned``, its identification threshold)."""
+        self._record_settings(_embedder_settings(embedder, aligned), embedder_identification_threshold(embedder))
+
+    def _record_settings(self, settings: Optional[Mapping[str, Any]], threshold: Optional[float] = None) -> None:
+        """Store, in one transaction, the identification threshold (unless the gallery has one) and the settings
+        faces arrive with (:meth:`lightface.FaceEmbedder.settings`): all of them with the gallery's first faces
+        (flip fusion, checked by :meth:`_check_model`; for whole photos the detector and its options, checked by
+        :meth:`_check_detector`), and the detector of the first whole-photo faces of a gallery that records none
+        (one started from aligned crops, or from embeddings added without settings), so that photos searched or
+        enrolled later are checked against it; also under the keys earlier lightface versions read (``flip``,
+        ``detector``, ``detector_options``)."""
+        self._store.refresh()
+        meta = self._store.meta
         values: Dict[str, Any] = {}
-        threshold = embedder_identification_threshold(embedder)
-        if threshold is not None and "threshold" not in self._store.meta:
+        if threshold is not None and "threshold" not in meta:
             values["threshold"] = float(threshold)
-        settings = _embedder_settings(embedder, aligned) if not self._store.count else None
-        if settings is not None and "settings" not in self._store.meta and "flip" not in self._store.meta:
-            values["settings"] = json.dumps(settings, sort_keys=True)
+        recorded = self.settings
+        detector = settings.get("detector") if isinstance(settings, Mapping) else None
+        if isinstance(settings, Mapping) and not self._store.count and recorded is None:
+            values["settings"] = json.dumps(dict(settings), sort_keys=True)
             if settings.get("flip") is not None:
                 values["flip"] = int(bool(settings["flip"]))
-            detector = settings.get("detector")
-            if detector:
-                values["detector"] = detector["model"]
-                if detector.get("det_size") is not None and detector.get("threshold") is not None:
-                    values["detector_options"] = json.dumps(
-                        {"det_size": detector["det_size"], "threshold": round(detector["threshold"], 4)}, sort_keys=True)
+        elif detector and not (recorded or {}).get("detector") and "detector" not in meta:
+            values["settings"] = json.dumps({**(recorded or {}), "detector": detector}, sort_keys=True)
+        else:
+            detector = None
+        if detector:
+            values["detector"] = detector["model"]
+            if detector.get("det_size") is not None and detector.get("threshold") is not None:
+                values["detector_options"] = json.dumps(
+                    {"det_size": detector["det_size"], "threshold": round(detector["threshold"], 4)}, sort_keys=True)
         if values:
             with self._store.transaction() as conn:
                 self._store.set_meta(conn, values)
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, embeddings: Any, identities: Union[str, Sequence[str]], meta: Any = None, *,
-            model: Any = None) -> np.ndarray:
+            model: Any = None, settings: Union[None, str, Mapping[str, Any]] = None) -> np.ndarray:
         """Add faces atomically (all or none).
 
         Args:
@@ -412,6 +442,12 @@ class FaceGallery:
             model: the model the embeddings come from (an embedder, an nn.Module or a
                 :class:`ModelInfo`); default: the gallery's embedder. Refused when it differs
                 from the gallery's model.
+            settings: the embedder settings the embeddings were made with
+                (:meth:`lightface.FaceEmbedder.settings` of ``aligned``; the ``settings`` entry of a
+                ``python -m pipelines.extract_embeddings`` npz, JSON text accepted; :meth:`add_npz` passes it).
+                Checked as :meth:`enroll` checks an embedder's (a warning when their flip fusion or detector
+                settings differ from the gallery's) and recorded as it records them (with the first faces, and the
+                detector of the first whole-photo faces). None: nothing is checked or recorded.
         Returns:
             int64 (N,) face ids of the new faces.
         """
@@ -429,7 +465,90 @@ class FaceGallery:
             raise ValueError(f"{self.path}: the gallery holds {self._store.dim}-d embeddings, got {emb.shape[1]}-d")
         info = self._model if model is None else self._check_model(model)
         records = _meta_records(meta, n)
+        if isinstance(settings, (str, bytes, np.ndarray)):
+            settings = json.loads(str(settings))
+        if settings is not None and not isinstance(settings, Mapping):
+            raise TypeError(f"settings must be a FaceEmbedder.settings() dict or its JSON text, got "
+                            f"{type(settings).__name__}")
+        if settings is not None:
+            self._check_settings(settings, "these embeddings")
+            self._record_settings(settings)
         return self._store.append(emb.astype(np.float16), names, records, model=info)
+
+    def add_npz(self, path: Union[str, os.PathLike], identities: Union[None, str, Sequence[str]] = None) -> np.ndarray:
+        """Add the embeddings of a ``python -m pipelines.extract_embeddings`` npz (``--format npz``), with the
+        model and the settings it records (:meth:`add` with ``model`` and ``settings``): embeddings of another
+        model are refused (:class:`GalleryModelError`), other flip fusion or detector settings than the gallery's
+        give the warning :meth:`enroll` gives.
+
+        Args:
+            path: the ``.npz`` file.
+            identities: one name for all, N names, or None (default): each image's folder, as :meth:`enroll`
+                names people (the npz's ``paths`` are relative to the extracted folder: ``<person>/<photo>``).
+        Returns:
+            int64 face ids of the new faces (the npz's ``paths`` are stored as the faces' paths). Adding the same
+            npz again adds nothing: a face whose path, person and embedding are already in the gallery is skipped
+            (logged), so that a rerun of ``python -m pipelines.enroll GALLERY embeddings.npz`` resumes as it does
+            for photos.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not an npz of python -m pipelines.extract_embeddings ({err})") from err
+        if "embeddings" not in data or "paths" not in data:
+            raise ValueError(f"{path}: no 'embeddings' / 'paths' arrays; not an npz of "
+                             "python -m pipelines.extract_embeddings (--format npz)")
+        paths = [str(p) for p in data["paths"]]
+        if identities is None:
+            parts = [Path(p).parts for p in paths]
+            bad = [p for p, q in zip(paths, parts) if len(q) < 2]
+            if bad:
+                raise ValueError(f"{path}: {len(bad)} image(s) have no folder to name their person (e.g. {bad[0]!r}); "
+                                 "pass identities= (one name, or one per image)")
+            identities = [q[-2] for q in parts]
+        sha = str(data["weights_sha256"]) if "weights_sha256" in data else ""
+        model = None
+        if sha:
+            model = ModelInfo(str(data.get("weights_name", "")) or sha[:12], sha,
+                              str(data.get("weights_arch", "")) or None)
+        else:
+            logger.warning("%s: the npz names no model (written by an earlier lightface); it is taken for the "
+                           "gallery's", path)
+        settings = str(data["settings"]) if "settings" in data else None
+        emb = _as_matrix(data["embeddings"], f"{path}: embeddings")
+        names = [identities] * len(paths) if isinstance(identities, str) else [str(s) for s in identities]
+        if len(names) == len(paths) == len(emb):
+            keep = self._not_enrolled(emb, names, paths)
+            if not keep.all():
+                logger.info("%s: %d of the %d faces of %s are already in the gallery (same path, person and "
+                            "embedding); not added again", self.path, int((~keep).sum()), len(keep), path)
+                emb, names, paths = emb[keep], [names[i] for i in np.flatnonzero(keep)], \
+                    [paths[i] for i in np.flatnonzero(keep)]
+            if not len(emb):
+                return np.zeros(0, np.int64)
+        return self.add(emb, names, {"path": paths}, model=model, settings=settings)
+
+    def _not_enrolled(self, emb: np.ndarray, names: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        """bool (N,): the faces not yet in the gallery under the same path and person with the same embedding."""
+        self._store.refresh()
+        keep = np.ones(len(emb), bool)
+        known = self._store.face_ids_by_path(paths)
+        if not known:
+            return keep
+        ids = sorted({i for v in known.values() for i in v})
+        records = {r.face_id: r for c in range(0, len(ids), 500)
+                   for r in self._store.faces(f"f.id IN ({','.join('?' * len(ids[c:c + 500]))})", ids[c:c + 500])}
+        stored = self._store.embeddings
+        for i, p in enumerate(paths):
+            for fid in known.get(p, ()):
+                r = records.get(fid)
+                same = r is not None and r.identity == names[i]
+                if same and float(stored[r.row].astype(np.float32) @ emb[i]) > 0.999:
+                    keep[i] = False
+                    break
+        return keep
 
     def remove(self, identity: str) -> int:
         """Remove every face of ``identity``; returns how many were removed.

@@ -527,7 +527,8 @@ class GalleryStore:
 
     def remove_faces(self, where: str, params: Sequence[Any]) -> int:
         """Delete the faces selected by the SQL condition ``where`` (on table ``faces``) and compact
-        the embedding file; returns how many were removed. Drops any FAISS index."""
+        the embedding file; returns how many were removed. Drops any FAISS index, and when no face is left the
+        record of the faces' model and settings (:data:`FACES_KEYS`)."""
         with self.write_lock():
             doomed = np.array([r[0] for r in self.conn.execute(f"SELECT row FROM faces WHERE {where}", params)],
                               np.int64)
@@ -559,8 +560,9 @@ class GalleryStore:
                     conn.executemany("UPDATE faces SET row=? WHERE id=?", zip(new.tolist(), fid.tolist()))
                 conn.execute("DELETE FROM identities WHERE NOT EXISTS "
                              "(SELECT 1 FROM faces f WHERE f.identity_id=identities.id)")
-                self.set_meta(conn, {"count": self.count - len(doomed), "embeddings_file": new_name, "generation": gen,
-                                     **{k: None for k in INDEX_KEYS}})
+                left = self.count - len(doomed)
+                self.set_meta(conn, {"count": left, "embeddings_file": new_name, "generation": gen,
+                                     **{k: None for k in INDEX_KEYS + (FACES_KEYS if left == 0 else ())}})
             for name in old_files:
                 if name:
                     with contextlib.suppress(OSError):
@@ -658,3 +660,7 @@ class GalleryStore:
 
 
 INDEX_KEYS = ("index_file", "index_factory", "index_params", "index_rows")
+#: what the meta records about the faces the gallery holds (their model, the embedder settings they were made
+#: with): forgotten when the last face is removed, so that an emptied gallery takes faces of any model and
+#: settings and records theirs
+FACES_KEYS = ("model_id", "settings", "flip", "detector", "detector_options")
