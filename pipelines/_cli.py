@@ -235,20 +235,21 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[s
     source = Path(known.config)
     raw = load_config(source)
     actions = _actions_by_dest(parser)
-    values: Dict[str, Any] = {}
     unknown: List[str] = []
+    checked = []
     for key, value in raw.items():
         dest = str(key).replace("-", "_")
         if dest in RESERVED:
             raise ConfigError(f"{source}: key {key!r} cannot be set from a config file")
         if dest not in actions:
             unknown.append(str(key))
-            continue
-        values[dest] = _check_value(actions[dest], str(key), value, source)
-    if unknown:
+        else:
+            checked.append((dest, str(key), value))
+    if unknown:  # before the values: another trainer's file fails on its own keys, not on a key both share
         err = unknown_key_error(unknown, list(actions), str(source))
         raise ConfigError(str(err).replace("unknown setting(s)", "unknown config key(s)", 1)
                           .replace("valid names:", "valid keys are the flag names with underscores:", 1))
+    values: Dict[str, Any] = {dest: _check_value(actions[dest], key, value, source) for dest, key, value in checked}
 
     # YAML values become the defaults; explicit flags still override them.
     saved_defaults = {dest: actions[dest].default for dest in values}

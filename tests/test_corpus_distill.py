@@ -1,6 +1,7 @@
 """The multi-source corpus, several LMDBs in one run, strong augmentation, the time limit,
 and embedding distillation from a teacher (dlib's, when the optional extra is installed)."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -209,6 +210,40 @@ def test_two_lmdbs_with_teacher_embeddings_train_and_resume(two_sources, tmp_pat
     assert resumed["step"] == 4
 
 
+def test_a_teacher_name_resumes_from_its_config_yaml_beside_a_file_of_that_name(two_sources, tmp_path,
+                                                                              monkeypatch):
+    """``--distill dlib`` run from a folder holding a file named ``dlib``: config.yaml stored /that/folder/dlib, and
+    ``--config OUT/config.yaml --resume`` failed ('no /that/folder/dlib teacher embeddings ... teacher_/that/...')."""
+    from pipelines._cli import parse_with_config
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    _write_teacher_files(two_sources)
+    (tmp_path / "dlib").write_text("notes\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    _train(two_sources, "runs/x", "--distill", "dlib", "--max-steps", "1")
+    monkeypatch.chdir(tmp_path / "other")
+    args = parse_with_config(get_args_parser(), ["--config", "../runs/x/config.yaml", "--resume", "--max-steps", "2"])
+    assert args.distill == "dlib"
+    assert main(args)["step"] == 2
+
+
+@pytest.mark.parametrize("write, found", [
+    (lambda p, e: np.save(p, e[:, 0]), r"shape \(\d+,\)"),
+    (lambda p, e: np.save(p, e.reshape(len(e), 4, 4)), r"shape \(\d+, 4, 4\)"),
+    (lambda p, e: np.save(p, np.array(["a"] * len(e))), "<U1 values, not numbers"),
+    (lambda p, e: (np.savez(p.with_suffix(".npz"), emb=e), p.with_suffix(".npz").rename(p)), "an .npz archive"),
+], ids=["1-d", "3-d", "text", "npz"])
+def test_a_distill_file_that_is_not_n_by_d_numbers_is_named(two_sources, tmp_path, write, found):
+    """``--distill FILE.npy`` holding a 1-D / 3-D array, text or an .npz archive failed with numpy's words ('axis 1
+    is out of bounds', 'could not convert string to float', or 'student and teacher embeddings differ in shape'
+    mid-training)."""
+    path = tmp_path / "emb.npy"
+    write(path, np.random.default_rng(0).standard_normal((len(LMDBDataset(two_sources[0])), 16)).astype(np.float32))
+    with pytest.raises(TrainingError, match=rf"--distill {re.escape(str(path))}: .*{found}.*float \(N, D\) array"):
+        _train(two_sources[:1], tmp_path / "run", "--distill", path, "--max-steps", "1")
+
+
 def test_relation_term_trains_on_the_features_and_needs_a_teacher(two_sources, tmp_path):
     _write_teacher_files(two_sources)
     out = tmp_path / "run"
@@ -229,9 +264,14 @@ def test_distill_weight_without_a_teacher_is_refused(two_sources, tmp_path):
 def test_an_unknown_teacher_name_is_refused_naming_the_teachers(two_sources, tmp_path):
     # --distill Dlib used to send the user to compute "teacher_Dlib.npy" with a command that
     # pipelines.teacher_embeddings refuses (invalid choice), beside the dlib embeddings already there
+    # (or a typo, 'dlb', or emb.npz): refused before any work, with advice that works
     _write_teacher_files(two_sources)
-    with pytest.raises(TrainingError, match=r"--distill must be a teacher name \(dlib\) or a \.npy file.*'Dlib'"):
-        _train(two_sources, tmp_path / "bad", "--distill", "Dlib", "--max-steps", "1")
+    for name in ("Dlib", "dlb", "emb.npz"):
+        with pytest.raises(TrainingError, match=rf"--distill '{re.escape(name)}' is not a teacher lightface computes "
+                                                r"\(dlib\).*save_teacher_embeddings.*--distill FILE\.npy") as err:
+            _train(two_sources, tmp_path / "bad", "--distill", name, "--max-steps", "1")
+        assert "pipelines.teacher_embeddings" not in str(err.value)
+    assert not (tmp_path / "bad" / "last.pt").exists()
 
 
 def test_clip_grad_bounds_the_distillation_head_step_too(two_sources, tmp_path):

@@ -172,6 +172,23 @@ def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
         _run(out, steps=6, resume="auto", overwrite=True)
 
 
+def test_bare_resume_of_a_run_without_last_pt_keeps_its_best_checkpoint(tmp_path):
+    """A run folder whose last.pt is gone (deleted to save space, copied without it) but whose best.pt and model.pt
+    are there: bare --resume said 'no last.pt yet; starting a new run' and replaced best.pt, model.pt and the
+    metrics. It is refused, naming --resume OUT/best.pt, which continues the run."""
+    out = tmp_path / "run"
+    _run(out, steps=4)
+    (out / "last.pt").unlink()
+    best, metrics = (out / "best.pt").read_bytes(), (out / "metrics.jsonl").read_text()
+    with pytest.raises(RunFolderError, match=re.escape(f"no last.pt to continue: continue from its best checkpoint "
+                                                       f"with --resume {out / 'best.pt'}, pass --overwrite")):
+        _run(out, steps=6, resume="auto")
+    assert (out / "best.pt").read_bytes() == best and (out / "metrics.jsonl").read_text() == metrics
+    summary = _run(out, steps=6, resume=str(out / "best.pt"))
+    assert summary["step"] == 6 and load_checkpoint(out / "last.pt")["step"] == 6
+    assert _run(tmp_path / "new", steps=2, resume="auto")["step"] == 2  # still: an empty folder starts a run
+
+
 def test_out_must_be_a_run_folder_and_a_finished_run_resumed_is_not_validated_again(tmp_path):
     """--out naming a file, or an LMDB dataset (whose --overwrite rebuild would delete the run), is refused before
     anything is written; --resume of a finished run adds no second validation record; --resume naming the run's

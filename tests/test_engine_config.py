@@ -245,3 +245,43 @@ def test_saved_configs_name_every_input_file_absolutely(tmp_path, monkeypatch):
     assert saved["pose_detector"] == str(tmp_path / "det.onnx")
     cfg.pose_detector = "yunet"
     assert config_to_dict(cfg, absolute_paths=True)["pose_detector"] == "yunet"
+
+
+def test_saved_configs_keep_names_that_a_same_named_file_would_turn_into_paths(tmp_path, monkeypatch):
+    """A setting that is a name or a path is stored as the trainer reads it: with a file or folder named ``dlib``,
+    ``none``, ``yunet``, ``sr4`` or ``lightcnn9`` in the current folder, config.yaml stored that path, and the run
+    reloaded from it read another thing (``--distill dlib`` failed: 'no /abs/dlib teacher embeddings'; ``none``
+    turned the identity network on); ``yunet:det.onnx`` kept its relative file, missing from any other folder."""
+    from lightface.engine.frontal_trainer import FrontalTrainConfig
+    from lightface.engine.lightcnn_trainer import TrainConfig
+    from lightface.engine.sr_trainer import SRTrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("dlib", "none", "yunet", "emb.npy", "det.onnx", "judge.pt", "ckpt.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    for name in ("lightcnn9", "sr4"):
+        (tmp_path / name).mkdir()
+    saved = config_to_dict(TrainConfig(data="d", out="o", distill="dlib", finetune="lightcnn9"), absolute_paths=True)
+    assert (saved["distill"], saved["finetune"]) == ("dlib", "lightcnn9")
+    saved = config_to_dict(TrainConfig(data="d", out="o", distill="emb.npy", finetune="ckpt.pt"), absolute_paths=True)
+    assert (saved["distill"], saved["finetune"]) == (str(tmp_path / "emb.npy"), str(tmp_path / "ckpt.pt"))
+    saved = config_to_dict(SRTrainConfig(data=["d"], out="o", finetune="sr4", identity_weights="none"),
+                           absolute_paths=True)
+    assert (saved["finetune"], saved["identity_weights"]) == ("sr4", "none")
+    saved = config_to_dict(FrontalTrainConfig(data="d", out="o", identity_weights="judge.pt", pose_detector="yunet",
+                                              ip_extra_judges=["off", "judge.pt"]), absolute_paths=True)
+    assert saved["identity_weights"] == str(tmp_path / "judge.pt") and saved["pose_detector"] == "yunet"
+    assert saved["ip_extra_judges"] == ["off", str(tmp_path / "judge.pt")]
+    saved = config_to_dict(FrontalTrainConfig(data="d", out="o", pose_detector="yunet:det.onnx"), absolute_paths=True)
+    assert saved["pose_detector"] == f"yunet:{tmp_path / 'det.onnx'}"
+
+
+def test_another_trainers_config_is_refused_for_its_unknown_keys(tmp_path):
+    """train_lightcnn's config.yaml given to train_super_resolution failed on ``scale: 30`` (the margin's logit
+    scale there, the upscaling factor here: 'key scale: 30 is not one of 2, 4, 8, 16'), not on its keys that the
+    trainer does not have."""
+    from pipelines import train_super_resolution
+
+    cfg = _write(tmp_path, {"data": "x.lmdb", "out": "o", "arch": "lightcnn9", "scale": 30.0, "lr_step": 10})
+    with pytest.raises(ConfigError, match=re.escape(f"{cfg}: unknown config key(s) 'arch', 'lr_step'")):
+        parse_with_config(train_super_resolution.get_args_parser(), ["--config", str(cfg)])

@@ -212,3 +212,24 @@ def test_to_lightcnn_input():
         to_lightcnn_input(torch.rand(1, 4, 8, 8))
     with pytest.raises(TypeError):
         to_lightcnn_input(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("arch", ["lightcnn9", "lightcnn29v2"])
+def test_a_classifier_of_the_other_kind_is_refused_alike(arch, tmp_path):
+    """The releases' linear fc2 went silently into a CosineClassifier of ``get_model('lightcnn29v2', weights=...,
+    cosine_classifier=True)`` (its logits then mean something else), while lightcnn9 failed on 'unexpected
+    classifier.bias'; a cosine lightface checkpoint went silently into a linear 29v2 (lightcnn9: 'the checkpoint has
+    no classifier'). Both archs now say which kinds differ; the backbone still loads."""
+    path = tmp_path / "official.pth.tar"
+    torch.save(official_checkpoint(build_baseline(arch, num_classes=10)), path)
+    with pytest.raises(CheckpointMismatchError, match="classifier is linear .*official.*the model's cosine"):
+        get_model(arch, weights=str(path), cosine_classifier=True)
+    assert isinstance(get_model(arch, weights=str(path)).classifier, torch.nn.Linear)
+    assert get_model(arch, weights=str(path), cosine_classifier=True, num_classes=0).classifier is None
+    model = get_model(arch, num_classes=5, cosine_classifier=True)
+    cosine = save_model_checkpoint(tmp_path / "cos.pt", model, arch, {"num_classes": 5, "cosine_classifier": True})
+    with pytest.raises(CheckpointMismatchError, match="classifier is cosine .*the model's linear.*cosine_classifier=True"):
+        load_weights(get_model(arch, num_classes=5), cosine)
+    built = build_from_checkpoint(cosine)
+    assert torch.equal(built.classifier.weight, model.classifier.weight)
+    load_weights(get_model(arch, num_classes=7), cosine, ignore_classifier=True)  # fine-tuning: backbone only

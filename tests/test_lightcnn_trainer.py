@@ -193,6 +193,24 @@ def test_a_changed_validation_split_on_resume_is_a_warning(tiny_lmdb, tmp_path, 
     assert warned and warned[0].levelname == "WARNING" and "will not reproduce" in warned[0].getMessage()
 
 
+def test_resuming_with_the_saved_config_from_another_folder_changes_no_setting(tiny_lmdb, tmp_path, monkeypatch,
+                                                                               caplog):
+    """docs/training.md's `--config OUT/config.yaml --resume` of a run started with relative paths warned 'data is
+    [/abs/x.lmdb] now, [x.lmdb] in the interrupted run; the run will not reproduce the uninterrupted one' (and logged
+    out as changed): config.yaml holds the paths absolute, the checkpoint held them as typed."""
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tiny_lmdb.parent)
+    _train(tiny_lmdb.name, tmp_path / "run", "--arch", TINY, "--max-steps", "1", "--no-plots")
+    monkeypatch.chdir(tmp_path / "other")
+    args = parse_with_config(get_args_parser(), ["--config", "../run/config.yaml", "--resume", "--max-steps", "2"])
+    with caplog.at_level("INFO"):
+        assert main(args)["step"] == 2
+    changed = [r.getMessage() for r in caplog.records if "in the interrupted run" in r.getMessage()]
+    assert changed == ["--resume: max_steps is 2 now, 1 in the interrupted run"]
+
+
 def test_tiny_run_outputs(tiny_run, tiny_lmdb):
     out, summary = tiny_run
     assert summary["stopped"] == "completed" and summary["step"] == 3  # 6 training samples / batch 2

@@ -24,7 +24,7 @@ from ..models.dlib_recognizer import DlibRecognizer
 from ..utils.atomic_write import write_text_atomic
 
 __all__ = ["TEACHERS", "DlibTeacher", "check_can_store", "embeddings_path", "has_teacher_embeddings",
-           "load_teacher_embeddings", "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
+           "load_teacher_embeddings", "read_embedding_rows", "save_teacher_embeddings", "teacher_embeddings_for_lmdb"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,29 @@ TEACHERS: Dict[str, Callable[[], DlibTeacher]] = {"dlib": DlibTeacher}
 def embeddings_path(lmdb_path, teacher: str = "dlib") -> Path:
     """Where the teacher embeddings of ``lmdb_path`` live: ``<lmdb>/teacher_<teacher>.npy``."""
     return Path(lmdb_path) / f"teacher_{teacher}.npy"
+
+
+def read_embedding_rows(path) -> np.ndarray:
+    """The embeddings of a ``.npy`` file as float32 (N, D), row i for sample i (memory-mapped when stored as float32).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not one ``numpy.save`` array (an ``.npz`` archive, pickled objects), not numbers, or not 2-D;
+            the message names the file, what it holds and the layout expected.
+    """
+    expected = "expected a float (N, D) array saved with numpy.save, row i the embedding of sample i of the LMDB"
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except ValueError as err:  # pickled objects, or not a .npy file at all
+        raise ValueError(f"{path} cannot be read as embeddings ({err}); {expected}") from err
+    if not isinstance(arr, np.ndarray):  # np.load reads an .npz archive whatever its name
+        arr.close()
+        raise ValueError(f"{path} is an .npz archive, not one array; {expected}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{path} holds {arr.dtype} values, not numbers; {expected}")
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise ValueError(f"{path} holds an array of shape {arr.shape}; {expected}")
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
 def _state_path(lmdb_path, teacher: str) -> Path:
@@ -196,9 +219,14 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
     path = embeddings_path(lmdb_path, teacher)
     command = f"python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}"
     if not path.is_file():
+        if teacher not in TEACHERS:  # the command would refuse the name: say what can be given instead
+            raise FileNotFoundError(
+                f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing), and {teacher!r} is not a teacher "
+                f"lightface computes ({', '.join(sorted(TEACHERS))}); store another teacher's (N, D) embeddings "
+                f"with lightface.distill.teacher.save_teacher_embeddings(lmdb, emb, teacher={teacher!r})")
         raise FileNotFoundError(f"no {teacher} teacher embeddings for {lmdb_path} ({path} missing); "
                                 f"compute them with: {command}")
-    emb = np.asarray(np.load(path, mmap_mode="r"), dtype=np.float32)
+    emb = read_embedding_rows(path)
     info = _read_state(lmdb_path, teacher)
     if not allow_partial and not _is_complete(lmdb_path, teacher, info):
         raise ValueError(_incomplete_message(lmdb_path, teacher, info, len(emb), command))

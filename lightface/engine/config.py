@@ -19,14 +19,14 @@ import difflib
 import os
 import typing
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
 from ..utils.atomic_write import write_text_atomic
 
 __all__ = ["ConfigError", "option", "Option", "iter_options", "config_from_dict", "config_to_dict", "load_config",
-           "save_config", "flag_name"]
+           "save_config", "flag_name", "absolute_if_exists", "absolute_file", "with_absolute_paths"]
 
 PathLike = Union[str, os.PathLike]
 C = TypeVar("C")
@@ -42,7 +42,7 @@ class ConfigError(ValueError):
 def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
            choices: Optional[Sequence[Any]] = None, metavar: Optional[str] = None, nargs: Optional[str] = None,
            const: Any = None, required: bool = False, group: Optional[str] = None, flag: Optional[str] = None,
-           default_text: Optional[str] = None, path: bool = False) -> Any:
+           default_text: Optional[str] = None, path: Union[bool, Callable[[str], str]] = False) -> Any:
     """A config dataclass field with what its command-line flag needs.
 
     Args:
@@ -57,9 +57,13 @@ def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: An
             to True get ``--no-NAME`` automatically).
         default_text: how ``--help`` shows the default (e.g. ``"--lr"`` for a field
             whose None means "same as --lr").
-        path: the value names a file or folder (or, where the help says so, a shipped name):
-            ``config_to_dict(cfg, absolute_paths=True)`` (a run's ``OUT/config.yaml``) stores a
-            relative one that exists as an absolute path, so the file reloads from any folder.
+        path: the value names a file or folder: ``config_to_dict(cfg, absolute_paths=True)`` (a
+            run's ``OUT/config.yaml``) stores a relative one that exists as an absolute path, so the
+            file reloads from any folder. A value that may also be a name (a shipped model, a
+            teacher, ``yunet``) gives a function instead of True: text -> what to store, written
+            with the rules of the code that reads the value (:func:`absolute_file` for a file or a
+            shipped name), so that a file or folder of that name in the current folder does not
+            turn the name into a path.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "metavar": metavar,
             "nargs": nargs, "const": const, "required": required, "group": group, "flag": flag,
@@ -244,14 +248,29 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _absolute(value: Any) -> Any:
-    """``value`` (a path, or a list of them) with each relative path that exists made absolute; other
-    values (a shipped model's name, a file not there yet, None) as they are."""
+def absolute_if_exists(text: str) -> str:
+    """``text`` made absolute when it is a relative path of an existing file or folder, else as it is."""
+    if text and not os.path.isabs(text) and os.path.exists(text):
+        return os.path.abspath(text)
+    return text
+
+
+def absolute_file(text: str) -> str:
+    """``text`` made absolute when it is a relative path of an existing file, else as it is: the
+    ``path=`` rule of a setting that is a file or else a shipped model's name (``--finetune``,
+    read by :func:`lightface.models.pretrained.file_or_shipped`, which takes only files as paths)."""
+    return absolute_if_exists(text) if os.path.isfile(text) else text
+
+
+def _absolute(value: Any, how: Union[bool, Callable[[str], str]] = True) -> Any:
+    """``value`` (a path, or a list of them) as ``config.yaml`` stores it: each relative path that
+    exists made absolute (``how=True``), or each item as ``how(text)`` gives it; other values (a file
+    not there yet, None) as they are."""
     if isinstance(value, (list, tuple)):
-        return [_absolute(v) for v in value]
-    if isinstance(value, (str, os.PathLike)) and os.fspath(value) and not os.path.isabs(value) \
-            and os.path.exists(value):
-        return os.path.abspath(value)
+        return [_absolute(v, how) for v in value]
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+        text = os.fspath(value)
+        return how(text) if callable(how) else absolute_if_exists(text)
     return value
 
 
@@ -261,8 +280,9 @@ def config_to_dict(cfg: Any, absolute_paths: bool = False) -> Dict[str, Any]:
     ``config`` and ``help`` are left out. The result reloads with :func:`config_from_dict`
     and ``--config``, and is safe to store in a ``weights_only=True`` checkpoint. With
     ``absolute_paths`` (a config dataclass only), the relative paths of the fields declared
-    ``option(path=True)`` that name an existing file or folder are written absolute (resolved
-    against the current folder), so that the result means the same from any other folder.
+    ``option(path=...)`` that name an existing file or folder are written absolute (resolved
+    against the current folder; names such as ``dlib`` or a shipped model's as given, see
+    :func:`option`), so that the result means the same from any other folder.
     """
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         items: Dict[str, Any] = {}
@@ -270,7 +290,9 @@ def config_to_dict(cfg: Any, absolute_paths: bool = False) -> Dict[str, Any]:
             value = cfg
             for part in o.path:
                 value = getattr(value, part)
-            items[o.name] = _absolute(value) if absolute_paths and o.meta.get("path") else value
+            items[o.name] = value
+        if absolute_paths:
+            items = with_absolute_paths(type(cfg), items)
     elif isinstance(cfg, Mapping):
         items = dict(cfg)
     elif hasattr(cfg, "__dict__"):  # an argparse.Namespace (duck-typed: the library does not import argparse)
@@ -278,6 +300,15 @@ def config_to_dict(cfg: Any, absolute_paths: bool = False) -> Dict[str, Any]:
     else:
         raise TypeError(f"config_to_dict expects a config dataclass, a mapping or a namespace, got {type(cfg).__name__}")
     return {str(k): _plain(v) for k, v in items.items() if k not in RESERVED}
+
+
+def with_absolute_paths(cls: type, values: Mapping[str, Any]) -> Dict[str, Any]:
+    """Flat settings of the config dataclass ``cls`` (``{name: value}``, e.g. a checkpoint's ``config``) with
+    the relative paths of its ``option(path=...)`` fields made absolute as :func:`config_to_dict` with
+    ``absolute_paths`` writes them; other keys as they are. Two runs' settings compare equal this way
+    whether a path was stored as typed or absolute (resolved against the current folder)."""
+    rules = {o.name: o.meta.get("path") for o in iter_options(cls)}
+    return {k: _absolute(v, rules[k]) if rules.get(k) else v for k, v in values.items()}
 
 
 def load_config(path: PathLike) -> Dict[str, Any]:

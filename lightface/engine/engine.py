@@ -58,7 +58,7 @@ from ..data.lmdb_format import is_lmdb_dir
 from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from .config import ConfigError, config_to_dict, flag_name, option, save_config
+from .config import ConfigError, config_to_dict, flag_name, option, save_config, with_absolute_paths
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
@@ -553,6 +553,13 @@ class Engine:
                 raise RunFolderError(f"{out} holds a run of an earlier lightface version ({', '.join(old)}) that "
                                      "cannot be resumed; its weights still load for inference and --finetune. "
                                      "Use another --out, or --overwrite to start over there")
+            elif "best.pt" in present or "model.pt" in present:
+                # a new run here would replace the run's best.pt / model.pt and its metrics
+                best = (f"continue from its best checkpoint with --resume {out / 'best.pt'}, " if "best.pt" in present
+                        else "")
+                raise RunFolderError(f"{out} holds a run ({', '.join(present)}) but no last.pt to continue: {best}"
+                                     "pass --overwrite to start over there (its checkpoints and metrics are replaced), "
+                                     "or give another --out")
             else:
                 log.info("--resume: %s has no last.pt yet; starting a new run", out)
         elif present or old:
@@ -830,7 +837,7 @@ class Engine:
                 base_lr={n: lr for n, (_, lr, _) in self._opts.items()},
                 step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
                 best_metric=self.best, best_metric_name=self.best_name, validated_step=self._validated_step,
-                config=config_to_dict(self.cfg), rng=states, world_size=self.dist.world_size,
+                config=config_to_dict(self.cfg, absolute_paths=True), rng=states, world_size=self.dist.world_size,
                 **task_state,
             )
         if filename == "last.pt":
@@ -950,7 +957,10 @@ class Engine:
                         "its position)", name, float(old), lr, opt.param_groups[0]["lr"])
 
     def _report_changed_settings(self, saved: Mapping[str, Any]) -> None:
-        now = config_to_dict(self.cfg)
+        # paths compared absolute: `--config OUT/config.yaml --resume` gives the run's relative paths absolute
+        now = config_to_dict(self.cfg, absolute_paths=True)
+        if dataclasses.is_dataclass(self.cfg):
+            saved = with_absolute_paths(type(self.cfg), saved)
         changed = sorted(k for k in now if k in saved and saved[k] != now[k] and k not in ("resume", "overwrite"))
         for key in changed:
             level = logging.WARNING if key in self.task.reproducibility_keys else logging.INFO

@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 from ..data.convert import tensor_to_image
 from ..data.io import write_image
 from ..data.lmdb_dataset import LMDBDataset
-from ..data.detect import FaceDetector
+from ..data.detect import SHIPPED_DETECTOR, FaceDetector
 from ..data.pose_pairs import PosePairDataset, split_identities
 from ..data.transforms import frontal_input_transform
 from ..eval.frontal_pose import load_pose_detector, pose_report
@@ -62,10 +62,10 @@ from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
-from .config import flag_name, option
+from .config import absolute_if_exists, flag_name, option
 from .engine import Engine, SettingsError
-from .gan import (GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, load_generator_start,
-                  read_generator_start)
+from .gan import (GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, identity_setting,
+                  load_generator_start, read_generator_start)
 
 __all__ = ["FrontalTrainConfig", "FrontalizationTask", "train_frontalization", "evaluate_frontalization",
            "evaluate_frontal_inputs", "pose_data_problems", "identity_bank", "identity_banks",
@@ -82,6 +82,17 @@ BANK_PHOTOS = 4
 ARCH = "tpgan"
 _DATA, _MODEL, _LOSS, _OPT, _LOG = ("data", "model", "loss weights (L_syn = L_pixel + l1 L_sym + l2 L_adv + l3 L_ip + "
                                     "l4 L_tv)", "optimisation", "logging")
+
+
+def _detector_setting(spec: str) -> str:
+    """``--pose-detector`` as ``OUT/config.yaml`` stores it: ``yunet`` as given (also when a file or folder of that
+    name is in the current folder), the relative file of a path or of ``yunet:PATH`` absolute (the rules of
+    :class:`~lightface.data.detect.FaceDetector`)."""
+    if spec.lower() == SHIPPED_DETECTOR:
+        return spec
+    if spec.startswith("yunet:"):
+        return "yunet:" + absolute_if_exists(spec[len("yunet:"):])
+    return absolute_if_exists(spec)
 
 
 @dataclass
@@ -130,7 +141,7 @@ class FrontalTrainConfig(GANRunConfig):
                                    "face at random before the identity judge sees it, so that identity written as "
                                    "pixel-exact patterns only the judge reads no longer pays; 0 disables")
     ip_extra_judges: Optional[List[str]] = option(
-        None, group=_LOSS, path=True,
+        None, group=_LOSS, path=identity_setting,
         help="more frozen recognisers (Light CNN checkpoints or shipped names) for the identity term, which "
              "becomes the mean over all judges: identity several recognisers read, not patterns of one; "
              "validation and --identity-condition keep --identity-weights")
@@ -178,7 +189,7 @@ class FrontalTrainConfig(GANRunConfig):
                                  "--train-identities, as many training people's fit_rank1_* / fit_cos_* (the gap "
                                  "between fit_rank1_frontal and val_rank1_frontal is overfitting)")
     num_samples: int = option(8, group=_LOG, help="rows in the sample grid")
-    pose_detector: Optional[str] = option(None, group=_LOG, path=True,
+    pose_detector: Optional[str] = option(None, group=_LOG, path=_detector_setting,
                                           help="5-point face detector (e.g. det_500m.onnx; 'yunet': the one shipped "
                                                "inside lightface) for the validation's pose "
                                                "check, val_yaw_* and val_frontal_share_* (does the output look "

@@ -61,12 +61,13 @@ from ..losses.gan_regularizers import (
     feature_matching_loss,
     pull_away_term,
 )
-from .config import flag_name, option
+from ..models.identity import NO_IDENTITY
+from .config import absolute_file, absolute_if_exists, flag_name, option
 from .distributed import mean_over_processes
 from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
-           "finetune_option", "identity_judge", "inapplicable_gan_options", "load_generator_start",
+           "finetune_option", "identity_judge", "identity_setting", "inapplicable_gan_options", "load_generator_start",
            "read_generator_start"]
 
 log = logging.getLogger(__name__)
@@ -449,13 +450,21 @@ def inapplicable_gan_options(gan: GANConfig) -> List[str]:
     return problems
 
 
+def identity_setting(spec: str) -> str:
+    """An ``--identity-weights`` / ``--ip-extra-judges`` value as ``OUT/config.yaml`` stores it (``option(path=)``):
+    a relative checkpoint path absolute; ``none`` / ``off`` and shipped names as given, with the rules of
+    :func:`~lightface.models.identity.resolve_identity_weights` (``none`` switches the network off even when a
+    file of that name is in the current folder)."""
+    return spec if spec.strip().lower() in NO_IDENTITY else absolute_if_exists(spec)
+
+
 @dataclasses.dataclass
 class GANRunConfig(RunConfig):
     """Settings both GAN trainers share; their config dataclasses derive from this one (and add
     ``data``, ``steps``, ``batch_size``, ``lr``, ``val_every`` ...)."""
 
     identity_weights: Optional[str] = option(
-        None, group="identity network", default_text="the shipped recogniser", path=True,
+        None, group="identity network", default_text="the shipped recogniser", path=identity_setting,
         help="frozen Light CNN checkpoint (project or official format, or a shipped entry's name), the identity "
              "judge of the identity loss and metrics; unset: the recogniser that ships with lightface, when one does; "
              "'none': off")
@@ -574,7 +583,7 @@ def finetune_option(task: str, aliases: str, group: str) -> Any:
         group: the ``--help`` group of the flag.
     """
     return option(
-        None, group=group, path=True,
+        None, group=group, path=absolute_file,
         help=f"start the generator from a trained model: a shipped name or alias ({aliases}; "
              f"lightface.models.list_pretrained('{task}')) or an OUT/model.pt / last.pt of this pipeline "
              "(its EMA weights when saved); the model flags must match it; the discriminator and optimisers start new")

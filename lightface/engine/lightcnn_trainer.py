@@ -15,7 +15,8 @@ The engine owns the run folder (``last.pt``, ``best.pt``, ``model.pt``, ``config
 ``metrics.jsonl``; docs/training.md), ``--resume``, DDP under ``torchrun``, the
 ``--max-minutes`` deadline and the NaN guard. Checkpoints are project checkpoints
 (``arch``, ``model_kwargs``, ``state_dict``, ``classes``), loadable by
-``get_model(arch, weights=...)`` / ``FaceEmbedder``; with ``--distill`` the projection
+``build_from_checkpoint(path)``, ``get_model(arch, weights=..., **model_kwargs)`` (a margin loss's
+``cosine_classifier=True`` included) or ``FaceEmbedder``; with ``--distill`` the projection
 head is saved as ``networks["distill_head"]``.
 
 Determinism: the sample order of an epoch comes from ``(seed, epoch)`` (a shuffle, or with
@@ -46,7 +47,7 @@ from ..data.recognition import (
     stratified_split,
 )
 from ..distill import DistillHead, distill_loss, relation_loss
-from ..distill.teacher import TEACHERS, load_teacher_embeddings
+from ..distill.teacher import TEACHERS, embeddings_path, load_teacher_embeddings, read_embedding_rows
 from ..eval.predict import AMP_DTYPES, autocast, predict
 from ..losses.margin import MARGIN_LOSSES
 from ..losses.noisy_label import BOOTSTRAP_LOSSES, LOSSES, build_classification_loss
@@ -55,7 +56,7 @@ from ..models.registry import list_models
 from ..models.lightcnn import INPUT_SIZE, MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
-from .config import ConfigError, config_from_dict, flag_name, option
+from .config import ConfigError, absolute_file, absolute_if_exists, config_from_dict, flag_name, option
 from .engine import Engine, NonFiniteLossError, RunConfig, SettingsError, Task, TrainingError, check_run_config
 
 __all__ = [
@@ -85,6 +86,17 @@ DEFAULT_BIAS_LR_MULT = 2.0
 #: ``--bias-lr-mult`` of the runs saved before the setting existed
 LEGACY_BIAS_LR_MULT = 1.0
 _DATA, _OPT, _VAL, _FT, _RUN = "data and model", "optimisation", "validation", "fine-tuning", "run control"
+
+
+def _distill_names_a_file(distill: str) -> bool:
+    """Whether ``--distill`` names an embeddings file (``FILE.npy``) rather than a teacher (``dlib``)."""
+    return distill.lower().endswith(".npy")
+
+
+def _distill_setting(distill: str) -> str:
+    """``--distill`` as ``OUT/config.yaml`` stores it: a relative ``FILE.npy`` absolute, a teacher's name as given
+    (also when a file or folder of that name is in the current folder)."""
+    return absolute_if_exists(distill) if _distill_names_a_file(distill) else distill
 
 
 @dataclass
@@ -151,7 +163,7 @@ class TrainConfig(RunConfig):
     channels_last: bool = option(False, group=_OPT, help="channels_last memory format for model and inputs")
     # knowledge distillation (lightface.distill)
     distill: Optional[str] = option(
-        None, metavar="EMB", group=_OPT, path=True,
+        None, metavar="EMB", group=_OPT, path=_distill_setting,
         help="distil a teacher's embeddings: a teacher name (dlib: DATA/teacher_dlib.npy beside each LMDB, from "
              "python -m pipelines.teacher_embeddings) or, with one LMDB, an (N, D) .npy file; a linear head projects "
              "the 256-d features to the teacher's space (cosine loss)")
@@ -180,7 +192,7 @@ class TrainConfig(RunConfig):
     val_every: int = option(1, group=_VAL, help="validate every N epochs (and at the end)")
     # fine-tuning
     finetune: Optional[str] = option(
-        None, group=_FT, path=True,
+        None, group=_FT, path=absolute_file,
         help="initialise the backbone from an official Light CNN release, a lightface checkpoint or a shipped model's "
              "name (lightcnn29v2_3src_rc13, recognition; lightface.models.list_pretrained()); a new classifier "
              "is sized from --data, unless the checkpoint was trained on the same classes: then its classifier (and "
@@ -253,9 +265,13 @@ class TrainConfig(RunConfig):
         elif self.samples_per_identity > self.batch_size:
             problems.append(f"--samples-per-identity {self.samples_per_identity} is larger than --batch-size "
                             f"{self.batch_size}")
-        if self.distill and not self.distill.endswith(".npy") and self.distill not in TEACHERS:
-            problems.append(f"--distill must be a teacher name ({', '.join(sorted(TEACHERS))}) or a .npy file of "
-                            f"embeddings, got {self.distill!r}")
+        if (self.distill and not _distill_names_a_file(self.distill) and self.distill not in TEACHERS
+                and not all(embeddings_path(p, self.distill).is_file() for p in data_paths(self.data))):
+            problems.append(f"--distill {self.distill!r} is not a teacher lightface computes "
+                            f"({', '.join(sorted(TEACHERS))}) and not every --data LMDB holds teacher_{self.distill}.npy: "
+                            "give a teacher's name, store another teacher's embeddings beside each LMDB with "
+                            "lightface.distill.teacher.save_teacher_embeddings(..., teacher=NAME), or, with one --data "
+                            "LMDB, give --distill FILE.npy")
         for name in ("distill_weight", "distill_relation"):  # without a teacher they would do nothing
             if not self.distill and getattr(self, name) != getattr(type(self), name):
                 problems.append(f"{flag_name(name)} needs --distill EMB (the teacher embeddings it compares against)")
@@ -353,15 +369,16 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
     """
     paths = data_paths(data)
     try:
-        if distill.endswith(".npy"):
+        if _distill_names_a_file(distill):
             if len(paths) != 1:
                 raise TrainingError("--distill FILE.npy works with one --data LMDB; with several, give the teacher "
                                     "name (e.g. --distill dlib) so each LMDB's own embeddings are used")
-            arrays = [np.load(distill, mmap_mode="r")]
+            arrays = [read_embedding_rows(distill)]
         else:
             arrays = [load_teacher_embeddings(p, distill, allow_partial=True) for p in paths]
     except (FileNotFoundError, ValueError) as err:
-        raise TrainingError(f"--distill {distill}: {err}") from err
+        hint = "" if distill in TEACHERS else "; or, with one --data LMDB, give --distill FILE.npy (see --help)"
+        raise TrainingError(f"--distill {distill}: {err}{hint}") from err
     targets = np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])
     known = np.isfinite(targets).all(1)
     if not known.any():
@@ -375,7 +392,7 @@ def _load_distill_targets(data: Union[str, Sequence[str]], distill: str) -> Tens
 def _no_embedding_hint(paths: Sequence[str], distill: str) -> str:
     """Why ``--distill`` found no embedding at all, and what to do: an unfinished computation's
     progress and the command that resumes it (the first such LMDB of ``paths``)."""
-    if distill.endswith(".npy"):
+    if _distill_names_a_file(distill):
         return f"{distill} holds only NaN rows"
     for path in paths:
         try:

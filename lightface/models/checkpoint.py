@@ -269,8 +269,24 @@ def _fmt_keys(keys: List[str], shapes: Mapping[str, Any], limit: int = 8) -> str
     return ", ".join(shown) + more
 
 
-def _handle_classifier(model: nn.Module, state: Dict[str, Tensor], ignore_classifier: bool, source: str) -> Dict[str, Tensor]:
-    """Apply the classifier rules of :func:`load_weights` to models with ``reset_classifier``."""
+def _cosine_classifier(ckpt: ModelCheckpoint) -> Optional[bool]:
+    """Whether a Light CNN checkpoint's classifier is a cosine one (True) or a linear one (False); None when its
+    file does not say (a bare state_dict without a classifier bias)."""
+    if ckpt.kind == "lightface":
+        return bool(ckpt.model_kwargs.get("cosine_classifier", False))
+    if ckpt.kind == "official" or _CLASSIFIER + "bias" in ckpt.state_dict:
+        return False  # the releases' fc2 is a linear layer; a CosineClassifier has no bias
+    return None
+
+
+def _classifier_kind(cosine: bool) -> str:
+    return "cosine (CosineClassifier, for the margin losses)" if cosine else "linear"
+
+
+def _handle_classifier(model: nn.Module, state: Dict[str, Tensor], ignore_classifier: bool, source: str,
+                       cosine: Optional[bool] = None) -> Dict[str, Tensor]:
+    """Apply the classifier rules of :func:`load_weights` to models with ``reset_classifier``; ``cosine``: the
+    checkpoint's classifier kind (:func:`_cosine_classifier`), None when unknown."""
     if not hasattr(model, "reset_classifier"):
         return state
     ckpt_keys = [k for k in state if k.startswith(_CLASSIFIER)]
@@ -280,6 +296,16 @@ def _handle_classifier(model: nn.Module, state: Dict[str, Tensor], ignore_classi
         if ckpt_keys:
             logger.info("%s: classifier (%s) not loaded (ignore_classifier=True)", source, tuple(ckpt_w.shape) if ckpt_w is not None else "?")
         return {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
+    model_cosine = bool(getattr(model, "cosine_classifier", False))
+    loads = has_model_cls or getattr(model, "num_classes_unset", False)
+    if ckpt_w is not None and loads and cosine is not None and cosine != model_cosine:
+        raise CheckpointMismatchError(
+            f"{source}: its classifier is {_classifier_kind(cosine)}"
+            + (" (as in every official Light CNN release)" if not cosine else "")
+            + f", the model's {_classifier_kind(model_cosine)}: its weights would give logits of another meaning; "
+            f"nothing was loaded. Build the model with cosine_classifier={cosine} (build_from_checkpoint(path) "
+            "does), or load only the backbone: num_classes=0 (no classifier) or load_weights(model, path, "
+            "ignore_classifier=True) (fine-tuning)")
     if ckpt_w is not None and not has_model_cls:
         if getattr(model, "num_classes_unset", False):
             model.reset_classifier(int(ckpt_w.shape[0]))  # size taken from the checkpoint
@@ -335,7 +361,7 @@ def load_weights(
     model_arch = getattr(target, "arch", None)
     arch_differs = bool(ckpt.arch and model_arch and ckpt.arch != model_arch)
     if not arch_differs:
-        state = _handle_classifier(target, dict(state), ignore_classifier, ckpt.source)
+        state = _handle_classifier(target, dict(state), ignore_classifier, ckpt.source, _cosine_classifier(ckpt))
     expected = target.state_dict()
     if ignore_classifier:
         expected = {k: v for k, v in expected.items() if not k.startswith(_CLASSIFIER)}
