@@ -1,6 +1,7 @@
 """The one training engine (lightface.engine.engine) on a toy task: run folder, resume, NaN guard,
 deadline, stop signals, EMA, batch sizes; flags generated from config dataclasses; one-line CLI errors."""
 import argparse
+import errno
 import json
 import logging
 import os
@@ -46,8 +47,24 @@ class ToyConfig(RunConfig):
     group_size: int = option(0, help="order epochs in runs of this many samples of one 'identity' (0: plain shuffle)")
     rank0_start_delay: float = option(0.0, help="rank 0 sleeps this long at the end of build (after the DDP set-up), "
                                                 "so its deadline clock starts after the other ranks'")
+    broken_sample: int = option(-1, help="loading this training sample raises ValueError (a damaged record; -1: none)")
+    val_error_step: int = option(0, help="validating at this step raises ValueError (0: never)")
+    save_error_step: int = option(0, help="writing a checkpoint at this step fails as a full disk does (0: never)")
     tensorboard: bool = option(False, help="tensorboard")
     plots: bool = option(False, help="plots")
+
+
+class _Damaged(TensorDataset):
+    """The toy samples, one of them (``broken``) unreadable as a damaged LMDB record is."""
+
+    def __init__(self, broken, *tensors):
+        super().__init__(*tensors)
+        self.broken = broken
+
+    def __getitem__(self, index):
+        if index == self.broken:
+            raise ValueError(f"sample {index} is damaged; rebuild the dataset")
+        return super().__getitem__(index)
 
 
 class ToyTask(Task):
@@ -72,7 +89,7 @@ class ToyTask(Task):
         self.val = (x, y)
         if self.cfg.rank0_start_delay and engine.dist.rank == 0:
             time.sleep(self.cfg.rank0_start_delay)
-        return TensorDataset(x, y)
+        return _Damaged(self.cfg.broken_sample, x, y) if self.cfg.broken_sample >= 0 else TensorDataset(x, y)
 
     def plan(self, steps_per_epoch):
         return self.cfg.steps, "completed"
@@ -99,10 +116,17 @@ class ToyTask(Task):
     def current_lr(self):
         return self.opt.param_groups[0]["lr"]
 
+    def extra_state(self):  # called where a checkpoint is written (rank 0)
+        if self.engine.step == self.cfg.save_error_step:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return {}
+
     def can_validate(self):
         return True
 
     def validate(self):
+        if self.engine.step == self.cfg.val_error_step:
+            raise ValueError(f"validation data damaged at step {self.engine.step}")
         with torch.no_grad():
             return {"val_loss": float(nn.functional.mse_loss(self.net(self.val[0]), self.val[1]))}
 
@@ -315,6 +339,49 @@ def test_the_deadline_under_torchrun_is_the_stop_reason_on_every_rank(tmp_path):
     results, logs = _toy_torchrun(tmp_path, steps=10**7, max_minutes=0.02, rank0_start_delay=3.0, val_every=10**7,
                                   log_every=10**7)
     assert results[0] == results[1] and results[0]["stopped"] == "max_minutes=0.02" and results[0]["exit"] == 0, logs
+
+
+@pytest.mark.slow
+def test_a_batch_that_one_rank_cannot_load_stops_every_rank_with_its_message(tmp_path):
+    """A damaged record in one rank's share of the data: that rank cannot load its batch while the other goes on
+    into the step's DDP collectives. Every rank stops with the message of the rank that failed (it named the
+    damaged sample), not one with the error and the other with gloo's "Connection closed by peer"."""
+    results, logs = _toy_torchrun(tmp_path, steps=6, broken_sample=5, val_every=100)
+    assert results[0] == results[1], logs
+    assert "sample 5 is damaged" in results[0]["error"] and "loading the training batch" in results[0]["error"]
+    assert results[0]["exit"] == 1 and "Connection closed" not in logs, logs
+
+
+@pytest.mark.slow
+def test_a_validation_error_on_rank_0_stops_every_rank_with_its_message(tmp_path):
+    """Rank 0 validates alone while the others wait for the score: its error reaches them (the same message on
+    every rank) instead of leaving them to die of a lost gloo connection."""
+    results, logs = _toy_torchrun(tmp_path, steps=6, val_every=2, val_error_step=4)
+    assert results[0] == results[1], logs
+    assert "validation at step 4" in results[0]["error"] and "validation data damaged" in results[0]["error"], logs
+    assert "Connection closed" not in logs, logs
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(tmp_path):
+    """Rank 0 alone writes last.pt while the others wait: a full disk there reaches every rank as rank 0's
+    error (it is gone), instead of a gloo "Connection closed by peer" on the others."""
+    results, logs = _toy_torchrun(tmp_path, steps=6, save_every=2, save_error_step=4, val_every=100)
+    assert results[0] == results[1], logs
+    assert "last.pt at step 4" in results[0]["error"] and "No space left" in results[0]["error"], logs
+    assert "Connection closed" not in logs, logs
+
+
+@pytest.mark.slow
+def test_resume_warnings_under_torchrun_are_written_once(tmp_path):
+    """What every rank finds alike on --resume (another number of processes, a changed --lr) is written by
+    rank 0 alone, not once per rank."""
+    out = tmp_path / "run"
+    _run(out, steps=2, val_every=100)  # one process: one RNG state saved
+    results, logs = _toy_torchrun(tmp_path / "ddp", out=str(out), resume="auto", steps=4, lr=0.1, val_every=100)
+    assert results[0]["step"] == results[1]["step"] == 4, logs
+    assert logs.count("the checkpoint holds the RNG states of 1 processes") == 1, logs
+    assert logs.count("learning rate changed from 0.05 to 0.1") == 1, logs
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..engine.distributed import warn_on_main_rank
 from ..utils.seeding import sample_seed
 from .align import align_face
 from .convert import image_to_tensor  # noqa: F401  (re-exported: uint8 BGR / gray -> float RGB / gray)
@@ -292,11 +293,12 @@ class PosePairDataset(Dataset):
             else:
                 self.inputs.append(i)
         if missing:
-            log.warning("%d samples of %s have no %r attribute and were left out", missing, source, pose_key)
+            warn_on_main_rank(log, "%d samples of %s have no %r attribute and were left out", missing, source, pose_key)
         if paired:
             dropped = [i for i in self.inputs if int(labels[i]) not in self.frontals]
             if dropped:
-                log.warning("%d non-frontal samples have no frontal of their identity and were left out", len(dropped))
+                warn_on_main_rank(log, "%d non-frontal samples have no frontal of their identity and were left out",
+                                  len(dropped))
                 self.inputs = [i for i in self.inputs if int(labels[i]) in self.frontals]
         self._all_frontals = [i for idx in self.frontals.values() for i in idx]
         if not self.inputs or not self._all_frontals:

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..engine.distributed import warn_on_main_rank
 from ..models.dlib_recognizer import DlibRecognizer
 from ..utils.atomic_write import write_text_atomic
 
@@ -238,8 +239,8 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
                          f"compute them with: {command}")
     missing = int((~np.isfinite(emb).all(1)).sum())
     if missing:
-        log.warning("%s: %d of %d samples have no %s teacher embedding (failed or not computed yet)", path, missing, n,
-                    teacher)
+        warn_on_main_rank(log, "%s: %d of %d samples have no %s teacher embedding (failed or not computed yet)", path,
+                          missing, n, teacher)
     return emb
 
 

@@ -8,13 +8,13 @@ and Gloo on the CPU. Under ``torchrun`` only rank 0 writes the project's info li
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
-           "mean_over_processes", "max_over_processes", "PROJECT_LOGGERS"]
+           "mean_over_processes", "max_over_processes", "first_failure", "warn_on_main_rank", "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,38 @@ def max_over_processes(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return values
+
+
+def first_failure(error: Optional[BaseException], device: torch.device) -> Optional[str]:
+    """Under ``torchrun``: whether any process failed in a stretch of work that each ran on its own (its data
+    share, rank 0's validation or writing) before the next collective; a collective: every rank calls it, passing
+    the exception it caught there or None. Returns None when none failed, else the first failing process's message
+    (``"process R of N: ..."``), the same on every rank, so that all of them stop with it instead of waiting in
+    the next collective for a process that is gone (a hang, or gloo's "Connection closed by peer"). Without a
+    process group: ``str(error)`` or None. ``device``: where this process's collectives run (NCCL: its GPU)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None if error is None else str(error)
+    failed = max_over_processes(torch.tensor([0 if error is None else 1], dtype=torch.int32, device=device))
+    if not int(failed.item()):
+        return None
+    messages: List[Optional[str]] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, None if error is None else str(error) or type(error).__name__)
+    rank = next(r for r, message in enumerate(messages) if message is not None)
+    return f"process {rank} of {len(messages)}: {messages[rank]}"
+
+
+def warn_on_main_rank(logger: logging.Logger, message: str, *args) -> None:
+    """``logger.warning(message, *args)`` for what every process finds alike (a changed setting on ``--resume``,
+    the settings or the data at start-up): under ``torchrun`` rank 0 alone writes it, rather than every rank
+    once (:func:`log_on_main_rank` leaves the other ranks their warnings: those of their own). Before the process
+    group exists (the settings' checks), torchrun's ``RANK`` tells."""
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+    else:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:
+        return
+    logger.warning(message, *args)
 
 
 def cleanup_distributed() -> None:

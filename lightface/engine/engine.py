@@ -7,7 +7,10 @@ two GANs:
 
 * **distributed set-up and teardown**: ``torchrun`` -> one process per device, a
   ``DistributedDataParallel`` wrapper on each trained network (NCCL on GPUs, Gloo on the
-  CPU); without ``torchrun`` a single process with no process group;
+  CPU); without ``torchrun`` a single process with no process group; an error that one
+  process alone meets (a batch of its share it cannot load, rank 0's validation or checkpoint
+  writing) stops every process with its message (a :class:`TrainingError`), none is left
+  waiting for the one that is gone;
 * **batches**: ``--batch-size`` is the global batch, divided over the processes (not
   divisible: an error); a per-rank epoch order (:mod:`.samplers`: a seeded shuffle, or runs
   of one identity when the task asks for them) that can start mid-epoch, so ``--resume``
@@ -46,7 +49,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,7 +62,7 @@ from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .config import ConfigError, config_to_dict, flag_name, option, save_config, with_absolute_paths
-from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .distributed import DistInfo, cleanup_distributed, first_failure, init_distributed, warn_on_main_rank
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
@@ -627,7 +630,7 @@ class Engine:
             with self._epoch_batches(epoch) as batches:
                 while not self._epoch_done():
                     count = self._step_batches()
-                    group = [_to_device(b, self.device) for b in itertools.islice(batches, count)]
+                    group = self._next_batches(batches, count)
                     if len(group) < count:  # the loader's epoch is shorter than counted (cannot happen)
                         break
                     if count == 1:
@@ -685,6 +688,26 @@ class Engine:
         summary.update(task.summary())
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
         return summary
+
+    def _next_batches(self, batches: Iterator[Any], count: int) -> List[Any]:
+        """The step's ``count`` batches, on the device. Under ``torchrun`` a batch that this process cannot load
+        (a damaged record of its share of the data) stops every process with its message (:func:`first_failure`:
+        one small all_reduce per step); the others would otherwise wait for it in the step's DDP collectives and
+        die of a lost connection."""
+        error: Optional[Exception] = None
+        group: List[Any] = []
+        try:
+            group = [_to_device(b, self.device) for b in itertools.islice(batches, count)]
+        except Exception as err:  # noqa: BLE001 - every rank must learn of it; re-raised below
+            error = err
+        if self.dist.distributed:
+            failure = first_failure(error, self.device)
+            if failure is not None:
+                raise TrainingError(f"loading the training batch of step {self.step + 1}: {failure}; every process "
+                                    "stopped") from error
+        if error is not None:
+            raise error
+        return group
 
     def _step_batches(self) -> int:
         """The batches the next step takes (:meth:`Task.batches_per_step`), checked against the epoch's."""
@@ -771,11 +794,9 @@ class Engine:
         self._validated_step = self.step
         if not self.task.can_validate():
             return {}
-        metrics: Dict[str, float] = {}
-        if self.is_main:
-            metrics = self.task.validate()
-            if metrics and self._logger is not None:
-                self._logger.log(self.step, epoch=epoch, **metrics)
+        metrics: Dict[str, float] = self._on_rank_0("validation", self.task.validate) or {}
+        if metrics and self._logger is not None:
+            self._logger.log(self.step, epoch=epoch, **metrics)
         if self.task.best_metric is None:
             return metrics
         name, mode = self.task.best_metric
@@ -815,49 +836,72 @@ class Engine:
             dist.all_gather_object(states, rng)
         else:
             states = [rng]
-        if self.is_main:
-            pname, primary = self._primary()
-            extra: Dict[str, Any] = dict(primary.extra)
-            if primary.ema is not None:
-                extra["ema_state_dict"] = primary.ema.state_dict()
-            others = {n: net for n, net in self._nets.items() if n != pname}
-            task_state = self.task.extra_state()
-            clash = set(task_state) & {"networks", "optimizers", "schedulers", "rng", "config", "step", "task",
-                                       "validated_step"}
-            if clash:
-                raise ValueError(f"{type(self.task).__name__}.extra_state uses reserved keys {sorted(clash)}")
-            save_model_checkpoint(
-                self.out / filename, primary.module, primary.arch, primary.kwargs, **extra,
-                task=self.task.name, primary=pname,
-                networks={n: _cpu_state(net.module) for n, net in others.items()},
-                network_archs={n: [net.arch, net.kwargs] for n, net in others.items() if net.arch},
-                ema_networks={n: net.ema.state_dict() for n, net in others.items() if net.ema is not None},
-                optimizers={n: o.state_dict() for n, (o, _, _) in self._opts.items()},
-                schedulers={n: s.state_dict() for n, (_, _, s) in self._opts.items() if s is not None},
-                base_lr={n: lr for n, (_, lr, _) in self._opts.items()},
-                step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                best_metric=self.best, best_metric_name=self.best_name, validated_step=self._validated_step,
-                config=config_to_dict(self.cfg, absolute_paths=True), rng=states, world_size=self.dist.world_size,
-                **task_state,
-            )
+        self._on_rank_0(f"writing {self.out / filename}", lambda: self._write_checkpoint(filename, states))
         if filename == "last.pt":
             self._saved_step = self.step
-        if self.dist.distributed:
-            dist.barrier()
+
+    def _write_checkpoint(self, filename: str, states: List[Any]) -> None:
+        """Rank 0's part of :meth:`_save`: ``OUT/filename`` with every rank's RNG state ``states``."""
+        pname, primary = self._primary()
+        extra: Dict[str, Any] = dict(primary.extra)
+        if primary.ema is not None:
+            extra["ema_state_dict"] = primary.ema.state_dict()
+        others = {n: net for n, net in self._nets.items() if n != pname}
+        task_state = self.task.extra_state()
+        clash = set(task_state) & {"networks", "optimizers", "schedulers", "rng", "config", "step", "task",
+                                   "validated_step"}
+        if clash:
+            raise ValueError(f"{type(self.task).__name__}.extra_state uses reserved keys {sorted(clash)}")
+        save_model_checkpoint(
+            self.out / filename, primary.module, primary.arch, primary.kwargs, **extra,
+            task=self.task.name, primary=pname,
+            networks={n: _cpu_state(net.module) for n, net in others.items()},
+            network_archs={n: [net.arch, net.kwargs] for n, net in others.items() if net.arch},
+            ema_networks={n: net.ema.state_dict() for n, net in others.items() if net.ema is not None},
+            optimizers={n: o.state_dict() for n, (o, _, _) in self._opts.items()},
+            schedulers={n: s.state_dict() for n, (_, _, s) in self._opts.items() if s is not None},
+            base_lr={n: lr for n, (_, lr, _) in self._opts.items()},
+            step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+            best_metric=self.best, best_metric_name=self.best_name, validated_step=self._validated_step,
+            config=config_to_dict(self.cfg, absolute_paths=True), rng=states, world_size=self.dist.world_size,
+            **task_state,
+        )
 
     def _save_final(self) -> Path:
         """``OUT/model.pt``: the primary network's final weights (+ EMA) and its inference entries."""
         path = self.out / "model.pt"
-        if self.is_main:
+
+        def write() -> None:
             _, primary = self._primary()
             extra: Dict[str, Any] = dict(primary.extra)
             if primary.ema is not None:
                 extra["ema_state_dict"] = primary.ema.state_dict()
             save_model_checkpoint(path, primary.module, primary.arch, primary.kwargs, **extra, task=self.task.name,
                                   step=self.step, epoch=self.epoch, config=config_to_dict(self.cfg))
-        if self.dist.distributed:
-            dist.barrier()
+
+        self._on_rank_0(f"writing {path}", write)
         return path
+
+    def _on_rank_0(self, what: str, work: Callable[[], Any]) -> Any:
+        """``work()`` on rank 0 alone (validation, writing the run folder); its result there, None elsewhere.
+
+        Under ``torchrun`` every rank then learns whether it failed (:func:`first_failure`, a collective that keeps
+        them together as a barrier did): the others would wait for rank 0 in their next collective and die of a
+        lost connection. Raises :class:`TrainingError` on every rank with rank 0's message (``what`` says where);
+        without a process group, rank 0's error as it is."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as err:  # noqa: BLE001 - every rank must learn of it; re-raised below
+                error = err
+        if self.dist.distributed:
+            failure = first_failure(error, self.device)
+            if failure is not None:
+                raise TrainingError(f"{what} at step {self.step}: {failure}; every process stopped") from error
+        if error is not None:
+            raise error
+        return result
 
     def _load_resume(self, ckpt: Any) -> None:
         path, task = self.resume_path, self.task
@@ -913,8 +957,8 @@ class Engine:
         if len(states) == self.dist.world_size:
             self._resume_rng = states[self.dist.rank]  # each rank continues its own random draws
         else:
-            log.warning("--resume: the checkpoint holds the RNG states of %d processes, this run has %d; random "
-                        "draws will differ from the uninterrupted run", len(states), self.dist.world_size)
+            warn_on_main_rank(log, "--resume: the checkpoint holds the RNG states of %d processes, this run has %d; "
+                              "random draws will differ from the uninterrupted run", len(states), self.dist.world_size)
         log.info("resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.step)
 
     def _apply_changed_schedule(self, name: str, opt: torch.optim.Optimizer, sched: Any,
@@ -930,9 +974,9 @@ class Engine:
             for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
                 group["lr"] = lr
             sched._last_lr = [g["lr"] for g in opt.param_groups]
-        log.warning("--resume: the %s schedule changed (%s); applied from epoch %d (lr now %g)", name,
-                    ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(changed.items())),
-                    sched.last_epoch, opt.param_groups[0]["lr"])
+        warn_on_main_rank(log, "--resume: the %s schedule changed (%s); applied from epoch %d (lr now %g)", name,
+                          ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" for k, v in sorted(changed.items())),
+                          sched.last_epoch, opt.param_groups[0]["lr"])
 
     def _apply_changed_lr(self, saved: Mapping[str, float]) -> None:
         """A base learning rate that differs from the checkpoint's takes effect (schedule position kept)."""
@@ -953,8 +997,8 @@ class Engine:
                 sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
                 if hasattr(sched, "_last_lr"):
                     sched._last_lr = [g["lr"] for g in opt.param_groups]
-            log.warning("--resume: the %s learning rate changed from %g to %g; applied (now %g, the schedule keeps "
-                        "its position)", name, float(old), lr, opt.param_groups[0]["lr"])
+            warn_on_main_rank(log, "--resume: the %s learning rate changed from %g to %g; applied (now %g, the "
+                              "schedule keeps its position)", name, float(old), lr, opt.param_groups[0]["lr"])
 
     def _report_changed_settings(self, saved: Mapping[str, Any]) -> None:
         # paths compared absolute: `--config OUT/config.yaml --resume` gives the run's relative paths absolute
@@ -963,9 +1007,11 @@ class Engine:
             saved = with_absolute_paths(type(self.cfg), saved)
         changed = sorted(k for k in now if k in saved and saved[k] != now[k] and k not in ("resume", "overwrite"))
         for key in changed:
-            level = logging.WARNING if key in self.task.reproducibility_keys else logging.INFO
-            log.log(level, "--resume: %s is %r now, %r in the interrupted run%s", key, now[key], saved[key],
-                    "; the run will not reproduce the uninterrupted one" if level == logging.WARNING else "")
+            if key in self.task.reproducibility_keys:
+                warn_on_main_rank(log, "--resume: %s is %r now, %r in the interrupted run; the run will not "
+                                  "reproduce the uninterrupted one", key, now[key], saved[key])
+            else:
+                log.info("--resume: %s is %r now, %r in the interrupted run", key, now[key], saved[key])
 
     def _plot(self) -> None:
         if self.is_main and getattr(self.cfg, "plots", False) and (self.out / "metrics.jsonl").is_file():

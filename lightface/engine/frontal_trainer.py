@@ -63,6 +63,7 @@ from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
 from .config import absolute_if_exists, flag_name, option
+from .distributed import warn_on_main_rank
 from .engine import Engine, SettingsError
 from .gan import (GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, identity_setting,
                   load_generator_start, read_generator_start)
@@ -523,7 +524,7 @@ def identity_banks(judges: Sequence[nn.Module], dataset: PosePairDataset, labels
         try:
             saved = torch.load(cache, map_location=device, weights_only=True)
         except Exception as err:  # a damaged cache costs a recomputation, nothing else
-            log.warning("identity banks: %s is unreadable (%s); recomputing them", cache, err)
+            warn_on_main_rank(log, "identity banks: %s is unreadable (%s); recomputing them", cache, err)
         else:
             if isinstance(saved, dict) and saved.get("key") == key:
                 log.info("identity ranking: banks of %d identities read from %s", len(labels), cache)

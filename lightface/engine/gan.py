@@ -63,7 +63,7 @@ from ..losses.gan_regularizers import (
 )
 from ..models.identity import NO_IDENTITY
 from .config import absolute_file, absolute_if_exists, flag_name, option
-from .distributed import mean_over_processes
+from .distributed import mean_over_processes, warn_on_main_rank
 from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",
@@ -215,7 +215,8 @@ class GANObjective:
                 ("adversarial", adversarial), ("label_smoothing", label_smoothing), ("gp_weight", gp_weight),
                 ("clip_value", clip_value)) if v != GAN_DEFAULTS[k]]
             if ignored:
-                log.warning("--began-gamma replaces the adversarial objective; %s ignored", ", ".join(ignored))
+                warn_on_main_rank(log, "--began-gamma replaces the adversarial objective; %s ignored",
+                                  ", ".join(ignored))
             self.loss = None
         else:
             if adversarial == "wgan-clip" and not 0 < self.clip_value < math.inf:
@@ -224,10 +225,10 @@ class GANObjective:
             coupling = [f for f, on in (("--minibatch-discrimination", self.minibatch_discrimination),
                                         ("--minibatch-std", self.minibatch_std)) if on]
             if adversarial == "wgan-gp" and self.gp_weight > 0 and coupling:
-                log.warning("--adversarial wgan-gp with %s: that layer mixes the batch's samples, so the gradient "
-                            "penalty's norm at one sample includes the other samples' gradients and is not the "
-                            "per-sample penalty of Gulrajani et al.; drop the layer or pick another --adversarial "
-                            "(docs/gan_toolkit.md)", " and ".join(coupling))
+                warn_on_main_rank(log, "--adversarial wgan-gp with %s: that layer mixes the batch's samples, so the "
+                                  "gradient penalty's norm at one sample includes the other samples' gradients and is "
+                                  "not the per-sample penalty of Gulrajani et al.; drop the layer or pick another "
+                                  "--adversarial (docs/gan_toolkit.md)", " and ".join(coupling))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -517,8 +518,8 @@ class GANTask(Task):
         given = [flag_name(k) for k, v in dataclasses.asdict(self.cfg.gan).items()
                  if k != "cycle" and v != GAN_DEFAULTS[k]] + (["--d-steps"] if self.cfg.d_steps != 1 else [])
         if off and given:
-            log.warning("%s: the adversarial term is off for the whole run, so %s take no effect (the discriminator "
-                        "is built and saved but never trained)", off, ", ".join(given))
+            warn_on_main_rank(log, "%s: the adversarial term is off for the whole run, so %s take no effect (the "
+                              "discriminator is built and saved but never trained)", off, ", ".join(given))
         return problems
 
     def adversarial_off(self) -> Optional[str]:

@@ -57,6 +57,7 @@ from ..models.lightcnn import INPUT_SIZE, MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
 from .config import ConfigError, absolute_file, absolute_if_exists, config_from_dict, flag_name, option
+from .distributed import warn_on_main_rank
 from .engine import Engine, NonFiniteLossError, RunConfig, SettingsError, Task, TrainingError, check_run_config
 
 __all__ = [
@@ -526,9 +527,9 @@ class LightCNNTask(Task):
                      f"its classifier kept (same {len(self.classes)} classes as --data)" if keep_classifier else
                      f"new {len(self.classes)}-class {'cosine ' if cosine else ''}classifier")
             if same_classes and (start.extra.get("config") or {}).get("seed") == cfg.seed:
-                log.warning("fine-tuning on the classes %s was trained on with the same --seed %d: each epoch replays "
-                            "the augmented views of the same epoch of that run; pass another --seed", cfg.finetune,
-                            cfg.seed)
+                warn_on_main_rank(log, "fine-tuning on the classes %s was trained on with the same --seed %d: each "
+                                  "epoch replays the augmented views of the same epoch of that run; pass another "
+                                  "--seed", cfg.finetune, cfg.seed)
         elif not engine.resuming:
             init_weights(model, cfg.init)
         if cfg.channels_last:

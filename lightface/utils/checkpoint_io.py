@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
@@ -39,8 +39,16 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def _is_no_space(err: BaseException) -> bool:
-    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(err)
+def _is_no_space(err: Optional[BaseException]) -> bool:
+    """Whether ``err`` is a full disk (or quota), also where it caused or interrupted another error: torch.save's
+    archive writer reports the file's failed write as ``RuntimeError: ... unexpected pos N vs M``."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(err):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _mb(n: int) -> str:
