@@ -29,7 +29,10 @@ of :mod:`lightface.data.align` (``"arcface"``, ``"ffhq"``, any size) are re-alig
 
 ``aligned=False``: every image goes through the face detector (its main face: the largest,
 penalised by its distance from the image centre, :func:`lightface.data.detect.main_face`) and is
-aligned to the Light CNN template first; :meth:`FaceEmbedder.embed_faces` returns every
+aligned to the Light CNN template first (``align_method``: the least-squares 5-point fit the
+shipped recognisers were trained on, or, for an official Light CNN release, the official recipe
+it was trained on: eyes level, eye midpoint (64, 40), mouth midpoint 48 px below;
+:func:`lightface.data.align.align_face`); :meth:`FaceEmbedder.embed_faces` returns every
 face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
 runs instead and a warning says so (see :mod:`lightface.data.detect`). A main face so small
@@ -79,7 +82,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.align import affine_scale, align_face, crop_outside_fraction, landmarks_at_border, template_points
+from .data.align import ALIGN_METHODS, affine_scale, align_face, crop_outside_fraction, landmarks_at_border, template_points
 from .data.convert import check_unit_tensor
 from .data.io import (ImageReadError, composite_on_black, is_pil_image, opencv_error_text, pil_to_array, read_image,
                       to_gray)
@@ -427,6 +430,13 @@ class FaceEmbedder:
             not rescued (random noise gives 2-4 px ones). None: no rescue. Applies to
             :class:`~lightface.data.detect.FaceDetector` detectors (at least its
             :data:`~lightface.data.detect.MIN_THRESHOLD`).
+        align_method: how ``aligned=False`` (and :meth:`align`) crops a detected face
+            (:func:`lightface.data.align.align_face` ``method``): ``"similarity"`` (the least-squares
+            5-point fit the shipped recognisers and lightface checkpoints were trained on), ``"eyes"``
+            (the original Light CNN recipe: eyes level, eye midpoint (64, 40), mouth midpoint 48 px
+            below it, as the official releases were trained) or ``"auto"`` (default): ``"eyes"`` for
+            an official Light CNN release (``LightCNN_29Layers_V2_checkpoint.pth.tar`` and the like),
+            ``"similarity"`` for everything else. The attribute holds the method in use.
         antialias: ``aligned=False``: a face larger in the photo than in the 128-px crop (eyes
             more than about 42 px apart: any face of a phone photo) is blurred to the crop's
             resolution before the warp (:func:`lightface.data.align.align_face`), so its
@@ -477,8 +487,11 @@ class FaceEmbedder:
         rescue_threshold: Optional[float] = RESCUE_THRESHOLD,
         antialias: bool = True,
         detector_options: Optional[Dict[str, Any]] = None,
+        align_method: str = "auto",
     ):
         _check_aligned_template(aligned_template)
+        if align_method not in ("auto",) + ALIGN_METHODS:
+            raise ValueError(f"align_method must be 'auto' or one of {ALIGN_METHODS}, got {align_method!r}")
         from .data.detect import MIN_THRESHOLD, check_detector_arg
 
         if rescue_threshold is not None and not MIN_THRESHOLD <= float(rescue_threshold) <= 1.0:
@@ -523,7 +536,12 @@ class FaceEmbedder:
                             "flip=%s, threshold %s; export a shipped recogniser by its name to keep its card",
                             weights, self.flip, VERIFICATION_THRESHOLD if threshold is None else threshold)
         else:
-            self.model, from_ckpt = self._load(weights, arch)
+            self.model, from_ckpt, kind = self._load(weights, arch)
+            if align_method == "auto" and kind == "official":
+                align_method = "eyes"
+                logger.info("FaceEmbedder: %s is an official Light CNN release: whole photos are aligned as it was "
+                            "trained (align_method='eyes': eyes level, eye midpoint (64, 40), mouth 48 px below)",
+                            weights)
             stored_threshold = from_ckpt if stored_threshold is None else stored_threshold
             self.model = self.model.to(self.device).eval()
             if self.channels_last:
@@ -548,6 +566,7 @@ class FaceEmbedder:
             threshold = VERIFICATION_THRESHOLD if stored_threshold is None else stored_threshold
         self.threshold = float(threshold)
         self.identification_threshold = identification_threshold
+        self.align_method = "similarity" if align_method == "auto" else align_method
 
     @staticmethod
     def _check_detector_options(detector: Any, options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -648,9 +667,10 @@ class FaceEmbedder:
 
     @staticmethod
     def _load(weights, arch: Optional[str]):
-        """(model, the checkpoint's ``verification_threshold`` or None)."""
+        """(model, the checkpoint's ``verification_threshold`` or None, its ``ModelCheckpoint.kind``: ``"official"``
+        for an official Light CNN release; ``"module"`` for an ``nn.Module``)."""
         if isinstance(weights, nn.Module):
-            return weights, None
+            return weights, None, "module"
         if not isinstance(weights, (str, os.PathLike)):
             raise TypeError(f"weights must be a checkpoint path or an nn.Module, got {type(weights).__name__}")
         from .models import get_model
@@ -661,10 +681,10 @@ class FaceEmbedder:
         stored = ckpt.extra.get("verification_threshold")
         stored = float(stored) if isinstance(stored, (int, float)) else None
         if arch is None:  # a TP-GAN or super-resolution checkpoint is refused here, naming its arch
-            return build_from_checkpoint(ckpt, num_classes=0, expect=LightCNN), stored
+            return build_from_checkpoint(ckpt, num_classes=0, expect=LightCNN), stored, ckpt.kind
         if ckpt.arch and ckpt.arch != arch:
             raise ValueError(f"{weights}: the checkpoint holds a {ckpt.arch!r} model but arch={arch!r} was given")
-        return load_weights(get_model(arch, num_classes=0), ckpt), stored
+        return load_weights(get_model(arch, num_classes=0), ckpt), stored, ckpt.kind
 
     # -- detector ------------------------------------------------------------------------
     @property
@@ -729,8 +749,8 @@ class FaceEmbedder:
             ``{"aligned", "aligned_template", "flip", "precision", "detector"}``. ``detector`` is None for aligned
             crops, else ``{"model"``: its file or pack name (``"det_500m.onnx"``, ``"yunet"``, ``"buffalo_l"``),
             ``"backend"``, ``"det_size"``, ``"threshold"``, ``"rescue_threshold"`` (the score a photo's best
-            candidate needs when no face reaches ``threshold``; None: no rescue), ``"antialias"}``; what a
-            detector object of your own does not say is None.
+            candidate needs when no face reaches ``threshold``; None: no rescue), ``"antialias"``,
+            ``"align_method"}``; what a detector object of your own does not say is None.
         """
         detector = None
         if not aligned:
@@ -740,7 +760,8 @@ class FaceEmbedder:
             detector = {"model": type(det).__name__ if model is None else Path(str(model)).name,
                         "backend": getattr(det, "backend", None), "det_size": None if size is None else int(size),
                         "threshold": None if threshold is None else float(threshold),
-                        "rescue_threshold": self._rescue_floor(), "antialias": self.antialias}
+                        "rescue_threshold": self._rescue_floor(), "antialias": self.antialias,
+                        "align_method": self.align_method}
         return {"aligned": bool(aligned), "aligned_template": self.aligned_template, "flip": bool(self.flip),
                 "precision": self.precision, "detector": detector}
 
@@ -748,8 +769,9 @@ class FaceEmbedder:
         """A photo's face as this embedder crops it for ``aligned=False``: ``(crop, M)``, the
         (128, 128[, C]) Light CNN crop of ``img`` (any colour order, kept) from the face's 5
         ``landmarks`` and the (2, 3) image -> crop matrix (:func:`lightface.data.align.align_face`
-        with this embedder's ``antialias``)."""
-        return align_face(img, landmarks, template="lightcnn", size=INPUT_SIZE, antialias=self.antialias)
+        with this embedder's ``antialias`` and ``align_method``)."""
+        return align_face(img, landmarks, template="lightcnn", size=INPUT_SIZE, antialias=self.antialias,
+                          method=self.align_method)
 
     def _main_face_crop(self, img: np.ndarray, source: str) -> Tuple[Any, np.ndarray, int]:
         """The photo's main face as ``aligned=False`` embeds it: ``(DetectedFace, gray (128, 128)

@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from lightface.data.align import TEMPLATES
+from lightface.data.align import ALIGN_METHODS, TEMPLATES
 from lightface.data.build import DatasetLockedError, WorkerDiedError, build_lmdb, verify_lmdb
 from lightface.data.lmdb_format import ENCODINGS, LMDBFormatError, read_metadata
 from lightface.data.detect import DetectorError, check_detector_options
@@ -76,6 +76,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--antialias", action="store_true",
                    help="blur faces larger than the crop to its resolution before the warp instead of point-sampling "
                         "them (off: the plain bilinear warp, how the shipped models' corpora were built)")
+    a.add_argument("--align-method", choices=ALIGN_METHODS, default="similarity",
+                   help="how a face is cropped from its landmarks: similarity = the least-squares 5-point fit (how the "
+                        "shipped models' corpora were built); eyes = the original Light CNN recipe (eyes level, eye "
+                        "midpoint and eye-to-mouth height exactly the template's: (72, 48) and 48 px at 144), for "
+                        "fine-tuning an official Light CNN release on crops like its own")
     a.add_argument("--det-size", type=int_at_least(32), default=640,
                    help="detector input size (at least 32; a multiple of 32 for InsightFace detectors, any for YuNet)")
     a.add_argument("--det-threshold", type=unit_interval, default=0.5, help="detector score threshold, in [0, 1]")
@@ -128,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
             args.src, args.out, size=args.size, color=args.color, encoding=args.encoding, quality=args.quality,
             template=args.template, landmarks=args.landmarks, fiducials=args.fiducials, detect=args.detect, det_size=args.det_size,
             det_threshold=args.det_threshold, source_template=args.source_template, resize=args.resize,
-            antialias=args.antialias, list_root=args.root, workers=args.workers, shuffle=args.shuffle, seed=args.seed, resume=args.resume,
+            antialias=args.antialias, align_method=args.align_method, list_root=args.root, workers=args.workers, shuffle=args.shuffle, seed=args.seed, resume=args.resume,
             overwrite=args.overwrite, batch_size=args.batch_size, device=args.device,
             progress=not args.no_progress,
         )

@@ -59,7 +59,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndarray], failed: Dict[str, str]):
+def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndarray], failed: Dict[str, str],
+                          method: str = "similarity"):
     from lightface.data.align import align_face
     from lightface.data.io import read_image
 
@@ -70,7 +71,8 @@ def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndar
             failed[rel] = f"{rel}: no landmarks in the landmarks file"
             continue
         try:
-            crops.append(align_face(read_image(root / rel), table[key], template="lightcnn", size=128)[0])
+            crops.append(align_face(read_image(root / rel), table[key], template="lightcnn", size=128,
+                                    method=method)[0])
         except ValueError as err:  # ImageReadError, degenerate landmarks
             failed[rel] = f"{rel}: {err}"
             continue
@@ -102,7 +104,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
             if table is not None:
-                inputs, kept = _crops_from_landmarks(root, chunk, table, failed)
+                inputs, kept = _crops_from_landmarks(root, chunk, table, failed, embedder.align_method)
                 aligned = True
             else:
                 inputs, kept = [root / p for p in chunk], chunk
@@ -136,6 +138,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         "arch": getattr(embedder.model, "arch", None),
         "pairs": str(args.pairs),
         "alignment": "landmarks" if table is not None else ("detector" if args.detector else "pre-aligned"),
+        "align_method": embedder.align_method if table is not None or args.detector else None,
         # the detector asked for and the one that ran (a pack that cannot load falls back to YuNet): the
         # threshold above holds for faces aligned this way
         "detector": args.detector,

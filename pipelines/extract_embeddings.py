@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from lightface.data.align import ALIGN_METHODS
 from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 from lightface.data.folders import image_files
 from lightface.embed import settings_changes
@@ -65,7 +66,7 @@ def add_flip_argument(p: argparse.ArgumentParser, whose: str = "") -> argparse.A
 
 def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --aligned-template,
-    --batch-size, --device, --precision (:func:`embedder_from_args` builds the embedder from them)."""
+    --align-method, --batch-size, --device, --precision (:func:`embedder_from_args` builds the embedder from them)."""
     p.add_argument("--weights", default=None,
                    help="a lightface checkpoint, an official Light CNN .pth.tar, an exported .onnx (ONNX Runtime) or a "
                         "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
@@ -75,6 +76,11 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--aligned-template", default="auto", choices=ALIGNED_TEMPLATES,
                    help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
                         "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")
+    p.add_argument("--align-method", default="auto", choices=("auto",) + ALIGN_METHODS,
+                   help="how a face is cropped from its landmarks (detected, or --landmarks): similarity = the "
+                        "least-squares 5-point fit the shipped recognisers and lightface checkpoints were trained on; "
+                        "eyes = the original Light CNN recipe (eyes level, eye midpoint (64, 40), mouth midpoint 48 px "
+                        "below); auto = eyes for an official Light CNN release (.pth.tar), similarity otherwise")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
@@ -111,7 +117,8 @@ def embedder_from_args(args: argparse.Namespace, detector: Optional[str] = None)
 
     options = detector_options(args) if detector is not None and hasattr(args, "det_size") else None
     return FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=detector, flip=args.flip,
-                        aligned_template=args.aligned_template, precision=args.precision, detector_options=options)
+                        aligned_template=args.aligned_template, precision=args.precision, detector_options=options,
+                        align_method=getattr(args, "align_method", "auto"))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -994,3 +994,24 @@ def test_images_with_an_alpha_channel_come_out_with_the_documented_channels():
     assert rgb.shape == (3, 128, 128)
     assert rgb[:, 64, 120].tolist() == [0.0, 0.0, 1.0] and rgb[:, 64, 2].tolist() == [0.0, 0.0, 0.0]
     assert frontal_input_transform()(image=bgra[:128, :128])["image"].shape[-1] == 3
+
+
+def test_align_method_eyes_builds_official_recipe_crops_and_is_recorded(shared_data, tmp_path):
+    """build_lmdb --align-method eyes: the crops of an official Light CNN release's recipe (eyes level, eye midpoint
+    (72, 48), mouth midpoint 48 px below it in the 144 training crop), exactly, on real LFW faces; recorded in the
+    metadata. The default build is the least-squares fit as before, and records no method (so it still resumes,
+    and merges with datasets built earlier)."""
+    root = shared_data / "lfw_identities"
+    src = link_tree(tmp_path / "lfw", root / "images", ["Gordon_Brown", "Hugo_Chavez"], per_id=3)
+    assert run_cli(src, tmp_path / "eyes.lmdb", "--landmarks", root / "landmarks_5pt.txt", "--align-method", "eyes") == 0
+    build_lmdb(src, tmp_path / "plain.lmdb", landmarks=root / "landmarks_5pt.txt", progress=False)
+    eyes, plain = LMDBDataset(tmp_path / "eyes.lmdb"), LMDBDataset(tmp_path / "plain.lmdb")
+    assert len(eyes) == len(plain) == 6
+    lm = np.stack([eyes[i]["landmarks"] for i in range(len(eyes))]).astype(np.float64)
+    np.testing.assert_allclose(lm[:, 0, 1], lm[:, 1, 1], atol=0.02)  # eyes level (landmarks stored as float32)
+    np.testing.assert_allclose((lm[:, 0] + lm[:, 1]) / 2, np.tile([72.0, 48.0], (6, 1)), atol=0.02)
+    np.testing.assert_allclose((lm[:, 3, 1] + lm[:, 4, 1]) / 2, 96.0, atol=0.02)
+    assert eyes.metadata["alignment"]["align_method"] == "eyes"
+    assert eyes.metadata["build"]["options"]["align_method"] == "eyes"
+    assert "align_method" not in plain.metadata["alignment"] and "align_method" not in plain.metadata["build"]["options"]
+    assert np.abs(np.asarray(eyes[0]["image"], np.float32) - np.asarray(plain[0]["image"], np.float32)).mean() > 1

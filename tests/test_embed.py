@@ -185,6 +185,32 @@ def test_bad_inputs_are_clear_and_batches_keep_going(embedder, lfw, tmp_path):
     assert_same_embedding(nan_rows[0], embedder.embed(crops[0])[0])
 
 
+def test_official_release_aligns_whole_photos_by_the_official_recipe(weights, lfw, shared_data, shared_models):
+    """An official Light CNN release was trained on crops of the original recipe (eyes level, eye midpoint
+    (64, 40), mouth midpoint 48 px below it): FaceEmbedder (align_method "auto") crops detected faces that way for
+    it, where it used the least-squares fit (eye line tilted, midpoints off by pixels). The shipped recogniser keeps
+    the least-squares crops it was trained on, bit for bit; an explicit align_method wins."""
+    from lightface.data.align import estimate_transform, transform_points
+
+    photos, crops = lfw
+    marks = _landmarks(shared_data)["Gordon_Brown/Gordon_Brown_0001.jpg"]
+    official = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
+    assert official.align_method == "eyes" and official.settings(aligned=False)["detector"]["align_method"] == "eyes"
+    crop, M = official.align(photos[0], marks)
+    np.testing.assert_array_equal(M, estimate_transform(marks, "lightcnn", 128, method="eyes"))
+    q = transform_points(marks, M)
+    assert abs(q[1, 1] - q[0, 1]) < 1e-9 and np.allclose(q[:2].mean(0), (64, 40)) and np.isclose(q[3:, 1].mean(), 88)
+    assert np.abs(crop.astype(int) - crops[0]).mean() > 1  # not the least-squares crop
+    chosen = FaceEmbedder(weights, device="cpu", align_method="similarity")
+    assert chosen.align_method == "similarity"
+    np.testing.assert_array_equal(chosen.align(photos[0], marks)[0], crops[0])
+    shipped = FaceEmbedder(device="cpu")
+    assert shipped.align_method == "similarity"
+    np.testing.assert_array_equal(shipped.align(photos[0], marks)[0], crops[0])
+    with pytest.raises(ValueError, match="align_method must be 'auto' or one of"):
+        FaceEmbedder(weights, device="cpu", align_method="official")
+
+
 def test_detect_and_align_path(weights, lfw, shared_models, shared_data):
     photos, crops = lfw
     emb = FaceEmbedder(weights, device="cpu", detector=str(shared_models / "det_500m.onnx"))
@@ -386,7 +412,7 @@ def test_settings_describe_what_decides_the_embedding(weights, shared_models):
                                   "detector": None}
     whole = emb.settings(False)
     assert whole["detector"] == {"model": "det_500m.onnx", "backend": "insightface", "det_size": 320, "threshold": 0.5,
-                                 "rescue_threshold": 0.25, "antialias": True}
+                                 "rescue_threshold": 0.25, "antialias": True, "align_method": "eyes"}
     assert json.loads(json.dumps(whole)) == whole  # JSON-safe: it is written to manifests and galleries
     # a rescue floor at or above the detector's threshold never applies: no rescue
     high = FaceEmbedder(weights, device="cpu", detector=str(det), detector_options={"threshold": 0.2})

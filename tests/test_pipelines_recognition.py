@@ -66,6 +66,9 @@ def test_evaluate_cli_with_landmarks_on_lfw(tmp_path, weights, lfw):
     saved = json.loads((tmp_path / "r" / "report.json").read_text())
     assert saved["n_pairs"] == 72 and saved["n_same"] == 36 and saved["n_folds"] == 2
     assert saved["alignment"] == "landmarks" and saved["arch"] == "lightcnn9" and not saved["failed_images"]
+    assert saved["align_method"] == "eyes"  # an official release: cropped by the official recipe (--align-method auto)
+    args = evaluate.get_args_parser().parse_args(argv + ["--align-method", "similarity"])
+    assert extract_embeddings.embedder_from_args(args).align_method == "similarity"
     assert 0.0 <= saved["accuracy_mean"] <= 1.0 and 0.0 <= saved["auc"] <= 1.0 and 0.0 <= saved["eer"] <= 1.0
     assert saved["tar_at_far"]["1e-01"] is not None and saved["tar_at_far"]["1e-02"] is None
     assert report["threshold"] == saved["threshold"]
@@ -382,7 +385,8 @@ def test_extract_embeddings_same_detector_by_another_path_is_the_same_extraction
     assert _extract(*argv, *feats, "--detector", absolute)["count"] == 4
     manifest = json.loads((tmp_path / "feats" / "manifest.json").read_text())
     assert manifest["settings"]["detector"] == {"model": "det_500m.onnx", "backend": "insightface", "det_size": 640,
-                                                "threshold": 0.5, "rescue_threshold": 0.25, "antialias": True}
+                                                "threshold": 0.5, "rescue_threshold": 0.25, "antialias": True,
+                                                "align_method": "eyes"}
     # a manifest written before (the detector's path as given, no rescue_threshold / antialias) still continues
     manifest["settings"]["detector"] = {"model": str(relative), "backend": "insightface", "det_size": 640,
                                         "threshold": 0.5}

@@ -9,7 +9,9 @@ Templates (``template=``):
 
 ``"lightcnn"`` (base size 128)
     The Light CNN test crop: eyes level, eye midpoint at (64, 40) and mouth midpoint at
-    (64, 88) in a 128x128 crop (48 px from eyes to mouth).
+    (64, 88) in a 128x128 crop (48 px from eyes to mouth). A real face lands exactly so with
+    ``method="eyes"`` (its mouth midpoint at (64 + dx, 88)), near it with the default
+    ``method="similarity"`` (see Methods).
 ``"lightcnn_train"`` (base size 144)
     The Light CNN training crop: the same face on a 144x144 canvas (eye midpoint
     (72, 48), mouth midpoint (72, 96)), so that a centred 128 crop of it is exactly the
@@ -34,8 +36,8 @@ left/right symmetric (eyes on one row, mouth corners on one row, nose on the ver
 mid-line, keeping ArcFace's half-widths and nose height) and then scaled and shifted
 (no rotation) so that its eye midpoint lands on (64, 40) and its mouth midpoint on
 (64, 88). A face whose proportions equal the template's is mapped exactly; others get the
-least-squares similarity fit of all five points (Umeyama, via scikit-image, as InsightFace
-aligns), which puts their midpoints near the template's, not on them. Measured on 1,405 LFW
+least-squares similarity fit of all five points (``method="similarity"``), which puts their
+midpoints near the template's, not on them; ``method="eyes"`` puts them on. Measured on 1,405 LFW
 faces with their given landmarks (every 5th line of ``lfw_identities`` and ``lfw_train``
 ``landmarks_5pt.txt``), the distance in px from (64, 40) / (64, 88) in the 128 crop:
 
@@ -50,6 +52,27 @@ max            4.7          8.1          6.7            10.6
 58% of the faces have one of the four more than 2 px off (41%: the mouth's y, which
 follows each face's own eye-to-mouth proportion). The line through the eyes tilts by
 1.2 degrees at the median, 4.2 at the 95th percentile and up to 27 on turned heads.
+
+Methods (``method=`` of :func:`align_face` and :func:`estimate_transform`, :data:`ALIGN_METHODS`):
+
+``"similarity"`` (default)
+    The least-squares similarity fit of the five points to the template's (Umeyama, via
+    scikit-image, as InsightFace aligns): the midpoints near the template's (the table
+    above), the eye line tilted on turned heads. The shipped recognisers were trained and
+    calibrated on these crops (every lightface corpus is built this way), and the
+    :class:`lightface.FaceEmbedder` of any weights but an official release crops this way.
+``"eyes"``
+    The recipe of the original Light CNN release, on whose crops the official checkpoints
+    were trained: rotate so the line through the eyes is level, scale so the vertical
+    distance from the eye midpoint to the mouth midpoint is the template's (48 px at 128),
+    and put the eye midpoint on the template's. Exact on every face: eyes level, eye
+    midpoint (64, 40), mouth midpoint at y = 88 ((72, 48) and y = 96 in the 144 training
+    crop); the mouth midpoint's x follows the face (on the 7,025 LFW faces of
+    ``lfw_identities`` and ``lfw_train``: 1.6 px from 64 at the median, 6.1 at the 95th
+    percentile, 30 on turned heads) and the nose is not used. :class:`lightface.FaceEmbedder`
+    crops detected faces this way for an official Light CNN release (``align_method``).
+    For the templates whose eyes are level (all but ``"arcface"``); on ``"arcface"`` it
+    levels the eyes, which InsightFace's template does not quite do.
 
 For a ``size`` other than the base size, the template is scaled by ``size / base``.
 """
@@ -67,6 +90,7 @@ __all__ = [
     "template_base_size",
     "template_points",
     "estimate_transform",
+    "ALIGN_METHODS",
     "align_face",
     "warp_crop",
     "invert_affine",
@@ -96,22 +120,58 @@ def _check_landmarks(landmarks) -> np.ndarray:
     return pts
 
 
-def estimate_transform(landmarks, template: str = "lightcnn", size: int | None = None) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) from the
-    5 image landmarks to the template.
+#: :func:`align_face`'s ``method`` choices (module doc): ``"similarity"``, the least-squares fit of all 5 points
+#: (the default; what the shipped recognisers were trained on), and ``"eyes"``, the original Light CNN recipe
+#: (eyes level, eye midpoint and vertical eye-to-mouth distance exactly the template's)
+ALIGN_METHODS = ("similarity", "eyes")
+
+
+def estimate_transform(landmarks, template: str = "lightcnn", size: int | None = None,
+                       method: str = "similarity") -> np.ndarray:
+    """The similarity transform (rotation, uniform scale, translation) from the 5 image
+    landmarks to the template.
 
     Args:
         landmarks: (5, 2) or (10,) ``(x, y)`` image coordinates, order as in the module doc.
         template, size: see :func:`template_points`.
+        method: ``"similarity"`` (default): the least-squares fit of the 5 points to the
+            template's; ``"eyes"``: the original Light CNN recipe, exact on the eyes: the line
+            through the eyes level, the eye midpoint on the template's and the vertical
+            eye-to-mouth-midpoint distance the template's (48 px in the 128 ``"lightcnn"``
+            crop); the nose and the mouth's x follow the face (module doc).
     Returns:
         float64 (2, 3) matrix ``M`` with ``[x', y'] = M @ [x, y, 1]`` (image -> crop).
     """
+    if method not in ALIGN_METHODS:
+        raise ValueError(f"alignment method must be one of {ALIGN_METHODS}, got {method!r}")
     src = _check_landmarks(landmarks)
     dst = template_points(template, size)
+    if method == "eyes":
+        return _eyes_transform(src, dst)
     params = _fit_similarity(src, dst)
     if params is None:
         raise ValueError(f"could not fit a similarity transform to landmarks {src.tolist()}")
     return np.asarray(params[:2], dtype=np.float64)
+
+
+def _eyes_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``method="eyes"`` of :func:`estimate_transform`: rotate the (5, 2) image points ``src`` so their eyes are
+    level, scale the vertical distance from their eye midpoint to their mouth midpoint to the template ``dst``'s,
+    and move their eye midpoint onto the template's."""
+    eye_vec = src[1] - src[0]
+    angle = np.arctan2(eye_vec[1], eye_vec[0])
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, s], [-s, c]])  # rotation by -angle: the eye line becomes horizontal
+    eye, mouth = src[:2].mean(0), src[3:].mean(0)
+    drop = float((rot @ (mouth - eye))[1])  # the mouth midpoint's height below the eye line, image px
+    dst_eye = dst[:2].mean(0)
+    dst_drop = float(dst[3:].mean(0)[1] - dst_eye[1])
+    if not drop > 1e-3 * max(float(np.hypot(*eye_vec)), 1e-9):
+        raise ValueError(f"cannot align method='eyes': the mouth midpoint is not below the line through the eyes "
+                         f"in landmarks {src.tolist()} (order: left eye, right eye, nose, left mouth corner, right "
+                         "mouth corner, as seen in the image); use method='similarity' for such landmarks")
+    lin = rot * (dst_drop / drop)
+    return np.hstack([lin, (dst_eye - lin @ eye)[:, None]])
 
 
 def _fit_similarity(src: np.ndarray, dst: np.ndarray):
@@ -144,6 +204,7 @@ def align_face(
     interpolation: str = "bilinear",
     antialias: bool = False,
     border_mode: str = "constant",
+    method: str = "similarity",
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Warp a face to a canonical crop with a 5-point similarity transform.
 
@@ -172,6 +233,14 @@ def align_face(
             ``"reflect"`` (the image mirrored at its edge: a network reading the crop of a face cut
             by the photo's edge sees no hard black edge, whose ringing it would paint along the
             photo's edge) or ``"replicate"``.
+        method: how the transform is found (:func:`estimate_transform`, module doc):
+            ``"similarity"`` (default): the least-squares fit of all 5 points to the template, as
+            InsightFace aligns; the eye and mouth midpoints land near the template's, within a few
+            px, and the eye line may tilt; the crops the shipped recognisers were trained and
+            calibrated on. ``"eyes"``: the original Light CNN recipe: eyes exactly level, eye
+            midpoint exactly on the template's ((64, 40) in the 128 ``"lightcnn"`` crop), mouth
+            midpoint exactly the template's distance below it (y = 88), its x following the face;
+            for the official Light CNN releases, which were trained on such crops.
     Returns:
         ``(crop, M)``: crop (size, size[, C]) and the float64 (2, 3) image->crop matrix
         (use :func:`invert_affine` to paste back); ``M`` maps the original image either way.
@@ -179,10 +248,11 @@ def align_face(
     Example:
         >>> crop, M = align_face(bgr, pts)                       # 128x128 Light CNN crop
         >>> crop144, _ = align_face(bgr, pts, "lightcnn_train")        # 144x144 training crop
+        >>> official, _ = align_face(bgr, pts, method="eyes")         # the official Light CNN recipe
     """
     if size is None:
         size = template_base_size(template)
-    M = estimate_transform(landmarks, template, size)
+    M = estimate_transform(landmarks, template, size, method)
     return warp_crop(image, M, size, border_value, interpolation, antialias, border_mode), M
 
 

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from ..utils.atomic_write import write_text_atomic
 from ..utils.opencv_threads import single_threaded_opencv
-from .align import TEMPLATES, align_face, crop_outside_fraction, template_base_size, template_points, transform_points
+from .align import ALIGN_METHODS, TEMPLATES, align_face, crop_outside_fraction, template_base_size, template_points, transform_points
 from .detect import main_face
 from .io import ImageReadError, decode_image, read_file_bytes, to_gray
 from .lmdb_format import (
@@ -185,6 +185,7 @@ class BuildOptions:
     resize: str = "crop"
     require_landmarks: bool = False
     antialias: bool = False
+    align_method: str = "similarity"
 
     def validate(self) -> None:
         if int(self.size) < 8:
@@ -201,6 +202,8 @@ class BuildOptions:
             raise ValueError(f"source_template must be one of {TEMPLATES} or None, got {self.source_template!r}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.align_method not in ALIGN_METHODS:
+            raise ValueError(f"align_method must be one of {ALIGN_METHODS}, got {self.align_method!r}")
         if self.detect:  # refused here, before any work, not by the first image that needs the detector
             from .detect import check_detector_options
 
@@ -336,7 +339,8 @@ def process_item(item: SourceItem, options: BuildOptions) -> Tuple:
     crop_lm = None
     if lm is not None:
         try:
-            crop, M = align_face(img, lm, options.template, options.size, antialias=options.antialias)
+            crop, M = align_face(img, lm, options.template, options.size, antialias=options.antialias,
+                                 method=options.align_method)
         except ValueError as err:
             return ("skip", f"alignment failed: {err}")
         outside = crop_outside_fraction(M, img.shape, options.size) if item.landmarks is not None else 0.0
@@ -618,6 +622,7 @@ def build_lmdb(
     source_template: Optional[str] = None,
     resize: str = "crop",
     antialias: bool = False,
+    align_method: str = "similarity",
     list_root=None,
     workers: int = 0,
     shuffle: bool = False,
@@ -666,6 +671,11 @@ def build_lmdb(
             the warp (:func:`lightface.data.align.align_face` ``antialias=True``) instead of
             point-sampled by the bilinear warp (aliased). Off by default: the shipped models'
             corpora were built without it.
+        align_method: how a face is cropped from its landmarks (:func:`lightface.data.align.align_face`
+            ``method``): ``"similarity"`` (default: the least-squares 5-point fit, how the shipped models'
+            corpora were built) or ``"eyes"`` (the original Light CNN recipe: eyes level, eye midpoint and
+            vertical eye-to-mouth distance exactly the template's; for fine-tuning an official release on
+            crops like those it was trained on).
         list_root: root of relative paths in a list file (default: its folder).
         workers: processes that decode/align/encode in parallel (0 = in this process);
             output order does not depend on it.
@@ -699,7 +709,8 @@ def build_lmdb(
     opts = BuildOptions(size=int(size), color=color, encoding=encoding, quality=int(quality), template=template,
                         detect=str(detect) if detect else None, det_size=int(det_size),
                         det_threshold=float(det_threshold), source_template=source_template, resize=resize,
-                        require_landmarks=landmarks is not None or fiducials is not None, antialias=bool(antialias))
+                        require_landmarks=landmarks is not None or fiducials is not None, antialias=bool(antialias),
+                        align_method=align_method)
     opts.validate()
     items = list(plan.items)
     if shuffle:
@@ -716,6 +727,8 @@ def build_lmdb(
     fp_opts = {**asdict(opts), "shuffle": bool(shuffle), "seed": int(seed) if shuffle else None}
     if not opts.antialias:  # the option's default leaves the record as it was before the option existed,
         del fp_opts["antialias"]  # so datasets built then still resume and count as complete
+    if opts.align_method == "similarity":  # the same for the alignment method
+        del fp_opts["align_method"]
     fingerprint = _fingerprint(items, {**fp_opts, "recordio": plan.rec_path})
     if resume and not overwrite and not partial_path(out).exists() and is_complete_dataset(out):
         return _already_complete(out, src, plan, items, fp_opts, fingerprint, t0)
@@ -797,6 +810,8 @@ def build_lmdb(
         "source_template": source_template,
         "resize": None if st["landmarks"] else resize,
     }
+    if st["landmarks"] and opts.align_method != "similarity":  # recorded when not the default, so that datasets
+        alignment["align_method"] = opts.align_method  # built before the option still merge (relabel) with new ones
     build = {"source": str(src), "source_kind": plan.kind, "options": fp_opts, "fingerprint": fingerprint,
              "skipped": len(st["skipped"]),
              "lightface_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
