@@ -408,7 +408,7 @@ def test_restorers_take_paths_and_pil_images_and_refuse_an_unknown_facing(shared
         np.testing.assert_array_equal(run(pil), want)
         np.testing.assert_array_equal(run(str(path)), want)
         np.testing.assert_array_equal(run(bgra), run(str(tmp_path / "half.png")))
-    with pytest.raises(ValueError, match="facing must be 'left', 'right' or None"):
+    with pytest.raises(ValueError, match="facing must be 'left', 'right', 'auto' or None"):
         fr.frontalize_face(bgr, facing="Left")
 
 
