@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..engine.distributed import warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
 from ..utils.seeding import sample_seed
 from .align import align_face
 from .convert import image_to_tensor  # noqa: F401  (re-exported: uint8 BGR / gray -> float RGB / gray)

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..engine.distributed import warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
 from ..models.dlib_recognizer import DlibRecognizer
 from ..utils.atomic_write import write_text_atomic
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
-           "mean_over_processes", "max_over_processes", "first_failure", "warn_on_main_rank", "PROJECT_LOGGERS"]
+           "mean_over_processes", "max_over_processes", "first_failure", "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +120,6 @@ def first_failure(error: Optional[BaseException], device: torch.device) -> Optio
     dist.all_gather_object(messages, None if error is None else str(error) or type(error).__name__)
     rank = next(r for r, message in enumerate(messages) if message is not None)
     return f"process {rank} of {len(messages)}: {messages[rank]}"
-
-
-def warn_on_main_rank(logger: logging.Logger, message: str, *args) -> None:
-    """``logger.warning(message, *args)`` for what every process finds alike (a changed setting on ``--resume``,
-    the settings or the data at start-up): under ``torchrun`` rank 0 alone writes it, rather than every rank
-    once (:func:`log_on_main_rank` leaves the other ranks their warnings: those of their own). Before the process
-    group exists (the settings' checks), torchrun's ``RANK`` tells."""
-    if dist.is_available() and dist.is_initialized():
-        rank = dist.get_rank()
-    else:
-        rank = int(os.environ.get("RANK", "0") or 0)
-    if rank != 0:
-        return
-    logger.warning(message, *args)
 
 
 def cleanup_distributed() -> None:

@@ -62,7 +62,8 @@ from ..models.checkpoint import save_model_checkpoint
 from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .config import ConfigError, config_to_dict, flag_name, option, save_config, with_absolute_paths
-from .distributed import DistInfo, cleanup_distributed, first_failure, init_distributed, warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
+from .distributed import DistInfo, cleanup_distributed, first_failure, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler

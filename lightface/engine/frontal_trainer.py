@@ -63,7 +63,7 @@ from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
 from ..utils.state_hash import state_sha256
 from .config import absolute_if_exists, flag_name, option
-from .distributed import warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
 from .engine import Engine, SettingsError
 from .gan import (GANObjective, GANRunConfig, GANTask, finetune_option, identity_judge, identity_setting,
                   load_generator_start, read_generator_start)

@@ -63,7 +63,8 @@ from ..losses.gan_regularizers import (
 )
 from ..models.identity import NO_IDENTITY
 from .config import absolute_file, absolute_if_exists, flag_name, option
-from .distributed import mean_over_processes, warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
+from .distributed import mean_over_processes
 from .engine import RunConfig, Task, TrainingError
 
 __all__ = ["ADVERSARIAL_CHOICES", "GANConfig", "GAN_DEFAULTS", "GANObjective", "GANRunConfig", "GANTask", "frozen",

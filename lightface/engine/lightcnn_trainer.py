@@ -57,7 +57,7 @@ from ..models.lightcnn import INPUT_SIZE, MFMResBlock
 from ..models.checkpoint import load_weights, read_model_checkpoint
 from ..models.pretrained import file_or_shipped
 from .config import ConfigError, absolute_file, absolute_if_exists, config_from_dict, flag_name, option
-from .distributed import warn_on_main_rank
+from ..utils.repeated_warnings import warn_on_main_rank
 from .engine import Engine, NonFiniteLossError, RunConfig, SettingsError, Task, TrainingError, check_run_config
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Per-input warnings said a few times per call, then counted (a folder of 1,000 112-px crops
-logged 1,000 identical "resizing" warnings)."""
+logged 1,000 identical "resizing" warnings); warnings every torchrun process would give alike, said by rank 0."""
 import logging
+import os
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -41,3 +42,20 @@ def repeated_warnings_summarised(log: logging.Logger, limit: int = 3) -> Iterato
                 first = flt.first[template]
                 log.warning("%d more warnings like \"%s\" not shown (%d in this call)", n - limit,
                             first if len(first) <= 90 else first[:87] + "...", n)
+
+
+def warn_on_main_rank(logger: logging.Logger, message: str, *args) -> None:
+    """``logger.warning(message, *args)`` for what every process finds alike (a changed setting on ``--resume``,
+    the settings or the data at start-up): under ``torchrun`` rank 0 alone writes it, rather than every rank
+    once (:func:`lightface.engine.distributed.log_on_main_rank` leaves the other ranks their warnings: those of
+    their own). Before the process group exists (the settings' checks), torchrun's ``RANK`` tells. Here, below
+    every package that warns so (data, distill, engine)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+    else:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:
+        return
+    logger.warning(message, *args)
