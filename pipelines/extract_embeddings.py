@@ -225,23 +225,29 @@ def _file_stamps(base: Path, rels: List[str]) -> List[Optional[Tuple[int, int]]]
     return stamps
 
 
-def _fingerprint(args: argparse.Namespace, base: Path, rels: List[str], made_by: Dict[str, object]) -> str:
-    """What makes two extractions the same one: inputs (the resolved input, the folder the paths are relative to,
-    the paths in order and each file's size and modification time), and ``made_by`` (:func:`_made_by`: the
-    weights and the embedder's settings, :meth:`~lightface.embed.FaceEmbedder.settings`)."""
-    spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
-            "files": _file_stamps(base, rels), **made_by}
+def _inputs(args: argparse.Namespace, base: Path, rels: List[str]) -> Dict[str, object]:
+    """What an extraction reads: the resolved input, the folder the paths are relative to, the paths in order and
+    each file's size and modification time (one stat per file, shared by both fingerprints)."""
+    return {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
+            "files": _file_stamps(base, rels)}
+
+
+def _digest(spec: Dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _legacy_fingerprint(args: argparse.Namespace, base: Path, rels: List[str], weights_sha256: str, flip: bool) -> str:
+def _fingerprint(inputs: Dict[str, object], made_by: Dict[str, object]) -> str:
+    """What makes two extractions the same one: ``inputs`` (:func:`_inputs`) and ``made_by`` (:func:`_made_by`:
+    the weights and the embedder's settings, :meth:`~lightface.embed.FaceEmbedder.settings`)."""
+    return _digest({**inputs, **made_by})
+
+
+def _legacy_fingerprint(args: argparse.Namespace, inputs: Dict[str, object], weights_sha256: str, flip: bool) -> str:
     """The fingerprint of a progress file written before :func:`_fingerprint` took the embedder's settings (the
     detector as given on the command line), so that such a run still continues."""
-    spec = {"input": os.path.realpath(args.input), "base": os.path.realpath(base), "inputs": rels,
-            "files": _file_stamps(base, rels), "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
-            "precision": args.precision, "template": args.aligned_template,
-            "detector": None if args.aligned else [str(args.detector), detector_options(args)]}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return _digest({**inputs, "weights": weights_sha256, "aligned": args.aligned, "flip": flip,
+                    "precision": args.precision, "template": args.aligned_template,
+                    "detector": None if args.aligned else [str(args.detector), detector_options(args)]})
 
 
 def _load_progress(path: Path, fingerprints: Tuple[str, ...], emb: np.ndarray, failed: Dict[str, str]) -> int:
@@ -334,10 +340,11 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if args.format == "feat":
         _check_feat_folder(out, made_by)
     progress = out / ".partial.npz" if args.format == "feat" else out.with_name(out.name[:-4] + ".partial.npz")
-    fingerprint = _fingerprint(args, base, rels, made_by)
+    inputs = _inputs(args, base, rels)
+    fingerprint = _fingerprint(inputs, made_by)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
-    done = _load_progress(progress, (fingerprint, _legacy_fingerprint(args, base, rels, info.sha256, embedder.flip)),
+    done = _load_progress(progress, (fingerprint, _legacy_fingerprint(args, inputs, info.sha256, embedder.flip)),
                           emb, failed)
     saved = done
     with tqdm(total=len(rels), initial=done, desc="extracting", unit="img") as bar:

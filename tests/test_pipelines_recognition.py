@@ -407,7 +407,7 @@ def test_extract_embeddings_same_detector_by_another_path_is_the_same_extraction
     args = extract_embeddings.get_args_parser().parse_args([str(a) for a in (*argv, "-o", tmp_path / "l.npz",
                                                                              "--detector", relative)])
     base, rels = extract_embeddings.collect_inputs(str(src))
-    old = extract_embeddings._legacy_fingerprint(args, base, rels, manifest["weights"]["sha256"], False)
+    old = extract_embeddings._legacy_fingerprint(args, extract_embeddings._inputs(args, base, rels), manifest["weights"]["sha256"], False)
     extract_embeddings._save_progress(tmp_path / "l.partial.npz", old, saved["embeddings"][:2], 2, {})
     _extract(*argv, "-o", tmp_path / "l.npz", "--detector", relative)
     assert not (tmp_path / "l.partial.npz").exists()
@@ -522,7 +522,7 @@ def test_extract_embeddings_in_bfloat16_matches_float32_and_is_another_extractio
         args = extract_embeddings.get_args_parser().parse_args(argv + ["--precision", precision, "-o", "x.npz"])
         made_by = extract_embeddings._made_by(args, extract_embeddings.embedder_from_args(args, args.detector))
         assert made_by["settings"]["precision"] == precision
-        fingerprints[precision] = extract_embeddings._fingerprint(args, src, ["a.jpg"], made_by)
+        fingerprints[precision] = extract_embeddings._fingerprint(extract_embeddings._inputs(args, src, ["a.jpg"]), made_by)
     assert fingerprints["float32"] != fingerprints["bfloat16"]
 
 
