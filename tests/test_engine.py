@@ -50,6 +50,9 @@ class ToyConfig(RunConfig):
     broken_sample: int = option(-1, help="loading this training sample raises ValueError (a damaged record; -1: none)")
     val_error_step: int = option(0, help="validating at this step raises ValueError (0: never)")
     save_error_step: int = option(0, help="writing a checkpoint at this step fails as a full disk does (0: never)")
+    step_error_step: int = option(0, help="this training step raises torch.OutOfMemoryError in the forward pass, as a "
+                                          "CUDA OOM on one GPU does (0: never)")
+    step_error_rank: int = option(-1, help="only this rank meets the step_error_step error (-1: every rank)")
     tensorboard: bool = option(False, help="tensorboard")
     plots: bool = option(False, help="plots")
 
@@ -99,6 +102,8 @@ class ToyTask(Task):
 
     def train_step(self, batch):
         x, y = batch
+        if self.engine.step + 1 == self.cfg.step_error_step and self.cfg.step_error_rank in (-1, self.engine.dist.rank):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         loss = nn.functional.mse_loss(self.view(x), y) + self.cfg.noise * torch.rand(()).item()
         if self.engine.step + 1 == self.cfg.poison_step:
             loss = loss * float("nan")
@@ -370,6 +375,34 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank_with_its_message(tmp_
     assert results[0] == results[1], logs
     assert "last.pt at step 4" in results[0]["error"] and "No space left" in results[0]["error"], logs
     assert "Connection closed" not in logs, logs
+
+
+@pytest.mark.slow
+def test_an_error_in_one_ranks_training_step_stops_every_rank_with_its_message(tmp_path):
+    """A CUDA out-of-memory error in one rank's forward pass, while the other rank waits in the step's gradient
+    all_reduce: every rank stops at once with the failing rank's message (exit 1), not the other one with gloo's
+    "Connection closed by peer", nor with "terminated (SIGTERM): ... --resume to continue where it stopped" when
+    torchrun's SIGTERM reaches rank 0 while it still plots the curves."""
+    start = time.monotonic()
+    results, logs = _toy_torchrun(tmp_path, steps=6, val_every=100, step_error_step=3, step_error_rank=1, plots=True)
+    assert time.monotonic() - start < 120, logs
+    assert results[1] == {"error": "CUDA out of memory. Tried to allocate 2.00 GiB (simulated)", "exit": 1}, logs
+    assert results[0] == {"error": "step 3: process 1 of 2: CUDA out of memory. Tried to allocate 2.00 GiB "
+                                   "(simulated); every process stopped", "exit": 1}, logs
+    assert "Connection closed" not in results[0]["error"] and (tmp_path / "run" / "curves.png").is_file(), logs
+
+
+@pytest.mark.slow
+def test_a_metrics_file_rank_0_cannot_write_stops_every_rank_with_its_message(tmp_path):
+    """A full disk under rank 0's metrics.jsonl (here /dev/full) while rank 1 goes on into the next step: both
+    stop with rank 0's error, which names the file, not rank 1 with "Connection closed by peer"."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to("/dev/full")
+    results, logs = _toy_torchrun(tmp_path, steps=6, val_every=100, resume="auto")
+    wanted = f"[Errno 28] cannot write {out / 'metrics.jsonl'}: No space left on device"
+    assert results[0] == {"error": wanted, "exit": 1}, logs
+    assert results[1] == {"error": f"step 1: process 0 of 2: {wanted}; every process stopped", "exit": 1}, logs
 
 
 @pytest.mark.slow

@@ -1,7 +1,10 @@
 """lightface.engine.logger: JSONL metrics, the progress line, PNG curves."""
+import errno
 import json
 import logging
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +71,15 @@ def test_plot_metrics(tmp_path):
     with pytest.raises(ValueError, match="no metrics"):
         (tmp_path / "empty.jsonl").write_text(json.dumps({"step": 1}) + "\n")
         plot_metrics(tmp_path / "empty.jsonl", tmp_path / "x.png")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_names_the_metrics_file_and_close_does_not_fail_again(tmp_path):
+    """flush()'s own ENOSPC names no file; the logger's error does, and close() (the engine's clean-up) does not
+    raise the same error again in place of it."""
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    logger = MetricLogger(tmp_path, tensorboard=False)
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(tmp_path / 'metrics.jsonl'))}: No space left") as err:
+        logger.log(1, loss=0.5)
+    assert err.value.errno == errno.ENOSPC
+    logger.close()

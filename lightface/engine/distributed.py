@@ -8,13 +8,14 @@ and Gloo on the CPU. Under ``torchrun`` only rank 0 writes the project's info li
 import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "log_on_main_rank",
-           "mean_over_processes", "max_over_processes", "first_failure", "PROJECT_LOGGERS"]
+           "mean_over_processes", "max_over_processes", "first_failure", "first_recorded_failure",
+           "PROJECT_LOGGERS"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,32 @@ def first_failure(error: Optional[BaseException], device: torch.device) -> Optio
     dist.all_gather_object(messages, None if error is None else str(error) or type(error).__name__)
     rank = next(r for r, message in enumerate(messages) if message is not None)
     return f"process {rank} of {len(messages)}: {messages[rank]}"
+
+
+def first_recorded_failure(rank: int, message: str) -> Optional[Tuple[int, str]]:
+    """Under ``torchrun``: record in the process group's key-value store that process ``rank`` stops with
+    ``message``, unless another process recorded its failure first; returns the first recorded ``(rank, message)``.
+    Not a collective: a process calls it on its way out, whatever the others are doing.
+
+    An error that one process alone meets in the middle of a step (a CUDA out-of-memory error, a bug, a write of
+    rank 0's that fails) leaves the others blocked in that step's collectives; they learn of it only when its
+    connections close (gloo's "Connection closed by peer") or torchrun stops them (SIGTERM). The failing process
+    records its message before it leaves the group, so that each of the others, when its collective fails, finds
+    the cause here and stops with it. The first record wins: the process that failed first, not those whose
+    collectives failed because it left. None without a process group, or when the store cannot be reached (the
+    process that held it is gone: launched without ``torchrun``'s agent store)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    # torchrun --max-restarts: a restarted group must not find the failure of the attempt before it
+    key = f"lightface/first_failure/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        first = store.compare_set(key, "", f"{rank}\n{message}").decode("utf-8", "replace")
+        first_rank, first_message = first.split("\n", 1)
+        return int(first_rank), first_message
+    except Exception as err:  # noqa: BLE001 - the store is a courtesy: the caller raises its own error anyway
+        log.debug("no failure record exchanged: %s", err)
+        return None
 
 
 def cleanup_distributed() -> None:

@@ -9,8 +9,8 @@ two GANs:
   ``DistributedDataParallel`` wrapper on each trained network (NCCL on GPUs, Gloo on the
   CPU); without ``torchrun`` a single process with no process group; an error that one
   process alone meets (a batch of its share it cannot load, rank 0's validation or checkpoint
-  writing) stops every process with its message (a :class:`TrainingError`), none is left
-  waiting for the one that is gone;
+  writing; in the middle of a step: an out-of-memory error, rank 0's metrics write) stops every
+  process with its message (a :class:`TrainingError`), none is left waiting for the one that is gone;
 * **batches**: ``--batch-size`` is the global batch, divided over the processes (not
   divisible: an error); a per-rank epoch order (:mod:`.samplers`: a seeded shuffle, or runs
   of one identity when the task asks for them) that can start mid-epoch, so ``--resume``
@@ -63,7 +63,7 @@ from ..utils.opencv_threads import single_threaded_opencv
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .config import ConfigError, config_to_dict, flag_name, option, save_config, with_absolute_paths
 from ..utils.repeated_warnings import warn_on_main_rank
-from .distributed import DistInfo, cleanup_distributed, first_failure, init_distributed
+from .distributed import DistInfo, cleanup_distributed, first_failure, first_recorded_failure, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, plot_metrics
 from .samplers import IdentityGroupSampler, ResumableSampler
@@ -344,6 +344,8 @@ class Engine:
         self._stop = StopSignals()
         # the stop signal some rank had received at the last _sync (the same on every rank)
         self._agreed_signal: Optional[str] = None
+        # where the run is, for the message the other processes stop with when this one fails alone
+        self._phase = "start-up"
 
     # ---------------------------------------------------------------- task API
     def add_network(self, name: str, module: nn.Module, *, arch: Optional[str] = None,
@@ -463,13 +465,39 @@ class Engine:
             raise SettingsError("invalid training settings: " + "; ".join(problems))
         self.dist = init_distributed(self.cfg.device)
         self.device = self.dist.device
+        failed = True
         try:
-            return self._run()
+            summary = self._run()
+            failed = False
+            return summary
+        except Exception as err:
+            self._stop_with_first_failure(err)
+            raise
         finally:
-            if self._logger is not None:
-                self._logger.close()
-            self._plot()
-            cleanup_distributed()
+            # stopping anyway: torchrun's SIGTERM to the other processes, once one has failed, must not replace
+            # the error being raised by "terminated" while rank 0 still closes its files and plots
+            with StopSignals() if failed else contextlib.nullcontext():
+                if self._logger is not None:
+                    self._logger.close()
+                self._plot()
+                cleanup_distributed()
+
+    def _stop_with_first_failure(self, error: Exception) -> None:
+        """Under ``torchrun``, on the way out with ``error``: raise :class:`TrainingError` with the error of the
+        process that failed first, when another one did (:func:`first_recorded_failure`); ``error`` is then what
+        that failure did to this process (a collective cut short: gloo's "Connection closed by peer"). Returns
+        when this process failed first, or all failed alike (the errors agreed on every process)."""
+        if not self.dist.distributed:
+            return
+        message = str(error) or type(error).__name__
+        first = first_recorded_failure(self.dist.rank, f"{self._phase}: {message}")
+        if first is None or first[0] == self.dist.rank:
+            return
+        rank, (phase, _, cause) = first[0], first[1].partition(": ")
+        if cause == message:  # an error every process raised alike (the NaN guard, a first_failure agreement)
+            return
+        raise TrainingError(f"{phase}: process {rank} of {self.dist.world_size}: {cause}; every process "
+                            "stopped") from error
 
     def _run(self) -> Dict[str, Any]:
         cfg, task = self.cfg, self.task
@@ -630,6 +658,7 @@ class Engine:
             task.on_epoch_start(epoch)
             with self._epoch_batches(epoch) as batches:
                 while not self._epoch_done():
+                    self._phase = f"step {self.step + 1}"
                     count = self._step_batches()
                     group = self._next_batches(batches, count)
                     if len(group) < count:  # the loader's epoch is shorter than counted (cannot happen)
@@ -669,6 +698,7 @@ class Engine:
                     last_val = self._validate(epoch) or last_val
                 if task.save_at_epoch_end or (cfg.save_every and self.step % cfg.save_every == 0):
                     self._save("last.pt")
+        self._phase = f"the end of the run (step {self.step})"
         stopped = stopped or short_reason  # the loop ends at the planned step unless a deadline or signal stopped it
         if window:
             self._log_window(window, step_epoch)

@@ -142,14 +142,27 @@ class MetricLogger:
         else:
             self._update_speed(int(step), now)
         record = {"step": int(step), "time": round(now - self._start, 4), **values}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:  # a full disk: name the file (flush's own error names none)
+            self._drop_file()
+            raise OSError(err.errno, f"cannot write {self.path}: {err.strerror or err}") from err
         if self._writer is not None:
             for name, value in values.items():
                 if math.isfinite(value):
                     self._writer.add_scalar(name, value, int(step))
         log.info(self.format_line(int(step), values))
         return record
+
+    def _drop_file(self) -> None:
+        """Close the JSONL file after a failed write, dropping what it could not write (a later :meth:`close`
+        would fail again on it, in place of the error that reported it)."""
+        file, self._file = self._file, None
+        try:
+            file.close()
+        except OSError:
+            pass
 
     def _update_speed(self, step: int, now: float) -> Optional[float]:
         """Update the smoothed seconds-per-step estimate; returns it (None until known)."""
