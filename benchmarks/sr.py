@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._baseline_srnet import build_baseline_srnet
+from benchmarks._table import text_table
 from lightface.models.wavelet_srnet import WaveletSRNet
 from lightface.nn.wavelet import WaveletPacket2d, subband_paths
 from pipelines._argtypes import device_name, int_at_least
@@ -94,8 +95,7 @@ def _conv_gflops(model: WaveletSRNet, lr: torch.Tensor) -> float:
 def bench_models(device, repeats, width):
     print(f"\n## Wavelet-SRNet inference (channels={width['channels']}, blocks={width['num_blocks']}, device={device}): "
           "ours vs the plain-PyTorch reference (benchmarks/_baseline_srnet.py), same weights, best of the repeats")
-    print(f"{'scale':>5} {'in->out':>10} {'batch':>5} {'ours ms':>10} {'ref ms':>10} {'ours f/s':>9} {'ref f/s':>9} "
-          f"{'ref/ours':>9} {'max |diff|':>11}")
+    rows = []
     for scale in (4, 8):
         model = _random_model(scale, width, device).eval()
         ref = build_baseline_srnet(model)
@@ -104,8 +104,10 @@ def bench_models(device, repeats, width):
             with torch.no_grad():
                 t, t_ref = _best_interleaved([lambda: model(x), lambda: ref(x)], repeats, device)
                 diff = float((model(x) - ref(x)).abs().max())
-            print(f"{scale:>5} {128 // scale:>4}->{128:<5} {batch:>5} {t * 1e3:>10.1f} {t_ref * 1e3:>10.1f} "
-                  f"{batch / t:>9.1f} {batch / t_ref:>9.1f} {t_ref / t:>8.2f}x {diff:>11.1e}")
+            rows.append([scale, f"{128 // scale}->128", batch, f"{t * 1e3:.1f}", f"{t_ref * 1e3:.1f}",
+                         f"{batch / t:.1f}", f"{batch / t_ref:.1f}", f"{t_ref / t:.2f}x", f"{diff:.1e}"])
+    header = ["scale", "in->out", "batch", "ours ms", "ref ms", "ours f/s", "ref f/s", "ref/ours", "max |diff|"]
+    print(text_table(header, rows, align="r" * len(header)))
 
 
 def bench_train_step(device, repeats, width, batch):
@@ -132,19 +134,20 @@ def bench_train_step(device, repeats, width, batch):
     diff = max(float((grads[0][k] - grads[1][k]).abs().max()) for k in grads[0])
     t, t_ref = _best_interleaved([step(model, opts[0]), step(ref, opts[1])], repeats, device)
     print(f"\n## Wavelet-SRNet training step at 4x (batch {batch}, L1 + Adam), ours vs the reference")
-    print(f"{'ours ms':>10} {'ref ms':>10} {'ref/ours':>9} {'max |grad diff|':>16}")
-    print(f"{t * 1e3:>10.1f} {t_ref * 1e3:>10.1f} {t_ref / t:>8.2f}x {diff:>16.1e}")
+    print(text_table(["ours ms", "ref ms", "ref/ours", "max |grad diff|"],
+                     [[f"{t * 1e3:.1f}", f"{t_ref * 1e3:.1f}", f"{t_ref / t:.2f}x", f"{diff:.1e}"]], align="r" * 4))
 
 
 def bench_cost_vs_scale(device, repeats, width):
     print("\n## Cost vs scale at a 128 px output (batch 16)")
-    print(f"{'scale':>5} {'input':>6} {'subbands':>8} {'GFLOP/face':>11} {'ms/face':>8}")
+    rows = []
     for scale in (2, 4, 8, 16):
         model = WaveletSRNet(scale=scale, output_size=128, **width).to(device).eval()
         x = torch.rand(16, 3, 128 // scale, 128 // scale, device=device)
         with torch.no_grad():
             t = _time(lambda: model(x), repeats, device=device)
-        print(f"{scale:>5} {128 // scale:>6} {4 ** model.levels:>8} {_conv_gflops(model, x):>11.3f} {t / 16 * 1e3:>8.2f}")
+        rows.append([scale, 128 // scale, 4 ** model.levels, f"{_conv_gflops(model, x):.3f}", f"{t / 16 * 1e3:.2f}"])
+    print(text_table(["scale", "input", "subbands", "GFLOP/face", "ms/face"], rows, align="r" * 5))
 
 
 def bench_flip_ensemble(device, repeats):
@@ -152,24 +155,27 @@ def bench_flip_ensemble(device, repeats):
     from lightface.restore.super_resolver import SuperResolver
 
     print("\n## Shipped super-resolvers, batch 16: one pass vs flip ensemble (SuperResolver's default)")
-    print(f"{'scale':>5} {'model':>32} {'one pass f/s':>13} {'ensemble f/s':>13} {'ensemble / one':>15}")
+    rows, skipped = [], []
     for scale in (4, 8):
         try:
             sr = SuperResolver(scale=scale, device=str(device))
         except PretrainedError as err:
-            print(f"{scale:>5} skipped: {err}")
+            skipped.append(f"{scale}x skipped: {err}")
             continue
         x = torch.rand(16, 3, sr.input_size, sr.input_size, device=device)
         one = _time(lambda: sr.upscale_tensor(x, flip_ensemble=False), repeats, device=device)
         both = _time(lambda: sr.upscale_tensor(x, flip_ensemble=True), repeats, device=device)
-        print(f"{scale:>5} {sr.pretrained.name:>32} {16 / one:>13.1f} {16 / both:>13.1f} {one / both:>14.2f}x")
+        rows.append([scale, sr.pretrained.name, f"{16 / one:.1f}", f"{16 / both:.1f}", f"{one / both:.2f}x"])
+    print(text_table(["scale", "model", "one pass f/s", "ensemble f/s", "ensemble / one"], rows, align="rlrrr"))
+    for line in skipped:
+        print(line)
 
 
 def bench_wavelet(repeats, dtype):
     import pywt
 
     print(f"\n## Haar packet round trip, batch (16, 3, 128, 128) {dtype}: ours vs PyWavelets")
-    print(f"{'levels':>6} {'ours ms':>9} {'pywt ms':>9} {'speed-up':>9} {'max |diff|':>11} {'round-trip err':>15}")
+    rows = []
     x = np.random.default_rng(0).random((16, 3, 128, 128)).astype(dtype)
     xt = torch.from_numpy(x)
     for levels in (1, 2, 3, 4):
@@ -193,7 +199,9 @@ def bench_wavelet(repeats, dtype):
         ref = np.stack([nodes[p] for p in paths], axis=2).reshape(16, -1, 128 >> levels, 128 >> levels)
         diff = float(np.abs(wpt(xt).numpy() - ref).max())
         err = float(np.abs(ours().numpy() - x).max())
-        print(f"{levels:>6} {t_ours * 1e3:>9.2f} {t_pywt * 1e3:>9.2f} {t_pywt / t_ours:>8.2f}x {diff:>11.1e} {err:>15.1e}")
+        rows.append([levels, f"{t_ours * 1e3:.2f}", f"{t_pywt * 1e3:.2f}", f"{t_pywt / t_ours:.2f}x", f"{diff:.1e}",
+                     f"{err:.1e}"])
+    print(text_table(["levels", "ours ms", "pywt ms", "speed-up", "max |diff|", "round-trip err"], rows, align="r" * 6))
 
 
 def main(argv=None):

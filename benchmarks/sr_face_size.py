@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from benchmarks._table import text_table
 from pipelines._argtypes import positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,10 +183,10 @@ def main(args: argparse.Namespace) -> Dict[str, dict]:
     photos = main_faces(photos[: args.max_photos], detector)
     if args.whole_photo:
         table = {f"x{s}": run_whole_photo(args.weights, s, photos, args.sizes, detector) for s in scales}
-        print(f"{'scale':5s} {'face':>5s} {'shrink':>6s}  " + "  ".join(f"{k:>14s}" for k in WHOLE) + "  (PSNR, dB)")
-        for s, rows in table.items():
-            for g, row in rows.items():
-                print(f"{s:5s} {g + 'x':>5s} {row['shrink']:6.2f}  " + "  ".join(f"{row[k]:14.2f}" for k in WHOLE))
+        print("PSNR (dB):")
+        print(text_table(["scale", "face", "shrink", *WHOLE],
+                         [[s, g + "x", f"{row['shrink']:.2f}", *(f"{row[k]:.2f}" for k in WHOLE)]
+                          for s, rows in table.items() for g, row in rows.items()]))
     else:
         table = {f"x{s}": run(args.weights, s, photos, args.sizes) for s in scales}
         _print_crops(table)
@@ -196,10 +197,9 @@ def main(args: argparse.Namespace) -> Dict[str, dict]:
 
 
 def _print_crops(table: Dict[str, Dict[str, Dict[str, List[float]]]]) -> None:
-    print(f"{'scale':5s} {'face':>5s}  " + "  ".join(f"{c + ' SR / bicubic':>28s}" for c in CROPS))
-    for s, rows in table.items():
-        for g, row in rows.items():
-            print(f"{s:5s} {g + 'x':>5s}  " + "  ".join(f"{row[c][0]:>19.2f} / {row[c][1]:6.2f}" for c in CROPS))
+    print(text_table(["scale", "face", *(f"{c} SR / bicubic" for c in CROPS)],
+                     [[s, g + "x", *(f"{row[c][0]:.2f} / {row[c][1]:.2f}" for c in CROPS)]
+                      for s, rows in table.items() for g, row in rows.items()]))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
+from benchmarks._table import text_table
 from lightface.data.io import write_image
 from pipelines._argtypes import device_name, positive_int
 
@@ -130,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"),
                    help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "
-                   "pipelines.build_sr_corpus or a folder")
+                   "pipelines.build_sr_corpus (--val-only builds it alone) or a folder")
     p.add_argument("--max-heldout", type=positive_int, default=100, help="held-out faces scored (default: %(default)s)")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"),
                    help="face detector for celeba_hq and the whole photo (default: %(default)s)")
@@ -141,6 +142,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-flip-ensemble", action="store_true", help="score one forward pass per face instead of "
                    "SuperResolver's default flip ensemble")
     args = p.parse_args(argv)
+    if args.heldout and not Path(args.heldout).exists():  # a typo would silently leave the held-out set out
+        p.error(f"--heldout {args.heldout}: no such LMDB or folder (python -m pipelines.build_sr_corpus --data "
+                "../shared/data --out SR --val-only writes SR/val.lmdb)")
+    if args.photo and not Path(args.photo).is_file():
+        p.error(f"--photo {args.photo}: no such file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from lightface.models.pretrained import PretrainedError
@@ -191,27 +197,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = BAR.get(resolver.scale)
     print(f"\n{model_name}: {resolver.scale}x ({resolver.input_size} -> {resolver.output_size}); "
           f"identity networks: {', '.join(f'{k}={v}' for k, v in nets.items()) or 'none'}")
-    print(f"{'set':14} {'n':>4} {'PSNR bic':>9} {'PSNR ours':>9} {'gain':>6} {'SSIM bic':>8} {'SSIM ours':>9}"
-          f" {'spots bic':>9} {'spots ours':>10} {'blur bic':>8} {'blur ours':>9} {'blur HR':>7}"
-          + "".join(f" {'id bic':>7} {'id ours':>7} {'gain':>6}" for _ in nets))
+    header = ["set", "n", "PSNR bic", "PSNR ours", "gain", "SSIM bic", "SSIM ours", "spots bic", "spots ours",
+              "blur bic", "blur ours", "blur HR"]
+    header += [f"{col} [{net_name}]" for net_name in nets for col in ("id bic", "id ours", "id gain")]
+    rows = []
     for name, r in report["sets"].items():
         gain = r["psnr_sr"] - r["psnr_bicubic"]
-        line = (f"{name:14} {r['count']:4d} {r['psnr_bicubic']:9.2f} {r['psnr_sr']:9.2f} {gain:+6.2f} "
-                f"{r['ssim_bicubic']:8.4f} {r['ssim_sr']:9.4f} {r['spots_bicubic']:9.1f} {r['spots_sr']:10.1f} "
-                f"{r['blur_bicubic']:8.3f} {r['blur_sr']:9.3f} {r['blur_hr']:7.3f}")
+        row = [name, r["count"], f"{r['psnr_bicubic']:.2f}", f"{r['psnr_sr']:.2f}", f"{gain:+.2f}",
+               f"{r['ssim_bicubic']:.4f}", f"{r['ssim_sr']:.4f}", f"{r['spots_bicubic']:.1f}", f"{r['spots_sr']:.1f}",
+               f"{r['blur_bicubic']:.3f}", f"{r['blur_sr']:.3f}", f"{r['blur_hr']:.3f}"]
         verdict = []
         for net_name in nets:
             if f"id_cos_sr[{net_name}]" not in r:
-                line += f" {'-':>7} {'-':>7} {'-':>6}"
+                row += ["-", "-", "-"]
                 continue
             b, s = r[f"id_cos_bicubic[{net_name}]"], r[f"id_cos_sr[{net_name}]"]
-            line += f" {b:7.4f} {s:7.4f} {s - b:+6.3f}"
+            row += [f"{b:.4f}", f"{s:.4f}", f"{s - b:+.3f}"]
             if bar:
                 verdict.append(f"id[{net_name}] {'meets' if s - b >= bar[1] else 'misses'} +{bar[1]}")
         if bar:
             verdict.insert(0, f"PSNR {'meets' if gain >= bar[0] else 'misses'} +{bar[0]} dB")
             r["bar"] = verdict
-        print(line + ("   " + "; ".join(verdict) if verdict else ""))
+        rows.append(row + ["; ".join(verdict)])
+    print(text_table(header + ["bar"], rows, align="l" + "r" * (len(header) - 1) + "l"))
     photo = Path(args.photo) if args.photo else next(iter(sorted((SHARED / "data" / "real_lq_faces").glob(
         "*whole_imgs/*.jpg"))), None) if (SHARED / "data" / "real_lq_faces").is_dir() else None
     if detector and photo is not None and Path(photo).is_file():

@@ -141,11 +141,14 @@ def test_frontal_benchmark_refuses_bad_values_on_the_command_line(argv, capsys):
 @pytest.mark.parametrize("module, argv", [("sr_robustness", ["--max-faces", "0"]),
                                           ("sr_quality", ["--max-heldout", "0"]),
                                           ("small_faces", ["--factors", "0"]), ("small_faces", ["--limit", "-1"]),
-                                          ("small_faces", ["--limit", "3"])])
+                                          ("small_faces", ["--limit", "3"]),
+                                          ("sr_quality", ["--heldout", "no/such/val.lmdb"]),
+                                          ("sr_quality", ["--photo", "no/such/photo.jpg"])])
 def test_quality_benchmarks_refuse_bad_values_on_the_command_line(module, argv, capsys):
     """Usage errors before any model or face is read: --max-faces 0 was a torch.stack RuntimeError after the
     models were loaded, --factors 0 a ZeroDivisionError and --limit 3 a ValueError (too few pairs for the 10-fold
-    accuracy) after the detector and recogniser were."""
+    accuracy) after the detector and recogniser were; sr_quality --heldout or --photo naming nothing left that
+    set or photo out without a word (a typo gave a table without the held-out row, exit 0)."""
     import importlib
 
     mod = importlib.import_module(f"benchmarks.{module}")
@@ -155,6 +158,30 @@ def test_quality_benchmarks_refuse_bad_values_on_the_command_line(module, argv, 
         else:
             mod.main(argv)
     assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_sr_robustness_names_its_own_flag_for_missing_faces(tmp_path):
+    """A --heldout that is neither an LMDB nor a folder is refused naming --heldout, before any model loads (the
+    message named --data, a flag sr_robustness does not have)."""
+    from benchmarks.sr_robustness import get_args_parser, main
+
+    with pytest.raises(FileNotFoundError, match=r"^--heldout .*val\.lmdb: no such LMDB or image folder"):
+        main(get_args_parser().parse_args(["--heldout", str(tmp_path / "val.lmdb"), "--weights", "sr4"]))
+
+
+def test_text_table_sizes_every_column_to_its_widest_cell():
+    """benchmarks._table.text_table, the one table printer of the SR benchmarks: long and short names alike."""
+    from benchmarks._table import text_table
+
+    lines = text_table(["condition", "bicubic", "sr4", "wavelet_srnet_x8_c64_robust_framing"],
+                       [["bilinear_aliased", "19.78", "17.86 (-1.91)", "17.86 (-1.91)"],
+                        ["clean", "20.72", "24.70 (+3.98)", "9.00 (+10.00)"]]).splitlines()
+    assert len({len(line) for line in lines}) == 1  # right-aligned columns end together
+    # the name column fits the longest name: the next column ends at one place on every line
+    assert [line.index(c) + len(c) for line, c in zip(lines, ("bicubic", "19.78", "20.72"))] == [25] * 3
+    assert lines[1].startswith("bilinear_aliased    19.78  17.86 (-1.91)")
+    with pytest.raises(ValueError, match="3 cells under a header of 2"):
+        text_table(["a", "b"], [["1", "2", "3"]])
 
 
 def test_sr_benchmark_timer_waits_for_cuda(monkeypatch):

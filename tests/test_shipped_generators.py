@@ -495,6 +495,59 @@ def test_sr_robustness_cli_runs_every_shipped_model_of_a_scale(shared_data, tmp_
     assert all(set(row) == {"bicubic", *shipped} for row in table.values())
     printed = capsys.readouterr().out
     assert all(name in printed for name in shipped)
+    _assert_columns_line_up(printed, len(shipped))
+    assert "PSNR (dB, RGB) on 2 faces" in printed  # the unit: the table printed bare numbers
+    # a short name (an alias) under the long cells: its column widens to them
+    main(get_args_parser().parse_args(["--heldout", str(tmp_path), "--weights", "sr8", "--max-faces", "1", "--out",
+                                       str(out)]))
+    _assert_columns_line_up(capsys.readouterr().out, 1)
+    # the JSON says which model the alias meant (aliases move to newer models) and the factor
+    record = json.loads(out.read_text())
+    assert record["models"] == {"sr8": pt.get_pretrained("sr8").name} and record["scale"] == 8
+    # --scale that the --weights do not have is refused (it was ignored: an 8x table under --scale 4)
+    with pytest.raises(SystemExit, match="8x models, but --scale asks for 4x; pass --scale 8"):
+        main(get_args_parser().parse_args(["--heldout", str(tmp_path), "--weights", "sr8", "--scale", "4"]))
+
+
+def _assert_columns_line_up(printed: str, models: int) -> None:
+    """The sr_robustness table's columns (condition, bicubic, one per model) end where their header ends on
+    every line: a condition longer than 9 characters (bicubic_aliased) pushed its line's columns right, and a
+    model name shorter than its "PSNR (gain)" cells left them under the next header."""
+    import re
+
+    from benchmarks.sr_robustness import CONDITIONS
+
+    names = {"condition", *CONDITIONS}
+    lines = [line for line in printed.splitlines() if line.split()[:1] and line.split()[0] in names]
+    assert len(lines) == 1 + len(CONDITIONS), printed
+    ends = [[m.end() for m in re.finditer(r"\S+(?: \([+-]\d+\.\d\d\))?", line)] for line in lines]
+    assert all(len(e) == 2 + models for e in ends), printed
+    assert all(e[1:] == ends[0][1:] for e in ends), printed
+
+
+def test_sr_quality_table_names_each_identity_networks_columns(shared_data, tmp_path, capsys):
+    """benchmarks.sr_quality with two identity networks on held-out CFP crops: each identity column says which
+    network scored it (the header repeated 'id bic id ours gain' once per network, unnamed), and the columns
+    line up under their headers."""
+    from benchmarks.sr_quality import main
+
+    if not [w for w in pt.list_pretrained("super_resolution") if w["model_kwargs"]["scale"] == 4]:
+        pytest.skip("no 4x super-resolution model ships in this install")
+    if not pt.list_pretrained("recognition"):
+        pytest.skip("no recogniser ships in this install")
+    for ident, crop in zip(("476", "480"), _cfp_frontal_crops(shared_data, ("476", "480"), "03")):
+        cv2.imwrite(str(tmp_path / f"{ident}.png"), crop)
+    assert main(["--heldout", str(tmp_path), "--celeba-hq", str(tmp_path / "none"), "--detector", "none",
+                 "--identity-weights", "ours=recognition", "other=recognition", "--out", str(tmp_path / "q")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("set "))
+    row = next(line for line in lines if line.startswith("heldout "))
+    for net in ("ours", "other"):
+        assert f"id bic [{net}]" in header and f"id gain [{net}]" in header
+    report = json.loads((tmp_path / "q" / "sr_quality.json").read_text())["sets"]["heldout"]
+    cell = f"{report['id_cos_sr[other]'] - report['id_cos_bicubic[other]']:+.3f}"
+    assert row.index(cell, header.index("id ours [other]")) + len(cell) == header.index("id gain [other]") + len(
+        "id gain [other]")
 
 
 def test_sr_robustness_bicubic_baseline_is_sr_quality_bicubic(shared_data, tmp_path):

@@ -165,3 +165,42 @@ def test_train_super_resolution_cli_scale8(tmp_path):
     assert sr.scale == 8 and sr.input_size == 16
     face = sr.upscale_face(cv2.imread(str(data / "00.png"))[::8, ::8])
     assert face.shape == (128, 128, 3)
+
+
+def test_build_sr_corpus_val_only_builds_the_heldout_lmdb_alone(mini_shared, tmp_path, capsys):
+    """--val-only builds OUT/val.lmdb (what benchmarks.sr_quality / sr_robustness --heldout score) without the
+    training LMDBs, from the same held-out faces as a full build, which then keeps it; a user who only wants to
+    score a model had to build the whole corpus (no such flag)."""
+    from pipelines._cli import run_cli
+    from pipelines.build_sr_corpus import get_args_parser, main
+
+    root, _, _ = mini_shared
+    argv = ["--data", str(root), "--out", str(tmp_path / "sr"), "--val-ids", "1", "--max-upscale", "1.5",
+            "--no-progress"]
+    assert run_cli(main, get_args_parser, argv + ["--val-only"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"val"} and summary["val"]["ok"] and summary["val"]["kept_faces"] > 0
+    assert sorted(p.name for p in (tmp_path / "sr").glob("*.lmdb")) == ["val.lmdb"]
+    assert not any((tmp_path / "sr" / "lists" / f"{name}.txt").exists() for name in ("cfp", "celeba"))
+    val = LMDBDataset(str(tmp_path / "sr" / "val.lmdb"))
+    assert len(val) == summary["val"]["kept_faces"] and val[0]["image"].shape == (128, 128, 3)
+    # the held-out faces a full build chooses: the full build keeps this val.lmdb and adds the training LMDBs
+    assert run_cli(main, get_args_parser, argv) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["val"].get("nothing_to_do") and full["cfp"]["ok"] and full["celeba"]["ok"]
+    assert run_cli(main, get_args_parser, argv + ["--val-only", "--val-ids", "0"]) == 1
+    assert "--val-ids" in capsys.readouterr().err
+
+
+def test_build_sr_corpus_takes_the_quality_of_a_lossy_encoding(mini_shared, tmp_path, capsys):
+    """--encoding jpeg / webp stored every face at quality 95 whatever the user wanted: build_corpus and
+    build_pose_corpus take --quality, build_sr_corpus had no such flag."""
+    from pipelines._cli import run_cli
+    from pipelines.build_sr_corpus import get_args_parser, main
+
+    root, _, _ = mini_shared
+    assert run_cli(main, get_args_parser, ["--data", str(root), "--out", str(tmp_path / "sr"), "--val-ids", "1",
+                                           "--val-only", "--encoding", "webp", "--quality", "60", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["val"]["ok"]
+    options = LMDBDataset(str(tmp_path / "sr" / "val.lmdb")).metadata["build"]["options"]
+    assert options["encoding"] == "webp" and options["quality"] == 60

@@ -77,7 +77,7 @@ def _landmark_rows(path: Path) -> Dict[str, np.ndarray]:
 
 def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val_ids: int = 10,
                       max_upscale: Optional[float] = 1.25, seed: int = 0, template: str = "lightcnn",
-                      size: int = 128) -> Dict[str, SRCorpusSource]:
+                      size: int = 128, val_only: bool = False) -> Dict[str, SRCorpusSource]:
     """Write ``<out_dir>/<source>.txt`` and ``<source>_5pt.txt`` for the chosen training sources,
     and ``val.txt`` / ``val_5pt.txt`` (held-out identities of both sources, paths relative to ``data_root``).
 
@@ -90,15 +90,21 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
         max_upscale: leave out faces the alignment would enlarge more than this; None keeps all.
         seed: seed of the CelebA validation choice.
         template, size: the crop the faces will be aligned to (for ``max_upscale``).
+        val_only: write and return the validation list only (the same held-out faces as a full run's; the
+            training sources' lists are left as they are).
     Returns:
-        ``{source: SRCorpusSource}``, plus ``"val"`` when ``val_ids > 0``.
+        ``{source: SRCorpusSource}``, plus ``"val"`` when ``val_ids > 0``; only ``"val"`` with ``val_only``.
     Raises:
-        FileNotFoundError: a source folder is missing; ValueError: an unknown source.
+        FileNotFoundError: a source folder is missing; ValueError: an unknown source, or ``val_only`` with
+        ``val_ids`` 0.
     """
     root, out = Path(data_root), Path(out_dir)
     unknown = set(sources) - set(SR_SOURCES)
     if unknown:
         raise ValueError(f"unknown SR corpus sources {sorted(unknown)}; choose from {SR_SOURCES}")
+    if val_only and val_ids <= 0:
+        raise ValueError("val_only with val_ids=0: no identity is held out, so there is no validation list to "
+                         "write; give val_ids > 0 (--val-ids)")
     made: Dict[str, SRCorpusSource] = {}
     val_lines: List[str] = []
     val_marks: List[str] = []
@@ -142,6 +148,10 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
             else:
                 lines.append(line)
                 marks_out.append(mark)
+        if val_only:
+            log.info("%s: %d faces held out for validation (%d left out: enlarged > %sx)", name, n_val, too_small,
+                     max_upscale)
+            continue
         list_file, landmarks = out / f"{name}.txt", out / f"{name}_5pt.txt"
         _write(list_file, lines)
         _write(landmarks, marks_out)
@@ -161,7 +171,7 @@ def sr_corpus_sources(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, v
 def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val_ids: int = 10,
                     max_upscale: Optional[float] = 1.25, encoding: str = "png", quality: int = 95, workers: int = 0,
                     progress: bool = True, size: int = 128, template: str = "lightcnn",
-                    antialias: bool = False, overwrite: bool = False) -> Dict[str, Dict]:
+                    antialias: bool = False, overwrite: bool = False, val_only: bool = False) -> Dict[str, Dict]:
     """Build ``<out_dir>/<source>.lmdb`` per training source and ``<out_dir>/val.lmdb`` (see the module docstring).
 
     ``template``: the crop framing (:mod:`lightface.data.align`): ``"lightcnn"`` (default, what
@@ -169,7 +179,9 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
     people and photos) for a corpus that teaches a model other framings too. ``antialias``:
     faces larger than the crop (most CFP frontal photos: median scale 0.61) are blurred to its
     resolution before the warp instead of point-sampled (:func:`lightface.data.build.build_lmdb`);
-    off by default, as the shipped models' corpora were built.
+    off by default, as the shipped models' corpora were built. ``val_only``: build ``val.lmdb`` alone (the
+    held-out faces the SR benchmarks and ``--val-data`` read: the same faces as a full build's, so a full
+    build later keeps it) and leave the training sources' lists and LMDBs as they are.
 
     Returns ``{name: build_lmdb summary}`` with ``kept_faces`` / ``too_small`` counts added.
     An LMDB already complete with these faces and options is kept (``nothing_to_do``); an
@@ -192,5 +204,6 @@ def build_sr_corpus(data_root, out_dir, sources: Sequence[str] = SR_SOURCES, val
         return {**summary, "kept_faces": src.images, "people": src.people, "too_small": src.too_small}
 
     return build_listed_sources(out / "lists", lambda: sr_corpus_sources(data_root, out / "lists", sources, val_ids,
-                                                                        max_upscale, template=template, size=size),
+                                                                        max_upscale, template=template, size=size,
+                                                                        val_only=val_only),
                                 build)
