@@ -30,8 +30,8 @@ of :mod:`lightface.data.align` (``"arcface"``, ``"ffhq"``, any size) are re-alig
 ``aligned=False``: every image goes through the face detector (its main face: the largest,
 penalised by its distance from the image centre, :func:`lightface.data.detect.main_face`) and is
 aligned to the Light CNN template first (``align_method``: the least-squares 5-point fit the
-shipped recognisers were trained on, or, for an official Light CNN release, the official recipe
-it was trained on: eyes level, eye midpoint (64, 40), mouth midpoint 48 px below;
+shipped recognisers were trained on, or, for an official Light CNN release (or an ``.onnx``
+exported from one), the official recipe it was trained on: eyes level, eye midpoint (64, 40), mouth midpoint 48 px below;
 :func:`lightface.data.align.align_face`); :meth:`FaceEmbedder.embed_faces` returns every
 face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
@@ -436,7 +436,9 @@ class FaceEmbedder:
             (the original Light CNN recipe: eyes level, eye midpoint (64, 40), mouth midpoint 48 px
             below it, as the official releases were trained) or ``"auto"`` (default): ``"eyes"`` for
             an official Light CNN release (``LightCNN_29Layers_V2_checkpoint.pth.tar`` and the like),
-            ``"similarity"`` for everything else. The attribute holds the method in use.
+            the method an ``.onnx`` file's card names (:func:`lightface.export.export_onnx` records it:
+            ``"eyes"`` for an official release exported), ``"similarity"`` for everything else. The
+            attribute holds the method in use.
         antialias: ``aligned=False``: a face larger in the photo than in the 128-px crop (eyes
             more than about 42 px apart: any face of a phone photo) is blurred to the crop's
             resolution before the warp (:func:`lightface.data.align.align_face`), so its
@@ -535,6 +537,13 @@ class FaceEmbedder:
                 logger.info("FaceEmbedder: %s carries no shipped model card (export_onnx of a module or checkpoint): "
                             "flip=%s, threshold %s; export a shipped recogniser by its name to keep its card",
                             weights, self.flip, VERIFICATION_THRESHOLD if threshold is None else threshold)
+            carded = card.get("align_method")  # how the exported recogniser needs its faces cropped (export_onnx)
+            if align_method == "auto" and carded in ALIGN_METHODS:
+                align_method = carded
+            elif align_method == "auto" and carded is not None:
+                logger.warning("FaceEmbedder: %s: its card's align_method %r is none of %s (a newer lightface?); "
+                               "whole photos are aligned with 'similarity': pass align_method= to choose",
+                               weights, carded, ALIGN_METHODS)
         else:
             self.model, from_ckpt, kind = self._load(weights, arch)
             if align_method == "auto" and kind == "official":

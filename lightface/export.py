@@ -35,8 +35,13 @@ An ONNX file carries the model's card in its metadata (``metadata_props`` key
 :data:`CARD_KEY`, JSON): its ``arch``, and for a shipped model (exported by its name or
 its file) the weights' name and sha256. A recogniser's card of a shipped model adds whether
 it embeds with flip fusion, and the verification / identification thresholds with flip fusion
-on and off; ``FaceEmbedder("x.onnx")`` reads it back, so the exported model embeds and decides
-as the PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
+on and off. A recogniser's card also says how whole photos are cropped for it
+(``align_method``, :func:`lightface.data.align.align_face`'s ``method``): ``"eyes"`` for an
+official Light CNN release (the original recipe it was trained on), ``"similarity"`` for a
+shipped model or a lightface checkpoint, the embedder's own for a
+:class:`~lightface.FaceEmbedder`; absent for a module (unknown: ``FaceEmbedder`` then crops as
+for any module, ``"similarity"``). ``FaceEmbedder("x.onnx")`` reads the card back, so the
+exported model crops, embeds and decides as the PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
 ``"frontalization"``), what ``input`` and ``output`` hold, and ``scale``, ``input_size``,
 ``output_size``, ``flip_ensemble`` (super-resolver) or ``size``, ``mirror``,
 ``condition_network`` (frontalizer); :class:`OnnxRecognizer` (and so ``FaceEmbedder``) refuses
@@ -182,10 +187,20 @@ def _generator_card(model: nn.Module, entry, **settings) -> Dict[str, Any]:
     return card
 
 
+def _is_face_embedder(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`~lightface.FaceEmbedder`, told by what it has (``lightface.embed`` imports this
+    module, which so does not import it): its network ``model`` (None for an ``.onnx`` one), ``align_method``,
+    ``pretrained`` and ``weights_info``."""
+    return (not isinstance(obj, nn.Module) and callable(getattr(obj, "embed", None))
+            and all(hasattr(obj, k) for k in ("model", "align_method", "pretrained"))
+            and isinstance(getattr(type(obj), "weights_info", None), property))  # not read: it hashes the weights
+
+
 def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tuple[int, ...], str]:
     """``(module, card, example shape, output name)``: the graph to export, on the CPU in eval mode
     (built from a shipped name, a checkpoint path, a restorer, or a copy of a caller's module, whose
-    device and train/eval mode stay as they were), its card for the file's metadata (see the module
+    device and train/eval mode stay as they were; a :class:`~lightface.FaceEmbedder`'s network, its
+    ``align_method`` on the card), its card for the file's metadata (see the module
     docstring), the shape of one input (batch 1) and the name of the output. A caller's recogniser module
     must return the features alone (checked on a probe batch; ``who`` names the caller in the error): a
     ``(logits, features)`` tuple was exported with its logits as ``features``."""
@@ -195,6 +210,13 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
     from .restore.frontalizer import Frontalizer
     from .restore.super_resolver import SuperResolver
 
+    align_method = None  # how whole photos are cropped for the recogniser (card "align_method"); None: unknown
+    if _is_face_embedder(model):
+        if model.model is None:
+            raise ValueError(f"{who}: this FaceEmbedder runs an exported .onnx already ({model.weights_info.path}); "
+                             "export the weights it was made from, or use that file")
+        align_method = model.align_method
+        model = model.pretrained.name if model.pretrained is not None else model.model
     entry = _shipped_entry(model)
     if entry is not None and entry.task in GENERATOR_TASKS:
         model = _restorer(entry.task, entry.name)
@@ -204,6 +226,8 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
             model = _restorer("super_resolution" if ckpt.arch == "wavelet_srnet" else "frontalization", model)
         else:
             model = ckpt
+            if align_method is None:  # as FaceEmbedder(align_method="auto") resolves it for this checkpoint
+                align_method = "eyes" if ckpt.kind == "official" else "similarity"
     if isinstance(model, nn.Module):
         model = getattr(model, "_orig_mod", model)
         if isinstance(model, WaveletSRNet):
@@ -231,12 +255,15 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
     elif isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     else:
-        raise TypeError(f"expected an nn.Module, a checkpoint path, a shipped model's name, a SuperResolver or a "
-                        f"Frontalizer, got {type(model).__name__}")
+        raise TypeError(f"expected an nn.Module, a checkpoint path, a shipped model's name, a FaceEmbedder, a "
+                        f"SuperResolver or a Frontalizer, got {type(model).__name__}")
     card: Dict[str, Any] = {"arch": getattr(model, "arch", None)}
     if entry is not None:
         card.update(weights=entry.name, sha256=entry.sha256, flip_fusion=entry.flip_fusion,
                     thresholds={"flip": list(entry.thresholds(True)), "no_flip": list(entry.thresholds(False))})
+        align_method = align_method or "similarity"  # every shipped recogniser was trained on least-squares crops
+    if align_method is not None:
+        card["align_method"] = align_method
     net = _FeaturesOnly(model).cpu().eval()
     if not isinstance(model, LightCNN):
         with torch.no_grad():
@@ -252,9 +279,12 @@ def export_onnx(
 
     Args:
         model: a recogniser: a Light CNN module, a checkpoint path (project or official release),
-            or a shipped recogniser (its name, e.g. ``"lightcnn29v2_3src_rc15"``, or its file):
-            then the file carries the model card's flip fusion and thresholds (:data:`CARD_KEY`),
-            which ``FaceEmbedder("x.onnx")`` uses; a module carries only its ``arch``.
+            a :class:`~lightface.FaceEmbedder` (its network), or a shipped recogniser (its name, e.g.
+            ``"lightcnn29v2_3src_rc15"``, or its file): then the file carries the model card's flip
+            fusion and thresholds (:data:`CARD_KEY`), which ``FaceEmbedder("x.onnx")`` uses; the card
+            names the alignment the recogniser needs (``align_method``: ``"eyes"`` for an official
+            release, the embedder's for a FaceEmbedder), which ``FaceEmbedder("x.onnx")`` (its
+            ``align_method="auto"``) follows; a module carries only its ``arch``.
             Or a face generator: a :class:`~lightface.SuperResolver` / :class:`~lightface.Frontalizer`
             (with its flip ensemble / training direction), a shipped super-resolver or frontalizer
             (its name, e.g. ``"wavelet_srnet_x4_c48_framing"``, or its file), a ``wavelet_srnet`` /

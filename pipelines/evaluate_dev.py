@@ -9,6 +9,8 @@ Protocols (lightface.eval.dev_protocols): LFW View-2 fold 2 pairs (people left o
 training corpus) and the 35 held-out CFP people (frontal-profile verification and rank-1
 of profiles against the frontal gallery), and rank-1 identification of LFW fold-2 people
 under hard side lighting and occlusion (lfw_hard). Without --weights the shipped default runs.
+Faces are cropped as the recogniser was trained (--align-method auto: the original Light CNN
+recipe for an official release, the least-squares fit otherwise; the report's align_method).
 """
 import argparse
 import json
@@ -21,7 +23,7 @@ from lightface.eval.dev_protocols import (PROTOCOLS, calibrate_threshold, crop_e
 from lightface.utils.atomic_write import write_text_atomic
 from pipelines._argtypes import json_file, refuse_flags
 from pipelines._cli import DefaultsHelpFormatter, run_cli
-from pipelines.extract_embeddings import add_flip_argument
+from pipelines.extract_embeddings import add_align_method_argument, add_flip_argument
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "det_500m.onnx, an InsightFace pack, or 'yunet'), as FaceEmbedder(aligned=False) does on whole "
                         "photos, instead of the given landmarks")
     add_flip_argument(p)
+    add_align_method_argument(p, " for every protocol")
     p.add_argument("--calibrate-threshold", action="store_true",
                    help="instead of the protocols: the verification threshold for aligned crops and whole photos alike "
                         "(LFW fold-2 pairs aligned from the given landmarks and from --detector's, pooled), with its "
@@ -43,13 +46,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=json_file, default=None,
                    help="write the results as JSON here (checked before any model loads)")
     p.add_argument("--export-lfw-dev", metavar="DIR", default=None,
-                   help="only write the LFW fold-2 pair crops and DIR/pairs.txt (for train_lightcnn --val-pairs) and exit")
+                   help="only write the LFW fold-2 pair crops and DIR/pairs.txt (for train_lightcnn --val-pairs) and exit; "
+                        "cropped by --align-method (auto: similarity, the crops of lightface corpora; eyes for a corpus "
+                        "built with build_lmdb --align-method eyes)")
     return p
 
 
 def _embedder(args):
     """The protocols' embed function for ``args``, and what produced the numbers (for the report): ``weights``,
-    ``weights_sha256``, ``flip`` (or ``teacher``)."""
+    ``weights_sha256``, ``flip`` (or ``teacher``), and ``align_method``, how the protocols crop the faces: the
+    recogniser's (``FaceEmbedder.align_method``, ``--align-method auto`` resolved by the weights); for the teacher
+    ``--align-method``, ``auto`` meaning ``similarity``."""
     if args.teacher:
         from lightface.distill.teacher import TEACHERS
 
@@ -57,25 +64,28 @@ def _embedder(args):
             teacher = TEACHERS[args.teacher]()
         except ImportError as err:
             raise RuntimeError(str(err)) from err
-        return (lambda crops: np.stack([teacher.embed(c) for c in crops])), {"teacher": args.teacher}
+        method = "similarity" if args.align_method == "auto" else args.align_method
+        return (lambda crops: np.stack([teacher.embed(c) for c in crops])), {"teacher": args.teacher,
+                                                                              "align_method": method}
     from lightface import FaceEmbedder
 
-    embedder = FaceEmbedder(args.weights) if args.weights else FaceEmbedder()
+    embedder = FaceEmbedder(args.weights, align_method=args.align_method)
     info = {"weights": str(args.weights) if args.weights else embedder.weights_info.name,
             "weights_sha256": embedder.weights_info.sha256,
-            "flip": embedder.flip if args.flip is None else args.flip}
+            "flip": embedder.flip if args.flip is None else args.flip, "align_method": embedder.align_method}
     return crop_embedder(embedder, flip=args.flip), info
 
 
 def main(args: argparse.Namespace) -> dict:
     """Run the protocols; returns their results (also printed as JSON, and written to --out), with what produced
-    them: ``weights``, ``weights_sha256`` and ``flip`` (or ``teacher``), ``detector``, ``data``."""
+    them: ``weights``, ``weights_sha256`` and ``flip`` (or ``teacher``), ``align_method``, ``detector``, ``data``."""
     if args.teacher:
         refuse_flags(args, get_args_parser(), ("weights", "flip"),
                      "set the recogniser, which --teacher replaces (the teacher embeds as it is); drop them, or drop "
                      "--teacher")
     if args.export_lfw_dev:
-        path = export_lfw_dev(args.data, args.export_lfw_dev)
+        method = "similarity" if args.align_method == "auto" else args.align_method  # the crops of lightface corpora
+        path = export_lfw_dev(args.data, args.export_lfw_dev, align_method=method)
         print(f"wrote {path} (validate with: python -m pipelines.train_lightcnn ... --val-pairs {path})")
         return {"pairs": str(path)}
     if args.calibrate_threshold and not args.detector:
@@ -88,9 +98,11 @@ def main(args: argparse.Namespace) -> dict:
         detector = FaceDetector(args.detector, device="cpu")
     embed, info = _embedder(args)
     if args.calibrate_threshold:
-        results = {"threshold_calibration": calibrate_threshold(embed, args.data, detector)}
+        results = {"threshold_calibration": calibrate_threshold(embed, args.data, detector,
+                                                                align_method=info["align_method"])}
     else:
-        results = run_dev_protocols(embed, args.data, args.protocols, detector=detector)
+        results = run_dev_protocols(embed, args.data, args.protocols, detector=detector,
+                                    align_method=info["align_method"])
     results.update(info, detector=args.detector, detector_backend=detector.backend if detector else None,
                    data=str(args.data))
     text = json.dumps(results, indent=2)

@@ -64,6 +64,18 @@ def add_flip_argument(p: argparse.ArgumentParser, whose: str = "") -> argparse.A
     return p
 
 
+def add_align_method_argument(p: argparse.ArgumentParser, whose: str = "") -> argparse.ArgumentParser:
+    """``--align-method`` (default ``auto``: ``FaceEmbedder(align_method="auto")`` picks it by the weights); ``whose``
+    names what it applies to in the help."""
+    p.add_argument("--align-method", default="auto", choices=("auto",) + ALIGN_METHODS,
+                   help=f"how a face is cropped from its landmarks (detected, or given){whose}: similarity = the "
+                        "least-squares 5-point fit the shipped recognisers and lightface checkpoints were trained on; "
+                        "eyes = the original Light CNN recipe (eyes level, eye midpoint (64, 40), mouth midpoint 48 px "
+                        "below); auto = eyes for an official Light CNN release (.pth.tar, or an .onnx exported from "
+                        "one), similarity otherwise")
+    return p
+
+
 def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --aligned-template,
     --align-method, --batch-size, --device, --precision (:func:`embedder_from_args` builds the embedder from them)."""
@@ -76,11 +88,7 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--aligned-template", default="auto", choices=ALIGNED_TEMPLATES,
                    help="framing of --aligned crops: auto = Light CNN crops (128, 144) and 112x112 InsightFace ArcFace "
                         "crops (re-aligned); arcface / ffhq: crops of that template at any size, re-aligned")
-    p.add_argument("--align-method", default="auto", choices=("auto",) + ALIGN_METHODS,
-                   help="how a face is cropped from its landmarks (detected, or --landmarks): similarity = the "
-                        "least-squares 5-point fit the shipped recognisers and lightface checkpoints were trained on; "
-                        "eyes = the original Light CNN recipe (eyes level, eye midpoint (64, 40), mouth midpoint 48 px "
-                        "below); auto = eyes for an official Light CNN release (.pth.tar), similarity otherwise")
+    add_align_method_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,

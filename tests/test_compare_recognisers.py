@@ -214,3 +214,51 @@ def test_the_shipped_model_against_itself_has_no_discordant_items(fold2_sample, 
         assert row["accuracy_a"] == row["accuracy_b"]
     assert report["results"]["lfw_hard/clean"]["accuracy_a"] > 0.3  # a real recogniser, not chance
     assert "lfw_hard all" in capsys.readouterr().out
+
+
+def test_each_recogniser_is_scored_on_the_crops_of_its_align_method(fold2_sample):
+    """Both recognisers embedded the same least-squares crops, so an official Light CNN release (trained on the
+    original recipe's crops) was compared on faces cropped as it never saw them. ``align_methods`` gives each its
+    own crops of the same photos: the items stay paired."""
+    from lightface.eval.dev_protocols import lfw_dev_faces, lfw_hard_faces
+
+    seen = {"a": [], "b": []}
+
+    def spy(key):
+        def embed(crops):
+            seen[key].append(crops)
+            return _thumbnails(16)(crops)
+        return embed
+
+    r = compare_recognisers(spy("a"), spy("b"), fold2_sample, align_methods=("eyes", "similarity"))
+    eyes_gallery = lfw_hard_faces(fold2_sample, align_method="eyes")[0]
+    least_gallery = lfw_hard_faces(fold2_sample)[0]
+    eyes_dev, least_dev = lfw_dev_faces(fold2_sample, align_method="eyes")[0], lfw_dev_faces(fold2_sample)[0]
+    for key, gallery, dev in (("a", eyes_gallery, eyes_dev), ("b", least_gallery, least_dev)):
+        assert all(np.array_equal(x, y) for x, y in zip(seen[key][0], gallery))  # lfw_hard's gallery comes first
+        assert all(np.array_equal(x, y) for x, y in zip(seen[key][-1], dev))  # lfw_dev's crops last
+    assert not np.array_equal(eyes_gallery[0], least_gallery[0])
+    assert r["lfw_dev/pairs"]["n"] == 50 and r["lfw_hard/clean"]["n"] == len(seen["a"][1])
+
+
+def test_cli_scores_an_official_release_on_the_crops_it_was_trained_on(fold2_sample, tiny_checkpoints, tmp_path):
+    """``compare_recognisers LightCNN_9Layers_checkpoint.pth.tar RUN/last.pt``: the official release now gets the
+    crops FaceEmbedder gives it (--align-method auto: the original recipe), the lightface checkpoint its
+    least-squares ones; the report says which. ``--align-method`` sets one method for both."""
+    import torch
+
+    from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+    from lightface import FaceEmbedder
+    from lightface.eval.dev_protocols import crop_embedder
+
+    torch.manual_seed(3)
+    official = tmp_path / "LightCNN_9Layers_checkpoint.pth.tar"
+    torch.save(official_checkpoint(build_baseline("lightcnn9", num_classes=10).eval()), official)
+    tiny = str(tiny_checkpoints[0])
+    argv = [str(official), tiny, "--data", str(fold2_sample), "--no-flip"]
+    report = cli.main(cli.get_args_parser().parse_args(argv))
+    assert (report["align_method_a"], report["align_method_b"]) == ("eyes", "similarity")
+    embeds = [crop_embedder(FaceEmbedder(w, device="cpu"), flip=False) for w in (official, tiny)]
+    assert report["results"] == compare_recognisers(*embeds, fold2_sample, align_methods=("eyes", "similarity"))
+    both = cli.main(cli.get_args_parser().parse_args(argv + ["--align-method", "similarity"]))
+    assert (both["align_method_a"], both["align_method_b"]) == ("similarity", "similarity")

@@ -255,3 +255,68 @@ def test_evaluate_dev_report_names_what_produced_it(shared_data, tmp_path):
     assert saved == report and saved["lfw_dev"]["pairs"] == 50
     assert saved["weights"] == str(weights) and len(saved["weights_sha256"]) == 64 and saved["flip"] is False
     assert saved["detector"] is None and saved["data"] == str(data)
+
+
+def test_protocol_faces_are_cropped_by_the_align_method(shared_data):
+    """The protocols cropped every face by the least-squares fit, so an official Light CNN release (trained on the
+    original recipe's crops: eyes level, eye midpoint (72, 48) and mouth midpoint at y = 96 in the 144 crop) could
+    not be scored on the crops it needs. ``align_method`` chooses, for the LFW and CFP faces alike."""
+    from lightface.data.align import align_face
+    from lightface.data.sources import read_landmarks_file
+    from lightface.eval.verification import read_pairs
+
+    root = shared_data / "lfw_train"
+    first = read_pairs(root / "pairs_dev.txt").paths[0]  # the first face lfw_dev_faces crops
+    photo = cv2.imread(str(root / "images" / first))
+    marks = read_landmarks_file(root / "landmarks_5pt.txt")[first]
+    eyes, _, _ = lfw_dev_faces(shared_data, n_pairs=2, align_method="eyes")
+    least, _, _ = lfw_dev_faces(shared_data, n_pairs=2)
+    np.testing.assert_array_equal(eyes[0], align_face(photo, marks, "lightcnn_train", 144, method="eyes")[0])
+    np.testing.assert_array_equal(least[0], align_face(photo, marks, "lightcnn_train", 144)[0])
+    assert np.abs(eyes[0].astype(int) - least[0]).mean() > 1
+    with pytest.raises(ValueError, match=r"align_method must be one of \('similarity', 'eyes'\), got 'official'"):
+        lfw_dev_faces(shared_data, n_pairs=2, align_method="official")
+    with pytest.raises(ValueError, match="align_method must be one of"):
+        run_dev_protocols(_pixels, shared_data, ["cfp_fp"], align_method="official")
+
+
+def test_evaluate_dev_scores_an_official_release_on_the_crops_it_was_trained_on(shared_data, tmp_path):
+    """``evaluate_dev --weights LightCNN_9Layers_checkpoint.pth.tar`` scored the official release on least-squares
+    crops, and took no ``--align-method`` (``evaluate`` and ``extract_embeddings`` do): now ``auto`` crops as
+    ``FaceEmbedder`` does for those weights (the original recipe), the flag chooses, and the report says which."""
+    import json
+
+    import torch
+
+    from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+    from lightface import FaceEmbedder
+    from pipelines import evaluate_dev
+    from tests.conftest import lfw_fold2_sample
+
+    torch.manual_seed(3)
+    weights = tmp_path / "LightCNN_9Layers_checkpoint.pth.tar"
+    torch.save(official_checkpoint(build_baseline("lightcnn9", num_classes=10).eval()), weights)
+    data = lfw_fold2_sample(shared_data, tmp_path / "data", people=35, pair_step=12)
+    argv = ["--weights", str(weights), "--data", str(data), "--protocols", "lfw_dev", "--no-flip",
+            "--out", str(tmp_path / "dev.json")]
+    report = evaluate_dev.main(evaluate_dev.get_args_parser().parse_args(argv))
+    assert json.loads((tmp_path / "dev.json").read_text())["align_method"] == report["align_method"] == "eyes"
+    embed = crop_embedder(FaceEmbedder(weights, device="cpu"), flip=False)
+    expected = run_dev_protocols(embed, data, ["lfw_dev"], align_method="eyes")["lfw_dev"]
+    assert report["lfw_dev"] == pytest.approx(expected, abs=1e-6)
+    chosen = evaluate_dev.main(evaluate_dev.get_args_parser().parse_args(argv + ["--align-method", "similarity"]))
+    assert chosen["align_method"] == "similarity"
+    assert chosen["lfw_dev"] == pytest.approx(run_dev_protocols(embed, data, ["lfw_dev"])["lfw_dev"], abs=1e-6)
+
+
+def test_export_lfw_dev_crops_by_the_align_method(shared_data, tmp_path):
+    """``evaluate_dev --export-lfw-dev DIR --align-method eyes`` (validation pairs for a model trained on a corpus
+    built with ``build_lmdb --align-method eyes``) wrote least-squares crops, the flag dropped without a word."""
+    from pipelines import evaluate_dev
+
+    argv = ["--data", str(shared_data), "--export-lfw-dev", str(tmp_path / "dev"), "--align-method", "eyes"]
+    evaluate_dev.main(evaluate_dev.get_args_parser().parse_args(argv))
+    crops, pairs, _ = lfw_dev_faces(shared_data, align_method="eyes")
+    listed = read_pairs(tmp_path / "dev" / "pairs.txt")
+    for k in (0, 599):
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "dev" / listed.a[k])), crops[pairs[k, 0]])

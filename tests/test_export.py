@@ -313,12 +313,55 @@ def test_embedder_onnx_backend_equals_torch(exported):
 def test_an_export_without_a_card_names_its_arch_and_says_flip_is_off(exported, caplog):
     """The repr read ``arch='NoneType'``, and nothing said that the file carries no flip fusion / threshold."""
     _, _, onnx_path = exported("lightcnn9")
-    assert OnnxRecognizer(onnx_path).card == {"arch": "lightcnn9"}
+    assert OnnxRecognizer(onnx_path).card == {"arch": "lightcnn9", "align_method": "eyes"}  # an official release
     with caplog.at_level("INFO", logger="lightface.embed"):
         emb = FaceEmbedder(onnx_path, device="cpu")
     assert repr(emb).startswith("FaceEmbedder(arch='lightcnn9', backend='onnxruntime'")
     assert emb.weights_info.arch == "lightcnn9"
     assert "carries no shipped model card" in caplog.text and "flip=False" in caplog.text
+
+
+def test_an_exported_official_release_crops_whole_photos_as_the_release_does(exported, tmp_path, shared_data):
+    """FaceEmbedder(official .pth.tar) crops whole photos by the original recipe (align_method "eyes"), but the
+    .onnx exported from it carried no word of it: FaceEmbedder("x.onnx") cropped them by the least-squares fit, so
+    the same photo gave another crop and another embedding. The card names the method; a FaceEmbedder is exported
+    with its own (it was refused: "expected an nn.Module ... got FaceEmbedder")."""
+    from lightface.data.io import read_image
+    from lightface.data.sources import read_landmarks_file
+
+    root = shared_data / "lfw_identities"
+    name = "Gordon_Brown/Gordon_Brown_0001.jpg"
+    photo, marks = read_image(root / "images" / name), read_landmarks_file(root / "landmarks_5pt.txt")[name]
+    path, _, onnx_path = exported("lightcnn9")
+    ref = FaceEmbedder(path, device="cpu")
+    fast = FaceEmbedder(onnx_path, device="cpu")
+    assert ref.align_method == fast.align_method == "eyes"
+    assert fast.settings(aligned=True) == ref.settings(aligned=True)
+    crop = ref.align(photo, marks)[0]
+    np.testing.assert_array_equal(fast.align(photo, marks)[0], crop)
+    assert np.abs(fast.embed(crop) - ref.embed(crop)).max() < 1e-5
+    # an explicit method still wins over the card's
+    assert FaceEmbedder(onnx_path, device="cpu", align_method="similarity").align_method == "similarity"
+    # a FaceEmbedder exports its network with the method it crops by
+    chosen = FaceEmbedder(path, device="cpu", align_method="similarity")
+    out = export_onnx(chosen, tmp_path / "chosen.onnx")
+    assert OnnxRecognizer(out).card == {"arch": "lightcnn9", "align_method": "similarity"}
+    again = FaceEmbedder(out, device="cpu")
+    assert again.align_method == "similarity"
+    assert np.abs(again.embed(crop) - ref.embed(crop)).max() < 1e-5
+    with pytest.raises(ValueError, match="runs an exported .onnx already"):
+        export_onnx(fast, tmp_path / "twice.onnx")
+
+
+def test_a_lightface_checkpoint_exports_with_the_least_squares_alignment(tmp_path):
+    """A lightface checkpoint is cropped by the least-squares fit, which its card now says."""
+    from lightcnn_tiny import ARCH, TinyLightCNN
+    from lightface.models.checkpoint import save_model_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_model_checkpoint(tmp_path / "tiny.pt", TinyLightCNN(num_classes=0), ARCH)
+    card = OnnxRecognizer(export_onnx(str(ckpt), tmp_path / "tiny.onnx")).card
+    assert card["align_method"] == "similarity"
 
 
 @pytest.mark.slow
@@ -332,6 +375,7 @@ def test_the_shipped_recogniser_exported_by_name_embeds_and_decides_as_in_pytorc
     path = export_onnx(name, tmp_path / "shipped.onnx")
     card = OnnxRecognizer(path).card
     assert card["weights"] == name and card["sha256"] == ref.pretrained.sha256 and CARD_KEY == "lightface.card"
+    assert card["align_method"] == "similarity" == FaceEmbedder(path, device="cpu").align_method
     emb = FaceEmbedder(path, device="cpu")
     assert (emb.flip, emb.threshold, emb.identification_threshold) == (ref.flip, ref.threshold,
                                                                        ref.identification_threshold)

@@ -1014,3 +1014,27 @@ def test_cli_search_keeps_its_json_when_the_sheet_fails_and_writes_reports_atomi
             module.main(module.get_args_parser().parse_args(argv))
         assert (tmp_path / name).read_text() == before[name]  # the earlier report, whole
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_search_with_another_align_method_than_the_enrolment_is_reported(tmp_path, shared_data, shared_models,
+                                                                          weights, caplog):
+    """A gallery enrolled from whole photos cropped by one method (align_method "eyes", as an official Light CNN
+    release crops) and searched with the other ("similarity") compared embeddings of differently cropped faces
+    without a word, although the gallery records the method (FaceEmbedder.settings) and extract_embeddings refuses
+    such a mix in a .feat folder. It now warns, as for another detector, and says how to crop as the enrolment did."""
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    photos = sorted((src / name).glob("*.jpg"))
+    det = str(shared_models / "det_500m.onnx")
+    eyes = FaceEmbedder(weights, device="cpu", detector=det, align_method="eyes")
+    FaceGallery(tmp_path / "g", eyes).enroll({name: [photos[0]]})
+    assert FaceGallery(tmp_path / "g").settings["detector"]["align_method"] == "eyes"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert FaceGallery(tmp_path / "g", eyes).search_faces(str(photos[1]))
+        assert "align_method" not in caplog.text
+        least = FaceEmbedder(weights, device="cpu", detector=det)  # a lightface checkpoint: "similarity"
+        assert FaceGallery(tmp_path / "g", least).search_faces(str(photos[1]))
+    assert ("the gallery's faces were cropped from their landmarks with align_method 'eyes', this embedder's "
+            "detector with 'similarity'") in caplog.text
+    assert "FaceEmbedder(align_method='eyes') (--align-method eyes)" in caplog.text

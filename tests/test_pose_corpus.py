@@ -133,3 +133,30 @@ def test_build_pose_corpus_drops_a_relabelled_celebrity_and_trains_from_the_lmdb
     assert rebuilt["written"] == rebuilt["photos"] and rebuilt["people"] == 6
     # without the check, held-out cfp/ people may be in the corpus: said, and recorded in the summary
     assert rebuilt["lookalike_check"] is False and "no longer held-out" in caplog.text
+
+
+def test_the_lookalike_check_crops_faces_as_its_recogniser_needs(shared_data, tmp_path):
+    """``build_pose_corpus --weights LightCNN_9Layers_checkpoint.pth.tar``: the look-alike check cropped the faces by
+    the least-squares fit whatever the recogniser, so an official Light CNN release (FaceEmbedder align_method
+    "eyes") compared people by embeddings of crops it was not trained on. The crops now follow the embedder."""
+    import torch
+
+    from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+    from lightface.data.align import align_face
+    from lightface.data.io import read_image
+    from lightface.data.pose_corpus import PosePerson, _mean_embeddings
+    from lightface.data.sources import read_landmarks_file
+    from lightface.embed import FaceEmbedder
+
+    torch.manual_seed(3)
+    weights = tmp_path / "LightCNN_9Layers_checkpoint.pth.tar"
+    torch.save(official_checkpoint(build_baseline("lightcnn9", num_classes=10).eval()), weights)
+    embedder = FaceEmbedder(weights, device="cpu")
+    assert embedder.align_method == "eyes"
+    root = shared_data / "lfw_identities"
+    marks = read_landmarks_file(root / "landmarks_5pt.txt")
+    names = ["Gordon_Brown/Gordon_Brown_0001.jpg", "Gordon_Brown/Gordon_Brown_0002.jpg"]
+    person = PosePerson("lfw_Gordon_Brown", "lfw", [(root / "images" / n, marks[n]) for n in names])
+    crops = [align_face(read_image(p), pts, "lightcnn", 128, method="eyes")[0] for p, pts in person.frontal]
+    mean = embedder.embed(crops, aligned=True, flip=True).sum(0)
+    np.testing.assert_allclose(_mean_embeddings(embedder, [person])[0], mean / np.linalg.norm(mean), atol=1e-5)

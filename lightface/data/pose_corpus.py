@@ -139,12 +139,15 @@ def pose_candidates(data_root, sources: Sequence[str] = POSE_SOURCES, frontal_ma
 
 
 def _mean_embeddings(embedder, people: Sequence[PosePerson]) -> np.ndarray:
-    """(P, D) L2-normalised mean embedding of up to :data:`BANK_PHOTOS` frontals per person (NaN: none readable)."""
+    """(P, D) L2-normalised mean embedding of up to :data:`BANK_PHOTOS` frontals per person (NaN: none readable),
+    the faces cropped as ``embedder`` needs them (its ``align_method``: the original recipe for an official Light CNN
+    release, the least-squares fit otherwise)."""
+    method = getattr(embedder, "align_method", "similarity")
     crops, owner = [], []
     for k, person in enumerate(people):
         for path, pts in person.frontal[:BANK_PHOTOS]:
             try:
-                crops.append(align_face(read_image(path), pts, "lightcnn", 128)[0])
+                crops.append(align_face(read_image(path), pts, "lightcnn", 128, method=method)[0])
                 owner.append(k)
             except (OSError, ValueError) as err:  # a corrupt photo costs its vote, nothing else
                 log.warning("pose corpus: %s skipped in the look-alike check (%s)", path, err)

@@ -20,7 +20,11 @@ put same-person cosines at different heights, so a threshold fitted to one costs
 
 Faces are aligned from the given landmarks (LFW) or fiducials (CFP) to 144x144
 ``lightcnn_train`` crops (uint8 BGR); a Light CNN reads their centre 128 crop, which is
-exactly the 128 ``lightcnn`` test crop (:func:`crop_embedder` turns a
+exactly the 128 ``lightcnn`` test crop. ``align_method`` (every function that crops faces) is
+:func:`lightface.data.align.align_face`'s ``method``: ``"similarity"`` (default; the crops
+lightface recognisers are trained on) or ``"eyes"`` (the original recipe, on which the official
+Light CNN releases were trained: score those with ``FaceEmbedder.align_method``, as
+``python -m pipelines.evaluate_dev`` does) (:func:`crop_embedder` turns a
 :class:`~lightface.FaceEmbedder` into such a function). :func:`run_dev_protocols` scores any
 ``embed(crops) -> (N, D)`` function, so the student and a teacher are measured the same way;
 :func:`lightface.eval.paired.compare_recognisers` compares two of them probe by probe.
@@ -32,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..data.align import align_face
+from ..data.align import ALIGN_METHODS, align_face
 from ..data.detect import main_face
 from ..data.io import write_image
 from ..data.pose_pairs import cfp_five_points
@@ -59,6 +63,15 @@ def _data_dir(data_root, name: str) -> Path:
     return root
 
 
+def _check_align_method(method: str) -> str:
+    """``method`` when it is one of :data:`~lightface.data.align.ALIGN_METHODS`, else a ValueError saying what to
+    pass (before any photo is read)."""
+    if method not in ALIGN_METHODS:
+        raise ValueError(f"align_method must be one of {ALIGN_METHODS}, got {method!r} (a FaceEmbedder's "
+                         "align_method says which its weights need)")
+    return method
+
+
 def crop_embedder(embedder, flip: Optional[bool] = None) -> EmbedFn:
     """The protocols' ``embed`` function for a :class:`~lightface.FaceEmbedder` (or anything with
     its ``embed(images, aligned=True, flip=...)``): list of N 144x144 uint8 BGR ``lightcnn_train``
@@ -78,10 +91,13 @@ class _LfwAligner:
     """Crops of ``lfw_train/images`` photos (144x144 ``lightcnn_train`` unless another
     ``template`` / ``size``), aligned from the given landmarks, or from the main face a
     ``detector`` finds (:func:`lightface.data.detect.main_face`; the given landmarks when it
-    finds none; ``undetected`` counts those)."""
+    finds none; ``undetected`` counts those), by ``align_method`` (:func:`~lightface.data.align.align_face`'s
+    ``method``)."""
 
-    def __init__(self, root: Path, detector=None, template: str = "lightcnn_train", size: int = 144):
+    def __init__(self, root: Path, detector=None, template: str = "lightcnn_train", size: int = 144,
+                 align_method: str = "similarity"):
         self.root, self.detector, self.template, self.size = root, detector, template, size
+        self.align_method = _check_align_method(align_method)
         self.table = read_landmarks_file(root / "landmarks_5pt.txt")
         self.undetected = 0
 
@@ -94,7 +110,7 @@ class _LfwAligner:
                 points = main_face(faces, img.shape).landmarks
             else:
                 self.undetected += 1
-        return align_face(img, points, template=self.template, size=self.size)[0]
+        return align_face(img, points, template=self.template, size=self.size, method=self.align_method)[0]
 
     def report(self, protocol: str, total: int) -> None:
         """Log the photos the detector found no face in."""
@@ -104,16 +120,18 @@ class _LfwAligner:
 
 
 def lfw_dev_faces(data_root, detector=None, template: str = "lightcnn_train", size: int = 144,
-                  n_pairs: Optional[int] = None) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+                  n_pairs: Optional[int] = None,
+                  align_method: str = "similarity") -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
     """``(crops, pairs (P, 2) int indices into crops, same (P,) bool)`` of ``pairs_dev.txt``.
 
     ``detector``: align from its landmarks (a :class:`~lightface.data.detect.FaceDetector`)
     instead of the given ones, as a whole-photo pipeline does. ``template`` / ``size``: the
     crops' framing (:func:`lightface.data.align.align_face`; default the 144x144 training crop,
     whose centre 128 is the Light CNN test crop). ``n_pairs``: only the first ``n_pairs // 2``
-    same and ``n_pairs // 2`` different pairs, in file order (a quick look; None: all 600)."""
+    same and ``n_pairs // 2`` different pairs, in file order (a quick look; None: all 600). ``align_method``:
+    ``"similarity"`` or ``"eyes"`` (module doc)."""
     root = _data_dir(data_root, "lfw_train")
-    align = _LfwAligner(root, detector, template, size)
+    align = _LfwAligner(root, detector, template, size, align_method)
     pairs = read_pairs(root / "pairs_dev.txt")
     if n_pairs is not None and n_pairs < len(pairs):
         keep = np.sort(np.concatenate([np.flatnonzero(pairs.labels)[:n_pairs // 2],
@@ -127,14 +145,16 @@ def lfw_dev_faces(data_root, detector=None, template: str = "lightcnn_train", si
     return crops, idx, np.asarray(pairs.labels, bool)
 
 
-def export_lfw_dev(data_root, out_dir) -> Path:
+def export_lfw_dev(data_root, out_dir, align_method: str = "similarity") -> Path:
     """Write the ``pairs_dev.txt`` crops as ``out_dir/NNNN.png`` (144x144 BGR ``lightcnn_train``
-    crops) and ``out_dir/pairs.txt`` (``same a.png b.png`` lines), the form
+    crops, cropped by ``align_method``: the method of the training corpus, ``"eyes"`` for one built
+    with ``build_lmdb --align-method eyes``) and ``out_dir/pairs.txt`` (``same a.png b.png`` lines), the form
     ``python -m pipelines.train_lightcnn --val-pairs out_dir/pairs.txt`` validates on.
     Returns the pair list's path."""
+    _check_align_method(align_method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    crops, pairs, same = lfw_dev_faces(data_root)
+    crops, pairs, same = lfw_dev_faces(data_root, align_method=align_method)
     for i, crop in enumerate(crops):
         write_image(out / f"{i:04d}.png", crop)
     path = out / "pairs.txt"
@@ -142,9 +162,10 @@ def export_lfw_dev(data_root, out_dir) -> Path:
     return path
 
 
-def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detector=None):
+def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detector=None,
+                   align_method: str = "similarity"):
     """The ``lfw_hard`` protocol's faces (144x144 uint8 BGR ``lightcnn_train`` crops; aligned
-    from ``detector``'s landmarks when given, see :func:`lfw_dev_faces`).
+    from ``detector``'s landmarks when given, by ``align_method``, see :func:`lfw_dev_faces`).
 
     Returns:
         ``(gallery crops, gallery ids (G,), {condition: probe crops}, probe ids (P,))``: one
@@ -152,7 +173,7 @@ def lfw_hard_faces(data_root, probes_per_person: int = 3, seed: int = 0, detecto
         :data:`~lightface.eval.hard_conditions.HARD_CONDITIONS`.
     """
     root = _data_dir(data_root, "lfw_train")
-    align = _LfwAligner(root, detector)
+    align = _LfwAligner(root, detector, align_method=align_method)
     people = [line.split("\t")[0] for line in (root / "people_folds.txt").read_text(encoding="utf-8").splitlines()
               if line and not line.startswith("#") and line.split("\t")[3].strip() == "2"]
     gallery, gallery_ids, probes, probe_ids = [], [], [], []
@@ -188,15 +209,17 @@ def by_occluder(occlusion_hits: np.ndarray) -> Dict[str, np.ndarray]:
     return {kind: occlusion_hits[kinds == kind] for kind in OCCLUDERS}
 
 
-def cfp_heldout_faces(data_root) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
-    """``(crops, identity (N,) int, is_profile (N,) bool)`` of every photo in ``cfp/``."""
+def cfp_heldout_faces(data_root, align_method: str = "similarity") -> Tuple[List[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, identity (N,) int, is_profile (N,) bool)`` of every photo in ``cfp/``, aligned by ``align_method``
+    (module doc)."""
+    _check_align_method(align_method)
     root = _data_dir(data_root, "cfp")
     crops, ids, profile = [], [], []
     for img in sorted((root / "Images").glob("*/*/*.jpg")):
         rel = img.relative_to(root / "Images")
         fid = root / "Fiducials" / rel.with_suffix(".txt")
         pts = cfp_five_points(np.loadtxt(fid, delimiter=","), rel.parts[1])
-        crops.append(align_face(_read(img), pts, template="lightcnn_train", size=144)[0])
+        crops.append(align_face(_read(img), pts, template="lightcnn_train", size=144, method=align_method)[0])
         ids.append(int(rel.parts[0]))
         profile.append(rel.parts[1] == "profile")
     return crops, np.asarray(ids), np.asarray(profile)
@@ -253,7 +276,8 @@ def _verification(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray) -> Dict[
     return out
 
 
-def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, seed: int = 0) -> Dict[str, float]:
+def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, seed: int = 0,
+                        align_method: str = "similarity") -> Dict[str, float]:
     """One cosine threshold for aligned crops and whole photos alike.
 
     Scores the LFW fold-2 pairs (``pairs_dev.txt``) twice, aligned from the given landmarks
@@ -262,7 +286,8 @@ def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, 
     pooled scores. ``cv_accuracy_*`` say what it is worth on pairs it was not fitted to:
     stratified ``n_folds``-fold cross-validation over the pairs, each fold's threshold
     fitted on the other folds of both paths and applied to the held-out pairs of each path
-    (a pair and its detected twin are always in the same fold).
+    (a pair and its detected twin are always in the same fold). Both paths crop by ``align_method``
+    (module doc).
 
     Returns:
         ``{threshold, accuracy_given, accuracy_detected, cv_accuracy_given,
@@ -273,7 +298,7 @@ def calibrate_threshold(embed: EmbedFn, data_root, detector, n_folds: int = 10, 
 
     scores = {}
     for path, det in (("given", None), ("detected", detector)):
-        crops, pairs, same = lfw_dev_faces(data_root, det)
+        crops, pairs, same = lfw_dev_faces(data_root, det, align_method=align_method)
         scores[path] = _pair_scores(embed(crops), pairs)
     pooled = np.concatenate([scores["given"], scores["detected"]])
     pooled_same = np.concatenate([same, same])
@@ -313,12 +338,14 @@ def _cfp_pairs(ids: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int
 
 
 def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROTOCOLS,
-                      detector=None) -> Dict[str, Dict[str, float]]:
+                      detector=None, align_method: str = "similarity") -> Dict[str, Dict[str, float]]:
     """Score ``embed`` (list of 144x144 uint8 BGR ``lightcnn_train`` crops -> (N, D) embeddings).
 
     ``detector`` (a :class:`~lightface.data.detect.FaceDetector`): the LFW protocols align
     from its landmarks instead of the given ones (CFP keeps its fiducials: detectors miss
-    near-90-degree profiles).
+    near-90-degree profiles). ``align_method``: how every protocol crops the faces
+    (``"similarity"`` or ``"eyes"``, module doc): the method the recogniser was trained on
+    (``FaceEmbedder.align_method``).
 
     Returns:
         ``{"lfw_dev": {accuracy, auc, threshold, tar@far=...}, "cfp_fp": {fp_accuracy, fp_auc,
@@ -329,12 +356,13 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {PROTOCOLS}")
+    _check_align_method(align_method)
     results: Dict[str, Dict[str, float]] = {}
     if "lfw_dev" in protocols:
-        crops, pairs, same = lfw_dev_faces(data_root, detector)
+        crops, pairs, same = lfw_dev_faces(data_root, detector, align_method=align_method)
         results["lfw_dev"] = {**_verification(embed(crops), pairs, same), "pairs": int(len(pairs))}
     if "cfp_fp" in protocols:
-        crops, ids, profile = cfp_heldout_faces(data_root)
+        crops, ids, profile = cfp_heldout_faces(data_root, align_method)
         emb = embed(crops)
         fp_pairs, fp_same = _cfp_pairs(ids, ~profile, profile)
         ff_pairs, ff_same = _cfp_pairs(ids, ~profile, ~profile)
@@ -345,7 +373,8 @@ def run_dev_protocols(embed: EmbedFn, data_root, protocols: Sequence[str] = PROT
             "people": int(len(set(ids.tolist()))), "profiles": int(profile.sum()), "frontals": int((~profile).sum()),
         }
     if "lfw_hard" in protocols:
-        gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root, detector=detector)
+        gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root, detector=detector,
+                                                                       align_method=align_method)
         g = embed(gallery)
         hits = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
         results["lfw_hard"] = {f"rank1_{name}": float(h.mean()) for name, h in hits.items()}

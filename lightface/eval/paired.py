@@ -18,7 +18,7 @@ Fagerland, Lydersen and Laake, BMC Medical Research Methodology 13:91, 2013.
 import logging
 import math
 import numbers
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -106,7 +106,8 @@ def pair_hits(emb: np.ndarray, pairs: np.ndarray, same: np.ndarray):
     return (scores >= threshold) == same, threshold
 
 
-def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=None) -> Dict[str, Dict[str, float]]:
+def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=None,
+                        align_methods: Tuple[str, str] = ("similarity", "similarity")) -> Dict[str, Dict[str, float]]:
     """Paired comparison of two recognisers on the same development-protocol faces.
 
     Args:
@@ -116,6 +117,11 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
         data_root: the shared data folder (holding ``lfw_train/``).
         detector: a :class:`~lightface.data.detect.FaceDetector`: align from its landmarks
             instead of the given ones (the whole-photo path), as ``run_dev_protocols`` does.
+        align_methods: how the faces are cropped for A and for B (``"similarity"`` or ``"eyes"``,
+            :func:`lightface.data.align.align_face`'s ``method``): each recogniser's own
+            (``FaceEmbedder.align_method``: ``"eyes"`` for an official Light CNN release), so that each
+            is scored on the crops it was trained on; the same photos, landmarks and probe conditions
+            either way, so the items stay paired.
 
     Returns:
         ``{row: paired_counts(...)}`` (:func:`paired_counts`: ``n``, ``accuracy_a``,
@@ -126,11 +132,13 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
         ``lfw_dev/pairs`` (the 600 LFW fold-2 pairs, each model at its own accuracy-maximising
         threshold on them, :func:`pair_hits`; this row adds ``threshold_a``, ``threshold_b``).
     """
-    gallery, gallery_ids, by_condition, probe_ids = lfw_hard_faces(data_root, detector=detector)
+    methods = dict.fromkeys(align_methods)  # each method's crops once, in order
+    hard = {method: lfw_hard_faces(data_root, detector=detector, align_method=method) for method in methods}
     hits = {}
-    for key, embed in (("a", embed_a), ("b", embed_b)):
-        log.info("lfw_hard: embedding %d gallery and %d x %d probe crops with %s", len(gallery), len(by_condition),
-                 len(probe_ids), key.upper())
+    for key, embed, method in (("a", embed_a, align_methods[0]), ("b", embed_b, align_methods[1])):
+        gallery, gallery_ids, by_condition, probe_ids = hard[method]
+        log.info("lfw_hard: embedding %d gallery and %d x %d probe crops (align_method %s) with %s", len(gallery),
+                 len(by_condition), len(probe_ids), method, key.upper())
         g = embed(gallery)
         hits[key] = {name: rank1_hits(embed(crops), probe_ids, g, gallery_ids) for name, crops in by_condition.items()}
     results = {f"lfw_hard/{name}": paired_counts(hits["a"][name], hits["b"][name]) for name in by_condition}
@@ -139,10 +147,11 @@ def compare_recognisers(embed_a: EmbedFn, embed_b: EmbedFn, data_root, detector=
     results["lfw_hard/all"] = paired_counts(np.concatenate(list(hits["a"].values())),
                                             np.concatenate(list(hits["b"].values())))
 
-    crops, pairs, same = lfw_dev_faces(data_root, detector)
+    dev = {method: lfw_dev_faces(data_root, detector, align_method=method) for method in methods}
+    crops, pairs, same = dev[align_methods[0]]
     log.info("lfw_dev: embedding %d crops of %d pairs with A and B", len(crops), len(pairs))
-    (correct_a, threshold_a), (correct_b, threshold_b) = (pair_hits(embed(crops), pairs, same)
-                                                          for embed in (embed_a, embed_b))
+    (correct_a, threshold_a), (correct_b, threshold_b) = (pair_hits(embed(dev[method][0]), pairs, same)
+                                                          for embed, method in zip((embed_a, embed_b), align_methods))
     results["lfw_dev/pairs"] = {**paired_counts(correct_a, correct_b), "threshold_a": float(threshold_a),
                                 "threshold_b": float(threshold_b)}
     return results

@@ -358,7 +358,8 @@ class FaceGallery:
         """Warn when whole photos are embedded with another detector than the gallery's faces were:
         its landmarks place the crop differently, and the scores shift; or with the same detector at
         another ``det_size`` / ``threshold``: other faces are found (small ones, weak ones), so a person
-        enrolled from a face the other setting misses, or the reverse, is not matched."""
+        enrolled from a face the other setting misses, or the reverse, is not matched; or cropped from the
+        landmarks by another ``align_method``: the crops differ, and the scores shift."""
         self._check_detector_settings(_embedder_settings(embedder, aligned=False))
 
     def _check_detector_settings(self, settings: Optional[Mapping[str, Any]],
@@ -366,6 +367,12 @@ class FaceGallery:
         """:meth:`_check_detector` for the settings (:meth:`lightface.FaceEmbedder.settings` of whole photos)
         that some faces were or will be embedded with; ``who`` names them in the warning."""
         changes = {c[0]: c for c in settings_changes(self.settings, settings or {})}
+        if "detector.align_method" in changes:
+            _, recorded, method = changes["detector.align_method"]
+            logger.warning("%s: the gallery's faces were cropped from their landmarks with align_method %r, %s with "
+                           "%r: the crops differ (eye line, face position and scale) and the scores shift; use "
+                           "FaceEmbedder(align_method=%r) (--align-method %s) to crop as the enrolment did",
+                           self.path, recorded, who, method, recorded, recorded)
         if "detector.model" in changes:
             _, recorded, name = changes["detector.model"]
             logger.warning("%s: the gallery's faces were detected and aligned by %s, %s is %s: crops differ "
