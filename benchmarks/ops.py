@@ -33,7 +33,7 @@ from typing import Callable, Dict, List
 import torch
 
 from lightface import ops
-from lightface.ops import reference
+from lightface.ops import _library, reference
 from pipelines._argtypes import device_name, non_negative_int, positive_int
 
 MFM_SHAPES = [(16, 96, 96, 96), (32, 384, 32, 32), (256, 512)]
@@ -219,6 +219,12 @@ def main(args: argparse.Namespace) -> List[Dict[str, object]]:
         raise RuntimeError("benchmarks.ops needs the compiled library lightface._C: run `make build` first")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if device.type not in _library.KERNEL_DEVICES:  # the "fused" columns would time the reference, then crash
+        raise ValueError(
+            f"benchmarks.ops: lightface._C has no {device.type} kernels (built for "
+            f"{sorted(_library.KERNEL_DEVICES - {'meta'})}); rebuild it with a CUDA torch and CUDA_HOME set "
+            f"(or FORCE_CUDA=1), or pass --device cpu"
+        )
     if args.timer == "cpu" and device.type != "cpu":
         raise ValueError("--timer cpu measures CPU time; use --timer wall with --device cuda")
     if args.threads > 0:

@@ -167,4 +167,19 @@ inline double loss_grad_scale(Reduction reduction, int64_t denominator) {
   return denominator > 0 ? 1.0 / static_cast<double>(denominator) : 0.0;
 }
 
+// What a loss backward multiplies each image's pattern of signs by: grad[n] * scale, computed in
+// float64 and rounded once to `op_type` (the kernels' accumulation type: float32, float64 for
+// float64 images), on grad's device. Contiguous, 1 element for "sum"/"mean" and N for "none";
+// image n reads element n * loss_weight_stride(reduction). Shared by the CPU and CUDA kernels so
+// that both round the weight alike (a float32 product of the rounded grad and the rounded scale
+// differs from this in the last bit for about a third of the values).
+inline at::Tensor loss_weights(const at::Tensor& grad, Reduction reduction, int64_t denominator,
+                               at::ScalarType op_type) {
+  const double scale = loss_grad_scale(reduction, denominator);
+  const at::Tensor grad64 = grad.reshape({-1}).to(at::kDouble);
+  return (scale == 1.0 ? grad64 : grad64.mul(scale)).to(op_type).contiguous();
+}
+
+inline int64_t loss_weight_stride(Reduction reduction) { return reduction == Reduction::None ? 1 : 0; }
+
 }  // namespace lightface

@@ -16,6 +16,8 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 REDUCTIONS = ["none", "sum", "mean"]
 LOSSES = {"symmetry": (ops.symmetry_loss, reference.symmetry_loss), "tv": (ops.total_variation, reference.total_variation)}
 LOSS_TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-12}
+# the integer dtype of each float dtype's bits (bit-for-bit comparisons, signed zeros included)
+INT_OF = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 def _noncontiguous(t: torch.Tensor) -> torch.Tensor:
@@ -273,6 +275,29 @@ def test_total_variation_backward_16_bit_kernel_for_every_bit_pattern(dtype, sha
         nan = expected.isnan()  # 0 * inf: any NaN (c10 and torch round NaN payloads differently)
         assert torch.equal(got.isnan(), nan)
         assert torch.equal(got.view(torch.int16)[~nan], expected.view(torch.int16)[~nan])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_backward_weight_is_rounded_once(device, dtype):
+    """A loss gradient is the image's pattern of signs times one weight per image: grad * (1 / count) for
+    "mean" (grad for "sum" / "none") computed in float64 and rounded once to the accumulation type, on every
+    device. The CUDA kernels multiplied the grad and the scale each rounded to float32 first, which differs in
+    the last bit for these weights (and about a third of all); the symmetry loss' middle column (odd width) is
+    +0 for a negative weight too, as on the CPU."""
+    img = torch.rand(3, 3, 65, 33, dtype=torch.float64).to(dtype=dtype, device=device)
+    lf = torch.ops.lightface
+    for name, backward in (("symmetry", lf._symmetry_loss_backward), ("tv", lf._total_variation_backward)):
+        count = img[..., : img.shape[-1] // 2].numel() if name == "symmetry" else img.numel()
+        signs = backward(torch.ones(3, dtype=dtype, device=device), img, "none").cpu()  # weight 1: the pattern
+        for reduction in REDUCTIONS:
+            for value in (1.61, 2.49, -1.5):
+                grad = torch.full((3,) if reduction == "none" else (), value, dtype=dtype)
+                weight = (grad.double() * (1.0 / count if reduction == "mean" else 1.0)).to(dtype)
+                got = backward(grad.to(device), img, reduction).cpu()
+                assert torch.equal(got, signs * weight.reshape(-1, 1, 1, 1)), (name, reduction, value)
+                if name == "symmetry":  # the middle column: +0 whatever the weight
+                    assert not got[..., 16].view(INT_OF[dtype]).any()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -887,6 +912,19 @@ def test_ops_benchmark_refuses_bad_counts(flags, capsys):
     assert get_args_parser().parse_args(["--repeats", "1", "--threads", "0"]).repeats == 1
 
 
+def test_ops_benchmark_refuses_a_device_without_kernels(monkeypatch):
+    """On a GPU machine with a CPU-only build of lightface._C, python -m benchmarks.ops (--device auto picks
+    cuda) timed the pure-PyTorch reference as "fused" and then crashed in torch.ops.lightface._mfm_forward
+    with the dispatcher's "Could not run ... with arguments from the 'CUDA' backend". It now refuses at once,
+    saying what the library was built for and how to get CUDA kernels."""
+    from benchmarks.ops import get_args_parser, main
+    from lightface.ops import _library
+
+    monkeypatch.setattr(_library, "KERNEL_DEVICES", frozenset({"meta"}))  # a build without kernels for this device
+    with pytest.raises(ValueError, match="has no cpu kernels .*CUDA_HOME"):
+        main(get_args_parser().parse_args(["--device", "cpu", "--quick", "--repeats", "1"]))
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_matches_cpu(dtype):
@@ -901,6 +939,14 @@ def test_cuda_matches_cpu(dtype):
         for reduction in REDUCTIONS:
             tol = LOSS_TOL[dtype]
             torch.testing.assert_close(fn(img.cuda(), reduction).cpu(), fn(img, reduction), rtol=tol, atol=tol)
+            # the gradients are signs times one weight per image, rounded alike on both devices: bit for bit,
+            # signed zeros included (a loss weight: float32(1.61) * float32(1 / count) is not the float64 product
+            # rounded once, for either loss' count; -1.5: the symmetry loss' middle column is +0 as on the CPU)
+            for scale in (1.61, -1.5):
+                seed = torch.full((img.shape[0],) if reduction == "none" else (), scale, dtype=torch.float64)
+                _, g_cpu = _grad(lambda t: fn(t, reduction), img, seed.to(dtype))
+                _, g_cuda = _grad(lambda t: fn(t, reduction), img.cuda(), seed.to(dtype=dtype, device="cuda"))
+                assert torch.equal(g_cuda.cpu().view(INT_OF[dtype]), g_cpu.view(INT_OF[dtype])), (fn, reduction)
 
 
 @pytest.mark.slow

@@ -63,22 +63,21 @@ at::Tensor loss_backward(const at::Tensor& grad_in, const at::Tensor& input, std
   const Reduction reduction = parse_reduction(reduction_name, op);
   check_loss_grad(grad_in, input, reduction, op);
   const at::Tensor img = input.contiguous();
-  const at::Tensor grad = grad_in.reshape({-1}).to(at::kDouble).contiguous();
   at::Tensor out = at::empty(img.sizes(), img.options());
   if (out.numel() == 0) return out;
   const RowBlocks g = row_blocks(img, kLossBlockElements);
-  const double scale = loss_grad_scale(reduction, g.n * g.rows * Term::columns(g.w));
-  const int64_t grad_stride = reduction == Reduction::None ? 1 : 0;
+  const int64_t stride = loss_weight_stride(reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_loss_backward_cpu", [&] {
     using op_t = at::opmath_type<scalar_t>;
+    const at::Tensor weights = loss_weights(grad_in, reduction, g.n * g.rows * Term::columns(g.w),
+                                            c10::CppTypeToScalarType<op_t>::value);
     const scalar_t* p = img.const_data_ptr<scalar_t>();
-    const double* pg = grad.const_data_ptr<double>();
+    const op_t* pw = weights.const_data_ptr<op_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, g.n * g.blocks, 1, [&](int64_t begin, int64_t end) {
       for_each_row_block(g, begin, end, [&](int64_t, int64_t n, int64_t r0, int64_t r1) {
         const int64_t offset = n * g.rows * g.w;
-        const auto weight = static_cast<op_t>(pg[n * grad_stride] * scale);
-        Term::template backward_rows<scalar_t>(p + offset, po + offset, r0, r1, g, weight);
+        Term::template backward_rows<scalar_t>(p + offset, po + offset, r0, r1, g, pw[n * stride]);
       });
     });
   });

@@ -158,8 +158,10 @@ std::tuple<at::Tensor, at::Tensor> mfm_forward_cuda(const at::Tensor& x, int64_t
 }
 
 at::Tensor mfm_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
-  const c10::cuda::CUDAGuard guard(grad_in.device());
+  // The checks first: the dispatcher picks this kernel when either tensor is on a GPU, and the
+  // guard needs a CUDA device (a CPU grad with a CUDA mask is refused by the check, naming both).
   const MfmBackward operands = mfm_backward_operands(grad_in, mask_in, dim, 2, "mfm_backward");
+  const c10::cuda::CUDAGuard guard(operands.out.device());
   const at::Tensor &grad = operands.grad, &mask = operands.mask, &out = operands.out;
   const SplitGeometry g = operands.g;
   if (out.numel() == 0) return out;
@@ -203,8 +205,10 @@ std::tuple<at::Tensor, at::Tensor> mfm_3_2_forward_cuda(const at::Tensor& x, int
 }
 
 at::Tensor mfm_3_2_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in, int64_t dim) {
-  const c10::cuda::CUDAGuard guard(grad_in.device());
+  // The checks first: the dispatcher picks this kernel when either tensor is on a GPU, and the
+  // guard needs a CUDA device (a CPU grad with a CUDA mask is refused by the check, naming both).
   const MfmBackward operands = mfm_backward_operands(grad_in, mask_in, dim, 3, "mfm_3_2_backward");
+  const c10::cuda::CUDAGuard guard(operands.out.device());
   const at::Tensor &grad = operands.grad, &mask = operands.mask, &out = operands.out;
   const SplitGeometry g = operands.g;
   if (out.numel() == 0) return out;

@@ -23,15 +23,16 @@ struct SymmetryTerm {
     return d < op_t(0) ? -d : d;
   }
 
-  // d S / d I[row, x] (without the incoming gradient): sign of the pair's difference,
-  // negated on the right half, 0 for the middle column of an odd width.
+  // weight * d S / d I[row, x], rounded as the CPU kernel: s = sign of the pair's difference
+  // times weight on the left half, -s on the right half, +0 for the middle column of an odd width.
   template <typename scalar_t>
-  __device__ at::opmath_type<scalar_t> grad(const scalar_t* image, int64_t row, int64_t x, const RowBlocks& g) const {
+  __device__ at::opmath_type<scalar_t> grad(const scalar_t* image, int64_t row, int64_t x, const RowBlocks& g,
+                                            at::opmath_type<scalar_t> weight) const {
     using op_t = at::opmath_type<scalar_t>;
     const scalar_t* r = image + row * g.w;
     const int64_t half = g.w / 2;
-    if (x < half) return sign_of(static_cast<op_t>(r[x]) - static_cast<op_t>(r[g.w - 1 - x]));
-    if (x >= g.w - half) return -sign_of(static_cast<op_t>(r[g.w - 1 - x]) - static_cast<op_t>(r[x]));
+    if (x < half) return sign_of(static_cast<op_t>(r[x]) - static_cast<op_t>(r[g.w - 1 - x])) * weight;
+    if (x >= g.w - half) return -(sign_of(static_cast<op_t>(r[g.w - 1 - x]) - static_cast<op_t>(r[x])) * weight);
     return op_t(0);
   }
 };

@@ -33,8 +33,10 @@ struct TVTerm {
     return s;
   }
 
+  // weight * d T / d I[row, x] (the sum of four signs times weight, as the CPU kernel).
   template <typename scalar_t>
-  __device__ at::opmath_type<scalar_t> grad(const scalar_t* image, int64_t row, int64_t x, const RowBlocks& g) const {
+  __device__ at::opmath_type<scalar_t> grad(const scalar_t* image, int64_t row, int64_t x, const RowBlocks& g,
+                                            at::opmath_type<scalar_t> weight) const {
     using op_t = at::opmath_type<scalar_t>;
     const scalar_t* r = image + row * g.w;
     const op_t c = static_cast<op_t>(r[x]);
@@ -44,7 +46,7 @@ struct TVTerm {
     if (x < g.w - 1) s -= sign_of(static_cast<op_t>(r[x + 1]) - c);
     if (y > 0) s += sign_of(c - static_cast<op_t>(r[x - g.w]));
     if (y < g.h - 1) s -= sign_of(static_cast<op_t>(r[x + g.w]) - c);
-    return s;
+    return s * weight;
   }
 };
 

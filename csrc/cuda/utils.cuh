@@ -82,10 +82,11 @@ __global__ void loss_partials_kernel(const scalar_t* __restrict__ img, at::opmat
   if (threadIdx.x == 0) partials[t] = acc;
 }
 
-// grad[i] = weight(n) * term.grad(image, row, x) for every pixel.
+// grad[i] = term.grad(image, row, x, weights[n * stride]) for every pixel (weights: common.h's
+// loss_weights, so that the values are the CPU kernels' bit for bit).
 template <typename scalar_t, typename Term>
-__global__ void loss_backward_kernel(const scalar_t* __restrict__ img, const at::opmath_type<scalar_t>* __restrict__ grad,
-                                     int64_t grad_stride, at::opmath_type<scalar_t> scale,
+__global__ void loss_backward_kernel(const scalar_t* __restrict__ img,
+                                     const at::opmath_type<scalar_t>* __restrict__ weights, int64_t stride,
                                      scalar_t* __restrict__ out, RowBlocks g, Term term) {
   const int64_t per_image = g.rows * g.w;
   const int64_t total = g.n * per_image;
@@ -93,7 +94,7 @@ __global__ void loss_backward_kernel(const scalar_t* __restrict__ img, const at:
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = i / per_image, k = i % per_image;
     const scalar_t* image = img + n * per_image;
-    out[i] = static_cast<scalar_t>(grad[n * grad_stride] * scale * term.grad(image, k / g.w, k % g.w, g));
+    out[i] = static_cast<scalar_t>(term.grad(image, k / g.w, k % g.w, g, weights[n * stride]));
   }
 }
 
@@ -132,14 +133,14 @@ at::Tensor loss_backward_cuda(const at::Tensor& grad_in, const at::Tensor& input
   at::Tensor out = at::empty(img.sizes(), img.options());
   if (out.numel() == 0) return out;
   const RowBlocks g = row_blocks(img, 8192);
-  const double scale = loss_grad_scale(reduction, g.n * g.rows * Term::columns(g.w));
-  const int64_t grad_stride = reduction == Reduction::None ? 1 : 0;
+  const int64_t stride = loss_weight_stride(reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, img.scalar_type(), "lightface_loss_backward_cuda", [&] {
     using op_t = at::opmath_type<scalar_t>;
-    const at::Tensor grad = grad_in.reshape({-1}).to(c10::CppTypeToScalarType<op_t>::value).contiguous();
+    const at::Tensor weights = loss_weights(grad_in, reduction, g.n * g.rows * Term::columns(g.w),
+                                            c10::CppTypeToScalarType<op_t>::value);
     loss_backward_kernel<scalar_t, Term><<<blocks_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        img.const_data_ptr<scalar_t>(), grad.const_data_ptr<op_t>(), grad_stride, static_cast<op_t>(scale),
-        out.mutable_data_ptr<scalar_t>(), g, Term{});
+        img.const_data_ptr<scalar_t>(), weights.const_data_ptr<op_t>(), stride, out.mutable_data_ptr<scalar_t>(), g,
+        Term{});
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
