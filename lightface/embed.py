@@ -307,7 +307,8 @@ def prepare_aligned(gray: np.ndarray, source: str = "image", template: str = "au
         o = (_TRAIN_CROP - INPUT_SIZE) // 2
         return gray[o:o + INPUT_SIZE, o:o + INPUT_SIZE]
     logger.warning("%s: aligned input is %dx%d, not a 128x128 (or 144x144) Light CNN crop; resizing to 128x128. "
-                   "Align faces with lightface.data.align.align_face or use aligned=False", source, w, h)
+                   "Align faces with lightface.data.align.align_face or use aligned=False (the CLIs: leave out "
+                   "--aligned; evaluate: --detector or --landmarks)", source, w, h)
     interp = cv2.INTER_AREA if min(h, w) > INPUT_SIZE else cv2.INTER_LINEAR
     return cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
 
@@ -619,9 +620,9 @@ class FaceEmbedder:
                 shipped = [w["name"] for w in list_pretrained("recognition")]
                 raise PretrainedError(
                     f"FaceEmbedder(): no {what} ships with this lightface install ({MANIFEST} lists "
-                    f"{', '.join(shipped) or 'none'}). Pass weights=: a lightface checkpoint (train one with python -m "
-                    "pipelines.train_lightcnn), an official Light CNN release (LightCNN_29Layers_V2_checkpoint.pth.tar), "
-                    "an exported .onnx, or an nn.Module") from None
+                    f"{', '.join(shipped) or 'none'}). Pass weights= (CLI: --weights): a lightface checkpoint (train "
+                    "one with python -m pipelines.train_lightcnn), an official Light CNN release "
+                    "(LightCNN_29Layers_V2_checkpoint.pth.tar), an exported .onnx, or an nn.Module") from None
         elif isinstance(weights, str) and not os.path.exists(weights) and not weights.lower().endswith(".onnx"):
             try:
                 entry = get_pretrained(weights)
@@ -739,7 +740,8 @@ class FaceEmbedder:
             return []
         best = max(found, key=lambda f: f.score)
         logger.warning("%s: no face scored %.2f (the detector's threshold); using its best candidate, score %.2f "
-                       "(FaceEmbedder(rescue_threshold=%.2f); None turns this off)", source,
+                       "(FaceEmbedder(rescue_threshold=%.2f), the CLIs' --rescue-threshold; None (--rescue-threshold "
+                       "none) turns this off)", source,
                        self.detector.threshold, best.score, self.rescue_threshold)
         return [best]
 

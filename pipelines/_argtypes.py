@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "unit_interval", "int_at_least", "device_name",
-           "image_file", "output_file", "json_file", "plot_file", "refuse_flags"]
+           "rescue_threshold", "image_file", "output_file", "json_file", "plot_file", "refuse_flags"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -40,6 +40,16 @@ unit_interval = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type for an integer >= ``low`` (``int_at_least(2)``: cross-validation folds)."""
     return _number(int, f"an integer >= {low}", lambda v: v >= low)
+
+
+def rescue_threshold(text: str):
+    """An argparse type for ``--rescue-threshold`` (``FaceEmbedder(rescue_threshold=...)``): ``none`` (None: no
+    rescue) or a detector score from :data:`lightface.data.detect.MIN_THRESHOLD` to 1."""
+    from lightface.data.detect import MIN_THRESHOLD
+
+    if text.strip().lower() == "none":
+        return None
+    return _number(float, f"'none' or a number in [{MIN_THRESHOLD}, 1]", lambda v: MIN_THRESHOLD <= v <= 1)(text)
 
 
 def device_name(text: str) -> str:

@@ -31,13 +31,14 @@ from lightface.engine.config import unknown_key_error
 from lightface.engine.stop_signals import TrainingInterrupted
 
 __all__ = ["add_options", "options_from_args", "add_gan_arguments", "trainer_parser", "add_config_argument", "parse_with_config", "run_cli", "USER_ERRORS",
-           "DefaultsHelpFormatter", "RERUN_HINT", "RESUME_FLAG_HINT", "interrupted", "Terminated",
+           "DefaultsHelpFormatter", "NULLABLE", "RERUN_HINT", "RESUME_FLAG_HINT", "interrupted", "Terminated",
            "sigterm_as_interrupt"]
 
 log = logging.getLogger("pipelines")
 C = TypeVar("C")
 #: attribute :func:`add_options` sets on a flag whose field takes None (``Optional[...]``): YAML ``null`` allowed
-_NULLABLE = "lightface_nullable"
+#: (a pipeline sets it on a flag of its own whose type takes ``none``: ``--rescue-threshold``)
+NULLABLE = "lightface_nullable"
 _NOT_GIVEN = object()
 
 #: exceptions :func:`run_cli` reports as one line (everything else keeps its traceback)
@@ -116,7 +117,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, hidden: Sequence[str
             if meta.get("required"):
                 kwargs["required"] = True
         action = target.add_argument(flag, **kwargs)
-        setattr(action, _NULLABLE, opt.optional)
+        setattr(action, NULLABLE, opt.optional)
     return parser
 
 
@@ -166,7 +167,7 @@ def _check_value(action: argparse.Action, key: str, value: Any, source: Path) ->
     """Validate (and type-convert) one YAML value the way argparse treats the same value given as a flag:
     through the flag's type (``positive_int`` refuses ``0`` from a file as on the command line) and choices."""
     if value is None:
-        if action.default is None or getattr(action, _NULLABLE, False):
+        if action.default is None or getattr(action, NULLABLE, False):
             return None
         raise ConfigError(f"{source}: key {key!r} cannot be null (default: {action.default!r}); leave the key out "
                           "for the default")

@@ -41,16 +41,17 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from lightface.data.align import ALIGN_METHODS
+from lightface.data.detect import MIN_THRESHOLD
 from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 from lightface.data.folders import image_files
-from lightface.embed import settings_changes
+from lightface.embed import RESCUE_THRESHOLD, settings_changes
 from lightface.data.sources import read_list_lines
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
 from lightface.utils.precision import PRECISIONS
 from lightface.utils.templates import ALIGNED_TEMPLATES
-from pipelines._argtypes import int_at_least, positive_int, unit_interval
-from pipelines._cli import DefaultsHelpFormatter
+from pipelines._argtypes import int_at_least, positive_int, rescue_threshold, unit_interval
+from pipelines._cli import NULLABLE, DefaultsHelpFormatter
 
 logger = logging.getLogger("pipelines.extract_embeddings")
 
@@ -99,8 +100,10 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def add_detector_size_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--det-size`` and ``--det-threshold`` of the recognition CLIs' ``--detector`` (as ``build_lmdb`` has them);
-    :func:`embedder_from_args` hands them to the detector."""
+    """``--det-size`` and ``--det-threshold`` of the recognition CLIs' ``--detector`` (as ``build_lmdb`` has them),
+    ``--rescue-threshold`` and ``--antialias`` / ``--no-antialias``: :func:`embedder_from_args` hands them to the
+    detector and the embedder (``FaceEmbedder(rescue_threshold=..., antialias=...)``), so that what the embedder's
+    and the gallery's warnings advise is a flag here too."""
     p.add_argument("--det-size", type=int_at_least(32), default=640,
                    help="detector input size: each photo is shrunk to fit it, and a face narrower than about 15 px "
                         "at that scale is missed (a 56-px face in a 4000-px photo is 9 px at 640); raise it (1280, "
@@ -108,7 +111,17 @@ def add_detector_size_arguments(p: argparse.ArgumentParser) -> argparse.Argument
                         "detectors, any for YuNet")
     p.add_argument("--det-threshold", type=unit_interval, default=0.5,
                    help="detector score threshold in [0, 1] (a photo with no face above it still gets its best "
-                        "candidate from 0.25, with a warning)")
+                        "candidate from --rescue-threshold, with a warning)")
+    rescue = p.add_argument(
+        "--rescue-threshold", type=rescue_threshold, default=RESCUE_THRESHOLD, metavar="SCORE",
+        help=f"a photo where no face reaches --det-threshold (an occluded face: sunglasses, a mask) is embedded from "
+             f"its best candidate scoring at least this, with a warning; 'none': no rescue, such a photo fails with "
+             f"'no face' (FaceEmbedder(rescue_threshold=...); at least {MIN_THRESHOLD})")
+    setattr(rescue, NULLABLE, True)  # `rescue_threshold: null` in a --config file is `none`
+    p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=True,
+                   help="blur a face larger in the photo than in the 128-px crop to the crop's resolution before the "
+                        "warp, so its embedding does not depend on the photo's resolution "
+                        "(FaceEmbedder(antialias=...); default: on)")
     return p
 
 
@@ -119,14 +132,16 @@ def detector_options(args: argparse.Namespace) -> Dict[str, object]:
 
 def embedder_from_args(args: argparse.Namespace, detector: Optional[str] = None):
     """The :class:`~lightface.embed.FaceEmbedder` of :func:`add_embedder_arguments`' flags, with ``detector``
-    (None: aligned crops only) and the ``--det-size`` / ``--det-threshold`` of
-    :func:`add_detector_size_arguments` when the parser has them."""
+    (None: aligned crops only) and the ``--det-size`` / ``--det-threshold`` / ``--rescue-threshold`` /
+    ``--antialias`` of :func:`add_detector_size_arguments` when the parser has them."""
     from lightface.embed import FaceEmbedder
 
     options = detector_options(args) if detector is not None and hasattr(args, "det_size") else None
     return FaceEmbedder(args.weights, arch=args.arch, device=args.device, detector=detector, flip=args.flip,
                         aligned_template=args.aligned_template, precision=args.precision, detector_options=options,
-                        align_method=getattr(args, "align_method", "auto"))
+                        align_method=getattr(args, "align_method", "auto"),
+                        rescue_threshold=getattr(args, "rescue_threshold", RESCUE_THRESHOLD),
+                        antialias=getattr(args, "antialias", True))
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -352,8 +367,10 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     fingerprint = _fingerprint(inputs, made_by)
     emb = np.full((len(rels), 256), np.nan, np.float32)
     failed: Dict[str, str] = {}
-    done = _load_progress(progress, (fingerprint, _legacy_fingerprint(args, inputs, info.sha256, embedder.flip)),
-                          emb, failed)
+    # a progress file of before could only have been made with the default rescue and antialiasing
+    legacy = (_legacy_fingerprint(args, inputs, info.sha256, embedder.flip),) if (
+        embedder.rescue_threshold == RESCUE_THRESHOLD and embedder.antialias) else ()
+    done = _load_progress(progress, (fingerprint,) + legacy, emb, failed)
     saved = done
     with tqdm(total=len(rels), initial=done, desc="extracting", unit="img") as bar:
         try:

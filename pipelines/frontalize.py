@@ -40,6 +40,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned", action="store_true",
                    help="inputs are face crops aligned to the 128x128 lightcnn template (resized when another "
                         "size): no detection (default: off)")
+    p.add_argument("--mirror", choices=("auto", "left", "right", "none"), default="auto",
+                   help="the way the faces the model was trained on look (train_frontalization --mirror): faces "
+                        "looking the other way are mirrored before and after; auto: the direction the weights record "
+                        "(a shipped model's card, the run's config in a train_frontalization checkpoint), none: every "
+                        "face as given (Frontalizer(mirror=...); default: %(default)s)")
     p.add_argument("--facing", choices=("left", "right", "auto"), default=None,
                    help="with --aligned: the way the faces look (so they can be mirrored to the model's "
                         "training direction); auto: each crop's own, from the landmarks --detector finds on it "
@@ -82,7 +87,7 @@ def main(args: argparse.Namespace) -> dict:
     try:
         fr = Frontalizer(args.weights, device=args.device,
                          detector=None if args.aligned and args.facing != "auto" else args.detector,
-                         ema=not args.no_ema)
+                         ema=not args.no_ema, mirror=None if args.mirror == "none" else args.mirror)
     except PretrainedError as err:  # nothing ships, or a damaged install: say what to pass
         raise SystemExit(f"frontalize: {err}") from None
     out = Path(args.output)

@@ -936,6 +936,39 @@ def test_a_dead_worker_stops_the_build_with_an_error_and_resume_completes_it(sha
     assert a == b
 
 
+@pytest.mark.slow
+def test_a_dead_worker_of_a_resuming_build_says_to_run_the_same_command_again(shared_data, tmp_path, monkeypatch):
+    """The corpus builders (python -m pipelines.build_corpus, build_sr_corpus, build_pose_corpus) always resume
+    (build_lmdb(resume=True)) and have no --resume flag: a dead --workers process told their user to "run the same
+    command with --resume", which argparse refuses. A build that resumes already says to run it again, and the
+    same call again completes it."""
+    import os
+
+    from lightface.data import build as build_module
+    from lightface.data.build import WorkerDiedError
+    from pipelines import build_corpus, build_pose_corpus, build_sr_corpus
+
+    for cli in (build_corpus, build_pose_corpus, build_sr_corpus):  # the flag the message must not name
+        assert not any("--resume" in a.option_strings for a in cli.get_args_parser()._actions)
+    root = shared_data / "lfw_identities"
+    opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False, workers=2, resume=True)
+    victim = sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*.jpg"))[130]
+    process_item = build_module.process_item
+
+    def dies_on_the_victim(item, options):  # runs in the forked workers
+        if item.name == victim:
+            os._exit(137)
+        return process_item(item, options)
+
+    monkeypatch.setattr(build_module, "process_item", dies_on_the_victim)
+    out = tmp_path / "built.lmdb"
+    with pytest.raises(WorkerDiedError, match="run the same command again to continue") as err:
+        build_lmdb(root / "images", out, **opts)
+    assert "--resume" not in str(err.value)
+    monkeypatch.undo()
+    assert build_lmdb(root / "images", out, **opts)["written"] == 180
+
+
 def test_check_complete_jpeg_and_png():
     from lightface.data.build import check_complete
     from lightface.data.io import ImageReadError

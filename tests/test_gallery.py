@@ -762,6 +762,57 @@ def test_cli_search_finds_an_occluded_face_that_enroll_takes(tmp_path, shared_da
     assert FaceGallery(tmp_path / "g", strict).search_faces(str(tmp_path / "query.png")) == []
 
 
+def test_the_rescue_and_antialias_remedies_are_flags_of_the_recognition_clis(tmp_path, shared_data, shared_models,
+                                                                             weights, caplog, capsys):
+    """The rescue warning advised FaceEmbedder(rescue_threshold=...), and the gallery's settings warning
+    FaceEmbedder(rescue_threshold=None) / FaceEmbedder(antialias=False): keywords that extract_embeddings, enroll,
+    search and evaluate had no flag for. --rescue-threshold (none: off) and --antialias / --no-antialias are
+    those flags now, the warnings name them, and following them does what the warnings say."""
+    from pipelines import enroll, evaluate, extract_embeddings, search
+    from pipelines._cli import parse_with_config, run_cli
+    from test_data_detect import occluded_lfw_photo
+
+    _, occluded = occluded_lfw_photo(shared_data)
+    (tmp_path / "masked").mkdir()
+    cv2.imwrite(str(tmp_path / "masked" / "1.png"), occluded)
+    common = ["--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu"]
+    extract = ["-i", str(tmp_path / "masked"), *common]
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*extract, "-o", str(tmp_path / "a.npz")]) == 0
+    assert "using its best candidate" in caplog.text and "--rescue-threshold none" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.embed"):  # followed: no rescue, the photo has no face
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*extract, "-o", str(tmp_path / "b.npz"), "--rescue-threshold", "none"]) == 1
+    assert "best candidate" not in caplog.text and "no face" in capsys.readouterr().err
+    (tmp_path / "run.yaml").write_text("rescue_threshold: null\nantialias: false\n")  # the same from a --config file
+    args = parse_with_config(extract_embeddings.get_args_parser(),
+                             [*extract, "-o", "c.npz", "--config", str(tmp_path / "run.yaml")])
+    assert args.rescue_threshold is None and args.antialias is False
+    for cli, given in ((enroll, ["g", "p"]), (search, ["g", "q"]), (evaluate, ["--pairs", "p", "--images", "i"])):
+        parsed = cli.get_args_parser().parse_args([*given, "--rescue-threshold", "0.3", "--no-antialias"])
+        assert (parsed.rescue_threshold, parsed.antialias) == (0.3, False)
+    # a gallery enrolled without rescue and antialiasing: searching with the defaults names the flags to pass
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    (tmp_path / "people" / name).mkdir(parents=True)
+    shutil.copy(src / name / f"{name}_0001.jpg", tmp_path / "people" / name)
+    photo = str(tmp_path / "people" / name / f"{name}_0001.jpg")
+    strict = ["--rescue-threshold", "none", "--no-antialias"]
+    assert enroll.main(enroll.get_args_parser().parse_args(
+        [str(tmp_path / "g"), str(tmp_path / "people"), *common, *strict, "--no-progress"]))["added"] == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        search.main(search.get_args_parser().parse_args([str(tmp_path / "g"), photo, *common, "--sheet", ""]))
+    assert "(--rescue-threshold none --no-antialias) to detect as the enrolment did" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        found = search.main(search.get_args_parser().parse_args([str(tmp_path / "g"), photo, *common, *strict,
+                                                                 "--sheet", ""]))
+    assert "detected with" not in caplog.text and found["faces"][0]["matches"][0]["identity"] == name
+
+
 def test_gallery_records_the_embedders_settings_and_checks_the_rescue_threshold(tmp_path, shared_data, shared_models,
                                                                               weights, caplog):
     """The gallery records FaceEmbedder.settings (the description extract_embeddings writes too), rescue threshold
@@ -893,6 +944,67 @@ def test_add_npz_brings_the_model_and_the_settings_of_an_extraction(tmp_path, sh
          "--no-progress"]))
     assert again["from_npz"] == 0 and again["faces"] == 2
     assert FaceGallery(tmp_path / "g5").detector_options == {"det_size": 320, "threshold": 0.5}
+
+
+def test_enroll_of_an_npz_without_folders_names_the_identity_flag(tmp_path, shared_data, shared_models, weights,
+                                                                  capsys):
+    """An npz extracted from a flat folder (one person's photos, no sub-folder) holds paths with no folder to
+    name a person: `python -m pipelines.enroll GALLERY e.npz` failed with "pass identities=", a keyword the
+    command line has no way to give; it names --identity, and following it enrols the faces."""
+    from pipelines import enroll, extract_embeddings
+    from pipelines._cli import run_cli
+
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    (tmp_path / "flat").mkdir()
+    for k in (1, 2):
+        shutil.copy(src / name / f"{name}_000{k}.jpg", tmp_path / "flat")
+    common = ["--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu"]
+    npz = tmp_path / "e.npz"
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                   ["-i", str(tmp_path / "flat"), "-o", str(npz), *common]) == 0
+    argv = [str(tmp_path / "g"), str(npz), *common, "--no-progress"]
+    capsys.readouterr()
+    assert run_cli(enroll.main, enroll.get_args_parser, argv) == 1
+    err = capsys.readouterr().err
+    assert "no folder to name their person" in err and "--identity" in err
+    assert run_cli(enroll.main, enroll.get_args_parser, [*argv, "--identity", name]) == 0
+    assert FaceGallery(tmp_path / "g").identities() == [name] and len(FaceGallery(tmp_path / "g")) == 2
+
+
+@needs_faiss
+def test_a_gallery_without_a_usable_index_names_the_search_and_enroll_flags(tmp_path, shared_data, shared_models,
+                                                                           weights, capsys):
+    """python -m pipelines.search --backend faiss on a gallery with no index, or any search of one whose index file
+    is gone: the errors said "build one with build_index()" / "rebuild it with build_index() or drop it with
+    drop_index()", which the command line has no way to call. They name enroll --index auto and search --backend
+    exact now, and following them searches."""
+    from pipelines import enroll, search
+    from pipelines._cli import run_cli
+
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    (tmp_path / "people" / name).mkdir(parents=True)
+    for k in (1, 2):
+        shutil.copy(src / name / f"{name}_000{k}.jpg", tmp_path / "people" / name)
+    common = ["--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu"]
+    add = [str(tmp_path / "g"), str(tmp_path / "people"), *common, "--no-progress"]
+    find = [str(tmp_path / "g"), str(tmp_path / "people" / name / f"{name}_0001.jpg"), *common, "--sheet", ""]
+    assert run_cli(enroll.main, enroll.get_args_parser, add) == 0
+    capsys.readouterr()
+    assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "faiss"]) == 1
+    err = capsys.readouterr().err
+    assert "no FAISS index" in err and "--backend exact" in err
+    assert "pipelines.enroll GALLERY PHOTOS --index auto" in err
+    assert run_cli(enroll.main, enroll.get_args_parser, [*add, "--index", "auto"]) == 0  # followed
+    assert FaceGallery(tmp_path / "g").index_info is not None
+    assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "faiss"]) == 0
+    (tmp_path / "g" / FaceGallery(tmp_path / "g").index_info["file"]).unlink()
+    capsys.readouterr()
+    assert run_cli(search.main, search.get_args_parser, find) == 1
+    err = capsys.readouterr().err
+    assert "the FAISS index named by the gallery is missing" in err and "--backend exact" in err
+    assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "exact"]) == 0
 
 
 def _flat_npz(npz, out):

@@ -94,6 +94,88 @@ def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_mod
     assert list(report["failed_images"]) == ["broken.jpg"]
 
 
+def test_the_unaligned_photo_warning_names_what_the_cli_in_use_takes(tmp_path, weights, lfw, shared_models, caplog):
+    """LFW's 150x150 photos taken for aligned crops (evaluate without --detector or --landmarks, extract_embeddings
+    --aligned): the warning advised "use aligned=False", which evaluate has no flag for (it aligns with --detector or
+    --landmarks) and extract_embeddings spells as leaving out --aligned. It names those now, and following them
+    embeds the photos without the warning."""
+    root, names = lfw
+    images = _copy_identities(root, names[:4], tmp_path / "images")
+    lines = [f"1 {n}/{n}_0001.jpg {n}/{n}_0002.jpg" for n in names[:4]]
+    lines += [f"0 {names[k]}/{names[k]}_0001.jpg {names[k - 1]}/{names[k - 1]}_0002.jpg" for k in range(1, 4)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    det = str(shared_models / "det_500m.onnx")
+    argv = ["--weights", str(weights), "--pairs", str(tmp_path / "pairs.txt"), "--images", str(images),
+            "--out", str(tmp_path / "report.json"), "--folds", "2", "--device", "cpu"]
+    with caplog.at_level("WARNING", logger="lightface.embed"):
+        assert run_cli(evaluate.main, evaluate.get_args_parser, argv) == 0
+    assert "aligned input is 150x150" in caplog.text and "evaluate: --detector or --landmarks" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightface.embed"):
+        assert run_cli(evaluate.main, evaluate.get_args_parser, [*argv, "--detector", det]) == 0
+        assert run_cli(evaluate.main, evaluate.get_args_parser,
+                       [*argv, "--landmarks", str(root / "landmarks_5pt.txt")]) == 0
+    assert "aligned input is" not in caplog.text
+    extract = ["--weights", str(weights), "-i", str(images / names[0]), "--device", "cpu", "--detector", det]
+    with caplog.at_level("WARNING", logger="lightface.embed"):
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*extract, "--aligned", "-o", str(tmp_path / "a.npz")]) == 0
+    assert "aligned input is 150x150" in caplog.text and "leave out --aligned" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lightface.embed"):
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*extract, "-o", str(tmp_path / "b.npz")]) == 0
+    assert "aligned input is" not in caplog.text
+
+
+def test_an_arch_that_ships_no_weights_names_the_weights_flag(tmp_path, weights, lfw, capsys):
+    """--arch lightcnn9 without --weights (nothing of that architecture ships): the recognition CLIs failed with
+    "Pass weights=", a keyword the command line has no way to give; the message names --weights (as the
+    restorers' do), and following it runs."""
+    root, names = lfw
+    argv = ["-i", str(root / "images" / names[0]), "--arch", "lightcnn9", "--device", "cpu", "--detector",
+            "yunet"]
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                   [*argv, "-o", str(tmp_path / "a.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "no 'lightcnn9' face recogniser ships" in err and "--weights" in err
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                   [*argv, "-o", str(tmp_path / "a.npz"), "--weights", str(weights)]) == 0
+
+
+def test_landmarks_the_eyes_recipe_cannot_align_name_the_align_method_flag(tmp_path, weights, lfw, capsys):
+    """Upside-down photos (a scanned print turned over) with their landmarks: an official release crops by the eyes
+    recipe (--align-method auto), which cannot align a mouth above the eyes, and every image failed with "use
+    method='similarity'", a keyword the command line spells --align-method similarity; the message names the flag,
+    and following it scores the pairs."""
+    from lightface.data.sources import read_landmarks_file
+
+    root, names = lfw
+    table = read_landmarks_file(root / "landmarks_5pt.txt")
+    marks = []
+    for n in names[:4]:
+        (tmp_path / "images" / n).mkdir(parents=True)
+        for k in (1, 2):
+            rel = f"{n}/{n}_{k:04d}.jpg"
+            img = cv2.imread(str(root / "images" / rel))
+            cv2.imwrite(str(tmp_path / "images" / rel), img[::-1, ::-1])
+            h, w = img.shape[:2]
+            pts = np.array([w - 1, h - 1]) - table[rel]  # turned by 180 degrees, then named as seen again
+            marks.append(rel + " " + " ".join(f"{v:.2f}" for v in pts[[1, 0, 2, 4, 3]].ravel()))
+    lines = [f"1 {n}/{n}_0001.jpg {n}/{n}_0002.jpg" for n in names[:4]]
+    lines += [f"0 {names[k]}/{names[k]}_0001.jpg {names[k - 1]}/{names[k - 1]}_0002.jpg" for k in range(1, 4)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "marks.txt").write_text("\n".join(marks) + "\n")
+    argv = ["--weights", str(weights), "--pairs", str(tmp_path / "pairs.txt"), "--images", str(tmp_path / "images"),
+            "--landmarks", str(tmp_path / "marks.txt"), "--out", str(tmp_path / "report.json"), "--folds", "2",
+            "--device", "cpu"]
+    assert run_cli(evaluate.main, evaluate.get_args_parser, argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot align method='eyes'" in err and "--align-method similarity" in err
+    assert run_cli(evaluate.main, evaluate.get_args_parser, [*argv, "--align-method", "similarity"]) == 0
+    assert not json.loads((tmp_path / "report.json").read_text())["failed_images"]
+
+
 @pytest.mark.parametrize("module", ["evaluate", "evaluate_dev", "compare_recognisers"])
 def test_a_report_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, module):
     """--out naming a folder (or under a file) failed with a raw OSError after every face was embedded (minutes)."""

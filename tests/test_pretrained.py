@@ -470,6 +470,30 @@ def test_detector_falls_back_to_the_shipped_yunet(offline, tmp_path, caplog):
         FaceDetector(tmp_path / "missing.onnx")
 
 
+def test_the_offline_fallback_names_the_flag_the_cli_takes(offline, tmp_path, shared_data, shared_models, caplog):
+    """Offline, every recognition CLI runs its default --detector buffalo_l as the shipped YuNet, and the warning
+    advised "pass detector=", a keyword the command line has no way to give; it names --detector now, and
+    following it (--detector det_500m.onnx) runs without the fallback."""
+    from lightcnn_tiny import TinyLightCNN
+    from pipelines import extract_embeddings
+
+    weights = save_model_checkpoint(tmp_path / "tiny.pt", TinyLightCNN(num_classes=0), TINY)
+    src = shared_data / "lfw_identities" / "images" / "Ann_Veneman" / "Ann_Veneman_0001.jpg"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / src.name).write_bytes(src.read_bytes())
+    argv = ["--weights", str(weights), "-i", str(tmp_path / "in"), "--device", "cpu"]
+    with caplog.at_level(logging.WARNING, logger="lightface.data.detect"):
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*argv, "-o", str(tmp_path / "a.npz")]) == 0
+    assert "running the YuNet detector shipped with lightface instead" in caplog.text
+    assert "--detector" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.data.detect"):
+        assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                       [*argv, "-o", str(tmp_path / "b.npz"), "--detector", str(shared_models / "det_500m.onnx")]) == 0
+    assert "YuNet" not in caplog.text
+
+
 def test_whole_photos_embed_offline_with_the_shipped_yunet(offline, shared_data, caplog):
     photos = [shared_data / "lfw_identities" / "images" / "Ann_Veneman" / "Ann_Veneman_0001.jpg"]
     whole = sorted((shared_data / "real_lq_faces").glob("*_whole_imgs/*.jpg"))[:1]

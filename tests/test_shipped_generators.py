@@ -656,6 +656,36 @@ def test_the_shipped_frontalizer_given_by_its_file_or_a_copy_keeps_its_direction
     np.testing.assert_array_equal(by_path.frontalize_face(crop, "right"), by_name.frontalize_face(crop, "right"))
 
 
+def test_a_release_this_install_does_not_ship_takes_its_direction_from_frontalize_mirror(install, tmp_path,
+                                                                                      shared_data, shared_models,
+                                                                                      caplog):
+    """A released file whose entry this install does not ship (a file of an earlier release) cannot tell its training
+    direction: the warning advised "pass mirror='left' or 'right'", which python -m pipelines.frontalize had no flag
+    for, so a right-facing profile reached a left-trained model as it was. --mirror is that flag; the warning names
+    it, and following it mirrors the face without the warning."""
+    from pipelines import frontalize
+
+    entry = release_weights(_checkpoint(tmp_path / "bare.pt"), "tiny_tpgan", "frontalization",
+                            preprocessing={"mirror": "left"}, ema=True)
+    state = torch.load(entry.path(), weights_only=True, map_location="cpu")
+    torch.save({**state, "pretrained_name": "tpgan_of_an_earlier_release"}, tmp_path / "old.pt")
+    (tmp_path / "in").mkdir()
+    shutil.copy(shared_data / "cfp" / "Images" / "451" / "profile" / "01.jpg", tmp_path / "in")  # looks right
+    argv = ["-i", str(tmp_path / "in"), "--weights", str(tmp_path / "old.pt"), "--device", "cpu",
+            "--detector", str(shared_models / "det_500m.onnx")]
+    with caplog.at_level(logging.WARNING, logger="lightface.restore.frontalizer"):
+        assert run_cli(frontalize.main, frontalize.get_args_parser, [*argv, "-o", str(tmp_path / "a")]) == 0
+    assert "its training direction is unknown" in caplog.text and "--mirror left" in caplog.text
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["processed"][0]["notes"] == []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.restore.frontalizer"):
+        assert run_cli(frontalize.main, frontalize.get_args_parser,
+                       [*argv, "-o", str(tmp_path / "b"), "--mirror", "left"]) == 0
+    assert "training direction" not in caplog.text
+    notes = json.loads((tmp_path / "b" / "summary.json").read_text())["processed"][0]["notes"]
+    assert notes == ["face 0 mirrored to the model's direction"]
+
+
 def test_real_shipped_frontalizer_by_its_path_mirrors_right_facing_profiles(shared_data):
     """The shipped frontalizer given as ``--weights lightface/weights/<file>`` frontalizes a real right-facing CFP
     profile as ``Frontalizer()`` does (it used to skip the mirroring: outputs differed by up to 254 grey levels)."""

@@ -169,7 +169,8 @@ def _eyes_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if not drop > 1e-3 * max(float(np.hypot(*eye_vec)), 1e-9):
         raise ValueError(f"cannot align method='eyes': the mouth midpoint is not below the line through the eyes "
                          f"in landmarks {src.tolist()} (order: left eye, right eye, nose, left mouth corner, right "
-                         "mouth corner, as seen in the image); use method='similarity' for such landmarks")
+                         "mouth corner, as seen in the image); use method='similarity' (the CLIs' --align-method "
+                         "similarity) for such landmarks")
     lin = rot * (dst_drop / drop)
     return np.hstack([lin, (dst_eye - lin @ eye)[:, None]])
 

@@ -771,8 +771,9 @@ def build_lmdb(
         raise WorkerDiedError(
             f"building {out}: a --workers process died (killed by the system, e.g. out of memory; a crash in native "
             f"code; or an error in its set-up, printed above); the samples committed so far are kept in "
-            f"{writer.partial}: run the same command with --resume to continue (fewer --workers need less "
-            f"memory)") from err
+            f"{writer.partial}: run the same command "
+            + ("again" if resume else "with --resume (resume=True)")  # the corpus builders always resume
+            + " to continue (fewer --workers need less memory)") from err
     except BaseException:
         writer.close()
         raise

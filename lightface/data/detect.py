@@ -382,8 +382,9 @@ class FaceDetector:
         self.model = SHIPPED_DETECTOR
         self.fallback_reason = f"the InsightFace model pack {pack!r} could not be loaded ({_reason(err)})"
         logger.warning("face detector: %s; running the YuNet detector shipped with lightface instead (%s, OpenCV "
-                       "FaceDetectorYN, offline). For the best alignment pass detector= an InsightFace pack folder or "
-                       "a detector .onnx such as det_500m.onnx", self.fallback_reason, path.name)
+                       "FaceDetectorYN, offline). For the best alignment pass detector= (the CLIs' --detector, "
+                       "build_lmdb's --detect) an InsightFace pack folder or a detector .onnx such as det_500m.onnx",
+                       self.fallback_reason, path.name)
 
     def _load_yunet(self, path: Path) -> None:
         if not path.is_file():

@@ -32,11 +32,13 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["available", "require", "choose_index", "build_index", "save_index", "load_index", "search_index",
-           "HNSW_MAX_ROWS"]
+           "HNSW_MAX_ROWS", "EXACT_HINT"]
 
 logger = logging.getLogger(__name__)
 
 HNSW_MAX_ROWS = 2_000_000
+#: how to search a gallery whose index cannot be used, from Python and from the command line
+EXACT_HINT = "meanwhile backend='exact' (python -m pipelines.search --backend exact) searches without it"
 _ADD_ROWS = 1 << 16
 _TRAIN_POINTS_PER_CELL = 40
 
@@ -154,7 +156,8 @@ def load_index(path: Path):
         from .storage import CorruptGalleryError
 
         raise CorruptGalleryError(f"{path}: cannot read the FAISS index ({str(err).splitlines()[0]}); rebuild it with "
-                                  "FaceGallery.build_index() or drop it with FaceGallery.drop_index()") from err
+                                  f"FaceGallery.build_index() or drop it with FaceGallery.drop_index(); {EXACT_HINT}"
+                                  ) from err
 
 
 def search_index(index, queries: np.ndarray, k: int, params: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -153,10 +153,20 @@ def _embedder_settings(embedder: Any, aligned: bool) -> Optional[Dict[str, Any]]
 #: precision (bfloat16 stays within cosine 0.9998 of float32) and aligned_template (how the given crops are framed,
 #: which may differ between enrolment and queries) are recorded but not compared
 _DETECTOR_CHECKED = ("detector.det_size", "detector.threshold", "detector.rescue_threshold", "detector.antialias")
-#: how to set each of them again: ``(FaceEmbedder keyword, command-line flag or None)``
+#: how to set each of them again: ``(FaceEmbedder keyword, flag of the recognition CLIs)``
 _DETECTOR_FIX = {"detector.det_size": ("detector_options", "--det-size"),
                  "detector.threshold": ("detector_options", "--det-threshold"),
-                 "detector.rescue_threshold": ("rescue_threshold", None), "detector.antialias": ("antialias", None)}
+                 "detector.rescue_threshold": ("rescue_threshold", "--rescue-threshold"),
+                 "detector.antialias": ("antialias", "--antialias")}
+
+
+def _flag_text(key: str, value: Any) -> str:
+    """The command-line flag that sets the detector setting ``key`` of :data:`_DETECTOR_FIX` to ``value``:
+    ``--det-size 320``, ``--rescue-threshold none``, ``--no-antialias``."""
+    flag = _DETECTOR_FIX[key][1]
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {'none' if value is None else value}"
 
 
 def _settings_text(changes: Sequence[Tuple[str, Any, Any]], which: int) -> str:
@@ -385,7 +395,7 @@ class FaceGallery:
             fix = [f"FaceEmbedder(detector_options={options})"] if options else []
             fix += [f"FaceEmbedder({_DETECTOR_FIX[c[0]][0]}={c[1]})" for c in changed
                     if _DETECTOR_FIX[c[0]][0] != "detector_options"]
-            flags = " ".join(f"{_DETECTOR_FIX[c[0]][1]} {c[1]}" for c in changed if _DETECTOR_FIX[c[0]][1])
+            flags = " ".join(_flag_text(c[0], c[1]) for c in changed)
             logger.warning("%s: the gallery's faces were detected with %s, %s runs with %s: "
                            "other faces are found (small or weak ones), so some are found in one setting and "
                            "missed in the other; use %s%s to detect as the enrolment did", self.path,
@@ -513,7 +523,8 @@ class FaceGallery:
             bad = [p for p, q in zip(paths, parts) if len(q) < 2]
             if bad:
                 raise ValueError(f"{path}: {len(bad)} image(s) have no folder to name their person (e.g. {bad[0]!r}); "
-                                 "pass identities= (one name, or one per image)")
+                                 "pass identities= (one name, or one per image; python -m pipelines.enroll: "
+                                 "--identity NAME)")
             identities = [q[-2] for q in parts]
         sha = str(data["weights_sha256"]) if "weights_sha256" in data else ""
         model = None
@@ -744,7 +755,7 @@ class FaceGallery:
             path = self.path / name
             if not path.is_file():
                 raise CorruptGalleryError(f"{path}: the FAISS index named by the gallery is missing; rebuild it with "
-                                          "build_index() or drop it with drop_index()")
+                                          f"build_index() or drop it with drop_index(); {faiss_backend.EXACT_HINT}")
             self._index = faiss_backend.load_index(path)
             self._index_file = name
         return self._index
@@ -768,7 +779,9 @@ class FaceGallery:
             raise ValueError(f"backend must be 'auto', 'exact' or 'faiss', got {backend!r}")
         has_index = "index_file" in store.meta
         if backend == "faiss" and not has_index:
-            raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index()")
+            raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index() (python "
+                               "-m pipelines.enroll GALLERY PHOTOS --index auto: the photos enrolled already are "
+                               "skipped), or search with backend='exact' (--backend exact)")
         use_faiss = has_index and (backend == "faiss" or (backend == "auto" and faiss_backend.available()))
         if has_index and backend == "auto" and not use_faiss:
             logger.warning("%s: the gallery has a FAISS index but faiss is not installed; searching exactly "

@@ -52,7 +52,8 @@ def _released_preprocessing(ckpt) -> dict:
         entry = get_pretrained(name)
     except PretrainedError:
         log.warning("Frontalizer: %s was released as %r, which this install does not ship; its training direction "
-                    "is unknown, so faces are used as given: pass mirror='left' or 'right'", ckpt.source, name)
+                    "is unknown, so faces are used as given: pass mirror='left' or 'right' (frontalize: --mirror "
+                    "left / right)", ckpt.source, name)
         return {}
     if entry.task != "frontalization" or entry.arch != ckpt.arch:
         return {}
@@ -125,7 +126,7 @@ class Frontalizer:
         model, ckpt, use_ema = load_generator(weights, "tpgan", TPGANGenerator, ema,
                                               "OUT/model.pt (or OUT/last.pt) written by pipelines.train_frontalization")
         if ckpt is not None:
-            config = config or ckpt.extra.get("config") or _released_preprocessing(ckpt)
+            config = config or ckpt.extra.get("config") or (_released_preprocessing(ckpt) if mirror == "auto" else {})
             if self.pretrained is not None:
                 log.info("Frontalizer: shipped weights %s (sha256 %s...)", self.pretrained.name,
                          self.pretrained.sha256[:12])
@@ -141,8 +142,8 @@ class Frontalizer:
         if mirror == "auto":
             if self.pretrained is not None and "mirror" not in config:
                 log.warning("Frontalizer: the shipped %s records no training direction (preprocessing 'mirror'); "
-                            "faces are used as given, unmirrored: pass mirror='left' or 'right' if it was trained "
-                            "on one direction", self.pretrained.name)
+                            "faces are used as given, unmirrored: pass mirror='left' or 'right' (frontalize: --mirror "
+                            "left / right) if it was trained on one direction", self.pretrained.name)
             mirror = config.get("mirror")
             mirror = None if mirror in (None, "none") else mirror
         if mirror not in (None, "left", "right"):
