@@ -4,10 +4,12 @@ identities across sources and drop outliers.
     python -m pipelines.relabel --data NOISY_LMDB --weights runs/NAME/best.pt --threshold 0.7 --out RELABELED_LMDB
     python -m pipelines.relabel --data lfw.lmdb cfp.lmdb celeba.lmdb --embeddings dlib --out CLEAN_LMDB
     python -m pipelines.relabel --data lfw.lmdb cfp.lmdb celeba.lmdb --weights runs/NAME/best.pt --embeddings model --out R1
+    python -m pipelines.relabel --data lfw.lmdb cfp.lmdb celeba.lmdb --embeddings model --merge-threshold 0.7 --out CLEAN
 
 With --weights, a sample is kept when the model's prediction agrees with its label,
 switched to the predicted class when that prediction's probability reaches --threshold,
-and dropped otherwise. With --embeddings (model: the model's 256-d features; dlib: the
+and dropped otherwise. With --embeddings (model: the model's 256-d features, the shipped
+recogniser's without --weights; dlib: the
 teacher embeddings stored beside each LMDB; or a .npy with one row per sample), classes of
 different sources that are each other's best centroid match with cosine >= --merge-threshold
 are merged, and samples whose cosine to the rest of their class is below
@@ -42,8 +44,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, nargs="+",
                    help="the noisy LMDB(s) the model was trained on (several: one per source, in training order)")
     p.add_argument("--weights", default=None,
-                   help="Light CNN checkpoint with a classifier over the (stacked) classes of --data; "
-                        "optional with --embeddings dlib or a .npy (clean-up only)")
+                   help="Light CNN checkpoint with a classifier over the (stacked) classes of --data, or a shipped "
+                        "model's name (recognition, lightcnn29v2_3src_rc15: an embedder, with --no-relabel); "
+                        "optional with --embeddings dlib or a .npy (clean-up only); unset with --embeddings model: "
+                        "the shipped recogniser's features")
     p.add_argument("--out", required=True,
                    help="the LMDB to write (with relabel_report.json, relabel_changes.csv, cleanup_*.csv)")
     p.add_argument("--threshold", type=fraction, default=0.7,
@@ -57,8 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="skip the prediction step (use --weights only for --embeddings model)")
     g = p.add_argument_group("clean-up: merge duplicate identities across sources, drop outliers")
     g.add_argument("--embeddings", default=None,
-                   help="model (the model's 256-d features), dlib (DATA/teacher_dlib.npy beside each LMDB: the teacher "
-                        "as oracle) or a .npy with one row per stacked sample; unset: no clean-up")
+                   help="model (the --weights model's 256-d features; without --weights the shipped recogniser's), "
+                        "dlib (DATA/teacher_dlib.npy beside each LMDB: the teacher as oracle) or a .npy with one row "
+                        "per stacked sample; unset: no clean-up")
     g.add_argument("--merge-threshold", type=cosine, default=0.8,
                    help="centroid cosine at which mutual best matches of different sources are merged (calibrated for "
                         "dlib; the shipped recogniser's features (--embeddings model) need about 0.7: "

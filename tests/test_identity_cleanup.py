@@ -52,3 +52,18 @@ def test_rows_without_embedding_keep_their_label():
     assert r["labels"][3] == person[3] and r["stats"]["without_embedding"] == 1
 
 
+
+
+def test_a_third_source_class_joins_a_group_only_when_it_matches_every_member():
+    """Measured on the real corpus with the shipped recogniser at 0.7: celeba/7471 (someone else) was linked
+    to cfp/052 and so merged with lfw/Ashton_Kutcher + cfp/052, a group whose weakest pair had cosine 0.56
+    (cleanup_merged.csv said so): single linkage put people the threshold keeps apart in one class."""
+    lfw, cfp = np.array([1.0, 0.0, 0.0]), np.array([0.9, 0.43589, 0.0])  # lfw . cfp = 0.9
+    celeba = np.array([0.56, 0.75, 0.352])  # celeba . cfp = 0.831 >= 0.7, celeba . lfw = 0.56 < 0.7
+    centroids = np.stack([lfw, cfp, celeba / np.linalg.norm(celeba)])
+    sims = centroids @ centroids.T
+    assert sims[0, 1] > 0.7 and sims[1, 2] > 0.7 and sims[0, 2] < 0.7
+    groups = find_duplicate_classes(centroids, 0.7, class_sources=["lfw", "cfp", "celeba"])
+    assert groups == [[0, 1]]  # the strongest link stays; celeba/x stays its own class
+    # every pair of a group reaches the threshold
+    assert find_duplicate_classes(centroids, 0.5, class_sources=["lfw", "cfp", "celeba"]) == [[0, 1, 2]]

@@ -118,8 +118,8 @@ def test_no_merge_no_drop_and_thresholds(sources, tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--embeddings", "model"], "needs --weights"),
     ([], "needs --weights"),
+    (["--weights", "no_such_model", "--no-relabel", "--embeddings", "model"], "no such file, nor a shipped model"),
     (["--embeddings", "dlib", "--no-merge", "--no-drop"], "does nothing"),
     (["--embeddings", "nothing"], "--embeddings must be"),
 ])
@@ -158,6 +158,7 @@ def test_prediction_step_and_cleanup_compose(sources, tmp_path):
         rows = _csv(out / "relabel_changes.csv")
         assert len(rows) == r["counts"]["relabelled"] + r["counts"]["dropped"]
         assert all(row["source"] in ("a", "b") for row in rows)
+        assert all(row["photo"].endswith(".pgm") for row in rows)
         assert len(_csv(out / "cleanup_dropped.csv")) == t["dropped_outliers"]
     # the model only as an embedder: no prediction step
     r = _run("--data", a, b, "--weights", weights, "--no-relabel", "--embeddings", "model", "--out", tmp_path / "nr",
@@ -175,6 +176,35 @@ def test_prediction_step_and_cleanup_compose(sources, tmp_path):
     # a model of other classes is refused
     with pytest.raises(ValueError, match="other classes"):
         _run("--data", b, a, "--weights", weights, "--out", tmp_path / "w", "--device", "cpu")
+
+
+def test_the_shipped_recogniser_embeds_without_weights_and_by_name(sources, tmp_path, caplog):
+    """``--embeddings model`` with no ``--weights`` was refused ("relabel needs --weights"), and ``--weights``
+    took no shipped name (``checkpoint not found: recognition``), so the shipped recogniser, which every
+    other tool uses by default, could only be named by its hashed file inside the package."""
+    from lightface.models.pretrained import default_weights
+
+    a, b = sources
+    shipped = default_weights("recognition")
+    with caplog.at_level("INFO", logger="lightface.apps.relabel"):
+        r = _run("--data", a, b, "--embeddings", "model", "--out", tmp_path / "default", "--device", "cpu")
+    assert f"the shipped recogniser {shipped.name}" in caplog.text
+    assert r["weights"] == str(shipped.path()) and r["counts"] == {"kept": 29, "relabelled": 0, "dropped": 0}
+    assert r["threshold"] is None and r["cleanup"]["embeddings"] == "model" and len(LMDBDataset(tmp_path / "default")) == r["written"]
+    by_name = _run("--data", a, b, "--weights", shipped.name, "--no-relabel", "--embeddings", "model",
+                   "--out", tmp_path / "named", "--device", "cpu")
+    assert by_name["weights"] == r["weights"] and by_name["totals"] == r["totals"]
+
+
+def test_the_dropped_list_names_each_photo(sources, tmp_path):
+    """cleanup_dropped.csv gave a dropped sample as source / index numbers only: checking whether a drop is
+    really someone else meant opening the LMDB by hand. Each row now names the photo it was built from."""
+    a, b = sources
+    out = tmp_path / "clean.lmdb"
+    _run("--data", a, b, "--embeddings", "dlib", "--out", out)
+    (row,) = _csv(out / "cleanup_dropped.csv")
+    assert Path(row["photo"]).parts[-2:] == ("s9", "1.pgm")  # the mislabelled s9 photo of A_ROWS
+    assert row["photo"] == LMDBDataset(a).record(16)["attributes"]["source"]
 
 
 def test_dlib_teacher_reproduces_the_fixture(sources, tmp_path):

@@ -36,6 +36,7 @@ from ..engine.distributed import resolve_device
 from ..eval.predict import predict
 from ..models.checkpoint import build_from_checkpoint
 from ..models.lightcnn import LightCNN
+from ..models.pretrained import file_or_shipped, require_default
 from ..utils.atomic_write import write_text_atomic
 from ..utils.checkpoint_io import load_checkpoint
 
@@ -140,8 +141,9 @@ def relabel_lmdb(
         data: a lightface LMDB, or several (one per source; their classes are stacked in order
             as in :class:`~lightface.data.multi_source.MultiSourceDataset`).
         weights: a ``train_lightcnn`` checkpoint whose classifier covers the (stacked) classes
-            of ``data``; None to skip the prediction step (then ``embeddings`` must be a teacher
-            or a file).
+            of ``data``, or a shipped model's name (an embedder: ``relabel=False``); None to skip
+            the prediction step (then ``embeddings="model"`` takes the features of the shipped
+            recogniser, :func:`~lightface.models.default_weights` ``("recognition")``).
         out: the new LMDB. Without clean-up it has the same classes (kept samples unchanged,
             relabelled ones with the predicted label, dropped ones left out); with clean-up,
             merged classes become one (named ``"a+b"``) and outliers are left out.
@@ -170,8 +172,9 @@ def relabel_lmdb(
     if is_complete_dataset(out) and not overwrite:  # before the prediction pass, not after it
         raise FileExistsError(f"--out {out} already holds a complete dataset; pass --overwrite (overwrite=True) to "
                               "replace it, or choose another --out")
-    if weights is None and embeddings in (None, "model"):
-        raise ValueError("relabel needs --weights (a model to predict with), or --embeddings with a teacher or a .npy file")
+    if weights is None and embeddings is None:
+        raise ValueError("relabel needs --weights (a model to predict with), or --embeddings: model (the shipped "
+                         "recogniser's features without --weights), a teacher or a .npy file")
     if embeddings is None and (weights is None or not relabel):
         raise ValueError("nothing to do: no prediction step (--weights, without --no-relabel) and no --embeddings clean-up")
     if embeddings is not None and not (merge or drop):
@@ -189,6 +192,17 @@ def relabel_lmdb(
         log.warning("--weights %s is not used: --no-relabel and the clean-up takes its embeddings from %s, not the "
                     "model (pass --embeddings model to use its features)", weights, embeddings)
         weights = None
+    if weights is None and embeddings == "model":
+        # the recogniser that ships with lightface, as every other tool uses it: an embedder (it has no classifier)
+        entry = require_default("recognition", "recognition", "relabel --embeddings model",
+                                "--weights: a train_lightcnn checkpoint or a shipped model's name")
+        weights = entry.path()  # sha256-checked
+        relabel, use_model = False, True
+        log.info("--embeddings model without --weights: the shipped recogniser %s (embeddings only, no prediction "
+                 "step; merge threshold %s: docs/noisy_labels.md, 'With the model's features', says which suits it)",
+                 entry.name, merge_threshold)
+    elif weights is not None and use_model:
+        weights = file_or_shipped(os.fspath(weights), "--weights")  # a file, else a shipped model's name
     dataset = open_training_lmdbs(paths, "input")
     classes = [str(c) for c in dataset.classes]
     labels = np.asarray(dataset.labels, np.int64)
@@ -282,6 +296,10 @@ def relabel_lmdb(
                                  "outlier_threshold": outlier_threshold if drop else None}
     report: Dict[str, Any] = {}
 
+    def photo(row: int) -> str:
+        """The stored sample's own record of where it came from (its image path in the source), to look it up."""
+        return str((dataset.record(int(row)).get("attributes") or {}).get("source", ""))
+
     def publish(target: Path) -> None:
         """Write the report, the CSVs and the carried teacher rows into ``target`` (``OUT.partial``), so
         that they appear together with the dataset when it is renamed to ``out``."""
@@ -303,14 +321,14 @@ def relabel_lmdb(
             with open(target / "relabel_changes.csv", "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(["index", "action", "old_label", "old_class", "new_label", "new_class", "predicted", "confidence",
-                            "source", "source_index"])
+                            "source", "source_index", "photo"])
                 for row in changed:
                     a = int(action[row])
                     new = int(new_label[row])
                     w.writerow([int(row), ACTION_NAMES[a], int(labels[row]), classes[labels[row]],
                                 new if a == RELABEL else "", classes[new] if a == RELABEL else "",
                                 int(decisions.predicted[row]), f"{float(decisions.confidence[row]):.4f}",
-                                source_names[sample_src[row]], int(local_index[row])])
+                                source_names[sample_src[row]], int(local_index[row]), photo(row)])
             report["changes_csv"] = str(out / "relabel_changes.csv")
         if plan is not None:
             dropped = alive[np.asarray(plan["dropped"], np.int64)]
@@ -324,10 +342,10 @@ def relabel_lmdb(
                     w.writerow([g, "+".join(names), " ".join(names), " ".join(srcs), f"{cos:.4f}"])
             with open(target / "cleanup_dropped.csv", "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
-                w.writerow(["source", "source_index", "index", "class", "score"])
+                w.writerow(["source", "source_index", "index", "class", "score", "photo"])
                 for row in dropped:
                     w.writerow([source_names[sample_src[row]], int(local_index[row]), int(row), classes[new_label[row]],
-                                f"{float(scores[row]):.4f}"])
+                                f"{float(scores[row]):.4f}", photo(row)])
             report["cleanup"] = {
                 "embeddings": str(embeddings),
                 "merge_threshold": merge_threshold if merge else None,

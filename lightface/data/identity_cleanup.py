@@ -7,7 +7,8 @@ module finds both:
 
 * :func:`find_duplicate_classes`: classes whose centroids (mean of L2-normalised
   embeddings, re-normalised) are each other's best match (across sources) with cosine >=
-  ``merge_threshold`` are linked, and linked classes are merged (union-find);
+  ``merge_threshold`` are linked, and linked classes are merged (union-find) as long as every
+  two classes of a group reach ``merge_threshold``;
 * :func:`find_outliers`: samples whose cosine to their (merged) class centroid, computed
   without the sample itself, is below ``outlier_threshold``.
 
@@ -48,11 +49,12 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
 
     Two classes are linked when each is the other's most similar class (of the other's
     source, when sources are given) and their centroid cosine is >= ``merge_threshold``;
-    linked classes are grouped transitively, strongest links first. Mutual best matches keep
-    one person from chaining into others, and a source's own labels are trusted to be
-    distinct people: when ``class_sources`` is given, classes of the same source are never
-    linked, and a link that would bring two of them into one group (through a third
-    source) is refused.
+    linked classes are grouped, strongest links first, only while every two classes of the
+    group have centroid cosine >= ``merge_threshold`` (a link that would bring in a class
+    below it with another member is refused). Mutual best matches keep one person from
+    chaining into others, and a source's own labels are trusted to be distinct people: when
+    ``class_sources`` is given, classes of the same source are never linked, and a link that
+    would bring two of them into one group (through a third source) is refused.
 
     Args:
         centroids: (K, D) unit class centroids.
@@ -101,15 +103,21 @@ def find_duplicate_classes(centroids: np.ndarray, merge_threshold: float, class_
             links.append((float(sims[i, j]), i, j))
     # strongest links first; a link that would put two classes of one source in one group is
     # refused (a source's own labels are distinct people), so no chain joins them either
+    # refused too is a link that would put two classes below the threshold in one group: a third source's
+    # class linked to one member only would otherwise join people the threshold keeps apart
     parent = list(range(k))
     group_sources = {i: set(members[i]) for i in range(k)}
+    group_members = {i: [i] for i in range(k)}
     for _, i, j in sorted(links, key=lambda t: -t[0]):
         a, b = _find(parent, i), _find(parent, j)
         if a == b or (class_sources is not None and group_sources[a] & group_sources[b]):
             continue
+        if sims[np.ix_(group_members[a], group_members[b])].min() < merge_threshold:
+            continue
         root, child = min(a, b), max(a, b)
         parent[child] = root
         group_sources[root] |= group_sources.pop(child)
+        group_members[root] += group_members.pop(child)
     groups: Dict[int, List[int]] = {}
     for i in range(k):
         groups.setdefault(_find(parent, i), []).append(i)
