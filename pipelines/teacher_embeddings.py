@@ -5,7 +5,9 @@
 Writes DATA/teacher_<teacher>.npy (float32 (N, 128), row i = sample i, NaN where the
 teacher failed) and teacher_<teacher>.json, so DATA's folder must be writable (a read-only one
 is refused before any work: copy it). A killed run continues where it stopped when run
-again. Needs the optional extra: pip install 'lightface[teacher]' (dlib-bin,
+again; the printed counts are the whole LMDB's, whichever shard or run computed the rows.
+Files computed for another LMDB (the folder was rebuilt or replaced since) are refused, with
+the command that starts over. Needs the optional extra: pip install 'lightface[teacher]' (dlib-bin,
 face_recognition_models). Then train with train_lightcnn --distill <teacher>.
 """
 import argparse

@@ -564,3 +564,124 @@ def test_teacher_embeddings_refuses_a_read_only_lmdb_before_any_work(shared_data
     # finished embeddings in a read-only folder need no writing: nothing to do, no refusal
     save_teacher_embeddings(read_only, np.zeros((2, 3), np.float32))  # (made before the folder "became" read-only)
     assert main(get_args_parser().parse_args(argv))[str(read_only)] == {"count": 2, "done": 2, "failed": 0}
+
+
+@pytest.fixture
+def teacher_failing_on_sample_2(shared_data, tmp_path, counting_teacher, monkeypatch):
+    """An ORL LMDB of 6 faces and a stand-in teacher that raises dlib's RuntimeError on its sample 2."""
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])
+    unreadable = LMDBDataset(data)[2]["image"]
+    count_call = counting_teacher.embed
+
+    def embed(self, crop):
+        out = count_call(self, crop)
+        if np.array_equal(crop, unreadable):
+            raise RuntimeError("dlib could not read this crop")
+        return out
+
+    monkeypatch.setattr(counting_teacher, "embed", embed)
+    return data
+
+
+def test_teacher_counts_of_the_shard_that_finishes_are_the_whole_lmdbs(teacher_failing_on_sample_2):
+    """The summary's `failed` was the calling process's own: shard 0, finishing the LMDB after shard 1 met
+    the unreadable sample, reported 6 done and 0 failed; a re-run then said 1."""
+    from lightface.distill.teacher import teacher_embeddings_for_lmdb
+
+    data = teacher_failing_on_sample_2  # chunks of 2: shard 1 computes chunk 1 (rows 2-3), shard 0 chunks 0 and 2
+    assert teacher_embeddings_for_lmdb(data, chunk=2, shard=1, shards=2, progress=False) == {
+        "count": 6, "done": 2, "failed": 1}
+    assert teacher_embeddings_for_lmdb(data, chunk=2, shard=0, shards=2, progress=False) == {
+        "count": 6, "done": 6, "failed": 1}
+    assert teacher_embeddings_for_lmdb(data, chunk=2, progress=False) == {"count": 6, "done": 6, "failed": 1}
+
+
+def test_a_resumed_teacher_run_counts_the_failures_of_the_run_it_resumes(teacher_failing_on_sample_2,
+                                                                        counting_teacher):
+    from lightface.distill.teacher import teacher_embeddings_for_lmdb
+
+    data = teacher_failing_on_sample_2
+    counting_teacher.stop_at = 5  # killed on row 4: chunks 0 and 1 (rows 0-3, the unreadable 2 among them) finished
+    with pytest.raises(KeyboardInterrupt):
+        teacher_embeddings_for_lmdb(data, chunk=2, progress=False)
+    counting_teacher.stop_at = None
+    assert teacher_embeddings_for_lmdb(data, chunk=2, progress=False) == {"count": 6, "done": 6, "failed": 1}
+    assert counting_teacher.calls == 5 + 2  # the resumed run computed chunk 2 alone
+
+
+def _replace_lmdb(data: Path, other: Path) -> None:
+    """Put the LMDB ``other`` in ``data``'s folder in place of its own, leaving the teacher files (as a user
+    copying a rebuilt LMDB's data.mdb over the old one does)."""
+    import os
+
+    from lightface.data.lmdb_format import release_readonly
+
+    release_readonly()
+    os.replace(other / "data.mdb", data / "data.mdb")
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_teacher_files_of_an_lmdb_replaced_by_another_of_its_size_are_refused(shared_data, tmp_path,
+                                                                             counting_teacher, killed):
+    """They were taken for the new LMDB's: 'already complete, nothing to do', and training distilled every
+    sample towards another sample's embedding; a run killed before its record resumed over the old rows."""
+    from lightface.distill.teacher import has_teacher_embeddings, load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])
+    counting_teacher.stop_at = 5 if killed else None  # killed: chunks 0 and 1 of 2 rows finished, no record yet
+    try:
+        teacher_embeddings_for_lmdb(data, chunk=2, progress=False)
+    except KeyboardInterrupt:
+        assert killed and not (data / "teacher_dlib.json").exists()
+    counting_teacher.stop_at = None
+    _replace_lmdb(data, _orl_lmdb(shared_data, tmp_path / "other.lmdb", [4, 5, 6]))  # 6 other faces
+    refused = (r"the dlib teacher embeddings beside .*x\.lmdb .* were computed for another LMDB than the one there "
+               r"now \(they were written for another build of it.*\); remove them \(rm -r .*teacher_dlib\.\*\) and "
+               r"compute them again with: python -m pipelines\.teacher_embeddings --data ")
+    calls = counting_teacher.calls
+    with pytest.raises(ValueError, match=refused):
+        teacher_embeddings_for_lmdb(data, chunk=2, progress=False)
+    assert counting_teacher.calls == calls  # nothing computed over the old rows
+    with pytest.raises(ValueError, match=refused):
+        load_teacher_embeddings(data, allow_partial=True)
+    assert not has_teacher_embeddings(data)
+
+
+def test_teacher_files_of_an_lmdb_of_another_size_are_refused(shared_data, tmp_path, counting_teacher):
+    """Files written before they named their LMDB: a smaller LMDB was reported complete and then refused by
+    training with the same command as the fix (a loop); a larger one crashed with a bare IndexError."""
+    import shutil
+
+    from lightface.distill.teacher import load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    small = _orl_lmdb(shared_data, tmp_path / "small.lmdb", [1, 2])  # 4 faces
+    teacher_embeddings_for_lmdb(small, chunk=2, progress=False)
+    record = json.loads((small / "teacher_dlib.json").read_text())
+    record.pop("lmdb", None)  # as written before this change
+    (small / "teacher_dlib.json").write_text(json.dumps(record))
+    (small / "teacher_dlib.chunks2" / "lmdb_id").unlink(missing_ok=True)
+    big = tmp_path / "big.lmdb"
+    shutil.copytree(small, big)
+    _replace_lmdb(big, _orl_lmdb(shared_data, tmp_path / "other6.lmdb", [3, 4, 5]))  # 6 faces
+    _replace_lmdb(small, _orl_lmdb(shared_data, tmp_path / "other2.lmdb", [6]))  # 2 faces
+    for data, reason in ((big, r"they are for 4 samples, it holds 6"), (small, r"they are for 4 samples, it holds 2")):
+        with pytest.raises(ValueError, match=rf"computed for another LMDB than the one there now \({reason}\); "
+                                             r"remove them"):
+            teacher_embeddings_for_lmdb(data, chunk=2, progress=False)
+        with pytest.raises(ValueError, match=reason):
+            load_teacher_embeddings(data)
+
+
+def test_an_unfinished_computation_counts_the_chunks_of_shards_killed_after_the_record(shared_data, tmp_path,
+                                                                                      counting_teacher):
+    """Shard 1 finished and wrote its record (2 of 6 rows); shard 0 then finished chunk 0 and was killed: the
+    refusal said 2 of 6 were done where the chunk markers hold 4."""
+    from lightface.distill.teacher import load_teacher_embeddings, teacher_embeddings_for_lmdb
+
+    data = _orl_lmdb(shared_data, tmp_path / "x.lmdb", [1, 2, 3])  # chunks of 2: shard 0 has 0 and 2, shard 1 has 1
+    assert teacher_embeddings_for_lmdb(data, chunk=2, shard=1, shards=2, progress=False)["done"] == 2
+    counting_teacher.stop_at = 2 + 3  # shard 0 killed on its first row of chunk 2
+    with pytest.raises(KeyboardInterrupt):
+        teacher_embeddings_for_lmdb(data, chunk=2, shard=0, shards=2, progress=False)
+    with pytest.raises(ValueError, match=r"are incomplete \(4 of 6 done\); resume with: .* --chunk 2 "):
+        load_teacher_embeddings(data)

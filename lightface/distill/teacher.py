@@ -10,13 +10,16 @@ cut by its 5-point shape predictor; here the predictor runs on the stored 144x14
 File layout beside the LMDB (``<lmdb>/teacher_dlib.npy``): float32 (N, 128), row i is
 sample i of the LMDB, NaN where the teacher failed; ``teacher_dlib.json`` holds the
 teacher's name, the LMDB's sample count and how many rows are done, so an interrupted
-run continues where it stopped.
+run continues where it stopped. The files name the LMDB build they were computed for (a
+digest of its metadata record, which differs for every build), so files beside an LMDB
+rebuilt or replaced with other samples are refused instead of being taken for its own.
 """
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -85,14 +88,64 @@ def _read_state(lmdb_path, teacher: str) -> Dict[str, int]:
     return json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {}
 
 
-def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int, chunk: Optional[int] = None) -> None:
+def _write_state(lmdb_path, teacher: str, count: int, done: int, dim: int, chunk: Optional[int] = None,
+                 lmdb_id: Optional[str] = None) -> None:
     """Write the progress record atomically (each process through its own temporary file: shards
     finishing together must not rename each other's). ``chunk``: the rows per chunk marker of
-    a sharded computation (see :func:`_is_complete`)."""
+    a sharded computation (see :func:`_is_complete`); ``lmdb_id``: the :func:`_lmdb_id` of the
+    LMDB the rows belong to."""
     record = {"teacher": teacher, "count": count, "done": done, "dim": dim}
     if chunk is not None:
         record["chunk"] = chunk
+    if lmdb_id is not None:
+        record["lmdb"] = lmdb_id
     write_text_atomic(_state_path(lmdb_path, teacher), json.dumps(record))
+
+
+def _lmdb_id(lmdb_path) -> str:
+    """Which build of the LMDB at ``lmdb_path`` this is: a digest of its metadata record (count, classes,
+    sources, build time), so a folder rebuilt or replaced with other samples has another one."""
+    from ..data.lmdb_format import read_metadata
+
+    meta = json.dumps(read_metadata(lmdb_path), sort_keys=True)
+    return hashlib.sha256(meta.encode("utf-8")).hexdigest()[:16]
+
+
+_LMDB_ID_FILE = "lmdb_id"  # in a chunk markers folder: the _lmdb_id of the LMDB its rows were computed for
+
+
+def _recorded_lmdb_ids(lmdb_path, teacher: str, info: Dict[str, int]) -> List[str]:
+    """The :func:`_lmdb_id` values the teacher files beside ``lmdb_path`` were written for: the progress
+    record's and every chunk markers folder's (none for files older than the record)."""
+    ids = [info["lmdb"]] if isinstance(info.get("lmdb"), str) else []
+    for folder in Path(lmdb_path).glob(f"{embeddings_path(lmdb_path, teacher).stem}.chunks*"):
+        if (folder / _LMDB_ID_FILE).is_file():
+            ids.append((folder / _LMDB_ID_FILE).read_text(encoding="utf-8").strip())
+    return ids
+
+
+def _foreign_reason(lmdb_path, teacher: str, info: Dict[str, int], count: Optional[int] = None) -> Optional[str]:
+    """Why the teacher files beside ``lmdb_path`` were computed for another LMDB than it holds now (a
+    folder rebuilt or replaced with other samples), or None when nothing says so. ``count``: the LMDB's
+    sample count, compared with the record's and the file's rows (for files that name no LMDB)."""
+    ids = _recorded_lmdb_ids(lmdb_path, teacher, info)
+    if ids and any(i != _lmdb_id(lmdb_path) for i in ids):
+        return "they were written for another build of it: the folder was rebuilt or replaced since"
+    if count is None:
+        return None
+    if isinstance(info.get("count"), int) and info["count"] != count:
+        return f"they are for {info['count']} samples, it holds {count}"
+    path = embeddings_path(lmdb_path, teacher)
+    rows = np.load(path, mmap_mode="r").shape[0] if path.is_file() else count
+    return None if rows == count else f"they have {rows} rows, it holds {count} samples"
+
+
+def _foreign_message(lmdb_path, teacher: str, reason: str) -> str:
+    """The refusal of teacher files computed for another LMDB: what, why, and the commands that start over."""
+    return (f"the {teacher} teacher embeddings beside {lmdb_path} ({embeddings_path(lmdb_path, teacher)}) were "
+            f"computed for another LMDB than the one there now ({reason}); remove them "
+            f"(rm -r {Path(lmdb_path) / f'teacher_{teacher}'}.*) and compute them again with: "
+            f"python -m pipelines.teacher_embeddings --data {lmdb_path} --teacher {teacher}")
 
 
 def _chunks_dir(lmdb_path, teacher: str, chunk: int) -> Path:
@@ -109,11 +162,22 @@ def _chunk_count(count: int, chunk: int) -> int:
     return (count + chunk - 1) // chunk
 
 
+def _finished_rows(done_dir: Path, count: int, chunk: int) -> List[Tuple[int, int]]:
+    """The ``(lo, hi)`` row ranges of the chunks of ``chunk`` rows (of ``count``) whose marker is in
+    ``done_dir`` (the last chunk may be short)."""
+    return [(c * chunk, min(count, (c + 1) * chunk)) for c in range(_chunk_count(count, chunk))
+            if (done_dir / str(c)).exists()]
+
+
 def _rows_done(done_dir: Path, count: int, chunk: int) -> int:
     """How many of ``count`` rows lie in chunks of ``chunk`` rows whose marker is in ``done_dir``
     (each chunk counted at its real size: the last may be short)."""
-    finished = [c for c in range(_chunk_count(count, chunk)) if (done_dir / str(c)).exists()]
-    return sum(min(chunk, count - c * chunk) for c in finished)
+    return sum(hi - lo for lo, hi in _finished_rows(done_dir, count, chunk))
+
+
+def _failed_rows(rows: np.ndarray) -> int:
+    """How many rows of ``rows`` are NaN throughout: samples the teacher could not embed."""
+    return int(np.isnan(rows).all(1).sum())
 
 
 def _marked_progress(lmdb_path, teacher: str, count: int) -> Tuple[int, Optional[int]]:
@@ -147,9 +211,11 @@ def _is_complete(lmdb_path, teacher: str, info: Dict[str, int]) -> bool:
 
 
 def has_teacher_embeddings(lmdb_path, teacher: str = "dlib") -> bool:
-    """True when ``lmdb_path`` holds a finished ``teacher_<teacher>.npy`` (every row computed)."""
-    return (embeddings_path(lmdb_path, teacher).is_file()
-            and _is_complete(lmdb_path, teacher, _read_state(lmdb_path, teacher)))
+    """True when ``lmdb_path`` holds a finished ``teacher_<teacher>.npy`` (every row computed) of the LMDB
+    there now (not of one it replaced)."""
+    info = _read_state(lmdb_path, teacher)
+    return (embeddings_path(lmdb_path, teacher).is_file() and _is_complete(lmdb_path, teacher, info)
+            and _foreign_reason(lmdb_path, teacher, info) is None)
 
 
 def _complete_for(lmdb_path, teacher: str, count: int) -> bool:
@@ -189,18 +255,23 @@ def save_teacher_embeddings(lmdb_path, emb: np.ndarray, teacher: str = "dlib") -
     if emb.ndim != 2:
         raise ValueError(f"teacher embeddings must be (N, D), got shape {emb.shape}")
     path = embeddings_path(lmdb_path, teacher)
+    lmdb_id = _lmdb_id(lmdb_path)
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, emb)
     os.replace(tmp, path)
-    _write_state(lmdb_path, teacher, len(emb), len(emb), emb.shape[1])
+    _write_state(lmdb_path, teacher, len(emb), len(emb), emb.shape[1], lmdb_id=lmdb_id)
     return path
 
 
 def _incomplete_message(lmdb_path, teacher: str, info: Dict[str, int], rows: int, command: str) -> str:
     """What an unfinished computation of ``rows`` rows has done and the one command that resumes it:
-    the progress record's counts, or the chunk markers' when the run was killed before writing one."""
+    the progress record's counts, or the chunk markers' when the run was killed before writing one.
+    The markers of the record's chunk size count the rows done: the record is as old as the last shard
+    that finished, and shards killed since may have finished chunks after it."""
     if "done" in info and "count" in info:
         done, count, chunk = info["done"], info["count"], info.get("chunk")
+        if isinstance(chunk, int) and chunk > 0 and isinstance(count, int):
+            done = max(done, _rows_done(_chunks_dir(lmdb_path, teacher, chunk), count, chunk))
     else:
         (done, chunk), count = _marked_progress(lmdb_path, teacher, rows), rows
     resume = command if chunk is None else f"{command} --chunk {chunk}"
@@ -229,14 +300,14 @@ def load_teacher_embeddings(lmdb_path, teacher: str = "dlib", allow_partial: boo
                                 f"compute them with: {command}")
     emb = read_embedding_rows(path)
     info = _read_state(lmdb_path, teacher)
-    if not allow_partial and not _is_complete(lmdb_path, teacher, info):
-        raise ValueError(_incomplete_message(lmdb_path, teacher, info, len(emb), command))
     from ..data import LMDBDataset
 
     n = len(LMDBDataset(lmdb_path))
-    if emb.shape[0] != n:
-        raise ValueError(f"teacher embeddings {path} have {emb.shape[0]} rows but {lmdb_path} holds {n} samples; "
-                         f"compute them with: {command}")
+    reason = _foreign_reason(lmdb_path, teacher, info, n)
+    if reason is not None:  # before the progress: resuming them would not help
+        raise ValueError(_foreign_message(lmdb_path, teacher, reason))
+    if not allow_partial and not _is_complete(lmdb_path, teacher, info):
+        raise ValueError(_incomplete_message(lmdb_path, teacher, info, len(emb), command))
     missing = int((~np.isfinite(emb).all(1)).sum())
     if missing:
         warn_on_main_rank(log, "%s: %d of %d samples have no %s teacher embedding (failed or not computed yet)", path,
@@ -282,10 +353,14 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     size computed them, or carried over by ``pipelines.relabel``) are left as they are.
 
     Returns:
-        ``{"count", "done", "failed"}`` (``failed``: rows the teacher could not embed, NaN).
+        ``{"count", "done", "failed"}`` of the whole LMDB, whichever process or earlier run
+        computed the rows (``done``: rows in finished chunks; ``failed``: those of them the
+        teacher could not embed, NaN).
     Raises:
         PermissionError: the LMDB's folder is not writable and the embeddings are not complete
             (:func:`check_can_store`), before the teacher loads.
+        ValueError: the teacher files beside the LMDB were computed for another LMDB (the folder
+            was rebuilt or replaced since), with the commands that start over.
     """
     from tqdm import tqdm
 
@@ -298,8 +373,11 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     data = LMDBDataset(lmdb_path)
     n = len(data)
     path = embeddings_path(lmdb_path, teacher)
+    reason = _foreign_reason(lmdb_path, teacher, _read_state(lmdb_path, teacher), n)
+    if reason is not None:  # their rows (and chunk markers) are another LMDB's samples'
+        raise ValueError(_foreign_message(lmdb_path, teacher, reason))
     if _complete_for(lmdb_path, teacher, n):  # finished for this very LMDB (also with another chunk size)
-        failed = int(np.isnan(np.load(path, mmap_mode="r")).all(1).sum())
+        failed = _failed_rows(np.load(path, mmap_mode="r"))
         log.info("%s: the %s teacher embeddings are already complete (%d rows); nothing to do", lmdb_path,
                  teacher, n)
         return {"count": n, "done": n, "failed": failed}
@@ -310,7 +388,9 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
     arr = np.load(path, mmap_mode="r+")
     done_dir = _chunks_dir(lmdb_path, teacher, chunk)
     done_dir.mkdir(exist_ok=True)
-    failed = 0
+    lmdb_id = _lmdb_id(lmdb_path)
+    if not (done_dir / _LMDB_ID_FILE).is_file():  # before its first marker: a run killed now still names its LMDB
+        write_text_atomic(done_dir / _LMDB_ID_FILE, lmdb_id)
     todo = [c for c in range(chunks_total) if c % shards == shard and not (done_dir / str(c)).exists()]
     for c in tqdm(todo, desc=f"teacher {teacher} {Path(lmdb_path).name}", disable=not progress):
         lo, hi = c * chunk, min(n, (c + 1) * chunk)
@@ -318,10 +398,13 @@ def teacher_embeddings_for_lmdb(lmdb_path, teacher: str = "dlib", chunk: int = 2
             try:
                 arr[i] = model.embed(data[i]["image"])
             except RuntimeError as err:  # dlib raises RuntimeError on crops it cannot read
-                failed += 1
+                arr[i] = np.nan  # NaN where the teacher failed, whatever the row held
                 log.warning("teacher failed on sample %d of %s: %s", i, lmdb_path, err)
         arr.flush()
         (done_dir / str(c)).touch()
-    done = _rows_done(done_dir, n, chunk)
-    _write_state(lmdb_path, teacher, n, done, model.dim, chunk)
+    # the whole LMDB's counts: other shards' and earlier runs' finished chunks are on disk too
+    finished = _finished_rows(done_dir, n, chunk)
+    done = sum(hi - lo for lo, hi in finished)
+    failed = sum(_failed_rows(arr[lo:hi]) for lo, hi in finished)
+    _write_state(lmdb_path, teacher, n, done, model.dim, chunk, lmdb_id)
     return {"count": n, "done": done, "failed": failed}
