@@ -64,8 +64,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--no-duplicate-check", action="store_true",
                    help="skip the near-duplicate embedding check (byte-identical files are still caught)")
     p.add_argument("--index", default="none",
-                   help="after enrolling, build a FAISS index: none, auto (HNSW or IVF by size), hnsw, ivf, or a FAISS "
-                        "factory string; an existing index is always extended with the new faces")
+                   help="after enrolling, build a FAISS index: none, auto (HNSW or IVF by size), hnsw, ivf, flat, or a "
+                        "FAISS factory string; an existing index is always extended with the new faces (python -m "
+                        "pipelines.gallery GALLERY index KIND rebuilds or drops it)")
     p.add_argument("--json", default=None, help="also write the full report (failures, duplicates) to this JSON file")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any photo failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -118,7 +119,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         print(f"  ... and {len(report.duplicates) - 20} more duplicates (see --json)")
     for path, old_ids in list(report.changed.items())[:20]:
         print(f"  changed: {path} differs from the file enrolled from it as face {', '.join(map(str, old_ids))}; "
-              "both kept (FaceGallery.remove_faces drops the old)")
+              f"both kept (python -m pipelines.gallery {gallery.path} remove --face-id {' '.join(map(str, old_ids))} "
+              "drops the old)")
     if len(report.changed) > 20:
         print(f"  ... and {len(report.changed) - 20} more changed photos (see --json)")
     if args.json:

@@ -969,6 +969,46 @@ def test_a_dead_worker_of_a_resuming_build_says_to_run_the_same_command_again(sh
     assert build_lmdb(root / "images", out, **opts)["written"] == 180
 
 
+def test_overwrite_of_an_unfinished_build_names_the_remedy_of_the_corpus_builders(shared_data, tmp_path, monkeypatch,
+                                                                                  caplog):
+    """python -m pipelines.build_corpus / build_sr_corpus / build_pose_corpus --overwrite (build_lmdb(resume=False,
+    overwrite=True)) over an interrupted build warned "removing an unfinished build ... (pass --resume to continue it
+    instead)", a flag those CLIs refuse: their way to continue is to drop --overwrite. The warning says so (and
+    names build_lmdb's --resume); without --overwrite, build_lmdb's --resume is still named."""
+    import logging
+
+    from lightface.data import build as build_module
+
+    root = shared_data / "lfw_identities"
+    opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False)
+    process_item, calls = build_module.process_item, []
+
+    def stops_at_the_20th(item, options):  # a Ctrl-C in the middle of the build: its committed part is kept
+        calls.append(item.name)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return process_item(item, options)
+
+    out = tmp_path / "built.lmdb"
+    for overwrite in (True, False):
+        monkeypatch.setattr(build_module, "process_item", stops_at_the_20th)
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            build_lmdb(root / "images", out, resume=True, **opts)
+        assert partial_path(out).exists()
+        monkeypatch.undo()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lightface.data.build"):
+            build_lmdb(root / "images", out, resume=False, overwrite=overwrite, **opts)
+        warning = next(r.getMessage() for r in caplog.records if "removing an unfinished build" in r.getMessage())
+        if overwrite:  # what the corpus builders call with --overwrite
+            assert "without --overwrite" in warning and "build_lmdb with --resume" in warning
+            assert "pass --resume" not in warning
+        else:
+            assert "pass --resume" in warning
+        shutil.rmtree(out)
+
+
 def test_check_complete_jpeg_and_png():
     from lightface.data.build import check_complete
     from lightface.data.io import ImageReadError

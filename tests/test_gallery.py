@@ -590,6 +590,22 @@ def test_exact_and_faiss_agree(tmp_path, kind):
     assert g2.index_info is None and len(list((tmp_path / "g").glob("index-*"))) == 0
 
 
+@needs_faiss
+def test_build_index_takes_flat_and_explains_a_factory_string_faiss_cannot_parse(tmp_path):
+    """enroll --index / gallery index take "flat" beside auto, hnsw and ivf (build_index("flat") failed with FAISS's
+    C++ "could not parse index string flat ... index_factory.cpp:1228"); a string FAISS cannot parse is a ValueError
+    naming the kinds and the case of factory strings, and the gallery keeps searching exactly."""
+    x, names, _ = clustered(4, 5, dim=32)
+    g = FaceGallery(tmp_path / "g")
+    g.add(x, names)
+    assert g.build_index("flat")["factory"] == "Flat" and g.build_index("HNSW")["factory"] == "HNSW32"
+    assert g.search(x[:3], k=1, backend="faiss").identities[:, 0].tolist() == names[:3]
+    g.drop_index()
+    with pytest.raises(ValueError, match="'bogus' is not an index kind: use auto, hnsw, ivf, flat, or a FAISS"):
+        g.build_index("bogus")
+    assert g.index_info is None and g.search(x[:1], k=1).identities[0, 0] == names[0]
+
+
 def test_choose_index_by_size():
     assert faiss_backend.choose_index(10_000)[0] == "HNSW32"
     assert faiss_backend.choose_index(1_000_000)[0] == "HNSW32"
@@ -995,7 +1011,7 @@ def test_a_gallery_without_a_usable_index_names_the_search_and_enroll_flags(tmp_
     assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "faiss"]) == 1
     err = capsys.readouterr().err
     assert "no FAISS index" in err and "--backend exact" in err
-    assert "pipelines.enroll GALLERY PHOTOS --index auto" in err
+    assert f"python -m pipelines.gallery {tmp_path / 'g'} index auto" in err
     assert run_cli(enroll.main, enroll.get_args_parser, [*add, "--index", "auto"]) == 0  # followed
     assert FaceGallery(tmp_path / "g").index_info is not None
     assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "faiss"]) == 0
@@ -1004,7 +1020,90 @@ def test_a_gallery_without_a_usable_index_names_the_search_and_enroll_flags(tmp_
     assert run_cli(search.main, search.get_args_parser, find) == 1
     err = capsys.readouterr().err
     assert "the FAISS index named by the gallery is missing" in err and "--backend exact" in err
+    assert f"python -m pipelines.gallery {tmp_path / 'g'} index none drops it" in err
     assert run_cli(search.main, search.get_args_parser, [*find, "--backend", "exact"]) == 0
+
+
+def test_cli_gallery_lists_removes_and_indexes_a_gallery_of_real_people(tmp_path, shared_data, shared_models, weights,
+                                                                          capsys):
+    """From the command line a gallery could only grow: enroll told a user whose photo changed that
+    "FaceGallery.remove_faces drops the old" (Python only), and nothing listed, removed or (re)indexed.
+    python -m pipelines.gallery GALLERY info | list | remove | rename | index does, through the library (describe,
+    select_faces, remove_faces, rename, build_index, drop_index), and enroll's message names it."""
+    from pipelines import enroll
+    from pipelines import gallery as gallery_cli
+    from pipelines._cli import run_cli
+
+    def cli(*argv):
+        code = run_cli(gallery_cli.main, gallery_cli.get_args_parser, [str(g), *argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    src = shared_data / "lfw_identities" / "images"
+    names = sorted(p.name for p in src.iterdir())[:3]
+    photos, g = tmp_path / "photos", tmp_path / "g"
+    for n in names:
+        (photos / n).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(src / n / f"{n}_{k:04d}.jpg", photos / n)
+    add = [str(g), str(photos), "--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"),
+           "--device", "cpu", "--no-progress", "--no-duplicate-check"]
+    assert run_cli(enroll.main, enroll.get_args_parser, add) == 0
+    code, out, _ = cli("info", "--verify", "--json", str(tmp_path / "info.json"))
+    assert code == 0 and "faces:     6 of 3 people, 256-d" in out and "index:     none (exact search)" in out
+    assert "det_500m.onnx" in out and "verify:    ok" in out
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["faces"] == 6 and info["model"]["sha256"] == FaceGallery(g).model.sha256 and info["index"] is None
+    code, out, _ = cli("list")
+    faces = FaceGallery(g).faces()
+    assert code == 0 and "6 faces of 3 people" in out
+    assert all(f"face {r.face_id:>6}  {r.path}" in out for r in faces) and f"{names[0]}: 2 faces" in out
+    # a photo replaced since it was enrolled: enroll names the command that drops its old face, which works
+    old = FaceGallery(g).select_faces(paths=[str(photos / names[1] / f"{names[1]}_0001.jpg")])
+    shutil.copy(src / names[1] / f"{names[1]}_0003.jpg", photos / names[1] / f"{names[1]}_0001.jpg")
+    assert run_cli(enroll.main, enroll.get_args_parser, add) == 0
+    told = capsys.readouterr().out
+    command = f"python -m pipelines.gallery {g} remove --face-id {old[0].face_id}"
+    assert command in told
+    code, out, _ = cli(*command.split()[4:])
+    assert code == 0 and f"removed face {old[0].face_id} of {names[1]}" in out
+    assert old[0].face_id not in [r.face_id for r in FaceGallery(g).faces()] and len(FaceGallery(g)) == 6
+    # a name, id or photo not in the gallery: exit status 1, nothing removed
+    code, _, err = cli("remove", names[0], "Nobody", "--face-id", "999")
+    assert code == 1 and "identity 'Nobody', face id 999" in err and "nothing was removed" in err
+    assert len(FaceGallery(g)) == 6
+    # a person and a photo (relative to the current folder, as a user types it) in one atomic removal
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(photos)
+        code, out, _ = cli("remove", names[0], "--photo", f"{names[2]}/{names[2]}_0002.jpg", "--json",
+                           str(tmp_path / "removed.json"))
+    assert code == 0 and f"removed 3 faces of 2 people ({names[0]} no longer enrolled); 3 faces of 2 people left" in out
+    assert FaceGallery(g).counts() == {names[1]: 2, names[2]: 1}
+    assert len(json.loads((tmp_path / "removed.json").read_text())["removed"]) == 3
+    assert FaceGallery(g).verify()["faces"] == 3
+    # rename: a new name, then into an enrolled person only with --merge
+    assert cli("rename", names[1], "Someone Else")[0] == 0
+    code, _, err = cli("rename", names[2], "Someone Else")
+    assert code == 1 and "pass --merge" in err and FaceGallery(g).counts() == {"Someone Else": 2, names[2]: 1}
+    code, out, _ = cli("rename", names[2], "Someone Else", "--merge")
+    assert code == 0 and "'Someone Else' has 3 faces" in out and FaceGallery(g).counts() == {"Someone Else": 3}
+    # usage errors: exit status 2, before the gallery is opened
+    assert cli("remove")[0] == 2 and cli("index")[0] == 2 and cli("list", "--face-id", "1")[0] == 2
+    assert cli("info", "--verify")[0] == 0 and cli("list", "--verify")[0] == 2 and cli("rename", "x")[0] == 2
+    code = run_cli(gallery_cli.main, gallery_cli.get_args_parser, [str(tmp_path / "nothing"), "info"])
+    assert code == 1 and "no face gallery here" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
+    if not faiss_backend.available():
+        return
+    code, out, _ = cli("index", "auto", "--no-progress")
+    assert code == 0 and "built FAISS HNSW32 over 3 faces" in out and FaceGallery(g).index_info["rows"] == 3
+    assert "index:     FAISS HNSW32 over 3 faces" in cli("info")[1]
+    code, out, _ = cli("remove", "--face-id", str(FaceGallery(g).faces()[0].face_id))
+    assert code == 0 and f"python -m pipelines.gallery {g} index auto builds it again" in out
+    assert FaceGallery(g).index_info is None and len(FaceGallery(g)) == 2
+    assert cli("index", "flat", "--no-progress")[0] == 0 and FaceGallery(g).index_info["factory"] == "Flat"
+    code, out, _ = cli("index", "none")
+    assert code == 0 and "dropped the FAISS index Flat" in out and FaceGallery(g).index_info is None
+    assert not list(g.glob("index-*.faiss"))
 
 
 def _flat_npz(npz, out):

@@ -384,6 +384,17 @@ def _in_order(pool: ProcessPoolExecutor, items: Sequence[SourceItem], chunksize:
 # ---------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------
+def _restart_hint(overwrite: bool) -> str:
+    """How to continue, instead, an unfinished build that a build without ``resume`` is about to delete: by
+    ``resume=True`` (``build_lmdb --resume``); the corpus builders (``build_corpus``, ``build_sr_corpus``,
+    ``build_pose_corpus``) have no --resume and always resume unless ``--overwrite`` is given."""
+    if overwrite:
+        return (": overwrite=True (--overwrite) starts it over; to continue it instead, run the corpus builders "
+                "(build_corpus, build_sr_corpus, build_pose_corpus) without --overwrite, or build_lmdb with --resume "
+                "(resume=True)")
+    return " (pass --resume (resume=True) to continue it instead)"
+
+
 class _DatasetWriter:
     """Append-only sample writer on ``<out>.partial`` with resumable progress."""
 
@@ -427,7 +438,7 @@ class _DatasetWriter:
                     self.writer = None
             else:
                 logger.warning("removing an unfinished build at %s%s", self.partial,
-                               "" if fingerprint == "in-memory" else " (pass --resume to continue it instead)")
+                               "" if fingerprint == "in-memory" else _restart_hint(overwrite))
             if state is None:
                 shutil.rmtree(self.partial)
         elif resume:

@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["available", "require", "choose_index", "build_index", "save_index", "load_index", "search_index",
-           "HNSW_MAX_ROWS", "EXACT_HINT"]
+           "HNSW_MAX_ROWS", "EXACT_HINT", "KINDS", "index_commands"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ HNSW_MAX_ROWS = 2_000_000
 #: how to search a gallery whose index cannot be used, from Python and from the command line
 EXACT_HINT = "meanwhile backend='exact' (python -m pipelines.search --backend exact) searches without it"
 _ADD_ROWS = 1 << 16
+#: the index kinds :func:`choose_index` sizes itself (anything else is taken as a FAISS factory string)
+KINDS = ("auto", "hnsw", "ivf", "flat")
+
+
+def index_commands(gallery: Any) -> str:
+    """The command lines that rebuild and drop the FAISS index of the gallery folder ``gallery``."""
+    return (f"python -m pipelines.gallery {gallery} index auto rebuilds it, python -m pipelines.gallery {gallery} "
+            "index none drops it")
 _TRAIN_POINTS_PER_CELL = 40
 
 
@@ -67,10 +75,13 @@ def choose_index(n: int, kind: str = "auto") -> Tuple[str, Dict[str, int]]:
 
     Args:
         n: gallery size.
-        kind: ``"auto"`` (HNSW up to :data:`HNSW_MAX_ROWS`, else IVF), ``"hnsw"`` or ``"ivf"``.
+        kind: ``"auto"`` (HNSW up to :data:`HNSW_MAX_ROWS`, else IVF), ``"hnsw"``, ``"ivf"`` or ``"flat"``
+            (``"Flat"``: every vector compared, as the exact search does; a reference for recall).
     """
-    if kind not in ("auto", "hnsw", "ivf"):
-        raise ValueError(f"kind must be 'auto', 'hnsw' or 'ivf', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    if kind == "flat":
+        return "Flat", {}
     if kind == "hnsw" or (kind == "auto" and n <= HNSW_MAX_ROWS):
         return "HNSW32", {"efConstruction": 100, "efSearch": 128}
     nlist = 2 ** int(round(math.log2(4.0 * math.sqrt(max(n, 1)))))
@@ -104,7 +115,11 @@ def build_index(embeddings: np.ndarray, factory: str, params: Dict[str, Any], se
     """
     faiss = require()
     n, dim = embeddings.shape
-    index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:  # FAISS's C++ message names its source file, not what to write instead
+        raise ValueError(f"{factory!r} is not an index kind: use auto, hnsw, ivf, flat, or a FAISS factory string "
+                         "(case matters: 'HNSW32', 'IVF1024,SQfp16', 'Flat')") from err
     _set_params(faiss, index, {k: v for k, v in params.items() if k == "efConstruction"})
     if not index.is_trained:
         ivf = faiss.extract_index_ivf(index)
@@ -156,8 +171,8 @@ def load_index(path: Path):
         from .storage import CorruptGalleryError
 
         raise CorruptGalleryError(f"{path}: cannot read the FAISS index ({str(err).splitlines()[0]}); rebuild it with "
-                                  f"FaceGallery.build_index() or drop it with FaceGallery.drop_index(); {EXACT_HINT}"
-                                  ) from err
+                                  f"FaceGallery.build_index() or drop it with FaceGallery.drop_index() "
+                                  f"({index_commands(Path(path).parent)}); {EXACT_HINT}") from err
 
 
 def search_index(index, queries: np.ndarray, k: int, params: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -328,6 +328,64 @@ class FaceGallery:
             raise KeyError(f"{self.path}: no face with id {face_id}")
         return found[0]
 
+    def select_faces(self, identities: Sequence[str] = (), face_ids: Sequence[int] = (),
+                     paths: Sequence[Union[str, os.PathLike]] = ()) -> List[FaceRecord]:
+        """The faces of the given people, with the given face ids, and enrolled from the given photos, each once,
+        in embedding-row order (what ``python -m pipelines.gallery GALLERY list`` / ``remove`` act on).
+
+        Args:
+            identities: names of enrolled people (every face of each).
+            face_ids: face ids (:attr:`FaceRecord.face_id`, the ids search results and ``EnrollReport.changed`` give).
+            paths: source photo paths as enrolled: :meth:`enroll` stores absolute paths, so a relative path is
+                also looked up made absolute from the current folder; an npz's faces keep the npz's paths.
+        Raises:
+            KeyError: some of them match no face (each is named; nothing is selected then).
+        """
+        self._store.refresh()
+        ids: Dict[int, None] = {}
+        missing: List[str] = []
+        for name in dict.fromkeys(str(s) for s in identities):
+            found = self._store.faces("i.name=?", (name,))
+            ids.update((r.face_id, None) for r in found)
+            if not found:
+                missing.append(f"identity {name!r}")
+        wanted = list(dict.fromkeys(int(i) for i in face_ids))
+        known = {r.face_id for c in range(0, len(wanted), 500)
+                 for r in self._store.faces(f"f.id IN ({','.join('?' * len(wanted[c:c + 500]))})", wanted[c:c + 500])}
+        ids.update((i, None) for i in wanted if i in known)
+        missing += [f"face id {i}" for i in wanted if i not in known]
+        given = [os.fspath(p) for p in paths]
+        by_path = self._store.face_ids_by_path(given + [os.path.abspath(p) for p in given])
+        for p in dict.fromkeys(given):
+            found_ids = by_path.get(p, []) + by_path.get(os.path.abspath(p), [])
+            ids.update((i, None) for i in found_ids)
+            if not found_ids:
+                missing.append(f"photo {p}")
+        if missing:
+            raise KeyError(f"{self.path}: no face of {', '.join(missing[:10])}"
+                           f"{f' and {len(missing) - 10} more' if len(missing) > 10 else ''} in the gallery (python -m "
+                           f"pipelines.gallery {self.path} list shows the people, their face ids and photos)")
+        order = sorted(ids)
+        return sorted((r for c in range(0, len(order), 500)
+                       for r in self._store.faces(f"f.id IN ({','.join('?' * len(order[c:c + 500]))})",
+                                                  order[c:c + 500])), key=lambda r: r.row)
+
+    def describe(self) -> Dict[str, Any]:
+        """What the gallery holds and how it was made, without reading any embedding: ``path``, ``faces``,
+        ``identities`` (how many people), ``dim``, ``model`` (``name``, ``sha256``, ``arch``; None when never
+        recorded), ``threshold`` (the one stored in the gallery, or None), ``settings`` (:attr:`settings`),
+        ``index`` (:attr:`index_info`: None when searched exactly) and ``bytes`` (its files on disk). What
+        ``python -m pipelines.gallery GALLERY info`` prints."""
+        self._store.refresh()
+        model = self.model
+        stored = self._store.meta.get("threshold")
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return {"path": str(self.path), "faces": self._store.count, "identities": len(self._store.identity_names()),
+                "dim": self._store.dim,
+                "model": None if model is None else {"name": model.name, "sha256": model.sha256, "arch": model.arch},
+                "threshold": None if stored is None else float(stored), "settings": self.settings,
+                "index": self.index_info, "bytes": size}
+
     @property
     def index_info(self) -> Optional[Dict[str, Any]]:
         """The FAISS index description (``factory``, ``params``, ``rows`` covered, ``file``), or None."""
@@ -572,7 +630,8 @@ class FaceGallery:
         """Remove every face of ``identity``; returns how many were removed.
 
         Rewrites the embedding file without them (atomically) and drops the FAISS index
-        (rebuild it with :meth:`build_index`). Raises KeyError for an unknown identity.
+        (rebuild it with :meth:`build_index`, ``python -m pipelines.gallery GALLERY index auto``). Raises KeyError
+        for an unknown identity. ``python -m pipelines.gallery GALLERY remove NAME`` from the command line.
         """
         removed = self._store.remove_faces("identity_id IN (SELECT id FROM identities WHERE name=?)", (identity,))
         if removed == 0:
@@ -582,7 +641,9 @@ class FaceGallery:
         return removed
 
     def remove_faces(self, face_ids: Sequence[int]) -> int:
-        """Remove single faces by face id; returns how many were removed (unknown ids are ignored)."""
+        """Remove single faces by face id; returns how many were removed (unknown ids are ignored; see
+        :meth:`select_faces` to refuse them). Drops the FAISS index, as :meth:`remove` does. ``python -m
+        pipelines.gallery GALLERY remove --face-id ID ...`` from the command line."""
         ids = sorted({int(i) for i in face_ids})
         if not ids:
             return 0
@@ -596,8 +657,11 @@ class FaceGallery:
         Raises KeyError when ``old`` is not enrolled, ValueError when ``new`` exists
         (unless ``merge=True``, which moves the faces into it) or is ``"unknown"``.
         """
-        if not str(new).strip() or new == UNKNOWN:
-            raise ValueError(f"cannot rename to {new!r}")
+        if not str(new).strip():
+            raise ValueError(f"{self.path}: cannot rename {old!r} to an empty name")
+        if new == UNKNOWN:
+            raise ValueError(f"{self.path}: cannot rename {old!r} to {UNKNOWN!r}, the name reserved for faces identify() "
+                             "does not recognise; choose another name")
         return self._store.rename_identity(old, new, merge)
 
     # -- enrolment -----------------------------------------------------------------------------
@@ -735,8 +799,9 @@ class FaceGallery:
         for path, old_ids in self._store.face_ids_by_path([p[1] for p in pending]).items():
             report.changed[path] = old_ids
             logger.warning("%s: the file differs from the one enrolled from this path as face %s; the new face is "
-                           "added beside it (remove_faces(%s) drops the old)", path,
-                           ", ".join(map(str, old_ids)), old_ids)
+                           "added beside it (remove_faces(%s), python -m pipelines.gallery %s remove --face-id %s, "
+                           "drops the old)", path, ", ".join(map(str, old_ids)), old_ids, self.path,
+                           " ".join(map(str, old_ids)))
         ids = self.add(emb, [p[0] for p in pending], records, model=info)
         for d in report.duplicates:  # fill in face ids of in-batch originals (near-duplicates and same files)
             if d.of_face_id is None:
@@ -755,7 +820,8 @@ class FaceGallery:
             path = self.path / name
             if not path.is_file():
                 raise CorruptGalleryError(f"{path}: the FAISS index named by the gallery is missing; rebuild it with "
-                                          f"build_index() or drop it with drop_index(); {faiss_backend.EXACT_HINT}")
+                                          f"build_index() or drop it with drop_index() ("
+                                          f"{faiss_backend.index_commands(self.path)}); {faiss_backend.EXACT_HINT}")
             self._index = faiss_backend.load_index(path)
             self._index_file = name
         return self._index
@@ -780,8 +846,8 @@ class FaceGallery:
         has_index = "index_file" in store.meta
         if backend == "faiss" and not has_index:
             raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index() (python "
-                               "-m pipelines.enroll GALLERY PHOTOS --index auto: the photos enrolled already are "
-                               "skipped), or search with backend='exact' (--backend exact)")
+                               f"-m pipelines.gallery {self.path} index auto), or search with backend='exact' "
+                               "(--backend exact)")
         use_faiss = has_index and (backend == "faiss" or (backend == "auto" and faiss_backend.available()))
         if has_index and backend == "auto" and not use_faiss:
             logger.warning("%s: the gallery has a FAISS index but faiss is not installed; searching exactly "
@@ -923,8 +989,8 @@ class FaceGallery:
 
         Args:
             kind: ``"auto"`` (HNSW up to ``faiss_backend.HNSW_MAX_ROWS`` faces, IVF above),
-                ``"hnsw"``, ``"ivf"``, or any FAISS factory string (``"HNSW32"``,
-                ``"IVF4096,Flat"``, ...).
+                ``"hnsw"``, ``"ivf"``, ``"flat"`` (these four in any case), or any FAISS factory string
+                (``"HNSW32"``, ``"IVF4096,Flat"``, ...; ValueError when FAISS cannot parse it).
             params: overrides of the build/search parameters (``efConstruction``,
                 ``efSearch``, ``nprobe``); stored with the index.
             progress: show a tqdm bar while adding vectors.
@@ -939,8 +1005,8 @@ class FaceGallery:
             n = store.count
             if n == 0:
                 raise GalleryError(f"{self.path}: the gallery is empty; nothing to index")
-            if kind in ("auto", "hnsw", "ivf"):
-                factory, p = faiss_backend.choose_index(n, kind)
+            if kind.lower() in faiss_backend.KINDS:
+                factory, p = faiss_backend.choose_index(n, kind.lower())
             else:
                 factory, p = kind, {}
             p = {**p, **(params or {})}
@@ -975,7 +1041,8 @@ class FaceGallery:
         store = self._store
         with store.write_lock():
             if "index_file" not in store.meta:
-                raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index()")
+                raise GalleryError(f"{self.path}: the gallery has no FAISS index; build one with build_index() "
+                                   f"(python -m pipelines.gallery {self.path} index auto)")
             covered = int(store.meta["index_rows"])
             if covered < store.count:
                 index = self._load_index()

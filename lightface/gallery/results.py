@@ -116,7 +116,8 @@ class EnrollReport:
         identities: identities that received faces in this run.
         changed: ``{path: [old face ids]}`` for photos whose path was already enrolled from a
             different file (edited or replaced since): the new face is added beside the old
-            ones, which :meth:`FaceGallery.remove_faces` drops when they are stale.
+            ones, which :meth:`FaceGallery.remove_faces` (``python -m pipelines.gallery GALLERY remove
+            --face-id ID ...``) drops when they are stale.
         seconds: wall time.
     """
 
