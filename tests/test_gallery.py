@@ -822,6 +822,8 @@ def test_the_rescue_and_antialias_remedies_are_flags_of_the_recognition_clis(tmp
     with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
         search.main(search.get_args_parser().parse_args([str(tmp_path / "g"), photo, *common, "--sheet", ""]))
     assert "(--rescue-threshold none --no-antialias) to detect as the enrolment did" in caplog.text
+    # the rescue finds other faces; antialiasing crops the same face differently: the warning says both
+    assert "other faces are found" in caplog.text and "the same face is cropped differently" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
         found = search.main(search.get_args_parser().parse_args([str(tmp_path / "g"), photo, *common, *strict,

@@ -454,10 +454,15 @@ class FaceGallery:
             fix += [f"FaceEmbedder({_DETECTOR_FIX[c[0]][0]}={c[1]})" for c in changed
                     if _DETECTOR_FIX[c[0]][0] != "detector_options"]
             flags = " ".join(_flag_text(c[0], c[1]) for c in changed)
-            logger.warning("%s: the gallery's faces were detected with %s, %s runs with %s: "
-                           "other faces are found (small or weak ones), so some are found in one setting and "
-                           "missed in the other; use %s%s to detect as the enrolment did", self.path,
-                           _settings_text(changed, 1), who, _settings_text(changed, 2), " and ".join(fix),
+            effects = []
+            if any(c[0] != "detector.antialias" for c in changed):
+                effects.append("other faces are found (small or weak ones), so some are found in one setting and "
+                               "missed in the other")
+            if any(c[0] == "detector.antialias" for c in changed):  # the same face, cropped differently
+                effects.append("the same face is cropped differently, so the scores shift")
+            logger.warning("%s: the gallery's faces were detected with %s, %s runs with %s: %s; use %s%s to detect "
+                           "as the enrolment did", self.path, _settings_text(changed, 1), who,
+                           _settings_text(changed, 2), "; ".join(effects), " and ".join(fix),
                            f" ({flags})" if flags else "")
 
     def _check_settings(self, settings: Optional[Mapping[str, Any]], who: str) -> None:
