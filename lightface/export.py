@@ -29,7 +29,9 @@ What the graphs take and give (``N`` is dynamic in both exports):
   from the landmarks).
 
 Images from OpenCV are uint8 BGR: convert to RGB and divide by 255 before, and back after
-(``docs/super_resolution.md`` shows it with ONNX Runtime).
+(``docs/super_resolution.md`` shows it with ONNX Runtime), or give the file to
+:class:`~lightface.SuperResolver` / :class:`~lightface.Frontalizer` (and the ``--weights`` of their CLIs),
+which run it with their own pre- and post-processing, detection, mirroring and paste-back.
 
 An ONNX file carries the model's card in its metadata (``metadata_props`` key
 :data:`CARD_KEY`, JSON): its ``arch``, and for a shipped model (exported by its name or
@@ -44,8 +46,9 @@ for any module, ``"similarity"``). ``FaceEmbedder("x.onnx")`` reads the card bac
 exported model crops, embeds and decides as the PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
 ``"frontalization"``), what ``input`` and ``output`` hold, and ``scale``, ``input_size``,
 ``output_size``, ``flip_ensemble`` (super-resolver) or ``size``, ``mirror``,
-``condition_network`` (frontalizer); :class:`OnnxRecognizer` (and so ``FaceEmbedder``) refuses
-such a file.
+``condition_network`` (frontalizer), and ``channels``; :class:`OnnxRecognizer` (and so ``FaceEmbedder``)
+refuses such a file. :func:`export_torchscript` stores the same card as the archive's extra file
+:data:`CARD_KEY`.
 
 Example:
     >>> from lightface.export import export_onnx, OnnxRecognizer
@@ -68,6 +71,7 @@ from torch import Tensor, nn
 from . import ops
 from .models.lightcnn import INPUT_SIZE, LightCNN, check_features
 from .utils.atomic_write import atomic_file, atomic_path
+from .utils.exported_files import CARD_KEY, onnx_card, onnx_session
 
 __all__ = ["export_onnx", "export_torchscript", "OnnxRecognizer", "INPUT_NAME", "OUTPUT_NAME", "IMAGE_NAME",
            "CARD_KEY"]
@@ -79,8 +83,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "features"
 #: the output of an exported face generator (super-resolver, frontalizer): the (N, C, H, W) image
 IMAGE_NAME = "image"
-#: the ONNX ``metadata_props`` key holding the model's card (JSON; see the module docstring)
-CARD_KEY = "lightface.card"
 #: the manifest tasks of the shipped generators this module exports
 GENERATOR_TASKS = ("super_resolution", "frontalization")
 ModelLike = Union[nn.Module, str, os.PathLike, Any]  # Any: a SuperResolver or Frontalizer
@@ -167,7 +169,7 @@ def _generator_card(model: nn.Module, entry, **settings) -> Dict[str, Any]:
 
     if isinstance(model, WaveletSRNet):
         card: Dict[str, Any] = {
-            "arch": "wavelet_srnet", "task": "super_resolution", "scale": model.scale,
+            "arch": "wavelet_srnet", "task": "super_resolution", "scale": model.scale, "channels": model.in_channels,
             "input_size": model.input_size, "output_size": model.output_size,
             "input": f"(N, {model.in_channels}, h, w) float32 RGB in [0, 1] (h = w = {model.input_size}: a face "
                      "aligned to the lightcnn template)",
@@ -175,7 +177,7 @@ def _generator_card(model: nn.Module, entry, **settings) -> Dict[str, Any]:
     else:
         colour = "RGB" if model.in_channels == 3 else "gray"
         card = {
-            "arch": "tpgan", "task": "frontalization", "size": model.size,
+            "arch": "tpgan", "task": "frontalization", "size": model.size, "channels": model.in_channels,
             "condition_network": model.condition_network,
             "input": f"(N, {model.in_channels}, {model.size}, {model.size}) float32 {colour} in [0, 1], aligned to "
                      "the lightcnn template",
@@ -234,6 +236,11 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
             model = SuperResolver(copy.deepcopy(model), device="cpu")  # SuperResolver's default flip ensemble
         elif isinstance(model, TPGANGenerator):
             model = Frontalizer(copy.deepcopy(model), device="cpu", mirror=None)
+    if isinstance(model, (SuperResolver, Frontalizer)) and model.model is None:
+        shipped = (model.card or {}).get("weights")
+        raise ValueError(f"{who}: this {type(model).__name__} runs an exported file ({model.backend}), which holds a "
+                         "graph, not the PyTorch network; export the checkpoint or shipped model it was exported from"
+                         + (f" (its card names the shipped {shipped!r})" if shipped else ""))
     if isinstance(model, SuperResolver):
         net = copy.deepcopy(model.model)
         card = _generator_card(net, model.pretrained, flip_ensemble=model.flip_ensemble)
@@ -343,17 +350,20 @@ def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_
     the (N, C, H, W) image for a super-resolver or frontalizer (``model`` and the graphs as for
     :func:`export_onnx`; a super-resolver's takes any h, w).
 
-    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. Written
-    atomically (folders are created): a failed write leaves an earlier file at ``path`` as it was.
+    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. The model's card (as
+    :func:`export_onnx` stores it) is the archive's extra file :data:`CARD_KEY`, which
+    :class:`~lightface.SuperResolver` / :class:`~lightface.Frontalizer` read when given the file
+    (``torch.jit.load(path, _extra_files={CARD_KEY: ""})`` reads it too). Written atomically (folders are
+    created): a failed write leaves an earlier file at ``path`` as it was.
     """
-    net, _, shape, _ = _prepare(model, "export_torchscript")
+    net, card, shape, _ = _prepare(model, "export_torchscript")
     path = Path(path)
     example = torch.rand(example_batch, *shape[1:])
     with ops.use_reference(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(net, example, check_trace=False)
     with atomic_file(path) as f:  # written by Python: a failed write raises OSError (traced.save(name) aborts)
-        f.write(traced.save_to_buffer())
+        f.write(traced.save_to_buffer(_extra_files={CARD_KEY: json.dumps(card)}))
     logger.info("exported TorchScript to %s", path)
     return path
 
@@ -375,31 +385,13 @@ class OnnxRecognizer:
     """
 
     def __init__(self, path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, threads: int = 0):
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(str(path), opts, providers=list(providers))
+        self.session = onnx_session(path, providers, threads)
         self.input_name = self.session.get_inputs()[0].name
-        stored = self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
-        try:
-            card = json.loads(stored) if stored else {}
-        except ValueError:
-            card = None
-        if not isinstance(card, dict):
-            logger.warning("%s: its %r metadata is not a JSON object; ignored", path, CARD_KEY)
-            card = {}
+        card = onnx_card(self.session, path)
         if card.get("task", "recognition") != "recognition":
             raise ValueError(f"{path} is an exported {card['task']} model ({card.get('arch')}: {card.get('input')} "
-                             f"-> {card.get('output')}), not a face recogniser: run it with onnxruntime.InferenceSession "
+                             f"-> {card.get('output')}), not a face recogniser: run it with "
+                             f"{'SuperResolver' if card['task'] == 'super_resolution' else 'Frontalizer'}(path) "
                              "(docs/super_resolution.md, docs/frontalization.md), or give FaceEmbedder a "
                              "recogniser's .onnx")
         self.card: Dict[str, Any] = card

@@ -4,6 +4,7 @@
     python -m pipelines.frontalize -i photos/ -o results/ --weights runs/tpgan/model.pt \\
         --detector ../shared/models/det_500m.onnx
     python -m pipelines.frontalize -i crops/ -o results/ --weights runs/tpgan/model.pt --aligned
+    python -m pipelines.frontalize -i photos/ -o results/ --weights frontal.onnx   # a file of lightface.export
 
 Outputs: OUT/cropped_faces (aligned 128x128 input crops), OUT/restored_faces (frontal
 views), OUT/cmp (input crop | frontal view, side by side), OUT/restored_imgs (with
@@ -35,8 +36,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "output names (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--weights", default=None,
-                   help="tpgan checkpoint (the final checkpoint of train_frontalization) or a shipped entry's name; "
-                        "default: the frontalizer that ships with lightface (default: %(default)s)")
+                   help="tpgan checkpoint (the final checkpoint of train_frontalization), a shipped entry's name, or "
+                        "a frontalizer exported by lightface.export (an .onnx file, run with ONNX Runtime; the .pt of "
+                        "export_torchscript, run with TorchScript on the CPU): its card gives the training direction "
+                        "faces are mirrored to; default: the frontalizer that ships with lightface "
+                        "(default: %(default)s)")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are face crops aligned to the 128x128 lightcnn template (resized when another "
                         "size): no detection (default: off)")
@@ -60,7 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default=None, help="suffix added to output file names (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of EMA (default: EMA)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of EMA; refused with an "
+                   "exported --weights file, which holds one set (default: EMA)")
     return p
 
 

@@ -3,6 +3,7 @@
     python -m pipelines.super_resolve -i photos/ -o results/ [--scale 8]       # the shipped 4x (8x) model
     python -m pipelines.super_resolve -i photos/ -o results/ --weights runs/sr4/model.pt --detector ../shared/models/det_500m.onnx
     python -m pipelines.super_resolve -i crops/ -o results/ --weights runs/sr4/model.pt --aligned
+    python -m pipelines.super_resolve -i photos/ -o results/ --weights sr4.onnx    # a file of lightface.export
     python -m pipelines.super_resolve -o eval/ --weights runs/sr4/model.pt --evaluate ../shared/data/celeba_hq \\
         --identity-weights lightcnn.pth --detector ../shared/models/det_500m.onnx
 
@@ -34,8 +35,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="restore the images in the folders' sub-folders too, keeping their relative paths in the "
                         "output names (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--weights", default=None, help="wavelet_srnet checkpoint (the model file of train_super_resolution) "
-                   "or a shipped entry's name; default: the model that ships for --scale (default: %(default)s)")
+    p.add_argument("--weights", default=None, help="wavelet_srnet checkpoint (the model file of train_super_resolution), "
+                   "a shipped entry's name, or a super-resolver exported by lightface.export (an .onnx file, run with "
+                   "ONNX Runtime; the .pt of export_torchscript, run with TorchScript on the CPU): its card gives the "
+                   "scale and flip ensemble; default: the model that ships for --scale (default: %(default)s)")
     p.add_argument("--scale", type=int, choices=(4, 8), default=None, help="upscaling factor: picks the shipped model "
                    "when --weights is unset (default 4); with --weights, checked against the model (default: %(default)s)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: upscale them directly, no "
@@ -52,9 +55,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg"), help="restored_imgs extension; auto = the input's (PNG for RGBA) (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones (default: EMA)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator weights instead of the EMA ones; "
+                   "refused with an exported --weights file, which holds one set (default: EMA)")
     p.add_argument("--no-flip-ensemble", action="store_true", help="one forward pass per face instead of averaging it "
-                   "with its mirror image's (half the compute; 0.02-0.11 dB PSNR less on the shipped models; default: flip ensemble)")
+                   "with its mirror image's (half the compute; 0.02-0.11 dB PSNR less on the shipped models; default: flip "
+                   "ensemble, or for an exported --weights file the setting it was exported with, which this flag "
+                   "cannot change)")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="HR_DIR", help="score against HR images (files and/or folders, searched recursively): downscale each by the factor, super-resolve, report PSNR/SSIM/identity cosine for SR and bicubic (default: off)")
     p.add_argument("--identity-weights", default=None,
                    help="recogniser for the identity cosine in --evaluate: a Light CNN checkpoint, a shipped name "
@@ -96,7 +102,7 @@ def main(args: argparse.Namespace) -> dict:
     try:
         resolver = SuperResolver(args.weights, device=args.device, detector=args.detector if need_detector else None,
                                  ema=not args.no_ema, scale=getattr(args, "scale", None),
-                                 flip_ensemble=not getattr(args, "no_flip_ensemble", False),
+                                 flip_ensemble=False if getattr(args, "no_flip_ensemble", False) else None,
                                  max_face_shrink=getattr(args, "max_face_shrink", MAX_FACE_SHRINK))
     except PretrainedError as err:  # nothing ships for this scale, or a damaged install: say what to pass
         raise SystemExit(f"super_resolve: {err}") from None

@@ -387,3 +387,35 @@ def test_the_shipped_recogniser_exported_by_name_embeds_and_decides_as_in_pytorc
                                                                      ref_no_flip.identification_threshold)
     # by the shipped file's path too
     assert OnnxRecognizer(export_onnx(ref.pretrained.path(), tmp_path / "by_path.onnx")).card == card
+
+
+def test_a_restorer_given_an_exported_file_it_cannot_run_says_what_the_file_is(tmp_path, sr_export, exported):
+    """A restorer given another task's exported file (a frontalizer, a recogniser) or a TorchScript file without
+    lightface's card names what the file is and what to pass; export_torchscript stores the card; a restorer running
+    an exported file is not exported again (it holds no PyTorch network) but says which weights to export."""
+    from lightface import Frontalizer, SuperResolver
+    from lightface.export import CARD_KEY
+
+    _, sr_path = sr_export
+    torch.manual_seed(0)
+    gen = get_model("tpgan", width=8, feature_dim=8, noise_dim=4)
+    fr_ts = export_torchscript(Frontalizer(gen, device="cpu", mirror="left"), tmp_path / "fr.pt")
+    extra = {CARD_KEY: ""}
+    torch.jit.load(str(fr_ts), _extra_files=extra)
+    card = json.loads(extra[CARD_KEY])
+    assert (card["task"], card["mirror"], card["channels"], card["size"]) == ("frontalization", "left", 3, 128)
+    with pytest.raises(ValueError, match=r"is an exported frontalization model \(tpgan\), not super-resolution: give "
+                                         r"it to Frontalizer"):
+        SuperResolver(str(fr_ts), device="cpu")
+    with pytest.raises(ValueError, match=r"is an exported super_resolution model .* give it to SuperResolver"):
+        Frontalizer(sr_path, device="cpu")
+    recogniser = exported("lightcnn9")[2]
+    with pytest.raises(ValueError, match=r"is an exported recognition model .* give it to FaceEmbedder"):
+        Frontalizer(recogniser, device="cpu")
+    cardless = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 128, 128)), str(cardless))
+    with pytest.raises(ValueError, match=r"carries no lightface model card.*lightface\.export\.export_torchscript"):
+        Frontalizer(cardless, device="cpu")
+    with pytest.raises(ValueError, match=r"export_onnx: this SuperResolver runs an exported file \(onnxruntime\).*"
+                                         r"export the checkpoint or shipped model it was exported from"):
+        export_onnx(SuperResolver(sr_path, device="cpu"), tmp_path / "again.onnx")

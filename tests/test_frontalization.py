@@ -1080,3 +1080,46 @@ def test_cfp_landmarks_file_is_replaced_whole(shared_data, tmp_path):
     os.link(out, tmp_path / "old_link.txt")
     assert write_cfp_landmarks(cfp, out) > 0
     assert (tmp_path / "old_link.txt").read_text() == "old\n" and out.read_text().startswith("451/")
+
+
+@pytest.mark.parametrize("backend,channels", [("onnx", 3), ("torchscript", 3), ("onnx", 1)])
+def test_an_exported_frontalizer_frontalizes_photos_and_crops_as_the_pytorch_model(shared_data, shared_models,
+                                                                                   tmp_path, backend, channels):
+    """Frontalizer("frontal.onnx") / the .pt of export_torchscript / frontalize --weights FILE failed with "cannot
+    load checkpoint": an exported frontalizer had no face pipeline to run in. It runs under the same detection,
+    alignment, mirroring (its card's training direction) and colour conversion: within a grey level of PyTorch."""
+    from lightface.export import export_onnx, export_torchscript
+    from pipelines import frontalize
+
+    torch.manual_seed(0)
+    gen = TPGANGenerator(in_channels=channels, width=8, noise_dim=4, feature_dim=8)
+    export = export_onnx if backend == "onnx" else export_torchscript
+    det = str(shared_models / "det_500m.onnx")
+    ref = Frontalizer(gen, device="cpu", detector=det, mirror="left")
+    path = export(ref, tmp_path / ("fr.onnx" if backend == "onnx" else "fr_ts.pt"))
+    fr = Frontalizer(path, device="cpu", detector=det)
+    assert (fr.mirror, fr.channels, fr.model) == ("left", channels, None)
+    assert fr.backend == ("onnxruntime" if backend == "onnx" else "torchscript")
+    profiles = sorted((shared_data / "cfp" / "Images" / "451" / "profile").glob("*.jpg"))[:2]  # one looks each way
+    flipped = []
+    for p in profiles:
+        photo = cv2.imread(str(p))
+        want, got = ref.frontalize(photo), fr.frontalize(photo)
+        assert len(got) == len(want) >= 1
+        flipped += [f.flipped for f in got]
+        assert [f.flipped for f in got] == [f.flipped for f in want]
+        for w, g in zip(want, got):
+            assert np.abs(g.frontal.astype(int) - w.frontal).max() <= 1
+    assert True in flipped and False in flipped  # both ways: the card's direction mirrors the right-facing ones
+    crops = [f.crop for f in ref.frontalize(cv2.imread(str(profiles[0])))] * 3
+    facings = ["right", "left", None]
+    for w, g in zip(ref.frontalize_faces(crops, facings), fr.frontalize_faces(crops, facings)):
+        assert np.abs(g.astype(int) - w).max() <= 1
+    x = torch.rand(2, channels, 128, 128)
+    assert (fr.frontalize_tensor(x) - ref.frontalize_tensor(x)).abs().max() < 1e-5
+
+    args = frontalize.get_args_parser().parse_args(["-i", str(profiles[0]), "-o", str(tmp_path / "out"),
+                                                    "--weights", str(path), "--detector", det, "--device", "cpu"])
+    assert frontalize.main(args)["processed"][0]["faces"] >= 1
+    got = cv2.imread(str(tmp_path / "out" / "restored_faces" / f"{profiles[0].stem}_00.png"))
+    assert np.abs(got.astype(int) - ref.frontalize(cv2.imread(str(profiles[0])))[0].frontal).max() <= 1

@@ -1071,3 +1071,89 @@ def test_evaluate_aligned_skips_hr_crops_smaller_than_the_output_never_scoring_a
     assert sorted(s["input"] for s in ev["skipped"]) == sorted(str(hr / f"{p.stem}.png") for p in photos[1::2])
     assert all("HR crop 24x24 smaller than the output size 32" in s["reason"] for s in ev["skipped"])
     assert "skipped 2 of 4 HR image(s)" in caplog.text
+
+
+def _exported_sr(tmp_path, backend, flip_ensemble=True):
+    """(a 4x 32 -> 128 WaveletSRNet whose output is not bicubic, its file of lightface.export for ``backend``)."""
+    from lightface.export import export_onnx, export_torchscript
+
+    torch.manual_seed(0)
+    net = WaveletSRNet(scale=4, output_size=128, channels=8, num_blocks=1, head_channels=8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    export = export_onnx if backend == "onnx" else export_torchscript
+    path = export(SuperResolver(net, device="cpu", flip_ensemble=flip_ensemble),
+                  tmp_path / ("sr4.onnx" if backend == "onnx" else "sr4_ts.pt"))
+    return net, path
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_an_exported_super_resolver_restores_photos_and_crops_as_the_pytorch_model(tmp_path, shared_data,
+                                                                                    shared_models, backend):
+    """SuperResolver("sr4.onnx") / the .pt of export_torchscript / super_resolve --weights FILE failed with "cannot
+    load checkpoint ...: an .onnx export serves inference only (FaceEmbedder, --weights)": the exported super-resolver
+    had no face pipeline (detect, align, restore, paste back) to run in. The file now runs under the same pre- and
+    post-processing, its scale and flip ensemble read from its card: photos, crops and the CLI within a grey level."""
+    from pipelines.super_resolve import get_args_parser, main
+
+    net, path = _exported_sr(tmp_path, backend)
+    det = str(shared_models / "det_500m.onnx")
+    ref = SuperResolver(net, device="cpu", detector=det)
+    sr = SuperResolver(path, device="cpu", detector=det)
+    assert sr.backend == ("onnxruntime" if backend == "onnx" else "torchscript") and sr.model is None
+    assert (sr.scale, sr.input_size, sr.output_size, sr.flip_ensemble) == (4, 32, 128, True)
+    photos = sorted((shared_data / "celeba_hq").glob("*/*.jpg"))[:2]
+    imgs = [cv2.resize(cv2.imread(str(p)), (144, 144), interpolation=cv2.INTER_AREA) for p in photos]
+    for img in imgs:
+        (want, want_faces), (got, got_faces) = ref.restore(img), sr.restore(img)
+        assert len(got_faces) == len(want_faces) == 1 and got_faces[0].super_resolved
+        assert got.shape == want.shape == (576, 576, 3) and np.abs(got.astype(int) - want).max() <= 1
+    crops = [cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA) for img in imgs] + [cv2.resize(imgs[0], (44, 36))]
+    for want, got in zip(ref.upscale_faces(crops), sr.upscale_faces(crops)):
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+    x = torch.from_numpy(np.stack([c[:, :, ::-1] for c in crops[:2]]).transpose(0, 3, 1, 2).copy()).float() / 255
+    assert (sr.upscale_tensor(x) - ref.upscale_tensor(x)).abs().max() < 1e-5
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic")
+    assert (ref.upscale_tensor(x) - bicubic).abs().max() > 1e-2  # the model is not bicubic: a real comparison
+
+    src = tmp_path / "crops"
+    src.mkdir()
+    for i, c in enumerate(crops[:2]):
+        cv2.imwrite(str(src / f"{i}.png"), c)
+    summary = main(get_args_parser().parse_args(["-i", str(src), "-o", str(tmp_path / "out"), "--weights", str(path),
+                                                 "--aligned", "--device", "cpu"]))
+    assert len(summary["summary"]["processed"]) == 2
+    for i, want in enumerate(ref.upscale_faces(crops[:2])):
+        got = cv2.imread(str(tmp_path / "out" / "restored_faces" / f"{i}_00.png"))
+        assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_an_exported_super_resolver_keeps_its_flip_ensemble_and_refuses_what_it_cannot_run(tmp_path, shared_data):
+    """The flip ensemble is inside an exported graph: a file exported without it runs without it (the CLI's default
+    used to pass flip_ensemble=True), and settings the file cannot honour (--no-flip-ensemble on a file with the
+    ensemble, --no-ema, another --scale) are refused saying what to do, never silently ignored."""
+    from pipelines.super_resolve import get_args_parser, main
+
+    net, path = _exported_sr(tmp_path, "onnx", flip_ensemble=False)
+    sr = SuperResolver(path, device="cpu")
+    assert sr.flip_ensemble is False
+    crop = cv2.resize(cv2.imread(str(sorted((shared_data / "celeba_hq").glob("*/*.jpg"))[0])), (32, 32),
+                      interpolation=cv2.INTER_AREA)
+    want = SuperResolver(net, device="cpu", flip_ensemble=False).upscale_face(crop)
+    assert np.abs(sr.upscale_face(crop).astype(int) - want).max() <= 1
+    src = tmp_path / "crops"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), crop)
+    main(get_args_parser().parse_args(["-i", str(src), "-o", str(tmp_path / "out"), "--weights", str(path),
+                                       "--aligned", "--device", "cpu"]))
+    assert np.abs(cv2.imread(str(tmp_path / "out" / "restored_faces" / "a_00.png")).astype(int) - want).max() <= 1
+    with pytest.raises(ValueError, match=r"exported with the flip ensemble off.*export_onnx\(SuperResolver\(weights, "
+                                         r"flip_ensemble=True\), path\)"):
+        SuperResolver(path, device="cpu", flip_ensemble=True)
+    with pytest.raises(ValueError, match="exported with the flip ensemble off"):
+        sr.upscale_tensor(torch.rand(1, 3, 32, 32), flip_ensemble=True)
+    with pytest.raises(ValueError, match=r"ema=False \(--no-ema\).*holds only the weights it was exported with"):
+        SuperResolver(path, device="cpu", ema=False)
+    with pytest.raises(ValueError, match="scale=8, but the file is a 4x model"):
+        SuperResolver(path, device="cpu", scale=8)

@@ -30,7 +30,7 @@ from ..engine.distributed import resolve_device
 from ..eval.frontal_pose import crop_landmarks
 from ..models.tpgan import TPGANGenerator
 from .folder import check_batch_size, iter_batches
-from .loading import load_generator, resolve_detector, shipped_entry
+from .loading import ExportedGenerator, is_exported, load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr, detect_and_align, paste_face
 
 __all__ = ["Frontalizer", "FrontalizedFace"]
@@ -91,16 +91,27 @@ class Frontalizer:
             name of a shipped entry, a loaded checkpoint dict, or a built
             :class:`~lightface.models.tpgan.TPGANGenerator`. A shipped file given by its path
             is that shipped entry; a copy of one (it records its entry's name) takes that
-            entry's preprocessing (``mirror``).
+            entry's preprocessing (``mirror``). Or a frontalizer exported by
+            :func:`lightface.export.export_onnx` (an ``.onnx`` file, run with ONNX Runtime: CPU, or
+            CUDA when ``device`` is CUDA and onnxruntime-gpu is installed) or ``export_torchscript``
+            (its ``.pt``, run with ``torch.jit.load`` on the CPU): its card gives the channels and
+            ``mirror``, and every method works on it as on the PyTorch model (same alignment,
+            mirroring and colour conversion; outputs within 1e-5 of it).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         detector: for whole photos: a :class:`lightface.data.detect.FaceDetector` or a model
             spec it accepts (ONNX path such as ``../shared/models/det_500m.onnx``, model pack
             name); None: aligned crops only.
-        ema: use the EMA generator weights when the checkpoint has them (default).
+        ema: use the EMA generator weights when the checkpoint has them (default; an exported
+            file holds the weights it was exported with: ``ema=False`` is refused there).
         mirror: the direction the model was trained on (``"left"``, ``"right"`` or None);
             default: read from the checkpoint's training config, or from the shipped entry's
             ``preprocessing["mirror"]`` (also for the shipped file given by its path or copied;
-            None when absent).
+            None when absent), or from an exported file's card.
+
+    Attributes: ``channels``, ``mirror``, ``pretrained`` (the shipped
+    :class:`~lightface.models.PretrainedWeights` in use, or None), ``backend`` (``"torch"``, or
+    ``"onnxruntime"`` / ``"torchscript"`` for an exported file), ``card`` (an exported file's card, else None),
+    ``model`` (the :class:`~lightface.models.tpgan.TPGANGenerator`; None for an exported file).
 
     :func:`lightface.export.export_onnx` / ``export_torchscript`` (``export_onnx(fr, "frontal.onnx")``) write
     :meth:`frontalize_tensor` (with a conditioned generator's recogniser) as one file; the mirroring by
@@ -109,6 +120,7 @@ class Frontalizer:
     Example:
         >>> fr = Frontalizer(detector="../shared/models/det_500m.onnx")           # the shipped model
         >>> fr = Frontalizer("runs/tpgan/model.pt")                  # your own
+        >>> fr = Frontalizer("frontal.onnx")                         # exported: ONNX Runtime
         >>> frontal = fr.frontalize_face(cv2.imread("aligned_profile.png"))   # uint8 BGR 128x128
         >>> faces = fr.frontalize(cv2.imread("photo.jpg"))                    # list of FrontalizedFace
     """
@@ -116,7 +128,48 @@ class Frontalizer:
     def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
                  mirror: Optional[str] = "auto"):
         self.device = resolve_device(device)
+        self._exported = None
+        self.card = None
+        if is_exported(weights):
+            config = self._load_exported(weights, ema)
+        else:
+            config = self._load(weights, ema, mirror)
+        if mirror == "auto":
+            if self.pretrained is not None and "mirror" not in config:
+                log.warning("Frontalizer: the shipped %s records no training direction (preprocessing 'mirror'); "
+                            "faces are used as given, unmirrored: pass mirror='left' or 'right' (frontalize: --mirror "
+                            "left / right) if it was trained on one direction", self.pretrained.name)
+            mirror = config.get("mirror")
+            mirror = None if mirror in (None, "none") else mirror
+        if mirror not in (None, "left", "right"):
+            raise ValueError(f"mirror must be 'left', 'right' or None, got {mirror!r}")
+        self.mirror = mirror
+        self.detector = resolve_detector(detector, self.device)
+
+    def _load_exported(self, path, ema: bool) -> dict:
+        """Set up on a frontalizer file of :mod:`lightface.export` (see ``weights``); returns its card, whose
+        ``mirror`` is the training direction."""
+        what = f"Frontalizer({os.fspath(path)!r})"
+        if not ema:
+            raise ValueError(f"{what}: ema=False (--no-ema) picks a checkpoint's raw weights, and an exported file "
+                             "holds only the weights it was exported with; drop it, or pass the checkpoint")
+        self._exported = ExportedGenerator(path, "frontalization", self.device, what)
+        self.card = card = self._exported.card
+        self.backend = self._exported.backend
+        self.pretrained = None
+        self.model = None
+        if int(card.get("size", SIZE)) != SIZE:
+            raise ValueError(f"{what}: the file frontalizes {card['size']} px crops; Frontalizer works on the "
+                             f"{SIZE} px lightcnn template")
+        # the channel count: the card's (since session 50), else what its input line says (session 49's cards)
+        self.channels = int(card.get("channels", 1 if str(card.get("input", "")).startswith("(N, 1,") else 3))
+        return card
+
+    def _load(self, weights, ema: bool, mirror: Optional[str]) -> dict:
+        """Set up on PyTorch weights (see ``weights``); returns the preprocessing config (``mirror``: a released
+        checkpoint's recorded direction is read only for ``mirror="auto"``)."""
         config = {}
+        self.backend = "torch"
         self.pretrained = shipped_entry(weights, "frontalization", "frontalization", "Frontalizer()",
                                         "weights= the final checkpoint of python -m pipelines.train_frontalization "
                                         "(CLI: --weights)")
@@ -139,20 +192,12 @@ class Frontalizer:
                          weights if isinstance(weights, (str, os.PathLike)) else "checkpoint", "EMA" if use_ema else "raw")
         self.model = model.float().to(self.device).eval()
         self.channels = self.model.in_channels
-        if mirror == "auto":
-            if self.pretrained is not None and "mirror" not in config:
-                log.warning("Frontalizer: the shipped %s records no training direction (preprocessing 'mirror'); "
-                            "faces are used as given, unmirrored: pass mirror='left' or 'right' (frontalize: --mirror "
-                            "left / right) if it was trained on one direction", self.pretrained.name)
-            mirror = config.get("mirror")
-            mirror = None if mirror in (None, "none") else mirror
-        if mirror not in (None, "left", "right"):
-            raise ValueError(f"mirror must be 'left', 'right' or None, got {mirror!r}")
-        self.mirror = mirror
-        self.detector = resolve_detector(detector, self.device)
+        return config
 
     def __repr__(self) -> str:
         shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
+        if self._exported is not None:
+            shipped = f"weights={self._exported.path!r}, backend={self.backend!r}, "
         return (f"Frontalizer({shipped}channels={self.channels}, device={str(self.device)!r}, mirror={self.mirror!r}, "
                 f"detector={self.detector!r})")
 
@@ -164,6 +209,8 @@ class Frontalizer:
         A tensor that is not float (TypeError) or holds values outside [0, 1] (ValueError: a 0..255
         tensor) is refused."""
         check_unit_tensor(x, "frontalize_tensor input")
+        if self._exported is not None:
+            return self._exported(x)
         return self.model.frontalize(x.to(self.device, torch.float32)).clamp_(0, 1).to(x.device)
 
     # -- numpy crops -------------------------------------------------------------------

@@ -1,14 +1,23 @@
 """What the restorers (:class:`~lightface.restore.SuperResolver`, :class:`~lightface.restore.Frontalizer`)
-load: the shipped default weights, a generator checkpoint, a face detector."""
+load: the shipped default weights, a generator checkpoint, a generator exported by :mod:`lightface.export`
+(ONNX, TorchScript), a face detector."""
+import logging
 import os
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..models.checkpoint import ModelCheckpoint, WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
+from ..utils.exported_files import is_onnx_path, is_torchscript, load_torchscript, onnx_card, onnx_session
 
-__all__ = ["shipped_entry", "load_generator", "resolve_detector"]
+__all__ = ["shipped_entry", "load_generator", "resolve_detector", "is_exported", "ExportedGenerator"]
+
+log = logging.getLogger(__name__)
+
+#: what each restorer's exported file is (its card's ``task``) and what exports it, for the errors
+_RESTORER = {"super_resolution": "SuperResolver", "frontalization": "Frontalizer"}
 
 
 def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
@@ -72,3 +81,78 @@ def resolve_detector(detector: Any, device: torch.device):
         return detector
 
     return FaceDetector(detector, device="cuda" if device.type == "cuda" else "cpu")
+
+
+def is_exported(weights: Any) -> bool:
+    """Whether ``weights`` is the path of a file :mod:`lightface.export` writes: an ``.onnx`` file (by its
+    suffix, as :class:`~lightface.FaceEmbedder` tells one) or a TorchScript archive (by its content)."""
+    if not isinstance(weights, (str, os.PathLike)):
+        return False
+    return is_onnx_path(weights) or (os.path.isfile(weights) and is_torchscript(weights))
+
+
+class ExportedGenerator:
+    """A super-resolver or frontalizer exported by :func:`lightface.export.export_onnx` / ``export_torchscript``,
+    run as the restorer's network: ``(N, C, h, w)`` float32 [0, 1] tensor in (RGB, gray for a 1-channel model)
+    -> the file's ``image`` output as a float32 tensor on the input's device (for a super-resolver its flip
+    ensemble and clamp inside, for a frontalizer the frontal view, clamped; the card says what the graph holds).
+
+    Args:
+        path: the ``.onnx`` file (ONNX Runtime: CUDA when ``device`` is CUDA and onnxruntime-gpu is installed,
+            else CPU) or the TorchScript file (``torch.jit.load``; on the CPU: the export traces on the CPU, and
+            the trace holds that device, so a CUDA ``device`` is logged and the file still runs on the CPU).
+        task: the restorer's task (``"super_resolution"``, ``"frontalization"``): the card's must be it.
+        device: the restorer's device.
+        what: the restorer's call (``"SuperResolver('sr4.onnx')"``), for the errors.
+
+    Attributes: ``card`` (the stored card: see :mod:`lightface.export`), ``backend`` (``"onnxruntime"`` or
+    ``"torchscript"``), ``path``.
+
+    Raises:
+        ValueError: the file carries no lightface card (exported by something else, or a TorchScript file of a
+            lightface from before its cards), or the card is of another task (a recogniser, the other restorer).
+    """
+
+    def __init__(self, path, task: str, device: torch.device, what: str):
+        self.path = os.fspath(path)
+        self.device = device
+        if is_onnx_path(path):
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else \
+                ["CPUExecutionProvider"]
+            self._session = onnx_session(path, providers)
+            self._input = self._session.get_inputs()[0].name
+            self._module = None
+            self.backend = "onnxruntime"
+            self.card: Dict[str, Any] = onnx_card(self._session, path)
+            export = "export_onnx"
+        else:
+            self._session = None
+            self._module, self.card = load_torchscript(path, map_location="cpu")
+            self.backend = "torchscript"
+            if device.type != "cpu":
+                log.warning("%s: a TorchScript export is traced on the CPU and runs there, not on %s; export_onnx's "
+                            ".onnx runs on CUDA (with onnxruntime-gpu)", what, device)
+            export = "export_torchscript"
+        found = self.card.get("task", "recognition" if self.card else None)
+        if found is None:
+            raise ValueError(f"{what}: {self.path} carries no lightface model card, so what it takes and gives "
+                             f"(sizes, colours, scale) is unknown: export the {_RESTORER[task]}'s checkpoint or "
+                             f"shipped model again with lightface.export.{export} (it stores the card), or pass the "
+                             "checkpoint")
+        if found != task:
+            hint = ("give it to FaceEmbedder" if found == "recognition" else
+                    f"give it to {_RESTORER.get(found, 'its own runner')}")
+            raise ValueError(f"{what}: {self.path} is an exported {found} model ({self.card.get('arch')}), not "
+                             f"{task.replace('_', '-')}: {hint}, or pass a {_RESTORER[task]}'s exported file or "
+                             "checkpoint")
+        log.info("%s: exported %s %s (%s, card weights=%s)", _RESTORER[task], self.card.get("arch"), self.path,
+                 self.backend, self.card.get("weights"))
+
+    def __repr__(self) -> str:
+        return f"ExportedGenerator({self.path!r}, backend={self.backend!r})"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._module is not None:
+            return self._module(x.to("cpu", torch.float32)).to(x.device)
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self._session.run(None, {self._input: array})[0]).to(x.device)

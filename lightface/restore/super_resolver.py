@@ -21,7 +21,7 @@ from ..engine.distributed import resolve_device
 from ..models.pretrained import DEFAULT_SR_SCALE, sr_alias
 from ..models.wavelet_srnet import WaveletSRNet
 from .folder import check_batch_size, iter_batches
-from .loading import load_generator, resolve_detector, shipped_entry
+from .loading import ExportedGenerator, is_exported, load_generator, resolve_detector, shipped_entry
 from .paste import as_bgr as _as_bgr  # noqa: F401  (re-exported for lightface.restore.frontalizer)
 from .paste import antialiased_align, detect_faces, paste_face, rescale_affine
 
@@ -102,11 +102,17 @@ class SuperResolver:
             a :class:`lightface.models.PretrainedError` says so when none ships for that scale.
             Else a checkpoint path (``pipelines.train_super_resolution``'s model file or a
             training checkpoint), the name of a shipped entry
-            (:func:`lightface.models.list_pretrained`), or a built :class:`WaveletSRNet`.
+            (:func:`lightface.models.list_pretrained`), a built :class:`WaveletSRNet`, or a
+            super-resolver exported by :func:`lightface.export.export_onnx` (an ``.onnx`` file, run
+            with ONNX Runtime: CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is installed)
+            or ``export_torchscript`` (its ``.pt``, run with ``torch.jit.load``): its card gives
+            ``scale``, ``input_size`` and ``flip_ensemble``, and every method works on it as on the
+            PyTorch model (same pre- and post-processing; outputs within 1e-5 of it).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         detector: for whole photos: a :class:`lightface.data.detect.FaceDetector`, or a model
             spec it accepts (ONNX path, model pack name); None: only aligned crops.
-        ema: use the EMA generator weights when the checkpoint has them (default).
+        ema: use the EMA generator weights when the checkpoint has them (default; an exported
+            file holds the weights it was exported with: ``ema=False`` is refused there).
         scale: 4 or 8 (any factor a model is trained for): which shipped model ``weights=None``
             loads (default 4: :data:`lightface.models.pretrained.DEFAULT_SR_SCALE`, as for
             ``get_model("wavelet_srnet", pretrained=True)``); with explicit weights, checked against the model's factor.
@@ -115,7 +121,9 @@ class SuperResolver:
             outputs (the mirrored one flipped back), the self-ensemble of SR benchmarks
             restricted to the flip that keeps an aligned face aligned. Default on: on the
             shipped models it adds 0.02-0.11 dB PSNR and removes 9-17% of the invented dark
-            spots (``docs/super_resolution.md``) for twice the compute; False: one pass.
+            spots (``docs/super_resolution.md``) for twice the compute; False: one pass. None
+            (default): on, and for an exported file as it was exported (the ensemble is inside
+            its graph; asking for the other setting is refused with a ValueError: export again).
         max_face_shrink: :meth:`restore` reads a face larger in the photo than the model's input
             crop at its own resolution (a 4x model then outputs it 4x larger than 128 px) up to
             this many times the input crop (default :data:`MAX_FACE_SHRINK`, 8); a larger face
@@ -124,7 +132,9 @@ class SuperResolver:
             ``float("inf")``: restore every face.
 
     Attributes: ``scale``, ``input_size`` (crop side the model expects), ``output_size``,
-    ``flip_ensemble``, ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None).
+    ``flip_ensemble``, ``pretrained`` (the shipped :class:`~lightface.models.PretrainedWeights` in use, or None),
+    ``backend`` (``"torch"``, or ``"onnxruntime"`` / ``"torchscript"`` for an exported file), ``card`` (an
+    exported file's card, else None), ``model`` (the :class:`WaveletSRNet`; None for an exported file).
 
     :func:`lightface.export.export_onnx` / ``export_torchscript`` (``export_onnx(sr, "sr.onnx")``) write
     :meth:`upscale_tensor` with this resolver's flip ensemble as one file, for ONNX Runtime / libtorch.
@@ -132,17 +142,25 @@ class SuperResolver:
     Example:
         >>> sr = SuperResolver(scale=8, detector="../shared/models/det_500m.onnx")   # the shipped 8x model
         >>> sr = SuperResolver("runs/sr4/model.pt")                                 # your own
+        >>> sr = SuperResolver("sr4.onnx")                                          # exported: ONNX Runtime
         >>> face128 = sr.upscale_face(cv2.imread("face32.png"))
         >>> photo4x, faces = sr.restore(cv2.imread("group.jpg"))
     """
 
     def __init__(self, weights=None, device: str = "auto", detector=None, ema: bool = True,
-                 scale: Optional[int] = None, flip_ensemble: bool = True, max_face_shrink: float = MAX_FACE_SHRINK):
+                 scale: Optional[int] = None, flip_ensemble: Optional[bool] = None,
+                 max_face_shrink: float = MAX_FACE_SHRINK):
         if not float(max_face_shrink) > 0:
             raise ValueError(f"max_face_shrink (--max-face-shrink) must be > 0, got {max_face_shrink!r}")
         self.max_face_shrink = float(max_face_shrink)
         self.device = resolve_device(device)
         scale = _whole_scale(scale)
+        self._exported = None
+        self.card = None
+        if is_exported(weights):
+            self._load_exported(weights, ema, scale, flip_ensemble)
+            self.detector = resolve_detector(detector, self.device)
+            return
         wanted = scale or DEFAULT_SR_SCALE
         self.pretrained = shipped_entry(weights, "super_resolution", sr_alias(wanted), f"SuperResolver(scale={wanted})",
                                         "weights= a model file written by python -m pipelines.train_super_resolution "
@@ -161,14 +179,39 @@ class SuperResolver:
             raise ValueError(f"SuperResolver(scale={scale}): the weights are a {model.scale}x model; pass weights "
                              f"trained with --scale {scale}, or leave weights unset for the shipped {scale}x model")
         self.model = model.float().to(self.device).eval()
+        self.backend = "torch"
         self.scale = self.model.scale
         self.input_size = self.model.input_size
         self.output_size = self.model.output_size
-        self.flip_ensemble = bool(flip_ensemble)
+        self.flip_ensemble = True if flip_ensemble is None else bool(flip_ensemble)
         self.detector = resolve_detector(detector, self.device)
+
+    def _load_exported(self, path, ema: bool, scale: Optional[int], flip_ensemble: Optional[bool]) -> None:
+        """Set up the resolver on a super-resolver file of :mod:`lightface.export` (see ``weights``)."""
+        what = f"SuperResolver({os.fspath(path)!r})"
+        if not ema:
+            raise ValueError(f"{what}: ema=False (--no-ema) picks a checkpoint's raw weights, and an exported file "
+                             "holds only the weights it was exported with; drop it, or pass the checkpoint")
+        self._exported = ExportedGenerator(path, "super_resolution", self.device, what)
+        self.card = card = self._exported.card
+        self.backend = self._exported.backend
+        self.pretrained = None
+        self.model = None
+        self.scale, self.input_size, self.output_size = (int(card[k]) for k in ("scale", "input_size", "output_size"))
+        self.flip_ensemble = bool(card["flip_ensemble"])
+        if scale is not None and scale != self.scale:
+            raise ValueError(f"{what}: scale={scale}, but the file is a {self.scale}x model; export the --scale "
+                             f"{scale} model, or leave scale unset")
+        if flip_ensemble is not None and bool(flip_ensemble) != self.flip_ensemble:
+            raise ValueError(f"{what}: flip_ensemble={bool(flip_ensemble)} (--no-flip-ensemble), but the file was "
+                             f"exported with the flip ensemble {'on' if self.flip_ensemble else 'off'}, inside its "
+                             "graph; leave it unset, or export again: export_onnx(SuperResolver(weights, "
+                             f"flip_ensemble={bool(flip_ensemble)}), path)")
 
     def __repr__(self) -> str:
         shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""
+        if self._exported is not None:
+            shipped = f"weights={self._exported.path!r}, backend={self.backend!r}, "
         return (f"SuperResolver({shipped}scale={self.scale}, input_size={self.input_size}, "
                 f"output_size={self.output_size}, device={str(self.device)!r}, flip_ensemble={self.flip_ensemble}, "
                 f"max_face_shrink={self.max_face_shrink}, detector={self.detector!r})")
@@ -178,11 +221,18 @@ class SuperResolver:
         """(N, 3, h, w) RGB float [0, 1] -> (N, 3, h*scale, w*scale) RGB float [0, 1] (clamped), on the input's device.
 
         ``flip_ensemble``: average with the flipped-back output of the mirrored input (default:
-        the resolver's ``flip_ensemble``). A tensor that is not float (TypeError) or holds values
-        outside [0, 1] (ValueError: a 0..255 tensor) is refused.
+        the resolver's ``flip_ensemble``; an exported file runs only its own: another is refused, ValueError).
+        A tensor that is not float (TypeError) or holds values outside [0, 1] (ValueError: a 0..255
+        tensor) is refused.
         """
         check_unit_tensor(lr, "upscale_tensor input")
         flip = self.flip_ensemble if flip_ensemble is None else flip_ensemble
+        if self._exported is not None:
+            if bool(flip) != self.flip_ensemble:
+                raise ValueError(f"upscale_tensor(flip_ensemble={flip}): {self._exported.path} was exported with the "
+                                 f"flip ensemble {'on' if self.flip_ensemble else 'off'}, inside its graph; export "
+                                 "again with the other setting")
+            return self._exported(lr)
         return upscale(self.model, lr.to(self.device, torch.float32), flip).to(lr.device)
 
     def aligned_shrink(self, crop) -> float:

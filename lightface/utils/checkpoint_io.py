@@ -12,11 +12,12 @@ import pickle
 import re
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 import torch
+
+from .exported_files import is_torchscript
 
 __all__ = ["save_atomic", "load_checkpoint", "CheckpointLoadError"]
 
@@ -166,16 +167,6 @@ def _torch_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
-def _is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)
-
-
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
 
@@ -203,14 +194,15 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         checkpoint_like = head.startswith(b"PK") or head[:1] == b"\x80"  # zip / pickle protocol >= 2
         if not checkpoint_like and path.suffix.lower() == ".onnx":
             what = ("it is an ONNX model, not a PyTorch checkpoint: an .onnx export serves inference only "
-                    "(FaceEmbedder, --weights) and cannot be trained or fine-tuned; give the PyTorch checkpoint it "
-                    "was exported from")
+                    "(FaceEmbedder, SuperResolver, Frontalizer, the --weights of their CLIs) and cannot be trained or "
+                    "fine-tuned; give the PyTorch checkpoint it was exported from")
         elif not checkpoint_like:
             what = "it is not a readable PyTorch checkpoint (neither a torch.save zip nor a pickle: another kind of file)"
-        elif _is_torchscript(path):
+        elif is_torchscript(path):
             what = ("it is a TorchScript module (lightface.export.export_torchscript, torch.jit.save), not a "
                     "checkpoint: run it with torch.jit.load(path) (FaceEmbedder takes the loaded module as its "
-                    "weights); training, fine-tuning and --weights need the PyTorch checkpoint it was exported from")
+                    "weights; SuperResolver, Frontalizer and the --weights of their CLIs take an exported "
+                    "generator's file); training and fine-tuning need the PyTorch checkpoint it was exported from")
         elif isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             what = ("it holds objects other than tensors and plain containers, and lightface loads checkpoints "
                     "with weights_only=True (never code); re-save it with tensors only, e.g. "
