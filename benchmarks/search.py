@@ -477,8 +477,8 @@ def identification(name: str, emb: np.ndarray, people: List[str], enrol: List[in
 def evidence_lfw(args, workdir: Path, embedder, label: str) -> Dict:
     """LFW people of the chosen View-2 folds (default fold 2: people no lightface model trains on): the first photo
     of four fifths of the people with 2+ photos enrolled, their other photos identified; the other fifth and every
-    single-photo person never enrolled. Crops aligned from the given 5-point landmarks."""
-    from lightface.data.align import align_face
+    single-photo person never enrolled. Crops aligned from the given 5-point landmarks as ``embedder`` crops whole
+    photos (:meth:`~lightface.FaceEmbedder.align`: its ``align_method``, the crops its weights were trained on)."""
     from lightface.data.io import read_image, to_gray
 
     real = Path(args.real)
@@ -488,8 +488,7 @@ def evidence_lfw(args, workdir: Path, embedder, label: str) -> Dict:
     people = {n: f for n, f in _lfw_people(real).items() if "all" in wanted or folds.get(n) in wanted}
     marks = _landmarks(real)
     items = [(n, p) for n, files in people.items() for p in files if f"{n}/{p.name}" in marks]
-    crops = np.stack([to_gray(align_face(read_image(p), marks[f"{n}/{p.name}"], template="lightcnn", size=128)[0])
-                      for n, p in items])
+    crops = np.stack([to_gray(embedder.align(read_image(p), marks[f"{n}/{p.name}"])[0]) for n, p in items])
     t0 = time.perf_counter()
     x = torch.from_numpy(crops).unsqueeze(1).float().div_(255.0)
     emb = np.concatenate([embedder.embed_tensor(x[s:s + 64]).cpu().numpy() for s in range(0, len(x), 64)])

@@ -30,8 +30,9 @@ of :mod:`lightface.data.align` (``"arcface"``, ``"ffhq"``, any size) are re-alig
 ``aligned=False``: every image goes through the face detector (its main face: the largest,
 penalised by its distance from the image centre, :func:`lightface.data.detect.main_face`) and is
 aligned to the Light CNN template first (``align_method``: the least-squares 5-point fit the
-shipped recognisers were trained on, or, for an official Light CNN release (or an ``.onnx``
-exported from one), the official recipe it was trained on: eyes level, eye midpoint (64, 40), mouth midpoint 48 px below;
+shipped recognisers were trained on, or, for an official Light CNN release, a checkpoint trained on
+a corpus built with ``--align-method eyes`` (or an ``.onnx`` exported from either), the official recipe
+it was trained on: eyes level, eye midpoint (64, 40), mouth midpoint 48 px below;
 :func:`lightface.data.align.align_face`); :meth:`FaceEmbedder.embed_faces` returns every
 face of one image. The default detector is InsightFace's ``"buffalo_l"`` pack; when it
 cannot be loaded (offline, not installed) the YuNet detector shipped inside lightface
@@ -435,11 +436,14 @@ class FaceEmbedder:
             (:func:`lightface.data.align.align_face` ``method``): ``"similarity"`` (the least-squares
             5-point fit the shipped recognisers and lightface checkpoints were trained on), ``"eyes"``
             (the original Light CNN recipe: eyes level, eye midpoint (64, 40), mouth midpoint 48 px
-            below it, as the official releases were trained) or ``"auto"`` (default): ``"eyes"`` for
-            an official Light CNN release (``LightCNN_29Layers_V2_checkpoint.pth.tar`` and the like),
-            the method an ``.onnx`` file's card names (:func:`lightface.export.export_onnx` records it:
-            ``"eyes"`` for an official release exported), ``"similarity"`` for everything else. The
-            attribute holds the method in use.
+            below it, as the official releases were trained) or ``"auto"`` (default): the method the
+            weights were trained on: ``"eyes"`` for an official Light CNN release
+            (``LightCNN_29Layers_V2_checkpoint.pth.tar`` and the like), the method a lightface checkpoint
+            records (``train_lightcnn`` writes its training LMDBs' ``build_lmdb --align-method``, a release
+            keeps it: :func:`lightface.models.checkpoint.checkpoint_align_method`), the method an
+            ``.onnx`` file's card names (:func:`lightface.export.export_onnx` records it),
+            ``"similarity"`` for everything else (an ``nn.Module``, checkpoints from before the record).
+            The attribute holds the method in use.
         antialias: ``aligned=False``: a face larger in the photo than in the 128-px crop (eyes
             more than about 42 px apart: any face of a phone photo) is blurred to the crop's
             resolution before the warp (:func:`lightface.data.align.align_face`), so its
@@ -546,10 +550,13 @@ class FaceEmbedder:
                                "whole photos are aligned with 'similarity': pass align_method= to choose",
                                weights, carded, ALIGN_METHODS)
         else:
-            self.model, from_ckpt, kind = self._load(weights, arch)
-            if align_method == "auto" and kind == "official":
+            self.model, from_ckpt, trained_on = self._load(weights, arch)
+            if self.pretrained is not None:  # a shipped recogniser: the crops its card names (release_weights)
+                trained_on = self.pretrained.align_method
+            if align_method == "auto" and trained_on == "eyes":
                 align_method = "eyes"
-                logger.info("FaceEmbedder: %s is an official Light CNN release: whole photos are aligned as it was "
+                logger.info("FaceEmbedder: %s was trained on the original Light CNN recipe's crops (an official "
+                            "release, or a corpus built with --align-method eyes): whole photos are aligned as it was "
                             "trained (align_method='eyes': eyes level, eye midpoint (64, 40), mouth 48 px below)",
                             weights)
             stored_threshold = from_ckpt if stored_threshold is None else stored_threshold
@@ -677,24 +684,24 @@ class FaceEmbedder:
 
     @staticmethod
     def _load(weights, arch: Optional[str]):
-        """(model, the checkpoint's ``verification_threshold`` or None, its ``ModelCheckpoint.kind``: ``"official"``
-        for an official Light CNN release; ``"module"`` for an ``nn.Module``)."""
+        """(model, the checkpoint's ``verification_threshold`` or None, the alignment it was trained on:
+        :func:`~lightface.models.checkpoint.checkpoint_align_method`; None for an ``nn.Module``)."""
         if isinstance(weights, nn.Module):
-            return weights, None, "module"
+            return weights, None, None
         if not isinstance(weights, (str, os.PathLike)):
             raise TypeError(f"weights must be a checkpoint path or an nn.Module, got {type(weights).__name__}")
         from .models import get_model
-        from .models.checkpoint import build_from_checkpoint, load_weights, read_model_checkpoint
+        from .models.checkpoint import build_from_checkpoint, checkpoint_align_method, load_weights, read_model_checkpoint
         from .models.lightcnn import LightCNN
 
         ckpt = read_model_checkpoint(weights)
         stored = ckpt.extra.get("verification_threshold")
         stored = float(stored) if isinstance(stored, (int, float)) else None
         if arch is None:  # a TP-GAN or super-resolution checkpoint is refused here, naming its arch
-            return build_from_checkpoint(ckpt, num_classes=0, expect=LightCNN), stored, ckpt.kind
+            return build_from_checkpoint(ckpt, num_classes=0, expect=LightCNN), stored, checkpoint_align_method(ckpt)
         if ckpt.arch and ckpt.arch != arch:
             raise ValueError(f"{weights}: the checkpoint holds a {ckpt.arch!r} model but arch={arch!r} was given")
-        return load_weights(get_model(arch, num_classes=0), ckpt), stored, ckpt.kind
+        return load_weights(get_model(arch, num_classes=0), ckpt), stored, checkpoint_align_method(ckpt)
 
     # -- detector ------------------------------------------------------------------------
     @property

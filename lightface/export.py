@@ -39,8 +39,9 @@ its file) the weights' name and sha256. A recogniser's card of a shipped model a
 it embeds with flip fusion, and the verification / identification thresholds with flip fusion
 on and off. A recogniser's card also says how whole photos are cropped for it
 (``align_method``, :func:`lightface.data.align.align_face`'s ``method``): ``"eyes"`` for an
-official Light CNN release (the original recipe it was trained on), ``"similarity"`` for a
-shipped model or a lightface checkpoint, the embedder's own for a
+official Light CNN release (the original recipe it was trained on), the method a shipped model or a
+lightface checkpoint records (:func:`lightface.models.checkpoint.checkpoint_align_method`: its training
+corpus's ``--align-method``; ``"similarity"`` when it records none), the embedder's own for a
 :class:`~lightface.FaceEmbedder`; absent for a module (unknown: ``FaceEmbedder`` then crops as
 for any module, ``"similarity"``). ``FaceEmbedder("x.onnx")`` reads the card back, so the
 exported model crops, embeds and decides as the PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
@@ -206,7 +207,7 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
     docstring), the shape of one input (batch 1) and the name of the output. A caller's recogniser module
     must return the features alone (checked on a probe batch; ``who`` names the caller in the error): a
     ``(logits, features)`` tuple was exported with its logits as ``features``."""
-    from .models.checkpoint import ModelCheckpoint, build_from_checkpoint, read_model_checkpoint
+    from .models.checkpoint import ModelCheckpoint, build_from_checkpoint, checkpoint_align_method, read_model_checkpoint
     from .models.tpgan import TPGANGenerator
     from .models.wavelet_srnet import WaveletSRNet
     from .restore.frontalizer import Frontalizer
@@ -229,7 +230,7 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
         else:
             model = ckpt
             if align_method is None:  # as FaceEmbedder(align_method="auto") resolves it for this checkpoint
-                align_method = "eyes" if ckpt.kind == "official" else "similarity"
+                align_method = checkpoint_align_method(ckpt)
     if isinstance(model, nn.Module):
         model = getattr(model, "_orig_mod", model)
         if isinstance(model, WaveletSRNet):
@@ -268,7 +269,7 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
     if entry is not None:
         card.update(weights=entry.name, sha256=entry.sha256, flip_fusion=entry.flip_fusion,
                     thresholds={"flip": list(entry.thresholds(True)), "no_flip": list(entry.thresholds(False))})
-        align_method = align_method or "similarity"  # every shipped recogniser was trained on least-squares crops
+        align_method = align_method or entry.align_method  # as FaceEmbedder(align_method="auto") resolves it
     if align_method is not None:
         card["align_method"] = align_method
     net = _FeaturesOnly(model).cpu().eval()

@@ -275,29 +275,29 @@ def step_recognition(demo: Demo) -> None:
 def step_embeddings(demo: Demo) -> None:
     """3. FaceEmbedder on held-out images and a nearest-neighbour search (gallery: one image per person)."""
     from lightface import FaceEmbedder, similarity
-    from lightface.data.align import align_face
     from lightface.data.io import read_image
     from lightface.utils.atomic_write import atomic_file
 
     held = demo.held
     root = demo.root
     images, how = [], ""
-    if demo.align_args[:1] == ["--landmarks"]:
+    landmarks = demo.align_args[:1] == ["--landmarks"]
+    aligned = landmarks or not (demo.detector and demo.user_data is not None)
+    embedder = FaceEmbedder(demo.weights, device=demo.device, detector=demo.detector if not aligned else None)
+    if landmarks:
         marks = {}
         for line in Path(demo.align_args[1]).read_text().split("\n"):
             parts = line.split()
             if len(parts) == 11:
                 marks[parts[0]] = np.asarray(parts[1:], np.float32).reshape(5, 2)
-        for rel, _ in held:
-            crop, _ = align_face(read_image(root / rel), marks[rel], template="lightcnn", size=128)
-            images.append(crop)
-        how, aligned = "aligned with the 5-point landmarks to the Light CNN template", True
-    elif demo.detector and demo.user_data is not None:
-        images, how, aligned = [str(root / rel) for rel, _ in held], f"detected and aligned ({Path(demo.detector).name})", False
+        for rel, _ in held:  # cut as the embedder cuts whole photos: the alignment its weights were trained on
+            images.append(embedder.align(read_image(root / rel), marks[rel])[0])
+        how = "aligned with the 5-point landmarks to the Light CNN template"
+    elif not aligned:
+        images, how = [str(root / rel) for rel, _ in held], f"detected and aligned ({Path(demo.detector).name})"
     else:
         images = [cv2.resize(read_image(root / rel, "gray")[8:136, 8:136], (128, 128)) for rel, _ in held]
-        how, aligned = "centre crops", True
-    embedder = FaceEmbedder(demo.weights, device=demo.device, detector=demo.detector if not aligned else None)
+        how = "centre crops"
     t0 = time.perf_counter()
     emb = embedder.embed(images, aligned=aligned)
     rate = len(images) / max(time.perf_counter() - t0, 1e-9)
@@ -335,7 +335,7 @@ def step_embeddings(demo: Demo) -> None:
 def step_shipped_recognition(demo: Demo) -> None:
     """4. The shipped recogniser (FaceEmbedder() with no weights) on held-out people."""
     from lightface import FaceEmbedder, similarity
-    from lightface.eval.dev_protocols import run_dev_protocols
+    from lightface.eval.dev_protocols import crop_embedder, run_dev_protocols
     from lightface.models import PretrainedError, default_weights
 
     try:
@@ -351,8 +351,7 @@ def step_shipped_recognition(demo: Demo) -> None:
     images: List[Path] = []
     if demo.shared_data is not None and (demo.shared_data / "lfw_train").is_dir():
         protocols = ["lfw_dev"] if demo.quick else ["lfw_dev", "cfp_fp"]
-        r = run_dev_protocols(lambda crops: embedder.embed([c[8:136, 8:136] for c in crops], aligned=True),
-                              demo.shared_data, protocols)
+        r = run_dev_protocols(crop_embedder(embedder), demo.shared_data, protocols, align_method=embedder.align_method)
         demo.results["shipped_recognition"] = {"model": entry.name, **r}
         lines += ["", "| protocol (people never seen in training) | result |", "|---|---|",
                   f"| LFW fold-2 pairs, 10-fold accuracy | {r['lfw_dev']['accuracy']:.4f} |",

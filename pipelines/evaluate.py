@@ -59,9 +59,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndarray], failed: Dict[str, str],
-                          method: str = "similarity"):
-    from lightface.data.align import align_face
+def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndarray], failed: Dict[str, str], embedder):
+    """The Light CNN crops of ``paths`` from their landmarks, cut as ``embedder`` cuts whole photos
+    (:meth:`~lightface.FaceEmbedder.align`: the alignment its weights were trained on)."""
     from lightface.data.io import read_image
 
     crops, kept = [], []
@@ -71,8 +71,7 @@ def _crops_from_landmarks(root: Path, paths: List[str], table: Dict[str, np.ndar
             failed[rel] = f"{rel}: no landmarks in the landmarks file"
             continue
         try:
-            crops.append(align_face(read_image(root / rel), table[key], template="lightcnn", size=128,
-                                    method=method)[0])
+            crops.append(embedder.align(read_image(root / rel), table[key])[0])
         except ValueError as err:  # ImageReadError, degenerate landmarks
             failed[rel] = f"{rel}: {err}"
             continue
@@ -104,7 +103,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
             if table is not None:
-                inputs, kept = _crops_from_landmarks(root, chunk, table, failed, embedder.align_method)
+                inputs, kept = _crops_from_landmarks(root, chunk, table, failed, embedder)
                 aligned = True
             else:
                 inputs, kept = [root / p for p in chunk], chunk

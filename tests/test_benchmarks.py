@@ -223,3 +223,34 @@ def test_train_benchmark_shows_why_a_child_run_failed(monkeypatch):
     monkeypatch.setattr(train.subprocess, "run", fake_run)
     with pytest.raises(RuntimeError, match="(?s)'baseline' run failed.*not enough memory"):
         train.main(train.get_args_parser().parse_args(["--configs", "baseline", "--rounds", "1"]))
+
+
+def test_search_evidence_crops_faces_as_the_embedder_does(shared_data, tmp_path, monkeypatch):
+    """``benchmarks.search --evidence`` identifies LFW faces cropped from their landmarks as the recogniser under
+    test needs them (FaceEmbedder.align: its align_method, "eyes" for an official Light CNN release or a model
+    trained on --align-method eyes crops), not always by the least-squares fit."""
+    import argparse
+
+    import numpy as np
+
+    import lightface.data.io as io
+    from benchmarks import search
+    from lightcnn_tiny import ARCH as TINY  # tests/lightcnn_tiny.py (registers the tiny Light CNN)
+    from lightface import FaceEmbedder
+
+    if not (shared_data / "lfw_train" / "landmarks_5pt.txt").is_file():
+        pytest.skip("lfw_train not found")
+    torch.manual_seed(0)
+    embedder = FaceEmbedder(get_model(TINY, num_classes=0), device="cpu", align_method="eyes")
+    read, seen = io.read_image, []
+    monkeypatch.setattr(io, "read_image", lambda path, *a, **k: seen.append(path) or read(path, *a, **k))
+    batches = []
+    embed_tensor = embedder.embed_tensor
+    monkeypatch.setattr(embedder, "embed_tensor", lambda x, *a, **k: batches.append(x.clone()) or embed_tensor(x, *a, **k))
+    out = search.evidence_lfw(argparse.Namespace(real=str(shared_data), evidence_folds=["2"]), tmp_path, embedder, "tiny")
+    assert out["faces"] == len(seen) > 8 and out["sets"]["other photos"]["probes"] > 0
+    marks = search._landmarks(shared_data)
+    for i, path in enumerate(seen[:8]):
+        want = io.to_gray(embedder.align(read(path), marks[f"{path.parent.name}/{path.name}"])[0])
+        got = np.rint(batches[0][i, 0].numpy() * 255).astype(np.uint8)
+        assert np.array_equal(got, want), path

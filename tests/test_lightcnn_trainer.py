@@ -50,7 +50,8 @@ def tiny_lmdb(shared_data, tmp_path_factory):
 def _args(data, out, *extra):
     from pipelines.train_lightcnn import get_args_parser
 
-    argv = ["--data", str(data), "--out", str(out), "--batch-size", str(BATCH), "--workers", "0", "--epochs", "2",
+    sources = [str(d) for d in data] if isinstance(data, (list, tuple)) else [str(data)]  # several: one per source
+    argv = ["--data", *sources, "--out", str(out), "--batch-size", str(BATCH), "--workers", "0", "--epochs", "2",
             "--log-every", "1", "--no-tensorboard", *map(str, extra)]
     return parse_with_config(get_args_parser(), argv)
 
@@ -396,6 +397,54 @@ def test_finetune_classifier_only_then_all(tiny_lmdb, shared_data, tmp_path):
            "--resume")
     again = load_checkpoint(out / "last.pt")["state_dict"]
     assert not all(torch.equal(before[k], again[k]) for k in backbone)  # then everything trains
+
+
+def _lfw_lmdb(shared_data, out, align_method, people=3):
+    """The first ``people`` LFW identities (10 photos each), cropped from their landmarks by ``align_method``."""
+    from lightface.data.build import build_lmdb
+
+    root = shared_data / "lfw_identities"
+    names = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())[:people]
+    lst = out.with_suffix(".txt")
+    lst.write_text("".join(f"{f} {label}\n" for label, n in enumerate(names) for f in sorted((root / "images" / n).glob("*.jpg"))))
+    build_lmdb(lst, out, size=144, landmarks=root / "landmarks_5pt.txt", align_method=align_method, progress=False)
+    return out
+
+
+def test_a_model_trained_on_eyes_crops_is_embedded_with_eyes_crops(shared_data, tiny_lmdb, tmp_path, caplog):
+    """A corpus built with ``build_lmdb --align-method eyes`` (the original Light CNN crops) gives a checkpoint that
+    records it, so FaceEmbedder(align_method="auto") crops whole photos as the model was trained, and an ONNX
+    export carries it; least-squares corpora record "similarity", unaligned ones (ORL, resized) nothing, and
+    LMDBs cropped by different methods are refused before the run, naming each one's method."""
+    from lightface import FaceEmbedder
+    from lightface.export import OnnxRecognizer, export_onnx
+
+    eyes = _lfw_lmdb(shared_data, tmp_path / "eyes.lmdb", "eyes")
+    out = tmp_path / "run"
+    _train(eyes, out, "--arch", TINY, "--epochs", "1")
+    for name in ("last.pt", "model.pt"):
+        assert load_checkpoint(out / name)["align_method"] == "eyes", name
+        assert FaceEmbedder(str(out / name), device="cpu").align_method == "eyes", name
+    assert FaceEmbedder(str(out / "last.pt"), device="cpu", align_method="similarity").align_method == "similarity"
+    onnx = export_onnx(str(out / "model.pt"), tmp_path / "run.onnx")
+    assert OnnxRecognizer(onnx).card["align_method"] == "eyes"
+
+    similarity = _lfw_lmdb(shared_data, tmp_path / "similarity.lmdb", "similarity")
+    _train(similarity, tmp_path / "sim", "--arch", TINY, "--epochs", "1", "--max-steps", "1")
+    assert load_checkpoint(tmp_path / "sim" / "last.pt")["align_method"] == "similarity"
+    _train(tiny_lmdb, tmp_path / "orl", "--arch", TINY, "--epochs", "1", "--max-steps", "1")
+    assert "align_method" not in load_checkpoint(tmp_path / "orl" / "last.pt")  # not aligned by lightface
+    assert FaceEmbedder(str(tmp_path / "orl" / "last.pt"), device="cpu").align_method == "similarity"
+    _train([eyes, tiny_lmdb], tmp_path / "eyes_orl", "--arch", TINY, "--epochs", "1", "--max-steps", "1")
+    assert load_checkpoint(tmp_path / "eyes_orl" / "last.pt")["align_method"] == "eyes"
+
+    with pytest.raises(TrainingError, match=r"different alignment methods.*eyes\.lmdb: eyes.*similarity\.lmdb: similarity"
+                                            r".*--align-method"):
+        _train([eyes, similarity], tmp_path / "mixed", "--arch", TINY, "--epochs", "1")
+    assert not (tmp_path / "mixed" / "last.pt").exists()
+    with caplog.at_level("WARNING"):
+        _train(eyes, tmp_path / "val", "--arch", TINY, "--epochs", "1", "--max-steps", "1", "--val-data", similarity)
+    assert "--val-data" in caplog.text and "'similarity'" in caplog.text and "--align-method eyes" in caplog.text
 
 
 def test_finetune_of_another_arch_names_the_arch_flag(tiny_lmdb, tmp_path):

@@ -160,7 +160,8 @@ def test_release_meta_files_agree_with_the_manifest():
         shipped = {k: v for k, v in w["meta"].items() if k != "params"}
         assert shipped == meta, (f"{w['name']}: manifest and {path.name} differ in "
                                  f"{sorted(k for k in set(shipped) | set(meta) if shipped.get(k) != meta.get(k))}")
-        assert pre is None or pre == w["preprocessing"]
+        # align_method: written by the release from the checkpoint (the crops it was trained on), not a card fact
+        assert pre is None or pre == {k: v for k, v in w["preprocessing"].items() if k != "align_method" or k in pre}
 
 
 # -- releasing -----------------------------------------------------------------------------
@@ -208,6 +209,38 @@ def test_release_refuses_names_tasks_and_aliases_that_would_break_the_install(we
     assert run_cli(release_model.main, release_model.get_args_parser, argv + ["sr8"]) == 2
     assert run_cli(release_model.main, release_model.get_args_parser, argv + ["sr4"]) == 0
     assert default_weights("sr4").name == "tiny_sr"
+
+
+def test_a_release_keeps_the_crops_its_recogniser_was_trained_on(weights_dir, tmp_path):
+    """A released recogniser is embedded with the alignment it was trained on: an official Light CNN release
+    (the original recipe's crops) and a checkpoint trained on a --align-method eyes corpus ship recording "eyes"
+    (in the file, which FaceEmbedder(align_method="auto") and an ONNX export read, and on the card), older
+    checkpoints "similarity"; a meta that says otherwise is refused, and card updates keep it."""
+    from benchmarks._baseline_lightcnn import build_baseline, official_checkpoint
+    from lightface.export import OnnxRecognizer, export_onnx
+    from lightface.models.release import ReleaseRefused
+
+    torch.manual_seed(0)
+    torch.save(official_checkpoint(build_baseline("lightcnn9", num_classes=10)), tmp_path / "LightCNN_9Layers_checkpoint.pth.tar")
+    _checkpoint(tmp_path / "plain.pt")
+    model = get_model(TINY, num_classes=5)
+    save_model_checkpoint(tmp_path / "eyes.pt", model, TINY, {"num_classes": 5}, align_method="eyes")  # as train_lightcnn
+    for ckpt, name, method in (("LightCNN_9Layers_checkpoint.pth.tar", "official9", "eyes"), ("eyes.pt", "tiny_eyes", "eyes"),
+                               ("plain.pt", "tiny_plain", "similarity")):
+        entry = release_weights(tmp_path / ckpt, name, "recognition", preprocessing={"size": 128})
+        assert entry.preprocessing == {"size": 128, "align_method": method}, name
+        assert FaceEmbedder(name, device="cpu").align_method == method, name
+        assert FaceEmbedder(pt.WEIGHTS_DIR / entry.file, device="cpu").align_method == method, name
+    assert OnnxRecognizer(export_onnx("official9", tmp_path / "official9.onnx")).card["align_method"] == "eyes"
+    assert FaceEmbedder(tmp_path / "official9.onnx", device="cpu").align_method == "eyes"
+    manifest = (weights_dir / "manifest.json").read_text()
+    with pytest.raises(ReleaseRefused, match="trained on 'eyes' crops"):
+        release_weights(tmp_path / "eyes.pt", "tiny_eyes", "recognition", preprocessing={"align_method": "similarity"})
+    assert (weights_dir / "manifest.json").read_text() == manifest
+    assert update_card_facts("tiny_eyes", {}, {"note": "new"}).preprocessing == {"note": "new", "align_method": "eyes"}
+    for name, other in (("tiny_eyes", "similarity"), ("tiny_plain", "eyes"), ("official9", "similarity")):
+        with pytest.raises(ValueError, match="changes align_method"):
+            update_card_facts(name, {}, {"align_method": other})
 
 
 def test_a_card_that_flips_makes_flip_fusion_the_default_with_its_own_thresholds(shipped, tmp_path):

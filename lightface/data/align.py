@@ -83,7 +83,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from ..utils.templates import TEMPLATES, template_base_size, template_points
+from ..utils.templates import ALIGN_METHODS, TEMPLATES, template_base_size, template_points
 
 __all__ = [
     "TEMPLATES",
@@ -118,12 +118,6 @@ def _check_landmarks(landmarks) -> np.ndarray:
     if np.ptp(pts, axis=0).max() < 1e-3:
         raise ValueError(f"landmarks are degenerate (all 5 points coincide): {pts.tolist()}")
     return pts
-
-
-#: :func:`align_face`'s ``method`` choices (module doc): ``"similarity"``, the least-squares fit of all 5 points
-#: (the default; what the shipped recognisers were trained on), and ``"eyes"``, the original Light CNN recipe
-#: (eyes level, eye midpoint and vertical eye-to-mouth distance exactly the template's)
-ALIGN_METHODS = ("similarity", "eyes")
 
 
 def estimate_transform(landmarks, template: str = "lightcnn", size: int | None = None,

@@ -8,7 +8,7 @@ Used by the Light CNN trainer, relabelling and the noisy-label benchmark::
 """
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .lmdb_dataset import LMDBDataset
 from .multi_source import MultiSourceDataset
 
 __all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
-           "open_training_lmdbs"]
+           "open_training_lmdbs", "lmdb_align_method", "corpus_align_method"]
 
 AUGMENTS = ("basic", "strong", "hard", "hard_face")
 #: the share of faces ``augment="hard"`` puts under a hard side light or a large occluder
@@ -163,3 +163,37 @@ def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training")
     if not sets:
         raise FileNotFoundError(f"no {what} LMDB given")
     return sets[0] if len(sets) == 1 else MultiSourceDataset(sets)
+
+
+def lmdb_align_method(metadata: Mapping[str, Any]) -> Optional[str]:
+    """How the faces of an LMDB (its ``metadata``) were cropped from their landmarks
+    (:func:`lightface.data.align.align_face`'s ``method``): ``alignment.align_method`` when recorded
+    (``"eyes"``: built with ``build_lmdb --align-method eyes``), ``"similarity"`` for aligned crops without
+    it (the default, and every LMDB built before the option), None for images lightface did not align
+    (``alignment.template`` null: whole images resized)."""
+    alignment = metadata.get("alignment")
+    if not isinstance(alignment, Mapping) or alignment.get("template") is None:
+        return None
+    return str(alignment.get("align_method") or "similarity")
+
+
+def corpus_align_method(data) -> Optional[str]:
+    """The alignment method (:func:`lmdb_align_method`) of a training corpus: an
+    :class:`~lightface.data.LMDBDataset`, or a :class:`~lightface.data.multi_source.MultiSourceDataset`
+    of them (:func:`open_training_lmdbs`); None when no source was aligned by lightface.
+    ``train_lightcnn`` records it in its checkpoints, so that ``FaceEmbedder(align_method="auto")``
+    crops faces as the model was trained.
+
+    Raises:
+        ValueError: sources cropped by different methods (a recogniser trained on both has no one crop
+            to be embedded with): the message names each source's method.
+    """
+    sources = data.datasets if isinstance(data, MultiSourceDataset) else [data]
+    found = {str(getattr(d, "path", k)): lmdb_align_method(getattr(d, "metadata", {})) for k, d in enumerate(sources)}
+    methods = sorted({m for m in found.values() if m is not None})
+    if len(methods) > 1:
+        listed = ", ".join(f"{path}: {m}" for path, m in found.items() if m is not None)
+        raise ValueError(f"the training LMDBs were cropped by different alignment methods ({listed}); a model "
+                         "trained on both is embedded with one crop, wrong for part of its training: rebuild the "
+                         f"odd ones with the same python -m pipelines.build_lmdb --align-method (one of {methods})")
+    return methods[0] if methods else None

@@ -41,6 +41,7 @@ from ..data.recognition import (
     HARD_SHARE,
     WORN_SHARE,
     SampleTransformDataset,
+    corpus_align_method,
     data_paths,
     lightcnn_transforms,
     open_training_lmdbs,
@@ -482,6 +483,10 @@ class LightCNNTask(Task):
             self.train_base = open_training_lmdbs(cfg.data)
         except FileNotFoundError as err:
             raise TrainingError(str(err)) from err
+        try:  # how its faces were cropped: recorded in the checkpoints, FaceEmbedder(align_method="auto") follows it
+            self.align_method = corpus_align_method(self.train_base)
+        except ValueError as err:
+            raise TrainingError(f"--data: {err}") from err
         labels = np.asarray(self.train_base.labels, dtype=np.int64)
         if len(labels) == 0:
             raise TrainingError(f"training LMDB {cfg.data} holds no samples")
@@ -502,6 +507,12 @@ class LightCNNTask(Task):
                 raise TrainingError(str(err)) from err
             if [str(c) for c in val_base.classes] != self.classes:
                 raise TrainingError(f"--val-data {cfg.val_data} must have the same classes as --data {cfg.data}")
+            val_method = corpus_align_method(val_base)
+            if None not in (val_method, self.align_method) and val_method != self.align_method:
+                warn_on_main_rank(log, "--val-data %s was cropped with align_method %r, --data %s with %r: val_acc "
+                                  "measures other crops than the model trains on; rebuild it with build_lmdb "
+                                  "--align-method %s", cfg.val_data, val_method, cfg.data, self.align_method,
+                                  self.align_method)
             self.val_set = SampleTransformDataset(val_base, eval_tf, seed=cfg.seed)
         self.pairs = _load_pairs(cfg.val_pairs, cfg.val_pairs_root, cfg.crop, eval_tf) if cfg.val_pairs else None
         self.best_metric = ("val_verification_acc" if self.pairs is not None else "val_acc", "max")
@@ -536,7 +547,8 @@ class LightCNNTask(Task):
             model.to(memory_format=torch.channels_last)
         self.model = model
         self.model_view = engine.add_network("model", model, arch=cfg.arch, kwargs=model_kwargs, primary=True,
-                                             extra={"classes": self.classes})
+                                             extra={"classes": self.classes,
+                                                    **({"align_method": self.align_method} if self.align_method else {})})
         # unset: the recipe's 2 for a new run; a resumed run keeps the multiplier it trained with (load_extra_state)
         engine.setting_default("bias_lr_mult", DEFAULT_BIAS_LR_MULT)
         groups = build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.classifier_bias_lr_mult,

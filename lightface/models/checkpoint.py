@@ -12,6 +12,11 @@ Official Light CNN releases (``LightCNN_9Layers_checkpoint.pth.tar``,
 ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (``torch.compile``) prefixes are
 stripped and ``fc2.*`` becomes ``classifier.*``. A bare ``state_dict`` is accepted too.
 
+A recogniser trained by ``train_lightcnn`` records how its corpus's faces were cropped
+(``"align_method"``, :func:`lightface.data.align.align_face`'s ``method``, from the LMDB
+metadata's ``alignment``); :func:`checkpoint_align_method` reads it (files without it:
+``"eyes"`` for an official release, ``"similarity"`` otherwise).
+
 Every file is read with ``torch.load(weights_only=True)`` (via
 :func:`lightface.utils.checkpoint_io.load_checkpoint`): a checkpoint never runs code.
 Loading is all-or-nothing: a key or shape mismatch raises :class:`CheckpointMismatchError`
@@ -32,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.checkpoint_io import load_checkpoint, save_atomic
+from ..utils.templates import ALIGN_METHODS
 from .registry import MODEL_BUILDERS, get_model
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "check_finite",
     "ModelCheckpoint",
     "read_model_checkpoint",
+    "checkpoint_align_method",
     "save_model_checkpoint",
     "load_weights",
     "build_from_checkpoint",
@@ -235,6 +242,22 @@ def read_model_checkpoint(path_or_state: PathOrState, map_location: Union[str, t
         w = state.get(_CLASSIFIER + "weight")
         kwargs["num_classes"] = int(w.shape[0]) if w is not None else 0
     return ModelCheckpoint(kind, arch, kwargs, state, None, extra, source)
+
+
+def checkpoint_align_method(ckpt: ModelCheckpoint) -> str:
+    """How whole photos are cropped for the recogniser in ``ckpt`` (:func:`lightface.data.align.align_face`'s
+    ``method``), as it was trained: the ``"align_method"`` the checkpoint records (``train_lightcnn`` writes the
+    method its training LMDBs were built with, ``build_lmdb --align-method``; a release keeps it), else ``"eyes"``
+    for an official Light CNN release (trained on the original recipe's crops) and ``"similarity"`` for everything
+    else (checkpoints from before the record, all trained on least-squares crops). A record that is none of
+    :data:`~lightface.utils.templates.ALIGN_METHODS` (a newer lightface?) gives ``"similarity"`` with a warning."""
+    recorded = ckpt.extra.get("align_method")
+    if recorded in ALIGN_METHODS:
+        return recorded
+    if recorded is not None:
+        logger.warning("%s: its align_method %r is none of %s (a newer lightface?); whole photos are aligned with "
+                       "'similarity': pass align_method= to choose", ckpt.source, recorded, ALIGN_METHODS)
+    return "eyes" if ckpt.kind == "official" else "similarity"
 
 
 def save_model_checkpoint(

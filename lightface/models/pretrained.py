@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..utils.templates import ALIGN_METHODS
+
 __all__ = [
     "PretrainedWeights",
     "PretrainedError",
@@ -116,6 +118,15 @@ class PretrainedWeights:
         averaged): :class:`lightface.FaceEmbedder`'s default for these weights, and what its thresholds
         were fitted to."""
         return bool(self.meta.get("flip_fusion", False))
+
+    @property
+    def align_method(self) -> str:
+        """Recognition models: how whole photos are cropped for it, as it was trained
+        (:func:`lightface.data.align.align_face`'s ``method``): the ``preprocessing``'s ``align_method``,
+        which a release takes from the checkpoint (:func:`lightface.models.checkpoint.checkpoint_align_method`),
+        ``"similarity"`` for entries released before it."""
+        method = self.preprocessing.get("align_method")
+        return method if method in ALIGN_METHODS else "similarity"
 
     def thresholds(self, flip: bool) -> Tuple[Optional[float], Optional[float]]:
         """Recognition models: the card's ``(verification, identification)`` thresholds for embeddings made

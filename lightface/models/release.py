@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from ..utils.atomic_write import write_text_atomic
-from .checkpoint import read_model_checkpoint, save_model_checkpoint
+from .checkpoint import checkpoint_align_method, read_model_checkpoint, save_model_checkpoint
 from . import pretrained as _pt
 from .pretrained import PretrainedError, PretrainedWeights, _read_manifest, sha256_of
 
@@ -55,14 +55,17 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
         name: the entry's name (a new release under an existing name replaces it and its file).
         task: one of ``recognition``, ``super_resolution``, ``frontalization``.
         meta: data, recipe, command, metrics, threshold, ... (JSON-safe).
-        preprocessing: what the model expects (size, colour, range, template).
+        preprocessing: what the model expects (size, colour, range, template). A recogniser's gets
+            ``align_method``, the crops it was trained on
+            (:func:`~lightface.models.checkpoint.checkpoint_align_method`), also stored in the file.
         default_for: aliases to point at this entry (``recognition``, ``sr4``, ``sr8``, ``frontalization``).
         ema: ship the EMA weights of the checkpoint instead of the raw ones.
     Returns:
         the new :class:`PretrainedWeights`.
     Raises:
         ReleaseRefused: a name that is not a plain file name, a checkpoint whose architecture does another
-            task, or a ``default_for`` alias that is unknown or loads another task (or another SR scale).
+            task, a ``default_for`` alias that is unknown or loads another task (or another SR scale), or a
+            ``preprocessing`` ``align_method`` other than the one the recogniser was trained on.
         ValueError: unknown task, no EMA weights, non-finite weights, a file over :data:`MAX_SHIPPED_MB`, or a
             generator conditioned on a recogniser that does not ship.
     """
@@ -84,9 +87,19 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
             raise ValueError(f"{checkpoint}: the generator is conditioned on {condition}, which does not ship "
                              f"({err}); train it with a shipped recogniser (--identity-weights unset or a shipped "
                              "name) so that the released model works on a fresh install") from err
+    preprocessing = dict(preprocessing or {})
+    trained_on = {}
     if task == "recognition":  # backbone only: the classifier is specific to the training classes
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         kwargs["num_classes"] = 0
+        # how its training faces were cropped, kept in the file (FaceEmbedder's align_method="auto") and on the card
+        method = checkpoint_align_method(ckpt)
+        given = preprocessing.get("align_method")
+        if given is not None and given != method:
+            raise ReleaseRefused(f"--meta preprocessing says \"align_method\": {given!r}, but {checkpoint} was trained "
+                                 f"on {method!r} crops (its training LMDBs' --align-method); a released recogniser "
+                                 "must crop faces as in training: fix the meta")
+        preprocessing["align_method"] = trained_on["align_method"] = method
     half = {}
     for k, v in state.items():
         if not torch.isfinite(v.float()).all():
@@ -101,7 +114,7 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     weights_dir.mkdir(parents=True, exist_ok=True)
     tmp = weights_dir / f".{name}.pt.tmp"
     save_model_checkpoint(tmp, model.half(), ckpt.arch, kwargs, pretrained_name=name,
-                          verification_threshold=(meta or {}).get("threshold"))
+                          verification_threshold=(meta or {}).get("threshold"), **trained_on)
     size_mb = tmp.stat().st_size / 2**20
     if size_mb > MAX_SHIPPED_MB:
         tmp.unlink()
@@ -110,7 +123,7 @@ def release_weights(checkpoint, name: str, task: str, meta: Optional[Dict[str, A
     final = weights_dir / f"{name}-{digest[:8]}.pt"
     os.replace(tmp, final)
     entry = PretrainedWeights(name=name, arch=ckpt.arch, task=task, file=final.name, sha256=digest,
-                              model_kwargs=kwargs, preprocessing=dict(preprocessing or {}),
+                              model_kwargs=kwargs, preprocessing=preprocessing,
                               meta={"params": params, **(meta or {})})
     data = _read_manifest()
     old = [w for w in data["weights"] if w["name"] == name]
@@ -172,7 +185,7 @@ def update_card_facts(name: str, meta: Dict[str, Any], preprocessing: Optional[D
         the updated :class:`PretrainedWeights`.
     Raises:
         KeyError: no entry of that name.
-        ValueError: the meta changes the threshold stored in the weights file.
+        ValueError: the meta changes the threshold or the ``align_method`` stored in the weights file.
     """
     data = _read_manifest()
     found = [w for w in data["weights"] if w["name"] == name]
@@ -184,9 +197,15 @@ def update_card_facts(name: str, meta: Dict[str, Any], preprocessing: Optional[D
         raise ValueError(f"{name}: the meta changes the verification threshold ({old.meta.get('threshold')} -> "
                          f"{meta.get('threshold')}), which is stored inside {old.file}; release the checkpoint again "
                          "(--checkpoint) to change it")
+    pre = dict(old.preprocessing if preprocessing is None else preprocessing)
+    if pre.get("align_method", old.align_method) != old.align_method:  # the crops the weights were trained on
+        raise ValueError(f"{name}: the preprocessing changes align_method ({old.align_method!r} -> "
+                         f"{pre['align_method']!r}), the crops the weights in {old.file} were trained on; train "
+                         "and release another model to change it")
+    if "align_method" in old.preprocessing:  # written by release_weights (and into the file): kept
+        pre["align_method"] = old.align_method
     measured = {"params": old.meta["params"]} if "params" in old.meta else {}
-    entry = PretrainedWeights(**{**old.__dict__, "meta": {**measured, **meta},
-                                 "preprocessing": dict(old.preprocessing if preprocessing is None else preprocessing)})
+    entry = PretrainedWeights(**{**old.__dict__, "meta": {**measured, **meta}, "preprocessing": pre})
     _put_entry(data, entry.__dict__)
     _write_manifest(data)
     return entry

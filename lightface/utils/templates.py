@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TEMPLATES", "ALIGNED_TEMPLATES", "template_base_size", "template_points"]
+__all__ = ["TEMPLATES", "ALIGNED_TEMPLATES", "ALIGN_METHODS", "template_base_size", "template_points"]
 
 TEMPLATES = ("lightcnn", "lightcnn_train", "arcface", "ffhq")
 #: the framings already-aligned crops may come in (``FaceEmbedder(aligned_template=...)``, ``--aligned-template``)
 ALIGNED_TEMPLATES = ("auto", "lightcnn", "arcface", "ffhq")
+#: :func:`lightface.data.align.align_face`'s ``method`` choices (documented there): ``"similarity"``, the
+#: least-squares fit of all 5 points (the default; what the shipped recognisers were trained on), and ``"eyes"``,
+#: the original Light CNN recipe (eyes level, eye midpoint and vertical eye-to-mouth distance exactly the
+#: template's). Here, in the bottom layer, so that a checkpoint can name the method its recogniser was trained on
+ALIGN_METHODS = ("similarity", "eyes")
 _BASE_SIZE = {"lightcnn": 128, "lightcnn_train": 144, "arcface": 112, "ffhq": 128}
 
 
