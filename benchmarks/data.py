@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightface.data import LMDBDataset, build_lmdb
+from pipelines._argtypes import shared_dir
 from lightface.data.align import align_face
 from lightface.data.io import read_image, to_gray
 from lightface.data.sources import attach_landmarks, read_landmarks_file, scan_folder
@@ -107,7 +108,7 @@ def read_throughput(datasets, workers, epochs, batch_size):
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the shared real-data folder")
+    p.add_argument("--data", default=str(shared_dir() / "data"), help="the shared real-data folder")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (and build workers for the parallel build)")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per reader (after one warm-up epoch)")
     p.add_argument("--batch-size", type=int, default=32, help="DataLoader batch size")

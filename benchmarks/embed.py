@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from lightface import ops
+from pipelines._argtypes import shared_dir, weights_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FACES = ROOT.parent / "shared" / "data" / "lfw_identities"
+DEFAULT_FACES = shared_dir() / "data" / "lfw_identities"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -66,7 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime path")
     p.add_argument("--faces", default=str(DEFAULT_FACES),
                    help="folder with images/ and landmarks_5pt.txt (LFW layout) for real aligned inputs; noise if absent")
-    p.add_argument("--weights", default=None,
+    p.add_argument("--weights", default=None, type=weights_spec("recognition"),
                    help="a Light CNN checkpoint (project or official) or a shipped model's name (e.g. "
                         "lightcnn29v2_3src_rc15) whose backbone every path loads; default random")
     p.add_argument("--timer", default="wall", choices=["wall", "cpu"],

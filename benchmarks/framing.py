@@ -24,11 +24,11 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import device_name, int_at_least
+from pipelines._argtypes import device_name, int_at_least, refuse_missing_path, shared_dir, weights_spec
 from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = shared_dir() / "data"
 #: (crop framing, its size, how FaceEmbedder is told to read it, row label)
 ROWS = (("lightcnn", 128, "lightcnn", "Light CNN crop (direct)"),
         ("arcface", 112, "lightcnn", "ArcFace 112, resized"),
@@ -64,7 +64,8 @@ def run(data_root, weights: Optional[str] = None, device: str = "cpu",
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser("benchmarks.framing", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None, help="Light CNN checkpoint or shipped name; default: the shipped one")
+    p.add_argument("--weights", default=None, type=weights_spec("recognition"),
+                   help="Light CNN checkpoint or shipped name; default: the shipped one")
     p.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
@@ -73,6 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "100 takes about a sixth of the time)")
     add_flip_argument(p)
     args = p.parse_args(argv)
+    refuse_missing_path(p, args, "data", "no such folder (the shared data folder, with lfw_train/)", Path.is_dir)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not (Path(args.data) / "lfw_train").is_dir():
         print(f"benchmarks.framing: skipped: {Path(args.data) / 'lfw_train'} is absent")

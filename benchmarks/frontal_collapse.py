@@ -35,6 +35,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from pipelines._argtypes import shared_dir
+
 log = logging.getLogger("benchmarks.frontal_collapse")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +151,7 @@ def run_variant(name: str, source, train_ids, held, args) -> Dict:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser("benchmarks.frontal_collapse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfp", default=str(ROOT.parent / "shared" / "data" / "cfp_train"), help="CFP tree (Images/, Fiducials/)")
+    p.add_argument("--cfp", default=str(shared_dir() / "data" / "cfp_train"), help="CFP tree (Images/, Fiducials/)")
     p.add_argument("--out", default=str(ROOT / "runs" / "frontal_collapse"), help="output folder (LMDB cache, JSON, sheet)")
     p.add_argument("--ids", type=int, default=60, help="identities taken from --cfp (default: %(default)s)")
     p.add_argument("--held-out", type=int, default=10, help="of them never trained on (default: %(default)s)")

@@ -43,12 +43,12 @@ from typing import List, Optional
 
 import torch
 
-from pipelines._argtypes import device_name
+from pipelines._argtypes import device_name, refuse_missing_path, shared_dir, weights_spec
 
 log = logging.getLogger("benchmarks.frontal_quality")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = shared_dir()
 #: issue 13's bar: our recogniser's rank-1 gain, and the largest drop allowed for an independent one
 BAR_GAIN, BAR_DROP = 0.05, 0.05
 
@@ -56,7 +56,8 @@ BAR_GAIN, BAR_DROP = 0.05, 0.05
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser("benchmarks.frontal_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None, help="tpgan checkpoint or shipped name; default: the shipped frontalizer")
+    p.add_argument("--weights", default=None, type=weights_spec("frontalization"),
+                   help="tpgan checkpoint or shipped name; default: the shipped frontalizer")
     p.add_argument("--data", default=None, help="pose-tagged LMDB of held-out people; default: ../shared/data/cfp, "
                    "built into OUT")
     p.add_argument("--cfp", default=str(SHARED / "data" / "cfp"), help="CFP tree used without --data")
@@ -74,6 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "frontal_quality"), help="(default: %(default)s)")
     p.add_argument("--device", default="cpu", type=device_name, help="(default: %(default)s)")
     args = p.parse_args(argv)
+    refuse_missing_path(p, args, "data", "no such LMDB (a pose-tagged LMDB of python -m pipelines.build_pose_corpus)")
+    refuse_missing_path(p, args, "cfp", "no such folder (a CFP tree with Images/)", Path.is_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from benchmarks.frontal_collapse import build_pose_lmdb
@@ -91,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         fr = Frontalizer(args.weights, device=args.device)
     except PretrainedError as err:
+        if args.weights is not None:  # weights asked for by name and unusable: not a reason to skip
+            p.error(str(err))
         print(f"benchmarks.frontal_quality: skipped: {err}")
         return 0
     nets = _identity_networks(args.identity_weights)

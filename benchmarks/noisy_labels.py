@@ -39,13 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipelines._argtypes import shared_dir
 from lightface.models.lightcnn import FEATURE_DIM, LightCNN, MFMGroup
 from lightface.models.registry import MODEL_BUILDERS, register_model
 from lightface.nn import MFMConv2d, MFMLinear
 
 log = logging.getLogger("benchmarks.noisy_labels")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = shared_dir() / "data"
 METHODS = ("ce", "soft-bootstrap", "hard-bootstrap", "relabel")
 
 

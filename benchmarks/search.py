@@ -65,8 +65,10 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
+from pipelines._argtypes import shared_dir, weights_spec
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REAL = ROOT.parent / "shared" / "data"
+DEFAULT_REAL = shared_dir() / "data"
 DEEPFACE_MAX = 20_000
 DIM = 256
 
@@ -94,7 +96,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", default=str(DEFAULT_REAL) if DEFAULT_REAL.is_dir() else None,
                    help="shared data folder with lfw_train/ (None: skip real faces)")
     p.add_argument("--real-photos", type=int, default=120, help="photos enrolled for the real enrolment throughput")
-    p.add_argument("--weights", default=None,
+    p.add_argument("--weights", default=None, type=weights_spec("recognition"),
                    help="recogniser for real faces (default: the shipped one; when none ships, random LightCNN-9 "
                         "weights, labelled as such)")
     p.add_argument("--detector", default=None,
@@ -374,7 +376,7 @@ def real_embedder(args):
 
     detector = args.detector
     if detector is None:
-        det = ROOT.parent / "shared" / "models" / "det_500m.onnx"
+        det = shared_dir() / "models" / "det_500m.onnx"
         detector = str(det) if det.is_file() else None
     if args.weights:
         emb = FaceEmbedder(args.weights, device="cpu", detector=detector)

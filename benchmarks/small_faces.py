@@ -26,11 +26,12 @@ import cv2
 import numpy as np
 
 from lightface.utils.atomic_write import write_text_atomic
-from pipelines._argtypes import device_name, int_at_least, positive_float
+from pipelines._argtypes import (device_name, int_at_least, positive_float, refuse_missing_path, shared_dir,
+                                 weights_spec)
 from pipelines.extract_embeddings import add_flip_argument
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = shared_dir()
 FACTORS = (1.0, 2.0, 3.0, 4.0, 6.0)
 SR_SCALES = (4, 8)
 
@@ -99,7 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--factors", type=positive_float, nargs="+", default=list(FACTORS),
                    help="shrink factors (default: %(default)s)")
-    p.add_argument("--weights", default=None, help="Light CNN checkpoint or shipped name; default: the shipped one")
+    p.add_argument("--weights", default=None, type=weights_spec("recognition"),
+                   help="Light CNN checkpoint or shipped name; default: the shipped one")
     p.add_argument("--detector", default=None, help="face detector (default: ../shared/models/det_500m.onnx)")
     p.add_argument("--super-resolve", action="store_true", help="add the shipped 4x / 8x super-resolvers' rows")
     p.add_argument("--limit", type=int_at_least(20), default=None,
@@ -113,7 +115,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    refuse_missing_path(parser, args, "data", "no such folder (the shared data folder, with lfw_train/)", Path.is_dir)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")  # no per-photo warnings
     if not (Path(args.data) / "lfw_train").is_dir():
         print(f"benchmarks.small_faces: skipped: {Path(args.data) / 'lfw_train'} is absent")

@@ -38,10 +38,10 @@ import numpy as np
 from PIL import Image
 
 from benchmarks._table import text_table
-from pipelines._argtypes import positive_float, positive_int
+from pipelines._argtypes import positive_float, positive_int, shared_dir, weights_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = shared_dir()
 CROPS = ("bilinear warp", "antialiased")
 
 
@@ -153,7 +153,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", default=str(SHARED / "data" / "celeba_hq"), help="folder of HR photos (searched recursively)")
     p.add_argument("--scale", type=int, nargs="+", default=None, choices=(4, 8),
                    help="factors to measure (default: 4 and 8; with --weights, the weights' factor)")
-    p.add_argument("--weights", default=None, help="super-resolver (default: the shipped model of each --scale)")
+    p.add_argument("--weights", default=None, type=weights_spec("super_resolution"),
+                   help="super-resolver (default: the shipped model of each --scale)")
     p.add_argument("--sizes", type=positive_float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
                    help="face size in the LR photo, in input crops")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"), help="face detector (FaceDetector spec)")

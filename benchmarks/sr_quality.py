@@ -44,12 +44,12 @@ import numpy as np
 
 from benchmarks._table import text_table
 from lightface.data.io import write_image
-from pipelines._argtypes import device_name, positive_int
+from pipelines._argtypes import device_name, positive_int, refuse_missing_path, shared_dir, weights_spec
 
 log = logging.getLogger("benchmarks.sr_quality")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = shared_dir()
 #: issue 13's bar: scale -> (PSNR gain in dB, identity-cosine gain) over bicubic
 BAR = {4: (2.0, 0.12), 8: (1.5, 0.10)}
 
@@ -121,7 +121,8 @@ def whole_photo(resolver, photo: Path, out: Path) -> Optional[Path]:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser("benchmarks.sr_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None, help="super-resolver checkpoint or shipped name; default: the shipped "
+    p.add_argument("--weights", default=None, type=weights_spec("super_resolution"),
+                   help="super-resolver checkpoint or shipped name; default: the shipped "
                    "model for --scale")
     p.add_argument("--scale", type=int, choices=(4, 8), default=None, help="which shipped model (default 4)")
     p.add_argument("--identity-weights", nargs="*", default=None, metavar="NAME=SPEC",
@@ -129,12 +130,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "'dlib' (dlib's ResNet recogniser, independent; pip install 'lightface[teacher]'); "
                         "default: the shipped recogniser")
     p.add_argument("--celeba-hq", default=str(SHARED / "data" / "celeba_hq"),
-                   help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq)")
+                   help="HR photos (detected + aligned; and resized whole: celeba_hq_ffhq); 'none': leave them out")
     p.add_argument("--heldout", default=None, help="aligned HR crops of held-out people: val.lmdb of "
                    "pipelines.build_sr_corpus (--val-only builds it alone) or a folder")
     p.add_argument("--max-heldout", type=positive_int, default=100, help="held-out faces scored (default: %(default)s)")
     p.add_argument("--detector", default=str(SHARED / "models" / "det_500m.onnx"),
-                   help="face detector for celeba_hq and the whole photo (default: %(default)s)")
+                   help="face detector for celeba_hq and the whole photo; 'none': no detector (default: %(default)s)")
     p.add_argument("--photo", default=None, help="a real photo to restore whole (default: the first of "
                    "../shared/data/real_lq_faces/*whole_imgs)")
     p.add_argument("--out", default=str(ROOT / "runs" / "sr_quality"), help="output folder (default: %(default)s)")
@@ -147,6 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "../shared/data --out SR --val-only writes SR/val.lmdb)")
     if args.photo and not Path(args.photo).is_file():
         p.error(f"--photo {args.photo}: no such file")
+    refuse_missing_path(p, args, "celeba_hq", f"no such folder (HR photos, e.g. {SHARED / 'data' / 'celeba_hq'}; "
+                        "'none' leaves the celeba_hq sets out)", Path.is_dir, none_ok=True)
+    refuse_missing_path(p, args, "detector", "no such file (a 5-point ONNX face detector, e.g. "
+                        f"{SHARED / 'models' / 'det_500m.onnx'}; 'none' for no detector)", Path.is_file, none_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from lightface.models.pretrained import PretrainedError
@@ -158,6 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         resolver = SuperResolver(args.weights, device=args.device, detector=detector, scale=args.scale,
                                  flip_ensemble=not args.no_flip_ensemble)
     except PretrainedError as err:
+        if args.weights is not None:  # weights asked for by name and unusable: not a reason to skip
+            p.error(str(err))
         print(f"benchmarks.sr_quality: skipped: {err}")
         return 0
     model_name = resolver.pretrained.name if resolver.pretrained is not None else str(args.weights)
@@ -165,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sets = {}
-    if Path(args.celeba_hq).is_dir():
+    if args.celeba_hq and Path(args.celeba_hq).is_dir():
         photos = list_images([args.celeba_hq], recursive=True)
         if detector:
             sets["celeba_hq"] = (photos, False, True)

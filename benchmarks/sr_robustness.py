@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pipelines._argtypes import positive_int
+from pipelines._argtypes import positive_int, weights_spec
 
 #: condition -> Degradation keyword arguments (the scale is added)
 _MIX = ("bicubic", "bilinear", "area")
@@ -163,7 +163,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", default=None,
                    help="aligned 128 HR face crops: a lightface LMDB (the val.lmdb of python -m "
                         "pipelines.build_sr_corpus --val-only) or a folder; without it the benchmark is skipped")
-    p.add_argument("--weights", nargs="+", default=None,
+    p.add_argument("--weights", nargs="+", default=None, type=weights_spec("super_resolution"),
                    help="super-resolvers (shipped names / aliases or model files); default: every shipped model "
                         "of --scale")
     p.add_argument("--scale", type=int, choices=(4, 8), default=None,

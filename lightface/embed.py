@@ -611,11 +611,12 @@ class FaceEmbedder:
 
     @staticmethod
     def _shipped_entry(weights, arch: Optional[str]) -> Optional[PretrainedWeights]:
-        """The shipped recognition entry to load: the default (``weights=None``), the entry a
-        string names when it is not an existing file, or the entry whose shipped file a path
-        is (so that it gets the model card's flip fusion and thresholds, as its name does);
-        None for other explicit weights."""
-        from .models.pretrained import default_weights, get_pretrained, manifest_entry_for_path
+        """The shipped recognition entry to load: the default (``weights=None``), else
+        :func:`~lightface.models.pretrained.resolve_weights`: the entry a string names when it is
+        not an existing file (a ``WeightsNotFoundError`` listing the close shipped names when it
+        names none), or the entry whose shipped file a path is (so that it gets the model card's
+        flip fusion and thresholds, as its name does); None for other explicit weights."""
+        from .models.pretrained import default_weights, get_pretrained, resolve_weights
 
         if weights is None:
             try:
@@ -627,23 +628,17 @@ class FaceEmbedder:
                 shipped = [w["name"] for w in list_pretrained("recognition")]
                 raise PretrainedError(
                     f"FaceEmbedder(): no {what} ships with this lightface install ({MANIFEST} lists "
-                    f"{', '.join(shipped) or 'none'}). Pass weights= (CLI: --weights): a lightface checkpoint (train "
-                    "one with python -m pipelines.train_lightcnn), an official Light CNN release "
-                    "(LightCNN_29Layers_V2_checkpoint.pth.tar), an exported .onnx, or an nn.Module") from None
-        elif isinstance(weights, str) and not os.path.exists(weights) and not weights.lower().endswith(".onnx"):
-            try:
-                entry = get_pretrained(weights)
-            except PretrainedError:
-                return None  # not a shipped name: the path is reported missing as usual
-        elif isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-            entry = manifest_entry_for_path(weights)
+                    f"{', '.join(shipped) or 'none'}). Pass weights= (CLI: --weights): a lightface checkpoint (train one "
+                    "with python -m pipelines.train_lightcnn), an official Light CNN release (LightCNN_29Layers_V2_checkpoint.pth.tar), "
+                    "an exported .onnx, or an nn.Module") from None
+            if entry.task != "recognition":
+                raise PretrainedError(f"FaceEmbedder(arch={arch!r}): the shipped {entry.name!r} is a {entry.task} "
+                                      "model, not a face recogniser; see "
+                                      "lightface.models.list_pretrained('recognition')")
+        else:  # the rule every entry point shares: a file, else a shipped name (a typo lists the close ones)
+            entry = resolve_weights(weights, "recognition", "FaceEmbedder(): weights")
             if entry is None:
                 return None
-        else:
-            return None
-        if entry.task != "recognition":
-            raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.task} model, not a face "
-                                  "recogniser; see lightface.models.list_pretrained('recognition')")
         if arch is not None and entry.arch != arch:
             raise PretrainedError(f"shipped weights {entry.name!r} are a {entry.arch!r} model but arch={arch!r} was given")
         return entry

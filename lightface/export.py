@@ -138,17 +138,9 @@ def _shipped_entry(model: ModelLike):
     file), else None."""
     if not isinstance(model, (str, os.PathLike)):
         return None
-    from .models.pretrained import PretrainedError, get_pretrained, manifest_entry_for_path
+    from .models.pretrained import resolve_weights
 
-    if os.path.isfile(model):
-        entry = manifest_entry_for_path(model)
-    elif isinstance(model, str):
-        try:
-            entry = get_pretrained(model)
-        except PretrainedError:
-            return None  # not a shipped name: reported as a missing checkpoint
-    else:
-        return None
+    entry = resolve_weights(model, what="export: model")  # a typo of a shipped name lists the close ones
     if entry is not None and entry.task not in ("recognition",) + GENERATOR_TASKS:
         raise ValueError(f"shipped weights {entry.name!r} are a {entry.task} model, which lightface.export does not "
                          "export (it exports face recognisers, super-resolvers and frontalizers); see "

@@ -5,10 +5,11 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "fraction", "unit_interval", "int_at_least", "device_name",
-           "rescue_threshold", "image_file", "output_file", "json_file", "plot_file", "refuse_flags"]
+           "rescue_threshold", "image_file", "output_file", "json_file", "plot_file", "refuse_flags", "weights_spec",
+           "shared_dir", "refuse_missing_path"]
 
 
 def _number(convert: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
@@ -64,6 +65,32 @@ def device_name(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def weights_spec(task: Optional[str] = None) -> Callable[[str], str]:
+    """An argparse type for ``--weights``: a checkpoint file, or the name, alias or architecture of a shipped
+    model of ``task`` (:func:`lightface.models.pretrained.resolve_weights`, the rule every entry point shares).
+    A typo, a missing path, a shipped model of another task or a folder is refused on the command line (exit
+    status 2) before any model or data loads, with the close shipped names; the value is kept as given."""
+    def parse(text: str) -> str:
+        from lightface.models.pretrained import PretrainedError, resolve_weights
+        from lightface.utils.checkpoint_io import folder_message
+
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(folder_message(text))
+        try:
+            resolve_weights(text, task, what="")
+        except PretrainedError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    return parse
+
+
+def shared_dir() -> Path:
+    """The shared data and models folder: ``LIGHTFACE_SHARED``, else ``../shared`` beside the project (the
+    default of the demo's and the benchmarks' data, detector and photo paths)."""
+    return Path(os.environ.get("LIGHTFACE_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 def image_file(text: str) -> str:
@@ -127,3 +154,20 @@ def refuse_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, dest
     given = [options[d] for d in dests if getattr(args, d) != parser.get_default(d)]
     if given:
         raise ConfigError(f"{' '.join(given)}: {why}")
+
+
+def refuse_missing_path(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str, what: str,
+                        exists: Callable[[Path], bool] = Path.exists, none_ok: bool = False) -> None:
+    """A usage error (``parser.error``: exit status 2) naming the flag of ``dest`` when its value was given
+    (differs from the default, which may point at absent shared data and then skips its part), and names
+    nothing (``exists`` false): a typo otherwise left that part of a benchmark out without a word. ``what``
+    ends the message (``"no such folder (HR photos)"``); ``none_ok``: ``none`` (any case) or ``''`` is
+    accepted, and stored as ``''``, to leave that part out."""
+    value = getattr(args, dest)
+    if none_ok and (value or "").strip().lower() in ("", "none"):
+        setattr(args, dest, "")
+        return
+    if value is None or value == parser.get_default(dest) or exists(Path(value)):
+        return
+    flag = next((a.option_strings[-1] for a in parser._actions if a.dest == dest and a.option_strings), dest)
+    parser.error(f"{flag} {value}: {what}")

@@ -17,7 +17,6 @@ two-sided McNemar p-value (lightface.eval.paired).
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Optional
 
 from lightface.eval.dev_protocols import crop_embedder
@@ -48,19 +47,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_spec(spec: str, which: str) -> None:
-    """Raise FileNotFoundError unless ``spec`` is 'shipped', a file or a shipped recogniser's name
-    (checked for both recognisers before either is loaded)."""
-    from lightface.models.pretrained import PretrainedError, get_pretrained, list_pretrained
+    """Raise unless ``spec`` is 'shipped', a file or a shipped recogniser's name (checked for both recognisers
+    before either is loaded; :func:`lightface.models.pretrained.resolve_weights`: a typo lists the close names)."""
+    from lightface.models.pretrained import WeightsNotFoundError, resolve_weights
 
-    if spec == SHIPPED or Path(spec).is_file():
-        return
-    try:
-        get_pretrained(spec)
-    except PretrainedError:
-        names = ", ".join(w["name"] for w in list_pretrained("recognition")) or "none"
-        raise FileNotFoundError(f"recogniser {which}: {spec} is neither a checkpoint file nor a shipped recogniser "
-                                f"({names}); pass a Light CNN checkpoint (e.g. RUN/last.pt), a shipped name, or "
-                                f"'{SHIPPED}' for the shipped default") from None
+    if spec != SHIPPED:
+        try:
+            resolve_weights(spec, "recognition", f"recogniser {which}:")
+        except WeightsNotFoundError as err:
+            raise WeightsNotFoundError(f"{err}, or '{SHIPPED}' for the shipped default") from None
 
 
 def _recogniser(spec: str, flip: Optional[bool] = None, align_method: str = "auto"):

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lightface.data.io import write_image
+from pipelines._argtypes import shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the file that marks a folder as the demo's output, which a later demo may clear
@@ -48,7 +49,7 @@ log = logging.getLogger("lightface.demo")
 
 def default_shared() -> Path:
     """``../shared`` beside the project (``LIGHTFACE_SHARED`` overrides)."""
-    return Path(os.environ.get("LIGHTFACE_SHARED", ROOT.parent / "shared"))
+    return shared_dir()
 
 
 def get_args_parser() -> argparse.ArgumentParser:

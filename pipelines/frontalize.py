@@ -94,6 +94,8 @@ def main(args: argparse.Namespace) -> dict:
                          detector=None if args.aligned and args.facing != "auto" else args.detector,
                          ema=not args.no_ema, mirror=None if args.mirror == "none" else args.mirror)
     except PretrainedError as err:  # nothing ships, or a damaged install: say what to pass
+        if args.weights is not None:  # weights asked for and unusable (a typo, another task): run_cli's one line
+            raise
         raise SystemExit(f"frontalize: {err}") from None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ def main(args: argparse.Namespace) -> dict:
                                  flip_ensemble=False if getattr(args, "no_flip_ensemble", False) else None,
                                  max_face_shrink=getattr(args, "max_face_shrink", MAX_FACE_SHRINK))
     except PretrainedError as err:  # nothing ships for this scale, or a damaged install: say what to pass
+        if args.weights is not None:  # weights asked for and unusable (a typo, another task): run_cli's one line
+            raise
         raise SystemExit(f"super_resolve: {err}") from None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

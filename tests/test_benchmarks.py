@@ -5,6 +5,8 @@ docs/benchmarks.md, never in assertions).
 Wavelet-SRNet and TP-GAN generator that ``benchmarks.sr`` / ``benchmarks.frontal`` time beside
 ours; they must load our weights and give our outputs, or the ratio compares different work.
 """
+from pathlib import Path
+
 import cv2
 import pytest
 import torch
@@ -143,12 +145,29 @@ def test_frontal_benchmark_refuses_bad_values_on_the_command_line(argv, capsys):
                                           ("small_faces", ["--factors", "0"]), ("small_faces", ["--limit", "-1"]),
                                           ("small_faces", ["--limit", "3"]),
                                           ("sr_quality", ["--heldout", "no/such/val.lmdb"]),
-                                          ("sr_quality", ["--photo", "no/such/photo.jpg"])])
+                                          ("sr_quality", ["--photo", "no/such/photo.jpg"]),
+                                          ("sr_quality", ["--celeba-hq", "no/such/celeba_hq"]),
+                                          ("sr_quality", ["--detector", "no/such/det_500m.onnx"]),
+                                          ("sr_quality", ["--weights", "wavelet_srnet_x4_c48_framng"]),
+                                          ("sr_quality", ["--weights", "recognition"]),
+                                          ("frontal_quality", ["--weights", "sr4"]),
+                                          ("sr_face_size", ["--weights", "no/such/model.pt"]),
+                                          ("sr_robustness", ["--weights", "sr4", "sr9"]),
+                                          ("small_faces", ["--weights", "recogniton"]),
+                                          ("framing", ["--weights", "sr8"]),
+                                          ("embed", ["--weights", "lightcnn29v2_3src_rc51"]),
+                                          ("search", ["--weights", "no/such/run"]),
+                                          ("frontal_quality", ["--cfp", "no/such/cfp"]),
+                                          ("frontal_quality", ["--data", "no/such/pose.lmdb"]),
+                                          ("framing", ["--data", "no/such/data"])])
 def test_quality_benchmarks_refuse_bad_values_on_the_command_line(module, argv, capsys):
     """Usage errors before any model or face is read: --max-faces 0 was a torch.stack RuntimeError after the
     models were loaded, --factors 0 a ZeroDivisionError and --limit 3 a ValueError (too few pairs for the 10-fold
     accuracy) after the detector and recogniser were; sr_quality --heldout or --photo naming nothing left that
-    set or photo out without a word (a typo gave a table without the held-out row, exit 0)."""
+    set or photo out without a word (a typo gave a table without the held-out row, exit 0), and so did its
+    --celeba-hq and --detector, frontal_quality --cfp and framing --data ("skipped", exit 0; frontal_quality
+    --data: a traceback). A --weights that names no file and no shipped model of the benchmark's task was
+    a traceback ("checkpoint not found") or, in sr_quality / frontal_quality, "skipped" with exit status 0."""
     import importlib
 
     mod = importlib.import_module(f"benchmarks.{module}")
@@ -158,6 +177,31 @@ def test_quality_benchmarks_refuse_bad_values_on_the_command_line(module, argv, 
         else:
             mod.main(argv)
     assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_small_faces_refuses_a_data_folder_that_names_nothing(capsys):
+    """small_faces --data no/such/data said "skipped: no/such/data/lfw_train is absent" with exit status 0."""
+    from benchmarks.small_faces import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", "no/such/data"])
+    assert exc.value.code == 2 and "--data no/such/data: no such folder" in capsys.readouterr().err
+
+
+def test_benchmark_default_paths_follow_lightface_shared(tmp_path):
+    """The benchmarks' default data, detector and photo paths were ../shared beside the checkout whatever
+    LIGHTFACE_SHARED said (in a worktree elsewhere: "skipped: .../shared/data/lfw_train is absent")."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LIGHTFACE_SHARED": str(tmp_path / "elsewhere"), "PYTHONPATH": str(root)}
+    code = ("import benchmarks.framing as f, benchmarks.sr_quality as q, benchmarks.embed as e, benchmarks.search as s;"
+            "print(f.SHARED_DATA, q.SHARED, e.DEFAULT_FACES, s.DEFAULT_REAL)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    paths = out.stdout.split()
+    assert len(paths) == 4 and all(p.startswith(str(tmp_path / "elsewhere")) for p in paths), out.stdout
 
 
 def test_sr_robustness_names_its_own_flag_for_missing_faces(tmp_path):

@@ -607,3 +607,91 @@ def test_finetune_spec_is_a_file_or_a_shipped_name(tmp_path):
     assert file_or_shipped("recognition") == shipped == file_or_shipped(get_pretrained("recognition").name)
     with pytest.raises(PretrainedError, match="--finetune runs/nowhere.pt: no such file, nor a shipped model"):
         file_or_shipped("runs/nowhere.pt")
+
+
+def _shipped_of(task):
+    names = [row["name"] for row in list_pretrained(task)]
+    if not names:
+        pytest.skip(f"no {task} model ships in this install")
+    return names[0]
+
+
+def test_a_mistyped_shipped_name_lists_the_close_names_at_every_entry_point(tmp_path):
+    """--weights wavelet_srnet_x4_c48_framng (one letter dropped) was "checkpoint not found: ..." everywhere,
+    with no word of the shipped names: every API that takes weights resolves them by one rule
+    (resolve_weights), which names what was given, the close shipped names and those of its task."""
+    from lightface.engine.frontal_trainer import condition_network_name
+    from lightface.export import export_onnx
+    from lightface.losses.identity import resolve_identity_weights
+    from lightface.models.pretrained import file_or_shipped
+    from lightface.restore import Frontalizer, SuperResolver
+
+    sr, rec = _shipped_of("super_resolution"), _shipped_of("recognition")
+    typo = sr[:-3] + sr[-2:]  # one letter dropped
+    calls = {
+        "SuperResolver": lambda w: SuperResolver(w, device="cpu"),
+        "Frontalizer": lambda w: Frontalizer(w, device="cpu"),
+        "FaceEmbedder": lambda w: FaceEmbedder(w, device="cpu"),
+        "get_model": lambda w: get_model("lightcnn29v2", weights=w),
+        "export_onnx": lambda w: export_onnx(w, tmp_path / "m.onnx"),
+        "--finetune": file_or_shipped,
+        "--identity-weights": resolve_identity_weights,
+        "--identity-condition": condition_network_name,
+    }
+    for what, call in calls.items():
+        with pytest.raises(FileNotFoundError, match=rf"{typo}: no such file.*did you mean '{sr}'") as exc:
+            call(typo)  # a FileNotFoundError, what a missing checkpoint raised before; a PretrainedError too
+        assert isinstance(exc.value, PretrainedError), what
+        assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(FileNotFoundError, match=rf"no such file, nor a shipped recognition model.*{rec}"):
+        FaceEmbedder(str(tmp_path / "nowhere.pt"), device="cpu")  # a missing path lists what ships for its task
+
+
+def test_a_shipped_name_of_another_task_is_refused_with_the_names_of_the_task():
+    """A recogniser's name given to SuperResolver was refused, but --identity-weights sr4 handed the super-resolver
+    to the identity loss (refused later, as a checkpoint of the wrong architecture)."""
+    from lightface.engine.frontal_trainer import condition_network_name
+    from lightface.losses.identity import resolve_identity_weights
+    from lightface.restore import SuperResolver
+    from pipelines.compare_recognisers import _check_spec
+
+    sr, rec = _shipped_of("super_resolution"), _shipped_of("recognition")
+    for call in (resolve_identity_weights, condition_network_name, lambda w: _check_spec(w, "A"),
+                 lambda w: FaceEmbedder(w, device="cpu")):
+        with pytest.raises(PretrainedError, match=rf"{sr}.* is a super_resolution model, not recognition; "
+                                                  rf"shipped recognition models: .*{rec}"):
+            call(sr)
+    with pytest.raises(PretrainedError, match=rf"{rec}.* is a recognition model, not super_resolution; "
+                                              rf"shipped super_resolution models: .*{sr}"):
+        SuperResolver(rec, device="cpu")
+
+
+def test_get_model_weights_takes_a_shipped_name_of_its_architecture():
+    """get_model(arch, weights=NAME) follows the rule of every other entry point (it was "checkpoint not found")."""
+    rec = get_pretrained(_shipped_of("recognition"))
+    model = get_model(rec.arch, weights=rec.name)
+    expected = get_model(rec.name, pretrained=True)
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), expected.eval()(x))
+    with pytest.raises(PretrainedError, match=rf"weights {rec.name} are the shipped .*pass weights of a 'lightcnn9'"):
+        get_model("lightcnn9", weights=rec.name)
+
+
+def test_a_run_folder_given_as_weights_names_the_checkpoints_in_it(tmp_path):
+    """A training run's OUT folder as --weights said only "is not a regular file"."""
+    from lightface.models.pretrained import file_or_shipped
+    from lightface.restore import SuperResolver
+    from lightface.utils.checkpoint_io import CheckpointLoadError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointLoadError, match="is a folder, not a regular file: it holds no checkpoint file"):
+        SuperResolver(str(run), device="cpu")
+    for name in ("last.pt", "model.pt"):
+        (run / name).write_bytes(b"x")
+    expected = rf"pass one of its checkpoints: {run / 'model.pt'}, {run / 'last.pt'}"
+    with pytest.raises(CheckpointLoadError, match=expected):
+        FaceEmbedder(str(run), device="cpu")
+    with pytest.raises(PretrainedError, match=rf"--finetune {run}: .*{run / 'model.pt'}"):
+        file_or_shipped(str(run))

@@ -537,7 +537,7 @@ def test_sr_quality_table_names_each_identity_networks_columns(shared_data, tmp_
         pytest.skip("no recogniser ships in this install")
     for ident, crop in zip(("476", "480"), _cfp_frontal_crops(shared_data, ("476", "480"), "03")):
         cv2.imwrite(str(tmp_path / f"{ident}.png"), crop)
-    assert main(["--heldout", str(tmp_path), "--celeba-hq", str(tmp_path / "none"), "--detector", "none",
+    assert main(["--heldout", str(tmp_path), "--celeba-hq", "none", "--detector", "none",
                  "--identity-weights", "ours=recognition", "other=recognition", "--out", str(tmp_path / "q")]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("set "))

@@ -57,7 +57,7 @@ from ..losses.frontal import IP_DISTANCES, IP_REFERENCES, FrontalLoss, prefix_te
 from ..models import get_model
 from ..models.dlib_recognizer import DlibRecognizer
 from ..models.identity import NO_IDENTITY
-from ..models.pretrained import PretrainedError, default_weights, get_pretrained
+from ..models.pretrained import PretrainedError, default_weights, resolve_weights
 from ..models.tpgan import frontal_patch_centres
 from ..ops import symmetry_loss
 from ..utils.checkpoint_io import save_atomic
@@ -262,7 +262,8 @@ def condition_network_name(identity_weights: Optional[str]) -> str:
     model keeps its recogniser when another one ships; otherwise the checkpoint's absolute path.
 
     Raises:
-        ValueError: the flag switches the identity network off, or nothing ships for the unset flag.
+        ValueError: the flag switches the identity network off, or nothing ships for the unset flag;
+            a ``PretrainedError`` (a ValueError) for no such file nor shipped recogniser (the close names listed).
     """
     if identity_weights is None:
         try:
@@ -274,10 +275,7 @@ def condition_network_name(identity_weights: Optional[str]) -> str:
         raise ValueError(f"--identity-condition needs a recogniser, not --identity-weights {identity_weights}")
     if Path(identity_weights).exists():
         return str(Path(identity_weights).resolve())
-    try:
-        return get_pretrained(identity_weights).name
-    except PretrainedError as err:
-        raise ValueError(f"--identity-weights {identity_weights}: no such file, nor a shipped model ({err})") from err
+    return resolve_weights(identity_weights, "recognition", "--identity-weights").name  # a typo: the close names
 
 
 def generator_kwargs(cfg: Any, num_classes: int = 0) -> Dict[str, Any]:

@@ -525,7 +525,7 @@ class LightCNNTask(Task):
         if getattr(model, "classifier", None) is None:
             raise TrainingError(f"model {cfg.arch!r} has no classifier; train_lightcnn needs a Light CNN with num_classes")
         finetune = cfg.finetune and not engine.resuming
-        start = read_model_checkpoint(file_or_shipped(cfg.finetune)) if finetune else None
+        start = read_model_checkpoint(file_or_shipped(cfg.finetune, task="recognition")) if finetune else None
         if start is not None and start.arch and start.arch != cfg.arch:
             raise TrainingError(f"--finetune {cfg.finetune} holds a {start.arch!r} model but --arch is {cfg.arch!r} "
                                 f"(the default when not given): pass --arch {start.arch} to fine-tune it")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .checkpoint import build_from_checkpoint
 from .dlib_recognizer import is_dlib_spec
 from .lightcnn import LightCNN, check_features, to_lightcnn_input
-from .pretrained import PretrainedError, default_weights, get_pretrained
+from .pretrained import PretrainedError, default_weights, resolve_weights
 from .registry import get_model
 
 __all__ = ["NetworkLike", "NO_IDENTITY", "resolve_identity_weights", "load_identity_network", "identity_features"]
@@ -46,20 +46,17 @@ def resolve_identity_weights(weights: Optional[Union[str, os.PathLike]], purpose
     Returns:
         a checkpoint path, or None.
     Raises:
-        lightface.models.PretrainedError: a shipped file is damaged (sha256 mismatch).
+        lightface.models.PretrainedError: a shipped file is damaged (sha256 mismatch), or names a model of
+            another task; :class:`~lightface.models.pretrained.WeightsNotFoundError`: no such file nor
+            shipped name (the message lists the close shipped names).
     """
     if weights is not None:
         text = os.fspath(weights)
         if text.strip().lower() in NO_IDENTITY:
             logger.info("identity network switched off (--identity-weights %s); not computed: %s", text, purpose)
             return None
-        if not os.path.exists(text):
-            try:
-                entry = get_pretrained(text)
-            except PretrainedError:
-                return text  # not a shipped name: the loader reports the missing file
-            return str(entry.path())
-        return text
+        entry = resolve_weights(text, "recognition", "--identity-weights")  # a typo lists the close shipped names
+        return text if entry is None else str(entry.path())
     try:
         entry = default_weights("recognition")
     except PretrainedError:

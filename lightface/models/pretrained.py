@@ -16,6 +16,7 @@ Example::
     list_pretrained()                                  # [{"name": ..., "arch": ..., "sha256": ...}, ...]
     model = get_model("lightcnn29v2", pretrained=True) # the default recogniser, sha256 checked
 """
+import difflib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from ..utils.templates import ALIGN_METHODS
 __all__ = [
     "PretrainedWeights",
     "PretrainedError",
+    "WeightsNotFoundError",
     "TASKS",
     "WEIGHTS_DIR",
     "MANIFEST",
@@ -36,6 +38,7 @@ __all__ = [
     "sr_alias",
     "DEFAULT_SR_SCALE",
     "file_or_shipped",
+    "resolve_weights",
     "default_weights",
     "require_default",
     "sha256_of",
@@ -57,6 +60,11 @@ REINSTALL_HINT = ("reinstall lightface the way it was installed (a checkout: git
 
 class PretrainedError(ValueError):
     """A shipped model that cannot be used: unknown name, missing file, hash mismatch, wrong task."""
+
+
+class WeightsNotFoundError(PretrainedError, FileNotFoundError):
+    """A weights argument that is neither an existing file nor the name of a shipped model (both a
+    :class:`PretrainedError` and a ``FileNotFoundError``, what a missing checkpoint raised before)."""
 
 
 def sha256_of(path) -> str:
@@ -269,19 +277,97 @@ def get_pretrained(name: str, scale: Optional[int] = None) -> PretrainedWeights:
     raise PretrainedError(f"no shipped weights named {name!r}; available: {', '.join(available) or 'none'}")
 
 
-def file_or_shipped(spec: str, flag: str = "--finetune") -> str:
-    """``spec`` itself when it is a file, else the path of the shipped entry it names (:func:`get_pretrained`:
+def _shipped_names(task: Optional[str]) -> Tuple[List[str], List[str]]:
+    """``(names, aliases)`` of the shipped models of ``task`` (every task for None), sorted."""
+    entries, aliases = _entries(), _aliases()
+    names = sorted(n for n, w in entries.items() if task is None or w.task == task)
+    return names, sorted(a for a, n in aliases.items() if n in names)
+
+
+def _given(what: str, spec: str) -> str:
+    """``"WHAT SPEC"`` (``SPEC`` alone for no ``what``): how the messages of :func:`resolve_weights` start."""
+    return f"{what} {spec}" if what else str(spec)
+
+
+def _unknown_weights(spec: str, task: Optional[str], what: str) -> WeightsNotFoundError:
+    """The error for ``spec`` naming neither a file nor a shipped model: what was given, the close shipped
+    names (difflib) and the shipped names of ``task``."""
+    names, aliases = _shipped_names(task)
+    every = _entries()
+    known = sorted(every) + sorted(_aliases()) + sorted({w.arch for w in every.values()})  # a typo of any task
+    base = os.path.basename(spec.rstrip("/\\")) or spec
+    close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
+    kind = f"{task} model" if task else "model"
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return WeightsNotFoundError(
+        f"{_given(what, spec)}: no such file, nor a shipped {kind}{hint} (shipped {kind}s: {_choices(names)}; aliases: "
+        f"{_choices(aliases)}); pass a checkpoint file or one of these shipped names "
+        "(lightface.models.list_pretrained())")
+
+
+def resolve_weights(weights: Any, task: Optional[str] = None, what: str = "weights",
+                    scale: Optional[int] = None) -> Optional[PretrainedWeights]:
+    """How every API and CLI reads a weights argument (``weights=``, ``--weights``, ``--finetune``,
+    ``--identity-weights``): the shipped entry it means, or None for weights the caller loads itself.
+
+    * an existing file: the shipped entry whose file it is (so that it gets its model card), else None;
+    * an existing folder, an ``nn.Module``, a dict, None: None (the loader takes or refuses them);
+    * any other string: the shipped model of that name, default alias (``recognition``, ``sr4`` ...)
+      or architecture (:func:`get_pretrained`, ``scale`` as there).
+
+    Args:
+        task: the task the model must have (one of :data:`TASKS`; None: any).
+        what: the argument, for messages (``"--weights"``, ``"SuperResolver(): weights"``; ``""``: none).
+    Raises:
+        WeightsNotFoundError: a string (or path) that is no file and no shipped name; the message lists
+            the close shipped names and those of ``task``.
+        PretrainedError: a shipped model (by name or by its file's path) of another task, or an
+            architecture that ships no weights.
+    """
+    if weights is None or not isinstance(weights, (str, os.PathLike)):
+        return None
+    text = os.fspath(weights)
+    if os.path.exists(text):
+        if not os.path.isfile(text):
+            return None
+        entry = manifest_entry_for_path(text)
+        if entry is None:
+            return None
+    elif not isinstance(weights, str):
+        raise _unknown_weights(text, task, what)
+    else:
+        from .registry import MODEL_BUILDERS
+
+        try:
+            entry = get_pretrained(text, scale=scale)
+        except PretrainedError as err:
+            if text in _entries() or text in _aliases() or text.lower() in MODEL_BUILDERS:
+                # a known name that cannot be used as asked (an architecture that ships nothing, another scale)
+                raise PretrainedError(f"{_given(what, text)}: {err}") from None
+            raise _unknown_weights(text, task, what) from None
+    if task is not None and entry.task != task:
+        names, _ = _shipped_names(task)
+        raise PretrainedError(f"{_given(what, text)}: the shipped {entry.name!r} is a {entry.task} model, not {task}; "
+                              f"shipped {task} models: {_choices(names)} (lightface.models.list_pretrained({task!r}))")
+    return entry
+
+
+def file_or_shipped(spec: str, flag: str = "--finetune", task: Optional[str] = None) -> str:
+    """``spec`` itself when it is a file, else the path of the shipped entry it names (:func:`resolve_weights`:
     name, alias or architecture; sha256-checked): what a trainer's ``--finetune`` starts from.
 
     Raises:
-        PretrainedError: neither a file nor a shipped name (the message lists what ships).
+        PretrainedError: neither a file nor a shipped name (:class:`WeightsNotFoundError`: the message lists
+            the close shipped names and what ships), or a shipped model of another ``task``.
     """
     if Path(spec).is_file():
         return str(spec)
-    try:
-        return str(get_pretrained(spec).path())
-    except PretrainedError as err:
-        raise PretrainedError(f"{flag} {spec}: no such file, nor a shipped model ({err})") from err
+    entry = resolve_weights(spec, task, flag)
+    if entry is None:  # an existing folder (a training run's OUT)
+        from ..utils.checkpoint_io import folder_message
+
+        raise PretrainedError(f"{flag} {spec}: {folder_message(spec)}")
+    return str(entry.path())
 
 
 def default_weights(alias: str) -> PretrainedWeights:

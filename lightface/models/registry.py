@@ -1,4 +1,5 @@
 """Model registry: ``register_model`` decorates a builder, ``get_model`` builds by name."""
+import os
 from typing import Callable, Dict, List, Optional
 
 from torch import nn
@@ -36,7 +37,9 @@ def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[in
 
     Args:
         name: a registered architecture (:func:`list_models`).
-        weights: a project checkpoint, an official Light CNN release or a state_dict file.
+        weights: a project checkpoint, an official Light CNN release or a state_dict file; a string
+            that is no file may name a shipped model of this architecture (sha256-checked; a typo
+            lists the close shipped names: :func:`lightface.models.pretrained.resolve_weights`).
         num_classes: passed to builders that take it (classifier size; ``None`` means the
             builder's default, or the checkpoint's when ``weights`` is given).
         pretrained: load the weights that ship with lightface for this architecture
@@ -62,6 +65,16 @@ def get_model(name: str, weights: Optional[str] = None, num_classes: Optional[in
                                   f"get_model architecture{hint}")
         kwargs = {**entry.model_kwargs, **kwargs}
         key, weights = entry.arch, str(entry.path())
+    elif isinstance(weights, (str, os.PathLike)) and key in MODEL_BUILDERS:  # a file, else a shipped name
+        from .pretrained import PretrainedError, resolve_weights
+
+        entry = resolve_weights(weights, what=f"get_model({name!r}): weights")
+        if entry is not None and not os.path.isfile(weights):  # a shipped name: its file and builder kwargs
+            if entry.arch != key:
+                raise PretrainedError(f"get_model({name!r}): weights {weights} are the shipped {entry.name!r}, a "
+                                      f"{entry.task} model ({entry.arch}); pass weights of a {key!r} model")
+            kwargs = {**entry.model_kwargs, **kwargs}
+            weights = str(entry.path())
     if key not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if num_classes is not None:

@@ -20,32 +20,22 @@ log = logging.getLogger(__name__)
 _RESTORER = {"super_resolution": "SuperResolver", "frontalization": "Frontalizer"}
 
 
-def shipped_entry(weights, task: str, alias: str, what: str, hint: str):
+def shipped_entry(weights, task: str, alias: str, what: str, hint: str, scale: Optional[int] = None):
     """The shipped :class:`~lightface.models.PretrainedWeights` a restorer loads, or None for explicit weights.
 
     ``weights=None``: the default for ``alias`` (a :class:`~lightface.models.PretrainedError`
-    naming ``what`` and ``hint`` when none ships); a string that is no existing file but the
-    name of a shipped entry: that entry (its task must be ``task``); the path of a shipped
-    ``task`` file: its entry, as by its name (its preprocessing, e.g. the frontalizer's
-    ``mirror``, lives in the entry, not in the file); anything else: None.
+    naming ``what`` and ``hint`` when none ships); otherwise
+    :func:`~lightface.models.pretrained.resolve_weights` (the rule every entry point shares): a
+    string that is no existing file names a shipped entry of ``task`` (``scale``: a super-resolver's
+    factor, for an architecture name), else a ``WeightsNotFoundError`` listing the close shipped
+    names; the path of a shipped ``task`` file: its entry, as by its name (its preprocessing, e.g.
+    the frontalizer's ``mirror``, lives in the entry, not in the file); anything else: None.
     """
-    from ..models.pretrained import PretrainedError, get_pretrained, manifest_entry_for_path, require_default
+    from ..models.pretrained import require_default, resolve_weights
 
     if weights is None:
         return require_default(alias, task, what, hint)
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        entry = manifest_entry_for_path(weights)
-        return entry if entry is not None and entry.task == task else None
-    if isinstance(weights, str) and not os.path.exists(weights):
-        try:
-            entry = get_pretrained(weights)
-        except PretrainedError:
-            return None  # not a shipped name: the missing file is reported by the loader
-        if entry.task != task:
-            raise PretrainedError(f"{what}: shipped weights {entry.name!r} are a {entry.task} model, not {task}; "
-                                  f"see lightface.models.list_pretrained({task!r})")
-        return entry
-    return None
+    return resolve_weights(weights, task, f"{what}: weights", scale=scale)
 
 
 def load_generator(weights: Any, arch: str, expect: Type[nn.Module], ema: bool,

@@ -164,7 +164,7 @@ class SuperResolver:
         wanted = scale or DEFAULT_SR_SCALE
         self.pretrained = shipped_entry(weights, "super_resolution", sr_alias(wanted), f"SuperResolver(scale={wanted})",
                                         "weights= a model file written by python -m pipelines.train_super_resolution "
-                                        f"--scale {wanted} (CLI: --weights)")
+                                        f"--scale {wanted} (CLI: --weights)", scale=scale)
         if self.pretrained is not None:
             weights = str(self.pretrained.path())  # sha256-checked
         model, ckpt, use_ema = load_generator(weights, "wavelet_srnet", WaveletSRNet, ema,

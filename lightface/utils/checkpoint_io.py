@@ -19,7 +19,7 @@ import torch
 
 from .exported_files import is_torchscript
 
-__all__ = ["save_atomic", "load_checkpoint", "CheckpointLoadError"]
+__all__ = ["save_atomic", "load_checkpoint", "folder_message", "CheckpointLoadError"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -167,6 +167,19 @@ def _torch_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
+def folder_message(path: PathLike) -> str:
+    """What to say of a folder given as a checkpoint (a training run's ``OUT``): the checkpoints in it to pass
+    instead (``model.pt``, ``best.pt``, ``last.pt`` first), or that it holds none."""
+    path = Path(path)
+    found = [path / n for n in ("model.pt", "best.pt", "last.pt") if (path / n).is_file()]
+    found += sorted(p for p in path.iterdir() if p.is_file() and p not in found
+                    and p.name.lower().endswith((".pt", ".pth", ".pth.tar", ".ckpt")))[:5]
+    which = (f"pass one of its checkpoints: {', '.join(map(str, found))}" if found else
+             "it holds no checkpoint file (*.pt, *.pth, *.pth.tar); pass a checkpoint file (a training run writes "
+             "OUT/model.pt, OUT/best.pt and OUT/last.pt)")
+    return f"checkpoint {path} is a folder, not a regular file: {which}"
+
+
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
 
@@ -179,6 +192,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointLoadError(folder_message(path))
     if not path.is_file():
         raise CheckpointLoadError(f"checkpoint {path} is not a regular file")
     if path.stat().st_size == 0:
