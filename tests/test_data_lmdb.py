@@ -903,19 +903,14 @@ def test_sigkill_then_resume_equals_uninterrupted(shared_data, tmp_path):
     assert run_cli(root / "images", out2, "--resume") == 1  # complete dataset, no --overwrite
 
 
-@pytest.mark.slow
-def test_a_dead_worker_stops_the_build_with_an_error_and_resume_completes_it(shared_data, tmp_path, monkeypatch):
-    """A --workers process killed mid-build (the system's out-of-memory killer, a native crash) stops the
-    build with one error naming --resume, instead of waiting for ever on the dead worker's task (what a
-    multiprocessing.Pool does); the resumed build equals an uninterrupted one record for record."""
+def _kill_the_worker_of_one_photo(images, monkeypatch) -> None:
+    """Make the --workers process that reads one photo below ``images`` (the 131st by name) die as the system's
+    out-of-memory killer ends a process: ``os._exit(137)`` in the forked worker; ``monkeypatch.undo()`` heals it."""
     import os
 
     from lightface.data import build as build_module
-    from lightface.data.build import WorkerDiedError
 
-    root = shared_data / "lfw_identities"
-    opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False)
-    victim = sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*.jpg"))[130]
+    victim = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.jpg"))[130]
     process_item = build_module.process_item
 
     def dies_on_the_victim(item, options):  # runs in the forked workers
@@ -924,6 +919,18 @@ def test_a_dead_worker_stops_the_build_with_an_error_and_resume_completes_it(sha
         return process_item(item, options)
 
     monkeypatch.setattr(build_module, "process_item", dies_on_the_victim)
+
+
+@pytest.mark.slow
+def test_a_dead_worker_stops_the_build_with_an_error_and_resume_completes_it(shared_data, tmp_path, monkeypatch):
+    """A --workers process killed mid-build (the system's out-of-memory killer, a native crash) stops the
+    build with one error naming --resume, instead of waiting for ever on the dead worker's task (what a
+    multiprocessing.Pool does); the resumed build equals an uninterrupted one record for record."""
+    from lightface.data.build import WorkerDiedError
+
+    root = shared_data / "lfw_identities"
+    opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False)
+    _kill_the_worker_of_one_photo(root / "images", monkeypatch)
     out = tmp_path / "built.lmdb"
     with pytest.raises(WorkerDiedError, match="--resume"):
         build_lmdb(root / "images", out, workers=2, **opts)
@@ -942,9 +949,6 @@ def test_a_dead_worker_of_a_resuming_build_says_to_run_the_same_command_again(sh
     (build_lmdb(resume=True)) and have no --resume flag: a dead --workers process told their user to "run the same
     command with --resume", which argparse refuses. A build that resumes already says to run it again, and the
     same call again completes it."""
-    import os
-
-    from lightface.data import build as build_module
     from lightface.data.build import WorkerDiedError
     from pipelines import build_corpus, build_pose_corpus, build_sr_corpus
 
@@ -952,15 +956,7 @@ def test_a_dead_worker_of_a_resuming_build_says_to_run_the_same_command_again(sh
         assert not any("--resume" in a.option_strings for a in cli.get_args_parser()._actions)
     root = shared_data / "lfw_identities"
     opts = dict(landmarks=root / "landmarks_5pt.txt", batch_size=8, progress=False, workers=2, resume=True)
-    victim = sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*.jpg"))[130]
-    process_item = build_module.process_item
-
-    def dies_on_the_victim(item, options):  # runs in the forked workers
-        if item.name == victim:
-            os._exit(137)
-        return process_item(item, options)
-
-    monkeypatch.setattr(build_module, "process_item", dies_on_the_victim)
+    _kill_the_worker_of_one_photo(root / "images", monkeypatch)
     out = tmp_path / "built.lmdb"
     with pytest.raises(WorkerDiedError, match="run the same command again to continue") as err:
         build_lmdb(root / "images", out, **opts)
