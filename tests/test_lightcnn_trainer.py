@@ -138,9 +138,107 @@ def test_stratified_split():
     train, val = stratified_split(labels, 0.3, seed=1)
     assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
     per_class_val = np.bincount(labels[val], minlength=5)
-    assert per_class_val.tolist() == [0, 1, 1, 3, 1]  # singletons stay in training, at least one held out
+    assert per_class_val.sum() == 6  # 30% of 20
+    assert per_class_val[0] == 0 and per_class_val[3] == 3  # a singleton stays in training; 10 give their 3
+    assert all(np.bincount(labels[train], minlength=5) >= 1)  # every class keeps a photo for training
     assert np.array_equal(stratified_split(labels, 0.3, seed=1)[1], val)
     assert len(stratified_split(labels, 0.0)[1]) == 0
+    three = np.repeat(np.arange(3), 3)  # a few large classes: each gives its rounded share
+    assert np.bincount(three[stratified_split(three, 0.34)[1]]).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.1])
+def test_validation_split_of_many_small_classes_holds_out_the_fraction_asked_for(shared_data, fraction):
+    """LFW's training people (most with 2-4 photos): --val-split 0.02 held out one photo of every person
+    with two or more, 1,493 of 6,845 photos (22%), and took them all from training."""
+    counts = [int(line.split("\t")[1]) for line in (shared_data / "lfw_train" / "people_folds.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    labels = np.repeat(np.arange(len(counts)), counts)
+    train, val = stratified_split(labels, fraction, seed=0)
+    assert len(val) == round(fraction * len(labels))
+    share = fraction * np.bincount(labels)
+    given = np.bincount(labels[val], minlength=len(counts))
+    assert np.all((given >= np.floor(share)) & (given <= np.ceil(share)))  # each person its share, rounded
+    assert np.all(np.bincount(labels[train], minlength=len(counts)) >= 1)
+    assert not np.array_equal(val, stratified_split(labels, fraction, seed=1)[1])
+
+
+def test_a_validation_split_that_holds_out_no_photo_is_refused_before_training(shared_data, tmp_path, capsys):
+    """One photo per person (or a fraction under one photo): the run trained a whole epoch, then failed in its
+    validation with 'the dataset is empty'."""
+    from pipelines._cli import run_cli
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    data = _build(shared_data, tmp_path / "singletons.lmdb", range(1, 5), 1)
+    argv = ["--data", str(data), "--out", str(tmp_path / "run"), "--arch", TINY, "--val-split", "0.3", "--workers", "0",
+            "--batch-size", "2", "--epochs", "1", "--no-tensorboard", "--no-plots"]
+    assert run_cli(main, get_args_parser, argv) == 2
+    err = capsys.readouterr().err
+    assert "--val-split 0.3 holds out no photo of the 4" in err and "--val-data" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_several_training_lmdbs_validate_on_one_validation_lmdb_each(shared_data, tmp_path, caplog):
+    """Two sources (ORL people 1-3 and 4-6, photos 1-3) validated on their photos 4-5: --val-data took one LMDB,
+    and no single LMDB could hold two sources' classes whose names repeat (named 'a:0', 'b:0' for training)."""
+    data = [_build(shared_data, tmp_path / f"{name}.lmdb", ids, 3) for name, ids in (("a", (1, 2, 3)), ("b", (4, 5, 6)))]
+    val = [_build(shared_data, tmp_path / f"{name}_val.lmdb", ids, 2, first=4)
+           for name, ids in (("a", (1, 2, 3)), ("b", (4, 5, 6)))]
+    argv = ["--data", *map(str, data), "--out", str(tmp_path / "run"), "--arch", TINY, "--batch-size", "3",
+            "--workers", "0", "--epochs", "1", "--no-tensorboard", "--no-plots", "--val-data", *map(str, val)]
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    with caplog.at_level("INFO"):
+        summary = main(parse_with_config(get_args_parser(), argv))
+    assert "val_acc" in summary and any("18 samples, 6 classes, 12 val samples" in r.getMessage() for r in caplog.records)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert str(val[1]) in saved
+    with pytest.raises(TrainingError, match=r"one validation LMDB per --data LMDB \(2, in the same order\), not 1"):
+        main(parse_with_config(get_args_parser(), argv[:-1] + ["--overwrite"]))
+    two = _build(shared_data, tmp_path / "b_two_val.lmdb", (4, 5), 2, first=4)
+    with pytest.raises(TrainingError, match="validation LMDB 2 has 2 classes, training LMDB 2 3$"):
+        main(parse_with_config(get_args_parser(), argv[:-1] + [str(two), "--overwrite"]))
+
+
+def test_a_resumed_run_keeps_the_photos_it_held_out(shared_data, tmp_path, caplog):
+    """6 ORL people x 2 photos, --val-split 0.2: 2 photos held out (the earlier rule: 6, one per person). A run
+    keeps its held-out photos on --resume, one saved before they were (by the earlier rule) too."""
+    data = _build(shared_data, tmp_path / "pairs.lmdb", range(1, 7), 2)
+    out = tmp_path / "run"
+
+    def held_out(*extra):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            _train(data, out, "--arch", TINY, "--val-split", "0.2", "--no-plots", "--batch-size", "2", *extra)
+        return [int(m.group(1)) for r in caplog.records for m in [re.search(r"(\d+) val samples", r.getMessage())] if m]
+
+    assert held_out("--max-steps", "1") == [2]
+    first = load_checkpoint(out / "last.pt")["val_indices"].tolist()
+    assert held_out("--max-steps", "2", "--resume") == [2]
+    assert load_checkpoint(out / "last.pt")["val_indices"].tolist() == first
+    ckpt = torch.load(out / "last.pt", weights_only=True)  # as a run saved before the held-out photos were
+    del ckpt["val_indices"], ckpt["num_samples"]
+    torch.save(ckpt, out / "last.pt")
+    assert held_out("--max-steps", "3", "--resume") == [6]
+
+
+def test_resuming_with_the_training_lmdbs_in_another_order_is_refused(shared_data, tmp_path):
+    """--data b a on --resume of a run of --data a b: each classifier row trained on as another person, with
+    nothing but the warning that the run would not reproduce."""
+    a, b = (_build(shared_data, tmp_path / f"{name}.lmdb", ids, 2) for name, ids in (("a", (1, 2, 3)), ("b", (4, 5, 6))))
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    def train(data, *extra):
+        argv = ["--data", *map(str, data), "--out", str(tmp_path / "run"), "--arch", TINY, "--batch-size", "2",
+                "--workers", "0", "--no-tensorboard", "--no-plots", *extra]
+        return main(parse_with_config(get_args_parser(), argv))
+
+    train([a, b], "--max-steps", "1")
+    with pytest.raises(TrainingError, match=rf"same classes in another order .*; resume with --data {a} {b}"):
+        train([b, a], "--max-steps", "2", "--resume")
+    with pytest.raises(TrainingError, match="6 of its 6 classes are not in --data, which has 3"):
+        train([a], "--max-steps", "2", "--resume")
+    assert train([a, b], "--max-steps", "2", "--resume")["step"] == 2
 
 
 def test_config_errors_name_the_flag(tmp_path):
@@ -235,6 +333,27 @@ def test_tiny_run_outputs(tiny_run, tiny_lmdb):
 
     emb = FaceEmbedder(str(out / "last.pt"), device="cpu").embed(torch.rand(2, 1, 128, 128))
     assert emb.shape == (2, 256) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_images_per_second_count_training_not_validation(tiny_lmdb, tmp_path, monkeypatch):
+    """A slow validation (2,043 held-out photos of the real corpus took 4 of a run's 5 minutes) made the summary
+    report 0.43 images/s for steps that ran at 4, and the first log line after each validation far too few; the
+    short last batch of an epoch counted as a whole one."""
+    from lightface.engine.lightcnn_trainer import LightCNNTask
+
+    validate = LightCNNTask.validate
+
+    def slow_validation(self):
+        time.sleep(3.0)
+        return validate(self)
+
+    monkeypatch.setattr(LightCNNTask, "validate", slow_validation)
+    out = tmp_path / "run"  # 6 training photos in batches of 4 and 2: 2 steps an epoch
+    summary = _train(tiny_lmdb, out, "--arch", TINY, "--val-split", "0.34", "--batch-size", "4", "--no-plots")
+    assert summary["train_seconds"] <= summary["seconds"] - 6.0  # two validations
+    assert summary["images_per_s"] * summary["train_seconds"] == pytest.approx(12)  # 2 epochs x 6 photos
+    speed = {r["step"]: r.get("images_per_s") for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert speed[3] > 0.2 * speed[2]  # step 3 comes after epoch 0's validation (3 s: under 1.5 images/s)
 
 
 def test_config_file_reproduces_the_run(tiny_run):

@@ -346,6 +346,8 @@ class Engine:
         self._agreed_signal: Optional[str] = None
         # where the run is, for the message the other processes stop with when this one fails alone
         self._phase = "start-up"
+        self._paused = 0.0  # seconds of the loop spent validating and writing checkpoints (not training)
+        self._pausing = False
 
     # ---------------------------------------------------------------- task API
     def add_network(self, name: str, module: nn.Module, *, arch: Optional[str] = None,
@@ -439,6 +441,12 @@ class Engine:
         return saved
 
     @property
+    def resume_state(self) -> Optional[Mapping[str, Any]]:
+        """The checkpoint being resumed (loaded before :meth:`Task.build`, e.g. for the data split it trained
+        on), None for a new run; after set-up (the state restored) None again."""
+        return self._resume_ckpt
+
+    @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
@@ -452,7 +460,9 @@ class Engine:
         """Set up (distributed, data, networks, resume), train, and return a summary:
 
         ``{"stopped", "step", "epoch", "best_metric", "best_metric_name", "last", "best",
-        "model", "out", "seconds", "images_per_s", **last validation metrics, **task summary}``.
+        "model", "out", "seconds", "train_seconds", "images_per_s", **last validation metrics, **task summary}``:
+        ``seconds`` is the loop's wall time, ``train_seconds`` that less validation and checkpoint writing, and
+        ``images_per_s`` the images trained on (by all processes) per ``train_seconds``.
 
         Raises:
             SettingsError: settings that cannot work (a :class:`TrainingError`).
@@ -651,7 +661,8 @@ class Engine:
         self._logged_step = None
         last_val: Dict[str, float] = {}
         stopped: Optional[str] = None
-        start_time, used_batches = time.perf_counter(), 0
+        start_time, used_images = time.perf_counter(), 0
+        self._paused = 0.0
         step_epoch = self.epoch
         while stopped is None and self.step < self.planned:
             epoch = step_epoch = self.epoch
@@ -672,7 +683,7 @@ class Engine:
                             net.ema.update(net.module)
                     self.step += 1
                     self.batch_in_epoch += count
-                    used_batches += count
+                    used_images += sum(_batch_length(b) for b in group) * self.dist.world_size
                     values, stop_now = self._sync(terms, deadline)
                     for name, value in values.items():
                         window.setdefault(name, []).append(value)
@@ -710,11 +721,12 @@ class Engine:
             self._save("last.pt")
         model_path = self._save_final()
         elapsed = time.perf_counter() - start_time
+        training = elapsed - self._paused  # images/s of the steps, not of validation and checkpoint writing
         summary = {"stopped": stopped, "step": self.step, "epoch": self.epoch, "best_metric": self.best,
                    "best_metric_name": self.best_name, "last": str(self.out / "last.pt"),
                    "best": str(self.out / "best.pt") if self.best is not None else None,
-                   "model": str(model_path), "out": str(self.out), "seconds": elapsed,
-                   "images_per_s": used_batches * cfg.batch_size / elapsed if elapsed > 0 else None}
+                   "model": str(model_path), "out": str(self.out), "seconds": elapsed, "train_seconds": training,
+                   "images_per_s": used_images / training if training > 0 else None}
         summary.update(last_val)
         summary.update(task.summary())
         log.info("%s stopped (%s) at step %d: %s", task.name, stopped, self.step, self.out)
@@ -820,8 +832,28 @@ class Engine:
         window.clear()
         self._logged_step = self.step
 
+    @contextlib.contextmanager
+    def _pause(self) -> Iterator[None]:
+        """Time that is not training (validation, checkpoint writing): left out of the images/s of the log
+        lines (and their ETA) and of the summary."""
+        if self._pausing:  # a checkpoint written by a validation: counted once
+            yield
+            return
+        start, self._pausing = time.perf_counter(), True
+        try:
+            yield
+        finally:
+            spent, self._pausing = time.perf_counter() - start, False
+            self._paused += spent
+            if self._logger is not None:
+                self._logger.exclude_time(spent)
+
     def _validate(self, epoch: int) -> Dict[str, float]:
         """Rank 0 validates; every rank learns the score ``best.pt`` tracks and saves it together."""
+        with self._pause():
+            return self._validate_now(epoch)
+
+    def _validate_now(self, epoch: int) -> Dict[str, float]:
         self._validated_step = self.step
         if not self.task.can_validate():
             return {}
@@ -860,6 +892,10 @@ class Engine:
     def _save(self, filename: str) -> None:
         """Write ``OUT/filename`` on rank 0 (every rank's RNG state included); all ranks wait for it.
         Never with non-finite weights (the NaN guard stops the run instead)."""
+        with self._pause():
+            self._save_now(filename)
+
+    def _save_now(self, filename: str) -> None:
         self._check_finite_before_save()
         rng = capture_rng_state()
         if self.dist.distributed:
@@ -910,7 +946,8 @@ class Engine:
             save_model_checkpoint(path, primary.module, primary.arch, primary.kwargs, **extra, task=self.task.name,
                                   step=self.step, epoch=self.epoch, config=config_to_dict(self.cfg))
 
-        self._on_rank_0(f"writing {path}", write)
+        with self._pause():
+            self._on_rank_0(f"writing {path}", write)
         return path
 
     def _on_rank_0(self, what: str, work: Callable[[], Any]) -> Any:
@@ -1058,6 +1095,18 @@ def saved_setting(saved: Optional[Mapping[str, Any]], name: str, legacy: Any) ->
     existed did) when they lack it: the rule of :meth:`Engine.resumed_setting`, for a ``--finetune`` start too."""
     value = (saved or {}).get(name)
     return legacy if value is None else value
+
+
+def _batch_length(batch: Any) -> int:
+    """The number of samples in a batch: the first dimension of its first tensor (tuples, lists, dicts)."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        n = _batch_length(value)
+        if n:
+            return n
+    return 0
 
 
 def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..data.multi_source import MultiSourceDataset
 from ..data.recognition import (
     AUGMENTS,
     HARD_SHARE,
@@ -107,8 +108,9 @@ class TrainConfig(RunConfig):
 
     Data: ``data`` is a training LMDB (``lightface.data.LMDBDataset``: uint8 gray or BGR
     images, usually 144x144 Light CNN training crops), or several (one per source, each
-    keeping its classes). Validation uses ``val_data`` (an LMDB with the same classes) or,
-    with ``val_split > 0``, that fraction of each class held out from ``data``;
+    keeping its classes). Validation uses ``val_data`` (an LMDB with the same classes, or one per
+    ``data`` LMDB) or, with ``val_split > 0``, that fraction of ``data`` held out
+    (:func:`~lightface.data.recognition.stratified_split`);
     ``val_pairs`` adds face verification (see :func:`train`).
     """
 
@@ -181,9 +183,14 @@ class TrainConfig(RunConfig):
         help="order each epoch in runs of up to K photos of one person, so a batch holds batch-size/K people with "
              "several photos each and --distill-relation sees same-person pairs (0: plain shuffle; K >= 2)")
     # validation
-    val_data: Optional[str] = option(None, group=_VAL, path=True, help="validation LMDB with the same classes as --data")
+    val_data: Optional[Union[str, List[str]]] = option(
+        None, group=_VAL, path=True,
+        help="validation LMDB(s) with the same classes as --data: one per --data LMDB, in the same order, each with "
+             "the classes of its source")
     val_split: float = option(0.0, group=_VAL,
-                              help="hold out this fraction of every class of --data for validation (0: none)")
+                              help="hold out this fraction of the --data photos for validation, spread over the "
+                                   "classes: each gives its share rounded down or up, one-photo classes none; "
+                                   "--resume keeps the run's (0: none)")
     val_pairs: Optional[str] = option(
         None, group=_VAL, path=True,
         help="verification pair list (LFW pairs.txt, 'label path_a path_b' lines, or a CFP protocol folder) of aligned "
@@ -353,6 +360,12 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> nn.Module:
     return model
 
 
+def _source_classes(base: Any) -> List[List[str]]:
+    """The class names of each source of an opened ``--data`` / ``--val-data`` (one list per LMDB, as stored)."""
+    sources = base.datasets if isinstance(base, MultiSourceDataset) else [base]
+    return [[str(c) for c in d.classes] for d in sources]
+
+
 def _fits(module: nn.Module, state: Mapping[str, Any]) -> bool:
     """Whether ``state`` has exactly ``module``'s parameter names and shapes."""
     own = module.state_dict()
@@ -493,10 +506,18 @@ class LightCNNTask(Task):
         self.classes = [str(c) for c in self.train_base.classes]
         if len(self.classes) < 2:
             raise TrainingError(f"training LMDB {cfg.data} has {len(self.classes)} class(es); a classifier needs >= 2")
+        self._check_resumed_classes(engine.resume_state)
         train_tf, eval_tf = lightcnn_transforms(cfg.crop, cfg.resize, cfg.flip, cfg.augment)
-        train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.seed)
+        train_idx, val_idx = self._split(labels, engine.resume_state)
+        if cfg.val_split > 0 and len(val_idx) == 0:
+            fix = ("every class has one photo and keeps it for training; give --val-data or --val-pairs instead"
+                   if len(np.unique(labels)) == len(labels) else
+                   f"that is under one photo: raise it above {0.5 / len(labels):.2g}, or give --val-data")
+            raise SettingsError(f"--val-split {cfg.val_split:g} holds out no photo of the {len(labels)} in --data: "
+                                f"{fix}")
         train_set = SampleTransformDataset(self.train_base, train_tf, train_idx, seed=cfg.seed)
         self.train_labels = labels[train_idx]
+        self.val_indices, self.num_samples = val_idx, len(labels)
         self.val_set = None
         if cfg.val_split > 0:
             self.val_set = SampleTransformDataset(self.train_base, eval_tf, val_idx, seed=cfg.seed)
@@ -505,14 +526,23 @@ class LightCNNTask(Task):
                 val_base = open_training_lmdbs(cfg.val_data, "validation")
             except FileNotFoundError as err:
                 raise TrainingError(str(err)) from err
-            if [str(c) for c in val_base.classes] != self.classes:
-                raise TrainingError(f"--val-data {cfg.val_data} must have the same classes as --data {cfg.data}")
+            val_sources, train_sources = _source_classes(val_base), _source_classes(self.train_base)
+            # one LMDB per source, or (as before several were accepted) one holding every class of --data in order
+            if val_sources != train_sources and [str(c) for c in val_base.classes] != self.classes:
+                raise TrainingError(
+                    f"--val-data {' '.join(data_paths(cfg.val_data))} must have the same classes as --data "
+                    f"{' '.join(data_paths(cfg.data))}: " + (
+                        f"give one validation LMDB per --data LMDB ({len(train_sources)}, in the same order), not "
+                        f"{len(val_sources)}" if len(val_sources) != len(train_sources) else
+                        "; ".join(f"validation LMDB {k + 1} has {len(v)} classes, training LMDB {k + 1} {len(t)}"
+                                  f"{'' if len(v) != len(t) else ' of other names or order'}"
+                                  for k, (v, t) in enumerate(zip(val_sources, train_sources)) if v != t)))
             val_method = corpus_align_method(val_base)
             if None not in (val_method, self.align_method) and val_method != self.align_method:
                 warn_on_main_rank(log, "--val-data %s was cropped with align_method %r, --data %s with %r: val_acc "
                                   "measures other crops than the model trains on; rebuild it with build_lmdb "
-                                  "--align-method %s", cfg.val_data, val_method, cfg.data, self.align_method,
-                                  self.align_method)
+                                  "--align-method %s", " ".join(data_paths(cfg.val_data)), val_method,
+                                  " ".join(data_paths(cfg.data)), self.align_method, self.align_method)
             self.val_set = SampleTransformDataset(val_base, eval_tf, seed=cfg.seed)
         self.pairs = _load_pairs(cfg.val_pairs, cfg.val_pairs_root, cfg.crop, eval_tf) if cfg.val_pairs else None
         self.best_metric = ("val_verification_acc" if self.pairs is not None else "val_acc", "max")
@@ -579,6 +609,45 @@ class LightCNNTask(Task):
         log.info("training %s on %s: %d samples, %d classes, %d val samples", cfg.arch, cfg.data, len(train_set),
                  len(self.classes), len(self.val_set) if self.val_set else 0)
         return train_set
+
+    def _check_resumed_classes(self, resumed: Optional[Mapping[str, Any]]) -> None:
+        """A resumed run's classifier row k belongs to the run's class k: --data whose classes differ (the LMDBs in
+        another order, a rebuilt one) would silently train each row on another person."""
+        saved = [str(c) for c in (resumed or {}).get("classes") or []]
+        if not saved or saved == self.classes:
+            return
+        started = ((resumed.get("config") or {}).get("data")) or []
+        started = " ".join(data_paths(started)) if started else "as it started"
+        if sorted(saved) == sorted(self.classes):
+            why = "the same classes in another order (the --data LMDBs in another order?)"
+        else:
+            missing = len(set(saved) - set(self.classes))
+            why = (f"{missing} of its {len(saved)} classes are not in --data, which has {len(self.classes)}"
+                   if missing else f"--data has {len(self.classes) - len(saved)} classes more than its {len(saved)}")
+        raise TrainingError(f"--resume {self.engine.resume_path}: the run trained its classifier on other classes "
+                            f"than --data {' '.join(data_paths(self.cfg.data))} holds: {why}; resume with --data "
+                            f"{started}, or start a new run from it with --finetune")
+
+    def _split(self, labels: np.ndarray, resumed: Optional[Mapping[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:
+        """``--val-split``: (training, held-out) sample indices; a resumed run keeps the photos it held out
+        (saved in its checkpoints; a run saved before session 50 split by the rule of then, one photo of every
+        class), so that it trains on and scores the same photos whatever the lightface version."""
+        cfg = self.cfg
+        saved = (resumed or {}).get("config") or {}
+        if not (cfg.val_split > 0 and resumed is not None and saved.get("val_split") == cfg.val_split
+                and saved.get("seed") == cfg.seed):
+            return stratified_split(labels, cfg.val_split, cfg.seed)
+        held = resumed.get("val_indices")
+        if held is None:  # started before the held-out photos were saved: the rule of then
+            log.info("--resume: the run's --val-split %g, by the rule it started with (one photo of every class)",
+                     cfg.val_split)
+            return stratified_split(labels, cfg.val_split, cfg.seed, every_class=True)
+        held = np.asarray(held, dtype=np.int64)
+        if resumed.get("num_samples") != len(labels) or (len(held) and held.max() >= len(labels)):
+            return stratified_split(labels, cfg.val_split, cfg.seed)  # other data (--resume warns of --data)
+        keep = np.ones(len(labels), dtype=bool)
+        keep[held] = False
+        return np.flatnonzero(keep).astype(np.int64), np.sort(held)
 
     def sample_groups(self) -> Optional[Tuple[np.ndarray, int]]:
         """With ``--samples-per-identity K``: the training samples' labels and K."""
@@ -674,7 +743,10 @@ class LightCNNTask(Task):
 
     # -- checkpoint state --------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:
-        return {"scaler": self.scaler.state_dict()}
+        state: Dict[str, Any] = {"scaler": self.scaler.state_dict()}
+        if self.cfg.val_split > 0:  # the held-out photos, kept by --resume (_split)
+            state.update(val_indices=torch.from_numpy(self.val_indices), num_samples=self.num_samples)
+        return state
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("scaler"):
@@ -691,7 +763,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     ``--batch-size`` is the global batch (divided over the processes).
 
     Validation (every ``val_every`` epochs and at the end): ``val_acc`` (top-1 on the
-    held-out split or ``val_data``); with ``val_pairs`` (any pair list
+    held-out photos or ``val_data``); with ``val_pairs`` (any pair list
     :func:`lightface.eval.verification.read_pairs` reads: LFW ``pairs.txt``, ``label a b``
     lines, a CFP protocol folder; image paths relative to ``val_pairs_root``, default the
     list's folder; images are aligned crops: ``crop``-sized ones are used as they are,

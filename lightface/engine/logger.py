@@ -173,6 +173,12 @@ class MetricLogger:
             self._last_step, self._last_time = step, now
         return self._rate
 
+    def exclude_time(self, seconds: float) -> None:
+        """Leave ``seconds`` (validation, checkpoint writing since the last record) out of the speed and ETA:
+        the next record's images/s is that of the training steps alone."""
+        if self._last_time is not None:
+            self._last_time += float(seconds)
+
     def format_line(self, step: int, values: Dict[str, Union[int, float]]) -> str:
         """The human-readable line for one record (see the module docstring)."""
         parts: List[str] = []
