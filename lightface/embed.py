@@ -47,8 +47,8 @@ Weights
 ``FaceEmbedder()`` with no ``weights`` loads the recogniser that ships inside lightface
 (:func:`lightface.models.default_weights` ``("recognition")``, sha256-checked; see
 ``docs/model_zoo.md``) and logs its name and sha256 prefix. An explicit ``weights`` (a
-checkpoint path, an official Light CNN release, an ``.onnx`` file, an ``nn.Module``, or
-the name of a shipped entry) always wins. :attr:`FaceEmbedder.weights_info` names the
+checkpoint path, an official Light CNN release, an exported ``.onnx`` or TorchScript file, an
+``nn.Module``, or the name of a shipped entry) always wins. :attr:`FaceEmbedder.weights_info` names the
 weights that made the embeddings (name, sha256, arch), for records such as a gallery.
 
 Verification threshold
@@ -90,6 +90,7 @@ from .data.io import (ImageReadError, composite_on_black, is_pil_image, opencv_e
 from .engine.distributed import resolve_device
 from .models.lightcnn import FEATURE_DIM, INPUT_SIZE, check_features
 from .models.pretrained import PretrainedError, PretrainedWeights
+from .utils.exported_files import is_exported, is_onnx_path, load_torchscript, torchscript_on_device
 from .utils.precision import PRECISIONS, native_bf16
 from .utils.repeated_warnings import repeated_warnings_summarised
 from .utils.state_hash import state_sha256
@@ -148,8 +149,9 @@ class WeightsInfo:
             file name, or the module's class name.
         sha256: hex sha256 of the weights file; for an ``nn.Module``, of its state
             (every key, dtype, shape and value, in key order).
-        arch: the registry architecture (``"lightcnn9"``, ...), or None when unknown (ONNX).
-        source: ``"shipped"``, ``"file"``, ``"onnx"`` or ``"module"``.
+        arch: the registry architecture (``"lightcnn9"``, ...), or None when unknown (an exported file
+            without a card).
+        source: ``"shipped"``, ``"file"``, ``"onnx"``, ``"torchscript"`` or ``"module"``.
         path: the weights file, or None for a module.
     """
 
@@ -381,7 +383,9 @@ class FaceEmbedder:
             and sha256 prefix are logged); raises :class:`lightface.models.PretrainedError`
             when this install ships none. Otherwise, and always winning over the default: a
             checkpoint path (this project's, or an official Light CNN release), an exported
-            ``.onnx`` file (ONNX Runtime backend), an ``nn.Module`` mapping (N,1,128,128)
+            ``.onnx`` file (ONNX Runtime backend) or TorchScript file
+            (:func:`lightface.export.export_torchscript`: ``torch.jit.load``, run on ``device``; both
+            with the card the export stores), an ``nn.Module`` mapping (N,1,128,128)
             gray [0,1] to (N,256), or the name of a shipped entry
             (:func:`lightface.models.list_pretrained`).
         arch: registry name to build (``"lightcnn9"``, ``"lightcnn29"``, ``"lightcnn29v2"``);
@@ -400,8 +404,8 @@ class FaceEmbedder:
             features, then normalise (twice the compute; can be overridden per call).
             ``None``: the shipped model card's setting (``flip_fusion``: on for the shipped
             LightCNN-29v2, whose thresholds are fitted to it; ``flip=False`` takes the card's
-            thresholds fitted without it; an ``.onnx`` exported from a shipped recogniser carries
-            its card, :func:`lightface.export.export_onnx`), off for other weights.
+            thresholds fitted without it; an ``.onnx`` or TorchScript file exported from a shipped
+            recogniser carries its card, :func:`lightface.export.export_onnx`), off for other weights.
         threshold: cosine decision threshold for :meth:`verify` (default: the shipped
             model's calibrated threshold, else the checkpoint's ``verification_threshold``
             when stored, else :data:`VERIFICATION_THRESHOLD`).
@@ -441,7 +445,7 @@ class FaceEmbedder:
             (``LightCNN_29Layers_V2_checkpoint.pth.tar`` and the like), the method a lightface checkpoint
             records (``train_lightcnn`` writes its training LMDBs' ``build_lmdb --align-method``, a release
             keeps it: :func:`lightface.models.checkpoint.checkpoint_align_method`), the method an
-            ``.onnx`` file's card names (:func:`lightface.export.export_onnx` records it),
+            ``.onnx`` or TorchScript file's card names (:func:`lightface.export.export_onnx` records it),
             ``"similarity"`` for everything else (an ``nn.Module``, checkpoints from before the record).
             The attribute holds the method in use.
         antialias: ``aligned=False``: a face larger in the photo than in the 128-px crop (eyes
@@ -468,8 +472,10 @@ class FaceEmbedder:
 
     Backends: a ``.onnx`` ``weights`` file (from :func:`lightface.export.export_onnx`) runs
     with ONNX Runtime (CPU, or CUDA when ``device`` is CUDA and onnxruntime-gpu is
-    installed); anything else runs in PyTorch (eager, or ``compile=True``). ``backend``
-    says which. The fastest CPU path measured is in docs/benchmarks.md.
+    installed); a TorchScript file (:func:`lightface.export.export_torchscript`) runs its
+    traced graph on ``device`` (``"torchscript"``; not with ``compile=True``); anything else
+    runs in PyTorch (eager, or ``compile=True``). ``backend`` says which. The fastest CPU
+    path measured is in docs/benchmarks.md.
 
     Example:
         >>> emb = FaceEmbedder()                                   # the shipped recogniser  # doctest: +SKIP
@@ -524,25 +530,33 @@ class FaceEmbedder:
         if self.pretrained is not None:
             weights = self._load_shipped(self.pretrained)
             stored_threshold, identification_threshold = self.pretrained.thresholds(self.flip)
-        if isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(".onnx"):
-            from .export import OnnxRecognizer
+        self._card: Optional[Dict[str, Any]] = None  # an exported file's card (lightface.export)
+        if is_exported(weights):  # an .onnx, or a TorchScript file (export_torchscript): with the card they carry
+            if is_onnx_path(weights):
+                from .export import OnnxRecognizer
 
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda" else ["CPUExecutionProvider"]
-            if precision != "float32":
-                raise ValueError(f"precision={precision!r} needs the PyTorch backend; an .onnx model runs in float32")
-            self._onnx = OnnxRecognizer(weights, providers=providers)
-            self.model = None
-            self.backend = "onnxruntime"
-            card = self._onnx.card
+                providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda"
+                             else ["CPUExecutionProvider"])
+                if precision != "float32":
+                    raise ValueError(f"precision={precision!r} needs the PyTorch backend; an .onnx model runs in "
+                                     "float32")
+                self._onnx = OnnxRecognizer(weights, providers=providers)
+                self.model = None
+                self.backend = "onnxruntime"
+                card = self._onnx.card
+            else:
+                self.model, card = self._load_torchscript(weights, compile)
+                self.backend = "torchscript"
+            self._card = card
             if "flip_fusion" in card:  # exported from a shipped recogniser: its card's flip fusion and thresholds
                 self.flip = bool(card["flip_fusion"]) if flip is None else bool(flip)
                 pair = (card.get("thresholds") or {}).get("flip" if self.flip else "no_flip") or [None, None]
                 stored_threshold, identification_threshold = (_card_number(v) for v in pair[:2])
             elif flip is None or threshold is None:
-                logger.info("FaceEmbedder: %s carries no shipped model card (export_onnx of a module or checkpoint): "
+                logger.info("FaceEmbedder: %s carries no shipped model card (an export of a module or checkpoint): "
                             "flip=%s, threshold %s; export a shipped recogniser by its name to keep its card",
                             weights, self.flip, VERIFICATION_THRESHOLD if threshold is None else threshold)
-            carded = card.get("align_method")  # how the exported recogniser needs its faces cropped (export_onnx)
+            carded = card.get("align_method")  # how the exported recogniser needs its faces cropped (lightface.export)
             if align_method == "auto" and carded in ALIGN_METHODS:
                 align_method = carded
             elif align_method == "auto" and carded is not None:
@@ -567,7 +581,7 @@ class FaceEmbedder:
                 p.requires_grad_(False)
             self.backend = "torch.compile" if compile else "torch"
         self._net = self.model
-        if compile and self.model is not None:
+        if compile and self.backend == "torch.compile":
             # inference only: freezing lets inductor constant-fold and pre-pack the conv weights
             self._net = torch.compile(self.model, options={"freezing": True})
         logger.info("FaceEmbedder: running on %s (%s, %s)", self.device, self.backend, precision)
@@ -660,7 +674,7 @@ class FaceEmbedder:
             from .models.pretrained import manifest_entry_for_path, sha256_of
 
             src = self._weights_src
-            arch = self._onnx.card.get("arch") if self._onnx is not None else getattr(self.model, "arch", None)
+            arch = self._card.get("arch") if self._card is not None else getattr(self.model, "arch", None)
             if self.pretrained is not None:
                 e = self.pretrained
                 info = WeightsInfo(e.name, e.sha256, e.arch, "shipped", str(e.path(verify=False)))
@@ -672,10 +686,28 @@ class FaceEmbedder:
                 if entry is not None:  # a shipped file given by its path
                     info = WeightsInfo(entry.name, sha256_of(path), entry.arch, "shipped", path)
                 else:
-                    info = WeightsInfo(os.path.basename(path), sha256_of(path), arch,
-                                       "onnx" if self._onnx is not None else "file", path)
+                    source = "file" if self._card is None else "onnx" if self._onnx is not None else "torchscript"
+                    info = WeightsInfo(os.path.basename(path), sha256_of(path), arch, source, path)
             self._weights_info = info
         return self._weights_info
+
+    def _load_torchscript(self, path, compile: bool) -> Tuple[nn.Module, Dict[str, Any]]:
+        """``(module, card)`` of a recogniser's TorchScript file (:func:`lightface.export.export_torchscript`),
+        the module on the device it runs on (the embedder's, which changes to the CPU for a graph traced with
+        the CPU as a constant: :func:`~lightface.utils.exported_files.torchscript_on_device`). A generator's file
+        is refused (ValueError), as :class:`~lightface.export.OnnxRecognizer` refuses its ``.onnx``."""
+        from .export import check_recogniser_card
+
+        if compile:
+            raise ValueError(f"compile=True: {path} is a TorchScript file, which runs as its traced graph (compile "
+                             "applies to a PyTorch network): drop compile=True, or give the checkpoint it was "
+                             "exported from")
+        module, card = load_torchscript(path, map_location="cpu")
+        check_recogniser_card(card, path)
+        self.device = torchscript_on_device(module, self.device, f"FaceEmbedder({os.fspath(path)!r})")
+        for p in module.parameters():
+            p.requires_grad_(False)
+        return module, card
 
     @staticmethod
     def _load(weights, arch: Optional[str]):
@@ -1002,8 +1034,8 @@ class FaceEmbedder:
         return bool(similarity(emb[0], emb[1]) >= self.threshold)
 
     def __repr__(self) -> str:
-        if self._onnx is not None:
-            arch = self._onnx.card.get("arch")
+        if self._card is not None:
+            arch = self._card.get("arch")
         else:
             arch = getattr(self.model, "arch", type(self.model).__name__)
         shipped = f"weights={self.pretrained.name!r}, " if self.pretrained is not None else ""

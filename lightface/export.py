@@ -43,8 +43,9 @@ official Light CNN release (the original recipe it was trained on), the method a
 lightface checkpoint records (:func:`lightface.models.checkpoint.checkpoint_align_method`: its training
 corpus's ``--align-method``; ``"similarity"`` when it records none), the embedder's own for a
 :class:`~lightface.FaceEmbedder`; absent for a module (unknown: ``FaceEmbedder`` then crops as
-for any module, ``"similarity"``). ``FaceEmbedder("x.onnx")`` reads the card back, so the
-exported model crops, embeds and decides as the PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
+for any module, ``"similarity"``). ``FaceEmbedder("x.onnx")`` (and ``FaceEmbedder("x.pt")`` of
+:func:`export_torchscript`) reads the card back, so the exported model crops, embeds and decides as the
+PyTorch one does. A generator's card adds its ``task`` (``"super_resolution"`` /
 ``"frontalization"``), what ``input`` and ``output`` hold, and ``scale``, ``input_size``,
 ``output_size``, ``flip_ensemble`` (super-resolver) or ``size``, ``mirror``,
 ``condition_network`` (frontalizer), and ``channels``; :class:`OnnxRecognizer` (and so ``FaceEmbedder``)
@@ -207,8 +208,9 @@ def _prepare(model: ModelLike, who: str) -> Tuple[nn.Module, Dict[str, Any], Tup
 
     align_method = None  # how whole photos are cropped for the recogniser (card "align_method"); None: unknown
     if _is_face_embedder(model):
-        if model.model is None:
-            raise ValueError(f"{who}: this FaceEmbedder runs an exported .onnx already ({model.weights_info.path}); "
+        if model.backend in ("onnxruntime", "torchscript"):
+            kind = ".onnx" if model.backend == "onnxruntime" else "TorchScript file"
+            raise ValueError(f"{who}: this FaceEmbedder runs an exported {kind} already ({model.weights_info.path}); "
                              "export the weights it was made from, or use that file")
         align_method = model.align_method
         model = model.pretrained.name if model.pretrained is not None else model.model
@@ -343,10 +345,13 @@ def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_
     the (N, C, H, W) image for a super-resolver or frontalizer (``model`` and the graphs as for
     :func:`export_onnx`; a super-resolver's takes any h, w).
 
-    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. The model's card (as
-    :func:`export_onnx` stores it) is the archive's extra file :data:`CARD_KEY`, which
-    :class:`~lightface.SuperResolver` / :class:`~lightface.Frontalizer` read when given the file
-    (``torch.jit.load(path, _extra_files={CARD_KEY: ""})`` reads it too). Written atomically (folders are
+    Traced with the reference MFM (standard aten ops only), so it loads in plain libtorch. The traced graph names
+    no device (the models make their tensors from the input's: ``type_as``, ``new_zeros``), so a file traced on
+    the CPU runs on any device its weights are moved to (``torch.jit.load(path, map_location="cuda")``). The
+    model's card (as :func:`export_onnx` stores it) is the archive's extra file :data:`CARD_KEY`, which
+    :class:`~lightface.FaceEmbedder` (a recogniser's) and :class:`~lightface.SuperResolver` /
+    :class:`~lightface.Frontalizer` read when given the file (``torch.jit.load(path, _extra_files={CARD_KEY: ""})``
+    reads it too). Written atomically (folders are
     created): a failed write leaves an earlier file at ``path`` as it was.
     """
     net, card, shape, _ = _prepare(model, "export_torchscript")
@@ -359,6 +364,19 @@ def export_torchscript(model: ModelLike, path: Union[str, os.PathLike], example_
         f.write(traced.save_to_buffer(_extra_files={CARD_KEY: json.dumps(card)}))
     logger.info("exported TorchScript to %s", path)
     return path
+
+
+def check_recogniser_card(card: Dict[str, Any], path: Union[str, os.PathLike]) -> None:
+    """Refuse the exported file ``path`` (ValueError naming what it is and what runs it) when its ``card`` is
+    a face generator's (a super-resolver, a frontalizer): what :class:`OnnxRecognizer` and
+    :class:`~lightface.FaceEmbedder` check before running a file as a recogniser."""
+    task = card.get("task", "recognition")
+    if task != "recognition":
+        runner = {"super_resolution": "SuperResolver", "frontalization": "Frontalizer"}.get(task, "its own runner")
+        raise ValueError(f"{path} is an exported {task} model ({card.get('arch')}: {card.get('input')} "
+                         f"-> {card.get('output')}), not a face recogniser: run it with {runner}(path) "
+                         "(docs/super_resolution.md, docs/frontalization.md), or give FaceEmbedder a "
+                         "recogniser's exported file (.onnx or TorchScript)")
 
 
 class OnnxRecognizer:
@@ -381,12 +399,7 @@ class OnnxRecognizer:
         self.session = onnx_session(path, providers, threads)
         self.input_name = self.session.get_inputs()[0].name
         card = onnx_card(self.session, path)
-        if card.get("task", "recognition") != "recognition":
-            raise ValueError(f"{path} is an exported {card['task']} model ({card.get('arch')}: {card.get('input')} "
-                             f"-> {card.get('output')}), not a face recogniser: run it with "
-                             f"{'SuperResolver' if card['task'] == 'super_resolution' else 'Frontalizer'}(path) "
-                             "(docs/super_resolution.md, docs/frontalization.md), or give FaceEmbedder a "
-                             "recogniser's .onnx")
+        check_recogniser_card(card, path)
         self.card: Dict[str, Any] = card
 
     def __call__(self, x: Union[np.ndarray, Tensor]) -> np.ndarray:

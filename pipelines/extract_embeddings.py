@@ -72,8 +72,8 @@ def add_align_method_argument(p: argparse.ArgumentParser, whose: str = "") -> ar
                    help=f"how a face is cropped from its landmarks (detected, or given){whose}: similarity = the "
                         "least-squares 5-point fit the shipped recognisers and lightface checkpoints were trained on; "
                         "eyes = the original Light CNN recipe (eyes level, eye midpoint (64, 40), mouth midpoint 48 px "
-                        "below); auto = eyes for an official Light CNN release (.pth.tar, or an .onnx exported from "
-                        "one), similarity otherwise")
+                        "below); auto = eyes for an official Light CNN release (.pth.tar, or an .onnx / .pt "
+                        "exported from one), similarity otherwise")
     return p
 
 
@@ -81,8 +81,8 @@ def add_embedder_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     """The FaceEmbedder flags shared by the recognition CLIs: --weights, --arch, --flip, --aligned-template,
     --align-method, --batch-size, --device, --precision (:func:`embedder_from_args` builds the embedder from them)."""
     p.add_argument("--weights", default=None,
-                   help="a lightface checkpoint, an official Light CNN .pth.tar, an exported .onnx (ONNX Runtime) or a "
-                        "shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
+                   help="a lightface checkpoint, an official Light CNN .pth.tar, an exported .onnx (ONNX Runtime) or "
+                        "TorchScript .pt (lightface.export), or a shipped model's name; default: the recogniser shipped with lightface (sha256-checked)")
     p.add_argument("--arch", default=None, choices=["lightcnn9", "lightcnn29", "lightcnn29v2"],
                    help="architecture (only needed for a bare state_dict)")
     add_flip_argument(p)

@@ -123,18 +123,106 @@ def test_torchscript_matches_pytorch(tmp_path):
         assert (ts(x) - model(x)).abs().max() < 1e-5
 
 
-def test_a_torchscript_export_given_as_weights_says_how_to_run_it(tmp_path):
-    """FaceEmbedder(the .pt of export_torchscript) said the file was "truncated, corrupt or another kind of file":
-    it names TorchScript and torch.jit.load, whose module FaceEmbedder takes."""
+def test_a_recognisers_torchscript_file_embeds_as_the_pytorch_model_with_its_card(exported, tmp_path, shared_data):
+    """FaceEmbedder(the .pt of export_torchscript) was refused ("run it with torch.jit.load(path)"), though the file
+    carries the card (arch, align_method; flip fusion and thresholds for a shipped model) that FaceEmbedder("x.onnx")
+    follows: it runs the file as its traced graph, crops as the card says and gives the PyTorch embeddings."""
+    from lightface.data.io import read_image
+    from lightface.data.sources import read_landmarks_file
     from lightface.utils.checkpoint_io import CheckpointLoadError
+    from lightface.utils.exported_files import load_torchscript
+
+    root = shared_data / "lfw_identities"
+    marks = read_landmarks_file(root / "landmarks_5pt.txt")
+    names = sorted(marks)[:3]
+    path, _, _ = exported("lightcnn9")  # an official release: cropped by the original recipe ("eyes")
+    pt = export_torchscript(str(path), tmp_path / "lightcnn9.pt")
+    assert load_torchscript(pt)[1] == {"arch": "lightcnn9", "align_method": "eyes"}
+    ref, emb = FaceEmbedder(str(path), device="cpu"), FaceEmbedder(str(pt), device="cpu")
+    assert emb.backend == "torchscript" and repr(emb).startswith("FaceEmbedder(arch='lightcnn9', backend='torchscript'")
+    assert (emb.weights_info.arch, emb.weights_info.source) == ("lightcnn9", "torchscript")
+    assert emb.align_method == ref.align_method == "eyes" and emb.settings(True) == ref.settings(True)
+    crops = [ref.align(read_image(root / "images" / n), marks[n])[0] for n in names]
+    for a, b in zip(crops, (emb.align(read_image(root / "images" / n), marks[n])[0] for n in names)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(emb.embed(crops, flip=True) - ref.embed(crops, flip=True)).max() < 1e-5
+    # still a module when loaded first; an embedder of the file is not exported again; no torch.compile of a graph
+    loaded = FaceEmbedder(torch.jit.load(str(pt)), device="cpu")
+    assert np.abs(loaded.embed(crops) - ref.embed(crops)).max() < 1e-5
+    with pytest.raises(ValueError, match="runs an exported TorchScript file already"):
+        export_onnx(emb, tmp_path / "again.onnx")
+    with pytest.raises(ValueError, match=r"compile=True: .* is a TorchScript file"):
+        FaceEmbedder(str(pt), device="cpu", compile=True)
+    # a generator's file is refused as its .onnx is; a trainer still refuses the file, naming what takes it
+    sr = export_torchscript(_tiny_sr(), tmp_path / "sr.pt")
+    with pytest.raises(ValueError, match=r"exported super_resolution model .* not a face recogniser: run it with "
+                                         r"SuperResolver"):
+        FaceEmbedder(str(sr), device="cpu")
+    from lightface.models.checkpoint import read_model_checkpoint
+
+    with pytest.raises(CheckpointLoadError, match=r"TorchScript module .*FaceEmbedder, SuperResolver, Frontalizer"):
+        read_model_checkpoint(pt)
+
+
+def _device_free(path):
+    """The exported TorchScript file at ``path``, loaded, after checking that its traced graph names no device."""
+    ts = torch.jit.load(str(path))
+    pinned = [line.strip() for line in str(ts.inlined_graph).splitlines() if "Device = prim::Constant" in line]
+    assert not pinned and "device(" not in ts.code, (pinned, ts.code)
+    return ts
+
+
+def test_torchscript_exports_name_no_device_so_they_run_off_the_cpu(tmp_path, shared_data):
+    """The traced graphs of the super-resolver (its Haar filters moved with .to(device=x.device)) and of the
+    frontalizer (zero noise made with torch.zeros(device=x.device), its recogniser's luma weights with
+    new_tensor) held the tracing CPU as a constant (aten::to(weight, device="cpu"), aten::zeros(..., "cpu")):
+    a file exported on a CPU could not run on CUDA, in lightface or in libtorch. No GPU here: the check is the
+    graph (no Device constant, as a libtorch load on CUDA needs); the outputs are the PyTorch models' on real
+    faces."""
+    from lightface import Frontalizer, SuperResolver
 
     model = get_model("lightcnn9").eval()
-    path = export_torchscript(model, tmp_path / "lightcnn9_ts.pt")
-    with pytest.raises(CheckpointLoadError, match=r"TorchScript module .*torch\.jit\.load\(path\)"):
-        FaceEmbedder(str(path), device="cpu")
-    crops = [np.random.default_rng(i).integers(0, 256, (128, 128), dtype=np.uint8) for i in range(2)]
-    loaded = FaceEmbedder(torch.jit.load(str(path)), device="cpu")
-    assert np.abs(loaded.embed(crops) - FaceEmbedder(model, device="cpu").embed(crops)).max() < 1e-5
+    ts = _device_free(export_torchscript(model, tmp_path / "rec.pt"))
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        assert (ts(x) - model(x)).abs().max() < 1e-5
+    resolver = SuperResolver(_tiny_sr(), device="cpu")  # its default flip ensemble, inside the graph
+    ts = _device_free(export_torchscript(resolver, tmp_path / "sr.pt"))
+    faces = _celeba_hq(shared_data, 32)[:3]
+    with torch.no_grad():
+        assert (ts(faces) - resolver.upscale_tensor(faces)).abs().max() < 1e-5
+    torch.manual_seed(0)
+    gen = get_model("tpgan", width=8, feature_dim=8, noise_dim=4, condition_network="some_recogniser").eval()
+    gen.set_condition_network(get_model("lightcnn9", num_classes=0).eval())  # conditioned: the recogniser inside
+    with torch.no_grad():
+        gen.film.d16.weight.normal_(0, 0.1)
+    frontalizer = Frontalizer(gen, device="cpu", mirror=None)
+    pt = export_torchscript(frontalizer, tmp_path / "fr.pt")
+    ts = _device_free(pt)
+    faces = _aligned_lfw(shared_data, 3)
+    with torch.no_grad():
+        assert (ts(faces) - frontalizer.frontalize_tensor(faces)).abs().max() < 1e-5
+    assert (Frontalizer(str(pt), device="cpu", mirror=None).frontalize_tensor(faces)
+            - frontalizer.frontalize_tensor(faces)).abs().max() < 1e-5
+
+
+def test_a_torchscript_file_pinned_to_the_cpu_runs_there_saying_so(caplog):
+    """A file whose graph holds the CPU (a generator exported before its traces were device-free, a trace of your
+    own) cannot move to CUDA: a restorer or embedder on CUDA runs it on the CPU, with a warning to export again;
+    a device-free graph runs on the caller's device."""
+    from lightface.utils.exported_files import torchscript_on_device, traced_devices
+
+    class _Pinned(torch.nn.Module):  # as the generators traced before: a tensor made on the input's device
+        def forward(self, x):
+            return x + torch.zeros(x.shape[0], 1, 1, 1, device=x.device)
+
+    pinned = torch.jit.trace(_Pinned(), torch.rand(1, 3, 8, 8))
+    assert traced_devices(pinned) == {"cpu"}
+    assert traced_devices(torch.jit.trace(torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 8, 8))) == set()
+    with caplog.at_level("WARNING", logger="lightface.utils.exported_files"):
+        assert torchscript_on_device(pinned, torch.device("cuda"), "old.pt") == torch.device("cpu")
+    assert "old.pt: its traced graph makes tensors on the fixed device cpu" in caplog.text
+    assert torchscript_on_device(pinned, torch.device("cpu"), "old.pt") == torch.device("cpu")
 
 
 def _tiny_sr(seed=3):
@@ -387,6 +475,11 @@ def test_the_shipped_recogniser_exported_by_name_embeds_and_decides_as_in_pytorc
                                                                      ref_no_flip.identification_threshold)
     # by the shipped file's path too
     assert OnnxRecognizer(export_onnx(ref.pretrained.path(), tmp_path / "by_path.onnx")).card == card
+    # its TorchScript file carries the same card, which FaceEmbedder follows as it does the .onnx's
+    ts = FaceEmbedder(str(export_torchscript(name, tmp_path / "shipped.pt")), device="cpu")
+    assert (ts.backend, ts.flip, ts.threshold, ts.identification_threshold, ts.align_method) == (
+        "torchscript", ref.flip, ref.threshold, ref.identification_threshold, "similarity")
+    assert np.abs(ts.embed(crops) - ref.embed(crops)).max() < 1e-5
 
 
 def test_a_restorer_given_an_exported_file_it_cannot_run_says_what_the_file_is(tmp_path, sr_export, exported):

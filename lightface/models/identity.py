@@ -108,7 +108,9 @@ def identity_features(network: nn.Module, images: Tensor) -> Dict[str, Tensor]:
         device = next(network.parameters()).device
     except StopIteration:
         device = images.device
-    x = to_lightcnn_input(images.to(device))
+    if images.device != device:  # no op when on it already: a trace (lightface.export) records no fixed device
+        images = images.to(device)
+    x = to_lightcnn_input(images)
     if hasattr(network, "feature_maps"):
         return network.feature_maps(x)
     return {"fc": check_features(network(x), len(x), "identity network")}

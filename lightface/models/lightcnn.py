@@ -309,6 +309,7 @@ def lightcnn29v2(num_classes: Optional[int] = None, dropout: float = 0.5,
 
 # ITU-R 601 luma weights, RGB order
 _LUMA_RGB = (0.299, 0.587, 0.114)
+_LUMA_RGB_WEIGHTS = torch.tensor(_LUMA_RGB, dtype=torch.float64)
 
 
 def to_lightcnn_input(images: Tensor, size: int = INPUT_SIZE) -> Tensor:
@@ -331,7 +332,9 @@ def to_lightcnn_input(images: Tensor, size: int = INPUT_SIZE) -> Tensor:
         raise TypeError(f"expected float images in [0, 1], got dtype {images.dtype}")
     c = images.shape[1]
     if c == 3:
-        w = images.new_tensor(_LUMA_RGB).view(1, 3, 1, 1)
+        # cast on the CPU (from float64: as new_tensor rounds the Python floats), moved by type_as: new_tensor's
+        # device would be a constant of a trace, pinning an exported TorchScript file to it (lightface.export)
+        w = _LUMA_RGB_WEIGHTS.to(images.dtype).type_as(images).view(1, 3, 1, 1)
         images = (images * w).sum(1, keepdim=True)
     elif c != 1:
         raise ValueError(f"expected 1 (gray) or 3 (RGB) channels, got {c} (shape {tuple(images.shape)})")

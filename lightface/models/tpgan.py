@@ -278,7 +278,7 @@ class TPGANGenerator(nn.Module):
             canvases.append(F.pad(p, pad, value=neg))
         fused = torch.stack(canvases, 0).amax(0)
         covered = fused > neg
-        return torch.where(covered, fused, torch.zeros((), dtype=fused.dtype, device=fused.device))
+        return fused.masked_fill(~covered, 0)  # no tensor made on a fixed device: traces device-free
 
     def _check(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -432,7 +432,8 @@ class TPGANGenerator(nn.Module):
         if x.shape[0] == 0:
             self._check(x)
             return x.new_zeros(x.shape)
-        noise = torch.zeros(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype) if self.noise_dim else None
+        # new_zeros, not torch.zeros(device=x.device): a trace would pin that device (lightface.export)
+        noise = x.new_zeros((x.shape[0], self.noise_dim)) if self.noise_dim else None
         return self(x, noise=noise, condition=condition)["img128"]
 
 

@@ -110,7 +110,9 @@ class WaveletPacket2d(nn.Module):
         return 4**self.levels
 
     def _weight(self, x: Tensor) -> Tensor:
-        return self.weight.to(dtype=x.dtype, device=x.device)
+        # type_as, not .to(dtype=, device=): a trace records the latter's device as a constant, pinning an exported
+        # TorchScript file to the device it was traced on (lightface.export)
+        return self.weight.type_as(x)
 
     def analysis(self, x: Tensor) -> Tensor:
         """Image ``(N, C, H, W)`` -> coefficients ``(N, C * 4**levels, H / 2**levels, W / 2**levels)``."""
@@ -147,7 +149,7 @@ class WaveletPacket2d(nn.Module):
         # Each coefficient pixel owns one f x f output block: block = sum_k coeff_k * filter_k, one matmul
         # over all pixels. Same result as the grouped transposed conv, which CPU backends run 10-20x slower
         # for 2+ levels (benchmarks.sr, table 5).
-        basis = self.weight.to(dtype=coeffs.dtype, device=coeffs.device).reshape(s, f * f)
+        basis = self._weight(coeffs).reshape(s, f * f)
         blocks = coeffs.reshape(n, c, s, h * w).transpose(2, 3) @ basis  # (N, C, h*w, f*f)
         return blocks.reshape(n, c, h, w, f, f).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h * f, w * f)
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..models.checkpoint import ModelCheckpoint, WrongArchitectureError, build_from_checkpoint, read_model_checkpoint
-from ..utils.exported_files import is_onnx_path, is_torchscript, load_torchscript, onnx_card, onnx_session
+from ..utils.exported_files import (is_exported, is_onnx_path, load_torchscript, onnx_card, onnx_session,
+                                    torchscript_on_device)
 
 __all__ = ["shipped_entry", "load_generator", "resolve_detector", "is_exported", "ExportedGenerator"]
 
@@ -73,14 +74,6 @@ def resolve_detector(detector: Any, device: torch.device):
     return FaceDetector(detector, device="cuda" if device.type == "cuda" else "cpu")
 
 
-def is_exported(weights: Any) -> bool:
-    """Whether ``weights`` is the path of a file :mod:`lightface.export` writes: an ``.onnx`` file (by its
-    suffix, as :class:`~lightface.FaceEmbedder` tells one) or a TorchScript archive (by its content)."""
-    if not isinstance(weights, (str, os.PathLike)):
-        return False
-    return is_onnx_path(weights) or (os.path.isfile(weights) and is_torchscript(weights))
-
-
 class ExportedGenerator:
     """A super-resolver or frontalizer exported by :func:`lightface.export.export_onnx` / ``export_torchscript``,
     run as the restorer's network: ``(N, C, h, w)`` float32 [0, 1] tensor in (RGB, gray for a 1-channel model)
@@ -89,8 +82,9 @@ class ExportedGenerator:
 
     Args:
         path: the ``.onnx`` file (ONNX Runtime: CUDA when ``device`` is CUDA and onnxruntime-gpu is installed,
-            else CPU) or the TorchScript file (``torch.jit.load``; on the CPU: the export traces on the CPU, and
-            the trace holds that device, so a CUDA ``device`` is logged and the file still runs on the CPU).
+            else CPU) or the TorchScript file (``torch.jit.load``, run on ``device``; a file whose trace holds a fixed
+            device, as those of a lightface before its exports were device-free, runs on that one, with a warning:
+            :func:`~lightface.utils.exported_files.torchscript_on_device`).
         task: the restorer's task (``"super_resolution"``, ``"frontalization"``): the card's must be it.
         device: the restorer's device.
         what: the restorer's call (``"SuperResolver('sr4.onnx')"``), for the errors.
@@ -118,10 +112,8 @@ class ExportedGenerator:
         else:
             self._session = None
             self._module, self.card = load_torchscript(path, map_location="cpu")
+            self._run_device = torchscript_on_device(self._module, device, what)
             self.backend = "torchscript"
-            if device.type != "cpu":
-                log.warning("%s: a TorchScript export is traced on the CPU and runs there, not on %s; export_onnx's "
-                            ".onnx runs on CUDA (with onnxruntime-gpu)", what, device)
             export = "export_torchscript"
         found = self.card.get("task", "recognition" if self.card else None)
         if found is None:
@@ -143,6 +135,6 @@ class ExportedGenerator:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._module is not None:
-            return self._module(x.to("cpu", torch.float32)).to(x.device)
+            return self._module(x.to(self._run_device, torch.float32)).to(x.device)
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         return torch.from_numpy(self._session.run(None, {self._input: array})[0]).to(x.device)

@@ -215,9 +215,9 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             what = "it is not a readable PyTorch checkpoint (neither a torch.save zip nor a pickle: another kind of file)"
         elif is_torchscript(path):
             what = ("it is a TorchScript module (lightface.export.export_torchscript, torch.jit.save), not a "
-                    "checkpoint: run it with torch.jit.load(path) (FaceEmbedder takes the loaded module as its "
-                    "weights; SuperResolver, Frontalizer and the --weights of their CLIs take an exported "
-                    "generator's file); training and fine-tuning need the PyTorch checkpoint it was exported from")
+                    "checkpoint: it serves inference only (FaceEmbedder, SuperResolver, Frontalizer and the --weights of "
+                    "their CLIs take the file, or run it with torch.jit.load(path)); training and fine-tuning need "
+                    "the PyTorch checkpoint it was exported from")
         elif isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             what = ("it holds objects other than tensors and plain containers, and lightface loads checkpoints "
                     "with weights_only=True (never code); re-save it with tensors only, e.g. "

@@ -7,14 +7,15 @@ generator (:class:`lightface.restore.loading.ExportedGenerator`).
 import json
 import logging
 import os
+import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
 __all__ = ["CARD_KEY", "onnx_session", "onnx_card", "parse_card", "load_torchscript", "is_torchscript",
-           "is_onnx_path"]
+           "is_onnx_path", "is_exported", "traced_devices", "torchscript_on_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,22 @@ def is_torchscript(path: PathLike) -> bool:
     except (OSError, zipfile.BadZipFile):
         return False
     return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)
+
+
+def is_exported(weights: Any) -> bool:
+    """Whether ``weights`` is the path of a file :mod:`lightface.export` writes: an ``.onnx`` file (by its
+    suffix, as :class:`~lightface.FaceEmbedder` tells one) or a TorchScript archive (by its content)."""
+    if not isinstance(weights, (str, os.PathLike)):
+        return False
+    return is_onnx_path(weights) or (os.path.isfile(weights) and is_torchscript(weights))
+
+
+def traced_devices(module: Any) -> Set[str]:
+    """The devices a loaded TorchScript ``module``'s graph names as constants (``{"cpu"}`` for a trace that
+    made a tensor with ``device=x.device``, e.g. the generators of lightface before its exports were
+    device-free); empty for a graph that runs on whatever device its weights and input are on."""
+    graph = str(module.inlined_graph)
+    return set(re.findall(r'Device = prim::Constant\[value="([^"]+)"\]', graph))
 
 
 def onnx_session(path: PathLike, providers: Optional[Sequence[str]] = None, threads: int = 0):
@@ -99,3 +116,31 @@ def load_torchscript(path: PathLike, map_location: Union[str, torch.device] = "c
     extra = {CARD_KEY: ""}
     module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     return module.eval(), parse_card(extra[CARD_KEY], path)
+
+
+def torchscript_on_device(module: Any, device: torch.device, source: str) -> torch.device:
+    """Move a loaded TorchScript ``module`` (loaded on the CPU) to the device it runs on for a caller on
+    ``device``, and return that device: ``device`` itself for a device-free graph (what
+    :func:`lightface.export.export_torchscript` writes); for a graph that names one device as a constant (a
+    file of a lightface before its exports were device-free, or a trace of your own that made a tensor with
+    ``device=x.device``) that device, with a warning naming ``source`` when it is not ``device``.
+
+    Raises:
+        ValueError: the graph names several devices.
+    """
+    pinned = traced_devices(module)
+    if not pinned:
+        run = device
+    elif len(pinned) == 1:
+        run = torch.device(next(iter(pinned)))
+        if run.type != device.type or (run.index or 0) != (device.index or 0):
+            logger.warning("%s: its traced graph makes tensors on the fixed device %s (exported by a lightface before "
+                           "its TorchScript files were device-free, or traced so), so it runs there, not on %s: export "
+                           "it again with lightface.export.export_torchscript to run it on any device", source, run,
+                           device)
+    else:
+        raise ValueError(f"{source}: its traced graph makes tensors on several fixed devices ({sorted(pinned)}), so it "
+                         "runs on none of them alone: export it again with lightface.export.export_torchscript")
+    if run.type != "cpu":
+        module.to(run)
+    return run
