@@ -1084,3 +1084,38 @@ def test_align_method_eyes_builds_official_recipe_crops_and_is_recorded(shared_d
     assert eyes.metadata["build"]["options"]["align_method"] == "eyes"
     assert "align_method" not in plain.metadata["alignment"] and "align_method" not in plain.metadata["build"]["options"]
     assert np.abs(np.asarray(eyes[0]["image"], np.float32) - np.asarray(plain[0]["image"], np.float32)).mean() > 1
+
+
+def test_a_truncated_or_corrupt_data_mdb_is_an_error_naming_the_dataset(shared_data, tmp_path):
+    """A data.mdb cut short (an interrupted copy, a full disk) is mapped as it is: reading a record past its end
+    killed the process with SIGBUS, no message at all (build_lmdb --verify, train_lightcnn, relabel ...). A file
+    of other bytes raised lmdb.InvalidError, which the CLIs showed as a traceback."""
+    import subprocess
+
+    src = link_tree(tmp_path / "orl", shared_data / "orl_faces", ["s1", "s2"], per_id=4)
+    build_lmdb(src, tmp_path / "good.lmdb", progress=False)
+    cut = Path(shutil.copytree(tmp_path / "good.lmdb", tmp_path / "cut.lmdb"))
+    with open(cut / "data.mdb", "r+b") as f:
+        f.truncate((cut / "data.mdb").stat().st_size // 2)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.build_lmdb", "--verify", str(cut), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{cut.resolve()}: data.mdb is truncated" in proc.stderr and "copy the dataset again" in proc.stderr
+    with pytest.raises(LMDBFormatError, match="truncated"):
+        LMDBDataset(cut)
+    bad = tmp_path / "bad.lmdb"
+    bad.mkdir()
+    (bad / "data.mdb").write_bytes(np.random.default_rng(0).bytes(1 << 16))
+    with pytest.raises(LMDBFormatError, match=r"bad.lmdb: data.mdb is not a readable LMDB file \(MDB_INVALID"):
+        LMDBDataset(bad)
+    assert len(LMDBDataset(tmp_path / "good.lmdb")) == 8
+    with pytest.raises(FileNotFoundError, match="orl: no LMDB dataset here .*python -m pipelines.build_lmdb SRC OUT"):
+        LMDBDataset(src)  # the image folder itself
+    other = tmp_path / "basicsr.lmdb"  # another tool's LMDB: says what to build instead
+    env = lmdb.open(str(other), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"000001_s001", b"\x00" * 16)
+    env.close()
+    with pytest.raises(LMDBFormatError, match="without lightface metadata .*build one from the images with "
+                                              "python -m pipelines.build_lmdb"):
+        LMDBDataset(other)

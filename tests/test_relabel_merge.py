@@ -369,3 +369,64 @@ def test_an_embedding_only_checkpoint_says_how_to_use_it(sources, tmp_path):
     save_model_checkpoint(tmp_path / "backbone.pt", TinyLightCNN(num_classes=0), TINY, {"num_classes": 0})
     with pytest.raises(ValueError, match="has no classifier .* --no-relabel --embeddings model"):
         _run("--data", a, b, "--weights", tmp_path / "backbone.pt", "--out", tmp_path / "x", "--device", "cpu")
+
+
+def _lfw_lmdb(shared_data, out: Path, align_method: str, people, **options) -> Path:
+    """LFW identities ``people`` (3 photos each) cropped from their landmarks by ``align_method``."""
+    from lightface.data.build import build_lmdb
+
+    root = shared_data / "lfw_identities"
+    lst = out.with_suffix(".txt")
+    lst.write_text("".join(f"{f} {n}\n" for n in people for f in sorted((root / "images" / n).glob("*.jpg"))[:3]))
+    build_lmdb(lst, out, landmarks=root / "landmarks_5pt.txt", align_method=align_method, progress=False,
+               **{"size": 144, **options})
+    return out
+
+
+def test_sources_cropped_differently_are_refused_before_anything_is_computed(shared_data, sources, tmp_path):
+    """An eyes + similarity relabel only warned and wrote the first source's alignment record: the merged LMDB
+    claimed one crop for both, and train_lightcnn (which refuses the two LMDBs together) trained on the mix and
+    recorded that one method in its checkpoints."""
+    from lightface.data.relabel import copy_with_labels
+    from lightface.data.multi_source import MultiSourceDataset
+
+    sim = _lfw_lmdb(shared_data, tmp_path / "sim.lmdb", "similarity", ["Gordon_Brown", "Hugo_Chavez"])
+    eyes = _lfw_lmdb(shared_data, tmp_path / "eyes.lmdb", "eyes", ["Jacques_Rogge", "Tom_Ridge"])
+    small = _lfw_lmdb(shared_data, tmp_path / "small.lmdb", "similarity", ["Jacques_Rogge"], size=128,
+                      template="lightcnn")
+    emb = tmp_path / "emb.npy"
+    np.save(emb, np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32))
+    out = tmp_path / "out.lmdb"
+    with pytest.raises(ValueError, match="differently cropped") as err:
+        _run("--data", sim, eyes, "--embeddings", emb, "--no-drop", "--out", out)
+    assert f"{sim}: template lightcnn_train, size 144, align method similarity" in str(err.value)
+    assert f"{eyes}: template lightcnn_train, size 144, align method eyes" in str(err.value)
+    assert "--align-method" in str(err.value) and not out.exists() and not Path(str(out) + ".partial").exists()
+    with pytest.raises(ValueError, match="template lightcnn, size 128"):  # another template and size
+        copy_with_labels(MultiSourceDataset([LMDBDataset(sim), LMDBDataset(small)]), out, [0, 6], [0, 1])
+    with pytest.raises(ValueError, match="not aligned"):  # aligned crops and whole images resized (ORL)
+        copy_with_labels(MultiSourceDataset([LMDBDataset(sim), LMDBDataset(sources[0])]), out, [0, 6], [0, 1])
+    assert not out.exists()
+    # the same crop from two LMDBs still merges, its record kept
+    twin = _lfw_lmdb(shared_data, tmp_path / "twin.lmdb", "similarity", ["Jacques_Rogge", "Tom_Ridge"])
+    _run("--data", sim, twin, "--embeddings", emb, "--no-drop", "--out", out)
+    assert LMDBDataset(out).metadata["alignment"] == LMDBDataset(sim).metadata["alignment"]
+
+
+def test_merged_alignment_keeps_what_only_says_how_landmarks_were_found():
+    """Landmarks from a file in one source, from a detector in another: the faces sit the same in their crops,
+    so the sources merge; the record keeps the template and says null where the sources disagree."""
+    from types import SimpleNamespace
+
+    from lightface.data.relabel import merged_alignment
+
+    base = {"template": "lightcnn_train", "size": 144, "method": "landmarks", "detector": None, "source_template": None,
+            "resize": None}
+    a = SimpleNamespace(metadata={"alignment": base}, path="a.lmdb")
+    b = SimpleNamespace(metadata={"alignment": {**base, "method": "detect", "detector": "det_500m.onnx",
+                                                "align_method": "similarity"}}, path="b.lmdb")
+    assert merged_alignment([a, b]) == {**base, "method": None, "detector": None}
+    assert merged_alignment([a, a]) == base
+    eyes = SimpleNamespace(metadata={"alignment": {**base, "align_method": "eyes"}}, path="eyes.lmdb")
+    with pytest.raises(ValueError, match="a.lmdb: .*similarity; eyes.lmdb: .*align method eyes"):
+        merged_alignment([a, eyes])

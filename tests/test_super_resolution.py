@@ -1157,3 +1157,25 @@ def test_an_exported_super_resolver_keeps_its_flip_ensemble_and_refuses_what_it_
         SuperResolver(path, device="cpu", ema=False)
     with pytest.raises(ValueError, match="scale=8, but the file is a 4x model"):
         SuperResolver(path, device="cpu", scale=8)
+
+
+def test_the_same_hr_source_twice_or_validation_inside_the_training_data_is_refused(tmp_path, shared_data, capsys):
+    """``--data X X`` (or a folder and a folder inside it) trained on every face twice and held out every k-th face
+    of the concatenation for validation while its twin stayed in training; ``--val-data`` inside ``--data``
+    validated on training faces: val_psnr and best.pt measured memorisation, silently."""
+    from pipelines._cli import run_cli
+    from pipelines.train_super_resolution import get_args_parser, main
+
+    hq, out = shared_data / "celeba_hq", tmp_path / "run"
+    female = hq / "female"
+    argv = _train_argv(female, out, identity_weights="none", steps=1)
+    cases = [(argv + ["--data", str(female), f"{female}/"], f"--data {female}/ is given twice (also as {female})"),
+             (argv + ["--data", str(hq), str(female)], f"--data {female} is inside --data {hq}"),
+             (argv + ["--data", str(hq), "--val-data", str(female)], f"--val-data {female} is inside --data {hq}"),
+             (argv + ["--val-data", str(female)], f"--val-data {female} is also given as --data {female}")]
+    for command, said in cases:
+        assert run_cli(main, get_args_parser, command) == 1, command
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    assert "validation would measure training images" in err
+    assert not (out / "last.pt").exists()

@@ -30,7 +30,8 @@ import torch
 from ..data.identity_cleanup import plan_cleanup
 from ..data.lmdb_format import is_complete_dataset
 from ..data.recognition import SampleTransformDataset, data_paths, lightcnn_transforms, open_training_lmdbs
-from ..data.relabel import ACTION_NAMES, DROP, KEEP, RELABEL, check_distinct_output, copy_with_labels, relabel_decisions
+from ..data.relabel import (ACTION_NAMES, DROP, KEEP, RELABEL, check_distinct_output, copy_with_labels,
+                            merged_alignment, relabel_decisions)
 from ..distill.teacher import TEACHERS, has_teacher_embeddings, load_teacher_embeddings, save_teacher_embeddings
 from ..engine.distributed import resolve_device
 from ..eval.predict import predict
@@ -204,6 +205,7 @@ def relabel_lmdb(
     elif weights is not None and use_model:
         weights = file_or_shipped(os.fspath(weights), "--weights")  # a file, else a shipped model's name
     dataset = open_training_lmdbs(paths, "input")
+    merged_alignment(getattr(dataset, "datasets", [dataset]), paths)  # OUT records one crop: refused before predicting
     classes = [str(c) for c in dataset.classes]
     labels = np.asarray(dataset.labels, np.int64)
     n = len(labels)

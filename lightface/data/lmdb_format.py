@@ -306,7 +306,8 @@ def open_readonly(path):
 
     LMDB allows one handle per environment and process, so all readers in a process share
     it. In a forked child the handles inherited from the parent are closed and reopened
-    (never used across ``fork``). Raises FileNotFoundError when ``path/data.mdb`` is missing.
+    (never used across ``fork``). Raises FileNotFoundError when ``path/data.mdb`` is missing,
+    :class:`LMDBFormatError` when it is not an LMDB file or is shorter than its last commit (truncated).
 
     Opening a new handle first closes the handles of datasets deleted or replaced since they
     were opened (see :func:`_close_stale`).
@@ -328,15 +329,30 @@ def open_readonly(path):
     data = path / "data.mdb"
     if not data.is_file():
         partial = path.with_name(path.name + ".partial")
-        hint = f" (an unfinished build is at {partial}: rerun build_lmdb with --resume)" if partial.exists() else ""
+        hint = (f" (an unfinished build is at {partial}: rerun build_lmdb with --resume)" if partial.exists() else
+                "; build one from your images with python -m pipelines.build_lmdb SRC OUT and give OUT")
         raise FileNotFoundError(f"{path}: no LMDB dataset here (missing data.mdb){hint}")
     st = data.stat()
     key = (str(path), st.st_dev, st.st_ino)
     env = _READ_ENVS.get(key)
     if env is None:
         _close_stale()
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
-                        subdir=True, max_readers=1024)
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                            subdir=True, max_readers=1024)
+        except lmdb.Error as err:
+            why = str(err).replace(f"{path}: ", "")
+            raise LMDBFormatError(f"{path}: data.mdb is not a readable LMDB file ({why}); copy the dataset again, or "
+                                  "rebuild it with python -m pipelines.build_lmdb ... --overwrite") from err
+        # a data.mdb shorter than its committed pages (an interrupted copy, a full disk) is mapped as it is,
+        # and reading a record past its end kills the process (SIGBUS) instead of raising
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        size = data.stat().st_size  # after reading the commit: a writer writes its pages before it
+        if size < needed:
+            env.close()
+            raise LMDBFormatError(f"{path}: data.mdb is truncated ({size} of the {needed} bytes its last commit "
+                                  "wrote: an interrupted copy or a full disk); copy the dataset again, or rebuild it "
+                                  "with python -m pipelines.build_lmdb ... --overwrite")
         _READ_ENVS[key] = env
     return env
 
@@ -381,7 +397,9 @@ def read_metadata(path) -> Dict[str, Any]:
         if unfinished:
             raise LMDBFormatError(f"{path}: an unfinished build (no metadata yet); resume it with "
                                   "python -m pipelines.build_lmdb ... --resume")
-        raise LMDBFormatError(f"{path}: LMDB without lightface metadata (key __meta__)")
+        raise LMDBFormatError(f"{path}: LMDB without lightface metadata (key __meta__): not a lightface dataset (an "
+                              "LMDB of another tool, such as BasicSR's, is not read); build one from the images with "
+                              "python -m pipelines.build_lmdb")
     try:
         meta = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -8,7 +8,7 @@ Used by the Light CNN trainer, relabelling and the noisy-label benchmark::
 """
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .lmdb_dataset import LMDBDataset
 from .multi_source import MultiSourceDataset
 
 __all__ = ["AUGMENTS", "stratified_split", "SampleTransformDataset", "lightcnn_transforms", "data_paths",
-           "open_training_lmdbs", "lmdb_align_method", "corpus_align_method"]
+           "check_distinct_sources", "open_training_lmdbs", "lmdb_align_method", "corpus_align_method"]
 
 AUGMENTS = ("basic", "strong", "hard", "hard_face")
 #: the share of faces ``augment="hard"`` puts under a hard side light or a large occluder
@@ -188,6 +188,37 @@ def data_paths(data: Union[str, os.PathLike, Sequence[str]]) -> List[str]:
     return [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(d) for d in data]
 
 
+def check_distinct_sources(paths: Sequence[Union[str, os.PathLike]], what: Union[str, Sequence[str]],
+                           hint: str = "give each source once") -> None:
+    """Refuse data sources of which two are the same LMDB or folder (also through another spelling or a
+    symlink), or one is a folder inside another: their samples would count twice (in training, and in a
+    validation split taken from them, which then holds training images).
+
+    Args:
+        what: how the message names the sources (``"training LMDB"``, ``"--data"``), or one name per path
+            (``["--data", "--data", "--val-data"]``).
+        hint: what the message says to do.
+    Raises:
+        ValueError: naming both paths.
+    """
+    paths = [str(p) for p in paths]
+    kinds = [what] * len(paths) if isinstance(what, str) else [str(w) for w in what]
+    seen: List[Tuple[str, str, str]] = []  # (real path, path, kind)
+    for path, kind in zip(paths, kinds):
+        real = os.path.realpath(path)
+        for other_real, other, other_kind in seen:
+            if real == other_real:
+                same = (f"is given twice (also as {other})" if kind == other_kind else
+                        f"is also given as {other_kind} {other}")
+                raise ValueError(f"{kind} {path} {same}; {hint}")
+            if real.startswith(other_real + os.sep) or other_real.startswith(real + os.sep):
+                (inner, inner_kind), (outer, outer_kind) = sorted(
+                    [(path, kind), (other, other_kind)], key=lambda pk: -len(os.path.realpath(pk[0])))
+                raise ValueError(f"{inner_kind} {inner} is inside {outer_kind} {outer}: its samples would count twice; "
+                                 f"{hint}")
+        seen.append((real, path, kind))
+
+
 def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training"):
     """One LMDB, or several stacked as a :class:`~lightface.data.multi_source.MultiSourceDataset`.
 
@@ -196,14 +227,12 @@ def open_training_lmdbs(data: Union[str, Sequence[str]], what: str = "training")
         ValueError: the same LMDB given twice (its samples would count twice, under two labels per person).
     """
     sets = []
-    seen: Dict[str, str] = {}
-    for path in data_paths(data):
+    paths = data_paths(data)
+    for path in paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"{what} LMDB not found: {path}; build one with python -m pipelines.build_lmdb")
-        real = os.path.realpath(path)
-        if real in seen:
-            raise ValueError(f"{what} LMDB {path} is given twice (also as {seen[real]}); give each source once")
-        seen[real] = str(path)
+    check_distinct_sources(paths, f"{what} LMDB")
+    for path in paths:
         sets.append(LMDBDataset(path))
     if not sets:
         raise FileNotFoundError(f"no {what} LMDB given")

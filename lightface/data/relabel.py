@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["KEEP", "RELABEL", "DROP", "ACTION_NAMES", "RelabelDecisions", "relabel_decisions", "flip_labels",
-           "check_distinct_output",
+           "check_distinct_output", "merged_alignment",
            "copy_with_labels"]
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,67 @@ def check_distinct_output(data: PathLike, out: PathLike) -> None:
                          "dataset and would replace the one it reads; choose another --out")
 
 
+#: the alignment fields that say how the landmarks were found, not where the face sits in the crop: sources
+#: may differ in them (their merged record keeps a field where all sources agree, else null)
+_PROVENANCE_FIELDS = ("method", "detector", "source_template")
+
+
+def _crop_geometry(metadata: Dict[str, Any]) -> Dict[str, Any]:
+    """What fixes where a face sits in an LMDB's stored images: the template, the crop size and the
+    alignment method (:func:`~lightface.data.recognition.lmdb_align_method`) of aligned crops, the size
+    and resize mode of images lightface did not align (template null)."""
+    from .recognition import lmdb_align_method
+
+    alignment = metadata.get("alignment")
+    alignment = alignment if isinstance(alignment, dict) else {}
+    if alignment.get("template") is None:
+        return {"template": None, "size": alignment.get("size"), "resize": alignment.get("resize")}
+    return {"template": alignment["template"], "size": alignment.get("size"),
+            "align_method": lmdb_align_method(metadata)}
+
+
+def _describe(geometry: Dict[str, Any]) -> str:
+    if geometry["template"] is None:
+        return f"not aligned (resize {geometry['resize']}, size {geometry['size']})"
+    return f"template {geometry['template']}, size {geometry['size']}, align method {geometry['align_method']}"
+
+
+def merged_alignment(sources: Sequence[Any], names: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+    """The ``alignment`` metadata record of one LMDB holding the samples of the LMDBs ``sources``
+    (:class:`~lightface.data.LMDBDataset`): the first source's record, with the fields that only say how
+    the landmarks were found (``method``, ``detector``, ``source_template``) set to None where the
+    sources disagree.
+
+    One LMDB records one crop for all its samples, which ``train_lightcnn`` then records in its
+    checkpoints (``corpus_align_method``) and ``FaceEmbedder(align_method="auto")`` crops faces by.
+
+    Args:
+        names: a name per source for the error message (default: each LMDB's path).
+    Raises:
+        ValueError: sources whose faces sit differently in their images (another template, crop size or
+            alignment method, or aligned and unaligned sources): the message names each source's record.
+    """
+    sources = list(sources)
+    names = list(names) if names is not None else [str(getattr(d, "path", k)) for k, d in enumerate(sources)]
+    metas = [d.metadata for d in sources]
+    geometry = [_crop_geometry(m) for m in metas]
+    if any(g != geometry[0] for g in geometry[1:]):
+        listed = "; ".join(f"{name}: {_describe(g)}" for name, g in zip(names, geometry))
+        raise ValueError(f"the LMDBs to merge hold differently cropped faces ({listed}), and the merged LMDB records "
+                         "one crop for all its samples (train_lightcnn and FaceEmbedder(align_method='auto') follow "
+                         "it): rebuild the odd ones with python -m pipelines.build_lmdb using the same --template, "
+                         "--size and --align-method (or, unaligned, the same --resize and --size) as the others")
+    alignment = metas[0].get("alignment")
+    if not isinstance(alignment, dict):
+        return alignment
+    merged = dict(alignment)
+    for field in _PROVENANCE_FIELDS:
+        values = [m["alignment"].get(field) if isinstance(m.get("alignment"), dict) else None for m in metas]
+        if any(v != values[0] for v in values[1:]):
+            merged[field] = None
+    return merged
+
+
 def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int = 0):
     """Simulate label noise: give ``round(fraction * N)`` random samples a random *other* class.
 
@@ -130,7 +191,9 @@ def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = 
     :class:`~lightface.data.multi_source.MultiSourceDataset` of them) to a new LMDB ``out``
     with new ``labels``; stored images are copied without re-encoding. Sources stored in
     another encoding, or in another colour (gray (H,W) vs BGR (H,W,3)), than the first
-    source are decoded and re-encoded in the first source's encoding and colour.
+    source are decoded and re-encoded in the first source's encoding and colour. Sources whose
+    faces are cropped differently (another template, size or alignment method) are refused
+    (:func:`merged_alignment`): ``out`` records one alignment for all its samples.
 
     Args:
         classes: the class names of ``out`` (default: the dataset's; pass the merged list
@@ -141,6 +204,8 @@ def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = 
             together with ``out``).
     Returns:
         the summary of :func:`lightface.data.build.write_lmdb`.
+    Raises:
+        ValueError: differently cropped sources (:func:`merged_alignment`), or nothing to write.
     """
     from .build import write_lmdb
     from .io import to_bgr, to_gray
@@ -153,11 +218,9 @@ def copy_with_labels(dataset, out: PathLike, indices, labels, overwrite: bool = 
         raise ValueError(f"no samples to write to {out}")
     sources = list(getattr(dataset, "datasets", [dataset]))
     image = sources[0].metadata["image"]
-    alignment = sources[0].metadata.get("alignment")
-    if any(d.metadata.get("alignment") != alignment for d in sources[1:]):
-        log.warning("the sources of %s were aligned differently; %s keeps the first source's alignment record", out, out)
-    color = image.get("color")
     names = list(origins) if origins is not None else [str(getattr(d, "path", k)) for k, d in enumerate(sources)]
+    alignment = merged_alignment(sources, names)
+    color = image.get("color")
     other = [names[k] for k, d in enumerate(sources) if d.metadata["image"].get("color") != color]
     if other:
         log.warning("%s: sources %s are not %s like the first source %s; their images are converted to %s",

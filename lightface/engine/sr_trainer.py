@@ -45,6 +45,7 @@ from ..data.folders import image_files
 from ..data.io import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image, write_image
 from ..data.lmdb_dataset import LMDBDataset
 from ..data.lmdb_format import is_lmdb_dir
+from ..data.recognition import check_distinct_sources, data_paths
 from ..eval.identity import identity_cosine
 from ..eval.image_quality import psnr, ssim
 from ..losses.frontal import prefix_terms
@@ -310,6 +311,7 @@ def open_hr_source(paths, min_size: Optional[int] = None, flag: str = "--data", 
         if not paths:
             raise ValueError(f"{flag}: no HR source given")
         if len(paths) > 1:
+            check_distinct_sources(paths, flag)
             return ConcatDataset([open_hr_source(p, min_size, flag, warn) for p in paths])
         paths = paths[0]
     path = str(paths)
@@ -370,6 +372,11 @@ class SuperResolutionTask(GANTask):
         cfg, device = self.cfg, self.device
         # every process reads the whole sources: rank 0 tells what it left out, once
         base = open_hr_source(cfg.data, cfg.hr_size, warn=engine.is_main)
+        if cfg.val_data:  # validation on training images would flatter every checkpoint
+            data = data_paths(cfg.data)
+            check_distinct_sources([*data, cfg.val_data], ["--data"] * len(data) + ["--val-data"],
+                                   "validation would measure training images: give --val-data images that are not in "
+                                   "--data, or leave it unset to hold out --val-count images of --data")
         val_base = open_hr_source(cfg.val_data, cfg.hr_size, "--val-data", engine.is_main) if cfg.val_data else None
         train_deg = Degradation(cfg.scale, methods=cfg.degradations, blur_prob=cfg.blur_prob,
                                 noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob)
