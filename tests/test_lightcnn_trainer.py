@@ -200,6 +200,23 @@ def test_several_training_lmdbs_validate_on_one_validation_lmdb_each(shared_data
         main(parse_with_config(get_args_parser(), argv[:-1] + [str(two), "--overwrite"]))
 
 
+def test_a_validation_lmdb_among_the_training_lmdbs_is_refused(shared_data, tmp_path):
+    """--val-data naming one of the --data LMDBs (itself, or through a symlink) validated on training photos, so
+    val_acc and best.pt measured memorisation; it is refused before training, naming both flags."""
+    data = [_build(shared_data, tmp_path / f"{name}.lmdb", ids, 3) for name, ids in (("a", (1, 2, 3)), ("b", (4, 5, 6)))]
+    (tmp_path / "b_link.lmdb").symlink_to(data[1], target_is_directory=True)
+    from pipelines.train_lightcnn import get_args_parser, main
+
+    for val in ([data[0], data[1]], [data[0], tmp_path / "b_link.lmdb"]):
+        argv = ["--data", *map(str, data), "--out", str(tmp_path / "run"), "--arch", TINY, "--batch-size", "3",
+                "--workers", "0", "--epochs", "1", "--no-tensorboard", "--no-plots", "--overwrite",
+                "--val-data", *map(str, val)]
+        with pytest.raises(TrainingError, match=r"--val-data .* is also given as --data .*validation would measure "
+                                                r"training images"):
+            main(parse_with_config(get_args_parser(), argv))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_a_resumed_run_keeps_the_photos_it_held_out(shared_data, tmp_path, caplog):
     """6 ORL people x 2 photos, --val-split 0.2: 2 photos held out (the earlier rule: 6, one per person). A run
     keeps its held-out photos on --resume, one saved before they were (by the earlier rule) too."""

@@ -42,6 +42,7 @@ from ..data.recognition import (
     HARD_SHARE,
     WORN_SHARE,
     SampleTransformDataset,
+    check_distinct_sources,
     corpus_align_method,
     data_paths,
     lightcnn_transforms,
@@ -522,9 +523,13 @@ class LightCNNTask(Task):
         if cfg.val_split > 0:
             self.val_set = SampleTransformDataset(self.train_base, eval_tf, val_idx, seed=cfg.seed)
         elif cfg.val_data:
-            try:
+            data, val_data = data_paths(cfg.data), data_paths(cfg.val_data)
+            try:  # validation on training images would flatter every checkpoint
+                check_distinct_sources([*data, *val_data], ["--data"] * len(data) + ["--val-data"] * len(val_data),
+                                       "validation would measure training images: give --val-data LMDBs that are "
+                                       "not in --data, or hold out photos of --data with --val-split")
                 val_base = open_training_lmdbs(cfg.val_data, "validation")
-            except FileNotFoundError as err:
+            except (FileNotFoundError, ValueError) as err:
                 raise TrainingError(str(err)) from err
             val_sources, train_sources = _source_classes(val_base), _source_classes(self.train_base)
             # one LMDB per source, or (as before several were accepted) one holding every class of --data in order
