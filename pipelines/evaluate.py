@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         "weights_sha256": embedder.weights_info.sha256,
         "shipped_threshold": (embedder.pretrained.thresholds(embedder.flip)[0]
                               if embedder.pretrained is not None else None),
-        "arch": getattr(embedder.model, "arch", None),
+        "arch": embedder.weights_info.arch,  # also for an exported .onnx / TorchScript file (from its card)
         "pairs": str(args.pairs),
         "alignment": "landmarks" if table is not None else ("detector" if args.detector else "pre-aligned"),
         "align_method": embedder.align_method if table is not None or args.detector else None,

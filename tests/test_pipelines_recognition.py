@@ -73,6 +73,13 @@ def test_evaluate_cli_with_landmarks_on_lfw(tmp_path, weights, lfw):
     assert saved["tar_at_far"]["1e-01"] is not None and saved["tar_at_far"]["1e-02"] is None
     assert report["threshold"] == saved["threshold"]
     assert (tmp_path / "roc.png").stat().st_size > 10_000
+    # the same release exported to ONNX: the report names its arch (from the file's card; it has no module)
+    from lightface.export import export_onnx
+
+    onnx = export_onnx(str(weights), tmp_path / "release.onnx")
+    argv[argv.index("--weights") + 1] = str(onnx)
+    exported = evaluate.main(evaluate.get_args_parser().parse_args(argv))
+    assert exported["arch"] == "lightcnn9" and exported["align_method"] == "eyes"
 
 
 def test_evaluate_cli_detector_and_bad_images(tmp_path, weights, lfw, shared_models):
