@@ -150,10 +150,7 @@ class Frontalizer:
         """Set up on a frontalizer file of :mod:`lightface.export` (see ``weights``); returns its card, whose
         ``mirror`` is the training direction."""
         what = f"Frontalizer({os.fspath(path)!r})"
-        if not ema:
-            raise ValueError(f"{what}: ema=False (--no-ema) picks a checkpoint's raw weights, and an exported file "
-                             "holds only the weights it was exported with; drop it, or pass the checkpoint")
-        self._exported = ExportedGenerator(path, "frontalization", self.device, what)
+        self._exported = ExportedGenerator(path, "frontalization", self.device, what, ema)
         self.card = card = self._exported.card
         self.backend = self._exported.backend
         self.pretrained = None

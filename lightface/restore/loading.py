@@ -88,16 +88,20 @@ class ExportedGenerator:
         task: the restorer's task (``"super_resolution"``, ``"frontalization"``): the card's must be it.
         device: the restorer's device.
         what: the restorer's call (``"SuperResolver('sr4.onnx')"``), for the errors.
+        ema: the restorer's ``ema``: False (a checkpoint's raw weights) is refused, as the file holds one set.
 
     Attributes: ``card`` (the stored card: see :mod:`lightface.export`), ``backend`` (``"onnxruntime"`` or
     ``"torchscript"``), ``path``.
 
     Raises:
-        ValueError: the file carries no lightface card (exported by something else, or a TorchScript file of a
+        ValueError: ``ema=False``; the file carries no lightface card (exported by something else, or a TorchScript file of a
             lightface from before its cards), or the card is of another task (a recogniser, the other restorer).
     """
 
-    def __init__(self, path, task: str, device: torch.device, what: str):
+    def __init__(self, path, task: str, device: torch.device, what: str, ema: bool = True):
+        if not ema:
+            raise ValueError(f"{what}: ema=False (--no-ema) picks a checkpoint's raw weights, and an exported file "
+                             "holds only the weights it was exported with; drop it, or pass the checkpoint")
         self.path = os.fspath(path)
         self.device = device
         if is_onnx_path(path):

@@ -189,10 +189,7 @@ class SuperResolver:
     def _load_exported(self, path, ema: bool, scale: Optional[int], flip_ensemble: Optional[bool]) -> None:
         """Set up the resolver on a super-resolver file of :mod:`lightface.export` (see ``weights``)."""
         what = f"SuperResolver({os.fspath(path)!r})"
-        if not ema:
-            raise ValueError(f"{what}: ema=False (--no-ema) picks a checkpoint's raw weights, and an exported file "
-                             "holds only the weights it was exported with; drop it, or pass the checkpoint")
-        self._exported = ExportedGenerator(path, "super_resolution", self.device, what)
+        self._exported = ExportedGenerator(path, "super_resolution", self.device, what, ema)
         self.card = card = self._exported.card
         self.backend = self._exported.backend
         self.pretrained = None
