@@ -10,7 +10,8 @@ Resumable: running the same command again skips the photos already enrolled (sam
 the same path) and continues; a run killed at any point leaves the gallery at its last
 committed batch. An ``.npz`` of ``python -m pipelines.extract_embeddings`` is added with the model
 and the settings it records (``FaceGallery.add_npz``; people named by their folders, or ``--identity``;
-its faces already in the gallery are not added again). Unreadable photos and photos with no face are
+its faces already in the gallery, from photos or an npz, are not added again, nor photos of an npz already
+added). Unreadable photos and photos with no face are
 skipped and listed; duplicate photos are flagged (byte-identical files are not added twice). The gallery
 records the model: enrolling with other weights into it is refused. Prints a summary
 (``--json`` also writes the full report); exit status 1 on errors (and with ``--strict``
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict
 
+from pipelines._argtypes import json_file
 from pipelines._cli import RERUN_HINT, DefaultsHelpFormatter, run_cli
 from pipelines.extract_embeddings import add_detector_size_arguments, add_embedder_arguments, embedder_from_args
 
@@ -40,6 +42,16 @@ def _unit_float(text: str) -> float:
     return value
 
 
+def _identity(text: str) -> str:
+    """``--identity``: a name a person can be enrolled under (refused before any photo is read)."""
+    from lightface.gallery.gallery import check_identity
+
+    try:
+        return check_identity(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("pipelines.enroll", description="Enrol photos (a folder per person) into a face gallery",
                                 add_help=add_help, formatter_class=DefaultsHelpFormatter)
@@ -48,7 +60,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="a folder of people (one sub-folder per person, named after them), one person's folder, "
                         "image files (identity: their folder's name), or .npz files of python -m "
                         "pipelines.extract_embeddings (added with the model and settings they record)")
-    p.add_argument("--identity", default=None,
+    p.add_argument("--identity", type=_identity, default=None,
                    help="enrol every photo given (files, and every image below the folders) as this one person, "
                         "whatever their folders are called")
     add_embedder_arguments(p)
@@ -65,9 +77,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="skip the near-duplicate embedding check (byte-identical files are still caught)")
     p.add_argument("--index", default="none",
                    help="after enrolling, build a FAISS index: none, auto (HNSW or IVF by size), hnsw, ivf, flat, or a "
-                        "FAISS factory string; an existing index is always extended with the new faces (python -m "
-                        "pipelines.gallery GALLERY index KIND rebuilds or drops it)")
-    p.add_argument("--json", default=None, help="also write the full report (failures, duplicates) to this JSON file")
+                        "FAISS factory string (checked, and faiss looked for, before anything is enrolled); an "
+                        "existing index is always extended with the new faces (python -m pipelines.gallery GALLERY "
+                        "index KIND rebuilds or drops it)")
+    p.add_argument("--json", type=json_file, default=None,
+                   help="also write the full report (failures, duplicates) to this JSON file (checked before "
+                        "enrolling)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any photo failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -75,15 +90,29 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     """Enrol; returns the report as a dict (also printed as a summary)."""
-    from lightface.gallery import FaceGallery
+    from lightface.gallery import FaceGallery, faiss_backend
     from lightface.gallery.results import EnrollReport
     from lightface.utils.atomic_write import write_text_atomic
 
     for p in args.photos:
         if not Path(p).exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
+    build = args.index.lower() != "none"
+    if build:  # before any model loads or photo is enrolled: FAISS installed, a kind it can build
+        try:
+            faiss_backend.check_kind(args.index)
+        except ImportError as err:
+            raise RuntimeError(f"--index {args.index}: {err}; enrol without --index") from err
+        except ValueError as err:
+            raise ValueError(f"--index: {err}, or none") from err
     embedder = embedder_from_args(args, None if args.aligned else args.detector)
     gallery = FaceGallery(args.gallery, embedder)
+    extend = gallery.index_info is not None
+    if extend and not faiss_backend.available():
+        extend = False
+        logger.warning("%s: the gallery has a FAISS index but faiss is not installed: the new faces are not added "
+                       "to it (they are searched exactly); pip install 'lightface[search]' and run python -m "
+                       "pipelines.gallery %s index auto to index them", gallery.path, gallery.path)
     npzs = [p for p in args.photos if Path(p).suffix.lower() == ".npz" and Path(p).is_file()]
     given = [p for p in args.photos if p not in npzs]
     from_npz = sum(len(gallery.add_npz(f, args.identity)) for f in npzs)
@@ -93,11 +122,13 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         report = gallery.enroll(photos, aligned=args.aligned, batch_size=args.batch_size,
                                 duplicate_threshold=None if args.no_duplicate_check else args.duplicate_threshold,
                                 progress=not args.no_progress)
-    index = None
-    if gallery.index_info is not None:
+    index = gallery.index_info
+    if extend:
         index = gallery.update_index()
-    elif args.index != "none":
+    elif build and index is None and len(gallery):
         index = gallery.build_index(args.index, progress=not args.no_progress)
+    elif build and index is None:  # every photo failed: the report below says why, and --json keeps it
+        logger.warning("%s: no face is enrolled, so no FAISS index was built (--index %s)", gallery.path, args.index)
     out = asdict(report)
     out.update(gallery=str(gallery.path), faces=len(gallery), people=len(gallery.identities()),
                model=str(gallery.model), index=index, from_npz=from_npz)

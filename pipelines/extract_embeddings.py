@@ -7,7 +7,9 @@
         -o feats/ --format feat
 
 Outputs: ``npz``: one file with ``embeddings`` float32 (N, 256) L2-normalised, ``paths``
-(N,) image paths (relative to the folder, or as written in the list file), ``failed_paths`` /
+(N,) image paths (relative to the folder, or as written in the list file), ``root`` the absolute folder they are
+relative to, ``file_sha256`` (N,) the sha256 of each image file (with ``root``, what lets ``python -m pipelines.enroll``
+recognise photos already enrolled from the folder, and the reverse), ``failed_paths`` /
 ``failed_errors`` for images that could not be embedded, and ``weights_name`` /
 ``weights_sha256`` / ``weights_arch`` naming the model that made them and ``settings`` (JSON text: the embedder's
 settings, :meth:`lightface.embed.FaceEmbedder.settings`, as ``manifest.json`` holds them); written atomically (an interrupted run never leaves half a file). ``feat``: one raw little-endian float32 file of 256 values per image, at
@@ -45,6 +47,7 @@ from lightface.data.detect import MIN_THRESHOLD
 from lightface.data.io import IMAGE_EXTENSIONS, has_image_extension, log_left_out
 from lightface.data.folders import image_files
 from lightface.embed import RESCUE_THRESHOLD, settings_changes
+from lightface.models.pretrained import sha256_of
 from lightface.data.sources import read_list_lines
 from lightface.utils.atomic_write import atomic_file, write_text_atomic
 from lightface.utils.output_names import unique_output_names
@@ -248,6 +251,18 @@ def _file_stamps(base: Path, rels: List[str]) -> List[Optional[Tuple[int, int]]]
     return stamps
 
 
+def _file_hashes(base: Path, rels: List[str]) -> List[str]:
+    """The sha256 of each image file (``""`` where it cannot be read now): with ``root``, what lets a gallery tell
+    the npz's faces from photos it enrolled (``FaceGallery.add_npz`` and ``enroll`` match them by content)."""
+    out = []
+    for rel in rels:
+        try:
+            out.append(sha256_of(base / rel))
+        except OSError:
+            out.append("")
+    return out
+
+
 def _inputs(args: argparse.Namespace, base: Path, rels: List[str]) -> Dict[str, object]:
     """What an extraction reads: the resolved input, the folder the paths are relative to, the paths in order and
     each file's size and modification time (one stat per file, shared by both fingerprints)."""
@@ -391,8 +406,10 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
             raise
     ok = [i for i, r in enumerate(rels) if r not in failed]
     if args.format == "npz":
+        done_rels = [rels[i] for i in ok]
         with atomic_file(out) as f:
-            np.savez(f, embeddings=emb[ok], paths=np.array([rels[i] for i in ok]),
+            np.savez(f, embeddings=emb[ok], paths=np.array(done_rels), root=np.array(os.path.abspath(base)),
+                     file_sha256=np.array(_file_hashes(base, done_rels), dtype=str),
                      failed_paths=np.array(list(failed), dtype=str),
                      failed_errors=np.array(list(failed.values()), dtype=str),
                      weights_name=np.array(info.name), weights_sha256=np.array(info.sha256),

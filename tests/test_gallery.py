@@ -927,7 +927,7 @@ def test_add_npz_brings_the_model_and_the_settings_of_an_extraction(tmp_path, sh
     g = FaceGallery(tmp_path / "g", default)
     assert len(g.add_npz(npz)) == 2 and g.identities() == names
     assert g.detector_options == {"det_size": 320, "threshold": 0.5} and g.settings["flip"] is False
-    assert {r.path for r in g.faces()} == {f"{n}/{n}_0001.jpg" for n in names}
+    assert {r.path for r in g.faces()} == {str(tmp_path / "photos" / n / f"{n}_0001.jpg") for n in names}
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
         assert g.search_faces(str(src / names[0] / f"{names[0]}_0002.jpg"))[0].matches[0].identity == names[0]
@@ -1106,6 +1106,155 @@ def test_cli_gallery_lists_removes_and_indexes_a_gallery_of_real_people(tmp_path
     code, out, _ = cli("index", "none")
     assert code == 0 and "dropped the FAISS index Flat" in out and FaceGallery(g).index_info is None
     assert not list(g.glob("index-*.faiss"))
+
+
+def test_an_npz_and_the_photos_it_was_extracted_from_are_enrolled_once(tmp_path, shared_data, shared_models, weights,
+                                                                        monkeypatch, caplog):
+    """A rerun adds nothing, whether photos come as files or as the npz of python -m pipelines.extract_embeddings.
+    The npz stored its paths relative to the extracted folder and no file hash, enroll stored absolute paths and
+    sha256s, so neither recognised the other: an npz enrolled after its photos (or the photos after the npz) added
+    every face a second time. The npz records its root and file hashes now; the faces are stored as enroll stores
+    them, and either way round the second enrolment adds nothing, also for an npz extracted with a relative -i
+    from another folder. A file under two names in the npz is added once, as enroll adds it."""
+    from pipelines import enroll, extract_embeddings
+    from pipelines._cli import run_cli
+
+    src = shared_data / "lfw_identities" / "images"
+    names = sorted(p.name for p in src.iterdir())[:2]
+    photos = tmp_path / "photos"
+    for n in names:
+        (photos / n).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(src / n / f"{n}_{k:04d}.jpg", photos / n)
+    common = ["--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                   ["-i", "../photos", "-o", "e.npz", *common]) == 0
+    npz = tmp_path / "elsewhere" / "e.npz"
+    monkeypatch.chdir(tmp_path)
+
+    def run(gallery, what):
+        return enroll.main(enroll.get_args_parser().parse_args([str(tmp_path / gallery), str(what), *common,
+                                                                "--no-progress"]))
+
+    assert run("g", photos)["added"] == 4
+    assert run("g", npz)["from_npz"] == 0 and len(FaceGallery(tmp_path / "g")) == 4  # was 8
+    assert run("g2", npz)["from_npz"] == 4
+    again = run("g2", photos)
+    assert again["added"] == 0 and again["skipped"] == 4 and not again["changed"] and not again["duplicates"]
+    assert sorted(r.path for r in FaceGallery(tmp_path / "g2").faces()) == \
+        sorted(str(p) for p in photos.glob("*/*.jpg"))
+    # the same file twice in one npz (a copy under another name): added once, and said
+    shutil.copy(photos / names[0] / f"{names[0]}_0001.jpg", photos / names[0] / "copy.jpg")
+    assert run_cli(extract_embeddings.main, extract_embeddings.get_args_parser,
+                   ["-i", str(photos), "-o", str(tmp_path / "e2.npz"), *common]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert len(FaceGallery(tmp_path / "g3").add_npz(tmp_path / "e2.npz")) == 4
+    assert "copy.jpg" in caplog.text and "same file as" in caplog.text
+    # a gallery that took an npz of an earlier lightface (relative paths, no hashes) takes its new extraction as
+    # the same faces
+    with np.load(npz) as z:
+        np.savez(tmp_path / "old.npz", **{k: z[k] for k in z.files if k not in ("root", "file_sha256")})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightface.gallery"):
+        assert len(FaceGallery(tmp_path / "g4").add_npz(tmp_path / "old.npz")) == 4
+    assert "records no root folder" in caplog.text
+    assert len(FaceGallery(tmp_path / "g4").add_npz(npz)) == 0 and len(FaceGallery(tmp_path / "g4")) == 4
+
+
+def test_photos_enrolled_again_through_a_symlink_are_already_enrolled(tmp_path, shared_data, shared_models, weights):
+    """A folder enrolled through a symlink (a mounted or linked photo library), then enrolled again by its real
+    path, is a rerun: it adds nothing. It was reported as every photo being an exact duplicate of itself ("4 exact
+    duplicate files skipped", one "duplicate: ... same file as" line each), which reads as a labelling problem.
+    A true copy under another name is still reported."""
+    from pipelines import enroll
+
+    src = shared_data / "lfw_identities" / "images"
+    names = sorted(p.name for p in src.iterdir())[:2]
+    photos = tmp_path / "photos"
+    for n in names:
+        (photos / n).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(src / n / f"{n}_{k:04d}.jpg", photos / n)
+    (tmp_path / "library").symlink_to(photos)
+    common = ["--weights", str(weights), "--detector", str(shared_models / "det_500m.onnx"), "--device", "cpu",
+              "--no-progress"]
+
+    def run(what):
+        return enroll.main(enroll.get_args_parser().parse_args([str(tmp_path / "g"), str(what), *common]))
+
+    assert run(tmp_path / "library")["added"] == 4
+    again = run(photos)
+    assert again["added"] == 0 and again["skipped"] == 4 and not again["duplicates"]
+    shutil.copy(photos / names[0] / f"{names[0]}_0001.jpg", photos / names[0] / "copy.jpg")
+    third = run(photos)
+    assert third["skipped"] == 4 and [d["path"] for d in third["duplicates"]] == [str(photos / names[0] / "copy.jpg")]
+    assert len(FaceGallery(tmp_path / "g")) == 4
+
+
+def test_enroll_checks_its_index_faiss_and_json_before_enrolling(tmp_path, shared_data, shared_models, weights,
+                                                                   monkeypatch, capsys, caplog):
+    """enroll --index BOGUS enrolled every photo and only then said that BOGUS is no index kind, --index auto
+    without faiss enrolled everything and ended in an ImportError traceback, --json naming a folder failed
+    after the enrolment ("Is a directory"), the report lost, and --identity unknown (the reserved name) or an
+    empty one listed every photo as failed, telling the user to "rename the folder", and exited 0 with an empty
+    gallery. All are refused (one line) before the gallery is created; enroll({"unknown": ...}) raises. --index
+    on a run that enrolled no face failed with "the gallery is empty; nothing to index", losing the list of failed
+    photos and the --json report: they are printed and written, and no index is built. --index None is none, as
+    for python -m pipelines.gallery. A gallery with an index enrols without faiss (the new faces searched
+    exactly), saying once that they are not indexed."""
+    from pipelines import enroll
+    from pipelines._cli import run_cli
+
+    src = shared_data / "lfw_identities" / "images"
+    name = sorted(p.name for p in src.iterdir())[0]
+    photos = tmp_path / "photos"
+    (photos / name).mkdir(parents=True)
+    for k in (1, 2, 3):
+        shutil.copy(src / name / f"{name}_{k:04d}.jpg", photos / name)
+    g = tmp_path / "g"
+    argv = [str(g), str(photos / name / f"{name}_0001.jpg"), "--weights", str(weights), "--detector",
+            str(shared_models / "det_500m.onnx"), "--device", "cpu", "--no-progress", "--batch-size", "1"]
+    for flag, value in (("--json", str(photos)), ("--identity", "unknown"), ("--identity", " ")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:  # argparse: before a model loads
+            run_cli(enroll.main, enroll.get_args_parser, [*argv, flag, value])
+        assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err and not g.exists()
+    with pytest.raises(ValueError, match="reserved"):
+        FaceGallery(tmp_path / "g0").enroll({UNKNOWN: [photos]}, FaceEmbedder(weights, device="cpu"))
+    if faiss_backend.available():
+        capsys.readouterr()
+        assert run_cli(enroll.main, enroll.get_args_parser, [*argv, "--index", "BOGUS"]) == 1
+        err = capsys.readouterr().err
+        assert "'BOGUS' is not an index kind" in err and "Traceback" not in err and not g.exists()
+        # no face enrolled (a photo without one): the failure is reported and kept in --json, nothing indexed
+        cv2.imwrite(str(tmp_path / "blank.jpg"), np.full((200, 200, 3), 128, np.uint8))
+        blank = [str(tmp_path / "g1"), str(tmp_path / "blank.jpg"), *argv[2:]]
+        capsys.readouterr()
+        assert run_cli(enroll.main, enroll.get_args_parser,
+                       [*blank, "--index", "auto", "--identity", name, "--json", str(tmp_path / "r.json")]) == 0
+        assert "failed: " in capsys.readouterr().out and FaceGallery(tmp_path / "g1").index_info is None
+        assert list(json.loads((tmp_path / "r.json").read_text())["failed"]) == [str(tmp_path / "blank.jpg")]
+        assert run_cli(enroll.main, enroll.get_args_parser, [*argv, "--index", "flat"]) == 0
+        assert FaceGallery(g).index_info["factory"] == "Flat"
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError, as when it is not installed
+        capsys.readouterr()
+        assert run_cli(enroll.main, enroll.get_args_parser, [str(tmp_path / "g2"), *argv[1:], "--index", "auto"]) == 1
+        err = capsys.readouterr().err
+        assert "FAISS is not installed" in err and "Traceback" not in err and not (tmp_path / "g2").exists()
+        assert run_cli(enroll.main, enroll.get_args_parser, [str(tmp_path / "g2"), *argv[1:], "--index", "None"]) == 0
+        assert FaceGallery(tmp_path / "g2").index_info is None
+        if not g.exists():
+            return
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert run_cli(enroll.main, enroll.get_args_parser, [str(g), str(photos), *argv[2:]]) == 0
+        assert "the new faces are not added to it" in caplog.text
+        assert caplog.text.count("has a FAISS index but faiss is not installed; searching exactly") == 1
+    assert len(FaceGallery(g)) == 3 and FaceGallery(g).index_info["rows"] == 1
 
 
 def _flat_npz(npz, out):

@@ -31,8 +31,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["available", "require", "choose_index", "build_index", "save_index", "load_index", "search_index",
-           "HNSW_MAX_ROWS", "EXACT_HINT", "KINDS", "index_commands"]
+__all__ = ["available", "require", "choose_index", "check_kind", "build_index", "save_index", "load_index",
+           "search_index", "HNSW_MAX_ROWS", "EXACT_HINT", "KINDS", "index_commands"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,29 @@ def choose_index(n: int, kind: str = "auto") -> Tuple[str, Dict[str, int]]:
     return f"IVF{nlist},SQfp16", {"nprobe": max(min(16, nlist), nlist // 16)}
 
 
+def _index_factory(faiss, dim: int, factory: str):
+    """``faiss.index_factory`` for inner products; a string FAISS cannot parse is a ValueError saying what to write."""
+    try:
+        return faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:  # FAISS's C++ message names its source file, not what to write instead
+        raise ValueError(f"{factory!r} is not an index kind: use auto, hnsw, ivf, flat, or a FAISS factory string "
+                         "(case matters: 'HNSW32', 'IVF1024,SQfp16', 'Flat')") from err
+
+
+def check_kind(kind: str, dim: int = 256) -> None:
+    """Check, before any work, that an index of ``kind`` (one of :data:`KINDS` in any case, or a FAISS factory
+    string) can be built over ``dim``-d embeddings: FAISS is installed and parses the string (an empty index is
+    made, nothing is trained).
+
+    Raises:
+        ImportError: FAISS is not installed (:func:`require`'s message).
+        ValueError: ``kind`` is neither a kind of :data:`KINDS` nor a factory string FAISS can build.
+    """
+    faiss = require()
+    if kind.lower() not in KINDS:
+        _index_factory(faiss, dim, kind)
+
+
 def _set_params(faiss, index, params: Dict[str, Any], k: int = 1) -> None:
     if "efSearch" in params or "efConstruction" in params:
         hnsw = faiss.downcast_index(index).hnsw
@@ -115,11 +138,7 @@ def build_index(embeddings: np.ndarray, factory: str, params: Dict[str, Any], se
     """
     faiss = require()
     n, dim = embeddings.shape
-    try:
-        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:  # FAISS's C++ message names its source file, not what to write instead
-        raise ValueError(f"{factory!r} is not an index kind: use auto, hnsw, ivf, flat, or a FAISS factory string "
-                         "(case matters: 'HNSW32', 'IVF1024,SQfp16', 'Flat')") from err
+    index = _index_factory(faiss, dim, factory)
     _set_params(faiss, index, {k: v for k, v in params.items() if k == "efConstruction"})
     if not index.is_trained:
         ivf = faiss.extract_index_ivf(index)

@@ -34,7 +34,8 @@ from .results import Duplicate, EnrollReport, FaceSearch, Identification, Search
 from .storage import (INDEX_KEYS, CorruptGalleryError, FaceRecord, GalleryError, GalleryModelError, GalleryStore,
                       ModelInfo)
 
-__all__ = ["FaceGallery", "model_info", "embedder_identification_threshold", "UNKNOWN", "DUPLICATE_THRESHOLD"]
+__all__ = ["FaceGallery", "model_info", "embedder_identification_threshold", "check_identity", "UNKNOWN",
+           "DUPLICATE_THRESHOLD"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,15 @@ def model_info(embedder: Any) -> ModelInfo:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def check_identity(name: str) -> str:
+    """``name`` when a person can be enrolled under it; ValueError for an empty name and for :data:`UNKNOWN`."""
+    if not str(name).strip():
+        raise ValueError("identity names must be non-empty")
+    if name == UNKNOWN:
+        raise ValueError(f"{UNKNOWN!r} is reserved for faces identify() does not recognise; choose another name")
+    return name
+
+
 def embedder_identification_threshold(embedder: Any) -> Optional[float]:
     """The cosine an embedder's best gallery match must reach to name a person: its model
     card's ``identification_threshold`` (calibrated at a false-accept rate, over a whole
@@ -128,6 +138,17 @@ def _meta_records(meta: Any, n: int) -> List[Dict[str, Any]]:
 
 def _file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _same_file(a: Optional[str], b: Optional[str]) -> bool:
+    """Whether two photo paths name one file: the same text, or one file reached through a symlink (or a hard
+    link): a folder enrolled again under another spelling is already enrolled, not a duplicate of itself."""
+    if a == b:
+        return True
+    try:
+        return bool(a) and bool(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _merge_topk(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -217,6 +238,7 @@ class FaceGallery:
         self._index_file: Optional[str] = None
         self._f32: Optional[np.ndarray] = None
         self._f32_key: Tuple[Any, ...] = ()
+        self._told_no_faiss = False  # the "index but no faiss" warning is given once, not at every search
         if embedder is not None:
             self._model = self._check_model(embedder)
             self.embedder = embedder
@@ -337,7 +359,8 @@ class FaceGallery:
             identities: names of enrolled people (every face of each).
             face_ids: face ids (:attr:`FaceRecord.face_id`, the ids search results and ``EnrollReport.changed`` give).
             paths: source photo paths as enrolled: :meth:`enroll` stores absolute paths, so a relative path is
-                also looked up made absolute from the current folder; an npz's faces keep the npz's paths.
+                also looked up made absolute from the current folder; :meth:`add_npz` stores absolute paths too
+                (an earlier lightface's npz: its relative paths as they are).
         Raises:
             KeyError: some of them match no face (each is named; nothing is selected then).
         """
@@ -537,10 +560,7 @@ class FaceGallery:
         if len(names) != n:
             raise ValueError(f"{len(names)} identities for {n} embeddings")
         for s in set(names):
-            if not s.strip():
-                raise ValueError("identity names must be non-empty")
-            if s == UNKNOWN:
-                raise ValueError(f"{UNKNOWN!r} is reserved for faces identify() does not recognise; choose another name")
+            check_identity(s)
         if self._store.dim and emb.shape[1] != self._store.dim:
             raise ValueError(f"{self.path}: the gallery holds {self._store.dim}-d embeddings, got {emb.shape[1]}-d")
         info = self._model if model is None else self._check_model(model)
@@ -566,10 +586,14 @@ class FaceGallery:
             identities: one name for all, N names, or None (default): each image's folder, as :meth:`enroll`
                 names people (the npz's ``paths`` are relative to the extracted folder: ``<person>/<photo>``).
         Returns:
-            int64 face ids of the new faces (the npz's ``paths`` are stored as the faces' paths). Adding the same
-            npz again adds nothing: a face whose path, person and embedding are already in the gallery is skipped
-            (logged), so that a rerun of ``python -m pipelines.enroll GALLERY embeddings.npz`` resumes as it does
-            for photos.
+            int64 face ids of the new faces. The npz's ``paths`` joined to its ``root`` (the absolute folder it
+            was extracted from) are stored as the faces' paths, with its ``file_sha256``, as :meth:`enroll` stores
+            photos; an npz of an earlier lightface records neither, and its relative ``paths`` are stored as they
+            are (a warning says that photos enrolled from the same files are then not recognised). Adding the same
+            npz again adds nothing, nor does adding it to a gallery that enrolled its photos (or enrolling its
+            photos after it): a file already enrolled (same sha256) is not added again (a warning when under
+            another path or person), nor a face whose path, person and embedding are already in the gallery, so
+            that a rerun of ``python -m pipelines.enroll GALLERY embeddings.npz`` resumes as it does for photos.
         """
         path = Path(path)
         try:
@@ -580,10 +604,22 @@ class FaceGallery:
         if "embeddings" not in data or "paths" not in data:
             raise ValueError(f"{path}: no 'embeddings' / 'paths' arrays; not an npz of "
                              "python -m pipelines.extract_embeddings (--format npz)")
-        paths = [str(p) for p in data["paths"]]
+        rels = [str(p) for p in data["paths"]]
+        # an npz of this lightface records the folder its paths are relative to and each file's sha256: its faces
+        # are stored with absolute paths, as enroll() stores photos, so that either finds the other's faces
+        root = str(data["root"]) if "root" in data else ""
+        if not root:
+            logger.warning("%s: the npz records no root folder (written by an earlier lightface): its faces keep its "
+                           "relative paths, so photos enrolled from the same files are not recognised as its faces; "
+                           "extract it again (python -m pipelines.extract_embeddings) to record them", path)
+        paths = [os.path.abspath(os.path.join(root, p)) for p in rels] if root else rels
+        shas = [str(s) or None for s in data["file_sha256"]] if "file_sha256" in data else [None] * len(paths)
+        if len(shas) != len(paths):
+            raise ValueError(f"{path}: {len(shas)} file_sha256 for {len(paths)} paths; not an npz of "
+                             "python -m pipelines.extract_embeddings")
         if identities is None:
-            parts = [Path(p).parts for p in paths]
-            bad = [p for p, q in zip(paths, parts) if len(q) < 2]
+            parts = [Path(p).parts for p in rels]
+            bad = [p for p, q in zip(rels, parts) if len(q) < 2]
             if bad:
                 raise ValueError(f"{path}: {len(bad)} image(s) have no folder to name their person (e.g. {bad[0]!r}); "
                                  "pass identities= (one name, or one per image; python -m pipelines.enroll: "
@@ -601,21 +637,40 @@ class FaceGallery:
         emb = _as_matrix(data["embeddings"], f"{path}: embeddings")
         names = [identities] * len(paths) if isinstance(identities, str) else [str(s) for s in identities]
         if len(names) == len(paths) == len(emb):
-            keep = self._not_enrolled(emb, names, paths)
+            keep = self._not_enrolled(emb, names, paths, shas, rels)
             if not keep.all():
-                logger.info("%s: %d of the %d faces of %s are already in the gallery (same path, person and "
-                            "embedding); not added again", self.path, int((~keep).sum()), len(keep), path)
-                emb, names, paths = emb[keep], [names[i] for i in np.flatnonzero(keep)], \
-                    [paths[i] for i in np.flatnonzero(keep)]
+                logger.info("%s: %d of the %d faces of %s are already in the gallery (same file, or same path, "
+                            "person and embedding); not added again", self.path, int((~keep).sum()), len(keep), path)
+                kept = np.flatnonzero(keep)
+                emb, names, paths, shas = emb[keep], [names[i] for i in kept], [paths[i] for i in kept], \
+                    [shas[i] for i in kept]
             if not len(emb):
                 return np.zeros(0, np.int64)
-        return self.add(emb, names, {"path": paths}, model=model, settings=settings)
+        return self.add(emb, names, {"path": paths, "file_sha256": shas}, model=model, settings=settings)
 
-    def _not_enrolled(self, emb: np.ndarray, names: Sequence[str], paths: Sequence[str]) -> np.ndarray:
-        """bool (N,): the faces not yet in the gallery under the same path and person with the same embedding."""
+    def _not_enrolled(self, emb: np.ndarray, names: Sequence[str], paths: Sequence[str],
+                      shas: Optional[Sequence[Optional[str]]] = None,
+                      other_paths: Optional[Sequence[str]] = None) -> np.ndarray:
+        """bool (N,): the faces to add. Left out: a file (``shas``, None where unknown) already enrolled, or met
+        earlier in this call, as :meth:`enroll` leaves it out (logged when under another path or person), and a
+        face in the gallery under the same path (or its ``other_paths``: the relative path an earlier lightface
+        stored for an npz's face) and person with the same embedding."""
         self._store.refresh()
         keep = np.ones(len(emb), bool)
-        known = self._store.face_ids_by_path(paths)
+        seen: Dict[str, Tuple[str, str]] = {}
+        for i, sha in enumerate(shas or ()):
+            if not sha:
+                continue
+            prev = self._store.find_sha(sha)
+            prev = prev[1:] if prev is not None else seen.get(sha)
+            if prev is None:
+                seen[sha] = (names[i], paths[i])
+                continue
+            keep[i] = False
+            if prev[0] != names[i] or not _same_file(prev[1], paths[i]):
+                logger.warning("%s (%s): same file as %s (%s); not added again", paths[i], names[i], prev[1], prev[0])
+        other = list(other_paths) if other_paths is not None else list(paths)
+        known = self._store.face_ids_by_path([p for i, k in enumerate(keep) if k for p in (paths[i], other[i])])
         if not known:
             return keep
         ids = sorted({i for v in known.values() for i in v})
@@ -623,7 +678,7 @@ class FaceGallery:
                    for r in self._store.faces(f"f.id IN ({','.join('?' * len(ids[c:c + 500]))})", ids[c:c + 500])}
         stored = self._store.embeddings
         for i, p in enumerate(paths):
-            for fid in known.get(p, ()):
+            for fid in dict.fromkeys(known.get(p, []) + known.get(other[i], [])) if keep[i] else ():
                 r = records.get(fid)
                 same = r is not None and r.identity == names[i]
                 if same and float(stored[r.row].astype(np.float32) @ emb[i]) > 0.999:
@@ -712,6 +767,9 @@ class FaceGallery:
         embedder = embedder if embedder is not None else self.embedder
         if embedder is None:
             raise ValueError("enroll needs an embedder: FaceGallery(path, embedder) or enroll(..., embedder=...)")
+        if isinstance(paths_or_folders, Mapping):  # names given by the caller: refused before any work
+            for name in paths_or_folders:
+                check_identity(name)
         info = self._check_model(embedder)
         if not aligned:
             self._check_detector(embedder)
@@ -746,7 +804,7 @@ class FaceGallery:
                 if prev is None and sha in seen:
                     prev = (None, *seen[sha])
                 if prev is not None:
-                    if prev[2] == source and prev[1] == identity:
+                    if prev[1] == identity and _same_file(prev[2], source):
                         report.skipped += 1
                     else:
                         report.duplicates.append(Duplicate(source, identity, "file", prev[0], prev[1], prev[2]))
@@ -854,7 +912,8 @@ class FaceGallery:
                                f"-m pipelines.gallery {self.path} index auto), or search with backend='exact' "
                                "(--backend exact)")
         use_faiss = has_index and (backend == "faiss" or (backend == "auto" and faiss_backend.available()))
-        if has_index and backend == "auto" and not use_faiss:
+        if has_index and backend == "auto" and not use_faiss and not self._told_no_faiss:
+            self._told_no_faiss = True
             logger.warning("%s: the gallery has a FAISS index but faiss is not installed; searching exactly "
                            "(pip install 'lightface[search]')", self.path)
         if not use_faiss:
